@@ -1,0 +1,68 @@
+/*
+ * es_config_t: one key/value configuration object, librdkafka style. Keys are
+ * checked when set; an unknown key or a bad value is an error naming the key.
+ * Sources, in increasing precedence: defaults, an eskit.conf file
+ * (es_config_load_file), ESKIT_* environment variables (es_config_load_env),
+ * explicit es_config_set calls made after those.
+ *
+ * Keys:
+ *   backend              embedded | kafka   (default: kafka when brokers is set)
+ *   db                   path of the SQLite file (default: eskit.db)
+ *   brokers              Kafka bootstrap servers
+ *   service.name         names consumer groups: <service>.<projector> (default: eskit)
+ *   sqlite.synchronous   full | normal | off (default: full)
+ *   sqlite.busy.timeout.ms  how long a writer waits for the file lock (default: 10000)
+ *   snapshot.every       snapshot after every N events; 0 = never (default: 1)
+ *   execute.timeout.ms   es_execute deadline when the command sets none (default: 30000)
+ *   kafka.<property>     passed to librdkafka as <property>, checked by it
+ *
+ * Environment: ESKIT_ plus the key upper-cased with '.' as '_' (ESKIT_DB,
+ * ESKIT_BROKERS, ESKIT_SNAPSHOT_EVERY); ESKIT_KAFKA_LINGER_MS sets
+ * kafka.linger.ms. ESKIT_CONFIG names the config file.
+ */
+#ifndef ESKIT_CONFIG_H
+#define ESKIT_CONFIG_H
+
+#include <eskit/error.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct es_config es_config_t;
+
+enum { ES_LOG_ERROR = 3, ES_LOG_WARNING = 4, ES_LOG_INFO = 6, ES_LOG_DEBUG = 7 };
+
+/* Called for every library log line, on the thread that logs. */
+typedef void es_log_cb(int level, const char *message, void *opaque);
+
+/* A config holding the defaults. Caller frees with es_config_destroy. */
+es_config_t *es_config_new(void);
+void es_config_destroy(es_config_t *cfg);
+/* A copy of cfg, log callback included. Caller frees with es_config_destroy. */
+es_config_t *es_config_dup(const es_config_t *cfg);
+
+/* Sets key to value after checking both. */
+es_err es_config_set(es_config_t *cfg, const char *key, const char *value, es_error_t *err);
+/* The value of key (the default when unset), or NULL for an unknown or unset key. */
+const char *es_config_get(const es_config_t *cfg, const char *key);
+/* Integer value of a numeric key. */
+long long es_config_get_int(const es_config_t *cfg, const char *key);
+
+/* Reads "key = value" lines ('#' starts a comment); errors name file and line. */
+es_err es_config_load_file(es_config_t *cfg, const char *path, es_error_t *err);
+/* Applies ESKIT_* environment variables; an unknown ESKIT_ variable is an error. */
+es_err es_config_load_env(es_config_t *cfg, es_error_t *err);
+/* The usual sources: $ESKIT_CONFIG or ./eskit.conf when present, then the environment. */
+es_err es_config_load_sources(es_config_t *cfg, es_error_t *err);
+
+/* Calls (key, value, opaque) for every key set explicitly, in key order. */
+void es_config_foreach(const es_config_t *cfg,
+                       void (*fn)(const char *key, const char *value, void *opaque), void *opaque);
+
+void es_config_set_log_cb(es_config_t *cfg, es_log_cb *cb, void *opaque);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,42 @@
+/*
+ * Errors as values. Every fallible call returns an es_err (ES_OK = 0, failures
+ * negative) and, when given a non-NULL es_error_t, fills it with a message a
+ * person can act on: what failed, where (aggregate, topic, offset, file) and
+ * what to do about it.
+ */
+#ifndef ESKIT_ERROR_H
+#define ESKIT_ERROR_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum es_err {
+    ES_OK = 0,
+    ES_EINVAL = -1,         /* bad argument: name, id, config key or value, CLI input */
+    ES_ECONFLICT = -2,      /* the expected version did not hold; nothing was appended */
+    ES_EREJECTED = -3,      /* decide() refused the command; nothing was appended */
+    ES_ETIMEOUT = -4,       /* a deadline passed */
+    ES_EIO = -5,            /* storage failed (SQLite error, disk full, unreadable file) */
+    ES_EDECODE = -6,        /* malformed bytes (envelope, payload, snapshot) */
+    ES_EKAFKA = -7,         /* librdkafka reported an error */
+    ES_ENOMEM = -8,         /* out of memory */
+    ES_ENOTFOUND = -9,      /* no such aggregate type, stream, snapshot or file */
+    ES_EUNKNOWN_TYPE = -10, /* event or command type not registered for the aggregate */
+    ES_EBUSY = -11,         /* the database stayed locked by another writer past the timeout */
+    ES_ESTATE = -12,        /* the call does not fit the object's state (e.g. registering twice) */
+} es_err;
+
+/* Filled by failing calls; message is always NUL-terminated. */
+typedef struct es_error {
+    es_err code;
+    char message[512];
+} es_error_t;
+
+/* Short name of a code, e.g. "ES_ECONFLICT". Never NULL. */
+const char *es_strerror(es_err code);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

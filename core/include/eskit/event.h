@@ -1,0 +1,82 @@
+/*
+ * Events as they sit in the log, and the envelope codec.
+ *
+ * An es_event_t is a read-only view: every pointer in it stays valid until the
+ * event is freed (decoded events) or the callback that received it returns
+ * (events handed to an es_event_cb). The wire form is eskit.v1.EventEnvelope
+ * (proto/eskit/v1/envelope.proto), identical on both backends.
+ */
+#ifndef ESKIT_EVENT_H
+#define ESKIT_EVENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <eskit/error.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ES_MAX_TYPE_LEN 128 /* aggregate type: "<domain>.<aggregate>" */
+#define ES_MAX_ID_LEN 255   /* aggregate id, bytes */
+#define ES_UUID_STR_LEN 36
+
+typedef struct es_kv {
+    const char *key;
+    const char *value;
+} es_kv_t;
+
+typedef struct es_event {
+    int64_t offset;    /* position in its log: embedded global position, Kafka offset */
+    int32_t partition; /* Kafka partition; 0 on the embedded backend */
+    char event_id[ES_UUID_STR_LEN + 1];
+    const char *aggregate_type;
+    const char *aggregate_id;
+    uint64_t version;       /* 1-based, contiguous per aggregate */
+    const char *event_type; /* full protobuf name of the payload message */
+    const uint8_t *payload;
+    size_t payload_len;
+    int64_t occurred_at_us; /* microseconds since the Unix epoch, UTC */
+    const char *command_id;
+    const char *correlation_id;
+    const es_kv_t *metadata;
+    size_t n_metadata;
+} es_event_t;
+
+/* Called once per event, in log order; return non-zero to stop early. */
+typedef int es_event_cb(const es_event_t *ev, void *opaque);
+
+/* Where bytes came from, for error messages; any field may be NULL / -1. */
+typedef struct es_position {
+    const char *topic; /* e.g. "orders.order.events" */
+    const char *key;   /* aggregate id when known */
+    int32_t partition;
+    int64_t offset;
+} es_position_t;
+
+/* Serializes ev (offset and partition are not part of it). Caller frees *out with free(). */
+es_err es_envelope_encode(const es_event_t *ev, uint8_t **out, size_t *out_len, es_error_t *err);
+
+/* Parses and checks an envelope; ES_EDECODE names the position when malformed.
+ * at may be NULL. Caller frees *out with es_event_free. */
+es_err es_envelope_decode(const uint8_t *buf, size_t len, const es_position_t *at, es_event_t **out,
+                          es_error_t *err);
+
+/* A deep copy of ev. Caller frees with es_event_free. */
+es_event_t *es_event_dup(const es_event_t *ev);
+void es_event_free(es_event_t *ev);
+
+/* Checks "<domain>.<aggregate>": lowercase [a-z0-9-] segments, two or more. */
+es_err es_validate_aggregate_type(const char *type, es_error_t *err);
+/* Checks an aggregate id: 1..ES_MAX_ID_LEN bytes, no NUL or control characters. */
+es_err es_validate_aggregate_id(const char *id, es_error_t *err);
+
+/* Writes a fresh UUIDv7 (time-ordered) in text form; out holds 37 bytes. */
+void es_uuid7(char out[ES_UUID_STR_LEN + 1]);
+/* Microseconds since the Unix epoch. */
+int64_t es_now_us(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

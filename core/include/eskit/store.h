@@ -1,0 +1,100 @@
+/*
+ * es_store_t: the event log of one service, behind one API on both backends.
+ * Embedded (default): one SQLite file, WAL, synchronous=FULL. Every aggregate
+ * has a stream of events with versions 1..n and no gaps; all streams together
+ * form one log in commit order, read by offset (what projectors poll).
+ *
+ * A store is safe to use from several threads (calls serialize on it) and
+ * several processes may open the same file: appends are transactions with
+ * an optimistic version check, so concurrent writers see ES_ECONFLICT, never
+ * a lost or duplicated event.
+ */
+#ifndef ESKIT_STORE_H
+#define ESKIT_STORE_H
+
+#include <stdbool.h>
+#include <eskit/config.h>
+#include <eskit/event.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct es_store es_store_t;
+
+/* What an append requires of the stream's current version (as EventStoreDB). */
+typedef enum es_expect {
+    ES_EXPECT_ANY = 0,       /* whatever it is */
+    ES_EXPECT_NO_STREAM = 1, /* the stream must not exist (version 0) */
+    ES_EXPECT_EXISTS = 2,    /* the stream must exist (version >= 1) */
+    ES_EXPECT_EXACT = 3,     /* the version must equal expected_version */
+} es_expect;
+
+/* An event to append; the store assigns id, version, offset and time. */
+typedef struct es_new_event {
+    const char *event_type;
+    const uint8_t *payload;
+    size_t payload_len;
+    const char *command_id;     /* NULL: none */
+    const char *correlation_id; /* NULL: none */
+    const es_kv_t *metadata;
+    size_t n_metadata;
+} es_new_event_t;
+
+typedef struct es_append_result {
+    uint64_t first_version; /* version of the first appended event */
+    uint64_t last_version;  /* the stream's version now */
+    int64_t first_offset;   /* log offsets of the first and last appended event */
+    int64_t last_offset;
+} es_append_result_t;
+
+typedef struct es_snapshot {
+    uint64_t version; /* last event folded into the state */
+    const char *state_type;
+    const uint8_t *state;
+    size_t state_len;
+    int64_t taken_at_us;
+} es_snapshot_t;
+
+/* Opens (creating if needed) the store the config names. Caller frees with es_store_destroy. */
+es_err es_store_new(const es_config_t *cfg, es_store_t **out, es_error_t *err);
+void es_store_destroy(es_store_t *store);
+
+/* Appends n events to one stream atomically, if expect holds. res may be NULL. */
+es_err es_store_append(es_store_t *store, const char *type, const char *id, es_expect expect,
+                       uint64_t expected_version, const es_new_event_t *events, size_t n,
+                       es_append_result_t *res, es_error_t *err);
+
+/* The stream's current version; 0 when it does not exist. */
+es_err es_store_stream_version(es_store_t *store, const char *type, const char *id,
+                               uint64_t *version, es_error_t *err);
+
+/* Calls cb for the stream's events with version >= from_version, in order. */
+es_err es_store_read_stream(es_store_t *store, const char *type, const char *id,
+                            uint64_t from_version, es_event_cb *cb, void *opaque, es_error_t *err);
+
+/* Calls cb for up to max events (0 = no limit) of the whole log with offset >=
+ * from_offset, in commit order; types (NULL-terminated, NULL = all) filters by
+ * aggregate type. *next_offset (may be NULL) is where the next read starts. */
+es_err es_store_read_log(es_store_t *store, const char *const *types, int64_t from_offset,
+                         size_t max, es_event_cb *cb, void *opaque, int64_t *next_offset,
+                         es_error_t *err);
+
+/* The offset the next appended event will get (the log's end). */
+es_err es_store_end_offset(es_store_t *store, int64_t *end, es_error_t *err);
+
+/* Stores (replacing) the stream's snapshot. */
+es_err es_store_put_snapshot(es_store_t *store, const char *type, const char *id,
+                             const es_snapshot_t *snap, es_error_t *err);
+/* The stream's snapshot, or ES_ENOTFOUND. Caller frees with es_snapshot_free. */
+es_err es_store_get_snapshot(es_store_t *store, const char *type, const char *id,
+                             es_snapshot_t **out, es_error_t *err);
+void es_snapshot_free(es_snapshot_t *snap);
+
+/* The config the store was opened with (borrowed). */
+const es_config_t *es_store_config(const es_store_t *store);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

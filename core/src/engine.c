@@ -1,0 +1,529 @@
+/*
+ * es_engine_t: the decider loop over a log. A batch is one transaction; inside
+ * it each command is looked up by id (exactly-once), its aggregate loaded
+ * (snapshot, then later events), decided, folded, appended, snapshotted when
+ * due and recorded. A command's own failure (rejection, conflict, bad input)
+ * becomes its result and touches nothing; a storage failure aborts the batch.
+ */
+#include "store.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct registration {
+    const es_aggregate_def *def;
+    void *opaque;
+} registration;
+
+struct es_engine {
+    es_store_t *store;
+    registration *regs;
+    size_t n_regs, cap_regs;
+    long long snapshot_every;
+    long long timeout_ms;
+};
+
+typedef struct emitted {
+    const ProtobufCMessageDescriptor *desc;
+    es_buf_t buf;
+} emitted;
+
+struct es_decision {
+    const es_aggregate_def *def;
+    emitted *ev;
+    size_t n, cap;
+    char *reason;
+    es_err error; /* set when es_emit itself failed */
+};
+
+es_err es_engine_new(const es_config_t *cfg, es_engine_t **out, es_error_t *err) {
+    if (!out)
+        return es_fail(err, ES_EINVAL, "es_engine_new: out is required");
+    *out = NULL;
+    es_engine_t *e = calloc(1, sizeof *e);
+    if (!e)
+        return es_fail(err, ES_ENOMEM, "out of memory creating an engine");
+    es_err rc = es_store_new(cfg, &e->store, err);
+    if (rc != ES_OK) {
+        free(e);
+        return rc;
+    }
+    e->snapshot_every = es_config_get_int(es_store_config(e->store), "snapshot.every");
+    e->timeout_ms = es_config_get_int(es_store_config(e->store), "execute.timeout.ms");
+    *out = e;
+    return ES_OK;
+}
+
+void es_engine_destroy(es_engine_t *engine) {
+    if (!engine)
+        return;
+    es_store_destroy(engine->store);
+    free(engine->regs);
+    free(engine);
+}
+
+es_store_t *es_engine_store(es_engine_t *engine) {
+    return engine->store;
+}
+
+static const registration *find_reg(const es_engine_t *e, const char *type) {
+    for (size_t i = 0; i < e->n_regs; i++)
+        if (!strcmp(e->regs[i].def->type, type))
+            return &e->regs[i];
+    return NULL;
+}
+
+static es_err check_def(const es_aggregate_def *def, es_error_t *err) {
+    if (!def)
+        return es_fail(err, ES_EINVAL, "es_engine_register: definition is NULL");
+    if (def->abi_version != ES_AGGREGATE_ABI)
+        return es_fail(err, ES_EINVAL,
+                       "aggregate definition '%s' has ABI version %u; this eskit expects %d; "
+                       "rebuild it against this eskit's headers",
+                       def->type ? def->type : "?", def->abi_version, ES_AGGREGATE_ABI);
+    es_err rc = es_validate_aggregate_type(def->type, err);
+    if (rc != ES_OK)
+        return rc;
+    if (!def->state || !def->events || !def->events[0] || !def->commands || !def->commands[0] ||
+        !def->evolve || !def->decide)
+        return es_fail(err, ES_EINVAL,
+                       "aggregate definition '%s' needs state, events, commands, evolve and "
+                       "decide",
+                       def->type);
+    return ES_OK;
+}
+
+es_err es_engine_register(es_engine_t *engine, const es_aggregate_def *def, void *opaque,
+                          es_error_t *err) {
+    es_err rc = check_def(def, err);
+    if (rc != ES_OK)
+        return rc;
+    if (find_reg(engine, def->type))
+        return es_fail(err, ES_ESTATE, "aggregate type '%s' is already registered", def->type);
+    if (engine->n_regs == engine->cap_regs) {
+        size_t cap = engine->cap_regs ? engine->cap_regs * 2 : 8;
+        registration *r = realloc(engine->regs, cap * sizeof *r);
+        if (!r)
+            return es_fail(err, ES_ENOMEM, "out of memory registering '%s'", def->type);
+        engine->regs = r;
+        engine->cap_regs = cap;
+    }
+    engine->regs[engine->n_regs++] = (registration){def, opaque};
+    return ES_OK;
+}
+
+es_err es_emit(es_decision_t *d, const ProtobufCMessage *event) {
+    if (!event || !es_pb_find(d->def->events, event->descriptor->name)) {
+        d->error = ES_EUNKNOWN_TYPE;
+        free(d->reason);
+        d->reason = NULL;
+        if (asprintf(&d->reason, "decide emitted %s, which %s does not list among its events",
+                     event ? event->descriptor->name : "NULL", d->def->type) < 0)
+            d->reason = NULL;
+        return ES_EUNKNOWN_TYPE;
+    }
+    if (d->n == d->cap) {
+        size_t cap = d->cap ? d->cap * 2 : 4;
+        emitted *ev = realloc(d->ev, cap * sizeof *ev);
+        if (!ev)
+            return d->error = ES_ENOMEM;
+        d->ev = ev;
+        d->cap = cap;
+    }
+    emitted *em = &d->ev[d->n];
+    *em = (emitted){event->descriptor, {0}};
+    if (es_buf_reserve(&em->buf, protobuf_c_message_get_packed_size(event)) != ES_OK)
+        return d->error = ES_ENOMEM;
+    em->buf.len = protobuf_c_message_pack(event, em->buf.data);
+    d->n++;
+    return ES_OK;
+}
+
+es_err es_reject(es_decision_t *d, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    free(d->reason);
+    if (vasprintf(&d->reason, fmt, ap) < 0)
+        d->reason = NULL;
+    va_end(ap);
+    return ES_EREJECTED;
+}
+
+static void decision_free(es_decision_t *d) {
+    for (size_t i = 0; i < d->n; i++)
+        es_buf_free(&d->ev[i].buf);
+    free(d->ev);
+    free(d->reason);
+}
+
+void es_result_clear(es_result_t *res) {
+    if (!res)
+        return;
+    for (size_t i = 0; i < res->n_events; i++)
+        es_event_free(res->events[i]);
+    free(res->events);
+    free(res->command_id);
+    free(res->reason);
+    memset(res, 0, sizeof *res);
+}
+
+/* Everything one command's execution needs, passed between the steps below. */
+typedef struct exec_ctx {
+    es_engine_t *engine;
+    es_log_t *log;
+    const es_command_t *cmd;
+    const registration *reg;
+    const char *command_id;
+    es_result_t *res;
+    ProtobufCMessage *state;
+    uint64_t version;
+    es_error_t *err; /* for the command's own failure, copied into res->reason */
+} exec_ctx;
+
+/* Folds one stored or new event into the state. */
+static es_err fold(exec_ctx *x, const char *event_type, const uint8_t *payload, size_t len,
+                   uint64_t version, es_error_t *err) {
+    const es_aggregate_def *def = x->reg->def;
+    const ProtobufCMessageDescriptor *desc = es_pb_find(def->events, event_type);
+    if (!desc)
+        return es_fail(err, ES_EUNKNOWN_TYPE,
+                       "%s/%s version %llu: event type '%s' is not registered for %s; add its "
+                       "descriptor to the aggregate definition's events",
+                       def->type, x->cmd->aggregate_id, (unsigned long long)version, event_type,
+                       def->type);
+    ProtobufCMessage *msg = protobuf_c_message_unpack(desc, NULL, len, payload);
+    if (!msg)
+        return es_fail(err, ES_EDECODE, "%s/%s version %llu: payload (%zu bytes) is not a valid %s",
+                       def->type, x->cmd->aggregate_id, (unsigned long long)version, len,
+                       event_type);
+    es_err rc = def->evolve(x->state, msg, x->reg->opaque, err);
+    protobuf_c_message_free_unpacked(msg, NULL);
+    if (rc != ES_OK && err && !err->message[0])
+        es_fail(err, rc, "%s/%s version %llu: evolve failed on %s", def->type, x->cmd->aggregate_id,
+                (unsigned long long)version, event_type);
+    return rc;
+}
+
+typedef struct fold_cb_ctx {
+    exec_ctx *x;
+    es_error_t *err;
+    es_err rc;
+} fold_cb_ctx;
+
+static int fold_cb(const es_event_t *ev, void *opaque) {
+    fold_cb_ctx *c = opaque;
+    c->rc = fold(c->x, ev->event_type, ev->payload, ev->payload_len, ev->version, c->err);
+    return c->rc != ES_OK;
+}
+
+/* Starts from the snapshot when it is usable; a stale or undecodable one is ignored. */
+static uint64_t state_from_snapshot(exec_ctx *x) {
+    const es_aggregate_def *def = x->reg->def;
+    es_snapshot_t *snap = NULL;
+    uint64_t from = 0;
+    if (x->log->ops->get_snapshot(x->log, def->type, x->cmd->aggregate_id, &snap, NULL) != ES_OK)
+        return 0;
+    if (snap->version <= x->version && !strcmp(snap->state_type, def->state->name)) {
+        x->state = protobuf_c_message_unpack(def->state, NULL, snap->state_len, snap->state);
+        if (x->state)
+            from = snap->version;
+        else
+            es_logf(es_store_config(x->engine->store), ES_LOG_WARNING,
+                    "snapshot of %s/%s at version %llu does not decode; rebuilding from events",
+                    def->type, x->cmd->aggregate_id, (unsigned long long)snap->version);
+    }
+    es_snapshot_free(snap);
+    return from;
+}
+
+static es_err load_state(exec_ctx *x, es_error_t *err) {
+    const es_aggregate_def *def = x->reg->def;
+    uint64_t from = x->version ? state_from_snapshot(x) : 0;
+    if (!x->state) {
+        if (!(x->state = es_pb_new(def->state)))
+            return es_fail(err, ES_ENOMEM, "out of memory creating a %s state", def->type);
+        if (def->initial_state)
+            def->initial_state(x->state, x->reg->opaque);
+    }
+    if (from >= x->version)
+        return ES_OK;
+    fold_cb_ctx c = {x, err, ES_OK};
+    es_err rc = x->log->ops->read_stream(x->log, def->type, x->cmd->aggregate_id, from + 1,
+                                         x->version, fold_cb, &c, err);
+    return rc != ES_OK ? rc : c.rc;
+}
+
+static int is_fatal(es_err rc) {
+    return rc == ES_EIO || rc == ES_EBUSY || rc == ES_ENOMEM || rc == ES_ESTATE;
+}
+
+static es_err set_result(es_result_t *res, es_outcome outcome, es_err code, const char *reason) {
+    res->outcome = outcome;
+    res->code = code;
+    free(res->reason);
+    res->reason = reason ? strdup(reason) : NULL;
+    return ES_OK;
+}
+
+typedef struct collect_ctx {
+    es_result_t *res;
+    es_err rc;
+} collect_ctx;
+
+static int collect_cb(const es_event_t *ev, void *opaque) {
+    collect_ctx *c = opaque;
+    es_event_t *copy = es_event_dup(ev);
+    if (!copy) {
+        c->rc = ES_ENOMEM;
+        return 1;
+    }
+    c->res->events[c->res->n_events++] = copy;
+    return 0;
+}
+
+/* A command id seen before: answer with what happened then. */
+static es_err answer_duplicate(exec_ctx *x, const es_command_record_t *rec, es_error_t *err) {
+    es_result_t *res = x->res;
+    const es_command_t *cmd = x->cmd;
+    if (strcmp(rec->aggregate_type, cmd->aggregate_type) ||
+        strcmp(rec->aggregate_id, cmd->aggregate_id)) {
+        es_fail(x->err, ES_EINVAL, "command id '%s' was already used for %s/%s; use a fresh id",
+                x->command_id, rec->aggregate_type, rec->aggregate_id);
+        return set_result(res, ES_OUTCOME_ERROR, ES_EINVAL, x->err->message);
+    }
+    es_err code = rec->outcome == ES_OUTCOME_ACCEPTED ? ES_OK : ES_EREJECTED;
+    set_result(res, (es_outcome)rec->outcome, code, rec->reason);
+    res->duplicate = true;
+    res->version = rec->version;
+    res->first_version = rec->first_version;
+    res->last_version = rec->last_version;
+    if (!rec->first_version)
+        return ES_OK;
+    size_t n = (size_t)(rec->last_version - rec->first_version + 1);
+    if (!(res->events = calloc(n, sizeof *res->events)))
+        return es_fail(err, ES_ENOMEM, "out of memory answering a duplicate command");
+    collect_ctx c = {res, ES_OK};
+    es_err rc =
+        x->log->ops->read_stream(x->log, cmd->aggregate_type, cmd->aggregate_id, rec->first_version,
+                                 rec->last_version, collect_cb, &c, err);
+    return rc != ES_OK ? rc : c.rc;
+}
+
+static es_err record_command(exec_ctx *x, es_outcome outcome, es_error_t *err) {
+    es_command_record_t rec = {x->command_id,   x->cmd->aggregate_type, x->cmd->aggregate_id,
+                               outcome,         x->res->first_version,  x->res->last_version,
+                               x->res->version, x->res->reason};
+    return x->log->ops->put_command(x->log, &rec, err);
+}
+
+static es_err write_snapshot(exec_ctx *x, uint64_t before, es_error_t *err) {
+    long long every = x->engine->snapshot_every;
+    if (every <= 0 || before / (uint64_t)every == x->version / (uint64_t)every)
+        return ES_OK;
+    es_buf_t b = {0};
+    if (es_buf_reserve(&b, protobuf_c_message_get_packed_size(x->state)) != ES_OK)
+        return es_fail(err, ES_ENOMEM, "out of memory writing a snapshot");
+    b.len = protobuf_c_message_pack(x->state, b.data);
+    es_snapshot_t snap = {x->version, x->reg->def->state->name, b.data, b.len, es_now_us()};
+    es_err rc =
+        x->log->ops->put_snapshot(x->log, x->cmd->aggregate_type, x->cmd->aggregate_id, &snap, err);
+    es_buf_free(&b);
+    return rc;
+}
+
+static es_err fill_events(es_result_t *res, const es_pending_t *p, es_error_t *err) {
+    if (!p->n)
+        return ES_OK;
+    if (!(res->events = calloc(p->n, sizeof *res->events)))
+        return es_fail(err, ES_ENOMEM, "out of memory returning events");
+    for (size_t i = 0; i < p->n; i++) {
+        char topic[ES_MAX_TYPE_LEN + 16];
+        snprintf(topic, sizeof topic, "%s.events", p->evs[i].aggregate_type);
+        es_position_t at = {topic, p->evs[i].aggregate_id, 0, p->offsets[i]};
+        es_err rc = es_envelope_decode(p->recs[i].bytes, p->recs[i].len, &at, &res->events[i], err);
+        if (rc != ES_OK)
+            return rc;
+        res->n_events++;
+    }
+    return ES_OK;
+}
+
+/* Appends the decision's events after folding them (a decider whose events its own evolve
+ * rejects is a bug; nothing is appended then). */
+static es_err apply_decision(exec_ctx *x, const es_decision_t *d, es_error_t *err) {
+    const es_command_t *cmd = x->cmd;
+    uint64_t before = x->version;
+    es_err rc = ES_OK;
+    for (size_t i = 0; i < d->n && rc == ES_OK; i++)
+        rc = fold(x, d->ev[i].desc->name, d->ev[i].buf.data, d->ev[i].buf.len, before + i + 1,
+                  x->err);
+    if (rc != ES_OK)
+        return is_fatal(rc) ? rc : set_result(x->res, ES_OUTCOME_ERROR, rc, x->err->message);
+
+    es_new_event_t *ne = calloc(d->n ? d->n : 1, sizeof *ne);
+    if (!ne)
+        return es_fail(err, ES_ENOMEM, "out of memory appending events");
+    const char *corr = cmd->correlation_id ? cmd->correlation_id : x->command_id;
+    for (size_t i = 0; i < d->n; i++)
+        ne[i] = (es_new_event_t){
+            d->ev[i].desc->name, d->ev[i].buf.data, d->ev[i].buf.len, x->command_id, corr,
+            cmd->metadata,       cmd->n_metadata};
+    es_pending_t p = {0};
+    rc = es_pending_build(&p, cmd->aggregate_type, cmd->aggregate_id, before, ne, d->n, err);
+    if (rc == ES_OK && d->n)
+        rc = x->log->ops->append(x->log, cmd->aggregate_type, cmd->aggregate_id, before, p.recs,
+                                 d->n, p.offsets, err);
+    x->version = before + d->n;
+    x->res->version = x->version;
+    x->res->first_version = d->n ? before + 1 : 0;
+    x->res->last_version = d->n ? x->version : 0;
+    set_result(x->res, ES_OUTCOME_ACCEPTED, ES_OK, NULL);
+    if (rc == ES_OK)
+        rc = write_snapshot(x, before, err);
+    if (rc == ES_OK)
+        rc = record_command(x, ES_OUTCOME_ACCEPTED, err);
+    if (rc == ES_OK)
+        rc = fill_events(x->res, &p, err);
+    es_pending_free(&p);
+    free(ne);
+    return rc;
+}
+
+static es_err decide_and_apply(exec_ctx *x, es_error_t *err) {
+    const registration *reg = x->reg;
+    es_decision_t d = {.def = reg->def};
+    es_err rc = reg->def->decide(x->state, x->cmd->message, &d, reg->opaque);
+    x->res->version = x->version;
+    if (rc == ES_OK && d.error != ES_OK)
+        rc = d.error;
+    if (rc == ES_OK) {
+        rc = apply_decision(x, &d, err);
+    } else if (rc == ES_EREJECTED) {
+        set_result(x->res, ES_OUTCOME_REJECTED, ES_EREJECTED,
+                   d.reason ? d.reason : "rejected by decide (no reason given)");
+        rc = record_command(x, ES_OUTCOME_REJECTED, err);
+    } else if (rc == ES_ENOMEM) {
+        rc = es_fail(err, ES_ENOMEM, "out of memory in decide");
+    } else {
+        es_fail(x->err, rc, "%s/%s: decide failed with %s%s%s", reg->def->type,
+                x->cmd->aggregate_id, es_strerror(rc), d.reason ? ": " : "",
+                d.reason ? d.reason : "");
+        rc = set_result(x->res, ES_OUTCOME_ERROR, rc, x->err->message);
+    }
+    decision_free(&d);
+    return rc;
+}
+
+/* The command's own checks; a failure is its result, not the batch's. */
+static es_err check_command(exec_ctx *x, es_error_t *cerr) {
+    const es_command_t *cmd = x->cmd;
+    es_err rc = es_validate_aggregate_type(cmd->aggregate_type, cerr);
+    if (rc == ES_OK)
+        rc = es_validate_aggregate_id(cmd->aggregate_id, cerr);
+    if (rc != ES_OK)
+        return rc;
+    if (strlen(x->command_id) > ES_MAX_ID_LEN)
+        return es_fail(cerr, ES_EINVAL, "command id of %zu bytes is too long (max %d)",
+                       strlen(x->command_id), ES_MAX_ID_LEN);
+    if (!(x->reg = find_reg(x->engine, cmd->aggregate_type)))
+        return es_fail(cerr, ES_EUNKNOWN_TYPE,
+                       "aggregate type '%s' is not registered with this engine; call "
+                       "es_engine_register first",
+                       cmd->aggregate_type);
+    if (!cmd->message || !es_pb_find(x->reg->def->commands, cmd->message->descriptor->name))
+        return es_fail(cerr, ES_EUNKNOWN_TYPE, "command type '%s' is not among the commands of %s",
+                       cmd->message ? cmd->message->descriptor->name : "(none)",
+                       cmd->aggregate_type);
+    if (cmd->deadline_us && es_now_us() > cmd->deadline_us)
+        return es_fail(cerr, ES_ETIMEOUT,
+                       "command %s for %s/%s reached its deadline before it could run",
+                       x->command_id, cmd->aggregate_type, cmd->aggregate_id);
+    return ES_OK;
+}
+
+static es_err execute_one(exec_ctx *x, es_error_t *err) {
+    const es_command_t *cmd = x->cmd;
+    es_result_t *res = x->res;
+    es_command_record_t rec;
+    es_err rc = check_command(x, x->err);
+    if (rc != ES_OK)
+        return set_result(res, ES_OUTCOME_ERROR, rc, x->err->message);
+
+    rc = x->log->ops->find_command(x->log, x->command_id, &rec, err);
+    if (rc == ES_OK)
+        return answer_duplicate(x, &rec, err);
+    if (rc != ES_ENOTFOUND)
+        return rc;
+
+    rc = x->log->ops->stream_version(x->log, cmd->aggregate_type, cmd->aggregate_id, &x->version,
+                                     err);
+    if (rc != ES_OK)
+        return rc;
+    res->version = x->version;
+    rc = es_check_expect(cmd->aggregate_type, cmd->aggregate_id, cmd->expect, cmd->expected_version,
+                         x->version, x->err);
+    if (rc != ES_OK)
+        return set_result(res, ES_OUTCOME_CONFLICT, rc, x->err->message);
+
+    rc = load_state(x, x->err);
+    if (rc != ES_OK)
+        return is_fatal(rc) ? es_fail(err, rc, "%s", x->err->message)
+                            : set_result(res, ES_OUTCOME_ERROR, rc, x->err->message);
+    return decide_and_apply(x, err);
+}
+
+static es_err run_command(es_engine_t *engine, es_log_t *log, const es_command_t *cmd,
+                          es_result_t *res, es_error_t *err) {
+    char generated[ES_UUID_STR_LEN + 1];
+    es_error_t cerr = {0};
+    memset(res, 0, sizeof *res);
+    if (!cmd->command_id || !*cmd->command_id)
+        es_uuid7(generated);
+    const char *cid = cmd->command_id && *cmd->command_id ? cmd->command_id : generated;
+    if (!(res->command_id = strdup(cid)))
+        return es_fail(err, ES_ENOMEM, "out of memory executing a command");
+    exec_ctx x = {engine, log, cmd, NULL, cid, res, NULL, 0, &cerr};
+    es_err rc = execute_one(&x, err);
+    if (x.state)
+        protobuf_c_message_free_unpacked(x.state, NULL);
+    return rc;
+}
+
+es_err es_execute_batch(es_engine_t *engine, const es_command_t *cmds, size_t n,
+                        es_result_t *results, es_error_t *err) {
+    es_log_t *log;
+    if (!engine || (n && (!cmds || !results)))
+        return es_fail(err, ES_EINVAL, "es_execute_batch: engine, commands and results needed");
+    es_err rc = es_store_lock(engine->store, &log, err);
+    if (rc != ES_OK)
+        return rc;
+    rc = log->ops->begin(log, err);
+    size_t done = 0;
+    for (; rc == ES_OK && done < n; done++)
+        rc = run_command(engine, log, &cmds[done], &results[done], err);
+    if (rc == ES_OK)
+        rc = log->ops->commit(log, err);
+    else
+        log->ops->rollback(log);
+    es_store_unlock(engine->store);
+    if (rc != ES_OK)
+        for (size_t i = 0; i < done; i++)
+            es_result_clear(&results[i]);
+    return rc;
+}
+
+es_err es_execute(es_engine_t *engine, const es_command_t *cmd, es_result_t *res, es_error_t *err) {
+    es_result_t local;
+    es_result_t *r = res ? res : &local;
+    if (!cmd)
+        return es_fail(err, ES_EINVAL, "es_execute: command is required");
+    es_err rc = es_execute_batch(engine, cmd, 1, r, err);
+    if (rc == ES_OK && r->code != ES_OK) {
+        rc = r->code;
+        es_fail(err, rc, "%s", r->reason ? r->reason : es_strerror(rc));
+    }
+    if (!res)
+        es_result_clear(&local);
+    return rc;
+}

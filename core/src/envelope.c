@@ -1,0 +1,178 @@
+/*
+ * The envelope codec. Decoded events keep the unpacked protobuf-c message and
+ * point into it, so a decode is one unpack plus one small allocation.
+ */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "eskit/v1/envelope.pb-c.h"
+
+typedef struct owned_event {
+    es_event_t pub; /* first: es_event_t * and owned_event * convert both ways */
+    Eskit__V1__EventEnvelope *env;
+    es_kv_t *md;
+} owned_event;
+
+es_err es_envelope_pack(const es_event_t *ev, es_buf_t *b, es_error_t *err) {
+    Eskit__V1__EventEnvelope env = ESKIT__V1__EVENT_ENVELOPE__INIT;
+    Eskit__V1__EventEnvelope__MetadataEntry entries[16], *ptrs[16];
+    Eskit__V1__EventEnvelope__MetadataEntry *heap = NULL, **heap_ptrs = NULL;
+    Eskit__V1__EventEnvelope__MetadataEntry *e = entries, **p = ptrs;
+    es_err rc = ES_OK;
+
+    if (ev->n_metadata > 16) {
+        heap = malloc(ev->n_metadata * sizeof *heap);
+        heap_ptrs = malloc(ev->n_metadata * sizeof *heap_ptrs);
+        if (!heap || !heap_ptrs) {
+            rc = es_fail(err, ES_ENOMEM, "out of memory encoding an envelope");
+            goto out;
+        }
+        e = heap;
+        p = heap_ptrs;
+    }
+    for (size_t i = 0; i < ev->n_metadata; i++) {
+        eskit__v1__event_envelope__metadata_entry__init(&e[i]);
+        e[i].key = (char *)ev->metadata[i].key;
+        e[i].value = (char *)(ev->metadata[i].value ? ev->metadata[i].value : "");
+        p[i] = &e[i];
+    }
+    env.event_id = (char *)ev->event_id;
+    env.aggregate_type = (char *)(ev->aggregate_type ? ev->aggregate_type : "");
+    env.aggregate_id = (char *)(ev->aggregate_id ? ev->aggregate_id : "");
+    env.version = ev->version;
+    env.event_type = (char *)(ev->event_type ? ev->event_type : "");
+    env.payload.data = (uint8_t *)ev->payload;
+    env.payload.len = ev->payload_len;
+    env.occurred_at_us = ev->occurred_at_us;
+    env.command_id = (char *)(ev->command_id ? ev->command_id : "");
+    env.correlation_id = (char *)(ev->correlation_id ? ev->correlation_id : "");
+    env.n_metadata = ev->n_metadata;
+    env.metadata = p;
+
+    size_t need = eskit__v1__event_envelope__get_packed_size(&env);
+    b->len = 0;
+    if (es_buf_reserve(b, need) != ES_OK) {
+        rc = es_fail(err, ES_ENOMEM, "out of memory encoding an envelope of %zu bytes", need);
+        goto out;
+    }
+    b->len = eskit__v1__event_envelope__pack(&env, b->data);
+out:
+    free(heap);
+    free(heap_ptrs);
+    return rc;
+}
+
+es_err es_envelope_encode(const es_event_t *ev, uint8_t **out, size_t *out_len, es_error_t *err) {
+    if (!ev || !out || !out_len)
+        return es_fail(err, ES_EINVAL, "es_envelope_encode: event and outputs are required");
+    es_buf_t b = {0};
+    es_err rc = es_envelope_pack(ev, &b, err);
+    if (rc != ES_OK)
+        return rc;
+    *out = b.data;
+    *out_len = b.len;
+    return ES_OK;
+}
+
+static void describe_position(const es_position_t *at, char *buf, size_t cap) {
+    if (!at) {
+        snprintf(buf, cap, "(position unknown)");
+        return;
+    }
+    int n = snprintf(buf, cap, "at topic %s partition %d offset %lld", at->topic ? at->topic : "?",
+                     (int)at->partition, (long long)at->offset);
+    if (at->key && n > 0 && (size_t)n < cap)
+        snprintf(buf + n, cap - (size_t)n, " (aggregate id '%.64s')", at->key);
+}
+
+static es_err check_envelope(const Eskit__V1__EventEnvelope *env, const char *where,
+                             es_error_t *err) {
+    const char *missing = NULL;
+    if (strlen(env->event_id) != ES_UUID_STR_LEN)
+        missing = "a 36-character event_id";
+    else if (!*env->event_type)
+        missing = "an event_type";
+    else if (env->version < 1)
+        missing = "a version >= 1";
+    else if (es_validate_aggregate_type(env->aggregate_type, NULL) != ES_OK)
+        missing = "a valid aggregate_type";
+    else if (es_validate_aggregate_id(env->aggregate_id, NULL) != ES_OK)
+        missing = "a valid aggregate_id";
+    if (missing)
+        return es_fail(err, ES_EDECODE,
+                       "malformed event envelope %s: it lacks %s; park or repair the record", where,
+                       missing);
+    return ES_OK;
+}
+
+es_err es_envelope_decode(const uint8_t *buf, size_t len, const es_position_t *at, es_event_t **out,
+                          es_error_t *err) {
+    char where[256];
+    if (!out)
+        return es_fail(err, ES_EINVAL, "es_envelope_decode: out is required");
+    *out = NULL;
+    Eskit__V1__EventEnvelope *env =
+        eskit__v1__event_envelope__unpack(NULL, len, buf ? buf : (const uint8_t *)"");
+    if (!env || check_envelope(env, "", NULL) != ES_OK) {
+        describe_position(at, where, sizeof where);
+        es_err rc = env ? check_envelope(env, where, err)
+                        : es_fail(err, ES_EDECODE,
+                                  "malformed event envelope %s: %zu bytes that are not an "
+                                  "eskit.v1.EventEnvelope",
+                                  where, len);
+        if (env)
+            eskit__v1__event_envelope__free_unpacked(env, NULL);
+        return rc;
+    }
+    owned_event *o = calloc(1, sizeof *o);
+    es_kv_t *md = env->n_metadata ? calloc(env->n_metadata, sizeof *md) : NULL;
+    if (!o || (env->n_metadata && !md)) {
+        free(o);
+        free(md);
+        eskit__v1__event_envelope__free_unpacked(env, NULL);
+        return es_fail(err, ES_ENOMEM, "out of memory decoding an envelope");
+    }
+    for (size_t i = 0; i < env->n_metadata; i++)
+        md[i] = (es_kv_t){env->metadata[i]->key, env->metadata[i]->value};
+    es_event_t *ev = &o->pub;
+    o->env = env;
+    o->md = md;
+    ev->offset = at ? at->offset : -1;
+    ev->partition = at ? at->partition : 0;
+    memcpy(ev->event_id, env->event_id, ES_UUID_STR_LEN + 1);
+    ev->aggregate_type = env->aggregate_type;
+    ev->aggregate_id = env->aggregate_id;
+    ev->version = env->version;
+    ev->event_type = env->event_type;
+    ev->payload = env->payload.data;
+    ev->payload_len = env->payload.len;
+    ev->occurred_at_us = env->occurred_at_us;
+    ev->command_id = env->command_id;
+    ev->correlation_id = env->correlation_id;
+    ev->metadata = md;
+    ev->n_metadata = env->n_metadata;
+    *out = ev;
+    return ES_OK;
+}
+
+es_event_t *es_event_dup(const es_event_t *ev) {
+    es_buf_t b = {0};
+    es_event_t *copy = NULL;
+    es_position_t at = {NULL, NULL, ev->partition, ev->offset};
+    if (es_envelope_pack(ev, &b, NULL) == ES_OK)
+        es_envelope_decode(b.data, b.len, &at, &copy, NULL);
+    es_buf_free(&b);
+    return copy;
+}
+
+void es_event_free(es_event_t *ev) {
+    owned_event *o = (owned_event *)ev;
+    if (!o)
+        return;
+    eskit__v1__event_envelope__free_unpacked(o->env, NULL);
+    free(o->md);
+    free(o);
+}

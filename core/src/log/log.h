@@ -1,0 +1,68 @@
+/*
+ * es_log: the storage backend behind es_store and es_engine, a vtable with
+ * one file per implementation (log_sqlite.c; log_kafka.c later), the way
+ * SQLite's VFS keeps unix and win32 apart.
+ *
+ * Writes happen between begin and commit; everything in between is atomic.
+ * Reads called outside begin/commit run in their own consistent snapshot.
+ * A log is used by one thread at a time (es_store serializes calls).
+ */
+#ifndef ESKIT_LOG_H
+#define ESKIT_LOG_H
+
+#include "internal.h"
+
+typedef struct es_log es_log_t;
+
+/* One event to append: its view (versions assigned) and its envelope bytes. */
+typedef struct es_log_record {
+    const es_event_t *ev;
+    const uint8_t *bytes;
+    size_t len;
+} es_log_record_t;
+
+/* What the log remembers of an executed command, for exactly-once execution. */
+typedef struct es_command_record {
+    const char *command_id;
+    const char *aggregate_type;
+    const char *aggregate_id;
+    int outcome; /* es_outcome */
+    uint64_t first_version, last_version, version;
+    const char *reason;
+} es_command_record_t;
+
+typedef struct es_log_ops {
+    const char *name;
+    void (*destroy)(es_log_t *log);
+    es_err (*begin)(es_log_t *log, es_error_t *err);
+    es_err (*commit)(es_log_t *log, es_error_t *err);
+    void (*rollback)(es_log_t *log);
+    es_err (*stream_version)(es_log_t *log, const char *type, const char *id, uint64_t *version,
+                             es_error_t *err);
+    /* Appends recs (versions base+1..base+n) if the stream is at base; writes each
+     * record's log offset to offsets[i]. Must be inside begin/commit. */
+    es_err (*append)(es_log_t *log, const char *type, const char *id, uint64_t base,
+                     const es_log_record_t *recs, size_t n, int64_t *offsets, es_error_t *err);
+    es_err (*read_stream)(es_log_t *log, const char *type, const char *id, uint64_t from,
+                          uint64_t to, es_event_cb *cb, void *opaque, es_error_t *err);
+    es_err (*read_log)(es_log_t *log, const char *const *types, int64_t from, size_t max,
+                       es_event_cb *cb, void *opaque, int64_t *next, es_error_t *err);
+    es_err (*end_offset)(es_log_t *log, int64_t *end, es_error_t *err);
+    es_err (*get_snapshot)(es_log_t *log, const char *type, const char *id, es_snapshot_t **out,
+                           es_error_t *err);
+    es_err (*put_snapshot)(es_log_t *log, const char *type, const char *id,
+                           const es_snapshot_t *snap, es_error_t *err);
+    /* ES_ENOTFOUND when unknown; strings in *rec stay valid until the next call. */
+    es_err (*find_command)(es_log_t *log, const char *command_id, es_command_record_t *rec,
+                           es_error_t *err);
+    es_err (*put_command)(es_log_t *log, const es_command_record_t *rec, es_error_t *err);
+} es_log_ops;
+
+struct es_log {
+    const es_log_ops *ops;
+    const es_config_t *cfg;
+};
+
+es_err es_log_sqlite_open(const es_config_t *cfg, es_log_t **out, es_error_t *err);
+
+#endif

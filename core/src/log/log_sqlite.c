@@ -1,0 +1,749 @@
+/*
+ * The embedded backend: the whole log in one SQLite file (WAL).
+ *
+ * es_events is append-only and keyed by its position alone, so an append
+ * touches the right edge of one B-tree. There is no (stream, version) index:
+ * the per-stream check lives in the small es_streams head table (current
+ * version and the position of the stream's newest event), and every event row
+ * links to the previous event of its stream. SQLite allows one writer at a
+ * time, so "read head, check version, append, move head" inside one
+ * BEGIN IMMEDIATE transaction is the optimistic concurrency check: two
+ * writers can never both append version n. Reading a stream walks the links
+ * back from the head; loading an aggregate mostly reads its snapshot.
+ */
+#include "log/log.h"
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SCHEMA_VERSION 1
+
+enum {
+    S_BEGIN,
+    S_BEGIN_READ,
+    S_COMMIT,
+    S_ROLLBACK,
+    S_TYPE_GET,
+    S_TYPE_NAME,
+    S_TYPE_PUT,
+    S_STREAM_GET,
+    S_STREAM_PUT,
+    S_STREAM_SET,
+    S_EVENT_PUT,
+    S_EVENT_LINK,
+    S_EVENT_GET,
+    S_LOG_READ,
+    S_END,
+    S_SNAP_GET,
+    S_SNAP_PUT,
+    S_CMD_GET,
+    S_CMD_PUT,
+    S_COUNT
+};
+
+static const char *const sql_text[S_COUNT] = {
+    [S_BEGIN] = "BEGIN IMMEDIATE",
+    [S_BEGIN_READ] = "BEGIN",
+    [S_COMMIT] = "COMMIT",
+    [S_ROLLBACK] = "ROLLBACK",
+    [S_TYPE_GET] = "SELECT id FROM es_types WHERE name = ?1",
+    [S_TYPE_NAME] = "SELECT name FROM es_types WHERE id = ?1",
+    [S_TYPE_PUT] = "INSERT INTO es_types(name) VALUES (?1)",
+    [S_STREAM_GET] = "SELECT id, version, head FROM es_streams WHERE type_id = ?1 AND agg_id = ?2",
+    [S_STREAM_PUT] = "INSERT INTO es_streams(type_id, agg_id, version, head) VALUES (?1, ?2, 0, 0)",
+    [S_STREAM_SET] = "UPDATE es_streams SET version = ?2, head = ?3 WHERE id = ?1",
+    [S_EVENT_PUT] = "INSERT INTO es_events(stream, version, prev, type_id, envelope) "
+                    "VALUES (?1, ?2, ?3, ?4, ?5)",
+    [S_EVENT_LINK] = "SELECT version, prev FROM es_events WHERE pos = ?1",
+    [S_EVENT_GET] = "SELECT envelope FROM es_events WHERE pos = ?1",
+    [S_LOG_READ] = "SELECT pos, type_id, envelope FROM es_events WHERE pos >= ?1 ORDER BY pos",
+    [S_END] = "SELECT COALESCE(MAX(pos), 0) + 1 FROM es_events",
+    [S_SNAP_GET] =
+        "SELECT version, state_type, state, taken_at FROM es_snapshots WHERE stream = ?1",
+    [S_SNAP_PUT] =
+        "INSERT OR REPLACE INTO es_snapshots(stream, version, state_type, state, taken_at) "
+        "VALUES (?1, ?2, ?3, ?4, ?5)",
+    [S_CMD_GET] = "SELECT c.outcome, c.first_version, c.last_version, c.version, c.reason, t.name, "
+                  "c.agg_id FROM es_commands c JOIN es_types t ON t.id = c.type_id WHERE c.id = ?1",
+    [S_CMD_PUT] = "INSERT INTO es_commands(id, type_id, agg_id, outcome, first_version, "
+                  "last_version, version, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+};
+
+static const char schema_sql[] =
+    "CREATE TABLE IF NOT EXISTS es_meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS es_types(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);"
+    "CREATE TABLE IF NOT EXISTS es_streams(id INTEGER PRIMARY KEY, type_id INTEGER NOT NULL,"
+    " agg_id TEXT NOT NULL, version INTEGER NOT NULL, head INTEGER NOT NULL,"
+    " UNIQUE(type_id, agg_id));"
+    "CREATE TABLE IF NOT EXISTS es_events(pos INTEGER PRIMARY KEY, stream INTEGER NOT NULL,"
+    " version INTEGER NOT NULL, prev INTEGER NOT NULL, type_id INTEGER NOT NULL,"
+    " envelope BLOB NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS es_snapshots(stream INTEGER PRIMARY KEY,"
+    " version INTEGER NOT NULL, state_type TEXT NOT NULL, state BLOB NOT NULL,"
+    " taken_at INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS es_commands(id TEXT PRIMARY KEY, type_id INTEGER NOT NULL,"
+    " agg_id TEXT NOT NULL, outcome INTEGER NOT NULL, first_version INTEGER NOT NULL,"
+    " last_version INTEGER NOT NULL, version INTEGER NOT NULL, reason TEXT) WITHOUT ROWID;"
+    "INSERT OR IGNORE INTO es_meta(key, value) VALUES ('schema_version', '1');";
+
+typedef struct type_entry {
+    char *name;
+    int64_t id;
+} type_entry;
+
+typedef struct sqlite_log {
+    es_log_t base;
+    sqlite3 *db;
+    char *path;
+    sqlite3_stmt *st[S_COUNT];
+    int in_tx;
+    type_entry *types; /* cache of es_types; dropped on rollback */
+    size_t n_types, cap_types;
+    char *cmd_reason, *cmd_type, *cmd_agg; /* storage behind find_command's record */
+} sqlite_log;
+
+typedef struct stream_row {
+    int64_t id;
+    uint64_t version;
+    int64_t head;
+} stream_row;
+
+static es_err sql_fail(sqlite_log *l, int rc, const char *what, es_error_t *err) {
+    int primary = rc & 0xff;
+    const char *msg = sqlite3_errmsg(l->db);
+    switch (primary) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return es_fail(err, ES_EBUSY,
+                       "%s: database %s stayed locked by another writer past "
+                       "sqlite.busy.timeout.ms (%lld ms); retry, or raise the timeout",
+                       what, l->path, es_config_get_int(l->base.cfg, "sqlite.busy.timeout.ms"));
+    case SQLITE_FULL:
+        return es_fail(err, ES_EIO,
+                       "%s: disk full writing %s; nothing was written, free space "
+                       "and retry",
+                       what, l->path);
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+        return es_fail(err, ES_EIO, "%s: %s is not a usable eskit database (%s)", what, l->path,
+                       msg);
+    case SQLITE_NOMEM:
+        return es_fail(err, ES_ENOMEM, "%s: out of memory", what);
+    default:
+        return es_fail(err, ES_EIO, "%s: SQLite error on %s: %s", what, l->path, msg);
+    }
+}
+
+static sqlite3_stmt *stmt(sqlite_log *l, int which) {
+    sqlite3_stmt *s = l->st[which];
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    return s;
+}
+
+/* Runs a statement that returns no rows. */
+static es_err step_done(sqlite_log *l, sqlite3_stmt *s, const char *what, es_error_t *err) {
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE)
+        return sql_fail(l, rc, what, err);
+    return ES_OK;
+}
+
+static es_err exec_simple(sqlite_log *l, int which, const char *what, es_error_t *err) {
+    return step_done(l, stmt(l, which), what, err);
+}
+
+static es_err lg_begin(es_log_t *base, es_error_t *err) {
+    sqlite_log *l = (sqlite_log *)base;
+    if (l->in_tx)
+        return es_fail(err, ES_ESTATE, "a transaction is already open on %s", l->path);
+    es_err rc = exec_simple(l, S_BEGIN, "starting a write transaction", err);
+    if (rc == ES_OK)
+        l->in_tx = 1;
+    return rc;
+}
+
+static void drop_type_cache(sqlite_log *l) {
+    for (size_t i = 0; i < l->n_types; i++)
+        free(l->types[i].name);
+    l->n_types = 0;
+}
+
+static void lg_rollback(es_log_t *base) {
+    sqlite_log *l = (sqlite_log *)base;
+    if (!l->in_tx)
+        return;
+    for (int i = 0; i < S_COUNT; i++)
+        sqlite3_reset(l->st[i]);
+    if (sqlite3_get_autocommit(l->db) == 0)
+        exec_simple(l, S_ROLLBACK, "rolling back", NULL);
+    l->in_tx = 0;
+    drop_type_cache(l); /* ids inserted by the rolled-back transaction are gone */
+}
+
+static es_err lg_commit(es_log_t *base, es_error_t *err) {
+    sqlite_log *l = (sqlite_log *)base;
+    es_err rc = exec_simple(l, S_COMMIT, "committing", err);
+    if (rc != ES_OK) {
+        lg_rollback(base);
+        return rc;
+    }
+    l->in_tx = 0;
+    return ES_OK;
+}
+
+/* Reads outside a write transaction get one consistent snapshot of their own. */
+static es_err read_begin(sqlite_log *l, int *opened, es_error_t *err) {
+    *opened = 0;
+    if (l->in_tx)
+        return ES_OK;
+    es_err rc = exec_simple(l, S_BEGIN_READ, "starting a read", err);
+    if (rc == ES_OK) {
+        l->in_tx = 1;
+        *opened = 1;
+    }
+    return rc;
+}
+
+static void read_end(sqlite_log *l, int opened) {
+    if (!opened)
+        return;
+    for (int i = 0; i < S_COUNT; i++)
+        sqlite3_reset(l->st[i]);
+    exec_simple(l, S_COMMIT, "ending a read", NULL);
+    l->in_tx = 0;
+}
+
+static es_err cache_type(sqlite_log *l, const char *name, int64_t id) {
+    if (l->n_types == l->cap_types) {
+        size_t cap = l->cap_types ? l->cap_types * 2 : 8;
+        type_entry *t = realloc(l->types, cap * sizeof *t);
+        if (!t)
+            return ES_ENOMEM;
+        l->types = t;
+        l->cap_types = cap;
+    }
+    char *copy = strdup(name);
+    if (!copy)
+        return ES_ENOMEM;
+    l->types[l->n_types++] = (type_entry){copy, id};
+    return ES_OK;
+}
+
+/* The id of an aggregate type; 0 when it has none and create is false. */
+static es_err type_id(sqlite_log *l, const char *name, int create, int64_t *id, es_error_t *err) {
+    for (size_t i = 0; i < l->n_types; i++)
+        if (!strcmp(l->types[i].name, name)) {
+            *id = l->types[i].id;
+            return ES_OK;
+        }
+    sqlite3_stmt *s = stmt(l, S_TYPE_GET);
+    sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    *id = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+    sqlite3_reset(s);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return sql_fail(l, rc, "looking up an aggregate type", err);
+    if (*id == 0 && create) {
+        s = stmt(l, S_TYPE_PUT);
+        sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+        es_err e = step_done(l, s, "registering an aggregate type", err);
+        if (e != ES_OK)
+            return e;
+        *id = sqlite3_last_insert_rowid(l->db);
+    }
+    if (*id && cache_type(l, name, *id) != ES_OK)
+        return es_fail(err, ES_ENOMEM, "out of memory caching aggregate types");
+    return ES_OK;
+}
+
+static es_err type_name(sqlite_log *l, int64_t id, char *out, size_t cap, es_error_t *err) {
+    for (size_t i = 0; i < l->n_types; i++)
+        if (l->types[i].id == id) {
+            snprintf(out, cap, "%s", l->types[i].name);
+            return ES_OK;
+        }
+    sqlite3_stmt *s = stmt(l, S_TYPE_NAME);
+    sqlite3_bind_int64(s, 1, id);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        snprintf(out, cap, "%s", (const char *)sqlite3_column_text(s, 0));
+        cache_type(l, out, id);
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_ROW)
+        return sql_fail(l, rc, "looking up an aggregate type name", err);
+    return ES_OK;
+}
+
+/* Finds the stream; row->id is 0 when it does not exist (and create is false). */
+static es_err find_stream(sqlite_log *l, const char *type, const char *id, int create,
+                          stream_row *row, int64_t *tid, es_error_t *err) {
+    memset(row, 0, sizeof *row);
+    es_err e = type_id(l, type, create, tid, err);
+    if (e != ES_OK || *tid == 0)
+        return e;
+    sqlite3_stmt *s = stmt(l, S_STREAM_GET);
+    sqlite3_bind_int64(s, 1, *tid);
+    sqlite3_bind_text(s, 2, id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        row->id = sqlite3_column_int64(s, 0);
+        row->version = (uint64_t)sqlite3_column_int64(s, 1);
+        row->head = sqlite3_column_int64(s, 2);
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return sql_fail(l, rc, "looking up a stream", err);
+    if (row->id || !create)
+        return ES_OK;
+    s = stmt(l, S_STREAM_PUT);
+    sqlite3_bind_int64(s, 1, *tid);
+    sqlite3_bind_text(s, 2, id, -1, SQLITE_STATIC);
+    e = step_done(l, s, "creating a stream", err);
+    row->id = sqlite3_last_insert_rowid(l->db);
+    return e;
+}
+
+static es_err lg_stream_version(es_log_t *base, const char *type, const char *id, uint64_t *version,
+                                es_error_t *err) {
+    sqlite_log *l = (sqlite_log *)base;
+    stream_row row;
+    int64_t tid;
+    int opened;
+    es_err e = read_begin(l, &opened, err);
+    if (e == ES_OK)
+        e = find_stream(l, type, id, 0, &row, &tid, err);
+    read_end(l, opened);
+    *version = e == ES_OK ? row.version : 0;
+    return e;
+}
+
+static es_err lg_append(es_log_t *base, const char *type, const char *id, uint64_t expect_base,
+                        const es_log_record_t *recs, size_t n, int64_t *offsets, es_error_t *err) {
+    sqlite_log *l = (sqlite_log *)base;
+    stream_row row;
+    int64_t tid;
+    if (!l->in_tx)
+        return es_fail(err, ES_ESTATE, "append outside a transaction");
+    es_err e = find_stream(l, type, id, 1, &row, &tid, err);
+    if (e != ES_OK)
+        return e;
+    if (row.version != expect_base)
+        return es_fail(err, ES_ECONFLICT, "%s/%s is at version %llu, expected %llu", type, id,
+                       (unsigned long long)row.version, (unsigned long long)expect_base);
+    int64_t prev = row.head;
+    for (size_t i = 0; i < n; i++) {
+        sqlite3_stmt *s = stmt(l, S_EVENT_PUT);
+        sqlite3_bind_int64(s, 1, row.id);
+        sqlite3_bind_int64(s, 2, (int64_t)(expect_base + i + 1));
+        sqlite3_bind_int64(s, 3, prev);
+        sqlite3_bind_int64(s, 4, tid);
+        sqlite3_bind_blob(s, 5, recs[i].bytes, (int)recs[i].len, SQLITE_STATIC);
+        if ((e = step_done(l, s, "appending an event", err)) != ES_OK)
+            return e;
+        prev = sqlite3_last_insert_rowid(l->db);
+        offsets[i] = prev;
+    }
+    sqlite3_stmt *s = stmt(l, S_STREAM_SET);
+    sqlite3_bind_int64(s, 1, row.id);
+    sqlite3_bind_int64(s, 2, (int64_t)(expect_base + n));
+    sqlite3_bind_int64(s, 3, prev);
+    return step_done(l, s, "moving a stream head", err);
+}
+
+static es_err decode_row(sqlite_log *l, sqlite3_stmt *s, int col, const char *type, const char *key,
+                         int64_t pos, es_event_t **ev, es_error_t *err) {
+    char topic[ES_MAX_TYPE_LEN + 16];
+    snprintf(topic, sizeof topic, "%s.events", type);
+    es_position_t at = {topic, key, 0, pos};
+    const void *blob = sqlite3_column_blob(s, col);
+    int len = sqlite3_column_bytes(s, col);
+    (void)l;
+    return es_envelope_decode(blob, (size_t)len, &at, ev, err);
+}
+
+/* Positions of the stream's events with from <= version <= to, oldest first. */
+static es_err stream_positions(sqlite_log *l, const stream_row *row, uint64_t from, uint64_t to,
+                               int64_t **out, size_t *n, es_error_t *err) {
+    *out = NULL;
+    *n = 0;
+    if (row->version < from || (to && to < from))
+        return ES_OK;
+    uint64_t hi = to && to < row->version ? to : row->version;
+    size_t count = (size_t)(hi - from + 1);
+    int64_t *pos = malloc(count * sizeof *pos), p = row->head;
+    if (!pos)
+        return es_fail(err, ES_ENOMEM, "out of memory reading a stream of %zu events", count);
+    for (uint64_t v = row->version; v >= from && p; v--) {
+        sqlite3_stmt *s = stmt(l, S_EVENT_LINK);
+        sqlite3_bind_int64(s, 1, p);
+        int rc = sqlite3_step(s);
+        uint64_t got = rc == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(s, 0) : 0;
+        int64_t prev = rc == SQLITE_ROW ? sqlite3_column_int64(s, 1) : 0;
+        sqlite3_reset(s);
+        if (rc != SQLITE_ROW || got != v) {
+            free(pos);
+            if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+                return sql_fail(l, rc, "reading a stream", err);
+            return es_fail(err, ES_EIO,
+                           "stream link broken at position %lld (expected version "
+                           "%llu); the file %s was modified outside eskit",
+                           (long long)p, (unsigned long long)v, l->path);
+        }
+        if (v <= hi)
+            pos[v - from] = p;
+        p = prev;
+    }
+    *out = pos;
+    *n = count;
+    return ES_OK;
+}
+
+static es_err lg_read_stream(es_log_t *base, const char *type, const char *id, uint64_t from,
+                             uint64_t to, es_event_cb *cb, void *opaque, es_error_t *err) {
+    sqlite_log *l = (sqlite_log *)base;
+    stream_row row;
+    int64_t tid, *pos = NULL;
+    size_t n = 0;
+    int opened;
+    es_err e = read_begin(l, &opened, err);
+    if (e == ES_OK)
+        e = find_stream(l, type, id, 0, &row, &tid, err);
+    if (e == ES_OK)
+        e = stream_positions(l, &row, from ? from : 1, to, &pos, &n, err);
+    for (size_t i = 0; e == ES_OK && i < n; i++) {
+        sqlite3_stmt *s = stmt(l, S_EVENT_GET);
+        sqlite3_bind_int64(s, 1, pos[i]);
+        int rc = sqlite3_step(s);
+        es_event_t *ev = NULL;
+        if (rc != SQLITE_ROW)
+            e = sql_fail(l, rc, "reading an event", err);
+        else
+            e = decode_row(l, s, 0, type, id, pos[i], &ev, err);
+        sqlite3_reset(s);
+        if (e == ES_OK) {
+            int stop = cb(ev, opaque);
+            es_event_free(ev);
+            if (stop)
+                break;
+        }
+    }
+    free(pos);
+    read_end(l, opened);
+    return e;
+}
+
+/* Type ids of the filter; an id of -1 stands for a type the log has never seen. */
+static es_err filter_ids(sqlite_log *l, const char *const *types, int64_t **ids, size_t *n,
+                         es_error_t *err) {
+    *ids = NULL;
+    *n = 0;
+    if (!types)
+        return ES_OK;
+    size_t count = 0;
+    while (types[count])
+        count++;
+    *ids = calloc(count + 1, sizeof **ids);
+    if (!*ids)
+        return es_fail(err, ES_ENOMEM, "out of memory");
+    for (size_t i = 0; i < count; i++) {
+        int64_t id = 0;
+        es_err e = type_id(l, types[i], 0, &id, err);
+        if (e != ES_OK)
+            return e;
+        (*ids)[i] = id ? id : -1;
+    }
+    *n = count;
+    return ES_OK;
+}
+
+static int wanted(const int64_t *ids, size_t n, int64_t id, int all) {
+    if (all)
+        return 1;
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] == id)
+            return 1;
+    return 0;
+}
+
+static es_err lg_read_log(es_log_t *base, const char *const *types, int64_t from, size_t max,
+                          es_event_cb *cb, void *opaque, int64_t *next, es_error_t *err) {
+    sqlite_log *l = (sqlite_log *)base;
+    int64_t *ids = NULL, pos = from;
+    size_t n_ids = 0, delivered = 0;
+    int opened, rc = SQLITE_DONE;
+    es_err e = read_begin(l, &opened, err);
+    if (e == ES_OK)
+        e = filter_ids(l, types, &ids, &n_ids, err);
+    sqlite3_stmt *s = e == ES_OK ? stmt(l, S_LOG_READ) : NULL;
+    if (s)
+        sqlite3_bind_int64(s, 1, from);
+    while (e == ES_OK && (max == 0 || delivered < max) && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        pos = sqlite3_column_int64(s, 0);
+        int64_t tid = sqlite3_column_int64(s, 1);
+        if (!wanted(ids, n_ids, tid, types == NULL)) {
+            pos++;
+            continue;
+        }
+        char tname[ES_MAX_TYPE_LEN + 1];
+        es_event_t *ev = NULL;
+        e = type_name(l, tid, tname, sizeof tname, err);
+        if (e == ES_OK)
+            e = decode_row(l, s, 2, tname, NULL, pos, &ev, err);
+        if (e != ES_OK)
+            break;
+        int stop = cb(ev, opaque);
+        es_event_free(ev);
+        pos++;
+        delivered++;
+        if (stop)
+            break;
+    }
+    if (e == ES_OK && rc != SQLITE_ROW && rc != SQLITE_DONE)
+        e = sql_fail(l, rc, "reading the log", err);
+    if (s)
+        sqlite3_reset(s);
+    free(ids);
+    read_end(l, opened);
+    if (next)
+        *next = pos;
+    return e;
+}
+
+static es_err lg_end_offset(es_log_t *base, int64_t *end, es_error_t *err) {
+    sqlite_log *l = (sqlite_log *)base;
+    sqlite3_stmt *s = stmt(l, S_END);
+    int rc = sqlite3_step(s);
+    *end = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+    sqlite3_reset(s);
+    return rc == SQLITE_ROW ? ES_OK : sql_fail(l, rc, "reading the log end", err);
+}
+
+static es_err lg_get_snapshot(es_log_t *base, const char *type, const char *id, es_snapshot_t **out,
+                              es_error_t *err) {
+    sqlite_log *l = (sqlite_log *)base;
+    stream_row row;
+    int64_t tid;
+    int opened;
+    *out = NULL;
+    es_err e = read_begin(l, &opened, err);
+    if (e == ES_OK)
+        e = find_stream(l, type, id, 0, &row, &tid, err);
+    if (e == ES_OK && row.id == 0)
+        e = es_fail(err, ES_ENOTFOUND, "no snapshot of %s/%s", type, id);
+    sqlite3_stmt *s = e == ES_OK ? stmt(l, S_SNAP_GET) : NULL;
+    if (s) {
+        sqlite3_bind_int64(s, 1, row.id);
+        int rc = sqlite3_step(s);
+        if (rc == SQLITE_DONE)
+            e = es_fail(err, ES_ENOTFOUND, "no snapshot of %s/%s", type, id);
+        else if (rc != SQLITE_ROW)
+            e = sql_fail(l, rc, "reading a snapshot", err);
+        else {
+            const char *st = (const char *)sqlite3_column_text(s, 1);
+            size_t len = (size_t)sqlite3_column_bytes(s, 2), tlen = strlen(st);
+            es_snapshot_t *snap = malloc(sizeof *snap + len + tlen + 2);
+            if (!snap) {
+                e = es_fail(err, ES_ENOMEM, "out of memory reading a snapshot");
+            } else {
+                uint8_t *state = (uint8_t *)(snap + 1);
+                char *stype = (char *)state + len + 1;
+                if (len)
+                    memcpy(state, sqlite3_column_blob(s, 2), len);
+                memcpy(stype, st, tlen + 1);
+                *snap = (es_snapshot_t){(uint64_t)sqlite3_column_int64(s, 0), stype, state, len,
+                                        sqlite3_column_int64(s, 3)};
+                *out = snap;
+            }
+        }
+        sqlite3_reset(s);
+    }
+    read_end(l, opened);
+    return e;
+}
+
+static es_err lg_put_snapshot(es_log_t *base, const char *type, const char *id,
+                              const es_snapshot_t *snap, es_error_t *err) {
+    sqlite_log *l = (sqlite_log *)base;
+    stream_row row;
+    int64_t tid;
+    es_err e = find_stream(l, type, id, 1, &row, &tid, err);
+    if (e != ES_OK)
+        return e;
+    sqlite3_stmt *s = stmt(l, S_SNAP_PUT);
+    sqlite3_bind_int64(s, 1, row.id);
+    sqlite3_bind_int64(s, 2, (int64_t)snap->version);
+    sqlite3_bind_text(s, 3, snap->state_type, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(s, 4, snap->state_len ? (const void *)snap->state : "", (int)snap->state_len,
+                      SQLITE_STATIC);
+    sqlite3_bind_int64(s, 5, snap->taken_at_us);
+    return step_done(l, s, "writing a snapshot", err);
+}
+
+static char *keep(char **slot, const unsigned char *text) {
+    free(*slot);
+    *slot = text ? strdup((const char *)text) : NULL;
+    return *slot;
+}
+
+static es_err lg_find_command(es_log_t *base, const char *command_id, es_command_record_t *rec,
+                              es_error_t *err) {
+    sqlite_log *l = (sqlite_log *)base;
+    sqlite3_stmt *s = stmt(l, S_CMD_GET);
+    sqlite3_bind_text(s, 1, command_id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    es_err e = ES_OK;
+    if (rc == SQLITE_ROW) {
+        memset(rec, 0, sizeof *rec);
+        rec->command_id = command_id;
+        rec->outcome = sqlite3_column_int(s, 0);
+        rec->first_version = (uint64_t)sqlite3_column_int64(s, 1);
+        rec->last_version = (uint64_t)sqlite3_column_int64(s, 2);
+        rec->version = (uint64_t)sqlite3_column_int64(s, 3);
+        rec->reason = keep(&l->cmd_reason, sqlite3_column_text(s, 4));
+        rec->aggregate_type = keep(&l->cmd_type, sqlite3_column_text(s, 5));
+        rec->aggregate_id = keep(&l->cmd_agg, sqlite3_column_text(s, 6));
+        if (!rec->aggregate_type || !rec->aggregate_id)
+            e = es_fail(err, ES_ENOMEM, "out of memory reading a command record");
+    } else if (rc == SQLITE_DONE) {
+        e = ES_ENOTFOUND;
+    } else {
+        e = sql_fail(l, rc, "looking up a command id", err);
+    }
+    sqlite3_reset(s);
+    return e;
+}
+
+static es_err lg_put_command(es_log_t *base, const es_command_record_t *rec, es_error_t *err) {
+    sqlite_log *l = (sqlite_log *)base;
+    int64_t tid;
+    es_err e = type_id(l, rec->aggregate_type, 1, &tid, err);
+    if (e != ES_OK)
+        return e;
+    sqlite3_stmt *s = stmt(l, S_CMD_PUT);
+    sqlite3_bind_text(s, 1, rec->command_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, tid);
+    sqlite3_bind_text(s, 3, rec->aggregate_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 4, rec->outcome);
+    sqlite3_bind_int64(s, 5, (int64_t)rec->first_version);
+    sqlite3_bind_int64(s, 6, (int64_t)rec->last_version);
+    sqlite3_bind_int64(s, 7, (int64_t)rec->version);
+    if (rec->reason)
+        sqlite3_bind_text(s, 8, rec->reason, -1, SQLITE_STATIC);
+    return step_done(l, s, "recording a command id", err);
+}
+
+static void lg_destroy(es_log_t *base) {
+    sqlite_log *l = (sqlite_log *)base;
+    if (!l)
+        return;
+    lg_rollback(base);
+    for (int i = 0; i < S_COUNT; i++)
+        sqlite3_finalize(l->st[i]);
+    sqlite3_close(l->db);
+    drop_type_cache(l);
+    free(l->types);
+    free(l->cmd_reason);
+    free(l->cmd_type);
+    free(l->cmd_agg);
+    free(l->path);
+    free(l);
+}
+
+static const es_log_ops sqlite_ops = {
+    .name = "embedded",
+    .destroy = lg_destroy,
+    .begin = lg_begin,
+    .commit = lg_commit,
+    .rollback = lg_rollback,
+    .stream_version = lg_stream_version,
+    .append = lg_append,
+    .read_stream = lg_read_stream,
+    .read_log = lg_read_log,
+    .end_offset = lg_end_offset,
+    .get_snapshot = lg_get_snapshot,
+    .put_snapshot = lg_put_snapshot,
+    .find_command = lg_find_command,
+    .put_command = lg_put_command,
+};
+
+static es_err exec_sql(sqlite_log *l, const char *sql, const char *what, es_error_t *err) {
+    int rc = sqlite3_exec(l->db, sql, NULL, NULL, NULL);
+    return rc == SQLITE_OK ? ES_OK : sql_fail(l, rc, what, err);
+}
+
+static es_err check_schema_version(sqlite_log *l, es_error_t *err) {
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v2(l->db, "SELECT value FROM es_meta WHERE key = 'schema_version'", -1,
+                                &s, NULL);
+    if (rc != SQLITE_OK)
+        return sql_fail(l, rc, "reading the schema version", err);
+    int v = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int(s, 0) : 0;
+    sqlite3_finalize(s);
+    if (v > SCHEMA_VERSION)
+        return es_fail(err, ES_EIO,
+                       "%s has eskit schema version %d, newer than this eskit understands (%d); "
+                       "upgrade eskit",
+                       l->path, v, SCHEMA_VERSION);
+    return ES_OK;
+}
+
+static es_err setup(sqlite_log *l, es_error_t *err) {
+    char pragma[64];
+    snprintf(pragma, sizeof pragma, "PRAGMA synchronous=%s",
+             es_config_get(l->base.cfg, "sqlite.synchronous"));
+    es_err e = exec_sql(l, "PRAGMA journal_mode=WAL", "switching to WAL", err);
+    if (e == ES_OK)
+        e = exec_sql(l, pragma, "setting synchronous", err);
+    if (e == ES_OK)
+        e = exec_sql(l, "BEGIN IMMEDIATE", "creating the schema", err);
+    if (e == ES_OK) {
+        e = exec_sql(l, schema_sql, "creating the schema", err);
+        if (e == ES_OK)
+            e = exec_sql(l, "COMMIT", "creating the schema", err);
+        else
+            sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
+    }
+    if (e == ES_OK)
+        e = check_schema_version(l, err);
+    for (int i = 0; e == ES_OK && i < S_COUNT; i++) {
+        int rc =
+            sqlite3_prepare_v3(l->db, sql_text[i], -1, SQLITE_PREPARE_PERSISTENT, &l->st[i], NULL);
+        if (rc != SQLITE_OK)
+            e = sql_fail(l, rc, "preparing statements", err);
+    }
+    return e;
+}
+
+es_err es_log_sqlite_open(const es_config_t *cfg, es_log_t **out, es_error_t *err) {
+    const char *path = es_config_get(cfg, "db");
+    sqlite_log *l = calloc(1, sizeof *l);
+    *out = NULL;
+    if (!l || !(l->path = strdup(path))) {
+        free(l);
+        return es_fail(err, ES_ENOMEM, "out of memory opening %s", path);
+    }
+    l->base.ops = &sqlite_ops;
+    l->base.cfg = cfg;
+    int rc = sqlite3_open_v2(
+        path, &l->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    es_err e = ES_OK;
+    if (rc != SQLITE_OK) {
+        e = es_fail(err, ES_EIO, "cannot open database %s: %s", path,
+                    l->db ? sqlite3_errmsg(l->db) : sqlite3_errstr(rc));
+    } else {
+        sqlite3_extended_result_codes(l->db, 1);
+        sqlite3_busy_timeout(l->db, (int)es_config_get_int(cfg, "sqlite.busy.timeout.ms"));
+        e = setup(l, err);
+    }
+    if (e != ES_OK) {
+        lg_destroy(&l->base);
+        return e;
+    }
+    *out = &l->base;
+    return ES_OK;
+}

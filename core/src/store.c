@@ -1,0 +1,287 @@
+/*
+ * es_store_t: name checks, locking and the append protocol over an es_log.
+ * One mutex serializes the threads of a process; SQLite's file lock
+ * serializes processes.
+ */
+#include "store.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct es_store {
+    es_config_t *cfg;
+    es_log_t *log;
+    pthread_mutex_t lock;
+    int depth;
+};
+
+es_err es_store_new(const es_config_t *cfg, es_store_t **out, es_error_t *err) {
+    if (!out)
+        return es_fail(err, ES_EINVAL, "es_store_new: out is required");
+    *out = NULL;
+    es_store_t *s = calloc(1, sizeof *s);
+    if (!s || !(s->cfg = cfg ? es_config_dup(cfg) : es_config_new())) {
+        free(s);
+        return es_fail(err, ES_ENOMEM, "out of memory opening a store");
+    }
+    const char *backend = es_config_get(s->cfg, "backend");
+    es_err e;
+    if (!strcmp(backend, "embedded"))
+        e = es_log_sqlite_open(s->cfg, &s->log, err);
+    else
+        e = es_fail(err, ES_EINVAL,
+                    "backend '%s' is not available in this build yet; use backend=embedded",
+                    backend);
+    if (e != ES_OK) {
+        es_config_destroy(s->cfg);
+        free(s);
+        return e;
+    }
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&s->lock, &attr);
+    pthread_mutexattr_destroy(&attr);
+    *out = s;
+    return ES_OK;
+}
+
+void es_store_destroy(es_store_t *store) {
+    if (!store)
+        return;
+    store->log->ops->destroy(store->log);
+    pthread_mutex_destroy(&store->lock);
+    es_config_destroy(store->cfg);
+    free(store);
+}
+
+const es_config_t *es_store_config(const es_store_t *store) {
+    return store->cfg;
+}
+
+es_err es_store_lock(es_store_t *store, es_log_t **log, es_error_t *err) {
+    pthread_mutex_lock(&store->lock);
+    if (store->depth > 0) {
+        /* Only the owning thread can get here (the mutex is recursive): a callback
+         * called back into the store while a read is open on it. */
+        pthread_mutex_unlock(&store->lock);
+        return es_fail(err, ES_ESTATE,
+                       "store called from inside one of its own read callbacks; collect the "
+                       "events first, then act on them");
+    }
+    store->depth++;
+    *log = store->log;
+    return ES_OK;
+}
+
+void es_store_unlock(es_store_t *store) {
+    store->depth--;
+    pthread_mutex_unlock(&store->lock);
+}
+
+static es_err check_names(const char *type, const char *id, es_error_t *err) {
+    es_err e = es_validate_aggregate_type(type, err);
+    return e == ES_OK ? es_validate_aggregate_id(id, err) : e;
+}
+
+es_err es_check_expect(const char *type, const char *id, es_expect expect, uint64_t expected,
+                       uint64_t current, es_error_t *err) {
+    switch (expect) {
+    case ES_EXPECT_ANY:
+        return ES_OK;
+    case ES_EXPECT_NO_STREAM:
+        if (current == 0)
+            return ES_OK;
+        return es_fail(err, ES_ECONFLICT, "%s/%s already exists (version %llu), expected no stream",
+                       type, id, (unsigned long long)current);
+    case ES_EXPECT_EXISTS:
+        if (current > 0)
+            return ES_OK;
+        return es_fail(err, ES_ECONFLICT, "%s/%s does not exist, expected an existing stream", type,
+                       id);
+    case ES_EXPECT_EXACT:
+        if (current == expected)
+            return ES_OK;
+        return es_fail(err, ES_ECONFLICT, "%s/%s is at version %llu, expected version %llu", type,
+                       id, (unsigned long long)current, (unsigned long long)expected);
+    }
+    return es_fail(err, ES_EINVAL, "unknown expectation %d for %s/%s", (int)expect, type, id);
+}
+
+void es_pending_free(es_pending_t *p) {
+    for (size_t i = 0; p->bufs && i < p->n; i++)
+        es_buf_free(&p->bufs[i]);
+    free(p->bufs);
+    free(p->recs);
+    free(p->offsets);
+    free(p->evs);
+    memset(p, 0, sizeof *p);
+}
+
+es_err es_pending_build(es_pending_t *p, const char *type, const char *id, uint64_t base,
+                        const es_new_event_t *events, size_t n, es_error_t *err) {
+    memset(p, 0, sizeof *p);
+    p->evs = calloc(n ? n : 1, sizeof *p->evs);
+    p->recs = calloc(n ? n : 1, sizeof *p->recs);
+    p->bufs = calloc(n ? n : 1, sizeof *p->bufs);
+    p->offsets = calloc(n ? n : 1, sizeof *p->offsets);
+    p->n = n;
+    if (!p->evs || !p->recs || !p->bufs || !p->offsets) {
+        es_pending_free(p);
+        return es_fail(err, ES_ENOMEM, "out of memory preparing %zu events", n);
+    }
+    int64_t now = es_now_us();
+    for (size_t i = 0; i < n; i++) {
+        const es_new_event_t *ne = &events[i];
+        es_event_t *ev = &p->evs[i];
+        if (!ne->event_type || !*ne->event_type) {
+            es_pending_free(p);
+            return es_fail(err, ES_EINVAL, "event %zu for %s/%s has no event type", i, type, id);
+        }
+        es_uuid7(ev->event_id);
+        ev->aggregate_type = type;
+        ev->aggregate_id = id;
+        ev->version = base + i + 1;
+        ev->event_type = ne->event_type;
+        ev->payload = ne->payload;
+        ev->payload_len = ne->payload_len;
+        ev->occurred_at_us = now;
+        ev->command_id = ne->command_id;
+        ev->correlation_id = ne->correlation_id;
+        ev->metadata = ne->metadata;
+        ev->n_metadata = ne->n_metadata;
+        es_err e = es_envelope_pack(ev, &p->bufs[i], err);
+        if (e != ES_OK) {
+            es_pending_free(p);
+            return e;
+        }
+        p->recs[i] = (es_log_record_t){ev, p->bufs[i].data, p->bufs[i].len};
+    }
+    return ES_OK;
+}
+
+es_err es_store_append(es_store_t *store, const char *type, const char *id, es_expect expect,
+                       uint64_t expected_version, const es_new_event_t *events, size_t n,
+                       es_append_result_t *res, es_error_t *err) {
+    es_log_t *log;
+    es_pending_t p;
+    uint64_t current = 0;
+    int64_t first = 0, last = 0;
+    es_err e = check_names(type, id, err);
+    if (e != ES_OK)
+        return e;
+    if (n == 0 || !events)
+        return es_fail(err, ES_EINVAL, "append to %s/%s needs at least one event", type, id);
+    if ((e = es_store_lock(store, &log, err)) != ES_OK)
+        return e;
+    e = log->ops->begin(log, err);
+    if (e == ES_OK)
+        e = log->ops->stream_version(log, type, id, &current, err);
+    if (e == ES_OK)
+        e = es_check_expect(type, id, expect, expected_version, current, err);
+    if (e == ES_OK && (e = es_pending_build(&p, type, id, current, events, n, err)) == ES_OK) {
+        e = log->ops->append(log, type, id, current, p.recs, n, p.offsets, err);
+        first = p.offsets[0];
+        last = p.offsets[n - 1];
+        es_pending_free(&p);
+    }
+    if (e == ES_OK)
+        e = log->ops->commit(log, err);
+    else
+        log->ops->rollback(log);
+    es_store_unlock(store);
+    if (e == ES_OK && res)
+        *res = (es_append_result_t){current + 1, current + n, first, last};
+    return e;
+}
+
+es_err es_store_stream_version(es_store_t *store, const char *type, const char *id,
+                               uint64_t *version, es_error_t *err) {
+    es_log_t *log;
+    es_err e = check_names(type, id, err);
+    if (e == ES_OK && (e = es_store_lock(store, &log, err)) == ES_OK) {
+        e = log->ops->stream_version(log, type, id, version, err);
+        es_store_unlock(store);
+    }
+    return e;
+}
+
+/* Holds the store while its callback runs, so a callback that calls back in gets ES_ESTATE. */
+es_err es_store_read_stream(es_store_t *store, const char *type, const char *id,
+                            uint64_t from_version, es_event_cb *cb, void *opaque, es_error_t *err) {
+    es_log_t *log;
+    es_err e = check_names(type, id, err);
+    if (e == ES_OK && !cb)
+        e = es_fail(err, ES_EINVAL, "es_store_read_stream: a callback is required");
+    if (e == ES_OK && (e = es_store_lock(store, &log, err)) == ES_OK) {
+        e = log->ops->read_stream(log, type, id, from_version, 0, cb, opaque, err);
+        es_store_unlock(store);
+    }
+    return e;
+}
+
+es_err es_store_read_log(es_store_t *store, const char *const *types, int64_t from_offset,
+                         size_t max, es_event_cb *cb, void *opaque, int64_t *next_offset,
+                         es_error_t *err) {
+    es_log_t *log;
+    if (!cb)
+        return es_fail(err, ES_EINVAL, "es_store_read_log: a callback is required");
+    for (const char *const *t = types; t && *t; t++) {
+        es_err e = es_validate_aggregate_type(*t, err);
+        if (e != ES_OK)
+            return e;
+    }
+    es_err e = es_store_lock(store, &log, err);
+    if (e == ES_OK) {
+        e = log->ops->read_log(log, types, from_offset < 1 ? 1 : from_offset, max, cb, opaque,
+                               next_offset, err);
+        es_store_unlock(store);
+    }
+    return e;
+}
+
+es_err es_store_end_offset(es_store_t *store, int64_t *end, es_error_t *err) {
+    es_log_t *log;
+    es_err e = es_store_lock(store, &log, err);
+    if (e == ES_OK) {
+        e = log->ops->end_offset(log, end, err);
+        es_store_unlock(store);
+    }
+    return e;
+}
+
+es_err es_store_put_snapshot(es_store_t *store, const char *type, const char *id,
+                             const es_snapshot_t *snap, es_error_t *err) {
+    es_log_t *log;
+    es_err e = check_names(type, id, err);
+    if (e == ES_OK && (!snap || !snap->state_type || !*snap->state_type))
+        e = es_fail(err, ES_EINVAL, "snapshot of %s/%s needs a state type", type, id);
+    if (e != ES_OK || (e = es_store_lock(store, &log, err)) != ES_OK)
+        return e;
+    e = log->ops->begin(log, err);
+    if (e == ES_OK)
+        e = log->ops->put_snapshot(log, type, id, snap, err);
+    if (e == ES_OK)
+        e = log->ops->commit(log, err);
+    else
+        log->ops->rollback(log);
+    es_store_unlock(store);
+    return e;
+}
+
+es_err es_store_get_snapshot(es_store_t *store, const char *type, const char *id,
+                             es_snapshot_t **out, es_error_t *err) {
+    es_log_t *log;
+    es_err e = check_names(type, id, err);
+    if (e == ES_OK && (e = es_store_lock(store, &log, err)) == ES_OK) {
+        e = log->ops->get_snapshot(log, type, id, out, err);
+        es_store_unlock(store);
+    }
+    return e;
+}
+
+void es_snapshot_free(es_snapshot_t *snap) {
+    free(snap);
+}

@@ -1,0 +1,28 @@
+/* Internal side of es_store: the engine runs its transactions through these. */
+#ifndef ESKIT_STORE_INTERNAL_H
+#define ESKIT_STORE_INTERNAL_H
+
+#include "log/log.h"
+
+/* Locks the store for the calling thread and returns its log; ES_ESTATE when
+ * called from inside one of the store's own read callbacks. */
+es_err es_store_lock(es_store_t *store, es_log_t **log, es_error_t *err);
+void es_store_unlock(es_store_t *store);
+
+/* Checks expect against the stream's current version; ES_ECONFLICT names both. */
+es_err es_check_expect(const char *type, const char *id, es_expect expect, uint64_t expected,
+                       uint64_t current, es_error_t *err);
+
+/* Builds the event views and envelopes of one append (versions base+1..). */
+typedef struct es_pending {
+    es_event_t *evs;
+    int64_t *offsets;
+    es_log_record_t *recs;
+    es_buf_t *bufs;
+    size_t n;
+} es_pending_t;
+es_err es_pending_build(es_pending_t *p, const char *type, const char *id, uint64_t base,
+                        const es_new_event_t *events, size_t n, es_error_t *err);
+void es_pending_free(es_pending_t *p);
+
+#endif

@@ -1,0 +1,22 @@
+/* Helpers shared by the tests: temp dirs, configs, small waits. */
+#ifndef ESKIT_TESTUTIL_H
+#define ESKIT_TESTUTIL_H
+
+#include <stddef.h>
+#include <eskit/eskit.h>
+
+/* A fresh directory under $TMPDIR (or /tmp); returns a static-lifetime path
+ * the caller frees with free(). */
+char *tu_tempdir(void);
+/* tu_tempdir() + "/" + name; caller frees. */
+char *tu_path(const char *dir, const char *name);
+/* A config with db = <dir>/<name> and no other source applied. Caller destroys. */
+es_config_t *tu_config(const char *dir, const char *name);
+/* Runs argv (argv[0] a path), captures stdout and stderr (each malloc'd, may be NULL
+ * args), returns the exit status or -1 when killed. env may be NULL (inherit) or
+ * a NULL-terminated list of "K=V" added to the environment. */
+int tu_run(const char *const *argv, const char *const *env, char **out, char **errout);
+/* Removes a directory tree (best effort). */
+void tu_rmtree(const char *dir);
+
+#endif
