@@ -1,0 +1,368 @@
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "domain.h"
+#include "testutil.h"
+
+static char *dir;
+static es_engine_t *engine;
+
+static void open_engine(const char *snapshot_every) {
+    es_config_t *cfg = tu_config(dir, "engine.db");
+    es_error_t err = {0};
+    if (snapshot_every)
+        cr_assert_eq(es_config_set(cfg, "snapshot.every", snapshot_every, NULL), ES_OK);
+    cr_assert_eq(es_engine_new(cfg, &engine, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(demo_register_all(engine, &err), ES_OK, "%s", err.message);
+    es_config_destroy(cfg);
+}
+
+static void setup(void) {
+    dir = tu_tempdir();
+    open_engine(NULL);
+}
+
+static void teardown(void) {
+    es_engine_destroy(engine);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+TestSuite(engine, .init = setup, .fini = teardown);
+
+static Orders__V1__LineItem item = {PROTOBUF_C_MESSAGE_INIT(&orders__v1__line_item__descriptor),
+                                    "sku-1", 2, 1500};
+static Orders__V1__LineItem *items[] = {&item};
+
+static es_command_t place(const char *id, const char *command_id, Orders__V1__PlaceOrder *msg) {
+    orders__v1__place_order__init(msg);
+    msg->customer_id = "c-1";
+    msg->currency = "EUR";
+    msg->n_items = 1;
+    msg->items = items;
+    return (es_command_t){.aggregate_type = "orders.order",
+                          .aggregate_id = id,
+                          .message = &msg->base,
+                          .command_id = command_id};
+}
+
+static es_command_t simple(const char *id, const ProtobufCMessage *msg) {
+    return (es_command_t){.aggregate_type = "orders.order", .aggregate_id = id, .message = msg};
+}
+
+typedef struct seen {
+    char types[32][64];
+    uint64_t versions[32];
+    size_t n;
+} seen;
+
+static int record(const es_event_t *ev, void *opaque) {
+    seen *s = opaque;
+    snprintf(s->types[s->n], sizeof s->types[0], "%s", ev->event_type);
+    s->versions[s->n++] = ev->version;
+    return 0;
+}
+
+static seen stream_of(const char *id) {
+    seen s = {0};
+    cr_assert_eq(
+        es_store_read_stream(es_engine_store(engine), "orders.order", id, 1, record, &s, NULL),
+        ES_OK);
+    return s;
+}
+
+Test(engine, accepted_command_appends_events_and_returns_them) {
+    Orders__V1__PlaceOrder msg;
+    es_command_t cmd = place("o-1", NULL, &msg);
+    es_result_t res;
+    es_error_t err = {0};
+    cr_assert_eq(es_execute(engine, &cmd, &res, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(res.outcome, ES_OUTCOME_ACCEPTED);
+    cr_assert_eq(res.version, 1);
+    cr_assert_eq(res.first_version, 1);
+    cr_assert_eq(res.n_events, 1);
+    cr_assert_str_eq(res.events[0]->event_type, "orders.v1.OrderPlaced");
+    cr_assert_str_eq(res.events[0]->command_id, res.command_id);
+    cr_assert_str_eq(res.events[0]->correlation_id, res.command_id);
+    cr_assert_gt(res.events[0]->offset, 0);
+    Orders__V1__OrderPlaced *placed =
+        orders__v1__order_placed__unpack(NULL, res.events[0]->payload_len, res.events[0]->payload);
+    cr_assert_eq(placed->amount_cents, 3000);
+    orders__v1__order_placed__free_unpacked(placed, NULL);
+    es_result_clear(&res);
+    seen s = stream_of("o-1");
+    cr_assert_eq(s.n, 1);
+}
+
+Test(engine, rejected_command_returns_the_reason_and_appends_nothing) {
+    Orders__V1__ConfirmOrder confirm = ORDERS__V1__CONFIRM_ORDER__INIT;
+    es_command_t cmd = simple("o-2", &confirm.base);
+    es_result_t res;
+    es_error_t err = {0};
+    cr_assert_eq(es_execute(engine, &cmd, &res, &err), ES_EREJECTED);
+    cr_assert_eq(res.outcome, ES_OUTCOME_REJECTED);
+    cr_assert(strstr(res.reason, "never placed"), "%s", res.reason);
+    cr_assert(strstr(err.message, "never placed"), "%s", err.message);
+    cr_assert_eq(res.n_events, 0);
+    es_result_clear(&res);
+    cr_assert_eq(stream_of("o-2").n, 0);
+}
+
+Test(engine, confirm_after_cancel_is_rejected_and_state_survives_reload) {
+    Orders__V1__PlaceOrder msg;
+    Orders__V1__CancelOrder cancel = ORDERS__V1__CANCEL_ORDER__INIT;
+    Orders__V1__ConfirmOrder confirm = ORDERS__V1__CONFIRM_ORDER__INIT;
+    cancel.reason = "customer changed mind";
+    es_command_t c1 = place("o-3", NULL, &msg), c2 = simple("o-3", &cancel.base),
+                 c3 = simple("o-3", &confirm.base);
+    cr_assert_eq(es_execute(engine, &c1, NULL, NULL), ES_OK);
+    cr_assert_eq(es_execute(engine, &c2, NULL, NULL), ES_OK);
+    es_engine_destroy(engine);
+    open_engine(NULL);
+    es_result_t res;
+    cr_assert_eq(es_execute(engine, &c3, &res, NULL), ES_EREJECTED);
+    cr_assert(strstr(res.reason, "customer changed mind"), "%s", res.reason);
+    es_result_clear(&res);
+}
+
+Test(engine, wrong_expected_version_is_a_conflict_naming_both_versions) {
+    Orders__V1__PlaceOrder msg;
+    Orders__V1__ConfirmOrder confirm = ORDERS__V1__CONFIRM_ORDER__INIT;
+    es_command_t c1 = place("o-4", NULL, &msg), c2 = simple("o-4", &confirm.base);
+    cr_assert_eq(es_execute(engine, &c1, NULL, NULL), ES_OK);
+    c2.expect = ES_EXPECT_EXACT;
+    c2.expected_version = 0;
+    es_result_t res;
+    es_error_t err = {0};
+    cr_assert_eq(es_execute(engine, &c2, &res, &err), ES_ECONFLICT);
+    cr_assert_eq(res.outcome, ES_OUTCOME_CONFLICT);
+    cr_assert(strstr(err.message, "orders.order/o-4") && strstr(err.message, "version 1") &&
+                  strstr(err.message, "expected version 0"),
+              "%s", err.message);
+    es_result_clear(&res);
+    c2.expected_version = 1;
+    cr_assert_eq(es_execute(engine, &c2, NULL, NULL), ES_OK);
+    cr_assert_eq(stream_of("o-4").n, 2);
+}
+
+Test(engine, same_command_id_twice_appends_once_and_returns_the_first_result) {
+    Orders__V1__PlaceOrder msg;
+    es_command_t cmd = place("o-5", "cmd-place-o-5", &msg);
+    es_result_t first, again;
+    cr_assert_eq(es_execute(engine, &cmd, &first, NULL), ES_OK);
+    cr_assert_eq(es_execute(engine, &cmd, &again, NULL), ES_OK);
+    cr_assert(again.duplicate);
+    cr_assert(!first.duplicate);
+    cr_assert_eq(again.version, first.version);
+    cr_assert_eq(again.first_version, first.first_version);
+    cr_assert_eq(again.n_events, 1);
+    cr_assert_str_eq(again.events[0]->event_id, first.events[0]->event_id);
+    cr_assert_eq(stream_of("o-5").n, 1);
+    es_result_clear(&first);
+    es_result_clear(&again);
+}
+
+Test(engine, a_repeated_rejected_command_gets_the_same_rejection) {
+    Orders__V1__ConfirmOrder confirm = ORDERS__V1__CONFIRM_ORDER__INIT;
+    es_command_t cmd = simple("o-6", &confirm.base);
+    cmd.command_id = "cmd-confirm-o-6";
+    es_result_t r1, r2;
+    cr_assert_eq(es_execute(engine, &cmd, &r1, NULL), ES_EREJECTED);
+    cr_assert_eq(es_execute(engine, &cmd, &r2, NULL), ES_EREJECTED);
+    cr_assert(r2.duplicate);
+    cr_assert_str_eq(r1.reason, r2.reason);
+    es_result_clear(&r1);
+    es_result_clear(&r2);
+}
+
+Test(engine, a_command_id_reused_for_another_aggregate_is_an_error_naming_the_first) {
+    Orders__V1__PlaceOrder m1, m2;
+    es_command_t c1 = place("o-7", "shared-id", &m1), c2 = place("o-8", "shared-id", &m2);
+    cr_assert_eq(es_execute(engine, &c1, NULL, NULL), ES_OK);
+    es_error_t err = {0};
+    cr_assert_eq(es_execute(engine, &c2, NULL, &err), ES_EINVAL);
+    cr_assert(strstr(err.message, "orders.order/o-7"), "%s", err.message);
+    cr_assert_eq(stream_of("o-8").n, 0);
+}
+
+Test(engine, batch_executes_in_order_with_per_command_outcomes) {
+    Orders__V1__PlaceOrder m1, m2;
+    Orders__V1__ConfirmOrder confirm = ORDERS__V1__CONFIRM_ORDER__INIT;
+    es_command_t cmds[4] = {place("b-1", NULL, &m1), simple("b-1", &confirm.base),
+                            simple("b-2", &confirm.base), place("b-2", NULL, &m2)};
+    es_result_t res[4];
+    es_error_t err = {0};
+    cr_assert_eq(es_execute_batch(engine, cmds, 4, res, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(res[0].outcome, ES_OUTCOME_ACCEPTED);
+    cr_assert_eq(res[1].outcome, ES_OUTCOME_ACCEPTED, "sees the first command's event");
+    cr_assert_eq(res[1].version, 2);
+    cr_assert_eq(res[2].outcome, ES_OUTCOME_REJECTED);
+    cr_assert_eq(res[3].outcome, ES_OUTCOME_ACCEPTED);
+    for (int i = 0; i < 4; i++)
+        es_result_clear(&res[i]);
+    cr_assert_eq(stream_of("b-1").n, 2);
+    cr_assert_eq(stream_of("b-2").n, 1);
+}
+
+Test(engine, unknown_aggregate_type_and_command_type_are_errors_naming_them) {
+    Orders__V1__ConfirmOrder confirm = ORDERS__V1__CONFIRM_ORDER__INIT;
+    es_command_t cmd = simple("x-1", &confirm.base);
+    cmd.aggregate_type = "shipping.parcel";
+    es_error_t err = {0};
+    cr_assert_eq(es_execute(engine, &cmd, NULL, &err), ES_EUNKNOWN_TYPE);
+    cr_assert(strstr(err.message, "shipping.parcel"), "%s", err.message);
+    Inventory__V1__Restock restock = INVENTORY__V1__RESTOCK__INIT;
+    cmd = simple("x-1", &restock.base);
+    cr_assert_eq(es_execute(engine, &cmd, NULL, &err), ES_EUNKNOWN_TYPE);
+    cr_assert(strstr(err.message, "inventory.v1.Restock"), "%s", err.message);
+}
+
+Test(engine, a_passed_deadline_executes_nothing) {
+    Orders__V1__PlaceOrder msg;
+    es_command_t cmd = place("o-9", NULL, &msg);
+    cmd.deadline_us = es_now_us() - 1000;
+    es_error_t err = {0};
+    cr_assert_eq(es_execute(engine, &cmd, NULL, &err), ES_ETIMEOUT);
+    cr_assert_eq(stream_of("o-9").n, 0);
+}
+
+typedef struct snap_check {
+    uint64_t version;
+    int found;
+} snap_check;
+
+static snap_check snapshot_of(const char *type, const char *id) {
+    es_snapshot_t *snap = NULL;
+    snap_check c = {0, 0};
+    if (es_store_get_snapshot(es_engine_store(engine), type, id, &snap, NULL) == ES_OK) {
+        c.version = snap->version;
+        c.found = 1;
+        es_snapshot_free(snap);
+    }
+    return c;
+}
+
+static es_command_t restock(const char *id, Inventory__V1__Restock *msg, uint32_t qty) {
+    inventory__v1__restock__init(msg);
+    msg->quantity = qty;
+    return (es_command_t){
+        .aggregate_type = "inventory.item", .aggregate_id = id, .message = &msg->base};
+}
+
+Test(engine, snapshots_every_n_events_and_loads_snapshot_plus_later_events) {
+    es_engine_destroy(engine);
+    open_engine("3");
+    Inventory__V1__Restock msg;
+    for (int i = 0; i < 7; i++) {
+        es_command_t cmd = restock("sku-1", &msg, 10);
+        cr_assert_eq(es_execute(engine, &cmd, NULL, NULL), ES_OK);
+    }
+    snap_check c = snapshot_of("inventory.item", "sku-1");
+    cr_assert(c.found);
+    cr_assert_eq(c.version, 6);
+    /* Reserving 70 needs all 7 restocks folded: snapshot (60) + event 7 (10). */
+    Inventory__V1__ReserveStock reserve = INVENTORY__V1__RESERVE_STOCK__INIT;
+    reserve.order_id = "o-1";
+    reserve.quantity = 70;
+    es_command_t cmd = {
+        .aggregate_type = "inventory.item", .aggregate_id = "sku-1", .message = &reserve.base};
+    es_error_t err = {0};
+    cr_assert_eq(es_execute(engine, &cmd, NULL, &err), ES_OK, "%s", err.message);
+    reserve.order_id = "o-2";
+    reserve.quantity = 1;
+    cr_assert_eq(es_execute(engine, &cmd, NULL, &err), ES_EREJECTED);
+}
+
+Test(engine, default_snapshot_policy_snapshots_every_change) {
+    Inventory__V1__Restock msg;
+    es_command_t cmd = restock("sku-2", &msg, 1);
+    cr_assert_eq(es_execute(engine, &cmd, NULL, NULL), ES_OK);
+    cr_assert_eq(es_execute(engine, &cmd, NULL, NULL), ES_OK);
+    cr_assert_eq(snapshot_of("inventory.item", "sku-2").version, 2);
+}
+
+/* A test-only aggregate whose decider misbehaves in the ways a real one might. */
+static const ProtobufCMessageDescriptor *const bad_events[] = {
+    &inventory__v1__stock_added__descriptor, NULL};
+static const ProtobufCMessageDescriptor *const bad_commands[] = {
+    &inventory__v1__restock__descriptor, NULL};
+
+static es_err bad_evolve(ProtobufCMessage *state, const ProtobufCMessage *ev, void *opaque,
+                         es_error_t *err) {
+    (void)state;
+    (void)opaque;
+    (void)err;
+    const Inventory__V1__StockAdded *a = (const Inventory__V1__StockAdded *)ev;
+    return a->quantity == 13 ? ES_EINVAL : ES_OK;
+}
+
+static es_err bad_decide(const ProtobufCMessage *state, const ProtobufCMessage *cmd,
+                         es_decision_t *d, void *opaque) {
+    (void)state;
+    (void)opaque;
+    const Inventory__V1__Restock *r = (const Inventory__V1__Restock *)cmd;
+    if (r->quantity == 99) {
+        Orders__V1__OrderConfirmed unlisted = ORDERS__V1__ORDER_CONFIRMED__INIT;
+        return es_emit(d, &unlisted.base);
+    }
+    Inventory__V1__StockAdded added = INVENTORY__V1__STOCK_ADDED__INIT;
+    added.quantity = r->quantity;
+    return es_emit(d, &added.base);
+}
+
+static const es_aggregate_def bad_def = {
+    ES_AGGREGATE_ABI, "test.bad", &inventory__v1__item__descriptor, bad_events, bad_commands, NULL,
+    bad_evolve,       bad_decide};
+
+Test(engine, an_emitted_event_the_aggregate_does_not_list_is_an_error_and_appends_nothing) {
+    cr_assert_eq(es_engine_register(engine, &bad_def, NULL, NULL), ES_OK);
+    Inventory__V1__Restock msg;
+    es_command_t cmd = restock("b-1", &msg, 99);
+    cmd.aggregate_type = "test.bad";
+    es_error_t err = {0};
+    cr_assert_eq(es_execute(engine, &cmd, NULL, &err), ES_EUNKNOWN_TYPE);
+    cr_assert(strstr(err.message, "orders.v1.OrderConfirmed"), "%s", err.message);
+    uint64_t v = 9;
+    es_store_stream_version(es_engine_store(engine), "test.bad", "b-1", &v, NULL);
+    cr_assert_eq(v, 0);
+}
+
+Test(engine, an_event_its_own_evolve_refuses_is_not_appended) {
+    cr_assert_eq(es_engine_register(engine, &bad_def, NULL, NULL), ES_OK);
+    Inventory__V1__Restock msg;
+    es_command_t cmd = restock("b-2", &msg, 13);
+    cmd.aggregate_type = "test.bad";
+    es_result_t res;
+    cr_assert_eq(es_execute(engine, &cmd, &res, NULL), ES_EINVAL);
+    cr_assert_eq(res.outcome, ES_OUTCOME_ERROR);
+    es_result_clear(&res);
+    uint64_t v = 9;
+    es_store_stream_version(es_engine_store(engine), "test.bad", "b-2", &v, NULL);
+    cr_assert_eq(v, 0);
+}
+
+Test(engine, an_unregistered_event_type_in_the_log_is_an_error_naming_it) {
+    es_engine_destroy(engine);
+    open_engine("0");
+    es_new_event_t stray = {"inventory.v1.Mystery", (const uint8_t *)"", 0, NULL, NULL, NULL, 0};
+    cr_assert_eq(es_store_append(es_engine_store(engine), "inventory.item", "sku-9", ES_EXPECT_ANY,
+                                 0, &stray, 1, NULL, NULL),
+                 ES_OK);
+    Inventory__V1__Restock msg;
+    es_command_t cmd = restock("sku-9", &msg, 1);
+    es_error_t err = {0};
+    cr_assert_eq(es_execute(engine, &cmd, NULL, &err), ES_EUNKNOWN_TYPE);
+    cr_assert(strstr(err.message, "inventory.v1.Mystery") && strstr(err.message, "sku-9"), "%s",
+              err.message);
+}
+
+Test(engine, registering_a_wrong_abi_or_twice_is_refused) {
+    es_aggregate_def def = bad_def;
+    def.abi_version = 99;
+    es_error_t err = {0};
+    cr_assert_eq(es_engine_register(engine, &def, NULL, &err), ES_EINVAL);
+    cr_assert(strstr(err.message, "test.bad") && strstr(err.message, "99"), "%s", err.message);
+    cr_assert_eq(es_engine_register(engine, &demo_order_def, NULL, &err), ES_ESTATE);
+}

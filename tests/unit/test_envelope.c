@@ -1,0 +1,109 @@
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <eskit/eskit.h>
+
+static es_event_t sample(es_kv_t *md) {
+    es_event_t ev = {0};
+    es_uuid7(ev.event_id);
+    ev.aggregate_type = "orders.order";
+    ev.aggregate_id = "o-1";
+    ev.version = 3;
+    ev.event_type = "orders.v1.OrderPlaced";
+    ev.payload = (const uint8_t *)"\x0a\x03"
+                                  "c-1";
+    ev.payload_len = 5;
+    ev.occurred_at_us = 1700000000123456;
+    ev.command_id = "cmd-1";
+    ev.correlation_id = "corr-1";
+    ev.metadata = md;
+    ev.n_metadata = 2;
+    return ev;
+}
+
+Test(envelope, encode_then_decode_gives_the_same_event) {
+    es_kv_t md[] = {{"user", "alice"}, {"trace", "t-9"}};
+    es_event_t ev = sample(md);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    cr_assert_eq(es_envelope_encode(&ev, &buf, &len, NULL), ES_OK);
+    es_position_t at = {"orders.order.events", "o-1", 0, 42};
+    es_event_t *out = NULL;
+    cr_assert_eq(es_envelope_decode(buf, len, &at, &out, NULL), ES_OK);
+    cr_assert_str_eq(out->event_id, ev.event_id);
+    cr_assert_str_eq(out->aggregate_type, "orders.order");
+    cr_assert_str_eq(out->aggregate_id, "o-1");
+    cr_assert_eq(out->version, 3);
+    cr_assert_str_eq(out->event_type, "orders.v1.OrderPlaced");
+    cr_assert_eq(out->payload_len, 5);
+    cr_assert_eq(memcmp(out->payload, ev.payload, 5), 0);
+    cr_assert_eq(out->occurred_at_us, ev.occurred_at_us);
+    cr_assert_str_eq(out->command_id, "cmd-1");
+    cr_assert_str_eq(out->correlation_id, "corr-1");
+    cr_assert_eq(out->n_metadata, 2);
+    cr_assert_str_eq(out->metadata[1].key, "trace");
+    cr_assert_str_eq(out->metadata[1].value, "t-9");
+    cr_assert_eq(out->offset, 42);
+    es_event_t *copy = es_event_dup(out);
+    cr_assert_str_eq(copy->event_id, out->event_id);
+    cr_assert_eq(copy->offset, 42);
+    es_event_free(copy);
+    es_event_free(out);
+    free(buf);
+}
+
+Test(envelope, malformed_bytes_are_a_decode_error_naming_the_position) {
+    const uint8_t garbage[] = {0xff, 0xff, 0xff, 0xff, 0x0f, 0x01};
+    es_position_t at = {"orders.order.events", "o-7", 2, 1234};
+    es_event_t *out = (es_event_t *)1;
+    es_error_t err = {0};
+    cr_assert_eq(es_envelope_decode(garbage, sizeof garbage, &at, &out, &err), ES_EDECODE);
+    cr_assert_null(out);
+    cr_assert(strstr(err.message, "orders.order.events"), "%s", err.message);
+    cr_assert(strstr(err.message, "partition 2"), "%s", err.message);
+    cr_assert(strstr(err.message, "offset 1234"), "%s", err.message);
+    cr_assert(strstr(err.message, "o-7"), "%s", err.message);
+}
+
+Test(envelope, a_valid_protobuf_missing_required_fields_is_a_decode_error) {
+    es_event_t ev = sample(NULL);
+    ev.n_metadata = 0;
+    ev.event_type = "";
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    cr_assert_eq(es_envelope_encode(&ev, &buf, &len, NULL), ES_OK);
+    es_event_t *out = NULL;
+    es_error_t err = {0};
+    cr_assert_eq(es_envelope_decode(buf, len, NULL, &out, &err), ES_EDECODE);
+    cr_assert(strstr(err.message, "event_type"), "%s", err.message);
+    free(buf);
+}
+
+/* Every truncation and many bit flips of a real envelope: an error or an event, never a crash. */
+Test(envelope, truncated_and_corrupted_bytes_never_crash) {
+    es_kv_t md[] = {{"user", "alice"}, {"trace", "t-9"}};
+    es_event_t ev = sample(md);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    cr_assert_eq(es_envelope_encode(&ev, &buf, &len, NULL), ES_OK);
+    uint8_t *copy = malloc(len);
+    for (size_t cut = 0; cut < len; cut++) {
+        es_event_t *out = NULL;
+        es_err rc = es_envelope_decode(buf, cut, NULL, &out, NULL);
+        cr_assert(rc == ES_EDECODE || rc == ES_OK);
+        es_event_free(out);
+    }
+    srand(7);
+    for (int i = 0; i < 20000; i++) {
+        memcpy(copy, buf, len);
+        for (int k = 0; k < 3; k++)
+            copy[(size_t)rand() % len] ^= (uint8_t)(1u << (rand() % 8));
+        es_event_t *out = NULL;
+        es_err rc = es_envelope_decode(copy, len, NULL, &out, NULL);
+        cr_assert(rc == ES_EDECODE || rc == ES_OK);
+        es_event_free(out);
+    }
+    free(copy);
+    free(buf);
+}

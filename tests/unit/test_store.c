@@ -1,0 +1,239 @@
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "testutil.h"
+
+static char *dir;
+static es_store_t *store;
+
+static void setup(void) {
+    dir = tu_tempdir();
+    es_config_t *cfg = tu_config(dir, "store.db");
+    es_error_t err = {0};
+    cr_assert_eq(es_store_new(cfg, &store, &err), ES_OK, "%s", err.message);
+    es_config_destroy(cfg);
+}
+
+static void teardown(void) {
+    es_store_destroy(store);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+TestSuite(store, .init = setup, .fini = teardown);
+
+static es_err append_n(const char *id, es_expect expect, uint64_t expected, size_t n,
+                       es_append_result_t *res, es_error_t *err) {
+    es_new_event_t evs[16];
+    cr_assert_leq(n, 16);
+    for (size_t i = 0; i < n; i++)
+        evs[i] =
+            (es_new_event_t){"test.v1.Happened", (const uint8_t *)"abc", 3, NULL, NULL, NULL, 0};
+    return es_store_append(store, "test.thing", id, expect, expected, evs, n, res, err);
+}
+
+typedef struct seen {
+    uint64_t versions[64];
+    int64_t offsets[64];
+    char ids[64][64];
+    size_t n;
+} seen;
+
+static int record(const es_event_t *ev, void *opaque) {
+    seen *s = opaque;
+    s->versions[s->n] = ev->version;
+    s->offsets[s->n] = ev->offset;
+    snprintf(s->ids[s->n], sizeof s->ids[0], "%s", ev->aggregate_id);
+    s->n++;
+    return 0;
+}
+
+Test(store, append_assigns_contiguous_versions_from_one) {
+    es_append_result_t res;
+    cr_assert_eq(append_n("t-1", ES_EXPECT_NO_STREAM, 0, 3, &res, NULL), ES_OK);
+    cr_assert_eq(res.first_version, 1);
+    cr_assert_eq(res.last_version, 3);
+    cr_assert_eq(append_n("t-1", ES_EXPECT_ANY, 0, 2, &res, NULL), ES_OK);
+    cr_assert_eq(res.first_version, 4);
+    cr_assert_eq(res.last_version, 5);
+    uint64_t v = 0;
+    cr_assert_eq(es_store_stream_version(store, "test.thing", "t-1", &v, NULL), ES_OK);
+    cr_assert_eq(v, 5);
+    cr_assert_eq(es_store_stream_version(store, "test.thing", "nobody", &v, NULL), ES_OK);
+    cr_assert_eq(v, 0);
+}
+
+Test(store, append_with_stale_version_is_a_conflict_and_appends_nothing) {
+    es_error_t err = {0};
+    cr_assert_eq(append_n("t-1", ES_EXPECT_NO_STREAM, 0, 2, NULL, NULL), ES_OK);
+    cr_assert_eq(append_n("t-1", ES_EXPECT_EXACT, 1, 1, NULL, &err), ES_ECONFLICT);
+    cr_assert(strstr(err.message, "test.thing/t-1") && strstr(err.message, "version 2") &&
+                  strstr(err.message, "expected version 1"),
+              "%s", err.message);
+    cr_assert_eq(append_n("t-1", ES_EXPECT_NO_STREAM, 0, 1, NULL, &err), ES_ECONFLICT);
+    cr_assert(strstr(err.message, "already exists"), "%s", err.message);
+    cr_assert_eq(append_n("t-2", ES_EXPECT_EXISTS, 0, 1, NULL, &err), ES_ECONFLICT);
+    cr_assert(strstr(err.message, "test.thing/t-2"), "%s", err.message);
+    cr_assert_eq(append_n("t-1", ES_EXPECT_EXACT, 2, 1, NULL, &err), ES_OK);
+    uint64_t v = 0;
+    es_store_stream_version(store, "test.thing", "t-1", &v, NULL);
+    cr_assert_eq(v, 3);
+}
+
+Test(store, invalid_type_and_oversized_id_are_rejected_naming_them) {
+    es_error_t err = {0};
+    es_new_event_t ev = {"test.v1.Happened", NULL, 0, NULL, NULL, NULL, 0};
+    cr_assert_eq(es_store_append(store, "Test.Thing", "t-1", ES_EXPECT_ANY, 0, &ev, 1, NULL, &err),
+                 ES_EINVAL);
+    cr_assert(strstr(err.message, "Test.Thing"), "%s", err.message);
+    char id[400];
+    memset(id, 'i', sizeof id - 1);
+    id[sizeof id - 1] = '\0';
+    cr_assert_eq(es_store_append(store, "test.thing", id, ES_EXPECT_ANY, 0, &ev, 1, NULL, &err),
+                 ES_EINVAL);
+    cr_assert(strstr(err.message, "399 bytes"), "%s", err.message);
+}
+
+Test(store, read_stream_from_a_version_returns_the_rest_in_order) {
+    cr_assert_eq(append_n("t-1", ES_EXPECT_ANY, 0, 5, NULL, NULL), ES_OK);
+    cr_assert_eq(append_n("t-2", ES_EXPECT_ANY, 0, 2, NULL, NULL), ES_OK);
+    cr_assert_eq(append_n("t-1", ES_EXPECT_ANY, 0, 2, NULL, NULL), ES_OK);
+    seen s = {0};
+    cr_assert_eq(es_store_read_stream(store, "test.thing", "t-1", 4, record, &s, NULL), ES_OK);
+    cr_assert_eq(s.n, 4);
+    for (size_t i = 0; i < s.n; i++)
+        cr_assert_eq(s.versions[i], 4 + i);
+    cr_assert_lt(s.offsets[1], s.offsets[2]);
+    seen none = {0};
+    cr_assert_eq(es_store_read_stream(store, "test.thing", "t-9", 1, record, &none, NULL), ES_OK);
+    cr_assert_eq(none.n, 0);
+}
+
+Test(store, read_log_returns_all_streams_in_commit_order_from_an_offset) {
+    append_n("a", ES_EXPECT_ANY, 0, 2, NULL, NULL);
+    append_n("b", ES_EXPECT_ANY, 0, 1, NULL, NULL);
+    es_new_event_t other = {"other.v1.X", NULL, 0, NULL, NULL, NULL, 0};
+    es_store_append(store, "other.kind", "x", ES_EXPECT_ANY, 0, &other, 1, NULL, NULL);
+    append_n("a", ES_EXPECT_ANY, 0, 1, NULL, NULL);
+
+    seen all = {0};
+    int64_t next = 0;
+    cr_assert_eq(es_store_read_log(store, NULL, 1, 0, record, &all, &next, NULL), ES_OK);
+    cr_assert_eq(all.n, 5);
+    const char *order[] = {"a", "a", "b", "x", "a"};
+    for (size_t i = 0; i < 5; i++)
+        cr_assert_str_eq(all.ids[i], order[i]);
+    cr_assert_eq(next, all.offsets[4] + 1);
+
+    seen page = {0};
+    cr_assert_eq(es_store_read_log(store, NULL, all.offsets[1], 2, record, &page, &next, NULL),
+                 ES_OK);
+    cr_assert_eq(page.n, 2);
+    cr_assert_str_eq(page.ids[0], "a");
+    cr_assert_str_eq(page.ids[1], "b");
+    cr_assert_eq(next, all.offsets[2] + 1);
+
+    const char *types[] = {"test.thing", NULL};
+    seen filtered = {0};
+    cr_assert_eq(es_store_read_log(store, types, 1, 0, record, &filtered, NULL, NULL), ES_OK);
+    cr_assert_eq(filtered.n, 4);
+    int64_t end = 0;
+    cr_assert_eq(es_store_end_offset(store, &end, NULL), ES_OK);
+    cr_assert_eq(end, all.offsets[4] + 1);
+}
+
+Test(store, snapshots_replace_the_previous_one) {
+    es_snapshot_t snap = {3, "test.v1.State", (const uint8_t *)"s3", 2, 100};
+    es_snapshot_t *got = NULL;
+    es_error_t err = {0};
+    cr_assert_eq(es_store_get_snapshot(store, "test.thing", "t-1", &got, &err), ES_ENOTFOUND);
+    cr_assert_eq(es_store_put_snapshot(store, "test.thing", "t-1", &snap, NULL), ES_OK);
+    snap.version = 7;
+    snap.state = (const uint8_t *)"s7!";
+    snap.state_len = 3;
+    cr_assert_eq(es_store_put_snapshot(store, "test.thing", "t-1", &snap, NULL), ES_OK);
+    cr_assert_eq(es_store_get_snapshot(store, "test.thing", "t-1", &got, NULL), ES_OK);
+    cr_assert_eq(got->version, 7);
+    cr_assert_str_eq(got->state_type, "test.v1.State");
+    cr_assert_eq(got->state_len, 3);
+    cr_assert_eq(memcmp(got->state, "s7!", 3), 0);
+    es_snapshot_free(got);
+}
+
+static void corrupt_row(int64_t pos) {
+    char *path = tu_path(dir, "store.db");
+    sqlite3 *db = NULL;
+    cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+    char sql[128];
+    snprintf(sql, sizeof sql, "UPDATE es_events SET envelope = x'0aff01deadbeef' WHERE pos = %lld",
+             (long long)pos);
+    cr_assert_eq(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    free(path);
+}
+
+Test(store, corrupted_envelope_row_is_a_decode_error_naming_aggregate_and_offset) {
+    es_append_result_t res;
+    append_n("t-1", ES_EXPECT_ANY, 0, 3, &res, NULL);
+    corrupt_row(res.first_offset + 1);
+    seen s = {0};
+    es_error_t err = {0};
+    cr_assert_eq(es_store_read_stream(store, "test.thing", "t-1", 1, record, &s, &err), ES_EDECODE);
+    cr_assert_eq(s.n, 1, "events before the bad row are delivered");
+    char want[64];
+    snprintf(want, sizeof want, "offset %lld", (long long)(res.first_offset + 1));
+    cr_assert(strstr(err.message, want), "%s", err.message);
+    cr_assert(strstr(err.message, "test.thing.events"), "%s", err.message);
+    cr_assert(strstr(err.message, "t-1"), "%s", err.message);
+
+    seen all = {0};
+    int64_t next = 0;
+    cr_assert_eq(es_store_read_log(store, NULL, 1, 0, record, &all, &next, &err), ES_EDECODE);
+    cr_assert_eq(next, res.first_offset + 1, "next points at the bad record");
+    cr_assert(strstr(err.message, want), "%s", err.message);
+}
+
+static int reenter(const es_event_t *ev, void *opaque) {
+    es_err *rc = opaque;
+    es_new_event_t ne = {"test.v1.Happened", NULL, 0, NULL, NULL, NULL, 0};
+    *rc = es_store_append(store, "test.thing", ev->aggregate_id, ES_EXPECT_ANY, 0, &ne, 1, NULL,
+                          NULL);
+    return 1;
+}
+
+Test(store, calling_back_into_the_store_from_a_read_callback_is_refused_not_deadlocked) {
+    append_n("t-1", ES_EXPECT_ANY, 0, 1, NULL, NULL);
+    es_err rc = ES_OK;
+    cr_assert_eq(es_store_read_stream(store, "test.thing", "t-1", 1, reenter, &rc, NULL), ES_OK);
+    cr_assert_eq(rc, ES_ESTATE);
+}
+
+Test(store, a_file_that_is_not_a_database_is_an_io_error_naming_it) {
+    char *path = tu_path(dir, "junk.db");
+    FILE *f = fopen(path, "w");
+    fputs("this is not sqlite, just text that is long enough to have a header..........", f);
+    fclose(f);
+    es_config_t *cfg = es_config_new();
+    es_config_set(cfg, "db", path, NULL);
+    es_store_t *s = NULL;
+    es_error_t err = {0};
+    cr_assert_eq(es_store_new(cfg, &s, &err), ES_EIO);
+    cr_assert_null(s);
+    cr_assert(strstr(err.message, "junk.db"), "%s", err.message);
+    es_config_destroy(cfg);
+    free(path);
+}
+
+Test(store, data_survives_reopening) {
+    append_n("t-1", ES_EXPECT_ANY, 0, 4, NULL, NULL);
+    es_store_destroy(store);
+    es_config_t *cfg = tu_config(dir, "store.db");
+    cr_assert_eq(es_store_new(cfg, &store, NULL), ES_OK);
+    es_config_destroy(cfg);
+    seen s = {0};
+    cr_assert_eq(es_store_read_stream(store, "test.thing", "t-1", 1, record, &s, NULL), ES_OK);
+    cr_assert_eq(s.n, 4);
+}
