@@ -1,0 +1,572 @@
+/*
+ * The demo domain as deciders. decide() only reads the state; evolve() folds
+ * an event into a state the engine owns and frees with
+ * protobuf_c_message_free_unpacked, so every string, array and submessage it
+ * stores is heap memory.
+ *
+ * Rules the saga and the tests rely on:
+ * - orders.order: placed -> confirmed | cancelled. A confirmed order may still
+ *   be cancelled (refunding its payment is the saga's job, not the order's),
+ *   so a compensation can always run; a cancelled order is final. Lines may
+ *   be free, the total may not: every order goes through payment.
+ * - payments.payment: one authorization per payment id. An amount above
+ *   PAYMENT_LIMIT_CENTS is an accepted command whose event is PaymentDeclined,
+ *   so the demo produces declines deterministically.
+ * - inventory.item: available (on_hand - reserved) never goes below zero.
+ *   Repeating a reservation with the same quantity, and releasing an order
+ *   that holds nothing, are accepted and emit nothing: saga retries and
+ *   compensations are safe to repeat.
+ * An empty currency means USD.
+ */
+#include "domain.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PAYMENT_LIMIT_CENTS 100000 /* 1000.00 */
+
+#define ORDER_STATUS(s) ORDERS__V1__ORDER_STATUS__ORDER_STATUS_##s
+#define PAYMENT_STATUS(s) PAYMENTS__V1__PAYMENT_STATUS__PAYMENT_STATUS_##s
+
+static char default_currency[] = "USD";
+
+static es_err fail(es_error_t *err, es_err code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static es_err fail(es_error_t *err, es_err code, const char *fmt, ...) {
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        err->code = code;
+        vsnprintf(err->message, sizeof err->message, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+static bool blank(const char *s) {
+    return !s || !*s;
+}
+
+static bool is(const ProtobufCMessage *m, const ProtobufCMessageDescriptor *d) {
+    return m->descriptor == d;
+}
+
+static es_err set_str(ProtobufCMessage *msg, char **field, const char *value, es_error_t *err) {
+    if (es_pb_set_string(msg, field, value) == ES_OK)
+        return ES_OK;
+    return fail(err, ES_ENOMEM, "out of memory setting a string of %s", msg->descriptor->name);
+}
+
+static es_err unknown_event(const ProtobufCMessage *state, const ProtobufCMessage *ev,
+                            es_error_t *err) {
+    return fail(err, ES_EUNKNOWN_TYPE, "%s is not an event of the %s aggregate",
+                ev->descriptor->name, state->descriptor->name);
+}
+
+static es_err unknown_command(const ProtobufCMessage *cmd, es_decision_t *d) {
+    return es_reject(d, "%s is not a command this aggregate handles", cmd->descriptor->name);
+}
+
+/* Currencies are ISO 4217 codes; checking the shape keeps typos out of the log. */
+static es_err check_currency(const char *currency, es_decision_t *d) {
+    if (blank(currency))
+        return ES_OK;
+    bool ok = strlen(currency) == 3;
+    for (size_t i = 0; ok && i < 3; i++)
+        ok = currency[i] >= 'A' && currency[i] <= 'Z';
+    if (!ok)
+        return es_reject(d, "currency \"%s\" is not a 3-letter ISO code such as USD", currency);
+    return ES_OK;
+}
+
+static char *currency_or_default(char *currency) {
+    return blank(currency) ? default_currency : currency;
+}
+
+/* orders.order */
+
+static const char *order_status_name(Orders__V1__OrderStatus s) {
+    switch (s) {
+    case ORDER_STATUS(PLACED):
+        return "placed";
+    case ORDER_STATUS(CONFIRMED):
+        return "confirmed";
+    case ORDER_STATUS(CANCELLED):
+        return "cancelled";
+    default:
+        return "not placed";
+    }
+}
+
+static es_err check_line(const Orders__V1__LineItem *it, size_t i, es_decision_t *d) {
+    if (blank(it->sku))
+        return es_reject(d, "item %zu has no sku", i + 1);
+    if (it->quantity == 0)
+        return es_reject(d, "item %zu (%s) has quantity 0; order at least 1", i + 1, it->sku);
+    if (it->unit_price_cents < 0)
+        return es_reject(d, "item %zu (%s) has a negative unit price (%lld cents)", i + 1, it->sku,
+                         (long long)it->unit_price_cents);
+    return ES_OK;
+}
+
+/* Validates every line and sums them; rejects an empty, free or overflowing order. */
+static es_err order_total(const Orders__V1__PlaceOrder *c, es_decision_t *d, int64_t *total) {
+    if (c->n_items == 0)
+        return es_reject(d, "an order needs at least one item");
+    *total = 0;
+    for (size_t i = 0; i < c->n_items; i++) {
+        const Orders__V1__LineItem *it = c->items[i];
+        es_err rc = check_line(it, i, d);
+        if (rc != ES_OK)
+            return rc;
+        if (it->unit_price_cents > (INT64_MAX - *total) / it->quantity)
+            return es_reject(d, "the order total overflows at item %zu (%s)", i + 1, it->sku);
+        *total += it->unit_price_cents * it->quantity;
+    }
+    if (*total == 0)
+        return es_reject(d, "the order total is 0; every order must be paid for");
+    return ES_OK;
+}
+
+static es_err decide_place(const Orders__V1__Order *o, const Orders__V1__PlaceOrder *c,
+                           es_decision_t *d) {
+    if (o->status != ORDER_STATUS(NONE))
+        return es_reject(d, "the order is already %s; place a new order under a new id",
+                         order_status_name(o->status));
+    if (blank(c->customer_id))
+        return es_reject(d, "customer_id is missing");
+    es_err rc = check_currency(c->currency, d);
+    int64_t total = 0;
+    if (rc == ES_OK)
+        rc = order_total(c, d, &total);
+    if (rc != ES_OK)
+        return rc;
+    Orders__V1__OrderPlaced ev = ORDERS__V1__ORDER_PLACED__INIT;
+    ev.customer_id = c->customer_id;
+    ev.n_items = c->n_items;
+    ev.items = c->items;
+    ev.amount_cents = total;
+    ev.currency = currency_or_default(c->currency);
+    return es_emit(d, &ev.base);
+}
+
+static es_err decide_confirm(const Orders__V1__Order *o, es_decision_t *d) {
+    Orders__V1__OrderConfirmed ev = ORDERS__V1__ORDER_CONFIRMED__INIT;
+    switch (o->status) {
+    case ORDER_STATUS(PLACED):
+        return es_emit(d, &ev.base);
+    case ORDER_STATUS(CONFIRMED):
+        return es_reject(d, "the order is already confirmed");
+    case ORDER_STATUS(CANCELLED):
+        return es_reject(d, "the order was cancelled (%s); a cancelled order cannot be confirmed",
+                         o->cancel_reason);
+    default:
+        return es_reject(d, "the order was never placed; place it before confirming");
+    }
+}
+
+static es_err decide_cancel(const Orders__V1__Order *o, const Orders__V1__CancelOrder *c,
+                            es_decision_t *d) {
+    static char no_reason[] = "no reason given";
+    Orders__V1__OrderCancelled ev = ORDERS__V1__ORDER_CANCELLED__INIT;
+    switch (o->status) {
+    case ORDER_STATUS(PLACED):
+    case ORDER_STATUS(CONFIRMED):
+        ev.reason = blank(c->reason) ? no_reason : c->reason;
+        return es_emit(d, &ev.base);
+    case ORDER_STATUS(CANCELLED):
+        return es_reject(d, "the order is already cancelled (%s)", o->cancel_reason);
+    default:
+        return es_reject(d, "the order was never placed; there is nothing to cancel");
+    }
+}
+
+static es_err order_decide(const ProtobufCMessage *state, const ProtobufCMessage *cmd,
+                           es_decision_t *d, void *opaque) {
+    const Orders__V1__Order *o = (const Orders__V1__Order *)state;
+    (void)opaque;
+    if (is(cmd, &orders__v1__place_order__descriptor))
+        return decide_place(o, (const Orders__V1__PlaceOrder *)cmd, d);
+    if (is(cmd, &orders__v1__confirm_order__descriptor))
+        return decide_confirm(o, d);
+    if (is(cmd, &orders__v1__cancel_order__descriptor))
+        return decide_cancel(o, (const Orders__V1__CancelOrder *)cmd, d);
+    return unknown_command(cmd, d);
+}
+
+static es_err apply_placed(Orders__V1__Order *o, const Orders__V1__OrderPlaced *ev,
+                           es_error_t *err) {
+    o->status = ORDER_STATUS(PLACED);
+    o->amount_cents = ev->amount_cents;
+    o->item_count = (uint32_t)ev->n_items;
+    es_err rc = set_str(&o->base, &o->customer_id, ev->customer_id, err);
+    if (rc == ES_OK)
+        rc = set_str(&o->base, &o->currency, ev->currency, err);
+    return rc;
+}
+
+static es_err order_evolve(ProtobufCMessage *state, const ProtobufCMessage *ev, void *opaque,
+                           es_error_t *err) {
+    Orders__V1__Order *o = (Orders__V1__Order *)state;
+    (void)opaque;
+    if (is(ev, &orders__v1__order_placed__descriptor))
+        return apply_placed(o, (const Orders__V1__OrderPlaced *)ev, err);
+    if (is(ev, &orders__v1__order_confirmed__descriptor)) {
+        o->status = ORDER_STATUS(CONFIRMED);
+        return ES_OK;
+    }
+    if (is(ev, &orders__v1__order_cancelled__descriptor)) {
+        o->status = ORDER_STATUS(CANCELLED);
+        return set_str(state, &o->cancel_reason, ((const Orders__V1__OrderCancelled *)ev)->reason,
+                       err);
+    }
+    return unknown_event(state, ev, err);
+}
+
+static const ProtobufCMessageDescriptor *const order_events[] = {
+    &orders__v1__order_placed__descriptor,
+    &orders__v1__order_confirmed__descriptor,
+    &orders__v1__order_cancelled__descriptor,
+    NULL,
+};
+
+static const ProtobufCMessageDescriptor *const order_commands[] = {
+    &orders__v1__place_order__descriptor,
+    &orders__v1__confirm_order__descriptor,
+    &orders__v1__cancel_order__descriptor,
+    NULL,
+};
+
+const es_aggregate_def demo_order_def = {
+    .abi_version = ES_AGGREGATE_ABI,
+    .type = "orders.order",
+    .state = &orders__v1__order__descriptor,
+    .events = order_events,
+    .commands = order_commands,
+    .evolve = order_evolve,
+    .decide = order_decide,
+};
+
+/* payments.payment */
+
+static const char *payment_status_name(Payments__V1__PaymentStatus s) {
+    switch (s) {
+    case PAYMENT_STATUS(AUTHORIZED):
+        return "authorized";
+    case PAYMENT_STATUS(DECLINED):
+        return "declined";
+    case PAYMENT_STATUS(REFUNDED):
+        return "refunded";
+    default:
+        return "not authorized";
+    }
+}
+
+static es_err emit_declined(const Payments__V1__AuthorizePayment *c, es_decision_t *d) {
+    char reason[128];
+    snprintf(reason, sizeof reason, "amount %lld cents exceeds the limit of %d cents",
+             (long long)c->amount_cents, PAYMENT_LIMIT_CENTS);
+    Payments__V1__PaymentDeclined ev = PAYMENTS__V1__PAYMENT_DECLINED__INIT;
+    ev.order_id = c->order_id;
+    ev.reason = reason;
+    return es_emit(d, &ev.base);
+}
+
+static es_err decide_authorize(const Payments__V1__Payment *p,
+                               const Payments__V1__AuthorizePayment *c, es_decision_t *d) {
+    if (p->status != PAYMENT_STATUS(NONE))
+        return es_reject(d, "the payment is already %s; authorize under a new payment id",
+                         payment_status_name(p->status));
+    if (blank(c->order_id))
+        return es_reject(d, "order_id is missing");
+    if (c->amount_cents <= 0)
+        return es_reject(d, "the amount must be positive, got %lld cents",
+                         (long long)c->amount_cents);
+    es_err rc = check_currency(c->currency, d);
+    if (rc != ES_OK)
+        return rc;
+    if (c->amount_cents > PAYMENT_LIMIT_CENTS)
+        return emit_declined(c, d);
+    Payments__V1__PaymentAuthorized ev = PAYMENTS__V1__PAYMENT_AUTHORIZED__INIT;
+    ev.order_id = c->order_id;
+    ev.amount_cents = c->amount_cents;
+    ev.currency = currency_or_default(c->currency);
+    return es_emit(d, &ev.base);
+}
+
+static es_err decide_refund(const Payments__V1__Payment *p, const Payments__V1__RefundPayment *c,
+                            es_decision_t *d) {
+    if (p->status != PAYMENT_STATUS(AUTHORIZED))
+        return es_reject(d, "the payment is %s; only an authorized payment can be refunded",
+                         payment_status_name(p->status));
+    Payments__V1__PaymentRefunded ev = PAYMENTS__V1__PAYMENT_REFUNDED__INIT;
+    ev.order_id = p->order_id;
+    ev.amount_cents = p->amount_cents;
+    ev.reason = c->reason;
+    return es_emit(d, &ev.base);
+}
+
+static es_err payment_decide(const ProtobufCMessage *state, const ProtobufCMessage *cmd,
+                             es_decision_t *d, void *opaque) {
+    const Payments__V1__Payment *p = (const Payments__V1__Payment *)state;
+    (void)opaque;
+    if (is(cmd, &payments__v1__authorize_payment__descriptor))
+        return decide_authorize(p, (const Payments__V1__AuthorizePayment *)cmd, d);
+    if (is(cmd, &payments__v1__refund_payment__descriptor))
+        return decide_refund(p, (const Payments__V1__RefundPayment *)cmd, d);
+    return unknown_command(cmd, d);
+}
+
+static es_err apply_authorized(Payments__V1__Payment *p, const Payments__V1__PaymentAuthorized *ev,
+                               es_error_t *err) {
+    p->status = PAYMENT_STATUS(AUTHORIZED);
+    p->amount_cents = ev->amount_cents;
+    es_err rc = set_str(&p->base, &p->order_id, ev->order_id, err);
+    if (rc == ES_OK)
+        rc = set_str(&p->base, &p->currency, ev->currency, err);
+    return rc;
+}
+
+static es_err payment_evolve(ProtobufCMessage *state, const ProtobufCMessage *ev, void *opaque,
+                             es_error_t *err) {
+    Payments__V1__Payment *p = (Payments__V1__Payment *)state;
+    (void)opaque;
+    if (is(ev, &payments__v1__payment_authorized__descriptor))
+        return apply_authorized(p, (const Payments__V1__PaymentAuthorized *)ev, err);
+    if (is(ev, &payments__v1__payment_declined__descriptor)) {
+        p->status = PAYMENT_STATUS(DECLINED);
+        return set_str(state, &p->order_id, ((const Payments__V1__PaymentDeclined *)ev)->order_id,
+                       err);
+    }
+    if (is(ev, &payments__v1__payment_refunded__descriptor)) {
+        p->status = PAYMENT_STATUS(REFUNDED);
+        return ES_OK;
+    }
+    return unknown_event(state, ev, err);
+}
+
+static const ProtobufCMessageDescriptor *const payment_events[] = {
+    &payments__v1__payment_authorized__descriptor,
+    &payments__v1__payment_declined__descriptor,
+    &payments__v1__payment_refunded__descriptor,
+    NULL,
+};
+
+static const ProtobufCMessageDescriptor *const payment_commands[] = {
+    &payments__v1__authorize_payment__descriptor,
+    &payments__v1__refund_payment__descriptor,
+    NULL,
+};
+
+const es_aggregate_def demo_payment_def = {
+    .abi_version = ES_AGGREGATE_ABI,
+    .type = "payments.payment",
+    .state = &payments__v1__payment__descriptor,
+    .events = payment_events,
+    .commands = payment_commands,
+    .evolve = payment_evolve,
+    .decide = payment_decide,
+};
+
+/* inventory.item */
+
+static const Inventory__V1__Reservation *find_reservation(const Inventory__V1__Item *item,
+                                                          const char *order_id, size_t *index) {
+    for (size_t i = 0; i < item->n_reservations; i++) {
+        if (strcmp(item->reservations[i]->order_id, order_id) == 0) {
+            if (index)
+                *index = i;
+            return item->reservations[i];
+        }
+    }
+    return NULL;
+}
+
+static es_err decide_restock(const Inventory__V1__Item *item, const Inventory__V1__Restock *c,
+                             es_decision_t *d) {
+    if (c->quantity == 0)
+        return es_reject(d, "restock quantity must be at least 1");
+    if (c->quantity > UINT32_MAX - item->on_hand)
+        return es_reject(d, "restocking %u would overflow the %u units on hand", c->quantity,
+                         item->on_hand);
+    Inventory__V1__StockAdded ev = INVENTORY__V1__STOCK_ADDED__INIT;
+    ev.quantity = c->quantity;
+    return es_emit(d, &ev.base);
+}
+
+static es_err decide_reserve(const Inventory__V1__Item *item, const Inventory__V1__ReserveStock *c,
+                             es_decision_t *d) {
+    if (blank(c->order_id))
+        return es_reject(d, "order_id is missing");
+    if (c->quantity == 0)
+        return es_reject(d, "reservation quantity must be at least 1");
+    const Inventory__V1__Reservation *held = find_reservation(item, c->order_id, NULL);
+    if (held && held->quantity == c->quantity)
+        return ES_OK; /* a retry of a reservation that already holds */
+    if (held)
+        return es_reject(d, "order %s already holds %u units; release them before reserving %u",
+                         c->order_id, held->quantity, c->quantity);
+    uint32_t available = item->on_hand - item->reserved;
+    if (c->quantity > available)
+        return es_reject(d,
+                         "insufficient stock: %u requested, %u available (%u on hand, %u reserved)",
+                         c->quantity, available, item->on_hand, item->reserved);
+    Inventory__V1__StockReserved ev = INVENTORY__V1__STOCK_RESERVED__INIT;
+    ev.order_id = c->order_id;
+    ev.quantity = c->quantity;
+    return es_emit(d, &ev.base);
+}
+
+static es_err decide_release(const Inventory__V1__Item *item, const Inventory__V1__ReleaseStock *c,
+                             es_decision_t *d) {
+    if (blank(c->order_id))
+        return es_reject(d, "order_id is missing");
+    const Inventory__V1__Reservation *held = find_reservation(item, c->order_id, NULL);
+    if (!held)
+        return ES_OK; /* released already, or never reserved: compensation is done */
+    Inventory__V1__StockReleased ev = INVENTORY__V1__STOCK_RELEASED__INIT;
+    ev.order_id = c->order_id;
+    ev.quantity = held->quantity;
+    return es_emit(d, &ev.base);
+}
+
+static es_err item_decide(const ProtobufCMessage *state, const ProtobufCMessage *cmd,
+                          es_decision_t *d, void *opaque) {
+    const Inventory__V1__Item *item = (const Inventory__V1__Item *)state;
+    (void)opaque;
+    if (is(cmd, &inventory__v1__restock__descriptor))
+        return decide_restock(item, (const Inventory__V1__Restock *)cmd, d);
+    if (is(cmd, &inventory__v1__reserve_stock__descriptor))
+        return decide_reserve(item, (const Inventory__V1__ReserveStock *)cmd, d);
+    if (is(cmd, &inventory__v1__release_stock__descriptor))
+        return decide_release(item, (const Inventory__V1__ReleaseStock *)cmd, d);
+    return unknown_command(cmd, d);
+}
+
+static es_err add_reservation(Inventory__V1__Item *item, const Inventory__V1__StockReserved *ev,
+                              es_error_t *err) {
+    size_t n = item->n_reservations;
+    Inventory__V1__Reservation **arr = realloc(item->reservations, (n + 1) * sizeof *arr);
+    if (!arr)
+        return fail(err, ES_ENOMEM, "out of memory adding a reservation for %s", ev->order_id);
+    item->reservations = arr;
+    Inventory__V1__Reservation *r = malloc(sizeof *r);
+    if (!r)
+        return fail(err, ES_ENOMEM, "out of memory adding a reservation for %s", ev->order_id);
+    inventory__v1__reservation__init(r);
+    r->quantity = ev->quantity;
+    es_err rc = set_str(&r->base, &r->order_id, ev->order_id, err);
+    if (rc != ES_OK) {
+        free(r);
+        return rc;
+    }
+    arr[n] = r;
+    item->n_reservations = n + 1;
+    item->reserved += ev->quantity;
+    return ES_OK;
+}
+
+/* Unknown order ids are ignored: releasing is idempotent by design. */
+static void drop_reservation(Inventory__V1__Item *item, const char *order_id) {
+    size_t i;
+    const Inventory__V1__Reservation *held = find_reservation(item, order_id, &i);
+    if (!held)
+        return;
+    item->reserved = item->reserved > held->quantity ? item->reserved - held->quantity : 0;
+    protobuf_c_message_free_unpacked(&item->reservations[i]->base, NULL);
+    item->n_reservations--;
+    memmove(&item->reservations[i], &item->reservations[i + 1],
+            (item->n_reservations - i) * sizeof item->reservations[0]);
+    if (item->n_reservations == 0) {
+        free(item->reservations);
+        item->reservations = NULL;
+    }
+}
+
+static es_err item_evolve(ProtobufCMessage *state, const ProtobufCMessage *ev, void *opaque,
+                          es_error_t *err) {
+    Inventory__V1__Item *item = (Inventory__V1__Item *)state;
+    (void)opaque;
+    if (is(ev, &inventory__v1__stock_added__descriptor)) {
+        item->on_hand += ((const Inventory__V1__StockAdded *)ev)->quantity;
+        return ES_OK;
+    }
+    if (is(ev, &inventory__v1__stock_reserved__descriptor))
+        return add_reservation(item, (const Inventory__V1__StockReserved *)ev, err);
+    if (is(ev, &inventory__v1__stock_released__descriptor)) {
+        drop_reservation(item, ((const Inventory__V1__StockReleased *)ev)->order_id);
+        return ES_OK;
+    }
+    return unknown_event(state, ev, err);
+}
+
+static const ProtobufCMessageDescriptor *const item_events[] = {
+    &inventory__v1__stock_added__descriptor,
+    &inventory__v1__stock_reserved__descriptor,
+    &inventory__v1__stock_released__descriptor,
+    NULL,
+};
+
+static const ProtobufCMessageDescriptor *const item_commands[] = {
+    &inventory__v1__restock__descriptor,
+    &inventory__v1__reserve_stock__descriptor,
+    &inventory__v1__release_stock__descriptor,
+    NULL,
+};
+
+const es_aggregate_def demo_item_def = {
+    .abi_version = ES_AGGREGATE_ABI,
+    .type = "inventory.item",
+    .state = &inventory__v1__item__descriptor,
+    .events = item_events,
+    .commands = item_commands,
+    .evolve = item_evolve,
+    .decide = item_decide,
+};
+
+/* the whole domain */
+
+es_err demo_register_all(es_engine_t *engine, es_error_t *err) {
+    const es_aggregate_def *defs[] = {&demo_order_def, &demo_payment_def, &demo_item_def};
+    for (size_t i = 0; i < sizeof defs / sizeof defs[0]; i++) {
+        es_err rc = es_engine_register(engine, defs[i], NULL, err);
+        if (rc != ES_OK)
+            return rc;
+    }
+    return ES_OK;
+}
+
+static const ProtobufCMessageDescriptor *const all_descriptors[] = {
+    &orders__v1__line_item__descriptor,
+    &orders__v1__place_order__descriptor,
+    &orders__v1__confirm_order__descriptor,
+    &orders__v1__cancel_order__descriptor,
+    &orders__v1__order_placed__descriptor,
+    &orders__v1__order_confirmed__descriptor,
+    &orders__v1__order_cancelled__descriptor,
+    &orders__v1__order__descriptor,
+    &payments__v1__authorize_payment__descriptor,
+    &payments__v1__refund_payment__descriptor,
+    &payments__v1__payment_authorized__descriptor,
+    &payments__v1__payment_declined__descriptor,
+    &payments__v1__payment_refunded__descriptor,
+    &payments__v1__payment__descriptor,
+    &inventory__v1__restock__descriptor,
+    &inventory__v1__reserve_stock__descriptor,
+    &inventory__v1__release_stock__descriptor,
+    &inventory__v1__stock_added__descriptor,
+    &inventory__v1__stock_reserved__descriptor,
+    &inventory__v1__stock_released__descriptor,
+    &inventory__v1__reservation__descriptor,
+    &inventory__v1__item__descriptor,
+    NULL,
+};
+
+const ProtobufCMessageDescriptor *const *demo_descriptors(void) {
+    return all_descriptors;
+}

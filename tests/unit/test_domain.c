@@ -1,0 +1,787 @@
+/* The demo domain's rules, driven through es_execute on a temp database. */
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "domain.h"
+#include "testutil.h"
+
+#define MAX_EVENTS 16
+#define MAX_LINES 4
+
+static char *dir;
+static es_config_t *cfg;
+static es_engine_t *engine;
+
+static void open_engine(void) {
+    es_error_t err = {0};
+    cr_assert_eq(es_engine_new(cfg, &engine, &err), ES_OK, "es_engine_new: %s", err.message);
+    cr_assert_eq(demo_register_all(engine, &err), ES_OK, "demo_register_all: %s", err.message);
+}
+
+static void setup(void) {
+    dir = tu_tempdir();
+    cr_assert_not_null(dir);
+    cfg = tu_config(dir, "domain.db");
+    cr_assert_not_null(cfg);
+    open_engine();
+}
+
+static void teardown(void) {
+    es_engine_destroy(engine);
+    es_config_destroy(cfg);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+/* A new engine on the same file: everything it knows comes from the store. */
+static void reopen(void) {
+    es_engine_destroy(engine);
+    engine = NULL;
+    open_engine();
+}
+
+/* Switches to a fresh file that never gets snapshots, so loads fold events. */
+static void use_events_only_db(void) {
+    es_engine_destroy(engine);
+    es_config_destroy(cfg);
+    cfg = tu_config(dir, "events-only.db");
+    cr_assert_eq(es_config_set(cfg, "snapshot.every", "0", NULL), ES_OK);
+    open_engine();
+}
+
+TestSuite(order, .init = setup, .fini = teardown);
+TestSuite(payment, .init = setup, .fini = teardown);
+TestSuite(item, .init = setup, .fini = teardown);
+TestSuite(domain, .init = setup, .fini = teardown);
+
+/* Executing commands */
+
+static es_err exec(const char *type, const char *id, const ProtobufCMessage *msg,
+                   es_result_t *res) {
+    es_command_t cmd = {.aggregate_type = type, .aggregate_id = id, .message = msg};
+    es_error_t err = {0};
+    memset(res, 0, sizeof *res);
+    return es_execute(engine, &cmd, res, &err);
+}
+
+static uint64_t stream_version(const char *type, const char *id) {
+    uint64_t v = 0;
+    es_error_t err = {0};
+    cr_assert_eq(es_store_stream_version(es_engine_store(engine), type, id, &v, &err), ES_OK, "%s",
+                 err.message);
+    return v;
+}
+
+static void must_accept(const char *type, const char *id, const ProtobufCMessage *msg,
+                        size_t n_events) {
+    es_result_t res;
+    es_err rc = exec(type, id, msg, &res);
+    cr_assert_eq(rc, ES_OK, "%s %s/%s: %s: %s", msg->descriptor->short_name, type, id,
+                 es_strerror(rc), res.reason ? res.reason : "(no reason)");
+    cr_assert_eq(res.outcome, ES_OUTCOME_ACCEPTED);
+    cr_assert_eq(res.n_events, n_events, "%s emitted %zu events, expected %zu",
+                 msg->descriptor->short_name, res.n_events, n_events);
+    es_result_clear(&res);
+}
+
+/* Asserts a rejection whose reason mentions because, and that nothing was appended. */
+static void must_reject(const char *type, const char *id, const ProtobufCMessage *msg,
+                        const char *because) {
+    uint64_t before = stream_version(type, id);
+    es_result_t res;
+    es_err rc = exec(type, id, msg, &res);
+    cr_assert_eq(rc, ES_EREJECTED, "%s %s/%s returned %s", msg->descriptor->short_name, type, id,
+                 es_strerror(rc));
+    cr_assert_eq(res.outcome, ES_OUTCOME_REJECTED);
+    cr_assert_not_null(res.reason, "a rejection carries a reason");
+    cr_assert_not_null(strstr(res.reason, because), "reason \"%s\" does not mention \"%s\"",
+                       res.reason, because);
+    cr_assert_eq(res.n_events, 0);
+    es_result_clear(&res);
+    cr_assert_eq(stream_version(type, id), before, "a rejected command appended events");
+}
+
+/* Command builders */
+
+typedef struct place {
+    Orders__V1__PlaceOrder cmd;
+    Orders__V1__LineItem items[MAX_LINES];
+    Orders__V1__LineItem *ptrs[MAX_LINES];
+} place_t;
+
+static void place_init(place_t *p, const char *customer) {
+    orders__v1__place_order__init(&p->cmd);
+    p->cmd.customer_id = (char *)customer;
+    p->cmd.currency = "USD";
+    p->cmd.items = p->ptrs;
+}
+
+static void place_add(place_t *p, const char *sku, uint32_t quantity, int64_t price) {
+    size_t n = p->cmd.n_items++;
+    orders__v1__line_item__init(&p->items[n]);
+    p->items[n].sku = (char *)sku;
+    p->items[n].quantity = quantity;
+    p->items[n].unit_price_cents = price;
+    p->ptrs[n] = &p->items[n];
+}
+
+/* A valid two-line order worth 44.99. */
+static void place_default(place_t *p) {
+    place_init(p, "alice");
+    place_add(p, "sku-mug", 2, 1250);
+    place_add(p, "sku-tee", 1, 1999);
+}
+
+static void place_order(const char *id) {
+    place_t p;
+    place_default(&p);
+    must_accept("orders.order", id, &p.cmd.base, 1);
+}
+
+static void confirm_order(const char *id) {
+    Orders__V1__ConfirmOrder c = ORDERS__V1__CONFIRM_ORDER__INIT;
+    must_accept("orders.order", id, &c.base, 1);
+}
+
+static void cancel_order(const char *id, const char *reason) {
+    Orders__V1__CancelOrder c = ORDERS__V1__CANCEL_ORDER__INIT;
+    c.reason = (char *)reason;
+    must_accept("orders.order", id, &c.base, 1);
+}
+
+static Payments__V1__AuthorizePayment authorize(const char *order_id, int64_t cents) {
+    Payments__V1__AuthorizePayment a = PAYMENTS__V1__AUTHORIZE_PAYMENT__INIT;
+    a.order_id = (char *)order_id;
+    a.customer_id = "alice";
+    a.amount_cents = cents;
+    a.currency = "USD";
+    return a;
+}
+
+static void restock(const char *sku, uint32_t quantity) {
+    Inventory__V1__Restock r = INVENTORY__V1__RESTOCK__INIT;
+    r.quantity = quantity;
+    must_accept("inventory.item", sku, &r.base, 1);
+}
+
+static Inventory__V1__ReserveStock reserve(const char *order_id, uint32_t quantity) {
+    Inventory__V1__ReserveStock r = INVENTORY__V1__RESERVE_STOCK__INIT;
+    r.order_id = (char *)order_id;
+    r.quantity = quantity;
+    return r;
+}
+
+static Inventory__V1__ReleaseStock release(const char *order_id) {
+    Inventory__V1__ReleaseStock r = INVENTORY__V1__RELEASE_STOCK__INIT;
+    r.order_id = (char *)order_id;
+    return r;
+}
+
+/* Reading the log and the state */
+
+typedef struct events {
+    size_t n;
+    uint64_t versions[MAX_EVENTS];
+    ProtobufCMessage *msgs[MAX_EVENTS];
+} events_t;
+
+static const ProtobufCMessageDescriptor *find_descriptor(const char *full_name) {
+    for (const ProtobufCMessageDescriptor *const *d = demo_descriptors(); *d; d++)
+        if (strcmp((*d)->name, full_name) == 0)
+            return *d;
+    return NULL;
+}
+
+static int collect(const es_event_t *ev, void *opaque) {
+    events_t *out = opaque;
+    const ProtobufCMessageDescriptor *d = find_descriptor(ev->event_type);
+    cr_assert_not_null(d, "event type %s is not a demo message", ev->event_type);
+    cr_assert_lt(out->n, MAX_EVENTS);
+    out->versions[out->n] = ev->version;
+    out->msgs[out->n] = protobuf_c_message_unpack(d, NULL, ev->payload_len, ev->payload);
+    cr_assert_not_null(out->msgs[out->n], "payload of %s does not decode", ev->event_type);
+    out->n++;
+    return 0;
+}
+
+static void read_events(const char *type, const char *id, events_t *out) {
+    es_error_t err = {0};
+    memset(out, 0, sizeof *out);
+    cr_assert_eq(es_store_read_stream(es_engine_store(engine), type, id, 1, collect, out, &err),
+                 ES_OK, "%s", err.message);
+}
+
+static void free_events(events_t *e) {
+    for (size_t i = 0; i < e->n; i++)
+        protobuf_c_message_free_unpacked(e->msgs[i], NULL);
+}
+
+/* The i-th event of e, checked to be of type d and to carry version i + 1. */
+static const void *event_at(const events_t *e, size_t i, const ProtobufCMessageDescriptor *d) {
+    cr_assert_lt(i, e->n, "the stream has %zu events, wanted #%zu", e->n, i + 1);
+    cr_assert_str_eq(e->msgs[i]->descriptor->name, d->name);
+    cr_assert_eq(e->versions[i], i + 1);
+    return e->msgs[i];
+}
+
+/* The state as a fresh decider rebuilds it from the stream alone. */
+static ProtobufCMessage *fold(const es_aggregate_def *def, const char *id) {
+    ProtobufCMessage *state = calloc(1, def->state->sizeof_message);
+    cr_assert_not_null(state);
+    def->state->message_init(state);
+    events_t e;
+    read_events(def->type, id, &e);
+    for (size_t i = 0; i < e.n; i++) {
+        es_error_t err = {0};
+        cr_assert_eq(def->evolve(state, e.msgs[i], NULL, &err), ES_OK, "%s", err.message);
+    }
+    free_events(&e);
+    return state;
+}
+
+/* The state the engine stored as the stream's snapshot. */
+static ProtobufCMessage *snapshot_state(const es_aggregate_def *def, const char *id) {
+    es_snapshot_t *snap = NULL;
+    es_error_t err = {0};
+    cr_assert_eq(es_store_get_snapshot(es_engine_store(engine), def->type, id, &snap, &err), ES_OK,
+                 "%s", err.message);
+    ProtobufCMessage *m = protobuf_c_message_unpack(def->state, NULL, snap->state_len, snap->state);
+    es_snapshot_free(snap);
+    cr_assert_not_null(m, "the snapshot of %s/%s does not decode", def->type, id);
+    return m;
+}
+
+static void assert_same_state(const ProtobufCMessage *a, const ProtobufCMessage *b) {
+    size_t la = protobuf_c_message_get_packed_size(a), lb = protobuf_c_message_get_packed_size(b);
+    cr_assert_eq(la, lb, "states differ in size");
+    uint8_t *pa = malloc(la + 1), *pb = malloc(lb + 1);
+    protobuf_c_message_pack(a, pa);
+    protobuf_c_message_pack(b, pb);
+    cr_assert_eq(memcmp(pa, pb, la), 0, "states differ");
+    free(pa);
+    free(pb);
+}
+
+/* The snapshot and a from-scratch fold agree; returns the fold (caller frees). */
+static ProtobufCMessage *state_of(const es_aggregate_def *def, const char *id) {
+    ProtobufCMessage *folded = fold(def, id);
+    ProtobufCMessage *snap = snapshot_state(def, id);
+    assert_same_state(folded, snap);
+    protobuf_c_message_free_unpacked(snap, NULL);
+    return folded;
+}
+
+/* orders.order */
+
+Test(order, place_order_emits_order_placed_with_the_amount_computed_from_its_items) {
+    place_order("o-1");
+    events_t e;
+    read_events("orders.order", "o-1", &e);
+    cr_assert_eq(e.n, 1);
+    const Orders__V1__OrderPlaced *ev = event_at(&e, 0, &orders__v1__order_placed__descriptor);
+    cr_assert_eq(ev->amount_cents, 2 * 1250 + 1999);
+    cr_assert_str_eq(ev->customer_id, "alice");
+    cr_assert_str_eq(ev->currency, "USD");
+    cr_assert_eq(ev->n_items, 2);
+    cr_assert_str_eq(ev->items[1]->sku, "sku-tee");
+    free_events(&e);
+
+    Orders__V1__Order *o = (Orders__V1__Order *)state_of(&demo_order_def, "o-1");
+    cr_assert_eq(o->status, ORDERS__V1__ORDER_STATUS__ORDER_STATUS_PLACED);
+    cr_assert_eq(o->amount_cents, 4499);
+    cr_assert_eq(o->item_count, 2);
+    cr_assert_str_eq(o->customer_id, "alice");
+    protobuf_c_message_free_unpacked(&o->base, NULL);
+}
+
+Test(order, place_order_without_items_is_rejected_and_appends_nothing) {
+    place_t p;
+    place_init(&p, "alice");
+    must_reject("orders.order", "o-1", &p.cmd.base, "at least one item");
+    cr_assert_eq(stream_version("orders.order", "o-1"), 0);
+}
+
+Test(order, place_order_with_a_zero_quantity_is_rejected_with_a_reason) {
+    place_t p;
+    place_default(&p);
+    place_add(&p, "sku-cap", 0, 1500);
+    must_reject("orders.order", "o-1", &p.cmd.base, "item 3 (sku-cap) has quantity 0");
+}
+
+Test(order, place_order_with_a_negative_price_is_rejected_with_a_reason) {
+    place_t p;
+    place_init(&p, "alice");
+    place_add(&p, "sku-mug", 1, -5);
+    must_reject("orders.order", "o-1", &p.cmd.base, "negative unit price");
+}
+
+Test(order, place_order_without_a_customer_is_rejected) {
+    place_t p;
+    place_default(&p);
+    p.cmd.customer_id = "";
+    must_reject("orders.order", "o-1", &p.cmd.base, "customer_id is missing");
+}
+
+Test(order, placing_the_same_order_twice_is_rejected_as_already_placed) {
+    place_order("o-1");
+    place_t p;
+    place_default(&p);
+    must_reject("orders.order", "o-1", &p.cmd.base, "already placed");
+}
+
+Test(order, placing_a_cancelled_order_again_is_rejected) {
+    place_order("o-1");
+    cancel_order("o-1", "changed my mind");
+    place_t p;
+    place_default(&p);
+    must_reject("orders.order", "o-1", &p.cmd.base, "already cancelled");
+}
+
+Test(order, an_order_whose_lines_are_all_free_is_rejected) {
+    place_t p;
+    place_init(&p, "alice");
+    place_add(&p, "sku-sticker", 3, 0);
+    must_reject("orders.order", "o-1", &p.cmd.base, "total is 0");
+}
+
+Test(order, free_lines_are_allowed_next_to_paid_ones) {
+    place_t p;
+    place_default(&p);
+    place_add(&p, "sku-sticker", 1, 0);
+    must_accept("orders.order", "o-1", &p.cmd.base, 1);
+}
+
+Test(order, a_total_that_overflows_is_rejected) {
+    place_t p;
+    place_init(&p, "alice");
+    place_add(&p, "sku-yacht", 4, INT64_MAX / 2);
+    must_reject("orders.order", "o-1", &p.cmd.base, "overflows");
+}
+
+Test(order, an_order_without_currency_is_placed_in_usd) {
+    place_t p;
+    place_default(&p);
+    p.cmd.currency = "";
+    must_accept("orders.order", "o-1", &p.cmd.base, 1);
+    Orders__V1__Order *o = (Orders__V1__Order *)state_of(&demo_order_def, "o-1");
+    cr_assert_str_eq(o->currency, "USD");
+    protobuf_c_message_free_unpacked(&o->base, NULL);
+}
+
+Test(order, an_order_in_a_malformed_currency_is_rejected) {
+    place_t p;
+    place_default(&p);
+    p.cmd.currency = "dollars";
+    must_reject("orders.order", "o-1", &p.cmd.base, "3-letter ISO code");
+}
+
+Test(order, confirming_a_placed_order_emits_order_confirmed) {
+    place_order("o-1");
+    confirm_order("o-1");
+    events_t e;
+    read_events("orders.order", "o-1", &e);
+    cr_assert_eq(e.n, 2);
+    event_at(&e, 1, &orders__v1__order_confirmed__descriptor);
+    free_events(&e);
+    Orders__V1__Order *o = (Orders__V1__Order *)state_of(&demo_order_def, "o-1");
+    cr_assert_eq(o->status, ORDERS__V1__ORDER_STATUS__ORDER_STATUS_CONFIRMED);
+    protobuf_c_message_free_unpacked(&o->base, NULL);
+}
+
+Test(order, confirming_an_order_never_placed_is_rejected) {
+    Orders__V1__ConfirmOrder c = ORDERS__V1__CONFIRM_ORDER__INIT;
+    must_reject("orders.order", "o-404", &c.base, "never placed");
+}
+
+Test(order, confirming_twice_is_rejected) {
+    place_order("o-1");
+    confirm_order("o-1");
+    Orders__V1__ConfirmOrder c = ORDERS__V1__CONFIRM_ORDER__INIT;
+    must_reject("orders.order", "o-1", &c.base, "already confirmed");
+}
+
+Test(order, confirm_after_cancel_is_rejected_with_a_reason) {
+    place_order("o-1");
+    cancel_order("o-1", "payment declined");
+    Orders__V1__ConfirmOrder c = ORDERS__V1__CONFIRM_ORDER__INIT;
+    must_reject("orders.order", "o-1", &c.base, "cancelled (payment declined)");
+}
+
+Test(order, cancelling_records_the_reason) {
+    place_order("o-1");
+    cancel_order("o-1", "out of stock");
+    events_t e;
+    read_events("orders.order", "o-1", &e);
+    const Orders__V1__OrderCancelled *ev =
+        event_at(&e, 1, &orders__v1__order_cancelled__descriptor);
+    cr_assert_str_eq(ev->reason, "out of stock");
+    free_events(&e);
+    Orders__V1__Order *o = (Orders__V1__Order *)state_of(&demo_order_def, "o-1");
+    cr_assert_eq(o->status, ORDERS__V1__ORDER_STATUS__ORDER_STATUS_CANCELLED);
+    cr_assert_str_eq(o->cancel_reason, "out of stock");
+    protobuf_c_message_free_unpacked(&o->base, NULL);
+}
+
+Test(order, cancelling_without_a_reason_says_so) {
+    place_order("o-1");
+    cancel_order("o-1", "");
+    Orders__V1__Order *o = (Orders__V1__Order *)state_of(&demo_order_def, "o-1");
+    cr_assert_str_eq(o->cancel_reason, "no reason given");
+    protobuf_c_message_free_unpacked(&o->base, NULL);
+}
+
+Test(order, cancelling_an_order_never_placed_is_rejected) {
+    Orders__V1__CancelOrder c = ORDERS__V1__CANCEL_ORDER__INIT;
+    must_reject("orders.order", "o-404", &c.base, "never placed");
+}
+
+Test(order, cancelling_twice_is_rejected_as_already_cancelled) {
+    place_order("o-1");
+    cancel_order("o-1", "first");
+    Orders__V1__CancelOrder c = ORDERS__V1__CANCEL_ORDER__INIT;
+    must_reject("orders.order", "o-1", &c.base, "already cancelled (first)");
+}
+
+Test(order, a_confirmed_order_can_still_be_cancelled) {
+    place_order("o-1");
+    confirm_order("o-1");
+    cancel_order("o-1", "customer returned it");
+    cr_assert_eq(stream_version("orders.order", "o-1"), 3);
+}
+
+Test(order, a_reopened_engine_still_refuses_to_confirm_a_cancelled_order) {
+    place_order("o-1");
+    cancel_order("o-1", "payment declined");
+    reopen();
+    Orders__V1__ConfirmOrder c = ORDERS__V1__CONFIRM_ORDER__INIT;
+    must_reject("orders.order", "o-1", &c.base, "cancelled");
+}
+
+Test(order, an_order_rebuilt_from_events_alone_keeps_its_rules) {
+    use_events_only_db();
+    place_order("o-1");
+    confirm_order("o-1");
+    reopen();
+    es_snapshot_t *snap = NULL;
+    cr_assert_eq(es_store_get_snapshot(es_engine_store(engine), "orders.order", "o-1", &snap, NULL),
+                 ES_ENOTFOUND, "snapshot.every=0 should write no snapshot");
+    Orders__V1__ConfirmOrder c = ORDERS__V1__CONFIRM_ORDER__INIT;
+    must_reject("orders.order", "o-1", &c.base, "already confirmed");
+    cancel_order("o-1", "late cancel");
+    cr_assert_eq(stream_version("orders.order", "o-1"), 3);
+}
+
+/* payments.payment */
+
+Test(payment, authorizing_within_the_limit_emits_payment_authorized) {
+    Payments__V1__AuthorizePayment a = authorize("o-1", 4499);
+    must_accept("payments.payment", "p-1", &a.base, 1);
+    events_t e;
+    read_events("payments.payment", "p-1", &e);
+    const Payments__V1__PaymentAuthorized *ev =
+        event_at(&e, 0, &payments__v1__payment_authorized__descriptor);
+    cr_assert_eq(ev->amount_cents, 4499);
+    cr_assert_str_eq(ev->order_id, "o-1");
+    free_events(&e);
+    Payments__V1__Payment *p = (Payments__V1__Payment *)state_of(&demo_payment_def, "p-1");
+    cr_assert_eq(p->status, PAYMENTS__V1__PAYMENT_STATUS__PAYMENT_STATUS_AUTHORIZED);
+    cr_assert_eq(p->amount_cents, 4499);
+    cr_assert_str_eq(p->currency, "USD");
+    protobuf_c_message_free_unpacked(&p->base, NULL);
+}
+
+Test(payment, exactly_the_limit_is_still_authorized) {
+    Payments__V1__AuthorizePayment a = authorize("o-1", 100000);
+    must_accept("payments.payment", "p-1", &a.base, 1);
+    events_t e;
+    read_events("payments.payment", "p-1", &e);
+    event_at(&e, 0, &payments__v1__payment_authorized__descriptor);
+    free_events(&e);
+}
+
+Test(payment, an_amount_above_the_limit_is_accepted_as_payment_declined) {
+    Payments__V1__AuthorizePayment a = authorize("o-1", 100001);
+    must_accept("payments.payment", "p-1", &a.base, 1);
+    events_t e;
+    read_events("payments.payment", "p-1", &e);
+    const Payments__V1__PaymentDeclined *ev =
+        event_at(&e, 0, &payments__v1__payment_declined__descriptor);
+    cr_assert_str_eq(ev->order_id, "o-1");
+    cr_assert_not_null(strstr(ev->reason, "exceeds the limit of 100000 cents"), "%s", ev->reason);
+    free_events(&e);
+    Payments__V1__Payment *p = (Payments__V1__Payment *)state_of(&demo_payment_def, "p-1");
+    cr_assert_eq(p->status, PAYMENTS__V1__PAYMENT_STATUS__PAYMENT_STATUS_DECLINED);
+    protobuf_c_message_free_unpacked(&p->base, NULL);
+}
+
+Test(payment, a_zero_amount_is_rejected) {
+    Payments__V1__AuthorizePayment a = authorize("o-1", 0);
+    must_reject("payments.payment", "p-1", &a.base, "must be positive");
+}
+
+Test(payment, a_negative_amount_is_rejected) {
+    Payments__V1__AuthorizePayment a = authorize("o-1", -100);
+    must_reject("payments.payment", "p-1", &a.base, "must be positive");
+}
+
+Test(payment, a_payment_without_an_order_is_rejected) {
+    Payments__V1__AuthorizePayment a = authorize("", 100);
+    must_reject("payments.payment", "p-1", &a.base, "order_id is missing");
+}
+
+Test(payment, authorizing_twice_is_rejected) {
+    Payments__V1__AuthorizePayment a = authorize("o-1", 4499);
+    must_accept("payments.payment", "p-1", &a.base, 1);
+    must_reject("payments.payment", "p-1", &a.base, "already authorized");
+}
+
+Test(payment, a_declined_payment_cannot_be_authorized_again) {
+    Payments__V1__AuthorizePayment big = authorize("o-1", 500000);
+    must_accept("payments.payment", "p-1", &big.base, 1);
+    Payments__V1__AuthorizePayment small = authorize("o-1", 100);
+    must_reject("payments.payment", "p-1", &small.base, "already declined");
+}
+
+Test(payment, refunding_an_authorized_payment_returns_the_authorized_amount) {
+    Payments__V1__AuthorizePayment a = authorize("o-1", 4499);
+    must_accept("payments.payment", "p-1", &a.base, 1);
+    Payments__V1__RefundPayment r = PAYMENTS__V1__REFUND_PAYMENT__INIT;
+    r.reason = "order cancelled";
+    must_accept("payments.payment", "p-1", &r.base, 1);
+    events_t e;
+    read_events("payments.payment", "p-1", &e);
+    const Payments__V1__PaymentRefunded *ev =
+        event_at(&e, 1, &payments__v1__payment_refunded__descriptor);
+    cr_assert_eq(ev->amount_cents, 4499);
+    cr_assert_str_eq(ev->order_id, "o-1");
+    cr_assert_str_eq(ev->reason, "order cancelled");
+    free_events(&e);
+    Payments__V1__Payment *p = (Payments__V1__Payment *)state_of(&demo_payment_def, "p-1");
+    cr_assert_eq(p->status, PAYMENTS__V1__PAYMENT_STATUS__PAYMENT_STATUS_REFUNDED);
+    protobuf_c_message_free_unpacked(&p->base, NULL);
+}
+
+Test(payment, refunding_a_payment_never_authorized_is_rejected) {
+    Payments__V1__RefundPayment r = PAYMENTS__V1__REFUND_PAYMENT__INIT;
+    must_reject("payments.payment", "p-404", &r.base, "not authorized");
+}
+
+Test(payment, refunding_a_declined_payment_is_rejected) {
+    Payments__V1__AuthorizePayment a = authorize("o-1", 200000);
+    must_accept("payments.payment", "p-1", &a.base, 1);
+    Payments__V1__RefundPayment r = PAYMENTS__V1__REFUND_PAYMENT__INIT;
+    must_reject("payments.payment", "p-1", &r.base, "declined");
+}
+
+Test(payment, refunding_twice_is_rejected) {
+    Payments__V1__AuthorizePayment a = authorize("o-1", 4499);
+    must_accept("payments.payment", "p-1", &a.base, 1);
+    Payments__V1__RefundPayment r = PAYMENTS__V1__REFUND_PAYMENT__INIT;
+    must_accept("payments.payment", "p-1", &r.base, 1);
+    must_reject("payments.payment", "p-1", &r.base, "refunded");
+}
+
+/* inventory.item */
+
+static Inventory__V1__Item *item_state(const char *sku) {
+    return (Inventory__V1__Item *)state_of(&demo_item_def, sku);
+}
+
+Test(item, restocking_adds_to_the_stock_on_hand) {
+    restock("sku-mug", 10);
+    restock("sku-mug", 5);
+    Inventory__V1__Item *it = item_state("sku-mug");
+    cr_assert_eq(it->on_hand, 15);
+    cr_assert_eq(it->reserved, 0);
+    protobuf_c_message_free_unpacked(&it->base, NULL);
+}
+
+Test(item, restocking_nothing_is_rejected) {
+    Inventory__V1__Restock r = INVENTORY__V1__RESTOCK__INIT;
+    must_reject("inventory.item", "sku-mug", &r.base, "at least 1");
+}
+
+Test(item, reserving_within_the_stock_records_the_reservation) {
+    restock("sku-mug", 10);
+    Inventory__V1__ReserveStock r = reserve("o-1", 4);
+    must_accept("inventory.item", "sku-mug", &r.base, 1);
+    events_t e;
+    read_events("inventory.item", "sku-mug", &e);
+    const Inventory__V1__StockReserved *ev =
+        event_at(&e, 1, &inventory__v1__stock_reserved__descriptor);
+    cr_assert_str_eq(ev->order_id, "o-1");
+    cr_assert_eq(ev->quantity, 4);
+    free_events(&e);
+    Inventory__V1__Item *it = item_state("sku-mug");
+    cr_assert_eq(it->on_hand, 10);
+    cr_assert_eq(it->reserved, 4);
+    cr_assert_eq(it->n_reservations, 1);
+    cr_assert_str_eq(it->reservations[0]->order_id, "o-1");
+    protobuf_c_message_free_unpacked(&it->base, NULL);
+}
+
+Test(item, reserving_more_than_is_available_is_rejected_with_the_numbers) {
+    restock("sku-mug", 5);
+    Inventory__V1__ReserveStock first = reserve("o-1", 3);
+    must_accept("inventory.item", "sku-mug", &first.base, 1);
+    Inventory__V1__ReserveStock second = reserve("o-2", 3);
+    must_reject("inventory.item", "sku-mug", &second.base,
+                "insufficient stock: 3 requested, 2 available (5 on hand, 3 reserved)");
+}
+
+Test(item, reserving_an_unknown_item_is_rejected) {
+    Inventory__V1__ReserveStock r = reserve("o-1", 1);
+    must_reject("inventory.item", "sku-ghost", &r.base, "insufficient stock");
+}
+
+Test(item, several_orders_can_take_all_the_stock_but_no_more) {
+    restock("sku-mug", 6);
+    const char *orders[] = {"o-1", "o-2", "o-3"};
+    for (size_t i = 0; i < 3; i++) {
+        Inventory__V1__ReserveStock r = reserve(orders[i], 2);
+        must_accept("inventory.item", "sku-mug", &r.base, 1);
+    }
+    Inventory__V1__ReserveStock more = reserve("o-4", 1);
+    must_reject("inventory.item", "sku-mug", &more.base, "0 available");
+    Inventory__V1__Item *it = item_state("sku-mug");
+    cr_assert_eq(it->reserved, 6);
+    cr_assert_eq(it->n_reservations, 3);
+    protobuf_c_message_free_unpacked(&it->base, NULL);
+}
+
+Test(item, repeating_the_same_reservation_appends_nothing) {
+    restock("sku-mug", 10);
+    Inventory__V1__ReserveStock r = reserve("o-1", 4);
+    must_accept("inventory.item", "sku-mug", &r.base, 1);
+    must_accept("inventory.item", "sku-mug", &r.base, 0);
+    cr_assert_eq(stream_version("inventory.item", "sku-mug"), 2);
+}
+
+Test(item, reserving_a_different_quantity_for_the_same_order_is_rejected) {
+    restock("sku-mug", 10);
+    Inventory__V1__ReserveStock r = reserve("o-1", 4);
+    must_accept("inventory.item", "sku-mug", &r.base, 1);
+    Inventory__V1__ReserveStock other = reserve("o-1", 5);
+    must_reject("inventory.item", "sku-mug", &other.base, "already holds 4 units");
+}
+
+Test(item, releasing_returns_the_reserved_stock) {
+    restock("sku-mug", 10);
+    Inventory__V1__ReserveStock a = reserve("o-1", 4), b = reserve("o-2", 3);
+    must_accept("inventory.item", "sku-mug", &a.base, 1);
+    must_accept("inventory.item", "sku-mug", &b.base, 1);
+    Inventory__V1__ReleaseStock rel = release("o-1");
+    must_accept("inventory.item", "sku-mug", &rel.base, 1);
+    events_t e;
+    read_events("inventory.item", "sku-mug", &e);
+    const Inventory__V1__StockReleased *ev =
+        event_at(&e, 3, &inventory__v1__stock_released__descriptor);
+    cr_assert_str_eq(ev->order_id, "o-1");
+    cr_assert_eq(ev->quantity, 4);
+    free_events(&e);
+    Inventory__V1__Item *it = item_state("sku-mug");
+    cr_assert_eq(it->reserved, 3);
+    cr_assert_eq(it->n_reservations, 1);
+    cr_assert_str_eq(it->reservations[0]->order_id, "o-2");
+    protobuf_c_message_free_unpacked(&it->base, NULL);
+}
+
+Test(item, released_stock_can_be_reserved_again) {
+    restock("sku-mug", 4);
+    Inventory__V1__ReserveStock a = reserve("o-1", 4), b = reserve("o-2", 4);
+    must_accept("inventory.item", "sku-mug", &a.base, 1);
+    must_reject("inventory.item", "sku-mug", &b.base, "insufficient stock");
+    Inventory__V1__ReleaseStock rel = release("o-1");
+    must_accept("inventory.item", "sku-mug", &rel.base, 1);
+    must_accept("inventory.item", "sku-mug", &b.base, 1);
+}
+
+Test(item, releasing_twice_appends_nothing_the_second_time) {
+    restock("sku-mug", 10);
+    Inventory__V1__ReserveStock r = reserve("o-1", 4);
+    must_accept("inventory.item", "sku-mug", &r.base, 1);
+    Inventory__V1__ReleaseStock rel = release("o-1");
+    must_accept("inventory.item", "sku-mug", &rel.base, 1);
+    must_accept("inventory.item", "sku-mug", &rel.base, 0);
+    Inventory__V1__Item *it = item_state("sku-mug");
+    cr_assert_eq(it->reserved, 0);
+    cr_assert_eq(it->n_reservations, 0);
+    protobuf_c_message_free_unpacked(&it->base, NULL);
+}
+
+Test(item, releasing_an_order_that_reserved_nothing_appends_nothing) {
+    restock("sku-mug", 10);
+    Inventory__V1__ReleaseStock rel = release("o-never");
+    must_accept("inventory.item", "sku-mug", &rel.base, 0);
+    cr_assert_eq(stream_version("inventory.item", "sku-mug"), 1);
+}
+
+Test(item, reservations_survive_a_reload_from_events_alone) {
+    use_events_only_db();
+    restock("sku-mug", 10);
+    Inventory__V1__ReserveStock a = reserve("o-1", 4), b = reserve("o-2", 5);
+    must_accept("inventory.item", "sku-mug", &a.base, 1);
+    must_accept("inventory.item", "sku-mug", &b.base, 1);
+    Inventory__V1__ReleaseStock rel = release("o-1");
+    must_accept("inventory.item", "sku-mug", &rel.base, 1);
+    reopen();
+    Inventory__V1__ReserveStock c = reserve("o-3", 6);
+    must_reject("inventory.item", "sku-mug", &c.base, "5 available (10 on hand, 5 reserved)");
+    must_accept("inventory.item", "sku-mug", &b.base, 0);
+}
+
+/* the domain as a whole */
+
+static bool listed(const ProtobufCMessageDescriptor *d) {
+    for (const ProtobufCMessageDescriptor *const *p = demo_descriptors(); *p; p++)
+        if (*p == d)
+            return true;
+    return false;
+}
+
+static void assert_def_listed(const es_aggregate_def *def) {
+    cr_assert(listed(def->state), "%s state not listed", def->type);
+    for (const ProtobufCMessageDescriptor *const *p = def->events; *p; p++)
+        cr_assert(listed(*p), "%s not listed", (*p)->name);
+    for (const ProtobufCMessageDescriptor *const *p = def->commands; *p; p++)
+        cr_assert(listed(*p), "%s not listed", (*p)->name);
+}
+
+Test(domain, descriptors_list_every_message_of_the_three_protos_once) {
+    size_t n = 0;
+    const ProtobufCMessageDescriptor *const *all = demo_descriptors();
+    for (; all[n]; n++)
+        for (size_t j = 0; j < n; j++)
+            cr_assert_neq(all[j], all[n], "%s listed twice", all[n]->name);
+    cr_assert_eq(n, 8 + 6 + 8);
+    assert_def_listed(&demo_order_def);
+    assert_def_listed(&demo_payment_def);
+    assert_def_listed(&demo_item_def);
+    cr_assert(listed(&orders__v1__line_item__descriptor));
+    cr_assert(listed(&inventory__v1__reservation__descriptor));
+}
+
+Test(domain, aggregate_types_are_valid_names) {
+    const es_aggregate_def *defs[] = {&demo_order_def, &demo_payment_def, &demo_item_def};
+    for (size_t i = 0; i < 3; i++) {
+        es_error_t err = {0};
+        cr_assert_eq(defs[i]->abi_version, ES_AGGREGATE_ABI);
+        cr_assert_eq(es_validate_aggregate_type(defs[i]->type, &err), ES_OK, "%s", err.message);
+    }
+}
+
+Test(domain, registering_the_domain_twice_is_refused) {
+    es_error_t err = {0};
+    cr_assert_neq(demo_register_all(engine, &err), ES_OK);
+    cr_assert_neq(err.message[0], '\0', "the error says why");
+}
+
+Test(domain, a_command_of_another_aggregate_is_not_executed) {
+    Inventory__V1__Restock r = INVENTORY__V1__RESTOCK__INIT;
+    r.quantity = 1;
+    es_result_t res;
+    cr_assert_neq(exec("orders.order", "o-1", &r.base, &res), ES_OK);
+    es_result_clear(&res);
+    cr_assert_eq(stream_version("orders.order", "o-1"), 0);
+}
