@@ -1,0 +1,533 @@
+/*
+ * esctl as an operator meets it: a real store written by the library, the
+ * binary run as a separate process, and its exit codes and output checked.
+ */
+#include <criterion/criterion.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "domain.h"
+#include "testutil.h"
+
+/* Each test gets its own directory and database; the runner's environment
+ * must not leak a store or config into the runs. */
+static char *dir;
+static char *db;
+
+static void setup(void) {
+    unsetenv("ESKIT_DB");
+    unsetenv("ESKIT_CONFIG");
+    unsetenv("ESKIT_BROKERS");
+    unsetenv("ESKIT_BACKEND");
+    dir = tu_tempdir();
+    cr_assert_not_null(dir);
+    db = tu_path(dir, "events.db");
+}
+
+static void teardown(void) {
+    tu_rmtree(dir);
+    free(dir);
+    free(db);
+}
+
+TestSuite(esctl, .init = setup, .fini = teardown);
+
+typedef struct run_result {
+    int status;
+    char *out;
+    char *err;
+} run_result;
+
+static void run_free(run_result *r) {
+    free(r->out);
+    free(r->err);
+}
+
+/* Runs esctl with args (NULL-terminated) and extra environment env (may be NULL). */
+static run_result run_env(const char *const *env, const char *const *args) {
+    const char *argv[32] = {ESCTL_PATH};
+    size_t n = 1;
+    for (; args[n - 1]; n++) {
+        cr_assert_lt(n, 31);
+        argv[n] = args[n - 1];
+    }
+    argv[n] = NULL;
+    run_result r = {0};
+    r.status = tu_run(argv, env, &r.out, &r.err);
+    cr_assert_not_null(r.out);
+    cr_assert_not_null(r.err);
+    return r;
+}
+
+#define RUN(...) run_env(NULL, (const char *const[]){__VA_ARGS__, NULL})
+#define RUN_ENV(env, ...) run_env(env, (const char *const[]){__VA_ARGS__, NULL})
+
+static size_t count_lines(const char *s) {
+    size_t n = 0;
+    for (; *s; s++)
+        n += *s == '\n';
+    return n;
+}
+
+/* The n-th line (0-based) of s as a fresh string; caller frees. */
+static char *nth_line(const char *s, size_t n) {
+    for (; n > 0 && s; n--) {
+        s = strchr(s, '\n');
+        s = s ? s + 1 : NULL;
+    }
+    cr_assert_not_null(s, "output has too few lines");
+    return strndup(s, strcspn(s, "\n"));
+}
+
+static void assert_one_line_error(const run_result *r) {
+    cr_expect_eq(count_lines(r->err), 1, "stderr should be one line, got: %s", r->err);
+    cr_expect_eq(strncmp(r->err, "esctl: ", 7), 0, "stderr: %s", r->err);
+}
+
+static es_store_t *open_store(const char *path) {
+    es_config_t *cfg = es_config_new();
+    es_store_t *store = NULL;
+    es_error_t err = {0};
+    cr_assert_eq(es_config_set(cfg, "db", path, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(es_store_new(cfg, &store, &err), ES_OK, "%s", err.message);
+    es_config_destroy(cfg);
+    return store;
+}
+
+static void append_raw(es_store_t *store, const char *type, const char *id, const char *event_type,
+                       const uint8_t *payload, size_t len) {
+    es_kv_t meta[] = {{"source", "test \"esctl\""}};
+    es_new_event_t ev = {.event_type = event_type,
+                         .payload = payload,
+                         .payload_len = len,
+                         .command_id = "cmd-1",
+                         .correlation_id = "corr-1",
+                         .metadata = meta,
+                         .n_metadata = 1};
+    es_error_t err = {0};
+    cr_assert_eq(es_store_append(store, type, id, ES_EXPECT_ANY, 0, &ev, 1, NULL, &err), ES_OK,
+                 "%s", err.message);
+}
+
+static void append_msg(es_store_t *store, const char *type, const char *id,
+                       const ProtobufCMessage *msg) {
+    size_t len = protobuf_c_message_get_packed_size(msg);
+    uint8_t *buf = malloc(len + 1);
+    protobuf_c_message_pack(msg, buf);
+    append_raw(store, type, id, msg->descriptor->name, buf, len);
+    free(buf);
+}
+
+/* orders.order/o-1: OrderPlaced (c-1, 2 x A at 150, 300 EUR), then OrderConfirmed. */
+static void write_order(const char *path) {
+    es_store_t *store = open_store(path);
+    Orders__V1__LineItem item = ORDERS__V1__LINE_ITEM__INIT;
+    item.sku = "A";
+    item.quantity = 2;
+    item.unit_price_cents = 150;
+    Orders__V1__LineItem *items[] = {&item};
+    Orders__V1__OrderPlaced placed = ORDERS__V1__ORDER_PLACED__INIT;
+    placed.customer_id = "c-1";
+    placed.n_items = 1;
+    placed.items = items;
+    placed.amount_cents = 300;
+    placed.currency = "EUR";
+    Orders__V1__OrderConfirmed confirmed = ORDERS__V1__ORDER_CONFIRMED__INIT;
+    append_msg(store, "orders.order", "o-1", &placed.base);
+    append_msg(store, "orders.order", "o-1", &confirmed.base);
+    es_store_destroy(store);
+}
+
+Test(esctl, events_prints_an_aggregates_stream_in_version_order) {
+    write_order(db);
+    run_result r = RUN("--db", db, "events", "orders.order", "o-1");
+    cr_assert_eq(r.status, 0, "stderr: %s", r.err);
+    cr_expect_eq(count_lines(r.out), 2, "stdout: %s", r.out);
+    char *first = nth_line(r.out, 0), *second = nth_line(r.out, 1);
+    cr_expect_eq(first[0], '1', "%s", first);
+    cr_expect_not_null(strstr(first, "orders.v1.OrderPlaced"), "%s", first);
+    cr_expect_not_null(strstr(first, "customer_id=\"c-1\""), "%s", first);
+    cr_expect_not_null(strstr(first, "items=[{sku=\"A\" quantity=2 unit_price_cents=150}]"), "%s",
+                       first);
+    cr_expect_not_null(strstr(first, "amount_cents=300"), "%s", first);
+    cr_expect_eq(second[0], '2', "%s", second);
+    cr_expect_not_null(strstr(second, "orders.v1.OrderConfirmed"), "%s", second);
+    cr_expect_eq(strlen(r.err), 0, "stderr: %s", r.err);
+    free(first);
+    free(second);
+    run_free(&r);
+}
+
+Test(esctl, events_prints_times_as_iso_8601_utc_with_milliseconds) {
+    write_order(db);
+    run_result r = RUN("--db", db, "events", "orders.order", "o-1");
+    cr_assert_eq(r.status, 0, "stderr: %s", r.err);
+    int y, mo, d, h, mi, s, ms;
+    char z = 0;
+    int n = sscanf(r.out, "1  %4d-%2d-%2dT%2d:%2d:%2d.%3d%c", &y, &mo, &d, &h, &mi, &s, &ms, &z);
+    cr_expect_eq(n, 8, "line: %s", r.out);
+    cr_expect_eq(z, 'Z');
+    cr_expect_geq(y, 2024);
+    run_free(&r);
+}
+
+Test(esctl, events_aligns_columns_across_lines) {
+    es_store_t *store = open_store(db);
+    Inventory__V1__StockAdded added = INVENTORY__V1__STOCK_ADDED__INIT;
+    Inventory__V1__StockReserved reserved = INVENTORY__V1__STOCK_RESERVED__INIT;
+    for (int i = 0; i < 12; i++) {
+        added.quantity = (uint32_t)i;
+        reserved.quantity = (uint32_t)i;
+        append_msg(store, "inventory.item", "sku-1", i % 2 ? &reserved.base : &added.base);
+    }
+    es_store_destroy(store);
+    run_result r = RUN("--db", db, "events", "inventory.item", "sku-1");
+    cr_assert_eq(r.status, 0, "stderr: %s", r.err);
+    cr_assert_eq(count_lines(r.out), 12, "stdout: %s", r.out);
+    char *first = nth_line(r.out, 0), *last = nth_line(r.out, 11);
+    cr_expect_eq(strncmp(first, " 1  ", 4), 0, "%s", first);
+    cr_expect_eq(strncmp(last, "12  ", 4), 0, "%s", last);
+    /* The payload starts in the same column although the type names differ in length. */
+    cr_expect_eq(strstr(first, "quantity=") - first, strstr(last, "order_id=") - last, "\n%s\n%s",
+                 first, last);
+    free(first);
+    free(last);
+    run_free(&r);
+}
+
+/* The text after `"key": ` in a JSON line, or NULL. */
+static const char *json_value(const char *line, const char *key) {
+    char pat[128];
+    snprintf(pat, sizeof(pat), "\"%s\": ", key);
+    const char *p = strstr(line, pat);
+    return p ? p + strlen(pat) : NULL;
+}
+
+static void expect_json_prefix(const char *line, const char *key, const char *want) {
+    const char *v = json_value(line, key);
+    cr_expect_not_null(v, "no %s in %s", key, line);
+    if (v)
+        cr_expect_eq(strncmp(v, want, strlen(want)), 0, "%s: want %s in %s", key, want, line);
+}
+
+Test(esctl, events_json_prints_one_object_per_event_with_proto3_payload) {
+    write_order(db);
+    run_result r = RUN("--db", db, "events", "orders.order", "o-1", "--json");
+    cr_assert_eq(r.status, 0, "stderr: %s", r.err);
+    cr_assert_eq(count_lines(r.out), 2, "stdout: %s", r.out);
+    char *first = nth_line(r.out, 0), *second = nth_line(r.out, 1);
+    cr_expect_eq(first[0], '{');
+    cr_expect_eq(first[strlen(first) - 1], '}');
+    expect_json_prefix(first, "version", "1,");
+    expect_json_prefix(first, "aggregate_type", "\"orders.order\"");
+    expect_json_prefix(first, "aggregate_id", "\"o-1\"");
+    expect_json_prefix(first, "event_type", "\"orders.v1.OrderPlaced\"");
+    expect_json_prefix(first, "command_id", "\"cmd-1\"");
+    expect_json_prefix(first, "correlation_id", "\"corr-1\"");
+    expect_json_prefix(first, "metadata", "{\"source\": \"test \\\"esctl\\\"\"}");
+    expect_json_prefix(first, "customerId", "\"c-1\"");
+    /* int64 travels as a string in proto3 JSON; uint32 stays a number. */
+    expect_json_prefix(first, "amountCents", "\"300\"");
+    expect_json_prefix(first, "unitPriceCents", "\"150\"");
+    expect_json_prefix(first, "quantity", "2");
+    expect_json_prefix(first, "occurred_at", "\"20");
+    expect_json_prefix(second, "version", "2,");
+    expect_json_prefix(second, "event_type", "\"orders.v1.OrderConfirmed\"");
+    expect_json_prefix(second, "payload", "{}");
+    free(first);
+    free(second);
+    run_free(&r);
+}
+
+Test(esctl, events_from_starts_at_the_given_version) {
+    write_order(db);
+    run_result r = RUN("--db", db, "events", "--from", "2", "orders.order", "o-1");
+    cr_assert_eq(r.status, 0, "stderr: %s", r.err);
+    cr_expect_eq(count_lines(r.out), 1, "stdout: %s", r.out);
+    cr_expect_not_null(strstr(r.out, "orders.v1.OrderConfirmed"), "%s", r.out);
+    run_free(&r);
+}
+
+Test(esctl, an_unknown_aggregate_prints_nothing_and_exits_1) {
+    write_order(db);
+    run_result r = RUN("--db", db, "events", "orders.order", "o-9");
+    cr_expect_eq(r.status, 1);
+    cr_expect_eq(strlen(r.out), 0, "stdout: %s", r.out);
+    assert_one_line_error(&r);
+    cr_expect_not_null(strstr(r.err, "no events for orders.order/o-9"), "%s", r.err);
+    run_free(&r);
+}
+
+Test(esctl, a_payload_of_an_unknown_type_is_shown_as_bytes) {
+    es_store_t *store = open_store(db);
+    const uint8_t raw[] = {0x08, 0x01, 0x10, 0x02};
+    append_raw(store, "acme.widget", "w-1", "acme.v1.WidgetMade", raw, sizeof(raw));
+    es_store_destroy(store);
+    run_result r = RUN("--db", db, "events", "acme.widget", "w-1");
+    cr_expect_eq(r.status, 0, "stderr: %s", r.err);
+    cr_expect_not_null(strstr(r.out, "payload=<4 bytes, type not known to esctl>"), "%s", r.out);
+    run_free(&r);
+    r = RUN("--db", db, "events", "acme.widget", "w-1", "--json");
+    cr_expect_eq(r.status, 0, "stderr: %s", r.err);
+    expect_json_prefix(r.out, "payload_base64", "\"CAEQAg==\"");
+    run_free(&r);
+}
+
+Test(esctl, an_undecodable_payload_is_reported_on_its_line_and_exits_1) {
+    write_order(db);
+    es_store_t *store = open_store(db);
+    /* Field 1 claims 16 bytes and has 1: no parser accepts that. */
+    const uint8_t bad[] = {0x0a, 0x10, 0x61};
+    append_raw(store, "orders.order", "o-1", "orders.v1.OrderCancelled", bad, sizeof(bad));
+    es_store_destroy(store);
+    run_result r = RUN("--db", db, "events", "orders.order", "o-1");
+    cr_expect_eq(r.status, 1);
+    cr_expect_eq(count_lines(r.out), 3, "every event is still printed: %s", r.out);
+    char *third = nth_line(r.out, 2);
+    cr_expect_not_null(strstr(third, "cannot be decoded as orders.v1.OrderCancelled"), "%s", third);
+    assert_one_line_error(&r);
+    free(third);
+    run_free(&r);
+    r = RUN("--db", db, "events", "orders.order", "o-1", "--json");
+    cr_expect_eq(r.status, 1);
+    third = nth_line(r.out, 2);
+    expect_json_prefix(third, "payload_base64", "\"ChBh\"");
+    free(third);
+    run_free(&r);
+}
+
+static char *test_types_module(void) {
+    char *copy = strdup(ESCTL_PATH);
+    char *path = tu_path(dirname(copy), "esctl_test_types.so");
+    free(copy);
+    return path;
+}
+
+/* An esctl.test.v1.Kitchen, encoded by hand: i64 = -1, text = "hi",
+ * mood = MOOD_GRUMPY, counts = {"k1": 5}, choice_inner = {label: "x"}. */
+static const uint8_t kitchen[] = {
+    0x10, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, /* i64 */
+    0x5a, 0x02, 'h',  'i',                                            /* text */
+    0x68, 0x02,                                                       /* mood */
+    0x92, 0x01, 0x06, 0x0a, 0x02, 'k',  '1',  0x10, 0x05,             /* counts */
+    0xa2, 0x01, 0x03, 0x0a, 0x01, 'x',                                /* choice_inner */
+};
+
+Test(esctl, types_module_adds_payload_types) {
+    es_store_t *store = open_store(db);
+    append_raw(store, "kitchen.sink", "k-1", "esctl.test.v1.Kitchen", kitchen, sizeof(kitchen));
+    es_store_destroy(store);
+    char *module = test_types_module();
+    run_result r = RUN("--db", db, "events", "kitchen.sink", "k-1");
+    cr_expect_eq(r.status, 0, "stderr: %s", r.err);
+    cr_expect_not_null(strstr(r.out, "type not known to esctl"), "%s", r.out);
+    run_free(&r);
+    r = RUN("--db", db, "--types", module, "events", "kitchen.sink", "k-1");
+    cr_expect_eq(r.status, 0, "stderr: %s", r.err);
+    cr_expect_not_null(strstr(r.out, "i64=-1 "), "%s", r.out);
+    cr_expect_not_null(strstr(r.out, "text=\"hi\""), "%s", r.out);
+    cr_expect_not_null(strstr(r.out, "mood=MOOD_GRUMPY"), "%s", r.out);
+    cr_expect_not_null(strstr(r.out, "counts={\"k1\": 5}"), "%s", r.out);
+    cr_expect_not_null(strstr(r.out, "choice_inner={label=\"x\" delta=0}"), "%s", r.out);
+    run_free(&r);
+    r = RUN("--db", db, "events", "kitchen.sink", "k-1", "--json", "--types", module);
+    cr_expect_eq(r.status, 0, "stderr: %s", r.err);
+    expect_json_prefix(r.out, "payload",
+                       "{\"i64\": \"-1\", \"text\": \"hi\", \"mood\": \"MOOD_GRUMPY\", "
+                       "\"counts\": {\"k1\": \"5\"}, \"choiceInner\": {\"label\": \"x\"}}}");
+    run_free(&r);
+    free(module);
+}
+
+Test(esctl, types_module_without_the_symbol_is_refused_naming_the_file) {
+    write_order(db);
+    char *lib = tu_path(ESKIT_BINARY_DIR, "core/libeskit.so");
+    struct stat st;
+    cr_assert_eq(stat(lib, &st), 0, "expected the library at %s", lib);
+    run_result r = RUN("--db", db, "--types", lib, "events", "orders.order", "o-1");
+    cr_expect_eq(r.status, 1);
+    assert_one_line_error(&r);
+    cr_expect_not_null(strstr(r.err, lib), "%s", r.err);
+    cr_expect_not_null(strstr(r.err, "es_types"), "%s", r.err);
+    run_free(&r);
+    r = RUN("--db", db, "--types", "/nonexistent/types.so", "events", "orders.order", "o-1");
+    cr_expect_eq(r.status, 1);
+    assert_one_line_error(&r);
+    cr_expect_not_null(strstr(r.err, "/nonexistent/types.so"), "%s", r.err);
+    run_free(&r);
+    free(lib);
+}
+
+Test(esctl, help_exits_0_and_describes_events) {
+    const char *forms[][3] = {{"--help", NULL, NULL}, {"-h", NULL, NULL},
+                              {"help", NULL, NULL},   {"help", "events", NULL},
+                              {"events", "--help"},   {"--version", NULL, NULL}};
+    for (size_t i = 0; i < sizeof(forms) / sizeof(forms[0]); i++) {
+        run_result r = run_env(NULL, forms[i]);
+        cr_expect_eq(r.status, 0, "esctl %s %s: %s", forms[i][0], forms[i][1], r.err);
+        cr_expect_gt(strlen(r.out), 0);
+        cr_expect_eq(strlen(r.err), 0, "%s", r.err);
+        if (i < 5)
+            cr_expect_not_null(strstr(r.out, "events"), "%s", r.out);
+        run_free(&r);
+    }
+}
+
+Test(esctl, an_unknown_command_exits_2_with_one_line) {
+    run_result r = RUN("frobnicate");
+    cr_expect_eq(r.status, 2);
+    assert_one_line_error(&r);
+    cr_expect_not_null(strstr(r.err, "'frobnicate'"), "%s", r.err);
+    cr_expect_eq(strlen(r.out), 0);
+    run_free(&r);
+}
+
+Test(esctl, no_arguments_exit_2_with_one_line) {
+    const char *none[] = {NULL};
+    run_result r = run_env(NULL, none);
+    cr_expect_eq(r.status, 2);
+    assert_one_line_error(&r);
+    run_free(&r);
+}
+
+Test(esctl, an_unknown_option_exits_2_naming_it_and_the_command) {
+    run_result r = RUN("events", "orders.order", "o-1", "--foo");
+    cr_expect_eq(r.status, 2);
+    assert_one_line_error(&r);
+    cr_expect_not_null(strstr(r.err, "unknown option '--foo' for 'events'"), "%s", r.err);
+    cr_expect_not_null(strstr(r.err, "esctl events --help"), "%s", r.err);
+    run_free(&r);
+}
+
+Test(esctl, missing_arguments_exit_2) {
+    const char *const forms[][5] = {{"events", NULL},
+                                    {"events", "orders.order", NULL},
+                                    {"--db", NULL},
+                                    {"events", "orders.order", "o-1", "--from"}};
+    for (size_t i = 0; i < sizeof(forms) / sizeof(forms[0]); i++) {
+        run_result r = run_env(NULL, forms[i]);
+        cr_expect_eq(r.status, 2, "case %zu: %s", i, r.err);
+        assert_one_line_error(&r);
+        run_free(&r);
+    }
+}
+
+Test(esctl, a_bad_version_number_exits_2) {
+    const char *bad[] = {"abc", "-1", "1x", "", "99999999999999999999999"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        run_result r = RUN("--db", db, "events", "orders.order", "o-1", "--from", bad[i]);
+        cr_expect_eq(r.status, 2, "--from '%s': %s", bad[i], r.err);
+        assert_one_line_error(&r);
+        run_free(&r);
+    }
+}
+
+Test(esctl, an_invalid_aggregate_type_exits_2_naming_it) {
+    write_order(db);
+    run_result r = RUN("--db", db, "events", "Orders_Order", "o-1");
+    cr_expect_eq(r.status, 2);
+    assert_one_line_error(&r);
+    cr_expect_not_null(strstr(r.err, "Orders_Order"), "%s", r.err);
+    run_free(&r);
+    r = RUN("--db", db, "events", "orders.order", "o\n1");
+    cr_expect_eq(r.status, 2);
+    assert_one_line_error(&r);
+    run_free(&r);
+}
+
+Test(esctl, eskit_db_is_used_without_db_flag) {
+    write_order(db);
+    char *env_db = NULL;
+    cr_assert_gt(asprintf(&env_db, "ESKIT_DB=%s", db), 0);
+    const char *env[] = {env_db, NULL};
+    run_result r = RUN_ENV(env, "events", "orders.order", "o-1");
+    cr_expect_eq(r.status, 0, "stderr: %s", r.err);
+    cr_expect_eq(count_lines(r.out), 2, "%s", r.out);
+    run_free(&r);
+    free(env_db);
+}
+
+Test(esctl, db_flag_overrides_eskit_db) {
+    write_order(db);
+    char *other = tu_path(dir, "other.db"), *env_db = NULL;
+    cr_assert_gt(asprintf(&env_db, "ESKIT_DB=%s", other), 0);
+    const char *env[] = {env_db, NULL};
+    run_result r = RUN_ENV(env, "--db", db, "events", "orders.order", "o-1");
+    cr_expect_eq(r.status, 0, "stderr: %s", r.err);
+    cr_expect_eq(count_lines(r.out), 2, "%s", r.out);
+    run_free(&r);
+    free(env_db);
+    free(other);
+}
+
+static void write_file(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f, "%s", path);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* Runs "esctl <args>" from directory cwd through a shell. */
+static run_result run_in(const char *cwd, const char *args) {
+    char *script = NULL;
+    cr_assert_gt(asprintf(&script, "cd '%s' && exec '%s' %s", cwd, ESCTL_PATH, args), 0);
+    const char *argv[] = {"/bin/sh", "-c", script, NULL};
+    run_result r = {0};
+    r.status = tu_run(argv, NULL, &r.out, &r.err);
+    free(script);
+    return r;
+}
+
+Test(esctl, eskit_conf_in_the_working_directory_is_used) {
+    write_order(db);
+    char *conf = tu_path(dir, "eskit.conf");
+    write_file(conf, "# the operator's defaults\ndb = events.db\n");
+    run_result r = run_in(dir, "events orders.order o-1");
+    cr_expect_eq(r.status, 0, "stderr: %s", r.err);
+    cr_expect_eq(count_lines(r.out), 2, "%s", r.out);
+    run_free(&r);
+    free(conf);
+}
+
+Test(esctl, config_flag_names_the_config_file) {
+    write_order(db);
+    char *conf = tu_path(dir, "ops.conf"), *args = NULL;
+    char *line = NULL;
+    cr_assert_gt(asprintf(&line, "db = %s\n", db), 0);
+    write_file(conf, line);
+    cr_assert_gt(asprintf(&args, "--config '%s' events orders.order o-1", conf), 0);
+    run_result r = run_in("/", args);
+    cr_expect_eq(r.status, 0, "stderr: %s", r.err);
+    cr_expect_eq(count_lines(r.out), 2, "%s", r.out);
+    run_free(&r);
+    free(conf);
+    free(args);
+    free(line);
+}
+
+Test(esctl, an_unknown_key_in_eskit_conf_fails_naming_the_key) {
+    write_order(db);
+    char *conf = tu_path(dir, "eskit.conf");
+    write_file(conf, "db = events.db\ncolour = blue\n");
+    run_result r = run_in(dir, "events orders.order o-1");
+    cr_expect_neq(r.status, 0);
+    assert_one_line_error(&r);
+    cr_expect_not_null(strstr(r.err, "colour"), "%s", r.err);
+    run_free(&r);
+    free(conf);
+}
+
+Test(esctl, a_missing_database_exits_1_naming_it_and_is_not_created) {
+    char *missing = tu_path(dir, "nope.db");
+    run_result r = RUN("--db", missing, "events", "orders.order", "o-1");
+    cr_expect_eq(r.status, 1);
+    assert_one_line_error(&r);
+    cr_expect_not_null(strstr(r.err, missing), "%s", r.err);
+    cr_expect_eq(access(missing, F_OK), -1, "esctl created %s", missing);
+    run_free(&r);
+    free(missing);
+}

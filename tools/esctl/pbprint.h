@@ -1,0 +1,67 @@
+/*
+ * pbprint: prints any protobuf-c message from its descriptor alone, as
+ * `name=value` text or as proto3 JSON, and finds descriptors by full name.
+ *
+ * esctl reads payloads written by services it was not compiled with, so
+ * nothing here knows a message type: the registry maps the event_type stored
+ * in the envelope to a descriptor (the demo domain built in, more from
+ * `--types` modules) and the printers walk the descriptor's fields.
+ *
+ * Output goes to a pb_buf (growable, always NUL-terminated) so a caller can
+ * assemble a whole line before writing it; an allocation failure sets
+ * pb_buf.oom and later appends do nothing.
+ */
+#ifndef ESCTL_PBPRINT_H
+#define ESCTL_PBPRINT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <protobuf-c/protobuf-c.h>
+#include <eskit/error.h>
+
+typedef struct pb_buf {
+    char *data;
+    size_t len;
+    size_t cap;
+    bool oom;
+} pb_buf;
+
+void pb_buf_init(pb_buf *b);
+void pb_buf_free(pb_buf *b);
+void pb_buf_reset(pb_buf *b);
+void pb_buf_putc(pb_buf *b, char c);
+void pb_buf_puts(pb_buf *b, const char *s);
+void pb_buf_printf(pb_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends s as a quoted JSON string; invalid UTF-8 becomes U+FFFD. */
+void pb_buf_json_string(pb_buf *b, const char *s, size_t len);
+/* Appends data base64-encoded (RFC 4648, padded), without quotes. */
+void pb_buf_base64(pb_buf *b, const uint8_t *data, size_t len);
+
+/* Space-separated `name=value` pairs of msg's fields (proto3 scalars even when
+ * zero): strings quoted, messages in braces, repeated in brackets, enums by name. */
+void pb_print_text(pb_buf *b, const ProtobufCMessage *msg);
+/* msg as a proto3 JSON object: lowerCamelCase names, defaults omitted, 64-bit
+ * integers as strings, bytes as base64, enums by name, maps as objects. */
+void pb_print_json(pb_buf *b, const ProtobufCMessage *msg);
+
+/* Message descriptors by full name ("orders.v1.OrderPlaced"), plus the
+ * `--types` modules that supplied some of them (kept loaded until destroy). */
+typedef struct pb_registry pb_registry;
+
+/* An empty registry. Caller frees with pb_registry_destroy. */
+pb_registry *pb_registry_new(void);
+void pb_registry_destroy(pb_registry *reg);
+/* Adds a NULL-terminated descriptor list (which must outlive reg). */
+es_err pb_registry_add(pb_registry *reg, const ProtobufCMessageDescriptor *const *list,
+                       const char *origin, es_error_t *err);
+/* dlopens path and adds what its `es_types()` returns; errors name the file. */
+es_err pb_registry_load(pb_registry *reg, const char *path, es_error_t *err);
+/* The descriptor named full_name, or NULL. Earlier additions win. */
+const ProtobufCMessageDescriptor *pb_registry_find(const pb_registry *reg, const char *full_name);
+
+/* Symbol a `--types` module exports. */
+#define PB_TYPES_SYMBOL "es_types"
+typedef const ProtobufCMessageDescriptor *const *pb_types_fn(void);
+
+#endif
