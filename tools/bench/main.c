@@ -1,0 +1,394 @@
+/*
+ * eskit-bench: the embedded backend's append throughput and command latency,
+ * each printed beside a raw SQLite baseline measured in the same run on the
+ * same disk, with the same durability (WAL, synchronous=FULL) and the same
+ * envelope bytes, and the ratio of the two against the goals of the design
+ * handbook. It exits 0 whether goals are met or missed; non-zero on errors.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#include <eskit/eskit.h>
+
+#include "blobs.h"
+#include "raw.h"
+#include "report.h"
+#include "runs.h"
+#include "util.h"
+
+#define GOAL_APPEND 0.50  /* batched append vs raw INTEGER PRIMARY KEY insert */
+#define GOAL_LATENCY 1.50 /* es_execute p50 vs one raw fsync'd commit */
+#define MAX_FIGS 16
+#define MAX_NOTES 32
+#define TMPFS_MAGIC_NUMBER 0x01021994
+
+typedef struct fig_slot {
+    report_fig_t f;
+    char name[96];
+    char base[96];
+} fig_slot_t;
+
+typedef struct bench {
+    bool quick;
+    const char *parent;
+    char dir[PATH_MAX];
+    fig_slot_t figs[MAX_FIGS];
+    size_t n_figs;
+    char notes[MAX_NOTES][256];
+    size_t n_notes;
+} bench_t;
+
+static void usage(FILE *out) {
+    fprintf(out, "usage: eskit-bench [--quick] [--dir DIR]\n"
+                 "  --quick    smaller counts, for a smoke test\n"
+                 "  --dir DIR  where the scratch databases go (default: $TMPDIR or /var/tmp);\n"
+                 "             put it on the disk you want measured, not on tmpfs\n");
+}
+
+/* Returns 0 to run, 1 when help was printed, -1 on a bad argument. */
+static int parse_args(bench_t *b, int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--quick") == 0) {
+            b->quick = true;
+        } else if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc) {
+            b->parent = argv[++i];
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return 1;
+        } else {
+            fprintf(stderr, "eskit-bench: unknown or incomplete argument '%s'\n", argv[i]);
+            usage(stderr);
+            return -1;
+        }
+    }
+    if (!b->parent)
+        b->parent = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/var/tmp";
+    return 0;
+}
+
+static fig_slot_t *new_fig(bench_t *b) {
+    fig_slot_t *s = &b->figs[b->n_figs++];
+    memset(s, 0, sizeof *s);
+    s->f.name = s->name;
+    s->f.base_name = s->base;
+    return s;
+}
+
+static void add_note(bench_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void add_note(bench_t *b, const char *fmt, ...) {
+    va_list ap;
+    if (b->n_notes >= MAX_NOTES)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(b->notes[b->n_notes++], sizeof b->notes[0], fmt, ap);
+    va_end(ap);
+}
+
+static void progress(const char *what) {
+    fprintf(stderr, "eskit-bench: measuring %s\n", what);
+}
+
+static const char *fs_name(long magic) {
+    switch (magic) {
+    case 0xEF53:
+        return "ext2/3/4";
+    case 0x58465342:
+        return "xfs";
+    case 0x9123683E:
+        return "btrfs";
+    case 0x794C7630:
+        return "overlayfs";
+    case TMPFS_MAGIC_NUMBER:
+        return "tmpfs: fsync costs nothing here, the figures mean little";
+    default:
+        return "other";
+    }
+}
+
+static void cpu_model(char *out, size_t cap) {
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    char line[256];
+    snprintf(out, cap, "unknown CPU");
+    while (f && fgets(line, sizeof line, f)) {
+        char *colon = strchr(line, ':');
+        if (strncmp(line, "model name", 10) == 0 && colon) {
+            snprintf(out, cap, "%s", colon + 2);
+            out[strcspn(out, "\n")] = '\0';
+            break;
+        }
+    }
+    if (f)
+        fclose(f);
+}
+
+static void print_machine(const bench_t *b) {
+    struct statfs fs;
+    char cpu[128];
+    es_config_t *cfg = es_config_new();
+    cpu_model(cpu, sizeof cpu);
+    long magic = statfs(b->dir, &fs) == 0 ? (long)fs.f_type : 0;
+    printf("eskit-bench %s, %s run\n", ESKIT_VERSION_STRING, b->quick ? "quick" : "full");
+    printf("machine: %ld cpus (%s), SQLite %s\n", sysconf(_SC_NPROCESSORS_ONLN), cpu,
+           sqlite3_libversion());
+    printf("scratch: %s (%s), a fresh file per measurement\n", b->dir, fs_name(magic));
+    printf("both sides: WAL, synchronous=FULL, same envelope bytes; eskit at its defaults"
+           " (snapshot.every=%s)\n\n",
+           cfg && es_config_get(cfg, "snapshot.every") ? es_config_get(cfg, "snapshot.every")
+                                                       : "?");
+    if (cfg)
+        es_config_destroy(cfg);
+    fflush(stdout);
+}
+
+static void add_throughput_figs(bench_t *b, const char *label, double es_rate, double raw,
+                                size_t per_txn, bool goal) {
+    fig_slot_t *s = new_fig(b);
+    snprintf(s->name, sizeof s->name, "%s", label);
+    char n[32];
+    snprintf(s->base, sizeof s->base, "raw INTEGER PRIMARY KEY insert, same bytes, %s rows/txn",
+             bench_fmt_count(n, sizeof n, (double)per_txn));
+    s->f.value = es_rate;
+    s->f.unit = UNIT_EVENTS_S;
+    s->f.base = raw;
+    s->f.base_unit = UNIT_ROWS_S;
+    s->f.goal_kind = goal ? GOAL_AT_LEAST : GOAL_NONE;
+    s->f.goal = GOAL_APPEND;
+}
+
+static void add_schema_fig(bench_t *b, const raw_rows_t *rows, double same, double raw,
+                           size_t per_txn) {
+    fig_slot_t *s = new_fig(b);
+    char what[64];
+    raw_rows_describe(rows, what, sizeof what);
+    snprintf(s->name, sizeof s->name, "  raw insert, store's schema (%s)", what);
+    char n[32];
+    snprintf(s->base, sizeof s->base, "raw INTEGER PRIMARY KEY insert, same bytes, %s rows/txn",
+             bench_fmt_count(n, sizeof n, (double)per_txn));
+    s->f.value = same;
+    s->f.unit = UNIT_ROWS_S;
+    s->f.base = raw;
+    s->f.base_unit = UNIT_ROWS_S;
+}
+
+typedef int raw_run_fn(const char *path, const void *rows, size_t per_txn, double *rate);
+
+static int raw_append_only_run(const char *path, const void *rows, size_t per_txn, double *rate) {
+    return raw_append_only(path, rows, per_txn, rate);
+}
+
+static int raw_same_schema_run(const char *path, const void *rows, size_t per_txn, double *rate) {
+    return raw_same_schema(path, rows, per_txn, rate);
+}
+
+/* A raw run takes a fraction of a second, short enough for one stray flush to
+ * move it by a third: the median of three runs, each on a fresh file. */
+static int median_of_runs(raw_run_fn *run, const char *path, const void *rows, size_t per_txn,
+                          double *rate) {
+    double r[3];
+    for (int i = 0; i < 3; i++)
+        if (run(path, rows, per_txn, &r[i]) != 0)
+            return -1;
+    double lo = r[0] < r[1] ? r[0] : r[1], hi = r[0] < r[1] ? r[1] : r[0];
+    *rate = r[2] < lo ? lo : r[2] > hi ? hi : r[2];
+    return 0;
+}
+
+/* The baselines of a throughput figure, from the bytes and rows its eskit run
+ * wrote; the eskit file is deleted before they run. */
+static int finish_throughput(bench_t *b, const char *label, const char *es_path,
+                             const blobs_t *bytes, double es_rate, size_t per_txn, bool schema) {
+    raw_rows_t rows = {0};
+    double raw = 0, same = 0;
+    char path[PATH_MAX];
+    int rc = schema ? raw_rows_load(es_path, &rows) : 0;
+    bench_db_remove(es_path);
+    bench_db_path(path, sizeof path, b->dir, "raw");
+    progress("the raw baselines of the same bytes (median of 3 runs each)");
+    if (rc == 0)
+        rc = median_of_runs(raw_append_only_run, path, bytes, per_txn, &raw);
+    if (rc == 0 && schema)
+        rc = median_of_runs(raw_same_schema_run, path, &rows, per_txn, &same);
+    if (rc == 0) {
+        add_throughput_figs(b, label, es_rate, raw, per_txn, per_txn >= 1000);
+        if (schema) {
+            add_schema_fig(b, &rows, same, raw, per_txn);
+            add_note(b, "%s: %.2f of the raw insert into its own schema", label, es_rate / same);
+        }
+        char n[32];
+        add_note(b, "%s: %s events, mean envelope %.0f bytes", label,
+                 bench_fmt_count(n, sizeof n, (double)bytes->n), blobs_mean_len(bytes));
+    }
+    raw_rows_free(&rows);
+    return rc;
+}
+
+static int fig_store_append(bench_t *b, size_t n, size_t per_call) {
+    run_shape_t shape = {.n = n, .per_call = per_call, .n_streams = 1000, .payload_len = 100};
+    blobs_t bytes = {0};
+    double rate = 0;
+    char path[PATH_MAX], label[96], c1[32], c2[32];
+    snprintf(label, sizeof label, "es_store_append, %s ev/call, %s streams",
+             bench_fmt_count(c1, sizeof c1, (double)per_call),
+             bench_fmt_count(c2, sizeof c2, (double)shape.n_streams));
+    progress(label);
+    bench_db_path(path, sizeof path, b->dir, "es");
+    int rc = run_store_append(path, &shape, &bytes, &rate);
+    if (rc == 0)
+        rc = finish_throughput(b, label, path, &bytes, rate, per_call, per_call >= 1000);
+    bench_db_remove(path);
+    blobs_free(&bytes);
+    return rc;
+}
+
+static int fig_execute_batch(bench_t *b, size_t n, size_t n_aggregates) {
+    run_shape_t shape = {.n = n, .per_call = 1000, .n_streams = n_aggregates};
+    blobs_t bytes = {0};
+    double rate = 0;
+    char path[PATH_MAX], label[96], c1[32];
+    snprintf(label, sizeof label, "es_execute_batch, 1,000 Restock/batch, N=%s items",
+             bench_fmt_count(c1, sizeof c1, (double)n_aggregates));
+    progress(label);
+    bench_db_path(path, sizeof path, b->dir, "es");
+    int rc = run_execute_batch(path, &shape, &bytes, &rate);
+    if (rc == 0)
+        rc = finish_throughput(b, label, path, &bytes, rate, shape.per_call, true);
+    bench_db_remove(path);
+    blobs_free(&bytes);
+    return rc;
+}
+
+/* One raw commit of the envelope the last es_execute wrote. */
+static int raw_commit_same(raw_lat_t *rl, const blobs_t *last, int64_t *ns) {
+    size_t len = 0;
+    if (last->n == 0) {
+        fprintf(stderr, "eskit-bench: es_execute appended no event\n");
+        return -1;
+    }
+    const uint8_t *p = blobs_at(last, 0, &len);
+    return raw_lat_one(rl, p, len, ns);
+}
+
+/* es_execute and the raw commit alternate (and swap who goes first), so both
+ * see the same disk, cache and background state. */
+static int measure_latency(run_lat_t *el, raw_lat_t *rl, size_t warm, size_t n, int64_t *es_ns,
+                           int64_t *raw_ns) {
+    blobs_t last = {0};
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < warm + n; i++) {
+        int64_t e = 0, r = 0;
+        if (i % 2 == 0) {
+            rc = run_lat_one(el, &e, &last);
+            rc = rc ? rc : raw_commit_same(rl, &last, &r);
+        } else {
+            rc = raw_commit_same(rl, &last, &r);
+            rc = rc ? rc : run_lat_one(el, &e, &last);
+        }
+        if (i >= warm) {
+            es_ns[i - warm] = e;
+            raw_ns[i - warm] = r;
+        }
+    }
+    blobs_free(&last);
+    return rc;
+}
+
+static void add_latency_fig(bench_t *b, const char *what, double es, double raw, bool goal) {
+    fig_slot_t *s = new_fig(b);
+    snprintf(s->name, sizeof s->name, "es_execute latency %s, one Restock per call", what);
+    snprintf(s->base, sizeof s->base, "raw BEGIN; INSERT same bytes; COMMIT (fsync'd), %s", what);
+    s->f.value = es;
+    s->f.unit = UNIT_USEC;
+    s->f.base = raw;
+    s->f.base_unit = UNIT_USEC;
+    s->f.goal_kind = goal ? GOAL_AT_MOST : GOAL_NONE;
+    s->f.goal = GOAL_LATENCY;
+}
+
+static int fig_latency(bench_t *b, size_t warm, size_t n, size_t n_aggregates) {
+    run_lat_t el = {0};
+    raw_lat_t rl = {0};
+    int64_t *es_ns = calloc(n, sizeof *es_ns), *raw_ns = calloc(n, sizeof *raw_ns);
+    char es_path[PATH_MAX], raw_path[PATH_MAX];
+    int rc = -1;
+    progress("es_execute latency beside a raw durable commit");
+    bench_db_path(es_path, sizeof es_path, b->dir, "lat-es");
+    bench_db_path(raw_path, sizeof raw_path, b->dir, "lat-raw");
+    if (es_ns && raw_ns && run_lat_open(es_path, n_aggregates, &el) == 0 &&
+        raw_lat_open(raw_path, &rl) == 0)
+        rc = measure_latency(&el, &rl, warm, n, es_ns, raw_ns);
+    run_lat_close(&el);
+    raw_lat_close(&rl);
+    if (rc == 0) {
+        bench_lat_t e = bench_lat_summary(es_ns, n), r = bench_lat_summary(raw_ns, n);
+        add_latency_fig(b, "p50", e.p50_us, r.p50_us, true);
+        add_latency_fig(b, "p99", e.p99_us, r.p99_us, false);
+        add_latency_fig(b, "mean", e.mean_us, r.mean_us, false);
+        add_note(b,
+                 "latency: %zu calls each after %zu warm-up calls, over %zu items,"
+                 " alternating with the raw commit",
+                 n, warm, n_aggregates);
+    }
+    bench_db_remove(es_path);
+    bench_db_remove(raw_path);
+    free(es_ns);
+    free(raw_ns);
+    return rc;
+}
+
+static int run_all(bench_t *b) {
+    size_t k = b->quick ? 10 : 1; /* --quick divides the counts by 10 */
+    int rc = fig_store_append(b, 20000 / k, 10);
+    rc = rc ? rc : fig_store_append(b, 200000 / k, 1000);
+    rc = rc ? rc : fig_execute_batch(b, 200000 / k, 1000);
+    rc = rc ? rc : fig_execute_batch(b, 200000 / k, 10000);
+    rc = rc ? rc : fig_latency(b, 50 / k, 2000 / k, 100);
+    return rc;
+}
+
+static void print_table(const bench_t *b) {
+    report_header(stdout);
+    for (size_t i = 0; i < b->n_figs; i++)
+        report_figure(stdout, &b->figs[i].f);
+    printf("\nratio = value / baseline; goals from DESIGN.md \"Performance goals\"."
+           " PASS/MISS never changes the exit status.\n");
+    for (size_t i = 0; i < b->n_notes; i++)
+        report_note(stdout, b->notes[i]);
+}
+
+static void remove_scratch(const bench_t *b) {
+    static const char *const names[] = {"es", "raw", "lat-es", "lat-raw"};
+    char path[PATH_MAX];
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (bench_db_path(path, sizeof path, b->dir, names[i]) == 0)
+            bench_db_remove(path);
+    rmdir(b->dir);
+}
+
+int main(int argc, char **argv) {
+    bench_t b = {0};
+    int a = parse_args(&b, argc, argv);
+    if (a != 0)
+        return a > 0 ? 0 : 2;
+    snprintf(b.dir, sizeof b.dir, "%s/eskit-bench.XXXXXX", b.parent);
+    if (!mkdtemp(b.dir)) {
+        fprintf(stderr, "eskit-bench: cannot create a scratch directory in %s: %s\n", b.parent,
+                strerror(errno));
+        return 1;
+    }
+    print_machine(&b);
+    int rc = run_all(&b);
+    if (rc == 0)
+        print_table(&b);
+    remove_scratch(&b);
+    return rc == 0 ? 0 : 1;
+}

@@ -1,0 +1,76 @@
+#include "util.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+int64_t bench_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+uint32_t bench_rng_below(bench_rng_t *rng, uint32_t n) {
+    rng->s ^= rng->s >> 12;
+    rng->s ^= rng->s << 25;
+    rng->s ^= rng->s >> 27;
+    return (uint32_t)((rng->s * 2685821657736338717ULL) >> 32) % n;
+}
+
+static int cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Nearest-rank percentile of sorted samples. */
+static double pct_us(const int64_t *sorted, size_t n, double p) {
+    size_t rank = (size_t)ceil(p * (double)n);
+    if (rank < 1)
+        rank = 1;
+    return (double)sorted[rank - 1] / 1000.0;
+}
+
+bench_lat_t bench_lat_summary(int64_t *ns, size_t n) {
+    bench_lat_t s = {0, 0, 0};
+    if (n == 0)
+        return s;
+    qsort(ns, n, sizeof *ns, cmp_i64);
+    double sum = 0;
+    for (size_t i = 0; i < n; i++)
+        sum += (double)ns[i];
+    s.p50_us = pct_us(ns, n, 0.50);
+    s.p99_us = pct_us(ns, n, 0.99);
+    s.mean_us = sum / (double)n / 1000.0;
+    return s;
+}
+
+int bench_db_path(char *out, size_t cap, const char *dir, const char *name) {
+    int w = snprintf(out, cap, "%s/%s.db", dir, name);
+    return (w < 0 || (size_t)w >= cap) ? -1 : 0;
+}
+
+void bench_db_remove(const char *path) {
+    static const char *const suffixes[] = {"", "-wal", "-shm", "-journal"};
+    char p[PATH_MAX];
+    for (size_t i = 0; i < sizeof suffixes / sizeof *suffixes; i++) {
+        snprintf(p, sizeof p, "%s%s", path, suffixes[i]);
+        unlink(p);
+    }
+}
+
+const char *bench_fmt_count(char *buf, size_t cap, double n) {
+    char digits[32];
+    snprintf(digits, sizeof digits, "%.0f", n < 0 ? 0 : n);
+    size_t len = strlen(digits), j = 0;
+    for (size_t i = 0; i < len && j + 2 < cap; i++) {
+        if (i > 0 && (len - i) % 3 == 0)
+            buf[j++] = ',';
+        buf[j++] = digits[i];
+    }
+    buf[j] = '\0';
+    return buf;
+}
