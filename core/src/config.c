@@ -70,6 +70,7 @@ static es_err check_uint(const char *key, const char *value, es_error_t *err) {
 static const key_spec keys[] = {
     {"backend", NULL, check_backend},
     {"brokers", NULL, check_nonempty},
+    {"cache.aggregates", "10000", check_uint},
     {"db", "eskit.db", check_nonempty},
     {"execute.timeout.ms", "30000", check_uint},
     {"service.name", "eskit", check_nonempty},
@@ -101,11 +102,12 @@ static es_err check_key(const char *key, const char *value, es_error_t *err) {
         return check_kafka(key, value, err);
     const key_spec *spec = find_spec(key);
     if (!spec)
-        return es_fail(err, ES_EINVAL,
-                       "unknown config key '%s'; known keys: backend, brokers, db, "
-                       "execute.timeout.ms, service.name, snapshot.every, "
-                       "sqlite.busy.timeout.ms, sqlite.synchronous, kafka.<librdkafka property>",
-                       key);
+        return es_fail(
+            err, ES_EINVAL,
+            "unknown config key '%s'; known keys: backend, brokers, cache.aggregates, db, "
+            "execute.timeout.ms, service.name, snapshot.every, "
+            "sqlite.busy.timeout.ms, sqlite.synchronous, kafka.<librdkafka property>",
+            key);
     return spec->check(key, value, err);
 }
 

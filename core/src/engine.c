@@ -4,7 +4,15 @@
  * (snapshot, then later events), decided, folded, appended, snapshotted when
  * due and recorded. A command's own failure (rejection, conflict, bad input)
  * becomes its result and touches nothing; a storage failure aborts the batch.
+ *
+ * Decided states stay in memory (state_entry, an LRU) keyed by aggregate and
+ * are reused when their version equals the stream's current version: history
+ * is immutable, so a state at version n is the state at version n, whoever
+ * appended since. Snapshots that fall due are packed and written once per
+ * batch. A failed batch forgets every cached state, since they may hold
+ * uncommitted events.
  */
+#include "lru.h"
 #include "store.h"
 
 #include <stdio.h>
@@ -22,7 +30,44 @@ struct es_engine {
     size_t n_regs, cap_regs;
     long long snapshot_every;
     long long timeout_ms;
+    es_lru_t *states;     /* state_entry by "<type>\x1f<id>" */
+    es_pending_t pending; /* reused by every command: one allocation pattern per engine */
+    es_new_event_t *ne;
+    size_t ne_cap;
+    es_buf_t due_keys; /* keys of entries whose snapshot is due, each klen + key */
 };
+
+typedef struct state_entry {
+    uint64_t version;
+    ProtobufCMessage *state;
+    const registration *reg;
+    int snapshot_due; /* pinned in the LRU until written */
+    char *type, *id;
+} state_entry;
+
+#define STATE_KEY_MAX (ES_MAX_TYPE_LEN + 1 + ES_MAX_ID_LEN)
+
+static void free_state_entry(void *v) {
+    state_entry *e = v;
+    if (e->state)
+        protobuf_c_message_free_unpacked(e->state, NULL);
+    free(e->type);
+    free(e->id);
+    free(e);
+}
+
+static int state_pinned(const void *v) {
+    return ((const state_entry *)v)->snapshot_due;
+}
+
+/* Callers have validated type and id, so the key fits. */
+static size_t state_key(const char *type, const char *id, char *key) {
+    size_t tl = strlen(type), il = strlen(id);
+    memcpy(key, type, tl);
+    key[tl] = '\x1f';
+    memcpy(key + tl + 1, id, il);
+    return tl + 1 + il;
+}
 
 typedef struct emitted {
     const ProtobufCMessageDescriptor *desc;
@@ -49,8 +94,16 @@ es_err es_engine_new(const es_config_t *cfg, es_engine_t **out, es_error_t *err)
         free(e);
         return rc;
     }
-    e->snapshot_every = es_config_get_int(es_store_config(e->store), "snapshot.every");
-    e->timeout_ms = es_config_get_int(es_store_config(e->store), "execute.timeout.ms");
+    const es_config_t *c = es_store_config(e->store);
+    e->snapshot_every = es_config_get_int(c, "snapshot.every");
+    e->timeout_ms = es_config_get_int(c, "execute.timeout.ms");
+    e->states = es_lru_new((size_t)es_config_get_int(c, "cache.aggregates"), free_state_entry,
+                           state_pinned);
+    if (!e->states) {
+        es_store_destroy(e->store);
+        free(e);
+        return es_fail(err, ES_ENOMEM, "out of memory creating an engine");
+    }
     *out = e;
     return ES_OK;
 }
@@ -59,6 +112,10 @@ void es_engine_destroy(es_engine_t *engine) {
     if (!engine)
         return;
     es_store_destroy(engine->store);
+    es_lru_destroy(engine->states);
+    es_pending_free(&engine->pending);
+    free(engine->ne);
+    es_buf_free(&engine->due_keys);
     free(engine->regs);
     free(engine);
 }
@@ -175,8 +232,10 @@ typedef struct exec_ctx {
     const es_command_t *cmd;
     const registration *reg;
     const char *command_id;
+    int explicit_id; /* the caller chose the id, so it may come again */
     es_result_t *res;
-    ProtobufCMessage *state;
+    ProtobufCMessage *state; /* entry->state once loaded */
+    state_entry *entry;
     uint64_t version;
     es_error_t *err; /* for the command's own failure, copied into res->reason */
 } exec_ctx;
@@ -237,7 +296,7 @@ static uint64_t state_from_snapshot(exec_ctx *x) {
     return from;
 }
 
-static es_err load_state(exec_ctx *x, es_error_t *err) {
+static es_err rebuild_state(exec_ctx *x, es_error_t *err) {
     const es_aggregate_def *def = x->reg->def;
     uint64_t from = x->version ? state_from_snapshot(x) : 0;
     if (!x->state) {
@@ -252,6 +311,48 @@ static es_err load_state(exec_ctx *x, es_error_t *err) {
     es_err rc = x->log->ops->read_stream(x->log, def->type, x->cmd->aggregate_id, from + 1,
                                          x->version, fold_cb, &c, err);
     return rc != ES_OK ? rc : c.rc;
+}
+
+static es_err cache_state(exec_ctx *x, const char *key, size_t klen, es_error_t *err) {
+    state_entry *se = calloc(1, sizeof *se);
+    if (se) {
+        *se = (state_entry){x->version,
+                            x->state,
+                            x->reg,
+                            0,
+                            strdup(x->cmd->aggregate_type),
+                            strdup(x->cmd->aggregate_id)};
+        x->state = NULL; /* the entry owns it now, and frees it on any failure below */
+    }
+    if (!se || !se->type || !se->id) {
+        if (se)
+            free_state_entry(se);
+        return es_fail(err, ES_ENOMEM, "out of memory caching a state");
+    }
+    if (es_lru_put(x->engine->states, key, klen, se) != 0)
+        return es_fail(err, ES_ENOMEM, "out of memory caching a state");
+    x->entry = se;
+    x->state = se->state;
+    return ES_OK;
+}
+
+/* The aggregate's state at x->version: cached, or rebuilt and cached. */
+static es_err load_state(exec_ctx *x, es_error_t *err) {
+    char key[STATE_KEY_MAX];
+    size_t klen = state_key(x->cmd->aggregate_type, x->cmd->aggregate_id, key);
+    state_entry *se = es_lru_get(x->engine->states, key, klen);
+    if (se && se->reg == x->reg && se->version == x->version) {
+        x->entry = se;
+        x->state = se->state;
+        return ES_OK;
+    }
+    es_err rc = rebuild_state(x, err);
+    if (rc == ES_OK)
+        return cache_state(x, key, klen, err);
+    if (x->state)
+        protobuf_c_message_free_unpacked(x->state, NULL);
+    x->state = NULL;
+    return rc;
 }
 
 static int is_fatal(es_err rc) {
@@ -310,26 +411,67 @@ static es_err answer_duplicate(exec_ctx *x, const es_command_record_t *rec, es_e
     return rc != ES_OK ? rc : c.rc;
 }
 
+/* Only ids the caller chose can come again; an id the engine generated is new by construction
+ * and needs no record. */
 static es_err record_command(exec_ctx *x, es_outcome outcome, es_error_t *err) {
+    if (!x->explicit_id)
+        return ES_OK;
     es_command_record_t rec = {x->command_id,   x->cmd->aggregate_type, x->cmd->aggregate_id,
                                outcome,         x->res->first_version,  x->res->last_version,
                                x->res->version, x->res->reason};
     return x->log->ops->put_command(x->log, &rec, err);
 }
 
-static es_err write_snapshot(exec_ctx *x, uint64_t before, es_error_t *err) {
+/* Notes that the state's snapshot is due; write_due_snapshots writes it before commit. */
+static es_err snapshot_due(exec_ctx *x, uint64_t before, es_error_t *err) {
     long long every = x->engine->snapshot_every;
-    if (every <= 0 || before / (uint64_t)every == x->version / (uint64_t)every)
+    if (every <= 0 || before / (uint64_t)every == x->version / (uint64_t)every ||
+        x->entry->snapshot_due)
         return ES_OK;
+    char key[STATE_KEY_MAX];
+    size_t klen = state_key(x->cmd->aggregate_type, x->cmd->aggregate_id, key);
+    es_buf_t *b = &x->engine->due_keys;
+    if (es_buf_reserve(b, sizeof klen + klen) != ES_OK)
+        return es_fail(err, ES_ENOMEM, "out of memory noting a snapshot");
+    memcpy(b->data + b->len, &klen, sizeof klen);
+    memcpy(b->data + b->len + sizeof klen, key, klen);
+    b->len += sizeof klen + klen;
+    x->entry->snapshot_due = 1;
+    return ES_OK;
+}
+
+static es_err write_snapshot(es_log_t *log, state_entry *se, es_error_t *err) {
     es_buf_t b = {0};
-    if (es_buf_reserve(&b, protobuf_c_message_get_packed_size(x->state)) != ES_OK)
+    if (es_buf_reserve(&b, protobuf_c_message_get_packed_size(se->state)) != ES_OK)
         return es_fail(err, ES_ENOMEM, "out of memory writing a snapshot");
-    b.len = protobuf_c_message_pack(x->state, b.data);
-    es_snapshot_t snap = {x->version, x->reg->def->state->name, b.data, b.len, es_now_us()};
-    es_err rc =
-        x->log->ops->put_snapshot(x->log, x->cmd->aggregate_type, x->cmd->aggregate_id, &snap, err);
+    b.len = protobuf_c_message_pack(se->state, b.data);
+    es_snapshot_t snap = {se->version, se->reg->def->state->name, b.data, b.len, es_now_us()};
+    es_err rc = log->ops->put_snapshot(log, se->type, se->id, &snap, err);
     es_buf_free(&b);
     return rc;
+}
+
+static es_err write_due_snapshots(es_engine_t *e, es_log_t *log, es_error_t *err) {
+    es_err rc = ES_OK;
+    for (size_t off = 0; rc == ES_OK && off < e->due_keys.len;) {
+        size_t klen;
+        memcpy(&klen, e->due_keys.data + off, sizeof klen);
+        state_entry *se =
+            es_lru_get(e->states, (const char *)e->due_keys.data + off + sizeof klen, klen);
+        off += sizeof klen + klen;
+        if (se && se->snapshot_due) {
+            rc = write_snapshot(log, se, err);
+            se->snapshot_due = 0;
+        }
+    }
+    e->due_keys.len = 0;
+    return rc;
+}
+
+/* A state that may hold events that were not committed must not be reused. */
+static void forget_states(es_engine_t *e) {
+    e->due_keys.len = 0;
+    es_lru_clear(e->states);
 }
 
 static es_err fill_events(es_result_t *res, const es_pending_t *p, es_error_t *err) {
@@ -338,13 +480,11 @@ static es_err fill_events(es_result_t *res, const es_pending_t *p, es_error_t *e
     if (!(res->events = calloc(p->n, sizeof *res->events)))
         return es_fail(err, ES_ENOMEM, "out of memory returning events");
     for (size_t i = 0; i < p->n; i++) {
-        char topic[ES_MAX_TYPE_LEN + 16];
-        snprintf(topic, sizeof topic, "%s.events", p->evs[i].aggregate_type);
-        es_position_t at = {topic, p->evs[i].aggregate_id, 0, p->offsets[i]};
-        es_err rc = es_envelope_decode(p->recs[i].bytes, p->recs[i].len, &at, &res->events[i], err);
-        if (rc != ES_OK)
-            return rc;
-        res->n_events++;
+        es_event_t *ev = es_event_dup(&p->evs[i]);
+        if (!ev)
+            return es_fail(err, ES_ENOMEM, "out of memory returning events");
+        ev->offset = p->offsets[i];
+        res->events[res->n_events++] = ev;
     }
     return ES_OK;
 }
@@ -358,35 +498,42 @@ static es_err apply_decision(exec_ctx *x, const es_decision_t *d, es_error_t *er
     for (size_t i = 0; i < d->n && rc == ES_OK; i++)
         rc = fold(x, d->ev[i].desc->name, d->ev[i].buf.data, d->ev[i].buf.len, before + i + 1,
                   x->err);
-    if (rc != ES_OK)
+    if (rc != ES_OK) {
+        x->entry->version = UINT64_MAX; /* partly folded: never reuse it */
+        x->entry->snapshot_due = 0;
         return is_fatal(rc) ? rc : set_result(x->res, ES_OUTCOME_ERROR, rc, x->err->message);
+    }
 
-    es_new_event_t *ne = calloc(d->n ? d->n : 1, sizeof *ne);
-    if (!ne)
-        return es_fail(err, ES_ENOMEM, "out of memory appending events");
+    es_engine_t *e = x->engine;
+    if (d->n > e->ne_cap) {
+        es_new_event_t *ne = realloc(e->ne, d->n * sizeof *ne);
+        if (!ne)
+            return es_fail(err, ES_ENOMEM, "out of memory appending events");
+        e->ne = ne;
+        e->ne_cap = d->n;
+    }
     const char *corr = cmd->correlation_id ? cmd->correlation_id : x->command_id;
     for (size_t i = 0; i < d->n; i++)
-        ne[i] = (es_new_event_t){
+        e->ne[i] = (es_new_event_t){
             d->ev[i].desc->name, d->ev[i].buf.data, d->ev[i].buf.len, x->command_id, corr,
             cmd->metadata,       cmd->n_metadata};
-    es_pending_t p = {0};
-    rc = es_pending_build(&p, cmd->aggregate_type, cmd->aggregate_id, before, ne, d->n, err);
+    es_pending_t *p = &e->pending;
+    rc = es_pending_build(p, cmd->aggregate_type, cmd->aggregate_id, before, e->ne, d->n, err);
     if (rc == ES_OK && d->n)
-        rc = x->log->ops->append(x->log, cmd->aggregate_type, cmd->aggregate_id, before, p.recs,
-                                 d->n, p.offsets, err);
+        rc = x->log->ops->append(x->log, cmd->aggregate_type, cmd->aggregate_id, before, p->recs,
+                                 d->n, p->offsets, err);
     x->version = before + d->n;
+    x->entry->version = x->version;
     x->res->version = x->version;
     x->res->first_version = d->n ? before + 1 : 0;
     x->res->last_version = d->n ? x->version : 0;
     set_result(x->res, ES_OUTCOME_ACCEPTED, ES_OK, NULL);
     if (rc == ES_OK)
-        rc = write_snapshot(x, before, err);
+        rc = snapshot_due(x, before, err);
     if (rc == ES_OK)
         rc = record_command(x, ES_OUTCOME_ACCEPTED, err);
     if (rc == ES_OK)
-        rc = fill_events(x->res, &p, err);
-    es_pending_free(&p);
-    free(ne);
+        rc = fill_events(x->res, p, err);
     return rc;
 }
 
@@ -450,11 +597,13 @@ static es_err execute_one(exec_ctx *x, es_error_t *err) {
     if (rc != ES_OK)
         return set_result(res, ES_OUTCOME_ERROR, rc, x->err->message);
 
-    rc = x->log->ops->find_command(x->log, x->command_id, &rec, err);
-    if (rc == ES_OK)
-        return answer_duplicate(x, &rec, err);
-    if (rc != ES_ENOTFOUND)
-        return rc;
+    if (x->explicit_id) {
+        rc = x->log->ops->find_command(x->log, x->command_id, &rec, err);
+        if (rc == ES_OK)
+            return answer_duplicate(x, &rec, err);
+        if (rc != ES_ENOTFOUND)
+            return rc;
+    }
 
     rc = x->log->ops->stream_version(x->log, cmd->aggregate_type, cmd->aggregate_id, &x->version,
                                      err);
@@ -483,11 +632,8 @@ static es_err run_command(es_engine_t *engine, es_log_t *log, const es_command_t
     const char *cid = cmd->command_id && *cmd->command_id ? cmd->command_id : generated;
     if (!(res->command_id = strdup(cid)))
         return es_fail(err, ES_ENOMEM, "out of memory executing a command");
-    exec_ctx x = {engine, log, cmd, NULL, cid, res, NULL, 0, &cerr};
-    es_err rc = execute_one(&x, err);
-    if (x.state)
-        protobuf_c_message_free_unpacked(x.state, NULL);
-    return rc;
+    exec_ctx x = {engine, log, cmd, NULL, cid, cid != generated, res, NULL, NULL, 0, &cerr};
+    return execute_one(&x, err);
 }
 
 es_err es_execute_batch(es_engine_t *engine, const es_command_t *cmds, size_t n,
@@ -503,13 +649,19 @@ es_err es_execute_batch(es_engine_t *engine, const es_command_t *cmds, size_t n,
     for (; rc == ES_OK && done < n; done++)
         rc = run_command(engine, log, &cmds[done], &results[done], err);
     if (rc == ES_OK)
+        rc = write_due_snapshots(engine, log, err);
+    if (rc == ES_OK)
         rc = log->ops->commit(log, err);
     else
         log->ops->rollback(log);
-    es_store_unlock(engine->store);
-    if (rc != ES_OK)
+    if (rc == ES_OK) {
+        es_lru_trim(engine->states);
+    } else {
+        forget_states(engine);
         for (size_t i = 0; i < done; i++)
             es_result_clear(&results[i]);
+    }
+    es_store_unlock(engine->store);
     return rc;
 }
 

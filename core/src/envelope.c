@@ -11,8 +11,8 @@
 #include "eskit/v1/envelope.pb-c.h"
 
 typedef struct owned_event {
-    es_event_t pub; /* first: es_event_t * and owned_event * convert both ways */
-    Eskit__V1__EventEnvelope *env;
+    es_event_t pub;                /* first: es_event_t * and owned_event * convert both ways */
+    Eskit__V1__EventEnvelope *env; /* decoded events; NULL for copies made by es_event_dup */
     es_kv_t *md;
 } owned_event;
 
@@ -158,21 +158,59 @@ es_err es_envelope_decode(const uint8_t *buf, size_t len, const es_position_t *a
     return ES_OK;
 }
 
+static size_t str_size(const char *s) {
+    return s ? strlen(s) + 1 : 0;
+}
+
+/* Copies s into the block at *p; NULL stays NULL. */
+static const char *put_str(char **p, const char *s) {
+    if (!s)
+        return NULL;
+    size_t n = strlen(s) + 1;
+    char *dst = memcpy(*p, s, n);
+    *p += n;
+    return dst;
+}
+
+/* One allocation holding the event, its metadata array, strings and payload. */
 es_event_t *es_event_dup(const es_event_t *ev) {
-    es_buf_t b = {0};
-    es_event_t *copy = NULL;
-    es_position_t at = {NULL, NULL, ev->partition, ev->offset};
-    if (es_envelope_pack(ev, &b, NULL) == ES_OK)
-        es_envelope_decode(b.data, b.len, &at, &copy, NULL);
-    es_buf_free(&b);
-    return copy;
+    size_t need = sizeof(owned_event) + ev->n_metadata * sizeof(es_kv_t) + ev->payload_len +
+                  str_size(ev->aggregate_type) + str_size(ev->aggregate_id) +
+                  str_size(ev->event_type) + str_size(ev->command_id) +
+                  str_size(ev->correlation_id);
+    for (size_t i = 0; i < ev->n_metadata; i++)
+        need += str_size(ev->metadata[i].key) + str_size(ev->metadata[i].value);
+    owned_event *o = malloc(need);
+    if (!o)
+        return NULL;
+    es_kv_t *md = (es_kv_t *)(o + 1);
+    char *p = (char *)(md + ev->n_metadata);
+    o->pub = *ev;
+    o->env = NULL;
+    o->md = NULL;
+    if (ev->payload_len) {
+        o->pub.payload = memcpy(p, ev->payload, ev->payload_len);
+        p += ev->payload_len;
+    }
+    o->pub.aggregate_type = put_str(&p, ev->aggregate_type);
+    o->pub.aggregate_id = put_str(&p, ev->aggregate_id);
+    o->pub.event_type = put_str(&p, ev->event_type);
+    o->pub.command_id = put_str(&p, ev->command_id);
+    o->pub.correlation_id = put_str(&p, ev->correlation_id);
+    for (size_t i = 0; i < ev->n_metadata; i++) {
+        md[i].key = put_str(&p, ev->metadata[i].key);
+        md[i].value = put_str(&p, ev->metadata[i].value);
+    }
+    o->pub.metadata = ev->n_metadata ? md : NULL;
+    return &o->pub;
 }
 
 void es_event_free(es_event_t *ev) {
     owned_event *o = (owned_event *)ev;
     if (!o)
         return;
-    eskit__v1__event_envelope__free_unpacked(o->env, NULL);
+    if (o->env)
+        eskit__v1__event_envelope__free_unpacked(o->env, NULL);
     free(o->md);
     free(o);
 }

@@ -47,8 +47,7 @@ es_err es_fail(es_error_t *err, es_err code, const char *fmt, ...) {
     return code;
 }
 
-void es_error_prefix(es_error_t *err, const char *fmt, ...)
-{
+void es_error_prefix(es_error_t *err, const char *fmt, ...) {
     if (!err)
         return;
     char prefix[256];

@@ -111,7 +111,7 @@ es_err es_check_expect(const char *type, const char *id, es_expect expect, uint6
 }
 
 void es_pending_free(es_pending_t *p) {
-    for (size_t i = 0; p->bufs && i < p->n; i++)
+    for (size_t i = 0; p->bufs && i < p->cap; i++)
         es_buf_free(&p->bufs[i]);
     free(p->bufs);
     free(p->recs);
@@ -120,26 +120,40 @@ void es_pending_free(es_pending_t *p) {
     memset(p, 0, sizeof *p);
 }
 
+static es_err pending_reserve(es_pending_t *p, size_t n) {
+    if (n <= p->cap)
+        return ES_OK;
+    es_event_t *evs = realloc(p->evs, n * sizeof *evs);
+    if (evs)
+        p->evs = evs;
+    es_log_record_t *recs = realloc(p->recs, n * sizeof *recs);
+    if (recs)
+        p->recs = recs;
+    int64_t *offsets = realloc(p->offsets, n * sizeof *offsets);
+    if (offsets)
+        p->offsets = offsets;
+    es_buf_t *bufs = realloc(p->bufs, n * sizeof *bufs);
+    if (bufs) {
+        memset(bufs + p->cap, 0, (n - p->cap) * sizeof *bufs);
+        p->bufs = bufs;
+    }
+    if (!evs || !recs || !offsets || !bufs)
+        return ES_ENOMEM;
+    p->cap = n;
+    return ES_OK;
+}
+
 es_err es_pending_build(es_pending_t *p, const char *type, const char *id, uint64_t base,
                         const es_new_event_t *events, size_t n, es_error_t *err) {
-    memset(p, 0, sizeof *p);
-    p->evs = calloc(n ? n : 1, sizeof *p->evs);
-    p->recs = calloc(n ? n : 1, sizeof *p->recs);
-    p->bufs = calloc(n ? n : 1, sizeof *p->bufs);
-    p->offsets = calloc(n ? n : 1, sizeof *p->offsets);
-    p->n = n;
-    if (!p->evs || !p->recs || !p->bufs || !p->offsets) {
-        es_pending_free(p);
+    p->n = 0;
+    if (pending_reserve(p, n) != ES_OK)
         return es_fail(err, ES_ENOMEM, "out of memory preparing %zu events", n);
-    }
     int64_t now = es_now_us();
     for (size_t i = 0; i < n; i++) {
         const es_new_event_t *ne = &events[i];
         es_event_t *ev = &p->evs[i];
-        if (!ne->event_type || !*ne->event_type) {
-            es_pending_free(p);
+        if (!ne->event_type || !*ne->event_type)
             return es_fail(err, ES_EINVAL, "event %zu for %s/%s has no event type", i, type, id);
-        }
         es_uuid7(ev->event_id);
         ev->aggregate_type = type;
         ev->aggregate_id = id;
@@ -153,12 +167,11 @@ es_err es_pending_build(es_pending_t *p, const char *type, const char *id, uint6
         ev->metadata = ne->metadata;
         ev->n_metadata = ne->n_metadata;
         es_err e = es_envelope_pack(ev, &p->bufs[i], err);
-        if (e != ES_OK) {
-            es_pending_free(p);
+        if (e != ES_OK)
             return e;
-        }
         p->recs[i] = (es_log_record_t){ev, p->bufs[i].data, p->bufs[i].len};
     }
+    p->n = n;
     return ES_OK;
 }
 
@@ -166,7 +179,7 @@ es_err es_store_append(es_store_t *store, const char *type, const char *id, es_e
                        uint64_t expected_version, const es_new_event_t *events, size_t n,
                        es_append_result_t *res, es_error_t *err) {
     es_log_t *log;
-    es_pending_t p;
+    es_pending_t p = {0};
     uint64_t current = 0;
     int64_t first = 0, last = 0;
     es_err e = check_names(type, id, err);
@@ -185,8 +198,8 @@ es_err es_store_append(es_store_t *store, const char *type, const char *id, es_e
         e = log->ops->append(log, type, id, current, p.recs, n, p.offsets, err);
         first = p.offsets[0];
         last = p.offsets[n - 1];
-        es_pending_free(&p);
     }
+    es_pending_free(&p);
     if (e == ES_OK)
         e = log->ops->commit(log, err);
     else

@@ -13,13 +13,14 @@ void es_store_unlock(es_store_t *store);
 es_err es_check_expect(const char *type, const char *id, es_expect expect, uint64_t expected,
                        uint64_t current, es_error_t *err);
 
-/* Builds the event views and envelopes of one append (versions base+1..). */
+/* Builds the event views and envelopes of one append (versions base+1..). A zeroed
+ * es_pending_t is empty; building again reuses its buffers; es_pending_free releases them. */
 typedef struct es_pending {
     es_event_t *evs;
     int64_t *offsets;
     es_log_record_t *recs;
     es_buf_t *bufs;
-    size_t n;
+    size_t n, cap;
 } es_pending_t;
 es_err es_pending_build(es_pending_t *p, const char *type, const char *id, uint64_t base,
                         const es_new_event_t *events, size_t n, es_error_t *err);

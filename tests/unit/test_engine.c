@@ -366,3 +366,38 @@ Test(engine, registering_a_wrong_abi_or_twice_is_refused) {
     cr_assert(strstr(err.message, "test.bad") && strstr(err.message, "99"), "%s", err.message);
     cr_assert_eq(es_engine_register(engine, &demo_order_def, NULL, &err), ES_ESTATE);
 }
+
+/* Two engines (two connections, as two processes would have) take turns on one aggregate; each
+ * decision depends on what the other appended, so a stale cached state or head would show. */
+Test(engine, two_engines_on_one_file_always_decide_on_the_latest_state)
+{
+    es_config_t *cfg = tu_config(dir, "engine.db");
+    es_engine_t *other = NULL;
+    cr_assert_eq(es_engine_new(cfg, &other, NULL), ES_OK);
+    cr_assert_eq(demo_register_all(other, NULL), ES_OK);
+    es_config_destroy(cfg);
+    Inventory__V1__Restock msg;
+    Inventory__V1__ReserveStock reserve = INVENTORY__V1__RESERVE_STOCK__INIT;
+    char order[32];
+    reserve.order_id = order;
+    reserve.quantity = 1;
+    es_command_t res_cmd = {.aggregate_type = "inventory.item", .aggregate_id = "sku-x",
+                            .message = &reserve.base};
+    for (int i = 0; i < 20; i++) {
+        es_engine_t *a = i % 2 ? other : engine, *b = i % 2 ? engine : other;
+        es_command_t cmd = restock("sku-x", &msg, 1);
+        es_result_t r;
+        cr_assert_eq(es_execute(a, &cmd, &r, NULL), ES_OK);
+        cr_assert_eq(r.version, (uint64_t)(2 * i + 1));
+        es_result_clear(&r);
+        snprintf(order, sizeof order, "o-%d", i);
+        es_error_t err = {0};
+        cr_assert_eq(es_execute(b, &res_cmd, &r, &err), ES_OK, "round %d: %s", i, err.message);
+        cr_assert_eq(r.version, (uint64_t)(2 * i + 2));
+        es_result_clear(&r);
+        snprintf(order, sizeof order, "o-%d-extra", i);
+        cr_assert_eq(es_execute(a, &res_cmd, NULL, NULL), ES_EREJECTED,
+                     "round %d: the stock was already taken by the other engine", i);
+    }
+    es_engine_destroy(other);
+}

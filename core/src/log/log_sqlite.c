@@ -10,8 +10,15 @@
  * BEGIN IMMEDIATE transaction is the optimistic concurrency check: two
  * writers can never both append version n. Reading a stream walks the links
  * back from the head; loading an aggregate mostly reads its snapshot.
+ *
+ * Inside a write transaction, stream heads and snapshots live in a cache
+ * (stream_entry) and reach es_streams once, at commit, however
+ * many commands of the batch touched them. The cache is trusted only while
+ * PRAGMA data_version shows no other connection committed since our last
+ * transaction, and is dropped on rollback.
  */
 #include "log/log.h"
+#include "lru.h"
 
 #include <sqlite3.h>
 #include <stdio.h>
@@ -36,10 +43,11 @@ enum {
     S_EVENT_GET,
     S_LOG_READ,
     S_END,
+    S_STREAM_SET_SNAP,
     S_SNAP_GET,
-    S_SNAP_PUT,
     S_CMD_GET,
     S_CMD_PUT,
+    S_DATA_VERSION,
     S_COUNT
 };
 
@@ -54,35 +62,37 @@ static const char *const sql_text[S_COUNT] = {
     [S_STREAM_GET] = "SELECT id, version, head FROM es_streams WHERE type_id = ?1 AND agg_id = ?2",
     [S_STREAM_PUT] = "INSERT INTO es_streams(type_id, agg_id, version, head) VALUES (?1, ?2, 0, 0)",
     [S_STREAM_SET] = "UPDATE es_streams SET version = ?2, head = ?3 WHERE id = ?1",
+    [S_STREAM_SET_SNAP] = "UPDATE es_streams SET version = ?2, head = ?3, snap_version = ?4, "
+                          "snap_type = ?5, snap_state = ?6, snap_at = ?7 WHERE id = ?1",
     [S_EVENT_PUT] = "INSERT INTO es_events(stream, version, prev, type_id, envelope) "
                     "VALUES (?1, ?2, ?3, ?4, ?5)",
     [S_EVENT_LINK] = "SELECT version, prev FROM es_events WHERE pos = ?1",
     [S_EVENT_GET] = "SELECT envelope FROM es_events WHERE pos = ?1",
     [S_LOG_READ] = "SELECT pos, type_id, envelope FROM es_events WHERE pos >= ?1 ORDER BY pos",
     [S_END] = "SELECT COALESCE(MAX(pos), 0) + 1 FROM es_events",
-    [S_SNAP_GET] =
-        "SELECT version, state_type, state, taken_at FROM es_snapshots WHERE stream = ?1",
-    [S_SNAP_PUT] =
-        "INSERT OR REPLACE INTO es_snapshots(stream, version, state_type, state, taken_at) "
-        "VALUES (?1, ?2, ?3, ?4, ?5)",
+    [S_SNAP_GET] = "SELECT snap_version, snap_type, snap_state, snap_at FROM es_streams "
+                   "WHERE id = ?1 AND snap_type IS NOT NULL",
     [S_CMD_GET] = "SELECT c.outcome, c.first_version, c.last_version, c.version, c.reason, t.name, "
                   "c.agg_id FROM es_commands c JOIN es_types t ON t.id = c.type_id WHERE c.id = ?1",
     [S_CMD_PUT] = "INSERT INTO es_commands(id, type_id, agg_id, outcome, first_version, "
                   "last_version, version, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    [S_DATA_VERSION] = "PRAGMA data_version",
 };
 
 static const char schema_sql[] =
     "CREATE TABLE IF NOT EXISTS es_meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS es_types(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);"
+    /* The snapshot lives in its stream's row: one in-place update per stream and batch. */
     "CREATE TABLE IF NOT EXISTS es_streams(id INTEGER PRIMARY KEY, type_id INTEGER NOT NULL,"
     " agg_id TEXT NOT NULL, version INTEGER NOT NULL, head INTEGER NOT NULL,"
+    " snap_version INTEGER, snap_type TEXT, snap_state BLOB, snap_at INTEGER,"
     " UNIQUE(type_id, agg_id));"
     "CREATE TABLE IF NOT EXISTS es_events(pos INTEGER PRIMARY KEY, stream INTEGER NOT NULL,"
     " version INTEGER NOT NULL, prev INTEGER NOT NULL, type_id INTEGER NOT NULL,"
     " envelope BLOB NOT NULL);"
-    "CREATE TABLE IF NOT EXISTS es_snapshots(stream INTEGER PRIMARY KEY,"
-    " version INTEGER NOT NULL, state_type TEXT NOT NULL, state BLOB NOT NULL,"
-    " taken_at INTEGER NOT NULL);"
+    "CREATE VIEW IF NOT EXISTS es_snapshots(stream, version, state_type, state, taken_at) AS"
+    " SELECT id, snap_version, snap_type, snap_state, snap_at FROM es_streams"
+    " WHERE snap_type IS NOT NULL;"
     "CREATE TABLE IF NOT EXISTS es_commands(id TEXT PRIMARY KEY, type_id INTEGER NOT NULL,"
     " agg_id TEXT NOT NULL, outcome INTEGER NOT NULL, first_version INTEGER NOT NULL,"
     " last_version INTEGER NOT NULL, version INTEGER NOT NULL, reason TEXT) WITHOUT ROWID;"
@@ -102,13 +112,35 @@ typedef struct sqlite_log {
     type_entry *types; /* cache of es_types; dropped on rollback */
     size_t n_types, cap_types;
     char *cmd_reason, *cmd_type, *cmd_agg; /* storage behind find_command's record */
+    int writing;                           /* a write transaction is open: the cache is live */
+    int64_t data_version;
+    es_lru_t *streams;           /* stream_entry by type id + aggregate id */
+    struct stream_entry **dirty; /* entries to write at commit (pinned until then) */
+    size_t n_dirty, cap_dirty;
 } sqlite_log;
 
 typedef struct stream_row {
-    int64_t id;
+    int64_t id; /* 0: the stream does not exist */
     uint64_t version;
     int64_t head;
 } stream_row;
+
+typedef struct stream_entry {
+    stream_row row;
+    int head_dirty, snap_dirty;
+    es_snapshot_t *snap; /* pending snapshot (one allocation), written at commit */
+} stream_entry;
+
+static void free_entry(void *v) {
+    stream_entry *e = v;
+    free(e->snap);
+    free(e);
+}
+
+static int entry_pinned(const void *v) {
+    const stream_entry *e = v;
+    return e->head_dirty || e->snap_dirty;
+}
 
 static es_err sql_fail(sqlite_log *l, int rc, const char *what, es_error_t *err) {
     int primary = rc & 0xff;
@@ -156,20 +188,47 @@ static es_err exec_simple(sqlite_log *l, int which, const char *what, es_error_t
     return step_done(l, stmt(l, which), what, err);
 }
 
+static void drop_type_cache(sqlite_log *l) {
+    for (size_t i = 0; i < l->n_types; i++)
+        free(l->types[i].name);
+    l->n_types = 0;
+}
+
+static void drop_stream_cache(sqlite_log *l) {
+    l->n_dirty = 0;
+    es_lru_clear(l->streams);
+}
+
+/* Another connection committed since we last looked: what we cached may be stale. */
+static es_err check_data_version(sqlite_log *l, es_error_t *err) {
+    sqlite3_stmt *s = stmt(l, S_DATA_VERSION);
+    int rc = sqlite3_step(s);
+    int64_t v = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : -1;
+    sqlite3_reset(s);
+    if (rc != SQLITE_ROW)
+        return sql_fail(l, rc, "reading data_version", err);
+    if (v != l->data_version)
+        drop_stream_cache(l);
+    l->data_version = v;
+    return ES_OK;
+}
+
 static es_err lg_begin(es_log_t *base, es_error_t *err) {
     sqlite_log *l = (sqlite_log *)base;
     if (l->in_tx)
         return es_fail(err, ES_ESTATE, "a transaction is already open on %s", l->path);
     es_err rc = exec_simple(l, S_BEGIN, "starting a write transaction", err);
-    if (rc == ES_OK)
-        l->in_tx = 1;
-    return rc;
-}
-
-static void drop_type_cache(sqlite_log *l) {
-    for (size_t i = 0; i < l->n_types; i++)
-        free(l->types[i].name);
-    l->n_types = 0;
+    if (rc != ES_OK)
+        return rc;
+    l->in_tx = 1;
+    rc = check_data_version(l, err);
+    if (rc != ES_OK) {
+        exec_simple(l, S_ROLLBACK, "rolling back", NULL);
+        l->in_tx = 0;
+        return rc;
+    }
+    l->writing = 1;
+    return ES_OK;
 }
 
 static void lg_rollback(es_log_t *base) {
@@ -181,17 +240,63 @@ static void lg_rollback(es_log_t *base) {
     if (sqlite3_get_autocommit(l->db) == 0)
         exec_simple(l, S_ROLLBACK, "rolling back", NULL);
     l->in_tx = 0;
+    l->writing = 0;
     drop_type_cache(l); /* ids inserted by the rolled-back transaction are gone */
+    drop_stream_cache(l);
+}
+
+static es_err flush_entry(sqlite_log *l, stream_entry *e, es_error_t *err) {
+    sqlite3_stmt *s = stmt(l, e->snap_dirty ? S_STREAM_SET_SNAP : S_STREAM_SET);
+    sqlite3_bind_int64(s, 1, e->row.id);
+    sqlite3_bind_int64(s, 2, (int64_t)e->row.version);
+    sqlite3_bind_int64(s, 3, e->row.head);
+    if (e->snap_dirty) {
+        const es_snapshot_t *snap = e->snap;
+        sqlite3_bind_int64(s, 4, (int64_t)snap->version);
+        sqlite3_bind_text(s, 5, snap->state_type, -1, SQLITE_STATIC);
+        sqlite3_bind_blob(s, 6, snap->state_len ? (const void *)snap->state : "",
+                          (int)snap->state_len, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 7, snap->taken_at_us);
+    }
+    return step_done(l, s, "writing a stream head", err);
 }
 
 static es_err lg_commit(es_log_t *base, es_error_t *err) {
     sqlite_log *l = (sqlite_log *)base;
-    es_err rc = exec_simple(l, S_COMMIT, "committing", err);
+    es_err rc = ES_OK;
+    for (size_t i = 0; rc == ES_OK && i < l->n_dirty; i++)
+        rc = flush_entry(l, l->dirty[i], err);
+    if (rc == ES_OK)
+        rc = exec_simple(l, S_COMMIT, "committing", err);
     if (rc != ES_OK) {
         lg_rollback(base);
         return rc;
     }
+    for (size_t i = 0; i < l->n_dirty; i++) {
+        stream_entry *e = l->dirty[i];
+        e->head_dirty = e->snap_dirty = 0;
+        free(e->snap);
+        e->snap = NULL;
+    }
+    l->n_dirty = 0;
     l->in_tx = 0;
+    l->writing = 0;
+    es_lru_trim(l->streams);
+    return ES_OK;
+}
+
+static es_err mark_dirty(sqlite_log *l, stream_entry *e, es_error_t *err) {
+    if (entry_pinned(e))
+        return ES_OK; /* already listed */
+    if (l->n_dirty == l->cap_dirty) {
+        size_t cap = l->cap_dirty ? l->cap_dirty * 2 : 256;
+        stream_entry **d = realloc(l->dirty, cap * sizeof *d);
+        if (!d)
+            return es_fail(err, ES_ENOMEM, "out of memory tracking changed streams");
+        l->dirty = d;
+        l->cap_dirty = cap;
+    }
+    l->dirty[l->n_dirty++] = e;
     return ES_OK;
 }
 
@@ -279,15 +384,11 @@ static es_err type_name(sqlite_log *l, int64_t id, char *out, size_t cap, es_err
     return ES_OK;
 }
 
-/* Finds the stream; row->id is 0 when it does not exist (and create is false). */
-static es_err find_stream(sqlite_log *l, const char *type, const char *id, int create,
-                          stream_row *row, int64_t *tid, es_error_t *err) {
+static es_err select_stream(sqlite_log *l, int64_t tid, const char *id, stream_row *row,
+                            es_error_t *err) {
     memset(row, 0, sizeof *row);
-    es_err e = type_id(l, type, create, tid, err);
-    if (e != ES_OK || *tid == 0)
-        return e;
     sqlite3_stmt *s = stmt(l, S_STREAM_GET);
-    sqlite3_bind_int64(s, 1, *tid);
+    sqlite3_bind_int64(s, 1, tid);
     sqlite3_bind_text(s, 2, id, -1, SQLITE_STATIC);
     int rc = sqlite3_step(s);
     if (rc == SQLITE_ROW) {
@@ -298,13 +399,64 @@ static es_err find_stream(sqlite_log *l, const char *type, const char *id, int c
     sqlite3_reset(s);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
         return sql_fail(l, rc, "looking up a stream", err);
-    if (row->id || !create)
-        return ES_OK;
-    s = stmt(l, S_STREAM_PUT);
-    sqlite3_bind_int64(s, 1, *tid);
+    return ES_OK;
+}
+
+static es_err insert_stream(sqlite_log *l, int64_t tid, const char *id, stream_row *row,
+                            es_error_t *err) {
+    sqlite3_stmt *s = stmt(l, S_STREAM_PUT);
+    sqlite3_bind_int64(s, 1, tid);
     sqlite3_bind_text(s, 2, id, -1, SQLITE_STATIC);
-    e = step_done(l, s, "creating a stream", err);
-    row->id = sqlite3_last_insert_rowid(l->db);
+    es_err e = step_done(l, s, "creating a stream", err);
+    if (e == ES_OK)
+        *row = (stream_row){sqlite3_last_insert_rowid(l->db), 0, 0};
+    return e;
+}
+
+/* The cached entry of a stream, loading (and with create, inserting) it when absent.
+ * Only inside a write transaction. */
+static es_err cached_stream(sqlite_log *l, int64_t tid, const char *id, int create,
+                            stream_entry **out, es_error_t *err) {
+    char key[sizeof tid + ES_MAX_ID_LEN + 1];
+    size_t idlen = strlen(id), klen = sizeof tid + idlen;
+    memcpy(key, &tid, sizeof tid);
+    memcpy(key + sizeof tid, id, idlen);
+    stream_entry *e = es_lru_get(l->streams, key, klen);
+    es_err rc = ES_OK;
+    if (!e) {
+        if (!(e = calloc(1, sizeof *e)))
+            return es_fail(err, ES_ENOMEM, "out of memory caching a stream");
+        if ((rc = select_stream(l, tid, id, &e->row, err)) != ES_OK) {
+            free(e);
+            return rc;
+        }
+        if (es_lru_put(l->streams, key, klen, e) != 0)
+            return es_fail(err, ES_ENOMEM, "out of memory caching a stream");
+    }
+    if (e->row.id == 0 && create)
+        rc = insert_stream(l, tid, id, &e->row, err);
+    *out = e;
+    return rc;
+}
+
+/* Finds the stream; row->id is 0 when it does not exist (and create is false). *ent gets
+ * its cache entry inside a write transaction, NULL otherwise. */
+static es_err find_stream(sqlite_log *l, const char *type, const char *id, int create,
+                          stream_row *row, int64_t *tid, stream_entry **ent, es_error_t *err) {
+    memset(row, 0, sizeof *row);
+    *ent = NULL;
+    es_err e = type_id(l, type, create, tid, err);
+    if (e != ES_OK || *tid == 0)
+        return e;
+    if (l->writing) {
+        e = cached_stream(l, *tid, id, create, ent, err);
+        if (e == ES_OK)
+            *row = (*ent)->row;
+        return e;
+    }
+    e = select_stream(l, *tid, id, row, err);
+    if (e == ES_OK && row->id == 0 && create)
+        e = insert_stream(l, *tid, id, row, err);
     return e;
 }
 
@@ -312,11 +464,12 @@ static es_err lg_stream_version(es_log_t *base, const char *type, const char *id
                                 es_error_t *err) {
     sqlite_log *l = (sqlite_log *)base;
     stream_row row;
+    stream_entry *ent;
     int64_t tid;
     int opened;
     es_err e = read_begin(l, &opened, err);
     if (e == ES_OK)
-        e = find_stream(l, type, id, 0, &row, &tid, err);
+        e = find_stream(l, type, id, 0, &row, &tid, &ent, err);
     read_end(l, opened);
     *version = e == ES_OK ? row.version : 0;
     return e;
@@ -326,15 +479,19 @@ static es_err lg_append(es_log_t *base, const char *type, const char *id, uint64
                         const es_log_record_t *recs, size_t n, int64_t *offsets, es_error_t *err) {
     sqlite_log *l = (sqlite_log *)base;
     stream_row row;
+    stream_entry *ent;
     int64_t tid;
-    if (!l->in_tx)
-        return es_fail(err, ES_ESTATE, "append outside a transaction");
-    es_err e = find_stream(l, type, id, 1, &row, &tid, err);
+    if (!l->writing)
+        return es_fail(err, ES_ESTATE, "append outside a write transaction");
+    es_err e = find_stream(l, type, id, 1, &row, &tid, &ent, err);
     if (e != ES_OK)
         return e;
     if (row.version != expect_base)
         return es_fail(err, ES_ECONFLICT, "%s/%s is at version %llu, expected %llu", type, id,
                        (unsigned long long)row.version, (unsigned long long)expect_base);
+    if ((e = mark_dirty(l, ent, err)) != ES_OK)
+        return e;
+    ent->head_dirty = 1;
     int64_t prev = row.head;
     for (size_t i = 0; i < n; i++) {
         sqlite3_stmt *s = stmt(l, S_EVENT_PUT);
@@ -347,12 +504,12 @@ static es_err lg_append(es_log_t *base, const char *type, const char *id, uint64
             return e;
         prev = sqlite3_last_insert_rowid(l->db);
         offsets[i] = prev;
+        /* Moved per event so a failure part-way leaves the entry matching the rows written;
+         * the transaction is rolled back then anyway. */
+        ent->row.version = expect_base + i + 1;
+        ent->row.head = prev;
     }
-    sqlite3_stmt *s = stmt(l, S_STREAM_SET);
-    sqlite3_bind_int64(s, 1, row.id);
-    sqlite3_bind_int64(s, 2, (int64_t)(expect_base + n));
-    sqlite3_bind_int64(s, 3, prev);
-    return step_done(l, s, "moving a stream head", err);
+    return ES_OK;
 }
 
 static es_err decode_row(sqlite_log *l, sqlite3_stmt *s, int col, const char *type, const char *key,
@@ -407,12 +564,13 @@ static es_err lg_read_stream(es_log_t *base, const char *type, const char *id, u
                              uint64_t to, es_event_cb *cb, void *opaque, es_error_t *err) {
     sqlite_log *l = (sqlite_log *)base;
     stream_row row;
+    stream_entry *ent;
     int64_t tid, *pos = NULL;
     size_t n = 0;
     int opened;
     es_err e = read_begin(l, &opened, err);
     if (e == ES_OK)
-        e = find_stream(l, type, id, 0, &row, &tid, err);
+        e = find_stream(l, type, id, 0, &row, &tid, &ent, err);
     if (e == ES_OK)
         e = stream_positions(l, &row, from ? from : 1, to, &pos, &n, err);
     for (size_t i = 0; e == ES_OK && i < n; i++) {
@@ -523,65 +681,88 @@ static es_err lg_end_offset(es_log_t *base, int64_t *end, es_error_t *err) {
     return rc == SQLITE_ROW ? ES_OK : sql_fail(l, rc, "reading the log end", err);
 }
 
+/* A snapshot in one allocation, so es_snapshot_free is free(). */
+static es_snapshot_t *snapshot_copy(uint64_t version, const char *type, const void *state,
+                                    size_t len, int64_t taken_at) {
+    size_t tlen = strlen(type);
+    es_snapshot_t *snap = malloc(sizeof *snap + len + tlen + 2);
+    if (!snap)
+        return NULL;
+    uint8_t *st = (uint8_t *)(snap + 1);
+    char *stype = (char *)st + len + 1;
+    if (len)
+        memcpy(st, state, len);
+    memcpy(stype, type, tlen + 1);
+    *snap = (es_snapshot_t){version, stype, st, len, taken_at};
+    return snap;
+}
+
+static es_err select_snapshot(sqlite_log *l, const stream_row *row, es_snapshot_t **out,
+                              es_error_t *err) {
+    sqlite3_stmt *s = stmt(l, S_SNAP_GET);
+    sqlite3_bind_int64(s, 1, row->id);
+    int rc = sqlite3_step(s);
+    es_err e = ES_OK;
+    if (rc == SQLITE_DONE)
+        e = ES_ENOTFOUND;
+    else if (rc != SQLITE_ROW)
+        e = sql_fail(l, rc, "reading a snapshot", err);
+    else if (!(*out =
+                   snapshot_copy((uint64_t)sqlite3_column_int64(s, 0),
+                                 (const char *)sqlite3_column_text(s, 1), sqlite3_column_blob(s, 2),
+                                 (size_t)sqlite3_column_bytes(s, 2), sqlite3_column_int64(s, 3))))
+        e = es_fail(err, ES_ENOMEM, "out of memory reading a snapshot");
+    sqlite3_reset(s);
+    return e;
+}
+
 static es_err lg_get_snapshot(es_log_t *base, const char *type, const char *id, es_snapshot_t **out,
                               es_error_t *err) {
     sqlite_log *l = (sqlite_log *)base;
     stream_row row;
+    stream_entry *ent;
     int64_t tid;
     int opened;
     *out = NULL;
     es_err e = read_begin(l, &opened, err);
     if (e == ES_OK)
-        e = find_stream(l, type, id, 0, &row, &tid, err);
-    if (e == ES_OK && row.id == 0)
-        e = es_fail(err, ES_ENOTFOUND, "no snapshot of %s/%s", type, id);
-    sqlite3_stmt *s = e == ES_OK ? stmt(l, S_SNAP_GET) : NULL;
-    if (s) {
-        sqlite3_bind_int64(s, 1, row.id);
-        int rc = sqlite3_step(s);
-        if (rc == SQLITE_DONE)
-            e = es_fail(err, ES_ENOTFOUND, "no snapshot of %s/%s", type, id);
-        else if (rc != SQLITE_ROW)
-            e = sql_fail(l, rc, "reading a snapshot", err);
-        else {
-            const char *st = (const char *)sqlite3_column_text(s, 1);
-            size_t len = (size_t)sqlite3_column_bytes(s, 2), tlen = strlen(st);
-            es_snapshot_t *snap = malloc(sizeof *snap + len + tlen + 2);
-            if (!snap) {
-                e = es_fail(err, ES_ENOMEM, "out of memory reading a snapshot");
-            } else {
-                uint8_t *state = (uint8_t *)(snap + 1);
-                char *stype = (char *)state + len + 1;
-                if (len)
-                    memcpy(state, sqlite3_column_blob(s, 2), len);
-                memcpy(stype, st, tlen + 1);
-                *snap = (es_snapshot_t){(uint64_t)sqlite3_column_int64(s, 0), stype, state, len,
-                                        sqlite3_column_int64(s, 3)};
-                *out = snap;
-            }
-        }
-        sqlite3_reset(s);
+        e = find_stream(l, type, id, 0, &row, &tid, &ent, err);
+    if (e == ES_OK && ent && ent->snap_dirty) {
+        const es_snapshot_t *p = ent->snap;
+        if (!(*out =
+                  snapshot_copy(p->version, p->state_type, p->state, p->state_len, p->taken_at_us)))
+            e = es_fail(err, ES_ENOMEM, "out of memory reading a snapshot");
+    } else if (e == ES_OK) {
+        e = row.id ? select_snapshot(l, &row, out, err) : ES_ENOTFOUND;
     }
+    if (e == ES_ENOTFOUND)
+        es_fail(err, ES_ENOTFOUND, "no snapshot of %s/%s", type, id);
     read_end(l, opened);
     return e;
 }
 
+/* Kept in the stream's cache entry; written once at commit. */
 static es_err lg_put_snapshot(es_log_t *base, const char *type, const char *id,
                               const es_snapshot_t *snap, es_error_t *err) {
     sqlite_log *l = (sqlite_log *)base;
     stream_row row;
+    stream_entry *ent;
     int64_t tid;
-    es_err e = find_stream(l, type, id, 1, &row, &tid, err);
+    if (!l->writing)
+        return es_fail(err, ES_ESTATE, "snapshot written outside a write transaction");
+    es_err e = find_stream(l, type, id, 1, &row, &tid, &ent, err);
     if (e != ES_OK)
         return e;
-    sqlite3_stmt *s = stmt(l, S_SNAP_PUT);
-    sqlite3_bind_int64(s, 1, row.id);
-    sqlite3_bind_int64(s, 2, (int64_t)snap->version);
-    sqlite3_bind_text(s, 3, snap->state_type, -1, SQLITE_STATIC);
-    sqlite3_bind_blob(s, 4, snap->state_len ? (const void *)snap->state : "", (int)snap->state_len,
-                      SQLITE_STATIC);
-    sqlite3_bind_int64(s, 5, snap->taken_at_us);
-    return step_done(l, s, "writing a snapshot", err);
+    es_snapshot_t *copy = snapshot_copy(snap->version, snap->state_type, snap->state,
+                                        snap->state_len, snap->taken_at_us);
+    if (!copy || (e = mark_dirty(l, ent, err)) != ES_OK) {
+        free(copy);
+        return e != ES_OK ? e : es_fail(err, ES_ENOMEM, "out of memory keeping a snapshot");
+    }
+    free(ent->snap);
+    ent->snap = copy;
+    ent->snap_dirty = 1;
+    return ES_OK;
 }
 
 static char *keep(char **slot, const unsigned char *text) {
@@ -642,6 +823,8 @@ static void lg_destroy(es_log_t *base) {
     if (!l)
         return;
     lg_rollback(base);
+    es_lru_destroy(l->streams);
+    free(l->dirty);
     for (int i = 0; i < S_COUNT; i++)
         sqlite3_finalize(l->st[i]);
     sqlite3_close(l->db);
@@ -676,6 +859,36 @@ static es_err exec_sql(sqlite_log *l, const char *sql, const char *what, es_erro
     return rc == SQLITE_OK ? ES_OK : sql_fail(l, rc, what, err);
 }
 
+static int journal_cb(void *opaque, int n, char **values, char **names) {
+    (void)names;
+    if (n > 0 && values[0])
+        snprintf(opaque, 16, "%s", values[0]);
+    return 0;
+}
+
+/* Switching to WAL needs a moment of exclusive access and SQLite reports SQLITE_BUSY at once,
+ * without its busy handler, when another process is opening the same file: retry until the
+ * busy timeout. */
+static es_err switch_to_wal(sqlite_log *l, es_error_t *err) {
+    long long budget_ms = es_config_get_int(l->base.cfg, "sqlite.busy.timeout.ms");
+    char mode[16] = "";
+    int rc;
+    for (long long waited = 0;; waited += 2) {
+        rc = sqlite3_exec(l->db, "PRAGMA journal_mode=WAL", journal_cb, mode, NULL);
+        if ((rc & 0xff) != SQLITE_BUSY || waited >= budget_ms)
+            break;
+        sqlite3_sleep(2);
+    }
+    if (rc != SQLITE_OK)
+        return sql_fail(l, rc, "switching to WAL", err);
+    if (strcmp(mode, "wal"))
+        return es_fail(err, ES_EIO,
+                       "%s cannot use write-ahead logging (journal mode stayed '%s'); put the "
+                       "database on a local file system",
+                       l->path, mode);
+    return ES_OK;
+}
+
 static es_err check_schema_version(sqlite_log *l, es_error_t *err) {
     sqlite3_stmt *s = NULL;
     int rc = sqlite3_prepare_v2(l->db, "SELECT value FROM es_meta WHERE key = 'schema_version'", -1,
@@ -696,7 +909,7 @@ static es_err setup(sqlite_log *l, es_error_t *err) {
     char pragma[64];
     snprintf(pragma, sizeof pragma, "PRAGMA synchronous=%s",
              es_config_get(l->base.cfg, "sqlite.synchronous"));
-    es_err e = exec_sql(l, "PRAGMA journal_mode=WAL", "switching to WAL", err);
+    es_err e = switch_to_wal(l, err);
     if (e == ES_OK)
         e = exec_sql(l, pragma, "setting synchronous", err);
     if (e == ES_OK)
@@ -729,6 +942,14 @@ es_err es_log_sqlite_open(const es_config_t *cfg, es_log_t **out, es_error_t *er
     }
     l->base.ops = &sqlite_ops;
     l->base.cfg = cfg;
+    l->data_version = -1;
+    l->streams =
+        es_lru_new((size_t)es_config_get_int(cfg, "cache.aggregates"), free_entry, entry_pinned);
+    if (!l->streams) {
+        free(l->path);
+        free(l);
+        return es_fail(err, ES_ENOMEM, "out of memory opening %s", path);
+    }
     int rc = sqlite3_open_v2(
         path, &l->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     es_err e = ES_OK;
