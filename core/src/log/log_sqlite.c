@@ -905,6 +905,27 @@ static es_err check_schema_version(sqlite_log *l, es_error_t *err) {
     return ES_OK;
 }
 
+static int has_schema(sqlite_log *l) {
+    sqlite3_stmt *s = NULL;
+    int ok = sqlite3_prepare_v2(l->db, "SELECT value FROM es_meta WHERE key = 'schema_version'", -1,
+                                &s, NULL) == SQLITE_OK &&
+             sqlite3_step(s) == SQLITE_ROW && sqlite3_column_int(s, 0) >= SCHEMA_VERSION;
+    sqlite3_finalize(s);
+    return ok;
+}
+
+static es_err create_schema(sqlite_log *l, es_error_t *err) {
+    es_err e = exec_sql(l, "BEGIN IMMEDIATE", "creating the schema", err);
+    if (e != ES_OK)
+        return e;
+    e = exec_sql(l, schema_sql, "creating the schema", err);
+    if (e == ES_OK)
+        e = exec_sql(l, "COMMIT", "creating the schema", err);
+    else
+        sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
+    return e;
+}
+
 static es_err setup(sqlite_log *l, es_error_t *err) {
     char pragma[64];
     snprintf(pragma, sizeof pragma, "PRAGMA synchronous=%s",
@@ -912,15 +933,10 @@ static es_err setup(sqlite_log *l, es_error_t *err) {
     es_err e = switch_to_wal(l, err);
     if (e == ES_OK)
         e = exec_sql(l, pragma, "setting synchronous", err);
-    if (e == ES_OK)
-        e = exec_sql(l, "BEGIN IMMEDIATE", "creating the schema", err);
-    if (e == ES_OK) {
-        e = exec_sql(l, schema_sql, "creating the schema", err);
-        if (e == ES_OK)
-            e = exec_sql(l, "COMMIT", "creating the schema", err);
-        else
-            sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
-    }
+    /* Only a file without our schema needs the write lock: SQLite's lock is not fair, and
+     * a busy writer elsewhere would starve every open that asked for it. */
+    if (e == ES_OK && !has_schema(l))
+        e = create_schema(l, err);
     if (e == ES_OK)
         e = check_schema_version(l, err);
     for (int i = 0; e == ES_OK && i < S_COUNT; i++) {
