@@ -69,20 +69,6 @@ static es_config_t *writer_config(const char *db) {
     return cfg;
 }
 
-static int write_full(int fd, const void *buf, size_t len) {
-    const char *p = buf;
-    while (len > 0) {
-        ssize_t w = write(fd, p, len);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        p += w;
-        len -= (size_t)w;
-    }
-    return 0;
-}
-
 /* Reads len bytes or fails at the absolute deadline (es_now_us clock). */
 static int read_full_by(int fd, void *buf, size_t len, int64_t deadline_us) {
     char *p = buf;
@@ -139,7 +125,7 @@ static void run_writer_processes(child_work_fn *work, const char *db, void *arg,
             counts_t c;
             memset(&c, 0, sizeof c);
             work(p, db, arg, &c);
-            _exit(write_full(pipefd[1], &c, sizeof c) == 0 ? 0 : 3);
+            _exit(tu_write_full(pipefd[1], &c, sizeof c) == 0 ? 0 : 3);
         }
         close(pipefd[1]);
         fds[p] = pipefd[0];
@@ -277,40 +263,6 @@ out:
 
 /* ---- reading the file back ---- */
 
-typedef struct stream_check {
-    const char *id;
-    uint64_t next; /* the version the next event must have */
-    uint64_t bad;  /* events out of place */
-    char first_bad[160];
-} stream_check_t;
-
-static int check_stream_event(const es_event_t *ev, void *opaque) {
-    stream_check_t *s = opaque;
-    if (ev->version != s->next || strcmp(ev->aggregate_id, s->id) != 0) {
-        if (s->bad++ == 0)
-            snprintf(s->first_bad, sizeof s->first_bad, "expected %s v%llu, read %s v%llu", s->id,
-                     (unsigned long long)s->next, ev->aggregate_id,
-                     (unsigned long long)ev->version);
-    }
-    s->next = ev->version + 1;
-    return 0;
-}
-
-/* Reads the stream and asserts its versions are exactly 1..n; returns n. */
-static uint64_t assert_stream_contiguous(es_store_t *store, const char *type, const char *id) {
-    es_error_t err = {0};
-    stream_check_t s = {.id = id, .next = 1};
-    es_err rc = es_store_read_stream(store, type, id, 1, check_stream_event, &s, &err);
-    cr_assert_eq(rc, ES_OK, "reading %s/%s: %s", type, id, err.message);
-    cr_assert_eq(s.bad, 0, "stream %s/%s is not 1..n: %s", type, id, s.first_bad);
-    uint64_t version = 0;
-    cr_assert_eq(es_store_stream_version(store, type, id, &version, &err), ES_OK, "%s",
-                 err.message);
-    cr_assert_eq(version, s.next - 1, "stream %s/%s reports version %llu but holds %llu events",
-                 type, id, (unsigned long long)version, (unsigned long long)(s.next - 1));
-    return s.next - 1;
-}
-
 typedef struct log_scan {
     size_t n, cap;
     char (*event_ids)[ES_UUID_STR_LEN + 1];
@@ -405,7 +357,7 @@ static void run_restock_storm(bool share_engine) {
     for (unsigned i = 0; i < N_ITEMS; i++) {
         char id[32];
         item_id(id, sizeof id, i);
-        in_streams += assert_stream_contiguous(store, ITEM_TYPE, id);
+        in_streams += tu_assert_stream_contiguous(store, ITEM_TYPE, id);
     }
     cr_assert_eq(in_streams, total.events, "streams hold %llu events, writers were told %llu",
                  (unsigned long long)in_streams, (unsigned long long)total.events);
@@ -610,7 +562,7 @@ static void run_exact_contention(bool via_engine) {
 
     const char *type = via_engine ? ITEM_TYPE : HOT_TYPE;
     es_store_t *store = open_store(db);
-    cr_assert_eq(assert_stream_contiguous(store, type, HOT_ID), expected);
+    cr_assert_eq(tu_assert_stream_contiguous(store, type, HOT_ID), expected);
     writer_seqs_t seqs;
     memset(&seqs, 0, sizeof seqs);
     es_error_t err = {0};
@@ -713,7 +665,7 @@ Test(concurrency, processes_opening_one_fresh_file_at_once_all_get_a_working_sto
                 counts_t c;
                 memset(&c, 0, sizeof c);
                 opener_process(p, db, &gate[0], &c);
-                _exit(write_full(pipefd[1], &c, sizeof c) == 0 ? 0 : 3);
+                _exit(tu_write_full(pipefd[1], &c, sizeof c) == 0 ? 0 : 3);
             }
             close(pipefd[1]);
             fds[p] = pipefd[0];

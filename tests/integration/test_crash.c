@@ -50,20 +50,6 @@ typedef struct report_msg {
     char message[600];
 } report_msg_t;
 
-static int write_full(int fd, const void *buf, size_t len) {
-    const char *p = buf;
-    while (len > 0) {
-        ssize_t w = write(fd, p, len);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        p += w;
-        len -= (size_t)w;
-    }
-    return 0;
-}
-
 /* 1: a message, 0: end of stream (the child is gone), -1: deadline passed. */
 static int read_report(int fd, report_msg_t *m, int64_t deadline_us) {
     char *p = (char *)m;
@@ -102,7 +88,7 @@ static void item_id(char *buf, size_t len, size_t n) {
 static void send_error(int fd, es_err rc, const char *what, const char *message) {
     report_msg_t m = {.batch = -1, .rc = rc};
     snprintf(m.message, sizeof m.message, "%s: %s", what, message);
-    write_full(fd, &m, sizeof m);
+    tu_write_full(fd, &m, sizeof m);
 }
 
 /* Commits batches first, first+1, ... until killed. Every command and event is
@@ -153,7 +139,7 @@ static void engine_child(int fd, const char *db, int32_t first, size_t batch_siz
             return;
         }
         report_msg_t m = {.batch = b};
-        if (write_full(fd, &m, sizeof m) != 0)
+        if (tu_write_full(fd, &m, sizeof m) != 0)
             return;
     }
 }
@@ -186,7 +172,7 @@ static void append_child(int fd, const char *db, int32_t first, size_t batch_siz
             return;
         }
         report_msg_t m = {.batch = b};
-        if (write_full(fd, &m, sizeof m) != 0)
+        if (tu_write_full(fd, &m, sizeof m) != 0)
             return;
     }
 }
@@ -207,33 +193,6 @@ static int tally_event(const es_event_t *ev, void *opaque) {
     else
         t->untagged++;
     return 0;
-}
-
-typedef struct stream_check {
-    uint64_t next;
-    uint64_t bad;
-} stream_check_t;
-
-static int check_stream_event(const es_event_t *ev, void *opaque) {
-    stream_check_t *s = opaque;
-    if (ev->version != s->next)
-        s->bad++;
-    s->next = ev->version + 1;
-    return 0;
-}
-
-static uint64_t assert_stream_contiguous(es_store_t *store, const char *type, const char *id) {
-    es_error_t err = {0};
-    stream_check_t s = {.next = 1};
-    cr_assert_eq(es_store_read_stream(store, type, id, 1, check_stream_event, &s, &err), ES_OK,
-                 "reading %s/%s after a kill: %s", type, id, err.message);
-    cr_assert_eq(s.bad, 0, "stream %s/%s is not 1..n after a kill", type, id);
-    uint64_t version = 0;
-    cr_assert_eq(es_store_stream_version(store, type, id, &version, &err), ES_OK, "%s",
-                 err.message);
-    cr_assert_eq(version, s.next - 1, "%s/%s reports version %llu but holds %llu events", type, id,
-                 (unsigned long long)version, (unsigned long long)(s.next - 1));
-    return version;
 }
 
 /* After a kill: every batch all or nothing, every reported batch present, streams 1..n.
@@ -269,10 +228,10 @@ static bool assert_consistent(const char *db, const crash_case_t *cc, const bool
         for (size_t i = 0; i < N_ITEMS; i++) {
             char id[32];
             item_id(id, sizeof id, i);
-            in_streams += assert_stream_contiguous(store, ITEM_TYPE, id);
+            in_streams += tu_assert_stream_contiguous(store, ITEM_TYPE, id);
         }
     } else {
-        in_streams = assert_stream_contiguous(store, BULK_TYPE, BULK_ID);
+        in_streams = tu_assert_stream_contiguous(store, BULK_TYPE, BULK_ID);
     }
     cr_assert_eq(in_streams, t->total, "streams hold %llu events, the log %zu",
                  (unsigned long long)in_streams, t->total);

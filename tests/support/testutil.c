@@ -1,5 +1,8 @@
 #include "testutil.h"
 
+#include <criterion/criterion.h>
+#include <errno.h>
+
 #include <fcntl.h>
 #include <ftw.h>
 #include <stdio.h>
@@ -100,4 +103,51 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
 void tu_rmtree(const char *dir) {
     if (dir)
         nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+int tu_write_full(int fd, const void *buf, size_t len) {
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+typedef struct stream_check {
+    const char *id;
+    uint64_t next;
+    int bad;
+    char first_bad[160];
+} stream_check_t;
+
+static int check_stream_event(const es_event_t *ev, void *opaque) {
+    stream_check_t *s = opaque;
+    if (ev->version != s->next || strcmp(ev->aggregate_id, s->id) != 0) {
+        if (s->bad++ == 0)
+            snprintf(s->first_bad, sizeof s->first_bad, "expected %s v%llu, read %s v%llu", s->id,
+                     (unsigned long long)s->next, ev->aggregate_id,
+                     (unsigned long long)ev->version);
+    }
+    s->next = ev->version + 1;
+    return 0;
+}
+
+uint64_t tu_assert_stream_contiguous(es_store_t *store, const char *type, const char *id) {
+    es_error_t err = {0};
+    stream_check_t s = {.id = id, .next = 1};
+    es_err rc = es_store_read_stream(store, type, id, 1, check_stream_event, &s, &err);
+    cr_assert_eq(rc, ES_OK, "reading %s/%s: %s", type, id, err.message);
+    cr_assert_eq(s.bad, 0, "stream %s/%s is not 1..n: %s", type, id, s.first_bad);
+    uint64_t version = 0;
+    cr_assert_eq(es_store_stream_version(store, type, id, &version, &err), ES_OK, "%s",
+                 err.message);
+    cr_assert_eq(version, s.next - 1, "stream %s/%s reports version %llu but holds %llu events",
+                 type, id, (unsigned long long)version, (unsigned long long)(s.next - 1));
+    return version;
 }

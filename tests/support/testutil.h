@@ -16,6 +16,11 @@ es_config_t *tu_config(const char *dir, const char *name);
  * args), returns the exit status or -1 when killed. env may be NULL (inherit) or
  * a NULL-terminated list of "K=V" added to the environment. */
 int tu_run(const char *const *argv, const char *const *env, char **out, char **errout);
+/* Writes all of buf to fd, retrying on EINTR; 0 or -1. */
+int tu_write_full(int fd, const void *buf, size_t len);
+/* Asserts (Criterion) the stream's versions are exactly 1..n and its reported version is n;
+ * returns n. */
+uint64_t tu_assert_stream_contiguous(es_store_t *store, const char *type, const char *id);
 /* Removes a directory tree (best effort). */
 void tu_rmtree(const char *dir);
 
