@@ -460,16 +460,24 @@ static es_err find_stream(sqlite_log *l, const char *type, const char *id, int c
     return e;
 }
 
+/* Opens a read (unless a transaction is open) and finds the stream; the caller ends the read
+ * with read_end(l, *opened) whatever this returns. */
+static es_err read_stream_row(sqlite_log *l, const char *type, const char *id, stream_row *row,
+                              stream_entry **ent, int *opened, es_error_t *err) {
+    int64_t tid;
+    es_err e = read_begin(l, opened, err);
+    if (e == ES_OK)
+        e = find_stream(l, type, id, 0, row, &tid, ent, err);
+    return e;
+}
+
 static es_err lg_stream_version(es_log_t *base, const char *type, const char *id, uint64_t *version,
                                 es_error_t *err) {
     sqlite_log *l = (sqlite_log *)base;
     stream_row row;
     stream_entry *ent;
-    int64_t tid;
     int opened;
-    es_err e = read_begin(l, &opened, err);
-    if (e == ES_OK)
-        e = find_stream(l, type, id, 0, &row, &tid, &ent, err);
+    es_err e = read_stream_row(l, type, id, &row, &ent, &opened, err);
     read_end(l, opened);
     *version = e == ES_OK ? row.version : 0;
     return e;
@@ -565,12 +573,10 @@ static es_err lg_read_stream(es_log_t *base, const char *type, const char *id, u
     sqlite_log *l = (sqlite_log *)base;
     stream_row row;
     stream_entry *ent;
-    int64_t tid, *pos = NULL;
+    int64_t *pos = NULL;
     size_t n = 0;
     int opened;
-    es_err e = read_begin(l, &opened, err);
-    if (e == ES_OK)
-        e = find_stream(l, type, id, 0, &row, &tid, &ent, err);
+    es_err e = read_stream_row(l, type, id, &row, &ent, &opened, err);
     if (e == ES_OK)
         e = stream_positions(l, &row, from ? from : 1, to, &pos, &n, err);
     for (size_t i = 0; e == ES_OK && i < n; i++) {
@@ -721,12 +727,9 @@ static es_err lg_get_snapshot(es_log_t *base, const char *type, const char *id, 
     sqlite_log *l = (sqlite_log *)base;
     stream_row row;
     stream_entry *ent;
-    int64_t tid;
     int opened;
     *out = NULL;
-    es_err e = read_begin(l, &opened, err);
-    if (e == ES_OK)
-        e = find_stream(l, type, id, 0, &row, &tid, &ent, err);
+    es_err e = read_stream_row(l, type, id, &row, &ent, &opened, err);
     if (e == ES_OK && ent && ent->snap_dirty) {
         const es_snapshot_t *p = ent->snap;
         if (!(*out =
