@@ -29,7 +29,6 @@ struct es_engine {
     registration *regs;
     size_t n_regs, cap_regs;
     long long snapshot_every;
-    long long timeout_ms;
     es_lru_t *states;     /* state_entry by "<type>\x1f<id>" */
     es_pending_t pending; /* reused by every command: one allocation pattern per engine */
     es_new_event_t *ne;
@@ -96,7 +95,6 @@ es_err es_engine_new(const es_config_t *cfg, es_engine_t **out, es_error_t *err)
     }
     const es_config_t *c = es_store_config(e->store);
     e->snapshot_every = es_config_get_int(c, "snapshot.every");
-    e->timeout_ms = es_config_get_int(c, "execute.timeout.ms");
     e->states = es_lru_new((size_t)es_config_get_int(c, "cache.aggregates"), free_state_entry,
                            state_pinned);
     if (!e->states) {

@@ -14,7 +14,7 @@
  *   sqlite.busy.timeout.ms  how long a writer waits for the file lock (default: 10000)
  *   snapshot.every       snapshot after every N events; 0 = never (default: 1)
  *   cache.aggregates     aggregates whose state a writer keeps in memory (default: 10000)
- *   execute.timeout.ms   es_execute deadline when the command sets none (default: 30000)
+ *   execute.timeout.ms   Kafka backend: how long es_execute waits for its reply (default: 30000)
  *   kafka.<property>     passed to librdkafka as <property>, checked by it
  *
  * Environment: ESKIT_ plus the key upper-cased with '.' as '_' (ESKIT_DB,

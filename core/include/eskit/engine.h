@@ -53,7 +53,7 @@ typedef struct es_command {
     const char *correlation_id; /* NULL: the command id */
     es_expect expect;           /* zero value: ES_EXPECT_ANY */
     uint64_t expected_version;  /* with ES_EXPECT_EXACT */
-    int64_t deadline_us;        /* absolute, es_now_us() clock; 0: execute.timeout.ms */
+    int64_t deadline_us;        /* absolute, es_now_us() clock; 0: none */
     const es_kv_t *metadata;    /* copied into every event's metadata */
     size_t n_metadata;
 } es_command_t;

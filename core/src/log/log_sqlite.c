@@ -483,15 +483,21 @@ static es_err lg_stream_version(es_log_t *base, const char *type, const char *id
     return e;
 }
 
+/* Finds (creating) a stream for a write; the write transaction must be open. */
+static es_err write_stream_row(sqlite_log *l, const char *type, const char *id, const char *what,
+                               stream_row *row, int64_t *tid, stream_entry **ent, es_error_t *err) {
+    if (!l->writing)
+        return es_fail(err, ES_ESTATE, "%s outside a write transaction", what);
+    return find_stream(l, type, id, 1, row, tid, ent, err);
+}
+
 static es_err lg_append(es_log_t *base, const char *type, const char *id, uint64_t expect_base,
                         const es_log_record_t *recs, size_t n, int64_t *offsets, es_error_t *err) {
     sqlite_log *l = (sqlite_log *)base;
     stream_row row;
     stream_entry *ent;
     int64_t tid;
-    if (!l->writing)
-        return es_fail(err, ES_ESTATE, "append outside a write transaction");
-    es_err e = find_stream(l, type, id, 1, &row, &tid, &ent, err);
+    es_err e = write_stream_row(l, type, id, "append", &row, &tid, &ent, err);
     if (e != ES_OK)
         return e;
     if (row.version != expect_base)
@@ -751,9 +757,7 @@ static es_err lg_put_snapshot(es_log_t *base, const char *type, const char *id,
     stream_row row;
     stream_entry *ent;
     int64_t tid;
-    if (!l->writing)
-        return es_fail(err, ES_ESTATE, "snapshot written outside a write transaction");
-    es_err e = find_stream(l, type, id, 1, &row, &tid, &ent, err);
+    es_err e = write_stream_row(l, type, id, "snapshot written", &row, &tid, &ent, err);
     if (e != ES_OK)
         return e;
     es_snapshot_t *copy = snapshot_copy(snap->version, snap->state_type, snap->state,
