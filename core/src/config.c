@@ -67,12 +67,45 @@ static es_err check_uint(const char *key, const char *value, es_error_t *err) {
     return ES_OK;
 }
 
+static es_err check_choice(const char *key, const char *value, const char *a, const char *b,
+                           es_error_t *err) {
+    if (strcmp(value, a) && strcmp(value, b))
+        return es_fail(err, ES_EINVAL, "config key '%s': '%s' is not one of %s, %s", key, value,
+                       a, b);
+    return ES_OK;
+}
+
+static es_err check_on_error(const char *key, const char *value, es_error_t *err) {
+    return check_choice(key, value, "dlq", "stop", err);
+}
+
+static es_err check_on_unknown(const char *key, const char *value, es_error_t *err) {
+    return check_choice(key, value, "dlq", "ignore", err);
+}
+
+static es_err check_positive(const char *key, const char *value, es_error_t *err) {
+    es_err e = check_uint(key, value, err);
+    if (e == ES_OK && atoll(value) == 0)
+        return es_fail(err, ES_EINVAL, "config key '%s' must be at least 1", key);
+    return e;
+}
+
 static const key_spec keys[] = {
     {"backend", NULL, check_backend},
     {"brokers", NULL, check_nonempty},
     {"cache.aggregates", "10000", check_uint},
     {"db", "eskit.db", check_nonempty},
     {"execute.timeout.ms", "30000", check_uint},
+    {"projector.batch.size", "500", check_positive},
+    {"projector.crash.restarts", "3", check_positive},
+    {"projector.linger.ms", "5", check_uint},
+    {"projector.on.error", "dlq", check_on_error},
+    {"projector.on.unknown", "dlq", check_on_unknown},
+    {"projector.path", NULL, check_nonempty},
+    {"projector.retries", "3", check_uint},
+    {"projector.retry.backoff.ms", "50", check_uint},
+    {"readmodel.db", "eskit-read.db", check_nonempty},
+    {"replay.batch.size", "20000", check_positive},
     {"service.name", "eskit", check_nonempty},
     {"snapshot.every", "1", check_uint},
     {"sqlite.busy.timeout.ms", "10000", check_uint},
@@ -105,8 +138,11 @@ static es_err check_key(const char *key, const char *value, es_error_t *err) {
         return es_fail(
             err, ES_EINVAL,
             "unknown config key '%s'; known keys: backend, brokers, cache.aggregates, db, "
-            "execute.timeout.ms, service.name, snapshot.every, "
-            "sqlite.busy.timeout.ms, sqlite.synchronous, kafka.<librdkafka property>",
+            "execute.timeout.ms, projector.batch.size, projector.crash.restarts, "
+            "projector.linger.ms, projector.on.error, projector.on.unknown, projector.path, "
+            "projector.retries, projector.retry.backoff.ms, readmodel.db, replay.batch.size, "
+            "service.name, snapshot.every, sqlite.busy.timeout.ms, sqlite.synchronous, "
+            "kafka.<librdkafka property>",
             key);
     return spec->check(key, value, err);
 }

@@ -32,6 +32,8 @@ const char *es_strerror(es_err code) {
         return "ES_EBUSY";
     case ES_ESTATE:
         return "ES_ESTATE";
+    case ES_ERETRY:
+        return "ES_ERETRY";
     }
     return "ES_E?";
 }

@@ -25,6 +25,7 @@ typedef enum es_err {
     ES_EUNKNOWN_TYPE = -10, /* event or command type not registered for the aggregate */
     ES_EBUSY = -11,         /* the database stayed locked by another writer past the timeout */
     ES_ESTATE = -12,        /* the call does not fit the object's state (e.g. registering twice) */
+    ES_ERETRY = -13,        /* a transient failure: the same call may succeed later */
 } es_err;
 
 /* Filled by failing calls; message is always NUL-terminated. */

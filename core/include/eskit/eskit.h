@@ -7,6 +7,8 @@
 #include <eskit/event.h>
 #include <eskit/store.h>
 #include <eskit/engine.h>
+#include <eskit/projector.h>
+#include <eskit/runner.h>
 
 #define ESKIT_VERSION_MAJOR 0
 #define ESKIT_VERSION_MINOR 1

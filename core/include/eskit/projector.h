@@ -1,0 +1,77 @@
+/*
+ * Projector modules: the read side. A projector turns events of one or more
+ * topics ("orders.order.events") into rows of an SQLite read model. It is a
+ * const es_projector_def, linked statically or exported from a .so through
+ * one function, es_projector_entry, returning it (like sqlite3_module: the
+ * first field is the ABI version and the loader refuses a mismatch).
+ *
+ * A module only touches its own tables; the runner owns every es_* table of
+ * the read-model database (checkpoints, DLQ, projector registry) and the
+ * transaction each apply runs in.
+ */
+#ifndef ESKIT_PROJECTOR_H
+#define ESKIT_PROJECTOR_H
+
+#include <sqlite3.h>
+#include <eskit/config.h>
+#include <eskit/event.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ES_PROJECTOR_ABI 1
+#define ES_PROJECTOR_ENTRY "es_projector_entry"
+
+typedef struct es_projector_ctx es_projector_ctx_t;
+
+typedef struct es_projector_def {
+    int abi_version;           /* ES_PROJECTOR_ABI */
+    const char *name;          /* [a-z0-9_-], 1..64 bytes; names the read model */
+    int schema_version;        /* >= 1; raising it rebuilds the read model from the log */
+    const char *const *topics; /* NULL-terminated, e.g. {"orders.order.events", NULL} */
+    /* Creates the module's tables (from_version 0) or upgrades them, inside a transaction.
+     * Called on the live database on first start and on a fresh one for rebuilds. */
+    es_err (*migrate)(sqlite3 *db, int from_version, es_error_t *err);
+    /* Applies one event inside the runner's transaction (under a savepoint). Return ES_OK;
+     * ES_ERETRY for a transient failure (retried with backoff, then parked); ES_EUNKNOWN_TYPE
+     * for an event type the module does not know; any other code parks the event. */
+    es_err (*apply)(es_projector_ctx_t *ctx, const es_event_t *ev, es_error_t *err);
+    /* Optional: per-runner state, made once the tables exist and freed by fini. */
+    es_err (*init)(sqlite3 *db, void **state, es_error_t *err);
+    void (*fini)(void *state);
+} es_projector_def;
+
+/* What a .so exports under the name ES_PROJECTOR_ENTRY. */
+typedef const es_projector_def *es_projector_entry_fn(void);
+
+/* The read-model connection the event is applied on (inside the runner's transaction). */
+sqlite3 *es_ctx_db(es_projector_ctx_t *ctx);
+/* The state init made, or NULL. */
+void *es_ctx_state(es_projector_ctx_t *ctx);
+/* A prepared statement for sql, prepared once per runner and reset for reuse; sql must be a
+ * string that lives as long as the runner (a literal). NULL on error, with err filled. */
+sqlite3_stmt *es_ctx_stmt(es_projector_ctx_t *ctx, const char *sql, es_error_t *err);
+/* Steps stmt to completion (SQLITE_DONE), then resets it; fills err naming the statement. */
+es_err es_ctx_exec(es_projector_ctx_t *ctx, sqlite3_stmt *stmt, es_error_t *err);
+
+typedef struct es_projector_module es_projector_module_t;
+
+/* Loads a projector module by path (contains '/' or ends in ".so") or by name, searching the
+ * directories of the config key projector.path, then the directories installed beside esctl.
+ * A wrong ABI, a missing symbol or a bad definition is ES_EINVAL naming the file.
+ * Caller frees with es_projector_unload (which invalidates the definition). */
+es_err es_projector_load(const es_config_t *cfg, const char *name_or_path,
+                         es_projector_module_t **out, es_error_t *err);
+const es_projector_def *es_projector_module_def(const es_projector_module_t *mod);
+/* The file the module was loaded from. */
+const char *es_projector_module_path(const es_projector_module_t *mod);
+void es_projector_unload(es_projector_module_t *mod);
+
+/* Checks a definition (ABI, name, schema version, topics, callbacks); origin names it. */
+es_err es_projector_check(const es_projector_def *def, const char *origin, es_error_t *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,144 @@
+/*
+ * es_runner_t: keeps one projector's read model up to date with the log.
+ *
+ * It reads batches of records from the projector's topics, applies them in
+ * one transaction of the read-model database (config key readmodel.db) and
+ * stores each partition's checkpoint in that same transaction, so a crash at
+ * any point replays at most the uncommitted batch: the read model always
+ * equals a from-scratch rebuild of the log up to its checkpoints.
+ *
+ * Each event runs under a savepoint. A failing event is retried (ES_ERETRY,
+ * with backoff), then parked in the DLQ (the es_dlq table and a <topic>.dlq
+ * record) and the runner goes on; with projector.on.error=stop it halts.
+ * Undecodable records and unknown event types take the same path
+ * (projector.on.unknown=ignore skips unknown types). Before each apply the
+ * runner notes the position in a file that survives the process; an event
+ * the process died on projector.crash.restarts times in a row is parked
+ * without being applied again, so a crashing module cannot crash-loop.
+ *
+ * Replays (es_replay) and runners of one projector take turns on a lock, so
+ * they never write the same read model at once.
+ */
+#ifndef ESKIT_RUNNER_H
+#define ESKIT_RUNNER_H
+
+#include <stdbool.h>
+#include <eskit/config.h>
+#include <eskit/projector.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct es_runner es_runner_t;
+
+/* One parked event. */
+typedef struct es_dlq_entry {
+    int64_t id;
+    char projector[65];
+    char topic[ES_MAX_TYPE_LEN + 16];
+    int32_t partition;
+    int64_t offset;
+    char key[ES_MAX_ID_LEN + 1];
+    char event_type[256]; /* empty when the record could not be decoded */
+    int code;             /* es_err of the last failure */
+    char error[512];
+    int attempts;
+    int64_t parked_at_us;
+    int64_t redriven_at_us; /* 0 while parked */
+    uint8_t *value;         /* the record's bytes (es_dlq_get only; freed by es_dlq_entry_free) */
+    size_t value_len;
+} es_dlq_entry_t;
+
+/* Called on the runner's thread each time an event is parked (value is NULL). */
+typedef void es_park_cb(const es_dlq_entry_t *entry, void *opaque);
+
+
+typedef struct es_runner_stats {
+    uint64_t applied; /* events applied (ES_OK) */
+    uint64_t parked;  /* events put in the DLQ */
+    uint64_t ignored; /* unknown types skipped (projector.on.unknown=ignore) */
+    uint64_t retries; /* transient failures retried */
+    uint64_t batches; /* transactions committed */
+} es_runner_stats_t;
+
+/* Opens the read model for def (creating its tables, or rebuilding them when def's schema
+ * version is newer than the one stored). def must outlive the runner.
+ * Caller frees with es_runner_destroy. */
+es_err es_runner_new(const es_config_t *cfg, const es_projector_def *def, es_runner_t **out,
+                     es_error_t *err);
+void es_runner_destroy(es_runner_t *r);
+
+/* Applies what the log holds past the checkpoints: waits up to timeout_ms for the first
+ * record, lingers projector.linger.ms for more, commits one batch of up to
+ * projector.batch.size events. *applied (may be NULL) counts the records consumed.
+ * ES_ESTATE when stopped by policy stop (the error names the event). */
+es_err es_runner_poll(es_runner_t *r, int timeout_ms, size_t *applied, es_error_t *err);
+
+/* Polls until es_runner_stop is called or an error stops it. */
+es_err es_runner_run(es_runner_t *r, es_error_t *err);
+/* Asks es_runner_run to return after the current batch; safe from any thread and from a
+ * signal handler. */
+void es_runner_stop(es_runner_t *r);
+
+/* Sets a callback for parked events (NULL to remove). */
+void es_runner_set_park_cb(es_runner_t *r, es_park_cb *cb, void *opaque);
+
+/* Counters since es_runner_new. */
+void es_runner_stats(const es_runner_t *r, es_runner_stats_t *out);
+
+/* Replay progress: done of total records so far (total is the log's end when the replay
+ * started; catch-up may exceed it). Called on the replaying thread; return non-zero to
+ * cancel the replay (the live read model is left untouched). */
+typedef int es_replay_progress_cb(uint64_t done, uint64_t total, void *opaque);
+
+typedef struct es_replay_hooks {
+    es_replay_progress_cb *progress; /* may be NULL */
+    es_park_cb *parked;              /* may be NULL */
+    void *opaque;
+} es_replay_hooks_t;
+
+typedef struct es_replay_result {
+    uint64_t events;  /* records consumed, including catch-up */
+    uint64_t parked;  /* events parked in the DLQ during the rebuild */
+    uint64_t ignored; /* unknown types skipped */
+    double seconds;   /* wall time, including the swap */
+} es_replay_result_t;
+
+/* Rebuilds def's read model from the start of the log into a shadow database with bulk
+ * settings, catches up to the log's end, then swaps it into the live read model in one
+ * transaction while readers keep querying the old one. A crash or error before the swap
+ * leaves the live model untouched. res may be NULL. */
+es_err es_replay(const es_config_t *cfg, const es_projector_def *def,
+                 const es_replay_hooks_t *hooks, es_replay_result_t *res, es_error_t *err);
+
+/* One line of es_lag: a projector's position in one partition of one topic. */
+typedef struct es_lag_row {
+    char projector[65];
+    char topic[ES_MAX_TYPE_LEN + 16];
+    int32_t partition;
+    int64_t checkpoint; /* next offset the projector reads; 0 before its first batch */
+    int64_t end;        /* the partition's end offset */
+    uint64_t lag;       /* records of the topic between checkpoint and end */
+} es_lag_row_t;
+
+/* Every projector of the read model, per topic and partition. Caller frees *rows with free(). */
+es_err es_lag(const es_config_t *cfg, es_lag_row_t **rows, size_t *n, es_error_t *err);
+
+/* Parked events of projector (NULL = all), oldest first; with all=false only those still
+ * parked. Caller frees *out with free() (value is NULL in lists). */
+es_err es_dlq_list(const es_config_t *cfg, const char *projector, bool all, es_dlq_entry_t **out,
+                   size_t *n, es_error_t *err);
+/* One entry with its bytes. Caller frees with es_dlq_entry_free. */
+es_err es_dlq_get(const es_config_t *cfg, int64_t id, es_dlq_entry_t **out, es_error_t *err);
+void es_dlq_entry_free(es_dlq_entry_t *e);
+/* Applies parked events of def again (ids, or every parked one when n_ids is 0), each in its
+ * own transaction that also marks it redriven, so each is applied at most once. Counts those
+ * applied and those that failed again (they stay parked, error updated). */
+es_err es_dlq_redrive(const es_config_t *cfg, const es_projector_def *def, const int64_t *ids,
+                      size_t n_ids, size_t *applied, size_t *failed, es_error_t *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

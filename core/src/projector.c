@@ -1,0 +1,227 @@
+/*
+ * Projector definitions: the checks every definition passes before a runner
+ * uses it, the loader for modules in .so files, and the context an apply
+ * callback gets (the read-model connection and a per-runner statement cache).
+ */
+#include "projector_int.h"
+
+#include <dlfcn.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct es_projector_module {
+    void *handle;
+    const es_projector_def *def;
+    char path[PATH_MAX];
+};
+
+static int name_char_ok(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+}
+
+es_err es_projector_check(const es_projector_def *def, const char *origin, es_error_t *err) {
+    if (!def)
+        return es_fail(err, ES_EINVAL, "%s: no projector definition", origin);
+    if (def->abi_version != ES_PROJECTOR_ABI)
+        return es_fail(err, ES_EINVAL,
+                       "%s: projector ABI version %d, this eskit speaks %d; rebuild the module "
+                       "against this eskit's headers",
+                       origin, def->abi_version, ES_PROJECTOR_ABI);
+    size_t len = def->name ? strlen(def->name) : 0;
+    if (len == 0 || len > ES_PROJECTOR_NAME_MAX)
+        return es_fail(err, ES_EINVAL, "%s: projector name must be 1..%d characters", origin,
+                       ES_PROJECTOR_NAME_MAX);
+    for (size_t i = 0; i < len; i++)
+        if (!name_char_ok(def->name[i]))
+            return es_fail(err, ES_EINVAL,
+                           "%s: projector name '%s' may only hold a-z, 0-9, '_' and '-'", origin,
+                           def->name);
+    if (def->schema_version < 1)
+        return es_fail(err, ES_EINVAL, "%s: projector '%s' has schema version %d; start at 1",
+                       origin, def->name, def->schema_version);
+    if (!def->migrate || !def->apply)
+        return es_fail(err, ES_EINVAL, "%s: projector '%s' lacks %s", origin, def->name,
+                       def->migrate ? "apply" : "migrate");
+    if (!def->topics || !def->topics[0])
+        return es_fail(err, ES_EINVAL, "%s: projector '%s' reads no topics", origin, def->name);
+    for (size_t i = 0; def->topics[i]; i++) {
+        const char *t = def->topics[i];
+        size_t tl = strlen(t);
+        char type[ES_MAX_TYPE_LEN + 1];
+        if (tl <= 7 || strcmp(t + tl - 7, ".events") || tl - 7 > ES_MAX_TYPE_LEN)
+            return es_fail(err, ES_EINVAL,
+                           "%s: projector '%s' reads '%s'; topics are '<aggregate type>.events'",
+                           origin, def->name, t);
+        memcpy(type, t, tl - 7);
+        type[tl - 7] = '\0';
+        es_err e = es_validate_aggregate_type(type, err);
+        if (e != ES_OK) {
+            es_error_prefix(err, "%s: projector '%s', topic '%s': ", origin, def->name, t);
+            return e;
+        }
+    }
+    return ES_OK;
+}
+
+static int has_suffix(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && !strcmp(s + n - k, suffix);
+}
+
+/* Fills out with dir/name.so when that file exists. */
+static int probe(const char *dir, size_t dir_len, const char *name, char *out, size_t cap) {
+    int n = snprintf(out, cap, "%.*s/%s.so", (int)dir_len, dir, name);
+    return n > 0 && (size_t)n < cap && access(out, R_OK) == 0;
+}
+
+/* Directory of the running executable, for modules installed beside esctl. */
+static int exe_dir(char *out, size_t cap) {
+    ssize_t n = readlink("/proc/self/exe", out, cap - 1);
+    if (n <= 0)
+        return 0;
+    out[n] = '\0';
+    char *slash = strrchr(out, '/');
+    if (!slash)
+        return 0;
+    *slash = '\0';
+    return 1;
+}
+
+static es_err find_module(const es_config_t *cfg, const char *name, char *out, size_t cap,
+                          es_error_t *err) {
+    const char *path = es_config_get(cfg, "projector.path");
+    for (const char *p = path; p && *p;) {
+        const char *colon = strchr(p, ':');
+        size_t len = colon ? (size_t)(colon - p) : strlen(p);
+        if (len && probe(p, len, name, out, cap))
+            return ES_OK;
+        p = colon ? colon + 1 : p + len;
+    }
+    char dir[PATH_MAX], sub[PATH_MAX + 32];
+    if (exe_dir(dir, sizeof dir)) {
+        snprintf(sub, sizeof sub, "%s/projectors", dir);
+        if (probe(sub, strlen(sub), name, out, cap))
+            return ES_OK;
+        snprintf(sub, sizeof sub, "%s/../lib/eskit/projectors", dir);
+        if (probe(sub, strlen(sub), name, out, cap))
+            return ES_OK;
+    }
+    return es_fail(err, ES_ENOTFOUND,
+                   "no projector module '%s' (looked for %s.so in projector.path%s%s, beside the "
+                   "program in projectors/ and in ../lib/eskit/projectors); give its path",
+                   name, name, path ? " = " : "", path ? path : "");
+}
+
+es_err es_projector_load(const es_config_t *cfg, const char *name_or_path,
+                         es_projector_module_t **out, es_error_t *err) {
+    *out = NULL;
+    if (!name_or_path || !*name_or_path)
+        return es_fail(err, ES_EINVAL, "no projector module named");
+    es_projector_module_t *m = calloc(1, sizeof *m);
+    if (!m)
+        return es_fail(err, ES_ENOMEM, "out of memory loading %s", name_or_path);
+    es_err e = ES_OK;
+    if (strchr(name_or_path, '/') || has_suffix(name_or_path, ".so"))
+        snprintf(m->path, sizeof m->path, "%s", name_or_path);
+    else
+        e = find_module(cfg, name_or_path, m->path, sizeof m->path, err);
+    if (e == ES_OK && !(m->handle = dlopen(m->path, RTLD_NOW | RTLD_LOCAL)))
+        e = es_fail(err, access(m->path, R_OK) ? ES_ENOTFOUND : ES_EINVAL,
+                    "cannot load projector module %s: %s", m->path, dlerror());
+    es_projector_entry_fn *entry = NULL;
+    if (e == ES_OK) {
+        *(void **)&entry = dlsym(m->handle, ES_PROJECTOR_ENTRY);
+        if (!entry)
+            e = es_fail(err, ES_EINVAL,
+                        "%s is not a projector module: it does not export %s() (define it "
+                        "to return your const es_projector_def *)",
+                        m->path, ES_PROJECTOR_ENTRY);
+    }
+    if (e == ES_OK)
+        e = es_projector_check(m->def = entry(), m->path, err);
+    if (e != ES_OK) {
+        es_projector_unload(m);
+        return e;
+    }
+    *out = m;
+    return ES_OK;
+}
+
+const es_projector_def *es_projector_module_def(const es_projector_module_t *mod) {
+    return mod->def;
+}
+
+const char *es_projector_module_path(const es_projector_module_t *mod) {
+    return mod->path;
+}
+
+void es_projector_unload(es_projector_module_t *mod) {
+    if (!mod)
+        return;
+    if (mod->handle)
+        dlclose(mod->handle);
+    free(mod);
+}
+
+sqlite3 *es_ctx_db(es_projector_ctx_t *ctx) {
+    return ctx->db;
+}
+
+void *es_ctx_state(es_projector_ctx_t *ctx) {
+    return ctx->state;
+}
+
+sqlite3_stmt *es_ctx_stmt(es_projector_ctx_t *ctx, const char *sql, es_error_t *err) {
+    for (size_t i = 0; i < ctx->n_stmts; i++)
+        if (ctx->stmts[i].sql == sql) {
+            sqlite3_reset(ctx->stmts[i].stmt);
+            sqlite3_clear_bindings(ctx->stmts[i].stmt);
+            return ctx->stmts[i].stmt;
+        }
+    if (ctx->n_stmts == ctx->cap_stmts) {
+        size_t cap = ctx->cap_stmts ? ctx->cap_stmts * 2 : 8;
+        void *p = realloc(ctx->stmts, cap * sizeof *ctx->stmts);
+        if (!p) {
+            es_fail(err, ES_ENOMEM, "out of memory preparing a statement");
+            return NULL;
+        }
+        ctx->stmts = p;
+        ctx->cap_stmts = cap;
+    }
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v3(ctx->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, NULL);
+    if (rc != SQLITE_OK) {
+        es_fail(err, ES_EINVAL, "projector '%s': cannot prepare \"%s\": %s", ctx->name, sql,
+                sqlite3_errmsg(ctx->db));
+        return NULL;
+    }
+    ctx->stmts[ctx->n_stmts].sql = sql;
+    ctx->stmts[ctx->n_stmts++].stmt = s;
+    return s;
+}
+
+es_err es_ctx_exec(es_projector_ctx_t *ctx, sqlite3_stmt *stmt, es_error_t *err) {
+    int rc;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
+        ;
+    es_err e = ES_OK;
+    if (rc != SQLITE_DONE) {
+        int busy = rc == SQLITE_BUSY || rc == SQLITE_LOCKED;
+        e = es_fail(err, busy ? ES_ERETRY : rc == SQLITE_FULL ? ES_EIO : ES_EINVAL,
+                    "projector '%s': \"%s\" failed: %s", ctx->name, sqlite3_sql(stmt),
+                    sqlite3_errmsg(ctx->db));
+    }
+    sqlite3_reset(stmt);
+    return e;
+}
+
+void es_ctx_clear(es_projector_ctx_t *ctx) {
+    for (size_t i = 0; i < ctx->n_stmts; i++)
+        sqlite3_finalize(ctx->stmts[i].stmt);
+    free(ctx->stmts);
+    ctx->stmts = NULL;
+    ctx->n_stmts = ctx->cap_stmts = 0;
+}
