@@ -70,8 +70,8 @@ static es_err check_uint(const char *key, const char *value, es_error_t *err) {
 static es_err check_choice(const char *key, const char *value, const char *a, const char *b,
                            es_error_t *err) {
     if (strcmp(value, a) && strcmp(value, b))
-        return es_fail(err, ES_EINVAL, "config key '%s': '%s' is not one of %s, %s", key, value,
-                       a, b);
+        return es_fail(err, ES_EINVAL, "config key '%s': '%s' is not one of %s, %s", key, value, a,
+                       b);
     return ES_OK;
 }
 

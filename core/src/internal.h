@@ -7,9 +7,6 @@
 #include <stdint.h>
 #include <eskit/eskit.h>
 
-/* Fills err (when non-NULL) with code and a formatted message; returns code. */
-es_err es_fail(es_error_t *err, es_err code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 /* Prefixes err's message with a formatted context ("loading orders.order/o-1: "). */
 void es_error_prefix(es_error_t *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

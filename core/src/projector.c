@@ -210,7 +210,10 @@ es_err es_ctx_exec(es_projector_ctx_t *ctx, sqlite3_stmt *stmt, es_error_t *err)
     es_err e = ES_OK;
     if (rc != SQLITE_DONE) {
         int busy = rc == SQLITE_BUSY || rc == SQLITE_LOCKED;
-        e = es_fail(err, busy ? ES_ERETRY : rc == SQLITE_FULL ? ES_EIO : ES_EINVAL,
+        e = es_fail(err,
+                    busy                ? ES_ERETRY
+                    : rc == SQLITE_FULL ? ES_EIO
+                                        : ES_EINVAL,
                     "projector '%s': \"%s\" failed: %s", ctx->name, sqlite3_sql(stmt),
                     sqlite3_errmsg(ctx->db));
     }

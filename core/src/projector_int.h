@@ -26,3 +26,77 @@ struct es_projector_ctx {
 void es_ctx_clear(es_projector_ctx_t *ctx);
 
 #endif
+
+#include "log/log.h"
+
+/* Read-model database: the module's tables plus the runner's es_* tables. */
+typedef enum rm_mode {
+    RM_LIVE, /* WAL, synchronous from config: what readers query */
+    RM_BULK, /* a private rebuild target: in-memory journal, no fsync */
+} rm_mode;
+
+/* Opens (creating) a read-model database and its es_* tables. */
+es_err es_rm_open(const es_config_t *cfg, const char *path, rm_mode mode, sqlite3 **db,
+                  es_error_t *err);
+/* Runs SQL that returns no rows; fills err naming what. */
+es_err es_rm_exec(sqlite3 *db, const char *sql, const char *what, es_error_t *err);
+/* Prepares sql on db, filling err on failure. */
+es_err es_rm_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **out, es_error_t *err);
+/* "<readmodel>-<projector><suffix>": the lock and guard files beside a read model. */
+char *es_rm_side_path(const char *rm_path, const char *projector, const char *suffix);
+
+/* The per-projector lock runners and replays take turns on (flock on a side file). */
+es_err es_rm_lock_open(const char *rm_path, const char *projector, int *fd, es_error_t *err);
+/* Takes the lock, waiting up to timeout_ms (-1: forever); 0 when it stayed taken. */
+int es_rm_lock(int fd, int timeout_ms);
+void es_rm_unlock(int fd);
+
+/* The crash guard: a small mmapped file noting the event being applied, so a restart knows
+ * which event the process died on. Survives the process (page cache), not the machine. */
+typedef struct es_guard es_guard_t;
+es_err es_guard_open(const char *path, es_guard_t **out, es_error_t *err);
+void es_guard_close(es_guard_t *g);
+/* On start: counts a death on the noted event when the last process died applying it. */
+void es_guard_recover(es_guard_t *g);
+void es_guard_note(es_guard_t *g, const char *topic, int32_t partition, int64_t offset);
+void es_guard_clear(es_guard_t *g);
+/* Deaths counted on this event (0 when it is not the one the process died on). */
+unsigned es_guard_deaths(const es_guard_t *g, const char *topic, int32_t partition, int64_t offset);
+/* Forgets the death count once the positions have moved past the event. */
+void es_guard_passed(es_guard_t *g, const es_topic_pos_t *pos, size_t n);
+
+/* The consumer group name of a projector: "<service.name>.<projector>". */
+void es_rm_group(const es_config_t *cfg, const char *projector, char *out, size_t cap);
+/* Sends the projector's unpublished es_dlq rows to "<topic>.dlq" and marks them published. */
+es_err es_rm_publish_dlq(sqlite3 *db, es_log_t *log, const es_config_t *cfg, const char *projector,
+                         es_error_t *err);
+/* Fills e from a row of the es_dlq columns list ES_DLQ_COLUMNS (value only when with_value). */
+#define ES_DLQ_COLUMNS                                                                             \
+    "id, projector, topic, partition, offset, key, event_type, code, error, attempts, "            \
+    "parked_at, redriven_at, value"
+es_err es_rm_dlq_row(sqlite3_stmt *s, es_dlq_entry_t *e, int with_value);
+
+/* A runner on any read-model file: the live one (lock and guard beside it) or a rebuild
+ * target (no lock). Used by es_runner_new, es_replay and es_dlq_redrive. */
+typedef struct runner_opts {
+    const char *rm_path;
+    rm_mode mode;
+    const char *guard_path;
+    int use_lock;
+    size_t batch_size;
+} runner_opts;
+es_err es_runner_open(const es_config_t *cfg, const es_projector_def *def, const runner_opts *o,
+                      es_runner_t **out, es_error_t *err);
+/* One transaction: up to max records past the checkpoints (lingering when lingering is set).
+ * *consumed counts the records. The caller holds the lock when the runner uses one. */
+es_err es_runner_batch(es_runner_t *r, size_t max, int linger, size_t *consumed, es_error_t *err);
+/* Records of the projector's topics between its checkpoints and the log's end. */
+es_err es_runner_backlog(es_runner_t *r, uint64_t *n, es_error_t *err);
+sqlite3 *es_runner_db(es_runner_t *r);
+es_log_t *es_runner_log(es_runner_t *r);
+/* Decodes and applies one record under a savepoint with the retry policy. On failure fills
+ * err and returns the decoder's or module's code (*storage = 0: park it) or our storage's
+ * (*storage = 1: the transaction is in doubt). */
+es_err es_runner_apply_record(es_runner_t *r, const es_raw_record_t *rec, int *attempts,
+                              char *event_type, size_t type_cap, int *storage, es_error_t *err);
+int es_runner_lock_fd(es_runner_t *r);

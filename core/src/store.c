@@ -17,6 +17,16 @@ struct es_store {
     int depth;
 };
 
+es_err es_log_open(const es_config_t *cfg, es_log_t **out, es_error_t *err) {
+    const char *backend = es_config_get(cfg, "backend");
+    if (!strcmp(backend, "embedded"))
+        return es_log_sqlite_open(cfg, out, err);
+    *out = NULL;
+    return es_fail(err, ES_EINVAL,
+                   "backend '%s' is not available in this build yet; use backend=embedded",
+                   backend);
+}
+
 es_err es_store_new(const es_config_t *cfg, es_store_t **out, es_error_t *err) {
     if (!out)
         return es_fail(err, ES_EINVAL, "es_store_new: out is required");
@@ -26,14 +36,7 @@ es_err es_store_new(const es_config_t *cfg, es_store_t **out, es_error_t *err) {
         free(s);
         return es_fail(err, ES_ENOMEM, "out of memory opening a store");
     }
-    const char *backend = es_config_get(s->cfg, "backend");
-    es_err e;
-    if (!strcmp(backend, "embedded"))
-        e = es_log_sqlite_open(s->cfg, &s->log, err);
-    else
-        e = es_fail(err, ES_EINVAL,
-                    "backend '%s' is not available in this build yet; use backend=embedded",
-                    backend);
+    es_err e = es_log_open(s->cfg, &s->log, err);
     if (e != ES_OK) {
         es_config_destroy(s->cfg);
         free(s);

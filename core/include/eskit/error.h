@@ -37,6 +37,11 @@ typedef struct es_error {
 /* Short name of a code, e.g. "ES_ECONFLICT". Never NULL. */
 const char *es_strerror(es_err code);
 
+/* Fills err (when non-NULL) with code and a formatted message; returns code. For callbacks
+ * (projector apply, deciders) that report an error the same way the library does. */
+es_err es_fail(es_error_t *err, es_err code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 #ifdef __cplusplus
 }
 #endif

@@ -53,7 +53,6 @@ typedef struct es_dlq_entry {
 /* Called on the runner's thread each time an event is parked (value is NULL). */
 typedef void es_park_cb(const es_dlq_entry_t *entry, void *opaque);
 
-
 typedef struct es_runner_stats {
     uint64_t applied; /* events applied (ES_OK) */
     uint64_t parked;  /* events put in the DLQ */

@@ -31,6 +31,26 @@ typedef struct es_command_record {
     const char *reason;
 } es_command_record_t;
 
+/* One record as a consumer sees it: raw bytes and where they sit. */
+typedef struct es_raw_record {
+    const char *topic; /* "<type>.events" */
+    int32_t partition;
+    int64_t offset;
+    const char *key; /* aggregate id; NULL when unknown */
+    const uint8_t *value;
+    size_t len;
+} es_raw_record_t;
+
+/* Called per record in log order; return non-zero to stop. */
+typedef int es_raw_cb(const es_raw_record_t *rec, void *opaque);
+
+/* A consumer position: the next offset to read in one partition of one topic. */
+typedef struct es_topic_pos {
+    const char *topic;
+    int32_t partition;
+    int64_t offset;
+} es_topic_pos_t;
+
 typedef struct es_log_ops {
     const char *name;
     void (*destroy)(es_log_t *log);
@@ -56,6 +76,21 @@ typedef struct es_log_ops {
     es_err (*find_command)(es_log_t *log, const char *command_id, es_command_record_t *rec,
                            es_error_t *err);
     es_err (*put_command)(es_log_t *log, const es_command_record_t *rec, es_error_t *err);
+
+    /* Consumer side. Partitions of a topic (1 on the embedded backend). */
+    es_err (*partitions)(es_log_t *log, const char *topic, int32_t *n, es_error_t *err);
+    /* Delivers up to max records of the positions' partitions, each from its offset, and
+     * moves every position past what was read (past skipped records too). */
+    es_err (*fetch)(es_log_t *log, es_topic_pos_t *pos, size_t n_pos, size_t max, es_raw_cb *cb,
+                    void *opaque, es_error_t *err);
+    /* A partition's end offset and how many records of the topic lie in [from, end). */
+    es_err (*topic_end)(es_log_t *log, const char *topic, int32_t partition, int64_t from,
+                        int64_t *end, uint64_t *count, es_error_t *err);
+    /* Appends a poison record to a dead-letter topic ("<topic>.dlq"); ref makes it idempotent:
+     * a second record with the same ref is dropped. */
+    es_err (*put_dlq)(es_log_t *log, const char *dlq_topic, const char *ref, const char *key,
+                      const uint8_t *value, size_t len, const es_kv_t *headers, size_t n_headers,
+                      es_error_t *err);
 } es_log_ops;
 
 struct es_log {
@@ -63,6 +98,8 @@ struct es_log {
     const es_config_t *cfg;
 };
 
+/* Opens the backend the config selects. */
+es_err es_log_open(const es_config_t *cfg, es_log_t **out, es_error_t *err);
 es_err es_log_sqlite_open(const es_config_t *cfg, es_log_t **out, es_error_t *err);
 
 #endif

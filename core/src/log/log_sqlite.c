@@ -25,7 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 
 enum {
     S_BEGIN,
@@ -48,6 +48,9 @@ enum {
     S_CMD_GET,
     S_CMD_PUT,
     S_DATA_VERSION,
+    S_FETCH,
+    S_TOPIC_COUNT,
+    S_DLQ_PUT,
     S_COUNT
 };
 
@@ -77,6 +80,11 @@ static const char *const sql_text[S_COUNT] = {
     [S_CMD_PUT] = "INSERT INTO es_commands(id, type_id, agg_id, outcome, first_version, "
                   "last_version, version, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     [S_DATA_VERSION] = "PRAGMA data_version",
+    [S_FETCH] = "SELECT e.pos, e.type_id, s.agg_id, e.envelope FROM es_events e "
+                "JOIN es_streams s ON s.id = e.stream WHERE e.pos >= ?1 ORDER BY e.pos",
+    [S_TOPIC_COUNT] = "SELECT count(*) FROM es_events WHERE pos >= ?1 AND type_id = ?2",
+    [S_DLQ_PUT] = "INSERT OR IGNORE INTO es_dlq_records(topic, ref, key, value, headers, at) "
+                  "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
 };
 
 static const char schema_sql[] =
@@ -96,7 +104,10 @@ static const char schema_sql[] =
     "CREATE TABLE IF NOT EXISTS es_commands(id TEXT PRIMARY KEY, type_id INTEGER NOT NULL,"
     " agg_id TEXT NOT NULL, outcome INTEGER NOT NULL, first_version INTEGER NOT NULL,"
     " last_version INTEGER NOT NULL, version INTEGER NOT NULL, reason TEXT) WITHOUT ROWID;"
-    "INSERT OR IGNORE INTO es_meta(key, value) VALUES ('schema_version', '1');";
+    /* <topic>.dlq records: poison a consumer parked, for tools that read dead letters. */
+    "CREATE TABLE IF NOT EXISTS es_dlq_records(seq INTEGER PRIMARY KEY, topic TEXT NOT NULL,"
+    " ref TEXT NOT NULL UNIQUE, key TEXT, value BLOB, headers TEXT NOT NULL, at INTEGER NOT NULL);"
+    "INSERT OR REPLACE INTO es_meta(key, value) VALUES ('schema_version', '2');";
 
 typedef struct type_entry {
     char *name;
@@ -844,6 +855,153 @@ static void lg_destroy(es_log_t *base) {
     free(l);
 }
 
+static es_err lg_partitions(es_log_t *base, const char *topic, int32_t *n, es_error_t *err) {
+    (void)base;
+    (void)topic;
+    (void)err;
+    *n = 1;
+    return ES_OK;
+}
+
+/* The type id behind "<type>.events"; 0 when the log has never seen the type. */
+static es_err topic_type_id(sqlite_log *l, const char *topic, int64_t *id, es_error_t *err) {
+    size_t n = strlen(topic);
+    char type[ES_MAX_TYPE_LEN + 1];
+    if (n <= 7 || strcmp(topic + n - 7, ".events") || n - 7 > ES_MAX_TYPE_LEN)
+        return es_fail(err, ES_EINVAL, "'%s' is not an event topic ('<aggregate type>.events')",
+                       topic);
+    memcpy(type, topic, n - 7);
+    type[n - 7] = '\0';
+    return type_id(l, type, 0, id, err);
+}
+
+typedef struct fetch_state {
+    es_topic_pos_t *pos;
+    int64_t *ids;
+    size_t n;
+} fetch_state;
+
+static int fetch_target(const fetch_state *f, int64_t tid, int64_t at) {
+    for (size_t i = 0; i < f->n; i++)
+        if (f->ids[i] == tid && at >= f->pos[i].offset)
+            return (int)i;
+    return -1;
+}
+
+/* One global log: every topic's partition 0 shares the offset space, so one scan from the
+ * lowest position serves all, and everything scanned is behind every position. */
+static es_err lg_fetch(es_log_t *base, es_topic_pos_t *pos, size_t n_pos, size_t max, es_raw_cb *cb,
+                       void *opaque, es_error_t *err) {
+    sqlite_log *l = (sqlite_log *)base;
+    fetch_state f = {pos, calloc(n_pos ? n_pos : 1, sizeof(int64_t)), n_pos};
+    int64_t start = INT64_MAX, scanned;
+    size_t delivered = 0;
+    int opened = 0, rc = SQLITE_DONE;
+    es_err e = f.ids ? read_begin(l, &opened, err) : es_fail(err, ES_ENOMEM, "out of memory");
+    for (size_t i = 0; e == ES_OK && i < n_pos; i++) {
+        e = topic_type_id(l, pos[i].topic, &f.ids[i], err);
+        if (pos[i].offset < start)
+            start = pos[i].offset;
+    }
+    if (e != ES_OK || n_pos == 0) {
+        read_end(l, opened);
+        free(f.ids);
+        return e;
+    }
+    scanned = start;
+    sqlite3_stmt *s = stmt(l, S_FETCH);
+    sqlite3_bind_int64(s, 1, start);
+    while (delivered < max && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        int64_t at = sqlite3_column_int64(s, 0);
+        int i = fetch_target(&f, sqlite3_column_int64(s, 1), at);
+        scanned = at + 1;
+        if (i < 0)
+            continue;
+        es_raw_record_t rec = {pos[i].topic,
+                               0,
+                               at,
+                               (const char *)sqlite3_column_text(s, 2),
+                               sqlite3_column_blob(s, 3),
+                               (size_t)sqlite3_column_bytes(s, 3)};
+        delivered++;
+        if (cb(&rec, opaque))
+            break;
+    }
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        e = sql_fail(l, rc, "reading the log", err);
+    sqlite3_reset(s);
+    read_end(l, opened);
+    for (size_t i = 0; e == ES_OK && i < n_pos; i++)
+        if (pos[i].offset < scanned)
+            pos[i].offset = scanned;
+    free(f.ids);
+    return e;
+}
+
+static es_err lg_topic_end(es_log_t *base, const char *topic, int32_t partition, int64_t from,
+                           int64_t *end, uint64_t *count, es_error_t *err) {
+    sqlite_log *l = (sqlite_log *)base;
+    int64_t tid = 0;
+    int opened = 0;
+    *end = 0;
+    *count = 0;
+    if (partition != 0)
+        return es_fail(err, ES_ENOTFOUND, "%s has no partition %d on the embedded backend", topic,
+                       (int)partition);
+    es_err e = read_begin(l, &opened, err);
+    if (e == ES_OK)
+        e = topic_type_id(l, topic, &tid, err);
+    if (e == ES_OK)
+        e = lg_end_offset(base, end, err);
+    if (e == ES_OK && tid) {
+        sqlite3_stmt *s = stmt(l, S_TOPIC_COUNT);
+        sqlite3_bind_int64(s, 1, from);
+        sqlite3_bind_int64(s, 2, tid);
+        int rc = sqlite3_step(s);
+        if (rc == SQLITE_ROW)
+            *count = (uint64_t)sqlite3_column_int64(s, 0);
+        else
+            e = sql_fail(l, rc, "counting a topic's records", err);
+        sqlite3_reset(s);
+    }
+    read_end(l, opened);
+    return e;
+}
+
+static es_err lg_put_dlq(es_log_t *base, const char *dlq_topic, const char *ref, const char *key,
+                         const uint8_t *value, size_t len, const es_kv_t *headers, size_t n_headers,
+                         es_error_t *err) {
+    sqlite_log *l = (sqlite_log *)base;
+    es_buf_t h = {0};
+    for (size_t i = 0; i < n_headers; i++) {
+        size_t need = strlen(headers[i].key) + strlen(headers[i].value) + 3;
+        if (es_buf_reserve(&h, need + 1) != ES_OK) {
+            es_buf_free(&h);
+            return es_fail(err, ES_ENOMEM, "out of memory writing to %s", dlq_topic);
+        }
+        h.len += (size_t)snprintf((char *)h.data + h.len, need + 1, "%s: %s\n", headers[i].key,
+                                  headers[i].value);
+    }
+    int own = !l->in_tx;
+    es_err e = own ? exec_simple(l, S_BEGIN, "writing a dead letter", err) : ES_OK;
+    if (e == ES_OK) {
+        sqlite3_stmt *s = stmt(l, S_DLQ_PUT);
+        sqlite3_bind_text(s, 1, dlq_topic, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 2, ref, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 3, key, -1, SQLITE_STATIC);
+        sqlite3_bind_blob(s, 4, value ? (const void *)value : "", (int)len, SQLITE_STATIC);
+        sqlite3_bind_text(s, 5, h.data ? (const char *)h.data : "", (int)h.len, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 6, es_now_us());
+        e = step_done(l, s, "writing a dead letter", err);
+    }
+    if (own && e == ES_OK)
+        e = exec_simple(l, S_COMMIT, "writing a dead letter", err);
+    if (own && e != ES_OK)
+        exec_simple(l, S_ROLLBACK, "writing a dead letter", NULL);
+    es_buf_free(&h);
+    return e;
+}
+
 static const es_log_ops sqlite_ops = {
     .name = "embedded",
     .destroy = lg_destroy,
@@ -859,6 +1017,10 @@ static const es_log_ops sqlite_ops = {
     .put_snapshot = lg_put_snapshot,
     .find_command = lg_find_command,
     .put_command = lg_put_command,
+    .partitions = lg_partitions,
+    .fetch = lg_fetch,
+    .topic_end = lg_topic_end,
+    .put_dlq = lg_put_dlq,
 };
 
 static es_err exec_sql(sqlite_log *l, const char *sql, const char *what, es_error_t *err) {

@@ -1,0 +1,279 @@
+/*
+ * Operator views of the read model: lag per projector and partition, the
+ * dead-letter list, and redrive, which applies parked events again once the
+ * module is fixed (each in a transaction that also marks it redriven, so a
+ * parked event is applied at most once however often redrive runs).
+ */
+#include "projector_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Opens an existing read model; a missing file is ES_ENOTFOUND, not a new empty model. */
+static es_err open_existing(const es_config_t *cfg, sqlite3 **db, es_error_t *err) {
+    const char *path = es_config_get(cfg, "readmodel.db");
+    if (access(path, F_OK) != 0)
+        return es_fail(err, ES_ENOTFOUND,
+                       "no read model at %s; run a projector first or set readmodel.db", path);
+    return es_rm_open(cfg, path, RM_LIVE, db, err);
+}
+
+static es_err grow(void **items, size_t *cap, size_t n, size_t size, es_error_t *err) {
+    if (n < *cap)
+        return ES_OK;
+    size_t c = *cap ? *cap * 2 : 16;
+    void *p = realloc(*items, c * size);
+    if (!p)
+        return es_fail(err, ES_ENOMEM, "out of memory");
+    *items = p;
+    *cap = c;
+    return ES_OK;
+}
+
+/* The lag rows of one projector: every partition of every topic it reads. */
+static es_err lag_of(sqlite3 *db, es_log_t *log, const char *name, const char *topics,
+                     es_lag_row_t **rows, size_t *n, size_t *cap, es_error_t *err) {
+    char *list = strdup(topics);
+    if (!list)
+        return es_fail(err, ES_ENOMEM, "out of memory");
+    sqlite3_stmt *s = NULL;
+    es_err e = es_rm_prepare(db,
+                             "SELECT next_offset FROM es_checkpoints WHERE projector = ?1 AND "
+                             "topic = ?2 AND partition = ?3",
+                             &s, err);
+    for (char *save = NULL, *t = strtok_r(list, " ", &save); e == ES_OK && t;
+         t = strtok_r(NULL, " ", &save)) {
+        int32_t parts = 0;
+        e = log->ops->partitions(log, t, &parts, err);
+        for (int32_t p = 0; e == ES_OK && p < parts; p++) {
+            e = grow((void **)rows, cap, *n, sizeof **rows, err);
+            if (e != ES_OK)
+                break;
+            es_lag_row_t *row = &(*rows)[*n];
+            memset(row, 0, sizeof *row);
+            snprintf(row->projector, sizeof row->projector, "%s", name);
+            snprintf(row->topic, sizeof row->topic, "%s", t);
+            row->partition = p;
+            sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+            sqlite3_bind_text(s, 2, t, -1, SQLITE_STATIC);
+            sqlite3_bind_int(s, 3, p);
+            if (sqlite3_step(s) == SQLITE_ROW)
+                row->checkpoint = sqlite3_column_int64(s, 0);
+            sqlite3_reset(s);
+            e = log->ops->topic_end(log, t, p, row->checkpoint, &row->end, &row->lag, err);
+            (*n)++;
+        }
+    }
+    sqlite3_finalize(s);
+    free(list);
+    return e;
+}
+
+es_err es_lag(const es_config_t *cfg, es_lag_row_t **rows, size_t *n, es_error_t *err) {
+    *rows = NULL;
+    *n = 0;
+    sqlite3 *db = NULL;
+    es_log_t *log = NULL;
+    sqlite3_stmt *s = NULL;
+    size_t cap = 0;
+    es_err e = open_existing(cfg, &db, err);
+    if (e == ES_OK)
+        e = es_log_open(cfg, &log, err);
+    if (e == ES_OK)
+        e = es_rm_prepare(db, "SELECT name, topics FROM es_projectors ORDER BY name", &s, err);
+    while (e == ES_OK && sqlite3_step(s) == SQLITE_ROW)
+        e = lag_of(db, log, (const char *)sqlite3_column_text(s, 0),
+                   (const char *)sqlite3_column_text(s, 1), rows, n, &cap, err);
+    sqlite3_finalize(s);
+    if (log)
+        log->ops->destroy(log);
+    sqlite3_close(db);
+    if (e != ES_OK) {
+        free(*rows);
+        *rows = NULL;
+        *n = 0;
+    }
+    return e;
+}
+
+es_err es_dlq_list(const es_config_t *cfg, const char *projector, bool all, es_dlq_entry_t **out,
+                   size_t *n, es_error_t *err) {
+    *out = NULL;
+    *n = 0;
+    sqlite3 *db = NULL;
+    sqlite3_stmt *s = NULL;
+    size_t cap = 0;
+    es_err e = open_existing(cfg, &db, err);
+    if (e == ES_OK)
+        e = es_rm_prepare(db,
+                          "SELECT " ES_DLQ_COLUMNS " FROM es_dlq WHERE (?1 IS NULL OR "
+                          "projector = ?1) AND (?2 OR redriven_at IS NULL) ORDER BY id",
+                          &s, err);
+    if (e == ES_OK) {
+        sqlite3_bind_text(s, 1, projector, -1, SQLITE_STATIC);
+        sqlite3_bind_int(s, 2, all);
+    }
+    while (e == ES_OK && sqlite3_step(s) == SQLITE_ROW) {
+        e = grow((void **)out, &cap, *n, sizeof **out, err);
+        if (e == ES_OK)
+            es_rm_dlq_row(s, &(*out)[(*n)++], 0);
+    }
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    if (e != ES_OK) {
+        free(*out);
+        *out = NULL;
+        *n = 0;
+    }
+    return e;
+}
+
+static es_err get_entry(sqlite3 *db, int64_t id, es_dlq_entry_t **out, es_error_t *err) {
+    sqlite3_stmt *s = NULL;
+    *out = NULL;
+    es_err e = es_rm_prepare(db, "SELECT " ES_DLQ_COLUMNS " FROM es_dlq WHERE id = ?1", &s, err);
+    if (e == ES_OK) {
+        sqlite3_bind_int64(s, 1, id);
+        if (sqlite3_step(s) != SQLITE_ROW)
+            e = es_fail(err, ES_ENOTFOUND, "no dead letter with id %lld; see esctl dlq list",
+                        (long long)id);
+    }
+    es_dlq_entry_t *d = e == ES_OK ? calloc(1, sizeof *d) : NULL;
+    if (e == ES_OK && (!d || es_rm_dlq_row(s, d, 1) != ES_OK)) {
+        free(d);
+        d = NULL;
+        e = es_fail(err, ES_ENOMEM, "out of memory");
+    }
+    sqlite3_finalize(s);
+    *out = d;
+    return e;
+}
+
+es_err es_dlq_get(const es_config_t *cfg, int64_t id, es_dlq_entry_t **out, es_error_t *err) {
+    sqlite3 *db = NULL;
+    *out = NULL;
+    es_err e = open_existing(cfg, &db, err);
+    if (e == ES_OK)
+        e = get_entry(db, id, out, err);
+    sqlite3_close(db);
+    return e;
+}
+
+void es_dlq_entry_free(es_dlq_entry_t *e) {
+    if (!e)
+        return;
+    free(e->value);
+    free(e);
+}
+
+/* Ids to redrive: the given ones, or every parked entry of the projector. */
+static es_err parked_ids(sqlite3 *db, const char *name, int64_t **ids, size_t *n, es_error_t *err) {
+    sqlite3_stmt *s = NULL;
+    size_t cap = 0;
+    *ids = NULL;
+    *n = 0;
+    es_err e = es_rm_prepare(db,
+                             "SELECT id FROM es_dlq WHERE projector = ?1 AND redriven_at IS "
+                             "NULL ORDER BY id",
+                             &s, err);
+    if (e == ES_OK)
+        sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+    while (e == ES_OK && sqlite3_step(s) == SQLITE_ROW) {
+        e = grow((void **)ids, &cap, *n, sizeof **ids, err);
+        if (e == ES_OK)
+            (*ids)[(*n)++] = sqlite3_column_int64(s, 0);
+    }
+    sqlite3_finalize(s);
+    return e;
+}
+
+/* One redrive in one transaction: apply and mark redriven, or record the new failure. */
+static es_err redrive_one(es_runner_t *r, int64_t id, const char *name, int *ok, es_error_t *err) {
+    sqlite3 *db = es_runner_db(r);
+    es_dlq_entry_t *d = NULL;
+    *ok = 0;
+    es_err e = es_rm_exec(db, "BEGIN IMMEDIATE", "redriving a dead letter", err);
+    if (e != ES_OK)
+        return e;
+    e = get_entry(db, id, &d, err);
+    if (e == ES_OK && strcmp(d->projector, name))
+        e = es_fail(err, ES_EINVAL, "dead letter %lld belongs to projector '%s', not '%s'",
+                    (long long)id, d->projector, name);
+    if (e == ES_OK && d->redriven_at_us) {
+        *ok = -1; /* already applied by an earlier redrive */
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        es_dlq_entry_free(d);
+        return ES_OK;
+    }
+    char type[256];
+    int attempts = 0, storage = 0;
+    es_error_t why = {0};
+    es_err rc = ES_OK;
+    if (e == ES_OK) {
+        es_raw_record_t rec = {d->topic, d->partition, d->offset, d->key[0] ? d->key : NULL,
+                               d->value, d->value_len};
+        rc = es_runner_apply_record(r, &rec, &attempts, type, sizeof type, &storage, &why);
+        if (storage)
+            e = rc, *err = why;
+    }
+    char *sql = NULL;
+    if (e == ES_OK) {
+        *ok = rc == ES_OK;
+        sql = rc == ES_OK
+                  ? sqlite3_mprintf("UPDATE es_dlq SET redriven_at = %lld WHERE id = %lld",
+                                    (long long)es_now_us(), (long long)id)
+                  : sqlite3_mprintf("UPDATE es_dlq SET code = %d, error = %Q, attempts = "
+                                    "attempts + %d, published = 0 WHERE id = %lld",
+                                    (int)rc, why.message, attempts ? attempts : 1, (long long)id);
+        e = sql ? es_rm_exec(db, sql, "recording a redrive", err)
+                : es_fail(err, ES_ENOMEM, "out of memory");
+    }
+    sqlite3_free(sql);
+    if (e == ES_OK)
+        e = es_rm_exec(db, "COMMIT", "redriving a dead letter", err);
+    if (e != ES_OK)
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    es_dlq_entry_free(d);
+    return e;
+}
+
+es_err es_dlq_redrive(const es_config_t *cfg, const es_projector_def *def, const int64_t *ids,
+                      size_t n_ids, size_t *applied, size_t *failed, es_error_t *err) {
+    *applied = *failed = 0;
+    es_err e = es_projector_check(def, "es_dlq_redrive", err);
+    sqlite3 *probe = NULL;
+    if (e == ES_OK)
+        e = open_existing(cfg, &probe, err);
+    sqlite3_close(probe);
+    es_runner_t *r = NULL;
+    if (e == ES_OK)
+        e = es_runner_new(cfg, def, &r, err);
+    int64_t *all = NULL;
+    if (e == ES_OK && n_ids == 0) {
+        e = parked_ids(es_runner_db(r), def->name, &all, &n_ids, err);
+        ids = all;
+    }
+    int lock = r ? es_runner_lock_fd(r) : -1;
+    if (e == ES_OK && !es_rm_lock(lock, (int)es_config_get_int(cfg, "sqlite.busy.timeout.ms")))
+        e = es_fail(err, ES_EBUSY, "the read model of '%s' stayed locked by a replay", def->name);
+    else if (e == ES_OK) {
+        for (size_t i = 0; e == ES_OK && i < n_ids; i++) {
+            int ok = 0;
+            e = redrive_one(r, ids[i], def->name, &ok, err);
+            if (ok > 0)
+                (*applied)++;
+            else if (ok == 0 && e == ES_OK)
+                (*failed)++;
+        }
+        es_rm_unlock(lock);
+    }
+    if (e == ES_OK && *failed) {
+        es_error_t perr;
+        es_rm_publish_dlq(es_runner_db(r), es_runner_log(r), cfg, def->name, &perr);
+    }
+    free(all);
+    es_runner_destroy(r);
+    return e;
+}

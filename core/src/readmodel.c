@@ -1,0 +1,315 @@
+/*
+ * The read-model database as the runner sees it: its es_* tables, the lock a
+ * runner and a replay of one projector take turns on, the crash guard, and
+ * the dead-letter rows and their delivery to "<topic>.dlq".
+ */
+#include "projector_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char rm_schema[] =
+    "CREATE TABLE IF NOT EXISTS es_projectors(name TEXT PRIMARY KEY, schema_version INTEGER NOT "
+    "NULL, tables TEXT NOT NULL, topics TEXT NOT NULL, built_at INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS es_checkpoints(projector TEXT NOT NULL, topic TEXT NOT NULL,"
+    " partition INTEGER NOT NULL, next_offset INTEGER NOT NULL, updated_at INTEGER NOT NULL,"
+    " PRIMARY KEY(projector, topic, partition)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS es_dlq(id INTEGER PRIMARY KEY, projector TEXT NOT NULL,"
+    " topic TEXT NOT NULL, partition INTEGER NOT NULL, offset INTEGER NOT NULL, key TEXT,"
+    " event_type TEXT, code INTEGER NOT NULL, error TEXT NOT NULL, attempts INTEGER NOT NULL,"
+    " parked_at INTEGER NOT NULL, redriven_at INTEGER, value BLOB,"
+    " published INTEGER NOT NULL DEFAULT 0, UNIQUE(projector, topic, partition, offset));";
+
+es_err es_rm_exec(sqlite3 *db, const char *sql, const char *what, es_error_t *err) {
+    int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        return ES_OK;
+    int busy = (rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED;
+    return es_fail(err, busy ? ES_EBUSY : ES_EIO, "%s in %s: %s", what,
+                   sqlite3_db_filename(db, "main"), sqlite3_errmsg(db));
+}
+
+es_err es_rm_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **out, es_error_t *err) {
+    int rc = sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, out, NULL);
+    if (rc != SQLITE_OK)
+        return es_fail(err, ES_EIO, "preparing \"%.80s\" on %s: %s", sql,
+                       sqlite3_db_filename(db, "main"), sqlite3_errmsg(db));
+    return ES_OK;
+}
+
+es_err es_rm_open(const es_config_t *cfg, const char *path, rm_mode mode, sqlite3 **db,
+                  es_error_t *err) {
+    *db = NULL;
+    int rc = sqlite3_open_v2(
+        path, db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        es_err e = es_fail(err, ES_EIO, "cannot open read model %s: %s", path,
+                           *db ? sqlite3_errmsg(*db) : sqlite3_errstr(rc));
+        sqlite3_close(*db);
+        *db = NULL;
+        return e;
+    }
+    sqlite3_busy_timeout(*db, (int)es_config_get_int(cfg, "sqlite.busy.timeout.ms"));
+    char pragmas[160];
+    if (mode == RM_BULK)
+        snprintf(pragmas, sizeof pragmas,
+                 "PRAGMA journal_mode=MEMORY; PRAGMA synchronous=OFF; PRAGMA cache_size=-16384;");
+    else
+        snprintf(pragmas, sizeof pragmas, "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;",
+                 es_config_get(cfg, "sqlite.synchronous"));
+    es_err e = es_rm_exec(*db, pragmas, "setting up the read model", err);
+    if (e == ES_OK)
+        e = es_rm_exec(*db, rm_schema, "creating the runner's tables", err);
+    if (e != ES_OK) {
+        sqlite3_close(*db);
+        *db = NULL;
+    }
+    return e;
+}
+
+char *es_rm_side_path(const char *rm_path, const char *projector, const char *suffix) {
+    size_t n = strlen(rm_path) + strlen(projector) + strlen(suffix) + 2;
+    char *p = malloc(n);
+    if (p)
+        snprintf(p, n, "%s-%s%s", rm_path, projector, suffix);
+    return p;
+}
+
+es_err es_rm_lock_open(const char *rm_path, const char *projector, int *fd, es_error_t *err) {
+    char *path = es_rm_side_path(rm_path, projector, ".lock");
+    if (!path)
+        return es_fail(err, ES_ENOMEM, "out of memory");
+    *fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    es_err e = *fd < 0 ? es_fail(err, ES_EIO, "cannot open lock file %s: %s", path, strerror(errno))
+                       : ES_OK;
+    free(path);
+    return e;
+}
+
+static void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) && errno == EINTR)
+        ;
+}
+
+int es_rm_lock(int fd, int timeout_ms) {
+    int64_t deadline = es_now_us() + (int64_t)timeout_ms * 1000;
+    for (int wait = 1;; wait = wait < 20 ? wait * 2 : 20) {
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+            return 1;
+        if (errno != EWOULDBLOCK && errno != EINTR)
+            return 0;
+        if (timeout_ms >= 0 && es_now_us() >= deadline)
+            return 0;
+        sleep_ms(wait);
+    }
+}
+
+void es_rm_unlock(int fd) {
+    flock(fd, LOCK_UN);
+}
+
+#define GUARD_MAGIC 0x45534744u /* "ESGD" */
+#define GUARD_TOPIC 192
+
+typedef struct guard_page {
+    uint32_t magic;
+    uint32_t active; /* 1 while an apply runs: the process died in it if still 1 at start */
+    int32_t partition, dead_partition;
+    int64_t offset, dead_offset;
+    uint32_t deaths, unused;
+    char topic[GUARD_TOPIC], dead_topic[GUARD_TOPIC];
+} guard_page;
+
+struct es_guard {
+    guard_page *page;
+    const char *last_topic; /* topic pointer last copied into page->topic */
+};
+
+es_err es_guard_open(const char *path, es_guard_t **out, es_error_t *err) {
+    *out = NULL;
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return es_fail(err, ES_EIO, "cannot open crash guard %s: %s", path, strerror(errno));
+    es_err e = ES_OK;
+    if (ftruncate(fd, sizeof(guard_page)) != 0)
+        e = es_fail(err, ES_EIO, "cannot size crash guard %s: %s", path, strerror(errno));
+    void *map = e == ES_OK
+                    ? mmap(NULL, sizeof(guard_page), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+                    : MAP_FAILED;
+    close(fd);
+    if (e == ES_OK && map == MAP_FAILED)
+        e = es_fail(err, ES_EIO, "cannot map crash guard %s: %s", path, strerror(errno));
+    es_guard_t *g = e == ES_OK ? calloc(1, sizeof *g) : NULL;
+    if (e == ES_OK && !g)
+        e = es_fail(err, ES_ENOMEM, "out of memory");
+    if (e != ES_OK) {
+        if (map != MAP_FAILED)
+            munmap(map, sizeof(guard_page));
+        return e;
+    }
+    g->page = map;
+    if (g->page->magic != GUARD_MAGIC) {
+        memset(g->page, 0, sizeof *g->page);
+        g->page->magic = GUARD_MAGIC;
+    }
+    *out = g;
+    return ES_OK;
+}
+
+void es_guard_close(es_guard_t *g) {
+    if (!g)
+        return;
+    munmap(g->page, sizeof(guard_page));
+    free(g);
+}
+
+static int same_event(const guard_page *p, const char *topic, int32_t partition, int64_t offset) {
+    return p->deaths && p->dead_partition == partition && p->dead_offset == offset &&
+           !strncmp(p->dead_topic, topic, GUARD_TOPIC);
+}
+
+void es_guard_recover(es_guard_t *g) {
+    guard_page *p = g->page;
+    if (!__atomic_load_n(&p->active, __ATOMIC_ACQUIRE))
+        return;
+    if (same_event(p, p->topic, p->partition, p->offset)) {
+        p->deaths++;
+    } else {
+        memcpy(p->dead_topic, p->topic, GUARD_TOPIC);
+        p->dead_partition = p->partition;
+        p->dead_offset = p->offset;
+        p->deaths = 1;
+    }
+    p->active = 0;
+    msync(p, sizeof *p, MS_SYNC);
+}
+
+void es_guard_note(es_guard_t *g, const char *topic, int32_t partition, int64_t offset) {
+    guard_page *p = g->page;
+    if (g->last_topic != topic) {
+        snprintf(p->topic, GUARD_TOPIC, "%s", topic);
+        g->last_topic = topic;
+    }
+    p->partition = partition;
+    p->offset = offset;
+    __atomic_store_n(&p->active, 1, __ATOMIC_RELEASE);
+}
+
+void es_guard_clear(es_guard_t *g) {
+    __atomic_store_n(&g->page->active, 0, __ATOMIC_RELEASE);
+}
+
+unsigned es_guard_deaths(const es_guard_t *g, const char *topic, int32_t partition,
+                         int64_t offset) {
+    return same_event(g->page, topic, partition, offset) ? g->page->deaths : 0;
+}
+
+void es_guard_passed(es_guard_t *g, const es_topic_pos_t *pos, size_t n) {
+    guard_page *p = g->page;
+    if (!p->deaths)
+        return;
+    for (size_t i = 0; i < n; i++)
+        if (pos[i].partition == p->dead_partition &&
+            !strncmp(pos[i].topic, p->dead_topic, GUARD_TOPIC) && pos[i].offset > p->dead_offset) {
+            p->deaths = 0;
+            p->dead_topic[0] = '\0';
+            return;
+        }
+}
+
+void es_rm_group(const es_config_t *cfg, const char *projector, char *out, size_t cap) {
+    snprintf(out, cap, "%s.%s", es_config_get(cfg, "service.name"), projector);
+}
+
+static void copy_text(char *dst, size_t cap, const unsigned char *src) {
+    snprintf(dst, cap, "%s", src ? (const char *)src : "");
+}
+
+es_err es_rm_dlq_row(sqlite3_stmt *s, es_dlq_entry_t *e, int with_value) {
+    e->id = sqlite3_column_int64(s, 0);
+    copy_text(e->projector, sizeof e->projector, sqlite3_column_text(s, 1));
+    copy_text(e->topic, sizeof e->topic, sqlite3_column_text(s, 2));
+    e->partition = sqlite3_column_int(s, 3);
+    e->offset = sqlite3_column_int64(s, 4);
+    copy_text(e->key, sizeof e->key, sqlite3_column_text(s, 5));
+    copy_text(e->event_type, sizeof e->event_type, sqlite3_column_text(s, 6));
+    e->code = sqlite3_column_int(s, 7);
+    copy_text(e->error, sizeof e->error, sqlite3_column_text(s, 8));
+    e->attempts = sqlite3_column_int(s, 9);
+    e->parked_at_us = sqlite3_column_int64(s, 10);
+    e->redriven_at_us = sqlite3_column_int64(s, 11);
+    e->value = NULL;
+    e->value_len = 0;
+    if (with_value) {
+        int len = sqlite3_column_bytes(s, 12);
+        e->value = malloc(len > 0 ? (size_t)len : 1);
+        if (!e->value)
+            return ES_ENOMEM;
+        if (len > 0)
+            memcpy(e->value, sqlite3_column_blob(s, 12), (size_t)len);
+        e->value_len = (size_t)len;
+    }
+    return ES_OK;
+}
+
+/* The headers of a dead letter, as DESIGN.md names them. */
+static es_err publish_one(es_log_t *log, const char *group, const es_dlq_entry_t *d,
+                          const uint8_t *value, size_t len, es_error_t *err) {
+    char dlq_topic[sizeof d->topic + 8], ref[512], part[16], off[24], att[16], code[16];
+    snprintf(dlq_topic, sizeof dlq_topic, "%s.dlq", d->topic);
+    snprintf(ref, sizeof ref, "%s/%s/%d/%lld", group, d->topic, (int)d->partition,
+             (long long)d->offset);
+    snprintf(part, sizeof part, "%d", (int)d->partition);
+    snprintf(off, sizeof off, "%lld", (long long)d->offset);
+    snprintf(att, sizeof att, "%d", d->attempts);
+    snprintf(code, sizeof code, "%s", es_strerror((es_err)d->code));
+    es_kv_t h[] = {{"es-dlq-group", group},    {"es-dlq-topic", d->topic},
+                   {"es-dlq-partition", part}, {"es-dlq-offset", off},
+                   {"es-dlq-attempts", att},   {"es-dlq-code", code},
+                   {"es-dlq-error", d->error}, {"es-event-type", d->event_type}};
+    return log->ops->put_dlq(log, dlq_topic, ref, d->key[0] ? d->key : NULL, value, len, h,
+                             sizeof h / sizeof *h, err);
+}
+
+es_err es_rm_publish_dlq(sqlite3 *db, es_log_t *log, const es_config_t *cfg, const char *projector,
+                         es_error_t *err) {
+    char group[256];
+    es_rm_group(cfg, projector, group, sizeof group);
+    sqlite3_stmt *s = NULL, *mark = NULL;
+    es_err e = es_rm_prepare(db,
+                             "SELECT " ES_DLQ_COLUMNS " FROM es_dlq WHERE projector = ?1 AND "
+                             "published = 0 ORDER BY id",
+                             &s, err);
+    if (e == ES_OK)
+        e = es_rm_prepare(db, "UPDATE es_dlq SET published = 1 WHERE id = ?1", &mark, err);
+    if (e == ES_OK)
+        sqlite3_bind_text(s, 1, projector, -1, SQLITE_STATIC);
+    int rc = SQLITE_DONE;
+    while (e == ES_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        es_dlq_entry_t d;
+        es_rm_dlq_row(s, &d, 0);
+        e = publish_one(log, group, &d, sqlite3_column_blob(s, 12),
+                        (size_t)sqlite3_column_bytes(s, 12), err);
+        if (e == ES_OK) {
+            sqlite3_bind_int64(mark, 1, d.id);
+            int mrc = sqlite3_step(mark);
+            sqlite3_reset(mark);
+            if (mrc != SQLITE_DONE)
+                e = es_fail(err, ES_EIO, "marking dead letter %lld sent: %s", (long long)d.id,
+                            sqlite3_errmsg(db));
+        }
+    }
+    if (e == ES_OK && rc != SQLITE_DONE)
+        e = es_fail(err, ES_EIO, "reading dead letters: %s", sqlite3_errmsg(db));
+    sqlite3_finalize(s);
+    sqlite3_finalize(mark);
+    return e;
+}

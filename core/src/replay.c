@@ -1,0 +1,223 @@
+/*
+ * es_replay: rebuild a projector's read model from the start of the log.
+ *
+ * The rebuild goes into a private shadow file beside the live read model
+ * (in-memory journal, no fsync: a crash just means starting over), then,
+ * holding the projector's lock so no runner writes meanwhile, catches up to
+ * the log's end and copies the projector's tables, checkpoints and dead
+ * letters into the live database in one transaction. Readers of the live
+ * model (WAL) see the old model until that commit and the new one after it.
+ */
+#include "projector_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define SWAP_LOCK_WAIT_MS 60000
+
+static void remove_shadow(const char *path) {
+    static const char *const suffix[] = {"", "-journal", "-wal", "-shm"};
+    char buf[4096];
+    for (size_t i = 0; i < sizeof suffix / sizeof *suffix; i++) {
+        snprintf(buf, sizeof buf, "%s%s", path, suffix[i]);
+        unlink(buf);
+    }
+}
+
+static es_err exec_fmt(sqlite3 *db, const char *what, es_error_t *err, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    char *sql = sqlite3_vmprintf(fmt, ap);
+    va_end(ap);
+    if (!sql)
+        return es_fail(err, ES_ENOMEM, "out of memory");
+    es_err e = es_rm_exec(db, sql, what, err);
+    sqlite3_free(sql);
+    return e;
+}
+
+/* Drops the live tables the projector owned (they may differ from the new schema's). */
+static es_err drop_old_tables(sqlite3 *db, const char *name, es_error_t *err) {
+    sqlite3_stmt *s = NULL;
+    char *tables = NULL;
+    es_err e = es_rm_prepare(db, "SELECT tables FROM main.es_projectors WHERE name = ?1", &s, err);
+    if (e == ES_OK) {
+        sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+        if (sqlite3_step(s) == SQLITE_ROW)
+            tables = es_strdup0((const char *)sqlite3_column_text(s, 0));
+    }
+    sqlite3_finalize(s);
+    for (char *save = NULL, *t = tables ? strtok_r(tables, " ", &save) : NULL; e == ES_OK && t;
+         t = strtok_r(NULL, " ", &save))
+        e = exec_fmt(db, "dropping an old table", err, "DROP TABLE IF EXISTS main.\"%w\"", t);
+    free(tables);
+    return e;
+}
+
+/* Recreates the shadow's tables in main and copies their rows; indexes and triggers come
+ * after the rows (faster, and triggers must not fire on the copy). */
+static es_err copy_tables(sqlite3 *db, es_error_t *err) {
+    static const char *const pass_sql[2] = {
+        "SELECT name, sql FROM shadow.sqlite_master WHERE type = 'table' AND name NOT LIKE "
+        "'es\\_%' ESCAPE '\\' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY rowid",
+        "SELECT name, sql FROM shadow.sqlite_master WHERE type IN ('index', 'trigger', 'view') "
+        "AND sql IS NOT NULL AND name NOT LIKE 'es\\_%' ESCAPE '\\' AND tbl_name NOT LIKE "
+        "'es\\_%' ESCAPE '\\' ORDER BY rowid"};
+    es_err e = ES_OK;
+    for (int pass = 0; pass < 2 && e == ES_OK; pass++) {
+        sqlite3_stmt *s = NULL;
+        e = es_rm_prepare(db, pass_sql[pass], &s, err);
+        while (e == ES_OK && sqlite3_step(s) == SQLITE_ROW) {
+            const char *name = (const char *)sqlite3_column_text(s, 0);
+            const char *sql = (const char *)sqlite3_column_text(s, 1);
+            if (pass == 0)
+                e = exec_fmt(db, "replacing a table", err, "DROP TABLE IF EXISTS main.\"%w\"",
+                             name);
+            if (e == ES_OK)
+                e = es_rm_exec(db, sql, "creating a table of the rebuilt model", err);
+            if (e == ES_OK && pass == 0)
+                e = exec_fmt(db, "copying the rebuilt model", err,
+                             "INSERT INTO main.\"%w\" SELECT * FROM shadow.\"%w\"", name, name);
+        }
+        sqlite3_finalize(s);
+    }
+    return e;
+}
+
+static es_err swap_in(sqlite3 *live, const char *shadow, const char *name, es_error_t *err) {
+    es_err e =
+        exec_fmt(live, "attaching the rebuilt model", err, "ATTACH DATABASE %Q AS shadow", shadow);
+    if (e != ES_OK)
+        return e;
+    e = es_rm_exec(live, "BEGIN IMMEDIATE", "swapping in the rebuilt model", err);
+    if (e == ES_OK)
+        e = drop_old_tables(live, name, err);
+    if (e == ES_OK)
+        e = copy_tables(live, err);
+    if (e == ES_OK)
+        e = exec_fmt(live, "copying checkpoints", err,
+                     "DELETE FROM main.es_checkpoints WHERE projector = %Q;"
+                     "INSERT INTO main.es_checkpoints SELECT * FROM shadow.es_checkpoints "
+                     "WHERE projector = %Q;"
+                     "DELETE FROM main.es_dlq WHERE projector = %Q;"
+                     "INSERT INTO main.es_dlq(projector, topic, partition, offset, key, "
+                     "event_type, code, error, attempts, parked_at, redriven_at, value, "
+                     "published) SELECT projector, topic, partition, offset, key, event_type, "
+                     "code, error, attempts, parked_at, redriven_at, value, 0 FROM "
+                     "shadow.es_dlq WHERE projector = %Q;"
+                     "INSERT OR REPLACE INTO main.es_projectors SELECT * FROM "
+                     "shadow.es_projectors WHERE name = %Q;",
+                     name, name, name, name, name);
+    if (e == ES_OK)
+        e = es_rm_exec(live, "COMMIT", "swapping in the rebuilt model", err);
+    else
+        sqlite3_exec(live, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_exec(live, "DETACH DATABASE shadow", NULL, NULL, NULL);
+    return e;
+}
+
+typedef struct replay {
+    const es_config_t *cfg;
+    const es_projector_def *def;
+    const es_replay_hooks_t *hooks;
+    es_runner_t *shadow;
+    uint64_t done, total;
+    char *live_path, *shadow_path, *guard_path;
+} replay;
+
+/* Applies batches into the shadow until the log has nothing more. */
+static es_err drain(replay *rp, es_error_t *err) {
+    size_t batch = (size_t)es_config_get_int(rp->cfg, "replay.batch.size");
+    for (;;) {
+        size_t n = 0;
+        es_err e = es_runner_batch(rp->shadow, batch, 0, &n, err);
+        if (e != ES_OK)
+            return e;
+        rp->done += n;
+        if (rp->hooks && rp->hooks->progress &&
+            rp->hooks->progress(rp->done, rp->total, rp->hooks->opaque))
+            return es_fail(err, ES_ESTATE,
+                           "replay of '%s' cancelled; the live read model is unchanged",
+                           rp->def->name);
+        if (n == 0)
+            return ES_OK;
+    }
+}
+
+static es_err finish(replay *rp, es_error_t *err) {
+    sqlite3 *live = NULL;
+    int lock = -1;
+    es_err e = es_rm_open(rp->cfg, rp->live_path, RM_LIVE, &live, err);
+    if (e == ES_OK)
+        e = es_rm_lock_open(rp->live_path, rp->def->name, &lock, err);
+    if (e == ES_OK && !es_rm_lock(lock, SWAP_LOCK_WAIT_MS))
+        e = es_fail(err, ES_EBUSY,
+                    "replay of '%s': the live read model %s stayed locked for %d s; is another "
+                    "replay running?",
+                    rp->def->name, rp->live_path, SWAP_LOCK_WAIT_MS / 1000);
+    else if (e == ES_OK) {
+        e = drain(rp, err); /* what was appended meanwhile: the runner is held off now */
+        if (e == ES_OK)
+            e = swap_in(live, rp->shadow_path, rp->def->name, err);
+        es_rm_unlock(lock);
+    }
+    if (e == ES_OK) {
+        es_error_t perr;
+        if (es_rm_publish_dlq(live, es_runner_log(rp->shadow), rp->cfg, rp->def->name, &perr) !=
+            ES_OK)
+            es_logf(rp->cfg, 4, "replay of '%s': dead letters not sent yet: %s", rp->def->name,
+                    perr.message);
+    }
+    if (lock >= 0)
+        close(lock);
+    sqlite3_close(live);
+    return e;
+}
+
+es_err es_replay(const es_config_t *cfg, const es_projector_def *def,
+                 const es_replay_hooks_t *hooks, es_replay_result_t *res, es_error_t *err) {
+    int64_t t0 = es_now_us();
+    es_err e = es_projector_check(def, "es_replay", err);
+    if (e != ES_OK)
+        return e;
+    replay rp = {cfg, def, hooks, NULL, 0, 0, NULL, NULL, NULL};
+    const char *live = es_config_get(cfg, "readmodel.db");
+    rp.live_path = strdup(live);
+    rp.shadow_path = es_rm_side_path(live, def->name, ".replay");
+    rp.guard_path = es_rm_side_path(live, def->name, ".replay-guard");
+    if (!rp.live_path || !rp.shadow_path || !rp.guard_path)
+        e = es_fail(err, ES_ENOMEM, "out of memory");
+    if (e == ES_OK) {
+        remove_shadow(rp.shadow_path);
+        runner_opts o = {rp.shadow_path, RM_BULK, rp.guard_path, 0, 0};
+        e = es_runner_open(cfg, def, &o, &rp.shadow, err);
+    }
+    if (e == ES_OK && hooks && hooks->parked)
+        es_runner_set_park_cb(rp.shadow, hooks->parked, hooks->opaque);
+    if (e == ES_OK)
+        e = es_runner_backlog(rp.shadow, &rp.total, err);
+    if (e == ES_OK)
+        e = drain(&rp, err);
+    if (e == ES_OK)
+        e = finish(&rp, err);
+    if (e != ES_OK)
+        es_error_prefix(err, "replay of '%s': ", def->name);
+    if (res) {
+        es_runner_stats_t st = {0};
+        if (rp.shadow)
+            es_runner_stats(rp.shadow, &st);
+        res->events = rp.done;
+        res->parked = st.parked;
+        res->ignored = st.ignored;
+        res->seconds = (double)(es_now_us() - t0) / 1e6;
+    }
+    es_runner_destroy(rp.shadow);
+    if (rp.shadow_path)
+        remove_shadow(rp.shadow_path);
+    free(rp.live_path);
+    free(rp.shadow_path);
+    free(rp.guard_path);
+    return e;
+}

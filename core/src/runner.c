@@ -1,0 +1,680 @@
+/*
+ * es_runner_t: one projector kept up to date with the log. A batch is one
+ * read-model transaction: checkpoints are read inside it, records are applied
+ * (each under a savepoint) or parked, and the new checkpoints are written in
+ * it, so what is committed is always "the log up to the checkpoints".
+ */
+#include "projector_int.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { R_CKPT_GET, R_CKPT_PUT, R_SAVEPOINT, R_RELEASE, R_ROLLBACK_TO, R_PARK, R_COUNT };
+
+static const char *const runner_sql[R_COUNT] = {
+    [R_CKPT_GET] = "SELECT next_offset FROM es_checkpoints WHERE projector = ?1 AND topic = ?2 "
+                   "AND partition = ?3",
+    [R_CKPT_PUT] = "INSERT INTO es_checkpoints(projector, topic, partition, next_offset, "
+                   "updated_at) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(projector, topic, "
+                   "partition) DO UPDATE SET next_offset = excluded.next_offset, "
+                   "updated_at = excluded.updated_at",
+    [R_SAVEPOINT] = "SAVEPOINT es_event",
+    [R_RELEASE] = "RELEASE es_event",
+    [R_ROLLBACK_TO] = "ROLLBACK TO es_event",
+    [R_PARK] = "INSERT INTO es_dlq(projector, topic, partition, offset, key, event_type, code, "
+               "error, attempts, parked_at, value) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
+               "?10, ?11) ON CONFLICT(projector, topic, partition, offset) DO UPDATE SET "
+               "event_type = excluded.event_type, code = excluded.code, error = excluded.error, "
+               "attempts = es_dlq.attempts + excluded.attempts, parked_at = excluded.parked_at, "
+               "redriven_at = NULL, published = 0",
+};
+
+struct es_runner {
+    es_config_t *cfg;
+    const es_projector_def *def;
+    es_log_t *log;
+    sqlite3 *db;
+    char *rm_path;
+    rm_mode mode;
+    sqlite3_stmt *st[R_COUNT];
+    es_projector_ctx_t ctx;
+    int inited; /* def->init ran: fini is due */
+    es_topic_pos_t *pos;
+    size_t n_pos;
+    int64_t *seen; /* positions as of the last commit: cheap "anything new?" checks */
+    int lock_fd;
+    es_guard_t *guard;
+    size_t batch_size;
+    int linger_ms, retries, backoff_ms, restarts;
+    int stop_on_error, ignore_unknown;
+    volatile sig_atomic_t stop;
+    es_park_cb *park_cb;
+    void *park_opaque;
+    es_runner_stats_t stats;
+    /* per batch */
+    es_err fatal;
+    es_error_t fatal_err;
+    size_t consumed, parked_in_batch;
+};
+
+static void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) && errno == EINTR)
+        ;
+}
+
+static es_err sql_err(es_runner_t *r, const char *what, es_error_t *err) {
+    int rc = sqlite3_errcode(r->db);
+    int busy = rc == SQLITE_BUSY || rc == SQLITE_LOCKED;
+    return es_fail(err, busy ? ES_EBUSY : ES_EIO, "projector '%s': %s in %s: %s", r->def->name,
+                   what, r->rm_path, sqlite3_errmsg(r->db));
+}
+
+static es_err run_stmt(es_runner_t *r, int which, const char *what, es_error_t *err) {
+    sqlite3_stmt *s = r->st[which];
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? ES_OK : sql_err(r, what, err);
+}
+
+static es_err load_positions(es_runner_t *r, es_error_t *err) {
+    sqlite3_stmt *s = r->st[R_CKPT_GET];
+    for (size_t i = 0; i < r->n_pos; i++) {
+        sqlite3_bind_text(s, 1, r->def->name, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 2, r->pos[i].topic, -1, SQLITE_STATIC);
+        sqlite3_bind_int(s, 3, r->pos[i].partition);
+        int rc = sqlite3_step(s);
+        r->pos[i].offset = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+        sqlite3_reset(s);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+            return sql_err(r, "reading checkpoints", err);
+    }
+    return ES_OK;
+}
+
+static es_err store_positions(es_runner_t *r, const int64_t *before, es_error_t *err) {
+    sqlite3_stmt *s = r->st[R_CKPT_PUT];
+    int64_t now = es_now_us();
+    for (size_t i = 0; i < r->n_pos; i++) {
+        if (r->pos[i].offset == before[i])
+            continue;
+        sqlite3_bind_text(s, 1, r->def->name, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 2, r->pos[i].topic, -1, SQLITE_STATIC);
+        sqlite3_bind_int(s, 3, r->pos[i].partition);
+        sqlite3_bind_int64(s, 4, r->pos[i].offset);
+        sqlite3_bind_int64(s, 5, now);
+        es_err e = run_stmt(r, R_CKPT_PUT, "writing a checkpoint", err);
+        if (e != ES_OK)
+            return e;
+    }
+    return ES_OK;
+}
+
+/* Parks a record in es_dlq (inside the batch's transaction) and tells the park callback. */
+static es_err park(es_runner_t *r, const es_raw_record_t *rec, const char *event_type, es_err code,
+                   const char *why, int attempts, es_error_t *err) {
+    sqlite3_stmt *s = r->st[R_PARK];
+    int64_t now = es_now_us();
+    sqlite3_bind_text(s, 1, r->def->name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, rec->topic, -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 3, rec->partition);
+    sqlite3_bind_int64(s, 4, rec->offset);
+    sqlite3_bind_text(s, 5, rec->key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 6, event_type && *event_type ? event_type : NULL, -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 7, (int)code);
+    sqlite3_bind_text(s, 8, why, -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 9, attempts);
+    sqlite3_bind_int64(s, 10, now);
+    sqlite3_bind_blob(s, 11, rec->value ? (const void *)rec->value : "", (int)rec->len,
+                      SQLITE_STATIC);
+    es_err e = run_stmt(r, R_PARK, "parking an event", err);
+    if (e != ES_OK)
+        return e;
+    r->stats.parked++;
+    r->parked_in_batch++;
+    if (r->park_cb) {
+        es_dlq_entry_t d = {.id = sqlite3_last_insert_rowid(r->db),
+                            .partition = rec->partition,
+                            .offset = rec->offset,
+                            .code = (int)code,
+                            .attempts = attempts,
+                            .parked_at_us = now};
+        snprintf(d.projector, sizeof d.projector, "%s", r->def->name);
+        snprintf(d.topic, sizeof d.topic, "%s", rec->topic);
+        snprintf(d.key, sizeof d.key, "%s", rec->key ? rec->key : "");
+        snprintf(d.event_type, sizeof d.event_type, "%s", event_type ? event_type : "");
+        snprintf(d.error, sizeof d.error, "%s", why);
+        r->park_cb(&d, r->park_opaque);
+    }
+    return ES_OK;
+}
+
+/* One apply under a savepoint, the guard noting the event while the module runs. A failure
+ * of the module fills aerr; a failure of our own storage fills err and sets *storage. */
+static es_err apply_once(es_runner_t *r, const es_raw_record_t *rec, const es_event_t *ev,
+                         es_error_t *aerr, int *storage, es_error_t *err) {
+    *storage = 1;
+    es_err e = run_stmt(r, R_SAVEPOINT, "opening a savepoint", err);
+    if (e != ES_OK)
+        return e;
+    if (r->guard)
+        es_guard_note(r->guard, rec->topic, rec->partition, rec->offset);
+    aerr->code = ES_OK;
+    aerr->message[0] = '\0';
+    es_err rc = r->def->apply(&r->ctx, ev, aerr);
+    if (r->guard)
+        es_guard_clear(r->guard);
+    if (rc != ES_OK) {
+        e = run_stmt(r, R_ROLLBACK_TO, "rolling back a failed event", err);
+        if (!aerr->message[0])
+            es_fail(aerr, rc, "apply returned %s", es_strerror(rc));
+        aerr->code = rc;
+    }
+    if (e == ES_OK)
+        e = run_stmt(r, R_RELEASE, "releasing a savepoint", err);
+    if (e != ES_OK)
+        return e;
+    *storage = 0;
+    if (rc != ES_OK)
+        *err = *aerr;
+    return rc;
+}
+
+es_err es_runner_apply_record(es_runner_t *r, const es_raw_record_t *rec, int *attempts,
+                              char *event_type, size_t type_cap, int *storage, es_error_t *err) {
+    es_position_t at = {rec->topic, rec->key, rec->partition, rec->offset};
+    es_event_t *ev = NULL;
+    *attempts = 0;
+    *storage = 0;
+    event_type[0] = '\0';
+    es_err rc = es_envelope_decode(rec->value, rec->len, &at, &ev, err);
+    if (rc != ES_OK)
+        return rc;
+    snprintf(event_type, type_cap, "%s", ev->event_type);
+    ev->offset = rec->offset;
+    ev->partition = rec->partition;
+    for (;;) {
+        es_error_t aerr;
+        ++*attempts;
+        rc = apply_once(r, rec, ev, &aerr, storage, err);
+        if (rc != ES_ERETRY || *storage || *attempts > r->retries)
+            break;
+        r->stats.retries++;
+        int wait = r->backoff_ms << (*attempts - 1 < 10 ? *attempts - 1 : 10);
+        sleep_ms(wait > 10000 ? 10000 : wait);
+    }
+    es_event_free(ev);
+    return rc;
+}
+
+/* The verdict on one record: applied, ignored, parked, or a fatal stop of the batch. */
+static int on_record(const es_raw_record_t *rec, void *opaque) {
+    es_runner_t *r = opaque;
+    char type[256] = "";
+    int attempts = 0, storage = 0;
+    es_error_t why = {0};
+    es_err rc;
+    r->consumed++;
+    unsigned deaths =
+        r->guard ? es_guard_deaths(r->guard, rec->topic, rec->partition, rec->offset) : 0;
+    if (deaths >= (unsigned)r->restarts) {
+        rc = es_fail(&why, ES_EIO,
+                     "the process died %u times in a row while applying this event (a crash "
+                     "in projector '%s'?); parked so the projector can go on",
+                     deaths, r->def->name);
+        attempts = (int)deaths;
+    } else {
+        rc = es_runner_apply_record(r, rec, &attempts, type, sizeof type, &storage, &why);
+        if (rc == ES_OK) {
+            r->stats.applied++;
+            return 0;
+        }
+        if (storage) {
+            r->fatal = rc;
+            r->fatal_err = why;
+            return 1;
+        }
+        if (rc == ES_EUNKNOWN_TYPE && r->ignore_unknown) {
+            r->stats.ignored++;
+            return 0;
+        }
+    }
+    if (r->stop_on_error) {
+        r->fatal = ES_ESTATE;
+        es_fail(&r->fatal_err, ES_ESTATE,
+                "projector '%s' stopped (projector.on.error=stop) at %s/%d offset %lld%s%s: %s",
+                r->def->name, rec->topic, (int)rec->partition, (long long)rec->offset,
+                type[0] ? ", " : "", type, why.message);
+        return 1;
+    }
+    es_err e = park(r, rec, type, rc, why.message, attempts ? attempts : 1, &r->fatal_err);
+    if (e != ES_OK) {
+        r->fatal = e;
+        return 1;
+    }
+    return 0;
+}
+
+static int64_t now_ms(void) {
+    return es_now_us() / 1000;
+}
+
+es_err es_runner_batch(es_runner_t *r, size_t max, int linger, size_t *consumed, es_error_t *err) {
+    int64_t before[r->n_pos ? r->n_pos : 1];
+    *consumed = 0;
+    r->consumed = r->parked_in_batch = 0;
+    r->fatal = ES_OK;
+    es_err e = es_rm_exec(r->db, r->mode == RM_BULK ? "BEGIN" : "BEGIN IMMEDIATE",
+                          "starting a batch", err);
+    if (e != ES_OK)
+        return e;
+    e = load_positions(r, err);
+    for (size_t i = 0; i < r->n_pos; i++)
+        before[i] = r->pos[i].offset;
+    int64_t linger_end = now_ms() + (linger ? r->linger_ms : 0);
+    while (e == ES_OK && r->consumed < max) {
+        size_t had = r->consumed;
+        e = r->log->ops->fetch(r->log, r->pos, r->n_pos, max - r->consumed, on_record, r, err);
+        if (e == ES_OK && r->fatal != ES_OK) {
+            *err = r->fatal_err;
+            e = r->fatal;
+        }
+        if (e != ES_OK || r->consumed == max || now_ms() >= linger_end)
+            break;
+        if (r->consumed == had)
+            sleep_ms(1);
+    }
+    if (e == ES_OK)
+        e = store_positions(r, before, err);
+    if (e == ES_OK)
+        e = es_rm_exec(r->db, "COMMIT", "committing a batch", err);
+    if (e != ES_OK) {
+        sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
+        return e;
+    }
+    r->stats.batches++;
+    *consumed = r->consumed;
+    for (size_t i = 0; i < r->n_pos; i++)
+        r->seen[i] = r->pos[i].offset;
+    if (r->guard)
+        es_guard_passed(r->guard, r->pos, r->n_pos);
+    if (r->parked_in_batch && r->mode == RM_LIVE) {
+        es_error_t perr;
+        if (es_rm_publish_dlq(r->db, r->log, r->cfg, r->def->name, &perr) != ES_OK)
+            es_logf(r->cfg, 4, "projector '%s': dead letters not sent yet: %s", r->def->name,
+                    perr.message);
+    }
+    return ES_OK;
+}
+
+/* Is there anything past the positions of the last commit? Cheap: no read-model write. */
+static int log_has_more(es_runner_t *r) {
+    int64_t end = 0;
+    if (r->log->ops->end_offset(r->log, &end, NULL) != ES_OK)
+        return 1;
+    for (size_t i = 0; i < r->n_pos; i++)
+        if (r->seen[i] < end)
+            return 1;
+    return 0;
+}
+
+es_err es_runner_poll(es_runner_t *r, int timeout_ms, size_t *applied, es_error_t *err) {
+    int64_t deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    size_t n = 0;
+    es_err e = ES_OK;
+    for (int wait = 1;; wait = wait < 50 ? wait * 2 : 50) {
+        if (log_has_more(r)) {
+            int remaining = (int)(deadline - now_ms());
+            if (r->lock_fd >= 0 && !es_rm_lock(r->lock_fd, remaining > 0 ? remaining : 0))
+                break; /* a replay holds the read model; try again later */
+            e = es_runner_batch(r, r->batch_size, 1, &n, err);
+            if (r->lock_fd >= 0)
+                es_rm_unlock(r->lock_fd);
+            if (e != ES_OK || n > 0)
+                break;
+        }
+        int64_t left = deadline - now_ms();
+        if (left <= 0 || r->stop)
+            break;
+        sleep_ms(wait < left ? wait : (int)left);
+    }
+    if (applied)
+        *applied = n;
+    return e;
+}
+
+es_err es_runner_run(es_runner_t *r, es_error_t *err) {
+    while (!r->stop) {
+        es_err e = es_runner_poll(r, 100, NULL, err);
+        if (e != ES_OK)
+            return e;
+    }
+    r->stop = 0;
+    return ES_OK;
+}
+
+void es_runner_stop(es_runner_t *r) {
+    r->stop = 1;
+}
+
+void es_runner_stats(const es_runner_t *r, es_runner_stats_t *out) {
+    *out = r->stats;
+}
+
+void es_runner_set_park_cb(es_runner_t *r, es_park_cb *cb, void *opaque) {
+    r->park_cb = cb;
+    r->park_opaque = opaque;
+}
+
+sqlite3 *es_runner_db(es_runner_t *r) {
+    return r->db;
+}
+
+es_log_t *es_runner_log(es_runner_t *r) {
+    return r->log;
+}
+
+int es_runner_lock_fd(es_runner_t *r) {
+    return r->lock_fd;
+}
+
+es_err es_runner_backlog(es_runner_t *r, uint64_t *n, es_error_t *err) {
+    es_err e = es_rm_exec(r->db, "BEGIN", "reading checkpoints", err);
+    if (e == ES_OK)
+        e = load_positions(r, err);
+    sqlite3_exec(r->db, "COMMIT", NULL, NULL, NULL);
+    *n = 0;
+    for (size_t i = 0; e == ES_OK && i < r->n_pos; i++) {
+        int64_t end;
+        uint64_t count;
+        e = r->log->ops->topic_end(r->log, r->pos[i].topic, r->pos[i].partition, r->pos[i].offset,
+                                   &end, &count, err);
+        *n += count;
+    }
+    return e;
+}
+
+void es_runner_destroy(es_runner_t *r) {
+    if (!r)
+        return;
+    if (r->inited && r->def->fini)
+        r->def->fini(r->ctx.state);
+    es_ctx_clear(&r->ctx);
+    for (int i = 0; i < R_COUNT; i++)
+        sqlite3_finalize(r->st[i]);
+    sqlite3_close(r->db);
+    if (r->log)
+        r->log->ops->destroy(r->log);
+    if (r->lock_fd >= 0)
+        close(r->lock_fd);
+    es_guard_close(r->guard);
+    free(r->pos);
+    free(r->seen);
+    free(r->rm_path);
+    es_config_destroy(r->cfg);
+    free(r);
+}
+
+static es_err make_positions(es_runner_t *r, es_error_t *err) {
+    size_t n = 0;
+    for (size_t t = 0; r->def->topics[t]; t++) {
+        int32_t parts = 0;
+        es_err e = r->log->ops->partitions(r->log, r->def->topics[t], &parts, err);
+        if (e != ES_OK)
+            return e;
+        void *p = realloc(r->pos, (n + (size_t)parts) * sizeof *r->pos);
+        if (!p)
+            return es_fail(err, ES_ENOMEM, "out of memory");
+        r->pos = p;
+        for (int32_t i = 0; i < parts; i++)
+            r->pos[n++] = (es_topic_pos_t){r->def->topics[t], i, 0};
+    }
+    r->n_pos = n;
+    r->seen = calloc(n ? n : 1, sizeof *r->seen);
+    return r->seen ? ES_OK : es_fail(err, ES_ENOMEM, "out of memory");
+}
+
+/* Names of the module's own tables: what exists now minus what existed before migrate. */
+static es_err table_names(sqlite3 *db, char **out, es_error_t *err) {
+    sqlite3_stmt *s = NULL;
+    es_buf_t b = {0};
+    es_err e = es_rm_prepare(db,
+                             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT "
+                             "LIKE 'es\\_%' ESCAPE '\\' AND name NOT LIKE 'sqlite\\_%' ESCAPE "
+                             "'\\' ORDER BY name",
+                             &s, err);
+    while (e == ES_OK && sqlite3_step(s) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(s, 0);
+        size_t len = strlen(name);
+        if (es_buf_reserve(&b, len + 2) != ES_OK) {
+            e = es_fail(err, ES_ENOMEM, "out of memory");
+            break;
+        }
+        memcpy(b.data + b.len, name, len);
+        b.len += len;
+        b.data[b.len++] = ' ';
+    }
+    sqlite3_finalize(s);
+    if (e == ES_OK && es_buf_reserve(&b, 1) != ES_OK)
+        e = es_fail(err, ES_ENOMEM, "out of memory");
+    if (e != ES_OK) {
+        es_buf_free(&b);
+        return e;
+    }
+    b.data[b.len] = '\0';
+    *out = (char *)b.data;
+    return ES_OK;
+}
+
+/* Words of after that are not in before, space-separated. */
+static char *new_words(const char *before, const char *after) {
+    char *out = calloc(1, strlen(after) + 1), *w = out;
+    for (const char *p = after; out && *p;) {
+        size_t len = strcspn(p, " ");
+        int found = 0;
+        for (const char *q = before; *q && !found;) {
+            size_t ql = strcspn(q, " ");
+            found = ql == len && !strncmp(p, q, len);
+            q += ql + (q[ql] == ' ');
+        }
+        if (!found && len) {
+            memcpy(w, p, len);
+            w += len;
+            *w++ = ' ';
+        }
+        p += len + (p[len] == ' ');
+    }
+    return out;
+}
+
+static es_err create_model(es_runner_t *r, es_error_t *err) {
+    char *before = NULL, *after = NULL, *owned = NULL, topics[1024] = "";
+    es_err e = es_rm_exec(r->db, "BEGIN IMMEDIATE", "creating the read model", err);
+    if (e != ES_OK)
+        return e;
+    e = table_names(r->db, &before, err);
+    if (e == ES_OK) {
+        e = r->def->migrate(r->db, 0, err);
+        if (e != ES_OK)
+            es_error_prefix(err, "projector '%s': migrate from 0 to %d: ", r->def->name,
+                            r->def->schema_version);
+    }
+    if (e == ES_OK)
+        e = table_names(r->db, &after, err);
+    if (e == ES_OK && !(owned = new_words(before, after)))
+        e = es_fail(err, ES_ENOMEM, "out of memory");
+    for (size_t i = 0; r->def->topics[i]; i++)
+        snprintf(topics + strlen(topics), sizeof topics - strlen(topics), "%s%s", i ? " " : "",
+                 r->def->topics[i]);
+    sqlite3_stmt *s = NULL;
+    if (e == ES_OK)
+        e = es_rm_prepare(r->db,
+                          "INSERT OR REPLACE INTO es_projectors(name, schema_version, tables, "
+                          "topics, built_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                          &s, err);
+    if (e == ES_OK) {
+        sqlite3_bind_text(s, 1, r->def->name, -1, SQLITE_STATIC);
+        sqlite3_bind_int(s, 2, r->def->schema_version);
+        sqlite3_bind_text(s, 3, owned, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 4, topics, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 5, es_now_us());
+        if (sqlite3_step(s) != SQLITE_DONE)
+            e = sql_err(r, "registering the projector", err);
+    }
+    sqlite3_finalize(s);
+    if (e == ES_OK)
+        e = es_rm_exec(r->db, "COMMIT", "creating the read model", err);
+    if (e != ES_OK)
+        sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
+    free(before);
+    free(after);
+    free(owned);
+    return e;
+}
+
+/* The schema version the read model holds for def (0: none yet). */
+static es_err stored_version(es_runner_t *r, int *version, es_error_t *err) {
+    sqlite3_stmt *s = NULL;
+    *version = 0;
+    es_err e =
+        es_rm_prepare(r->db, "SELECT schema_version FROM es_projectors WHERE name = ?1", &s, err);
+    if (e == ES_OK) {
+        sqlite3_bind_text(s, 1, r->def->name, -1, SQLITE_STATIC);
+        int rc = sqlite3_step(s);
+        if (rc == SQLITE_ROW)
+            *version = sqlite3_column_int(s, 0);
+        else if (rc != SQLITE_DONE)
+            e = sql_err(r, "reading the projector registry", err);
+    }
+    sqlite3_finalize(s);
+    return e;
+}
+
+static es_err read_policy(es_runner_t *r, const runner_opts *o) {
+    const es_config_t *c = r->cfg;
+    r->batch_size =
+        o->batch_size ? o->batch_size : (size_t)es_config_get_int(c, "projector.batch.size");
+    r->linger_ms = (int)es_config_get_int(c, "projector.linger.ms");
+    r->retries = (int)es_config_get_int(c, "projector.retries");
+    r->backoff_ms = (int)es_config_get_int(c, "projector.retry.backoff.ms");
+    r->restarts = (int)es_config_get_int(c, "projector.crash.restarts");
+    r->stop_on_error = !strcmp(es_config_get(c, "projector.on.error"), "stop");
+    r->ignore_unknown = !strcmp(es_config_get(c, "projector.on.unknown"), "ignore");
+    return ES_OK;
+}
+
+/* Opens the read model, takes the lock, counts a crash, creates or checks the schema. */
+static es_err open_model(es_runner_t *r, const runner_opts *o, int *rebuild, es_error_t *err) {
+    es_err e = es_rm_open(r->cfg, o->rm_path, o->mode, &r->db, err);
+    if (e == ES_OK && o->use_lock)
+        e = es_rm_lock_open(o->rm_path, r->def->name, &r->lock_fd, err);
+    if (e != ES_OK)
+        return e;
+    int locked = r->lock_fd < 0 ||
+                 es_rm_lock(r->lock_fd, (int)es_config_get_int(r->cfg, "sqlite.busy.timeout.ms"));
+    if (!locked)
+        return es_fail(err, ES_EBUSY,
+                       "projector '%s': its read model %s stayed locked by a replay or another "
+                       "runner; try again when it is done",
+                       r->def->name, o->rm_path);
+    if (o->guard_path)
+        e = es_guard_open(o->guard_path, &r->guard, err);
+    if (e == ES_OK && r->guard)
+        es_guard_recover(r->guard);
+    int version = 0;
+    if (e == ES_OK)
+        e = stored_version(r, &version, err);
+    if (e == ES_OK && version == 0)
+        e = create_model(r, err);
+    else if (e == ES_OK && version > r->def->schema_version)
+        e = es_fail(err, ES_ESTATE,
+                    "projector '%s': the read model %s has schema version %d, newer than the "
+                    "module's %d; run the newer module or rebuild with esctl replay",
+                    r->def->name, o->rm_path, version, r->def->schema_version);
+    *rebuild = e == ES_OK && version && version < r->def->schema_version;
+    if (r->lock_fd >= 0)
+        es_rm_unlock(r->lock_fd);
+    return e;
+}
+
+static es_err prepare_all(es_runner_t *r, es_error_t *err) {
+    for (int i = 0; i < R_COUNT; i++) {
+        es_err e = es_rm_prepare(r->db, runner_sql[i], &r->st[i], err);
+        if (e != ES_OK)
+            return e;
+    }
+    return ES_OK;
+}
+
+static es_err same_file_check(const es_config_t *cfg, const char *rm_path, es_error_t *err) {
+    if (!strcmp(es_config_get(cfg, "db"), rm_path))
+        return es_fail(err, ES_EINVAL,
+                       "readmodel.db and db are both %s; give the read model a file of its own",
+                       rm_path);
+    return ES_OK;
+}
+
+es_err es_runner_open(const es_config_t *cfg, const es_projector_def *def, const runner_opts *o,
+                      es_runner_t **out, es_error_t *err) {
+    *out = NULL;
+    es_err e = es_projector_check(def, "es_runner", err);
+    if (e == ES_OK)
+        e = same_file_check(cfg, o->rm_path, err);
+    if (e != ES_OK)
+        return e;
+    es_runner_t *r = calloc(1, sizeof *r);
+    if (!r || !(r->cfg = es_config_dup(cfg)) || !(r->rm_path = strdup(o->rm_path))) {
+        if (r)
+            es_config_destroy(r->cfg);
+        free(r);
+        return es_fail(err, ES_ENOMEM, "out of memory");
+    }
+    r->def = def;
+    r->mode = o->mode;
+    r->lock_fd = -1;
+    read_policy(r, o);
+    int rebuild = 0;
+    e = es_log_open(r->cfg, &r->log, err);
+    if (e == ES_OK)
+        e = make_positions(r, err);
+    if (e == ES_OK)
+        e = open_model(r, o, &rebuild, err);
+    if (e == ES_OK && rebuild)
+        e = es_replay(r->cfg, def, NULL, NULL, err);
+    if (e == ES_OK)
+        e = prepare_all(r, err);
+    r->ctx.db = r->db;
+    r->ctx.name = def->name;
+    if (e == ES_OK && def->init) {
+        e = def->init(r->db, &r->ctx.state, err);
+        if (e != ES_OK)
+            es_error_prefix(err, "projector '%s': init: ", def->name);
+        r->inited = e == ES_OK;
+    }
+    if (e != ES_OK) {
+        es_runner_destroy(r);
+        return e;
+    }
+    *out = r;
+    return ES_OK;
+}
+
+es_err es_runner_new(const es_config_t *cfg, const es_projector_def *def, es_runner_t **out,
+                     es_error_t *err) {
+    if (!out)
+        return es_fail(err, ES_EINVAL, "es_runner_new: out is required");
+    const char *rm = es_config_get(cfg, "readmodel.db");
+    char *guard = def && def->name ? es_rm_side_path(rm, def->name, ".guard") : NULL;
+    if (!guard)
+        return def && def->name ? es_fail(err, ES_ENOMEM, "out of memory")
+                                : es_projector_check(def, "es_runner_new", err);
+    runner_opts o = {rm, RM_LIVE, guard, 1, 0};
+    es_err e = es_runner_open(cfg, def, &o, out, err);
+    free(guard);
+    return e;
+}
