@@ -57,6 +57,9 @@ struct es_runner {
     void *park_opaque;
     es_runner_stats_t stats;
     /* per batch */
+    es_runner_stats_t batch; /* counted into stats when the batch commits */
+    int careful;             /* events under savepoints: a failure was seen in this batch */
+    int redo;                /* the optimistic pass hit a failure: roll back, redo carefully */
     es_err fatal;
     es_error_t fatal_err;
     size_t consumed, parked_in_batch;
@@ -135,7 +138,7 @@ static es_err park(es_runner_t *r, const es_raw_record_t *rec, const char *event
     es_err e = run_stmt(r, R_PARK, "parking an event", err);
     if (e != ES_OK)
         return e;
-    r->stats.parked++;
+    r->batch.parked++;
     r->parked_in_batch++;
     if (r->park_cb) {
         es_dlq_entry_t d = {.id = sqlite3_last_insert_rowid(r->db),
@@ -154,12 +157,12 @@ static es_err park(es_runner_t *r, const es_raw_record_t *rec, const char *event
     return ES_OK;
 }
 
-/* One apply under a savepoint, the guard noting the event while the module runs. A failure
- * of the module fills aerr; a failure of our own storage fills err and sets *storage. */
+/* One apply, under a savepoint when the batch is careful; the guard notes the event while the
+ * module runs. A failure of the module fills aerr; one of our storage fills err, *storage. */
 static es_err apply_once(es_runner_t *r, const es_raw_record_t *rec, const es_event_t *ev,
                          es_error_t *aerr, int *storage, es_error_t *err) {
     *storage = 1;
-    es_err e = run_stmt(r, R_SAVEPOINT, "opening a savepoint", err);
+    es_err e = r->careful ? run_stmt(r, R_SAVEPOINT, "opening a savepoint", err) : ES_OK;
     if (e != ES_OK)
         return e;
     if (r->guard)
@@ -169,13 +172,18 @@ static es_err apply_once(es_runner_t *r, const es_raw_record_t *rec, const es_ev
     es_err rc = r->def->apply(&r->ctx, ev, aerr);
     if (r->guard)
         es_guard_clear(r->guard);
+    if (rc != ES_OK && !r->careful) {
+        r->redo = 1; /* nothing to undo event by event: the whole batch is rolled back */
+        *storage = 0;
+        return rc;
+    }
     if (rc != ES_OK) {
         e = run_stmt(r, R_ROLLBACK_TO, "rolling back a failed event", err);
         if (!aerr->message[0])
             es_fail(aerr, rc, "apply returned %s", es_strerror(rc));
         aerr->code = rc;
     }
-    if (e == ES_OK)
+    if (e == ES_OK && r->careful)
         e = run_stmt(r, R_RELEASE, "releasing a savepoint", err);
     if (e != ES_OK)
         return e;
@@ -185,8 +193,8 @@ static es_err apply_once(es_runner_t *r, const es_raw_record_t *rec, const es_ev
     return rc;
 }
 
-es_err es_runner_apply_record(es_runner_t *r, const es_raw_record_t *rec, int *attempts,
-                              char *event_type, size_t type_cap, int *storage, es_error_t *err) {
+static es_err apply_record(es_runner_t *r, const es_raw_record_t *rec, int *attempts,
+                           char *event_type, size_t type_cap, int *storage, es_error_t *err) {
     es_position_t at = {rec->topic, rec->key, rec->partition, rec->offset};
     es_event_t *ev = NULL;
     *attempts = 0;
@@ -202,14 +210,21 @@ es_err es_runner_apply_record(es_runner_t *r, const es_raw_record_t *rec, int *a
         es_error_t aerr;
         ++*attempts;
         rc = apply_once(r, rec, ev, &aerr, storage, err);
-        if (rc != ES_ERETRY || *storage || *attempts > r->retries)
+        if (rc != ES_ERETRY || *storage || r->redo || *attempts > r->retries)
             break;
-        r->stats.retries++;
+        r->batch.retries++;
         int wait = r->backoff_ms << (*attempts - 1 < 10 ? *attempts - 1 : 10);
         sleep_ms(wait > 10000 ? 10000 : wait);
     }
     es_event_free(ev);
     return rc;
+}
+
+es_err es_runner_apply_record(es_runner_t *r, const es_raw_record_t *rec, int *attempts,
+                              char *event_type, size_t type_cap, int *storage, es_error_t *err) {
+    r->careful = 1; /* on its own: the failure is undone by the savepoint */
+    r->redo = 0;
+    return apply_record(r, rec, attempts, event_type, type_cap, storage, err);
 }
 
 /* The verdict on one record: applied, ignored, parked, or a fatal stop of the batch. */
@@ -229,9 +244,11 @@ static int on_record(const es_raw_record_t *rec, void *opaque) {
                      deaths, r->def->name);
         attempts = (int)deaths;
     } else {
-        rc = es_runner_apply_record(r, rec, &attempts, type, sizeof type, &storage, &why);
+        rc = apply_record(r, rec, &attempts, type, sizeof type, &storage, &why);
+        if (r->redo)
+            return 1;
         if (rc == ES_OK) {
-            r->stats.applied++;
+            r->batch.applied++;
             return 0;
         }
         if (storage) {
@@ -240,9 +257,13 @@ static int on_record(const es_raw_record_t *rec, void *opaque) {
             return 1;
         }
         if (rc == ES_EUNKNOWN_TYPE && r->ignore_unknown) {
-            r->stats.ignored++;
+            r->batch.ignored++;
             return 0;
         }
+    }
+    if (!r->careful) { /* parking and stopping happen in the careful pass only */
+        r->redo = 1;
+        return 1;
     }
     if (r->stop_on_error) {
         r->fatal = ES_ESTATE;
@@ -264,16 +285,13 @@ static int64_t now_ms(void) {
     return es_now_us() / 1000;
 }
 
-es_err es_runner_batch(es_runner_t *r, size_t max, int linger, size_t *consumed, es_error_t *err) {
-    int64_t before[r->n_pos ? r->n_pos : 1];
-    *consumed = 0;
+/* One pass of a batch inside an open transaction: fetch and apply up to max records. */
+static es_err batch_pass(es_runner_t *r, size_t max, int linger, int64_t *before, es_error_t *err) {
     r->consumed = r->parked_in_batch = 0;
     r->fatal = ES_OK;
-    es_err e = es_rm_exec(r->db, r->mode == RM_BULK ? "BEGIN" : "BEGIN IMMEDIATE",
-                          "starting a batch", err);
-    if (e != ES_OK)
-        return e;
-    e = load_positions(r, err);
+    r->redo = 0;
+    memset(&r->batch, 0, sizeof r->batch);
+    es_err e = load_positions(r, err);
     for (size_t i = 0; i < r->n_pos; i++)
         before[i] = r->pos[i].offset;
     int64_t linger_end = now_ms() + (linger ? r->linger_ms : 0);
@@ -284,10 +302,32 @@ es_err es_runner_batch(es_runner_t *r, size_t max, int linger, size_t *consumed,
             *err = r->fatal_err;
             e = r->fatal;
         }
-        if (e != ES_OK || r->consumed == max || now_ms() >= linger_end)
+        if (e != ES_OK || r->redo || r->consumed == max || now_ms() >= linger_end)
             break;
         if (r->consumed == had)
             sleep_ms(1);
+    }
+    return e;
+}
+
+/* Events are applied without savepoints first, the common case being that none fails;
+ * when one does, the batch is rolled back and redone with a savepoint per event, so the
+ * failing event is retried or parked alone and the others applied. */
+es_err es_runner_batch(es_runner_t *r, size_t max, int linger, size_t *consumed, es_error_t *err) {
+    int64_t before[r->n_pos ? r->n_pos : 1];
+    const char *begin = r->mode == RM_BULK ? "BEGIN" : "BEGIN IMMEDIATE";
+    *consumed = 0;
+    es_err e = ES_OK;
+    for (r->careful = 0; e == ES_OK; r->careful = 1) {
+        e = es_rm_exec(r->db, begin, "starting a batch", err);
+        if (e != ES_OK)
+            return e;
+        e = batch_pass(r, max, linger, before, err);
+        if (e != ES_OK || !r->redo)
+            break;
+        sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
+        max = r->consumed; /* the same records, now event by event */
+        linger = 0;
     }
     if (e == ES_OK)
         e = store_positions(r, before, err);
@@ -297,6 +337,10 @@ es_err es_runner_batch(es_runner_t *r, size_t max, int linger, size_t *consumed,
         sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
         return e;
     }
+    r->stats.applied += r->batch.applied;
+    r->stats.parked += r->batch.parked;
+    r->stats.ignored += r->batch.ignored;
+    r->stats.retries += r->batch.retries;
     r->stats.batches++;
     *consumed = r->consumed;
     for (size_t i = 0; i < r->n_pos; i++)

@@ -21,12 +21,15 @@
 
 #include "blobs.h"
 #include "raw.h"
+#include "replay.h"
 #include "report.h"
 #include "runs.h"
 #include "util.h"
 
 #define GOAL_APPEND 0.50  /* batched append vs raw INTEGER PRIMARY KEY insert */
 #define GOAL_LATENCY 1.50 /* es_execute p50 vs one raw fsync'd commit */
+#define GOAL_REPLAY 0.50  /* es_replay vs a raw read-decode-upsert rebuild */
+#define GOAL_RSS_MIB 64.0 /* peak RSS of a replay, flat in the log's size */
 #define MAX_FIGS 16
 #define MAX_NOTES 32
 #define TMPFS_MAGIC_NUMBER 0x01021994
@@ -39,6 +42,7 @@ typedef struct fig_slot {
 
 typedef struct bench {
     bool quick;
+    const char *only; /* one group of figures, or NULL for all */
     const char *parent;
     char dir[PATH_MAX];
     fig_slot_t figs[MAX_FIGS];
@@ -48,8 +52,9 @@ typedef struct bench {
 } bench_t;
 
 static void usage(FILE *out) {
-    fprintf(out, "usage: eskit-bench [--quick] [--dir DIR]\n"
+    fprintf(out, "usage: eskit-bench [--quick] [--only GROUP] [--dir DIR]\n"
                  "  --quick    smaller counts, for a smoke test\n"
+                 "  --only G   one group: append, execute, latency or replay\n"
                  "  --dir DIR  where the scratch databases go (default: $TMPDIR or /var/tmp);\n"
                  "             put it on the disk you want measured, not on tmpfs\n");
 }
@@ -59,6 +64,13 @@ static int parse_args(bench_t *b, int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) {
             b->quick = true;
+        } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
+            b->only = argv[++i];
+            if (strcmp(b->only, "append") && strcmp(b->only, "execute") &&
+                strcmp(b->only, "latency") && strcmp(b->only, "replay")) {
+                fprintf(stderr, "eskit-bench: --only takes append, execute, latency or replay\n");
+                return -1;
+            }
         } else if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc) {
             b->parent = argv[++i];
         } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
@@ -345,13 +357,61 @@ static int fig_latency(bench_t *b, size_t warm, size_t n, size_t n_aggregates) {
     return rc;
 }
 
+static int fig_replay(bench_t *b, size_t small, size_t large) {
+    replay_figs_t r1, r4;
+    char n1[32], n4[32];
+    progress("es_replay into order_summary beside a raw rebuild");
+    if (bench_replay(b->dir, small, true, &r1) != 0)
+        return -1;
+    progress("es_replay peak RSS on a log four times larger");
+    if (bench_replay(b->dir, large, false, &r4) != 0)
+        return -1;
+    bench_fmt_count(n1, sizeof n1, (double)r1.events);
+    bench_fmt_count(n4, sizeof n4, (double)r4.events);
+    fig_slot_t *s = new_fig(b);
+    snprintf(s->name, sizeof s->name, "es_replay order_summary, %s demo events", n1);
+    snprintf(s->base, sizeof s->base, "raw: read log rows, decode, upsert same columns");
+    s->f.value = r1.es_per_s;
+    s->f.unit = UNIT_EVENTS_S;
+    s->f.base = r1.raw_per_s;
+    s->f.base_unit = UNIT_EVENTS_S;
+    s->f.goal_kind = GOAL_AT_LEAST;
+    s->f.goal = GOAL_REPLAY;
+    s = new_fig(b);
+    snprintf(s->name, sizeof s->name, "es_replay peak RSS (MiB), %s events", n4);
+    snprintf(s->base, sizeof s->base, "peak RSS (MiB), %s events", n1);
+    s->f.value = (double)r4.peak_rss_kib / 1024.0;
+    s->f.unit = UNIT_MIB;
+    s->f.base = (double)r1.peak_rss_kib / 1024.0;
+    s->f.base_unit = UNIT_MIB;
+    s->f.goal_kind = GOAL_AT_MOST;
+    s->f.goal = 1.10;
+    add_note(b,
+             "replay: includes the swap into the live read model; peak RSS goal: flat "
+             "(ratio <= 1.10) and under %.0f MiB (%s)",
+             GOAL_RSS_MIB, (double)r4.peak_rss_kib / 1024.0 < GOAL_RSS_MIB ? "PASS" : "MISS");
+    return 0;
+}
+
+static bool wanted(const bench_t *b, const char *group) {
+    return !b->only || !strcmp(b->only, group);
+}
+
 static int run_all(bench_t *b) {
     size_t k = b->quick ? 10 : 1; /* --quick divides the counts by 10 */
-    int rc = fig_store_append(b, 20000 / k, 10);
-    rc = rc ? rc : fig_store_append(b, 200000 / k, 1000);
-    rc = rc ? rc : fig_execute_batch(b, 200000 / k, 1000);
-    rc = rc ? rc : fig_execute_batch(b, 200000 / k, 10000);
-    rc = rc ? rc : fig_latency(b, 50 / k, 2000 / k, 100);
+    int rc = 0;
+    if (wanted(b, "append")) {
+        rc = fig_store_append(b, 20000 / k, 10);
+        rc = rc ? rc : fig_store_append(b, 200000 / k, 1000);
+    }
+    if (wanted(b, "execute")) {
+        rc = rc ? rc : fig_execute_batch(b, 200000 / k, 1000);
+        rc = rc ? rc : fig_execute_batch(b, 200000 / k, 10000);
+    }
+    if (wanted(b, "latency"))
+        rc = rc ? rc : fig_latency(b, 50 / k, 2000 / k, 100);
+    if (wanted(b, "replay"))
+        rc = rc ? rc : fig_replay(b, 1000000 / k, 4000000 / k);
     return rc;
 }
 

@@ -17,6 +17,9 @@ static const char *fmt_value(char *buf, size_t cap, double v, report_unit u) {
     case UNIT_USEC:
         snprintf(buf, cap, "%.1f us", v);
         break;
+    case UNIT_MIB:
+        snprintf(buf, cap, "%.1f MiB", v);
+        break;
     }
     return buf;
 }

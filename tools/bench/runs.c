@@ -12,7 +12,7 @@ static const char ITEM_TYPE[] = "inventory.item";
 static const char STREAM_TYPE[] = "bench.stream";
 static const char BLOB_EVENT[] = "bench.v1.Blob";
 
-static int es_fail(const char *what, es_err code, const es_error_t *err) {
+static int bench_fail(const char *what, es_err code, const es_error_t *err) {
     fprintf(stderr, "eskit-bench: %s: %s: %s\n", what, es_strerror(code),
             err && err->message[0] ? err->message : "(no message)");
     return -1;
@@ -39,7 +39,7 @@ static es_config_t *make_config(const char *path) {
     if (rc == ES_OK)
         rc = es_config_set(cfg, "sqlite.synchronous", "full", &err);
     if (rc != ES_OK) {
-        es_fail("configuring the store", rc, &err);
+        bench_fail("configuring the store", rc, &err);
         es_config_destroy(cfg);
         return NULL;
     }
@@ -84,7 +84,7 @@ static int collect_cb(const es_event_t *ev, void *opaque) {
     size_t len = 0;
     es_err rc = es_envelope_encode(ev, &buf, &len, &c->err);
     if (rc != ES_OK) {
-        c->rc = es_fail("es_envelope_encode", rc, &c->err);
+        c->rc = bench_fail("es_envelope_encode", rc, &c->err);
         return 1;
     }
     if (blobs_push(c->out, buf, len) != 0) {
@@ -100,7 +100,7 @@ static int read_back(es_store_t *store, size_t expect, blobs_t *out) {
     struct collect c = {.out = out, .rc = 0};
     es_err rc = es_store_read_log(store, NULL, 0, 0, collect_cb, &c, NULL, &c.err);
     if (rc != ES_OK && c.rc == 0)
-        return es_fail("es_store_read_log", rc, &c.err);
+        return bench_fail("es_store_read_log", rc, &c.err);
     if (c.rc == 0 && out->n != expect) {
         fprintf(stderr, "eskit-bench: the log holds %zu events, %zu were appended\n", out->n,
                 expect);
@@ -131,7 +131,7 @@ static int64_t append_all(es_store_t *store, const run_shape_t *shape, char **id
         const char *id = ids[bench_rng_below(&rng, (uint32_t)shape->n_streams)];
         es_err rc = es_store_append(store, STREAM_TYPE, id, ES_EXPECT_ANY, 0, evs, k, NULL, &err);
         if (rc != ES_OK) {
-            es_fail("es_store_append", rc, &err);
+            bench_fail("es_store_append", rc, &err);
             goto out;
         }
     }
@@ -163,7 +163,7 @@ int run_store_append(const char *path, const run_shape_t *shape, blobs_t *writte
         goto out;
     es_err erc = es_store_new(cfg, &store, &err);
     if (erc != ES_OK) {
-        es_fail("es_store_new", erc, &err);
+        bench_fail("es_store_new", erc, &err);
         goto out;
     }
     int64_t ns = append_all(store, shape, ids, payload);
@@ -192,12 +192,12 @@ static int open_engine(const char *path, es_engine_t **out) {
     es_err rc = es_engine_new(cfg, out, &err);
     es_config_destroy(cfg);
     if (rc != ES_OK)
-        return es_fail("es_engine_new", rc, &err);
+        return bench_fail("es_engine_new", rc, &err);
     rc = demo_register_all(*out, &err);
     if (rc != ES_OK) {
         es_engine_destroy(*out);
         *out = NULL;
-        return es_fail("demo_register_all", rc, &err);
+        return bench_fail("demo_register_all", rc, &err);
     }
     return 0;
 }
@@ -224,7 +224,7 @@ static int execute_one_batch(es_engine_t *engine, es_command_t *cmds, es_result_
     memset(res, 0, k * sizeof *res);
     es_err rc = es_execute_batch(engine, cmds, k, res, &err);
     if (rc != ES_OK) {
-        es_fail("es_execute_batch", rc, &err);
+        bench_fail("es_execute_batch", rc, &err);
         settle_batch(res, k, n_events);
         return -1;
     }
@@ -313,7 +313,7 @@ int run_lat_one(run_lat_t *l, int64_t *ns, blobs_t *written) {
     int64_t t0 = bench_now_ns();
     es_err rc = es_execute(l->engine, &cmd, &res, &err);
     *ns = bench_now_ns() - t0;
-    int out = rc == ES_OK ? keep_events(&res, written) : es_fail("es_execute", rc, &err);
+    int out = rc == ES_OK ? keep_events(&res, written) : bench_fail("es_execute", rc, &err);
     es_result_clear(&res);
     return out;
 }
