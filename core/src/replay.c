@@ -56,9 +56,29 @@ static es_err drop_old_tables(sqlite3 *db, const char *name, es_error_t *err) {
     return e;
 }
 
+/* A table another projector owns is never replaced: two modules may not share a name. */
+static es_err check_owner(sqlite3 *db, const char *table, const char *projector, es_error_t *err) {
+    sqlite3_stmt *s = NULL;
+    es_err e = es_rm_prepare(db,
+                             "SELECT name FROM main.es_projectors WHERE name <> ?1 AND "
+                             "' ' || tables LIKE '% ' || ?2 || ' %'",
+                             &s, err);
+    if (e == ES_OK) {
+        sqlite3_bind_text(s, 1, projector, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 2, table, -1, SQLITE_STATIC);
+        if (sqlite3_step(s) == SQLITE_ROW)
+            e = es_fail(err, ES_ESTATE,
+                        "table '%s' of the rebuilt model belongs to projector '%s' in the live "
+                        "read model; rename the table in one of the two modules",
+                        table, (const char *)sqlite3_column_text(s, 0));
+    }
+    sqlite3_finalize(s);
+    return e;
+}
+
 /* Recreates the shadow's tables in main and copies their rows; indexes and triggers come
  * after the rows (faster, and triggers must not fire on the copy). */
-static es_err copy_tables(sqlite3 *db, es_error_t *err) {
+static es_err copy_tables(sqlite3 *db, const char *projector, es_error_t *err) {
     static const char *const pass_sql[2] = {
         "SELECT name, sql FROM shadow.sqlite_master WHERE type = 'table' AND name NOT LIKE "
         "'es\\_%' ESCAPE '\\' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY rowid",
@@ -73,6 +93,8 @@ static es_err copy_tables(sqlite3 *db, es_error_t *err) {
             const char *name = (const char *)sqlite3_column_text(s, 0);
             const char *sql = (const char *)sqlite3_column_text(s, 1);
             if (pass == 0)
+                e = check_owner(db, name, projector, err);
+            if (e == ES_OK && pass == 0)
                 e = exec_fmt(db, "replacing a table", err, "DROP TABLE IF EXISTS main.\"%w\"",
                              name);
             if (e == ES_OK)
@@ -95,7 +117,7 @@ static es_err swap_in(sqlite3 *live, const char *shadow, const char *name, es_er
     if (e == ES_OK)
         e = drop_old_tables(live, name, err);
     if (e == ES_OK)
-        e = copy_tables(live, err);
+        e = copy_tables(live, name, err);
     if (e == ES_OK)
         e = exec_fmt(live, "copying checkpoints", err,
                      "DELETE FROM main.es_checkpoints WHERE projector = %Q;"

@@ -700,6 +700,12 @@ es_err es_runner_open(const es_config_t *cfg, const es_projector_def *def, const
             es_error_prefix(err, "projector '%s': init: ", def->name);
         r->inited = e == ES_OK;
     }
+    if (e == ES_OK && r->mode == RM_LIVE) {
+        es_error_t perr; /* dead letters a crash kept from being sent */
+        if (es_rm_publish_dlq(r->db, r->log, r->cfg, def->name, &perr) != ES_OK)
+            es_logf(r->cfg, 4, "projector '%s': dead letters not sent yet: %s", def->name,
+                    perr.message);
+    }
     if (e != ES_OK) {
         es_runner_destroy(r);
         return e;

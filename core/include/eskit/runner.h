@@ -7,9 +7,13 @@
  * any point replays at most the uncommitted batch: the read model always
  * equals a from-scratch rebuild of the log up to its checkpoints.
  *
- * Each event runs under a savepoint. A failing event is retried (ES_ERETRY,
- * with backoff), then parked in the DLQ (the es_dlq table and a <topic>.dlq
- * record) and the runner goes on; with projector.on.error=stop it halts.
+ * Each event's writes are all-or-nothing: a batch is first applied without
+ * savepoints (they cost more than the apply itself), and when an event fails
+ * the batch is rolled back and redone with a savepoint per event. A failing
+ * event is retried (ES_ERETRY, with backoff), then parked in the DLQ (the
+ * es_dlq table and a <topic>.dlq record) and the runner goes on; with
+ * projector.on.error=stop it halts. apply may thus run more than once for an
+ * event whose effects were rolled back: keep module state in the database.
  * Undecodable records and unknown event types take the same path
  * (projector.on.unknown=ignore skips unknown types). Before each apply the
  * runner notes the position in a file that survives the process; an event
