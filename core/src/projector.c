@@ -105,13 +105,15 @@ static es_err find_module(const es_config_t *cfg, const char *name, char *out, s
         snprintf(sub, sizeof sub, "%s/projectors", dir);
         if (probe(sub, strlen(sub), name, out, cap))
             return ES_OK;
-        snprintf(sub, sizeof sub, "%s/../lib/eskit/projectors", dir);
+        snprintf(sub, sizeof sub, "%s/../" ESKIT_INSTALL_LIBDIR "/eskit/projectors", dir);
         if (probe(sub, strlen(sub), name, out, cap))
             return ES_OK;
     }
     return es_fail(err, ES_ENOTFOUND,
                    "no projector module '%s' (looked for %s.so in projector.path%s%s, beside the "
-                   "program in projectors/ and in ../lib/eskit/projectors); give its path",
+                   "program in projectors/ and in ../" ESKIT_INSTALL_LIBDIR
+                   "/eskit/projectors); give "
+                   "its path",
                    name, name, path ? " = " : "", path ? path : "");
 }
 

@@ -17,7 +17,8 @@
 
 static const char rm_schema[] =
     "CREATE TABLE IF NOT EXISTS es_projectors(name TEXT PRIMARY KEY, schema_version INTEGER NOT "
-    "NULL, tables TEXT NOT NULL, topics TEXT NOT NULL, built_at INTEGER NOT NULL);"
+    "NULL, tables TEXT NOT NULL, topics TEXT NOT NULL, log_id TEXT NOT NULL,"
+    " built_at INTEGER NOT NULL);"
     "CREATE TABLE IF NOT EXISTS es_checkpoints(projector TEXT NOT NULL, topic TEXT NOT NULL,"
     " partition INTEGER NOT NULL, next_offset INTEGER NOT NULL, updated_at INTEGER NOT NULL,"
     " PRIMARY KEY(projector, topic, partition)) WITHOUT ROWID;"

@@ -47,6 +47,7 @@ struct es_runner {
     es_topic_pos_t *pos;
     size_t n_pos;
     int64_t *seen; /* positions as of the last commit: cheap "anything new?" checks */
+    char log_id[64];
     int lock_fd;
     es_guard_t *guard;
     size_t batch_size;
@@ -227,6 +228,14 @@ es_err es_runner_apply_record(es_runner_t *r, const es_raw_record_t *rec, int *a
     return apply_record(r, rec, attempts, event_type, type_cap, storage, err);
 }
 
+/* The event type of a record the module is not given, for the DLQ entry. */
+static void record_type(const es_raw_record_t *rec, char *out, size_t cap) {
+    es_event_t *ev = NULL;
+    if (es_envelope_decode(rec->value, rec->len, NULL, &ev, NULL) == ES_OK)
+        snprintf(out, cap, "%s", ev->event_type);
+    es_event_free(ev);
+}
+
 /* The verdict on one record: applied, ignored, parked, or a fatal stop of the batch. */
 static int on_record(const es_raw_record_t *rec, void *opaque) {
     es_runner_t *r = opaque;
@@ -238,6 +247,7 @@ static int on_record(const es_raw_record_t *rec, void *opaque) {
     unsigned deaths =
         r->guard ? es_guard_deaths(r->guard, rec->topic, rec->partition, rec->offset) : 0;
     if (deaths >= (unsigned)r->restarts) {
+        record_type(rec, type, sizeof type);
         rc = es_fail(&why, ES_EIO,
                      "the process died %u times in a row while applying this event (a crash "
                      "in projector '%s'?); parked so the projector can go on",
@@ -559,14 +569,15 @@ static es_err create_model(es_runner_t *r, es_error_t *err) {
     if (e == ES_OK)
         e = es_rm_prepare(r->db,
                           "INSERT OR REPLACE INTO es_projectors(name, schema_version, tables, "
-                          "topics, built_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                          "topics, log_id, built_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                           &s, err);
     if (e == ES_OK) {
         sqlite3_bind_text(s, 1, r->def->name, -1, SQLITE_STATIC);
         sqlite3_bind_int(s, 2, r->def->schema_version);
         sqlite3_bind_text(s, 3, owned, -1, SQLITE_STATIC);
         sqlite3_bind_text(s, 4, topics, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(s, 5, es_now_us());
+        sqlite3_bind_text(s, 5, r->log_id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 6, es_now_us());
         if (sqlite3_step(s) != SQLITE_DONE)
             e = sql_err(r, "registering the projector", err);
     }
@@ -581,12 +592,13 @@ static es_err create_model(es_runner_t *r, es_error_t *err) {
     return e;
 }
 
-/* The schema version the read model holds for def (0: none yet). */
+/* The schema version the read model holds for def (0: none yet), checking it was built from
+ * this log: a model of another log would silently skip or misapply events. */
 static es_err stored_version(es_runner_t *r, int *version, es_error_t *err) {
     sqlite3_stmt *s = NULL;
     *version = 0;
-    es_err e =
-        es_rm_prepare(r->db, "SELECT schema_version FROM es_projectors WHERE name = ?1", &s, err);
+    es_err e = es_rm_prepare(
+        r->db, "SELECT schema_version, log_id FROM es_projectors WHERE name = ?1", &s, err);
     if (e == ES_OK) {
         sqlite3_bind_text(s, 1, r->def->name, -1, SQLITE_STATIC);
         int rc = sqlite3_step(s);
@@ -594,6 +606,14 @@ static es_err stored_version(es_runner_t *r, int *version, es_error_t *err) {
             *version = sqlite3_column_int(s, 0);
         else if (rc != SQLITE_DONE)
             e = sql_err(r, "reading the projector registry", err);
+        const char *log_id = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(s, 1) : NULL;
+        if (log_id && strcmp(log_id, r->log_id))
+            e = es_fail(err, ES_ESTATE,
+                        "projector '%s': the read model %s was built from another event log "
+                        "(log id %s; %s has %s); rebuild it with esctl replay %s or point "
+                        "readmodel.db at this log's read model",
+                        r->def->name, r->rm_path, log_id, es_config_get(r->cfg, "db"), r->log_id,
+                        r->def->name);
     }
     sqlite3_finalize(s);
     return e;
@@ -684,6 +704,8 @@ es_err es_runner_open(const es_config_t *cfg, const es_projector_def *def, const
     read_policy(r, o);
     int rebuild = 0;
     e = es_log_open(r->cfg, &r->log, err);
+    if (e == ES_OK)
+        e = r->log->ops->identity(r->log, r->log_id, sizeof r->log_id, err);
     if (e == ES_OK)
         e = make_positions(r, err);
     if (e == ES_OK)

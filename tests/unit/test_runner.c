@@ -336,3 +336,30 @@ Test(runner, config_keys_of_the_runner_are_checked) {
     cr_assert_eq(es_config_set(cfg, "projector.batch.sise", "5", &err), ES_EINVAL);
     cr_assert(strstr(err.message, "projector.batch.sise"), "%s", err.message);
 }
+
+Test(runner, a_read_model_of_another_log_is_refused_until_replayed) {
+    append("n-1", "test.v1.Noted", "abc");
+    es_runner_t *r = runner(&notes_v1);
+    drain(r);
+    es_runner_destroy(r);
+
+    /* Same read model, a new event log file. */
+    char *other = tu_path(dir, "other-events.db");
+    es_config_set(cfg, "db", other, NULL);
+    es_store_destroy(store);
+    es_error_t err = {0};
+    cr_assert_eq(es_store_new(cfg, &store, &err), ES_OK, "%s", err.message);
+    append("n-7", "test.v1.Noted", "x");
+    append("n-8", "test.v1.Noted", "y");
+    cr_assert_eq(es_runner_new(cfg, &notes_v1, &r, &err), ES_ESTATE);
+    cr_assert(strstr(err.message, "another event log"), "%s", err.message);
+    cr_assert(strstr(err.message, "esctl replay notes"), "%s", err.message);
+
+    cr_assert_eq(es_replay(cfg, &notes_v1, NULL, NULL, &err), ES_OK, "%s", err.message);
+    r = runner(&notes_v1);
+    cr_assert_eq(drain(r), 0);
+    es_runner_destroy(r);
+    cr_assert_eq(query_int("SELECT count(*) FROM notes WHERE id IN ('n-7', 'n-8')"), 2);
+    cr_assert_eq(query_int("SELECT count(*) FROM notes"), 2);
+    free(other);
+}

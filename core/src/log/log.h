@@ -77,6 +77,8 @@ typedef struct es_log_ops {
                            es_error_t *err);
     es_err (*put_command)(es_log_t *log, const es_command_record_t *rec, es_error_t *err);
 
+    /* A stable id of this log (embedded: made with the file), written into read models. */
+    es_err (*identity)(es_log_t *log, char *out, size_t cap, es_error_t *err);
     /* Consumer side. Partitions of a topic (1 on the embedded backend). */
     es_err (*partitions)(es_log_t *log, const char *topic, int32_t *n, es_error_t *err);
     /* Delivers up to max records of the positions' partitions, each from its offset, and

@@ -855,6 +855,21 @@ static void lg_destroy(es_log_t *base) {
     free(l);
 }
 
+static es_err lg_identity(es_log_t *base, char *out, size_t cap, es_error_t *err) {
+    sqlite_log *l = (sqlite_log *)base;
+    sqlite3_stmt *s = NULL;
+    int rc =
+        sqlite3_prepare_v2(l->db, "SELECT value FROM es_meta WHERE key = 'log_id'", -1, &s, NULL);
+    if (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW)
+        snprintf(out, cap, "%s", (const char *)sqlite3_column_text(s, 0));
+    sqlite3_finalize(s);
+    if (rc == SQLITE_ROW)
+        return ES_OK;
+    return rc == SQLITE_DONE
+               ? es_fail(err, ES_EIO, "%s has no log_id; it was not made by eskit", l->path)
+               : sql_fail(l, rc, "reading the log's identity", err);
+}
+
 static es_err lg_partitions(es_log_t *base, const char *topic, int32_t *n, es_error_t *err) {
     (void)base;
     (void)topic;
@@ -1017,6 +1032,7 @@ static const es_log_ops sqlite_ops = {
     .put_snapshot = lg_put_snapshot,
     .find_command = lg_find_command,
     .put_command = lg_put_command,
+    .identity = lg_identity,
     .partitions = lg_partitions,
     .fetch = lg_fetch,
     .topic_end = lg_topic_end,
@@ -1088,6 +1104,13 @@ static es_err create_schema(sqlite_log *l, es_error_t *err) {
     if (e != ES_OK)
         return e;
     e = exec_sql(l, schema_sql, "creating the schema", err);
+    /* The log's identity, so a read model can tell which log it was built from. */
+    char id[ES_UUID_STR_LEN + 1], sql[128];
+    es_uuid7(id);
+    snprintf(sql, sizeof sql, "INSERT OR IGNORE INTO es_meta(key, value) VALUES ('log_id', '%s')",
+             id);
+    if (e == ES_OK)
+        e = exec_sql(l, sql, "creating the schema", err);
     if (e == ES_OK)
         e = exec_sql(l, "COMMIT", "creating the schema", err);
     else
