@@ -38,7 +38,6 @@ enum {
     S_STREAM_GET,
     S_STREAM_PUT,
     S_STREAM_SET,
-    S_EVENT_PUT,
     S_EVENT_LINK,
     S_EVENT_GET,
     S_LOG_READ,
@@ -64,8 +63,6 @@ static const char *const sql_text[S_COUNT] = {
     [S_STREAM_SET] = "UPDATE es_streams SET version = ?2, head = ?3 WHERE id = ?1",
     [S_STREAM_SET_SNAP] = "UPDATE es_streams SET version = ?2, head = ?3, snap_version = ?4, "
                           "snap_type = ?5, snap_state = ?6, snap_at = ?7 WHERE id = ?1",
-    [S_EVENT_PUT] = "INSERT INTO es_events(stream, version, prev, type_id, envelope) "
-                    "VALUES (?1, ?2, ?3, ?4, ?5)",
     [S_EVENT_LINK] = "SELECT version, prev FROM es_events WHERE pos = ?1",
     [S_EVENT_GET] = "SELECT envelope FROM es_events WHERE pos = ?1",
     [S_LOG_READ] = "SELECT pos, type_id, envelope FROM es_events WHERE pos >= ?1 ORDER BY pos",
@@ -98,6 +95,18 @@ static const char schema_sql[] =
     " last_version INTEGER NOT NULL, version INTEGER NOT NULL, reason TEXT) WITHOUT ROWID;"
     "INSERT OR IGNORE INTO es_meta(key, value) VALUES ('schema_version', '1');";
 
+/* Appended events wait in the connection and go to es_events in multi-row INSERTs of these
+ * sizes (largest first): one statement per row cost as much as the row itself. */
+static const size_t put_sizes[] = {64, 8, 1};
+#define N_PUT_SIZES (sizeof put_sizes / sizeof *put_sizes)
+#define PUT_COLS 6
+
+/* An event appended in this transaction and not yet in es_events. */
+typedef struct queued_event {
+    int64_t pos, stream, version, prev, type_id;
+    size_t off, len; /* envelope bytes in sqlite_log.queued_bytes */
+} queued_event;
+
 typedef struct type_entry {
     char *name;
     int64_t id;
@@ -117,6 +126,11 @@ typedef struct sqlite_log {
     es_lru_t *streams;           /* stream_entry by type id + aggregate id */
     struct stream_entry **dirty; /* entries to write at commit (pinned until then) */
     size_t n_dirty, cap_dirty;
+    sqlite3_stmt *put[N_PUT_SIZES]; /* INSERTs of put_sizes[i] events */
+    queued_event *queued;           /* written before anything reads es_events, and at commit */
+    size_t n_queued, cap_queued;
+    es_buf_t queued_bytes;
+    int64_t next_pos; /* position of the next appended event; 0: not read yet */
 } sqlite_log;
 
 typedef struct stream_row {
@@ -194,6 +208,46 @@ static void drop_type_cache(sqlite_log *l) {
     l->n_types = 0;
 }
 
+static void drop_queue(sqlite_log *l) {
+    l->n_queued = 0;
+    l->queued_bytes.len = 0;
+    l->next_pos = 0;
+}
+
+static void bind_queued(sqlite_log *l, sqlite3_stmt *s, int first, const queued_event *q) {
+    sqlite3_bind_int64(s, first + 1, q->pos);
+    sqlite3_bind_int64(s, first + 2, q->stream);
+    sqlite3_bind_int64(s, first + 3, q->version);
+    sqlite3_bind_int64(s, first + 4, q->prev);
+    sqlite3_bind_int64(s, first + 5, q->type_id);
+    sqlite3_bind_blob(s, first + 6, l->queued_bytes.data + q->off, (int)q->len, SQLITE_STATIC);
+}
+
+/* Writes the queued events to es_events. */
+static es_err flush_queue(sqlite_log *l, es_error_t *err) {
+    size_t done = 0;
+    es_err e = ES_OK;
+    for (size_t k = 0; e == ES_OK && k < N_PUT_SIZES; k++) {
+        size_t rows = put_sizes[k];
+        sqlite3_stmt *s = l->put[k];
+        for (; e == ES_OK && l->n_queued - done >= rows; done += rows) {
+            for (size_t r = 0; r < rows; r++)
+                bind_queued(l, s, (int)(r * PUT_COLS), &l->queued[done + r]);
+            e = step_done(l, s, "appending events", err);
+        }
+    }
+    if (e == ES_OK) {
+        l->n_queued = 0;
+        l->queued_bytes.len = 0;
+    }
+    return e;
+}
+
+/* Anything that reads es_events inside the write transaction must see the queued events. */
+static es_err flush_before_read(sqlite_log *l, es_error_t *err) {
+    return l->n_queued ? flush_queue(l, err) : ES_OK;
+}
+
 static void drop_stream_cache(sqlite_log *l) {
     l->n_dirty = 0;
     es_lru_clear(l->streams);
@@ -237,12 +291,15 @@ static void lg_rollback(es_log_t *base) {
         return;
     for (int i = 0; i < S_COUNT; i++)
         sqlite3_reset(l->st[i]);
+    for (size_t i = 0; i < N_PUT_SIZES; i++)
+        sqlite3_reset(l->put[i]);
     if (sqlite3_get_autocommit(l->db) == 0)
         exec_simple(l, S_ROLLBACK, "rolling back", NULL);
     l->in_tx = 0;
     l->writing = 0;
     drop_type_cache(l); /* ids inserted by the rolled-back transaction are gone */
     drop_stream_cache(l);
+    drop_queue(l);
 }
 
 static es_err flush_entry(sqlite_log *l, stream_entry *e, es_error_t *err) {
@@ -264,6 +321,7 @@ static es_err flush_entry(sqlite_log *l, stream_entry *e, es_error_t *err) {
 static es_err lg_commit(es_log_t *base, es_error_t *err) {
     sqlite_log *l = (sqlite_log *)base;
     es_err rc = ES_OK;
+    rc = flush_queue(l, err);
     for (size_t i = 0; rc == ES_OK && i < l->n_dirty; i++)
         rc = flush_entry(l, l->dirty[i], err);
     if (rc == ES_OK)
@@ -281,6 +339,7 @@ static es_err lg_commit(es_log_t *base, es_error_t *err) {
     l->n_dirty = 0;
     l->in_tx = 0;
     l->writing = 0;
+    l->next_pos = 0; /* another connection may append before our next transaction */
     es_lru_trim(l->streams);
     return ES_OK;
 }
@@ -491,6 +550,34 @@ static es_err write_stream_row(sqlite_log *l, const char *type, const char *id, 
     return find_stream(l, type, id, 1, row, tid, ent, err);
 }
 
+static es_err read_end_offset(sqlite_log *l, int64_t *end, es_error_t *err) {
+    sqlite3_stmt *s = stmt(l, S_END);
+    int rc = sqlite3_step(s);
+    *end = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+    sqlite3_reset(s);
+    return rc == SQLITE_ROW ? ES_OK : sql_fail(l, rc, "reading the log end", err);
+}
+
+/* Room in the queue for n more events; learns the next position on the transaction's first. */
+static es_err reserve_queue(sqlite_log *l, const es_log_record_t *recs, size_t n, es_error_t *err) {
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        bytes += recs[i].len;
+    if (l->n_queued + n > l->cap_queued) {
+        size_t cap = l->cap_queued ? l->cap_queued : 256;
+        while (cap < l->n_queued + n)
+            cap *= 2;
+        queued_event *q = realloc(l->queued, cap * sizeof *q);
+        if (!q)
+            return es_fail(err, ES_ENOMEM, "out of memory queueing %zu events", n);
+        l->queued = q;
+        l->cap_queued = cap;
+    }
+    if (es_buf_reserve(&l->queued_bytes, bytes) != ES_OK)
+        return es_fail(err, ES_ENOMEM, "out of memory queueing %zu events", n);
+    return l->next_pos ? ES_OK : read_end_offset(l, &l->next_pos, err);
+}
+
 static es_err lg_append(es_log_t *base, const char *type, const char *id, uint64_t expect_base,
                         const es_log_record_t *recs, size_t n, int64_t *offsets, es_error_t *err) {
     sqlite_log *l = (sqlite_log *)base;
@@ -506,23 +593,20 @@ static es_err lg_append(es_log_t *base, const char *type, const char *id, uint64
     if ((e = mark_dirty(l, ent, err)) != ES_OK)
         return e;
     ent->head_dirty = 1;
+    if ((e = reserve_queue(l, recs, n, err)) != ES_OK)
+        return e;
     int64_t prev = row.head;
     for (size_t i = 0; i < n; i++) {
-        sqlite3_stmt *s = stmt(l, S_EVENT_PUT);
-        sqlite3_bind_int64(s, 1, row.id);
-        sqlite3_bind_int64(s, 2, (int64_t)(expect_base + i + 1));
-        sqlite3_bind_int64(s, 3, prev);
-        sqlite3_bind_int64(s, 4, tid);
-        sqlite3_bind_blob(s, 5, recs[i].bytes, (int)recs[i].len, SQLITE_STATIC);
-        if ((e = step_done(l, s, "appending an event", err)) != ES_OK)
-            return e;
-        prev = sqlite3_last_insert_rowid(l->db);
-        offsets[i] = prev;
-        /* Moved per event so a failure part-way leaves the entry matching the rows written;
-         * the transaction is rolled back then anyway. */
-        ent->row.version = expect_base + i + 1;
-        ent->row.head = prev;
+        queued_event *q = &l->queued[l->n_queued++];
+        *q = (queued_event){l->next_pos++, row.id, (int64_t)(expect_base + i + 1),
+                            prev,          tid,    l->queued_bytes.len,
+                            recs[i].len};
+        memcpy(l->queued_bytes.data + q->off, recs[i].bytes, recs[i].len);
+        l->queued_bytes.len += recs[i].len;
+        prev = offsets[i] = q->pos;
     }
+    ent->row.version = expect_base + n;
+    ent->row.head = prev;
     return ES_OK;
 }
 
@@ -544,6 +628,9 @@ static es_err stream_positions(sqlite_log *l, const stream_row *row, uint64_t fr
     *n = 0;
     if (row->version < from || (to && to < from))
         return ES_OK;
+    es_err e = flush_before_read(l, err);
+    if (e != ES_OK)
+        return e;
     uint64_t hi = to && to < row->version ? to : row->version;
     size_t count = (size_t)(hi - from + 1);
     int64_t *pos = malloc(count * sizeof *pos), p = row->head;
@@ -648,6 +735,8 @@ static es_err lg_read_log(es_log_t *base, const char *const *types, int64_t from
     int opened, rc = SQLITE_DONE;
     es_err e = read_begin(l, &opened, err);
     if (e == ES_OK)
+        e = flush_before_read(l, err);
+    if (e == ES_OK)
         e = filter_ids(l, types, &ids, &n_ids, err);
     sqlite3_stmt *s = e == ES_OK ? stmt(l, S_LOG_READ) : NULL;
     if (s)
@@ -686,11 +775,11 @@ static es_err lg_read_log(es_log_t *base, const char *const *types, int64_t from
 
 static es_err lg_end_offset(es_log_t *base, int64_t *end, es_error_t *err) {
     sqlite_log *l = (sqlite_log *)base;
-    sqlite3_stmt *s = stmt(l, S_END);
-    int rc = sqlite3_step(s);
-    *end = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
-    sqlite3_reset(s);
-    return rc == SQLITE_ROW ? ES_OK : sql_fail(l, rc, "reading the log end", err);
+    if (l->next_pos) {
+        *end = l->next_pos;
+        return ES_OK;
+    }
+    return read_end_offset(l, end, err);
 }
 
 /* A snapshot in one allocation, so es_snapshot_free is free(). */
@@ -834,6 +923,10 @@ static void lg_destroy(es_log_t *base) {
     free(l->dirty);
     for (int i = 0; i < S_COUNT; i++)
         sqlite3_finalize(l->st[i]);
+    for (size_t i = 0; i < N_PUT_SIZES; i++)
+        sqlite3_finalize(l->put[i]);
+    free(l->queued);
+    es_buf_free(&l->queued_bytes);
     sqlite3_close(l->db);
     drop_type_cache(l);
     free(l->types);
@@ -933,6 +1026,33 @@ static es_err create_schema(sqlite_log *l, es_error_t *err) {
     return e;
 }
 
+static es_err prepare_puts(sqlite_log *l, es_error_t *err) {
+    static const char head[] =
+        "INSERT INTO es_events(pos, stream, version, prev, type_id, envelope) VALUES ";
+    static const char row[] = "(?,?,?,?,?,?)";
+    es_err e = ES_OK;
+    for (size_t k = 0; e == ES_OK && k < N_PUT_SIZES; k++) {
+        size_t n = put_sizes[k];
+        char *sql = malloc(sizeof head + n * sizeof row);
+        if (!sql)
+            return es_fail(err, ES_ENOMEM, "out of memory preparing statements");
+        char *p = sql + sizeof head - 1;
+        memcpy(sql, head, sizeof head - 1);
+        for (size_t r = 0; r < n; r++) {
+            if (r)
+                *p++ = ',';
+            memcpy(p, row, sizeof row - 1);
+            p += sizeof row - 1;
+        }
+        *p = '\0';
+        int rc = sqlite3_prepare_v3(l->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &l->put[k], NULL);
+        free(sql);
+        if (rc != SQLITE_OK)
+            e = sql_fail(l, rc, "preparing statements", err);
+    }
+    return e;
+}
+
 static es_err setup(sqlite_log *l, es_error_t *err) {
     char pragma[64];
     snprintf(pragma, sizeof pragma, "PRAGMA synchronous=%s",
@@ -952,7 +1072,7 @@ static es_err setup(sqlite_log *l, es_error_t *err) {
         if (rc != SQLITE_OK)
             e = sql_fail(l, rc, "preparing statements", err);
     }
-    return e;
+    return e == ES_OK ? prepare_puts(l, err) : e;
 }
 
 es_err es_log_sqlite_open(const es_config_t *cfg, es_log_t **out, es_error_t *err) {
