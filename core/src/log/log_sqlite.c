@@ -3,17 +3,21 @@
  *
  * es_events is append-only and keyed by its position alone, so an append
  * touches the right edge of one B-tree. There is no (stream, version) index:
- * the per-stream check lives in the small es_streams head table (current
- * version and the position of the stream's newest event), and every event row
- * links to the previous event of its stream. SQLite allows one writer at a
+ * the per-stream check lives in the small es_heads table (current version,
+ * the position of the stream's newest event, and the latest snapshot), and
+ * every event row links to the previous event of its stream. es_streams maps
+ * (type, aggregate id) to the stream id and is written once per stream, so
+ * the rows rewritten by every batch stay narrow. SQLite allows one writer at a
  * time, so "read head, check version, append, move head" inside one
  * BEGIN IMMEDIATE transaction is the optimistic concurrency check: two
  * writers can never both append version n. Reading a stream walks the links
  * back from the head; loading an aggregate mostly reads its snapshot.
  *
  * Inside a write transaction, stream heads and snapshots live in a cache
- * (stream_entry) and reach es_streams once, at commit, however
- * many commands of the batch touched them. The cache is trusted only while
+ * (stream_entry) and reach es_heads once, at commit, however many commands of
+ * the batch touched them; appended events wait likewise until commit or until
+ * something reads es_events. Both go in multi-row statements, in rowid order:
+ * one statement per row cost about as much as the row. The cache is trusted only while
  * PRAGMA data_version shows no other connection committed since our last
  * transaction, and is dropped on rollback.
  */
@@ -25,7 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 
 enum {
     S_BEGIN,
@@ -37,12 +41,10 @@ enum {
     S_TYPE_PUT,
     S_STREAM_GET,
     S_STREAM_PUT,
-    S_STREAM_SET,
     S_EVENT_LINK,
     S_EVENT_GET,
     S_LOG_READ,
     S_END,
-    S_STREAM_SET_SNAP,
     S_SNAP_GET,
     S_CMD_GET,
     S_CMD_PUT,
@@ -58,17 +60,17 @@ static const char *const sql_text[S_COUNT] = {
     [S_TYPE_GET] = "SELECT id FROM es_types WHERE name = ?1",
     [S_TYPE_NAME] = "SELECT name FROM es_types WHERE id = ?1",
     [S_TYPE_PUT] = "INSERT INTO es_types(name) VALUES (?1)",
-    [S_STREAM_GET] = "SELECT id, version, head FROM es_streams WHERE type_id = ?1 AND agg_id = ?2",
-    [S_STREAM_PUT] = "INSERT INTO es_streams(type_id, agg_id, version, head) VALUES (?1, ?2, 0, 0)",
-    [S_STREAM_SET] = "UPDATE es_streams SET version = ?2, head = ?3 WHERE id = ?1",
-    [S_STREAM_SET_SNAP] = "UPDATE es_streams SET version = ?2, head = ?3, snap_version = ?4, "
-                          "snap_type = ?5, snap_state = ?6, snap_at = ?7 WHERE id = ?1",
+    /* A stream without a head row yet (created in this transaction) is at version 0. */
+    [S_STREAM_GET] =
+        "SELECT s.id, COALESCE(h.version, 0), COALESCE(h.head, 0) FROM es_streams s "
+        "LEFT JOIN es_heads h ON h.stream = s.id WHERE s.type_id = ?1 AND s.agg_id = ?2",
+    [S_STREAM_PUT] = "INSERT INTO es_streams(type_id, agg_id) VALUES (?1, ?2)",
     [S_EVENT_LINK] = "SELECT version, prev FROM es_events WHERE pos = ?1",
     [S_EVENT_GET] = "SELECT envelope FROM es_events WHERE pos = ?1",
     [S_LOG_READ] = "SELECT pos, type_id, envelope FROM es_events WHERE pos >= ?1 ORDER BY pos",
     [S_END] = "SELECT COALESCE(MAX(pos), 0) + 1 FROM es_events",
-    [S_SNAP_GET] = "SELECT snap_version, snap_type, snap_state, snap_at FROM es_streams "
-                   "WHERE id = ?1 AND snap_type IS NOT NULL",
+    [S_SNAP_GET] = "SELECT h.snap_version, t.name, h.snap_state, h.snap_at FROM es_heads h "
+                   "JOIN es_types t ON t.id = h.snap_type WHERE h.stream = ?1",
     [S_CMD_GET] = "SELECT c.outcome, c.first_version, c.last_version, c.version, c.reason, t.name, "
                   "c.agg_id FROM es_commands c JOIN es_types t ON t.id = c.type_id WHERE c.id = ?1",
     [S_CMD_PUT] = "INSERT INTO es_commands(id, type_id, agg_id, outcome, first_version, "
@@ -76,30 +78,70 @@ static const char *const sql_text[S_COUNT] = {
     [S_DATA_VERSION] = "PRAGMA data_version",
 };
 
+/* The head row of a stream, rewritten by every batch that touches the stream: kept narrow
+ * (the snapshot's state type is an es_types id), since a batch over many streams dirties
+ * every page of this table and each dirty page is written twice (WAL, then checkpoint). */
+#define HEADS_SQL                                                                                  \
+    "CREATE TABLE es_heads(stream INTEGER PRIMARY KEY, version INTEGER NOT NULL,"                  \
+    " head INTEGER NOT NULL, snap_version INTEGER, snap_type INTEGER, snap_state BLOB,"            \
+    " snap_at INTEGER);"
+#define SNAPSHOTS_VIEW_SQL                                                                         \
+    "CREATE VIEW es_snapshots(stream, version, state_type, state, taken_at) AS"                    \
+    " SELECT h.stream, h.snap_version, t.name, h.snap_state, h.snap_at FROM es_heads h"            \
+    " JOIN es_types t ON t.id = h.snap_type;"
+
+/* es_types interns type names: aggregate types, and the state types of snapshots. */
 static const char schema_sql[] =
-    "CREATE TABLE IF NOT EXISTS es_meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;"
-    "CREATE TABLE IF NOT EXISTS es_types(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);"
-    /* The snapshot lives in its stream's row: one in-place update per stream and batch. */
-    "CREATE TABLE IF NOT EXISTS es_streams(id INTEGER PRIMARY KEY, type_id INTEGER NOT NULL,"
-    " agg_id TEXT NOT NULL, version INTEGER NOT NULL, head INTEGER NOT NULL,"
-    " snap_version INTEGER, snap_type TEXT, snap_state BLOB, snap_at INTEGER,"
-    " UNIQUE(type_id, agg_id));"
-    "CREATE TABLE IF NOT EXISTS es_events(pos INTEGER PRIMARY KEY, stream INTEGER NOT NULL,"
+    "CREATE TABLE es_meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE es_types(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);"
+    "CREATE TABLE es_streams(id INTEGER PRIMARY KEY, type_id INTEGER NOT NULL,"
+    " agg_id TEXT NOT NULL, UNIQUE(type_id, agg_id));" HEADS_SQL
+    "CREATE TABLE es_events(pos INTEGER PRIMARY KEY, stream INTEGER NOT NULL,"
     " version INTEGER NOT NULL, prev INTEGER NOT NULL, type_id INTEGER NOT NULL,"
-    " envelope BLOB NOT NULL);"
-    "CREATE VIEW IF NOT EXISTS es_snapshots(stream, version, state_type, state, taken_at) AS"
-    " SELECT id, snap_version, snap_type, snap_state, snap_at FROM es_streams"
-    " WHERE snap_type IS NOT NULL;"
-    "CREATE TABLE IF NOT EXISTS es_commands(id TEXT PRIMARY KEY, type_id INTEGER NOT NULL,"
+    " envelope BLOB NOT NULL);" SNAPSHOTS_VIEW_SQL
+    "CREATE TABLE es_commands(id TEXT PRIMARY KEY, type_id INTEGER NOT NULL,"
     " agg_id TEXT NOT NULL, outcome INTEGER NOT NULL, first_version INTEGER NOT NULL,"
     " last_version INTEGER NOT NULL, version INTEGER NOT NULL, reason TEXT) WITHOUT ROWID;"
-    "INSERT OR IGNORE INTO es_meta(key, value) VALUES ('schema_version', '1');";
+    "INSERT INTO es_meta(key, value) VALUES ('schema_version', '2');";
 
-/* Appended events wait in the connection and go to es_events in multi-row INSERTs of these
- * sizes (largest first): one statement per row cost as much as the row itself. */
-static const size_t put_sizes[] = {64, 8, 1};
-#define N_PUT_SIZES (sizeof put_sizes / sizeof *put_sizes)
-#define PUT_COLS 6
+/* Version 1 kept heads and snapshots (state type as text) in es_streams itself. */
+static const char migrate_v1_sql[] = HEADS_SQL
+    "INSERT OR IGNORE INTO es_types(name)"
+    " SELECT DISTINCT snap_type FROM es_streams WHERE snap_type IS NOT NULL;"
+    "INSERT INTO es_heads(stream, version, head, snap_version, snap_type, snap_state, snap_at)"
+    " SELECT s.id, s.version, s.head, s.snap_version, t.id, s.snap_state, s.snap_at"
+    " FROM es_streams s LEFT JOIN es_types t ON t.name = s.snap_type;"
+    "DROP VIEW es_snapshots;"
+    "CREATE TABLE es_streams_v2(id INTEGER PRIMARY KEY, type_id INTEGER NOT NULL,"
+    " agg_id TEXT NOT NULL, UNIQUE(type_id, agg_id));"
+    "INSERT INTO es_streams_v2(id, type_id, agg_id) SELECT id, type_id, agg_id FROM es_streams;"
+    "DROP TABLE es_streams;"
+    "ALTER TABLE es_streams_v2 RENAME TO es_streams;" SNAPSHOTS_VIEW_SQL
+    "UPDATE es_meta SET value = '2' WHERE key = 'schema_version';";
+
+/* Multi-row statements come in these sizes, largest first; n rows take at most a few. */
+static const size_t row_sizes[] = {64, 8, 1};
+#define N_ROW_SIZES (sizeof row_sizes / sizeof *row_sizes)
+
+typedef struct multi_stmt {
+    sqlite3_stmt *st[N_ROW_SIZES];
+} multi_stmt;
+
+#define EVENT_COLS 6
+static const char put_events_sql[] =
+    "INSERT INTO es_events(pos, stream, version, prev, type_id, envelope) VALUES ";
+/* Upserts: a stream gets its head row with its first batch. */
+#define HEAD_COLS 3
+static const char put_heads_sql[] = "INSERT INTO es_heads(stream, version, head) VALUES ";
+static const char put_heads_tail[] =
+    " ON CONFLICT(stream) DO UPDATE SET version = excluded.version, head = excluded.head";
+#define SNAP_COLS 7
+static const char put_snaps_sql[] = "INSERT INTO es_heads(stream, version, head, snap_version, "
+                                    "snap_type, snap_state, snap_at) VALUES ";
+static const char put_snaps_tail[] =
+    " ON CONFLICT(stream) DO UPDATE SET version = excluded.version, head = excluded.head,"
+    " snap_version = excluded.snap_version, snap_type = excluded.snap_type,"
+    " snap_state = excluded.snap_state, snap_at = excluded.snap_at";
 
 /* An event appended in this transaction and not yet in es_events. */
 typedef struct queued_event {
@@ -126,8 +168,8 @@ typedef struct sqlite_log {
     es_lru_t *streams;           /* stream_entry by type id + aggregate id */
     struct stream_entry **dirty; /* entries to write at commit (pinned until then) */
     size_t n_dirty, cap_dirty;
-    sqlite3_stmt *put[N_PUT_SIZES]; /* INSERTs of put_sizes[i] events */
-    queued_event *queued;           /* written before anything reads es_events, and at commit */
+    multi_stmt put_events, put_heads, put_snaps;
+    queued_event *queued; /* written before anything reads es_events, and at commit */
     size_t n_queued, cap_queued;
     es_buf_t queued_bytes;
     int64_t next_pos; /* position of the next appended event; 0: not read yet */
@@ -143,6 +185,7 @@ typedef struct stream_entry {
     stream_row row;
     int head_dirty, snap_dirty;
     es_snapshot_t *snap; /* pending snapshot (one allocation), written at commit */
+    int64_t snap_type_id;
 } stream_entry;
 
 static void free_entry(void *v) {
@@ -208,13 +251,31 @@ static void drop_type_cache(sqlite_log *l) {
     l->n_types = 0;
 }
 
-static void drop_queue(sqlite_log *l) {
-    l->n_queued = 0;
-    l->queued_bytes.len = 0;
-    l->next_pos = 0;
+static void multi_reset(multi_stmt *m) {
+    for (size_t k = 0; k < N_ROW_SIZES; k++)
+        sqlite3_reset(m->st[k]);
 }
 
-static void bind_queued(sqlite_log *l, sqlite3_stmt *s, int first, const queued_event *q) {
+/* Binds row i of a multi-row write to the parameters from first + 1 on. */
+typedef void bind_row_fn(sqlite_log *l, sqlite3_stmt *s, int first, size_t i, const void *ctx);
+
+/* Writes n rows of cols columns with as few statements as the sizes allow. */
+static es_err put_rows(sqlite_log *l, multi_stmt *m, int cols, size_t n, bind_row_fn *bind,
+                       const void *ctx, const char *what, es_error_t *err) {
+    size_t done = 0;
+    es_err e = ES_OK;
+    for (size_t k = 0; e == ES_OK && k < N_ROW_SIZES; k++) {
+        for (size_t rows = row_sizes[k]; e == ES_OK && n - done >= rows; done += rows) {
+            for (size_t r = 0; r < rows; r++)
+                bind(l, m->st[k], (int)r * cols, done + r, ctx);
+            e = step_done(l, m->st[k], what, err);
+        }
+    }
+    return e;
+}
+
+static void bind_event(sqlite_log *l, sqlite3_stmt *s, int first, size_t i, const void *ctx) {
+    const queued_event *q = (const queued_event *)ctx + i;
     sqlite3_bind_int64(s, first + 1, q->pos);
     sqlite3_bind_int64(s, first + 2, q->stream);
     sqlite3_bind_int64(s, first + 3, q->version);
@@ -223,19 +284,16 @@ static void bind_queued(sqlite_log *l, sqlite3_stmt *s, int first, const queued_
     sqlite3_bind_blob(s, first + 6, l->queued_bytes.data + q->off, (int)q->len, SQLITE_STATIC);
 }
 
+static void drop_queue(sqlite_log *l) {
+    l->n_queued = 0;
+    l->queued_bytes.len = 0;
+    l->next_pos = 0;
+}
+
 /* Writes the queued events to es_events. */
 static es_err flush_queue(sqlite_log *l, es_error_t *err) {
-    size_t done = 0;
-    es_err e = ES_OK;
-    for (size_t k = 0; e == ES_OK && k < N_PUT_SIZES; k++) {
-        size_t rows = put_sizes[k];
-        sqlite3_stmt *s = l->put[k];
-        for (; e == ES_OK && l->n_queued - done >= rows; done += rows) {
-            for (size_t r = 0; r < rows; r++)
-                bind_queued(l, s, (int)(r * PUT_COLS), &l->queued[done + r]);
-            e = step_done(l, s, "appending events", err);
-        }
-    }
+    es_err e = put_rows(l, &l->put_events, EVENT_COLS, l->n_queued, bind_event, l->queued,
+                        "appending events", err);
     if (e == ES_OK) {
         l->n_queued = 0;
         l->queued_bytes.len = 0;
@@ -291,8 +349,9 @@ static void lg_rollback(es_log_t *base) {
         return;
     for (int i = 0; i < S_COUNT; i++)
         sqlite3_reset(l->st[i]);
-    for (size_t i = 0; i < N_PUT_SIZES; i++)
-        sqlite3_reset(l->put[i]);
+    multi_reset(&l->put_events);
+    multi_reset(&l->put_heads);
+    multi_reset(&l->put_snaps);
     if (sqlite3_get_autocommit(l->db) == 0)
         exec_simple(l, S_ROLLBACK, "rolling back", NULL);
     l->in_tx = 0;
@@ -302,28 +361,48 @@ static void lg_rollback(es_log_t *base) {
     drop_queue(l);
 }
 
-static es_err flush_entry(sqlite_log *l, stream_entry *e, es_error_t *err) {
-    sqlite3_stmt *s = stmt(l, e->snap_dirty ? S_STREAM_SET_SNAP : S_STREAM_SET);
-    sqlite3_bind_int64(s, 1, e->row.id);
-    sqlite3_bind_int64(s, 2, (int64_t)e->row.version);
-    sqlite3_bind_int64(s, 3, e->row.head);
-    if (e->snap_dirty) {
-        const es_snapshot_t *snap = e->snap;
-        sqlite3_bind_int64(s, 4, (int64_t)snap->version);
-        sqlite3_bind_text(s, 5, snap->state_type, -1, SQLITE_STATIC);
-        sqlite3_bind_blob(s, 6, snap->state_len ? (const void *)snap->state : "",
-                          (int)snap->state_len, SQLITE_STATIC);
-        sqlite3_bind_int64(s, 7, snap->taken_at_us);
-    }
-    return step_done(l, s, "writing a stream head", err);
+static void bind_head(sqlite_log *l, sqlite3_stmt *s, int first, size_t i, const void *ctx) {
+    const stream_entry *e = ((stream_entry *const *)ctx)[i];
+    (void)l;
+    sqlite3_bind_int64(s, first + 1, e->row.id);
+    sqlite3_bind_int64(s, first + 2, (int64_t)e->row.version);
+    sqlite3_bind_int64(s, first + 3, e->row.head);
+    if (!e->snap_dirty)
+        return;
+    const es_snapshot_t *snap = e->snap;
+    sqlite3_bind_int64(s, first + 4, (int64_t)snap->version);
+    sqlite3_bind_int64(s, first + 5, e->snap_type_id);
+    sqlite3_bind_blob(s, first + 6, snap->state_len ? (const void *)snap->state : "",
+                      (int)snap->state_len, SQLITE_STATIC);
+    sqlite3_bind_int64(s, first + 7, snap->taken_at_us);
+}
+
+/* Entries with a snapshot first, then by rowid, so each statement walks its B-tree in order. */
+static int flush_order(const void *a, const void *b) {
+    const stream_entry *x = *(stream_entry *const *)a, *y = *(stream_entry *const *)b;
+    if (x->snap_dirty != y->snap_dirty)
+        return y->snap_dirty - x->snap_dirty;
+    return (x->row.id > y->row.id) - (x->row.id < y->row.id);
+}
+
+static es_err flush_heads(sqlite_log *l, es_error_t *err) {
+    size_t n_snap = 0;
+    qsort(l->dirty, l->n_dirty, sizeof *l->dirty, flush_order);
+    while (n_snap < l->n_dirty && l->dirty[n_snap]->snap_dirty)
+        n_snap++;
+    es_err e = put_rows(l, &l->put_snaps, SNAP_COLS, n_snap, bind_head, l->dirty,
+                        "writing stream heads", err);
+    if (e == ES_OK)
+        e = put_rows(l, &l->put_heads, HEAD_COLS, l->n_dirty - n_snap, bind_head, l->dirty + n_snap,
+                     "writing stream heads", err);
+    return e;
 }
 
 static es_err lg_commit(es_log_t *base, es_error_t *err) {
     sqlite_log *l = (sqlite_log *)base;
-    es_err rc = ES_OK;
-    rc = flush_queue(l, err);
-    for (size_t i = 0; rc == ES_OK && i < l->n_dirty; i++)
-        rc = flush_entry(l, l->dirty[i], err);
+    es_err rc = flush_queue(l, err);
+    if (rc == ES_OK)
+        rc = flush_heads(l, err);
     if (rc == ES_OK)
         rc = exec_simple(l, S_COMMIT, "committing", err);
     if (rc != ES_OK) {
@@ -558,7 +637,8 @@ static es_err read_end_offset(sqlite_log *l, int64_t *end, es_error_t *err) {
     return rc == SQLITE_ROW ? ES_OK : sql_fail(l, rc, "reading the log end", err);
 }
 
-/* Room in the queue for n more events; learns the next position on the transaction's first. */
+/* Room in the queue for n more events. The transaction's first append learns the next
+ * position: we hold the write lock, so nobody else can take it. */
 static es_err reserve_queue(sqlite_log *l, const es_log_record_t *recs, size_t n, es_error_t *err) {
     size_t bytes = 0;
     for (size_t i = 0; i < n; i++)
@@ -846,7 +926,10 @@ static es_err lg_put_snapshot(es_log_t *base, const char *type, const char *id,
     stream_row row;
     stream_entry *ent;
     int64_t tid;
+    int64_t state_tid;
     es_err e = write_stream_row(l, type, id, "snapshot written", &row, &tid, &ent, err);
+    if (e == ES_OK)
+        e = type_id(l, snap->state_type, 1, &state_tid, err);
     if (e != ES_OK)
         return e;
     es_snapshot_t *copy = snapshot_copy(snap->version, snap->state_type, snap->state,
@@ -857,6 +940,7 @@ static es_err lg_put_snapshot(es_log_t *base, const char *type, const char *id,
     }
     free(ent->snap);
     ent->snap = copy;
+    ent->snap_type_id = state_tid;
     ent->snap_dirty = 1;
     return ES_OK;
 }
@@ -914,6 +998,11 @@ static es_err lg_put_command(es_log_t *base, const es_command_record_t *rec, es_
     return step_done(l, s, "recording a command id", err);
 }
 
+static void multi_finalize(multi_stmt *m) {
+    for (size_t k = 0; k < N_ROW_SIZES; k++)
+        sqlite3_finalize(m->st[k]);
+}
+
 static void lg_destroy(es_log_t *base) {
     sqlite_log *l = (sqlite_log *)base;
     if (!l)
@@ -923,8 +1012,9 @@ static void lg_destroy(es_log_t *base) {
     free(l->dirty);
     for (int i = 0; i < S_COUNT; i++)
         sqlite3_finalize(l->st[i]);
-    for (size_t i = 0; i < N_PUT_SIZES; i++)
-        sqlite3_finalize(l->put[i]);
+    multi_finalize(&l->put_events);
+    multi_finalize(&l->put_heads);
+    multi_finalize(&l->put_snaps);
     free(l->queued);
     es_buf_free(&l->queued_bytes);
     sqlite3_close(l->db);
@@ -1005,20 +1095,29 @@ static es_err check_schema_version(sqlite_log *l, es_error_t *err) {
     return ES_OK;
 }
 
-static int has_schema(sqlite_log *l) {
+/* The schema version the file holds; 0 for a file without our schema. */
+static int stored_schema_version(sqlite_log *l) {
     sqlite3_stmt *s = NULL;
-    int ok = sqlite3_prepare_v2(l->db, "SELECT value FROM es_meta WHERE key = 'schema_version'", -1,
-                                &s, NULL) == SQLITE_OK &&
-             sqlite3_step(s) == SQLITE_ROW && sqlite3_column_int(s, 0) >= SCHEMA_VERSION;
+    int v = sqlite3_prepare_v2(l->db, "SELECT value FROM es_meta WHERE key = 'schema_version'", -1,
+                               &s, NULL) == SQLITE_OK &&
+                    sqlite3_step(s) == SQLITE_ROW
+                ? sqlite3_column_int(s, 0)
+                : 0;
     sqlite3_finalize(s);
-    return ok;
+    return v;
 }
 
+/* Creates the schema, or brings an older one up to date; another process may have done
+ * either while we waited for the lock. */
 static es_err create_schema(sqlite_log *l, es_error_t *err) {
     es_err e = exec_sql(l, "BEGIN IMMEDIATE", "creating the schema", err);
     if (e != ES_OK)
         return e;
-    e = exec_sql(l, schema_sql, "creating the schema", err);
+    int v = stored_schema_version(l);
+    if (v == 0)
+        e = exec_sql(l, schema_sql, "creating the schema", err);
+    else if (v == 1)
+        e = exec_sql(l, migrate_v1_sql, "upgrading the schema from version 1", err);
     if (e == ES_OK)
         e = exec_sql(l, "COMMIT", "creating the schema", err);
     else
@@ -1026,26 +1125,29 @@ static es_err create_schema(sqlite_log *l, es_error_t *err) {
     return e;
 }
 
-static es_err prepare_puts(sqlite_log *l, es_error_t *err) {
-    static const char head[] =
-        "INSERT INTO es_events(pos, stream, version, prev, type_id, envelope) VALUES ";
-    static const char row[] = "(?,?,?,?,?,?)";
+/* Prepares head + rows "(?, ...)" + tail for each of row_sizes. */
+static es_err multi_prepare(sqlite_log *l, const char *head, int cols, const char *tail,
+                            multi_stmt *m, es_error_t *err) {
+    size_t hl = strlen(head), tl = strlen(tail), rl = 2 * (size_t)cols + 2;
     es_err e = ES_OK;
-    for (size_t k = 0; e == ES_OK && k < N_PUT_SIZES; k++) {
-        size_t n = put_sizes[k];
-        char *sql = malloc(sizeof head + n * sizeof row);
+    for (size_t k = 0; e == ES_OK && k < N_ROW_SIZES; k++) {
+        char *sql = malloc(hl + row_sizes[k] * rl + tl + 1), *p = sql;
         if (!sql)
             return es_fail(err, ES_ENOMEM, "out of memory preparing statements");
-        char *p = sql + sizeof head - 1;
-        memcpy(sql, head, sizeof head - 1);
-        for (size_t r = 0; r < n; r++) {
-            if (r)
-                *p++ = ',';
-            memcpy(p, row, sizeof row - 1);
-            p += sizeof row - 1;
+        memcpy(p, head, hl);
+        p += hl;
+        for (size_t r = 0; r < row_sizes[k]; r++) {
+            *p++ = r ? ',' : ' ';
+            *p++ = '(';
+            for (int c = 0; c < cols; c++) {
+                *p++ = c ? ',' : '?';
+                if (c)
+                    *p++ = '?';
+            }
+            *p++ = ')';
         }
-        *p = '\0';
-        int rc = sqlite3_prepare_v3(l->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &l->put[k], NULL);
+        memcpy(p, tail, tl + 1);
+        int rc = sqlite3_prepare_v3(l->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &m->st[k], NULL);
         free(sql);
         if (rc != SQLITE_OK)
             e = sql_fail(l, rc, "preparing statements", err);
@@ -1062,7 +1164,7 @@ static es_err setup(sqlite_log *l, es_error_t *err) {
         e = exec_sql(l, pragma, "setting synchronous", err);
     /* Only a file without our schema needs the write lock: SQLite's lock is not fair, and
      * a busy writer elsewhere would starve every open that asked for it. */
-    if (e == ES_OK && !has_schema(l))
+    if (e == ES_OK && stored_schema_version(l) < SCHEMA_VERSION)
         e = create_schema(l, err);
     if (e == ES_OK)
         e = check_schema_version(l, err);
@@ -1072,7 +1174,13 @@ static es_err setup(sqlite_log *l, es_error_t *err) {
         if (rc != SQLITE_OK)
             e = sql_fail(l, rc, "preparing statements", err);
     }
-    return e == ES_OK ? prepare_puts(l, err) : e;
+    if (e == ES_OK)
+        e = multi_prepare(l, put_events_sql, EVENT_COLS, "", &l->put_events, err);
+    if (e == ES_OK)
+        e = multi_prepare(l, put_heads_sql, HEAD_COLS, put_heads_tail, &l->put_heads, err);
+    if (e == ES_OK)
+        e = multi_prepare(l, put_snaps_sql, SNAP_COLS, put_snaps_tail, &l->put_snaps, err);
+    return e;
 }
 
 es_err es_log_sqlite_open(const es_config_t *cfg, es_log_t **out, es_error_t *err) {
