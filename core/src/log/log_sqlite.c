@@ -165,7 +165,11 @@ typedef struct sqlite_log {
     char *cmd_reason, *cmd_type, *cmd_agg; /* storage behind find_command's record */
     int writing;                           /* a write transaction is open: the cache is live */
     int64_t data_version;
-    es_lru_t *streams;           /* stream_entry by type id + aggregate id */
+    es_lru_t *streams;         /* stream_entry by type id + aggregate id */
+    struct stream_entry *last; /* the entry found last, under last_key: a command reads its
+                                  stream's version and then appends to it */
+    char last_key[sizeof(int64_t) + ES_MAX_ID_LEN];
+    size_t last_klen;
     struct stream_entry **dirty; /* entries to write at commit (pinned until then) */
     size_t n_dirty, cap_dirty;
     multi_stmt put_events, put_heads, put_snaps;
@@ -308,6 +312,7 @@ static es_err flush_before_read(sqlite_log *l, es_error_t *err) {
 
 static void drop_stream_cache(sqlite_log *l) {
     l->n_dirty = 0;
+    l->last = NULL;
     es_lru_clear(l->streams);
 }
 
@@ -419,6 +424,7 @@ static es_err lg_commit(es_log_t *base, es_error_t *err) {
     l->in_tx = 0;
     l->writing = 0;
     l->next_pos = 0; /* another connection may append before our next transaction */
+    l->last = NULL;
     es_lru_trim(l->streams);
     return ES_OK;
 }
@@ -555,12 +561,15 @@ static es_err insert_stream(sqlite_log *l, int64_t tid, const char *id, stream_r
  * Only inside a write transaction. */
 static es_err cached_stream(sqlite_log *l, int64_t tid, const char *id, int create,
                             stream_entry **out, es_error_t *err) {
-    char key[sizeof tid + ES_MAX_ID_LEN + 1];
+    char key[sizeof l->last_key];
     size_t idlen = strlen(id), klen = sizeof tid + idlen;
     memcpy(key, &tid, sizeof tid);
     memcpy(key + sizeof tid, id, idlen);
-    stream_entry *e = es_lru_get(l->streams, key, klen);
+    stream_entry *e = l->last && klen == l->last_klen && !memcmp(key, l->last_key, klen)
+                          ? l->last
+                          : es_lru_get(l->streams, key, klen);
     es_err rc = ES_OK;
+    l->last = NULL; /* a put below may evict it */
     if (!e) {
         if (!(e = calloc(1, sizeof *e)))
             return es_fail(err, ES_ENOMEM, "out of memory caching a stream");
@@ -573,6 +582,9 @@ static es_err cached_stream(sqlite_log *l, int64_t tid, const char *id, int crea
     }
     if (e->row.id == 0 && create)
         rc = insert_stream(l, tid, id, &e->row, err);
+    l->last = e;
+    memcpy(l->last_key, key, klen);
+    l->last_klen = klen;
     *out = e;
     return rc;
 }
