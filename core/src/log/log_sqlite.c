@@ -127,9 +127,11 @@ typedef struct multi_stmt {
     sqlite3_stmt *st[N_ROW_SIZES];
 } multi_stmt;
 
-#define EVENT_COLS 6
+/* Positions are left to SQLite (MAX(pos) + 1, found at the right edge without a seek; an
+ * explicit pos costs a search from the root); flush_queue checks they are the ones promised. */
+#define EVENT_COLS 5
 static const char put_events_sql[] =
-    "INSERT INTO es_events(pos, stream, version, prev, type_id, envelope) VALUES ";
+    "INSERT INTO es_events(stream, version, prev, type_id, envelope) VALUES ";
 /* Upserts: a stream gets its head row with its first batch. */
 #define HEAD_COLS 3
 static const char put_heads_sql[] = "INSERT INTO es_heads(stream, version, head) VALUES ";
@@ -280,12 +282,11 @@ static es_err put_rows(sqlite_log *l, multi_stmt *m, int cols, size_t n, bind_ro
 
 static void bind_event(sqlite_log *l, sqlite3_stmt *s, int first, size_t i, const void *ctx) {
     const queued_event *q = (const queued_event *)ctx + i;
-    sqlite3_bind_int64(s, first + 1, q->pos);
-    sqlite3_bind_int64(s, first + 2, q->stream);
-    sqlite3_bind_int64(s, first + 3, q->version);
-    sqlite3_bind_int64(s, first + 4, q->prev);
-    sqlite3_bind_int64(s, first + 5, q->type_id);
-    sqlite3_bind_blob(s, first + 6, l->queued_bytes.data + q->off, (int)q->len, SQLITE_STATIC);
+    sqlite3_bind_int64(s, first + 1, q->stream);
+    sqlite3_bind_int64(s, first + 2, q->version);
+    sqlite3_bind_int64(s, first + 3, q->prev);
+    sqlite3_bind_int64(s, first + 4, q->type_id);
+    sqlite3_bind_blob(s, first + 5, l->queued_bytes.data + q->off, (int)q->len, SQLITE_STATIC);
 }
 
 static void drop_queue(sqlite_log *l) {
@@ -296,8 +297,16 @@ static void drop_queue(sqlite_log *l) {
 
 /* Writes the queued events to es_events. */
 static es_err flush_queue(sqlite_log *l, es_error_t *err) {
+    if (!l->n_queued)
+        return ES_OK;
     es_err e = put_rows(l, &l->put_events, EVENT_COLS, l->n_queued, bind_event, l->queued,
                         "appending events", err);
+    int64_t want = l->queued[l->n_queued - 1].pos, got = sqlite3_last_insert_rowid(l->db);
+    if (e == ES_OK && got != want)
+        e = es_fail(err, ES_EIO,
+                    "appending events to %s: the last one went to position %lld, not %lld; "
+                    "was es_events changed outside eskit?",
+                    l->path, (long long)got, (long long)want);
     if (e == ES_OK) {
         l->n_queued = 0;
         l->queued_bytes.len = 0;
