@@ -296,7 +296,8 @@ static void drop_queue(sqlite_log *l) {
     l->next_pos = 0;
 }
 
-/* Writes the queued events to es_events. */
+/* Writes the queued events to es_events: at commit, and before anything in the transaction
+ * reads es_events. */
 static es_err flush_queue(sqlite_log *l, es_error_t *err) {
     if (!l->n_queued)
         return ES_OK;
@@ -313,11 +314,6 @@ static es_err flush_queue(sqlite_log *l, es_error_t *err) {
         l->queued_bytes.len = 0;
     }
     return e;
-}
-
-/* Anything that reads es_events inside the write transaction must see the queued events. */
-static es_err flush_before_read(sqlite_log *l, es_error_t *err) {
-    return l->n_queued ? flush_queue(l, err) : ES_OK;
 }
 
 static void drop_stream_cache(sqlite_log *l) {
@@ -743,7 +739,7 @@ static es_err stream_positions(sqlite_log *l, const stream_row *row, uint64_t fr
     *n = 0;
     if (row->version < from || (to && to < from))
         return ES_OK;
-    es_err e = flush_before_read(l, err);
+    es_err e = flush_queue(l, err);
     if (e != ES_OK)
         return e;
     uint64_t hi = to && to < row->version ? to : row->version;
@@ -850,7 +846,7 @@ static es_err lg_read_log(es_log_t *base, const char *const *types, int64_t from
     int opened, rc = SQLITE_DONE;
     es_err e = read_begin(l, &opened, err);
     if (e == ES_OK)
-        e = flush_before_read(l, err);
+        e = flush_queue(l, err);
     if (e == ES_OK)
         e = filter_ids(l, types, &ids, &n_ids, err);
     sqlite3_stmt *s = e == ES_OK ? stmt(l, S_LOG_READ) : NULL;
