@@ -438,19 +438,21 @@ static es_err snapshot_due(exec_ctx *x, uint64_t before, es_error_t *err) {
     return ES_OK;
 }
 
-static es_err write_snapshot(es_log_t *log, state_entry *se, es_error_t *err) {
+static es_err write_snapshot(es_log_t *log, state_entry *se, int64_t now, es_error_t *err) {
     es_buf_t b = {0};
     if (es_buf_reserve(&b, protobuf_c_message_get_packed_size(se->state)) != ES_OK)
         return es_fail(err, ES_ENOMEM, "out of memory writing a snapshot");
     b.len = protobuf_c_message_pack(se->state, b.data);
-    es_snapshot_t snap = {se->version, se->reg->def->state->name, b.data, b.len, es_now_us()};
+    es_snapshot_t snap = {se->version, se->reg->def->state->name, b.data, b.len, now};
     es_err rc = log->ops->put_snapshot(log, se->type, se->id, &snap, err);
     es_buf_free(&b);
     return rc;
 }
 
+/* The snapshots of one batch are taken at one commit: one clock reading serves them all. */
 static es_err write_due_snapshots(es_engine_t *e, es_log_t *log, es_error_t *err) {
     es_err rc = ES_OK;
+    int64_t now = e->due_keys.len ? es_now_us() : 0;
     for (size_t off = 0; rc == ES_OK && off < e->due_keys.len;) {
         size_t klen;
         memcpy(&klen, e->due_keys.data + off, sizeof klen);
@@ -458,7 +460,7 @@ static es_err write_due_snapshots(es_engine_t *e, es_log_t *log, es_error_t *err
             es_lru_get(e->states, (const char *)e->due_keys.data + off + sizeof klen, klen);
         off += sizeof klen + klen;
         if (se && se->snapshot_due) {
-            rc = write_snapshot(log, se, err);
+            rc = write_snapshot(log, se, now, err);
             se->snapshot_due = 0;
         }
     }

@@ -157,7 +157,7 @@ es_err es_pending_build(es_pending_t *p, const char *type, const char *id, uint6
         es_event_t *ev = &p->evs[i];
         if (!ne->event_type || !*ne->event_type)
             return es_fail(err, ES_EINVAL, "event %zu for %s/%s has no event type", i, type, id);
-        es_uuid7(ev->event_id);
+        es_uuid7_at(now, ev->event_id);
         ev->aggregate_type = type;
         ev->aggregate_id = id;
         ev->version = base + i + 1;

@@ -30,7 +30,11 @@ static uint64_t random64(void) {
 }
 
 void es_uuid7(char out[ES_UUID_STR_LEN + 1]) {
-    uint64_t ms = (uint64_t)(es_now_us() / 1000), seq;
+    es_uuid7_at(es_now_us(), out);
+}
+
+void es_uuid7_at(int64_t now_us, char out[ES_UUID_STR_LEN + 1]) {
+    uint64_t ms = (uint64_t)(now_us / 1000), seq;
     pthread_mutex_lock(&uuid_lock);
     if (ms > last_ms) {
         last_ms = ms;

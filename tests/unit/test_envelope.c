@@ -4,6 +4,8 @@
 
 #include <eskit/eskit.h>
 
+#include "eskit/v1/envelope.pb-c.h"
+
 static es_event_t sample(es_kv_t *md) {
     es_event_t ev = {0};
     es_uuid7(ev.event_id);
@@ -106,4 +108,63 @@ Test(envelope, truncated_and_corrupted_bytes_never_crash) {
     }
     free(copy);
     free(buf);
+}
+
+/* What protobuf-c itself writes for ev: the encoder must produce the same bytes. */
+static size_t reference_pack(const es_event_t *ev, uint8_t *out) {
+    Eskit__V1__EventEnvelope env = ESKIT__V1__EVENT_ENVELOPE__INIT;
+    Eskit__V1__EventEnvelope__MetadataEntry entries[4], *ptrs[4];
+    cr_assert_leq(ev->n_metadata, 4);
+    for (size_t i = 0; i < ev->n_metadata; i++) {
+        eskit__v1__event_envelope__metadata_entry__init(&entries[i]);
+        entries[i].key = (char *)(ev->metadata[i].key ? ev->metadata[i].key : "");
+        entries[i].value = (char *)(ev->metadata[i].value ? ev->metadata[i].value : "");
+        ptrs[i] = &entries[i];
+    }
+    env.event_id = (char *)ev->event_id;
+    env.aggregate_type = (char *)(ev->aggregate_type ? ev->aggregate_type : "");
+    env.aggregate_id = (char *)(ev->aggregate_id ? ev->aggregate_id : "");
+    env.version = ev->version;
+    env.event_type = (char *)(ev->event_type ? ev->event_type : "");
+    env.payload.data = (uint8_t *)ev->payload;
+    env.payload.len = ev->payload_len;
+    env.occurred_at_us = ev->occurred_at_us;
+    env.command_id = (char *)(ev->command_id ? ev->command_id : "");
+    env.correlation_id = (char *)(ev->correlation_id ? ev->correlation_id : "");
+    env.n_metadata = ev->n_metadata;
+    env.metadata = ptrs;
+    cr_assert_leq(eskit__v1__event_envelope__get_packed_size(&env), 4096);
+    return eskit__v1__event_envelope__pack(&env, out);
+}
+
+static void expect_same_bytes_as_protobuf_c(const es_event_t *ev) {
+    uint8_t want[4096], *got = NULL;
+    size_t want_len = reference_pack(ev, want), got_len = 0;
+    cr_assert_eq(es_envelope_encode(ev, &got, &got_len, NULL), ES_OK);
+    cr_assert_eq(got_len, want_len);
+    cr_assert_eq(memcmp(got, want, got_len), 0);
+    free(got);
+}
+
+Test(envelope, encoding_writes_the_bytes_protobuf_c_writes) {
+    es_kv_t md[] = {{"user", "alice"}, {"empty", ""}, {"", "no-key"}, {"null", NULL}};
+    es_event_t ev = sample(md);
+    ev.n_metadata = 4;
+    expect_same_bytes_as_protobuf_c(&ev);
+
+    uint8_t big[300];
+    memset(big, 0xab, sizeof big);
+    ev.payload = big; /* a length that takes two varint bytes */
+    ev.payload_len = sizeof big;
+    ev.n_metadata = 0;
+    ev.occurred_at_us = -5; /* int64: ten varint bytes */
+    ev.version = 1ULL << 40;
+    ev.correlation_id = NULL;
+    expect_same_bytes_as_protobuf_c(&ev);
+
+    ev.payload_len = 0;
+    ev.occurred_at_us = 0;
+    ev.version = 0;
+    ev.command_id = "";
+    expect_same_bytes_as_protobuf_c(&ev);
 }

@@ -237,3 +237,83 @@ Test(store, data_survives_reopening) {
     cr_assert_eq(es_store_read_stream(store, "test.thing", "t-1", 1, record, &s, NULL), ES_OK);
     cr_assert_eq(s.n, 4);
 }
+
+/* Schema version 1, as eskit 0.1 wrote it: heads and snapshots inside es_streams. */
+static const char v1_schema[] =
+    "CREATE TABLE es_meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE es_types(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);"
+    "CREATE TABLE es_streams(id INTEGER PRIMARY KEY, type_id INTEGER NOT NULL,"
+    " agg_id TEXT NOT NULL, version INTEGER NOT NULL, head INTEGER NOT NULL,"
+    " snap_version INTEGER, snap_type TEXT, snap_state BLOB, snap_at INTEGER,"
+    " UNIQUE(type_id, agg_id));"
+    "CREATE TABLE es_events(pos INTEGER PRIMARY KEY, stream INTEGER NOT NULL,"
+    " version INTEGER NOT NULL, prev INTEGER NOT NULL, type_id INTEGER NOT NULL,"
+    " envelope BLOB NOT NULL);"
+    "CREATE VIEW es_snapshots(stream, version, state_type, state, taken_at) AS"
+    " SELECT id, snap_version, snap_type, snap_state, snap_at FROM es_streams"
+    " WHERE snap_type IS NOT NULL;"
+    "CREATE TABLE es_commands(id TEXT PRIMARY KEY, type_id INTEGER NOT NULL,"
+    " agg_id TEXT NOT NULL, outcome INTEGER NOT NULL, first_version INTEGER NOT NULL,"
+    " last_version INTEGER NOT NULL, version INTEGER NOT NULL, reason TEXT) WITHOUT ROWID;"
+    "INSERT INTO es_meta VALUES ('schema_version', '1');"
+    "INSERT INTO es_types VALUES (1, 'test.thing');"
+    "INSERT INTO es_streams VALUES (1, 1, 'old-1', 2, 2, 2, 'test.v1.State', x'733221', 5);";
+
+static void insert_v1_event(sqlite3 *db, int64_t pos, uint64_t version) {
+    es_event_t ev = {.aggregate_type = "test.thing",
+                     .aggregate_id = "old-1",
+                     .version = version,
+                     .event_type = "test.v1.Happened",
+                     .payload = (const uint8_t *)"abc",
+                     .payload_len = 3};
+    es_uuid7(ev.event_id);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    cr_assert_eq(es_envelope_encode(&ev, &buf, &len, NULL), ES_OK);
+    sqlite3_stmt *s = NULL;
+    cr_assert_eq(
+        sqlite3_prepare_v2(db, "INSERT INTO es_events VALUES (?1, 1, ?2, ?3, 1, ?4)", -1, &s, NULL),
+        SQLITE_OK);
+    sqlite3_bind_int64(s, 1, pos);
+    sqlite3_bind_int64(s, 2, (int64_t)version);
+    sqlite3_bind_int64(s, 3, pos - 1);
+    sqlite3_bind_blob(s, 4, buf, (int)len, SQLITE_STATIC);
+    cr_assert_eq(sqlite3_step(s), SQLITE_DONE);
+    sqlite3_finalize(s);
+    free(buf);
+}
+
+Test(store, a_version_1_file_is_upgraded_keeping_its_streams_and_snapshots) {
+    char *path = tu_path(dir, "v1.db");
+    sqlite3 *db = NULL;
+    cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(db, v1_schema, NULL, NULL, NULL), SQLITE_OK, "%s",
+                 sqlite3_errmsg(db));
+    insert_v1_event(db, 1, 1);
+    insert_v1_event(db, 2, 2);
+    sqlite3_close(db);
+
+    es_store_t *old = NULL;
+    es_config_t *cfg = tu_config(dir, "v1.db");
+    es_error_t err = {0};
+    cr_assert_eq(es_store_new(cfg, &old, &err), ES_OK, "%s", err.message);
+    es_config_destroy(cfg);
+    uint64_t version = 0;
+    cr_assert_eq(es_store_stream_version(old, "test.thing", "old-1", &version, NULL), ES_OK);
+    cr_assert_eq(version, 2);
+    es_snapshot_t *snap = NULL;
+    cr_assert_eq(es_store_get_snapshot(old, "test.thing", "old-1", &snap, &err), ES_OK, "%s",
+                 err.message);
+    cr_assert_eq(snap->version, 2);
+    cr_assert_str_eq(snap->state_type, "test.v1.State");
+    cr_assert_eq(snap->state_len, 3);
+    cr_assert_eq(memcmp(snap->state, "s2!", 3), 0);
+    es_snapshot_free(snap);
+    es_new_event_t ne = {"test.v1.Happened", (const uint8_t *)"abc", 3, NULL, NULL, NULL, 0};
+    cr_assert_eq(
+        es_store_append(old, "test.thing", "old-1", ES_EXPECT_EXACT, 2, &ne, 1, NULL, &err), ES_OK,
+        "%s", err.message);
+    cr_assert_eq(tu_assert_stream_contiguous(old, "test.thing", "old-1"), 3);
+    es_store_destroy(old);
+    free(path);
+}

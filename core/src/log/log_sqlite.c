@@ -3,17 +3,21 @@
  *
  * es_events is append-only and keyed by its position alone, so an append
  * touches the right edge of one B-tree. There is no (stream, version) index:
- * the per-stream check lives in the small es_streams head table (current
- * version and the position of the stream's newest event), and every event row
- * links to the previous event of its stream. SQLite allows one writer at a
+ * the per-stream check lives in the small es_heads table (current version,
+ * the position of the stream's newest event, and the latest snapshot), and
+ * every event row links to the previous event of its stream. es_streams maps
+ * (type, aggregate id) to the stream id and is written once per stream, so
+ * the rows rewritten by every batch stay narrow. SQLite allows one writer at a
  * time, so "read head, check version, append, move head" inside one
  * BEGIN IMMEDIATE transaction is the optimistic concurrency check: two
  * writers can never both append version n. Reading a stream walks the links
  * back from the head; loading an aggregate mostly reads its snapshot.
  *
  * Inside a write transaction, stream heads and snapshots live in a cache
- * (stream_entry) and reach es_streams once, at commit, however
- * many commands of the batch touched them. The cache is trusted only while
+ * (stream_entry) and reach es_heads once, at commit, however many commands of
+ * the batch touched them; appended events wait likewise until commit or until
+ * something reads es_events. Both go in multi-row statements, in rowid order:
+ * one statement per row cost about as much as the row. The cache is trusted only while
  * PRAGMA data_version shows no other connection committed since our last
  * transaction, and is dropped on rollback.
  */
@@ -37,13 +41,10 @@ enum {
     S_TYPE_PUT,
     S_STREAM_GET,
     S_STREAM_PUT,
-    S_STREAM_SET,
-    S_EVENT_PUT,
     S_EVENT_LINK,
     S_EVENT_GET,
     S_LOG_READ,
     S_END,
-    S_STREAM_SET_SNAP,
     S_SNAP_GET,
     S_CMD_GET,
     S_CMD_PUT,
@@ -62,19 +63,17 @@ static const char *const sql_text[S_COUNT] = {
     [S_TYPE_GET] = "SELECT id FROM es_types WHERE name = ?1",
     [S_TYPE_NAME] = "SELECT name FROM es_types WHERE id = ?1",
     [S_TYPE_PUT] = "INSERT INTO es_types(name) VALUES (?1)",
-    [S_STREAM_GET] = "SELECT id, version, head FROM es_streams WHERE type_id = ?1 AND agg_id = ?2",
-    [S_STREAM_PUT] = "INSERT INTO es_streams(type_id, agg_id, version, head) VALUES (?1, ?2, 0, 0)",
-    [S_STREAM_SET] = "UPDATE es_streams SET version = ?2, head = ?3 WHERE id = ?1",
-    [S_STREAM_SET_SNAP] = "UPDATE es_streams SET version = ?2, head = ?3, snap_version = ?4, "
-                          "snap_type = ?5, snap_state = ?6, snap_at = ?7 WHERE id = ?1",
-    [S_EVENT_PUT] = "INSERT INTO es_events(stream, version, prev, type_id, envelope) "
-                    "VALUES (?1, ?2, ?3, ?4, ?5)",
+    /* A stream without a head row yet (created in this transaction) is at version 0. */
+    [S_STREAM_GET] =
+        "SELECT s.id, COALESCE(h.version, 0), COALESCE(h.head, 0) FROM es_streams s "
+        "LEFT JOIN es_heads h ON h.stream = s.id WHERE s.type_id = ?1 AND s.agg_id = ?2",
+    [S_STREAM_PUT] = "INSERT INTO es_streams(type_id, agg_id) VALUES (?1, ?2)",
     [S_EVENT_LINK] = "SELECT version, prev FROM es_events WHERE pos = ?1",
     [S_EVENT_GET] = "SELECT envelope FROM es_events WHERE pos = ?1",
     [S_LOG_READ] = "SELECT pos, type_id, envelope FROM es_events WHERE pos >= ?1 ORDER BY pos",
     [S_END] = "SELECT COALESCE(MAX(pos), 0) + 1 FROM es_events",
-    [S_SNAP_GET] = "SELECT snap_version, snap_type, snap_state, snap_at FROM es_streams "
-                   "WHERE id = ?1 AND snap_type IS NOT NULL",
+    [S_SNAP_GET] = "SELECT h.snap_version, t.name, h.snap_state, h.snap_at FROM es_heads h "
+                   "JOIN es_types t ON t.id = h.snap_type WHERE h.stream = ?1",
     [S_CMD_GET] = "SELECT c.outcome, c.first_version, c.last_version, c.version, c.reason, t.name, "
                   "c.agg_id FROM es_commands c JOIN es_types t ON t.id = c.type_id WHERE c.id = ?1",
     [S_CMD_PUT] = "INSERT INTO es_commands(id, type_id, agg_id, outcome, first_version, "
@@ -87,27 +86,84 @@ static const char *const sql_text[S_COUNT] = {
                   "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
 };
 
+/* The head row of a stream, rewritten by every batch that touches the stream: kept narrow
+ * (the snapshot's state type is an es_types id), since a batch over many streams dirties
+ * every page of this table and each dirty page is written twice (WAL, then checkpoint). */
+#define HEADS_SQL                                                                                  \
+    "CREATE TABLE es_heads(stream INTEGER PRIMARY KEY, version INTEGER NOT NULL,"                  \
+    " head INTEGER NOT NULL, snap_version INTEGER, snap_type INTEGER, snap_state BLOB,"            \
+    " snap_at INTEGER);"
+#define SNAPSHOTS_VIEW_SQL                                                                         \
+    "CREATE VIEW es_snapshots(stream, version, state_type, state, taken_at) AS"                    \
+    " SELECT h.stream, h.snap_version, t.name, h.snap_state, h.snap_at FROM es_heads h"            \
+    " JOIN es_types t ON t.id = h.snap_type;"
+
+/* <topic>.dlq records: poison a consumer parked, for tools that read dead letters. */
+#define DLQ_RECORDS_SQL                                                                            \
+    "CREATE TABLE es_dlq_records(seq INTEGER PRIMARY KEY, topic TEXT NOT NULL,"                    \
+    " ref TEXT NOT NULL UNIQUE, key TEXT, value BLOB, headers TEXT NOT NULL, at INTEGER NOT "      \
+    "NULL);"
+
+/* es_types interns type names: aggregate types, and the state types of snapshots. */
 static const char schema_sql[] =
-    "CREATE TABLE IF NOT EXISTS es_meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;"
-    "CREATE TABLE IF NOT EXISTS es_types(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);"
-    /* The snapshot lives in its stream's row: one in-place update per stream and batch. */
-    "CREATE TABLE IF NOT EXISTS es_streams(id INTEGER PRIMARY KEY, type_id INTEGER NOT NULL,"
-    " agg_id TEXT NOT NULL, version INTEGER NOT NULL, head INTEGER NOT NULL,"
-    " snap_version INTEGER, snap_type TEXT, snap_state BLOB, snap_at INTEGER,"
-    " UNIQUE(type_id, agg_id));"
-    "CREATE TABLE IF NOT EXISTS es_events(pos INTEGER PRIMARY KEY, stream INTEGER NOT NULL,"
+    "CREATE TABLE es_meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE es_types(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);"
+    "CREATE TABLE es_streams(id INTEGER PRIMARY KEY, type_id INTEGER NOT NULL,"
+    " agg_id TEXT NOT NULL, UNIQUE(type_id, agg_id));" HEADS_SQL
+    "CREATE TABLE es_events(pos INTEGER PRIMARY KEY, stream INTEGER NOT NULL,"
     " version INTEGER NOT NULL, prev INTEGER NOT NULL, type_id INTEGER NOT NULL,"
-    " envelope BLOB NOT NULL);"
-    "CREATE VIEW IF NOT EXISTS es_snapshots(stream, version, state_type, state, taken_at) AS"
-    " SELECT id, snap_version, snap_type, snap_state, snap_at FROM es_streams"
-    " WHERE snap_type IS NOT NULL;"
-    "CREATE TABLE IF NOT EXISTS es_commands(id TEXT PRIMARY KEY, type_id INTEGER NOT NULL,"
+    " envelope BLOB NOT NULL);" SNAPSHOTS_VIEW_SQL
+    "CREATE TABLE es_commands(id TEXT PRIMARY KEY, type_id INTEGER NOT NULL,"
     " agg_id TEXT NOT NULL, outcome INTEGER NOT NULL, first_version INTEGER NOT NULL,"
-    " last_version INTEGER NOT NULL, version INTEGER NOT NULL, reason TEXT) WITHOUT ROWID;"
-    /* <topic>.dlq records: poison a consumer parked, for tools that read dead letters. */
-    "CREATE TABLE IF NOT EXISTS es_dlq_records(seq INTEGER PRIMARY KEY, topic TEXT NOT NULL,"
-    " ref TEXT NOT NULL UNIQUE, key TEXT, value BLOB, headers TEXT NOT NULL, at INTEGER NOT NULL);"
-    "INSERT OR REPLACE INTO es_meta(key, value) VALUES ('schema_version', '2');";
+    " last_version INTEGER NOT NULL, version INTEGER NOT NULL, reason TEXT) WITHOUT "
+    "ROWID;" DLQ_RECORDS_SQL "INSERT INTO es_meta(key, value) VALUES ('schema_version', '2');";
+
+/* Version 1 kept heads and snapshots (state type as text) in es_streams itself. */
+static const char migrate_v1_sql[] = HEADS_SQL
+    "INSERT OR IGNORE INTO es_types(name)"
+    " SELECT DISTINCT snap_type FROM es_streams WHERE snap_type IS NOT NULL;"
+    "INSERT INTO es_heads(stream, version, head, snap_version, snap_type, snap_state, snap_at)"
+    " SELECT s.id, s.version, s.head, s.snap_version, t.id, s.snap_state, s.snap_at"
+    " FROM es_streams s LEFT JOIN es_types t ON t.name = s.snap_type;"
+    "DROP VIEW es_snapshots;"
+    "CREATE TABLE es_streams_v2(id INTEGER PRIMARY KEY, type_id INTEGER NOT NULL,"
+    " agg_id TEXT NOT NULL, UNIQUE(type_id, agg_id));"
+    "INSERT INTO es_streams_v2(id, type_id, agg_id) SELECT id, type_id, agg_id FROM es_streams;"
+    "DROP TABLE es_streams;"
+    "ALTER TABLE es_streams_v2 RENAME TO es_streams;" SNAPSHOTS_VIEW_SQL DLQ_RECORDS_SQL
+    "UPDATE es_meta SET value = '2' WHERE key = 'schema_version';";
+
+/* Multi-row statements come in these sizes, largest first; n rows take at most a few. */
+static const size_t row_sizes[] = {64, 8, 1};
+#define N_ROW_SIZES (sizeof row_sizes / sizeof *row_sizes)
+
+typedef struct multi_stmt {
+    sqlite3_stmt *st[N_ROW_SIZES];
+} multi_stmt;
+
+/* Positions are left to SQLite (MAX(pos) + 1, found at the right edge without a seek; an
+ * explicit pos costs a search from the root); flush_queue checks they are the ones promised. */
+#define EVENT_COLS 5
+static const char put_events_sql[] =
+    "INSERT INTO es_events(stream, version, prev, type_id, envelope) VALUES ";
+/* Upserts: a stream gets its head row with its first batch. */
+#define HEAD_COLS 3
+static const char put_heads_sql[] = "INSERT INTO es_heads(stream, version, head) VALUES ";
+static const char put_heads_tail[] =
+    " ON CONFLICT(stream) DO UPDATE SET version = excluded.version, head = excluded.head";
+#define SNAP_COLS 7
+static const char put_snaps_sql[] = "INSERT INTO es_heads(stream, version, head, snap_version, "
+                                    "snap_type, snap_state, snap_at) VALUES ";
+static const char put_snaps_tail[] =
+    " ON CONFLICT(stream) DO UPDATE SET version = excluded.version, head = excluded.head,"
+    " snap_version = excluded.snap_version, snap_type = excluded.snap_type,"
+    " snap_state = excluded.snap_state, snap_at = excluded.snap_at";
+
+/* An event appended in this transaction and not yet in es_events. */
+typedef struct queued_event {
+    int64_t pos, stream, version, prev, type_id;
+    size_t off, len; /* envelope bytes in sqlite_log.queued_bytes */
+} queued_event;
 
 typedef struct type_entry {
     char *name;
@@ -125,9 +181,19 @@ typedef struct sqlite_log {
     char *cmd_reason, *cmd_type, *cmd_agg; /* storage behind find_command's record */
     int writing;                           /* a write transaction is open: the cache is live */
     int64_t data_version;
-    es_lru_t *streams;           /* stream_entry by type id + aggregate id */
+    es_lru_t *streams;         /* stream_entry by type id + aggregate id */
+    struct stream_entry *last; /* the entry found last, under last_key: a command reads its
+                                  stream's version and then appends to it */
+    char last_key[sizeof(int64_t) + ES_MAX_ID_LEN];
+    size_t last_klen;
     struct stream_entry **dirty; /* entries to write at commit (pinned until then) */
     size_t n_dirty, cap_dirty;
+    struct flush_key *order; /* dirty, sorted for the flush (cap_dirty of them) */
+    multi_stmt put_events, put_heads, put_snaps;
+    queued_event *queued; /* written before anything reads es_events, and at commit */
+    size_t n_queued, cap_queued;
+    es_buf_t queued_bytes;
+    int64_t next_pos; /* position of the next appended event; 0: not read yet */
 } sqlite_log;
 
 typedef struct stream_row {
@@ -140,6 +206,7 @@ typedef struct stream_entry {
     stream_row row;
     int head_dirty, snap_dirty;
     es_snapshot_t *snap; /* pending snapshot (one allocation), written at commit */
+    int64_t snap_type_id;
 } stream_entry;
 
 static void free_entry(void *v) {
@@ -205,8 +272,67 @@ static void drop_type_cache(sqlite_log *l) {
     l->n_types = 0;
 }
 
+static void multi_reset(multi_stmt *m) {
+    for (size_t k = 0; k < N_ROW_SIZES; k++)
+        sqlite3_reset(m->st[k]);
+}
+
+/* Binds row i of a multi-row write to the parameters from first + 1 on. */
+typedef void bind_row_fn(sqlite_log *l, sqlite3_stmt *s, int first, size_t i, const void *ctx);
+
+/* Writes n rows of cols columns with as few statements as the sizes allow. */
+static es_err put_rows(sqlite_log *l, multi_stmt *m, int cols, size_t n, bind_row_fn *bind,
+                       const void *ctx, const char *what, es_error_t *err) {
+    size_t done = 0;
+    es_err e = ES_OK;
+    for (size_t k = 0; e == ES_OK && k < N_ROW_SIZES; k++) {
+        for (size_t rows = row_sizes[k]; e == ES_OK && n - done >= rows; done += rows) {
+            for (size_t r = 0; r < rows; r++)
+                bind(l, m->st[k], (int)r * cols, done + r, ctx);
+            e = step_done(l, m->st[k], what, err);
+        }
+    }
+    return e;
+}
+
+static void bind_event(sqlite_log *l, sqlite3_stmt *s, int first, size_t i, const void *ctx) {
+    const queued_event *q = (const queued_event *)ctx + i;
+    sqlite3_bind_int64(s, first + 1, q->stream);
+    sqlite3_bind_int64(s, first + 2, q->version);
+    sqlite3_bind_int64(s, first + 3, q->prev);
+    sqlite3_bind_int64(s, first + 4, q->type_id);
+    sqlite3_bind_blob(s, first + 5, l->queued_bytes.data + q->off, (int)q->len, SQLITE_STATIC);
+}
+
+static void drop_queue(sqlite_log *l) {
+    l->n_queued = 0;
+    l->queued_bytes.len = 0;
+    l->next_pos = 0;
+}
+
+/* Writes the queued events to es_events: at commit, and before anything in the transaction
+ * reads es_events. */
+static es_err flush_queue(sqlite_log *l, es_error_t *err) {
+    if (!l->n_queued)
+        return ES_OK;
+    es_err e = put_rows(l, &l->put_events, EVENT_COLS, l->n_queued, bind_event, l->queued,
+                        "appending events", err);
+    int64_t want = l->queued[l->n_queued - 1].pos, got = sqlite3_last_insert_rowid(l->db);
+    if (e == ES_OK && got != want)
+        e = es_fail(err, ES_EIO,
+                    "appending events to %s: the last one went to position %lld, not %lld; "
+                    "was es_events changed outside eskit?",
+                    l->path, (long long)got, (long long)want);
+    if (e == ES_OK) {
+        l->n_queued = 0;
+        l->queued_bytes.len = 0;
+    }
+    return e;
+}
+
 static void drop_stream_cache(sqlite_log *l) {
     l->n_dirty = 0;
+    l->last = NULL;
     es_lru_clear(l->streams);
 }
 
@@ -248,35 +374,69 @@ static void lg_rollback(es_log_t *base) {
         return;
     for (int i = 0; i < S_COUNT; i++)
         sqlite3_reset(l->st[i]);
+    multi_reset(&l->put_events);
+    multi_reset(&l->put_heads);
+    multi_reset(&l->put_snaps);
     if (sqlite3_get_autocommit(l->db) == 0)
         exec_simple(l, S_ROLLBACK, "rolling back", NULL);
     l->in_tx = 0;
     l->writing = 0;
     drop_type_cache(l); /* ids inserted by the rolled-back transaction are gone */
     drop_stream_cache(l);
+    drop_queue(l);
 }
 
-static es_err flush_entry(sqlite_log *l, stream_entry *e, es_error_t *err) {
-    sqlite3_stmt *s = stmt(l, e->snap_dirty ? S_STREAM_SET_SNAP : S_STREAM_SET);
-    sqlite3_bind_int64(s, 1, e->row.id);
-    sqlite3_bind_int64(s, 2, (int64_t)e->row.version);
-    sqlite3_bind_int64(s, 3, e->row.head);
-    if (e->snap_dirty) {
-        const es_snapshot_t *snap = e->snap;
-        sqlite3_bind_int64(s, 4, (int64_t)snap->version);
-        sqlite3_bind_text(s, 5, snap->state_type, -1, SQLITE_STATIC);
-        sqlite3_bind_blob(s, 6, snap->state_len ? (const void *)snap->state : "",
-                          (int)snap->state_len, SQLITE_STATIC);
-        sqlite3_bind_int64(s, 7, snap->taken_at_us);
+static void bind_head(sqlite_log *l, sqlite3_stmt *s, int first, size_t i, const void *ctx) {
+    const stream_entry *e = ((stream_entry *const *)ctx)[i];
+    (void)l;
+    sqlite3_bind_int64(s, first + 1, e->row.id);
+    sqlite3_bind_int64(s, first + 2, (int64_t)e->row.version);
+    sqlite3_bind_int64(s, first + 3, e->row.head);
+    if (!e->snap_dirty)
+        return;
+    const es_snapshot_t *snap = e->snap;
+    sqlite3_bind_int64(s, first + 4, (int64_t)snap->version);
+    sqlite3_bind_int64(s, first + 5, e->snap_type_id);
+    sqlite3_bind_blob(s, first + 6, snap->state_len ? (const void *)snap->state : "",
+                      (int)snap->state_len, SQLITE_STATIC);
+    sqlite3_bind_int64(s, first + 7, snap->taken_at_us);
+}
+
+/* Entries with a snapshot first, then by rowid: in rowid order each upsert finds its row next
+ * to the previous one (10k streams: the flush took a third less CPU than in random order). */
+typedef struct flush_key {
+    uint64_t key; /* no snapshot: bit 63; then the rowid */
+    stream_entry *e;
+} flush_key;
+
+static int flush_order(const void *a, const void *b) {
+    uint64_t x = ((const flush_key *)a)->key, y = ((const flush_key *)b)->key;
+    return (x > y) - (x < y);
+}
+
+static es_err flush_heads(sqlite_log *l, es_error_t *err) {
+    size_t n_snap = 0;
+    for (size_t i = 0; i < l->n_dirty; i++) {
+        stream_entry *e = l->dirty[i];
+        l->order[i] = (flush_key){(e->snap_dirty ? 0 : 1ULL << 63) | (uint64_t)e->row.id, e};
+        n_snap += e->snap_dirty != 0;
     }
-    return step_done(l, s, "writing a stream head", err);
+    qsort(l->order, l->n_dirty, sizeof *l->order, flush_order);
+    for (size_t i = 0; i < l->n_dirty; i++)
+        l->dirty[i] = l->order[i].e;
+    es_err e = put_rows(l, &l->put_snaps, SNAP_COLS, n_snap, bind_head, l->dirty,
+                        "writing stream heads", err);
+    if (e == ES_OK)
+        e = put_rows(l, &l->put_heads, HEAD_COLS, l->n_dirty - n_snap, bind_head, l->dirty + n_snap,
+                     "writing stream heads", err);
+    return e;
 }
 
 static es_err lg_commit(es_log_t *base, es_error_t *err) {
     sqlite_log *l = (sqlite_log *)base;
-    es_err rc = ES_OK;
-    for (size_t i = 0; rc == ES_OK && i < l->n_dirty; i++)
-        rc = flush_entry(l, l->dirty[i], err);
+    es_err rc = flush_queue(l, err);
+    if (rc == ES_OK)
+        rc = flush_heads(l, err);
     if (rc == ES_OK)
         rc = exec_simple(l, S_COMMIT, "committing", err);
     if (rc != ES_OK) {
@@ -292,6 +452,8 @@ static es_err lg_commit(es_log_t *base, es_error_t *err) {
     l->n_dirty = 0;
     l->in_tx = 0;
     l->writing = 0;
+    l->next_pos = 0; /* another connection may append before our next transaction */
+    l->last = NULL;
     es_lru_trim(l->streams);
     return ES_OK;
 }
@@ -302,9 +464,13 @@ static es_err mark_dirty(sqlite_log *l, stream_entry *e, es_error_t *err) {
     if (l->n_dirty == l->cap_dirty) {
         size_t cap = l->cap_dirty ? l->cap_dirty * 2 : 256;
         stream_entry **d = realloc(l->dirty, cap * sizeof *d);
-        if (!d)
+        if (d)
+            l->dirty = d;
+        flush_key *o = realloc(l->order, cap * sizeof *o);
+        if (o)
+            l->order = o;
+        if (!d || !o)
             return es_fail(err, ES_ENOMEM, "out of memory tracking changed streams");
-        l->dirty = d;
         l->cap_dirty = cap;
     }
     l->dirty[l->n_dirty++] = e;
@@ -428,12 +594,15 @@ static es_err insert_stream(sqlite_log *l, int64_t tid, const char *id, stream_r
  * Only inside a write transaction. */
 static es_err cached_stream(sqlite_log *l, int64_t tid, const char *id, int create,
                             stream_entry **out, es_error_t *err) {
-    char key[sizeof tid + ES_MAX_ID_LEN + 1];
+    char key[sizeof l->last_key];
     size_t idlen = strlen(id), klen = sizeof tid + idlen;
     memcpy(key, &tid, sizeof tid);
     memcpy(key + sizeof tid, id, idlen);
-    stream_entry *e = es_lru_get(l->streams, key, klen);
+    stream_entry *e = l->last && klen == l->last_klen && !memcmp(key, l->last_key, klen)
+                          ? l->last
+                          : es_lru_get(l->streams, key, klen);
     es_err rc = ES_OK;
+    l->last = NULL; /* a put below may evict it */
     if (!e) {
         if (!(e = calloc(1, sizeof *e)))
             return es_fail(err, ES_ENOMEM, "out of memory caching a stream");
@@ -446,6 +615,9 @@ static es_err cached_stream(sqlite_log *l, int64_t tid, const char *id, int crea
     }
     if (e->row.id == 0 && create)
         rc = insert_stream(l, tid, id, &e->row, err);
+    l->last = e;
+    memcpy(l->last_key, key, klen);
+    l->last_klen = klen;
     *out = e;
     return rc;
 }
@@ -502,6 +674,35 @@ static es_err write_stream_row(sqlite_log *l, const char *type, const char *id, 
     return find_stream(l, type, id, 1, row, tid, ent, err);
 }
 
+static es_err read_end_offset(sqlite_log *l, int64_t *end, es_error_t *err) {
+    sqlite3_stmt *s = stmt(l, S_END);
+    int rc = sqlite3_step(s);
+    *end = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+    sqlite3_reset(s);
+    return rc == SQLITE_ROW ? ES_OK : sql_fail(l, rc, "reading the log end", err);
+}
+
+/* Room in the queue for n more events. The transaction's first append learns the next
+ * position: we hold the write lock, so nobody else can take it. */
+static es_err reserve_queue(sqlite_log *l, const es_log_record_t *recs, size_t n, es_error_t *err) {
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        bytes += recs[i].len;
+    if (l->n_queued + n > l->cap_queued) {
+        size_t cap = l->cap_queued ? l->cap_queued : 256;
+        while (cap < l->n_queued + n)
+            cap *= 2;
+        queued_event *q = realloc(l->queued, cap * sizeof *q);
+        if (!q)
+            return es_fail(err, ES_ENOMEM, "out of memory queueing %zu events", n);
+        l->queued = q;
+        l->cap_queued = cap;
+    }
+    if (es_buf_reserve(&l->queued_bytes, bytes) != ES_OK)
+        return es_fail(err, ES_ENOMEM, "out of memory queueing %zu events", n);
+    return l->next_pos ? ES_OK : read_end_offset(l, &l->next_pos, err);
+}
+
 static es_err lg_append(es_log_t *base, const char *type, const char *id, uint64_t expect_base,
                         const es_log_record_t *recs, size_t n, int64_t *offsets, es_error_t *err) {
     sqlite_log *l = (sqlite_log *)base;
@@ -517,23 +718,20 @@ static es_err lg_append(es_log_t *base, const char *type, const char *id, uint64
     if ((e = mark_dirty(l, ent, err)) != ES_OK)
         return e;
     ent->head_dirty = 1;
+    if ((e = reserve_queue(l, recs, n, err)) != ES_OK)
+        return e;
     int64_t prev = row.head;
     for (size_t i = 0; i < n; i++) {
-        sqlite3_stmt *s = stmt(l, S_EVENT_PUT);
-        sqlite3_bind_int64(s, 1, row.id);
-        sqlite3_bind_int64(s, 2, (int64_t)(expect_base + i + 1));
-        sqlite3_bind_int64(s, 3, prev);
-        sqlite3_bind_int64(s, 4, tid);
-        sqlite3_bind_blob(s, 5, recs[i].bytes, (int)recs[i].len, SQLITE_STATIC);
-        if ((e = step_done(l, s, "appending an event", err)) != ES_OK)
-            return e;
-        prev = sqlite3_last_insert_rowid(l->db);
-        offsets[i] = prev;
-        /* Moved per event so a failure part-way leaves the entry matching the rows written;
-         * the transaction is rolled back then anyway. */
-        ent->row.version = expect_base + i + 1;
-        ent->row.head = prev;
+        queued_event *q = &l->queued[l->n_queued++];
+        *q = (queued_event){l->next_pos++, row.id, (int64_t)(expect_base + i + 1),
+                            prev,          tid,    l->queued_bytes.len,
+                            recs[i].len};
+        memcpy(l->queued_bytes.data + q->off, recs[i].bytes, recs[i].len);
+        l->queued_bytes.len += recs[i].len;
+        prev = offsets[i] = q->pos;
     }
+    ent->row.version = expect_base + n;
+    ent->row.head = prev;
     return ES_OK;
 }
 
@@ -555,6 +753,9 @@ static es_err stream_positions(sqlite_log *l, const stream_row *row, uint64_t fr
     *n = 0;
     if (row->version < from || (to && to < from))
         return ES_OK;
+    es_err e = flush_queue(l, err);
+    if (e != ES_OK)
+        return e;
     uint64_t hi = to && to < row->version ? to : row->version;
     size_t count = (size_t)(hi - from + 1);
     int64_t *pos = malloc(count * sizeof *pos), p = row->head;
@@ -659,6 +860,8 @@ static es_err lg_read_log(es_log_t *base, const char *const *types, int64_t from
     int opened, rc = SQLITE_DONE;
     es_err e = read_begin(l, &opened, err);
     if (e == ES_OK)
+        e = flush_queue(l, err);
+    if (e == ES_OK)
         e = filter_ids(l, types, &ids, &n_ids, err);
     sqlite3_stmt *s = e == ES_OK ? stmt(l, S_LOG_READ) : NULL;
     if (s)
@@ -697,11 +900,11 @@ static es_err lg_read_log(es_log_t *base, const char *const *types, int64_t from
 
 static es_err lg_end_offset(es_log_t *base, int64_t *end, es_error_t *err) {
     sqlite_log *l = (sqlite_log *)base;
-    sqlite3_stmt *s = stmt(l, S_END);
-    int rc = sqlite3_step(s);
-    *end = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
-    sqlite3_reset(s);
-    return rc == SQLITE_ROW ? ES_OK : sql_fail(l, rc, "reading the log end", err);
+    if (l->next_pos) {
+        *end = l->next_pos;
+        return ES_OK;
+    }
+    return read_end_offset(l, end, err);
 }
 
 /* A snapshot in one allocation, so es_snapshot_free is free(). */
@@ -768,7 +971,10 @@ static es_err lg_put_snapshot(es_log_t *base, const char *type, const char *id,
     stream_row row;
     stream_entry *ent;
     int64_t tid;
+    int64_t state_tid;
     es_err e = write_stream_row(l, type, id, "snapshot written", &row, &tid, &ent, err);
+    if (e == ES_OK)
+        e = type_id(l, snap->state_type, 1, &state_tid, err);
     if (e != ES_OK)
         return e;
     es_snapshot_t *copy = snapshot_copy(snap->version, snap->state_type, snap->state,
@@ -779,6 +985,7 @@ static es_err lg_put_snapshot(es_log_t *base, const char *type, const char *id,
     }
     free(ent->snap);
     ent->snap = copy;
+    ent->snap_type_id = state_tid;
     ent->snap_dirty = 1;
     return ES_OK;
 }
@@ -836,6 +1043,11 @@ static es_err lg_put_command(es_log_t *base, const es_command_record_t *rec, es_
     return step_done(l, s, "recording a command id", err);
 }
 
+static void multi_finalize(multi_stmt *m) {
+    for (size_t k = 0; k < N_ROW_SIZES; k++)
+        sqlite3_finalize(m->st[k]);
+}
+
 static void lg_destroy(es_log_t *base) {
     sqlite_log *l = (sqlite_log *)base;
     if (!l)
@@ -843,8 +1055,14 @@ static void lg_destroy(es_log_t *base) {
     lg_rollback(base);
     es_lru_destroy(l->streams);
     free(l->dirty);
+    free(l->order);
     for (int i = 0; i < S_COUNT; i++)
         sqlite3_finalize(l->st[i]);
+    multi_finalize(&l->put_events);
+    multi_finalize(&l->put_heads);
+    multi_finalize(&l->put_snaps);
+    free(l->queued);
+    es_buf_free(&l->queued_bytes);
     sqlite3_close(l->db);
     drop_type_cache(l);
     free(l->types);
@@ -1090,20 +1308,29 @@ static es_err check_schema_version(sqlite_log *l, es_error_t *err) {
     return ES_OK;
 }
 
-static int has_schema(sqlite_log *l) {
+/* The schema version the file holds; 0 for a file without our schema. */
+static int stored_schema_version(sqlite_log *l) {
     sqlite3_stmt *s = NULL;
-    int ok = sqlite3_prepare_v2(l->db, "SELECT value FROM es_meta WHERE key = 'schema_version'", -1,
-                                &s, NULL) == SQLITE_OK &&
-             sqlite3_step(s) == SQLITE_ROW && sqlite3_column_int(s, 0) >= SCHEMA_VERSION;
+    int v = sqlite3_prepare_v2(l->db, "SELECT value FROM es_meta WHERE key = 'schema_version'", -1,
+                               &s, NULL) == SQLITE_OK &&
+                    sqlite3_step(s) == SQLITE_ROW
+                ? sqlite3_column_int(s, 0)
+                : 0;
     sqlite3_finalize(s);
-    return ok;
+    return v;
 }
 
+/* Creates the schema, or brings an older one up to date; another process may have done
+ * either while we waited for the lock. */
 static es_err create_schema(sqlite_log *l, es_error_t *err) {
     es_err e = exec_sql(l, "BEGIN IMMEDIATE", "creating the schema", err);
     if (e != ES_OK)
         return e;
-    e = exec_sql(l, schema_sql, "creating the schema", err);
+    int v = stored_schema_version(l);
+    if (v == 0)
+        e = exec_sql(l, schema_sql, "creating the schema", err);
+    else if (v == 1)
+        e = exec_sql(l, migrate_v1_sql, "upgrading the schema from version 1", err);
     /* The log's identity, so a read model can tell which log it was built from. */
     char id[ES_UUID_STR_LEN + 1], sql[128];
     es_uuid7(id);
@@ -1118,6 +1345,36 @@ static es_err create_schema(sqlite_log *l, es_error_t *err) {
     return e;
 }
 
+/* Prepares head + rows "(?, ...)" + tail for each of row_sizes. */
+static es_err multi_prepare(sqlite_log *l, const char *head, int cols, const char *tail,
+                            multi_stmt *m, es_error_t *err) {
+    size_t hl = strlen(head), tl = strlen(tail), rl = 2 * (size_t)cols + 2;
+    es_err e = ES_OK;
+    for (size_t k = 0; e == ES_OK && k < N_ROW_SIZES; k++) {
+        char *sql = malloc(hl + row_sizes[k] * rl + tl + 1), *p = sql;
+        if (!sql)
+            return es_fail(err, ES_ENOMEM, "out of memory preparing statements");
+        memcpy(p, head, hl);
+        p += hl;
+        for (size_t r = 0; r < row_sizes[k]; r++) {
+            *p++ = r ? ',' : ' ';
+            *p++ = '(';
+            for (int c = 0; c < cols; c++) {
+                *p++ = c ? ',' : '?';
+                if (c)
+                    *p++ = '?';
+            }
+            *p++ = ')';
+        }
+        memcpy(p, tail, tl + 1);
+        int rc = sqlite3_prepare_v3(l->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &m->st[k], NULL);
+        free(sql);
+        if (rc != SQLITE_OK)
+            e = sql_fail(l, rc, "preparing statements", err);
+    }
+    return e;
+}
+
 static es_err setup(sqlite_log *l, es_error_t *err) {
     char pragma[64];
     snprintf(pragma, sizeof pragma, "PRAGMA synchronous=%s",
@@ -1127,7 +1384,7 @@ static es_err setup(sqlite_log *l, es_error_t *err) {
         e = exec_sql(l, pragma, "setting synchronous", err);
     /* Only a file without our schema needs the write lock: SQLite's lock is not fair, and
      * a busy writer elsewhere would starve every open that asked for it. */
-    if (e == ES_OK && !has_schema(l))
+    if (e == ES_OK && stored_schema_version(l) < SCHEMA_VERSION)
         e = create_schema(l, err);
     if (e == ES_OK)
         e = check_schema_version(l, err);
@@ -1137,6 +1394,12 @@ static es_err setup(sqlite_log *l, es_error_t *err) {
         if (rc != SQLITE_OK)
             e = sql_fail(l, rc, "preparing statements", err);
     }
+    if (e == ES_OK)
+        e = multi_prepare(l, put_events_sql, EVENT_COLS, "", &l->put_events, err);
+    if (e == ES_OK)
+        e = multi_prepare(l, put_heads_sql, HEAD_COLS, put_heads_tail, &l->put_heads, err);
+    if (e == ES_OK)
+        e = multi_prepare(l, put_snaps_sql, SNAP_COLS, put_snaps_tail, &l->put_snaps, err);
     return e;
 }
 
