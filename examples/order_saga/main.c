@@ -1,15 +1,23 @@
 /*
  * order_saga: the demo service. For now it drives the Order aggregate by hand
- * (place, confirm, cancel, a few rejected commands) and prints every order's
- * stream; the saga coordinator will take over the confirm/cancel decisions.
+ * (place, confirm, cancel, a few rejected commands), prints every order's
+ * stream, then brings the order_summary and customer_orders read models up to
+ * date and prints them; the saga coordinator will take over the
+ * confirm/cancel decisions.
  *
- * usage: order_saga [--db FILE]
+ * usage: order_saga [--db FILE] [--readmodel FILE]
  * The database comes from --db, else the usual config sources (ESKIT_DB,
  * eskit.conf), else ./order_saga_demo.db, which is recreated on every run.
- * The story is deterministic: an outcome other than the expected one is a bug
- * and makes the demo exit 1.
+ * The read model comes from --readmodel, else readmodel.db of the config
+ * sources, else the database's path with ".read.db" appended. A read model
+ * left over from a log that no longer exists (the log is empty when the demo
+ * starts) is recreated. The story is deterministic: an outcome other than the
+ * expected one, or an event the projectors park, is a bug and makes the demo
+ * exit 1.
  */
 #include "domain.h"
+#include "customer_orders.h"
+#include "order_summary.h"
 
 #include <stdbool.h>
 #include <stdio.h>
@@ -39,16 +47,22 @@ struct demo {
     char ids[N_ORDERS][64];
 };
 
-static void note_db(const char *key, const char *value, void *opaque) {
+struct key_probe {
+    const char *key;
+    bool set;
+};
+
+static void note_key(const char *key, const char *value, void *opaque) {
+    struct key_probe *p = opaque;
     (void)value;
-    if (strcmp(key, "db") == 0)
-        *(bool *)opaque = true;
+    if (strcmp(key, p->key) == 0)
+        p->set = true;
 }
 
-static bool db_configured(const es_config_t *cfg) {
-    bool set = false;
-    es_config_foreach(cfg, note_db, &set);
-    return set;
+static bool configured(const es_config_t *cfg, const char *key) {
+    struct key_probe p = {key, false};
+    es_config_foreach(cfg, note_key, &p);
+    return p.set;
 }
 
 static void remove_db(const char *path) {
@@ -60,21 +74,40 @@ static void remove_db(const char *path) {
     }
 }
 
+/* Sets readmodel.db: readmodel_arg, else the configured one, else "<db>.read.db". */
+static es_err choose_readmodel(es_config_t *cfg, const char *readmodel_arg, es_error_t *err) {
+    if (readmodel_arg)
+        return es_config_set(cfg, "readmodel.db", readmodel_arg, err);
+    if (configured(cfg, "readmodel.db"))
+        return ES_OK;
+    char path[4096];
+    int n = snprintf(path, sizeof path, "%s.read.db", es_config_get(cfg, "db"));
+    if (n < 0 || (size_t)n >= sizeof path) {
+        snprintf(err->message, sizeof err->message,
+                 "the database path is too long to derive the read model's; give --readmodel");
+        return ES_EINVAL;
+    }
+    return es_config_set(cfg, "readmodel.db", path, err);
+}
+
 /* Builds the config; *fresh says whether the demo owns (and recreated) the db. */
-static es_err load_config(const char *db_arg, es_config_t **out, bool *fresh, es_error_t *err) {
+static es_err load_config(const char *db_arg, const char *readmodel_arg, es_config_t **out,
+                          bool *fresh, es_error_t *err) {
     es_config_t *cfg = es_config_new();
     if (!cfg) {
         snprintf(err->message, sizeof err->message, "out of memory");
         return ES_ENOMEM;
     }
     es_err rc = es_config_load_sources(cfg, err);
-    *fresh = rc == ES_OK && !db_arg && !db_configured(cfg);
+    *fresh = rc == ES_OK && !db_arg && !configured(cfg, "db");
     if (rc == ES_OK && db_arg)
         rc = es_config_set(cfg, "db", db_arg, err);
     if (rc == ES_OK && *fresh) {
         remove_db(DEFAULT_DB);
         rc = es_config_set(cfg, "db", DEFAULT_DB, err);
     }
+    if (rc == ES_OK)
+        rc = choose_readmodel(cfg, readmodel_arg, err);
     if (rc != ES_OK) {
         es_config_destroy(cfg);
         return rc;
@@ -242,6 +275,181 @@ static es_err print_streams(struct demo *dm, es_error_t *err) {
     return ES_OK;
 }
 
+static int note_event(const es_event_t *ev, void *opaque) {
+    (void)ev;
+    *(bool *)opaque = true;
+    return 0;
+}
+
+/* A read model only describes the log it was built from: when the log is empty (new or
+ * recreated), what the read-model path holds is left over from another log and goes. */
+static es_err drop_stale_read_model(struct demo *dm, const es_config_t *cfg, es_error_t *err) {
+    bool any = false;
+    es_err rc =
+        es_store_read_log(es_engine_store(dm->engine), NULL, 0, 1, note_event, &any, NULL, err);
+    if (rc == ES_OK && !any)
+        remove_db(es_config_get(cfg, "readmodel.db"));
+    return rc;
+}
+
+static void report_parked(const es_dlq_entry_t *e, void *opaque) {
+    (void)opaque;
+    fprintf(stderr, "order_saga: %s parked %s partition %d offset %lld (%s/%s): %s\n", e->projector,
+            e->topic, (int)e->partition, (long long)e->offset,
+            e->event_type[0] ? e->event_type : "undecodable", e->key, e->error);
+}
+
+/* Runs def's runner until a poll applies nothing; a parked event fails the demo. */
+static es_err catch_up(const es_config_t *cfg, const es_projector_def *def, es_error_t *err) {
+    es_runner_t *r = NULL;
+    es_err rc = es_runner_new(cfg, def, &r, err);
+    if (rc != ES_OK)
+        return rc;
+    es_runner_set_park_cb(r, report_parked, NULL);
+    size_t applied = 0;
+    do
+        rc = es_runner_poll(r, 0, &applied, err);
+    while (rc == ES_OK && applied > 0);
+    es_runner_stats_t st;
+    es_runner_stats(r, &st);
+    if (rc == ES_OK && st.parked > 0) {
+        snprintf(err->message, sizeof err->message, "%s parked %llu event(s); see esctl dlq list",
+                 def->name, (unsigned long long)st.parked);
+        rc = ES_ESTATE;
+    }
+    if (rc == ES_OK)
+        printf("%-16s caught up: %llu event(s) applied in %llu batch(es)\n", def->name,
+               (unsigned long long)st.applied, (unsigned long long)st.batches);
+    es_runner_destroy(r);
+    return rc;
+}
+
+static es_err project(const es_config_t *cfg, es_error_t *err) {
+    static const es_projector_def *const defs[] = {&es_order_summary_projector,
+                                                   &es_customer_orders_projector};
+    printf("\nprojectors (read model %s):\n", es_config_get(cfg, "readmodel.db"));
+    es_err rc = ES_OK;
+    for (size_t i = 0; rc == ES_OK && i < sizeof defs / sizeof defs[0]; i++)
+        rc = catch_up(cfg, defs[i], err);
+    return rc;
+}
+
+#define MAX_COLS 8
+
+struct table {
+    const char *title;
+    const char *sql;
+    const char *align; /* 'l' or 'r' per column */
+};
+
+/* Pads lazily, so a row ends at its last non-empty cell. */
+static void print_row(sqlite3_stmt *s, const struct table *t, const int *width, int ncols,
+                      bool header) {
+    int pad = 0;
+    for (int c = 0; c < ncols; c++) {
+        const char *cell =
+            header ? sqlite3_column_name(s, c) : (const char *)sqlite3_column_text(s, c);
+        if (!cell)
+            cell = "";
+        int fill = width[c] - (int)strlen(cell);
+        bool right = t->align[c] == 'r';
+        if (right)
+            pad += fill;
+        if (*cell) {
+            printf("%*s%s", pad, "", cell);
+            pad = 0;
+        }
+        pad += (right ? 0 : fill) + 2;
+    }
+    putchar('\n');
+}
+
+/* Steps s once more to the end, printing each row (print) or widening width to fit it. */
+static int table_pass(sqlite3_stmt *s, const struct table *t, int *width, int ncols, bool print) {
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (print) {
+            print_row(s, t, width, ncols, false);
+            continue;
+        }
+        for (int c = 0; c < ncols; c++) {
+            int n = sqlite3_column_bytes(s, c);
+            width[c] = n > width[c] ? n : width[c];
+        }
+    }
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* Prints the rows of t->sql (params bound to ?1..) in columns as wide as their widest cell. */
+static int print_table(sqlite3 *db, const struct table *t, const char *const *params,
+                       int n_params) {
+    sqlite3_stmt *s = NULL;
+    int width[MAX_COLS] = {0};
+    int rc = sqlite3_prepare_v2(db, t->sql, -1, &s, NULL);
+    int ncols = rc == SQLITE_OK ? sqlite3_column_count(s) : 0;
+    if (rc == SQLITE_OK && (ncols > MAX_COLS || (size_t)ncols != strlen(t->align)))
+        rc = SQLITE_MISUSE;
+    for (int i = 0; rc == SQLITE_OK && i < n_params; i++)
+        rc = sqlite3_bind_text(s, i + 1, params[i], -1, SQLITE_STATIC);
+    for (int c = 0; rc == SQLITE_OK && c < ncols; c++)
+        width[c] = (int)strlen(sqlite3_column_name(s, c));
+    if (rc == SQLITE_OK)
+        rc = table_pass(s, t, width, ncols, false);
+    if (rc == SQLITE_OK) {
+        printf("\n%s:\n", t->title);
+        print_row(s, t, width, ncols, true);
+        rc = table_pass(s, t, width, ncols, true);
+    }
+    sqlite3_finalize(s);
+    return rc;
+}
+
+static const struct table order_table = {
+    "order_summary (this run's orders)",
+    "SELECT order_id AS \"order\", status, customer_id AS customer, item_count AS items, "
+    "printf('%d.%02d %s', amount_cents / 100, amount_cents % 100, currency) AS amount, "
+    "version, coalesce(cancel_reason, '') AS \"cancel reason\" "
+    "FROM order_summary WHERE order_id IN (?1, ?2, ?3, ?4, ?5, ?6) ORDER BY order_id",
+    "lllrrrl",
+};
+_Static_assert(N_ORDERS == 6, "order_table binds one parameter per order");
+
+static const struct table customer_table = {
+    "customer_orders",
+    "SELECT customer_id AS customer, orders_placed AS placed, orders_confirmed AS confirmed, "
+    "orders_cancelled AS cancelled, "
+    "printf('%d.%02d', total_placed_cents / 100, total_placed_cents % 100) AS \"placed total\", "
+    "printf('%d.%02d', total_confirmed_cents / 100, total_confirmed_cents % 100) "
+    "AS \"confirmed total\" FROM customer_orders ORDER BY customer_id",
+    "lrrrrr",
+};
+
+/* Prints both read models from one read transaction, so the tables agree. */
+static es_err print_read_models(const struct demo *dm, const es_config_t *cfg, es_error_t *err) {
+    const char *path = es_config_get(cfg, "readmodel.db");
+    const char *ids[N_ORDERS];
+    sqlite3 *db = NULL;
+    for (int i = 0; i < N_ORDERS; i++)
+        ids[i] = dm->ids[i];
+    /* Read-write (never created here) so that closing the last connection tidies the WAL away. */
+    int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = print_table(db, &order_table, ids, N_ORDERS);
+    if (rc == SQLITE_OK)
+        rc = print_table(db, &customer_table, NULL, 0);
+    es_err e = ES_OK;
+    if (rc != SQLITE_OK) {
+        snprintf(err->message, sizeof err->message, "%s: %s", path,
+                 db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+        e = ES_EIO;
+    }
+    sqlite3_close(db);
+    return e;
+}
+
 static void make_ids(struct demo *dm, bool fresh) {
     char uuid[ES_UUID_STR_LEN + 1];
     dm->tag[0] = '\0';
@@ -254,7 +462,7 @@ static void make_ids(struct demo *dm, bool fresh) {
 }
 
 static int usage(void) {
-    fprintf(stderr, "usage: order_saga [--db FILE]\n");
+    fprintf(stderr, "usage: order_saga [--db FILE] [--readmodel FILE]\n");
     return 2;
 }
 
@@ -264,17 +472,19 @@ static int die(const char *what, const es_error_t *err) {
 }
 
 int main(int argc, char **argv) {
-    const char *db_arg = NULL;
+    const char *db_arg = NULL, *readmodel_arg = NULL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--db") == 0 && i + 1 < argc)
             db_arg = argv[++i];
+        else if (strcmp(argv[i], "--readmodel") == 0 && i + 1 < argc)
+            readmodel_arg = argv[++i];
         else
             return usage();
     }
     es_error_t err = {0};
     es_config_t *cfg = NULL;
     bool fresh = false;
-    if (load_config(db_arg, &cfg, &fresh, &err) != ES_OK)
+    if (load_config(db_arg, readmodel_arg, &cfg, &fresh, &err) != ES_OK)
         return die("configuration", &err);
     struct demo dm = {0};
     if (es_engine_new(cfg, &dm.engine, &err) != ES_OK) {
@@ -285,10 +495,16 @@ int main(int argc, char **argv) {
     make_ids(&dm, fresh);
     if (demo_register_all(dm.engine, &err) != ES_OK)
         status = die("registering the demo domain", &err);
+    else if (drop_stale_read_model(&dm, cfg, &err) != ES_OK)
+        status = die("reading the log", &err);
     else if (!play_story(&dm))
         status = 1;
     else if (print_streams(&dm, &err) != ES_OK)
         status = die("reading the streams", &err);
+    else if (project(cfg, &err) != ES_OK)
+        status = die("projecting the read models", &err);
+    else if (print_read_models(&dm, cfg, &err) != ES_OK)
+        status = die("reading the read models", &err);
     es_engine_destroy(dm.engine);
     es_config_destroy(cfg);
     return status;

@@ -1,0 +1,170 @@
+/* Helpers every esctl verb uses: errors, config, store and payload types. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "domain.h"
+#include "esctl.h"
+
+void say(const char *fmt, ...) {
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    /* A newline in an id or a library message would otherwise break the one-line promise. */
+    for (char *c = line; *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f)
+            *c = ' ';
+    fprintf(stderr, "esctl: %s\n", line);
+}
+
+int usage_error(const options *o, const char *what, const char *arg) {
+    if (o->verb)
+        say("%s '%s' for '%s'; run 'esctl %s --help'", what, arg, o->verb, o->verb);
+    else
+        say("%s '%s'; run 'esctl --help'", what, arg);
+    return EXIT_USAGE;
+}
+
+int parse_u64(const char *s, uint64_t *out) {
+    if (!s || *s < '0' || *s > '9')
+        return -1;
+    errno = 0;
+    char *end = NULL;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static void log_to_stderr(int level, const char *message, void *opaque) {
+    (void)opaque;
+    const char *what = level <= ES_LOG_ERROR     ? "error"
+                       : level <= ES_LOG_WARNING ? "warning"
+                                                 : "info";
+    fprintf(stderr, "esctl: %s: %s\n", what, message);
+}
+
+/* Sets key from a command-line flag; a bad value is a usage error naming the flag. */
+static int set_flag(es_config_t *cfg, const char *flag, const char *key, const char *value) {
+    es_error_t err = {0};
+    if (value && es_config_set(cfg, key, value, &err) != ES_OK) {
+        say("%s: %s", flag, err.message);
+        return EXIT_USAGE;
+    }
+    return EXIT_OK;
+}
+
+/* Config sources in increasing precedence: file, environment, flags. */
+int load_config(const options *o, es_config_t **out) {
+    es_error_t err = {0};
+    es_config_t *cfg = es_config_new();
+    if (!cfg) {
+        say("out of memory");
+        return EXIT_FAIL;
+    }
+    if (o->verbose)
+        es_config_set_log_cb(cfg, log_to_stderr, NULL);
+    es_err rc =
+        o->config ? es_config_load_file(cfg, o->config, &err) : es_config_load_sources(cfg, &err);
+    if (rc == ES_OK && o->config)
+        rc = es_config_load_env(cfg, &err);
+    if (rc != ES_OK) {
+        es_config_destroy(cfg);
+        say("%s", err.message);
+        return EXIT_FAIL;
+    }
+    int exit = set_flag(cfg, "--db", "db", o->db);
+    if (exit == EXIT_OK)
+        exit = set_flag(cfg, "--readmodel", "readmodel.db", o->readmodel);
+    if (exit != EXIT_OK) {
+        es_config_destroy(cfg);
+        return exit;
+    }
+    *out = cfg;
+    return EXIT_OK;
+}
+
+static bool embedded(const es_config_t *cfg) {
+    return strcmp(es_config_get(cfg, "backend"), "embedded") == 0;
+}
+
+int check_store_exists(const es_config_t *cfg) {
+    const char *db = es_config_get(cfg, "db");
+    struct stat st;
+    if (embedded(cfg) && stat(db, &st) != 0) {
+        say("cannot open database '%s': %s (set it with --db, ESKIT_DB or db in eskit.conf)", db,
+            strerror(errno));
+        return EXIT_FAIL;
+    }
+    return EXIT_OK;
+}
+
+int check_readmodel_exists(const es_config_t *cfg) {
+    const char *db = es_config_get(cfg, "readmodel.db");
+    struct stat st;
+    if (stat(db, &st) != 0) {
+        say("cannot open read model '%s': %s (set it with --readmodel, ESKIT_READMODEL_DB or "
+            "readmodel.db in eskit.conf; 'esctl replay <projector>' builds it)",
+            db, strerror(errno));
+        return EXIT_FAIL;
+    }
+    return EXIT_OK;
+}
+
+int open_store(const es_config_t *cfg, es_store_t **out) {
+    es_error_t err = {0};
+    int rc = check_store_exists(cfg);
+    if (rc != EXIT_OK)
+        return rc;
+    if (es_store_new(cfg, out, &err) != ES_OK) {
+        say("%s", err.message);
+        return EXIT_FAIL;
+    }
+    return EXIT_OK;
+}
+
+int load_types(const options *o, pb_registry **out) {
+    es_error_t err = {0};
+    pb_registry *reg = pb_registry_new();
+    if (!reg) {
+        say("out of memory");
+        return EXIT_FAIL;
+    }
+    /* Modules first: a newer build of a demo type overrides the built-in one. */
+    for (size_t i = 0; i < o->n_types; i++) {
+        if (pb_registry_load(reg, o->types[i], &err) != ES_OK)
+            goto fail;
+    }
+    if (pb_registry_add(reg, demo_descriptors(), "esctl", &err) != ES_OK)
+        goto fail;
+    *out = reg;
+    return EXIT_OK;
+fail:
+    say("%s", err.message);
+    pb_registry_destroy(reg);
+    return EXIT_FAIL;
+}
+
+bool write_out(const pb_buf *b) {
+    if (b->oom) {
+        say("writing the output failed: out of memory");
+        return false;
+    }
+    if (fwrite(b->data, 1, b->len, stdout) != b->len || fflush(stdout) != 0) {
+        say("writing the output failed: %s", strerror(errno));
+        return false;
+    }
+    return true;
+}
+
+void put_position(pb_buf *b, const es_dlq_entry_t *e) {
+    put_clean(b, e->topic, 0);
+    pb_buf_printf(b, "[%" PRId32 "]@%" PRId64, e->partition, e->offset);
+}

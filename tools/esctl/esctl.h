@@ -1,0 +1,85 @@
+/*
+ * What the esctl verbs share: parsed options, the one-line error reporter,
+ * config and store loading, and the event printing of the `events` verb
+ * (reused by `dlq show`). main.c parses and dispatches; each verb lives in
+ * its own file (events.c, projectors.c for replay and lag, dlq.c).
+ *
+ * Exit codes are part of the interface, scripts rely on them: 0 success,
+ * 1 a runtime failure, 2 bad usage. Every failure prints exactly one line on
+ * stderr, "esctl: <reason>".
+ */
+#ifndef ESCTL_H
+#define ESCTL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <eskit/eskit.h>
+#include "pbprint.h"
+
+enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
+
+#define MAX_TYPES_MODULES 16
+
+typedef enum verb_id { VERB_NONE, VERB_EVENTS, VERB_REPLAY, VERB_LAG, VERB_DLQ, VERB_HELP } verb_id;
+
+typedef struct options {
+    const char *db;
+    const char *readmodel;
+    const char *config;
+    const char *types[MAX_TYPES_MODULES];
+    size_t n_types;
+    bool help, version, verbose, json, all;
+    uint64_t from;
+    const char *projector; /* dlq list --projector */
+    const char *verb;
+    verb_id verb_id;
+    const char **pos; /* positional arguments after the verb */
+    size_t n_pos;
+} options;
+
+/* Prints "esctl: <message>" on stderr as one line (control characters become blanks). */
+void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* "<what> '<arg>' for '<verb>'; run 'esctl <verb> --help'"; returns EXIT_USAGE. */
+int usage_error(const options *o, const char *what, const char *arg);
+/* Parses a decimal number without sign or trailing characters; 0 or -1. */
+int parse_u64(const char *s, uint64_t *out);
+
+/* The config from file, environment and flags (--db, --readmodel). Caller destroys. */
+int load_config(const options *o, es_config_t **out);
+/* EXIT_FAIL (with the line printed) unless the embedded store's file exists: a typo in --db
+ * must not leave a fresh empty database behind. */
+int check_store_exists(const es_config_t *cfg);
+/* The same for the read-model database; hint says how it comes to exist. */
+int check_readmodel_exists(const es_config_t *cfg);
+/* Opens the store the config names (checking the file first). */
+int open_store(const es_config_t *cfg, es_store_t **out);
+/* The demo domain's payload types plus the --types modules. Caller destroys. */
+int load_types(const options *o, pb_registry **out);
+
+/* ISO-8601 UTC with milliseconds, e.g. 2024-05-01T12:00:00.123Z. */
+void put_time(pb_buf *b, int64_t us);
+/* s with control characters as '?', padded with blanks to width: log data stays on its line. */
+void put_clean(pb_buf *b, const char *s, int width);
+/* A parked event's place in the log: "<topic>[<partition>]@<offset>". */
+void put_position(pb_buf *b, const es_dlq_entry_t *e);
+/* The payload's fields as name=value (or a note saying why not); false when the payload is of
+ * a known type but its bytes do not decode. */
+bool put_payload_text(pb_buf *b, const pb_registry *types, const es_event_t *ev);
+/* The event as the JSON object `esctl events --json` prints; false as above. */
+bool put_event_json(pb_buf *b, const pb_registry *types, const es_event_t *ev);
+/* Writes the whole buffer to stdout; false (after saying why) when that failed. */
+bool write_out(const pb_buf *b);
+
+extern const char events_help[];
+extern const char replay_help[];
+extern const char lag_help[];
+extern const char dlq_help[];
+
+int cmd_events(const options *o);
+int cmd_replay(const options *o);
+int cmd_lag(const options *o);
+int cmd_dlq(const options *o);
+
+#endif
