@@ -34,6 +34,16 @@ static const char *const runner_sql[R_COUNT] = {
                "redriven_at = NULL, published = 0",
 };
 
+/* The failure that ended an optimistic pass, replayed as attempt 1 of the careful pass. */
+typedef struct failed_apply {
+    int valid;
+    char topic[ES_MAX_TYPE_LEN + 16];
+    int32_t partition;
+    int64_t offset;
+    es_err code;
+    es_error_t err;
+} failed_apply;
+
 struct es_runner {
     es_config_t *cfg;
     const es_projector_def *def;
@@ -61,6 +71,7 @@ struct es_runner {
     es_runner_stats_t batch; /* counted into stats when the batch commits */
     int careful;             /* events under savepoints: a failure was seen in this batch */
     int redo;                /* the optimistic pass hit a failure: roll back, redo carefully */
+    failed_apply failed;
     es_err fatal;
     es_error_t fatal_err;
     size_t consumed, parked_in_batch;
@@ -175,6 +186,11 @@ static es_err apply_once(es_runner_t *r, const es_raw_record_t *rec, const es_ev
         es_guard_clear(r->guard);
     if (rc != ES_OK && !r->careful) {
         r->redo = 1; /* nothing to undo event by event: the whole batch is rolled back */
+        r->failed = (failed_apply){1, "", rec->partition, rec->offset, rc, *aerr};
+        snprintf(r->failed.topic, sizeof r->failed.topic, "%s", rec->topic);
+        if (!r->failed.err.message[0])
+            es_fail(&r->failed.err, rc, "apply returned %s", es_strerror(rc));
+        r->failed.err.code = rc;
         *storage = 0;
         return rc;
     }
@@ -194,6 +210,11 @@ static es_err apply_once(es_runner_t *r, const es_raw_record_t *rec, const es_ev
     return rc;
 }
 
+static int first_pass_failed(const es_runner_t *r, const es_raw_record_t *rec) {
+    return r->careful && r->failed.valid && r->failed.offset == rec->offset &&
+           r->failed.partition == rec->partition && !strcmp(r->failed.topic, rec->topic);
+}
+
 static es_err apply_record(es_runner_t *r, const es_raw_record_t *rec, int *attempts,
                            char *event_type, size_t type_cap, int *storage, es_error_t *err) {
     es_position_t at = {rec->topic, rec->key, rec->partition, rec->offset};
@@ -210,7 +231,15 @@ static es_err apply_record(es_runner_t *r, const es_raw_record_t *rec, int *atte
     for (;;) {
         es_error_t aerr;
         ++*attempts;
-        rc = apply_once(r, rec, ev, &aerr, storage, err);
+        if (*attempts == 1 && first_pass_failed(r, rec)) {
+            /* The optimistic pass already made attempt 1: it counts, and a permanent failure
+             * is not tried again. */
+            rc = r->failed.code;
+            *err = r->failed.err;
+            r->failed.valid = 0;
+        } else {
+            rc = apply_once(r, rec, ev, &aerr, storage, err);
+        }
         if (rc != ES_ERETRY || *storage || r->redo || *attempts > r->retries)
             break;
         r->batch.retries++;
@@ -225,6 +254,7 @@ es_err es_runner_apply_record(es_runner_t *r, const es_raw_record_t *rec, int *a
                               char *event_type, size_t type_cap, int *storage, es_error_t *err) {
     r->careful = 1; /* on its own: the failure is undone by the savepoint */
     r->redo = 0;
+    r->failed.valid = 0;
     return apply_record(r, rec, attempts, event_type, type_cap, storage, err);
 }
 
@@ -300,6 +330,8 @@ static es_err batch_pass(es_runner_t *r, size_t max, int linger, int64_t *before
     r->consumed = r->parked_in_batch = 0;
     r->fatal = ES_OK;
     r->redo = 0;
+    if (!r->careful)
+        r->failed.valid = 0;
     memset(&r->batch, 0, sizeof r->batch);
     es_err e = load_positions(r, err);
     for (size_t i = 0; i < r->n_pos; i++)
