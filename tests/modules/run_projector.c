@@ -1,0 +1,112 @@
+/*
+ * run_projector: one projector runner as a process, for the tests that kill
+ * it. Loads a module by path, opens a runner on the config given with --set
+ * (the environment is not read: it carries the tests' own variables) and
+ * either drains the log (polls until a poll finds nothing, then exits 0) or,
+ * with --follow, runs until SIGTERM or SIGINT.
+ *
+ * Exit status: 0 done, 1 error, 2 usage, 3 halted by policy stop (ES_ESTATE).
+ * The counters of the run go to stdout, errors to stderr.
+ */
+#include <eskit/eskit.h>
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* How long one poll waits for a first record; a poll that finds none ends a drain. */
+#define DRAIN_POLL_MS 100
+
+static es_runner_t *volatile running;
+
+static void on_signal(int sig) {
+    (void)sig;
+    es_runner_t *r = running;
+    if (r)
+        es_runner_stop(r);
+}
+
+static int usage(void) {
+    fprintf(stderr, "usage: run_projector [--follow] [--set key=value]... <module.so>\n");
+    return 2;
+}
+
+static int fail(const char *what, es_err rc, const es_error_t *err) {
+    fprintf(stderr, "run_projector: %s: %s: %s\n", what, es_strerror(rc), err->message);
+    return rc == ES_ESTATE ? 3 : 1;
+}
+
+static es_err set_pair(es_config_t *cfg, const char *pair, es_error_t *err) {
+    const char *eq = strchr(pair, '=');
+    if (!eq) {
+        snprintf(err->message, sizeof err->message, "--set wants key=value, not '%s'", pair);
+        return ES_EINVAL;
+    }
+    char key[128];
+    snprintf(key, sizeof key, "%.*s", (int)(eq - pair), pair);
+    return es_config_set(cfg, key, eq + 1, err);
+}
+
+static es_err drain(es_runner_t *r, es_error_t *err) {
+    size_t n = 0;
+    es_err rc;
+    do
+        rc = es_runner_poll(r, DRAIN_POLL_MS, &n, err);
+    while (rc == ES_OK && n > 0);
+    return rc;
+}
+
+static es_err follow(es_runner_t *r, es_error_t *err) {
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigemptyset(&sa.sa_mask);
+    running = r;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    es_err rc = es_runner_run(r, err);
+    running = NULL;
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    es_error_t err = {0};
+    es_config_t *cfg = es_config_new();
+    es_projector_module_t *mod = NULL;
+    es_runner_t *r = NULL;
+    const char *module = NULL;
+    int do_follow = 0, status = 0;
+    es_err rc;
+    if (!cfg)
+        return 1;
+    for (int i = 1; i < argc && status == 0; i++) {
+        if (!strcmp(argv[i], "--follow"))
+            do_follow = 1;
+        else if (!strcmp(argv[i], "--set") && i + 1 < argc) {
+            if ((rc = set_pair(cfg, argv[++i], &err)) != ES_OK)
+                status = fail("--set", rc, &err);
+        } else if (argv[i][0] != '-' && !module)
+            module = argv[i];
+        else
+            status = usage();
+    }
+    if (status == 0 && !module)
+        status = usage();
+    if (status == 0 && (rc = es_projector_load(cfg, module, &mod, &err)) != ES_OK)
+        status = fail("loading the module", rc, &err);
+    if (status == 0 && (rc = es_runner_new(cfg, es_projector_module_def(mod), &r, &err)) != ES_OK)
+        status = fail("opening the runner", rc, &err);
+    if (status == 0 && (rc = do_follow ? follow(r, &err) : drain(r, &err)) != ES_OK)
+        status = fail(do_follow ? "running" : "draining", rc, &err);
+    if (r) {
+        es_runner_stats_t st;
+        es_runner_stats(r, &st);
+        printf("applied=%llu parked=%llu ignored=%llu retries=%llu batches=%llu\n",
+               (unsigned long long)st.applied, (unsigned long long)st.parked,
+               (unsigned long long)st.ignored, (unsigned long long)st.retries,
+               (unsigned long long)st.batches);
+    }
+    es_runner_destroy(r);
+    es_projector_unload(mod);
+    es_config_destroy(cfg);
+    return status;
+}
