@@ -421,7 +421,8 @@ static es_err flush_heads(sqlite_log *l, es_error_t *err) {
         l->order[i] = (flush_key){(e->snap_dirty ? 0 : 1ULL << 63) | (uint64_t)e->row.id, e};
         n_snap += e->snap_dirty != 0;
     }
-    qsort(l->order, l->n_dirty, sizeof *l->order, flush_order);
+    if (l->n_dirty) /* order is NULL until the first dirty entry */
+        qsort(l->order, l->n_dirty, sizeof *l->order, flush_order);
     for (size_t i = 0; i < l->n_dirty; i++)
         l->dirty[i] = l->order[i].e;
     es_err e = put_rows(l, &l->put_snaps, SNAP_COLS, n_snap, bind_head, l->dirty,
