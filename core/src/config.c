@@ -110,6 +110,10 @@ static const key_spec keys[] = {
     {"snapshot.every", "1", check_uint},
     {"sqlite.busy.timeout.ms", "10000", check_uint},
     {"sqlite.synchronous", "full", check_synchronous},
+    {"topics.aggregates", NULL, check_nonempty},
+    {"topics.consumers", "1", check_uint},
+    {"topics.partition.throughput", "5000", check_positive},
+    {"topics.throughput", "1000", check_uint},
 };
 #define N_KEYS (sizeof keys / sizeof *keys)
 
@@ -142,7 +146,8 @@ static es_err check_key(const char *key, const char *value, es_error_t *err) {
             "projector.linger.ms, projector.on.error, projector.on.unknown, projector.path, "
             "projector.retries, projector.retry.backoff.ms, readmodel.db, replay.batch.size, "
             "service.name, snapshot.every, sqlite.busy.timeout.ms, sqlite.synchronous, "
-            "kafka.<librdkafka property>",
+            "topics.aggregates, topics.consumers, topics.partition.throughput, "
+            "topics.throughput, kafka.<librdkafka property>",
             key);
     return spec->check(key, value, err);
 }

@@ -2,7 +2,8 @@
  * What the esctl verbs share: parsed options, the one-line error reporter,
  * config and store loading, and the event printing of the `events` verb
  * (reused by `dlq show`). main.c parses and dispatches; each verb lives in
- * its own file (events.c, projectors.c for replay and lag, dlq.c).
+ * its own file (events.c, projectors.c for replay and lag, dlq.c, topics.c,
+ * devbroker.c).
  *
  * Exit codes are part of the interface, scripts rely on them: 0 success,
  * 1 a runtime failure, 2 bad usage. Every failure prints exactly one line on
@@ -16,13 +17,24 @@
 #include <stdint.h>
 
 #include <eskit/eskit.h>
+#include <eskit/topics.h>
 #include "pbprint.h"
 
 enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
 
 #define MAX_TYPES_MODULES 16
+#define MAX_PLAN_TYPES 64
 
-typedef enum verb_id { VERB_NONE, VERB_EVENTS, VERB_REPLAY, VERB_LAG, VERB_DLQ, VERB_HELP } verb_id;
+typedef enum verb_id {
+    VERB_NONE,
+    VERB_EVENTS,
+    VERB_REPLAY,
+    VERB_LAG,
+    VERB_DLQ,
+    VERB_TOPICS,
+    VERB_DEV_BROKER,
+    VERB_HELP
+} verb_id;
 
 typedef struct options {
     const char *db;
@@ -33,6 +45,11 @@ typedef struct options {
     bool help, version, verbose, json, all;
     uint64_t from;
     const char *projector; /* dlq list --projector */
+    /* topics, dev-broker: raw values, checked by the verb */
+    const char *throughput, *partition_throughput, *consumers, *brokers, *partitions;
+    const char *bootstrap_file;
+    const char *plan[MAX_PLAN_TYPES]; /* dev-broker --plan (repeatable) */
+    size_t n_plan;
     const char *verb;
     verb_id verb_id;
     const char **pos; /* positional arguments after the verb */
@@ -72,14 +89,24 @@ bool put_event_json(pb_buf *b, const pb_registry *types, const es_event_t *ev);
 /* Writes the whole buffer to stdout; false (after saying why) when that failed. */
 bool write_out(const pb_buf *b);
 
+/* "TYPE[:EVENTS_PER_S[:CONSUMERS]]" as a load (topics, dev-broker); *owned holds the type
+ * string, caller frees. EXIT_USAGE (said) when malformed. */
+int parse_topic_load(const char *arg, es_topic_load_t *load, char **owned);
+/* value of flag as a whole number from min to max; EXIT_USAGE (said) otherwise. */
+int parse_count(const char *flag, const char *value, long long min, long long max, long long *out);
+
 extern const char events_help[];
 extern const char replay_help[];
 extern const char lag_help[];
 extern const char dlq_help[];
+extern const char topics_help[];
+extern const char dev_broker_help[];
 
 int cmd_events(const options *o);
 int cmd_replay(const options *o);
 int cmd_lag(const options *o);
 int cmd_dlq(const options *o);
+int cmd_topics(const options *o);
+int cmd_dev_broker(const options *o);
 
 #endif

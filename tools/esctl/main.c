@@ -22,6 +22,10 @@ static const char main_help[] =
     "  dlq list                       list events parked in the dead-letter queue\n"
     "  dlq show <id>                  print one parked event, decoded\n"
     "  dlq redrive <projector> [id..] apply parked events of a projector again\n"
+    "  topics plan [TYPE...]          the Kafka topics of aggregate types: partitions,\n"
+    "                                 replication, retention\n"
+    "  topics apply [TYPE...]         create missing topics on the cluster, report drift\n"
+    "  dev-broker                     run librdkafka's mock Kafka cluster for development\n"
     "  help [command]                 show help for esctl or a command\n"
     "\n"
     "Global options (accepted before or after the command):\n"
@@ -57,6 +61,8 @@ static const verb_spec verbs[] = {
     {"replay", VERB_REPLAY, replay_help, cmd_replay},
     {"lag", VERB_LAG, lag_help, cmd_lag},
     {"dlq", VERB_DLQ, dlq_help, cmd_dlq},
+    {"topics", VERB_TOPICS, topics_help, cmd_topics},
+    {"dev-broker", VERB_DEV_BROKER, dev_broker_help, cmd_dev_broker},
     {"help", VERB_HELP, NULL, NULL},
 };
 
@@ -78,7 +84,14 @@ typedef enum opt_id {
     OPT_FROM,
     OPT_JSON,
     OPT_PROJECTOR,
-    OPT_ALL
+    OPT_ALL,
+    OPT_THROUGHPUT,
+    OPT_PARTITION_THROUGHPUT,
+    OPT_CONSUMERS,
+    OPT_BROKERS,
+    OPT_BOOTSTRAP_FILE,
+    OPT_PLAN,
+    OPT_PARTITIONS
 } opt_id;
 
 #define FOR(v) (1u << (v))
@@ -100,9 +113,17 @@ static const opt_spec opt_specs[] = {
     {"version", 0, false, 0, OPT_VERSION},
     {"verbose", 'v', false, 0, OPT_VERBOSE},
     {"from", 0, true, FOR(VERB_EVENTS), OPT_FROM},
-    {"json", 0, false, FOR(VERB_EVENTS) | FOR(VERB_LAG) | FOR(VERB_DLQ), OPT_JSON},
+    {"json", 0, false, FOR(VERB_EVENTS) | FOR(VERB_LAG) | FOR(VERB_DLQ) | FOR(VERB_TOPICS),
+     OPT_JSON},
     {"projector", 0, true, FOR(VERB_DLQ), OPT_PROJECTOR},
     {"all", 0, false, FOR(VERB_DLQ), OPT_ALL},
+    {"throughput", 0, true, FOR(VERB_TOPICS), OPT_THROUGHPUT},
+    {"partition-throughput", 0, true, FOR(VERB_TOPICS), OPT_PARTITION_THROUGHPUT},
+    {"consumers", 0, true, FOR(VERB_TOPICS), OPT_CONSUMERS},
+    {"brokers", 0, true, FOR(VERB_TOPICS) | FOR(VERB_DEV_BROKER), OPT_BROKERS},
+    {"bootstrap-file", 0, true, FOR(VERB_DEV_BROKER), OPT_BOOTSTRAP_FILE},
+    {"plan", 0, true, FOR(VERB_DEV_BROKER), OPT_PLAN},
+    {"partitions", 0, true, FOR(VERB_DEV_BROKER), OPT_PARTITIONS},
 };
 
 /* The spec matching arg ("--name", "--name=value" or "-x"); *value is set for "=". */
@@ -165,6 +186,31 @@ static int apply_opt(options *o, const opt_spec *s, const char *value) {
         break;
     case OPT_PROJECTOR:
         o->projector = value;
+        break;
+    case OPT_THROUGHPUT:
+        o->throughput = value;
+        break;
+    case OPT_PARTITION_THROUGHPUT:
+        o->partition_throughput = value;
+        break;
+    case OPT_CONSUMERS:
+        o->consumers = value;
+        break;
+    case OPT_BROKERS:
+        o->brokers = value;
+        break;
+    case OPT_BOOTSTRAP_FILE:
+        o->bootstrap_file = value;
+        break;
+    case OPT_PARTITIONS:
+        o->partitions = value;
+        break;
+    case OPT_PLAN:
+        if (o->n_plan == MAX_PLAN_TYPES) {
+            say("at most %d --plan types", MAX_PLAN_TYPES);
+            return EXIT_USAGE;
+        }
+        o->plan[o->n_plan++] = value;
         break;
     case OPT_FROM:
         if (parse_u64(value, &o->from) != 0) {

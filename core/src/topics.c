@@ -1,0 +1,700 @@
+/*
+ * Topic planning and creation. The plan is pure arithmetic on the config and
+ * the loads; only the broker count may come from the cluster. Applying never
+ * changes an existing topic: a difference is reported as drift for a person
+ * to decide on (fewer partitions cannot be undone, more would move keys).
+ */
+#include "internal.h"
+
+#include <eskit/topics.h>
+
+#include <librdkafka/rdkafka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define DAY_MS (24LL * 3600 * 1000)
+#define PROBE_TIMEOUT_MS 3000  /* es_topics_broker_count: a plan must not hang on a dead cluster */
+#define APPLY_TIMEOUT_MS 10000 /* metadata, DescribeConfigs, CreateTopics each */
+
+typedef struct role_def {
+    es_topic_role_t role;
+    const char *suffix;
+    const char *cleanup;
+    long long retention_ms;
+} role_def;
+
+/* In the order of es_topic_role_t. */
+static const role_def roles[] = {
+    {ES_TOPIC_EVENTS, ".events", "delete", -1},
+    {ES_TOPIC_SNAPSHOTS, ".snapshots", "compact", -1},
+    {ES_TOPIC_COMMANDS, ".commands", "delete", 7 * DAY_MS},
+    {ES_TOPIC_REPLIES, ".replies", "delete", DAY_MS},
+    {ES_TOPIC_DLQ, ".events.dlq", "delete", 14 * DAY_MS},
+};
+#define N_ROLES (sizeof roles / sizeof *roles)
+
+const char *es_topic_role_name(es_topic_role_t role) {
+    static const char *const names[] = {"events", "snapshots", "commands", "replies", "dlq"};
+    return (unsigned)role < N_ROLES ? names[role] : "unknown";
+}
+
+static int64_t mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Kafka's rule: 1..249 characters of [a-zA-Z0-9._-], and not "." or "..". */
+es_err es_topic_name_check(const char *name, es_error_t *err) {
+    size_t len = strlen(name);
+    if (len == 0 || len > ES_TOPIC_NAME_MAX)
+        return es_fail(err, ES_EINVAL, "topic name '%.60s...' is %zu bytes; Kafka allows %d", name,
+                       len, ES_TOPIC_NAME_MAX);
+    if (!strcmp(name, ".") || !strcmp(name, ".."))
+        return es_fail(err, ES_EINVAL, "'%s' is not a legal Kafka topic name", name);
+    for (const char *p = name; *p; p++) {
+        char c = *p;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return es_fail(err, ES_EINVAL,
+                           "topic name '%s' has '%c'; Kafka allows only [a-zA-Z0-9._-]", name, c);
+    }
+    return ES_OK;
+}
+
+/* Kafka maps '.' to '_' in metric names, so it refuses a topic differing from another only
+ * there. */
+int es_topic_names_collide(const char *a, const char *b) {
+    for (; *a && *b; a++, b++) {
+        char x = *a == '.' ? '_' : *a, y = *b == '.' ? '_' : *b;
+        if (x != y)
+            return 0;
+    }
+    return *a == *b;
+}
+
+typedef struct plan_defaults {
+    long long per_partition, throughput, consumers;
+} plan_defaults;
+
+static es_err plan_type(const plan_defaults *d, int brokers, const es_topic_load_t *load,
+                        es_topic_spec_t *out, es_error_t *err) {
+    es_err rc = es_validate_aggregate_type(load->aggregate_type, err);
+    if (rc != ES_OK)
+        return rc;
+    if (load->events_per_s < 0 || load->events_per_s > 1000000000LL || load->consumers < 0 ||
+        load->consumers > 1000000000LL)
+        return es_fail(err, ES_EINVAL,
+                       "%s: events/s %lld and consumers %lld must be whole numbers from 0 (the "
+                       "default) to 1000000000",
+                       load->aggregate_type, load->events_per_s, load->consumers);
+    long long eps = load->events_per_s ? load->events_per_s : d->throughput;
+    long long consumers = load->consumers ? load->consumers : d->consumers;
+    long long by_throughput = (eps + d->per_partition - 1) / d->per_partition;
+    long long partitions = by_throughput > consumers ? by_throughput : consumers;
+    unsigned flags = 0;
+    if (partitions <= 1) {
+        partitions = 1;
+        flags = ES_TOPIC_BY_MINIMUM;
+    } else {
+        flags = (by_throughput == partitions ? ES_TOPIC_BY_THROUGHPUT : 0) |
+                (consumers == partitions ? ES_TOPIC_BY_CONSUMERS : 0);
+    }
+    if (partitions > ES_TOPIC_MAX_PARTITIONS)
+        return es_fail(err, ES_EINVAL,
+                       "%s needs %lld partitions (%lld events/s at %lld per partition, %lld "
+                       "consumers); more than %d per topic is refused as a likely typo",
+                       load->aggregate_type, partitions, eps, d->per_partition, consumers,
+                       ES_TOPIC_MAX_PARTITIONS);
+    int rf = brokers < 1 ? 1 : brokers > 3 ? 3 : brokers;
+    /* With acks=all, 2 of 3 in sync means every acknowledged write is on two brokers and
+     * writes go on while one broker is down. With fewer replicas there is no such middle: 2 of
+     * 2 would stop all writes whenever either broker is down, so 1 (the replicas still copy). */
+    int min_isr = rf >= 3 ? 2 : 1;
+    for (size_t r = 0; r < N_ROLES; r++) {
+        es_topic_spec_t *s = &out[r];
+        memset(s, 0, sizeof *s);
+        snprintf(s->name, sizeof s->name, "%s%s", load->aggregate_type, roles[r].suffix);
+        snprintf(s->aggregate_type, sizeof s->aggregate_type, "%s", load->aggregate_type);
+        rc = es_topic_name_check(s->name, err);
+        if (rc != ES_OK)
+            return rc;
+        s->role = roles[r].role;
+        s->cleanup_policy = roles[r].cleanup;
+        s->retention_ms = roles[r].retention_ms;
+        s->replication_factor = rf;
+        s->min_insync_replicas = min_isr;
+        s->events_per_s = eps;
+        s->consumers = consumers;
+        s->collides_with = -1;
+        if (s->role == ES_TOPIC_DLQ) {
+            s->partitions = 1;
+            s->flags = ES_TOPIC_SINGLE;
+        } else {
+            s->partitions = (int)partitions;
+            s->flags = flags | (s->role == ES_TOPIC_EVENTS ? 0 : ES_TOPIC_SHARED);
+        }
+    }
+    return ES_OK;
+}
+
+/* Aggregate types have no '_' today, so a plan's own names cannot collide; the check keeps it
+ * so should the grammar widen, and apply checks the cluster's existing topics the same way. */
+static void mark_collisions(const es_config_t *cfg, es_topic_spec_t *specs, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = 0; j < i && specs[i].collides_with < 0; j++) {
+            if (!es_topic_names_collide(specs[i].name, specs[j].name))
+                continue;
+            specs[i].collides_with = (int)j;
+            es_logf(cfg, ES_LOG_WARNING,
+                    "topics %s and %s collide once '.' and '_' are treated alike; Kafka refuses "
+                    "the second one",
+                    specs[j].name, specs[i].name);
+        }
+    }
+}
+
+/* topics.aggregates as loads with default numbers; *buf holds the strings, caller frees both. */
+static es_err configured_loads(const es_config_t *cfg, es_topic_load_t **loads, size_t *n,
+                               char **buf, es_error_t *err) {
+    const char *list = es_config_get(cfg, "topics.aggregates");
+    *loads = NULL;
+    *n = 0;
+    *buf = list ? strdup(list) : NULL;
+    if (list && !*buf)
+        return es_fail(err, ES_ENOMEM, "out of memory reading topics.aggregates");
+    size_t cap = 1;
+    for (const char *p = list; p && *p; p++)
+        cap += *p == ',';
+    *loads = calloc(cap, sizeof **loads);
+    if (!*loads)
+        return es_fail(err, ES_ENOMEM, "out of memory reading topics.aggregates");
+    char *save = NULL;
+    for (char *t = *buf ? strtok_r(*buf, ", \t", &save) : NULL; t;
+         t = strtok_r(NULL, ", \t", &save))
+        (*loads)[(*n)++].aggregate_type = t;
+    if (*n == 0)
+        return es_fail(err, ES_EINVAL,
+                       "no aggregate types to plan topics for; name them, or set "
+                       "topics.aggregates (ESKIT_TOPICS_AGGREGATES), e.g. "
+                       "'orders.order,payments.payment'");
+    return ES_OK;
+}
+
+static es_err plan_loads(const es_config_t *cfg, int brokers, const es_topic_load_t *loads,
+                         size_t n, es_topic_spec_t **out, size_t *n_out, es_error_t *err) {
+    plan_defaults d = {es_config_get_int(cfg, "topics.partition.throughput"),
+                       es_config_get_int(cfg, "topics.throughput"),
+                       es_config_get_int(cfg, "topics.consumers")};
+    if (d.per_partition < 1)
+        d.per_partition = 1;
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < i; j++)
+            if (loads[i].aggregate_type && loads[j].aggregate_type &&
+                !strcmp(loads[i].aggregate_type, loads[j].aggregate_type))
+                return es_fail(err, ES_EINVAL, "aggregate type '%s' is given twice; name it once",
+                               loads[i].aggregate_type);
+    es_topic_spec_t *specs = calloc(n * N_ROLES, sizeof *specs);
+    if (!specs)
+        return es_fail(err, ES_ENOMEM, "out of memory planning %zu topics", n * N_ROLES);
+    for (size_t i = 0; i < n; i++) {
+        es_err rc = plan_type(&d, brokers, &loads[i], &specs[i * N_ROLES], err);
+        if (rc != ES_OK) {
+            free(specs);
+            return rc;
+        }
+    }
+    mark_collisions(cfg, specs, n * N_ROLES);
+    *out = specs;
+    *n_out = n * N_ROLES;
+    return ES_OK;
+}
+
+es_err es_topics_plan_for(const es_config_t *cfg, int brokers, const es_topic_load_t *loads,
+                          size_t n, es_topic_spec_t **out, size_t *n_out, es_error_t *err) {
+    if (!out || !n_out || (n && !loads))
+        return es_fail(err, ES_EINVAL,
+                       "es_topics_plan: out, n_out (and loads when n > 0) are "
+                       "required");
+    *out = NULL;
+    *n_out = 0;
+    if (n)
+        return plan_loads(cfg, brokers, loads, n, out, n_out, err);
+    es_topic_load_t *conf_loads = NULL;
+    char *buf = NULL;
+    size_t conf_n = 0;
+    es_err rc = configured_loads(cfg, &conf_loads, &conf_n, &buf, err);
+    if (rc == ES_OK)
+        rc = plan_loads(cfg, brokers, conf_loads, conf_n, out, n_out, err);
+    if (rc != ES_OK)
+        es_error_prefix(err, "topics.aggregates: ");
+    free(conf_loads);
+    free(buf);
+    return rc;
+}
+
+es_err es_topics_plan(const es_config_t *cfg, const es_topic_load_t *loads, size_t n,
+                      es_topic_spec_t **out, size_t *n_out, es_error_t *err) {
+    return es_topics_plan_for(cfg, es_topics_broker_count(cfg), loads, n, out, n_out, err);
+}
+
+void es_topics_free(es_topic_spec_t *specs) {
+    free(specs);
+}
+
+/* A librdkafka handle on `brokers`, librdkafka's log routed to the config's log callback. */
+typedef struct kconn {
+    const es_config_t *cfg;
+    rd_kafka_t *rk;
+    int quiet;     /* log librdkafka at debug level: probing, failure is an answer too */
+    int all_down;  /* set by error_cb (from rd_kafka_poll) */
+    char why[256]; /* the last error librdkafka reported */
+} kconn;
+
+static void kconn_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+    kconn *c = rd_kafka_opaque(rk);
+    es_logf(c->cfg, c->quiet ? ES_LOG_DEBUG : level, "librdkafka %s: %s", fac, buf);
+}
+
+static void kconn_error(rd_kafka_t *rk, int code, const char *reason, void *opaque) {
+    (void)rk;
+    kconn *c = opaque;
+    snprintf(c->why, sizeof c->why, "%s", reason);
+    if (code == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
+        c->all_down = 1;
+}
+
+typedef struct conf_ctx {
+    rd_kafka_conf_t *conf;
+    char errstr[256];
+    const char *bad;
+} conf_ctx;
+
+static void pass_kafka_key(const char *key, const char *value, void *opaque) {
+    conf_ctx *cc = opaque;
+    if (cc->bad || strncmp(key, "kafka.", 6))
+        return;
+    if (rd_kafka_conf_set(cc->conf, key + 6, value, cc->errstr, sizeof cc->errstr) !=
+        RD_KAFKA_CONF_OK)
+        cc->bad = key;
+}
+
+static es_err kconn_open(kconn *c, const es_config_t *cfg, int quiet, es_error_t *err) {
+    memset(c, 0, sizeof *c);
+    c->cfg = cfg;
+    c->quiet = quiet;
+    const char *brokers = es_config_get(cfg, "brokers");
+    if (!brokers)
+        return es_fail(err, ES_EINVAL,
+                       "no Kafka brokers configured; set brokers (ESKIT_BROKERS, esctl --brokers)");
+    conf_ctx cc = {.conf = rd_kafka_conf_new()};
+    es_config_foreach(cfg, pass_kafka_key, &cc);
+    if (!cc.bad && rd_kafka_conf_set(cc.conf, "bootstrap.servers", brokers, cc.errstr,
+                                     sizeof cc.errstr) != RD_KAFKA_CONF_OK)
+        cc.bad = "brokers";
+    if (cc.bad) {
+        rd_kafka_conf_destroy(cc.conf);
+        return es_fail(err, ES_EINVAL, "config key '%s': %s", cc.bad, cc.errstr);
+    }
+    rd_kafka_conf_set_opaque(cc.conf, c);
+    rd_kafka_conf_set_log_cb(cc.conf, kconn_log);
+    rd_kafka_conf_set_error_cb(cc.conf, kconn_error);
+    c->rk = rd_kafka_new(RD_KAFKA_PRODUCER, cc.conf, cc.errstr, sizeof cc.errstr);
+    if (!c->rk) {
+        rd_kafka_conf_destroy(cc.conf);
+        return es_fail(err, ES_EKAFKA, "cannot create a Kafka client for %s: %s", brokers,
+                       cc.errstr);
+    }
+    return ES_OK;
+}
+
+static void kconn_close(kconn *c) {
+    if (c->rk)
+        rd_kafka_destroy(c->rk);
+    c->rk = NULL;
+}
+
+/* Metadata of all topics; gives up early once librdkafka says every broker is down. */
+static es_err kconn_metadata(kconn *c, int timeout_ms, const struct rd_kafka_metadata **md,
+                             es_error_t *err) {
+    int64_t deadline = mono_ms() + timeout_ms;
+    rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR__TIMED_OUT;
+    for (;;) {
+        int64_t left = deadline - mono_ms();
+        if (left <= 0 || c->all_down)
+            break;
+        e = rd_kafka_metadata(c->rk, 1, NULL, md, left < 250 ? (int)left : 250);
+        if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
+            return ES_OK;
+        rd_kafka_poll(c->rk, 0);
+    }
+    return es_fail(err, ES_EKAFKA,
+                   "cannot reach Kafka at %s within %d ms: %s; check brokers (ESKIT_BROKERS, "
+                   "--brokers) and that the cluster runs",
+                   es_config_get(c->cfg, "brokers"), timeout_ms,
+                   c->why[0] ? c->why : rd_kafka_err2str(e));
+}
+
+static int count_entries(const char *list) {
+    int n = 0;
+    for (const char *p = list; *p;) {
+        size_t len = strcspn(p, ",");
+        size_t blank = strspn(p, " \t");
+        n += blank < len;
+        p += len + (p[len] == ',');
+    }
+    return n;
+}
+
+int es_topics_broker_count(const es_config_t *cfg) {
+    const char *brokers = es_config_get(cfg, "brokers");
+    if (!brokers)
+        return 1;
+    kconn c;
+    const struct rd_kafka_metadata *md = NULL;
+    int n = 0;
+    if (kconn_open(&c, cfg, 1, NULL) == ES_OK &&
+        kconn_metadata(&c, PROBE_TIMEOUT_MS, &md, NULL) == ES_OK) {
+        n = md->broker_cnt;
+        rd_kafka_metadata_destroy(md);
+    }
+    kconn_close(&c);
+    if (n < 1)
+        n = count_entries(brokers);
+    return n < 1 ? 1 : n;
+}
+
+typedef struct topic_result {
+    es_topic_status_t status;
+    int exists;
+    char detail[384];
+} topic_result;
+
+static void add_detail(topic_result *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void add_detail(topic_result *r, const char *fmt, ...) {
+    size_t len = strlen(r->detail);
+    if (len && len + 2 < sizeof r->detail) {
+        memcpy(r->detail + len, "; ", 3);
+        len += 2;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->detail + len, sizeof r->detail - len, fmt, ap);
+    va_end(ap);
+}
+
+static const rd_kafka_metadata_topic_t *find_topic(const struct rd_kafka_metadata *md,
+                                                   const char *name) {
+    for (int i = 0; i < md->topic_cnt; i++)
+        if (!strcmp(md->topics[i].topic, name) && md->topics[i].err == RD_KAFKA_RESP_ERR_NO_ERROR)
+            return &md->topics[i];
+    return NULL;
+}
+
+/* Partition count and replication factor (the smallest of any partition) against the plan. */
+static void compare_layout(const es_topic_spec_t *s, const rd_kafka_metadata_topic_t *t,
+                           topic_result *r) {
+    r->exists = 1;
+    r->status = ES_TOPIC_OK;
+    if (t->partition_cnt != s->partitions) {
+        r->status = ES_TOPIC_DRIFT;
+        add_detail(r, "partitions %d, planned %d", t->partition_cnt, s->partitions);
+    }
+    int rf = t->partition_cnt ? t->partitions[0].replica_cnt : 0;
+    for (int p = 1; p < t->partition_cnt; p++)
+        if (t->partitions[p].replica_cnt < rf)
+            rf = t->partitions[p].replica_cnt;
+    if (rf != s->replication_factor) {
+        r->status = ES_TOPIC_DRIFT;
+        add_detail(r, "replication factor %d, planned %d", rf, s->replication_factor);
+    }
+}
+
+/* librdkafka sends admin requests to the controller. A cluster whose metadata names none of
+ * its brokers as controller (librdkafka's mock cluster does so) can never answer them:
+ * CreateTopics and DescribeConfigs would only wait for their timeout. */
+static int has_controller(kconn *c, const struct rd_kafka_metadata *md, int32_t *id) {
+    *id = rd_kafka_controllerid(c->rk, 2000);
+    for (int i = 0; i < md->broker_cnt; i++)
+        if (md->brokers[i].id == *id)
+            return 1;
+    return 0;
+}
+
+static rd_kafka_event_t *admin_wait(rd_kafka_queue_t *q) {
+    return rd_kafka_queue_poll(q, APPLY_TIMEOUT_MS + 5000);
+}
+
+static rd_kafka_AdminOptions_t *admin_options(kconn *c, rd_kafka_admin_op_t op) {
+    char errstr[256];
+    rd_kafka_AdminOptions_t *ao = rd_kafka_AdminOptions_new(c->rk, op);
+    rd_kafka_AdminOptions_set_request_timeout(ao, APPLY_TIMEOUT_MS, errstr, sizeof errstr);
+    if (op == RD_KAFKA_ADMIN_OP_CREATETOPICS)
+        rd_kafka_AdminOptions_set_operation_timeout(ao, APPLY_TIMEOUT_MS, errstr, sizeof errstr);
+    return ao;
+}
+
+static void planned_configs(const es_topic_spec_t *s, char retention[32], char min_isr[16]) {
+    snprintf(retention, 32, "%lld", s->retention_ms);
+    snprintf(min_isr, 16, "%d", s->min_insync_replicas);
+}
+
+static void compare_configs(const es_topic_spec_t *s, const rd_kafka_ConfigResource_t *res,
+                            topic_result *r) {
+    char retention[32], min_isr[16];
+    planned_configs(s, retention, min_isr);
+    const char *want[][2] = {{"cleanup.policy", s->cleanup_policy},
+                             {"retention.ms", retention},
+                             {"min.insync.replicas", min_isr}};
+    size_t cnt = 0;
+    const rd_kafka_ConfigEntry_t **entries = rd_kafka_ConfigResource_configs(res, &cnt);
+    for (size_t w = 0; w < sizeof want / sizeof *want; w++) {
+        for (size_t i = 0; i < cnt; i++) {
+            const char *value = rd_kafka_ConfigEntry_value(entries[i]);
+            if (strcmp(rd_kafka_ConfigEntry_name(entries[i]), want[w][0]))
+                continue;
+            if (!value || strcmp(value, want[w][1])) {
+                r->status = ES_TOPIC_DRIFT;
+                add_detail(r, "%s %s, planned %s", want[w][0], value ? value : "(unset)",
+                           want[w][1]);
+            }
+        }
+    }
+}
+
+static void note_all(topic_result *res, size_t n, int existing, const char *note) {
+    for (size_t i = 0; i < n; i++)
+        if (res[i].exists == existing)
+            add_detail(&res[i], "%s", note);
+}
+
+/* DescribeConfigs for the topics that exist; a cluster that cannot answer leaves a note. */
+static void check_configs(kconn *c, const es_topic_spec_t *specs, topic_result *res, size_t n) {
+    rd_kafka_ConfigResource_t **crs = calloc(n ? n : 1, sizeof *crs);
+    size_t *idx = calloc(n ? n : 1, sizeof *idx);
+    size_t m = 0;
+    for (size_t i = 0; crs && idx && i < n; i++) {
+        if (!res[i].exists)
+            continue;
+        idx[m] = i;
+        crs[m++] = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, specs[i].name);
+    }
+    if (!crs || !idx || m == 0)
+        goto out;
+    rd_kafka_queue_t *q = rd_kafka_queue_new(c->rk);
+    rd_kafka_AdminOptions_t *ao = admin_options(c, RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS);
+    rd_kafka_DescribeConfigs(c->rk, crs, m, ao, q);
+    rd_kafka_event_t *ev = admin_wait(q);
+    const rd_kafka_DescribeConfigs_result_t *result =
+        ev ? rd_kafka_event_DescribeConfigs_result(ev) : NULL;
+    if (!result || rd_kafka_event_error(ev)) {
+        char note[256];
+        snprintf(note, sizeof note, "configs not checked: DescribeConfigs failed: %s",
+                 ev ? rd_kafka_event_error_string(ev) : "no answer");
+        note_all(res, n, 1, note);
+    } else {
+        size_t cnt = 0;
+        const rd_kafka_ConfigResource_t **rs =
+            rd_kafka_DescribeConfigs_result_resources(result, &cnt);
+        for (size_t k = 0; k < cnt; k++) {
+            for (size_t j = 0; j < m; j++) {
+                topic_result *r = &res[idx[j]];
+                if (strcmp(rd_kafka_ConfigResource_name(rs[k]), specs[idx[j]].name))
+                    continue;
+                if (rd_kafka_ConfigResource_error(rs[k]))
+                    add_detail(r, "configs not checked: %s",
+                               rd_kafka_ConfigResource_error_string(rs[k]));
+                else
+                    compare_configs(&specs[idx[j]], rs[k], r);
+            }
+        }
+    }
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    rd_kafka_AdminOptions_destroy(ao);
+    rd_kafka_queue_destroy(q);
+out:
+    for (size_t j = 0; crs && j < m; j++)
+        rd_kafka_ConfigResource_destroy(crs[j]);
+    free(crs);
+    free(idx);
+}
+
+static rd_kafka_NewTopic_t *new_topic(const es_topic_spec_t *s) {
+    char errstr[256], retention[32], min_isr[16];
+    planned_configs(s, retention, min_isr);
+    rd_kafka_NewTopic_t *t =
+        rd_kafka_NewTopic_new(s->name, s->partitions, s->replication_factor, errstr, sizeof errstr);
+    if (t && (rd_kafka_NewTopic_set_config(t, "cleanup.policy", s->cleanup_policy) ||
+              rd_kafka_NewTopic_set_config(t, "retention.ms", retention) ||
+              rd_kafka_NewTopic_set_config(t, "min.insync.replicas", min_isr))) {
+        rd_kafka_NewTopic_destroy(t);
+        t = NULL;
+    }
+    return t;
+}
+
+static es_err create_missing(kconn *c, const es_topic_spec_t *specs, topic_result *res, size_t n,
+                             es_error_t *err) {
+    rd_kafka_NewTopic_t **nts = calloc(n, sizeof *nts);
+    size_t m = 0;
+    es_err rc = ES_OK;
+    for (size_t i = 0; nts && i < n; i++) {
+        if (res[i].exists || res[i].status == ES_TOPIC_FAILED)
+            continue;
+        if (!(nts[m] = new_topic(&specs[i]))) {
+            rc = es_fail(err, ES_EINVAL, "cannot describe topic %s to Kafka", specs[i].name);
+            goto out;
+        }
+        m++;
+    }
+    if (!nts)
+        return es_fail(err, ES_ENOMEM, "out of memory creating topics");
+    if (m == 0)
+        goto out;
+    rd_kafka_queue_t *q = rd_kafka_queue_new(c->rk);
+    rd_kafka_AdminOptions_t *ao = admin_options(c, RD_KAFKA_ADMIN_OP_CREATETOPICS);
+    rd_kafka_CreateTopics(c->rk, nts, m, ao, q);
+    rd_kafka_event_t *ev = admin_wait(q);
+    const rd_kafka_CreateTopics_result_t *result =
+        ev ? rd_kafka_event_CreateTopics_result(ev) : NULL;
+    if (!result || rd_kafka_event_error(ev)) {
+        rd_kafka_resp_err_t e = ev ? rd_kafka_event_error(ev) : RD_KAFKA_RESP_ERR__TIMED_OUT;
+        rc = es_fail(err, ES_EKAFKA,
+                     "CreateTopics for %zu topics failed: %s (%s)%s; create them with the "
+                     "cluster's tools instead",
+                     m, ev ? rd_kafka_event_error_string(ev) : "no answer", rd_kafka_err2name(e),
+                     e == RD_KAFKA_RESP_ERR__UNSUPPORTED_FEATURE
+                         ? ": the cluster does not support the CreateTopics request"
+                         : "");
+        for (size_t i = 0; i < n; i++)
+            if (!res[i].exists && res[i].status != ES_TOPIC_FAILED) {
+                res[i].status = ES_TOPIC_FAILED;
+                add_detail(&res[i], "missing; CreateTopics failed");
+            }
+    } else {
+        size_t cnt = 0;
+        const rd_kafka_topic_result_t **trs = rd_kafka_CreateTopics_result_topics(result, &cnt);
+        for (size_t k = 0; k < cnt; k++) {
+            for (size_t i = 0; i < n; i++) {
+                if (res[i].exists || strcmp(specs[i].name, rd_kafka_topic_result_name(trs[k])))
+                    continue;
+                rd_kafka_resp_err_t e = rd_kafka_topic_result_error(trs[k]);
+                const char *why = rd_kafka_topic_result_error_string(trs[k]);
+                if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
+                    res[i].status = ES_TOPIC_CREATED;
+                } else if (e == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+                    res[i].status = ES_TOPIC_OK;
+                    add_detail(&res[i], "created by someone else meanwhile; not compared");
+                } else {
+                    res[i].status = ES_TOPIC_FAILED;
+                    add_detail(&res[i], "CreateTopics: %s", why ? why : rd_kafka_err2str(e));
+                    if (rc == ES_OK)
+                        rc = es_fail(err, ES_EKAFKA, "cannot create topic %s: %s", specs[i].name,
+                                     why ? why : rd_kafka_err2str(e));
+                }
+            }
+        }
+    }
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    rd_kafka_AdminOptions_destroy(ao);
+    rd_kafka_queue_destroy(q);
+out:
+    for (size_t j = 0; j < m; j++)
+        rd_kafka_NewTopic_destroy(nts[j]);
+    free(nts);
+    return rc;
+}
+
+/* A missing topic whose name collides with an existing one would be refused by Kafka. */
+static void check_existing_collisions(const struct rd_kafka_metadata *md,
+                                      const es_topic_spec_t *specs, topic_result *res, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        for (int t = 0; !res[i].exists && t < md->topic_cnt; t++) {
+            if (!es_topic_names_collide(specs[i].name, md->topics[t].topic))
+                continue;
+            res[i].status = ES_TOPIC_FAILED;
+            add_detail(&res[i], "collides with existing topic %s once '.' and '_' are alike",
+                       md->topics[t].topic);
+            break;
+        }
+    }
+}
+
+static es_err apply_with(kconn *c, const struct rd_kafka_metadata *md, const es_topic_spec_t *specs,
+                         topic_result *res, size_t n, es_error_t *err) {
+    size_t missing = 0, first_missing = 0;
+    for (size_t i = 0; i < n; i++) {
+        const rd_kafka_metadata_topic_t *t = find_topic(md, specs[i].name);
+        if (t) {
+            compare_layout(&specs[i], t, &res[i]);
+        } else if (missing++ == 0) {
+            first_missing = i;
+        }
+    }
+    check_existing_collisions(md, specs, res, n);
+    int32_t controller = -1;
+    if (has_controller(c, md, &controller)) {
+        check_configs(c, specs, res, n);
+        return missing ? create_missing(c, specs, res, n, err) : ES_OK;
+    }
+    note_all(res, n, 1,
+             "configs not checked: the cluster has no controller to answer "
+             "DescribeConfigs");
+    if (!missing)
+        return ES_OK;
+    for (size_t i = 0; i < n; i++) {
+        if (!res[i].exists && res[i].status != ES_TOPIC_FAILED) {
+            res[i].status = ES_TOPIC_FAILED;
+            add_detail(&res[i], "missing; the cluster cannot create topics");
+        }
+    }
+    es_logf(c->cfg, ES_LOG_INFO, "the cluster's controller id %d is none of its %d brokers",
+            (int)controller, md->broker_cnt);
+    return es_fail(err, ES_EKAFKA,
+                   "cannot create %zu missing topics (first: %s): the cluster names no "
+                   "controller, so it cannot answer CreateTopics, as librdkafka's mock cluster "
+                   "(esctl dev-broker) never can; start that with the topics ('esctl dev-broker "
+                   "--plan %s') or create them with the cluster's tools (kafka-topics.sh "
+                   "--create; 'esctl topics plan' shows partitions and configs)",
+                   missing, specs[first_missing].name, specs[first_missing].aggregate_type);
+}
+
+es_err es_topics_apply(const es_config_t *cfg, const es_topic_spec_t *specs, size_t n,
+                       es_topic_report_cb *report, void *opaque, es_error_t *err) {
+    if (n && !specs)
+        return es_fail(err, ES_EINVAL, "es_topics_apply: specs are required");
+    topic_result *res = calloc(n ? n : 1, sizeof *res);
+    if (!res)
+        return es_fail(err, ES_ENOMEM, "out of memory applying %zu topics", n);
+    kconn c;
+    const struct rd_kafka_metadata *md = NULL;
+    es_err rc = kconn_open(&c, cfg, 0, err);
+    if (rc == ES_OK)
+        rc = kconn_metadata(&c, APPLY_TIMEOUT_MS, &md, err);
+    if (rc == ES_OK) {
+        rc = apply_with(&c, md, specs, res, n, err);
+        size_t drift = 0, failed = 0;
+        for (size_t i = 0; i < n; i++) {
+            drift += res[i].status == ES_TOPIC_DRIFT;
+            failed += res[i].status == ES_TOPIC_FAILED;
+            if (report)
+                report(&specs[i], res[i].status, res[i].detail, opaque);
+        }
+        if (rc == ES_OK && failed)
+            rc =
+                es_fail(err, ES_EKAFKA, "%zu topics could not be created; see their lines", failed);
+        if (rc == ES_OK && drift)
+            rc = es_fail(err, ES_ESTATE,
+                         "%zu topics differ from the plan; nothing was changed (fix them with the "
+                         "cluster's tools, or change the plan)",
+                         drift);
+        rd_kafka_metadata_destroy(md);
+    }
+    kconn_close(&c);
+    free(res);
+    return rc;
+}

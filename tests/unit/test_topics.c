@@ -1,0 +1,258 @@
+/* The topic plan: partition arithmetic and its reasons, replication for small and large
+ * clusters, retention per topic, the naming check and the topics.* config keys. */
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <eskit/topics.h>
+
+#include "testutil.h"
+
+typedef struct plan {
+    es_topic_spec_t *specs;
+    size_t n;
+} plan;
+
+/* The plan of one type for `brokers` brokers; asserts it succeeded. */
+static plan plan_one(es_config_t *cfg, int brokers, const char *type, long long eps,
+                     long long consumers) {
+    es_topic_load_t load = {type, eps, consumers};
+    es_error_t err = {0};
+    plan p = {0};
+    es_err rc = es_topics_plan_for(cfg, brokers, &load, 1, &p.specs, &p.n, &err);
+    cr_assert_eq(rc, ES_OK, "%s", err.message);
+    cr_assert_eq(p.n, 5);
+    return p;
+}
+
+static const es_topic_spec_t *find(const plan *p, const char *name) {
+    for (size_t i = 0; i < p->n; i++)
+        if (!strcmp(p->specs[i].name, name))
+            return &p->specs[i];
+    cr_assert_fail("no topic %s in the plan", name);
+    return NULL;
+}
+
+static es_config_t *config(void) {
+    es_config_t *cfg = es_config_new();
+    cr_assert_not_null(cfg);
+    return cfg;
+}
+
+Test(topics, every_type_gets_its_five_topics_with_their_retention) {
+    es_config_t *cfg = config();
+    plan p = plan_one(cfg, 1, "orders.order", 0, 0);
+    const es_topic_spec_t *ev = find(&p, "orders.order.events");
+    const es_topic_spec_t *snap = find(&p, "orders.order.snapshots");
+    const es_topic_spec_t *cmd = find(&p, "orders.order.commands");
+    const es_topic_spec_t *rep = find(&p, "orders.order.replies");
+    const es_topic_spec_t *dlq = find(&p, "orders.order.events.dlq");
+    cr_assert_eq(ev->role, ES_TOPIC_EVENTS);
+    cr_assert_str_eq(ev->cleanup_policy, "delete");
+    cr_assert_eq(ev->retention_ms, -1);
+    cr_assert_str_eq(snap->cleanup_policy, "compact");
+    cr_assert_str_eq(cmd->cleanup_policy, "delete");
+    cr_assert_eq(cmd->retention_ms, 7LL * 24 * 3600 * 1000);
+    cr_assert_eq(rep->retention_ms, 24LL * 3600 * 1000);
+    cr_assert_eq(dlq->retention_ms, 14LL * 24 * 3600 * 1000);
+    cr_assert_str_eq(es_topic_role_name(dlq->role), "dlq");
+    for (size_t i = 0; i < p.n; i++) {
+        cr_assert_str_eq(p.specs[i].aggregate_type, "orders.order");
+        cr_assert_eq(p.specs[i].collides_with, -1);
+    }
+    es_topics_free(p.specs);
+    es_config_destroy(cfg);
+}
+
+Test(topics, throughput_decides_partitions_rounded_up) {
+    es_config_t *cfg = config();
+    plan p = plan_one(cfg, 1, "orders.order", 20001, 2);
+    const es_topic_spec_t *ev = find(&p, "orders.order.events");
+    cr_assert_eq(ev->partitions, 5); /* ceil(20001 / 5000) */
+    cr_assert_eq(ev->flags, ES_TOPIC_BY_THROUGHPUT);
+    cr_assert_eq(ev->events_per_s, 20001);
+    es_topics_free(p.specs);
+    es_config_destroy(cfg);
+}
+
+Test(topics, consumers_decide_when_they_ask_for_more) {
+    es_config_t *cfg = config();
+    plan p = plan_one(cfg, 1, "orders.order", 1000, 6);
+    cr_assert_eq(find(&p, "orders.order.events")->partitions, 6);
+    cr_assert_eq(find(&p, "orders.order.events")->flags, ES_TOPIC_BY_CONSUMERS);
+    es_topics_free(p.specs);
+    es_config_destroy(cfg);
+}
+
+Test(topics, a_tie_names_both_rules_and_one_partition_is_the_minimum) {
+    es_config_t *cfg = config();
+    plan p = plan_one(cfg, 1, "orders.order", 20000, 4);
+    cr_assert_eq(find(&p, "orders.order.events")->partitions, 4);
+    cr_assert_eq(find(&p, "orders.order.events")->flags,
+                 ES_TOPIC_BY_THROUGHPUT | ES_TOPIC_BY_CONSUMERS);
+    es_topics_free(p.specs);
+    p = plan_one(cfg, 1, "orders.order", 0, 0); /* defaults: 1000 events/s, 1 consumer */
+    cr_assert_eq(find(&p, "orders.order.events")->partitions, 1);
+    cr_assert_eq(find(&p, "orders.order.events")->flags, ES_TOPIC_BY_MINIMUM);
+    es_topics_free(p.specs);
+    es_config_destroy(cfg);
+}
+
+Test(topics, commands_snapshots_and_replies_share_the_events_count_and_dlq_has_one) {
+    es_config_t *cfg = config();
+    plan p = plan_one(cfg, 1, "orders.order", 40000, 3);
+    const char *shared[] = {"orders.order.snapshots", "orders.order.commands",
+                            "orders.order.replies"};
+    for (size_t i = 0; i < 3; i++) {
+        cr_assert_eq(find(&p, shared[i])->partitions, 8, "%s", shared[i]);
+        cr_assert(find(&p, shared[i])->flags & ES_TOPIC_SHARED, "%s", shared[i]);
+    }
+    cr_assert_eq(find(&p, "orders.order.events.dlq")->partitions, 1);
+    cr_assert_eq(find(&p, "orders.order.events.dlq")->flags, ES_TOPIC_SINGLE);
+    es_topics_free(p.specs);
+    es_config_destroy(cfg);
+}
+
+Test(topics, replication_is_three_with_two_in_sync_on_big_clusters_and_one_on_one_broker) {
+    es_config_t *cfg = config();
+    static const int brokers[] = {1, 2, 3, 5}, rf[] = {1, 2, 3, 3}, isr[] = {1, 1, 2, 2};
+    for (size_t b = 0; b < 4; b++) {
+        plan p = plan_one(cfg, brokers[b], "orders.order", 0, 0);
+        for (size_t i = 0; i < p.n; i++) {
+            cr_assert_eq(p.specs[i].replication_factor, rf[b], "%d brokers", brokers[b]);
+            cr_assert_eq(p.specs[i].min_insync_replicas, isr[b], "%d brokers", brokers[b]);
+        }
+        es_topics_free(p.specs);
+    }
+    es_config_destroy(cfg);
+}
+
+Test(topics, config_keys_set_the_defaults) {
+    es_config_t *cfg = config();
+    cr_assert_eq(es_config_get_int(cfg, "topics.partition.throughput"), 5000);
+    cr_assert_eq(es_config_get_int(cfg, "topics.throughput"), 1000);
+    cr_assert_eq(es_config_get_int(cfg, "topics.consumers"), 1);
+    cr_assert_null(es_config_get(cfg, "topics.aggregates"));
+    es_error_t err = {0};
+    cr_assert_eq(es_config_set(cfg, "topics.partition.throughput", "100", &err), ES_OK);
+    cr_assert_eq(es_config_set(cfg, "topics.throughput", "950", &err), ES_OK);
+    cr_assert_eq(es_config_set(cfg, "topics.consumers", "2", &err), ES_OK);
+    plan p = plan_one(cfg, 1, "orders.order", 0, 0);
+    cr_assert_eq(find(&p, "orders.order.events")->partitions, 10);
+    cr_assert_eq(find(&p, "orders.order.events")->consumers, 2);
+    es_topics_free(p.specs);
+    es_config_destroy(cfg);
+}
+
+Test(topics, config_keys_reject_bad_values_and_are_listed) {
+    es_config_t *cfg = config();
+    es_error_t err = {0};
+    cr_assert_eq(es_config_set(cfg, "topics.partition.throughput", "0", &err), ES_EINVAL);
+    cr_assert(strstr(err.message, "topics.partition.throughput"), "%s", err.message);
+    cr_assert_eq(es_config_set(cfg, "topics.consumers", "-1", &err), ES_EINVAL);
+    cr_assert_eq(es_config_set(cfg, "topics.aggregates", "", &err), ES_EINVAL);
+    cr_assert_eq(es_config_set(cfg, "topics.partitions", "3", &err), ES_EINVAL);
+    cr_assert(strstr(err.message, "topics.partition.throughput") &&
+                  strstr(err.message, "topics.aggregates"),
+              "%s", err.message);
+    es_config_destroy(cfg);
+}
+
+Test(topics, topics_aggregates_names_the_types_when_none_are_given) {
+    es_config_t *cfg = config();
+    es_error_t err = {0};
+    es_topic_spec_t *specs = NULL;
+    size_t n = 0;
+    cr_assert_eq(es_topics_plan_for(cfg, 1, NULL, 0, &specs, &n, &err), ES_EINVAL);
+    cr_assert(strstr(err.message, "topics.aggregates"), "%s", err.message);
+    cr_assert_eq(es_config_set(cfg, "topics.aggregates", "orders.order, payments.payment", &err),
+                 ES_OK);
+    cr_assert_eq(es_topics_plan_for(cfg, 1, NULL, 0, &specs, &n, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(n, 10);
+    cr_assert_str_eq(specs[5].name, "payments.payment.events");
+    es_topics_free(specs);
+    cr_assert_eq(es_config_set(cfg, "topics.aggregates", "orders.order,Bad", &err), ES_OK);
+    cr_assert_eq(es_topics_plan_for(cfg, 1, NULL, 0, &specs, &n, &err), ES_EINVAL);
+    cr_assert(strstr(err.message, "topics.aggregates") && strstr(err.message, "'Bad'"), "%s",
+              err.message);
+    es_config_destroy(cfg);
+}
+
+Test(topics, bad_loads_are_refused_with_the_reason) {
+    es_config_t *cfg = config();
+    es_error_t err = {0};
+    es_topic_spec_t *specs = NULL;
+    size_t n = 0;
+    es_topic_load_t bad_type = {"orders_order", 0, 0};
+    cr_assert_eq(es_topics_plan_for(cfg, 1, &bad_type, 1, &specs, &n, &err), ES_EINVAL);
+    cr_assert(strstr(err.message, "orders_order"), "%s", err.message);
+    es_topic_load_t twice[] = {{"orders.order", 0, 0}, {"orders.order", 5, 0}};
+    cr_assert_eq(es_topics_plan_for(cfg, 1, twice, 2, &specs, &n, &err), ES_EINVAL);
+    cr_assert(strstr(err.message, "twice"), "%s", err.message);
+    es_topic_load_t huge = {"orders.order", 1000000000LL, 0};
+    cr_assert_eq(es_topics_plan_for(cfg, 1, &huge, 1, &specs, &n, &err), ES_EINVAL);
+    cr_assert(strstr(err.message, "200000 partitions"), "%s", err.message);
+    es_topic_load_t negative = {"orders.order", -5, 0};
+    cr_assert_eq(es_topics_plan_for(cfg, 1, &negative, 1, &specs, &n, &err), ES_EINVAL);
+    cr_assert_null(specs);
+    es_config_destroy(cfg);
+}
+
+Test(topics, names_are_checked_against_kafkas_rules) {
+    es_error_t err = {0};
+    char longest[ES_TOPIC_NAME_MAX + 2];
+    memset(longest, 'a', sizeof longest);
+    longest[ES_TOPIC_NAME_MAX] = '\0';
+    cr_assert_eq(es_topic_name_check(longest, &err), ES_OK);
+    longest[ES_TOPIC_NAME_MAX] = 'a';
+    longest[ES_TOPIC_NAME_MAX + 1] = '\0';
+    cr_assert_eq(es_topic_name_check(longest, &err), ES_EINVAL);
+    cr_assert(strstr(err.message, "249"), "%s", err.message);
+    cr_assert_eq(es_topic_name_check("Orders_v2.events-x", &err), ES_OK);
+    cr_assert_eq(es_topic_name_check("orders order", &err), ES_EINVAL);
+    cr_assert_eq(es_topic_name_check("..", &err), ES_EINVAL);
+    cr_assert_eq(es_topic_name_check("", &err), ES_EINVAL);
+}
+
+Test(topics, names_differing_only_in_dot_and_underscore_collide) {
+    cr_assert(es_topic_names_collide("orders.order.events", "orders_order.events"));
+    cr_assert(es_topic_names_collide("a_b", "a.b"));
+    cr_assert_not(es_topic_names_collide("orders.order.events", "orders.order.event"));
+    cr_assert_not(es_topic_names_collide("a-b", "a_b"));
+}
+
+Test(topics, the_longest_aggregate_type_still_gives_legal_names) {
+    char type[ES_MAX_TYPE_LEN + 1];
+    memset(type, 'x', sizeof type - 1);
+    type[ES_MAX_TYPE_LEN] = '\0';
+    type[3] = '.';
+    es_config_t *cfg = config();
+    plan p = plan_one(cfg, 3, type, 0, 0);
+    for (size_t i = 0; i < p.n; i++)
+        cr_assert_eq(es_topic_name_check(p.specs[i].name, NULL), ES_OK, "%s", p.specs[i].name);
+    es_topics_free(p.specs);
+    es_config_destroy(cfg);
+}
+
+Test(topics, broker_count_falls_back_to_the_brokers_list_when_nothing_answers) {
+    es_config_t *cfg = config();
+    cr_assert_eq(es_topics_broker_count(cfg), 1);
+    es_error_t err = {0};
+    /* Port 1 on loopback refuses at once: the count must not wait out a timeout. */
+    cr_assert_eq(es_config_set(cfg, "brokers", "127.0.0.1:1,127.0.0.1:2, 127.0.0.1:3", &err),
+                 ES_OK);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    cr_assert_eq(es_topics_broker_count(cfg), 3);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    cr_assert_lt(t1.tv_sec - t0.tv_sec, 4);
+    es_topic_load_t load = {"orders.order", 0, 0};
+    es_topic_spec_t *specs = NULL;
+    size_t n = 0;
+    cr_assert_eq(es_topics_plan(cfg, &load, 1, &specs, &n, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(specs[0].replication_factor, 3);
+    cr_assert_eq(specs[0].min_insync_replicas, 2);
+    es_topics_free(specs);
+    es_config_destroy(cfg);
+}
