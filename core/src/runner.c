@@ -379,6 +379,14 @@ es_err es_runner_batch(es_runner_t *r, size_t max, int linger, size_t *consumed,
         sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
         return e;
     }
+    if (r->mode == RM_LIVE && r->log->ops->commit_positions) {
+        char group[256];
+        es_error_t cerr;
+        es_rm_group(r->cfg, r->def->name, group, sizeof group);
+        if (r->log->ops->commit_positions(r->log, group, r->pos, r->n_pos, &cerr) != ES_OK)
+            es_logf(r->cfg, ES_LOG_WARNING, "projector '%s': positions not committed to %s: %s",
+                    r->def->name, group, cerr.message);
+    }
     r->stats.applied += r->batch.applied;
     r->stats.parked += r->batch.parked;
     r->stats.ignored += r->batch.ignored;

@@ -18,13 +18,14 @@ struct es_store {
 };
 
 es_err es_log_open(const es_config_t *cfg, es_log_t **out, es_error_t *err) {
+    /* "backend" defaults to kafka when brokers is set (config.c). */
     const char *backend = es_config_get(cfg, "backend");
     if (!strcmp(backend, "embedded"))
         return es_log_sqlite_open(cfg, out, err);
+    if (!strcmp(backend, "kafka"))
+        return es_log_kafka_open(cfg, out, err);
     *out = NULL;
-    return es_fail(err, ES_EINVAL,
-                   "backend '%s' is not available in this build yet; use backend=embedded",
-                   backend);
+    return es_fail(err, ES_EINVAL, "backend '%s' is not known; use embedded or kafka", backend);
 }
 
 es_err es_store_new(const es_config_t *cfg, es_store_t **out, es_error_t *err) {

@@ -1,11 +1,19 @@
 /*
  * es_log: the storage backend behind es_store and es_engine, a vtable with
- * one file per implementation (log_sqlite.c; log_kafka.c later), the way
- * SQLite's VFS keeps unix and win32 apart.
+ * one file per implementation (log_sqlite.c, log_kafka.c), the way SQLite's
+ * VFS keeps unix and win32 apart.
  *
  * Writes happen between begin and commit; everything in between is atomic.
  * Reads called outside begin/commit run in their own consistent snapshot.
  * A log is used by one thread at a time (es_store serializes calls).
+ *
+ * The Kafka backend (log_kafka.c) serves the consumer side only for now:
+ * identity, partitions, fetch, topic_end, put_dlq, commit_positions, and the
+ * read-only read_stream, read_log and stream_version (scans of the
+ * "<type>.events" partitions). Writing (begin, append, snapshots, commands)
+ * belongs to the command processor and returns ES_ESTATE until it exists.
+ * Kafka has no global order: read_log walks each topic partition by
+ * partition, and its from/next count records of that walk from 1.
  */
 #ifndef ESKIT_LOG_H
 #define ESKIT_LOG_H
@@ -67,6 +75,8 @@ typedef struct es_log_ops {
                           uint64_t to, es_event_cb *cb, void *opaque, es_error_t *err);
     es_err (*read_log)(es_log_t *log, const char *const *types, int64_t from, size_t max,
                        es_event_cb *cb, void *opaque, int64_t *next, es_error_t *err);
+    /* The offset the next append gets. Kafka has no single end (offsets are per partition):
+     * ES_ESTATE there; use topic_end. */
     es_err (*end_offset)(es_log_t *log, int64_t *end, es_error_t *err);
     es_err (*get_snapshot)(es_log_t *log, const char *type, const char *id, es_snapshot_t **out,
                            es_error_t *err);
@@ -82,17 +92,27 @@ typedef struct es_log_ops {
     /* Consumer side. Partitions of a topic (1 on the embedded backend). */
     es_err (*partitions)(es_log_t *log, const char *topic, int32_t *n, es_error_t *err);
     /* Delivers up to max records of the positions' partitions, each from its offset, and
-     * moves every position past what was read (past skipped records too). */
+     * moves every position past what was read (past skipped records too). Offset 0 is the
+     * partition's beginning; a position below the partition's first retained offset is
+     * ES_EIO (data lost to retention), never skipped. Kafka returns after a few ms without a
+     * new record: callers poll again. */
     es_err (*fetch)(es_log_t *log, es_topic_pos_t *pos, size_t n_pos, size_t max, es_raw_cb *cb,
                     void *opaque, es_error_t *err);
     /* A partition's end offset and how many records of the topic lie in [from, end). */
     es_err (*topic_end)(es_log_t *log, const char *topic, int32_t partition, int64_t from,
                         int64_t *end, uint64_t *count, es_error_t *err);
     /* Appends a poison record to a dead-letter topic ("<topic>.dlq"); ref makes it idempotent:
-     * a second record with the same ref is dropped. */
+     * a second record with the same ref is dropped. On Kafka the record is produced (and
+     * flushed) with ref in an es-dlq-ref header, and dropping duplicates is the consumer's
+     * job: a retry after a timeout can produce it twice. */
     es_err (*put_dlq)(es_log_t *log, const char *dlq_topic, const char *ref, const char *key,
                       const uint8_t *value, size_t len, const es_kv_t *headers, size_t n_headers,
                       es_error_t *err);
+    /* Publishes consumed positions under consumer group group, for lag tools (Kafka: an
+     * offset commit). NULL when there is nothing to publish (embedded). The read model's
+     * checkpoints stay the truth; this is a copy for other tools. */
+    es_err (*commit_positions)(es_log_t *log, const char *group, const es_topic_pos_t *pos,
+                               size_t n, es_error_t *err);
 } es_log_ops;
 
 struct es_log {
@@ -103,5 +123,7 @@ struct es_log {
 /* Opens the backend the config selects. */
 es_err es_log_open(const es_config_t *cfg, es_log_t **out, es_error_t *err);
 es_err es_log_sqlite_open(const es_config_t *cfg, es_log_t **out, es_error_t *err);
+/* The Kafka backend: bootstrap from the config key brokers, kafka.* passed to librdkafka. */
+es_err es_log_kafka_open(const es_config_t *cfg, es_log_t **out, es_error_t *err);
 
 #endif

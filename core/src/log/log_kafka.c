@@ -1,0 +1,917 @@
+/*
+ * The Kafka backend, consumer side. Projector runners, es_lag and esctl read
+ * the "<type>.events" topics through one librdkafka consumer per log, with a
+ * manual assignment and never a subscription: the runner owns its positions
+ * (checkpoints in the read model), so the handle is assigned exactly the
+ * partitions and offsets fetch is asked for, and re-assigned when they change
+ * (a rolled-back batch, a restart). The consumer commits nothing by itself;
+ * commit_positions copies the read model's positions into the projector's
+ * consumer group, for lag tools.
+ *
+ * A position below a partition's first retained offset means retention
+ * deleted records the read model never saw: fetch fails naming both offsets
+ * (auto.offset.reset=error backs the check up), it never skips.
+ *
+ * Writing events is the command processor's job (a later stage); the write
+ * ops return ES_ESTATE. What this file produces (dead letters) uses the
+ * settings DESIGN.md asks for: idempotent, acks=all, murmur2_random.
+ */
+#include "log/log.h"
+
+#include <librdkafka/rdkafka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define REQUEST_TIMEOUT_MS 10000 /* metadata, watermarks, cluster id, scans without progress */
+#define FLUSH_TIMEOUT_MS 5000    /* a dead letter's delivery */
+#define COMMIT_TIMEOUT_MS 2000   /* best effort: the read model holds the truth */
+#define FIRST_WAIT_MS 3000       /* fetch: wait for records known to be there, after assigning */
+#define IDLE_WAIT_MS 5           /* fetch: quiet time after the last record that ends a fetch */
+
+static const char write_side[] =
+    "on the Kafka backend, events are written by the command processor (not yet available)";
+
+typedef struct kafka_log {
+    es_log_t base;
+    char *brokers;
+    rd_kafka_t *consumer;
+    rd_kafka_t *producer;  /* made for the first dead letter */
+    rd_kafka_t *committer; /* made for the first commit, in committer_group */
+    char *committer_group;
+    rd_kafka_topic_partition_list_t *assigned;  /* fetch's assignment; offset = next to deliver */
+    rd_kafka_topic_partition_list_t *committed; /* positions last committed */
+    int all_down; /* the consumer reported every broker down (during this fetch) */
+    char down_reason[256];
+    uint64_t dlq_seq; /* the dead letter whose delivery report is awaited */
+    int dlq_done;
+    rd_kafka_resp_err_t dlq_err;
+} kafka_log;
+
+static es_err kafka_code(rd_kafka_resp_err_t e) {
+    switch (e) {
+    case RD_KAFKA_RESP_ERR__TIMED_OUT:
+    case RD_KAFKA_RESP_ERR__MSG_TIMED_OUT:
+    case RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT:
+        return ES_ETIMEOUT;
+    case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
+    case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
+    case RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION:
+        return ES_ENOTFOUND;
+    default:
+        return ES_EKAFKA;
+    }
+}
+
+/* Fails with the code matching e and "<what>: <librdkafka's words> (brokers ...)". */
+static es_err kafka_fail(kafka_log *l, rd_kafka_resp_err_t e, es_error_t *err, const char *what) {
+    const char *hint = e == RD_KAFKA_RESP_ERR__TIMED_OUT ? "; are the brokers up?" : "";
+    return es_fail(err, kafka_code(e), "%s: %s (brokers %s)%s", what, rd_kafka_err2str(e),
+                   l->brokers, hint);
+}
+
+static es_err missing_topic(es_error_t *err, const char *topic) {
+    return es_fail(err, ES_ENOTFOUND,
+                   "topic %s does not exist on the Kafka cluster; create it with 'esctl topics "
+                   "apply' (or see 'esctl dev-broker --plan' for a development broker)",
+                   topic);
+}
+
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+    kafka_log *l = rd_kafka_opaque(rk);
+    es_logf(l->base.cfg, level, "librdkafka %s: %s: %s", rd_kafka_name(rk), fac, buf);
+}
+
+/* Runs on the thread that polls the handle: ours. */
+static void error_cb(rd_kafka_t *rk, int e, const char *reason, void *opaque) {
+    kafka_log *l = opaque;
+    es_logf(l->base.cfg, ES_LOG_WARNING, "librdkafka %s: %s: %s", rd_kafka_name(rk),
+            rd_kafka_err2name((rd_kafka_resp_err_t)e), reason);
+    if (rk == l->consumer && e == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
+        l->all_down = 1;
+        snprintf(l->down_reason, sizeof l->down_reason, "%s", reason);
+    }
+}
+
+static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+    (void)rk;
+    kafka_log *l = opaque;
+    if ((uint64_t)(uintptr_t)m->_private == l->dlq_seq) {
+        l->dlq_done = 1;
+        l->dlq_err = m->err;
+    }
+}
+
+typedef struct conf_ctx {
+    rd_kafka_conf_t *conf;
+    const char *bad_key;
+    char errstr[256];
+} conf_ctx;
+
+static void conf_set(conf_ctx *c, const char *key, const char *value) {
+    if (!c->bad_key &&
+        rd_kafka_conf_set(c->conf, key, value, c->errstr, sizeof c->errstr) != RD_KAFKA_CONF_OK)
+        c->bad_key = key;
+}
+
+static void pass_through(const char *key, const char *value, void *opaque) {
+    if (!strncmp(key, "kafka.", 6)) {
+        conf_ctx *c = opaque;
+        conf_set(c, key + 6, value);
+        if (c->bad_key == key + 6)
+            c->bad_key = key;
+    }
+}
+
+/* A handle: our defaults, then the kafka.* keys, then what correctness needs (consumers: no
+ * automatic commits or offset resets). group NULL makes a producer. */
+static es_err make_handle(kafka_log *l, const char *group, rd_kafka_t **out, es_error_t *err) {
+    conf_ctx c = {rd_kafka_conf_new(), NULL, ""};
+    rd_kafka_type_t type = group ? RD_KAFKA_CONSUMER : RD_KAFKA_PRODUCER;
+    conf_set(&c, "bootstrap.servers", l->brokers);
+    conf_set(&c, "client.id", "eskit");
+    if (group) {
+        conf_set(&c, "enable.partition.eof", "false");
+        conf_set(&c, "allow.auto.create.topics", "false");
+        conf_set(&c, "fetch.wait.max.ms", "100"); /* re-assignments wait for the fetch in flight */
+    } else {
+        conf_set(&c, "enable.idempotence", "true");
+        conf_set(&c, "acks", "all");
+        conf_set(&c, "partitioner", "murmur2_random");
+    }
+    es_config_foreach(l->base.cfg, pass_through, &c);
+    if (group) {
+        conf_set(&c, "group.id", group);
+        conf_set(&c, "enable.auto.commit", "false");
+        conf_set(&c, "enable.auto.offset.store", "false");
+        conf_set(&c, "auto.offset.reset", "error");
+    }
+    if (c.bad_key) {
+        rd_kafka_conf_destroy(c.conf);
+        return es_fail(err, ES_EINVAL, "Kafka setting %s: %s", c.bad_key, c.errstr);
+    }
+    rd_kafka_conf_set_opaque(c.conf, l);
+    rd_kafka_conf_set_log_cb(c.conf, log_cb);
+    rd_kafka_conf_set_error_cb(c.conf, error_cb);
+    if (!group)
+        rd_kafka_conf_set_dr_msg_cb(c.conf, dr_cb);
+    *out = rd_kafka_new(type, c.conf, c.errstr, sizeof c.errstr);
+    if (!*out) {
+        rd_kafka_conf_destroy(c.conf);
+        return es_fail(err, ES_EKAFKA, "cannot make a Kafka %s for %s: %s",
+                       group ? "consumer" : "producer", l->brokers, c.errstr);
+    }
+    if (group)
+        rd_kafka_poll_set_consumer(*out);
+    return ES_OK;
+}
+
+static void kl_destroy(es_log_t *base) {
+    kafka_log *l = (kafka_log *)base;
+    if (l->producer) {
+        rd_kafka_flush(l->producer, 0); /* put_dlq flushed already; drop what failed */
+        rd_kafka_purge(l->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        rd_kafka_destroy(l->producer);
+    }
+    /* No consumer close: nothing joined a group and commits are explicit. */
+    if (l->committer)
+        rd_kafka_destroy_flags(l->committer, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    if (l->consumer)
+        rd_kafka_destroy_flags(l->consumer, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    if (l->assigned)
+        rd_kafka_topic_partition_list_destroy(l->assigned);
+    if (l->committed)
+        rd_kafka_topic_partition_list_destroy(l->committed);
+    free(l->committer_group);
+    free(l->brokers);
+    free(l);
+}
+
+static es_err kl_begin(es_log_t *base, es_error_t *err) {
+    (void)base;
+    return es_fail(err, ES_ESTATE, "%s", write_side);
+}
+
+static es_err kl_commit(es_log_t *base, es_error_t *err) {
+    (void)base;
+    return es_fail(err, ES_ESTATE, "%s", write_side);
+}
+
+static void kl_rollback(es_log_t *base) {
+    (void)base;
+}
+
+/* Next stage (command processor): append produces to "<type>.events" at the partition the
+ * command came from; snapshots go to "<type>.snapshots"; commands live in the owner's local
+ * state store. Until then every write-side op refuses. */
+static es_err kl_append(es_log_t *base, const char *type, const char *id, uint64_t b,
+                        const es_log_record_t *recs, size_t n, int64_t *offsets, es_error_t *err) {
+    (void)base, (void)b, (void)recs, (void)n, (void)offsets;
+    return es_fail(err, ES_ESTATE, "appending to %s/%s: %s", type, id, write_side);
+}
+
+static es_err kl_get_snapshot(es_log_t *base, const char *type, const char *id, es_snapshot_t **out,
+                              es_error_t *err) {
+    (void)base;
+    *out = NULL;
+    return es_fail(err, ES_ESTATE, "reading the snapshot of %s/%s: %s", type, id, write_side);
+}
+
+static es_err kl_put_snapshot(es_log_t *base, const char *type, const char *id,
+                              const es_snapshot_t *snap, es_error_t *err) {
+    (void)base, (void)snap;
+    return es_fail(err, ES_ESTATE, "writing a snapshot of %s/%s: %s", type, id, write_side);
+}
+
+static es_err kl_find_command(es_log_t *base, const char *command_id, es_command_record_t *rec,
+                              es_error_t *err) {
+    (void)base, (void)rec;
+    return es_fail(err, ES_ESTATE, "looking up command %s: %s", command_id, write_side);
+}
+
+static es_err kl_put_command(es_log_t *base, const es_command_record_t *rec, es_error_t *err) {
+    (void)base;
+    return es_fail(err, ES_ESTATE, "recording command %s: %s", rec->command_id, write_side);
+}
+
+static es_err kl_identity(es_log_t *base, char *out, size_t cap, es_error_t *err) {
+    kafka_log *l = (kafka_log *)base;
+    char *id = rd_kafka_clusterid(l->consumer, REQUEST_TIMEOUT_MS);
+    if (!id)
+        return es_fail(err, ES_ETIMEOUT,
+                       "no cluster id from the Kafka brokers %s within %d ms; are they up?",
+                       l->brokers, REQUEST_TIMEOUT_MS);
+    snprintf(out, cap, "kafka:%s", id);
+    rd_kafka_mem_free(l->consumer, id);
+    return ES_OK;
+}
+
+/* From a listing of every topic: asking for one topic by name makes brokers that auto-create
+ * topics (the mock does, for older Metadata versions) create it. */
+static es_err kl_partitions(es_log_t *base, const char *topic, int32_t *n, es_error_t *err) {
+    kafka_log *l = (kafka_log *)base;
+    const struct rd_kafka_metadata *md = NULL;
+    char what[ES_MAX_TYPE_LEN + 64];
+    *n = 0;
+    snprintf(what, sizeof what, "reading the partitions of %s", topic);
+    rd_kafka_resp_err_t e = rd_kafka_metadata(l->consumer, 1, NULL, &md, REQUEST_TIMEOUT_MS);
+    if (e)
+        return kafka_fail(l, e, err, what);
+    es_err rc = ES_ENOTFOUND;
+    for (int i = 0; rc == ES_ENOTFOUND && i < md->topic_cnt; i++) {
+        const struct rd_kafka_metadata_topic *t = &md->topics[i];
+        if (strcmp(t->topic, topic))
+            continue;
+        rc = t->err ? kafka_fail(l, t->err, err, what) : ES_OK;
+        *n = t->err ? 0 : t->partition_cnt;
+    }
+    rd_kafka_metadata_destroy(md);
+    return rc == ES_ENOTFOUND ? missing_topic(err, topic) : rc;
+}
+
+static es_err watermarks(kafka_log *l, const char *topic, int32_t partition, int64_t *lo,
+                         int64_t *hi, es_error_t *err) {
+    rd_kafka_resp_err_t e =
+        rd_kafka_query_watermark_offsets(l->consumer, topic, partition, lo, hi, REQUEST_TIMEOUT_MS);
+    if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
+        return ES_OK;
+    if (kafka_code(e) == ES_ENOTFOUND)
+        return missing_topic(err, topic);
+    char what[ES_MAX_TYPE_LEN + 64];
+    snprintf(what, sizeof what, "reading the offsets of %s partition %d", topic, (int)partition);
+    return kafka_fail(l, e, err, what);
+}
+
+static es_err kl_topic_end(es_log_t *base, const char *topic, int32_t partition, int64_t from,
+                           int64_t *end, uint64_t *count, es_error_t *err) {
+    kafka_log *l = (kafka_log *)base;
+    int64_t lo = 0, hi = 0;
+    *end = 0;
+    *count = 0;
+    es_err e = watermarks(l, topic, partition, &lo, &hi, err);
+    if (e != ES_OK)
+        return e;
+    int64_t start = from > lo ? from : lo;
+    *end = hi;
+    *count = hi > start ? (uint64_t)(hi - start) : 0;
+    return ES_OK;
+}
+
+static es_err kl_end_offset(es_log_t *base, int64_t *end, es_error_t *err) {
+    (void)base;
+    *end = 0;
+    return es_fail(err, ES_ESTATE,
+                   "a Kafka log has no single end offset (offsets are per partition); ask "
+                   "per partition");
+}
+
+/* The retention check: data below the log start was deleted before this reader saw it.
+ * *pending tells whether the partition holds records past the position. */
+static es_err check_position(kafka_log *l, const es_topic_pos_t *p, int *pending, es_error_t *err) {
+    int64_t lo = 0, hi = 0;
+    es_err e = watermarks(l, p->topic, p->partition, &lo, &hi, err);
+    if (e != ES_OK)
+        return e;
+    *pending = hi > (p->offset > lo ? p->offset : lo);
+    if (p->offset == 0)
+        return ES_OK; /* the beginning, wherever it is now */
+    if (p->offset < lo)
+        return es_fail(err, ES_EIO,
+                       "%s partition %d: the checkpoint is at offset %lld but the partition now "
+                       "starts at offset %lld: records %lld..%lld were deleted (retention) "
+                       "before they were read; rebuild the read model from what is left (esctl "
+                       "replay) or restore the data",
+                       p->topic, (int)p->partition, (long long)p->offset, (long long)lo,
+                       (long long)p->offset, (long long)lo - 1);
+    if (p->offset > hi)
+        return es_fail(err, ES_EIO,
+                       "%s partition %d: the checkpoint is at offset %lld, past the partition's "
+                       "end %lld; was the topic deleted and created again? rebuild the read "
+                       "model (esctl replay)",
+                       p->topic, (int)p->partition, (long long)p->offset, (long long)hi);
+    return ES_OK;
+}
+
+static int same_assignment(const kafka_log *l, const es_topic_pos_t *pos, size_t n) {
+    if (!l->assigned || (size_t)l->assigned->cnt != n)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        const rd_kafka_topic_partition_t *a = &l->assigned->elems[i];
+        if (a->partition != pos[i].partition || a->offset != pos[i].offset ||
+            strcmp(a->topic, pos[i].topic))
+            return 0;
+    }
+    return 1;
+}
+
+static void forget_assignment(kafka_log *l) {
+    if (l->assigned)
+        rd_kafka_topic_partition_list_destroy(l->assigned);
+    l->assigned = NULL;
+}
+
+/* Assigns the consumer exactly pos (offset 0: the beginning). *first_wait is how long fetch
+ * waits for a first record: after a new assignment with records to read, until they come
+ * (a rolled-back batch is redone from the broker, and must see its records again). */
+static es_err assign(kafka_log *l, const es_topic_pos_t *pos, size_t n, int *first_wait,
+                     es_error_t *err) {
+    int pending = 0;
+    *first_wait = IDLE_WAIT_MS;
+    if (same_assignment(l, pos, n))
+        return ES_OK;
+    forget_assignment(l);
+    for (size_t i = 0; i < n; i++) {
+        int more = 0;
+        es_err e = check_position(l, &pos[i], &more, err);
+        if (e != ES_OK)
+            return e;
+        pending |= more;
+    }
+    rd_kafka_topic_partition_list_t *want = rd_kafka_topic_partition_list_new((int)n);
+    for (size_t i = 0; i < n; i++)
+        rd_kafka_topic_partition_list_add(want, pos[i].topic, pos[i].partition)->offset =
+            pos[i].offset > 0 ? pos[i].offset : RD_KAFKA_OFFSET_BEGINNING;
+    rd_kafka_resp_err_t e = rd_kafka_assign(l->consumer, want);
+    if (e) {
+        rd_kafka_topic_partition_list_destroy(want);
+        return kafka_fail(l, e, err, "assigning partitions to the consumer");
+    }
+    for (size_t i = 0; i < n; i++)
+        want->elems[i].offset = pos[i].offset;
+    l->assigned = want;
+    *first_wait = pending ? FIRST_WAIT_MS : IDLE_WAIT_MS;
+    return ES_OK;
+}
+
+static int find_pos(const es_topic_pos_t *pos, size_t n, const char *topic, int32_t partition) {
+    for (size_t i = 0; i < n; i++)
+        if (pos[i].partition == partition && !strcmp(pos[i].topic, topic))
+            return (int)i;
+    return -1;
+}
+
+/* An error event of the consumer: fatal for this fetch, or logged and left to librdkafka. */
+static es_err message_error(kafka_log *l, const rd_kafka_message_t *m, const es_topic_pos_t *pos,
+                            size_t n, es_error_t *err) {
+    const char *topic = m->rkt ? rd_kafka_topic_name(m->rkt) : NULL;
+    int i = topic ? find_pos(pos, n, topic, m->partition) : -1;
+    if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET && i >= 0) {
+        int pending = 0;
+        forget_assignment(l);
+        es_err e = check_position(l, &pos[i], &pending, err);
+        if (e != ES_OK)
+            return e;
+        return es_fail(err, ES_EIO, "%s partition %d: offset %lld is out of range: %s", topic,
+                       (int)m->partition, (long long)pos[i].offset, rd_kafka_message_errstr(m));
+    }
+    if (kafka_code(m->err) == ES_ENOTFOUND && topic) {
+        forget_assignment(l);
+        return missing_topic(err, topic);
+    }
+    char fatal[256];
+    if (rd_kafka_fatal_error(l->consumer, fatal, sizeof fatal))
+        return es_fail(err, ES_EKAFKA, "the Kafka consumer failed for good: %s", fatal);
+    es_logf(l->base.cfg, ES_LOG_WARNING, "Kafka consumer%s%s: %s", topic ? " on " : "",
+            topic ? topic : "", rd_kafka_message_errstr(m));
+    return ES_OK;
+}
+
+static void deliver(const rd_kafka_message_t *m, es_topic_pos_t *p, es_raw_cb *cb, void *opaque,
+                    int *stop) {
+    char key[ES_MAX_ID_LEN + 1];
+    int has_key = m->key && m->key_len <= ES_MAX_ID_LEN;
+    if (has_key) {
+        memcpy(key, m->key, m->key_len);
+        key[m->key_len] = '\0';
+    }
+    es_raw_record_t rec = {
+        p->topic, p->partition, m->offset, has_key ? key : NULL, (const uint8_t *)m->payload,
+        m->len};
+    p->offset = m->offset + 1;
+    *stop = cb(&rec, opaque);
+}
+
+static void note_position(kafka_log *l, const es_topic_pos_t *p) {
+    for (int i = 0; l->assigned && i < l->assigned->cnt; i++)
+        if (l->assigned->elems[i].partition == p->partition &&
+            !strcmp(l->assigned->elems[i].topic, p->topic))
+            l->assigned->elems[i].offset = p->offset;
+}
+
+static es_err kl_fetch(es_log_t *base, es_topic_pos_t *pos, size_t n_pos, size_t max, es_raw_cb *cb,
+                       void *opaque, es_error_t *err) {
+    kafka_log *l = (kafka_log *)base;
+    int first_wait = 0, stop = 0;
+    size_t delivered = 0;
+    if (n_pos == 0 || max == 0)
+        return ES_OK;
+    es_err e = assign(l, pos, n_pos, &first_wait, err);
+    int64_t quiet_until = es_now_us() / 1000 + first_wait;
+    l->all_down = 0;
+    while (e == ES_OK && !stop && delivered < max) {
+        int64_t left = quiet_until - es_now_us() / 1000;
+        if (left <= 0)
+            break;
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(l->consumer, (int)left);
+        if (l->all_down && delivered == 0)
+            e = es_fail(err, ES_EKAFKA,
+                        "no Kafka broker of %s is reachable (%s); librdkafka keeps trying, "
+                        "poll again later",
+                        l->brokers, l->down_reason);
+        if (!m)
+            continue;
+        int i = m->rkt ? find_pos(pos, n_pos, rd_kafka_topic_name(m->rkt), m->partition) : -1;
+        if (e == ES_OK && m->err)
+            e = message_error(l, m, pos, n_pos, err);
+        else if (e == ES_OK && i >= 0 && m->offset >= pos[i].offset) {
+            deliver(m, &pos[i], cb, opaque, &stop);
+            note_position(l, &pos[i]);
+            delivered++;
+            quiet_until = es_now_us() / 1000 + IDLE_WAIT_MS;
+        }
+        rd_kafka_message_destroy(m);
+    }
+    return e;
+}
+
+/* Reads [from, to) of one partition with the consumer (the fetch assignment is dropped);
+ * cb returns non-zero to stop. Waiting REQUEST_TIMEOUT_MS without progress is a timeout. */
+typedef int scan_cb(const rd_kafka_message_t *m, void *opaque);
+
+static es_err scan_partition(kafka_log *l, const char *topic, int32_t partition, int64_t from,
+                             int64_t to, scan_cb *cb, void *opaque, es_error_t *err) {
+    if (from >= to)
+        return ES_OK;
+    forget_assignment(l);
+    rd_kafka_topic_partition_list_t *want = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(want, topic, partition)->offset = from;
+    rd_kafka_resp_err_t ke = rd_kafka_assign(l->consumer, want);
+    es_err e = ke ? kafka_fail(l, ke, err, "assigning a partition to the consumer") : ES_OK;
+    int64_t next = from, deadline = es_now_us() / 1000 + REQUEST_TIMEOUT_MS;
+    while (e == ES_OK && next < to) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(l->consumer, 100);
+        if (m && m->err) {
+            es_topic_pos_t p = {topic, partition, next};
+            e = message_error(l, m, &p, 1, err);
+        } else if (m && m->offset >= next) {
+            next = m->offset + 1;
+            deadline = es_now_us() / 1000 + REQUEST_TIMEOUT_MS;
+            if (cb(m, opaque))
+                to = next;
+        } else if (!m && !rd_kafka_position(l->consumer, want) && want->elems[0].offset >= to) {
+            next = to; /* the rest were control records (transaction markers) */
+        } else if (!m && es_now_us() / 1000 > deadline) {
+            e = es_fail(err, ES_ETIMEOUT,
+                        "reading %s partition %d: no record past offset %lld within %d ms "
+                        "(brokers %s); are they up?",
+                        topic, (int)partition, (long long)next, REQUEST_TIMEOUT_MS, l->brokers);
+        }
+        if (m)
+            rd_kafka_message_destroy(m);
+    }
+    rd_kafka_assign(l->consumer, NULL);
+    rd_kafka_topic_partition_list_destroy(want);
+    return e;
+}
+
+/* The events of one aggregate, gathered from every partition of its topic. */
+typedef struct stream_scan {
+    const char *type, *id, *topic;
+    size_t id_len;
+    es_event_t **evs;
+    size_t n, cap;
+    es_err e;
+    es_error_t *err;
+} stream_scan;
+
+static int collect_stream(const rd_kafka_message_t *m, void *opaque) {
+    stream_scan *s = opaque;
+    if (!m->key || m->key_len != s->id_len || memcmp(m->key, s->id, s->id_len))
+        return 0;
+    es_position_t at = {s->topic, s->id, m->partition, m->offset};
+    es_event_t *ev = NULL;
+    s->e = es_envelope_decode(m->payload, m->len, &at, &ev, s->err);
+    if (s->e != ES_OK)
+        return 1;
+    if (strcmp(ev->aggregate_id, s->id) || strcmp(ev->aggregate_type, s->type)) {
+        es_event_free(ev); /* keyed as this aggregate but another's envelope: not its event */
+        return 0;
+    }
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 16;
+        es_event_t **evs = realloc(s->evs, cap * sizeof *evs);
+        if (!evs) {
+            es_event_free(ev);
+            s->e = es_fail(s->err, ES_ENOMEM, "out of memory reading %s/%s", s->type, s->id);
+            return 1;
+        }
+        s->evs = evs;
+        s->cap = cap;
+    }
+    ev->partition = m->partition;
+    ev->offset = m->offset;
+    s->evs[s->n++] = ev;
+    return 0;
+}
+
+static int by_version(const void *a, const void *b) {
+    const es_event_t *x = *(es_event_t *const *)a, *y = *(es_event_t *const *)b;
+    if (x->version != y->version)
+        return x->version < y->version ? -1 : 1;
+    if (x->partition != y->partition)
+        return x->partition < y->partition ? -1 : 1;
+    return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+/* Gathers the aggregate's events, in version order, after the log-order rule (an event whose
+ * version is not exactly last + 1 is skipped: a duplicate or a zombie writer's fork). */
+static es_err gather_stream(kafka_log *l, const char *type, const char *id, stream_scan *s,
+                            es_error_t *err) {
+    char topic[ES_MAX_TYPE_LEN + 8];
+    int32_t parts = 0;
+    snprintf(topic, sizeof topic, "%s.events", type);
+    *s = (stream_scan){type, id, topic, strlen(id), NULL, 0, 0, ES_OK, err};
+    es_err e = kl_partitions(&l->base, topic, &parts, err);
+    for (int32_t p = 0; e == ES_OK && p < parts; p++) {
+        int64_t lo = 0, hi = 0;
+        e = watermarks(l, topic, p, &lo, &hi, err);
+        if (e == ES_OK)
+            e = scan_partition(l, topic, p, lo, hi, collect_stream, s, err);
+        if (e == ES_OK)
+            e = s->e;
+    }
+    s->topic = NULL;
+    if (e != ES_OK)
+        return e;
+    qsort(s->evs, s->n, sizeof *s->evs, by_version);
+    size_t kept = 0;
+    for (size_t i = 0; i < s->n; i++) {
+        if (s->evs[i]->version == kept + 1)
+            s->evs[kept++] = s->evs[i];
+        else
+            es_event_free(s->evs[i]);
+    }
+    if (kept < s->n)
+        es_logf(l->base.cfg, ES_LOG_WARNING, "%s/%s: %zu event(s) out of version order skipped",
+                type, id, s->n - kept);
+    s->n = kept;
+    return ES_OK;
+}
+
+static void free_stream(stream_scan *s) {
+    for (size_t i = 0; i < s->n; i++)
+        es_event_free(s->evs[i]);
+    free(s->evs);
+}
+
+static es_err kl_read_stream(es_log_t *base, const char *type, const char *id, uint64_t from,
+                             uint64_t to, es_event_cb *cb, void *opaque, es_error_t *err) {
+    stream_scan s;
+    es_err e = gather_stream((kafka_log *)base, type, id, &s, err);
+    for (size_t i = 0; e == ES_OK && i < s.n; i++) {
+        const es_event_t *ev = s.evs[i];
+        if (ev->version < from || (to && ev->version > to))
+            continue;
+        if (cb(ev, opaque))
+            break;
+    }
+    free_stream(&s);
+    return e;
+}
+
+/* Read-only, so esctl events works; the command processor will keep versions itself. */
+static es_err kl_stream_version(es_log_t *base, const char *type, const char *id, uint64_t *version,
+                                es_error_t *err) {
+    stream_scan s;
+    *version = 0;
+    es_err e = gather_stream((kafka_log *)base, type, id, &s, err);
+    if (e == ES_OK)
+        *version = s.n;
+    free_stream(&s);
+    return e;
+}
+
+/* read_log walks topics in order, each partition by partition; from and *next count records of
+ * that walk from 1 (Kafka has no global order across partitions). */
+typedef struct log_scan {
+    const char *topic;
+    int64_t *ord;
+    size_t max, delivered;
+    es_event_cb *cb;
+    void *opaque;
+    int stopped;
+    es_err e;
+    es_error_t *err;
+} log_scan;
+
+static int deliver_log(const rd_kafka_message_t *m, void *opaque) {
+    log_scan *s = opaque;
+    char key[ES_MAX_ID_LEN + 1] = "";
+    if (m->key && m->key_len <= ES_MAX_ID_LEN) {
+        memcpy(key, m->key, m->key_len);
+        key[m->key_len] = '\0';
+    }
+    es_position_t at = {s->topic, key[0] ? key : NULL, m->partition, m->offset};
+    es_event_t *ev = NULL;
+    s->e = es_envelope_decode(m->payload, m->len, &at, &ev, s->err);
+    if (s->e != ES_OK)
+        return 1;
+    ev->partition = m->partition;
+    ev->offset = m->offset;
+    (*s->ord)++;
+    s->delivered++;
+    s->stopped = s->cb(ev, s->opaque);
+    es_event_free(ev);
+    return s->stopped || (s->max && s->delivered >= s->max);
+}
+
+static es_err read_topic(kafka_log *l, const char *topic, int64_t *skip, log_scan *s,
+                         es_error_t *err) {
+    int32_t parts = 0;
+    es_err e = kl_partitions(&l->base, topic, &parts, err);
+    for (int32_t p = 0; e == ES_OK && p < parts && !s->stopped; p++) {
+        int64_t lo = 0, hi = 0;
+        if (s->max && s->delivered >= s->max)
+            break;
+        e = watermarks(l, topic, p, &lo, &hi, err);
+        if (e != ES_OK)
+            break;
+        int64_t jump = *skip < hi - lo ? *skip : hi - lo;
+        *skip -= jump;
+        *s->ord += jump;
+        s->topic = topic;
+        e = scan_partition(l, topic, p, lo + jump, hi, deliver_log, s, err);
+        if (e == ES_OK)
+            e = s->e;
+    }
+    return e;
+}
+
+static int by_name(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Every "<type>.events" topic of the cluster, sorted. Caller frees the array and strings. */
+static es_err event_topics(kafka_log *l, char ***out, size_t *n, es_error_t *err) {
+    const struct rd_kafka_metadata *md = NULL;
+    *out = NULL;
+    *n = 0;
+    rd_kafka_resp_err_t ke = rd_kafka_metadata(l->consumer, 1, NULL, &md, REQUEST_TIMEOUT_MS);
+    if (ke)
+        return kafka_fail(l, ke, err, "listing the cluster's topics");
+    char **names = calloc((size_t)md->topic_cnt + 1, sizeof *names);
+    es_err e = names ? ES_OK : es_fail(err, ES_ENOMEM, "out of memory");
+    for (int i = 0; e == ES_OK && i < md->topic_cnt; i++) {
+        const char *t = md->topics[i].topic;
+        size_t len = strlen(t);
+        if (len <= 7 || strcmp(t + len - 7, ".events"))
+            continue;
+        if (!(names[*n] = strdup(t)))
+            e = es_fail(err, ES_ENOMEM, "out of memory");
+        else
+            ++*n;
+    }
+    rd_kafka_metadata_destroy(md);
+    if (e == ES_OK) {
+        qsort(names, *n, sizeof *names, by_name);
+        *out = names;
+        return ES_OK;
+    }
+    for (size_t i = 0; names && i < *n; i++)
+        free(names[i]);
+    free(names);
+    *n = 0;
+    return e;
+}
+
+static es_err kl_read_log(es_log_t *base, const char *const *types, int64_t from, size_t max,
+                          es_event_cb *cb, void *opaque, int64_t *next, es_error_t *err) {
+    kafka_log *l = (kafka_log *)base;
+    int64_t ord = 1, skip = from > 1 ? from - 1 : 0;
+    log_scan s = {NULL, &ord, max, 0, cb, opaque, 0, ES_OK, err};
+    char **all = NULL;
+    size_t n_all = 0;
+    es_err e = types ? ES_OK : event_topics(l, &all, &n_all, err);
+    for (size_t i = 0; e == ES_OK && !s.stopped && (types ? types[i] != NULL : i < n_all); i++) {
+        char topic[ES_MAX_TYPE_LEN + 8];
+        if (types)
+            snprintf(topic, sizeof topic, "%s.events", types[i]);
+        else
+            snprintf(topic, sizeof topic, "%s", all[i]);
+        if (max && s.delivered >= max)
+            break;
+        e = read_topic(l, topic, &skip, &s, err);
+    }
+    for (size_t i = 0; i < n_all; i++)
+        free(all[i]);
+    free(all);
+    if (next)
+        *next = ord + skip;
+    return e;
+}
+
+static es_err kl_put_dlq(es_log_t *base, const char *dlq_topic, const char *ref, const char *key,
+                         const uint8_t *value, size_t len, const es_kv_t *headers, size_t n_headers,
+                         es_error_t *err) {
+    kafka_log *l = (kafka_log *)base;
+    es_err e = l->producer ? ES_OK : make_handle(l, NULL, &l->producer, err);
+    if (e != ES_OK)
+        return e;
+    rd_kafka_headers_t *hdrs = rd_kafka_headers_new(n_headers + 1);
+    for (size_t i = 0; i < n_headers; i++)
+        rd_kafka_header_add(hdrs, headers[i].key, -1, headers[i].value, -1);
+    rd_kafka_header_add(hdrs, "es-dlq-ref", -1, ref, -1);
+    l->dlq_seq++;
+    l->dlq_done = 0;
+    rd_kafka_resp_err_t ke = rd_kafka_producev(
+        l->producer, RD_KAFKA_V_TOPIC(dlq_topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_KEY(key, key ? strlen(key) : 0), RD_KAFKA_V_VALUE((void *)value, len),
+        RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE((void *)(uintptr_t)l->dlq_seq), RD_KAFKA_V_END);
+    char what[ES_MAX_TYPE_LEN + 64];
+    snprintf(what, sizeof what, "sending a dead letter to %s", dlq_topic);
+    if (ke) {
+        rd_kafka_headers_destroy(hdrs);
+        return kafka_fail(l, ke, err, what);
+    }
+    rd_kafka_flush(l->producer, FLUSH_TIMEOUT_MS);
+    if (!l->dlq_done)
+        return es_fail(err, ES_ETIMEOUT,
+                       "%s: not acknowledged within %d ms (brokers %s); it is sent again later",
+                       what, FLUSH_TIMEOUT_MS, l->brokers);
+    if (l->dlq_err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
+        return missing_topic(err, dlq_topic);
+    return l->dlq_err ? kafka_fail(l, l->dlq_err, err, what) : ES_OK;
+}
+
+static int same_positions(const rd_kafka_topic_partition_list_t *a,
+                          const rd_kafka_topic_partition_list_t *b) {
+    if (!a || a->cnt != b->cnt)
+        return 0;
+    for (int i = 0; i < a->cnt; i++)
+        if (a->elems[i].partition != b->elems[i].partition ||
+            a->elems[i].offset != b->elems[i].offset ||
+            strcmp(a->elems[i].topic, b->elems[i].topic))
+            return 0;
+    return 1;
+}
+
+static es_err committer_for(kafka_log *l, const char *group, es_error_t *err) {
+    if (l->committer && !strcmp(l->committer_group, group))
+        return ES_OK;
+    if (l->committer)
+        rd_kafka_destroy_flags(l->committer, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    free(l->committer_group);
+    l->committer = NULL;
+    if (l->committed)
+        rd_kafka_topic_partition_list_destroy(l->committed);
+    l->committed = NULL;
+    if (!(l->committer_group = strdup(group)))
+        return es_fail(err, ES_ENOMEM, "out of memory");
+    return make_handle(l, group, &l->committer, err);
+}
+
+/* Waits for the commit's result on a queue of its own, so a broker outage costs a bounded
+ * wait (a synchronous commit waits for the coordinator however long it takes). */
+static es_err commit_wait(kafka_log *l, rd_kafka_topic_partition_list_t *offs, const char *group,
+                          es_error_t *err) {
+    char what[320];
+    snprintf(what, sizeof what, "committing offsets of consumer group %s", group);
+    rd_kafka_queue_t *q = rd_kafka_queue_new(l->committer);
+    rd_kafka_resp_err_t ke = rd_kafka_commit_queue(l->committer, offs, q, NULL, NULL);
+    rd_kafka_event_t *ev = ke ? NULL : rd_kafka_queue_poll(q, COMMIT_TIMEOUT_MS);
+    es_err e = ES_OK;
+    if (ke)
+        e = kafka_fail(l, ke, err, what);
+    else if (!ev)
+        e = es_fail(err, ES_ETIMEOUT, "%s: no answer within %d ms (brokers %s)", what,
+                    COMMIT_TIMEOUT_MS, l->brokers);
+    else if ((ke = rd_kafka_event_error(ev)))
+        e = kafka_fail(l, ke, err, what);
+    const rd_kafka_topic_partition_list_t *res = ev ? rd_kafka_event_topic_partition_list(ev) : 0;
+    for (int i = 0; e == ES_OK && res && i < res->cnt; i++)
+        if (res->elems[i].err)
+            e = kafka_fail(l, res->elems[i].err, err, what);
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(l->committer, 0); /* serves its errors */
+    if (m)
+        rd_kafka_message_destroy(m);
+    return e;
+}
+
+static es_err kl_commit_positions(es_log_t *base, const char *group, const es_topic_pos_t *pos,
+                                  size_t n, es_error_t *err) {
+    kafka_log *l = (kafka_log *)base;
+    if (n == 0)
+        return ES_OK;
+    es_err e = committer_for(l, group, err);
+    if (e != ES_OK)
+        return e;
+    rd_kafka_topic_partition_list_t *offs = rd_kafka_topic_partition_list_new((int)n);
+    for (size_t i = 0; i < n; i++)
+        rd_kafka_topic_partition_list_add(offs, pos[i].topic, pos[i].partition)->offset =
+            pos[i].offset;
+    if (same_positions(l->committed, offs)) {
+        rd_kafka_topic_partition_list_destroy(offs);
+        return ES_OK;
+    }
+    e = commit_wait(l, offs, group, err);
+    if (e == ES_OK) {
+        if (l->committed)
+            rd_kafka_topic_partition_list_destroy(l->committed);
+        l->committed = offs;
+    } else {
+        rd_kafka_topic_partition_list_destroy(offs);
+    }
+    return e;
+}
+
+static const es_log_ops kafka_ops = {
+    .name = "kafka",
+    .destroy = kl_destroy,
+    .begin = kl_begin,
+    .commit = kl_commit,
+    .rollback = kl_rollback,
+    .stream_version = kl_stream_version,
+    .append = kl_append,
+    .read_stream = kl_read_stream,
+    .read_log = kl_read_log,
+    .end_offset = kl_end_offset,
+    .get_snapshot = kl_get_snapshot,
+    .put_snapshot = kl_put_snapshot,
+    .find_command = kl_find_command,
+    .put_command = kl_put_command,
+    .identity = kl_identity,
+    .partitions = kl_partitions,
+    .fetch = kl_fetch,
+    .topic_end = kl_topic_end,
+    .put_dlq = kl_put_dlq,
+    .commit_positions = kl_commit_positions,
+};
+
+es_err es_log_kafka_open(const es_config_t *cfg, es_log_t **out, es_error_t *err) {
+    const char *brokers = es_config_get(cfg, "brokers");
+    char group[320];
+    *out = NULL;
+    if (!brokers)
+        return es_fail(err, ES_EINVAL,
+                       "the kafka backend needs the config key brokers (ESKIT_BROKERS), e.g. "
+                       "brokers=localhost:9092");
+    kafka_log *l = calloc(1, sizeof *l);
+    if (!l || !(l->brokers = strdup(brokers))) {
+        free(l);
+        return es_fail(err, ES_ENOMEM, "out of memory opening the Kafka log");
+    }
+    l->base.ops = &kafka_ops;
+    l->base.cfg = cfg;
+    /* assign needs a group.id; this one never joins and never commits. */
+    snprintf(group, sizeof group, "%s.eskit-reader", es_config_get(cfg, "service.name"));
+    es_err e = make_handle(l, group, &l->consumer, err);
+    if (e != ES_OK) {
+        kl_destroy(&l->base);
+        return e;
+    }
+    *out = &l->base;
+    return ES_OK;
+}
