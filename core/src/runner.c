@@ -442,11 +442,26 @@ es_err es_runner_poll(es_runner_t *r, int timeout_ms, size_t *applied, es_error_
     return e;
 }
 
+/* Failures a later poll may not see: a broker or the database briefly away. */
+static int transient(es_err e) {
+    return e == ES_EKAFKA || e == ES_EBUSY || e == ES_ETIMEOUT || e == ES_ERETRY;
+}
+
 es_err es_runner_run(es_runner_t *r, es_error_t *err) {
+    int wait = 100;
     while (!r->stop) {
         es_err e = es_runner_poll(r, 100, NULL, err);
-        if (e != ES_OK)
+        if (e == ES_OK) {
+            wait = 100;
+            continue;
+        }
+        if (!transient(e))
             return e;
+        es_logf(r->cfg, ES_LOG_WARNING, "projector '%s': %s; retrying in %d ms", r->def->name,
+                err ? err->message : es_strerror(e), wait);
+        for (int slept = 0; slept < wait && !r->stop; slept += 10)
+            sleep_ms(10);
+        wait = wait < 5000 ? wait * 2 : 5000;
     }
     r->stop = 0;
     return ES_OK;

@@ -78,7 +78,9 @@ void es_runner_destroy(es_runner_t *r);
  * ES_ESTATE when stopped by policy stop (the error names the event). */
 es_err es_runner_poll(es_runner_t *r, int timeout_ms, size_t *applied, es_error_t *err);
 
-/* Polls until es_runner_stop is called or an error stops it. */
+/* Polls until es_runner_stop is called or a lasting error stops it; transient failures (a
+ * broker down, a busy database) are logged through the config's log callback and retried
+ * with backoff. */
 es_err es_runner_run(es_runner_t *r, es_error_t *err);
 /* Asks es_runner_run to return after the current batch; safe from any thread and from a
  * signal handler. */
