@@ -83,6 +83,13 @@ static es_err check_on_unknown(const char *key, const char *value, es_error_t *e
     return check_choice(key, value, "dlq", "ignore", err);
 }
 
+static es_err check_log_order(const char *key, const char *value, es_error_t *err) {
+    if (strcmp(value, "auto") && strcmp(value, "on") && strcmp(value, "off"))
+        return es_fail(err, ES_EINVAL, "config key '%s': '%s' is not one of auto, on, off", key,
+                       value);
+    return ES_OK;
+}
+
 static es_err check_positive(const char *key, const char *value, es_error_t *err) {
     es_err e = check_uint(key, value, err);
     if (e == ES_OK && atoll(value) == 0)
@@ -99,6 +106,7 @@ static const key_spec keys[] = {
     {"projector.batch.size", "500", check_positive},
     {"projector.crash.restarts", "3", check_positive},
     {"projector.linger.ms", "5", check_uint},
+    {"projector.log.order", "auto", check_log_order},
     {"projector.on.error", "dlq", check_on_error},
     {"projector.on.unknown", "dlq", check_on_unknown},
     {"projector.path", NULL, check_nonempty},
@@ -110,6 +118,7 @@ static const key_spec keys[] = {
     {"snapshot.every", "1", check_uint},
     {"sqlite.busy.timeout.ms", "10000", check_uint},
     {"sqlite.synchronous", "full", check_synchronous},
+    {"state.db", "eskit-state.db", check_nonempty},
     {"topics.aggregates", NULL, check_nonempty},
     {"topics.consumers", "1", check_uint},
     {"topics.partition.throughput", "5000", check_positive},
@@ -143,10 +152,11 @@ static es_err check_key(const char *key, const char *value, es_error_t *err) {
             err, ES_EINVAL,
             "unknown config key '%s'; known keys: backend, brokers, cache.aggregates, db, "
             "execute.timeout.ms, projector.batch.size, projector.crash.restarts, "
-            "projector.linger.ms, projector.on.error, projector.on.unknown, projector.path, "
+            "projector.linger.ms, projector.log.order, projector.on.error, projector.on.unknown, "
+            "projector.path, "
             "projector.retries, projector.retry.backoff.ms, readmodel.db, replay.batch.size, "
             "service.name, snapshot.every, sqlite.busy.timeout.ms, sqlite.synchronous, "
-            "topics.aggregates, topics.consumers, topics.partition.throughput, "
+            "state.db, topics.aggregates, topics.consumers, topics.partition.throughput, "
             "topics.throughput, kafka.<librdkafka property>",
             key);
     return spec->check(key, value, err);

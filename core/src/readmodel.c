@@ -26,7 +26,11 @@ static const char rm_schema[] =
     " topic TEXT NOT NULL, partition INTEGER NOT NULL, offset INTEGER NOT NULL, key TEXT,"
     " event_type TEXT, code INTEGER NOT NULL, error TEXT NOT NULL, attempts INTEGER NOT NULL,"
     " parked_at INTEGER NOT NULL, redriven_at INTEGER, value BLOB,"
-    " published INTEGER NOT NULL DEFAULT 0, UNIQUE(projector, topic, partition, offset));";
+    " published INTEGER NOT NULL DEFAULT 0, UNIQUE(projector, topic, partition, offset));"
+    /* The log-order rule's memory: the last version taken of each aggregate. */
+    "CREATE TABLE IF NOT EXISTS es_versions(projector TEXT NOT NULL, aggregate_type TEXT NOT NULL,"
+    " aggregate_id TEXT NOT NULL, version INTEGER NOT NULL,"
+    " PRIMARY KEY(projector, aggregate_type, aggregate_id)) WITHOUT ROWID;";
 
 es_err es_rm_exec(sqlite3 *db, const char *sql, const char *what, es_error_t *err) {
     int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);

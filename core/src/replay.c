@@ -129,9 +129,12 @@ static es_err swap_in(sqlite3 *live, const char *shadow, const char *name, es_er
                      "published) SELECT projector, topic, partition, offset, key, event_type, "
                      "code, error, attempts, parked_at, redriven_at, value, 0 FROM "
                      "shadow.es_dlq WHERE projector = %Q;"
+                     "DELETE FROM main.es_versions WHERE projector = %Q;"
+                     "INSERT INTO main.es_versions SELECT * FROM shadow.es_versions WHERE "
+                     "projector = %Q;"
                      "INSERT OR REPLACE INTO main.es_projectors SELECT * FROM "
                      "shadow.es_projectors WHERE name = %Q;",
-                     name, name, name, name, name);
+                     name, name, name, name, name, name, name);
     if (e == ES_OK)
         e = es_rm_exec(live, "COMMIT", "swapping in the rebuilt model", err);
     else

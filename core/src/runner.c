@@ -6,6 +6,8 @@
  */
 #include "projector_int.h"
 
+#include "lru.h"
+
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -14,9 +16,24 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { R_CKPT_GET, R_CKPT_PUT, R_SAVEPOINT, R_RELEASE, R_ROLLBACK_TO, R_PARK, R_COUNT };
+enum {
+    R_CKPT_GET,
+    R_CKPT_PUT,
+    R_SAVEPOINT,
+    R_RELEASE,
+    R_ROLLBACK_TO,
+    R_PARK,
+    R_VER_GET,
+    R_VER_PUT,
+    R_COUNT
+};
 
 static const char *const runner_sql[R_COUNT] = {
+    [R_VER_GET] = "SELECT version FROM es_versions WHERE projector = ?1 AND aggregate_type = ?2 "
+                  "AND aggregate_id = ?3",
+    [R_VER_PUT] = "INSERT INTO es_versions(projector, aggregate_type, aggregate_id, version) "
+                  "VALUES (?1, ?2, ?3, ?4) ON CONFLICT(projector, aggregate_type, aggregate_id) "
+                  "DO UPDATE SET version = excluded.version",
     [R_CKPT_GET] = "SELECT next_offset FROM es_checkpoints WHERE projector = ?1 AND topic = ?2 "
                    "AND partition = ?3",
     [R_CKPT_PUT] = "INSERT INTO es_checkpoints(projector, topic, partition, next_offset, "
@@ -72,6 +89,10 @@ struct es_runner {
     int careful;             /* events under savepoints: a failure was seen in this batch */
     int redo;                /* the optimistic pass hit a failure: roll back, redo carefully */
     failed_apply failed;
+    int log_order;      /* skip events not after their aggregate's last one (Kafka) */
+    int order_bypass;   /* a redrive applies what the operator asked for */
+    int stale_now;      /* the record just handled was stale */
+    es_lru_t *versions; /* last version per aggregate, mirrors es_versions in this batch */
     es_err fatal;
     es_error_t fatal_err;
     size_t consumed, parked_in_batch;
@@ -210,6 +231,67 @@ static es_err apply_once(es_runner_t *r, const es_raw_record_t *rec, const es_ev
     return rc;
 }
 
+static size_t version_key(const es_event_t *ev, char *key, size_t cap) {
+    int n = snprintf(key, cap, "%s/%s", ev->aggregate_type, ev->aggregate_id);
+    return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+}
+
+/* The last version the read model took of ev's aggregate (0: none). */
+static es_err last_version(es_runner_t *r, const es_event_t *ev, uint64_t *last, es_error_t *err) {
+    char key[ES_MAX_TYPE_LEN + ES_MAX_ID_LEN + 2];
+    size_t klen = version_key(ev, key, sizeof key);
+    uint64_t *hit = klen ? es_lru_get(r->versions, key, klen) : NULL;
+    if (hit) {
+        *last = *hit;
+        return ES_OK;
+    }
+    sqlite3_stmt *s = r->st[R_VER_GET];
+    sqlite3_bind_text(s, 1, r->def->name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, ev->aggregate_type, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 3, ev->aggregate_id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    *last = rc == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(s, 0) : 0;
+    sqlite3_reset(s);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? ES_OK : sql_err(r, "reading versions", err);
+}
+
+static es_err note_version(es_runner_t *r, const es_event_t *ev, es_error_t *err) {
+    sqlite3_stmt *s = r->st[R_VER_PUT];
+    sqlite3_bind_text(s, 1, r->def->name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, ev->aggregate_type, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 3, ev->aggregate_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 4, (sqlite3_int64)ev->version);
+    es_err e = run_stmt(r, R_VER_PUT, "writing versions", err);
+    char key[ES_MAX_TYPE_LEN + ES_MAX_ID_LEN + 2];
+    size_t klen = version_key(ev, key, sizeof key);
+    uint64_t *v = e == ES_OK && klen ? malloc(sizeof *v) : NULL;
+    if (v) {
+        *v = ev->version;
+        es_lru_put(r->versions, key, klen, v);
+    }
+    return e;
+}
+
+/* The log-order rule (DESIGN.md): an event not after its aggregate's last one is a duplicate
+ * or a zombie writer's fork, skipped and counted. A gap is applied and counted: skipping it
+ * would turn one lost record into the loss of every later event of the aggregate. */
+static es_err check_order(es_runner_t *r, const es_event_t *ev, int *storage, es_error_t *err) {
+    uint64_t last = 0;
+    r->stale_now = 0;
+    if (!r->log_order || r->order_bypass)
+        return ES_OK;
+    es_err e = last_version(r, ev, &last, err);
+    if (e != ES_OK) {
+        *storage = 1;
+        return e;
+    }
+    if (ev->version <= last)
+        r->stale_now = 1;
+    else if (ev->version > last + 1)
+        r->batch.gaps++;
+    return ES_OK;
+}
+
 static int first_pass_failed(const es_runner_t *r, const es_raw_record_t *rec) {
     return r->careful && r->failed.valid && r->failed.offset == rec->offset &&
            r->failed.partition == rec->partition && !strcmp(r->failed.topic, rec->topic);
@@ -228,6 +310,11 @@ static es_err apply_record(es_runner_t *r, const es_raw_record_t *rec, int *atte
     snprintf(event_type, type_cap, "%s", ev->event_type);
     ev->offset = rec->offset;
     ev->partition = rec->partition;
+    rc = check_order(r, ev, storage, err);
+    if (rc != ES_OK || r->stale_now) {
+        es_event_free(ev);
+        return rc;
+    }
     for (;;) {
         es_error_t aerr;
         ++*attempts;
@@ -246,6 +333,16 @@ static es_err apply_record(es_runner_t *r, const es_raw_record_t *rec, int *atte
         int wait = r->backoff_ms << (*attempts - 1 < 10 ? *attempts - 1 : 10);
         sleep_ms(wait > 10000 ? 10000 : wait);
     }
+    /* Applied or about to be parked or ignored: either way the aggregate moved past it. */
+    if (r->log_order && !r->order_bypass && !*storage && !r->redo) {
+        es_error_t verr;
+        es_err ve = note_version(r, ev, &verr);
+        if (ve != ES_OK) {
+            *storage = 1;
+            *err = verr;
+            rc = ve;
+        }
+    }
     es_event_free(ev);
     return rc;
 }
@@ -255,6 +352,7 @@ es_err es_runner_apply_record(es_runner_t *r, const es_raw_record_t *rec, int *a
     r->careful = 1; /* on its own: the failure is undone by the savepoint */
     r->redo = 0;
     r->failed.valid = 0;
+    r->order_bypass = 1; /* the operator asked for this event, whatever came after it */
     return apply_record(r, rec, attempts, event_type, type_cap, storage, err);
 }
 
@@ -287,6 +385,10 @@ static int on_record(const es_raw_record_t *rec, void *opaque) {
         rc = apply_record(r, rec, &attempts, type, sizeof type, &storage, &why);
         if (r->redo)
             return 1;
+        if (rc == ES_OK && r->stale_now) {
+            r->batch.stale++;
+            return 0;
+        }
         if (rc == ES_OK) {
             r->batch.applied++;
             return 0;
@@ -368,6 +470,7 @@ es_err es_runner_batch(es_runner_t *r, size_t max, int linger, size_t *consumed,
         if (e != ES_OK || !r->redo)
             break;
         sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
+        es_lru_clear(r->versions);
         max = r->consumed; /* the same records, now event by event */
         linger = 0;
     }
@@ -377,6 +480,7 @@ es_err es_runner_batch(es_runner_t *r, size_t max, int linger, size_t *consumed,
         e = es_rm_exec(r->db, "COMMIT", "committing a batch", err);
     if (e != ES_OK) {
         sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
+        es_lru_clear(r->versions);
         return e;
     }
     if (r->mode == RM_LIVE && r->log->ops->commit_positions) {
@@ -391,6 +495,8 @@ es_err es_runner_batch(es_runner_t *r, size_t max, int linger, size_t *consumed,
     r->stats.parked += r->batch.parked;
     r->stats.ignored += r->batch.ignored;
     r->stats.retries += r->batch.retries;
+    r->stats.stale += r->batch.stale;
+    r->stats.gaps += r->batch.gaps;
     r->stats.batches++;
     *consumed = r->consumed;
     for (size_t i = 0; i < r->n_pos; i++)
@@ -514,6 +620,7 @@ void es_runner_destroy(es_runner_t *r) {
     if (r->inited && r->def->fini)
         r->def->fini(r->ctx.state);
     es_ctx_clear(&r->ctx);
+    es_lru_destroy(r->versions);
     for (int i = 0; i < R_COUNT; i++)
         sqlite3_finalize(r->st[i]);
     sqlite3_close(r->db);
@@ -684,6 +791,9 @@ static es_err read_policy(es_runner_t *r, const runner_opts *o) {
     r->restarts = (int)es_config_get_int(c, "projector.crash.restarts");
     r->stop_on_error = !strcmp(es_config_get(c, "projector.on.error"), "stop");
     r->ignore_unknown = !strcmp(es_config_get(c, "projector.on.unknown"), "ignore");
+    const char *order = es_config_get(c, "projector.log.order");
+    r->log_order = !strcmp(order, "on") ||
+                   (!strcmp(order, "auto") && !strcmp(es_config_get(c, "backend"), "kafka"));
     return ES_OK;
 }
 
@@ -757,6 +867,11 @@ es_err es_runner_open(const es_config_t *cfg, const es_projector_def *def, const
     r->mode = o->mode;
     r->lock_fd = -1;
     read_policy(r, o);
+    r->versions = es_lru_new(16384, free, NULL);
+    if (!r->versions) {
+        es_runner_destroy(r);
+        return es_fail(err, ES_ENOMEM, "out of memory");
+    }
     int rebuild = 0;
     e = es_log_open(r->cfg, &r->log, err);
     if (e == ES_OK)

@@ -63,6 +63,8 @@ typedef struct es_runner_stats {
     uint64_t ignored; /* unknown types skipped (projector.on.unknown=ignore) */
     uint64_t retries; /* transient failures retried */
     uint64_t batches; /* transactions committed */
+    uint64_t stale;   /* skipped by the log-order rule: not after the aggregate's last event */
+    uint64_t gaps;    /* applied although versions before them never arrived */
 } es_runner_stats_t;
 
 /* Opens the read model for def (creating its tables, or rebuilding them when def's schema
