@@ -223,6 +223,31 @@ es_err es_ctx_exec(es_projector_ctx_t *ctx, sqlite3_stmt *stmt, es_error_t *err)
     return e;
 }
 
+es_err es_ctx_dispatch(es_projector_ctx_t *ctx, const es_event_t *ev,
+                       const es_event_handler_t *handlers, size_t n, es_error_t *err) {
+    const es_event_handler_t *h = NULL;
+    for (size_t i = 0; i < n && !h; i++)
+        if (!strcmp(ev->event_type, handlers[i].descriptor->name))
+            h = &handlers[i];
+    if (!h)
+        return es_fail(err, ES_EUNKNOWN_TYPE,
+                       "%s: no handler for event type '%s' (%s/%s, partition %d, offset %lld)",
+                       ctx->name, ev->event_type, ev->aggregate_type, ev->aggregate_id,
+                       (int)ev->partition, (long long)ev->offset);
+    ProtobufCMessage *msg =
+        protobuf_c_message_unpack(h->descriptor, NULL, ev->payload_len, ev->payload);
+    if (!msg)
+        return es_fail(err, ES_EDECODE,
+                       "%s: the %zu-byte payload of %s (%s/%s, partition %d, offset %lld) is not "
+                       "a valid %s",
+                       ctx->name, ev->payload_len, ev->event_type, ev->aggregate_type,
+                       ev->aggregate_id, (int)ev->partition, (long long)ev->offset,
+                       h->descriptor->name);
+    es_err e = h->fn(ctx, ev, msg, err);
+    protobuf_c_message_free_unpacked(msg, NULL);
+    return e;
+}
+
 void es_ctx_clear(es_projector_ctx_t *ctx) {
     for (size_t i = 0; i < ctx->n_stmts; i++)
         sqlite3_finalize(ctx->stmts[i].stmt);

@@ -8,7 +8,6 @@
  */
 #include "customer_orders.h"
 
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -45,20 +44,6 @@ struct order {
     uint64_t version;
 };
 
-static es_err fail(es_error_t *err, es_err code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static es_err fail(es_error_t *err, es_err code, const char *fmt, ...) {
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        err->code = code;
-        vsnprintf(err->message, sizeof err->message, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
-
 static es_err migrate(sqlite3 *db, int from_version, es_error_t *err) {
     es_error_t local;
     if (!err)
@@ -69,16 +54,16 @@ static es_err migrate(sqlite3 *db, int from_version, es_error_t *err) {
     int rc = sqlite3_exec(db, schema_v1, NULL, NULL, &msg);
     es_err e = ES_OK;
     if (rc != SQLITE_OK)
-        e = fail(err, ES_EIO, NAME ": creating the customer_orders tables failed: %s",
-                 msg ? msg : sqlite3_errstr(rc));
+        e = es_fail(err, ES_EIO, NAME ": creating the customer_orders tables failed: %s",
+                    msg ? msg : sqlite3_errstr(rc));
     sqlite3_free(msg);
     return e;
 }
 
 static es_err bind_failed(const es_event_t *ev, int rc, es_error_t *err) {
-    return fail(err, rc == SQLITE_NOMEM ? ES_ENOMEM : ES_EINVAL,
-                NAME ": binding %s of orders.order/%s failed: %s", ev->event_type, ev->aggregate_id,
-                sqlite3_errstr(rc));
+    return es_fail(err, rc == SQLITE_NOMEM ? ES_ENOMEM : ES_EINVAL,
+                   NAME ": binding %s of orders.order/%s failed: %s", ev->event_type,
+                   ev->aggregate_id, sqlite3_errstr(rc));
 }
 
 static int status_of(const unsigned char *text) {
@@ -109,14 +94,14 @@ static es_err lookup(es_projector_ctx_t *ctx, const es_event_t *ev, struct order
         o->amount_cents = sqlite3_column_int64(s, 1);
         o->version = (uint64_t)sqlite3_column_int64(s, 2);
         if (status < 0)
-            e = fail(err, ES_EIO,
-                     NAME ": orders.order/%s has an unknown status in customer_orders_order; "
-                          "rebuild the read model (esctl replay " NAME ")",
-                     ev->aggregate_id);
+            e = es_fail(err, ES_EIO,
+                        NAME ": orders.order/%s has an unknown status in customer_orders_order; "
+                             "rebuild the read model (esctl replay " NAME ")",
+                        ev->aggregate_id);
     } else if (rc != SQLITE_DONE) {
-        e = fail(err, rc == SQLITE_BUSY || rc == SQLITE_LOCKED ? ES_ERETRY : ES_EIO,
-                 NAME ": looking up orders.order/%s failed: %s", ev->aggregate_id,
-                 sqlite3_errmsg(es_ctx_db(ctx)));
+        e = es_fail(err, rc == SQLITE_BUSY || rc == SQLITE_LOCKED ? ES_ERETRY : ES_EIO,
+                    NAME ": looking up orders.order/%s failed: %s", ev->aggregate_id,
+                    sqlite3_errmsg(es_ctx_db(ctx)));
     }
     sqlite3_reset(s);
     return e;
@@ -221,10 +206,10 @@ static es_err move(es_projector_ctx_t *ctx, const es_event_t *ev, enum status to
     if (e != ES_OK)
         return e;
     if (!o.found)
-        return fail(err, ES_ESTATE,
-                    NAME ": %s for orders.order/%s (offset %lld) names an order the read model "
-                         "does not hold; redrive its parked OrderPlaced first",
-                    ev->event_type, ev->aggregate_id, (long long)ev->offset);
+        return es_fail(err, ES_ESTATE,
+                       NAME ": %s for orders.order/%s (offset %lld) names an order the read model "
+                            "does not hold; redrive its parked OrderPlaced first",
+                       ev->event_type, ev->aggregate_id, (long long)ev->offset);
     if (o.version >= ev->version)
         return ES_OK;
     e = recount(ctx, ev, &o, to, err);
@@ -245,42 +230,14 @@ static es_err on_cancelled(es_projector_ctx_t *ctx, const es_event_t *ev,
     return move(ctx, ev, CANCELLED, err);
 }
 
-typedef es_err handler_fn(es_projector_ctx_t *ctx, const es_event_t *ev,
-                          const ProtobufCMessage *msg, es_error_t *err);
-
-static const struct handler {
-    const ProtobufCMessageDescriptor *descriptor;
-    handler_fn *fn;
-} handlers[] = {
+static const es_event_handler_t handlers[] = {
     {&orders__v1__order_placed__descriptor, on_placed},
     {&orders__v1__order_confirmed__descriptor, on_confirmed},
     {&orders__v1__order_cancelled__descriptor, on_cancelled},
 };
 
 static es_err apply(es_projector_ctx_t *ctx, const es_event_t *ev, es_error_t *err) {
-    es_error_t local;
-    if (!err)
-        err = &local;
-    const struct handler *h = NULL;
-    for (size_t i = 0; i < sizeof handlers / sizeof handlers[0] && !h; i++)
-        if (strcmp(ev->event_type, handlers[i].descriptor->name) == 0)
-            h = &handlers[i];
-    if (!h)
-        return fail(err, ES_EUNKNOWN_TYPE,
-                    NAME ": unknown event type '%s' on orders.order/%s (offset %lld); this "
-                         "projector handles OrderPlaced, OrderConfirmed and OrderCancelled",
-                    ev->event_type, ev->aggregate_id, (long long)ev->offset);
-    ProtobufCMessage *msg =
-        protobuf_c_message_unpack(h->descriptor, NULL, ev->payload_len, ev->payload);
-    if (!msg)
-        return fail(err, ES_EDECODE,
-                    NAME ": the %zu-byte payload of %s on orders.order/%s (partition %d, offset "
-                         "%lld) is not a valid %s",
-                    ev->payload_len, ev->event_type, ev->aggregate_id, (int)ev->partition,
-                    (long long)ev->offset, h->descriptor->name);
-    es_err e = h->fn(ctx, ev, msg, err);
-    protobuf_c_message_free_unpacked(msg, NULL);
-    return e;
+    return es_ctx_dispatch(ctx, ev, handlers, sizeof handlers / sizeof *handlers, err);
 }
 
 static const char *const topics[] = {"orders.order.events", NULL};

@@ -13,6 +13,7 @@
 #define ESKIT_PROJECTOR_H
 
 #include <sqlite3.h>
+#include <protobuf-c/protobuf-c.h>
 #include <eskit/config.h>
 #include <eskit/event.h>
 
@@ -54,6 +55,21 @@ void *es_ctx_state(es_projector_ctx_t *ctx);
 sqlite3_stmt *es_ctx_stmt(es_projector_ctx_t *ctx, const char *sql, es_error_t *err);
 /* Steps stmt to completion (SQLITE_DONE), then resets it; fills err naming the statement. */
 es_err es_ctx_exec(es_projector_ctx_t *ctx, sqlite3_stmt *stmt, es_error_t *err);
+
+/* One event type a module handles: the payload's message descriptor and its handler, which
+ * gets the decoded message (freed after it returns). */
+typedef es_err es_event_handler_fn(es_projector_ctx_t *ctx, const es_event_t *ev,
+                                   const ProtobufCMessage *msg, es_error_t *err);
+typedef struct es_event_handler {
+    const ProtobufCMessageDescriptor *descriptor;
+    es_event_handler_fn *fn;
+} es_event_handler_t;
+
+/* An apply in one call: finds ev's type among the n handlers, decodes the payload and calls
+ * the handler. ES_EUNKNOWN_TYPE for a type none takes and ES_EDECODE for a malformed payload,
+ * both naming the event. */
+es_err es_ctx_dispatch(es_projector_ctx_t *ctx, const es_event_t *ev,
+                       const es_event_handler_t *handlers, size_t n, es_error_t *err);
 
 typedef struct es_projector_module es_projector_module_t;
 
