@@ -36,35 +36,11 @@ static void teardown(void) {
 
 TestSuite(esctl, .init = setup, .fini = teardown);
 
-typedef struct run_result {
-    int status;
-    char *out;
-    char *err;
-} run_result;
-
-static void run_free(run_result *r) {
-    free(r->out);
-    free(r->err);
-}
-
-/* Runs esctl with args (NULL-terminated) and extra environment env (may be NULL). */
-static run_result run_env(const char *const *env, const char *const *args) {
-    const char *argv[32] = {ESCTL_PATH};
-    size_t n = 1;
-    for (; args[n - 1]; n++) {
-        cr_assert_lt(n, 31);
-        argv[n] = args[n - 1];
-    }
-    argv[n] = NULL;
-    run_result r = {0};
-    r.status = tu_run(argv, env, &r.out, &r.err);
-    cr_assert_not_null(r.out);
-    cr_assert_not_null(r.err);
-    return r;
-}
-
-#define RUN(...) run_env(NULL, (const char *const[]){__VA_ARGS__, NULL})
-#define RUN_ENV(env, ...) run_env(env, (const char *const[]){__VA_ARGS__, NULL})
+typedef tu_result run_result;
+#define run_free tu_result_free
+#define run_env tu_esctl
+#define RUN TU_ESCTL
+#define RUN_ENV TU_ESCTL_ENV
 
 static size_t count_lines(const char *s) {
     size_t n = 0;

@@ -192,33 +192,12 @@ static void topic_layout(const char *address, const char *topic, int *partitions
     cr_assert_geq(*partitions, 0, "no topic %s on the cluster", topic);
 }
 
-typedef struct run_result {
-    int status;
-    char *out, *err;
-} run_result;
-
-static run_result esctl(const char *const *env, const char *const *args) {
-    const char *argv[32] = {ESCTL_PATH};
-    size_t n = 1;
-    for (; *args; args++) {
-        cr_assert_lt(n, 31);
-        argv[n++] = *args;
-    }
-    argv[n] = NULL;
-    run_result r = {0};
-    r.status = tu_run(argv, env, &r.out, &r.err);
-    cr_assert_not_null(r.out);
-    cr_assert_not_null(r.err);
-    return r;
-}
-
+typedef tu_result run_result;
+#define esctl tu_esctl
 #define ESCTL(...) esctl(NULL, (const char *const[]){__VA_ARGS__, NULL})
 #define BROKER(...) start_broker((const char *const[]){__VA_ARGS__, NULL})
 
-static void run_free(run_result *r) {
-    free(r->out);
-    free(r->err);
-}
+#define run_free tu_result_free
 
 static int lines(const char *s) {
     int n = 0;

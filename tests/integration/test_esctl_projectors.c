@@ -42,35 +42,11 @@ static void teardown(void) {
 
 TestSuite(esctl_projectors, .init = setup, .fini = teardown, .timeout = 120);
 
-typedef struct run_result {
-    int status;
-    char *out;
-    char *err;
-} run_result;
-
-static void run_free(run_result *r) {
-    free(r->out);
-    free(r->err);
-}
-
-/* Runs esctl with args (NULL-terminated) and extra environment env (may be NULL). */
-static run_result run_env(const char *const *env, const char *const *args) {
-    const char *argv[32] = {ESCTL_PATH};
-    size_t n = 1;
-    for (; args[n - 1]; n++) {
-        cr_assert_lt(n, 31);
-        argv[n] = args[n - 1];
-    }
-    argv[n] = NULL;
-    run_result r = {0};
-    r.status = tu_run(argv, env, &r.out, &r.err);
-    cr_assert_not_null(r.out);
-    cr_assert_not_null(r.err);
-    return r;
-}
-
-#define RUN(...) run_env(NULL, (const char *const[]){__VA_ARGS__, NULL})
-#define RUN_ENV(env, ...) run_env(env, (const char *const[]){__VA_ARGS__, NULL})
+typedef tu_result run_result;
+#define run_free tu_result_free
+#define run_env tu_esctl
+#define RUN TU_ESCTL
+#define RUN_ENV TU_ESCTL_ENV
 
 static size_t count_lines(const char *s) {
     size_t n = 0;
@@ -154,16 +130,7 @@ static void append_ghost_confirmation(void) {
 
 /* One integer from the read model. */
 static long long query_int(const char *sql) {
-    sqlite3 *h = NULL;
-    sqlite3_stmt *s = NULL;
-    cr_assert_eq(sqlite3_open_v2(rm, &h, SQLITE_OPEN_READONLY, NULL), SQLITE_OK, "%s", rm);
-    cr_assert_eq(sqlite3_prepare_v2(h, sql, -1, &s, NULL), SQLITE_OK, "%s: %s", sql,
-                 sqlite3_errmsg(h));
-    cr_assert_eq(sqlite3_step(s), SQLITE_ROW, "%s returned no row", sql);
-    long long v = sqlite3_column_int64(s, 0);
-    sqlite3_finalize(s);
-    sqlite3_close(h);
-    return v;
+    return tu_query_int(rm, sql);
 }
 
 static void exec_sql(const char *path, const char *sql) {

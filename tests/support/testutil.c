@@ -5,6 +5,7 @@
 
 #include <fcntl.h>
 #include <ftw.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -150,4 +151,37 @@ uint64_t tu_assert_stream_contiguous(es_store_t *store, const char *type, const 
     cr_assert_eq(version, s.next - 1, "stream %s/%s reports version %llu but holds %llu events",
                  type, id, (unsigned long long)version, (unsigned long long)(s.next - 1));
     return version;
+}
+
+tu_result tu_esctl(const char *const *env, const char *const *args) {
+    const char *argv[32] = {ESCTL_PATH};
+    size_t n = 1;
+    for (; args[n - 1]; n++) {
+        cr_assert_lt(n, 31);
+        argv[n] = args[n - 1];
+    }
+    argv[n] = NULL;
+    tu_result r = {0};
+    r.status = tu_run(argv, env, &r.out, &r.err);
+    cr_assert_not_null(r.out);
+    cr_assert_not_null(r.err);
+    return r;
+}
+
+void tu_result_free(tu_result *r) {
+    free(r->out);
+    free(r->err);
+}
+
+long long tu_query_int(const char *path, const char *sql) {
+    sqlite3 *db = NULL;
+    sqlite3_stmt *s = NULL;
+    cr_assert_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK, "%s", path);
+    cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK, "%s: %s", sql,
+                 sqlite3_errmsg(db));
+    cr_assert_eq(sqlite3_step(s), SQLITE_ROW, "%s returned no row", sql);
+    long long v = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return v;
 }

@@ -21,6 +21,22 @@ int tu_write_full(int fd, const void *buf, size_t len);
 /* Asserts (Criterion) the stream's versions are exactly 1..n and its reported version is n;
  * returns n. */
 uint64_t tu_assert_stream_contiguous(es_store_t *store, const char *type, const char *id);
+/* What a child process did: exit status (-1 when killed), stdout and stderr. */
+typedef struct tu_result {
+    int status;
+    char *out;
+    char *err;
+} tu_result;
+/* Runs esctl (ESCTL_PATH) with args (NULL-terminated) and extra environment env (may be
+ * NULL). Free with tu_result_free. */
+tu_result tu_esctl(const char *const *env, const char *const *args);
+void tu_result_free(tu_result *r);
+#define TU_ESCTL(...) tu_esctl(NULL, (const char *const[]){__VA_ARGS__, NULL})
+#define TU_ESCTL_ENV(env, ...) tu_esctl(env, (const char *const[]){__VA_ARGS__, NULL})
+
+/* The first column of the first row of sql on the database at path (asserts there is one). */
+long long tu_query_int(const char *path, const char *sql);
+
 /* Removes a directory tree (best effort). */
 void tu_rmtree(const char *dir);
 

@@ -96,15 +96,7 @@ static const es_projector_def notes_v2 = {ES_PROJECTOR_ABI, "notes",  2,    topi
 
 static long long query_int(const char *sql) {
     char *path = tu_path(dir, "read.db");
-    sqlite3 *db = NULL;
-    sqlite3_stmt *s = NULL;
-    cr_assert_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-    cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK, "%s: %s", sql,
-                 sqlite3_errmsg(db));
-    cr_assert_eq(sqlite3_step(s), SQLITE_ROW, "%s", sql);
-    long long v = sqlite3_column_int64(s, 0);
-    sqlite3_finalize(s);
-    sqlite3_close(db);
+    long long v = tu_query_int(path, sql);
     free(path);
     return v;
 }
