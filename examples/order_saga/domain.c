@@ -20,7 +20,6 @@
  */
 #include "domain.h"
 
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -34,20 +33,6 @@
 
 static char default_currency[] = "USD";
 
-static es_err fail(es_error_t *err, es_err code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static es_err fail(es_error_t *err, es_err code, const char *fmt, ...) {
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        err->code = code;
-        vsnprintf(err->message, sizeof err->message, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
-
 static bool blank(const char *s) {
     return !s || !*s;
 }
@@ -59,13 +44,13 @@ static bool is(const ProtobufCMessage *m, const ProtobufCMessageDescriptor *d) {
 static es_err set_str(ProtobufCMessage *msg, char **field, const char *value, es_error_t *err) {
     if (es_pb_set_string(msg, field, value) == ES_OK)
         return ES_OK;
-    return fail(err, ES_ENOMEM, "out of memory setting a string of %s", msg->descriptor->name);
+    return es_fail(err, ES_ENOMEM, "out of memory setting a string of %s", msg->descriptor->name);
 }
 
 static es_err unknown_event(const ProtobufCMessage *state, const ProtobufCMessage *ev,
                             es_error_t *err) {
-    return fail(err, ES_EUNKNOWN_TYPE, "%s is not an event of the %s aggregate",
-                ev->descriptor->name, state->descriptor->name);
+    return es_fail(err, ES_EUNKNOWN_TYPE, "%s is not an event of the %s aggregate",
+                   ev->descriptor->name, state->descriptor->name);
 }
 
 static es_err unknown_command(const ProtobufCMessage *cmd, es_decision_t *d) {
@@ -453,11 +438,11 @@ static es_err add_reservation(Inventory__V1__Item *item, const Inventory__V1__St
     size_t n = item->n_reservations;
     Inventory__V1__Reservation **arr = realloc(item->reservations, (n + 1) * sizeof *arr);
     if (!arr)
-        return fail(err, ES_ENOMEM, "out of memory adding a reservation for %s", ev->order_id);
+        return es_fail(err, ES_ENOMEM, "out of memory adding a reservation for %s", ev->order_id);
     item->reservations = arr;
     Inventory__V1__Reservation *r = malloc(sizeof *r);
     if (!r)
-        return fail(err, ES_ENOMEM, "out of memory adding a reservation for %s", ev->order_id);
+        return es_fail(err, ES_ENOMEM, "out of memory adding a reservation for %s", ev->order_id);
     inventory__v1__reservation__init(r);
     r->quantity = ev->quantity;
     es_err rc = set_str(&r->base, &r->order_id, ev->order_id, err);
