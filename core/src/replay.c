@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #define SWAP_LOCK_WAIT_MS 60000
+#define REPLAY_STALL_US (60 * 1000000LL) /* records due but none arriving */
 
 static void remove_shadow(const char *path) {
     static const char *const suffix[] = {"", "-journal", "-wal", "-shm"};
@@ -152,9 +153,12 @@ typedef struct replay {
     char *live_path, *shadow_path, *guard_path;
 } replay;
 
-/* Applies batches into the shadow until the log has nothing more. */
+/* Applies batches into the shadow until it has reached the log's end. An empty batch is not
+ * the end: a Kafka fetch can come back empty before a partition's records arrive, so the
+ * end is when no records remain between the checkpoints and the partitions' ends. */
 static es_err drain(replay *rp, es_error_t *err) {
     size_t batch = (size_t)es_config_get_int(rp->cfg, "replay.batch.size");
+    int64_t stalled_since = 0;
     for (;;) {
         size_t n = 0;
         es_err e = es_runner_batch(rp->shadow, batch, 0, &n, err);
@@ -166,8 +170,21 @@ static es_err drain(replay *rp, es_error_t *err) {
             return es_fail(err, ES_ESTATE,
                            "replay of '%s' cancelled; the live read model is unchanged",
                            rp->def->name);
-        if (n == 0)
-            return ES_OK;
+        if (n > 0) {
+            stalled_since = 0;
+            continue;
+        }
+        uint64_t left = 0;
+        e = es_runner_backlog(rp->shadow, &left, err);
+        if (e != ES_OK || left == 0)
+            return e;
+        if (!stalled_since)
+            stalled_since = es_now_us();
+        else if (es_now_us() - stalled_since > REPLAY_STALL_US)
+            return es_fail(err, ES_ETIMEOUT,
+                           "%llu records remain but none arrived for %d s; is the broker "
+                           "reachable?",
+                           (unsigned long long)left, (int)(REPLAY_STALL_US / 1000000));
     }
 }
 
