@@ -1,0 +1,172 @@
+#include "backend.h"
+
+#include <criterion/criterion.h>
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "testutil.h"
+
+#define MAX_STREAMS 256
+
+typedef struct stream {
+    char key[ES_MAX_TYPE_LEN + ES_MAX_ID_LEN + 2];
+    uint64_t version;
+} stream;
+
+struct tb {
+    bool kafka;
+    char *dir;
+    es_config_t *cfg;
+    es_store_t *store; /* embedded */
+    rd_kafka_t *mock_rk, *producer;
+    rd_kafka_mock_cluster_t *mock;
+    stream streams[MAX_STREAMS]; /* kafka: versions handed out so far */
+    size_t n_streams, appended;
+};
+
+static void quiet(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+    (void)rk, (void)level, (void)fac, (void)buf;
+}
+
+static rd_kafka_t *handle(const char *bootstrap) {
+    char errstr[256];
+    rd_kafka_conf_t *c = rd_kafka_conf_new();
+    rd_kafka_conf_set_log_cb(c, quiet);
+    if (bootstrap) {
+        rd_kafka_conf_set(c, "bootstrap.servers", bootstrap, errstr, sizeof errstr);
+        rd_kafka_conf_set(c, "enable.idempotence", "true", errstr, sizeof errstr);
+        rd_kafka_conf_set(c, "partitioner", "murmur2_random", errstr, sizeof errstr);
+        rd_kafka_conf_set(c, "linger.ms", "1", errstr, sizeof errstr);
+    }
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, c, errstr, sizeof errstr);
+    cr_assert_not_null(rk, "%s", errstr);
+    return rk;
+}
+
+static void set(tb_t *b, const char *key, const char *value) {
+    es_error_t err = {0};
+    cr_assert_eq(es_config_set(b->cfg, key, value, &err), ES_OK, "%s", err.message);
+}
+
+tb_t *tb_open(const char *const *types) {
+    tb_t *b = calloc(1, sizeof *b);
+    cr_assert_not_null(b);
+    const char *which = getenv("CONFORMANCE_BACKEND");
+    b->kafka = which && !strcmp(which, "kafka");
+    b->dir = tu_tempdir();
+    b->cfg = tu_config(b->dir, "events.db");
+    char *rm = tu_path(b->dir, "read.db");
+    set(b, "readmodel.db", rm);
+    free(rm);
+    set(b, "projector.retry.backoff.ms", "1");
+    if (!b->kafka) {
+        es_error_t err = {0};
+        cr_assert_eq(es_store_new(b->cfg, &b->store, &err), ES_OK, "%s", err.message);
+        return b;
+    }
+    b->mock_rk = handle(NULL);
+    b->mock = rd_kafka_mock_cluster_new(b->mock_rk, 1);
+    cr_assert_not_null(b->mock);
+    for (size_t i = 0; types && types[i]; i++) {
+        char topic[ES_MAX_TYPE_LEN + 16];
+        snprintf(topic, sizeof topic, "%s.events", types[i]);
+        cr_assert_eq(rd_kafka_mock_topic_create(b->mock, topic, TB_PARTITIONS, 1), 0);
+        snprintf(topic, sizeof topic, "%s.events.dlq", types[i]);
+        cr_assert_eq(rd_kafka_mock_topic_create(b->mock, topic, 1, 1), 0);
+    }
+    const char *bootstrap = rd_kafka_mock_cluster_bootstraps(b->mock);
+    b->producer = handle(bootstrap);
+    set(b, "brokers", bootstrap);
+    set(b, "kafka.reconnect.backoff.max.ms", "200");
+    return b;
+}
+
+void tb_close(tb_t *b) {
+    if (!b)
+        return;
+    es_store_destroy(b->store);
+    if (b->producer)
+        rd_kafka_destroy(b->producer);
+    if (b->mock)
+        rd_kafka_mock_cluster_destroy(b->mock);
+    if (b->mock_rk)
+        rd_kafka_destroy(b->mock_rk);
+    es_config_destroy(b->cfg);
+    tu_rmtree(b->dir);
+    free(b->dir);
+    free(b);
+}
+
+bool tb_kafka(const tb_t *b) {
+    return b->kafka;
+}
+
+es_config_t *tb_config(tb_t *b) {
+    return b->cfg;
+}
+
+const char *tb_dir(const tb_t *b) {
+    return b->dir;
+}
+
+size_t tb_appended(const tb_t *b) {
+    return b->appended;
+}
+
+static uint64_t next_version(tb_t *b, const char *type, const char *id) {
+    char key[sizeof b->streams[0].key];
+    snprintf(key, sizeof key, "%s/%s", type, id);
+    for (size_t i = 0; i < b->n_streams; i++)
+        if (!strcmp(b->streams[i].key, key))
+            return ++b->streams[i].version;
+    cr_assert_lt(b->n_streams, MAX_STREAMS);
+    snprintf(b->streams[b->n_streams].key, sizeof key, "%s", key);
+    b->streams[b->n_streams].version = 1;
+    return b->streams[b->n_streams++].version;
+}
+
+static void produce(tb_t *b, const char *type, const char *id, const void *bytes, size_t len) {
+    char topic[ES_MAX_TYPE_LEN + 16];
+    snprintf(topic, sizeof topic, "%s.events", type);
+    cr_assert_eq(rd_kafka_producev(b->producer, RD_KAFKA_V_TOPIC(topic),
+                                   RD_KAFKA_V_KEY(id, strlen(id)),
+                                   RD_KAFKA_V_VALUE((void *)bytes, len),
+                                   RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+                 0);
+    cr_assert_eq(rd_kafka_flush(b->producer, 15000), 0, "records not delivered");
+    b->appended++;
+}
+
+void tb_append(tb_t *b, const char *type, const char *id, const char *event_type,
+               const void *payload, size_t len) {
+    if (!b->kafka) {
+        es_new_event_t ev = {event_type, payload, len, NULL, NULL, NULL, 0};
+        es_error_t err = {0};
+        cr_assert_eq(es_store_append(b->store, type, id, ES_EXPECT_ANY, 0, &ev, 1, NULL, &err),
+                     ES_OK, "%s", err.message);
+        b->appended++;
+        return;
+    }
+    es_event_t ev = {.aggregate_type = type,
+                     .aggregate_id = id,
+                     .version = next_version(b, type, id),
+                     .event_type = event_type,
+                     .payload = payload,
+                     .payload_len = len,
+                     .occurred_at_us = es_now_us()};
+    es_uuid7(ev.event_id);
+    uint8_t *bytes = NULL;
+    size_t n = 0;
+    es_error_t err = {0};
+    cr_assert_eq(es_envelope_encode(&ev, &bytes, &n, &err), ES_OK, "%s", err.message);
+    produce(b, type, id, bytes, n);
+    free(bytes);
+}
+
+void tb_append_raw(tb_t *b, const char *type, const char *id, const void *bytes, size_t len) {
+    cr_assert(b->kafka, "tb_append_raw is for Kafka; embedded tests corrupt rows in place");
+    produce(b, type, id, bytes, len);
+}

@@ -1,0 +1,35 @@
+/*
+ * The backend a conformance test runs on, chosen by CONFORMANCE_BACKEND
+ * (embedded or kafka; CTest registers every conformance test for both). A
+ * Kafka test gets librdkafka's mock cluster of its own with the topics of
+ * the types it names; events are written in the wire format (the command
+ * path is not what these tests are about).
+ */
+#ifndef CONFORMANCE_BACKEND_H
+#define CONFORMANCE_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <eskit/eskit.h>
+
+#define TB_PARTITIONS 3
+
+typedef struct tb tb_t;
+
+/* Opens a fresh backend with a temp dir, a config (db, readmodel.db = <dir>/read.db) and,
+ * on Kafka, the "<type>.events" topics (TB_PARTITIONS each) of the NULL-terminated types. */
+tb_t *tb_open(const char *const *types);
+void tb_close(tb_t *b);
+bool tb_kafka(const tb_t *b);
+es_config_t *tb_config(tb_t *b);
+/* The temp dir; <dir>/read.db is the read model. */
+const char *tb_dir(const tb_t *b);
+/* Appends one event to the aggregate's stream (the next version), durably. */
+void tb_append(tb_t *b, const char *type, const char *id, const char *event_type,
+               const void *payload, size_t len);
+/* Writes a record with these exact bytes where the aggregate's events go (poison tests). */
+void tb_append_raw(tb_t *b, const char *type, const char *id, const void *bytes, size_t len);
+/* Events the backend holds for the types, in total. */
+size_t tb_appended(const tb_t *b);
+
+#endif
