@@ -471,6 +471,10 @@ static es_err kl_fetch(es_log_t *base, es_topic_pos_t *pos, size_t n_pos, size_t
         }
         rd_kafka_message_destroy(m);
     }
+    /* A failed fetch may have taken records off the consumer's queue without delivering
+     * them: the next fetch must seek back to the positions instead of going on. */
+    if (e != ES_OK)
+        forget_assignment(l);
     return e;
 }
 
