@@ -42,6 +42,7 @@ typedef struct kafka_log {
     rd_kafka_topic_partition_list_t *assigned;  /* fetch's assignment; offset = next to deliver */
     rd_kafka_topic_partition_list_t *committed; /* positions last committed */
     int all_down; /* the consumer reported every broker down (during this fetch) */
+    int reseek;   /* a fetch failed: seek back to the positions before reading on */
     char down_reason[256];
     uint64_t dlq_seq; /* the dead letter whose delivery report is awaited */
     int dlq_done;
@@ -332,6 +333,14 @@ static es_err check_position(kafka_log *l, const es_topic_pos_t *p, int *pending
     return ES_OK;
 }
 
+/* Whether records lie past the position, from the consumer's last known high watermark. */
+static es_err cached_pending(kafka_log *l, const es_topic_pos_t *p, int *pending) {
+    int64_t lo = 0, hi = 0;
+    *pending = rd_kafka_get_watermark_offsets(l->consumer, p->topic, p->partition, &lo, &hi) ||
+               hi > p->offset;
+    return ES_OK;
+}
+
 static int same_assignment(const kafka_log *l, const es_topic_pos_t *pos, size_t n) {
     if (!l->assigned || (size_t)l->assigned->cnt != n)
         return 0;
@@ -341,6 +350,17 @@ static int same_assignment(const kafka_log *l, const es_topic_pos_t *pos, size_t
             strcmp(a->topic, pos[i].topic))
             return 0;
     }
+    return 1;
+}
+
+/* The positions name the partitions assigned now (offsets aside). */
+static int same_partitions(const kafka_log *l, const es_topic_pos_t *pos, size_t n) {
+    if (!l->assigned || (size_t)l->assigned->cnt != n)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (l->assigned->elems[i].partition != pos[i].partition ||
+            strcmp(l->assigned->elems[i].topic, pos[i].topic))
+            return 0;
     return 1;
 }
 
@@ -355,14 +375,19 @@ static void forget_assignment(kafka_log *l) {
  * (a rolled-back batch is redone from the broker, and must see its records again). */
 static es_err assign(kafka_log *l, const es_topic_pos_t *pos, size_t n, int *first_wait,
                      es_error_t *err) {
-    int pending = 0;
+    int pending = 0, checked = same_partitions(l, pos, n);
     *first_wait = IDLE_WAIT_MS;
-    if (same_assignment(l, pos, n))
+    if (same_assignment(l, pos, n) && !l->reseek)
         return ES_OK;
     forget_assignment(l);
+    l->reseek = 0;
+    /* Positions of partitions already assigned were checked then: a rewind or a reseek after
+     * a failed fetch asks only the consumer's cached watermarks, not a broker that may be
+     * the reason the fetch failed. */
     for (size_t i = 0; i < n; i++) {
         int more = 0;
-        es_err e = check_position(l, &pos[i], &more, err);
+        es_err e =
+            checked ? cached_pending(l, &pos[i], &more) : check_position(l, &pos[i], &more, err);
         if (e != ES_OK)
             return e;
         pending |= more;
@@ -474,7 +499,7 @@ static es_err kl_fetch(es_log_t *base, es_topic_pos_t *pos, size_t n_pos, size_t
     /* A failed fetch may have taken records off the consumer's queue without delivering
      * them: the next fetch must seek back to the positions instead of going on. */
     if (e != ES_OK)
-        forget_assignment(l);
+        l->reseek = 1;
     return e;
 }
 
