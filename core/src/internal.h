@@ -35,6 +35,9 @@ ProtobufCMessage *es_pb_new(const ProtobufCMessageDescriptor *desc);
 const ProtobufCMessageDescriptor *es_pb_find(const ProtobufCMessageDescriptor *const *list,
                                              const char *name);
 
+/* Sleeps ms milliseconds, resuming after signals. */
+void es_sleep_ms(int ms);
+
 /* Duplicates a string; NULL stays NULL. */
 char *es_strdup0(const char *s);
 

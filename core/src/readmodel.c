@@ -98,12 +98,6 @@ es_err es_rm_lock_open(const char *rm_path, const char *projector, int *fd, es_e
     return e;
 }
 
-static void sleep_ms(int ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) && errno == EINTR)
-        ;
-}
-
 int es_rm_lock(int fd, int timeout_ms) {
     int64_t deadline = es_now_us() + (int64_t)timeout_ms * 1000;
     for (int wait = 1;; wait = wait < 20 ? wait * 2 : 20) {
@@ -113,7 +107,7 @@ int es_rm_lock(int fd, int timeout_ms) {
             return 0;
         if (timeout_ms >= 0 && es_now_us() >= deadline)
             return 0;
-        sleep_ms(wait);
+        es_sleep_ms(wait);
     }
 }
 

@@ -98,12 +98,6 @@ struct es_runner {
     size_t consumed, parked_in_batch;
 };
 
-static void sleep_ms(int ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) && errno == EINTR)
-        ;
-}
-
 static es_err sql_err(es_runner_t *r, const char *what, es_error_t *err) {
     int rc = sqlite3_errcode(r->db);
     int busy = rc == SQLITE_BUSY || rc == SQLITE_LOCKED;
@@ -331,7 +325,7 @@ static es_err apply_record(es_runner_t *r, const es_raw_record_t *rec, int *atte
             break;
         r->batch.retries++;
         int wait = r->backoff_ms << (*attempts - 1 < 10 ? *attempts - 1 : 10);
-        sleep_ms(wait > 10000 ? 10000 : wait);
+        es_sleep_ms(wait > 10000 ? 10000 : wait);
     }
     /* Applied or about to be parked or ignored: either way the aggregate moved past it. */
     if (r->log_order && !r->order_bypass && !*storage && !r->redo) {
@@ -449,7 +443,7 @@ static es_err batch_pass(es_runner_t *r, size_t max, int linger, int64_t *before
         if (e != ES_OK || r->redo || r->consumed == max || now_ms() >= linger_end)
             break;
         if (r->consumed == had)
-            sleep_ms(1);
+            es_sleep_ms(1);
     }
     return e;
 }
@@ -541,7 +535,7 @@ es_err es_runner_poll(es_runner_t *r, int timeout_ms, size_t *applied, es_error_
         int64_t left = deadline - now_ms();
         if (left <= 0 || r->stop)
             break;
-        sleep_ms(wait < left ? wait : (int)left);
+        es_sleep_ms(wait < left ? wait : (int)left);
     }
     if (applied)
         *applied = n;
@@ -566,7 +560,7 @@ es_err es_runner_run(es_runner_t *r, es_error_t *err) {
         es_logf(r->cfg, ES_LOG_WARNING, "projector '%s': %s; retrying in %d ms", r->def->name,
                 err ? err->message : es_strerror(e), wait);
         for (int slept = 0; slept < wait && !r->stop; slept += 10)
-            sleep_ms(10);
+            es_sleep_ms(10);
         wait = wait < 5000 ? wait * 2 : 5000;
     }
     r->stop = 0;

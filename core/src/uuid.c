@@ -5,6 +5,8 @@
  */
 #include "internal.h"
 
+#include <errno.h>
+
 #include <pthread.h>
 #include <sys/random.h>
 #include <time.h>
@@ -68,4 +70,10 @@ void es_uuid7_at(int64_t now_us, char out[ES_UUID_STR_LEN + 1]) {
         *o++ = hex[b[i] & 15];
     }
     *o = '\0';
+}
+
+void es_sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) && errno == EINTR)
+        ;
 }
