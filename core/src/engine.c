@@ -12,6 +12,7 @@
  * batch. A failed batch forgets every cached state, since they may hold
  * uncommitted events.
  */
+#include "engine_int.h"
 #include "lru.h"
 #include "store.h"
 
@@ -33,7 +34,8 @@ struct es_engine {
     es_pending_t pending; /* reused by every command: one allocation pattern per engine */
     es_new_event_t *ne;
     size_t ne_cap;
-    es_buf_t due_keys; /* keys of entries whose snapshot is due, each klen + key */
+    es_buf_t due_keys;   /* keys of entries whose snapshot is due, each klen + key */
+    es_remote_t *remote; /* backend kafka: commands go to the partition owners */
 };
 
 typedef struct state_entry {
@@ -102,6 +104,11 @@ es_err es_engine_new(const es_config_t *cfg, es_engine_t **out, es_error_t *err)
         free(e);
         return es_fail(err, ES_ENOMEM, "out of memory creating an engine");
     }
+    if (!strcmp(es_config_get(c, "backend"), "kafka") &&
+        (rc = es_remote_new(c, &e->remote, err)) != ES_OK) {
+        es_engine_destroy(e);
+        return rc;
+    }
     *out = e;
     return ES_OK;
 }
@@ -109,6 +116,7 @@ es_err es_engine_new(const es_config_t *cfg, es_engine_t **out, es_error_t *err)
 void es_engine_destroy(es_engine_t *engine) {
     if (!engine)
         return;
+    es_remote_destroy(engine->remote);
     es_store_destroy(engine->store);
     es_lru_destroy(engine->states);
     es_pending_free(&engine->pending);
@@ -120,6 +128,15 @@ void es_engine_destroy(es_engine_t *engine) {
 
 es_store_t *es_engine_store(es_engine_t *engine) {
     return engine->store;
+}
+
+size_t es_engine_registration(const es_engine_t *engine, size_t i, const es_aggregate_def **def,
+                              void **opaque) {
+    if (i < engine->n_regs) {
+        *def = engine->regs[i].def;
+        *opaque = engine->regs[i].opaque;
+    }
+    return engine->n_regs;
 }
 
 static const registration *find_reg(const es_engine_t *e, const char *type) {
@@ -636,11 +653,10 @@ static es_err run_command(es_engine_t *engine, es_log_t *log, const es_command_t
     return execute_one(&x, err);
 }
 
-es_err es_execute_batch(es_engine_t *engine, const es_command_t *cmds, size_t n,
-                        es_result_t *results, es_error_t *err) {
+es_err es_engine_execute_hooked(es_engine_t *engine, const es_command_t *cmds, size_t n,
+                                es_result_t *results, es_engine_hook *hook, void *opaque,
+                                es_error_t *err) {
     es_log_t *log;
-    if (!engine || (n && (!cmds || !results)))
-        return es_fail(err, ES_EINVAL, "es_execute_batch: engine, commands and results needed");
     es_err rc = es_store_lock(engine->store, &log, err);
     if (rc != ES_OK)
         return rc;
@@ -650,6 +666,8 @@ es_err es_execute_batch(es_engine_t *engine, const es_command_t *cmds, size_t n,
         rc = run_command(engine, log, &cmds[done], &results[done], err);
     if (rc == ES_OK)
         rc = write_due_snapshots(engine, log, err);
+    if (rc == ES_OK && hook)
+        rc = hook(opaque, log, cmds, results, n, err);
     if (rc == ES_OK)
         rc = log->ops->commit(log, err);
     else
@@ -663,6 +681,15 @@ es_err es_execute_batch(es_engine_t *engine, const es_command_t *cmds, size_t n,
     }
     es_store_unlock(engine->store);
     return rc;
+}
+
+es_err es_execute_batch(es_engine_t *engine, const es_command_t *cmds, size_t n,
+                        es_result_t *results, es_error_t *err) {
+    if (!engine || (n && (!cmds || !results)))
+        return es_fail(err, ES_EINVAL, "es_execute_batch: engine, commands and results needed");
+    if (engine->remote)
+        return es_remote_execute(engine->remote, cmds, n, results, err);
+    return es_engine_execute_hooked(engine, cmds, n, results, NULL, NULL, err);
 }
 
 es_err es_execute(es_engine_t *engine, const es_command_t *cmd, es_result_t *res, es_error_t *err) {

@@ -15,6 +15,8 @@
  *   snapshot.every       snapshot after every N events; 0 = never (default: 1)
  *   cache.aggregates     aggregates whose state a writer keeps in memory (default: 10000)
  *   execute.timeout.ms   Kafka backend: how long es_execute waits for its reply (default: 30000)
+ *   state.db             Kafka command processor: its local state store, a cache of the
+ *                        partitions it owns, rebuilt from Kafka when lost (default: eskit-state.db)
  *   kafka.<property>     passed to librdkafka as <property>, checked by it
  *
  * Environment: ESKIT_ plus the key upper-cased with '.' as '_' (ESKIT_DB,

@@ -7,6 +7,7 @@
 #include <eskit/event.h>
 #include <eskit/store.h>
 #include <eskit/engine.h>
+#include <eskit/processor.h>
 #include <eskit/projector.h>
 #include <eskit/runner.h>
 

@@ -11,7 +11,8 @@
  * identity, partitions, fetch, topic_end, put_dlq, commit_positions, and the
  * read-only read_stream, read_log and stream_version (scans of the
  * "<type>.events" partitions). Writing (begin, append, snapshots, commands)
- * belongs to the command processor and returns ES_ESTATE until it exists.
+ * belongs to the command processor (processor.c, over an embedded state store)
+ * and returns ES_ESTATE here.
  * Kafka has no global order: read_log walks each topic partition by
  * partition, and its from/next count records of that walk from 1.
  */
@@ -123,6 +124,11 @@ struct es_log {
 /* Opens the backend the config selects. */
 es_err es_log_open(const es_config_t *cfg, es_log_t **out, es_error_t *err);
 es_err es_log_sqlite_open(const es_config_t *cfg, es_log_t **out, es_error_t *err);
+/* A key of the embedded log's es_meta table (*found 0 when absent); put replaces, and belongs
+ * inside begin/commit when it must be atomic with an append. Embedded logs only. */
+es_err es_log_sqlite_get_meta(es_log_t *log, const char *key, char *out, size_t cap, int *found,
+                              es_error_t *err);
+es_err es_log_sqlite_put_meta(es_log_t *log, const char *key, const char *value, es_error_t *err);
 /* The Kafka backend: bootstrap from the config key brokers, kafka.* passed to librdkafka. */
 es_err es_log_kafka_open(const es_config_t *cfg, es_log_t **out, es_error_t *err);
 

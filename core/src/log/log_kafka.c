@@ -30,7 +30,8 @@
 #define IDLE_WAIT_MS 5           /* fetch: quiet time after the last record that ends a fetch */
 
 static const char write_side[] =
-    "on the Kafka backend, events are written by the command processor (not yet available)";
+    "on the Kafka backend, events are written by the command processor (es_processor_t): "
+    "use es_execute, which sends the command to it";
 
 typedef struct kafka_log {
     es_log_t base;

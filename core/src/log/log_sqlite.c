@@ -1089,6 +1089,38 @@ static es_err lg_identity(es_log_t *base, char *out, size_t cap, es_error_t *err
                : sql_fail(l, rc, "reading the log's identity", err);
 }
 
+/* es_meta as a small key/value table for the Kafka command processor's state store. */
+es_err es_log_sqlite_get_meta(es_log_t *base, const char *key, char *out, size_t cap, int *found,
+                              es_error_t *err) {
+    sqlite_log *l = (sqlite_log *)base;
+    sqlite3_stmt *s = NULL;
+    *found = 0;
+    int rc = sqlite3_prepare_v2(l->db, "SELECT value FROM es_meta WHERE key = ?1", -1, &s, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        snprintf(out, cap, "%s", (const char *)sqlite3_column_text(s, 0));
+        *found = 1;
+    }
+    sqlite3_finalize(s);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? ES_OK : sql_fail(l, rc, "reading es_meta", err);
+}
+
+es_err es_log_sqlite_put_meta(es_log_t *base, const char *key, const char *value, es_error_t *err) {
+    sqlite_log *l = (sqlite_log *)base;
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v2(l->db, "INSERT OR REPLACE INTO es_meta(key, value) VALUES (?1, ?2)",
+                                -1, &s, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(s, 2, value, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(s);
+    sqlite3_finalize(s);
+    return rc == SQLITE_DONE ? ES_OK : sql_fail(l, rc, "writing es_meta", err);
+}
+
 static es_err lg_partitions(es_log_t *base, const char *topic, int32_t *n, es_error_t *err) {
     (void)base;
     (void)topic;

@@ -1,0 +1,50 @@
+/*
+ * es_processor_t: the owner side of the Kafka write path. A processor joins
+ * consumer group "<service.name>.commands" on "<type>.commands" of every
+ * aggregate type registered on its engine; the group gives each partition one
+ * owner. Before it executes a partition's commands the owner restores that
+ * partition into its local state store (config key state.db, an embedded log
+ * that is only a cache: it is rebuilt from "<type>.events" when lost), then
+ * per batch: decides on the local store, produces the events to the same
+ * partition number of "<type>.events" and waits for their acknowledgement,
+ * commits locally, writes snapshots to "<type>.snapshots", answers on each
+ * command's reply_to topic and commits the consumer offsets.
+ *
+ * Events carry their command id, and restore remembers those ids, so a command
+ * redelivered after a crash at any step is answered with its first result and
+ * appends nothing. Restore applies the log-order rule: an event whose version
+ * is not exactly the aggregate's version + 1 is skipped and counted.
+ */
+#ifndef ESKIT_PROCESSOR_H
+#define ESKIT_PROCESSOR_H
+
+#include <stddef.h>
+#include <eskit/engine.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct es_processor es_processor_t;
+
+/* A processor for the aggregate types registered on engine (which must outlive it and keep
+ * its registrations); cfg names the brokers and state.db. Caller frees with
+ * es_processor_destroy. */
+es_err es_processor_new(const es_config_t *cfg, es_engine_t *engine, es_processor_t **out,
+                        es_error_t *err);
+/* Closes the consumer (its partitions go to the other members), then frees everything. */
+void es_processor_destroy(es_processor_t *p);
+
+/* Waits up to timeout_ms for commands and executes what came; *handled (may be NULL) counts
+ * them. A failed batch is not lost: it is read again by the next poll. */
+es_err es_processor_poll(es_processor_t *p, int timeout_ms, size_t *handled, es_error_t *err);
+/* Polls until es_processor_stop, riding out transient failures (a broker or the state store
+ * briefly away) with backoff; returns the first permanent failure. */
+es_err es_processor_run(es_processor_t *p, es_error_t *err);
+/* Makes es_processor_run return; safe from any thread and from a signal handler. */
+void es_processor_stop(es_processor_t *p);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,39 @@
+/* Internal side of es_engine: what the Kafka command processor and caller build on. */
+#ifndef ESKIT_ENGINE_INTERNAL_H
+#define ESKIT_ENGINE_INTERNAL_H
+
+#include "log/log.h"
+
+#include <librdkafka/rdkafka.h>
+
+/* Called once per batch after every command ran and its events were appended, before the
+ * local commit, inside the transaction (log is the engine's). An error rolls the batch back. */
+typedef es_err es_engine_hook(void *opaque, es_log_t *log, const es_command_t *cmds,
+                              const es_result_t *results, size_t n, es_error_t *err);
+
+/* es_execute_batch on the engine's own log (embedded), with hook run before the commit. */
+es_err es_engine_execute_hooked(es_engine_t *engine, const es_command_t *cmds, size_t n,
+                                es_result_t *results, es_engine_hook *hook, void *opaque,
+                                es_error_t *err);
+
+/* The engine's registrations: returns how many there are and, when i is below that, fills
+ * def and opaque of the i-th. */
+size_t es_engine_registration(const es_engine_t *engine, size_t i, const es_aggregate_def **def,
+                              void **opaque);
+
+/* The caller side of the Kafka backend (remote.c): commands produced to "<type>.commands",
+ * results read from "<type>.replies". Handles are made on first use. */
+typedef struct es_remote es_remote_t;
+es_err es_remote_new(const es_config_t *cfg, es_remote_t **out, es_error_t *err);
+void es_remote_destroy(es_remote_t *r);
+es_err es_remote_execute(es_remote_t *r, const es_command_t *cmds, size_t n, es_result_t *results,
+                         es_error_t *err);
+
+/* A librdkafka conf: our defaults, the kafka.* keys (kafka.transactional.id only when
+ * transactional), then what correctness needs (consumers, group non-NULL: no automatic commits
+ * or offset stores). opaque must start with the es_config_t pointer its log lines go to. Caller
+ * owns *out (rd_kafka_new takes it). */
+es_err es_kafka_conf(const es_config_t *cfg, const char *group, int transactional, void *opaque,
+                     rd_kafka_conf_t **out, es_error_t *err);
+
+#endif

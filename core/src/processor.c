@@ -1,0 +1,1063 @@
+/*
+ * The command processor: the single writer of the "<type>.events" partitions
+ * whose "<type>.commands" partitions the consumer group assigned to it.
+ *
+ * State lives in a private embedded engine over the local state store
+ * (state.db, sqlite.synchronous=normal: it is a cache of the owned partitions,
+ * rebuilt from Kafka after a loss, so fsync per batch buys nothing). es_meta
+ * holds, per events partition, the next Kafka offset the store reflects.
+ *
+ * A batch runs as one local transaction; the engine's pre-commit hook
+ * produces the accepted commands' events and waits for every delivery report
+ * before the local commit, and the consumer offsets are committed last. So
+ * after a crash anywhere, Kafka holds at least what the store holds: restore
+ * imports the rest (with their command ids), and the redelivered commands are
+ * answered as duplicates. A batch that fails is read again: its partitions are
+ * marked for restore and the consumer seeks back to the batch's first record.
+ */
+#include "engine_int.h"
+#include "eskit/v1/command.pb-c.h"
+#include "eskit/v1/reply.pb-c.h"
+#include "eskit/v1/snapshot.pb-c.h"
+#include "store.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BATCH_MAX 500
+#define REQUEST_TIMEOUT_MS 10000 /* metadata, watermarks, restore reads without progress */
+#define FLUSH_TIMEOUT_MS 10000   /* events' delivery before the local commit */
+#define SIDE_FLUSH_MS 5000       /* snapshots and replies: best effort */
+#define RESTORE_CHUNK 1000       /* imported events per local transaction */
+#define TOPIC_MAX (ES_MAX_TYPE_LEN + 16)
+
+typedef struct agg_type {
+    const es_aggregate_def *def;
+    void *opaque;
+} agg_type;
+
+/* A commands partition assigned to this processor. */
+typedef struct owned {
+    size_t type;
+    int32_t partition;
+    int restored;
+} owned;
+
+/* One produced event awaiting its delivery report. */
+typedef struct produced {
+    size_t type;
+    int32_t partition;
+    int64_t offset;
+    int done;
+    rd_kafka_resp_err_t err;
+} produced;
+
+/* One record of the batch. */
+typedef struct slot {
+    rd_kafka_message_t *m;
+    size_t type;
+    Eskit__V1__CommandEnvelope *env;
+    ProtobufCMessage *msg;
+    es_kv_t *md;
+    int32_t reply_partition; /* RD_KAFKA_PARTITION_UA when the header is missing */
+    long cmd;                /* index into the batch's commands; -1 when not executable */
+    es_err fail;             /* why not executable */
+    char reason[512];
+} slot;
+
+struct es_processor {
+    const es_config_t *cfg; /* first: es_kafka_conf's log callbacks find it here */
+    es_config_t *own_cfg, *local_cfg;
+    es_engine_t *local;
+    agg_type *types;
+    size_t n_types;
+    rd_kafka_t *consumer, *producer, *side, *reader;
+    int transactional;
+    owned *owned;
+    size_t n_owned, cap_owned;
+    rd_kafka_message_t **batch;
+    size_t n_batch;
+    int in_batch;
+    produced *prod;
+    size_t n_prod, cap_prod;
+    int32_t *cmd_part; /* commands partition of each executable command of the batch */
+    atomic_int stop;
+};
+
+static void log_error(es_processor_t *p, const es_error_t *e, const char *what) {
+    es_logf(p->cfg, ES_LOG_ERROR, "command processor: %s: %s", what, e->message);
+}
+
+static const char *type_name(const es_processor_t *p, size_t t) {
+    return p->types[t].def->type;
+}
+
+/* The type whose "<type>.<suffix>" topic this is; n_types when none. */
+static size_t type_of_topic(const es_processor_t *p, const char *topic, const char *suffix) {
+    for (size_t i = 0; i < p->n_types; i++) {
+        size_t tl = strlen(p->types[i].def->type);
+        if (!strncmp(topic, p->types[i].def->type, tl) && topic[tl] == '.' &&
+            !strcmp(topic + tl + 1, suffix))
+            return i;
+    }
+    return p->n_types;
+}
+
+static owned *find_owned(es_processor_t *p, size_t type, int32_t partition) {
+    for (size_t i = 0; i < p->n_owned; i++)
+        if (p->owned[i].type == type && p->owned[i].partition == partition)
+            return &p->owned[i];
+    return NULL;
+}
+
+static es_err kafka_fail(const es_processor_t *p, rd_kafka_resp_err_t e, es_error_t *err,
+                         const char *what) {
+    return es_fail(
+        err,
+        e == RD_KAFKA_RESP_ERR__TIMED_OUT || e == RD_KAFKA_RESP_ERR__MSG_TIMED_OUT ? ES_ETIMEOUT
+                                                                                   : ES_EKAFKA,
+        "%s: %s (brokers %s)", what, rd_kafka_err2str(e), es_config_get(p->cfg, "brokers"));
+}
+
+static es_err kafka_error(const es_processor_t *p, rd_kafka_error_t *ke, es_error_t *err,
+                          const char *what) {
+    es_err e = es_fail(err, ES_EKAFKA, "%s: %s (brokers %s)", what, rd_kafka_error_string(ke),
+                       es_config_get(p->cfg, "brokers"));
+    rd_kafka_error_destroy(ke);
+    return e;
+}
+
+/* ---- restore ---------------------------------------------------------------------------- */
+
+static void offset_key(char *key, size_t cap, const char *type, int32_t partition) {
+    snprintf(key, cap, "kafka.next:%s.events:%d", type, (int)partition);
+}
+
+/* The events of one command, consecutive in the partition: recorded as one command. */
+typedef struct cmd_track {
+    char id[ES_MAX_ID_LEN + 1];
+    char agg[ES_MAX_ID_LEN + 1];
+    uint64_t first, last;
+} cmd_track;
+
+static es_err flush_track(es_log_t *log, const char *type, cmd_track *t, es_error_t *err) {
+    es_command_record_t rec;
+    if (!t->id[0])
+        return ES_OK;
+    es_err e = log->ops->find_command(log, t->id, &rec, err);
+    if (e == ES_ENOTFOUND) {
+        es_command_record_t nr = {t->id,    type,    t->agg,  ES_OUTCOME_ACCEPTED,
+                                  t->first, t->last, t->last, NULL};
+        e = log->ops->put_command(log, &nr, err);
+    }
+    t->id[0] = '\0';
+    return e;
+}
+
+typedef struct import_ctx {
+    es_processor_t *p;
+    es_log_t *log;
+    const char *type, *topic;
+    cmd_track track;
+    uint64_t imported, skipped;
+} import_ctx;
+
+/* Imports one record when it continues its aggregate (the log-order rule), else skips it. */
+static es_err import_record(import_ctx *c, const rd_kafka_message_t *m, es_error_t *err) {
+    es_position_t at = {c->topic, NULL, m->partition, m->offset};
+    es_event_t *ev = NULL;
+    es_error_t derr = {0};
+    uint64_t v = 0;
+    if (es_envelope_decode(m->payload, m->len, &at, &ev, &derr) != ES_OK) {
+        es_logf(c->p->cfg, ES_LOG_WARNING, "restore: %s; skipped", derr.message);
+        c->skipped++;
+        return ES_OK;
+    }
+    es_err e = ES_OK;
+    if (strcmp(ev->aggregate_type, c->type) ||
+        es_validate_aggregate_id(ev->aggregate_id, NULL) != ES_OK)
+        goto skip;
+    e = c->log->ops->stream_version(c->log, c->type, ev->aggregate_id, &v, err);
+    if (e != ES_OK || ev->version != v + 1)
+        goto skip;
+    es_log_record_t rec = {ev, m->payload, m->len};
+    int64_t pos = 0;
+    e = c->log->ops->append(c->log, c->type, ev->aggregate_id, v, &rec, 1, &pos, err);
+    if (e != ES_OK)
+        goto out;
+    c->imported++;
+    cmd_track *t = &c->track;
+    const char *cid = ev->command_id ? ev->command_id : "";
+    if (t->id[0] && !strcmp(t->id, cid) && !strcmp(t->agg, ev->aggregate_id) &&
+        t->last + 1 == ev->version) {
+        t->last = ev->version;
+        goto out;
+    }
+    e = flush_track(c->log, c->type, t, err);
+    if (e == ES_OK && *cid && strlen(cid) <= ES_MAX_ID_LEN) {
+        snprintf(t->id, sizeof t->id, "%s", cid);
+        snprintf(t->agg, sizeof t->agg, "%s", ev->aggregate_id);
+        t->first = t->last = ev->version;
+    }
+    goto out;
+skip:
+    if (e == ES_OK)
+        c->skipped++;
+out:
+    es_event_free(ev);
+    return e;
+}
+
+static es_err save_next(es_log_t *log, const char *type, int32_t partition, int64_t next,
+                        es_error_t *err) {
+    char key[TOPIC_MAX + 32], val[32];
+    offset_key(key, sizeof key, type, partition);
+    snprintf(val, sizeof val, "%lld", (long long)next);
+    return es_log_sqlite_put_meta(log, key, val, err);
+}
+
+/* Commits the import so far and opens the next transaction. */
+static es_err import_checkpoint(import_ctx *c, int32_t partition, int64_t next, int reopen,
+                                es_error_t *err) {
+    es_err e = flush_track(c->log, c->type, &c->track, err);
+    if (e == ES_OK)
+        e = save_next(c->log, c->type, partition, next, err);
+    if (e == ES_OK)
+        e = c->log->ops->commit(c->log, err);
+    if (e == ES_OK && reopen)
+        e = c->log->ops->begin(c->log, err);
+    return e;
+}
+
+/* Reads [from, to) of the events partition into the local store. */
+static es_err import_range(import_ctx *c, int32_t partition, int64_t from, int64_t to,
+                           es_error_t *err) {
+    rd_kafka_topic_partition_list_t *want = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(want, c->topic, partition)->offset = from;
+    rd_kafka_resp_err_t ke = rd_kafka_assign(c->p->reader, want);
+    es_err e = ke ? kafka_fail(c->p, ke, err, "assigning an events partition for restore") : ES_OK;
+    if (e == ES_OK)
+        e = c->log->ops->begin(c->log, err);
+    int64_t next = from, deadline = es_now_us() / 1000 + REQUEST_TIMEOUT_MS;
+    size_t in_tx = 0;
+    while (e == ES_OK && next < to) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(c->p->reader, 100);
+        if (m && m->err) {
+            es_logf(c->p->cfg, ES_LOG_WARNING, "restore of %s partition %d: %s", c->topic,
+                    (int)partition, rd_kafka_message_errstr(m));
+        } else if (m && m->offset >= next) {
+            next = m->offset + 1;
+            deadline = es_now_us() / 1000 + REQUEST_TIMEOUT_MS;
+            e = import_record(c, m, err);
+            if (e == ES_OK && ++in_tx == RESTORE_CHUNK) {
+                e = import_checkpoint(c, partition, next, 1, err);
+                in_tx = 0;
+            }
+        } else if (!m && !rd_kafka_position(c->p->reader, want) && want->elems[0].offset >= to) {
+            next = to; /* the rest were control records (transaction markers) */
+        } else if (!m && es_now_us() / 1000 > deadline) {
+            e = es_fail(err, ES_ETIMEOUT,
+                        "restoring from %s partition %d: no record past offset %lld within %d "
+                        "ms (brokers %s); are they up?",
+                        c->topic, (int)partition, (long long)next, REQUEST_TIMEOUT_MS,
+                        es_config_get(c->p->cfg, "brokers"));
+        }
+        if (m)
+            rd_kafka_message_destroy(m);
+    }
+    if (e == ES_OK)
+        e = import_checkpoint(c, partition, to, 0, err);
+    else
+        c->log->ops->rollback(c->log);
+    rd_kafka_assign(c->p->reader, NULL);
+    rd_kafka_topic_partition_list_destroy(want);
+    return e;
+}
+
+/* Brings the local store up to the end of the events partition o reads from. */
+static es_err restore(es_processor_t *p, owned *o, es_error_t *err) {
+    const char *type = type_name(p, o->type);
+    char topic[TOPIC_MAX], key[TOPIC_MAX + 32], val[32];
+    int found = 0;
+    int64_t lo = 0, hi = 0;
+    es_log_t *log;
+    snprintf(topic, sizeof topic, "%s.events", type);
+    offset_key(key, sizeof key, type, o->partition);
+    es_err e = es_store_lock(es_engine_store(p->local), &log, err);
+    if (e != ES_OK)
+        return e;
+    e = es_log_sqlite_get_meta(log, key, val, sizeof val, &found, err);
+    int64_t next = found ? strtoll(val, NULL, 10) : 0;
+    rd_kafka_resp_err_t ke = e == ES_OK
+                                 ? rd_kafka_query_watermark_offsets(p->reader, topic, o->partition,
+                                                                    &lo, &hi, REQUEST_TIMEOUT_MS)
+                                 : RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (ke)
+        e = kafka_fail(p, ke, err, "reading the offsets of an events partition for restore");
+    if (e == ES_OK && next < lo)
+        e = es_fail(err, ES_EIO,
+                    "restoring %s partition %d: the state store reflects offsets below %lld but "
+                    "the partition now starts at %lld: events %lld..%lld were deleted "
+                    "(retention) and aggregates cannot be rebuilt without them; keep events "
+                    "topics forever (retention.ms=-1) or restore the data",
+                    topic, (int)o->partition, (long long)next, (long long)lo, (long long)next,
+                    (long long)lo - 1);
+    if (e == ES_OK && next > hi)
+        e = es_fail(err, ES_EIO,
+                    "restoring %s partition %d: the state store %s reflects offsets up to %lld, "
+                    "past the partition's end %lld; was the topic deleted and created again? "
+                    "delete the state store to rebuild it from the topic",
+                    topic, (int)o->partition, es_config_get(p->local_cfg, "db"), (long long)next,
+                    (long long)hi);
+    import_ctx c = {p, log, type, topic, {{0}, {0}, 0, 0}, 0, 0};
+    if (e == ES_OK && next < hi)
+        e = import_range(&c, o->partition, next, hi, err);
+    es_store_unlock(es_engine_store(p->local));
+    if (e != ES_OK)
+        return e;
+    o->restored = 1;
+    if (c.skipped)
+        es_logf(p->cfg, ES_LOG_WARNING,
+                "restore of %s partition %d: %llu event(s) skipped (not the next version of "
+                "their aggregate: a duplicate or a zombie writer's)",
+                topic, (int)o->partition, (unsigned long long)c.skipped);
+    es_logf(p->cfg, ES_LOG_INFO, "restored %s partition %d: %llu event(s) imported up to %lld",
+            topic, (int)o->partition, (unsigned long long)c.imported, (long long)hi);
+    return ES_OK;
+}
+
+/* ---- rebalance -------------------------------------------------------------------------- */
+
+static es_err process_batch(es_processor_t *p, size_t *handled, es_error_t *err);
+
+static void add_owned(es_processor_t *p, const char *topic, int32_t partition) {
+    size_t t = type_of_topic(p, topic, "commands");
+    if (t == p->n_types || find_owned(p, t, partition))
+        return;
+    if (p->n_owned == p->cap_owned) {
+        size_t cap = p->cap_owned ? p->cap_owned * 2 : 16;
+        owned *o = realloc(p->owned, cap * sizeof *o);
+        if (!o)
+            return; /* restored lazily when a record of it comes (see ensure_restored) */
+        p->owned = o;
+        p->cap_owned = cap;
+    }
+    p->owned[p->n_owned++] = (owned){t, partition, 0};
+}
+
+static void forget_owned(es_processor_t *p, const char *topic, int32_t partition) {
+    size_t t = type_of_topic(p, topic, "commands");
+    owned *o = find_owned(p, t, partition);
+    if (o)
+        *o = p->owned[--p->n_owned];
+}
+
+/* Runs inside rd_kafka_consumer_poll, on the thread polling the processor. */
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t e,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque) {
+    es_processor_t *p = opaque;
+    es_error_t err = {0};
+    int coop = !strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE");
+    rd_kafka_error_t *ke = NULL;
+    rd_kafka_resp_err_t re = RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        for (int i = 0; i < parts->cnt; i++) {
+            add_owned(p, parts->elems[i].topic, parts->elems[i].partition);
+            owned *o = find_owned(p, type_of_topic(p, parts->elems[i].topic, "commands"),
+                                  parts->elems[i].partition);
+            if (o && restore(p, o, &err) != ES_OK)
+                log_error(p, &err,
+                          "restore on assignment (retried before the partition's "
+                          "first command)");
+        }
+        if (coop)
+            ke = rd_kafka_incremental_assign(rk, parts);
+        else
+            re = rd_kafka_assign(rk, parts);
+    } else {
+        if (p->n_batch && !p->in_batch && process_batch(p, NULL, &err) != ES_OK)
+            log_error(p, &err, "finishing the batch before giving partitions up");
+        for (int i = 0; i < parts->cnt; i++)
+            forget_owned(p, parts->elems[i].topic, parts->elems[i].partition);
+        if (coop)
+            ke = rd_kafka_incremental_unassign(rk, parts);
+        else
+            re = rd_kafka_assign(rk, NULL);
+    }
+    if (ke) {
+        es_logf(p->cfg, ES_LOG_ERROR, "command processor: rebalance: %s",
+                rd_kafka_error_string(ke));
+        rd_kafka_error_destroy(ke);
+    }
+    if (re)
+        es_logf(p->cfg, ES_LOG_ERROR, "command processor: rebalance: %s", rd_kafka_err2str(re));
+}
+
+/* ---- one batch -------------------------------------------------------------------------- */
+
+static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+    (void)rk;
+    es_processor_t *p = opaque;
+    size_t i = (size_t)(uintptr_t)m->_private;
+    if (i < p->n_prod) {
+        p->prod[i].done = 1;
+        p->prod[i].err = m->err;
+        p->prod[i].offset = m->offset;
+    }
+}
+
+static int32_t reply_partition(const rd_kafka_message_t *m) {
+    rd_kafka_headers_t *h = NULL;
+    const void *v = NULL;
+    size_t len = 0;
+    char buf[16];
+    if (rd_kafka_message_headers(m, &h) ||
+        rd_kafka_header_get_last(h, "es-reply-partition", &v, &len) || !v || len == 0 ||
+        len >= sizeof buf)
+        return RD_KAFKA_PARTITION_UA;
+    memcpy(buf, v, len);
+    buf[len] = '\0';
+    char *end = NULL;
+    long n = strtol(buf, &end, 10);
+    return *end || n < 0 || n > INT32_MAX ? RD_KAFKA_PARTITION_UA : (int32_t)n;
+}
+
+static void slot_fail(slot *s, es_err code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void slot_fail(slot *s, es_err code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    s->fail = code;
+    vsnprintf(s->reason, sizeof s->reason, fmt, ap);
+    va_end(ap);
+}
+
+/* Decodes one record into a command; a record that does not decode is the command's error. */
+static void decode_slot(es_processor_t *p, slot *s) {
+    const rd_kafka_message_t *m = s->m;
+    s->cmd = -1;
+    s->type = type_of_topic(p, rd_kafka_topic_name(m->rkt), "commands");
+    s->reply_partition = reply_partition(m);
+    s->env = eskit__v1__command_envelope__unpack(NULL, m->len, m->payload);
+    if (!s->env)
+        return;
+    const Eskit__V1__CommandEnvelope *env = s->env;
+    size_t t = 0;
+    for (; t < p->n_types && strcmp(type_name(p, t), env->aggregate_type); t++)
+        ;
+    if (t == p->n_types || t != s->type)
+        return slot_fail(s, ES_EUNKNOWN_TYPE,
+                         "aggregate type '%s' is not served by the processor of %s; register it "
+                         "on the processor's engine",
+                         env->aggregate_type, rd_kafka_topic_name(m->rkt));
+    const ProtobufCMessageDescriptor *d = es_pb_find(p->types[t].def->commands, env->command_type);
+    if (!d)
+        return slot_fail(s, ES_EUNKNOWN_TYPE, "command type '%s' is not among the commands of %s",
+                         env->command_type, env->aggregate_type);
+    s->msg = protobuf_c_message_unpack(d, NULL, env->payload.len, env->payload.data);
+    if (!s->msg)
+        return slot_fail(s, ES_EDECODE, "the payload of command %s is not a valid %s",
+                         env->command_id, env->command_type);
+    if (env->n_metadata && !(s->md = calloc(env->n_metadata, sizeof *s->md)))
+        return slot_fail(s, ES_ENOMEM, "out of memory decoding command %s", env->command_id);
+    for (size_t i = 0; i < env->n_metadata; i++)
+        s->md[i] = (es_kv_t){env->metadata[i]->key, env->metadata[i]->value};
+    s->cmd = 0; /* executable; numbered by the caller */
+}
+
+static void slot_free(slot *s) {
+    if (s->msg)
+        protobuf_c_message_free_unpacked(s->msg, NULL);
+    if (s->env)
+        eskit__v1__command_envelope__free_unpacked(s->env, NULL);
+    free(s->md);
+}
+
+static es_err reserve_prod(es_processor_t *p, size_t n, es_error_t *err) {
+    if (n > p->cap_prod) {
+        produced *pr = realloc(p->prod, n * sizeof *pr);
+        if (!pr)
+            return es_fail(err, ES_ENOMEM, "out of memory producing %zu events", n);
+        p->prod = pr;
+        p->cap_prod = n;
+    }
+    return ES_OK;
+}
+
+static es_err produce_event(es_processor_t *p, size_t type, int32_t partition, const es_event_t *ev,
+                            es_error_t *err) {
+    char topic[TOPIC_MAX], ver[24];
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    es_err e = es_envelope_encode(ev, &bytes, &len, err);
+    if (e != ES_OK)
+        return e;
+    snprintf(topic, sizeof topic, "%s.events", type_name(p, type));
+    snprintf(ver, sizeof ver, "%llu", (unsigned long long)ev->version);
+    size_t i = p->n_prod++;
+    p->prod[i] = (produced){type, partition, -1, 0, RD_KAFKA_RESP_ERR_NO_ERROR};
+    rd_kafka_headers_t *h = rd_kafka_headers_new(4);
+    rd_kafka_header_add(h, "es-event-type", -1, ev->event_type, -1);
+    rd_kafka_header_add(h, "es-version", -1, ver, -1);
+    rd_kafka_header_add(h, "es-event-id", -1, ev->event_id, -1);
+    rd_kafka_header_add(h, "es-correlation-id", -1, ev->correlation_id ? ev->correlation_id : "",
+                        -1);
+    rd_kafka_resp_err_t ke;
+    while ((ke = rd_kafka_producev(p->producer, RD_KAFKA_V_TOPIC(topic),
+                                   RD_KAFKA_V_PARTITION(partition),
+                                   RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
+                                   RD_KAFKA_V_KEY(ev->aggregate_id, strlen(ev->aggregate_id)),
+                                   RD_KAFKA_V_VALUE(bytes, len), RD_KAFKA_V_HEADERS(h),
+                                   RD_KAFKA_V_OPAQUE((void *)(uintptr_t)i), RD_KAFKA_V_END)) ==
+           RD_KAFKA_RESP_ERR__QUEUE_FULL)
+        rd_kafka_poll(p->producer, 10);
+    if (ke) {
+        rd_kafka_headers_destroy(h);
+        free(bytes);
+        p->n_prod--;
+        char what[TOPIC_MAX + 64];
+        snprintf(what, sizeof what, "producing an event to %s partition %d", topic, (int)partition);
+        return kafka_fail(p, ke, err, what);
+    }
+    return ES_OK;
+}
+
+/* Waits for every event's acknowledgement; records where each events partition now ends. */
+static es_err await_events(es_processor_t *p, es_log_t *log, es_error_t *err) {
+    char fatal[256];
+    rd_kafka_flush(p->producer, FLUSH_TIMEOUT_MS);
+    if (rd_kafka_fatal_error(p->producer, fatal, sizeof fatal))
+        return es_fail(err, ES_ESTATE,
+                       "the events producer failed for good (%s); nothing of the batch was "
+                       "committed: destroy the processor and create a new one",
+                       fatal);
+    for (size_t i = 0; i < p->n_prod; i++) {
+        const produced *pr = &p->prod[i];
+        if (pr->done && !pr->err)
+            continue;
+        char what[TOPIC_MAX + 96];
+        snprintf(what, sizeof what, "producing events to %s.events partition %d",
+                 type_name(p, pr->type), (int)pr->partition);
+        return kafka_fail(p, pr->done ? pr->err : RD_KAFKA_RESP_ERR__TIMED_OUT, err, what);
+    }
+    es_err e = ES_OK;
+    for (size_t i = 0; e == ES_OK && i < p->n_prod; i++) {
+        int64_t last = p->prod[i].offset;
+        for (size_t j = i + 1; j < p->n_prod; j++)
+            if (p->prod[j].type == p->prod[i].type && p->prod[j].partition == p->prod[i].partition)
+                last = p->prod[j].offset > last ? p->prod[j].offset : last;
+        int first = 1;
+        for (size_t j = 0; j < i; j++)
+            first &= !(p->prod[j].type == p->prod[i].type &&
+                       p->prod[j].partition == p->prod[i].partition);
+        if (first)
+            e = save_next(log, type_name(p, p->prod[i].type), p->prod[i].partition, last + 1, err);
+    }
+    return e;
+}
+
+/* The consumer offsets after the batch: the next record of every partition in it. */
+static rd_kafka_topic_partition_list_t *batch_offsets(es_processor_t *p) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(4);
+    for (size_t i = 0; i < p->n_batch; i++) {
+        const rd_kafka_message_t *m = p->batch[i];
+        rd_kafka_topic_partition_t *tp =
+            rd_kafka_topic_partition_list_find(l, rd_kafka_topic_name(m->rkt), m->partition);
+        if (!tp)
+            tp = rd_kafka_topic_partition_list_add(l, rd_kafka_topic_name(m->rkt), m->partition);
+        tp->offset = m->offset + 1;
+    }
+    return l;
+}
+
+static es_err commit_transaction(es_processor_t *p, es_error_t *err) {
+    rd_kafka_topic_partition_list_t *offs = batch_offsets(p);
+    rd_kafka_consumer_group_metadata_t *md = rd_kafka_consumer_group_metadata(p->consumer);
+    rd_kafka_error_t *ke =
+        rd_kafka_send_offsets_to_transaction(p->producer, offs, md, REQUEST_TIMEOUT_MS);
+    rd_kafka_consumer_group_metadata_destroy(md);
+    rd_kafka_topic_partition_list_destroy(offs);
+    if (!ke)
+        ke = rd_kafka_commit_transaction(p->producer, REQUEST_TIMEOUT_MS);
+    if (!ke)
+        return ES_OK;
+    es_err e = kafka_error(p, ke, err, "committing the Kafka transaction of a batch");
+    rd_kafka_error_t *ae = rd_kafka_abort_transaction(p->producer, REQUEST_TIMEOUT_MS);
+    if (ae)
+        rd_kafka_error_destroy(ae);
+    return e;
+}
+
+typedef struct hook_ctx {
+    es_processor_t *p;
+    const slot *slots;
+    size_t n_slots;
+} hook_ctx;
+
+/* The engine's pre-commit hook: the batch's new events reach Kafka before the local commit. */
+static es_err produce_events(void *opaque, es_log_t *log, const es_command_t *cmds,
+                             const es_result_t *res, size_t n, es_error_t *err) {
+    hook_ctx *h = opaque;
+    es_processor_t *p = h->p;
+    size_t total = 0;
+    (void)cmds;
+    for (size_t i = 0; i < n; i++)
+        if (res[i].outcome == ES_OUTCOME_ACCEPTED && !res[i].duplicate)
+            total += res[i].n_events;
+    p->n_prod = 0;
+    es_err e = reserve_prod(p, total, err);
+    if (e == ES_OK && p->transactional) {
+        rd_kafka_error_t *ke = rd_kafka_begin_transaction(p->producer);
+        if (ke)
+            e = kafka_error(p, ke, err, "beginning a Kafka transaction");
+    }
+    for (size_t i = 0; e == ES_OK && i < h->n_slots; i++) {
+        const slot *s = &h->slots[i];
+        if (s->cmd < 0)
+            continue;
+        const es_result_t *r = &res[s->cmd];
+        if (r->outcome != ES_OUTCOME_ACCEPTED || r->duplicate)
+            continue;
+        for (size_t k = 0; e == ES_OK && k < r->n_events; k++)
+            e = produce_event(p, s->type, s->m->partition, r->events[k], err);
+    }
+    if (e == ES_OK)
+        e = await_events(p, log, err);
+    if (e == ES_OK && p->transactional)
+        e = commit_transaction(p, err);
+    else if (e != ES_OK && p->transactional) {
+        rd_kafka_error_t *ae = rd_kafka_abort_transaction(p->producer, REQUEST_TIMEOUT_MS);
+        if (ae)
+            rd_kafka_error_destroy(ae);
+    }
+    return e;
+}
+
+static void side_produce(es_processor_t *p, const char *topic, int32_t partition, const char *key,
+                         uint8_t *buf, size_t len) {
+    rd_kafka_resp_err_t ke;
+    while ((ke = rd_kafka_producev(
+                p->side, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE), RD_KAFKA_V_KEY(key, strlen(key)),
+                RD_KAFKA_V_VALUE(buf, len), RD_KAFKA_V_OPAQUE((void *)(uintptr_t)SIZE_MAX),
+                RD_KAFKA_V_END)) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+        rd_kafka_poll(p->side, 10);
+    if (ke) {
+        free(buf);
+        es_logf(p->cfg, ES_LOG_WARNING, "command processor: sending to %s partition %d: %s", topic,
+                (int)partition, rd_kafka_err2str(ke));
+    }
+}
+
+/* The aggregate's snapshot, when the local commit just wrote one. Best effort: a missing
+ * snapshot only makes a later load read more events. */
+static void send_snapshot(es_processor_t *p, const slot *s, const es_result_t *r) {
+    es_snapshot_t *snap = NULL;
+    const char *type = s->env->aggregate_type, *id = s->env->aggregate_id;
+    if (es_store_get_snapshot(es_engine_store(p->local), type, id, &snap, NULL) != ES_OK)
+        return;
+    if (snap->version == r->version) {
+        Eskit__V1__Snapshot msg = ESKIT__V1__SNAPSHOT__INIT;
+        char topic[TOPIC_MAX];
+        msg.aggregate_type = (char *)type;
+        msg.aggregate_id = (char *)id;
+        msg.version = snap->version;
+        msg.state_type = (char *)snap->state_type;
+        msg.state = (ProtobufCBinaryData){snap->state_len, (uint8_t *)snap->state};
+        msg.taken_at_us = snap->taken_at_us;
+        size_t len = eskit__v1__snapshot__get_packed_size(&msg);
+        uint8_t *buf = malloc(len ? len : 1);
+        snprintf(topic, sizeof topic, "%s.snapshots", type);
+        if (buf) {
+            eskit__v1__snapshot__pack(&msg, buf);
+            side_produce(p, topic, s->m->partition, id, buf, len);
+        }
+    }
+    es_snapshot_free(snap);
+}
+
+/* Answers one command on its reply_to topic; r NULL: the slot's own failure. */
+static void send_reply(es_processor_t *p, const slot *s, const es_result_t *r) {
+    Eskit__V1__CommandReply rep = ESKIT__V1__COMMAND_REPLY__INIT;
+    const Eskit__V1__CommandEnvelope *env = s->env;
+    size_t n = r ? r->n_events : 0;
+    char **ids = calloc(n + 1, sizeof *ids);
+    ProtobufCBinaryData *evs = calloc(n + 1, sizeof *evs);
+    if (!env->reply_to || !*env->reply_to || !ids || !evs)
+        goto out;
+    rep.command_id = env->command_id;
+    rep.aggregate_type = env->aggregate_type;
+    rep.aggregate_id = env->aggregate_id;
+    rep.outcome = r ? (Eskit__V1__Outcome)r->outcome : ESKIT__V1__OUTCOME__OUTCOME_ERROR;
+    rep.code = r ? r->code : s->fail;
+    rep.reason = r ? (r->reason ? r->reason : "") : (char *)s->reason;
+    if (r) {
+        rep.first_version = r->first_version;
+        rep.last_version = r->last_version;
+        rep.version = r->version;
+        rep.duplicate = r->duplicate;
+    }
+    for (size_t i = 0; i < n; i++) {
+        ids[i] = r->events[i]->event_id;
+        if (es_envelope_encode(r->events[i], &evs[i].data, &evs[i].len, NULL) != ES_OK)
+            goto out;
+    }
+    rep.n_event_ids = rep.n_events = n;
+    rep.event_ids = ids;
+    rep.events = evs;
+    size_t len = eskit__v1__command_reply__get_packed_size(&rep);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (buf) {
+        eskit__v1__command_reply__pack(&rep, buf);
+        side_produce(p, env->reply_to, s->reply_partition, env->command_id, buf, len);
+    }
+out:
+    for (size_t i = 0; evs && i < n; i++)
+        free(evs[i].data);
+    free(evs);
+    free(ids);
+}
+
+/* Makes the batch's records come again: its partitions restore, the consumer seeks back. */
+static void redo_batch(es_processor_t *p) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(4);
+    for (size_t i = 0; i < p->n_batch; i++) {
+        const rd_kafka_message_t *m = p->batch[i];
+        const char *topic = rd_kafka_topic_name(m->rkt);
+        owned *o = find_owned(p, type_of_topic(p, topic, "commands"), m->partition);
+        if (o)
+            o->restored = 0;
+        if (!rd_kafka_topic_partition_list_find(l, topic, m->partition))
+            rd_kafka_topic_partition_list_add(l, topic, m->partition)->offset = m->offset;
+    }
+    rd_kafka_error_t *ke = rd_kafka_seek_partitions(p->consumer, l, REQUEST_TIMEOUT_MS);
+    if (ke) {
+        es_logf(p->cfg, ES_LOG_ERROR, "command processor: seeking back after a failed batch: %s",
+                rd_kafka_error_string(ke));
+        rd_kafka_error_destroy(ke);
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+static es_err ensure_restored(es_processor_t *p, es_error_t *err) {
+    for (size_t i = 0; i < p->n_batch; i++) {
+        const rd_kafka_message_t *m = p->batch[i];
+        const char *topic = rd_kafka_topic_name(m->rkt);
+        add_owned(p, topic, m->partition);
+        owned *o = find_owned(p, type_of_topic(p, topic, "commands"), m->partition);
+        if (!o)
+            return es_fail(err, ES_ENOMEM, "out of memory tracking partitions");
+        if (!o->restored) {
+            es_err e = restore(p, o, err);
+            if (e != ES_OK)
+                return e;
+        }
+    }
+    return ES_OK;
+}
+
+static es_err execute_slots(es_processor_t *p, slot *slots, es_command_t *cmds,
+                            es_result_t *results, size_t *n_cmds, es_error_t *err) {
+    *n_cmds = 0;
+    for (size_t i = 0; i < p->n_batch; i++) {
+        slot *s = &slots[i];
+        s->m = p->batch[i];
+        decode_slot(p, s);
+        if (s->cmd < 0) {
+            if (!s->env)
+                es_logf(p->cfg, ES_LOG_WARNING,
+                        "command processor: %s partition %d offset %lld is not a "
+                        "CommandEnvelope; skipped",
+                        rd_kafka_topic_name(s->m->rkt), (int)s->m->partition,
+                        (long long)s->m->offset);
+            continue;
+        }
+        const Eskit__V1__CommandEnvelope *env = s->env;
+        s->cmd = (long)*n_cmds;
+        cmds[(*n_cmds)++] = (es_command_t){env->aggregate_type,
+                                           env->aggregate_id,
+                                           s->msg,
+                                           env->command_id,
+                                           *env->correlation_id ? env->correlation_id : NULL,
+                                           (es_expect)env->expectation,
+                                           env->expected_version,
+                                           env->deadline_us,
+                                           s->md,
+                                           env->n_metadata};
+    }
+    hook_ctx h = {p, slots, p->n_batch};
+    return es_engine_execute_hooked(p->local, cmds, *n_cmds, results, produce_events, &h, err);
+}
+
+static void answer_and_commit(es_processor_t *p, const slot *slots, const es_result_t *results) {
+    for (size_t i = 0; i < p->n_batch; i++) {
+        const slot *s = &slots[i];
+        if (s->cmd >= 0 && results[s->cmd].outcome == ES_OUTCOME_ACCEPTED &&
+            !results[s->cmd].duplicate && results[s->cmd].n_events)
+            send_snapshot(p, s, &results[s->cmd]);
+    }
+    for (size_t i = 0; i < p->n_batch; i++)
+        if (slots[i].env)
+            send_reply(p, &slots[i], slots[i].cmd >= 0 ? &results[slots[i].cmd] : NULL);
+    if (rd_kafka_flush(p->side, SIDE_FLUSH_MS))
+        es_logf(p->cfg, ES_LOG_WARNING,
+                "command processor: replies or snapshots unsent after %d ms; callers retry "
+                "with the same command id",
+                SIDE_FLUSH_MS);
+    if (p->transactional)
+        return;
+    rd_kafka_topic_partition_list_t *offs = batch_offsets(p);
+    rd_kafka_resp_err_t ke = rd_kafka_commit(p->consumer, offs, 0);
+    if (ke) /* harmless: the commands come again and are answered as duplicates */
+        es_logf(p->cfg, ES_LOG_WARNING, "command processor: committing consumer offsets: %s",
+                rd_kafka_err2str(ke));
+    rd_kafka_topic_partition_list_destroy(offs);
+}
+
+static void drop_batch(es_processor_t *p) {
+    for (size_t i = 0; i < p->n_batch; i++)
+        rd_kafka_message_destroy(p->batch[i]);
+    p->n_batch = 0;
+}
+
+static es_err process_batch(es_processor_t *p, size_t *handled, es_error_t *err) {
+    size_t n = p->n_batch, n_cmds = 0;
+    slot *slots = calloc(n, sizeof *slots);
+    es_command_t *cmds = calloc(n, sizeof *cmds);
+    es_result_t *results = calloc(n, sizeof *results);
+    es_err e = slots && cmds && results ? ES_OK : es_fail(err, ES_ENOMEM, "out of memory");
+    p->in_batch = 1;
+    if (e == ES_OK)
+        e = ensure_restored(p, err);
+    if (e == ES_OK)
+        e = execute_slots(p, slots, cmds, results, &n_cmds, err);
+    if (e == ES_OK) {
+        answer_and_commit(p, slots, results);
+        if (handled)
+            *handled += n;
+    } else {
+        redo_batch(p);
+    }
+    for (size_t i = 0; i < n_cmds; i++)
+        es_result_clear(&results[i]);
+    for (size_t i = 0; slots && i < n; i++)
+        slot_free(&slots[i]);
+    free(slots);
+    free(cmds);
+    free(results);
+    drop_batch(p);
+    p->in_batch = 0;
+    return e;
+}
+
+/* ---- lifecycle -------------------------------------------------------------------------- */
+
+static es_err make_handle(es_processor_t *p, rd_kafka_type_t type, const char *group, int txn,
+                          int rebalance, rd_kafka_t **out, es_error_t *err) {
+    rd_kafka_conf_t *conf = NULL;
+    char errstr[256];
+    es_err e = es_kafka_conf(p->cfg, group, txn, p, &conf, err);
+    if (e != ES_OK)
+        return e;
+    if (type == RD_KAFKA_PRODUCER)
+        rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
+    if (rebalance)
+        rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+    if (group && rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", errstr, sizeof errstr) !=
+                     RD_KAFKA_CONF_OK) {
+        rd_kafka_conf_destroy(conf);
+        return es_fail(err, ES_EINVAL, "Kafka setting auto.offset.reset: %s", errstr);
+    }
+    if (*out = rd_kafka_new(type, conf, errstr, sizeof errstr), !*out) {
+        rd_kafka_conf_destroy(conf);
+        return es_fail(err, ES_EKAFKA, "cannot make a Kafka client for %s: %s",
+                       es_config_get(p->cfg, "brokers"), errstr);
+    }
+    if (group)
+        rd_kafka_poll_set_consumer(*out);
+    return ES_OK;
+}
+
+static es_err open_local(es_processor_t *p, es_engine_t *engine, es_error_t *err) {
+    es_err e = ES_OK;
+    if (!(p->local_cfg = es_config_dup(p->cfg)))
+        return es_fail(err, ES_ENOMEM, "out of memory");
+    e = es_config_set(p->local_cfg, "backend", "embedded", err);
+    if (e == ES_OK)
+        e = es_config_set(p->local_cfg, "db", es_config_get(p->cfg, "state.db"), err);
+    if (e == ES_OK) /* a cache rebuildable from Kafka: no fsync per batch */
+        e = es_config_set(p->local_cfg, "sqlite.synchronous", "normal", err);
+    if (e == ES_OK)
+        e = es_engine_new(p->local_cfg, &p->local, err);
+    size_t n =
+        es_engine_registration(engine, 0, &(const es_aggregate_def *){NULL}, &(void *){NULL});
+    if (e == ES_OK && n == 0)
+        e = es_fail(err, ES_EINVAL,
+                    "es_processor_new: the engine has no aggregate types; register them first");
+    if (e == ES_OK && !(p->types = calloc(n, sizeof *p->types)))
+        e = es_fail(err, ES_ENOMEM, "out of memory");
+    for (size_t i = 0; e == ES_OK && i < n; i++) {
+        es_engine_registration(engine, i, &p->types[i].def, &p->types[i].opaque);
+        e = es_engine_register(p->local, p->types[i].def, p->types[i].opaque, err);
+        p->n_types = i + 1;
+    }
+    return e;
+}
+
+static es_err open_kafka(es_processor_t *p, es_error_t *err) {
+    char group[320];
+    const char *svc = es_config_get(p->cfg, "service.name");
+    p->transactional = es_config_get(p->cfg, "kafka.transactional.id") != NULL;
+    snprintf(group, sizeof group, "%s.commands", svc);
+    es_err e = make_handle(p, RD_KAFKA_CONSUMER, group, 0, 1, &p->consumer, err);
+    snprintf(group, sizeof group, "%s.eskit-restore", svc);
+    if (e == ES_OK)
+        e = make_handle(p, RD_KAFKA_CONSUMER, group, 0, 0, &p->reader, err);
+    if (e == ES_OK)
+        e = make_handle(p, RD_KAFKA_PRODUCER, NULL, p->transactional, 0, &p->producer, err);
+    if (e == ES_OK && p->transactional) /* replies and snapshots stay outside transactions */
+        e = make_handle(p, RD_KAFKA_PRODUCER, NULL, 0, 0, &p->side, err);
+    else
+        p->side = p->producer;
+    if (e == ES_OK && p->transactional) {
+        rd_kafka_error_t *ke = rd_kafka_init_transactions(p->producer, REQUEST_TIMEOUT_MS);
+        if (ke)
+            e = kafka_error(p, ke, err, "initialising Kafka transactions");
+    }
+    if (e != ES_OK)
+        return e;
+    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new((int)p->n_types);
+    for (size_t i = 0; i < p->n_types; i++) {
+        char topic[TOPIC_MAX];
+        snprintf(topic, sizeof topic, "%s.commands", type_name(p, i));
+        rd_kafka_topic_partition_list_add(topics, topic, RD_KAFKA_PARTITION_UA);
+    }
+    rd_kafka_resp_err_t ke = rd_kafka_subscribe(p->consumer, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    return ke ? kafka_fail(p, ke, err, "subscribing to the commands topics") : ES_OK;
+}
+
+es_err es_processor_new(const es_config_t *cfg, es_engine_t *engine, es_processor_t **out,
+                        es_error_t *err) {
+    if (!out || !engine)
+        return es_fail(err, ES_EINVAL, "es_processor_new: engine and out are required");
+    *out = NULL;
+    if (!cfg || !es_config_get(cfg, "brokers"))
+        return es_fail(err, ES_EINVAL,
+                       "the command processor needs the config key brokers (ESKIT_BROKERS), e.g. "
+                       "brokers=localhost:9092");
+    es_processor_t *p = calloc(1, sizeof *p);
+    if (!p || !(p->own_cfg = es_config_dup(cfg))) {
+        free(p);
+        return es_fail(err, ES_ENOMEM, "out of memory creating a command processor");
+    }
+    p->cfg = p->own_cfg;
+    atomic_init(&p->stop, 0);
+    es_err e = open_local(p, engine, err);
+    if (e == ES_OK && !(p->batch = calloc(BATCH_MAX, sizeof *p->batch)))
+        e = es_fail(err, ES_ENOMEM, "out of memory creating a command processor");
+    if (e == ES_OK)
+        e = open_kafka(p, err);
+    if (e != ES_OK) {
+        es_processor_destroy(p);
+        return e;
+    }
+    *out = p;
+    return ES_OK;
+}
+
+void es_processor_destroy(es_processor_t *p) {
+    if (!p)
+        return;
+    if (p->consumer) {
+        rd_kafka_consumer_close(p->consumer); /* leaves the group: revoke finishes any batch */
+        rd_kafka_destroy(p->consumer);
+    }
+    drop_batch(p);
+    if (p->side && p->side != p->producer) {
+        rd_kafka_flush(p->side, SIDE_FLUSH_MS);
+        rd_kafka_destroy(p->side);
+    }
+    if (p->producer) {
+        rd_kafka_flush(p->producer, SIDE_FLUSH_MS);
+        rd_kafka_destroy(p->producer);
+    }
+    if (p->reader)
+        rd_kafka_destroy_flags(p->reader, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    es_engine_destroy(p->local);
+    es_config_destroy(p->local_cfg);
+    es_config_destroy(p->own_cfg);
+    free(p->types);
+    free(p->owned);
+    free(p->prod);
+    free(p->batch);
+    free(p);
+}
+
+/* A consumer error: fatal ones end the poll, the rest librdkafka retries by itself. */
+static es_err consumer_error(es_processor_t *p, const rd_kafka_message_t *m, es_error_t *err) {
+    char fatal[256];
+    if (rd_kafka_fatal_error(p->consumer, fatal, sizeof fatal))
+        return es_fail(err, ES_EKAFKA, "the command consumer failed for good: %s", fatal);
+    es_logf(p->cfg, ES_LOG_WARNING, "command processor: %s%s%s",
+            m->rkt ? rd_kafka_topic_name(m->rkt) : "", m->rkt ? ": " : "",
+            rd_kafka_message_errstr(m));
+    return ES_OK;
+}
+
+es_err es_processor_poll(es_processor_t *p, int timeout_ms, size_t *handled, es_error_t *err) {
+    size_t n = 0;
+    es_err e = ES_OK;
+    if (handled)
+        *handled = 0;
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(p->consumer, timeout_ms);
+    while (m && e == ES_OK) {
+        if (m->err) {
+            e = consumer_error(p, m, err);
+            rd_kafka_message_destroy(m);
+        } else {
+            p->batch[p->n_batch++] = m;
+        }
+        if (p->n_batch == BATCH_MAX)
+            break;
+        m = rd_kafka_consumer_poll(p->consumer, 0);
+    }
+    if (p->n_batch && e == ES_OK)
+        e = process_batch(p, &n, err);
+    else
+        drop_batch(p); /* a fatal consumer error: nothing more is committed */
+    if (handled)
+        *handled = n;
+    return e;
+}
+
+static int transient(es_err e) {
+    return e == ES_EKAFKA || e == ES_EBUSY || e == ES_ETIMEOUT || e == ES_ERETRY ||
+           e == ES_ENOTFOUND;
+}
+
+es_err es_processor_run(es_processor_t *p, es_error_t *err) {
+    int wait = 100;
+    while (!atomic_load(&p->stop)) {
+        es_err e = es_processor_poll(p, 100, NULL, err);
+        if (e == ES_OK) {
+            wait = 100;
+            continue;
+        }
+        if (!transient(e))
+            return e;
+        es_logf(p->cfg, ES_LOG_WARNING, "command processor: %s; retrying in %d ms",
+                err ? err->message : es_strerror(e), wait);
+        for (int slept = 0; slept < wait && !atomic_load(&p->stop); slept += 10)
+            es_sleep_ms(10);
+        wait = wait < 5000 ? wait * 2 : 5000;
+    }
+    atomic_store(&p->stop, 0);
+    return ES_OK;
+}
+
+void es_processor_stop(es_processor_t *p) {
+    atomic_store(&p->stop, 1);
+}

@@ -1,0 +1,514 @@
+/*
+ * The Kafka write path against librdkafka's mock cluster, started in-process
+ * by every test: a command processor thread owns "orders.order.commands" and a
+ * separate caller engine (backend kafka) executes commands through it. Results
+ * match the embedded engine's, a command id runs once, events land keyed and
+ * co-partitioned with their command, and a processor restarted on the same or
+ * on a fresh state store continues the aggregates' versions.
+ */
+#include <criterion/criterion.h>
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "domain.h"
+#include "testutil.h"
+
+#define PARTS 3
+
+static char *dir;
+static es_config_t *cfg;
+static rd_kafka_t *mock_rk;
+static rd_kafka_mock_cluster_t *mock;
+static es_engine_t *caller;
+
+typedef struct proc {
+    es_engine_t *engine;
+    es_processor_t *p;
+    pthread_t thread;
+    es_err rc;
+    es_error_t err;
+} proc;
+
+static void quiet_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+    (void)rk, (void)level, (void)fac, (void)buf;
+}
+
+static void set(const char *key, const char *value) {
+    es_error_t err = {0};
+    cr_assert_eq(es_config_set(cfg, key, value, &err), ES_OK, "%s", err.message);
+}
+
+static void set_state_db(const char *name) {
+    char *path = tu_path(dir, name);
+    set("state.db", path);
+    free(path);
+}
+
+static void debug_log(int level, const char *msg, void *opaque) {
+    (void)opaque;
+    fprintf(stderr, "[%d] %s\n", level, msg);
+}
+
+static void setup(void) {
+    char errstr[256];
+    rd_kafka_conf_t *c = rd_kafka_conf_new();
+    rd_kafka_conf_set_log_cb(c, quiet_log);
+    mock_rk = rd_kafka_new(RD_KAFKA_PRODUCER, c, errstr, sizeof errstr);
+    cr_assert(mock_rk, "%s", errstr);
+    mock = rd_kafka_mock_cluster_new(mock_rk, 1);
+    cr_assert(mock);
+    static const char *const types[] = {"orders.order", "payments.payment", "inventory.item"};
+    static const char *const kinds[] = {"events", "snapshots", "commands", "replies"};
+    for (size_t t = 0; t < 3; t++)
+        for (size_t k = 0; k < 4; k++) {
+            char topic[128];
+            snprintf(topic, sizeof topic, "%s.%s", types[t], kinds[k]);
+            cr_assert_eq(rd_kafka_mock_topic_create(mock, topic, PARTS, 1), 0);
+        }
+    dir = tu_tempdir();
+    cfg = tu_config(dir, "unused.db");
+    set("brokers", rd_kafka_mock_cluster_bootstraps(mock));
+    set("service.name", "svc");
+    set("execute.timeout.ms", "20000");
+    set_state_db("state.db");
+    set("kafka.reconnect.backoff.max.ms", "200");
+    /* The mock holds a group whose last member left for session.timeout.ms - 1 s before a new
+     * member's join completes (rdkafka_mock_cgrp.c): keep restarts quick. */
+    set("kafka.session.timeout.ms", "2500");
+    set("kafka.heartbeat.interval.ms", "500");
+    caller = NULL;
+    if (getenv("TEST_DEBUG")) { /* TEST_DEBUG=cgrp,protocol shows librdkafka's view too */
+        es_config_set_log_cb(cfg, debug_log, NULL);
+        set("kafka.debug", getenv("TEST_DEBUG"));
+    }
+}
+
+static void teardown(void) {
+    es_engine_destroy(caller);
+    rd_kafka_mock_cluster_destroy(mock);
+    rd_kafka_destroy(mock_rk);
+    es_config_destroy(cfg);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+TestSuite(kafka_processor, .init = setup, .fini = teardown, .timeout = 60);
+
+static es_engine_t *new_engine(void) {
+    es_engine_t *e = NULL;
+    es_error_t err = {0};
+    cr_assert_eq(es_engine_new(cfg, &e, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(demo_register_all(e, &err), ES_OK, "%s", err.message);
+    return e;
+}
+
+static void *run_processor(void *opaque) {
+    proc *pr = opaque;
+    pr->rc = es_processor_run(pr->p, &pr->err);
+    return NULL;
+}
+
+/* A processor on the config's current state.db, polling on a thread of its own. */
+static proc *start_processor(void) {
+    proc *pr = calloc(1, sizeof *pr);
+    es_error_t err = {0};
+    cr_assert(pr);
+    pr->engine = new_engine();
+    cr_assert_eq(es_processor_new(cfg, pr->engine, &pr->p, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(pthread_create(&pr->thread, NULL, run_processor, pr), 0);
+    return pr;
+}
+
+static void stop_processor(proc *pr) {
+    es_processor_stop(pr->p);
+    cr_assert_eq(pthread_join(pr->thread, NULL), 0);
+    cr_assert_eq(pr->rc, ES_OK, "%s", pr->err.message);
+    es_processor_destroy(pr->p);
+    es_engine_destroy(pr->engine);
+    free(pr);
+}
+
+static Orders__V1__LineItem item = {PROTOBUF_C_MESSAGE_INIT(&orders__v1__line_item__descriptor),
+                                    "sku-1", 2, 1500};
+static Orders__V1__LineItem *items[] = {&item};
+static Orders__V1__ConfirmOrder confirm_msg = ORDERS__V1__CONFIRM_ORDER__INIT;
+static Orders__V1__CancelOrder cancel_msg = {
+    PROTOBUF_C_MESSAGE_INIT(&orders__v1__cancel_order__descriptor), "changed my mind"};
+
+static es_command_t place(const char *id, const char *command_id, Orders__V1__PlaceOrder *msg) {
+    orders__v1__place_order__init(msg);
+    msg->customer_id = "c-1";
+    msg->currency = "EUR";
+    msg->n_items = 1;
+    msg->items = items;
+    return (es_command_t){.aggregate_type = "orders.order",
+                          .aggregate_id = id,
+                          .message = &msg->base,
+                          .command_id = command_id};
+}
+
+static es_command_t simple(const char *id, const ProtobufCMessage *msg, const char *command_id) {
+    return (es_command_t){.aggregate_type = "orders.order",
+                          .aggregate_id = id,
+                          .message = msg,
+                          .command_id = command_id};
+}
+
+static es_err exec(const es_command_t *cmd, es_result_t *res, es_error_t *err) {
+    if (!caller)
+        caller = new_engine();
+    return es_execute(caller, cmd, res, err);
+}
+
+static void accepted(const es_command_t *cmd, uint64_t version, const char *event_type) {
+    es_result_t res;
+    es_error_t err = {0};
+    cr_assert_eq(exec(cmd, &res, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(res.outcome, ES_OUTCOME_ACCEPTED);
+    cr_assert_eq(res.code, ES_OK);
+    cr_assert_not(res.duplicate);
+    cr_assert_eq(res.version, version);
+    cr_assert_eq(res.first_version, version);
+    cr_assert_eq(res.last_version, version);
+    cr_assert_null(res.reason);
+    cr_assert_eq(res.n_events, 1);
+    cr_assert_str_eq(res.events[0]->event_type, event_type);
+    cr_assert_str_eq(res.events[0]->aggregate_id, cmd->aggregate_id);
+    cr_assert_eq(res.events[0]->version, version);
+    cr_assert_str_eq(res.events[0]->command_id, res.command_id);
+    if (cmd->command_id)
+        cr_assert_str_eq(res.command_id, cmd->command_id);
+    es_result_clear(&res);
+}
+
+/* Every record of a topic, in partition then offset order, by a consumer of the test's own. */
+typedef struct record {
+    int32_t partition;
+    char key[64];
+    es_event_t *ev; /* events topics: the decoded envelope */
+    char version_header[24];
+} record;
+
+typedef struct records {
+    record r[64];
+    size_t n;
+} records;
+
+static void read_topic(const char *topic, int decode, records *out) {
+    char errstr[256];
+    rd_kafka_conf_t *c = rd_kafka_conf_new();
+    rd_kafka_conf_set_log_cb(c, quiet_log);
+    cr_assert_eq(rd_kafka_conf_set(c, "bootstrap.servers", rd_kafka_mock_cluster_bootstraps(mock),
+                                   errstr, sizeof errstr),
+                 RD_KAFKA_CONF_OK);
+    cr_assert_eq(rd_kafka_conf_set(c, "group.id", "test-reader", errstr, sizeof errstr),
+                 RD_KAFKA_CONF_OK);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, errstr, sizeof errstr);
+    cr_assert(rk, "%s", errstr);
+    memset(out, 0, sizeof *out);
+    for (int32_t p = 0; p < PARTS; p++) {
+        int64_t lo = 0, hi = 0;
+        cr_assert_eq(rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, 5000), 0);
+        if (hi <= lo)
+            continue;
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(l, topic, p)->offset = lo;
+        cr_assert_eq(rd_kafka_assign(rk, l), 0);
+        rd_kafka_topic_partition_list_destroy(l);
+        int64_t next = lo, deadline = es_now_us() / 1000 + 10000;
+        while (next < hi) {
+            cr_assert_lt(es_now_us() / 1000, deadline, "%s partition %d unread", topic, (int)p);
+            rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+            if (!m)
+                continue;
+            if (!m->err && m->offset >= next) {
+                next = m->offset + 1;
+                cr_assert_lt(out->n, 64);
+                record *r = &out->r[out->n++];
+                r->partition = m->partition;
+                snprintf(r->key, sizeof r->key, "%.*s", (int)m->key_len, (const char *)m->key);
+                es_error_t err = {0};
+                if (decode)
+                    cr_assert_eq(es_envelope_decode(m->payload, m->len, NULL, &r->ev, &err), ES_OK,
+                                 "%s", err.message);
+                rd_kafka_headers_t *h = NULL;
+                const void *v = NULL;
+                size_t len = 0;
+                if (!rd_kafka_message_headers(m, &h) &&
+                    !rd_kafka_header_get_last(h, "es-version", &v, &len))
+                    snprintf(r->version_header, sizeof r->version_header, "%.*s", (int)len,
+                             (const char *)v);
+            }
+            rd_kafka_message_destroy(m);
+        }
+    }
+    rd_kafka_destroy_flags(rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+}
+
+static void free_records(records *rs) {
+    for (size_t i = 0; i < rs->n; i++)
+        es_event_free(rs->r[i].ev);
+}
+
+Test(kafka_processor, commands_return_the_results_of_the_embedded_engine) {
+    proc *pr = start_processor();
+    Orders__V1__PlaceOrder m1, m2;
+    es_command_t c = place("o-1", NULL, &m1);
+    accepted(&c, 1, "orders.v1.OrderPlaced");
+    c = simple("o-1", &confirm_msg.base, NULL);
+    accepted(&c, 2, "orders.v1.OrderConfirmed");
+
+    es_result_t res;
+    es_error_t err = {0};
+    cr_assert_eq(exec(&c, &res, &err), ES_EREJECTED);
+    cr_assert_eq(res.outcome, ES_OUTCOME_REJECTED);
+    cr_assert_eq(res.version, 2);
+    cr_assert_eq(res.n_events, 0);
+    cr_assert(strstr(res.reason, "already confirmed"), "%s", res.reason);
+    cr_assert(strstr(err.message, "already confirmed"), "%s", err.message);
+    es_result_clear(&res);
+
+    c = simple("o-2", &cancel_msg.base, NULL);
+    cr_assert_eq(exec(&c, &res, &err), ES_EREJECTED);
+    cr_assert(strstr(res.reason, "never placed"), "%s", res.reason);
+    es_result_clear(&res);
+
+    c = simple("o-1", &cancel_msg.base, NULL);
+    c.expect = ES_EXPECT_EXACT;
+    c.expected_version = 1;
+    cr_assert_eq(exec(&c, &res, &err), ES_ECONFLICT);
+    cr_assert_eq(res.outcome, ES_OUTCOME_CONFLICT);
+    cr_assert_eq(res.version, 2);
+    cr_assert(strstr(res.reason, "expected version 1"), "%s", res.reason);
+    es_result_clear(&res);
+    c.expected_version = 2;
+    accepted(&c, 3, "orders.v1.OrderCancelled");
+
+    c = place("o-3", NULL, &m2);
+    c.deadline_us = es_now_us() - 1;
+    cr_assert_eq(exec(&c, &res, &err), ES_ETIMEOUT);
+    cr_assert_eq(res.outcome, ES_OUTCOME_ERROR);
+    cr_assert(strstr(res.reason, "deadline"), "%s", res.reason);
+    es_result_clear(&res);
+    stop_processor(pr);
+}
+
+Test(kafka_processor, the_same_command_id_twice_appends_once) {
+    proc *pr = start_processor();
+    Orders__V1__PlaceOrder m;
+    es_command_t c = place("o-7", "cmd-place-o-7", &m);
+    es_result_t first, again;
+    es_error_t err = {0};
+    cr_assert_eq(exec(&c, &first, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(exec(&c, &again, &err), ES_OK, "%s", err.message);
+    cr_assert_not(first.duplicate);
+    cr_assert(again.duplicate);
+    cr_assert_eq(again.outcome, ES_OUTCOME_ACCEPTED);
+    cr_assert_eq(again.version, 1);
+    cr_assert_eq(again.first_version, 1);
+    cr_assert_eq(again.n_events, 1);
+    cr_assert_str_eq(again.events[0]->event_id, first.events[0]->event_id);
+    es_result_clear(&first);
+    es_result_clear(&again);
+    stop_processor(pr);
+
+    records evs;
+    read_topic("orders.order.events", 1, &evs);
+    cr_assert_eq(evs.n, 1);
+    cr_assert_str_eq(evs.r[0].ev->command_id, "cmd-place-o-7");
+    free_records(&evs);
+}
+
+Test(kafka_processor, events_are_keyed_and_partitioned_like_their_command) {
+    proc *pr = start_processor();
+    const char *ids[] = {"a-1", "a-2", "a-3", "a-4", "a-5", "a-6"};
+    Orders__V1__PlaceOrder m[6];
+    for (size_t i = 0; i < 6; i++) {
+        es_command_t c = place(ids[i], NULL, &m[i]);
+        accepted(&c, 1, "orders.v1.OrderPlaced");
+    }
+    es_command_t c = simple("a-1", &confirm_msg.base, NULL);
+    accepted(&c, 2, "orders.v1.OrderConfirmed");
+    stop_processor(pr);
+
+    records cmds, evs, snaps;
+    read_topic("orders.order.commands", 0, &cmds);
+    read_topic("orders.order.events", 1, &evs);
+    read_topic("orders.order.snapshots", 0, &snaps);
+    cr_assert_eq(cmds.n, 7);
+    cr_assert_eq(evs.n, 7);
+    cr_assert_eq(snaps.n, 7);
+    int partitions_used = 0;
+    for (size_t i = 0; i < evs.n; i++) {
+        const record *e = &evs.r[i];
+        cr_assert_str_eq(e->key, e->ev->aggregate_id);
+        cr_assert_str_eq(e->ev->aggregate_type, "orders.order");
+        char v[24];
+        snprintf(v, sizeof v, "%llu", (unsigned long long)e->ev->version);
+        cr_assert_str_eq(e->version_header, v);
+        for (size_t j = 0; j < cmds.n; j++)
+            if (!strcmp(cmds.r[j].key, e->key))
+                cr_assert_eq(cmds.r[j].partition, e->partition, "%s", e->key);
+        partitions_used |= 1 << e->partition;
+    }
+    cr_assert_gt(__builtin_popcount((unsigned)partitions_used), 1);
+    free_records(&evs);
+}
+
+Test(kafka_processor, a_restarted_processor_continues_on_its_state_store) {
+    proc *pr = start_processor();
+    Orders__V1__PlaceOrder m;
+    es_command_t c = place("o-1", "place-o-1", &m);
+    accepted(&c, 1, "orders.v1.OrderPlaced");
+    stop_processor(pr);
+
+    pr = start_processor();
+    c = simple("o-1", &confirm_msg.base, NULL);
+    accepted(&c, 2, "orders.v1.OrderConfirmed");
+    es_result_t res;
+    es_error_t err = {0};
+    c = place("o-1", "place-o-1", &m);
+    cr_assert_eq(exec(&c, &res, &err), ES_OK, "%s", err.message);
+    cr_assert(res.duplicate);
+    cr_assert_eq(res.version, 1);
+    es_result_clear(&res);
+    stop_processor(pr);
+}
+
+Test(kafka_processor, a_fresh_state_store_is_restored_from_the_topics) {
+    proc *pr = start_processor();
+    Orders__V1__PlaceOrder m;
+    es_command_t c = place("o-1", "place-o-1", &m);
+    accepted(&c, 1, "orders.v1.OrderPlaced");
+    c = simple("o-1", &confirm_msg.base, "confirm-o-1");
+    accepted(&c, 2, "orders.v1.OrderConfirmed");
+    stop_processor(pr);
+
+    set_state_db("fresh.db");
+    pr = start_processor();
+    c = simple("o-1", &cancel_msg.base, NULL);
+    accepted(&c, 3, "orders.v1.OrderCancelled");
+    es_result_t res;
+    es_error_t err = {0};
+    c = place("o-1", "place-o-1", &m);
+    cr_assert_eq(exec(&c, &res, &err), ES_OK, "%s", err.message);
+    cr_assert(res.duplicate);
+    cr_assert_eq(res.first_version, 1);
+    cr_assert_eq(res.n_events, 1);
+    cr_assert_str_eq(res.events[0]->event_type, "orders.v1.OrderPlaced");
+    es_result_clear(&res);
+    c = simple("o-1", &confirm_msg.base, "confirm-o-1");
+    cr_assert_eq(exec(&c, &res, &err), ES_OK, "%s", err.message);
+    cr_assert(res.duplicate);
+    cr_assert_eq(res.version, 2);
+    es_result_clear(&res);
+    stop_processor(pr);
+}
+
+/* Produces an event for orders.order/<id> at version to the events partition, as a writer
+ * that crashed before its local commit (or a zombie) would have left it. */
+static void produce_event(const char *id, int32_t partition, uint64_t version,
+                          const char *command_id) {
+    char errstr[256];
+    rd_kafka_conf_t *c = rd_kafka_conf_new();
+    rd_kafka_conf_set_log_cb(c, quiet_log);
+    cr_assert_eq(rd_kafka_conf_set(c, "bootstrap.servers", rd_kafka_mock_cluster_bootstraps(mock),
+                                   errstr, sizeof errstr),
+                 RD_KAFKA_CONF_OK);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, c, errstr, sizeof errstr);
+    cr_assert(rk, "%s", errstr);
+    Orders__V1__OrderConfirmed confirmed = ORDERS__V1__ORDER_CONFIRMED__INIT;
+    uint8_t payload[8];
+    size_t plen = orders__v1__order_confirmed__pack(&confirmed, payload);
+    es_event_t ev = {.aggregate_type = "orders.order",
+                     .aggregate_id = id,
+                     .version = version,
+                     .event_type = "orders.v1.OrderConfirmed",
+                     .payload = payload,
+                     .payload_len = plen,
+                     .occurred_at_us = es_now_us(),
+                     .command_id = command_id,
+                     .correlation_id = command_id};
+    es_uuid7(ev.event_id);
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    es_error_t err = {0};
+    cr_assert_eq(es_envelope_encode(&ev, &bytes, &len, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("orders.order.events"),
+                                   RD_KAFKA_V_PARTITION(partition), RD_KAFKA_V_KEY(id, strlen(id)),
+                                   RD_KAFKA_V_VALUE(bytes, len),
+                                   RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+                 0);
+    cr_assert_eq(rd_kafka_flush(rk, 10000), 0);
+    free(bytes);
+    rd_kafka_destroy(rk);
+}
+
+Test(kafka_processor, events_in_kafka_but_not_in_the_state_store_are_restored_in_log_order) {
+    proc *pr = start_processor();
+    Orders__V1__PlaceOrder m;
+    es_command_t c = place("o-1", "place-o-1", &m);
+    accepted(&c, 1, "orders.v1.OrderPlaced");
+    stop_processor(pr);
+
+    records cmds;
+    read_topic("orders.order.commands", 0, &cmds);
+    cr_assert_eq(cmds.n, 1);
+    /* A crash after the events reached Kafka, before the local commit; then a zombie's fork. */
+    produce_event("o-1", cmds.r[0].partition, 2, "confirm-o-1");
+    produce_event("o-1", cmds.r[0].partition, 2, "zombie-confirm");
+
+    pr = start_processor();
+    es_result_t res;
+    es_error_t err = {0};
+    c = simple("o-1", &confirm_msg.base, "confirm-o-1");
+    cr_assert_eq(exec(&c, &res, &err), ES_OK, "%s", err.message);
+    cr_assert(res.duplicate);
+    cr_assert_eq(res.version, 2);
+    cr_assert_eq(res.n_events, 1);
+    cr_assert_str_eq(res.events[0]->command_id, "confirm-o-1");
+    es_result_clear(&res);
+    c = simple("o-1", &cancel_msg.base, NULL);
+    accepted(&c, 3, "orders.v1.OrderCancelled");
+    c = simple("o-1", &confirm_msg.base, "zombie-confirm");
+    cr_assert_eq(exec(&c, &res, &err), ES_EREJECTED);
+    cr_assert_not(res.duplicate);
+    cr_assert(strstr(res.reason, "cancelled"), "%s", res.reason);
+    es_result_clear(&res);
+    stop_processor(pr);
+}
+
+Test(kafka_processor, with_kafka_transactions_configured_commands_still_run_once) {
+    set("kafka.transactional.id", "svc-orders-0");
+    proc *pr = start_processor();
+    Orders__V1__PlaceOrder m;
+    es_command_t c = place("o-1", "place-o-1", &m);
+    accepted(&c, 1, "orders.v1.OrderPlaced");
+    es_result_t res;
+    es_error_t err = {0};
+    cr_assert_eq(exec(&c, &res, &err), ES_OK, "%s", err.message);
+    cr_assert(res.duplicate);
+    es_result_clear(&res);
+    stop_processor(pr);
+    records evs;
+    read_topic("orders.order.events", 1, &evs);
+    cr_assert_eq(evs.n, 1);
+    free_records(&evs);
+}
+
+Test(kafka_processor, without_a_processor_execute_times_out) {
+    set("execute.timeout.ms", "1500");
+    Orders__V1__PlaceOrder m;
+    es_command_t c = place("o-1", "place-o-1", &m);
+    es_result_t res;
+    es_error_t err = {0};
+    int64_t t0 = es_now_us();
+    cr_assert_eq(exec(&c, &res, &err), ES_ETIMEOUT);
+    cr_assert_lt(es_now_us() - t0, 10 * 1000000LL);
+    cr_assert(strstr(err.message, "place-o-1"), "%s", err.message);
+    cr_assert(strstr(err.message, "same command id"), "%s", err.message);
+}
