@@ -21,6 +21,7 @@
 
 #include "blobs.h"
 #include "raw.h"
+#include "kafka.h"
 #include "replay.h"
 #include "report.h"
 #include "runs.h"
@@ -29,6 +30,7 @@
 #define GOAL_APPEND 0.50  /* batched append vs raw INTEGER PRIMARY KEY insert */
 #define GOAL_LATENCY 1.50 /* es_execute p50 vs one raw fsync'd commit */
 #define GOAL_REPLAY 0.50  /* es_replay vs a raw read-decode-upsert rebuild */
+#define GOAL_KAFKA 0.50   /* es_execute_batch over Kafka vs raw librdkafka, same bytes */
 #define GOAL_RSS_MIB 64.0 /* peak RSS of a replay, flat in the log's size */
 #define MAX_FIGS 16
 #define MAX_NOTES 32
@@ -54,7 +56,7 @@ typedef struct bench {
 static void usage(FILE *out) {
     fprintf(out, "usage: eskit-bench [--quick] [--only GROUP] [--dir DIR]\n"
                  "  --quick    smaller counts, for a smoke test\n"
-                 "  --only G   one group: append, execute, latency or replay\n"
+                 "  --only G   one group: append, execute, latency, replay or kafka\n"
                  "  --dir DIR  where the scratch databases go (default: $TMPDIR or /var/tmp);\n"
                  "             put it on the disk you want measured, not on tmpfs\n");
 }
@@ -67,8 +69,10 @@ static int parse_args(bench_t *b, int argc, char **argv) {
         } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
             b->only = argv[++i];
             if (strcmp(b->only, "append") && strcmp(b->only, "execute") &&
-                strcmp(b->only, "latency") && strcmp(b->only, "replay")) {
-                fprintf(stderr, "eskit-bench: --only takes append, execute, latency or replay\n");
+                strcmp(b->only, "latency") && strcmp(b->only, "replay") &&
+                strcmp(b->only, "kafka")) {
+                fprintf(stderr,
+                        "eskit-bench: --only takes append, execute, latency, replay or kafka\n");
                 return -1;
             }
         } else if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc) {
@@ -393,6 +397,38 @@ static int fig_replay(bench_t *b, size_t small, size_t large) {
     return 0;
 }
 
+static int fig_kafka(bench_t *b, size_t n) {
+    kafka_figs_t k;
+    progress("es_execute over Kafka (mock cluster, 3 brokers) beside raw librdkafka");
+    if (bench_kafka(b->dir, n, &k) != 0)
+        return -1;
+    fig_slot_t *s = new_fig(b);
+    snprintf(s->name, sizeof s->name, "es_execute_batch over Kafka, 500/batch, mock 3 brokers");
+    snprintf(s->base, sizeof s->base, "raw librdkafka produce, same bytes, idempotent acks=all");
+    s->f.value = k.es_per_s;
+    s->f.unit = UNIT_EVENTS_S;
+    s->f.base = k.raw_per_s;
+    s->f.base_unit = UNIT_EVENTS_S;
+    s->f.goal_kind = GOAL_AT_LEAST;
+    s->f.goal = GOAL_KAFKA;
+    const char *what[2] = {"p50", "p99"};
+    double es[2] = {k.latency.p50_us, k.latency.p99_us};
+    double raw[2] = {k.raw_latency.p50_us, k.raw_latency.p99_us};
+    for (int i = 0; i < 2; i++) {
+        s = new_fig(b);
+        snprintf(s->name, sizeof s->name, "es_execute over Kafka, command to reply, %s", what[i]);
+        snprintf(s->base, sizeof s->base, "one acknowledged raw produce, %s", what[i]);
+        s->f.value = es[i];
+        s->f.unit = UNIT_USEC;
+        s->f.base = raw[i];
+        s->f.base_unit = UNIT_USEC;
+        s->f.goal_kind = GOAL_NONE;
+    }
+    add_note(b, "kafka: %zu events of %zu bytes (mean envelope) through a processor thread",
+             k.events, k.mean_bytes);
+    return 0;
+}
+
 static bool wanted(const bench_t *b, const char *group) {
     return !b->only || !strcmp(b->only, group);
 }
@@ -412,6 +448,8 @@ static int run_all(bench_t *b) {
         rc = rc ? rc : fig_latency(b, 50 / k, 2000 / k, 100);
     if (wanted(b, "replay"))
         rc = rc ? rc : fig_replay(b, 1000000 / k, 4000000 / k);
+    if (wanted(b, "kafka"))
+        rc = rc ? rc : fig_kafka(b, 20000 / k);
     return rc;
 }
 

@@ -1,0 +1,21 @@
+/* Kafka figures: the command path on librdkafka's mock cluster beside raw librdkafka. */
+#ifndef ESKIT_BENCH_KAFKA_H
+#define ESKIT_BENCH_KAFKA_H
+
+#include <stddef.h>
+
+#include "util.h"
+
+typedef struct kafka_figs {
+    size_t events;           /* events appended through es_execute_batch */
+    size_t mean_bytes;       /* mean envelope size */
+    double es_per_s;         /* es_execute_batch over Kafka, events/s */
+    double raw_per_s;        /* raw idempotent acks=all produce of as many same-size records */
+    bench_lat_t latency;     /* es_execute of one command, command to reply */
+    bench_lat_t raw_latency; /* one acknowledged produce of the same size */
+} kafka_figs_t;
+
+/* Runs n PlaceOrder commands through a processor on a 3-broker mock cluster. 0 or -1. */
+int bench_kafka(const char *dir, size_t n, kafka_figs_t *out);
+
+#endif
