@@ -21,7 +21,7 @@
 #include "util.h"
 
 #define PARTITIONS 6
-#define BATCH 500
+#define BATCH 2000
 
 static void quiet(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
     (void)rk, (void)level, (void)fac, (void)buf;

@@ -403,7 +403,7 @@ static int fig_kafka(bench_t *b, size_t n) {
     if (bench_kafka(b->dir, n, &k) != 0)
         return -1;
     fig_slot_t *s = new_fig(b);
-    snprintf(s->name, sizeof s->name, "es_execute_batch over Kafka, 500/batch, mock 3 brokers");
+    snprintf(s->name, sizeof s->name, "es_execute_batch over Kafka, 2,000/batch, mock 3 brokers");
     snprintf(s->base, sizeof s->base, "raw librdkafka produce, same bytes, idempotent acks=all");
     s->f.value = k.es_per_s;
     s->f.unit = UNIT_EVENTS_S;
