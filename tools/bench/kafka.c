@@ -73,7 +73,10 @@ static es_config_t *config(const cluster *c, const char *dir, const char *state)
     es_error_t err;
     if (!cfg || es_config_set(cfg, "brokers", c->bootstrap, &err) ||
         es_config_set(cfg, "state.db", path, &err) ||
-        es_config_set(cfg, "kafka.linger.ms", "2", &err)) {
+        es_config_set(cfg, "kafka.linger.ms", "2", &err) ||
+        /* The mock holds an empty fetch for all of fetch.wait.max.ms even when records
+         * arrive meanwhile (a broker answers at once): keep the wait short here. */
+        es_config_set(cfg, "kafka.fetch.wait.max.ms", "1", &err)) {
         es_config_destroy(cfg);
         return NULL;
     }
