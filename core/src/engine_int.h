@@ -29,11 +29,11 @@ void es_remote_destroy(es_remote_t *r);
 es_err es_remote_execute(es_remote_t *r, const es_command_t *cmds, size_t n, es_result_t *results,
                          es_error_t *err);
 
-/* A librdkafka conf: our defaults, the kafka.* keys (kafka.transactional.id only when
- * transactional), then what correctness needs (consumers, group non-NULL: no automatic commits
- * or offset stores). opaque must start with the es_config_t pointer its log lines go to. Caller
- * owns *out (rd_kafka_new takes it). */
-es_err es_kafka_conf(const es_config_t *cfg, const char *group, int transactional, void *opaque,
-                     rd_kafka_conf_t **out, es_error_t *err);
+/* A librdkafka conf (kafka_conf.c): our defaults (consumers: fetch_wait_ms), the kafka.* keys
+ * (kafka.transactional.id only when transactional), then what correctness needs (consumers, group
+ * non-NULL: no automatic commits or offset stores). opaque must start with the es_config_t pointer
+ * its log lines go to. Caller owns *out (rd_kafka_new takes it). */
+es_err es_kafka_conf(const es_config_t *cfg, const char *group, int transactional,
+                     int fetch_wait_ms, void *opaque, rd_kafka_conf_t **out, es_error_t *err);
 
 #endif

@@ -27,6 +27,7 @@
 #include <string.h>
 
 #define BATCH_MAX 500
+#define WAIT_MS 10               /* fetch.wait.max.ms: commands are waited for */
 #define REQUEST_TIMEOUT_MS 10000 /* metadata, watermarks, restore reads without progress */
 #define FLUSH_TIMEOUT_MS 10000   /* events' delivery before the local commit */
 #define SIDE_FLUSH_MS 5000       /* snapshots and replies: best effort */
@@ -858,7 +859,7 @@ static es_err make_handle(es_processor_t *p, rd_kafka_type_t type, const char *g
                           int rebalance, rd_kafka_t **out, es_error_t *err) {
     rd_kafka_conf_t *conf = NULL;
     char errstr[256];
-    es_err e = es_kafka_conf(p->cfg, group, txn, p, &conf, err);
+    es_err e = es_kafka_conf(p->cfg, group, txn, WAIT_MS, p, &conf, err);
     if (e != ES_OK)
         return e;
     if (type == RD_KAFKA_PRODUCER)

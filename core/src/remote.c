@@ -28,6 +28,7 @@
 #include <string.h>
 
 #define REQUEST_TIMEOUT_MS 10000 /* metadata, watermarks, a command's delivery */
+#define WAIT_MS 10               /* fetch.wait.max.ms: replies are waited for */
 
 typedef struct reply_topic {
     char *type;
@@ -54,73 +55,6 @@ struct es_remote {
     size_t n_pend, cap_pend;
 };
 
-static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
-    const es_config_t *const *cfg = rd_kafka_opaque(rk);
-    es_logf(*cfg, level, "librdkafka %s: %s: %s", rd_kafka_name(rk), fac, buf);
-}
-
-static void error_cb(rd_kafka_t *rk, int e, const char *reason, void *opaque) {
-    const es_config_t *const *cfg = opaque;
-    es_logf(*cfg, ES_LOG_WARNING, "librdkafka %s: %s: %s", rd_kafka_name(rk),
-            rd_kafka_err2name((rd_kafka_resp_err_t)e), reason);
-}
-
-typedef struct conf_ctx {
-    rd_kafka_conf_t *conf;
-    const char *bad_key;
-    int transactional;
-    char errstr[256];
-} conf_ctx;
-
-static void conf_set(conf_ctx *c, const char *key, const char *value) {
-    if (!c->bad_key &&
-        rd_kafka_conf_set(c->conf, key, value, c->errstr, sizeof c->errstr) != RD_KAFKA_CONF_OK)
-        c->bad_key = key;
-}
-
-static void pass_through(const char *key, const char *value, void *opaque) {
-    conf_ctx *c = opaque;
-    if (strncmp(key, "kafka.", 6) || (!c->transactional && !strcmp(key, "kafka.transactional.id")))
-        return;
-    conf_set(c, key + 6, value);
-    if (c->bad_key == key + 6)
-        c->bad_key = key;
-}
-
-es_err es_kafka_conf(const es_config_t *cfg, const char *group, int transactional, void *opaque,
-                     rd_kafka_conf_t **out, es_error_t *err) {
-    conf_ctx c = {rd_kafka_conf_new(), NULL, transactional, ""};
-    *out = NULL;
-    if (!c.conf)
-        return es_fail(err, ES_ENOMEM, "out of memory making a Kafka configuration");
-    conf_set(&c, "bootstrap.servers", es_config_get(cfg, "brokers"));
-    conf_set(&c, "client.id", "eskit");
-    if (group) {
-        conf_set(&c, "enable.partition.eof", "false");
-        conf_set(&c, "allow.auto.create.topics", "false");
-        conf_set(&c, "fetch.wait.max.ms", "10"); /* replies and commands are waited for */
-    } else {
-        conf_set(&c, "enable.idempotence", "true");
-        conf_set(&c, "acks", "all");
-        conf_set(&c, "partitioner", "murmur2_random");
-    }
-    es_config_foreach(cfg, pass_through, &c);
-    if (group) {
-        conf_set(&c, "group.id", group);
-        conf_set(&c, "enable.auto.commit", "false");
-        conf_set(&c, "enable.auto.offset.store", "false");
-    }
-    if (c.bad_key) {
-        rd_kafka_conf_destroy(c.conf);
-        return es_fail(err, ES_EINVAL, "Kafka setting %s: %s", c.bad_key, c.errstr);
-    }
-    rd_kafka_conf_set_opaque(c.conf, opaque);
-    rd_kafka_conf_set_log_cb(c.conf, log_cb);
-    rd_kafka_conf_set_error_cb(c.conf, error_cb);
-    *out = c.conf;
-    return ES_OK;
-}
-
 static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     (void)rk;
     es_remote_t *r = opaque;
@@ -136,7 +70,8 @@ static es_err new_handle(es_remote_t *r, rd_kafka_type_t type, rd_kafka_t **out,
     char group[320], errstr[256];
     rd_kafka_conf_t *conf = NULL;
     snprintf(group, sizeof group, "%s.eskit-replies", es_config_get(r->cfg, "service.name"));
-    es_err e = es_kafka_conf(r->cfg, type == RD_KAFKA_CONSUMER ? group : NULL, 0, r, &conf, err);
+    es_err e =
+        es_kafka_conf(r->cfg, type == RD_KAFKA_CONSUMER ? group : NULL, 0, WAIT_MS, r, &conf, err);
     if (e != ES_OK)
         return e;
     if (type == RD_KAFKA_PRODUCER) {

@@ -17,6 +17,7 @@
  * settings DESIGN.md asks for: idempotent, acks=all, murmur2_random.
  */
 #include "log/log.h"
+#include "engine_int.h"
 
 #include <librdkafka/rdkafka.h>
 #include <stdio.h>
@@ -104,64 +105,28 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     }
 }
 
-typedef struct conf_ctx {
-    rd_kafka_conf_t *conf;
-    const char *bad_key;
-    char errstr[256];
-} conf_ctx;
-
-static void conf_set(conf_ctx *c, const char *key, const char *value) {
-    if (!c->bad_key &&
-        rd_kafka_conf_set(c->conf, key, value, c->errstr, sizeof c->errstr) != RD_KAFKA_CONF_OK)
-        c->bad_key = key;
-}
-
-static void pass_through(const char *key, const char *value, void *opaque) {
-    if (!strncmp(key, "kafka.", 6)) {
-        conf_ctx *c = opaque;
-        conf_set(c, key + 6, value);
-        if (c->bad_key == key + 6)
-            c->bad_key = key;
-    }
-}
-
 /* A handle: our defaults, then the kafka.* keys, then what correctness needs (consumers: no
  * automatic commits or offset resets). group NULL makes a producer. */
 static es_err make_handle(kafka_log *l, const char *group, rd_kafka_t **out, es_error_t *err) {
-    conf_ctx c = {rd_kafka_conf_new(), NULL, ""};
-    rd_kafka_type_t type = group ? RD_KAFKA_CONSUMER : RD_KAFKA_PRODUCER;
-    conf_set(&c, "bootstrap.servers", l->brokers);
-    conf_set(&c, "client.id", "eskit");
-    if (group) {
-        conf_set(&c, "enable.partition.eof", "false");
-        conf_set(&c, "allow.auto.create.topics", "false");
-        conf_set(&c, "fetch.wait.max.ms", "100"); /* re-assignments wait for the fetch in flight */
-    } else {
-        conf_set(&c, "enable.idempotence", "true");
-        conf_set(&c, "acks", "all");
-        conf_set(&c, "partitioner", "murmur2_random");
+    rd_kafka_conf_t *conf = NULL;
+    char errstr[256];
+    /* re-assignments wait for the fetch in flight: 100 ms */
+    es_err e = es_kafka_conf(l->base.cfg, group, 0, 100, l, &conf, err);
+    if (e != ES_OK)
+        return e;
+    if (group && rd_kafka_conf_set(conf, "auto.offset.reset", "error", errstr, sizeof errstr)) {
+        rd_kafka_conf_destroy(conf);
+        return es_fail(err, ES_EINVAL, "Kafka setting auto.offset.reset: %s", errstr);
     }
-    es_config_foreach(l->base.cfg, pass_through, &c);
-    if (group) {
-        conf_set(&c, "group.id", group);
-        conf_set(&c, "enable.auto.commit", "false");
-        conf_set(&c, "enable.auto.offset.store", "false");
-        conf_set(&c, "auto.offset.reset", "error");
-    }
-    if (c.bad_key) {
-        rd_kafka_conf_destroy(c.conf);
-        return es_fail(err, ES_EINVAL, "Kafka setting %s: %s", c.bad_key, c.errstr);
-    }
-    rd_kafka_conf_set_opaque(c.conf, l);
-    rd_kafka_conf_set_log_cb(c.conf, log_cb);
-    rd_kafka_conf_set_error_cb(c.conf, error_cb);
+    rd_kafka_conf_set_log_cb(conf, log_cb);
+    rd_kafka_conf_set_error_cb(conf, error_cb);
     if (!group)
-        rd_kafka_conf_set_dr_msg_cb(c.conf, dr_cb);
-    *out = rd_kafka_new(type, c.conf, c.errstr, sizeof c.errstr);
+        rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
+    *out = rd_kafka_new(group ? RD_KAFKA_CONSUMER : RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
     if (!*out) {
-        rd_kafka_conf_destroy(c.conf);
+        rd_kafka_conf_destroy(conf);
         return es_fail(err, ES_EKAFKA, "cannot make a Kafka %s for %s: %s",
-                       group ? "consumer" : "producer", l->brokers, c.errstr);
+                       group ? "consumer" : "producer", l->brokers, errstr);
     }
     if (group)
         rd_kafka_poll_set_consumer(*out);
