@@ -1,12 +1,15 @@
 #include "backend.h"
 
 #include <criterion/criterion.h>
+#include <eskit/processor.h>
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "domain.h"
 #include "testutil.h"
 
 #define MAX_STREAMS 256
@@ -24,6 +27,11 @@ struct tb {
     rd_kafka_t *mock_rk, *producer;
     rd_kafka_mock_cluster_t *mock;
     stream streams[MAX_STREAMS]; /* kafka: versions handed out so far */
+    es_engine_t *engine, *owner_engine;
+    es_processor_t *processor;
+    pthread_t owner;
+    es_err owner_rc;
+    es_error_t owner_err;
     size_t n_streams, appended;
 };
 
@@ -76,17 +84,72 @@ tb_t *tb_open(const char *const *types) {
         cr_assert_eq(rd_kafka_mock_topic_create(b->mock, topic, TB_PARTITIONS, 1), 0);
         snprintf(topic, sizeof topic, "%s.events.dlq", types[i]);
         cr_assert_eq(rd_kafka_mock_topic_create(b->mock, topic, 1, 1), 0);
+        static const char *const kinds[] = {"commands", "replies", "snapshots"};
+        for (size_t k = 0; k < 3; k++) {
+            snprintf(topic, sizeof topic, "%s.%s", types[i], kinds[k]);
+            cr_assert_eq(rd_kafka_mock_topic_create(b->mock, topic, TB_PARTITIONS, 1), 0);
+        }
     }
     const char *bootstrap = rd_kafka_mock_cluster_bootstraps(b->mock);
     b->producer = handle(bootstrap);
     set(b, "brokers", bootstrap);
     set(b, "kafka.reconnect.backoff.max.ms", "200");
+    /* The mock keeps a group's assignment for session.timeout.ms - 1 s after a member left. */
+    set(b, "kafka.session.timeout.ms", "2500");
+    set(b, "kafka.heartbeat.interval.ms", "500");
+    set(b, "execute.timeout.ms", "20000");
+    char *state = tu_path(b->dir, "state.db");
+    set(b, "state.db", state);
+    free(state);
     return b;
+}
+
+static es_engine_t *demo_engine(tb_t *b) {
+    es_engine_t *e = NULL;
+    es_error_t err = {0};
+    cr_assert_eq(es_engine_new(b->cfg, &e, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(demo_register_all(e, &err), ES_OK, "%s", err.message);
+    return e;
+}
+
+static void *owner_main(void *arg) {
+    tb_t *b = arg;
+    b->owner_rc = es_processor_run(b->processor, &b->owner_err);
+    return NULL;
+}
+
+es_engine_t *tb_engine(tb_t *b) {
+    if (b->engine)
+        return b->engine;
+    if (b->kafka) {
+        es_error_t err = {0};
+        b->owner_engine = demo_engine(b);
+        cr_assert_eq(es_processor_new(b->cfg, b->owner_engine, &b->processor, &err), ES_OK, "%s",
+                     err.message);
+        cr_assert_eq(pthread_create(&b->owner, NULL, owner_main, b), 0);
+    }
+    b->engine = demo_engine(b);
+    return b->engine;
+}
+
+es_store_t *tb_store(tb_t *b) {
+    if (!b->store) {
+        es_error_t err = {0};
+        cr_assert_eq(es_store_new(b->cfg, &b->store, &err), ES_OK, "%s", err.message);
+    }
+    return b->store;
 }
 
 void tb_close(tb_t *b) {
     if (!b)
         return;
+    es_engine_destroy(b->engine);
+    if (b->processor) {
+        es_processor_stop(b->processor);
+        pthread_join(b->owner, NULL);
+        es_processor_destroy(b->processor);
+    }
+    es_engine_destroy(b->owner_engine);
     es_store_destroy(b->store);
     if (b->producer)
         rd_kafka_destroy(b->producer);

@@ -29,6 +29,13 @@ void tb_append(tb_t *b, const char *type, const char *id, const char *event_type
                const void *payload, size_t len);
 /* Writes a record with these exact bytes where the aggregate's events go (poison tests). */
 void tb_append_raw(tb_t *b, const char *type, const char *id, const void *bytes, size_t len);
+/* An engine with the demo domain registered that executes commands on this backend; on Kafka
+ * a command processor (its own engine and state.db) runs on a thread until tb_close. The
+ * backend owns it. Kafka needs tb_open to have named the demo types. */
+es_engine_t *tb_engine(tb_t *b);
+/* A store reading this backend's log (Kafka: the events topics). The backend owns it. */
+es_store_t *tb_store(tb_t *b);
+
 /* Events the backend holds for the types, in total. */
 size_t tb_appended(const tb_t *b);
 

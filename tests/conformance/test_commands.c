@@ -1,0 +1,171 @@
+/*
+ * The command side's behaviour, the same on both backends (CTest runs this
+ * file with CONFORMANCE_BACKEND=embedded and =kafka; on Kafka a command
+ * processor owns the partitions and es_execute waits for its replies):
+ * outcomes, versions and events, rejections, expected versions, and a
+ * command id executed once.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "domain.h"
+#include "testutil.h"
+
+static tb_t *b;
+
+static void setup(void) {
+    static const char *const types[] = {"orders.order", "payments.payment", "inventory.item", NULL};
+    b = tb_open(types);
+}
+
+static void teardown(void) {
+    tb_close(b);
+}
+
+TestSuite(commands, .init = setup, .fini = teardown, .timeout = 120);
+
+static Orders__V1__LineItem item = {PROTOBUF_C_MESSAGE_INIT(&orders__v1__line_item__descriptor),
+                                    "sku-1", 2, 1500};
+static Orders__V1__LineItem *items[] = {&item};
+
+static es_err run(const char *id, const ProtobufCMessage *msg, const char *command_id,
+                  es_expect expect, uint64_t expected, es_result_t *res) {
+    es_command_t cmd = {.aggregate_type = "orders.order",
+                        .aggregate_id = id,
+                        .message = msg,
+                        .command_id = command_id,
+                        .expect = expect,
+                        .expected_version = expected};
+    es_error_t err = {0};
+    memset(res, 0, sizeof *res);
+    return es_execute(tb_engine(b), &cmd, res, &err);
+}
+
+static es_err place(const char *id, const char *command_id, es_result_t *res) {
+    Orders__V1__PlaceOrder m = ORDERS__V1__PLACE_ORDER__INIT;
+    m.customer_id = "alice";
+    m.n_items = 1;
+    m.items = items;
+    m.currency = "EUR";
+    return run(id, &m.base, command_id, ES_EXPECT_ANY, 0, res);
+}
+
+static es_err confirm(const char *id, es_expect expect, uint64_t expected, es_result_t *res) {
+    Orders__V1__ConfirmOrder m = ORDERS__V1__CONFIRM_ORDER__INIT;
+    return run(id, &m.base, NULL, expect, expected, res);
+}
+
+static es_err cancel(const char *id, es_result_t *res) {
+    Orders__V1__CancelOrder m = ORDERS__V1__CANCEL_ORDER__INIT;
+    m.reason = "changed my mind";
+    return run(id, &m.base, NULL, ES_EXPECT_ANY, 0, res);
+}
+
+static int count_event(const es_event_t *ev, void *opaque) {
+    (void)ev;
+    ++*(int *)opaque;
+    return 0;
+}
+
+/* Events of the order as readers see them (Kafka: once the topic has them all). */
+static int events_of(const char *id, int want) {
+    int n = 0;
+    int64_t deadline = es_now_us() + 15 * 1000000LL;
+    do {
+        n = 0;
+        es_error_t err = {0};
+        cr_assert_eq(
+            es_store_read_stream(tb_store(b), "orders.order", id, 1, count_event, &n, &err), ES_OK,
+            "%s", err.message);
+    } while (n < want && es_now_us() < deadline);
+    return n;
+}
+
+Test(commands, accepted_commands_return_versions_and_their_events) {
+    es_result_t res;
+    cr_assert_eq(place("o-1", NULL, &res), ES_OK, "%s", res.reason ? res.reason : "");
+    cr_assert_eq(res.outcome, ES_OUTCOME_ACCEPTED);
+    cr_assert_eq(res.version, 1);
+    cr_assert_eq(res.first_version, 1);
+    cr_assert_eq(res.n_events, 1);
+    cr_assert_str_eq(res.events[0]->event_type, "orders.v1.OrderPlaced");
+    cr_assert_str_eq(res.events[0]->aggregate_id, "o-1");
+    cr_assert_eq(res.events[0]->version, 1);
+    es_result_clear(&res);
+    cr_assert_eq(confirm("o-1", ES_EXPECT_EXACT, 1, &res), ES_OK);
+    cr_assert_eq(res.version, 2);
+    cr_assert_str_eq(res.events[0]->event_type, "orders.v1.OrderConfirmed");
+    es_result_clear(&res);
+    cr_assert_eq(events_of("o-1", 2), 2);
+}
+
+Test(commands, a_rejection_gives_the_reason_and_appends_nothing) {
+    es_result_t res;
+    cr_assert_eq(place("o-2", NULL, &res), ES_OK);
+    es_result_clear(&res);
+    cr_assert_eq(cancel("o-2", &res), ES_OK);
+    es_result_clear(&res);
+    cr_assert_eq(confirm("o-2", ES_EXPECT_ANY, 0, &res), ES_EREJECTED);
+    cr_assert_eq(res.outcome, ES_OUTCOME_REJECTED);
+    cr_assert_not_null(res.reason);
+    cr_assert(strstr(res.reason, "cancelled"), "%s", res.reason);
+    cr_assert_eq(res.n_events, 0);
+    cr_assert_eq(res.version, 2);
+    es_result_clear(&res);
+    cr_assert_eq(events_of("o-2", 2), 2);
+}
+
+Test(commands, a_wrong_expected_version_is_a_conflict_and_appends_nothing) {
+    es_result_t res;
+    cr_assert_eq(place("o-3", NULL, &res), ES_OK);
+    es_result_clear(&res);
+    cr_assert_eq(confirm("o-3", ES_EXPECT_EXACT, 5, &res), ES_ECONFLICT);
+    cr_assert_eq(res.outcome, ES_OUTCOME_CONFLICT);
+    cr_assert_eq(res.n_events, 0);
+    es_result_clear(&res);
+    cr_assert_eq(confirm("o-3", ES_EXPECT_NO_STREAM, 0, &res), ES_ECONFLICT);
+    es_result_clear(&res);
+    cr_assert_eq(events_of("o-3", 1), 1);
+}
+
+Test(commands, the_same_command_id_twice_appends_once_and_answers_the_first_result) {
+    es_result_t first, again;
+    cr_assert_eq(place("o-4", "cmd-o-4", &first), ES_OK);
+    cr_assert_eq(place("o-4", "cmd-o-4", &again), ES_OK);
+    cr_assert(again.duplicate);
+    cr_assert(!first.duplicate);
+    cr_assert_eq(again.version, first.version);
+    cr_assert_eq(again.first_version, first.first_version);
+    cr_assert_eq(again.n_events, first.n_events);
+    es_result_clear(&first);
+    es_result_clear(&again);
+    cr_assert_eq(events_of("o-4", 1), 1);
+}
+
+Test(commands, a_batch_answers_every_command_in_order) {
+    es_command_t cmds[6];
+    es_result_t res[6];
+    char ids[6][16];
+    Orders__V1__PlaceOrder m = ORDERS__V1__PLACE_ORDER__INIT;
+    m.customer_id = "bob";
+    m.n_items = 1;
+    m.items = items;
+    m.currency = "EUR";
+    for (int i = 0; i < 6; i++) {
+        snprintf(ids[i], sizeof ids[i], "b-%d", i % 3);
+        cmds[i] = (es_command_t){
+            .aggregate_type = "orders.order", .aggregate_id = ids[i], .message = &m.base};
+    }
+    es_error_t err = {0};
+    memset(res, 0, sizeof res);
+    cr_assert_eq(es_execute_batch(tb_engine(b), cmds, 6, res, &err), ES_OK, "%s", err.message);
+    for (int i = 0; i < 6; i++) {
+        cr_assert_eq(res[i].outcome, i < 3 ? ES_OUTCOME_ACCEPTED : ES_OUTCOME_REJECTED,
+                     "command %d: outcome %d (%s)", i, (int)res[i].outcome,
+                     res[i].reason ? res[i].reason : "");
+        es_result_clear(&res[i]);
+    }
+}
