@@ -75,6 +75,7 @@ struct es_runner {
     size_t n_pos;
     int64_t *seen; /* positions as of the last commit: cheap "anything new?" checks */
     char log_id[64];
+    int64_t last_batch_ms; /* when the last batch committed */
     int lock_fd;
     es_guard_t *guard;
     size_t batch_size;
@@ -492,6 +493,7 @@ es_err es_runner_batch(es_runner_t *r, size_t max, int linger, size_t *consumed,
     r->stats.stale += r->batch.stale;
     r->stats.gaps += r->batch.gaps;
     r->stats.batches++;
+    r->last_batch_ms = now_ms();
     *consumed = r->consumed;
     for (size_t i = 0; i < r->n_pos; i++)
         r->seen[i] = r->pos[i].offset;
@@ -507,14 +509,15 @@ es_err es_runner_batch(es_runner_t *r, size_t max, int linger, size_t *consumed,
 }
 
 /* Is there anything past the positions of the last commit? Cheap: no read-model write. */
+/* Whether a batch is worth a read-model transaction. At least once a second it is anyway, so
+ * a log that answers from a local cache (Kafka) still reports a broker gone away. */
 static int log_has_more(es_runner_t *r) {
-    int64_t end = 0;
-    if (r->log->ops->end_offset(r->log, &end, NULL) != ES_OK)
+    if (now_ms() - r->last_batch_ms >= 1000)
         return 1;
+    es_topic_pos_t at[r->n_pos ? r->n_pos : 1];
     for (size_t i = 0; i < r->n_pos; i++)
-        if (r->seen[i] < end)
-            return 1;
-    return 0;
+        at[i] = (es_topic_pos_t){r->pos[i].topic, r->pos[i].partition, r->seen[i]};
+    return !r->log->ops->has_records || r->log->ops->has_records(r->log, at, r->n_pos);
 }
 
 es_err es_runner_poll(es_runner_t *r, int timeout_ms, size_t *applied, es_error_t *err) {

@@ -99,6 +99,9 @@ typedef struct es_log_ops {
      * new record: callers poll again. */
     es_err (*fetch)(es_log_t *log, es_topic_pos_t *pos, size_t n_pos, size_t max, es_raw_cb *cb,
                     void *opaque, es_error_t *err);
+    /* Cheap and local: 0 when nothing lies past any position, as far as the log knows without
+     * asking a server; 1 when something may (or it cannot tell). */
+    int (*has_records)(es_log_t *log, const es_topic_pos_t *pos, size_t n);
     /* A partition's end offset and how many records of the topic lie in [from, end). */
     es_err (*topic_end)(es_log_t *log, const char *topic, int32_t partition, int64_t from,
                         int64_t *end, uint64_t *count, es_error_t *err);

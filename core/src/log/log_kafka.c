@@ -429,6 +429,20 @@ static void note_position(kafka_log *l, const es_topic_pos_t *p) {
             l->assigned->elems[i].offset = p->offset;
 }
 
+/* From the watermarks the consumer's background fetches keep: no request to a broker. */
+static int kl_has_records(es_log_t *base, const es_topic_pos_t *pos, size_t n) {
+    kafka_log *l = (kafka_log *)base;
+    if (!l->consumer || !l->assigned || l->reseek)
+        return 1;
+    for (size_t i = 0; i < n; i++) {
+        int64_t lo = -1, hi = -1;
+        if (rd_kafka_get_watermark_offsets(l->consumer, pos[i].topic, pos[i].partition, &lo, &hi) ||
+            hi < 0 || hi > pos[i].offset)
+            return 1;
+    }
+    return 0;
+}
+
 static es_err kl_fetch(es_log_t *base, es_topic_pos_t *pos, size_t n_pos, size_t max, es_raw_cb *cb,
                        void *opaque, es_error_t *err) {
     kafka_log *l = (kafka_log *)base;
@@ -880,6 +894,7 @@ static const es_log_ops kafka_ops = {
     .identity = kl_identity,
     .partitions = kl_partitions,
     .fetch = kl_fetch,
+    .has_records = kl_has_records,
     .topic_end = kl_topic_end,
     .put_dlq = kl_put_dlq,
     .commit_positions = kl_commit_positions,

@@ -1204,6 +1204,16 @@ static es_err lg_fetch(es_log_t *base, es_topic_pos_t *pos, size_t n_pos, size_t
     return e;
 }
 
+static int lg_has_records(es_log_t *base, const es_topic_pos_t *pos, size_t n) {
+    int64_t end = 0;
+    if (lg_end_offset(base, &end, NULL) != ES_OK)
+        return 1;
+    for (size_t i = 0; i < n; i++)
+        if (pos[i].offset < end)
+            return 1;
+    return 0;
+}
+
 static es_err lg_topic_end(es_log_t *base, const char *topic, int32_t partition, int64_t from,
                            int64_t *end, uint64_t *count, es_error_t *err) {
     sqlite_log *l = (sqlite_log *)base;
@@ -1286,6 +1296,7 @@ static const es_log_ops sqlite_ops = {
     .identity = lg_identity,
     .partitions = lg_partitions,
     .fetch = lg_fetch,
+    .has_records = lg_has_records,
     .topic_end = lg_topic_end,
     .put_dlq = lg_put_dlq,
 };
