@@ -11,20 +11,19 @@
 #include <string.h>
 
 #include "backend.h"
+#include "notes.h"
 #include "testutil.h"
 
 #define TYPE "test.note"
 #define WAIT_MS 15000
 
 static tb_t *b;
-static int transient_left; /* ES_ERETRY answers still to give */
-static int fixed;          /* the "Broken" events apply once the module is fixed */
 
 static void setup(void) {
     static const char *const types[] = {TYPE, NULL};
     b = tb_open(types);
-    transient_left = 0;
-    fixed = 0;
+    notes_transient_left = 0;
+    notes_fixed = 0;
 }
 
 static void teardown(void) {
@@ -36,57 +35,6 @@ TestSuite(projection, .init = setup, .fini = teardown, .timeout = 120);
 static void note(const char *id, const char *event_type, const char *text) {
     tb_append(b, TYPE, id, event_type, text, strlen(text));
 }
-
-static es_err migrate_v1(sqlite3 *db, int from, es_error_t *err) {
-    (void)from;
-    if (sqlite3_exec(db,
-                     "CREATE TABLE notes(id TEXT, version INT, body TEXT, PRIMARY KEY(id, "
-                     "version))",
-                     NULL, NULL, NULL) != SQLITE_OK)
-        return es_fail(err, ES_EIO, "create notes: %s", sqlite3_errmsg(db));
-    return ES_OK;
-}
-
-static es_err migrate_v2(sqlite3 *db, int from, es_error_t *err) {
-    (void)from;
-    if (sqlite3_exec(db, "CREATE TABLE notes_v2(id TEXT, version INT, body TEXT, len INT)", NULL,
-                     NULL, NULL) != SQLITE_OK)
-        return es_fail(err, ES_EIO, "create notes_v2: %s", sqlite3_errmsg(db));
-    return ES_OK;
-}
-
-static es_err apply_common(es_projector_ctx_t *ctx, const es_event_t *ev, const char *sql,
-                           es_error_t *err) {
-    if (!strcmp(ev->event_type, "test.v1.Unknown"))
-        return es_fail(err, ES_EUNKNOWN_TYPE, "no such event type %s", ev->event_type);
-    if (!strcmp(ev->event_type, "test.v1.Flaky") && transient_left > 0) {
-        transient_left--;
-        return es_fail(err, ES_ERETRY, "flaky, try again");
-    }
-    if (!strcmp(ev->event_type, "test.v1.Broken") && !fixed)
-        return es_fail(err, ES_EINVAL, "cannot apply %s of %s", ev->event_type, ev->aggregate_id);
-    sqlite3_stmt *s = es_ctx_stmt(ctx, sql, err);
-    if (!s)
-        return err->code;
-    sqlite3_bind_text(s, 1, ev->aggregate_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 2, (sqlite3_int64)ev->version);
-    sqlite3_bind_text(s, 3, (const char *)ev->payload, (int)ev->payload_len, SQLITE_STATIC);
-    return es_ctx_exec(ctx, s, err);
-}
-
-static es_err apply_v1(es_projector_ctx_t *ctx, const es_event_t *ev, es_error_t *err) {
-    return apply_common(ctx, ev, "INSERT INTO notes VALUES (?1, ?2, ?3)", err);
-}
-
-static es_err apply_v2(es_projector_ctx_t *ctx, const es_event_t *ev, es_error_t *err) {
-    return apply_common(ctx, ev, "INSERT INTO notes_v2 VALUES (?1, ?2, ?3, length(?3))", err);
-}
-
-static const char *const topics[] = {TYPE ".events", NULL};
-static const es_projector_def notes_v1 = {ES_PROJECTOR_ABI, "notes",  1,    topics,
-                                          migrate_v1,       apply_v1, NULL, NULL};
-static const es_projector_def notes_v2 = {ES_PROJECTOR_ABI, "notes",  2,    topics,
-                                          migrate_v2,       apply_v2, NULL, NULL};
 
 static long long query_int(const char *sql) {
     char *path = tu_path(tb_dir(b), "read.db");
@@ -183,10 +131,10 @@ Test(projection, lag_counts_what_lies_between_checkpoints_and_ends) {
 Test(projection, transient_failures_are_retried_then_applied) {
     note("n-1", "test.v1.Flaky", "a");
     note("n-2", "test.v1.Noted", "b");
-    transient_left = 3; /* projector.retries is 3 */
+    notes_transient_left = 3; /* projector.retries is 3 */
     es_runner_t *r = runner(&notes_v1);
     es_runner_stats_t st = drain(r, 2);
-    cr_assert_eq(transient_left, 0);
+    cr_assert_eq(notes_transient_left, 0);
     cr_assert_geq(st.retries, 1);
     cr_assert_eq(st.parked, 0);
     es_runner_destroy(r);
@@ -196,7 +144,7 @@ Test(projection, transient_failures_are_retried_then_applied) {
 Test(projection, a_failure_that_stays_transient_is_parked_after_the_retries) {
     note("n-1", "test.v1.Flaky", "a");
     note("n-2", "test.v1.Noted", "b");
-    transient_left = 1000;
+    notes_transient_left = 1000;
     es_config_set(tb_config(b), "projector.retries", "2", NULL);
     es_runner_t *r = runner(&notes_v1);
     drain(r, 2);
@@ -232,7 +180,7 @@ Test(projection, a_failing_event_is_parked_alone_and_redriven_once_after_a_fix) 
                  "%s", err.message);
     cr_assert_eq(applied, 0, "still broken");
     cr_assert_eq(failed, 1);
-    fixed = 1;
+    notes_fixed = 1;
     cr_assert_eq(es_dlq_redrive(tb_config(b), &notes_v1, NULL, 0, &applied, &failed, &err), ES_OK,
                  "%s", err.message);
     cr_assert_eq(applied, 1);

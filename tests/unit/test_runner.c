@@ -9,12 +9,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "notes.h"
 #include "testutil.h"
 
 static char *dir;
 static es_config_t *cfg;
 static es_store_t *store;
-static int transient_left; /* ES_ERETRY answers still to give */
 
 static void setup(void) {
     dir = tu_tempdir();
@@ -25,7 +25,7 @@ static void setup(void) {
     cr_assert_eq(es_config_set(cfg, "projector.retry.backoff.ms", "1", &err), ES_OK);
     free(rm);
     cr_assert_eq(es_store_new(cfg, &store, &err), ES_OK, "%s", err.message);
-    transient_left = 0;
+    notes_transient_left = 0;
 }
 
 static void teardown(void) {
@@ -44,55 +44,6 @@ static void append(const char *id, const char *type, const char *text) {
     cr_assert_eq(es_store_append(store, "test.note", id, ES_EXPECT_ANY, 0, &ev, 1, NULL, &err),
                  ES_OK, "%s", err.message);
 }
-
-static es_err migrate_v1(sqlite3 *db, int from, es_error_t *err) {
-    (void)from;
-    if (sqlite3_exec(db, "CREATE TABLE notes(id TEXT, version INT, body TEXT)", NULL, NULL, NULL) !=
-        SQLITE_OK)
-        return es_fail(err, ES_EIO, "create notes: %s", sqlite3_errmsg(db));
-    return ES_OK;
-}
-
-static es_err migrate_v2(sqlite3 *db, int from, es_error_t *err) {
-    (void)from;
-    if (sqlite3_exec(db, "CREATE TABLE notes_v2(id TEXT, version INT, body TEXT, len INT)", NULL,
-                     NULL, NULL) != SQLITE_OK)
-        return es_fail(err, ES_EIO, "create notes_v2: %s", sqlite3_errmsg(db));
-    return ES_OK;
-}
-
-static es_err apply_common(es_projector_ctx_t *ctx, const es_event_t *ev, const char *sql,
-                           es_error_t *err) {
-    if (!strcmp(ev->event_type, "test.v1.Unknown"))
-        return es_fail(err, ES_EUNKNOWN_TYPE, "no such event type %s", ev->event_type);
-    if (!strcmp(ev->event_type, "test.v1.Flaky") && transient_left > 0) {
-        transient_left--;
-        return es_fail(err, ES_ERETRY, "flaky, try again");
-    }
-    if (!strcmp(ev->event_type, "test.v1.Broken"))
-        return es_fail(err, ES_EINVAL, "cannot apply %s of %s", ev->event_type, ev->aggregate_id);
-    sqlite3_stmt *s = es_ctx_stmt(ctx, sql, err);
-    if (!s)
-        return err->code;
-    sqlite3_bind_text(s, 1, ev->aggregate_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 2, (sqlite3_int64)ev->version);
-    sqlite3_bind_text(s, 3, (const char *)ev->payload, (int)ev->payload_len, SQLITE_STATIC);
-    return es_ctx_exec(ctx, s, err);
-}
-
-static es_err apply_v1(es_projector_ctx_t *ctx, const es_event_t *ev, es_error_t *err) {
-    return apply_common(ctx, ev, "INSERT INTO notes VALUES (?1, ?2, ?3)", err);
-}
-
-static es_err apply_v2(es_projector_ctx_t *ctx, const es_event_t *ev, es_error_t *err) {
-    return apply_common(ctx, ev, "INSERT INTO notes_v2 VALUES (?1, ?2, ?3, length(?3))", err);
-}
-
-static const char *const topics[] = {"test.note.events", NULL};
-static const es_projector_def notes_v1 = {ES_PROJECTOR_ABI, "notes",  1,    topics,
-                                          migrate_v1,       apply_v1, NULL, NULL};
-static const es_projector_def notes_v2 = {ES_PROJECTOR_ABI, "notes",  2,    topics,
-                                          migrate_v2,       apply_v2, NULL, NULL};
 
 static long long query_int(const char *sql) {
     char *path = tu_path(dir, "read.db");
@@ -151,8 +102,8 @@ Test(runner, the_read_model_may_not_be_the_event_store_file) {
 }
 
 Test(runner, replay_refuses_to_replace_a_table_another_projector_owns) {
-    static const es_projector_def other = {ES_PROJECTOR_ABI, "other",  1,    topics,
-                                           migrate_v2,       apply_v2, NULL, NULL};
+    es_projector_def other = notes_v2; /* a second module with notes_v2's table */
+    other.name = "other";
     append("n-1", "test.v1.Noted", "abc");
     es_runner_t *r = runner(&notes_v2);
     drain(r);
