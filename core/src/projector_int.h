@@ -93,6 +93,8 @@ es_err es_runner_batch(es_runner_t *r, size_t max, int linger, size_t *consumed,
 /* Records of the projector's topics between its checkpoints and the log's end. */
 es_err es_runner_backlog(es_runner_t *r, uint64_t *n, es_error_t *err);
 sqlite3 *es_runner_db(es_runner_t *r);
+/* Sets what es_ctx_state returns, for a def without init (the saga coordinator). */
+void es_runner_set_state(es_runner_t *r, void *state);
 es_log_t *es_runner_log(es_runner_t *r);
 /* Decodes and applies one record under a savepoint with the retry policy. On failure fills
  * err and returns the decoder's or module's code (*storage = 0: park it) or our storage's

@@ -583,6 +583,10 @@ void es_runner_set_park_cb(es_runner_t *r, es_park_cb *cb, void *opaque) {
     r->park_opaque = opaque;
 }
 
+void es_runner_set_state(es_runner_t *r, void *state) {
+    r->ctx.state = state;
+}
+
 sqlite3 *es_runner_db(es_runner_t *r) {
     return r->db;
 }

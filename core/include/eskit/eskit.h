@@ -10,6 +10,7 @@
 #include <eskit/processor.h>
 #include <eskit/projector.h>
 #include <eskit/runner.h>
+#include <eskit/saga.h>
 
 #define ESKIT_VERSION_MAJOR 0
 #define ESKIT_VERSION_MINOR 1

@@ -1,0 +1,194 @@
+/*
+ * Sagas: multi-step processes across aggregates, with compensations.
+ *
+ * A saga is declared as data (es_saga_def): the event that starts an instance,
+ * the steps in order (the command each sends, the events that complete or fail
+ * it, its timeout, the command that undoes it) and the command that ends an
+ * aborted instance. The coordinator (es_saga_coordinator_t) consumes the
+ * topics the saga listens to; per batch, one SQLite transaction in the saga
+ * database (config key saga.db) updates instances, stores the checkpoints and
+ * writes the commands to send to an outbox. A relay then executes the outbox
+ * through the engine (embedded: es_execute; Kafka: produced to
+ * "<type>.commands" and answered by the partition owner) under deterministic
+ * command ids "<saga>/<instance>/<step>.<target>/<do|undo|abort>", so a
+ * redelivered command or a restart never doubles an effect.
+ *
+ * Lifecycle of an instance:
+ *   running      step k's commands are sent; the step completes when every
+ *                command's target emitted one of completed_by (caused by that
+ *                command), or, with completed_by NULL, when every command was
+ *                accepted. It fails on one of failed_by or a rejection, and
+ *                times out when its deadline (durable: stored) passes.
+ *   compensating a failure or timeout at step k undoes steps k, k-1, .., 0
+ *                (step k too: a command that timed out may still have taken
+ *                effect, so compensations must accept "nothing to undo"),
+ *                then sends the abort command, if any.
+ *   completed    every step completed.            (terminal)
+ *   aborted      compensated, abort accepted.      (terminal)
+ *   failed       a compensation or the abort was rejected: an operator has
+ *                to look.                          (terminal)
+ * Every transition is appended to "<saga>.saga.events" (aggregate type
+ * "<saga>.saga", id = instance id, payload eskit.v1.SagaTransition), which is
+ * what es_saga_history and `esctl sagas show` read.
+ *
+ * Events are matched to instances by causation: an event's command_id is the
+ * id of the saga command that caused it. Duplicates, events of steps already
+ * ended and events no instance waits for are recorded and otherwise ignored,
+ * so duplicate or out-of-order delivery never doubles a step.
+ */
+#ifndef ESKIT_SAGA_H
+#define ESKIT_SAGA_H
+
+#include <stdbool.h>
+#include <protobuf-c/protobuf-c.h>
+#include <eskit/config.h>
+#include <eskit/engine.h>
+#include <eskit/event.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ES_SAGA_ABI 1
+#define ES_SAGA_MAX_TARGETS 64 /* commands one step may send */
+
+/* What a step's callbacks see of an instance (valid during the call only). */
+typedef struct es_saga_view es_saga_view_t;
+/* The instance id. */
+const char *es_saga_view_id(const es_saga_view_t *v);
+/* The start event's payload, decoded with the def's start_event descriptor. */
+const ProtobufCMessage *es_saga_view_start(const es_saga_view_t *v);
+/* The start event (its ids, correlation id, metadata; payload as bytes). */
+const es_event_t *es_saga_view_start_event(const es_saga_view_t *v);
+/* Why the instance is compensating or aborting ("" while running). */
+const char *es_saga_view_reason(const es_saga_view_t *v);
+
+/* Where a step's callbacks put the commands they send. */
+typedef struct es_saga_out es_saga_out_t;
+/* Sends command (packed now; the caller keeps ownership) to the aggregate id of the step's
+ * aggregate type. Its descriptor must be the one the step declares. */
+es_err es_saga_send(es_saga_out_t *out, const char *aggregate_id, const ProtobufCMessage *command);
+
+typedef es_err es_saga_send_fn(const es_saga_view_t *v, es_saga_out_t *out, es_error_t *err);
+/* Undoes the step on one target: aggregate_id is where the step's command went. */
+typedef es_err es_saga_undo_fn(const es_saga_view_t *v, const char *aggregate_id,
+                               es_saga_out_t *out, es_error_t *err);
+
+typedef struct es_saga_step {
+    const char *name;                          /* [a-z0-9_-], 1..64 bytes */
+    const char *aggregate_type;                /* where the commands go, e.g. "inventory.item" */
+    const ProtobufCMessageDescriptor *command; /* the command's message type */
+    /* Sends 1..ES_SAGA_MAX_TARGETS commands with es_saga_send (none: the step completes). */
+    es_saga_send_fn *send;
+    /* Events (of the target aggregate, caused by the step's command) that complete or fail a
+     * target; NULL-terminated. completed_by NULL: an accepted command completes its target. */
+    const ProtobufCMessageDescriptor *const *completed_by;
+    const ProtobufCMessageDescriptor *const *failed_by; /* may be NULL */
+    int64_t timeout_ms;                                 /* > 0 */
+    /* The command that undoes the step on one target (same aggregate type); NULL when the
+     * step has nothing to undo. An accepted compensation counts as done. */
+    const ProtobufCMessageDescriptor *compensation;
+    es_saga_undo_fn *compensate;
+} es_saga_step;
+
+typedef struct es_saga_def {
+    int abi_version; /* ES_SAGA_ABI */
+    /* "<domain>.<name>" lowercase, e.g. "orders.fulfilment"; transitions go to
+     * "<name>.saga.events". */
+    const char *name;
+    const char *start_aggregate;                   /* e.g. "orders.order" */
+    const ProtobufCMessageDescriptor *start_event; /* e.g. orders.v1.OrderPlaced */
+    /* Optional: the instance id for a start event (NULL: the event's aggregate id). */
+    es_err (*instance_id)(const es_event_t *ev, const ProtobufCMessage *msg, char *out, size_t cap,
+                          es_error_t *err);
+    const es_saga_step *steps; /* in order */
+    size_t n_steps;            /* 1..32 */
+    /* Optional: the command that ends an aborted instance (e.g. CancelOrder), sent after the
+     * compensations. Only aggregate_type, command and send are used. */
+    const es_saga_step *on_abort;
+} es_saga_def;
+
+/* Checks a definition (ABI, names, steps, descriptors, timeouts); names what is wrong. */
+es_err es_saga_check(const es_saga_def *def, es_error_t *err);
+
+/* ---- coordinator ------------------------------------------------------------------------- */
+
+typedef struct es_saga_coordinator es_saga_coordinator_t;
+
+typedef struct es_saga_stats {
+    uint64_t started, completed, aborted, failed;
+    uint64_t commands_sent; /* outbox rows delivered (including redeliveries after a restart) */
+    uint64_t timeouts;      /* steps whose deadline passed */
+    uint64_t ignored;       /* events received that no waiting step needed */
+} es_saga_stats_t;
+
+/* A coordinator for def on the backend cfg names; commands are executed through engine (not
+ * owned; embedded: the engine of the same store, Kafka: an engine with backend kafka). The saga
+ * database is saga.db. One coordinator per saga and database at a time (a lock file). */
+es_err es_saga_coordinator_new(const es_config_t *cfg, const es_saga_def *def, es_engine_t *engine,
+                               es_saga_coordinator_t **out, es_error_t *err);
+void es_saga_coordinator_destroy(es_saga_coordinator_t *c);
+
+/* One round: consumes a batch of events (waiting up to timeout_ms for one), delivers the
+ * outbox, fires deadlines that passed and publishes transitions. *progress (may be NULL) is
+ * how many events, deliveries and timeouts it handled. */
+es_err es_saga_poll(es_saga_coordinator_t *c, int timeout_ms, size_t *progress, es_error_t *err);
+/* Polls until es_saga_stop; transient failures are logged and retried. */
+es_err es_saga_run(es_saga_coordinator_t *c, es_error_t *err);
+/* Async-signal-safe. */
+void es_saga_stop(es_saga_coordinator_t *c);
+void es_saga_stats(const es_saga_coordinator_t *c, es_saga_stats_t *out);
+/* Applies ev as if consumed again, in a transaction of its own: a redelivery. Events are
+ * matched by causation, so a duplicate, a stale or an out-of-order event changes nothing a
+ * step already decided (tests and repair tools use this). */
+es_err es_saga_redeliver(es_saga_coordinator_t *c, const es_event_t *ev, es_error_t *err);
+/* Instances not yet in a terminal state. */
+es_err es_saga_active(es_saga_coordinator_t *c, uint64_t *n, es_error_t *err);
+
+/* ---- queries (esctl sagas) ---------------------------------------------------------------- */
+
+typedef struct es_saga_info {
+    char saga[ES_MAX_TYPE_LEN + 1];
+    char id[ES_MAX_ID_LEN + 1];
+    char state[16]; /* running, compensating, completed, aborted, failed */
+    char step[65];  /* the current step's name ("" when terminal) */
+    int step_index;
+    int64_t started_us, updated_us;
+    int64_t deadline_us; /* 0 when nothing is awaited */
+    char reason[512];
+} es_saga_info_t;
+
+/* Instances in saga.db, newest first; saga and state (may be NULL) filter. Caller frees *out. */
+es_err es_saga_list(const es_config_t *cfg, const char *saga, const char *state,
+                    es_saga_info_t **out, size_t *n, es_error_t *err);
+/* The instances with this id in saga.db: of saga, or of every saga when saga is NULL (an id
+ * may be used by several sagas). None is not an error (*n = 0). Caller frees *out. */
+es_err es_saga_find(const es_config_t *cfg, const char *saga, const char *id, es_saga_info_t **out,
+                    size_t *n, es_error_t *err);
+
+typedef struct es_saga_record {
+    uint64_t seq; /* the transition's version in "<saga>.saga.events" */
+    int64_t at_us;
+    char kind[24];
+    char state[16];
+    char step[65];
+    int step_index;
+    char command_id[ES_MAX_ID_LEN + 1];
+    char command_type[256];
+    char aggregate_type[ES_MAX_TYPE_LEN + 1];
+    char aggregate_id[ES_MAX_ID_LEN + 1];
+    char event_type[256];
+    char event_id[40];
+    char reason[512];
+    int64_t deadline_us;
+} es_saga_record_t;
+
+/* An instance's transitions from "<saga>.saga.events" on the backend cfg names, in order.
+ * ES_ENOTFOUND when there are none. Caller frees *out. */
+es_err es_saga_history(const es_config_t *cfg, const char *saga, const char *id,
+                       es_saga_record_t **out, size_t *n, es_error_t *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,1415 @@
+/*
+ * The saga coordinator: a projector over the topics a saga listens to (the runner gives it
+ * batches, checkpoints and the DLQ in one read-model transaction), plus a relay that delivers
+ * the outbox through the engine, durable deadlines and the publication of transitions to
+ * "<saga>.saga.events". See saga.h for the lifecycle and saga_int.h for the tables.
+ */
+#include "saga_int.h"
+
+#include "engine_int.h"
+#include "projector_int.h"
+
+#include "eskit/v1/saga.pb-c.h"
+
+#include <librdkafka/rdkafka.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_STEPS 32
+#define RELAY_BATCH 256
+#define PUBLISH_BATCH 1024
+#define KAFKA_FLUSH_MS 10000
+#define RETRY_BACKOFF_US 200000
+
+/* ---- definitions -------------------------------------------------------------------------- */
+
+static int name_ok(const char *s) {
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > 64)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '_' ||
+              s[i] == '-'))
+            return 0;
+    return 1;
+}
+
+static es_err check_step(const es_saga_def *def, const es_saga_step *s, size_t i, int abort,
+                         es_error_t *err) {
+    char what[96];
+    if (abort)
+        snprintf(what, sizeof what, "saga '%s': on_abort", def->name);
+    else
+        snprintf(what, sizeof what, "saga '%s': step %zu", def->name, i);
+    if (!abort && !name_ok(s->name))
+        return es_fail(err, ES_EINVAL, "%s: name '%s' must be 1..64 bytes of [a-z0-9_-]", what,
+                       s->name ? s->name : "(null)");
+    es_err e = es_validate_aggregate_type(s->aggregate_type, err);
+    if (e != ES_OK) {
+        es_error_prefix(err, "%s: ", what);
+        return e;
+    }
+    if (!s->command || !s->send)
+        return es_fail(err, ES_EINVAL, "%s: command (descriptor) and send are required", what);
+    if (abort)
+        return ES_OK;
+    if (s->timeout_ms <= 0)
+        return es_fail(err, ES_EINVAL, "%s (%s): timeout_ms must be > 0", what, s->name);
+    if (!s->compensation != !s->compensate)
+        return es_fail(err, ES_EINVAL,
+                       "%s (%s): compensation and compensate go together (both or neither)", what,
+                       s->name);
+    for (size_t j = 0; j < i; j++)
+        if (!strcmp(def->steps[j].name, s->name))
+            return es_fail(err, ES_EINVAL, "%s: the name '%s' is used twice", what, s->name);
+    return ES_OK;
+}
+
+es_err es_saga_check(const es_saga_def *def, es_error_t *err) {
+    if (!def)
+        return es_fail(err, ES_EINVAL, "saga definition is NULL");
+    if (def->abi_version != ES_SAGA_ABI)
+        return es_fail(err, ES_EINVAL, "saga '%s': abi_version %d, this eskit has %d",
+                       def->name ? def->name : "(null)", def->abi_version, ES_SAGA_ABI);
+    char htype[ES_MAX_TYPE_LEN + 1];
+    es_err e = es_saga_history_type(def->name, htype, sizeof htype, err);
+    if (e != ES_OK)
+        return e;
+    e = es_validate_aggregate_type(def->start_aggregate, err);
+    if (e != ES_OK) {
+        es_error_prefix(err, "saga '%s': start_aggregate: ", def->name);
+        return e;
+    }
+    if (!def->start_event)
+        return es_fail(err, ES_EINVAL, "saga '%s': start_event (descriptor) is required",
+                       def->name);
+    if (!def->steps || def->n_steps == 0 || def->n_steps > MAX_STEPS)
+        return es_fail(err, ES_EINVAL, "saga '%s': 1..%d steps needed, %zu given", def->name,
+                       MAX_STEPS, def->steps ? def->n_steps : 0);
+    for (size_t i = 0; i < def->n_steps; i++)
+        if ((e = check_step(def, &def->steps[i], i, 0, err)) != ES_OK)
+            return e;
+    return def->on_abort ? check_step(def, def->on_abort, 0, 1, err) : ES_OK;
+}
+
+/* ---- views and outputs -------------------------------------------------------------------- */
+
+struct es_saga_view {
+    const char *id;
+    const es_event_t *start_ev;
+    const ProtobufCMessage *start;
+    const char *reason;
+};
+
+const char *es_saga_view_id(const es_saga_view_t *v) {
+    return v->id;
+}
+const ProtobufCMessage *es_saga_view_start(const es_saga_view_t *v) {
+    return v->start;
+}
+const es_event_t *es_saga_view_start_event(const es_saga_view_t *v) {
+    return v->start_ev;
+}
+const char *es_saga_view_reason(const es_saga_view_t *v) {
+    return v->reason ? v->reason : "";
+}
+
+typedef struct out_cmd {
+    char *aggregate_id;
+    uint8_t *buf;
+    size_t len;
+} out_cmd;
+
+struct es_saga_out {
+    const ProtobufCMessageDescriptor *want;
+    const char *what; /* for errors: "step reserve_stock" */
+    out_cmd cmd[ES_SAGA_MAX_TARGETS];
+    size_t n;
+    es_err failed;
+    char why[400];
+};
+
+es_err es_saga_send(es_saga_out_t *out, const char *aggregate_id, const ProtobufCMessage *command) {
+    es_error_t e;
+    es_err rc = ES_OK;
+    if (!out || !command)
+        return ES_EINVAL;
+    if (command->descriptor != out->want)
+        rc = ES_EINVAL, snprintf(out->why, sizeof out->why, "%s sent a %s; the step declares %s",
+                                 out->what, command->descriptor->name, out->want->name);
+    else if (es_validate_aggregate_id(aggregate_id, &e) != ES_OK)
+        rc = ES_EINVAL, snprintf(out->why, sizeof out->why, "%s: %.200s", out->what, e.message);
+    else if (out->n == ES_SAGA_MAX_TARGETS)
+        rc = ES_EINVAL, snprintf(out->why, sizeof out->why, "%s sent more than %d commands",
+                                 out->what, ES_SAGA_MAX_TARGETS);
+    if (rc != ES_OK) {
+        out->failed = rc;
+        return rc;
+    }
+    size_t len = protobuf_c_message_get_packed_size(command);
+    out_cmd *c = &out->cmd[out->n];
+    c->buf = malloc(len ? len : 1);
+    c->aggregate_id = strdup(aggregate_id);
+    if (!c->buf || !c->aggregate_id) {
+        free(c->buf);
+        free(c->aggregate_id);
+        out->failed = ES_ENOMEM;
+        snprintf(out->why, sizeof out->why, "out of memory");
+        return ES_ENOMEM;
+    }
+    c->len = protobuf_c_message_pack(command, c->buf);
+    out->n++;
+    return ES_OK;
+}
+
+static void out_clear(es_saga_out_t *o) {
+    for (size_t i = 0; i < o->n; i++) {
+        free(o->cmd[i].aggregate_id);
+        free(o->cmd[i].buf);
+    }
+    o->n = 0;
+}
+
+/* ---- the coordinator ---------------------------------------------------------------------- */
+
+enum {
+    S_INST_GET,
+    S_INST_PUT,
+    S_TARGET_BY_CMD,
+    S_TARGET_PUT,
+    S_TARGET_STATUS,
+    S_TARGETS_OF_STEP,
+    S_STEP_OPEN,
+    S_HIST_PUT,
+    S_DUE,
+    S_OUTBOX,
+    S_SENT,
+    S_UNPUBLISHED,
+    S_PUBLISHED,
+    S_ACTIVE,
+    S_COUNT_STATE,
+    S_COUNT
+};
+
+static const char *const SQL[S_COUNT] = {
+    [S_INST_GET] = "SELECT state, step, started_at, deadline, reason, seq, start_event"
+                   " FROM es_saga_instances WHERE saga = ?1 AND id = ?2",
+    [S_INST_PUT] = "INSERT OR REPLACE INTO es_saga_instances (saga, id, state, step, started_at,"
+                   " updated_at, deadline, reason, seq, start_event)"
+                   " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    [S_TARGET_BY_CMD] = "SELECT id, step, target, kind, status, aggregate_type, aggregate_id,"
+                        " command_type FROM es_saga_targets WHERE command_id = ?1 AND saga = ?2",
+    [S_TARGET_PUT] = "INSERT OR IGNORE INTO es_saga_targets (command_id, saga, id, step, target,"
+                     " kind, aggregate_type, aggregate_id, command_type, payload, deadline,"
+                     " status, created_at, correlation_id)"
+                     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'pending', ?12, ?13)",
+    [S_TARGET_STATUS] = "UPDATE es_saga_targets SET status = ?2, reason = ?3 WHERE command_id = ?1",
+    [S_TARGETS_OF_STEP] = "SELECT aggregate_id, status FROM es_saga_targets"
+                          " WHERE saga = ?1 AND id = ?2 AND step = ?3 AND kind = 'do'"
+                          " ORDER BY target",
+    [S_STEP_OPEN] = "SELECT count(*) FROM es_saga_targets WHERE saga = ?1 AND id = ?2"
+                    " AND step = ?3 AND kind = ?4 AND status = 'pending'",
+    [S_HIST_PUT] = "INSERT INTO es_saga_history (saga, id, seq, record) VALUES (?1, ?2, ?3, ?4)",
+    [S_DUE] = "SELECT id FROM es_saga_instances WHERE saga = ?1 AND deadline > 0"
+              " AND deadline <= ?2 AND state = 'running' ORDER BY deadline LIMIT 256",
+    [S_OUTBOX] = "SELECT command_id, id, kind, aggregate_type, aggregate_id, command_type,"
+                 " payload, deadline, correlation_id FROM es_saga_targets"
+                 " WHERE saga = ?1 AND sent_at = 0 ORDER BY rowid LIMIT ?2",
+    [S_SENT] = "UPDATE es_saga_targets SET sent_at = ?2, outcome = ?3,"
+               " reason = CASE WHEN ?4 = '' THEN reason ELSE ?4 END WHERE command_id = ?1",
+    [S_UNPUBLISHED] = "SELECT id, seq, record FROM es_saga_history WHERE saga = ?1"
+                      " AND published = 0 ORDER BY id, seq LIMIT ?2",
+    [S_PUBLISHED] = "UPDATE es_saga_history SET published = 1 WHERE saga = ?1 AND id = ?2"
+                    " AND seq <= ?3 AND published = 0",
+    [S_ACTIVE] = "SELECT count(*) FROM es_saga_instances WHERE saga = ?1"
+                 " AND state IN ('running', 'compensating')",
+    [S_COUNT_STATE] = "SELECT count(*) FROM es_saga_instances WHERE saga = ?1 AND state = ?2",
+};
+
+struct es_saga_coordinator {
+    es_config_t *cfg; /* first: the Kafka log callback's opaque starts with it */
+    const es_saga_def *def;
+    es_engine_t *engine;
+    es_projector_def pdef;
+    char pname[ES_PROJECTOR_NAME_MAX + 1];
+    char **topics;
+    es_runner_t *runner;
+    sqlite3 *db;
+    sqlite3_stmt *st[S_COUNT];
+    char htype[ES_MAX_TYPE_LEN + 1];
+    char htopic[ES_MAX_TYPE_LEN + 16];
+    rd_kafka_t *producer; /* Kafka: transitions go to "<saga>.saga.events" */
+    int64_t retry_at_us;  /* the relay backs off after a failed delivery */
+    volatile sig_atomic_t stop;
+    es_saga_stats_t stats;
+};
+
+/* An instance as loaded for a transition. */
+typedef struct inst {
+    char id[ES_MAX_ID_LEN + 1];
+    char state[16];
+    int step;
+    int64_t started, deadline;
+    char reason[512];
+    uint64_t seq;
+    uint8_t *start_bytes;
+    size_t start_len;
+    es_event_t *start_ev;
+    ProtobufCMessage *start_msg;
+} inst;
+
+static void inst_free(inst *in) {
+    free(in->start_bytes);
+    es_event_free(in->start_ev);
+    if (in->start_msg)
+        protobuf_c_message_free_unpacked(in->start_msg, NULL);
+    memset(in, 0, sizeof *in);
+}
+
+static es_err db_fail(es_saga_coordinator_t *c, const char *what, es_error_t *err) {
+    int rc = sqlite3_errcode(c->db);
+    es_err code = rc == SQLITE_BUSY || rc == SQLITE_LOCKED ? ES_EBUSY : ES_EIO;
+    return es_fail(err, code, "saga '%s': %s: %s", c->def->name, what, sqlite3_errmsg(c->db));
+}
+
+/* The cached statement k, reset and bound to the saga name as ?1. */
+static sqlite3_stmt *stmt(es_saga_coordinator_t *c, int k) {
+    sqlite3_stmt *s = c->st[k];
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    sqlite3_bind_text(s, 1, c->def->name, -1, SQLITE_STATIC);
+    return s;
+}
+
+static es_err step_done(es_saga_coordinator_t *c, sqlite3_stmt *s, const char *what,
+                        es_error_t *err) {
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? ES_OK : db_fail(c, what, err);
+}
+
+static void copy_str(char *dst, size_t cap, const unsigned char *src) {
+    snprintf(dst, cap, "%s", src ? (const char *)src : "");
+}
+
+static const es_saga_step *step_at(const es_saga_coordinator_t *c, int k) {
+    if (k >= 0 && (size_t)k < c->def->n_steps)
+        return &c->def->steps[k];
+    return NULL;
+}
+
+/* ---- instances ---------------------------------------------------------------------------- */
+
+static es_err decode_start(es_saga_coordinator_t *c, inst *in, es_error_t *err) {
+    es_err e = es_envelope_decode(in->start_bytes, in->start_len, NULL, &in->start_ev, err);
+    if (e != ES_OK)
+        return e;
+    in->start_msg = protobuf_c_message_unpack(c->def->start_event, NULL, in->start_ev->payload_len,
+                                              in->start_ev->payload);
+    if (!in->start_msg)
+        return es_fail(err, ES_EDECODE, "saga '%s' %s: the start event's payload is not a %s",
+                       c->def->name, in->id, c->def->start_event->name);
+    return ES_OK;
+}
+
+/* Loads instance id; ES_ENOTFOUND when there is none. */
+static es_err inst_load(es_saga_coordinator_t *c, const char *id, inst *in, es_error_t *err) {
+    memset(in, 0, sizeof *in);
+    sqlite3_stmt *s = stmt(c, S_INST_GET);
+    sqlite3_bind_text(s, 2, id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_DONE) {
+        sqlite3_reset(s);
+        return ES_ENOTFOUND;
+    }
+    if (rc != SQLITE_ROW) {
+        sqlite3_reset(s);
+        return db_fail(c, "loading an instance", err);
+    }
+    snprintf(in->id, sizeof in->id, "%s", id);
+    copy_str(in->state, sizeof in->state, sqlite3_column_text(s, 0));
+    in->step = sqlite3_column_int(s, 1);
+    in->started = sqlite3_column_int64(s, 2);
+    in->deadline = sqlite3_column_int64(s, 3);
+    copy_str(in->reason, sizeof in->reason, sqlite3_column_text(s, 4));
+    in->seq = (uint64_t)sqlite3_column_int64(s, 5);
+    in->start_len = (size_t)sqlite3_column_bytes(s, 6);
+    in->start_bytes = malloc(in->start_len ? in->start_len : 1);
+    if (!in->start_bytes) {
+        sqlite3_reset(s);
+        return es_fail(err, ES_ENOMEM, "out of memory");
+    }
+    if (in->start_len)
+        memcpy(in->start_bytes, sqlite3_column_blob(s, 6), in->start_len);
+    sqlite3_reset(s);
+    es_err e = decode_start(c, in, err);
+    if (e != ES_OK)
+        inst_free(in);
+    return e;
+}
+
+static es_err inst_save(es_saga_coordinator_t *c, const inst *in, int64_t now, es_error_t *err) {
+    sqlite3_stmt *s = stmt(c, S_INST_PUT);
+    sqlite3_bind_text(s, 2, in->id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 3, in->state, -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 4, in->step);
+    sqlite3_bind_int64(s, 5, in->started);
+    sqlite3_bind_int64(s, 6, now);
+    sqlite3_bind_int64(s, 7, in->deadline);
+    sqlite3_bind_text(s, 8, in->reason, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 9, (sqlite3_int64)in->seq);
+    sqlite3_bind_blob(s, 10, in->start_bytes, (int)in->start_len, SQLITE_STATIC);
+    return step_done(c, s, "saving an instance", err);
+}
+
+static int terminal(const inst *in) {
+    return strcmp(in->state, ES_SAGA_RUNNING) && strcmp(in->state, ES_SAGA_COMPENSATING);
+}
+
+static Eskit__V1__SagaState state_enum(const char *s) {
+    if (!strcmp(s, ES_SAGA_RUNNING))
+        return ESKIT__V1__SAGA_STATE__SAGA_STATE_RUNNING;
+    if (!strcmp(s, ES_SAGA_COMPENSATING))
+        return ESKIT__V1__SAGA_STATE__SAGA_STATE_COMPENSATING;
+    if (!strcmp(s, ES_SAGA_COMPLETED))
+        return ESKIT__V1__SAGA_STATE__SAGA_STATE_COMPLETED;
+    if (!strcmp(s, ES_SAGA_ABORTED))
+        return ESKIT__V1__SAGA_STATE__SAGA_STATE_ABORTED;
+    return ESKIT__V1__SAGA_STATE__SAGA_STATE_FAILED;
+}
+
+/* What a transition record says beyond kind and state. */
+typedef struct hist_info {
+    int step1; /* the step's index + 1; 0: none */
+    const char *command_id, *command_type, *aggregate_type, *aggregate_id;
+    const char *event_type, *event_id;
+    const char *reason;
+    int64_t deadline;
+} hist_info;
+
+#define HIST(...) (&(hist_info){__VA_ARGS__})
+
+/* Appends one transition of in to the history (published to the log after commit). */
+static es_err hist(es_saga_coordinator_t *c, inst *in, const char *kind, const hist_info *h,
+                   int64_t now, es_error_t *err) {
+    Eskit__V1__SagaTransition t = ESKIT__V1__SAGA_TRANSITION__INIT;
+    int k = h->step1 - 1;
+    const es_saga_step *st = k >= 0 ? step_at(c, k) : NULL;
+    t.saga = (char *)c->def->name;
+    t.instance_id = in->id;
+    t.kind = (char *)kind;
+    t.state = state_enum(in->state);
+    t.step = (char *)(st ? st->name : "");
+    t.step_index = k >= 0 ? (uint32_t)k : 0;
+    t.command_id = (char *)(h->command_id ? h->command_id : "");
+    t.command_type = (char *)(h->command_type ? h->command_type : "");
+    t.aggregate_type = (char *)(h->aggregate_type ? h->aggregate_type : "");
+    t.aggregate_id = (char *)(h->aggregate_id ? h->aggregate_id : "");
+    t.event_type = (char *)(h->event_type ? h->event_type : "");
+    t.event_id = (char *)(h->event_id ? h->event_id : "");
+    t.reason = (char *)(h->reason ? h->reason : "");
+    t.deadline_us = h->deadline;
+    t.at_us = now;
+    size_t len = eskit__v1__saga_transition__get_packed_size(&t);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf)
+        return es_fail(err, ES_ENOMEM, "out of memory");
+    eskit__v1__saga_transition__pack(&t, buf);
+    sqlite3_stmt *s = stmt(c, S_HIST_PUT);
+    sqlite3_bind_text(s, 2, in->id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 3, (sqlite3_int64)++in->seq);
+    sqlite3_bind_blob(s, 4, buf, (int)len, free);
+    return step_done(c, s, "recording a transition", err);
+}
+
+/* ---- transitions -------------------------------------------------------------------------- */
+
+static const char *const KIND_DO = "do", *const KIND_UNDO = "undo", *const KIND_ABORT = "abort";
+
+static es_err command_id(es_saga_coordinator_t *c, const inst *in, const char *step, size_t target,
+                         const char *kind, char *out, size_t cap, es_error_t *err) {
+    int n = snprintf(out, cap, "%s/%s/%s.%zu/%s", c->def->name, in->id, step, target, kind);
+    if (n < 0 || (size_t)n >= cap || (size_t)n > ES_MAX_ID_LEN)
+        return es_fail(err, ES_EINVAL,
+                       "saga '%s': instance id '%.40s...' is too long for the saga's command ids "
+                       "(at most %d bytes in all)",
+                       c->def->name, in->id, ES_MAX_ID_LEN);
+    return ES_OK;
+}
+
+/* Calls a step's send (or compensate, when undo_of is set) and puts the commands in the outbox.
+ * *sent is how many. */
+static es_err emit(es_saga_coordinator_t *c, inst *in, int k, const es_saga_step *st,
+                   const char *kind, const char *undo_of, size_t undo_target, size_t *sent,
+                   int64_t now, es_error_t *err) {
+    es_saga_view_t v = {in->id, in->start_ev, in->start_msg, in->reason};
+    es_saga_out_t *o = calloc(1, sizeof *o);
+    if (!o)
+        return es_fail(err, ES_ENOMEM, "out of memory");
+    char what[128];
+    const char *stname = k < (int)c->def->n_steps ? st->name : "on_abort";
+    snprintf(what, sizeof what, "saga '%s' %s %s", c->def->name,
+             kind == KIND_UNDO ? "compensation of" : "step", stname);
+    o->what = what;
+    o->want = kind == KIND_UNDO ? st->compensation : st->command;
+    es_err e = kind == KIND_UNDO ? st->compensate(&v, undo_of, o, err) : st->send(&v, o, err);
+    if (e == ES_OK && o->failed)
+        e = es_fail(err, o->failed, "%s", o->why);
+    else if (e != ES_OK)
+        es_error_prefix(err, "%s: ", what);
+    int64_t deadline = kind == KIND_DO ? now + st->timeout_ms * 1000 : 0;
+    const char *corr = in->start_ev->correlation_id && *in->start_ev->correlation_id
+                           ? in->start_ev->correlation_id
+                           : in->id;
+    for (size_t i = 0; e == ES_OK && i < o->n; i++) {
+        char cid[ES_MAX_ID_LEN + 64];
+        size_t target = kind == KIND_UNDO ? undo_target * ES_SAGA_MAX_TARGETS + i : i;
+        e = command_id(c, in, stname, target, kind, cid, sizeof cid, err);
+        if (e != ES_OK)
+            break;
+        sqlite3_stmt *s = stmt(c, S_TARGET_PUT);
+        sqlite3_bind_text(s, 1, cid, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(s, 2, c->def->name, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 3, in->id, -1, SQLITE_STATIC);
+        sqlite3_bind_int(s, 4, k);
+        sqlite3_bind_int64(s, 5, (sqlite3_int64)target);
+        sqlite3_bind_text(s, 6, kind, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 7, st->aggregate_type, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 8, o->cmd[i].aggregate_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 9, o->want->name, -1, SQLITE_STATIC);
+        sqlite3_bind_blob(s, 10, o->cmd[i].buf, (int)o->cmd[i].len, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 11, deadline);
+        sqlite3_bind_int64(s, 12, now);
+        sqlite3_bind_text(s, 13, corr, -1, SQLITE_STATIC);
+        e = step_done(c, s, "writing the outbox", err);
+        const char *hk = kind == KIND_DO     ? "command_sent"
+                         : kind == KIND_UNDO ? "compensation_sent"
+                                             : "abort_sent";
+        if (e == ES_OK)
+            e = hist(c, in, hk,
+                     HIST(.step1 = k < (int)c->def->n_steps ? k + 1 : 0, .command_id = cid,
+                          .command_type = o->want->name, .aggregate_type = st->aggregate_type,
+                          .aggregate_id = o->cmd[i].aggregate_id, .deadline = deadline),
+                     now, err);
+    }
+    *sent = e == ES_OK ? o->n : 0;
+    out_clear(o);
+    free(o);
+    return e;
+}
+
+static es_err finish(es_saga_coordinator_t *c, inst *in, const char *state, const char *reason,
+                     int64_t now, es_error_t *err) {
+    snprintf(in->state, sizeof in->state, "%s", state);
+    in->deadline = 0;
+    if (reason)
+        snprintf(in->reason, sizeof in->reason, "%s", reason);
+    return hist(c, in, state, HIST(.reason = reason), now, err);
+}
+
+static es_err send_step(es_saga_coordinator_t *c, inst *in, int k, int64_t now, es_error_t *err);
+
+/* Step k is done: the next step, or the end. */
+static es_err advance(es_saga_coordinator_t *c, inst *in, int k, int64_t now, es_error_t *err) {
+    es_err e = hist(c, in, "step_completed", HIST(.step1 = k + 1), now, err);
+    if (e != ES_OK)
+        return e;
+    if ((size_t)k + 1 == c->def->n_steps)
+        return finish(c, in, ES_SAGA_COMPLETED, NULL, now, err);
+    return send_step(c, in, k + 1, now, err);
+}
+
+static es_err send_step(es_saga_coordinator_t *c, inst *in, int k, int64_t now, es_error_t *err) {
+    const es_saga_step *st = step_at(c, k);
+    size_t sent = 0;
+    in->step = k;
+    in->deadline = now + st->timeout_ms * 1000;
+    es_err e = emit(c, in, k, st, KIND_DO, NULL, 0, &sent, now, err);
+    if (e == ES_OK && sent == 0) /* nothing to do in this instance: the step is done */
+        e = advance(c, in, k, now, err);
+    return e;
+}
+
+/* Sends the compensations of step k (its targets that may have taken effect), going down to
+ * earlier steps while a step has nothing to undo; after step 0, the abort command. */
+static es_err compensate_from(es_saga_coordinator_t *c, inst *in, int k, int64_t now,
+                              es_error_t *err) {
+    for (; k >= 0; k--) {
+        const es_saga_step *st = step_at(c, k);
+        in->step = k;
+        if (!st->compensate)
+            continue;
+        sqlite3_stmt *s = stmt(c, S_TARGETS_OF_STEP);
+        sqlite3_bind_text(s, 2, in->id, -1, SQLITE_STATIC);
+        sqlite3_bind_int(s, 3, k);
+        char ids[ES_SAGA_MAX_TARGETS][ES_MAX_ID_LEN + 1];
+        size_t n = 0;
+        int rc;
+        while ((rc = sqlite3_step(s)) == SQLITE_ROW && n < ES_SAGA_MAX_TARGETS) {
+            /* A target that failed had no effect; done and pending ones may have. */
+            if (strcmp((const char *)sqlite3_column_text(s, 1), "failed") != 0)
+                copy_str(ids[n++], sizeof ids[0], sqlite3_column_text(s, 0));
+        }
+        sqlite3_reset(s);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+            return db_fail(c, "reading a step's targets", err);
+        size_t total = 0;
+        for (size_t i = 0; i < n; i++) {
+            size_t sent = 0;
+            es_err e = emit(c, in, k, st, KIND_UNDO, ids[i], i, &sent, now, err);
+            if (e != ES_OK)
+                return e;
+            total += sent;
+        }
+        if (total > 0)
+            return ES_OK; /* wait for the outcomes */
+    }
+    in->step = (int)c->def->n_steps;
+    if (c->def->on_abort) {
+        size_t sent = 0;
+        es_err e = emit(c, in, (int)c->def->n_steps, c->def->on_abort, KIND_ABORT, NULL, 0, &sent,
+                        now, err);
+        if (e != ES_OK || sent > 0)
+            return e;
+    }
+    return finish(c, in, ES_SAGA_ABORTED, NULL, now, err);
+}
+
+static es_err begin_compensation(es_saga_coordinator_t *c, inst *in, int k, const char *reason,
+                                 int64_t now, es_error_t *err) {
+    snprintf(in->state, sizeof in->state, "%s", ES_SAGA_COMPENSATING);
+    snprintf(in->reason, sizeof in->reason, "%s", reason);
+    in->deadline = 0;
+    return compensate_from(c, in, k, now, err);
+}
+
+static es_err set_target(es_saga_coordinator_t *c, const char *cid, const char *status,
+                         const char *reason, es_error_t *err) {
+    sqlite3_stmt *s = c->st[S_TARGET_STATUS];
+    sqlite3_reset(s);
+    sqlite3_bind_text(s, 1, cid, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, status, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 3, reason ? reason : "", -1, SQLITE_STATIC);
+    return step_done(c, s, "updating a target", err);
+}
+
+/* Pending commands of kind left in step k of in. */
+static es_err open_targets(es_saga_coordinator_t *c, const inst *in, int k, const char *kind,
+                           int *n, es_error_t *err) {
+    sqlite3_stmt *s = stmt(c, S_STEP_OPEN);
+    sqlite3_bind_text(s, 2, in->id, -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 3, k);
+    sqlite3_bind_text(s, 4, kind, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    *n = rc == SQLITE_ROW ? sqlite3_column_int(s, 0) : 0;
+    sqlite3_reset(s);
+    return rc == SQLITE_ROW ? ES_OK : db_fail(c, "counting a step's open commands", err);
+}
+
+/* A target (the command cid of in) reached an end: ok says whether it did what it was for. */
+typedef struct target {
+    char cid[ES_MAX_ID_LEN + 1];
+    char id[ES_MAX_ID_LEN + 1];
+    int step;
+    char kind[8];
+    char status[12];
+    char aggregate_type[ES_MAX_TYPE_LEN + 1];
+    char aggregate_id[ES_MAX_ID_LEN + 1];
+    char command_type[256];
+} target;
+
+static es_err target_ended(es_saga_coordinator_t *c, inst *in, const target *t, int ok,
+                           const char *reason, const es_event_t *ev, int64_t now, es_error_t *err) {
+    es_err e = set_target(c, t->cid, ok ? "done" : "failed", reason, err);
+    if (e != ES_OK)
+        return e;
+    hist_info h = {.step1 = t->step < (int)c->def->n_steps ? t->step + 1 : 0,
+                   .command_id = t->cid,
+                   .command_type = t->command_type,
+                   .aggregate_type = t->aggregate_type,
+                   .aggregate_id = t->aggregate_id,
+                   .event_type = ev ? ev->event_type : NULL,
+                   .event_id = ev ? ev->event_id : NULL,
+                   .reason = reason};
+    int open = 0;
+    if (!strcmp(t->kind, KIND_DO)) {
+        /* Only the running step's targets move the instance; a late end of an older
+         * step (the instance moved on after a timeout) is recorded and nothing more. */
+        int current = !strcmp(in->state, ES_SAGA_RUNNING) && in->step == t->step;
+        if (!ok) {
+            e = hist(c, in, ev ? "event_received" : "command_rejected", &h, now, err);
+            if (e == ES_OK && current) {
+                char why[400];
+                snprintf(why, sizeof why, "step %s failed: %s", step_at(c, t->step)->name,
+                         reason && *reason ? reason : (ev ? ev->event_type : "rejected"));
+                e = hist(c, in, "step_failed", HIST(.step1 = t->step + 1, .reason = why), now, err);
+                if (e == ES_OK)
+                    e = begin_compensation(c, in, t->step, why, now, err);
+            }
+            return e;
+        }
+        e = hist(c, in, ev ? "event_received" : "command_accepted", &h, now, err);
+        if (e == ES_OK && current)
+            e = open_targets(c, in, t->step, KIND_DO, &open, err);
+        if (e == ES_OK && current && open == 0)
+            e = advance(c, in, t->step, now, err);
+        return e;
+    }
+    if (!ok) {
+        char why[400];
+        snprintf(why, sizeof why, "%s %s was rejected: %s",
+                 !strcmp(t->kind, KIND_UNDO) ? "compensation" : "abort command", t->command_type,
+                 reason ? reason : "");
+        e = hist(c, in, "command_rejected", &h, now, err);
+        if (e == ES_OK && !terminal(in))
+            e = finish(c, in, ES_SAGA_FAILED, why, now, err);
+        return e;
+    }
+    e = hist(c, in, "command_accepted", &h, now, err);
+    if (e != ES_OK || strcmp(in->state, ES_SAGA_COMPENSATING) != 0 || in->step != t->step)
+        return e;
+    if (!strcmp(t->kind, KIND_ABORT))
+        return finish(c, in, ES_SAGA_ABORTED, NULL, now, err);
+    e = open_targets(c, in, t->step, KIND_UNDO, &open, err);
+    if (e == ES_OK && open == 0) {
+        e = hist(c, in, "step_compensated", HIST(.step1 = t->step + 1), now, err);
+        if (e == ES_OK)
+            e = compensate_from(c, in, t->step - 1, now, err);
+    }
+    return e;
+}
+
+static es_err target_load(es_saga_coordinator_t *c, const char *cid, target *t, es_error_t *err) {
+    sqlite3_stmt *s = c->st[S_TARGET_BY_CMD];
+    sqlite3_reset(s);
+    sqlite3_bind_text(s, 1, cid, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, c->def->name, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        snprintf(t->cid, sizeof t->cid, "%s", cid);
+        copy_str(t->id, sizeof t->id, sqlite3_column_text(s, 0));
+        t->step = sqlite3_column_int(s, 1);
+        copy_str(t->kind, sizeof t->kind, sqlite3_column_text(s, 3));
+        copy_str(t->status, sizeof t->status, sqlite3_column_text(s, 4));
+        copy_str(t->aggregate_type, sizeof t->aggregate_type, sqlite3_column_text(s, 5));
+        copy_str(t->aggregate_id, sizeof t->aggregate_id, sqlite3_column_text(s, 6));
+        copy_str(t->command_type, sizeof t->command_type, sqlite3_column_text(s, 7));
+    }
+    sqlite3_reset(s);
+    if (rc == SQLITE_DONE)
+        return ES_ENOTFOUND;
+    return rc == SQLITE_ROW ? ES_OK : db_fail(c, "looking up a command", err);
+}
+
+static int listed(const ProtobufCMessageDescriptor *const *list, const char *type) {
+    for (; list && *list; list++)
+        if (!strcmp((*list)->name, type))
+            return 1;
+    return 0;
+}
+
+/* ---- events (inside the runner's transaction) --------------------------------------------- */
+
+static es_err start_instance(es_saga_coordinator_t *c, const es_event_t *ev, int64_t now,
+                             es_error_t *err) {
+    const es_saga_def *def = c->def;
+    ProtobufCMessage *msg =
+        protobuf_c_message_unpack(def->start_event, NULL, ev->payload_len, ev->payload);
+    if (!msg)
+        return es_fail(err, ES_EDECODE, "saga '%s': %s/%s v%llu: the payload is not a %s",
+                       def->name, ev->aggregate_type, ev->aggregate_id,
+                       (unsigned long long)ev->version, def->start_event->name);
+    inst in;
+    memset(&in, 0, sizeof in);
+    es_err e = ES_OK;
+    if (def->instance_id)
+        e = def->instance_id(ev, msg, in.id, sizeof in.id, err);
+    else
+        snprintf(in.id, sizeof in.id, "%s", ev->aggregate_id);
+    protobuf_c_message_free_unpacked(msg, NULL);
+    if (e == ES_OK)
+        e = es_validate_aggregate_id(in.id, err);
+    if (e != ES_OK) {
+        es_error_prefix(err, "saga '%s': the instance id of %s/%s v%llu: ", def->name,
+                        ev->aggregate_type, ev->aggregate_id, (unsigned long long)ev->version);
+        return e;
+    }
+    inst old;
+    e = inst_load(c, in.id, &old, err);
+    if (e == ES_OK) { /* started already: a redelivered start event */
+        inst_free(&old);
+        c->stats.ignored++;
+        return ES_OK;
+    }
+    if (e != ES_ENOTFOUND)
+        return e;
+    es_buf_t b = {0};
+    e = es_envelope_pack(ev, &b, err);
+    if (e != ES_OK)
+        return e;
+    in.start_bytes = b.data;
+    in.start_len = b.len;
+    e = decode_start(c, &in, err);
+    if (e == ES_OK) {
+        snprintf(in.state, sizeof in.state, "%s", ES_SAGA_RUNNING);
+        in.started = now;
+        e = hist(c, &in, "started",
+                 HIST(.event_type = ev->event_type, .event_id = ev->event_id,
+                      .aggregate_type = ev->aggregate_type, .aggregate_id = ev->aggregate_id),
+                 now, err);
+    }
+    if (e == ES_OK)
+        e = send_step(c, &in, 0, now, err);
+    if (e == ES_OK)
+        e = inst_save(c, &in, now, err);
+    inst_free(&in);
+    return e;
+}
+
+static es_err on_event(es_saga_coordinator_t *c, const es_event_t *ev, es_error_t *err) {
+    int64_t now = es_now_us();
+    const es_saga_def *def = c->def;
+    if (!strcmp(ev->aggregate_type, def->start_aggregate) &&
+        !strcmp(ev->event_type, def->start_event->name))
+        return start_instance(c, ev, now, err);
+    if (!ev->command_id || !*ev->command_id)
+        return ES_OK;
+    target t;
+    es_err e = target_load(c, ev->command_id, &t, err);
+    if (e == ES_ENOTFOUND)
+        return ES_OK; /* not caused by this saga */
+    if (e != ES_OK)
+        return e;
+    if (strcmp(t.kind, KIND_DO) != 0 || strcmp(t.status, "pending") != 0 ||
+        strcmp(t.aggregate_type, ev->aggregate_type) != 0) {
+        c->stats.ignored++; /* a compensation's event (its outcome counts), or a duplicate */
+        return ES_OK;
+    }
+    const es_saga_step *st = step_at(c, t.step);
+    int ok = st->completed_by && listed(st->completed_by, ev->event_type);
+    int failed = listed(st->failed_by, ev->event_type);
+    inst in;
+    if ((e = inst_load(c, t.id, &in, err)) != ES_OK)
+        return e == ES_ENOTFOUND
+                   ? es_fail(err, ES_EIO, "saga '%s': command %s has no instance", def->name, t.cid)
+                   : e;
+    if (ok || failed) {
+        e = target_ended(c, &in, &t, ok, NULL, ev, now, err);
+    } else { /* an event on the way (e.g. "pending"): recorded, the step waits on */
+        e = hist(c, &in, "event_received",
+                 HIST(.step1 = t.step + 1, .command_id = t.cid, .aggregate_type = t.aggregate_type,
+                      .aggregate_id = t.aggregate_id, .event_type = ev->event_type,
+                      .event_id = ev->event_id),
+                 now, err);
+    }
+    if (e == ES_OK)
+        e = inst_save(c, &in, now, err);
+    inst_free(&in);
+    return e;
+}
+
+static es_err saga_apply(es_projector_ctx_t *ctx, const es_event_t *ev, es_error_t *err) {
+    return on_event(es_ctx_state(ctx), ev, err);
+}
+
+static es_err saga_migrate(sqlite3 *db, int from, es_error_t *err) {
+    (void)from;
+    return es_rm_exec(db, ES_SAGA_SCHEMA, "creating the saga tables", err);
+}
+
+/* ---- transactions outside the runner ------------------------------------------------------ */
+
+static es_err tx_begin(es_saga_coordinator_t *c, es_error_t *err) {
+    return es_rm_exec(c->db, "BEGIN IMMEDIATE", "starting a saga transaction", err);
+}
+
+static es_err tx_end(es_saga_coordinator_t *c, es_err e, es_error_t *err) {
+    if (e == ES_OK)
+        return es_rm_exec(c->db, "COMMIT", "committing a saga transaction", err);
+    sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+    return e;
+}
+
+/* ---- deadlines ---------------------------------------------------------------------------- */
+
+static es_err fire_deadlines(es_saga_coordinator_t *c, size_t *fired, es_error_t *err) {
+    int64_t now = es_now_us();
+    char(*ids)[ES_MAX_ID_LEN + 1] = NULL;
+    size_t n = 0;
+    sqlite3_stmt *s = stmt(c, S_DUE);
+    sqlite3_bind_int64(s, 2, now);
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        void *grown = realloc(ids, (n + 1) * sizeof *ids);
+        if (!grown)
+            break;
+        ids = grown;
+        copy_str(ids[n++], sizeof ids[0], sqlite3_column_text(s, 0));
+    }
+    sqlite3_reset(s);
+    es_err e = rc == SQLITE_DONE ? ES_OK : db_fail(c, "finding deadlines", err);
+    if (e == ES_OK && n > 0) {
+        e = tx_begin(c, err);
+        for (size_t i = 0; e == ES_OK && i < n; i++) {
+            inst in;
+            if ((e = inst_load(c, ids[i], &in, err)) != ES_OK)
+                break;
+            const es_saga_step *st = step_at(c, in.step);
+            char why[160];
+            snprintf(why, sizeof why, "step %s timed out after %lld ms", st->name,
+                     (long long)st->timeout_ms);
+            e = hist(c, &in, "timed_out", HIST(.step1 = in.step + 1, .deadline = in.deadline), now,
+                     err);
+            if (e == ES_OK)
+                e = begin_compensation(c, &in, in.step, why, now, err);
+            if (e == ES_OK)
+                e = inst_save(c, &in, now, err);
+            inst_free(&in);
+        }
+        e = tx_end(c, e, err);
+        if (e == ES_OK)
+            c->stats.timeouts += n;
+    }
+    free(ids);
+    *fired = e == ES_OK ? n : 0;
+    return e;
+}
+
+/* ---- the relay ---------------------------------------------------------------------------- */
+
+typedef struct delivery {
+    char cid[ES_MAX_ID_LEN + 1];
+    char id[ES_MAX_ID_LEN + 1];
+    char kind[8];
+    char aggregate_type[ES_MAX_TYPE_LEN + 1];
+    char aggregate_id[ES_MAX_ID_LEN + 1];
+    char correlation[ES_MAX_ID_LEN + 1];
+    const ProtobufCMessageDescriptor *desc;
+    ProtobufCMessage *msg;
+    int64_t deadline;
+} delivery;
+
+static const ProtobufCMessageDescriptor *command_desc(const es_saga_coordinator_t *c,
+                                                      const char *name) {
+    for (size_t i = 0; i < c->def->n_steps; i++) {
+        const es_saga_step *st = &c->def->steps[i];
+        if (!strcmp(st->command->name, name))
+            return st->command;
+        if (st->compensation && !strcmp(st->compensation->name, name))
+            return st->compensation;
+    }
+    if (c->def->on_abort && !strcmp(c->def->on_abort->command->name, name))
+        return c->def->on_abort->command;
+    return NULL;
+}
+
+static es_err load_outbox(es_saga_coordinator_t *c, delivery *d, size_t *n, es_error_t *err) {
+    sqlite3_stmt *s = stmt(c, S_OUTBOX);
+    sqlite3_bind_int(s, 2, RELAY_BATCH);
+    int rc;
+    es_err e = ES_OK;
+    *n = 0;
+    while (e == ES_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        delivery *x = &d[*n];
+        memset(x, 0, sizeof *x);
+        copy_str(x->cid, sizeof x->cid, sqlite3_column_text(s, 0));
+        copy_str(x->id, sizeof x->id, sqlite3_column_text(s, 1));
+        copy_str(x->kind, sizeof x->kind, sqlite3_column_text(s, 2));
+        copy_str(x->aggregate_type, sizeof x->aggregate_type, sqlite3_column_text(s, 3));
+        copy_str(x->aggregate_id, sizeof x->aggregate_id, sqlite3_column_text(s, 4));
+        const char *type = (const char *)sqlite3_column_text(s, 5);
+        x->desc = command_desc(c, type ? type : "");
+        x->deadline = sqlite3_column_int64(s, 7);
+        copy_str(x->correlation, sizeof x->correlation, sqlite3_column_text(s, 8));
+        if (!x->desc) {
+            e = es_fail(err, ES_EUNKNOWN_TYPE,
+                        "saga '%s': the outbox holds a %s (command %s), which no step of this "
+                        "definition sends; was the saga changed while instances ran?",
+                        c->def->name, type ? type : "?", x->cid);
+            break;
+        }
+        x->msg = protobuf_c_message_unpack(x->desc, NULL, (size_t)sqlite3_column_bytes(s, 6),
+                                           sqlite3_column_blob(s, 6));
+        if (!x->msg) {
+            e = es_fail(err, ES_EDECODE, "saga '%s': outbox command %s is not a valid %s",
+                        c->def->name, x->cid, x->desc->name);
+            break;
+        }
+        (*n)++;
+    }
+    sqlite3_reset(s);
+    return e;
+}
+
+static const char *outcome_name(const es_result_t *r) {
+    switch (r->outcome) {
+    case ES_OUTCOME_ACCEPTED:
+        return "accepted";
+    case ES_OUTCOME_REJECTED:
+        return "rejected";
+    case ES_OUTCOME_CONFLICT:
+        return "conflict";
+    default:
+        return r->code == ES_ETIMEOUT ? "expired" : "error";
+    }
+}
+
+/* Records the outcome of one delivered command and what it means for its instance. */
+static es_err record_outcome(es_saga_coordinator_t *c, const delivery *d, const es_result_t *r,
+                             int64_t now, es_error_t *err) {
+    sqlite3_stmt *s = c->st[S_SENT];
+    sqlite3_reset(s);
+    sqlite3_bind_text(s, 1, d->cid, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, now);
+    sqlite3_bind_text(s, 3, outcome_name(r), -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 4, r->reason ? r->reason : "", -1, SQLITE_STATIC);
+    es_err e = step_done(c, s, "marking a command sent", err);
+    if (e != ES_OK)
+        return e;
+    target t;
+    if ((e = target_load(c, d->cid, &t, err)) != ES_OK)
+        return e;
+    if (strcmp(t.status, "pending") != 0)
+        return ES_OK; /* its events ended it already */
+    int accepted = r->outcome == ES_OUTCOME_ACCEPTED;
+    int rejected = r->outcome == ES_OUTCOME_REJECTED;
+    if (!strcmp(t.kind, KIND_DO)) {
+        const es_saga_step *st = step_at(c, t.step);
+        /* With completed_by, events end the target (the consumer sees them); an expired
+         * command is left to the step's deadline. */
+        if (!rejected && !(accepted && !st->completed_by))
+            return ES_OK;
+    } else if (!accepted && !rejected) {
+        return ES_OK; /* expired cannot happen (no deadline); errors were retried */
+    }
+    inst in;
+    if ((e = inst_load(c, t.id, &in, err)) != ES_OK)
+        return e == ES_ENOTFOUND ? es_fail(err, ES_EIO, "saga '%s': command %s has no instance",
+                                           c->def->name, t.cid)
+                                 : e;
+    e = target_ended(c, &in, &t, accepted, r->reason, NULL, now, err);
+    if (e == ES_OK)
+        e = inst_save(c, &in, now, err);
+    inst_free(&in);
+    return e;
+}
+
+/* A failure the same command may not meet again: a broker away, a timeout, a busy store. */
+static int retryable(const es_result_t *r) {
+    if (r->outcome == ES_OUTCOME_CONFLICT)
+        return 1;
+    return r->outcome == ES_OUTCOME_ERROR && r->code != ES_ETIMEOUT;
+}
+
+static es_err relay(es_saga_coordinator_t *c, size_t *delivered, es_error_t *err) {
+    *delivered = 0;
+    if (es_now_us() < c->retry_at_us)
+        return ES_OK;
+    delivery *d = calloc(RELAY_BATCH, sizeof *d);
+    es_command_t *cmds = calloc(RELAY_BATCH, sizeof *cmds);
+    es_result_t *res = calloc(RELAY_BATCH, sizeof *res);
+    size_t n = 0;
+    es_err e =
+        d && cmds && res ? load_outbox(c, d, &n, err) : es_fail(err, ES_ENOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++)
+        cmds[i] = (es_command_t){.aggregate_type = d[i].aggregate_type,
+                                 .aggregate_id = d[i].aggregate_id,
+                                 .message = d[i].msg,
+                                 .command_id = d[i].cid,
+                                 .correlation_id = d[i].correlation,
+                                 .deadline_us = d[i].deadline};
+    if (e == ES_OK && n > 0) {
+        e = es_execute_batch(c->engine, cmds, n, res, err);
+        if (e != ES_OK) {
+            es_logf(c->cfg, ES_LOG_WARNING, "saga '%s': delivering %zu command(s) failed: %s",
+                    c->def->name, n, err->message);
+            c->retry_at_us = es_now_us() + RETRY_BACKOFF_US;
+            e = ES_OK;
+            n = 0;
+        }
+    }
+    size_t ok = 0;
+    if (e == ES_OK && n > 0) {
+        int64_t now = es_now_us();
+        e = tx_begin(c, err);
+        for (size_t i = 0; e == ES_OK && i < n; i++) {
+            if (retryable(&res[i])) {
+                es_logf(c->cfg, ES_LOG_WARNING, "saga '%s': command %s: %s; sending it again",
+                        c->def->name, d[i].cid, res[i].reason ? res[i].reason : "failed");
+                c->retry_at_us = now + RETRY_BACKOFF_US;
+                continue;
+            }
+            e = record_outcome(c, &d[i], &res[i], now, err);
+            ok++;
+        }
+        e = tx_end(c, e, err);
+        for (size_t i = 0; i < n; i++)
+            es_result_clear(&res[i]);
+    }
+    if (d)
+        for (size_t i = 0; i < RELAY_BATCH; i++)
+            if (d[i].msg)
+                protobuf_c_message_free_unpacked(d[i].msg, NULL);
+    free(d);
+    free(cmds);
+    free(res);
+    if (e == ES_OK) {
+        *delivered = ok;
+        c->stats.commands_sent += ok;
+    }
+    return e;
+}
+
+/* ---- publishing transitions --------------------------------------------------------------- */
+
+typedef struct pending_rec {
+    char id[ES_MAX_ID_LEN + 1];
+    uint64_t seq;
+    uint8_t *buf;
+    size_t len;
+    int64_t at;
+} pending_rec;
+
+static es_err mark_published(es_saga_coordinator_t *c, const char *id, uint64_t upto,
+                             es_error_t *err) {
+    sqlite3_stmt *s = stmt(c, S_PUBLISHED);
+    sqlite3_bind_text(s, 2, id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 3, (sqlite3_int64)upto);
+    return step_done(c, s, "marking transitions published", err);
+}
+
+/* Embedded: appends recs[0..n) (one instance, consecutive seqs) to the "<saga>.saga" stream,
+ * skipping what an earlier try already appended. */
+static es_err append_embedded(es_saga_coordinator_t *c, const pending_rec *recs, size_t n,
+                              es_error_t *err) {
+    es_store_t *store = es_engine_store(c->engine);
+    uint64_t version = 0;
+    es_err e = es_store_stream_version(store, c->htype, recs[0].id, &version, err);
+    if (e != ES_OK)
+        return e;
+    size_t skip = 0;
+    while (skip < n && recs[skip].seq <= version)
+        skip++;
+    if (skip < n && recs[skip].seq != version + 1)
+        return es_fail(err, ES_EIO,
+                       "saga '%s' %s: the transition log ends at %llu but the next unpublished "
+                       "transition is %llu",
+                       c->def->name, recs[0].id, (unsigned long long)version,
+                       (unsigned long long)recs[skip].seq);
+    if (skip == n)
+        return ES_OK;
+    es_new_event_t *evs = calloc(n - skip, sizeof *evs);
+    if (!evs)
+        return es_fail(err, ES_ENOMEM, "out of memory");
+    for (size_t i = skip; i < n; i++)
+        evs[i - skip] = (es_new_event_t){
+            .event_type = ES_SAGA_EVENT_TYPE, .payload = recs[i].buf, .payload_len = recs[i].len};
+    e = es_store_append(store, c->htype, recs[0].id, ES_EXPECT_EXACT, version, evs, n - skip, NULL,
+                        err);
+    free(evs);
+    return e;
+}
+
+static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+    (void)rk, (void)opaque;
+    if (m->err && m->_private)
+        *(rd_kafka_resp_err_t *)m->_private = m->err;
+}
+
+/* Kafka: produces the records keyed by instance id; a retry after a crash may produce a
+ * transition twice, and readers keep the first of each version (the log-order rule). */
+static es_err append_kafka(es_saga_coordinator_t *c, const pending_rec *recs, size_t n,
+                           rd_kafka_resp_err_t *status, es_error_t *err) {
+    for (size_t i = 0; i < n; i++) {
+        es_event_t ev = {.aggregate_type = c->htype,
+                         .aggregate_id = recs[i].id,
+                         .version = recs[i].seq,
+                         .event_type = ES_SAGA_EVENT_TYPE,
+                         .payload = recs[i].buf,
+                         .payload_len = recs[i].len,
+                         .occurred_at_us = recs[i].at};
+        es_uuid7_at(recs[i].at, ev.event_id);
+        uint8_t *bytes = NULL;
+        size_t len = 0;
+        es_err e = es_envelope_encode(&ev, &bytes, &len, err);
+        if (e != ES_OK)
+            return e;
+        char ver[24];
+        snprintf(ver, sizeof ver, "%llu", (unsigned long long)ev.version);
+        rd_kafka_headers_t *h = rd_kafka_headers_new(3);
+        rd_kafka_header_add(h, "es-event-type", -1, ev.event_type, -1);
+        rd_kafka_header_add(h, "es-version", -1, ver, -1);
+        rd_kafka_header_add(h, "es-event-id", -1, ev.event_id, -1);
+        rd_kafka_resp_err_t ke;
+        while ((ke = rd_kafka_producev(c->producer, RD_KAFKA_V_TOPIC(c->htopic),
+                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
+                                       RD_KAFKA_V_KEY(recs[i].id, strlen(recs[i].id)),
+                                       RD_KAFKA_V_VALUE(bytes, len), RD_KAFKA_V_HEADERS(h),
+                                       RD_KAFKA_V_OPAQUE(status), RD_KAFKA_V_END)) ==
+               RD_KAFKA_RESP_ERR__QUEUE_FULL)
+            rd_kafka_poll(c->producer, 10);
+        if (ke) {
+            rd_kafka_headers_destroy(h);
+            free(bytes);
+            return es_fail(err, ES_EKAFKA, "saga '%s': producing to %s: %s", c->def->name,
+                           c->htopic, rd_kafka_err2str(ke));
+        }
+    }
+    return ES_OK;
+}
+
+static void free_recs(pending_rec *recs, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        free(recs[i].buf);
+    free(recs);
+}
+
+static es_err publish(es_saga_coordinator_t *c, es_error_t *err) {
+    pending_rec *recs = calloc(PUBLISH_BATCH, sizeof *recs);
+    if (!recs)
+        return es_fail(err, ES_ENOMEM, "out of memory");
+    size_t n = 0;
+    sqlite3_stmt *s = stmt(c, S_UNPUBLISHED);
+    sqlite3_bind_int(s, 2, PUBLISH_BATCH);
+    int rc;
+    es_err e = ES_OK;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        pending_rec *r = &recs[n];
+        copy_str(r->id, sizeof r->id, sqlite3_column_text(s, 0));
+        r->seq = (uint64_t)sqlite3_column_int64(s, 1);
+        r->len = (size_t)sqlite3_column_bytes(s, 2);
+        r->buf = malloc(r->len ? r->len : 1);
+        if (!r->buf) {
+            e = es_fail(err, ES_ENOMEM, "out of memory");
+            break;
+        }
+        if (r->len)
+            memcpy(r->buf, sqlite3_column_blob(s, 2), r->len);
+        Eskit__V1__SagaTransition *t = eskit__v1__saga_transition__unpack(NULL, r->len, r->buf);
+        r->at = t ? t->at_us : es_now_us();
+        if (t)
+            eskit__v1__saga_transition__free_unpacked(t, NULL);
+        n++;
+    }
+    sqlite3_reset(s);
+    if (e == ES_OK && rc != SQLITE_DONE && rc != SQLITE_ROW)
+        e = db_fail(c, "reading unpublished transitions", err);
+    rd_kafka_resp_err_t status = RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (e == ES_OK && n > 0 && c->producer) {
+        e = append_kafka(c, recs, n, &status, err);
+        if (e == ES_OK && rd_kafka_flush(c->producer, KAFKA_FLUSH_MS))
+            status = RD_KAFKA_RESP_ERR__TIMED_OUT;
+        if (e == ES_OK && status)
+            e = es_fail(err, ES_EKAFKA, "saga '%s': publishing transitions to %s: %s", c->def->name,
+                        c->htopic, rd_kafka_err2str(status));
+    }
+    if (e == ES_OK && n > 0)
+        e = tx_begin(c, err);
+    for (size_t i = 0, j; e == ES_OK && i < n; i = j) {
+        for (j = i + 1; j < n && !strcmp(recs[j].id, recs[i].id); j++)
+            ;
+        if (!c->producer)
+            e = append_embedded(c, &recs[i], j - i, err);
+        if (e == ES_OK)
+            e = mark_published(c, recs[i].id, recs[j - 1].seq, err);
+    }
+    if (n > 0)
+        e = tx_end(c, e, err);
+    free_recs(recs, n);
+    return e;
+}
+
+/* ---- lifecycle ---------------------------------------------------------------------------- */
+
+static es_err add_topic(es_saga_coordinator_t *c, size_t *n, const char *type, es_error_t *err) {
+    char t[ES_MAX_TYPE_LEN + 16];
+    snprintf(t, sizeof t, "%s.events", type);
+    for (size_t i = 0; i < *n; i++)
+        if (!strcmp(c->topics[i], t))
+            return ES_OK;
+    if (!(c->topics[*n] = strdup(t)))
+        return es_fail(err, ES_ENOMEM, "out of memory");
+    (*n)++;
+    return ES_OK;
+}
+
+static es_err make_topics(es_saga_coordinator_t *c, es_error_t *err) {
+    const es_saga_def *def = c->def;
+    c->topics = calloc(def->n_steps + 3, sizeof *c->topics);
+    if (!c->topics)
+        return es_fail(err, ES_ENOMEM, "out of memory");
+    size_t n = 0;
+    es_err e = add_topic(c, &n, def->start_aggregate, err);
+    for (size_t i = 0; e == ES_OK && i < def->n_steps; i++)
+        e = add_topic(c, &n, def->steps[i].aggregate_type, err);
+    return e;
+}
+
+static es_err open_producer(es_saga_coordinator_t *c, es_error_t *err) {
+    rd_kafka_conf_t *conf = NULL;
+    char errstr[256];
+    es_err e = es_kafka_conf(c->cfg, NULL, 0, 0, c, &conf, err);
+    if (e != ES_OK)
+        return e;
+    rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
+    c->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+    if (!c->producer) {
+        rd_kafka_conf_destroy(conf);
+        return es_fail(err, ES_EKAFKA, "saga '%s': creating the Kafka producer: %s", c->def->name,
+                       errstr);
+    }
+    return ES_OK;
+}
+
+es_err es_saga_coordinator_new(const es_config_t *cfg, const es_saga_def *def, es_engine_t *engine,
+                               es_saga_coordinator_t **out, es_error_t *err) {
+    if (!cfg || !engine || !out)
+        return es_fail(err, ES_EINVAL, "es_saga_coordinator_new: cfg, engine and out are required");
+    es_err e = es_saga_check(def, err);
+    if (e != ES_OK)
+        return e;
+    es_saga_coordinator_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return es_fail(err, ES_ENOMEM, "out of memory");
+    c->def = def;
+    c->engine = engine;
+    c->cfg = es_config_dup(cfg);
+    es_saga_history_type(def->name, c->htype, sizeof c->htype, err);
+    snprintf(c->htopic, sizeof c->htopic, "%s.events", c->htype);
+    snprintf(c->pname, sizeof c->pname, "saga-%s", def->name);
+    for (char *p = c->pname; *p; p++)
+        if (*p == '.')
+            *p = '-';
+    e = c->cfg ? es_config_set(c->cfg, "readmodel.db", es_config_get(cfg, "saga.db"), err)
+               : es_fail(err, ES_ENOMEM, "out of memory");
+    if (e == ES_OK)
+        e = make_topics(c, err);
+    if (e == ES_OK) {
+        c->pdef = (es_projector_def){.abi_version = ES_PROJECTOR_ABI,
+                                     .name = c->pname,
+                                     .schema_version = 1,
+                                     .topics = (const char *const *)c->topics,
+                                     .migrate = saga_migrate,
+                                     .apply = saga_apply};
+        e = es_runner_new(c->cfg, &c->pdef, &c->runner, err);
+    }
+    if (e == ES_OK) {
+        es_runner_set_state(c->runner, c);
+        c->db = es_runner_db(c->runner);
+        for (int k = 0; e == ES_OK && k < S_COUNT; k++)
+            if (sqlite3_prepare_v3(c->db, SQL[k], -1, SQLITE_PREPARE_PERSISTENT, &c->st[k], NULL))
+                e = db_fail(c, "preparing a statement", err);
+    }
+    if (e == ES_OK && !strcmp(es_config_get(cfg, "backend"), "kafka"))
+        e = open_producer(c, err);
+    if (e != ES_OK) {
+        es_saga_coordinator_destroy(c);
+        return e;
+    }
+    *out = c;
+    return ES_OK;
+}
+
+void es_saga_coordinator_destroy(es_saga_coordinator_t *c) {
+    if (!c)
+        return;
+    if (c->producer) {
+        rd_kafka_flush(c->producer, KAFKA_FLUSH_MS);
+        rd_kafka_destroy(c->producer);
+    }
+    for (int k = 0; k < S_COUNT; k++)
+        sqlite3_finalize(c->st[k]);
+    es_runner_destroy(c->runner);
+    for (size_t i = 0; c->topics && c->topics[i]; i++)
+        free(c->topics[i]);
+    free(c->topics);
+    es_config_destroy(c->cfg);
+    free(c);
+}
+
+es_err es_saga_poll(es_saga_coordinator_t *c, int timeout_ms, size_t *progress, es_error_t *err) {
+    size_t applied = 0, delivered = 0, fired = 0;
+    if (!c)
+        return es_fail(err, ES_EINVAL, "es_saga_poll: coordinator is NULL");
+    /* Work first that a crash may have left (outbox, unpublished transitions); wait for new
+     * events only when there is nothing else to do. */
+    es_err e = relay(c, &delivered, err);
+    if (e == ES_OK)
+        e = fire_deadlines(c, &fired, err);
+    if (e == ES_OK)
+        e = es_runner_poll(c->runner, delivered || fired ? 0 : timeout_ms, &applied, err);
+    if (e == ES_OK && applied > 0) {
+        size_t more = 0;
+        e = relay(c, &more, err);
+        delivered += more;
+    }
+    if (e == ES_OK)
+        e = publish(c, err);
+    if (progress)
+        *progress = applied + delivered + fired;
+    return e;
+}
+
+es_err es_saga_redeliver(es_saga_coordinator_t *c, const es_event_t *ev, es_error_t *err) {
+    if (!c || !ev)
+        return es_fail(err, ES_EINVAL, "es_saga_redeliver: coordinator and event are required");
+    es_err e = tx_begin(c, err);
+    if (e == ES_OK)
+        e = on_event(c, ev, err);
+    return tx_end(c, e, err);
+}
+
+static int transient(es_err e) {
+    return e == ES_EKAFKA || e == ES_EBUSY || e == ES_ETIMEOUT || e == ES_ERETRY;
+}
+
+es_err es_saga_run(es_saga_coordinator_t *c, es_error_t *err) {
+    int wait = 100;
+    while (!c->stop) {
+        es_err e = es_saga_poll(c, 100, NULL, err);
+        if (e == ES_OK) {
+            wait = 100;
+            continue;
+        }
+        if (!transient(e))
+            return e;
+        es_logf(c->cfg, ES_LOG_WARNING, "saga '%s': %s; retrying in %d ms", c->def->name,
+                err->message, wait);
+        es_sleep_ms(wait);
+        wait = wait < 5000 ? wait * 2 : 5000;
+    }
+    return ES_OK;
+}
+
+void es_saga_stop(es_saga_coordinator_t *c) {
+    c->stop = 1;
+    es_runner_stop(c->runner);
+}
+
+static uint64_t count_state(es_saga_coordinator_t *c, const char *state) {
+    sqlite3_stmt *s = stmt(c, S_COUNT_STATE);
+    sqlite3_bind_text(s, 2, state, -1, SQLITE_STATIC);
+    uint64_t n = sqlite3_step(s) == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(s, 0) : 0;
+    sqlite3_reset(s);
+    return n;
+}
+
+void es_saga_stats(const es_saga_coordinator_t *cc, es_saga_stats_t *out) {
+    es_saga_coordinator_t *c = (es_saga_coordinator_t *)cc;
+    *out = c->stats;
+    out->completed = count_state(c, ES_SAGA_COMPLETED);
+    out->aborted = count_state(c, ES_SAGA_ABORTED);
+    out->failed = count_state(c, ES_SAGA_FAILED);
+    out->started = out->completed + out->aborted + out->failed + count_state(c, ES_SAGA_RUNNING) +
+                   count_state(c, ES_SAGA_COMPENSATING);
+}
+
+es_err es_saga_active(es_saga_coordinator_t *c, uint64_t *n, es_error_t *err) {
+    sqlite3_stmt *s = stmt(c, S_ACTIVE);
+    int rc = sqlite3_step(s);
+    *n = rc == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(s, 0) : 0;
+    sqlite3_reset(s);
+    return rc == SQLITE_ROW ? ES_OK : db_fail(c, "counting active instances", err);
+}
