@@ -114,6 +114,7 @@ static const key_spec keys[] = {
     {"projector.retry.backoff.ms", "50", check_uint},
     {"readmodel.db", "eskit-read.db", check_nonempty},
     {"replay.batch.size", "20000", check_positive},
+    {"saga.db", "eskit-saga.db", check_nonempty},
     {"service.name", "eskit", check_nonempty},
     {"snapshot.every", "1", check_uint},
     {"sqlite.busy.timeout.ms", "10000", check_uint},
@@ -150,14 +151,14 @@ static es_err check_key(const char *key, const char *value, es_error_t *err) {
     if (!spec)
         return es_fail(
             err, ES_EINVAL,
-            "unknown config key '%s'; known keys: backend, brokers, cache.aggregates, db, "
-            "execute.timeout.ms, projector.batch.size, projector.crash.restarts, "
-            "projector.linger.ms, projector.log.order, projector.on.error, projector.on.unknown, "
-            "projector.path, "
-            "projector.retries, projector.retry.backoff.ms, readmodel.db, replay.batch.size, "
-            "service.name, snapshot.every, sqlite.busy.timeout.ms, sqlite.synchronous, "
-            "state.db, topics.aggregates, topics.consumers, topics.partition.throughput, "
-            "topics.throughput, kafka.<librdkafka property>",
+            /* Grouped by prefix: the full list must fit in es_error_t's 512 bytes. */
+            "unknown config key '%.64s'; known keys: backend, brokers, cache.aggregates, db, "
+            "execute.timeout.ms, projector.{batch.size, crash.restarts, linger.ms, log.order, "
+            "on.error, on.unknown, path, retries, retry.backoff.ms}, readmodel.db, "
+            "replay.batch.size, saga.db, service.name, snapshot.every, "
+            "sqlite.{busy.timeout.ms, synchronous}, state.db, topics.aggregates, "
+            "topics.consumers, topics.partition.throughput, topics.throughput, "
+            "kafka.<librdkafka property>",
             key);
     return spec->check(key, value, err);
 }

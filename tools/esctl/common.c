@@ -83,6 +83,8 @@ int load_config(const options *o, es_config_t **out) {
     int exit = set_flag(cfg, "--db", "db", o->db);
     if (exit == EXIT_OK)
         exit = set_flag(cfg, "--readmodel", "readmodel.db", o->readmodel);
+    if (exit == EXIT_OK)
+        exit = set_flag(cfg, "--saga-db", "saga.db", o->saga_db);
     if (exit != EXIT_OK) {
         es_config_destroy(cfg);
         return exit;

@@ -3,7 +3,7 @@
  * config and store loading, and the event printing of the `events` verb
  * (reused by `dlq show`). main.c parses and dispatches; each verb lives in
  * its own file (events.c, projectors.c for replay and lag, dlq.c, topics.c,
- * devbroker.c).
+ * devbroker.c, sagas.c).
  *
  * Exit codes are part of the interface, scripts rely on them: 0 success,
  * 1 a runtime failure, 2 bad usage. Every failure prints exactly one line on
@@ -33,18 +33,21 @@ typedef enum verb_id {
     VERB_DLQ,
     VERB_TOPICS,
     VERB_DEV_BROKER,
+    VERB_SAGAS,
     VERB_HELP
 } verb_id;
 
 typedef struct options {
     const char *db;
     const char *readmodel;
+    const char *saga_db;
     const char *config;
     const char *types[MAX_TYPES_MODULES];
     size_t n_types;
     bool help, version, verbose, json, all;
     uint64_t from;
-    const char *projector; /* dlq list --projector */
+    const char *projector;    /* dlq list --projector */
+    const char *saga, *state; /* sagas --saga, sagas list --state */
     /* topics, dev-broker: raw values, checked by the verb */
     const char *throughput, *partition_throughput, *consumers, *brokers, *partitions;
     const char *bootstrap_file;
@@ -63,7 +66,7 @@ int usage_error(const options *o, const char *what, const char *arg);
 /* Parses a decimal number without sign or trailing characters; 0 or -1. */
 int parse_u64(const char *s, uint64_t *out);
 
-/* The config from file, environment and flags (--db, --readmodel). Caller destroys. */
+/* The config from file, environment and flags (--db, --readmodel, --saga-db). Caller destroys. */
 int load_config(const options *o, es_config_t **out);
 /* EXIT_FAIL (with the line printed) unless the embedded store's file exists: a typo in --db
  * must not leave a fresh empty database behind. */
@@ -101,6 +104,7 @@ extern const char lag_help[];
 extern const char dlq_help[];
 extern const char topics_help[];
 extern const char dev_broker_help[];
+extern const char sagas_help[];
 
 int cmd_events(const options *o);
 int cmd_replay(const options *o);
@@ -108,5 +112,6 @@ int cmd_lag(const options *o);
 int cmd_dlq(const options *o);
 int cmd_topics(const options *o);
 int cmd_dev_broker(const options *o);
+int cmd_sagas(const options *o);
 
 #endif

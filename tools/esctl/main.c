@@ -25,6 +25,8 @@ static const char main_help[] =
     "  topics plan [TYPE...]          the Kafka topics of aggregate types: partitions,\n"
     "                                 replication, retention\n"
     "  topics apply [TYPE...]         create missing topics on the cluster, report drift\n"
+    "  sagas list                     list saga instances: state, step, deadline\n"
+    "  sagas show <id>                print a saga instance's history, one transition a line\n"
     "  dev-broker                     run librdkafka's mock Kafka cluster for development\n"
     "  help [command]                 show help for esctl or a command\n"
     "\n"
@@ -33,6 +35,8 @@ static const char main_help[] =
     "  --readmodel FILE  read-model database of the projectors (overrides\n"
     "                    ESKIT_READMODEL_DB and readmodel.db in eskit.conf;\n"
     "                    default eskit-read.db)\n"
+    "  --saga-db FILE    the saga coordinator's database (overrides ESKIT_SAGA_DB and\n"
+    "                    saga.db in eskit.conf; default eskit-saga.db)\n"
     "  --config FILE     config file to read instead of $ESKIT_CONFIG or ./eskit.conf\n"
     "  --types FILE.so   load more payload types from a module exporting\n"
     "                    const ProtobufCMessageDescriptor *const *es_types(void)\n"
@@ -62,6 +66,7 @@ static const verb_spec verbs[] = {
     {"lag", VERB_LAG, lag_help, cmd_lag},
     {"dlq", VERB_DLQ, dlq_help, cmd_dlq},
     {"topics", VERB_TOPICS, topics_help, cmd_topics},
+    {"sagas", VERB_SAGAS, sagas_help, cmd_sagas},
     {"dev-broker", VERB_DEV_BROKER, dev_broker_help, cmd_dev_broker},
     {"help", VERB_HELP, NULL, NULL},
 };
@@ -76,6 +81,7 @@ static const verb_spec *find_verb(const char *name) {
 typedef enum opt_id {
     OPT_DB,
     OPT_READMODEL,
+    OPT_SAGA_DB,
     OPT_CONFIG,
     OPT_TYPES,
     OPT_HELP,
@@ -91,7 +97,9 @@ typedef enum opt_id {
     OPT_BROKERS,
     OPT_BOOTSTRAP_FILE,
     OPT_PLAN,
-    OPT_PARTITIONS
+    OPT_PARTITIONS,
+    OPT_SAGA,
+    OPT_STATE
 } opt_id;
 
 #define FOR(v) (1u << (v))
@@ -107,13 +115,15 @@ typedef struct opt_spec {
 static const opt_spec opt_specs[] = {
     {"db", 0, true, 0, OPT_DB},
     {"readmodel", 0, true, 0, OPT_READMODEL},
+    {"saga-db", 0, true, 0, OPT_SAGA_DB},
     {"config", 0, true, 0, OPT_CONFIG},
     {"types", 0, true, 0, OPT_TYPES},
     {"help", 'h', false, 0, OPT_HELP},
     {"version", 0, false, 0, OPT_VERSION},
     {"verbose", 'v', false, 0, OPT_VERBOSE},
     {"from", 0, true, FOR(VERB_EVENTS), OPT_FROM},
-    {"json", 0, false, FOR(VERB_EVENTS) | FOR(VERB_LAG) | FOR(VERB_DLQ) | FOR(VERB_TOPICS),
+    {"json", 0, false,
+     FOR(VERB_EVENTS) | FOR(VERB_LAG) | FOR(VERB_DLQ) | FOR(VERB_TOPICS) | FOR(VERB_SAGAS),
      OPT_JSON},
     {"projector", 0, true, FOR(VERB_DLQ), OPT_PROJECTOR},
     {"all", 0, false, FOR(VERB_DLQ), OPT_ALL},
@@ -124,6 +134,8 @@ static const opt_spec opt_specs[] = {
     {"bootstrap-file", 0, true, FOR(VERB_DEV_BROKER), OPT_BOOTSTRAP_FILE},
     {"plan", 0, true, FOR(VERB_DEV_BROKER), OPT_PLAN},
     {"partitions", 0, true, FOR(VERB_DEV_BROKER), OPT_PARTITIONS},
+    {"saga", 0, true, FOR(VERB_SAGAS), OPT_SAGA},
+    {"state", 0, true, FOR(VERB_SAGAS), OPT_STATE},
 };
 
 /* The spec matching arg ("--name", "--name=value" or "-x"); *value is set for "=". */
@@ -158,6 +170,15 @@ static int apply_opt(options *o, const opt_spec *s, const char *value) {
         break;
     case OPT_READMODEL:
         o->readmodel = value;
+        break;
+    case OPT_SAGA_DB:
+        o->saga_db = value;
+        break;
+    case OPT_SAGA:
+        o->saga = value;
+        break;
+    case OPT_STATE:
+        o->state = value;
         break;
     case OPT_CONFIG:
         o->config = value;

@@ -15,6 +15,9 @@
  *   snapshot.every       snapshot after every N events; 0 = never (default: 1)
  *   cache.aggregates     aggregates whose state a writer keeps in memory (default: 10000)
  *   execute.timeout.ms   Kafka backend: how long es_execute waits for its reply (default: 30000)
+ *   readmodel.db         the projectors' read-model database (default: eskit-read.db)
+ *   saga.db              the saga coordinator's database: instances, outbox, checkpoints;
+ *                        esctl sagas reads it (default: eskit-saga.db)
  *   state.db             Kafka command processor: its local state store, a cache of the
  *                        partitions it owns, rebuilt from Kafka when lost (default: eskit-state.db)
  *   kafka.<property>     passed to librdkafka as <property>, checked by it

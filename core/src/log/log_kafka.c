@@ -592,7 +592,8 @@ static es_err gather_stream(kafka_log *l, const char *type, const char *id, stre
     s->topic = NULL;
     if (e != ES_OK)
         return e;
-    qsort(s->evs, s->n, sizeof *s->evs, by_version);
+    if (s->n) /* evs is NULL for a stream with no events, and qsort's base must not be */
+        qsort(s->evs, s->n, sizeof *s->evs, by_version);
     size_t kept = 0;
     for (size_t i = 0; i < s->n; i++) {
         if (s->evs[i]->version == kept + 1)
