@@ -4,18 +4,25 @@
  * protobuf_c_message_free_unpacked, so every string, array and submessage it
  * stores is heap memory.
  *
- * Rules the saga and the tests rely on:
- * - orders.order: placed -> confirmed | cancelled. A confirmed order may still
- *   be cancelled (refunding its payment is the saga's job, not the order's),
- *   so a compensation can always run; a cancelled order is final. Lines may
- *   be free, the total may not: every order goes through payment.
- * - payments.payment: one authorization per payment id. An amount above
- *   PAYMENT_LIMIT_CENTS is an accepted command whose event is PaymentDeclined,
- *   so the demo produces declines deterministically.
- * - inventory.item: available (on_hand - reserved) never goes below zero.
+ * Rules the saga and the tests rely on. Outcomes a saga must see in the log
+ * (a decline, a shortage, a payment left waiting) are accepted commands whose
+ * event says so; rejections are for commands that are wrong in themselves.
+ * Undoing something that is not there is accepted and emits nothing, so
+ * compensations and redeliveries are always safe.
+ * - orders.order: placed -> confirmed | cancelled, both final: no confirm
+ *   after cancel, no cancel after confirm. Cancelling a cancelled order is a
+ *   no-op. Lines may be free, the total may not: every order is paid for.
+ * - payments.payment (id = the order's id): one authorization per payment.
+ *   Declined (PaymentDeclined) when the customer id starts with "broke-" or
+ *   the amount is above PAYMENT_LIMIT_CENTS; left pending (PaymentPending,
+ *   waiting for a 3-D Secure check nothing in the demo performs) when the
+ *   customer id starts with "3ds-" or a EUR amount is above
+ *   THREE_DS_EUR_CENTS. A refund refunds an authorized payment, voids a
+ *   pending one and is a no-op otherwise.
+ * - inventory.item: available (on_hand - reserved) never goes below zero; a
+ *   reservation that does not fit emits StockShortage and reserves nothing.
  *   Repeating a reservation with the same quantity, and releasing an order
- *   that holds nothing, are accepted and emit nothing: saga retries and
- *   compensations are safe to repeat.
+ *   that holds nothing, are no-ops.
  * An empty currency means USD.
  */
 #include "domain.h"
@@ -27,6 +34,9 @@
 #include <string.h>
 
 #define PAYMENT_LIMIT_CENTS 100000 /* 1000.00 */
+#define THREE_DS_EUR_CENTS 50000   /* 500.00 EUR */
+#define DECLINED_PREFIX "broke-"
+#define THREE_DS_PREFIX "3ds-"
 
 #define ORDER_STATUS(s) ORDERS__V1__ORDER_STATUS__ORDER_STATUS_##s
 #define PAYMENT_STATUS(s) PAYMENTS__V1__PAYMENT_STATUS__PAYMENT_STATUS_##s
@@ -35,6 +45,10 @@ static char default_currency[] = "USD";
 
 static bool blank(const char *s) {
     return !s || !*s;
+}
+
+static bool starts_with(const char *s, const char *prefix) {
+    return s && strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
 static bool is(const ProtobufCMessage *m, const ProtobufCMessageDescriptor *d) {
@@ -161,11 +175,13 @@ static es_err decide_cancel(const Orders__V1__Order *o, const Orders__V1__Cancel
     Orders__V1__OrderCancelled ev = ORDERS__V1__ORDER_CANCELLED__INIT;
     switch (o->status) {
     case ORDER_STATUS(PLACED):
-    case ORDER_STATUS(CONFIRMED):
         ev.reason = blank(c->reason) ? no_reason : c->reason;
         return es_emit(d, &ev.base);
+    case ORDER_STATUS(CONFIRMED):
+        return es_reject(d,
+                         "the order is already confirmed; a confirmed order cannot be cancelled");
     case ORDER_STATUS(CANCELLED):
-        return es_reject(d, "the order is already cancelled (%s)", o->cancel_reason);
+        return ES_OK; /* cancelled already: a redelivered abort changes nothing */
     default:
         return es_reject(d, "the order was never placed; there is nothing to cancel");
     }
@@ -247,18 +263,54 @@ static const char *payment_status_name(Payments__V1__PaymentStatus s) {
         return "declined";
     case PAYMENT_STATUS(REFUNDED):
         return "refunded";
+    case PAYMENT_STATUS(PENDING):
+        return "pending";
+    case PAYMENT_STATUS(VOIDED):
+        return "voided";
     default:
         return "not authorized";
     }
 }
 
-static es_err emit_declined(const Payments__V1__AuthorizePayment *c, es_decision_t *d) {
-    char reason[128];
-    snprintf(reason, sizeof reason, "amount %lld cents exceeds the limit of %d cents",
-             (long long)c->amount_cents, PAYMENT_LIMIT_CENTS);
+static es_err emit_declined(const Payments__V1__AuthorizePayment *c, const char *reason,
+                            es_decision_t *d) {
     Payments__V1__PaymentDeclined ev = PAYMENTS__V1__PAYMENT_DECLINED__INIT;
     ev.order_id = c->order_id;
-    ev.reason = reason;
+    ev.reason = (char *)reason;
+    return es_emit(d, &ev.base);
+}
+
+static bool needs_3ds(const Payments__V1__AuthorizePayment *c) {
+    return starts_with(c->customer_id, THREE_DS_PREFIX) ||
+           (c->currency && strcmp(c->currency, "EUR") == 0 && c->amount_cents > THREE_DS_EUR_CENTS);
+}
+
+/* The card network's answer, deterministic so the demo and the tests can count on it. */
+static es_err emit_outcome(const Payments__V1__AuthorizePayment *c, es_decision_t *d) {
+    static char waiting[] = "waiting for the customer's 3-D Secure check";
+    char reason[128];
+    if (starts_with(c->customer_id, DECLINED_PREFIX)) {
+        snprintf(reason, sizeof reason, "card of customer %s declined: insufficient funds",
+                 c->customer_id);
+        return emit_declined(c, reason, d);
+    }
+    if (c->amount_cents > PAYMENT_LIMIT_CENTS) {
+        snprintf(reason, sizeof reason, "amount %lld cents exceeds the limit of %d cents",
+                 (long long)c->amount_cents, PAYMENT_LIMIT_CENTS);
+        return emit_declined(c, reason, d);
+    }
+    if (needs_3ds(c)) {
+        Payments__V1__PaymentPending ev = PAYMENTS__V1__PAYMENT_PENDING__INIT;
+        ev.order_id = c->order_id;
+        ev.amount_cents = c->amount_cents;
+        ev.currency = currency_or_default(c->currency);
+        ev.reason = waiting;
+        return es_emit(d, &ev.base);
+    }
+    Payments__V1__PaymentAuthorized ev = PAYMENTS__V1__PAYMENT_AUTHORIZED__INIT;
+    ev.order_id = c->order_id;
+    ev.amount_cents = c->amount_cents;
+    ev.currency = currency_or_default(c->currency);
     return es_emit(d, &ev.base);
 }
 
@@ -269,31 +321,35 @@ static es_err decide_authorize(const Payments__V1__Payment *p,
                          payment_status_name(p->status));
     if (blank(c->order_id))
         return es_reject(d, "order_id is missing");
+    if (blank(c->customer_id))
+        return es_reject(d, "customer_id is missing");
     if (c->amount_cents <= 0)
         return es_reject(d, "the amount must be positive, got %lld cents",
                          (long long)c->amount_cents);
     es_err rc = check_currency(c->currency, d);
     if (rc != ES_OK)
         return rc;
-    if (c->amount_cents > PAYMENT_LIMIT_CENTS)
-        return emit_declined(c, d);
-    Payments__V1__PaymentAuthorized ev = PAYMENTS__V1__PAYMENT_AUTHORIZED__INIT;
-    ev.order_id = c->order_id;
-    ev.amount_cents = c->amount_cents;
-    ev.currency = currency_or_default(c->currency);
-    return es_emit(d, &ev.base);
+    return emit_outcome(c, d);
 }
 
+/* Refunds what was taken, voids what is still pending; anything else has nothing to give back. */
 static es_err decide_refund(const Payments__V1__Payment *p, const Payments__V1__RefundPayment *c,
                             es_decision_t *d) {
-    if (p->status != PAYMENT_STATUS(AUTHORIZED))
-        return es_reject(d, "the payment is %s; only an authorized payment can be refunded",
-                         payment_status_name(p->status));
-    Payments__V1__PaymentRefunded ev = PAYMENTS__V1__PAYMENT_REFUNDED__INIT;
-    ev.order_id = p->order_id;
-    ev.amount_cents = p->amount_cents;
-    ev.reason = c->reason;
-    return es_emit(d, &ev.base);
+    if (p->status == PAYMENT_STATUS(AUTHORIZED)) {
+        Payments__V1__PaymentRefunded ev = PAYMENTS__V1__PAYMENT_REFUNDED__INIT;
+        ev.order_id = p->order_id;
+        ev.amount_cents = p->amount_cents;
+        ev.reason = c->reason;
+        return es_emit(d, &ev.base);
+    }
+    if (p->status == PAYMENT_STATUS(PENDING)) {
+        Payments__V1__PaymentVoided ev = PAYMENTS__V1__PAYMENT_VOIDED__INIT;
+        ev.order_id = p->order_id;
+        ev.amount_cents = p->amount_cents;
+        ev.reason = c->reason;
+        return es_emit(d, &ev.base);
+    }
+    return ES_OK; /* never authorized, declined, refunded or voided: nothing to give back */
 }
 
 static es_err payment_decide(const ProtobufCMessage *state, const ProtobufCMessage *cmd,
@@ -307,13 +363,15 @@ static es_err payment_decide(const ProtobufCMessage *state, const ProtobufCMessa
     return unknown_command(cmd, d);
 }
 
-static es_err apply_authorized(Payments__V1__Payment *p, const Payments__V1__PaymentAuthorized *ev,
-                               es_error_t *err) {
-    p->status = PAYMENT_STATUS(AUTHORIZED);
-    p->amount_cents = ev->amount_cents;
-    es_err rc = set_str(&p->base, &p->order_id, ev->order_id, err);
+/* Authorized and pending payments hold the same facts; only the status differs. */
+static es_err apply_held(Payments__V1__Payment *p, Payments__V1__PaymentStatus status,
+                         const char *order_id, int64_t amount_cents, const char *currency,
+                         es_error_t *err) {
+    p->status = status;
+    p->amount_cents = amount_cents;
+    es_err rc = set_str(&p->base, &p->order_id, order_id, err);
     if (rc == ES_OK)
-        rc = set_str(&p->base, &p->currency, ev->currency, err);
+        rc = set_str(&p->base, &p->currency, currency, err);
     return rc;
 }
 
@@ -321,8 +379,16 @@ static es_err payment_evolve(ProtobufCMessage *state, const ProtobufCMessage *ev
                              es_error_t *err) {
     Payments__V1__Payment *p = (Payments__V1__Payment *)state;
     (void)opaque;
-    if (is(ev, &payments__v1__payment_authorized__descriptor))
-        return apply_authorized(p, (const Payments__V1__PaymentAuthorized *)ev, err);
+    if (is(ev, &payments__v1__payment_authorized__descriptor)) {
+        const Payments__V1__PaymentAuthorized *a = (const Payments__V1__PaymentAuthorized *)ev;
+        return apply_held(p, PAYMENT_STATUS(AUTHORIZED), a->order_id, a->amount_cents, a->currency,
+                          err);
+    }
+    if (is(ev, &payments__v1__payment_pending__descriptor)) {
+        const Payments__V1__PaymentPending *a = (const Payments__V1__PaymentPending *)ev;
+        return apply_held(p, PAYMENT_STATUS(PENDING), a->order_id, a->amount_cents, a->currency,
+                          err);
+    }
     if (is(ev, &payments__v1__payment_declined__descriptor)) {
         p->status = PAYMENT_STATUS(DECLINED);
         return set_str(state, &p->order_id, ((const Payments__V1__PaymentDeclined *)ev)->order_id,
@@ -332,14 +398,17 @@ static es_err payment_evolve(ProtobufCMessage *state, const ProtobufCMessage *ev
         p->status = PAYMENT_STATUS(REFUNDED);
         return ES_OK;
     }
+    if (is(ev, &payments__v1__payment_voided__descriptor)) {
+        p->status = PAYMENT_STATUS(VOIDED);
+        return ES_OK;
+    }
     return unknown_event(state, ev, err);
 }
 
 static const ProtobufCMessageDescriptor *const payment_events[] = {
-    &payments__v1__payment_authorized__descriptor,
-    &payments__v1__payment_declined__descriptor,
-    &payments__v1__payment_refunded__descriptor,
-    NULL,
+    &payments__v1__payment_authorized__descriptor, &payments__v1__payment_declined__descriptor,
+    &payments__v1__payment_refunded__descriptor,   &payments__v1__payment_pending__descriptor,
+    &payments__v1__payment_voided__descriptor,     NULL,
 };
 
 static const ProtobufCMessageDescriptor *const payment_commands[] = {
@@ -397,10 +466,13 @@ static es_err decide_reserve(const Inventory__V1__Item *item, const Inventory__V
         return es_reject(d, "order %s already holds %u units; release them before reserving %u",
                          c->order_id, held->quantity, c->quantity);
     uint32_t available = item->on_hand - item->reserved;
-    if (c->quantity > available)
-        return es_reject(d,
-                         "insufficient stock: %u requested, %u available (%u on hand, %u reserved)",
-                         c->quantity, available, item->on_hand, item->reserved);
+    if (c->quantity > available) {
+        Inventory__V1__StockShortage ev = INVENTORY__V1__STOCK_SHORTAGE__INIT;
+        ev.order_id = c->order_id;
+        ev.requested = c->quantity;
+        ev.available = available;
+        return es_emit(d, &ev.base);
+    }
     Inventory__V1__StockReserved ev = INVENTORY__V1__STOCK_RESERVED__INIT;
     ev.order_id = c->order_id;
     ev.quantity = c->quantity;
@@ -487,6 +559,8 @@ static es_err item_evolve(ProtobufCMessage *state, const ProtobufCMessage *ev, v
         drop_reservation(item, ((const Inventory__V1__StockReleased *)ev)->order_id);
         return ES_OK;
     }
+    if (is(ev, &inventory__v1__stock_shortage__descriptor))
+        return ES_OK; /* a reservation that did not happen */
     return unknown_event(state, ev, err);
 }
 
@@ -494,6 +568,7 @@ static const ProtobufCMessageDescriptor *const item_events[] = {
     &inventory__v1__stock_added__descriptor,
     &inventory__v1__stock_reserved__descriptor,
     &inventory__v1__stock_released__descriptor,
+    &inventory__v1__stock_shortage__descriptor,
     NULL,
 };
 
@@ -540,6 +615,8 @@ static const ProtobufCMessageDescriptor *const all_descriptors[] = {
     &payments__v1__payment_authorized__descriptor,
     &payments__v1__payment_declined__descriptor,
     &payments__v1__payment_refunded__descriptor,
+    &payments__v1__payment_pending__descriptor,
+    &payments__v1__payment_voided__descriptor,
     &payments__v1__payment__descriptor,
     &inventory__v1__restock__descriptor,
     &inventory__v1__reserve_stock__descriptor,
@@ -547,6 +624,7 @@ static const ProtobufCMessageDescriptor *const all_descriptors[] = {
     &inventory__v1__stock_added__descriptor,
     &inventory__v1__stock_reserved__descriptor,
     &inventory__v1__stock_released__descriptor,
+    &inventory__v1__stock_shortage__descriptor,
     &inventory__v1__reservation__descriptor,
     &inventory__v1__item__descriptor,
     NULL,

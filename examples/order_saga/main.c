@@ -1,50 +1,99 @@
 /*
- * order_saga: the demo service. For now it drives the Order aggregate by hand
- * (place, confirm, cancel, a few rejected commands), prints every order's
- * stream, then brings the order_summary and customer_orders read models up to
- * date and prints them; the saga coordinator will take over the
- * confirm/cancel decisions.
+ * order_saga: the demo service. It stocks a few SKUs, places six orders and
+ * lets the orders.fulfilment saga (fulfilment.h) take each one through stock,
+ * payment and confirmation: three go through, one runs out of stock (two
+ * orders want the last hoodies), one is declined by the card and one waits
+ * for a 3-D Secure check that never comes and times out. The coordinator runs
+ * until no saga is active; then the demo prints what each saga did, the
+ * stock, and the order_summary read model, brought up to date.
  *
- * usage: order_saga [--db FILE] [--readmodel FILE]
+ * usage: order_saga [--db FILE] [--readmodel FILE] [--saga-db FILE]
  * The database comes from --db, else the usual config sources (ESKIT_DB,
  * eskit.conf), else ./order_saga_demo.db, which is recreated on every run.
- * The read model comes from --readmodel, else readmodel.db of the config
- * sources, else the database's path with ".read.db" appended. A read model
- * left over from a log that no longer exists (the log is empty when the demo
- * starts) is recreated. The story is deterministic: an outcome other than the
- * expected one, or an event the projectors park, is a bug and makes the demo
- * exit 1.
+ * The read model and the saga database come from --readmodel and --saga-db,
+ * else readmodel.db and saga.db of the config sources, else the database's
+ * path with ".read.db" and ".saga.db" appended. Both are recreated when the
+ * log is empty when the demo starts (what they hold is left over from another
+ * log). The story is deterministic: a saga that does not end as expected, or
+ * an event the projectors park, is a bug and makes the demo exit 1.
  */
 #include "domain.h"
+#include "fulfilment.h"
 #include "customer_orders.h"
 #include "order_summary.h"
 
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define DEFAULT_DB "order_saga_demo.db"
 #define MAX_LINES 3
 #define N_ORDERS 6
+#define N_SKUS 6
+#define POLL_MS 50
+#define SAGA_DEADLINE_US (60 * 1000000LL) /* far beyond the slowest step, even under valgrind */
+
+static const struct sku_spec {
+    const char *name;
+    uint32_t stock;
+} skus[N_SKUS] = {
+    {"sku-mug", 10}, {"sku-tee", 5},      {"sku-hoodie", 2},
+    {"sku-cap", 3},  {"sku-sticker", 50}, {"sku-jacket", 3},
+};
+enum { MUG, TEE, HOODIE, CAP, STICKER, JACKET };
 
 struct line {
-    const char *sku;
+    int sku; /* index into skus; quantity 0 ends the lines */
     uint32_t quantity;
     int64_t unit_price_cents;
 };
 
 struct order_spec {
     const char *customer;
+    const char *currency;
     struct line lines[MAX_LINES];
+    const char *expect_state;  /* the saga's end state */
+    const char *expect_reason; /* a part of its reason ("" when completed) */
+    const char *story;
+};
+
+static const struct order_spec specs[N_ORDERS] = {
+    {"alice", "USD", {{MUG, 2, 1250}, {TEE, 1, 1999}}, "completed", "", "all in stock"},
+    {"bob", "USD", {{HOODIE, 2, 4500}}, "completed", "", "takes the last 2 hoodies"},
+    {"dave",
+     "USD",
+     {{HOODIE, 1, 4500}, {STICKER, 3, 199}},
+     "aborted",
+     "StockShortage",
+     "no hoodie left: undone, cancelled"},
+    {"broke-carol",
+     "USD",
+     {{CAP, 1, 1500}},
+     "aborted",
+     "PaymentDeclined",
+     "card declined: undone, cancelled"},
+    {"erin",
+     "EUR",
+     {{JACKET, 1, 64900}},
+     "aborted",
+     "timed out",
+     "3-D Secure never ends: times out"},
+    {"frank",
+     "USD",
+     {{STICKER, 5, 199}, {CAP, 1, 1500}, {MUG, 1, 1250}},
+     "completed",
+     "",
+     "all in stock"},
 };
 
 struct demo {
     es_engine_t *engine;
-    /* Appended to order ids when the database was not created by this run,
-     * so a second run on the same file does not collide with the first. */
+    /* Appended to order ids and SKUs when the database was not created by this run, so a
+     * second run on the same file neither collides with the first nor finds its stock. */
     char tag[16];
     char ids[N_ORDERS][64];
+    char skus[N_SKUS][64];
 };
 
 struct key_probe {
@@ -74,204 +123,47 @@ static void remove_db(const char *path) {
     }
 }
 
-/* Sets readmodel.db: readmodel_arg, else the configured one, else "<db>.read.db". */
-static es_err choose_readmodel(es_config_t *cfg, const char *readmodel_arg, es_error_t *err) {
-    if (readmodel_arg)
-        return es_config_set(cfg, "readmodel.db", readmodel_arg, err);
-    if (configured(cfg, "readmodel.db"))
+/* Sets key: arg, else the configured value, else "<db><suffix>". */
+static es_err choose_beside_db(es_config_t *cfg, const char *key, const char *arg,
+                               const char *suffix, es_error_t *err) {
+    if (arg)
+        return es_config_set(cfg, key, arg, err);
+    if (configured(cfg, key))
         return ES_OK;
     char path[4096];
-    int n = snprintf(path, sizeof path, "%s.read.db", es_config_get(cfg, "db"));
-    if (n < 0 || (size_t)n >= sizeof path) {
-        snprintf(err->message, sizeof err->message,
-                 "the database path is too long to derive the read model's; give --readmodel");
-        return ES_EINVAL;
-    }
-    return es_config_set(cfg, "readmodel.db", path, err);
+    int n = snprintf(path, sizeof path, "%s%s", es_config_get(cfg, "db"), suffix);
+    if (n < 0 || (size_t)n >= sizeof path)
+        return es_fail(err, ES_EINVAL, "the database path is too long to derive %s from; set it",
+                       key);
+    return es_config_set(cfg, key, path, err);
 }
 
+struct args {
+    const char *db, *readmodel, *saga_db;
+};
+
 /* Builds the config; *fresh says whether the demo owns (and recreated) the db. */
-static es_err load_config(const char *db_arg, const char *readmodel_arg, es_config_t **out,
-                          bool *fresh, es_error_t *err) {
+static es_err load_config(const struct args *a, es_config_t **out, bool *fresh, es_error_t *err) {
     es_config_t *cfg = es_config_new();
-    if (!cfg) {
-        snprintf(err->message, sizeof err->message, "out of memory");
-        return ES_ENOMEM;
-    }
+    if (!cfg)
+        return es_fail(err, ES_ENOMEM, "out of memory");
     es_err rc = es_config_load_sources(cfg, err);
-    *fresh = rc == ES_OK && !db_arg && !configured(cfg, "db");
-    if (rc == ES_OK && db_arg)
-        rc = es_config_set(cfg, "db", db_arg, err);
+    *fresh = rc == ES_OK && !a->db && !configured(cfg, "db");
+    if (rc == ES_OK && a->db)
+        rc = es_config_set(cfg, "db", a->db, err);
     if (rc == ES_OK && *fresh) {
         remove_db(DEFAULT_DB);
         rc = es_config_set(cfg, "db", DEFAULT_DB, err);
     }
     if (rc == ES_OK)
-        rc = choose_readmodel(cfg, readmodel_arg, err);
+        rc = choose_beside_db(cfg, "readmodel.db", a->readmodel, ".read.db", err);
+    if (rc == ES_OK)
+        rc = choose_beside_db(cfg, "saga.db", a->saga_db, ".saga.db", err);
     if (rc != ES_OK) {
         es_config_destroy(cfg);
         return rc;
     }
     *out = cfg;
-    return ES_OK;
-}
-
-static const char *outcome_name(es_outcome o) {
-    switch (o) {
-    case ES_OUTCOME_ACCEPTED:
-        return "accepted";
-    case ES_OUTCOME_REJECTED:
-        return "rejected";
-    case ES_OUTCOME_CONFLICT:
-        return "conflict";
-    default:
-        return "error";
-    }
-}
-
-/* Executes one command on an order and prints the outcome; false when it was
- * not the outcome the story expects. */
-static bool run(struct demo *dm, const char *verb, const char *id, const ProtobufCMessage *msg,
-                es_outcome want) {
-    es_command_t cmd = {.aggregate_type = "orders.order", .aggregate_id = id, .message = msg};
-    es_result_t res = {0};
-    es_error_t err = {0};
-    es_err rc = es_execute(dm->engine, &cmd, &res, &err);
-    es_outcome got = rc == ES_OK          ? ES_OUTCOME_ACCEPTED
-                     : rc == ES_EREJECTED ? ES_OUTCOME_REJECTED
-                     : rc == ES_ECONFLICT ? ES_OUTCOME_CONFLICT
-                                          : ES_OUTCOME_ERROR;
-    if (got == ES_OUTCOME_ACCEPTED)
-        printf("%-8s %-20s accepted, version %llu\n", verb, id, (unsigned long long)res.version);
-    else if (got == ES_OUTCOME_REJECTED)
-        printf("%-8s %-20s rejected: %s\n", verb, id, res.reason ? res.reason : err.message);
-    if (got != want)
-        fprintf(stderr, "order_saga: %s %s: expected %s, got %s (%s): %s\n", verb, id,
-                outcome_name(want), outcome_name(got), es_strerror(rc),
-                res.reason ? res.reason : err.message);
-    es_result_clear(&res);
-    return got == want;
-}
-
-static bool place(struct demo *dm, const char *id, const struct order_spec *spec, es_outcome want) {
-    Orders__V1__LineItem items[MAX_LINES];
-    Orders__V1__LineItem *ptrs[MAX_LINES];
-    Orders__V1__PlaceOrder cmd = ORDERS__V1__PLACE_ORDER__INIT;
-    size_t n = 0;
-    for (; n < MAX_LINES && spec->lines[n].sku; n++) {
-        orders__v1__line_item__init(&items[n]);
-        items[n].sku = (char *)spec->lines[n].sku;
-        items[n].quantity = spec->lines[n].quantity;
-        items[n].unit_price_cents = spec->lines[n].unit_price_cents;
-        ptrs[n] = &items[n];
-    }
-    cmd.customer_id = (char *)spec->customer;
-    cmd.currency = "USD";
-    cmd.n_items = n;
-    cmd.items = ptrs;
-    return run(dm, "place", id, &cmd.base, want);
-}
-
-static bool confirm(struct demo *dm, const char *id, es_outcome want) {
-    Orders__V1__ConfirmOrder cmd = ORDERS__V1__CONFIRM_ORDER__INIT;
-    return run(dm, "confirm", id, &cmd.base, want);
-}
-
-static bool cancel(struct demo *dm, const char *id, const char *reason, es_outcome want) {
-    Orders__V1__CancelOrder cmd = ORDERS__V1__CANCEL_ORDER__INIT;
-    cmd.reason = (char *)reason;
-    return run(dm, "cancel", id, &cmd.base, want);
-}
-
-static const struct order_spec specs[N_ORDERS] = {
-    {"alice", {{"sku-mug", 2, 1250}, {"sku-tee", 1, 1999}}},
-    {"bob", {{"sku-hoodie", 1, 4500}}},
-    {"carol", {{"sku-sticker", 3, 199}}},
-    {"dave", {{"sku-mug", 1, 1250}}},
-    {"erin", {{"sku-tee", 2, 1999}, {"sku-cap", 1, 1500}}},
-    {"frank", {{0}}}, /* no items: rejected */
-};
-
-static bool play_story(struct demo *dm) {
-    const es_outcome ok = ES_OUTCOME_ACCEPTED, no = ES_OUTCOME_REJECTED;
-    bool good = true;
-    for (int i = 0; i < N_ORDERS; i++)
-        good &= place(dm, dm->ids[i], &specs[i], i == 5 ? no : ok);
-    good &= confirm(dm, dm->ids[0], ok);
-    good &= confirm(dm, dm->ids[2], ok);
-    good &= cancel(dm, dm->ids[1], "customer changed their mind", ok);
-    good &= cancel(dm, dm->ids[3], "out of stock", ok);
-    good &= confirm(dm, dm->ids[3], no);
-    good &= cancel(dm, dm->ids[1], "asked twice", no);
-    good &= confirm(dm, dm->ids[5], no);
-    return good;
-}
-
-static void format_time(int64_t us, char *buf, size_t len) {
-    time_t secs = (time_t)(us / 1000000);
-    struct tm tm;
-    char day[32];
-    gmtime_r(&secs, &tm);
-    strftime(day, sizeof day, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf, len, "%s.%03dZ", day, (int)(us % 1000000 / 1000));
-}
-
-static const ProtobufCMessageDescriptor *find_descriptor(const char *full_name) {
-    for (const ProtobufCMessageDescriptor *const *d = demo_descriptors(); *d; d++)
-        if (strcmp((*d)->name, full_name) == 0)
-            return *d;
-    return NULL;
-}
-
-static void summarize_message(const ProtobufCMessage *m, char *buf, size_t len) {
-    if (m->descriptor == &orders__v1__order_placed__descriptor) {
-        const Orders__V1__OrderPlaced *p = (const Orders__V1__OrderPlaced *)m;
-        snprintf(buf, len, "customer %s, %zu line(s), %lld.%02lld %s", p->customer_id, p->n_items,
-                 (long long)(p->amount_cents / 100), (long long)(p->amount_cents % 100),
-                 p->currency);
-    } else if (m->descriptor == &orders__v1__order_cancelled__descriptor) {
-        snprintf(buf, len, "reason: %s", ((const Orders__V1__OrderCancelled *)m)->reason);
-    } else {
-        buf[0] = '\0';
-    }
-}
-
-/* One line about an event's payload; undecodable bytes are reported, not fatal. */
-static void summarize(const es_event_t *ev, char *buf, size_t len) {
-    const ProtobufCMessageDescriptor *d = find_descriptor(ev->event_type);
-    ProtobufCMessage *m =
-        d ? protobuf_c_message_unpack(d, NULL, ev->payload_len, ev->payload) : NULL;
-    if (!m) {
-        snprintf(buf, len, "(%zu bytes, not decodable)", ev->payload_len);
-        return;
-    }
-    summarize_message(m, buf, len);
-    protobuf_c_message_free_unpacked(m, NULL);
-}
-
-static int print_event(const es_event_t *ev, void *opaque) {
-    char when[48], summary[256];
-    format_time(ev->occurred_at_us, when, sizeof when);
-    summarize(ev, summary, sizeof summary);
-    printf("  v%llu  %-24s %s%s%s\n", (unsigned long long)ev->version, ev->event_type, when,
-           summary[0] ? "  " : "", summary);
-    ++*(int *)opaque;
-    return 0;
-}
-
-static es_err print_streams(struct demo *dm, es_error_t *err) {
-    es_store_t *store = es_engine_store(dm->engine);
-    printf("\nstreams:\n");
-    for (int i = 0; i < N_ORDERS; i++) {
-        int n = 0;
-        printf("orders.order/%s\n", dm->ids[i]);
-        es_err rc =
-            es_store_read_stream(store, "orders.order", dm->ids[i], 1, print_event, &n, err);
-        if (rc != ES_OK)
-            return rc;
-        if (n == 0)
-            printf("  (no events: every command was rejected)\n");
-    }
     return ES_OK;
 }
 
@@ -281,14 +173,314 @@ static int note_event(const es_event_t *ev, void *opaque) {
     return 0;
 }
 
-/* A read model only describes the log it was built from: when the log is empty (new or
- * recreated), what the read-model path holds is left over from another log and goes. */
-static es_err drop_stale_read_model(struct demo *dm, const es_config_t *cfg, es_error_t *err) {
+/* A read model or saga database only describes the log it was built from: when the log is
+ * empty (new or recreated), what those paths hold is left over from another log and goes. */
+static es_err drop_stale_derived(struct demo *dm, const es_config_t *cfg, es_error_t *err) {
     bool any = false;
     es_err rc =
         es_store_read_log(es_engine_store(dm->engine), NULL, 0, 1, note_event, &any, NULL, err);
-    if (rc == ES_OK && !any)
+    if (rc == ES_OK && !any) {
         remove_db(es_config_get(cfg, "readmodel.db"));
+        remove_db(es_config_get(cfg, "saga.db"));
+    }
+    return rc;
+}
+
+static void make_ids(struct demo *dm, bool fresh) {
+    char uuid[ES_UUID_STR_LEN + 1];
+    dm->tag[0] = '\0';
+    if (!fresh) {
+        es_uuid7(uuid);
+        snprintf(dm->tag, sizeof dm->tag, "-%.8s", uuid + ES_UUID_STR_LEN - 8);
+    }
+    for (int i = 0; i < N_ORDERS; i++)
+        snprintf(dm->ids[i], sizeof dm->ids[i], "order-%d%s", i + 1, dm->tag);
+    for (int i = 0; i < N_SKUS; i++)
+        snprintf(dm->skus[i], sizeof dm->skus[i], "%s%s", skus[i].name, dm->tag);
+}
+
+/* Commands the demo sends itself (the saga sends the rest); any outcome but accepted is a bug. */
+static es_err execute(struct demo *dm, const char *type, const char *id,
+                      const ProtobufCMessage *msg, es_error_t *err) {
+    es_command_t cmd = {.aggregate_type = type, .aggregate_id = id, .message = msg};
+    es_result_t res = {0};
+    es_err rc = es_execute(dm->engine, &cmd, &res, err);
+    if (rc == ES_EREJECTED)
+        es_fail(err, rc, "%s %s/%s was rejected: %s", msg->descriptor->short_name, type, id,
+                res.reason ? res.reason : "(no reason)");
+    es_result_clear(&res);
+    return rc;
+}
+
+static es_err restock_all(struct demo *dm, es_error_t *err) {
+    printf("stock:");
+    for (int i = 0; i < N_SKUS; i++) {
+        Inventory__V1__Restock r = INVENTORY__V1__RESTOCK__INIT;
+        r.quantity = skus[i].stock;
+        es_err rc = execute(dm, "inventory.item", dm->skus[i], &r.base, err);
+        if (rc != ES_OK)
+            return rc;
+        printf("%s %s %u", i ? "," : "", dm->skus[i], skus[i].stock);
+    }
+    printf("\n");
+    return ES_OK;
+}
+
+static void format_amount(int64_t cents, const char *currency, char *buf, size_t len) {
+    snprintf(buf, len, "%lld.%02lld %s", (long long)(cents / 100), (long long)(cents % 100),
+             currency);
+}
+
+static es_err place(struct demo *dm, int i, es_error_t *err) {
+    const struct order_spec *spec = &specs[i];
+    Orders__V1__LineItem items[MAX_LINES];
+    Orders__V1__LineItem *ptrs[MAX_LINES];
+    Orders__V1__PlaceOrder cmd = ORDERS__V1__PLACE_ORDER__INIT;
+    char lines[160] = "";
+    int64_t total = 0;
+    size_t n = 0;
+    for (; n < MAX_LINES && spec->lines[n].quantity; n++) {
+        const struct line *l = &spec->lines[n];
+        orders__v1__line_item__init(&items[n]);
+        items[n].sku = dm->skus[l->sku];
+        items[n].quantity = l->quantity;
+        items[n].unit_price_cents = l->unit_price_cents;
+        ptrs[n] = &items[n];
+        total += l->unit_price_cents * l->quantity;
+        size_t used = strlen(lines);
+        snprintf(lines + used, sizeof lines - used, "%s%u %s", n ? ", " : "", l->quantity,
+                 skus[l->sku].name + strlen("sku-"));
+    }
+    cmd.customer_id = (char *)spec->customer;
+    cmd.currency = (char *)spec->currency;
+    cmd.n_items = n;
+    cmd.items = ptrs;
+    char amount[32];
+    format_amount(total, spec->currency, amount, sizeof amount);
+    printf("  %-*s %-11s %11s  %-24s %s\n", (int)strlen(dm->ids[0]) + 1, dm->ids[i], spec->customer,
+           amount, lines, spec->story);
+    return execute(dm, "orders.order", dm->ids[i], &cmd.base, err);
+}
+
+static es_err place_all(struct demo *dm, es_error_t *err) {
+    printf("\norders placed (and what the saga should make of them):\n");
+    for (int i = 0; i < N_ORDERS; i++) {
+        es_err rc = place(dm, i, err);
+        if (rc != ES_OK)
+            return rc;
+    }
+    return ES_OK;
+}
+
+/* Polls until this run's sagas have all started (the saga database may hold earlier runs':
+ * before) and none is active, and a last poll found nothing more to do (so every transition
+ * is published). */
+static es_err run_sagas(es_saga_coordinator_t *c, const es_saga_stats_t *before, es_error_t *err) {
+    int64_t t0 = es_now_us();
+    es_saga_stats_t st = *before;
+    uint64_t active = 0;
+    size_t progress = 1;
+    es_err rc = ES_OK;
+    while (rc == ES_OK && (progress > 0 || active > 0 || st.started < before->started + N_ORDERS)) {
+        if (es_now_us() - t0 > SAGA_DEADLINE_US)
+            return es_fail(err, ES_ETIMEOUT, "after %lld s, %llu of %d sagas started, %llu active",
+                           SAGA_DEADLINE_US / 1000000,
+                           (unsigned long long)(st.started - before->started), N_ORDERS,
+                           (unsigned long long)active);
+        rc = es_saga_poll(c, POLL_MS, &progress, err);
+        if (rc == ES_OK)
+            rc = es_saga_active(c, &active, err);
+        es_saga_stats(c, &st);
+    }
+    if (rc != ES_OK)
+        return rc;
+    printf("\nsaga %s ran %.1f s: %llu completed, %llu aborted, %llu failed; %llu commands sent, "
+           "%llu step(s) timed out\n",
+           DEMO_FULFILMENT_SAGA, (double)(es_now_us() - t0) / 1e6,
+           (unsigned long long)(st.completed - before->completed),
+           (unsigned long long)(st.aborted - before->aborted),
+           (unsigned long long)(st.failed - before->failed), (unsigned long long)st.commands_sent,
+           (unsigned long long)st.timeouts);
+    return ES_OK;
+}
+
+/* "inventory.v1.StockReserved" -> "StockReserved" */
+static const char *short_type(const char *full) {
+    const char *dot = strrchr(full, '.');
+    return dot ? dot + 1 : full;
+}
+
+/* The type a transition names: the command for a send, else the event, else the command. */
+static const char *type_of(const es_saga_record_t *r) {
+    if (strstr(r->kind, "_sent") || !r->event_type[0])
+        return short_type(r->command_type);
+    return short_type(r->event_type);
+}
+
+/* Whether b says what a says, about another target (printed on a's line). */
+static bool same_line(const es_saga_record_t *a, const es_saga_record_t *b) {
+    return a->aggregate_id[0] && b->aggregate_id[0] && strcmp(a->kind, b->kind) == 0 &&
+           strcmp(a->step, b->step) == 0 && strcmp(type_of(a), type_of(b)) == 0 &&
+           strcmp(a->reason, b->reason) == 0;
+}
+
+/* The reason without the "step <name> " it starts with when the step column says that. */
+static const char *without_step(const es_saga_record_t *r) {
+    size_t n = strlen(r->step);
+    if (n && strncmp(r->reason, "step ", 5) == 0 && strncmp(r->reason + 5, r->step, n) == 0 &&
+        r->reason[5 + n] == ' ')
+        return r->reason + 6 + n;
+    return r->reason;
+}
+
+/* What r[0] is about: the command sent, the event or outcome received, the reason. Targets
+ * of the records after it that say the same are listed too; returns how many records it
+ * covered. t0 is when the saga started. */
+static size_t describe(const es_saga_record_t *r, size_t n, int64_t t0, char *buf, size_t len) {
+    size_t k = 1, used;
+    if (strcmp(r->kind, "started") == 0)
+        used = (size_t)snprintf(buf, len, "%s on %s", type_of(r), r->aggregate_id);
+    else if (strcmp(r->kind, "timed_out") == 0)
+        used = (size_t)snprintf(buf, len, "no answer by its deadline (%+lld ms)",
+                                (long long)((r->deadline_us - t0) / 1000));
+    else if (r->event_type[0] || strstr(r->kind, "_sent"))
+        used = (size_t)snprintf(buf, len, "%s %s %s", type_of(r),
+                                strstr(r->kind, "_sent") ? "->" : "<-", r->aggregate_id);
+    else if (r->command_type[0])
+        used = (size_t)snprintf(buf, len, "%s %s", type_of(r),
+                                strstr(r->kind, "rejected") ? "rejected" : "accepted");
+    else
+        used = (size_t)snprintf(buf, len, "%.300s", without_step(r));
+    for (; k < n && same_line(r, &r[k]) && used < len; k++)
+        used += (size_t)snprintf(buf + used, len - used, ", %s", r[k].aggregate_id);
+    if (r->reason[0] && r->command_type[0] && used < len)
+        snprintf(buf + used, len - used, ": %.300s", r->reason);
+    return k;
+}
+
+/* The kinds the trace leaves out: they only repeat what the line before said. */
+static bool implied(const es_saga_record_t *r) {
+    return strcmp(r->kind, "step_completed") == 0 || strcmp(r->kind, "step_compensated") == 0;
+}
+
+static es_err print_trace(const es_config_t *cfg, const char *id, es_error_t *err) {
+    es_saga_record_t *recs = NULL;
+    size_t n = 0;
+    es_err rc = es_saga_history(cfg, DEMO_FULFILMENT_SAGA, id, &recs, &n, err);
+    if (rc != ES_OK)
+        return rc;
+    for (size_t i = 0; i < n;) {
+        char what[1024];
+        if (implied(&recs[i])) {
+            i++;
+            continue;
+        }
+        const es_saga_record_t *r = &recs[i];
+        i += describe(r, n - i, recs[0].at_us, what, sizeof what);
+        if (what[0])
+            printf("  %+6lld ms  %-18s %-18s %s\n", (long long)((r->at_us - recs[0].at_us) / 1000),
+                   r->kind, r->step, what);
+        else
+            printf("  %+6lld ms  %s\n", (long long)((r->at_us - recs[0].at_us) / 1000), r->kind);
+    }
+    free(recs);
+    return ES_OK;
+}
+
+static es_err print_traces(struct demo *dm, const es_config_t *cfg, es_error_t *err) {
+    for (int i = 0; i < N_ORDERS; i++) {
+        printf("\n%s (%s, %s):\n", dm->ids[i], specs[i].customer, specs[i].story);
+        es_err rc = print_trace(cfg, dm->ids[i], err);
+        if (rc != ES_OK)
+            return rc;
+    }
+    return ES_OK;
+}
+
+/* The saga's end against the story; false (and a line on stderr) when they differ. */
+static bool check_saga(const es_config_t *cfg, int i, const char *id, es_error_t *err) {
+    es_saga_info_t *info = NULL;
+    size_t n = 0;
+    bool ok = false;
+    if (es_saga_find(cfg, DEMO_FULFILMENT_SAGA, id, &info, &n, err) != ES_OK)
+        fprintf(stderr, "order_saga: %s: %s\n", id, err->message);
+    else if (n != 1)
+        fprintf(stderr, "order_saga: %s: expected one saga, found %zu\n", id, n);
+    else if (strcmp(info->state, specs[i].expect_state) != 0 ||
+             !strstr(info->reason, specs[i].expect_reason))
+        fprintf(stderr, "order_saga: %s: expected %s%s%s, got %s%s%s\n", id, specs[i].expect_state,
+                specs[i].expect_reason[0] ? " with a reason mentioning " : "",
+                specs[i].expect_reason, info->state, info->reason[0] ? ": " : "", info->reason);
+    else
+        ok = true;
+    free(info);
+    return ok;
+}
+
+static bool check_sagas(struct demo *dm, const es_config_t *cfg) {
+    es_error_t err = {0};
+    bool good = true;
+    for (int i = 0; i < N_ORDERS; i++)
+        good &= check_saga(cfg, i, dm->ids[i], &err);
+    return good;
+}
+
+static const ProtobufCMessageDescriptor *find_descriptor(const char *full_name) {
+    for (const ProtobufCMessageDescriptor *const *d = demo_descriptors(); *d; d++)
+        if (strcmp((*d)->name, full_name) == 0)
+            return *d;
+    return NULL;
+}
+
+struct fold {
+    ProtobufCMessage *state;
+    const es_aggregate_def *def;
+    es_error_t *err;
+    es_err rc;
+};
+
+/* Folds one event into the state with the decider's own evolve. */
+static int fold_event(const es_event_t *ev, void *opaque) {
+    struct fold *f = opaque;
+    const ProtobufCMessageDescriptor *d = find_descriptor(ev->event_type);
+    ProtobufCMessage *m =
+        d ? protobuf_c_message_unpack(d, NULL, ev->payload_len, ev->payload) : NULL;
+    if (!m)
+        f->rc = es_fail(f->err, ES_EDECODE, "%s/%s v%llu: %s does not decode", ev->aggregate_type,
+                        ev->aggregate_id, (unsigned long long)ev->version, ev->event_type);
+    else
+        f->rc = f->def->evolve(f->state, m, NULL, f->err);
+    protobuf_c_message_free_unpacked(m, NULL);
+    return f->rc == ES_OK ? 0 : 1;
+}
+
+static es_err print_stock_of(struct demo *dm, const char *sku, es_error_t *err) {
+    Inventory__V1__Item item = INVENTORY__V1__ITEM__INIT;
+    struct fold f = {&item.base, &demo_item_def, err, ES_OK};
+    es_err rc = es_store_read_stream(es_engine_store(dm->engine), "inventory.item", sku, 1,
+                                     fold_event, &f, err);
+    if (rc == ES_OK)
+        rc = f.rc;
+    if (rc == ES_OK) {
+        printf("  %-20s %7u %8u %9u", sku, item.on_hand, item.reserved,
+               item.on_hand - item.reserved);
+        for (size_t i = 0; i < item.n_reservations; i++)
+            printf("%s%s %u", i ? ", " : "  ", item.reservations[i]->order_id,
+                   item.reservations[i]->quantity);
+        printf("\n");
+    }
+    for (size_t i = 0; i < item.n_reservations; i++)
+        protobuf_c_message_free_unpacked(&item.reservations[i]->base, NULL);
+    free(item.reservations);
+    return rc;
+}
+
+static es_err print_stock(struct demo *dm, es_error_t *err) {
+    printf("\nstock afterwards (folded from inventory.item events):\n");
+    printf("  %-20s %7s %8s %9s  %s\n", "sku", "on hand", "reserved", "available", "held by");
+    es_err rc = ES_OK;
+    for (int i = 0; rc == ES_OK && i < N_SKUS; i++)
+        rc = print_stock_of(dm, dm->skus[i], err);
     return rc;
 }
 
@@ -312,14 +504,11 @@ static es_err catch_up(const es_config_t *cfg, const es_projector_def *def, es_e
     while (rc == ES_OK && applied > 0);
     es_runner_stats_t st;
     es_runner_stats(r, &st);
-    if (rc == ES_OK && st.parked > 0) {
-        snprintf(err->message, sizeof err->message, "%s parked %llu event(s); see esctl dlq list",
-                 def->name, (unsigned long long)st.parked);
-        rc = ES_ESTATE;
-    }
+    if (rc == ES_OK && st.parked > 0)
+        rc = es_fail(err, ES_ESTATE, "%s parked %llu event(s); see esctl dlq list", def->name,
+                     (unsigned long long)st.parked);
     if (rc == ES_OK)
-        printf("%-16s caught up: %llu event(s) applied in %llu batch(es)\n", def->name,
-               (unsigned long long)st.applied, (unsigned long long)st.batches);
+        printf(" %s +%llu", def->name, (unsigned long long)st.applied);
     es_runner_destroy(r);
     return rc;
 }
@@ -327,10 +516,11 @@ static es_err catch_up(const es_config_t *cfg, const es_projector_def *def, es_e
 static es_err project(const es_config_t *cfg, es_error_t *err) {
     static const es_projector_def *const defs[] = {&es_order_summary_projector,
                                                    &es_customer_orders_projector};
-    printf("\nprojectors (read model %s):\n", es_config_get(cfg, "readmodel.db"));
+    printf("\nread model %s, events applied:", es_config_get(cfg, "readmodel.db"));
     es_err rc = ES_OK;
     for (size_t i = 0; rc == ES_OK && i < sizeof defs / sizeof defs[0]; i++)
         rc = catch_up(cfg, defs[i], err);
+    printf("\n");
     return rc;
 }
 
@@ -345,7 +535,7 @@ struct table {
 /* Pads lazily, so a row ends at its last non-empty cell. */
 static void print_row(sqlite3_stmt *s, const struct table *t, const int *width, int ncols,
                       bool header) {
-    int pad = 0;
+    int pad = 2;
     for (int c = 0; c < ncols; c++) {
         const char *cell =
             header ? sqlite3_column_name(s, c) : (const char *)sqlite3_column_text(s, c);
@@ -407,26 +597,15 @@ static int print_table(sqlite3 *db, const struct table *t, const char *const *pa
 
 static const struct table order_table = {
     "order_summary (this run's orders)",
-    "SELECT order_id AS \"order\", status, customer_id AS customer, item_count AS items, "
+    "SELECT order_id AS \"order\", status, customer_id AS customer, "
     "printf('%d.%02d %s', amount_cents / 100, amount_cents % 100, currency) AS amount, "
-    "version, coalesce(cancel_reason, '') AS \"cancel reason\" "
+    "coalesce(cancel_reason, '') AS \"cancel reason\" "
     "FROM order_summary WHERE order_id IN (?1, ?2, ?3, ?4, ?5, ?6) ORDER BY order_id",
-    "lllrrrl",
+    "lllrl",
 };
 _Static_assert(N_ORDERS == 6, "order_table binds one parameter per order");
 
-static const struct table customer_table = {
-    "customer_orders",
-    "SELECT customer_id AS customer, orders_placed AS placed, orders_confirmed AS confirmed, "
-    "orders_cancelled AS cancelled, "
-    "printf('%d.%02d', total_placed_cents / 100, total_placed_cents % 100) AS \"placed total\", "
-    "printf('%d.%02d', total_confirmed_cents / 100, total_confirmed_cents % 100) "
-    "AS \"confirmed total\" FROM customer_orders ORDER BY customer_id",
-    "lrrrrr",
-};
-
-/* Prints both read models from one read transaction, so the tables agree. */
-static es_err print_read_models(const struct demo *dm, const es_config_t *cfg, es_error_t *err) {
+static es_err print_read_model(const struct demo *dm, const es_config_t *cfg, es_error_t *err) {
     const char *path = es_config_get(cfg, "readmodel.db");
     const char *ids[N_ORDERS];
     sqlite3 *db = NULL;
@@ -435,34 +614,33 @@ static es_err print_read_models(const struct demo *dm, const es_config_t *cfg, e
     /* Read-write (never created here) so that closing the last connection tidies the WAL away. */
     int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL);
     if (rc == SQLITE_OK)
-        rc = sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
-    if (rc == SQLITE_OK)
         rc = print_table(db, &order_table, ids, N_ORDERS);
-    if (rc == SQLITE_OK)
-        rc = print_table(db, &customer_table, NULL, 0);
     es_err e = ES_OK;
-    if (rc != SQLITE_OK) {
-        snprintf(err->message, sizeof err->message, "%s: %s", path,
-                 db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
-        e = ES_EIO;
-    }
+    if (rc != SQLITE_OK)
+        e = es_fail(err, ES_EIO, "%s: %s", path, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
     sqlite3_close(db);
     return e;
 }
 
-static void make_ids(struct demo *dm, bool fresh) {
-    char uuid[ES_UUID_STR_LEN + 1];
-    dm->tag[0] = '\0';
-    if (!fresh) {
-        es_uuid7(uuid);
-        snprintf(dm->tag, sizeof dm->tag, "-%.8s", uuid + ES_UUID_STR_LEN - 8);
-    }
-    for (int i = 0; i < N_ORDERS; i++)
-        snprintf(dm->ids[i], sizeof dm->ids[i], "order-%d%s", i + 1, dm->tag);
+/* The story up to the point where every saga has ended. */
+static es_err play(struct demo *dm, const es_config_t *cfg, es_error_t *err) {
+    es_saga_coordinator_t *c = NULL;
+    es_err rc = es_saga_coordinator_new(cfg, DEMO_FULFILMENT_DEF(true), dm->engine, &c, err);
+    es_saga_stats_t before = {0};
+    if (rc == ES_OK)
+        es_saga_stats(c, &before);
+    if (rc == ES_OK)
+        rc = restock_all(dm, err);
+    if (rc == ES_OK)
+        rc = place_all(dm, err);
+    if (rc == ES_OK)
+        rc = run_sagas(c, &before, err);
+    es_saga_coordinator_destroy(c);
+    return rc;
 }
 
 static int usage(void) {
-    fprintf(stderr, "usage: order_saga [--db FILE] [--readmodel FILE]\n");
+    fprintf(stderr, "usage: order_saga [--db FILE] [--readmodel FILE] [--saga-db FILE]\n");
     return 2;
 }
 
@@ -471,40 +649,56 @@ static int die(const char *what, const es_error_t *err) {
     return 1;
 }
 
+static int run(struct demo *dm, const es_config_t *cfg) {
+    es_error_t err = {0};
+    if (demo_register_all(dm->engine, &err) != ES_OK)
+        return die("registering the demo domain", &err);
+    if (drop_stale_derived(dm, cfg, &err) != ES_OK)
+        return die("reading the log", &err);
+    printf("order_saga: log %s, saga database %s\n", es_config_get(cfg, "db"),
+           es_config_get(cfg, "saga.db"));
+    if (play(dm, cfg, &err) != ES_OK)
+        return die("running the sagas", &err);
+    if (print_traces(dm, cfg, &err) != ES_OK)
+        return die("reading the saga histories", &err);
+    if (print_stock(dm, &err) != ES_OK)
+        return die("reading the stock", &err);
+    if (project(cfg, &err) != ES_OK)
+        return die("projecting the read models", &err);
+    if (print_read_model(dm, cfg, &err) != ES_OK)
+        return die("reading the read model", &err);
+    if (!check_sagas(dm, cfg)) {
+        fprintf(stderr, "order_saga: some sagas did not end as the story says\n");
+        return 1;
+    }
+    printf("\nevery saga ended as expected\n");
+    return 0;
+}
+
 int main(int argc, char **argv) {
-    const char *db_arg = NULL, *readmodel_arg = NULL;
+    struct args a = {0};
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--db") == 0 && i + 1 < argc)
-            db_arg = argv[++i];
+            a.db = argv[++i];
         else if (strcmp(argv[i], "--readmodel") == 0 && i + 1 < argc)
-            readmodel_arg = argv[++i];
+            a.readmodel = argv[++i];
+        else if (strcmp(argv[i], "--saga-db") == 0 && i + 1 < argc)
+            a.saga_db = argv[++i];
         else
             return usage();
     }
     es_error_t err = {0};
     es_config_t *cfg = NULL;
     bool fresh = false;
-    if (load_config(db_arg, readmodel_arg, &cfg, &fresh, &err) != ES_OK)
+    if (load_config(&a, &cfg, &fresh, &err) != ES_OK)
         return die("configuration", &err);
     struct demo dm = {0};
     if (es_engine_new(cfg, &dm.engine, &err) != ES_OK) {
         es_config_destroy(cfg);
         return die("opening the store", &err);
     }
-    int status = 0;
     make_ids(&dm, fresh);
-    if (demo_register_all(dm.engine, &err) != ES_OK)
-        status = die("registering the demo domain", &err);
-    else if (drop_stale_read_model(&dm, cfg, &err) != ES_OK)
-        status = die("reading the log", &err);
-    else if (!play_story(&dm))
-        status = 1;
-    else if (print_streams(&dm, &err) != ES_OK)
-        status = die("reading the streams", &err);
-    else if (project(cfg, &err) != ES_OK)
-        status = die("projecting the read models", &err);
-    else if (print_read_models(&dm, cfg, &err) != ES_OK)
-        status = die("reading the read models", &err);
+    int status = run(&dm, cfg);
     es_engine_destroy(dm.engine);
     es_config_destroy(cfg);
     return status;

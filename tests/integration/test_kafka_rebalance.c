@@ -251,10 +251,13 @@ typedef struct planned {
     } msg;
     enum { PLACE, CONFIRM, CANCEL, RESTOCK, RESERVE } kind;
     int accept;
+    int events; /* what an accepted command appends: 0 or 1 */
 } planned;
 
-/* Round r of aggregate a: orders are placed, then confirmed or cancelled (some twice, which
- * the order refuses); items are restocked, and every third command reserves 3 units. */
+/* Round r of aggregate a: orders are placed, then confirmed or cancelled (some twice: a second
+ * confirm, or a cancel after a confirm, is refused; a second cancel is accepted and appends
+ * nothing); items are restocked, and every third command reserves 3 units (a StockShortage
+ * event when they are not there). */
 static es_command_t plan(size_t a, int r, planned *p) {
     model *m = &w.models[a];
     const ProtobufCMessage *msg;
@@ -269,20 +272,24 @@ static es_command_t plan(size_t a, int r, planned *p) {
         msg = &p->msg.place.base;
         p->kind = PLACE;
         p->accept = m->status == 0;
+        p->events = 1;
     } else if (a < N_ORDERS && (a + (size_t)r) % 3 == 0) {
         msg = &cancel_msg.base;
         p->kind = CANCEL;
-        p->accept = m->status == 1 || m->status == 2;
+        p->accept = m->status == 1 || m->status == 3;
+        p->events = m->status == 1;
     } else if (a < N_ORDERS) {
         msg = &confirm_msg.base;
         p->kind = CONFIRM;
         p->accept = m->status == 1;
+        p->events = 1;
     } else if ((a + (size_t)r) % 3 != 2) {
         inventory__v1__restock__init(&p->msg.restock);
         p->msg.restock.quantity = 1 + (uint32_t)((a + (size_t)r) % 2);
         msg = &p->msg.restock.base;
         p->kind = RESTOCK;
         p->accept = 1;
+        p->events = 1;
     } else {
         inventory__v1__reserve_stock__init(&p->msg.reserve);
         snprintf(p->order_id, sizeof p->order_id, "res-%03d", r);
@@ -290,7 +297,8 @@ static es_command_t plan(size_t a, int r, planned *p) {
         p->msg.reserve.quantity = 3;
         msg = &p->msg.reserve.base;
         p->kind = RESERVE;
-        p->accept = m->on_hand - m->reserved >= 3;
+        p->accept = 1;
+        p->events = 1;
     }
     return (es_command_t){.aggregate_type = a < N_ORDERS ? "orders.order" : "inventory.item",
                           .aggregate_id = p->id,
@@ -301,7 +309,7 @@ static es_command_t plan(size_t a, int r, planned *p) {
 /* The model after the command's outcome. */
 static void evolve(size_t a, const planned *p) {
     model *m = &w.models[a];
-    if (!p->accept)
+    if (!p->accept || !p->events)
         return;
     snprintf(m->accepted[m->version++], sizeof *m->accepted, "%s", p->command_id);
     if (p->kind == PLACE)
@@ -312,19 +320,19 @@ static void evolve(size_t a, const planned *p) {
         m->status = 3;
     else if (p->kind == RESTOCK)
         m->on_hand += p->msg.restock.quantity;
-    else
-        m->reserved += p->msg.reserve.quantity;
+    else if (m->on_hand - m->reserved >= p->msg.reserve.quantity)
+        m->reserved += p->msg.reserve.quantity; /* else a shortage: nothing reserved */
 }
 
 /* Checks one command's outcome against the model; returns 0 or fills cl->fail. */
 static int check(caller *cl, size_t a, const planned *p, const es_result_t *res) {
     const model *m = &w.models[a];
-    uint64_t want_version = m->version + (p->accept ? 1 : 0);
+    size_t n = p->accept ? (size_t)p->events : 0;
+    uint64_t want_version = m->version + n;
     es_outcome want = p->accept ? ES_OUTCOME_ACCEPTED : ES_OUTCOME_REJECTED;
-    if (res->outcome == want && res->version == want_version &&
-        res->n_events == (p->accept ? 1u : 0u) &&
-        (!p->accept || (res->first_version == want_version &&
-                        !strcmp(res->events[0]->command_id, p->command_id))))
+    if (res->outcome == want && res->version == want_version && res->n_events == n &&
+        (n == 0 || (res->first_version == want_version &&
+                    !strcmp(res->events[0]->command_id, p->command_id))))
         return 0;
     snprintf(cl->fail, sizeof cl->fail,
              "command %s: outcome %d (code %s, duplicate %d, reason %s) at version %llu with %zu "

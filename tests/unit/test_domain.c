@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "domain.h"
+#include "fulfilment.h"
 #include "testutil.h"
 
 #define MAX_EVENTS 16
@@ -436,18 +437,27 @@ Test(order, cancelling_an_order_never_placed_is_rejected) {
     must_reject("orders.order", "o-404", &c.base, "never placed");
 }
 
-Test(order, cancelling_twice_is_rejected_as_already_cancelled) {
+Test(order, cancelling_a_cancelled_order_is_accepted_and_changes_nothing) {
     place_order("o-1");
     cancel_order("o-1", "first");
     Orders__V1__CancelOrder c = ORDERS__V1__CANCEL_ORDER__INIT;
-    must_reject("orders.order", "o-1", &c.base, "already cancelled (first)");
+    c.reason = "second";
+    must_accept("orders.order", "o-1", &c.base, 0);
+    cr_assert_eq(stream_version("orders.order", "o-1"), 2);
+    Orders__V1__Order *o = (Orders__V1__Order *)state_of(&demo_order_def, "o-1");
+    cr_assert_str_eq(o->cancel_reason, "first", "the first reason stands");
+    protobuf_c_message_free_unpacked(&o->base, NULL);
 }
 
-Test(order, a_confirmed_order_can_still_be_cancelled) {
+Test(order, cancelling_a_confirmed_order_is_rejected) {
     place_order("o-1");
     confirm_order("o-1");
-    cancel_order("o-1", "customer returned it");
-    cr_assert_eq(stream_version("orders.order", "o-1"), 3);
+    Orders__V1__CancelOrder c = ORDERS__V1__CANCEL_ORDER__INIT;
+    c.reason = "customer returned it";
+    must_reject("orders.order", "o-1", &c.base, "already confirmed");
+    Orders__V1__Order *o = (Orders__V1__Order *)state_of(&demo_order_def, "o-1");
+    cr_assert_eq(o->status, ORDERS__V1__ORDER_STATUS__ORDER_STATUS_CONFIRMED);
+    protobuf_c_message_free_unpacked(&o->base, NULL);
 }
 
 Test(order, a_reopened_engine_still_refuses_to_confirm_a_cancelled_order) {
@@ -468,8 +478,9 @@ Test(order, an_order_rebuilt_from_events_alone_keeps_its_rules) {
                  ES_ENOTFOUND, "snapshot.every=0 should write no snapshot");
     Orders__V1__ConfirmOrder c = ORDERS__V1__CONFIRM_ORDER__INIT;
     must_reject("orders.order", "o-1", &c.base, "already confirmed");
-    cancel_order("o-1", "late cancel");
-    cr_assert_eq(stream_version("orders.order", "o-1"), 3);
+    Orders__V1__CancelOrder late = ORDERS__V1__CANCEL_ORDER__INIT;
+    must_reject("orders.order", "o-1", &late.base, "cannot be cancelled");
+    cr_assert_eq(stream_version("orders.order", "o-1"), 2);
 }
 
 /* payments.payment */
@@ -562,24 +573,124 @@ Test(payment, refunding_an_authorized_payment_returns_the_authorized_amount) {
     protobuf_c_message_free_unpacked(&p->base, NULL);
 }
 
-Test(payment, refunding_a_payment_never_authorized_is_rejected) {
+Test(payment, refunding_a_payment_never_authorized_is_accepted_and_appends_nothing) {
     Payments__V1__RefundPayment r = PAYMENTS__V1__REFUND_PAYMENT__INIT;
-    must_reject("payments.payment", "p-404", &r.base, "not authorized");
+    must_accept("payments.payment", "p-404", &r.base, 0);
+    cr_assert_eq(stream_version("payments.payment", "p-404"), 0);
 }
 
-Test(payment, refunding_a_declined_payment_is_rejected) {
+Test(payment, refunding_a_declined_payment_is_accepted_and_appends_nothing) {
     Payments__V1__AuthorizePayment a = authorize("o-1", 200000);
     must_accept("payments.payment", "p-1", &a.base, 1);
     Payments__V1__RefundPayment r = PAYMENTS__V1__REFUND_PAYMENT__INIT;
-    must_reject("payments.payment", "p-1", &r.base, "declined");
+    must_accept("payments.payment", "p-1", &r.base, 0);
+    cr_assert_eq(stream_version("payments.payment", "p-1"), 1);
 }
 
-Test(payment, refunding_twice_is_rejected) {
+Test(payment, refunding_twice_refunds_once) {
     Payments__V1__AuthorizePayment a = authorize("o-1", 4499);
     must_accept("payments.payment", "p-1", &a.base, 1);
     Payments__V1__RefundPayment r = PAYMENTS__V1__REFUND_PAYMENT__INIT;
     must_accept("payments.payment", "p-1", &r.base, 1);
-    must_reject("payments.payment", "p-1", &r.base, "refunded");
+    must_accept("payments.payment", "p-1", &r.base, 0);
+    cr_assert_eq(stream_version("payments.payment", "p-1"), 2);
+}
+
+Test(payment, a_payment_without_a_customer_is_rejected) {
+    Payments__V1__AuthorizePayment a = authorize("o-1", 100);
+    a.customer_id = "";
+    must_reject("payments.payment", "p-1", &a.base, "customer_id is missing");
+}
+
+Test(payment, a_broke_customer_is_declined_for_any_amount) {
+    Payments__V1__AuthorizePayment a = authorize("o-1", 1);
+    a.customer_id = "broke-bob";
+    must_accept("payments.payment", "p-1", &a.base, 1);
+    events_t e;
+    read_events("payments.payment", "p-1", &e);
+    const Payments__V1__PaymentDeclined *ev =
+        event_at(&e, 0, &payments__v1__payment_declined__descriptor);
+    cr_assert_not_null(strstr(ev->reason, "broke-bob declined: insufficient funds"), "%s",
+                       ev->reason);
+    free_events(&e);
+}
+
+/* The first event of payment id, checked to be of type d. */
+static void assert_first_event(const char *id, const ProtobufCMessageDescriptor *d) {
+    events_t e;
+    read_events("payments.payment", id, &e);
+    cr_assert_eq(e.n, 1);
+    event_at(&e, 0, d);
+    free_events(&e);
+}
+
+Test(payment, a_3ds_customer_is_left_pending_with_the_amount) {
+    Payments__V1__AuthorizePayment a = authorize("o-1", 4499);
+    a.customer_id = "3ds-carol";
+    must_accept("payments.payment", "p-1", &a.base, 1);
+    events_t e;
+    read_events("payments.payment", "p-1", &e);
+    const Payments__V1__PaymentPending *ev =
+        event_at(&e, 0, &payments__v1__payment_pending__descriptor);
+    cr_assert_str_eq(ev->order_id, "o-1");
+    cr_assert_eq(ev->amount_cents, 4499);
+    cr_assert_not_null(strstr(ev->reason, "3-D Secure"), "%s", ev->reason);
+    free_events(&e);
+    Payments__V1__Payment *p = (Payments__V1__Payment *)state_of(&demo_payment_def, "p-1");
+    cr_assert_eq(p->status, PAYMENTS__V1__PAYMENT_STATUS__PAYMENT_STATUS_PENDING);
+    cr_assert_eq(p->amount_cents, 4499);
+    cr_assert_str_eq(p->currency, "USD");
+    protobuf_c_message_free_unpacked(&p->base, NULL);
+}
+
+Test(payment, euro_amounts_above_500_need_3ds_and_smaller_ones_do_not) {
+    Payments__V1__AuthorizePayment big = authorize("o-1", 50001), small = authorize("o-2", 50000),
+                                   dollars = authorize("o-3", 50001);
+    big.currency = small.currency = "EUR";
+    must_accept("payments.payment", "p-1", &big.base, 1);
+    must_accept("payments.payment", "p-2", &small.base, 1);
+    must_accept("payments.payment", "p-3", &dollars.base, 1);
+    assert_first_event("p-1", &payments__v1__payment_pending__descriptor);
+    assert_first_event("p-2", &payments__v1__payment_authorized__descriptor);
+    assert_first_event("p-3", &payments__v1__payment_authorized__descriptor);
+}
+
+Test(payment, an_amount_over_the_limit_is_declined_before_any_3ds_check) {
+    Payments__V1__AuthorizePayment a = authorize("o-1", 200000);
+    a.currency = "EUR";
+    a.customer_id = "3ds-carol";
+    must_accept("payments.payment", "p-1", &a.base, 1);
+    assert_first_event("p-1", &payments__v1__payment_declined__descriptor);
+}
+
+Test(payment, a_pending_payment_cannot_be_authorized_again) {
+    Payments__V1__AuthorizePayment a = authorize("o-1", 4499);
+    a.customer_id = "3ds-carol";
+    must_accept("payments.payment", "p-1", &a.base, 1);
+    must_reject("payments.payment", "p-1", &a.base, "already pending");
+}
+
+Test(payment, refunding_a_pending_payment_voids_it_once) {
+    Payments__V1__AuthorizePayment a = authorize("o-1", 4499);
+    a.customer_id = "3ds-carol";
+    must_accept("payments.payment", "p-1", &a.base, 1);
+    Payments__V1__RefundPayment r = PAYMENTS__V1__REFUND_PAYMENT__INIT;
+    r.reason = "timed out";
+    must_accept("payments.payment", "p-1", &r.base, 1);
+    must_accept("payments.payment", "p-1", &r.base, 0);
+    events_t e;
+    read_events("payments.payment", "p-1", &e);
+    cr_assert_eq(e.n, 2);
+    const Payments__V1__PaymentVoided *ev =
+        event_at(&e, 1, &payments__v1__payment_voided__descriptor);
+    cr_assert_str_eq(ev->order_id, "o-1");
+    cr_assert_eq(ev->amount_cents, 4499);
+    cr_assert_str_eq(ev->reason, "timed out");
+    free_events(&e);
+    Payments__V1__Payment *p = (Payments__V1__Payment *)state_of(&demo_payment_def, "p-1");
+    cr_assert_eq(p->status, PAYMENTS__V1__PAYMENT_STATUS__PAYMENT_STATUS_VOIDED);
+    protobuf_c_message_free_unpacked(&p->base, NULL);
+    must_reject("payments.payment", "p-1", &a.base, "already voided");
 }
 
 /* inventory.item */
@@ -621,18 +732,61 @@ Test(item, reserving_within_the_stock_records_the_reservation) {
     protobuf_c_message_free_unpacked(&it->base, NULL);
 }
 
-Test(item, reserving_more_than_is_available_is_rejected_with_the_numbers) {
+/* The shortage event at version v of sku: for order_id, requested, available. */
+static void assert_shortage(const char *sku, uint64_t v, const char *order_id, uint32_t requested,
+                            uint32_t available) {
+    events_t e;
+    read_events("inventory.item", sku, &e);
+    cr_assert_eq(e.n, v, "%s has %zu events, expected the shortage to be the last (%llu)", sku, e.n,
+                 (unsigned long long)v);
+    const Inventory__V1__StockShortage *ev =
+        event_at(&e, v - 1, &inventory__v1__stock_shortage__descriptor);
+    cr_assert_str_eq(ev->order_id, order_id);
+    cr_assert_eq(ev->requested, requested);
+    cr_assert_eq(ev->available, available);
+    free_events(&e);
+}
+
+Test(item, reserving_more_than_is_available_emits_a_shortage_and_reserves_nothing) {
     restock("sku-mug", 5);
     Inventory__V1__ReserveStock first = reserve("o-1", 3);
     must_accept("inventory.item", "sku-mug", &first.base, 1);
     Inventory__V1__ReserveStock second = reserve("o-2", 3);
-    must_reject("inventory.item", "sku-mug", &second.base,
-                "insufficient stock: 3 requested, 2 available (5 on hand, 3 reserved)");
+    must_accept("inventory.item", "sku-mug", &second.base, 1);
+    assert_shortage("sku-mug", 3, "o-2", 3, 2);
+    Inventory__V1__Item *it = item_state("sku-mug");
+    cr_assert_eq(it->on_hand, 5);
+    cr_assert_eq(it->reserved, 3);
+    cr_assert_eq(it->n_reservations, 1);
+    protobuf_c_message_free_unpacked(&it->base, NULL);
+    /* What is left still goes to an order it fits. */
+    Inventory__V1__ReserveStock third = reserve("o-3", 2);
+    must_accept("inventory.item", "sku-mug", &third.base, 1);
+    cr_assert_eq(stream_version("inventory.item", "sku-mug"), 4);
 }
 
-Test(item, reserving_an_unknown_item_is_rejected) {
+Test(item, reserving_an_item_never_stocked_is_a_shortage_of_everything) {
     Inventory__V1__ReserveStock r = reserve("o-1", 1);
-    must_reject("inventory.item", "sku-ghost", &r.base, "insufficient stock");
+    must_accept("inventory.item", "sku-ghost", &r.base, 1);
+    assert_shortage("sku-ghost", 1, "o-1", 1, 0);
+}
+
+Test(item, releasing_after_a_shortage_appends_nothing) {
+    restock("sku-mug", 1);
+    Inventory__V1__ReserveStock r = reserve("o-1", 2);
+    must_accept("inventory.item", "sku-mug", &r.base, 1);
+    Inventory__V1__ReleaseStock rel = release("o-1");
+    must_accept("inventory.item", "sku-mug", &rel.base, 0);
+    cr_assert_eq(stream_version("inventory.item", "sku-mug"), 2);
+}
+
+Test(item, a_reservation_needs_an_order_and_a_quantity) {
+    restock("sku-mug", 10);
+    Inventory__V1__ReserveStock none = reserve("o-1", 0), anonymous = reserve("", 1);
+    must_reject("inventory.item", "sku-mug", &none.base, "at least 1");
+    must_reject("inventory.item", "sku-mug", &anonymous.base, "order_id is missing");
+    Inventory__V1__ReleaseStock rel = release("");
+    must_reject("inventory.item", "sku-mug", &rel.base, "order_id is missing");
 }
 
 Test(item, several_orders_can_take_all_the_stock_but_no_more) {
@@ -643,7 +797,8 @@ Test(item, several_orders_can_take_all_the_stock_but_no_more) {
         must_accept("inventory.item", "sku-mug", &r.base, 1);
     }
     Inventory__V1__ReserveStock more = reserve("o-4", 1);
-    must_reject("inventory.item", "sku-mug", &more.base, "0 available");
+    must_accept("inventory.item", "sku-mug", &more.base, 1);
+    assert_shortage("sku-mug", 5, "o-4", 1, 0);
     Inventory__V1__Item *it = item_state("sku-mug");
     cr_assert_eq(it->reserved, 6);
     cr_assert_eq(it->n_reservations, 3);
@@ -691,10 +846,15 @@ Test(item, released_stock_can_be_reserved_again) {
     restock("sku-mug", 4);
     Inventory__V1__ReserveStock a = reserve("o-1", 4), b = reserve("o-2", 4);
     must_accept("inventory.item", "sku-mug", &a.base, 1);
-    must_reject("inventory.item", "sku-mug", &b.base, "insufficient stock");
+    must_accept("inventory.item", "sku-mug", &b.base, 1);
+    assert_shortage("sku-mug", 3, "o-2", 4, 0);
     Inventory__V1__ReleaseStock rel = release("o-1");
     must_accept("inventory.item", "sku-mug", &rel.base, 1);
     must_accept("inventory.item", "sku-mug", &b.base, 1);
+    events_t e;
+    read_events("inventory.item", "sku-mug", &e);
+    event_at(&e, 4, &inventory__v1__stock_reserved__descriptor);
+    free_events(&e);
 }
 
 Test(item, releasing_twice_appends_nothing_the_second_time) {
@@ -727,7 +887,8 @@ Test(item, reservations_survive_a_reload_from_events_alone) {
     must_accept("inventory.item", "sku-mug", &rel.base, 1);
     reopen();
     Inventory__V1__ReserveStock c = reserve("o-3", 6);
-    must_reject("inventory.item", "sku-mug", &c.base, "5 available (10 on hand, 5 reserved)");
+    must_accept("inventory.item", "sku-mug", &c.base, 1);
+    assert_shortage("sku-mug", 5, "o-3", 6, 5);
     must_accept("inventory.item", "sku-mug", &b.base, 0);
 }
 
@@ -754,7 +915,7 @@ Test(domain, descriptors_list_every_message_of_the_three_protos_once) {
     for (; all[n]; n++)
         for (size_t j = 0; j < n; j++)
             cr_assert_neq(all[j], all[n], "%s listed twice", all[n]->name);
-    cr_assert_eq(n, 8 + 6 + 8);
+    cr_assert_eq(n, 8 + 8 + 9);
     assert_def_listed(&demo_order_def);
     assert_def_listed(&demo_payment_def);
     assert_def_listed(&demo_item_def);
@@ -784,4 +945,47 @@ Test(domain, a_command_of_another_aggregate_is_not_executed) {
     cr_assert_neq(exec("orders.order", "o-1", &r.base, &res), ES_OK);
     es_result_clear(&res);
     cr_assert_eq(stream_version("orders.order", "o-1"), 0);
+}
+
+/* the orders.fulfilment saga */
+
+Test(domain, both_fulfilment_definitions_pass_the_saga_check) {
+    const es_saga_def *defs[] = {DEMO_FULFILMENT_DEF(false), DEMO_FULFILMENT_DEF(true)};
+    for (size_t i = 0; i < 2; i++) {
+        es_error_t err = {0};
+        cr_assert_eq(es_saga_check(defs[i], &err), ES_OK, "%s", err.message);
+        cr_assert_str_eq(defs[i]->name, "orders.fulfilment");
+        cr_assert_eq(defs[i]->n_steps, 3);
+        cr_assert_str_eq(defs[i]->steps[1].name, "authorize_payment");
+    }
+    cr_assert_eq(defs[0]->steps[1].timeout_ms, DEMO_PAYMENT_TIMEOUT_MS);
+    cr_assert_eq(defs[1]->steps[1].timeout_ms, DEMO_SHORT_PAYMENT_TIMEOUT_MS);
+}
+
+Test(domain, every_fulfilment_command_and_event_is_one_the_domain_handles) {
+    const es_saga_def *def = DEMO_FULFILMENT_DEF(false);
+    const es_aggregate_def *aggs[] = {&demo_order_def, &demo_payment_def, &demo_item_def};
+    for (size_t i = 0; i <= def->n_steps; i++) {
+        const es_saga_step *st = i < def->n_steps ? &def->steps[i] : def->on_abort;
+        const es_aggregate_def *agg = NULL;
+        for (size_t j = 0; j < 3 && !agg; j++)
+            if (strcmp(aggs[j]->type, st->aggregate_type) == 0)
+                agg = aggs[j];
+        cr_assert_not_null(agg, "step %zu goes to %s, not a demo aggregate", i, st->aggregate_type);
+        const ProtobufCMessageDescriptor *cmds[] = {st->command, st->compensation};
+        for (size_t k = 0; k < 2; k++) {
+            bool found = cmds[k] == NULL;
+            for (const ProtobufCMessageDescriptor *const *p = agg->commands; *p && !found; p++)
+                found = *p == cmds[k];
+            cr_assert(found, "%s is not a command of %s", cmds[k]->name, agg->type);
+        }
+        const ProtobufCMessageDescriptor *const *lists[] = {st->completed_by, st->failed_by};
+        for (size_t k = 0; k < 2; k++)
+            for (const ProtobufCMessageDescriptor *const *e = lists[k]; e && *e; e++) {
+                bool found = false;
+                for (const ProtobufCMessageDescriptor *const *p = agg->events; *p && !found; p++)
+                    found = *p == *e;
+                cr_assert(found, "%s is not an event of %s", (*e)->name, agg->type);
+            }
+    }
 }
