@@ -455,7 +455,7 @@ static es_err emit(es_saga_coordinator_t *c, inst *in, int k, const es_saga_step
     o->what = what;
     o->want = kind == KIND_UNDO ? st->compensation : st->command;
     es_err e = kind == KIND_UNDO ? st->compensate(&v, undo_of, o, err) : st->send(&v, o, err);
-    if (e == ES_OK && o->failed)
+    if (o->failed) /* es_saga_send's own words, whatever the callback made of its code */
         e = es_fail(err, o->failed, "%s", o->why);
     else if (e != ES_OK)
         es_error_prefix(err, "%s: ", what);
@@ -703,11 +703,30 @@ static es_err target_load(es_saga_coordinator_t *c, const char *cid, target *t, 
     return rc == SQLITE_ROW ? ES_OK : db_fail(c, "looking up a command", err);
 }
 
-static int listed(const ProtobufCMessageDescriptor *const *list, const char *type) {
+static const ProtobufCMessageDescriptor *listed(const ProtobufCMessageDescriptor *const *list,
+                                                const char *type) {
     for (; list && *list; list++)
         if (!strcmp((*list)->name, type))
-            return 1;
-    return 0;
+            return *list;
+    return NULL;
+}
+
+/* "<event type>: <its reason field>" when the failing event's message has a string field
+ * named reason (e.g. PaymentDeclined), else the event type. */
+static void failure_reason(const ProtobufCMessageDescriptor *desc, const es_event_t *ev, char *out,
+                           size_t cap) {
+    snprintf(out, cap, "%s", ev->event_type);
+    const ProtobufCFieldDescriptor *f =
+        protobuf_c_message_descriptor_get_field_by_name(desc, "reason");
+    if (!f || f->type != PROTOBUF_C_TYPE_STRING || f->label == PROTOBUF_C_LABEL_REPEATED)
+        return;
+    ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, ev->payload_len, ev->payload);
+    if (!m)
+        return;
+    const char *why = *(const char *const *)((const char *)m + f->offset);
+    if (why && *why)
+        snprintf(out, cap, "%s: %s", ev->event_type, why);
+    protobuf_c_message_free_unpacked(m, NULL);
 }
 
 /* ---- events (inside the runner's transaction) --------------------------------------------- */
@@ -789,14 +808,17 @@ static es_err on_event(es_saga_coordinator_t *c, const es_event_t *ev, es_error_
     }
     const es_saga_step *st = step_at(c, t.step);
     int ok = st->completed_by && listed(st->completed_by, ev->event_type);
-    int failed = listed(st->failed_by, ev->event_type);
+    const ProtobufCMessageDescriptor *failed = listed(st->failed_by, ev->event_type);
+    char why[300] = "";
+    if (failed && !ok)
+        failure_reason(failed, ev, why, sizeof why);
     inst in;
     if ((e = inst_load(c, t.id, &in, err)) != ES_OK)
         return e == ES_ENOTFOUND
                    ? es_fail(err, ES_EIO, "saga '%s': command %s has no instance", def->name, t.cid)
                    : e;
     if (ok || failed) {
-        e = target_ended(c, &in, &t, ok, NULL, ev, now, err);
+        e = target_ended(c, &in, &t, ok, *why ? why : NULL, ev, now, err);
     } else { /* an event on the way (e.g. "pending"): recorded, the step waits on */
         e = hist(c, &in, "event_received",
                  HIST(.step1 = t.step + 1, .command_id = t.cid, .aggregate_type = t.aggregate_type,

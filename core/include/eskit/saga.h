@@ -116,7 +116,9 @@ es_err es_saga_check(const es_saga_def *def, es_error_t *err);
 typedef struct es_saga_coordinator es_saga_coordinator_t;
 
 typedef struct es_saga_stats {
+    /* Instances in the saga database (all time, every coordinator that used it): */
     uint64_t started, completed, aborted, failed;
+    /* This coordinator's own work since es_saga_coordinator_new: */
     uint64_t commands_sent; /* outbox rows delivered (including redeliveries after a restart) */
     uint64_t timeouts;      /* steps whose deadline passed */
     uint64_t ignored;       /* events received that no waiting step needed */
@@ -142,7 +144,8 @@ void es_saga_stats(const es_saga_coordinator_t *c, es_saga_stats_t *out);
  * matched by causation, so a duplicate, a stale or an out-of-order event changes nothing a
  * step already decided (tests and repair tools use this). */
 es_err es_saga_redeliver(es_saga_coordinator_t *c, const es_event_t *ev, es_error_t *err);
-/* Instances not yet in a terminal state. */
+/* Instances not yet in a terminal state. 0 also before the first start event is consumed:
+ * wait for the started count of es_saga_stats too. */
 es_err es_saga_active(es_saga_coordinator_t *c, uint64_t *n, es_error_t *err);
 
 /* ---- queries (esctl sagas) ---------------------------------------------------------------- */
