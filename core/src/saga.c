@@ -1188,7 +1188,8 @@ static void free_recs(pending_rec *recs, size_t n) {
     free(recs);
 }
 
-static es_err publish(es_saga_coordinator_t *c, es_error_t *err) {
+static es_err publish(es_saga_coordinator_t *c, size_t *published, es_error_t *err) {
+    *published = 0;
     pending_rec *recs = calloc(PUBLISH_BATCH, sizeof *recs);
     if (!recs)
         return es_fail(err, ES_ENOMEM, "out of memory");
@@ -1239,6 +1240,8 @@ static es_err publish(es_saga_coordinator_t *c, es_error_t *err) {
     }
     if (n > 0)
         e = tx_end(c, e, err);
+    if (e == ES_OK)
+        *published = n;
     free_recs(recs, n);
     return e;
 }
@@ -1352,25 +1355,28 @@ void es_saga_coordinator_destroy(es_saga_coordinator_t *c) {
 }
 
 es_err es_saga_poll(es_saga_coordinator_t *c, int timeout_ms, size_t *progress, es_error_t *err) {
-    size_t applied = 0, delivered = 0, fired = 0;
+    size_t applied = 0, delivered = 0, fired = 0, published = 0;
     if (!c)
         return es_fail(err, ES_EINVAL, "es_saga_poll: coordinator is NULL");
-    /* Work first that a crash may have left (outbox, unpublished transitions); wait for new
-     * events only when there is nothing else to do. */
+    /* Work a crash may have left (the outbox) first; wait for new events only when there is
+     * nothing else to do. */
     es_err e = relay(c, &delivered, err);
     if (e == ES_OK)
-        e = fire_deadlines(c, &fired, err);
-    if (e == ES_OK)
-        e = es_runner_poll(c->runner, delivered || fired ? 0 : timeout_ms, &applied, err);
+        e = es_runner_poll(c->runner, delivered ? 0 : timeout_ms, &applied, err);
     if (e == ES_OK && applied > 0) {
         size_t more = 0;
         e = relay(c, &more, err);
         delivered += more;
     }
+    /* Deadlines only once the log has nothing new for us: after a restart or while behind,
+     * the event that ends a step may already be in the log, and a step must not time out
+     * because the coordinator was away. */
+    if (e == ES_OK && applied == 0)
+        e = fire_deadlines(c, &fired, err);
     if (e == ES_OK)
-        e = publish(c, err);
+        e = publish(c, &published, err);
     if (progress)
-        *progress = applied + delivered + fired;
+        *progress = applied + delivered + fired + published;
     return e;
 }
 
