@@ -14,6 +14,10 @@
  * imports the rest (with their command ids), and the redelivered commands are
  * answered as duplicates. A batch that fails is read again: its partitions are
  * marked for restore and the consumer seeks back to the batch's first record.
+ *
+ * Snapshots go to "<type>.snapshots" after the local commit, each naming the
+ * events offset of the event it was taken at; restore imports the ones that
+ * match the events it imports (see the restore section).
  */
 #include "engine_int.h"
 #include "eskit/v1/command.pb-c.h"
@@ -64,6 +68,8 @@ typedef struct slot {
     es_kv_t *md;
     int32_t reply_partition; /* RD_KAFKA_PARTITION_UA when the header is missing */
     long cmd;                /* index into the batch's commands; -1 when not executable */
+    size_t last_prod;        /* p->prod index of the command's last event, when it appended */
+    es_snapshot_t *snap;     /* the snapshot the batch wrote at the command's version, or NULL */
     es_err fail;             /* why not executable */
     char reason[512];
 } slot;
@@ -85,7 +91,15 @@ struct es_processor {
     size_t n_prod, cap_prod;
     int32_t *cmd_part; /* commands partition of each executable command of the batch */
     atomic_int stop;
+    struct {
+        atomic_uint_fast64_t commands, restores, events_imported, events_skipped,
+            snapshots_imported, snapshots_malformed, snapshots_unused;
+    } stats;
 };
+
+static void bump(atomic_uint_fast64_t *counter, uint64_t n) {
+    atomic_fetch_add_explicit(counter, n, memory_order_relaxed);
+}
 
 static void log_error(es_processor_t *p, const es_error_t *e, const char *what) {
     es_logf(p->cfg, ES_LOG_ERROR, "command processor: %s: %s", what, e->message);
@@ -132,6 +146,22 @@ static es_err kafka_error(const es_processor_t *p, rd_kafka_error_t *ke, es_erro
 
 /* ---- restore ---------------------------------------------------------------------------- */
 
+/*
+ * Restore brings the local store from its checkpoint (es_meta) to the end of the events
+ * partition. It first reads the same partition of "<type>.snapshots" and keeps, per aggregate,
+ * the newest well-formed snapshot whose event lies in the range about to be imported; while
+ * importing, a snapshot goes into the store in the same transaction as the very event it names
+ * (same version, same offset), so it never runs ahead of the store and never follows a history
+ * the log-order rule rejected. Aggregates then load from the snapshot plus later events instead
+ * of folding their whole history.
+ *
+ * Events below a snapshot are still imported, all of them: the store answers a redelivered
+ * command with its first execution's events (so it needs them, not only their command ids),
+ * stream heads and the log-order rule need every version, and the embedded log keeps each
+ * stream as a chain of its events. Skipping them would trade exactly-once answers for restore
+ * speed. A snapshot only saves folding.
+ */
+
 static void offset_key(char *key, size_t cap, const char *type, int32_t partition) {
     snprintf(key, cap, "kafka.next:%s.events:%d", type, (int)partition);
 }
@@ -157,13 +187,87 @@ static es_err flush_track(es_log_t *log, const char *type, cmd_track *t, es_erro
     return e;
 }
 
+/* Snapshots by aggregate id: open addressing with linear probing, at most half full. */
+typedef struct snap_map {
+    Eskit__V1__Snapshot **slots;
+    size_t cap, count; /* cap: 0 or a power of two */
+} snap_map;
+
+static size_t id_hash(const char *id) {
+    uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a */
+    for (; *id; id++)
+        h = (h ^ (unsigned char)*id) * 0x100000001b3ULL;
+    return (size_t)(h ^ (h >> 29));
+}
+
+/* The slot of id: its snapshot, or the empty slot it would take (in a map without slots, a
+ * shared empty one: reserve before storing). */
+static Eskit__V1__Snapshot **snap_map_slot(const snap_map *m, const char *id) {
+    static Eskit__V1__Snapshot *none;
+    if (!m->cap)
+        return &none;
+    size_t i = id_hash(id) & (m->cap - 1);
+    while (m->slots[i] && strcmp(m->slots[i]->aggregate_id, id))
+        i = (i + 1) & (m->cap - 1);
+    return &m->slots[i];
+}
+
+/* Room for one more entry; -1 out of memory. */
+static int snap_map_reserve(snap_map *m) {
+    if (2 * (m->count + 1) <= m->cap)
+        return 0;
+    snap_map bigger = {calloc(m->cap ? 2 * m->cap : 1024, sizeof *bigger.slots),
+                       m->cap ? 2 * m->cap : 1024, m->count};
+    if (!bigger.slots)
+        return -1;
+    for (size_t i = 0; i < m->cap; i++)
+        if (m->slots[i])
+            *snap_map_slot(&bigger, m->slots[i]->aggregate_id) = m->slots[i];
+    free(m->slots);
+    *m = bigger;
+    return 0;
+}
+
+static void snap_map_free(snap_map *m) {
+    for (size_t i = 0; i < m->cap; i++)
+        if (m->slots[i])
+            eskit__v1__snapshot__free_unpacked(m->slots[i], NULL);
+    free(m->slots);
+    *m = (snap_map){NULL, 0, 0};
+}
+
 typedef struct import_ctx {
     es_processor_t *p;
     es_log_t *log;
-    const char *type, *topic;
+    const es_aggregate_def *def;
+    const char *type, *topic; /* topic: "<type>.events" */
+    int32_t partition;
+    int64_t from, to; /* the events this restore imports */
+    int64_t next;     /* the next events offset to import */
+    size_t in_tx;     /* events imported in the open transaction */
     cmd_track track;
-    uint64_t imported, skipped;
+    snap_map snaps; /* the snapshot to import of each aggregate */
+    uint64_t imported, skipped, snaps_imported, snaps_malformed, snaps_unused;
 } import_ctx;
+
+typedef es_err record_fn(import_ctx *c, const rd_kafka_message_t *m, es_error_t *err);
+
+/* Imports the aggregate's snapshot when ev, just imported from offset, is the event it was
+ * taken at. It is newer than anything the store had: the store did not hold ev. */
+static es_err import_snapshot(import_ctx *c, const es_event_t *ev, int64_t offset,
+                              es_error_t *err) {
+    const char *id = ev->aggregate_id;
+    Eskit__V1__Snapshot *s = *snap_map_slot(&c->snaps, id);
+    if (!s || s->version != ev->version || s->events_offset != offset)
+        return ES_OK;
+    es_snapshot_t snap = {s->version, s->state_type, s->state.data, s->state.len, s->taken_at_us};
+    es_err e = c->log->ops->put_snapshot(c->log, c->type, id, &snap, err);
+    if (e == ES_OK) {
+        c->snaps_imported++;
+        s->version = 0; /* taken: matches no event again */
+    }
+    return e;
+}
 
 /* Imports one record when it continues its aggregate (the log-order rule), else skips it. */
 static es_err import_record(import_ctx *c, const rd_kafka_message_t *m, es_error_t *err) {
@@ -186,6 +290,8 @@ static es_err import_record(import_ctx *c, const rd_kafka_message_t *m, es_error
     es_log_record_t rec = {ev, m->payload, m->len};
     int64_t pos = 0;
     e = c->log->ops->append(c->log, c->type, ev->aggregate_id, v, &rec, 1, &pos, err);
+    if (e == ES_OK && c->snaps.count)
+        e = import_snapshot(c, ev, m->offset, err);
     if (e != ES_OK)
         goto out;
     c->imported++;
@@ -220,11 +326,10 @@ static es_err save_next(es_log_t *log, const char *type, int32_t partition, int6
 }
 
 /* Commits the import so far and opens the next transaction. */
-static es_err import_checkpoint(import_ctx *c, int32_t partition, int64_t next, int reopen,
-                                es_error_t *err) {
+static es_err import_checkpoint(import_ctx *c, int64_t next, int reopen, es_error_t *err) {
     es_err e = flush_track(c->log, c->type, &c->track, err);
     if (e == ES_OK)
-        e = save_next(c->log, c->type, partition, next, err);
+        e = save_next(c->log, c->type, c->partition, next, err);
     if (e == ES_OK)
         e = c->log->ops->commit(c->log, err);
     if (e == ES_OK && reopen)
@@ -232,49 +337,162 @@ static es_err import_checkpoint(import_ctx *c, int32_t partition, int64_t next, 
     return e;
 }
 
-/* Reads [from, to) of the events partition into the local store. */
-static es_err import_range(import_ctx *c, int32_t partition, int64_t from, int64_t to,
-                           es_error_t *err) {
+/* Hands each record of [from, to) of topic's partition c->partition to fn, in offset order. */
+static es_err read_range(import_ctx *c, const char *topic, int64_t from, int64_t to, record_fn *fn,
+                         es_error_t *err) {
+    rd_kafka_t *rk = c->p->reader;
     rd_kafka_topic_partition_list_t *want = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(want, c->topic, partition)->offset = from;
-    rd_kafka_resp_err_t ke = rd_kafka_assign(c->p->reader, want);
-    es_err e = ke ? kafka_fail(c->p, ke, err, "assigning an events partition for restore") : ES_OK;
-    if (e == ES_OK)
-        e = c->log->ops->begin(c->log, err);
+    rd_kafka_topic_partition_list_add(want, topic, c->partition)->offset = from;
+    rd_kafka_resp_err_t ke = rd_kafka_assign(rk, want);
+    es_err e = ke ? kafka_fail(c->p, ke, err, "assigning a partition for restore") : ES_OK;
     int64_t next = from, deadline = es_now_us() / 1000 + REQUEST_TIMEOUT_MS;
-    size_t in_tx = 0;
     while (e == ES_OK && next < to) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(c->p->reader, 100);
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
         if (m && m->err) {
-            es_logf(c->p->cfg, ES_LOG_WARNING, "restore of %s partition %d: %s", c->topic,
-                    (int)partition, rd_kafka_message_errstr(m));
-        } else if (m && m->offset >= next) {
+            es_logf(c->p->cfg, ES_LOG_WARNING, "restore of %s partition %d: %s", topic,
+                    (int)c->partition, rd_kafka_message_errstr(m));
+        } else if (m && m->offset >= next && m->partition == c->partition &&
+                   !strcmp(rd_kafka_topic_name(m->rkt), topic)) {
             next = m->offset + 1;
             deadline = es_now_us() / 1000 + REQUEST_TIMEOUT_MS;
-            e = import_record(c, m, err);
-            if (e == ES_OK && ++in_tx == RESTORE_CHUNK) {
-                e = import_checkpoint(c, partition, next, 1, err);
-                in_tx = 0;
-            }
-        } else if (!m && !rd_kafka_position(c->p->reader, want) && want->elems[0].offset >= to) {
+            e = fn(c, m, err);
+        } else if (!m && !rd_kafka_position(rk, want) && want->elems[0].offset >= to) {
             next = to; /* the rest were control records (transaction markers) */
         } else if (!m && es_now_us() / 1000 > deadline) {
             e = es_fail(err, ES_ETIMEOUT,
                         "restoring from %s partition %d: no record past offset %lld within %d "
                         "ms (brokers %s); are they up?",
-                        c->topic, (int)partition, (long long)next, REQUEST_TIMEOUT_MS,
+                        topic, (int)c->partition, (long long)next, REQUEST_TIMEOUT_MS,
                         es_config_get(c->p->cfg, "brokers"));
         }
         if (m)
             rd_kafka_message_destroy(m);
     }
-    if (e == ES_OK)
-        e = import_checkpoint(c, partition, to, 0, err);
-    else
-        c->log->ops->rollback(c->log);
-    rd_kafka_assign(c->p->reader, NULL);
+    rd_kafka_assign(rk, NULL);
     rd_kafka_topic_partition_list_destroy(want);
     return e;
+}
+
+static es_err import_cb(import_ctx *c, const rd_kafka_message_t *m, es_error_t *err) {
+    es_err e = import_record(c, m, err);
+    c->next = m->offset + 1;
+    if (e == ES_OK && ++c->in_tx == RESTORE_CHUNK) {
+        e = import_checkpoint(c, c->next, 1, err);
+        c->in_tx = 0;
+    }
+    return e;
+}
+
+/* Reads [c->from, c->to) of the events partition into the local store. */
+static es_err import_range(import_ctx *c, es_error_t *err) {
+    es_err e = c->log->ops->begin(c->log, err);
+    if (e == ES_OK)
+        e = read_range(c, c->topic, c->from, c->to, import_cb, err);
+    if (e == ES_OK)
+        e = import_checkpoint(c, c->to, 0, err);
+    if (e != ES_OK)
+        c->log->ops->rollback(c->log);
+    return e;
+}
+
+static void snapshot_malformed(import_ctx *c, const rd_kafka_message_t *m, const char *why) {
+    es_logf(c->p->cfg, ES_LOG_WARNING,
+            "restore: %s partition %d offset %lld: %s; skipped (the aggregate loads from its "
+            "events)",
+            rd_kafka_topic_name(m->rkt), (int)m->partition, (long long)m->offset, why);
+    c->snaps_malformed++;
+}
+
+/* Why s cannot be a snapshot of this restore's type stored under key; NULL when it can. */
+static const char *snapshot_defect(const import_ctx *c, const rd_kafka_message_t *m,
+                                   const Eskit__V1__Snapshot *s, char *buf, size_t cap) {
+    if (!s)
+        return "not an eskit.v1.Snapshot";
+    if (strcmp(s->aggregate_type, c->type) ||
+        es_validate_aggregate_id(s->aggregate_id, NULL) != ES_OK || !m->key ||
+        m->key_len != strlen(s->aggregate_id) || memcmp(m->key, s->aggregate_id, m->key_len)) {
+        snprintf(buf, cap, "a snapshot of '%.64s'/'%.64s' does not belong under key '%.*s'",
+                 s->aggregate_type, s->aggregate_id,
+                 m->key ? (int)(m->key_len < 64 ? m->key_len : 64) : 0,
+                 m->key ? (const char *)m->key : "");
+        return buf;
+    }
+    if (!s->version)
+        return "a snapshot at version 0";
+    if (strcmp(s->state_type, c->def->state->name)) {
+        snprintf(buf, cap, "state type '%.64s' is not %s's '%s'", s->state_type, c->type,
+                 c->def->state->name);
+        return buf;
+    }
+    return NULL;
+}
+
+/* Keeps a snapshot record when it is the newest well-formed one of its aggregate whose event
+ * this restore imports. */
+static es_err collect_snapshot(import_ctx *c, const rd_kafka_message_t *m, es_error_t *err) {
+    char buf[256];
+    Eskit__V1__Snapshot *s = eskit__v1__snapshot__unpack(NULL, m->len, m->payload);
+    const char *why = snapshot_defect(c, m, s, buf, sizeof buf);
+    if (why) {
+        snapshot_malformed(c, m, why);
+        if (s)
+            eskit__v1__snapshot__free_unpacked(s, NULL);
+        return ES_OK;
+    }
+    const char *id = s->aggregate_id;
+    if (snap_map_reserve(&c->snaps) != 0) {
+        eskit__v1__snapshot__free_unpacked(s, NULL);
+        return es_fail(err, ES_ENOMEM, "out of memory keeping snapshots for restore");
+    }
+    Eskit__V1__Snapshot **at = snap_map_slot(&c->snaps, id), *old = *at;
+    if (s->events_offset < c->from || s->events_offset >= c->to ||
+        (old && old->version > s->version)) {
+        c->snaps_unused++; /* the store has its event already, or it is not imported yet */
+        eskit__v1__snapshot__free_unpacked(s, NULL);
+        return ES_OK;
+    }
+    ProtobufCMessage *state =
+        protobuf_c_message_unpack(c->def->state, NULL, s->state.len, s->state.data);
+    if (!state) {
+        snprintf(buf, sizeof buf, "the state of %s/%s at version %llu is not a valid %s", c->type,
+                 id, (unsigned long long)s->version, c->def->state->name);
+        snapshot_malformed(c, m, buf);
+        eskit__v1__snapshot__free_unpacked(s, NULL);
+        return ES_OK;
+    }
+    protobuf_c_message_free_unpacked(state, NULL);
+    if (old) {
+        c->snaps_unused++;
+        eskit__v1__snapshot__free_unpacked(old, NULL);
+    }
+    c->snaps.count += !old;
+    *at = s;
+    return ES_OK;
+}
+
+/* Reads the same partition of "<type>.snapshots" into c->snaps. Snapshots only save folding:
+ * when they cannot be read, restore goes on without them and aggregates load from events. The
+ * newest snapshot of every aggregate of the partition is held in memory until restore ends. */
+static es_err collect_snapshots(import_ctx *c, es_error_t *err) {
+    char topic[TOPIC_MAX];
+    int64_t lo = 0, hi = 0;
+    es_error_t rerr = {0};
+    snprintf(topic, sizeof topic, "%s.snapshots", c->type);
+    rd_kafka_resp_err_t ke = rd_kafka_query_watermark_offsets(c->p->reader, topic, c->partition,
+                                                              &lo, &hi, REQUEST_TIMEOUT_MS);
+    es_err e =
+        ke ? kafka_fail(c->p, ke, &rerr, "reading the offsets of a snapshots partition") : ES_OK;
+    if (e == ES_OK && hi <= lo)
+        return ES_OK;
+    if (e == ES_OK)
+        e = read_range(c, topic, lo, hi, collect_snapshot, &rerr);
+    if (e == ES_ENOMEM)
+        return es_fail(err, e, "%s", rerr.message);
+    if (e != ES_OK) /* the snapshots kept so far still match their events: keep using them */
+        es_logf(c->p->cfg, ES_LOG_WARNING,
+                "restore of %s partition %d goes on without (some) snapshots: %s", topic,
+                (int)c->partition, rerr.message);
+    return ES_OK;
 }
 
 /* Brings the local store up to the end of the events partition o reads from. */
@@ -312,20 +530,44 @@ static es_err restore(es_processor_t *p, owned *o, es_error_t *err) {
                     "delete the state store to rebuild it from the topic",
                     topic, (int)o->partition, es_config_get(p->local_cfg, "db"), (long long)next,
                     (long long)hi);
-    import_ctx c = {p, log, type, topic, {{0}, {0}, 0, 0}, 0, 0};
+    import_ctx c = {.p = p,
+                    .log = log,
+                    .def = p->types[o->type].def,
+                    .type = type,
+                    .topic = topic,
+                    .partition = o->partition,
+                    .from = next,
+                    .to = hi,
+                    .next = next};
+    /* With nothing to import the store is current, and so are the snapshots it wrote itself. */
     if (e == ES_OK && next < hi)
-        e = import_range(&c, o->partition, next, hi, err);
+        e = collect_snapshots(&c, err);
+    if (e == ES_OK && next < hi)
+        e = import_range(&c, err);
+    for (size_t i = 0; i < c.snaps.cap; i++) /* their event was not imported here */
+        c.snaps_unused += c.snaps.slots[i] && c.snaps.slots[i]->version;
+    snap_map_free(&c.snaps);
     es_store_unlock(es_engine_store(p->local));
     if (e != ES_OK)
         return e;
     o->restored = 1;
+    bump(&p->stats.restores, 1);
+    bump(&p->stats.events_imported, c.imported);
+    bump(&p->stats.events_skipped, c.skipped);
+    bump(&p->stats.snapshots_imported, c.snaps_imported);
+    bump(&p->stats.snapshots_malformed, c.snaps_malformed);
+    bump(&p->stats.snapshots_unused, c.snaps_unused);
     if (c.skipped)
         es_logf(p->cfg, ES_LOG_WARNING,
                 "restore of %s partition %d: %llu event(s) skipped (not the next version of "
                 "their aggregate: a duplicate or a zombie writer's)",
                 topic, (int)o->partition, (unsigned long long)c.skipped);
-    es_logf(p->cfg, ES_LOG_INFO, "restored %s partition %d: %llu event(s) imported up to %lld",
-            topic, (int)o->partition, (unsigned long long)c.imported, (long long)hi);
+    es_logf(p->cfg, ES_LOG_INFO,
+            "restored %s partition %d: %llu event(s) imported up to %lld, %llu snapshot(s) "
+            "imported (%llu malformed, %llu unused)",
+            topic, (int)o->partition, (unsigned long long)c.imported, (long long)hi,
+            (unsigned long long)c.snaps_imported, (unsigned long long)c.snaps_malformed,
+            (unsigned long long)c.snaps_unused);
     return ES_OK;
 }
 
@@ -469,6 +711,7 @@ static void decode_slot(es_processor_t *p, slot *s) {
 }
 
 static void slot_free(slot *s) {
+    es_snapshot_free(s->snap);
     if (s->msg)
         protobuf_c_message_free_unpacked(s->msg, NULL);
     if (s->env)
@@ -591,9 +834,21 @@ static es_err commit_transaction(es_processor_t *p, es_error_t *err) {
     return e;
 }
 
+/* Keeps the snapshot the engine wrote in this transaction at the command's version, for
+ * send_snapshot after the commit: read now, it comes from the log's write cache rather than
+ * from the database. Best effort: a missing snapshot only makes a later load read more events. */
+static void keep_snapshot(es_log_t *log, slot *s, const es_result_t *r) {
+    if (log->ops->get_snapshot(log, s->env->aggregate_type, s->env->aggregate_id, &s->snap, NULL) ==
+            ES_OK &&
+        s->snap->version != r->version) {
+        es_snapshot_free(s->snap);
+        s->snap = NULL;
+    }
+}
+
 typedef struct hook_ctx {
     es_processor_t *p;
-    const slot *slots;
+    slot *slots;
     size_t n_slots;
 } hook_ctx;
 
@@ -615,7 +870,7 @@ static es_err produce_events(void *opaque, es_log_t *log, const es_command_t *cm
             e = kafka_error(p, ke, err, "beginning a Kafka transaction");
     }
     for (size_t i = 0; e == ES_OK && i < h->n_slots; i++) {
-        const slot *s = &h->slots[i];
+        slot *s = &h->slots[i];
         if (s->cmd < 0)
             continue;
         const es_result_t *r = &res[s->cmd];
@@ -623,6 +878,9 @@ static es_err produce_events(void *opaque, es_log_t *log, const es_command_t *cm
             continue;
         for (size_t k = 0; e == ES_OK && k < r->n_events; k++)
             e = produce_event(p, s->type, s->m->partition, r->events[k], err);
+        s->last_prod = p->n_prod - 1;
+        if (e == ES_OK && r->n_events)
+            keep_snapshot(log, s, r);
     }
     if (e == ES_OK)
         e = await_events(p, log, err);
@@ -652,14 +910,11 @@ static void side_produce(es_processor_t *p, const char *topic, int32_t partition
     }
 }
 
-/* The aggregate's snapshot, when the local commit just wrote one. Best effort: a missing
- * snapshot only makes a later load read more events. */
-static void send_snapshot(es_processor_t *p, const slot *s, const es_result_t *r) {
-    es_snapshot_t *snap = NULL;
+/* The aggregate's snapshot, when the local commit wrote one at the command's version. */
+static void send_snapshot(es_processor_t *p, const slot *s) {
+    const es_snapshot_t *snap = s->snap;
     const char *type = s->env->aggregate_type, *id = s->env->aggregate_id;
-    if (es_store_get_snapshot(es_engine_store(p->local), type, id, &snap, NULL) != ES_OK)
-        return;
-    if (snap->version == r->version) {
+    if (snap) {
         Eskit__V1__Snapshot msg = ESKIT__V1__SNAPSHOT__INIT;
         char topic[TOPIC_MAX];
         msg.aggregate_type = (char *)type;
@@ -668,6 +923,7 @@ static void send_snapshot(es_processor_t *p, const slot *s, const es_result_t *r
         msg.state_type = (char *)snap->state_type;
         msg.state = (ProtobufCBinaryData){snap->state_len, (uint8_t *)snap->state};
         msg.taken_at_us = snap->taken_at_us;
+        msg.events_offset = p->prod[s->last_prod].offset;
         size_t len = eskit__v1__snapshot__get_packed_size(&msg);
         uint8_t *buf = malloc(len ? len : 1);
         snprintf(topic, sizeof topic, "%s.snapshots", type);
@@ -676,7 +932,6 @@ static void send_snapshot(es_processor_t *p, const slot *s, const es_result_t *r
             side_produce(p, topic, s->m->partition, id, buf, len);
         }
     }
-    es_snapshot_free(snap);
 }
 
 /* Answers one command on its reply_to topic; r NULL: the slot's own failure. */
@@ -719,6 +974,18 @@ out:
         free(evs[i].data);
     free(evs);
     free(ids);
+}
+
+/* Runs inside rd_kafka_consumer_poll when an offset commit completes. */
+static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t e, rd_kafka_topic_partition_list_t *offs,
+                      void *opaque) {
+    es_processor_t *p = opaque;
+    (void)rk, (void)offs;
+    if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        es_logf(p->cfg, ES_LOG_WARNING,
+                "command processor: committing consumer offsets: %s (harmless: those commands "
+                "are answered again, as duplicates)",
+                rd_kafka_err2str(e));
 }
 
 /* Makes the batch's records come again: its partitions restore, the consumer seeks back. */
@@ -793,12 +1060,8 @@ static es_err execute_slots(es_processor_t *p, slot *slots, es_command_t *cmds,
 }
 
 static void answer_and_commit(es_processor_t *p, const slot *slots, const es_result_t *results) {
-    for (size_t i = 0; i < p->n_batch; i++) {
-        const slot *s = &slots[i];
-        if (s->cmd >= 0 && results[s->cmd].outcome == ES_OUTCOME_ACCEPTED &&
-            !results[s->cmd].duplicate && results[s->cmd].n_events)
-            send_snapshot(p, s, &results[s->cmd]);
-    }
+    for (size_t i = 0; i < p->n_batch; i++)
+        send_snapshot(p, &slots[i]);
     for (size_t i = 0; i < p->n_batch; i++)
         if (slots[i].env)
             send_reply(p, &slots[i], slots[i].cmd >= 0 ? &results[slots[i].cmd] : NULL);
@@ -809,11 +1072,12 @@ static void answer_and_commit(es_processor_t *p, const slot *slots, const es_res
                 SIDE_FLUSH_MS);
     if (p->transactional)
         return;
+    /* Asynchronous: a commit that fails or is lost is harmless (the commands come again and
+     * are answered as duplicates), so the next batch need not wait for the coordinator. */
     rd_kafka_topic_partition_list_t *offs = batch_offsets(p);
-    rd_kafka_resp_err_t ke = rd_kafka_commit(p->consumer, offs, 0);
-    if (ke) /* harmless: the commands come again and are answered as duplicates */
-        es_logf(p->cfg, ES_LOG_WARNING, "command processor: committing consumer offsets: %s",
-                rd_kafka_err2str(ke));
+    rd_kafka_resp_err_t ke = rd_kafka_commit(p->consumer, offs, 1);
+    if (ke)
+        commit_cb(p->consumer, ke, offs, p);
     rd_kafka_topic_partition_list_destroy(offs);
 }
 
@@ -836,6 +1100,7 @@ static es_err process_batch(es_processor_t *p, size_t *handled, es_error_t *err)
         e = execute_slots(p, slots, cmds, results, &n_cmds, err);
     if (e == ES_OK) {
         answer_and_commit(p, slots, results);
+        bump(&p->stats.commands, n);
         if (handled)
             *handled += n;
     } else {
@@ -864,8 +1129,10 @@ static es_err make_handle(es_processor_t *p, rd_kafka_type_t type, const char *g
         return e;
     if (type == RD_KAFKA_PRODUCER)
         rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
-    if (rebalance)
+    if (rebalance) {
         rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+        rd_kafka_conf_set_offset_commit_cb(conf, commit_cb);
+    }
     if (group && rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", errstr, sizeof errstr) !=
                      RD_KAFKA_CONF_OK) {
         rd_kafka_conf_destroy(conf);
@@ -1061,4 +1328,13 @@ es_err es_processor_run(es_processor_t *p, es_error_t *err) {
 
 void es_processor_stop(es_processor_t *p) {
     atomic_store(&p->stop, 1);
+}
+
+void es_processor_get_stats(const es_processor_t *p, es_processor_stats *out) {
+    es_processor_t *q = (es_processor_t *)p; /* atomic loads take non-const pointers in C11 */
+    *out = (es_processor_stats){
+        atomic_load(&q->stats.commands),           atomic_load(&q->stats.restores),
+        atomic_load(&q->stats.events_imported),    atomic_load(&q->stats.events_skipped),
+        atomic_load(&q->stats.snapshots_imported), atomic_load(&q->stats.snapshots_malformed),
+        atomic_load(&q->stats.snapshots_unused)};
 }

@@ -21,6 +21,7 @@
 #include "engine_int.h"
 #include "eskit/v1/command.pb-c.h"
 #include "eskit/v1/reply.pb-c.h"
+#include "lru.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -53,6 +54,8 @@ struct es_remote {
     rd_kafka_topic_partition_list_t *assigned; /* offset = next reply to read */
     pending *pend;
     size_t n_pend, cap_pend;
+    es_lru_t *by_id; /* index + 1 into pend by command id, for the call in flight */
+    size_t by_id_cap;
 };
 
 static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
@@ -123,6 +126,7 @@ void es_remote_destroy(es_remote_t *r) {
         free(r->replies[i].type);
     free(r->replies);
     free(r->pend);
+    es_lru_destroy(r->by_id);
     pthread_mutex_destroy(&r->lock);
     free(r);
 }
@@ -201,6 +205,14 @@ static es_err ensure_handles(es_remote_t *r, es_error_t *err) {
 }
 
 static es_err reserve_pending(es_remote_t *r, size_t n, es_error_t *err) {
+    if (n > r->by_id_cap) { /* sized for the call, so that nothing is ever evicted */
+        es_lru_destroy(r->by_id);
+        r->by_id_cap = n < 64 ? 64 : n;
+        if (!(r->by_id = es_lru_new(r->by_id_cap, NULL, NULL))) {
+            r->by_id_cap = 0;
+            return es_fail(err, ES_ENOMEM, "out of memory sending %zu commands", n);
+        }
+    }
     if (n > r->cap_pend) {
         pending *p = realloc(r->pend, n * sizeof *p);
         if (!p)
@@ -383,7 +395,9 @@ static es_err take_reply(es_remote_t *r, const rd_kafka_message_t *m, es_result_
         return ES_OK;
     }
     es_err e = ES_OK;
-    for (size_t i = 0; i < r->n_pend; i++) {
+    size_t at = (size_t)(uintptr_t)es_lru_get(r->by_id, rep->command_id, strlen(rep->command_id));
+    size_t i = at && !r->pend[at - 1].answered ? at - 1 : 0;
+    for (; i < r->n_pend; i++) { /* scanned only for an id the call holds twice */
         pending *p = &r->pend[i];
         if (!p->command_id || p->answered || strcmp(p->command_id, rep->command_id))
             continue;
@@ -449,6 +463,10 @@ static es_err send_all(es_remote_t *r, const es_command_t *cmds, size_t n, es_re
         }
         e = reply_partition(r, cmd->aggregate_type, &reply_part, err);
         r->pend[i].command_id = results[i].command_id;
+        const char *id = results[i].command_id;
+        if (e == ES_OK && !es_lru_get(r->by_id, id, strlen(id)) &&
+            es_lru_put(r->by_id, id, strlen(id), (void *)(uintptr_t)(i + 1)) != 0)
+            e = es_fail(err, ES_ENOMEM, "out of memory sending %zu commands", n);
         if (e == ES_OK)
             e = send_command(r, i, cmd, reply_part, err);
         if (e == ES_OK)
@@ -476,6 +494,8 @@ es_err es_remote_execute(es_remote_t *r, const es_command_t *cmds, size_t n, es_
         for (size_t i = 0; i < n; i++)
             es_result_clear(&results[i]);
     r->n_pend = 0;
+    if (r->by_id)
+        es_lru_clear(r->by_id);
     pthread_mutex_unlock(&r->lock);
     return e;
 }

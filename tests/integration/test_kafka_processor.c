@@ -4,17 +4,20 @@
  * separate caller engine (backend kafka) executes commands through it. Results
  * match the embedded engine's, a command id runs once, events land keyed and
  * co-partitioned with their command, and a processor restarted on the same or
- * on a fresh state store continues the aggregates' versions.
+ * on a fresh state store continues the aggregates' versions, loading its
+ * aggregates from the snapshots topic.
  */
 #include <criterion/criterion.h>
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "domain.h"
+#include "eskit/v1/snapshot.pb-c.h"
 #include "testutil.h"
 
 #define PARTS 3
@@ -106,21 +109,48 @@ static es_engine_t *new_engine(void) {
     return e;
 }
 
+/* orders.order with an evolve that counts its calls: how many events loads and decisions fold. */
+static atomic_int order_folds;
+static es_aggregate_def counting_order_def;
+
+static es_err counting_evolve(ProtobufCMessage *state, const ProtobufCMessage *ev, void *opaque,
+                              es_error_t *err) {
+    atomic_fetch_add(&order_folds, 1);
+    return demo_order_def.evolve(state, ev, opaque, err);
+}
+
+static es_engine_t *new_counting_engine(void) {
+    es_engine_t *e = NULL;
+    es_error_t err = {0};
+    counting_order_def = demo_order_def;
+    counting_order_def.evolve = counting_evolve;
+    atomic_store(&order_folds, 0);
+    cr_assert_eq(es_engine_new(cfg, &e, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(es_engine_register(e, &counting_order_def, NULL, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(es_engine_register(e, &demo_payment_def, NULL, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(es_engine_register(e, &demo_item_def, NULL, &err), ES_OK, "%s", err.message);
+    return e;
+}
+
 static void *run_processor(void *opaque) {
     proc *pr = opaque;
     pr->rc = es_processor_run(pr->p, &pr->err);
     return NULL;
 }
 
-/* A processor on the config's current state.db, polling on a thread of its own. */
-static proc *start_processor(void) {
+/* A processor on the config's current state.db and engine, polling on a thread of its own. */
+static proc *start_processor_on(es_engine_t *engine) {
     proc *pr = calloc(1, sizeof *pr);
     es_error_t err = {0};
     cr_assert(pr);
-    pr->engine = new_engine();
+    pr->engine = engine;
     cr_assert_eq(es_processor_new(cfg, pr->engine, &pr->p, &err), ES_OK, "%s", err.message);
     cr_assert_eq(pthread_create(&pr->thread, NULL, run_processor, pr), 0);
     return pr;
+}
+
+static proc *start_processor(void) {
+    return start_processor_on(new_engine());
 }
 
 static void stop_processor(proc *pr) {
@@ -188,6 +218,7 @@ static void accepted(const es_command_t *cmd, uint64_t version, const char *even
 /* Every record of a topic, in partition then offset order, by a consumer of the test's own. */
 typedef struct record {
     int32_t partition;
+    int64_t offset;
     char key[64];
     es_event_t *ev; /* events topics: the decoded envelope */
     char version_header[24];
@@ -230,6 +261,7 @@ static void read_topic(const char *topic, int decode, records *out) {
                 cr_assert_lt(out->n, 64);
                 record *r = &out->r[out->n++];
                 r->partition = m->partition;
+                r->offset = m->offset;
                 snprintf(r->key, sizeof r->key, "%.*s", (int)m->key_len, (const char *)m->key);
                 es_error_t err = {0};
                 if (decode)
@@ -277,16 +309,19 @@ Test(kafka_processor, commands_return_the_results_of_the_embedded_engine) {
     cr_assert(strstr(res.reason, "never placed"), "%s", res.reason);
     es_result_clear(&res);
 
-    c = simple("o-1", &cancel_msg.base, NULL);
+    Orders__V1__PlaceOrder m4;
+    c = place("o-4", NULL, &m4);
+    accepted(&c, 1, "orders.v1.OrderPlaced");
+    c = simple("o-4", &cancel_msg.base, NULL);
     c.expect = ES_EXPECT_EXACT;
-    c.expected_version = 1;
+    c.expected_version = 2;
     cr_assert_eq(exec(&c, &res, &err), ES_ECONFLICT);
     cr_assert_eq(res.outcome, ES_OUTCOME_CONFLICT);
-    cr_assert_eq(res.version, 2);
-    cr_assert(strstr(res.reason, "expected version 1"), "%s", res.reason);
+    cr_assert_eq(res.version, 1);
+    cr_assert(strstr(res.reason, "expected version 2"), "%s", res.reason);
     es_result_clear(&res);
-    c.expected_version = 2;
-    accepted(&c, 3, "orders.v1.OrderCancelled");
+    c.expected_version = 1;
+    accepted(&c, 2, "orders.v1.OrderCancelled");
 
     c = place("o-3", NULL, &m2);
     c.deadline_us = es_now_us() - 1;
@@ -386,12 +421,15 @@ Test(kafka_processor, a_fresh_state_store_is_restored_from_the_topics) {
     accepted(&c, 1, "orders.v1.OrderPlaced");
     c = simple("o-1", &confirm_msg.base, "confirm-o-1");
     accepted(&c, 2, "orders.v1.OrderConfirmed");
+    Orders__V1__PlaceOrder m2;
+    c = place("o-2", NULL, &m2);
+    accepted(&c, 1, "orders.v1.OrderPlaced");
     stop_processor(pr);
 
     set_state_db("fresh.db");
     pr = start_processor();
-    c = simple("o-1", &cancel_msg.base, NULL);
-    accepted(&c, 3, "orders.v1.OrderCancelled");
+    c = simple("o-2", &confirm_msg.base, NULL);
+    accepted(&c, 2, "orders.v1.OrderConfirmed");
     es_result_t res;
     es_error_t err = {0};
     c = place("o-1", "place-o-1", &m);
@@ -409,10 +447,9 @@ Test(kafka_processor, a_fresh_state_store_is_restored_from_the_topics) {
     stop_processor(pr);
 }
 
-/* Produces an event for orders.order/<id> at version to the events partition, as a writer
- * that crashed before its local commit (or a zombie) would have left it. */
-static void produce_event(const char *id, int32_t partition, uint64_t version,
-                          const char *command_id) {
+/* Produces one record, acknowledged, to a partition of topic. */
+static void produce_raw(const char *topic, int32_t partition, const char *key, const void *value,
+                        size_t len) {
     char errstr[256];
     rd_kafka_conf_t *c = rd_kafka_conf_new();
     rd_kafka_conf_set_log_cb(c, quiet_log);
@@ -421,6 +458,19 @@ static void produce_event(const char *id, int32_t partition, uint64_t version,
                  RD_KAFKA_CONF_OK);
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, c, errstr, sizeof errstr);
     cr_assert(rk, "%s", errstr);
+    cr_assert_eq(rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+                                   RD_KAFKA_V_KEY(key, strlen(key)),
+                                   RD_KAFKA_V_VALUE((void *)value, len),
+                                   RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+                 0);
+    cr_assert_eq(rd_kafka_flush(rk, 10000), 0);
+    rd_kafka_destroy(rk);
+}
+
+/* Produces an event for orders.order/<id> at version to the events partition, as a writer
+ * that crashed before its local commit (or a zombie) would have left it. */
+static void produce_event(const char *id, int32_t partition, uint64_t version,
+                          const char *command_id) {
     Orders__V1__OrderConfirmed confirmed = ORDERS__V1__ORDER_CONFIRMED__INIT;
     uint8_t payload[8];
     size_t plen = orders__v1__order_confirmed__pack(&confirmed, payload);
@@ -438,14 +488,8 @@ static void produce_event(const char *id, int32_t partition, uint64_t version,
     size_t len = 0;
     es_error_t err = {0};
     cr_assert_eq(es_envelope_encode(&ev, &bytes, &len, &err), ES_OK, "%s", err.message);
-    cr_assert_eq(rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("orders.order.events"),
-                                   RD_KAFKA_V_PARTITION(partition), RD_KAFKA_V_KEY(id, strlen(id)),
-                                   RD_KAFKA_V_VALUE(bytes, len),
-                                   RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
-                 0);
-    cr_assert_eq(rd_kafka_flush(rk, 10000), 0);
+    produce_raw("orders.order.events", partition, id, bytes, len);
     free(bytes);
-    rd_kafka_destroy(rk);
 }
 
 Test(kafka_processor, events_in_kafka_but_not_in_the_state_store_are_restored_in_log_order) {
@@ -472,13 +516,176 @@ Test(kafka_processor, events_in_kafka_but_not_in_the_state_store_are_restored_in
     cr_assert_eq(res.n_events, 1);
     cr_assert_str_eq(res.events[0]->command_id, "confirm-o-1");
     es_result_clear(&res);
-    c = simple("o-1", &cancel_msg.base, NULL);
-    accepted(&c, 3, "orders.v1.OrderCancelled");
     c = simple("o-1", &confirm_msg.base, "zombie-confirm");
     cr_assert_eq(exec(&c, &res, &err), ES_EREJECTED);
     cr_assert_not(res.duplicate);
-    cr_assert(strstr(res.reason, "cancelled"), "%s", res.reason);
+    cr_assert_eq(res.version, 2);
+    cr_assert(strstr(res.reason, "already confirmed"), "%s", res.reason);
     es_result_clear(&res);
+    c = simple("o-1", &cancel_msg.base, NULL);
+    c.expect = ES_EXPECT_EXACT;
+    c.expected_version = 3;
+    cr_assert_eq(exec(&c, &res, &err), ES_ECONFLICT);
+    cr_assert_eq(res.version, 2);
+    es_result_clear(&res);
+    stop_processor(pr);
+}
+
+static es_processor_stats stats_of(const proc *pr) {
+    es_processor_stats st;
+    es_processor_get_stats(pr->p, &st);
+    return st;
+}
+
+static void rejected(const es_command_t *cmd, uint64_t version, const char *reason) {
+    es_result_t res;
+    es_error_t err = {0};
+    cr_assert_eq(exec(cmd, &res, &err), ES_EREJECTED, "%s", err.message);
+    cr_assert_not(res.duplicate);
+    cr_assert_eq(res.version, version);
+    cr_assert(strstr(res.reason, reason), "%s", res.reason);
+    es_result_clear(&res);
+}
+
+Test(kafka_processor, a_fresh_state_store_loads_its_aggregates_from_the_snapshots_topic) {
+    proc *pr = start_processor();
+    Orders__V1__PlaceOrder m[4];
+    const char *ids[] = {"o-1", "o-2", "o-3", "o-4"};
+    es_command_t c = place("o-1", "place-o-1", &m[0]);
+    accepted(&c, 1, "orders.v1.OrderPlaced");
+    for (size_t i = 1; i < 4; i++) {
+        c = place(ids[i], NULL, &m[i]);
+        accepted(&c, 1, "orders.v1.OrderPlaced");
+    }
+    c = simple("o-1", &confirm_msg.base, NULL);
+    accepted(&c, 2, "orders.v1.OrderConfirmed");
+    stop_processor(pr);
+
+    set_state_db("fresh.db");
+    pr = start_processor_on(new_counting_engine());
+    /* Decided on the restored state: o-1 is confirmed, o-2 and o-3 placed. */
+    c = simple("o-1", &confirm_msg.base, NULL);
+    rejected(&c, 2, "already confirmed");
+    c = place("o-2", NULL, &m[1]);
+    rejected(&c, 1, "already placed");
+    c = simple("o-2", &confirm_msg.base, NULL);
+    accepted(&c, 2, "orders.v1.OrderConfirmed");
+    c = simple("o-3", &cancel_msg.base, NULL);
+    accepted(&c, 2, "orders.v1.OrderCancelled");
+    /* The events under the snapshots are there too: a command id seen before still runs once. */
+    es_result_t res;
+    es_error_t err = {0};
+    c = place("o-1", "place-o-1", &m[0]);
+    cr_assert_eq(exec(&c, &res, &err), ES_OK, "%s", err.message);
+    cr_assert(res.duplicate);
+    cr_assert_eq(res.version, 1);
+    cr_assert_eq(res.n_events, 1);
+    cr_assert_str_eq(res.events[0]->event_type, "orders.v1.OrderPlaced");
+    es_result_clear(&res);
+
+    es_processor_stats st = stats_of(pr);
+    cr_assert_geq(st.restores, 1);
+    cr_assert_eq(st.events_imported, 5);
+    cr_assert_eq(st.events_skipped, 0);
+    cr_assert_eq(st.snapshots_imported, 4, "one per aggregate, the newest");
+    cr_assert_eq(st.snapshots_malformed, 0);
+    cr_assert_eq(st.snapshots_unused, 1, "o-1's first snapshot, superseded");
+    /* Loads started from the snapshots: the only events folded are the two new ones. */
+    cr_assert_eq(atomic_load(&order_folds), 2);
+    stop_processor(pr);
+
+    records snaps;
+    read_topic("orders.order.snapshots", 0, &snaps);
+    cr_assert_eq(snaps.n, 7);
+}
+
+/* The partition of the commands (and events, and snapshots) of orders.order/<id>. */
+static int32_t partition_of(const records *cmds, const char *id) {
+    for (size_t i = 0; i < cmds->n; i++)
+        if (!strcmp(cmds->r[i].key, id))
+            return cmds->r[i].partition;
+    cr_assert_fail("no command for %s", id);
+    return -1;
+}
+
+/* The events offset of orders.order/<id> at version. */
+static int64_t event_offset(const records *evs, const char *id, uint64_t version) {
+    for (size_t i = 0; i < evs->n; i++)
+        if (!strcmp(evs->r[i].key, id) && evs->r[i].ev->version == version)
+            return evs->r[i].offset;
+    cr_assert_fail("no event %s v%llu", id, (unsigned long long)version);
+    return -1;
+}
+
+static void produce_snapshot(const char *key, const char *id, uint64_t version,
+                             const char *state_type, const void *state, size_t state_len,
+                             int64_t events_offset, int32_t partition) {
+    Eskit__V1__Snapshot s = ESKIT__V1__SNAPSHOT__INIT;
+    uint8_t buf[512];
+    s.aggregate_type = "orders.order";
+    s.aggregate_id = (char *)id;
+    s.version = version;
+    s.state_type = (char *)state_type;
+    s.state = (ProtobufCBinaryData){state_len, (uint8_t *)state};
+    s.taken_at_us = es_now_us();
+    s.events_offset = events_offset;
+    cr_assert_leq(eskit__v1__snapshot__get_packed_size(&s), sizeof buf);
+    size_t len = eskit__v1__snapshot__pack(&s, buf);
+    produce_raw("orders.order.snapshots", partition, key, buf, len);
+}
+
+Test(kafka_processor, malformed_or_unmatched_snapshots_are_skipped_by_restore) {
+    proc *pr = start_processor();
+    Orders__V1__PlaceOrder m1, m2;
+    es_command_t c = place("o-1", NULL, &m1);
+    accepted(&c, 1, "orders.v1.OrderPlaced");
+    c = simple("o-1", &confirm_msg.base, NULL);
+    accepted(&c, 2, "orders.v1.OrderConfirmed");
+    c = place("o-2", NULL, &m2);
+    accepted(&c, 1, "orders.v1.OrderPlaced");
+
+    /* Written while the processor runs, so that the next one joins the group soon after this
+     * one leaves: a member joining a group empty for longer (session.timeout.ms - 1 s, see
+     * setup) waits out the mock's 3 s initial rebalance delay, which outlasts its session. */
+    records cmds, evs;
+    read_topic("orders.order.commands", 0, &cmds);
+    int32_t p1 = partition_of(&cmds, "o-1"), p2 = partition_of(&cmds, "o-2");
+    /* A zombie's fork of o-2 at version 1, and its snapshot: well-formed, newest for o-2, but
+     * taken at an event restore skips (log-order rule), so it must not be trusted. */
+    produce_event("o-2", p2, 1, "zombie-o-2");
+    read_topic("orders.order.events", 1, &evs);
+    int64_t o1v2 = event_offset(&evs, "o-1", 2), zombie = -1;
+    for (size_t i = 0; i < evs.n; i++)
+        if (!strcmp(evs.r[i].ev->command_id, "zombie-o-2"))
+            zombie = evs.r[i].offset;
+    free_records(&evs);
+    const char *state_type = orders__v1__order__descriptor.name;
+    Orders__V1__Order cancelled = ORDERS__V1__ORDER__INIT;
+    uint8_t state[64];
+    cancelled.status = ORDERS__V1__ORDER_STATUS__ORDER_STATUS_CANCELLED;
+    size_t state_len = orders__v1__order__pack(&cancelled, state);
+    produce_snapshot("o-2", "o-2", 1, state_type, state, state_len, zombie, p2);
+    static const uint8_t junk[] = {0xff, 0xff, 0xff, 0xff, 0x07};
+    produce_raw("orders.order.snapshots", p1, "o-1", junk, sizeof junk);
+    /* Decode, but: under another key; of another state type; with a state that is junk. */
+    produce_snapshot("o-9", "o-1", 2, state_type, "", 0, o1v2, p1);
+    produce_snapshot("o-1", "o-1", 2, "orders.v1.Other", "", 0, o1v2, p1);
+    produce_snapshot("o-1", "o-1", 2, state_type, junk, sizeof junk, o1v2, p1);
+    stop_processor(pr);
+
+    set_state_db("fresh.db");
+    pr = start_processor();
+    c = simple("o-1", &confirm_msg.base, NULL);
+    rejected(&c, 2, "already confirmed");
+    c = simple("o-2", &confirm_msg.base, NULL);
+    accepted(&c, 2, "orders.v1.OrderConfirmed");
+
+    es_processor_stats st = stats_of(pr);
+    cr_assert_eq(st.events_imported, 3);
+    cr_assert_eq(st.events_skipped, 1, "the zombie's");
+    cr_assert_eq(st.snapshots_malformed, 4);
+    cr_assert_eq(st.snapshots_imported, 1, "o-1 at version 2");
+    cr_assert_eq(st.snapshots_unused, 3, "o-1 v1 and o-2 v1 (superseded), the zombie's");
     stop_processor(pr);
 }
 

@@ -13,12 +13,16 @@
  * Events carry their command id, and restore remembers those ids, so a command
  * redelivered after a crash at any step is answered with its first result and
  * appends nothing. Restore applies the log-order rule: an event whose version
- * is not exactly the aggregate's version + 1 is skipped and counted.
+ * is not exactly the aggregate's version + 1 is skipped and counted. Restore
+ * also imports the latest snapshot of each aggregate from the same partition
+ * of "<type>.snapshots" when it matches an event it imports, so aggregates
+ * load from their snapshot rather than fold their whole history.
  */
 #ifndef ESKIT_PROCESSOR_H
 #define ESKIT_PROCESSOR_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <eskit/engine.h>
 
 #ifdef __cplusplus
@@ -26,6 +30,17 @@ extern "C" {
 #endif
 
 typedef struct es_processor es_processor_t;
+
+/* Counters since es_processor_new, for monitoring and tests. */
+typedef struct es_processor_stats {
+    uint64_t commands;            /* command records handled (answered, or skipped as poison) */
+    uint64_t restores;            /* partitions restored from Kafka */
+    uint64_t events_imported;     /* events restore copied into the state store */
+    uint64_t events_skipped;      /* events restore skipped: undecodable, or not the next version */
+    uint64_t snapshots_imported;  /* snapshots restore copied into the state store */
+    uint64_t snapshots_malformed; /* snapshot records restore skipped with a warning */
+    uint64_t snapshots_unused;    /* well-formed, but superseded or matching no imported event */
+} es_processor_stats;
 
 /* A processor for the aggregate types registered on engine (which must outlive it and keep
  * its registrations); cfg names the brokers and state.db. Caller frees with
@@ -43,6 +58,8 @@ es_err es_processor_poll(es_processor_t *p, int timeout_ms, size_t *handled, es_
 es_err es_processor_run(es_processor_t *p, es_error_t *err);
 /* Makes es_processor_run return; safe from any thread and from a signal handler. */
 void es_processor_stop(es_processor_t *p);
+/* Copies the counters into *out; safe from any thread. */
+void es_processor_get_stats(const es_processor_t *p, es_processor_stats *out);
 
 #ifdef __cplusplus
 }
