@@ -25,6 +25,7 @@
 #include "replay.h"
 #include "report.h"
 #include "runs.h"
+#include "saga.h"
 #include "util.h"
 
 #define GOAL_APPEND 0.50  /* batched append vs raw INTEGER PRIMARY KEY insert */
@@ -32,6 +33,7 @@
 #define GOAL_REPLAY 0.50  /* es_replay vs a raw read-decode-upsert rebuild */
 #define GOAL_KAFKA 0.50   /* es_execute_batch over Kafka vs raw librdkafka, same bytes */
 #define GOAL_RSS_MIB 64.0 /* peak RSS of a replay, flat in the log's size */
+#define SAGA_ORDERS 5000  /* sagas in the saga figure (--quick: 500) */
 #define MAX_FIGS 16
 #define MAX_NOTES 32
 #define TMPFS_MAGIC_NUMBER 0x01021994
@@ -56,7 +58,7 @@ typedef struct bench {
 static void usage(FILE *out) {
     fprintf(out, "usage: eskit-bench [--quick] [--only GROUP] [--dir DIR]\n"
                  "  --quick    smaller counts, for a smoke test\n"
-                 "  --only G   one group: append, execute, latency, replay or kafka\n"
+                 "  --only G   one group: append, execute, latency, replay, kafka or saga\n"
                  "  --dir DIR  where the scratch databases go (default: $TMPDIR or /var/tmp);\n"
                  "             put it on the disk you want measured, not on tmpfs\n");
 }
@@ -70,9 +72,9 @@ static int parse_args(bench_t *b, int argc, char **argv) {
             b->only = argv[++i];
             if (strcmp(b->only, "append") && strcmp(b->only, "execute") &&
                 strcmp(b->only, "latency") && strcmp(b->only, "replay") &&
-                strcmp(b->only, "kafka")) {
-                fprintf(stderr,
-                        "eskit-bench: --only takes append, execute, latency, replay or kafka\n");
+                strcmp(b->only, "kafka") && strcmp(b->only, "saga")) {
+                fprintf(stderr, "eskit-bench: --only takes append, execute, latency, replay, "
+                                "kafka or saga\n");
                 return -1;
             }
         } else if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc) {
@@ -429,6 +431,34 @@ static int fig_kafka(bench_t *b, size_t n) {
     return 0;
 }
 
+static int fig_saga(bench_t *b, size_t n) {
+    saga_figs_t r;
+    char c1[32], c2[32];
+    progress("orders.fulfilment sagas beside the same commands executed directly");
+    if (bench_saga(b->dir, n, &r) != 0)
+        return -1;
+    fig_slot_t *s = new_fig(b);
+    snprintf(s->name, sizeof s->name, "saga orders.fulfilment, %s orders, 1 coordinator",
+             bench_fmt_count(c1, sizeof c1, (double)r.sagas));
+    snprintf(s->base, sizeof s->base, "same commands, es_execute_batch, %zu/batch, step by step",
+             r.batch);
+    s->f.value = r.saga_per_s;
+    s->f.unit = UNIT_SAGAS_S;
+    s->f.base = r.direct_per_s;
+    s->f.base_unit = UNIT_SAGAS_S;
+    s->f.goal_kind = GOAL_NONE;
+    add_note(b,
+             "saga: idle (no saga active, a poll did nothing) after %.2f s with %lld transitions "
+             "not yet published; the figure includes publishing them",
+             r.idle_s, r.backlog);
+    add_note(b,
+             "saga: %s commands each side (2 ReserveStock, AuthorizePayment, ConfirmOrder per "
+             "order), %s transitions published; %.2f s with the coordinator, %.2f s direct",
+             bench_fmt_count(c1, sizeof c1, (double)r.commands),
+             bench_fmt_count(c2, sizeof c2, (double)r.transitions), r.saga_wall_s, r.direct_wall_s);
+    return 0;
+}
+
 static bool wanted(const bench_t *b, const char *group) {
     return !b->only || !strcmp(b->only, group);
 }
@@ -450,6 +480,8 @@ static int run_all(bench_t *b) {
         rc = rc ? rc : fig_replay(b, 1000000 / k, 4000000 / k);
     if (wanted(b, "kafka"))
         rc = rc ? rc : fig_kafka(b, 20000 / k);
+    if (wanted(b, "saga"))
+        rc = rc ? rc : fig_saga(b, SAGA_ORDERS / k);
     return rc;
 }
 

@@ -20,6 +20,9 @@ static const char *fmt_value(char *buf, size_t cap, double v, report_unit u) {
     case UNIT_MIB:
         snprintf(buf, cap, "%.1f MiB", v);
         break;
+    case UNIT_SAGAS_S:
+        snprintf(buf, cap, "%s sagas/s", bench_fmt_count(n, sizeof n, v));
+        break;
     }
     return buf;
 }

@@ -8,7 +8,13 @@
 
 #include <stdio.h>
 
-typedef enum report_unit { UNIT_EVENTS_S, UNIT_ROWS_S, UNIT_USEC, UNIT_MIB } report_unit;
+typedef enum report_unit {
+    UNIT_EVENTS_S,
+    UNIT_ROWS_S,
+    UNIT_USEC,
+    UNIT_MIB,
+    UNIT_SAGAS_S
+} report_unit;
 
 typedef enum report_goal {
     GOAL_NONE,

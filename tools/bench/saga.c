@@ -1,0 +1,394 @@
+/*
+ * Saga figures: N orders that all succeed run through orders.fulfilment on
+ * the embedded backend, one coordinator polling until no saga is active,
+ * beside the very same commands (ReserveStock per line, AuthorizePayment,
+ * ConfirmOrder, with the saga's command and correlation ids) executed directly
+ * with es_execute_batch, step by step, in batches the size of the
+ * coordinator's relay batch. Both start from a store with the orders placed
+ * (not timed) and run at the defaults; the ratio is what the coordinator's
+ * bookkeeping costs: consuming the events, its own database (instances,
+ * outbox, checkpoints) and publishing every transition to the log.
+ */
+#include "saga.h"
+
+#include <dirent.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <eskit/eskit.h>
+#include <eskit/saga.h>
+
+#include "domain.h"
+#include "fulfilment.h"
+#include "util.h"
+
+#define N_SKUS 100
+#define LINES 2          /* per order, on distinct SKUs */
+#define PLACE_BATCH 1000 /* orders per batch while setting up */
+#define DIRECT_BATCH 256 /* the coordinator's relay delivers up to 256 commands per batch */
+#define POLL_MS 10
+#define PREFIX "saga-" /* every scratch file of this figure */
+
+static int fail(const char *what, es_err rc, const es_error_t *err) {
+    fprintf(stderr, "eskit-bench: %s: %s: %s\n", what, es_strerror(rc), err->message);
+    return -1;
+}
+
+/* One side: its store, saga database and engine. */
+typedef struct side {
+    es_config_t *cfg;
+    es_engine_t *engine;
+} side;
+
+static int side_open(const char *dir, const char *name, side *s) {
+    char db[4096], saga_db[4096], rm[4096];
+    es_error_t err = {0};
+    snprintf(db, sizeof db, "%s/" PREFIX "%s.db", dir, name);
+    snprintf(saga_db, sizeof saga_db, "%s/" PREFIX "%s-saga.db", dir, name);
+    snprintf(rm, sizeof rm, "%s/" PREFIX "%s-read.db", dir, name);
+    memset(s, 0, sizeof *s);
+    s->cfg = es_config_new();
+    es_err rc = s->cfg ? ES_OK : ES_ENOMEM;
+    if (rc == ES_OK)
+        rc = es_config_set(s->cfg, "db", db, &err);
+    if (rc == ES_OK)
+        rc = es_config_set(s->cfg, "saga.db", saga_db, &err);
+    if (rc == ES_OK)
+        rc = es_config_set(s->cfg, "readmodel.db", rm, &err);
+    if (rc == ES_OK)
+        rc = es_engine_new(s->cfg, &s->engine, &err);
+    if (rc == ES_OK)
+        rc = demo_register_all(s->engine, &err);
+    return rc == ES_OK ? 0 : fail("opening a store", rc, &err);
+}
+
+static void side_close(side *s) {
+    es_engine_destroy(s->engine);
+    es_config_destroy(s->cfg);
+    memset(s, 0, sizeof *s);
+}
+
+/* Executes cmds[0..n) in batches of up to per_batch; every command must be accepted with one
+ * event. */
+static int run_batches(es_engine_t *engine, const es_command_t *cmds, size_t n, size_t per_batch,
+                       es_result_t *res) {
+    for (size_t at = 0; at < n; at += per_batch) {
+        size_t k = n - at < per_batch ? n - at : per_batch;
+        es_error_t err = {0};
+        memset(res, 0, k * sizeof *res);
+        es_err rc = es_execute_batch(engine, cmds + at, k, res, &err);
+        int bad = -1;
+        for (size_t i = 0; i < k; i++) {
+            if (bad < 0 && (res[i].outcome != ES_OUTCOME_ACCEPTED || res[i].n_events != 1))
+                bad = (int)i;
+            if (bad == (int)i)
+                fprintf(stderr, "eskit-bench: %s on %s/%s: outcome %d with %zu events (%s)\n",
+                        cmds[at + i].message->descriptor->name, cmds[at + i].aggregate_type,
+                        cmds[at + i].aggregate_id, (int)res[i].outcome, res[i].n_events,
+                        res[i].reason ? res[i].reason : "");
+            es_result_clear(&res[i]);
+        }
+        if (rc != ES_OK)
+            return fail("es_execute_batch", rc, &err);
+        if (bad >= 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* The workload, with the strings every command points to. */
+typedef struct workload {
+    size_t n;
+    char (*order)[32];    /* "order-<i>" */
+    char (*customer)[32]; /* "customer-<i % 64>" */
+    char (*place_id)[32]; /* the PlaceOrder's command id, hence every saga command's correlation */
+    char (*cid)[96];      /* command ids: LINES reserves, one authorize, one confirm per order */
+    char sku[N_SKUS][16];
+    Orders__V1__LineItem *lines; /* LINES per order */
+    Orders__V1__LineItem **line_ptrs;
+    Orders__V1__PlaceOrder *place;
+    Inventory__V1__ReserveStock *reserve;
+    Payments__V1__AuthorizePayment *authorize;
+    es_command_t *cmds; /* LINES + 2 per order, step by step */
+    es_result_t *res;
+} workload;
+
+#define PER_ORDER (LINES + 2)
+
+static void workload_free(workload *w) {
+    free(w->order);
+    free(w->customer);
+    free(w->place_id);
+    free(w->cid);
+    free(w->lines);
+    free(w->line_ptrs);
+    free(w->place);
+    free(w->reserve);
+    free(w->authorize);
+    free(w->cmds);
+    free(w->res);
+    memset(w, 0, sizeof *w);
+}
+
+static size_t sku_of(size_t order, size_t line) {
+    return (order * 7 + line * (N_SKUS / LINES)) % N_SKUS;
+}
+
+static int64_t price_of(size_t order, size_t line) {
+    return 500 + (int64_t)((order + line) % 50) * 10;
+}
+
+static void make_orders(workload *w) {
+    for (size_t i = 0; i < w->n; i++) {
+        snprintf(w->order[i], sizeof w->order[i], "order-%zu", i);
+        snprintf(w->customer[i], sizeof w->customer[i], "customer-%zu", i % 64);
+        snprintf(w->place_id[i], sizeof w->place_id[i], "place-%zu", i);
+        for (size_t l = 0; l < LINES; l++) {
+            Orders__V1__LineItem *li = &w->lines[i * LINES + l];
+            orders__v1__line_item__init(li);
+            li->sku = w->sku[sku_of(i, l)];
+            li->quantity = 1;
+            li->unit_price_cents = price_of(i, l);
+            w->line_ptrs[i * LINES + l] = li;
+        }
+        Orders__V1__PlaceOrder *p = &w->place[i];
+        orders__v1__place_order__init(p);
+        p->customer_id = w->customer[i];
+        p->currency = "USD";
+        p->n_items = LINES;
+        p->items = &w->line_ptrs[i * LINES];
+    }
+}
+
+/* The commands the saga sends, in the order its steps send them, under its command ids. */
+static void make_commands(workload *w) {
+    static Orders__V1__ConfirmOrder confirm = ORDERS__V1__CONFIRM_ORDER__INIT;
+    size_t n = w->n, k = 0;
+    for (size_t i = 0; i < n; i++)
+        for (size_t l = 0; l < LINES; l++, k++) {
+            Inventory__V1__ReserveStock *r = &w->reserve[i * LINES + l];
+            inventory__v1__reserve_stock__init(r);
+            r->order_id = w->order[i];
+            r->quantity = 1;
+            snprintf(w->cid[k], sizeof w->cid[k], "%s/%s/reserve_stock.%zu/do",
+                     DEMO_FULFILMENT_SAGA, w->order[i], l);
+            w->cmds[k] = (es_command_t){.aggregate_type = "inventory.item",
+                                        .aggregate_id = w->sku[sku_of(i, l)],
+                                        .message = &r->base,
+                                        .command_id = w->cid[k],
+                                        .correlation_id = w->place_id[i]};
+        }
+    for (size_t i = 0; i < n; i++, k++) {
+        Payments__V1__AuthorizePayment *a = &w->authorize[i];
+        payments__v1__authorize_payment__init(a);
+        a->order_id = w->order[i];
+        a->customer_id = w->customer[i];
+        a->currency = "USD";
+        for (size_t l = 0; l < LINES; l++)
+            a->amount_cents += price_of(i, l);
+        snprintf(w->cid[k], sizeof w->cid[k], "%s/%s/authorize_payment.0/do", DEMO_FULFILMENT_SAGA,
+                 w->order[i]);
+        w->cmds[k] = (es_command_t){.aggregate_type = "payments.payment",
+                                    .aggregate_id = w->order[i],
+                                    .message = &a->base,
+                                    .command_id = w->cid[k],
+                                    .correlation_id = w->place_id[i]};
+    }
+    for (size_t i = 0; i < n; i++, k++) {
+        snprintf(w->cid[k], sizeof w->cid[k], "%s/%s/confirm_order.0/do", DEMO_FULFILMENT_SAGA,
+                 w->order[i]);
+        w->cmds[k] = (es_command_t){.aggregate_type = "orders.order",
+                                    .aggregate_id = w->order[i],
+                                    .message = &confirm.base,
+                                    .command_id = w->cid[k],
+                                    .correlation_id = w->place_id[i]};
+    }
+}
+
+static int workload_new(size_t n, workload *w) {
+    memset(w, 0, sizeof *w);
+    w->n = n;
+    w->order = calloc(n, sizeof *w->order);
+    w->customer = calloc(n, sizeof *w->customer);
+    w->place_id = calloc(n, sizeof *w->place_id);
+    w->cid = calloc(n * PER_ORDER, sizeof *w->cid);
+    w->lines = calloc(n * LINES, sizeof *w->lines);
+    w->line_ptrs = calloc(n * LINES, sizeof *w->line_ptrs);
+    w->place = calloc(n, sizeof *w->place);
+    w->reserve = calloc(n * LINES, sizeof *w->reserve);
+    w->authorize = calloc(n, sizeof *w->authorize);
+    w->cmds = calloc(n * PER_ORDER, sizeof *w->cmds);
+    w->res = calloc(n > PLACE_BATCH ? n : PLACE_BATCH, sizeof *w->res);
+    if (!w->order || !w->customer || !w->place_id || !w->cid || !w->lines || !w->line_ptrs ||
+        !w->place || !w->reserve || !w->authorize || !w->cmds || !w->res) {
+        workload_free(w);
+        fprintf(stderr, "eskit-bench: out of memory for %zu orders\n", n);
+        return -1;
+    }
+    for (size_t k = 0; k < N_SKUS; k++)
+        snprintf(w->sku[k], sizeof w->sku[k], "sku-%03zu", k);
+    make_orders(w);
+    make_commands(w);
+    return 0;
+}
+
+/* Stocks every SKU for all orders and places them (not timed). */
+static int setup(side *s, workload *w) {
+    Inventory__V1__Restock restock = INVENTORY__V1__RESTOCK__INIT;
+    restock.quantity = (uint32_t)(w->n * LINES);
+    es_command_t *cmds = calloc(w->n > N_SKUS ? w->n : N_SKUS, sizeof *cmds);
+    if (!cmds)
+        return -1;
+    for (size_t k = 0; k < N_SKUS; k++)
+        cmds[k] = (es_command_t){.aggregate_type = "inventory.item",
+                                 .aggregate_id = w->sku[k],
+                                 .message = &restock.base};
+    int rc = run_batches(s->engine, cmds, N_SKUS, N_SKUS, w->res);
+    for (size_t i = 0; i < w->n; i++)
+        cmds[i] = (es_command_t){.aggregate_type = "orders.order",
+                                 .aggregate_id = w->order[i],
+                                 .message = &w->place[i].base,
+                                 .command_id = w->place_id[i]};
+    if (rc == 0)
+        rc = run_batches(s->engine, cmds, w->n, PLACE_BATCH, w->res);
+    free(cmds);
+    return rc;
+}
+
+static int count_event(const es_event_t *ev, void *opaque) {
+    (void)ev;
+    (*(size_t *)opaque)++;
+    return 0;
+}
+
+/* Events of the given types (NULL-terminated) in the store. */
+static int count_events(side *s, const char *const *types, size_t *n) {
+    es_error_t err = {0};
+    *n = 0;
+    es_err rc =
+        es_store_read_log(es_engine_store(s->engine), types, 0, 0, count_event, n, NULL, &err);
+    return rc == ES_OK ? 0 : fail("reading the log", rc, &err);
+}
+
+/* Transitions recorded in the saga database and not yet appended to the log. es_saga_poll does
+ * not count publishing as progress and publishes at most 1,024 per call, so "no saga active and
+ * a poll did nothing" can come with a backlog left; the figure includes draining it. */
+static long long unpublished(const side *s) {
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    long long n = -1;
+    if (sqlite3_open_v2(es_config_get(s->cfg, "saga.db"), &db, SQLITE_OPEN_READONLY, NULL) ==
+            SQLITE_OK &&
+        sqlite3_prepare_v2(db, "SELECT count(*) FROM es_saga_history WHERE published = 0", -1, &st,
+                           NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        n = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
+static int run_saga(side *s, size_t n, double *seconds, double *idle_seconds, long long *backlog) {
+    es_saga_coordinator_t *c = NULL;
+    es_error_t err = {0};
+    es_err rc = es_saga_coordinator_new(s->cfg, &demo_fulfilment_def, s->engine, &c, &err);
+    if (rc != ES_OK)
+        return fail("opening the coordinator", rc, &err);
+    int64_t t0 = bench_now_ns();
+    *backlog = -1;
+    for (;;) {
+        size_t progress = 0;
+        uint64_t active = 1;
+        rc = es_saga_poll(c, POLL_MS, &progress, &err);
+        if (rc == ES_OK && progress == 0)
+            rc = es_saga_active(c, &active, &err);
+        if (rc != ES_OK)
+            break;
+        if (progress > 0 || active > 0)
+            continue;
+        long long left = unpublished(s);
+        if (*backlog < 0) {
+            *idle_seconds = (double)(bench_now_ns() - t0) / 1e9;
+            *backlog = left;
+        }
+        if (left == 0)
+            break;
+    }
+    *seconds = (double)(bench_now_ns() - t0) / 1e9;
+    es_saga_stats_t st;
+    es_saga_stats(c, &st);
+    es_saga_coordinator_destroy(c);
+    if (rc != ES_OK)
+        return fail("es_saga_poll", rc, &err);
+    if (st.completed != n || st.aborted || st.failed) {
+        fprintf(stderr, "eskit-bench: %zu sagas: %llu completed, %llu aborted, %llu failed\n", n,
+                (unsigned long long)st.completed, (unsigned long long)st.aborted,
+                (unsigned long long)st.failed);
+        return -1;
+    }
+    return 0;
+}
+
+/* Deletes every scratch file of this figure (stores, saga databases, the coordinator's lock). */
+static void remove_scratch(const char *dir) {
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char path[4096];
+    while (d && (e = readdir(d)))
+        if (!strncmp(e->d_name, PREFIX, strlen(PREFIX))) {
+            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+            unlink(path);
+        }
+    if (d)
+        closedir(d);
+}
+
+static const char *const domain_types[] = {"inventory.item", "payments.payment", "orders.order",
+                                           NULL};
+static const char *const saga_types[] = {DEMO_FULFILMENT_SAGA ".saga", NULL};
+
+int bench_saga(const char *dir, size_t n, saga_figs_t *out) {
+    workload w;
+    side saga = {0}, direct = {0};
+    size_t before = 0, after = 0, direct_events = 0;
+    memset(out, 0, sizeof *out);
+    if (workload_new(n, &w) != 0)
+        return -1;
+    int rc = side_open(dir, "coordinator", &saga);
+    rc = rc ? rc : setup(&saga, &w);
+    rc = rc ? rc : count_events(&saga, domain_types, &before);
+    rc = rc ? rc : run_saga(&saga, n, &out->saga_wall_s, &out->idle_s, &out->backlog);
+    rc = rc ? rc : count_events(&saga, domain_types, &after);
+    rc = rc ? rc : count_events(&saga, saga_types, &out->transitions);
+    side_close(&saga);
+
+    rc = rc ? rc : side_open(dir, "direct", &direct);
+    rc = rc ? rc : setup(&direct, &w);
+    int64_t t0 = bench_now_ns();
+    rc = rc ? rc : run_batches(direct.engine, w.cmds, n * PER_ORDER, DIRECT_BATCH, w.res);
+    out->direct_wall_s = (double)(bench_now_ns() - t0) / 1e9;
+    rc = rc ? rc : count_events(&direct, domain_types, &direct_events);
+    side_close(&direct);
+
+    /* The same commands: as many domain events on both sides, one per command. */
+    if (rc == 0 && (after - before != n * PER_ORDER || direct_events != after)) {
+        fprintf(stderr,
+                "eskit-bench: the saga appended %zu domain events and the direct run %zu in "
+                "all; both should have appended %zu\n",
+                after - before, direct_events - before, n * PER_ORDER);
+        rc = -1;
+    }
+    if (rc == 0) {
+        out->sagas = n;
+        out->commands = n * PER_ORDER;
+        out->batch = DIRECT_BATCH;
+        out->saga_per_s = (double)n / out->saga_wall_s;
+        out->direct_per_s = (double)n / out->direct_wall_s;
+    }
+    workload_free(&w);
+    remove_scratch(dir);
+    return rc;
+}
