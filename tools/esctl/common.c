@@ -170,3 +170,46 @@ void put_position(pb_buf *b, const es_dlq_entry_t *e) {
     put_clean(b, e->topic, 0);
     pb_buf_printf(b, "[%" PRId32 "]@%" PRId64, e->partition, e->offset);
 }
+
+void put_time_or_dash(pb_buf *b, int64_t us, int width) {
+    size_t at = b->len;
+    if (us)
+        put_time(b, us);
+    else
+        pb_buf_puts(b, "-");
+    put_clean(b, "", width - (int)(b->len - at));
+}
+
+void json_str(pb_buf *b, const char *key, const char *value) {
+    pb_buf_printf(b, "\"%s\": ", key);
+    pb_buf_json_string(b, value, strlen(value));
+}
+
+void json_opt(pb_buf *b, const char *key, const char *value) {
+    if (*value)
+        json_str(b, key, value);
+    else
+        pb_buf_printf(b, "\"%s\": null", key);
+}
+
+void json_time(pb_buf *b, const char *key, int64_t us) {
+    pb_buf_printf(b, "\"%s\": ", key);
+    if (!us) {
+        pb_buf_puts(b, "null");
+        return;
+    }
+    pb_buf_putc(b, '"');
+    put_time(b, us);
+    pb_buf_putc(b, '"');
+}
+
+void json_objects(pb_buf *b, const void *items, size_t n, size_t size,
+                  void (*item)(pb_buf *b, const void *it)) {
+    pb_buf_puts(b, n ? "[\n" : "[");
+    for (size_t i = 0; i < n; i++) {
+        pb_buf_puts(b, "  {");
+        item(b, (const char *)items + i * size);
+        pb_buf_puts(b, i + 1 < n ? "},\n" : "}\n");
+    }
+    pb_buf_puts(b, "]\n");
+}

@@ -78,13 +78,6 @@ static int position_len(const es_dlq_entry_t *e) {
            snprintf(NULL, 0, "[%" PRId32 "]@%" PRId64, e->partition, e->offset);
 }
 
-static void put_time_or_dash(pb_buf *b, int64_t us) {
-    if (us)
-        put_time(b, us);
-    else
-        pb_buf_puts(b, "-");
-}
-
 static const char *event_type_or(const es_dlq_entry_t *e, const char *none) {
     return e->event_type[0] ? e->event_type : none;
 }
@@ -137,7 +130,7 @@ static void list_text(pb_buf *b, const es_dlq_entry_t *es, size_t n, bool all) {
         pb_buf_puts(b, "  ");
         if (all) {
             at = b->len;
-            put_time_or_dash(b, e->redriven_at_us);
+            put_time_or_dash(b, e->redriven_at_us, 0);
             put_clean(b, "", 24 - (int)(b->len - at));
             pb_buf_puts(b, "  ");
         }
@@ -146,24 +139,10 @@ static void list_text(pb_buf *b, const es_dlq_entry_t *es, size_t n, bool all) {
     }
 }
 
-static void json_str(pb_buf *b, const char *key, const char *value) {
-    pb_buf_printf(b, "\"%s\": ", key);
-    pb_buf_json_string(b, value, strlen(value));
-}
-
-static void json_time(pb_buf *b, const char *key, int64_t us) {
-    pb_buf_printf(b, "\"%s\": ", key);
-    if (!us) {
-        pb_buf_puts(b, "null");
-        return;
-    }
-    pb_buf_putc(b, '"');
-    put_time(b, us);
-    pb_buf_putc(b, '"');
-}
-
 /* The entry's fields as JSON members, without braces. */
-static void entry_json(pb_buf *b, const es_dlq_entry_t *e) {
+/* item is a es_dlq_entry_t (json_objects hands items untyped). */
+static void entry_json(pb_buf *b, const void *item) {
+    const es_dlq_entry_t *e = item;
     pb_buf_printf(b, "\"id\": %" PRId64 ", ", e->id);
     json_str(b, "projector", e->projector);
     pb_buf_puts(b, ", ");
@@ -186,16 +165,6 @@ static void entry_json(pb_buf *b, const es_dlq_entry_t *e) {
     json_time(b, "redriven_at", e->redriven_at_us);
 }
 
-static void list_json(pb_buf *b, const es_dlq_entry_t *es, size_t n) {
-    pb_buf_puts(b, n ? "[\n" : "[");
-    for (size_t i = 0; i < n; i++) {
-        pb_buf_puts(b, "  {");
-        entry_json(b, &es[i]);
-        pb_buf_puts(b, i + 1 < n ? "},\n" : "}\n");
-    }
-    pb_buf_puts(b, "]\n");
-}
-
 static int run_list(const options *o, const es_config_t *cfg) {
     es_dlq_entry_t *es = NULL;
     size_t n = 0;
@@ -207,7 +176,7 @@ static int run_list(const options *o, const es_config_t *cfg) {
     pb_buf b;
     pb_buf_init(&b);
     if (o->json)
-        list_json(&b, es, n);
+        json_objects(&b, es, n, sizeof *es, entry_json);
     else if (n)
         list_text(&b, es, n, o->all);
     else
@@ -320,7 +289,7 @@ static void show_text(pb_buf *b, const pb_registry *types, const es_dlq_entry_t 
     pb_buf_printf(b, "%-16s", "parked at");
     put_time(b, e->parked_at_us);
     pb_buf_printf(b, "\n%-16s", "redriven at");
-    put_time_or_dash(b, e->redriven_at_us);
+    put_time_or_dash(b, e->redriven_at_us, 0);
     pb_buf_printf(b, "\n%-16s%d\n%-16s%s: ", "attempts", e->attempts, "error",
                   es_strerror((es_err)e->code));
     put_clean(b, e->error, 0);

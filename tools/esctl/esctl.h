@@ -82,6 +82,17 @@ int load_types(const options *o, pb_registry **out);
 void put_time(pb_buf *b, int64_t us);
 /* s with control characters as '?', padded with blanks to width: log data stays on its line. */
 void put_clean(pb_buf *b, const char *s, int width);
+/* put_time, or "-" for 0; padded to width (0: no padding). */
+void put_time_or_dash(pb_buf *b, int64_t us, int width);
+/* JSON members: "key": "value"; json_opt: null when value is empty; json_time: an ISO time or
+ * null for 0. */
+void json_str(pb_buf *b, const char *key, const char *value);
+void json_opt(pb_buf *b, const char *key, const char *value);
+void json_time(pb_buf *b, const char *key, int64_t us);
+/* A JSON array of n objects, one per line; item writes the members of items[i] (size bytes
+ * each). */
+void json_objects(pb_buf *b, const void *items, size_t n, size_t size,
+                  void (*item)(pb_buf *b, const void *it));
 /* A parked event's place in the log: "<topic>[<partition>]@<offset>". */
 void put_position(pb_buf *b, const es_dlq_entry_t *e);
 /* The payload's fields as name=value (or a note saying why not); false when the payload is of

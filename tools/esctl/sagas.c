@@ -73,39 +73,6 @@ static int max_int(int a, int b) {
     return a > b ? a : b;
 }
 
-static void put_time_or_dash(pb_buf *b, int64_t us, int width) {
-    size_t at = b->len;
-    if (us)
-        put_time(b, us);
-    else
-        pb_buf_puts(b, "-");
-    put_clean(b, "", width - (int)(b->len - at));
-}
-
-static void json_str(pb_buf *b, const char *key, const char *value) {
-    pb_buf_printf(b, "\"%s\": ", key);
-    pb_buf_json_string(b, value, strlen(value));
-}
-
-/* An optional string: null when empty. */
-static void json_opt(pb_buf *b, const char *key, const char *value) {
-    if (*value)
-        json_str(b, key, value);
-    else
-        pb_buf_printf(b, "\"%s\": null", key);
-}
-
-static void json_time(pb_buf *b, const char *key, int64_t us) {
-    pb_buf_printf(b, "\"%s\": ", key);
-    if (!us) {
-        pb_buf_puts(b, "null");
-        return;
-    }
-    pb_buf_putc(b, '"');
-    put_time(b, us);
-    pb_buf_putc(b, '"');
-}
-
 typedef struct list_widths {
     int id, saga, state, step;
 } list_widths;
@@ -145,7 +112,9 @@ static void list_text(pb_buf *b, const es_saga_info_t *is, size_t n) {
     }
 }
 
-static void info_json(pb_buf *b, const es_saga_info_t *s) {
+/* item is a es_saga_info_t (json_objects hands items untyped). */
+static void info_json(pb_buf *b, const void *item) {
+    const es_saga_info_t *s = item;
     json_str(b, "id", s->id);
     pb_buf_puts(b, ", ");
     json_str(b, "saga", s->saga);
@@ -161,16 +130,6 @@ static void info_json(pb_buf *b, const es_saga_info_t *s) {
     json_opt(b, "reason", s->reason);
 }
 
-static void list_json(pb_buf *b, const es_saga_info_t *is, size_t n) {
-    pb_buf_puts(b, n ? "[\n" : "[");
-    for (size_t i = 0; i < n; i++) {
-        pb_buf_puts(b, "  {");
-        info_json(b, &is[i]);
-        pb_buf_puts(b, i + 1 < n ? "},\n" : "}\n");
-    }
-    pb_buf_puts(b, "]\n");
-}
-
 static int run_list(const options *o, const es_config_t *cfg) {
     es_saga_info_t *is = NULL;
     size_t n = 0;
@@ -180,7 +139,7 @@ static int run_list(const options *o, const es_config_t *cfg) {
     pb_buf b;
     pb_buf_init(&b);
     if (o->json)
-        list_json(&b, is, n);
+        json_objects(&b, is, n, sizeof *is, info_json);
     else if (n)
         list_text(&b, is, n);
     else
