@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "domain.h"
+#include "run_common.h"
 
 static es_processor_t *volatile running;
 
@@ -28,15 +29,6 @@ static void on_signal(int sig) {
     es_processor_t *p = running;
     if (p)
         es_processor_stop(p);
-}
-
-/* The library's errors and its own warnings; librdkafka's warnings (the mock is an old broker to
- * it, and it retries what fails) only with RUN_PROCESSOR_VERBOSE set. */
-static void log_line(int level, const char *msg, void *opaque) {
-    (void)opaque;
-    if (level <= ES_LOG_ERROR || (level == ES_LOG_WARNING && strncmp(msg, "librdkafka", 10)) ||
-        getenv("RUN_PROCESSOR_VERBOSE"))
-        fprintf(stderr, "run_processor[%d] <%d> %s\n", (int)getpid(), level, msg);
 }
 
 static int usage(void) {
@@ -48,17 +40,6 @@ static int fail(const char *what, es_err rc, const es_error_t *err) {
     fprintf(stderr, "run_processor[%d]: %s: %s: %s\n", (int)getpid(), what, es_strerror(rc),
             err->message);
     return 1;
-}
-
-static es_err set_pair(es_config_t *cfg, const char *pair, es_error_t *err) {
-    const char *eq = strchr(pair, '=');
-    if (!eq) {
-        snprintf(err->message, sizeof err->message, "--set wants key=value, not '%s'", pair);
-        return ES_EINVAL;
-    }
-    char key[128];
-    snprintf(key, sizeof key, "%.*s", (int)(eq - pair), pair);
-    return es_config_set(cfg, key, eq + 1, err);
 }
 
 /* Applies the command line to cfg; returns an exit status, 0 when it is complete. */
@@ -73,7 +54,8 @@ static int parse(es_config_t *cfg, int argc, char **argv) {
             key = "state.db", state = 1;
         else if (strcmp(argv[i], "--set") || i + 1 >= argc)
             return usage();
-        es_err rc = key ? es_config_set(cfg, key, argv[++i], &err) : set_pair(cfg, argv[++i], &err);
+        es_err rc =
+            key ? es_config_set(cfg, key, argv[++i], &err) : run_set_pair(cfg, argv[++i], &err);
         if (rc != ES_OK)
             return fail(argv[i - 1], rc, &err);
     }
@@ -99,7 +81,7 @@ int main(int argc, char **argv) {
     es_err rc;
     if (!cfg)
         return 1;
-    es_config_set_log_cb(cfg, log_line, NULL);
+    es_config_set_log_cb(cfg, run_log_line, (void *)"run_processor");
     int status = parse(cfg, argc, argv);
     if (status == 0 && (rc = es_engine_new(cfg, &engine, &err)) != ES_OK)
         status = fail("opening the engine", rc, &err);

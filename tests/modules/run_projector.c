@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "run_common.h"
+
 /* How long one poll waits for a first record; a poll that finds none ends a drain. */
 #define DRAIN_POLL_MS 100
 
@@ -35,17 +37,6 @@ static int usage(void) {
 static int fail(const char *what, es_err rc, const es_error_t *err) {
     fprintf(stderr, "run_projector: %s: %s: %s\n", what, es_strerror(rc), err->message);
     return rc == ES_ESTATE ? 3 : 1;
-}
-
-static es_err set_pair(es_config_t *cfg, const char *pair, es_error_t *err) {
-    const char *eq = strchr(pair, '=');
-    if (!eq) {
-        snprintf(err->message, sizeof err->message, "--set wants key=value, not '%s'", pair);
-        return ES_EINVAL;
-    }
-    char key[128];
-    snprintf(key, sizeof key, "%.*s", (int)(eq - pair), pair);
-    return es_config_set(cfg, key, eq + 1, err);
 }
 
 static es_err drain(es_runner_t *r, es_error_t *err) {
@@ -82,7 +73,7 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "--follow"))
             do_follow = 1;
         else if (!strcmp(argv[i], "--set") && i + 1 < argc) {
-            if ((rc = set_pair(cfg, argv[++i], &err)) != ES_OK)
+            if ((rc = run_set_pair(cfg, argv[++i], &err)) != ES_OK)
                 status = fail("--set", rc, &err);
         } else if (argv[i][0] != '-' && !module)
             module = argv[i];

@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "domain.h"
+#include "run_common.h"
 #include "fulfilment.h"
 
 #define POLL_MS 100
@@ -46,14 +47,6 @@ static void on_signal(int sig) {
         es_saga_stop(c);
 }
 
-/* The library's errors and its own warnings; librdkafka's warnings only with RUN_SAGA_VERBOSE. */
-static void log_line(int level, const char *msg, void *opaque) {
-    (void)opaque;
-    if (level <= ES_LOG_ERROR || (level == ES_LOG_WARNING && strncmp(msg, "librdkafka", 10)) ||
-        getenv("RUN_SAGA_VERBOSE"))
-        fprintf(stderr, "run_saga[%d] <%d> %s\n", (int)getpid(), level, msg);
-}
-
 static int usage(void) {
     fprintf(stderr, "usage: run_saga (--db FILE | --brokers ADDR) --saga-db FILE [--until-idle]\n"
                     "                [--short-timeouts | --timeout-ms N] [--set key=value]...\n");
@@ -64,17 +57,6 @@ static int fail(const char *what, es_err rc, const es_error_t *err) {
     fprintf(stderr, "run_saga[%d]: %s: %s: %s\n", (int)getpid(), what, es_strerror(rc),
             err->message);
     return 1;
-}
-
-static es_err set_pair(es_config_t *cfg, const char *pair, es_error_t *err) {
-    const char *eq = strchr(pair, '=');
-    if (!eq) {
-        snprintf(err->message, sizeof err->message, "--set wants key=value, not '%s'", pair);
-        return ES_EINVAL;
-    }
-    char key[128];
-    snprintf(key, sizeof key, "%.*s", (int)(eq - pair), pair);
-    return es_config_set(cfg, key, eq + 1, err);
 }
 
 typedef struct opts {
@@ -128,7 +110,8 @@ static int parse(es_config_t *cfg, opts *o, int argc, char **argv) {
             key = "saga.db", saga_db = 1;
         else if (strcmp(argv[i], "--set") || i + 1 >= argc)
             return usage();
-        es_err rc = key ? es_config_set(cfg, key, argv[++i], &err) : set_pair(cfg, argv[++i], &err);
+        es_err rc =
+            key ? es_config_set(cfg, key, argv[++i], &err) : run_set_pair(cfg, argv[++i], &err);
         if (rc != ES_OK)
             return fail(argv[i - 1], rc, &err);
     }
@@ -190,7 +173,7 @@ int main(int argc, char **argv) {
     es_err rc;
     if (!cfg)
         return 1;
-    es_config_set_log_cb(cfg, log_line, NULL);
+    es_config_set_log_cb(cfg, run_log_line, (void *)"run_saga");
     int status = parse(cfg, &o, argc, argv);
     const es_saga_def *def = definition(&o);
     if (status == 0 && (rc = es_engine_new(cfg, &engine, &err)) != ES_OK)
