@@ -8,6 +8,7 @@
 
 #include "engine_int.h"
 #include "projector_int.h"
+#include "store.h"
 
 #include "eskit/v1/saga.pb-c.h"
 
@@ -19,7 +20,7 @@
 
 #define MAX_STEPS 32
 #define RELAY_BATCH 256
-#define PUBLISH_BATCH 1024
+#define PUBLISH_BATCH 4096
 #define KAFKA_FLUSH_MS 10000
 #define RETRY_BACKOFF_US 200000
 
@@ -220,9 +221,8 @@ static const char *const SQL[S_COUNT] = {
     [S_SENT] = "UPDATE es_saga_targets SET sent_at = ?2, outcome = ?3,"
                " reason = CASE WHEN ?4 = '' THEN reason ELSE ?4 END WHERE command_id = ?1",
     [S_UNPUBLISHED] = "SELECT id, seq, record FROM es_saga_history WHERE saga = ?1"
-                      " AND published = 0 ORDER BY id, seq LIMIT ?2",
-    [S_PUBLISHED] = "UPDATE es_saga_history SET published = 1 WHERE saga = ?1 AND id = ?2"
-                    " AND seq <= ?3 AND published = 0",
+                      " ORDER BY id, seq LIMIT ?2",
+    [S_PUBLISHED] = "DELETE FROM es_saga_history WHERE saga = ?1 AND id = ?2 AND seq <= ?3",
     [S_ACTIVE] = "SELECT count(*) FROM es_saga_instances WHERE saga = ?1"
                  " AND state IN ('running', 'compensating')",
     [S_COUNT_STATE] = "SELECT count(*) FROM es_saga_instances WHERE saga = ?1 AND state = ?2",
@@ -1102,34 +1102,55 @@ static es_err mark_published(es_saga_coordinator_t *c, const char *id, uint64_t 
     return step_done(c, s, "marking transitions published", err);
 }
 
-/* Embedded: appends recs[0..n) (one instance, consecutive seqs) to the "<saga>.saga" stream,
- * skipping what an earlier try already appended. */
+/* Embedded: appends recs[0..n) (sorted by instance, then seq) to the instances'
+ * "<saga>.saga" streams in one log transaction, skipping what an earlier try already
+ * appended. */
 static es_err append_embedded(es_saga_coordinator_t *c, const pending_rec *recs, size_t n,
                               es_error_t *err) {
     es_store_t *store = es_engine_store(c->engine);
-    uint64_t version = 0;
-    es_err e = es_store_stream_version(store, c->htype, recs[0].id, &version, err);
-    if (e != ES_OK)
-        return e;
-    size_t skip = 0;
-    while (skip < n && recs[skip].seq <= version)
-        skip++;
-    if (skip < n && recs[skip].seq != version + 1)
-        return es_fail(err, ES_EIO,
-                       "saga '%s' %s: the transition log ends at %llu but the next unpublished "
-                       "transition is %llu",
-                       c->def->name, recs[0].id, (unsigned long long)version,
-                       (unsigned long long)recs[skip].seq);
-    if (skip == n)
-        return ES_OK;
-    es_new_event_t *evs = calloc(n - skip, sizeof *evs);
+    es_new_event_t *evs = calloc(n, sizeof *evs);
+    es_pending_t p = {0};
+    es_log_t *log;
     if (!evs)
         return es_fail(err, ES_ENOMEM, "out of memory");
-    for (size_t i = skip; i < n; i++)
-        evs[i - skip] = (es_new_event_t){
-            .event_type = ES_SAGA_EVENT_TYPE, .payload = recs[i].buf, .payload_len = recs[i].len};
-    e = es_store_append(store, c->htype, recs[0].id, ES_EXPECT_EXACT, version, evs, n - skip, NULL,
-                        err);
+    es_err e = es_store_lock(store, &log, err);
+    if (e != ES_OK) {
+        free(evs);
+        return e;
+    }
+    e = log->ops->begin(log, err);
+    for (size_t i = 0, j; e == ES_OK && i < n; i = j) {
+        for (j = i + 1; j < n && !strcmp(recs[j].id, recs[i].id); j++)
+            ;
+        uint64_t version = 0;
+        e = log->ops->stream_version(log, c->htype, recs[i].id, &version, err);
+        size_t k = i;
+        while (e == ES_OK && k < j && recs[k].seq <= version)
+            k++;
+        if (e != ES_OK || k == j)
+            continue;
+        if (recs[k].seq != version + 1) {
+            e = es_fail(err, ES_EIO,
+                        "saga '%s' %s: the transition log ends at %llu but the next unpublished "
+                        "transition is %llu",
+                        c->def->name, recs[i].id, (unsigned long long)version,
+                        (unsigned long long)recs[k].seq);
+            break;
+        }
+        for (size_t m = k; m < j; m++)
+            evs[m - k] = (es_new_event_t){.event_type = ES_SAGA_EVENT_TYPE,
+                                          .payload = recs[m].buf,
+                                          .payload_len = recs[m].len};
+        e = es_pending_build(&p, c->htype, recs[i].id, version, evs, j - k, err);
+        if (e == ES_OK)
+            e = log->ops->append(log, c->htype, recs[i].id, version, p.recs, j - k, p.offsets, err);
+    }
+    if (e == ES_OK)
+        e = log->ops->commit(log, err);
+    else
+        log->ops->rollback(log);
+    es_store_unlock(store);
+    es_pending_free(&p);
     free(evs);
     return e;
 }
@@ -1228,15 +1249,14 @@ static es_err publish(es_saga_coordinator_t *c, size_t *published, es_error_t *e
             e = es_fail(err, ES_EKAFKA, "saga '%s': publishing transitions to %s: %s", c->def->name,
                         c->htopic, rd_kafka_err2str(status));
     }
+    if (e == ES_OK && n > 0 && !c->producer)
+        e = append_embedded(c, recs, n, err);
     if (e == ES_OK && n > 0)
         e = tx_begin(c, err);
     for (size_t i = 0, j; e == ES_OK && i < n; i = j) {
         for (j = i + 1; j < n && !strcmp(recs[j].id, recs[i].id); j++)
             ;
-        if (!c->producer)
-            e = append_embedded(c, &recs[i], j - i, err);
-        if (e == ES_OK)
-            e = mark_published(c, recs[i].id, recs[j - 1].seq, err);
+        e = mark_published(c, recs[i].id, recs[j - 1].seq, err);
     }
     if (n > 0)
         e = tx_end(c, e, err);

@@ -24,7 +24,8 @@
  * es_saga_targets: every command an instance sends, which is also the outbox (sent_at 0).
  *   kind       'do' (a step's command), 'undo' (its compensation), 'abort'
  *   status     'pending', 'done', 'failed'
- * es_saga_history: the transitions, published to "<saga>.saga.events" when published = 1.
+ * es_saga_history: transitions not yet in "<saga>.saga.events" (an outbox: deleted once
+ *            published; the log is the history).
  */
 #define ES_SAGA_SCHEMA                                                                             \
     "CREATE TABLE IF NOT EXISTS es_saga_instances ("                                               \
@@ -49,10 +50,7 @@
     "CREATE TABLE IF NOT EXISTS es_saga_history ("                                                 \
     " saga TEXT NOT NULL, id TEXT NOT NULL, seq INTEGER NOT NULL,"                                 \
     " record BLOB NOT NULL," /* eskit.v1.SagaTransition */                                         \
-    " published INTEGER NOT NULL DEFAULT 0,"                                                       \
-    " PRIMARY KEY (saga, id, seq)) WITHOUT ROWID;"                                                 \
-    "CREATE INDEX IF NOT EXISTS es_saga_history_unpublished ON es_saga_history (saga)"             \
-    " WHERE published = 0;"
+    " PRIMARY KEY (saga, id, seq)) WITHOUT ROWID;"
 
 /* "<saga>.saga": the aggregate type of a saga's transitions (cap >= ES_MAX_TYPE_LEN + 1). */
 es_err es_saga_history_type(const char *saga, char *out, size_t cap, es_error_t *err);
