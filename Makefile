@@ -4,7 +4,7 @@ ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PREFIX ?= /usr/local
 
-.PHONY: all deps build demo test test-asan bench install format clean
+.PHONY: all deps build demo demo-kafka test test-asan bench install format clean
 
 all: build
 
@@ -17,6 +17,10 @@ build: deps
 
 demo: build
 	$(BUILD)/examples/order_saga/order_saga
+
+# The same story with the services as processes of their own, over a dev Kafka broker.
+demo-kafka: build
+	sh tools/demo-kafka.sh $(BUILD)
 
 # The whole suite, then the unit and conformance tests again under ASan+UBSan.
 test: build

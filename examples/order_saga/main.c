@@ -3,22 +3,41 @@
  * lets the orders.fulfilment saga (fulfilment.h) take each one through stock,
  * payment and confirmation: three go through, one runs out of stock (two
  * orders want the last hoodies), one is declined by the card and one waits
- * for a 3-D Secure check that never comes and times out. The coordinator runs
- * until no saga is active; then the demo prints what each saga did, the
- * stock, and the order_summary read model, brought up to date.
+ * for a 3-D Secure check that never comes and times out. Once every saga has
+ * ended, the demo prints what each saga did (its transitions, read from the
+ * log), the stock, and the order_summary read model, brought up to date.
  *
  * usage: order_saga [--db FILE] [--readmodel FILE] [--saga-db FILE]
- * The database comes from --db, else the usual config sources (ESKIT_DB,
- * eskit.conf), else ./order_saga_demo.db, which is recreated on every run.
- * The read model and the saga database come from --readmodel and --saga-db,
- * else readmodel.db and saga.db of the config sources, else the database's
- * path with ".read.db" and ".saga.db" appended. Both are recreated when the
- * log is empty when the demo starts (what they hold is left over from another
- * log). The story is deterministic: a saga that does not end as expected, or
- * an event the projectors park, is a bug and makes the demo exit 1.
+ *        order_saga --brokers ADDR [--readmodel FILE]
+ *        order_saga --brokers ADDR --serve TYPE [--state FILE]
+ *        order_saga --brokers ADDR --saga [--saga-db FILE]
+ *
+ * Embedded (the default): one process, the saga coordinator runs in it until
+ * no saga is active. The database comes from --db, else the usual config
+ * sources (ESKIT_DB, eskit.conf), else ./order_saga_demo.db, which is
+ * recreated on every run. The read model and the saga database come from
+ * --readmodel and --saga-db, else readmodel.db and saga.db of the config
+ * sources, else the database's path with ".read.db" and ".saga.db" appended.
+ *
+ * Kafka (--brokers, or brokers in the config sources): the same story with
+ * the services as processes of their own (tools/demo-kafka.sh starts them):
+ * --serve TYPE is the command processor of one aggregate type (orders.order,
+ * payments.payment or inventory.item) with its state store at --state;
+ * --saga is the saga coordinator with its database at --saga-db; both run
+ * until SIGTERM or SIGINT (services.h). Without either, the process is the
+ * driver: it places the orders through the brokers and waits until the log
+ * shows every saga ended. Files not given default to order_saga_kafka.read.db,
+ * order_saga_kafka.saga.db and order_saga_kafka.<TYPE>.state.db.
+ *
+ * The read model (embedded: and the saga database) is recreated when the log
+ * is empty when the demo starts (what it holds is left over from another log).
+ * When the log already holds events, order ids and SKUs get a suffix of their
+ * own. The story is deterministic: a saga that does not end as expected, or an
+ * event the projectors park, is a bug and makes the demo exit 1.
  */
 #include "domain.h"
 #include "fulfilment.h"
+#include "services.h"
 #include "customer_orders.h"
 #include "order_summary.h"
 
@@ -26,12 +45,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define DEFAULT_DB "order_saga_demo.db"
+#define KAFKA_FILES "order_saga_kafka" /* what the Kafka roles' files are named after */
 #define MAX_LINES 3
 #define N_ORDERS 6
 #define N_SKUS 6
 #define POLL_MS 50
+#define AWAIT_MS 100                      /* Kafka: between looks at the sagas' transitions */
 #define SAGA_DEADLINE_US (60 * 1000000LL) /* far beyond the slowest step, even under valgrind */
 
 static const struct sku_spec {
@@ -89,11 +111,15 @@ static const struct order_spec specs[N_ORDERS] = {
 
 struct demo {
     es_engine_t *engine;
-    /* Appended to order ids and SKUs when the database was not created by this run, so a
-     * second run on the same file neither collides with the first nor finds its stock. */
+    bool kafka; /* the services and the coordinator are processes of their own */
+    /* Appended to order ids and SKUs when the log already holds events, so a second run on
+     * the same log neither collides with the first nor finds its stock. */
     char tag[16];
     char ids[N_ORDERS][64];
     char skus[N_SKUS][64];
+    /* Each saga's transitions as the log has them, read once it has ended. */
+    es_saga_record_t *history[N_ORDERS];
+    size_t n_history[N_ORDERS];
 };
 
 struct key_probe {
@@ -123,42 +149,97 @@ static void remove_db(const char *path) {
     }
 }
 
-/* Sets key: arg, else the configured value, else "<db><suffix>". */
-static es_err choose_beside_db(es_config_t *cfg, const char *key, const char *arg,
-                               const char *suffix, es_error_t *err) {
+/* Sets key: arg, else the configured value, else "<base><suffix>". */
+static es_err choose_path(es_config_t *cfg, const char *key, const char *arg, const char *base,
+                          const char *suffix, es_error_t *err) {
     if (arg)
         return es_config_set(cfg, key, arg, err);
     if (configured(cfg, key))
         return ES_OK;
     char path[4096];
-    int n = snprintf(path, sizeof path, "%s%s", es_config_get(cfg, "db"), suffix);
+    int n = snprintf(path, sizeof path, "%s%s", base, suffix);
     if (n < 0 || (size_t)n >= sizeof path)
-        return es_fail(err, ES_EINVAL, "the database path is too long to derive %s from; set it",
-                       key);
+        return es_fail(err, ES_EINVAL, "the path %s%s is too long; set %s", base, suffix, key);
     return es_config_set(cfg, key, path, err);
+}
+
+/* Sets key to value unless the config sources did. */
+static es_err default_to(es_config_t *cfg, const char *key, const char *value, es_error_t *err) {
+    return configured(cfg, key) ? ES_OK : es_config_set(cfg, key, value, err);
 }
 
 struct args {
     const char *db, *readmodel, *saga_db;
+    const char *brokers, *serve, *state; /* Kafka */
+    bool saga;
 };
 
-/* Builds the config; *fresh says whether the demo owns (and recreated) the db. */
-static es_err load_config(const struct args *a, es_config_t **out, bool *fresh, es_error_t *err) {
+static es_err embedded_config(es_config_t *cfg, const struct args *a, es_error_t *err) {
+    bool owned = !a->db && !configured(cfg, "db"); /* then the demo recreates it */
+    es_err rc = ES_OK;
+    if (a->db)
+        rc = es_config_set(cfg, "db", a->db, err);
+    if (rc == ES_OK && owned) {
+        remove_db(DEFAULT_DB);
+        rc = es_config_set(cfg, "db", DEFAULT_DB, err);
+    }
+    const char *db = es_config_get(cfg, "db");
+    if (rc == ES_OK)
+        rc = choose_path(cfg, "readmodel.db", a->readmodel, db, ".read.db", err);
+    if (rc == ES_OK)
+        rc = choose_path(cfg, "saga.db", a->saga_db, db, ".saga.db", err);
+    return rc;
+}
+
+/* Each role is a service of its own: its own consumer groups ("<service>.commands" of a
+ * processor), named after its domain, and its own files. */
+static es_err kafka_config(es_config_t *cfg, const struct args *a, es_error_t *err) {
+    char service[64] = "storefront", suffix[128];
+    if (a->serve)
+        snprintf(service, sizeof service, "%.*s", (int)strcspn(a->serve, "."), a->serve);
+    else if (a->saga)
+        snprintf(service, sizeof service, "fulfilment");
+    snprintf(suffix, sizeof suffix, ".%.100s.state.db", a->serve ? a->serve : "");
+    if (a->db)
+        return es_fail(err, ES_EINVAL,
+                       "--db names an embedded log, but with brokers the log is on Kafka");
+    es_err rc = default_to(cfg, "service.name", service, err);
+    /* Short sessions: the dev broker lets a group form 3 s after its first member joins, but
+     * waits a session timeout less 1 s for the members of a rebalance (a service restarted). */
+    if (rc == ES_OK)
+        rc = default_to(cfg, "kafka.session.timeout.ms", "2500", err);
+    if (rc == ES_OK)
+        rc = default_to(cfg, "kafka.heartbeat.interval.ms", "500", err);
+    /* Every topic is first used while the story runs, and a librdkafka producer looks up a
+     * topic it has not used before only on its next metadata refresh (or its 1 s topic scan):
+     * a second or two per topic and hop. Refreshing often makes that a few milliseconds. */
+    if (rc == ES_OK)
+        rc = default_to(cfg, "kafka.topic.metadata.refresh.interval.ms", "100", err);
+    if (rc == ES_OK)
+        rc = choose_path(cfg, "readmodel.db", a->readmodel, KAFKA_FILES, ".read.db", err);
+    if (rc == ES_OK)
+        rc = choose_path(cfg, "saga.db", a->saga_db, KAFKA_FILES, ".saga.db", err);
+    if (rc == ES_OK)
+        rc = choose_path(cfg, "state.db", a->state, KAFKA_FILES, suffix, err);
+    return rc;
+}
+
+/* Builds the config: the config sources, then the command line, then the demo's defaults. */
+static es_err load_config(const struct args *a, es_config_t **out, es_error_t *err) {
     es_config_t *cfg = es_config_new();
     if (!cfg)
         return es_fail(err, ES_ENOMEM, "out of memory");
     es_err rc = es_config_load_sources(cfg, err);
-    *fresh = rc == ES_OK && !a->db && !configured(cfg, "db");
-    if (rc == ES_OK && a->db)
-        rc = es_config_set(cfg, "db", a->db, err);
-    if (rc == ES_OK && *fresh) {
-        remove_db(DEFAULT_DB);
-        rc = es_config_set(cfg, "db", DEFAULT_DB, err);
-    }
+    if (rc == ES_OK && a->brokers)
+        rc = es_config_set(cfg, "brokers", a->brokers, err);
+    bool kafka = rc == ES_OK && strcmp(es_config_get(cfg, "backend"), "kafka") == 0;
+    if (rc == ES_OK && !kafka && (a->serve || a->saga))
+        rc = es_fail(err, ES_EINVAL,
+                     "--serve and --saga run a service of the Kafka variant; give --brokers");
     if (rc == ES_OK)
-        rc = choose_beside_db(cfg, "readmodel.db", a->readmodel, ".read.db", err);
-    if (rc == ES_OK)
-        rc = choose_beside_db(cfg, "saga.db", a->saga_db, ".saga.db", err);
+        rc = kafka ? kafka_config(cfg, a, err) : embedded_config(cfg, a, err);
+    if (rc == ES_OK && kafka)
+        es_config_set_log_cb(cfg, demo_log_line, NULL);
     if (rc != ES_OK) {
         es_config_destroy(cfg);
         return rc;
@@ -173,17 +254,21 @@ static int note_event(const es_event_t *ev, void *opaque) {
     return 0;
 }
 
-/* A read model or saga database only describes the log it was built from: when the log is
- * empty (new or recreated), what those paths hold is left over from another log and goes. */
-static es_err drop_stale_derived(struct demo *dm, const es_config_t *cfg, es_error_t *err) {
+static es_err log_is_empty(struct demo *dm, bool *empty, es_error_t *err) {
     bool any = false;
     es_err rc =
         es_store_read_log(es_engine_store(dm->engine), NULL, 0, 1, note_event, &any, NULL, err);
-    if (rc == ES_OK && !any) {
-        remove_db(es_config_get(cfg, "readmodel.db"));
-        remove_db(es_config_get(cfg, "saga.db"));
-    }
+    *empty = !any;
     return rc;
+}
+
+/* A read model or saga database only describes the log it was built from: when the log is
+ * empty (new or recreated), what those paths hold is left over from another log and goes.
+ * On Kafka the saga database is the coordinator's, not this process's. */
+static void drop_stale_derived(const struct demo *dm, const es_config_t *cfg) {
+    remove_db(es_config_get(cfg, "readmodel.db"));
+    if (!dm->kafka)
+        remove_db(es_config_get(cfg, "saga.db"));
 }
 
 static void make_ids(struct demo *dm, bool fresh) {
@@ -292,16 +377,88 @@ static es_err run_sagas(es_saga_coordinator_t *c, const es_saga_stats_t *before,
             rc = es_saga_active(c, &active, err);
         es_saga_stats(c, &st);
     }
-    if (rc != ES_OK)
-        return rc;
+    return rc;
+}
+
+static bool terminal(const char *state) {
+    return strcmp(state, "completed") == 0 || strcmp(state, "aborted") == 0 ||
+           strcmp(state, "failed") == 0;
+}
+
+/* Whether saga i's last transition (the log has none after it) left it in a terminal state. */
+static bool has_ended(const struct demo *dm, int i) {
+    size_t n = dm->n_history[i];
+    return n > 0 && terminal(dm->history[i][n - 1].state);
+}
+
+/* Reads the transitions of the sagas not known to have ended; *started and *ended count the
+ * sagas the log has transitions of, and those that ended. */
+static es_err read_histories(struct demo *dm, const es_config_t *cfg, int *started, int *ended,
+                             es_error_t *err) {
+    *started = *ended = 0;
+    for (int i = 0; i < N_ORDERS; i++) {
+        if (!has_ended(dm, i)) {
+            free(dm->history[i]);
+            dm->history[i] = NULL;
+            dm->n_history[i] = 0;
+            es_err rc = es_saga_history(cfg, DEMO_FULFILMENT_SAGA, dm->ids[i], &dm->history[i],
+                                        &dm->n_history[i], err);
+            if (rc == ES_ENOTFOUND)
+                continue; /* not started yet */
+            if (rc != ES_OK)
+                return rc;
+        }
+        (*started)++;
+        *ended += has_ended(dm, i);
+    }
+    return ES_OK;
+}
+
+static void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Kafka: the coordinator is a process of its own; its transitions in the log say when every
+ * saga of this run has ended. */
+static es_err await_sagas(struct demo *dm, const es_config_t *cfg, es_error_t *err) {
+    int64_t t0 = es_now_us();
+    int started = 0, ended = 0;
+    es_err rc;
+    while ((rc = read_histories(dm, cfg, &started, &ended, err)) == ES_OK && ended < N_ORDERS) {
+        if (es_now_us() - t0 > SAGA_DEADLINE_US)
+            return es_fail(err, ES_ETIMEOUT,
+                           "after %lld s, %d of %d sagas started and %d ended; is the saga "
+                           "coordinator running (order_saga --brokers ADDR --saga)?",
+                           SAGA_DEADLINE_US / 1000000, started, N_ORDERS, ended);
+        sleep_ms(AWAIT_MS);
+    }
+    return rc;
+}
+
+/* What the transitions add up to, on either backend: the span from the first to the last,
+ * the sagas' ends, the commands sent and the steps that timed out. */
+static void print_summary(const struct demo *dm) {
+    unsigned long long completed = 0, aborted = 0, failed = 0, sent = 0, timeouts = 0;
+    int64_t first = INT64_MAX, last = 0;
+    for (int i = 0; i < N_ORDERS; i++) {
+        const es_saga_record_t *h = dm->history[i];
+        size_t n = dm->n_history[i];
+        for (size_t k = 0; k < n; k++) {
+            sent += strstr(h[k].kind, "_sent") != NULL;
+            timeouts += strcmp(h[k].kind, "timed_out") == 0;
+            first = h[k].at_us < first ? h[k].at_us : first;
+            last = h[k].at_us > last ? h[k].at_us : last;
+        }
+        const char *end = n ? h[n - 1].state : "";
+        completed += strcmp(end, "completed") == 0;
+        aborted += strcmp(end, "aborted") == 0;
+        failed += strcmp(end, "failed") == 0;
+    }
     printf("\nsaga %s ran %.1f s: %llu completed, %llu aborted, %llu failed; %llu commands sent, "
            "%llu step(s) timed out\n",
-           DEMO_FULFILMENT_SAGA, (double)(es_now_us() - t0) / 1e6,
-           (unsigned long long)(st.completed - before->completed),
-           (unsigned long long)(st.aborted - before->aborted),
-           (unsigned long long)(st.failed - before->failed), (unsigned long long)st.commands_sent,
-           (unsigned long long)st.timeouts);
-    return ES_OK;
+           DEMO_FULFILMENT_SAGA, last > first ? (double)(last - first) / 1e6 : 0.0, completed,
+           aborted, failed, sent, timeouts);
 }
 
 /* "inventory.v1.StockReserved" -> "StockReserved" */
@@ -363,12 +520,9 @@ static bool implied(const es_saga_record_t *r) {
     return strcmp(r->kind, "step_completed") == 0 || strcmp(r->kind, "step_compensated") == 0;
 }
 
-static es_err print_trace(const es_config_t *cfg, const char *id, es_error_t *err) {
-    es_saga_record_t *recs = NULL;
-    size_t n = 0;
-    es_err rc = es_saga_history(cfg, DEMO_FULFILMENT_SAGA, id, &recs, &n, err);
-    if (rc != ES_OK)
-        return rc;
+static void print_trace(const es_saga_record_t *recs, size_t n) {
+    if (n == 0)
+        printf("  no transitions in the log\n");
     for (size_t i = 0; i < n;) {
         char what[1024];
         if (implied(&recs[i])) {
@@ -383,45 +537,47 @@ static es_err print_trace(const es_config_t *cfg, const char *id, es_error_t *er
         else
             printf("  %+6lld ms  %s\n", (long long)((r->at_us - recs[0].at_us) / 1000), r->kind);
     }
-    free(recs);
-    return ES_OK;
 }
 
-static es_err print_traces(struct demo *dm, const es_config_t *cfg, es_error_t *err) {
+static void print_traces(const struct demo *dm) {
     for (int i = 0; i < N_ORDERS; i++) {
         printf("\n%s (%s, %s):\n", dm->ids[i], specs[i].customer, specs[i].story);
-        es_err rc = print_trace(cfg, dm->ids[i], err);
-        if (rc != ES_OK)
-            return rc;
+        print_trace(dm->history[i], dm->n_history[i]);
     }
-    return ES_OK;
 }
 
-/* The saga's end against the story; false (and a line on stderr) when they differ. */
-static bool check_saga(const es_config_t *cfg, int i, const char *id, es_error_t *err) {
-    es_saga_info_t *info = NULL;
-    size_t n = 0;
-    bool ok = false;
-    if (es_saga_find(cfg, DEMO_FULFILMENT_SAGA, id, &info, &n, err) != ES_OK)
-        fprintf(stderr, "order_saga: %s: %s\n", id, err->message);
-    else if (n != 1)
-        fprintf(stderr, "order_saga: %s: expected one saga, found %zu\n", id, n);
-    else if (strcmp(info->state, specs[i].expect_state) != 0 ||
-             !strstr(info->reason, specs[i].expect_reason))
-        fprintf(stderr, "order_saga: %s: expected %s%s%s, got %s%s%s\n", id, specs[i].expect_state,
-                specs[i].expect_reason[0] ? " with a reason mentioning " : "",
-                specs[i].expect_reason, info->state, info->reason[0] ? ": " : "", info->reason);
-    else
-        ok = true;
-    free(info);
-    return ok;
+/* Why a saga was undone, as its transitions tell: the first failed step's reason, or the step
+ * that timed out (the reason the saga database and the cancelled order give). */
+static void undone_because(const es_saga_record_t *r, size_t n, char *why, size_t len) {
+    why[0] = '\0';
+    for (size_t i = 0; i < n && !why[0]; i++) {
+        if (strcmp(r[i].kind, "step_failed") == 0)
+            snprintf(why, len, "%s", r[i].reason);
+        else if (strcmp(r[i].kind, "timed_out") == 0)
+            snprintf(why, len, "step %s timed out", r[i].step);
+    }
 }
 
-static bool check_sagas(struct demo *dm, const es_config_t *cfg) {
-    es_error_t err = {0};
+/* Saga i's end, as its transitions tell, against the story; false (and a line on stderr)
+ * when they differ. */
+static bool check_saga(const struct demo *dm, int i) {
+    const es_saga_record_t *h = dm->history[i];
+    size_t n = dm->n_history[i];
+    const char *state = n ? h[n - 1].state : "not started";
+    char why[600];
+    undone_because(h, n, why, sizeof why);
+    if (strcmp(state, specs[i].expect_state) == 0 && strstr(why, specs[i].expect_reason))
+        return true;
+    fprintf(stderr, "order_saga: %s: expected %s%s%s, got %s%s%s\n", dm->ids[i],
+            specs[i].expect_state, specs[i].expect_reason[0] ? " with a reason mentioning " : "",
+            specs[i].expect_reason, state, why[0] ? ": " : "", why);
+    return false;
+}
+
+static bool check_sagas(const struct demo *dm) {
     bool good = true;
     for (int i = 0; i < N_ORDERS; i++)
-        good &= check_saga(cfg, i, dm->ids[i], &err);
+        good &= check_saga(dm, i);
     return good;
 }
 
@@ -491,17 +647,39 @@ static void report_parked(const es_dlq_entry_t *e, void *opaque) {
             e->event_type[0] ? e->event_type : "undecodable", e->key, e->error);
 }
 
-/* Runs def's runner until a poll applies nothing; a parked event fails the demo. */
+/* Whether def's read model holds all the log has: on Kafka a fetch may come back empty while
+ * records are on their way, so an empty poll alone proves nothing. */
+static es_err caught_up(const es_config_t *cfg, const char *name, bool *yes, es_error_t *err) {
+    es_lag_row_t *rows = NULL;
+    size_t n = 0;
+    es_err rc = es_lag(cfg, &rows, &n, err);
+    *yes = rc == ES_OK;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(rows[i].projector, name) == 0 && rows[i].lag > 0)
+            *yes = false;
+    free(rows);
+    return rc;
+}
+
+/* Runs def's runner until its read model holds the whole log; a parked event fails the demo. */
 static es_err catch_up(const es_config_t *cfg, const es_projector_def *def, es_error_t *err) {
     es_runner_t *r = NULL;
     es_err rc = es_runner_new(cfg, def, &r, err);
     if (rc != ES_OK)
         return rc;
     es_runner_set_park_cb(r, report_parked, NULL);
-    size_t applied = 0;
-    do
-        rc = es_runner_poll(r, 0, &applied, err);
-    while (rc == ES_OK && applied > 0);
+    int64_t t0 = es_now_us();
+    bool done = false, behind = false;
+    while (rc == ES_OK && !done) {
+        size_t applied = 0;
+        rc = es_runner_poll(r, behind ? POLL_MS : 0, &applied, err);
+        if (rc == ES_OK && applied == 0)
+            rc = caught_up(cfg, def->name, &done, err);
+        behind = !done;
+        if (rc == ES_OK && behind && es_now_us() - t0 > SAGA_DEADLINE_US)
+            rc = es_fail(err, ES_ETIMEOUT, "%s is still behind the log after %lld s", def->name,
+                         SAGA_DEADLINE_US / 1000000);
+    }
     es_runner_stats_t st;
     es_runner_stats(r, &st);
     if (rc == ES_OK && st.parked > 0)
@@ -622,25 +800,34 @@ static es_err print_read_model(const struct demo *dm, const es_config_t *cfg, es
     return e;
 }
 
-/* The story up to the point where every saga has ended. */
+/* The story up to the point where every saga has ended, and their transitions as the log has
+ * them. Embedded, the coordinator runs in this process; on Kafka it is a process of its own. */
 static es_err play(struct demo *dm, const es_config_t *cfg, es_error_t *err) {
     es_saga_coordinator_t *c = NULL;
-    es_err rc = es_saga_coordinator_new(cfg, DEMO_FULFILMENT_DEF(true), dm->engine, &c, err);
     es_saga_stats_t before = {0};
-    if (rc == ES_OK)
+    es_err rc = ES_OK;
+    if (!dm->kafka)
+        rc = es_saga_coordinator_new(cfg, DEMO_FULFILMENT_DEF(true), dm->engine, &c, err);
+    if (rc == ES_OK && c)
         es_saga_stats(c, &before);
     if (rc == ES_OK)
         rc = restock_all(dm, err);
     if (rc == ES_OK)
         rc = place_all(dm, err);
     if (rc == ES_OK)
-        rc = run_sagas(c, &before, err);
+        rc = c ? run_sagas(c, &before, err) : await_sagas(dm, cfg, err);
     es_saga_coordinator_destroy(c);
+    int started = 0, ended = 0;
+    if (rc == ES_OK)
+        rc = read_histories(dm, cfg, &started, &ended, err);
     return rc;
 }
 
 static int usage(void) {
-    fprintf(stderr, "usage: order_saga [--db FILE] [--readmodel FILE] [--saga-db FILE]\n");
+    fprintf(stderr, "usage: order_saga [--db FILE] [--readmodel FILE] [--saga-db FILE]\n"
+                    "       order_saga --brokers ADDR [--readmodel FILE]\n"
+                    "       order_saga --brokers ADDR --serve TYPE [--state FILE]\n"
+                    "       order_saga --brokers ADDR --saga [--saga-db FILE]\n");
     return 2;
 }
 
@@ -651,23 +838,32 @@ static int die(const char *what, const es_error_t *err) {
 
 static int run(struct demo *dm, const es_config_t *cfg) {
     es_error_t err = {0};
+    bool empty = false;
     if (demo_register_all(dm->engine, &err) != ES_OK)
         return die("registering the demo domain", &err);
-    if (drop_stale_derived(dm, cfg, &err) != ES_OK)
+    if (log_is_empty(dm, &empty, &err) != ES_OK)
         return die("reading the log", &err);
-    printf("order_saga: log %s, saga database %s\n", es_config_get(cfg, "db"),
-           es_config_get(cfg, "saga.db"));
+    if (empty)
+        drop_stale_derived(dm, cfg);
+    make_ids(dm, empty);
+    if (dm->kafka)
+        printf("order_saga: log on the Kafka brokers %s; the command processors and the saga "
+               "coordinator run in processes of their own\n",
+               es_config_get(cfg, "brokers"));
+    else
+        printf("order_saga: log %s, saga database %s\n", es_config_get(cfg, "db"),
+               es_config_get(cfg, "saga.db"));
     if (play(dm, cfg, &err) != ES_OK)
         return die("running the sagas", &err);
-    if (print_traces(dm, cfg, &err) != ES_OK)
-        return die("reading the saga histories", &err);
+    print_summary(dm);
+    print_traces(dm);
     if (print_stock(dm, &err) != ES_OK)
         return die("reading the stock", &err);
     if (project(cfg, &err) != ES_OK)
         return die("projecting the read models", &err);
     if (print_read_model(dm, cfg, &err) != ES_OK)
         return die("reading the read model", &err);
-    if (!check_sagas(dm, cfg)) {
+    if (!check_sagas(dm)) {
         fprintf(stderr, "order_saga: some sagas did not end as the story says\n");
         return 1;
     }
@@ -675,30 +871,50 @@ static int run(struct demo *dm, const es_config_t *cfg) {
     return 0;
 }
 
-int main(int argc, char **argv) {
-    struct args a = {0};
+/* Returns 0 when the command line is complete, else the usage exit status. */
+static int parse_args(struct args *a, int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--db") == 0 && i + 1 < argc)
-            a.db = argv[++i];
-        else if (strcmp(argv[i], "--readmodel") == 0 && i + 1 < argc)
-            a.readmodel = argv[++i];
-        else if (strcmp(argv[i], "--saga-db") == 0 && i + 1 < argc)
-            a.saga_db = argv[++i];
+        const char **value = strcmp(argv[i], "--db") == 0          ? &a->db
+                             : strcmp(argv[i], "--readmodel") == 0 ? &a->readmodel
+                             : strcmp(argv[i], "--saga-db") == 0   ? &a->saga_db
+                             : strcmp(argv[i], "--brokers") == 0   ? &a->brokers
+                             : strcmp(argv[i], "--serve") == 0     ? &a->serve
+                             : strcmp(argv[i], "--state") == 0     ? &a->state
+                                                                   : NULL;
+        if (strcmp(argv[i], "--saga") == 0)
+            a->saga = true;
+        else if (value && i + 1 < argc)
+            *value = argv[++i];
         else
             return usage();
     }
+    bool roles_mixed =
+        (a->serve && a->saga) || (a->state && !a->serve) || ((a->serve || a->saga) && a->readmodel);
+    return roles_mixed ? usage() : 0;
+}
+
+int main(int argc, char **argv) {
+    struct args a = {0};
+    int status = parse_args(&a, argc, argv);
+    if (status != 0)
+        return status;
     es_error_t err = {0};
     es_config_t *cfg = NULL;
-    bool fresh = false;
-    if (load_config(&a, &cfg, &fresh, &err) != ES_OK)
+    if (load_config(&a, &cfg, &err) != ES_OK)
         return die("configuration", &err);
-    struct demo dm = {0};
+    if (a.serve || a.saga) {
+        status = a.serve ? demo_serve(cfg, a.serve) : demo_coordinate(cfg);
+        es_config_destroy(cfg);
+        return status;
+    }
+    struct demo dm = {.kafka = strcmp(es_config_get(cfg, "backend"), "kafka") == 0};
     if (es_engine_new(cfg, &dm.engine, &err) != ES_OK) {
         es_config_destroy(cfg);
         return die("opening the store", &err);
     }
-    make_ids(&dm, fresh);
-    int status = run(&dm, cfg);
+    status = run(&dm, cfg);
+    for (int i = 0; i < N_ORDERS; i++)
+        free(dm.history[i]);
     es_engine_destroy(dm.engine);
     es_config_destroy(cfg);
     return status;
