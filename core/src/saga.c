@@ -242,6 +242,7 @@ struct es_saga_coordinator {
     char htopic[ES_MAX_TYPE_LEN + 16];
     rd_kafka_t *producer; /* Kafka: transitions go to "<saga>.saga.events" */
     int64_t retry_at_us;  /* the relay backs off after a failed delivery */
+    size_t batch_size;    /* projector.batch.size: a full batch means the log has more */
     volatile sig_atomic_t stop;
     es_saga_stats_t stats;
 };
@@ -1331,6 +1332,8 @@ es_err es_saga_coordinator_new(const es_config_t *cfg, const es_saga_def *def, e
                : es_fail(err, ES_ENOMEM, "out of memory");
     if (e == ES_OK)
         e = make_topics(c, err);
+    if (e == ES_OK)
+        c->batch_size = (size_t)strtoull(es_config_get(c->cfg, "projector.batch.size"), NULL, 10);
     if (e == ES_OK) {
         c->pdef = (es_projector_def){.abi_version = ES_PROJECTOR_ABI,
                                      .name = c->pname,
@@ -1388,10 +1391,11 @@ es_err es_saga_poll(es_saga_coordinator_t *c, int timeout_ms, size_t *progress, 
         e = relay(c, &more, err);
         delivered += more;
     }
-    /* Deadlines only once the log has nothing new for us: after a restart or while behind,
-     * the event that ends a step may already be in the log, and a step must not time out
-     * because the coordinator was away. */
-    if (e == ES_OK && applied == 0)
+    /* Deadlines only once the coordinator has caught up with the log (the batch did not fill):
+     * after a restart or while behind, the event that ends a step may already be in the log,
+     * and a step must not time out because the coordinator was away. A steady stream of
+     * events that never fills a batch does not hold deadlines back. */
+    if (e == ES_OK && applied < c->batch_size)
         e = fire_deadlines(c, &fired, err);
     if (e == ES_OK)
         e = publish(c, &published, err);

@@ -132,8 +132,9 @@ es_err es_saga_coordinator_new(const es_config_t *cfg, const es_saga_def *def, e
 void es_saga_coordinator_destroy(es_saga_coordinator_t *c);
 
 /* One round: delivers the outbox, consumes a batch of events (waiting up to timeout_ms for
- * one), fires the deadlines that passed once no event is waiting (a step never times out
- * because the coordinator was away while its event arrived) and publishes transitions.
+ * one), fires the deadlines that passed once it has caught up with the log (a step never
+ * times out because the coordinator was away while its event arrived) and publishes
+ * transitions.
  * *progress (may be NULL) is how many events, deliveries, timeouts and published transitions
  * it handled: 0 with es_saga_active 0 means idle. */
 es_err es_saga_poll(es_saga_coordinator_t *c, int timeout_ms, size_t *progress, es_error_t *err);
