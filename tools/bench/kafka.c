@@ -2,15 +2,19 @@
  * Kafka figures on librdkafka's mock cluster (3 brokers, in this process):
  * es_execute_batch through the command path (a processor thread owns the
  * partitions) beside raw librdkafka producing the same envelope bytes to the
- * same cluster, and the command-to-reply latency of single es_execute calls.
- * One caller: es_execute_batch waits for the replies of its 2,000 commands
- * before the next call is made.
+ * same cluster, beside a hand-written librdkafka request/reply pipeline that
+ * makes the same hops with the same bytes and nothing else (no SQLite, no
+ * decide, no decoding), and the command-to-reply latency of single es_execute
+ * calls. One caller: es_execute_batch waits for the replies of its 2,000
+ * commands before the next call is made; so does the pipeline's caller.
  */
 #include "kafka.h"
 
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,10 +24,18 @@
 #include <eskit/processor.h>
 
 #include "domain.h"
+#include "eskit/v1/command.pb-c.h"
+#include "eskit/v1/reply.pb-c.h"
 #include "util.h"
 
 #define PARTITIONS 6
 #define BATCH 2000
+/* The pipeline's topics: a prefix as long as "orders.order", so reply_to has the same length. */
+#define RR "bench.rrpipe"
+#define RR_POLL_MAX 500   /* records per worker batch, as the processor takes them */
+#define RR_WAIT_MS 30000  /* one batch's replies; past it the pipeline has failed */
+#define RR_FLUSH_MS 10000 /* events' delivery, then replies' */
+#define RR_UUID "01900000-0000-7000-8000-000000000000" /* an id's length, for ids not decoded */
 
 static void quiet(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
     (void)rk, (void)level, (void)fac, (void)buf;
@@ -63,7 +75,10 @@ static int cluster_open(cluster *c) {
         if (rd_kafka_mock_topic_create(c->mock, topic, PARTITIONS, 3))
             return -1;
     }
-    if (rd_kafka_mock_topic_create(c->mock, "bench.raw", PARTITIONS, 3))
+    if (rd_kafka_mock_topic_create(c->mock, "bench.raw", PARTITIONS, 3) ||
+        rd_kafka_mock_topic_create(c->mock, RR ".commands", PARTITIONS, 3) ||
+        rd_kafka_mock_topic_create(c->mock, RR ".events", PARTITIONS, 3) ||
+        rd_kafka_mock_topic_create(c->mock, RR ".replies", PARTITIONS, 3))
         return -1;
     c->bootstrap = rd_kafka_mock_cluster_bootstraps(c->mock);
     return 0;
@@ -255,6 +270,363 @@ static int raw_latency(const cluster *c, size_t n, size_t len, bench_lat_t *out)
     return rc || failed ? -1 : 0;
 }
 
+/* ---- the raw request/reply pipeline: the command path's hops, nothing of eskit ----------- */
+
+static int rr_set(rd_kafka_conf_t *conf, const char *key, const char *value) {
+    char errstr[256];
+    if (rd_kafka_conf_set(conf, key, value, errstr, sizeof errstr) == RD_KAFKA_CONF_OK)
+        return 0;
+    fprintf(stderr, "eskit-bench: raw request/reply pipeline: %s: %s\n", key, errstr);
+    return -1;
+}
+
+/* A client configured as eskit configures its own here: producers idempotent with acks=all,
+ * consumers with manual offsets; linger and fetch wait as config() sets them. */
+static rd_kafka_t *rr_client(const cluster *c, const char *group, size_t *failed) {
+    char errstr[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set_log_cb(conf, quiet);
+    int rc = rr_set(conf, "bootstrap.servers", c->bootstrap) || rr_set(conf, "linger.ms", "2") ||
+             rr_set(conf, "fetch.wait.max.ms", "1");
+    if (group)
+        rc = rc || rr_set(conf, "group.id", group) || rr_set(conf, "enable.auto.commit", "false") ||
+             rr_set(conf, "enable.auto.offset.store", "false") ||
+             rr_set(conf, "enable.partition.eof", "false") ||
+             rr_set(conf, "auto.offset.reset", "earliest");
+    else
+        rc = rc || rr_set(conf, "enable.idempotence", "true") || rr_set(conf, "acks", "all") ||
+             rr_set(conf, "partitioner", "murmur2_random");
+    if (!group) {
+        rd_kafka_conf_set_dr_msg_cb(conf, count_dr);
+        rd_kafka_conf_set_opaque(conf, failed);
+    }
+    rd_kafka_t *rk = rc ? NULL
+                        : rd_kafka_new(group ? RD_KAFKA_CONSUMER : RD_KAFKA_PRODUCER, conf, errstr,
+                                       sizeof errstr);
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        if (!rc)
+            fprintf(stderr, "eskit-bench: raw request/reply pipeline: %s\n", errstr);
+        return NULL;
+    }
+    if (group)
+        rd_kafka_poll_set_consumer(rk);
+    return rk;
+}
+
+/* The worker: what the processor does to a batch, with fixed bytes in place of its work. */
+typedef struct rr_worker {
+    rd_kafka_t *consumer, *producer;
+    size_t failed; /* delivery reports with an error; the worker thread's own */
+    const uint8_t *event, *reply;
+    size_t event_len, reply_len;
+    pthread_t thread;
+    atomic_int stop, dead;
+    char why[256]; /* why the worker stopped, once dead is set */
+} rr_worker;
+
+static int32_t rr_reply_partition(const rd_kafka_message_t *m) {
+    rd_kafka_headers_t *h = NULL;
+    const void *v = NULL;
+    size_t len = 0;
+    char buf[16];
+    if (rd_kafka_message_headers(m, &h) ||
+        rd_kafka_header_get_last(h, "es-reply-partition", &v, &len) || !v || len == 0 ||
+        len >= sizeof buf)
+        return RD_KAFKA_PARTITION_UA;
+    memcpy(buf, v, len);
+    buf[len] = '\0';
+    return (int32_t)strtol(buf, NULL, 10);
+}
+
+static int rr_send(rr_worker *w, const char *topic, int32_t partition,
+                   const rd_kafka_message_t *cmd, const uint8_t *value, size_t len, int event) {
+    rd_kafka_headers_t *h = NULL;
+    if (event) { /* the copies eskit puts on an event record, as long as its own */
+        h = rd_kafka_headers_new(4);
+        rd_kafka_header_add(h, "es-event-type", -1, "orders.v1.OrderPlaced", -1);
+        rd_kafka_header_add(h, "es-version", -1, "1", -1);
+        rd_kafka_header_add(h, "es-event-id", -1, RR_UUID, -1);
+        rd_kafka_header_add(h, "es-correlation-id", -1, RR_UUID, -1);
+    }
+    rd_kafka_resp_err_t ke;
+    while ((ke = rd_kafka_producev(
+                w->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(cmd->key, cmd->key_len),
+                RD_KAFKA_V_VALUE((void *)value, len), RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END)) ==
+           RD_KAFKA_RESP_ERR__QUEUE_FULL)
+        rd_kafka_poll(w->producer, 10);
+    if (ke) {
+        if (h)
+            rd_kafka_headers_destroy(h);
+        snprintf(w->why, sizeof w->why, "producing to %s: %s", topic, rd_kafka_err2str(ke));
+        return -1;
+    }
+    return 0;
+}
+
+/* Waits for every delivery report; any error or record left over fails the worker. */
+static int rr_flush(rr_worker *w, const char *what) {
+    rd_kafka_flush(w->producer, RR_FLUSH_MS);
+    if (!w->failed && rd_kafka_outq_len(w->producer) == 0)
+        return 0;
+    snprintf(w->why, sizeof w->why, "%s: %zu failed, %d unacknowledged after %d ms", what,
+             w->failed, rd_kafka_outq_len(w->producer), RR_FLUSH_MS);
+    return -1;
+}
+
+/* Events to the command's partition number, acknowledged; then replies; then offsets. */
+static int rr_answer(rr_worker *w, rd_kafka_message_t **batch, size_t n) {
+    int64_t next[PARTITIONS];
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        rc = rr_send(w, RR ".events", batch[i]->partition, batch[i], w->event, w->event_len, 1);
+    rc = rc ? rc : rr_flush(w, "events");
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        rc = rr_send(w, RR ".replies", rr_reply_partition(batch[i]), batch[i], w->reply,
+                     w->reply_len, 0);
+    rc = rc ? rc : rr_flush(w, "replies");
+    for (int p = 0; p < PARTITIONS; p++)
+        next[p] = -1;
+    for (size_t i = 0; i < n; i++)
+        if (batch[i]->partition >= 0 && batch[i]->partition < PARTITIONS)
+            next[batch[i]->partition] = batch[i]->offset + 1;
+    rd_kafka_topic_partition_list_t *offs = rd_kafka_topic_partition_list_new(PARTITIONS);
+    for (int p = 0; p < PARTITIONS; p++)
+        if (next[p] >= 0)
+            rd_kafka_topic_partition_list_add(offs, RR ".commands", p)->offset = next[p];
+    if (rc == 0) /* asynchronous, as the processor commits */
+        rd_kafka_commit(w->consumer, offs, 1);
+    rd_kafka_topic_partition_list_destroy(offs);
+    for (size_t i = 0; i < n; i++)
+        rd_kafka_message_destroy(batch[i]);
+    return rc;
+}
+
+static void *rr_worker_main(void *arg) {
+    rr_worker *w = arg;
+    rd_kafka_message_t *batch[RR_POLL_MAX];
+    while (!atomic_load(&w->stop)) {
+        size_t n = 0;
+        for (rd_kafka_message_t *m = rd_kafka_consumer_poll(w->consumer, 100); m;
+             m = n < RR_POLL_MAX ? rd_kafka_consumer_poll(w->consumer, 0) : NULL) {
+            if (m->err) /* librdkafka retries by itself; the caller's deadline catches a stall */
+                rd_kafka_message_destroy(m);
+            else
+                batch[n++] = m;
+        }
+        if (n && rr_answer(w, batch, n) != 0) {
+            atomic_store(&w->dead, 1);
+            break;
+        }
+    }
+    return NULL;
+}
+
+/* The caller: what es_execute_batch does on the wire, from bytes packed once per command. */
+typedef struct rr_caller {
+    rd_kafka_t *producer, *consumer;
+    size_t failed;
+    uint8_t *payload; /* a packed PlaceOrder */
+    size_t payload_len;
+    char *done; /* per command of the batch: its reply came */
+} rr_caller;
+
+static int rr_command(rr_caller *c, const char *id, const char *key) {
+    Eskit__V1__CommandEnvelope env = ESKIT__V1__COMMAND_ENVELOPE__INIT;
+    uint8_t buf[512];
+    env.command_id = (char *)id;
+    env.aggregate_type = "orders.order";
+    env.aggregate_id = (char *)key;
+    env.command_type = "orders.v1.PlaceOrder";
+    env.payload = (ProtobufCBinaryData){c->payload_len, c->payload};
+    env.correlation_id = "";
+    env.reply_to = RR ".replies";
+    size_t len = eskit__v1__command_envelope__get_packed_size(&env);
+    if (len > sizeof buf)
+        return -1;
+    eskit__v1__command_envelope__pack(&env, buf);
+    rd_kafka_headers_t *h = rd_kafka_headers_new(1);
+    rd_kafka_header_add(h, "es-reply-partition", -1, "0", -1);
+    rd_kafka_resp_err_t ke;
+    while ((ke = rd_kafka_producev(c->producer, RD_KAFKA_V_TOPIC(RR ".commands"),
+                                   RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                   RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE(buf, len),
+                                   RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END)) ==
+           RD_KAFKA_RESP_ERR__QUEUE_FULL)
+        rd_kafka_poll(c->producer, 10);
+    if (ke) {
+        rd_kafka_headers_destroy(h);
+        fprintf(stderr, "eskit-bench: raw request/reply pipeline: sending a command: %s\n",
+                rd_kafka_err2str(ke));
+        return -1;
+    }
+    return 0;
+}
+
+/* Marks the command whose key ("<prefix>-<index>") the reply carries; returns 1 if new. */
+static int rr_take(rr_caller *c, const rd_kafka_message_t *m, size_t from, size_t k) {
+    char key[64];
+    if (!m->key || m->key_len == 0 || m->key_len >= sizeof key)
+        return 0;
+    memcpy(key, m->key, m->key_len);
+    key[m->key_len] = '\0';
+    const char *dash = strrchr(key, '-');
+    size_t i = dash ? strtoull(dash + 1, NULL, 10) : SIZE_MAX;
+    if (i < from || i - from >= k || c->done[i - from])
+        return 0;
+    c->done[i - from] = 1;
+    return 1;
+}
+
+/* k commands from index from, then their k replies; -1 past RR_WAIT_MS or when the worker died. */
+static int rr_batch(rr_caller *c, const rr_worker *w, const char *prefix, size_t from, size_t k) {
+    char id[40], key[32];
+    for (size_t i = 0; i < k; i++) {
+        snprintf(id, sizeof id, "01900000-0000-7000-8000-%012zx", from + i);
+        snprintf(key, sizeof key, "%s-%zu", prefix, from + i);
+        if (rr_command(c, id, key) != 0)
+            return -1;
+        rd_kafka_poll(c->producer, 0);
+    }
+    rd_kafka_flush(c->producer, RR_FLUSH_MS);
+    if (c->failed || rd_kafka_outq_len(c->producer)) {
+        fprintf(stderr, "eskit-bench: raw request/reply pipeline: commands not acknowledged\n");
+        return -1;
+    }
+    memset(c->done, 0, k);
+    size_t left = k;
+    int64_t deadline = bench_now_ns() + (int64_t)RR_WAIT_MS * 1000000;
+    while (left && !atomic_load(&w->dead) && bench_now_ns() < deadline) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(c->consumer, 100);
+        if (m && !m->err)
+            left -= (size_t)rr_take(c, m, from, k);
+        if (m)
+            rd_kafka_message_destroy(m);
+    }
+    if (left == 0)
+        return 0;
+    fprintf(stderr,
+            "eskit-bench: raw request/reply pipeline: %zu of %zu replies to %s-%zu.. did not "
+            "come within %d ms%s%s\n",
+            left, k, prefix, from, RR_WAIT_MS, atomic_load(&w->dead) ? "; the worker failed: " : "",
+            atomic_load(&w->dead) ? w->why : "");
+    return -1;
+}
+
+/* The reply eskit sends for a PlaceOrder: its ids and the event envelope, len bytes. */
+static uint8_t *rr_reply_bytes(const uint8_t *event, size_t len, size_t *out_len) {
+    Eskit__V1__CommandReply rep = ESKIT__V1__COMMAND_REPLY__INIT;
+    char *ids[] = {RR_UUID};
+    ProtobufCBinaryData evs[] = {{len, (uint8_t *)event}};
+    rep.command_id = RR_UUID;
+    rep.aggregate_type = "orders.order";
+    rep.aggregate_id = "order-10000";
+    rep.outcome = ESKIT__V1__OUTCOME__OUTCOME_ACCEPTED;
+    rep.first_version = rep.last_version = rep.version = 1;
+    rep.reason = "";
+    rep.n_event_ids = rep.n_events = 1;
+    rep.event_ids = ids;
+    rep.events = evs;
+    *out_len = eskit__v1__command_reply__get_packed_size(&rep);
+    uint8_t *buf = malloc(*out_len);
+    if (buf)
+        eskit__v1__command_reply__pack(&rep, buf);
+    return buf;
+}
+
+static uint8_t *rr_place_order(size_t *len) {
+    Orders__V1__LineItem item = ORDERS__V1__LINE_ITEM__INIT, *items[] = {&item};
+    Orders__V1__PlaceOrder place = ORDERS__V1__PLACE_ORDER__INIT;
+    item.sku = "sku-1";
+    item.quantity = 2;
+    item.unit_price_cents = 1250;
+    place.customer_id = "bench";
+    place.n_items = 1;
+    place.items = items;
+    place.currency = "EUR";
+    *len = orders__v1__place_order__get_packed_size(&place);
+    uint8_t *buf = malloc(*len ? *len : 1);
+    if (buf)
+        orders__v1__place_order__pack(&place, buf);
+    return buf;
+}
+
+/* The caller reads replies partition 0 from its end, as es_execute reads its own. */
+static int rr_assign_replies(rd_kafka_t *consumer) {
+    int64_t lo = 0, hi = 0;
+    rd_kafka_resp_err_t ke =
+        rd_kafka_query_watermark_offsets(consumer, RR ".replies", 0, &lo, &hi, RR_FLUSH_MS);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, RR ".replies", 0)->offset = hi;
+    ke = ke ? ke : rd_kafka_assign(consumer, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    if (ke)
+        fprintf(stderr, "eskit-bench: raw request/reply pipeline: reading %s: %s\n", RR ".replies",
+                rd_kafka_err2str(ke));
+    return ke ? -1 : 0;
+}
+
+static int rr_subscribe(rd_kafka_t *consumer) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, RR ".commands", RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t ke = rd_kafka_subscribe(consumer, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    return ke ? -1 : 0;
+}
+
+/* n commands through the pipeline after a warm-up batch; event_len: the envelope's size. */
+static int rr_pipeline(const cluster *cl, size_t n, size_t event_len, double *seconds) {
+    rr_worker w = {.event_len = event_len};
+    rr_caller c = {0};
+    uint8_t *event = calloc(1, event_len ? event_len : 1);
+    uint8_t *reply = event ? rr_reply_bytes(event, event_len, &w.reply_len) : NULL;
+    int started = 0, rc = -1;
+    w.event = event;
+    w.reply = reply;
+    atomic_init(&w.stop, 0);
+    atomic_init(&w.dead, 0);
+    c.payload = rr_place_order(&c.payload_len);
+    c.done = calloc(BATCH, 1);
+    if (!reply || !c.payload || !c.done)
+        goto out;
+    w.consumer = rr_client(cl, RR ".worker", NULL);
+    w.producer = rr_client(cl, NULL, &w.failed);
+    c.consumer = rr_client(cl, RR ".caller", NULL);
+    c.producer = rr_client(cl, NULL, &c.failed);
+    if (!w.consumer || !w.producer || !c.consumer || !c.producer || rr_subscribe(w.consumer) ||
+        rr_assign_replies(c.consumer))
+        goto out;
+    if (pthread_create(&w.thread, NULL, rr_worker_main, &w))
+        goto out;
+    started = 1;
+    rc = rr_batch(&c, &w, "warm", 0, BATCH); /* group join, metadata, producer ids */
+    int64_t t0 = bench_now_ns();
+    for (size_t done = 0; rc == 0 && done < n; done += BATCH)
+        rc = rr_batch(&c, &w, "order", done, n - done < BATCH ? n - done : BATCH);
+    *seconds = (double)(bench_now_ns() - t0) / 1e9;
+out:
+    if (started) {
+        atomic_store(&w.stop, 1);
+        pthread_join(w.thread, NULL);
+    }
+    if (w.consumer) {
+        rd_kafka_consumer_close(w.consumer);
+        rd_kafka_destroy(w.consumer);
+    }
+    if (c.consumer)
+        rd_kafka_destroy_flags(c.consumer, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    if (w.producer)
+        rd_kafka_destroy(w.producer);
+    if (c.producer)
+        rd_kafka_destroy(c.producer);
+    free(c.done);
+    free(c.payload);
+    free(reply);
+    free(event);
+    return rc;
+}
+
 static int latency(es_engine_t *engine, size_t n, bench_lat_t *out) {
     int64_t *ns = calloc(n, sizeof *ns);
     double s;
@@ -311,6 +683,10 @@ int bench_kafka(const char *dir, size_t n, kafka_figs_t *out) {
         rc = raw_latency(&c, lat_n, out->mean_bytes, &out->raw_latency);
     es_engine_destroy(caller);
     owner_stop(&o);
+    double rr_s = 0;
+    if (rc == 0) /* alone on the cluster, as the command path was */
+        rc = rr_pipeline(&c, n, out->mean_bytes, &rr_s);
+    out->pipeline_per_s = rc == 0 && rr_s > 0 ? (double)n / rr_s : 0;
     es_config_destroy(ocfg);
     es_config_destroy(ccfg);
     cluster_close(&c);
