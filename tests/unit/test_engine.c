@@ -164,6 +164,28 @@ Test(engine, same_command_id_twice_appends_once_and_returns_the_first_result) {
     es_result_clear(&again);
 }
 
+/* A caller that timed out sends its command again; on Kafka both copies can land in one batch. */
+Test(engine, the_same_command_id_twice_in_one_batch_executes_once) {
+    Orders__V1__PlaceOrder m1, m2;
+    es_command_t cmds[2] = {place("o-dup", "cmd-dup", &m1), place("o-dup", "cmd-dup", &m2)};
+    es_result_t res[2];
+    es_error_t err = {0};
+    cr_assert_eq(es_execute_batch(engine, cmds, 2, res, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(res[0].outcome, ES_OUTCOME_ACCEPTED);
+    cr_assert(!res[0].duplicate);
+    cr_assert_eq(res[1].outcome, ES_OUTCOME_ACCEPTED, "%s", res[1].reason ? res[1].reason : "");
+    cr_assert(res[1].duplicate);
+    cr_assert_eq(res[1].n_events, 1);
+    cr_assert_str_eq(res[1].events[0]->event_id, res[0].events[0]->event_id);
+    es_result_t later;
+    cr_assert_eq(es_execute(engine, &cmds[0], &later, &err), ES_OK, "the remembered outcome");
+    cr_assert(later.duplicate);
+    es_result_clear(&later);
+    for (int i = 0; i < 2; i++)
+        es_result_clear(&res[i]);
+    cr_assert_eq(stream_of("o-dup").n, 1);
+}
+
 Test(engine, a_repeated_rejected_command_gets_the_same_rejection) {
     Orders__V1__ConfirmOrder confirm = ORDERS__V1__CONFIRM_ORDER__INIT;
     es_command_t cmd = simple("o-6", &confirm.base);
