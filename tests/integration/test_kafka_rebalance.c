@@ -62,6 +62,7 @@ typedef struct caller {
     es_engine_t *engine;
     unsigned retries;
     char fail[1024]; /* set when the thread gave up: asserted on the main thread */
+    size_t fail_agg; /* the aggregate the failure is about */
 } caller;
 
 static struct {
@@ -334,6 +335,7 @@ static int check(caller *cl, size_t a, const planned *p, const es_result_t *res)
         (n == 0 || (res->first_version == want_version &&
                     !strcmp(res->events[0]->command_id, p->command_id))))
         return 0;
+    cl->fail_agg = a;
     snprintf(cl->fail, sizeof cl->fail,
              "command %s: outcome %d (code %s, duplicate %d, reason %s) at version %llu with %zu "
              "event(s); expected outcome %d at version %llu: an event was lost or duplicated",
@@ -407,6 +409,8 @@ static void start_callers(void) {
     }
 }
 
+static const char *records_of(size_t a);
+
 static unsigned join_callers(void) {
     unsigned retries = 0;
     for (int i = 0; i < CALLERS; i++) {
@@ -416,8 +420,10 @@ static unsigned join_callers(void) {
         retries += cl->retries;
     }
     for (int i = 0; i < CALLERS; i++)
-        cr_assert_eq(w.callers[i].fail[0], '\0', "caller %d: %s\nprocessors said:\n%s", i,
-                     w.callers[i].fail, child_output());
+        if (w.callers[i].fail[0])
+            cr_assert_fail("caller %d: %s\nthe aggregate's records in the log:\n%s"
+                           "processors said:\n%s",
+                           i, w.callers[i].fail, records_of(w.callers[i].fail_agg), child_output());
     cr_assert_eq(atomic_load(&w.done), (long)w.rounds * N_AGGS);
     return retries;
 }
@@ -551,12 +557,25 @@ static int next_event(const es_event_t *ev, void *opaque) {
     return 0;
 }
 
+/* A failure's evidence: every record of one aggregate, as read_raw meets them. */
+static struct {
+    const char *id;
+    char lines[4096];
+} trace;
+
 /* One record of an events topic: the log-order rule keeps it when it is its aggregate's next
  * version (an aggregate lives in one partition, so offset order is its log order). */
 static void raw_record(stream_check *checks, size_t first, const rd_kafka_message_t *m) {
     es_event_t *ev = NULL;
     es_error_t err = {0};
     cr_assert_eq(es_envelope_decode(m->payload, m->len, NULL, &ev, &err), ES_OK, "%s", err.message);
+    if (trace.id && !strcmp(ev->aggregate_id, trace.id)) {
+        size_t len = strlen(trace.lines);
+        snprintf(trace.lines + len, sizeof trace.lines - len,
+                 "  partition %d offset %lld: version %llu %s command %s\n", (int)m->partition,
+                 (long long)m->offset, (unsigned long long)ev->version, ev->event_type,
+                 ev->command_id ? ev->command_id : "-");
+    }
     size_t a = first + (size_t)strtoul(ev->aggregate_id + 2, NULL, 10);
     cr_assert_lt(a, N_AGGS, "unexpected aggregate %s", ev->aggregate_id);
     stream_check *c = &checks[a];
@@ -597,6 +616,24 @@ static void read_raw(const char *topic, stream_check *checks, size_t first) {
         }
     }
     rd_kafka_destroy_flags(rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+}
+
+/* Every record of aggregate a in its events topic (for a failure message). */
+static const char *records_of(size_t a) {
+    static stream_check scratch[N_AGGS];
+    static char id[24];
+    agg_id(a, id, sizeof id);
+    memset(scratch, 0, sizeof scratch);
+    for (size_t i = 0; i < N_AGGS; i++)
+        scratch[i].m = &w.models[i];
+    trace.id = id;
+    trace.lines[0] = '\0';
+    if (a < N_ORDERS)
+        read_raw("orders.order.events", scratch, 0);
+    else
+        read_raw("inventory.item.events", scratch, N_ORDERS);
+    trace.id = NULL;
+    return trace.lines[0] ? trace.lines : "  (none)\n";
 }
 
 static void assert_matches_model(const stream_check *c, size_t a, const char *reader) {
