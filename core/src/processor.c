@@ -786,19 +786,26 @@ static es_err await_events(es_processor_t *p, es_log_t *log, es_error_t *err) {
                  type_name(p, pr->type), (int)pr->partition);
         return kafka_fail(p, pr->done ? pr->err : RD_KAFKA_RESP_ERR__TIMED_OUT, err, what);
     }
-    es_err e = ES_OK;
-    for (size_t i = 0; e == ES_OK && i < p->n_prod; i++) {
-        int64_t last = p->prod[i].offset;
-        for (size_t j = i + 1; j < p->n_prod; j++)
-            if (p->prod[j].type == p->prod[i].type && p->prod[j].partition == p->prod[i].partition)
-                last = p->prod[j].offset > last ? p->prod[j].offset : last;
-        int first = 1;
-        for (size_t j = 0; j < i; j++)
-            first &= !(p->prod[j].type == p->prod[i].type &&
-                       p->prod[j].partition == p->prod[i].partition);
-        if (first)
-            e = save_next(log, type_name(p, p->prod[i].type), p->prod[i].partition, last + 1, err);
+    /* Where each events partition now ends: a batch touches only the partitions it owns, so
+     * the list of distinct ones stays short. */
+    produced *ends = malloc((p->n_prod ? p->n_prod : 1) * sizeof *ends);
+    if (!ends)
+        return es_fail(err, ES_ENOMEM, "out of memory recording %zu events' offsets", p->n_prod);
+    size_t n_ends = 0;
+    for (size_t i = 0; i < p->n_prod; i++) {
+        const produced *pr = &p->prod[i];
+        size_t k = 0;
+        while (k < n_ends && !(ends[k].type == pr->type && ends[k].partition == pr->partition))
+            k++;
+        if (k == n_ends)
+            ends[n_ends++] = *pr;
+        else if (pr->offset > ends[k].offset)
+            ends[k].offset = pr->offset;
     }
+    es_err e = ES_OK;
+    for (size_t k = 0; e == ES_OK && k < n_ends; k++)
+        e = save_next(log, type_name(p, ends[k].type), ends[k].partition, ends[k].offset + 1, err);
+    free(ends);
     return e;
 }
 
@@ -894,15 +901,26 @@ static es_err produce_events(void *opaque, es_log_t *log, const es_command_t *cm
     return e;
 }
 
+static rd_kafka_resp_err_t side_producev(es_processor_t *p, const char *topic, int32_t partition,
+                                         const char *key, uint8_t *buf, size_t len) {
+    return rd_kafka_producev(p->side, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+                             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
+                             RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE(buf, len),
+                             RD_KAFKA_V_OPAQUE((void *)(uintptr_t)SIZE_MAX), RD_KAFKA_V_END);
+}
+
+/* Best effort: a full queue (brokers away) is waited on for SIDE_FLUSH_MS, then the record is
+ * dropped with a warning rather than holding the processor. */
 static void side_produce(es_processor_t *p, const char *topic, int32_t partition, const char *key,
                          uint8_t *buf, size_t len) {
     rd_kafka_resp_err_t ke;
-    while ((ke = rd_kafka_producev(
-                p->side, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
-                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE), RD_KAFKA_V_KEY(key, strlen(key)),
-                RD_KAFKA_V_VALUE(buf, len), RD_KAFKA_V_OPAQUE((void *)(uintptr_t)SIZE_MAX),
-                RD_KAFKA_V_END)) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+    int waited = 0;
+    while ((ke = side_producev(p, topic, partition, key, buf, len)) ==
+               RD_KAFKA_RESP_ERR__QUEUE_FULL &&
+           waited < SIDE_FLUSH_MS) {
         rd_kafka_poll(p->side, 10);
+        waited += 10;
+    }
     if (ke) {
         free(buf);
         es_logf(p->cfg, ES_LOG_WARNING, "command processor: sending to %s partition %d: %s", topic,
