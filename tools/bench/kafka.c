@@ -645,6 +645,30 @@ static int latency(es_engine_t *engine, size_t n, bench_lat_t *out) {
     return rc;
 }
 
+/* The processor's own work without Kafka: the same commands, batches and snapshot policy on an
+ * embedded engine whose store is set up as the processor sets up its state store. */
+static int local_orders(const char *dir, size_t n, double *per_s) {
+    char path[4096];
+    es_error_t err = {0};
+    es_engine_t *engine = NULL;
+    es_config_t *cfg = es_config_new();
+    snprintf(path, sizeof path, "%s/local-state.db", dir);
+    es_err e = cfg ? ES_OK : ES_ENOMEM;
+    e = e ? e : es_config_set(cfg, "db", path, &err);
+    e = e ? e : es_config_set(cfg, "sqlite.synchronous", "normal", &err);
+    e = e ? e : es_engine_new(cfg, &engine, &err);
+    e = e ? e : demo_register_all(engine, &err);
+    int rc = e ? fail("opening the embedded engine", e, &err) : 0;
+    double s = 0;
+    size_t events = 0, bytes = 0;
+    if (rc == 0)
+        rc = place_orders(engine, "local", n, &s, &events, &bytes);
+    *per_s = rc == 0 && s > 0 ? (double)events / s : 0;
+    es_engine_destroy(engine);
+    es_config_destroy(cfg);
+    return rc;
+}
+
 int bench_kafka(const char *dir, size_t n, kafka_figs_t *out) {
     cluster c = {0};
     owner o = {0};
@@ -687,13 +711,15 @@ int bench_kafka(const char *dir, size_t n, kafka_figs_t *out) {
     if (rc == 0) /* alone on the cluster, as the command path was */
         rc = rr_pipeline(&c, n, out->mean_bytes, &rr_s);
     out->pipeline_per_s = rc == 0 && rr_s > 0 ? (double)n / rr_s : 0;
+    if (rc == 0)
+        rc = local_orders(dir, n, &out->local_per_s);
     es_config_destroy(ocfg);
     es_config_destroy(ccfg);
     cluster_close(&c);
     char path[4096];
-    const char *const files[] = {"owner-state.db", "caller-state.db"};
+    const char *const files[] = {"owner-state.db", "caller-state.db", "local-state.db"};
     const char *const suffix[] = {"", "-wal", "-shm"};
-    for (size_t f = 0; f < 2; f++)
+    for (size_t f = 0; f < 3; f++)
         for (size_t k = 0; k < 3; k++) {
             snprintf(path, sizeof path, "%s/%s%s", dir, files[f], suffix[k]);
             unlink(path);

@@ -12,6 +12,7 @@ typedef struct kafka_figs {
     double es_per_s;         /* es_execute_batch over Kafka, events/s */
     double raw_per_s;        /* raw idempotent acks=all produce of as many same-size records */
     double pipeline_per_s;   /* raw librdkafka request/reply over the same hops, events/s */
+    double local_per_s;      /* the same commands on an embedded engine set up as the state store */
     bench_lat_t latency;     /* es_execute of one command, command to reply */
     bench_lat_t raw_latency; /* one acknowledged produce of the same size */
 } kafka_figs_t;
