@@ -45,8 +45,8 @@ es_lru_t *es_lru_new(size_t capacity, es_lru_free_fn *free_value, es_lru_pinned_
     es_lru_t *l = calloc(1, sizeof *l);
     if (!l)
         return NULL;
-    l->n_buckets = 64;
-    while (l->n_buckets < capacity)
+    l->n_buckets = 64; /* grown as entries come (see grow), so a large capacity costs nothing */
+    while (l->n_buckets < capacity && l->n_buckets < 1024)
         l->n_buckets *= 2;
     l->buckets = calloc(l->n_buckets, sizeof *l->buckets);
     if (!l->buckets) {
@@ -107,7 +107,7 @@ void *es_lru_get(es_lru_t *l, const char *key, size_t klen) {
     return n->value;
 }
 
-/* Doubles the bucket array when pinned entries pushed the map past it. */
+/* Doubles the bucket array when the entries outnumber its buckets. */
 static void grow(es_lru_t *l) {
     size_t nb = l->n_buckets * 2;
     node **b = calloc(nb, sizeof *b);

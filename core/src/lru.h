@@ -2,12 +2,17 @@
  * es_lru_t: a string-keyed hash map that forgets its least recently used
  * entries beyond a capacity. Entries the pinned callback reports as pinned
  * (dirty state not yet written) are never evicted; the map grows past its
- * capacity instead and es_lru_trim shrinks it once they are unpinned.
+ * capacity instead and es_lru_trim shrinks it once they are unpinned. With
+ * capacity ES_LRU_UNBOUNDED nothing is ever evicted: a plain map.
  */
 #ifndef ESKIT_LRU_H
 #define ESKIT_LRU_H
 
 #include <stddef.h>
+
+#include <stdint.h>
+
+#define ES_LRU_UNBOUNDED SIZE_MAX
 
 typedef struct es_lru es_lru_t;
 

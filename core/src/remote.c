@@ -12,7 +12,12 @@
  * run, and sending it again with the same command id is safe (the owner
  * answers a duplicate with the first result).
  *
- * Calls serialize on one mutex: one thread at a time produces and waits.
+ * Calls from many threads are in flight together: each registers its
+ * commands by id, produces them and waits for their delivery reports; then
+ * one waiting thread at a time polls the reply consumer and hands every reply
+ * to the call waiting for its command id (FIFO when two wait for one id), and
+ * the others sleep until their replies are in or the poller leaves. The mutex
+ * guards that bookkeeping only, never a wait on Kafka.
  * Documented differences from the embedded engine: es_execute_batch is atomic
  * per command, not per batch (its commands may land on different partitions
  * and owners), and the returned events carry their partition but offset -1
@@ -27,46 +32,78 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define REQUEST_TIMEOUT_MS 10000 /* metadata, watermarks, a command's delivery */
 #define WAIT_MS 10               /* fetch.wait.max.ms: replies are waited for */
+#define FLUSH_SLICE_MS 10        /* a caller checks its delivery reports this often */
+#define POLL_SLICE_MS 100        /* the longest turn a caller reads replies for the others */
+#define POLL_BATCH 1000          /* replies handed out in one turn at most */
 
 typedef struct reply_topic {
     char *type;
     int32_t partition;
 } reply_topic;
 
-/* One command of the call in flight. */
+typedef struct call call;
+
+/* One command of a call in flight. */
 typedef struct pending {
-    const char *command_id;
-    int32_t partition; /* of "<type>.commands", from its delivery report */
+    const char *command_id; /* NULL: failed the local checks, never sent */
+    call *call;
+    int32_t partition;  /* of "<type>.commands", from its delivery report */
+    int32_t reply_part; /* where the owner answers */
     int sent, answered;
     rd_kafka_resp_err_t err;
+    struct pending *next_same_id; /* the next command waiting for the same id, any call */
 } pending;
+
+/* One es_remote_execute in flight. */
+struct call {
+    uint64_t serial; /* in every delivery report's opaque, with the command's index */
+    pending *pend;
+    size_t n, unsent, left; /* left: sent and not answered */
+    es_result_t *results;
+    es_err failed; /* a reply that could not be read into its result */
+    es_error_t err;
+    call *next;
+};
 
 struct es_remote {
     const es_config_t *cfg; /* first: es_kafka_conf's log callbacks find it here */
-    pthread_mutex_t lock;
+    pthread_mutex_t lock;   /* everything below; never held while waiting on Kafka */
+    pthread_cond_t changed; /* replies were handed out, or the poller left */
     rd_kafka_t *producer, *consumer;
     uint32_t instance;
     reply_topic *replies;
     size_t n_replies;
     rd_kafka_topic_partition_list_t *assigned; /* offset = next reply to read */
-    pending *pend;
-    size_t n_pend, cap_pend;
-    es_lru_t *by_id; /* index + 1 into pend by command id, for the call in flight */
-    size_t by_id_cap;
+    call *calls;                               /* in flight */
+    uint64_t next_serial;
+    es_lru_t *waiting; /* command id -> the first pending waiting for its reply */
+    int polling;       /* a thread is reading the reply consumer */
 };
+
+static pending *find_pending(es_remote_t *r, uint64_t serial, size_t i) {
+    for (call *c = r->calls; c; c = c->next)
+        if (c->serial == serial)
+            return i < c->n ? &c->pend[i] : NULL;
+    return NULL; /* the call gave up on it */
+}
 
 static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     (void)rk;
     es_remote_t *r = opaque;
-    size_t i = (size_t)(uintptr_t)m->_private;
-    if (i < r->n_pend) {
-        r->pend[i].sent = 1;
-        r->pend[i].err = m->err;
-        r->pend[i].partition = m->partition;
+    uint64_t tag = (uint64_t)(uintptr_t)m->_private;
+    pthread_mutex_lock(&r->lock);
+    pending *p = find_pending(r, tag >> 32, (size_t)(tag & 0xffffffffu));
+    if (p && !p->sent) {
+        p->sent = 1;
+        p->err = m->err;
+        p->partition = m->partition;
+        p->call->unsent--;
     }
+    pthread_mutex_unlock(&r->lock);
 }
 
 static es_err new_handle(es_remote_t *r, rd_kafka_type_t type, rd_kafka_t **out, es_error_t *err) {
@@ -102,6 +139,15 @@ es_err es_remote_new(const es_config_t *cfg, es_remote_t **out, es_error_t *err)
     if (!r)
         return es_fail(err, ES_ENOMEM, "out of memory creating a Kafka engine");
     r->cfg = cfg;
+    if (!(r->waiting = es_lru_new(ES_LRU_UNBOUNDED, NULL, NULL))) {
+        free(r);
+        return es_fail(err, ES_ENOMEM, "out of memory creating a Kafka engine");
+    }
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&r->changed, &ca);
+    pthread_condattr_destroy(&ca);
     pthread_mutex_init(&r->lock, NULL);
     es_uuid7(id); /* its random tail: the instance id */
     for (const char *p = id + 24; *p; p++)
@@ -125,8 +171,8 @@ void es_remote_destroy(es_remote_t *r) {
     for (size_t i = 0; i < r->n_replies; i++)
         free(r->replies[i].type);
     free(r->replies);
-    free(r->pend);
-    es_lru_destroy(r->by_id);
+    es_lru_destroy(r->waiting);
+    pthread_cond_destroy(&r->changed);
     pthread_mutex_destroy(&r->lock);
     free(r);
 }
@@ -204,27 +250,6 @@ static es_err ensure_handles(es_remote_t *r, es_error_t *err) {
     return e;
 }
 
-static es_err reserve_pending(es_remote_t *r, size_t n, es_error_t *err) {
-    if (n > r->by_id_cap) { /* sized for the call, so that nothing is ever evicted */
-        es_lru_destroy(r->by_id);
-        r->by_id_cap = n < 64 ? 64 : n;
-        if (!(r->by_id = es_lru_new(r->by_id_cap, NULL, NULL))) {
-            r->by_id_cap = 0;
-            return es_fail(err, ES_ENOMEM, "out of memory sending %zu commands", n);
-        }
-    }
-    if (n > r->cap_pend) {
-        pending *p = realloc(r->pend, n * sizeof *p);
-        if (!p)
-            return es_fail(err, ES_ENOMEM, "out of memory sending %zu commands", n);
-        r->pend = p;
-        r->cap_pend = n;
-    }
-    memset(r->pend, 0, n * sizeof *r->pend);
-    r->n_pend = n;
-    return ES_OK;
-}
-
 /* The checks the owner would make first; a failure is the command's result, as embedded. */
 static es_err check_command(const es_command_t *cmd, es_error_t *cerr) {
     es_err rc = es_validate_aggregate_type(cmd->aggregate_type, cerr);
@@ -242,9 +267,15 @@ static es_err local_failure(es_result_t *res, es_err code, const char *reason) {
     return (res->reason = strdup(reason)) ? ES_OK : ES_ENOMEM;
 }
 
-/* Encodes and produces one command; the delivery report lands in r->pend[i]. */
-static es_err send_command(es_remote_t *r, size_t i, const es_command_t *cmd, int32_t reply_part,
+/* What a command's delivery report carries to find its pending again (if its call still waits). */
+static void *tag_of(const call *c, size_t i) {
+    return (void *)(uintptr_t)(c->serial << 32 | (uint64_t)i);
+}
+
+/* Encodes and produces command i of the call; its delivery report lands in c->pend[i]. */
+static es_err send_command(es_remote_t *r, const call *c, size_t i, const es_command_t *cmd,
                            es_error_t *err) {
+    int32_t reply_part = c->pend[i].reply_part;
     Eskit__V1__CommandEnvelope env = ESKIT__V1__COMMAND_ENVELOPE__INIT;
     Eskit__V1__CommandEnvelope__MetadataEntry *md = NULL, **mdp = NULL;
     char topic[ES_MAX_TYPE_LEN + 16], reply_to[ES_MAX_TYPE_LEN + 16], part[16];
@@ -263,7 +294,7 @@ static es_err send_command(es_remote_t *r, size_t i, const es_command_t *cmd, in
     snprintf(topic, sizeof topic, "%s.commands", cmd->aggregate_type);
     snprintf(reply_to, sizeof reply_to, "%s.replies", cmd->aggregate_type);
     snprintf(part, sizeof part, "%d", (int)reply_part);
-    env.command_id = (char *)r->pend[i].command_id;
+    env.command_id = (char *)c->pend[i].command_id;
     env.aggregate_type = (char *)cmd->aggregate_type;
     env.aggregate_id = (char *)cmd->aggregate_id;
     env.expectation = (Eskit__V1__Expectation)cmd->expect;
@@ -292,7 +323,7 @@ static es_err send_command(es_remote_t *r, size_t i, const es_command_t *cmd, in
     rd_kafka_resp_err_t ke = rd_kafka_producev(
         r->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
         RD_KAFKA_V_KEY(cmd->aggregate_id, strlen(cmd->aggregate_id)), RD_KAFKA_V_VALUE(buf, len),
-        RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE((void *)(uintptr_t)i), RD_KAFKA_V_END);
+        RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(tag_of(c, i)), RD_KAFKA_V_END);
     if (ke) {
         rd_kafka_headers_destroy(hdrs);
         e = kafka_fail(r, ke, err, "sending a command to", topic);
@@ -307,27 +338,39 @@ out:
     return e;
 }
 
-/* Waits for every command's delivery report: a command not written cannot be answered. */
-static es_err await_delivery(es_remote_t *r, const es_command_t *cmds, es_error_t *err) {
-    rd_kafka_flush(r->producer, REQUEST_TIMEOUT_MS);
-    for (size_t i = 0; i < r->n_pend; i++) {
-        const pending *p = &r->pend[i];
+/* Waits for the call's delivery reports: a command not written cannot be answered. Flushing
+ * sends at once (linger aside) and serves reports, ours and other calls'. */
+static es_err await_delivery(es_remote_t *r, call *c, const es_command_t *cmds, es_error_t *err) {
+    int64_t deadline_ms = es_now_us() / 1000 + REQUEST_TIMEOUT_MS;
+    for (;;) {
+        pthread_mutex_lock(&r->lock);
+        size_t unsent = c->unsent;
+        pthread_mutex_unlock(&r->lock);
+        if (!unsent || es_now_us() / 1000 >= deadline_ms)
+            break;
+        rd_kafka_flush(r->producer, FLUSH_SLICE_MS);
+    }
+    es_err e = ES_OK;
+    pthread_mutex_lock(&r->lock);
+    for (size_t i = 0; e == ES_OK && i < c->n; i++) {
+        const pending *p = &c->pend[i];
         if (!p->command_id || (p->sent && !p->err))
             continue;
         char topic[ES_MAX_TYPE_LEN + 16];
         snprintf(topic, sizeof topic, "%s.commands", cmds[i].aggregate_type);
         if (!p->sent)
-            return es_fail(err, ES_ETIMEOUT,
-                           "command %s to %s was not acknowledged within %d ms (brokers %s); "
-                           "it may still execute: retry with the same command id",
-                           p->command_id, topic, REQUEST_TIMEOUT_MS,
-                           es_config_get(r->cfg, "brokers"));
-        return es_fail(err, p->err == RD_KAFKA_RESP_ERR__MSG_TIMED_OUT ? ES_ETIMEOUT : ES_EKAFKA,
-                       "command %s to %s failed: %s (brokers %s); retry with the same command id",
-                       p->command_id, topic, rd_kafka_err2str(p->err),
-                       es_config_get(r->cfg, "brokers"));
+            e = es_fail(err, ES_ETIMEOUT,
+                        "command %s to %s was not acknowledged within %d ms (brokers %s); "
+                        "it may still execute: retry with the same command id",
+                        p->command_id, topic, REQUEST_TIMEOUT_MS, es_config_get(r->cfg, "brokers"));
+        else
+            e = es_fail(err, p->err == RD_KAFKA_RESP_ERR__MSG_TIMED_OUT ? ES_ETIMEOUT : ES_EKAFKA,
+                        "command %s to %s failed: %s (brokers %s); retry with the same command id",
+                        p->command_id, topic, rd_kafka_err2str(p->err),
+                        es_config_get(r->cfg, "brokers"));
     }
-    return ES_OK;
+    pthread_mutex_unlock(&r->lock);
+    return e;
 }
 
 static es_err code_of(const Eskit__V1__CommandReply *rep) {
@@ -346,8 +389,7 @@ static es_err code_of(const Eskit__V1__CommandReply *rep) {
 }
 
 /* Fills res from a reply as the embedded engine fills it. */
-static es_err fill_result(const Eskit__V1__CommandReply *rep, int32_t partition, es_result_t *res,
-                          es_error_t *err) {
+static es_err fill_result(const Eskit__V1__CommandReply *rep, es_result_t *res, es_error_t *err) {
     res->outcome =
         rep->outcome >= 1 && rep->outcome <= 4 ? (es_outcome)rep->outcome : ES_OUTCOME_ERROR;
     res->code = code_of(rep);
@@ -369,8 +411,7 @@ static es_err fill_result(const Eskit__V1__CommandReply *rep, int32_t partition,
         es_err e = es_envelope_decode(rep->events[i].data, rep->events[i].len, &at, &ev, err);
         if (e != ES_OK)
             return e;
-        ev->partition = partition;
-        ev->offset = -1; /* the reply does not carry Kafka offsets */
+        ev->offset = -1; /* the reply does not carry Kafka offsets; the partition is set last */
         res->events[res->n_events++] = ev;
     }
     return ES_OK;
@@ -384,118 +425,211 @@ static void note_offset(es_remote_t *r, const rd_kafka_message_t *m) {
             r->assigned->elems[i].offset = m->offset + 1;
 }
 
-/* A reply for one of ours fills its result; others' replies (a shared partition) are skipped. */
-static es_err take_reply(es_remote_t *r, const rd_kafka_message_t *m, es_result_t *results,
-                         size_t *left, es_error_t *err) {
-    Eskit__V1__CommandReply *rep =
-        eskit__v1__command_reply__unpack(NULL, m->len, (const uint8_t *)m->payload);
-    if (!rep) {
-        es_logf(r->cfg, ES_LOG_WARNING, "%s partition %d offset %lld: not a CommandReply; skipped",
-                rd_kafka_topic_name(m->rkt), (int)m->partition, (long long)m->offset);
-        return ES_OK;
-    }
-    es_err e = ES_OK;
-    size_t at = (size_t)(uintptr_t)es_lru_get(r->by_id, rep->command_id, strlen(rep->command_id));
-    size_t i = at && !r->pend[at - 1].answered ? at - 1 : 0;
-    for (; i < r->n_pend; i++) { /* scanned only for an id the call holds twice */
-        pending *p = &r->pend[i];
-        if (!p->command_id || p->answered || strcmp(p->command_id, rep->command_id))
-            continue;
-        p->answered = 1;
-        (*left)--;
-        e = fill_result(rep, p->partition, &results[i], err);
-        break;
-    }
-    eskit__v1__command_reply__free_unpacked(rep, NULL);
-    return e;
+/* Under the lock: command p waits for a reply with its id, after any command already waiting
+ * for that id (a call may hold an id twice; two calls may retry one). */
+static int start_waiting(es_remote_t *r, pending *p) {
+    size_t klen = strlen(p->command_id);
+    pending *q = es_lru_get(r->waiting, p->command_id, klen);
+    if (!q)
+        return es_lru_put(r->waiting, p->command_id, klen, p);
+    while (q->next_same_id)
+        q = q->next_same_id;
+    q->next_same_id = p;
+    return 0;
 }
 
-static es_err await_replies(es_remote_t *r, const es_command_t *cmds, es_result_t *results,
-                            size_t left, int64_t deadline_ms, es_error_t *err) {
-    es_err e = ES_OK;
-    while (e == ES_OK && left > 0) {
-        int64_t wait = deadline_ms - es_now_us() / 1000;
-        if (wait <= 0)
-            break;
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(r->consumer, (int)wait);
-        if (!m)
-            continue;
+/* Under the lock: p no longer waits (answered, or its call gave up). */
+static void stop_waiting(es_remote_t *r, pending *p) {
+    size_t klen = strlen(p->command_id);
+    pending *q = es_lru_get(r->waiting, p->command_id, klen);
+    if (q == p) {
+        if (p->next_same_id)
+            es_lru_put(r->waiting, p->command_id, klen, p->next_same_id);
+        else
+            es_lru_remove(r->waiting, p->command_id, klen);
+    } else {
+        while (q && q->next_same_id != p)
+            q = q->next_same_id;
+        if (q)
+            q->next_same_id = p->next_same_id;
+    }
+    p->next_same_id = NULL;
+}
+
+/* Under the lock: the reply goes to the first command waiting for its id; a reply nobody waits
+ * for (another instance's, on a shared partition, or a call that gave up) is skipped. */
+static void hand_out(es_remote_t *r, const Eskit__V1__CommandReply *rep) {
+    pending *p = es_lru_get(r->waiting, rep->command_id, strlen(rep->command_id));
+    if (!p)
+        return;
+    stop_waiting(r, p);
+    p->answered = 1;
+    call *c = p->call;
+    if (c->failed == ES_OK)
+        c->failed = fill_result(rep, &c->results[p - c->pend], &c->err);
+    if (--c->left == 0 || c->failed != ES_OK)
+        pthread_cond_broadcast(&r->changed);
+}
+
+/* The poller's turn: reads what the reply consumer has within wait_ms and hands it out. */
+static void read_replies(es_remote_t *r, int wait_ms) {
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(r->consumer, wait_ms);
+    for (int k = 0; m && k < POLL_BATCH; k++) {
         if (m->err) {
             es_logf(r->cfg, ES_LOG_WARNING, "reading replies: %s", rd_kafka_message_errstr(m));
         } else {
+            Eskit__V1__CommandReply *rep =
+                eskit__v1__command_reply__unpack(NULL, m->len, (const uint8_t *)m->payload);
+            if (!rep)
+                es_logf(r->cfg, ES_LOG_WARNING,
+                        "%s partition %d offset %lld: not a CommandReply; skipped",
+                        rd_kafka_topic_name(m->rkt), (int)m->partition, (long long)m->offset);
+            pthread_mutex_lock(&r->lock);
             note_offset(r, m);
-            e = take_reply(r, m, results, &left, err);
+            if (rep)
+                hand_out(r, rep);
+            pthread_mutex_unlock(&r->lock);
+            eskit__v1__command_reply__free_unpacked(rep, NULL);
         }
         rd_kafka_message_destroy(m);
+        m = k + 1 < POLL_BATCH ? rd_kafka_consumer_poll(r->consumer, 0) : NULL;
     }
-    for (size_t i = 0; e == ES_OK && i < r->n_pend; i++)
-        if (r->pend[i].command_id && !r->pend[i].answered)
+    if (m)
+        rd_kafka_message_destroy(m);
+}
+
+/* Under the lock: sleeps until replies were handed out or the poller left, at most wait_ms. */
+static void wait_changed(es_remote_t *r, int64_t wait_ms) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += (time_t)(wait_ms / 1000);
+    ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&r->changed, &r->lock, &ts);
+}
+
+/* Waits for the call's replies: one waiting thread at a time reads the consumer for everyone. */
+static es_err await_replies(es_remote_t *r, call *c, const es_command_t *cmds, int64_t deadline_ms,
+                            es_error_t *err) {
+    pthread_mutex_lock(&r->lock);
+    while (c->left > 0 && c->failed == ES_OK) {
+        int64_t wait = deadline_ms - es_now_us() / 1000;
+        if (wait <= 0)
+            break;
+        if (wait > POLL_SLICE_MS)
+            wait = POLL_SLICE_MS;
+        if (r->polling) {
+            wait_changed(r, wait);
+            continue;
+        }
+        r->polling = 1;
+        pthread_mutex_unlock(&r->lock);
+        read_replies(r, (int)wait);
+        pthread_mutex_lock(&r->lock);
+        r->polling = 0;
+        pthread_cond_broadcast(&r->changed);
+    }
+    es_err e = c->failed;
+    if (e != ES_OK)
+        es_fail(err, e, "%s", c->err.message);
+    for (size_t i = 0; e == ES_OK && i < c->n; i++)
+        if (c->pend[i].command_id && !c->pend[i].answered)
             e = es_fail(err, ES_ETIMEOUT,
                         "no reply to command %s for %s/%s within execute.timeout.ms (%lld ms): "
                         "the command may still execute; retry with the same command id (it is "
                         "then executed at most once), and check that a processor "
                         "(es_processor_run) serves %s.commands",
-                        r->pend[i].command_id, cmds[i].aggregate_type, cmds[i].aggregate_id,
+                        c->pend[i].command_id, cmds[i].aggregate_type, cmds[i].aggregate_id,
                         es_config_get_int(r->cfg, "execute.timeout.ms"), cmds[i].aggregate_type);
+    pthread_mutex_unlock(&r->lock);
     return e;
 }
 
-/* Sends every command that passes the local checks; returns how many were sent. */
-static es_err send_all(es_remote_t *r, const es_command_t *cmds, size_t n, es_result_t *results,
-                       size_t *sent, es_error_t *err) {
-    es_err e = ES_OK;
-    *sent = 0;
-    for (size_t i = 0; e == ES_OK && i < n; i++) {
+/* Under the lock: gives every command its id and reply partition, or its local failure, and
+ * makes the ones to send wait for their replies. */
+static es_err prepare_call(es_remote_t *r, call *c, const es_command_t *cmds, es_error_t *err) {
+    for (size_t i = 0; i < c->n; i++) {
         const es_command_t *cmd = &cmds[i];
+        es_result_t *res = &c->results[i];
         es_error_t cerr = {0};
         char generated[ES_UUID_STR_LEN + 1];
-        int32_t reply_part = 0;
         if (!cmd->command_id || !*cmd->command_id)
             es_uuid7(generated);
         const char *cid = cmd->command_id && *cmd->command_id ? cmd->command_id : generated;
-        if (!(results[i].command_id = strdup(cid)))
+        if (!(res->command_id = strdup(cid)))
             return es_fail(err, ES_ENOMEM, "out of memory executing a command");
-        es_err c = check_command(cmd, &cerr);
-        if (c != ES_OK) {
-            if (local_failure(&results[i], c, cerr.message) != ES_OK)
-                e = es_fail(err, ES_ENOMEM, "out of memory executing a command");
+        es_err rc = check_command(cmd, &cerr);
+        if (rc != ES_OK) {
+            if (local_failure(res, rc, cerr.message) != ES_OK)
+                return es_fail(err, ES_ENOMEM, "out of memory executing a command");
             continue;
         }
-        e = reply_partition(r, cmd->aggregate_type, &reply_part, err);
-        r->pend[i].command_id = results[i].command_id;
-        const char *id = results[i].command_id;
-        if (e == ES_OK && !es_lru_get(r->by_id, id, strlen(id)) &&
-            es_lru_put(r->by_id, id, strlen(id), (void *)(uintptr_t)(i + 1)) != 0)
-            e = es_fail(err, ES_ENOMEM, "out of memory sending %zu commands", n);
-        if (e == ES_OK)
-            e = send_command(r, i, cmd, reply_part, err);
-        if (e == ES_OK)
-            ++*sent;
+        pending *p = &c->pend[i];
+        es_err e = reply_partition(r, cmd->aggregate_type, &p->reply_part, err);
+        if (e != ES_OK)
+            return e;
+        p->call = c;
+        p->command_id = res->command_id;
+        if (start_waiting(r, p) != 0) {
+            p->command_id = NULL;
+            return es_fail(err, ES_ENOMEM, "out of memory sending %zu commands", c->n);
+        }
+        c->unsent++;
+        c->left++;
     }
-    return e;
+    return ES_OK;
+}
+
+/* Under the lock: the call stops waiting and leaves the calls in flight. */
+static void finish_call(es_remote_t *r, call *c) {
+    for (size_t i = 0; i < c->n; i++)
+        if (c->pend[i].command_id && !c->pend[i].answered)
+            stop_waiting(r, &c->pend[i]);
+    for (call **q = &r->calls; *q; q = &(*q)->next)
+        if (*q == c) {
+            *q = c->next;
+            break;
+        }
 }
 
 es_err es_remote_execute(es_remote_t *r, const es_command_t *cmds, size_t n, es_result_t *results,
                          es_error_t *err) {
     int64_t deadline_ms = es_now_us() / 1000 + es_config_get_int(r->cfg, "execute.timeout.ms");
-    size_t sent = 0;
-    pthread_mutex_lock(&r->lock);
+    if (n > UINT32_MAX)
+        return es_fail(err, ES_EINVAL, "es_execute_batch: at most %u commands a call",
+                       (unsigned)UINT32_MAX);
     memset(results, 0, n * sizeof *results);
+    call c = {.n = n, .results = results, .pend = calloc(n ? n : 1, sizeof *c.pend)};
+    if (!c.pend)
+        return es_fail(err, ES_ENOMEM, "out of memory sending %zu commands", n);
+    pthread_mutex_lock(&r->lock);
     es_err e = ensure_handles(r, err);
-    if (e == ES_OK)
-        e = reserve_pending(r, n, err);
-    if (e == ES_OK)
-        e = send_all(r, cmds, n, results, &sent, err);
-    if (e == ES_OK && sent)
-        e = await_delivery(r, cmds, err);
-    if (e == ES_OK && sent)
-        e = await_replies(r, cmds, results, sent, deadline_ms, err);
-    if (e != ES_OK)
-        for (size_t i = 0; i < n; i++)
-            es_result_clear(&results[i]);
-    r->n_pend = 0;
-    if (r->by_id)
-        es_lru_clear(r->by_id);
+    if (e == ES_OK) {
+        c.serial = ++r->next_serial & 0xffffffffu;
+        c.next = r->calls;
+        r->calls = &c;
+        e = prepare_call(r, &c, cmds, err);
+    }
     pthread_mutex_unlock(&r->lock);
+    for (size_t i = 0; e == ES_OK && i < n; i++)
+        if (c.pend[i].command_id)
+            e = send_command(r, &c, i, &cmds[i], err);
+    if (e == ES_OK && c.left)
+        e = await_delivery(r, &c, cmds, err);
+    if (e == ES_OK && c.left)
+        e = await_replies(r, &c, cmds, deadline_ms, err);
+    pthread_mutex_lock(&r->lock);
+    finish_call(r, &c);
+    pthread_mutex_unlock(&r->lock);
+    for (size_t i = 0; i < n; i++) {
+        for (size_t k = 0; e == ES_OK && k < results[i].n_events; k++)
+            results[i].events[k]->partition = c.pend[i].partition;
+        if (e != ES_OK)
+            es_result_clear(&results[i]);
+    }
+    free(c.pend);
     return e;
 }

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "domain.h"
 #include "eskit/v1/snapshot.pb-c.h"
@@ -718,4 +719,147 @@ Test(kafka_processor, without_a_processor_execute_times_out) {
     cr_assert_lt(es_now_us() - t0, 10 * 1000000LL);
     cr_assert(strstr(err.message, "place-o-1"), "%s", err.message);
     cr_assert(strstr(err.message, "same command id"), "%s", err.message);
+}
+
+/* ---- many callers on one engine ----------------------------------------------------------- */
+
+#define CALLERS 4
+#define SINGLES 6
+#define BATCHED 6
+
+typedef struct caller_run {
+    int n;
+    es_err rc;
+    char why[600];
+    int shared_duplicate; /* the result of the command id every caller sends: a duplicate? */
+} caller_run;
+
+/* Fails the run with a message instead of asserting: Criterion asserts on the test's thread. */
+static int check_placed(caller_run *cr, const es_result_t *res, const char *id, const char *cid) {
+    if (res->outcome != ES_OUTCOME_ACCEPTED || res->n_events != 1 || res->version != 1 ||
+        strcmp(res->events[0]->aggregate_id, id) || strcmp(res->command_id, cid) ||
+        strcmp(res->events[0]->command_id, cid)) {
+        snprintf(cr->why, sizeof cr->why, "%s (%s): outcome %d, %zu events, version %llu", id, cid,
+                 (int)res->outcome, res->n_events, (unsigned long long)res->version);
+        return -1;
+    }
+    return 0;
+}
+
+static void *place_many(void *opaque) {
+    caller_run *cr = opaque;
+    char ids[SINGLES + BATCHED][32], cids[SINGLES + BATCHED][40];
+    Orders__V1__PlaceOrder msgs[SINGLES + BATCHED + 1];
+    es_command_t cmds[SINGLES + BATCHED];
+    es_result_t res[BATCHED];
+    es_error_t err = {0};
+    for (int i = 0; i < SINGLES + BATCHED; i++) {
+        snprintf(ids[i], sizeof ids[i], "o-%d-%d", cr->n, i);
+        snprintf(cids[i], sizeof cids[i], "place-%d-%d", cr->n, i);
+        cmds[i] = place(ids[i], cids[i], &msgs[i]);
+    }
+    for (int i = 0; i < SINGLES && cr->rc == ES_OK; i++) {
+        cr->rc = es_execute(caller, &cmds[i], &res[0], &err);
+        if (cr->rc == ES_OK && check_placed(cr, &res[0], ids[i], cids[i]))
+            cr->rc = ES_EIO;
+        else if (cr->rc != ES_OK)
+            snprintf(cr->why, sizeof cr->why, "%s", err.message);
+        es_result_clear(&res[0]);
+    }
+    if (cr->rc == ES_OK)
+        cr->rc = es_execute_batch(caller, &cmds[SINGLES], BATCHED, res, &err);
+    if (cr->rc != ES_OK && !cr->why[0])
+        snprintf(cr->why, sizeof cr->why, "%s", err.message);
+    for (int i = 0; cr->rc == ES_OK && i < BATCHED; i++)
+        if (check_placed(cr, &res[i], ids[SINGLES + i], cids[SINGLES + i]))
+            cr->rc = ES_EIO;
+    for (int i = 0; i < BATCHED; i++)
+        es_result_clear(&res[i]);
+    es_command_t shared = place("o-shared", "place-o-shared", &msgs[SINGLES + BATCHED]);
+    if (cr->rc == ES_OK) {
+        cr->rc = es_execute(caller, &shared, &res[0], &err);
+        if (cr->rc != ES_OK)
+            snprintf(cr->why, sizeof cr->why, "%s", err.message);
+        else if (check_placed(cr, &res[0], "o-shared", "place-o-shared"))
+            cr->rc = ES_EIO;
+        cr->shared_duplicate = res[0].duplicate;
+        es_result_clear(&res[0]);
+    }
+    return NULL;
+}
+
+Test(kafka_processor, callers_on_many_threads_share_one_engine_and_each_gets_its_own_replies) {
+    proc *pr = start_processor();
+    caller = new_engine();
+    pthread_t threads[CALLERS];
+    caller_run runs[CALLERS];
+    for (int t = 0; t < CALLERS; t++) {
+        runs[t] = (caller_run){.n = t};
+        cr_assert_eq(pthread_create(&threads[t], NULL, place_many, &runs[t]), 0);
+    }
+    int firsts = 0;
+    for (int t = 0; t < CALLERS; t++) {
+        cr_assert_eq(pthread_join(threads[t], NULL), 0);
+        cr_assert_eq(runs[t].rc, ES_OK, "caller %d: %s", t, runs[t].why);
+        firsts += !runs[t].shared_duplicate;
+    }
+    cr_assert_eq(firsts, 1, "the shared command id ran %d times", firsts);
+    stop_processor(pr);
+    records evs;
+    read_topic("orders.order.events", 1, &evs);
+    cr_assert_eq(evs.n, CALLERS * (SINGLES + BATCHED) + 1);
+    free_records(&evs);
+}
+
+/* A processor serving orders.order only: inventory.item's commands wait unanswered. */
+static proc *start_orders_processor(void) {
+    es_engine_t *e = NULL;
+    es_error_t err = {0};
+    cr_assert_eq(es_engine_new(cfg, &e, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(es_engine_register(e, &demo_order_def, NULL, &err), ES_OK, "%s", err.message);
+    return start_processor_on(e);
+}
+
+typedef struct restock_run {
+    atomic_int done;
+    es_err rc;
+    es_error_t err;
+} restock_run;
+
+static void *restock(void *opaque) {
+    restock_run *rr = opaque;
+    Inventory__V1__Restock msg = INVENTORY__V1__RESTOCK__INIT;
+    msg.quantity = 5;
+    es_command_t c = {.aggregate_type = "inventory.item",
+                      .aggregate_id = "sku-1",
+                      .message = &msg.base,
+                      .command_id = "restock-sku-1"};
+    es_result_t res;
+    rr->rc = es_execute(caller, &c, &res, &rr->err);
+    if (rr->rc == ES_OK)
+        es_result_clear(&res);
+    atomic_store(&rr->done, 1);
+    return NULL;
+}
+
+Test(kafka_processor, a_call_waiting_for_its_reply_does_not_hold_up_other_threads) {
+    proc *pr = start_orders_processor();
+    caller = new_engine();
+    restock_run rr = {0};
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, restock, &rr), 0);
+    records cmds = {0};
+    while (cmds.n == 0) { /* the restock is in Kafka: its call now waits for a reply */
+        usleep(20000);
+        read_topic("inventory.item.commands", 0, &cmds);
+    }
+    Orders__V1__PlaceOrder m;
+    es_command_t c = place("o-1", "place-o-1", &m);
+    accepted(&c, 1, "orders.v1.OrderPlaced");
+    cr_assert_not(atomic_load(&rr.done), "the restock's call ended before an owner served it");
+    stop_processor(pr);
+    pr = start_processor(); /* now inventory.item has an owner, which answers the restock */
+    cr_assert_eq(pthread_join(t, NULL), 0);
+    cr_assert_eq(rr.rc, ES_OK, "%s", rr.err.message);
+    stop_processor(pr);
 }
