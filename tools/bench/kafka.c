@@ -30,6 +30,7 @@
 
 #define PARTITIONS 6
 #define BATCH 2000
+#define CALLER_THREADS 8 /* callers sharing one engine, one command a call */
 /* The pipeline's topics: a prefix as long as "orders.order", so reply_to has the same length. */
 #define RR "bench.rrpipe"
 #define RR_POLL_MAX 500   /* records per worker batch, as the processor takes them */
@@ -627,8 +628,9 @@ out:
     return rc;
 }
 
-static int latency(es_engine_t *engine, size_t n, bench_lat_t *out) {
-    int64_t *ns = calloc(n, sizeof *ns);
+/* n es_execute calls one after another; *per_s: calls a second. */
+static int latency(es_engine_t *engine, size_t n, bench_lat_t *out, double *per_s) {
+    int64_t *ns = calloc(n, sizeof *ns), total = 0;
     double s;
     size_t events, bytes;
     int rc = ns ? 0 : -1;
@@ -638,11 +640,55 @@ static int latency(es_engine_t *engine, size_t n, bench_lat_t *out) {
         int64_t t0 = bench_now_ns();
         rc = place_orders(engine, prefix, 1, &s, &events, &bytes);
         ns[i] = bench_now_ns() - t0;
+        total += ns[i];
     }
     if (rc == 0)
         *out = bench_lat_summary(ns, n);
+    *per_s = rc == 0 && total > 0 ? (double)n / ((double)total / 1e9) : 0;
     free(ns);
     return rc;
+}
+
+typedef struct caller_thread {
+    es_engine_t *engine;
+    size_t first, n;
+    int rc;
+    pthread_t thread;
+} caller_thread;
+
+static void *caller_main(void *arg) {
+    caller_thread *c = arg;
+    for (size_t i = 0; c->rc == 0 && i < c->n; i++) {
+        char prefix[32];
+        double s;
+        size_t events, bytes;
+        snprintf(prefix, sizeof prefix, "mt-%zu", c->first + i);
+        c->rc = place_orders(c->engine, prefix, 1, &s, &events, &bytes);
+    }
+    return NULL;
+}
+
+/* The same single-command calls from CALLER_THREADS threads sharing the engine: calls a second. */
+static int threaded_calls(es_engine_t *engine, size_t n, double *per_s) {
+    caller_thread t[CALLER_THREADS];
+    size_t started = 0;
+    int rc = 0;
+    int64_t t0 = bench_now_ns();
+    for (; started < CALLER_THREADS; started++) {
+        t[started] = (caller_thread){
+            .engine = engine, .first = started * (n / CALLER_THREADS), .n = n / CALLER_THREADS};
+        if (pthread_create(&t[started].thread, NULL, caller_main, &t[started]))
+            break;
+    }
+    for (size_t i = 0; i < started; i++) {
+        pthread_join(t[i].thread, NULL);
+        rc |= t[i].rc;
+    }
+    double s = (double)(bench_now_ns() - t0) / 1e9;
+    *per_s = rc == 0 && started == CALLER_THREADS && s > 0
+                 ? (double)(CALLER_THREADS * (n / CALLER_THREADS)) / s
+                 : 0;
+    return started == CALLER_THREADS ? rc : -1;
 }
 
 /* The processor's own work without Kafka: the same commands, batches and snapshot policy on an
@@ -702,7 +748,9 @@ int bench_kafka(const char *dir, size_t n, kafka_figs_t *out) {
     }
     size_t lat_n = n / 50 ? n / 50 : 10;
     if (rc == 0)
-        rc = latency(caller, lat_n, &out->latency);
+        rc = latency(caller, lat_n, &out->latency, &out->calls_per_s);
+    if (rc == 0)
+        rc = threaded_calls(caller, lat_n, &out->threaded_calls_per_s);
     if (rc == 0)
         rc = raw_latency(&c, lat_n, out->mean_bytes, &out->raw_latency);
     es_engine_destroy(caller);

@@ -7,14 +7,16 @@
 #include "util.h"
 
 typedef struct kafka_figs {
-    size_t events;           /* events appended through es_execute_batch */
-    size_t mean_bytes;       /* mean envelope size */
-    double es_per_s;         /* es_execute_batch over Kafka, events/s */
-    double raw_per_s;        /* raw idempotent acks=all produce of as many same-size records */
-    double pipeline_per_s;   /* raw librdkafka request/reply over the same hops, events/s */
-    double local_per_s;      /* the same commands on an embedded engine set up as the state store */
-    bench_lat_t latency;     /* es_execute of one command, command to reply */
-    bench_lat_t raw_latency; /* one acknowledged produce of the same size */
+    size_t events;         /* events appended through es_execute_batch */
+    size_t mean_bytes;     /* mean envelope size */
+    double es_per_s;       /* es_execute_batch over Kafka, events/s */
+    double raw_per_s;      /* raw idempotent acks=all produce of as many same-size records */
+    double pipeline_per_s; /* raw librdkafka request/reply over the same hops, events/s */
+    double local_per_s;    /* the same commands on an embedded engine set up as the state store */
+    bench_lat_t latency;   /* es_execute of one command, command to reply */
+    double calls_per_s;    /* those es_execute calls, one after another */
+    double threaded_calls_per_s; /* the same calls from 8 threads sharing the engine */
+    bench_lat_t raw_latency;     /* one acknowledged produce of the same size */
 } kafka_figs_t;
 
 /* Runs n PlaceOrder commands through a processor on a 3-broker mock cluster. 0 or -1. */

@@ -442,6 +442,14 @@ static int fig_kafka(bench_t *b, size_t n) {
         s->f.base_unit = UNIT_USEC;
         s->f.goal_kind = GOAL_NONE;
     }
+    s = new_fig(b);
+    snprintf(s->name, sizeof s->name, "es_execute over Kafka, 8 threads, 1 command a call");
+    snprintf(s->base, sizeof s->base, "the same calls from one thread");
+    s->f.value = k.threaded_calls_per_s;
+    s->f.unit = UNIT_EVENTS_S;
+    s->f.base = k.calls_per_s;
+    s->f.base_unit = UNIT_EVENTS_S;
+    s->f.goal_kind = GOAL_NONE;
     add_note(b, "kafka: %zu events of %zu bytes (mean envelope) through a processor thread",
              k.events, k.mean_bytes);
     add_note(b,
