@@ -91,7 +91,10 @@ es_err es_engine_register(es_engine_t *engine, const es_aggregate_def *def, void
                           es_error_t *err);
 
 /* Executes one command. Returns ES_OK (accepted), ES_EREJECTED, ES_ECONFLICT or an
- * error; res (may be NULL) says the same and more. Caller frees res with es_result_clear. */
+ * error; res (may be NULL) says the same and more. Caller frees res with es_result_clear.
+ * Any number of threads may execute on one engine at once. Embedded, their transactions
+ * take turns on the store; on Kafka their commands are in flight together, each call
+ * waiting for its own replies. */
 es_err es_execute(es_engine_t *engine, const es_command_t *cmd, es_result_t *res, es_error_t *err);
 
 /* Executes n commands in order, in one transaction: all their events are durable
