@@ -115,6 +115,7 @@ static const key_spec keys[] = {
     {"readmodel.db", "eskit-read.db", check_nonempty},
     {"replay.batch.size", "20000", check_positive},
     {"saga.db", "eskit-saga.db", check_nonempty},
+    {"saga.retention.ms", "604800000", check_uint},
     {"service.name", "eskit", check_nonempty},
     {"snapshot.every", "1", check_uint},
     {"sqlite.busy.timeout.ms", "10000", check_uint},
@@ -155,7 +156,7 @@ static es_err check_key(const char *key, const char *value, es_error_t *err) {
             "unknown config key '%.64s'; known keys: backend, brokers, cache.aggregates, db, "
             "execute.timeout.ms, projector.{batch.size, crash.restarts, linger.ms, log.order, "
             "on.error, on.unknown, path, retries, retry.backoff.ms}, readmodel.db, "
-            "replay.batch.size, saga.db, service.name, snapshot.every, "
+            "replay.batch.size, saga.{db, retention.ms}, service.name, snapshot.every, "
             "sqlite.{busy.timeout.ms, synchronous}, state.db, topics.aggregates, "
             "topics.consumers, topics.partition.throughput, topics.throughput, "
             "kafka.<librdkafka property>",

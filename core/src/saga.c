@@ -191,6 +191,11 @@ enum {
     S_PUBLISHED,
     S_ACTIVE,
     S_COUNT_STATE,
+    S_ENDED_BEFORE,
+    S_DROP_TARGETS,
+    S_DROP_INSTANCE,
+    S_PRUNED_ADD,
+    S_PRUNED_GET,
     S_COUNT
 };
 
@@ -226,6 +231,15 @@ static const char *const SQL[S_COUNT] = {
     [S_ACTIVE] = "SELECT count(*) FROM es_saga_instances WHERE saga = ?1"
                  " AND state IN ('running', 'compensating')",
     [S_COUNT_STATE] = "SELECT count(*) FROM es_saga_instances WHERE saga = ?1 AND state = ?2",
+    [S_ENDED_BEFORE] = "SELECT i.id, i.state FROM es_saga_instances i WHERE i.saga = ?1"
+                       " AND i.state IN ('completed', 'aborted', 'failed') AND i.updated_at < ?2"
+                       " AND NOT EXISTS (SELECT 1 FROM es_saga_history h"
+                       " WHERE h.saga = i.saga AND h.id = i.id) LIMIT ?3",
+    [S_DROP_TARGETS] = "DELETE FROM es_saga_targets WHERE saga = ?1 AND id = ?2",
+    [S_DROP_INSTANCE] = "DELETE FROM es_saga_instances WHERE saga = ?1 AND id = ?2",
+    [S_PRUNED_ADD] = "INSERT INTO es_saga_pruned (saga, state, n) VALUES (?1, ?2, ?3)"
+                     " ON CONFLICT (saga, state) DO UPDATE SET n = n + excluded.n",
+    [S_PRUNED_GET] = "SELECT n FROM es_saga_pruned WHERE saga = ?1 AND state = ?2",
 };
 
 struct es_saga_coordinator {
@@ -243,6 +257,8 @@ struct es_saga_coordinator {
     rd_kafka_t *producer; /* Kafka: transitions go to "<saga>.saga.events" */
     int64_t retry_at_us;  /* the relay backs off after a failed delivery */
     size_t batch_size;    /* projector.batch.size: a full batch means the log has more */
+    int64_t retention_us; /* saga.retention.ms; 0: ended instances stay */
+    int64_t prune_at_us;  /* when pruning is next due */
     volatile sig_atomic_t stop;
     es_saga_stats_t stats;
 };
@@ -1332,8 +1348,10 @@ es_err es_saga_coordinator_new(const es_config_t *cfg, const es_saga_def *def, e
                : es_fail(err, ES_ENOMEM, "out of memory");
     if (e == ES_OK)
         e = make_topics(c, err);
-    if (e == ES_OK)
+    if (e == ES_OK) {
         c->batch_size = (size_t)strtoull(es_config_get(c->cfg, "projector.batch.size"), NULL, 10);
+        c->retention_us = es_config_get_int(c->cfg, "saga.retention.ms") * 1000;
+    }
     if (e == ES_OK) {
         c->pdef = (es_projector_def){.abi_version = ES_PROJECTOR_ABI,
                                      .name = c->pname,
@@ -1377,6 +1395,78 @@ void es_saga_coordinator_destroy(es_saga_coordinator_t *c) {
     free(c);
 }
 
+/* ---- retention ---------------------------------------------------------------------------- */
+
+#define PRUNE_CHUNK 1000          /* instances deleted per transaction */
+#define PRUNE_EVERY_US 60000000LL /* at most this often, unless the retention is shorter */
+
+typedef struct ended {
+    char id[ES_MAX_ID_LEN + 1];
+    char state[16];
+} ended;
+
+/* Deletes up to PRUNE_CHUNK instances (and their targets) that ended before now - retention
+ * and whose transitions are published, counting them by end state; *n: how many. */
+static es_err prune_chunk(es_saga_coordinator_t *c, int64_t now, size_t *n, es_error_t *err) {
+    ended *v = malloc(PRUNE_CHUNK * sizeof *v);
+    if (!v)
+        return es_fail(err, ES_ENOMEM, "out of memory pruning saga instances");
+    *n = 0;
+    es_err e = tx_begin(c, err);
+    sqlite3_stmt *s = stmt(c, S_ENDED_BEFORE);
+    sqlite3_bind_int64(s, 2, now - c->retention_us);
+    sqlite3_bind_int(s, 3, PRUNE_CHUNK);
+    int rc = SQLITE_DONE;
+    while (e == ES_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        copy_str(v[*n].id, sizeof v[0].id, sqlite3_column_text(s, 0));
+        copy_str(v[*n].state, sizeof v[0].state, sqlite3_column_text(s, 1));
+        ++*n;
+    }
+    sqlite3_reset(s);
+    if (e == ES_OK && rc != SQLITE_DONE)
+        e = db_fail(c, "finding ended instances", err);
+    static const char *const states[] = {ES_SAGA_COMPLETED, ES_SAGA_ABORTED, ES_SAGA_FAILED};
+    uint64_t per_state[3] = {0};
+    for (size_t i = 0; e == ES_OK && i < *n; i++) {
+        for (int k = 0; k < 3; k++)
+            per_state[k] += !strcmp(v[i].state, states[k]);
+        s = stmt(c, S_DROP_TARGETS);
+        sqlite3_bind_text(s, 2, v[i].id, -1, SQLITE_STATIC);
+        e = step_done(c, s, "deleting an ended instance's commands", err);
+        if (e == ES_OK) {
+            s = stmt(c, S_DROP_INSTANCE);
+            sqlite3_bind_text(s, 2, v[i].id, -1, SQLITE_STATIC);
+            e = step_done(c, s, "deleting an ended instance", err);
+        }
+    }
+    for (int k = 0; e == ES_OK && k < 3; k++) {
+        if (!per_state[k])
+            continue;
+        s = stmt(c, S_PRUNED_ADD);
+        sqlite3_bind_text(s, 2, states[k], -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 3, (sqlite3_int64)per_state[k]);
+        e = step_done(c, s, "counting pruned instances", err);
+    }
+    free(v);
+    e = tx_end(c, e, err);
+    if (e != ES_OK)
+        *n = 0;
+    return e;
+}
+
+/* Applies saga.retention.ms when due: a chunk per poll while there is more to delete. */
+static es_err prune(es_saga_coordinator_t *c, size_t *pruned, es_error_t *err) {
+    int64_t now = es_now_us();
+    *pruned = 0;
+    if (c->retention_us <= 0 || now < c->prune_at_us)
+        return ES_OK;
+    es_err e = prune_chunk(c, now, pruned, err);
+    if (e == ES_OK && *pruned < PRUNE_CHUNK)
+        c->prune_at_us =
+            now + (c->retention_us < PRUNE_EVERY_US ? c->retention_us : PRUNE_EVERY_US);
+    return e;
+}
+
 es_err es_saga_poll(es_saga_coordinator_t *c, int timeout_ms, size_t *progress, es_error_t *err) {
     size_t applied = 0, delivered = 0, fired = 0, published = 0;
     if (!c)
@@ -1399,8 +1489,11 @@ es_err es_saga_poll(es_saga_coordinator_t *c, int timeout_ms, size_t *progress, 
         e = fire_deadlines(c, &fired, err);
     if (e == ES_OK)
         e = publish(c, &published, err);
+    size_t pruned = 0;
+    if (e == ES_OK)
+        e = prune(c, &pruned, err);
     if (progress)
-        *progress = applied + delivered + fired + published;
+        *progress = applied + delivered + fired + published + pruned;
     return e;
 }
 
@@ -1440,12 +1533,17 @@ void es_saga_stop(es_saga_coordinator_t *c) {
     es_runner_stop(c->runner);
 }
 
-static uint64_t count_state(es_saga_coordinator_t *c, const char *state) {
-    sqlite3_stmt *s = stmt(c, S_COUNT_STATE);
+static uint64_t count_of(es_saga_coordinator_t *c, int k, const char *state) {
+    sqlite3_stmt *s = stmt(c, k);
     sqlite3_bind_text(s, 2, state, -1, SQLITE_STATIC);
     uint64_t n = sqlite3_step(s) == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(s, 0) : 0;
     sqlite3_reset(s);
     return n;
+}
+
+/* Instances in state: the ones in saga.db and the ones retention deleted. */
+static uint64_t count_state(es_saga_coordinator_t *c, const char *state) {
+    return count_of(c, S_COUNT_STATE, state) + count_of(c, S_PRUNED_GET, state);
 }
 
 void es_saga_stats(const es_saga_coordinator_t *cc, es_saga_stats_t *out) {
@@ -1454,6 +1552,9 @@ void es_saga_stats(const es_saga_coordinator_t *cc, es_saga_stats_t *out) {
     out->completed = count_state(c, ES_SAGA_COMPLETED);
     out->aborted = count_state(c, ES_SAGA_ABORTED);
     out->failed = count_state(c, ES_SAGA_FAILED);
+    out->pruned = count_of(c, S_PRUNED_GET, ES_SAGA_COMPLETED) +
+                  count_of(c, S_PRUNED_GET, ES_SAGA_ABORTED) +
+                  count_of(c, S_PRUNED_GET, ES_SAGA_FAILED);
     out->started = out->completed + out->aborted + out->failed + count_state(c, ES_SAGA_RUNNING) +
                    count_state(c, ES_SAGA_COMPENSATING);
 }

@@ -26,6 +26,8 @@
  *   status     'pending', 'done', 'failed'
  * es_saga_history: transitions not yet in "<saga>.saga.events" (an outbox: deleted once
  *            published; the log is the history).
+ * es_saga_pruned: per end state, how many instances saga.retention.ms deleted (with their
+ *            targets) once they had ended that long ago and their history was published.
  */
 #define ES_SAGA_SCHEMA                                                                             \
     "CREATE TABLE IF NOT EXISTS es_saga_instances ("                                               \
@@ -47,6 +49,11 @@
     "CREATE INDEX IF NOT EXISTS es_saga_targets_instance ON es_saga_targets (saga, id, step);"     \
     "CREATE INDEX IF NOT EXISTS es_saga_targets_outbox ON es_saga_targets (saga)"                  \
     " WHERE sent_at = 0;"                                                                          \
+    "CREATE INDEX IF NOT EXISTS es_saga_instances_ended ON es_saga_instances (saga, updated_at)"   \
+    " WHERE state IN ('completed', 'aborted', 'failed');"                                          \
+    "CREATE TABLE IF NOT EXISTS es_saga_pruned ("                                                  \
+    " saga TEXT NOT NULL, state TEXT NOT NULL, n INTEGER NOT NULL,"                                \
+    " PRIMARY KEY (saga, state)) WITHOUT ROWID;"                                                   \
     "CREATE TABLE IF NOT EXISTS es_saga_history ("                                                 \
     " saga TEXT NOT NULL, id TEXT NOT NULL, seq INTEGER NOT NULL,"                                 \
     " record BLOB NOT NULL," /* eskit.v1.SagaTransition */                                         \

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "backend.h"
 #include "domain.h"
@@ -147,8 +148,7 @@ static void state_is(const char *id, const char *want) {
     es_saga_info_t *list = NULL;
     size_t n = 0;
     es_error_t err = {0};
-    cr_assert_eq(es_saga_list(tb_config(b), SAGA, NULL, &list, &n, &err), ES_OK, "%s",
-                 err.message);
+    cr_assert_eq(es_saga_list(tb_config(b), SAGA, NULL, &list, &n, &err), ES_OK, "%s", err.message);
     const char *got = NULL;
     for (size_t i = 0; i < n; i++)
         if (!strcmp(list[i].id, id))
@@ -337,4 +337,57 @@ Test(sagas, a_redelivery_mid_step_completes_it_once) {
                           "step_completed,completed");
     stream_types("payments.payment", "o-mid", buf, sizeof buf);
     cr_assert_str_eq(buf, "PaymentAuthorized", "one authorization");
+}
+
+Test(sagas, ended_instances_are_pruned_after_the_retention_and_still_counted) {
+    char buf[2048];
+    es_error_t err = {0};
+    cr_assert_eq(es_config_set(tb_config(b), "saga.retention.ms", "300", &err), ES_OK, "%s",
+                 err.message);
+    restock("sku-g", 10);
+    place("o-done", "hana", "sku-g", 1, 1500);
+    place("o-held", "3ds-ivan", "sku-g", 1, 1500); /* 3-D Secure: its payment step waits */
+    start(60000);
+    es_saga_stats_t st = {0};
+    for (int i = 0; i < 3000 && st.pruned == 0; i++) {
+        cr_assert_eq(es_saga_poll(coord, 20, NULL, &err), ES_OK, "%s", err.message);
+        es_saga_stats(coord, &st);
+    }
+    cr_assert_eq(st.pruned, 1, "the completed instance is pruned");
+    cr_assert_eq(st.started, 2, "a pruned instance still counts as started");
+    cr_assert_eq(st.completed, 1, "and as completed");
+    es_saga_info_t *found = NULL;
+    size_t n = 1;
+    cr_assert_eq(es_saga_find(tb_config(b), SAGA, "o-done", &found, &n, &err), ES_OK, "%s",
+                 err.message);
+    cr_assert_eq(n, 0, "o-done is no longer in saga.db");
+    free(found);
+    state_is("o-held", "running"); /* as old, but not ended: kept */
+    kinds("o-done", buf, sizeof buf);
+    cr_assert_str_eq(buf,
+                     "started,command_sent,event_received,step_completed,command_sent,"
+                     "event_received,step_completed,command_sent,event_received,"
+                     "step_completed,completed",
+                     "its history stays in the log");
+    /* Retention 0 keeps ended instances: a new coordinator on the same saga.db prunes none. */
+    es_saga_coordinator_destroy(coord);
+    coord = NULL;
+    cr_assert_eq(es_config_set(tb_config(b), "saga.retention.ms", "0", &err), ES_OK, "%s",
+                 err.message);
+    place("o-kept", "jo", "sku-g", 1, 1500);
+    start(60000);
+    for (int i = 0; i < 3000 && st.completed < 2; i++) {
+        cr_assert_eq(es_saga_poll(coord, 20, NULL, &err), ES_OK, "%s", err.message);
+        es_saga_stats(coord, &st);
+    }
+    cr_assert_eq(st.completed, 2);
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do { /* until well past the 300 ms the first coordinator kept ended instances for */
+        cr_assert_eq(es_saga_poll(coord, 20, NULL, &err), ES_OK, "%s", err.message);
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    } while ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 < 900);
+    es_saga_stats(coord, &st);
+    cr_assert_eq(st.pruned, 1);
+    state_is("o-kept", "completed");
 }

@@ -184,7 +184,7 @@ Test(saga_query, list_refuses_an_unknown_state_naming_the_valid_ones) {
     es_config_destroy(cfg);
 }
 
-Test(saga_query, saga_db_is_a_config_key_with_a_default) {
+Test(saga_query, saga_keys_are_config_keys_with_defaults) {
     es_config_t *cfg = es_config_new();
     es_error_t err = {0};
     cr_expect_str_eq(es_config_get(cfg, "saga.db"), "eskit-saga.db");
@@ -192,8 +192,12 @@ Test(saga_query, saga_db_is_a_config_key_with_a_default) {
     cr_expect_eq(es_config_set(cfg, "saga.db", "s.db", &err), ES_OK, "%s", err.message);
     cr_expect_str_eq(es_config_get(cfg, "saga.db"), "s.db");
     cr_expect_eq(es_config_set(cfg, "saga.dbx", "s.db", &err), ES_EINVAL);
-    cr_expect_not_null(strstr(err.message, "saga.db,"), "%s", err.message);
+    cr_expect_not_null(strstr(err.message, "saga.{db, retention.ms}"), "%s", err.message);
     cr_expect_not_null(strstr(err.message, "kafka.<librdkafka property>"), "not cut: %s",
                        err.message);
+    cr_expect_str_eq(es_config_get(cfg, "saga.retention.ms"), "604800000", "7 days");
+    cr_expect_eq(es_config_set(cfg, "saga.retention.ms", "a week", &err), ES_EINVAL);
+    cr_expect_not_null(strstr(err.message, "saga.retention.ms"), "%s", err.message);
+    cr_expect_eq(es_config_set(cfg, "saga.retention.ms", "0", &err), ES_OK, "%s", err.message);
     es_config_destroy(cfg);
 }

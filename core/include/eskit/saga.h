@@ -31,6 +31,13 @@
  * "<saga>.saga", id = instance id, payload eskit.v1.SagaTransition), which is
  * what es_saga_history and `esctl sagas show` read.
  *
+ * Retention: an instance that ended more than saga.retention.ms ago (default 7
+ * days; 0 keeps them forever) is deleted from saga.db with the commands it sent,
+ * once its transitions are in the log; es_saga_history still reads them, and
+ * es_saga_stats keeps counting it. A start event seen again after that (a
+ * checkpoint moved back by hand) starts the instance again: its commands carry
+ * the same ids, so the aggregates answer them with their first results.
+ *
  * Events are matched to instances by causation: an event's command_id is the
  * id of the saga command that caused it. Duplicates, events of steps already
  * ended and events no instance waits for are recorded and otherwise ignored,
@@ -116,8 +123,10 @@ es_err es_saga_check(const es_saga_def *def, es_error_t *err);
 typedef struct es_saga_coordinator es_saga_coordinator_t;
 
 typedef struct es_saga_stats {
-    /* Instances in the saga database (all time, every coordinator that used it): */
+    /* Instances in the saga database (all time, every coordinator that used it; pruned ones
+     * included): */
     uint64_t started, completed, aborted, failed;
+    uint64_t pruned; /* ended instances deleted after saga.retention.ms (all time) */
     /* This coordinator's own work since es_saga_coordinator_new: */
     uint64_t commands_sent; /* outbox rows delivered (including redeliveries after a restart) */
     uint64_t timeouts;      /* steps whose deadline passed */
@@ -133,8 +142,9 @@ void es_saga_coordinator_destroy(es_saga_coordinator_t *c);
 
 /* One round: delivers the outbox, consumes a batch of events (waiting up to timeout_ms for
  * one), fires the deadlines that passed once it has caught up with the log (a step never
- * times out because the coordinator was away while its event arrived) and publishes
- * transitions.
+ * times out because the coordinator was away while its event arrived), publishes
+ * transitions and, at most once a minute (or once a retention period, when shorter), prunes
+ * ended instances past saga.retention.ms.
  * *progress (may be NULL) is how many events, deliveries, timeouts and published transitions
  * it handled: 0 with es_saga_active 0 means idle. */
 es_err es_saga_poll(es_saga_coordinator_t *c, int timeout_ms, size_t *progress, es_error_t *err);
