@@ -450,7 +450,9 @@ static int fig_kafka(bench_t *b, size_t n) {
     s->f.base = k.calls_per_s;
     s->f.base_unit = UNIT_EVENTS_S;
     s->f.goal_kind = GOAL_NONE;
-    add_note(b, "kafka: %zu events of %zu bytes (mean envelope) through a processor thread",
+    add_note(b,
+             "kafka: %zu events of %zu bytes (mean envelope) through a processor thread; the raw "
+             "produce baseline is the median of 5 runs",
              k.events, k.mean_bytes);
     add_note(b,
              "kafka: the pipeline: a caller produces the same CommandEnvelopes, 2,000 at a time, "
