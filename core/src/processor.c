@@ -14,6 +14,10 @@
  * imports the rest (with their command ids), and the redelivered commands are
  * answered as duplicates. A batch that fails is read again: its partitions are
  * marked for restore and the consumer seeks back to the batch's first record.
+ * That includes a batch whose events did not land right at the store's
+ * checkpoint: another writer (a zombie owner, the next owner after a
+ * rebalance) appended in between, and the store must import that before it
+ * decides anything more on the partition.
  *
  * Snapshots go to "<type>.snapshots" after the local commit, each naming the
  * events offset of the event it was taken at; restore imports the ones that
@@ -89,6 +93,7 @@ struct es_processor {
     int in_batch;
     produced *prod;
     size_t n_prod, cap_prod;
+    uint32_t prod_gen; /* tags each batch's events: a late report of an older batch is not ours */
     int32_t *cmd_part; /* commands partition of each executable command of the batch */
     atomic_int stop;
     struct {
@@ -643,8 +648,9 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t e,
 static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     (void)rk;
     es_processor_t *p = opaque;
-    size_t i = (size_t)(uintptr_t)m->_private;
-    if (i < p->n_prod) {
+    uint64_t tag = (uint64_t)(uintptr_t)m->_private; /* batch << 32 | index; side records: all 1s */
+    size_t i = (size_t)(tag & 0xffffffffu);
+    if (tag != UINT64_MAX && (uint32_t)(tag >> 32) == p->prod_gen && i < p->n_prod) {
         p->prod[i].done = 1;
         p->prod[i].err = m->err;
         p->prod[i].offset = m->offset;
@@ -749,13 +755,13 @@ static es_err produce_event(es_processor_t *p, size_t type, int32_t partition, c
     rd_kafka_header_add(h, "es-correlation-id", -1, ev->correlation_id ? ev->correlation_id : "",
                         -1);
     rd_kafka_resp_err_t ke;
-    while ((ke = rd_kafka_producev(p->producer, RD_KAFKA_V_TOPIC(topic),
-                                   RD_KAFKA_V_PARTITION(partition),
-                                   RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
-                                   RD_KAFKA_V_KEY(ev->aggregate_id, strlen(ev->aggregate_id)),
-                                   RD_KAFKA_V_VALUE(bytes, len), RD_KAFKA_V_HEADERS(h),
-                                   RD_KAFKA_V_OPAQUE((void *)(uintptr_t)i), RD_KAFKA_V_END)) ==
-           RD_KAFKA_RESP_ERR__QUEUE_FULL)
+    uintptr_t tag = (uintptr_t)((uint64_t)p->prod_gen << 32 | i); /* see dr_cb */
+    while ((ke = rd_kafka_producev(
+                p->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
+                RD_KAFKA_V_KEY(ev->aggregate_id, strlen(ev->aggregate_id)),
+                RD_KAFKA_V_VALUE(bytes, len), RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE((void *)tag),
+                RD_KAFKA_V_END)) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
         rd_kafka_poll(p->producer, 10);
     if (ke) {
         rd_kafka_headers_destroy(h);
@@ -766,6 +772,37 @@ static es_err produce_event(es_processor_t *p, size_t type, int32_t partition, c
         return kafka_fail(p, ke, err, what);
     }
     return ES_OK;
+}
+
+/*
+ * The batch was decided on the state store, which reflects its events partition up to the
+ * checkpoint (es_meta); the decisions hold only if nothing else was appended there since, so the
+ * batch's own events must be exactly the records [checkpoint, checkpoint + count). A record of
+ * another writer in between (a zombie, the next owner after a rebalance, or a failed batch's
+ * events delivered late) was never folded in; moving the checkpoint past it would leave it out
+ * of the store for good, and the store would then decide from a history the log does not have (a
+ * retried command executed again on an old state, or refused without its command id). The batch
+ * fails instead and is read again after a restore, which imports that record and this batch's
+ * own events with their command ids. Transactions put control records between batches, so the
+ * check does not apply to them.
+ */
+static es_err check_sole_writer(es_processor_t *p, es_log_t *log, size_t type, int32_t partition,
+                                int64_t lo, int64_t last, int64_t count, es_error_t *err) {
+    char key[TOPIC_MAX + 32], val[32];
+    int found = 0;
+    if (p->transactional)
+        return ES_OK;
+    offset_key(key, sizeof key, type_name(p, type), partition);
+    es_err e = es_log_sqlite_get_meta(log, key, val, sizeof val, &found, err);
+    int64_t next = found ? strtoll(val, NULL, 10) : 0;
+    if (e == ES_OK && (lo != next || last - lo + 1 != count))
+        e = es_fail(err, ES_ERETRY,
+                    "%s.events partition %d: the batch's %lld event(s) went to offsets "
+                    "%lld..%lld but the state store reflects the partition up to %lld: another "
+                    "writer appended in between; the batch is read again after a restore",
+                    type_name(p, type), (int)partition, (long long)count, (long long)lo,
+                    (long long)last, (long long)next);
+    return e;
 }
 
 /* Waits for every event's acknowledgement; records where each events partition now ends. */
@@ -803,8 +840,19 @@ static es_err await_events(es_processor_t *p, es_log_t *log, es_error_t *err) {
             ends[k].offset = pr->offset;
     }
     es_err e = ES_OK;
-    for (size_t k = 0; e == ES_OK && k < n_ends; k++)
-        e = save_next(log, type_name(p, ends[k].type), ends[k].partition, ends[k].offset + 1, err);
+    for (size_t k = 0; e == ES_OK && k < n_ends; k++) {
+        int64_t lo = ends[k].offset, count = 0;
+        for (size_t i = 0; i < p->n_prod; i++)
+            if (p->prod[i].type == ends[k].type && p->prod[i].partition == ends[k].partition) {
+                lo = p->prod[i].offset < lo ? p->prod[i].offset : lo;
+                count++;
+            }
+        e = check_sole_writer(p, log, ends[k].type, ends[k].partition, lo, ends[k].offset, count,
+                              err);
+        if (e == ES_OK)
+            e = save_next(log, type_name(p, ends[k].type), ends[k].partition, ends[k].offset + 1,
+                          err);
+    }
     free(ends);
     return e;
 }
@@ -870,6 +918,7 @@ static es_err produce_events(void *opaque, es_log_t *log, const es_command_t *cm
         if (res[i].outcome == ES_OUTCOME_ACCEPTED && !res[i].duplicate)
             total += res[i].n_events;
     p->n_prod = 0;
+    p->prod_gen++;
     es_err e = reserve_prod(p, total, err);
     if (e == ES_OK && p->transactional) {
         rd_kafka_error_t *ke = rd_kafka_begin_transaction(p->producer);
@@ -906,7 +955,7 @@ static rd_kafka_resp_err_t side_producev(es_processor_t *p, const char *topic, i
     return rd_kafka_producev(p->side, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
                              RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE(buf, len),
-                             RD_KAFKA_V_OPAQUE((void *)(uintptr_t)SIZE_MAX), RD_KAFKA_V_END);
+                             RD_KAFKA_V_OPAQUE((void *)(uintptr_t)UINT64_MAX), RD_KAFKA_V_END);
 }
 
 /* Best effort: a full queue (brokers away) is waited on for SIDE_FLUSH_MS, then the record is

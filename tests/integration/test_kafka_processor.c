@@ -635,6 +635,52 @@ static void produce_snapshot(const char *key, const char *id, uint64_t version,
     produce_raw("orders.order.snapshots", partition, key, buf, len);
 }
 
+/* Another writer (a zombie, or the next owner after a rebalance) appends to an events partition
+ * this processor still serves; the processor's next event on that partition lands after it. The
+ * state store must not skip that record: a command it answered is a duplicate here too. */
+Test(kafka_processor, another_writers_event_is_restored_before_the_partition_moves_on) {
+    proc *pr = start_processor();
+    Orders__V1__PlaceOrder m;
+    char ids[8][8], cid[96];
+    for (int i = 0; i < 8; i++) {
+        snprintf(ids[i], sizeof ids[i], "o-%d", i + 1);
+        snprintf(cid, sizeof cid, "place-%s", ids[i]);
+        es_command_t c = place(ids[i], cid, &m);
+        accepted(&c, 1, "orders.v1.OrderPlaced");
+    }
+    records cmds;
+    read_topic("orders.order.commands", 0, &cmds);
+    int32_t part = partition_of(&cmds, "o-1");
+    const char *other = NULL;
+    for (int i = 1; i < 8 && !other; i++)
+        if (partition_of(&cmds, ids[i]) == part)
+            other = ids[i];
+    free_records(&cmds);
+    cr_assert(other, "no second order in partition %d", (int)part);
+
+    produce_event("o-1", part, 2, "confirm-o-1"); /* the other writer confirms o-1 */
+    es_result_t res;
+    es_error_t err = {0};
+    es_command_t c = simple(other, &confirm_msg.base, "confirm-other");
+    cr_assert_eq(exec(&c, &res, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(res.version, 2);
+    es_result_clear(&res);
+
+    c = simple("o-1", &confirm_msg.base, "confirm-o-1");
+    cr_assert_eq(exec(&c, &res, &err), ES_OK, "%s", err.message);
+    cr_assert(res.duplicate, "the other writer's event is missing from the state store");
+    cr_assert_eq(res.version, 2);
+    es_result_clear(&res);
+    c = simple("o-1", &cancel_msg.base, "cancel-o-1");
+    rejected(&c, 2, "already confirmed");
+    read_topic("orders.order.events", 1, &cmds);
+    for (size_t i = 0; i < cmds.n; i++)
+        cr_assert(strcmp(cmds.r[i].key, "o-1") || cmds.r[i].ev->version <= 2,
+                  "o-1 got version %llu", (unsigned long long)cmds.r[i].ev->version);
+    free_records(&cmds);
+    stop_processor(pr);
+}
+
 Test(kafka_processor, malformed_or_unmatched_snapshots_are_skipped_by_restore) {
     proc *pr = start_processor();
     Orders__V1__PlaceOrder m1, m2;
