@@ -200,20 +200,29 @@ static void count_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) 
         ++*(size_t *)opaque;
 }
 
-/* Raw librdkafka: n records of len bytes, idempotent and acks=all, keyed like events. */
-static int raw_produce(const cluster *c, size_t n, size_t len, double *seconds) {
+/* A producer as eskit's events producer is set up (idempotent, acks=all, murmur2_random), with
+ * the given linger; *failed counts delivery reports with an error. */
+static rd_kafka_t *raw_producer(const cluster *c, const char *linger, size_t *failed) {
     char errstr[256];
-    size_t failed = 0;
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_conf_set_log_cb(conf, quiet);
     rd_kafka_conf_set(conf, "bootstrap.servers", c->bootstrap, errstr, sizeof errstr);
     rd_kafka_conf_set(conf, "enable.idempotence", "true", errstr, sizeof errstr);
     rd_kafka_conf_set(conf, "acks", "all", errstr, sizeof errstr);
     rd_kafka_conf_set(conf, "partitioner", "murmur2_random", errstr, sizeof errstr);
-    rd_kafka_conf_set(conf, "linger.ms", "2", errstr, sizeof errstr);
+    rd_kafka_conf_set(conf, "linger.ms", linger, errstr, sizeof errstr);
     rd_kafka_conf_set_dr_msg_cb(conf, count_dr);
-    rd_kafka_conf_set_opaque(conf, &failed);
+    rd_kafka_conf_set_opaque(conf, failed);
     rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+    if (!p)
+        rd_kafka_conf_destroy(conf);
+    return p;
+}
+
+/* Raw librdkafka: n records of len bytes, idempotent and acks=all, keyed like events. */
+static int raw_produce(const cluster *c, size_t n, size_t len, double *seconds) {
+    size_t failed = 0;
+    rd_kafka_t *p = raw_producer(c, "2", &failed);
     uint8_t *value = calloc(1, len ? len : 1);
     if (!p || !value) {
         free(value);
@@ -259,17 +268,8 @@ static int raw_median(const cluster *c, size_t n, size_t len, double *seconds) {
 
 /* One acknowledged produce at a time: the floor under a command's round trip. */
 static int raw_latency(const cluster *c, size_t n, size_t len, bench_lat_t *out) {
-    char errstr[256];
     size_t failed = 0;
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set_log_cb(conf, quiet);
-    rd_kafka_conf_set(conf, "bootstrap.servers", c->bootstrap, errstr, sizeof errstr);
-    rd_kafka_conf_set(conf, "enable.idempotence", "true", errstr, sizeof errstr);
-    rd_kafka_conf_set(conf, "acks", "all", errstr, sizeof errstr);
-    rd_kafka_conf_set(conf, "linger.ms", "0", errstr, sizeof errstr);
-    rd_kafka_conf_set_dr_msg_cb(conf, count_dr);
-    rd_kafka_conf_set_opaque(conf, &failed);
-    rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+    rd_kafka_t *p = raw_producer(c, "0", &failed);
     int64_t *ns = calloc(n, sizeof *ns);
     uint8_t *value = calloc(1, len ? len : 1);
     int rc = p && ns && value ? 0 : -1;

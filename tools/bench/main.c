@@ -101,6 +101,20 @@ static fig_slot_t *new_fig(bench_t *b) {
     return s;
 }
 
+/* A figure beside its baseline, both in unit, with no goal unless the caller sets one. */
+static fig_slot_t *add_fig(bench_t *b, const char *name, const char *base, double value,
+                           double base_value, report_unit unit) {
+    fig_slot_t *s = new_fig(b);
+    snprintf(s->name, sizeof s->name, "%s", name);
+    snprintf(s->base, sizeof s->base, "%s", base);
+    s->f.value = value;
+    s->f.unit = unit;
+    s->f.base = base_value;
+    s->f.base_unit = unit;
+    s->f.goal_kind = GOAL_NONE;
+    return s;
+}
+
 static void add_note(bench_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static void add_note(bench_t *b, const char *fmt, ...) {
@@ -404,52 +418,28 @@ static int fig_kafka(bench_t *b, size_t n) {
     progress("es_execute over Kafka (mock cluster, 3 brokers) beside raw librdkafka");
     if (bench_kafka(b->dir, n, &k) != 0)
         return -1;
-    fig_slot_t *s = new_fig(b);
-    snprintf(s->name, sizeof s->name, "es_execute_batch over Kafka, 2,000/batch, mock 3 brokers");
-    snprintf(s->base, sizeof s->base, "raw librdkafka produce, same bytes, idempotent acks=all");
-    s->f.value = k.es_per_s;
-    s->f.unit = UNIT_EVENTS_S;
-    s->f.base = k.raw_per_s;
-    s->f.base_unit = UNIT_EVENTS_S;
+    static const char batched[] = "es_execute_batch over Kafka, 2,000/batch, mock 3 brokers";
+    fig_slot_t *s = add_fig(b, batched, "raw librdkafka produce, same bytes, idempotent acks=all",
+                            k.es_per_s, k.raw_per_s, UNIT_EVENTS_S);
     s->f.goal_kind = GOAL_AT_LEAST;
     s->f.goal = GOAL_KAFKA;
-    s = new_fig(b); /* the same figure beside a baseline making the same hops */
-    snprintf(s->name, sizeof s->name, "es_execute_batch over Kafka, 2,000/batch, mock 3 brokers");
-    snprintf(s->base, sizeof s->base, "raw librdkafka request/reply pipeline, same hops, bytes");
-    s->f.value = k.es_per_s;
-    s->f.unit = UNIT_EVENTS_S;
-    s->f.base = k.pipeline_per_s;
-    s->f.base_unit = UNIT_EVENTS_S;
-    s->f.goal_kind = GOAL_NONE;
-    s = new_fig(b); /* beside the processor's own work, Kafka left out */
-    snprintf(s->name, sizeof s->name, "es_execute_batch over Kafka, 2,000/batch, mock 3 brokers");
-    snprintf(s->base, sizeof s->base, "the same commands embedded, as the state store runs them");
-    s->f.value = k.es_per_s;
-    s->f.unit = UNIT_EVENTS_S;
-    s->f.base = k.local_per_s;
-    s->f.base_unit = UNIT_EVENTS_S;
-    s->f.goal_kind = GOAL_NONE;
+    /* The same figure beside a baseline making the same hops, and beside the processor's own
+     * work with Kafka left out. */
+    add_fig(b, batched, "raw librdkafka request/reply pipeline, same hops, bytes", k.es_per_s,
+            k.pipeline_per_s, UNIT_EVENTS_S);
+    add_fig(b, batched, "the same commands embedded, as the state store runs them", k.es_per_s,
+            k.local_per_s, UNIT_EVENTS_S);
     const char *what[2] = {"p50", "p99"};
     double es[2] = {k.latency.p50_us, k.latency.p99_us};
     double raw[2] = {k.raw_latency.p50_us, k.raw_latency.p99_us};
     for (int i = 0; i < 2; i++) {
-        s = new_fig(b);
-        snprintf(s->name, sizeof s->name, "es_execute over Kafka, command to reply, %s", what[i]);
-        snprintf(s->base, sizeof s->base, "one acknowledged raw produce, %s", what[i]);
-        s->f.value = es[i];
-        s->f.unit = UNIT_USEC;
-        s->f.base = raw[i];
-        s->f.base_unit = UNIT_USEC;
-        s->f.goal_kind = GOAL_NONE;
+        char name[96], base[96];
+        snprintf(name, sizeof name, "es_execute over Kafka, command to reply, %s", what[i]);
+        snprintf(base, sizeof base, "one acknowledged raw produce, %s", what[i]);
+        add_fig(b, name, base, es[i], raw[i], UNIT_USEC);
     }
-    s = new_fig(b);
-    snprintf(s->name, sizeof s->name, "es_execute over Kafka, 8 threads, 1 command a call");
-    snprintf(s->base, sizeof s->base, "the same calls from one thread");
-    s->f.value = k.threaded_calls_per_s;
-    s->f.unit = UNIT_EVENTS_S;
-    s->f.base = k.calls_per_s;
-    s->f.base_unit = UNIT_EVENTS_S;
-    s->f.goal_kind = GOAL_NONE;
+    add_fig(b, "es_execute over Kafka, 8 threads, 1 command a call",
+            "the same calls from one thread", k.threaded_calls_per_s, k.calls_per_s, UNIT_EVENTS_S);
     add_note(b,
              "kafka: %zu events of %zu bytes (mean envelope) through a processor thread; the raw "
              "produce baseline is the median of 5 runs",
@@ -473,16 +463,12 @@ static int fig_saga(bench_t *b, size_t n) {
     progress("orders.fulfilment sagas beside the same commands executed directly");
     if (bench_saga(b->dir, n, &r) != 0)
         return -1;
-    fig_slot_t *s = new_fig(b);
-    snprintf(s->name, sizeof s->name, "saga orders.fulfilment, %s orders, 1 coordinator",
+    char name[96], base[96];
+    snprintf(name, sizeof name, "saga orders.fulfilment, %s orders, 1 coordinator",
              bench_fmt_count(c1, sizeof c1, (double)r.sagas));
-    snprintf(s->base, sizeof s->base, "same commands, es_execute_batch, %zu/batch, step by step",
+    snprintf(base, sizeof base, "same commands, es_execute_batch, %zu/batch, step by step",
              r.batch);
-    s->f.value = r.saga_per_s;
-    s->f.unit = UNIT_SAGAS_S;
-    s->f.base = r.direct_per_s;
-    s->f.base_unit = UNIT_SAGAS_S;
-    s->f.goal_kind = GOAL_NONE;
+    add_fig(b, name, base, r.saga_per_s, r.direct_per_s, UNIT_SAGAS_S);
     add_note(b,
              "saga: idle (no saga active, a poll did nothing) after %.2f s with %lld transitions "
              "not yet published; the figure includes publishing them",
