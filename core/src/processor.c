@@ -645,6 +645,8 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t e,
 
 /* ---- one batch -------------------------------------------------------------------------- */
 
+_Static_assert(sizeof(uintptr_t) >= 8, "delivery report tags pack two 32-bit numbers");
+
 static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     (void)rk;
     es_processor_t *p = opaque;

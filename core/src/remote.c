@@ -267,6 +267,8 @@ static es_err local_failure(es_result_t *res, es_err code, const char *reason) {
     return (res->reason = strdup(reason)) ? ES_OK : ES_ENOMEM;
 }
 
+_Static_assert(sizeof(uintptr_t) >= 8, "delivery report tags pack two 32-bit numbers");
+
 /* What a command's delivery report carries to find its pending again (if its call still waits). */
 static void *tag_of(const call *c, size_t i) {
     return (void *)(uintptr_t)(c->serial << 32 | (uint64_t)i);
