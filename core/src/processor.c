@@ -63,6 +63,13 @@ typedef struct produced {
     rd_kafka_resp_err_t err;
 } produced;
 
+/* Where the batch's events went in one events partition. */
+typedef struct span {
+    size_t type;
+    int32_t partition;
+    int64_t first, last, count;
+} span;
+
 /* One record of the batch. */
 typedef struct slot {
     rd_kafka_message_t *m;
@@ -788,22 +795,21 @@ static es_err produce_event(es_processor_t *p, size_t type, int32_t partition, c
  * own events with their command ids. Transactions put control records between batches, so the
  * check does not apply to them.
  */
-static es_err check_sole_writer(es_processor_t *p, es_log_t *log, size_t type, int32_t partition,
-                                int64_t lo, int64_t last, int64_t count, es_error_t *err) {
+static es_err check_sole_writer(es_processor_t *p, es_log_t *log, const span *sp, es_error_t *err) {
     char key[TOPIC_MAX + 32], val[32];
     int found = 0;
     if (p->transactional)
         return ES_OK;
-    offset_key(key, sizeof key, type_name(p, type), partition);
+    offset_key(key, sizeof key, type_name(p, sp->type), sp->partition);
     es_err e = es_log_sqlite_get_meta(log, key, val, sizeof val, &found, err);
     int64_t next = found ? strtoll(val, NULL, 10) : 0;
-    if (e == ES_OK && (lo != next || last - lo + 1 != count))
+    if (e == ES_OK && (sp->first != next || sp->last - sp->first + 1 != sp->count))
         e = es_fail(err, ES_ERETRY,
                     "%s.events partition %d: the batch's %lld event(s) went to offsets "
                     "%lld..%lld but the state store reflects the partition up to %lld: another "
                     "writer appended in between; the batch is read again after a restore",
-                    type_name(p, type), (int)partition, (long long)count, (long long)lo,
-                    (long long)last, (long long)next);
+                    type_name(p, sp->type), (int)sp->partition, (long long)sp->count,
+                    (long long)sp->first, (long long)sp->last, (long long)next);
     return e;
 }
 
@@ -825,37 +831,32 @@ static es_err await_events(es_processor_t *p, es_log_t *log, es_error_t *err) {
                  type_name(p, pr->type), (int)pr->partition);
         return kafka_fail(p, pr->done ? pr->err : RD_KAFKA_RESP_ERR__TIMED_OUT, err, what);
     }
-    /* Where each events partition now ends: a batch touches only the partitions it owns, so
-     * the list of distinct ones stays short. */
-    produced *ends = malloc((p->n_prod ? p->n_prod : 1) * sizeof *ends);
-    if (!ends)
+    /* The span of each events partition the batch wrote to: a batch touches only partitions it
+     * owns, so the list of distinct ones stays short. */
+    span *spans = malloc((p->n_prod ? p->n_prod : 1) * sizeof *spans);
+    if (!spans)
         return es_fail(err, ES_ENOMEM, "out of memory recording %zu events' offsets", p->n_prod);
-    size_t n_ends = 0;
+    size_t n_spans = 0;
     for (size_t i = 0; i < p->n_prod; i++) {
         const produced *pr = &p->prod[i];
         size_t k = 0;
-        while (k < n_ends && !(ends[k].type == pr->type && ends[k].partition == pr->partition))
+        while (k < n_spans && !(spans[k].type == pr->type && spans[k].partition == pr->partition))
             k++;
-        if (k == n_ends)
-            ends[n_ends++] = *pr;
-        else if (pr->offset > ends[k].offset)
-            ends[k].offset = pr->offset;
+        if (k == n_spans)
+            spans[n_spans++] = (span){pr->type, pr->partition, pr->offset, pr->offset, 0};
+        span *sp = &spans[k];
+        sp->first = pr->offset < sp->first ? pr->offset : sp->first;
+        sp->last = pr->offset > sp->last ? pr->offset : sp->last;
+        sp->count++;
     }
     es_err e = ES_OK;
-    for (size_t k = 0; e == ES_OK && k < n_ends; k++) {
-        int64_t lo = ends[k].offset, count = 0;
-        for (size_t i = 0; i < p->n_prod; i++)
-            if (p->prod[i].type == ends[k].type && p->prod[i].partition == ends[k].partition) {
-                lo = p->prod[i].offset < lo ? p->prod[i].offset : lo;
-                count++;
-            }
-        e = check_sole_writer(p, log, ends[k].type, ends[k].partition, lo, ends[k].offset, count,
-                              err);
+    for (size_t k = 0; e == ES_OK && k < n_spans; k++) {
+        e = check_sole_writer(p, log, &spans[k], err);
         if (e == ES_OK)
-            e = save_next(log, type_name(p, ends[k].type), ends[k].partition, ends[k].offset + 1,
+            e = save_next(log, type_name(p, spans[k].type), spans[k].partition, spans[k].last + 1,
                           err);
     }
-    free(ends);
+    free(spans);
     return e;
 }
 
