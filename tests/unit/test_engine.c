@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "domain.h"
+#include "engine_int.h"
 #include "testutil.h"
 
 static char *dir;
@@ -430,4 +431,49 @@ Test(engine, two_engines_on_one_file_always_decide_on_the_latest_state) {
         es_result_clear(&r);
     }
     es_engine_destroy(other);
+}
+
+static es_err failing_hook(void *opaque, es_log_t *log, const es_command_t *cmds,
+                           const es_result_t *res, size_t n, es_error_t *err) {
+    (void)opaque, (void)log, (void)cmds, (void)res, (void)n;
+    return es_fail(err, ES_EIO, "the hook failed");
+}
+
+/* Streams and command records a failed batch created are written with the batch, so they go
+ * with its rollback; the next batch creates them again, under ids that hold after reopening.
+ * (The command processor's batches fail this way when Kafka does not take their events.) */
+Test(engine, a_failed_batch_leaves_no_stream_or_command_id_and_a_retry_creates_them) {
+    Orders__V1__PlaceOrder m1, m2, m3;
+    es_command_t cmds[2] = {place("o-r1", "place-r1", &m1), place("o-r2", "place-r2", &m2)};
+    es_result_t res[2];
+    es_error_t err = {0};
+    cr_assert_eq(es_engine_execute_hooked(engine, cmds, 2, res, failing_hook, NULL, &err), ES_EIO);
+    for (int i = 0; i < 2; i++) {
+        uint64_t v = 9;
+        cr_assert_eq(es_store_stream_version(es_engine_store(engine), "orders.order",
+                                             cmds[i].aggregate_id, &v, NULL),
+                     ES_OK);
+        cr_assert_eq(v, 0, "%s was rolled back", cmds[i].aggregate_id);
+    }
+    cr_assert_eq(es_execute_batch(engine, cmds, 2, res, &err), ES_OK, "%s", err.message);
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(res[i].outcome, ES_OUTCOME_ACCEPTED);
+        cr_assert_not(res[i].duplicate, "no record of %s survived the rollback",
+                      cmds[i].command_id);
+        es_result_clear(&res[i]);
+    }
+    es_command_t more = place("o-r3", "place-r3", &m3);
+    cr_assert_eq(es_execute(engine, &more, NULL, &err), ES_OK, "%s", err.message);
+    es_engine_destroy(engine);
+    open_engine(NULL);
+    const char *ids[] = {"o-r1", "o-r2", "o-r3"};
+    for (int i = 0; i < 3; i++) {
+        seen s = stream_of(ids[i]);
+        cr_assert_eq(s.n, 1, "%s has its one event after reopening", ids[i]);
+        cr_assert_str_eq(s.types[0], "orders.v1.OrderPlaced");
+    }
+    cmds[0] = place("o-r1", "place-r1", &m1);
+    cr_assert_eq(es_execute(engine, &cmds[0], &res[0], &err), ES_OK, "%s", err.message);
+    cr_assert(res[0].duplicate, "the command id was recorded");
+    es_result_clear(&res[0]);
 }

@@ -40,7 +40,7 @@ enum {
     S_TYPE_NAME,
     S_TYPE_PUT,
     S_STREAM_GET,
-    S_STREAM_PUT,
+    S_STREAM_END,
     S_EVENT_LINK,
     S_EVENT_GET,
     S_LOG_READ,
@@ -67,7 +67,7 @@ static const char *const sql_text[S_COUNT] = {
     [S_STREAM_GET] =
         "SELECT s.id, COALESCE(h.version, 0), COALESCE(h.head, 0) FROM es_streams s "
         "LEFT JOIN es_heads h ON h.stream = s.id WHERE s.type_id = ?1 AND s.agg_id = ?2",
-    [S_STREAM_PUT] = "INSERT INTO es_streams(type_id, agg_id) VALUES (?1, ?2)",
+    [S_STREAM_END] = "SELECT COALESCE(MAX(id), 0) + 1 FROM es_streams",
     [S_EVENT_LINK] = "SELECT version, prev FROM es_events WHERE pos = ?1",
     [S_EVENT_GET] = "SELECT envelope FROM es_events WHERE pos = ?1",
     [S_LOG_READ] = "SELECT pos, type_id, envelope FROM es_events WHERE pos >= ?1 ORDER BY pos",
@@ -146,6 +146,13 @@ typedef struct multi_stmt {
 #define EVENT_COLS 5
 static const char put_events_sql[] =
     "INSERT INTO es_events(stream, version, prev, type_id, envelope) VALUES ";
+/* Command records of a transaction, written at its commit in command id order. */
+#define COMMAND_COLS 8
+static const char put_commands_sql[] = "INSERT INTO es_commands(id, type_id, agg_id, outcome, "
+                                       "first_version, last_version, version, reason) VALUES ";
+/* Streams created in a transaction, written with its events (ids checked as positions are). */
+#define STREAM_COLS 2
+static const char put_streams_sql[] = "INSERT INTO es_streams(type_id, agg_id) VALUES ";
 /* Upserts: a stream gets its head row with its first batch. */
 #define HEAD_COLS 3
 static const char put_heads_sql[] = "INSERT INTO es_heads(stream, version, head) VALUES ";
@@ -164,6 +171,23 @@ typedef struct queued_event {
     int64_t pos, stream, version, prev, type_id;
     size_t off, len; /* envelope bytes in sqlite_log.queued_bytes */
 } queued_event;
+
+/* A stream created in this transaction and not yet in es_streams. */
+typedef struct queued_stream {
+    struct stream_entry *entry; /* pinned until written */
+    int64_t type_id;
+    size_t off, len; /* aggregate id bytes in sqlite_log.queued_bytes */
+} queued_stream;
+
+/* A command record of this transaction, not yet in es_commands; its strings are NUL-terminated
+ * in sqlite_log.cmd_bytes (reason: -1 when it has none). */
+typedef struct queued_command {
+    size_t id, type, agg;
+    ptrdiff_t reason;
+    int64_t type_id;
+    int outcome;
+    uint64_t first_version, last_version, version;
+} queued_command;
 
 typedef struct type_entry {
     char *name;
@@ -189,11 +213,18 @@ typedef struct sqlite_log {
     struct stream_entry **dirty; /* entries to write at commit (pinned until then) */
     size_t n_dirty, cap_dirty;
     struct flush_key *order; /* dirty, sorted for the flush (cap_dirty of them) */
-    multi_stmt put_events, put_heads, put_snaps;
+    multi_stmt put_events, put_heads, put_snaps, put_streams, put_commands;
     queued_event *queued; /* written before anything reads es_events, and at commit */
     size_t n_queued, cap_queued;
     es_buf_t queued_bytes;
-    int64_t next_pos; /* position of the next appended event; 0: not read yet */
+    int64_t next_pos;           /* position of the next appended event; 0: not read yet */
+    queued_stream *new_streams; /* written before the queued events, which refer to them */
+    size_t n_new_streams, cap_new_streams;
+    int64_t next_stream;  /* id of the next created stream; 0: not read yet */
+    queued_command *cmds; /* written at commit; found by find_command before that */
+    size_t n_cmds, cap_cmds;
+    es_buf_t cmd_bytes;
+    es_lru_t *cmd_index; /* command id -> index + 1 into cmds */
 } sqlite_log;
 
 typedef struct stream_row {
@@ -205,6 +236,7 @@ typedef struct stream_row {
 typedef struct stream_entry {
     stream_row row;
     int head_dirty, snap_dirty;
+    int unwritten;       /* created in this transaction; its es_streams row is queued */
     es_snapshot_t *snap; /* pending snapshot (one allocation), written at commit */
     int64_t snap_type_id;
 } stream_entry;
@@ -215,9 +247,14 @@ static void free_entry(void *v) {
     free(e);
 }
 
+static int entry_dirty(const stream_entry *e) {
+    return e->head_dirty || e->snap_dirty;
+}
+
+/* Evicting an entry whose row is not written would lose the stream's id. */
 static int entry_pinned(const void *v) {
     const stream_entry *e = v;
-    return e->head_dirty || e->snap_dirty;
+    return entry_dirty(e) || e->unwritten;
 }
 
 static es_err sql_fail(sqlite_log *l, int rc, const char *what, es_error_t *err) {
@@ -304,19 +341,99 @@ static void bind_event(sqlite_log *l, sqlite3_stmt *s, int first, size_t i, cons
     sqlite3_bind_blob(s, first + 5, l->queued_bytes.data + q->off, (int)q->len, SQLITE_STATIC);
 }
 
+static void drop_commands(sqlite_log *l) {
+    l->n_cmds = 0;
+    l->cmd_bytes.len = 0;
+    es_lru_clear(l->cmd_index);
+}
+
 static void drop_queue(sqlite_log *l) {
+    drop_commands(l);
     l->n_queued = 0;
+    l->n_new_streams = 0;
     l->queued_bytes.len = 0;
     l->next_pos = 0;
+    l->next_stream = 0;
+}
+
+static void bind_stream(sqlite_log *l, sqlite3_stmt *s, int first, size_t i, const void *ctx) {
+    const queued_stream *q = (const queued_stream *)ctx + i;
+    sqlite3_bind_int64(s, first + 1, q->type_id);
+    sqlite3_bind_text(s, first + 2, (const char *)l->queued_bytes.data + q->off, (int)q->len,
+                      SQLITE_STATIC);
+}
+
+/* Writes the streams created in this transaction, with as few statements as the events; their
+ * ids were promised in order from MAX(id) + 1, which SQLite gives rows without one. */
+static es_err flush_streams(sqlite_log *l, es_error_t *err) {
+    if (!l->n_new_streams)
+        return ES_OK;
+    es_err e = put_rows(l, &l->put_streams, STREAM_COLS, l->n_new_streams, bind_stream,
+                        l->new_streams, "creating streams", err);
+    int64_t want = l->new_streams[l->n_new_streams - 1].entry->row.id;
+    int64_t got = sqlite3_last_insert_rowid(l->db);
+    if (e == ES_OK && got != want)
+        e = es_fail(err, ES_EIO,
+                    "creating streams in %s: the last one got id %lld, not %lld; was es_streams "
+                    "changed outside eskit?",
+                    l->path, (long long)got, (long long)want);
+    if (e == ES_OK) {
+        for (size_t i = 0; i < l->n_new_streams; i++)
+            l->new_streams[i].entry->unwritten = 0;
+        l->n_new_streams = 0;
+    }
+    return e;
 }
 
 /* Writes the queued events to es_events: at commit, and before anything in the transaction
  * reads es_events. */
-static es_err flush_queue(sqlite_log *l, es_error_t *err) {
-    if (!l->n_queued)
+static const char *cmd_str(const sqlite_log *l, size_t off) {
+    return (const char *)l->cmd_bytes.data + off;
+}
+
+static void bind_command(sqlite_log *l, sqlite3_stmt *s, int first, size_t i, const void *ctx) {
+    const queued_command *q = (const queued_command *)ctx + i;
+    sqlite3_bind_text(s, first + 1, cmd_str(l, q->id), -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, first + 2, q->type_id);
+    sqlite3_bind_text(s, first + 3, cmd_str(l, q->agg), -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, first + 4, q->outcome);
+    sqlite3_bind_int64(s, first + 5, (int64_t)q->first_version);
+    sqlite3_bind_int64(s, first + 6, (int64_t)q->last_version);
+    sqlite3_bind_int64(s, first + 7, (int64_t)q->version);
+    if (q->reason >= 0)
+        sqlite3_bind_text(s, first + 8, cmd_str(l, (size_t)q->reason), -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(s, first + 8);
+}
+
+static int by_command_id(const void *a, const void *b, void *ctx) {
+    const sqlite_log *l = ctx;
+    return strcmp(cmd_str(l, ((const queued_command *)a)->id),
+                  cmd_str(l, ((const queued_command *)b)->id));
+}
+
+/* Writes the transaction's command records, in id order: each insert then lands next to the
+ * one before it in es_commands' key order. */
+static es_err flush_commands(sqlite_log *l, es_error_t *err) {
+    if (!l->n_cmds)
         return ES_OK;
-    es_err e = put_rows(l, &l->put_events, EVENT_COLS, l->n_queued, bind_event, l->queued,
-                        "appending events", err);
+    qsort_r(l->cmds, l->n_cmds, sizeof *l->cmds, by_command_id, l);
+    es_err e = put_rows(l, &l->put_commands, COMMAND_COLS, l->n_cmds, bind_command, l->cmds,
+                        "recording command ids", err);
+    if (e == ES_OK)
+        drop_commands(l);
+    return e;
+}
+
+static es_err flush_queue(sqlite_log *l, es_error_t *err) {
+    es_err e = flush_streams(l, err);
+    if (e != ES_OK || !l->n_queued) {
+        if (e == ES_OK)
+            l->queued_bytes.len = 0;
+        return e;
+    }
+    e = put_rows(l, &l->put_events, EVENT_COLS, l->n_queued, bind_event, l->queued,
+                 "appending events", err);
     int64_t want = l->queued[l->n_queued - 1].pos, got = sqlite3_last_insert_rowid(l->db);
     if (e == ES_OK && got != want)
         e = es_fail(err, ES_EIO,
@@ -377,6 +494,8 @@ static void lg_rollback(es_log_t *base) {
     multi_reset(&l->put_events);
     multi_reset(&l->put_heads);
     multi_reset(&l->put_snaps);
+    multi_reset(&l->put_streams);
+    multi_reset(&l->put_commands);
     if (sqlite3_get_autocommit(l->db) == 0)
         exec_simple(l, S_ROLLBACK, "rolling back", NULL);
     l->in_tx = 0;
@@ -439,6 +558,8 @@ static es_err lg_commit(es_log_t *base, es_error_t *err) {
     if (rc == ES_OK)
         rc = flush_heads(l, err);
     if (rc == ES_OK)
+        rc = flush_commands(l, err);
+    if (rc == ES_OK)
         rc = exec_simple(l, S_COMMIT, "committing", err);
     if (rc != ES_OK) {
         lg_rollback(base);
@@ -454,13 +575,14 @@ static es_err lg_commit(es_log_t *base, es_error_t *err) {
     l->in_tx = 0;
     l->writing = 0;
     l->next_pos = 0; /* another connection may append before our next transaction */
+    l->next_stream = 0;
     l->last = NULL;
     es_lru_trim(l->streams);
     return ES_OK;
 }
 
 static es_err mark_dirty(sqlite_log *l, stream_entry *e, es_error_t *err) {
-    if (entry_pinned(e))
+    if (entry_dirty(e))
         return ES_OK; /* already listed */
     if (l->n_dirty == l->cap_dirty) {
         size_t cap = l->cap_dirty ? l->cap_dirty * 2 : 256;
@@ -580,18 +702,37 @@ static es_err select_stream(sqlite_log *l, int64_t tid, const char *id, stream_r
     return ES_OK;
 }
 
-static es_err insert_stream(sqlite_log *l, int64_t tid, const char *id, stream_row *row,
-                            es_error_t *err) {
-    sqlite3_stmt *s = stmt(l, S_STREAM_PUT);
-    sqlite3_bind_int64(s, 1, tid);
-    sqlite3_bind_text(s, 2, id, -1, SQLITE_STATIC);
-    es_err e = step_done(l, s, "creating a stream", err);
-    if (e == ES_OK)
-        *row = (stream_row){sqlite3_last_insert_rowid(l->db), 0, 0};
-    return e;
+/* Creates the stream of entry e in this transaction: its id now, its row with the events. */
+static es_err queue_stream(sqlite_log *l, int64_t tid, const char *id, size_t idlen,
+                           stream_entry *e, es_error_t *err) {
+    if (!l->next_stream) {
+        sqlite3_stmt *s = stmt(l, S_STREAM_END);
+        int rc = sqlite3_step(s);
+        l->next_stream = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+        sqlite3_reset(s);
+        if (rc != SQLITE_ROW)
+            return sql_fail(l, rc, "reading the next stream id", err);
+    }
+    if (l->n_new_streams == l->cap_new_streams) {
+        size_t cap = l->cap_new_streams ? l->cap_new_streams * 2 : 256;
+        queued_stream *q = realloc(l->new_streams, cap * sizeof *q);
+        if (!q)
+            return es_fail(err, ES_ENOMEM, "out of memory creating streams");
+        l->new_streams = q;
+        l->cap_new_streams = cap;
+    }
+    size_t off = l->queued_bytes.len;
+    if (es_buf_reserve(&l->queued_bytes, idlen) != ES_OK)
+        return es_fail(err, ES_ENOMEM, "out of memory creating streams");
+    memcpy(l->queued_bytes.data + off, id, idlen);
+    l->queued_bytes.len += idlen;
+    l->new_streams[l->n_new_streams++] = (queued_stream){e, tid, off, idlen};
+    e->row = (stream_row){l->next_stream++, 0, 0};
+    e->unwritten = 1;
+    return ES_OK;
 }
 
-/* The cached entry of a stream, loading (and with create, inserting) it when absent.
+/* The cached entry of a stream, loading (and with create, creating) it when absent.
  * Only inside a write transaction. */
 static es_err cached_stream(sqlite_log *l, int64_t tid, const char *id, int create,
                             stream_entry **out, es_error_t *err) {
@@ -615,7 +756,7 @@ static es_err cached_stream(sqlite_log *l, int64_t tid, const char *id, int crea
             return es_fail(err, ES_ENOMEM, "out of memory caching a stream");
     }
     if (e->row.id == 0 && create)
-        rc = insert_stream(l, tid, id, &e->row, err);
+        rc = queue_stream(l, tid, id, idlen, e, err);
     l->last = e;
     memcpy(l->last_key, key, klen);
     l->last_klen = klen;
@@ -638,10 +779,7 @@ static es_err find_stream(sqlite_log *l, const char *type, const char *id, int c
             *row = (*ent)->row;
         return e;
     }
-    e = select_stream(l, *tid, id, row, err);
-    if (e == ES_OK && row->id == 0 && create)
-        e = insert_stream(l, *tid, id, row, err);
-    return e;
+    return select_stream(l, *tid, id, row, err); /* creating needs the write transaction */
 }
 
 /* Opens a read (unless a transaction is open) and finds the stream; the caller ends the read
@@ -1000,6 +1138,25 @@ static char *keep(char **slot, const unsigned char *text) {
 static es_err lg_find_command(es_log_t *base, const char *command_id, es_command_record_t *rec,
                               es_error_t *err) {
     sqlite_log *l = (sqlite_log *)base;
+    size_t at =
+        l->n_cmds ? (size_t)(uintptr_t)es_lru_get(l->cmd_index, command_id, strlen(command_id)) : 0;
+    if (at) {
+        const queued_command *q = &l->cmds[at - 1];
+        memset(rec, 0, sizeof *rec);
+        rec->command_id = command_id;
+        rec->outcome = q->outcome;
+        rec->first_version = q->first_version;
+        rec->last_version = q->last_version;
+        rec->version = q->version;
+        rec->reason =
+            keep(&l->cmd_reason,
+                 q->reason >= 0 ? (const unsigned char *)cmd_str(l, (size_t)q->reason) : NULL);
+        rec->aggregate_type = keep(&l->cmd_type, (const unsigned char *)cmd_str(l, q->type));
+        rec->aggregate_id = keep(&l->cmd_agg, (const unsigned char *)cmd_str(l, q->agg));
+        return rec->aggregate_type && rec->aggregate_id
+                   ? ES_OK
+                   : es_fail(err, ES_ENOMEM, "out of memory reading a command record");
+    }
     sqlite3_stmt *s = stmt(l, S_CMD_GET);
     sqlite3_bind_text(s, 1, command_id, -1, SQLITE_STATIC);
     int rc = sqlite3_step(s);
@@ -1025,12 +1182,53 @@ static es_err lg_find_command(es_log_t *base, const char *command_id, es_command
     return e;
 }
 
+/* Copies s with its NUL into cmd_bytes; *off: where. */
+static int keep_cmd_str(sqlite_log *l, const char *s, size_t *off) {
+    size_t n = strlen(s) + 1;
+    if (es_buf_reserve(&l->cmd_bytes, n) != ES_OK)
+        return -1;
+    *off = l->cmd_bytes.len;
+    memcpy(l->cmd_bytes.data + *off, s, n);
+    l->cmd_bytes.len += n;
+    return 0;
+}
+
+/* Inside a write transaction: the record waits for the commit, findable by its id. */
+static es_err queue_command(sqlite_log *l, const es_command_record_t *rec, int64_t tid,
+                            es_error_t *err) {
+    if (l->n_cmds == l->cap_cmds) {
+        size_t cap = l->cap_cmds ? l->cap_cmds * 2 : 256;
+        queued_command *q = realloc(l->cmds, cap * sizeof *q);
+        if (!q)
+            return es_fail(err, ES_ENOMEM, "out of memory recording a command id");
+        l->cmds = q;
+        l->cap_cmds = cap;
+    }
+    queued_command *q = &l->cmds[l->n_cmds];
+    *q = (queued_command){
+        0, 0, 0, -1, tid, rec->outcome, rec->first_version, rec->last_version, rec->version};
+    size_t reason = 0;
+    if (keep_cmd_str(l, rec->command_id, &q->id) ||
+        keep_cmd_str(l, rec->aggregate_type, &q->type) ||
+        keep_cmd_str(l, rec->aggregate_id, &q->agg) ||
+        (rec->reason && keep_cmd_str(l, rec->reason, &reason)) ||
+        es_lru_put(l->cmd_index, rec->command_id, strlen(rec->command_id),
+                   (void *)(uintptr_t)(l->n_cmds + 1)) != 0)
+        return es_fail(err, ES_ENOMEM, "out of memory recording a command id");
+    if (rec->reason)
+        q->reason = (ptrdiff_t)reason;
+    l->n_cmds++;
+    return ES_OK;
+}
+
 static es_err lg_put_command(es_log_t *base, const es_command_record_t *rec, es_error_t *err) {
     sqlite_log *l = (sqlite_log *)base;
     int64_t tid;
     es_err e = type_id(l, rec->aggregate_type, 1, &tid, err);
     if (e != ES_OK)
         return e;
+    if (l->writing)
+        return queue_command(l, rec, tid, err);
     sqlite3_stmt *s = stmt(l, S_CMD_PUT);
     sqlite3_bind_text(s, 1, rec->command_id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(s, 2, tid);
@@ -1062,6 +1260,12 @@ static void lg_destroy(es_log_t *base) {
     multi_finalize(&l->put_events);
     multi_finalize(&l->put_heads);
     multi_finalize(&l->put_snaps);
+    multi_finalize(&l->put_streams);
+    multi_finalize(&l->put_commands);
+    free(l->cmds);
+    es_buf_free(&l->cmd_bytes);
+    es_lru_destroy(l->cmd_index);
+    free(l->new_streams);
     free(l->queued);
     es_buf_free(&l->queued_bytes);
     sqlite3_close(l->db);
@@ -1444,6 +1648,10 @@ static es_err setup(sqlite_log *l, es_error_t *err) {
         e = multi_prepare(l, put_heads_sql, HEAD_COLS, put_heads_tail, &l->put_heads, err);
     if (e == ES_OK)
         e = multi_prepare(l, put_snaps_sql, SNAP_COLS, put_snaps_tail, &l->put_snaps, err);
+    if (e == ES_OK)
+        e = multi_prepare(l, put_streams_sql, STREAM_COLS, "", &l->put_streams, err);
+    if (e == ES_OK)
+        e = multi_prepare(l, put_commands_sql, COMMAND_COLS, "", &l->put_commands, err);
     return e;
 }
 
@@ -1460,7 +1668,9 @@ es_err es_log_sqlite_open(const es_config_t *cfg, es_log_t **out, es_error_t *er
     l->data_version = -1;
     l->streams =
         es_lru_new((size_t)es_config_get_int(cfg, "cache.aggregates"), free_entry, entry_pinned);
-    if (!l->streams) {
+    l->cmd_index = l->streams ? es_lru_new(ES_LRU_UNBOUNDED, NULL, NULL) : NULL;
+    if (!l->cmd_index) {
+        es_lru_destroy(l->streams);
         free(l->path);
         free(l);
         return es_fail(err, ES_ENOMEM, "out of memory opening %s", path);
