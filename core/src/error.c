@@ -78,6 +78,17 @@ es_err es_buf_reserve(es_buf_t *b, size_t extra) {
     return ES_OK;
 }
 
+es_err es_buf_append(es_buf_t *b, const void *data, size_t len, size_t *off) {
+    if (es_buf_reserve(b, len) != ES_OK)
+        return ES_ENOMEM;
+    if (off)
+        *off = b->len;
+    if (len)
+        memcpy(b->data + b->len, data, len);
+    b->len += len;
+    return ES_OK;
+}
+
 void es_buf_free(es_buf_t *b) {
     free(b->data);
     b->data = NULL;

@@ -20,6 +20,8 @@ typedef struct es_buf {
     size_t len, cap;
 } es_buf_t;
 es_err es_buf_reserve(es_buf_t *b, size_t extra);
+/* Appends len bytes; *off (may be NULL) gets where they start. */
+es_err es_buf_append(es_buf_t *b, const void *data, size_t len, size_t *off);
 void es_buf_free(es_buf_t *b);
 
 /* es_uuid7 for a clock reading the caller already has (es_now_us()): reading the clock was

@@ -335,13 +335,10 @@ static int measure_latency(run_lat_t *el, raw_lat_t *rl, size_t warm, size_t n, 
 }
 
 static void add_latency_fig(bench_t *b, const char *what, double es, double raw, bool goal) {
-    fig_slot_t *s = new_fig(b);
-    snprintf(s->name, sizeof s->name, "es_execute latency %s, one Restock per call", what);
-    snprintf(s->base, sizeof s->base, "raw BEGIN; INSERT same bytes; COMMIT (fsync'd), %s", what);
-    s->f.value = es;
-    s->f.unit = UNIT_USEC;
-    s->f.base = raw;
-    s->f.base_unit = UNIT_USEC;
+    char name[96], base[96];
+    snprintf(name, sizeof name, "es_execute latency %s, one Restock per call", what);
+    snprintf(base, sizeof base, "raw BEGIN; INSERT same bytes; COMMIT (fsync'd), %s", what);
+    fig_slot_t *s = add_fig(b, name, base, es, raw, UNIT_USEC);
     s->f.goal_kind = goal ? GOAL_AT_MOST : GOAL_NONE;
     s->f.goal = GOAL_LATENCY;
 }

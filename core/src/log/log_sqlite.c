@@ -314,6 +314,21 @@ static void multi_reset(multi_stmt *m) {
         sqlite3_reset(m->st[k]);
 }
 
+/* Room for need items of size bytes in *items (capacity *cap, doubled from 256 as needed). */
+static int reserve_items(void *items, size_t *cap, size_t need, size_t size) {
+    if (need <= *cap)
+        return 0;
+    size_t c = *cap ? *cap : 256;
+    while (c < need)
+        c *= 2;
+    void *grown = realloc(*(void **)items, c * size);
+    if (!grown)
+        return -1;
+    *(void **)items = grown;
+    *cap = c;
+    return 0;
+}
+
 /* Binds row i of a multi-row write to the parameters from first + 1 on. */
 typedef void bind_row_fn(sqlite_log *l, sqlite3_stmt *s, int first, size_t i, const void *ctx);
 
@@ -329,6 +344,21 @@ static es_err put_rows(sqlite_log *l, multi_stmt *m, int cols, size_t n, bind_ro
             e = step_done(l, m->st[k], what, err);
         }
     }
+    return e;
+}
+
+/* put_rows for rows whose rowids were promised in order from MAX(rowid) + 1 (what SQLite gives
+ * a row without one): the last row must have got want. */
+static es_err put_promised_rows(sqlite_log *l, multi_stmt *m, int cols, size_t n, bind_row_fn *bind,
+                                const void *ctx, int64_t want, const char *what, const char *table,
+                                es_error_t *err) {
+    es_err e = put_rows(l, m, cols, n, bind, ctx, what, err);
+    int64_t got = sqlite3_last_insert_rowid(l->db);
+    if (e == ES_OK && got != want)
+        e = es_fail(err, ES_EIO,
+                    "%s in %s: the last row went to rowid %lld, not %lld; was %s changed outside "
+                    "eskit?",
+                    what, l->path, (long long)got, (long long)want, table);
     return e;
 }
 
@@ -368,15 +398,9 @@ static void bind_stream(sqlite_log *l, sqlite3_stmt *s, int first, size_t i, con
 static es_err flush_streams(sqlite_log *l, es_error_t *err) {
     if (!l->n_new_streams)
         return ES_OK;
-    es_err e = put_rows(l, &l->put_streams, STREAM_COLS, l->n_new_streams, bind_stream,
-                        l->new_streams, "creating streams", err);
-    int64_t want = l->new_streams[l->n_new_streams - 1].entry->row.id;
-    int64_t got = sqlite3_last_insert_rowid(l->db);
-    if (e == ES_OK && got != want)
-        e = es_fail(err, ES_EIO,
-                    "creating streams in %s: the last one got id %lld, not %lld; was es_streams "
-                    "changed outside eskit?",
-                    l->path, (long long)got, (long long)want);
+    es_err e = put_promised_rows(l, &l->put_streams, STREAM_COLS, l->n_new_streams, bind_stream,
+                                 l->new_streams, l->new_streams[l->n_new_streams - 1].entry->row.id,
+                                 "creating streams", "es_streams", err);
     if (e == ES_OK) {
         for (size_t i = 0; i < l->n_new_streams; i++)
             l->new_streams[i].entry->unwritten = 0;
@@ -432,14 +456,8 @@ static es_err flush_queue(sqlite_log *l, es_error_t *err) {
             l->queued_bytes.len = 0;
         return e;
     }
-    e = put_rows(l, &l->put_events, EVENT_COLS, l->n_queued, bind_event, l->queued,
-                 "appending events", err);
-    int64_t want = l->queued[l->n_queued - 1].pos, got = sqlite3_last_insert_rowid(l->db);
-    if (e == ES_OK && got != want)
-        e = es_fail(err, ES_EIO,
-                    "appending events to %s: the last one went to position %lld, not %lld; "
-                    "was es_events changed outside eskit?",
-                    l->path, (long long)got, (long long)want);
+    e = put_promised_rows(l, &l->put_events, EVENT_COLS, l->n_queued, bind_event, l->queued,
+                          l->queued[l->n_queued - 1].pos, "appending events", "es_events", err);
     if (e == ES_OK) {
         l->n_queued = 0;
         l->queued_bytes.len = 0;
@@ -713,19 +731,11 @@ static es_err queue_stream(sqlite_log *l, int64_t tid, const char *id, size_t id
         if (rc != SQLITE_ROW)
             return sql_fail(l, rc, "reading the next stream id", err);
     }
-    if (l->n_new_streams == l->cap_new_streams) {
-        size_t cap = l->cap_new_streams ? l->cap_new_streams * 2 : 256;
-        queued_stream *q = realloc(l->new_streams, cap * sizeof *q);
-        if (!q)
-            return es_fail(err, ES_ENOMEM, "out of memory creating streams");
-        l->new_streams = q;
-        l->cap_new_streams = cap;
-    }
-    size_t off = l->queued_bytes.len;
-    if (es_buf_reserve(&l->queued_bytes, idlen) != ES_OK)
+    size_t off = 0;
+    if (reserve_items(&l->new_streams, &l->cap_new_streams, l->n_new_streams + 1,
+                      sizeof *l->new_streams) ||
+        es_buf_append(&l->queued_bytes, id, idlen, &off) != ES_OK)
         return es_fail(err, ES_ENOMEM, "out of memory creating streams");
-    memcpy(l->queued_bytes.data + off, id, idlen);
-    l->queued_bytes.len += idlen;
     l->new_streams[l->n_new_streams++] = (queued_stream){e, tid, off, idlen};
     e->row = (stream_row){l->next_stream++, 0, 0};
     e->unwritten = 1;
@@ -827,17 +837,8 @@ static es_err reserve_queue(sqlite_log *l, const es_log_record_t *recs, size_t n
     size_t bytes = 0;
     for (size_t i = 0; i < n; i++)
         bytes += recs[i].len;
-    if (l->n_queued + n > l->cap_queued) {
-        size_t cap = l->cap_queued ? l->cap_queued : 256;
-        while (cap < l->n_queued + n)
-            cap *= 2;
-        queued_event *q = realloc(l->queued, cap * sizeof *q);
-        if (!q)
-            return es_fail(err, ES_ENOMEM, "out of memory queueing %zu events", n);
-        l->queued = q;
-        l->cap_queued = cap;
-    }
-    if (es_buf_reserve(&l->queued_bytes, bytes) != ES_OK)
+    if (reserve_items(&l->queued, &l->cap_queued, l->n_queued + n, sizeof *l->queued) ||
+        es_buf_reserve(&l->queued_bytes, bytes) != ES_OK)
         return es_fail(err, ES_ENOMEM, "out of memory queueing %zu events", n);
     return l->next_pos ? ES_OK : read_end_offset(l, &l->next_pos, err);
 }
@@ -1184,26 +1185,14 @@ static es_err lg_find_command(es_log_t *base, const char *command_id, es_command
 
 /* Copies s with its NUL into cmd_bytes; *off: where. */
 static int keep_cmd_str(sqlite_log *l, const char *s, size_t *off) {
-    size_t n = strlen(s) + 1;
-    if (es_buf_reserve(&l->cmd_bytes, n) != ES_OK)
-        return -1;
-    *off = l->cmd_bytes.len;
-    memcpy(l->cmd_bytes.data + *off, s, n);
-    l->cmd_bytes.len += n;
-    return 0;
+    return es_buf_append(&l->cmd_bytes, s, strlen(s) + 1, off) == ES_OK ? 0 : -1;
 }
 
 /* Inside a write transaction: the record waits for the commit, findable by its id. */
 static es_err queue_command(sqlite_log *l, const es_command_record_t *rec, int64_t tid,
                             es_error_t *err) {
-    if (l->n_cmds == l->cap_cmds) {
-        size_t cap = l->cap_cmds ? l->cap_cmds * 2 : 256;
-        queued_command *q = realloc(l->cmds, cap * sizeof *q);
-        if (!q)
-            return es_fail(err, ES_ENOMEM, "out of memory recording a command id");
-        l->cmds = q;
-        l->cap_cmds = cap;
-    }
+    if (reserve_items(&l->cmds, &l->cap_cmds, l->n_cmds + 1, sizeof *l->cmds))
+        return es_fail(err, ES_ENOMEM, "out of memory recording a command id");
     queued_command *q = &l->cmds[l->n_cmds];
     *q = (queued_command){
         0, 0, 0, -1, tid, rec->outcome, rec->first_version, rec->last_version, rec->version};
