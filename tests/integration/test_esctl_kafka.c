@@ -328,6 +328,25 @@ Test(esctl_kafka, apply_finds_planned_topics_ok_and_says_the_mock_cannot_create_
     stop_broker(&b, SIGTERM);
 }
 
+/* The README writes the verb's options first: "esctl --brokers host:9092 topics apply". */
+Test(esctl_kafka, options_of_the_command_work_before_the_command_as_the_readme_writes_them) {
+    broker b = BROKER("--plan", "orders.order", "--partitions", "3");
+    run_result r = ESCTL("--brokers", b.address, "topics", "apply", "orders.order");
+    cr_assert_eq(r.status, 1, "stdout: %s stderr: %s", r.out, r.err);
+    cr_assert(strstr(r.out, "drift   orders.order.events: partitions 3, planned 1"), "%s", r.out);
+    run_free(&r);
+    r = ESCTL("--json", "--brokers", "1", "topics", "plan", "orders.order");
+    cr_assert_eq(r.status, 0, "stderr: %s", r.err);
+    cr_assert(strstr(r.out, "\"topic\": \"orders.order.snapshots\""), "%s", r.out);
+    run_free(&r);
+    /* An option of another verb is still refused, naming the verb. */
+    r = ESCTL("--brokers", b.address, "lag");
+    cr_assert_eq(r.status, 2);
+    cr_assert(strstr(r.err, "unknown option '--brokers' for 'lag'"), "%s", r.err);
+    run_free(&r);
+    stop_broker(&b, SIGTERM);
+}
+
 Test(esctl_kafka, apply_reports_drift_and_changes_nothing) {
     broker b = BROKER("--plan", "orders.order", "--partitions", "3");
     run_result r = ESCTL("topics", "apply", "--brokers", b.address, "orders.order");

@@ -30,7 +30,7 @@ static const char main_help[] =
     "  dev-broker                     run librdkafka's mock Kafka cluster for development\n"
     "  help [command]                 show help for esctl or a command\n"
     "\n"
-    "Global options (accepted before or after the command):\n"
+    "Global options (accepted before or after the command; so are a command's own):\n"
     "  --db FILE         SQLite store to read (overrides ESKIT_DB and eskit.conf)\n"
     "  --readmodel FILE  read-model database of the projectors (overrides\n"
     "                    ESKIT_READMODEL_DB and readmodel.db in eskit.conf;\n"
@@ -259,26 +259,54 @@ static int parse_opt(options *o, int argc, char **argv, int *i) {
     return apply_opt(o, s, value);
 }
 
+/* Whether arg names an option that takes a value, for whatever verb it belongs to. */
+static bool takes_value(const char *arg) {
+    if (arg[1] != '-' || strchr(arg, '='))
+        return false;
+    for (size_t i = 0; i < sizeof(opt_specs) / sizeof(opt_specs[0]); i++)
+        if (!strcmp(arg + 2, opt_specs[i].name))
+            return opt_specs[i].takes_value;
+    return false;
+}
+
+/* Finds the verb first, so that a verb's options also work before it
+ * ("esctl --brokers host:9092 topics apply"); returns its index, 0 when there is none. Unknown
+ * verbs are left for parse_args to report. */
+static int find_verb_first(options *o, int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--")) {
+            i++;
+        } else if (argv[i][0] == '-' && argv[i][1] != '\0') {
+            i += takes_value(argv[i]);
+            continue;
+        }
+        const verb_spec *v = i < argc ? find_verb(argv[i]) : NULL;
+        if (!v)
+            return 0;
+        o->verb = argv[i];
+        o->verb_id = v->id;
+        return i;
+    }
+    return 0;
+}
+
 /* o->pos must have room for argc entries. */
 static int parse_args(options *o, int argc, char **argv) {
     bool only_positional = false;
+    int verb_at = find_verb_first(o, argc, argv);
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
-        if (!only_positional && strcmp(arg, "--") == 0) {
+        if (i == verb_at) {
+            continue;
+        } else if (!only_positional && strcmp(arg, "--") == 0) {
             only_positional = true;
         } else if (!only_positional && arg[0] == '-' && arg[1] != '\0') {
             int rc = parse_opt(o, argc, argv, &i);
             if (rc != EXIT_OK)
                 return rc;
         } else if (!o->verb) {
-            /* Checked now: options after an unknown verb would blame the wrong thing. */
-            const verb_spec *v = find_verb(arg);
-            if (!v) {
-                say("unknown command '%s'; run 'esctl --help'", arg);
-                return EXIT_USAGE;
-            }
-            o->verb = arg;
-            o->verb_id = v->id;
+            say("unknown command '%s'; run 'esctl --help'", arg);
+            return EXIT_USAGE;
         } else {
             o->pos[o->n_pos++] = arg;
         }
