@@ -14,10 +14,13 @@
  *
  * Embedded (the default): one process, the saga coordinator runs in it until
  * no saga is active. The database comes from --db, else the usual config
- * sources (ESKIT_DB, eskit.conf), else ./order_saga_demo.db, which is
+ * sources (ESKIT_DB, eskit.conf), else ./order_saga_demo/events.db, which is
  * recreated on every run. The read model and the saga database come from
  * --readmodel and --saga-db, else readmodel.db and saga.db of the config
- * sources, else the database's path with ".read.db" and ".saga.db" appended.
+ * sources, else read.db and saga.db beside the default database, or the
+ * given database's path with ".read.db" and ".saga.db" appended. A run's
+ * files (and the side files of its read models) stay in one directory, and
+ * the demo ends with the esctl commands that inspect them.
  *
  * Kafka (--brokers, or brokers in the config sources): the same story with
  * the services as processes of their own (tools/demo-kafka.sh starts them):
@@ -26,8 +29,8 @@
  * --saga is the saga coordinator with its database at --saga-db; both run
  * until SIGTERM or SIGINT (services.h). Without either, the process is the
  * driver: it places the orders through the brokers and waits until the log
- * shows every saga ended. Files not given default to order_saga_kafka.read.db,
- * order_saga_kafka.saga.db and order_saga_kafka.<TYPE>.state.db.
+ * shows every saga ended. Files not given default to read.db, saga.db and
+ * <TYPE>.state.db in ./order_saga_kafka/.
  *
  * The read model (embedded: and the saga database) is recreated when the log
  * is empty when the demo starts (what it holds is left over from another log).
@@ -41,14 +44,18 @@
 #include "customer_orders.h"
 #include "order_summary.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
-#define DEFAULT_DB "order_saga_demo.db"
-#define KAFKA_FILES "order_saga_kafka" /* what the Kafka roles' files are named after */
+#define DEMO_DIR "order_saga_demo"   /* the embedded run's files, when no path is given */
+#define KAFKA_DIR "order_saga_kafka" /* the Kafka roles' files, when no path is given */
 #define MAX_LINES 3
 #define N_ORDERS 6
 #define N_SKUS 6
@@ -174,20 +181,34 @@ struct args {
     bool saga;
 };
 
+/* The directory a run's files go to when none is given; made when missing. */
+static es_err make_dir(const char *dir, es_error_t *err) {
+    struct stat st;
+    if (mkdir(dir, 0755) == 0 || (errno == EEXIST && stat(dir, &st) == 0 && S_ISDIR(st.st_mode)))
+        return ES_OK;
+    return es_fail(err, ES_EIO, "cannot use ./%s for the demo's files: %s; give --db FILE", dir,
+                   errno == EEXIST ? "it is not a directory" : strerror(errno));
+}
+
 static es_err embedded_config(es_config_t *cfg, const struct args *a, es_error_t *err) {
     bool owned = !a->db && !configured(cfg, "db"); /* then the demo recreates it */
     es_err rc = ES_OK;
     if (a->db)
         rc = es_config_set(cfg, "db", a->db, err);
-    if (rc == ES_OK && owned) {
-        remove_db(DEFAULT_DB);
-        rc = es_config_set(cfg, "db", DEFAULT_DB, err);
+    if (rc == ES_OK && owned && (rc = make_dir(DEMO_DIR, err)) == ES_OK) {
+        remove_db(DEMO_DIR "/events.db");
+        rc = es_config_set(cfg, "db", DEMO_DIR "/events.db", err);
     }
-    const char *db = es_config_get(cfg, "db");
+    /* Beside the demo's own database in its directory, else named after the given one. */
+    const char *base = owned ? DEMO_DIR "/" : es_config_get(cfg, "db");
+    const char *dot = owned ? "" : ".";
+    char read_suffix[16], saga_suffix[16];
+    snprintf(read_suffix, sizeof read_suffix, "%sread.db", dot);
+    snprintf(saga_suffix, sizeof saga_suffix, "%ssaga.db", dot);
     if (rc == ES_OK)
-        rc = choose_path(cfg, "readmodel.db", a->readmodel, db, ".read.db", err);
+        rc = choose_path(cfg, "readmodel.db", a->readmodel, base, read_suffix, err);
     if (rc == ES_OK)
-        rc = choose_path(cfg, "saga.db", a->saga_db, db, ".saga.db", err);
+        rc = choose_path(cfg, "saga.db", a->saga_db, base, saga_suffix, err);
     return rc;
 }
 
@@ -199,7 +220,7 @@ static es_err kafka_config(es_config_t *cfg, const struct args *a, es_error_t *e
         snprintf(service, sizeof service, "%.*s", (int)strcspn(a->serve, "."), a->serve);
     else if (a->saga)
         snprintf(service, sizeof service, "fulfilment");
-    snprintf(suffix, sizeof suffix, ".%.100s.state.db", a->serve ? a->serve : "");
+    snprintf(suffix, sizeof suffix, "%.100s.state.db", a->serve ? a->serve : "");
     if (a->db)
         return es_fail(err, ES_EINVAL,
                        "--db names an embedded log, but with brokers the log is on Kafka");
@@ -215,12 +236,17 @@ static es_err kafka_config(es_config_t *cfg, const struct args *a, es_error_t *e
      * a second or two per topic and hop. Refreshing often makes that a few milliseconds. */
     if (rc == ES_OK)
         rc = default_to(cfg, "kafka.topic.metadata.refresh.interval.ms", "100", err);
+    bool defaults = !(a->readmodel || configured(cfg, "readmodel.db")) ||
+                    !(a->saga_db || configured(cfg, "saga.db")) ||
+                    !(a->state || configured(cfg, "state.db"));
+    if (rc == ES_OK && defaults)
+        rc = make_dir(KAFKA_DIR, err);
     if (rc == ES_OK)
-        rc = choose_path(cfg, "readmodel.db", a->readmodel, KAFKA_FILES, ".read.db", err);
+        rc = choose_path(cfg, "readmodel.db", a->readmodel, KAFKA_DIR "/", "read.db", err);
     if (rc == ES_OK)
-        rc = choose_path(cfg, "saga.db", a->saga_db, KAFKA_FILES, ".saga.db", err);
+        rc = choose_path(cfg, "saga.db", a->saga_db, KAFKA_DIR "/", "saga.db", err);
     if (rc == ES_OK)
-        rc = choose_path(cfg, "state.db", a->state, KAFKA_FILES, suffix, err);
+        rc = choose_path(cfg, "state.db", a->state, KAFKA_DIR "/", suffix, err);
     return rc;
 }
 
@@ -800,6 +826,42 @@ static es_err print_read_model(const struct demo *dm, const es_config_t *cfg, es
     return e;
 }
 
+/* esctl as the operator would type it: the build's copy when this demo runs from the build
+ * tree (shown relative to the current directory when it is inside it), else the installed one. */
+static void esctl_command(char *out, size_t cap) {
+    char exe[PATH_MAX], cwd[PATH_MAX], path[PATH_MAX + 32];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    char *slash = n > 0 ? (exe[n] = '\0', strrchr(exe, '/')) : NULL;
+    if (slash)
+        *slash = '\0';
+    snprintf(out, cap, "esctl");
+    if (!slash || snprintf(path, sizeof path, "%s/../../tools/esctl/esctl", exe) <= 0 ||
+        !realpath(path, exe) || access(exe, X_OK) != 0)
+        return;
+    size_t cl = getcwd(cwd, sizeof cwd) ? strlen(cwd) : 0;
+    bool inside = cl && !strncmp(exe, cwd, cl) && exe[cl] == '/';
+    snprintf(out, cap, "%s", inside ? exe + cl + 1 : exe);
+}
+
+/* The commands that inspect what this run left: its log, read model, dead letters, sagas. */
+static void print_inspect(const struct demo *dm, const es_config_t *cfg) {
+    char esctl[PATH_MAX + 8], log[PATH_MAX + 16];
+    esctl_command(esctl, sizeof esctl);
+    const char *rm = es_config_get(cfg, "readmodel.db"), *saga = es_config_get(cfg, "saga.db");
+    if (dm->kafka)
+        snprintf(log, sizeof log, "--brokers %s", es_config_get(cfg, "brokers"));
+    else
+        snprintf(log, sizeof log, "--db %s", es_config_get(cfg, "db"));
+    printf("\ninspect what this run left:\n");
+    printf("  %s %s events orders.order %s\n", esctl, log, dm->ids[0]);
+    printf("  %s %s --readmodel %s lag\n", esctl, log, rm);
+    printf("  %s --readmodel %s dlq list\n", esctl, rm);
+    if (!dm->kafka) {
+        printf("  %s --saga-db %s sagas list\n", esctl, saga);
+        printf("  %s %s --saga-db %s sagas show %s\n", esctl, log, saga, dm->ids[4]);
+    }
+}
+
 /* The story up to the point where every saga has ended, and their transitions as the log has
  * them. Embedded, the coordinator runs in this process; on Kafka it is a process of its own. */
 static es_err play(struct demo *dm, const es_config_t *cfg, es_error_t *err) {
@@ -868,6 +930,7 @@ static int run(struct demo *dm, const es_config_t *cfg) {
         return 1;
     }
     printf("\nevery saga ended as expected\n");
+    print_inspect(dm, cfg);
     return 0;
 }
 
