@@ -62,7 +62,7 @@ static es_err check_file(const char *path, const char *what, const struct stat *
     if (st->st_uid != geteuid())
         return es_fail(err, ES_EINVAL,
                        "refusing the %s %s: it is owned by uid %u, not by this process's user "
-                       "(uid %u); remove it if it is stale",
+                       "(uid %u); run this as the user who owns the read model",
                        what, path, (unsigned)st->st_uid, (unsigned)geteuid());
     if (st->st_nlink != 1)
         return es_fail(err, ES_EINVAL,
