@@ -1,16 +1,22 @@
 /*
  * es_config_t: explicit settings in a sorted array, defaults in a static key
  * table. Every value is checked when set, so a config that exists is valid;
- * kafka.* values are checked by librdkafka itself on a scratch conf.
+ * kafka.* values are checked by librdkafka itself on a scratch conf, except the
+ * ones that load code (code_keys). A config file is read as named, or, found in
+ * the working directory, only when no one but the user could have written it,
+ * and never for a key that loads code (docs/security.md).
  */
 #include "internal.h"
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <librdkafka/rdkafka.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 extern char **environ;
 
@@ -135,7 +141,68 @@ static const key_spec *find_spec(const char *key) {
     return NULL;
 }
 
+/*
+ * Keys whose value makes eskit or librdkafka load code or run a command. They are taken only
+ * from the process's own settings (es_config_set, ESKIT_* variables, a file the caller names),
+ * never from an eskit.conf found in the working directory, even one the user owns: whoever can
+ * leave a file where eskit is run would otherwise run code as whoever runs it. The librdkafka
+ * ones are from its 2.0.2 CONFIGURATION.md. None of them is ever set on a scratch librdkafka
+ * conf to check it (librdkafka dlopens plugin.library.paths the moment it is set); their
+ * syntax is checked here and the build feature they need from builtin.features (what that
+ * cannot tell, e.g. ssl.providers wanting OpenSSL 3, librdkafka reports when a handle is made).
+ */
+static const struct code_key {
+    const char *key;
+    const char *feature; /* librdkafka builtin.features entry it needs */
+} code_keys[] = {
+    {"projector.path", NULL},                         /* dirs projector modules are dlopened from */
+    {"kafka.plugin.library.paths", "plugins"},        /* libraries dlopened as the key is set */
+    {"kafka.ssl.engine.location", "ssl"},             /* an OpenSSL engine library */
+    {"kafka.ssl.engine.id", "ssl"},                   /* the engine OpenSSL loads by name */
+    {"kafka.ssl.providers", "ssl"},                   /* OpenSSL 3 providers, by name or path */
+    {"kafka.sasl.kerberos.kinit.cmd", "sasl_gssapi"}, /* a shell command librdkafka runs */
+    {"kafka.sasl.kerberos.keytab", "sasl_gssapi"},    /* substituted into that command */
+    {"kafka.sasl.kerberos.principal", "sasl_gssapi"}, /* substituted into it unquoted */
+};
+#define N_CODE_KEYS (sizeof code_keys / sizeof *code_keys)
+
+static const struct code_key *find_code_key(const char *key) {
+    for (size_t i = 0; i < N_CODE_KEYS; i++)
+        if (!strcmp(code_keys[i].key, key))
+            return &code_keys[i];
+    return NULL;
+}
+
+/* Whether this librdkafka was built with feature; reading a property loads nothing. */
+static int rdkafka_has(const char *feature) {
+    char features[512];
+    size_t size = sizeof features;
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    int ok = rd_kafka_conf_get(conf, "builtin.features", features, &size) == RD_KAFKA_CONF_OK;
+    rd_kafka_conf_destroy(conf);
+    size_t n = strlen(feature);
+    for (const char *p = features; ok && *p; p += strcspn(p, ","), p += *p == ',')
+        if (!strncmp(p, feature, n) && (p[n] == ',' || !p[n]))
+            return 1;
+    return 0;
+}
+
+static es_err check_code_kafka(const struct code_key *ck, const char *value, es_error_t *err) {
+    for (const char *c = value; *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f)
+            return es_fail(err, ES_EINVAL, "config key '%s': the value holds a control character",
+                           ck->key);
+    if (ck->feature && !rdkafka_has(ck->feature))
+        return es_fail(err, ES_EINVAL,
+                       "config key '%s': this librdkafka (%s) was built without %s support",
+                       ck->key, rd_kafka_version_str(), ck->feature);
+    return ES_OK;
+}
+
 static es_err check_kafka(const char *key, const char *value, es_error_t *err) {
+    const struct code_key *ck = find_code_key(key);
+    if (ck)
+        return check_code_kafka(ck, value, err);
     char errstr[256];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_conf_res_t r = rd_kafka_conf_set(conf, key + 6, value, errstr, sizeof errstr);
@@ -299,33 +366,139 @@ static char *trim(char *s) {
     return s;
 }
 
-es_err es_config_load_file(es_config_t *cfg, const char *path, es_error_t *err) {
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return es_fail(err, errno == ENOENT ? ES_ENOTFOUND : ES_EIO,
-                       "cannot read config file %s: %s", path, strerror(errno));
-    char line[4096];
-    es_err rc = ES_OK;
-    for (int lineno = 1; rc == ES_OK && fgets(line, sizeof line, f); lineno++) {
-        char *hash = strchr(line, '#');
-        if (hash)
-            *hash = '\0';
-        char *s = trim(line);
-        if (!*s)
-            continue;
-        char *eq = strchr(s, '=');
-        if (!eq) {
-            rc =
-                es_fail(err, ES_EINVAL, "%s:%d: expected 'key = value', got '%s'", path, lineno, s);
-            break;
-        }
-        *eq = '\0';
-        rc = es_config_set(cfg, trim(s), trim(eq + 1), err);
-        if (rc != ES_OK)
-            es_error_prefix(err, "%s:%d: ", path, lineno);
+/* "kafka.ssl.engine.id" -> "ESKIT_KAFKA_SSL_ENGINE_ID", the variable that sets key. */
+static void key_to_env(const char *key, char *out, size_t cap) {
+    size_t n = (size_t)snprintf(out, cap, "ESKIT_");
+    for (; *key && n + 1 < cap; key++)
+        out[n++] = *key == '.' ? '_' : (char)toupper((unsigned char)*key);
+    out[n < cap ? n : cap - 1] = '\0';
+}
+
+/* How a config file came to be read: named by the process (trusted as it is) or found in the
+ * working directory (read only when it passes found_file_check, and never for code keys). */
+typedef enum file_origin { FILE_NAMED, FILE_FOUND } file_origin;
+
+#define TRUST_HOW                                                                                  \
+    "if you trust it, name it with --config FILE or ESKIT_CONFIG=FILE (see docs/security.md)"
+
+/* Why a found config file (st) in directory dst may not be read, as git refuses a repository
+ * another user owns (CVE-2022-24765): whoever can write it or replace it could set anything. */
+static es_err found_file_check(const char *path, const struct stat *st, const struct stat *dst,
+                               es_error_t *err) {
+    unsigned me = (unsigned)geteuid();
+    char why[160];
+    if (!S_ISREG(st->st_mode))
+        snprintf(why, sizeof why, "it is %s, not a file", es_file_kind(st->st_mode));
+    else if (st->st_uid != me)
+        snprintf(why, sizeof why, "it is owned by uid %u, not by you (uid %u)",
+                 (unsigned)st->st_uid, me);
+    else if (st->st_mode & (S_IWGRP | S_IWOTH))
+        snprintf(why, sizeof why, "%s can write to it (mode %04o)",
+                 st->st_mode & S_IWOTH ? "every user" : "its group",
+                 (unsigned)(st->st_mode & 07777));
+    else if (dst->st_uid != me && !(dst->st_uid == 0 && (dst->st_mode & S_ISVTX)))
+        snprintf(why, sizeof why, "its directory is owned by uid %u, not by you (uid %u)",
+                 (unsigned)dst->st_uid, me);
+    else if (es_dir_open_to_others(dst))
+        snprintf(why, sizeof why, "every user can write to its directory (mode %04o)",
+                 (unsigned)(dst->st_mode & 07777));
+    else
+        return ES_OK;
+    return es_fail(err, ES_EINVAL, "refusing %s, found in the working directory: %s; " TRUST_HOW,
+                   path, why);
+}
+
+/* Opens a config file to read: a named one as named, a found one without following a symlink
+ * and only after found_file_check, both only when they are regular files. */
+static es_err open_config(const char *path, file_origin origin, FILE **out, es_error_t *err) {
+    const int flags = O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC;
+    const char *base = path;
+    int dfd = AT_FDCWD, fd = -1;
+    struct stat st, dst;
+    es_err e = ES_OK;
+    *out = NULL;
+    if (origin == FILE_FOUND && (dfd = es_open_parent(path, &base)) < 0)
+        return es_fail(err, ES_EIO, "cannot open the directory of config file %s: %s", path,
+                       strerror(errno));
+    fd = openat(dfd, base, flags | (origin == FILE_FOUND ? O_NOFOLLOW : 0));
+    if (fd < 0 && origin == FILE_FOUND && errno == ELOOP)
+        e = es_fail(
+            err, ES_EINVAL,
+            "refusing %s, found in the working directory: it is a symbolic link; " TRUST_HOW, path);
+    else if (fd < 0)
+        e = es_fail(err, errno == ENOENT ? ES_ENOTFOUND : ES_EIO, "cannot read config file %s: %s",
+                    path, strerror(errno));
+    else if (fstat(fd, &st) != 0 || (origin == FILE_FOUND && fstat(dfd, &dst) != 0))
+        e = es_fail(err, ES_EIO, "cannot inspect config file %s: %s", path, strerror(errno));
+    else if (origin == FILE_FOUND)
+        e = found_file_check(path, &st, &dst, err);
+    else if (!S_ISREG(st.st_mode))
+        e = es_fail(err, ES_EINVAL, "config file %s is %s, not a file; name a config file", path,
+                    es_file_kind(st.st_mode));
+    if (dfd != AT_FDCWD)
+        close(dfd);
+    if (e == ES_OK && !(*out = fdopen(fd, "r")))
+        e = es_fail(err, ES_ENOMEM, "cannot read config file %s: %s", path, strerror(errno));
+    if (e != ES_OK && fd >= 0)
+        close(fd);
+    return e;
+}
+
+/* One "key = value" line (comments and blanks are nothing); errors without the file:line. */
+static es_err parse_line(es_config_t *cfg, char *line, file_origin origin, es_error_t *err) {
+    char *hash = strchr(line, '#');
+    if (hash)
+        *hash = '\0';
+    char *s = trim(line);
+    if (!*s)
+        return ES_OK;
+    char *eq = strchr(s, '=');
+    if (!eq)
+        return es_fail(err, ES_EINVAL, "expected 'key = value', got '%.200s'", s);
+    *eq = '\0';
+    const char *key = trim(s);
+    if (origin == FILE_FOUND && find_code_key(key)) {
+        char var[128];
+        key_to_env(key, var, sizeof var);
+        return es_fail(err, ES_EINVAL,
+                       "%s loads code, so eskit does not take it from an eskit.conf found in the "
+                       "working directory; set it in a file named with --config FILE or "
+                       "ESKIT_CONFIG, or as %s (see docs/security.md)",
+                       key, var);
     }
+    return es_config_set(cfg, key, trim(eq + 1), err);
+}
+
+static es_err load_file(es_config_t *cfg, const char *path, file_origin origin, es_error_t *err) {
+    FILE *f = NULL;
+    es_err rc = open_config(path, origin, &f, err);
+    if (rc != ES_OK)
+        return rc;
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    long lineno = 0;
+    /* getline, not a fixed buffer: the tail of a long line must never read as a line. */
+    while (rc == ES_OK && (n = getline(&line, &cap, f)) >= 0) {
+        lineno++;
+        if (memchr(line, '\0', (size_t)n))
+            rc = es_fail(err, ES_EINVAL, "the line holds a NUL byte; is it a config file?");
+        else
+            rc = parse_line(cfg, line, origin, err);
+        if (rc != ES_OK)
+            es_error_prefix(err, "%s:%ld: ", path, lineno);
+    }
+    if (rc == ES_OK && ferror(f))
+        rc = es_fail(err, ES_EIO, "reading config file %s: %s", path, strerror(errno));
+    free(line);
     fclose(f);
     return rc;
+}
+
+es_err es_config_load_file(es_config_t *cfg, const char *path, es_error_t *err) {
+    if (!cfg || !path)
+        return es_fail(err, ES_EINVAL, "es_config_load_file: config and path are required");
+    return load_file(cfg, path, FILE_NAMED, err);
 }
 
 /* ESKIT_SNAPSHOT_EVERY -> snapshot.every; ESKIT_KAFKA_LINGER_MS -> kafka.linger.ms */
@@ -378,11 +551,11 @@ es_err es_config_load_sources(es_config_t *cfg, es_error_t *err) {
     const char *path = getenv("ESKIT_CONFIG");
     es_err rc = ES_OK;
     if (path && *path) {
-        rc = es_config_load_file(cfg, path, err);
+        rc = load_file(cfg, path, FILE_NAMED, err);
         if (rc != ES_OK)
             es_error_prefix(err, "ESKIT_CONFIG: ");
     } else {
-        rc = es_config_load_file(cfg, "eskit.conf", err);
+        rc = load_file(cfg, "eskit.conf", FILE_FOUND, err);
         if (rc == ES_ENOTFOUND)
             rc = ES_OK;
     }

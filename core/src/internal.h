@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <eskit/eskit.h>
 
 /* Prefixes err's message with a formatted context ("loading orders.order/o-1: "). */
@@ -42,5 +43,18 @@ void es_sleep_ms(int ms);
 
 /* Duplicates a string; NULL stays NULL. */
 char *es_strdup0(const char *s);
+
+/* Opens (creating, 0644) a side file eskit writes beside a database; what names it in errors
+ * ("crash guard"). Refuses a symlink, anything but a regular file with one link owned by the
+ * effective user, and a directory every user can write unless it is sticky and owned by the
+ * user or root. *fd is O_RDWR | O_CLOEXEC; the caller closes it. (sidefile.c) */
+es_err es_side_file_open(const char *path, const char *what, int *fd, es_error_t *err);
+/* An O_PATH descriptor of the directory holding path ("." when it has no '/'), *base the name
+ * in it; -1 with errno on failure. Open path with openat(fd, *base, ...) to use that dir. */
+int es_open_parent(const char *path, const char **base);
+/* 1 when every user may write dir and it is not sticky and owned by the user or root. */
+int es_dir_open_to_others(const struct stat *dir);
+/* "a directory", "a symbolic link", ... for a st_mode, for messages. */
+const char *es_file_kind(mode_t mode);
 
 #endif

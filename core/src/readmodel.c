@@ -91,9 +91,7 @@ es_err es_rm_lock_open(const char *rm_path, const char *projector, int *fd, es_e
     char *path = es_rm_side_path(rm_path, projector, ".lock");
     if (!path)
         return es_fail(err, ES_ENOMEM, "out of memory");
-    *fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    es_err e = *fd < 0 ? es_fail(err, ES_EIO, "cannot open lock file %s: %s", path, strerror(errno))
-                       : ES_OK;
+    es_err e = es_side_file_open(path, "lock file", fd, err);
     free(path);
     return e;
 }
@@ -134,10 +132,10 @@ struct es_guard {
 
 es_err es_guard_open(const char *path, es_guard_t **out, es_error_t *err) {
     *out = NULL;
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return es_fail(err, ES_EIO, "cannot open crash guard %s: %s", path, strerror(errno));
-    es_err e = ES_OK;
+    int fd = -1;
+    es_err e = es_side_file_open(path, "crash guard", &fd, err);
+    if (e != ES_OK)
+        return e;
     if (ftruncate(fd, sizeof(guard_page)) != 0)
         e = es_fail(err, ES_EIO, "cannot size crash guard %s: %s", path, strerror(errno));
     void *map = e == ES_OK

@@ -27,6 +27,15 @@ static void remove_shadow(const char *path) {
     }
 }
 
+/* Creates the shadow as a side file, so SQLite never opens one another user planted. */
+static es_err create_shadow(const char *path, es_error_t *err) {
+    int fd = -1;
+    es_err e = es_side_file_open(path, "replay's rebuild file", &fd, err);
+    if (fd >= 0)
+        close(fd);
+    return e;
+}
+
 static es_err exec_fmt(sqlite3 *db, const char *what, es_error_t *err, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
@@ -233,6 +242,9 @@ es_err es_replay(const es_config_t *cfg, const es_projector_def *def,
         e = es_fail(err, ES_ENOMEM, "out of memory");
     if (e == ES_OK) {
         remove_shadow(rp.shadow_path);
+        e = create_shadow(rp.shadow_path, err);
+    }
+    if (e == ES_OK) {
         runner_opts o = {rp.shadow_path, RM_BULK, rp.guard_path, 0, 0};
         e = es_runner_open(cfg, def, &o, &rp.shadow, err);
     }

@@ -2,6 +2,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "testutil.h"
 
@@ -105,4 +107,243 @@ Test(config, dup_copies_every_key) {
     cr_assert_str_eq(es_config_get(copy, "db"), "a.db");
     cr_assert_str_eq(es_config_get(copy, "service.name"), "orders");
     es_config_destroy(copy);
+}
+
+/* The file or directory at path as another user's: as root, uid 65534 owns it. A user who
+ * cannot chown makes it writable by every user instead, which is refused as well. */
+static void give_away(const char *path) {
+    if (geteuid() == 0)
+        cr_assert_eq(chown(path, 65534, 65534), 0, "chown %s", path);
+    else
+        cr_assert_eq(chmod(path, 0777), 0, "chmod %s", path);
+}
+
+/* What the refusal of a file given away names: its owner, or the mode that let others in. */
+static const char *given_away_why(void) {
+    return geteuid() == 0 ? "uid 65534" : "(mode 0777)";
+}
+
+/* es_config_load_sources from dir (the working directory), without $ESKIT_CONFIG. */
+static es_err load_found(const char *dir, es_config_t *cfg, es_error_t *err) {
+    unsetenv("ESKIT_CONFIG");
+    cr_assert_eq(chdir(dir), 0, "chdir %s", dir);
+    return es_config_load_sources(cfg, err);
+}
+
+static void assert_refused_saying_how_to_trust(es_err rc, const es_error_t *err, const char *why) {
+    cr_assert_eq(rc, ES_EINVAL, "the found eskit.conf was read");
+    cr_assert(strstr(err->message, "eskit.conf") && strstr(err->message, why) &&
+                  strstr(err->message, "--config FILE") && strstr(err->message, "ESKIT_CONFIG"),
+              "%s", err->message);
+}
+
+Test(config, a_found_eskit_conf_owned_by_another_user_is_refused) {
+    char *dir = tu_tempdir();
+    char *conf = write_file(dir, "eskit.conf", "db = theirs.db\n");
+    give_away(conf);
+    es_config_t *cfg = es_config_new();
+    es_error_t err = {0};
+    assert_refused_saying_how_to_trust(load_found(dir, cfg, &err), &err, given_away_why());
+    cr_assert_str_eq(es_config_get(cfg, "db"), "eskit.db");
+    es_config_destroy(cfg);
+    tu_rmtree(dir);
+    free(conf);
+    free(dir);
+}
+
+Test(config, a_found_eskit_conf_its_group_or_every_user_can_write_is_refused) {
+    char *dir = tu_tempdir();
+    char *conf = write_file(dir, "eskit.conf", "db = theirs.db\n");
+    es_error_t err = {0};
+    static const mode_t modes[] = {0664, 0646};
+    static const char *const why[] = {"its group can write to it (mode 0664)",
+                                      "every user can write to it (mode 0646)"};
+    for (size_t i = 0; i < 2; i++) {
+        cr_assert_eq(chmod(conf, modes[i]), 0);
+        es_config_t *cfg = es_config_new();
+        assert_refused_saying_how_to_trust(load_found(dir, cfg, &err), &err, why[i]);
+        es_config_destroy(cfg);
+    }
+    tu_rmtree(dir);
+    free(conf);
+    free(dir);
+}
+
+Test(config, a_found_eskit_conf_in_a_directory_every_user_can_write_is_refused) {
+    char *dir = tu_tempdir();
+    char *conf = write_file(dir, "eskit.conf", "db = theirs.db\n");
+    cr_assert_eq(chmod(dir, 0777), 0);
+    es_config_t *cfg = es_config_new();
+    es_error_t err = {0};
+    assert_refused_saying_how_to_trust(load_found(dir, cfg, &err), &err,
+                                       "every user can write to its directory (mode 0777)");
+    es_config_destroy(cfg);
+    tu_rmtree(dir);
+    free(conf);
+    free(dir);
+}
+
+Test(config, a_found_eskit_conf_in_another_users_directory_is_refused) {
+    char *dir = tu_tempdir();
+    char *conf = write_file(dir, "eskit.conf", "db = theirs.db\n");
+    give_away(dir);
+    es_config_t *cfg = es_config_new();
+    es_error_t err = {0};
+    assert_refused_saying_how_to_trust(load_found(dir, cfg, &err), &err,
+                                       geteuid() == 0 ? "its directory is owned by uid 65534"
+                                                      : "its directory (mode 0777)");
+    es_config_destroy(cfg);
+    tu_rmtree(dir);
+    free(conf);
+    free(dir);
+}
+
+Test(config, a_found_eskit_conf_that_is_a_symlink_or_a_directory_is_refused) {
+    char *dir = tu_tempdir();
+    char *real = write_file(dir, "real.conf", "db = mine.db\n");
+    char *conf = tu_path(dir, "eskit.conf");
+    cr_assert_eq(symlink(real, conf), 0);
+    es_config_t *cfg = es_config_new();
+    es_error_t err = {0};
+    assert_refused_saying_how_to_trust(load_found(dir, cfg, &err), &err, "symbolic link");
+    cr_assert_eq(unlink(conf), 0);
+    cr_assert_eq(mkdir(conf, 0700), 0);
+    assert_refused_saying_how_to_trust(load_found(dir, cfg, &err), &err, "a directory");
+    es_config_destroy(cfg);
+    tu_rmtree(dir);
+    free(real);
+    free(conf);
+    free(dir);
+}
+
+Test(config, a_found_eskit_conf_of_our_own_in_a_sticky_directory_is_read) {
+    char *dir = tu_tempdir();
+    char *conf = write_file(dir, "eskit.conf", "db = mine.db\n");
+    cr_assert_eq(chmod(dir, 01777), 0);
+    es_config_t *cfg = es_config_new();
+    es_error_t err = {0};
+    cr_assert_eq(load_found(dir, cfg, &err), ES_OK, "%s", err.message);
+    cr_assert_str_eq(es_config_get(cfg, "db"), "mine.db");
+    es_config_destroy(cfg);
+    tu_rmtree(dir);
+    free(conf);
+    free(dir);
+}
+
+Test(config, a_file_another_user_owns_is_read_when_named_by_eskit_config) {
+    char *dir = tu_tempdir();
+    char *conf = write_file(dir, "eskit.conf", "db = theirs.db\nprojector.path = /opt/p\n");
+    give_away(conf);
+    give_away(dir);
+    cr_assert_eq(chdir(dir), 0);
+    setenv("ESKIT_CONFIG", conf, 1);
+    es_config_t *cfg = es_config_new();
+    es_error_t err = {0};
+    cr_assert_eq(es_config_load_sources(cfg, &err), ES_OK, "%s", err.message);
+    cr_assert_str_eq(es_config_get(cfg, "db"), "theirs.db");
+    cr_assert_str_eq(es_config_get(cfg, "projector.path"), "/opt/p");
+    es_config_destroy(cfg);
+    tu_rmtree(dir);
+    free(conf);
+    free(dir);
+}
+
+Test(config, keys_that_load_code_are_refused_from_a_found_eskit_conf_naming_key_file_and_line) {
+    static const char *const lines[][2] = {
+        {"projector.path = .", "ESKIT_PROJECTOR_PATH"},
+        {"kafka.plugin.library.paths = ./evil.so", "ESKIT_KAFKA_PLUGIN_LIBRARY_PATHS"},
+        {"kafka.ssl.engine.location = ./engine.so", "ESKIT_KAFKA_SSL_ENGINE_LOCATION"},
+        {"kafka.ssl.providers = ./provider.so", "ESKIT_KAFKA_SSL_PROVIDERS"},
+        {"kafka.sasl.kerberos.kinit.cmd = touch /tmp/owned", "ESKIT_KAFKA_SASL_KERBEROS_KINIT_CMD"},
+        {"kafka.sasl.kerberos.principal = x; touch /tmp/owned",
+         "ESKIT_KAFKA_SASL_KERBEROS_PRINCIPAL"},
+    };
+    char *dir = tu_tempdir();
+    for (size_t i = 0; i < sizeof lines / sizeof *lines; i++) {
+        char *text = NULL;
+        cr_assert_gt(asprintf(&text, "# ours, mode 0644\ndb = mine.db\n%s\n", lines[i][0]), 0);
+        char *conf = write_file(dir, "eskit.conf", text);
+        es_config_t *cfg = es_config_new();
+        es_error_t err = {0};
+        cr_assert_eq(load_found(dir, cfg, &err), ES_EINVAL, "%s was taken", lines[i][0]);
+        char key[64];
+        snprintf(key, sizeof key, "%.*s", (int)strcspn(lines[i][0], " "), lines[i][0]);
+        cr_assert(strstr(err.message, "eskit.conf:3:") && strstr(err.message, key) &&
+                      strstr(err.message, "--config FILE") && strstr(err.message, lines[i][1]),
+                  "%s", err.message);
+        cr_assert_null(es_config_get(cfg, key));
+        es_config_destroy(cfg);
+        free(conf);
+        free(text);
+    }
+    tu_rmtree(dir);
+    free(dir);
+}
+
+Test(config, keys_that_load_code_are_taken_from_a_named_file_and_the_environment) {
+    char *dir = tu_tempdir();
+    char *conf = write_file(dir, "ops.conf", "projector.path = /opt/eskit/projectors\n");
+    es_config_t *cfg = es_config_new();
+    es_error_t err = {0};
+    cr_assert_eq(es_config_load_file(cfg, conf, &err), ES_OK, "%s", err.message);
+    cr_assert_str_eq(es_config_get(cfg, "projector.path"), "/opt/eskit/projectors");
+    setenv("ESKIT_KAFKA_SASL_KERBEROS_KINIT_CMD", "kinit -k", 1);
+    cr_assert_eq(es_config_load_env(cfg, &err), ES_OK, "%s", err.message);
+    cr_assert_str_eq(es_config_get(cfg, "kafka.sasl.kerberos.kinit.cmd"), "kinit -k");
+    es_config_destroy(cfg);
+    tu_rmtree(dir);
+    free(conf);
+    free(dir);
+}
+
+Test(config, checking_a_plugin_key_never_loads_the_plugin) {
+    char *dir = tu_tempdir();
+    char *marker = tu_path(dir, "marker");
+    setenv("EVIL_MARKER", marker, 1);
+    es_config_t *cfg = es_config_new();
+    es_error_t err = {0};
+    cr_assert_eq(
+        es_config_set(cfg, "kafka.plugin.library.paths", TEST_MODULES_DIR "/evil.so", &err), ES_OK,
+        "%s", err.message);
+    cr_assert_eq(access(marker, F_OK), -1, "the plugin's constructor ran while checking the key");
+    cr_assert_eq(es_config_set(cfg, "kafka.plugin.library.paths", "a.so\nb.so", &err), ES_EINVAL);
+    cr_assert(strstr(err.message, "kafka.plugin.library.paths"), "%s", err.message);
+    es_config_destroy(cfg);
+    tu_rmtree(dir);
+    free(marker);
+    free(dir);
+}
+
+/* fgets into 4096 bytes cut this line in three; the last piece read as a setting. */
+Test(config, a_line_longer_than_4095_bytes_is_one_line_and_later_errors_name_their_line) {
+    char *dir = tu_tempdir();
+    size_t len = 10000;
+    char *text = malloc(len + 64);
+    memset(text, '#', 8190);
+    memset(text + 8190, ' ', len - 8190);
+    memcpy(text + len - 17, "projector.path=/x", 17);
+    strcpy(text + len, "\nbogus.key = 1\n");
+    char *conf = write_file(dir, "long.conf", text);
+    es_config_t *cfg = es_config_new();
+    es_error_t err = {0};
+    cr_assert_eq(es_config_load_file(cfg, conf, &err), ES_EINVAL);
+    cr_assert_null(es_config_get(cfg, "projector.path"), "the comment's tail was read as a key");
+    cr_assert(strstr(err.message, "long.conf:2:") && strstr(err.message, "bogus.key"), "%s",
+              err.message);
+    es_config_destroy(cfg);
+    tu_rmtree(dir);
+    free(text);
+    free(conf);
+    free(dir);
+}
+
+Test(config, loading_a_directory_is_an_error_naming_it) {
+    char *dir = tu_tempdir();
+    es_config_t *cfg = es_config_new();
+    es_error_t err = {0};
+    cr_assert_eq(es_config_load_file(cfg, dir, &err), ES_EINVAL);
+    cr_assert(strstr(err.message, dir) && strstr(err.message, "is a directory"), "%s", err.message);
+    es_config_destroy(cfg);
+    tu_rmtree(dir);
+    free(dir);
 }

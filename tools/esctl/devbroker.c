@@ -129,7 +129,9 @@ static int write_bootstrap_file(const char *path, const char *line) {
         return EXIT_FAIL;
     }
     snprintf(tmp, len, "%s.tmp.%ld", path, (long)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    /* A fresh file only: the name is guessable, and in /tmp another user could have left a
+     * symlink there to a file of ours. */
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
     size_t n = strlen(line);
     bool ok = fd >= 0 && write(fd, line, n) == (ssize_t)n && write(fd, "\n", 1) == 1;
     int saved = errno;

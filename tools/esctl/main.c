@@ -50,7 +50,10 @@ static const char main_help[] =
     ".so works too.\n"
     "\n"
     "Configuration: eskit.conf (or --config), then ESKIT_* environment variables,\n"
-    "then command-line flags; later sources win.\n"
+    "then command-line flags; later sources win. ./eskit.conf is read only when\n"
+    "you own it and its directory and no one else can write them, and never for\n"
+    "keys that load code (projector.path, kafka.plugin.library.paths, ...): name\n"
+    "such a file with --config. See docs/security.md.\n"
     "Exit status: 0 ok, 1 failure, 2 bad usage.\n";
 
 typedef struct verb_spec {

@@ -25,6 +25,16 @@
  * Environment: ESKIT_ plus the key upper-cased with '.' as '_' (ESKIT_DB,
  * ESKIT_BROKERS, ESKIT_SNAPSHOT_EVERY); ESKIT_KAFKA_LINGER_MS sets
  * kafka.linger.ms. ESKIT_CONFIG names the config file.
+ *
+ * Trust (docs/security.md): a file named by the process (es_config_load_file,
+ * ESKIT_CONFIG, esctl --config) is read as it is. An eskit.conf found in the
+ * working directory is read only when the effective user owns it and its
+ * directory and no one else can write either (a sticky directory owned by root,
+ * as /tmp, is fine), and never for a key that loads code: projector.path,
+ * kafka.plugin.library.paths, kafka.ssl.engine.location, kafka.ssl.engine.id,
+ * kafka.ssl.providers, kafka.sasl.kerberos.{kinit.cmd, keytab, principal}.
+ * Those come only from code, the environment or a named file, and checking
+ * them never loads anything.
  */
 #ifndef ESKIT_CONFIG_H
 #define ESKIT_CONFIG_H
@@ -55,11 +65,13 @@ const char *es_config_get(const es_config_t *cfg, const char *key);
 /* Integer value of a numeric key. */
 long long es_config_get_int(const es_config_t *cfg, const char *key);
 
-/* Reads "key = value" lines ('#' starts a comment); errors name file and line. */
+/* Reads "key = value" lines of any length ('#' starts a comment) from the regular file the
+ * caller names, trusted as named; errors name file and line. */
 es_err es_config_load_file(es_config_t *cfg, const char *path, es_error_t *err);
 /* Applies ESKIT_* environment variables; an unknown ESKIT_ variable is an error. */
 es_err es_config_load_env(es_config_t *cfg, es_error_t *err);
-/* The usual sources: $ESKIT_CONFIG or ./eskit.conf when present, then the environment. */
+/* The usual sources: $ESKIT_CONFIG, or else ./eskit.conf when present and trusted (see
+ * above; an untrusted one is an error saying why), then the environment. */
 es_err es_config_load_sources(es_config_t *cfg, es_error_t *err);
 
 /* Calls (key, value, opaque) for every key set explicitly, in key order. */
