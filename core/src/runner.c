@@ -78,10 +78,11 @@ struct es_runner {
     int64_t last_batch_ms; /* when the last batch committed */
     int lock_fd;
     es_guard_t *guard;
+    char *drop_guard; /* the guard's path when it is removed at the end if idle */
     size_t batch_size;
     int linger_ms, retries, backoff_ms, restarts;
     int stop_on_error, ignore_unknown;
-    volatile sig_atomic_t stop;
+    volatile sig_atomic_t stop; /* es_runner_stop: no event is started after it */
     es_park_cb *park_cb;
     void *park_opaque;
     es_runner_stats_t stats;
@@ -97,6 +98,9 @@ struct es_runner {
     es_err fatal;
     es_error_t fatal_err;
     size_t consumed, parked_in_batch;
+    /* the record a stop came before: handed back to the log, not consumed */
+    int halted;
+    es_raw_record_t halted_at;
 };
 
 static es_err sql_err(es_runner_t *r, const char *what, es_error_t *err) {
@@ -326,10 +330,15 @@ static es_err apply_record(es_runner_t *r, const es_raw_record_t *rec, int *atte
             break;
         r->batch.retries++;
         int wait = r->backoff_ms << (*attempts - 1 < 10 ? *attempts - 1 : 10);
-        es_sleep_ms(wait > 10000 ? 10000 : wait);
+        for (int slept = 0, max = wait > 10000 ? 10000 : wait; slept < max && !r->stop; slept += 10)
+            es_sleep_ms(max - slept < 10 ? max - slept : 10);
+        if (r->stop) { /* its failures were rolled back: the log gives it again after the stop */
+            r->halted = 1;
+            break;
+        }
     }
     /* Applied or about to be parked or ignored: either way the aggregate moved past it. */
-    if (r->log_order && !r->order_bypass && !*storage && !r->redo) {
+    if (r->log_order && !r->order_bypass && !*storage && !r->redo && !r->halted) {
         es_error_t verr;
         es_err ve = note_version(r, ev, &verr);
         if (ve != ES_OK) {
@@ -346,6 +355,7 @@ es_err es_runner_apply_record(es_runner_t *r, const es_raw_record_t *rec, int *a
                               char *event_type, size_t type_cap, int *storage, es_error_t *err) {
     r->careful = 1; /* on its own: the failure is undone by the savepoint */
     r->redo = 0;
+    r->halted = 0;
     r->failed.valid = 0;
     r->order_bypass = 1; /* the operator asked for this event, whatever came after it */
     return apply_record(r, rec, attempts, event_type, type_cap, storage, err);
@@ -366,6 +376,11 @@ static int on_record(const es_raw_record_t *rec, void *opaque) {
     int attempts = 0, storage = 0;
     es_error_t why = {0};
     es_err rc;
+    if (r->stop) { /* the batch ends before this record, which stays in the log */
+        r->halted = 1;
+        r->halted_at = *rec;
+        return 1;
+    }
     r->consumed++;
     unsigned deaths =
         r->guard ? es_guard_deaths(r->guard, rec->topic, rec->partition, rec->offset) : 0;
@@ -380,6 +395,11 @@ static int on_record(const es_raw_record_t *rec, void *opaque) {
         rc = apply_record(r, rec, &attempts, type, sizeof type, &storage, &why);
         if (r->redo)
             return 1;
+        if (r->halted) { /* stopped between its retries */
+            r->consumed--;
+            r->halted_at = *rec;
+            return 1;
+        }
         if (rc == ES_OK && r->stale_now) {
             r->batch.stale++;
             return 0;
@@ -422,11 +442,21 @@ static int64_t now_ms(void) {
     return es_now_us() / 1000;
 }
 
+/* The log moved past the record the stop came before: it is read again next time. */
+static void hand_back(es_runner_t *r) {
+    for (size_t i = 0; i < r->n_pos; i++)
+        if (r->pos[i].partition == r->halted_at.partition &&
+            !strcmp(r->pos[i].topic, r->halted_at.topic) && r->pos[i].offset > r->halted_at.offset)
+            r->pos[i].offset = r->halted_at.offset;
+    r->halted = 0;
+}
+
 /* One pass of a batch inside an open transaction: fetch and apply up to max records. */
 static es_err batch_pass(es_runner_t *r, size_t max, int linger, int64_t *before, es_error_t *err) {
     r->consumed = r->parked_in_batch = 0;
     r->fatal = ES_OK;
     r->redo = 0;
+    r->halted = 0;
     if (!r->careful)
         r->failed.valid = 0;
     memset(&r->batch, 0, sizeof r->batch);
@@ -441,7 +471,9 @@ static es_err batch_pass(es_runner_t *r, size_t max, int linger, int64_t *before
             *err = r->fatal_err;
             e = r->fatal;
         }
-        if (e != ES_OK || r->redo || r->consumed == max || now_ms() >= linger_end)
+        if (e == ES_OK && r->halted)
+            hand_back(r);
+        if (e != ES_OK || r->redo || r->stop || r->consumed == max || now_ms() >= linger_end)
             break;
         if (r->consumed == had)
             es_sleep_ms(1);
@@ -524,7 +556,7 @@ es_err es_runner_poll(es_runner_t *r, int timeout_ms, size_t *applied, es_error_
     int64_t deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
     size_t n = 0;
     es_err e = ES_OK;
-    for (int wait = 1;; wait = wait < 50 ? wait * 2 : 50) {
+    for (int wait = 1; !r->stop; wait = wait < 50 ? wait * 2 : 50) {
         if (log_has_more(r)) {
             int remaining = (int)(deadline - now_ms());
             if (r->lock_fd >= 0 && !es_rm_lock(r->lock_fd, remaining > 0 ? remaining : 0))
@@ -567,11 +599,20 @@ es_err es_runner_run(es_runner_t *r, es_error_t *err) {
         wait = wait < 5000 ? wait * 2 : 5000;
     }
     r->stop = 0;
+    if (r->guard)
+        es_guard_stopping(r->guard, 0);
     return ES_OK;
 }
 
+/* Async-signal-safe: a store to a sig_atomic_t and one to the guard's mapped page. */
 void es_runner_stop(es_runner_t *r) {
     r->stop = 1;
+    if (r->guard)
+        es_guard_stopping(r->guard, 1);
+}
+
+int es_runner_stopping(const es_runner_t *r) {
+    return r->stop != 0;
 }
 
 void es_runner_stats(const es_runner_t *r, es_runner_stats_t *out) {
@@ -629,7 +670,10 @@ void es_runner_destroy(es_runner_t *r) {
         r->log->ops->destroy(r->log);
     if (r->lock_fd >= 0)
         close(r->lock_fd);
+    if (r->guard && r->drop_guard && es_guard_idle(r->guard))
+        unlink(r->drop_guard);
     es_guard_close(r->guard);
+    free(r->drop_guard);
     free(r->pos);
     free(r->seen);
     free(r->rm_path);
@@ -812,7 +856,9 @@ static es_err open_model(es_runner_t *r, const runner_opts *o, int *rebuild, es_
                        "projector '%s': its read model %s stayed locked by a replay or another "
                        "runner; try again when it is done",
                        r->def->name, o->rm_path);
-    if (o->guard_path)
+    if (o->guard_path && o->drop_idle_guard && !(r->drop_guard = strdup(o->guard_path)))
+        e = es_fail(err, ES_ENOMEM, "out of memory");
+    if (e == ES_OK && o->guard_path)
         e = es_guard_open(o->guard_path, &r->guard, err);
     if (e == ES_OK && r->guard)
         es_guard_recover(r->guard);
@@ -916,7 +962,7 @@ es_err es_runner_new(const es_config_t *cfg, const es_projector_def *def, es_run
     if (!guard)
         return def && def->name ? es_fail(err, ES_ENOMEM, "out of memory")
                                 : es_projector_check(def, "es_runner_new", err);
-    runner_opts o = {rm, RM_LIVE, guard, 1, 0};
+    runner_opts o = {rm, RM_LIVE, guard, 1, 0, 0};
     es_err e = es_runner_open(cfg, def, &o, out, err);
     free(guard);
     return e;
