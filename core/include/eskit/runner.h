@@ -24,6 +24,10 @@
  * A signal whose default action ends the process is a crash to the guard, so
  * a service catches SIGTERM and SIGINT and calls es_runner_stop.
  *
+ * A module stuck in apply cannot be stopped from outside: the optional watchdog
+ * projector.apply.timeout.ms ends the process (a critical log line, then
+ * SIGKILL) when one apply runs longer, and the guard counts that death.
+ *
  * Replays (es_replay) and runners of one projector take turns on a lock, so
  * they never write the same read model at once.
  */
