@@ -489,6 +489,11 @@ es_err es_runner_apply_record(es_runner_t *r, const es_raw_record_t *rec, int *a
     r->halted = 0;
     r->failed.valid = 0;
     r->order_bypass = 1; /* the operator asked for this event, whatever came after it */
+    if (r->wd.on) {
+        unsigned deaths =
+            r->guard ? es_guard_deaths(r->guard, rec->topic, rec->partition, rec->offset) : 0;
+        __atomic_store_n(&r->wd.deaths, deaths, __ATOMIC_RELAXED);
+    }
     return apply_record(r, rec, attempts, event_type, type_cap, storage, err);
 }
 
