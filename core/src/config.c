@@ -109,6 +109,7 @@ static const key_spec keys[] = {
     {"cache.aggregates", "10000", check_uint},
     {"db", "eskit.db", check_nonempty},
     {"execute.timeout.ms", "30000", check_uint},
+    {"projector.apply.timeout.ms", "0", check_uint},
     {"projector.batch.size", "500", check_positive},
     {"projector.crash.restarts", "3", check_positive},
     {"projector.linger.ms", "5", check_uint},
@@ -221,7 +222,8 @@ static es_err check_key(const char *key, const char *value, es_error_t *err) {
             err, ES_EINVAL,
             /* Grouped by prefix: the full list must fit in es_error_t's 512 bytes. */
             "unknown config key '%.64s'; known keys: backend, brokers, cache.aggregates, db, "
-            "execute.timeout.ms, projector.{batch.size, crash.restarts, linger.ms, log.order, "
+            "execute.timeout.ms, projector.{apply.timeout.ms, batch.size, crash.restarts, "
+            "linger.ms, log.order, "
             "on.error, on.unknown, path, retries, retry.backoff.ms}, readmodel.db, "
             "replay.batch.size, saga.{db, retention.ms}, service.name, snapshot.every, "
             "sqlite.{busy.timeout.ms, synchronous}, state.db, topics.aggregates, "

@@ -60,8 +60,18 @@ void es_guard_close(es_guard_t *g);
 void es_guard_recover(es_guard_t *g);
 void es_guard_note(es_guard_t *g, const char *topic, int32_t partition, int64_t offset);
 void es_guard_clear(es_guard_t *g);
+/* Marks (or unmarks) a stop asked for, so that the process ending during this apply is not
+ * counted as a crash. Async-signal-safe: one atomic store to the mapped page. */
+void es_guard_stopping(es_guard_t *g, int stopping);
+/* The apply watchdog is ending the process: this apply's death counts even after a stop. */
+void es_guard_timed_out(es_guard_t *g);
 /* Deaths counted on this event (0 when it is not the one the process died on). */
 unsigned es_guard_deaths(const es_guard_t *g, const char *topic, int32_t partition, int64_t offset);
+/* How many of those deaths were the apply watchdog's. */
+unsigned es_guard_timeouts(const es_guard_t *g, const char *topic, int32_t partition,
+                           int64_t offset);
+/* 1 when the guard remembers nothing: no apply running, no death counted. */
+int es_guard_idle(const es_guard_t *g);
 /* Forgets the death count once the positions have moved past the event. */
 void es_guard_passed(es_guard_t *g, const es_topic_pos_t *pos, size_t n);
 
@@ -84,6 +94,7 @@ typedef struct runner_opts {
     const char *guard_path;
     int use_lock;
     size_t batch_size;
+    int drop_idle_guard; /* removes the guard file at the end when it counts nothing */
 } runner_opts;
 es_err es_runner_open(const es_config_t *cfg, const es_projector_def *def, const runner_opts *o,
                       es_runner_t **out, es_error_t *err);
@@ -102,3 +113,5 @@ es_log_t *es_runner_log(es_runner_t *r);
 es_err es_runner_apply_record(es_runner_t *r, const es_raw_record_t *rec, int *attempts,
                               char *event_type, size_t type_cap, int *storage, es_error_t *err);
 int es_runner_lock_fd(es_runner_t *r);
+/* 1 once es_runner_stop was called (until es_runner_run returns). */
+int es_runner_stopping(const es_runner_t *r);

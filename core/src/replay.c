@@ -162,6 +162,11 @@ typedef struct replay {
     char *live_path, *shadow_path, *guard_path;
 } replay;
 
+static es_err cancelled(const replay *rp, es_error_t *err) {
+    return es_fail(err, ES_ESTATE, "replay of '%s' cancelled; the live read model is unchanged",
+                   rp->def->name);
+}
+
 /* Applies batches into the shadow until it has reached the log's end. An empty batch is not
  * the end: a Kafka fetch can come back empty before a partition's records arrive, so the
  * end is when no records remain between the checkpoints and the partitions' ends. */
@@ -174,11 +179,10 @@ static es_err drain(replay *rp, es_error_t *err) {
         if (e != ES_OK)
             return e;
         rp->done += n;
-        if (rp->hooks && rp->hooks->progress &&
-            rp->hooks->progress(rp->done, rp->total, rp->hooks->opaque))
-            return es_fail(err, ES_ESTATE,
-                           "replay of '%s' cancelled; the live read model is unchanged",
-                           rp->def->name);
+        if ((rp->hooks && rp->hooks->progress &&
+             rp->hooks->progress(rp->done, rp->total, rp->hooks->opaque)) ||
+            es_runner_stopping(rp->shadow))
+            return cancelled(rp, err);
         if (n > 0) {
             stalled_since = 0;
             continue;
@@ -210,6 +214,8 @@ static es_err finish(replay *rp, es_error_t *err) {
                     rp->def->name, rp->live_path, SWAP_LOCK_WAIT_MS / 1000);
     else if (e == ES_OK) {
         e = drain(rp, err); /* what was appended meanwhile: the runner is held off now */
+        if (e == ES_OK && es_runner_stopping(rp->shadow))
+            e = cancelled(rp, err);
         if (e == ES_OK)
             e = swap_in(live, rp->shadow_path, rp->def->name, err);
         es_rm_unlock(lock);
@@ -245,9 +251,11 @@ es_err es_replay(const es_config_t *cfg, const es_projector_def *def,
         e = create_shadow(rp.shadow_path, err);
     }
     if (e == ES_OK) {
-        runner_opts o = {rp.shadow_path, RM_BULK, rp.guard_path, 0, 0};
+        runner_opts o = {rp.shadow_path, RM_BULK, rp.guard_path, 0, 0, 1};
         e = es_runner_open(cfg, def, &o, &rp.shadow, err);
     }
+    if (e == ES_OK && hooks && hooks->runner)
+        hooks->runner(rp.shadow, hooks->opaque);
     if (e == ES_OK && hooks && hooks->parked)
         es_runner_set_park_cb(rp.shadow, hooks->parked, hooks->opaque);
     if (e == ES_OK)
@@ -267,6 +275,8 @@ es_err es_replay(const es_config_t *cfg, const es_projector_def *def,
         res->ignored = st.ignored;
         res->seconds = (double)(es_now_us() - t0) / 1e6;
     }
+    if (rp.shadow && hooks && hooks->runner)
+        hooks->runner(NULL, hooks->opaque);
     es_runner_destroy(rp.shadow);
     if (rp.shadow_path)
         remove_shadow(rp.shadow_path);

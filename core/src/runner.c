@@ -9,6 +9,7 @@
 #include "lru.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +52,26 @@ static const char *const runner_sql[R_COUNT] = {
                "redriven_at = NULL, published = 0",
 };
 
+/* The apply watchdog (projector.apply.timeout.ms). A C function cannot be stopped from
+ * outside, and the thread stuck in one holds the read model's transaction and the
+ * projector's lock, so the one way out is ending the process: the watchdog thread marks the
+ * guard and kills the process with SIGKILL, the crash guard counts the death at the restart,
+ * and after projector.crash.restarts of them the event is parked. The apply thread publishes
+ * what it applies in atomics; since_us is 0 between applies. */
+typedef struct watchdog {
+    int on;
+    int64_t timeout_ms; /* 0: off */
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int quit;          /* under mu */
+    int64_t since_us;  /* monotonic start of the running apply, 0: none (atomic) */
+    const char *topic; /* of the running apply (atomic); the runner's own strings */
+    int32_t partition; /* (atomic) */
+    int64_t offset;    /* (atomic) */
+    unsigned deaths;   /* counted on this event before it (atomic) */
+} watchdog;
+
 /* The failure that ended an optimistic pass, replayed as attempt 1 of the careful pass. */
 typedef struct failed_apply {
     int valid;
@@ -78,10 +99,12 @@ struct es_runner {
     int64_t last_batch_ms; /* when the last batch committed */
     int lock_fd;
     es_guard_t *guard;
+    char *drop_guard; /* the guard's path when it is removed at the end if idle */
     size_t batch_size;
     int linger_ms, retries, backoff_ms, restarts;
     int stop_on_error, ignore_unknown;
-    volatile sig_atomic_t stop;
+    volatile sig_atomic_t stop; /* es_runner_stop: no event is started after it */
+    watchdog wd;
     es_park_cb *park_cb;
     void *park_opaque;
     es_runner_stats_t stats;
@@ -97,6 +120,9 @@ struct es_runner {
     es_err fatal;
     es_error_t fatal_err;
     size_t consumed, parked_in_batch;
+    /* the record a stop came before: handed back to the log, not consumed */
+    int halted;
+    es_raw_record_t halted_at;
 };
 
 static es_err sql_err(es_runner_t *r, const char *what, es_error_t *err) {
@@ -185,6 +211,111 @@ static es_err park(es_runner_t *r, const es_raw_record_t *rec, const char *event
     return ES_OK;
 }
 
+static int64_t mono_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void watch_begin(watchdog *w, const es_raw_record_t *rec) {
+    __atomic_store_n(&w->topic, rec->topic, __ATOMIC_RELAXED);
+    __atomic_store_n(&w->partition, rec->partition, __ATOMIC_RELAXED);
+    __atomic_store_n(&w->offset, rec->offset, __ATOMIC_RELAXED);
+    __atomic_store_n(&w->since_us, mono_us(), __ATOMIC_RELEASE);
+}
+
+/* The apply has run too long: the guard counts it as a death, the config's log callback is
+ * told (a critical line, on this thread), and the process ends. */
+static void watch_expired(es_runner_t *r, int64_t since) {
+    watchdog *w = &r->wd;
+    const char *topic = __atomic_load_n(&w->topic, __ATOMIC_RELAXED);
+    int32_t partition = __atomic_load_n(&w->partition, __ATOMIC_RELAXED);
+    int64_t offset = __atomic_load_n(&w->offset, __ATOMIC_RELAXED);
+    unsigned deaths = __atomic_load_n(&w->deaths, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    if (__atomic_load_n(&w->since_us, __ATOMIC_RELAXED) != since)
+        return; /* it ended meanwhile: what was read may be the next apply's */
+    if (r->guard)
+        es_guard_timed_out(r->guard);
+    es_logf(r->cfg, ES_LOG_CRITICAL,
+            "projector '%s': applying %s/%d offset %lld ran longer than "
+            "projector.apply.timeout.ms (%lld ms); the process is ended so that the crash "
+            "guard counts it: death %u of the %d (projector.crash.restarts) after which a "
+            "restart parks the event",
+            r->def->name, topic, (int)partition, (long long)offset, (long long)w->timeout_ms,
+            deaths + 1, r->restarts);
+    kill(getpid(), SIGKILL);
+    for (;;)
+        pause();
+}
+
+static void *watch_main(void *arg) {
+    es_runner_t *r = arg;
+    watchdog *w = &r->wd;
+    /* Checked four times per timeout, between 1 ms and 100 ms apart. */
+    int64_t period = w->timeout_ms >= 400 ? 100000 : w->timeout_ms < 4 ? 1000 : w->timeout_ms * 250;
+    pthread_mutex_lock(&w->mu);
+    while (!w->quit) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        int64_t ns = ts.tv_nsec + period * 1000;
+        ts.tv_sec += ns / 1000000000;
+        ts.tv_nsec = ns % 1000000000;
+        pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+        int64_t since = __atomic_load_n(&w->since_us, __ATOMIC_ACQUIRE);
+        if (!w->quit && since && (mono_us() - since) / 1000 >= w->timeout_ms)
+            watch_expired(r, since);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+/* Starts the watchdog thread with every signal blocked, so that signals meant for the
+ * process (an operator's Ctrl-C) reach the threads whose handlers expect them. */
+static es_err watch_start(es_runner_t *r, es_error_t *err) {
+    watchdog *w = &r->wd;
+    pthread_condattr_t ca;
+    int rc = pthread_condattr_init(&ca);
+    if (rc == 0) {
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        rc = pthread_cond_init(&w->cv, &ca);
+        pthread_condattr_destroy(&ca);
+    }
+    if (rc == 0 && (rc = pthread_mutex_init(&w->mu, NULL)) != 0)
+        pthread_cond_destroy(&w->cv);
+    if (rc == 0) {
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        rc = pthread_create(&w->thread, NULL, watch_main, r);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (rc != 0) {
+            pthread_mutex_destroy(&w->mu);
+            pthread_cond_destroy(&w->cv);
+        }
+    }
+    if (rc != 0)
+        return es_fail(err, ES_EIO,
+                       "projector '%s': cannot start the apply watchdog "
+                       "(projector.apply.timeout.ms): %s",
+                       r->def->name, strerror(rc));
+    w->on = 1;
+    return ES_OK;
+}
+
+static void watch_stop(watchdog *w) {
+    if (!w->on)
+        return;
+    pthread_mutex_lock(&w->mu);
+    w->quit = 1;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(w->thread, NULL);
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
+    w->on = 0;
+}
+
 /* One apply, under a savepoint when the batch is careful; the guard notes the event while the
  * module runs. A failure of the module fills aerr; one of our storage fills err, *storage. */
 static es_err apply_once(es_runner_t *r, const es_raw_record_t *rec, const es_event_t *ev,
@@ -195,9 +326,13 @@ static es_err apply_once(es_runner_t *r, const es_raw_record_t *rec, const es_ev
         return e;
     if (r->guard)
         es_guard_note(r->guard, rec->topic, rec->partition, rec->offset);
+    if (r->wd.on)
+        watch_begin(&r->wd, rec);
     aerr->code = ES_OK;
     aerr->message[0] = '\0';
     es_err rc = r->def->apply(&r->ctx, ev, aerr);
+    if (r->wd.on)
+        __atomic_store_n(&r->wd.since_us, 0, __ATOMIC_RELEASE);
     if (r->guard)
         es_guard_clear(r->guard);
     if (rc != ES_OK && !r->careful) {
@@ -326,10 +461,15 @@ static es_err apply_record(es_runner_t *r, const es_raw_record_t *rec, int *atte
             break;
         r->batch.retries++;
         int wait = r->backoff_ms << (*attempts - 1 < 10 ? *attempts - 1 : 10);
-        es_sleep_ms(wait > 10000 ? 10000 : wait);
+        for (int slept = 0, max = wait > 10000 ? 10000 : wait; slept < max && !r->stop; slept += 10)
+            es_sleep_ms(max - slept < 10 ? max - slept : 10);
+        if (r->stop) { /* its failures were rolled back: the log gives it again after the stop */
+            r->halted = 1;
+            break;
+        }
     }
     /* Applied or about to be parked or ignored: either way the aggregate moved past it. */
-    if (r->log_order && !r->order_bypass && !*storage && !r->redo) {
+    if (r->log_order && !r->order_bypass && !*storage && !r->redo && !r->halted) {
         es_error_t verr;
         es_err ve = note_version(r, ev, &verr);
         if (ve != ES_OK) {
@@ -346,8 +486,14 @@ es_err es_runner_apply_record(es_runner_t *r, const es_raw_record_t *rec, int *a
                               char *event_type, size_t type_cap, int *storage, es_error_t *err) {
     r->careful = 1; /* on its own: the failure is undone by the savepoint */
     r->redo = 0;
+    r->halted = 0;
     r->failed.valid = 0;
     r->order_bypass = 1; /* the operator asked for this event, whatever came after it */
+    if (r->wd.on) {
+        unsigned deaths =
+            r->guard ? es_guard_deaths(r->guard, rec->topic, rec->partition, rec->offset) : 0;
+        __atomic_store_n(&r->wd.deaths, deaths, __ATOMIC_RELAXED);
+    }
     return apply_record(r, rec, attempts, event_type, type_cap, storage, err);
 }
 
@@ -366,20 +512,40 @@ static int on_record(const es_raw_record_t *rec, void *opaque) {
     int attempts = 0, storage = 0;
     es_error_t why = {0};
     es_err rc;
+    if (r->stop) { /* the batch ends before this record, which stays in the log */
+        r->halted = 1;
+        r->halted_at = *rec;
+        return 1;
+    }
     r->consumed++;
     unsigned deaths =
         r->guard ? es_guard_deaths(r->guard, rec->topic, rec->partition, rec->offset) : 0;
+    if (r->wd.on)
+        __atomic_store_n(&r->wd.deaths, deaths, __ATOMIC_RELAXED);
     if (deaths >= (unsigned)r->restarts) {
+        unsigned timeouts = es_guard_timeouts(r->guard, rec->topic, rec->partition, rec->offset);
         record_type(rec, type, sizeof type);
-        rc = es_fail(&why, ES_EIO,
-                     "the process died %u times in a row while applying this event (a crash "
-                     "in projector '%s'?); parked so the projector can go on",
-                     deaths, r->def->name);
+        if (timeouts == deaths)
+            rc = es_fail(&why, ES_ETIMEOUT,
+                         "applying this event ran longer than projector.apply.timeout.ms %u "
+                         "times in a row, and the watchdog ended the process each time; parked "
+                         "so projector '%s' can go on",
+                         deaths, r->def->name);
+        else
+            rc = es_fail(&why, ES_EIO,
+                         "the process died %u times in a row while applying this event (a "
+                         "crash in projector '%s'?%s); parked so the projector can go on",
+                         deaths, r->def->name, timeouts ? "; some were the apply watchdog's" : "");
         attempts = (int)deaths;
     } else {
         rc = apply_record(r, rec, &attempts, type, sizeof type, &storage, &why);
         if (r->redo)
             return 1;
+        if (r->halted) { /* stopped between its retries */
+            r->consumed--;
+            r->halted_at = *rec;
+            return 1;
+        }
         if (rc == ES_OK && r->stale_now) {
             r->batch.stale++;
             return 0;
@@ -422,11 +588,21 @@ static int64_t now_ms(void) {
     return es_now_us() / 1000;
 }
 
+/* The log moved past the record the stop came before: it is read again next time. */
+static void hand_back(es_runner_t *r) {
+    for (size_t i = 0; i < r->n_pos; i++)
+        if (r->pos[i].partition == r->halted_at.partition &&
+            !strcmp(r->pos[i].topic, r->halted_at.topic) && r->pos[i].offset > r->halted_at.offset)
+            r->pos[i].offset = r->halted_at.offset;
+    r->halted = 0;
+}
+
 /* One pass of a batch inside an open transaction: fetch and apply up to max records. */
 static es_err batch_pass(es_runner_t *r, size_t max, int linger, int64_t *before, es_error_t *err) {
     r->consumed = r->parked_in_batch = 0;
     r->fatal = ES_OK;
     r->redo = 0;
+    r->halted = 0;
     if (!r->careful)
         r->failed.valid = 0;
     memset(&r->batch, 0, sizeof r->batch);
@@ -441,7 +617,9 @@ static es_err batch_pass(es_runner_t *r, size_t max, int linger, int64_t *before
             *err = r->fatal_err;
             e = r->fatal;
         }
-        if (e != ES_OK || r->redo || r->consumed == max || now_ms() >= linger_end)
+        if (e == ES_OK && r->halted)
+            hand_back(r);
+        if (e != ES_OK || r->redo || r->stop || r->consumed == max || now_ms() >= linger_end)
             break;
         if (r->consumed == had)
             es_sleep_ms(1);
@@ -524,7 +702,7 @@ es_err es_runner_poll(es_runner_t *r, int timeout_ms, size_t *applied, es_error_
     int64_t deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
     size_t n = 0;
     es_err e = ES_OK;
-    for (int wait = 1;; wait = wait < 50 ? wait * 2 : 50) {
+    for (int wait = 1; !r->stop; wait = wait < 50 ? wait * 2 : 50) {
         if (log_has_more(r)) {
             int remaining = (int)(deadline - now_ms());
             if (r->lock_fd >= 0 && !es_rm_lock(r->lock_fd, remaining > 0 ? remaining : 0))
@@ -567,11 +745,20 @@ es_err es_runner_run(es_runner_t *r, es_error_t *err) {
         wait = wait < 5000 ? wait * 2 : 5000;
     }
     r->stop = 0;
+    if (r->guard)
+        es_guard_stopping(r->guard, 0);
     return ES_OK;
 }
 
+/* Async-signal-safe: a store to a sig_atomic_t and one to the guard's mapped page. */
 void es_runner_stop(es_runner_t *r) {
     r->stop = 1;
+    if (r->guard)
+        es_guard_stopping(r->guard, 1);
+}
+
+int es_runner_stopping(const es_runner_t *r) {
+    return r->stop != 0;
 }
 
 void es_runner_stats(const es_runner_t *r, es_runner_stats_t *out) {
@@ -618,6 +805,7 @@ es_err es_runner_backlog(es_runner_t *r, uint64_t *n, es_error_t *err) {
 void es_runner_destroy(es_runner_t *r) {
     if (!r)
         return;
+    watch_stop(&r->wd);
     if (r->inited && r->def->fini)
         r->def->fini(r->ctx.state);
     es_ctx_clear(&r->ctx);
@@ -629,7 +817,10 @@ void es_runner_destroy(es_runner_t *r) {
         r->log->ops->destroy(r->log);
     if (r->lock_fd >= 0)
         close(r->lock_fd);
+    if (r->guard && r->drop_guard && es_guard_idle(r->guard))
+        unlink(r->drop_guard);
     es_guard_close(r->guard);
+    free(r->drop_guard);
     free(r->pos);
     free(r->seen);
     free(r->rm_path);
@@ -790,6 +981,7 @@ static es_err read_policy(es_runner_t *r, const runner_opts *o) {
     r->retries = (int)es_config_get_int(c, "projector.retries");
     r->backoff_ms = (int)es_config_get_int(c, "projector.retry.backoff.ms");
     r->restarts = (int)es_config_get_int(c, "projector.crash.restarts");
+    r->wd.timeout_ms = es_config_get_int(c, "projector.apply.timeout.ms");
     r->stop_on_error = !strcmp(es_config_get(c, "projector.on.error"), "stop");
     r->ignore_unknown = !strcmp(es_config_get(c, "projector.on.unknown"), "ignore");
     const char *order = es_config_get(c, "projector.log.order");
@@ -812,7 +1004,9 @@ static es_err open_model(es_runner_t *r, const runner_opts *o, int *rebuild, es_
                        "projector '%s': its read model %s stayed locked by a replay or another "
                        "runner; try again when it is done",
                        r->def->name, o->rm_path);
-    if (o->guard_path)
+    if (o->guard_path && o->drop_idle_guard && !(r->drop_guard = strdup(o->guard_path)))
+        e = es_fail(err, ES_ENOMEM, "out of memory");
+    if (e == ES_OK && o->guard_path)
         e = es_guard_open(o->guard_path, &r->guard, err);
     if (e == ES_OK && r->guard)
         es_guard_recover(r->guard);
@@ -881,6 +1075,8 @@ es_err es_runner_open(const es_config_t *cfg, const es_projector_def *def, const
         e = make_positions(r, err);
     if (e == ES_OK)
         e = open_model(r, o, &rebuild, err);
+    if (e == ES_OK && r->wd.timeout_ms > 0)
+        e = watch_start(r, err);
     if (e == ES_OK && rebuild)
         e = es_replay(r->cfg, def, NULL, NULL, err);
     if (e == ES_OK)
@@ -916,7 +1112,7 @@ es_err es_runner_new(const es_config_t *cfg, const es_projector_def *def, es_run
     if (!guard)
         return def && def->name ? es_fail(err, ES_ENOMEM, "out of memory")
                                 : es_projector_check(def, "es_runner_new", err);
-    runner_opts o = {rm, RM_LIVE, guard, 1, 0};
+    runner_opts o = {rm, RM_LIVE, guard, 1, 0, 0};
     es_err e = es_runner_open(cfg, def, &o, out, err);
     free(guard);
     return e;

@@ -263,3 +263,56 @@ Test(projection, a_replay_equals_the_live_model) {
     cr_assert_eq(query_int("SELECT count(*) FROM notes"), 60);
     cr_assert_eq(query_int("SELECT sum(length(body) * version) FROM notes"), live);
 }
+
+/* notes_v1 that asks its runner to stop once it has applied stop_after events. */
+static es_runner_t *stopping_runner;
+static int stop_after, applied_so_far;
+
+static es_err apply_then_stop(es_projector_ctx_t *ctx, const es_event_t *ev, es_error_t *err) {
+    es_err rc = notes_v1.apply(ctx, ev, err);
+    if (rc == ES_OK && ++applied_so_far == stop_after)
+        es_runner_stop(stopping_runner);
+    return rc;
+}
+
+static uint64_t total_lag(void) {
+    es_lag_row_t *rows = NULL;
+    size_t n = 0;
+    es_error_t err = {0};
+    cr_assert_eq(es_lag(tb_config(b), &rows, &n, &err), ES_OK, "%s", err.message);
+    uint64_t lag = 0;
+    for (size_t i = 0; i < n; i++)
+        lag += rows[i].lag;
+    free(rows);
+    return lag;
+}
+
+Test(projection, a_stop_ends_the_batch_at_the_next_event_and_the_runner_goes_on_from_there) {
+    char id[16];
+    for (int i = 0; i < 25; i++) {
+        snprintf(id, sizeof id, "n-%d", i % 5);
+        note(id, "test.v1.Noted", "hello");
+    }
+    es_config_set(tb_config(b), "projector.batch.size", "100", NULL);
+    es_projector_def def = notes_v1;
+    def.apply = apply_then_stop;
+    es_runner_t *r = runner(&def);
+    stopping_runner = r;
+    stop_after = 10;
+    es_error_t err = {0};
+    cr_assert_eq(es_runner_run(r, &err), ES_OK, "%s", err.message);
+    es_runner_stats_t st;
+    es_runner_stats(r, &st);
+    cr_assert_eq(st.applied, 10, "the batch went on past the stop: %llu applied",
+                 (unsigned long long)st.applied);
+    cr_assert_eq(query_int("SELECT count(*) FROM notes"), 10, "what was applied is committed");
+    cr_assert_eq(total_lag(), 15, "the checkpoints are those of the 10 events applied");
+    /* The record the stop came before was handed back: the rest arrive, each once. */
+    stop_after = 0;
+    st = drain(r, 15);
+    cr_assert_eq(st.applied, 25);
+    cr_assert_eq(st.parked, 0);
+    es_runner_destroy(r);
+    cr_assert_eq(query_int("SELECT count(*) FROM notes"), 25);
+    cr_assert_eq(total_lag(), 0);
+}

@@ -3,7 +3,9 @@
  * it. Loads a module by path, opens a runner on the config given with --set
  * (the environment is not read: it carries the tests' own variables) and
  * either drains the log (polls until a poll finds nothing, then exits 0) or,
- * with --follow, runs until SIGTERM or SIGINT.
+ * with --follow, runs until SIGTERM or SIGINT. Either way the first SIGTERM or
+ * SIGINT stops it at the next event (exit 0) and a second one ends it at once,
+ * as a service does; library log lines go to stderr.
  *
  * Exit status: 0 done, 1 error, 2 usage, 3 halted by policy stop (ES_ESTATE).
  * The counters of the run go to stdout, errors to stderr.
@@ -48,15 +50,14 @@ static es_err drain(es_runner_t *r, es_error_t *err) {
     return rc;
 }
 
-static es_err follow(es_runner_t *r, es_error_t *err) {
-    struct sigaction sa = {.sa_handler = on_signal};
+/* The first signal stops the runner at the next event; the handler is then reset, so a second
+ * one ends the process at once. */
+static void catch_signals(es_runner_t *r) {
+    struct sigaction sa = {.sa_handler = on_signal, .sa_flags = (int)SA_RESETHAND};
     sigemptyset(&sa.sa_mask);
     running = r;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
-    es_err rc = es_runner_run(r, err);
-    running = NULL;
-    return rc;
 }
 
 int main(int argc, char **argv) {
@@ -69,6 +70,7 @@ int main(int argc, char **argv) {
     es_err rc;
     if (!cfg)
         return 1;
+    es_config_set_log_cb(cfg, run_log_line, (void *)"run_projector");
     for (int i = 1; i < argc && status == 0; i++) {
         if (!strcmp(argv[i], "--follow"))
             do_follow = 1;
@@ -86,8 +88,11 @@ int main(int argc, char **argv) {
         status = fail("loading the module", rc, &err);
     if (status == 0 && (rc = es_runner_new(cfg, es_projector_module_def(mod), &r, &err)) != ES_OK)
         status = fail("opening the runner", rc, &err);
-    if (status == 0 && (rc = do_follow ? follow(r, &err) : drain(r, &err)) != ES_OK)
+    if (status == 0)
+        catch_signals(r);
+    if (status == 0 && (rc = do_follow ? es_runner_run(r, &err) : drain(r, &err)) != ES_OK)
         status = fail(do_follow ? "running" : "draining", rc, &err);
+    running = NULL;
     if (r) {
         es_runner_stats_t st;
         es_runner_stats(r, &st);

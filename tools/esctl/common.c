@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "domain.h"
 #include "esctl.h"
@@ -43,8 +44,25 @@ int parse_u64(const char *s, uint64_t *out) {
     return 0;
 }
 
+/* The library is about to end the process (the apply watchdog, on its thread): its line is
+ * esctl's one line, and esctl ends with its own status for a failure. */
+static void end_on_critical(const char *message) {
+    if (isatty(STDERR_FILENO))
+        fputs("\r\033[K", stderr); /* over a progress bar */
+    say("%s", message);
+    _exit(EXIT_FAIL);
+}
+
+static void log_critical(int level, const char *message, void *opaque) {
+    (void)opaque;
+    if (level <= ES_LOG_CRITICAL)
+        end_on_critical(message);
+}
+
 static void log_to_stderr(int level, const char *message, void *opaque) {
     (void)opaque;
+    if (level <= ES_LOG_CRITICAL)
+        end_on_critical(message);
     const char *what = level <= ES_LOG_ERROR     ? "error"
                        : level <= ES_LOG_WARNING ? "warning"
                                                  : "info";
@@ -69,8 +87,7 @@ int load_config(const options *o, es_config_t **out) {
         say("out of memory");
         return EXIT_FAIL;
     }
-    if (o->verbose)
-        es_config_set_log_cb(cfg, log_to_stderr, NULL);
+    es_config_set_log_cb(cfg, o->verbose ? log_to_stderr : log_critical, NULL);
     es_err rc =
         o->config ? es_config_load_file(cfg, o->config, &err) : es_config_load_sources(cfg, &err);
     if (rc == ES_OK && o->config)

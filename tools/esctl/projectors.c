@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,7 +27,8 @@ const char replay_help[] =
     "module name (order_summary) or the path of its .so. The rebuild goes into a\n"
     "shadow database, catches up with the log's end, then replaces the live read\n"
     "model in one transaction: readers keep querying the old one meanwhile, and a\n"
-    "failure or Ctrl-C before the swap leaves it untouched.\n"
+    "failure or Ctrl-C before the swap leaves it untouched. Ctrl-C (or SIGTERM)\n"
+    "stops at the next event; a second Ctrl-C exits at once.\n"
     "\n"
     "On a terminal a progress bar (events/s, ETA) is drawn on stderr; otherwise a\n"
     "progress line is printed on stdout every 10% or every 2 seconds. Every event\n"
@@ -62,10 +64,22 @@ const char lag_help[] =
 #define LINE_EVERY_S 2. /* without a terminal: a progress line at least this often */
 
 static volatile sig_atomic_t interrupted;
+/* The runner rebuilding the model, for the signal handler (lock-free: signal-safe). */
+static _Atomic(es_runner_t *) rebuilding;
 
-static void on_sigint(int sig) {
+static void on_stop_signal(int sig) {
     (void)sig;
     interrupted = 1;
+    es_runner_t *r = atomic_load(&rebuilding);
+    if (r)
+        es_runner_stop(r);
+}
+
+static void on_runner(es_runner_t *r, void *opaque) {
+    (void)opaque;
+    atomic_store(&rebuilding, r);
+    if (r && interrupted) /* a signal came before the runner was there */
+        es_runner_stop(r);
 }
 
 static double now_s(void) {
@@ -242,28 +256,33 @@ static void print_summary(replay_view *v, const es_replay_result_t *res) {
     put_out(v);
 }
 
-/* Ctrl-C cancels at the next progress report, so the shadow copy is dropped cleanly; a second
- * Ctrl-C kills as usual (the live read model is safe either way). */
-static void catch_sigint(struct sigaction *old) {
+/* Ctrl-C (or SIGTERM) cancels at the next event: the apply running ends, the shadow copy is
+ * dropped, and the crash guard does not count the stop as a crash. A second one ends esctl at
+ * once (SA_RESETHAND), the guard still not counting it; the live read model is safe either
+ * way, and the next replay starts the shadow afresh. */
+static void catch_stop_signals(struct sigaction old[2]) {
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_sigint;
+    sa.sa_handler = on_stop_signal;
     sa.sa_flags = (int)SA_RESETHAND;
     sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, old);
+    sigaction(SIGINT, &sa, &old[0]);
+    sigaction(SIGTERM, &sa, &old[1]);
 }
 
 static int run_replay(const es_config_t *cfg, const es_projector_def *def) {
     replay_view v = {.name = def->name, .tty = isatty(STDERR_FILENO) == 1};
-    es_replay_hooks_t hooks = {.progress = on_progress, .parked = on_parked, .opaque = &v};
+    es_replay_hooks_t hooks = {
+        .progress = on_progress, .parked = on_parked, .opaque = &v, .runner = on_runner};
     es_replay_result_t res = {0};
     es_error_t err = {0};
-    struct sigaction old;
+    struct sigaction old[2];
     pb_buf_init(&v.line);
     v.start = now_s();
-    catch_sigint(&old);
+    catch_stop_signals(old);
     es_err rc = es_replay(cfg, def, &hooks, &res, &err);
-    sigaction(SIGINT, &old, NULL);
+    sigaction(SIGINT, &old[0], NULL);
+    sigaction(SIGTERM, &old[1], NULL);
     erase_bar(&v);
     int exit = EXIT_OK;
     if (v.out_failed) {

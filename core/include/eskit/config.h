@@ -16,6 +16,13 @@
  *   cache.aggregates     aggregates whose state a writer keeps in memory (default: 10000)
  *   execute.timeout.ms   Kafka backend: how long es_execute waits for its reply (default: 30000)
  *   readmodel.db         the projectors' read-model database (default: eskit-read.db)
+ *   projector.crash.restarts  deaths of the process applying one event after which the
+ *                        event is parked (default: 3)
+ *   projector.apply.timeout.ms  the apply watchdog: an apply running longer than this ends
+ *                        the process (SIGKILL, after a critical log line), since a C function
+ *                        cannot be stopped from outside; the crash guard counts it as a death,
+ *                        so after projector.crash.restarts restarts (a supervisor's, or the
+ *                        operator's for esctl) the event is parked. 0 = off (default: 0)
  *   saga.db              the saga coordinator's database: instances, outbox, checkpoints;
  *                        esctl sagas reads it (default: eskit-saga.db)
  *   state.db             Kafka command processor: its local state store, a cache of the
@@ -47,7 +54,15 @@ extern "C" {
 
 typedef struct es_config es_config_t;
 
-enum { ES_LOG_ERROR = 3, ES_LOG_WARNING = 4, ES_LOG_INFO = 6, ES_LOG_DEBUG = 7 };
+/* Log levels, as syslog's. ES_LOG_CRITICAL: the library is about to end the process (the apply
+ * watchdog, projector.apply.timeout.ms); the callback may end it itself, with its own status. */
+enum {
+    ES_LOG_CRITICAL = 2,
+    ES_LOG_ERROR = 3,
+    ES_LOG_WARNING = 4,
+    ES_LOG_INFO = 6,
+    ES_LOG_DEBUG = 7
+};
 
 /* Called for every library log line, on the thread that logs. */
 typedef void es_log_cb(int level, const char *message, void *opaque);

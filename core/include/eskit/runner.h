@@ -18,7 +18,15 @@
  * (projector.on.unknown=ignore skips unknown types). Before each apply the
  * runner notes the position in a file that survives the process; an event
  * the process died on projector.crash.restarts times in a row is parked
- * without being applied again, so a crashing module cannot crash-loop.
+ * without being applied again, so a crashing module cannot crash-loop. A
+ * process ended by a signal after es_runner_stop (a second Ctrl-C, a
+ * supervisor's SIGKILL after its SIGTERM) did not crash: that is not counted.
+ * A signal whose default action ends the process is a crash to the guard, so
+ * a service catches SIGTERM and SIGINT and calls es_runner_stop.
+ *
+ * A module stuck in apply cannot be stopped from outside: the optional watchdog
+ * projector.apply.timeout.ms ends the process (a critical log line, then
+ * SIGKILL) when one apply runs longer, and the guard counts that death.
  *
  * Replays (es_replay) and runners of one projector take turns on a lock, so
  * they never write the same read model at once.
@@ -82,10 +90,12 @@ es_err es_runner_poll(es_runner_t *r, int timeout_ms, size_t *applied, es_error_
 
 /* Polls until es_runner_stop is called or a lasting error stops it; transient failures (a
  * broker down, a busy database) are logged through the config's log callback and retried
- * with backoff. */
+ * with backoff. Returning after a stop, it clears the stop. */
 es_err es_runner_run(es_runner_t *r, es_error_t *err);
-/* Asks es_runner_run to return after the current batch; safe from any thread and from a
- * signal handler. */
+/* Stops at the next event: the apply running ends, no other starts, the batch commits what
+ * was applied with its checkpoints, and es_runner_run returns (es_runner_poll returns at once
+ * from then on). Until then, the process ending is not counted as a crash of the event
+ * applied. Safe from any thread and from a signal handler. */
 void es_runner_stop(es_runner_t *r);
 
 /* Sets a callback for parked events (NULL to remove). */
@@ -99,10 +109,16 @@ void es_runner_stats(const es_runner_t *r, es_runner_stats_t *out);
  * cancel the replay (the live read model is left untouched). */
 typedef int es_replay_progress_cb(uint64_t done, uint64_t total, void *opaque);
 
+/* Called on the replaying thread with the runner that rebuilds the model once it is open, and
+ * with NULL before it is destroyed: es_runner_stop on it (from a signal handler too) cancels
+ * the replay at the next event. */
+typedef void es_replay_runner_cb(es_runner_t *runner, void *opaque);
+
 typedef struct es_replay_hooks {
     es_replay_progress_cb *progress; /* may be NULL */
     es_park_cb *parked;              /* may be NULL */
     void *opaque;
+    es_replay_runner_cb *runner; /* may be NULL */
 } es_replay_hooks_t;
 
 typedef struct es_replay_result {
@@ -114,8 +130,10 @@ typedef struct es_replay_result {
 
 /* Rebuilds def's read model from the start of the log into a shadow database with bulk
  * settings, catches up to the log's end, then swaps it into the live read model in one
- * transaction while readers keep querying the old one. A crash or error before the swap
- * leaves the live model untouched. res may be NULL. */
+ * transaction while readers keep querying the old one. A crash, error or cancel before the
+ * swap leaves the live model untouched; the shadow and its crash guard are removed when the
+ * replay returns (the guard stays while it counts deaths of an event not yet passed).
+ * res may be NULL. */
 es_err es_replay(const es_config_t *cfg, const es_projector_def *def,
                  const es_replay_hooks_t *hooks, es_replay_result_t *res, es_error_t *err);
 
