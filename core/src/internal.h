@@ -29,8 +29,29 @@ void es_buf_free(es_buf_t *b);
  * a tenth of executing a command. */
 void es_uuid7_at(int64_t now_us, char out[ES_UUID_STR_LEN + 1]);
 
+/* What a command asked, kept with its id so that a retry can be told from the id reused for
+ * another command: FNV-1a 64 of the command's full type name, and of its payload as packed.
+ * Not a cryptographic digest: it catches mistakes, not a forger (see docs/idempotency.md). */
+typedef struct es_fingerprint {
+    uint64_t type, payload;
+} es_fingerprint_t;
+/* Its stored and wire form: the type hash, then the payload hash, each big-endian. */
+#define ES_FINGERPRINT_LEN 16
+/* FNV-1a, 64 bits, over len bytes. */
+uint64_t es_fnv1a64(const void *data, size_t len);
+/* The fingerprint of msg, packed into scratch (reused across calls). */
+es_err es_fingerprint_of(const ProtobufCMessage *msg, es_buf_t *scratch, es_fingerprint_t *fp);
+void es_fingerprint_put(const es_fingerprint_t *fp, uint8_t out[ES_FINGERPRINT_LEN]);
+void es_fingerprint_get(const uint8_t in[ES_FINGERPRINT_LEN], es_fingerprint_t *fp);
+
 /* Packs an envelope into b (replacing its contents). */
 es_err es_envelope_pack(const es_event_t *ev, es_buf_t *b, es_error_t *err);
+/* es_envelope_pack, with the fingerprint of the command that caused the event (NULL: none). */
+es_err es_envelope_pack_caused(const es_event_t *ev, const es_fingerprint_t *fp, es_buf_t *b,
+                               es_error_t *err);
+/* The causing command's fingerprint in an event es_envelope_decode made: 1 and *fp filled when
+ * the envelope carries one, 0 when not (older events, generated command ids, copies). */
+int es_envelope_fingerprint(const es_event_t *ev, es_fingerprint_t *fp);
 
 /* A message of type desc, initialised to its defaults, on the heap. */
 ProtobufCMessage *es_pb_new(const ProtobufCMessageDescriptor *desc);
