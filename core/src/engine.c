@@ -34,8 +34,8 @@ struct es_engine {
     es_pending_t pending; /* reused by every command: one allocation pattern per engine */
     es_new_event_t *ne;
     size_t ne_cap;
-    es_buf_t due_keys;   /* keys of entries whose snapshot is due, each klen + key */
-    es_buf_t cmd_bytes;  /* a command's payload, packed for its fingerprint */
+    es_buf_t due_keys; /* keys of entries whose snapshot is due, each klen + key */
+    es_fingerprinter_t fingerprinter;
     es_remote_t *remote; /* backend kafka: commands go to the partition owners */
 };
 
@@ -123,7 +123,7 @@ void es_engine_destroy(es_engine_t *engine) {
     es_pending_free(&engine->pending);
     free(engine->ne);
     es_buf_free(&engine->due_keys);
-    es_buf_free(&engine->cmd_bytes);
+    es_fingerprinter_free(&engine->fingerprinter);
     free(engine->regs);
     free(engine);
 }
@@ -650,7 +650,7 @@ static es_err execute_one(exec_ctx *x, es_error_t *err) {
         return set_result(res, ES_OUTCOME_ERROR, rc, x->err->message);
 
     if (x->explicit_id) {
-        if (es_fingerprint_of(cmd->message, &x->engine->cmd_bytes, &x->fp) != ES_OK)
+        if (es_fingerprint_of(&x->engine->fingerprinter, cmd->message, &x->fp) != ES_OK)
             return es_fail(err, ES_ENOMEM, "out of memory packing command %s", x->command_id);
         rc = x->log->ops->find_command(x->log, x->command_id, &rec, err);
         if (rc == ES_OK)

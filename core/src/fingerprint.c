@@ -21,28 +21,43 @@ uint64_t es_fnv1a64(const void *data, size_t len) {
     return h;
 }
 
-es_err es_fingerprint_of(const ProtobufCMessage *msg, es_buf_t *scratch, es_fingerprint_t *fp) {
-    const char *name = msg->descriptor->name;
+es_err es_fingerprint_of(es_fingerprinter_t *f, const ProtobufCMessage *msg, es_fingerprint_t *fp) {
+    es_buf_t *b = &f->packed;
     size_t len = protobuf_c_message_get_packed_size(msg);
-    scratch->len = 0;
-    if (es_buf_reserve(scratch, len) != ES_OK)
+    b->len = 0;
+    if (es_buf_reserve(b, len) != ES_OK)
         return ES_ENOMEM;
-    scratch->len = protobuf_c_message_pack(msg, scratch->data);
-    fp->type = es_fnv1a64(name, strlen(name));
-    fp->payload = es_fnv1a64(scratch->data, scratch->len);
+    b->len = protobuf_c_message_pack(msg, b->data);
+    if (f->desc != msg->descriptor) {
+        f->type = es_fnv1a64(msg->descriptor->name, strlen(msg->descriptor->name));
+        f->desc = msg->descriptor;
+    }
+    fp->type = f->type;
+    fp->payload = es_fnv1a64(b->data, b->len);
     return ES_OK;
 }
 
+void es_fingerprinter_free(es_fingerprinter_t *f) {
+    es_buf_free(&f->packed);
+    f->desc = NULL;
+}
+
+/* Spelled out, so that the compiler merges the stores (and the loads) into one byte swap. */
 static void put_be64(uint8_t *out, uint64_t v) {
-    for (int i = 7; i >= 0; i--, v >>= 8)
-        out[i] = (uint8_t)v;
+    out[0] = (uint8_t)(v >> 56);
+    out[1] = (uint8_t)(v >> 48);
+    out[2] = (uint8_t)(v >> 40);
+    out[3] = (uint8_t)(v >> 32);
+    out[4] = (uint8_t)(v >> 24);
+    out[5] = (uint8_t)(v >> 16);
+    out[6] = (uint8_t)(v >> 8);
+    out[7] = (uint8_t)v;
 }
 
 static uint64_t get_be64(const uint8_t *in) {
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = v << 8 | in[i];
-    return v;
+    return (uint64_t)in[0] << 56 | (uint64_t)in[1] << 48 | (uint64_t)in[2] << 40 |
+           (uint64_t)in[3] << 32 | (uint64_t)in[4] << 24 | (uint64_t)in[5] << 16 |
+           (uint64_t)in[6] << 8 | (uint64_t)in[7];
 }
 
 void es_fingerprint_put(const es_fingerprint_t *fp, uint8_t out[ES_FINGERPRINT_LEN]) {

@@ -39,8 +39,17 @@ typedef struct es_fingerprint {
 #define ES_FINGERPRINT_LEN 16
 /* FNV-1a, 64 bits, over len bytes. */
 uint64_t es_fnv1a64(const void *data, size_t len);
-/* The fingerprint of msg, packed into scratch (reused across calls). */
-es_err es_fingerprint_of(const ProtobufCMessage *msg, es_buf_t *scratch, es_fingerprint_t *fp);
+/* What es_fingerprint_of reuses from one call to the next: the buffer a payload is packed into,
+ * and the type hash of the last descriptor (a batch is mostly one command type). Zeroed: empty;
+ * es_fingerprinter_free releases it. */
+typedef struct es_fingerprinter {
+    es_buf_t packed;
+    const ProtobufCMessageDescriptor *desc;
+    uint64_t type;
+} es_fingerprinter_t;
+/* The fingerprint of msg. */
+es_err es_fingerprint_of(es_fingerprinter_t *f, const ProtobufCMessage *msg, es_fingerprint_t *fp);
+void es_fingerprinter_free(es_fingerprinter_t *f);
 void es_fingerprint_put(const es_fingerprint_t *fp, uint8_t out[ES_FINGERPRINT_LEN]);
 void es_fingerprint_get(const uint8_t in[ES_FINGERPRINT_LEN], es_fingerprint_t *fp);
 

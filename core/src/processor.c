@@ -924,7 +924,7 @@ static es_err produce_events(void *opaque, es_log_t *log, const es_command_t *cm
                              const es_result_t *res, size_t n, es_error_t *err) {
     hook_ctx *h = opaque;
     es_processor_t *p = h->p;
-    es_buf_t scratch = {0};
+    es_fingerprinter_t fingerprinter = {0};
     size_t total = 0;
     (void)cmds;
     for (size_t i = 0; i < n; i++)
@@ -946,7 +946,7 @@ static es_err produce_events(void *opaque, es_log_t *log, const es_command_t *cm
         if (r->outcome != ES_OUTCOME_ACCEPTED || r->duplicate)
             continue;
         es_fingerprint_t fp; /* what the engine recorded with the command id */
-        if (r->n_events && es_fingerprint_of(s->msg, &scratch, &fp) != ES_OK)
+        if (r->n_events && es_fingerprint_of(&fingerprinter, s->msg, &fp) != ES_OK)
             e = es_fail(err, ES_ENOMEM, "out of memory packing command %s", r->command_id);
         for (size_t k = 0; e == ES_OK && k < r->n_events; k++)
             e = produce_event(p, s->type, s->m->partition, r->events[k], &fp, err);
@@ -954,7 +954,7 @@ static es_err produce_events(void *opaque, es_log_t *log, const es_command_t *cm
         if (e == ES_OK && r->n_events)
             keep_snapshot(log, s, r);
     }
-    es_buf_free(&scratch);
+    es_fingerprinter_free(&fingerprinter);
     if (e == ES_OK)
         e = await_events(p, log, err);
     if (e == ES_OK && p->transactional)

@@ -24,23 +24,23 @@ Test(fingerprint, is_the_hash_of_the_type_name_and_of_the_packed_payload) {
     c.reason = "changed my mind";
     uint8_t packed[64];
     size_t len = orders__v1__cancel_order__pack(&c, packed);
-    es_buf_t scratch = {0};
+    es_fingerprinter_t f = {0};
     es_fingerprint_t fp;
-    cr_assert_eq(es_fingerprint_of(&c.base, &scratch, &fp), ES_OK);
+    cr_assert_eq(es_fingerprint_of(&f, &c.base, &fp), ES_OK);
     cr_assert_eq(fp.type, fnv("orders.v1.CancelOrder"));
     cr_assert_eq(fp.payload, es_fnv1a64(packed, len));
 
     es_fingerprint_t other;
     c.reason = "changed my mind!";
-    cr_assert_eq(es_fingerprint_of(&c.base, &scratch, &other), ES_OK);
+    cr_assert_eq(es_fingerprint_of(&f, &c.base, &other), ES_OK);
     cr_assert_eq(other.type, fp.type);
     cr_assert_neq(other.payload, fp.payload);
 
     Orders__V1__ConfirmOrder empty = ORDERS__V1__CONFIRM_ORDER__INIT;
-    cr_assert_eq(es_fingerprint_of(&empty.base, &scratch, &other), ES_OK);
+    cr_assert_eq(es_fingerprint_of(&f, &empty.base, &other), ES_OK);
     cr_assert_eq(other.payload, fnv(""), "an all-default message packs to no bytes");
     cr_assert_eq(other.type, fnv("orders.v1.ConfirmOrder"));
-    es_buf_free(&scratch);
+    es_fingerprinter_free(&f);
 }
 
 Test(fingerprint, is_stored_as_two_big_endian_hashes_and_read_back) {
