@@ -34,7 +34,8 @@ struct es_engine {
     es_pending_t pending; /* reused by every command: one allocation pattern per engine */
     es_new_event_t *ne;
     size_t ne_cap;
-    es_buf_t due_keys;   /* keys of entries whose snapshot is due, each klen + key */
+    es_buf_t due_keys; /* keys of entries whose snapshot is due, each klen + key */
+    es_fingerprinter_t fingerprinter;
     es_remote_t *remote; /* backend kafka: commands go to the partition owners */
 };
 
@@ -122,6 +123,7 @@ void es_engine_destroy(es_engine_t *engine) {
     es_pending_free(&engine->pending);
     free(engine->ne);
     es_buf_free(&engine->due_keys);
+    es_fingerprinter_free(&engine->fingerprinter);
     free(engine->regs);
     free(engine);
 }
@@ -247,7 +249,8 @@ typedef struct exec_ctx {
     const es_command_t *cmd;
     const registration *reg;
     const char *command_id;
-    int explicit_id; /* the caller chose the id, so it may come again */
+    int explicit_id;     /* the caller chose the id, so it may come again */
+    es_fingerprint_t fp; /* what the command asks, when explicit_id */
     es_result_t *res;
     ProtobufCMessage *state; /* entry->state once loaded */
     state_entry *entry;
@@ -398,16 +401,40 @@ static int collect_cb(const es_event_t *ev, void *opaque) {
     return 0;
 }
 
-/* A command id seen before: answer with what happened then. */
+/* Whether rec is this command again, rather than its id reused for another command; when not,
+ * x->err says what differs. A record without a fingerprint (written before eskit kept one)
+ * can only be checked for its aggregate. */
+static int same_command(exec_ctx *x, const es_command_record_t *rec) {
+    const es_command_t *cmd = x->cmd;
+    if (strcmp(rec->aggregate_type, cmd->aggregate_type) ||
+        strcmp(rec->aggregate_id, cmd->aggregate_id))
+        es_fail(x->err, ES_EIDREUSED,
+                "command id '%s' was already used for %s/%s; a retry must name the same "
+                "aggregate, a new command needs a fresh id",
+                x->command_id, rec->aggregate_type, rec->aggregate_id);
+    else if (rec->has_fingerprint && rec->fingerprint.type != x->fp.type)
+        es_fail(x->err, ES_EIDREUSED,
+                "command id '%s' was already used on %s/%s for another command type than %s; a "
+                "retry must resend the same command, a new command needs a fresh id",
+                x->command_id, cmd->aggregate_type, cmd->aggregate_id,
+                cmd->message->descriptor->name);
+    else if (rec->has_fingerprint && rec->fingerprint.payload != x->fp.payload)
+        es_fail(x->err, ES_EIDREUSED,
+                "command id '%s' was already used on %s/%s for %s with another payload; a "
+                "retry must resend the same payload, a new command needs a fresh id",
+                x->command_id, cmd->aggregate_type, cmd->aggregate_id,
+                cmd->message->descriptor->name);
+    else
+        return 1;
+    return 0;
+}
+
+/* A command id seen before: answer with what happened then, if it is the same command. */
 static es_err answer_duplicate(exec_ctx *x, const es_command_record_t *rec, es_error_t *err) {
     es_result_t *res = x->res;
     const es_command_t *cmd = x->cmd;
-    if (strcmp(rec->aggregate_type, cmd->aggregate_type) ||
-        strcmp(rec->aggregate_id, cmd->aggregate_id)) {
-        es_fail(x->err, ES_EINVAL, "command id '%s' was already used for %s/%s; use a fresh id",
-                x->command_id, rec->aggregate_type, rec->aggregate_id);
-        return set_result(res, ES_OUTCOME_ERROR, ES_EINVAL, x->err->message);
-    }
+    if (!same_command(x, rec))
+        return set_result(res, ES_OUTCOME_ERROR, ES_EIDREUSED, x->err->message);
     es_err code = rec->outcome == ES_OUTCOME_ACCEPTED ? ES_OK : ES_EREJECTED;
     set_result(res, (es_outcome)rec->outcome, code, rec->reason);
     res->duplicate = true;
@@ -431,9 +458,16 @@ static es_err answer_duplicate(exec_ctx *x, const es_command_record_t *rec, es_e
 static es_err record_command(exec_ctx *x, es_outcome outcome, es_error_t *err) {
     if (!x->explicit_id)
         return ES_OK;
-    es_command_record_t rec = {x->command_id,   x->cmd->aggregate_type, x->cmd->aggregate_id,
-                               outcome,         x->res->first_version,  x->res->last_version,
-                               x->res->version, x->res->reason};
+    es_command_record_t rec = {x->command_id,
+                               x->cmd->aggregate_type,
+                               x->cmd->aggregate_id,
+                               outcome,
+                               x->res->first_version,
+                               x->res->last_version,
+                               x->res->version,
+                               x->res->reason,
+                               1,
+                               x->fp};
     return x->log->ops->put_command(x->log, &rec, err);
 }
 
@@ -535,7 +569,8 @@ static es_err apply_decision(exec_ctx *x, const es_decision_t *d, es_error_t *er
             d->ev[i].desc->name, d->ev[i].buf.data, d->ev[i].buf.len, x->command_id, corr,
             cmd->metadata,       cmd->n_metadata};
     es_pending_t *p = &e->pending;
-    rc = es_pending_build(p, cmd->aggregate_type, cmd->aggregate_id, before, e->ne, d->n, err);
+    rc = es_pending_build_caused(p, cmd->aggregate_type, cmd->aggregate_id, before, e->ne, d->n,
+                                 x->explicit_id ? &x->fp : NULL, err);
     if (rc == ES_OK && d->n)
         rc = x->log->ops->append(x->log, cmd->aggregate_type, cmd->aggregate_id, before, p->recs,
                                  d->n, p->offsets, err);
@@ -615,6 +650,8 @@ static es_err execute_one(exec_ctx *x, es_error_t *err) {
         return set_result(res, ES_OUTCOME_ERROR, rc, x->err->message);
 
     if (x->explicit_id) {
+        if (es_fingerprint_of(&x->engine->fingerprinter, cmd->message, &x->fp) != ES_OK)
+            return es_fail(err, ES_ENOMEM, "out of memory packing command %s", x->command_id);
         rc = x->log->ops->find_command(x->log, x->command_id, &rec, err);
         if (rc == ES_OK)
             return answer_duplicate(x, &rec, err);
@@ -649,7 +686,7 @@ static es_err run_command(es_engine_t *engine, es_log_t *log, const es_command_t
     const char *cid = cmd->command_id && *cmd->command_id ? cmd->command_id : generated;
     if (!(res->command_id = strdup(cid)))
         return es_fail(err, ES_ENOMEM, "out of memory executing a command");
-    exec_ctx x = {engine, log, cmd, NULL, cid, cid != generated, res, NULL, NULL, 0, &cerr};
+    exec_ctx x = {engine, log, cmd, NULL, cid, cid != generated, {0, 0}, res, NULL, NULL, 0, &cerr};
     return execute_one(&x, err);
 }
 

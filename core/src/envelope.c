@@ -65,7 +65,8 @@ static size_t metadata_entry_size(const es_kv_t *kv) {
     return len_field_size(slen(kv->key)) + len_field_size(slen(kv->value));
 }
 
-es_err es_envelope_pack(const es_event_t *ev, es_buf_t *b, es_error_t *err) {
+es_err es_envelope_pack_caused(const es_event_t *ev, const es_fingerprint_t *fp, es_buf_t *b,
+                               es_error_t *err) {
     size_t id_len = strlen(ev->event_id), type_len = slen(ev->aggregate_type),
            agg_len = slen(ev->aggregate_id), et_len = slen(ev->event_type),
            cmd_len = slen(ev->command_id), corr_len = slen(ev->correlation_id);
@@ -73,7 +74,8 @@ es_err es_envelope_pack(const es_event_t *ev, es_buf_t *b, es_error_t *err) {
                   (ev->version ? 1 + varint_size(ev->version) : 0) + len_field_size(et_len) +
                   len_field_size(ev->payload_len) +
                   (ev->occurred_at_us ? 1 + varint_size((uint64_t)ev->occurred_at_us) : 0) +
-                  len_field_size(cmd_len) + len_field_size(corr_len);
+                  len_field_size(cmd_len) + len_field_size(corr_len) +
+                  (fp ? len_field_size(ES_FINGERPRINT_LEN) : 0);
     for (size_t i = 0; i < ev->n_metadata; i++) {
         size_t entry = metadata_entry_size(&ev->metadata[i]);
         need += 1 + varint_size(entry) + entry; /* present even when empty */
@@ -98,8 +100,25 @@ es_err es_envelope_pack(const es_event_t *ev, es_buf_t *b, es_error_t *err) {
         p = put_len_field(p, 1, kv->key, slen(kv->key));
         p = put_len_field(p, 2, kv->value, slen(kv->value));
     }
+    if (fp) {
+        uint8_t bytes[ES_FINGERPRINT_LEN];
+        es_fingerprint_put(fp, bytes);
+        p = put_len_field(p, 11, bytes, sizeof bytes);
+    }
     b->len = (size_t)(p - b->data);
     return ES_OK;
+}
+
+es_err es_envelope_pack(const es_event_t *ev, es_buf_t *b, es_error_t *err) {
+    return es_envelope_pack_caused(ev, NULL, b, err);
+}
+
+int es_envelope_fingerprint(const es_event_t *ev, es_fingerprint_t *fp) {
+    const owned_event *o = (const owned_event *)ev;
+    if (!o->env || o->env->command_fingerprint.len != ES_FINGERPRINT_LEN)
+        return 0; /* none, or not one eskit wrote: a duplicate then goes unchecked */
+    es_fingerprint_get(o->env->command_fingerprint.data, fp);
+    return 1;
 }
 
 es_err es_envelope_encode(const es_event_t *ev, uint8_t **out, size_t *out_len, es_error_t *err) {

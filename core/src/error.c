@@ -34,6 +34,8 @@ const char *es_strerror(es_err code) {
         return "ES_ESTATE";
     case ES_ERETRY:
         return "ES_ERETRY";
+    case ES_EIDREUSED:
+        return "ES_EIDREUSED";
     }
     return "ES_E?";
 }

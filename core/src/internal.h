@@ -29,8 +29,38 @@ void es_buf_free(es_buf_t *b);
  * a tenth of executing a command. */
 void es_uuid7_at(int64_t now_us, char out[ES_UUID_STR_LEN + 1]);
 
+/* What a command asked, kept with its id so that a retry can be told from the id reused for
+ * another command: FNV-1a 64 of the command's full type name, and of its payload as packed.
+ * Not a cryptographic digest: it catches mistakes, not a forger (see docs/idempotency.md). */
+typedef struct es_fingerprint {
+    uint64_t type, payload;
+} es_fingerprint_t;
+/* Its stored and wire form: the type hash, then the payload hash, each big-endian. */
+#define ES_FINGERPRINT_LEN 16
+/* FNV-1a, 64 bits, over len bytes. */
+uint64_t es_fnv1a64(const void *data, size_t len);
+/* What es_fingerprint_of reuses from one call to the next: the buffer a payload is packed into,
+ * and the type hash of the last descriptor (a batch is mostly one command type). Zeroed: empty;
+ * es_fingerprinter_free releases it. */
+typedef struct es_fingerprinter {
+    es_buf_t packed;
+    const ProtobufCMessageDescriptor *desc;
+    uint64_t type;
+} es_fingerprinter_t;
+/* The fingerprint of msg. */
+es_err es_fingerprint_of(es_fingerprinter_t *f, const ProtobufCMessage *msg, es_fingerprint_t *fp);
+void es_fingerprinter_free(es_fingerprinter_t *f);
+void es_fingerprint_put(const es_fingerprint_t *fp, uint8_t out[ES_FINGERPRINT_LEN]);
+void es_fingerprint_get(const uint8_t in[ES_FINGERPRINT_LEN], es_fingerprint_t *fp);
+
 /* Packs an envelope into b (replacing its contents). */
 es_err es_envelope_pack(const es_event_t *ev, es_buf_t *b, es_error_t *err);
+/* es_envelope_pack, with the fingerprint of the command that caused the event (NULL: none). */
+es_err es_envelope_pack_caused(const es_event_t *ev, const es_fingerprint_t *fp, es_buf_t *b,
+                               es_error_t *err);
+/* The causing command's fingerprint in an event es_envelope_decode made: 1 and *fp filled when
+ * the envelope carries one, 0 when not (older events, generated command ids, copies). */
+int es_envelope_fingerprint(const es_event_t *ev, es_fingerprint_t *fp);
 
 /* A message of type desc, initialised to its defaults, on the heap. */
 ProtobufCMessage *es_pb_new(const ProtobufCMessageDescriptor *desc);

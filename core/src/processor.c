@@ -178,11 +178,14 @@ static void offset_key(char *key, size_t cap, const char *type, int32_t partitio
     snprintf(key, cap, "kafka.next:%s.events:%d", type, (int)partition);
 }
 
-/* The events of one command, consecutive in the partition: recorded as one command. */
+/* The events of one command, consecutive in the partition: recorded as one command, with the
+ * fingerprint its first event carries (events from before fingerprints carry none). */
 typedef struct cmd_track {
     char id[ES_MAX_ID_LEN + 1];
     char agg[ES_MAX_ID_LEN + 1];
     uint64_t first, last;
+    int has_fingerprint;
+    es_fingerprint_t fingerprint;
 } cmd_track;
 
 static es_err flush_track(es_log_t *log, const char *type, cmd_track *t, es_error_t *err) {
@@ -191,8 +194,8 @@ static es_err flush_track(es_log_t *log, const char *type, cmd_track *t, es_erro
         return ES_OK;
     es_err e = log->ops->find_command(log, t->id, &rec, err);
     if (e == ES_ENOTFOUND) {
-        es_command_record_t nr = {t->id,    type,    t->agg,  ES_OUTCOME_ACCEPTED,
-                                  t->first, t->last, t->last, NULL};
+        es_command_record_t nr = {t->id,   type,    t->agg, ES_OUTCOME_ACCEPTED, t->first,
+                                  t->last, t->last, NULL,   t->has_fingerprint,  t->fingerprint};
         e = log->ops->put_command(log, &nr, err);
     }
     t->id[0] = '\0';
@@ -319,6 +322,7 @@ static es_err import_record(import_ctx *c, const rd_kafka_message_t *m, es_error
         snprintf(t->id, sizeof t->id, "%s", cid);
         snprintf(t->agg, sizeof t->agg, "%s", ev->aggregate_id);
         t->first = t->last = ev->version;
+        t->has_fingerprint = es_envelope_fingerprint(ev, &t->fingerprint);
     }
     goto out;
 skip:
@@ -745,14 +749,19 @@ static es_err reserve_prod(es_processor_t *p, size_t n, es_error_t *err) {
     return ES_OK;
 }
 
+/* Produces one event of a command whose fingerprint is fp: the envelope carries it, so that a
+ * state store rebuilt from the log still knows what the command asked. */
 static es_err produce_event(es_processor_t *p, size_t type, int32_t partition, const es_event_t *ev,
-                            es_error_t *err) {
+                            const es_fingerprint_t *fp, es_error_t *err) {
     char topic[TOPIC_MAX], ver[24];
-    uint8_t *bytes = NULL;
-    size_t len = 0;
-    es_err e = es_envelope_encode(ev, &bytes, &len, err);
-    if (e != ES_OK)
+    es_buf_t b = {0};
+    es_err e = es_envelope_pack_caused(ev, fp, &b, err);
+    if (e != ES_OK) {
+        es_buf_free(&b);
         return e;
+    }
+    uint8_t *bytes = b.data;
+    size_t len = b.len;
     snprintf(topic, sizeof topic, "%s.events", type_name(p, type));
     snprintf(ver, sizeof ver, "%llu", (unsigned long long)ev->version);
     size_t i = p->n_prod++;
@@ -915,6 +924,7 @@ static es_err produce_events(void *opaque, es_log_t *log, const es_command_t *cm
                              const es_result_t *res, size_t n, es_error_t *err) {
     hook_ctx *h = opaque;
     es_processor_t *p = h->p;
+    es_fingerprinter_t fingerprinter = {0};
     size_t total = 0;
     (void)cmds;
     for (size_t i = 0; i < n; i++)
@@ -935,12 +945,16 @@ static es_err produce_events(void *opaque, es_log_t *log, const es_command_t *cm
         const es_result_t *r = &res[s->cmd];
         if (r->outcome != ES_OUTCOME_ACCEPTED || r->duplicate)
             continue;
+        es_fingerprint_t fp; /* what the engine recorded with the command id */
+        if (r->n_events && es_fingerprint_of(&fingerprinter, s->msg, &fp) != ES_OK)
+            e = es_fail(err, ES_ENOMEM, "out of memory packing command %s", r->command_id);
         for (size_t k = 0; e == ES_OK && k < r->n_events; k++)
-            e = produce_event(p, s->type, s->m->partition, r->events[k], err);
+            e = produce_event(p, s->type, s->m->partition, r->events[k], &fp, err);
         s->last_prod = p->n_prod - 1;
         if (e == ES_OK && r->n_events)
             keep_snapshot(log, s, r);
     }
+    es_fingerprinter_free(&fingerprinter);
     if (e == ES_OK)
         e = await_events(p, log, err);
     if (e == ES_OK && p->transactional)

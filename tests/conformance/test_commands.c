@@ -2,8 +2,9 @@
  * The command side's behaviour, the same on both backends (CTest runs this
  * file with CONFORMANCE_BACKEND=embedded and =kafka; on Kafka a command
  * processor owns the partitions and es_execute waits for its replies):
- * outcomes, versions and events, rejections, expected versions, and a
- * command id executed once.
+ * outcomes, versions and events, rejections, expected versions, a command
+ * id executed once, and a command id refused when it comes again with
+ * another command.
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -31,6 +32,8 @@ static Orders__V1__LineItem item = {PROTOBUF_C_MESSAGE_INIT(&orders__v1__line_it
                                     "sku-1", 2, 1500};
 static Orders__V1__LineItem *items[] = {&item};
 
+static es_error_t last_err; /* what the last es_execute said */
+
 static es_err run(const char *id, const ProtobufCMessage *msg, const char *command_id,
                   es_expect expect, uint64_t expected, es_result_t *res) {
     es_command_t cmd = {.aggregate_type = "orders.order",
@@ -39,18 +42,23 @@ static es_err run(const char *id, const ProtobufCMessage *msg, const char *comma
                         .command_id = command_id,
                         .expect = expect,
                         .expected_version = expected};
-    es_error_t err = {0};
+    memset(&last_err, 0, sizeof last_err);
     memset(res, 0, sizeof *res);
-    return es_execute(tb_engine(b), &cmd, res, &err);
+    return es_execute(tb_engine(b), &cmd, res, &last_err);
 }
 
-static es_err place(const char *id, const char *command_id, es_result_t *res) {
+static es_err place_for(const char *id, const char *command_id, const char *customer,
+                        es_result_t *res) {
     Orders__V1__PlaceOrder m = ORDERS__V1__PLACE_ORDER__INIT;
-    m.customer_id = "alice";
+    m.customer_id = (char *)customer;
     m.n_items = 1;
     m.items = items;
     m.currency = "EUR";
     return run(id, &m.base, command_id, ES_EXPECT_ANY, 0, res);
+}
+
+static es_err place(const char *id, const char *command_id, es_result_t *res) {
+    return place_for(id, command_id, "alice", res);
 }
 
 static es_err confirm(const char *id, es_expect expect, uint64_t expected, es_result_t *res) {
@@ -58,10 +66,15 @@ static es_err confirm(const char *id, es_expect expect, uint64_t expected, es_re
     return run(id, &m.base, NULL, expect, expected, res);
 }
 
-static es_err cancel(const char *id, es_result_t *res) {
+static es_err cancel_as(const char *id, const char *command_id, const char *reason,
+                        es_result_t *res) {
     Orders__V1__CancelOrder m = ORDERS__V1__CANCEL_ORDER__INIT;
-    m.reason = "changed my mind";
-    return run(id, &m.base, NULL, ES_EXPECT_ANY, 0, res);
+    m.reason = (char *)reason;
+    return run(id, &m.base, command_id, ES_EXPECT_ANY, 0, res);
+}
+
+static es_err cancel(const char *id, es_result_t *res) {
+    return cancel_as(id, NULL, "changed my mind", res);
 }
 
 static int count_event(const es_event_t *ev, void *opaque) {
@@ -140,9 +153,63 @@ Test(commands, the_same_command_id_twice_appends_once_and_answers_the_first_resu
     cr_assert_eq(again.version, first.version);
     cr_assert_eq(again.first_version, first.first_version);
     cr_assert_eq(again.n_events, first.n_events);
+    cr_assert_str_eq(again.events[0]->event_id, first.events[0]->event_id);
     es_result_clear(&first);
     es_result_clear(&again);
     cr_assert_eq(events_of("o-4", 1), 1);
+}
+
+/* What a refusal of a reused command id must say: the code, the id, and what differs. */
+static void assert_id_reused(es_err rc, const es_result_t *res, const char *command_id,
+                             const char *what) {
+    cr_assert_eq(rc, ES_EIDREUSED, "got %s: %s", es_strerror(rc), last_err.message);
+    cr_assert_eq(res->code, ES_EIDREUSED);
+    cr_assert_eq(res->outcome, ES_OUTCOME_ERROR);
+    cr_assert_not(res->duplicate);
+    cr_assert_eq(res->n_events, 0);
+    cr_assert(strstr(last_err.message, command_id), "%s", last_err.message);
+    cr_assert(strstr(last_err.message, what), "%s", last_err.message);
+    cr_assert(strstr(res->reason, command_id), "%s", res->reason);
+}
+
+Test(commands, a_command_id_reused_with_another_payload_is_refused_naming_the_id) {
+    es_result_t res;
+    cr_assert_eq(place_for("o-5", "cmd-o-5", "alice", &res), ES_OK);
+    es_result_clear(&res);
+    es_err rc = place_for("o-5", "cmd-o-5", "mallory", &res);
+    assert_id_reused(rc, &res, "cmd-o-5", "another payload");
+    es_result_clear(&res);
+    cr_assert_eq(events_of("o-5", 1), 1);
+    cr_assert_eq(place_for("o-5", "cmd-o-5", "alice", &res), ES_OK, "%s", last_err.message);
+    cr_assert(res.duplicate, "the first command is still answered");
+    es_result_clear(&res);
+}
+
+Test(commands, a_command_id_reused_for_another_command_type_is_refused_naming_the_id) {
+    es_result_t res;
+    cr_assert_eq(place("o-6", "cmd-o-6", &res), ES_OK);
+    es_result_clear(&res);
+    es_err rc = cancel_as("o-6", "cmd-o-6", "changed my mind", &res);
+    assert_id_reused(rc, &res, "cmd-o-6", "another command type");
+    es_result_clear(&res);
+    cr_assert_eq(events_of("o-6", 1), 1);
+}
+
+Test(commands, a_retried_rejection_gets_the_same_rejection_and_another_payload_is_refused) {
+    es_result_t first, again;
+    cr_assert_eq(cancel_as("o-7", "cancel-o-7", "changed my mind", &first), ES_EREJECTED);
+    cr_assert_not(first.duplicate);
+    cr_assert_eq(cancel_as("o-7", "cancel-o-7", "changed my mind", &again), ES_EREJECTED);
+    cr_assert(again.duplicate);
+    cr_assert_eq(again.outcome, ES_OUTCOME_REJECTED);
+    cr_assert_str_eq(again.reason, first.reason);
+    cr_assert(strstr(last_err.message, first.reason), "%s", last_err.message);
+    es_result_clear(&first);
+    es_result_clear(&again);
+    es_err rc = cancel_as("o-7", "cancel-o-7", "another reason", &again);
+    assert_id_reused(rc, &again, "cancel-o-7", "another payload");
+    es_result_clear(&again);
+    cr_assert_eq(events_of("o-7", 0), 0);
 }
 
 Test(commands, a_batch_answers_every_command_in_order) {

@@ -5,7 +5,8 @@
  * match the embedded engine's, a command id runs once, events land keyed and
  * co-partitioned with their command, and a processor restarted on the same or
  * on a fresh state store continues the aggregates' versions, loading its
- * aggregates from the snapshots topic.
+ * aggregates from the snapshots topic, and still tells a retried command from
+ * its id reused for another.
  */
 #include <criterion/criterion.h>
 #include <librdkafka/rdkafka.h>
@@ -19,6 +20,7 @@
 
 #include "domain.h"
 #include "eskit/v1/snapshot.pb-c.h"
+#include "internal.h"
 #include "testutil.h"
 
 #define PARTS 3
@@ -528,6 +530,69 @@ Test(kafka_processor, events_in_kafka_but_not_in_the_state_store_are_restored_in
     c.expected_version = 3;
     cr_assert_eq(exec(&c, &res, &err), ES_ECONFLICT);
     cr_assert_eq(res.version, 2);
+    es_result_clear(&res);
+    stop_processor(pr);
+}
+
+/* The state store is lost: the fingerprints come back from the events' envelopes. */
+Test(kafka_processor, a_command_id_reused_for_another_command_is_refused_after_a_restore) {
+    proc *pr = start_processor();
+    Orders__V1__PlaceOrder m;
+    es_command_t c = place("o-1", "place-o-1", &m);
+    accepted(&c, 1, "orders.v1.OrderPlaced");
+    stop_processor(pr);
+    records evs;
+    read_topic("orders.order.events", 1, &evs);
+    cr_assert_eq(evs.n, 1);
+    es_fingerprint_t fp;
+    cr_assert(es_envelope_fingerprint(evs.r[0].ev, &fp), "the event carries its command's");
+    cr_assert_eq(fp.type, es_fnv1a64("orders.v1.PlaceOrder", strlen("orders.v1.PlaceOrder")));
+    free_records(&evs);
+
+    set_state_db("fresh.db");
+    pr = start_processor();
+    es_result_t res;
+    es_error_t err = {0};
+    m.customer_id = "c-2";
+    cr_assert_eq(exec(&c, &res, &err), ES_EIDREUSED, "%s: %s", es_strerror(res.code), err.message);
+    cr_assert_eq(res.code, ES_EIDREUSED);
+    cr_assert(strstr(err.message, "'place-o-1'") && strstr(err.message, "another payload"), "%s",
+              err.message);
+    es_result_clear(&res);
+    c = simple("o-1", &cancel_msg.base, "place-o-1");
+    cr_assert_eq(exec(&c, &res, &err), ES_EIDREUSED, "%s", err.message);
+    cr_assert(strstr(err.message, "another command type"), "%s", err.message);
+    es_result_clear(&res);
+    c = place("o-1", "place-o-1", &m);
+    cr_assert_eq(exec(&c, &res, &err), ES_OK, "%s", err.message);
+    cr_assert(res.duplicate, "the same command is still a retry");
+    cr_assert_eq(res.n_events, 1);
+    es_result_clear(&res);
+    stop_processor(pr);
+}
+
+/* Events written before eskit recorded fingerprints: their command ids are known, not what the
+ * commands asked, so a duplicate is answered unchecked, as before. */
+Test(kafka_processor, an_event_without_a_fingerprint_answers_its_command_id_unchecked) {
+    proc *pr = start_processor();
+    Orders__V1__PlaceOrder m;
+    es_command_t c = place("o-1", NULL, &m);
+    accepted(&c, 1, "orders.v1.OrderPlaced");
+    stop_processor(pr);
+    records cmds;
+    read_topic("orders.order.commands", 0, &cmds);
+    produce_event("o-1", cmds.r[0].partition, 2, "old-confirm-o-1");
+    free_records(&cmds);
+
+    set_state_db("fresh.db");
+    pr = start_processor();
+    es_result_t res;
+    es_error_t err = {0};
+    c = simple("o-1", &cancel_msg.base, "old-confirm-o-1");
+    cr_assert_eq(exec(&c, &res, &err), ES_OK, "%s", err.message);
+    cr_assert(res.duplicate);
+    cr_assert_eq(res.n_events, 1);
+    cr_assert_str_eq(res.events[0]->event_type, "orders.v1.OrderConfirmed");
     es_result_clear(&res);
     stop_processor(pr);
 }

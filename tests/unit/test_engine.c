@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sqlite3.h>
+
 #include "domain.h"
 #include "engine_int.h"
 #include "testutil.h"
@@ -205,9 +207,29 @@ Test(engine, a_command_id_reused_for_another_aggregate_is_an_error_naming_the_fi
     es_command_t c1 = place("o-7", "shared-id", &m1), c2 = place("o-8", "shared-id", &m2);
     cr_assert_eq(es_execute(engine, &c1, NULL, NULL), ES_OK);
     es_error_t err = {0};
-    cr_assert_eq(es_execute(engine, &c2, NULL, &err), ES_EINVAL);
+    cr_assert_eq(es_execute(engine, &c2, NULL, &err), ES_EIDREUSED);
     cr_assert(strstr(err.message, "orders.order/o-7"), "%s", err.message);
+    cr_assert(strstr(err.message, "'shared-id'"), "%s", err.message);
     cr_assert_eq(stream_of("o-8").n, 0);
+}
+
+/* The second copy is found among the records the batch has not written yet. */
+Test(engine, a_command_id_reused_with_another_payload_in_the_same_batch_is_refused) {
+    Orders__V1__PlaceOrder m1, m2;
+    es_command_t cmds[2] = {place("o-dup2", "cmd-dup2", &m1), place("o-dup2", "cmd-dup2", &m2)};
+    m2.customer_id = "c-2";
+    es_result_t res[2];
+    es_error_t err = {0};
+    cr_assert_eq(es_execute_batch(engine, cmds, 2, res, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(res[0].outcome, ES_OUTCOME_ACCEPTED);
+    cr_assert_eq(res[1].outcome, ES_OUTCOME_ERROR);
+    cr_assert_eq(res[1].code, ES_EIDREUSED);
+    cr_assert(strstr(res[1].reason, "'cmd-dup2'") && strstr(res[1].reason, "another payload"), "%s",
+              res[1].reason);
+    for (int i = 0; i < 2; i++)
+        es_result_clear(&res[i]);
+    cr_assert_eq(es_execute(engine, &cmds[1], NULL, &err), ES_EIDREUSED, "and once committed");
+    cr_assert_eq(stream_of("o-dup2").n, 1);
 }
 
 Test(engine, batch_executes_in_order_with_per_command_outcomes) {
@@ -476,4 +498,109 @@ Test(engine, a_failed_batch_leaves_no_stream_or_command_id_and_a_retry_creates_t
     cr_assert_eq(es_execute(engine, &cmds[0], &res[0], &err), ES_OK, "%s", err.message);
     cr_assert(res[0].duplicate, "the command id was recorded");
     es_result_clear(&res[0]);
+}
+
+/* Schema version 2, as eskit wrote it before command fingerprints: es_commands without them. */
+static const char v2_schema[] =
+    "CREATE TABLE es_meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE es_types(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);"
+    "CREATE TABLE es_streams(id INTEGER PRIMARY KEY, type_id INTEGER NOT NULL,"
+    " agg_id TEXT NOT NULL, UNIQUE(type_id, agg_id));"
+    "CREATE TABLE es_heads(stream INTEGER PRIMARY KEY, version INTEGER NOT NULL,"
+    " head INTEGER NOT NULL, snap_version INTEGER, snap_type INTEGER, snap_state BLOB,"
+    " snap_at INTEGER);"
+    "CREATE TABLE es_events(pos INTEGER PRIMARY KEY, stream INTEGER NOT NULL,"
+    " version INTEGER NOT NULL, prev INTEGER NOT NULL, type_id INTEGER NOT NULL,"
+    " envelope BLOB NOT NULL);"
+    "CREATE VIEW es_snapshots(stream, version, state_type, state, taken_at) AS"
+    " SELECT h.stream, h.snap_version, t.name, h.snap_state, h.snap_at FROM es_heads h"
+    " JOIN es_types t ON t.id = h.snap_type;"
+    "CREATE TABLE es_commands(id TEXT PRIMARY KEY, type_id INTEGER NOT NULL,"
+    " agg_id TEXT NOT NULL, outcome INTEGER NOT NULL, first_version INTEGER NOT NULL,"
+    " last_version INTEGER NOT NULL, version INTEGER NOT NULL, reason TEXT) WITHOUT ROWID;"
+    "CREATE TABLE es_dlq_records(seq INTEGER PRIMARY KEY, topic TEXT NOT NULL,"
+    " ref TEXT NOT NULL UNIQUE, key TEXT, value BLOB, headers TEXT NOT NULL, at INTEGER NOT NULL);"
+    "INSERT INTO es_meta VALUES ('schema_version', '2');"
+    "INSERT INTO es_types VALUES (1, 'orders.order');"
+    "INSERT INTO es_streams VALUES (1, 1, 'o-old');"
+    "INSERT INTO es_heads(stream, version, head) VALUES (1, 1, 1);"
+    "INSERT INTO es_commands VALUES ('place-o-old', 1, 'o-old', 1, 1, 1, 1, NULL);";
+
+/* o-old's OrderPlaced at position 1, caused by place-o-old, in a version 2 envelope. */
+static void insert_v2_event(sqlite3 *db, char *event_id) {
+    Orders__V1__OrderPlaced placed = ORDERS__V1__ORDER_PLACED__INIT;
+    uint8_t payload[128];
+    placed.customer_id = "c-1";
+    placed.currency = "EUR";
+    placed.amount_cents = 3000;
+    cr_assert_leq(orders__v1__order_placed__get_packed_size(&placed), sizeof payload);
+    es_event_t ev = {.aggregate_type = "orders.order",
+                     .aggregate_id = "o-old",
+                     .version = 1,
+                     .event_type = "orders.v1.OrderPlaced",
+                     .payload = payload,
+                     .payload_len = orders__v1__order_placed__pack(&placed, payload),
+                     .command_id = "place-o-old",
+                     .correlation_id = "place-o-old"};
+    es_uuid7(ev.event_id);
+    strcpy(event_id, ev.event_id);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    cr_assert_eq(es_envelope_encode(&ev, &buf, &len, NULL), ES_OK);
+    sqlite3_stmt *s = NULL;
+    cr_assert_eq(
+        sqlite3_prepare_v2(db, "INSERT INTO es_events VALUES (1, 1, 1, 0, 1, ?1)", -1, &s, NULL),
+        SQLITE_OK);
+    sqlite3_bind_blob(s, 1, buf, (int)len, SQLITE_STATIC);
+    cr_assert_eq(sqlite3_step(s), SQLITE_DONE);
+    sqlite3_finalize(s);
+    free(buf);
+}
+
+static int query_int(const char *path, const char *sql) {
+    sqlite3 *db = NULL;
+    sqlite3_stmt *s = NULL;
+    cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK, "%s", sqlite3_errmsg(db));
+    cr_assert_eq(sqlite3_step(s), SQLITE_ROW, "%s", sql);
+    int v = sqlite3_column_int(s, 0);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return v;
+}
+
+/* Its ids were recorded without a fingerprint: a retry is answered as before, unchecked. */
+Test(engine, a_version_2_file_is_upgraded_and_its_command_ids_still_answer_as_duplicates) {
+    char *path = tu_path(dir, "v2.db"), event_id[ES_UUID_STR_LEN + 1];
+    sqlite3 *db = NULL;
+    cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(db, v2_schema, NULL, NULL, NULL), SQLITE_OK, "%s",
+                 sqlite3_errmsg(db));
+    insert_v2_event(db, event_id);
+    sqlite3_close(db);
+
+    es_engine_destroy(engine);
+    es_config_t *cfg = tu_config(dir, "v2.db");
+    es_error_t err = {0};
+    cr_assert_eq(es_engine_new(cfg, &engine, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(demo_register_all(engine, &err), ES_OK, "%s", err.message);
+    es_config_destroy(cfg);
+    cr_assert_eq(query_int(path, "SELECT value FROM es_meta WHERE key = 'schema_version'"), 3);
+
+    Orders__V1__PlaceOrder m1, m2;
+    es_command_t old = place("o-old", "place-o-old", &m1);
+    m1.customer_id = "someone else"; /* not checked: the record does not say what was asked */
+    es_result_t res;
+    cr_assert_eq(es_execute(engine, &old, &res, &err), ES_OK, "%s", err.message);
+    cr_assert(res.duplicate);
+    cr_assert_eq(res.n_events, 1);
+    cr_assert_str_eq(res.events[0]->event_id, event_id);
+    es_result_clear(&res);
+
+    es_command_t fresh = place("o-new", "place-o-new", &m2);
+    cr_assert_eq(es_execute(engine, &fresh, NULL, &err), ES_OK, "%s", err.message);
+    m2.customer_id = "someone else";
+    cr_assert_eq(es_execute(engine, &fresh, NULL, &err), ES_EIDREUSED, "new ids are checked");
+    cr_assert_eq(stream_of("o-old").n, 1);
+    free(path);
 }

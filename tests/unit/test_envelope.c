@@ -5,6 +5,7 @@
 #include <eskit/eskit.h>
 
 #include "eskit/v1/envelope.pb-c.h"
+#include "internal.h"
 
 static es_event_t sample(es_kv_t *md) {
     es_event_t ev = {0};
@@ -110,8 +111,9 @@ Test(envelope, truncated_and_corrupted_bytes_never_crash) {
     free(buf);
 }
 
-/* What protobuf-c itself writes for ev: the encoder must produce the same bytes. */
-static size_t reference_pack(const es_event_t *ev, uint8_t *out) {
+/* What protobuf-c itself writes for ev (with fp as command_fingerprint when not NULL): the
+ * encoder must produce the same bytes. */
+static size_t reference_pack(const es_event_t *ev, const es_fingerprint_t *fp, uint8_t *out) {
     Eskit__V1__EventEnvelope env = ESKIT__V1__EVENT_ENVELOPE__INIT;
     Eskit__V1__EventEnvelope__MetadataEntry entries[4], *ptrs[4];
     cr_assert_leq(ev->n_metadata, 4);
@@ -133,13 +135,18 @@ static size_t reference_pack(const es_event_t *ev, uint8_t *out) {
     env.correlation_id = (char *)(ev->correlation_id ? ev->correlation_id : "");
     env.n_metadata = ev->n_metadata;
     env.metadata = ptrs;
+    uint8_t fp_bytes[ES_FINGERPRINT_LEN];
+    if (fp) {
+        es_fingerprint_put(fp, fp_bytes);
+        env.command_fingerprint = (ProtobufCBinaryData){sizeof fp_bytes, fp_bytes};
+    }
     cr_assert_leq(eskit__v1__event_envelope__get_packed_size(&env), 4096);
     return eskit__v1__event_envelope__pack(&env, out);
 }
 
 static void expect_same_bytes_as_protobuf_c(const es_event_t *ev) {
     uint8_t want[4096], *got = NULL;
-    size_t want_len = reference_pack(ev, want), got_len = 0;
+    size_t want_len = reference_pack(ev, NULL, want), got_len = 0;
     cr_assert_eq(es_envelope_encode(ev, &got, &got_len, NULL), ES_OK);
     cr_assert_eq(got_len, want_len);
     cr_assert_eq(memcmp(got, want, got_len), 0);
@@ -167,4 +174,36 @@ Test(envelope, encoding_writes_the_bytes_protobuf_c_writes) {
     ev.version = 0;
     ev.command_id = "";
     expect_same_bytes_as_protobuf_c(&ev);
+}
+
+Test(envelope, a_command_fingerprint_is_written_as_protobuf_c_writes_it_and_read_back) {
+    es_kv_t md[] = {{"user", "alice"}, {"trace", "t-9"}};
+    es_event_t ev = sample(md);
+    es_fingerprint_t fp = {0x0123456789abcdefULL, 0xfedcba9876543210ULL}, got;
+    uint8_t want[4096];
+    size_t want_len = reference_pack(&ev, &fp, want);
+    es_buf_t b = {0};
+    cr_assert_eq(es_envelope_pack_caused(&ev, &fp, &b, NULL), ES_OK);
+    cr_assert_eq(b.len, want_len);
+    cr_assert_eq(memcmp(b.data, want, b.len), 0);
+    /* field 11, 16 bytes: the type hash then the payload hash, big-endian */
+    static const uint8_t tail[] = {0x5a, 16,   0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd,
+                                   0xef, 0xfe, 0xdc, 0xba, 0x98, 0x76, 0x54, 0x32, 0x10};
+    cr_assert_eq(memcmp(b.data + b.len - sizeof tail, tail, sizeof tail), 0);
+
+    es_event_t *out = NULL;
+    cr_assert_eq(es_envelope_decode(b.data, b.len, NULL, &out, NULL), ES_OK);
+    cr_assert(es_envelope_fingerprint(out, &got));
+    cr_assert_eq(got.type, fp.type);
+    cr_assert_eq(got.payload, fp.payload);
+    es_event_t *copy = es_event_dup(out);
+    cr_assert_not(es_envelope_fingerprint(copy, &got), "a copy does not keep it");
+    es_event_free(copy);
+    es_event_free(out);
+
+    cr_assert_eq(es_envelope_pack(&ev, &b, NULL), ES_OK);
+    cr_assert_eq(es_envelope_decode(b.data, b.len, NULL, &out, NULL), ES_OK);
+    cr_assert_not(es_envelope_fingerprint(out, &got), "an event without one");
+    es_event_free(out);
+    es_buf_free(&b);
 }

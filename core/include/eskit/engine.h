@@ -4,7 +4,8 @@
  * aggregate (newest snapshot + later events), decides, appends the events
  * atomically with an optimistic version check, snapshots when due and
  * returns the outcome. Executing the same command id again appends nothing
- * and returns the first outcome.
+ * and returns the first outcome; the id with another aggregate, command type
+ * or payload is ES_EIDREUSED (docs/idempotency.md).
  *
  * State messages are owned by the engine and mutated in place by evolve: a
  * string or bytes field must be set with es_pb_set_string / es_pb_set_bytes
@@ -90,8 +91,8 @@ es_store_t *es_engine_store(es_engine_t *engine);
 es_err es_engine_register(es_engine_t *engine, const es_aggregate_def *def, void *opaque,
                           es_error_t *err);
 
-/* Executes one command. Returns ES_OK (accepted), ES_EREJECTED, ES_ECONFLICT or an
- * error; res (may be NULL) says the same and more. Caller frees res with es_result_clear.
+/* Executes one command. Returns ES_OK (accepted), ES_EREJECTED, ES_ECONFLICT, ES_EIDREUSED or
+ * an error; res (may be NULL) says the same and more. Caller frees res with es_result_clear.
  * Any number of threads may execute on one engine at once. Embedded, their transactions
  * take turns on the store; on Kafka their commands are in flight together, each call
  * waiting for its own replies. */

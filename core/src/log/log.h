@@ -30,7 +30,8 @@ typedef struct es_log_record {
     size_t len;
 } es_log_record_t;
 
-/* What the log remembers of an executed command, for exactly-once execution. */
+/* What the log remembers of an executed command, for exactly-once execution, and what the
+ * command asked, to tell a retry from the id reused for another command. */
 typedef struct es_command_record {
     const char *command_id;
     const char *aggregate_type;
@@ -38,6 +39,9 @@ typedef struct es_command_record {
     int outcome; /* es_outcome */
     uint64_t first_version, last_version, version;
     const char *reason;
+    int has_fingerprint; /* 0: recorded without one (before schema 3, or restored from old events)
+                          */
+    es_fingerprint_t fingerprint;
 } es_command_record_t;
 
 /* One record as a consumer sees it: raw bytes and where they sit. */

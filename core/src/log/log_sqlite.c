@@ -29,7 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION 3
 
 enum {
     S_BEGIN,
@@ -75,9 +75,11 @@ static const char *const sql_text[S_COUNT] = {
     [S_SNAP_GET] = "SELECT h.snap_version, t.name, h.snap_state, h.snap_at FROM es_heads h "
                    "JOIN es_types t ON t.id = h.snap_type WHERE h.stream = ?1",
     [S_CMD_GET] = "SELECT c.outcome, c.first_version, c.last_version, c.version, c.reason, t.name, "
-                  "c.agg_id FROM es_commands c JOIN es_types t ON t.id = c.type_id WHERE c.id = ?1",
+                  "c.agg_id, c.fingerprint FROM es_commands c JOIN es_types t ON t.id = c.type_id "
+                  "WHERE c.id = ?1",
     [S_CMD_PUT] = "INSERT INTO es_commands(id, type_id, agg_id, outcome, first_version, "
-                  "last_version, version, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                  "last_version, version, reason, fingerprint) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, "
+                  "?8, ?9)",
     [S_DATA_VERSION] = "PRAGMA data_version",
     [S_FETCH] = "SELECT e.pos, e.type_id, s.agg_id, e.envelope FROM es_events e "
                 "JOIN es_streams s ON s.id = e.stream WHERE e.pos >= ?1 ORDER BY e.pos",
@@ -104,7 +106,9 @@ static const char *const sql_text[S_COUNT] = {
     " ref TEXT NOT NULL UNIQUE, key TEXT, value BLOB, headers TEXT NOT NULL, at INTEGER NOT "      \
     "NULL);"
 
-/* es_types interns type names: aggregate types, and the state types of snapshots. */
+/* es_types interns type names: aggregate types, and the state types of snapshots. An
+ * es_commands row remembers a command id with its result and what the command asked
+ * (fingerprint: ES_FINGERPRINT_LEN bytes; NULL in rows written before schema version 3). */
 static const char schema_sql[] =
     "CREATE TABLE es_meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;"
     "CREATE TABLE es_types(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);"
@@ -115,8 +119,9 @@ static const char schema_sql[] =
     " envelope BLOB NOT NULL);" SNAPSHOTS_VIEW_SQL
     "CREATE TABLE es_commands(id TEXT PRIMARY KEY, type_id INTEGER NOT NULL,"
     " agg_id TEXT NOT NULL, outcome INTEGER NOT NULL, first_version INTEGER NOT NULL,"
-    " last_version INTEGER NOT NULL, version INTEGER NOT NULL, reason TEXT) WITHOUT "
-    "ROWID;" DLQ_RECORDS_SQL "INSERT INTO es_meta(key, value) VALUES ('schema_version', '2');";
+    " last_version INTEGER NOT NULL, version INTEGER NOT NULL, reason TEXT, fingerprint BLOB)"
+    " WITHOUT ROWID;" DLQ_RECORDS_SQL
+    "INSERT INTO es_meta(key, value) VALUES ('schema_version', '3');";
 
 /* Version 1 kept heads and snapshots (state type as text) in es_streams itself. */
 static const char migrate_v1_sql[] = HEADS_SQL
@@ -133,6 +138,11 @@ static const char migrate_v1_sql[] = HEADS_SQL
     "ALTER TABLE es_streams_v2 RENAME TO es_streams;" SNAPSHOTS_VIEW_SQL DLQ_RECORDS_SQL
     "UPDATE es_meta SET value = '2' WHERE key = 'schema_version';";
 
+/* Version 2 kept no fingerprint with a command id: its ids keep none (NULL), and answer as
+ * duplicates unchecked, as they did. */
+static const char migrate_v2_sql[] = "ALTER TABLE es_commands ADD COLUMN fingerprint BLOB;"
+                                     "UPDATE es_meta SET value = '3' WHERE key = 'schema_version';";
+
 /* Multi-row statements come in these sizes, largest first; n rows take at most a few. */
 static const size_t row_sizes[] = {64, 8, 1};
 #define N_ROW_SIZES (sizeof row_sizes / sizeof *row_sizes)
@@ -147,9 +157,10 @@ typedef struct multi_stmt {
 static const char put_events_sql[] =
     "INSERT INTO es_events(stream, version, prev, type_id, envelope) VALUES ";
 /* Command records of a transaction, written at its commit in command id order. */
-#define COMMAND_COLS 8
+#define COMMAND_COLS 9
 static const char put_commands_sql[] = "INSERT INTO es_commands(id, type_id, agg_id, outcome, "
-                                       "first_version, last_version, version, reason) VALUES ";
+                                       "first_version, last_version, version, reason, "
+                                       "fingerprint) VALUES ";
 /* Streams created in a transaction, written with its events (ids checked as positions are). */
 #define STREAM_COLS 2
 static const char put_streams_sql[] = "INSERT INTO es_streams(type_id, agg_id) VALUES ";
@@ -187,6 +198,8 @@ typedef struct queued_command {
     int64_t type_id;
     int outcome;
     uint64_t first_version, last_version, version;
+    int has_fingerprint;
+    uint8_t fingerprint[ES_FINGERPRINT_LEN];
 } queued_command;
 
 typedef struct type_entry {
@@ -428,6 +441,10 @@ static void bind_command(sqlite_log *l, sqlite3_stmt *s, int first, size_t i, co
         sqlite3_bind_text(s, first + 8, cmd_str(l, (size_t)q->reason), -1, SQLITE_STATIC);
     else
         sqlite3_bind_null(s, first + 8);
+    if (q->has_fingerprint)
+        sqlite3_bind_blob(s, first + 9, q->fingerprint, ES_FINGERPRINT_LEN, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(s, first + 9);
 }
 
 static int by_command_id(const void *a, const void *b, void *ctx) {
@@ -1154,6 +1171,8 @@ static es_err lg_find_command(es_log_t *base, const char *command_id, es_command
                  q->reason >= 0 ? (const unsigned char *)cmd_str(l, (size_t)q->reason) : NULL);
         rec->aggregate_type = keep(&l->cmd_type, (const unsigned char *)cmd_str(l, q->type));
         rec->aggregate_id = keep(&l->cmd_agg, (const unsigned char *)cmd_str(l, q->agg));
+        if ((rec->has_fingerprint = q->has_fingerprint))
+            es_fingerprint_get(q->fingerprint, &rec->fingerprint);
         return rec->aggregate_type && rec->aggregate_id
                    ? ES_OK
                    : es_fail(err, ES_ENOMEM, "out of memory reading a command record");
@@ -1172,6 +1191,10 @@ static es_err lg_find_command(es_log_t *base, const char *command_id, es_command
         rec->reason = keep(&l->cmd_reason, sqlite3_column_text(s, 4));
         rec->aggregate_type = keep(&l->cmd_type, sqlite3_column_text(s, 5));
         rec->aggregate_id = keep(&l->cmd_agg, sqlite3_column_text(s, 6));
+        /* Another length is not ours: unchecked, like a row without one. */
+        const uint8_t *fp = sqlite3_column_blob(s, 7);
+        if ((rec->has_fingerprint = fp && sqlite3_column_bytes(s, 7) == ES_FINGERPRINT_LEN))
+            es_fingerprint_get(fp, &rec->fingerprint);
         if (!rec->aggregate_type || !rec->aggregate_id)
             e = es_fail(err, ES_ENOMEM, "out of memory reading a command record");
     } else if (rc == SQLITE_DONE) {
@@ -1194,8 +1217,15 @@ static es_err queue_command(sqlite_log *l, const es_command_record_t *rec, int64
     if (reserve_items(&l->cmds, &l->cap_cmds, l->n_cmds + 1, sizeof *l->cmds))
         return es_fail(err, ES_ENOMEM, "out of memory recording a command id");
     queued_command *q = &l->cmds[l->n_cmds];
-    *q = (queued_command){
-        0, 0, 0, -1, tid, rec->outcome, rec->first_version, rec->last_version, rec->version};
+    *q = (queued_command){.reason = -1,
+                          .type_id = tid,
+                          .outcome = rec->outcome,
+                          .first_version = rec->first_version,
+                          .last_version = rec->last_version,
+                          .version = rec->version,
+                          .has_fingerprint = rec->has_fingerprint};
+    if (rec->has_fingerprint)
+        es_fingerprint_put(&rec->fingerprint, q->fingerprint);
     size_t reason = 0;
     if (keep_cmd_str(l, rec->command_id, &q->id) ||
         keep_cmd_str(l, rec->aggregate_type, &q->type) ||
@@ -1228,6 +1258,11 @@ static es_err lg_put_command(es_log_t *base, const es_command_record_t *rec, es_
     sqlite3_bind_int64(s, 7, (int64_t)rec->version);
     if (rec->reason)
         sqlite3_bind_text(s, 8, rec->reason, -1, SQLITE_STATIC);
+    uint8_t fp[ES_FINGERPRINT_LEN];
+    if (rec->has_fingerprint) {
+        es_fingerprint_put(&rec->fingerprint, fp);
+        sqlite3_bind_blob(s, 9, fp, sizeof fp, SQLITE_STATIC);
+    }
     return step_done(l, s, "recording a command id", err);
 }
 
@@ -1566,8 +1601,10 @@ static es_err create_schema(sqlite_log *l, es_error_t *err) {
     int v = stored_schema_version(l);
     if (v == 0)
         e = exec_sql(l, schema_sql, "creating the schema", err);
-    else if (v == 1)
+    if (v == 1)
         e = exec_sql(l, migrate_v1_sql, "upgrading the schema from version 1", err);
+    if (e == ES_OK && (v == 1 || v == 2))
+        e = exec_sql(l, migrate_v2_sql, "upgrading the schema from version 2", err);
     /* The log's identity, so a read model can tell which log it was built from. */
     char id[ES_UUID_STR_LEN + 1], sql[128];
     es_uuid7(id);
