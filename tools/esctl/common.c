@@ -142,7 +142,7 @@ int open_store(const es_config_t *cfg, es_store_t **out) {
     int rc = check_store_exists(cfg);
     if (rc != EXIT_OK)
         return rc;
-    if (es_store_new(cfg, out, &err) != ES_OK) {
+    if (es_store_open(cfg, ES_OPEN_READONLY, out, &err) != ES_OK) {
         say("%s", err.message);
         return EXIT_FAIL;
     }

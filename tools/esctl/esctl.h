@@ -73,7 +73,7 @@ int load_config(const options *o, es_config_t **out);
 int check_store_exists(const es_config_t *cfg);
 /* The same for the read-model database; hint says how it comes to exist. */
 int check_readmodel_exists(const es_config_t *cfg);
-/* Opens the store the config names (checking the file first). */
+/* Opens the store the config names read-only, for inspection (checking the file first). */
 int open_store(const es_config_t *cfg, es_store_t **out);
 /* The demo domain's payload types plus the --types modules. Caller destroys. */
 int load_types(const options *o, pb_registry **out);

@@ -63,10 +63,11 @@ static int check_filters(const options *o) {
     return EXIT_USAGE;
 }
 
-/* A library failure: bad input it caught is a usage error, anything else a failure. */
+/* A library failure. The arguments were checked before (check_filters, cmd_show), so what is
+ * left, a wrong file included, is a runtime failure as for every verb. */
 static int failed(const es_error_t *err) {
     say("%s", err->message);
-    return err->code == ES_EINVAL ? EXIT_USAGE : EXIT_FAIL;
+    return EXIT_FAIL;
 }
 
 static int max_int(int a, int b) {

@@ -58,6 +58,15 @@ typedef struct es_snapshot {
 
 /* Opens (creating if needed) the store the config names. Caller frees with es_store_destroy. */
 es_err es_store_new(const es_config_t *cfg, es_store_t **out, es_error_t *err);
+
+/* How es_store_open opens a store. */
+typedef enum es_open_mode {
+    ES_OPEN_WRITE = 0,    /* read-write, creating the file and its schema when missing */
+    ES_OPEN_READONLY = 1, /* inspection: writes and creates nothing (no -wal/-shm either); the file
+                             must exist (ES_ENOTFOUND) and be an event store (ES_EINVAL) */
+} es_open_mode;
+/* es_store_new with a mode; appending or writing a snapshot to a read-only store is ES_ESTATE. */
+es_err es_store_open(const es_config_t *cfg, es_open_mode mode, es_store_t **out, es_error_t *err);
 void es_store_destroy(es_store_t *store);
 
 /* Appends n events to one stream atomically, if expect holds. res may be NULL. */
