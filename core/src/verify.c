@@ -307,6 +307,10 @@ static void check_end(vctx *v, es_log_t *log) {
     const char *why;
     es_log_sqlite_end(log, &recorded, &found, &why);
     v->sum->recorded_end = recorded;
+    if (found < 0) {
+        problem(v, "end", NULL, "%s", why ? why : "the log's end cannot be read");
+        return;
+    }
     if (why)
         problem(v, "end", NULL, "%s-head is not used: %s", v->path, why);
     if (recorded > found)

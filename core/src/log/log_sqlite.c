@@ -1845,9 +1845,17 @@ static es_err open_side_file(const char *path, int flags, uid_t db_owner, int *f
 /* Reads our end and compares it with the recorded one; a log ending below it lost events. */
 static es_err check_end(sqlite_log *l, const head_view *v, es_error_t *err) {
     int64_t next = 0;
+    es_error_t why = {0};
     es_err e = lg_identity(&l->base, l->log_id, sizeof l->log_id, err);
-    if (e == ES_OK)
-        e = read_end_offset(l, &next, err);
+    if (e == ES_OK && read_end_offset(l, &next, &why) != ES_OK) {
+        if (!(l->flags & ES_LOG_NO_END_CHECK))
+            return es_fail(err, why.code, "%s", why.message);
+        /* verify reports the damage that kept the end from being read */
+        snprintf(l->head_why, sizeof l->head_why, "the log's end cannot be read: %.160s",
+                 why.message);
+        l->opened_end = -1;
+        return ES_OK;
+    }
     if (e != ES_OK)
         return e;
     l->opened_end = next - 1;
