@@ -101,7 +101,15 @@ es_err es_db_open_readonly(const char *path, const char *what, int busy_ms, sqli
     /* No -wal: no connection has it open (the last one to close deletes it), so the file alone
      * is the database. A writer that opens it while we read could checkpoint under us; the
      * reads esctl makes are short, and 'esctl verify' checks for that afterwards. */
-    int immutable = !side_exists(path, "-wal") && !side_exists(path, "-journal");
+    int wal = side_exists(path, "-wal");
+    if (wal && !side_exists(path, "-shm"))
+        return es_fail(err, ES_EIO,
+                       "cannot open %s %s read-only: it has a -wal file but no -shm (copied "
+                       "without it, or its writer crashed and the -shm was removed), and reading "
+                       "it would create one; open it once with a writer as the file's owner to "
+                       "recover it, then inspect it",
+                       what, path);
+    int immutable = !wal && !side_exists(path, "-journal");
     char *uri = immutable ? immutable_uri(path) : NULL;
     if (immutable && !uri)
         return es_fail(err, ES_ENOMEM, "out of memory opening %s", path);

@@ -32,7 +32,8 @@ const char *es_db_kind_name(es_db_kind kind);
  * SQLite's read-only open, which reads through the existing -wal/-shm; without one, no
  * connection has the database open and it is opened immutable (no locks, no -wal/-shm), as
  * SQLite would otherwise create them (as root: files the owner can then not open) or fail
- * where it cannot. A missing file is ES_ENOTFOUND; what names the file ("event store"). */
+ * where it cannot; a -wal without its -shm is refused (reading would create the -shm). A missing
+ * file is ES_ENOTFOUND; what names the file ("event store"). */
 es_err es_db_open_readonly(const char *path, const char *what, int busy_ms, sqlite3 **db,
                            es_error_t *err);
 /* Tells what the open database is from its eskit tables. */

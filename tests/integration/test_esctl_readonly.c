@@ -425,3 +425,42 @@ Test(esctl_readonly, a_verb_pointed_at_the_wrong_file_names_what_it_is_and_creat
         free(wrong);
     }
 }
+
+static void copy_file(const char *from, const char *to) {
+    struct stat st;
+    cr_assert_eq(stat(from, &st), 0, "%s", from);
+    char *bytes = slurp(from, (size_t)st.st_size);
+    int fd = open(to, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    cr_assert_geq(fd, 0, "%s", to);
+    cr_assert_eq(tu_write_full(fd, bytes, (size_t)st.st_size), 0);
+    close(fd);
+    free(bytes);
+}
+
+Test(esctl_readonly, a_store_copied_with_its_wal_but_not_its_shm_is_refused_not_given_a_shm) {
+    make_files();
+    es_config_t *cfg = tu_config(dir, "events.db");
+    es_store_t *store = NULL;
+    es_error_t err = {0};
+    cr_assert_eq(es_store_new(cfg, &store, &err), ES_OK, "%s", err.message);
+    es_new_event_t ev = {.event_type = "orders.v1.OrderConfirmed"};
+    cr_assert_eq(
+        es_store_append(store, "orders.order", "o-2", ES_EXPECT_ANY, 0, &ev, 1, NULL, &err), ES_OK,
+        "%s", err.message);
+    char *copy = tu_path(dir, "copy.db"), *wal = tu_path(dir, "events.db-wal"),
+         *copy_wal = tu_path(dir, "copy.db-wal"), *copy_shm = tu_path(dir, "copy.db-shm");
+    copy_file(db, copy);
+    copy_file(wal, copy_wal);
+    es_store_destroy(store);
+    es_config_destroy(cfg);
+    tu_result r = TU_ESCTL("--db", copy, "events", "orders.order", "o-2");
+    cr_expect_eq(r.status, 1, "%s", r.out);
+    cr_expect_eq(count_lines(r.err), 1, "%s", r.err);
+    cr_expect_not_null(strstr(r.err, "has a -wal file but no -shm"), "%s", r.err);
+    cr_expect_neq(access(copy_shm, F_OK), 0, "esctl created %s", copy_shm);
+    tu_result_free(&r);
+    free(copy);
+    free(wal);
+    free(copy_wal);
+    free(copy_shm);
+}

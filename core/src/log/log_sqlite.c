@@ -1823,6 +1823,8 @@ static es_err open_side_file(const char *path, int flags, uid_t db_owner, int *f
     *fd = open(path, flags | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0644);
     if (*fd < 0 && errno == ENOENT)
         return es_fail(err, ES_ENOTFOUND, "%s does not exist", path);
+    if (*fd < 0 && errno == EACCES && (flags & O_RDWR))
+        return es_fail(err, ES_ESTATE, "cannot write %s: %s", path, strerror(EACCES));
     if (*fd < 0)
         return es_fail(err, ES_EIO, "cannot open %s: %s%s", path, strerror(errno),
                        errno == ELOOP ? " (eskit does not follow symbolic links to its side files; "
@@ -1918,6 +1920,19 @@ static es_err attach_head(sqlite_log *l, es_error_t *err) {
                : stat(l->path, &st) != 0
                    ? es_fail(err, ES_EIO, "cannot examine %s: %s", l->path, strerror(errno))
                    : open_side_file(path, O_RDWR | O_CREAT, st.st_uid, &fd, err);
+    if (e == ES_ESTATE) { /* another user's, say in a group sharing the store: compare only */
+        es_logf(l->base.cfg, ES_LOG_WARNING, "%s; commits here do not raise the end it records",
+                err ? err->message : path);
+        free(path);
+        return check_head_file(l, err);
+    }
+    /* Made by root for another user's store: the owner's, or the owner could not open it. */
+    uid_t db_uid = st.st_uid;
+    gid_t db_gid = st.st_gid;
+    if (e == ES_OK && fstat(fd, &st) == 0 && st.st_uid != db_uid && geteuid() == 0 &&
+        fchown(fd, db_uid, db_gid) != 0)
+        e = es_fail(err, ES_EIO, "cannot give %s to the database's owner: %s", path,
+                    strerror(errno));
     if (e == ES_OK && flock(fd, LOCK_EX) != 0)
         e = es_fail(err, ES_EIO, "cannot lock %s: %s", path, strerror(errno));
     if (e == ES_OK && fstat(fd, &st) == 0 && st.st_size < (off_t)sizeof(head_page) &&
