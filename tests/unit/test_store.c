@@ -394,3 +394,30 @@ Test(store, commits_of_two_stores_on_one_file_keep_the_head_file_at_the_highest_
     cr_assert_eq(sum.recorded_end, 4);
     es_config_destroy(cfg);
 }
+
+Test(store, a_read_only_open_reads_a_store_of_schema_version_2_and_leaves_it_at_2) {
+    append_n("t-1", ES_EXPECT_ANY, 0, 2, NULL, NULL);
+    es_store_destroy(store);
+    store = NULL;
+    char *path = tu_path(dir, "store.db");
+    sqlite3 *h = NULL;
+    cr_assert_eq(sqlite3_open(path, &h), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(h,
+                              "ALTER TABLE es_commands DROP COLUMN fingerprint; UPDATE es_meta SET "
+                              "value = '2' WHERE key = 'schema_version'",
+                              NULL, NULL, NULL),
+                 SQLITE_OK, "%s", sqlite3_errmsg(h));
+    sqlite3_close(h);
+    es_config_t *cfg = tu_config(dir, "store.db");
+    es_store_t *ro = NULL;
+    es_error_t err = {0};
+    cr_assert_eq(es_store_open(cfg, ES_OPEN_READONLY, &ro, &err), ES_OK, "%s", err.message);
+    seen s = {0};
+    cr_assert_eq(es_store_read_stream(ro, "test.thing", "t-1", 1, record, &s, &err), ES_OK, "%s",
+                 err.message);
+    cr_assert_eq(s.n, 2);
+    es_store_destroy(ro);
+    cr_assert_eq(tu_query_int(path, "SELECT value FROM es_meta WHERE key = 'schema_version'"), 2);
+    es_config_destroy(cfg);
+    free(path);
+}

@@ -43,6 +43,9 @@
 #include <unistd.h>
 
 #define SCHEMA_VERSION 3
+/* The oldest schema a read-only open reads: version 3 added only what writers read (command
+ * fingerprints), and inspection must not need a writer to have upgraded the file first. */
+#define READ_SCHEMA_MIN 2
 
 enum {
     S_BEGIN,
@@ -1260,6 +1263,8 @@ static char *keep(char **slot, const unsigned char *text) {
 static es_err lg_find_command(es_log_t *base, const char *command_id, es_command_record_t *rec,
                               es_error_t *err) {
     sqlite_log *l = (sqlite_log *)base;
+    if (l->flags & ES_LOG_READONLY)
+        return refuse_readonly(l, "looking up a command id", err);
     size_t at =
         l->n_cmds ? (size_t)(uintptr_t)es_lru_get(l->cmd_index, command_id, strlen(command_id)) : 0;
     if (at) {
@@ -1707,11 +1712,11 @@ static es_err check_schema_version(sqlite_log *l, es_error_t *err) {
                        "%s has eskit schema version %d, newer than this eskit understands (%d); "
                        "upgrade eskit",
                        l->path, v, SCHEMA_VERSION);
-    if (e == ES_OK && v < SCHEMA_VERSION && (l->flags & ES_LOG_READONLY))
+    if (e == ES_OK && v < READ_SCHEMA_MIN && (l->flags & ES_LOG_READONLY))
         return es_fail(err, ES_ESTATE,
                        "%s has eskit schema version %d, older than this eskit reads (%d); open it "
                        "once with a writer (es_store_new) to upgrade it",
-                       l->path, v, SCHEMA_VERSION);
+                       l->path, v, READ_SCHEMA_MIN);
     return e;
 }
 
@@ -1778,8 +1783,12 @@ static es_err multi_prepare(sqlite_log *l, const char *head, int cols, const cha
     return e;
 }
 
+/* The statements of every open; a read-only one skips the command records' (only writers look
+ * commands up, and their columns are those of the newest schema). */
 static es_err prepare_reads(sqlite_log *l, es_error_t *err) {
     for (int i = 0; i < S_COUNT; i++) {
+        if ((l->flags & ES_LOG_READONLY) && (i == S_CMD_GET || i == S_CMD_PUT))
+            continue;
         int rc =
             sqlite3_prepare_v3(l->db, sql_text[i], -1, SQLITE_PREPARE_PERSISTENT, &l->st[i], NULL);
         if (rc != SQLITE_OK)
