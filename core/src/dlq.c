@@ -5,19 +5,26 @@
  * parked event is applied at most once however often redrive runs).
  */
 #include "projector_int.h"
+#include "dbfile.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-/* Opens an existing read model; a missing file is ES_ENOTFOUND, not a new empty model. */
+/* Opens an existing read model to look at it: a missing file is ES_ENOTFOUND, not a new empty
+ * model, and another kind of file is refused, naming what it is. */
 static es_err open_existing(const es_config_t *cfg, sqlite3 **db, es_error_t *err) {
     const char *path = es_config_get(cfg, "readmodel.db");
     if (access(path, F_OK) != 0)
         return es_fail(err, ES_ENOTFOUND,
                        "no read model at %s; run a projector first or set readmodel.db", path);
-    return es_rm_open(cfg, path, RM_LIVE, db, err);
+    return es_rm_open(cfg, path, RM_READONLY, db, err);
+}
+
+/* A step that neither gave a row nor finished: the read failed, it did not come up empty. */
+static es_err step_failed(sqlite3 *db, int rc, const char *what, es_error_t *err) {
+    return es_db_fail(db, rc, sqlite3_db_filename(db, "main"), what, err);
 }
 
 static es_err grow(void **items, size_t *cap, size_t n, size_t size, es_error_t *err) {
@@ -59,10 +66,14 @@ static es_err lag_of(sqlite3 *db, es_log_t *log, const char *name, const char *t
             sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
             sqlite3_bind_text(s, 2, t, -1, SQLITE_STATIC);
             sqlite3_bind_int(s, 3, p);
-            if (sqlite3_step(s) == SQLITE_ROW)
+            int rc = sqlite3_step(s);
+            if (rc == SQLITE_ROW)
                 row->checkpoint = sqlite3_column_int64(s, 0);
             sqlite3_reset(s);
-            e = log->ops->topic_end(log, t, p, row->checkpoint, &row->end, &row->lag, err);
+            if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+                e = step_failed(db, rc, "reading checkpoints", err);
+            if (e == ES_OK)
+                e = log->ops->topic_end(log, t, p, row->checkpoint, &row->end, &row->lag, err);
             (*n)++;
         }
     }
@@ -78,14 +89,17 @@ es_err es_lag(const es_config_t *cfg, es_lag_row_t **rows, size_t *n, es_error_t
     es_log_t *log = NULL;
     sqlite3_stmt *s = NULL;
     size_t cap = 0;
+    int rc = SQLITE_DONE;
     es_err e = open_existing(cfg, &db, err);
     if (e == ES_OK)
-        e = es_log_open(cfg, &log, err);
+        e = es_log_open_flags(cfg, ES_LOG_READONLY, &log, err);
     if (e == ES_OK)
         e = es_rm_prepare(db, "SELECT name, topics FROM es_projectors ORDER BY name", &s, err);
-    while (e == ES_OK && sqlite3_step(s) == SQLITE_ROW)
+    while (e == ES_OK && (rc = sqlite3_step(s)) == SQLITE_ROW)
         e = lag_of(db, log, (const char *)sqlite3_column_text(s, 0),
                    (const char *)sqlite3_column_text(s, 1), rows, n, &cap, err);
+    if (e == ES_OK && rc != SQLITE_DONE)
+        e = step_failed(db, rc, "reading the projectors", err);
     sqlite3_finalize(s);
     if (log)
         log->ops->destroy(log);
@@ -115,11 +129,14 @@ es_err es_dlq_list(const es_config_t *cfg, const char *projector, bool all, es_d
         sqlite3_bind_text(s, 1, projector, -1, SQLITE_STATIC);
         sqlite3_bind_int(s, 2, all);
     }
-    while (e == ES_OK && sqlite3_step(s) == SQLITE_ROW) {
+    int rc = SQLITE_DONE;
+    while (e == ES_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
         e = grow((void **)out, &cap, *n, sizeof **out, err);
         if (e == ES_OK)
             es_rm_dlq_row(s, &(*out)[(*n)++], 0);
     }
+    if (e == ES_OK && rc != SQLITE_DONE)
+        e = step_failed(db, rc, "reading the dead letters", err);
     sqlite3_finalize(s);
     sqlite3_close(db);
     if (e != ES_OK) {
@@ -136,9 +153,12 @@ static es_err get_entry(sqlite3 *db, int64_t id, es_dlq_entry_t **out, es_error_
     es_err e = es_rm_prepare(db, "SELECT " ES_DLQ_COLUMNS " FROM es_dlq WHERE id = ?1", &s, err);
     if (e == ES_OK) {
         sqlite3_bind_int64(s, 1, id);
-        if (sqlite3_step(s) != SQLITE_ROW)
+        int rc = sqlite3_step(s);
+        if (rc == SQLITE_DONE)
             e = es_fail(err, ES_ENOTFOUND, "no dead letter with id %lld; see esctl dlq list",
                         (long long)id);
+        else if (rc != SQLITE_ROW)
+            e = step_failed(db, rc, "reading a dead letter", err);
     }
     es_dlq_entry_t *d = e == ES_OK ? calloc(1, sizeof *d) : NULL;
     if (e == ES_OK && (!d || es_rm_dlq_row(s, d, 1) != ES_OK)) {
@@ -180,11 +200,14 @@ static es_err parked_ids(sqlite3 *db, const char *name, int64_t **ids, size_t *n
                              &s, err);
     if (e == ES_OK)
         sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
-    while (e == ES_OK && sqlite3_step(s) == SQLITE_ROW) {
+    int rc = SQLITE_DONE;
+    while (e == ES_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
         e = grow((void **)ids, &cap, *n, sizeof **ids, err);
         if (e == ES_OK)
             (*ids)[(*n)++] = sqlite3_column_int64(s, 0);
     }
+    if (e == ES_OK && rc != SQLITE_DONE)
+        e = step_failed(db, rc, "reading the dead letters", err);
     sqlite3_finalize(s);
     return e;
 }

@@ -31,11 +31,13 @@ void es_ctx_clear(es_projector_ctx_t *ctx);
 
 /* Read-model database: the module's tables plus the runner's es_* tables. */
 typedef enum rm_mode {
-    RM_LIVE, /* WAL, synchronous from config: what readers query */
-    RM_BULK, /* a private rebuild target: in-memory journal, no fsync */
+    RM_LIVE,     /* WAL, synchronous from config: what readers query */
+    RM_BULK,     /* a private rebuild target: in-memory journal, no fsync */
+    RM_READONLY, /* inspection (lag, dlq list/show): an existing read model, nothing written */
 } rm_mode;
 
-/* Opens (creating) a read-model database and its es_* tables. */
+/* Opens (creating, except RM_READONLY) a read-model database and its es_* tables; a file that
+ * is another eskit file (an event store) is refused, naming what it is. */
 es_err es_rm_open(const es_config_t *cfg, const char *path, rm_mode mode, sqlite3 **db,
                   es_error_t *err);
 /* Runs SQL that returns no rows; fills err naming what. */

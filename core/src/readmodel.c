@@ -4,6 +4,7 @@
  * the dead-letter rows and their delivery to "<topic>.dlq".
  */
 #include "projector_int.h"
+#include "dbfile.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -36,6 +37,8 @@ es_err es_rm_exec(sqlite3 *db, const char *sql, const char *what, es_error_t *er
     int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
     if (rc == SQLITE_OK)
         return ES_OK;
+    if ((rc & 0xff) == SQLITE_CORRUPT || (rc & 0xff) == SQLITE_NOTADB)
+        return es_db_fail(db, rc, sqlite3_db_filename(db, "main"), what, err);
     int busy = (rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED;
     return es_fail(err, busy ? ES_EBUSY : ES_EIO, "%s in %s: %s", what,
                    sqlite3_db_filename(db, "main"), sqlite3_errmsg(db));
@@ -43,15 +46,36 @@ es_err es_rm_exec(sqlite3 *db, const char *sql, const char *what, es_error_t *er
 
 es_err es_rm_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **out, es_error_t *err) {
     int rc = sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, out, NULL);
+    if ((rc & 0xff) == SQLITE_CORRUPT || (rc & 0xff) == SQLITE_NOTADB)
+        return es_db_fail(db, rc, sqlite3_db_filename(db, "main"), "reading the read model", err);
     if (rc != SQLITE_OK)
         return es_fail(err, ES_EIO, "preparing \"%.80s\" on %s: %s", sql,
                        sqlite3_db_filename(db, "main"), sqlite3_errmsg(db));
     return ES_OK;
 }
 
+/* A writer creates the runner's tables in a new or empty file, or one that has them, but never
+ * makes an event store a read model too. */
+static es_err check_not_a_store(sqlite3 *db, const char *path, es_error_t *err) {
+    es_db_kind kind = ES_DB_EMPTY;
+    es_err e = es_db_probe(db, path, &kind, err);
+    if (e == ES_OK && (kind == ES_DB_EVENT_STORE || kind == ES_DB_STATE_STORE))
+        e = es_db_expect(db, path, ES_DB_READ_MODEL, err);
+    return e;
+}
+
 es_err es_rm_open(const es_config_t *cfg, const char *path, rm_mode mode, sqlite3 **db,
                   es_error_t *err) {
     *db = NULL;
+    int busy_ms = (int)es_config_get_int(cfg, "sqlite.busy.timeout.ms");
+    if (mode == RM_READONLY) {
+        es_err e = es_db_open_readonly(path, "read model", busy_ms, db, err);
+        if (e == ES_OK && (e = es_db_expect(*db, path, ES_DB_READ_MODEL, err)) != ES_OK) {
+            sqlite3_close(*db);
+            *db = NULL;
+        }
+        return e;
+    }
     int rc = sqlite3_open_v2(
         path, db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
@@ -61,7 +85,13 @@ es_err es_rm_open(const es_config_t *cfg, const char *path, rm_mode mode, sqlite
         *db = NULL;
         return e;
     }
-    sqlite3_busy_timeout(*db, (int)es_config_get_int(cfg, "sqlite.busy.timeout.ms"));
+    sqlite3_busy_timeout(*db, busy_ms);
+    es_err e = check_not_a_store(*db, path, err);
+    if (e != ES_OK) {
+        sqlite3_close(*db);
+        *db = NULL;
+        return e;
+    }
     char pragmas[160];
     if (mode == RM_BULK)
         snprintf(pragmas, sizeof pragmas,
@@ -69,7 +99,7 @@ es_err es_rm_open(const es_config_t *cfg, const char *path, rm_mode mode, sqlite
     else
         snprintf(pragmas, sizeof pragmas, "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;",
                  es_config_get(cfg, "sqlite.synchronous"));
-    es_err e = es_rm_exec(*db, pragmas, "setting up the read model", err);
+    e = es_rm_exec(*db, pragmas, "setting up the read model", err);
     if (e == ES_OK)
         e = es_rm_exec(*db, rm_schema, "creating the runner's tables", err);
     if (e != ES_OK) {

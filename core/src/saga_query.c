@@ -5,6 +5,7 @@
  * works on both backends.
  */
 #include "saga_int.h"
+#include "dbfile.h"
 
 #include <sqlite3.h>
 #include <stdio.h>
@@ -101,7 +102,8 @@ static es_err grow(void **items, size_t *cap, size_t n, size_t size, es_error_t 
     return ES_OK;
 }
 
-/* Read-only, so looking never creates a database or takes the coordinator's write lock. */
+/* Read-only, so looking never creates a database or takes the coordinator's write lock; a file
+ * that is not a saga database is refused, naming what it is. */
 static es_err open_saga_db(const es_config_t *cfg, sqlite3 **db, es_error_t *err) {
     const char *path = es_config_get(cfg, "saga.db");
     *db = NULL;
@@ -110,24 +112,21 @@ static es_err open_saga_db(const es_config_t *cfg, sqlite3 **db, es_error_t *err
                        "no saga database at %s; run a saga coordinator first, or set saga.db "
                        "(ESKIT_SAGA_DB) to the one it uses",
                        path);
-    int rc = sqlite3_open_v2(path, db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
-    if (rc != SQLITE_OK) {
-        es_err e = es_fail(err, ES_EIO, "cannot open saga database %s: %s", path,
-                           *db ? sqlite3_errmsg(*db) : sqlite3_errstr(rc));
+    es_err e = es_db_open_readonly(path, "saga database",
+                                   (int)es_config_get_int(cfg, "sqlite.busy.timeout.ms"), db, err);
+    if (e == ES_OK && (e = es_db_expect(*db, path, ES_DB_SAGA_DB, err)) != ES_OK) {
         sqlite3_close(*db);
         *db = NULL;
-        return e;
     }
-    sqlite3_busy_timeout(*db, (int)es_config_get_int(cfg, "sqlite.busy.timeout.ms"));
-    return ES_OK;
+    return e;
 }
 
 static es_err prepare(sqlite3 *db, const es_config_t *cfg, const char *sql, sqlite3_stmt **s,
                       es_error_t *err) {
-    if (sqlite3_prepare_v2(db, sql, -1, s, NULL) == SQLITE_OK)
+    int rc = sqlite3_prepare_v2(db, sql, -1, s, NULL);
+    if (rc == SQLITE_OK)
         return ES_OK;
-    return es_fail(err, ES_EIO, "reading saga database %s: %s (is it a saga database?)",
-                   es_config_get(cfg, "saga.db"), sqlite3_errmsg(db));
+    return es_db_fail(db, rc, es_config_get(cfg, "saga.db"), "reading the saga database", err);
 }
 
 #define INSTANCE_COLUMNS "saga, id, state, step, started_at, updated_at, deadline, reason"
@@ -158,8 +157,7 @@ static es_err collect(sqlite3 *db, const es_config_t *cfg, sqlite3_stmt *s, es_s
             info_row(s, &rows[count++]);
     }
     if (e == ES_OK && rc != SQLITE_DONE)
-        e = es_fail(err, rc == SQLITE_BUSY ? ES_EBUSY : ES_EIO, "reading saga database %s: %s",
-                    es_config_get(cfg, "saga.db"), sqlite3_errmsg(db));
+        e = es_db_fail(db, rc, es_config_get(cfg, "saga.db"), "reading the saga database", err);
     sqlite3_finalize(s);
     if (e != ES_OK) {
         free(rows);
@@ -284,7 +282,7 @@ es_err es_saga_history(const es_config_t *cfg, const char *saga, const char *id,
         e = check_store_exists(cfg, err);
     es_store_t *store = NULL;
     if (e == ES_OK)
-        e = es_store_new(cfg, &store, err);
+        e = es_store_open(cfg, ES_OPEN_READONLY, &store, err);
     history_ctx c = {.err = err};
     if (e == ES_OK)
         e = es_store_read_stream(store, type, id, 1, on_transition, &c, err);

@@ -17,27 +17,38 @@ struct es_store {
     int depth;
 };
 
-es_err es_log_open(const es_config_t *cfg, es_log_t **out, es_error_t *err) {
+es_err es_log_open_flags(const es_config_t *cfg, unsigned flags, es_log_t **out, es_error_t *err) {
     /* "backend" defaults to kafka when brokers is set (config.c). */
     const char *backend = es_config_get(cfg, "backend");
     if (!strcmp(backend, "embedded"))
-        return es_log_sqlite_open(cfg, out, err);
-    if (!strcmp(backend, "kafka"))
+        return es_log_sqlite_open_flags(cfg, flags, out, err);
+    if (!strcmp(backend, "kafka")) /* the consumer side only reads and creates nothing */
         return es_log_kafka_open(cfg, out, err);
     *out = NULL;
     return es_fail(err, ES_EINVAL, "backend '%s' is not known; use embedded or kafka", backend);
 }
 
+es_err es_log_open(const es_config_t *cfg, es_log_t **out, es_error_t *err) {
+    return es_log_open_flags(cfg, 0, out, err);
+}
+
 es_err es_store_new(const es_config_t *cfg, es_store_t **out, es_error_t *err) {
+    return es_store_open(cfg, ES_OPEN_WRITE, out, err);
+}
+
+es_err es_store_open(const es_config_t *cfg, es_open_mode mode, es_store_t **out, es_error_t *err) {
     if (!out)
-        return es_fail(err, ES_EINVAL, "es_store_new: out is required");
+        return es_fail(err, ES_EINVAL, "es_store_open: out is required");
+    if (mode != ES_OPEN_WRITE && mode != ES_OPEN_READONLY)
+        return es_fail(err, ES_EINVAL, "es_store_open: unknown mode %d", (int)mode);
     *out = NULL;
     es_store_t *s = calloc(1, sizeof *s);
     if (!s || !(s->cfg = cfg ? es_config_dup(cfg) : es_config_new())) {
         free(s);
         return es_fail(err, ES_ENOMEM, "out of memory opening a store");
     }
-    es_err e = es_log_open(s->cfg, &s->log, err);
+    es_err e =
+        es_log_open_flags(s->cfg, mode == ES_OPEN_READONLY ? ES_LOG_READONLY : 0, &s->log, err);
     if (e != ES_OK) {
         es_config_destroy(s->cfg);
         free(s);

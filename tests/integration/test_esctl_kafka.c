@@ -499,3 +499,50 @@ Test(esctl_kafka, replay_lag_and_events_work_against_kafka) {
     free(rm);
     stop_broker(&b, SIGTERM);
 }
+
+/* One record of raw bytes, keyed id, to orders.order.events. */
+static void produce_raw(const char *address, const char *id, const void *bytes, size_t len) {
+    rd_kafka_t *p = client(address, RD_KAFKA_PRODUCER);
+    cr_assert_eq(rd_kafka_producev(p, RD_KAFKA_V_TOPIC("orders.order.events"),
+                                   RD_KAFKA_V_KEY(id, strlen(id)),
+                                   RD_KAFKA_V_VALUE((void *)bytes, len),
+                                   RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+                 0);
+    cr_assert_eq(rd_kafka_flush(p, DEADLINE_MS), 0);
+    rd_kafka_destroy(p);
+}
+
+Test(esctl_kafka, verify_reads_the_events_topics_and_names_a_gap_and_an_undecodable_record) {
+    broker b = BROKER("--plan", "orders.order", "--partitions", "3");
+    produce_orders(b.address, 30);
+    char brokers[1100];
+    snprintf(brokers, sizeof brokers, "ESKIT_BROKERS=%s", b.address);
+    const char *env[] = {brokers, NULL};
+    run_result r = TU_ESCTL_ENV(env, "verify", "orders.order");
+    cr_assert_eq(r.status, 0, "verify: %s%s", r.out, r.err);
+    cr_expect(strstr(r.out, ": 40 events, 30 aggregates"), "%s", r.out);
+    cr_expect(strstr(r.out, "\nok\n"), "%s", r.out);
+    run_free(&r);
+
+    /* o-1 is at version 1: version 3 skips one; and bytes that are no envelope. */
+    es_event_t ev = {.aggregate_type = "orders.order",
+                     .aggregate_id = "o-1",
+                     .version = 3,
+                     .event_type = "orders.v1.OrderConfirmed",
+                     .occurred_at_us = es_now_us()};
+    es_uuid7(ev.event_id);
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    cr_assert_eq(es_envelope_encode(&ev, &bytes, &len, NULL), ES_OK);
+    produce_raw(b.address, "o-1", bytes, len);
+    free(bytes);
+    produce_raw(b.address, "o-2", "\xff\xff", 2);
+    r = TU_ESCTL_ENV(env, "verify", "orders.order");
+    cr_expect_eq(r.status, 1, "verify: %s", r.out);
+    cr_expect(strstr(r.out, "orders.order/o-1 version 3: versions 2 to 2 are missing"), "%s",
+              r.out);
+    cr_expect(strstr(r.out, "[envelope] orders.order.events["), "%s", r.out);
+    cr_expect_eq(lines(r.err), 1, "%s", r.err);
+    run_free(&r);
+    stop_broker(&b, SIGTERM);
+}

@@ -3,6 +3,7 @@
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "testutil.h"
 
@@ -315,5 +316,108 @@ Test(store, a_version_1_file_is_upgraded_keeping_its_streams_and_snapshots) {
         "%s", err.message);
     cr_assert_eq(tu_assert_stream_contiguous(old, "test.thing", "old-1"), 3);
     es_store_destroy(old);
+    free(path);
+}
+
+Test(store, a_store_opened_read_only_reads_refuses_writes_and_creates_nothing) {
+    append_n("t-1", ES_EXPECT_ANY, 0, 2, NULL, NULL);
+    es_store_destroy(store);
+    store = NULL;
+    es_config_t *cfg = tu_config(dir, "store.db");
+    es_store_t *ro = NULL;
+    es_error_t err = {0};
+    cr_assert_eq(es_store_open(cfg, ES_OPEN_READONLY, &ro, &err), ES_OK, "%s", err.message);
+    seen s = {0};
+    cr_assert_eq(es_store_read_stream(ro, "test.thing", "t-1", 1, record, &s, &err), ES_OK, "%s",
+                 err.message);
+    cr_assert_eq(s.n, 2);
+    es_new_event_t ev = {"test.v1.Happened", (const uint8_t *)"abc", 3, NULL, NULL, NULL, 0};
+    cr_assert_eq(es_store_append(ro, "test.thing", "t-1", ES_EXPECT_ANY, 0, &ev, 1, NULL, &err),
+                 ES_ESTATE);
+    cr_assert(strstr(err.message, "read-only"), "%s", err.message);
+    char *wal = tu_path(dir, "store.db-wal"), *shm = tu_path(dir, "store.db-shm");
+    cr_assert_neq(access(wal, F_OK), 0, "a read-only open made %s", wal);
+    cr_assert_neq(access(shm, F_OK), 0, "a read-only open made %s", shm);
+    es_store_destroy(ro);
+    /* A missing file is not created. */
+    char *missing = tu_path(dir, "missing.db");
+    es_config_set(cfg, "db", missing, NULL);
+    cr_assert_eq(es_store_open(cfg, ES_OPEN_READONLY, &ro, &err), ES_ENOTFOUND);
+    cr_assert_neq(access(missing, F_OK), 0);
+    es_config_destroy(cfg);
+    free(wal);
+    free(shm);
+    free(missing);
+}
+
+Test(store, a_store_whose_log_ends_below_its_head_file_does_not_open) {
+    append_n("t-1", ES_EXPECT_ANY, 0, 3, NULL, NULL);
+    es_store_destroy(store);
+    store = NULL;
+    char *path = tu_path(dir, "store.db");
+    sqlite3 *h = NULL;
+    cr_assert_eq(sqlite3_open(path, &h), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(h, "DELETE FROM es_events WHERE pos = 3", NULL, NULL, NULL),
+                 SQLITE_OK);
+    sqlite3_close(h);
+    es_config_t *cfg = tu_config(dir, "store.db");
+    es_error_t err = {0};
+    es_store_t *s = NULL;
+    cr_assert_eq(es_store_new(cfg, &s, &err), ES_EIO);
+    cr_assert(strstr(err.message, "ends at position 2"), "%s", err.message);
+    cr_assert(strstr(err.message, "position 3 as committed"), "%s", err.message);
+    cr_assert_eq(es_store_open(cfg, ES_OPEN_READONLY, &s, &err), ES_EIO);
+    int64_t before = 0, after = 0;
+    cr_assert_eq(es_store_accept_end(cfg, &before, &after, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(before, 3);
+    cr_assert_eq(after, 2);
+    cr_assert_eq(es_store_new(cfg, &store, &err), ES_OK, "%s", err.message);
+    es_config_destroy(cfg);
+    free(path);
+}
+
+Test(store, commits_of_two_stores_on_one_file_keep_the_head_file_at_the_highest_end) {
+    es_store_t *other = NULL;
+    es_config_t *cfg = tu_config(dir, "store.db");
+    cr_assert_eq(es_store_new(cfg, &other, NULL), ES_OK);
+    append_n("t-1", ES_EXPECT_ANY, 0, 2, NULL, NULL);
+    es_new_event_t ev = {"test.v1.Happened", (const uint8_t *)"abc", 3, NULL, NULL, NULL, 0};
+    cr_assert_eq(es_store_append(other, "test.thing", "t-2", ES_EXPECT_ANY, 0, &ev, 1, NULL, NULL),
+                 ES_OK);
+    append_n("t-1", ES_EXPECT_ANY, 0, 1, NULL, NULL);
+    es_store_destroy(other);
+    es_verify_summary_t sum;
+    es_error_t err = {0};
+    cr_assert_eq(es_store_verify(cfg, NULL, NULL, NULL, &sum, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(sum.problems, 0);
+    cr_assert_eq(sum.last, 4);
+    cr_assert_eq(sum.recorded_end, 4);
+    es_config_destroy(cfg);
+}
+
+Test(store, a_read_only_open_reads_a_store_of_schema_version_2_and_leaves_it_at_2) {
+    append_n("t-1", ES_EXPECT_ANY, 0, 2, NULL, NULL);
+    es_store_destroy(store);
+    store = NULL;
+    char *path = tu_path(dir, "store.db");
+    sqlite3 *h = NULL;
+    cr_assert_eq(sqlite3_open(path, &h), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(h,
+                              "ALTER TABLE es_commands DROP COLUMN fingerprint; UPDATE es_meta SET "
+                              "value = '2' WHERE key = 'schema_version'",
+                              NULL, NULL, NULL),
+                 SQLITE_OK, "%s", sqlite3_errmsg(h));
+    sqlite3_close(h);
+    es_config_t *cfg = tu_config(dir, "store.db");
+    es_store_t *ro = NULL;
+    es_error_t err = {0};
+    cr_assert_eq(es_store_open(cfg, ES_OPEN_READONLY, &ro, &err), ES_OK, "%s", err.message);
+    seen s = {0};
+    cr_assert_eq(es_store_read_stream(ro, "test.thing", "t-1", 1, record, &s, &err), ES_OK, "%s",
+                 err.message);
+    cr_assert_eq(s.n, 2);
+    es_store_destroy(ro);
+    cr_assert_eq(tu_query_int(path, "SELECT value FROM es_meta WHERE key = 'schema_version'"), 2);
+    es_config_destroy(cfg);
     free(path);
 }

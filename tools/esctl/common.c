@@ -11,17 +11,33 @@
 #include "domain.h"
 #include "esctl.h"
 
+/* "esctl: [<what>: ]<line>" on stderr. A newline in an id or a library message would break the
+ * one-line promise, and bytes from a damaged file could drive the terminal: control characters
+ * become blanks, C1 controls and invalid UTF-8 \xNN (put_clean's escapes). */
+static void put_line(const char *what, const char *line) {
+    pb_buf b;
+    pb_buf_init(&b);
+    for (const char *c = line; *c; c++)
+        pb_buf_putc(&b, (unsigned char)*c < 0x20 || *c == 0x7f ? ' ' : *c);
+    pb_buf out;
+    pb_buf_init(&out);
+    pb_buf_printf(&out, "esctl: %s%s", what ? what : "", what ? ": " : "");
+    put_clean(&out, b.data ? b.data : "", 0);
+    if (out.oom) /* still one line, unescaped */
+        fprintf(stderr, "esctl: %s\n", b.oom || !b.data ? "out of memory" : b.data);
+    else
+        fprintf(stderr, "%s\n", out.data);
+    pb_buf_free(&b);
+    pb_buf_free(&out);
+}
+
 void say(const char *fmt, ...) {
     char line[1024];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(line, sizeof(line), fmt, ap);
     va_end(ap);
-    /* A newline in an id or a library message would otherwise break the one-line promise. */
-    for (char *c = line; *c; c++)
-        if ((unsigned char)*c < 0x20 || *c == 0x7f)
-            *c = ' ';
-    fprintf(stderr, "esctl: %s\n", line);
+    put_line(NULL, line);
 }
 
 int usage_error(const options *o, const char *what, const char *arg) {
@@ -66,7 +82,7 @@ static void log_to_stderr(int level, const char *message, void *opaque) {
     const char *what = level <= ES_LOG_ERROR     ? "error"
                        : level <= ES_LOG_WARNING ? "warning"
                                                  : "info";
-    fprintf(stderr, "esctl: %s: %s\n", what, message);
+    put_line(what, message ? message : "");
 }
 
 /* Sets key from a command-line flag; a bad value is a usage error naming the flag. */
@@ -142,7 +158,7 @@ int open_store(const es_config_t *cfg, es_store_t **out) {
     int rc = check_store_exists(cfg);
     if (rc != EXIT_OK)
         return rc;
-    if (es_store_new(cfg, out, &err) != ES_OK) {
+    if (es_store_open(cfg, ES_OPEN_READONLY, out, &err) != ES_OK) {
         say("%s", err.message);
         return EXIT_FAIL;
     }

@@ -74,7 +74,7 @@ static int only_for(const options *o, const char *sub, bool list, bool json) {
 }
 
 static int position_len(const es_dlq_entry_t *e) {
-    return (int)strlen(e->topic) +
+    return clean_width(e->topic) +
            snprintf(NULL, 0, "[%" PRId32 "]@%" PRId64, e->partition, e->offset);
 }
 
@@ -95,10 +95,10 @@ static list_widths measure_list(const es_dlq_entry_t *es, size_t n) {
     for (size_t i = 0; i < n; i++) {
         const es_dlq_entry_t *e = &es[i];
         w.id = max_int(w.id, snprintf(NULL, 0, "%" PRId64, e->id));
-        w.projector = max_int(w.projector, (int)strlen(e->projector));
+        w.projector = max_int(w.projector, clean_width(e->projector));
         w.position = max_int(w.position, position_len(e));
-        w.key = max_int(w.key, (int)strlen(e->key));
-        w.type = max_int(w.type, (int)strlen(event_type_or(e, "-")));
+        w.key = max_int(w.key, clean_width(e->key));
+        w.type = max_int(w.type, clean_width(event_type_or(e, "-")));
         w.attempts = max_int(w.attempts, snprintf(NULL, 0, "%d", e->attempts));
     }
     return w;

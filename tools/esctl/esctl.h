@@ -3,7 +3,7 @@
  * config and store loading, and the event printing of the `events` verb
  * (reused by `dlq show`). main.c parses and dispatches; each verb lives in
  * its own file (events.c, projectors.c for replay and lag, dlq.c, topics.c,
- * devbroker.c, sagas.c).
+ * devbroker.c, sagas.c, verify.c).
  *
  * Exit codes are part of the interface, scripts rely on them: 0 success,
  * 1 a runtime failure, 2 bad usage. Every failure prints exactly one line on
@@ -34,6 +34,7 @@ typedef enum verb_id {
     VERB_TOPICS,
     VERB_DEV_BROKER,
     VERB_SAGAS,
+    VERB_VERIFY,
     VERB_HELP
 } verb_id;
 
@@ -45,6 +46,7 @@ typedef struct options {
     const char *types[MAX_TYPES_MODULES];
     size_t n_types;
     bool help, version, verbose, json, all;
+    bool accept_end; /* verify --accept-end */
     uint64_t from;
     const char *projector;    /* dlq list --projector */
     const char *saga, *state; /* sagas --saga, sagas list --state */
@@ -59,7 +61,8 @@ typedef struct options {
     size_t n_pos;
 } options;
 
-/* Prints "esctl: <message>" on stderr as one line (control characters become blanks). */
+/* Prints "esctl: <message>" on stderr as one line: control characters become blanks, C1 controls
+ * and invalid UTF-8 \xNN. */
 void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* "<what> '<arg>' for '<verb>'; run 'esctl <verb> --help'"; returns EXIT_USAGE. */
 int usage_error(const options *o, const char *what, const char *arg);
@@ -73,15 +76,19 @@ int load_config(const options *o, es_config_t **out);
 int check_store_exists(const es_config_t *cfg);
 /* The same for the read-model database; hint says how it comes to exist. */
 int check_readmodel_exists(const es_config_t *cfg);
-/* Opens the store the config names (checking the file first). */
+/* Opens the store the config names read-only, for inspection (checking the file first). */
 int open_store(const es_config_t *cfg, es_store_t **out);
 /* The demo domain's payload types plus the --types modules. Caller destroys. */
 int load_types(const options *o, pb_registry **out);
 
 /* ISO-8601 UTC with milliseconds, e.g. 2024-05-01T12:00:00.123Z. */
 void put_time(pb_buf *b, int64_t us);
-/* s with control characters as '?', padded with blanks to width: log data stays on its line. */
+/* s as text for a terminal, padded with blanks to width columns: control characters (C1 too) and
+ * invalid UTF-8 as \xNN, a backslash as \\, so data from a file stays on its line and cannot
+ * drive the terminal. Every string from a file goes out through this or pb_buf_json_string. */
 void put_clean(pb_buf *b, const char *s, int width);
+/* The columns put_clean(b, s, 0) takes. */
+int clean_width(const char *s);
 /* put_time, or "-" for 0; padded to width (0: no padding). */
 void put_time_or_dash(pb_buf *b, int64_t us, int width);
 /* JSON members: "key": "value"; json_opt: null when value is empty; json_time: an ISO time or
@@ -116,6 +123,7 @@ extern const char dlq_help[];
 extern const char topics_help[];
 extern const char dev_broker_help[];
 extern const char sagas_help[];
+extern const char verify_help[];
 
 int cmd_events(const options *o);
 int cmd_replay(const options *o);
@@ -124,5 +132,6 @@ int cmd_dlq(const options *o);
 int cmd_topics(const options *o);
 int cmd_dev_broker(const options *o);
 int cmd_sagas(const options *o);
+int cmd_verify(const options *o);
 
 #endif

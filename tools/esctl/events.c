@@ -51,11 +51,43 @@ void put_time(pb_buf *b, int64_t us) {
     pb_buf_printf(b, "%s.%03dZ", date, (int)(rem / 1000));
 }
 
+/* Escapes s into b (NULL: only counts) and returns the columns it takes: control characters
+ * (C0, DEL, and C1 encoded in UTF-8) and bytes that are not UTF-8 become \xNN, a backslash \\. */
+static int clean(pb_buf *b, const char *s) {
+    const unsigned char *p = (const unsigned char *)s;
+    size_t left = strlen(s);
+    int cols = 0;
+    while (left) {
+        size_t n = *p >= 0x80 ? pb_utf8_len(p, left) : 1;
+        bool control = n == 0 || (n == 1 && (*p < 0x20 || *p == 0x7f)) ||
+                       (n == 2 && p[0] == 0xc2 && p[1] < 0xa0);
+        n = n ? n : 1;
+        if (control) {
+            for (size_t i = 0; i < n; i++)
+                if (b)
+                    pb_buf_printf(b, "\\x%02x", p[i]);
+            cols += 4 * (int)n;
+        } else if (*p == '\\') {
+            if (b)
+                pb_buf_puts(b, "\\\\");
+            cols += 2;
+        } else {
+            for (size_t i = 0; b && i < n; i++)
+                pb_buf_putc(b, (char)p[i]);
+            cols++;
+        }
+        p += n;
+        left -= n;
+    }
+    return cols;
+}
+
+int clean_width(const char *s) {
+    return clean(NULL, s);
+}
+
 void put_clean(pb_buf *b, const char *s, int width) {
-    int n = 0;
-    for (const char *p = s; *p; p++, n++)
-        pb_buf_putc(b, (unsigned char)*p < 0x20 || *p == 0x7f ? '?' : *p);
-    for (; n < width; n++)
+    for (int n = clean(b, s); n < width; n++)
         pb_buf_putc(b, ' ');
 }
 
@@ -179,7 +211,7 @@ static int print_event_cb(const es_event_t *ev, void *opaque) {
 static int measure_cb(const es_event_t *ev, void *opaque) {
     events_ctx *c = opaque;
     int vw = snprintf(NULL, 0, "%" PRIu64, ev->version);
-    int tw = (int)strlen(ev->event_type);
+    int tw = clean_width(ev->event_type);
     c->version_width = vw > c->version_width ? vw : c->version_width;
     c->type_width = tw > c->type_width ? tw : c->type_width;
     return 0;

@@ -27,6 +27,7 @@ static const char main_help[] =
     "  topics apply [TYPE...]         create missing topics on the cluster, report drift\n"
     "  sagas list                     list saga instances: state, step, deadline\n"
     "  sagas show <id>                print a saga instance's history, one transition a line\n"
+    "  verify [TYPE...]               check a log end to end: integrity, envelopes, versions\n"
     "  dev-broker                     run librdkafka's mock Kafka cluster for development\n"
     "  help [command]                 show help for esctl or a command\n"
     "\n"
@@ -70,6 +71,7 @@ static const verb_spec verbs[] = {
     {"dlq", VERB_DLQ, dlq_help, cmd_dlq},
     {"topics", VERB_TOPICS, topics_help, cmd_topics},
     {"sagas", VERB_SAGAS, sagas_help, cmd_sagas},
+    {"verify", VERB_VERIFY, verify_help, cmd_verify},
     {"dev-broker", VERB_DEV_BROKER, dev_broker_help, cmd_dev_broker},
     {"help", VERB_HELP, NULL, NULL},
 };
@@ -102,7 +104,8 @@ typedef enum opt_id {
     OPT_PLAN,
     OPT_PARTITIONS,
     OPT_SAGA,
-    OPT_STATE
+    OPT_STATE,
+    OPT_ACCEPT_END
 } opt_id;
 
 #define FOR(v) (1u << (v))
@@ -126,7 +129,8 @@ static const opt_spec opt_specs[] = {
     {"verbose", 'v', false, 0, OPT_VERBOSE},
     {"from", 0, true, FOR(VERB_EVENTS), OPT_FROM},
     {"json", 0, false,
-     FOR(VERB_EVENTS) | FOR(VERB_LAG) | FOR(VERB_DLQ) | FOR(VERB_TOPICS) | FOR(VERB_SAGAS),
+     FOR(VERB_EVENTS) | FOR(VERB_LAG) | FOR(VERB_DLQ) | FOR(VERB_TOPICS) | FOR(VERB_SAGAS) |
+         FOR(VERB_VERIFY),
      OPT_JSON},
     {"projector", 0, true, FOR(VERB_DLQ), OPT_PROJECTOR},
     {"all", 0, false, FOR(VERB_DLQ), OPT_ALL},
@@ -139,6 +143,7 @@ static const opt_spec opt_specs[] = {
     {"partitions", 0, true, FOR(VERB_DEV_BROKER), OPT_PARTITIONS},
     {"saga", 0, true, FOR(VERB_SAGAS), OPT_SAGA},
     {"state", 0, true, FOR(VERB_SAGAS), OPT_STATE},
+    {"accept-end", 0, false, FOR(VERB_VERIFY), OPT_ACCEPT_END},
 };
 
 /* The spec matching arg ("--name", "--name=value" or "-x"); *value is set for "=". */
@@ -207,6 +212,9 @@ static int apply_opt(options *o, const opt_spec *s, const char *value) {
         break;
     case OPT_ALL:
         o->all = true;
+        break;
+    case OPT_ACCEPT_END:
+        o->accept_end = true;
         break;
     case OPT_PROJECTOR:
         o->projector = value;

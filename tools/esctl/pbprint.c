@@ -71,8 +71,7 @@ void pb_buf_printf(pb_buf *b, const char *fmt, ...) {
     b->len += (size_t)n;
 }
 
-/* Length of the valid UTF-8 sequence at s (at most n bytes), or 0 when invalid. */
-static size_t utf8_seq_len(const unsigned char *s, size_t n) {
+size_t pb_utf8_len(const unsigned char *s, size_t n) {
     size_t len;
     uint32_t cp;
     if (s[0] < 0x80)
@@ -134,12 +133,15 @@ void pb_buf_json_string(pb_buf *b, const char *s, size_t len) {
     const unsigned char *p = (const unsigned char *)s;
     pb_buf_putc(b, '"');
     for (size_t i = 0; i < len;) {
-        size_t n = utf8_seq_len(p + i, len - i);
+        size_t n = pb_utf8_len(p + i, len - i);
         if (n == 0) {
             pb_buf_puts(b, "\\ufffd");
             i++;
         } else if (n == 1) {
             json_escape_byte(b, p[i++]);
+        } else if (n == 2 && p[i] == 0xc2 && p[i + 1] < 0xa0) {
+            pb_buf_printf(b, "\\u%04x", p[i + 1]); /* C1 controls: a terminal acts on them */
+            i += 2;
         } else {
             pb_buf_putn(b, s + i, n);
             i += n;

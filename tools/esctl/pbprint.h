@@ -33,7 +33,10 @@ void pb_buf_reset(pb_buf *b);
 void pb_buf_putc(pb_buf *b, char c);
 void pb_buf_puts(pb_buf *b, const char *s);
 void pb_buf_printf(pb_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Appends s as a quoted JSON string; invalid UTF-8 becomes U+FFFD. */
+/* Length of the valid UTF-8 sequence at s (at most n > 0 bytes), or 0 when invalid. */
+size_t pb_utf8_len(const unsigned char *s, size_t n);
+/* Appends s as a quoted JSON string; invalid UTF-8 becomes U+FFFD, control characters (C1 too)
+ * are escaped. */
 void pb_buf_json_string(pb_buf *b, const char *s, size_t len);
 /* Appends data base64-encoded (RFC 4648, padded), without quotes. */
 void pb_buf_base64(pb_buf *b, const uint8_t *data, size_t len);

@@ -346,8 +346,8 @@ static lag_widths measure_lag(const es_lag_row_t *rows, size_t n) {
     lag_widths w = {9, 5, 9, 10, 3, 3}; /* the headers */
     for (size_t i = 0; i < n; i++) {
         const es_lag_row_t *r = &rows[i];
-        w.projector = max_int(w.projector, (int)strlen(r->projector));
-        w.topic = max_int(w.topic, (int)strlen(r->topic));
+        w.projector = max_int(w.projector, clean_width(r->projector));
+        w.topic = max_int(w.topic, clean_width(r->topic));
         w.partition = max_int(w.partition, snprintf(NULL, 0, "%" PRId32, r->partition));
         w.checkpoint = max_int(w.checkpoint, snprintf(NULL, 0, "%" PRId64, r->checkpoint));
         w.end = max_int(w.end, snprintf(NULL, 0, "%" PRId64, r->end));

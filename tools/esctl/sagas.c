@@ -63,10 +63,11 @@ static int check_filters(const options *o) {
     return EXIT_USAGE;
 }
 
-/* A library failure: bad input it caught is a usage error, anything else a failure. */
+/* A library failure. The arguments were checked before (check_filters, cmd_show), so what is
+ * left, a wrong file included, is a runtime failure as for every verb. */
 static int failed(const es_error_t *err) {
     say("%s", err->message);
-    return err->code == ES_EINVAL ? EXIT_USAGE : EXIT_FAIL;
+    return EXIT_FAIL;
 }
 
 static int max_int(int a, int b) {
@@ -80,9 +81,9 @@ typedef struct list_widths {
 static list_widths measure_list(const es_saga_info_t *is, size_t n) {
     list_widths w = {2, 4, 5, 4}; /* the headers */
     for (size_t i = 0; i < n; i++) {
-        w.id = max_int(w.id, (int)strlen(is[i].id));
-        w.saga = max_int(w.saga, (int)strlen(is[i].saga));
-        w.state = max_int(w.state, (int)strlen(is[i].state));
+        w.id = max_int(w.id, clean_width(is[i].id));
+        w.saga = max_int(w.saga, clean_width(is[i].saga));
+        w.state = max_int(w.state, clean_width(is[i].state));
         w.step = max_int(w.step, snprintf(NULL, 0, "%d", is[i].step_index));
     }
     return w;
@@ -203,8 +204,8 @@ static show_widths measure_show(const es_saga_record_t *rs, size_t n) {
         pb_buf_reset(&scratch);
         put_offset(&scratch, rs[i].at_us - rs[0].at_us);
         w.offset = max_int(w.offset, (int)scratch.len);
-        w.kind = max_int(w.kind, (int)strlen(rs[i].kind));
-        w.state = max_int(w.state, (int)strlen(rs[i].state[0] ? rs[i].state : "-"));
+        w.kind = max_int(w.kind, clean_width(rs[i].kind));
+        w.state = max_int(w.state, clean_width(rs[i].state[0] ? rs[i].state : "-"));
         pb_buf_reset(&scratch);
         put_step(&scratch, &rs[i]);
         w.step = max_int(w.step, (int)scratch.len);

@@ -58,6 +58,15 @@ typedef struct es_snapshot {
 
 /* Opens (creating if needed) the store the config names. Caller frees with es_store_destroy. */
 es_err es_store_new(const es_config_t *cfg, es_store_t **out, es_error_t *err);
+
+/* How es_store_open opens a store. */
+typedef enum es_open_mode {
+    ES_OPEN_WRITE = 0,    /* read-write, creating the file and its schema when missing */
+    ES_OPEN_READONLY = 1, /* inspection: writes and creates nothing (no -wal/-shm either); the file
+                             must exist (ES_ENOTFOUND) and be an event store (ES_EINVAL) */
+} es_open_mode;
+/* es_store_new with a mode; appending or writing a snapshot to a read-only store is ES_ESTATE. */
+es_err es_store_open(const es_config_t *cfg, es_open_mode mode, es_store_t **out, es_error_t *err);
 void es_store_destroy(es_store_t *store);
 
 /* Appends n events to one stream atomically, if expect holds. res may be NULL. */
@@ -90,6 +99,43 @@ es_err es_store_put_snapshot(es_store_t *store, const char *type, const char *id
 es_err es_store_get_snapshot(es_store_t *store, const char *type, const char *id,
                              es_snapshot_t **out, es_error_t *err);
 void es_snapshot_free(es_snapshot_t *snap);
+
+/* One problem es_store_verify found; the strings are valid during the callback only. */
+typedef struct es_verify_problem {
+    const char *check;          /* what failed: "integrity" (SQLite's integrity_check or a read),
+                                   "position", "envelope", "version", "stream", "heads", "end" */
+    const char *topic;          /* Kafka: "<type>.events"; NULL on the embedded backend */
+    int32_t partition;          /* Kafka partition; 0 on the embedded backend */
+    int64_t position;           /* the event's position (Kafka: offset); -1 when not one event's */
+    const char *aggregate_type; /* the stream it is about; NULL when none */
+    const char *aggregate_id;
+    uint64_t version; /* the event's version; 0 when not one event's */
+    const char *message;
+} es_verify_problem_t;
+
+/* Called once per problem, in the order found. */
+typedef void es_verify_cb(const es_verify_problem_t *problem, void *opaque);
+
+typedef struct es_verify_summary {
+    uint64_t events, streams, problems;
+    int64_t first, last;  /* positions of the first and last event; 0 when none (Kafka: 0) */
+    int64_t recorded_end; /* the end <db>-head records; -1 when there is none (Kafka: -1) */
+    int disturbed;        /* a writer opened the file while it was read unlocked: run again */
+} es_verify_summary_t;
+
+/* Reads the whole log the config names, writing nothing, and reports each problem to cb (may
+ * be NULL). Embedded: SQLite's integrity_check; positions strictly increasing; every envelope
+ * decodes and matches its row; per stream, versions 1..n without gaps or duplicates, linked in
+ * order; es_heads agrees with the events; the head file's end is not past the log's. Kafka: per
+ * "<type>.events" topic of types (NULL-terminated; NULL: topics.aggregates), every record
+ * decodes and each aggregate's versions run 1..n in one partition (no heads, no head file).
+ * ES_OK when the check ran, whatever it found (sum->problems); an error when it could not run. */
+es_err es_store_verify(const es_config_t *cfg, const char *const *types, es_verify_cb *cb,
+                       void *opaque, es_verify_summary_t *sum, es_error_t *err);
+/* Embedded: rewrites <db>-head to the log's end as it is, accepting that the events it recorded
+ * past that are gone (after restoring a backup). before (-1: none) and after may be NULL. */
+es_err es_store_accept_end(const es_config_t *cfg, int64_t *before, int64_t *after,
+                           es_error_t *err);
 
 /* The config the store was opened with (borrowed). */
 const es_config_t *es_store_config(const es_store_t *store);

@@ -21,6 +21,8 @@
 
 #include "internal.h"
 
+#include <sqlite3.h>
+
 typedef struct es_log es_log_t;
 
 /* One event to append: its view (versions assigned) and its envelope bytes. */
@@ -131,6 +133,26 @@ struct es_log {
 /* Opens the backend the config selects. */
 es_err es_log_open(const es_config_t *cfg, es_log_t **out, es_error_t *err);
 es_err es_log_sqlite_open(const es_config_t *cfg, es_log_t **out, es_error_t *err);
+
+/* How es_log_open_flags opens a log (0: read-write, creating the file and schema). */
+enum {
+    ES_LOG_READONLY = 1,     /* inspection: writes and creates nothing; the file must be an event
+                                store; begin and the other writes are ES_ESTATE */
+    ES_LOG_NO_END_CHECK = 2, /* with READONLY: a log ending below its head file opens anyway
+                                (es_log_sqlite_end tells), for es_store_verify */
+};
+es_err es_log_open_flags(const es_config_t *cfg, unsigned flags, es_log_t **out, es_error_t *err);
+es_err es_log_sqlite_open_flags(const es_config_t *cfg, unsigned flags, es_log_t **out,
+                                es_error_t *err);
+/* Embedded logs only: the database handle, for es_store_verify's queries. */
+sqlite3 *es_log_sqlite_db(es_log_t *log);
+/* Embedded logs only: the end the head file <db>-head records (-1: no usable head file for this
+ * log; *why says why when there is one that does not fit) and the log's end as it opened
+ * (positions of last events). */
+void es_log_sqlite_end(es_log_t *log, int64_t *recorded, int64_t *found, const char **why);
+/* Rewrites <db>-head to the log's current end, accepting that events past it are gone. */
+es_err es_log_sqlite_accept_end(const es_config_t *cfg, int64_t *before, int64_t *after,
+                                es_error_t *err);
 /* A key of the embedded log's es_meta table (*found 0 when absent); put replaces, and belongs
  * inside begin/commit when it must be atomic with an append. Embedded logs only. */
 es_err es_log_sqlite_get_meta(es_log_t *log, const char *key, char *out, size_t cap, int *found,

@@ -20,16 +20,32 @@
  * one statement per row cost about as much as the row. The cache is trusted only while
  * PRAGMA data_version shows no other connection committed since our last
  * transaction, and is dropped on rollback.
+ *
+ * The file <db>-head keeps the log's end where a damaged WAL cannot take it
+ * (see head_page), and an open that finds the log ending below it fails. A
+ * log opened read-only (ES_LOG_READONLY, for inspection) writes and creates
+ * nothing, and a lookup there that finds nothing asks the table again without
+ * its index, so a damaged index is reported as damage, not as "no events".
  */
 #include "log/log.h"
+#include "dbfile.h"
 #include "lru.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define SCHEMA_VERSION 3
+/* The oldest schema a read-only open reads: version 3 added only what writers read (command
+ * fingerprints), and inspection must not need a writer to have upgraded the file first. */
+#define READ_SCHEMA_MIN 2
 
 enum {
     S_BEGIN,
@@ -207,6 +223,24 @@ typedef struct type_entry {
     int64_t id;
 } type_entry;
 
+/*
+ * <db>-head. SQLite drops every WAL frame from the first whose checksum fails, and
+ * integrity_check then passes on the shorter log: acknowledged events gone without a word. So
+ * every durable commit (sqlite.synchronous full or extra) raises the end recorded here to its
+ * last position, after the commit's WAL fsync: the file may be behind the log (its page not yet
+ * written back at a power loss, writers with synchronous=normal), never ahead. It is mmapped and
+ * raised by an atomic max, so writers in several processes keep it monotonic without a lock or
+ * a system call. 128 bytes, native byte order (a local file, like the -shm).
+ */
+#define HEAD_MAGIC "eskit-head 1\n"
+typedef struct head_page {
+    char magic[16];  /* HEAD_MAGIC, NUL-padded */
+    char log_id[48]; /* es_meta's log_id: a head file of another log is not compared */
+    int64_t end;     /* position of the last event of a durable commit; 0: none yet */
+    char unused[56];
+} head_page;
+#define LOG_ID_CAP sizeof(((head_page *)0)->log_id)
+
 typedef struct sqlite_log {
     es_log_t base;
     sqlite3 *db;
@@ -238,6 +272,12 @@ typedef struct sqlite_log {
     size_t n_cmds, cap_cmds;
     es_buf_t cmd_bytes;
     es_lru_t *cmd_index; /* command id -> index + 1 into cmds */
+    unsigned flags;      /* ES_LOG_* it was opened with */
+    head_page *head;     /* <db>-head mapped; NULL when commits do not keep it */
+    int64_t tx_end;      /* position of the last event appended in this transaction; 0: none */
+    int64_t recorded_end, opened_end; /* the head file's end (-1: none) and ours, at open */
+    char head_why[200];               /* why a head file present is not used; "" when it is */
+    char log_id[LOG_ID_CAP];
 } sqlite_log;
 
 typedef struct stream_row {
@@ -253,6 +293,14 @@ typedef struct stream_entry {
     es_snapshot_t *snap; /* pending snapshot (one allocation), written at commit */
     int64_t snap_type_id;
 } stream_entry;
+
+/* Raises the recorded end to pos unless another writer raised it further. */
+static void head_raise(head_page *h, int64_t pos) {
+    int64_t cur = __atomic_load_n(&h->end, __ATOMIC_RELAXED);
+    while (cur < pos &&
+           !__atomic_compare_exchange_n(&h->end, &cur, pos, 1, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+        ;
+}
 
 static void free_entry(void *v) {
     stream_entry *e = v;
@@ -287,8 +335,7 @@ static es_err sql_fail(sqlite_log *l, int rc, const char *what, es_error_t *err)
                        what, l->path);
     case SQLITE_CORRUPT:
     case SQLITE_NOTADB:
-        return es_fail(err, ES_EIO, "%s: %s is not a usable eskit database (%s)", what, l->path,
-                       msg);
+        return es_db_fail(l->db, rc, l->path, what, err);
     case SQLITE_NOMEM:
         return es_fail(err, ES_ENOMEM, "%s: out of memory", what);
     default:
@@ -502,8 +549,17 @@ static es_err check_data_version(sqlite_log *l, es_error_t *err) {
     return ES_OK;
 }
 
+static es_err refuse_readonly(const sqlite_log *l, const char *what, es_error_t *err) {
+    return es_fail(err, ES_ESTATE,
+                   "%s: %s was opened read-only, for inspection; open it with "
+                   "es_store_new to write",
+                   what, l->path);
+}
+
 static es_err lg_begin(es_log_t *base, es_error_t *err) {
     sqlite_log *l = (sqlite_log *)base;
+    if (l->flags & ES_LOG_READONLY)
+        return refuse_readonly(l, "starting a write transaction", err);
     if (l->in_tx)
         return es_fail(err, ES_ESTATE, "a transaction is already open on %s", l->path);
     es_err rc = exec_simple(l, S_BEGIN, "starting a write transaction", err);
@@ -535,6 +591,7 @@ static void lg_rollback(es_log_t *base) {
         exec_simple(l, S_ROLLBACK, "rolling back", NULL);
     l->in_tx = 0;
     l->writing = 0;
+    l->tx_end = 0;
     drop_type_cache(l); /* ids inserted by the rolled-back transaction are gone */
     drop_stream_cache(l);
     drop_queue(l);
@@ -600,6 +657,9 @@ static es_err lg_commit(es_log_t *base, es_error_t *err) {
         lg_rollback(base);
         return rc;
     }
+    if (l->head && l->tx_end)
+        head_raise(l->head, l->tx_end);
+    l->tx_end = 0;
     for (size_t i = 0; i < l->n_dirty; i++) {
         stream_entry *e = l->dirty[i];
         e->head_dirty = e->snap_dirty = 0;
@@ -791,6 +851,50 @@ static es_err cached_stream(sqlite_log *l, int64_t tid, const char *id, int crea
     return rc;
 }
 
+/* A read-only lookup that found nothing asks again without the index (sql: any row means the
+ * lookup was wrong): a damaged index can miss what its table holds, and "no events" would hide
+ * the damage. Writers do not ask: a miss is what they see for every new aggregate. */
+static es_err confirm_miss(sqlite_log *l, char *sql, const char *type, const char *id,
+                           const char *damage, es_error_t *err) {
+    sqlite3_stmt *s = NULL;
+    int rc = sql ? sqlite3_prepare_v2(l->db, sql, -1, &s, NULL) : SQLITE_NOMEM;
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(s);
+    sqlite3_finalize(s);
+    sqlite3_free(sql);
+    if (rc == SQLITE_DONE)
+        return ES_OK;
+    if (rc != SQLITE_ROW)
+        return sql_fail(l, rc, "looking for a stream", err);
+    return es_fail(err, ES_EIO,
+                   "%s/%s: %s is corrupt: %s; restore it from a backup, and run 'esctl verify' on "
+                   "it to see what else is damaged",
+                   type, id, l->path, damage);
+}
+
+static es_err confirm_stream_miss(sqlite_log *l, const char *type, const char *id, int64_t tid,
+                                  const stream_row *row, es_error_t *err) {
+    if (!tid)
+        return confirm_miss(
+            l, sqlite3_mprintf("SELECT 1 FROM es_types NOT INDEXED WHERE name = %Q", type), type,
+            id, "the index of es_types misses this aggregate type, which the table holds", err);
+    if (!row->id)
+        return confirm_miss(
+            l,
+            sqlite3_mprintf("SELECT 1 FROM es_streams NOT INDEXED WHERE type_id = "
+                            "%lld AND agg_id = %Q",
+                            (long long)tid, id),
+            type, id, "the index of es_streams misses this stream, which the table holds", err);
+    if (!row->version)
+        return confirm_miss(
+            l,
+            sqlite3_mprintf("SELECT 1 FROM es_events WHERE stream = %lld LIMIT 1",
+                            (long long)row->id),
+            type, id, "es_heads has no version for this stream, but es_events holds its events",
+            err);
+    return ES_OK;
+}
+
 /* Finds the stream; row->id is 0 when it does not exist (and create is false). *ent gets
  * its cache entry inside a write transaction, NULL otherwise. */
 static es_err find_stream(sqlite_log *l, const char *type, const char *id, int create,
@@ -798,15 +902,17 @@ static es_err find_stream(sqlite_log *l, const char *type, const char *id, int c
     memset(row, 0, sizeof *row);
     *ent = NULL;
     es_err e = type_id(l, type, create, tid, err);
-    if (e != ES_OK || *tid == 0)
-        return e;
-    if (l->writing) {
+    if (e == ES_OK && *tid && l->writing) {
         e = cached_stream(l, *tid, id, create, ent, err);
         if (e == ES_OK)
             *row = (*ent)->row;
         return e;
     }
-    return select_stream(l, *tid, id, row, err); /* creating needs the write transaction */
+    if (e == ES_OK && *tid) /* creating needs the write transaction */
+        e = select_stream(l, *tid, id, row, err);
+    if (e == ES_OK && (l->flags & ES_LOG_READONLY) && !row->version)
+        e = confirm_stream_miss(l, type, id, *tid, row, err);
+    return e;
 }
 
 /* Opens a read (unless a transaction is open) and finds the stream; the caller ends the read
@@ -889,6 +995,7 @@ static es_err lg_append(es_log_t *base, const char *type, const char *id, uint64
     }
     ent->row.version = expect_base + n;
     ent->row.head = prev;
+    l->tx_end = prev;
     return ES_OK;
 }
 
@@ -1156,6 +1263,8 @@ static char *keep(char **slot, const unsigned char *text) {
 static es_err lg_find_command(es_log_t *base, const char *command_id, es_command_record_t *rec,
                               es_error_t *err) {
     sqlite_log *l = (sqlite_log *)base;
+    if (l->flags & ES_LOG_READONLY)
+        return refuse_readonly(l, "looking up a command id", err);
     size_t at =
         l->n_cmds ? (size_t)(uintptr_t)es_lru_get(l->cmd_index, command_id, strlen(command_id)) : 0;
     if (at) {
@@ -1243,6 +1352,8 @@ static es_err queue_command(sqlite_log *l, const es_command_record_t *rec, int64
 static es_err lg_put_command(es_log_t *base, const es_command_record_t *rec, es_error_t *err) {
     sqlite_log *l = (sqlite_log *)base;
     int64_t tid;
+    if ((l->flags & ES_LOG_READONLY) && !l->writing)
+        return refuse_readonly(l, "recording a command id", err);
     es_err e = type_id(l, rec->aggregate_type, 1, &tid, err);
     if (e != ES_OK)
         return e;
@@ -1293,6 +1404,8 @@ static void lg_destroy(es_log_t *base) {
     free(l->queued);
     es_buf_free(&l->queued_bytes);
     sqlite3_close(l->db);
+    if (l->head)
+        munmap(l->head, sizeof *l->head);
     drop_type_cache(l);
     free(l->types);
     free(l->cmd_reason);
@@ -1477,6 +1590,8 @@ static es_err lg_put_dlq(es_log_t *base, const char *dlq_topic, const char *ref,
                          es_error_t *err) {
     sqlite_log *l = (sqlite_log *)base;
     es_buf_t h = {0};
+    if (l->flags & ES_LOG_READONLY)
+        return refuse_readonly(l, "writing a dead letter", err);
     for (size_t i = 0; i < n_headers; i++) {
         size_t need = strlen(headers[i].key) + strlen(headers[i].value) + 3;
         if (es_buf_reserve(&h, need + 1) != ES_OK) {
@@ -1564,32 +1679,45 @@ static es_err switch_to_wal(sqlite_log *l, es_error_t *err) {
     return ES_OK;
 }
 
-static es_err check_schema_version(sqlite_log *l, es_error_t *err) {
+/* The schema version the file holds; 0 for a file without our schema. A file whose es_meta
+ * cannot be read is an error, not a file to create the schema in. */
+static es_err stored_schema_version(sqlite_log *l, int *v, es_error_t *err) {
     sqlite3_stmt *s = NULL;
-    int rc = sqlite3_prepare_v2(l->db, "SELECT value FROM es_meta WHERE key = 'schema_version'", -1,
-                                &s, NULL);
-    if (rc != SQLITE_OK)
-        return sql_fail(l, rc, "reading the schema version", err);
-    int v = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int(s, 0) : 0;
+    *v = 0;
+    int rc = sqlite3_prepare_v2(
+        l->db, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'es_meta'", -1,
+        &s, NULL);
+    int has_meta =
+        rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW && sqlite3_column_int(s, 0) > 0;
     sqlite3_finalize(s);
-    if (v > SCHEMA_VERSION)
+    if (rc != SQLITE_ROW)
+        return sql_fail(l, rc, "reading the schema", err);
+    if (!has_meta)
+        return ES_OK;
+    rc = sqlite3_prepare_v2(l->db, "SELECT value FROM es_meta WHERE key = 'schema_version'", -1, &s,
+                            NULL);
+    if (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW)
+        *v = sqlite3_column_int(s, 0);
+    sqlite3_finalize(s);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE
+               ? ES_OK
+               : sql_fail(l, rc, "reading the schema version", err);
+}
+
+static es_err check_schema_version(sqlite_log *l, es_error_t *err) {
+    int v = 0;
+    es_err e = stored_schema_version(l, &v, err);
+    if (e == ES_OK && v > SCHEMA_VERSION)
         return es_fail(err, ES_EIO,
                        "%s has eskit schema version %d, newer than this eskit understands (%d); "
                        "upgrade eskit",
                        l->path, v, SCHEMA_VERSION);
-    return ES_OK;
-}
-
-/* The schema version the file holds; 0 for a file without our schema. */
-static int stored_schema_version(sqlite_log *l) {
-    sqlite3_stmt *s = NULL;
-    int v = sqlite3_prepare_v2(l->db, "SELECT value FROM es_meta WHERE key = 'schema_version'", -1,
-                               &s, NULL) == SQLITE_OK &&
-                    sqlite3_step(s) == SQLITE_ROW
-                ? sqlite3_column_int(s, 0)
-                : 0;
-    sqlite3_finalize(s);
-    return v;
+    if (e == ES_OK && v < READ_SCHEMA_MIN && (l->flags & ES_LOG_READONLY))
+        return es_fail(err, ES_ESTATE,
+                       "%s has eskit schema version %d, older than this eskit reads (%d); open it "
+                       "once with a writer (es_store_new) to upgrade it",
+                       l->path, v, READ_SCHEMA_MIN);
+    return e;
 }
 
 /* Creates the schema, or brings an older one up to date; another process may have done
@@ -1598,10 +1726,16 @@ static es_err create_schema(sqlite_log *l, es_error_t *err) {
     es_err e = exec_sql(l, "BEGIN IMMEDIATE", "creating the schema", err);
     if (e != ES_OK)
         return e;
-    int v = stored_schema_version(l);
-    if (v == 0)
+    int v = 0;
+    e = stored_schema_version(l, &v, err);
+    /* A read model or saga database is never also made an event store. */
+    es_db_kind kind = ES_DB_EMPTY;
+    if (e == ES_OK && v == 0 && (e = es_db_probe(l->db, l->path, &kind, err)) == ES_OK &&
+        (kind == ES_DB_READ_MODEL || kind == ES_DB_SAGA_DB))
+        e = es_db_expect(l->db, l->path, ES_DB_EVENT_STORE, err);
+    if (e == ES_OK && v == 0)
         e = exec_sql(l, schema_sql, "creating the schema", err);
-    if (v == 1)
+    if (e == ES_OK && v == 1)
         e = exec_sql(l, migrate_v1_sql, "upgrading the schema from version 1", err);
     if (e == ES_OK && (v == 1 || v == 2))
         e = exec_sql(l, migrate_v2_sql, "upgrading the schema from version 2", err);
@@ -1649,25 +1783,223 @@ static es_err multi_prepare(sqlite_log *l, const char *head, int cols, const cha
     return e;
 }
 
+/* The statements of every open; a read-only one skips the command records' (only writers look
+ * commands up, and their columns are those of the newest schema). */
+static es_err prepare_reads(sqlite_log *l, es_error_t *err) {
+    for (int i = 0; i < S_COUNT; i++) {
+        if ((l->flags & ES_LOG_READONLY) && (i == S_CMD_GET || i == S_CMD_PUT))
+            continue;
+        int rc =
+            sqlite3_prepare_v3(l->db, sql_text[i], -1, SQLITE_PREPARE_PERSISTENT, &l->st[i], NULL);
+        if (rc != SQLITE_OK)
+            return sql_fail(l, rc, "preparing statements", err);
+    }
+    return ES_OK;
+}
+
+/* The head file as read, before the log's end is: read the other way round, a commit between
+ * the two reads would look like a loss. */
+typedef struct head_view {
+    int present, valid;
+    char log_id[LOG_ID_CAP];
+    int64_t end;
+} head_view;
+
+static void view_head(const head_page *p, head_view *v) {
+    v->present = 1;
+    v->valid = !memcmp(p->magic, HEAD_MAGIC, sizeof HEAD_MAGIC) &&
+               memchr(p->log_id, '\0', sizeof p->log_id) != NULL;
+    memcpy(v->log_id, p->log_id, sizeof v->log_id);
+    v->log_id[sizeof v->log_id - 1] = '\0';
+    v->end = __atomic_load_n(&p->end, __ATOMIC_ACQUIRE);
+}
+
+/* "<db><suffix>"; caller frees. */
+static char *side_path(const char *db, const char *suffix) {
+    size_t n = strlen(db) + strlen(suffix) + 1;
+    char *p = malloc(n);
+    if (p)
+        snprintf(p, n, "%s%s", db, suffix);
+    return p;
+}
+
+/* Opens a side file of the database without following a symbolic link; it must be a regular
+ * file owned by us or by the database's owner and not writable by others. A small local
+ * stand-in for the shared es_side_file_open (sidefile.c). ES_ENOTFOUND when it does not exist
+ * (and flags lack O_CREAT). */
+static es_err open_side_file(const char *path, int flags, uid_t db_owner, int *fd,
+                             es_error_t *err) {
+    *fd = open(path, flags | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0644);
+    if (*fd < 0 && errno == ENOENT)
+        return es_fail(err, ES_ENOTFOUND, "%s does not exist", path);
+    if (*fd < 0 && errno == EACCES && (flags & O_RDWR))
+        return es_fail(err, ES_ESTATE, "cannot write %s: %s", path, strerror(EACCES));
+    if (*fd < 0)
+        return es_fail(err, ES_EIO, "cannot open %s: %s%s", path, strerror(errno),
+                       errno == ELOOP ? " (eskit does not follow symbolic links to its side files; "
+                                        "remove the link)"
+                                      : "");
+    struct stat st;
+    const char *bad = fstat(*fd, &st) != 0                              ? "cannot be examined"
+                      : !S_ISREG(st.st_mode)                            ? "is not a regular file"
+                      : st.st_uid != geteuid() && st.st_uid != db_owner ? "is owned by another user"
+                      : (st.st_mode & S_IWOTH) ? "is writable by every user"
+                                               : NULL;
+    if (!bad)
+        return ES_OK;
+    close(*fd);
+    *fd = -1;
+    return es_fail(err, ES_EIO, "%s %s; eskit does not use it as the log's head file: remove it",
+                   path, bad);
+}
+
+/* Reads our end and compares it with the recorded one; a log ending below it lost events. */
+static es_err check_end(sqlite_log *l, const head_view *v, es_error_t *err) {
+    int64_t next = 0;
+    es_error_t why = {0};
+    es_err e = lg_identity(&l->base, l->log_id, sizeof l->log_id, err);
+    if (e == ES_OK && read_end_offset(l, &next, &why) != ES_OK) {
+        if (!(l->flags & ES_LOG_NO_END_CHECK))
+            return es_fail(err, why.code, "%s", why.message);
+        /* verify reports the damage that kept the end from being read */
+        snprintf(l->head_why, sizeof l->head_why, "the log's end cannot be read: %.160s",
+                 why.message);
+        l->opened_end = -1;
+        return ES_OK;
+    }
+    if (e != ES_OK)
+        return e;
+    l->opened_end = next - 1;
+    l->recorded_end = -1;
+    if (v->present && !v->valid)
+        snprintf(l->head_why, sizeof l->head_why, "it is not an eskit head file");
+    else if (v->present && strcmp(v->log_id, l->log_id))
+        snprintf(l->head_why, sizeof l->head_why, "it belongs to another log (log id %.40s)",
+                 v->log_id);
+    else if (v->present)
+        l->recorded_end = v->end;
+    if (l->recorded_end <= l->opened_end || (l->flags & ES_LOG_NO_END_CHECK))
+        return ES_OK;
+    return es_fail(err, ES_EIO,
+                   "%s: the log ends at position %lld, but %s-head records position %lld as "
+                   "committed: %lld acknowledged event(s) are gone (a damaged or cut -wal file, or "
+                   "an older copy of the database); restore the database and its -wal from a "
+                   "backup, or accept the loss with 'esctl --db <file> verify --accept-end'",
+                   l->path, (long long)l->opened_end, l->path, (long long)l->recorded_end,
+                   (long long)(l->recorded_end - l->opened_end));
+}
+
+/* For logs that do not keep the head file: compares with it when there is one. */
+static es_err check_head_file(sqlite_log *l, es_error_t *err) {
+    head_view v = {0};
+    struct stat st;
+    char *path = side_path(l->path, "-head");
+    int fd = -1;
+    es_error_t why = {0};
+    es_err e = !path ? es_fail(&why, ES_ENOMEM, "out of memory")
+               : stat(l->path, &st) != 0
+                   ? es_fail(&why, ES_EIO, "cannot examine %s: %s", l->path, strerror(errno))
+                   : open_side_file(path, O_RDONLY, st.st_uid, &fd, &why);
+    if (e == ES_OK) {
+        head_page p;
+        ssize_t n = pread(fd, &p, sizeof p, 0);
+        if (n == (ssize_t)sizeof p)
+            view_head(&p, &v);
+        else
+            v.present = 1; /* short: not a head file */
+        close(fd);
+    } else if (e == ES_ENOTFOUND) {
+        e = ES_OK;
+    } else if (path && (l->flags & ES_LOG_NO_END_CHECK)) {
+        snprintf(l->head_why, sizeof l->head_why, "%.180s", why.message);
+        e = ES_OK;
+    }
+    free(path);
+    return e == ES_OK ? check_end(l, &v, err) : es_fail(err, e, "%s", why.message);
+}
+
+/* Maps <db>-head for commits to raise, under an exclusive flock while it is checked (and made
+ * for this log when new or another log's). */
+static es_err attach_head(sqlite_log *l, es_error_t *err) {
+    struct stat st;
+    char *path = side_path(l->path, "-head");
+    int fd = -1;
+    void *map = MAP_FAILED;
+    es_err e = !path ? es_fail(err, ES_ENOMEM, "out of memory")
+               : stat(l->path, &st) != 0
+                   ? es_fail(err, ES_EIO, "cannot examine %s: %s", l->path, strerror(errno))
+                   : open_side_file(path, O_RDWR | O_CREAT, st.st_uid, &fd, err);
+    if (e == ES_ESTATE) { /* another user's, say in a group sharing the store: compare only */
+        es_logf(l->base.cfg, ES_LOG_WARNING, "%s; commits here do not raise the end it records",
+                err ? err->message : path);
+        free(path);
+        return check_head_file(l, err);
+    }
+    /* Made by root for another user's store: the owner's, or the owner could not open it. */
+    uid_t db_uid = st.st_uid;
+    gid_t db_gid = st.st_gid;
+    if (e == ES_OK && fstat(fd, &st) == 0 && st.st_uid != db_uid && geteuid() == 0 &&
+        fchown(fd, db_uid, db_gid) != 0)
+        e = es_fail(err, ES_EIO, "cannot give %s to the database's owner: %s", path,
+                    strerror(errno));
+    if (e == ES_OK && flock(fd, LOCK_EX) != 0)
+        e = es_fail(err, ES_EIO, "cannot lock %s: %s", path, strerror(errno));
+    if (e == ES_OK && fstat(fd, &st) == 0 && st.st_size < (off_t)sizeof(head_page) &&
+        ftruncate(fd, sizeof(head_page)) != 0)
+        e = es_fail(err, ES_EIO, "cannot size %s: %s", path, strerror(errno));
+    if (e == ES_OK && (map = mmap(NULL, sizeof(head_page), PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+                                  0)) == MAP_FAILED)
+        e = es_fail(err, ES_EIO, "cannot map %s: %s", path, strerror(errno));
+    head_view v = {0};
+    if (e == ES_OK) {
+        view_head(map, &v);
+        e = check_end(l, &v, err);
+    }
+    if (e == ES_OK && l->recorded_end < 0) { /* new, or left by another log */
+        head_page *h = map;
+        memset(h, 0, sizeof *h);
+        memcpy(h->magic, HEAD_MAGIC, sizeof HEAD_MAGIC);
+        snprintf(h->log_id, sizeof h->log_id, "%s", l->log_id);
+        __atomic_store_n(&h->end, l->opened_end, __ATOMIC_RELEASE);
+        l->recorded_end = l->opened_end;
+        l->head_why[0] = '\0';
+    }
+    if (e == ES_OK)
+        l->head = map;
+    else if (map != MAP_FAILED)
+        munmap(map, sizeof(head_page));
+    if (fd >= 0) {
+        flock(fd, LOCK_UN); /* the mapping keeps the open file, and a lock on it, alive */
+        close(fd);
+    }
+    free(path);
+    return e;
+}
+
+/* Commits keep the head file when they are durable when they return. */
+static int keeps_head(const sqlite_log *l) {
+    const char *sync = es_config_get(l->base.cfg, "sqlite.synchronous");
+    return !strcmp(sync, "full") || !strcmp(sync, "extra");
+}
+
 static es_err setup(sqlite_log *l, es_error_t *err) {
     char pragma[64];
     snprintf(pragma, sizeof pragma, "PRAGMA synchronous=%s",
              es_config_get(l->base.cfg, "sqlite.synchronous"));
+    int v = 0;
     es_err e = switch_to_wal(l, err);
     if (e == ES_OK)
         e = exec_sql(l, pragma, "setting synchronous", err);
     /* Only a file without our schema needs the write lock: SQLite's lock is not fair, and
      * a busy writer elsewhere would starve every open that asked for it. */
-    if (e == ES_OK && stored_schema_version(l) < SCHEMA_VERSION)
+    if (e == ES_OK)
+        e = stored_schema_version(l, &v, err);
+    if (e == ES_OK && v < SCHEMA_VERSION)
         e = create_schema(l, err);
     if (e == ES_OK)
         e = check_schema_version(l, err);
-    for (int i = 0; e == ES_OK && i < S_COUNT; i++) {
-        int rc =
-            sqlite3_prepare_v3(l->db, sql_text[i], -1, SQLITE_PREPARE_PERSISTENT, &l->st[i], NULL);
-        if (rc != SQLITE_OK)
-            e = sql_fail(l, rc, "preparing statements", err);
-    }
+    if (e == ES_OK)
+        e = prepare_reads(l, err);
     if (e == ES_OK)
         e = multi_prepare(l, put_events_sql, EVENT_COLS, "", &l->put_events, err);
     if (e == ES_OK)
@@ -1678,10 +2010,43 @@ static es_err setup(sqlite_log *l, es_error_t *err) {
         e = multi_prepare(l, put_streams_sql, STREAM_COLS, "", &l->put_streams, err);
     if (e == ES_OK)
         e = multi_prepare(l, put_commands_sql, COMMAND_COLS, "", &l->put_commands, err);
+    if (e == ES_OK)
+        e = keeps_head(l) ? attach_head(l, err) : check_head_file(l, err);
     return e;
 }
 
-es_err es_log_sqlite_open(const es_config_t *cfg, es_log_t **out, es_error_t *err) {
+/* Inspection: no pragma (journal_mode and synchronous would write), no schema, no head file
+ * kept; the file must be an event store of our schema version. */
+static es_err setup_readonly(sqlite_log *l, es_error_t *err) {
+    es_err e = es_db_expect(l->db, l->path, ES_DB_EVENT_STORE, err);
+    if (e == ES_OK)
+        e = check_schema_version(l, err);
+    if (e == ES_OK)
+        e = prepare_reads(l, err);
+    if (e == ES_OK)
+        e = check_head_file(l, err);
+    return e;
+}
+
+static es_err open_db(sqlite_log *l, es_error_t *err) {
+    const es_config_t *cfg = l->base.cfg;
+    int busy_ms = (int)es_config_get_int(cfg, "sqlite.busy.timeout.ms");
+    if (l->flags & ES_LOG_READONLY) {
+        es_err e = es_db_open_readonly(l->path, "event store", busy_ms, &l->db, err);
+        return e == ES_OK ? setup_readonly(l, err) : e;
+    }
+    int rc = sqlite3_open_v2(
+        l->path, &l->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK)
+        return es_fail(err, ES_EIO, "cannot open database %s: %s", l->path,
+                       l->db ? sqlite3_errmsg(l->db) : sqlite3_errstr(rc));
+    sqlite3_extended_result_codes(l->db, 1);
+    sqlite3_busy_timeout(l->db, busy_ms);
+    return setup(l, err);
+}
+
+es_err es_log_sqlite_open_flags(const es_config_t *cfg, unsigned flags, es_log_t **out,
+                                es_error_t *err) {
     const char *path = es_config_get(cfg, "db");
     sqlite_log *l = calloc(1, sizeof *l);
     *out = NULL;
@@ -1692,6 +2057,8 @@ es_err es_log_sqlite_open(const es_config_t *cfg, es_log_t **out, es_error_t *er
     l->base.ops = &sqlite_ops;
     l->base.cfg = cfg;
     l->data_version = -1;
+    l->flags = flags;
+    l->recorded_end = -1;
     l->streams =
         es_lru_new((size_t)es_config_get_int(cfg, "cache.aggregates"), free_entry, entry_pinned);
     l->cmd_index = l->streams ? es_lru_new(ES_LRU_UNBOUNDED, NULL, NULL) : NULL;
@@ -1701,21 +2068,59 @@ es_err es_log_sqlite_open(const es_config_t *cfg, es_log_t **out, es_error_t *er
         free(l);
         return es_fail(err, ES_ENOMEM, "out of memory opening %s", path);
     }
-    int rc = sqlite3_open_v2(
-        path, &l->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
-    es_err e = ES_OK;
-    if (rc != SQLITE_OK) {
-        e = es_fail(err, ES_EIO, "cannot open database %s: %s", path,
-                    l->db ? sqlite3_errmsg(l->db) : sqlite3_errstr(rc));
-    } else {
-        sqlite3_extended_result_codes(l->db, 1);
-        sqlite3_busy_timeout(l->db, (int)es_config_get_int(cfg, "sqlite.busy.timeout.ms"));
-        e = setup(l, err);
-    }
+    es_err e = open_db(l, err);
     if (e != ES_OK) {
         lg_destroy(&l->base);
         return e;
     }
     *out = &l->base;
     return ES_OK;
+}
+
+es_err es_log_sqlite_open(const es_config_t *cfg, es_log_t **out, es_error_t *err) {
+    return es_log_sqlite_open_flags(cfg, 0, out, err);
+}
+
+sqlite3 *es_log_sqlite_db(es_log_t *log) {
+    return ((sqlite_log *)log)->db;
+}
+
+void es_log_sqlite_end(es_log_t *log, int64_t *recorded, int64_t *found, const char **why) {
+    const sqlite_log *l = (const sqlite_log *)log;
+    *recorded = l->recorded_end;
+    *found = l->opened_end;
+    *why = l->head_why[0] ? l->head_why : NULL;
+}
+
+es_err es_log_sqlite_accept_end(const es_config_t *cfg, int64_t *before, int64_t *after,
+                                es_error_t *err) {
+    es_log_t *log = NULL;
+    es_err e = es_log_sqlite_open_flags(cfg, ES_LOG_READONLY | ES_LOG_NO_END_CHECK, &log, err);
+    if (e != ES_OK)
+        return e;
+    sqlite_log *l = (sqlite_log *)log;
+    struct stat st;
+    char *path = side_path(l->path, "-head");
+    int fd = -1;
+    e = !path ? es_fail(err, ES_ENOMEM, "out of memory")
+        : stat(l->path, &st) != 0
+            ? es_fail(err, ES_EIO, "cannot examine %s: %s", l->path, strerror(errno))
+            : open_side_file(path, O_RDWR | O_CREAT, st.st_uid, &fd, err);
+    if (e == ES_OK && flock(fd, LOCK_EX) != 0)
+        e = es_fail(err, ES_EIO, "cannot lock %s: %s", path, strerror(errno));
+    head_page p = {0};
+    memcpy(p.magic, HEAD_MAGIC, sizeof HEAD_MAGIC);
+    snprintf(p.log_id, sizeof p.log_id, "%s", l->log_id);
+    p.end = l->opened_end;
+    if (e == ES_OK && pwrite(fd, &p, sizeof p, 0) != (ssize_t)sizeof p)
+        e = es_fail(err, ES_EIO, "cannot write %s: %s", path, strerror(errno));
+    if (before)
+        *before = l->recorded_end;
+    if (after)
+        *after = l->opened_end;
+    if (fd >= 0)
+        close(fd);
+    free(path);
+    lg_destroy(log);
+    return e;
 }
