@@ -1377,7 +1377,10 @@ static int transient(es_err e) {
 }
 
 es_err es_processor_run(es_processor_t *p, es_error_t *err) {
+    es_error_t local;
     int wait = 100;
+    if (!err) /* the retry log below quotes the failure */
+        err = &local;
     while (!atomic_load(&p->stop)) {
         es_err e = es_processor_poll(p, 100, NULL, err);
         if (e == ES_OK) {
@@ -1386,8 +1389,8 @@ es_err es_processor_run(es_processor_t *p, es_error_t *err) {
         }
         if (!transient(e))
             return e;
-        es_logf(p->cfg, ES_LOG_WARNING, "command processor: %s; retrying in %d ms",
-                err ? err->message : es_strerror(e), wait);
+        es_logf(p->cfg, ES_LOG_WARNING, "command processor: %s; retrying in %d ms", err->message,
+                wait);
         for (int slept = 0; slept < wait && !atomic_load(&p->stop); slept += 10)
             es_sleep_ms(10);
         wait = wait < 5000 ? wait * 2 : 5000;

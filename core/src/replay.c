@@ -233,7 +233,7 @@ es_err es_replay(const es_config_t *cfg, const es_projector_def *def,
         e = es_fail(err, ES_ENOMEM, "out of memory");
     if (e == ES_OK) {
         remove_shadow(rp.shadow_path);
-        runner_opts o = {rp.shadow_path, RM_BULK, rp.guard_path, 0, 0};
+        runner_opts o = {rp.shadow_path, RM_BULK, rp.guard_path, 0, 0, NULL, NULL};
         e = es_runner_open(cfg, def, &o, &rp.shadow, err);
     }
     if (e == ES_OK && hooks && hooks->parked)

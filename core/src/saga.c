@@ -248,6 +248,7 @@ struct es_saga_coordinator {
     es_engine_t *engine;
     es_projector_def pdef;
     char pname[ES_PROJECTOR_NAME_MAX + 1];
+    char subject[96]; /* "saga '<name>': ", which begins every error of a public call */
     char **topics;
     es_runner_t *runner;
     sqlite3 *db;
@@ -1060,12 +1061,12 @@ static es_err relay(es_saga_coordinator_t *c, size_t *delivered, es_error_t *err
                                  .correlation_id = d[i].correlation,
                                  .deadline_us = d[i].deadline};
     if (e == ES_OK && n > 0) {
-        e = es_execute_batch(c->engine, cmds, n, res, err);
-        if (e != ES_OK) {
+        /* A failed delivery is retried, not the poll's error: its words go to the log only. */
+        es_error_t xerr = {0};
+        if (es_execute_batch(c->engine, cmds, n, res, &xerr) != ES_OK) {
             es_logf(c->cfg, ES_LOG_WARNING, "saga '%s': delivering %zu command(s) failed: %s",
-                    c->def->name, n, err->message);
+                    c->def->name, n, xerr.message);
             c->retry_at_us = es_now_us() + RETRY_BACKOFF_US;
-            e = ES_OK;
             n = 0;
         }
     }
@@ -1340,6 +1341,7 @@ es_err es_saga_coordinator_new(const es_config_t *cfg, const es_saga_def *def, e
     c->cfg = es_config_dup(cfg);
     es_saga_history_type(def->name, c->htype, sizeof c->htype, err);
     snprintf(c->htopic, sizeof c->htopic, "%s.events", c->htype);
+    snprintf(c->subject, sizeof c->subject, "saga '%s': ", def->name);
     snprintf(c->pname, sizeof c->pname, "saga-%s", def->name);
     for (char *p = c->pname; *p; p++)
         if (*p == '.')
@@ -1359,7 +1361,7 @@ es_err es_saga_coordinator_new(const es_config_t *cfg, const es_saga_def *def, e
                                      .topics = (const char *const *)c->topics,
                                      .migrate = saga_migrate,
                                      .apply = saga_apply};
-        e = es_runner_new(c->cfg, &c->pdef, &c->runner, err);
+        e = es_runner_new_on(c->cfg, &c->pdef, "saga.db", "saga database", &c->runner, err);
     }
     if (e == ES_OK) {
         es_runner_set_state(c->runner, c);
@@ -1494,6 +1496,8 @@ es_err es_saga_poll(es_saga_coordinator_t *c, int timeout_ms, size_t *progress, 
         e = prune(c, &pruned, err);
     if (progress)
         *progress = applied + delivered + fired + published + pruned;
+    if (e != ES_OK)
+        es_error_subject(err, c->subject);
     return e;
 }
 
@@ -1503,7 +1507,10 @@ es_err es_saga_redeliver(es_saga_coordinator_t *c, const es_event_t *ev, es_erro
     es_err e = tx_begin(c, err);
     if (e == ES_OK)
         e = on_event(c, ev, err);
-    return tx_end(c, e, err);
+    e = tx_end(c, e, err);
+    if (e != ES_OK)
+        es_error_subject(err, c->subject);
+    return e;
 }
 
 static int transient(es_err e) {
@@ -1511,7 +1518,12 @@ static int transient(es_err e) {
 }
 
 es_err es_saga_run(es_saga_coordinator_t *c, es_error_t *err) {
+    es_error_t local;
     int wait = 100;
+    if (!c)
+        return es_fail(err, ES_EINVAL, "es_saga_run: coordinator is NULL");
+    if (!err) /* the retry log below quotes the failure */
+        err = &local;
     while (!c->stop) {
         es_err e = es_saga_poll(c, 100, NULL, err);
         if (e == ES_OK) {
@@ -1520,9 +1532,10 @@ es_err es_saga_run(es_saga_coordinator_t *c, es_error_t *err) {
         }
         if (!transient(e))
             return e;
-        es_logf(c->cfg, ES_LOG_WARNING, "saga '%s': %s; retrying in %d ms", c->def->name,
-                err->message, wait);
-        es_sleep_ms(wait);
+        /* The error names the saga already (es_saga_poll). */
+        es_logf(c->cfg, ES_LOG_WARNING, "%s; retrying in %d ms", err->message, wait);
+        for (int slept = 0; slept < wait && !c->stop; slept += 10)
+            es_sleep_ms(10);
         wait = wait < 5000 ? wait * 2 : 5000;
     }
     return ES_OK;
