@@ -35,5 +35,9 @@ es_err es_remote_execute(es_remote_t *r, const es_command_t *cmds, size_t n, es_
  * its log lines go to. Caller owns *out (rd_kafka_new takes it). */
 es_err es_kafka_conf(const es_config_t *cfg, const char *group, int transactional,
                      int fetch_wait_ms, void *opaque, rd_kafka_conf_t **out, es_error_t *err);
+/* The headers of a Kafka event record (proto/README.md), events and saga transitions alike:
+ * es-event-type, es-version, es-event-id, es-correlation-id, copied from ev. The one place they
+ * are made; rd_kafka_producev takes the list (destroy it if the produce fails). */
+rd_kafka_headers_t *es_kafka_event_headers(const es_event_t *ev);
 
 #endif

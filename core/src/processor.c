@@ -747,22 +747,16 @@ static es_err reserve_prod(es_processor_t *p, size_t n, es_error_t *err) {
 
 static es_err produce_event(es_processor_t *p, size_t type, int32_t partition, const es_event_t *ev,
                             es_error_t *err) {
-    char topic[TOPIC_MAX], ver[24];
+    char topic[TOPIC_MAX];
     uint8_t *bytes = NULL;
     size_t len = 0;
     es_err e = es_envelope_encode(ev, &bytes, &len, err);
     if (e != ES_OK)
         return e;
     snprintf(topic, sizeof topic, "%s.events", type_name(p, type));
-    snprintf(ver, sizeof ver, "%llu", (unsigned long long)ev->version);
     size_t i = p->n_prod++;
     p->prod[i] = (produced){type, partition, -1, 0, RD_KAFKA_RESP_ERR_NO_ERROR};
-    rd_kafka_headers_t *h = rd_kafka_headers_new(4);
-    rd_kafka_header_add(h, "es-event-type", -1, ev->event_type, -1);
-    rd_kafka_header_add(h, "es-version", -1, ver, -1);
-    rd_kafka_header_add(h, "es-event-id", -1, ev->event_id, -1);
-    rd_kafka_header_add(h, "es-correlation-id", -1, ev->correlation_id ? ev->correlation_id : "",
-                        -1);
+    rd_kafka_headers_t *h = es_kafka_event_headers(ev);
     rd_kafka_resp_err_t ke;
     uintptr_t tag = (uintptr_t)((uint64_t)p->prod_gen << 32 | i); /* see dr_cb */
     while ((ke = rd_kafka_producev(

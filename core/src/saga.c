@@ -225,8 +225,9 @@ static const char *const SQL[S_COUNT] = {
                  " WHERE saga = ?1 AND sent_at = 0 ORDER BY rowid LIMIT ?2",
     [S_SENT] = "UPDATE es_saga_targets SET sent_at = ?2, outcome = ?3,"
                " reason = CASE WHEN ?4 = '' THEN reason ELSE ?4 END WHERE command_id = ?1",
-    [S_UNPUBLISHED] = "SELECT id, seq, record FROM es_saga_history WHERE saga = ?1"
-                      " ORDER BY id, seq LIMIT ?2",
+    [S_UNPUBLISHED] = "SELECT h.id, h.seq, h.record, i.start_event FROM es_saga_history h"
+                      " LEFT JOIN es_saga_instances i ON i.saga = h.saga AND i.id = h.id"
+                      " WHERE h.saga = ?1 ORDER BY h.id, h.seq LIMIT ?2",
     [S_PUBLISHED] = "DELETE FROM es_saga_history WHERE saga = ?1 AND id = ?2 AND seq <= ?3",
     [S_ACTIVE] = "SELECT count(*) FROM es_saga_instances WHERE saga = ?1"
                  " AND state IN ('running', 'compensating')",
@@ -457,6 +458,12 @@ static es_err command_id(es_saga_coordinator_t *c, const inst *in, const char *s
     return ES_OK;
 }
 
+/* What ties an instance's commands and transitions together: the start event's correlation
+ * id, or the instance id when the start event has none. */
+static const char *correlation_of(const es_event_t *start, const char *id) {
+    return start && start->correlation_id && *start->correlation_id ? start->correlation_id : id;
+}
+
 /* Calls a step's send (or compensate, when undo_of is set) and puts the commands in the outbox.
  * *sent is how many. */
 static es_err emit(es_saga_coordinator_t *c, inst *in, int k, const es_saga_step *st,
@@ -478,9 +485,7 @@ static es_err emit(es_saga_coordinator_t *c, inst *in, int k, const es_saga_step
     else if (e != ES_OK)
         es_error_prefix(err, "%s: ", what);
     int64_t deadline = kind == KIND_DO ? now + st->timeout_ms * 1000 : 0;
-    const char *corr = in->start_ev->correlation_id && *in->start_ev->correlation_id
-                           ? in->start_ev->correlation_id
-                           : in->id;
+    const char *corr = correlation_of(in->start_ev, in->id);
     for (size_t i = 0; e == ES_OK && i < o->n; i++) {
         char cid[ES_MAX_ID_LEN + 64];
         size_t target = kind == KIND_UNDO ? undo_target * ES_SAGA_MAX_TARGETS + i : i;
@@ -1106,6 +1111,7 @@ static es_err relay(es_saga_coordinator_t *c, size_t *delivered, es_error_t *err
 
 typedef struct pending_rec {
     char id[ES_MAX_ID_LEN + 1];
+    char correlation[ES_MAX_ID_LEN + 1]; /* the instance's (correlation_of) */
     uint64_t seq;
     uint8_t *buf;
     size_t len;
@@ -1158,7 +1164,8 @@ static es_err append_embedded(es_saga_coordinator_t *c, const pending_rec *recs,
         for (size_t m = k; m < j; m++)
             evs[m - k] = (es_new_event_t){.event_type = ES_SAGA_EVENT_TYPE,
                                           .payload = recs[m].buf,
-                                          .payload_len = recs[m].len};
+                                          .payload_len = recs[m].len,
+                                          .correlation_id = recs[m].correlation};
         e = es_pending_build(&p, c->htype, recs[i].id, version, evs, j - k, err);
         if (e == ES_OK)
             e = log->ops->append(log, c->htype, recs[i].id, version, p.recs, j - k, p.offsets, err);
@@ -1190,19 +1197,15 @@ static es_err append_kafka(es_saga_coordinator_t *c, const pending_rec *recs, si
                          .event_type = ES_SAGA_EVENT_TYPE,
                          .payload = recs[i].buf,
                          .payload_len = recs[i].len,
-                         .occurred_at_us = recs[i].at};
+                         .occurred_at_us = recs[i].at,
+                         .correlation_id = recs[i].correlation};
         es_uuid7_at(recs[i].at, ev.event_id);
         uint8_t *bytes = NULL;
         size_t len = 0;
         es_err e = es_envelope_encode(&ev, &bytes, &len, err);
         if (e != ES_OK)
             return e;
-        char ver[24];
-        snprintf(ver, sizeof ver, "%llu", (unsigned long long)ev.version);
-        rd_kafka_headers_t *h = rd_kafka_headers_new(3);
-        rd_kafka_header_add(h, "es-event-type", -1, ev.event_type, -1);
-        rd_kafka_header_add(h, "es-version", -1, ver, -1);
-        rd_kafka_header_add(h, "es-event-id", -1, ev.event_id, -1);
+        rd_kafka_headers_t *h = es_kafka_event_headers(&ev);
         rd_kafka_resp_err_t ke;
         while ((ke = rd_kafka_producev(c->producer, RD_KAFKA_V_TOPIC(c->htopic),
                                        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
@@ -1225,6 +1228,16 @@ static void free_recs(pending_rec *recs, size_t n) {
     for (size_t i = 0; i < n; i++)
         free(recs[i].buf);
     free(recs);
+}
+
+/* r's correlation from its instance's start event (column 3 of the S_UNPUBLISHED row s). */
+static void instance_correlation(sqlite3_stmt *s, pending_rec *r) {
+    es_event_t *start = NULL;
+    const void *bytes = sqlite3_column_blob(s, 3);
+    if (bytes)
+        es_envelope_decode(bytes, (size_t)sqlite3_column_bytes(s, 3), NULL, &start, NULL);
+    snprintf(r->correlation, sizeof r->correlation, "%s", correlation_of(start, r->id));
+    es_event_free(start);
 }
 
 static es_err publish(es_saga_coordinator_t *c, size_t *published, es_error_t *err) {
@@ -1253,6 +1266,10 @@ static es_err publish(es_saga_coordinator_t *c, size_t *published, es_error_t *e
         r->at = t ? t->at_us : es_now_us();
         if (t)
             eskit__v1__saga_transition__free_unpacked(t, NULL);
+        if (n > 0 && !strcmp(recs[n - 1].id, r->id))
+            memcpy(r->correlation, recs[n - 1].correlation, sizeof r->correlation);
+        else
+            instance_correlation(s, r);
         n++;
     }
     sqlite3_reset(s);
