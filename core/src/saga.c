@@ -22,6 +22,7 @@
 #define RELAY_BATCH 256
 #define PUBLISH_BATCH 4096
 #define KAFKA_FLUSH_MS 10000
+#define FLUSH_SLICE_MS 50
 #define RETRY_BACKOFF_US 200000
 
 /* ---- definitions -------------------------------------------------------------------------- */
@@ -1068,9 +1069,10 @@ static es_err relay(es_saga_coordinator_t *c, size_t *delivered, es_error_t *err
     if (e == ES_OK && n > 0) {
         /* A failed delivery is retried, not the poll's error: its words go to the log only. */
         es_error_t xerr = {0};
-        if (es_execute_batch(c->engine, cmds, n, res, &xerr) != ES_OK) {
-            es_logf(c->cfg, ES_LOG_WARNING, "saga '%s': delivering %zu command(s) failed: %s",
-                    c->def->name, n, xerr.message);
+        if (es_execute_batch_until(c->engine, cmds, n, res, &c->stop, &xerr) != ES_OK) {
+            if (!c->stop) /* a stop gives up the wait for the replies: sent again next time */
+                es_logf(c->cfg, ES_LOG_WARNING, "saga '%s': delivering %zu command(s) failed: %s",
+                        c->def->name, n, xerr.message);
             c->retry_at_us = es_now_us() + RETRY_BACKOFF_US;
             n = 0;
         }
@@ -1224,6 +1226,15 @@ static es_err append_kafka(es_saga_coordinator_t *c, const pending_rec *recs, si
     return ES_OK;
 }
 
+/* Waits up to KAFKA_FLUSH_MS for the producer's records to be acknowledged, in short slices so
+ * that a stop does not wait for an outage to end; whether they were. */
+static int flushed(es_saga_coordinator_t *c) {
+    for (int waited = 0; waited < KAFKA_FLUSH_MS && !c->stop; waited += FLUSH_SLICE_MS)
+        if (rd_kafka_flush(c->producer, FLUSH_SLICE_MS) == RD_KAFKA_RESP_ERR_NO_ERROR)
+            return 1;
+    return rd_kafka_outq_len(c->producer) == 0;
+}
+
 static void free_recs(pending_rec *recs, size_t n) {
     for (size_t i = 0; i < n; i++)
         free(recs[i].buf);
@@ -1276,27 +1287,30 @@ static es_err publish(es_saga_coordinator_t *c, size_t *published, es_error_t *e
     if (e == ES_OK && rc != SQLITE_DONE && rc != SQLITE_ROW)
         e = db_fail(c, "reading unpublished transitions", err);
     rd_kafka_resp_err_t status = RD_KAFKA_RESP_ERR_NO_ERROR;
+    size_t done = n; /* the records to mark published */
     if (e == ES_OK && n > 0 && c->producer) {
         e = append_kafka(c, recs, n, &status, err);
-        if (e == ES_OK && rd_kafka_flush(c->producer, KAFKA_FLUSH_MS))
+        if (e == ES_OK && !flushed(c))
             status = RD_KAFKA_RESP_ERR__TIMED_OUT;
-        if (e == ES_OK && status)
+        if (e == ES_OK && status && c->stop) /* unmarked: published again on the next start */
+            done = 0;
+        else if (e == ES_OK && status)
             e = es_fail(err, ES_EKAFKA, "saga '%s': publishing transitions to %s: %s", c->def->name,
                         c->htopic, rd_kafka_err2str(status));
     }
     if (e == ES_OK && n > 0 && !c->producer)
         e = append_embedded(c, recs, n, err);
-    if (e == ES_OK && n > 0)
+    if (e == ES_OK && done > 0)
         e = tx_begin(c, err);
-    for (size_t i = 0, j; e == ES_OK && i < n; i = j) {
-        for (j = i + 1; j < n && !strcmp(recs[j].id, recs[i].id); j++)
+    for (size_t i = 0, j; e == ES_OK && i < done; i = j) {
+        for (j = i + 1; j < done && !strcmp(recs[j].id, recs[i].id); j++)
             ;
         e = mark_published(c, recs[i].id, recs[j - 1].seq, err);
     }
-    if (n > 0)
+    if (done > 0)
         e = tx_end(c, e, err);
     if (e == ES_OK)
-        *published = n;
+        *published = done;
     free_recs(recs, n);
     return e;
 }
@@ -1401,7 +1415,10 @@ void es_saga_coordinator_destroy(es_saga_coordinator_t *c) {
     if (!c)
         return;
     if (c->producer) {
-        rd_kafka_flush(c->producer, KAFKA_FLUSH_MS);
+        /* publish waits for its records; what is left failed or a stop cut short, and is
+         * still in es_saga_history, published again on the next start */
+        rd_kafka_purge(c->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        rd_kafka_flush(c->producer, 0);
         rd_kafka_destroy(c->producer);
     }
     for (int k = 0; k < S_COUNT; k++)

@@ -3,10 +3,12 @@
  * it. Loads a module by path, opens a runner on the config given with --set
  * (the environment is not read: it carries the tests' own variables) and
  * either drains the log (polls until a poll finds nothing, then exits 0) or,
- * with --follow, runs until SIGTERM or SIGINT.
+ * with --follow, runs until SIGTERM or SIGINT (saying "running" on stderr once it
+ * does, for the tests that wait for that).
  *
  * Exit status: 0 done, 1 error, 2 usage, 3 halted by policy stop (ES_ESTATE).
- * The counters of the run go to stdout, errors to stderr.
+ * The counters of the run go to stdout, errors to stderr, and so do the library's
+ * warnings (all its log lines with RUN_PROJECTOR_VERBOSE set).
  */
 #include <eskit/eskit.h>
 
@@ -14,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "run_common.h"
 
@@ -54,6 +57,7 @@ static es_err follow(es_runner_t *r, es_error_t *err) {
     running = r;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    fprintf(stderr, "run_projector[%d]: running; SIGTERM stops it\n", (int)getpid());
     es_err rc = es_runner_run(r, err);
     running = NULL;
     return rc;
@@ -69,6 +73,7 @@ int main(int argc, char **argv) {
     es_err rc;
     if (!cfg)
         return 1;
+    es_config_set_log_cb(cfg, run_log_line, (void *)"run_projector");
     for (int i = 1; i < argc && status == 0; i++) {
         if (!strcmp(argv[i], "--follow"))
             do_follow = 1;
