@@ -133,17 +133,15 @@ static void error_cb(rd_kafka_t *rk, int e, const char *reason, void *opaque) {
 }
 
 /* Under the lock: "the Kafka brokers <brokers> are unreachable (librdkafka: ...)" when
- * librdkafka said so since the last sign of life, or when e says so; else "". */
+ * librdkafka said all were down since the last sign of life, or when e says so; else "". A
+ * broker it could not reach is named, but one lost connection alone is no outage. */
 static const char *outage(const es_remote_t *r, rd_kafka_resp_err_t e, char *out, size_t cap) {
     int transport = e == RD_KAFKA_RESP_ERR__TRANSPORT || e == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN ||
                     e == RD_KAFKA_RESP_ERR__RESOLVE;
     out[0] = '\0';
-    if (r->all_down || r->unreachable[0] || transport)
+    if (r->all_down || transport)
         snprintf(out, cap, "the Kafka brokers %s are unreachable (librdkafka: %s%s%s)",
-                 es_config_get(r->cfg, "brokers"),
-                 r->all_down ? r->down_why
-                 : transport ? rd_kafka_err2str(e)
-                             : "reconnecting",
+                 es_config_get(r->cfg, "brokers"), r->all_down ? r->down_why : rd_kafka_err2str(e),
                  r->unreachable[0] ? "; " : "", r->unreachable);
     return out;
 }
