@@ -129,6 +129,16 @@ Test(saga_coordinator, every_call_returns_its_code_with_a_null_error_and_a_log_c
                  ES_EINVAL);
     cr_assert_eq(es_saga_poll(NULL, 0, NULL, NULL), ES_EINVAL);
     cr_assert_eq(es_saga_run(NULL, NULL), ES_EINVAL);
+    es_saga_info_t *infos = NULL;
+    es_saga_record_t *recs = NULL;
+    size_t n = 0;
+    cr_assert_eq(es_saga_list(cfg, SAGA, "sleeping", &infos, &n, NULL), ES_EINVAL);
+    cr_assert_eq(es_saga_list(cfg, "Not A Name", NULL, &infos, &n, NULL), ES_EINVAL);
+    cr_assert_eq(es_saga_history(cfg, "Not A Name", "o-1", &recs, &n, NULL), ES_EINVAL);
+    es_err found = es_saga_find(cfg, SAGA, "o-1", &infos, &n, NULL); /* no saga.db yet */
+    cr_assert(found != ES_OK || n == 0, "%s", es_strerror(found));
+    if (found == ES_OK)
+        free(infos);
 
     place("o-1");
     cr_assert_eq(es_saga_coordinator_new(cfg, &demo_fulfilment_def, engine, &coord, NULL), ES_OK);
