@@ -720,13 +720,19 @@ es_err es_engine_execute_hooked(es_engine_t *engine, const es_command_t *cmds, s
     return rc;
 }
 
-es_err es_execute_batch(es_engine_t *engine, const es_command_t *cmds, size_t n,
-                        es_result_t *results, es_error_t *err) {
+es_err es_execute_batch_until(es_engine_t *engine, const es_command_t *cmds, size_t n,
+                              es_result_t *results, const volatile sig_atomic_t *stop,
+                              es_error_t *err) {
     if (!engine || (n && (!cmds || !results)))
         return es_fail(err, ES_EINVAL, "es_execute_batch: engine, commands and results needed");
     if (engine->remote)
-        return es_remote_execute(engine->remote, cmds, n, results, err);
+        return es_remote_execute(engine->remote, cmds, n, results, stop, err);
     return es_engine_execute_hooked(engine, cmds, n, results, NULL, NULL, err);
+}
+
+es_err es_execute_batch(es_engine_t *engine, const es_command_t *cmds, size_t n,
+                        es_result_t *results, es_error_t *err) {
+    return es_execute_batch_until(engine, cmds, n, results, NULL, err);
 }
 
 es_err es_execute(es_engine_t *engine, const es_command_t *cmd, es_result_t *res, es_error_t *err) {

@@ -66,6 +66,11 @@ void es_error_prefix(es_error_t *err, const char *fmt, ...) {
     memcpy(err->message, prefix, plen);
 }
 
+void es_error_subject(es_error_t *err, const char *subject) {
+    if (err && strncmp(err->message, subject, strlen(subject)) != 0)
+        es_error_prefix(err, "%s", subject);
+}
+
 es_err es_buf_reserve(es_buf_t *b, size_t extra) {
     if (b->cap - b->len >= extra)
         return ES_OK;

@@ -10,6 +10,9 @@
 
 /* Prefixes err's message with a formatted context ("loading orders.order/o-1: "). */
 void es_error_prefix(es_error_t *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Prefixes err's message with subject ("saga 'x': ") unless it starts with it already: what a
+ * public call does once so that each of its errors names its subject exactly once. */
+void es_error_subject(es_error_t *err, const char *subject);
 
 /* Sends a line to the config's log callback, if any. */
 void es_logf(const es_config_t *cfg, int level, const char *fmt, ...)

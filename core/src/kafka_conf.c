@@ -1,7 +1,8 @@
 /*
  * The librdkafka configuration every Kafka handle of the library starts
  * from: our safe defaults, then the kafka.* keys of the config, then the
- * settings correctness needs, which no key overrides.
+ * settings correctness needs, which no key overrides. And the headers every
+ * event record carries, whoever produces it.
  */
 #include "engine_int.h"
 
@@ -76,4 +77,16 @@ es_err es_kafka_conf(const es_config_t *cfg, const char *group, int transactiona
     rd_kafka_conf_set_error_cb(c.conf, error_cb);
     *out = c.conf;
     return ES_OK;
+}
+
+rd_kafka_headers_t *es_kafka_event_headers(const es_event_t *ev) {
+    char version[24];
+    snprintf(version, sizeof version, "%llu", (unsigned long long)ev->version);
+    rd_kafka_headers_t *h = rd_kafka_headers_new(4);
+    rd_kafka_header_add(h, "es-event-type", -1, ev->event_type, -1);
+    rd_kafka_header_add(h, "es-version", -1, version, -1);
+    rd_kafka_header_add(h, "es-event-id", -1, ev->event_id, -1);
+    rd_kafka_header_add(h, "es-correlation-id", -1, ev->correlation_id ? ev->correlation_id : "",
+                        -1);
+    return h;
 }

@@ -753,7 +753,7 @@ static es_err reserve_prod(es_processor_t *p, size_t n, es_error_t *err) {
  * state store rebuilt from the log still knows what the command asked. */
 static es_err produce_event(es_processor_t *p, size_t type, int32_t partition, const es_event_t *ev,
                             const es_fingerprint_t *fp, es_error_t *err) {
-    char topic[TOPIC_MAX], ver[24];
+    char topic[TOPIC_MAX];
     es_buf_t b = {0};
     es_err e = es_envelope_pack_caused(ev, fp, &b, err);
     if (e != ES_OK) {
@@ -763,15 +763,9 @@ static es_err produce_event(es_processor_t *p, size_t type, int32_t partition, c
     uint8_t *bytes = b.data;
     size_t len = b.len;
     snprintf(topic, sizeof topic, "%s.events", type_name(p, type));
-    snprintf(ver, sizeof ver, "%llu", (unsigned long long)ev->version);
     size_t i = p->n_prod++;
     p->prod[i] = (produced){type, partition, -1, 0, RD_KAFKA_RESP_ERR_NO_ERROR};
-    rd_kafka_headers_t *h = rd_kafka_headers_new(4);
-    rd_kafka_header_add(h, "es-event-type", -1, ev->event_type, -1);
-    rd_kafka_header_add(h, "es-version", -1, ver, -1);
-    rd_kafka_header_add(h, "es-event-id", -1, ev->event_id, -1);
-    rd_kafka_header_add(h, "es-correlation-id", -1, ev->correlation_id ? ev->correlation_id : "",
-                        -1);
+    rd_kafka_headers_t *h = es_kafka_event_headers(ev);
     rd_kafka_resp_err_t ke;
     uintptr_t tag = (uintptr_t)((uint64_t)p->prod_gen << 32 | i); /* see dr_cb */
     while ((ke = rd_kafka_producev(
@@ -1391,7 +1385,10 @@ static int transient(es_err e) {
 }
 
 es_err es_processor_run(es_processor_t *p, es_error_t *err) {
+    es_error_t local;
     int wait = 100;
+    if (!err) /* the retry log below quotes the failure */
+        err = &local;
     while (!atomic_load(&p->stop)) {
         es_err e = es_processor_poll(p, 100, NULL, err);
         if (e == ES_OK) {
@@ -1400,8 +1397,8 @@ es_err es_processor_run(es_processor_t *p, es_error_t *err) {
         }
         if (!transient(e))
             return e;
-        es_logf(p->cfg, ES_LOG_WARNING, "command processor: %s; retrying in %d ms",
-                err ? err->message : es_strerror(e), wait);
+        es_logf(p->cfg, ES_LOG_WARNING, "command processor: %s; retrying in %d ms", err->message,
+                wait);
         for (int slept = 0; slept < wait && !atomic_load(&p->stop); slept += 10)
             es_sleep_ms(10);
         wait = wait < 5000 ? wait * 2 : 5000;

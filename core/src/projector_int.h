@@ -40,6 +40,10 @@ typedef enum rm_mode {
  * is another eskit file (an event store) is refused, naming what it is. */
 es_err es_rm_open(const es_config_t *cfg, const char *path, rm_mode mode, sqlite3 **db,
                   es_error_t *err);
+/* es_rm_open for a runner's database that is not a read model: noun names it in messages
+ * ("saga database"). */
+es_err es_rm_open_as(const es_config_t *cfg, const char *path, rm_mode mode, const char *noun,
+                     sqlite3 **db, es_error_t *err);
 /* Runs SQL that returns no rows; fills err naming what. */
 es_err es_rm_exec(sqlite3 *db, const char *sql, const char *what, es_error_t *err);
 /* Prepares sql on db, filling err on failure. */
@@ -97,9 +101,15 @@ typedef struct runner_opts {
     int use_lock;
     size_t batch_size;
     int drop_idle_guard; /* removes the guard file at the end when it counts nothing */
+    const char *noun;    /* what messages call the database; NULL: "read model" */
+    const char *key;     /* the config key that names it; NULL: "readmodel.db" */
 } runner_opts;
 es_err es_runner_open(const es_config_t *cfg, const es_projector_def *def, const runner_opts *o,
                       es_runner_t **out, es_error_t *err);
+/* es_runner_new on the live database at the path config key names, which messages call noun
+ * (the saga coordinator: "saga.db", "saga database"). */
+es_err es_runner_new_on(const es_config_t *cfg, const es_projector_def *def, const char *key,
+                        const char *noun, es_runner_t **out, es_error_t *err);
 /* One transaction: up to max records past the checkpoints (lingering when lingering is set).
  * *consumed counts the records. The caller holds the lock when the runner uses one. */
 es_err es_runner_batch(es_runner_t *r, size_t max, int linger, size_t *consumed, es_error_t *err);

@@ -66,10 +66,16 @@ static es_err check_not_a_store(sqlite3 *db, const char *path, es_error_t *err) 
 
 es_err es_rm_open(const es_config_t *cfg, const char *path, rm_mode mode, sqlite3 **db,
                   es_error_t *err) {
+    return es_rm_open_as(cfg, path, mode, "read model", db, err);
+}
+
+es_err es_rm_open_as(const es_config_t *cfg, const char *path, rm_mode mode, const char *noun,
+                     sqlite3 **db, es_error_t *err) {
+    char what[64];
     *db = NULL;
     int busy_ms = (int)es_config_get_int(cfg, "sqlite.busy.timeout.ms");
     if (mode == RM_READONLY) {
-        es_err e = es_db_open_readonly(path, "read model", busy_ms, db, err);
+        es_err e = es_db_open_readonly(path, noun, busy_ms, db, err);
         if (e == ES_OK && (e = es_db_expect(*db, path, ES_DB_READ_MODEL, err)) != ES_OK) {
             sqlite3_close(*db);
             *db = NULL;
@@ -79,7 +85,7 @@ es_err es_rm_open(const es_config_t *cfg, const char *path, rm_mode mode, sqlite
     int rc = sqlite3_open_v2(
         path, db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
-        es_err e = es_fail(err, ES_EIO, "cannot open read model %s: %s", path,
+        es_err e = es_fail(err, ES_EIO, "cannot open %s %s: %s", noun, path,
                            *db ? sqlite3_errmsg(*db) : sqlite3_errstr(rc));
         sqlite3_close(*db);
         *db = NULL;
@@ -99,9 +105,12 @@ es_err es_rm_open(const es_config_t *cfg, const char *path, rm_mode mode, sqlite
     else
         snprintf(pragmas, sizeof pragmas, "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;",
                  es_config_get(cfg, "sqlite.synchronous"));
-    e = es_rm_exec(*db, pragmas, "setting up the read model", err);
-    if (e == ES_OK)
-        e = es_rm_exec(*db, rm_schema, "creating the runner's tables", err);
+    snprintf(what, sizeof what, "setting up the %s", noun);
+    e = es_rm_exec(*db, pragmas, what, err);
+    if (e == ES_OK) {
+        snprintf(what, sizeof what, "creating the es_* tables of the %s", noun);
+        e = es_rm_exec(*db, rm_schema, what, err);
+    }
     if (e != ES_OK) {
         sqlite3_close(*db);
         *db = NULL;

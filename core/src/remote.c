@@ -39,6 +39,7 @@
 #define FLUSH_SLICE_MS 10        /* a caller checks its delivery reports this often */
 #define POLL_SLICE_MS 100        /* the longest turn a caller reads replies for the others */
 #define POLL_BATCH 1000          /* replies handed out in one turn at most */
+#define METADATA_SLICE_MS 250    /* a metadata or watermark request is retried this often */
 
 typedef struct reply_topic {
     char *type;
@@ -66,6 +67,8 @@ struct call {
     es_result_t *results;
     es_err failed; /* a reply that could not be read into its result */
     es_error_t err;
+    int64_t deadline_ms;               /* execute.timeout.ms from the call's start */
+    const volatile sig_atomic_t *stop; /* the caller gives up its waits when set; may be NULL */
     call *next;
 };
 
@@ -82,6 +85,10 @@ struct es_remote {
     uint64_t next_serial;
     es_lru_t *waiting; /* command id -> the first pending waiting for its reply */
     int polling;       /* a thread is reading the reply consumer */
+    /* What librdkafka said of the brokers since the last sign of life (a delivery, a reply,
+     * metadata): every broker down, and the last one it could not reach and why. */
+    int all_down;
+    char down_why[128], unreachable[256];
 };
 
 static pending *find_pending(es_remote_t *r, uint64_t serial, size_t i) {
@@ -103,7 +110,40 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
         p->partition = m->partition;
         p->call->unsent--;
     }
+    if (!m->err)
+        r->all_down = 0, r->unreachable[0] = '\0';
     pthread_mutex_unlock(&r->lock);
+}
+
+/* Runs on the thread that polls the handle (a caller flushing or reading replies, never under
+ * the lock): logs as every handle does, and keeps what it says of the brokers for the
+ * messages of the calls that time out. */
+static void error_cb(rd_kafka_t *rk, int e, const char *reason, void *opaque) {
+    es_remote_t *r = opaque;
+    es_logf(r->cfg, ES_LOG_WARNING, "librdkafka %s: %s: %s", rd_kafka_name(rk),
+            rd_kafka_err2name((rd_kafka_resp_err_t)e), reason);
+    pthread_mutex_lock(&r->lock);
+    if (e == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
+        r->all_down = 1;
+        snprintf(r->down_why, sizeof r->down_why, "%s", reason);
+    } else if (e == RD_KAFKA_RESP_ERR__TRANSPORT || e == RD_KAFKA_RESP_ERR__RESOLVE) {
+        snprintf(r->unreachable, sizeof r->unreachable, "%s", reason);
+    }
+    pthread_mutex_unlock(&r->lock);
+}
+
+/* Under the lock: "the Kafka brokers <brokers> are unreachable (librdkafka: ...)" when
+ * librdkafka said all were down since the last sign of life, or when e says so; else "". A
+ * broker it could not reach is named, but one lost connection alone is no outage. */
+static const char *outage(const es_remote_t *r, rd_kafka_resp_err_t e, char *out, size_t cap) {
+    int transport = e == RD_KAFKA_RESP_ERR__TRANSPORT || e == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN ||
+                    e == RD_KAFKA_RESP_ERR__RESOLVE;
+    out[0] = '\0';
+    if (r->all_down || transport)
+        snprintf(out, cap, "the Kafka brokers %s are unreachable (librdkafka: %s%s%s)",
+                 es_config_get(r->cfg, "brokers"), r->all_down ? r->down_why : rd_kafka_err2str(e),
+                 r->unreachable[0] ? "; " : "", r->unreachable);
+    return out;
 }
 
 static es_err new_handle(es_remote_t *r, rd_kafka_type_t type, rd_kafka_t **out, es_error_t *err) {
@@ -114,6 +154,7 @@ static es_err new_handle(es_remote_t *r, rd_kafka_type_t type, rd_kafka_t **out,
         es_kafka_conf(r->cfg, type == RD_KAFKA_CONSUMER ? group : NULL, 0, WAIT_MS, r, &conf, err);
     if (e != ES_OK)
         return e;
+    rd_kafka_conf_set_error_cb(conf, error_cb);
     if (type == RD_KAFKA_PRODUCER) {
         rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
     } else if (rd_kafka_conf_set(conf, "auto.offset.reset", "latest", errstr, sizeof errstr) !=
@@ -177,21 +218,69 @@ void es_remote_destroy(es_remote_t *r) {
     free(r);
 }
 
+/* Under the lock. */
 static es_err kafka_fail(es_remote_t *r, rd_kafka_resp_err_t e, es_error_t *err, const char *what,
                          const char *topic) {
-    return es_fail(err, e == RD_KAFKA_RESP_ERR__TIMED_OUT ? ES_ETIMEOUT : ES_EKAFKA,
-                   "%s %s: %s (brokers %s)%s", what, topic, rd_kafka_err2str(e),
+    char down[512];
+    es_err code = e == RD_KAFKA_RESP_ERR__TIMED_OUT ? ES_ETIMEOUT : ES_EKAFKA;
+    if (*outage(r, e, down, sizeof down))
+        return es_fail(err, code, "%s %s: %s; retry once they are back", what, topic, down);
+    return es_fail(err, code, "%s %s: %s (brokers %s)%s", what, topic, rd_kafka_err2str(e),
                    es_config_get(r->cfg, "brokers"),
                    e == RD_KAFKA_RESP_ERR__TIMED_OUT ? "; are the brokers up?" : "");
 }
 
+static int given_up(const call *c) {
+    return (c->stop && *c->stop) || es_now_us() / 1000 >= c->deadline_ms;
+}
+
+/* Whether a request that failed with e is worth asking again before the call gives up. */
+static int again(const call *c, rd_kafka_resp_err_t e, int64_t until_ms) {
+    return (e == RD_KAFKA_RESP_ERR__TIMED_OUT || e == RD_KAFKA_RESP_ERR__TRANSPORT) &&
+           !given_up(c) && es_now_us() / 1000 < until_ms;
+}
+
+/* Metadata of every topic, asked in short slices until answered, the call gives up (stop or its
+ * deadline) or REQUEST_TIMEOUT_MS pass: one long request would hold a stop. */
+static rd_kafka_resp_err_t sliced_metadata(es_remote_t *r, const call *c,
+                                           const struct rd_kafka_metadata **md) {
+    int64_t until = es_now_us() / 1000 + REQUEST_TIMEOUT_MS;
+    rd_kafka_resp_err_t e;
+    while (again(c, e = rd_kafka_metadata(r->consumer, 1, NULL, md, METADATA_SLICE_MS), until))
+        ;
+    return e;
+}
+
+/* A partition's watermarks, asked as sliced_metadata asks. */
+static rd_kafka_resp_err_t sliced_watermarks(es_remote_t *r, const call *c, const char *topic,
+                                             int32_t p, int64_t *lo, int64_t *hi) {
+    int64_t until = es_now_us() / 1000 + REQUEST_TIMEOUT_MS;
+    rd_kafka_resp_err_t e;
+    while (again(
+        c, e = rd_kafka_query_watermark_offsets(r->consumer, topic, p, lo, hi, METADATA_SLICE_MS),
+        until))
+        ;
+    return e;
+}
+
+/* Under the lock: a failed request, or the call's stop. */
+static es_err stopped_or(es_remote_t *r, const call *c, rd_kafka_resp_err_t e, es_error_t *err,
+                         const char *what, const char *topic) {
+    if (c->stop && *c->stop)
+        return es_fail(err, ES_ERETRY, "%s %s: stopped before the brokers answered", what, topic);
+    return kafka_fail(r, e, err, what, topic);
+}
+
 /* From a listing of every topic: asking for one by name could make the broker create it. */
-static es_err topic_partitions(es_remote_t *r, const char *topic, int32_t *n, es_error_t *err) {
+static es_err topic_partitions(es_remote_t *r, const call *c, const char *topic, int32_t *n,
+                               es_error_t *err) {
     const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t e;
     *n = 0;
-    rd_kafka_resp_err_t e = rd_kafka_metadata(r->consumer, 1, NULL, &md, REQUEST_TIMEOUT_MS);
+    e = sliced_metadata(r, c, &md);
     if (e)
-        return kafka_fail(r, e, err, "reading the partitions of", topic);
+        return stopped_or(r, c, e, err, "reading the partitions of", topic);
+    r->all_down = 0, r->unreachable[0] = '\0';
     for (int i = 0; i < md->topic_cnt; i++)
         if (!strcmp(md->topics[i].topic, topic) && !md->topics[i].err)
             *n = md->topics[i].partition_cnt;
@@ -205,7 +294,8 @@ static es_err topic_partitions(es_remote_t *r, const char *topic, int32_t *n, es
 }
 
 /* The replies partition of type this engine reads, assigned at its end on first use. */
-static es_err reply_partition(es_remote_t *r, const char *type, int32_t *out, es_error_t *err) {
+static es_err reply_partition(es_remote_t *r, const call *c, const char *type, int32_t *out,
+                              es_error_t *err) {
     for (size_t i = 0; i < r->n_replies; i++)
         if (!strcmp(r->replies[i].type, type)) {
             *out = r->replies[i].partition;
@@ -215,14 +305,14 @@ static es_err reply_partition(es_remote_t *r, const char *type, int32_t *out, es
     int32_t parts = 0;
     int64_t lo = 0, hi = 0;
     snprintf(topic, sizeof topic, "%s.replies", type);
-    es_err e = topic_partitions(r, topic, &parts, err);
+    es_err e = topic_partitions(r, c, topic, &parts, err);
     if (e != ES_OK)
         return e;
     int32_t p = (int32_t)(r->instance % (uint32_t)parts);
-    rd_kafka_resp_err_t ke =
-        rd_kafka_query_watermark_offsets(r->consumer, topic, p, &lo, &hi, REQUEST_TIMEOUT_MS);
+    rd_kafka_resp_err_t ke;
+    ke = sliced_watermarks(r, c, topic, p, &lo, &hi);
     if (ke)
-        return kafka_fail(r, ke, err, "reading the end offset of", topic);
+        return stopped_or(r, c, ke, err, "reading the end offset of", topic);
     reply_topic *rt = realloc(r->replies, (r->n_replies + 1) * sizeof *rt);
     if (!rt)
         return es_fail(err, ES_ENOMEM, "out of memory");
@@ -328,7 +418,9 @@ static es_err send_command(es_remote_t *r, const call *c, size_t i, const es_com
         RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(tag_of(c, i)), RD_KAFKA_V_END);
     if (ke) {
         rd_kafka_headers_destroy(hdrs);
+        pthread_mutex_lock(&r->lock);
         e = kafka_fail(r, ke, err, "sending a command to", topic);
+        pthread_mutex_unlock(&r->lock);
         goto out;
     }
     buf = NULL; /* librdkafka frees it */
@@ -343,16 +435,20 @@ out:
 /* Waits for the call's delivery reports: a command not written cannot be answered. Flushing
  * sends at once (linger aside) and serves reports, ours and other calls'. */
 static es_err await_delivery(es_remote_t *r, call *c, const es_command_t *cmds, es_error_t *err) {
-    int64_t deadline_ms = es_now_us() / 1000 + REQUEST_TIMEOUT_MS;
+    int64_t start_ms = es_now_us() / 1000, deadline_ms = start_ms + REQUEST_TIMEOUT_MS;
+    if (c->deadline_ms < deadline_ms) /* a reply could not come in time anyway */
+        deadline_ms = c->deadline_ms;
     for (;;) {
         pthread_mutex_lock(&r->lock);
         size_t unsent = c->unsent;
         pthread_mutex_unlock(&r->lock);
-        if (!unsent || es_now_us() / 1000 >= deadline_ms)
+        if (!unsent || es_now_us() / 1000 >= deadline_ms || (c->stop && *c->stop))
             break;
         rd_kafka_flush(r->producer, FLUSH_SLICE_MS);
     }
+    int waited_ms = (int)(es_now_us() / 1000 - start_ms);
     es_err e = ES_OK;
+    char down[512];
     pthread_mutex_lock(&r->lock);
     for (size_t i = 0; e == ES_OK && i < c->n; i++) {
         const pending *p = &c->pend[i];
@@ -360,16 +456,28 @@ static es_err await_delivery(es_remote_t *r, call *c, const es_command_t *cmds, 
             continue;
         char topic[ES_MAX_TYPE_LEN + 16];
         snprintf(topic, sizeof topic, "%s.commands", cmds[i].aggregate_type);
-        if (!p->sent)
+        if (!p->sent && c->stop && *c->stop)
+            e = es_fail(err, ES_ERETRY,
+                        "command %s to %s: stopped before it was acknowledged; it may still "
+                        "execute: retry with the same command id",
+                        p->command_id, topic);
+        else if (!p->sent && *outage(r, 0, down, sizeof down))
+            e = es_fail(err, ES_ETIMEOUT,
+                        "command %s to %s was not acknowledged within %d ms: %s; it may still "
+                        "execute: retry with the same command id",
+                        p->command_id, topic, waited_ms, down);
+        else if (!p->sent)
             e = es_fail(err, ES_ETIMEOUT,
                         "command %s to %s was not acknowledged within %d ms (brokers %s); "
                         "it may still execute: retry with the same command id",
-                        p->command_id, topic, REQUEST_TIMEOUT_MS, es_config_get(r->cfg, "brokers"));
-        else
+                        p->command_id, topic, waited_ms, es_config_get(r->cfg, "brokers"));
+        else {
+            if (!*outage(r, p->err, down, sizeof down))
+                snprintf(down, sizeof down, "brokers %s", es_config_get(r->cfg, "brokers"));
             e = es_fail(err, p->err == RD_KAFKA_RESP_ERR__MSG_TIMED_OUT ? ES_ETIMEOUT : ES_EKAFKA,
-                        "command %s to %s failed: %s (brokers %s); retry with the same command id",
-                        p->command_id, topic, rd_kafka_err2str(p->err),
-                        es_config_get(r->cfg, "brokers"));
+                        "command %s to %s failed: %s (%s); retry with the same command id",
+                        p->command_id, topic, rd_kafka_err2str(p->err), down);
+        }
     }
     pthread_mutex_unlock(&r->lock);
     return e;
@@ -466,6 +574,7 @@ static void hand_out(es_remote_t *r, const Eskit__V1__CommandReply *rep) {
         return;
     stop_waiting(r, p);
     p->answered = 1;
+    r->all_down = 0, r->unreachable[0] = '\0';
     call *c = p->call;
     if (c->failed == ES_OK)
         c->failed = fill_result(rep, &c->results[p - c->pend], &c->err);
@@ -514,12 +623,11 @@ static void wait_changed(es_remote_t *r, int64_t wait_ms) {
 }
 
 /* Waits for the call's replies: one waiting thread at a time reads the consumer for everyone. */
-static es_err await_replies(es_remote_t *r, call *c, const es_command_t *cmds, int64_t deadline_ms,
-                            es_error_t *err) {
+static es_err await_replies(es_remote_t *r, call *c, const es_command_t *cmds, es_error_t *err) {
     pthread_mutex_lock(&r->lock);
     while (c->left > 0 && c->failed == ES_OK) {
-        int64_t wait = deadline_ms - es_now_us() / 1000;
-        if (wait <= 0)
+        int64_t wait = c->deadline_ms - es_now_us() / 1000;
+        if (wait <= 0 || (c->stop && *c->stop))
             break;
         if (wait > POLL_SLICE_MS)
             wait = POLL_SLICE_MS;
@@ -535,17 +643,35 @@ static es_err await_replies(es_remote_t *r, call *c, const es_command_t *cmds, i
         pthread_cond_broadcast(&r->changed);
     }
     es_err e = c->failed;
+    char down[512];
     if (e != ES_OK)
         es_fail(err, e, "%s", c->err.message);
-    for (size_t i = 0; e == ES_OK && i < c->n; i++)
-        if (c->pend[i].command_id && !c->pend[i].answered)
+    outage(r, 0, down, sizeof down);
+    for (size_t i = 0; e == ES_OK && i < c->n; i++) {
+        const pending *p = &c->pend[i];
+        if (!p->command_id || p->answered)
+            continue;
+        if (c->stop && *c->stop)
+            e = es_fail(err, ES_ERETRY,
+                        "command %s for %s/%s: stopped before its reply came; the command may "
+                        "still execute: retry with the same command id",
+                        p->command_id, cmds[i].aggregate_type, cmds[i].aggregate_id);
+        else if (down[0]) /* the brokers, not the processor */
+            e = es_fail(err, ES_ETIMEOUT,
+                        "no reply to command %s for %s/%s within execute.timeout.ms (%lld ms): "
+                        "%s; the command may still execute: retry with the same command id "
+                        "once they are back (it is then executed at most once)",
+                        p->command_id, cmds[i].aggregate_type, cmds[i].aggregate_id,
+                        es_config_get_int(r->cfg, "execute.timeout.ms"), down);
+        else
             e = es_fail(err, ES_ETIMEOUT,
                         "no reply to command %s for %s/%s within execute.timeout.ms (%lld ms): "
                         "the command may still execute; retry with the same command id (it is "
                         "then executed at most once), and check that a processor "
                         "(es_processor_run) serves %s.commands",
-                        c->pend[i].command_id, cmds[i].aggregate_type, cmds[i].aggregate_id,
+                        p->command_id, cmds[i].aggregate_type, cmds[i].aggregate_id,
                         es_config_get_int(r->cfg, "execute.timeout.ms"), cmds[i].aggregate_type);
+    }
     pthread_mutex_unlock(&r->lock);
     return e;
 }
@@ -570,7 +696,7 @@ static es_err prepare_call(es_remote_t *r, call *c, const es_command_t *cmds, es
             continue;
         }
         pending *p = &c->pend[i];
-        es_err e = reply_partition(r, cmd->aggregate_type, &p->reply_part, err);
+        es_err e = reply_partition(r, c, cmd->aggregate_type, &p->reply_part, err);
         if (e != ES_OK)
             return e;
         p->call = c;
@@ -598,13 +724,17 @@ static void finish_call(es_remote_t *r, call *c) {
 }
 
 es_err es_remote_execute(es_remote_t *r, const es_command_t *cmds, size_t n, es_result_t *results,
-                         es_error_t *err) {
+                         const volatile sig_atomic_t *stop, es_error_t *err) {
     int64_t deadline_ms = es_now_us() / 1000 + es_config_get_int(r->cfg, "execute.timeout.ms");
     if (n > UINT32_MAX)
         return es_fail(err, ES_EINVAL, "es_execute_batch: at most %u commands a call",
                        (unsigned)UINT32_MAX);
     memset(results, 0, n * sizeof *results);
-    call c = {.n = n, .results = results, .pend = calloc(n ? n : 1, sizeof *c.pend)};
+    call c = {.n = n,
+              .results = results,
+              .pend = calloc(n ? n : 1, sizeof *c.pend),
+              .deadline_ms = deadline_ms,
+              .stop = stop};
     if (!c.pend)
         return es_fail(err, ES_ENOMEM, "out of memory sending %zu commands", n);
     pthread_mutex_lock(&r->lock);
@@ -622,7 +752,7 @@ es_err es_remote_execute(es_remote_t *r, const es_command_t *cmds, size_t n, es_
     if (e == ES_OK && c.left)
         e = await_delivery(r, &c, cmds, err);
     if (e == ES_OK && c.left)
-        e = await_replies(r, &c, cmds, deadline_ms, err);
+        e = await_replies(r, &c, cmds, err);
     pthread_mutex_lock(&r->lock);
     finish_call(r, &c);
     pthread_mutex_unlock(&r->lock);

@@ -123,6 +123,7 @@ struct es_runner {
     /* the record a stop came before: handed back to the log, not consumed */
     int halted;
     es_raw_record_t halted_at;
+    const char *noun, *key; /* what messages call the database, and its config key */
 };
 
 static es_err sql_err(es_runner_t *r, const char *what, es_error_t *err) {
@@ -614,8 +615,7 @@ static es_err batch_pass(es_runner_t *r, size_t max, int linger, int64_t *before
         size_t had = r->consumed;
         e = r->log->ops->fetch(r->log, r->pos, r->n_pos, max - r->consumed, on_record, r, err);
         if (e == ES_OK && r->fatal != ES_OK) {
-            *err = r->fatal_err;
-            e = r->fatal;
+            e = es_fail(err, r->fatal, "%s", r->fatal_err.message);
         }
         if (e == ES_OK && r->halted)
             hand_back(r);
@@ -720,6 +720,11 @@ es_err es_runner_poll(es_runner_t *r, int timeout_ms, size_t *applied, es_error_
     }
     if (applied)
         *applied = n;
+    if (e != ES_OK) {
+        char subject[ES_PROJECTOR_NAME_MAX + 16];
+        snprintf(subject, sizeof subject, "projector '%s': ", r->def->name);
+        es_error_subject(err, subject);
+    }
     return e;
 }
 
@@ -729,7 +734,10 @@ static int transient(es_err e) {
 }
 
 es_err es_runner_run(es_runner_t *r, es_error_t *err) {
+    es_error_t local;
     int wait = 100;
+    if (!err) /* the retry log below quotes the failure */
+        err = &local;
     while (!r->stop) {
         es_err e = es_runner_poll(r, 100, NULL, err);
         if (e == ES_OK) {
@@ -738,8 +746,8 @@ es_err es_runner_run(es_runner_t *r, es_error_t *err) {
         }
         if (!transient(e))
             return e;
-        es_logf(r->cfg, ES_LOG_WARNING, "projector '%s': %s; retrying in %d ms", r->def->name,
-                err ? err->message : es_strerror(e), wait);
+        /* The error names the projector already (es_runner_poll). */
+        es_logf(r->cfg, ES_LOG_WARNING, "%s; retrying in %d ms", err->message, wait);
         for (int slept = 0; slept < wait && !r->stop; slept += 10)
             es_sleep_ms(10);
         wait = wait < 5000 ? wait * 2 : 5000;
@@ -902,7 +910,9 @@ static char *new_words(const char *before, const char *after) {
 
 static es_err create_model(es_runner_t *r, es_error_t *err) {
     char *before = NULL, *after = NULL, *owned = NULL, topics[1024] = "";
-    es_err e = es_rm_exec(r->db, "BEGIN IMMEDIATE", "creating the read model", err);
+    char what[64];
+    snprintf(what, sizeof what, "creating the %s", r->noun);
+    es_err e = es_rm_exec(r->db, "BEGIN IMMEDIATE", what, err);
     if (e != ES_OK)
         return e;
     e = table_names(r->db, &before, err);
@@ -937,7 +947,7 @@ static es_err create_model(es_runner_t *r, es_error_t *err) {
     }
     sqlite3_finalize(s);
     if (e == ES_OK)
-        e = es_rm_exec(r->db, "COMMIT", "creating the read model", err);
+        e = es_rm_exec(r->db, "COMMIT", what, err);
     if (e != ES_OK)
         sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
     free(before);
@@ -963,11 +973,11 @@ static es_err stored_version(es_runner_t *r, int *version, es_error_t *err) {
         const char *log_id = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(s, 1) : NULL;
         if (log_id && strcmp(log_id, r->log_id))
             e = es_fail(err, ES_ESTATE,
-                        "projector '%s': the read model %s was built from another event log "
+                        "projector '%s': the %s %s was built from another event log "
                         "(log id %s; %s has %s); rebuild it with esctl replay %s or point "
-                        "readmodel.db at this log's read model",
-                        r->def->name, r->rm_path, log_id, es_config_get(r->cfg, "db"), r->log_id,
-                        r->def->name);
+                        "%s at this log's %s",
+                        r->def->name, r->noun, r->rm_path, log_id, es_config_get(r->cfg, "db"),
+                        r->log_id, r->def->name, r->key, r->noun);
     }
     sqlite3_finalize(s);
     return e;
@@ -992,7 +1002,7 @@ static es_err read_policy(es_runner_t *r, const runner_opts *o) {
 
 /* Opens the read model, takes the lock, counts a crash, creates or checks the schema. */
 static es_err open_model(es_runner_t *r, const runner_opts *o, int *rebuild, es_error_t *err) {
-    es_err e = es_rm_open(r->cfg, o->rm_path, o->mode, &r->db, err);
+    es_err e = es_rm_open_as(r->cfg, o->rm_path, o->mode, r->noun, &r->db, err);
     if (e == ES_OK && o->use_lock)
         e = es_rm_lock_open(o->rm_path, r->def->name, &r->lock_fd, err);
     if (e != ES_OK)
@@ -1001,9 +1011,9 @@ static es_err open_model(es_runner_t *r, const runner_opts *o, int *rebuild, es_
                  es_rm_lock(r->lock_fd, (int)es_config_get_int(r->cfg, "sqlite.busy.timeout.ms"));
     if (!locked)
         return es_fail(err, ES_EBUSY,
-                       "projector '%s': its read model %s stayed locked by a replay or another "
+                       "projector '%s': its %s %s stayed locked by a replay or another "
                        "runner; try again when it is done",
-                       r->def->name, o->rm_path);
+                       r->def->name, r->noun, o->rm_path);
     if (o->guard_path && o->drop_idle_guard && !(r->drop_guard = strdup(o->guard_path)))
         e = es_fail(err, ES_ENOMEM, "out of memory");
     if (e == ES_OK && o->guard_path)
@@ -1017,9 +1027,9 @@ static es_err open_model(es_runner_t *r, const runner_opts *o, int *rebuild, es_
         e = create_model(r, err);
     else if (e == ES_OK && version > r->def->schema_version)
         e = es_fail(err, ES_ESTATE,
-                    "projector '%s': the read model %s has schema version %d, newer than the "
+                    "projector '%s': the %s %s has schema version %d, newer than the "
                     "module's %d; run the newer module or rebuild with esctl replay",
-                    r->def->name, o->rm_path, version, r->def->schema_version);
+                    r->def->name, r->noun, o->rm_path, version, r->def->schema_version);
     *rebuild = e == ES_OK && version && version < r->def->schema_version;
     if (r->lock_fd >= 0)
         es_rm_unlock(r->lock_fd);
@@ -1035,11 +1045,11 @@ static es_err prepare_all(es_runner_t *r, es_error_t *err) {
     return ES_OK;
 }
 
-static es_err same_file_check(const es_config_t *cfg, const char *rm_path, es_error_t *err) {
-    if (!strcmp(es_config_get(cfg, "db"), rm_path))
-        return es_fail(err, ES_EINVAL,
-                       "readmodel.db and db are both %s; give the read model a file of its own",
-                       rm_path);
+static es_err same_file_check(const es_config_t *cfg, const runner_opts *o, es_error_t *err) {
+    if (!strcmp(es_config_get(cfg, "db"), o->rm_path))
+        return es_fail(err, ES_EINVAL, "%s and db are both %s; give the %s a file of its own",
+                       o->key ? o->key : "readmodel.db", o->rm_path,
+                       o->noun ? o->noun : "read model");
     return ES_OK;
 }
 
@@ -1048,7 +1058,7 @@ es_err es_runner_open(const es_config_t *cfg, const es_projector_def *def, const
     *out = NULL;
     es_err e = es_projector_check(def, "es_runner", err);
     if (e == ES_OK)
-        e = same_file_check(cfg, o->rm_path, err);
+        e = same_file_check(cfg, o, err);
     if (e != ES_OK)
         return e;
     es_runner_t *r = calloc(1, sizeof *r);
@@ -1059,6 +1069,8 @@ es_err es_runner_open(const es_config_t *cfg, const es_projector_def *def, const
         return es_fail(err, ES_ENOMEM, "out of memory");
     }
     r->def = def;
+    r->noun = o->noun ? o->noun : "read model";
+    r->key = o->key ? o->key : "readmodel.db";
     r->mode = o->mode;
     r->lock_fd = -1;
     read_policy(r, o);
@@ -1103,17 +1115,22 @@ es_err es_runner_open(const es_config_t *cfg, const es_projector_def *def, const
     return ES_OK;
 }
 
-es_err es_runner_new(const es_config_t *cfg, const es_projector_def *def, es_runner_t **out,
-                     es_error_t *err) {
+es_err es_runner_new_on(const es_config_t *cfg, const es_projector_def *def, const char *key,
+                        const char *noun, es_runner_t **out, es_error_t *err) {
     if (!out)
         return es_fail(err, ES_EINVAL, "es_runner_new: out is required");
-    const char *rm = es_config_get(cfg, "readmodel.db");
+    const char *rm = es_config_get(cfg, key);
     char *guard = def && def->name ? es_rm_side_path(rm, def->name, ".guard") : NULL;
     if (!guard)
         return def && def->name ? es_fail(err, ES_ENOMEM, "out of memory")
                                 : es_projector_check(def, "es_runner_new", err);
-    runner_opts o = {rm, RM_LIVE, guard, 1, 0, 0};
+    runner_opts o = {rm, RM_LIVE, guard, 1, 0, 0, noun, key};
     es_err e = es_runner_open(cfg, def, &o, out, err);
     free(guard);
     return e;
+}
+
+es_err es_runner_new(const es_config_t *cfg, const es_projector_def *def, es_runner_t **out,
+                     es_error_t *err) {
+    return es_runner_new_on(cfg, def, "readmodel.db", "read model", out, err);
 }

@@ -22,6 +22,7 @@
 #define RELAY_BATCH 256
 #define PUBLISH_BATCH 4096
 #define KAFKA_FLUSH_MS 10000
+#define FLUSH_SLICE_MS 50
 #define RETRY_BACKOFF_US 200000
 
 /* ---- definitions -------------------------------------------------------------------------- */
@@ -225,8 +226,9 @@ static const char *const SQL[S_COUNT] = {
                  " WHERE saga = ?1 AND sent_at = 0 ORDER BY rowid LIMIT ?2",
     [S_SENT] = "UPDATE es_saga_targets SET sent_at = ?2, outcome = ?3,"
                " reason = CASE WHEN ?4 = '' THEN reason ELSE ?4 END WHERE command_id = ?1",
-    [S_UNPUBLISHED] = "SELECT id, seq, record FROM es_saga_history WHERE saga = ?1"
-                      " ORDER BY id, seq LIMIT ?2",
+    [S_UNPUBLISHED] = "SELECT h.id, h.seq, h.record, i.start_event FROM es_saga_history h"
+                      " LEFT JOIN es_saga_instances i ON i.saga = h.saga AND i.id = h.id"
+                      " WHERE h.saga = ?1 ORDER BY h.id, h.seq LIMIT ?2",
     [S_PUBLISHED] = "DELETE FROM es_saga_history WHERE saga = ?1 AND id = ?2 AND seq <= ?3",
     [S_ACTIVE] = "SELECT count(*) FROM es_saga_instances WHERE saga = ?1"
                  " AND state IN ('running', 'compensating')",
@@ -248,6 +250,7 @@ struct es_saga_coordinator {
     es_engine_t *engine;
     es_projector_def pdef;
     char pname[ES_PROJECTOR_NAME_MAX + 1];
+    char subject[96]; /* "saga '<name>': ", which begins every error of a public call */
     char **topics;
     es_runner_t *runner;
     sqlite3 *db;
@@ -456,6 +459,12 @@ static es_err command_id(es_saga_coordinator_t *c, const inst *in, const char *s
     return ES_OK;
 }
 
+/* What ties an instance's commands and transitions together: the start event's correlation
+ * id, or the instance id when the start event has none. */
+static const char *correlation_of(const es_event_t *start, const char *id) {
+    return start && start->correlation_id && *start->correlation_id ? start->correlation_id : id;
+}
+
 /* Calls a step's send (or compensate, when undo_of is set) and puts the commands in the outbox.
  * *sent is how many. */
 static es_err emit(es_saga_coordinator_t *c, inst *in, int k, const es_saga_step *st,
@@ -477,9 +486,7 @@ static es_err emit(es_saga_coordinator_t *c, inst *in, int k, const es_saga_step
     else if (e != ES_OK)
         es_error_prefix(err, "%s: ", what);
     int64_t deadline = kind == KIND_DO ? now + st->timeout_ms * 1000 : 0;
-    const char *corr = in->start_ev->correlation_id && *in->start_ev->correlation_id
-                           ? in->start_ev->correlation_id
-                           : in->id;
+    const char *corr = correlation_of(in->start_ev, in->id);
     for (size_t i = 0; e == ES_OK && i < o->n; i++) {
         char cid[ES_MAX_ID_LEN + 64];
         size_t target = kind == KIND_UNDO ? undo_target * ES_SAGA_MAX_TARGETS + i : i;
@@ -1060,12 +1067,13 @@ static es_err relay(es_saga_coordinator_t *c, size_t *delivered, es_error_t *err
                                  .correlation_id = d[i].correlation,
                                  .deadline_us = d[i].deadline};
     if (e == ES_OK && n > 0) {
-        e = es_execute_batch(c->engine, cmds, n, res, err);
-        if (e != ES_OK) {
-            es_logf(c->cfg, ES_LOG_WARNING, "saga '%s': delivering %zu command(s) failed: %s",
-                    c->def->name, n, err->message);
+        /* A failed delivery is retried, not the poll's error: its words go to the log only. */
+        es_error_t xerr = {0};
+        if (es_execute_batch_until(c->engine, cmds, n, res, &c->stop, &xerr) != ES_OK) {
+            if (!c->stop) /* a stop gives up the wait for the replies: sent again next time */
+                es_logf(c->cfg, ES_LOG_WARNING, "saga '%s': delivering %zu command(s) failed: %s",
+                        c->def->name, n, xerr.message);
             c->retry_at_us = es_now_us() + RETRY_BACKOFF_US;
-            e = ES_OK;
             n = 0;
         }
     }
@@ -1105,6 +1113,7 @@ static es_err relay(es_saga_coordinator_t *c, size_t *delivered, es_error_t *err
 
 typedef struct pending_rec {
     char id[ES_MAX_ID_LEN + 1];
+    char correlation[ES_MAX_ID_LEN + 1]; /* the instance's (correlation_of) */
     uint64_t seq;
     uint8_t *buf;
     size_t len;
@@ -1157,7 +1166,8 @@ static es_err append_embedded(es_saga_coordinator_t *c, const pending_rec *recs,
         for (size_t m = k; m < j; m++)
             evs[m - k] = (es_new_event_t){.event_type = ES_SAGA_EVENT_TYPE,
                                           .payload = recs[m].buf,
-                                          .payload_len = recs[m].len};
+                                          .payload_len = recs[m].len,
+                                          .correlation_id = recs[m].correlation};
         e = es_pending_build(&p, c->htype, recs[i].id, version, evs, j - k, err);
         if (e == ES_OK)
             e = log->ops->append(log, c->htype, recs[i].id, version, p.recs, j - k, p.offsets, err);
@@ -1189,19 +1199,15 @@ static es_err append_kafka(es_saga_coordinator_t *c, const pending_rec *recs, si
                          .event_type = ES_SAGA_EVENT_TYPE,
                          .payload = recs[i].buf,
                          .payload_len = recs[i].len,
-                         .occurred_at_us = recs[i].at};
+                         .occurred_at_us = recs[i].at,
+                         .correlation_id = recs[i].correlation};
         es_uuid7_at(recs[i].at, ev.event_id);
         uint8_t *bytes = NULL;
         size_t len = 0;
         es_err e = es_envelope_encode(&ev, &bytes, &len, err);
         if (e != ES_OK)
             return e;
-        char ver[24];
-        snprintf(ver, sizeof ver, "%llu", (unsigned long long)ev.version);
-        rd_kafka_headers_t *h = rd_kafka_headers_new(3);
-        rd_kafka_header_add(h, "es-event-type", -1, ev.event_type, -1);
-        rd_kafka_header_add(h, "es-version", -1, ver, -1);
-        rd_kafka_header_add(h, "es-event-id", -1, ev.event_id, -1);
+        rd_kafka_headers_t *h = es_kafka_event_headers(&ev);
         rd_kafka_resp_err_t ke;
         while ((ke = rd_kafka_producev(c->producer, RD_KAFKA_V_TOPIC(c->htopic),
                                        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
@@ -1220,10 +1226,29 @@ static es_err append_kafka(es_saga_coordinator_t *c, const pending_rec *recs, si
     return ES_OK;
 }
 
+/* Waits up to KAFKA_FLUSH_MS for the producer's records to be acknowledged, in short slices so
+ * that a stop does not wait for an outage to end; whether they were. */
+static int flushed(es_saga_coordinator_t *c) {
+    for (int waited = 0; waited < KAFKA_FLUSH_MS && !c->stop; waited += FLUSH_SLICE_MS)
+        if (rd_kafka_flush(c->producer, FLUSH_SLICE_MS) == RD_KAFKA_RESP_ERR_NO_ERROR)
+            return 1;
+    return rd_kafka_outq_len(c->producer) == 0;
+}
+
 static void free_recs(pending_rec *recs, size_t n) {
     for (size_t i = 0; i < n; i++)
         free(recs[i].buf);
     free(recs);
+}
+
+/* r's correlation from its instance's start event (column 3 of the S_UNPUBLISHED row s). */
+static void instance_correlation(sqlite3_stmt *s, pending_rec *r) {
+    es_event_t *start = NULL;
+    const void *bytes = sqlite3_column_blob(s, 3);
+    if (bytes)
+        es_envelope_decode(bytes, (size_t)sqlite3_column_bytes(s, 3), NULL, &start, NULL);
+    snprintf(r->correlation, sizeof r->correlation, "%s", correlation_of(start, r->id));
+    es_event_free(start);
 }
 
 static es_err publish(es_saga_coordinator_t *c, size_t *published, es_error_t *err) {
@@ -1252,33 +1277,40 @@ static es_err publish(es_saga_coordinator_t *c, size_t *published, es_error_t *e
         r->at = t ? t->at_us : es_now_us();
         if (t)
             eskit__v1__saga_transition__free_unpacked(t, NULL);
+        if (n > 0 && !strcmp(recs[n - 1].id, r->id))
+            memcpy(r->correlation, recs[n - 1].correlation, sizeof r->correlation);
+        else
+            instance_correlation(s, r);
         n++;
     }
     sqlite3_reset(s);
     if (e == ES_OK && rc != SQLITE_DONE && rc != SQLITE_ROW)
         e = db_fail(c, "reading unpublished transitions", err);
     rd_kafka_resp_err_t status = RD_KAFKA_RESP_ERR_NO_ERROR;
+    size_t done = n; /* the records to mark published */
     if (e == ES_OK && n > 0 && c->producer) {
         e = append_kafka(c, recs, n, &status, err);
-        if (e == ES_OK && rd_kafka_flush(c->producer, KAFKA_FLUSH_MS))
+        if (e == ES_OK && !flushed(c))
             status = RD_KAFKA_RESP_ERR__TIMED_OUT;
-        if (e == ES_OK && status)
+        if (e == ES_OK && status && c->stop) /* unmarked: published again on the next start */
+            done = 0;
+        else if (e == ES_OK && status)
             e = es_fail(err, ES_EKAFKA, "saga '%s': publishing transitions to %s: %s", c->def->name,
                         c->htopic, rd_kafka_err2str(status));
     }
     if (e == ES_OK && n > 0 && !c->producer)
         e = append_embedded(c, recs, n, err);
-    if (e == ES_OK && n > 0)
+    if (e == ES_OK && done > 0)
         e = tx_begin(c, err);
-    for (size_t i = 0, j; e == ES_OK && i < n; i = j) {
-        for (j = i + 1; j < n && !strcmp(recs[j].id, recs[i].id); j++)
+    for (size_t i = 0, j; e == ES_OK && i < done; i = j) {
+        for (j = i + 1; j < done && !strcmp(recs[j].id, recs[i].id); j++)
             ;
         e = mark_published(c, recs[i].id, recs[j - 1].seq, err);
     }
-    if (n > 0)
+    if (done > 0)
         e = tx_end(c, e, err);
     if (e == ES_OK)
-        *published = n;
+        *published = done;
     free_recs(recs, n);
     return e;
 }
@@ -1340,6 +1372,7 @@ es_err es_saga_coordinator_new(const es_config_t *cfg, const es_saga_def *def, e
     c->cfg = es_config_dup(cfg);
     es_saga_history_type(def->name, c->htype, sizeof c->htype, err);
     snprintf(c->htopic, sizeof c->htopic, "%s.events", c->htype);
+    snprintf(c->subject, sizeof c->subject, "saga '%s': ", def->name);
     snprintf(c->pname, sizeof c->pname, "saga-%s", def->name);
     for (char *p = c->pname; *p; p++)
         if (*p == '.')
@@ -1359,7 +1392,7 @@ es_err es_saga_coordinator_new(const es_config_t *cfg, const es_saga_def *def, e
                                      .topics = (const char *const *)c->topics,
                                      .migrate = saga_migrate,
                                      .apply = saga_apply};
-        e = es_runner_new(c->cfg, &c->pdef, &c->runner, err);
+        e = es_runner_new_on(c->cfg, &c->pdef, "saga.db", "saga database", &c->runner, err);
     }
     if (e == ES_OK) {
         es_runner_set_state(c->runner, c);
@@ -1382,7 +1415,10 @@ void es_saga_coordinator_destroy(es_saga_coordinator_t *c) {
     if (!c)
         return;
     if (c->producer) {
-        rd_kafka_flush(c->producer, KAFKA_FLUSH_MS);
+        /* publish waits for its records; what is left failed or a stop cut short, and is
+         * still in es_saga_history, published again on the next start */
+        rd_kafka_purge(c->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        rd_kafka_flush(c->producer, 0);
         rd_kafka_destroy(c->producer);
     }
     for (int k = 0; k < S_COUNT; k++)
@@ -1494,6 +1530,8 @@ es_err es_saga_poll(es_saga_coordinator_t *c, int timeout_ms, size_t *progress, 
         e = prune(c, &pruned, err);
     if (progress)
         *progress = applied + delivered + fired + published + pruned;
+    if (e != ES_OK)
+        es_error_subject(err, c->subject);
     return e;
 }
 
@@ -1503,7 +1541,10 @@ es_err es_saga_redeliver(es_saga_coordinator_t *c, const es_event_t *ev, es_erro
     es_err e = tx_begin(c, err);
     if (e == ES_OK)
         e = on_event(c, ev, err);
-    return tx_end(c, e, err);
+    e = tx_end(c, e, err);
+    if (e != ES_OK)
+        es_error_subject(err, c->subject);
+    return e;
 }
 
 static int transient(es_err e) {
@@ -1511,7 +1552,12 @@ static int transient(es_err e) {
 }
 
 es_err es_saga_run(es_saga_coordinator_t *c, es_error_t *err) {
+    es_error_t local;
     int wait = 100;
+    if (!c)
+        return es_fail(err, ES_EINVAL, "es_saga_run: coordinator is NULL");
+    if (!err) /* the retry log below quotes the failure */
+        err = &local;
     while (!c->stop) {
         es_err e = es_saga_poll(c, 100, NULL, err);
         if (e == ES_OK) {
@@ -1520,9 +1566,10 @@ es_err es_saga_run(es_saga_coordinator_t *c, es_error_t *err) {
         }
         if (!transient(e))
             return e;
-        es_logf(c->cfg, ES_LOG_WARNING, "saga '%s': %s; retrying in %d ms", c->def->name,
-                err->message, wait);
-        es_sleep_ms(wait);
+        /* The error names the saga already (es_saga_poll). */
+        es_logf(c->cfg, ES_LOG_WARNING, "%s; retrying in %d ms", err->message, wait);
+        for (int slept = 0; slept < wait && !c->stop; slept += 10)
+            es_sleep_ms(10);
         wait = wait < 5000 ? wait * 2 : 5000;
     }
     return ES_OK;

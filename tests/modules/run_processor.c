@@ -4,7 +4,8 @@
  * inventory) from the brokers given with --brokers on the state store given
  * with --state, with any further settings from --set key=value (the
  * environment is not read: it carries the tests' own variables), until
- * SIGTERM or SIGINT; then it leaves the consumer group and exits.
+ * SIGTERM or SIGINT (saying "running" on stderr once it serves, for the tests that
+ * wait for that); then it leaves the consumer group and exits.
  *
  * Exit status: 0 stopped, 1 error, 2 usage. Library warnings and errors go to
  * stderr, each line prefixed with the process id (all log lines with
@@ -68,6 +69,7 @@ static es_err serve(es_processor_t *p, es_error_t *err) {
     running = p;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    fprintf(stderr, "run_processor[%d]: running; SIGTERM stops it\n", (int)getpid());
     es_err rc = es_processor_run(p, err);
     running = NULL;
     return rc;

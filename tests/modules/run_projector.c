@@ -3,12 +3,14 @@
  * it. Loads a module by path, opens a runner on the config given with --set
  * (the environment is not read: it carries the tests' own variables) and
  * either drains the log (polls until a poll finds nothing, then exits 0) or,
- * with --follow, runs until SIGTERM or SIGINT. Either way the first SIGTERM or
+ * with --follow, runs until SIGTERM or SIGINT (saying "running" on stderr once it
+ * does, for the tests that wait for that). Either way the first SIGTERM or
  * SIGINT stops it at the next event (exit 0) and a second one ends it at once,
- * as a service does; library log lines go to stderr.
+ * as a service does.
  *
  * Exit status: 0 done, 1 error, 2 usage, 3 halted by policy stop (ES_ESTATE).
- * The counters of the run go to stdout, errors to stderr.
+ * The counters of the run go to stdout, errors to stderr, and so do the library's
+ * warnings (all its log lines with RUN_PROJECTOR_VERBOSE set).
  */
 #include <eskit/eskit.h>
 
@@ -16,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "run_common.h"
 
@@ -90,6 +93,8 @@ int main(int argc, char **argv) {
         status = fail("opening the runner", rc, &err);
     if (status == 0)
         catch_signals(r);
+    if (status == 0 && do_follow)
+        fprintf(stderr, "run_projector[%d]: running; SIGTERM stops it\n", (int)getpid());
     if (status == 0 && (rc = do_follow ? es_runner_run(r, &err) : drain(r, &err)) != ES_OK)
         status = fail(do_follow ? "running" : "draining", rc, &err);
     running = NULL;

@@ -11,7 +11,8 @@
  * the same), for tests that must not see a timeout.
  *
  * It runs until SIGTERM or SIGINT, or with --until-idle until no instance is
- * active and a poll found nothing to do.
+ * active and a poll found nothing to do; it says "running" on stderr once it
+ * does, for the tests that wait for that.
  *
  * Exit status: 0 stopped or idle, 1 error, 2 usage. Library warnings and
  * errors go to stderr, each line prefixed with the process id (all log lines
@@ -159,6 +160,7 @@ static es_err serve(es_saga_coordinator_t *c, const opts *o, es_error_t *err) {
     running = c;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    fprintf(stderr, "run_saga[%d]: running; SIGTERM stops it\n", (int)getpid());
     es_err rc = stopped ? ES_OK : o->until_idle ? run_until_idle(c, err) : es_saga_run(c, err);
     running = NULL;
     return rc;

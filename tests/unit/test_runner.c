@@ -151,3 +151,41 @@ Test(runner, a_read_model_of_another_log_is_refused_until_replayed) {
     cr_assert_eq(query_int("SELECT count(*) FROM notes"), 2);
     free(other);
 }
+
+static es_runner_t *stopping; /* the log callback stops it at the first retry */
+static char retry_line[600];
+
+static void stop_at_retry(int level, const char *msg, void *opaque) {
+    (void)level, (void)opaque;
+    if (strstr(msg, "retrying in") && !retry_line[0]) {
+        snprintf(retry_line, sizeof retry_line, "%s", msg);
+        es_runner_stop(stopping);
+    }
+}
+
+Test(runner, poll_and_run_return_their_code_with_a_null_error_and_a_log_callback_set) {
+    es_config_set_log_cb(cfg, stop_at_retry, NULL);
+    cr_assert_eq(es_config_set(cfg, "projector.on.error", "stop", NULL), ES_OK);
+    cr_assert_eq(es_config_set(cfg, "sqlite.busy.timeout.ms", "50", NULL), ES_OK);
+    append("n-1", "test.v1.Broken", "abc");
+    es_runner_t *r = runner(&notes_v1);
+    stopping = r;
+    cr_assert_eq(es_runner_poll(r, 0, NULL, NULL), ES_ESTATE, "policy stop halts the poll");
+    cr_assert_eq(es_runner_run(r, NULL), ES_ESTATE, "and the run loop");
+
+    /* A transient failure (the read model locked) is logged and retried until a stop. */
+    notes_fixed = 1;
+    char *path = tu_path(dir, "read.db");
+    sqlite3 *holder = NULL;
+    cr_assert_eq(sqlite3_open(path, &holder), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(holder, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    cr_assert_eq(es_runner_run(r, NULL), ES_OK);
+    sqlite3_exec(holder, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_close(holder);
+    cr_assert_not_null(strstr(retry_line, path), "the retry names what failed: %s", retry_line);
+    const char *first = strstr(retry_line, "projector 'notes'");
+    cr_assert_not_null(first, "the retry names the projector: %s", retry_line);
+    cr_assert_null(strstr(first + 1, "projector 'notes'"), "named once: %s", retry_line);
+    free(path);
+    es_runner_destroy(r);
+}

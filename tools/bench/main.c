@@ -34,7 +34,6 @@
 #define GOAL_KAFKA 0.50   /* es_execute_batch over Kafka vs raw librdkafka, same bytes */
 #define GOAL_RSS_MIB 64.0 /* peak RSS of a replay, flat in the log's size */
 #define SAGA_ORDERS 5000  /* sagas in the saga figure (--quick: 500) */
-#define MAX_FIGS 16
 #define MAX_NOTES 32
 #define TMPFS_MAGIC_NUMBER 0x01021994
 
@@ -49,8 +48,10 @@ typedef struct bench {
     const char *only; /* one group of figures, or NULL for all */
     const char *parent;
     char dir[PATH_MAX];
-    fig_slot_t figs[MAX_FIGS];
-    size_t n_figs;
+    fig_slot_t *figs; /* grows; a figure's name pointers are set when it is printed */
+    size_t n_figs, cap_figs;
+    fig_slot_t spare; /* where a figure goes when figs cannot grow; out_of_memory is then set */
+    bool out_of_memory;
     char notes[MAX_NOTES][512];
     size_t n_notes;
 } bench_t;
@@ -93,11 +94,26 @@ static int parse_args(bench_t *b, int argc, char **argv) {
     return 0;
 }
 
+/* A fresh figure at the end of the table. The table grows as figures come, so a group may add
+ * as many as it measures; when it cannot grow, the figure is dropped with a message and the run
+ * fails at the end rather than printing a table with a hole in it. */
 static fig_slot_t *new_fig(bench_t *b) {
+    if (b->n_figs == b->cap_figs) {
+        size_t cap = b->cap_figs ? b->cap_figs * 2 : 16;
+        fig_slot_t *grown = realloc(b->figs, cap * sizeof *grown);
+        if (!grown) {
+            if (!b->out_of_memory)
+                fprintf(stderr, "eskit-bench: out of memory for figure %zu; its value is lost\n",
+                        b->n_figs + 1);
+            b->out_of_memory = true;
+            memset(&b->spare, 0, sizeof b->spare);
+            return &b->spare;
+        }
+        b->figs = grown;
+        b->cap_figs = cap;
+    }
     fig_slot_t *s = &b->figs[b->n_figs++];
     memset(s, 0, sizeof *s);
-    s->f.name = s->name;
-    s->f.base_name = s->base;
     return s;
 }
 
@@ -506,8 +522,12 @@ static int run_all(bench_t *b) {
 
 static void print_table(const bench_t *b) {
     report_header(stdout);
-    for (size_t i = 0; i < b->n_figs; i++)
-        report_figure(stdout, &b->figs[i].f);
+    for (size_t i = 0; i < b->n_figs; i++) {
+        report_fig_t f = b->figs[i].f;
+        f.name = b->figs[i].name;
+        f.base_name = b->figs[i].base;
+        report_figure(stdout, &f);
+    }
     printf("\nratio = value / baseline; goals from DESIGN.md \"Performance goals\"."
            " PASS/MISS never changes the exit status.\n");
     for (size_t i = 0; i < b->n_notes; i++)
@@ -536,8 +556,11 @@ int main(int argc, char **argv) {
     }
     print_machine(&b);
     int rc = run_all(&b);
+    if (rc == 0 && b.out_of_memory)
+        rc = -1;
     if (rc == 0)
         print_table(&b);
     remove_scratch(&b);
+    free(b.figs);
     return rc == 0 ? 0 : 1;
 }

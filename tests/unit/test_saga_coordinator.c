@@ -1,0 +1,304 @@
+/*
+ * The saga coordinator's calls on their failure paths, on the embedded backend: each takes
+ * err == NULL (the normal set-up for a service sets a log callback, and the coordinator
+ * quotes its failures there), each error names the saga once, and a full saga database is
+ * called what it is. The saga's behaviour on both backends is tests/conformance/test_sagas.c.
+ */
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "domain.h"
+#include "fulfilment.h"
+#include "testutil.h"
+
+#define SAGA "orders.fulfilment"
+
+static char *dir;
+static es_config_t *cfg;
+static es_engine_t *engine;
+static es_saga_coordinator_t *coord;
+
+/* What the log callback saw; it stops the coordinator at the first retry when stop_on_retry. */
+static pthread_mutex_t seen_lock = PTHREAD_MUTEX_INITIALIZER;
+static char seen[64][600];
+static size_t n_seen;
+static int stop_on_retry;
+
+static void on_log(int level, const char *msg, void *opaque) {
+    (void)opaque;
+    if (level > ES_LOG_WARNING || !strncmp(msg, "librdkafka", 10))
+        return;
+    pthread_mutex_lock(&seen_lock);
+    if (n_seen < sizeof seen / sizeof *seen)
+        snprintf(seen[n_seen++], sizeof seen[0], "%s", msg);
+    pthread_mutex_unlock(&seen_lock);
+    if (stop_on_retry && strstr(msg, "retrying in") && coord)
+        es_saga_stop(coord);
+}
+
+/* The first line the log callback saw holding needle, or NULL. */
+static const char *logged(const char *needle) {
+    for (size_t i = 0; i < n_seen; i++)
+        if (strstr(seen[i], needle))
+            return seen[i];
+    return NULL;
+}
+
+static size_t occurrences(const char *s, const char *what) {
+    size_t n = 0;
+    for (const char *p = s; (p = strstr(p, what)); p += strlen(what))
+        n++;
+    return n;
+}
+
+static void set(const char *key, const char *value) {
+    es_error_t err = {0};
+    cr_assert_eq(es_config_set(cfg, key, value, &err), ES_OK, "%s", err.message);
+}
+
+static void setup(void) {
+    dir = tu_tempdir();
+    cfg = tu_config(dir, "events.db");
+    char *saga_db = tu_path(dir, "saga.db");
+    set("saga.db", saga_db);
+    free(saga_db);
+    set("sqlite.busy.timeout.ms", "50");
+    es_config_set_log_cb(cfg, on_log, NULL);
+    n_seen = 0;
+    stop_on_retry = 0;
+    es_error_t err = {0};
+    cr_assert_eq(es_engine_new(cfg, &engine, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(demo_register_all(engine, &err), ES_OK, "%s", err.message);
+}
+
+static void teardown(void) {
+    es_saga_coordinator_destroy(coord);
+    coord = NULL;
+    es_engine_destroy(engine);
+    es_config_destroy(cfg);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+TestSuite(saga_coordinator, .init = setup, .fini = teardown, .timeout = 60);
+
+static void place(const char *id) {
+    Orders__V1__LineItem item = ORDERS__V1__LINE_ITEM__INIT;
+    item.sku = "sku-1";
+    item.quantity = 1;
+    item.unit_price_cents = 100;
+    Orders__V1__LineItem *items[] = {&item};
+    Orders__V1__PlaceOrder m = ORDERS__V1__PLACE_ORDER__INIT;
+    m.customer_id = "alice";
+    m.n_items = 1;
+    m.items = items;
+    m.currency = "USD";
+    es_command_t cmd = {.aggregate_type = "orders.order", .aggregate_id = id, .message = &m.base};
+    es_error_t err = {0};
+    cr_assert_eq(es_execute(engine, &cmd, NULL, &err), ES_OK, "%s", err.message);
+}
+
+/* Another writer holds the event store's write lock until unlock_store. */
+static sqlite3 *holder;
+
+static void lock_store(void) {
+    char *path = tu_path(dir, "events.db");
+    cr_assert_eq(sqlite3_open(path, &holder), SQLITE_OK);
+    free(path);
+    cr_assert_eq(sqlite3_exec(holder, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK, "%s",
+                 sqlite3_errmsg(holder));
+}
+
+static void unlock_store(void) {
+    sqlite3_exec(holder, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_close(holder);
+    holder = NULL;
+}
+
+Test(saga_coordinator, every_call_returns_its_code_with_a_null_error_and_a_log_callback_set) {
+    es_saga_def bad = demo_fulfilment_def;
+    bad.name = "Not A Name";
+    cr_assert_eq(es_saga_check(NULL, NULL), ES_EINVAL);
+    cr_assert_eq(es_saga_check(&bad, NULL), ES_EINVAL);
+    cr_assert_eq(es_saga_coordinator_new(cfg, &bad, engine, &coord, NULL), ES_EINVAL);
+    cr_assert_eq(es_saga_coordinator_new(NULL, &demo_fulfilment_def, engine, &coord, NULL),
+                 ES_EINVAL);
+    cr_assert_eq(es_saga_poll(NULL, 0, NULL, NULL), ES_EINVAL);
+    cr_assert_eq(es_saga_run(NULL, NULL), ES_EINVAL);
+    es_saga_info_t *infos = NULL;
+    es_saga_record_t *recs = NULL;
+    size_t n = 0;
+    cr_assert_eq(es_saga_list(cfg, SAGA, "sleeping", &infos, &n, NULL), ES_EINVAL);
+    cr_assert_eq(es_saga_list(cfg, "Not A Name", NULL, &infos, &n, NULL), ES_EINVAL);
+    cr_assert_eq(es_saga_history(cfg, "Not A Name", "o-1", &recs, &n, NULL), ES_EINVAL);
+    es_err found = es_saga_find(cfg, SAGA, "o-1", &infos, &n, NULL); /* no saga.db yet */
+    cr_assert(found != ES_OK || n == 0, "%s", es_strerror(found));
+    if (found == ES_OK)
+        free(infos);
+
+    place("o-1");
+    cr_assert_eq(es_saga_coordinator_new(cfg, &demo_fulfilment_def, engine, &coord, NULL), ES_OK);
+    cr_assert_eq(es_saga_redeliver(coord, NULL, NULL), ES_EINVAL);
+
+    /* The relay cannot deliver (the store is locked): a warning, and the poll fails with the
+     * code of what it could not do (publishing the transitions to the same store). */
+    lock_store();
+    es_err rc = es_saga_poll(coord, 0, NULL, NULL);
+    cr_assert_eq(rc, ES_EBUSY, "poll: %s", es_strerror(rc));
+    const char *line = logged("delivering 1 command(s) failed");
+    cr_assert_not_null(line, "no warning about the delivery");
+    cr_assert_not_null(strstr(line, "events.db"), "the warning says what failed: %s", line);
+
+    /* The run loop logs the failure it retries, and stops when asked. */
+    stop_on_retry = 1;
+    cr_assert_eq(es_saga_run(coord, NULL), ES_OK);
+    line = logged("retrying in");
+    cr_assert_not_null(line, "no retry was logged");
+    cr_assert_eq(occurrences(line, "saga '" SAGA "'"), 1, "the saga is named once: %s", line);
+    cr_assert_not_null(strstr(line, "events.db"), "the line says what failed: %s", line);
+    unlock_store();
+
+    /* Unlocked, the same instance goes on. */
+    es_saga_stats_t st = {0};
+    for (int i = 0; i < 200 && st.commands_sent == 0; i++) {
+        cr_assert_eq(es_saga_poll(coord, 10, NULL, NULL), ES_OK);
+        es_saga_stats(coord, &st);
+    }
+    cr_assert_gt(st.commands_sent, 0, "nothing was delivered after the store came back");
+}
+
+Test(saga_coordinator, an_error_of_a_poll_names_the_saga_once) {
+    place("o-1");
+    cr_assert_eq(es_saga_coordinator_new(cfg, &demo_fulfilment_def, engine, &coord, NULL), ES_OK);
+    lock_store();
+    es_error_t err = {0};
+    cr_assert_eq(es_saga_poll(coord, 0, NULL, &err), ES_EBUSY);
+    unlock_store();
+    cr_assert_eq(strncmp(err.message, "saga '" SAGA "': ", strlen("saga '" SAGA "': ")), 0, "%s",
+                 err.message);
+    cr_assert_eq(occurrences(err.message, "saga '" SAGA "'"), 1, "%s", err.message);
+}
+
+/* A full disk under the saga database: a VFS over the default one whose writes to files named
+ * *saga.db* fail with SQLITE_FULL once writes_left reaches 0 (-1: never). The library opens
+ * its databases through the process's default VFS, so it meets the full disk as it would. */
+typedef struct full_file {
+    sqlite3_file base;
+    int watched;
+} full_file;
+#define REAL(f) ((sqlite3_file *)((full_file *)(f) + 1))
+
+static sqlite3_vfs full_vfs, *real_vfs;
+static sqlite3_io_methods full_io;
+static int writes_left = -1;
+
+static int ff_close(sqlite3_file *f) {
+    return REAL(f)->pMethods->xClose(REAL(f));
+}
+static int ff_read(sqlite3_file *f, void *b, int n, sqlite3_int64 o) {
+    return REAL(f)->pMethods->xRead(REAL(f), b, n, o);
+}
+static int ff_write(sqlite3_file *f, const void *b, int n, sqlite3_int64 o) {
+    if (((full_file *)f)->watched && writes_left >= 0 && writes_left-- == 0) {
+        writes_left = 0;
+        return SQLITE_FULL;
+    }
+    return REAL(f)->pMethods->xWrite(REAL(f), b, n, o);
+}
+static int ff_truncate(sqlite3_file *f, sqlite3_int64 size) {
+    return REAL(f)->pMethods->xTruncate(REAL(f), size);
+}
+static int ff_sync(sqlite3_file *f, int flags) {
+    return REAL(f)->pMethods->xSync(REAL(f), flags);
+}
+static int ff_size(sqlite3_file *f, sqlite3_int64 *size) {
+    return REAL(f)->pMethods->xFileSize(REAL(f), size);
+}
+static int ff_lock(sqlite3_file *f, int l) {
+    return REAL(f)->pMethods->xLock(REAL(f), l);
+}
+static int ff_unlock(sqlite3_file *f, int l) {
+    return REAL(f)->pMethods->xUnlock(REAL(f), l);
+}
+static int ff_reserved(sqlite3_file *f, int *out) {
+    return REAL(f)->pMethods->xCheckReservedLock(REAL(f), out);
+}
+static int ff_control(sqlite3_file *f, int op, void *arg) {
+    return REAL(f)->pMethods->xFileControl(REAL(f), op, arg);
+}
+static int ff_sector(sqlite3_file *f) {
+    return REAL(f)->pMethods->xSectorSize(REAL(f));
+}
+static int ff_device(sqlite3_file *f) {
+    return REAL(f)->pMethods->xDeviceCharacteristics(REAL(f));
+}
+static int ff_shm_map(sqlite3_file *f, int pg, int sz, int extend, void volatile **p) {
+    return REAL(f)->pMethods->xShmMap(REAL(f), pg, sz, extend, p);
+}
+static int ff_shm_lock(sqlite3_file *f, int off, int n, int flags) {
+    return REAL(f)->pMethods->xShmLock(REAL(f), off, n, flags);
+}
+static void ff_shm_barrier(sqlite3_file *f) {
+    REAL(f)->pMethods->xShmBarrier(REAL(f));
+}
+static int ff_shm_unmap(sqlite3_file *f, int del) {
+    return REAL(f)->pMethods->xShmUnmap(REAL(f), del);
+}
+static int ff_fetch(sqlite3_file *f, sqlite3_int64 o, int n, void **p) {
+    return REAL(f)->pMethods->xFetch(REAL(f), o, n, p);
+}
+static int ff_unfetch(sqlite3_file *f, sqlite3_int64 o, void *p) {
+    return REAL(f)->pMethods->xUnfetch(REAL(f), o, p);
+}
+
+static int fv_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags, int *out) {
+    (void)vfs;
+    memset(f, 0, sizeof(full_file));
+    int rc = real_vfs->xOpen(real_vfs, name, REAL(f), flags, out);
+    ((full_file *)f)->watched = name && strstr(name, "saga.db");
+    f->pMethods = REAL(f)->pMethods ? &full_io : NULL;
+    return rc;
+}
+
+static void install_full_vfs(void) {
+    if (real_vfs)
+        return;
+    real_vfs = sqlite3_vfs_find(NULL);
+    cr_assert_not_null(real_vfs);
+    full_vfs = *real_vfs;
+    full_vfs.zName = "eskit-test-full";
+    full_vfs.szOsFile = (int)sizeof(full_file) + real_vfs->szOsFile;
+    full_vfs.xOpen = fv_open;
+    full_io = (sqlite3_io_methods){
+        3,           ff_close,       ff_read,      ff_write,   ff_truncate, ff_sync,   ff_size,
+        ff_lock,     ff_unlock,      ff_reserved,  ff_control, ff_sector,   ff_device, ff_shm_map,
+        ff_shm_lock, ff_shm_barrier, ff_shm_unmap, ff_fetch,   ff_unfetch};
+    cr_assert_eq(sqlite3_vfs_register(&full_vfs, 1), SQLITE_OK);
+}
+
+Test(saga_coordinator, a_full_saga_database_is_called_the_saga_database) {
+    install_full_vfs();
+    char *saga_db = tu_path(dir, "saga.db");
+    /* The disk fills at each write in turn while the coordinator creates its database. */
+    for (int k = 0; k < 64; k++) {
+        es_error_t err = {0};
+        writes_left = k;
+        es_err rc = es_saga_coordinator_new(cfg, &demo_fulfilment_def, engine, &coord, &err);
+        writes_left = -1;
+        if (rc == ES_OK) {
+            cr_assert_gt(k, 0, "the first write to a new saga database did not fail");
+            break;
+        }
+        cr_assert_eq(rc, ES_EIO, "write %d: %s: %s", k, es_strerror(rc), err.message);
+        cr_assert_not_null(strstr(err.message, "database or disk is full"), "%s", err.message);
+        cr_assert_not_null(strstr(err.message, saga_db), "the file is named: %s", err.message);
+        cr_assert_null(strstr(err.message, "read model"), "write %d: %s", k, err.message);
+        cr_assert_not_null(strstr(err.message, "saga database"), "write %d: %s", k, err.message);
+    }
+    cr_assert_not_null(coord, "the coordinator never opened");
+    free(saga_db);
+}
