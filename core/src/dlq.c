@@ -239,7 +239,7 @@ static es_err redrive_one(es_runner_t *r, int64_t id, const char *name, int *ok,
                                d->value, d->value_len};
         rc = es_runner_apply_record(r, &rec, &attempts, type, sizeof type, &storage, &why);
         if (storage)
-            e = rc, *err = why;
+            e = es_fail(err, rc, "%s", why.message);
     }
     char *sql = NULL;
     if (e == ES_OK) {
