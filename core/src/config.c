@@ -419,11 +419,14 @@ static es_err open_config(const char *path, file_origin origin, FILE **out, es_e
     struct stat st, dst;
     es_err e = ES_OK;
     *out = NULL;
+    /* A working directory the user may not search holds no config for them: nothing found. */
     if (origin == FILE_FOUND && (dfd = es_open_parent(path, &base)) < 0)
-        return es_fail(err, ES_EIO, "cannot open the directory of config file %s: %s", path,
-                       strerror(errno));
+        return es_fail(err, errno == EACCES ? ES_ENOTFOUND : ES_EIO,
+                       "cannot open the directory of config file %s: %s", path, strerror(errno));
     fd = openat(dfd, base, flags | (origin == FILE_FOUND ? O_NOFOLLOW : 0));
-    if (fd < 0 && origin == FILE_FOUND && errno == ELOOP)
+    if (fd < 0 && origin == FILE_FOUND && errno == EACCES)
+        e = es_fail(err, ES_ENOTFOUND, "cannot read config file %s: %s", path, strerror(errno));
+    else if (fd < 0 && origin == FILE_FOUND && errno == ELOOP)
         e = es_fail(
             err, ES_EINVAL,
             "refusing %s, found in the working directory: it is a symbolic link; " TRUST_HOW, path);

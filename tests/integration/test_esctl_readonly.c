@@ -284,6 +284,23 @@ Test(esctl_readonly, inspection_verbs_work_in_a_read_only_directory_and_change_n
     snapshot_free(&before);
 }
 
+static void copy_file(const char *from, const char *to);
+
+/* esctl and its library copied where any user may run them: uid NOBODY may not be able to
+ * reach the build tree (a checkout under a private home). The copy's library is found through
+ * LD_LIBRARY_PATH, which comes before the build tree's RUNPATH. */
+static char *esctl_for_anyone(void) {
+    char *bin = tu_tempdir();
+    cr_assert_eq(chmod(bin, 0755), 0);
+    char *exe = tu_path(bin, "esctl"), *lib = tu_path(bin, "libeskit.so.0");
+    copy_file(ESCTL_PATH, exe);
+    cr_assert_eq(chmod(exe, 0755), 0);
+    copy_file(ESKIT_BINARY_DIR "/core/libeskit.so.0", lib);
+    free(lib);
+    free(bin);
+    return exe;
+}
+
 /* Runs esctl with args as uid NOBODY (when we are root; as ourselves otherwise, where the
  * modes alone keep us from writing). */
 static tu_result run_as_nobody(const char *const *args) {
@@ -292,7 +309,9 @@ static tu_result run_as_nobody(const char *const *args) {
     cr_assert(ofd >= 0 && efd >= 0);
     unlink(outpath);
     unlink(errpath);
-    const char *argv[32] = {ESCTL_PATH};
+    char *exe = esctl_for_anyone(), libdir[4096];
+    snprintf(libdir, sizeof libdir, "LD_LIBRARY_PATH=%.*s", (int)(strrchr(exe, '/') - exe), exe);
+    const char *argv[32] = {exe};
     for (size_t i = 0; args[i]; i++)
         argv[i + 1] = args[i];
     pid_t pid = fork();
@@ -302,6 +321,7 @@ static tu_result run_as_nobody(const char *const *args) {
         if (geteuid() == 0 && (setgroups(0, NULL) != 0 || setgid(NOBODY) != 0 ||
                                setuid(NOBODY) != 0 || getuid() != NOBODY))
             _exit(125);
+        putenv(libdir);
         execv(argv[0], (char *const *)argv);
         _exit(126); /* e.g. the build directory is not readable by uid NOBODY */
     }
@@ -309,7 +329,10 @@ static tu_result run_as_nobody(const char *const *args) {
     waitpid(pid, &status, 0);
     tu_result r = {WIFEXITED(status) ? WEXITSTATUS(status) : -1, NULL, NULL};
     cr_assert_neq(r.status, 125, "could not become uid %d", NOBODY);
-    cr_assert_neq(r.status, 126, "uid %d cannot run %s", NOBODY, ESCTL_PATH);
+    cr_assert_neq(r.status, 126, "uid %d cannot run %s", NOBODY, exe);
+    *strrchr(exe, '/') = '\0';
+    tu_rmtree(exe);
+    free(exe);
     for (int k = 0; k < 2; k++) {
         int fd = k ? efd : ofd;
         off_t len = lseek(fd, 0, SEEK_END);

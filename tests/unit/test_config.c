@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "testutil.h"
@@ -346,4 +347,31 @@ Test(config, loading_a_directory_is_an_error_naming_it) {
     es_config_destroy(cfg);
     tu_rmtree(dir);
     free(dir);
+}
+
+/* Run from a directory the user may not search (a private checkout, another user's home),
+ * there is no ./eskit.conf for them to find: the usual sources load, they do not fail. */
+Test(config, a_working_directory_the_user_cannot_search_has_no_config_to_find) {
+    char *dir = tu_tempdir();
+    cr_assert_eq(chdir(dir), 0);
+    cr_assert_eq(chmod(dir, 0), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (geteuid() == 0 && setuid(65534) != 0)
+            _exit(3);
+        unsetenv("ESKIT_CONFIG");
+        es_config_t *cfg = es_config_new();
+        es_error_t err = {0};
+        es_err rc = es_config_load_sources(cfg, &err);
+        if (rc != ES_OK)
+            fprintf(stderr, "%s\n", err.message);
+        es_config_destroy(cfg);
+        _exit(rc == ES_OK ? 0 : 1);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    chmod(dir, 0700);
+    tu_rmtree(dir);
+    free(dir);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
 }
