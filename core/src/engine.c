@@ -165,7 +165,15 @@ static es_err check_def(const es_aggregate_def *def, es_error_t *err) {
                        "aggregate definition '%s' needs state, events, commands, evolve and "
                        "decide",
                        def->type);
-    return ES_OK;
+    /* Their names go into the log and its snapshots: the same limits as any type name. */
+    rc = es_validate_type_name("state type", def->state->name, err);
+    for (size_t i = 0; rc == ES_OK && def->events[i]; i++)
+        rc = es_validate_type_name("event type", def->events[i]->name, err);
+    for (size_t i = 0; rc == ES_OK && def->commands[i]; i++)
+        rc = es_validate_type_name("command type", def->commands[i]->name, err);
+    if (rc != ES_OK)
+        es_error_prefix(err, "aggregate definition '%s': ", def->type);
+    return rc;
 }
 
 es_err es_engine_register(es_engine_t *engine, const es_aggregate_def *def, void *opaque,
@@ -221,6 +229,11 @@ es_err es_reject(es_decision_t *d, const char *fmt, ...) {
     if (vasprintf(&d->reason, fmt, ap) < 0)
         d->reason = NULL;
     va_end(ap);
+    char *escaped = d->reason && es_needs_escape(d->reason) ? es_escape_dup(d->reason) : NULL;
+    if (escaped) { /* a reason is one line of text, as messages are */
+        free(d->reason);
+        d->reason = escaped;
+    }
     return ES_EREJECTED;
 }
 
@@ -563,7 +576,8 @@ static es_err apply_decision(exec_ctx *x, const es_decision_t *d, es_error_t *er
         e->ne = ne;
         e->ne_cap = d->n;
     }
-    const char *corr = cmd->correlation_id ? cmd->correlation_id : x->command_id;
+    const char *corr =
+        cmd->correlation_id && *cmd->correlation_id ? cmd->correlation_id : x->command_id;
     for (size_t i = 0; i < d->n; i++)
         e->ne[i] = (es_new_event_t){
             d->ev[i].desc->name, d->ev[i].buf.data, d->ev[i].buf.len, x->command_id, corr,
@@ -617,14 +631,9 @@ static es_err decide_and_apply(exec_ctx *x, es_error_t *err) {
 /* The command's own checks; a failure is its result, not the batch's. */
 static es_err check_command(exec_ctx *x, es_error_t *cerr) {
     const es_command_t *cmd = x->cmd;
-    es_err rc = es_validate_aggregate_type(cmd->aggregate_type, cerr);
-    if (rc == ES_OK)
-        rc = es_validate_aggregate_id(cmd->aggregate_id, cerr);
+    es_err rc = es_validate_command(cmd, cerr);
     if (rc != ES_OK)
         return rc;
-    if (strlen(x->command_id) > ES_MAX_ID_LEN)
-        return es_fail(cerr, ES_EINVAL, "command id of %zu bytes is too long (max %d)",
-                       strlen(x->command_id), ES_MAX_ID_LEN);
     if (!(x->reg = find_reg(x->engine, cmd->aggregate_type)))
         return es_fail(cerr, ES_EUNKNOWN_TYPE,
                        "aggregate type '%s' is not registered with this engine; call "

@@ -87,4 +87,35 @@ int es_dir_open_to_others(const struct stat *dir);
 /* "a directory", "a symbolic link", ... for a st_mode, for messages. */
 const char *es_file_kind(mode_t mode);
 
+/* The text fields of the limits table (names.c). */
+typedef enum es_text_field {
+    ES_TEXT_AGGREGATE_ID,
+    ES_TEXT_COMMAND_ID,
+    ES_TEXT_CORRELATION_ID,
+    ES_TEXT_METADATA_KEY,
+    ES_TEXT_METADATA_VALUE,
+} es_text_field;
+/* Checks s against its field's limit and the text rule (UTF-8, no control characters); the
+ * message names the field. */
+es_err es_validate_text(es_text_field f, const char *s, es_error_t *err);
+/* Checks a protobuf full name (event, command or state type); field names it in messages. */
+es_err es_validate_type_name(const char *field, const char *name, es_error_t *err);
+/* Checks an event to append: its type, ids and metadata. */
+es_err es_validate_new_event(const es_new_event_t *ev, es_error_t *err);
+/* The length of the valid UTF-8 sequence at s (left bytes available), its code point in *cp;
+ * 0 when the bytes are not UTF-8 (overlong, surrogate, truncated, past U+10FFFF). */
+size_t es_utf8_char(const unsigned char *s, size_t left, uint32_t *cp);
+/* C0, DEL or C1. */
+int es_is_control(uint32_t cp);
+
+/* Rewrites the NUL-terminated s (a buffer of cap bytes) so it holds no control characters and
+ * no bytes that are not UTF-8: \n, \r, \t, or \xNN for each such byte, cutting the tail
+ * (never an escape) when it no longer fits. Backslashes stay as they are, so escaping twice
+ * changes nothing. */
+void es_escape_in_place(char *s, size_t cap);
+/* Whether s holds anything es_escape_in_place would rewrite. */
+int es_needs_escape(const char *s);
+/* A malloc'd escaped copy of s (NULL when out of memory). */
+char *es_escape_dup(const char *s);
+
 #endif

@@ -480,6 +480,15 @@ static es_err emit(es_saga_coordinator_t *c, inst *in, int k, const es_saga_step
     const char *corr = in->start_ev->correlation_id && *in->start_ev->correlation_id
                            ? in->start_ev->correlation_id
                            : in->id;
+    es_error_t cerr;
+    if (corr != in->id && es_validate_text(ES_TEXT_CORRELATION_ID, corr, &cerr) != ES_OK) {
+        /* a start event another client wrote: its commands would all be refused */
+        es_logf(c->cfg, ES_LOG_WARNING,
+                "%s of instance %s: the start event's %s; its commands "
+                "are correlated by the instance id instead",
+                what, in->id, cerr.message);
+        corr = in->id;
+    }
     for (size_t i = 0; e == ES_OK && i < o->n; i++) {
         char cid[ES_MAX_ID_LEN + 64];
         size_t target = kind == KIND_UNDO ? undo_target * ES_SAGA_MAX_TARGETS + i : i;

@@ -106,6 +106,10 @@ es_err es_execute_batch(es_engine_t *engine, const es_command_t *cmds, size_t n,
 
 void es_result_clear(es_result_t *res);
 
+/* Checks a command as es_execute does before running it: names and ids against the limits of
+ * <eskit/event.h>, metadata; the message names the field and the command. */
+es_err es_validate_command(const es_command_t *cmd, es_error_t *err);
+
 /* Inside decide: appends event (packed now; the caller keeps ownership). */
 es_err es_emit(es_decision_t *d, const ProtobufCMessage *event);
 /* Inside decide: refuses the command with a reason; returns ES_EREJECTED. */
