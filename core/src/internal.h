@@ -68,6 +68,38 @@ ProtobufCMessage *es_pb_new(const ProtobufCMessageDescriptor *desc);
 const ProtobufCMessageDescriptor *es_pb_find(const ProtobufCMessageDescriptor *const *list,
                                              const char *name);
 
+/*
+ * es_pb_arena_t: a protobuf-c allocator that hands out memory from chunks it owns and frees it
+ * all at once. A message unpacked with it lies entirely in memory the arena can name, so a
+ * state that kept a pointer into it (a string borrowed from an event in evolve) is found by
+ * es_pb_borrowed before the memory goes. Not thread-safe.
+ */
+typedef struct es_pb_arena es_pb_arena_t;
+es_pb_arena_t *es_pb_arena_new(void);
+void es_pb_arena_destroy(es_pb_arena_t *a);
+/* For protobuf_c_message_unpack; freeing through it does nothing (es_pb_arena_reset does). */
+ProtobufCAllocator *es_pb_arena_allocator(es_pb_arena_t *a);
+/* Bytes handed out since the last reset; also the logical offset of the next allocation. */
+size_t es_pb_arena_used(const es_pb_arena_t *a);
+/* Whether an allocation failed (out of memory) since the last reset. */
+int es_pb_arena_failed(const es_pb_arena_t *a);
+/* The logical offset of p in what was handed out since the last reset; -1 when outside. */
+int64_t es_pb_arena_offset(const es_pb_arena_t *a, const void *p);
+/* Takes back everything (keeping one chunk of moderate size for next time). */
+void es_pb_arena_reset(es_pb_arena_t *a);
+
+/* The first field es_pb_borrowed found. */
+typedef struct es_pb_borrowed {
+    char path[256];     /* "orders.v1.Order.customer_id", "inventory.v1.Item.reservations[2]" */
+    ProtobufCType type; /* of the field */
+    int array;          /* the repeated field's array itself, not one element */
+    int64_t offset;     /* es_pb_arena_offset of the borrowed memory */
+} es_pb_borrowed_t;
+/* Finds the string, bytes, message and repeated fields of msg and its sub-messages that point
+ * into arena; resets each to its default (so msg stays safe to free) and describes the first
+ * in *first. Returns how many. */
+size_t es_pb_borrowed(ProtobufCMessage *msg, const es_pb_arena_t *arena, es_pb_borrowed_t *first);
+
 /* Sleeps ms milliseconds, resuming after signals. */
 void es_sleep_ms(int ms);
 

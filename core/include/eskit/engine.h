@@ -10,7 +10,10 @@
  * State messages are owned by the engine and mutated in place by evolve: a
  * string or bytes field must be set with es_pb_set_string / es_pb_set_bytes
  * (or hold memory from malloc), because the engine frees states with
- * protobuf_c_message_free_unpacked.
+ * protobuf_c_message_free_unpacked. The event evolve receives is the engine's
+ * and goes after evolve: a state that keeps a pointer into it (a string, bytes,
+ * sub-message or array of the event) fails the command with ES_ESTATE naming
+ * the field, the first time it happens, and nothing is appended.
  */
 #ifndef ESKIT_ENGINE_H
 #define ESKIT_ENGINE_H
