@@ -356,6 +356,7 @@ void es_logf(const es_config_t *cfg, int level, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
+    es_escape_in_place(line, sizeof line); /* one line, whatever data it quotes */
     cfg->log_cb(level, line, cfg->log_opaque);
 }
 

@@ -20,6 +20,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* An event unpacked into the engine's arena since the last settle_state. */
+typedef struct folded_event {
+    size_t start; /* es_pb_arena_used before it was unpacked */
+    const char *type;
+    uint64_t version;
+} folded_event;
+
 typedef struct registration {
     const es_aggregate_def *def;
     void *opaque;
@@ -36,7 +43,10 @@ struct es_engine {
     size_t ne_cap;
     es_buf_t due_keys; /* keys of entries whose snapshot is due, each klen + key */
     es_fingerprinter_t fingerprinter;
-    es_remote_t *remote; /* backend kafka: commands go to the partition owners */
+    es_remote_t *remote;  /* backend kafka: commands go to the partition owners */
+    es_pb_arena_t *arena; /* the events being folded, until settle_state */
+    folded_event *folded; /* where each of them starts in the arena, for messages */
+    size_t n_folded, cap_folded;
 };
 
 typedef struct state_entry {
@@ -100,7 +110,10 @@ es_err es_engine_new(const es_config_t *cfg, es_engine_t **out, es_error_t *err)
     e->snapshot_every = es_config_get_int(c, "snapshot.every");
     e->states = es_lru_new((size_t)es_config_get_int(c, "cache.aggregates"), free_state_entry,
                            state_pinned);
-    if (!e->states) {
+    e->arena = es_pb_arena_new();
+    if (!e->states || !e->arena) {
+        es_lru_destroy(e->states);
+        es_pb_arena_destroy(e->arena);
         es_store_destroy(e->store);
         free(e);
         return es_fail(err, ES_ENOMEM, "out of memory creating an engine");
@@ -124,6 +137,8 @@ void es_engine_destroy(es_engine_t *engine) {
     free(engine->ne);
     es_buf_free(&engine->due_keys);
     es_fingerprinter_free(&engine->fingerprinter);
+    es_pb_arena_destroy(engine->arena);
+    free(engine->folded);
     free(engine->regs);
     free(engine);
 }
@@ -165,7 +180,15 @@ static es_err check_def(const es_aggregate_def *def, es_error_t *err) {
                        "aggregate definition '%s' needs state, events, commands, evolve and "
                        "decide",
                        def->type);
-    return ES_OK;
+    /* Their names go into the log and its snapshots: the same limits as any type name. */
+    rc = es_validate_type_name("state type", def->state->name, err);
+    for (size_t i = 0; rc == ES_OK && def->events[i]; i++)
+        rc = es_validate_type_name("event type", def->events[i]->name, err);
+    for (size_t i = 0; rc == ES_OK && def->commands[i]; i++)
+        rc = es_validate_type_name("command type", def->commands[i]->name, err);
+    if (rc != ES_OK)
+        es_error_prefix(err, "aggregate definition '%s': ", def->type);
+    return rc;
 }
 
 es_err es_engine_register(es_engine_t *engine, const es_aggregate_def *def, void *opaque,
@@ -221,6 +244,11 @@ es_err es_reject(es_decision_t *d, const char *fmt, ...) {
     if (vasprintf(&d->reason, fmt, ap) < 0)
         d->reason = NULL;
     va_end(ap);
+    char *escaped = d->reason && es_needs_escape(d->reason) ? es_escape_dup(d->reason) : NULL;
+    if (escaped) { /* a reason is one line of text, as messages are */
+        free(d->reason);
+        d->reason = escaped;
+    }
     return ES_EREJECTED;
 }
 
@@ -256,9 +284,78 @@ typedef struct exec_ctx {
     state_entry *entry;
     uint64_t version;
     es_error_t *err; /* for the command's own failure, copied into res->reason */
+    int state_fault; /* evolve kept memory of an event: the command's error, not the batch's */
 } exec_ctx;
 
-/* Folds one stored or new event into the state. */
+/*
+ * State ownership. Events are unpacked into the engine's arena and stay there until
+ * settle_state, after a load's or a decision's folding; it walks the state for fields that
+ * point into the arena (evolve assigned a string of the event instead of copying it) before
+ * the arena's memory is reused. Such a field would dangle in the cached state, in the snapshot
+ * and in the final free, so the command fails at once with ES_ESTATE naming the field, and the
+ * field is reset, so freeing the state stays safe. The arena makes this a range check per
+ * pointer field, and unpacking cheaper than malloc per string; it is settled early when it
+ * grows past SETTLE_BYTES, so a long history does not pile up.
+ */
+#define SETTLE_BYTES (256 * 1024)
+
+static const char *copy_hint(const es_pb_borrowed_t *b) {
+    if (b->array)
+        return "give the state an array of its own (malloc) and copy each element";
+    switch (b->type) {
+    case PROTOBUF_C_TYPE_STRING:
+        return "copy it with es_pb_set_string";
+    case PROTOBUF_C_TYPE_BYTES:
+        return "copy it with es_pb_set_bytes";
+    default:
+        return "give the state a copy of its own (es_pb_clone)";
+    }
+}
+
+/* Checks that the state owns its memory and takes back the arena; err (may be NULL) gets the
+ * first field that does not. */
+static es_err settle_state(exec_ctx *x, es_error_t *err) {
+    es_engine_t *e = x->engine;
+    es_pb_borrowed_t b;
+    size_t n = x->state ? es_pb_borrowed(x->state, e->arena, &b) : 0;
+    const folded_event *ev = NULL;
+    for (size_t i = 0; n && i < e->n_folded && e->folded[i].start <= (size_t)b.offset; i++)
+        ev = &e->folded[i];
+    es_err rc = ES_OK;
+    if (n) {
+        x->state_fault = 1;
+        rc = es_fail(err, ES_ESTATE,
+                     "%s/%s: evolve left %s pointing into the %s event at version %llu, which "
+                     "is freed after evolve (%zu field(s) in all); %s",
+                     x->reg->def->type, x->cmd->aggregate_id, b.path, ev ? ev->type : "?",
+                     ev ? (unsigned long long)ev->version : 0ULL, n, copy_hint(&b));
+    }
+    es_pb_arena_reset(e->arena);
+    e->n_folded = 0;
+    return rc;
+}
+
+/* Notes where the next event starts in the arena; settles first when the arena has grown. */
+static es_err note_folded(exec_ctx *x, const char *type, uint64_t version, es_error_t *err) {
+    es_engine_t *e = x->engine;
+    if (es_pb_arena_used(e->arena) > SETTLE_BYTES) {
+        es_err rc = settle_state(x, err);
+        if (rc != ES_OK)
+            return rc;
+    }
+    if (e->n_folded == e->cap_folded) {
+        size_t cap = e->cap_folded ? 2 * e->cap_folded : 16;
+        folded_event *f = realloc(e->folded, cap * sizeof *f);
+        if (!f)
+            return es_fail(err, ES_ENOMEM, "out of memory folding events");
+        e->folded = f;
+        e->cap_folded = cap;
+    }
+    e->folded[e->n_folded++] = (folded_event){es_pb_arena_used(e->arena), type, version};
+    return ES_OK;
+}
+
+/* Folds one stored or new event into the state; the event stays in the arena (see above). */
 static es_err fold(exec_ctx *x, const char *event_type, const uint8_t *payload, size_t len,
                    uint64_t version, es_error_t *err) {
     const es_aggregate_def *def = x->reg->def;
@@ -269,13 +366,20 @@ static es_err fold(exec_ctx *x, const char *event_type, const uint8_t *payload, 
                        "descriptor to the aggregate definition's events",
                        def->type, x->cmd->aggregate_id, (unsigned long long)version, event_type,
                        def->type);
-    ProtobufCMessage *msg = protobuf_c_message_unpack(desc, NULL, len, payload);
+    es_err rc = note_folded(x, desc->name, version, err);
+    if (rc != ES_OK)
+        return rc;
+    es_pb_arena_t *arena = x->engine->arena;
+    ProtobufCMessage *msg =
+        protobuf_c_message_unpack(desc, es_pb_arena_allocator(arena), len, payload);
+    if (!msg && es_pb_arena_failed(arena))
+        return es_fail(err, ES_ENOMEM, "out of memory decoding %s/%s version %llu", def->type,
+                       x->cmd->aggregate_id, (unsigned long long)version);
     if (!msg)
         return es_fail(err, ES_EDECODE, "%s/%s version %llu: payload (%zu bytes) is not a valid %s",
                        def->type, x->cmd->aggregate_id, (unsigned long long)version, len,
                        event_type);
-    es_err rc = def->evolve(x->state, msg, x->reg->opaque, err);
-    protobuf_c_message_free_unpacked(msg, NULL);
+    rc = def->evolve(x->state, msg, x->reg->opaque, err);
     if (rc != ES_OK && err && !err->message[0])
         es_fail(err, rc, "%s/%s version %llu: evolve failed on %s", def->type, x->cmd->aggregate_id,
                 (unsigned long long)version, event_type);
@@ -328,7 +432,10 @@ static es_err rebuild_state(exec_ctx *x, es_error_t *err) {
     fold_cb_ctx c = {x, err, ES_OK};
     es_err rc = x->log->ops->read_stream(x->log, def->type, x->cmd->aggregate_id, from + 1,
                                          x->version, fold_cb, &c, err);
-    return rc != ES_OK ? rc : c.rc;
+    if (rc == ES_OK)
+        rc = c.rc;
+    es_err owned = settle_state(x, rc == ES_OK ? err : NULL);
+    return rc != ES_OK ? rc : owned;
 }
 
 static es_err cache_state(exec_ctx *x, const char *key, size_t klen, es_error_t *err) {
@@ -373,8 +480,9 @@ static es_err load_state(exec_ctx *x, es_error_t *err) {
     return rc;
 }
 
-static int is_fatal(es_err rc) {
-    return rc == ES_EIO || rc == ES_EBUSY || rc == ES_ENOMEM || rc == ES_ESTATE;
+static int is_fatal(const exec_ctx *x, es_err rc) {
+    return !x->state_fault &&
+           (rc == ES_EIO || rc == ES_EBUSY || rc == ES_ENOMEM || rc == ES_ESTATE);
 }
 
 static es_err set_result(es_result_t *res, es_outcome outcome, es_err code, const char *reason) {
@@ -549,10 +657,13 @@ static es_err apply_decision(exec_ctx *x, const es_decision_t *d, es_error_t *er
     for (size_t i = 0; i < d->n && rc == ES_OK; i++)
         rc = fold(x, d->ev[i].desc->name, d->ev[i].buf.data, d->ev[i].buf.len, before + i + 1,
                   x->err);
+    es_err owned = settle_state(x, rc == ES_OK ? x->err : NULL);
+    if (rc == ES_OK)
+        rc = owned;
     if (rc != ES_OK) {
         x->entry->version = UINT64_MAX; /* partly folded: never reuse it */
         x->entry->snapshot_due = 0;
-        return is_fatal(rc) ? rc : set_result(x->res, ES_OUTCOME_ERROR, rc, x->err->message);
+        return is_fatal(x, rc) ? rc : set_result(x->res, ES_OUTCOME_ERROR, rc, x->err->message);
     }
 
     es_engine_t *e = x->engine;
@@ -563,7 +674,8 @@ static es_err apply_decision(exec_ctx *x, const es_decision_t *d, es_error_t *er
         e->ne = ne;
         e->ne_cap = d->n;
     }
-    const char *corr = cmd->correlation_id ? cmd->correlation_id : x->command_id;
+    const char *corr =
+        cmd->correlation_id && *cmd->correlation_id ? cmd->correlation_id : x->command_id;
     for (size_t i = 0; i < d->n; i++)
         e->ne[i] = (es_new_event_t){
             d->ev[i].desc->name, d->ev[i].buf.data, d->ev[i].buf.len, x->command_id, corr,
@@ -617,14 +729,9 @@ static es_err decide_and_apply(exec_ctx *x, es_error_t *err) {
 /* The command's own checks; a failure is its result, not the batch's. */
 static es_err check_command(exec_ctx *x, es_error_t *cerr) {
     const es_command_t *cmd = x->cmd;
-    es_err rc = es_validate_aggregate_type(cmd->aggregate_type, cerr);
-    if (rc == ES_OK)
-        rc = es_validate_aggregate_id(cmd->aggregate_id, cerr);
+    es_err rc = es_validate_command(cmd, cerr);
     if (rc != ES_OK)
         return rc;
-    if (strlen(x->command_id) > ES_MAX_ID_LEN)
-        return es_fail(cerr, ES_EINVAL, "command id of %zu bytes is too long (max %d)",
-                       strlen(x->command_id), ES_MAX_ID_LEN);
     if (!(x->reg = find_reg(x->engine, cmd->aggregate_type)))
         return es_fail(cerr, ES_EUNKNOWN_TYPE,
                        "aggregate type '%s' is not registered with this engine; call "
@@ -671,8 +778,8 @@ static es_err execute_one(exec_ctx *x, es_error_t *err) {
 
     rc = load_state(x, x->err);
     if (rc != ES_OK)
-        return is_fatal(rc) ? es_fail(err, rc, "%s", x->err->message)
-                            : set_result(res, ES_OUTCOME_ERROR, rc, x->err->message);
+        return is_fatal(x, rc) ? es_fail(err, rc, "%s", x->err->message)
+                               : set_result(res, ES_OUTCOME_ERROR, rc, x->err->message);
     return decide_and_apply(x, err);
 }
 
@@ -686,7 +793,8 @@ static es_err run_command(es_engine_t *engine, es_log_t *log, const es_command_t
     const char *cid = cmd->command_id && *cmd->command_id ? cmd->command_id : generated;
     if (!(res->command_id = strdup(cid)))
         return es_fail(err, ES_ENOMEM, "out of memory executing a command");
-    exec_ctx x = {engine, log, cmd, NULL, cid, cid != generated, {0, 0}, res, NULL, NULL, 0, &cerr};
+    exec_ctx x = {engine, log,  cmd, NULL,  cid, cid != generated, {0, 0}, res,
+                  NULL,   NULL, 0,   &cerr, 0};
     return execute_one(&x, err);
 }
 

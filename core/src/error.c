@@ -40,6 +40,81 @@ const char *es_strerror(es_err code) {
     return "ES_E?";
 }
 
+/* Where escaping has to start in s: its first control character or byte that is not UTF-8. */
+static size_t clean_prefix(const char *s) {
+    const unsigned char *u = (const unsigned char *)s;
+    size_t len = strlen(s);
+    for (size_t i = 0; i < len;) {
+        uint32_t cp = 0;
+        size_t n = u[i] >= 0x20 && u[i] < 0x7f ? 1 : es_utf8_char(u + i, len - i, &cp);
+        if (!n || (n > 1 && es_is_control(cp)) || (n == 1 && (u[i] < 0x20 || u[i] == 0x7f)))
+            return i;
+        i += n;
+    }
+    return len;
+}
+
+/* Writes the escaped in to out[0..cap), NUL-terminated; stops before what does not fit. */
+static void escape_into(char *out, size_t cap, const char *in) {
+    const unsigned char *u = (const unsigned char *)in;
+    size_t o = 0, left = strlen(in);
+    for (size_t i = 0; i < left;) {
+        char esc[5];
+        const char *piece = (const char *)u + i;
+        uint32_t cp = 0;
+        size_t n = es_utf8_char(u + i, left - i, &cp), plen = n;
+        if (!n || es_is_control(cp)) {
+            n = 1;
+            if (u[i] == '\n' || u[i] == '\r' || u[i] == '\t')
+                plen = (size_t)snprintf(esc, sizeof esc, "\\%c",
+                                        u[i] == '\n'   ? 'n'
+                                        : u[i] == '\r' ? 'r'
+                                                       : 't');
+            else
+                plen = (size_t)snprintf(esc, sizeof esc, "\\x%02x", u[i]);
+            piece = esc;
+        }
+        if (o + plen >= cap)
+            break;
+        memcpy(out + o, piece, plen);
+        o += plen;
+        i += n;
+    }
+    out[o] = '\0';
+}
+
+void es_escape_in_place(char *s, size_t cap) {
+    size_t at = clean_prefix(s);
+    if (!s[at])
+        return;
+    char local[1024], *tail = strlen(s + at) < sizeof local ? local : strdup(s + at);
+    if (!tail) { /* out of memory: blank what would need escaping */
+        for (unsigned char *u = (unsigned char *)s + at; *u; u++)
+            *u = *u < 0x20 || *u >= 0x7f ? '?' : *u;
+        return;
+    }
+    if (tail == local)
+        memcpy(local, s + at, strlen(s + at) + 1);
+    escape_into(s + at, cap - at, tail);
+    if (tail != local)
+        free(tail);
+}
+
+int es_needs_escape(const char *s) {
+    return s[clean_prefix(s)] != '\0';
+}
+
+char *es_escape_dup(const char *s) {
+    size_t cap = 4 * strlen(s) + 1; /* every byte may become \xNN */
+    char *out = malloc(cap);
+    if (out)
+        escape_into(out, cap, s);
+    return out;
+}
+
+/* Messages quote ids, names and reasons that come from callers and from data: they are escaped
+ * here, once, so that a message is one line of text wherever it ends up (a log callback, a
+ * terminal, a reply). Failures only: a command that succeeds never formats a message. */
 es_err es_fail(es_error_t *err, es_err code, const char *fmt, ...) {
     if (err) {
         va_list ap;
@@ -47,6 +122,7 @@ es_err es_fail(es_error_t *err, es_err code, const char *fmt, ...) {
         err->code = code;
         vsnprintf(err->message, sizeof err->message, fmt, ap);
         va_end(ap);
+        es_escape_in_place(err->message, sizeof err->message);
     }
     return code;
 }
@@ -59,11 +135,13 @@ void es_error_prefix(es_error_t *err, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
+    es_escape_in_place(prefix, sizeof prefix);
     size_t cap = sizeof err->message, plen = strlen(prefix);
     /* Shift the message right (its tail may fall off), then write the prefix before it. */
     memmove(err->message + plen, err->message, cap - plen - 1);
     err->message[cap - 1] = '\0';
     memcpy(err->message, prefix, plen);
+    es_escape_in_place(err->message, sizeof err->message); /* a tail cut inside a character */
 }
 
 void es_error_subject(es_error_t *err, const char *subject) {

@@ -71,6 +71,38 @@ ProtobufCMessage *es_pb_new(const ProtobufCMessageDescriptor *desc);
 const ProtobufCMessageDescriptor *es_pb_find(const ProtobufCMessageDescriptor *const *list,
                                              const char *name);
 
+/*
+ * es_pb_arena_t: a protobuf-c allocator that hands out memory from chunks it owns and frees it
+ * all at once. A message unpacked with it lies entirely in memory the arena can name, so a
+ * state that kept a pointer into it (a string borrowed from an event in evolve) is found by
+ * es_pb_borrowed before the memory goes. Not thread-safe.
+ */
+typedef struct es_pb_arena es_pb_arena_t;
+es_pb_arena_t *es_pb_arena_new(void);
+void es_pb_arena_destroy(es_pb_arena_t *a);
+/* For protobuf_c_message_unpack; freeing through it does nothing (es_pb_arena_reset does). */
+ProtobufCAllocator *es_pb_arena_allocator(es_pb_arena_t *a);
+/* Bytes handed out since the last reset; also the logical offset of the next allocation. */
+size_t es_pb_arena_used(const es_pb_arena_t *a);
+/* Whether an allocation failed (out of memory) since the last reset. */
+int es_pb_arena_failed(const es_pb_arena_t *a);
+/* The logical offset of p in what was handed out since the last reset; -1 when outside. */
+int64_t es_pb_arena_offset(const es_pb_arena_t *a, const void *p);
+/* Takes back everything (keeping one chunk of moderate size for next time). */
+void es_pb_arena_reset(es_pb_arena_t *a);
+
+/* The first field es_pb_borrowed found. */
+typedef struct es_pb_borrowed {
+    char path[256];     /* "orders.v1.Order.customer_id", "inventory.v1.Item.reservations[2]" */
+    ProtobufCType type; /* of the field */
+    int array;          /* the repeated field's array itself, not one element */
+    int64_t offset;     /* es_pb_arena_offset of the borrowed memory */
+} es_pb_borrowed_t;
+/* Finds the string, bytes, message and repeated fields of msg and its sub-messages that point
+ * into arena; resets each to its default (so msg stays safe to free) and describes the first
+ * in *first. Returns how many. */
+size_t es_pb_borrowed(ProtobufCMessage *msg, const es_pb_arena_t *arena, es_pb_borrowed_t *first);
+
 /* Sleeps ms milliseconds, resuming after signals. */
 void es_sleep_ms(int ms);
 
@@ -89,5 +121,36 @@ int es_open_parent(const char *path, const char **base);
 int es_dir_open_to_others(const struct stat *dir);
 /* "a directory", "a symbolic link", ... for a st_mode, for messages. */
 const char *es_file_kind(mode_t mode);
+
+/* The text fields of the limits table (names.c). */
+typedef enum es_text_field {
+    ES_TEXT_AGGREGATE_ID,
+    ES_TEXT_COMMAND_ID,
+    ES_TEXT_CORRELATION_ID,
+    ES_TEXT_METADATA_KEY,
+    ES_TEXT_METADATA_VALUE,
+} es_text_field;
+/* Checks s against its field's limit and the text rule (UTF-8, no control characters); the
+ * message names the field. */
+es_err es_validate_text(es_text_field f, const char *s, es_error_t *err);
+/* Checks a protobuf full name (event, command or state type); field names it in messages. */
+es_err es_validate_type_name(const char *field, const char *name, es_error_t *err);
+/* Checks an event to append: its type, ids and metadata. */
+es_err es_validate_new_event(const es_new_event_t *ev, es_error_t *err);
+/* The length of the valid UTF-8 sequence at s (left bytes available), its code point in *cp;
+ * 0 when the bytes are not UTF-8 (overlong, surrogate, truncated, past U+10FFFF). */
+size_t es_utf8_char(const unsigned char *s, size_t left, uint32_t *cp);
+/* C0, DEL or C1. */
+int es_is_control(uint32_t cp);
+
+/* Rewrites the NUL-terminated s (a buffer of cap bytes) so it holds no control characters and
+ * no bytes that are not UTF-8: \n, \r, \t, or \xNN for each such byte, cutting the tail
+ * (never an escape) when it no longer fits. Backslashes stay as they are, so escaping twice
+ * changes nothing. */
+void es_escape_in_place(char *s, size_t cap);
+/* Whether s holds anything es_escape_in_place would rewrite. */
+int es_needs_escape(const char *s);
+/* A malloc'd escaped copy of s (NULL when out of memory). */
+char *es_escape_dup(const char *s);
 
 #endif

@@ -694,6 +694,20 @@ static void slot_fail(slot *s, es_err code, const char *fmt, ...) {
     s->fail = code;
     vsnprintf(s->reason, sizeof s->reason, fmt, ap);
     va_end(ap);
+    es_escape_in_place(s->reason, sizeof s->reason); /* it quotes the record's fields */
+}
+
+/* A topic the processor may answer on: "<name>.replies", a legal Kafka topic name. Whoever
+ * writes a command must not make the processor write into a log (an events topic, say). */
+static int is_reply_topic(const char *t) {
+    size_t len = strlen(t), suffix = strlen(".replies");
+    if (len <= suffix || len > 249 || strcmp(t + len - suffix, ".replies"))
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if (!((t[i] >= 'a' && t[i] <= 'z') || (t[i] >= 'A' && t[i] <= 'Z') ||
+              (t[i] >= '0' && t[i] <= '9') || t[i] == '.' || t[i] == '_' || t[i] == '-'))
+            return 0;
+    return 1;
 }
 
 /* Decodes one record into a command; a record that does not decode is the command's error. */
@@ -706,6 +720,11 @@ static void decode_slot(es_processor_t *p, slot *s) {
     if (!s->env)
         return;
     const Eskit__V1__CommandEnvelope *env = s->env;
+    if (env->reply_to && *env->reply_to && !is_reply_topic(env->reply_to) && s->type < p->n_types)
+        return slot_fail(s, ES_EINVAL,
+                         "command %.64s: reply_to '%.64s' is not a replies topic "
+                         "('<name>.replies', [A-Za-z0-9._-]); answered on %s.replies instead",
+                         env->command_id, env->reply_to, type_name(p, s->type));
     size_t t = 0;
     for (; t < p->n_types && strcmp(type_name(p, t), env->aggregate_type); t++)
         ;
@@ -1019,7 +1038,14 @@ static void send_reply(es_processor_t *p, const slot *s, const es_result_t *r) {
     size_t n = r ? r->n_events : 0;
     char **ids = calloc(n + 1, sizeof *ids);
     ProtobufCBinaryData *evs = calloc(n + 1, sizeof *evs);
-    if (!env->reply_to || !*env->reply_to || !ids || !evs)
+    char fallback[TOPIC_MAX];
+    const char *reply_to = env->reply_to ? env->reply_to : "";
+    if (*reply_to && !is_reply_topic(reply_to)) { /* refused by decode_slot: answer it here */
+        snprintf(fallback, sizeof fallback, "%s.replies",
+                 s->type < p->n_types ? type_name(p, s->type) : "");
+        reply_to = s->type < p->n_types ? fallback : "";
+    }
+    if (!*reply_to || !ids || !evs)
         goto out;
     rep.command_id = env->command_id;
     rep.aggregate_type = env->aggregate_type;
@@ -1045,7 +1071,7 @@ static void send_reply(es_processor_t *p, const slot *s, const es_result_t *r) {
     uint8_t *buf = malloc(len ? len : 1);
     if (buf) {
         eskit__v1__command_reply__pack(&rep, buf);
-        side_produce(p, env->reply_to, s->reply_partition, env->command_id, buf, len);
+        side_produce(p, reply_to, s->reply_partition, env->command_id, buf, len);
     }
 out:
     for (size_t i = 0; evs && i < n; i++)

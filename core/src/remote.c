@@ -342,9 +342,7 @@ static es_err ensure_handles(es_remote_t *r, es_error_t *err) {
 
 /* The checks the owner would make first; a failure is the command's result, as embedded. */
 static es_err check_command(const es_command_t *cmd, es_error_t *cerr) {
-    es_err rc = es_validate_aggregate_type(cmd->aggregate_type, cerr);
-    if (rc == ES_OK)
-        rc = es_validate_aggregate_id(cmd->aggregate_id, cerr);
+    es_err rc = es_validate_command(cmd, cerr);
     if (rc == ES_OK && !cmd->message)
         rc = es_fail(cerr, ES_EUNKNOWN_TYPE, "command for %s/%s has no message",
                      cmd->aggregate_type, cmd->aggregate_id);
@@ -507,7 +505,8 @@ static es_err fill_result(const Eskit__V1__CommandReply *rep, es_result_t *res, 
     res->first_version = rep->first_version;
     res->last_version = rep->last_version;
     res->duplicate = rep->duplicate;
-    if (rep->reason && *rep->reason && !(res->reason = strdup(rep->reason)))
+    /* Whoever wrote the reply, its reason reaches the caller as one line of text. */
+    if (rep->reason && *rep->reason && !(res->reason = es_escape_dup(rep->reason)))
         return es_fail(err, ES_ENOMEM, "out of memory reading a reply");
     if (!rep->n_events)
         return ES_OK;

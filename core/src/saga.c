@@ -460,9 +460,14 @@ static es_err command_id(es_saga_coordinator_t *c, const inst *in, const char *s
 }
 
 /* What ties an instance's commands and transitions together: the start event's correlation
- * id, or the instance id when the start event has none. */
+ * id, or the instance id when the start event has none or one that breaks the limits (another
+ * client wrote it: every command carrying it would be refused). */
 static const char *correlation_of(const es_event_t *start, const char *id) {
-    return start && start->correlation_id && *start->correlation_id ? start->correlation_id : id;
+    es_error_t ignored;
+    const char *corr = start ? start->correlation_id : NULL;
+    if (!corr || !*corr || es_validate_text(ES_TEXT_CORRELATION_ID, corr, &ignored) != ES_OK)
+        return id;
+    return corr;
 }
 
 /* Calls a step's send (or compensate, when undo_of is set) and puts the commands in the outbox.
@@ -487,6 +492,13 @@ static es_err emit(es_saga_coordinator_t *c, inst *in, int k, const es_saga_step
         es_error_prefix(err, "%s: ", what);
     int64_t deadline = kind == KIND_DO ? now + st->timeout_ms * 1000 : 0;
     const char *corr = correlation_of(in->start_ev, in->id);
+    if (corr == in->id && in->start_ev && in->start_ev->correlation_id &&
+        *in->start_ev->correlation_id)
+        /* a start event another client wrote: its commands would all be refused */
+        es_logf(c->cfg, ES_LOG_WARNING,
+                "%s of instance %s: the start event's correlation id is not valid text; its "
+                "commands are correlated by the instance id instead",
+                what, in->id);
     for (size_t i = 0; e == ES_OK && i < o->n; i++) {
         char cid[ES_MAX_ID_LEN + 64];
         size_t target = kind == KIND_UNDO ? undo_target * ES_SAGA_MAX_TARGETS + i : i;

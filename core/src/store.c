@@ -208,6 +208,11 @@ es_err es_store_append(es_store_t *store, const char *type, const char *id, es_e
         return e;
     if (n == 0 || !events)
         return es_fail(err, ES_EINVAL, "append to %s/%s needs at least one event", type, id);
+    for (size_t i = 0; i < n; i++)
+        if ((e = es_validate_new_event(&events[i], err)) != ES_OK) {
+            es_error_prefix(err, "event %zu of the append to %s/%s: ", i + 1, type, id);
+            return e;
+        }
     if ((e = es_store_lock(store, &log, err)) != ES_OK)
         return e;
     e = log->ops->begin(log, err);

@@ -212,6 +212,136 @@ Test(commands, a_retried_rejection_gets_the_same_rejection_and_another_payload_i
     cr_assert_eq(events_of("o-7", 0), 0);
 }
 
+/* A command the checks refuse: ES_EINVAL, an error result whose reason names the field and is
+ * one line of text, and nothing appended. */
+static void refused(es_command_t *cmd, const char *field) {
+    es_result_t res;
+    es_error_t err = {0};
+    memset(&res, 0, sizeof res);
+    cr_assert_eq(es_execute(tb_engine(b), cmd, &res, &err), ES_EINVAL, "%s: %s", field,
+                 err.message);
+    cr_assert_eq(res.outcome, ES_OUTCOME_ERROR);
+    cr_assert_not_null(res.reason);
+    cr_assert(strstr(res.reason, field), "the reason names the %s: %s", field, res.reason);
+    cr_assert(strstr(err.message, field), "%s", err.message);
+    for (const char *p = err.message; *p; p++)
+        cr_assert((unsigned char)*p >= 0x20 && *p != 0x7f, "control byte 0x%02x in: %s",
+                  (unsigned char)*p, err.message);
+    cr_assert_eq(res.n_events, 0);
+    es_result_clear(&res);
+}
+
+static es_command_t place_cmd(const char *id, Orders__V1__PlaceOrder *m) {
+    orders__v1__place_order__init(m);
+    m->customer_id = "alice";
+    m->n_items = 1;
+    m->items = items;
+    m->currency = "EUR";
+    return (es_command_t){
+        .aggregate_type = "orders.order", .aggregate_id = id, .message = &m->base};
+}
+
+Test(commands, a_command_id_with_a_newline_an_escape_bad_utf8_or_too_long_is_refused) {
+    char long_id[300];
+    memset(long_id, 'c', sizeof long_id - 1);
+    long_id[sizeof long_id - 1] = '\0';
+    const char *bad[] = {"cmd-1\nINFO forged line",
+                         "cmd-\x1b[31mred",
+                         "cmd-\xc3(",
+                         "cmd-\xff",
+                         "cmd-\xc2\x9b" /* C1 CSI */,
+                         long_id};
+    Orders__V1__PlaceOrder m;
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        es_command_t cmd = place_cmd("o-bad-cid", &m);
+        cmd.command_id = bad[i];
+        refused(&cmd, "command id");
+    }
+    cr_assert_eq(events_of("o-bad-cid", 0), 0);
+    es_result_t res;
+    char ok_id[256];
+    memset(ok_id, 'c', sizeof ok_id - 1);
+    ok_id[sizeof ok_id - 1] = '\0';
+    cr_assert_eq(place("o-bad-cid", ok_id, &res), ES_OK, "255 bytes is within the limit: %s",
+                 res.reason ? res.reason : "");
+    es_result_clear(&res);
+    cr_assert_eq(place("o-utf8", "bestellung-\xc3\xa4-\xe2\x82\xac", &res), ES_OK,
+                 "UTF-8 text is an id: %s", res.reason ? res.reason : "");
+    cr_assert_str_eq(res.events[0]->command_id, "bestellung-\xc3\xa4-\xe2\x82\xac");
+    es_result_clear(&res);
+}
+
+Test(commands, a_correlation_id_or_metadata_key_or_value_of_70_kb_is_refused) {
+    size_t big = 70 * 1024;
+    char *huge = malloc(big + 1);
+    cr_assert(huge);
+    memset(huge, 'k', big);
+    huge[big] = '\0';
+    Orders__V1__PlaceOrder m;
+    es_command_t cmd = place_cmd("o-big", &m);
+    cmd.correlation_id = huge;
+    refused(&cmd, "correlation id");
+    es_kv_t md[1] = {{huge, "v"}};
+    cmd = place_cmd("o-big", &m);
+    cmd.metadata = md;
+    cmd.n_metadata = 1;
+    refused(&cmd, "metadata key");
+    md[0] = (es_kv_t){"note", huge};
+    refused(&cmd, "metadata value");
+    md[0] = (es_kv_t){"note", "line one\nline two"};
+    refused(&cmd, "metadata value");
+    cmd = place_cmd("o-big", &m);
+    cmd.correlation_id = "corr\r\n";
+    refused(&cmd, "correlation id");
+    free(huge);
+    cr_assert_eq(events_of("o-big", 0), 0);
+}
+
+Test(commands, more_metadata_entries_than_the_limit_or_a_key_twice_is_refused) {
+    enum { N = 65 };
+    es_kv_t md[N];
+    char keys[N][16];
+    for (int i = 0; i < N; i++) {
+        snprintf(keys[i], sizeof keys[i], "k%d", i);
+        md[i] = (es_kv_t){keys[i], "v"};
+    }
+    Orders__V1__PlaceOrder m;
+    es_command_t cmd = place_cmd("o-md", &m);
+    cmd.metadata = md;
+    cmd.n_metadata = N;
+    refused(&cmd, "metadata entries");
+    md[1].key = "k0";
+    cmd.n_metadata = 2;
+    refused(&cmd, "metadata key 'k0' appears twice");
+    md[1].key = keys[1];
+    cmd.n_metadata = N - 1; /* the limit itself is fine */
+    es_result_t res;
+    es_error_t err = {0};
+    memset(&res, 0, sizeof res);
+    cr_assert_eq(es_execute(tb_engine(b), &cmd, &res, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(res.events[0]->n_metadata, N - 1);
+    es_result_clear(&res);
+}
+
+Test(commands, in_a_batch_a_refused_command_is_its_own_result_and_the_others_run) {
+    Orders__V1__PlaceOrder m;
+    es_command_t cmds[3] = {place_cmd("o-bt1", &m), place_cmd("o-bt2", &m), place_cmd("o-bt3", &m)};
+    cmds[1].command_id = "bad\nid";
+    es_result_t res[3];
+    es_error_t err = {0};
+    memset(res, 0, sizeof res);
+    cr_assert_eq(es_execute_batch(tb_engine(b), cmds, 3, res, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(res[0].outcome, ES_OUTCOME_ACCEPTED, "%s", res[0].reason ? res[0].reason : "");
+    cr_assert_eq(res[1].outcome, ES_OUTCOME_ERROR);
+    cr_assert_eq(res[1].code, ES_EINVAL);
+    cr_assert(strstr(res[1].reason, "command id"), "%s", res[1].reason);
+    cr_assert_eq(res[2].outcome, ES_OUTCOME_ACCEPTED, "%s", res[2].reason ? res[2].reason : "");
+    for (int i = 0; i < 3; i++)
+        es_result_clear(&res[i]);
+    cr_assert_eq(events_of("o-bt1", 1), 1);
+    cr_assert_eq(events_of("o-bt3", 1), 1);
+}
+
 Test(commands, a_batch_answers_every_command_in_order) {
     es_command_t cmds[6];
     es_result_t res[6];

@@ -19,6 +19,8 @@
 #include <unistd.h>
 
 #include "domain.h"
+#include "eskit/v1/command.pb-c.h"
+#include "eskit/v1/reply.pb-c.h"
 #include "eskit/v1/snapshot.pb-c.h"
 #include "internal.h"
 #include "testutil.h"
@@ -611,6 +613,115 @@ static void rejected(const es_command_t *cmd, uint64_t version, const char *reas
     cr_assert_eq(res.version, version);
     cr_assert(strstr(res.reason, reason), "%s", res.reason);
     es_result_clear(&res);
+}
+
+/* Writes a CommandEnvelope to orders.order.commands as any Kafka client could, PlaceOrder for
+ * aggregate id, with these command id, metadata entry (key NULL: none) and reply_to. */
+static void produce_command(const char *id, const char *command_id, const char *md_key,
+                            const char *reply_to) {
+    Orders__V1__PlaceOrder m;
+    place(id, NULL, &m);
+    uint8_t payload[256];
+    size_t plen = orders__v1__place_order__pack(&m, payload);
+    Eskit__V1__CommandEnvelope env = ESKIT__V1__COMMAND_ENVELOPE__INIT;
+    Eskit__V1__CommandEnvelope__MetadataEntry md =
+                                                  ESKIT__V1__COMMAND_ENVELOPE__METADATA_ENTRY__INIT,
+                                              *mdp = &md;
+    env.command_id = (char *)command_id;
+    env.aggregate_type = "orders.order";
+    env.aggregate_id = (char *)id;
+    env.command_type = "orders.v1.PlaceOrder";
+    env.payload = (ProtobufCBinaryData){plen, payload};
+    env.reply_to = (char *)reply_to;
+    if (md_key) {
+        md.key = (char *)md_key;
+        md.value = "v";
+        env.n_metadata = 1;
+        env.metadata = &mdp;
+    }
+    size_t len = eskit__v1__command_envelope__get_packed_size(&env);
+    uint8_t *buf = malloc(len);
+    cr_assert(buf);
+    eskit__v1__command_envelope__pack(&env, buf);
+    produce_raw("orders.order.commands", 0, id, buf, len);
+    free(buf);
+}
+
+/* The reply to command_id on orders.order.replies, waited for; caller frees it. */
+static Eskit__V1__CommandReply *reply_to_command(const char *command_id) {
+    char errstr[256];
+    rd_kafka_conf_t *c = rd_kafka_conf_new();
+    rd_kafka_conf_set_log_cb(c, quiet_log);
+    cr_assert_eq(rd_kafka_conf_set(c, "bootstrap.servers", rd_kafka_mock_cluster_bootstraps(mock),
+                                   errstr, sizeof errstr),
+                 RD_KAFKA_CONF_OK);
+    cr_assert_eq(rd_kafka_conf_set(c, "group.id", "test-replies", errstr, sizeof errstr),
+                 RD_KAFKA_CONF_OK);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, errstr, sizeof errstr);
+    cr_assert(rk, "%s", errstr);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(PARTS);
+    for (int32_t p = 0; p < PARTS; p++)
+        rd_kafka_topic_partition_list_add(l, "orders.order.replies", p)->offset =
+            RD_KAFKA_OFFSET_BEGINNING;
+    cr_assert_eq(rd_kafka_assign(rk, l), 0);
+    rd_kafka_topic_partition_list_destroy(l);
+    Eskit__V1__CommandReply *found = NULL;
+    int64_t deadline = es_now_us() / 1000 + 20000;
+    while (!found && es_now_us() / 1000 < deadline) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+        if (!m)
+            continue;
+        Eskit__V1__CommandReply *rep =
+            m->err ? NULL : eskit__v1__command_reply__unpack(NULL, m->len, m->payload);
+        if (rep && !strcmp(rep->command_id, command_id))
+            found = rep;
+        else if (rep)
+            eskit__v1__command_reply__free_unpacked(rep, NULL);
+        rd_kafka_message_destroy(m);
+    }
+    rd_kafka_destroy_flags(rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    cr_assert(found, "no reply to command %s", command_id);
+    return found;
+}
+
+static void assert_error_reply(const char *command_id, const char *field) {
+    Eskit__V1__CommandReply *rep = reply_to_command(command_id);
+    cr_assert_eq(rep->outcome, ESKIT__V1__OUTCOME__OUTCOME_ERROR);
+    cr_assert_eq(rep->code, ES_EINVAL, "%d: %s", rep->code, rep->reason);
+    cr_assert(strstr(rep->reason, field), "the reason names the %s: %s", field, rep->reason);
+    for (const char *p = rep->reason; *p; p++)
+        cr_assert((unsigned char)*p >= 0x20 && *p != 0x7f, "control byte in: %s", rep->reason);
+    eskit__v1__command_reply__free_unpacked(rep, NULL);
+}
+
+/* Whoever writes to the commands topic, a record breaking the limits is answered with an error
+ * and appends nothing, and the partition goes on; replies never go into a log topic. */
+Test(kafka_processor,
+     a_command_record_breaking_the_limits_gets_an_error_reply_and_appends_nothing) {
+    proc *pr = start_processor();
+    char *huge = malloc(70 * 1024 + 1);
+    cr_assert(huge);
+    memset(huge, 'k', 70 * 1024);
+    huge[70 * 1024] = '\0';
+    produce_command("o-lim1", "bad\ncid\x1b[2J", NULL, "orders.order.replies");
+    produce_command("o-lim2", "cid-huge-key", huge, "orders.order.replies");
+    produce_command("o-lim3", "cid-bad-utf8-\xff", NULL, "orders.order.replies");
+    produce_command("o-lim4", "cid-reply-to-events", NULL, "orders.order.events");
+    free(huge);
+    assert_error_reply("bad\ncid\x1b[2J", "command id");
+    assert_error_reply("cid-huge-key", "metadata key");
+    assert_error_reply("cid-bad-utf8-\xff", "command id");
+    assert_error_reply("cid-reply-to-events", "reply_to");
+
+    Orders__V1__PlaceOrder m;
+    es_command_t c = place("o-lim-ok", NULL, &m); /* the partition goes on */
+    accepted(&c, 1, "orders.v1.OrderPlaced");
+    stop_processor(pr);
+    records evs;
+    read_topic("orders.order.events", 1, &evs);
+    cr_assert_eq(evs.n, 1, "only the valid command appended");
+    cr_assert_str_eq(evs.r[0].ev->aggregate_id, "o-lim-ok");
+    free_records(&evs);
 }
 
 Test(kafka_processor, a_fresh_state_store_loads_its_aggregates_from_the_snapshots_topic) {

@@ -101,6 +101,69 @@ Test(saga_def, the_coordinator_refuses_a_wrong_definition_before_opening_anythin
     free(dir);
 }
 
+/* A step whose send names a target id that is not text (a byte that is not UTF-8, a C1 control
+ * character): es_saga_send refuses it as es_execute would, naming the aggregate id. */
+static es_err send_bad_id(const es_saga_view_t *v, es_saga_out_t *out, es_error_t *err) {
+    Inventory__V1__ReserveStock c = INVENTORY__V1__RESERVE_STOCK__INIT;
+    (void)err;
+    c.order_id = (char *)es_saga_view_id(v);
+    c.quantity = 1;
+    return es_saga_send(out,
+                        "sku-\xc2\x9b"
+                        "31m\xff",
+                        &c.base);
+}
+
+Test(saga_def, a_step_sending_to_an_id_that_is_not_text_parks_the_start_event_naming_the_id) {
+    char *dir = tu_tempdir();
+    es_config_t *cfg = tu_config(dir, "events.db");
+    char *saga_db = tu_path(dir, "saga.db");
+    es_error_t err = {0};
+    cr_assert_eq(es_config_set(cfg, "saga.db", saga_db, &err), ES_OK);
+    es_engine_t *engine = NULL;
+    cr_assert_eq(es_engine_new(cfg, &engine, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(demo_register_all(engine, &err), ES_OK, "%s", err.message);
+    Orders__V1__LineItem item = ORDERS__V1__LINE_ITEM__INIT;
+    item.sku = "sku-1";
+    item.quantity = 1;
+    item.unit_price_cents = 100;
+    Orders__V1__LineItem *items[] = {&item};
+    Orders__V1__PlaceOrder place = ORDERS__V1__PLACE_ORDER__INIT;
+    place.customer_id = "alice";
+    place.n_items = 1;
+    place.items = items;
+    place.currency = "USD";
+    es_command_t cmd = {
+        .aggregate_type = "orders.order", .aggregate_id = "o-1", .message = &place.base};
+    cr_assert_eq(es_execute(engine, &cmd, NULL, &err), ES_OK, "%s", err.message);
+
+    steps[0].send = send_bad_id;
+    es_saga_coordinator_t *c = NULL;
+    cr_assert_eq(es_saga_coordinator_new(cfg, &def, engine, &c, &err), ES_OK, "%s", err.message);
+    for (int i = 0; i < 5; i++)
+        cr_assert_eq(es_saga_poll(c, 10, NULL, &err), ES_OK, "%s", err.message);
+    uint64_t active = 1;
+    cr_assert_eq(es_saga_active(c, &active, &err), ES_OK);
+    cr_assert_eq(active, 0, "the instance was not started");
+    es_saga_coordinator_destroy(c);
+
+    es_config_t *rm = es_config_dup(cfg);
+    cr_assert_eq(es_config_set(rm, "readmodel.db", saga_db, &err), ES_OK);
+    es_dlq_entry_t *parked = NULL;
+    size_t n = 0;
+    cr_assert_eq(es_dlq_list(rm, NULL, false, &parked, &n, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(n, 1);
+    cr_assert(strstr(parked[0].error, "aggregate id 'sku-\\xc2\\x9b31m\\xff'"), "%s",
+              parked[0].error);
+    free(parked);
+    es_config_destroy(rm);
+    es_engine_destroy(engine);
+    es_config_destroy(cfg);
+    free(saga_db);
+    tu_rmtree(dir);
+    free(dir);
+}
+
 /* A step whose send emits a command of another type than it declares. */
 static es_err send_wrong(const es_saga_view_t *v, es_saga_out_t *out, es_error_t *err) {
     Orders__V1__ConfirmOrder c = ORDERS__V1__CONFIRM_ORDER__INIT;

@@ -10,7 +10,10 @@
  * State messages are owned by the engine and mutated in place by evolve: a
  * string or bytes field must be set with es_pb_set_string / es_pb_set_bytes
  * (or hold memory from malloc), because the engine frees states with
- * protobuf_c_message_free_unpacked.
+ * protobuf_c_message_free_unpacked. The event evolve receives is the engine's
+ * and goes after evolve: a state that keeps a pointer into it (a string, bytes,
+ * sub-message or array of the event) fails the command with ES_ESTATE naming
+ * the field, the first time it happens, and nothing is appended.
  */
 #ifndef ESKIT_ENGINE_H
 #define ESKIT_ENGINE_H
@@ -105,6 +108,10 @@ es_err es_execute_batch(es_engine_t *engine, const es_command_t *cmds, size_t n,
                         es_result_t *results, es_error_t *err);
 
 void es_result_clear(es_result_t *res);
+
+/* Checks a command as es_execute does before running it: names and ids against the limits of
+ * <eskit/event.h>, metadata; the message names the field and the command. */
+es_err es_validate_command(const es_command_t *cmd, es_error_t *err);
 
 /* Inside decide: appends event (packed now; the caller keeps ownership). */
 es_err es_emit(es_decision_t *d, const ProtobufCMessage *event);

@@ -17,8 +17,26 @@
 extern "C" {
 #endif
 
-#define ES_MAX_TYPE_LEN 128 /* aggregate type: "<domain>.<aggregate>" */
-#define ES_MAX_ID_LEN 255   /* aggregate id, bytes */
+/*
+ * Limits on what enters the log, checked on every way in (es_execute, es_execute_batch, the
+ * Kafka command processor, es_store_append, saga sends); a command that breaks one is refused
+ * with ES_EINVAL naming the field. docs/limits.md has the table and the reasons.
+ *
+ *   aggregate type             1..128 bytes, "<domain>.<aggregate>", lowercase [a-z0-9-] segments
+ *   aggregate id, command id,  1..255 bytes of text (a correlation id may be empty: none)
+ *     correlation id, saga instance id
+ *   event, command, state type 1..255 bytes, a protobuf full name ([A-Za-z_][A-Za-z0-9_]* segments)
+ *   metadata                   0..64 entries with distinct keys; key 1..128, value 0..4096 bytes
+ *                              of text
+ * Text: valid UTF-8 without control characters (C0 U+0000..U+001F, DEL U+007F, C1
+ * U+0080..U+009F).
+ */
+#define ES_MAX_TYPE_LEN 128            /* aggregate type: "<domain>.<aggregate>" */
+#define ES_MAX_ID_LEN 255              /* aggregate, command, correlation, saga instance id */
+#define ES_MAX_TYPE_NAME_LEN 255       /* event, command and state type (protobuf full name) */
+#define ES_MAX_METADATA 64             /* metadata entries per command or event */
+#define ES_MAX_METADATA_KEY_LEN 128    /* bytes */
+#define ES_MAX_METADATA_VALUE_LEN 4096 /* bytes */
 #define ES_UUID_STR_LEN 36
 
 typedef struct es_kv {
@@ -68,8 +86,10 @@ void es_event_free(es_event_t *ev);
 
 /* Checks "<domain>.<aggregate>": lowercase [a-z0-9-] segments, two or more. */
 es_err es_validate_aggregate_type(const char *type, es_error_t *err);
-/* Checks an aggregate id: 1..ES_MAX_ID_LEN bytes, no NUL or control characters. */
+/* Checks an aggregate id: 1..ES_MAX_ID_LEN bytes of text (UTF-8, no control characters). */
 es_err es_validate_aggregate_id(const char *id, es_error_t *err);
+/* Checks metadata as es_execute and es_store_append do: the limits above, distinct keys. */
+es_err es_validate_metadata(const es_kv_t *metadata, size_t n, es_error_t *err);
 
 /* Writes a fresh UUIDv7 (time-ordered) in text form; out holds 37 bytes. */
 void es_uuid7(char out[ES_UUID_STR_LEN + 1]);
