@@ -22,7 +22,7 @@ static void put_line(const char *what, const char *line) {
     pb_buf out;
     pb_buf_init(&out);
     pb_buf_printf(&out, "esctl: %s%s", what ? what : "", what ? ": " : "");
-    put_clean(&out, b.data ? b.data : "", 0);
+    put_clean_message(&out, b.data ? b.data : "");
     if (out.oom) /* still one line, unescaped */
         fprintf(stderr, "esctl: %s\n", b.oom || !b.data ? "out of memory" : b.data);
     else

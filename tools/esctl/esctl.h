@@ -89,6 +89,9 @@ void put_time(pb_buf *b, int64_t us);
 void put_clean(pb_buf *b, const char *s, int width);
 /* The columns put_clean(b, s, 0) takes. */
 int clean_width(const char *s);
+/* put_clean for a message (no padding), keeping backslashes: the library's messages are
+ * escaped already, and their \xNN must not turn into \\xNN. */
+void put_clean_message(pb_buf *b, const char *s);
 /* put_time, or "-" for 0; padded to width (0: no padding). */
 void put_time_or_dash(pb_buf *b, int64_t us, int width);
 /* JSON members: "key": "value"; json_opt: null when value is empty; json_time: an ISO time or

@@ -53,7 +53,7 @@ void put_time(pb_buf *b, int64_t us) {
 
 /* Escapes s into b (NULL: only counts) and returns the columns it takes: control characters
  * (C0, DEL, and C1 encoded in UTF-8) and bytes that are not UTF-8 become \xNN, a backslash \\. */
-static int clean(pb_buf *b, const char *s) {
+static int clean_as(pb_buf *b, const char *s, bool backslash) {
     const unsigned char *p = (const unsigned char *)s;
     size_t left = strlen(s);
     int cols = 0;
@@ -67,7 +67,7 @@ static int clean(pb_buf *b, const char *s) {
                 if (b)
                     pb_buf_printf(b, "\\x%02x", p[i]);
             cols += 4 * (int)n;
-        } else if (*p == '\\') {
+        } else if (*p == '\\' && backslash) {
             if (b)
                 pb_buf_puts(b, "\\\\");
             cols += 2;
@@ -83,12 +83,16 @@ static int clean(pb_buf *b, const char *s) {
 }
 
 int clean_width(const char *s) {
-    return clean(NULL, s);
+    return clean_as(NULL, s, true);
 }
 
 void put_clean(pb_buf *b, const char *s, int width) {
-    for (int n = clean(b, s); n < width; n++)
+    for (int n = clean_as(b, s, true); n < width; n++)
         pb_buf_putc(b, ' ');
+}
+
+void put_clean_message(pb_buf *b, const char *s) {
+    clean_as(b, s, false);
 }
 
 /* The decoded payload, NULL when the type is unknown (*desc NULL) or the bytes
