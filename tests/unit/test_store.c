@@ -3,6 +3,7 @@
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "testutil.h"
@@ -420,4 +421,32 @@ Test(store, a_read_only_open_reads_a_store_of_schema_version_2_and_leaves_it_at_
     cr_assert_eq(tu_query_int(path, "SELECT value FROM es_meta WHERE key = 'schema_version'"), 2);
     es_config_destroy(cfg);
     free(path);
+}
+
+/* Root's 'esctl verify --accept-end' on a service's store: the head file it makes is the
+ * service's, or the service's writers cannot raise it and loss detection stops. */
+Test(store, accepting_the_end_as_root_leaves_the_head_file_to_the_stores_owner) {
+    append_n("t-1", ES_EXPECT_ANY, 0, 3, NULL, NULL);
+    es_store_destroy(store);
+    store = NULL;
+    uid_t owner = geteuid() == 0 ? 65534 : geteuid();
+    gid_t group = geteuid() == 0 ? 65534 : getegid();
+    char *path = tu_path(dir, "store.db"), *head = tu_path(dir, "store.db-head");
+    cr_assert_eq(unlink(head), 0);
+    cr_assert_eq(chown(path, owner, group), 0);
+    es_config_t *cfg = tu_config(dir, "store.db");
+    es_error_t err = {0};
+    int64_t before = 0, after = 0;
+    cr_assert_eq(es_store_accept_end(cfg, &before, &after, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(before, -1);
+    cr_assert_eq(after, 3);
+    struct stat st;
+    cr_assert_eq(stat(head, &st), 0);
+    cr_assert_eq(st.st_uid, owner, "%s is owned by uid %u", head, (unsigned)st.st_uid);
+    cr_assert_eq(st.st_gid, group);
+    /* and it is the head file the store's writers keep */
+    cr_assert_eq(es_store_new(cfg, &store, &err), ES_OK, "%s", err.message);
+    es_config_destroy(cfg);
+    free(path);
+    free(head);
 }
