@@ -124,6 +124,11 @@ enum {
  * to owner:group. */
 es_err es_side_file_open_for(const char *path, const char *what, unsigned flags, uid_t owner,
                              gid_t group, int *fd, es_error_t *err);
+/* Gives the first size bytes of the side file fd disk blocks (growing it when shorter), so that
+ * writing them through a mapping cannot die of SIGBUS on a full disk: that is ES_EIO here,
+ * naming the file and saying the disk is full. */
+es_err es_side_file_reserve(int fd, const char *path, const char *what, size_t size,
+                            es_error_t *err);
 /* An O_PATH descriptor of the directory holding path ("." when it has no '/'), *base the name
  * in it; -1 with errno on failure. Open path with openat(fd, *base, ...) to use that dir. */
 int es_open_parent(const char *path, const char **base);

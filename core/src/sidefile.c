@@ -171,3 +171,18 @@ es_err es_side_file_open_for(const char *path, const char *what, unsigned flags,
 es_err es_side_file_open(const char *path, const char *what, int *fd, es_error_t *err) {
     return es_side_file_open_for(path, what, 0, geteuid(), getegid(), fd, err);
 }
+
+es_err es_side_file_reserve(int fd, const char *path, const char *what, size_t size,
+                            es_error_t *err) {
+    int rc = posix_fallocate(fd, 0, (off_t)size);
+    if (rc == 0)
+        return ES_OK;
+    if (rc == ENOSPC || rc == EDQUOT || rc == EFBIG)
+        return es_fail(err, ES_EIO,
+                       "cannot make room for the %s %s (%zu bytes): %s: the disk is full (or the "
+                       "user's quota or file size limit is reached); free some space and run it "
+                       "again",
+                       what, path, size, strerror(rc));
+    return es_fail(err, ES_EIO, "cannot allocate the %s %s (%zu bytes): %s", what, path, size,
+                   strerror(rc));
+}

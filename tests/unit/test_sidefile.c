@@ -3,9 +3,11 @@
  * guard, a replay's guard) and beside an event store (its head file) as another
  * user who can write their directory would attack them: a symlink or hard link
  * to a victim file, a file of their own, a directory anyone can write. Each is
- * refused, naming the file, and the victim keeps its bytes.
+ * refused, naming the file, and the victim keeps its bytes. And on a full disk
+ * they are an error saying so, not a SIGBUS.
  */
 #include <criterion/criterion.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +15,7 @@
 #include <unistd.h>
 
 #include "notes.h"
+#include "projector_int.h"
 #include "testutil.h"
 
 static char *dir;
@@ -237,4 +240,24 @@ Test(side_files, a_store_in_a_directory_every_user_can_write_keeps_no_head_file_
     free(head);
     free(db);
     free(shared);
+}
+
+/* The guard's page is mapped and written: on a full disk a sparse page is a SIGBUS. */
+static int open_guard_on_full_disk(const char *where, void *opaque) {
+    (void)opaque;
+    char *path = tu_path(where, "read.db-notes.guard");
+    es_guard_t *g = NULL;
+    es_error_t err = {0};
+    es_err e = es_guard_open(path, &g, &err);
+    fprintf(stderr, "es_guard_open: %d %s\n", e, err.message);
+    int ok = e == ES_EIO && strstr(err.message, path) && strstr(err.message, "disk is full");
+    es_guard_close(g);
+    free(path);
+    return ok ? 0 : 1;
+}
+
+Test(side_files, a_crash_guard_on_a_full_disk_is_an_error_saying_so_not_a_crash) {
+    int status = tu_on_full_disk(dir, NULL, open_guard_on_full_disk, NULL);
+    cr_assert_neq(status, -SIGBUS, "the guard's first write killed the process with SIGBUS");
+    cr_assert_eq(status, 0, "exit status %d (see stderr)", status);
 }

@@ -1,4 +1,6 @@
 #include <criterion/criterion.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <sqlite3.h>
 #include <stdlib.h>
@@ -449,4 +451,46 @@ Test(store, accepting_the_end_as_root_leaves_the_head_file_to_the_stores_owner) 
     es_config_destroy(cfg);
     free(path);
     free(head);
+}
+
+/* A store open on it (its -wal and -shm made with room to spare), its head file removed:
+ * the next writer makes one, on a full disk. */
+static es_store_t *first_writer;
+
+static int store_with_room(const char *where, void *opaque) {
+    (void)opaque;
+    es_config_t *cfg = tu_config(where, "store.db");
+    es_error_t err = {0};
+    es_new_event_t ev = {"test.v1.Happened", (const uint8_t *)"abc", 3, NULL, NULL, NULL, 0};
+    int ok = es_store_new(cfg, &first_writer, &err) == ES_OK &&
+             es_store_append(first_writer, "test.thing", "t-1", ES_EXPECT_ANY, 0, &ev, 1, NULL,
+                             &err) == ES_OK;
+    char *head = tu_path(where, "store.db-head");
+    ok = ok && unlink(head) == 0;
+    if (!ok)
+        fprintf(stderr, "setting up: %s\n", err.message);
+    free(head);
+    es_config_destroy(cfg);
+    return ok ? 0 : 1;
+}
+
+static int open_store_on_full_disk(const char *where, void *opaque) {
+    (void)opaque;
+    es_config_t *cfg = tu_config(where, "store.db");
+    char *head = tu_path(where, "store.db-head");
+    es_store_t *s = NULL;
+    es_error_t err = {0};
+    es_err e = es_store_new(cfg, &s, &err);
+    fprintf(stderr, "es_store_new: %d %s\n", e, err.message);
+    int ok = e == ES_EIO && strstr(err.message, head) && strstr(err.message, "disk is full");
+    es_store_destroy(s);
+    es_config_destroy(cfg);
+    free(head);
+    return ok ? 0 : 1;
+}
+
+Test(store, a_head_file_made_on_a_full_disk_is_an_error_saying_so_not_a_crash) {
+    int status = tu_on_full_disk(dir, store_with_room, open_store_on_full_disk, NULL);
+    cr_assert_neq(status, -SIGBUS, "the head file's first write killed the process with SIGBUS");
+    cr_assert_eq(status, 0, "exit status %d (see stderr)", status);
 }

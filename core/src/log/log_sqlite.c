@@ -1919,10 +1919,8 @@ static es_err attach_head(sqlite_log *l, es_error_t *err) {
         es_fail(err, e, "%s", why.message);
     if (e == ES_OK && flock(fd, LOCK_EX) != 0)
         e = es_fail(err, ES_EIO, "cannot lock %s: %s", path, strerror(errno));
-    struct stat st;
-    if (e == ES_OK && fstat(fd, &st) == 0 && st.st_size < (off_t)sizeof(head_page) &&
-        ftruncate(fd, sizeof(head_page)) != 0)
-        e = es_fail(err, ES_EIO, "cannot size %s: %s", path, strerror(errno));
+    if (e == ES_OK)
+        e = es_side_file_reserve(fd, path, HEAD_WHAT, sizeof(head_page), err);
     if (e == ES_OK && (map = mmap(NULL, sizeof(head_page), PROT_READ | PROT_WRITE, MAP_SHARED, fd,
                                   0)) == MAP_FAILED)
         e = es_fail(err, ES_EIO, "cannot map %s: %s", path, strerror(errno));
@@ -2087,6 +2085,8 @@ es_err es_log_sqlite_accept_end(const es_config_t *cfg, int64_t *before, int64_t
         e = open_head(l, 0, &path, &fd, err);
     if (e == ES_OK && flock(fd, LOCK_EX) != 0)
         e = es_fail(err, ES_EIO, "cannot lock %s: %s", path, strerror(errno));
+    if (e == ES_OK)
+        e = es_side_file_reserve(fd, path, HEAD_WHAT, sizeof(head_page), err);
     head_page p = {0};
     memcpy(p.magic, HEAD_MAGIC, sizeof HEAD_MAGIC);
     snprintf(p.log_id, sizeof p.log_id, "%s", l->log_id);
