@@ -278,6 +278,8 @@ typedef struct sqlite_log {
     int64_t recorded_end, opened_end; /* the head file's end (-1: none) and ours, at open */
     char head_why[512];               /* why a head file present is not used; "" when it is */
     char log_id[LOG_ID_CAP];
+    es_db_stamp stamp; /* read-only: the file before it was opened, to tell a writer's arrival */
+    int changed;       /* read-only: the head check failed because a writer came meanwhile */
 } sqlite_log;
 
 typedef struct stream_row {
@@ -1840,7 +1842,18 @@ static es_err open_head(const sqlite_log *l, unsigned flags, char **path, int *f
     return es_side_file_open_for(*path, HEAD_WHAT, flags, st.st_uid, st.st_gid, fd, err);
 }
 
-/* Reads our end and compares it with the recorded one; a log ending below it lost events. */
+/* Read-only and immutable (no -wal when it opened, so no lock): a writer came since it opened,
+ * and what it reads may miss the writer's commits that the head file already records. */
+static int disturbed(const sqlite_log *l) {
+    es_db_stamp now;
+    if (!(l->flags & ES_LOG_READONLY) || !es_db_immutable(l->db))
+        return 0;
+    es_db_stamp_take(l->path, &now);
+    return !es_db_stamp_same(&l->stamp, &now);
+}
+
+/* Reads our end and compares it with the recorded one; a log ending below it lost events,
+ * unless it was read while a writer came (ES_ERETRY, l->changed). */
 static es_err check_end(sqlite_log *l, const head_view *v, es_error_t *err) {
     int64_t next = 0;
     es_error_t why = {0};
@@ -1867,6 +1880,11 @@ static es_err check_end(sqlite_log *l, const head_view *v, es_error_t *err) {
         l->recorded_end = v->end;
     if (l->recorded_end <= l->opened_end || (l->flags & ES_LOG_NO_END_CHECK))
         return ES_OK;
+    if ((l->changed = disturbed(l)))
+        return es_fail(err, ES_ERETRY,
+                       "%s changed while it was read (a writer opened it: %s-head records position "
+                       "%lld, the file read ended at %lld); run it again",
+                       l->path, l->path, (long long)l->recorded_end, (long long)l->opened_end);
     return es_fail(err, ES_EIO,
                    "%s: the log ends at position %lld, but %s-head records position %lld as "
                    "committed: %lld acknowledged event(s) are gone (a damaged or cut -wal file, or "
@@ -2002,13 +2020,50 @@ static es_err setup_readonly(sqlite_log *l, es_error_t *err) {
     return e;
 }
 
+/* What an inspection open made, undone for another try. */
+static void close_readonly(sqlite_log *l) {
+    for (int i = 0; i < S_COUNT; i++) {
+        sqlite3_finalize(l->st[i]);
+        l->st[i] = NULL;
+    }
+    drop_type_cache(l);
+    sqlite3_close(l->db);
+    l->db = NULL;
+    l->recorded_end = -1;
+    l->opened_end = 0;
+    l->head_why[0] = '\0';
+    l->changed = 0;
+}
+
+/* A writer that came while an immutable open read the file makes the head check fail (its
+ * commits are in a -wal this open does not read), or a read fail (it checkpointed under it):
+ * the second open sees its -wal, or the file it checkpointed into, and reads what it
+ * committed. */
+static es_err open_readonly(sqlite_log *l, int busy_ms, es_error_t *err) {
+    for (int attempt = 1;; attempt++) {
+        es_db_stamp_take(l->path, &l->stamp);
+        es_err e = es_db_open_readonly(l->path, "event store", busy_ms, &l->db, err);
+        if (e == ES_OK)
+            e = setup_readonly(l, err);
+        if (e == ES_OK || !(l->changed || disturbed(l)))
+            return e;
+        if (attempt == 2) {
+            if (!l->changed)
+                es_error_prefix(err,
+                                "%s changed while it was read (a writer opened it), so this may "
+                                "be no damage; run it again: ",
+                                l->path);
+            return e;
+        }
+        close_readonly(l);
+    }
+}
+
 static es_err open_db(sqlite_log *l, es_error_t *err) {
     const es_config_t *cfg = l->base.cfg;
     int busy_ms = (int)es_config_get_int(cfg, "sqlite.busy.timeout.ms");
-    if (l->flags & ES_LOG_READONLY) {
-        es_err e = es_db_open_readonly(l->path, "event store", busy_ms, &l->db, err);
-        return e == ES_OK ? setup_readonly(l, err) : e;
-    }
+    if (l->flags & ES_LOG_READONLY)
+        return open_readonly(l, busy_ms, err);
     int rc = sqlite3_open_v2(
         l->path, &l->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK)
@@ -2066,6 +2121,10 @@ void es_log_sqlite_end(es_log_t *log, int64_t *recorded, int64_t *found, const c
     *why = l->head_why[0] ? l->head_why : NULL;
 }
 
+int es_log_sqlite_disturbed(es_log_t *log) {
+    return disturbed((const sqlite_log *)log);
+}
+
 es_err es_log_sqlite_accept_end(const es_config_t *cfg, int64_t *before, int64_t *after,
                                 es_error_t *err) {
     es_log_t *log = NULL;
@@ -2081,6 +2140,11 @@ es_err es_log_sqlite_accept_end(const es_config_t *cfg, int64_t *before, int64_t
                     "cannot accept the end of %s (nothing was written to its head "
                     "file): %s",
                     l->path, l->head_why);
+    else if (disturbed(l))
+        e = es_fail(err, ES_ERETRY,
+                    "cannot accept the end of %s: a writer opened it while its end was read; "
+                    "nothing was written; run it again",
+                    l->path);
     if (e == ES_OK)
         e = open_head(l, 0, &path, &fd, err);
     if (e == ES_OK && flock(fd, LOCK_EX) != 0)
