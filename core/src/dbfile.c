@@ -99,8 +99,9 @@ es_err es_db_open_readonly(const char *path, const char *what, int busy_ms, sqli
         return es_fail(err, ES_EINVAL, "%s is not a regular file; give the %s's database file",
                        path, what);
     /* No -wal: no connection has it open (the last one to close deletes it), so the file alone
-     * is the database. A writer that opens it while we read could checkpoint under us; the
-     * reads esctl makes are short, and 'esctl verify' checks for that afterwards. */
+     * is the database. A writer that opens it while we read commits to a -wal we do not see, or
+     * checkpoints under us: the store's head check and 'esctl verify' stamp the file before and
+     * after their reads (es_db_stamp_take) to tell that from damage. */
     int wal = side_exists(path, "-wal");
     if (wal && !side_exists(path, "-shm"))
         return es_fail(err, ES_EIO,
@@ -126,6 +127,43 @@ es_err es_db_open_readonly(const char *path, const char *what, int busy_ms, sqli
     sqlite3_extended_result_codes(*db, 1);
     sqlite3_busy_timeout(*db, busy_ms);
     return ES_OK;
+}
+
+static void stamp_file(const char *path, const char *suffix, es_db_file_stamp *f) {
+    size_t n = strlen(path) + strlen(suffix) + 1;
+    char *name = malloc(n);
+    struct stat st;
+    memset(f, 0, sizeof *f);
+    if (name)
+        snprintf(name, n, "%s%s", path, suffix);
+    int found = name && stat(name, &st) == 0;
+    free(name);
+    if (!found)
+        return;
+    f->exists = 1;
+    f->dev = st.st_dev;
+    f->ino = st.st_ino;
+    f->size = st.st_size;
+    f->mtim = st.st_mtim;
+}
+
+void es_db_stamp_take(const char *path, es_db_stamp *s) {
+    stamp_file(path, "", &s->file);
+    stamp_file(path, "-wal", &s->wal);
+}
+
+static int same_file(const es_db_file_stamp *a, const es_db_file_stamp *b) {
+    return a->exists == b->exists && a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+           a->mtim.tv_sec == b->mtim.tv_sec && a->mtim.tv_nsec == b->mtim.tv_nsec;
+}
+
+int es_db_stamp_same(const es_db_stamp *a, const es_db_stamp *b) {
+    return same_file(&a->file, &b->file) && same_file(&a->wal, &b->wal);
+}
+
+int es_db_immutable(sqlite3 *db) {
+    const char *name = db ? sqlite3_db_filename(db, "main") : NULL;
+    return name && sqlite3_uri_boolean(name, "immutable", 0);
 }
 
 /* Which of eskit's tables the file has. */

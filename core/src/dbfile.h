@@ -33,9 +33,32 @@ const char *es_db_kind_name(es_db_kind kind);
  * connection has the database open and it is opened immutable (no locks, no -wal/-shm), as
  * SQLite would otherwise create them (as root: files the owner can then not open) or fail
  * where it cannot; a -wal without its -shm is refused (reading would create the -shm). A missing
- * file is ES_ENOTFOUND; what names the file ("event store"). */
+ * file is ES_ENOTFOUND; what names the file ("event store"). A reader that must not mistake a
+ * writer's arrival for damage stamps the file (es_db_stamp_take) before this and after its
+ * reads. */
 es_err es_db_open_readonly(const char *path, const char *what, int busy_ms, sqlite3 **db,
                            es_error_t *err);
+/* What a database file and its -wal were at one moment (device, inode, size, modification
+ * time; whether the -wal exists). A database opened immutable is read without locks, so a
+ * writer may come while it is read: its commits go to a -wal the reader does not see, or are
+ * checkpointed into the file under it. Either changes the stamp (a writer that opened, committed,
+ * checkpointed and removed its -wal in between leaves the file's size or time changed). */
+typedef struct es_db_file_stamp {
+    int exists;
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtim;
+} es_db_file_stamp;
+typedef struct es_db_stamp {
+    es_db_file_stamp file, wal;
+} es_db_stamp;
+/* Stamps path and path-wal now. */
+void es_db_stamp_take(const char *path, es_db_stamp *s);
+/* 1 when nothing changed between the two stamps. */
+int es_db_stamp_same(const es_db_stamp *a, const es_db_stamp *b);
+/* 1 when db was opened immutable (no locks; see es_db_open_readonly). */
+int es_db_immutable(sqlite3 *db);
 /* Tells what the open database is from its eskit tables. */
 es_err es_db_probe(sqlite3 *db, const char *path, es_db_kind *kind, es_error_t *err);
 /* ES_OK when the database is of kind want (an event store accepts a state store, a read model a

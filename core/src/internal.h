@@ -111,9 +111,24 @@ char *es_strdup0(const char *s);
 
 /* Opens (creating, 0644) a side file eskit writes beside a database; what names it in errors
  * ("crash guard"). Refuses a symlink, anything but a regular file with one link owned by the
- * effective user, and a directory every user can write unless it is sticky and owned by the
- * user or root. *fd is O_RDWR | O_CLOEXEC; the caller closes it. (sidefile.c) */
+ * effective user and not writable by every user, and a directory every user can write unless
+ * it is sticky and owned by the user or root. *fd is O_RDWR | O_CLOEXEC; the caller closes it.
+ * (sidefile.c) */
 es_err es_side_file_open(const char *path, const char *what, int *fd, es_error_t *err);
+/* es_side_file_open's flags. */
+enum {
+    ES_SIDE_READ = 1, /* O_RDONLY, never created: a missing file is ES_ENOTFOUND */
+};
+/* es_side_file_open, with the same checks, for a file that may also be owner's (the owner of
+ * its database, when another user such as root opens the database); one root creates is given
+ * to owner:group. */
+es_err es_side_file_open_for(const char *path, const char *what, unsigned flags, uid_t owner,
+                             gid_t group, int *fd, es_error_t *err);
+/* Gives the first size bytes of the side file fd disk blocks (growing it when shorter), so that
+ * writing them through a mapping cannot die of SIGBUS on a full disk: that is ES_EIO here,
+ * naming the file and saying the disk is full. */
+es_err es_side_file_reserve(int fd, const char *path, const char *what, size_t size,
+                            es_error_t *err);
 /* An O_PATH descriptor of the directory holding path ("." when it has no '/'), *base the name
  * in it; -1 with errno on failure. Open path with openat(fd, *base, ...) to use that dir. */
 int es_open_parent(const char *path, const char **base);

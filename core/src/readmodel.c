@@ -181,8 +181,9 @@ es_err es_guard_open(const char *path, es_guard_t **out, es_error_t *err) {
     es_err e = es_side_file_open(path, "crash guard", &fd, err);
     if (e != ES_OK)
         return e;
-    if (ftruncate(fd, sizeof(guard_page)) != 0)
-        e = es_fail(err, ES_EIO, "cannot size crash guard %s: %s", path, strerror(errno));
+    /* Blocks first, then the mapping: a page of a sparse file written on a full disk is a
+     * SIGBUS (an older guard, a page shorter, grows here too). */
+    e = es_side_file_reserve(fd, path, "crash guard", sizeof(guard_page), err);
     void *map = e == ES_OK
                     ? mmap(NULL, sizeof(guard_page), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
                     : MAP_FAILED;

@@ -153,6 +153,41 @@ Test(esctl_corruption, a_damaged_page_of_the_events_table_is_reported_as_corrupt
     tu_result_free(&r);
 }
 
+/* The bytes of the file at path (len of them). */
+static char *file_bytes(const char *path, size_t *len) {
+    struct stat st;
+    cr_assert_eq(stat(path, &st), 0, "%s", path);
+    char *buf = malloc((size_t)st.st_size + 1);
+    int fd = open(path, O_RDONLY);
+    cr_assert(buf && fd >= 0);
+    cr_assert_eq(read(fd, buf, (size_t)st.st_size), st.st_size);
+    close(fd);
+    *len = (size_t)st.st_size;
+    return buf;
+}
+
+/* --accept-end writes the end it read; one it could not read is not an end to write. */
+Test(esctl_corruption, accepting_the_end_of_a_log_whose_end_cannot_be_read_writes_nothing) {
+    write_store();
+    char head[4096];
+    snprintf(head, sizeof head, "%s-head", db);
+    size_t len = 0, after_len = 0;
+    char *before = file_bytes(head, &len);
+    static const unsigned char junk[16] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                           0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+    write_at(db, page_offset("es_events"), junk, sizeof junk);
+    tu_result r = TU_ESCTL("--db", db, "verify", "--accept-end");
+    cr_expect_eq(r.status, 1, "stdout: %s", r.out);
+    assert_one_line_error(&r);
+    cr_expect_not_null(strstr(r.err, "cannot accept the end"), "%s", r.err);
+    cr_expect_not_null(strstr(r.err, "nothing was written"), "%s", r.err);
+    tu_result_free(&r);
+    char *after = file_bytes(head, &after_len);
+    cr_assert(after_len == len && !memcmp(before, after, len), "%s was rewritten", head);
+    free(before);
+    free(after);
+}
+
 static void copy_file(const char *from, const char *to) {
     struct stat st;
     cr_assert_eq(stat(from, &st), 0, "%s", from);

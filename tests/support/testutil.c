@@ -8,7 +8,12 @@
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/stat.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -104,6 +109,61 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
 void tu_rmtree(const char *dir) {
     if (dir)
         nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Writes a file in dir until the disk refuses more. */
+static int fill_up(const char *dir) {
+    char *path = tu_path(dir, "filler");
+    int fd = path ? open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600) : -1;
+    free(path);
+    if (fd < 0)
+        return -1;
+    static const char block[4096];
+    while (write(fd, block, sizeof block) > 0)
+        ;
+    while (write(fd, block, 1) > 0) /* the last bytes of a partial block */
+        ;
+    int full = errno == ENOSPC;
+    close(fd);
+    return full ? 0 : -1;
+}
+
+/* The child's side of tu_on_full_disk: 1 when it could mount a tmpfs on dir. */
+static int mount_small_disk(const char *dir) {
+    return unshare(CLONE_NEWNS) == 0 && mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0 &&
+           mount("tmpfs", dir, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0700") == 0;
+}
+
+int tu_on_full_disk(const char *parent, int (*prepare)(const char *dir, void *opaque),
+                    int (*fn)(const char *dir, void *opaque), void *opaque) {
+    char *dir = tu_path(parent, "full-disk");
+    if (!dir || mkdir(dir, 0700) != 0) {
+        free(dir);
+        return -1000;
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+        int mounted = mount_small_disk(dir);
+        if (prepare && prepare(dir, opaque) != 0)
+            _exit(100);
+        if (mounted && fill_up(dir) != 0)
+            _exit(101);
+        if (!mounted) {
+            struct rlimit lim = {64, 64};
+            signal(SIGXFSZ, SIG_IGN);
+            if (setrlimit(RLIMIT_FSIZE, &lim) != 0)
+                _exit(102);
+        }
+        _exit(fn(dir, opaque));
+    }
+    int status = 0;
+    while (pid > 0 && waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    tu_rmtree(dir);
+    free(dir);
+    if (pid < 0)
+        return -1000;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
 }
 
 int tu_write_full(int fd, const void *buf, size_t len) {

@@ -37,6 +37,16 @@ void tu_result_free(tu_result *r);
 /* The first column of the first row of sql on the database at path (asserts there is one). */
 long long tu_query_int(const char *path, const char *sql);
 
+/* Runs fn(dir, opaque) in a child process with dir, a fresh directory under parent, on a full
+ * disk, after prepare(dir, opaque) (may be NULL) set it up with room to spare. As root where
+ * mounting is allowed the disk is a 1 MiB tmpfs the child mounts in a mount namespace of its
+ * own (gone when it exits) and fills up: what a full disk does to a mapped page (SIGBUS) shows.
+ * Elsewhere the child's files may not grow past 64 bytes (RLIMIT_FSIZE, SIGXFSZ ignored): the
+ * error paths show, not the SIGBUS. prepare and fn return 0 when all went as expected; the
+ * result is the child's exit status, or -signal when a signal killed it. */
+int tu_on_full_disk(const char *parent, int (*prepare)(const char *dir, void *opaque),
+                    int (*fn)(const char *dir, void *opaque), void *opaque);
+
 /* Removes a directory tree (best effort). */
 void tu_rmtree(const char *dir);
 

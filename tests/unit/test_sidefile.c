@@ -1,11 +1,13 @@
 /*
  * The files eskit writes beside a read model (the projector's lock, its crash
- * guard, a replay's guard) as another user who can write their directory would
- * attack them: a symlink or hard link to a victim file, a file of their own, a
- * directory anyone can write. Each is refused, naming the file, and the victim
- * keeps its bytes.
+ * guard, a replay's guard) and beside an event store (its head file) as another
+ * user who can write their directory would attack them: a symlink or hard link
+ * to a victim file, a file of their own, a directory anyone can write. Each is
+ * refused, naming the file, and the victim keeps its bytes. And on a full disk
+ * they are an error saying so, not a SIGBUS.
  */
 #include <criterion/criterion.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +15,7 @@
 #include <unistd.h>
 
 #include "notes.h"
+#include "projector_int.h"
 #include "testutil.h"
 
 static char *dir;
@@ -163,4 +166,98 @@ Test(side_files, side_files_in_a_sticky_directory_of_our_own_are_used) {
     es_runner_destroy(r);
     cr_assert_eq(es_replay(cfg, &notes_v1, NULL, NULL, &err), ES_OK, "%s", err.message);
     free(rmdir);
+}
+
+/* The store made, closed, and its head file replaced by what plant makes at the name. */
+static char *plant_head(int (*plant)(const char *target, const char *name)) {
+    es_store_t *store = NULL;
+    es_error_t err = {0};
+    cr_assert_eq(es_store_new(cfg, &store, &err), ES_OK, "%s", err.message);
+    es_store_destroy(store);
+    char *head = tu_path(dir, "events.db-head");
+    cr_assert_eq(unlink(head), 0, "the store keeps %s", head);
+    cr_assert_eq(plant(victim, head), 0);
+    return head;
+}
+
+static void assert_store_refused(const char *head, const char *why) {
+    es_store_t *store = NULL;
+    es_error_t err = {0};
+    cr_assert_neq(es_store_new(cfg, &store, &err), ES_OK, "the store opened");
+    cr_assert(strstr(err.message, head) && strstr(err.message, why), "%s", err.message);
+    cr_assert_neq(es_store_open(cfg, ES_OPEN_READONLY, &store, &err), ES_OK,
+                  "the store opened read-only");
+    cr_assert(strstr(err.message, head) && strstr(err.message, why), "%s", err.message);
+    cr_assert_neq(es_store_accept_end(cfg, NULL, NULL, &err), ES_OK, "the end was accepted");
+    cr_assert(strstr(err.message, head) && strstr(err.message, why), "%s", err.message);
+}
+
+/* With fs.protected_hardlinks off (the default in many containers) the owner of the store's
+ * directory can link a file of root's there; root's next writer would take it for a new head
+ * file and write its first 128 bytes. */
+Test(side_files, a_head_file_hard_linked_to_another_file_is_refused_and_its_target_is_unchanged) {
+    char *head = plant_head(link);
+    assert_store_refused(head, "hard links");
+    assert_victim_unchanged();
+    free(head);
+}
+
+Test(side_files, a_head_file_that_is_a_symlink_is_refused_and_its_target_is_unchanged) {
+    char *head = plant_head(symlink);
+    assert_store_refused(head, "symbolic link");
+    assert_victim_unchanged();
+    free(head);
+}
+
+/* A file of our own at name that every user may write. */
+static int writable_by_all(const char *target, const char *name) {
+    (void)target;
+    FILE *f = fopen(name, "w");
+    if (!f)
+        return -1;
+    fclose(f);
+    return chmod(name, 0666);
+}
+
+Test(side_files, a_head_file_every_user_may_write_is_refused) {
+    char *head = plant_head(writable_by_all);
+    assert_store_refused(head, "every user may write it");
+    free(head);
+}
+
+Test(side_files, a_store_in_a_directory_every_user_can_write_keeps_no_head_file_there) {
+    char *shared = tu_path(dir, "shared");
+    cr_assert_eq(mkdir(shared, 0700), 0);
+    cr_assert_eq(chmod(shared, 0777), 0);
+    char *db = tu_path(shared, "events.db");
+    es_error_t err = {0};
+    cr_assert_eq(es_config_set(cfg, "db", db, &err), ES_OK, "%s", err.message);
+    es_store_t *store = NULL;
+    cr_assert_neq(es_store_new(cfg, &store, &err), ES_OK, "the store opened");
+    cr_assert(strstr(err.message, "writable by every user"), "%s", err.message);
+    char *head = tu_path(shared, "events.db-head");
+    cr_assert_neq(access(head, F_OK), 0, "%s was made", head);
+    free(head);
+    free(db);
+    free(shared);
+}
+
+/* The guard's page is mapped and written: on a full disk a sparse page is a SIGBUS. */
+static int open_guard_on_full_disk(const char *where, void *opaque) {
+    (void)opaque;
+    char *path = tu_path(where, "read.db-notes.guard");
+    es_guard_t *g = NULL;
+    es_error_t err = {0};
+    es_err e = es_guard_open(path, &g, &err);
+    fprintf(stderr, "es_guard_open: %d %s\n", e, err.message);
+    int ok = e == ES_EIO && strstr(err.message, path) && strstr(err.message, "disk is full");
+    es_guard_close(g);
+    free(path);
+    return ok ? 0 : 1;
+}
+
+Test(side_files, a_crash_guard_on_a_full_disk_is_an_error_saying_so_not_a_crash) {
+    int status = tu_on_full_disk(dir, NULL, open_guard_on_full_disk, NULL);
+    cr_assert_neq(status, -SIGBUS, "the guard's first write killed the process with SIGBUS");
+    cr_assert_eq(status, 0, "exit status %d (see stderr)", status);
 }

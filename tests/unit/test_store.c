@@ -1,10 +1,14 @@
 #include <criterion/criterion.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "dbfile.h"
 #include "testutil.h"
 
 static char *dir;
@@ -420,4 +424,207 @@ Test(store, a_read_only_open_reads_a_store_of_schema_version_2_and_leaves_it_at_
     cr_assert_eq(tu_query_int(path, "SELECT value FROM es_meta WHERE key = 'schema_version'"), 2);
     es_config_destroy(cfg);
     free(path);
+}
+
+/* Root's 'esctl verify --accept-end' on a service's store: the head file it makes is the
+ * service's, or the service's writers cannot raise it and loss detection stops. */
+Test(store, accepting_the_end_as_root_leaves_the_head_file_to_the_stores_owner) {
+    append_n("t-1", ES_EXPECT_ANY, 0, 3, NULL, NULL);
+    es_store_destroy(store);
+    store = NULL;
+    uid_t owner = geteuid() == 0 ? 65534 : geteuid();
+    gid_t group = geteuid() == 0 ? 65534 : getegid();
+    char *path = tu_path(dir, "store.db"), *head = tu_path(dir, "store.db-head");
+    cr_assert_eq(unlink(head), 0);
+    cr_assert_eq(chown(path, owner, group), 0);
+    es_config_t *cfg = tu_config(dir, "store.db");
+    es_error_t err = {0};
+    int64_t before = 0, after = 0;
+    cr_assert_eq(es_store_accept_end(cfg, &before, &after, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(before, -1);
+    cr_assert_eq(after, 3);
+    struct stat st;
+    cr_assert_eq(stat(head, &st), 0);
+    cr_assert_eq(st.st_uid, owner, "%s is owned by uid %u", head, (unsigned)st.st_uid);
+    cr_assert_eq(st.st_gid, group);
+    /* and it is the head file the store's writers keep */
+    cr_assert_eq(es_store_new(cfg, &store, &err), ES_OK, "%s", err.message);
+    es_config_destroy(cfg);
+    free(path);
+    free(head);
+}
+
+/* A writer that comes while a read-only open reads the file without locks (there was no -wal,
+ * so it was opened immutable), simulated where SQLite lets code in: the auto-extension run at
+ * the end of each sqlite3_open, the read-only one's included, before anything is read; or, from
+ * there, a trace of that connection's statements, when one of them starts. */
+static struct {
+    int armed;
+    int keep_open;      /* the writer stays (its -wal with it), or closes, checkpointing and
+                           removing its -wal */
+    size_t payload;     /* of the event it appends: a large one grows the file */
+    const char *at_sql; /* comes when a statement with this text starts; NULL: at the open */
+    es_store_t *writer;
+} arrival;
+
+static void arrive(void) {
+    arrival.armed = 0;
+    es_config_t *cfg = tu_config(dir, "store.db");
+    es_store_t *w = NULL;
+    uint8_t *payload = calloc(1, arrival.payload);
+    es_new_event_t ev = {"test.v1.Happened", payload, arrival.payload, NULL, NULL, NULL, 0};
+    es_error_t err = {0};
+    if (es_store_new(cfg, &w, &err) != ES_OK ||
+        es_store_append(w, "test.thing", "t-2", ES_EXPECT_ANY, 0, &ev, 1, NULL, &err) != ES_OK)
+        fprintf(stderr, "the writer failed: %s\n", err.message);
+    free(payload);
+    es_config_destroy(cfg);
+    if (arrival.keep_open)
+        arrival.writer = w;
+    else
+        es_store_destroy(w);
+}
+
+static int on_statement(unsigned mask, void *ctx, void *stmt, void *sql) {
+    (void)mask;
+    (void)ctx;
+    (void)stmt;
+    if (arrival.armed && strstr(sql, arrival.at_sql))
+        arrive();
+    return 0;
+}
+
+static int on_open(sqlite3 *db, const char **msg, const void *api) {
+    (void)msg;
+    (void)api;
+    if (!arrival.armed || !es_db_immutable(db))
+        return SQLITE_OK;
+    if (arrival.at_sql)
+        sqlite3_trace_v2(db, SQLITE_TRACE_STMT, on_statement, NULL);
+    else
+        arrive();
+    return SQLITE_OK;
+}
+
+/* Two events of t-1 in the store, closed; a writer of one event of t-2 on its way. */
+static es_config_t *writer_coming(int keep_open, size_t payload, const char *at_sql) {
+    append_n("t-1", ES_EXPECT_ANY, 0, 2, NULL, NULL);
+    es_store_destroy(store);
+    store = NULL;
+    char *wal = tu_path(dir, "store.db-wal");
+    cr_assert_neq(access(wal, F_OK), 0, "the store left %s", wal);
+    free(wal);
+    arrival.armed = 1;
+    arrival.keep_open = keep_open;
+    arrival.payload = payload;
+    arrival.at_sql = at_sql;
+    cr_assert_eq(sqlite3_auto_extension((void (*)(void))on_open), SQLITE_OK);
+    return tu_config(dir, "store.db");
+}
+
+static void assert_read_only_open_reads_all(es_config_t *cfg) {
+    es_store_t *ro = NULL;
+    es_error_t err = {0};
+    cr_assert_eq(es_store_open(cfg, ES_OPEN_READONLY, &ro, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(arrival.armed, 0, "the writer came");
+    seen s = {0};
+    cr_assert_eq(es_store_read_log(ro, NULL, 1, 0, record, &s, NULL, &err), ES_OK, "%s",
+                 err.message);
+    cr_assert_eq(s.n, 3, "the writer's event is read too");
+    es_store_destroy(ro);
+    es_store_destroy(arrival.writer);
+    sqlite3_reset_auto_extension();
+    es_config_destroy(cfg);
+}
+
+/* Its commit is in a -wal the open does not read, and raised the head file: no loss. */
+Test(store, a_writer_arriving_while_a_read_only_open_checks_the_end_is_not_reported_as_a_loss) {
+    assert_read_only_open_reads_all(writer_coming(1, 3, NULL));
+}
+
+/* It checkpointed into the file under the open, and removed its -wal: no damage. */
+Test(store, a_writer_that_came_and_went_while_a_read_only_open_read_is_not_reported_as_damage) {
+    assert_read_only_open_reads_all(writer_coming(0, 64 * 1024, NULL));
+}
+
+/* After the open, while verify scans: the writer opens, appends (growing the file) and closes,
+ * checkpointing into the file and removing its -wal before verify could look for one. */
+Test(store, verify_tells_a_writer_came_and_went_while_it_read) {
+    es_config_t *cfg = writer_coming(0, 64 * 1024, "integrity_check");
+    es_verify_summary_t sum;
+    es_error_t err = {0};
+    cr_assert_eq(es_store_verify(cfg, NULL, NULL, NULL, &sum, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(arrival.armed, 0, "the writer came");
+    cr_assert(sum.disturbed, "verify did not see the writer");
+    sqlite3_reset_auto_extension();
+    es_config_destroy(cfg);
+}
+
+Test(store, a_database_file_whose_size_or_time_changed_is_disturbed) {
+    char *path = tu_path(dir, "store.db");
+    es_db_stamp a, b;
+    es_db_stamp_take(path, &a);
+    es_db_stamp_take(path, &b);
+    cr_assert(es_db_stamp_same(&a, &b));
+    struct timespec times[2] = {{0, UTIME_OMIT}, {12345, 0}};
+    cr_assert_eq(utimensat(AT_FDCWD, path, times, 0), 0);
+    es_db_stamp_take(path, &b);
+    cr_assert(!es_db_stamp_same(&a, &b), "a changed time is not seen");
+    es_db_stamp_take(path, &a);
+    cr_assert_eq(truncate(path, 1 << 20), 0);
+    times[1].tv_sec = 12345;
+    cr_assert_eq(utimensat(AT_FDCWD, path, times, 0), 0);
+    es_db_stamp_take(path, &b);
+    cr_assert(!es_db_stamp_same(&a, &b), "a changed size is not seen");
+    es_db_stamp_take(path, &a);
+    char *wal = tu_path(dir, "store.db-wal");
+    FILE *f = fopen(wal, "w");
+    cr_assert_not_null(f);
+    fclose(f);
+    es_db_stamp_take(path, &b);
+    cr_assert(!es_db_stamp_same(&a, &b), "a -wal that came is not seen");
+    free(wal);
+    free(path);
+}
+
+/* A store open on it (its -wal and -shm made with room to spare), its head file removed:
+ * the next writer makes one, on a full disk. */
+static es_store_t *first_writer;
+
+static int store_with_room(const char *where, void *opaque) {
+    (void)opaque;
+    es_config_t *cfg = tu_config(where, "store.db");
+    es_error_t err = {0};
+    es_new_event_t ev = {"test.v1.Happened", (const uint8_t *)"abc", 3, NULL, NULL, NULL, 0};
+    int ok = es_store_new(cfg, &first_writer, &err) == ES_OK &&
+             es_store_append(first_writer, "test.thing", "t-1", ES_EXPECT_ANY, 0, &ev, 1, NULL,
+                             &err) == ES_OK;
+    char *head = tu_path(where, "store.db-head");
+    ok = ok && unlink(head) == 0;
+    if (!ok)
+        fprintf(stderr, "setting up: %s\n", err.message);
+    free(head);
+    es_config_destroy(cfg);
+    return ok ? 0 : 1;
+}
+
+static int open_store_on_full_disk(const char *where, void *opaque) {
+    (void)opaque;
+    es_config_t *cfg = tu_config(where, "store.db");
+    char *head = tu_path(where, "store.db-head");
+    es_store_t *s = NULL;
+    es_error_t err = {0};
+    es_err e = es_store_new(cfg, &s, &err);
+    fprintf(stderr, "es_store_new: %d %s\n", e, err.message);
+    int ok = e == ES_EIO && strstr(err.message, head) && strstr(err.message, "disk is full");
+    es_store_destroy(s);
+    es_config_destroy(cfg);
+    free(head);
+    return ok ? 0 : 1;
+}
+
+Test(store, a_head_file_made_on_a_full_disk_is_an_error_saying_so_not_a_crash) {
+    int status = tu_on_full_disk(dir, store_with_room, open_store_on_full_disk, NULL);
+    cr_assert_neq(status, -SIGBUS, "the head file's first write killed the process with SIGBUS");
+    cr_assert_eq(status, 0, "exit status %d (see stderr)", status);
 }

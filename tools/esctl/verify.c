@@ -176,7 +176,7 @@ static int run_verify(const options *o, const es_config_t *cfg, bool kafka) {
         pb_buf_puts(&b, c.out.data ? c.out.data : "");
         if (sum.problems > c.shown)
             pb_buf_printf(&b, "... and %" PRIu64 " more problems\n", sum.problems - c.shown);
-        if (!sum.problems)
+        if (!sum.problems && !sum.disturbed)
             pb_buf_puts(&b, "ok\n");
     }
     pb_buf_free(&c.out);
@@ -187,6 +187,11 @@ static int run_verify(const options *o, const es_config_t *cfg, bool kafka) {
             sum.problems, sum.problems == 1 ? "" : "s",
             sum.disturbed ? " while a writer opened it (run verify again)" : "",
             kafka ? "" : " (or, for a lost end only, accept it with --accept-end)");
+        exit = EXIT_FAIL;
+    } else if (exit == EXIT_OK && sum.disturbed) {
+        say("%s changed while it was read (a writer opened it meanwhile), so what was read may "
+            "be incomplete; run verify again",
+            where);
         exit = EXIT_FAIL;
     }
     return exit;

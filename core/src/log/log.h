@@ -150,7 +150,11 @@ sqlite3 *es_log_sqlite_db(es_log_t *log);
  * log; *why says why when there is one that does not fit) and the log's end as it opened
  * (positions of last events). */
 void es_log_sqlite_end(es_log_t *log, int64_t *recorded, int64_t *found, const char **why);
-/* Rewrites <db>-head to the log's current end, accepting that events past it are gone. */
+/* Embedded logs only: 1 when a read-only log was opened immutable and a writer has come since
+ * (its reads may have missed that writer's commits, or seen a checkpoint half done). */
+int es_log_sqlite_disturbed(es_log_t *log);
+/* Rewrites <db>-head to the log's current end, accepting that events past it are gone; refuses
+ * when the end cannot be read or a writer came while it was. */
 es_err es_log_sqlite_accept_end(const es_config_t *cfg, int64_t *before, int64_t *after,
                                 es_error_t *err);
 /* A key of the embedded log's es_meta table (*found 0 when absent); put replaces, and belongs

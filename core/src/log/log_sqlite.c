@@ -276,8 +276,10 @@ typedef struct sqlite_log {
     head_page *head;     /* <db>-head mapped; NULL when commits do not keep it */
     int64_t tx_end;      /* position of the last event appended in this transaction; 0: none */
     int64_t recorded_end, opened_end; /* the head file's end (-1: none) and ours, at open */
-    char head_why[200];               /* why a head file present is not used; "" when it is */
+    char head_why[512];               /* why a head file present is not used; "" when it is */
     char log_id[LOG_ID_CAP];
+    es_db_stamp stamp; /* read-only: the file before it was opened, to tell a writer's arrival */
+    int changed;       /* read-only: the head check failed because a writer came meanwhile */
 } sqlite_log;
 
 typedef struct stream_row {
@@ -1823,37 +1825,35 @@ static char *side_path(const char *db, const char *suffix) {
     return p;
 }
 
-/* Opens a side file of the database without following a symbolic link; it must be a regular
- * file owned by us or by the database's owner and not writable by others. A small local
- * stand-in for the shared es_side_file_open (sidefile.c). ES_ENOTFOUND when it does not exist
- * (and flags lack O_CREAT). */
-static es_err open_side_file(const char *path, int flags, uid_t db_owner, int *fd,
-                             es_error_t *err) {
-    *fd = open(path, flags | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0644);
-    if (*fd < 0 && errno == ENOENT)
-        return es_fail(err, ES_ENOTFOUND, "%s does not exist", path);
-    if (*fd < 0 && errno == EACCES && (flags & O_RDWR))
-        return es_fail(err, ES_ESTATE, "cannot write %s: %s", path, strerror(EACCES));
-    if (*fd < 0)
-        return es_fail(err, ES_EIO, "cannot open %s: %s%s", path, strerror(errno),
-                       errno == ELOOP ? " (eskit does not follow symbolic links to its side files; "
-                                        "remove the link)"
-                                      : "");
+#define HEAD_WHAT "log's head file"
+
+/* Opens <db>-head through the one opener of side files (sidefile.c): it may be ours or the
+ * database owner's (root running esctl on a service's store), and one root makes is given to
+ * that owner. ES_ENOTFOUND when it does not exist (read-only); ES_EIO when it cannot be opened
+ * (we may not write it), ES_EINVAL when it is refused. *path (caller frees) names it. */
+static es_err open_head(const sqlite_log *l, unsigned flags, char **path, int *fd,
+                        es_error_t *err) {
     struct stat st;
-    const char *bad = fstat(*fd, &st) != 0                              ? "cannot be examined"
-                      : !S_ISREG(st.st_mode)                            ? "is not a regular file"
-                      : st.st_uid != geteuid() && st.st_uid != db_owner ? "is owned by another user"
-                      : (st.st_mode & S_IWOTH) ? "is writable by every user"
-                                               : NULL;
-    if (!bad)
-        return ES_OK;
-    close(*fd);
     *fd = -1;
-    return es_fail(err, ES_EIO, "%s %s; eskit does not use it as the log's head file: remove it",
-                   path, bad);
+    if (!(*path = side_path(l->path, "-head")))
+        return es_fail(err, ES_ENOMEM, "out of memory");
+    if (stat(l->path, &st) != 0)
+        return es_fail(err, ES_EIO, "cannot examine %s: %s", l->path, strerror(errno));
+    return es_side_file_open_for(*path, HEAD_WHAT, flags, st.st_uid, st.st_gid, fd, err);
 }
 
-/* Reads our end and compares it with the recorded one; a log ending below it lost events. */
+/* Read-only and immutable (no -wal when it opened, so no lock): a writer came since it opened,
+ * and what it reads may miss the writer's commits that the head file already records. */
+static int disturbed(const sqlite_log *l) {
+    es_db_stamp now;
+    if (!(l->flags & ES_LOG_READONLY) || !es_db_immutable(l->db))
+        return 0;
+    es_db_stamp_take(l->path, &now);
+    return !es_db_stamp_same(&l->stamp, &now);
+}
+
+/* Reads our end and compares it with the recorded one; a log ending below it lost events,
+ * unless it was read while a writer came (ES_ERETRY, l->changed). */
 static es_err check_end(sqlite_log *l, const head_view *v, es_error_t *err) {
     int64_t next = 0;
     es_error_t why = {0};
@@ -1862,7 +1862,7 @@ static es_err check_end(sqlite_log *l, const head_view *v, es_error_t *err) {
         if (!(l->flags & ES_LOG_NO_END_CHECK))
             return es_fail(err, why.code, "%s", why.message);
         /* verify reports the damage that kept the end from being read */
-        snprintf(l->head_why, sizeof l->head_why, "the log's end cannot be read: %.160s",
+        snprintf(l->head_why, sizeof l->head_why, "the log's end cannot be read: %.450s",
                  why.message);
         l->opened_end = -1;
         return ES_OK;
@@ -1880,6 +1880,11 @@ static es_err check_end(sqlite_log *l, const head_view *v, es_error_t *err) {
         l->recorded_end = v->end;
     if (l->recorded_end <= l->opened_end || (l->flags & ES_LOG_NO_END_CHECK))
         return ES_OK;
+    if ((l->changed = disturbed(l)))
+        return es_fail(err, ES_ERETRY,
+                       "%s changed while it was read (a writer opened it: %s-head records position "
+                       "%lld, the file read ended at %lld); run it again",
+                       l->path, l->path, (long long)l->recorded_end, (long long)l->opened_end);
     return es_fail(err, ES_EIO,
                    "%s: the log ends at position %lld, but %s-head records position %lld as "
                    "committed: %lld acknowledged event(s) are gone (a damaged or cut -wal file, or "
@@ -1892,14 +1897,10 @@ static es_err check_end(sqlite_log *l, const head_view *v, es_error_t *err) {
 /* For logs that do not keep the head file: compares with it when there is one. */
 static es_err check_head_file(sqlite_log *l, es_error_t *err) {
     head_view v = {0};
-    struct stat st;
-    char *path = side_path(l->path, "-head");
+    char *path = NULL;
     int fd = -1;
     es_error_t why = {0};
-    es_err e = !path ? es_fail(&why, ES_ENOMEM, "out of memory")
-               : stat(l->path, &st) != 0
-                   ? es_fail(&why, ES_EIO, "cannot examine %s: %s", l->path, strerror(errno))
-                   : open_side_file(path, O_RDONLY, st.st_uid, &fd, &why);
+    es_err e = open_head(l, ES_SIDE_READ, &path, &fd, &why);
     if (e == ES_OK) {
         head_page p;
         ssize_t n = pread(fd, &p, sizeof p, 0);
@@ -1911,7 +1912,7 @@ static es_err check_head_file(sqlite_log *l, es_error_t *err) {
     } else if (e == ES_ENOTFOUND) {
         e = ES_OK;
     } else if (path && (l->flags & ES_LOG_NO_END_CHECK)) {
-        snprintf(l->head_why, sizeof l->head_why, "%.180s", why.message);
+        snprintf(l->head_why, sizeof l->head_why, "%.500s", why.message);
         e = ES_OK;
     }
     free(path);
@@ -1921,32 +1922,23 @@ static es_err check_head_file(sqlite_log *l, es_error_t *err) {
 /* Maps <db>-head for commits to raise, under an exclusive flock while it is checked (and made
  * for this log when new or another log's). */
 static es_err attach_head(sqlite_log *l, es_error_t *err) {
-    struct stat st;
-    char *path = side_path(l->path, "-head");
+    char *path = NULL;
     int fd = -1;
     void *map = MAP_FAILED;
-    es_err e = !path ? es_fail(err, ES_ENOMEM, "out of memory")
-               : stat(l->path, &st) != 0
-                   ? es_fail(err, ES_EIO, "cannot examine %s: %s", l->path, strerror(errno))
-                   : open_side_file(path, O_RDWR | O_CREAT, st.st_uid, &fd, err);
-    if (e == ES_ESTATE) { /* another user's, say in a group sharing the store: compare only */
+    es_error_t why = {0};
+    es_err e = open_head(l, 0, &path, &fd, &why);
+    if (e == ES_EIO && path) { /* not ours to write (a group sharing the store): compare only */
         es_logf(l->base.cfg, ES_LOG_WARNING, "%s; commits here do not raise the end it records",
-                err ? err->message : path);
+                why.message);
         free(path);
         return check_head_file(l, err);
     }
-    /* Made by root for another user's store: the owner's, or the owner could not open it. */
-    uid_t db_uid = st.st_uid;
-    gid_t db_gid = st.st_gid;
-    if (e == ES_OK && fstat(fd, &st) == 0 && st.st_uid != db_uid && geteuid() == 0 &&
-        fchown(fd, db_uid, db_gid) != 0)
-        e = es_fail(err, ES_EIO, "cannot give %s to the database's owner: %s", path,
-                    strerror(errno));
+    if (e != ES_OK)
+        es_fail(err, e, "%s", why.message);
     if (e == ES_OK && flock(fd, LOCK_EX) != 0)
         e = es_fail(err, ES_EIO, "cannot lock %s: %s", path, strerror(errno));
-    if (e == ES_OK && fstat(fd, &st) == 0 && st.st_size < (off_t)sizeof(head_page) &&
-        ftruncate(fd, sizeof(head_page)) != 0)
-        e = es_fail(err, ES_EIO, "cannot size %s: %s", path, strerror(errno));
+    if (e == ES_OK)
+        e = es_side_file_reserve(fd, path, HEAD_WHAT, sizeof(head_page), err);
     if (e == ES_OK && (map = mmap(NULL, sizeof(head_page), PROT_READ | PROT_WRITE, MAP_SHARED, fd,
                                   0)) == MAP_FAILED)
         e = es_fail(err, ES_EIO, "cannot map %s: %s", path, strerror(errno));
@@ -2028,13 +2020,50 @@ static es_err setup_readonly(sqlite_log *l, es_error_t *err) {
     return e;
 }
 
+/* What an inspection open made, undone for another try. */
+static void close_readonly(sqlite_log *l) {
+    for (int i = 0; i < S_COUNT; i++) {
+        sqlite3_finalize(l->st[i]);
+        l->st[i] = NULL;
+    }
+    drop_type_cache(l);
+    sqlite3_close(l->db);
+    l->db = NULL;
+    l->recorded_end = -1;
+    l->opened_end = 0;
+    l->head_why[0] = '\0';
+    l->changed = 0;
+}
+
+/* A writer that came while an immutable open read the file makes the head check fail (its
+ * commits are in a -wal this open does not read), or a read fail (it checkpointed under it):
+ * the second open sees its -wal, or the file it checkpointed into, and reads what it
+ * committed. */
+static es_err open_readonly(sqlite_log *l, int busy_ms, es_error_t *err) {
+    for (int attempt = 1;; attempt++) {
+        es_db_stamp_take(l->path, &l->stamp);
+        es_err e = es_db_open_readonly(l->path, "event store", busy_ms, &l->db, err);
+        if (e == ES_OK)
+            e = setup_readonly(l, err);
+        if (e == ES_OK || !(l->changed || disturbed(l)))
+            return e;
+        if (attempt == 2) {
+            if (!l->changed)
+                es_error_prefix(err,
+                                "%s changed while it was read (a writer opened it), so this may "
+                                "be no damage; run it again: ",
+                                l->path);
+            return e;
+        }
+        close_readonly(l);
+    }
+}
+
 static es_err open_db(sqlite_log *l, es_error_t *err) {
     const es_config_t *cfg = l->base.cfg;
     int busy_ms = (int)es_config_get_int(cfg, "sqlite.busy.timeout.ms");
-    if (l->flags & ES_LOG_READONLY) {
-        es_err e = es_db_open_readonly(l->path, "event store", busy_ms, &l->db, err);
-        return e == ES_OK ? setup_readonly(l, err) : e;
-    }
+    if (l->flags & ES_LOG_READONLY)
+        return open_readonly(l, busy_ms, err);
     int rc = sqlite3_open_v2(
         l->path, &l->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK)
@@ -2092,6 +2121,10 @@ void es_log_sqlite_end(es_log_t *log, int64_t *recorded, int64_t *found, const c
     *why = l->head_why[0] ? l->head_why : NULL;
 }
 
+int es_log_sqlite_disturbed(es_log_t *log) {
+    return disturbed((const sqlite_log *)log);
+}
+
 es_err es_log_sqlite_accept_end(const es_config_t *cfg, int64_t *before, int64_t *after,
                                 es_error_t *err) {
     es_log_t *log = NULL;
@@ -2099,20 +2132,32 @@ es_err es_log_sqlite_accept_end(const es_config_t *cfg, int64_t *before, int64_t
     if (e != ES_OK)
         return e;
     sqlite_log *l = (sqlite_log *)log;
-    struct stat st;
-    char *path = side_path(l->path, "-head");
+    char *path = NULL;
     int fd = -1;
-    e = !path ? es_fail(err, ES_ENOMEM, "out of memory")
-        : stat(l->path, &st) != 0
-            ? es_fail(err, ES_EIO, "cannot examine %s: %s", l->path, strerror(errno))
-            : open_side_file(path, O_RDWR | O_CREAT, st.st_uid, &fd, err);
+    /* An end read wrong would become the head file's: only one read whole is written. */
+    if (l->opened_end < 0)
+        e = es_fail(err, ES_EIO,
+                    "cannot accept the end of %s (nothing was written to its head "
+                    "file): %s",
+                    l->path, l->head_why);
+    else if (disturbed(l))
+        e = es_fail(err, ES_ERETRY,
+                    "cannot accept the end of %s: a writer opened it while its end was read; "
+                    "nothing was written; run it again",
+                    l->path);
+    if (e == ES_OK)
+        e = open_head(l, 0, &path, &fd, err);
     if (e == ES_OK && flock(fd, LOCK_EX) != 0)
         e = es_fail(err, ES_EIO, "cannot lock %s: %s", path, strerror(errno));
+    if (e == ES_OK)
+        e = es_side_file_reserve(fd, path, HEAD_WHAT, sizeof(head_page), err);
     head_page p = {0};
     memcpy(p.magic, HEAD_MAGIC, sizeof HEAD_MAGIC);
     snprintf(p.log_id, sizeof p.log_id, "%s", l->log_id);
     p.end = l->opened_end;
     if (e == ES_OK && pwrite(fd, &p, sizeof p, 0) != (ssize_t)sizeof p)
+        e = es_fail(err, ES_EIO, "cannot write %s: %s", path, strerror(errno));
+    if (e == ES_OK && fsync(fd) != 0)
         e = es_fail(err, ES_EIO, "cannot write %s: %s", path, strerror(errno));
     if (before)
         *before = l->recorded_end;
