@@ -45,6 +45,33 @@ static void quiet_log(const rd_kafka_t *rk, int level, const char *fac, const ch
     (void)rk, (void)level, (void)fac, (void)buf;
 }
 
+/* The mock's view of the processors' group "svc.commands", from its debug log (traced tests and
+ * TEST_DEBUG only): when it was created (its 1 s session check counts from then), when a member
+ * last joined it empty, how often it became empty and how many members it expired. */
+static int mock_traced;
+static struct {
+    atomic_llong created_us, joined_us;
+    atomic_int emptied, expired;
+} group_seen;
+
+static void mock_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+    (void)rk, (void)level;
+    long long now = (long long)es_now_us(), zero = 0;
+    if (getenv("TEST_DEBUG"))
+        fprintf(stderr, "%lld mock %s %s\n", now / 1000 % 1000000, fac, buf);
+    const char *g = strstr(buf, " svc.commands");
+    if (!g || (g[13] && g[13] != ' ' && g[13] != ':'))
+        return;
+    if (strstr(buf, "changing state Empty -> Joining")) {
+        atomic_compare_exchange_strong(&group_seen.created_us, &zero, now);
+        atomic_store(&group_seen.joined_us, now);
+    } else if (strstr(buf, "-> Empty")) {
+        atomic_fetch_add(&group_seen.emptied, 1);
+    } else if (strstr(buf, "session timed out")) {
+        atomic_fetch_add(&group_seen.expired, 1);
+    }
+}
+
 static void set(const char *key, const char *value) {
     es_error_t err = {0};
     cr_assert_eq(es_config_set(cfg, key, value, &err), ES_OK, "%s", err.message);
@@ -58,13 +85,18 @@ static void set_state_db(const char *name) {
 
 static void debug_log(int level, const char *msg, void *opaque) {
     (void)opaque;
-    fprintf(stderr, "[%d] %s\n", level, msg);
+    fprintf(stderr, "%lld [%d] %s\n", (long long)(es_now_us() / 1000 % 1000000), level, msg);
 }
 
 static void setup(void) {
     char errstr[256];
     rd_kafka_conf_t *c = rd_kafka_conf_new();
     rd_kafka_conf_set_log_cb(c, quiet_log);
+    if (mock_traced || getenv("TEST_DEBUG")) {
+        rd_kafka_conf_set_log_cb(c, mock_log);
+        cr_assert_eq(rd_kafka_conf_set(c, "debug", "mock", errstr, sizeof errstr), RD_KAFKA_CONF_OK,
+                     "%s", errstr);
+    }
     mock_rk = rd_kafka_new(RD_KAFKA_PRODUCER, c, errstr, sizeof errstr);
     cr_assert(mock_rk, "%s", errstr);
     mock = rd_kafka_mock_cluster_new(mock_rk, 1);
@@ -84,10 +116,9 @@ static void setup(void) {
     set("execute.timeout.ms", "20000");
     set_state_db("state.db");
     set("kafka.reconnect.backoff.max.ms", "200");
-    /* The mock holds a group whose last member left for session.timeout.ms - 1 s before a new
-     * member's join completes (rdkafka_mock_cgrp.c): keep restarts quick. */
-    set("kafka.session.timeout.ms", "2500");
-    set("kafka.heartbeat.interval.ms", "500");
+    /* Short, but longer than the mock's delay of a join (see testutil.h). */
+    set("kafka.session.timeout.ms", TU_MOCK_SESSION_TIMEOUT_MS);
+    set("kafka.heartbeat.interval.ms", TU_MOCK_HEARTBEAT_INTERVAL_MS);
     caller = NULL;
     if (getenv("TEST_DEBUG")) { /* TEST_DEBUG=cgrp,protocol shows librdkafka's view too */
         es_config_set_log_cb(cfg, debug_log, NULL);
@@ -102,6 +133,11 @@ static void teardown(void) {
     es_config_destroy(cfg);
     tu_rmtree(dir);
     free(dir);
+}
+
+static void setup_traced(void) {
+    mock_traced = 1;
+    setup();
 }
 
 TestSuite(kafka_processor, .init = setup, .fini = teardown, .timeout = 60);
@@ -416,6 +452,51 @@ Test(kafka_processor, a_restarted_processor_continues_on_its_state_store) {
     cr_assert(res.duplicate);
     cr_assert_eq(res.version, 1);
     es_result_clear(&res);
+    stop_processor(pr);
+}
+
+/* Waits until the processor restored all PARTS partitions of the three types: it owns them. */
+static int owns_all_partitions(proc *pr, int64_t deadline_us) {
+    es_processor_stats st;
+    for (;;) {
+        es_processor_get_stats(pr->p, &st);
+        if (st.restores >= 3 * PARTS)
+            return 1;
+        if (es_now_us() > deadline_us)
+            return 0;
+        es_sleep_ms(10);
+    }
+}
+
+/* A processor restarted once its group is empty waits out the mock's 3 s delay of a join to an
+ * empty group; with a session shorter than that, the mock expired it while it waited, dropped
+ * its JoinGroup answer, and the processor served nothing for 5 min (commands timed out). The
+ * mock checks sessions every second from the group's creation, so the restart is placed to
+ * join 250 ms after such a check (a point in time, not a condition to wait on): the third check
+ * then falls 2750 ms into the wait, where a 2.5 s session had run out. */
+Test(kafka_processor, a_processor_restarted_on_an_empty_group_gets_its_partitions,
+     .init = setup_traced) {
+    int64_t started = es_now_us();
+    proc *pr = start_processor();
+    cr_assert(owns_all_partitions(pr, es_now_us() + 15000000), "the first processor's join");
+    int64_t created = atomic_load(&group_seen.created_us), latency = created - started;
+    stop_processor(pr);
+    int64_t deadline = es_now_us() + 15000000;
+    while (!atomic_load(&group_seen.emptied)) {
+        cr_assert_lt(es_now_us(), deadline, "the mock never emptied the group");
+        es_sleep_ms(10);
+    }
+    int64_t join_at =
+        created + ((es_now_us() + latency - created) / 1000000 + 1) * 1000000 + 250000;
+    es_sleep_ms((int)((join_at - latency - es_now_us()) / 1000));
+    pr = start_processor();
+    int owns = owns_all_partitions(pr, es_now_us() + 10000000);
+    long long phase = (atomic_load(&group_seen.joined_us) - created) % 1000000 / 1000;
+    cr_assert(owns,
+              "the restarted processor got no partitions within 10 s (it joined %lld ms after a "
+              "session check; the mock expired %d member(s) of the group)",
+              phase, atomic_load(&group_seen.expired));
+    cr_assert_eq(atomic_load(&group_seen.expired), 0);
     stop_processor(pr);
 }
 
@@ -868,8 +949,8 @@ Test(kafka_processor, malformed_or_unmatched_snapshots_are_skipped_by_restore) {
     accepted(&c, 1, "orders.v1.OrderPlaced");
 
     /* Written while the processor runs, so that the next one joins the group soon after this
-     * one leaves: a member joining a group empty for longer (session.timeout.ms - 1 s, see
-     * setup) waits out the mock's 3 s initial rebalance delay, which outlasts its session. */
+     * one leaves, before the mock empties it (session.timeout.ms - 1 s): quicker than waiting
+     * out its 3 s delay of a join to an empty group. */
     records cmds, evs;
     read_topic("orders.order.commands", 0, &cmds);
     int32_t p1 = partition_of(&cmds, "o-1"), p2 = partition_of(&cmds, "o-2");

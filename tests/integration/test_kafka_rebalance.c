@@ -175,12 +175,12 @@ static void start_kid(int k, const char *state) {
     char fresh[32], *path;
     snprintf(fresh, sizeof fresh, "state-%d.db", w.n_states++);
     path = tu_path(w.dir, state ? state : fresh);
-    const char *argv[] = {
-        RUN_PROCESSOR_PATH, "--brokers", w.brokers, "--state", path, "--set", "service.name=svc",
-        /* the mock holds a departed member's partitions for
-         * session.timeout.ms - 1 s: keep ownership changes quick */
-        "--set", "kafka.session.timeout.ms=2500", "--set", "kafka.heartbeat.interval.ms=500",
-        "--set", "kafka.reconnect.backoff.max.ms=200", NULL};
+    const char *argv[] = {RUN_PROCESSOR_PATH, "--brokers", w.brokers, "--state", path, "--set",
+                          "service.name=svc",
+                          /* short sessions keep ownership changes quick (see testutil.h) */
+                          "--set", "kafka.session.timeout.ms=" TU_MOCK_SESSION_TIMEOUT_MS, "--set",
+                          "kafka.heartbeat.interval.ms=" TU_MOCK_HEARTBEAT_INTERVAL_MS, "--set",
+                          "kafka.reconnect.backoff.max.ms=200", NULL};
     pid_t pid = fork();
     cr_assert_neq(pid, -1, "fork: %s", strerror(errno));
     if (pid == 0) {

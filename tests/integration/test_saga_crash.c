@@ -130,8 +130,9 @@ static void set(es_config_t *cfg, const char *key, const char *value) {
 /* Settings every Kafka client of the test uses (children get them with --set). */
 static const char *const kafka_settings[] = {
     "service.name=svc", "execute.timeout.ms=10000", "kafka.reconnect.backoff.max.ms=200",
-    /* the mock holds a departed member's partitions for session.timeout.ms - 1 s */
-    "kafka.session.timeout.ms=2500", "kafka.heartbeat.interval.ms=500", NULL};
+    /* short sessions keep ownership changes quick (see testutil.h) */
+    "kafka.session.timeout.ms=" TU_MOCK_SESSION_TIMEOUT_MS,
+    "kafka.heartbeat.interval.ms=" TU_MOCK_HEARTBEAT_INTERVAL_MS, NULL};
 
 /* The embedded store db (with saga database saga_db, may be NULL), or on Kafka the cluster. */
 static es_config_t *config(const char *db, const char *saga_db, int kafka) {

@@ -94,9 +94,9 @@ tb_t *tb_open(const char *const *types) {
     b->producer = handle(bootstrap);
     set(b, "brokers", bootstrap);
     set(b, "kafka.reconnect.backoff.max.ms", "200");
-    /* The mock keeps a group's assignment for session.timeout.ms - 1 s after a member left. */
-    set(b, "kafka.session.timeout.ms", "2500");
-    set(b, "kafka.heartbeat.interval.ms", "500");
+    /* Short, but longer than the mock's delay of a join (see testutil.h). */
+    set(b, "kafka.session.timeout.ms", TU_MOCK_SESSION_TIMEOUT_MS);
+    set(b, "kafka.heartbeat.interval.ms", TU_MOCK_HEARTBEAT_INTERVAL_MS);
     set(b, "execute.timeout.ms", "20000");
     char *state = tu_path(b->dir, "state.db");
     set(b, "state.db", state);

@@ -47,6 +47,16 @@ long long tu_query_int(const char *path, const char *sql);
 int tu_on_full_disk(const char *parent, int (*prepare)(const char *dir, void *opaque),
                     int (*fn)(const char *dir, void *opaque), void *opaque);
 
+/* kafka.session.timeout.ms and kafka.heartbeat.interval.ms for clients of librdkafka's mock
+ * cluster. The mock (2.0.2, rdkafka_mock_cgrp.c) answers the JoinGroup of a member joining an
+ * empty group only after its 3 s initial rebalance delay, but its 1 s session check expires a
+ * member whose session ran out even while that member waits for that answer (no heartbeats
+ * then); the answer is dropped with it and the client waits max.poll.interval.ms (5 min). So
+ * the session must outlast 3 s, with room for a late mock timer (measured: at most 2 ms under
+ * load); the mock then waits session - 1 s for a departed member's group to rejoin. */
+#define TU_MOCK_SESSION_TIMEOUT_MS "4000"
+#define TU_MOCK_HEARTBEAT_INTERVAL_MS "500"
+
 /* Removes a directory tree (best effort). */
 void tu_rmtree(const char *dir);
 
