@@ -1152,7 +1152,9 @@ Test(kafka_processor, a_call_waiting_for_its_reply_does_not_hold_up_other_thread
     pthread_t t;
     cr_assert_eq(pthread_create(&t, NULL, restock, &rr), 0);
     records cmds = {0};
-    while (cmds.n == 0) { /* the restock is in Kafka: its call now waits for a reply */
+    /* the restock is in Kafka: its call now waits for a reply */
+    for (int waited = 0; cmds.n == 0; waited += 20) {
+        cr_assert_lt(waited, 30000, "the restock never reached inventory.item.commands");
         usleep(20000);
         read_topic("inventory.item.commands", 0, &cmds);
     }
