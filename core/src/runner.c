@@ -738,24 +738,30 @@ es_err es_runner_run(es_runner_t *r, es_error_t *err) {
     int wait = 100;
     if (!err) /* the retry log below quotes the failure */
         err = &local;
+    es_err e = ES_OK;
     while (!r->stop) {
-        es_err e = es_runner_poll(r, 100, NULL, err);
+        e = es_runner_poll(r, 100, NULL, err);
         if (e == ES_OK) {
             wait = 100;
             continue;
         }
         if (!transient(e))
-            return e;
+            break;
         /* The error names the projector already (es_runner_poll). */
         es_logf(r->cfg, ES_LOG_WARNING, "%s; retrying in %d ms", err->message, wait);
         for (int slept = 0; slept < wait && !r->stop; slept += 10)
             es_sleep_ms(10);
         wait = wait < 5000 ? wait * 2 : 5000;
+        e = ES_OK;
     }
+    es_runner_resume(r);
+    return e;
+}
+
+void es_runner_resume(es_runner_t *r) {
     r->stop = 0;
     if (r->guard)
         es_guard_stopping(r->guard, 0);
-    return ES_OK;
 }
 
 /* Async-signal-safe: a store to a sig_atomic_t and one to the guard's mapped page. */

@@ -1519,6 +1519,10 @@ es_err es_saga_poll(es_saga_coordinator_t *c, int timeout_ms, size_t *progress, 
     size_t applied = 0, delivered = 0, fired = 0, published = 0;
     if (!c)
         return es_fail(err, ES_EINVAL, "es_saga_poll: coordinator is NULL");
+    if (progress)
+        *progress = 0;
+    if (c->stop) /* until es_saga_run returns (saga.h) */
+        return ES_OK;
     /* Work a crash may have left (the outbox) first; wait for new events only when there is
      * nothing else to do. */
     es_err e = relay(c, &delivered, err);
@@ -1570,21 +1574,26 @@ es_err es_saga_run(es_saga_coordinator_t *c, es_error_t *err) {
         return es_fail(err, ES_EINVAL, "es_saga_run: coordinator is NULL");
     if (!err) /* the retry log below quotes the failure */
         err = &local;
+    es_err e = ES_OK;
     while (!c->stop) {
-        es_err e = es_saga_poll(c, 100, NULL, err);
+        e = es_saga_poll(c, 100, NULL, err);
         if (e == ES_OK) {
             wait = 100;
             continue;
         }
         if (!transient(e))
-            return e;
+            break;
         /* The error names the saga already (es_saga_poll). */
         es_logf(c->cfg, ES_LOG_WARNING, "%s; retrying in %d ms", err->message, wait);
         for (int slept = 0; slept < wait && !c->stop; slept += 10)
             es_sleep_ms(10);
         wait = wait < 5000 ? wait * 2 : 5000;
+        e = ES_OK;
     }
-    return ES_OK;
+    /* The stop ended this run only: the coordinator may be run or polled again. */
+    c->stop = 0;
+    es_runner_resume(c->runner);
+    return e;
 }
 
 void es_saga_stop(es_saga_coordinator_t *c) {
