@@ -1,13 +1,18 @@
 /*
  * The runner's checks, on the embedded backend: definitions, config keys,
- * and the guards against sharing a file, a table or another log's model.
+ * the guards against sharing a file, a table or another log's model, and
+ * the apply watchdog's kill, which no log callback holds back.
  * Its behaviour on both backends is tests/conformance/test_projection.c.
  */
 #include <criterion/criterion.h>
+#include <errno.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "notes.h"
 #include "testutil.h"
@@ -188,4 +193,67 @@ Test(runner, poll_and_run_return_their_code_with_a_null_error_and_a_log_callback
     cr_assert_null(strstr(first + 1, "projector 'notes'"), "named once: %s", retry_line);
     free(path);
     es_runner_destroy(r);
+}
+
+/* notes, except that a test.v1.Stuck event's apply never returns. */
+static es_projector_def stuck_notes;
+
+static es_err apply_or_hang(es_projector_ctx_t *ctx, const es_event_t *ev, es_error_t *err) {
+    if (!strcmp(ev->event_type, "test.v1.Stuck"))
+        for (;;)
+            pause();
+    return notes_v1.apply(ctx, ev, err);
+}
+
+/* A log callback that never returns from the watchdog's critical line. */
+static void block_on_critical(int level, const char *msg, void *opaque) {
+    (void)msg, (void)opaque;
+    if (level <= ES_LOG_CRITICAL)
+        for (;;)
+            pause();
+}
+
+Test(runner, a_log_callback_that_blocks_does_not_keep_the_watchdog_from_ending_a_stuck_apply) {
+    stuck_notes = notes_v1;
+    stuck_notes.apply = apply_or_hang;
+    append("n-1", "test.v1.Stuck", "forever");
+    cr_assert_eq(es_config_set(cfg, "projector.apply.timeout.ms", "100", NULL), ES_OK);
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        es_runner_t *r = NULL;
+        es_config_set_log_cb(cfg, block_on_critical, NULL);
+        if (es_runner_new(cfg, &stuck_notes, &r, NULL) != ES_OK)
+            _exit(1);
+        es_runner_poll(r, 1000, NULL, NULL);
+        _exit(2); /* the apply returned */
+    }
+    int status = 0;
+    int64_t deadline = es_now_us() + 30000000;
+    pid_t w;
+    while ((w = waitpid(pid, &status, WNOHANG)) == 0 && es_now_us() < deadline)
+        usleep(10000);
+    if (w == 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        cr_assert_fail("the watchdog did not end the process within 30 s: the log callback "
+                       "it called first blocked it");
+    }
+    cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
+              "the process should have been killed by the watchdog (status 0x%x)", status);
+    /* The guard knew of the timeout before the log callback was called: with restarts 1 the
+     * event is parked as the watchdog's. */
+    cr_assert_eq(es_config_set(cfg, "projector.crash.restarts", "1", NULL), ES_OK);
+    es_runner_t *r = runner(&stuck_notes);
+    drain(r);
+    es_runner_destroy(r);
+    es_dlq_entry_t *parked = NULL;
+    size_t n = 0;
+    es_error_t err = {0};
+    cr_assert_eq(es_dlq_list(cfg, "notes", false, &parked, &n, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(n, 1, "%zu events parked", n);
+    cr_assert_not_null(strstr(parked[0].error, "projector.apply.timeout.ms"), "%s",
+                       parked[0].error);
+    free(parked);
 }

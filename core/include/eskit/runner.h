@@ -26,7 +26,9 @@
  *
  * A module stuck in apply cannot be stopped from outside: the optional watchdog
  * projector.apply.timeout.ms ends the process (a critical log line, then
- * SIGKILL) when one apply runs longer, and the guard counts that death.
+ * SIGKILL) when one apply runs longer, and the guard counts that death. The
+ * kill does not wait for the log callback: one that blocks (a lock the stuck
+ * thread holds, a full stderr pipe) holds it back by a second at most.
  *
  * Replays (es_replay) and runners of one projector take turns on a lock, so
  * they never write the same read model at once.
