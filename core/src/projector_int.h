@@ -125,5 +125,8 @@ es_log_t *es_runner_log(es_runner_t *r);
 es_err es_runner_apply_record(es_runner_t *r, const es_raw_record_t *rec, int *attempts,
                               char *event_type, size_t type_cap, int *storage, es_error_t *err);
 int es_runner_lock_fd(es_runner_t *r);
-/* 1 once es_runner_stop was called (until es_runner_run returns). */
+/* 1 once es_runner_stop was called (until es_runner_run returns or es_runner_resume). */
 int es_runner_stopping(const es_runner_t *r);
+/* Undoes es_runner_stop: polls apply events again, and the process ending is a crash to the
+ * guard again. es_runner_run does it when it returns; so does es_saga_run for its runner. */
+void es_runner_resume(es_runner_t *r);

@@ -82,11 +82,18 @@ es_err es_rm_open_as(const es_config_t *cfg, const char *path, rm_mode mode, con
         }
         return e;
     }
+    /* A rebuild target is a file eskit made just before (replay.c): a link there is not ours. */
+    int nofollow = mode == RM_BULK ? SQLITE_OPEN_NOFOLLOW : 0;
     int rc = sqlite3_open_v2(
-        path, db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+        path, db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | nofollow,
+        NULL);
     if (rc != SQLITE_OK) {
+        int link = *db && sqlite3_extended_errcode(*db) == SQLITE_CANTOPEN_SYMLINK;
         es_err e = es_fail(err, ES_EIO, "cannot open %s %s: %s", noun, path,
-                           *db ? sqlite3_errmsg(*db) : sqlite3_errstr(rc));
+                           link  ? "it is a symbolic link, which eskit never follows to a file "
+                                   "it made itself; remove it and try again"
+                           : *db ? sqlite3_errmsg(*db)
+                                 : sqlite3_errstr(rc));
         sqlite3_close(*db);
         *db = NULL;
         return e;

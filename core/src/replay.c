@@ -10,6 +10,7 @@
  */
 #include "projector_int.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,35 @@ static void remove_shadow(const char *path) {
         snprintf(buf, sizeof buf, "%s%s", path, suffix[i]);
         unlink(buf);
     }
+}
+
+/* The shadow's path beside the live model's, its directory resolved (realpath), so that
+ * SQLite can open it refusing any symbolic link on the way: a link on the path to the read
+ * model's directory is the user's to choose, one at the shadow itself is not ours. */
+static es_err shadow_path(const char *live, const char *projector, char **out, es_error_t *err) {
+    char *side = es_rm_side_path(live, projector, ".replay"), *dir = NULL, *real = NULL;
+    const char *slash = side ? strrchr(side, '/') : NULL;
+    *out = NULL;
+    if (side)
+        dir = slash ? strndup(side, slash == side ? 1 : (size_t)(slash - side)) : strdup(".");
+    if (!dir) {
+        free(side);
+        return es_fail(err, ES_ENOMEM, "out of memory");
+    }
+    es_err e = ES_OK;
+    if (!(real = realpath(dir, NULL)))
+        e = es_fail(err, ES_EIO, "cannot resolve the directory %s of the read model %s: %s", dir,
+                    live, strerror(errno));
+    const char *base = slash ? slash + 1 : side;
+    size_t n = real ? strlen(real) + strlen(base) + 2 : 0;
+    if (e == ES_OK && !(*out = malloc(n)))
+        e = es_fail(err, ES_ENOMEM, "out of memory");
+    if (e == ES_OK)
+        snprintf(*out, n, "%s/%s", strcmp(real, "/") ? real : "", base);
+    free(real);
+    free(dir);
+    free(side);
+    return e;
 }
 
 /* Creates the shadow as a side file, so SQLite never opens one another user planted. */
@@ -118,9 +148,27 @@ static es_err copy_tables(sqlite3 *db, const char *projector, es_error_t *err) {
     return e;
 }
 
-static es_err swap_in(sqlite3 *live, const char *shadow, const char *name, es_error_t *err) {
+/* Attaches the shadow the rebuilding runner has open (opened refusing links, at the name
+ * SQLite resolved). ATTACH follows symbolic links, but SQLite resolves a link before it opens the
+ * file, so one swapped in shows as another name: refused. */
+static es_err attach_shadow(sqlite3 *live, sqlite3 *shadow, es_error_t *err) {
+    const char *path = sqlite3_db_filename(shadow, "main");
     es_err e =
-        exec_fmt(live, "attaching the rebuilt model", err, "ATTACH DATABASE %Q AS shadow", shadow);
+        exec_fmt(live, "attaching the rebuilt model", err, "ATTACH DATABASE %Q AS shadow", path);
+    const char *got = e == ES_OK ? sqlite3_db_filename(live, "shadow") : NULL;
+    if (e == ES_OK && (!got || strcmp(got, path))) {
+        e = es_fail(err, ES_EIO,
+                    "the replay's rebuild file %s was replaced by a symbolic link (to %s) "
+                    "before the swap; the live read model is unchanged: remove the link and "
+                    "replay again",
+                    path, got ? got : "?");
+        sqlite3_exec(live, "DETACH DATABASE shadow", NULL, NULL, NULL);
+    }
+    return e;
+}
+
+static es_err swap_in(sqlite3 *live, sqlite3 *shadow, const char *name, es_error_t *err) {
+    es_err e = attach_shadow(live, shadow, err);
     if (e != ES_OK)
         return e;
     e = es_rm_exec(live, "BEGIN IMMEDIATE", "swapping in the rebuilt model", err);
@@ -217,7 +265,7 @@ static es_err finish(replay *rp, es_error_t *err) {
         if (e == ES_OK && es_runner_stopping(rp->shadow))
             e = cancelled(rp, err);
         if (e == ES_OK)
-            e = swap_in(live, rp->shadow_path, rp->def->name, err);
+            e = swap_in(live, es_runner_db(rp->shadow), rp->def->name, err);
         es_rm_unlock(lock);
     }
     if (e == ES_OK) {
@@ -242,10 +290,11 @@ es_err es_replay(const es_config_t *cfg, const es_projector_def *def,
     replay rp = {cfg, def, hooks, NULL, 0, 0, NULL, NULL, NULL};
     const char *live = es_config_get(cfg, "readmodel.db");
     rp.live_path = strdup(live);
-    rp.shadow_path = es_rm_side_path(live, def->name, ".replay");
     rp.guard_path = es_rm_side_path(live, def->name, ".replay-guard");
-    if (!rp.live_path || !rp.shadow_path || !rp.guard_path)
+    if (!rp.live_path || !rp.guard_path)
         e = es_fail(err, ES_ENOMEM, "out of memory");
+    if (e == ES_OK)
+        e = shadow_path(live, def->name, &rp.shadow_path, err);
     if (e == ES_OK) {
         remove_shadow(rp.shadow_path);
         e = create_shadow(rp.shadow_path, err);

@@ -225,8 +225,22 @@ static void watch_begin(watchdog *w, const es_raw_record_t *rec) {
     __atomic_store_n(&w->since_us, mono_us(), __ATOMIC_RELEASE);
 }
 
-/* The apply has run too long: the guard counts it as a death, the config's log callback is
- * told (a critical line, on this thread), and the process ends. */
+/* How long the log callback has to tell of the watchdog's kill before the kill comes anyway. */
+#define WATCH_LOG_GRACE_S 1
+
+/* Arms a kill that needs nothing of the process: a kernel timer sends SIGKILL in
+ * WATCH_LOG_GRACE_S, so a log callback that blocks (on a lock the stuck thread holds, on a full
+ * stderr pipe) cannot keep a stuck process alive. 1 when armed. */
+static int arm_kill(void) {
+    struct sigevent ev = {.sigev_notify = SIGEV_SIGNAL, .sigev_signo = SIGKILL};
+    struct itimerspec at = {.it_value = {.tv_sec = WATCH_LOG_GRACE_S}};
+    timer_t t;
+    return timer_create(CLOCK_MONOTONIC, &ev, &t) == 0 && timer_settime(t, 0, &at, NULL) == 0;
+}
+
+/* The apply has run too long: the guard counts it as a death, a kill is armed, the config's
+ * log callback is told (a critical line, on this thread; not when no kill could be armed: then
+ * nothing may stand between the watchdog and its kill), and the process ends. */
 static void watch_expired(es_runner_t *r, int64_t since) {
     watchdog *w = &r->wd;
     const char *topic = __atomic_load_n(&w->topic, __ATOMIC_RELAXED);
@@ -238,13 +252,14 @@ static void watch_expired(es_runner_t *r, int64_t since) {
         return; /* it ended meanwhile: what was read may be the next apply's */
     if (r->guard)
         es_guard_timed_out(r->guard);
-    es_logf(r->cfg, ES_LOG_CRITICAL,
-            "projector '%s': applying %s/%d offset %lld ran longer than "
-            "projector.apply.timeout.ms (%lld ms); the process is ended so that the crash "
-            "guard counts it: death %u of the %d (projector.crash.restarts) after which a "
-            "restart parks the event",
-            r->def->name, topic, (int)partition, (long long)offset, (long long)w->timeout_ms,
-            deaths + 1, r->restarts);
+    if (arm_kill())
+        es_logf(r->cfg, ES_LOG_CRITICAL,
+                "projector '%s': applying %s/%d offset %lld ran longer than "
+                "projector.apply.timeout.ms (%lld ms); the process is ended so that the crash "
+                "guard counts it: death %u of the %d (projector.crash.restarts) after which a "
+                "restart parks the event",
+                r->def->name, topic, (int)partition, (long long)offset, (long long)w->timeout_ms,
+                deaths + 1, r->restarts);
     kill(getpid(), SIGKILL);
     for (;;)
         pause();
@@ -738,24 +753,30 @@ es_err es_runner_run(es_runner_t *r, es_error_t *err) {
     int wait = 100;
     if (!err) /* the retry log below quotes the failure */
         err = &local;
+    es_err e = ES_OK;
     while (!r->stop) {
-        es_err e = es_runner_poll(r, 100, NULL, err);
+        e = es_runner_poll(r, 100, NULL, err);
         if (e == ES_OK) {
             wait = 100;
             continue;
         }
         if (!transient(e))
-            return e;
+            break;
         /* The error names the projector already (es_runner_poll). */
         es_logf(r->cfg, ES_LOG_WARNING, "%s; retrying in %d ms", err->message, wait);
         for (int slept = 0; slept < wait && !r->stop; slept += 10)
             es_sleep_ms(10);
         wait = wait < 5000 ? wait * 2 : 5000;
+        e = ES_OK;
     }
+    es_runner_resume(r);
+    return e;
+}
+
+void es_runner_resume(es_runner_t *r) {
     r->stop = 0;
     if (r->guard)
         es_guard_stopping(r->guard, 0);
-    return ES_OK;
 }
 
 /* Async-signal-safe: a store to a sig_atomic_t and one to the guard's mapped page. */

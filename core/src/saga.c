@@ -23,6 +23,8 @@
 #define PUBLISH_BATCH 4096
 #define KAFKA_FLUSH_MS 10000
 #define FLUSH_SLICE_MS 50
+#define STOP_GRACE_MS 1000 /* a stop still waits this long for acknowledgements under way */
+#define SENT_INDEX_BITS 12 /* a record's delivery opaque: publish round << bits | index */
 #define RETRY_BACKOFF_US 200000
 
 /* ---- definitions -------------------------------------------------------------------------- */
@@ -244,6 +246,12 @@ static const char *const SQL[S_COUNT] = {
     [S_PRUNED_GET] = "SELECT n FROM es_saga_pruned WHERE saga = ?1 AND state = ?2",
 };
 
+/* The delivery report of one transition produced to Kafka. */
+typedef struct sent_rec {
+    int reported;
+    rd_kafka_resp_err_t err;
+} sent_rec;
+
 struct es_saga_coordinator {
     es_config_t *cfg; /* first: the Kafka log callback's opaque starts with it */
     const es_saga_def *def;
@@ -258,6 +266,10 @@ struct es_saga_coordinator {
     char htype[ES_MAX_TYPE_LEN + 1];
     char htopic[ES_MAX_TYPE_LEN + 16];
     rd_kafka_t *producer; /* Kafka: transitions go to "<saga>.saga.events" */
+    /* What the delivery reports of this publish round said, by record (dr_cb); reports of an
+     * earlier round (records a stop or a timeout left behind) are ignored. */
+    uintptr_t round;
+    sent_rec *sent;       /* PUBLISH_BATCH of them */
     int64_t retry_at_us;  /* the relay backs off after a failed delivery */
     size_t batch_size;    /* projector.batch.size: a full batch means the log has more */
     int64_t retention_us; /* saga.retention.ms; 0: ended instances stay */
@@ -1194,16 +1206,26 @@ static es_err append_embedded(es_saga_coordinator_t *c, const pending_rec *recs,
     return e;
 }
 
+_Static_assert(PUBLISH_BATCH <= 1 << SENT_INDEX_BITS, "a record's index fits its opaque");
+
+/* Runs on the thread that polls or flushes the producer (publish, destroy). */
 static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
-    (void)rk, (void)opaque;
-    if (m->err && m->_private)
-        *(rd_kafka_resp_err_t *)m->_private = m->err;
+    (void)rk;
+    es_saga_coordinator_t *c = opaque;
+    uintptr_t tag = (uintptr_t)m->_private, i = tag & ((1u << SENT_INDEX_BITS) - 1);
+    if (tag >> SENT_INDEX_BITS == c->round)
+        c->sent[i] = (sent_rec){1, m->err};
 }
 
-/* Kafka: produces the records keyed by instance id; a retry after a crash may produce a
- * transition twice, and readers keep the first of each version (the log-order rule). */
+/* Kafka: produces the records keyed by instance id, in a new round of delivery reports; a
+ * retry after a crash may produce a transition twice, and readers keep the first of each
+ * version (the log-order rule). */
 static es_err append_kafka(es_saga_coordinator_t *c, const pending_rec *recs, size_t n,
-                           rd_kafka_resp_err_t *status, es_error_t *err) {
+                           es_error_t *err) {
+    c->round = (c->round + 1) & (UINTPTR_MAX >> SENT_INDEX_BITS);
+    if (c->round == 0)
+        c->round = 1;
+    memset(c->sent, 0, n * sizeof *c->sent);
     for (size_t i = 0; i < n; i++) {
         es_event_t ev = {.aggregate_type = c->htype,
                          .aggregate_id = recs[i].id,
@@ -1225,8 +1247,8 @@ static es_err append_kafka(es_saga_coordinator_t *c, const pending_rec *recs, si
                                        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
                                        RD_KAFKA_V_KEY(recs[i].id, strlen(recs[i].id)),
                                        RD_KAFKA_V_VALUE(bytes, len), RD_KAFKA_V_HEADERS(h),
-                                       RD_KAFKA_V_OPAQUE(status), RD_KAFKA_V_END)) ==
-               RD_KAFKA_RESP_ERR__QUEUE_FULL)
+                                       RD_KAFKA_V_OPAQUE((void *)(c->round << SENT_INDEX_BITS | i)),
+                                       RD_KAFKA_V_END)) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
             rd_kafka_poll(c->producer, 10);
         if (ke) {
             rd_kafka_headers_destroy(h);
@@ -1239,12 +1261,30 @@ static es_err append_kafka(es_saga_coordinator_t *c, const pending_rec *recs, si
 }
 
 /* Waits up to KAFKA_FLUSH_MS for the producer's records to be acknowledged, in short slices so
- * that a stop does not wait for an outage to end; whether they were. */
+ * that a stop does not wait for an outage to end: after a stop, at most STOP_GRACE_MS more, for
+ * acknowledgements already on their way (what is acknowledged is marked published and never
+ * sent again). Whether every record was acknowledged. */
 static int flushed(es_saga_coordinator_t *c) {
-    for (int waited = 0; waited < KAFKA_FLUSH_MS && !c->stop; waited += FLUSH_SLICE_MS)
+    for (int waited = 0, grace = 0; waited < KAFKA_FLUSH_MS && grace < STOP_GRACE_MS;
+         waited += FLUSH_SLICE_MS) {
         if (rd_kafka_flush(c->producer, FLUSH_SLICE_MS) == RD_KAFKA_RESP_ERR_NO_ERROR)
             return 1;
+        if (c->stop)
+            grace += FLUSH_SLICE_MS;
+    }
     return rd_kafka_outq_len(c->producer) == 0;
+}
+
+/* Kafka: how many of recs[i..j) (one instance's, in seq order) were delivered before a record
+ * that was not; *why is the first failure's, or __TIMED_OUT for a record with no report yet. */
+static size_t delivered_run(const es_saga_coordinator_t *c, size_t i, size_t j,
+                            rd_kafka_resp_err_t *why) {
+    size_t k = i;
+    while (k < j && c->sent[k].reported && !c->sent[k].err)
+        k++;
+    if (k < j && !*why)
+        *why = c->sent[k].reported ? c->sent[k].err : RD_KAFKA_RESP_ERR__TIMED_OUT;
+    return k - i;
 }
 
 static void free_recs(pending_rec *recs, size_t n) {
@@ -1298,29 +1338,34 @@ static es_err publish(es_saga_coordinator_t *c, size_t *published, es_error_t *e
     sqlite3_reset(s);
     if (e == ES_OK && rc != SQLITE_DONE && rc != SQLITE_ROW)
         e = db_fail(c, "reading unpublished transitions", err);
-    rd_kafka_resp_err_t status = RD_KAFKA_RESP_ERR_NO_ERROR;
-    size_t done = n; /* the records to mark published */
     if (e == ES_OK && n > 0 && c->producer) {
-        e = append_kafka(c, recs, n, &status, err);
-        if (e == ES_OK && !flushed(c))
-            status = RD_KAFKA_RESP_ERR__TIMED_OUT;
-        if (e == ES_OK && status && c->stop) /* unmarked: published again on the next start */
-            done = 0;
-        else if (e == ES_OK && status)
-            e = es_fail(err, ES_EKAFKA, "saga '%s': publishing transitions to %s: %s", c->def->name,
-                        c->htopic, rd_kafka_err2str(status));
-    }
-    if (e == ES_OK && n > 0 && !c->producer)
+        e = append_kafka(c, recs, n, err);
+        if (e == ES_OK)
+            flushed(c);
+    } else if (e == ES_OK && n > 0) {
         e = append_embedded(c, recs, n, err);
-    if (e == ES_OK && done > 0)
-        e = tx_begin(c, err);
-    for (size_t i = 0, j; e == ES_OK && i < done; i = j) {
-        for (j = i + 1; j < done && !strcmp(recs[j].id, recs[i].id); j++)
-            ;
-        e = mark_published(c, recs[i].id, recs[j - 1].seq, err);
     }
-    if (done > 0)
+    /* Marked published: on Kafka exactly the records delivered, each instance's up to its first
+     * record that was not (a record after it, delivered or not, is sent again with it later). */
+    rd_kafka_resp_err_t why = RD_KAFKA_RESP_ERR_NO_ERROR;
+    size_t done = 0;
+    int open = 0;
+    for (size_t i = 0, j; e == ES_OK && i < n; i = j) {
+        for (j = i + 1; j < n && !strcmp(recs[j].id, recs[i].id); j++)
+            ;
+        size_t k = c->producer ? delivered_run(c, i, j, &why) : j - i;
+        if (k > 0 && !open && (e = tx_begin(c, err)) == ES_OK)
+            open = 1;
+        if (k > 0 && e == ES_OK)
+            e = mark_published(c, recs[i].id, recs[i + k - 1].seq, err);
+        done += k;
+    }
+    if (open)
         e = tx_end(c, e, err);
+    /* What a stop cut short is no failure: it is sent again on the next round or start. */
+    if (e == ES_OK && why && !c->stop)
+        e = es_fail(err, ES_EKAFKA, "saga '%s': publishing transitions to %s: %s", c->def->name,
+                    c->htopic, rd_kafka_err2str(why));
     if (e == ES_OK)
         *published = done;
     free_recs(recs, n);
@@ -1359,6 +1404,10 @@ static es_err open_producer(es_saga_coordinator_t *c, es_error_t *err) {
     es_err e = es_kafka_conf(c->cfg, NULL, 0, 0, c, &conf, err);
     if (e != ES_OK)
         return e;
+    if (!(c->sent = calloc(PUBLISH_BATCH, sizeof *c->sent))) {
+        rd_kafka_conf_destroy(conf);
+        return es_fail(err, ES_ENOMEM, "out of memory");
+    }
     rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
     c->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
     if (!c->producer) {
@@ -1433,6 +1482,7 @@ void es_saga_coordinator_destroy(es_saga_coordinator_t *c) {
         rd_kafka_flush(c->producer, 0);
         rd_kafka_destroy(c->producer);
     }
+    free(c->sent);
     for (int k = 0; k < S_COUNT; k++)
         sqlite3_finalize(c->st[k]);
     es_runner_destroy(c->runner);
@@ -1519,6 +1569,10 @@ es_err es_saga_poll(es_saga_coordinator_t *c, int timeout_ms, size_t *progress, 
     size_t applied = 0, delivered = 0, fired = 0, published = 0;
     if (!c)
         return es_fail(err, ES_EINVAL, "es_saga_poll: coordinator is NULL");
+    if (progress)
+        *progress = 0;
+    if (c->stop) /* until es_saga_run returns (saga.h) */
+        return ES_OK;
     /* Work a crash may have left (the outbox) first; wait for new events only when there is
      * nothing else to do. */
     es_err e = relay(c, &delivered, err);
@@ -1570,21 +1624,26 @@ es_err es_saga_run(es_saga_coordinator_t *c, es_error_t *err) {
         return es_fail(err, ES_EINVAL, "es_saga_run: coordinator is NULL");
     if (!err) /* the retry log below quotes the failure */
         err = &local;
+    es_err e = ES_OK;
     while (!c->stop) {
-        es_err e = es_saga_poll(c, 100, NULL, err);
+        e = es_saga_poll(c, 100, NULL, err);
         if (e == ES_OK) {
             wait = 100;
             continue;
         }
         if (!transient(e))
-            return e;
+            break;
         /* The error names the saga already (es_saga_poll). */
         es_logf(c->cfg, ES_LOG_WARNING, "%s; retrying in %d ms", err->message, wait);
         for (int slept = 0; slept < wait && !c->stop; slept += 10)
             es_sleep_ms(10);
         wait = wait < 5000 ? wait * 2 : 5000;
+        e = ES_OK;
     }
-    return ES_OK;
+    /* The stop ended this run only: the coordinator may be run or polled again. */
+    c->stop = 0;
+    es_runner_resume(c->runner);
+    return e;
 }
 
 void es_saga_stop(es_saga_coordinator_t *c) {

@@ -4,9 +4,11 @@
  * processor owns the aggregates and the coordinator's relay produces to
  * "<type>.commands"): the demo's order fulfilment saga completes, is
  * compensated after a declined payment, a shortage of stock and a timeout,
- * and redelivered events never double a step.
+ * redelivered events never double a step, and a run ended by a stop leaves a
+ * coordinator that polls on.
  */
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -390,4 +392,27 @@ Test(sagas, ended_instances_are_pruned_after_the_retention_and_still_counted) {
     es_saga_stats(coord, &st);
     cr_assert_eq(st.pruned, 1);
     state_is("o-kept", "completed");
+}
+
+static void *run_coordinator(void *opaque) {
+    es_error_t err = {0};
+    *(es_err *)opaque = es_saga_run(coord, &err);
+    return NULL;
+}
+
+Test(sagas, after_a_run_ended_by_a_stop_polls_apply_new_events_again) {
+    char buf[2048];
+    restock("sku-h", 10);
+    start(30000);
+    es_err rc = ES_EIO;
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, run_coordinator, &rc), 0);
+    es_saga_stop(coord);
+    pthread_join(t, NULL);
+    cr_assert_eq(rc, ES_OK, "a run ended by a stop returns ES_OK: %s", es_strerror(rc));
+    place("o-later", "kim", "sku-h", 1, 1500);
+    settle(1);
+    state_is("o-later", "completed");
+    stream_types("orders.order", "o-later", buf, sizeof buf);
+    cr_assert_str_eq(buf, "OrderPlaced,OrderConfirmed");
 }

@@ -35,6 +35,10 @@
 
 #define SEC 1000000LL
 #define MAX_ARGS 32
+/* The watchdog's timeout in its tests: far beyond what a normal apply takes on a loaded 2-core
+ * sanitizer run (at 200 ms one descheduled apply was ended and counted as a 4th death); the
+ * stuck apply never returns, so a long timeout costs only the wait. */
+#define WATCHDOG_MS "2000"
 
 static char *dir, *db, *rm, *mark, *out_path, *err_path;
 static es_store_t *store;
@@ -461,7 +465,7 @@ Test(projector_interrupts,
     append_added("a", 30);
     int64_t stuck = append_added("slow-1", 1);
     append_added("b", 30);
-    const char *sets[] = {"projector.apply.timeout.ms=200", "projector.crash.restarts=3",
+    const char *sets[] = {"projector.apply.timeout.ms=" WATCHDOG_MS, "projector.crash.restarts=3",
                           "projector.batch.size=10", NULL};
     const char *env[] = {"TP_SLEEPY_MS=forever", NULL};
     int deaths = 0, status = 0;
@@ -502,7 +506,7 @@ Test(projector_interrupts, a_replay_the_watchdog_ends_fails_with_one_line_then_p
     replay_ok(SLEEPY_SO, NULL);
     append_added("slow-1", 1);
     append_added("b", 3);
-    const char *env[] = {"TP_SLEEPY_MS=forever", "ESKIT_PROJECTOR_APPLY_TIMEOUT_MS=200",
+    const char *env[] = {"TP_SLEEPY_MS=forever", "ESKIT_PROJECTOR_APPLY_TIMEOUT_MS=" WATCHDOG_MS,
                          "ESKIT_PROJECTOR_CRASH_RESTARTS=2", NULL};
     for (int i = 0; i < 2; i++) {
         replay_run r = replay(SLEEPY_SO, env);

@@ -1,13 +1,20 @@
 /*
  * The runner's checks, on the embedded backend: definitions, config keys,
- * and the guards against sharing a file, a table or another log's model.
+ * the guards against sharing a file, a table or another log's model, a
+ * replay's rebuild file, never opened through a symbolic link, and the apply
+ * watchdog's kill, which no log callback holds back.
  * Its behaviour on both backends is tests/conformance/test_projection.c.
  */
 #include <criterion/criterion.h>
+#include <errno.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "notes.h"
 #include "testutil.h"
@@ -188,4 +195,159 @@ Test(runner, poll_and_run_return_their_code_with_a_null_error_and_a_log_callback
     cr_assert_null(strstr(first + 1, "projector 'notes'"), "named once: %s", retry_line);
     free(path);
     es_runner_destroy(r);
+}
+
+/* notes, except that a test.v1.Stuck event's apply never returns. */
+static es_projector_def stuck_notes;
+
+static es_err apply_or_hang(es_projector_ctx_t *ctx, const es_event_t *ev, es_error_t *err) {
+    if (!strcmp(ev->event_type, "test.v1.Stuck"))
+        for (;;)
+            pause();
+    return notes_v1.apply(ctx, ev, err);
+}
+
+/* A log callback that never returns from the watchdog's critical line. */
+static void block_on_critical(int level, const char *msg, void *opaque) {
+    (void)msg, (void)opaque;
+    if (level <= ES_LOG_CRITICAL)
+        for (;;)
+            pause();
+}
+
+Test(runner, a_log_callback_that_blocks_does_not_keep_the_watchdog_from_ending_a_stuck_apply) {
+    stuck_notes = notes_v1;
+    stuck_notes.apply = apply_or_hang;
+    append("n-1", "test.v1.Stuck", "forever");
+    cr_assert_eq(es_config_set(cfg, "projector.apply.timeout.ms", "100", NULL), ES_OK);
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        es_runner_t *r = NULL;
+        es_config_set_log_cb(cfg, block_on_critical, NULL);
+        if (es_runner_new(cfg, &stuck_notes, &r, NULL) != ES_OK)
+            _exit(1);
+        es_runner_poll(r, 1000, NULL, NULL);
+        _exit(2); /* the apply returned */
+    }
+    int status = 0;
+    int64_t deadline = es_now_us() + 30000000;
+    pid_t w;
+    while ((w = waitpid(pid, &status, WNOHANG)) == 0 && es_now_us() < deadline)
+        usleep(10000);
+    if (w == 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        cr_assert_fail("the watchdog did not end the process within 30 s: the log callback "
+                       "it called first blocked it");
+    }
+    cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
+              "the process should have been killed by the watchdog (status 0x%x)", status);
+    /* The guard knew of the timeout before the log callback was called: with restarts 1 the
+     * event is parked as the watchdog's. */
+    cr_assert_eq(es_config_set(cfg, "projector.crash.restarts", "1", NULL), ES_OK);
+    es_runner_t *r = runner(&stuck_notes);
+    drain(r);
+    es_runner_destroy(r);
+    es_dlq_entry_t *parked = NULL;
+    size_t n = 0;
+    es_error_t err = {0};
+    cr_assert_eq(es_dlq_list(cfg, "notes", false, &parked, &n, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(n, 1, "%zu events parked", n);
+    cr_assert_not_null(strstr(parked[0].error, "projector.apply.timeout.ms"), "%s",
+                       parked[0].error);
+    free(parked);
+}
+
+/* The attacker's move, made from inside SQLite: a VFS over the default one whose xFullPathname
+ * (what SQLite calls before it opens a file) replaces the replay's rebuild file with a symbolic
+ * link to swap_target, at the swap_at-th time the file is about to be opened (1: the rebuilding
+ * runner's open, 2: the swap's ATTACH). */
+static sqlite3_vfs swap_vfs, *real_vfs;
+static const char *swap_target;
+static int swap_at, replay_opens;
+
+static int swap_full_pathname(sqlite3_vfs *vfs, const char *name, int n, char *out) {
+    size_t len = strlen(name);
+    if (len > 7 && !strcmp(name + len - 7, ".replay") && ++replay_opens == swap_at) {
+        cr_assert_eq(unlink(name), 0, "unlink %s: %s", name, strerror(errno));
+        cr_assert_eq(symlink(swap_target, name), 0, "symlink %s: %s", name, strerror(errno));
+    }
+    return real_vfs->xFullPathname(vfs, name, n, out);
+}
+
+static void swap_rebuild_file_at(int at, const char *target) {
+    real_vfs = sqlite3_vfs_find(NULL);
+    swap_vfs = *real_vfs; /* its methods, its pAppData: only the pathname step is ours */
+    swap_vfs.zName = "swap-rebuild-file";
+    swap_vfs.xFullPathname = swap_full_pathname;
+    swap_target = target;
+    swap_at = at;
+    replay_opens = 0;
+    cr_assert_eq(sqlite3_vfs_register(&swap_vfs, 1), SQLITE_OK);
+}
+
+Test(runner, a_replay_never_opens_its_rebuild_file_through_a_symbolic_link) {
+    append("n-1", "test.v1.Noted", "abc");
+    char *victim = tu_path(dir, "victim");
+    FILE *f = fopen(victim, "w");
+    cr_assert_not_null(f);
+    fclose(f); /* empty: SQLite would take it for an empty database and write it */
+    swap_rebuild_file_at(1, victim);
+    es_error_t err = {0};
+    es_err rc = es_replay(cfg, &notes_v1, NULL, NULL, &err);
+    cr_assert_eq(replay_opens >= 1, 1, "the rebuild file was never opened");
+    struct stat st;
+    cr_assert_eq(stat(victim, &st), 0);
+    cr_assert_eq(st.st_size, 0, "the replay wrote %lld bytes through the link",
+                 (long long)st.st_size);
+    cr_assert_eq(rc, ES_EIO, "%s: %s", es_strerror(rc), err.message);
+    cr_assert(strstr(err.message, "symbolic link"), "%s", err.message);
+    cr_assert(strstr(err.message, ".replay"), "the file is named: %s", err.message);
+    free(victim);
+}
+
+Test(runner, a_replay_refuses_a_rebuild_file_swapped_for_a_link_before_the_swap) {
+    append("n-1", "test.v1.Noted", "abc");
+    /* The attacker's model: a read model of the same log with a forged row. */
+    char *forged = tu_path(dir, "forged.db"), *live = tu_path(dir, "read.db");
+    es_error_t err = {0};
+    cr_assert_eq(es_config_set(cfg, "readmodel.db", forged, &err), ES_OK);
+    cr_assert_eq(es_replay(cfg, &notes_v1, NULL, NULL, &err), ES_OK, "%s", err.message);
+    sqlite3 *db = NULL;
+    cr_assert_eq(sqlite3_open(forged, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(db, "INSERT INTO notes VALUES ('forged', 1, 'x')", NULL, NULL, NULL),
+                 SQLITE_OK, "%s", sqlite3_errmsg(db));
+    sqlite3_close(db);
+    cr_assert_eq(es_config_set(cfg, "readmodel.db", live, &err), ES_OK);
+    es_runner_t *r = runner(&notes_v1);
+    drain(r);
+    es_runner_destroy(r);
+
+    swap_rebuild_file_at(2, forged);
+    es_err rc = es_replay(cfg, &notes_v1, NULL, NULL, &err);
+    cr_assert_eq(replay_opens, 2, "the rebuild file was opened %d times", replay_opens);
+    cr_assert_eq(query_int("SELECT count(*) FROM notes WHERE id = 'forged'"), 0,
+                 "the swap copied the linked file's rows into the live read model");
+    cr_assert_eq(query_int("SELECT count(*) FROM notes"), 1, "the live model is untouched");
+    cr_assert_eq(rc, ES_EIO, "%s: %s", es_strerror(rc), err.message);
+    cr_assert(strstr(err.message, "symbolic link"), "%s", err.message);
+    free(forged);
+    free(live);
+}
+
+Test(runner, a_read_model_reached_through_a_linked_directory_still_replays) {
+    append("n-1", "test.v1.Noted", "abc");
+    char *real = tu_path(dir, "real"), *link = tu_path(dir, "link"),
+         *rm = tu_path(dir, "link/rm.db");
+    cr_assert_eq(mkdir(real, 0700), 0);
+    cr_assert_eq(symlink(real, link), 0);
+    es_error_t err = {0};
+    cr_assert_eq(es_config_set(cfg, "readmodel.db", rm, &err), ES_OK);
+    cr_assert_eq(es_replay(cfg, &notes_v1, NULL, NULL, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(tu_query_int(rm, "SELECT count(*) FROM notes"), 1);
+    free(real);
+    free(link);
+    free(rm);
 }

@@ -1,15 +1,20 @@
 /*
  * The saga coordinator's calls on their failure paths, on the embedded backend: each takes
  * err == NULL (the normal set-up for a service sets a log callback, and the coordinator
- * quotes its failures there), each error names the saga once, and a full saga database is
- * called what it is. The saga's behaviour on both backends is tests/conformance/test_sagas.c.
+ * quotes its failures there), each error names the saga once, a full saga database is called
+ * what it is, and after a run ended by a stop a crash is counted as a crash again. The saga's
+ * behaviour on both backends is tests/conformance/test_sagas.c.
  */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "domain.h"
 #include "fulfilment.h"
@@ -301,4 +306,92 @@ Test(saga_coordinator, a_full_saga_database_is_called_the_saga_database) {
     }
     cr_assert_not_null(coord, "the coordinator never opened");
     free(saga_db);
+}
+
+/* The demo saga whose first step crashes the process (as an unhandled crash does, whatever
+ * handler the process installed) when it starts the instance "crash-me". */
+static es_saga_step crash_steps[8];
+static es_saga_def crash_def;
+
+static es_err send_or_crash(const es_saga_view_t *v, es_saga_out_t *out, es_error_t *err) {
+    if (!strcmp(es_saga_view_id(v), "crash-me")) {
+        signal(SIGSEGV, SIG_DFL);
+        raise(SIGSEGV);
+    }
+    return demo_fulfilment_def.steps[0].send(v, out, err);
+}
+
+static const es_saga_def *crashing_saga(void) {
+    crash_def = demo_fulfilment_def;
+    cr_assert_leq(crash_def.n_steps, sizeof crash_steps / sizeof crash_steps[0]);
+    memcpy(crash_steps, demo_fulfilment_def.steps, crash_def.n_steps * sizeof *crash_steps);
+    crash_steps[0].send = send_or_crash;
+    crash_def.steps = crash_steps;
+    return &crash_def;
+}
+
+/* A child process with a coordinator of its own that first runs es_saga_run to a stop (a
+ * stop before the run: it returns at once) when stop_first, then polls until a poll finds
+ * nothing to do. Exits 0, 1 when something failed, or 3 when no poll ever did anything. */
+static int child_coordinator(int stop_first) {
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        es_engine_t *e = NULL;
+        es_saga_coordinator_t *c = NULL;
+        es_error_t err = {0};
+        if (es_engine_new(cfg, &e, &err) != ES_OK || demo_register_all(e, &err) != ES_OK ||
+            es_saga_coordinator_new(cfg, crashing_saga(), e, &c, &err) != ES_OK)
+            _exit(1);
+        if (stop_first) {
+            es_saga_stop(c);
+            if (es_saga_run(c, &err) != ES_OK)
+                _exit(1);
+        }
+        size_t progress = 0, total = 0;
+        for (int i = 0; i < 100; i++) {
+            if (es_saga_poll(c, 20, &progress, &err) != ES_OK)
+                _exit(1);
+            total += progress;
+            if (total && !progress)
+                break;
+        }
+        es_saga_coordinator_destroy(c);
+        es_engine_destroy(e);
+        _exit(total ? 0 : 3);
+    }
+    int status = 0;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    return status;
+}
+
+Test(saga_coordinator, after_a_stopped_run_a_crash_in_a_step_is_counted_by_the_crash_guard) {
+    set("projector.crash.restarts", "1");
+    place("crash-me");
+    /* The run returned on its stop; the polls after it apply the start event again, and the
+     * process dies in the step. */
+    int status = child_coordinator(1);
+    cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV,
+              "the coordinator should have died in the step after its stopped run (status 0x%x: "
+              "3 means its polls applied nothing)",
+              status);
+    /* That death was a crash, not a stop: counted once, with restarts 1 the next coordinator
+     * parks the event instead of dying on it again. */
+    status = child_coordinator(0);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+              "the next coordinator did not park the event it died on (status 0x%x): the death "
+              "after the stopped run was not counted",
+              status);
+    es_config_t *rm = es_config_dup(cfg);
+    es_error_t err = {0};
+    cr_assert_eq(es_config_set(rm, "readmodel.db", es_config_get(cfg, "saga.db"), &err), ES_OK);
+    es_dlq_entry_t *parked = NULL;
+    size_t n = 0;
+    cr_assert_eq(es_dlq_list(rm, NULL, false, &parked, &n, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(n, 1, "%zu events parked", n);
+    cr_assert_str_eq(parked[0].key, "crash-me");
+    cr_assert_not_null(strstr(parked[0].error, "died 1 times"), "%s", parked[0].error);
+    free(parked);
+    es_config_destroy(rm);
 }

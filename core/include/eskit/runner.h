@@ -26,7 +26,9 @@
  *
  * A module stuck in apply cannot be stopped from outside: the optional watchdog
  * projector.apply.timeout.ms ends the process (a critical log line, then
- * SIGKILL) when one apply runs longer, and the guard counts that death.
+ * SIGKILL) when one apply runs longer, and the guard counts that death. The
+ * kill does not wait for the log callback: one that blocks (a lock the stuck
+ * thread holds, a full stderr pipe) holds it back by a second at most.
  *
  * Replays (es_replay) and runners of one projector take turns on a lock, so
  * they never write the same read model at once.
@@ -90,12 +92,14 @@ es_err es_runner_poll(es_runner_t *r, int timeout_ms, size_t *applied, es_error_
 
 /* Polls until es_runner_stop is called or a lasting error stops it; transient failures (a
  * broker down, a busy database) are logged through the config's log callback and retried
- * with backoff. Returning after a stop, it clears the stop. */
+ * with backoff. When it returns it clears the stop: the runner may be run or polled again. */
 es_err es_runner_run(es_runner_t *r, es_error_t *err);
-/* Stops at the next event: the apply running ends, no other starts, the batch commits what
- * was applied with its checkpoints, and es_runner_run returns (es_runner_poll returns at once
- * from then on). Until then, the process ending is not counted as a crash of the event
- * applied. Safe from any thread and from a signal handler. */
+/* Stops at the next event: the apply running ends, no other starts, and the batch commits
+ * what was applied with its checkpoints. es_runner_run then returns and clears the stop. For
+ * a caller that only polls, the stop is final: the poll in progress returns, and every later
+ * es_runner_poll returns at once applying nothing (destroy the runner). While the stop is
+ * set, the process ending is not counted as a crash of the event applied. Safe from any
+ * thread and from a signal handler. */
 void es_runner_stop(es_runner_t *r);
 
 /* Sets a callback for parked events (NULL to remove). */

@@ -148,9 +148,16 @@ void es_saga_coordinator_destroy(es_saga_coordinator_t *c);
  * *progress (may be NULL) is how many events, deliveries, timeouts and published transitions
  * it handled: 0 with es_saga_active 0 means idle. */
 es_err es_saga_poll(es_saga_coordinator_t *c, int timeout_ms, size_t *progress, es_error_t *err);
-/* Polls until es_saga_stop; transient failures are logged and retried. */
+/* Polls until es_saga_stop; transient failures are logged and retried. When it returns it
+ * clears the stop: the coordinator may be run or polled again. */
 es_err es_saga_run(es_saga_coordinator_t *c, es_error_t *err);
-/* Async-signal-safe. */
+/* Stops the coordinator: no event is applied after the one running, the round in progress
+ * gives up waiting for command replies and (Kafka) waits at most a second more for the
+ * acknowledgements of transitions under way; what was not confirmed is sent again later under
+ * the same ids and versions. es_saga_run then returns and clears the stop. For a caller that
+ * only polls, the stop is final: the poll in progress returns, and every later es_saga_poll
+ * returns at once doing nothing (destroy the coordinator). While the stop is set, the process
+ * ending is not counted as a crash of the event applied. Async-signal-safe. */
 void es_saga_stop(es_saga_coordinator_t *c);
 void es_saga_stats(const es_saga_coordinator_t *c, es_saga_stats_t *out);
 /* Applies ev as if consumed again, in a transaction of its own: a redelivery. Events are
