@@ -4,7 +4,7 @@ ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PREFIX ?= /usr/local
 
-.PHONY: all deps build demo demo-kafka test test-asan bench install format clean
+.PHONY: all deps build demo demo-kafka test test-asan lint bench install format clean
 
 all: build
 
@@ -31,6 +31,10 @@ test-asan: deps
 	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DESKIT_SANITIZE=ON
 	cmake --build $(ASAN_BUILD) -j$(JOBS)
 	ctest --test-dir $(ASAN_BUILD) --output-on-failure -j$(JOBS) -L 'unit|conformance'
+
+# clang-format, clang-tidy (.clang-tidy) and cppcheck (tools/cppcheck.supp) over our sources.
+lint: build
+	sh tools/lint.sh $(BUILD)
 
 bench: build
 	$(BUILD)/tools/bench/eskit-bench

@@ -4,7 +4,8 @@
 set -eu
 
 PKGS="build-essential cmake pkg-config librdkafka-dev libprotobuf-c-dev protobuf-c-compiler
-libprotobuf-dev protobuf-compiler libsqlite3-dev sqlite3 libcriterion-dev kcat valgrind"
+libprotobuf-dev protobuf-compiler libsqlite3-dev sqlite3 libcriterion-dev kcat valgrind
+clang-format clang-tidy cppcheck"
 
 missing=""
 for p in $PKGS; do
