@@ -528,7 +528,7 @@ static void print_table(const bench_t *b) {
         f.base_name = b->figs[i].base;
         report_figure(stdout, &f);
     }
-    printf("\nratio = value / baseline; goals from DESIGN.md \"Performance goals\"."
+    printf("\nratio = value / baseline; goals from docs/design.md \"Performance goals\"."
            " PASS/MISS never changes the exit status.\n");
     for (size_t i = 0; i < b->n_notes; i++)
         report_note(stdout, b->notes[i]);
