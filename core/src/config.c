@@ -291,7 +291,8 @@ static es_err put_entry(es_config_t *cfg, const char *key, const char *value) {
         return ES_ENOMEM;
     }
     memmove(&cfg->entries[at + 1], &cfg->entries[at], (cfg->n - at) * sizeof(entry));
-    cfg->entries[at] = (entry){k, v};
+    cfg->entries[at].key = k;
+    cfg->entries[at].value = v;
     cfg->n++;
     return ES_OK;
 }

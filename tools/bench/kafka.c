@@ -705,9 +705,8 @@ static int threaded_calls(es_engine_t *engine, size_t n, double *per_s) {
         rc |= t[i].rc;
     }
     double s = (double)(bench_now_ns() - t0) / 1e9;
-    *per_s = rc == 0 && started == CALLER_THREADS && s > 0
-                 ? (double)(CALLER_THREADS * (n / CALLER_THREADS)) / s
-                 : 0;
+    size_t sent = CALLER_THREADS * (n / CALLER_THREADS); /* each thread sends an equal share */
+    *per_s = rc == 0 && started == CALLER_THREADS && s > 0 ? (double)sent / s : 0;
     return started == CALLER_THREADS ? rc : -1;
 }
 
