@@ -27,6 +27,7 @@
 #include "eskit/v1/command.pb-c.h"
 #include "eskit/v1/reply.pb-c.h"
 #include "eskit/v1/snapshot.pb-c.h"
+#include "logorder.h"
 #include "store.h"
 
 #include <stdatomic.h>
@@ -105,7 +106,7 @@ struct es_processor {
     atomic_int stop;
     struct {
         atomic_uint_fast64_t commands, restores, events_imported, events_skipped,
-            snapshots_imported, snapshots_malformed, snapshots_unused;
+            snapshots_imported, snapshots_malformed, snapshots_unused, stale, gaps;
     } stats;
 };
 
@@ -263,6 +264,7 @@ typedef struct import_ctx {
     cmd_track track;
     snap_map snaps; /* the snapshot to import of each aggregate */
     uint64_t imported, skipped, snaps_imported, snaps_malformed, snaps_unused;
+    es_order_counts order; /* what the log-order rule met */
 } import_ctx;
 
 typedef es_err record_fn(import_ctx *c, const rd_kafka_message_t *m, es_error_t *err);
@@ -284,7 +286,8 @@ static es_err import_snapshot(import_ctx *c, const es_event_t *ev, int64_t offse
     return e;
 }
 
-/* Imports one record when it continues its aggregate (the log-order rule), else skips it. */
+/* Imports one record when it continues its aggregate; the log-order rule for a restoring
+ * writer (logorder.h) skips a stale version and stops at a gap. */
 static es_err import_record(import_ctx *c, const rd_kafka_message_t *m, es_error_t *err) {
     es_position_t at = {c->topic, NULL, m->partition, m->offset};
     es_event_t *ev = NULL;
@@ -300,8 +303,16 @@ static es_err import_record(import_ctx *c, const rd_kafka_message_t *m, es_error
         es_validate_aggregate_id(ev->aggregate_id, NULL) != ES_OK)
         goto skip;
     e = c->log->ops->stream_version(c->log, c->type, ev->aggregate_id, &v, err);
-    if (e != ES_OK || ev->version != v + 1)
+    if (e != ES_OK)
+        goto out;
+    es_order_action act = es_log_order(ES_ORDER_RESTORE, v, ev->version, &c->order);
+    if (act == ES_ORDER_SKIP)
         goto skip;
+    if (act == ES_ORDER_STOP) {
+        at.key = ev->aggregate_id;
+        e = es_log_order_gap_error(err, &at, c->type, ev->aggregate_id, v, ev->version);
+        goto out;
+    }
     es_log_record_t rec = {ev, m->payload, m->len};
     int64_t pos = 0;
     e = c->log->ops->append(c->log, c->type, ev->aggregate_id, v, &rec, 1, &pos, err);
@@ -564,6 +575,8 @@ static es_err restore(es_processor_t *p, owned *o, es_error_t *err) {
         c.snaps_unused += c.snaps.slots[i] && c.snaps.slots[i]->version;
     snap_map_free(&c.snaps);
     es_store_unlock(es_engine_store(p->local));
+    bump(&p->stats.stale, c.order.stale);
+    bump(&p->stats.gaps, c.order.gaps);
     if (e != ES_OK)
         return e;
     o->restored = 1;
@@ -1439,9 +1452,13 @@ void es_processor_stop(es_processor_t *p) {
 
 void es_processor_get_stats(const es_processor_t *p, es_processor_stats *out) {
     es_processor_t *q = (es_processor_t *)p; /* atomic loads take non-const pointers in C11 */
-    *out = (es_processor_stats){
-        atomic_load(&q->stats.commands),           atomic_load(&q->stats.restores),
-        atomic_load(&q->stats.events_imported),    atomic_load(&q->stats.events_skipped),
-        atomic_load(&q->stats.snapshots_imported), atomic_load(&q->stats.snapshots_malformed),
-        atomic_load(&q->stats.snapshots_unused)};
+    *out = (es_processor_stats){atomic_load(&q->stats.commands),
+                                atomic_load(&q->stats.restores),
+                                atomic_load(&q->stats.events_imported),
+                                atomic_load(&q->stats.events_skipped),
+                                atomic_load(&q->stats.snapshots_imported),
+                                atomic_load(&q->stats.snapshots_malformed),
+                                atomic_load(&q->stats.snapshots_unused),
+                                atomic_load(&q->stats.stale),
+                                atomic_load(&q->stats.gaps)};
 }

@@ -6,6 +6,7 @@
  */
 #include "projector_int.h"
 
+#include "logorder.h"
 #include "lru.h"
 
 #include <errno.h>
@@ -418,10 +419,10 @@ static es_err note_version(es_runner_t *r, const es_event_t *ev, es_error_t *err
     return e;
 }
 
-/* The log-order rule (DESIGN.md): an event not after its aggregate's last one is a duplicate
- * or a zombie writer's fork, skipped and counted. A gap is applied and counted: skipping it
- * would turn one lost record into the loss of every later event of the aggregate. */
-static es_err check_order(es_runner_t *r, const es_event_t *ev, int *storage, es_error_t *err) {
+/* The log-order rule for a reader (logorder.h): an event not after its aggregate's last one
+ * is skipped and counted stale; a gap is applied, warned about and counted. */
+static es_err check_order(es_runner_t *r, const es_event_t *ev, const es_position_t *at,
+                          int *storage, es_error_t *err) {
     uint64_t last = 0;
     r->stale_now = 0;
     if (!r->log_order || r->order_bypass)
@@ -431,10 +432,12 @@ static es_err check_order(es_runner_t *r, const es_event_t *ev, int *storage, es
         *storage = 1;
         return e;
     }
-    if (ev->version <= last)
-        r->stale_now = 1;
-    else if (ev->version > last + 1)
+    es_order_counts met = {0};
+    r->stale_now = es_log_order(ES_ORDER_READER, last, ev->version, &met) == ES_ORDER_SKIP;
+    if (met.gaps) {
         r->batch.gaps++;
+        es_log_order_warn_gap(r->cfg, at, ev->aggregate_type, ev->aggregate_id, last, ev->version);
+    }
     return ES_OK;
 }
 
@@ -456,7 +459,7 @@ static es_err apply_record(es_runner_t *r, const es_raw_record_t *rec, int *atte
     snprintf(event_type, type_cap, "%s", ev->event_type);
     ev->offset = rec->offset;
     ev->partition = rec->partition;
-    rc = check_order(r, ev, storage, err);
+    rc = check_order(r, ev, &at, storage, err);
     if (rc != ES_OK || r->stale_now) {
         es_event_free(ev);
         return rc;

@@ -617,6 +617,46 @@ Test(kafka_processor, events_in_kafka_but_not_in_the_state_store_are_restored_in
     stop_processor(pr);
 }
 
+/* The log-order rule for a restoring writer (logorder.h): a version past a hole is data loss.
+ * Restoring past it would let the next command write a second event at the missing version, so
+ * the partition stops with an error naming what is missing, and nothing is executed on it. */
+Test(kafka_processor, a_gap_in_an_aggregates_events_stops_the_restore_naming_the_missing_versions) {
+    proc *pr = start_processor();
+    Orders__V1__PlaceOrder m;
+    es_command_t c = place("o-1", "place-o-1", &m);
+    accepted(&c, 1, "orders.v1.OrderPlaced");
+    stop_processor(pr);
+
+    records cmds;
+    read_topic("orders.order.commands", 0, &cmds);
+    cr_assert_eq(cmds.n, 1);
+    produce_event("o-1", cmds.r[0].partition, 3, "after-a-lost-second"); /* version 2 is lost */
+    free_records(&cmds);
+
+    es_engine_destroy(caller); /* the next caller waits 3 s for an answer, not 20 */
+    caller = NULL;
+    set("execute.timeout.ms", "3000");
+    set_state_db("fresh.db");
+    pr = start_processor();
+    es_result_t res;
+    es_error_t err = {0};
+    c = simple("o-1", &confirm_msg.base, "confirm-o-1");
+    cr_assert_neq(exec(&c, &res, &err), ES_OK, "a command on the partition is not executed");
+    es_result_clear(&res);
+    cr_assert_eq(pthread_join(pr->thread, NULL), 0, "the processor stops by itself");
+    cr_assert_eq(pr->rc, ES_EIO, "%s", pr->err.message);
+    cr_assert(strstr(pr->err.message, "orders.order/o-1: version 3 follows version 1"), "%s",
+              pr->err.message);
+    cr_assert(strstr(pr->err.message, "versions 2..2 are missing"), "%s", pr->err.message);
+    es_processor_stats st;
+    es_processor_get_stats(pr->p, &st);
+    cr_assert_geq(st.gaps, 1, "each restore that stopped at it");
+    cr_assert_eq(st.stale, 0);
+    es_processor_destroy(pr->p);
+    es_engine_destroy(pr->engine);
+    free(pr);
+}
+
 /* The state store is lost: the fingerprints come back from the events' envelopes. */
 Test(kafka_processor, a_command_id_reused_for_another_command_is_refused_after_a_restore) {
     proc *pr = start_processor();
@@ -987,6 +1027,8 @@ Test(kafka_processor, malformed_or_unmatched_snapshots_are_skipped_by_restore) {
     es_processor_stats st = stats_of(pr);
     cr_assert_eq(st.events_imported, 3);
     cr_assert_eq(st.events_skipped, 1, "the zombie's");
+    cr_assert_eq(st.stale, 1, "the zombie's, by the log-order rule");
+    cr_assert_eq(st.gaps, 0);
     cr_assert_eq(st.snapshots_malformed, 4);
     cr_assert_eq(st.snapshots_imported, 1, "o-1 at version 2");
     cr_assert_eq(st.snapshots_unused, 3, "o-1 v1 and o-2 v1 (superseded), the zombie's");

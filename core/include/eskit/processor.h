@@ -36,10 +36,14 @@ typedef struct es_processor_stats {
     uint64_t commands;            /* command records handled (answered, or skipped as poison) */
     uint64_t restores;            /* partitions restored from Kafka */
     uint64_t events_imported;     /* events restore copied into the state store */
-    uint64_t events_skipped;      /* events restore skipped: undecodable, or not the next version */
+    uint64_t events_skipped;      /* events restore skipped: undecodable, or stale */
     uint64_t snapshots_imported;  /* snapshots restore copied into the state store */
     uint64_t snapshots_malformed; /* snapshot records restore skipped with a warning */
     uint64_t snapshots_unused;    /* well-formed, but superseded or matching no imported event */
+    uint64_t stale; /* events restore skipped as not after their aggregate's last (log-order
+                       rule; also in events_skipped) */
+    uint64_t gaps;  /* gaps restore stopped at: a version more than one past the aggregate's
+                       last; the partition is not restored (ES_EIO naming the missing versions) */
 } es_processor_stats;
 
 /* A processor for the aggregate types registered on engine (which must outlive it and keep

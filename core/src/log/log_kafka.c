@@ -18,6 +18,7 @@
  */
 #include "log/log.h"
 #include "engine_int.h"
+#include "logorder.h"
 
 #include <librdkafka/rdkafka.h>
 #include <stdio.h>
@@ -572,8 +573,10 @@ static int by_version(const void *a, const void *b) {
     return x->offset < y->offset ? -1 : x->offset > y->offset;
 }
 
-/* Gathers the aggregate's events, in version order, after the log-order rule (an event whose
- * version is not exactly last + 1 is skipped: a duplicate or a zombie writer's fork). */
+/* Gathers the aggregate's events in version order (it may span partitions, so there is no
+ * arrival order to follow), after the log-order rule for a reader (logorder.h): a version
+ * already taken is dropped (the copy in the lowest partition and offset wins), a gap is kept
+ * with a warning. */
 static es_err gather_stream(kafka_log *l, const char *type, const char *id, stream_scan *s,
                             es_error_t *err) {
     char topic[ES_MAX_TYPE_LEN + 8];
@@ -595,15 +598,25 @@ static es_err gather_stream(kafka_log *l, const char *type, const char *id, stre
     if (s->n) /* evs is NULL for a stream with no events, and qsort's base must not be */
         qsort(s->evs, s->n, sizeof *s->evs, by_version);
     size_t kept = 0;
+    es_order_counts met = {0};
     for (size_t i = 0; i < s->n; i++) {
-        if (s->evs[i]->version == kept + 1)
-            s->evs[kept++] = s->evs[i];
-        else
-            es_event_free(s->evs[i]);
+        es_event_t *ev = s->evs[i];
+        uint64_t last = kept ? s->evs[kept - 1]->version : 0;
+        uint64_t gaps = met.gaps;
+        if (es_log_order(ES_ORDER_READER, last, ev->version, &met) == ES_ORDER_SKIP) {
+            es_event_free(ev);
+            continue;
+        }
+        if (met.gaps > gaps) {
+            es_position_t at = {topic, id, ev->partition, ev->offset};
+            es_log_order_warn_gap(l->base.cfg, &at, type, id, last, ev->version);
+        }
+        s->evs[kept++] = ev;
     }
-    if (kept < s->n)
-        es_logf(l->base.cfg, ES_LOG_WARNING, "%s/%s: %zu event(s) out of version order skipped",
-                type, id, s->n - kept);
+    if (met.stale)
+        es_logf(l->base.cfg, ES_LOG_WARNING,
+                "%s/%s: %llu event(s) at a version already read skipped (log-order rule)", type, id,
+                (unsigned long long)met.stale);
     s->n = kept;
     return ES_OK;
 }
@@ -635,8 +648,8 @@ static es_err kl_stream_version(es_log_t *base, const char *type, const char *id
     stream_scan s;
     *version = 0;
     es_err e = gather_stream((kafka_log *)base, type, id, &s, err);
-    if (e == ES_OK)
-        *version = s.n;
+    if (e == ES_OK && s.n)
+        *version = s.evs[s.n - 1]->version;
     free_stream(&s);
     return e;
 }
