@@ -143,8 +143,7 @@ static es_err fail_busy(const failure *f) {
 
 static es_err fail_full(const failure *f) {
     return es_fail(f->err, ES_EIO,
-                   "%s: disk full writing %s (%s); nothing was written, the transaction was "
-                   "rolled back: free space and retry",
+                   "%s: disk full writing %s (%s); nothing was written, free space and retry",
                    f->what, f->file, f->detail);
 }
 
@@ -174,7 +173,7 @@ static const char *readonly_why(int ext) {
     case SQLITE_READONLY_DIRECTORY:
         return "its directory cannot be written, so its -wal or journal cannot be created";
     default:
-        return "the file cannot be written";
+        return "it or its file system is read-only";
     }
 }
 
@@ -185,9 +184,9 @@ static es_err fail_readonly(const failure *f) {
                        "open it again where it is now",
                        f->what, f->file, f->detail);
     return es_fail(f->err, ES_EIO,
-                   "%s: cannot write %s: %s (%s); check the permissions and owner of the file, "
-                   "of its -wal and -shm files and of their directory, and that its file system "
-                   "is not mounted read-only",
+                   "%s: cannot write %s: %s (%s); check the permissions and owner of it, its -wal "
+                   "and -shm files and its directory, and that its file system is not mounted "
+                   "read-only",
                    f->what, f->file, readonly_why(f->ext), f->detail);
 }
 
@@ -201,8 +200,8 @@ static es_err fail_cantopen(const failure *f) {
     system_error(f, sys, sizeof sys);
     return es_fail(f->err, ES_EIO,
                    "%s: cannot open %s, or the -wal or -shm file beside it (%s%s%s); check the "
-                   "path, that its directory exists, and the permissions and owner of the file, "
-                   "of its -wal and -shm files and of their directory",
+                   "path, that its directory exists, and the permissions and owner of it, its "
+                   "-wal and -shm files and its directory",
                    f->what, f->file, f->ext == SQLITE_CANTOPEN_ISDIR ? "it is a directory: " : "",
                    f->detail, sys);
 }
