@@ -2,6 +2,7 @@
  * Opening eskit's SQLite files for inspection, and telling them apart by their tables.
  */
 #include "dbfile.h"
+#include "sql.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -27,30 +28,6 @@ const char *es_db_kind_name(es_db_kind kind) {
         return "an eskit saga database";
     }
     return "an unknown kind of file";
-}
-
-es_err es_db_fail(sqlite3 *db, int rc, const char *path, const char *what, es_error_t *err) {
-    const char *msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
-    switch (rc & 0xff) {
-    case SQLITE_CORRUPT:
-        return es_fail(err, ES_EIO,
-                       "%s: %s is corrupt (%s); restore it from a backup, and run 'esctl verify' "
-                       "on it to see what is damaged",
-                       what, path, msg);
-    case SQLITE_NOTADB:
-        return es_fail(err, ES_EIO,
-                       "%s: %s is not an SQLite database, or its header is destroyed (%s); check "
-                       "the path, or restore the file from a backup",
-                       what, path, msg);
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-        return es_fail(err, ES_EBUSY, "%s: %s stayed locked by a writer; retry (%s)", what, path,
-                       msg);
-    case SQLITE_NOMEM:
-        return es_fail(err, ES_ENOMEM, "%s: out of memory", what);
-    default:
-        return es_fail(err, ES_EIO, "%s: SQLite error on %s: %s", what, path, msg);
-    }
 }
 
 static int side_exists(const char *path, const char *suffix) {
@@ -118,8 +95,9 @@ es_err es_db_open_readonly(const char *path, const char *what, int busy_ms, sqli
     int rc = sqlite3_open_v2(immutable ? uri : path, db, flags, NULL);
     free(uri);
     if (rc != SQLITE_OK) {
-        es_err e = es_db_fail(*db, rc, path, "opening it read-only", err);
-        es_error_prefix(err, "cannot open %s: ", what);
+        char doing[96];
+        snprintf(doing, sizeof doing, "opening the %s read-only", what);
+        es_err e = es_sql_fail_file(*db, rc, path, doing, err);
         sqlite3_close(*db);
         *db = NULL;
         return e;
@@ -195,7 +173,7 @@ static es_err read_tables(sqlite3 *db, const char *path, db_tables *t, int *not_
         *not_sqlite = 1;
         return ES_OK;
     }
-    return es_db_fail(db, rc, path, "reading its list of tables", err);
+    return es_sql_fail_file(db, rc, path, "reading its list of tables", err);
 }
 
 static es_err has_kafka_offsets(sqlite3 *db, const char *path, int *found, es_error_t *err) {
@@ -210,7 +188,7 @@ static es_err has_kafka_offsets(sqlite3 *db, const char *path, int *found, es_er
     *found = rc == SQLITE_ROW;
     if (rc == SQLITE_ROW || rc == SQLITE_DONE)
         return ES_OK;
-    return es_db_fail(db, rc, path, "reading es_meta", err);
+    return es_sql_fail_file(db, rc, path, "reading es_meta", err);
 }
 
 /* The kind the tables make, most specific first (a saga database is a read model too). */

@@ -1,10 +1,10 @@
 /*
  * eskit's SQLite files seen from outside: opening one for inspection without
- * writing or creating anything, telling which eskit file it is (event store,
- * state store, read model, saga database, or none), and the messages for a
- * damaged one. The store (log_sqlite.c), the read-model queries (readmodel.c,
- * dlq.c) and the saga queries (saga_query.c) open their files through these
- * when they only look.
+ * writing or creating anything, and telling which eskit file it is (event
+ * store, state store, read model, saga database, or none). The store
+ * (log_sqlite.c), the read-model queries (readmodel.c, dlq.c) and the saga
+ * queries (saga_query.c) open their files through these when they only look;
+ * what an SQLite error on one means is said in sql.c.
  */
 #ifndef ESKIT_DBFILE_H
 #define ESKIT_DBFILE_H
@@ -64,7 +64,5 @@ es_err es_db_probe(sqlite3 *db, const char *path, es_db_kind *kind, es_error_t *
 /* ES_OK when the database is of kind want (an event store accepts a state store, a read model a
  * saga database); else ES_EINVAL naming what it is and which setting takes the right file. */
 es_err es_db_expect(sqlite3 *db, const char *path, es_db_kind want, es_error_t *err);
-/* err for SQLite result rc on path while doing what: corruption says so and what to do. */
-es_err es_db_fail(sqlite3 *db, int rc, const char *path, const char *what, es_error_t *err);
 
 #endif

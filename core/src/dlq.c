@@ -5,7 +5,6 @@
  * parked event is applied at most once however often redrive runs).
  */
 #include "projector_int.h"
-#include "dbfile.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,11 +19,6 @@ static es_err open_existing(const es_config_t *cfg, sqlite3 **db, es_error_t *er
         return es_fail(err, ES_ENOTFOUND,
                        "no read model at %s; run a projector first or set readmodel.db", path);
     return es_rm_open(cfg, path, RM_READONLY, db, err);
-}
-
-/* A step that neither gave a row nor finished: the read failed, it did not come up empty. */
-static es_err step_failed(sqlite3 *db, int rc, const char *what, es_error_t *err) {
-    return es_db_fail(db, rc, sqlite3_db_filename(db, "main"), what, err);
 }
 
 static es_err grow(void **items, size_t *cap, size_t n, size_t size, es_error_t *err) {
@@ -46,10 +40,10 @@ static es_err lag_of(sqlite3 *db, es_log_t *log, const char *name, const char *t
     if (!list)
         return es_fail(err, ES_ENOMEM, "out of memory");
     sqlite3_stmt *s = NULL;
-    es_err e = es_rm_prepare(db,
-                             "SELECT next_offset FROM es_checkpoints WHERE projector = ?1 AND "
-                             "topic = ?2 AND partition = ?3",
-                             &s, err);
+    es_err e = es_sql_prepare(db, NULL,
+                              "SELECT next_offset FROM es_checkpoints WHERE projector = ?1 AND "
+                              "topic = ?2 AND partition = ?3",
+                              &s, err);
     for (char *save = NULL, *t = strtok_r(list, " ", &save); e == ES_OK && t;
          t = strtok_r(NULL, " ", &save)) {
         int32_t parts = 0;
@@ -71,7 +65,7 @@ static es_err lag_of(sqlite3 *db, es_log_t *log, const char *name, const char *t
                 row->checkpoint = sqlite3_column_int64(s, 0);
             sqlite3_reset(s);
             if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-                e = step_failed(db, rc, "reading checkpoints", err);
+                e = es_sql_fail(db, rc, "reading checkpoints", err);
             if (e == ES_OK)
                 e = log->ops->topic_end(log, t, p, row->checkpoint, &row->end, &row->lag, err);
             (*n)++;
@@ -94,12 +88,13 @@ es_err es_lag(const es_config_t *cfg, es_lag_row_t **rows, size_t *n, es_error_t
     if (e == ES_OK)
         e = es_log_open_flags(cfg, ES_LOG_READONLY, &log, err);
     if (e == ES_OK)
-        e = es_rm_prepare(db, "SELECT name, topics FROM es_projectors ORDER BY name", &s, err);
+        e = es_sql_prepare(db, NULL, "SELECT name, topics FROM es_projectors ORDER BY name", &s,
+                           err);
     while (e == ES_OK && (rc = sqlite3_step(s)) == SQLITE_ROW)
         e = lag_of(db, log, (const char *)sqlite3_column_text(s, 0),
                    (const char *)sqlite3_column_text(s, 1), rows, n, &cap, err);
     if (e == ES_OK && rc != SQLITE_DONE)
-        e = step_failed(db, rc, "reading the projectors", err);
+        e = es_sql_fail(db, rc, "reading the projectors", err);
     sqlite3_finalize(s);
     if (log)
         log->ops->destroy(log);
@@ -121,10 +116,10 @@ es_err es_dlq_list(const es_config_t *cfg, const char *projector, bool all, es_d
     size_t cap = 0;
     es_err e = open_existing(cfg, &db, err);
     if (e == ES_OK)
-        e = es_rm_prepare(db,
-                          "SELECT " ES_DLQ_COLUMNS " FROM es_dlq WHERE (?1 IS NULL OR "
-                          "projector = ?1) AND (?2 OR redriven_at IS NULL) ORDER BY id",
-                          &s, err);
+        e = es_sql_prepare(db, NULL,
+                           "SELECT " ES_DLQ_COLUMNS " FROM es_dlq WHERE (?1 IS NULL OR "
+                           "projector = ?1) AND (?2 OR redriven_at IS NULL) ORDER BY id",
+                           &s, err);
     if (e == ES_OK) {
         sqlite3_bind_text(s, 1, projector, -1, SQLITE_STATIC);
         sqlite3_bind_int(s, 2, all);
@@ -136,7 +131,7 @@ es_err es_dlq_list(const es_config_t *cfg, const char *projector, bool all, es_d
             es_rm_dlq_row(s, &(*out)[(*n)++], 0);
     }
     if (e == ES_OK && rc != SQLITE_DONE)
-        e = step_failed(db, rc, "reading the dead letters", err);
+        e = es_sql_fail(db, rc, "reading the dead letters", err);
     sqlite3_finalize(s);
     sqlite3_close(db);
     if (e != ES_OK) {
@@ -150,7 +145,8 @@ es_err es_dlq_list(const es_config_t *cfg, const char *projector, bool all, es_d
 static es_err get_entry(sqlite3 *db, int64_t id, es_dlq_entry_t **out, es_error_t *err) {
     sqlite3_stmt *s = NULL;
     *out = NULL;
-    es_err e = es_rm_prepare(db, "SELECT " ES_DLQ_COLUMNS " FROM es_dlq WHERE id = ?1", &s, err);
+    es_err e =
+        es_sql_prepare(db, NULL, "SELECT " ES_DLQ_COLUMNS " FROM es_dlq WHERE id = ?1", &s, err);
     if (e == ES_OK) {
         sqlite3_bind_int64(s, 1, id);
         int rc = sqlite3_step(s);
@@ -158,7 +154,7 @@ static es_err get_entry(sqlite3 *db, int64_t id, es_dlq_entry_t **out, es_error_
             e = es_fail(err, ES_ENOTFOUND, "no dead letter with id %lld; see esctl dlq list",
                         (long long)id);
         else if (rc != SQLITE_ROW)
-            e = step_failed(db, rc, "reading a dead letter", err);
+            e = es_sql_fail(db, rc, "reading a dead letter", err);
     }
     es_dlq_entry_t *d = e == ES_OK ? calloc(1, sizeof *d) : NULL;
     if (e == ES_OK && (!d || es_rm_dlq_row(s, d, 1) != ES_OK)) {
@@ -194,10 +190,10 @@ static es_err parked_ids(sqlite3 *db, const char *name, int64_t **ids, size_t *n
     size_t cap = 0;
     *ids = NULL;
     *n = 0;
-    es_err e = es_rm_prepare(db,
-                             "SELECT id FROM es_dlq WHERE projector = ?1 AND redriven_at IS "
-                             "NULL ORDER BY id",
-                             &s, err);
+    es_err e = es_sql_prepare(db, NULL,
+                              "SELECT id FROM es_dlq WHERE projector = ?1 AND redriven_at IS "
+                              "NULL ORDER BY id",
+                              &s, err);
     if (e == ES_OK)
         sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
     int rc = SQLITE_DONE;
@@ -207,17 +203,18 @@ static es_err parked_ids(sqlite3 *db, const char *name, int64_t **ids, size_t *n
             (*ids)[(*n)++] = sqlite3_column_int64(s, 0);
     }
     if (e == ES_OK && rc != SQLITE_DONE)
-        e = step_failed(db, rc, "reading the dead letters", err);
+        e = es_sql_fail(db, rc, "reading the dead letters", err);
     sqlite3_finalize(s);
     return e;
 }
 
 /* One redrive in one transaction: apply and mark redriven, or record the new failure. */
 static es_err redrive_one(es_runner_t *r, int64_t id, const char *name, int *ok, es_error_t *err) {
-    sqlite3 *db = es_runner_db(r);
+    es_sql_tx tx = es_sql_tx_on(es_runner_db(r), NULL);
+    sqlite3 *db = tx.db;
     es_dlq_entry_t *d = NULL;
     *ok = 0;
-    es_err e = es_rm_exec(db, "BEGIN IMMEDIATE", "redriving a dead letter", err);
+    es_err e = es_sql_begin(&tx, ES_SQL_IMMEDIATE, "redriving a dead letter", err);
     if (e != ES_OK)
         return e;
     e = get_entry(db, id, &d, err);
@@ -226,7 +223,7 @@ static es_err redrive_one(es_runner_t *r, int64_t id, const char *name, int *ok,
                     (long long)id, d->projector, name);
     if (e == ES_OK && d->redriven_at_us) {
         *ok = -1; /* already applied by an earlier redrive */
-        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        es_sql_rollback(&tx);
         es_dlq_entry_free(d);
         return ES_OK;
     }
@@ -250,14 +247,11 @@ static es_err redrive_one(es_runner_t *r, int64_t id, const char *name, int *ok,
                   : sqlite3_mprintf("UPDATE es_dlq SET code = %d, error = %Q, attempts = "
                                     "attempts + %d, published = 0 WHERE id = %lld",
                                     (int)rc, why.message, attempts ? attempts : 1, (long long)id);
-        e = sql ? es_rm_exec(db, sql, "recording a redrive", err)
+        e = sql ? es_sql_exec(db, NULL, sql, "recording a redrive", err)
                 : es_fail(err, ES_ENOMEM, "out of memory");
     }
     sqlite3_free(sql);
-    if (e == ES_OK)
-        e = es_rm_exec(db, "COMMIT", "redriving a dead letter", err);
-    if (e != ES_OK)
-        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    e = es_sql_end(&tx, e, "redriving a dead letter", err);
     es_dlq_entry_free(d);
     return e;
 }

@@ -176,6 +176,27 @@ void *es_ctx_state(es_projector_ctx_t *ctx) {
     return ctx->state;
 }
 
+/* A module's statement (prepared, or run when preparing is 0) that failed on rc: a busy read
+ * model is retried (ES_ERETRY) and a failed file or disk is the read model's (ES_EIO), both
+ * worded by sql.c; anything else is the module's SQL failing on this event (ES_EINVAL). */
+static es_err statement_failed(es_projector_ctx_t *ctx, int rc, const char *sql, int preparing,
+                               es_error_t *err) {
+    int busy = (rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED;
+    if (!busy && !es_sql_storage_fault(rc) && preparing)
+        return es_fail(err, ES_EINVAL, "projector '%s': cannot prepare \"%s\": %s", ctx->name, sql,
+                       sqlite3_errmsg(ctx->db));
+    if (!busy && !es_sql_storage_fault(rc))
+        return es_fail(err, ES_EINVAL, "projector '%s': \"%s\" failed: %s", ctx->name, sql,
+                       sqlite3_errmsg(ctx->db));
+    char doing[ES_PROJECTOR_NAME_MAX + 96];
+    snprintf(doing, sizeof doing, "projector '%s': \"%.48s\"", ctx->name, sql);
+    es_sql_fail(ctx->db, rc, doing, err);
+    es_err e = busy ? ES_ERETRY : ES_EIO;
+    if (err)
+        err->code = e;
+    return e;
+}
+
 sqlite3_stmt *es_ctx_stmt(es_projector_ctx_t *ctx, const char *sql, es_error_t *err) {
     for (size_t i = 0; i < ctx->n_stmts; i++)
         if (ctx->stmts[i].sql == sql) {
@@ -196,8 +217,7 @@ sqlite3_stmt *es_ctx_stmt(es_projector_ctx_t *ctx, const char *sql, es_error_t *
     sqlite3_stmt *s = NULL;
     int rc = sqlite3_prepare_v3(ctx->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, NULL);
     if (rc != SQLITE_OK) {
-        es_fail(err, ES_EINVAL, "projector '%s': cannot prepare \"%s\": %s", ctx->name, sql,
-                sqlite3_errmsg(ctx->db));
+        statement_failed(ctx, rc, sql, 1, err);
         return NULL;
     }
     ctx->stmts[ctx->n_stmts].sql = sql;
@@ -210,15 +230,8 @@ es_err es_ctx_exec(es_projector_ctx_t *ctx, sqlite3_stmt *stmt, es_error_t *err)
     while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
         ;
     es_err e = ES_OK;
-    if (rc != SQLITE_DONE) {
-        int busy = rc == SQLITE_BUSY || rc == SQLITE_LOCKED;
-        e = es_fail(err,
-                    busy                ? ES_ERETRY
-                    : rc == SQLITE_FULL ? ES_EIO
-                                        : ES_EINVAL,
-                    "projector '%s': \"%s\" failed: %s", ctx->name, sqlite3_sql(stmt),
-                    sqlite3_errmsg(ctx->db));
-    }
+    if (rc != SQLITE_DONE)
+        e = statement_failed(ctx, rc, sqlite3_sql(stmt), 0, err);
     sqlite3_reset(stmt);
     return e;
 }

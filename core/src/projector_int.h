@@ -28,6 +28,7 @@ void es_ctx_clear(es_projector_ctx_t *ctx);
 #endif
 
 #include "log/log.h"
+#include "sql.h"
 
 /* Read-model database: the module's tables plus the runner's es_* tables. */
 typedef enum rm_mode {
@@ -44,10 +45,6 @@ es_err es_rm_open(const es_config_t *cfg, const char *path, rm_mode mode, sqlite
  * ("saga database"). */
 es_err es_rm_open_as(const es_config_t *cfg, const char *path, rm_mode mode, const char *noun,
                      sqlite3 **db, es_error_t *err);
-/* Runs SQL that returns no rows; fills err naming what. */
-es_err es_rm_exec(sqlite3 *db, const char *sql, const char *what, es_error_t *err);
-/* Prepares sql on db, filling err on failure. */
-es_err es_rm_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **out, es_error_t *err);
 /* "<readmodel>-<projector><suffix>": the lock and guard files beside a read model. */
 char *es_rm_side_path(const char *rm_path, const char *projector, const char *suffix);
 

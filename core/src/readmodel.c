@@ -33,27 +33,6 @@ static const char rm_schema[] =
     " aggregate_id TEXT NOT NULL, version INTEGER NOT NULL,"
     " PRIMARY KEY(projector, aggregate_type, aggregate_id)) WITHOUT ROWID;";
 
-es_err es_rm_exec(sqlite3 *db, const char *sql, const char *what, es_error_t *err) {
-    int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
-    if (rc == SQLITE_OK)
-        return ES_OK;
-    if ((rc & 0xff) == SQLITE_CORRUPT || (rc & 0xff) == SQLITE_NOTADB)
-        return es_db_fail(db, rc, sqlite3_db_filename(db, "main"), what, err);
-    int busy = (rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED;
-    return es_fail(err, busy ? ES_EBUSY : ES_EIO, "%s in %s: %s", what,
-                   sqlite3_db_filename(db, "main"), sqlite3_errmsg(db));
-}
-
-es_err es_rm_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **out, es_error_t *err) {
-    int rc = sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, out, NULL);
-    if ((rc & 0xff) == SQLITE_CORRUPT || (rc & 0xff) == SQLITE_NOTADB)
-        return es_db_fail(db, rc, sqlite3_db_filename(db, "main"), "reading the read model", err);
-    if (rc != SQLITE_OK)
-        return es_fail(err, ES_EIO, "preparing \"%.80s\" on %s: %s", sql,
-                       sqlite3_db_filename(db, "main"), sqlite3_errmsg(db));
-    return ES_OK;
-}
-
 /* A writer creates the runner's tables in a new or empty file, or one that has them, but never
  * makes an event store a read model too. */
 static es_err check_not_a_store(sqlite3 *db, const char *path, es_error_t *err) {
@@ -88,12 +67,8 @@ es_err es_rm_open_as(const es_config_t *cfg, const char *path, rm_mode mode, con
         path, db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | nofollow,
         NULL);
     if (rc != SQLITE_OK) {
-        int link = *db && sqlite3_extended_errcode(*db) == SQLITE_CANTOPEN_SYMLINK;
-        es_err e = es_fail(err, ES_EIO, "cannot open %s %s: %s", noun, path,
-                           link  ? "it is a symbolic link, which eskit never follows to a file "
-                                   "it made itself; remove it and try again"
-                           : *db ? sqlite3_errmsg(*db)
-                                 : sqlite3_errstr(rc));
+        snprintf(what, sizeof what, "opening the %s", noun);
+        es_err e = es_sql_fail_file(*db, rc, path, what, err);
         sqlite3_close(*db);
         *db = NULL;
         return e;
@@ -113,10 +88,10 @@ es_err es_rm_open_as(const es_config_t *cfg, const char *path, rm_mode mode, con
         snprintf(pragmas, sizeof pragmas, "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;",
                  es_config_get(cfg, "sqlite.synchronous"));
     snprintf(what, sizeof what, "setting up the %s", noun);
-    e = es_rm_exec(*db, pragmas, what, err);
+    e = es_sql_exec(*db, path, pragmas, what, err);
     if (e == ES_OK) {
         snprintf(what, sizeof what, "creating the es_* tables of the %s", noun);
-        e = es_rm_exec(*db, rm_schema, what, err);
+        e = es_sql_exec(*db, path, rm_schema, what, err);
     }
     if (e != ES_OK) {
         sqlite3_close(*db);
@@ -361,12 +336,12 @@ es_err es_rm_publish_dlq(sqlite3 *db, es_log_t *log, const es_config_t *cfg, con
     char group[256];
     es_rm_group(cfg, projector, group, sizeof group);
     sqlite3_stmt *s = NULL, *mark = NULL;
-    es_err e = es_rm_prepare(db,
-                             "SELECT " ES_DLQ_COLUMNS " FROM es_dlq WHERE projector = ?1 AND "
-                             "published = 0 ORDER BY id",
-                             &s, err);
+    es_err e = es_sql_prepare(db, NULL,
+                              "SELECT " ES_DLQ_COLUMNS " FROM es_dlq WHERE projector = ?1 AND "
+                              "published = 0 ORDER BY id",
+                              &s, err);
     if (e == ES_OK)
-        e = es_rm_prepare(db, "UPDATE es_dlq SET published = 1 WHERE id = ?1", &mark, err);
+        e = es_sql_prepare(db, NULL, "UPDATE es_dlq SET published = 1 WHERE id = ?1", &mark, err);
     if (e == ES_OK)
         sqlite3_bind_text(s, 1, projector, -1, SQLITE_STATIC);
     int rc = SQLITE_DONE;
@@ -377,15 +352,11 @@ es_err es_rm_publish_dlq(sqlite3 *db, es_log_t *log, const es_config_t *cfg, con
                         (size_t)sqlite3_column_bytes(s, 12), err);
         if (e == ES_OK) {
             sqlite3_bind_int64(mark, 1, d.id);
-            int mrc = sqlite3_step(mark);
-            sqlite3_reset(mark);
-            if (mrc != SQLITE_DONE)
-                e = es_fail(err, ES_EIO, "marking dead letter %lld sent: %s", (long long)d.id,
-                            sqlite3_errmsg(db));
+            e = es_sql_step_done(db, NULL, mark, "marking a dead letter sent", err);
         }
     }
     if (e == ES_OK && rc != SQLITE_DONE)
-        e = es_fail(err, ES_EIO, "reading dead letters: %s", sqlite3_errmsg(db));
+        e = es_sql_fail(db, rc, "reading dead letters", err);
     sqlite3_finalize(s);
     sqlite3_finalize(mark);
     return e;

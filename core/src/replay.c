@@ -73,7 +73,7 @@ static es_err exec_fmt(sqlite3 *db, const char *what, es_error_t *err, const cha
     va_end(ap);
     if (!sql)
         return es_fail(err, ES_ENOMEM, "out of memory");
-    es_err e = es_rm_exec(db, sql, what, err);
+    es_err e = es_sql_exec(db, NULL, sql, what, err);
     sqlite3_free(sql);
     return e;
 }
@@ -82,7 +82,8 @@ static es_err exec_fmt(sqlite3 *db, const char *what, es_error_t *err, const cha
 static es_err drop_old_tables(sqlite3 *db, const char *name, es_error_t *err) {
     sqlite3_stmt *s = NULL;
     char *tables = NULL;
-    es_err e = es_rm_prepare(db, "SELECT tables FROM main.es_projectors WHERE name = ?1", &s, err);
+    es_err e =
+        es_sql_prepare(db, NULL, "SELECT tables FROM main.es_projectors WHERE name = ?1", &s, err);
     if (e == ES_OK) {
         sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
         if (sqlite3_step(s) == SQLITE_ROW)
@@ -99,10 +100,10 @@ static es_err drop_old_tables(sqlite3 *db, const char *name, es_error_t *err) {
 /* A table another projector owns is never replaced: two modules may not share a name. */
 static es_err check_owner(sqlite3 *db, const char *table, const char *projector, es_error_t *err) {
     sqlite3_stmt *s = NULL;
-    es_err e = es_rm_prepare(db,
-                             "SELECT name FROM main.es_projectors WHERE name <> ?1 AND "
-                             "' ' || tables LIKE '% ' || ?2 || ' %'",
-                             &s, err);
+    es_err e = es_sql_prepare(db, NULL,
+                              "SELECT name FROM main.es_projectors WHERE name <> ?1 AND "
+                              "' ' || tables LIKE '% ' || ?2 || ' %'",
+                              &s, err);
     if (e == ES_OK) {
         sqlite3_bind_text(s, 1, projector, -1, SQLITE_STATIC);
         sqlite3_bind_text(s, 2, table, -1, SQLITE_STATIC);
@@ -128,7 +129,7 @@ static es_err copy_tables(sqlite3 *db, const char *projector, es_error_t *err) {
     es_err e = ES_OK;
     for (int pass = 0; pass < 2 && e == ES_OK; pass++) {
         sqlite3_stmt *s = NULL;
-        e = es_rm_prepare(db, pass_sql[pass], &s, err);
+        e = es_sql_prepare(db, NULL, pass_sql[pass], &s, err);
         while (e == ES_OK && sqlite3_step(s) == SQLITE_ROW) {
             const char *name = (const char *)sqlite3_column_text(s, 0);
             const char *sql = (const char *)sqlite3_column_text(s, 1);
@@ -138,7 +139,7 @@ static es_err copy_tables(sqlite3 *db, const char *projector, es_error_t *err) {
                 e = exec_fmt(db, "replacing a table", err, "DROP TABLE IF EXISTS main.\"%w\"",
                              name);
             if (e == ES_OK)
-                e = es_rm_exec(db, sql, "creating a table of the rebuilt model", err);
+                e = es_sql_exec(db, NULL, sql, "creating a table of the rebuilt model", err);
             if (e == ES_OK && pass == 0)
                 e = exec_fmt(db, "copying the rebuilt model", err,
                              "INSERT INTO main.\"%w\" SELECT * FROM shadow.\"%w\"", name, name);
@@ -171,7 +172,8 @@ static es_err swap_in(sqlite3 *live, sqlite3 *shadow, const char *name, es_error
     es_err e = attach_shadow(live, shadow, err);
     if (e != ES_OK)
         return e;
-    e = es_rm_exec(live, "BEGIN IMMEDIATE", "swapping in the rebuilt model", err);
+    es_sql_tx tx = es_sql_tx_on(live, NULL);
+    e = es_sql_begin(&tx, ES_SQL_IMMEDIATE, "swapping in the rebuilt model", err);
     if (e == ES_OK)
         e = drop_old_tables(live, name, err);
     if (e == ES_OK)
@@ -193,10 +195,7 @@ static es_err swap_in(sqlite3 *live, sqlite3 *shadow, const char *name, es_error
                      "INSERT OR REPLACE INTO main.es_projectors SELECT * FROM "
                      "shadow.es_projectors WHERE name = %Q;",
                      name, name, name, name, name, name, name);
-    if (e == ES_OK)
-        e = es_rm_exec(live, "COMMIT", "swapping in the rebuilt model", err);
-    else
-        sqlite3_exec(live, "ROLLBACK", NULL, NULL, NULL);
+    e = es_sql_end(&tx, e, "swapping in the rebuilt model", err);
     sqlite3_exec(live, "DETACH DATABASE shadow", NULL, NULL, NULL);
     return e;
 }

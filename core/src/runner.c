@@ -127,11 +127,11 @@ struct es_runner {
     const char *noun, *key; /* what messages call the database, and its config key */
 };
 
+/* The read model's last SQLite error, as sql.c words it. */
 static es_err sql_err(es_runner_t *r, const char *what, es_error_t *err) {
-    int rc = sqlite3_errcode(r->db);
-    int busy = rc == SQLITE_BUSY || rc == SQLITE_LOCKED;
-    return es_fail(err, busy ? ES_EBUSY : ES_EIO, "projector '%s': %s in %s: %s", r->def->name,
-                   what, r->rm_path, sqlite3_errmsg(r->db));
+    char doing[ES_PROJECTOR_NAME_MAX + 96];
+    snprintf(doing, sizeof doing, "projector '%s': %s", r->def->name, what);
+    return es_sql_fail_file(r->db, sqlite3_extended_errcode(r->db), r->rm_path, doing, err);
 }
 
 static es_err run_stmt(es_runner_t *r, int which, const char *what, es_error_t *err) {
@@ -650,27 +650,26 @@ static es_err batch_pass(es_runner_t *r, size_t max, int linger, int64_t *before
  * failing event is retried or parked alone and the others applied. */
 es_err es_runner_batch(es_runner_t *r, size_t max, int linger, size_t *consumed, es_error_t *err) {
     int64_t before[r->n_pos ? r->n_pos : 1];
-    const char *begin = r->mode == RM_BULK ? "BEGIN" : "BEGIN IMMEDIATE";
+    es_sql_tx tx = es_sql_tx_on(r->db, r->rm_path);
+    es_sql_begin_kind begin = r->mode == RM_BULK ? ES_SQL_DEFERRED : ES_SQL_IMMEDIATE;
     *consumed = 0;
     es_err e = ES_OK;
     for (r->careful = 0; e == ES_OK; r->careful = 1) {
-        e = es_rm_exec(r->db, begin, "starting a batch", err);
+        e = es_sql_begin(&tx, begin, "starting a batch", err);
         if (e != ES_OK)
             return e;
         e = batch_pass(r, max, linger, before, err);
         if (e != ES_OK || !r->redo)
             break;
-        sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
+        es_sql_rollback(&tx);
         es_lru_clear(r->versions);
         max = r->consumed; /* the same records, now event by event */
         linger = 0;
     }
     if (e == ES_OK)
         e = store_positions(r, before, err);
-    if (e == ES_OK)
-        e = es_rm_exec(r->db, "COMMIT", "committing a batch", err);
+    e = es_sql_end(&tx, e, "committing a batch", err);
     if (e != ES_OK) {
-        sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
         es_lru_clear(r->versions);
         return e;
     }
@@ -819,10 +818,10 @@ int es_runner_lock_fd(es_runner_t *r) {
 }
 
 es_err es_runner_backlog(es_runner_t *r, uint64_t *n, es_error_t *err) {
-    es_err e = es_rm_exec(r->db, "BEGIN", "reading checkpoints", err);
+    es_sql_tx tx = es_sql_tx_on(r->db, r->rm_path);
+    es_err e = es_sql_begin(&tx, ES_SQL_DEFERRED, "reading checkpoints", err);
     if (e == ES_OK)
-        e = load_positions(r, err);
-    sqlite3_exec(r->db, "COMMIT", NULL, NULL, NULL);
+        e = es_sql_end(&tx, load_positions(r, err), "reading checkpoints", err);
     *n = 0;
     for (size_t i = 0; e == ES_OK && i < r->n_pos; i++) {
         int64_t end;
@@ -883,11 +882,11 @@ static es_err make_positions(es_runner_t *r, es_error_t *err) {
 static es_err table_names(sqlite3 *db, char **out, es_error_t *err) {
     sqlite3_stmt *s = NULL;
     es_buf_t b = {0};
-    es_err e = es_rm_prepare(db,
-                             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT "
-                             "LIKE 'es\\_%' ESCAPE '\\' AND name NOT LIKE 'sqlite\\_%' ESCAPE "
-                             "'\\' ORDER BY name",
-                             &s, err);
+    es_err e = es_sql_prepare(db, NULL,
+                              "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT "
+                              "LIKE 'es\\_%' ESCAPE '\\' AND name NOT LIKE 'sqlite\\_%' ESCAPE "
+                              "'\\' ORDER BY name",
+                              &s, err);
     while (e == ES_OK && sqlite3_step(s) == SQLITE_ROW) {
         const char *name = (const char *)sqlite3_column_text(s, 0);
         size_t len = strlen(name);
@@ -936,7 +935,8 @@ static es_err create_model(es_runner_t *r, es_error_t *err) {
     char *before = NULL, *after = NULL, *owned = NULL, topics[1024] = "";
     char what[64];
     snprintf(what, sizeof what, "creating the %s", r->noun);
-    es_err e = es_rm_exec(r->db, "BEGIN IMMEDIATE", what, err);
+    es_sql_tx tx = es_sql_tx_on(r->db, r->rm_path);
+    es_err e = es_sql_begin(&tx, ES_SQL_IMMEDIATE, what, err);
     if (e != ES_OK)
         return e;
     e = table_names(r->db, &before, err);
@@ -955,10 +955,10 @@ static es_err create_model(es_runner_t *r, es_error_t *err) {
                  r->def->topics[i]);
     sqlite3_stmt *s = NULL;
     if (e == ES_OK)
-        e = es_rm_prepare(r->db,
-                          "INSERT OR REPLACE INTO es_projectors(name, schema_version, tables, "
-                          "topics, log_id, built_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                          &s, err);
+        e = es_sql_prepare(r->db, r->rm_path,
+                           "INSERT OR REPLACE INTO es_projectors(name, schema_version, tables, "
+                           "topics, log_id, built_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                           &s, err);
     if (e == ES_OK) {
         sqlite3_bind_text(s, 1, r->def->name, -1, SQLITE_STATIC);
         sqlite3_bind_int(s, 2, r->def->schema_version);
@@ -970,10 +970,7 @@ static es_err create_model(es_runner_t *r, es_error_t *err) {
             e = sql_err(r, "registering the projector", err);
     }
     sqlite3_finalize(s);
-    if (e == ES_OK)
-        e = es_rm_exec(r->db, "COMMIT", what, err);
-    if (e != ES_OK)
-        sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
+    e = es_sql_end(&tx, e, what, err);
     free(before);
     free(after);
     free(owned);
@@ -985,8 +982,9 @@ static es_err create_model(es_runner_t *r, es_error_t *err) {
 static es_err stored_version(es_runner_t *r, int *version, es_error_t *err) {
     sqlite3_stmt *s = NULL;
     *version = 0;
-    es_err e = es_rm_prepare(
-        r->db, "SELECT schema_version, log_id FROM es_projectors WHERE name = ?1", &s, err);
+    es_err e =
+        es_sql_prepare(r->db, r->rm_path,
+                       "SELECT schema_version, log_id FROM es_projectors WHERE name = ?1", &s, err);
     if (e == ES_OK) {
         sqlite3_bind_text(s, 1, r->def->name, -1, SQLITE_STATIC);
         int rc = sqlite3_step(s);
@@ -1061,12 +1059,7 @@ static es_err open_model(es_runner_t *r, const runner_opts *o, int *rebuild, es_
 }
 
 static es_err prepare_all(es_runner_t *r, es_error_t *err) {
-    for (int i = 0; i < R_COUNT; i++) {
-        es_err e = es_rm_prepare(r->db, runner_sql[i], &r->st[i], err);
-        if (e != ES_OK)
-            return e;
-    }
-    return ES_OK;
+    return es_sql_prepare_all(r->db, r->rm_path, runner_sql, R_COUNT, r->st, err);
 }
 
 static es_err same_file_check(const es_config_t *cfg, const runner_opts *o, es_error_t *err) {

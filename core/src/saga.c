@@ -300,10 +300,12 @@ static void inst_free(inst *in) {
     memset(in, 0, sizeof *in);
 }
 
+/* The saga database's last SQLite error, as sql.c words it. */
 static es_err db_fail(es_saga_coordinator_t *c, const char *what, es_error_t *err) {
-    int rc = sqlite3_errcode(c->db);
-    es_err code = rc == SQLITE_BUSY || rc == SQLITE_LOCKED ? ES_EBUSY : ES_EIO;
-    return es_fail(err, code, "saga '%s': %s: %s", c->def->name, what, sqlite3_errmsg(c->db));
+    char doing[ES_PROJECTOR_NAME_MAX + 96];
+    snprintf(doing, sizeof doing, "saga '%s': %s", c->def->name, what);
+    return es_sql_fail_file(c->db, sqlite3_extended_errcode(c->db),
+                            es_config_get(c->cfg, "saga.db"), doing, err);
 }
 
 /* The cached statement k, reset and bound to the saga name as ?1. */
@@ -886,20 +888,19 @@ static es_err saga_apply(es_projector_ctx_t *ctx, const es_event_t *ev, es_error
 
 static es_err saga_migrate(sqlite3 *db, int from, es_error_t *err) {
     (void)from;
-    return es_rm_exec(db, ES_SAGA_SCHEMA, "creating the saga tables", err);
+    return es_sql_exec(db, NULL, ES_SAGA_SCHEMA, "creating the saga tables", err);
 }
 
 /* ---- transactions outside the runner ------------------------------------------------------ */
 
 static es_err tx_begin(es_saga_coordinator_t *c, es_error_t *err) {
-    return es_rm_exec(c->db, "BEGIN IMMEDIATE", "starting a saga transaction", err);
+    es_sql_tx tx = es_sql_tx_on(c->db, es_config_get(c->cfg, "saga.db"));
+    return es_sql_begin(&tx, ES_SQL_IMMEDIATE, "starting a saga transaction", err);
 }
 
 static es_err tx_end(es_saga_coordinator_t *c, es_err e, es_error_t *err) {
-    if (e == ES_OK)
-        return es_rm_exec(c->db, "COMMIT", "committing a saga transaction", err);
-    sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
-    return e;
+    es_sql_tx tx = es_sql_tx_on(c->db, es_config_get(c->cfg, "saga.db"));
+    return es_sql_end(&tx, e, "committing a saga transaction", err);
 }
 
 /* ---- deadlines ---------------------------------------------------------------------------- */
@@ -1458,9 +1459,7 @@ es_err es_saga_coordinator_new(const es_config_t *cfg, const es_saga_def *def, e
     if (e == ES_OK) {
         es_runner_set_state(c->runner, c);
         c->db = es_runner_db(c->runner);
-        for (int k = 0; e == ES_OK && k < S_COUNT; k++)
-            if (sqlite3_prepare_v3(c->db, SQL[k], -1, SQLITE_PREPARE_PERSISTENT, &c->st[k], NULL))
-                e = db_fail(c, "preparing a statement", err);
+        e = es_sql_prepare_all(c->db, es_config_get(c->cfg, "saga.db"), SQL, S_COUNT, c->st, err);
     }
     if (e == ES_OK && !strcmp(es_config_get(cfg, "backend"), "kafka"))
         e = open_producer(c, err);

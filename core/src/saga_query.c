@@ -6,6 +6,7 @@
  */
 #include "saga_int.h"
 #include "dbfile.h"
+#include "sql.h"
 
 #include <sqlite3.h>
 #include <stdio.h>
@@ -126,7 +127,8 @@ static es_err prepare(sqlite3 *db, const es_config_t *cfg, const char *sql, sqli
     int rc = sqlite3_prepare_v2(db, sql, -1, s, NULL);
     if (rc == SQLITE_OK)
         return ES_OK;
-    return es_db_fail(db, rc, es_config_get(cfg, "saga.db"), "reading the saga database", err);
+    return es_sql_fail_file(db, rc, es_config_get(cfg, "saga.db"), "reading the saga database",
+                            err);
 }
 
 #define INSTANCE_COLUMNS "saga, id, state, step, started_at, updated_at, deadline, reason"
@@ -157,7 +159,8 @@ static es_err collect(sqlite3 *db, const es_config_t *cfg, sqlite3_stmt *s, es_s
             info_row(s, &rows[count++]);
     }
     if (e == ES_OK && rc != SQLITE_DONE)
-        e = es_db_fail(db, rc, es_config_get(cfg, "saga.db"), "reading the saga database", err);
+        e = es_sql_fail_file(db, rc, es_config_get(cfg, "saga.db"), "reading the saga database",
+                             err);
     sqlite3_finalize(s);
     if (e != ES_OK) {
         free(rows);

@@ -9,6 +9,7 @@
  * their start; each record must decode and continue its aggregate's versions in one partition.
  */
 #include "log/log.h"
+#include "sql.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -333,14 +334,15 @@ static es_err verify_file(const es_config_t *cfg, vctx *v, es_error_t *err) {
         return e;
     v->db = es_log_sqlite_db(log);
     integrity(v);
-    sqlite3_exec(v->db, "BEGIN", NULL, NULL, NULL); /* one snapshot for the scans */
+    es_sql_tx tx = es_sql_tx_on(v->db, v->path);
+    es_sql_begin(&tx, ES_SQL_DEFERRED, "starting a read", NULL); /* one snapshot for the scans */
     e = load_names(v, err);
     if (e == ES_OK) {
         scan_events(v);
         check_heads(v);
         check_end(v, log);
     }
-    sqlite3_exec(v->db, "COMMIT", NULL, NULL, NULL);
+    es_sql_rollback(&tx); /* it only read */
     v->sum->disturbed |= es_log_sqlite_disturbed(log);
     for (size_t i = 0; i < v->n_types; i++)
         free(v->types[i].name);

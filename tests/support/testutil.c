@@ -4,6 +4,7 @@
 #include <errno.h>
 
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <ftw.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -13,7 +14,9 @@
 #include <sched.h>
 #include <sys/stat.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -161,6 +164,49 @@ int tu_on_full_disk(const char *parent, int (*prepare)(const char *dir, void *op
         ;
     tu_rmtree(dir);
     free(dir);
+    if (pid < 0)
+        return -1000;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+}
+
+/* The child's side of tu_on_read_only: 1 when path is now a read-only bind mount of itself. */
+static int mount_read_only(const char *path) {
+    return unshare(CLONE_NEWNS) == 0 && mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0 &&
+           mount(path, path, NULL, MS_BIND, NULL) == 0 &&
+           mount(NULL, path, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) == 0;
+}
+
+/* The child's side when it cannot mount: 1 when the permission bits now bind it and what it
+ * runs (esctl), as they bind a user that is not root: a root without CAP_DAC_OVERRIDE, in its
+ * bounding set too, is refused a file it may not write. */
+static int obey_permission_bits(void) {
+    struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3];
+    if (geteuid() != 0)
+        return 1;
+    if (prctl(PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, 0, 0, 0) != 0 || syscall(SYS_capget, &h, d) != 0)
+        return 0;
+    d[0].effective &= ~(1u << CAP_DAC_OVERRIDE);
+    d[0].permitted &= ~(1u << CAP_DAC_OVERRIDE);
+    d[0].inheritable &= ~(1u << CAP_DAC_OVERRIDE);
+    return syscall(SYS_capset, &h, d) == 0;
+}
+
+int tu_on_read_only(const char *path, int (*fn)(void *opaque), void *opaque) {
+    struct stat st;
+    /* The write bits cleared for a child that cannot mount; restored after. */
+    if (stat(path, &st) != 0 || chmod(path, st.st_mode & 0555) != 0)
+        return -1000;
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (!mount_read_only(path) && !obey_permission_bits())
+            _exit(103);
+        _exit(fn(opaque));
+    }
+    int status = 0;
+    while (pid > 0 && waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    chmod(path, st.st_mode & 07777);
     if (pid < 0)
         return -1000;
     return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);

@@ -47,6 +47,14 @@ long long tu_query_int(const char *path, const char *sql);
 int tu_on_full_disk(const char *parent, int (*prepare)(const char *dir, void *opaque),
                     int (*fn)(const char *dir, void *opaque), void *opaque);
 
+/* Runs fn(opaque) in a child process that sees path (a file or a directory) read-only. Where
+ * mounting is allowed, path is bind-mounted read-only in a mount namespace of the child's own
+ * (gone when it exits), so writes fail with EROFS; elsewhere path's write permission bits are
+ * cleared and the child obeys them (a root child drops CAP_DAC_OVERRIDE). The bits are restored
+ * after. The result is the child's exit status (103: path could not be made read-only), or
+ * -signal. */
+int tu_on_read_only(const char *path, int (*fn)(void *opaque), void *opaque);
+
 /* kafka.session.timeout.ms and kafka.heartbeat.interval.ms for clients of librdkafka's mock
  * cluster. The mock (2.0.2, rdkafka_mock_cgrp.c) answers the JoinGroup of a member joining an
  * empty group only after its 3 s initial rebalance delay, but its 1 s session check expires a

@@ -30,6 +30,7 @@
 #include "log/log.h"
 #include "dbfile.h"
 #include "lru.h"
+#include "sql.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -48,10 +49,6 @@
 #define READ_SCHEMA_MIN 2
 
 enum {
-    S_BEGIN,
-    S_BEGIN_READ,
-    S_COMMIT,
-    S_ROLLBACK,
     S_TYPE_GET,
     S_TYPE_NAME,
     S_TYPE_PUT,
@@ -72,10 +69,6 @@ enum {
 };
 
 static const char *const sql_text[S_COUNT] = {
-    [S_BEGIN] = "BEGIN IMMEDIATE",
-    [S_BEGIN_READ] = "BEGIN",
-    [S_COMMIT] = "COMMIT",
-    [S_ROLLBACK] = "ROLLBACK",
     [S_TYPE_GET] = "SELECT id FROM es_types WHERE name = ?1",
     [S_TYPE_NAME] = "SELECT name FROM es_types WHERE id = ?1",
     [S_TYPE_PUT] = "INSERT INTO es_types(name) VALUES (?1)",
@@ -246,6 +239,7 @@ typedef struct sqlite_log {
     sqlite3 *db;
     char *path;
     sqlite3_stmt *st[S_COUNT];
+    es_sql_tx tx; /* BEGIN, COMMIT and ROLLBACK, prepared */
     int in_tx;
     type_entry *types; /* cache of es_types; dropped on rollback */
     size_t n_types, cap_types;
@@ -321,28 +315,7 @@ static int entry_pinned(const void *v) {
 }
 
 static es_err sql_fail(sqlite_log *l, int rc, const char *what, es_error_t *err) {
-    int primary = rc & 0xff;
-    const char *msg = sqlite3_errmsg(l->db);
-    switch (primary) {
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-        return es_fail(err, ES_EBUSY,
-                       "%s: database %s stayed locked by another writer past "
-                       "sqlite.busy.timeout.ms (%lld ms); retry, or raise the timeout",
-                       what, l->path, es_config_get_int(l->base.cfg, "sqlite.busy.timeout.ms"));
-    case SQLITE_FULL:
-        return es_fail(err, ES_EIO,
-                       "%s: disk full writing %s; nothing was written, free space "
-                       "and retry",
-                       what, l->path);
-    case SQLITE_CORRUPT:
-    case SQLITE_NOTADB:
-        return es_db_fail(l->db, rc, l->path, what, err);
-    case SQLITE_NOMEM:
-        return es_fail(err, ES_ENOMEM, "%s: out of memory", what);
-    default:
-        return es_fail(err, ES_EIO, "%s: SQLite error on %s: %s", what, l->path, msg);
-    }
+    return es_sql_fail_file(l->db, rc, l->path, what, err);
 }
 
 static sqlite3_stmt *stmt(sqlite_log *l, int which) {
@@ -354,15 +327,7 @@ static sqlite3_stmt *stmt(sqlite_log *l, int which) {
 
 /* Runs a statement that returns no rows. */
 static es_err step_done(sqlite_log *l, sqlite3_stmt *s, const char *what, es_error_t *err) {
-    int rc = sqlite3_step(s);
-    sqlite3_reset(s);
-    if (rc != SQLITE_DONE)
-        return sql_fail(l, rc, what, err);
-    return ES_OK;
-}
-
-static es_err exec_simple(sqlite_log *l, int which, const char *what, es_error_t *err) {
-    return step_done(l, stmt(l, which), what, err);
+    return es_sql_step_done(l->db, l->path, s, what, err);
 }
 
 static void drop_type_cache(sqlite_log *l) {
@@ -372,8 +337,7 @@ static void drop_type_cache(sqlite_log *l) {
 }
 
 static void multi_reset(multi_stmt *m) {
-    for (size_t k = 0; k < N_ROW_SIZES; k++)
-        sqlite3_reset(m->st[k]);
+    es_sql_reset_all(m->st, N_ROW_SIZES);
 }
 
 /* Room for need items of size bytes in *items (capacity *cap, doubled from 256 as needed). */
@@ -564,13 +528,13 @@ static es_err lg_begin(es_log_t *base, es_error_t *err) {
         return refuse_readonly(l, "starting a write transaction", err);
     if (l->in_tx)
         return es_fail(err, ES_ESTATE, "a transaction is already open on %s", l->path);
-    es_err rc = exec_simple(l, S_BEGIN, "starting a write transaction", err);
+    es_err rc = es_sql_begin(&l->tx, ES_SQL_IMMEDIATE, "starting a write transaction", err);
     if (rc != ES_OK)
         return rc;
     l->in_tx = 1;
     rc = check_data_version(l, err);
     if (rc != ES_OK) {
-        exec_simple(l, S_ROLLBACK, "rolling back", NULL);
+        es_sql_rollback(&l->tx);
         l->in_tx = 0;
         return rc;
     }
@@ -582,15 +546,13 @@ static void lg_rollback(es_log_t *base) {
     sqlite_log *l = (sqlite_log *)base;
     if (!l->in_tx)
         return;
-    for (int i = 0; i < S_COUNT; i++)
-        sqlite3_reset(l->st[i]);
+    es_sql_reset_all(l->st, S_COUNT);
     multi_reset(&l->put_events);
     multi_reset(&l->put_heads);
     multi_reset(&l->put_snaps);
     multi_reset(&l->put_streams);
     multi_reset(&l->put_commands);
-    if (sqlite3_get_autocommit(l->db) == 0)
-        exec_simple(l, S_ROLLBACK, "rolling back", NULL);
+    es_sql_rollback(&l->tx);
     l->in_tx = 0;
     l->writing = 0;
     l->tx_end = 0;
@@ -654,7 +616,7 @@ static es_err lg_commit(es_log_t *base, es_error_t *err) {
     if (rc == ES_OK)
         rc = flush_commands(l, err);
     if (rc == ES_OK)
-        rc = exec_simple(l, S_COMMIT, "committing", err);
+        rc = es_sql_commit(&l->tx, "committing", err);
     if (rc != ES_OK) {
         lg_rollback(base);
         return rc;
@@ -702,7 +664,7 @@ static es_err read_begin(sqlite_log *l, int *opened, es_error_t *err) {
     *opened = 0;
     if (l->in_tx)
         return ES_OK;
-    es_err rc = exec_simple(l, S_BEGIN_READ, "starting a read", err);
+    es_err rc = es_sql_begin(&l->tx, ES_SQL_DEFERRED, "starting a read", err);
     if (rc == ES_OK) {
         l->in_tx = 1;
         *opened = 1;
@@ -713,9 +675,8 @@ static es_err read_begin(sqlite_log *l, int *opened, es_error_t *err) {
 static void read_end(sqlite_log *l, int opened) {
     if (!opened)
         return;
-    for (int i = 0; i < S_COUNT; i++)
-        sqlite3_reset(l->st[i]);
-    exec_simple(l, S_COMMIT, "ending a read", NULL);
+    es_sql_reset_all(l->st, S_COUNT);
+    es_sql_commit(&l->tx, "ending a read", NULL);
     l->in_tx = 0;
 }
 
@@ -1380,8 +1341,7 @@ static es_err lg_put_command(es_log_t *base, const es_command_record_t *rec, es_
 }
 
 static void multi_finalize(multi_stmt *m) {
-    for (size_t k = 0; k < N_ROW_SIZES; k++)
-        sqlite3_finalize(m->st[k]);
+    es_sql_finalize_all(m->st, N_ROW_SIZES);
 }
 
 static void lg_destroy(es_log_t *base) {
@@ -1392,8 +1352,8 @@ static void lg_destroy(es_log_t *base) {
     es_lru_destroy(l->streams);
     free(l->dirty);
     free(l->order);
-    for (int i = 0; i < S_COUNT; i++)
-        sqlite3_finalize(l->st[i]);
+    es_sql_finalize_all(l->st, S_COUNT);
+    es_sql_tx_finalize(&l->tx);
     multi_finalize(&l->put_events);
     multi_finalize(&l->put_heads);
     multi_finalize(&l->put_snaps);
@@ -1604,7 +1564,7 @@ static es_err lg_put_dlq(es_log_t *base, const char *dlq_topic, const char *ref,
                                   headers[i].value);
     }
     int own = !l->in_tx;
-    es_err e = own ? exec_simple(l, S_BEGIN, "writing a dead letter", err) : ES_OK;
+    es_err e = own ? es_sql_begin(&l->tx, ES_SQL_IMMEDIATE, "writing a dead letter", err) : ES_OK;
     if (e == ES_OK) {
         sqlite3_stmt *s = stmt(l, S_DLQ_PUT);
         sqlite3_bind_text(s, 1, dlq_topic, -1, SQLITE_STATIC);
@@ -1615,10 +1575,8 @@ static es_err lg_put_dlq(es_log_t *base, const char *dlq_topic, const char *ref,
         sqlite3_bind_int64(s, 6, es_now_us());
         e = step_done(l, s, "writing a dead letter", err);
     }
-    if (own && e == ES_OK)
-        e = exec_simple(l, S_COMMIT, "writing a dead letter", err);
-    if (own && e != ES_OK)
-        exec_simple(l, S_ROLLBACK, "writing a dead letter", NULL);
+    if (own)
+        e = es_sql_end(&l->tx, e, "writing a dead letter", err);
     es_buf_free(&h);
     return e;
 }
@@ -1647,8 +1605,7 @@ static const es_log_ops sqlite_ops = {
 };
 
 static es_err exec_sql(sqlite_log *l, const char *sql, const char *what, es_error_t *err) {
-    int rc = sqlite3_exec(l->db, sql, NULL, NULL, NULL);
-    return rc == SQLITE_OK ? ES_OK : sql_fail(l, rc, what, err);
+    return es_sql_exec(l->db, l->path, sql, what, err);
 }
 
 static int journal_cb(void *opaque, int n, char **values, char **names) {
@@ -1725,7 +1682,8 @@ static es_err check_schema_version(sqlite_log *l, es_error_t *err) {
 /* Creates the schema, or brings an older one up to date; another process may have done
  * either while we waited for the lock. */
 static es_err create_schema(sqlite_log *l, es_error_t *err) {
-    es_err e = exec_sql(l, "BEGIN IMMEDIATE", "creating the schema", err);
+    es_sql_tx tx = es_sql_tx_on(l->db, l->path);
+    es_err e = es_sql_begin(&tx, ES_SQL_IMMEDIATE, "creating the schema", err);
     if (e != ES_OK)
         return e;
     int v = 0;
@@ -1748,11 +1706,7 @@ static es_err create_schema(sqlite_log *l, es_error_t *err) {
              id);
     if (e == ES_OK)
         e = exec_sql(l, sql, "creating the schema", err);
-    if (e == ES_OK)
-        e = exec_sql(l, "COMMIT", "creating the schema", err);
-    else
-        sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
-    return e;
+    return es_sql_end(&tx, e, "creating the schema", err);
 }
 
 /* Prepares head + rows "(?, ...)" + tail for each of row_sizes. */
@@ -1777,10 +1731,8 @@ static es_err multi_prepare(sqlite_log *l, const char *head, int cols, const cha
             *p++ = ')';
         }
         memcpy(p, tail, tl + 1);
-        int rc = sqlite3_prepare_v3(l->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &m->st[k], NULL);
+        e = es_sql_prepare(l->db, l->path, sql, &m->st[k], err);
         free(sql);
-        if (rc != SQLITE_OK)
-            e = sql_fail(l, rc, "preparing statements", err);
     }
     return e;
 }
@@ -1788,15 +1740,13 @@ static es_err multi_prepare(sqlite_log *l, const char *head, int cols, const cha
 /* The statements of every open; a read-only one skips the command records' (only writers look
  * commands up, and their columns are those of the newest schema). */
 static es_err prepare_reads(sqlite_log *l, es_error_t *err) {
-    for (int i = 0; i < S_COUNT; i++) {
-        if ((l->flags & ES_LOG_READONLY) && (i == S_CMD_GET || i == S_CMD_PUT))
-            continue;
-        int rc =
-            sqlite3_prepare_v3(l->db, sql_text[i], -1, SQLITE_PREPARE_PERSISTENT, &l->st[i], NULL);
-        if (rc != SQLITE_OK)
-            return sql_fail(l, rc, "preparing statements", err);
-    }
-    return ES_OK;
+    const char *text[S_COUNT];
+    memcpy(text, sql_text, sizeof text);
+    if (l->flags & ES_LOG_READONLY)
+        text[S_CMD_GET] = text[S_CMD_PUT] = NULL;
+    l->tx = es_sql_tx_on(l->db, l->path);
+    es_err e = es_sql_tx_prepare(&l->tx, err);
+    return e == ES_OK ? es_sql_prepare_all(l->db, l->path, text, S_COUNT, l->st, err) : e;
 }
 
 /* The head file as read, before the log's end is: read the other way round, a commit between
@@ -2022,10 +1972,8 @@ static es_err setup_readonly(sqlite_log *l, es_error_t *err) {
 
 /* What an inspection open made, undone for another try. */
 static void close_readonly(sqlite_log *l) {
-    for (int i = 0; i < S_COUNT; i++) {
-        sqlite3_finalize(l->st[i]);
-        l->st[i] = NULL;
-    }
+    es_sql_finalize_all(l->st, S_COUNT);
+    es_sql_tx_finalize(&l->tx);
     drop_type_cache(l);
     sqlite3_close(l->db);
     l->db = NULL;
@@ -2067,8 +2015,7 @@ static es_err open_db(sqlite_log *l, es_error_t *err) {
     int rc = sqlite3_open_v2(
         l->path, &l->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK)
-        return es_fail(err, ES_EIO, "cannot open database %s: %s", l->path,
-                       l->db ? sqlite3_errmsg(l->db) : sqlite3_errstr(rc));
+        return sql_fail(l, rc, "opening the event store", err);
     sqlite3_extended_result_codes(l->db, 1);
     sqlite3_busy_timeout(l->db, busy_ms);
     return setup(l, err);
