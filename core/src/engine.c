@@ -829,8 +829,7 @@ es_err es_engine_execute_hooked(es_engine_t *engine, const es_command_t *cmds, s
 }
 
 es_err es_execute_batch_until(es_engine_t *engine, const es_command_t *cmds, size_t n,
-                              es_result_t *results, const volatile sig_atomic_t *stop,
-                              es_error_t *err) {
+                              es_result_t *results, const es_stop_t *stop, es_error_t *err) {
     if (!engine || (n && (!cmds || !results)))
         return es_fail(err, ES_EINVAL, "es_execute_batch: engine, commands and results needed");
     if (engine->remote)

@@ -3,9 +3,9 @@
 #define ESKIT_ENGINE_INTERNAL_H
 
 #include "log/log.h"
+#include "runloop.h"
 
 #include <librdkafka/rdkafka.h>
-#include <signal.h>
 
 /* Called once per batch after every command ran and its events were appended, before the
  * local commit, inside the transaction (log is the engine's). An error rolls the batch back. */
@@ -28,15 +28,14 @@ typedef struct es_remote es_remote_t;
 es_err es_remote_new(const es_config_t *cfg, es_remote_t **out, es_error_t *err);
 void es_remote_destroy(es_remote_t *r);
 es_err es_remote_execute(es_remote_t *r, const es_command_t *cmds, size_t n, es_result_t *results,
-                         const volatile sig_atomic_t *stop, es_error_t *err);
+                         const es_stop_t *stop, es_error_t *err);
 
 /* es_execute_batch that gives up its waits on Kafka (delivery, replies, metadata) soon after
- * *stop becomes non-zero (stop may be NULL), failing with ES_ERETRY: what a run loop's stop
+ * stop is set (stop may be NULL), failing with ES_ERETRY: what a run loop's stop
  * (es_saga_stop) uses so that a command in flight does not hold it for execute.timeout.ms.
  * The embedded engine does not wait on anything that long and ignores stop. */
 es_err es_execute_batch_until(es_engine_t *engine, const es_command_t *cmds, size_t n,
-                              es_result_t *results, const volatile sig_atomic_t *stop,
-                              es_error_t *err);
+                              es_result_t *results, const es_stop_t *stop, es_error_t *err);
 
 /* A librdkafka conf (kafka_conf.c): our defaults (consumers: fetch_wait_ms), the kafka.* keys
  * (kafka.transactional.id only when transactional), then what correctness needs (consumers, group

@@ -24,6 +24,7 @@
  * match the events it imports (see the restore section).
  */
 #include "engine_int.h"
+#include "runloop.h"
 #include "eskit/v1/command.pb-c.h"
 #include "eskit/v1/reply.pb-c.h"
 #include "eskit/v1/snapshot.pb-c.h"
@@ -103,7 +104,7 @@ struct es_processor {
     size_t n_prod, cap_prod;
     uint32_t prod_gen; /* tags each batch's events: a late report of an older batch is not ours */
     int32_t *cmd_part; /* commands partition of each executable command of the batch */
-    atomic_int stop;
+    es_stop_t stop;    /* es_processor_stop: es_processor_run returns after the poll under way */
     struct {
         atomic_uint_fast64_t commands, restores, events_imported, events_skipped,
             snapshots_imported, snapshots_malformed, snapshots_unused, stale, gaps;
@@ -1339,7 +1340,7 @@ es_err es_processor_new(const es_config_t *cfg, es_engine_t *engine, es_processo
         return es_fail(err, ES_ENOMEM, "out of memory creating a command processor");
     }
     p->cfg = p->own_cfg;
-    atomic_init(&p->stop, 0);
+    es_stop_init(&p->stop);
     es_err e = open_local(p, engine, err);
     if (e == ES_OK && !(p->batch = calloc(BATCH_MAX, sizeof *p->batch)))
         e = es_fail(err, ES_ENOMEM, "out of memory creating a command processor");
@@ -1418,36 +1419,23 @@ es_err es_processor_poll(es_processor_t *p, int timeout_ms, size_t *handled, es_
     return e;
 }
 
-static int transient(es_err e) {
-    return e == ES_EKAFKA || e == ES_EBUSY || e == ES_ETIMEOUT || e == ES_ERETRY ||
-           e == ES_ENOTFOUND;
+/* A topic not there (ES_ENOTFOUND) is one more failure the processor rides out: its topics
+ * may be created after it starts (processor.h). */
+static es_err poll_once(void *opaque, int timeout_ms, es_error_t *err) {
+    es_err e = es_processor_poll(opaque, timeout_ms, NULL, err);
+    return e == ES_ENOTFOUND ? ES_ERETRY : e;
 }
 
 es_err es_processor_run(es_processor_t *p, es_error_t *err) {
-    es_error_t local;
-    int wait = 100;
-    if (!err) /* the retry log below quotes the failure */
-        err = &local;
-    while (!atomic_load(&p->stop)) {
-        es_err e = es_processor_poll(p, 100, NULL, err);
-        if (e == ES_OK) {
-            wait = 100;
-            continue;
-        }
-        if (!transient(e))
-            return e;
-        es_logf(p->cfg, ES_LOG_WARNING, "command processor: %s; retrying in %d ms", err->message,
-                wait);
-        for (int slept = 0; slept < wait && !atomic_load(&p->stop); slept += 10)
-            es_sleep_ms(10);
-        wait = wait < 5000 ? wait * 2 : 5000;
-    }
-    atomic_store(&p->stop, 0);
-    return ES_OK;
+    if (!p)
+        return es_fail(err, ES_EINVAL, "es_processor_run: processor is NULL");
+    es_err e = es_run_loop(poll_once, p, &p->stop, p->cfg, "command processor: ", err);
+    es_stop_clear(&p->stop); /* the stop ended this run only (processor.h) */
+    return e;
 }
 
 void es_processor_stop(es_processor_t *p) {
-    atomic_store(&p->stop, 1);
+    es_stop_request(&p->stop);
 }
 
 void es_processor_get_stats(const es_processor_t *p, es_processor_stats *out) {

@@ -67,8 +67,8 @@ struct call {
     es_result_t *results;
     es_err failed; /* a reply that could not be read into its result */
     es_error_t err;
-    int64_t deadline_ms;               /* execute.timeout.ms from the call's start */
-    const volatile sig_atomic_t *stop; /* the caller gives up its waits when set; may be NULL */
+    int64_t deadline_ms;   /* execute.timeout.ms from the call's start */
+    const es_stop_t *stop; /* the caller gives up its waits when set; may be NULL */
     call *next;
 };
 
@@ -231,7 +231,7 @@ static es_err kafka_fail(es_remote_t *r, rd_kafka_resp_err_t e, es_error_t *err,
 }
 
 static int given_up(const call *c) {
-    return (c->stop && *c->stop) || es_now_us() / 1000 >= c->deadline_ms;
+    return es_stop_requested(c->stop) || es_now_us() / 1000 >= c->deadline_ms;
 }
 
 /* Whether a request that failed with e is worth asking again before the call gives up. */
@@ -266,7 +266,7 @@ static rd_kafka_resp_err_t sliced_watermarks(es_remote_t *r, const call *c, cons
 /* Under the lock: a failed request, or the call's stop. */
 static es_err stopped_or(es_remote_t *r, const call *c, rd_kafka_resp_err_t e, es_error_t *err,
                          const char *what, const char *topic) {
-    if (c->stop && *c->stop)
+    if (es_stop_requested(c->stop))
         return es_fail(err, ES_ERETRY, "%s %s: stopped before the brokers answered", what, topic);
     return kafka_fail(r, e, err, what, topic);
 }
@@ -440,7 +440,7 @@ static es_err await_delivery(es_remote_t *r, call *c, const es_command_t *cmds, 
         pthread_mutex_lock(&r->lock);
         size_t unsent = c->unsent;
         pthread_mutex_unlock(&r->lock);
-        if (!unsent || es_now_us() / 1000 >= deadline_ms || (c->stop && *c->stop))
+        if (!unsent || es_now_us() / 1000 >= deadline_ms || es_stop_requested(c->stop))
             break;
         rd_kafka_flush(r->producer, FLUSH_SLICE_MS);
     }
@@ -454,7 +454,7 @@ static es_err await_delivery(es_remote_t *r, call *c, const es_command_t *cmds, 
             continue;
         char topic[ES_MAX_TYPE_LEN + 16];
         snprintf(topic, sizeof topic, "%s.commands", cmds[i].aggregate_type);
-        if (!p->sent && c->stop && *c->stop)
+        if (!p->sent && es_stop_requested(c->stop))
             e = es_fail(err, ES_ERETRY,
                         "command %s to %s: stopped before it was acknowledged; it may still "
                         "execute: retry with the same command id",
@@ -626,7 +626,7 @@ static es_err await_replies(es_remote_t *r, call *c, const es_command_t *cmds, e
     pthread_mutex_lock(&r->lock);
     while (c->left > 0 && c->failed == ES_OK) {
         int64_t wait = c->deadline_ms - es_now_us() / 1000;
-        if (wait <= 0 || (c->stop && *c->stop))
+        if (wait <= 0 || es_stop_requested(c->stop))
             break;
         if (wait > POLL_SLICE_MS)
             wait = POLL_SLICE_MS;
@@ -650,7 +650,7 @@ static es_err await_replies(es_remote_t *r, call *c, const es_command_t *cmds, e
         const pending *p = &c->pend[i];
         if (!p->command_id || p->answered)
             continue;
-        if (c->stop && *c->stop)
+        if (es_stop_requested(c->stop))
             e = es_fail(err, ES_ERETRY,
                         "command %s for %s/%s: stopped before its reply came; the command may "
                         "still execute: retry with the same command id",
@@ -723,7 +723,7 @@ static void finish_call(es_remote_t *r, call *c) {
 }
 
 es_err es_remote_execute(es_remote_t *r, const es_command_t *cmds, size_t n, es_result_t *results,
-                         const volatile sig_atomic_t *stop, es_error_t *err) {
+                         const es_stop_t *stop, es_error_t *err) {
     int64_t deadline_ms = es_now_us() / 1000 + es_config_get_int(r->cfg, "execute.timeout.ms");
     if (n > UINT32_MAX)
         return es_fail(err, ES_EINVAL, "es_execute_batch: at most %u commands a call",

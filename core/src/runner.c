@@ -8,6 +8,7 @@
 
 #include "logorder.h"
 #include "lru.h"
+#include "runloop.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -104,7 +105,7 @@ struct es_runner {
     size_t batch_size;
     int linger_ms, retries, backoff_ms, restarts;
     int stop_on_error, ignore_unknown;
-    volatile sig_atomic_t stop; /* es_runner_stop: no event is started after it */
+    es_stop_t stop; /* es_runner_stop: no event is started after it */
     watchdog wd;
     es_park_cb *park_cb;
     void *park_opaque;
@@ -480,9 +481,8 @@ static es_err apply_record(es_runner_t *r, const es_raw_record_t *rec, int *atte
             break;
         r->batch.retries++;
         int wait = r->backoff_ms << (*attempts - 1 < 10 ? *attempts - 1 : 10);
-        for (int slept = 0, max = wait > 10000 ? 10000 : wait; slept < max && !r->stop; slept += 10)
-            es_sleep_ms(max - slept < 10 ? max - slept : 10);
-        if (r->stop) { /* its failures were rolled back: the log gives it again after the stop */
+        if (es_stop_sleep(&r->stop, wait > 10000 ? 10000 : wait)) {
+            /* its failures were rolled back: the log gives it again after the stop */
             r->halted = 1;
             break;
         }
@@ -531,7 +531,8 @@ static int on_record(const es_raw_record_t *rec, void *opaque) {
     int attempts = 0, storage = 0;
     es_error_t why = {0};
     es_err rc;
-    if (r->stop) { /* the batch ends before this record, which stays in the log */
+    /* A stop ends the batch before this record, which stays in the log. */
+    if (es_stop_requested(&r->stop)) {
         r->halted = 1;
         r->halted_at = *rec;
         return 1;
@@ -637,7 +638,8 @@ static es_err batch_pass(es_runner_t *r, size_t max, int linger, int64_t *before
         }
         if (e == ES_OK && r->halted)
             hand_back(r);
-        if (e != ES_OK || r->redo || r->stop || r->consumed == max || now_ms() >= linger_end)
+        if (e != ES_OK || r->redo || es_stop_requested(&r->stop) || r->consumed == max ||
+            now_ms() >= linger_end)
             break;
         if (r->consumed == had)
             es_sleep_ms(1);
@@ -719,7 +721,7 @@ es_err es_runner_poll(es_runner_t *r, int timeout_ms, size_t *applied, es_error_
     int64_t deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
     size_t n = 0;
     es_err e = ES_OK;
-    for (int wait = 1; !r->stop; wait = wait < 50 ? wait * 2 : 50) {
+    for (int wait = 1; !es_stop_requested(&r->stop); wait = wait < 50 ? wait * 2 : 50) {
         if (log_has_more(r)) {
             int remaining = (int)(deadline - now_ms());
             if (r->lock_fd >= 0 && !es_rm_lock(r->lock_fd, remaining > 0 ? remaining : 0))
@@ -731,7 +733,7 @@ es_err es_runner_poll(es_runner_t *r, int timeout_ms, size_t *applied, es_error_
                 break;
         }
         int64_t left = deadline - now_ms();
-        if (left <= 0 || r->stop)
+        if (left <= 0 || es_stop_requested(&r->stop))
             break;
         es_sleep_ms(wait < left ? wait : (int)left);
     }
@@ -745,51 +747,34 @@ es_err es_runner_poll(es_runner_t *r, int timeout_ms, size_t *applied, es_error_
     return e;
 }
 
-/* Failures a later poll may not see: a broker or the database briefly away. */
-static int transient(es_err e) {
-    return e == ES_EKAFKA || e == ES_EBUSY || e == ES_ETIMEOUT || e == ES_ERETRY;
+static es_err poll_once(void *opaque, int timeout_ms, es_error_t *err) {
+    return es_runner_poll(opaque, timeout_ms, NULL, err);
 }
 
 es_err es_runner_run(es_runner_t *r, es_error_t *err) {
-    es_error_t local;
-    int wait = 100;
-    if (!err) /* the retry log below quotes the failure */
-        err = &local;
-    es_err e = ES_OK;
-    while (!r->stop) {
-        e = es_runner_poll(r, 100, NULL, err);
-        if (e == ES_OK) {
-            wait = 100;
-            continue;
-        }
-        if (!transient(e))
-            break;
-        /* The error names the projector already (es_runner_poll). */
-        es_logf(r->cfg, ES_LOG_WARNING, "%s; retrying in %d ms", err->message, wait);
-        for (int slept = 0; slept < wait && !r->stop; slept += 10)
-            es_sleep_ms(10);
-        wait = wait < 5000 ? wait * 2 : 5000;
-        e = ES_OK;
-    }
+    char subject[ES_PROJECTOR_NAME_MAX + 16];
+    snprintf(subject, sizeof subject, "projector '%s': ", r->def->name);
+    es_err e = es_run_loop(poll_once, r, &r->stop, r->cfg, subject, err);
     es_runner_resume(r);
     return e;
 }
 
 void es_runner_resume(es_runner_t *r) {
-    r->stop = 0;
+    es_stop_clear(&r->stop);
     if (r->guard)
         es_guard_stopping(r->guard, 0);
 }
 
-/* Async-signal-safe: a store to a sig_atomic_t and one to the guard's mapped page. */
+/* Async-signal-safe and safe from any thread: stores to two lock-free atomics (the stop, and
+ * the flag on the guard's mapped page). */
 void es_runner_stop(es_runner_t *r) {
-    r->stop = 1;
+    es_stop_request(&r->stop);
     if (r->guard)
         es_guard_stopping(r->guard, 1);
 }
 
 int es_runner_stopping(const es_runner_t *r) {
-    return r->stop != 0;
+    return es_stop_requested(&r->stop);
 }
 
 void es_runner_stats(const es_runner_t *r, es_runner_stats_t *out) {
@@ -1086,6 +1071,7 @@ es_err es_runner_open(const es_config_t *cfg, const es_projector_def *def, const
         return es_fail(err, ES_ENOMEM, "out of memory");
     }
     r->def = def;
+    es_stop_init(&r->stop);
     r->noun = o->noun ? o->noun : "read model";
     r->key = o->key ? o->key : "readmodel.db";
     r->mode = o->mode;

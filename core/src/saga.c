@@ -8,12 +8,12 @@
 
 #include "engine_int.h"
 #include "projector_int.h"
+#include "runloop.h"
 #include "store.h"
 
 #include "eskit/v1/saga.pb-c.h"
 
 #include <librdkafka/rdkafka.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -274,7 +274,7 @@ struct es_saga_coordinator {
     size_t batch_size;    /* projector.batch.size: a full batch means the log has more */
     int64_t retention_us; /* saga.retention.ms; 0: ended instances stay */
     int64_t prune_at_us;  /* when pruning is next due */
-    volatile sig_atomic_t stop;
+    es_stop_t stop;       /* es_saga_stop (saga.h) */
     es_saga_stats_t stats;
 };
 
@@ -1095,7 +1095,8 @@ static es_err relay(es_saga_coordinator_t *c, size_t *delivered, es_error_t *err
         /* A failed delivery is retried, not the poll's error: its words go to the log only. */
         es_error_t xerr = {0};
         if (es_execute_batch_until(c->engine, cmds, n, res, &c->stop, &xerr) != ES_OK) {
-            if (!c->stop) /* a stop gives up the wait for the replies: sent again next time */
+            /* A stop gives up the wait for the replies: they are sent again next time. */
+            if (!es_stop_requested(&c->stop))
                 es_logf(c->cfg, ES_LOG_WARNING, "saga '%s': delivering %zu command(s) failed: %s",
                         c->def->name, n, xerr.message);
             c->retry_at_us = es_now_us() + RETRY_BACKOFF_US;
@@ -1270,7 +1271,7 @@ static int flushed(es_saga_coordinator_t *c) {
          waited += FLUSH_SLICE_MS) {
         if (rd_kafka_flush(c->producer, FLUSH_SLICE_MS) == RD_KAFKA_RESP_ERR_NO_ERROR)
             return 1;
-        if (c->stop)
+        if (es_stop_requested(&c->stop))
             grace += FLUSH_SLICE_MS;
     }
     return rd_kafka_outq_len(c->producer) == 0;
@@ -1364,7 +1365,7 @@ static es_err publish(es_saga_coordinator_t *c, size_t *published, es_error_t *e
     if (open)
         e = tx_end(c, e, err);
     /* What a stop cut short is no failure: it is sent again on the next round or start. */
-    if (e == ES_OK && why && !c->stop)
+    if (e == ES_OK && why && !es_stop_requested(&c->stop))
         e = es_fail(err, ES_EKAFKA, "saga '%s': publishing transitions to %s: %s", c->def->name,
                     c->htopic, rd_kafka_err2str(why));
     if (e == ES_OK)
@@ -1431,6 +1432,7 @@ es_err es_saga_coordinator_new(const es_config_t *cfg, const es_saga_def *def, e
         return es_fail(err, ES_ENOMEM, "out of memory");
     c->def = def;
     c->engine = engine;
+    es_stop_init(&c->stop);
     c->cfg = es_config_dup(cfg);
     es_saga_history_type(def->name, c->htype, sizeof c->htype, err);
     snprintf(c->htopic, sizeof c->htopic, "%s.events", c->htype);
@@ -1570,7 +1572,7 @@ es_err es_saga_poll(es_saga_coordinator_t *c, int timeout_ms, size_t *progress, 
         return es_fail(err, ES_EINVAL, "es_saga_poll: coordinator is NULL");
     if (progress)
         *progress = 0;
-    if (c->stop) /* until es_saga_run returns (saga.h) */
+    if (es_stop_requested(&c->stop)) /* until es_saga_run returns (saga.h) */
         return ES_OK;
     /* Work a crash may have left (the outbox) first; wait for new events only when there is
      * nothing else to do. */
@@ -1612,41 +1614,23 @@ es_err es_saga_redeliver(es_saga_coordinator_t *c, const es_event_t *ev, es_erro
     return e;
 }
 
-static int transient(es_err e) {
-    return e == ES_EKAFKA || e == ES_EBUSY || e == ES_ETIMEOUT || e == ES_ERETRY;
+static es_err poll_once(void *opaque, int timeout_ms, es_error_t *err) {
+    return es_saga_poll(opaque, timeout_ms, NULL, err);
 }
 
 es_err es_saga_run(es_saga_coordinator_t *c, es_error_t *err) {
-    es_error_t local;
-    int wait = 100;
     if (!c)
         return es_fail(err, ES_EINVAL, "es_saga_run: coordinator is NULL");
-    if (!err) /* the retry log below quotes the failure */
-        err = &local;
-    es_err e = ES_OK;
-    while (!c->stop) {
-        e = es_saga_poll(c, 100, NULL, err);
-        if (e == ES_OK) {
-            wait = 100;
-            continue;
-        }
-        if (!transient(e))
-            break;
-        /* The error names the saga already (es_saga_poll). */
-        es_logf(c->cfg, ES_LOG_WARNING, "%s; retrying in %d ms", err->message, wait);
-        for (int slept = 0; slept < wait && !c->stop; slept += 10)
-            es_sleep_ms(10);
-        wait = wait < 5000 ? wait * 2 : 5000;
-        e = ES_OK;
-    }
+    es_err e = es_run_loop(poll_once, c, &c->stop, c->cfg, c->subject, err);
     /* The stop ended this run only: the coordinator may be run or polled again. */
-    c->stop = 0;
+    es_stop_clear(&c->stop);
     es_runner_resume(c->runner);
     return e;
 }
 
+/* Async-signal-safe and safe from any thread: stores to lock-free atomics (es_runner_stop). */
 void es_saga_stop(es_saga_coordinator_t *c) {
-    c->stop = 1;
+    es_stop_request(&c->stop);
     es_runner_stop(c->runner);
 }
 

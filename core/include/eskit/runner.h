@@ -90,16 +90,18 @@ void es_runner_destroy(es_runner_t *r);
  * ES_ESTATE when stopped by policy stop (the error names the event). */
 es_err es_runner_poll(es_runner_t *r, int timeout_ms, size_t *applied, es_error_t *err);
 
-/* Polls until es_runner_stop is called or a lasting error stops it; transient failures (a
- * broker down, a busy database) are logged through the config's log callback and retried
- * with backoff. When it returns it clears the stop: the runner may be run or polled again. */
+/* Polls until es_runner_stop is called or a lasting error stops it; transient failures
+ * (ES_EKAFKA, ES_EBUSY, ES_ETIMEOUT, ES_ERETRY: a broker down, a busy database) are each logged
+ * once through the config's log callback and retried after a backoff of 100 ms doubling to
+ * 5 s. Returns ES_OK once stopped, or the first other failure. When it returns it clears the
+ * stop: the runner may be run or polled again. */
 es_err es_runner_run(es_runner_t *r, es_error_t *err);
 /* Stops at the next event: the apply running ends, no other starts, and the batch commits
  * what was applied with its checkpoints. es_runner_run then returns and clears the stop. For
  * a caller that only polls, the stop is final: the poll in progress returns, and every later
  * es_runner_poll returns at once applying nothing (destroy the runner). While the stop is
  * set, the process ending is not counted as a crash of the event applied. Safe from any
- * thread and from a signal handler. */
+ * thread and from a signal handler (stores to lock-free atomics). */
 void es_runner_stop(es_runner_t *r);
 
 /* Sets a callback for parked events (NULL to remove). */

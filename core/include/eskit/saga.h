@@ -148,8 +148,10 @@ void es_saga_coordinator_destroy(es_saga_coordinator_t *c);
  * *progress (may be NULL) is how many events, deliveries, timeouts and published transitions
  * it handled: 0 with es_saga_active 0 means idle. */
 es_err es_saga_poll(es_saga_coordinator_t *c, int timeout_ms, size_t *progress, es_error_t *err);
-/* Polls until es_saga_stop; transient failures are logged and retried. When it returns it
- * clears the stop: the coordinator may be run or polled again. */
+/* Polls until es_saga_stop or a lasting error; transient failures (ES_EKAFKA, ES_EBUSY,
+ * ES_ETIMEOUT, ES_ERETRY) are each logged once through the config's log callback and retried
+ * after a backoff of 100 ms doubling to 5 s. Returns ES_OK once stopped, or the first other
+ * failure. When it returns it clears the stop: the coordinator may be run or polled again. */
 es_err es_saga_run(es_saga_coordinator_t *c, es_error_t *err);
 /* Stops the coordinator: no event is applied after the one running, the round in progress
  * gives up waiting for command replies and (Kafka) waits at most a second more for the
@@ -157,7 +159,8 @@ es_err es_saga_run(es_saga_coordinator_t *c, es_error_t *err);
  * the same ids and versions. es_saga_run then returns and clears the stop. For a caller that
  * only polls, the stop is final: the poll in progress returns, and every later es_saga_poll
  * returns at once doing nothing (destroy the coordinator). While the stop is set, the process
- * ending is not counted as a crash of the event applied. Async-signal-safe. */
+ * ending is not counted as a crash of the event applied. Safe from any thread and from a
+ * signal handler (stores to lock-free atomics). */
 void es_saga_stop(es_saga_coordinator_t *c);
 void es_saga_stats(const es_saga_coordinator_t *c, es_saga_stats_t *out);
 /* Applies ev as if consumed again, in a transaction of its own: a redelivery. Events are
