@@ -1,10 +1,11 @@
 # Thin wrapper over CMake: `make demo` and `make test` work on a fresh Debian 12 machine.
 BUILD ?= build
 ASAN_BUILD ?= build-asan
+TSAN_BUILD ?= build-tsan
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PREFIX ?= /usr/local
 
-.PHONY: all deps build demo demo-kafka test test-asan lint bench install format clean
+.PHONY: all deps build demo demo-kafka test test-asan tsan lint bench install format clean
 
 all: build
 
@@ -32,6 +33,13 @@ test-asan: deps
 	cmake --build $(ASAN_BUILD) -j$(JOBS)
 	ctest --test-dir $(ASAN_BUILD) --output-on-failure -j$(JOBS) -L 'unit|conformance'
 
+# The tests that run threads of ours (ctest label threads) under ThreadSanitizer; a report
+# fails its test. Suppressions, for libraries we do not build, are in tests/tsan.supp.
+tsan: deps
+	cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DESKIT_TSAN=ON
+	cmake --build $(TSAN_BUILD) -j$(JOBS)
+	ctest --test-dir $(TSAN_BUILD) --output-on-failure -j$(JOBS) -L threads
+
 # clang-format, clang-tidy (.clang-tidy) and cppcheck (tools/cppcheck.supp) over our sources.
 lint: build
 	sh tools/lint.sh $(BUILD)
@@ -46,4 +54,4 @@ format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD)
