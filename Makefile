@@ -23,8 +23,10 @@ demo: build
 demo-kafka: build
 	sh tools/demo-kafka.sh $(BUILD)
 
-# The whole suite, then the unit and conformance tests again under ASan+UBSan.
+# The lint checks, the whole suite, then the unit and conformance tests again under
+# ASan+UBSan.
 test: build
+	sh tools/lint.sh $(BUILD)
 	ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS)
 	$(MAKE) --no-print-directory test-asan
 

@@ -297,7 +297,7 @@ typedef struct exec_ctx {
  * pointer field, and unpacking cheaper than malloc per string; it is settled early when it
  * grows past SETTLE_BYTES, so a long history does not pile up.
  */
-#define SETTLE_BYTES (256 * 1024)
+#define SETTLE_BYTES ((size_t)256 * 1024)
 
 static const char *copy_hint(const es_pb_borrowed_t *b) {
     if (b->array)
@@ -843,7 +843,7 @@ es_err es_execute_batch(es_engine_t *engine, const es_command_t *cmds, size_t n,
 }
 
 es_err es_execute(es_engine_t *engine, const es_command_t *cmd, es_result_t *res, es_error_t *err) {
-    es_result_t local;
+    es_result_t local = {0};
     es_result_t *r = res ? res : &local;
     if (!cmd)
         return es_fail(err, ES_EINVAL, "es_execute: command is required");

@@ -7,7 +7,7 @@
 
 es_order_action es_log_order(es_order_role role, uint64_t last, uint64_t version,
                              es_order_counts *counts) {
-    es_order_counts ignored;
+    es_order_counts ignored = {0};
     counts = counts ? counts : &ignored;
     if (version <= last) {
         counts->stale++;

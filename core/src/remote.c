@@ -741,6 +741,8 @@ es_err es_remote_execute(es_remote_t *r, const es_command_t *cmds, size_t n, es_
     if (e == ES_OK) {
         c.serial = ++r->next_serial & 0xffffffffu;
         c.next = r->calls;
+        /* The call lives on this stack until it is unlinked below, before returning. */
+        /* cppcheck-suppress autoVariables */
         r->calls = &c;
         e = prepare_call(r, &c, cmds, err);
     }

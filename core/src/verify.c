@@ -161,7 +161,7 @@ static es_err load_names(vctx *v, es_error_t *err) {
         v->n_streams++;
         rc = SQLITE_OK;
         if (!type_name(v, st->type_id))
-            problem(v, "stream", &(place){NULL, 0, -1, NULL, st->agg, 0},
+            problem(v, "stream", &(place){.position = -1, .id = st->agg},
                     "stream %lld has aggregate type id %lld, which es_types does not hold",
                     (long long)st->id, (long long)st->type_id);
     }
@@ -419,8 +419,10 @@ static es_err verify_partition(es_log_t *log, topic_ctx *t, const char *topic, i
         int64_t before = pos.offset;
         es_error_t ferr = {0};
         if (log->ops->fetch(log, &pos, 1, 1000, on_record, t, &ferr) != ES_OK) {
-            problem(t->v, "integrity", &(place){topic, p, pos.offset, t->type, NULL, 0}, "%s",
-                    ferr.message);
+            problem(
+                t->v, "integrity",
+                &(place){.topic = topic, .partition = p, .position = pos.offset, .type = t->type},
+                "%s", ferr.message);
             break;
         }
         if (pos.offset > before)
@@ -478,7 +480,7 @@ static es_err verify_kafka(const es_config_t *cfg, const char *const *types, vct
 
 es_err es_store_verify(const es_config_t *cfg, const char *const *types, es_verify_cb *cb,
                        void *opaque, es_verify_summary_t *sum, es_error_t *err) {
-    es_verify_summary_t local;
+    es_verify_summary_t local = {0};
     if (!cfg)
         return es_fail(err, ES_EINVAL, "es_store_verify: a config is required");
     sum = sum ? sum : &local;

@@ -843,13 +843,13 @@ static es_err commit_wait(kafka_log *l, rd_kafka_topic_partition_list_t *offs, c
     rd_kafka_resp_err_t ke = rd_kafka_commit_queue(l->committer, offs, q, NULL, NULL);
     rd_kafka_event_t *ev = ke ? NULL : rd_kafka_queue_poll(q, COMMIT_TIMEOUT_MS);
     es_err e = ES_OK;
+    if (!ke && ev)
+        ke = rd_kafka_event_error(ev);
     if (ke)
         e = kafka_fail(l, ke, err, what);
     else if (!ev)
         e = es_fail(err, ES_ETIMEOUT, "%s: no answer within %d ms (brokers %s)", what,
                     COMMIT_TIMEOUT_MS, l->brokers);
-    else if ((ke = rd_kafka_event_error(ev)))
-        e = kafka_fail(l, ke, err, what);
     const rd_kafka_topic_partition_list_t *res = ev ? rd_kafka_event_topic_partition_list(ev) : 0;
     for (int i = 0; e == ES_OK && res && i < res->cnt; i++)
         if (res->elems[i].err)

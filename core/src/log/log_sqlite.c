@@ -692,7 +692,9 @@ static es_err cache_type(sqlite_log *l, const char *name, int64_t id) {
     char *copy = strdup(name);
     if (!copy)
         return ES_ENOMEM;
-    l->types[l->n_types++] = (type_entry){copy, id};
+    l->types[l->n_types].name = copy;
+    l->types[l->n_types].id = id;
+    l->n_types++;
     return ES_OK;
 }
 
