@@ -659,12 +659,9 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
 }
 
 static int32_t reply_partition(const rd_kafka_message_t *m) {
-    char buf[16];
-    if (es_kafka_message_header(m, "es-reply-partition", buf, sizeof buf) != ES_OK || !buf[0])
-        return RD_KAFKA_PARTITION_UA;
-    char *end = NULL;
-    long n = strtol(buf, &end, 10);
-    return *end || n < 0 || n > INT32_MAX ? RD_KAFKA_PARTITION_UA : (int32_t)n;
+    es_kafka_headers_t h;
+    es_kafka_message_headers(m, &h); /* another header malformed does not matter here */
+    return h.reply_partition >= 0 ? h.reply_partition : RD_KAFKA_PARTITION_UA;
 }
 
 static void slot_fail(slot *s, es_err code, const char *fmt, ...)

@@ -7,6 +7,8 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -373,46 +375,52 @@ static int dlq_list_ok(const es_kafka_record_t *r) {
 static const char *const kind_names[] = {"an event", "a command", "a reply", "a snapshot",
                                          "a dead letter"};
 
-/* The headers of r's kind (NULL: none); *bad when r lacks what they need. */
-static rd_kafka_headers_t *headers_of(const es_kafka_record_t *r, int *bad) {
-    rd_kafka_headers_t *h = NULL;
+static void add(rd_kafka_headers_t *h, const char *name, const char *value) {
+    rd_kafka_header_add(h, name, -1, value, -1);
+}
+
+static int event_ok(const es_event_t *ev) {
+    return ev && ev->event_type; /* event_id is an array */
+}
+
+es_err es_kafka_write_headers(const es_kafka_record_t *r, rd_kafka_headers_t **out,
+                              es_error_t *err) {
     char num[24];
-    *bad = 0;
+    const es_event_t *ev = r->event;
+    *out = NULL;
     switch (r->kind) {
     case ES_KAFKA_EVENT:
-        if (!(*bad = !r->event)) {
-            const es_event_t *ev = r->event;
-            snprintf(num, sizeof num, "%llu", (unsigned long long)ev->version);
-            h = rd_kafka_headers_new(4);
-            rd_kafka_header_add(h, "es-event-type", -1, ev->event_type, -1);
-            rd_kafka_header_add(h, "es-version", -1, num, -1);
-            rd_kafka_header_add(h, "es-event-id", -1, ev->event_id, -1);
-            rd_kafka_header_add(h, "es-correlation-id", -1,
-                                ev->correlation_id ? ev->correlation_id : "", -1);
-        }
-        break;
+        if (!event_ok(ev))
+            break;
+        snprintf(num, sizeof num, "%llu", (unsigned long long)ev->version);
+        *out = rd_kafka_headers_new(4);
+        add(*out, "es-event-type", ev->event_type);
+        add(*out, "es-version", num);
+        add(*out, "es-event-id", ev->event_id);
+        add(*out, "es-correlation-id", ev->correlation_id ? ev->correlation_id : "");
+        return ES_OK;
     case ES_KAFKA_COMMAND:
-        if (!(*bad = r->reply_partition < 0)) {
-            snprintf(num, sizeof num, "%d", (int)r->reply_partition);
-            h = rd_kafka_headers_new(1);
-            rd_kafka_header_add(h, "es-reply-partition", -1, num, -1);
-        }
-        break;
+        if (r->reply_partition < 0)
+            break;
+        snprintf(num, sizeof num, "%d", (int)r->reply_partition);
+        *out = rd_kafka_headers_new(1);
+        add(*out, "es-reply-partition", num);
+        return ES_OK;
     case ES_KAFKA_DLQ:
-        if (!(*bad = !dlq_list_ok(r))) {
-            h = rd_kafka_headers_new(ES_KAFKA_DLQ_HEADERS + 1);
-            for (size_t i = 0; i < ES_KAFKA_DLQ_HEADERS; i++)
-                rd_kafka_header_add(h, r->dlq_headers[i].key, -1, r->dlq_headers[i].value, -1);
-            rd_kafka_header_add(h, "es-dlq-ref", -1, r->dlq_ref, -1);
-        }
-        break;
+        if (!dlq_list_ok(r))
+            break;
+        *out = rd_kafka_headers_new(ES_KAFKA_DLQ_HEADERS + 1);
+        for (size_t i = 0; i < ES_KAFKA_DLQ_HEADERS; i++)
+            add(*out, r->dlq_headers[i].key, r->dlq_headers[i].value);
+        add(*out, "es-dlq-ref", r->dlq_ref);
+        return ES_OK;
     case ES_KAFKA_REPLY:
     case ES_KAFKA_SNAPSHOT:
-        break;
-    default:
-        *bad = 1;
+        return ES_OK;
     }
-    return h;
+    return es_fail(err, ES_EINVAL, "%s record for %s lacks what its headers need",
+                   (unsigned)r->kind <= ES_KAFKA_DLQ ? kind_names[r->kind] : "an unknown kind of",
+                   r->topic ? r->topic : "(no topic)");
 }
 
 static void describe(const es_kafka_record_t *r, char *out, size_t cap) {
@@ -425,10 +433,10 @@ static void describe(const es_kafka_record_t *r, char *out, size_t cap) {
 
 es_err es_kafka_produce(rd_kafka_t *rk, const es_kafka_record_t *r, es_error_t *err) {
     char what[ES_MAX_TYPE_LEN + 320];
-    int bad = 0;
-    rd_kafka_headers_t *h = headers_of(r, &bad);
+    rd_kafka_headers_t *h = NULL;
+    es_err bad = es_kafka_write_headers(r, &h, err);
     rd_kafka_resp_err_t ke = RD_KAFKA_RESP_ERR_NO_ERROR;
-    if (!bad) {
+    if (bad == ES_OK) {
         for (int waited = 0;; waited += 10) {
             ke = rd_kafka_producev(
                 rk, RD_KAFKA_V_TOPIC(r->topic), RD_KAFKA_V_PARTITION(r->partition),
@@ -448,9 +456,9 @@ es_err es_kafka_produce(rd_kafka_t *rk, const es_kafka_record_t *r, es_error_t *
         rd_kafka_headers_destroy(h); /* librdkafka took neither */
     if (!r->copy)
         free((void *)r->value);
+    if (bad != ES_OK)
+        return bad;
     describe(r, what, sizeof what);
-    if (bad)
-        return es_fail(err, ES_EINVAL, "%s: the record lacks what its headers need", what);
     return es_kafka_fail(rk, ke, NULL, err, "%s", what);
 }
 
@@ -488,25 +496,164 @@ es_err es_kafka_produce_dlq(rd_kafka_t *rk, const char *topic, const char *ref, 
 
 /* ---- reading headers ----------------------------------------------------------------------- */
 
-es_err es_kafka_header(const rd_kafka_headers_t *h, const char *name, char *buf, size_t cap) {
-    const void *v = NULL;
-    size_t len = 0;
-    if (cap)
-        buf[0] = '\0';
-    if (!h || rd_kafka_header_get_last(h, name, &v, &len) != RD_KAFKA_RESP_ERR_NO_ERROR)
-        return ES_ENOTFOUND;
-    if (len >= cap || (len && memchr(v, '\0', len)))
-        return ES_EINVAL;
-    if (len)
-        memcpy(buf, v, len);
-    buf[len] = '\0';
-    return ES_OK;
+typedef enum field_kind { F_TEXT, F_INT64, F_INT32 } field_kind;
+
+/* proto/README.md's headers: name, bit, and where and how es_kafka_headers_t keeps the value. */
+static const struct field {
+    const char *name;
+    unsigned bit;
+    field_kind kind;
+    size_t at, cap; /* cap: a text field's buffer */
+} fields[] = {
+#define TEXT(n, b, m)                                                                              \
+    { n, b, F_TEXT, offsetof(es_kafka_headers_t, m), sizeof((es_kafka_headers_t *)0)->m }
+#define NUM(n, b, k, m)                                                                            \
+    { n, b, k, offsetof(es_kafka_headers_t, m), 0 }
+    TEXT("es-event-type", ES_KAFKA_H_EVENT_TYPE, event_type),
+    NUM("es-version", ES_KAFKA_H_VERSION, F_INT64, version),
+    TEXT("es-event-id", ES_KAFKA_H_EVENT_ID, event_id),
+    TEXT("es-correlation-id", ES_KAFKA_H_CORRELATION_ID, correlation_id),
+    NUM("es-reply-partition", ES_KAFKA_H_REPLY_PARTITION, F_INT32, reply_partition),
+    TEXT("es-dlq-group", ES_KAFKA_H_DLQ_GROUP, dlq_group),
+    TEXT("es-dlq-topic", ES_KAFKA_H_DLQ_TOPIC, dlq_topic),
+    NUM("es-dlq-partition", ES_KAFKA_H_DLQ_PARTITION, F_INT32, dlq_partition),
+    NUM("es-dlq-offset", ES_KAFKA_H_DLQ_OFFSET, F_INT64, dlq_offset),
+    NUM("es-dlq-attempts", ES_KAFKA_H_DLQ_ATTEMPTS, F_INT32, dlq_attempts),
+    TEXT("es-dlq-code", ES_KAFKA_H_DLQ_CODE, dlq_code),
+    TEXT("es-dlq-error", ES_KAFKA_H_DLQ_ERROR, dlq_error),
+    TEXT("es-dlq-ref", ES_KAFKA_H_DLQ_REF, dlq_ref),
+#undef TEXT
+#undef NUM
+};
+
+#define N_FIELDS (sizeof fields / sizeof *fields)
+
+unsigned es_kafka_kind_headers(es_kafka_kind kind) {
+    switch (kind) {
+    case ES_KAFKA_EVENT:
+        return ES_KAFKA_H_EVENT_TYPE | ES_KAFKA_H_VERSION | ES_KAFKA_H_EVENT_ID |
+               ES_KAFKA_H_CORRELATION_ID;
+    case ES_KAFKA_COMMAND:
+        return ES_KAFKA_H_REPLY_PARTITION;
+    case ES_KAFKA_DLQ:
+        return ES_KAFKA_H_DLQ_GROUP | ES_KAFKA_H_DLQ_TOPIC | ES_KAFKA_H_DLQ_PARTITION |
+               ES_KAFKA_H_DLQ_OFFSET | ES_KAFKA_H_DLQ_ATTEMPTS | ES_KAFKA_H_DLQ_CODE |
+               ES_KAFKA_H_DLQ_ERROR | ES_KAFKA_H_EVENT_TYPE | ES_KAFKA_H_DLQ_REF;
+    default:
+        return 0;
+    }
 }
 
-es_err es_kafka_message_header(const rd_kafka_message_t *m, const char *name, char *buf,
-                               size_t cap) {
+/* A decimal in [0, max], no sign, no spaces. */
+static int decimal(const char *s, size_t len, int64_t max, int64_t *out) {
+    int64_t n = 0;
+    if (len == 0 || len > 19)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9' || n > (max - (s[i] - '0')) / 10)
+            return 0;
+        n = n * 10 + (s[i] - '0');
+    }
+    *out = n;
+    return 1;
+}
+
+/* Stores one header's value into its field; 0 when it is malformed (the field stays unset). */
+static int store(const struct field *f, const char *v, size_t len, es_kafka_headers_t *out) {
+    char *at = (char *)out + f->at;
+    int64_t n = 0;
+    if (v && memchr(v, '\0', len))
+        return 0;
+    switch (f->kind) {
+    case F_TEXT:
+        if (len >= f->cap)
+            return 0;
+        if (len)
+            memcpy(at, v, len);
+        at[len] = '\0';
+        return 1;
+    case F_INT64:
+        if (!decimal(v, len, INT64_MAX, &n))
+            return 0;
+        memcpy(at, &n, sizeof n);
+        return 1;
+    case F_INT32:
+        if (!decimal(v, len, INT32_MAX, &n))
+            return 0;
+        memcpy(at, &(int32_t){(int32_t)n}, sizeof(int32_t));
+        return 1;
+    }
+    return 0;
+}
+
+static void unset(const struct field *f, es_kafka_headers_t *out) {
+    char *at = (char *)out + f->at;
+    if (f->kind == F_TEXT)
+        at[0] = '\0';
+    else if (f->kind == F_INT64)
+        memcpy(at, &(int64_t){-1}, sizeof(int64_t));
+    else
+        memcpy(at, &(int32_t){-1}, sizeof(int32_t));
+}
+
+es_err es_kafka_read_headers(const rd_kafka_headers_t *h, es_kafka_headers_t *out) {
+    const char *name = NULL;
+    const void *v = NULL;
+    size_t len = 0;
+    out->seen = out->bad = out->repeated = 0;
+    out->others = 0;
+    for (size_t k = 0; k < N_FIELDS; k++)
+        unset(&fields[k], out);
+    for (size_t i = 0; h && !rd_kafka_header_get_all(h, i, &name, &v, &len); i++) {
+        size_t k = 0;
+        while (k < N_FIELDS && strcmp(fields[k].name, name))
+            k++;
+        if (k == N_FIELDS) {
+            out->others++;
+            continue;
+        }
+        unsigned bit = fields[k].bit;
+        out->repeated |= out->seen & bit;
+        out->seen |= bit;
+        out->bad &= ~bit; /* the last one counts */
+        if (!store(&fields[k], v, len, out)) {
+            unset(&fields[k], out);
+            out->bad |= bit;
+        }
+    }
+    return out->bad ? ES_EINVAL : ES_OK;
+}
+
+es_err es_kafka_message_headers(const rd_kafka_message_t *m, es_kafka_headers_t *out) {
     rd_kafka_headers_t *h = NULL;
     if (rd_kafka_message_headers(m, &h) != RD_KAFKA_RESP_ERR_NO_ERROR)
         h = NULL;
-    return es_kafka_header(h, name, buf, cap);
+    return es_kafka_read_headers(h, out);
+}
+
+static const char *field_name(unsigned bits) {
+    for (size_t k = 0; k < N_FIELDS; k++)
+        if (bits & fields[k].bit)
+            return fields[k].name;
+    return "?";
+}
+
+es_err es_kafka_check_headers(const es_kafka_headers_t *h, es_kafka_kind kind, es_error_t *err) {
+    unsigned want = es_kafka_kind_headers(kind);
+    const char *what = (unsigned)kind <= ES_KAFKA_DLQ ? kind_names[kind] : "a record";
+    if (want & ~h->seen)
+        return es_fail(err, ES_EDECODE, "%s lacks its header %s", what,
+                       field_name(want & ~h->seen));
+    if (h->seen & ~want)
+        return es_fail(err, ES_EDECODE, "%s carries the header %s, which is not its kind's", what,
+                       field_name(h->seen & ~want));
+    if (h->repeated)
+        return es_fail(err, ES_EDECODE, "%s carries its header %s more than once", what,
+                       field_name(h->repeated));
+    if (h->bad)
+        return es_fail(err, ES_EDECODE, "%s: its header %s is malformed", what, field_name(h->bad));
+    if (h->others)
+        return es_fail(err, ES_EDECODE, "%s carries %zu header(s) proto/README.md does not list",
+                       what, h->others);
+    return ES_OK;
 }

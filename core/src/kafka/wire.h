@@ -31,7 +31,8 @@
  * Records. Every record eskit produces goes through es_kafka_produce, whose kind decides the
  * headers: exactly the ones proto/README.md lists for the kind, each once
  * (tests/integration/test_kafka_headers.c reads the README and every topic back).
- * es_kafka_header reads one back by name.
+ * es_kafka_read_headers reads them back from a consumed record, es_kafka_check_headers says
+ * whether they are exactly a kind's.
  *
  * Includes only the public headers and librdkafka's. (esctl dev-broker's handle is no client: it
  * only hosts the mock cluster, and sets its one setting by hand.)
@@ -149,6 +150,12 @@ typedef struct es_kafka_record {
     const char *dlq_ref;
 } es_kafka_record_t;
 
+/* The headers of r's kind, made from r (*out NULL for a kind without headers), for
+ * rd_kafka_producev to take: the one writer of eskit's headers. ES_EINVAL when r lacks what they
+ * need (an event record without its event, a command without a reply partition, a dead letter
+ * without es_kafka_dlq_headers' list and its ref). */
+es_err es_kafka_write_headers(const es_kafka_record_t *r, rd_kafka_headers_t **out,
+                              es_error_t *err);
 /* Produces r with its kind's headers. Fails (the message names kind, topic and partition) when
  * librdkafka refuses it, or with ES_EINVAL when r does not carry what its kind's headers need. */
 es_err es_kafka_produce(rd_kafka_t *rk, const es_kafka_record_t *r, es_error_t *err);
@@ -191,12 +198,52 @@ void es_kafka_dlq_headers(const es_kafka_dlq_t *d, es_kafka_dlq_headers_t *out);
 
 /* ---- reading headers ----------------------------------------------------------------------- */
 
-/* The last header called name into buf as a string: ES_OK (an empty value too, or none at
- * all), ES_ENOTFOUND when there is no such header (or h is NULL), ES_EINVAL when its value
- * holds a NUL byte or needs more than cap - 1 bytes. buf (cap > 0) is "" unless ES_OK. */
-es_err es_kafka_header(const rd_kafka_headers_t *h, const char *name, char *buf, size_t cap);
-/* es_kafka_header of a message's headers. */
-es_err es_kafka_message_header(const rd_kafka_message_t *m, const char *name, char *buf,
-                               size_t cap);
+/* The headers proto/README.md documents, one bit each (es_kafka_headers_t.seen). */
+enum {
+    ES_KAFKA_H_EVENT_TYPE = 1u << 0,      /* es-event-type */
+    ES_KAFKA_H_VERSION = 1u << 1,         /* es-version */
+    ES_KAFKA_H_EVENT_ID = 1u << 2,        /* es-event-id */
+    ES_KAFKA_H_CORRELATION_ID = 1u << 3,  /* es-correlation-id */
+    ES_KAFKA_H_REPLY_PARTITION = 1u << 4, /* es-reply-partition */
+    ES_KAFKA_H_DLQ_GROUP = 1u << 5,       /* es-dlq-group */
+    ES_KAFKA_H_DLQ_TOPIC = 1u << 6,       /* es-dlq-topic */
+    ES_KAFKA_H_DLQ_PARTITION = 1u << 7,   /* es-dlq-partition */
+    ES_KAFKA_H_DLQ_OFFSET = 1u << 8,      /* es-dlq-offset */
+    ES_KAFKA_H_DLQ_ATTEMPTS = 1u << 9,    /* es-dlq-attempts */
+    ES_KAFKA_H_DLQ_CODE = 1u << 10,       /* es-dlq-code */
+    ES_KAFKA_H_DLQ_ERROR = 1u << 11,      /* es-dlq-error */
+    ES_KAFKA_H_DLQ_REF = 1u << 12,        /* es-dlq-ref */
+};
+
+/* What the documented headers of a consumed record say, as es_kafka_read_headers found them.
+ * A header absent or malformed leaves its field "" (strings) or -1 (numbers); the last of a
+ * repeated header counts, as librdkafka's get_last. */
+typedef struct es_kafka_headers {
+    unsigned seen;     /* the documented headers present, at least once each */
+    unsigned bad;      /* present but malformed: a NUL byte, too long, not the decimal it must be */
+    unsigned repeated; /* present more than once */
+    size_t others;     /* headers the README does not document */
+    char event_type[ES_MAX_TYPE_NAME_LEN + 1];
+    int64_t version;
+    char event_id[40];
+    char correlation_id[ES_MAX_ID_LEN + 1];
+    int32_t reply_partition;
+    char dlq_group[ES_MAX_ID_LEN + 1], dlq_topic[ES_MAX_TYPE_LEN + 16];
+    int32_t dlq_partition;
+    int64_t dlq_offset;
+    int32_t dlq_attempts;
+    char dlq_code[32], dlq_error[1024], dlq_ref[512];
+} es_kafka_headers_t;
+
+/* The bits of the headers a record of kind carries (proto/README.md's table). */
+unsigned es_kafka_kind_headers(es_kafka_kind kind);
+/* Reads h's documented headers into out (h NULL: none): ES_OK, or ES_EINVAL when one is
+ * malformed (out->bad), the others read all the same. The one reader of eskit's headers. */
+es_err es_kafka_read_headers(const rd_kafka_headers_t *h, es_kafka_headers_t *out);
+/* es_kafka_read_headers of a consumed message's headers. */
+es_err es_kafka_message_headers(const rd_kafka_message_t *m, es_kafka_headers_t *out);
+/* ES_OK when h is exactly what a record of kind carries: each of its headers once and
+ * well-formed, and no other; else ES_EDECODE, the message naming the first header amiss. */
+es_err es_kafka_check_headers(const es_kafka_headers_t *h, es_kafka_kind kind, es_error_t *err);
 
 #endif
