@@ -5,7 +5,7 @@
 #include "log/log.h"
 #include "runloop.h"
 
-#include <librdkafka/rdkafka.h>
+#include <signal.h>
 
 /* Called once per batch after every command ran and its events were appended, before the
  * local commit, inside the transaction (log is the engine's). An error rolls the batch back. */
@@ -36,16 +36,5 @@ es_err es_remote_execute(es_remote_t *r, const es_command_t *cmds, size_t n, es_
  * The embedded engine does not wait on anything that long and ignores stop. */
 es_err es_execute_batch_until(es_engine_t *engine, const es_command_t *cmds, size_t n,
                               es_result_t *results, const es_stop_t *stop, es_error_t *err);
-
-/* A librdkafka conf (kafka_conf.c): our defaults (consumers: fetch_wait_ms), the kafka.* keys
- * (kafka.transactional.id only when transactional), then what correctness needs (consumers, group
- * non-NULL: no automatic commits or offset stores). opaque must start with the es_config_t pointer
- * its log lines go to. Caller owns *out (rd_kafka_new takes it). */
-es_err es_kafka_conf(const es_config_t *cfg, const char *group, int transactional,
-                     int fetch_wait_ms, void *opaque, rd_kafka_conf_t **out, es_error_t *err);
-/* The headers of a Kafka event record (proto/README.md), events and saga transitions alike:
- * es-event-type, es-version, es-event-id, es-correlation-id, copied from ev. The one place they
- * are made; rd_kafka_producev takes the list (destroy it if the produce fails). */
-rd_kafka_headers_t *es_kafka_event_headers(const es_event_t *ev);
 
 #endif

@@ -24,6 +24,7 @@
  * match the events it imports (see the restore section).
  */
 #include "engine_int.h"
+#include "kafka/wire.h"
 #include "runloop.h"
 #include "eskit/v1/command.pb-c.h"
 #include "eskit/v1/reply.pb-c.h"
@@ -88,7 +89,7 @@ typedef struct slot {
 } slot;
 
 struct es_processor {
-    const es_config_t *cfg; /* first: es_kafka_conf's log callbacks find it here */
+    const es_config_t *cfg; /* own_cfg; the Kafka handles log to it */
     es_config_t *own_cfg, *local_cfg;
     es_engine_t *local;
     agg_type *types;
@@ -139,23 +140,6 @@ static owned *find_owned(es_processor_t *p, size_t type, int32_t partition) {
         if (p->owned[i].type == type && p->owned[i].partition == partition)
             return &p->owned[i];
     return NULL;
-}
-
-static es_err kafka_fail(const es_processor_t *p, rd_kafka_resp_err_t e, es_error_t *err,
-                         const char *what) {
-    return es_fail(
-        err,
-        e == RD_KAFKA_RESP_ERR__TIMED_OUT || e == RD_KAFKA_RESP_ERR__MSG_TIMED_OUT ? ES_ETIMEOUT
-                                                                                   : ES_EKAFKA,
-        "%s: %s (brokers %s)", what, rd_kafka_err2str(e), es_config_get(p->cfg, "brokers"));
-}
-
-static es_err kafka_error(const es_processor_t *p, rd_kafka_error_t *ke, es_error_t *err,
-                          const char *what) {
-    es_err e = es_fail(err, ES_EKAFKA, "%s: %s (brokers %s)", what, rd_kafka_error_string(ke),
-                       es_config_get(p->cfg, "brokers"));
-    rd_kafka_error_destroy(ke);
-    return e;
 }
 
 /* ---- restore ---------------------------------------------------------------------------- */
@@ -372,7 +356,7 @@ static es_err read_range(import_ctx *c, const char *topic, int64_t from, int64_t
     rd_kafka_topic_partition_list_t *want = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(want, topic, c->partition)->offset = from;
     rd_kafka_resp_err_t ke = rd_kafka_assign(rk, want);
-    es_err e = ke ? kafka_fail(c->p, ke, err, "assigning a partition for restore") : ES_OK;
+    es_err e = ke ? es_kafka_fail(rk, ke, NULL, err, "assigning a partition for restore") : ES_OK;
     int64_t next = from, deadline = es_now_us() / 1000 + REQUEST_TIMEOUT_MS;
     while (e == ES_OK && next < to) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
@@ -508,8 +492,9 @@ static es_err collect_snapshots(import_ctx *c, es_error_t *err) {
     snprintf(topic, sizeof topic, "%s.snapshots", c->type);
     rd_kafka_resp_err_t ke = rd_kafka_query_watermark_offsets(c->p->reader, topic, c->partition,
                                                               &lo, &hi, REQUEST_TIMEOUT_MS);
-    es_err e =
-        ke ? kafka_fail(c->p, ke, &rerr, "reading the offsets of a snapshots partition") : ES_OK;
+    es_err e = ke ? es_kafka_fail(c->p->reader, ke, NULL, &rerr,
+                                  "reading the offsets of a snapshots partition")
+                  : ES_OK;
     if (e == ES_OK && hi <= lo)
         return ES_OK;
     if (e == ES_OK)
@@ -542,7 +527,10 @@ static es_err restore(es_processor_t *p, owned *o, es_error_t *err) {
                                                                     &lo, &hi, REQUEST_TIMEOUT_MS)
                                  : RD_KAFKA_RESP_ERR_NO_ERROR;
     if (ke)
-        e = kafka_fail(p, ke, err, "reading the offsets of an events partition for restore");
+        e = es_kafka_fail(p->reader, ke, NULL, err,
+                          "reading the offsets of an events partition for restore");
+    else if (e == ES_OK)
+        es_kafka_clear_outage(p->reader); /* answered */
     if (e == ES_OK && next < lo)
         e = es_fail(err, ES_EIO,
                     "restoring %s partition %d: the state store reflects offsets below %lld but "
@@ -685,19 +673,9 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
 }
 
 static int32_t reply_partition(const rd_kafka_message_t *m) {
-    rd_kafka_headers_t *h = NULL;
-    const void *v = NULL;
-    size_t len = 0;
-    char buf[16];
-    if (rd_kafka_message_headers(m, &h) ||
-        rd_kafka_header_get_last(h, "es-reply-partition", &v, &len) || !v || len == 0 ||
-        len >= sizeof buf)
-        return RD_KAFKA_PARTITION_UA;
-    memcpy(buf, v, len);
-    buf[len] = '\0';
-    char *end = NULL;
-    long n = strtol(buf, &end, 10);
-    return *end || n < 0 || n > INT32_MAX ? RD_KAFKA_PARTITION_UA : (int32_t)n;
+    es_kafka_headers_t h;
+    es_kafka_message_headers(m, &h); /* another header malformed does not matter here */
+    return h.reply_partition >= 0 ? h.reply_partition : RD_KAFKA_PARTITION_UA;
 }
 
 static void slot_fail(slot *s, es_err code, const char *fmt, ...)
@@ -793,30 +771,14 @@ static es_err produce_event(es_processor_t *p, size_t type, int32_t partition, c
         es_buf_free(&b);
         return e;
     }
-    uint8_t *bytes = b.data;
-    size_t len = b.len;
     snprintf(topic, sizeof topic, "%s.events", type_name(p, type));
     size_t i = p->n_prod++;
     p->prod[i] = (produced){type, partition, -1, 0, RD_KAFKA_RESP_ERR_NO_ERROR};
-    rd_kafka_headers_t *h = es_kafka_event_headers(ev);
-    rd_kafka_resp_err_t ke;
     uintptr_t tag = (uintptr_t)((uint64_t)p->prod_gen << 32 | i); /* see dr_cb */
-    while ((ke = rd_kafka_producev(
-                p->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
-                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
-                RD_KAFKA_V_KEY(ev->aggregate_id, strlen(ev->aggregate_id)),
-                RD_KAFKA_V_VALUE(bytes, len), RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE((void *)tag),
-                RD_KAFKA_V_END)) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
-        rd_kafka_poll(p->producer, 10);
-    if (ke) {
-        rd_kafka_headers_destroy(h);
-        free(bytes);
+    e = es_kafka_produce_event(p->producer, topic, partition, ev, b.data, b.len, (void *)tag, err);
+    if (e != ES_OK)
         p->n_prod--;
-        char what[TOPIC_MAX + 64];
-        snprintf(what, sizeof what, "producing an event to %s partition %d", topic, (int)partition);
-        return kafka_fail(p, ke, err, what);
-    }
-    return ES_OK;
+    return e;
 }
 
 /*
@@ -865,7 +827,8 @@ static es_err await_events(es_processor_t *p, es_log_t *log, es_error_t *err) {
         char what[TOPIC_MAX + 96];
         snprintf(what, sizeof what, "producing events to %s.events partition %d",
                  type_name(p, pr->type), (int)pr->partition);
-        return kafka_fail(p, pr->done ? pr->err : RD_KAFKA_RESP_ERR__TIMED_OUT, err, what);
+        return es_kafka_fail(p->producer, pr->done ? pr->err : RD_KAFKA_RESP_ERR__TIMED_OUT, NULL,
+                             err, "%s", what);
     }
     /* The span of each events partition the batch wrote to: a batch touches only partitions it
      * owns, so the list of distinct ones stays short. */
@@ -921,7 +884,8 @@ static es_err commit_transaction(es_processor_t *p, es_error_t *err) {
         ke = rd_kafka_commit_transaction(p->producer, REQUEST_TIMEOUT_MS);
     if (!ke)
         return ES_OK;
-    es_err e = kafka_error(p, ke, err, "committing the Kafka transaction of a batch");
+    es_err e = es_kafka_fail_error(p->producer, ke, NULL, err,
+                                   "committing the Kafka transaction of a batch");
     rd_kafka_error_t *ae = rd_kafka_abort_transaction(p->producer, REQUEST_TIMEOUT_MS);
     if (ae)
         rd_kafka_error_destroy(ae);
@@ -963,7 +927,7 @@ static es_err produce_events(void *opaque, es_log_t *log, const es_command_t *cm
     if (e == ES_OK && p->transactional) {
         rd_kafka_error_t *ke = rd_kafka_begin_transaction(p->producer);
         if (ke)
-            e = kafka_error(p, ke, err, "beginning a Kafka transaction");
+            e = es_kafka_fail_error(p->producer, ke, NULL, err, "beginning a Kafka transaction");
     }
     for (size_t i = 0; e == ES_OK && i < h->n_slots; i++) {
         slot *s = &h->slots[i];
@@ -994,31 +958,21 @@ static es_err produce_events(void *opaque, es_log_t *log, const es_command_t *cm
     return e;
 }
 
-static rd_kafka_resp_err_t side_producev(es_processor_t *p, const char *topic, int32_t partition,
-                                         const char *key, uint8_t *buf, size_t len) {
-    return rd_kafka_producev(p->side, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
-                             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
-                             RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE(buf, len),
-                             RD_KAFKA_V_OPAQUE((void *)(uintptr_t)UINT64_MAX), RD_KAFKA_V_END);
-}
-
 /* Best effort: a full queue (brokers away) is waited on for SIDE_FLUSH_MS, then the record is
- * dropped with a warning rather than holding the processor. */
-static void side_produce(es_processor_t *p, const char *topic, int32_t partition, const char *key,
-                         uint8_t *buf, size_t len) {
-    rd_kafka_resp_err_t ke;
-    int waited = 0;
-    while ((ke = side_producev(p, topic, partition, key, buf, len)) ==
-               RD_KAFKA_RESP_ERR__QUEUE_FULL &&
-           waited < SIDE_FLUSH_MS) {
-        rd_kafka_poll(p->side, 10);
-        waited += 10;
-    }
-    if (ke) {
-        free(buf);
-        es_logf(p->cfg, ES_LOG_WARNING, "command processor: sending to %s partition %d: %s", topic,
-                (int)partition, rd_kafka_err2str(ke));
-    }
+ * dropped with a warning rather than holding the processor. Takes buf. */
+static void side_produce(es_processor_t *p, es_kafka_kind kind, const char *topic,
+                         int32_t partition, const char *key, uint8_t *buf, size_t len) {
+    es_kafka_record_t r = {.kind = kind,
+                           .topic = topic,
+                           .partition = partition,
+                           .key = key,
+                           .value = buf,
+                           .len = len,
+                           .opaque = (void *)(uintptr_t)UINT64_MAX, /* see dr_cb */
+                           .queue_wait_ms = SIDE_FLUSH_MS};
+    es_error_t err;
+    if (es_kafka_produce(p->side, &r, &err) != ES_OK)
+        es_logf(p->cfg, ES_LOG_WARNING, "command processor: %s", err.message);
 }
 
 /* The aggregate's snapshot, when the local commit wrote one at the command's version. */
@@ -1040,7 +994,7 @@ static void send_snapshot(es_processor_t *p, const slot *s) {
         snprintf(topic, sizeof topic, "%s.snapshots", type);
         if (buf) {
             eskit__v1__snapshot__pack(&msg, buf);
-            side_produce(p, topic, s->m->partition, id, buf, len);
+            side_produce(p, ES_KAFKA_SNAPSHOT, topic, s->m->partition, id, buf, len);
         }
     }
 }
@@ -1085,7 +1039,7 @@ static void send_reply(es_processor_t *p, const slot *s, const es_result_t *r) {
     uint8_t *buf = malloc(len ? len : 1);
     if (buf) {
         eskit__v1__command_reply__pack(&rep, buf);
-        side_produce(p, reply_to, s->reply_partition, env->command_id, buf, len);
+        side_produce(p, ES_KAFKA_REPLY, reply_to, s->reply_partition, env->command_id, buf, len);
     }
 out:
     for (size_t i = 0; evs && i < n; i++)
@@ -1238,32 +1192,20 @@ static es_err process_batch(es_processor_t *p, size_t *handled, es_error_t *err)
 
 /* ---- lifecycle -------------------------------------------------------------------------- */
 
-static es_err make_handle(es_processor_t *p, rd_kafka_type_t type, const char *group, int txn,
-                          int rebalance, rd_kafka_t **out, es_error_t *err) {
-    rd_kafka_conf_t *conf = NULL;
-    char errstr[256];
-    es_err e = es_kafka_conf(p->cfg, group, txn, WAIT_MS, p, &conf, err);
-    if (e != ES_OK)
-        return e;
-    if (type == RD_KAFKA_PRODUCER)
-        rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
-    if (rebalance) {
-        rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
-        rd_kafka_conf_set_offset_commit_cb(conf, commit_cb);
-    }
-    if (group && rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", errstr, sizeof errstr) !=
-                     RD_KAFKA_CONF_OK) {
-        rd_kafka_conf_destroy(conf);
-        return es_fail(err, ES_EINVAL, "Kafka setting auto.offset.reset: %s", errstr);
-    }
-    if (*out = rd_kafka_new(type, conf, errstr, sizeof errstr), !*out) {
-        rd_kafka_conf_destroy(conf);
-        return es_fail(err, ES_EKAFKA, "cannot make a Kafka client for %s: %s",
-                       es_config_get(p->cfg, "brokers"), errstr);
-    }
-    if (group)
-        rd_kafka_poll_set_consumer(*out);
-    return ES_OK;
+/* A consumer in group (rebalance: the commands consumer, with the group's callbacks), or, group
+ * NULL, a producer. */
+static es_err make_handle(es_processor_t *p, const char *group, int txn, int rebalance,
+                          rd_kafka_t **out, es_error_t *err) {
+    es_kafka_opts_t o = {.role = group ? ES_KAFKA_CONSUMER : ES_KAFKA_PRODUCER,
+                         .group = group,
+                         .offset_reset = "earliest",
+                         .fetch_wait_ms = WAIT_MS,
+                         .transactional = txn,
+                         .opaque = p,
+                         .dr_cb = group ? NULL : dr_cb,
+                         .rebalance_cb = rebalance ? rebalance_cb : NULL,
+                         .commit_cb = rebalance ? commit_cb : NULL};
+    return es_kafka_new(p->cfg, &o, out, err);
 }
 
 static es_err open_local(es_processor_t *p, es_engine_t *engine, es_error_t *err) {
@@ -1297,20 +1239,20 @@ static es_err open_kafka(es_processor_t *p, es_error_t *err) {
     const char *svc = es_config_get(p->cfg, "service.name");
     p->transactional = es_config_get(p->cfg, "kafka.transactional.id") != NULL;
     snprintf(group, sizeof group, "%s.commands", svc);
-    es_err e = make_handle(p, RD_KAFKA_CONSUMER, group, 0, 1, &p->consumer, err);
+    es_err e = make_handle(p, group, 0, 1, &p->consumer, err);
     snprintf(group, sizeof group, "%s.eskit-restore", svc);
     if (e == ES_OK)
-        e = make_handle(p, RD_KAFKA_CONSUMER, group, 0, 0, &p->reader, err);
+        e = make_handle(p, group, 0, 0, &p->reader, err);
     if (e == ES_OK)
-        e = make_handle(p, RD_KAFKA_PRODUCER, NULL, p->transactional, 0, &p->producer, err);
+        e = make_handle(p, NULL, p->transactional, 0, &p->producer, err);
     if (e == ES_OK && p->transactional) /* replies and snapshots stay outside transactions */
-        e = make_handle(p, RD_KAFKA_PRODUCER, NULL, 0, 0, &p->side, err);
+        e = make_handle(p, NULL, 0, 0, &p->side, err);
     else
         p->side = p->producer;
     if (e == ES_OK && p->transactional) {
         rd_kafka_error_t *ke = rd_kafka_init_transactions(p->producer, REQUEST_TIMEOUT_MS);
         if (ke)
-            e = kafka_error(p, ke, err, "initialising Kafka transactions");
+            e = es_kafka_fail_error(p->producer, ke, NULL, err, "initialising Kafka transactions");
     }
     if (e != ES_OK)
         return e;
@@ -1322,7 +1264,8 @@ static es_err open_kafka(es_processor_t *p, es_error_t *err) {
     }
     rd_kafka_resp_err_t ke = rd_kafka_subscribe(p->consumer, topics);
     rd_kafka_topic_partition_list_destroy(topics);
-    return ke ? kafka_fail(p, ke, err, "subscribing to the commands topics") : ES_OK;
+    return ke ? es_kafka_fail(p->consumer, ke, NULL, err, "subscribing to the commands topics")
+              : ES_OK;
 }
 
 es_err es_processor_new(const es_config_t *cfg, es_engine_t *engine, es_processor_t **out,
@@ -1359,19 +1302,18 @@ void es_processor_destroy(es_processor_t *p) {
         return;
     if (p->consumer) {
         rd_kafka_consumer_close(p->consumer); /* leaves the group: revoke finishes any batch */
-        rd_kafka_destroy(p->consumer);
+        es_kafka_destroy(p->consumer, 0);
     }
     drop_batch(p);
     if (p->side && p->side != p->producer) {
         rd_kafka_flush(p->side, SIDE_FLUSH_MS);
-        rd_kafka_destroy(p->side);
+        es_kafka_destroy(p->side, 0);
     }
     if (p->producer) {
         rd_kafka_flush(p->producer, SIDE_FLUSH_MS);
-        rd_kafka_destroy(p->producer);
+        es_kafka_destroy(p->producer, 0);
     }
-    if (p->reader)
-        rd_kafka_destroy_flags(p->reader, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    es_kafka_destroy(p->reader, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     es_engine_destroy(p->local);
     es_config_destroy(p->local_cfg);
     es_config_destroy(p->own_cfg);

@@ -5,6 +5,7 @@
  */
 #include "projector_int.h"
 #include "dbfile.h"
+#include "kafka/wire.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -312,23 +313,15 @@ es_err es_rm_dlq_row(sqlite3_stmt *s, es_dlq_entry_t *e, int with_value) {
     return ES_OK;
 }
 
-/* The headers of a dead letter, as DESIGN.md names them. */
+/* A dead letter with the headers proto/README.md lists (kafka/wire.h renders them). */
 static es_err publish_one(es_log_t *log, const char *group, const es_dlq_entry_t *d,
                           const uint8_t *value, size_t len, es_error_t *err) {
-    char dlq_topic[sizeof d->topic + 8], ref[512], part[16], off[24], att[16], code[16];
-    snprintf(dlq_topic, sizeof dlq_topic, "%s.dlq", d->topic);
-    snprintf(ref, sizeof ref, "%s/%s/%d/%lld", group, d->topic, (int)d->partition,
-             (long long)d->offset);
-    snprintf(part, sizeof part, "%d", (int)d->partition);
-    snprintf(off, sizeof off, "%lld", (long long)d->offset);
-    snprintf(att, sizeof att, "%d", d->attempts);
-    snprintf(code, sizeof code, "%s", es_strerror((es_err)d->code));
-    es_kv_t h[] = {{"es-dlq-group", group},    {"es-dlq-topic", d->topic},
-                   {"es-dlq-partition", part}, {"es-dlq-offset", off},
-                   {"es-dlq-attempts", att},   {"es-dlq-code", code},
-                   {"es-dlq-error", d->error}, {"es-event-type", d->event_type}};
-    return log->ops->put_dlq(log, dlq_topic, ref, d->key[0] ? d->key : NULL, value, len, h,
-                             sizeof h / sizeof *h, err);
+    es_kafka_dlq_t facts = {group,       d->topic,        d->partition, d->offset,
+                            d->attempts, (es_err)d->code, d->error,     d->event_type};
+    es_kafka_dlq_headers_t h;
+    es_kafka_dlq_headers(&facts, &h);
+    return log->ops->put_dlq(log, h.topic, h.ref, d->key[0] ? d->key : NULL, value, len, h.kv,
+                             ES_KAFKA_DLQ_HEADERS, err);
 }
 
 es_err es_rm_publish_dlq(sqlite3 *db, es_log_t *log, const es_config_t *cfg, const char *projector,

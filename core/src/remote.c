@@ -24,6 +24,7 @@
  * (a reply does not carry Kafka offsets).
  */
 #include "engine_int.h"
+#include "kafka/wire.h"
 #include "eskit/v1/command.pb-c.h"
 #include "eskit/v1/reply.pb-c.h"
 #include "lru.h"
@@ -73,7 +74,7 @@ struct call {
 };
 
 struct es_remote {
-    const es_config_t *cfg; /* first: es_kafka_conf's log callbacks find it here */
+    const es_config_t *cfg; /* the Kafka handles log to it */
     pthread_mutex_t lock;   /* everything below; never held while waiting on Kafka */
     pthread_cond_t changed; /* replies were handed out, or the poller left */
     rd_kafka_t *producer, *consumer;
@@ -85,10 +86,6 @@ struct es_remote {
     uint64_t next_serial;
     es_lru_t *waiting; /* command id -> the first pending waiting for its reply */
     int polling;       /* a thread is reading the reply consumer */
-    /* What librdkafka said of the brokers since the last sign of life (a delivery, a reply,
-     * metadata): every broker down, and the last one it could not reach and why. */
-    int all_down;
-    char down_why[128], unreachable[256];
 };
 
 static pending *find_pending(es_remote_t *r, uint64_t serial, size_t i) {
@@ -110,67 +107,24 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
         p->partition = m->partition;
         p->call->unsent--;
     }
-    if (!m->err)
-        r->all_down = 0, r->unreachable[0] = '\0';
     pthread_mutex_unlock(&r->lock);
 }
 
-/* Runs on the thread that polls the handle (a caller flushing or reading replies, never under
- * the lock): logs as every handle does, and keeps what it says of the brokers for the
- * messages of the calls that time out. */
-static void error_cb(rd_kafka_t *rk, int e, const char *reason, void *opaque) {
-    es_remote_t *r = opaque;
-    es_logf(r->cfg, ES_LOG_WARNING, "librdkafka %s: %s: %s", rd_kafka_name(rk),
-            rd_kafka_err2name((rd_kafka_resp_err_t)e), reason);
-    pthread_mutex_lock(&r->lock);
-    if (e == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
-        r->all_down = 1;
-        snprintf(r->down_why, sizeof r->down_why, "%s", reason);
-    } else if (e == RD_KAFKA_RESP_ERR__TRANSPORT || e == RD_KAFKA_RESP_ERR__RESOLVE) {
-        snprintf(r->unreachable, sizeof r->unreachable, "%s", reason);
-    }
-    pthread_mutex_unlock(&r->lock);
-}
-
-/* Under the lock: "the Kafka brokers <brokers> are unreachable (librdkafka: ...)" when
- * librdkafka said all were down since the last sign of life, or when e says so; else "". A
- * broker it could not reach is named, but one lost connection alone is no outage. */
-static const char *outage(const es_remote_t *r, rd_kafka_resp_err_t e, char *out, size_t cap) {
-    int transport = e == RD_KAFKA_RESP_ERR__TRANSPORT || e == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN ||
-                    e == RD_KAFKA_RESP_ERR__RESOLVE;
-    out[0] = '\0';
-    if (r->all_down || transport)
-        snprintf(out, cap, "the Kafka brokers %s are unreachable (librdkafka: %s%s%s)",
-                 es_config_get(r->cfg, "brokers"), r->all_down ? r->down_why : rd_kafka_err2str(e),
-                 r->unreachable[0] ? "; " : "", r->unreachable);
-    return out;
-}
-
-static es_err new_handle(es_remote_t *r, rd_kafka_type_t type, rd_kafka_t **out, es_error_t *err) {
-    char group[320], errstr[256];
-    rd_kafka_conf_t *conf = NULL;
+/* The reply consumer shares what the producer hears of the brokers (es_kafka_outage), so the
+ * messages of the calls that fail or time out say what either heard since the last sign of life:
+ * a delivery, a reply, metadata. */
+static es_err new_handle(es_remote_t *r, es_kafka_role role, rd_kafka_t **out, es_error_t *err) {
+    char group[320];
     snprintf(group, sizeof group, "%s.eskit-replies", es_config_get(r->cfg, "service.name"));
-    es_err e =
-        es_kafka_conf(r->cfg, type == RD_KAFKA_CONSUMER ? group : NULL, 0, WAIT_MS, r, &conf, err);
-    if (e != ES_OK)
-        return e;
-    rd_kafka_conf_set_error_cb(conf, error_cb);
-    if (type == RD_KAFKA_PRODUCER) {
-        rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
-    } else if (rd_kafka_conf_set(conf, "auto.offset.reset", "latest", errstr, sizeof errstr) !=
-               RD_KAFKA_CONF_OK) {
-        rd_kafka_conf_destroy(conf);
-        return es_fail(err, ES_EINVAL, "Kafka setting auto.offset.reset: %s", errstr);
-    }
-    if (!(*out = rd_kafka_new(type, conf, errstr, sizeof errstr))) {
-        rd_kafka_conf_destroy(conf);
-        return es_fail(err, ES_EKAFKA, "cannot make a Kafka %s for %s: %s",
-                       type == RD_KAFKA_CONSUMER ? "reply consumer" : "command producer",
-                       es_config_get(r->cfg, "brokers"), errstr);
-    }
-    if (type == RD_KAFKA_CONSUMER)
-        rd_kafka_poll_set_consumer(*out);
-    return ES_OK;
+    es_kafka_opts_t o = {.role = role,
+                         .what = role == ES_KAFKA_CONSUMER ? "reply consumer" : "command producer",
+                         .group = group,
+                         .offset_reset = "latest",
+                         .fetch_wait_ms = WAIT_MS,
+                         .share_outage = r->producer,
+                         .opaque = r,
+                         .dr_cb = dr_cb};
+    return es_kafka_new(r->cfg, &o, out, err);
 }
 
 es_err es_remote_new(const es_config_t *cfg, es_remote_t **out, es_error_t *err) {
@@ -203,10 +157,9 @@ void es_remote_destroy(es_remote_t *r) {
     if (r->producer) {
         rd_kafka_purge(r->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
         rd_kafka_flush(r->producer, 0);
-        rd_kafka_destroy(r->producer);
+        es_kafka_destroy(r->producer, 0);
     }
-    if (r->consumer)
-        rd_kafka_destroy_flags(r->consumer, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    es_kafka_destroy(r->consumer, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     if (r->assigned)
         rd_kafka_topic_partition_list_destroy(r->assigned);
     for (size_t i = 0; i < r->n_replies; i++)
@@ -216,18 +169,6 @@ void es_remote_destroy(es_remote_t *r) {
     pthread_cond_destroy(&r->changed);
     pthread_mutex_destroy(&r->lock);
     free(r);
-}
-
-/* Under the lock. */
-static es_err kafka_fail(es_remote_t *r, rd_kafka_resp_err_t e, es_error_t *err, const char *what,
-                         const char *topic) {
-    char down[512];
-    es_err code = e == RD_KAFKA_RESP_ERR__TIMED_OUT ? ES_ETIMEOUT : ES_EKAFKA;
-    if (*outage(r, e, down, sizeof down))
-        return es_fail(err, code, "%s %s: %s; retry once they are back", what, topic, down);
-    return es_fail(err, code, "%s %s: %s (brokers %s)%s", what, topic, rd_kafka_err2str(e),
-                   es_config_get(r->cfg, "brokers"),
-                   e == RD_KAFKA_RESP_ERR__TIMED_OUT ? "; are the brokers up?" : "");
 }
 
 static int given_up(const call *c) {
@@ -263,12 +204,12 @@ static rd_kafka_resp_err_t sliced_watermarks(es_remote_t *r, const call *c, cons
     return e;
 }
 
-/* Under the lock: a failed request, or the call's stop. */
+/* A failed request, or the call's stop. */
 static es_err stopped_or(es_remote_t *r, const call *c, rd_kafka_resp_err_t e, es_error_t *err,
                          const char *what, const char *topic) {
     if (es_stop_requested(c->stop))
         return es_fail(err, ES_ERETRY, "%s %s: stopped before the brokers answered", what, topic);
-    return kafka_fail(r, e, err, what, topic);
+    return es_kafka_fail(r->consumer, e, NULL, err, "%s %s", what, topic);
 }
 
 /* From a listing of every topic: asking for one by name could make the broker create it. */
@@ -280,7 +221,7 @@ static es_err topic_partitions(es_remote_t *r, const call *c, const char *topic,
     e = sliced_metadata(r, c, &md);
     if (e)
         return stopped_or(r, c, e, err, "reading the partitions of", topic);
-    r->all_down = 0, r->unreachable[0] = '\0';
+    es_kafka_clear_outage(r->consumer); /* answered */
     for (int i = 0; i < md->topic_cnt; i++)
         if (!strcmp(md->topics[i].topic, topic) && !md->topics[i].err)
             *n = md->topics[i].partition_cnt;
@@ -326,7 +267,8 @@ static es_err reply_partition(es_remote_t *r, const call *c, const char *type, i
     if ((ke = rd_kafka_assign(r->consumer, r->assigned))) {
         rd_kafka_topic_partition_list_del(r->assigned, topic, p);
         free(rt[r->n_replies].type);
-        return kafka_fail(r, ke, err, "assigning the replies partition of", topic);
+        return es_kafka_fail(r->consumer, ke, NULL, err, "assigning the replies partition of %s",
+                             topic);
     }
     rt[r->n_replies++].partition = p;
     *out = p;
@@ -334,9 +276,9 @@ static es_err reply_partition(es_remote_t *r, const call *c, const char *type, i
 }
 
 static es_err ensure_handles(es_remote_t *r, es_error_t *err) {
-    es_err e = r->producer ? ES_OK : new_handle(r, RD_KAFKA_PRODUCER, &r->producer, err);
+    es_err e = r->producer ? ES_OK : new_handle(r, ES_KAFKA_PRODUCER, &r->producer, err);
     if (e == ES_OK && !r->consumer)
-        e = new_handle(r, RD_KAFKA_CONSUMER, &r->consumer, err);
+        e = new_handle(r, ES_KAFKA_CONSUMER, &r->consumer, err);
     return e;
 }
 
@@ -368,7 +310,7 @@ static es_err send_command(es_remote_t *r, const call *c, size_t i, const es_com
     int32_t reply_part = c->pend[i].reply_part;
     Eskit__V1__CommandEnvelope env = ESKIT__V1__COMMAND_ENVELOPE__INIT;
     Eskit__V1__CommandEnvelope__MetadataEntry *md = NULL, **mdp = NULL;
-    char topic[ES_MAX_TYPE_LEN + 16], reply_to[ES_MAX_TYPE_LEN + 16], part[16];
+    char topic[ES_MAX_TYPE_LEN + 16], reply_to[ES_MAX_TYPE_LEN + 16];
     size_t plen = protobuf_c_message_get_packed_size(cmd->message);
     uint8_t *payload = malloc(plen ? plen : 1), *buf = NULL;
     if (cmd->n_metadata) {
@@ -383,7 +325,6 @@ static es_err send_command(es_remote_t *r, const call *c, size_t i, const es_com
     protobuf_c_message_pack(cmd->message, payload);
     snprintf(topic, sizeof topic, "%s.commands", cmd->aggregate_type);
     snprintf(reply_to, sizeof reply_to, "%s.replies", cmd->aggregate_type);
-    snprintf(part, sizeof part, "%d", (int)reply_part);
     env.command_id = (char *)c->pend[i].command_id;
     env.aggregate_type = (char *)cmd->aggregate_type;
     env.aggregate_id = (char *)cmd->aggregate_id;
@@ -408,20 +349,16 @@ static es_err send_command(es_remote_t *r, const call *c, size_t i, const es_com
         goto out;
     }
     eskit__v1__command_envelope__pack(&env, buf);
-    rd_kafka_headers_t *hdrs = rd_kafka_headers_new(1);
-    rd_kafka_header_add(hdrs, "es-reply-partition", -1, part, -1);
-    rd_kafka_resp_err_t ke = rd_kafka_producev(
-        r->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
-        RD_KAFKA_V_KEY(cmd->aggregate_id, strlen(cmd->aggregate_id)), RD_KAFKA_V_VALUE(buf, len),
-        RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(tag_of(c, i)), RD_KAFKA_V_END);
-    if (ke) {
-        rd_kafka_headers_destroy(hdrs);
-        pthread_mutex_lock(&r->lock);
-        e = kafka_fail(r, ke, err, "sending a command to", topic);
-        pthread_mutex_unlock(&r->lock);
-        goto out;
-    }
-    buf = NULL; /* librdkafka frees it */
+    es_kafka_record_t rec = {.kind = ES_KAFKA_COMMAND,
+                             .topic = topic,
+                             .partition = RD_KAFKA_PARTITION_UA,
+                             .key = cmd->aggregate_id,
+                             .value = buf,
+                             .len = len,
+                             .opaque = tag_of(c, i),
+                             .reply_partition = reply_part};
+    buf = NULL; /* es_kafka_produce takes it */
+    e = es_kafka_produce(r->producer, &rec, err);
 out:
     free(buf);
     free(payload);
@@ -459,7 +396,7 @@ static es_err await_delivery(es_remote_t *r, call *c, const es_command_t *cmds, 
                         "command %s to %s: stopped before it was acknowledged; it may still "
                         "execute: retry with the same command id",
                         p->command_id, topic);
-        else if (!p->sent && *outage(r, 0, down, sizeof down))
+        else if (!p->sent && *es_kafka_outage(r->producer, 0, down, sizeof down))
             e = es_fail(err, ES_ETIMEOUT,
                         "command %s to %s was not acknowledged within %d ms: %s; it may still "
                         "execute: retry with the same command id",
@@ -469,13 +406,9 @@ static es_err await_delivery(es_remote_t *r, call *c, const es_command_t *cmds, 
                         "command %s to %s was not acknowledged within %d ms (brokers %s); "
                         "it may still execute: retry with the same command id",
                         p->command_id, topic, waited_ms, es_config_get(r->cfg, "brokers"));
-        else {
-            if (!*outage(r, p->err, down, sizeof down))
-                snprintf(down, sizeof down, "brokers %s", es_config_get(r->cfg, "brokers"));
-            e = es_fail(err, p->err == RD_KAFKA_RESP_ERR__MSG_TIMED_OUT ? ES_ETIMEOUT : ES_EKAFKA,
-                        "command %s to %s failed: %s (%s); retry with the same command id",
-                        p->command_id, topic, rd_kafka_err2str(p->err), down);
-        }
+        else
+            e = es_kafka_fail(r->producer, p->err, "retry with the same command id", err,
+                              "command %s to %s failed", p->command_id, topic);
     }
     pthread_mutex_unlock(&r->lock);
     return e;
@@ -573,7 +506,7 @@ static void hand_out(es_remote_t *r, const Eskit__V1__CommandReply *rep) {
         return;
     stop_waiting(r, p);
     p->answered = 1;
-    r->all_down = 0, r->unreachable[0] = '\0';
+    es_kafka_clear_outage(r->consumer);
     call *c = p->call;
     if (c->failed == ES_OK)
         c->failed = fill_result(rep, &c->results[p - c->pend], &c->err);
@@ -645,7 +578,7 @@ static es_err await_replies(es_remote_t *r, call *c, const es_command_t *cmds, e
     char down[512];
     if (e != ES_OK)
         es_fail(err, e, "%s", c->err.message);
-    outage(r, 0, down, sizeof down);
+    es_kafka_outage(r->consumer, 0, down, sizeof down);
     for (size_t i = 0; e == ES_OK && i < c->n; i++) {
         const pending *p = &c->pend[i];
         if (!p->command_id || p->answered)

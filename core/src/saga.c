@@ -7,6 +7,7 @@
 #include "saga_int.h"
 
 #include "engine_int.h"
+#include "kafka/wire.h"
 #include "projector_int.h"
 #include "runloop.h"
 #include "store.h"
@@ -14,6 +15,7 @@
 #include "eskit/v1/saga.pb-c.h"
 
 #include <librdkafka/rdkafka.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -253,7 +255,7 @@ typedef struct sent_rec {
 } sent_rec;
 
 struct es_saga_coordinator {
-    es_config_t *cfg; /* first: the Kafka log callback's opaque starts with it */
+    es_config_t *cfg; /* own copy; the Kafka producer logs to it */
     const es_saga_def *def;
     es_engine_t *engine;
     es_projector_def pdef;
@@ -1241,22 +1243,12 @@ static es_err append_kafka(es_saga_coordinator_t *c, const pending_rec *recs, si
         uint8_t *bytes = NULL;
         size_t len = 0;
         es_err e = es_envelope_encode(&ev, &bytes, &len, err);
-        if (e != ES_OK)
+        if (e == ES_OK)
+            e = es_kafka_produce_event(c->producer, c->htopic, RD_KAFKA_PARTITION_UA, &ev, bytes,
+                                       len, (void *)(c->round << SENT_INDEX_BITS | i), err);
+        if (e != ES_OK) {
+            es_error_subject(err, c->subject);
             return e;
-        rd_kafka_headers_t *h = es_kafka_event_headers(&ev);
-        rd_kafka_resp_err_t ke;
-        while ((ke = rd_kafka_producev(c->producer, RD_KAFKA_V_TOPIC(c->htopic),
-                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
-                                       RD_KAFKA_V_KEY(recs[i].id, strlen(recs[i].id)),
-                                       RD_KAFKA_V_VALUE(bytes, len), RD_KAFKA_V_HEADERS(h),
-                                       RD_KAFKA_V_OPAQUE((void *)(c->round << SENT_INDEX_BITS | i)),
-                                       RD_KAFKA_V_END)) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
-            rd_kafka_poll(c->producer, 10);
-        if (ke) {
-            rd_kafka_headers_destroy(h);
-            free(bytes);
-            return es_fail(err, ES_EKAFKA, "saga '%s': producing to %s: %s", c->def->name,
-                           c->htopic, rd_kafka_err2str(ke));
         }
     }
     return ES_OK;
@@ -1366,8 +1358,8 @@ static es_err publish(es_saga_coordinator_t *c, size_t *published, es_error_t *e
         e = tx_end(c, e, err);
     /* What a stop cut short is no failure: it is sent again on the next round or start. */
     if (e == ES_OK && why && !es_stop_requested(&c->stop))
-        e = es_fail(err, ES_EKAFKA, "saga '%s': publishing transitions to %s: %s", c->def->name,
-                    c->htopic, rd_kafka_err2str(why));
+        e = es_kafka_fail(c->producer, why, NULL, err, "saga '%s': publishing transitions to %s",
+                          c->def->name, c->htopic);
     if (e == ES_OK)
         *published = done;
     free_recs(recs, n);
@@ -1401,23 +1393,13 @@ static es_err make_topics(es_saga_coordinator_t *c, es_error_t *err) {
 }
 
 static es_err open_producer(es_saga_coordinator_t *c, es_error_t *err) {
-    rd_kafka_conf_t *conf = NULL;
-    char errstr[256];
-    es_err e = es_kafka_conf(c->cfg, NULL, 0, 0, c, &conf, err);
-    if (e != ES_OK)
-        return e;
-    if (!(c->sent = calloc(PUBLISH_BATCH, sizeof *c->sent))) {
-        rd_kafka_conf_destroy(conf);
+    es_kafka_opts_t o = {.role = ES_KAFKA_PRODUCER, .opaque = c, .dr_cb = dr_cb};
+    if (!(c->sent = calloc(PUBLISH_BATCH, sizeof *c->sent)))
         return es_fail(err, ES_ENOMEM, "out of memory");
-    }
-    rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
-    c->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
-    if (!c->producer) {
-        rd_kafka_conf_destroy(conf);
-        return es_fail(err, ES_EKAFKA, "saga '%s': creating the Kafka producer: %s", c->def->name,
-                       errstr);
-    }
-    return ES_OK;
+    es_err e = es_kafka_new(c->cfg, &o, &c->producer, err);
+    if (e != ES_OK)
+        es_error_subject(err, c->subject);
+    return e;
 }
 
 es_err es_saga_coordinator_new(const es_config_t *cfg, const es_saga_def *def, es_engine_t *engine,
@@ -1481,7 +1463,7 @@ void es_saga_coordinator_destroy(es_saga_coordinator_t *c) {
          * still in es_saga_history, published again on the next start */
         rd_kafka_purge(c->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
         rd_kafka_flush(c->producer, 0);
-        rd_kafka_destroy(c->producer);
+        es_kafka_destroy(c->producer, 0);
     }
     free(c->sent);
     for (int k = 0; k < S_COUNT; k++)

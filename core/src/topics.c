@@ -5,10 +5,10 @@
  * to decide on (fewer partitions cannot be undone, more would move keys).
  */
 #include "internal.h"
+#include "kafka/wire.h"
 
 #include <eskit/topics.h>
 
-#include <librdkafka/rdkafka.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -244,75 +244,25 @@ void es_topics_free(es_topic_spec_t *specs) {
     free(specs);
 }
 
-/* A librdkafka handle on `brokers`, librdkafka's log routed to the config's log callback. */
+/* A librdkafka handle on the config's brokers, for metadata and admin requests. */
 typedef struct kconn {
     const es_config_t *cfg;
     rd_kafka_t *rk;
-    int quiet;     /* log librdkafka at debug level: probing, failure is an answer too */
-    int all_down;  /* set by error_cb (from rd_kafka_poll) */
-    char why[256]; /* the last error librdkafka reported */
 } kconn;
 
-static void kconn_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
-    kconn *c = rd_kafka_opaque(rk);
-    es_logf(c->cfg, c->quiet ? ES_LOG_DEBUG : level, "librdkafka %s: %s", fac, buf);
-}
-
-static void kconn_error(rd_kafka_t *rk, int code, const char *reason, void *opaque) {
-    (void)rk;
-    kconn *c = opaque;
-    snprintf(c->why, sizeof c->why, "%s", reason);
-    if (code == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
-        c->all_down = 1;
-}
-
-typedef struct conf_ctx {
-    rd_kafka_conf_t *conf;
-    char errstr[256];
-    const char *bad;
-} conf_ctx;
-
-static void pass_kafka_key(const char *key, const char *value, void *opaque) {
-    conf_ctx *cc = opaque;
-    if (cc->bad || strncmp(key, "kafka.", 6))
-        return;
-    if (rd_kafka_conf_set(cc->conf, key + 6, value, cc->errstr, sizeof cc->errstr) !=
-        RD_KAFKA_CONF_OK)
-        cc->bad = key;
-}
-
+/* quiet: librdkafka's lines at debug level, for probing, where failing is an answer too. */
 static es_err kconn_open(kconn *c, const es_config_t *cfg, int quiet, es_error_t *err) {
     memset(c, 0, sizeof *c);
     c->cfg = cfg;
-    c->quiet = quiet;
-    const char *brokers = es_config_get(cfg, "brokers");
-    if (!brokers)
+    if (!es_config_get(cfg, "brokers"))
         return es_fail(err, ES_EINVAL,
                        "no Kafka brokers configured; set brokers (ESKIT_BROKERS, esctl --brokers)");
-    conf_ctx cc = {.conf = rd_kafka_conf_new()};
-    es_config_foreach(cfg, pass_kafka_key, &cc);
-    if (!cc.bad && rd_kafka_conf_set(cc.conf, "bootstrap.servers", brokers, cc.errstr,
-                                     sizeof cc.errstr) != RD_KAFKA_CONF_OK)
-        cc.bad = "brokers";
-    if (cc.bad) {
-        rd_kafka_conf_destroy(cc.conf);
-        return es_fail(err, ES_EINVAL, "config key '%s': %s", cc.bad, cc.errstr);
-    }
-    rd_kafka_conf_set_opaque(cc.conf, c);
-    rd_kafka_conf_set_log_cb(cc.conf, kconn_log);
-    rd_kafka_conf_set_error_cb(cc.conf, kconn_error);
-    c->rk = rd_kafka_new(RD_KAFKA_PRODUCER, cc.conf, cc.errstr, sizeof cc.errstr);
-    if (!c->rk) {
-        rd_kafka_conf_destroy(cc.conf);
-        return es_fail(err, ES_EKAFKA, "cannot create a Kafka client for %s: %s", brokers,
-                       cc.errstr);
-    }
-    return ES_OK;
+    es_kafka_opts_t o = {.role = ES_KAFKA_ADMIN, .quiet = quiet};
+    return es_kafka_new(cfg, &o, &c->rk, err);
 }
 
 static void kconn_close(kconn *c) {
-    if (c->rk)
-        rd_kafka_destroy(c->rk);
+    es_kafka_destroy(c->rk, 0);
     c->rk = NULL;
 }
 
@@ -321,20 +271,22 @@ static es_err kconn_metadata(kconn *c, int timeout_ms, const struct rd_kafka_met
                              es_error_t *err) {
     int64_t deadline = mono_ms() + timeout_ms;
     rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR__TIMED_OUT;
+    char why[256];
     for (;;) {
         int64_t left = deadline - mono_ms();
-        if (left <= 0 || c->all_down)
+        if (left <= 0 || es_kafka_all_down(c->rk, why, sizeof why))
             break;
         e = rd_kafka_metadata(c->rk, 1, NULL, md, left < 250 ? (int)left : 250);
         if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
             return ES_OK;
-        rd_kafka_poll(c->rk, 0);
+        rd_kafka_poll(c->rk, 0); /* serves the error events */
     }
+    /* Unreachable is ES_EKAFKA here, whatever e is (see <eskit/topics.h>). */
     return es_fail(err, ES_EKAFKA,
                    "cannot reach Kafka at %s within %d ms: %s; check brokers (ESKIT_BROKERS, "
                    "--brokers) and that the cluster runs",
                    es_config_get(c->cfg, "brokers"), timeout_ms,
-                   c->why[0] ? c->why : rd_kafka_err2str(e));
+                   es_kafka_why(c->rk, e, why, sizeof why));
 }
 
 static int count_entries(const char *list) {

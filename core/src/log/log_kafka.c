@@ -13,11 +13,11 @@
  * (auto.offset.reset=error backs the check up), it never skips.
  *
  * Writing events is the command processor's job (a later stage); the write
- * ops return ES_ESTATE. What this file produces (dead letters) uses the
- * settings DESIGN.md asks for: idempotent, acks=all, murmur2_random.
+ * ops return ES_ESTATE. The handles, their errors and the dead letters'
+ * records come from the Kafka wire module (kafka/wire.h), as everywhere.
  */
 #include "log/log.h"
-#include "engine_int.h"
+#include "kafka/wire.h"
 #include "logorder.h"
 
 #include <librdkafka/rdkafka.h>
@@ -44,57 +44,17 @@ typedef struct kafka_log {
     char *committer_group;
     rd_kafka_topic_partition_list_t *assigned;  /* fetch's assignment; offset = next to deliver */
     rd_kafka_topic_partition_list_t *committed; /* positions last committed */
-    int all_down; /* the consumer reported every broker down (during this fetch) */
-    int reseek;   /* a fetch failed: seek back to the positions before reading on */
-    char down_reason[256];
+    int reseek;       /* a fetch failed: seek back to the positions before reading on */
     uint64_t dlq_seq; /* the dead letter whose delivery report is awaited */
     int dlq_done;
     rd_kafka_resp_err_t dlq_err;
 } kafka_log;
-
-static es_err kafka_code(rd_kafka_resp_err_t e) {
-    switch (e) {
-    case RD_KAFKA_RESP_ERR__TIMED_OUT:
-    case RD_KAFKA_RESP_ERR__MSG_TIMED_OUT:
-    case RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT:
-        return ES_ETIMEOUT;
-    case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
-    case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
-    case RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION:
-        return ES_ENOTFOUND;
-    default:
-        return ES_EKAFKA;
-    }
-}
-
-/* Fails with the code matching e and "<what>: <librdkafka's words> (brokers ...)". */
-static es_err kafka_fail(kafka_log *l, rd_kafka_resp_err_t e, es_error_t *err, const char *what) {
-    const char *hint = e == RD_KAFKA_RESP_ERR__TIMED_OUT ? "; are the brokers up?" : "";
-    return es_fail(err, kafka_code(e), "%s: %s (brokers %s)%s", what, rd_kafka_err2str(e),
-                   l->brokers, hint);
-}
 
 static es_err missing_topic(es_error_t *err, const char *topic) {
     return es_fail(err, ES_ENOTFOUND,
                    "topic %s does not exist on the Kafka cluster; create it with 'esctl topics "
                    "apply' (or see 'esctl dev-broker --plan' for a development broker)",
                    topic);
-}
-
-static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
-    kafka_log *l = rd_kafka_opaque(rk);
-    es_logf(l->base.cfg, level, "librdkafka %s: %s: %s", rd_kafka_name(rk), fac, buf);
-}
-
-/* Runs on the thread that polls the handle: ours. */
-static void error_cb(rd_kafka_t *rk, int e, const char *reason, void *opaque) {
-    kafka_log *l = opaque;
-    es_logf(l->base.cfg, ES_LOG_WARNING, "librdkafka %s: %s: %s", rd_kafka_name(rk),
-            rd_kafka_err2name((rd_kafka_resp_err_t)e), reason);
-    if (rk == l->consumer && e == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
-        l->all_down = 1;
-        snprintf(l->down_reason, sizeof l->down_reason, "%s", reason);
-    }
 }
 
 static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
@@ -106,32 +66,16 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     }
 }
 
-/* A handle: our defaults, then the kafka.* keys, then what correctness needs (consumers: no
- * automatic commits or offset resets). group NULL makes a producer. */
+/* A consumer in group (no automatic offset resets: a position out of range is an error), or,
+ * group NULL, the dead letters' producer. */
 static es_err make_handle(kafka_log *l, const char *group, rd_kafka_t **out, es_error_t *err) {
-    rd_kafka_conf_t *conf = NULL;
-    char errstr[256];
-    /* re-assignments wait for the fetch in flight: 100 ms */
-    es_err e = es_kafka_conf(l->base.cfg, group, 0, 100, l, &conf, err);
-    if (e != ES_OK)
-        return e;
-    if (group && rd_kafka_conf_set(conf, "auto.offset.reset", "error", errstr, sizeof errstr)) {
-        rd_kafka_conf_destroy(conf);
-        return es_fail(err, ES_EINVAL, "Kafka setting auto.offset.reset: %s", errstr);
-    }
-    rd_kafka_conf_set_log_cb(conf, log_cb);
-    rd_kafka_conf_set_error_cb(conf, error_cb);
-    if (!group)
-        rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
-    *out = rd_kafka_new(group ? RD_KAFKA_CONSUMER : RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
-    if (!*out) {
-        rd_kafka_conf_destroy(conf);
-        return es_fail(err, ES_EKAFKA, "cannot make a Kafka %s for %s: %s",
-                       group ? "consumer" : "producer", l->brokers, errstr);
-    }
-    if (group)
-        rd_kafka_poll_set_consumer(*out);
-    return ES_OK;
+    es_kafka_opts_t o = {.role = group ? ES_KAFKA_CONSUMER : ES_KAFKA_PRODUCER,
+                         .group = group,
+                         .offset_reset = "error",
+                         .fetch_wait_ms = 100, /* re-assignments wait for the fetch in flight */
+                         .opaque = l,
+                         .dr_cb = dr_cb};
+    return es_kafka_new(l->base.cfg, &o, out, err);
 }
 
 static void kl_destroy(es_log_t *base) {
@@ -139,13 +83,11 @@ static void kl_destroy(es_log_t *base) {
     if (l->producer) {
         rd_kafka_flush(l->producer, 0); /* put_dlq flushed already; drop what failed */
         rd_kafka_purge(l->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-        rd_kafka_destroy(l->producer);
+        es_kafka_destroy(l->producer, 0);
     }
     /* No consumer close: nothing joined a group and commits are explicit. */
-    if (l->committer)
-        rd_kafka_destroy_flags(l->committer, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
-    if (l->consumer)
-        rd_kafka_destroy_flags(l->consumer, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    es_kafka_destroy(l->committer, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    es_kafka_destroy(l->consumer, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     if (l->assigned)
         rd_kafka_topic_partition_list_destroy(l->assigned);
     if (l->committed)
@@ -224,13 +166,14 @@ static es_err kl_partitions(es_log_t *base, const char *topic, int32_t *n, es_er
     snprintf(what, sizeof what, "reading the partitions of %s", topic);
     rd_kafka_resp_err_t e = rd_kafka_metadata(l->consumer, 1, NULL, &md, REQUEST_TIMEOUT_MS);
     if (e)
-        return kafka_fail(l, e, err, what);
+        return es_kafka_fail(l->consumer, e, NULL, err, "%s", what);
+    es_kafka_clear_outage(l->consumer); /* answered */
     es_err rc = ES_ENOTFOUND;
     for (int i = 0; rc == ES_ENOTFOUND && i < md->topic_cnt; i++) {
         const struct rd_kafka_metadata_topic *t = &md->topics[i];
         if (strcmp(t->topic, topic))
             continue;
-        rc = t->err ? kafka_fail(l, t->err, err, what) : ES_OK;
+        rc = t->err ? es_kafka_fail(l->consumer, t->err, NULL, err, "%s", what) : ES_OK;
         *n = t->err ? 0 : t->partition_cnt;
     }
     rd_kafka_metadata_destroy(md);
@@ -243,11 +186,10 @@ static es_err watermarks(kafka_log *l, const char *topic, int32_t partition, int
         rd_kafka_query_watermark_offsets(l->consumer, topic, partition, lo, hi, REQUEST_TIMEOUT_MS);
     if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
         return ES_OK;
-    if (kafka_code(e) == ES_ENOTFOUND)
+    if (es_kafka_code(e) == ES_ENOTFOUND)
         return missing_topic(err, topic);
-    char what[ES_MAX_TYPE_LEN + 64];
-    snprintf(what, sizeof what, "reading the offsets of %s partition %d", topic, (int)partition);
-    return kafka_fail(l, e, err, what);
+    return es_kafka_fail(l->consumer, e, NULL, err, "reading the offsets of %s partition %d", topic,
+                         (int)partition);
 }
 
 static es_err kl_topic_end(es_log_t *base, const char *topic, int32_t partition, int64_t from,
@@ -366,7 +308,7 @@ static es_err assign(kafka_log *l, const es_topic_pos_t *pos, size_t n, int *fir
     rd_kafka_resp_err_t e = rd_kafka_assign(l->consumer, want);
     if (e) {
         rd_kafka_topic_partition_list_destroy(want);
-        return kafka_fail(l, e, err, "assigning partitions to the consumer");
+        return es_kafka_fail(l->consumer, e, NULL, err, "assigning partitions to the consumer");
     }
     for (size_t i = 0; i < n; i++)
         want->elems[i].offset = pos[i].offset;
@@ -396,7 +338,7 @@ static es_err message_error(kafka_log *l, const rd_kafka_message_t *m, const es_
         return es_fail(err, ES_EIO, "%s partition %d: offset %lld is out of range: %s", topic,
                        (int)m->partition, (long long)pos[i].offset, rd_kafka_message_errstr(m));
     }
-    if (kafka_code(m->err) == ES_ENOTFOUND && topic) {
+    if (es_kafka_code(m->err) == ES_ENOTFOUND && topic) {
         forget_assignment(l);
         return missing_topic(err, topic);
     }
@@ -451,19 +393,20 @@ static es_err kl_fetch(es_log_t *base, es_topic_pos_t *pos, size_t n_pos, size_t
     size_t delivered = 0;
     if (n_pos == 0 || max == 0)
         return ES_OK;
+    char why[128];
     es_err e = assign(l, pos, n_pos, &first_wait, err);
     int64_t quiet_until = es_now_us() / 1000 + first_wait;
-    l->all_down = 0;
+    es_kafka_clear_outage(l->consumer); /* this fetch judges by what it hears itself */
     while (e == ES_OK && !stop && delivered < max) {
         int64_t left = quiet_until - es_now_us() / 1000;
         if (left <= 0)
             break;
         rd_kafka_message_t *m = rd_kafka_consumer_poll(l->consumer, (int)left);
-        if (l->all_down && delivered == 0)
+        if (delivered == 0 && es_kafka_all_down(l->consumer, why, sizeof why))
             e = es_fail(err, ES_EKAFKA,
                         "no Kafka broker of %s is reachable (%s); librdkafka keeps trying, "
                         "poll again later",
-                        l->brokers, l->down_reason);
+                        l->brokers, why);
         if (!m)
             continue;
         int i = m->rkt ? find_pos(pos, n_pos, rd_kafka_topic_name(m->rkt), m->partition) : -1;
@@ -496,7 +439,9 @@ static es_err scan_partition(kafka_log *l, const char *topic, int32_t partition,
     rd_kafka_topic_partition_list_t *want = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(want, topic, partition)->offset = from;
     rd_kafka_resp_err_t ke = rd_kafka_assign(l->consumer, want);
-    es_err e = ke ? kafka_fail(l, ke, err, "assigning a partition to the consumer") : ES_OK;
+    es_err e =
+        ke ? es_kafka_fail(l->consumer, ke, NULL, err, "assigning a partition to the consumer")
+           : ES_OK;
     int64_t next = from, deadline = es_now_us() / 1000 + REQUEST_TIMEOUT_MS;
     while (e == ES_OK && next < to) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(l->consumer, 100);
@@ -721,7 +666,7 @@ static es_err event_topics(kafka_log *l, char ***out, size_t *n, es_error_t *err
     *n = 0;
     rd_kafka_resp_err_t ke = rd_kafka_metadata(l->consumer, 1, NULL, &md, REQUEST_TIMEOUT_MS);
     if (ke)
-        return kafka_fail(l, ke, err, "listing the cluster's topics");
+        return es_kafka_fail(l->consumer, ke, NULL, err, "listing the cluster's topics");
     char **names = calloc((size_t)md->topic_cnt + 1, sizeof *names);
     es_err e = names ? ES_OK : es_fail(err, ES_ENOMEM, "out of memory");
     for (int i = 0; e == ES_OK && i < md->topic_cnt; i++) {
@@ -780,30 +725,22 @@ static es_err kl_put_dlq(es_log_t *base, const char *dlq_topic, const char *ref,
     es_err e = l->producer ? ES_OK : make_handle(l, NULL, &l->producer, err);
     if (e != ES_OK)
         return e;
-    rd_kafka_headers_t *hdrs = rd_kafka_headers_new(n_headers + 1);
-    for (size_t i = 0; i < n_headers; i++)
-        rd_kafka_header_add(hdrs, headers[i].key, -1, headers[i].value, -1);
-    rd_kafka_header_add(hdrs, "es-dlq-ref", -1, ref, -1);
     l->dlq_seq++;
     l->dlq_done = 0;
-    rd_kafka_resp_err_t ke = rd_kafka_producev(
-        l->producer, RD_KAFKA_V_TOPIC(dlq_topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-        RD_KAFKA_V_KEY(key, key ? strlen(key) : 0), RD_KAFKA_V_VALUE((void *)value, len),
-        RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE((void *)(uintptr_t)l->dlq_seq), RD_KAFKA_V_END);
+    e = es_kafka_produce_dlq(l->producer, dlq_topic, ref, key, value, len, headers, n_headers,
+                             (void *)(uintptr_t)l->dlq_seq, err);
+    if (e != ES_OK)
+        return e;
     char what[ES_MAX_TYPE_LEN + 64];
     snprintf(what, sizeof what, "sending a dead letter to %s", dlq_topic);
-    if (ke) {
-        rd_kafka_headers_destroy(hdrs);
-        return kafka_fail(l, ke, err, what);
-    }
     rd_kafka_flush(l->producer, FLUSH_TIMEOUT_MS);
     if (!l->dlq_done)
         return es_fail(err, ES_ETIMEOUT,
                        "%s: not acknowledged within %d ms (brokers %s); it is sent again later",
                        what, FLUSH_TIMEOUT_MS, l->brokers);
-    if (l->dlq_err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
+    if (es_kafka_code(l->dlq_err) == ES_ENOTFOUND)
         return missing_topic(err, dlq_topic);
-    return l->dlq_err ? kafka_fail(l, l->dlq_err, err, what) : ES_OK;
+    return l->dlq_err ? es_kafka_fail(l->producer, l->dlq_err, NULL, err, "%s", what) : ES_OK;
 }
 
 static int same_positions(const rd_kafka_topic_partition_list_t *a,
@@ -821,8 +758,7 @@ static int same_positions(const rd_kafka_topic_partition_list_t *a,
 static es_err committer_for(kafka_log *l, const char *group, es_error_t *err) {
     if (l->committer && !strcmp(l->committer_group, group))
         return ES_OK;
-    if (l->committer)
-        rd_kafka_destroy_flags(l->committer, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    es_kafka_destroy(l->committer, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     free(l->committer_group);
     l->committer = NULL;
     if (l->committed)
@@ -846,14 +782,14 @@ static es_err commit_wait(kafka_log *l, rd_kafka_topic_partition_list_t *offs, c
     if (!ke && ev)
         ke = rd_kafka_event_error(ev);
     if (ke)
-        e = kafka_fail(l, ke, err, what);
+        e = es_kafka_fail(l->committer, ke, NULL, err, "%s", what);
     else if (!ev)
         e = es_fail(err, ES_ETIMEOUT, "%s: no answer within %d ms (brokers %s)", what,
                     COMMIT_TIMEOUT_MS, l->brokers);
     const rd_kafka_topic_partition_list_t *res = ev ? rd_kafka_event_topic_partition_list(ev) : 0;
     for (int i = 0; e == ES_OK && res && i < res->cnt; i++)
         if (res->elems[i].err)
-            e = kafka_fail(l, res->elems[i].err, err, what);
+            e = es_kafka_fail(l->committer, res->elems[i].err, NULL, err, "%s", what);
     if (ev)
         rd_kafka_event_destroy(ev);
     rd_kafka_queue_destroy(q);
