@@ -318,7 +318,7 @@ static es_err publish_one(es_log_t *log, const char *group, const es_dlq_entry_t
                           const uint8_t *value, size_t len, es_error_t *err) {
     es_kafka_dlq_t facts = {group,       d->topic,        d->partition, d->offset,
                             d->attempts, (es_err)d->code, d->error,     d->event_type};
-    es_kafka_dlq_headers_t h;
+    es_kafka_dlq_headers_t h = {0};
     es_kafka_dlq_headers(&facts, &h);
     return log->ops->put_dlq(log, h.topic, h.ref, d->key[0] ? d->key : NULL, value, len, h.kv,
                              ES_KAFKA_DLQ_HEADERS, err);

@@ -307,8 +307,9 @@ es_err es_kafka_error_code(const rd_kafka_error_t *ke) {
     return code == ES_OK ? ES_EKAFKA : code; /* an error object is never a success */
 }
 
-static es_err fail_with(rd_kafka_t *rk, es_err code, rd_kafka_resp_err_t e, const char *words,
-                        const char *advice, es_error_t *err, const char *fmt, va_list ap) {
+__attribute__((format(printf, 7, 0))) static es_err
+fail_with(rd_kafka_t *rk, es_err code, rd_kafka_resp_err_t e, const char *words, const char *advice,
+          es_error_t *err, const char *fmt, va_list ap) {
     char what[512], down[512];
     vsnprintf(what, sizeof what, fmt, ap);
     if (*es_kafka_outage(rk, e, down, sizeof down))
