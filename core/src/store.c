@@ -171,6 +171,8 @@ es_err es_pending_build_caused(es_pending_t *p, const char *type, const char *id
         if (!ne->event_type || !*ne->event_type)
             return es_fail(err, ES_EINVAL, "event %zu for %s/%s has no event type", i, type, id);
         es_uuid7_at(now, ev->event_id);
+        ev->offset = -1;   /* the log assigns it */
+        ev->partition = 0; /* one log on the embedded backend */
         ev->aggregate_type = type;
         ev->aggregate_id = id;
         ev->version = base + i + 1;
