@@ -578,24 +578,31 @@ static void produce_event(const char *id, int32_t partition, uint64_t version,
     free(bytes);
 }
 
-Test(kafka_processor, events_in_kafka_but_not_in_the_state_store_are_restored_in_log_order) {
+/* o-1 placed (version 1) through a processor that is then stopped: the partition it is on. */
+static int32_t placed_and_stopped(void) {
     proc *pr = start_processor();
     Orders__V1__PlaceOrder m;
     es_command_t c = place("o-1", "place-o-1", &m);
     accepted(&c, 1, "orders.v1.OrderPlaced");
     stop_processor(pr);
-
     records cmds;
     read_topic("orders.order.commands", 0, &cmds);
     cr_assert_eq(cmds.n, 1);
-    /* A crash after the events reached Kafka, before the local commit; then a zombie's fork. */
-    produce_event("o-1", cmds.r[0].partition, 2, "confirm-o-1");
-    produce_event("o-1", cmds.r[0].partition, 2, "zombie-confirm");
+    int32_t partition = cmds.r[0].partition;
+    free_records(&cmds);
+    return partition;
+}
 
-    pr = start_processor();
+Test(kafka_processor, events_in_kafka_but_not_in_the_state_store_are_restored_in_log_order) {
+    int32_t p = placed_and_stopped();
+    /* A crash after the events reached Kafka, before the local commit; then a zombie's fork. */
+    produce_event("o-1", p, 2, "confirm-o-1");
+    produce_event("o-1", p, 2, "zombie-confirm");
+
+    proc *pr = start_processor();
     es_result_t res;
     es_error_t err = {0};
-    c = simple("o-1", &confirm_msg.base, "confirm-o-1");
+    es_command_t c = simple("o-1", &confirm_msg.base, "confirm-o-1");
     cr_assert_eq(exec(&c, &res, &err), ES_OK, "%s", err.message);
     cr_assert(res.duplicate);
     cr_assert_eq(res.version, 2);
@@ -621,26 +628,16 @@ Test(kafka_processor, events_in_kafka_but_not_in_the_state_store_are_restored_in
  * Restoring past it would let the next command write a second event at the missing version, so
  * the partition stops with an error naming what is missing, and nothing is executed on it. */
 Test(kafka_processor, a_gap_in_an_aggregates_events_stops_the_restore_naming_the_missing_versions) {
-    proc *pr = start_processor();
-    Orders__V1__PlaceOrder m;
-    es_command_t c = place("o-1", "place-o-1", &m);
-    accepted(&c, 1, "orders.v1.OrderPlaced");
-    stop_processor(pr);
-
-    records cmds;
-    read_topic("orders.order.commands", 0, &cmds);
-    cr_assert_eq(cmds.n, 1);
-    produce_event("o-1", cmds.r[0].partition, 3, "after-a-lost-second"); /* version 2 is lost */
-    free_records(&cmds);
+    produce_event("o-1", placed_and_stopped(), 3, "after-a-lost-second"); /* version 2 is lost */
 
     es_engine_destroy(caller); /* the next caller waits 3 s for an answer, not 20 */
     caller = NULL;
     set("execute.timeout.ms", "3000");
     set_state_db("fresh.db");
-    pr = start_processor();
+    proc *pr = start_processor();
     es_result_t res;
     es_error_t err = {0};
-    c = simple("o-1", &confirm_msg.base, "confirm-o-1");
+    es_command_t c = simple("o-1", &confirm_msg.base, "confirm-o-1");
     cr_assert_neq(exec(&c, &res, &err), ES_OK, "a command on the partition is not executed");
     es_result_clear(&res);
     cr_assert_eq(pthread_join(pr->thread, NULL), 0, "the processor stops by itself");
