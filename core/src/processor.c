@@ -30,6 +30,7 @@
 #include "eskit/v1/reply.pb-c.h"
 #include "eskit/v1/snapshot.pb-c.h"
 #include "logorder.h"
+#include "readpipe.h"
 #include "store.h"
 
 #include <stdatomic.h>
@@ -271,33 +272,36 @@ static es_err import_snapshot(import_ctx *c, const es_event_t *ev, int64_t offse
     return e;
 }
 
-/* Imports one record when it continues its aggregate; the log-order rule for a restoring
- * writer (logorder.h) skips a stale version and stops at a gap. */
+/* The version the state store holds of ev's aggregate: restore's memory for the log-order
+ * rule. */
+static es_err stored_version(void *opaque, const es_event_t *ev, uint64_t *last, es_error_t *err) {
+    import_ctx *c = opaque;
+    return c->log->ops->stream_version(c->log, c->type, ev->aggregate_id, last, err);
+}
+
+/* Imports one record when it continues its aggregate, through the read pipeline (readpipe.h)
+ * in the restoring writer's role: a stale version is skipped, a gap stops the partition. */
 static es_err import_record(import_ctx *c, const rd_kafka_message_t *m, es_error_t *err) {
+    es_raw_record_t raw = {c->topic, m->partition, m->offset, NULL, m->payload, m->len};
     es_position_t at = {c->topic, NULL, m->partition, m->offset};
     es_event_t *ev = NULL;
     es_error_t derr = {0};
-    uint64_t v = 0;
-    if (es_envelope_decode(m->payload, m->len, &at, &ev, &derr) != ES_OK) {
+    es_err e = ES_OK;
+    if (es_read_decode(&raw, &ev, &e, &derr) != ES_READ_EVENT) {
         es_logf(c->p->cfg, ES_LOG_WARNING, "restore: %s; skipped", derr.message);
         c->skipped++;
         return ES_OK;
     }
-    es_err e = ES_OK;
     if (strcmp(ev->aggregate_type, c->type) ||
         es_validate_aggregate_id(ev->aggregate_id, NULL) != ES_OK)
         goto skip;
-    e = c->log->ops->stream_version(c->log, c->type, ev->aggregate_id, &v, err);
-    if (e != ES_OK)
-        goto out;
-    es_order_action act = es_log_order(ES_ORDER_RESTORE, v, ev->version, &c->order);
-    if (act == ES_ORDER_SKIP)
+    es_read_pipe pipe = {ES_ORDER_RESTORE, c->p->cfg, stored_version, c, &c->order};
+    es_read_result res = es_read_order(&pipe, ev, &at, &e, err);
+    if (res == ES_READ_STALE)
         goto skip;
-    if (act == ES_ORDER_STOP) {
-        at.key = ev->aggregate_id;
-        e = es_log_order_gap_error(err, &at, c->type, ev->aggregate_id, v, ev->version);
+    if (res != ES_READ_EVENT)
         goto out;
-    }
+    uint64_t v = ev->version - 1; /* the order stage let only the next version through */
     es_log_record_t rec = {ev, m->payload, m->len};
     int64_t pos = 0;
     e = c->log->ops->append(c->log, c->type, ev->aggregate_id, v, &rec, 1, &pos, err);

@@ -8,6 +8,7 @@
 
 #include "logorder.h"
 #include "lru.h"
+#include "readpipe.h"
 #include "runloop.h"
 
 #include <errno.h>
@@ -384,8 +385,10 @@ static size_t version_key(const es_event_t *ev, char *key, size_t cap) {
     return n > 0 && (size_t)n < cap ? (size_t)n : 0;
 }
 
-/* The last version the read model took of ev's aggregate (0: none). */
-static es_err last_version(es_runner_t *r, const es_event_t *ev, uint64_t *last, es_error_t *err) {
+/* The last version the read model took of ev's aggregate (0: none): the read pipeline's
+ * memory for the log-order rule. */
+static es_err last_version(void *opaque, const es_event_t *ev, uint64_t *last, es_error_t *err) {
+    es_runner_t *r = opaque;
     char key[ES_MAX_TYPE_LEN + ES_MAX_ID_LEN + 2];
     size_t klen = version_key(ev, key, sizeof key);
     uint64_t *hit = klen ? es_lru_get(r->versions, key, klen) : NULL;
@@ -420,25 +423,24 @@ static es_err note_version(es_runner_t *r, const es_event_t *ev, es_error_t *err
     return e;
 }
 
-/* The log-order rule for a reader (logorder.h): an event not after its aggregate's last one
- * is skipped and counted stale; a gap is applied, warned about and counted. */
+/* The log-order stage of the read pipeline (readpipe.h), in the reader's role: an event not
+ * after its aggregate's last one is skipped and counted stale; a gap is applied, warned about
+ * and counted. */
 static es_err check_order(es_runner_t *r, const es_event_t *ev, const es_position_t *at,
                           int *storage, es_error_t *err) {
-    uint64_t last = 0;
     r->stale_now = 0;
     if (!r->log_order || r->order_bypass)
         return ES_OK;
-    es_err e = last_version(r, ev, &last, err);
-    if (e != ES_OK) {
-        *storage = 1;
-        return e;
-    }
     es_order_counts met = {0};
-    r->stale_now = es_log_order(ES_ORDER_READER, last, ev->version, &met) == ES_ORDER_SKIP;
-    if (met.gaps) {
-        r->batch.gaps++;
-        es_log_order_warn_gap(r->cfg, at, ev->aggregate_type, ev->aggregate_id, last, ev->version);
+    es_read_pipe pipe = {ES_ORDER_READER, r->cfg, last_version, r, &met};
+    es_err rc = ES_OK;
+    es_read_result res = es_read_order(&pipe, ev, at, &rc, err);
+    if (res == ES_READ_FAILED) {
+        *storage = 1;
+        return rc;
     }
+    r->stale_now = res == ES_READ_STALE;
+    r->batch.gaps += met.gaps;
     return ES_OK;
 }
 
@@ -451,15 +453,13 @@ static es_err apply_record(es_runner_t *r, const es_raw_record_t *rec, int *atte
                            char *event_type, size_t type_cap, int *storage, es_error_t *err) {
     es_position_t at = {rec->topic, rec->key, rec->partition, rec->offset};
     es_event_t *ev = NULL;
+    es_err rc = ES_OK;
     *attempts = 0;
     *storage = 0;
     event_type[0] = '\0';
-    es_err rc = es_envelope_decode(rec->value, rec->len, &at, &ev, err);
-    if (rc != ES_OK)
+    if (es_read_decode(rec, &ev, &rc, err) != ES_READ_EVENT)
         return rc;
     snprintf(event_type, type_cap, "%s", ev->event_type);
-    ev->offset = rec->offset;
-    ev->partition = rec->partition;
     rc = check_order(r, ev, &at, storage, err);
     if (rc != ES_OK || r->stale_now) {
         es_event_free(ev);

@@ -19,6 +19,7 @@
 #include "log/log.h"
 #include "kafka/wire.h"
 #include "logorder.h"
+#include "readpipe.h"
 
 #include <librdkafka/rdkafka.h>
 #include <stdio.h>
@@ -475,18 +476,26 @@ typedef struct stream_scan {
     size_t id_len;
     es_event_t **evs;
     size_t n, cap;
+    size_t kept; /* gather_stream: the events kept so far, evs[0..kept) */
     es_err e;
     es_error_t *err;
 } stream_scan;
+
+/* The last version gather_stream kept: a stream read's memory for the log-order rule. */
+static es_err kept_version(void *opaque, const es_event_t *ev, uint64_t *last, es_error_t *err) {
+    const stream_scan *s = opaque;
+    (void)ev, (void)err;
+    *last = s->kept ? s->evs[s->kept - 1]->version : 0;
+    return ES_OK;
+}
 
 static int collect_stream(const rd_kafka_message_t *m, void *opaque) {
     stream_scan *s = opaque;
     if (!m->key || m->key_len != s->id_len || memcmp(m->key, s->id, s->id_len))
         return 0;
-    es_position_t at = {s->topic, s->id, m->partition, m->offset};
+    es_raw_record_t raw = {s->topic, m->partition, m->offset, s->id, m->payload, m->len};
     es_event_t *ev = NULL;
-    s->e = es_envelope_decode(m->payload, m->len, &at, &ev, s->err);
-    if (s->e != ES_OK)
+    if (es_read_decode(&raw, &ev, &s->e, s->err) != ES_READ_EVENT)
         return 1;
     if (strcmp(ev->aggregate_id, s->id) || strcmp(ev->aggregate_type, s->type)) {
         es_event_free(ev); /* keyed as this aggregate but another's envelope: not its event */
@@ -527,7 +536,7 @@ static es_err gather_stream(kafka_log *l, const char *type, const char *id, stre
     char topic[ES_MAX_TYPE_LEN + 8];
     int32_t parts = 0;
     snprintf(topic, sizeof topic, "%s.events", type);
-    *s = (stream_scan){type, id, topic, strlen(id), NULL, 0, 0, ES_OK, err};
+    *s = (stream_scan){type, id, topic, strlen(id), NULL, 0, 0, 0, ES_OK, err};
     es_err e = kl_partitions(&l->base, topic, &parts, err);
     for (int32_t p = 0; e == ES_OK && p < parts; p++) {
         int64_t lo = 0, hi = 0;
@@ -542,27 +551,24 @@ static es_err gather_stream(kafka_log *l, const char *type, const char *id, stre
         return e;
     if (s->n) /* evs is NULL for a stream with no events, and qsort's base must not be */
         qsort(s->evs, s->n, sizeof *s->evs, by_version);
-    size_t kept = 0;
     es_order_counts met = {0};
+    es_read_pipe pipe = {ES_ORDER_READER, l->base.cfg, kept_version, s, &met};
+    s->kept = 0;
     for (size_t i = 0; i < s->n; i++) {
         es_event_t *ev = s->evs[i];
-        uint64_t last = kept ? s->evs[kept - 1]->version : 0;
-        uint64_t gaps = met.gaps;
-        if (es_log_order(ES_ORDER_READER, last, ev->version, &met) == ES_ORDER_SKIP) {
+        es_position_t at = {topic, id, ev->partition, ev->offset};
+        es_err rc = ES_OK;
+        if (es_read_order(&pipe, ev, &at, &rc, err) == ES_READ_STALE) {
             es_event_free(ev);
             continue;
         }
-        if (met.gaps > gaps) {
-            es_position_t at = {topic, id, ev->partition, ev->offset};
-            es_log_order_warn_gap(l->base.cfg, &at, type, id, last, ev->version);
-        }
-        s->evs[kept++] = ev;
+        s->evs[s->kept++] = ev;
     }
     if (met.stale)
         es_logf(l->base.cfg, ES_LOG_WARNING,
                 "%s/%s: %llu event(s) at a version already read skipped (log-order rule)", type, id,
                 (unsigned long long)met.stale);
-    s->n = kept;
+    s->n = s->kept;
     return ES_OK;
 }
 
@@ -619,13 +625,11 @@ static int deliver_log(const rd_kafka_message_t *m, void *opaque) {
         memcpy(key, m->key, m->key_len);
         key[m->key_len] = '\0';
     }
-    es_position_t at = {s->topic, key[0] ? key : NULL, m->partition, m->offset};
+    es_raw_record_t raw = {s->topic,   m->partition, m->offset, key[0] ? key : NULL,
+                           m->payload, m->len};
     es_event_t *ev = NULL;
-    s->e = es_envelope_decode(m->payload, m->len, &at, &ev, s->err);
-    if (s->e != ES_OK)
+    if (es_read_decode(&raw, &ev, &s->e, s->err) != ES_READ_EVENT)
         return 1;
-    ev->partition = m->partition;
-    ev->offset = m->offset;
     (*s->ord)++;
     s->delivered++;
     s->stopped = s->cb(ev, s->opaque);

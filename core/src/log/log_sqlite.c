@@ -30,6 +30,7 @@
 #include "log/log.h"
 #include "dbfile.h"
 #include "lru.h"
+#include "readpipe.h"
 #include "sql.h"
 
 #include <errno.h>
@@ -968,11 +969,14 @@ static es_err decode_row(sqlite_log *l, sqlite3_stmt *s, int col, const char *ty
                          int64_t pos, es_event_t **ev, es_error_t *err) {
     char topic[ES_MAX_TYPE_LEN + 16];
     snprintf(topic, sizeof topic, "%s.events", type);
-    es_position_t at = {topic, key, 0, pos};
-    const void *blob = sqlite3_column_blob(s, col);
     int len = sqlite3_column_bytes(s, col);
+    es_raw_record_t raw = {topic, 0, pos, key, sqlite3_column_blob(s, col), (size_t)len};
+    es_err rc = ES_OK;
     (void)l;
-    return es_envelope_decode(blob, (size_t)len, &at, ev, err);
+    /* The read pipeline's decode stage only: a linked stream holds neither a stale version
+     * nor a gap (a broken link is ES_EIO before this). */
+    es_read_decode(&raw, ev, &rc, err);
+    return rc;
 }
 
 /* Positions of the stream's events with from <= version <= to, oldest first. */

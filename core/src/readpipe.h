@@ -1,0 +1,58 @@
+/*
+ * The read pipeline: how a log record becomes an event a reader acts on. Every path that reads
+ * events from a log goes through it, in this order:
+ *
+ *   decode   the envelope (envelope.c), with the record's position in every error and the
+ *            event's offset and partition set from the record;
+ *   (upcast  an old event version to the current one: issue 14 plugs in here, between decode
+ *            and the order check, so every path below gets it at once);
+ *   order    the log-order rule for the reader's role (logorder.h), against the last version
+ *            the reader took of the aggregate, counted in the caller's es_order_counts;
+ *   deliver  the caller's business: apply it, import it, print it.
+ *
+ * Who uses it: engine load and every embedded read (log_sqlite.c, decode only: its linked
+ * streams cannot hold a stale version or a gap, and a broken link is ES_EIO there), Kafka stream
+ * and log reads (log_kafka.c: es_store_read_stream, esctl events, es_saga_history), the
+ * projector runner (and so es_replay, dlq redrive and the saga coordinator, which run on it),
+ * and the command processor's restore.
+ */
+#ifndef ESKIT_READPIPE_H
+#define ESKIT_READPIPE_H
+
+#include "log/log.h"
+#include "logorder.h"
+
+/* The last version the reader took of ev's aggregate (0: none yet). */
+typedef es_err es_read_last_fn(void *opaque, const es_event_t *ev, uint64_t *last, es_error_t *err);
+
+typedef struct es_read_pipe {
+    es_order_role role;
+    const es_config_t *cfg;  /* where the gap warning goes (may be NULL) */
+    es_read_last_fn *last;   /* NULL: no order check (the rule is off for this reader) */
+    void *opaque;            /* last's */
+    es_order_counts *counts; /* where the rule counts what it met (may be NULL) */
+} es_read_pipe;
+
+typedef enum es_read_result {
+    ES_READ_EVENT = 0,  /* deliver *ev (a reader's gap too: warned about and counted) */
+    ES_READ_STALE = 1,  /* skipped and counted: not after the aggregate's last version */
+    ES_READ_BAD = 2,    /* not an event: *rc and err say why and where; nothing counted */
+    ES_READ_GAP = 3,    /* restore: a gap; *rc is ES_EIO and err names the missing versions */
+    ES_READ_FAILED = 4, /* the reader's last-version lookup failed: *rc, err */
+} es_read_result;
+
+/* Decodes rec into *ev (caller frees; NULL unless ES_READ_EVENT). rec->key, when set, is the
+ * aggregate id errors name. */
+es_read_result es_read_decode(const es_raw_record_t *rec, es_event_t **ev, es_err *rc,
+                              es_error_t *err);
+
+/* The order stage for ev, read at `at` (may be NULL): ES_READ_EVENT, _STALE, _GAP or
+ * _FAILED. */
+es_read_result es_read_order(const es_read_pipe *p, const es_event_t *ev, const es_position_t *at,
+                             es_err *rc, es_error_t *err);
+
+/* Both stages: the event to deliver in *ev (caller frees), or why there is none. */
+es_read_result es_read_record(const es_read_pipe *p, const es_raw_record_t *rec, es_event_t **ev,
+                              es_err *rc, es_error_t *err);
+
+#endif
