@@ -100,6 +100,8 @@ typedef struct runner_opts {
     int drop_idle_guard; /* removes the guard file at the end when it counts nothing */
     const char *noun;    /* what messages call the database; NULL: "read model" */
     const char *key;     /* the config key that names it; NULL: "readmodel.db" */
+    int *behind;         /* may be NULL; set to 1 when open fails (ES_ESTATE) because the model was
+                            built with an older schema version than the module's */
 } runner_opts;
 es_err es_runner_open(const es_config_t *cfg, const es_projector_def *def, const runner_opts *o,
                       es_runner_t **out, es_error_t *err);

@@ -299,7 +299,7 @@ es_err es_replay(const es_config_t *cfg, const es_projector_def *def,
         e = create_shadow(rp.shadow_path, err);
     }
     if (e == ES_OK) {
-        runner_opts o = {rp.shadow_path, RM_BULK, rp.guard_path, 0, 0, 1, NULL, NULL};
+        runner_opts o = {rp.shadow_path, RM_BULK, rp.guard_path, 0, 0, 1, NULL, NULL, NULL};
         e = es_runner_open(cfg, def, &o, &rp.shadow, err);
     }
     if (e == ES_OK && hooks && hooks->runner)
