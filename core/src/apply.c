@@ -424,7 +424,7 @@ static es_err batch_pass(es_runner_t *r, size_t max, int linger, int64_t *before
     int64_t linger_end = now_ms() + (linger ? r->linger_ms : 0);
     while (e == ES_OK && r->consumed < max) {
         size_t had = r->consumed;
-        e = r->log->ops->fetch(r->log, r->pos, r->n_pos, max - r->consumed, on_record, r, err);
+        e = r->log->reader->fetch(r->log, r->pos, r->n_pos, max - r->consumed, on_record, r, err);
         if (e == ES_OK && r->fatal != ES_OK) {
             e = es_fail(err, r->fatal, "%s", r->fatal_err.message);
         }
@@ -467,11 +467,11 @@ es_err es_runner_batch(es_runner_t *r, size_t max, int linger, size_t *consumed,
         es_lru_clear(r->versions);
         return e;
     }
-    if (r->mode == RM_LIVE && r->log->ops->commit_positions) {
+    if (r->mode == RM_LIVE && r->log->reader->commit_positions) {
         char group[256];
         es_error_t cerr;
         es_rm_group(r->cfg, r->def->name, group, sizeof group);
-        if (r->log->ops->commit_positions(r->log, group, r->pos, r->n_pos, &cerr) != ES_OK)
+        if (r->log->reader->commit_positions(r->log, group, r->pos, r->n_pos, &cerr) != ES_OK)
             es_logf(r->cfg, ES_LOG_WARNING, "projector '%s': positions not committed to %s: %s",
                     r->def->name, group, cerr.message);
     }
@@ -506,8 +506,8 @@ es_err es_runner_backlog(es_runner_t *r, uint64_t *n, es_error_t *err) {
     for (size_t i = 0; e == ES_OK && i < r->n_pos; i++) {
         int64_t end;
         uint64_t count;
-        e = r->log->ops->topic_end(r->log, r->pos[i].topic, r->pos[i].partition, r->pos[i].offset,
-                                   &end, &count, err);
+        e = r->log->reader->topic_end(r->log, r->pos[i].topic, r->pos[i].partition,
+                                      r->pos[i].offset, &end, &count, err);
         *n += count;
     }
     return e;

@@ -8,6 +8,8 @@
  */
 #include "internal.h"
 
+#include "backend.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -47,7 +49,7 @@ static es_err check_nonempty(const char *key, const char *value, es_error_t *err
 }
 
 static es_err check_backend(const char *key, const char *value, es_error_t *err) {
-    if (strcmp(value, "embedded") && strcmp(value, "kafka"))
+    if (!es_backend_known(value))
         return es_fail(err, ES_EINVAL,
                        "config key '%s': '%s' is not a backend; use embedded or kafka", key, value);
     return ES_OK;

@@ -47,7 +47,7 @@ static es_err lag_of(sqlite3 *db, es_log_t *log, const char *name, const char *t
     for (char *save = NULL, *t = strtok_r(list, " ", &save); e == ES_OK && t;
          t = strtok_r(NULL, " ", &save)) {
         int32_t parts = 0;
-        e = log->ops->partitions(log, t, &parts, err);
+        e = log->reader->partitions(log, t, &parts, err);
         for (int32_t p = 0; e == ES_OK && p < parts; p++) {
             e = grow((void **)rows, cap, *n, sizeof **rows, err);
             if (e != ES_OK)
@@ -67,7 +67,7 @@ static es_err lag_of(sqlite3 *db, es_log_t *log, const char *name, const char *t
             if (rc != SQLITE_ROW && rc != SQLITE_DONE)
                 e = es_sql_fail(db, rc, "reading checkpoints", err);
             if (e == ES_OK)
-                e = log->ops->topic_end(log, t, p, row->checkpoint, &row->end, &row->lag, err);
+                e = log->reader->topic_end(log, t, p, row->checkpoint, &row->end, &row->lag, err);
             (*n)++;
         }
     }
@@ -97,7 +97,7 @@ es_err es_lag(const es_config_t *cfg, es_lag_row_t **rows, size_t *n, es_error_t
         e = es_sql_fail(db, rc, "reading the projectors", err);
     sqlite3_finalize(s);
     if (log)
-        log->ops->destroy(log);
+        log->destroy(log);
     sqlite3_close(db);
     if (e != ES_OK) {
         free(*rows);

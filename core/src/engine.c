@@ -13,6 +13,7 @@
  * uncommitted events.
  */
 #include "engine_int.h"
+#include "backend.h"
 #include "lru.h"
 #include "store.h"
 
@@ -43,7 +44,8 @@ struct es_engine {
     size_t ne_cap;
     es_buf_t due_keys; /* keys of entries whose snapshot is due, each klen + key */
     es_fingerprinter_t fingerprinter;
-    es_remote_t *remote;  /* backend kafka: commands go to the partition owners */
+    es_executor *remote;  /* the backend's remote executor (Kafka: commands go to the partition
+                             owners); NULL: commands run here, on the store */
     es_pb_arena_t *arena; /* the events being folded, until settle_state */
     folded_event *folded; /* where each of them starts in the arena, for messages */
     size_t n_folded, cap_folded;
@@ -118,8 +120,8 @@ es_err es_engine_new(const es_config_t *cfg, es_engine_t **out, es_error_t *err)
         free(e);
         return es_fail(err, ES_ENOMEM, "out of memory creating an engine");
     }
-    if (!strcmp(es_config_get(c, "backend"), "kafka") &&
-        (rc = es_remote_new(c, &e->remote, err)) != ES_OK) {
+    const es_backend *b = es_backend_of(c);
+    if (b->new_executor && (rc = b->new_executor(c, &e->remote, err)) != ES_OK) {
         es_engine_destroy(e);
         return rc;
     }
@@ -130,7 +132,8 @@ es_err es_engine_new(const es_config_t *cfg, es_engine_t **out, es_error_t *err)
 void es_engine_destroy(es_engine_t *engine) {
     if (!engine)
         return;
-    es_remote_destroy(engine->remote);
+    if (engine->remote)
+        engine->remote->ops->destroy(engine->remote);
     es_store_destroy(engine->store);
     es_lru_destroy(engine->states);
     es_pending_free(&engine->pending);
@@ -257,17 +260,6 @@ static void decision_free(es_decision_t *d) {
         es_buf_free(&d->ev[i].buf);
     free(d->ev);
     free(d->reason);
-}
-
-void es_result_clear(es_result_t *res) {
-    if (!res)
-        return;
-    for (size_t i = 0; i < res->n_events; i++)
-        es_event_free(res->events[i]);
-    free(res->events);
-    free(res->command_id);
-    free(res->reason);
-    memset(res, 0, sizeof *res);
 }
 
 /* Everything one command's execution needs, passed between the steps below. */
@@ -403,7 +395,7 @@ static uint64_t state_from_snapshot(exec_ctx *x) {
     const es_aggregate_def *def = x->reg->def;
     es_snapshot_t *snap = NULL;
     uint64_t from = 0;
-    if (x->log->ops->get_snapshot(x->log, def->type, x->cmd->aggregate_id, &snap, NULL) != ES_OK)
+    if (x->log->store->get_snapshot(x->log, def->type, x->cmd->aggregate_id, &snap, NULL) != ES_OK)
         return 0;
     if (snap->version <= x->version && !strcmp(snap->state_type, def->state->name)) {
         x->state = protobuf_c_message_unpack(def->state, NULL, snap->state_len, snap->state);
@@ -430,8 +422,8 @@ static es_err rebuild_state(exec_ctx *x, es_error_t *err) {
     if (from >= x->version)
         return ES_OK;
     fold_cb_ctx c = {x, err, ES_OK};
-    es_err rc = x->log->ops->read_stream(x->log, def->type, x->cmd->aggregate_id, from + 1,
-                                         x->version, fold_cb, &c, err);
+    es_err rc = x->log->reader->read_stream(x->log, def->type, x->cmd->aggregate_id, from + 1,
+                                            x->version, fold_cb, &c, err);
     if (rc == ES_OK)
         rc = c.rc;
     es_err owned = settle_state(x, rc == ES_OK ? err : NULL);
@@ -556,8 +548,8 @@ static es_err answer_duplicate(exec_ctx *x, const es_command_record_t *rec, es_e
         return es_fail(err, ES_ENOMEM, "out of memory answering a duplicate command");
     collect_ctx c = {res, ES_OK};
     es_err rc =
-        x->log->ops->read_stream(x->log, cmd->aggregate_type, cmd->aggregate_id, rec->first_version,
-                                 rec->last_version, collect_cb, &c, err);
+        x->log->reader->read_stream(x->log, cmd->aggregate_type, cmd->aggregate_id,
+                                    rec->first_version, rec->last_version, collect_cb, &c, err);
     return rc != ES_OK ? rc : c.rc;
 }
 
@@ -576,7 +568,7 @@ static es_err record_command(exec_ctx *x, es_outcome outcome, es_error_t *err) {
                                x->res->reason,
                                1,
                                x->fp};
-    return x->log->ops->put_command(x->log, &rec, err);
+    return x->log->store->put_command(x->log, &rec, err);
 }
 
 /* Notes that the state's snapshot is due; write_due_snapshots writes it before commit. */
@@ -603,7 +595,7 @@ static es_err write_snapshot(es_log_t *log, state_entry *se, int64_t now, es_err
         return es_fail(err, ES_ENOMEM, "out of memory writing a snapshot");
     b.len = protobuf_c_message_pack(se->state, b.data);
     es_snapshot_t snap = {se->version, se->reg->def->state->name, b.data, b.len, now};
-    es_err rc = log->ops->put_snapshot(log, se->type, se->id, &snap, err);
+    es_err rc = log->store->put_snapshot(log, se->type, se->id, &snap, err);
     es_buf_free(&b);
     return rc;
 }
@@ -684,8 +676,8 @@ static es_err apply_decision(exec_ctx *x, const es_decision_t *d, es_error_t *er
     rc = es_pending_build_caused(p, cmd->aggregate_type, cmd->aggregate_id, before, e->ne, d->n,
                                  x->explicit_id ? &x->fp : NULL, err);
     if (rc == ES_OK && d->n)
-        rc = x->log->ops->append(x->log, cmd->aggregate_type, cmd->aggregate_id, before, p->recs,
-                                 d->n, p->offsets, err);
+        rc = x->log->store->append(x->log, cmd->aggregate_type, cmd->aggregate_id, before, p->recs,
+                                   d->n, p->offsets, err);
     x->version = before + d->n;
     x->entry->version = x->version;
     x->res->version = x->version;
@@ -759,15 +751,15 @@ static es_err execute_one(exec_ctx *x, es_error_t *err) {
     if (x->explicit_id) {
         if (es_fingerprint_of(&x->engine->fingerprinter, cmd->message, &x->fp) != ES_OK)
             return es_fail(err, ES_ENOMEM, "out of memory packing command %s", x->command_id);
-        rc = x->log->ops->find_command(x->log, x->command_id, &rec, err);
+        rc = x->log->store->find_command(x->log, x->command_id, &rec, err);
         if (rc == ES_OK)
             return answer_duplicate(x, &rec, err);
         if (rc != ES_ENOTFOUND)
             return rc;
     }
 
-    rc = x->log->ops->stream_version(x->log, cmd->aggregate_type, cmd->aggregate_id, &x->version,
-                                     err);
+    rc = x->log->reader->stream_version(x->log, cmd->aggregate_type, cmd->aggregate_id, &x->version,
+                                        err);
     if (rc != ES_OK)
         return rc;
     res->version = x->version;
@@ -805,7 +797,7 @@ es_err es_engine_execute_hooked(es_engine_t *engine, const es_command_t *cmds, s
     es_err rc = es_store_lock(engine->store, &log, err);
     if (rc != ES_OK)
         return rc;
-    rc = log->ops->begin(log, err);
+    rc = log->store->begin(log, err);
     size_t done = 0;
     for (; rc == ES_OK && done < n; done++)
         rc = run_command(engine, log, &cmds[done], &results[done], err);
@@ -814,9 +806,9 @@ es_err es_engine_execute_hooked(es_engine_t *engine, const es_command_t *cmds, s
     if (rc == ES_OK && hook)
         rc = hook(opaque, log, cmds, results, n, err);
     if (rc == ES_OK)
-        rc = log->ops->commit(log, err);
+        rc = log->store->commit(log, err);
     else
-        log->ops->rollback(log);
+        log->store->rollback(log);
     if (rc == ES_OK) {
         es_lru_trim(engine->states);
     } else {
@@ -833,7 +825,7 @@ es_err es_execute_batch_until(es_engine_t *engine, const es_command_t *cmds, siz
     if (!engine || (n && (!cmds || !results)))
         return es_fail(err, ES_EINVAL, "es_execute_batch: engine, commands and results needed");
     if (engine->remote)
-        return es_remote_execute(engine->remote, cmds, n, results, stop, err);
+        return engine->remote->ops->execute(engine->remote, cmds, n, results, stop, err);
     return es_engine_execute_hooked(engine, cmds, n, results, NULL, NULL, err);
 }
 

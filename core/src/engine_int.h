@@ -22,14 +22,6 @@ es_err es_engine_execute_hooked(es_engine_t *engine, const es_command_t *cmds, s
 size_t es_engine_registration(const es_engine_t *engine, size_t i, const es_aggregate_def **def,
                               void **opaque);
 
-/* The caller side of the Kafka backend (remote.c): commands produced to "<type>.commands",
- * results read from "<type>.replies". Handles are made on first use. */
-typedef struct es_remote es_remote_t;
-es_err es_remote_new(const es_config_t *cfg, es_remote_t **out, es_error_t *err);
-void es_remote_destroy(es_remote_t *r);
-es_err es_remote_execute(es_remote_t *r, const es_command_t *cmds, size_t n, es_result_t *results,
-                         const es_stop_t *stop, es_error_t *err);
-
 /* es_execute_batch that gives up its waits on Kafka (delivery, replies, metadata) soon after
  * stop is set (stop may be NULL), failing with ES_ERETRY: what a run loop's stop
  * (es_saga_stop) uses so that a command in flight does not hold it for execute.timeout.ms.

@@ -270,3 +270,16 @@ void es_event_free(es_event_t *ev) {
     free(o->md);
     free(o);
 }
+
+/* Here beside es_event_free rather than in engine.c: both executors (the engine and the Kafka
+ * caller, remote.c) hand results out, and neither depends on the other. */
+void es_result_clear(es_result_t *res) {
+    if (!res)
+        return;
+    for (size_t i = 0; i < res->n_events; i++)
+        es_event_free(res->events[i]);
+    free(res->events);
+    free(res->command_id);
+    free(res->reason);
+    memset(res, 0, sizeof *res);
+}

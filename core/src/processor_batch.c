@@ -146,7 +146,7 @@ static es_err check_sole_writer(es_processor_t *p, es_log_t *log, const span *sp
     if (p->transactional)
         return ES_OK;
     es_proc_offset_key(key, sizeof key, type_name(p, sp->type), sp->partition);
-    es_err e = es_log_sqlite_get_meta(log, key, val, sizeof val, &found, err);
+    es_err e = log->store->get_meta(log, key, val, sizeof val, &found, err);
     int64_t next = found ? strtoll(val, NULL, 10) : 0;
     if (e == ES_OK && (sp->first != next || sp->last - sp->first + 1 != sp->count))
         e = es_fail(err, ES_ERETRY,
@@ -243,8 +243,8 @@ static es_err commit_transaction(es_processor_t *p, es_error_t *err) {
  * send_snapshot after the commit: read now, it comes from the log's write cache rather than
  * from the database. Best effort: a missing snapshot only makes a later load read more events. */
 static void keep_snapshot(es_log_t *log, slot *s, const es_result_t *r) {
-    if (log->ops->get_snapshot(log, s->env->aggregate_type, s->env->aggregate_id, &s->snap, NULL) ==
-            ES_OK &&
+    if (log->store->get_snapshot(log, s->env->aggregate_type, s->env->aggregate_id, &s->snap,
+                                 NULL) == ES_OK &&
         s->snap->version != r->version) {
         es_snapshot_free(s->snap);
         s->snap = NULL;

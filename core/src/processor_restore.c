@@ -35,11 +35,11 @@ static es_err flush_track(es_log_t *log, const char *type, cmd_track *t, es_erro
     es_command_record_t rec;
     if (!t->id[0])
         return ES_OK;
-    es_err e = log->ops->find_command(log, t->id, &rec, err);
+    es_err e = log->store->find_command(log, t->id, &rec, err);
     if (e == ES_ENOTFOUND) {
         es_command_record_t nr = {t->id,   type,    t->agg, ES_OUTCOME_ACCEPTED, t->first,
                                   t->last, t->last, NULL,   t->has_fingerprint,  t->fingerprint};
-        e = log->ops->put_command(log, &nr, err);
+        e = log->store->put_command(log, &nr, err);
     }
     t->id[0] = '\0';
     return e;
@@ -120,7 +120,7 @@ static es_err import_snapshot(import_ctx *c, const es_event_t *ev, int64_t offse
     if (!s || s->version != ev->version || s->events_offset != offset)
         return ES_OK;
     es_snapshot_t snap = {s->version, s->state_type, s->state.data, s->state.len, s->taken_at_us};
-    es_err e = c->log->ops->put_snapshot(c->log, c->type, id, &snap, err);
+    es_err e = c->log->store->put_snapshot(c->log, c->type, id, &snap, err);
     if (e == ES_OK) {
         c->snaps_imported++;
         s->version = 0; /* taken: matches no event again */
@@ -132,7 +132,7 @@ static es_err import_snapshot(import_ctx *c, const es_event_t *ev, int64_t offse
  * rule. */
 static es_err stored_version(void *opaque, const es_event_t *ev, uint64_t *last, es_error_t *err) {
     import_ctx *c = opaque;
-    return c->log->ops->stream_version(c->log, c->type, ev->aggregate_id, last, err);
+    return c->log->reader->stream_version(c->log, c->type, ev->aggregate_id, last, err);
 }
 
 /* Imports one record when it continues its aggregate, through the read pipeline (readpipe.h)
@@ -160,7 +160,7 @@ static es_err import_record(import_ctx *c, const rd_kafka_message_t *m, es_error
     uint64_t v = ev->version - 1; /* the order stage let only the next version through */
     es_log_record_t rec = {ev, m->payload, m->len};
     int64_t pos = 0;
-    e = c->log->ops->append(c->log, c->type, ev->aggregate_id, v, &rec, 1, &pos, err);
+    e = c->log->store->append(c->log, c->type, ev->aggregate_id, v, &rec, 1, &pos, err);
     if (e == ES_OK && c->snaps.count)
         e = import_snapshot(c, ev, m->offset, err);
     if (e != ES_OK)
@@ -194,7 +194,7 @@ es_err es_proc_save_next(es_log_t *log, const char *type, int32_t partition, int
     char key[TOPIC_MAX + 32], val[32];
     es_proc_offset_key(key, sizeof key, type, partition);
     snprintf(val, sizeof val, "%lld", (long long)next);
-    return es_log_sqlite_put_meta(log, key, val, err);
+    return log->store->put_meta(log, key, val, err);
 }
 
 /* Commits the import so far and opens the next transaction. */
@@ -203,46 +203,41 @@ static es_err import_checkpoint(import_ctx *c, int64_t next, int reopen, es_erro
     if (e == ES_OK)
         e = es_proc_save_next(c->log, c->type, c->partition, next, err);
     if (e == ES_OK)
-        e = c->log->ops->commit(c->log, err);
+        e = c->log->store->commit(c->log, err);
     if (e == ES_OK && reopen)
-        e = c->log->ops->begin(c->log, err);
+        e = c->log->store->begin(c->log, err);
     return e;
+}
+
+typedef struct range_ctx {
+    import_ctx *c;
+    const char *topic;
+    record_fn *fn;
+} range_ctx;
+
+static es_err range_record(void *opaque, const rd_kafka_message_t *m, int *stop, es_error_t *err) {
+    range_ctx *x = opaque;
+    (void)stop;
+    return x->fn(x->c, m, err);
+}
+
+/* Consumer errors during restore are logged; librdkafka retries, and a partition that stays
+ * silent ends in the scan's timeout. */
+static es_err range_error(void *opaque, const rd_kafka_message_t *m, int64_t next,
+                          es_error_t *err) {
+    range_ctx *x = opaque;
+    (void)next, (void)err;
+    es_logf(x->c->p->cfg, ES_LOG_WARNING, "restore of %s partition %d: %s", x->topic,
+            (int)x->c->partition, rd_kafka_message_errstr(m));
+    return ES_OK;
 }
 
 /* Hands each record of [from, to) of topic's partition c->partition to fn, in offset order. */
 static es_err read_range(import_ctx *c, const char *topic, int64_t from, int64_t to, record_fn *fn,
                          es_error_t *err) {
-    rd_kafka_t *rk = c->p->reader;
-    rd_kafka_topic_partition_list_t *want = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(want, topic, c->partition)->offset = from;
-    rd_kafka_resp_err_t ke = rd_kafka_assign(rk, want);
-    es_err e = ke ? es_kafka_fail(rk, ke, NULL, err, "assigning a partition for restore") : ES_OK;
-    int64_t next = from, deadline = es_now_us() / 1000 + REQUEST_TIMEOUT_MS;
-    while (e == ES_OK && next < to) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
-        if (m && m->err) {
-            es_logf(c->p->cfg, ES_LOG_WARNING, "restore of %s partition %d: %s", topic,
-                    (int)c->partition, rd_kafka_message_errstr(m));
-        } else if (m && m->offset >= next && m->partition == c->partition &&
-                   !strcmp(rd_kafka_topic_name(m->rkt), topic)) {
-            next = m->offset + 1;
-            deadline = es_now_us() / 1000 + REQUEST_TIMEOUT_MS;
-            e = fn(c, m, err);
-        } else if (!m && !rd_kafka_position(rk, want) && want->elems[0].offset >= to) {
-            next = to; /* the rest were control records (transaction markers) */
-        } else if (!m && es_now_us() / 1000 > deadline) {
-            e = es_fail(err, ES_ETIMEOUT,
-                        "restoring from %s partition %d: no record past offset %lld within %d "
-                        "ms (brokers %s); are they up?",
-                        topic, (int)c->partition, (long long)next, REQUEST_TIMEOUT_MS,
-                        es_config_get(c->p->cfg, "brokers"));
-        }
-        if (m)
-            rd_kafka_message_destroy(m);
-    }
-    rd_kafka_assign(rk, NULL);
-    rd_kafka_topic_partition_list_destroy(want);
-    return e;
+    range_ctx x = {c, topic, fn};
+    return es_kafka_scan(c->p->reader, "restoring from", topic, c->partition, from, to,
+                         REQUEST_TIMEOUT_MS, range_record, range_error, &x, err);
 }
 
 static es_err import_cb(import_ctx *c, const rd_kafka_message_t *m, es_error_t *err) {
@@ -257,13 +252,13 @@ static es_err import_cb(import_ctx *c, const rd_kafka_message_t *m, es_error_t *
 
 /* Reads [c->from, c->to) of the events partition into the local store. */
 static es_err import_range(import_ctx *c, es_error_t *err) {
-    es_err e = c->log->ops->begin(c->log, err);
+    es_err e = c->log->store->begin(c->log, err);
     if (e == ES_OK)
         e = read_range(c, c->topic, c->from, c->to, import_cb, err);
     if (e == ES_OK)
         e = import_checkpoint(c, c->to, 0, err);
     if (e != ES_OK)
-        c->log->ops->rollback(c->log);
+        c->log->store->rollback(c->log);
     return e;
 }
 
@@ -380,7 +375,7 @@ es_err es_proc_restore(es_processor_t *p, owned *o, es_error_t *err) {
     es_err e = es_store_lock(es_engine_store(p->local), &log, err);
     if (e != ES_OK)
         return e;
-    e = es_log_sqlite_get_meta(log, key, val, sizeof val, &found, err);
+    e = log->store->get_meta(log, key, val, sizeof val, &found, err);
     int64_t next = found ? strtoll(val, NULL, 10) : 0;
     rd_kafka_resp_err_t ke = e == ES_OK
                                  ? rd_kafka_query_watermark_offsets(p->reader, topic, o->partition,

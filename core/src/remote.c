@@ -23,7 +23,7 @@
  * and owners), and the returned events carry their partition but offset -1
  * (a reply does not carry Kafka offsets).
  */
-#include "engine_int.h"
+#include "remote.h"
 #include "kafka/wire.h"
 #include "eskit/v1/command.pb-c.h"
 #include "eskit/v1/reply.pb-c.h"
@@ -73,7 +73,10 @@ struct call {
     call *next;
 };
 
+typedef struct es_remote es_remote_t;
+
 struct es_remote {
+    es_executor base;       /* first: the executor es_remote_executor_new hands out */
     const es_config_t *cfg; /* the Kafka handles log to it */
     pthread_mutex_t lock;   /* everything below; never held while waiting on Kafka */
     pthread_cond_t changed; /* replies were handed out, or the poller left */
@@ -127,7 +130,7 @@ static es_err new_handle(es_remote_t *r, es_kafka_role role, rd_kafka_t **out, e
     return es_kafka_new(r->cfg, &o, out, err);
 }
 
-es_err es_remote_new(const es_config_t *cfg, es_remote_t **out, es_error_t *err) {
+static es_err es_remote_new(const es_config_t *cfg, es_remote_t **out, es_error_t *err) {
     es_remote_t *r = calloc(1, sizeof *r);
     char id[ES_UUID_STR_LEN + 1];
     *out = NULL;
@@ -151,7 +154,7 @@ es_err es_remote_new(const es_config_t *cfg, es_remote_t **out, es_error_t *err)
     return ES_OK;
 }
 
-void es_remote_destroy(es_remote_t *r) {
+static void es_remote_destroy(es_remote_t *r) {
     if (!r)
         return;
     if (r->producer) {
@@ -655,8 +658,8 @@ static void finish_call(es_remote_t *r, call *c) {
         }
 }
 
-es_err es_remote_execute(es_remote_t *r, const es_command_t *cmds, size_t n, es_result_t *results,
-                         const es_stop_t *stop, es_error_t *err) {
+static es_err es_remote_execute(es_remote_t *r, const es_command_t *cmds, size_t n,
+                                es_result_t *results, const es_stop_t *stop, es_error_t *err) {
     int64_t deadline_ms = es_now_us() / 1000 + es_config_get_int(r->cfg, "execute.timeout.ms");
     if (n > UINT32_MAX)
         return es_fail(err, ES_EINVAL, "es_execute_batch: at most %u commands a call",
@@ -697,5 +700,27 @@ es_err es_remote_execute(es_remote_t *r, const es_command_t *cmds, size_t n, es_
             es_result_clear(&results[i]);
     }
     free(c.pend);
+    return e;
+}
+
+static es_err remote_execute(es_executor *x, const es_command_t *cmds, size_t n,
+                             es_result_t *results, const es_stop_t *stop, es_error_t *err) {
+    return es_remote_execute((es_remote_t *)x, cmds, n, results, stop, err);
+}
+
+static void remote_destroy(es_executor *x) {
+    es_remote_destroy((es_remote_t *)x);
+}
+
+static const es_executor_ops remote_ops = {remote_execute, remote_destroy};
+
+es_err es_remote_executor_new(const es_config_t *cfg, es_executor **out, es_error_t *err) {
+    es_remote_t *r = NULL;
+    *out = NULL;
+    es_err e = es_remote_new(cfg, &r, err);
+    if (e == ES_OK) {
+        r->base.ops = &remote_ops;
+        *out = &r->base;
+    }
     return e;
 }

@@ -6,6 +6,8 @@
  */
 #include "runner_int.h"
 
+#include "backend.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +26,7 @@ static int log_has_more(es_runner_t *r) {
     es_topic_pos_t at[r->n_pos ? r->n_pos : 1];
     for (size_t i = 0; i < r->n_pos; i++)
         at[i] = (es_topic_pos_t){r->pos[i].topic, r->pos[i].partition, r->seen[i]};
-    return !r->log->ops->has_records || r->log->ops->has_records(r->log, at, r->n_pos);
+    return !r->log->reader->has_records || r->log->reader->has_records(r->log, at, r->n_pos);
 }
 
 es_err es_runner_poll(es_runner_t *r, int timeout_ms, size_t *applied, es_error_t *err) {
@@ -124,7 +126,7 @@ void es_runner_destroy(es_runner_t *r) {
         sqlite3_finalize(r->st[i]);
     sqlite3_close(r->db);
     if (r->log)
-        r->log->ops->destroy(r->log);
+        r->log->destroy(r->log);
     if (r->lock_fd >= 0)
         close(r->lock_fd);
     if (r->guard && r->drop_guard && es_guard_idle(r->guard))
@@ -142,7 +144,7 @@ static es_err make_positions(es_runner_t *r, es_error_t *err) {
     size_t n = 0;
     for (size_t t = 0; r->def->topics[t]; t++) {
         int32_t parts = 0;
-        es_err e = r->log->ops->partitions(r->log, r->def->topics[t], &parts, err);
+        es_err e = r->log->reader->partitions(r->log, r->def->topics[t], &parts, err);
         if (e != ES_OK)
             return e;
         void *p = realloc(r->pos, (n + (size_t)parts) * sizeof *r->pos);
@@ -296,8 +298,8 @@ static es_err read_policy(es_runner_t *r, const runner_opts *o) {
     r->stop_on_error = !strcmp(es_config_get(c, "projector.on.error"), "stop");
     r->ignore_unknown = !strcmp(es_config_get(c, "projector.on.unknown"), "ignore");
     const char *order = es_config_get(c, "projector.log.order");
-    r->log_order = !strcmp(order, "on") ||
-                   (!strcmp(order, "auto") && !strcmp(es_config_get(c, "backend"), "kafka"));
+    r->log_order =
+        !strcmp(order, "on") || (!strcmp(order, "auto") && es_backend_of(c)->partitioned);
     return ES_OK;
 }
 
@@ -383,7 +385,7 @@ es_err es_runner_open(const es_config_t *cfg, const es_projector_def *def, const
     }
     e = es_log_open(r->cfg, &r->log, err);
     if (e == ES_OK)
-        e = r->log->ops->identity(r->log, r->log_id, sizeof r->log_id, err);
+        e = r->log->reader->identity(r->log, r->log_id, sizeof r->log_id, err);
     if (e == ES_OK)
         e = make_positions(r, err);
     if (e == ES_OK)

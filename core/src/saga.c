@@ -7,6 +7,7 @@
 #include "saga_int.h"
 
 #include "engine_int.h"
+#include "backend.h"
 #include "kafka/wire.h"
 #include "projector_int.h"
 #include "runloop.h"
@@ -1172,12 +1173,12 @@ static es_err append_embedded(es_saga_coordinator_t *c, const pending_rec *recs,
         free(evs);
         return e;
     }
-    e = log->ops->begin(log, err);
+    e = log->store->begin(log, err);
     for (size_t i = 0, j; e == ES_OK && i < n; i = j) {
         for (j = i + 1; j < n && !strcmp(recs[j].id, recs[i].id); j++)
             ;
         uint64_t version = 0;
-        e = log->ops->stream_version(log, c->htype, recs[i].id, &version, err);
+        e = log->reader->stream_version(log, c->htype, recs[i].id, &version, err);
         size_t k = i;
         while (e == ES_OK && k < j && recs[k].seq <= version)
             k++;
@@ -1198,12 +1199,13 @@ static es_err append_embedded(es_saga_coordinator_t *c, const pending_rec *recs,
                                           .correlation_id = recs[m].correlation};
         e = es_pending_build(&p, c->htype, recs[i].id, version, evs, j - k, err);
         if (e == ES_OK)
-            e = log->ops->append(log, c->htype, recs[i].id, version, p.recs, j - k, p.offsets, err);
+            e = log->store->append(log, c->htype, recs[i].id, version, p.recs, j - k, p.offsets,
+                                   err);
     }
     if (e == ES_OK)
-        e = log->ops->commit(log, err);
+        e = log->store->commit(log, err);
     else
-        log->ops->rollback(log);
+        log->store->rollback(log);
     es_store_unlock(store);
     es_pending_free(&p);
     free(evs);
@@ -1445,7 +1447,7 @@ es_err es_saga_coordinator_new(const es_config_t *cfg, const es_saga_def *def, e
         c->db = es_runner_db(c->runner);
         e = es_sql_prepare_all(c->db, es_config_get(c->cfg, "saga.db"), SQL, S_COUNT, c->st, err);
     }
-    if (e == ES_OK && !strcmp(es_config_get(cfg, "backend"), "kafka"))
+    if (e == ES_OK && es_backend_of(cfg)->publishes)
         e = open_producer(c, err);
     if (e != ES_OK) {
         es_saga_coordinator_destroy(c);

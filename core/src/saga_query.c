@@ -5,6 +5,7 @@
  * works on both backends.
  */
 #include "saga_int.h"
+#include "backend.h"
 #include "dbfile.h"
 #include "sql.h"
 
@@ -263,7 +264,7 @@ static int on_transition(const es_event_t *ev, void *opaque) {
 /* A query must not leave an empty event store behind where a path was mistyped. */
 static es_err check_store_exists(const es_config_t *cfg, es_error_t *err) {
     const char *db = es_config_get(cfg, "db");
-    if (strcmp(es_config_get(cfg, "backend"), "embedded") != 0 || access(db, F_OK) == 0)
+    if (!es_backend_of(cfg)->local_file || access(db, F_OK) == 0)
         return ES_OK;
     return es_fail(err, ES_ENOTFOUND,
                    "no event store at %s; set db (ESKIT_DB) to the store the "

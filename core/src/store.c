@@ -5,6 +5,8 @@
  */
 #include "store.h"
 
+#include "backend.h"
+
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,21 +18,6 @@ struct es_store {
     pthread_mutex_t lock;
     int depth;
 };
-
-es_err es_log_open_flags(const es_config_t *cfg, unsigned flags, es_log_t **out, es_error_t *err) {
-    /* "backend" defaults to kafka when brokers is set (config.c). */
-    const char *backend = es_config_get(cfg, "backend");
-    if (!strcmp(backend, "embedded"))
-        return es_log_sqlite_open_flags(cfg, flags, out, err);
-    if (!strcmp(backend, "kafka")) /* the consumer side only reads and creates nothing */
-        return es_log_kafka_open(cfg, out, err);
-    *out = NULL;
-    return es_fail(err, ES_EINVAL, "backend '%s' is not known; use embedded or kafka", backend);
-}
-
-es_err es_log_open(const es_config_t *cfg, es_log_t **out, es_error_t *err) {
-    return es_log_open_flags(cfg, 0, out, err);
-}
 
 es_err es_store_new(const es_config_t *cfg, es_store_t **out, es_error_t *err) {
     return es_store_open(cfg, ES_OPEN_WRITE, out, err);
@@ -66,7 +53,7 @@ es_err es_store_open(const es_config_t *cfg, es_open_mode mode, es_store_t **out
 void es_store_destroy(es_store_t *store) {
     if (!store)
         return;
-    store->log->ops->destroy(store->log);
+    store->log->destroy(store->log);
     pthread_mutex_destroy(&store->lock);
     es_config_destroy(store->cfg);
     free(store);
@@ -94,6 +81,18 @@ es_err es_store_lock(es_store_t *store, es_log_t **log, es_error_t *err) {
 void es_store_unlock(es_store_t *store) {
     store->depth--;
     pthread_mutex_unlock(&store->lock);
+}
+
+/* es_store_lock for a use of the event store role; a backend that has none (backend.h) refuses
+ * with ES_ESTATE, saying where its writes go. */
+static es_err lock_store_role(es_store_t *store, es_log_t **log, const char *what,
+                              es_error_t *err) {
+    es_err e = es_store_lock(store, log, err);
+    if (e == ES_OK && !(*log)->store) {
+        es_store_unlock(store);
+        return es_fail(err, ES_ESTATE, "%s: %s", what, (*log)->backend->no_store);
+    }
+    return e;
 }
 
 static es_err check_names(const char *type, const char *id, es_error_t *err) {
@@ -215,23 +214,25 @@ es_err es_store_append(es_store_t *store, const char *type, const char *id, es_e
             es_error_prefix(err, "event %zu of the append to %s/%s: ", i + 1, type, id);
             return e;
         }
-    if ((e = es_store_lock(store, &log, err)) != ES_OK)
+    char what[ES_MAX_TYPE_LEN + ES_MAX_ID_LEN + 32];
+    snprintf(what, sizeof what, "appending to %s/%s", type, id);
+    if ((e = lock_store_role(store, &log, what, err)) != ES_OK)
         return e;
-    e = log->ops->begin(log, err);
+    e = log->store->begin(log, err);
     if (e == ES_OK)
-        e = log->ops->stream_version(log, type, id, &current, err);
+        e = log->reader->stream_version(log, type, id, &current, err);
     if (e == ES_OK)
         e = es_check_expect(type, id, expect, expected_version, current, err);
     if (e == ES_OK && (e = es_pending_build(&p, type, id, current, events, n, err)) == ES_OK) {
-        e = log->ops->append(log, type, id, current, p.recs, n, p.offsets, err);
+        e = log->store->append(log, type, id, current, p.recs, n, p.offsets, err);
         first = p.offsets[0];
         last = p.offsets[n - 1];
     }
     es_pending_free(&p);
     if (e == ES_OK)
-        e = log->ops->commit(log, err);
+        e = log->store->commit(log, err);
     else
-        log->ops->rollback(log);
+        log->store->rollback(log);
     es_store_unlock(store);
     if (e == ES_OK && res)
         *res = (es_append_result_t){current + 1, current + n, first, last};
@@ -243,7 +244,7 @@ es_err es_store_stream_version(es_store_t *store, const char *type, const char *
     es_log_t *log;
     es_err e = check_names(type, id, err);
     if (e == ES_OK && (e = es_store_lock(store, &log, err)) == ES_OK) {
-        e = log->ops->stream_version(log, type, id, version, err);
+        e = log->reader->stream_version(log, type, id, version, err);
         es_store_unlock(store);
     }
     return e;
@@ -257,7 +258,7 @@ es_err es_store_read_stream(es_store_t *store, const char *type, const char *id,
     if (e == ES_OK && !cb)
         e = es_fail(err, ES_EINVAL, "es_store_read_stream: a callback is required");
     if (e == ES_OK && (e = es_store_lock(store, &log, err)) == ES_OK) {
-        e = log->ops->read_stream(log, type, id, from_version, 0, cb, opaque, err);
+        e = log->reader->read_stream(log, type, id, from_version, 0, cb, opaque, err);
         es_store_unlock(store);
     }
     return e;
@@ -276,8 +277,8 @@ es_err es_store_read_log(es_store_t *store, const char *const *types, int64_t fr
     }
     es_err e = es_store_lock(store, &log, err);
     if (e == ES_OK) {
-        e = log->ops->read_log(log, types, from_offset < 1 ? 1 : from_offset, max, cb, opaque,
-                               next_offset, err);
+        e = log->reader->read_log(log, types, from_offset < 1 ? 1 : from_offset, max, cb, opaque,
+                                  next_offset, err);
         es_store_unlock(store);
     }
     return e;
@@ -286,8 +287,16 @@ es_err es_store_read_log(es_store_t *store, const char *const *types, int64_t fr
 es_err es_store_end_offset(es_store_t *store, int64_t *end, es_error_t *err) {
     es_log_t *log;
     es_err e = es_store_lock(store, &log, err);
+    if (e == ES_OK && !log->store) {
+        *end = 0;
+        es_store_unlock(store);
+        return es_fail(err, ES_ESTATE,
+                       "a %s log has no single end offset (offsets are per partition); ask per "
+                       "partition",
+                       log->backend->name);
+    }
     if (e == ES_OK) {
-        e = log->ops->end_offset(log, end, err);
+        e = log->store->end_offset(log, end, err);
         es_store_unlock(store);
     }
     return e;
@@ -299,15 +308,17 @@ es_err es_store_put_snapshot(es_store_t *store, const char *type, const char *id
     es_err e = check_names(type, id, err);
     if (e == ES_OK && (!snap || !snap->state_type || !*snap->state_type))
         e = es_fail(err, ES_EINVAL, "snapshot of %s/%s needs a state type", type, id);
-    if (e != ES_OK || (e = es_store_lock(store, &log, err)) != ES_OK)
+    char what[ES_MAX_TYPE_LEN + ES_MAX_ID_LEN + 32];
+    snprintf(what, sizeof what, "writing a snapshot of %s/%s", type, id);
+    if (e != ES_OK || (e = lock_store_role(store, &log, what, err)) != ES_OK)
         return e;
-    e = log->ops->begin(log, err);
+    e = log->store->begin(log, err);
     if (e == ES_OK)
-        e = log->ops->put_snapshot(log, type, id, snap, err);
+        e = log->store->put_snapshot(log, type, id, snap, err);
     if (e == ES_OK)
-        e = log->ops->commit(log, err);
+        e = log->store->commit(log, err);
     else
-        log->ops->rollback(log);
+        log->store->rollback(log);
     es_store_unlock(store);
     return e;
 }
@@ -315,9 +326,13 @@ es_err es_store_put_snapshot(es_store_t *store, const char *type, const char *id
 es_err es_store_get_snapshot(es_store_t *store, const char *type, const char *id,
                              es_snapshot_t **out, es_error_t *err) {
     es_log_t *log;
+    char what[ES_MAX_TYPE_LEN + ES_MAX_ID_LEN + 32];
     es_err e = check_names(type, id, err);
-    if (e == ES_OK && (e = es_store_lock(store, &log, err)) == ES_OK) {
-        e = log->ops->get_snapshot(log, type, id, out, err);
+    if (out)
+        *out = NULL;
+    snprintf(what, sizeof what, "reading the snapshot of %s/%s", type ? type : "", id ? id : "");
+    if (e == ES_OK && (e = lock_store_role(store, &log, what, err)) == ES_OK) {
+        e = log->store->get_snapshot(log, type, id, out, err);
         es_store_unlock(store);
     }
     return e;

@@ -9,6 +9,7 @@
  * their start; each record must decode and continue its aggregate's versions in one partition.
  */
 #include "log/log.h"
+#include "backend.h"
 #include "sql.h"
 
 #include <stdarg.h>
@@ -350,7 +351,7 @@ static es_err verify_file(const es_config_t *cfg, vctx *v, es_error_t *err) {
         free(v->streams[i].agg);
     free(v->types);
     free(v->streams);
-    log->ops->destroy(log);
+    log->destroy(log);
     return e;
 }
 
@@ -412,13 +413,13 @@ static es_err verify_partition(es_log_t *log, topic_ctx *t, const char *topic, i
                                es_error_t *err) {
     int64_t end = 0;
     uint64_t count = 0;
-    es_err e = log->ops->topic_end(log, topic, p, 0, &end, &count, err);
+    es_err e = log->reader->topic_end(log, topic, p, 0, &end, &count, err);
     es_topic_pos_t pos = {topic, p, 0};
     int64_t idle_since = 0;
     while (e == ES_OK && t->e == ES_OK && pos.offset < end) {
         int64_t before = pos.offset;
         es_error_t ferr = {0};
-        if (log->ops->fetch(log, &pos, 1, 1000, on_record, t, &ferr) != ES_OK) {
+        if (log->reader->fetch(log, &pos, 1, 1000, on_record, t, &ferr) != ES_OK) {
             problem(
                 t->v, "integrity",
                 &(place){.topic = topic, .partition = p, .position = pos.offset, .type = t->type},
@@ -448,7 +449,7 @@ static es_err verify_topic(es_log_t *log, vctx *v, const char *type, es_error_t 
     if (e == ES_OK && !t.keys)
         e = es_fail(err, ES_ENOMEM, "out of memory");
     if (e == ES_OK)
-        e = log->ops->partitions(log, topic, &parts, err);
+        e = log->reader->partitions(log, topic, &parts, err);
     for (int32_t p = 0; e == ES_OK && p < parts; p++)
         e = verify_partition(log, &t, topic, p, err);
     es_lru_destroy(t.keys);
@@ -473,7 +474,7 @@ static es_err verify_kafka(const es_config_t *cfg, const char *const *types, vct
              t = strtok_r(NULL, ", \t", &save))
             e = verify_topic(log, v, t, err);
     if (log)
-        log->ops->destroy(log);
+        log->destroy(log);
     free(buf);
     return e;
 }
@@ -487,7 +488,7 @@ es_err es_store_verify(const es_config_t *cfg, const char *const *types, es_veri
     memset(sum, 0, sizeof *sum);
     sum->recorded_end = -1;
     vctx v = {cb, opaque, sum, NULL, es_config_get(cfg, "db"), NULL, 0, NULL, 0};
-    if (!strcmp(es_config_get(cfg, "backend"), "kafka"))
+    if (es_backend_of(cfg)->partitioned)
         return verify_kafka(cfg, types, &v, err);
     return verify_file(cfg, &v, err);
 }
@@ -496,8 +497,9 @@ es_err es_store_accept_end(const es_config_t *cfg, int64_t *before, int64_t *aft
                            es_error_t *err) {
     if (!cfg)
         return es_fail(err, ES_EINVAL, "es_store_accept_end: a config is required");
-    if (strcmp(es_config_get(cfg, "backend"), "embedded"))
+    const es_backend *b = es_backend_of(cfg);
+    if (!b->accept_end)
         return es_fail(err, ES_EINVAL,
                        "es_store_accept_end: only the embedded backend keeps a head file");
-    return es_log_sqlite_accept_end(cfg, before, after, err);
+    return b->accept_end(cfg, before, after, err);
 }

@@ -127,7 +127,8 @@ int load_config(const options *o, es_config_t **out) {
 }
 
 static bool embedded(const es_config_t *cfg) {
-    return strcmp(es_config_get(cfg, "backend"), "embedded") == 0;
+    es_backend_info_t b = {0};
+    return es_backend_info(cfg, &b, NULL) == ES_OK && b.local_file;
 }
 
 int check_store_exists(const es_config_t *cfg) {

@@ -200,7 +200,13 @@ static int run_verify(const options *o, const es_config_t *cfg, bool kafka) {
 int cmd_verify(const options *o) {
     es_config_t *cfg = NULL;
     int rc = load_config(o, &cfg);
-    bool kafka = rc == EXIT_OK && strcmp(es_config_get(cfg, "backend"), "kafka") == 0;
+    es_backend_info_t backend = {0};
+    es_error_t berr = {0};
+    if (rc == EXIT_OK && es_backend_info(cfg, &backend, &berr) != ES_OK) {
+        say("%s", berr.message);
+        rc = EXIT_USAGE;
+    }
+    bool kafka = rc == EXIT_OK && backend.partitioned;
     if (rc == EXIT_OK && !kafka && o->n_pos)
         rc = usage_error(o, "unexpected argument (types are for the Kafka backend)", o->pos[0]);
     if (rc == EXIT_OK && kafka && o->accept_end) {

@@ -123,6 +123,14 @@ typedef struct es_verify_summary {
     int disturbed;        /* a writer opened the file while it was read unlocked: run again */
 } es_verify_summary_t;
 
+/* What the backend a config selects is, for tools that shape their checks and help by it. */
+typedef struct es_backend_info {
+    const char *name; /* "embedded", "kafka" */
+    int local_file;   /* the log is the file config key db names (a head file, --accept-end) */
+    int partitioned;  /* topics of partitions with no global order (verify checks by type) */
+} es_backend_info_t;
+es_err es_backend_info(const es_config_t *cfg, es_backend_info_t *out, es_error_t *err);
+
 /* Reads the whole log the config names, writing nothing, and reports each problem to cb (may
  * be NULL). Embedded: SQLite's integrity_check; positions strictly increasing; every envelope
  * decodes and matches its row; per stream, versions 1..n without gaps or duplicates, linked in

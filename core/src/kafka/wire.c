@@ -658,3 +658,46 @@ es_err es_kafka_check_headers(const es_kafka_headers_t *h, es_kafka_kind kind, e
                        what, h->others);
     return ES_OK;
 }
+
+/* ---- reading a partition range ---- */
+
+es_err es_kafka_scan(rd_kafka_t *rk, const char *doing, const char *topic, int32_t partition,
+                     int64_t from, int64_t to, int timeout_ms, es_kafka_scan_fn *fn,
+                     es_kafka_scan_error_fn *on_error, void *opaque, es_error_t *err) {
+    if (from >= to)
+        return ES_OK;
+    rd_kafka_topic_partition_list_t *want = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(want, topic, partition)->offset = from;
+    rd_kafka_resp_err_t ke = rd_kafka_assign(rk, want);
+    es_err e = ke ? es_kafka_fail(rk, ke, NULL, err, "assigning %s partition %d to a consumer",
+                                  topic, (int)partition)
+                  : ES_OK;
+    int64_t next = from, deadline = es_now_us() / 1000 + timeout_ms;
+    while (e == ES_OK && next < to) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+        if (m && m->err) {
+            e = on_error(opaque, m, next, err);
+        } else if (m && m->offset >= next && m->partition == partition &&
+                   !strcmp(rd_kafka_topic_name(m->rkt), topic)) {
+            int stop = 0;
+            next = m->offset + 1;
+            deadline = es_now_us() / 1000 + timeout_ms;
+            e = fn(opaque, m, &stop, err);
+            if (stop)
+                to = next;
+        } else if (!m && !rd_kafka_position(rk, want) && want->elems[0].offset >= to) {
+            next = to; /* the rest were control records (transaction markers) */
+        } else if (!m && es_now_us() / 1000 > deadline) {
+            e = es_fail(err, ES_ETIMEOUT,
+                        "%s %s partition %d: no record past offset %lld within %d ms (brokers "
+                        "%s); are they up?",
+                        doing, topic, (int)partition, (long long)next, timeout_ms,
+                        es_kafka_brokers(rk));
+        }
+        if (m)
+            rd_kafka_message_destroy(m);
+    }
+    rd_kafka_assign(rk, NULL);
+    rd_kafka_topic_partition_list_destroy(want);
+    return e;
+}

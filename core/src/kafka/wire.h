@@ -246,4 +246,23 @@ es_err es_kafka_message_headers(const rd_kafka_message_t *m, es_kafka_headers_t 
  * well-formed, and no other; else ES_EDECODE, the message naming the first header amiss. */
 es_err es_kafka_check_headers(const es_kafka_headers_t *h, es_kafka_kind kind, es_error_t *err);
 
+/* ---- reading a partition range ---- */
+
+/* A record of es_kafka_scan, in offset order: ES_OK to go on (*stop = 1 ends the scan after
+ * it), anything else ends the scan with that error. */
+typedef es_err es_kafka_scan_fn(void *opaque, const rd_kafka_message_t *m, int *stop,
+                                es_error_t *err);
+/* An error event of the consumer during the scan (next: the offset it waits for): ES_OK goes
+ * on (librdkafka retries), anything else ends the scan. */
+typedef es_err es_kafka_scan_error_fn(void *opaque, const rd_kafka_message_t *m, int64_t next,
+                                      es_error_t *err);
+
+/* Reads [from, to) of one partition with consumer rk, which it assigns for the scan and
+ * unassigns after; hands each record to fn and each error event to on_error. Transaction
+ * markers count as read. timeout_ms without a record is ES_ETIMEOUT, its message starting with
+ * doing ("reading", "restoring from") and naming the partition and the brokers. */
+es_err es_kafka_scan(rd_kafka_t *rk, const char *doing, const char *topic, int32_t partition,
+                     int64_t from, int64_t to, int timeout_ms, es_kafka_scan_fn *fn,
+                     es_kafka_scan_error_fn *on_error, void *opaque, es_error_t *err);
+
 #endif

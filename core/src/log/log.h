@@ -1,20 +1,21 @@
 /*
- * es_log: the storage backend behind es_store and es_engine, a vtable with
- * one file per implementation (log_sqlite.c, log_kafka.c), the way SQLite's
- * VFS keeps unix and win32 apart.
+ * es_log: a backend's log, seen by role, as SQLite's VFS separates its factory (sqlite3_vfs)
+ * from the method tables of the files it opens (sqlite3_io_methods). backend.c is the factory:
+ * it alone knows the backends by name and opens a log; the log carries one method table per
+ * role it plays, and a role a backend does not play is a NULL table, never methods that fail at
+ * run time:
  *
- * Writes happen between begin and commit; everything in between is atomic.
- * Reads called outside begin/commit run in their own consistent snapshot.
- * A log is used by one thread at a time (es_store serializes calls).
+ *   store   the event store, transactional: streams, append, snapshots, command ids, meta.
+ *           The embedded backend's (log_sqlite.c). Kafka has none: its writes go through its
+ *           command executor (remote.c) to the command processor, whose state store is an
+ *           embedded log.
+ *   reader  the log read as records: identity, partitions, fetch, ends, positions, the DLQ,
+ *           and stream and log reads (log_sqlite.c, log_kafka.c).
  *
- * The Kafka backend (log_kafka.c) serves the consumer side only for now:
- * identity, partitions, fetch, topic_end, put_dlq, commit_positions, and the
- * read-only read_stream, read_log and stream_version (scans of the
- * "<type>.events" partitions). Writing (begin, append, snapshots, commands)
- * belongs to the command processor (processor.c, over an embedded state store)
- * and returns ES_ESTATE here.
- * Kafka has no global order: read_log walks each topic partition by
- * partition, and its from/next count records of that walk from 1.
+ * Writes happen between begin and commit; everything in between is atomic. Reads called outside
+ * begin/commit run in their own consistent snapshot. A log is used by one thread at a time
+ * (es_store serializes calls). Kafka has no global order: read_log walks each topic partition
+ * by partition, and its from/next count records of that walk from 1.
  */
 #ifndef ESKIT_LOG_H
 #define ESKIT_LOG_H
@@ -66,24 +67,18 @@ typedef struct es_topic_pos {
     int64_t offset;
 } es_topic_pos_t;
 
-typedef struct es_log_ops {
-    const char *name;
-    void (*destroy)(es_log_t *log);
+/* The event store role (embedded only). */
+#define ES_STORE_OPS_VERSION 1
+typedef struct es_store_ops {
+    int version; /* ES_STORE_OPS_VERSION: methods past a version are absent below it */
     es_err (*begin)(es_log_t *log, es_error_t *err);
     es_err (*commit)(es_log_t *log, es_error_t *err);
     void (*rollback)(es_log_t *log);
-    es_err (*stream_version)(es_log_t *log, const char *type, const char *id, uint64_t *version,
-                             es_error_t *err);
     /* Appends recs (versions base+1..base+n) if the stream is at base; writes each
      * record's log offset to offsets[i]. Must be inside begin/commit. */
     es_err (*append)(es_log_t *log, const char *type, const char *id, uint64_t base,
                      const es_log_record_t *recs, size_t n, int64_t *offsets, es_error_t *err);
-    es_err (*read_stream)(es_log_t *log, const char *type, const char *id, uint64_t from,
-                          uint64_t to, es_event_cb *cb, void *opaque, es_error_t *err);
-    es_err (*read_log)(es_log_t *log, const char *const *types, int64_t from, size_t max,
-                       es_event_cb *cb, void *opaque, int64_t *next, es_error_t *err);
-    /* The offset the next append gets. Kafka has no single end (offsets are per partition):
-     * ES_ESTATE there; use topic_end. */
+    /* The offset the next append gets. */
     es_err (*end_offset)(es_log_t *log, int64_t *end, es_error_t *err);
     es_err (*get_snapshot)(es_log_t *log, const char *type, const char *id, es_snapshot_t **out,
                            es_error_t *err);
@@ -93,7 +88,23 @@ typedef struct es_log_ops {
     es_err (*find_command)(es_log_t *log, const char *command_id, es_command_record_t *rec,
                            es_error_t *err);
     es_err (*put_command)(es_log_t *log, const es_command_record_t *rec, es_error_t *err);
+    /* A key of the store's meta table (*found 0 when absent); put replaces, and belongs inside
+     * begin/commit when it must be atomic with an append. */
+    es_err (*get_meta)(es_log_t *log, const char *key, char *out, size_t cap, int *found,
+                       es_error_t *err);
+    es_err (*put_meta)(es_log_t *log, const char *key, const char *value, es_error_t *err);
+} es_store_ops;
 
+/* The log reader role (every backend). */
+#define ES_READER_OPS_VERSION 1
+typedef struct es_reader_ops {
+    int version; /* ES_READER_OPS_VERSION */
+    es_err (*stream_version)(es_log_t *log, const char *type, const char *id, uint64_t *version,
+                             es_error_t *err);
+    es_err (*read_stream)(es_log_t *log, const char *type, const char *id, uint64_t from,
+                          uint64_t to, es_event_cb *cb, void *opaque, es_error_t *err);
+    es_err (*read_log)(es_log_t *log, const char *const *types, int64_t from, size_t max,
+                       es_event_cb *cb, void *opaque, int64_t *next, es_error_t *err);
     /* A stable id of this log (embedded: made with the file), written into read models. */
     es_err (*identity)(es_log_t *log, char *out, size_t cap, es_error_t *err);
     /* Consumer side. Partitions of a topic (1 on the embedded backend). */
@@ -123,16 +134,20 @@ typedef struct es_log_ops {
      * checkpoints stay the truth; this is a copy for other tools. */
     es_err (*commit_positions)(es_log_t *log, const char *group, const es_topic_pos_t *pos,
                                size_t n, es_error_t *err);
-} es_log_ops;
+} es_reader_ops;
+
+typedef struct es_backend es_backend;
 
 struct es_log {
-    const es_log_ops *ops;
+    const es_backend *backend; /* what opened it (backend.h): its name and what it can do */
+    const es_store_ops *store; /* NULL: the backend keeps no event store of its own */
+    const es_reader_ops *reader;
+    void (*destroy)(es_log_t *log);
     const es_config_t *cfg;
 };
 
-/* Opens the backend the config selects. */
+/* Opens the log of the backend the config selects (backend.c, the factory). */
 es_err es_log_open(const es_config_t *cfg, es_log_t **out, es_error_t *err);
-es_err es_log_sqlite_open(const es_config_t *cfg, es_log_t **out, es_error_t *err);
 
 /* How es_log_open_flags opens a log (0: read-write, creating the file and schema). */
 enum {
@@ -142,6 +157,8 @@ enum {
                                 (es_log_sqlite_end tells), for es_store_verify */
 };
 es_err es_log_open_flags(const es_config_t *cfg, unsigned flags, es_log_t **out, es_error_t *err);
+/* The backends' own openers, for the factory (and verify.c, which opens the embedded file with
+ * flags of its own). */
 es_err es_log_sqlite_open_flags(const es_config_t *cfg, unsigned flags, es_log_t **out,
                                 es_error_t *err);
 /* Embedded logs only: the database handle, for es_store_verify's queries. */
@@ -157,12 +174,8 @@ int es_log_sqlite_disturbed(es_log_t *log);
  * when the end cannot be read or a writer came while it was. */
 es_err es_log_sqlite_accept_end(const es_config_t *cfg, int64_t *before, int64_t *after,
                                 es_error_t *err);
-/* A key of the embedded log's es_meta table (*found 0 when absent); put replaces, and belongs
- * inside begin/commit when it must be atomic with an append. Embedded logs only. */
-es_err es_log_sqlite_get_meta(es_log_t *log, const char *key, char *out, size_t cap, int *found,
-                              es_error_t *err);
-es_err es_log_sqlite_put_meta(es_log_t *log, const char *key, const char *value, es_error_t *err);
-/* The Kafka backend: bootstrap from the config key brokers, kafka.* passed to librdkafka. */
-es_err es_log_kafka_open(const es_config_t *cfg, es_log_t **out, es_error_t *err);
+/* The Kafka backend: bootstrap from the config key brokers, kafka.* passed to librdkafka; flags
+ * are ignored (it only reads, and creates nothing). */
+es_err es_log_kafka_open(const es_config_t *cfg, unsigned flags, es_log_t **out, es_error_t *err);
 
 #endif

@@ -12,9 +12,9 @@
  * deleted records the read model never saw: fetch fails naming both offsets
  * (auto.offset.reset=error backs the check up), it never skips.
  *
- * Writing events is the command processor's job (a later stage); the write
- * ops return ES_ESTATE. The handles, their errors and the dead letters'
- * records come from the Kafka wire module (kafka/wire.h), as everywhere.
+ * It plays the log reader role only (log/log.h): writing events is the command processor's
+ * job, reached through the Kafka command executor (remote.c). The handles, their errors and the
+ * dead letters' records come from the Kafka wire module (kafka/wire.h), as everywhere.
  */
 #include "log/log.h"
 #include "kafka/wire.h"
@@ -31,10 +31,6 @@
 #define COMMIT_TIMEOUT_MS 2000   /* best effort: the read model holds the truth */
 #define FIRST_WAIT_MS 3000       /* fetch: wait for records known to be there, after assigning */
 #define IDLE_WAIT_MS 5           /* fetch: quiet time after the last record that ends a fetch */
-
-static const char write_side[] =
-    "on the Kafka backend, events are written by the command processor (es_processor_t): "
-    "use es_execute, which sends the command to it";
 
 typedef struct kafka_log {
     es_log_t base;
@@ -98,53 +94,6 @@ static void kl_destroy(es_log_t *base) {
     free(l);
 }
 
-static es_err kl_begin(es_log_t *base, es_error_t *err) {
-    (void)base;
-    return es_fail(err, ES_ESTATE, "%s", write_side);
-}
-
-static es_err kl_commit(es_log_t *base, es_error_t *err) {
-    (void)base;
-    return es_fail(err, ES_ESTATE, "%s", write_side);
-}
-
-static void kl_rollback(es_log_t *base) {
-    (void)base;
-}
-
-/* Next stage (command processor): append produces to "<type>.events" at the partition the
- * command came from; snapshots go to "<type>.snapshots"; commands live in the owner's local
- * state store. Until then every write-side op refuses. */
-static es_err kl_append(es_log_t *base, const char *type, const char *id, uint64_t b,
-                        const es_log_record_t *recs, size_t n, int64_t *offsets, es_error_t *err) {
-    (void)base, (void)b, (void)recs, (void)n, (void)offsets;
-    return es_fail(err, ES_ESTATE, "appending to %s/%s: %s", type, id, write_side);
-}
-
-static es_err kl_get_snapshot(es_log_t *base, const char *type, const char *id, es_snapshot_t **out,
-                              es_error_t *err) {
-    (void)base;
-    *out = NULL;
-    return es_fail(err, ES_ESTATE, "reading the snapshot of %s/%s: %s", type, id, write_side);
-}
-
-static es_err kl_put_snapshot(es_log_t *base, const char *type, const char *id,
-                              const es_snapshot_t *snap, es_error_t *err) {
-    (void)base, (void)snap;
-    return es_fail(err, ES_ESTATE, "writing a snapshot of %s/%s: %s", type, id, write_side);
-}
-
-static es_err kl_find_command(es_log_t *base, const char *command_id, es_command_record_t *rec,
-                              es_error_t *err) {
-    (void)base, (void)rec;
-    return es_fail(err, ES_ESTATE, "looking up command %s: %s", command_id, write_side);
-}
-
-static es_err kl_put_command(es_log_t *base, const es_command_record_t *rec, es_error_t *err) {
-    (void)base;
-    return es_fail(err, ES_ESTATE, "recording command %s: %s", rec->command_id, write_side);
-}
-
 static es_err kl_identity(es_log_t *base, char *out, size_t cap, es_error_t *err) {
     kafka_log *l = (kafka_log *)base;
     char *id = rd_kafka_clusterid(l->consumer, REQUEST_TIMEOUT_MS);
@@ -206,14 +155,6 @@ static es_err kl_topic_end(es_log_t *base, const char *topic, int32_t partition,
     *end = hi;
     *count = hi > start ? (uint64_t)(hi - start) : 0;
     return ES_OK;
-}
-
-static es_err kl_end_offset(es_log_t *base, int64_t *end, es_error_t *err) {
-    (void)base;
-    *end = 0;
-    return es_fail(err, ES_ESTATE,
-                   "a Kafka log has no single end offset (offsets are per partition); ask "
-                   "per partition");
 }
 
 /* The retention check: data below the log start was deleted before this reader saw it.
@@ -432,42 +373,35 @@ static es_err kl_fetch(es_log_t *base, es_topic_pos_t *pos, size_t n_pos, size_t
  * cb returns non-zero to stop. Waiting REQUEST_TIMEOUT_MS without progress is a timeout. */
 typedef int scan_cb(const rd_kafka_message_t *m, void *opaque);
 
+typedef struct scan_ctx {
+    kafka_log *l;
+    const char *topic;
+    int32_t partition;
+    scan_cb *cb;
+    void *opaque;
+} scan_ctx;
+
+static es_err scan_record(void *opaque, const rd_kafka_message_t *m, int *stop, es_error_t *err) {
+    scan_ctx *x = opaque;
+    (void)err;
+    *stop = x->cb(m, x->opaque);
+    return ES_OK;
+}
+
+static es_err scan_error(void *opaque, const rd_kafka_message_t *m, int64_t next, es_error_t *err) {
+    scan_ctx *x = opaque;
+    es_topic_pos_t p = {x->topic, x->partition, next};
+    return message_error(x->l, m, &p, 1, err);
+}
+
 static es_err scan_partition(kafka_log *l, const char *topic, int32_t partition, int64_t from,
                              int64_t to, scan_cb *cb, void *opaque, es_error_t *err) {
     if (from >= to)
         return ES_OK;
     forget_assignment(l);
-    rd_kafka_topic_partition_list_t *want = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(want, topic, partition)->offset = from;
-    rd_kafka_resp_err_t ke = rd_kafka_assign(l->consumer, want);
-    es_err e =
-        ke ? es_kafka_fail(l->consumer, ke, NULL, err, "assigning a partition to the consumer")
-           : ES_OK;
-    int64_t next = from, deadline = es_now_us() / 1000 + REQUEST_TIMEOUT_MS;
-    while (e == ES_OK && next < to) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(l->consumer, 100);
-        if (m && m->err) {
-            es_topic_pos_t p = {topic, partition, next};
-            e = message_error(l, m, &p, 1, err);
-        } else if (m && m->offset >= next) {
-            next = m->offset + 1;
-            deadline = es_now_us() / 1000 + REQUEST_TIMEOUT_MS;
-            if (cb(m, opaque))
-                to = next;
-        } else if (!m && !rd_kafka_position(l->consumer, want) && want->elems[0].offset >= to) {
-            next = to; /* the rest were control records (transaction markers) */
-        } else if (!m && es_now_us() / 1000 > deadline) {
-            e = es_fail(err, ES_ETIMEOUT,
-                        "reading %s partition %d: no record past offset %lld within %d ms "
-                        "(brokers %s); are they up?",
-                        topic, (int)partition, (long long)next, REQUEST_TIMEOUT_MS, l->brokers);
-        }
-        if (m)
-            rd_kafka_message_destroy(m);
-    }
-    rd_kafka_assign(l->consumer, NULL);
-    rd_kafka_topic_partition_list_destroy(want);
-    return e;
+    scan_ctx x = {l, topic, partition, cb, opaque};
+    return es_kafka_scan(l->consumer, "reading", topic, partition, from, to, REQUEST_TIMEOUT_MS,
+                         scan_record, scan_error, &x, err);
 }
 
 /* The events of one aggregate, gathered from every partition of its topic. */
@@ -830,21 +764,11 @@ static es_err kl_commit_positions(es_log_t *base, const char *group, const es_to
     return e;
 }
 
-static const es_log_ops kafka_ops = {
-    .name = "kafka",
-    .destroy = kl_destroy,
-    .begin = kl_begin,
-    .commit = kl_commit,
-    .rollback = kl_rollback,
+static const es_reader_ops kafka_reader = {
+    .version = ES_READER_OPS_VERSION,
     .stream_version = kl_stream_version,
-    .append = kl_append,
     .read_stream = kl_read_stream,
     .read_log = kl_read_log,
-    .end_offset = kl_end_offset,
-    .get_snapshot = kl_get_snapshot,
-    .put_snapshot = kl_put_snapshot,
-    .find_command = kl_find_command,
-    .put_command = kl_put_command,
     .identity = kl_identity,
     .partitions = kl_partitions,
     .fetch = kl_fetch,
@@ -854,7 +778,8 @@ static const es_log_ops kafka_ops = {
     .commit_positions = kl_commit_positions,
 };
 
-es_err es_log_kafka_open(const es_config_t *cfg, es_log_t **out, es_error_t *err) {
+es_err es_log_kafka_open(const es_config_t *cfg, unsigned flags, es_log_t **out, es_error_t *err) {
+    (void)flags;
     const char *brokers = es_config_get(cfg, "brokers");
     char group[320];
     *out = NULL;
@@ -867,7 +792,8 @@ es_err es_log_kafka_open(const es_config_t *cfg, es_log_t **out, es_error_t *err
         free(l);
         return es_fail(err, ES_ENOMEM, "out of memory opening the Kafka log");
     }
-    l->base.ops = &kafka_ops;
+    l->base.reader = &kafka_reader; /* no event store: writes go through remote.c */
+    l->base.destroy = kl_destroy;
     l->base.cfg = cfg;
     /* assign needs a group.id; this one never joins and never commits. */
     snprintf(group, sizeof group, "%s.eskit-reader", es_config_get(cfg, "service.name"));

@@ -1399,8 +1399,8 @@ static es_err lg_identity(es_log_t *base, char *out, size_t cap, es_error_t *err
 }
 
 /* es_meta as a small key/value table for the Kafka command processor's state store. */
-es_err es_log_sqlite_get_meta(es_log_t *base, const char *key, char *out, size_t cap, int *found,
-                              es_error_t *err) {
+static es_err lg_get_meta(es_log_t *base, const char *key, char *out, size_t cap, int *found,
+                          es_error_t *err) {
     sqlite_log *l = (sqlite_log *)base;
     sqlite3_stmt *s = NULL;
     *found = 0;
@@ -1415,7 +1415,7 @@ es_err es_log_sqlite_get_meta(es_log_t *base, const char *key, char *out, size_t
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? ES_OK : sql_fail(l, rc, "reading es_meta", err);
 }
 
-es_err es_log_sqlite_put_meta(es_log_t *base, const char *key, const char *value, es_error_t *err) {
+static es_err lg_put_meta(es_log_t *base, const char *key, const char *value, es_error_t *err) {
     sqlite_log *l = (sqlite_log *)base;
     sqlite3_stmt *s = NULL;
     int rc = sqlite3_prepare_v2(l->db, "INSERT OR REPLACE INTO es_meta(key, value) VALUES (?1, ?2)",
@@ -1587,27 +1587,33 @@ static es_err lg_put_dlq(es_log_t *base, const char *dlq_topic, const char *ref,
     return e;
 }
 
-static const es_log_ops sqlite_ops = {
-    .name = "embedded",
-    .destroy = lg_destroy,
+static const es_store_ops sqlite_store = {
+    .version = ES_STORE_OPS_VERSION,
     .begin = lg_begin,
     .commit = lg_commit,
     .rollback = lg_rollback,
-    .stream_version = lg_stream_version,
     .append = lg_append,
-    .read_stream = lg_read_stream,
-    .read_log = lg_read_log,
     .end_offset = lg_end_offset,
     .get_snapshot = lg_get_snapshot,
     .put_snapshot = lg_put_snapshot,
     .find_command = lg_find_command,
     .put_command = lg_put_command,
+    .get_meta = lg_get_meta,
+    .put_meta = lg_put_meta,
+};
+
+static const es_reader_ops sqlite_reader = {
+    .version = ES_READER_OPS_VERSION,
+    .stream_version = lg_stream_version,
+    .read_stream = lg_read_stream,
+    .read_log = lg_read_log,
     .identity = lg_identity,
     .partitions = lg_partitions,
     .fetch = lg_fetch,
     .has_records = lg_has_records,
     .topic_end = lg_topic_end,
     .put_dlq = lg_put_dlq,
+    .commit_positions = NULL, /* nothing else tracks positions of a file */
 };
 
 static es_err exec_sql(sqlite_log *l, const char *sql, const char *what, es_error_t *err) {
@@ -2036,7 +2042,9 @@ es_err es_log_sqlite_open_flags(const es_config_t *cfg, unsigned flags, es_log_t
         free(l);
         return es_fail(err, ES_ENOMEM, "out of memory opening %s", path);
     }
-    l->base.ops = &sqlite_ops;
+    l->base.store = &sqlite_store;
+    l->base.reader = &sqlite_reader;
+    l->base.destroy = lg_destroy;
     l->base.cfg = cfg;
     l->data_version = -1;
     l->flags = flags;
@@ -2057,10 +2065,6 @@ es_err es_log_sqlite_open_flags(const es_config_t *cfg, unsigned flags, es_log_t
     }
     *out = &l->base;
     return ES_OK;
-}
-
-es_err es_log_sqlite_open(const es_config_t *cfg, es_log_t **out, es_error_t *err) {
-    return es_log_sqlite_open_flags(cfg, 0, out, err);
 }
 
 sqlite3 *es_log_sqlite_db(es_log_t *log) {

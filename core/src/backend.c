@@ -1,0 +1,83 @@
+/* The backend factory (backend.h): the backends by name, and the one place that asks. */
+#include "backend.h"
+
+#include "remote.h"
+
+#include <string.h>
+
+static const es_backend embedded = {
+    .version = ES_BACKEND_VERSION,
+    .name = "embedded",
+    .open = es_log_sqlite_open_flags,
+    .new_executor = NULL,
+    .accept_end = es_log_sqlite_accept_end,
+    .no_store = NULL,
+    .local_file = 1,
+    .partitioned = 0,
+    .publishes = 0,
+};
+
+static const es_backend kafka = {
+    .version = ES_BACKEND_VERSION,
+    .name = "kafka",
+    .open = es_log_kafka_open,
+    .new_executor = es_remote_executor_new,
+    .accept_end = NULL,
+    .no_store = "on the Kafka backend, events are written by the command processor "
+                "(es_processor_t): use es_execute, which sends the command to it",
+    .local_file = 0,
+    .partitioned = 1,
+    .publishes = 1,
+};
+
+static const es_backend *const backends[] = {&embedded, &kafka};
+
+static const es_backend *find(const char *name) {
+    for (size_t i = 0; name && i < sizeof backends / sizeof *backends; i++)
+        if (!strcmp(backends[i]->name, name))
+            return backends[i];
+    return NULL;
+}
+
+int es_backend_known(const char *name) {
+    return find(name) != NULL;
+}
+
+es_err es_backend_get(const es_config_t *cfg, const es_backend **out, es_error_t *err) {
+    const char *name = es_config_get(cfg, "backend");
+    *out = find(name);
+    if (!*out)
+        return es_fail(err, ES_EINVAL, "backend '%s' is not known; use embedded or kafka", name);
+    return ES_OK;
+}
+
+const es_backend *es_backend_of(const es_config_t *cfg) {
+    const es_backend *b = find(es_config_get(cfg, "backend"));
+    return b ? b : &embedded;
+}
+
+es_err es_log_open_flags(const es_config_t *cfg, unsigned flags, es_log_t **out, es_error_t *err) {
+    const es_backend *b = NULL;
+    *out = NULL;
+    es_err e = es_backend_get(cfg, &b, err);
+    if (e == ES_OK)
+        e = b->open(cfg, flags, out, err);
+    if (e == ES_OK)
+        (*out)->backend = b;
+    return e;
+}
+
+es_err es_log_open(const es_config_t *cfg, es_log_t **out, es_error_t *err) {
+    return es_log_open_flags(cfg, 0, out, err);
+}
+
+es_err es_backend_info(const es_config_t *cfg, es_backend_info_t *out, es_error_t *err) {
+    const es_backend *b = NULL;
+    if (!out)
+        return es_fail(err, ES_EINVAL, "es_backend_info: out is required");
+    memset(out, 0, sizeof *out);
+    es_err e = es_backend_get(cfg, &b, err);
+    if (e == ES_OK)
+        *out = (es_backend_info_t){b->name, b->local_file, b->partitioned};
+    return e;
+}
