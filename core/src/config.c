@@ -8,7 +8,7 @@
  */
 #include "internal.h"
 
-#include "backend.h"
+#include "backends.h"
 
 #include <ctype.h>
 #include <errno.h>

@@ -13,7 +13,7 @@
  * uncommitted events.
  */
 #include "engine_int.h"
-#include "backend.h"
+#include "backends.h"
 #include "lru.h"
 #include "store.h"
 

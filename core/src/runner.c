@@ -6,7 +6,7 @@
  */
 #include "runner_int.h"
 
-#include "backend.h"
+#include "backends.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -7,7 +7,7 @@
 #include "saga_int.h"
 
 #include "engine_int.h"
-#include "backend.h"
+#include "backends.h"
 #include "kafka/wire.h"
 #include "projector_int.h"
 #include "runloop.h"

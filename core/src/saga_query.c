@@ -5,7 +5,7 @@
  * works on both backends.
  */
 #include "saga_int.h"
-#include "backend.h"
+#include "backends.h"
 #include "dbfile.h"
 #include "sql.h"
 

@@ -5,7 +5,7 @@
  */
 #include "store.h"
 
-#include "backend.h"
+#include "backends.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -83,7 +83,7 @@ void es_store_unlock(es_store_t *store) {
     pthread_mutex_unlock(&store->lock);
 }
 
-/* es_store_lock for a use of the event store role; a backend that has none (backend.h) refuses
+/* es_store_lock for a use of the event store role; a backend that has none (backends.h) refuses
  * with ES_ESTATE, saying where its writes go. */
 static es_err lock_store_role(es_store_t *store, es_log_t **log, const char *what,
                               es_error_t *err) {

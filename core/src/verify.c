@@ -9,7 +9,7 @@
  * their start; each record must decode and continue its aggregate's versions in one partition.
  */
 #include "log/log.h"
-#include "backend.h"
+#include "backends.h"
 #include "sql.h"
 
 #include <stdarg.h>

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "notes.h"
+#include "projector_int.h"
 #include "testutil.h"
 
 static char *dir;
@@ -349,5 +350,31 @@ Test(runner, a_read_model_reached_through_a_linked_directory_still_replays) {
     cr_assert_eq(tu_query_int(rm, "SELECT count(*) FROM notes"), 1);
     free(real);
     free(link);
+    free(rm);
+}
+
+/* Opening a runner never rebuilds: on a model built with an older schema version the internal
+ * open refuses, saying to run esctl replay, and leaves the model as it was; es_runner_new is
+ * what rebuilds, as its own step. */
+Test(runner, opening_a_runner_on_an_older_model_refuses_and_rebuilds_nothing) {
+    append("n-1", "test.v1.Noted", "abc");
+    es_runner_t *r = runner(&notes_v1);
+    cr_assert_eq(drain(r), 1);
+    es_runner_destroy(r);
+    char *rm = tu_path(dir, "read.db");
+    int behind = 0;
+    runner_opts o = {rm, RM_LIVE, NULL, 1, 0, 0, NULL, NULL, &behind};
+    es_error_t err = {0};
+    r = NULL;
+    cr_assert_eq(es_runner_open(cfg, &notes_v2, &o, &r, &err), ES_ESTATE);
+    cr_assert_null(r);
+    cr_assert_eq(behind, 1);
+    cr_assert_not_null(strstr(err.message, "esctl replay notes"), "%s", err.message);
+    cr_assert_not_null(strstr(err.message, rm), "names the file: %s", err.message);
+    cr_assert_eq(query_int("SELECT schema_version FROM es_projectors WHERE name = 'notes'"), 1);
+    cr_assert_eq(query_int("SELECT count(*) FROM notes"), 1, "the old model is untouched");
+    r = runner(&notes_v2); /* the public constructor rebuilds */
+    es_runner_destroy(r);
+    cr_assert_eq(query_int("SELECT schema_version FROM es_projectors WHERE name = 'notes'"), 2);
     free(rm);
 }

@@ -628,3 +628,22 @@ Test(store, a_head_file_made_on_a_full_disk_is_an_error_saying_so_not_a_crash) {
     cr_assert_neq(status, -SIGBUS, "the head file's first write killed the process with SIGBUS");
     cr_assert_eq(status, 0, "exit status %d (see stderr)", status);
 }
+
+/* The backend factory answers for each backend by what it is, and refuses a name it does not
+ * know (a config built without es_config_set's check). */
+Test(store, backend_info_tells_each_backend_by_what_it_is) {
+    es_error_t err = {0};
+    es_backend_info_t info;
+    es_config_t *c = es_config_new();
+    cr_assert_eq(es_backend_info(c, &info, &err), ES_OK, "%s", err.message);
+    cr_assert_str_eq(info.name, "embedded");
+    cr_assert(info.local_file && !info.partitioned);
+    cr_assert_eq(es_config_set(c, "brokers", "127.0.0.1:1", &err), ES_OK, "%s", err.message);
+    cr_assert_eq(es_backend_info(c, &info, &err), ES_OK, "%s", err.message);
+    cr_assert_str_eq(info.name, "kafka");
+    cr_assert(!info.local_file && info.partitioned);
+    cr_assert_eq(es_config_set(c, "backend", "tape", &err), ES_EINVAL);
+    cr_assert_not_null(strstr(err.message, "use embedded or kafka"), "%s", err.message);
+    cr_assert_eq(es_backend_info(c, NULL, &err), ES_EINVAL);
+    es_config_destroy(c);
+}

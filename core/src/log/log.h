@@ -1,6 +1,6 @@
 /*
  * es_log: a backend's log, seen by role, as SQLite's VFS separates its factory (sqlite3_vfs)
- * from the method tables of the files it opens (sqlite3_io_methods). backend.c is the factory:
+ * from the method tables of the files it opens (sqlite3_io_methods). backends.c is the factory:
  * it alone knows the backends by name and opens a log; the log carries one method table per
  * role it plays, and a role a backend does not play is a NULL table, never methods that fail at
  * run time:
@@ -139,14 +139,14 @@ typedef struct es_reader_ops {
 typedef struct es_backend es_backend;
 
 struct es_log {
-    const es_backend *backend; /* what opened it (backend.h): its name and what it can do */
+    const es_backend *backend; /* what opened it (backends.h): its name and what it can do */
     const es_store_ops *store; /* NULL: the backend keeps no event store of its own */
     const es_reader_ops *reader;
     void (*destroy)(es_log_t *log);
     const es_config_t *cfg;
 };
 
-/* Opens the log of the backend the config selects (backend.c, the factory). */
+/* Opens the log of the backend the config selects (backends.c, the factory). */
 es_err es_log_open(const es_config_t *cfg, es_log_t **out, es_error_t *err);
 
 /* How es_log_open_flags opens a log (0: read-write, creating the file and schema). */

@@ -1,5 +1,5 @@
-/* The backend factory (backend.h): the backends by name, and the one place that asks. */
-#include "backend.h"
+/* The backend factory (backends.h): the backends by name, and the one place that asks. */
+#include "backends.h"
 
 #include "remote.h"
 

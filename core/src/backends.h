@@ -1,5 +1,5 @@
 /*
- * The backend factory (backend.c): the one place that knows the backends by name. A backend is
+ * The backend factory (backends.c): the one place that knows the backends by name. A backend is
  * a descriptor of what it is and does; each role it plays comes from its log (log/log.h: the
  * event store and log reader method tables) or from its own constructor (the command executor).
  * Everything else asks the descriptor, never the config's backend name.
@@ -9,8 +9,8 @@
  *   log reader    log_sqlite.c                     log_kafka.c
  *   executor      local: the engine on the store   remote.c: commands to the processor
  */
-#ifndef ESKIT_BACKEND_H
-#define ESKIT_BACKEND_H
+#ifndef ESKIT_BACKENDS_H
+#define ESKIT_BACKENDS_H
 
 #include "log/log.h"
 #include "runloop.h"
