@@ -239,6 +239,80 @@ es_err es_store_append(es_store_t *store, const char *type, const char *id, es_e
     return e;
 }
 
+/* es_store_publish on an event store: the run evs[i..j) of one aggregate, appended past what
+ * its stream already holds. */
+static es_err append_run(es_log_t *log, es_event_t *const *evs, size_t i, size_t j,
+                         es_error_t *err) {
+    const char *type = evs[i]->aggregate_type, *id = evs[i]->aggregate_id;
+    uint64_t version = 0;
+    es_err e = log->reader->stream_version(log, type, id, &version, err);
+    size_t k = i;
+    while (e == ES_OK && k < j && evs[k]->version <= version)
+        k++;
+    if (e != ES_OK || k == j)
+        return e;
+    if (evs[k]->version != version + 1)
+        return es_fail(err, ES_EIO,
+                       "%s/%s: the log ends at version %llu but the next event to write is "
+                       "version %llu",
+                       type, id, (unsigned long long)version, (unsigned long long)evs[k]->version);
+    es_log_record_t *recs = calloc(j - k, sizeof *recs);
+    es_buf_t *bufs = calloc(j - k, sizeof *bufs);
+    int64_t *offsets = calloc(j - k, sizeof *offsets);
+    if (!recs || !bufs || !offsets)
+        e = es_fail(err, ES_ENOMEM, "out of memory writing %zu events", j - k);
+    for (size_t m = k; e == ES_OK && m < j; m++) {
+        e = es_envelope_pack_caused(evs[m], NULL, &bufs[m - k], err);
+        recs[m - k] = (es_log_record_t){evs[m], bufs[m - k].data, bufs[m - k].len};
+    }
+    if (e == ES_OK)
+        e = log->store->append(log, type, id, version, recs, j - k, offsets, err);
+    for (size_t m = 0; bufs && m < j - k; m++)
+        es_buf_free(&bufs[m]);
+    free(bufs);
+    free(recs);
+    free(offsets);
+    return e;
+}
+
+static int same_aggregate(const es_event_t *a, const es_event_t *b) {
+    return !strcmp(a->aggregate_id, b->aggregate_id) &&
+           !strcmp(a->aggregate_type, b->aggregate_type);
+}
+
+es_err es_store_publish(es_store_t *store, es_event_t *const *evs, size_t n, const es_stop_t *stop,
+                        uint8_t *ok, es_error_t *err) {
+    es_log_t *log;
+    memset(ok, 0, n);
+    es_err e = es_store_lock(store, &log, err);
+    if (e != ES_OK || n == 0) {
+        if (e == ES_OK)
+            es_store_unlock(store);
+        return e;
+    }
+    if (!log->store) {
+        e = log->reader->produce
+                ? log->reader->produce(log, evs, n, stop, ok, err)
+                : es_fail(err, ES_ESTATE, "the %s backend cannot write events", log->backend->name);
+        es_store_unlock(store);
+        return e;
+    }
+    e = log->store->begin(log, err);
+    for (size_t i = 0, j; e == ES_OK && i < n; i = j) {
+        for (j = i + 1; j < n && same_aggregate(evs[j], evs[i]); j++)
+            ;
+        e = append_run(log, evs, i, j, err);
+    }
+    if (e == ES_OK)
+        e = log->store->commit(log, err);
+    else
+        log->store->rollback(log);
+    es_store_unlock(store);
+    if (e == ES_OK)
+        memset(ok, 1, n);
+    return e;
+}
+
 es_err es_store_stream_version(es_store_t *store, const char *type, const char *id,
                                uint64_t *version, es_error_t *err) {
     es_log_t *log;

@@ -30,4 +30,14 @@ es_err es_pending_build_caused(es_pending_t *p, const char *type, const char *id
                                es_error_t *err);
 void es_pending_free(es_pending_t *p);
 
+/* Writes events that carry their own versions, ids and times to the log, as a producer beside
+ * the command path does (the saga coordinator's transitions): evs sorted by aggregate, then
+ * version. On a backend with an event store they are appended in one transaction, an event at
+ * a version its stream already holds counting as written, and one past the stream's next
+ * version failing with ES_EIO (nothing written); on one without (Kafka) the log reader produces
+ * them (produce in log/log.h). ok[i] = 1 for each in the log on return, whatever is returned;
+ * stop (may be NULL) cuts a wait for acknowledgements short. */
+es_err es_store_publish(es_store_t *store, es_event_t *const *evs, size_t n, const es_stop_t *stop,
+                        uint8_t *ok, es_error_t *err);
+
 #endif

@@ -21,6 +21,7 @@
 #define ESKIT_LOG_H
 
 #include "internal.h"
+#include "runloop.h"
 
 #include <sqlite3.h>
 
@@ -134,6 +135,14 @@ typedef struct es_reader_ops {
      * checkpoints stay the truth; this is a copy for other tools. */
     es_err (*commit_positions)(es_log_t *log, const char *group, const es_topic_pos_t *pos,
                                size_t n, es_error_t *err);
+    /* Produces events (versions, ids and times set) to their "<type>.events" topics, keyed by
+     * aggregate id with the event headers, as a producer beside the command path does (the saga
+     * coordinator's transitions), and waits for their acknowledgements (a stop set in *stop
+     * cuts the wait short; stop may be NULL). ok[i] = 1 for each acknowledged. ES_OK when all
+     * were or the stop came first, else the first failure. NULL on a backend with an event
+     * store: es_store_publish appends there. */
+    es_err (*produce)(es_log_t *log, es_event_t *const *evs, size_t n, const es_stop_t *stop,
+                      uint8_t *ok, es_error_t *err);
 } es_reader_ops;
 
 typedef struct es_backend es_backend;

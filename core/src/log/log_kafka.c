@@ -32,6 +32,21 @@
 #define FIRST_WAIT_MS 3000       /* fetch: wait for records known to be there, after assigning */
 #define IDLE_WAIT_MS 5           /* fetch: quiet time after the last record that ends a fetch */
 
+/* A produced event's delivery report. */
+typedef struct sent_rec {
+    int reported;
+    rd_kafka_resp_err_t err;
+} sent_rec;
+
+/* A produced event's delivery opaque: EVENT_TAG | round << SENT_INDEX_BITS | index; a dead
+ * letter's is its dlq_seq (below EVENT_TAG). */
+#define SENT_INDEX_BITS 20
+#define EVENT_TAG ((uintptr_t)1 << (sizeof(uintptr_t) * 8 - 1))
+#define ROUND_MAX ((EVENT_TAG - 1) >> SENT_INDEX_BITS)
+#define PRODUCE_FLUSH_MS 10000
+#define PRODUCE_SLICE_MS 50
+#define STOP_GRACE_MS 1000 /* a stop still waits this long for acknowledgements under way */
+
 typedef struct kafka_log {
     es_log_t base;
     char *brokers;
@@ -45,6 +60,11 @@ typedef struct kafka_log {
     uint64_t dlq_seq; /* the dead letter whose delivery report is awaited */
     int dlq_done;
     rd_kafka_resp_err_t dlq_err;
+    /* What the delivery reports of this produce round said, by record (dr_cb); reports of an
+     * earlier round (records a stop or a timeout left behind) are ignored. */
+    uintptr_t round;
+    sent_rec *sent;
+    size_t n_sent, cap_sent;
 } kafka_log;
 
 static es_err missing_topic(es_error_t *err, const char *topic) {
@@ -54,10 +74,18 @@ static es_err missing_topic(es_error_t *err, const char *topic) {
                    topic);
 }
 
+/* Runs on the thread that polls or flushes the producer (put_dlq, produce, destroy). */
 static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     (void)rk;
     kafka_log *l = opaque;
-    if ((uint64_t)(uintptr_t)m->_private == l->dlq_seq) {
+    uintptr_t tag = (uintptr_t)m->_private;
+    if (tag & EVENT_TAG) {
+        uintptr_t i = tag & (((uintptr_t)1 << SENT_INDEX_BITS) - 1);
+        if (((tag & ~EVENT_TAG) >> SENT_INDEX_BITS) == l->round && i < l->n_sent)
+            l->sent[i] = (sent_rec){1, m->err};
+        return;
+    }
+    if ((uint64_t)tag == l->dlq_seq) {
         l->dlq_done = 1;
         l->dlq_err = m->err;
     }
@@ -91,6 +119,7 @@ static void kl_destroy(es_log_t *base) {
         rd_kafka_topic_partition_list_destroy(l->committed);
     free(l->committer_group);
     free(l->brokers);
+    free(l->sent);
     free(l);
 }
 
@@ -681,6 +710,73 @@ static es_err kl_put_dlq(es_log_t *base, const char *dlq_topic, const char *ref,
     return l->dlq_err ? es_kafka_fail(l->producer, l->dlq_err, NULL, err, "%s", what) : ES_OK;
 }
 
+/* ---- producing events ---------------------------------------------------------------------- */
+
+/* Waits up to PRODUCE_FLUSH_MS for the producer's records to be acknowledged, in short slices so
+ * that a stop does not wait for an outage to end: after a stop, at most STOP_GRACE_MS more, for
+ * acknowledgements already on their way. */
+static void await_acks(kafka_log *l, const es_stop_t *stop) {
+    for (int waited = 0, grace = 0; waited < PRODUCE_FLUSH_MS && grace < STOP_GRACE_MS;
+         waited += PRODUCE_SLICE_MS) {
+        if (rd_kafka_flush(l->producer, PRODUCE_SLICE_MS) == RD_KAFKA_RESP_ERR_NO_ERROR)
+            return;
+        if (stop && es_stop_requested(stop))
+            grace += PRODUCE_SLICE_MS;
+    }
+}
+
+static es_err produce_round(kafka_log *l, size_t n, es_error_t *err) {
+    if (n > (size_t)1 << SENT_INDEX_BITS)
+        return es_fail(err, ES_EINVAL, "producing %zu events at once; at most %zu", n,
+                       (size_t)1 << SENT_INDEX_BITS);
+    if (n > l->cap_sent) {
+        sent_rec *s = realloc(l->sent, n * sizeof *s);
+        if (!s)
+            return es_fail(err, ES_ENOMEM, "out of memory producing %zu events", n);
+        l->sent = s;
+        l->cap_sent = n;
+    }
+    l->round = l->round >= ROUND_MAX ? 1 : l->round + 1;
+    l->n_sent = n;
+    memset(l->sent, 0, n * sizeof *l->sent);
+    return ES_OK;
+}
+
+static es_err kl_produce(es_log_t *base, es_event_t *const *evs, size_t n, const es_stop_t *stop,
+                         uint8_t *ok, es_error_t *err) {
+    kafka_log *l = (kafka_log *)base;
+    memset(ok, 0, n);
+    es_err e = l->producer ? ES_OK : make_handle(l, NULL, &l->producer, err);
+    if (e == ES_OK)
+        e = produce_round(l, n, err);
+    char topic[ES_MAX_TYPE_LEN + 8] = "";
+    for (size_t i = 0; e == ES_OK && i < n; i++) {
+        uint8_t *bytes = NULL;
+        size_t len = 0;
+        snprintf(topic, sizeof topic, "%s.events", evs[i]->aggregate_type);
+        e = es_envelope_encode(evs[i], &bytes, &len, err);
+        if (e == ES_OK)
+            e = es_kafka_produce_event(l->producer, topic, RD_KAFKA_PARTITION_UA, evs[i], bytes,
+                                       len, (void *)(EVENT_TAG | l->round << SENT_INDEX_BITS | i),
+                                       err);
+    }
+    if (l->producer && n)
+        await_acks(l, stop);
+    rd_kafka_resp_err_t why = RD_KAFKA_RESP_ERR_NO_ERROR;
+    for (size_t i = 0; i < l->n_sent && i < n; i++) {
+        ok[i] = l->sent[i].reported && !l->sent[i].err;
+        if (!ok[i] && !why)
+            why = l->sent[i].reported ? l->sent[i].err : RD_KAFKA_RESP_ERR__TIMED_OUT;
+    }
+    l->n_sent = 0; /* later reports of this round find no record */
+    /* What a stop cut short is no failure: the caller sends it again. */
+    if (e == ES_OK && why && !(stop && es_stop_requested(stop)))
+        e = es_kafka_code(why) == ES_ENOTFOUND
+                ? missing_topic(err, topic)
+                : es_kafka_fail(l->producer, why, NULL, err, "producing events to %s", topic);
+    return e;
+}
+
 static int same_positions(const rd_kafka_topic_partition_list_t *a,
                           const rd_kafka_topic_partition_list_t *b) {
     if (!a || a->cnt != b->cnt)
@@ -776,6 +872,7 @@ static const es_reader_ops kafka_reader = {
     .topic_end = kl_topic_end,
     .put_dlq = kl_put_dlq,
     .commit_positions = kl_commit_positions,
+    .produce = kl_produce,
 };
 
 es_err es_log_kafka_open(const es_config_t *cfg, unsigned flags, es_log_t **out, es_error_t *err) {
