@@ -419,14 +419,16 @@ es_err es_proc_restore(es_processor_t *p, owned *o, es_error_t *err) {
         c.snaps_unused += c.snaps.slots[i] && c.snaps.slots[i]->version;
     snap_map_free(&c.snaps);
     es_store_unlock(es_engine_store(p->local));
+    /* What the read pipeline met counts for every attempt, a failed one too (a partition
+     * restored again after a failure counts its records again). */
     bump(&p->stats.stale, c.order.stale);
     bump(&p->stats.gaps, c.order.gaps);
+    bump(&p->stats.events_skipped, c.skipped);
     if (e != ES_OK)
         return e;
     o->restored = 1;
     bump(&p->stats.restores, 1);
     bump(&p->stats.events_imported, c.imported);
-    bump(&p->stats.events_skipped, c.skipped);
     bump(&p->stats.snapshots_imported, c.snaps_imported);
     bump(&p->stats.snapshots_malformed, c.snaps_malformed);
     bump(&p->stats.snapshots_unused, c.snaps_unused);

@@ -457,6 +457,7 @@ Test(read_paths_kafka, restore_skips_the_stale_records_and_stops_at_the_gap_exec
     cr_assert_geq(st.gaps, 1);
     cr_assert_eq(st.stale, 2 * st.gaps, "%llu stale, %llu gaps", (unsigned long long)st.stale,
                  (unsigned long long)st.gaps);
+    cr_assert_eq(st.events_skipped, st.stale, "stale records are skipped records too");
     cr_assert_eq(st.commands, 0);
     destroy_processor(&pr);
     cr_assert_eq(records_in(p), 6, "no event was appended to the partition");

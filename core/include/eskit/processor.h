@@ -31,7 +31,9 @@ extern "C" {
 
 typedef struct es_processor es_processor_t;
 
-/* Counters since es_processor_new, for monitoring and tests. */
+/* Counters since es_processor_new, for monitoring and tests. events_skipped, stale and gaps
+ * count every restore attempt, a failed one too: a partition restored again after a failure
+ * counts its records again. */
 typedef struct es_processor_stats {
     uint64_t commands;            /* command records handled (answered, or skipped as poison) */
     uint64_t restores;            /* partitions restored from Kafka */
