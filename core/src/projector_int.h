@@ -25,8 +25,6 @@ struct es_projector_ctx {
 /* Finalizes the context's cached statements. */
 void es_ctx_clear(es_projector_ctx_t *ctx);
 
-#endif
-
 #include "log/log.h"
 #include "sql.h"
 
@@ -127,3 +125,5 @@ int es_runner_stopping(const es_runner_t *r);
 /* Undoes es_runner_stop: polls apply events again, and the process ending is a crash to the
  * guard again. es_runner_run does it when it returns; so does es_saga_run for its runner. */
 void es_runner_resume(es_runner_t *r);
+
+#endif
