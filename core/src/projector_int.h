@@ -44,6 +44,8 @@ es_err es_rm_open(const es_config_t *cfg, const char *path, rm_mode mode, sqlite
  * ("saga database"). */
 es_err es_rm_open_as(const es_config_t *cfg, const char *path, rm_mode mode, const char *noun,
                      sqlite3 **db, es_error_t *err);
+/* readmodel.db opened RM_READONLY for a look (lag, DLQ verbs); a missing file is ES_ENOTFOUND. */
+es_err es_rm_open_existing(const es_config_t *cfg, sqlite3 **db, es_error_t *err);
 /* "<readmodel>-<projector><suffix>": the lock and guard files beside a read model. */
 char *es_rm_side_path(const char *rm_path, const char *projector, const char *suffix);
 

@@ -210,3 +210,13 @@ es_err es_rm_publish_dlq(sqlite3 *db, es_log_t *log, const es_config_t *cfg, con
     sqlite3_finalize(mark);
     return e;
 }
+
+/* Opens an existing read model to look at it: a missing file is ES_ENOTFOUND, not a new empty
+ * model, and another kind of file is refused, naming what it is. */
+es_err es_rm_open_existing(const es_config_t *cfg, sqlite3 **db, es_error_t *err) {
+    const char *path = es_config_get(cfg, "readmodel.db");
+    if (access(path, F_OK) != 0)
+        return es_fail(err, ES_ENOTFOUND,
+                       "no read model at %s; run a projector first or set readmodel.db", path);
+    return es_rm_open(cfg, path, RM_READONLY, db, err);
+}
