@@ -57,7 +57,8 @@ void es_rm_unlock(int fd);
 
 /* The consumer group name of a projector: "<service.name>.<projector>". */
 void es_rm_group(const es_config_t *cfg, const char *projector, char *out, size_t cap);
-/* Sends the projector's unpublished es_dlq rows to "<topic>.dlq" and marks them published. */
+/* The DLQ (dlq.c). Sends the projector's unpublished es_dlq rows to "<topic>.dlq" and marks them
+ * published. */
 es_err es_rm_publish_dlq(sqlite3 *db, es_log_t *log, const es_config_t *cfg, const char *projector,
                          es_error_t *err);
 /* Fills e from a row of the es_dlq columns list ES_DLQ_COLUMNS (value only when with_value). */

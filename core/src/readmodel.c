@@ -1,11 +1,10 @@
 /*
- * The read-model database as the runner sees it: its es_* tables, the lock a
- * runner and a replay of one projector take turns on, and the dead-letter rows
- * and their delivery to "<topic>.dlq". The crash guard beside it is crashguard.c.
+ * The read-model database as the runner sees it: its es_* tables and the lock a
+ * runner and a replay of one projector take turns on. The crash guard beside it is
+ * crashguard.c; the dead-letter rows and their delivery to "<topic>.dlq" are dlq.c.
  */
 #include "projector_int.h"
 #include "dbfile.h"
-#include "kafka/wire.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -136,79 +135,6 @@ void es_rm_unlock(int fd) {
 
 void es_rm_group(const es_config_t *cfg, const char *projector, char *out, size_t cap) {
     snprintf(out, cap, "%s.%s", es_config_get(cfg, "service.name"), projector);
-}
-
-static void copy_text(char *dst, size_t cap, const unsigned char *src) {
-    snprintf(dst, cap, "%s", src ? (const char *)src : "");
-}
-
-es_err es_rm_dlq_row(sqlite3_stmt *s, es_dlq_entry_t *e, int with_value) {
-    e->id = sqlite3_column_int64(s, 0);
-    copy_text(e->projector, sizeof e->projector, sqlite3_column_text(s, 1));
-    copy_text(e->topic, sizeof e->topic, sqlite3_column_text(s, 2));
-    e->partition = sqlite3_column_int(s, 3);
-    e->offset = sqlite3_column_int64(s, 4);
-    copy_text(e->key, sizeof e->key, sqlite3_column_text(s, 5));
-    copy_text(e->event_type, sizeof e->event_type, sqlite3_column_text(s, 6));
-    e->code = sqlite3_column_int(s, 7);
-    copy_text(e->error, sizeof e->error, sqlite3_column_text(s, 8));
-    e->attempts = sqlite3_column_int(s, 9);
-    e->parked_at_us = sqlite3_column_int64(s, 10);
-    e->redriven_at_us = sqlite3_column_int64(s, 11);
-    e->value = NULL;
-    e->value_len = 0;
-    if (with_value) {
-        int len = sqlite3_column_bytes(s, 12);
-        e->value = malloc(len > 0 ? (size_t)len : 1);
-        if (!e->value)
-            return ES_ENOMEM;
-        if (len > 0)
-            memcpy(e->value, sqlite3_column_blob(s, 12), (size_t)len);
-        e->value_len = (size_t)len;
-    }
-    return ES_OK;
-}
-
-/* A dead letter with the headers proto/README.md lists (kafka/wire.h renders them). */
-static es_err publish_one(es_log_t *log, const char *group, const es_dlq_entry_t *d,
-                          const uint8_t *value, size_t len, es_error_t *err) {
-    es_kafka_dlq_t facts = {group,       d->topic,        d->partition, d->offset,
-                            d->attempts, (es_err)d->code, d->error,     d->event_type};
-    es_kafka_dlq_headers_t h = {0};
-    es_kafka_dlq_headers(&facts, &h);
-    return log->ops->put_dlq(log, h.topic, h.ref, d->key[0] ? d->key : NULL, value, len, h.kv,
-                             ES_KAFKA_DLQ_HEADERS, err);
-}
-
-es_err es_rm_publish_dlq(sqlite3 *db, es_log_t *log, const es_config_t *cfg, const char *projector,
-                         es_error_t *err) {
-    char group[256];
-    es_rm_group(cfg, projector, group, sizeof group);
-    sqlite3_stmt *s = NULL, *mark = NULL;
-    es_err e = es_sql_prepare(db, NULL,
-                              "SELECT " ES_DLQ_COLUMNS " FROM es_dlq WHERE projector = ?1 AND "
-                              "published = 0 ORDER BY id",
-                              &s, err);
-    if (e == ES_OK)
-        e = es_sql_prepare(db, NULL, "UPDATE es_dlq SET published = 1 WHERE id = ?1", &mark, err);
-    if (e == ES_OK)
-        sqlite3_bind_text(s, 1, projector, -1, SQLITE_STATIC);
-    int rc = SQLITE_DONE;
-    while (e == ES_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-        es_dlq_entry_t d;
-        es_rm_dlq_row(s, &d, 0);
-        e = publish_one(log, group, &d, sqlite3_column_blob(s, 12),
-                        (size_t)sqlite3_column_bytes(s, 12), err);
-        if (e == ES_OK) {
-            sqlite3_bind_int64(mark, 1, d.id);
-            e = es_sql_step_done(db, NULL, mark, "marking a dead letter sent", err);
-        }
-    }
-    if (e == ES_OK && rc != SQLITE_DONE)
-        e = es_sql_fail(db, rc, "reading dead letters", err);
-    sqlite3_finalize(s);
-    sqlite3_finalize(mark);
-    return e;
 }
 
 /* Opens an existing read model to look at it: a missing file is ES_ENOTFOUND, not a new empty
