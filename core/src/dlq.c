@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 es_err es_dlq_list(const es_config_t *cfg, const char *projector, bool all, es_dlq_entry_t **out,
                    size_t *n, es_error_t *err) {

@@ -9,16 +9,13 @@
  */
 #include "saga_int.h"
 
-#include "engine_int.h"
 #include "kafka/wire.h"
 #include "projector_int.h"
 #include "runloop.h"
-#include "store.h"
 
 #include "eskit/v1/saga.pb-c.h"
 
 #include <librdkafka/rdkafka.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
