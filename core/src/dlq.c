@@ -1,111 +1,16 @@
 /*
- * Operator views of the read model: lag per projector and partition, the
- * dead-letter list, and redrive, which applies parked events again once the
- * module is fixed (each in a transaction that also marks it redriven, so a
- * parked event is applied at most once however often redrive runs).
+ * The dead-letter queue: es_dlq rows as read back, their delivery to "<topic>.dlq", the
+ * operator's list, and redrive, which applies parked events again once the module is fixed
+ * (each in a transaction that also marks it redriven, so a parked event is applied at most
+ * once however often redrive runs). The runner parks events (runner.c); a replay carries
+ * the rows over to the rebuilt model (replay.c).
  */
 #include "projector_int.h"
+#include "kafka/wire.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-
-/* Opens an existing read model to look at it: a missing file is ES_ENOTFOUND, not a new empty
- * model, and another kind of file is refused, naming what it is. */
-static es_err open_existing(const es_config_t *cfg, sqlite3 **db, es_error_t *err) {
-    const char *path = es_config_get(cfg, "readmodel.db");
-    if (access(path, F_OK) != 0)
-        return es_fail(err, ES_ENOTFOUND,
-                       "no read model at %s; run a projector first or set readmodel.db", path);
-    return es_rm_open(cfg, path, RM_READONLY, db, err);
-}
-
-static es_err grow(void **items, size_t *cap, size_t n, size_t size, es_error_t *err) {
-    if (n < *cap)
-        return ES_OK;
-    size_t c = *cap ? *cap * 2 : 16;
-    void *p = realloc(*items, c * size);
-    if (!p)
-        return es_fail(err, ES_ENOMEM, "out of memory");
-    *items = p;
-    *cap = c;
-    return ES_OK;
-}
-
-/* The lag rows of one projector: every partition of every topic it reads. */
-static es_err lag_of(sqlite3 *db, es_log_t *log, const char *name, const char *topics,
-                     es_lag_row_t **rows, size_t *n, size_t *cap, es_error_t *err) {
-    char *list = strdup(topics);
-    if (!list)
-        return es_fail(err, ES_ENOMEM, "out of memory");
-    sqlite3_stmt *s = NULL;
-    es_err e = es_sql_prepare(db, NULL,
-                              "SELECT next_offset FROM es_checkpoints WHERE projector = ?1 AND "
-                              "topic = ?2 AND partition = ?3",
-                              &s, err);
-    for (char *save = NULL, *t = strtok_r(list, " ", &save); e == ES_OK && t;
-         t = strtok_r(NULL, " ", &save)) {
-        int32_t parts = 0;
-        e = log->reader->partitions(log, t, &parts, err);
-        for (int32_t p = 0; e == ES_OK && p < parts; p++) {
-            e = grow((void **)rows, cap, *n, sizeof **rows, err);
-            if (e != ES_OK)
-                break;
-            es_lag_row_t *row = &(*rows)[*n];
-            memset(row, 0, sizeof *row);
-            snprintf(row->projector, sizeof row->projector, "%s", name);
-            snprintf(row->topic, sizeof row->topic, "%s", t);
-            row->partition = p;
-            sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
-            sqlite3_bind_text(s, 2, t, -1, SQLITE_STATIC);
-            sqlite3_bind_int(s, 3, p);
-            int rc = sqlite3_step(s);
-            if (rc == SQLITE_ROW)
-                row->checkpoint = sqlite3_column_int64(s, 0);
-            sqlite3_reset(s);
-            if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-                e = es_sql_fail(db, rc, "reading checkpoints", err);
-            if (e == ES_OK)
-                e = log->reader->topic_end(log, t, p, row->checkpoint, &row->end, &row->lag, err);
-            (*n)++;
-        }
-    }
-    sqlite3_finalize(s);
-    free(list);
-    return e;
-}
-
-es_err es_lag(const es_config_t *cfg, es_lag_row_t **rows, size_t *n, es_error_t *err) {
-    *rows = NULL;
-    *n = 0;
-    sqlite3 *db = NULL;
-    es_log_t *log = NULL;
-    sqlite3_stmt *s = NULL;
-    size_t cap = 0;
-    int rc = SQLITE_DONE;
-    es_err e = open_existing(cfg, &db, err);
-    if (e == ES_OK)
-        e = es_log_open_flags(cfg, ES_LOG_READONLY, &log, err);
-    if (e == ES_OK)
-        e = es_sql_prepare(db, NULL, "SELECT name, topics FROM es_projectors ORDER BY name", &s,
-                           err);
-    while (e == ES_OK && (rc = sqlite3_step(s)) == SQLITE_ROW)
-        e = lag_of(db, log, (const char *)sqlite3_column_text(s, 0),
-                   (const char *)sqlite3_column_text(s, 1), rows, n, &cap, err);
-    if (e == ES_OK && rc != SQLITE_DONE)
-        e = es_sql_fail(db, rc, "reading the projectors", err);
-    sqlite3_finalize(s);
-    if (log)
-        log->destroy(log);
-    sqlite3_close(db);
-    if (e != ES_OK) {
-        free(*rows);
-        *rows = NULL;
-        *n = 0;
-    }
-    return e;
-}
 
 es_err es_dlq_list(const es_config_t *cfg, const char *projector, bool all, es_dlq_entry_t **out,
                    size_t *n, es_error_t *err) {
@@ -114,7 +19,7 @@ es_err es_dlq_list(const es_config_t *cfg, const char *projector, bool all, es_d
     sqlite3 *db = NULL;
     sqlite3_stmt *s = NULL;
     size_t cap = 0;
-    es_err e = open_existing(cfg, &db, err);
+    es_err e = es_rm_open_existing(cfg, &db, err);
     if (e == ES_OK)
         e = es_sql_prepare(db, NULL,
                            "SELECT " ES_DLQ_COLUMNS " FROM es_dlq WHERE (?1 IS NULL OR "
@@ -126,7 +31,7 @@ es_err es_dlq_list(const es_config_t *cfg, const char *projector, bool all, es_d
     }
     int rc = SQLITE_DONE;
     while (e == ES_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-        e = grow((void **)out, &cap, *n, sizeof **out, err);
+        e = es_grow((void **)out, &cap, *n, sizeof **out, err);
         if (e == ES_OK)
             es_rm_dlq_row(s, &(*out)[(*n)++], 0);
     }
@@ -170,7 +75,7 @@ static es_err get_entry(sqlite3 *db, int64_t id, es_dlq_entry_t **out, es_error_
 es_err es_dlq_get(const es_config_t *cfg, int64_t id, es_dlq_entry_t **out, es_error_t *err) {
     sqlite3 *db = NULL;
     *out = NULL;
-    es_err e = open_existing(cfg, &db, err);
+    es_err e = es_rm_open_existing(cfg, &db, err);
     if (e == ES_OK)
         e = get_entry(db, id, out, err);
     sqlite3_close(db);
@@ -198,7 +103,7 @@ static es_err parked_ids(sqlite3 *db, const char *name, int64_t **ids, size_t *n
         sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
     int rc = SQLITE_DONE;
     while (e == ES_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-        e = grow((void **)ids, &cap, *n, sizeof **ids, err);
+        e = es_grow((void **)ids, &cap, *n, sizeof **ids, err);
         if (e == ES_OK)
             (*ids)[(*n)++] = sqlite3_column_int64(s, 0);
     }
@@ -262,7 +167,7 @@ es_err es_dlq_redrive(const es_config_t *cfg, const es_projector_def *def, const
     es_err e = es_projector_check(def, "es_dlq_redrive", err);
     sqlite3 *probe = NULL;
     if (e == ES_OK)
-        e = open_existing(cfg, &probe, err);
+        e = es_rm_open_existing(cfg, &probe, err);
     sqlite3_close(probe);
     es_runner_t *r = NULL;
     if (e == ES_OK)
@@ -292,5 +197,78 @@ es_err es_dlq_redrive(const es_config_t *cfg, const es_projector_def *def, const
     }
     free(all);
     es_runner_destroy(r);
+    return e;
+}
+
+static void copy_text(char *dst, size_t cap, const unsigned char *src) {
+    snprintf(dst, cap, "%s", src ? (const char *)src : "");
+}
+
+es_err es_rm_dlq_row(sqlite3_stmt *s, es_dlq_entry_t *e, int with_value) {
+    e->id = sqlite3_column_int64(s, 0);
+    copy_text(e->projector, sizeof e->projector, sqlite3_column_text(s, 1));
+    copy_text(e->topic, sizeof e->topic, sqlite3_column_text(s, 2));
+    e->partition = sqlite3_column_int(s, 3);
+    e->offset = sqlite3_column_int64(s, 4);
+    copy_text(e->key, sizeof e->key, sqlite3_column_text(s, 5));
+    copy_text(e->event_type, sizeof e->event_type, sqlite3_column_text(s, 6));
+    e->code = sqlite3_column_int(s, 7);
+    copy_text(e->error, sizeof e->error, sqlite3_column_text(s, 8));
+    e->attempts = sqlite3_column_int(s, 9);
+    e->parked_at_us = sqlite3_column_int64(s, 10);
+    e->redriven_at_us = sqlite3_column_int64(s, 11);
+    e->value = NULL;
+    e->value_len = 0;
+    if (with_value) {
+        int len = sqlite3_column_bytes(s, 12);
+        e->value = malloc(len > 0 ? (size_t)len : 1);
+        if (!e->value)
+            return ES_ENOMEM;
+        if (len > 0)
+            memcpy(e->value, sqlite3_column_blob(s, 12), (size_t)len);
+        e->value_len = (size_t)len;
+    }
+    return ES_OK;
+}
+
+/* A dead letter with the headers proto/README.md lists (kafka/wire.h renders them). */
+static es_err publish_one(es_log_t *log, const char *group, const es_dlq_entry_t *d,
+                          const uint8_t *value, size_t len, es_error_t *err) {
+    es_kafka_dlq_t facts = {group,       d->topic,        d->partition, d->offset,
+                            d->attempts, (es_err)d->code, d->error,     d->event_type};
+    es_kafka_dlq_headers_t h = {0};
+    es_kafka_dlq_headers(&facts, &h);
+    return log->reader->put_dlq(log, h.topic, h.ref, d->key[0] ? d->key : NULL, value, len, h.kv,
+                             ES_KAFKA_DLQ_HEADERS, err);
+}
+
+es_err es_rm_publish_dlq(sqlite3 *db, es_log_t *log, const es_config_t *cfg, const char *projector,
+                         es_error_t *err) {
+    char group[256];
+    es_rm_group(cfg, projector, group, sizeof group);
+    sqlite3_stmt *s = NULL, *mark = NULL;
+    es_err e = es_sql_prepare(db, NULL,
+                              "SELECT " ES_DLQ_COLUMNS " FROM es_dlq WHERE projector = ?1 AND "
+                              "published = 0 ORDER BY id",
+                              &s, err);
+    if (e == ES_OK)
+        e = es_sql_prepare(db, NULL, "UPDATE es_dlq SET published = 1 WHERE id = ?1", &mark, err);
+    if (e == ES_OK)
+        sqlite3_bind_text(s, 1, projector, -1, SQLITE_STATIC);
+    int rc = SQLITE_DONE;
+    while (e == ES_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        es_dlq_entry_t d;
+        es_rm_dlq_row(s, &d, 0);
+        e = publish_one(log, group, &d, sqlite3_column_blob(s, 12),
+                        (size_t)sqlite3_column_bytes(s, 12), err);
+        if (e == ES_OK) {
+            sqlite3_bind_int64(mark, 1, d.id);
+            e = es_sql_step_done(db, NULL, mark, "marking a dead letter sent", err);
+        }
+    }
+    if (e == ES_OK && rc != SQLITE_DONE)
+        e = es_sql_fail(db, rc, "reading dead letters", err);
+    sqlite3_finalize(s);
+    sqlite3_finalize(mark);
     return e;
 }

@@ -183,3 +183,15 @@ void es_buf_free(es_buf_t *b) {
 char *es_strdup0(const char *s) {
     return s ? strdup(s) : NULL;
 }
+
+es_err es_grow(void **items, size_t *cap, size_t n, size_t size, es_error_t *err) {
+    if (n < *cap)
+        return ES_OK;
+    size_t c = *cap ? *cap * 2 : 16;
+    void *p = realloc(*items, c * size);
+    if (!p)
+        return es_fail(err, ES_ENOMEM, "out of memory");
+    *items = p;
+    *cap = c;
+    return ES_OK;
+}

@@ -27,6 +27,8 @@ es_err es_buf_reserve(es_buf_t *b, size_t extra);
 /* Appends len bytes; *off (may be NULL) gets where they start. */
 es_err es_buf_append(es_buf_t *b, const void *data, size_t len, size_t *off);
 void es_buf_free(es_buf_t *b);
+/* Makes room for entry n in *items, an array of *cap entries of size bytes (doubling, from 16). */
+es_err es_grow(void **items, size_t *cap, size_t n, size_t size, es_error_t *err);
 
 /* es_uuid7 for a clock reading the caller already has (es_now_us()): reading the clock was
  * a tenth of executing a command. */

@@ -2,6 +2,7 @@
 #ifndef ESKIT_PROJECTOR_INT_H
 #define ESKIT_PROJECTOR_INT_H
 
+#include "crashguard.h"
 #include "internal.h"
 
 #include <eskit/projector.h>
@@ -25,8 +26,6 @@ struct es_projector_ctx {
 /* Finalizes the context's cached statements. */
 void es_ctx_clear(es_projector_ctx_t *ctx);
 
-#endif
-
 #include "log/log.h"
 #include "sql.h"
 
@@ -45,6 +44,8 @@ es_err es_rm_open(const es_config_t *cfg, const char *path, rm_mode mode, sqlite
  * ("saga database"). */
 es_err es_rm_open_as(const es_config_t *cfg, const char *path, rm_mode mode, const char *noun,
                      sqlite3 **db, es_error_t *err);
+/* readmodel.db opened RM_READONLY for a look (lag, DLQ verbs); a missing file is ES_ENOTFOUND. */
+es_err es_rm_open_existing(const es_config_t *cfg, sqlite3 **db, es_error_t *err);
 /* "<readmodel>-<projector><suffix>": the lock and guard files beside a read model. */
 char *es_rm_side_path(const char *rm_path, const char *projector, const char *suffix);
 
@@ -54,33 +55,10 @@ es_err es_rm_lock_open(const char *rm_path, const char *projector, int *fd, es_e
 int es_rm_lock(int fd, int timeout_ms);
 void es_rm_unlock(int fd);
 
-/* The crash guard: a small mmapped file noting the event being applied, so a restart knows
- * which event the process died on. Survives the process (page cache), not the machine. */
-typedef struct es_guard es_guard_t;
-es_err es_guard_open(const char *path, es_guard_t **out, es_error_t *err);
-void es_guard_close(es_guard_t *g);
-/* On start: counts a death on the noted event when the last process died applying it. */
-void es_guard_recover(es_guard_t *g);
-void es_guard_note(es_guard_t *g, const char *topic, int32_t partition, int64_t offset);
-void es_guard_clear(es_guard_t *g);
-/* Marks (or unmarks) a stop asked for, so that the process ending during this apply is not
- * counted as a crash. Async-signal-safe: one atomic store to the mapped page. */
-void es_guard_stopping(es_guard_t *g, int stopping);
-/* The apply watchdog is ending the process: this apply's death counts even after a stop. */
-void es_guard_timed_out(es_guard_t *g);
-/* Deaths counted on this event (0 when it is not the one the process died on). */
-unsigned es_guard_deaths(const es_guard_t *g, const char *topic, int32_t partition, int64_t offset);
-/* How many of those deaths were the apply watchdog's. */
-unsigned es_guard_timeouts(const es_guard_t *g, const char *topic, int32_t partition,
-                           int64_t offset);
-/* 1 when the guard remembers nothing: no apply running, no death counted. */
-int es_guard_idle(const es_guard_t *g);
-/* Forgets the death count once the positions have moved past the event. */
-void es_guard_passed(es_guard_t *g, const es_topic_pos_t *pos, size_t n);
-
 /* The consumer group name of a projector: "<service.name>.<projector>". */
 void es_rm_group(const es_config_t *cfg, const char *projector, char *out, size_t cap);
-/* Sends the projector's unpublished es_dlq rows to "<topic>.dlq" and marks them published. */
+/* The DLQ (dlq.c). Sends the projector's unpublished es_dlq rows to "<topic>.dlq" and marks them
+ * published. */
 es_err es_rm_publish_dlq(sqlite3 *db, es_log_t *log, const es_config_t *cfg, const char *projector,
                          es_error_t *err);
 /* Fills e from a row of the es_dlq columns list ES_DLQ_COLUMNS (value only when with_value). */
@@ -129,3 +107,5 @@ int es_runner_stopping(const es_runner_t *r);
 /* Undoes es_runner_stop: polls apply events again, and the process ending is a crash to the
  * guard again. es_runner_run does it when it returns; so does es_saga_run for its runner. */
 void es_runner_resume(es_runner_t *r);
+
+#endif

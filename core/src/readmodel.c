@@ -1,11 +1,10 @@
 /*
- * The read-model database as the runner sees it: its es_* tables, the lock a
- * runner and a replay of one projector take turns on, the crash guard, and
- * the dead-letter rows and their delivery to "<topic>.dlq".
+ * The read-model database as the runner sees it: its es_* tables and the lock a
+ * runner and a replay of one projector take turns on. The crash guard beside it is
+ * crashguard.c; the dead-letter rows and their delivery to "<topic>.dlq" are dlq.c.
  */
 #include "projector_int.h"
 #include "dbfile.h"
-#include "kafka/wire.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -13,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -135,222 +133,16 @@ void es_rm_unlock(int fd) {
     flock(fd, LOCK_UN);
 }
 
-#define GUARD_MAGIC 0x45534744u /* "ESGD" */
-#define GUARD_TOPIC 192
-
-/* Fields after dead_topic came later: a page of an older release grows with zeros, which
- * is what they start as. */
-typedef struct guard_page {
-    uint32_t magic;
-    uint32_t active; /* 1 while an apply runs: the process died in it if still 1 at start */
-    int32_t partition, dead_partition;
-    int64_t offset, dead_offset;
-    uint32_t deaths, unused;
-    char topic[GUARD_TOPIC], dead_topic[GUARD_TOPIC];
-    uint32_t stopping;      /* a stop was asked for (a signal): dying in this apply is no crash */
-    uint32_t timed_out;     /* the apply watchdog ended the process in this apply */
-    uint32_t dead_timeouts; /* how many of the deaths the watchdog caused */
-    uint32_t unused2;
-} guard_page;
-
-struct es_guard {
-    guard_page *page;
-    const char *last_topic; /* topic pointer last copied into page->topic */
-};
-
-es_err es_guard_open(const char *path, es_guard_t **out, es_error_t *err) {
-    *out = NULL;
-    int fd = -1;
-    es_err e = es_side_file_open(path, "crash guard", &fd, err);
-    if (e != ES_OK)
-        return e;
-    /* Blocks first, then the mapping: a page of a sparse file written on a full disk is a
-     * SIGBUS (an older guard, a page shorter, grows here too). */
-    e = es_side_file_reserve(fd, path, "crash guard", sizeof(guard_page), err);
-    void *map = e == ES_OK
-                    ? mmap(NULL, sizeof(guard_page), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
-                    : MAP_FAILED;
-    close(fd);
-    if (e == ES_OK && map == MAP_FAILED)
-        e = es_fail(err, ES_EIO, "cannot map crash guard %s: %s", path, strerror(errno));
-    es_guard_t *g = e == ES_OK ? calloc(1, sizeof *g) : NULL;
-    if (e == ES_OK && !g)
-        e = es_fail(err, ES_ENOMEM, "out of memory");
-    if (e != ES_OK) {
-        if (map != MAP_FAILED)
-            munmap(map, sizeof(guard_page));
-        return e;
-    }
-    g->page = map;
-    if (g->page->magic != GUARD_MAGIC) {
-        memset(g->page, 0, sizeof *g->page);
-        g->page->magic = GUARD_MAGIC;
-    }
-    *out = g;
-    return ES_OK;
-}
-
-void es_guard_close(es_guard_t *g) {
-    if (!g)
-        return;
-    munmap(g->page, sizeof(guard_page));
-    free(g);
-}
-
-static int same_event(const guard_page *p, const char *topic, int32_t partition, int64_t offset) {
-    return p->deaths && p->dead_partition == partition && p->dead_offset == offset &&
-           !strncmp(p->dead_topic, topic, GUARD_TOPIC);
-}
-
-/* A process stopped by a signal while an apply ran (the operator's second Ctrl-C, a
- * supervisor's SIGKILL after its SIGTERM) did not crash on the event: no death is counted,
- * and the count of earlier deaths stays as it was. The watchdog's end is a death. */
-void es_guard_recover(es_guard_t *g) {
-    guard_page *p = g->page;
-    if (!__atomic_load_n(&p->active, __ATOMIC_ACQUIRE)) {
-        p->stopping = p->timed_out = 0;
-        return;
-    }
-    int timed_out = p->timed_out != 0;
-    if (p->stopping && !timed_out) {
-        /* not a crash */
-    } else if (same_event(p, p->topic, p->partition, p->offset)) {
-        p->deaths++;
-        p->dead_timeouts += (uint32_t)timed_out;
-    } else {
-        memcpy(p->dead_topic, p->topic, GUARD_TOPIC);
-        p->dead_partition = p->partition;
-        p->dead_offset = p->offset;
-        p->deaths = 1;
-        p->dead_timeouts = (uint32_t)timed_out;
-    }
-    p->active = p->stopping = p->timed_out = 0;
-    msync(p, sizeof *p, MS_SYNC);
-}
-
-void es_guard_note(es_guard_t *g, const char *topic, int32_t partition, int64_t offset) {
-    guard_page *p = g->page;
-    if (g->last_topic != topic) {
-        snprintf(p->topic, GUARD_TOPIC, "%s", topic);
-        g->last_topic = topic;
-    }
-    p->partition = partition;
-    p->offset = offset;
-    __atomic_store_n(&p->active, 1, __ATOMIC_RELEASE);
-}
-
-void es_guard_clear(es_guard_t *g) {
-    __atomic_store_n(&g->page->active, 0, __ATOMIC_RELEASE);
-}
-
-void es_guard_stopping(es_guard_t *g, int stopping) {
-    __atomic_store_n(&g->page->stopping, stopping ? 1u : 0u, __ATOMIC_RELEASE);
-}
-
-void es_guard_timed_out(es_guard_t *g) {
-    __atomic_store_n(&g->page->timed_out, 1, __ATOMIC_RELEASE);
-}
-
-unsigned es_guard_deaths(const es_guard_t *g, const char *topic, int32_t partition,
-                         int64_t offset) {
-    return same_event(g->page, topic, partition, offset) ? g->page->deaths : 0;
-}
-
-unsigned es_guard_timeouts(const es_guard_t *g, const char *topic, int32_t partition,
-                           int64_t offset) {
-    return same_event(g->page, topic, partition, offset) ? g->page->dead_timeouts : 0;
-}
-
-int es_guard_idle(const es_guard_t *g) {
-    return !__atomic_load_n(&g->page->active, __ATOMIC_ACQUIRE) && !g->page->deaths;
-}
-
-void es_guard_passed(es_guard_t *g, const es_topic_pos_t *pos, size_t n) {
-    guard_page *p = g->page;
-    if (!p->deaths)
-        return;
-    for (size_t i = 0; i < n; i++)
-        if (pos[i].partition == p->dead_partition &&
-            !strncmp(pos[i].topic, p->dead_topic, GUARD_TOPIC) && pos[i].offset > p->dead_offset) {
-            p->deaths = p->dead_timeouts = 0;
-            p->dead_topic[0] = '\0';
-            return;
-        }
-}
-
 void es_rm_group(const es_config_t *cfg, const char *projector, char *out, size_t cap) {
     snprintf(out, cap, "%s.%s", es_config_get(cfg, "service.name"), projector);
 }
 
-static void copy_text(char *dst, size_t cap, const unsigned char *src) {
-    snprintf(dst, cap, "%s", src ? (const char *)src : "");
-}
-
-es_err es_rm_dlq_row(sqlite3_stmt *s, es_dlq_entry_t *e, int with_value) {
-    e->id = sqlite3_column_int64(s, 0);
-    copy_text(e->projector, sizeof e->projector, sqlite3_column_text(s, 1));
-    copy_text(e->topic, sizeof e->topic, sqlite3_column_text(s, 2));
-    e->partition = sqlite3_column_int(s, 3);
-    e->offset = sqlite3_column_int64(s, 4);
-    copy_text(e->key, sizeof e->key, sqlite3_column_text(s, 5));
-    copy_text(e->event_type, sizeof e->event_type, sqlite3_column_text(s, 6));
-    e->code = sqlite3_column_int(s, 7);
-    copy_text(e->error, sizeof e->error, sqlite3_column_text(s, 8));
-    e->attempts = sqlite3_column_int(s, 9);
-    e->parked_at_us = sqlite3_column_int64(s, 10);
-    e->redriven_at_us = sqlite3_column_int64(s, 11);
-    e->value = NULL;
-    e->value_len = 0;
-    if (with_value) {
-        int len = sqlite3_column_bytes(s, 12);
-        e->value = malloc(len > 0 ? (size_t)len : 1);
-        if (!e->value)
-            return ES_ENOMEM;
-        if (len > 0)
-            memcpy(e->value, sqlite3_column_blob(s, 12), (size_t)len);
-        e->value_len = (size_t)len;
-    }
-    return ES_OK;
-}
-
-/* A dead letter with the headers proto/README.md lists (kafka/wire.h renders them). */
-static es_err publish_one(es_log_t *log, const char *group, const es_dlq_entry_t *d,
-                          const uint8_t *value, size_t len, es_error_t *err) {
-    es_kafka_dlq_t facts = {group,       d->topic,        d->partition, d->offset,
-                            d->attempts, (es_err)d->code, d->error,     d->event_type};
-    es_kafka_dlq_headers_t h = {0};
-    es_kafka_dlq_headers(&facts, &h);
-    return log->reader->put_dlq(log, h.topic, h.ref, d->key[0] ? d->key : NULL, value, len, h.kv,
-                                ES_KAFKA_DLQ_HEADERS, err);
-}
-
-es_err es_rm_publish_dlq(sqlite3 *db, es_log_t *log, const es_config_t *cfg, const char *projector,
-                         es_error_t *err) {
-    char group[256];
-    es_rm_group(cfg, projector, group, sizeof group);
-    sqlite3_stmt *s = NULL, *mark = NULL;
-    es_err e = es_sql_prepare(db, NULL,
-                              "SELECT " ES_DLQ_COLUMNS " FROM es_dlq WHERE projector = ?1 AND "
-                              "published = 0 ORDER BY id",
-                              &s, err);
-    if (e == ES_OK)
-        e = es_sql_prepare(db, NULL, "UPDATE es_dlq SET published = 1 WHERE id = ?1", &mark, err);
-    if (e == ES_OK)
-        sqlite3_bind_text(s, 1, projector, -1, SQLITE_STATIC);
-    int rc = SQLITE_DONE;
-    while (e == ES_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-        es_dlq_entry_t d;
-        es_rm_dlq_row(s, &d, 0);
-        e = publish_one(log, group, &d, sqlite3_column_blob(s, 12),
-                        (size_t)sqlite3_column_bytes(s, 12), err);
-        if (e == ES_OK) {
-            sqlite3_bind_int64(mark, 1, d.id);
-            e = es_sql_step_done(db, NULL, mark, "marking a dead letter sent", err);
-        }
-    }
-    if (e == ES_OK && rc != SQLITE_DONE)
-        e = es_sql_fail(db, rc, "reading dead letters", err);
-    sqlite3_finalize(s);
-    sqlite3_finalize(mark);
-    return e;
+/* Opens an existing read model to look at it: a missing file is ES_ENOTFOUND, not a new empty
+ * model, and another kind of file is refused, naming what it is. */
+es_err es_rm_open_existing(const es_config_t *cfg, sqlite3 **db, es_error_t *err) {
+    const char *path = es_config_get(cfg, "readmodel.db");
+    if (access(path, F_OK) != 0)
+        return es_fail(err, ES_ENOTFOUND,
+                       "no read model at %s; run a projector first or set readmodel.db", path);
+    return es_rm_open(cfg, path, RM_READONLY, db, err);
 }

@@ -1,105 +1,26 @@
 /*
  * The saga coordinator: a projector over the topics a saga listens to (the runner gives it
- * batches, checkpoints and the DLQ in one read-model transaction), plus a relay that delivers
- * the outbox through the engine, durable deadlines and the publication of transitions to
- * "<saga>.saga.events". See saga.h for the lifecycle and saga_int.h for the tables.
+ * batches, checkpoints and the DLQ in one read-model transaction): its instances, their
+ * transitions, the events that drive them, and its lifecycle. Beside it: the definition check
+ * (saga_def.c), durable deadlines (saga_deadline.c), the relay that delivers the outbox through
+ * the engine (saga_relay.c), the publication of transitions to "<saga>.saga.events"
+ * (saga_publish.c) and retention (saga_retention.c). See saga.h for the lifecycle and
+ * saga_int.h for the tables.
  */
 #include "saga_int.h"
 
-#include "engine_int.h"
 #include "backends.h"
+
 #include "kafka/wire.h"
 #include "projector_int.h"
 #include "runloop.h"
-#include "store.h"
 
 #include "eskit/v1/saga.pb-c.h"
 
 #include <librdkafka/rdkafka.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define MAX_STEPS 32
-#define RELAY_BATCH 256
-#define PUBLISH_BATCH 4096
-#define KAFKA_FLUSH_MS 10000
-#define FLUSH_SLICE_MS 50
-#define STOP_GRACE_MS 1000 /* a stop still waits this long for acknowledgements under way */
-#define SENT_INDEX_BITS 12 /* a record's delivery opaque: publish round << bits | index */
-#define RETRY_BACKOFF_US 200000
-
-/* ---- definitions -------------------------------------------------------------------------- */
-
-static int name_ok(const char *s) {
-    size_t n = s ? strlen(s) : 0;
-    if (n == 0 || n > 64)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '_' ||
-              s[i] == '-'))
-            return 0;
-    return 1;
-}
-
-static es_err check_step(const es_saga_def *def, const es_saga_step *s, size_t i, int abort,
-                         es_error_t *err) {
-    char what[96];
-    if (abort)
-        snprintf(what, sizeof what, "saga '%s': on_abort", def->name);
-    else
-        snprintf(what, sizeof what, "saga '%s': step %zu", def->name, i);
-    if (!abort && !name_ok(s->name))
-        return es_fail(err, ES_EINVAL, "%s: name '%s' must be 1..64 bytes of [a-z0-9_-]", what,
-                       s->name ? s->name : "(null)");
-    es_err e = es_validate_aggregate_type(s->aggregate_type, err);
-    if (e != ES_OK) {
-        es_error_prefix(err, "%s: ", what);
-        return e;
-    }
-    if (!s->command || !s->send)
-        return es_fail(err, ES_EINVAL, "%s: command (descriptor) and send are required", what);
-    if (abort)
-        return ES_OK;
-    if (s->timeout_ms <= 0)
-        return es_fail(err, ES_EINVAL, "%s (%s): timeout_ms must be > 0", what, s->name);
-    if (!s->compensation != !s->compensate)
-        return es_fail(err, ES_EINVAL,
-                       "%s (%s): compensation and compensate go together (both or neither)", what,
-                       s->name);
-    for (size_t j = 0; j < i; j++)
-        if (!strcmp(def->steps[j].name, s->name))
-            return es_fail(err, ES_EINVAL, "%s: the name '%s' is used twice", what, s->name);
-    return ES_OK;
-}
-
-es_err es_saga_check(const es_saga_def *def, es_error_t *err) {
-    if (!def)
-        return es_fail(err, ES_EINVAL, "saga definition is NULL");
-    if (def->abi_version != ES_SAGA_ABI)
-        return es_fail(err, ES_EINVAL, "saga '%s': abi_version %d, this eskit has %d",
-                       def->name ? def->name : "(null)", def->abi_version, ES_SAGA_ABI);
-    char htype[ES_MAX_TYPE_LEN + 1];
-    es_err e = es_saga_history_type(def->name, htype, sizeof htype, err);
-    if (e != ES_OK)
-        return e;
-    e = es_validate_aggregate_type(def->start_aggregate, err);
-    if (e != ES_OK) {
-        es_error_prefix(err, "saga '%s': start_aggregate: ", def->name);
-        return e;
-    }
-    if (!def->start_event)
-        return es_fail(err, ES_EINVAL, "saga '%s': start_event (descriptor) is required",
-                       def->name);
-    if (!def->steps || def->n_steps == 0 || def->n_steps > MAX_STEPS)
-        return es_fail(err, ES_EINVAL, "saga '%s': 1..%d steps needed, %zu given", def->name,
-                       MAX_STEPS, def->steps ? def->n_steps : 0);
-    for (size_t i = 0; i < def->n_steps; i++)
-        if ((e = check_step(def, &def->steps[i], i, 0, err)) != ES_OK)
-            return e;
-    return def->on_abort ? check_step(def, def->on_abort, 0, 1, err) : ES_OK;
-}
 
 /* ---- views and outputs -------------------------------------------------------------------- */
 
@@ -181,30 +102,6 @@ static void out_clear(es_saga_out_t *o) {
 
 /* ---- the coordinator ---------------------------------------------------------------------- */
 
-enum {
-    S_INST_GET,
-    S_INST_PUT,
-    S_TARGET_BY_CMD,
-    S_TARGET_PUT,
-    S_TARGET_STATUS,
-    S_TARGETS_OF_STEP,
-    S_STEP_OPEN,
-    S_HIST_PUT,
-    S_DUE,
-    S_OUTBOX,
-    S_SENT,
-    S_UNPUBLISHED,
-    S_PUBLISHED,
-    S_ACTIVE,
-    S_COUNT_STATE,
-    S_ENDED_BEFORE,
-    S_DROP_TARGETS,
-    S_DROP_INSTANCE,
-    S_PRUNED_ADD,
-    S_PRUNED_GET,
-    S_COUNT
-};
-
 static const char *const SQL[S_COUNT] = {
     [S_INST_GET] = "SELECT state, step, started_at, deadline, reason, seq, start_event"
                    " FROM es_saga_instances WHERE saga = ?1 AND id = ?2",
@@ -249,53 +146,7 @@ static const char *const SQL[S_COUNT] = {
     [S_PRUNED_GET] = "SELECT n FROM es_saga_pruned WHERE saga = ?1 AND state = ?2",
 };
 
-/* The delivery report of one transition produced to Kafka. */
-typedef struct sent_rec {
-    int reported;
-    rd_kafka_resp_err_t err;
-} sent_rec;
-
-struct es_saga_coordinator {
-    es_config_t *cfg; /* own copy; the Kafka producer logs to it */
-    const es_saga_def *def;
-    es_engine_t *engine;
-    es_projector_def pdef;
-    char pname[ES_PROJECTOR_NAME_MAX + 1];
-    char subject[96]; /* "saga '<name>': ", which begins every error of a public call */
-    char **topics;
-    es_runner_t *runner;
-    sqlite3 *db;
-    sqlite3_stmt *st[S_COUNT];
-    char htype[ES_MAX_TYPE_LEN + 1];
-    char htopic[ES_MAX_TYPE_LEN + 16];
-    rd_kafka_t *producer; /* Kafka: transitions go to "<saga>.saga.events" */
-    /* What the delivery reports of this publish round said, by record (dr_cb); reports of an
-     * earlier round (records a stop or a timeout left behind) are ignored. */
-    uintptr_t round;
-    sent_rec *sent;       /* PUBLISH_BATCH of them */
-    int64_t retry_at_us;  /* the relay backs off after a failed delivery */
-    size_t batch_size;    /* projector.batch.size: a full batch means the log has more */
-    int64_t retention_us; /* saga.retention.ms; 0: ended instances stay */
-    int64_t prune_at_us;  /* when pruning is next due */
-    es_stop_t stop;       /* es_saga_stop (saga.h) */
-    es_saga_stats_t stats;
-};
-
-/* An instance as loaded for a transition. */
-typedef struct inst {
-    char id[ES_MAX_ID_LEN + 1];
-    char state[16];
-    int step;
-    int64_t started, deadline;
-    char reason[512];
-    uint64_t seq;
-    uint8_t *start_bytes;
-    size_t start_len;
-    es_event_t *start_ev;
-    ProtobufCMessage *start_msg;
-} inst;
-
-static void inst_free(inst *in) {
+void es_saga_inst_free(saga_inst *in) {
     free(in->start_bytes);
     es_event_free(in->start_ev);
     if (in->start_msg)
@@ -304,7 +155,7 @@ static void inst_free(inst *in) {
 }
 
 /* The saga database's last SQLite error, as sql.c words it. */
-static es_err db_fail(es_saga_coordinator_t *c, const char *what, es_error_t *err) {
+es_err es_saga_db_fail(es_saga_coordinator_t *c, const char *what, es_error_t *err) {
     char doing[ES_PROJECTOR_NAME_MAX + 96];
     snprintf(doing, sizeof doing, "saga '%s': %s", c->def->name, what);
     return es_sql_fail_file(c->db, sqlite3_extended_errcode(c->db),
@@ -312,7 +163,7 @@ static es_err db_fail(es_saga_coordinator_t *c, const char *what, es_error_t *er
 }
 
 /* The cached statement k, reset and bound to the saga name as ?1. */
-static sqlite3_stmt *stmt(es_saga_coordinator_t *c, int k) {
+sqlite3_stmt *es_saga_stmt(es_saga_coordinator_t *c, int k) {
     sqlite3_stmt *s = c->st[k];
     sqlite3_reset(s);
     sqlite3_clear_bindings(s);
@@ -320,18 +171,18 @@ static sqlite3_stmt *stmt(es_saga_coordinator_t *c, int k) {
     return s;
 }
 
-static es_err step_done(es_saga_coordinator_t *c, sqlite3_stmt *s, const char *what,
-                        es_error_t *err) {
+es_err es_saga_step_done(es_saga_coordinator_t *c, sqlite3_stmt *s, const char *what,
+                         es_error_t *err) {
     int rc = sqlite3_step(s);
     sqlite3_reset(s);
-    return rc == SQLITE_DONE ? ES_OK : db_fail(c, what, err);
+    return rc == SQLITE_DONE ? ES_OK : es_saga_db_fail(c, what, err);
 }
 
-static void copy_str(char *dst, size_t cap, const unsigned char *src) {
+void es_saga_copy_str(char *dst, size_t cap, const unsigned char *src) {
     snprintf(dst, cap, "%s", src ? (const char *)src : "");
 }
 
-static const es_saga_step *step_at(const es_saga_coordinator_t *c, int k) {
+const es_saga_step *es_saga_step_at(const es_saga_coordinator_t *c, int k) {
     if (k >= 0 && (size_t)k < c->def->n_steps)
         return &c->def->steps[k];
     return NULL;
@@ -339,7 +190,7 @@ static const es_saga_step *step_at(const es_saga_coordinator_t *c, int k) {
 
 /* ---- instances ---------------------------------------------------------------------------- */
 
-static es_err decode_start(es_saga_coordinator_t *c, inst *in, es_error_t *err) {
+static es_err decode_start(es_saga_coordinator_t *c, saga_inst *in, es_error_t *err) {
     es_err e = es_envelope_decode(in->start_bytes, in->start_len, NULL, &in->start_ev, err);
     if (e != ES_OK)
         return e;
@@ -352,9 +203,9 @@ static es_err decode_start(es_saga_coordinator_t *c, inst *in, es_error_t *err) 
 }
 
 /* Loads instance id; ES_ENOTFOUND when there is none. */
-static es_err inst_load(es_saga_coordinator_t *c, const char *id, inst *in, es_error_t *err) {
+es_err es_saga_inst_load(es_saga_coordinator_t *c, const char *id, saga_inst *in, es_error_t *err) {
     memset(in, 0, sizeof *in);
-    sqlite3_stmt *s = stmt(c, S_INST_GET);
+    sqlite3_stmt *s = es_saga_stmt(c, S_INST_GET);
     sqlite3_bind_text(s, 2, id, -1, SQLITE_STATIC);
     int rc = sqlite3_step(s);
     if (rc == SQLITE_DONE) {
@@ -363,14 +214,14 @@ static es_err inst_load(es_saga_coordinator_t *c, const char *id, inst *in, es_e
     }
     if (rc != SQLITE_ROW) {
         sqlite3_reset(s);
-        return db_fail(c, "loading an instance", err);
+        return es_saga_db_fail(c, "loading an instance", err);
     }
     snprintf(in->id, sizeof in->id, "%s", id);
-    copy_str(in->state, sizeof in->state, sqlite3_column_text(s, 0));
+    es_saga_copy_str(in->state, sizeof in->state, sqlite3_column_text(s, 0));
     in->step = sqlite3_column_int(s, 1);
     in->started = sqlite3_column_int64(s, 2);
     in->deadline = sqlite3_column_int64(s, 3);
-    copy_str(in->reason, sizeof in->reason, sqlite3_column_text(s, 4));
+    es_saga_copy_str(in->reason, sizeof in->reason, sqlite3_column_text(s, 4));
     in->seq = (uint64_t)sqlite3_column_int64(s, 5);
     in->start_len = (size_t)sqlite3_column_bytes(s, 6);
     in->start_bytes = malloc(in->start_len ? in->start_len : 1);
@@ -383,12 +234,13 @@ static es_err inst_load(es_saga_coordinator_t *c, const char *id, inst *in, es_e
     sqlite3_reset(s);
     es_err e = decode_start(c, in, err);
     if (e != ES_OK)
-        inst_free(in);
+        es_saga_inst_free(in);
     return e;
 }
 
-static es_err inst_save(es_saga_coordinator_t *c, const inst *in, int64_t now, es_error_t *err) {
-    sqlite3_stmt *s = stmt(c, S_INST_PUT);
+es_err es_saga_inst_save(es_saga_coordinator_t *c, const saga_inst *in, int64_t now,
+                         es_error_t *err) {
+    sqlite3_stmt *s = es_saga_stmt(c, S_INST_PUT);
     sqlite3_bind_text(s, 2, in->id, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 3, in->state, -1, SQLITE_STATIC);
     sqlite3_bind_int(s, 4, in->step);
@@ -398,10 +250,10 @@ static es_err inst_save(es_saga_coordinator_t *c, const inst *in, int64_t now, e
     sqlite3_bind_text(s, 8, in->reason, -1, SQLITE_STATIC);
     sqlite3_bind_int64(s, 9, (sqlite3_int64)in->seq);
     sqlite3_bind_blob(s, 10, in->start_bytes, (int)in->start_len, SQLITE_STATIC);
-    return step_done(c, s, "saving an instance", err);
+    return es_saga_step_done(c, s, "saving an instance", err);
 }
 
-static int terminal(const inst *in) {
+static int terminal(const saga_inst *in) {
     return strcmp(in->state, ES_SAGA_RUNNING) && strcmp(in->state, ES_SAGA_COMPENSATING);
 }
 
@@ -417,23 +269,12 @@ static Eskit__V1__SagaState state_enum(const char *s) {
     return ESKIT__V1__SAGA_STATE__SAGA_STATE_FAILED;
 }
 
-/* What a transition record says beyond kind and state. */
-typedef struct hist_info {
-    int step1; /* the step's index + 1; 0: none */
-    const char *command_id, *command_type, *aggregate_type, *aggregate_id;
-    const char *event_type, *event_id;
-    const char *reason;
-    int64_t deadline;
-} hist_info;
-
-#define HIST(...) (&(hist_info){__VA_ARGS__})
-
 /* Appends one transition of in to the history (published to the log after commit). */
-static es_err hist(es_saga_coordinator_t *c, inst *in, const char *kind, const hist_info *h,
-                   int64_t now, es_error_t *err) {
+es_err es_saga_hist(es_saga_coordinator_t *c, saga_inst *in, const char *kind, const hist_info *h,
+                    int64_t now, es_error_t *err) {
     Eskit__V1__SagaTransition t = ESKIT__V1__SAGA_TRANSITION__INIT;
     int k = h->step1 - 1;
-    const es_saga_step *st = k >= 0 ? step_at(c, k) : NULL;
+    const es_saga_step *st = k >= 0 ? es_saga_step_at(c, k) : NULL;
     t.saga = (char *)c->def->name;
     t.instance_id = in->id;
     t.kind = (char *)kind;
@@ -454,19 +295,20 @@ static es_err hist(es_saga_coordinator_t *c, inst *in, const char *kind, const h
     if (!buf)
         return es_fail(err, ES_ENOMEM, "out of memory");
     eskit__v1__saga_transition__pack(&t, buf);
-    sqlite3_stmt *s = stmt(c, S_HIST_PUT);
+    sqlite3_stmt *s = es_saga_stmt(c, S_HIST_PUT);
     sqlite3_bind_text(s, 2, in->id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(s, 3, (sqlite3_int64)++in->seq);
     sqlite3_bind_blob(s, 4, buf, (int)len, free);
-    return step_done(c, s, "recording a transition", err);
+    return es_saga_step_done(c, s, "recording a transition", err);
 }
 
 /* ---- transitions -------------------------------------------------------------------------- */
 
-static const char *const KIND_DO = "do", *const KIND_UNDO = "undo", *const KIND_ABORT = "abort";
+static const char *const KIND_DO = ES_SAGA_KIND_DO, *const KIND_UNDO = ES_SAGA_KIND_UNDO,
+                         *const KIND_ABORT = ES_SAGA_KIND_ABORT;
 
-static es_err command_id(es_saga_coordinator_t *c, const inst *in, const char *step, size_t target,
-                         const char *kind, char *out, size_t cap, es_error_t *err) {
+static es_err command_id(es_saga_coordinator_t *c, const saga_inst *in, const char *step,
+                         size_t target, const char *kind, char *out, size_t cap, es_error_t *err) {
     int n = snprintf(out, cap, "%s/%s/%s.%zu/%s", c->def->name, in->id, step, target, kind);
     if (n < 0 || (size_t)n >= cap || (size_t)n > ES_MAX_ID_LEN)
         return es_fail(err, ES_EINVAL,
@@ -479,7 +321,7 @@ static es_err command_id(es_saga_coordinator_t *c, const inst *in, const char *s
 /* What ties an instance's commands and transitions together: the start event's correlation
  * id, or the instance id when the start event has none or one that breaks the limits (another
  * client wrote it: every command carrying it would be refused). */
-static const char *correlation_of(const es_event_t *start, const char *id) {
+const char *es_saga_correlation_of(const es_event_t *start, const char *id) {
     es_error_t ignored;
     const char *corr = start ? start->correlation_id : NULL;
     if (!corr || !*corr || es_validate_text(ES_TEXT_CORRELATION_ID, corr, &ignored) != ES_OK)
@@ -489,7 +331,7 @@ static const char *correlation_of(const es_event_t *start, const char *id) {
 
 /* Calls a step's send (or compensate, when undo_of is set) and puts the commands in the outbox.
  * *sent is how many. */
-static es_err emit(es_saga_coordinator_t *c, inst *in, int k, const es_saga_step *st,
+static es_err emit(es_saga_coordinator_t *c, saga_inst *in, int k, const es_saga_step *st,
                    const char *kind, const char *undo_of, size_t undo_target, size_t *sent,
                    int64_t now, es_error_t *err) {
     es_saga_view_t v = {in->id, in->start_ev, in->start_msg, in->reason};
@@ -508,7 +350,7 @@ static es_err emit(es_saga_coordinator_t *c, inst *in, int k, const es_saga_step
     else if (e != ES_OK)
         es_error_prefix(err, "%s: ", what);
     int64_t deadline = kind == KIND_DO ? now + st->timeout_ms * 1000 : 0;
-    const char *corr = correlation_of(in->start_ev, in->id);
+    const char *corr = es_saga_correlation_of(in->start_ev, in->id);
     if (corr == in->id && in->start_ev && in->start_ev->correlation_id &&
         *in->start_ev->correlation_id)
         /* a start event another client wrote: its commands would all be refused */
@@ -522,7 +364,7 @@ static es_err emit(es_saga_coordinator_t *c, inst *in, int k, const es_saga_step
         e = command_id(c, in, stname, target, kind, cid, sizeof cid, err);
         if (e != ES_OK)
             break;
-        sqlite3_stmt *s = stmt(c, S_TARGET_PUT);
+        sqlite3_stmt *s = es_saga_stmt(c, S_TARGET_PUT);
         sqlite3_bind_text(s, 1, cid, -1, SQLITE_TRANSIENT);
         sqlite3_bind_text(s, 2, c->def->name, -1, SQLITE_STATIC);
         sqlite3_bind_text(s, 3, in->id, -1, SQLITE_STATIC);
@@ -536,16 +378,17 @@ static es_err emit(es_saga_coordinator_t *c, inst *in, int k, const es_saga_step
         sqlite3_bind_int64(s, 11, deadline);
         sqlite3_bind_int64(s, 12, now);
         sqlite3_bind_text(s, 13, corr, -1, SQLITE_STATIC);
-        e = step_done(c, s, "writing the outbox", err);
+        e = es_saga_step_done(c, s, "writing the outbox", err);
         const char *hk = kind == KIND_DO     ? "command_sent"
                          : kind == KIND_UNDO ? "compensation_sent"
                                              : "abort_sent";
         if (e == ES_OK)
-            e = hist(c, in, hk,
-                     HIST(.step1 = k < (int)c->def->n_steps ? k + 1 : 0, .command_id = cid,
-                          .command_type = o->want->name, .aggregate_type = st->aggregate_type,
-                          .aggregate_id = o->cmd[i].aggregate_id, .deadline = deadline),
-                     now, err);
+            e = es_saga_hist(c, in, hk,
+                             HIST(.step1 = k < (int)c->def->n_steps ? k + 1 : 0, .command_id = cid,
+                                  .command_type = o->want->name,
+                                  .aggregate_type = st->aggregate_type,
+                                  .aggregate_id = o->cmd[i].aggregate_id, .deadline = deadline),
+                             now, err);
     }
     *sent = e == ES_OK ? o->n : 0;
     out_clear(o);
@@ -553,20 +396,22 @@ static es_err emit(es_saga_coordinator_t *c, inst *in, int k, const es_saga_step
     return e;
 }
 
-static es_err finish(es_saga_coordinator_t *c, inst *in, const char *state, const char *reason,
+static es_err finish(es_saga_coordinator_t *c, saga_inst *in, const char *state, const char *reason,
                      int64_t now, es_error_t *err) {
     snprintf(in->state, sizeof in->state, "%s", state);
     in->deadline = 0;
     if (reason)
         snprintf(in->reason, sizeof in->reason, "%s", reason);
-    return hist(c, in, state, HIST(.reason = reason), now, err);
+    return es_saga_hist(c, in, state, HIST(.reason = reason), now, err);
 }
 
-static es_err send_step(es_saga_coordinator_t *c, inst *in, int k, int64_t now, es_error_t *err);
+static es_err send_step(es_saga_coordinator_t *c, saga_inst *in, int k, int64_t now,
+                        es_error_t *err);
 
 /* Step k is done: the next step, or the end. */
-static es_err advance(es_saga_coordinator_t *c, inst *in, int k, int64_t now, es_error_t *err) {
-    es_err e = hist(c, in, "step_completed", HIST(.step1 = k + 1), now, err);
+static es_err advance(es_saga_coordinator_t *c, saga_inst *in, int k, int64_t now,
+                      es_error_t *err) {
+    es_err e = es_saga_hist(c, in, "step_completed", HIST(.step1 = k + 1), now, err);
     if (e != ES_OK)
         return e;
     if ((size_t)k + 1 == c->def->n_steps)
@@ -574,8 +419,9 @@ static es_err advance(es_saga_coordinator_t *c, inst *in, int k, int64_t now, es
     return send_step(c, in, k + 1, now, err);
 }
 
-static es_err send_step(es_saga_coordinator_t *c, inst *in, int k, int64_t now, es_error_t *err) {
-    const es_saga_step *st = step_at(c, k);
+static es_err send_step(es_saga_coordinator_t *c, saga_inst *in, int k, int64_t now,
+                        es_error_t *err) {
+    const es_saga_step *st = es_saga_step_at(c, k);
     size_t sent = 0;
     in->step = k;
     in->deadline = now + st->timeout_ms * 1000;
@@ -587,14 +433,14 @@ static es_err send_step(es_saga_coordinator_t *c, inst *in, int k, int64_t now, 
 
 /* Sends the compensations of step k (its targets that may have taken effect), going down to
  * earlier steps while a step has nothing to undo; after step 0, the abort command. */
-static es_err compensate_from(es_saga_coordinator_t *c, inst *in, int k, int64_t now,
+static es_err compensate_from(es_saga_coordinator_t *c, saga_inst *in, int k, int64_t now,
                               es_error_t *err) {
     for (; k >= 0; k--) {
-        const es_saga_step *st = step_at(c, k);
+        const es_saga_step *st = es_saga_step_at(c, k);
         in->step = k;
         if (!st->compensate)
             continue;
-        sqlite3_stmt *s = stmt(c, S_TARGETS_OF_STEP);
+        sqlite3_stmt *s = es_saga_stmt(c, S_TARGETS_OF_STEP);
         sqlite3_bind_text(s, 2, in->id, -1, SQLITE_STATIC);
         sqlite3_bind_int(s, 3, k);
         char ids[ES_SAGA_MAX_TARGETS][ES_MAX_ID_LEN + 1];
@@ -603,11 +449,11 @@ static es_err compensate_from(es_saga_coordinator_t *c, inst *in, int k, int64_t
         while ((rc = sqlite3_step(s)) == SQLITE_ROW && n < ES_SAGA_MAX_TARGETS) {
             /* A target that failed had no effect; done and pending ones may have. */
             if (strcmp((const char *)sqlite3_column_text(s, 1), "failed") != 0)
-                copy_str(ids[n++], sizeof ids[0], sqlite3_column_text(s, 0));
+                es_saga_copy_str(ids[n++], sizeof ids[0], sqlite3_column_text(s, 0));
         }
         sqlite3_reset(s);
         if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-            return db_fail(c, "reading a step's targets", err);
+            return es_saga_db_fail(c, "reading a step's targets", err);
         size_t total = 0;
         for (size_t i = 0; i < n; i++) {
             size_t sent = 0;
@@ -630,8 +476,8 @@ static es_err compensate_from(es_saga_coordinator_t *c, inst *in, int k, int64_t
     return finish(c, in, ES_SAGA_ABORTED, NULL, now, err);
 }
 
-static es_err begin_compensation(es_saga_coordinator_t *c, inst *in, int k, const char *reason,
-                                 int64_t now, es_error_t *err) {
+es_err es_saga_begin_compensation(es_saga_coordinator_t *c, saga_inst *in, int k,
+                                  const char *reason, int64_t now, es_error_t *err) {
     snprintf(in->state, sizeof in->state, "%s", ES_SAGA_COMPENSATING);
     snprintf(in->reason, sizeof in->reason, "%s", reason);
     in->deadline = 0;
@@ -645,36 +491,25 @@ static es_err set_target(es_saga_coordinator_t *c, const char *cid, const char *
     sqlite3_bind_text(s, 1, cid, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 2, status, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 3, reason ? reason : "", -1, SQLITE_STATIC);
-    return step_done(c, s, "updating a target", err);
+    return es_saga_step_done(c, s, "updating a target", err);
 }
 
 /* Pending commands of kind left in step k of in. */
-static es_err open_targets(es_saga_coordinator_t *c, const inst *in, int k, const char *kind,
+static es_err open_targets(es_saga_coordinator_t *c, const saga_inst *in, int k, const char *kind,
                            int *n, es_error_t *err) {
-    sqlite3_stmt *s = stmt(c, S_STEP_OPEN);
+    sqlite3_stmt *s = es_saga_stmt(c, S_STEP_OPEN);
     sqlite3_bind_text(s, 2, in->id, -1, SQLITE_STATIC);
     sqlite3_bind_int(s, 3, k);
     sqlite3_bind_text(s, 4, kind, -1, SQLITE_STATIC);
     int rc = sqlite3_step(s);
     *n = rc == SQLITE_ROW ? sqlite3_column_int(s, 0) : 0;
     sqlite3_reset(s);
-    return rc == SQLITE_ROW ? ES_OK : db_fail(c, "counting a step's open commands", err);
+    return rc == SQLITE_ROW ? ES_OK : es_saga_db_fail(c, "counting a step's open commands", err);
 }
 
-/* A target (the command cid of in) reached an end: ok says whether it did what it was for. */
-typedef struct target {
-    char cid[ES_MAX_ID_LEN + 1];
-    char id[ES_MAX_ID_LEN + 1];
-    int step;
-    char kind[8];
-    char status[12];
-    char aggregate_type[ES_MAX_TYPE_LEN + 1];
-    char aggregate_id[ES_MAX_ID_LEN + 1];
-    char command_type[256];
-} target;
-
-static es_err target_ended(es_saga_coordinator_t *c, inst *in, const target *t, int ok,
-                           const char *reason, const es_event_t *ev, int64_t now, es_error_t *err) {
+es_err es_saga_target_ended(es_saga_coordinator_t *c, saga_inst *in, const saga_target *t, int ok,
+                            const char *reason, const es_event_t *ev, int64_t now,
+                            es_error_t *err) {
     es_err e = set_target(c, t->cid, ok ? "done" : "failed", reason, err);
     if (e != ES_OK)
         return e;
@@ -692,18 +527,19 @@ static es_err target_ended(es_saga_coordinator_t *c, inst *in, const target *t, 
          * step (the instance moved on after a timeout) is recorded and nothing more. */
         int current = !strcmp(in->state, ES_SAGA_RUNNING) && in->step == t->step;
         if (!ok) {
-            e = hist(c, in, ev ? "event_received" : "command_rejected", &h, now, err);
+            e = es_saga_hist(c, in, ev ? "event_received" : "command_rejected", &h, now, err);
             if (e == ES_OK && current) {
                 char why[400];
-                snprintf(why, sizeof why, "step %s failed: %s", step_at(c, t->step)->name,
+                snprintf(why, sizeof why, "step %s failed: %s", es_saga_step_at(c, t->step)->name,
                          reason && *reason ? reason : (ev ? ev->event_type : "rejected"));
-                e = hist(c, in, "step_failed", HIST(.step1 = t->step + 1, .reason = why), now, err);
+                e = es_saga_hist(c, in, "step_failed", HIST(.step1 = t->step + 1, .reason = why),
+                                 now, err);
                 if (e == ES_OK)
-                    e = begin_compensation(c, in, t->step, why, now, err);
+                    e = es_saga_begin_compensation(c, in, t->step, why, now, err);
             }
             return e;
         }
-        e = hist(c, in, ev ? "event_received" : "command_accepted", &h, now, err);
+        e = es_saga_hist(c, in, ev ? "event_received" : "command_accepted", &h, now, err);
         if (e == ES_OK && current)
             e = open_targets(c, in, t->step, KIND_DO, &open, err);
         if (e == ES_OK && current && open == 0)
@@ -715,26 +551,27 @@ static es_err target_ended(es_saga_coordinator_t *c, inst *in, const target *t, 
         snprintf(why, sizeof why, "%s %s was rejected: %s",
                  !strcmp(t->kind, KIND_UNDO) ? "compensation" : "abort command", t->command_type,
                  reason ? reason : "");
-        e = hist(c, in, "command_rejected", &h, now, err);
+        e = es_saga_hist(c, in, "command_rejected", &h, now, err);
         if (e == ES_OK && !terminal(in))
             e = finish(c, in, ES_SAGA_FAILED, why, now, err);
         return e;
     }
-    e = hist(c, in, "command_accepted", &h, now, err);
+    e = es_saga_hist(c, in, "command_accepted", &h, now, err);
     if (e != ES_OK || strcmp(in->state, ES_SAGA_COMPENSATING) != 0 || in->step != t->step)
         return e;
     if (!strcmp(t->kind, KIND_ABORT))
         return finish(c, in, ES_SAGA_ABORTED, NULL, now, err);
     e = open_targets(c, in, t->step, KIND_UNDO, &open, err);
     if (e == ES_OK && open == 0) {
-        e = hist(c, in, "step_compensated", HIST(.step1 = t->step + 1), now, err);
+        e = es_saga_hist(c, in, "step_compensated", HIST(.step1 = t->step + 1), now, err);
         if (e == ES_OK)
             e = compensate_from(c, in, t->step - 1, now, err);
     }
     return e;
 }
 
-static es_err target_load(es_saga_coordinator_t *c, const char *cid, target *t, es_error_t *err) {
+es_err es_saga_target_load(es_saga_coordinator_t *c, const char *cid, saga_target *t,
+                           es_error_t *err) {
     sqlite3_stmt *s = c->st[S_TARGET_BY_CMD];
     sqlite3_reset(s);
     sqlite3_bind_text(s, 1, cid, -1, SQLITE_STATIC);
@@ -742,18 +579,18 @@ static es_err target_load(es_saga_coordinator_t *c, const char *cid, target *t, 
     int rc = sqlite3_step(s);
     if (rc == SQLITE_ROW) {
         snprintf(t->cid, sizeof t->cid, "%s", cid);
-        copy_str(t->id, sizeof t->id, sqlite3_column_text(s, 0));
+        es_saga_copy_str(t->id, sizeof t->id, sqlite3_column_text(s, 0));
         t->step = sqlite3_column_int(s, 1);
-        copy_str(t->kind, sizeof t->kind, sqlite3_column_text(s, 3));
-        copy_str(t->status, sizeof t->status, sqlite3_column_text(s, 4));
-        copy_str(t->aggregate_type, sizeof t->aggregate_type, sqlite3_column_text(s, 5));
-        copy_str(t->aggregate_id, sizeof t->aggregate_id, sqlite3_column_text(s, 6));
-        copy_str(t->command_type, sizeof t->command_type, sqlite3_column_text(s, 7));
+        es_saga_copy_str(t->kind, sizeof t->kind, sqlite3_column_text(s, 3));
+        es_saga_copy_str(t->status, sizeof t->status, sqlite3_column_text(s, 4));
+        es_saga_copy_str(t->aggregate_type, sizeof t->aggregate_type, sqlite3_column_text(s, 5));
+        es_saga_copy_str(t->aggregate_id, sizeof t->aggregate_id, sqlite3_column_text(s, 6));
+        es_saga_copy_str(t->command_type, sizeof t->command_type, sqlite3_column_text(s, 7));
     }
     sqlite3_reset(s);
     if (rc == SQLITE_DONE)
         return ES_ENOTFOUND;
-    return rc == SQLITE_ROW ? ES_OK : db_fail(c, "looking up a command", err);
+    return rc == SQLITE_ROW ? ES_OK : es_saga_db_fail(c, "looking up a command", err);
 }
 
 static const ProtobufCMessageDescriptor *listed(const ProtobufCMessageDescriptor *const *list,
@@ -793,7 +630,7 @@ static es_err start_instance(es_saga_coordinator_t *c, const es_event_t *ev, int
         return es_fail(err, ES_EDECODE, "saga '%s': %s/%s v%llu: the payload is not a %s",
                        def->name, ev->aggregate_type, ev->aggregate_id,
                        (unsigned long long)ev->version, def->start_event->name);
-    inst in;
+    saga_inst in;
     memset(&in, 0, sizeof in);
     es_err e = ES_OK;
     if (def->instance_id)
@@ -808,10 +645,10 @@ static es_err start_instance(es_saga_coordinator_t *c, const es_event_t *ev, int
                         ev->aggregate_type, ev->aggregate_id, (unsigned long long)ev->version);
         return e;
     }
-    inst old;
-    e = inst_load(c, in.id, &old, err);
+    saga_inst old;
+    e = es_saga_inst_load(c, in.id, &old, err);
     if (e == ES_OK) { /* started already: a redelivered start event */
-        inst_free(&old);
+        es_saga_inst_free(&old);
         c->stats.ignored++;
         return ES_OK;
     }
@@ -827,16 +664,17 @@ static es_err start_instance(es_saga_coordinator_t *c, const es_event_t *ev, int
     if (e == ES_OK) {
         snprintf(in.state, sizeof in.state, "%s", ES_SAGA_RUNNING);
         in.started = now;
-        e = hist(c, &in, "started",
-                 HIST(.event_type = ev->event_type, .event_id = ev->event_id,
-                      .aggregate_type = ev->aggregate_type, .aggregate_id = ev->aggregate_id),
-                 now, err);
+        e = es_saga_hist(c, &in, "started",
+                         HIST(.event_type = ev->event_type, .event_id = ev->event_id,
+                              .aggregate_type = ev->aggregate_type,
+                              .aggregate_id = ev->aggregate_id),
+                         now, err);
     }
     if (e == ES_OK)
         e = send_step(c, &in, 0, now, err);
     if (e == ES_OK)
-        e = inst_save(c, &in, now, err);
-    inst_free(&in);
+        e = es_saga_inst_save(c, &in, now, err);
+    es_saga_inst_free(&in);
     return e;
 }
 
@@ -848,40 +686,40 @@ static es_err on_event(es_saga_coordinator_t *c, const es_event_t *ev, es_error_
         return start_instance(c, ev, now, err);
     if (!ev->command_id || !*ev->command_id)
         return ES_OK;
-    target t;
-    es_err e = target_load(c, ev->command_id, &t, err);
+    saga_target t;
+    es_err e = es_saga_target_load(c, ev->command_id, &t, err);
     if (e == ES_ENOTFOUND)
         return ES_OK; /* not caused by this saga */
     if (e != ES_OK)
         return e;
-    if (strcmp(t.kind, KIND_DO) != 0 || strcmp(t.status, "pending") != 0 ||
+    if (strcmp(t.kind, ES_SAGA_KIND_DO) != 0 || strcmp(t.status, "pending") != 0 ||
         strcmp(t.aggregate_type, ev->aggregate_type) != 0) {
         c->stats.ignored++; /* a compensation's event (its outcome counts), or a duplicate */
         return ES_OK;
     }
-    const es_saga_step *st = step_at(c, t.step);
+    const es_saga_step *st = es_saga_step_at(c, t.step);
     int ok = st->completed_by && listed(st->completed_by, ev->event_type);
     const ProtobufCMessageDescriptor *failed = listed(st->failed_by, ev->event_type);
     char why[300] = "";
     if (failed && !ok)
         failure_reason(failed, ev, why, sizeof why);
-    inst in;
-    if ((e = inst_load(c, t.id, &in, err)) != ES_OK)
+    saga_inst in;
+    if ((e = es_saga_inst_load(c, t.id, &in, err)) != ES_OK)
         return e == ES_ENOTFOUND
                    ? es_fail(err, ES_EIO, "saga '%s': command %s has no instance", def->name, t.cid)
                    : e;
     if (ok || failed) {
-        e = target_ended(c, &in, &t, ok, *why ? why : NULL, ev, now, err);
+        e = es_saga_target_ended(c, &in, &t, ok, *why ? why : NULL, ev, now, err);
     } else { /* an event on the way (e.g. "pending"): recorded, the step waits on */
-        e = hist(c, &in, "event_received",
-                 HIST(.step1 = t.step + 1, .command_id = t.cid, .aggregate_type = t.aggregate_type,
-                      .aggregate_id = t.aggregate_id, .event_type = ev->event_type,
-                      .event_id = ev->event_id),
-                 now, err);
+        e = es_saga_hist(c, &in, "event_received",
+                         HIST(.step1 = t.step + 1, .command_id = t.cid,
+                              .aggregate_type = t.aggregate_type, .aggregate_id = t.aggregate_id,
+                              .event_type = ev->event_type, .event_id = ev->event_id),
+                         now, err);
     }
     if (e == ES_OK)
-        e = inst_save(c, &in, now, err);
-    inst_free(&in);
+        e = es_saga_inst_save(c, &in, now, err);
+    es_saga_inst_free(&in);
     return e;
 }
 
@@ -896,476 +734,14 @@ static es_err saga_migrate(sqlite3 *db, int from, es_error_t *err) {
 
 /* ---- transactions outside the runner ------------------------------------------------------ */
 
-static es_err tx_begin(es_saga_coordinator_t *c, es_error_t *err) {
+es_err es_saga_tx_begin(es_saga_coordinator_t *c, es_error_t *err) {
     es_sql_tx tx = es_sql_tx_on(c->db, es_config_get(c->cfg, "saga.db"));
     return es_sql_begin(&tx, ES_SQL_IMMEDIATE, "starting a saga transaction", err);
 }
 
-static es_err tx_end(es_saga_coordinator_t *c, es_err e, es_error_t *err) {
+es_err es_saga_tx_end(es_saga_coordinator_t *c, es_err e, es_error_t *err) {
     es_sql_tx tx = es_sql_tx_on(c->db, es_config_get(c->cfg, "saga.db"));
     return es_sql_end(&tx, e, "committing a saga transaction", err);
-}
-
-/* ---- deadlines ---------------------------------------------------------------------------- */
-
-static es_err fire_deadlines(es_saga_coordinator_t *c, size_t *fired, es_error_t *err) {
-    int64_t now = es_now_us();
-    char(*ids)[ES_MAX_ID_LEN + 1] = NULL;
-    size_t n = 0;
-    sqlite3_stmt *s = stmt(c, S_DUE);
-    sqlite3_bind_int64(s, 2, now);
-    int rc;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        void *grown = realloc(ids, (n + 1) * sizeof *ids);
-        if (!grown)
-            break;
-        ids = grown;
-        copy_str(ids[n++], sizeof ids[0], sqlite3_column_text(s, 0));
-    }
-    sqlite3_reset(s);
-    es_err e = rc == SQLITE_DONE ? ES_OK : db_fail(c, "finding deadlines", err);
-    if (e == ES_OK && n > 0) {
-        e = tx_begin(c, err);
-        for (size_t i = 0; e == ES_OK && i < n; i++) {
-            inst in;
-            if ((e = inst_load(c, ids[i], &in, err)) != ES_OK)
-                break;
-            const es_saga_step *st = step_at(c, in.step);
-            char why[160];
-            snprintf(why, sizeof why, "step %s timed out after %lld ms", st->name,
-                     (long long)st->timeout_ms);
-            e = hist(c, &in, "timed_out", HIST(.step1 = in.step + 1, .deadline = in.deadline), now,
-                     err);
-            if (e == ES_OK)
-                e = begin_compensation(c, &in, in.step, why, now, err);
-            if (e == ES_OK)
-                e = inst_save(c, &in, now, err);
-            inst_free(&in);
-        }
-        e = tx_end(c, e, err);
-        if (e == ES_OK)
-            c->stats.timeouts += n;
-    }
-    free(ids);
-    *fired = e == ES_OK ? n : 0;
-    return e;
-}
-
-/* ---- the relay ---------------------------------------------------------------------------- */
-
-typedef struct delivery {
-    char cid[ES_MAX_ID_LEN + 1];
-    char id[ES_MAX_ID_LEN + 1];
-    char kind[8];
-    char aggregate_type[ES_MAX_TYPE_LEN + 1];
-    char aggregate_id[ES_MAX_ID_LEN + 1];
-    char correlation[ES_MAX_ID_LEN + 1];
-    const ProtobufCMessageDescriptor *desc;
-    ProtobufCMessage *msg;
-    int64_t deadline;
-} delivery;
-
-static const ProtobufCMessageDescriptor *command_desc(const es_saga_coordinator_t *c,
-                                                      const char *name) {
-    for (size_t i = 0; i < c->def->n_steps; i++) {
-        const es_saga_step *st = &c->def->steps[i];
-        if (!strcmp(st->command->name, name))
-            return st->command;
-        if (st->compensation && !strcmp(st->compensation->name, name))
-            return st->compensation;
-    }
-    if (c->def->on_abort && !strcmp(c->def->on_abort->command->name, name))
-        return c->def->on_abort->command;
-    return NULL;
-}
-
-static es_err load_outbox(es_saga_coordinator_t *c, delivery *d, size_t *n, es_error_t *err) {
-    sqlite3_stmt *s = stmt(c, S_OUTBOX);
-    sqlite3_bind_int(s, 2, RELAY_BATCH);
-    int rc;
-    es_err e = ES_OK;
-    *n = 0;
-    while (e == ES_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-        delivery *x = &d[*n];
-        memset(x, 0, sizeof *x);
-        copy_str(x->cid, sizeof x->cid, sqlite3_column_text(s, 0));
-        copy_str(x->id, sizeof x->id, sqlite3_column_text(s, 1));
-        copy_str(x->kind, sizeof x->kind, sqlite3_column_text(s, 2));
-        copy_str(x->aggregate_type, sizeof x->aggregate_type, sqlite3_column_text(s, 3));
-        copy_str(x->aggregate_id, sizeof x->aggregate_id, sqlite3_column_text(s, 4));
-        const char *type = (const char *)sqlite3_column_text(s, 5);
-        x->desc = command_desc(c, type ? type : "");
-        x->deadline = sqlite3_column_int64(s, 7);
-        copy_str(x->correlation, sizeof x->correlation, sqlite3_column_text(s, 8));
-        if (!x->desc) {
-            e = es_fail(err, ES_EUNKNOWN_TYPE,
-                        "saga '%s': the outbox holds a %s (command %s), which no step of this "
-                        "definition sends; was the saga changed while instances ran?",
-                        c->def->name, type ? type : "?", x->cid);
-            break;
-        }
-        x->msg = protobuf_c_message_unpack(x->desc, NULL, (size_t)sqlite3_column_bytes(s, 6),
-                                           sqlite3_column_blob(s, 6));
-        if (!x->msg) {
-            e = es_fail(err, ES_EDECODE, "saga '%s': outbox command %s is not a valid %s",
-                        c->def->name, x->cid, x->desc->name);
-            break;
-        }
-        (*n)++;
-    }
-    sqlite3_reset(s);
-    return e;
-}
-
-static const char *outcome_name(const es_result_t *r) {
-    switch (r->outcome) {
-    case ES_OUTCOME_ACCEPTED:
-        return "accepted";
-    case ES_OUTCOME_REJECTED:
-        return "rejected";
-    case ES_OUTCOME_CONFLICT:
-        return "conflict";
-    default:
-        return r->code == ES_ETIMEOUT ? "expired" : "error";
-    }
-}
-
-/* Records the outcome of one delivered command and what it means for its instance. */
-static es_err record_outcome(es_saga_coordinator_t *c, const delivery *d, const es_result_t *r,
-                             int64_t now, es_error_t *err) {
-    sqlite3_stmt *s = c->st[S_SENT];
-    sqlite3_reset(s);
-    sqlite3_bind_text(s, 1, d->cid, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 2, now);
-    sqlite3_bind_text(s, 3, outcome_name(r), -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 4, r->reason ? r->reason : "", -1, SQLITE_STATIC);
-    es_err e = step_done(c, s, "marking a command sent", err);
-    if (e != ES_OK)
-        return e;
-    target t;
-    if ((e = target_load(c, d->cid, &t, err)) != ES_OK)
-        return e;
-    if (strcmp(t.status, "pending") != 0)
-        return ES_OK; /* its events ended it already */
-    int accepted = r->outcome == ES_OUTCOME_ACCEPTED;
-    int rejected = r->outcome == ES_OUTCOME_REJECTED;
-    if (!strcmp(t.kind, KIND_DO)) {
-        const es_saga_step *st = step_at(c, t.step);
-        /* With completed_by, events end the target (the consumer sees them); an expired
-         * command is left to the step's deadline. */
-        if (!rejected && !(accepted && !st->completed_by))
-            return ES_OK;
-    } else if (!accepted && !rejected) {
-        return ES_OK; /* expired cannot happen (no deadline); errors were retried */
-    }
-    inst in;
-    if ((e = inst_load(c, t.id, &in, err)) != ES_OK)
-        return e == ES_ENOTFOUND ? es_fail(err, ES_EIO, "saga '%s': command %s has no instance",
-                                           c->def->name, t.cid)
-                                 : e;
-    e = target_ended(c, &in, &t, accepted, r->reason, NULL, now, err);
-    if (e == ES_OK)
-        e = inst_save(c, &in, now, err);
-    inst_free(&in);
-    return e;
-}
-
-/* A failure the same command may not meet again: a broker away, a timeout, a busy store. */
-static int retryable(const es_result_t *r) {
-    if (r->outcome == ES_OUTCOME_CONFLICT)
-        return 1;
-    return r->outcome == ES_OUTCOME_ERROR && r->code != ES_ETIMEOUT;
-}
-
-static es_err relay(es_saga_coordinator_t *c, size_t *delivered, es_error_t *err) {
-    *delivered = 0;
-    if (es_now_us() < c->retry_at_us)
-        return ES_OK;
-    delivery *d = calloc(RELAY_BATCH, sizeof *d);
-    es_command_t *cmds = calloc(RELAY_BATCH, sizeof *cmds);
-    es_result_t *res = calloc(RELAY_BATCH, sizeof *res);
-    size_t n = 0;
-    es_err e =
-        d && cmds && res ? load_outbox(c, d, &n, err) : es_fail(err, ES_ENOMEM, "out of memory");
-    for (size_t i = 0; i < n; i++)
-        cmds[i] = (es_command_t){.aggregate_type = d[i].aggregate_type,
-                                 .aggregate_id = d[i].aggregate_id,
-                                 .message = d[i].msg,
-                                 .command_id = d[i].cid,
-                                 .correlation_id = d[i].correlation,
-                                 .deadline_us = d[i].deadline};
-    if (e == ES_OK && n > 0) {
-        /* A failed delivery is retried, not the poll's error: its words go to the log only. */
-        es_error_t xerr = {0};
-        if (es_execute_batch_until(c->engine, cmds, n, res, &c->stop, &xerr) != ES_OK) {
-            /* A stop gives up the wait for the replies: they are sent again next time. */
-            if (!es_stop_requested(&c->stop))
-                es_logf(c->cfg, ES_LOG_WARNING, "saga '%s': delivering %zu command(s) failed: %s",
-                        c->def->name, n, xerr.message);
-            c->retry_at_us = es_now_us() + RETRY_BACKOFF_US;
-            n = 0;
-        }
-    }
-    size_t ok = 0;
-    if (e == ES_OK && n > 0) {
-        int64_t now = es_now_us();
-        e = tx_begin(c, err);
-        for (size_t i = 0; e == ES_OK && i < n; i++) {
-            if (retryable(&res[i])) {
-                es_logf(c->cfg, ES_LOG_WARNING, "saga '%s': command %s: %s; sending it again",
-                        c->def->name, d[i].cid, res[i].reason ? res[i].reason : "failed");
-                c->retry_at_us = now + RETRY_BACKOFF_US;
-                continue;
-            }
-            e = record_outcome(c, &d[i], &res[i], now, err);
-            ok++;
-        }
-        e = tx_end(c, e, err);
-        for (size_t i = 0; i < n; i++)
-            es_result_clear(&res[i]);
-    }
-    if (d)
-        for (size_t i = 0; i < RELAY_BATCH; i++)
-            if (d[i].msg)
-                protobuf_c_message_free_unpacked(d[i].msg, NULL);
-    free(d);
-    free(cmds);
-    free(res);
-    if (e == ES_OK) {
-        *delivered = ok;
-        c->stats.commands_sent += ok;
-    }
-    return e;
-}
-
-/* ---- publishing transitions --------------------------------------------------------------- */
-
-typedef struct pending_rec {
-    char id[ES_MAX_ID_LEN + 1];
-    char correlation[ES_MAX_ID_LEN + 1]; /* the instance's (correlation_of) */
-    uint64_t seq;
-    uint8_t *buf;
-    size_t len;
-    int64_t at;
-} pending_rec;
-
-static es_err mark_published(es_saga_coordinator_t *c, const char *id, uint64_t upto,
-                             es_error_t *err) {
-    sqlite3_stmt *s = stmt(c, S_PUBLISHED);
-    sqlite3_bind_text(s, 2, id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 3, (sqlite3_int64)upto);
-    return step_done(c, s, "marking transitions published", err);
-}
-
-/* Embedded: appends recs[0..n) (sorted by instance, then seq) to the instances'
- * "<saga>.saga" streams in one log transaction, skipping what an earlier try already
- * appended. */
-static es_err append_embedded(es_saga_coordinator_t *c, const pending_rec *recs, size_t n,
-                              es_error_t *err) {
-    es_store_t *store = es_engine_store(c->engine);
-    es_new_event_t *evs = calloc(n, sizeof *evs);
-    es_pending_t p = {0};
-    es_log_t *log;
-    if (!evs)
-        return es_fail(err, ES_ENOMEM, "out of memory");
-    es_err e = es_store_lock(store, &log, err);
-    if (e != ES_OK) {
-        free(evs);
-        return e;
-    }
-    e = log->store->begin(log, err);
-    for (size_t i = 0, j; e == ES_OK && i < n; i = j) {
-        for (j = i + 1; j < n && !strcmp(recs[j].id, recs[i].id); j++)
-            ;
-        uint64_t version = 0;
-        e = log->reader->stream_version(log, c->htype, recs[i].id, &version, err);
-        size_t k = i;
-        while (e == ES_OK && k < j && recs[k].seq <= version)
-            k++;
-        if (e != ES_OK || k == j)
-            continue;
-        if (recs[k].seq != version + 1) {
-            e = es_fail(err, ES_EIO,
-                        "saga '%s' %s: the transition log ends at %llu but the next unpublished "
-                        "transition is %llu",
-                        c->def->name, recs[i].id, (unsigned long long)version,
-                        (unsigned long long)recs[k].seq);
-            break;
-        }
-        for (size_t m = k; m < j; m++)
-            evs[m - k] = (es_new_event_t){.event_type = ES_SAGA_EVENT_TYPE,
-                                          .payload = recs[m].buf,
-                                          .payload_len = recs[m].len,
-                                          .correlation_id = recs[m].correlation};
-        e = es_pending_build(&p, c->htype, recs[i].id, version, evs, j - k, err);
-        if (e == ES_OK)
-            e = log->store->append(log, c->htype, recs[i].id, version, p.recs, j - k, p.offsets,
-                                   err);
-    }
-    if (e == ES_OK)
-        e = log->store->commit(log, err);
-    else
-        log->store->rollback(log);
-    es_store_unlock(store);
-    es_pending_free(&p);
-    free(evs);
-    return e;
-}
-
-_Static_assert(PUBLISH_BATCH <= 1 << SENT_INDEX_BITS, "a record's index fits its opaque");
-
-/* Runs on the thread that polls or flushes the producer (publish, destroy). */
-static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
-    (void)rk;
-    es_saga_coordinator_t *c = opaque;
-    uintptr_t tag = (uintptr_t)m->_private, i = tag & ((1u << SENT_INDEX_BITS) - 1);
-    if (tag >> SENT_INDEX_BITS == c->round)
-        c->sent[i] = (sent_rec){1, m->err};
-}
-
-/* Kafka: produces the records keyed by instance id, in a new round of delivery reports; a
- * retry after a crash may produce a transition twice, and readers keep the first of each
- * version (the log-order rule). */
-static es_err append_kafka(es_saga_coordinator_t *c, const pending_rec *recs, size_t n,
-                           es_error_t *err) {
-    c->round = (c->round + 1) & (UINTPTR_MAX >> SENT_INDEX_BITS);
-    if (c->round == 0)
-        c->round = 1;
-    memset(c->sent, 0, n * sizeof *c->sent);
-    for (size_t i = 0; i < n; i++) {
-        es_event_t ev = {.aggregate_type = c->htype,
-                         .aggregate_id = recs[i].id,
-                         .version = recs[i].seq,
-                         .event_type = ES_SAGA_EVENT_TYPE,
-                         .payload = recs[i].buf,
-                         .payload_len = recs[i].len,
-                         .occurred_at_us = recs[i].at,
-                         .correlation_id = recs[i].correlation};
-        es_uuid7_at(recs[i].at, ev.event_id);
-        uint8_t *bytes = NULL;
-        size_t len = 0;
-        es_err e = es_envelope_encode(&ev, &bytes, &len, err);
-        if (e == ES_OK)
-            e = es_kafka_produce_event(c->producer, c->htopic, RD_KAFKA_PARTITION_UA, &ev, bytes,
-                                       len, (void *)(c->round << SENT_INDEX_BITS | i), err);
-        if (e != ES_OK) {
-            es_error_subject(err, c->subject);
-            return e;
-        }
-    }
-    return ES_OK;
-}
-
-/* Waits up to KAFKA_FLUSH_MS for the producer's records to be acknowledged, in short slices so
- * that a stop does not wait for an outage to end: after a stop, at most STOP_GRACE_MS more, for
- * acknowledgements already on their way (what is acknowledged is marked published and never
- * sent again). Whether every record was acknowledged. */
-static int flushed(es_saga_coordinator_t *c) {
-    for (int waited = 0, grace = 0; waited < KAFKA_FLUSH_MS && grace < STOP_GRACE_MS;
-         waited += FLUSH_SLICE_MS) {
-        if (rd_kafka_flush(c->producer, FLUSH_SLICE_MS) == RD_KAFKA_RESP_ERR_NO_ERROR)
-            return 1;
-        if (es_stop_requested(&c->stop))
-            grace += FLUSH_SLICE_MS;
-    }
-    return rd_kafka_outq_len(c->producer) == 0;
-}
-
-/* Kafka: how many of recs[i..j) (one instance's, in seq order) were delivered before a record
- * that was not; *why is the first failure's, or __TIMED_OUT for a record with no report yet. */
-static size_t delivered_run(const es_saga_coordinator_t *c, size_t i, size_t j,
-                            rd_kafka_resp_err_t *why) {
-    size_t k = i;
-    while (k < j && c->sent[k].reported && !c->sent[k].err)
-        k++;
-    if (k < j && !*why)
-        *why = c->sent[k].reported ? c->sent[k].err : RD_KAFKA_RESP_ERR__TIMED_OUT;
-    return k - i;
-}
-
-static void free_recs(pending_rec *recs, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        free(recs[i].buf);
-    free(recs);
-}
-
-/* r's correlation from its instance's start event (column 3 of the S_UNPUBLISHED row s). */
-static void instance_correlation(sqlite3_stmt *s, pending_rec *r) {
-    es_event_t *start = NULL;
-    const void *bytes = sqlite3_column_blob(s, 3);
-    if (bytes)
-        es_envelope_decode(bytes, (size_t)sqlite3_column_bytes(s, 3), NULL, &start, NULL);
-    snprintf(r->correlation, sizeof r->correlation, "%s", correlation_of(start, r->id));
-    es_event_free(start);
-}
-
-static es_err publish(es_saga_coordinator_t *c, size_t *published, es_error_t *err) {
-    *published = 0;
-    pending_rec *recs = calloc(PUBLISH_BATCH, sizeof *recs);
-    if (!recs)
-        return es_fail(err, ES_ENOMEM, "out of memory");
-    size_t n = 0;
-    sqlite3_stmt *s = stmt(c, S_UNPUBLISHED);
-    sqlite3_bind_int(s, 2, PUBLISH_BATCH);
-    int rc;
-    es_err e = ES_OK;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        pending_rec *r = &recs[n];
-        copy_str(r->id, sizeof r->id, sqlite3_column_text(s, 0));
-        r->seq = (uint64_t)sqlite3_column_int64(s, 1);
-        r->len = (size_t)sqlite3_column_bytes(s, 2);
-        r->buf = malloc(r->len ? r->len : 1);
-        if (!r->buf) {
-            e = es_fail(err, ES_ENOMEM, "out of memory");
-            break;
-        }
-        if (r->len)
-            memcpy(r->buf, sqlite3_column_blob(s, 2), r->len);
-        Eskit__V1__SagaTransition *t = eskit__v1__saga_transition__unpack(NULL, r->len, r->buf);
-        r->at = t ? t->at_us : es_now_us();
-        if (t)
-            eskit__v1__saga_transition__free_unpacked(t, NULL);
-        if (n > 0 && !strcmp(recs[n - 1].id, r->id))
-            memcpy(r->correlation, recs[n - 1].correlation, sizeof r->correlation);
-        else
-            instance_correlation(s, r);
-        n++;
-    }
-    sqlite3_reset(s);
-    if (e == ES_OK && rc != SQLITE_DONE && rc != SQLITE_ROW)
-        e = db_fail(c, "reading unpublished transitions", err);
-    if (e == ES_OK && n > 0 && c->producer) {
-        e = append_kafka(c, recs, n, err);
-        if (e == ES_OK)
-            flushed(c);
-    } else if (e == ES_OK && n > 0) {
-        e = append_embedded(c, recs, n, err);
-    }
-    /* Marked published: on Kafka exactly the records delivered, each instance's up to its first
-     * record that was not (a record after it, delivered or not, is sent again with it later). */
-    rd_kafka_resp_err_t why = RD_KAFKA_RESP_ERR_NO_ERROR;
-    size_t done = 0;
-    int open = 0;
-    for (size_t i = 0, j; e == ES_OK && i < n; i = j) {
-        for (j = i + 1; j < n && !strcmp(recs[j].id, recs[i].id); j++)
-            ;
-        size_t k = c->producer ? delivered_run(c, i, j, &why) : j - i;
-        if (k > 0 && !open && (e = tx_begin(c, err)) == ES_OK)
-            open = 1;
-        if (k > 0 && e == ES_OK)
-            e = mark_published(c, recs[i].id, recs[i + k - 1].seq, err);
-        done += k;
-    }
-    if (open)
-        e = tx_end(c, e, err);
-    /* What a stop cut short is no failure: it is sent again on the next round or start. */
-    if (e == ES_OK && why && !es_stop_requested(&c->stop))
-        e = es_kafka_fail(c->producer, why, NULL, err, "saga '%s': publishing transitions to %s",
-                          c->def->name, c->htopic);
-    if (e == ES_OK)
-        *published = done;
-    free_recs(recs, n);
-    return e;
 }
 
 /* ---- lifecycle ---------------------------------------------------------------------------- */
@@ -1391,16 +767,6 @@ static es_err make_topics(es_saga_coordinator_t *c, es_error_t *err) {
     es_err e = add_topic(c, &n, def->start_aggregate, err);
     for (size_t i = 0; e == ES_OK && i < def->n_steps; i++)
         e = add_topic(c, &n, def->steps[i].aggregate_type, err);
-    return e;
-}
-
-static es_err open_producer(es_saga_coordinator_t *c, es_error_t *err) {
-    es_kafka_opts_t o = {.role = ES_KAFKA_PRODUCER, .opaque = c, .dr_cb = dr_cb};
-    if (!(c->sent = calloc(PUBLISH_BATCH, sizeof *c->sent)))
-        return es_fail(err, ES_ENOMEM, "out of memory");
-    es_err e = es_kafka_new(c->cfg, &o, &c->producer, err);
-    if (e != ES_OK)
-        es_error_subject(err, c->subject);
     return e;
 }
 
@@ -1448,7 +814,7 @@ es_err es_saga_coordinator_new(const es_config_t *cfg, const es_saga_def *def, e
         e = es_sql_prepare_all(c->db, es_config_get(c->cfg, "saga.db"), SQL, S_COUNT, c->st, err);
     }
     if (e == ES_OK && es_backend_of(cfg)->publishes)
-        e = open_producer(c, err);
+        e = es_saga_open_producer(c, err);
     if (e != ES_OK) {
         es_saga_coordinator_destroy(c);
         return e;
@@ -1478,78 +844,6 @@ void es_saga_coordinator_destroy(es_saga_coordinator_t *c) {
     free(c);
 }
 
-/* ---- retention ---------------------------------------------------------------------------- */
-
-#define PRUNE_CHUNK 1000          /* instances deleted per transaction */
-#define PRUNE_EVERY_US 60000000LL /* at most this often, unless the retention is shorter */
-
-typedef struct ended {
-    char id[ES_MAX_ID_LEN + 1];
-    char state[16];
-} ended;
-
-/* Deletes up to PRUNE_CHUNK instances (and their targets) that ended before now - retention
- * and whose transitions are published, counting them by end state; *n: how many. */
-static es_err prune_chunk(es_saga_coordinator_t *c, int64_t now, size_t *n, es_error_t *err) {
-    ended *v = malloc(PRUNE_CHUNK * sizeof *v);
-    if (!v)
-        return es_fail(err, ES_ENOMEM, "out of memory pruning saga instances");
-    *n = 0;
-    es_err e = tx_begin(c, err);
-    sqlite3_stmt *s = stmt(c, S_ENDED_BEFORE);
-    sqlite3_bind_int64(s, 2, now - c->retention_us);
-    sqlite3_bind_int(s, 3, PRUNE_CHUNK);
-    int rc = SQLITE_DONE;
-    while (e == ES_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-        copy_str(v[*n].id, sizeof v[0].id, sqlite3_column_text(s, 0));
-        copy_str(v[*n].state, sizeof v[0].state, sqlite3_column_text(s, 1));
-        ++*n;
-    }
-    sqlite3_reset(s);
-    if (e == ES_OK && rc != SQLITE_DONE)
-        e = db_fail(c, "finding ended instances", err);
-    static const char *const states[] = {ES_SAGA_COMPLETED, ES_SAGA_ABORTED, ES_SAGA_FAILED};
-    uint64_t per_state[3] = {0};
-    for (size_t i = 0; e == ES_OK && i < *n; i++) {
-        for (int k = 0; k < 3; k++)
-            per_state[k] += !strcmp(v[i].state, states[k]);
-        s = stmt(c, S_DROP_TARGETS);
-        sqlite3_bind_text(s, 2, v[i].id, -1, SQLITE_STATIC);
-        e = step_done(c, s, "deleting an ended instance's commands", err);
-        if (e == ES_OK) {
-            s = stmt(c, S_DROP_INSTANCE);
-            sqlite3_bind_text(s, 2, v[i].id, -1, SQLITE_STATIC);
-            e = step_done(c, s, "deleting an ended instance", err);
-        }
-    }
-    for (int k = 0; e == ES_OK && k < 3; k++) {
-        if (!per_state[k])
-            continue;
-        s = stmt(c, S_PRUNED_ADD);
-        sqlite3_bind_text(s, 2, states[k], -1, SQLITE_STATIC);
-        sqlite3_bind_int64(s, 3, (sqlite3_int64)per_state[k]);
-        e = step_done(c, s, "counting pruned instances", err);
-    }
-    free(v);
-    e = tx_end(c, e, err);
-    if (e != ES_OK)
-        *n = 0;
-    return e;
-}
-
-/* Applies saga.retention.ms when due: a chunk per poll while there is more to delete. */
-static es_err prune(es_saga_coordinator_t *c, size_t *pruned, es_error_t *err) {
-    int64_t now = es_now_us();
-    *pruned = 0;
-    if (c->retention_us <= 0 || now < c->prune_at_us)
-        return ES_OK;
-    es_err e = prune_chunk(c, now, pruned, err);
-    if (e == ES_OK && *pruned < PRUNE_CHUNK)
-        c->prune_at_us =
-            now + (c->retention_us < PRUNE_EVERY_US ? c->retention_us : PRUNE_EVERY_US);
-    return e;
-}
-
 es_err es_saga_poll(es_saga_coordinator_t *c, int timeout_ms, size_t *progress, es_error_t *err) {
     size_t applied = 0, delivered = 0, fired = 0, published = 0;
     if (!c)
@@ -1560,12 +854,12 @@ es_err es_saga_poll(es_saga_coordinator_t *c, int timeout_ms, size_t *progress, 
         return ES_OK;
     /* Work a crash may have left (the outbox) first; wait for new events only when there is
      * nothing else to do. */
-    es_err e = relay(c, &delivered, err);
+    es_err e = es_saga_relay(c, &delivered, err);
     if (e == ES_OK)
         e = es_runner_poll(c->runner, delivered ? 0 : timeout_ms, &applied, err);
     if (e == ES_OK && applied > 0) {
         size_t more = 0;
-        e = relay(c, &more, err);
+        e = es_saga_relay(c, &more, err);
         delivered += more;
     }
     /* Deadlines only once the coordinator has caught up with the log (the batch did not fill):
@@ -1573,12 +867,12 @@ es_err es_saga_poll(es_saga_coordinator_t *c, int timeout_ms, size_t *progress, 
      * and a step must not time out because the coordinator was away. A steady stream of
      * events that never fills a batch does not hold deadlines back. */
     if (e == ES_OK && applied < c->batch_size)
-        e = fire_deadlines(c, &fired, err);
+        e = es_saga_fire_deadlines(c, &fired, err);
     if (e == ES_OK)
-        e = publish(c, &published, err);
+        e = es_saga_publish(c, &published, err);
     size_t pruned = 0;
     if (e == ES_OK)
-        e = prune(c, &pruned, err);
+        e = es_saga_prune(c, &pruned, err);
     if (progress)
         *progress = applied + delivered + fired + published + pruned;
     if (e != ES_OK)
@@ -1589,10 +883,10 @@ es_err es_saga_poll(es_saga_coordinator_t *c, int timeout_ms, size_t *progress, 
 es_err es_saga_redeliver(es_saga_coordinator_t *c, const es_event_t *ev, es_error_t *err) {
     if (!c || !ev)
         return es_fail(err, ES_EINVAL, "es_saga_redeliver: coordinator and event are required");
-    es_err e = tx_begin(c, err);
+    es_err e = es_saga_tx_begin(c, err);
     if (e == ES_OK)
         e = on_event(c, ev, err);
-    e = tx_end(c, e, err);
+    e = es_saga_tx_end(c, e, err);
     if (e != ES_OK)
         es_error_subject(err, c->subject);
     return e;
@@ -1619,7 +913,7 @@ void es_saga_stop(es_saga_coordinator_t *c) {
 }
 
 static uint64_t count_of(es_saga_coordinator_t *c, int k, const char *state) {
-    sqlite3_stmt *s = stmt(c, k);
+    sqlite3_stmt *s = es_saga_stmt(c, k);
     sqlite3_bind_text(s, 2, state, -1, SQLITE_STATIC);
     uint64_t n = sqlite3_step(s) == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(s, 0) : 0;
     sqlite3_reset(s);
@@ -1645,9 +939,9 @@ void es_saga_stats(const es_saga_coordinator_t *cc, es_saga_stats_t *out) {
 }
 
 es_err es_saga_active(es_saga_coordinator_t *c, uint64_t *n, es_error_t *err) {
-    sqlite3_stmt *s = stmt(c, S_ACTIVE);
+    sqlite3_stmt *s = es_saga_stmt(c, S_ACTIVE);
     int rc = sqlite3_step(s);
     *n = rc == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(s, 0) : 0;
     sqlite3_reset(s);
-    return rc == SQLITE_ROW ? ES_OK : db_fail(c, "counting active instances", err);
+    return rc == SQLITE_ROW ? ES_OK : es_saga_db_fail(c, "counting active instances", err);
 }

@@ -1,8 +1,14 @@
-/* The saga database's tables, shared by the coordinator (saga.c) and the queries (saga_query.c). */
+/* The saga database's tables, shared by the coordinator (saga.c and the files beside it) and the
+ * queries (saga_query.c), and the coordinator's internals. */
 #ifndef ESKIT_SAGA_INT_H
 #define ESKIT_SAGA_INT_H
 
 #include "internal.h"
+#include "projector_int.h"
+#include "runloop.h"
+
+#include <librdkafka/rdkafka.h>
+#include <sqlite3.h>
 
 #include <eskit/saga.h>
 
@@ -65,5 +71,178 @@ es_err es_saga_history_type(const char *saga, char *out, size_t cap, es_error_t 
 /* Fills r from a packed eskit.v1.SagaTransition. */
 es_err es_saga_record_decode(const uint8_t *buf, size_t len, uint64_t seq, es_saga_record_t *r,
                              es_error_t *err);
+
+/* Kinds of es_saga_targets rows. */
+#define ES_SAGA_KIND_DO "do"
+#define ES_SAGA_KIND_UNDO "undo"
+#define ES_SAGA_KIND_ABORT "abort"
+
+/*
+ * The coordinator's internals, shared by the files it is made of: saga.c (instances,
+ * transitions, the events the runner applies, the lifecycle), saga_deadline.c, saga_relay.c,
+ * saga_publish.c and saga_retention.c. All of it runs on the thread that polls the coordinator.
+ */
+
+/* The coordinator's prepared statements (SQL in saga.c), by index into st. */
+enum {
+    S_INST_GET,
+    S_INST_PUT,
+    S_TARGET_BY_CMD,
+    S_TARGET_PUT,
+    S_TARGET_STATUS,
+    S_TARGETS_OF_STEP,
+    S_STEP_OPEN,
+    S_HIST_PUT,
+    S_DUE,
+    S_OUTBOX,
+    S_SENT,
+    S_UNPUBLISHED,
+    S_PUBLISHED,
+    S_ACTIVE,
+    S_COUNT_STATE,
+    S_ENDED_BEFORE,
+    S_DROP_TARGETS,
+    S_DROP_INSTANCE,
+    S_PRUNED_ADD,
+    S_PRUNED_GET,
+    S_COUNT
+};
+
+/* The delivery report of one transition produced to Kafka. */
+typedef struct sent_rec {
+    int reported;
+    rd_kafka_resp_err_t err;
+} sent_rec;
+
+struct es_saga_coordinator {
+    es_config_t *cfg; /* own copy; the Kafka producer logs to it */
+    const es_saga_def *def;
+    es_engine_t *engine;
+    es_projector_def pdef;
+    char pname[ES_PROJECTOR_NAME_MAX + 1];
+    char subject[96]; /* "saga '<name>': ", which begins every error of a public call */
+    char **topics;
+    es_runner_t *runner;
+    sqlite3 *db;
+    sqlite3_stmt *st[S_COUNT];
+    char htype[ES_MAX_TYPE_LEN + 1];
+    char htopic[ES_MAX_TYPE_LEN + 16];
+    rd_kafka_t *producer; /* Kafka: transitions go to "<saga>.saga.events" */
+    /* What the delivery reports of this publish round said, by record (dr_cb); reports of an
+     * earlier round (records a stop or a timeout left behind) are ignored. */
+    uintptr_t round;
+    sent_rec *sent;       /* PUBLISH_BATCH of them (saga_publish.c) */
+    int64_t retry_at_us;  /* the relay backs off after a failed delivery */
+    size_t batch_size;    /* projector.batch.size: a full batch means the log has more */
+    int64_t retention_us; /* saga.retention.ms; 0: ended instances stay */
+    int64_t prune_at_us;  /* when pruning is next due */
+    es_stop_t stop;       /* es_saga_stop (saga.h) */
+    es_saga_stats_t stats;
+};
+
+/* An instance as loaded for a transition. */
+typedef struct saga_inst {
+    char id[ES_MAX_ID_LEN + 1];
+    char state[16];
+    int step;
+    int64_t started, deadline;
+    char reason[512];
+    uint64_t seq;
+    uint8_t *start_bytes;
+    size_t start_len;
+    es_event_t *start_ev;
+    ProtobufCMessage *start_msg;
+} saga_inst;
+
+/* What a transition record says beyond kind and state. */
+typedef struct hist_info {
+    int step1; /* the step's index + 1; 0: none */
+    const char *command_id, *command_type, *aggregate_type, *aggregate_id;
+    const char *event_type, *event_id;
+    const char *reason;
+    int64_t deadline;
+} hist_info;
+
+#define HIST(...) (&(hist_info){__VA_ARGS__})
+
+/* A target (the command cid of in) reached an end: ok says whether it did what it was for. */
+typedef struct saga_target {
+    char cid[ES_MAX_ID_LEN + 1];
+    char id[ES_MAX_ID_LEN + 1];
+    int step;
+    char kind[8];
+    char status[12];
+    char aggregate_type[ES_MAX_TYPE_LEN + 1];
+    char aggregate_id[ES_MAX_ID_LEN + 1];
+    char command_type[256];
+} saga_target;
+
+/* The saga database's last SQLite error, as sql.c words it. */
+es_err es_saga_db_fail(es_saga_coordinator_t *c, const char *what, es_error_t *err);
+
+/* The cached statement k, reset and bound to the saga name as ?1. */
+sqlite3_stmt *es_saga_stmt(es_saga_coordinator_t *c, int k);
+
+/* Steps s to its end and resets it; what names the work in an error. */
+es_err es_saga_step_done(es_saga_coordinator_t *c, sqlite3_stmt *s, const char *what,
+                         es_error_t *err);
+
+/* Copies a column's text into dst (cap bytes), "" for NULL, truncating. */
+void es_saga_copy_str(char *dst, size_t cap, const unsigned char *src);
+
+/* Step k of the definition; NULL past the last (the abort command's index). */
+const es_saga_step *es_saga_step_at(const es_saga_coordinator_t *c, int k);
+
+/* Frees what es_saga_inst_load allocated and zeroes in. */
+void es_saga_inst_free(saga_inst *in);
+
+/* Loads instance id; ES_ENOTFOUND when there is none. */
+es_err es_saga_inst_load(es_saga_coordinator_t *c, const char *id, saga_inst *in, es_error_t *err);
+
+/* Writes in back, stamped updated at now. */
+es_err es_saga_inst_save(es_saga_coordinator_t *c, const saga_inst *in, int64_t now,
+                         es_error_t *err);
+
+/* Appends one transition of in to the history (published to the log after commit). */
+es_err es_saga_hist(es_saga_coordinator_t *c, saga_inst *in, const char *kind, const hist_info *h,
+                    int64_t now, es_error_t *err);
+
+/* Moves in to compensating for reason and sends the compensations from step k down. */
+es_err es_saga_begin_compensation(es_saga_coordinator_t *c, saga_inst *in, int k,
+                                  const char *reason, int64_t now, es_error_t *err);
+
+/* Loads the target of command cid; ES_ENOTFOUND when this saga did not send it. */
+es_err es_saga_target_load(es_saga_coordinator_t *c, const char *cid, saga_target *t,
+                           es_error_t *err);
+
+/* Target t of in reached an end (ok: it did what it was for; ev: the event that ended it, NULL
+ * for a command's outcome) and moves in on as that means. */
+es_err es_saga_target_ended(es_saga_coordinator_t *c, saga_inst *in, const saga_target *t, int ok,
+                            const char *reason, const es_event_t *ev, int64_t now, es_error_t *err);
+
+/* The correlation id of an instance's commands and transitions (saga.c says how it is chosen). */
+const char *es_saga_correlation_of(const es_event_t *start, const char *id);
+
+/* A transaction on the saga database outside the runner's (relay, deadlines, publish, prune). */
+es_err es_saga_tx_begin(es_saga_coordinator_t *c, es_error_t *err);
+
+/* Commits when e is ES_OK, else rolls back; returns e or the commit's error. */
+es_err es_saga_tx_end(es_saga_coordinator_t *c, es_err e, es_error_t *err);
+
+/* Times out the running steps whose deadline passed (saga_deadline.c); *fired: how many. */
+es_err es_saga_fire_deadlines(es_saga_coordinator_t *c, size_t *fired, es_error_t *err);
+
+/* Delivers a batch of the outbox through the engine and records the outcomes (saga_relay.c). */
+es_err es_saga_relay(es_saga_coordinator_t *c, size_t *delivered, es_error_t *err);
+
+/* Makes the Kafka producer that publish uses (saga_publish.c). */
+es_err es_saga_open_producer(es_saga_coordinator_t *c, es_error_t *err);
+
+/* Appends a batch of es_saga_history to "<saga>.saga.events" and deletes what got there
+ * (saga_publish.c). */
+es_err es_saga_publish(es_saga_coordinator_t *c, size_t *published, es_error_t *err);
+
+/* Applies saga.retention.ms when due (saga_retention.c); *pruned: instances deleted. */
+es_err es_saga_prune(es_saga_coordinator_t *c, size_t *pruned, es_error_t *err);
 
 #endif
