@@ -14,7 +14,6 @@ static const es_backend embedded = {
     .no_store = NULL,
     .local_file = 1,
     .partitioned = 0,
-    .publishes = 0,
 };
 
 static const es_backend kafka = {
@@ -27,7 +26,6 @@ static const es_backend kafka = {
                 "(es_processor_t): use es_execute, which sends the command to it",
     .local_file = 0,
     .partitioned = 1,
-    .publishes = 1,
 };
 
 static const es_backend *const backends[] = {&embedded, &kafka};

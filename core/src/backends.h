@@ -46,8 +46,6 @@ struct es_backend {
     unsigned local_file : 1;  /* the log is the file the config key db names */
     unsigned partitioned : 1; /* topics of partitions, no global order: the runner's log-order
                                  rule is on by default, records can repeat */
-    unsigned publishes : 1;   /* the saga coordinator produces its transitions to the log itself
-                                 (its own producer) rather than appending to an event store */
 };
 
 /* The backend the config selects; ES_EINVAL naming the known ones when it is none. */

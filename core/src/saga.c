@@ -9,8 +9,6 @@
  */
 #include "saga_int.h"
 
-#include "backends.h"
-
 #include "kafka/wire.h"
 #include "projector_int.h"
 #include "runloop.h"
@@ -813,8 +811,6 @@ es_err es_saga_coordinator_new(const es_config_t *cfg, const es_saga_def *def, e
         c->db = es_runner_db(c->runner);
         e = es_sql_prepare_all(c->db, es_config_get(c->cfg, "saga.db"), SQL, S_COUNT, c->st, err);
     }
-    if (e == ES_OK && es_backend_of(cfg)->publishes)
-        e = es_saga_open_producer(c, err);
     if (e != ES_OK) {
         es_saga_coordinator_destroy(c);
         return e;
@@ -826,14 +822,6 @@ es_err es_saga_coordinator_new(const es_config_t *cfg, const es_saga_def *def, e
 void es_saga_coordinator_destroy(es_saga_coordinator_t *c) {
     if (!c)
         return;
-    if (c->producer) {
-        /* publish waits for its records; what is left failed or a stop cut short, and is
-         * still in es_saga_history, published again on the next start */
-        rd_kafka_purge(c->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-        rd_kafka_flush(c->producer, 0);
-        es_kafka_destroy(c->producer, 0);
-    }
-    free(c->sent);
     for (int k = 0; k < S_COUNT; k++)
         sqlite3_finalize(c->st[k]);
     es_runner_destroy(c->runner);

@@ -109,13 +109,8 @@ enum {
 };
 
 /* The delivery report of one transition produced to Kafka. */
-typedef struct sent_rec {
-    int reported;
-    rd_kafka_resp_err_t err;
-} sent_rec;
-
 struct es_saga_coordinator {
-    es_config_t *cfg; /* own copy; the Kafka producer logs to it */
+    es_config_t *cfg; /* own copy */
     const es_saga_def *def;
     es_engine_t *engine;
     es_projector_def pdef;
@@ -127,11 +122,6 @@ struct es_saga_coordinator {
     sqlite3_stmt *st[S_COUNT];
     char htype[ES_MAX_TYPE_LEN + 1];
     char htopic[ES_MAX_TYPE_LEN + 16];
-    rd_kafka_t *producer; /* Kafka: transitions go to "<saga>.saga.events" */
-    /* What the delivery reports of this publish round said, by record (dr_cb); reports of an
-     * earlier round (records a stop or a timeout left behind) are ignored. */
-    uintptr_t round;
-    sent_rec *sent;       /* PUBLISH_BATCH of them (saga_publish.c) */
     int64_t retry_at_us;  /* the relay backs off after a failed delivery */
     size_t batch_size;    /* projector.batch.size: a full batch means the log has more */
     int64_t retention_us; /* saga.retention.ms; 0: ended instances stay */
@@ -234,9 +224,6 @@ es_err es_saga_fire_deadlines(es_saga_coordinator_t *c, size_t *fired, es_error_
 
 /* Delivers a batch of the outbox through the engine and records the outcomes (saga_relay.c). */
 es_err es_saga_relay(es_saga_coordinator_t *c, size_t *delivered, es_error_t *err);
-
-/* Makes the Kafka producer that publish uses (saga_publish.c). */
-es_err es_saga_open_producer(es_saga_coordinator_t *c, es_error_t *err);
 
 /* Appends a batch of es_saga_history to "<saga>.saga.events" and deletes what got there
  * (saga_publish.c). */

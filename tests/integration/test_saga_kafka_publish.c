@@ -231,7 +231,12 @@ Test(saga_kafka_publish, a_stop_while_transitions_are_acknowledged_publishes_non
     es_error_t err = {0};
     cr_assert_eq(es_processor_new(cfg, pr.engine, &pr.p, &err), ES_OK, "%s", err.message);
     cr_assert_eq(pthread_create(&pr.thread, NULL, serve, &pr), 0);
-    es_engine_t *caller = new_engine(cfg);
+    /* Transitions go to the log of the coordinator's engine (es_store_publish), so that is
+     * where the producer's debug lines are watched for. */
+    es_config_t *watched = es_config_dup(cfg);
+    set(watched, "kafka.debug", "msg");
+    es_config_set_log_cb(watched, stop_at_first_transitions, NULL);
+    es_engine_t *caller = new_engine(watched);
     Inventory__V1__Restock restock = INVENTORY__V1__RESTOCK__INIT;
     restock.quantity = 100;
     execute(caller, "inventory.item", "sku-1", &restock.base);
@@ -243,19 +248,15 @@ Test(saga_kafka_publish, a_stop_while_transitions_are_acknowledged_publishes_non
 
     /* The first coordinator, stopped while its first transitions wait for their
      * acknowledgements. */
-    es_config_t *watched = es_config_dup(cfg);
-    set(watched, "kafka.debug", "msg");
-    es_config_set_log_cb(watched, stop_at_first_transitions, NULL);
     es_saga_coordinator_t *coord = NULL;
-    cr_assert_eq(es_saga_coordinator_new(watched, &demo_fulfilment_def, caller, &coord, &err),
-                 ES_OK, "%s", err.message);
+    cr_assert_eq(es_saga_coordinator_new(cfg, &demo_fulfilment_def, caller, &coord, &err), ES_OK,
+                 "%s", err.message);
     atomic_store(&to_stop, coord);
     for (int i = 0; i < 3000 && !atomic_load(&stopped); i++)
         cr_assert_eq(es_saga_poll(coord, 20, NULL, &err), ES_OK, "%s", err.message);
     cr_assert(atomic_load(&stopped), "the coordinator never sent a transition");
     atomic_store(&to_stop, NULL);
     es_saga_coordinator_destroy(coord);
-    es_config_destroy(watched);
 
     /* Restarted, it ends every saga and publishes what it had not. */
     cr_assert_eq(es_saga_coordinator_new(cfg, &demo_fulfilment_def, caller, &coord, &err), ES_OK,
@@ -263,6 +264,7 @@ Test(saga_kafka_publish, a_stop_while_transitions_are_acknowledged_publishes_non
     settle(coord, N_ORDERS);
     es_saga_coordinator_destroy(coord);
     es_engine_destroy(caller);
+    es_config_destroy(watched);
     es_processor_stop(pr.p);
     pthread_join(pr.thread, NULL);
     es_processor_destroy(pr.p);
