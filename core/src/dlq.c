@@ -239,7 +239,7 @@ static es_err publish_one(es_log_t *log, const char *group, const es_dlq_entry_t
     es_kafka_dlq_headers_t h = {0};
     es_kafka_dlq_headers(&facts, &h);
     return log->reader->put_dlq(log, h.topic, h.ref, d->key[0] ? d->key : NULL, value, len, h.kv,
-                             ES_KAFKA_DLQ_HEADERS, err);
+                                ES_KAFKA_DLQ_HEADERS, err);
 }
 
 es_err es_rm_publish_dlq(sqlite3 *db, es_log_t *log, const es_config_t *cfg, const char *projector,
