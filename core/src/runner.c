@@ -385,6 +385,8 @@ es_err es_runner_open(const es_config_t *cfg, const es_projector_def *def, const
     }
     e = es_log_open(r->cfg, &r->log, err);
     if (e == ES_OK)
+        r->log->stop = &r->stop; /* a stop ends the log's waits on the brokers too */
+    if (e == ES_OK)
         e = r->log->reader->identity(r->log, r->log_id, sizeof r->log_id, err);
     if (e == ES_OK)
         e = make_positions(r, err);

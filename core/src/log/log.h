@@ -153,6 +153,9 @@ struct es_log {
     const es_reader_ops *reader;
     void (*destroy)(es_log_t *log);
     const es_config_t *cfg;
+    /* May be NULL. Set by the log's user (a runner: its es_runner_stop): the log's waits on a
+     * server check it in short slices and give up with ES_ERETRY once it is requested. */
+    const es_stop_t *stop;
 };
 
 /* Opens the log of the backend the config selects (backends.c, the factory). */

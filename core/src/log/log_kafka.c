@@ -159,10 +159,28 @@ static es_err kl_partitions(es_log_t *base, const char *topic, int32_t *n, es_er
     return rc == ES_ENOTFOUND ? missing_topic(err, topic) : rc;
 }
 
+/* Asked in slices of WATERMARK_SLICE_MS up to REQUEST_TIMEOUT_MS, so that the log's stop (a
+ * runner's es_runner_stop, from a signal handler too) ends the wait at once rather than after
+ * a request to brokers that went away. */
+#define WATERMARK_SLICE_MS 100
+
 static es_err watermarks(kafka_log *l, const char *topic, int32_t partition, int64_t *lo,
                          int64_t *hi, es_error_t *err) {
-    rd_kafka_resp_err_t e =
-        rd_kafka_query_watermark_offsets(l->consumer, topic, partition, lo, hi, REQUEST_TIMEOUT_MS);
+    rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR__TIMED_OUT;
+    int64_t deadline = es_now_us() / 1000 + REQUEST_TIMEOUT_MS;
+    for (;;) {
+        e = rd_kafka_query_watermark_offsets(l->consumer, topic, partition, lo, hi,
+                                             WATERMARK_SLICE_MS);
+        if ((e != RD_KAFKA_RESP_ERR__TIMED_OUT && e != RD_KAFKA_RESP_ERR__TRANSPORT) ||
+            es_now_us() / 1000 >= deadline)
+            break;
+        if (l->base.stop && es_stop_requested(l->base.stop))
+            return es_fail(err, ES_ERETRY,
+                           "stopped while asking for the offsets of %s partition %d (brokers "
+                           "%s)",
+                           topic, (int)partition, l->brokers);
+        es_sleep_ms(10);
+    }
     if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
         return ES_OK;
     if (es_kafka_code(e) == ES_ENOTFOUND)
@@ -811,13 +829,22 @@ static es_err commit_wait(kafka_log *l, rd_kafka_topic_partition_list_t *offs, c
     snprintf(what, sizeof what, "committing offsets of consumer group %s", group);
     rd_kafka_queue_t *q = rd_kafka_queue_new(l->committer);
     rd_kafka_resp_err_t ke = rd_kafka_commit_queue(l->committer, offs, q, NULL, NULL);
-    rd_kafka_event_t *ev = ke ? NULL : rd_kafka_queue_poll(q, COMMIT_TIMEOUT_MS);
+    rd_kafka_event_t *ev = NULL;
     es_err e = ES_OK;
+    /* In slices, so that the log's stop ends the wait at once (see watermarks). */
+    for (int waited = 0; !ke && !ev && waited < COMMIT_TIMEOUT_MS; waited += WATERMARK_SLICE_MS) {
+        ev = rd_kafka_queue_poll(q, WATERMARK_SLICE_MS);
+        if (!ev && l->base.stop && es_stop_requested(l->base.stop)) {
+            e = es_fail(err, ES_ERETRY, "%s: stopped before an answer (brokers %s)", what,
+                        l->brokers);
+            break;
+        }
+    }
     if (!ke && ev)
         ke = rd_kafka_event_error(ev);
-    if (ke)
+    if (e == ES_OK && ke)
         e = es_kafka_fail(l->committer, ke, NULL, err, "%s", what);
-    else if (!ev)
+    else if (e == ES_OK && !ev)
         e = es_fail(err, ES_ETIMEOUT, "%s: no answer within %d ms (brokers %s)", what,
                     COMMIT_TIMEOUT_MS, l->brokers);
     const rd_kafka_topic_partition_list_t *res = ev ? rd_kafka_event_topic_partition_list(ev) : 0;
