@@ -92,18 +92,6 @@ es_err es_saga_record_decode(const uint8_t *buf, size_t len, uint64_t seq, es_sa
     return ES_OK;
 }
 
-static es_err grow(void **items, size_t *cap, size_t n, size_t size, es_error_t *err) {
-    if (n < *cap)
-        return ES_OK;
-    size_t c = *cap ? *cap * 2 : 16;
-    void *p = realloc(*items, c * size);
-    if (!p)
-        return es_fail(err, ES_ENOMEM, "out of memory");
-    *items = p;
-    *cap = c;
-    return ES_OK;
-}
-
 /* Read-only, so looking never creates a database or takes the coordinator's write lock; a file
  * that is not a saga database is refused, naming what it is. */
 static es_err open_saga_db(const es_config_t *cfg, sqlite3 **db, es_error_t *err) {
@@ -155,7 +143,7 @@ static es_err collect(sqlite3 *db, const es_config_t *cfg, sqlite3_stmt *s, es_s
     es_err e = ES_OK;
     int rc = SQLITE_DONE;
     while (e == ES_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-        e = grow((void **)&rows, &cap, count, sizeof *rows, err);
+        e = es_grow((void **)&rows, &cap, count, sizeof *rows, err);
         if (e == ES_OK && rows)
             info_row(s, &rows[count++]);
     }
@@ -247,7 +235,7 @@ static int on_transition(const es_event_t *ev, void *opaque) {
             ev->aggregate_type, ev->aggregate_id, (unsigned long long)ev->version, ev->event_type);
         return 1;
     }
-    c->e = grow((void **)&c->recs, &c->cap, c->n, sizeof *c->recs, c->err);
+    c->e = es_grow((void **)&c->recs, &c->cap, c->n, sizeof *c->recs, c->err);
     if (c->e == ES_OK)
         c->e = es_saga_record_decode(ev->payload, ev->payload_len, ev->version, &c->recs[c->n],
                                      c->err);
