@@ -16,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "kafkautil.h"
 #include "testutil.h"
 
 #define TOPIC "test.note.events"
@@ -28,33 +29,10 @@ static rd_kafka_t *mock_rk, *producer;
 static rd_kafka_mock_cluster_t *mock;
 static int delivery_failures;
 
-static void quiet_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
-    (void)rk, (void)level, (void)fac, (void)buf;
-}
-
 static void count_failures(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     (void)rk, (void)opaque;
     if (m->err)
         delivery_failures++;
-}
-
-static rd_kafka_conf_t *base_conf(void) {
-    rd_kafka_conf_t *c = rd_kafka_conf_new();
-    rd_kafka_conf_set_log_cb(c, quiet_log);
-    return c;
-}
-
-static void conf_set(rd_kafka_conf_t *c, const char *k, const char *v) {
-    char errstr[256];
-    cr_assert_eq(rd_kafka_conf_set(c, k, v, errstr, sizeof errstr), RD_KAFKA_CONF_OK, "%s: %s", k,
-                 errstr);
-}
-
-static rd_kafka_t *new_handle(rd_kafka_type_t type, rd_kafka_conf_t *c) {
-    char errstr[256];
-    rd_kafka_t *rk = rd_kafka_new(type, c, errstr, sizeof errstr);
-    cr_assert(rk, "%s", errstr);
-    return rk;
 }
 
 static void set(const char *key, const char *value) {
@@ -63,21 +41,16 @@ static void set(const char *key, const char *value) {
 }
 
 static void setup(void) {
-    mock_rk = new_handle(RD_KAFKA_PRODUCER, base_conf());
+    mock_rk = tu_kafka_new(RD_KAFKA_PRODUCER, tu_kafka_conf());
     mock = rd_kafka_mock_cluster_new(mock_rk, 1);
     cr_assert(mock);
     cr_assert_eq(rd_kafka_mock_topic_create(mock, TOPIC, PARTS, 1), 0);
     cr_assert_eq(rd_kafka_mock_topic_create(mock, DLQ_TOPIC, 1, 1), 0);
     const char *bootstraps = rd_kafka_mock_cluster_bootstraps(mock);
 
-    rd_kafka_conf_t *c = base_conf();
-    conf_set(c, "bootstrap.servers", bootstraps);
-    conf_set(c, "enable.idempotence", "true");
-    conf_set(c, "acks", "all");
-    conf_set(c, "partitioner", "murmur2_random");
-    conf_set(c, "linger.ms", "1");
+    rd_kafka_conf_t *c = tu_kafka_producer_conf(bootstraps);
     rd_kafka_conf_set_dr_msg_cb(c, count_failures);
-    producer = new_handle(RD_KAFKA_PRODUCER, c);
+    producer = tu_kafka_new(RD_KAFKA_PRODUCER, c);
     delivery_failures = 0;
 
     dir = tu_tempdir();
@@ -305,11 +278,11 @@ static const char *header(rd_kafka_headers_t *h, const char *name) {
  * hold the handle: they must be gone before it is destroyed. */
 static size_t consume_all(const char *topic, int32_t partition,
                           void (*check)(const rd_kafka_message_t *m, void *opaque), void *opaque) {
-    rd_kafka_conf_t *c = base_conf();
-    conf_set(c, "bootstrap.servers", rd_kafka_mock_cluster_bootstraps(mock));
-    conf_set(c, "group.id", "test-reader");
-    conf_set(c, "enable.auto.commit", "false");
-    rd_kafka_t *rk = new_handle(RD_KAFKA_CONSUMER, c);
+    rd_kafka_conf_t *c = tu_kafka_conf();
+    tu_kafka_set(c, "bootstrap.servers", rd_kafka_mock_cluster_bootstraps(mock));
+    tu_kafka_set(c, "group.id", "test-reader");
+    tu_kafka_set(c, "enable.auto.commit", "false");
+    rd_kafka_t *rk = tu_kafka_new(RD_KAFKA_CONSUMER, c);
     rd_kafka_poll_set_consumer(rk);
     int64_t lo = 0, hi = 0;
     cr_assert_eq(rd_kafka_query_watermark_offsets(rk, topic, partition, &lo, &hi, 10000), 0);
@@ -432,10 +405,10 @@ Test(kafka_log, consumed_offsets_are_committed_to_the_projector_group) {
     drain_to(r, 10);
     es_runner_destroy(r);
 
-    rd_kafka_conf_t *c = base_conf();
-    conf_set(c, "bootstrap.servers", rd_kafka_mock_cluster_bootstraps(mock));
-    conf_set(c, "group.id", "svc.notes");
-    rd_kafka_t *rk = new_handle(RD_KAFKA_CONSUMER, c);
+    rd_kafka_conf_t *c = tu_kafka_conf();
+    tu_kafka_set(c, "bootstrap.servers", rd_kafka_mock_cluster_bootstraps(mock));
+    tu_kafka_set(c, "group.id", "svc.notes");
+    rd_kafka_t *rk = tu_kafka_new(RD_KAFKA_CONSUMER, c);
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(PARTS);
     for (int32_t p = 0; p < PARTS; p++)
         rd_kafka_topic_partition_list_add(l, TOPIC, p);

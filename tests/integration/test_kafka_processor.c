@@ -23,6 +23,7 @@
 #include "eskit/v1/reply.pb-c.h"
 #include "eskit/v1/snapshot.pb-c.h"
 #include "internal.h"
+#include "kafkautil.h"
 #include "testutil.h"
 
 #define PARTS 3
@@ -33,13 +34,7 @@ static rd_kafka_t *mock_rk;
 static rd_kafka_mock_cluster_t *mock;
 static es_engine_t *caller;
 
-typedef struct proc {
-    es_engine_t *engine;
-    es_processor_t *p;
-    pthread_t thread;
-    es_err rc;
-    es_error_t err;
-} proc;
+typedef tu_proc proc;
 
 static void quiet_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
     (void)rk, (void)level, (void)fac, (void)buf;
@@ -99,16 +94,7 @@ static void setup(void) {
     }
     mock_rk = rd_kafka_new(RD_KAFKA_PRODUCER, c, errstr, sizeof errstr);
     cr_assert(mock_rk, "%s", errstr);
-    mock = rd_kafka_mock_cluster_new(mock_rk, 1);
-    cr_assert(mock);
-    static const char *const types[] = {"orders.order", "payments.payment", "inventory.item"};
-    static const char *const kinds[] = {"events", "snapshots", "commands", "replies"};
-    for (size_t t = 0; t < 3; t++)
-        for (size_t k = 0; k < 4; k++) {
-            char topic[128];
-            snprintf(topic, sizeof topic, "%s.%s", types[t], kinds[k]);
-            cr_assert_eq(rd_kafka_mock_topic_create(mock, topic, PARTS, 1), 0);
-        }
+    mock = tu_mock_demo(mock_rk, PARTS);
     dir = tu_tempdir();
     cfg = tu_config(dir, "unused.db");
     set("brokers", rd_kafka_mock_cluster_bootstraps(mock));
@@ -173,21 +159,9 @@ static es_engine_t *new_counting_engine(void) {
     return e;
 }
 
-static void *run_processor(void *opaque) {
-    proc *pr = opaque;
-    pr->rc = es_processor_run(pr->p, &pr->err);
-    return NULL;
-}
-
 /* A processor on the config's current state.db and engine, polling on a thread of its own. */
 static proc *start_processor_on(es_engine_t *engine) {
-    proc *pr = calloc(1, sizeof *pr);
-    es_error_t err = {0};
-    cr_assert(pr);
-    pr->engine = engine;
-    cr_assert_eq(es_processor_new(cfg, pr->engine, &pr->p, &err), ES_OK, "%s", err.message);
-    cr_assert_eq(pthread_create(&pr->thread, NULL, run_processor, pr), 0);
-    return pr;
+    return tu_proc_start(cfg, engine);
 }
 
 static proc *start_processor(void) {
@@ -195,12 +169,7 @@ static proc *start_processor(void) {
 }
 
 static void stop_processor(proc *pr) {
-    es_processor_stop(pr->p);
-    cr_assert_eq(pthread_join(pr->thread, NULL), 0);
-    cr_assert_eq(pr->rc, ES_OK, "%s", pr->err.message);
-    es_processor_destroy(pr->p);
-    es_engine_destroy(pr->engine);
-    free(pr);
+    tu_proc_stop(pr);
 }
 
 static Orders__V1__LineItem item = {PROTOBUF_C_MESSAGE_INIT(&orders__v1__line_item__descriptor),

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "domain.h"
+#include "kafkautil.h"
 #include "testutil.h"
 
 #define TYPE "inventory.item"
@@ -52,10 +53,6 @@ static int was_logged(const char *text) {
     return found;
 }
 
-static void quiet_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
-    (void)rk, (void)level, (void)fac, (void)buf;
-}
-
 /* Delivery reports of the record set: where each record went. */
 static int delivery_failures, n_delivered;
 static int32_t delivered_to[8];
@@ -66,19 +63,6 @@ static void note_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opa
         delivery_failures++;
     else if (n_delivered < 8)
         delivered_to[n_delivered++] = m->partition;
-}
-
-static void conf_set(rd_kafka_conf_t *c, const char *k, const char *v) {
-    char errstr[256];
-    cr_assert_eq(rd_kafka_conf_set(c, k, v, errstr, sizeof errstr), RD_KAFKA_CONF_OK, "%s: %s", k,
-                 errstr);
-}
-
-static rd_kafka_t *new_handle(rd_kafka_type_t type, rd_kafka_conf_t *c) {
-    char errstr[256];
-    rd_kafka_t *rk = rd_kafka_new(type, c, errstr, sizeof errstr);
-    cr_assert(rk, "%s", errstr);
-    return rk;
 }
 
 static void set(const char *key, const char *value) {
@@ -104,33 +88,16 @@ static void setup_kafka(void) {
     unsetenv("ESKIT_CONFIG");
     unsetenv("ESKIT_BROKERS");
     unsetenv("ESKIT_BACKEND");
-    rd_kafka_conf_t *c = rd_kafka_conf_new();
-    rd_kafka_conf_set_log_cb(c, quiet_log);
-    mock_rk = new_handle(RD_KAFKA_PRODUCER, c);
-    mock = rd_kafka_mock_cluster_new(mock_rk, 1);
-    cr_assert(mock);
-    /* Every topic of the demo's types: the processor registers all three. */
-    static const char *const types[] = {"orders.order", "payments.payment", TYPE};
-    static const char *const kinds[] = {"events", "snapshots", "commands", "replies"};
-    for (size_t t = 0; t < 3; t++)
-        for (size_t k = 0; k < 4; k++) {
-            char topic[128];
-            snprintf(topic, sizeof topic, "%s.%s", types[t], kinds[k]);
-            cr_assert_eq(rd_kafka_mock_topic_create(mock, topic, PARTS, 1), 0);
-        }
+    rd_kafka_conf_t *c = tu_kafka_conf();
+    mock_rk = tu_kafka_new(RD_KAFKA_PRODUCER, c);
+    mock = tu_mock_demo(mock_rk, PARTS); /* the processor registers all three types */
     const char *bootstraps = rd_kafka_mock_cluster_bootstraps(mock);
 
     /* The zombie writer: partitioned like the library's producers, so its records land on the
      * partition the aggregate's commands go to. */
-    c = rd_kafka_conf_new();
-    rd_kafka_conf_set_log_cb(c, quiet_log);
-    conf_set(c, "bootstrap.servers", bootstraps);
-    conf_set(c, "enable.idempotence", "true");
-    conf_set(c, "acks", "all");
-    conf_set(c, "partitioner", "murmur2_random");
-    conf_set(c, "linger.ms", "1");
+    c = tu_kafka_producer_conf(bootstraps);
     rd_kafka_conf_set_dr_msg_cb(c, note_delivery);
-    producer = new_handle(RD_KAFKA_PRODUCER, c);
+    producer = tu_kafka_new(RD_KAFKA_PRODUCER, c);
     delivery_failures = n_delivered = 0;
 
     reset_log();
@@ -382,38 +349,12 @@ Test(read_paths_kafka, esctl_events_prints_1_2_4_5_warns_of_the_gap_and_exits_0)
     tu_result_free(&r);
 }
 
-typedef struct proc {
-    es_engine_t *engine;
-    es_processor_t *p;
-    pthread_t thread;
-    es_err rc;
-    es_error_t err;
-} proc;
-
 static es_engine_t *new_engine(void) {
     es_engine_t *e = NULL;
     es_error_t err = {0};
     cr_assert_eq(es_engine_new(cfg, &e, &err), ES_OK, "%s", err.message);
     cr_assert_eq(demo_register_all(e, &err), ES_OK, "%s", err.message);
     return e;
-}
-
-static void *run_processor(void *opaque) {
-    proc *pr = opaque;
-    pr->rc = es_processor_run(pr->p, &pr->err);
-    return NULL;
-}
-
-static void start_processor(proc *pr) {
-    es_error_t err = {0};
-    pr->engine = new_engine();
-    cr_assert_eq(es_processor_new(cfg, pr->engine, &pr->p, &err), ES_OK, "%s", err.message);
-    cr_assert_eq(pthread_create(&pr->thread, NULL, run_processor, pr), 0);
-}
-
-static void destroy_processor(proc *pr) {
-    es_processor_destroy(pr->p);
-    es_engine_destroy(pr->engine);
 }
 
 static es_command_t restock(Inventory__V1__Restock *msg, uint32_t quantity) {
@@ -432,8 +373,7 @@ static int64_t records_in(int32_t partition) {
 Test(read_paths_kafka, restore_skips_the_stale_records_and_stops_at_the_gap_executing_nothing) {
     int32_t p = produce_record_set(0, NULL);
     set("execute.timeout.ms", "3000"); /* the command below waits for an answer that never comes */
-    proc pr = {0};
-    start_processor(&pr);
+    tu_proc *pr = tu_proc_start(cfg, new_engine());
     es_engine_t *caller = new_engine();
     Inventory__V1__Restock msg;
     es_command_t c = restock(&msg, 10);
@@ -442,16 +382,16 @@ Test(read_paths_kafka, restore_skips_the_stale_records_and_stops_at_the_gap_exec
     cr_assert_neq(es_execute(caller, &c, &res, &err), ES_OK, "a command on the partition runs");
     es_result_clear(&res);
     es_engine_destroy(caller);
-    cr_assert_eq(pthread_join(pr.thread, NULL), 0, "the processor stops by itself");
-    cr_assert_eq(pr.rc, ES_EIO, "%s: %s", es_strerror(pr.rc), pr.err.message);
+    tu_proc_join(pr); /* it stops by itself */
+    cr_assert_eq(pr->rc, ES_EIO, "%s: %s", es_strerror(pr->rc), pr->err.message);
     char want[200];
     snprintf(want, sizeof want,
              TYPE "/" ID ": version 4 follows version 2 (" TOPIC
                   " partition %d offset 4): versions 3..3 are missing",
              (int)p);
-    cr_assert(strstr(pr.err.message, want), "%s", pr.err.message);
+    cr_assert(strstr(pr->err.message, want), "%s", pr->err.message);
     es_processor_stats st;
-    es_processor_get_stats(pr.p, &st);
+    es_processor_get_stats(pr->p, &st);
     /* Counted by each restore that stopped at the gap: the one on assignment, and the retry
      * before the partition's first command, which stops the processor. */
     cr_assert_geq(st.gaps, 1);
@@ -459,7 +399,7 @@ Test(read_paths_kafka, restore_skips_the_stale_records_and_stops_at_the_gap_exec
                  (unsigned long long)st.gaps);
     cr_assert_eq(st.events_skipped, st.stale, "stale records are skipped records too");
     cr_assert_eq(st.commands, 0);
-    destroy_processor(&pr);
+    tu_proc_free(pr);
     cr_assert_eq(records_in(p), 6, "no event was appended to the partition");
 }
 
@@ -467,8 +407,7 @@ Test(read_paths_kafka, restore_skips_the_stale_records_and_stops_at_the_gap_exec
  * that history: on hand is 3, and the next event is version 3. */
 Test(read_paths_kafka, restore_without_the_gap_imports_1_2_and_the_next_command_gets_version_3) {
     int32_t p = produce_record_set(1, NULL);
-    proc pr = {0};
-    start_processor(&pr);
+    tu_proc *pr = tu_proc_start(cfg, new_engine());
     es_engine_t *caller = new_engine();
     Inventory__V1__Restock msg;
     es_command_t c = restock(&msg, UINT32_MAX);
@@ -488,16 +427,16 @@ Test(read_paths_kafka, restore_without_the_gap_imports_1_2_and_the_next_command_
     cr_assert_eq(res.events[0]->partition, p);
     es_result_clear(&res);
     es_engine_destroy(caller);
-    es_processor_stop(pr.p);
-    cr_assert_eq(pthread_join(pr.thread, NULL), 0);
-    cr_assert_eq(pr.rc, ES_OK, "%s", pr.err.message);
+    es_processor_stop(pr->p);
+    tu_proc_join(pr);
+    cr_assert_eq(pr->rc, ES_OK, "%s", pr->err.message);
     es_processor_stats st;
-    es_processor_get_stats(pr.p, &st);
+    es_processor_get_stats(pr->p, &st);
     cr_assert_eq(st.stale, 2);
     cr_assert_eq(st.gaps, 0);
     cr_assert_eq(st.events_imported, 2);
     cr_assert_eq(st.events_skipped, 2);
-    destroy_processor(&pr);
+    tu_proc_free(pr);
     cr_assert_eq(records_in(p), 5, "the four records and version 3");
 }
 
