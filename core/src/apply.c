@@ -28,12 +28,7 @@ static const char *const runner_sql[R_COUNT] = {
     [R_SAVEPOINT] = "SAVEPOINT es_event",
     [R_RELEASE] = "RELEASE es_event",
     [R_ROLLBACK_TO] = "ROLLBACK TO es_event",
-    [R_PARK] = "INSERT INTO es_dlq(projector, topic, partition, offset, key, event_type, code, "
-               "error, attempts, parked_at, value) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
-               "?10, ?11) ON CONFLICT(projector, topic, partition, offset) DO UPDATE SET "
-               "event_type = excluded.event_type, code = excluded.code, error = excluded.error, "
-               "attempts = es_dlq.attempts + excluded.attempts, parked_at = excluded.parked_at, "
-               "redriven_at = NULL, published = 0",
+    [R_PARK] = ES_DLQ_PARK_SQL,
 };
 
 es_err es_apply_prepare(es_runner_t *r, es_error_t *err) {
@@ -90,39 +85,14 @@ static es_err store_positions(es_runner_t *r, const int64_t *before, es_error_t 
 /* Parks a record in es_dlq (inside the batch's transaction) and tells the park callback. */
 static es_err park(es_runner_t *r, const es_raw_record_t *rec, const char *event_type, es_err code,
                    const char *why, int attempts, es_error_t *err) {
-    sqlite3_stmt *s = r->st[R_PARK];
-    int64_t now = es_now_us();
-    sqlite3_bind_text(s, 1, r->def->name, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 2, rec->topic, -1, SQLITE_STATIC);
-    sqlite3_bind_int(s, 3, rec->partition);
-    sqlite3_bind_int64(s, 4, rec->offset);
-    sqlite3_bind_text(s, 5, rec->key, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 6, event_type && *event_type ? event_type : NULL, -1, SQLITE_STATIC);
-    sqlite3_bind_int(s, 7, (int)code);
-    sqlite3_bind_text(s, 8, why, -1, SQLITE_STATIC);
-    sqlite3_bind_int(s, 9, attempts);
-    sqlite3_bind_int64(s, 10, now);
-    sqlite3_bind_blob(s, 11, rec->value ? (const void *)rec->value : "", (int)rec->len,
-                      SQLITE_STATIC);
-    es_err e = run_stmt(r, R_PARK, "parking an event", err);
-    if (e != ES_OK)
-        return e;
+    es_dlq_entry_t d;
+    if (es_dlq_park(r->st[R_PARK], r->def->name, rec, event_type, code, why, attempts, &d) !=
+        SQLITE_DONE)
+        return es_runner_sql_err(r, "parking an event", err);
     r->batch.parked++;
     r->parked_in_batch++;
-    if (r->park_cb) {
-        es_dlq_entry_t d = {.id = sqlite3_last_insert_rowid(r->db),
-                            .partition = rec->partition,
-                            .offset = rec->offset,
-                            .code = (int)code,
-                            .attempts = attempts,
-                            .parked_at_us = now};
-        snprintf(d.projector, sizeof d.projector, "%s", r->def->name);
-        snprintf(d.topic, sizeof d.topic, "%s", rec->topic);
-        snprintf(d.key, sizeof d.key, "%s", rec->key ? rec->key : "");
-        snprintf(d.event_type, sizeof d.event_type, "%s", event_type ? event_type : "");
-        snprintf(d.error, sizeof d.error, "%s", why);
+    if (r->park_cb)
         r->park_cb(&d, r->park_opaque);
-    }
     return ES_OK;
 }
 

@@ -200,6 +200,39 @@ es_err es_dlq_redrive(const es_config_t *cfg, const es_projector_def *def, const
     return e;
 }
 
+int es_dlq_park(sqlite3_stmt *s, const char *projector, const es_raw_record_t *rec,
+                const char *event_type, es_err code, const char *why, int attempts,
+                es_dlq_entry_t *out) {
+    int64_t now = es_now_us();
+    const char *type = event_type && *event_type ? event_type : NULL;
+    sqlite3_bind_text(s, 1, projector, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, rec->topic, -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 3, rec->partition);
+    sqlite3_bind_int64(s, 4, rec->offset);
+    sqlite3_bind_text(s, 5, rec->key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 6, type, -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 7, (int)code);
+    sqlite3_bind_text(s, 8, why, -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 9, attempts);
+    sqlite3_bind_int64(s, 10, now);
+    sqlite3_bind_blob(s, 11, rec->value ? (const void *)rec->value : "", (int)rec->len,
+                      SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    *out = (es_dlq_entry_t){.id = sqlite3_last_insert_rowid(sqlite3_db_handle(s)),
+                            .partition = rec->partition,
+                            .offset = rec->offset,
+                            .code = (int)code,
+                            .attempts = attempts,
+                            .parked_at_us = now};
+    snprintf(out->projector, sizeof out->projector, "%s", projector);
+    snprintf(out->topic, sizeof out->topic, "%s", rec->topic);
+    snprintf(out->key, sizeof out->key, "%s", rec->key ? rec->key : "");
+    snprintf(out->event_type, sizeof out->event_type, "%s", type ? type : "");
+    snprintf(out->error, sizeof out->error, "%s", why);
+    return rc;
+}
+
 static void copy_text(char *dst, size_t cap, const unsigned char *src) {
     snprintf(dst, cap, "%s", src ? (const char *)src : "");
 }

@@ -66,6 +66,19 @@ es_err es_rm_publish_dlq(sqlite3 *db, es_log_t *log, const es_config_t *cfg, con
     "id, projector, topic, partition, offset, key, event_type, code, error, attempts, "            \
     "parked_at, redriven_at, value"
 es_err es_rm_dlq_row(sqlite3_stmt *s, es_dlq_entry_t *e, int with_value);
+/* Parking: the statement a runner prepares (its table of statements) to park a record, and
+ * what runs it: binds the record, steps, fills *out with the entry as parked. The SQLite result
+ * of the step (SQLITE_DONE when parked). */
+#define ES_DLQ_PARK_SQL                                                                            \
+    "INSERT INTO es_dlq(projector, topic, partition, offset, key, event_type, code, error, "       \
+    "attempts, parked_at, value) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON "        \
+    "CONFLICT(projector, topic, partition, offset) DO UPDATE SET event_type = "                    \
+    "excluded.event_type, code = excluded.code, error = excluded.error, attempts = "               \
+    "es_dlq.attempts + excluded.attempts, parked_at = excluded.parked_at, redriven_at = NULL, "    \
+    "published = 0"
+int es_dlq_park(sqlite3_stmt *s, const char *projector, const es_raw_record_t *rec,
+                const char *event_type, es_err code, const char *why, int attempts,
+                es_dlq_entry_t *out);
 
 /* A runner on any read-model file: the live one (lock and guard beside it) or a rebuild
  * target (no lock). Used by es_runner_new, es_replay and es_dlq_redrive. */
