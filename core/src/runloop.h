@@ -45,13 +45,7 @@ static inline int es_stop_requested(const es_stop_t *s) {
 #define ES_STOP_SLICE_MS 10
 int es_stop_sleep(const es_stop_t *s, int ms);
 
-/* Whether a failure may pass by itself, so that a run loop polls again (after a backoff)
- * rather than return it: ES_EKAFKA (a broker away or an error librdkafka reported),
- * ES_EBUSY (a database locked past its busy timeout), ES_ETIMEOUT (a deadline passed) and
- * ES_ERETRY (said to be transient). Every other code needs a person or a code change: bad
- * input, a conflict, a full disk or corrupt file (ES_EIO), something missing (ES_ENOTFOUND),
- * a policy stop (ES_ESTATE), out of memory. */
-int es_err_is_transient(es_err e);
+/* es_err_is_transient (eskit/error.h) decides what the loop retries. */
 
 /* One round of a loop's work, waiting up to timeout_ms for some; fills err (never NULL) on
  * failure. */

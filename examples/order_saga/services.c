@@ -47,10 +47,6 @@ void demo_log_line(int level, const char *message, void *opaque) {
         fprintf(stderr, "order_saga: %s\n", message);
 }
 
-static bool transient(es_err e) {
-    return e == ES_EKAFKA || e == ES_EBUSY || e == ES_ETIMEOUT || e == ES_ERETRY;
-}
-
 static void sleep_ms(int ms) {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
@@ -67,7 +63,7 @@ static es_err await_ready(first_poll_fn *poll, void *service, const char *who, e
         es_err e = poll(service, &ready, err);
         if (e == ES_OK)
             continue;
-        if (!transient(e))
+        if (!es_err_is_transient(e))
             return e;
         fprintf(stderr, "order_saga: %s: %s; retrying in %d ms\n", who, err->message, RETRY_MS);
         sleep_ms(RETRY_MS);

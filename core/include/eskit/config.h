@@ -64,7 +64,10 @@ enum {
     ES_LOG_DEBUG = 7
 };
 
-/* Called for every library log line, on the thread that logs. */
+/* Called for every library log line, on the thread that logs it: a caller's, a thread of the
+ * library's (the apply watchdog), or one of librdkafka's own (its broker and main threads log
+ * through it). So it must be safe to call from several threads at once, and must not call back
+ * into eskit other than the stop functions. */
 typedef void es_log_cb(int level, const char *message, void *opaque);
 
 /* A config holding the defaults. Caller frees with es_config_destroy. */

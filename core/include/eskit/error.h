@@ -43,6 +43,15 @@ const char *es_strerror(es_err code);
 es_err es_fail(es_error_t *err, es_err code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Whether a failure may pass by itself, so that a service polls again after a backoff rather
+ * than give up: ES_EKAFKA (a broker away, an error librdkafka reported), ES_EBUSY (a database
+ * locked past its busy timeout), ES_ETIMEOUT (a deadline passed) and ES_ERETRY (said to be
+ * transient). Every other code needs a person or a code change: bad input, a conflict, a full
+ * disk or corrupt file (ES_EIO), something missing (ES_ENOTFOUND), a policy stop (ES_ESTATE),
+ * out of memory. The library's own run loops (es_processor_run, es_runner_run, es_saga_run)
+ * retry exactly these. */
+int es_err_is_transient(es_err code);
+
 #ifdef __cplusplus
 }
 #endif
