@@ -137,6 +137,16 @@ static const key_spec keys[] = {
 };
 #define N_KEYS (sizeof keys / sizeof *keys)
 
+size_t es_config_key(size_t i, const char **key, const char **def) {
+    if (i < N_KEYS) {
+        if (key)
+            *key = keys[i].key;
+        if (def)
+            *def = keys[i].def;
+    }
+    return N_KEYS;
+}
+
 static const key_spec *find_spec(const char *key) {
     for (size_t i = 0; i < N_KEYS; i++)
         if (!strcmp(keys[i].key, key))

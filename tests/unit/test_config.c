@@ -375,3 +375,55 @@ Test(config, a_working_directory_the_user_cannot_search_has_no_config_to_find) {
     free(dir);
     cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
 }
+
+static char *slurp(const char *rel) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", ESKIT_SOURCE_DIR, rel);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f, "%s", path);
+    char *buf = calloc(1, 1 << 18);
+    cr_assert_not_null(buf);
+    size_t n = fread(buf, 1, (1 << 18) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return buf;
+}
+
+/* Every key of the library's table is documented in config.h's list (as " *   key ") and the
+ * README's table (as "| `key` |"), and neither documents a key the table does not have. */
+Test(config, every_key_is_documented_in_config_h_and_the_readme) {
+    char *header = slurp("core/include/eskit/config.h"), *readme = slurp("README.md");
+    const char *key = NULL, *def = NULL;
+    size_t n = es_config_key(0, NULL, NULL);
+    cr_assert_gt(n, 20);
+    for (size_t i = 0; i < n; i++) {
+        es_config_key(i, &key, &def);
+        char in_header[128], in_readme[128];
+        snprintf(in_header, sizeof in_header, "\n *   %s ", key);
+        snprintf(in_readme, sizeof in_readme, "\n| `%s` |", key);
+        cr_expect_not_null(strstr(header, in_header), "config.h does not list %s", key);
+        cr_expect_not_null(strstr(readme, in_readme), "the README does not list %s", key);
+        es_config_t *c = es_config_new();
+        cr_expect_eq(def == NULL, es_config_get(c, key) == NULL || !strcmp(key, "backend"),
+                     "%s: the table's default is what es_config_get says", key);
+        es_config_destroy(c);
+    }
+    /* The other way: each row of the README's key table names a key of the library's. */
+    const char *table = strstr(readme, "| key | default | what |");
+    cr_assert_not_null(table, "the README has no key table");
+    const char *end = strstr(table, "\n\n");
+    for (const char *p = strstr(table, "\n| `"); p && (!end || p < end);
+         p = strstr(p + 1, "\n| `")) {
+        char name[128] = "";
+        if (sscanf(p, "\n| `%127[^`]`", name) != 1 || !strcmp(name, "kafka.<property>"))
+            continue;
+        int known = 0;
+        for (size_t i = 0; i < n && !known; i++) {
+            es_config_key(i, &key, NULL);
+            known = !strcmp(key, name);
+        }
+        cr_expect(known, "the README lists %s, which is no config key", name);
+    }
+    free(header);
+    free(readme);
+}

@@ -5,17 +5,29 @@
  * (es_config_load_file), ESKIT_* environment variables (es_config_load_env),
  * explicit es_config_set calls made after those.
  *
- * Keys:
+ * Keys (every one of config.c's table; tests/unit/test_config.c checks this list and the
+ * README's against it):
  *   backend              embedded | kafka   (default: kafka when brokers is set)
- *   db                   path of the SQLite file (default: eskit.db)
  *   brokers              Kafka bootstrap servers
+ *   db                   path of the embedded log's SQLite file (default: eskit.db)
+ *   state.db             Kafka command processor: its local state store, a cache of the
+ *                        partitions it owns, rebuilt from Kafka when lost (default: eskit-state.db)
+ *   readmodel.db         the projectors' read-model database (default: eskit-read.db)
+ *   saga.db              the saga coordinator's database: instances, outbox, checkpoints;
+ *                        esctl sagas reads it (default: eskit-saga.db)
  *   service.name         names consumer groups: <service>.<projector> (default: eskit)
- *   sqlite.synchronous   full | normal | off (default: full)
+ *   sqlite.synchronous   full | normal | off | extra (default: full)
  *   sqlite.busy.timeout.ms  how long a writer waits for the file lock (default: 10000)
  *   snapshot.every       snapshot after every N events; 0 = never (default: 1)
  *   cache.aggregates     aggregates whose state a writer keeps in memory (default: 10000)
  *   execute.timeout.ms   Kafka backend: how long es_execute waits for its reply (default: 30000)
- *   readmodel.db         the projectors' read-model database (default: eskit-read.db)
+ *   projector.batch.size  events a runner applies in one read-model transaction (default: 500)
+ *   projector.linger.ms  how long a runner waits for more events to fill a batch (default: 5)
+ *   projector.retries    retries of an apply that returned ES_ERETRY (default: 3)
+ *   projector.retry.backoff.ms  the first retry's wait, doubling (default: 50)
+ *   projector.on.error   dlq | stop: what a failed apply does (default: dlq)
+ *   projector.on.unknown  dlq | ignore: what an event type the module does not know does
+ *                        (default: dlq)
  *   projector.crash.restarts  deaths of the process applying one event after which the
  *                        event is parked (default: 3)
  *   projector.apply.timeout.ms  the apply watchdog: an apply running longer than this ends
@@ -23,10 +35,15 @@
  *                        cannot be stopped from outside; the crash guard counts it as a death,
  *                        so after projector.crash.restarts restarts (a supervisor's, or the
  *                        operator's for esctl) the event is parked. 0 = off (default: 0)
- *   saga.db              the saga coordinator's database: instances, outbox, checkpoints;
- *                        esctl sagas reads it (default: eskit-saga.db)
- *   state.db             Kafka command processor: its local state store, a cache of the
- *                        partitions it owns, rebuilt from Kafka when lost (default: eskit-state.db)
+ *   projector.log.order  on | off | auto: the runner's log-order rule (default: auto, on for
+ *                        a partitioned backend: Kafka)
+ *   projector.path       directories projector modules are loaded from (loads code: see Trust)
+ *   replay.batch.size    events a replay applies in one transaction (default: 20000)
+ *   saga.retention.ms    how long ended saga instances are kept; 0 = forever (default: 7 days)
+ *   topics.aggregates    aggregate types, for esctl topics plan and esctl verify on Kafka
+ *   topics.throughput    events per second the plan sizes topics for (default: 1000)
+ *   topics.partition.throughput  events per second one partition takes (default: 5000)
+ *   topics.consumers     consumers the plan gives each topic at least (default: 1)
  *   kafka.<property>     passed to librdkafka as <property>, checked by it
  *
  * Environment: ESKIT_ plus the key upper-cased with '.' as '_' (ESKIT_DB,
@@ -47,6 +64,8 @@
 #define ESKIT_CONFIG_H
 
 #include <eskit/error.h>
+
+#include <stddef.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -69,6 +88,10 @@ enum {
  * through it). So it must be safe to call from several threads at once, and must not call back
  * into eskit other than the stop functions. */
 typedef void es_log_cb(int level, const char *message, void *opaque);
+
+/* The key table: the i-th key's name and default (NULL: none) when i is below the count it
+ * returns (kafka.<property> is not in it). key and def may be NULL. */
+size_t es_config_key(size_t i, const char **key, const char **def);
 
 /* A config holding the defaults. Caller frees with es_config_destroy. */
 es_config_t *es_config_new(void);
