@@ -101,9 +101,16 @@ es_err es_engine_register(es_engine_t *engine, const es_aggregate_def *def, void
  * waiting for its own replies. */
 es_err es_execute(es_engine_t *engine, const es_command_t *cmd, es_result_t *res, es_error_t *err);
 
-/* Executes n commands in order, in one transaction: all their events are durable
- * together or not at all. Each results[i] holds its command's outcome; the call
- * fails only when the batch as a whole did (then nothing was appended). */
+/* Executes n commands in order; each results[i] holds its command's outcome, and a rejected
+ * command does not stop the others: their events are appended (this is a batch per command,
+ * not all-or-nothing; a transfer between two accounts wants a saga). The call fails only when
+ * the batch as a whole did.
+ * Embedded: one transaction, so the accepted commands' events are durable together or not at
+ * all, and a failed call appended nothing.
+ * Kafka: each command goes to the processor owning its aggregate's partition, so the batch is
+ * atomic per command only: a failed call may leave some commands executed (their results say
+ * which), and the events in results carry their partition but offset -1 (a reply does not
+ * carry offsets). */
 es_err es_execute_batch(es_engine_t *engine, const es_command_t *cmds, size_t n,
                         es_result_t *results, es_error_t *err);
 

@@ -8,6 +8,12 @@
  * several processes may open the same file: appends are transactions with
  * an optimistic version check, so concurrent writers see ES_ECONFLICT, never
  * a lost or duplicated event.
+ *
+ * Kafka: the store reads the "<type>.events" topics (streams gathered from every partition of
+ * the aggregate's topic, in version order, through the log-order rule); the log has no single
+ * order or end (es_store_read_log walks topic by topic, partition by partition, and
+ * es_store_end_offset is ES_ESTATE), and writes (es_store_append, snapshots) are ES_ESTATE:
+ * events are written by the command processor, reached through es_execute.
  */
 #ifndef ESKIT_STORE_H
 #define ESKIT_STORE_H
