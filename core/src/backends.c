@@ -41,7 +41,9 @@ int es_backend_known(const char *name) {
     return find(name) != NULL;
 }
 
-es_err es_backend_get(const es_config_t *cfg, const es_backend **out, es_error_t *err) {
+/* The backend the config selects; ES_EINVAL naming the known ones when it is none (a config
+ * built without es_config_set's check). */
+static es_err backend_get(const es_config_t *cfg, const es_backend **out, es_error_t *err) {
     const char *name = es_config_get(cfg, "backend");
     *out = find(name);
     if (!*out)
@@ -57,7 +59,7 @@ const es_backend *es_backend_of(const es_config_t *cfg) {
 es_err es_log_open_flags(const es_config_t *cfg, unsigned flags, es_log_t **out, es_error_t *err) {
     const es_backend *b = NULL;
     *out = NULL;
-    es_err e = es_backend_get(cfg, &b, err);
+    es_err e = backend_get(cfg, &b, err);
     if (e == ES_OK)
         e = b->open(cfg, flags, out, err);
     if (e == ES_OK)
@@ -74,7 +76,7 @@ es_err es_backend_info(const es_config_t *cfg, es_backend_info_t *out, es_error_
     if (!out)
         return es_fail(err, ES_EINVAL, "es_backend_info: out is required");
     memset(out, 0, sizeof *out);
-    es_err e = es_backend_get(cfg, &b, err);
+    es_err e = backend_get(cfg, &b, err);
     if (e == ES_OK)
         *out = (es_backend_info_t){b->name, b->local_file, b->partitioned};
     return e;

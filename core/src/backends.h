@@ -48,9 +48,7 @@ struct es_backend {
                                  rule is on by default, records can repeat */
 };
 
-/* The backend the config selects; ES_EINVAL naming the known ones when it is none. */
-es_err es_backend_get(const es_config_t *cfg, const es_backend **out, es_error_t *err);
-/* The same for a config already checked (es_config_set validates backend): never NULL. */
+/* The backend the config selects (es_config_set checked the key backend), never NULL. */
 const es_backend *es_backend_of(const es_config_t *cfg);
 /* 1 when name is a backend's (config.c's check of the key backend). */
 int es_backend_known(const char *name);

@@ -42,17 +42,3 @@ es_read_result es_read_order(const es_read_pipe *p, const es_event_t *ev, const 
         es_log_order_warn_gap(p->cfg, at, ev->aggregate_type, ev->aggregate_id, last, ev->version);
     return ES_READ_EVENT;
 }
-
-es_read_result es_read_record(const es_read_pipe *p, const es_raw_record_t *rec, es_event_t **ev,
-                              es_err *rc, es_error_t *err) {
-    es_read_result r = es_read_decode(rec, ev, rc, err);
-    if (r != ES_READ_EVENT)
-        return r;
-    es_position_t at = {rec->topic, rec->key, rec->partition, rec->offset};
-    r = es_read_order(p, *ev, &at, rc, err);
-    if (r != ES_READ_EVENT) {
-        es_event_free(*ev);
-        *ev = NULL;
-    }
-    return r;
-}

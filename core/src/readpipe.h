@@ -51,8 +51,4 @@ es_read_result es_read_decode(const es_raw_record_t *rec, es_event_t **ev, es_er
 es_read_result es_read_order(const es_read_pipe *p, const es_event_t *ev, const es_position_t *at,
                              es_err *rc, es_error_t *err);
 
-/* Both stages: the event to deliver in *ev (caller frees), or why there is none. */
-es_read_result es_read_record(const es_read_pipe *p, const es_raw_record_t *rec, es_event_t **ev,
-                              es_err *rc, es_error_t *err);
-
 #endif

@@ -195,18 +195,6 @@ static rd_kafka_resp_err_t sliced_metadata(es_remote_t *r, const call *c,
     return e;
 }
 
-/* A partition's watermarks, asked as sliced_metadata asks. */
-static rd_kafka_resp_err_t sliced_watermarks(es_remote_t *r, const call *c, const char *topic,
-                                             int32_t p, int64_t *lo, int64_t *hi) {
-    int64_t until = es_now_us() / 1000 + REQUEST_TIMEOUT_MS;
-    rd_kafka_resp_err_t e;
-    while (again(
-        c, e = rd_kafka_query_watermark_offsets(r->consumer, topic, p, lo, hi, METADATA_SLICE_MS),
-        until))
-        ;
-    return e;
-}
-
 /* A failed request, or the call's stop. */
 static es_err stopped_or(es_remote_t *r, const call *c, rd_kafka_resp_err_t e, es_error_t *err,
                          const char *what, const char *topic) {
@@ -254,7 +242,9 @@ static es_err reply_partition(es_remote_t *r, const call *c, const char *type, i
         return e;
     int32_t p = (int32_t)(r->instance % (uint32_t)parts);
     rd_kafka_resp_err_t ke;
-    ke = sliced_watermarks(r, c, topic, p, &lo, &hi);
+    int64_t until = es_now_us() / 1000 + REQUEST_TIMEOUT_MS;
+    ke = es_kafka_watermarks(r->consumer, topic, p, &lo, &hi,
+                             until < c->deadline_ms ? until : c->deadline_ms, c->stop);
     if (ke)
         return stopped_or(r, c, ke, err, "reading the end offset of", topic);
     reply_topic *rt = realloc(r->replies, (r->n_replies + 1) * sizeof *rt);

@@ -783,7 +783,6 @@ es_err es_saga_coordinator_new(const es_config_t *cfg, const es_saga_def *def, e
     es_stop_init(&c->stop);
     c->cfg = es_config_dup(cfg);
     es_saga_history_type(def->name, c->htype, sizeof c->htype, err);
-    snprintf(c->htopic, sizeof c->htopic, "%s.events", c->htype);
     snprintf(c->subject, sizeof c->subject, "saga '%s': ", def->name);
     snprintf(c->pname, sizeof c->pname, "saga-%s", def->name);
     for (char *p = c->pname; *p; p++)

@@ -121,7 +121,6 @@ struct es_saga_coordinator {
     sqlite3 *db;
     sqlite3_stmt *st[S_COUNT];
     char htype[ES_MAX_TYPE_LEN + 1];
-    char htopic[ES_MAX_TYPE_LEN + 16];
     int64_t retry_at_us;  /* the relay backs off after a failed delivery */
     size_t batch_size;    /* projector.batch.size: a full batch means the log has more */
     int64_t retention_us; /* saga.retention.ms; 0: ended instances stay */

@@ -659,6 +659,20 @@ es_err es_kafka_check_headers(const es_kafka_headers_t *h, es_kafka_kind kind, e
     return ES_OK;
 }
 
+rd_kafka_resp_err_t es_kafka_watermarks(rd_kafka_t *rk, const char *topic, int32_t partition,
+                                        int64_t *lo, int64_t *hi, int64_t until_ms,
+                                        const es_stop_t *stop) {
+    for (;;) {
+        rd_kafka_resp_err_t e =
+            rd_kafka_query_watermark_offsets(rk, topic, partition, lo, hi, ES_KAFKA_SLICE_MS);
+        if ((e != RD_KAFKA_RESP_ERR__TIMED_OUT && e != RD_KAFKA_RESP_ERR__TRANSPORT) ||
+            es_now_us() / 1000 >= until_ms || (stop && es_stop_requested(stop)))
+            return e;
+        if (e == RD_KAFKA_RESP_ERR__TRANSPORT)
+            es_sleep_ms(10); /* it came back at once: no busy loop while brokers are away */
+    }
+}
+
 /* ---- reading a partition range ---- */
 
 es_err es_kafka_scan(rd_kafka_t *rk, const char *doing, const char *topic, int32_t partition,

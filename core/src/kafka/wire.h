@@ -41,6 +41,7 @@
 #define ESKIT_KAFKA_WIRE_H
 
 #include <eskit/eskit.h>
+#include "runloop.h"
 #include <librdkafka/rdkafka.h>
 
 #include <stddef.h>
@@ -245,6 +246,16 @@ es_err es_kafka_message_headers(const rd_kafka_message_t *m, es_kafka_headers_t 
 /* ES_OK when h is exactly what a record of kind carries: each of its headers once and
  * well-formed, and no other; else ES_EDECODE, the message naming the first header amiss. */
 es_err es_kafka_check_headers(const es_kafka_headers_t *h, es_kafka_kind kind, es_error_t *err);
+
+/* A partition's watermarks, asked in slices of ES_KAFKA_SLICE_MS until answered, until_ms (on
+ * es_now_us()/1000's clock) passes or stop (may be NULL) is requested: one long request would
+ * hold a stop. Only timeouts and transport errors are asked again; librdkafka's last answer is
+ * returned. (librdkafka 2.0.2 can still block one slice past its timeout while a request is in
+ * flight to brokers that went away.) */
+#define ES_KAFKA_SLICE_MS 100
+rd_kafka_resp_err_t es_kafka_watermarks(rd_kafka_t *rk, const char *topic, int32_t partition,
+                                        int64_t *lo, int64_t *hi, int64_t until_ms,
+                                        const es_stop_t *stop);
 
 /* ---- reading a partition range ---- */
 

@@ -159,28 +159,18 @@ static es_err kl_partitions(es_log_t *base, const char *topic, int32_t *n, es_er
     return rc == ES_ENOTFOUND ? missing_topic(err, topic) : rc;
 }
 
-/* Asked in slices of WATERMARK_SLICE_MS up to REQUEST_TIMEOUT_MS, so that the log's stop (a
- * runner's es_runner_stop, from a signal handler too) ends the wait at once rather than after
- * a request to brokers that went away. */
-#define WATERMARK_SLICE_MS 100
-
+/* Asked in slices (es_kafka_watermarks), so that the log's stop (a runner's es_runner_stop,
+ * from a signal handler too) ends the wait at once rather than after a request to brokers that
+ * went away. */
 static es_err watermarks(kafka_log *l, const char *topic, int32_t partition, int64_t *lo,
                          int64_t *hi, es_error_t *err) {
-    rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR__TIMED_OUT;
-    int64_t deadline = es_now_us() / 1000 + REQUEST_TIMEOUT_MS;
-    for (;;) {
-        e = rd_kafka_query_watermark_offsets(l->consumer, topic, partition, lo, hi,
-                                             WATERMARK_SLICE_MS);
-        if ((e != RD_KAFKA_RESP_ERR__TIMED_OUT && e != RD_KAFKA_RESP_ERR__TRANSPORT) ||
-            es_now_us() / 1000 >= deadline)
-            break;
-        if (l->base.stop && es_stop_requested(l->base.stop))
-            return es_fail(err, ES_ERETRY,
-                           "stopped while asking for the offsets of %s partition %d (brokers "
-                           "%s)",
-                           topic, (int)partition, l->brokers);
-        es_sleep_ms(10);
-    }
+    rd_kafka_resp_err_t e =
+        es_kafka_watermarks(l->consumer, topic, partition, lo, hi,
+                            es_now_us() / 1000 + REQUEST_TIMEOUT_MS, l->base.stop);
+    if (e && l->base.stop && es_stop_requested(l->base.stop))
+        return es_fail(err, ES_ERETRY,
+                       "stopped while asking for the offsets of %s partition %d (brokers %s)",
+                       topic, (int)partition, l->brokers);
     if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
         return ES_OK;
     if (es_kafka_code(e) == ES_ENOTFOUND)
@@ -832,8 +822,8 @@ static es_err commit_wait(kafka_log *l, rd_kafka_topic_partition_list_t *offs, c
     rd_kafka_event_t *ev = NULL;
     es_err e = ES_OK;
     /* In slices, so that the log's stop ends the wait at once (see watermarks). */
-    for (int waited = 0; !ke && !ev && waited < COMMIT_TIMEOUT_MS; waited += WATERMARK_SLICE_MS) {
-        ev = rd_kafka_queue_poll(q, WATERMARK_SLICE_MS);
+    for (int waited = 0; !ke && !ev && waited < COMMIT_TIMEOUT_MS; waited += ES_KAFKA_SLICE_MS) {
+        ev = rd_kafka_queue_poll(q, ES_KAFKA_SLICE_MS);
         if (!ev && l->base.stop && es_stop_requested(l->base.stop)) {
             e = es_fail(err, ES_ERETRY, "%s: stopped before an answer (brokers %s)", what,
                         l->brokers);
