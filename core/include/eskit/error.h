@@ -7,6 +7,8 @@
 #ifndef ESKIT_ERROR_H
 #define ESKIT_ERROR_H
 
+#include <eskit/api.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif

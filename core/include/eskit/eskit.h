@@ -10,6 +10,7 @@
 #ifndef ESKIT_H
 #define ESKIT_H
 
+#include <eskit/api.h>
 #include <eskit/error.h>
 #include <eskit/config.h>
 #include <eskit/event.h>
