@@ -200,7 +200,7 @@ es_err es_pending_build(es_pending_t *p, const char *type, const char *id, uint6
 es_err es_store_append(es_store_t *store, const char *type, const char *id, es_expect expect,
                        uint64_t expected_version, const es_new_event_t *events, size_t n,
                        es_append_result_t *res, es_error_t *err) {
-    es_log_t *log;
+    es_log_t *log = NULL;
     es_pending_t p = {0};
     uint64_t current = 0;
     int64_t first = 0, last = 0;
@@ -282,7 +282,7 @@ static int same_aggregate(const es_event_t *a, const es_event_t *b) {
 
 es_err es_store_publish(es_store_t *store, es_event_t *const *evs, size_t n, const es_stop_t *stop,
                         uint8_t *ok, es_error_t *err) {
-    es_log_t *log;
+    es_log_t *log = NULL;
     memset(ok, 0, n);
     es_err e = es_store_lock(store, &log, err);
     if (e != ES_OK || n == 0) {
@@ -315,7 +315,7 @@ es_err es_store_publish(es_store_t *store, es_event_t *const *evs, size_t n, con
 
 es_err es_store_stream_version(es_store_t *store, const char *type, const char *id,
                                uint64_t *version, es_error_t *err) {
-    es_log_t *log;
+    es_log_t *log = NULL;
     es_err e = check_names(type, id, err);
     if (e == ES_OK && (e = es_store_lock(store, &log, err)) == ES_OK) {
         e = log->reader->stream_version(log, type, id, version, err);
@@ -327,7 +327,7 @@ es_err es_store_stream_version(es_store_t *store, const char *type, const char *
 /* Holds the store while its callback runs, so a callback that calls back in gets ES_ESTATE. */
 es_err es_store_read_stream(es_store_t *store, const char *type, const char *id,
                             uint64_t from_version, es_event_cb *cb, void *opaque, es_error_t *err) {
-    es_log_t *log;
+    es_log_t *log = NULL;
     es_err e = check_names(type, id, err);
     if (e == ES_OK && !cb)
         e = es_fail(err, ES_EINVAL, "es_store_read_stream: a callback is required");
@@ -341,7 +341,7 @@ es_err es_store_read_stream(es_store_t *store, const char *type, const char *id,
 es_err es_store_read_log(es_store_t *store, const char *const *types, int64_t from_offset,
                          size_t max, es_event_cb *cb, void *opaque, int64_t *next_offset,
                          es_error_t *err) {
-    es_log_t *log;
+    es_log_t *log = NULL;
     if (!cb)
         return es_fail(err, ES_EINVAL, "es_store_read_log: a callback is required");
     for (const char *const *t = types; t && *t; t++) {
@@ -359,7 +359,7 @@ es_err es_store_read_log(es_store_t *store, const char *const *types, int64_t fr
 }
 
 es_err es_store_end_offset(es_store_t *store, int64_t *end, es_error_t *err) {
-    es_log_t *log;
+    es_log_t *log = NULL;
     es_err e = es_store_lock(store, &log, err);
     if (e == ES_OK && !log->store) {
         *end = 0;
@@ -378,7 +378,7 @@ es_err es_store_end_offset(es_store_t *store, int64_t *end, es_error_t *err) {
 
 es_err es_store_put_snapshot(es_store_t *store, const char *type, const char *id,
                              const es_snapshot_t *snap, es_error_t *err) {
-    es_log_t *log;
+    es_log_t *log = NULL;
     es_err e = check_names(type, id, err);
     if (e == ES_OK && (!snap || !snap->state_type || !*snap->state_type))
         e = es_fail(err, ES_EINVAL, "snapshot of %s/%s needs a state type", type, id);
@@ -399,7 +399,7 @@ es_err es_store_put_snapshot(es_store_t *store, const char *type, const char *id
 
 es_err es_store_get_snapshot(es_store_t *store, const char *type, const char *id,
                              es_snapshot_t **out, es_error_t *err) {
-    es_log_t *log;
+    es_log_t *log = NULL;
     char what[ES_MAX_TYPE_LEN + ES_MAX_ID_LEN + 32];
     es_err e = check_names(type, id, err);
     if (out)

@@ -252,9 +252,5 @@ const es_projector_def es_customer_orders_projector = {
 };
 
 #ifdef ESKIT_PROJECTOR_MODULE
-es_projector_entry_fn es_projector_entry;
-
-const es_projector_def *es_projector_entry(void) {
-    return &es_customer_orders_projector;
-}
+ES_PROJECTOR_EXPORT(es_customer_orders_projector)
 #endif

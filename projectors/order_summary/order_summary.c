@@ -170,9 +170,5 @@ const es_projector_def es_order_summary_projector = {
 };
 
 #ifdef ESKIT_PROJECTOR_MODULE
-es_projector_entry_fn es_projector_entry;
-
-const es_projector_def *es_projector_entry(void) {
-    return &es_order_summary_projector;
-}
+ES_PROJECTOR_EXPORT(es_order_summary_projector)
 #endif

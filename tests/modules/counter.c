@@ -19,8 +19,4 @@ static const es_projector_def counter_def = {
     .apply = counter_apply,
 };
 
-const es_projector_def *es_projector_entry(void);
-
-const es_projector_def *es_projector_entry(void) {
-    return &counter_def;
-}
+ES_PROJECTOR_EXPORT(counter_def)

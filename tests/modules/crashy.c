@@ -30,8 +30,4 @@ static const es_projector_def crashy_def = {
     .apply = crashy_apply,
 };
 
-const es_projector_def *es_projector_entry(void);
-
-const es_projector_def *es_projector_entry(void) {
-    return &crashy_def;
-}
+ES_PROJECTOR_EXPORT(crashy_def)

@@ -82,8 +82,4 @@ static const es_projector_def poison_def = {
     .fini = poison_fini,
 };
 
-const es_projector_def *es_projector_entry(void);
-
-const es_projector_def *es_projector_entry(void) {
-    return &poison_def;
-}
+ES_PROJECTOR_EXPORT(poison_def)

@@ -68,8 +68,4 @@ static const es_projector_def sleepy_def = {
     .apply = sleepy_apply,
 };
 
-const es_projector_def *es_projector_entry(void);
-
-const es_projector_def *es_projector_entry(void) {
-    return &sleepy_def;
-}
+ES_PROJECTOR_EXPORT(sleepy_def)

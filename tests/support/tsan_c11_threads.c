@@ -13,6 +13,10 @@
 #include <stdlib.h>
 #include <threads.h>
 
+/* librdkafka must bind to these, so they are exported from libeskit despite its hidden
+ * visibility. */
+#pragma GCC visibility push(default)
+
 static int code(int rc) {
     return rc == 0           ? thrd_success
            : rc == ENOMEM    ? thrd_nomem

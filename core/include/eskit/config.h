@@ -91,35 +91,36 @@ typedef void es_log_cb(int level, const char *message, void *opaque);
 
 /* The key table: the i-th key's name and default (NULL: none) when i is below the count it
  * returns (kafka.<property> is not in it). key and def may be NULL. */
-size_t es_config_key(size_t i, const char **key, const char **def);
+ES_API size_t es_config_key(size_t i, const char **key, const char **def);
 
 /* A config holding the defaults. Caller frees with es_config_destroy. */
-es_config_t *es_config_new(void);
-void es_config_destroy(es_config_t *cfg);
+ES_API es_config_t *es_config_new(void);
+ES_API void es_config_destroy(es_config_t *cfg);
 /* A copy of cfg, log callback included. Caller frees with es_config_destroy. */
-es_config_t *es_config_dup(const es_config_t *cfg);
+ES_API es_config_t *es_config_dup(const es_config_t *cfg);
 
 /* Sets key to value after checking both. */
-es_err es_config_set(es_config_t *cfg, const char *key, const char *value, es_error_t *err);
+ES_API es_err es_config_set(es_config_t *cfg, const char *key, const char *value, es_error_t *err);
 /* The value of key (the default when unset), or NULL for an unknown or unset key. */
-const char *es_config_get(const es_config_t *cfg, const char *key);
+ES_API const char *es_config_get(const es_config_t *cfg, const char *key);
 /* Integer value of a numeric key. */
-long long es_config_get_int(const es_config_t *cfg, const char *key);
+ES_API long long es_config_get_int(const es_config_t *cfg, const char *key);
 
 /* Reads "key = value" lines of any length ('#' starts a comment) from the regular file the
  * caller names, trusted as named; errors name file and line. */
-es_err es_config_load_file(es_config_t *cfg, const char *path, es_error_t *err);
+ES_API es_err es_config_load_file(es_config_t *cfg, const char *path, es_error_t *err);
 /* Applies ESKIT_* environment variables; an unknown ESKIT_ variable is an error. */
-es_err es_config_load_env(es_config_t *cfg, es_error_t *err);
+ES_API es_err es_config_load_env(es_config_t *cfg, es_error_t *err);
 /* The usual sources: $ESKIT_CONFIG, or else ./eskit.conf when present and trusted (see
  * above; an untrusted one is an error saying why), then the environment. */
-es_err es_config_load_sources(es_config_t *cfg, es_error_t *err);
+ES_API es_err es_config_load_sources(es_config_t *cfg, es_error_t *err);
 
 /* Calls (key, value, opaque) for every key set explicitly, in key order. */
-void es_config_foreach(const es_config_t *cfg,
-                       void (*fn)(const char *key, const char *value, void *opaque), void *opaque);
+ES_API void es_config_foreach(const es_config_t *cfg,
+                              void (*fn)(const char *key, const char *value, void *opaque),
+                              void *opaque);
 
-void es_config_set_log_cb(es_config_t *cfg, es_log_cb *cb, void *opaque);
+ES_API void es_config_set_log_cb(es_config_t *cfg, es_log_cb *cb, void *opaque);
 
 #ifdef __cplusplus
 }

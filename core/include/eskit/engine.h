@@ -84,22 +84,23 @@ typedef struct es_result {
 } es_result_t;
 
 /* An engine on the store the config names. Caller frees with es_engine_destroy. */
-es_err es_engine_new(const es_config_t *cfg, es_engine_t **out, es_error_t *err);
-void es_engine_destroy(es_engine_t *engine);
+ES_API es_err es_engine_new(const es_config_t *cfg, es_engine_t **out, es_error_t *err);
+ES_API void es_engine_destroy(es_engine_t *engine);
 /* The engine's store, for reads (borrowed). */
-es_store_t *es_engine_store(es_engine_t *engine);
+ES_API es_store_t *es_engine_store(es_engine_t *engine);
 
 /* Registers an aggregate type; def must outlive the engine. Not thread-safe:
  * register everything before executing. */
-es_err es_engine_register(es_engine_t *engine, const es_aggregate_def *def, void *opaque,
-                          es_error_t *err);
+ES_API es_err es_engine_register(es_engine_t *engine, const es_aggregate_def *def, void *opaque,
+                                 es_error_t *err);
 
 /* Executes one command. Returns ES_OK (accepted), ES_EREJECTED, ES_ECONFLICT, ES_EIDREUSED or
  * an error; res (may be NULL) says the same and more. Caller frees res with es_result_clear.
  * Any number of threads may execute on one engine at once. Embedded, their transactions
  * take turns on the store; on Kafka their commands are in flight together, each call
  * waiting for its own replies. */
-es_err es_execute(es_engine_t *engine, const es_command_t *cmd, es_result_t *res, es_error_t *err);
+ES_API es_err es_execute(es_engine_t *engine, const es_command_t *cmd, es_result_t *res,
+                         es_error_t *err);
 
 /* Executes n commands in order; each results[i] holds its command's outcome, and a rejected
  * command does not stop the others: their events are appended (this is a batch per command,
@@ -111,27 +112,28 @@ es_err es_execute(es_engine_t *engine, const es_command_t *cmd, es_result_t *res
  * atomic per command only: a failed call may leave some commands executed (their results say
  * which), and the events in results carry their partition but offset -1 (a reply does not
  * carry offsets). */
-es_err es_execute_batch(es_engine_t *engine, const es_command_t *cmds, size_t n,
-                        es_result_t *results, es_error_t *err);
+ES_API es_err es_execute_batch(es_engine_t *engine, const es_command_t *cmds, size_t n,
+                               es_result_t *results, es_error_t *err);
 
-void es_result_clear(es_result_t *res);
+ES_API void es_result_clear(es_result_t *res);
 
 /* Checks a command as es_execute does before running it: names and ids against the limits of
  * <eskit/event.h>, metadata; the message names the field and the command. */
-es_err es_validate_command(const es_command_t *cmd, es_error_t *err);
+ES_API es_err es_validate_command(const es_command_t *cmd, es_error_t *err);
 
 /* Inside decide: appends event (packed now; the caller keeps ownership). */
-es_err es_emit(es_decision_t *d, const ProtobufCMessage *event);
+ES_API es_err es_emit(es_decision_t *d, const ProtobufCMessage *event);
 /* Inside decide: refuses the command with a reason; returns ES_EREJECTED. */
-es_err es_reject(es_decision_t *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+ES_API es_err es_reject(es_decision_t *d, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 /* Replaces a string field of msg (freeing the old value unless it is the default). */
-es_err es_pb_set_string(ProtobufCMessage *msg, char **field, const char *value);
+ES_API es_err es_pb_set_string(ProtobufCMessage *msg, char **field, const char *value);
 /* Replaces a bytes field of msg the same way. */
-es_err es_pb_set_bytes(ProtobufCMessage *msg, ProtobufCBinaryData *field, const uint8_t *data,
-                       size_t len);
+ES_API es_err es_pb_set_bytes(ProtobufCMessage *msg, ProtobufCBinaryData *field,
+                              const uint8_t *data, size_t len);
 /* A heap copy of msg (pack + unpack). Caller frees with protobuf_c_message_free_unpacked. */
-ProtobufCMessage *es_pb_clone(const ProtobufCMessage *msg);
+ES_API ProtobufCMessage *es_pb_clone(const ProtobufCMessage *msg);
 
 #ifdef __cplusplus
 }

@@ -38,11 +38,11 @@ typedef struct es_error {
 } es_error_t;
 
 /* Short name of a code, e.g. "ES_ECONFLICT". Never NULL. */
-const char *es_strerror(es_err code);
+ES_API const char *es_strerror(es_err code);
 
 /* Fills err (when non-NULL) with code and a formatted message; returns code. For callbacks
  * (projector apply, deciders) that report an error the same way the library does. */
-es_err es_fail(es_error_t *err, es_err code, const char *fmt, ...)
+ES_API es_err es_fail(es_error_t *err, es_err code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* Whether a failure may pass by itself, so that a service polls again after a backoff rather
@@ -52,7 +52,7 @@ es_err es_fail(es_error_t *err, es_err code, const char *fmt, ...)
  * disk or corrupt file (ES_EIO), something missing (ES_ENOTFOUND), a policy stop (ES_ESTATE),
  * out of memory. The library's own run loops (es_processor_run, es_runner_run, es_saga_run)
  * retry exactly these. */
-int es_err_is_transient(es_err code);
+ES_API int es_err_is_transient(es_err code);
 
 #ifdef __cplusplus
 }

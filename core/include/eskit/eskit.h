@@ -38,7 +38,7 @@ extern "C" {
 
 /* The version of the library the program runs with (which may be newer than the headers it
  * was built with): "MAJOR.MINOR.PATCH", and each part when the pointer is not NULL. */
-const char *es_version(int *major, int *minor, int *patch);
+ES_API const char *es_version(int *major, int *minor, int *patch);
 
 #ifdef __cplusplus
 }

@@ -73,28 +73,29 @@ typedef struct es_position {
 } es_position_t;
 
 /* Serializes ev (offset and partition are not part of it). Caller frees *out with free(). */
-es_err es_envelope_encode(const es_event_t *ev, uint8_t **out, size_t *out_len, es_error_t *err);
+ES_API es_err es_envelope_encode(const es_event_t *ev, uint8_t **out, size_t *out_len,
+                                 es_error_t *err);
 
 /* Parses and checks an envelope; ES_EDECODE names the position when malformed.
  * at may be NULL. Caller frees *out with es_event_free. */
-es_err es_envelope_decode(const uint8_t *buf, size_t len, const es_position_t *at, es_event_t **out,
-                          es_error_t *err);
+ES_API es_err es_envelope_decode(const uint8_t *buf, size_t len, const es_position_t *at,
+                                 es_event_t **out, es_error_t *err);
 
 /* A deep copy of ev. Caller frees with es_event_free. */
-es_event_t *es_event_dup(const es_event_t *ev);
-void es_event_free(es_event_t *ev);
+ES_API es_event_t *es_event_dup(const es_event_t *ev);
+ES_API void es_event_free(es_event_t *ev);
 
 /* Checks "<domain>.<aggregate>": lowercase [a-z0-9-] segments, two or more. */
-es_err es_validate_aggregate_type(const char *type, es_error_t *err);
+ES_API es_err es_validate_aggregate_type(const char *type, es_error_t *err);
 /* Checks an aggregate id: 1..ES_MAX_ID_LEN bytes of text (UTF-8, no control characters). */
-es_err es_validate_aggregate_id(const char *id, es_error_t *err);
+ES_API es_err es_validate_aggregate_id(const char *id, es_error_t *err);
 /* Checks metadata as es_execute and es_store_append do: the limits above, distinct keys. */
-es_err es_validate_metadata(const es_kv_t *metadata, size_t n, es_error_t *err);
+ES_API es_err es_validate_metadata(const es_kv_t *metadata, size_t n, es_error_t *err);
 
 /* Writes a fresh UUIDv7 (time-ordered) in text form; out holds 37 bytes. */
-void es_uuid7(char out[ES_UUID_STR_LEN + 1]);
+ES_API void es_uuid7(char out[ES_UUID_STR_LEN + 1]);
 /* Microseconds since the Unix epoch. */
-int64_t es_now_us(void);
+ES_API int64_t es_now_us(void);
 
 #ifdef __cplusplus
 }

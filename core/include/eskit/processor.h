@@ -51,28 +51,29 @@ typedef struct es_processor_stats {
 /* A processor for the aggregate types registered on engine (which must outlive it and keep
  * its registrations); cfg names the brokers and state.db. Caller frees with
  * es_processor_destroy. */
-es_err es_processor_new(const es_config_t *cfg, es_engine_t *engine, es_processor_t **out,
-                        es_error_t *err);
+ES_API es_err es_processor_new(const es_config_t *cfg, es_engine_t *engine, es_processor_t **out,
+                               es_error_t *err);
 /* Closes the consumer (its partitions go to the other members), then frees everything. */
-void es_processor_destroy(es_processor_t *p);
+ES_API void es_processor_destroy(es_processor_t *p);
 
 /* Waits up to timeout_ms for commands and executes what came; *handled (may be NULL) counts
  * them. A failed batch is not lost: it is read again by the next poll. */
-es_err es_processor_poll(es_processor_t *p, int timeout_ms, size_t *handled, es_error_t *err);
+ES_API es_err es_processor_poll(es_processor_t *p, int timeout_ms, size_t *handled,
+                                es_error_t *err);
 /* Polls until es_processor_stop, riding out transient failures (ES_EKAFKA, ES_EBUSY,
  * ES_ETIMEOUT, ES_ERETRY: a broker or the state store briefly away; and ES_ENOTFOUND: a topic
  * not created yet): each is logged once
  * through the config's log callback and retried after a backoff of 100 ms doubling to 5 s.
  * Returns ES_OK once stopped, or the first other failure. When it returns it clears the stop:
  * the processor may be run again. */
-es_err es_processor_run(es_processor_t *p, es_error_t *err);
+ES_API es_err es_processor_run(es_processor_t *p, es_error_t *err);
 /* Makes es_processor_run return: at once when called before it; during it, after the poll
  * under way (at most 100 ms of waiting, and its batch executed, acknowledged and answered), or
  * within about 10 ms of its backoff. es_processor_poll does not look at the stop. Safe from
  * any thread and from a signal handler (a store to a lock-free atomic). */
-void es_processor_stop(es_processor_t *p);
+ES_API void es_processor_stop(es_processor_t *p);
 /* Copies the counters into *out; safe from any thread. */
-void es_processor_get_stats(const es_processor_t *p, es_processor_stats *out);
+ES_API void es_processor_get_stats(const es_processor_t *p, es_processor_stats *out);
 
 #ifdef __cplusplus
 }

@@ -46,15 +46,25 @@ typedef struct es_projector_def {
 /* What a .so exports under the name ES_PROJECTOR_ENTRY. */
 typedef const es_projector_def *es_projector_entry_fn(void);
 
+/* Defines a module's entry point returning &def, exported with ES_EXPORT. Build the module
+ * with hidden visibility (-fvisibility=hidden; CMake C_VISIBILITY_PRESET hidden) so that the
+ * entry is all it exports: its definition and helpers then cannot bind to a program's symbols
+ * of the same names. */
+#define ES_PROJECTOR_EXPORT(def)                                                                   \
+    ES_EXPORT const es_projector_def *es_projector_entry(void);                                    \
+    ES_EXPORT const es_projector_def *es_projector_entry(void) {                                   \
+        return &(def);                                                                             \
+    }
+
 /* The read-model connection the event is applied on (inside the runner's transaction). */
-sqlite3 *es_ctx_db(es_projector_ctx_t *ctx);
+ES_API sqlite3 *es_ctx_db(es_projector_ctx_t *ctx);
 /* The state init made, or NULL. */
-void *es_ctx_state(es_projector_ctx_t *ctx);
+ES_API void *es_ctx_state(es_projector_ctx_t *ctx);
 /* A prepared statement for sql, prepared once per runner and reset for reuse; sql must be a
  * string that lives as long as the runner (a literal). NULL on error, with err filled. */
-sqlite3_stmt *es_ctx_stmt(es_projector_ctx_t *ctx, const char *sql, es_error_t *err);
+ES_API sqlite3_stmt *es_ctx_stmt(es_projector_ctx_t *ctx, const char *sql, es_error_t *err);
 /* Steps stmt to completion (SQLITE_DONE), then resets it; fills err naming the statement. */
-es_err es_ctx_exec(es_projector_ctx_t *ctx, sqlite3_stmt *stmt, es_error_t *err);
+ES_API es_err es_ctx_exec(es_projector_ctx_t *ctx, sqlite3_stmt *stmt, es_error_t *err);
 
 /* One event type a module handles: the payload's message descriptor and its handler, which
  * gets the decoded message (freed after it returns). */
@@ -68,8 +78,8 @@ typedef struct es_event_handler {
 /* An apply in one call: finds ev's type among the n handlers, decodes the payload and calls
  * the handler. ES_EUNKNOWN_TYPE for a type none takes and ES_EDECODE for a malformed payload,
  * both naming the event. */
-es_err es_ctx_dispatch(es_projector_ctx_t *ctx, const es_event_t *ev,
-                       const es_event_handler_t *handlers, size_t n, es_error_t *err);
+ES_API es_err es_ctx_dispatch(es_projector_ctx_t *ctx, const es_event_t *ev,
+                              const es_event_handler_t *handlers, size_t n, es_error_t *err);
 
 typedef struct es_projector_module es_projector_module_t;
 
@@ -77,15 +87,15 @@ typedef struct es_projector_module es_projector_module_t;
  * directories of the config key projector.path, then the directories installed beside esctl.
  * A wrong ABI, a missing symbol or a bad definition is ES_EINVAL naming the file.
  * Caller frees with es_projector_unload (which invalidates the definition). */
-es_err es_projector_load(const es_config_t *cfg, const char *name_or_path,
-                         es_projector_module_t **out, es_error_t *err);
-const es_projector_def *es_projector_module_def(const es_projector_module_t *mod);
+ES_API es_err es_projector_load(const es_config_t *cfg, const char *name_or_path,
+                                es_projector_module_t **out, es_error_t *err);
+ES_API const es_projector_def *es_projector_module_def(const es_projector_module_t *mod);
 /* The file the module was loaded from. */
-const char *es_projector_module_path(const es_projector_module_t *mod);
-void es_projector_unload(es_projector_module_t *mod);
+ES_API const char *es_projector_module_path(const es_projector_module_t *mod);
+ES_API void es_projector_unload(es_projector_module_t *mod);
 
 /* Checks a definition (ABI, name, schema version, topics, callbacks); origin names it. */
-es_err es_projector_check(const es_projector_def *def, const char *origin, es_error_t *err);
+ES_API es_err es_projector_check(const es_projector_def *def, const char *origin, es_error_t *err);
 
 #ifdef __cplusplus
 }

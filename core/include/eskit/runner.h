@@ -80,35 +80,35 @@ typedef struct es_runner_stats {
 /* Opens the read model for def (creating its tables, or rebuilding them when def's schema
  * version is newer than the one stored). def must outlive the runner.
  * Caller frees with es_runner_destroy. */
-es_err es_runner_new(const es_config_t *cfg, const es_projector_def *def, es_runner_t **out,
-                     es_error_t *err);
-void es_runner_destroy(es_runner_t *r);
+ES_API es_err es_runner_new(const es_config_t *cfg, const es_projector_def *def, es_runner_t **out,
+                            es_error_t *err);
+ES_API void es_runner_destroy(es_runner_t *r);
 
 /* Applies what the log holds past the checkpoints: waits up to timeout_ms for the first
  * record, lingers projector.linger.ms for more, commits one batch of up to
  * projector.batch.size events. *applied (may be NULL) counts the records consumed.
  * ES_ESTATE when stopped by policy stop (the error names the event). */
-es_err es_runner_poll(es_runner_t *r, int timeout_ms, size_t *applied, es_error_t *err);
+ES_API es_err es_runner_poll(es_runner_t *r, int timeout_ms, size_t *applied, es_error_t *err);
 
 /* Polls until es_runner_stop is called or a lasting error stops it; transient failures
  * (ES_EKAFKA, ES_EBUSY, ES_ETIMEOUT, ES_ERETRY: a broker down, a busy database) are each logged
  * once through the config's log callback and retried after a backoff of 100 ms doubling to
  * 5 s. Returns ES_OK once stopped, or the first other failure. When it returns it clears the
  * stop: the runner may be run or polled again. */
-es_err es_runner_run(es_runner_t *r, es_error_t *err);
+ES_API es_err es_runner_run(es_runner_t *r, es_error_t *err);
 /* Stops at the next event: the apply running ends, no other starts, and the batch commits
  * what was applied with its checkpoints. es_runner_run then returns and clears the stop. For
  * a caller that only polls, the stop is final: the poll in progress returns, and every later
  * es_runner_poll returns at once applying nothing (destroy the runner). While the stop is
  * set, the process ending is not counted as a crash of the event applied. Safe from any
  * thread and from a signal handler (stores to lock-free atomics). */
-void es_runner_stop(es_runner_t *r);
+ES_API void es_runner_stop(es_runner_t *r);
 
 /* Sets a callback for parked events (NULL to remove). */
-void es_runner_set_park_cb(es_runner_t *r, es_park_cb *cb, void *opaque);
+ES_API void es_runner_set_park_cb(es_runner_t *r, es_park_cb *cb, void *opaque);
 
 /* Counters since es_runner_new. */
-void es_runner_stats(const es_runner_t *r, es_runner_stats_t *out);
+ES_API void es_runner_stats(const es_runner_t *r, es_runner_stats_t *out);
 
 /* Replay progress: done of total records so far (total is the log's end when the replay
  * started; catch-up may exceed it). Called on the replaying thread; return non-zero to
@@ -140,8 +140,8 @@ typedef struct es_replay_result {
  * swap leaves the live model untouched; the shadow and its crash guard are removed when the
  * replay returns (the guard stays while it counts deaths of an event not yet passed).
  * res may be NULL. */
-es_err es_replay(const es_config_t *cfg, const es_projector_def *def,
-                 const es_replay_hooks_t *hooks, es_replay_result_t *res, es_error_t *err);
+ES_API es_err es_replay(const es_config_t *cfg, const es_projector_def *def,
+                        const es_replay_hooks_t *hooks, es_replay_result_t *res, es_error_t *err);
 
 /* One line of es_lag: a projector's position in one partition of one topic. */
 typedef struct es_lag_row {
@@ -154,20 +154,21 @@ typedef struct es_lag_row {
 } es_lag_row_t;
 
 /* Every projector of the read model, per topic and partition. Caller frees *rows with free(). */
-es_err es_lag(const es_config_t *cfg, es_lag_row_t **rows, size_t *n, es_error_t *err);
+ES_API es_err es_lag(const es_config_t *cfg, es_lag_row_t **rows, size_t *n, es_error_t *err);
 
 /* Parked events of projector (NULL = all), oldest first; with all=false only those still
  * parked. Caller frees *out with free() (value is NULL in lists). */
-es_err es_dlq_list(const es_config_t *cfg, const char *projector, bool all, es_dlq_entry_t **out,
-                   size_t *n, es_error_t *err);
+ES_API es_err es_dlq_list(const es_config_t *cfg, const char *projector, bool all,
+                          es_dlq_entry_t **out, size_t *n, es_error_t *err);
 /* One entry with its bytes. Caller frees with es_dlq_entry_free. */
-es_err es_dlq_get(const es_config_t *cfg, int64_t id, es_dlq_entry_t **out, es_error_t *err);
-void es_dlq_entry_free(es_dlq_entry_t *e);
+ES_API es_err es_dlq_get(const es_config_t *cfg, int64_t id, es_dlq_entry_t **out, es_error_t *err);
+ES_API void es_dlq_entry_free(es_dlq_entry_t *e);
 /* Applies parked events of def again (ids, or every parked one when n_ids is 0), each in its
  * own transaction that also marks it redriven, so each is applied at most once. Counts those
  * applied and those that failed again (they stay parked, error updated). */
-es_err es_dlq_redrive(const es_config_t *cfg, const es_projector_def *def, const int64_t *ids,
-                      size_t n_ids, size_t *applied, size_t *failed, es_error_t *err);
+ES_API es_err es_dlq_redrive(const es_config_t *cfg, const es_projector_def *def,
+                             const int64_t *ids, size_t n_ids, size_t *applied, size_t *failed,
+                             es_error_t *err);
 
 #ifdef __cplusplus
 }

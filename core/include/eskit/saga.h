@@ -62,19 +62,20 @@ extern "C" {
 /* What a step's callbacks see of an instance (valid during the call only). */
 typedef struct es_saga_view es_saga_view_t;
 /* The instance id. */
-const char *es_saga_view_id(const es_saga_view_t *v);
+ES_API const char *es_saga_view_id(const es_saga_view_t *v);
 /* The start event's payload, decoded with the def's start_event descriptor. */
-const ProtobufCMessage *es_saga_view_start(const es_saga_view_t *v);
+ES_API const ProtobufCMessage *es_saga_view_start(const es_saga_view_t *v);
 /* The start event (its ids, correlation id, metadata; payload as bytes). */
-const es_event_t *es_saga_view_start_event(const es_saga_view_t *v);
+ES_API const es_event_t *es_saga_view_start_event(const es_saga_view_t *v);
 /* Why the instance is compensating or aborting ("" while running). */
-const char *es_saga_view_reason(const es_saga_view_t *v);
+ES_API const char *es_saga_view_reason(const es_saga_view_t *v);
 
 /* Where a step's callbacks put the commands they send. */
 typedef struct es_saga_out es_saga_out_t;
 /* Sends command (packed now; the caller keeps ownership) to the aggregate id of the step's
  * aggregate type. Its descriptor must be the one the step declares. */
-es_err es_saga_send(es_saga_out_t *out, const char *aggregate_id, const ProtobufCMessage *command);
+ES_API es_err es_saga_send(es_saga_out_t *out, const char *aggregate_id,
+                           const ProtobufCMessage *command);
 
 typedef es_err es_saga_send_fn(const es_saga_view_t *v, es_saga_out_t *out, es_error_t *err);
 /* Undoes the step on one target: aggregate_id is where the step's command went. */
@@ -116,7 +117,7 @@ typedef struct es_saga_def {
 } es_saga_def;
 
 /* Checks a definition (ABI, names, steps, descriptors, timeouts); names what is wrong. */
-es_err es_saga_check(const es_saga_def *def, es_error_t *err);
+ES_API es_err es_saga_check(const es_saga_def *def, es_error_t *err);
 
 /* ---- coordinator ------------------------------------------------------------------------- */
 
@@ -136,9 +137,10 @@ typedef struct es_saga_stats {
 /* A coordinator for def on the backend cfg names; commands are executed through engine (not
  * owned; embedded: the engine of the same store, Kafka: an engine with backend kafka). The saga
  * database is saga.db. One coordinator per saga and database at a time (a lock file). */
-es_err es_saga_coordinator_new(const es_config_t *cfg, const es_saga_def *def, es_engine_t *engine,
-                               es_saga_coordinator_t **out, es_error_t *err);
-void es_saga_coordinator_destroy(es_saga_coordinator_t *c);
+ES_API es_err es_saga_coordinator_new(const es_config_t *cfg, const es_saga_def *def,
+                                      es_engine_t *engine, es_saga_coordinator_t **out,
+                                      es_error_t *err);
+ES_API void es_saga_coordinator_destroy(es_saga_coordinator_t *c);
 
 /* One round: delivers the outbox, consumes a batch of events (waiting up to timeout_ms for
  * one), fires the deadlines that passed once it has caught up with the log (a step never
@@ -147,12 +149,13 @@ void es_saga_coordinator_destroy(es_saga_coordinator_t *c);
  * ended instances past saga.retention.ms.
  * *progress (may be NULL) is how many events, deliveries, timeouts and published transitions
  * it handled: 0 with es_saga_active 0 means idle. */
-es_err es_saga_poll(es_saga_coordinator_t *c, int timeout_ms, size_t *progress, es_error_t *err);
+ES_API es_err es_saga_poll(es_saga_coordinator_t *c, int timeout_ms, size_t *progress,
+                           es_error_t *err);
 /* Polls until es_saga_stop or a lasting error; transient failures (ES_EKAFKA, ES_EBUSY,
  * ES_ETIMEOUT, ES_ERETRY) are each logged once through the config's log callback and retried
  * after a backoff of 100 ms doubling to 5 s. Returns ES_OK once stopped, or the first other
  * failure. When it returns it clears the stop: the coordinator may be run or polled again. */
-es_err es_saga_run(es_saga_coordinator_t *c, es_error_t *err);
+ES_API es_err es_saga_run(es_saga_coordinator_t *c, es_error_t *err);
 /* Stops the coordinator: no event is applied after the one running, the round in progress
  * gives up waiting for command replies and (Kafka) waits at most a second more for the
  * acknowledgements of transitions under way; what was not confirmed is sent again later under
@@ -161,15 +164,15 @@ es_err es_saga_run(es_saga_coordinator_t *c, es_error_t *err);
  * returns at once doing nothing (destroy the coordinator). While the stop is set, the process
  * ending is not counted as a crash of the event applied. Safe from any thread and from a
  * signal handler (stores to lock-free atomics). */
-void es_saga_stop(es_saga_coordinator_t *c);
-void es_saga_stats(const es_saga_coordinator_t *c, es_saga_stats_t *out);
+ES_API void es_saga_stop(es_saga_coordinator_t *c);
+ES_API void es_saga_stats(const es_saga_coordinator_t *c, es_saga_stats_t *out);
 /* Applies ev as if consumed again, in a transaction of its own: a redelivery. Events are
  * matched by causation, so a duplicate, a stale or an out-of-order event changes nothing a
  * step already decided (tests and repair tools use this). */
-es_err es_saga_redeliver(es_saga_coordinator_t *c, const es_event_t *ev, es_error_t *err);
+ES_API es_err es_saga_redeliver(es_saga_coordinator_t *c, const es_event_t *ev, es_error_t *err);
 /* Instances not yet in a terminal state. 0 also before the first start event is consumed:
  * wait for the started count of es_saga_stats too. */
-es_err es_saga_active(es_saga_coordinator_t *c, uint64_t *n, es_error_t *err);
+ES_API es_err es_saga_active(es_saga_coordinator_t *c, uint64_t *n, es_error_t *err);
 
 /* ---- queries (esctl sagas) ---------------------------------------------------------------- */
 
@@ -185,12 +188,12 @@ typedef struct es_saga_info {
 } es_saga_info_t;
 
 /* Instances in saga.db, newest first; saga and state (may be NULL) filter. Caller frees *out. */
-es_err es_saga_list(const es_config_t *cfg, const char *saga, const char *state,
-                    es_saga_info_t **out, size_t *n, es_error_t *err);
+ES_API es_err es_saga_list(const es_config_t *cfg, const char *saga, const char *state,
+                           es_saga_info_t **out, size_t *n, es_error_t *err);
 /* The instances with this id in saga.db: of saga, or of every saga when saga is NULL (an id
  * may be used by several sagas). None is not an error (*n = 0). Caller frees *out. */
-es_err es_saga_find(const es_config_t *cfg, const char *saga, const char *id, es_saga_info_t **out,
-                    size_t *n, es_error_t *err);
+ES_API es_err es_saga_find(const es_config_t *cfg, const char *saga, const char *id,
+                           es_saga_info_t **out, size_t *n, es_error_t *err);
 
 typedef struct es_saga_record {
     uint64_t seq; /* the transition's version in "<saga>.saga.events" */
@@ -211,8 +214,8 @@ typedef struct es_saga_record {
 
 /* An instance's transitions from "<saga>.saga.events" on the backend cfg names, in order.
  * ES_ENOTFOUND when there are none. Caller frees *out. */
-es_err es_saga_history(const es_config_t *cfg, const char *saga, const char *id,
-                       es_saga_record_t **out, size_t *n, es_error_t *err);
+ES_API es_err es_saga_history(const es_config_t *cfg, const char *saga, const char *id,
+                              es_saga_record_t **out, size_t *n, es_error_t *err);
 
 #ifdef __cplusplus
 }

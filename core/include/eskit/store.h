@@ -63,7 +63,7 @@ typedef struct es_snapshot {
 } es_snapshot_t;
 
 /* Opens (creating if needed) the store the config names. Caller frees with es_store_destroy. */
-es_err es_store_new(const es_config_t *cfg, es_store_t **out, es_error_t *err);
+ES_API es_err es_store_new(const es_config_t *cfg, es_store_t **out, es_error_t *err);
 
 /* How es_store_open opens a store. */
 typedef enum es_open_mode {
@@ -72,39 +72,41 @@ typedef enum es_open_mode {
                              must exist (ES_ENOTFOUND) and be an event store (ES_EINVAL) */
 } es_open_mode;
 /* es_store_new with a mode; appending or writing a snapshot to a read-only store is ES_ESTATE. */
-es_err es_store_open(const es_config_t *cfg, es_open_mode mode, es_store_t **out, es_error_t *err);
-void es_store_destroy(es_store_t *store);
+ES_API es_err es_store_open(const es_config_t *cfg, es_open_mode mode, es_store_t **out,
+                            es_error_t *err);
+ES_API void es_store_destroy(es_store_t *store);
 
 /* Appends n events to one stream atomically, if expect holds. res may be NULL. */
-es_err es_store_append(es_store_t *store, const char *type, const char *id, es_expect expect,
-                       uint64_t expected_version, const es_new_event_t *events, size_t n,
-                       es_append_result_t *res, es_error_t *err);
+ES_API es_err es_store_append(es_store_t *store, const char *type, const char *id, es_expect expect,
+                              uint64_t expected_version, const es_new_event_t *events, size_t n,
+                              es_append_result_t *res, es_error_t *err);
 
 /* The stream's current version; 0 when it does not exist. */
-es_err es_store_stream_version(es_store_t *store, const char *type, const char *id,
-                               uint64_t *version, es_error_t *err);
+ES_API es_err es_store_stream_version(es_store_t *store, const char *type, const char *id,
+                                      uint64_t *version, es_error_t *err);
 
 /* Calls cb for the stream's events with version >= from_version, in order. */
-es_err es_store_read_stream(es_store_t *store, const char *type, const char *id,
-                            uint64_t from_version, es_event_cb *cb, void *opaque, es_error_t *err);
+ES_API es_err es_store_read_stream(es_store_t *store, const char *type, const char *id,
+                                   uint64_t from_version, es_event_cb *cb, void *opaque,
+                                   es_error_t *err);
 
 /* Calls cb for up to max events (0 = no limit) of the whole log with offset >=
  * from_offset, in commit order; types (NULL-terminated, NULL = all) filters by
  * aggregate type. *next_offset (may be NULL) is where the next read starts. */
-es_err es_store_read_log(es_store_t *store, const char *const *types, int64_t from_offset,
-                         size_t max, es_event_cb *cb, void *opaque, int64_t *next_offset,
-                         es_error_t *err);
+ES_API es_err es_store_read_log(es_store_t *store, const char *const *types, int64_t from_offset,
+                                size_t max, es_event_cb *cb, void *opaque, int64_t *next_offset,
+                                es_error_t *err);
 
 /* The offset the next appended event will get (the log's end). */
-es_err es_store_end_offset(es_store_t *store, int64_t *end, es_error_t *err);
+ES_API es_err es_store_end_offset(es_store_t *store, int64_t *end, es_error_t *err);
 
 /* Stores (replacing) the stream's snapshot. */
-es_err es_store_put_snapshot(es_store_t *store, const char *type, const char *id,
-                             const es_snapshot_t *snap, es_error_t *err);
+ES_API es_err es_store_put_snapshot(es_store_t *store, const char *type, const char *id,
+                                    const es_snapshot_t *snap, es_error_t *err);
 /* The stream's snapshot, or ES_ENOTFOUND. Caller frees with es_snapshot_free. */
-es_err es_store_get_snapshot(es_store_t *store, const char *type, const char *id,
-                             es_snapshot_t **out, es_error_t *err);
-void es_snapshot_free(es_snapshot_t *snap);
+ES_API es_err es_store_get_snapshot(es_store_t *store, const char *type, const char *id,
+                                    es_snapshot_t **out, es_error_t *err);
+ES_API void es_snapshot_free(es_snapshot_t *snap);
 
 /* One problem es_store_verify found; the strings are valid during the callback only. */
 typedef struct es_verify_problem {
@@ -135,7 +137,7 @@ typedef struct es_backend_info {
     int local_file;   /* the log is the file config key db names (a head file, --accept-end) */
     int partitioned;  /* topics of partitions with no global order (verify checks by type) */
 } es_backend_info_t;
-es_err es_backend_info(const es_config_t *cfg, es_backend_info_t *out, es_error_t *err);
+ES_API es_err es_backend_info(const es_config_t *cfg, es_backend_info_t *out, es_error_t *err);
 
 /* Reads the whole log the config names, writing nothing, and reports each problem to cb (may
  * be NULL). Embedded: SQLite's integrity_check; positions strictly increasing; every envelope
@@ -144,15 +146,15 @@ es_err es_backend_info(const es_config_t *cfg, es_backend_info_t *out, es_error_
  * "<type>.events" topic of types (NULL-terminated; NULL: topics.aggregates), every record
  * decodes and each aggregate's versions run 1..n in one partition (no heads, no head file).
  * ES_OK when the check ran, whatever it found (sum->problems); an error when it could not run. */
-es_err es_store_verify(const es_config_t *cfg, const char *const *types, es_verify_cb *cb,
-                       void *opaque, es_verify_summary_t *sum, es_error_t *err);
+ES_API es_err es_store_verify(const es_config_t *cfg, const char *const *types, es_verify_cb *cb,
+                              void *opaque, es_verify_summary_t *sum, es_error_t *err);
 /* Embedded: rewrites <db>-head to the log's end as it is, accepting that the events it recorded
  * past that are gone (after restoring a backup). before (-1: none) and after may be NULL. */
-es_err es_store_accept_end(const es_config_t *cfg, int64_t *before, int64_t *after,
-                           es_error_t *err);
+ES_API es_err es_store_accept_end(const es_config_t *cfg, int64_t *before, int64_t *after,
+                                  es_error_t *err);
 
 /* The config the store was opened with (borrowed). */
-const es_config_t *es_store_config(const es_store_t *store);
+ES_API const es_config_t *es_store_config(const es_store_t *store);
 
 #ifdef __cplusplus
 }

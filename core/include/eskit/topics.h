@@ -74,28 +74,28 @@ typedef struct es_topic_spec {
 } es_topic_spec_t;
 
 /* ES_OK when name is a legal Kafka topic name: 1..249 bytes of [a-zA-Z0-9._-], not "." or "..". */
-es_err es_topic_name_check(const char *name, es_error_t *err);
+ES_API es_err es_topic_name_check(const char *name, es_error_t *err);
 /* 1 when a and b are equal once '.' and '_' are treated alike: Kafka refuses to create the
  * second (their metric names would clash), else 0. */
-int es_topic_names_collide(const char *a, const char *b);
+ES_API int es_topic_names_collide(const char *a, const char *b);
 
 /* "events", "snapshots", "commands", "replies" or "dlq". */
-const char *es_topic_role_name(es_topic_role_t role);
+ES_API const char *es_topic_role_name(es_topic_role_t role);
 
 /* The topics of n aggregate types (n = 0: those of topics.aggregates) for the number of
  * brokers es_topics_broker_count finds. *out holds *n_out specs, five per type in the order
  * of es_topic_role_t; caller frees with es_topics_free. A collision of names is a warning
  * (collides_with, and a log line), not an error. */
-es_err es_topics_plan(const es_config_t *cfg, const es_topic_load_t *loads, size_t n,
-                      es_topic_spec_t **out, size_t *n_out, es_error_t *err);
+ES_API es_err es_topics_plan(const es_config_t *cfg, const es_topic_load_t *loads, size_t n,
+                             es_topic_spec_t **out, size_t *n_out, es_error_t *err);
 /* es_topics_plan for a cluster of `brokers` brokers, without asking the cluster. */
-es_err es_topics_plan_for(const es_config_t *cfg, int brokers, const es_topic_load_t *loads,
-                          size_t n, es_topic_spec_t **out, size_t *n_out, es_error_t *err);
-void es_topics_free(es_topic_spec_t *specs);
+ES_API es_err es_topics_plan_for(const es_config_t *cfg, int brokers, const es_topic_load_t *loads,
+                                 size_t n, es_topic_spec_t **out, size_t *n_out, es_error_t *err);
+ES_API void es_topics_free(es_topic_spec_t *specs);
 
 /* Brokers in the cluster `brokers` names, from its metadata when it answers within a few
  * seconds, else the number of entries in `brokers`; 1 when brokers is not set. */
-int es_topics_broker_count(const es_config_t *cfg);
+ES_API int es_topics_broker_count(const es_config_t *cfg);
 
 typedef enum es_topic_status {
     ES_TOPIC_OK,      /* exists as planned */
@@ -115,8 +115,8 @@ typedef void es_topic_report_cb(const es_topic_spec_t *spec, es_topic_status_t s
  * answers DescribeConfigs). ES_OK when every topic is as planned; ES_ESTATE when some drift;
  * ES_EKAFKA when the cluster is unreachable or cannot create topics (librdkafka's mock
  * cluster, `esctl dev-broker`, has no CreateTopics). Blocks up to ~30 s. */
-es_err es_topics_apply(const es_config_t *cfg, const es_topic_spec_t *specs, size_t n,
-                       es_topic_report_cb *report, void *opaque, es_error_t *err);
+ES_API es_err es_topics_apply(const es_config_t *cfg, const es_topic_spec_t *specs, size_t n,
+                              es_topic_report_cb *report, void *opaque, es_error_t *err);
 
 #ifdef __cplusplus
 }
