@@ -18,7 +18,7 @@
 
 #include "hello.pb-c.h"
 
-/* What an event does to the balance (in cents). */
+/* What an event does to the balance, in cents: evolve and the projector both use it. */
 static int64_t change(const ProtobufCMessage *event) {
     if (event->descriptor == &hello__v1__deposited__descriptor)
         return ((const Hello__V1__Deposited *)event)->amount_cents;
@@ -204,7 +204,7 @@ int main(void) {
         rc = es_config_set(cfg, "db", "hello.db", &err);
     if (rc == ES_OK)
         rc = es_config_set(cfg, "readmodel.db", "hello-read.db", &err);
-    if (rc == ES_OK) /* an event the projector fails on stops the runner, rather than parked */
+    if (rc == ES_OK) /* an event the projector fails on stops it, instead of being parked */
         rc = es_config_set(cfg, "projector.on.error", "stop", &err);
     if (rc == ES_OK)
         rc = es_engine_new(cfg, &engine, &err);
@@ -214,10 +214,10 @@ int main(void) {
         rc = run_commands(engine, &err);
     if (rc == ES_OK)
         rc = es_runner_new(cfg, &balances, &runner, &err);
-    for (size_t n = 1; rc == ES_OK && n > 0;) /* until a poll finds nothing: caught up */
+    for (size_t n = 1; rc == ES_OK && n > 0;) /* embedded, a poll that finds nothing: caught up */
         rc = es_runner_poll(runner, 0, &n, &err);
     if (rc == ES_OK)
-        rc = print_balances("hello-read.db", &err);
+        rc = print_balances(es_config_get(cfg, "readmodel.db"), &err);
     if (rc != ES_OK)
         fprintf(stderr, "hello: %s (%s)\n", err.message, es_strerror(rc));
     es_runner_destroy(runner);
