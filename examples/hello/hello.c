@@ -83,13 +83,9 @@ static const es_aggregate_def account_type = {.abi_version = ES_AGGREGATE_ABI,
 
 /* The read side: a table of balances, created by migrate, kept by apply. */
 static es_err migrate(sqlite3 *db, int from_version, es_error_t *err) {
-    if (from_version >= 1)
-        return ES_OK;
-    int rc = sqlite3_exec(db,
-                          "CREATE TABLE balances (account TEXT PRIMARY KEY, "
-                          "balance_cents INTEGER NOT NULL, version INTEGER NOT NULL)",
-                          NULL, NULL, NULL);
-    if (rc != SQLITE_OK)
+    static const char schema_v1[] = "CREATE TABLE balances (account TEXT PRIMARY KEY, "
+                                    "balance_cents INTEGER NOT NULL, version INTEGER NOT NULL)";
+    if (from_version < 1 && sqlite3_exec(db, schema_v1, NULL, NULL, NULL) != SQLITE_OK)
         return es_fail(err, ES_EIO, "creating balances: %s", sqlite3_errmsg(db));
     return ES_OK;
 }
