@@ -5,7 +5,7 @@ TSAN_BUILD ?= build-tsan
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PREFIX ?= /usr/local
 
-.PHONY: all deps build demo demo-kafka test test-asan tsan lint bench install format clean
+.PHONY: all deps build demo demo-kafka test test-asan tsan lint bench install format readme clean
 
 all: build
 
@@ -57,6 +57,10 @@ install: build
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
+
+# The README's code blocks marked <!-- include: PATH --> rewritten from those files.
+readme:
+	sh tools/readme-sync
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD)

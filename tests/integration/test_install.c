@@ -1,9 +1,11 @@
 /*
  * `make install` gives a C service what it needs to embed eskit: the library,
- * the headers, esctl, eskit.pc and a CMake package. Each test installs this
- * build tree into its own temp prefix (`cmake --install --prefix`, as a
- * packager would) and builds tests/install/hello.c against that prefix only,
- * once through pkg-config and once through find_package(eskit).
+ * the headers, esctl, eskit.pc and a CMake package with eskit_add_protos. Each
+ * test installs this build tree into its own temp prefix (`cmake --install
+ * --prefix`, as a packager would) and builds examples/hello, the example a new
+ * user copies, against that prefix only: once by hand with protoc-c and
+ * pkg-config, running the very commands its comment gives, and once as the
+ * CMake project it is, through find_package(eskit). Then it runs, twice.
  */
 #include <criterion/criterion.h>
 
@@ -17,7 +19,7 @@
 
 #include "testutil.h"
 
-#define HELLO_DIR ESKIT_SOURCE_DIR "/tests/install"
+#define HELLO_DIR ESKIT_SOURCE_DIR "/examples/hello"
 
 /* Runs a shell command line; returns its exit status and keeps stdout+stderr
  * in *output (caller frees) so a failing assertion can show them. */
@@ -133,6 +135,10 @@ Test(install, installs_library_headers_esctl_pkgconfig_and_cmake_package, .timeo
     assert_installed(in.libdir, "cmake/eskit/eskitConfig.cmake");
     assert_installed(in.libdir, "cmake/eskit/eskitConfigVersion.cmake");
     assert_installed(in.libdir, "cmake/eskit/eskitTargets.cmake");
+    assert_installed(in.libdir, "cmake/eskit/eskitProtos.cmake");
+    char *proto = join(in.prefix, "share/eskit/proto/eskit/v1");
+    assert_installed(proto, "envelope.proto");
+    free(proto);
 
     /* The installed tool runs from the prefix (its RPATH no longer points at the build). */
     char *log = NULL;
@@ -146,58 +152,97 @@ Test(install, installs_library_headers_esctl_pkgconfig_and_cmake_package, .timeo
     installed_free(&in);
 }
 
-/* The hello program prints "OK eskit <version>" when it could write and read an event. */
-static void assert_hello_ran(int rc, const char *log) {
+/* hello's story: two accounts, a command on an account not yet open and an overdraft refused,
+ * then the read model. A second run on the same files repeats every command id, so it appends
+ * nothing and the balances stay. */
+static void assert_hello_ran(int rc, const char *log, bool again) {
     cr_assert_eq(rc, 0, "hello failed (%d):\n%s", rc, log);
-    cr_assert(strstr(log, "OK eskit " ESKIT_VERSION_STRING "\n") != NULL,
-              "hello did not print OK:\n%s", log);
+    cr_assert(strstr(log, "cmd-4 bob   Deposit     rejected: the account is not open") != NULL,
+              "hello did not reject a deposit on an account not open:\n%s", log);
+    cr_assert(strstr(log, "cmd-7 bob   Withdraw    rejected: no overdraft") != NULL,
+              "hello did not refuse the overdraft:\n%s", log);
+    cr_assert(strstr(log, "\nbalances:\n  alice 74.50\n  bob   100.00\n") != NULL,
+              "hello did not print the balances 74.50 and 100.00:\n%s", log);
+    if (again)
+        cr_assert(strstr(log, "nothing appended") != NULL, "the second run appended again:\n%s",
+                  log);
+    else
+        cr_assert(strstr(log, "nothing appended") == NULL, "the first run found repeats:\n%s", log);
 }
 
-Test(install, an_outside_program_builds_with_pkg_config_against_the_prefix, .timeout = 60) {
+/* Runs hello twice in dir (where it makes hello.db and hello-read.db). */
+static void run_hello_twice(const char *dir, const char *exe, const char *libdir) {
+    for (int i = 0; i < 2; i++) {
+        char *log = NULL;
+        int rc = sh(&log, "cd '%s' && %s%s%s'%s' 2>&1", dir, libdir ? "LD_LIBRARY_PATH='" : "",
+                    libdir ? libdir : "", libdir ? "' " : "", exe);
+        assert_hello_ran(rc, log, i == 1);
+        free(log);
+    }
+}
+
+Test(install, hello_builds_with_protoc_c_and_pkg_config_as_its_comment_says, .timeout = 60) {
     installed_t in = install_into_temp_prefix();
     char *log = NULL;
     /* Only the prefix's pkgconfig dir, so the system's or the build tree's eskit can't answer. */
-    int rc =
-        sh(&log, "PKG_CONFIG_PATH='%s/pkgconfig' pkg-config --modversion eskit 2>&1", in.libdir);
-    cr_assert_eq(rc, 0, "pkg-config does not know eskit:\n%s", log);
+    int rc = sh(&log,
+                "export PKG_CONFIG_PATH='%s/pkgconfig'; pkg-config --modversion eskit && "
+                "ls \"$(pkg-config --variable=protodir eskit)/eskit/v1/envelope.proto\" 2>&1",
+                in.libdir);
+    cr_assert_eq(rc, 0, "pkg-config does not know eskit or its protodir:\n%s", log);
     cr_assert(strstr(log, "\n" ESKIT_VERSION_STRING "\n") != NULL, "wrong version:\n%s", log);
     free(log);
 
-    char *exe = join(in.tmp, "hello");
+    /* A copy of the example, as a user makes one, built by the commands of its comment. */
+    char *src = join(in.tmp, "hello");
     rc = sh(&log,
-            "cc -std=c11 -Wall -Wextra -Werror -o '%s' '%s/hello.c' "
-            "$(PKG_CONFIG_PATH='%s/pkgconfig' pkg-config --cflags --libs eskit) 2>&1",
-            exe, HELLO_DIR, in.libdir);
-    cr_assert_eq(rc, 0, "hello does not build with pkg-config's flags:\n%s", log);
+            "mkdir '%s' && cp '%s/hello.c' '%s/hello.proto' '%s' && cd '%s' && "
+            "sed -n 's/^ \\*   \\(protoc-c .*\\|cc .*\\)$/\\1/p' hello.c > build.sh && "
+            "[ $(wc -l < build.sh) -eq 2 ] && cat build.sh && "
+            "PKG_CONFIG_PATH='%s/pkgconfig' sh -e build.sh 2>&1",
+            src, HELLO_DIR, HELLO_DIR, src, src, in.libdir);
+    cr_assert_eq(rc, 0, "hello does not build by the commands in its comment:\n%s", log);
+    free(log);
+    /* And it is clean under the warnings a service would turn on. */
+    rc = sh(&log,
+            "cd '%s' && cc -std=c11 -Wall -Wextra -Werror -pedantic -c hello.c "
+            "$(PKG_CONFIG_PATH='%s/pkgconfig' pkg-config --cflags eskit) 2>&1",
+            src, in.libdir);
+    cr_assert_eq(rc, 0, "hello.c warns:\n%s", log);
     free(log);
 
-    rc = sh(&log, "LD_LIBRARY_PATH='%s' '%s' 2>&1", in.libdir, exe);
-    assert_hello_ran(rc, log);
-    free(log);
+    char *exe = join(src, "hello");
+    run_hello_twice(src, exe, in.libdir);
     free(exe);
+    free(src);
     installed_free(&in);
 }
 
-Test(install, an_outside_program_builds_with_find_package_against_the_prefix, .timeout = 60) {
+Test(install, hello_builds_with_find_package_and_eskit_add_protos, .timeout = 120) {
     installed_t in = install_into_temp_prefix();
     char *build = join(in.tmp, "hello-build");
     char *log = NULL;
     int rc = sh(&log, "cmake -S '%s' -B '%s' -DCMAKE_PREFIX_PATH='%s' 2>&1", HELLO_DIR, build,
                 in.prefix);
     cr_assert_eq(rc, 0, "find_package(eskit) fails:\n%s", log);
-    const char *found = strstr(log, "eskit_DIR=");
-    cr_assert(found && strncmp(found + strlen("eskit_DIR="), in.prefix, strlen(in.prefix)) == 0,
+    free(log);
+    /* The package found is the prefix's, not a build tree's or the system's. */
+    rc = sh(&log, "grep '^eskit_DIR:' '%s/CMakeCache.txt'", build);
+    const char *found = log ? strstr(log, "=") : NULL;
+    cr_assert(rc == 0 && found && strncmp(found + 1, in.prefix, strlen(in.prefix)) == 0,
               "eskit was not found in the prefix %s:\n%s", in.prefix, log);
     free(log);
 
     rc = sh(&log, "cmake --build '%s' 2>&1", build);
     cr_assert_eq(rc, 0, "hello does not build against eskit::eskit:\n%s", log);
+    cr_assert(strstr(log, "protoc-c hello.proto") != NULL, "eskit_add_protos did not run:\n%s",
+              log);
     free(log);
 
     /* No LD_LIBRARY_PATH: CMake's build RPATH must lead to the prefix's library. */
-    rc = sh(&log, "'%s/hello' 2>&1", build);
-    assert_hello_ran(rc, log);
-    free(log);
+    char *exe = join(build, "hello");
+    run_hello_twice(build, exe, NULL);
+    free(exe);
     free(build);
     installed_free(&in);
 }
