@@ -9,6 +9,7 @@
  */
 #include <criterion/criterion.h>
 
+#include <ctype.h>
 #include <dirent.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -149,6 +150,92 @@ Test(install, installs_library_headers_esctl_pkgconfig_and_cmake_package, .timeo
     free(include);
     free(esctl);
     free(bin);
+    installed_free(&in);
+}
+
+/* The names the installed headers declare with ES_API: the identifier before the first '('
+ * after each ES_API token. Appends them to *names. */
+static void declared_api(const char *header, char ***names, size_t *n) {
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = fopen(header, "r");
+    cr_assert_not_null(f, "cannot read %s", header);
+    cr_assert_eq(getdelim(&text, &len, '\0', f) > 0, true);
+    fclose(f);
+    for (char *p = strstr(text, "ES_API "); p; p = strstr(p + 1, "ES_API ")) {
+        if (p > text && p[-1] == '#') /* "#define ES_API ..." */
+            continue;
+        char *paren = strchr(p, '(');
+        cr_assert_not_null(paren, "%s: ES_API without a declaration", header);
+        char *end = paren;
+        while (end > p && end[-1] == ' ')
+            end--;
+        char *start = end;
+        while (start > p && (isalnum((unsigned char)start[-1]) || start[-1] == '_'))
+            start--;
+        *names = realloc(*names, (*n + 1) * sizeof **names);
+        (*names)[(*n)++] = strndup(start, (size_t)(end - start));
+    }
+    free(text);
+}
+
+static bool listed(char *const *names, size_t n, const char *name) {
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(names[i], name) == 0)
+            return true;
+    return false;
+}
+
+Test(install, the_library_exports_the_public_api_and_nothing_else, .timeout = 60) {
+    installed_t in = install_into_temp_prefix();
+    char **api = NULL;
+    size_t n_api = 0;
+    char *include = join(in.prefix, "include/eskit");
+    DIR *d = opendir(include);
+    cr_assert_not_null(d);
+    for (struct dirent *e; (e = readdir(d));) {
+        size_t l = strlen(e->d_name);
+        /* api.h defines ES_API and declares nothing. */
+        if (l > 2 && strcmp(e->d_name + l - 2, ".h") == 0 && strcmp(e->d_name, "api.h") != 0) {
+            char *h = join(include, e->d_name);
+            declared_api(h, &api, &n_api);
+            free(h);
+        }
+    }
+    closedir(d);
+    cr_assert_gt(n_api, 100, "only %zu ES_API declarations found under %s", n_api, include);
+
+    char *log = NULL;
+    int rc = sh(&log, "nm -D --defined-only '%s/libeskit.so' | awk '{print $3}'", in.libdir);
+    cr_assert_eq(rc, 0, "%s", log);
+    size_t n_exported = 0;
+    char *extra = NULL;
+    size_t extra_len = 0;
+    FILE *x = open_memstream(&extra, &extra_len);
+    char *save = NULL;
+    for (char *sym = strtok_r(strchr(log, '\n'), "\n", &save); sym;
+         sym = strtok_r(NULL, "\n", &save)) {
+        if (sym[0] == '_') /* _init, _fini and the like */
+            continue;
+        n_exported++;
+        if (!listed(api, n_api, sym))
+            fprintf(x, " %s", sym);
+    }
+    fclose(x);
+    cr_expect_str_empty(extra, "exported but not declared ES_API in a public header:%s", extra);
+    cr_expect_eq(n_exported, n_api, "%zu symbols exported, %zu declared ES_API", n_exported, n_api);
+    free(extra);
+    free(log);
+
+    /* The SONAME is the ABI's major (docs/abi.md). */
+    rc = sh(&log, "objdump -p '%s/libeskit.so' | grep SONAME", in.libdir);
+    cr_expect(rc == 0 && strstr(log, "libeskit.so.1") != NULL, "%s", log);
+    free(log);
+
+    for (size_t i = 0; i < n_api; i++)
+        free(api[i]);
+    free(api);
+    free(include);
     installed_free(&in);
 }
 
