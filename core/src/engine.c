@@ -13,10 +13,12 @@
  * uncommitted events.
  */
 #include "engine_int.h"
+#include <eskit/eskit.h>
 #include "backends.h"
 #include "lru.h"
 #include "store.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,8 +31,9 @@ typedef struct folded_event {
 } folded_event;
 
 typedef struct registration {
-    const es_aggregate_def *def;
+    es_aggregate_def *def; /* the caller's definition in this ABI's layout (normalise) */
     void *opaque;
+    const ProtobufCMessageDescriptor **lists; /* events and commands made from tables */
 } registration;
 
 struct es_engine {
@@ -142,6 +145,10 @@ void es_engine_destroy(es_engine_t *engine) {
     es_fingerprinter_free(&engine->fingerprinter);
     es_pb_arena_destroy(engine->arena);
     free(engine->folded);
+    for (size_t i = 0; i < engine->n_regs; i++) {
+        free(engine->regs[i].def);
+        free(engine->regs[i].lists);
+    }
     free(engine->regs);
     free(engine);
 }
@@ -166,25 +173,106 @@ static const registration *find_reg(const es_engine_t *e, const char *type) {
     return NULL;
 }
 
+/* The ABI 1 layout ends where ABI 2 added the handler tables. */
+#define AGGREGATE_ABI1_SIZE offsetof(es_aggregate_def, command_handlers)
+
+static size_t table_len(const void *table, size_t stride) {
+    size_t n = 0;
+    for (const char *p = table; p && *(const void *const *)p; p += stride)
+        n++;
+    return n;
+}
+
+/* One side of a definition: a table, or a type list with its function, not both. */
+static es_err check_side(const es_aggregate_def *def, const char *what, const void *table,
+                         size_t stride, const ProtobufCMessageDescriptor *const *list, bool fn_set,
+                         const char *names, es_error_t *err) {
+    if (table && (list || fn_set))
+        return es_fail(err, ES_EINVAL, "aggregate definition '%s' gives its %s both ways; give %s",
+                       def->type, what, names);
+    size_t n = table ? table_len(table, stride) : 0;
+    if (table ? n == 0 : !list || !list[0] || !fn_set)
+        return es_fail(err, ES_EINVAL, "aggregate definition '%s' needs its %s: %s", def->type,
+                       what, names);
+    for (size_t i = 0; i < n; i++) {
+        const char *ei = (const char *)table + i * stride;
+        for (size_t j = 0; j < i; j++)
+            if (*(const void *const *)(ei) ==
+                *(const void *const *)((const char *)table + j * stride))
+                return es_fail(err, ES_EINVAL, "aggregate definition '%s' lists %s twice in its %s",
+                               def->type, (*(const ProtobufCMessageDescriptor *const *)ei)->name,
+                               what);
+    }
+    return ES_OK;
+}
+
 static es_err check_def(const es_aggregate_def *def, es_error_t *err) {
-    if (!def)
-        return es_fail(err, ES_EINVAL, "es_engine_register: definition is NULL");
-    if (def->abi_version != ES_AGGREGATE_ABI)
-        return es_fail(err, ES_EINVAL,
-                       "aggregate definition '%s' has ABI version %u; this eskit expects %d; "
-                       "rebuild it against this eskit's headers",
-                       def->type ? def->type : "?", def->abi_version, ES_AGGREGATE_ABI);
     es_err rc = es_validate_aggregate_type(def->type, err);
     if (rc != ES_OK)
         return rc;
-    if (!def->state || !def->events || !def->events[0] || !def->commands || !def->commands[0] ||
-        !def->evolve || !def->decide)
-        return es_fail(err, ES_EINVAL,
-                       "aggregate definition '%s' needs state, events, commands, evolve and "
-                       "decide",
+    if (!def->state)
+        return es_fail(err, ES_EINVAL, "aggregate definition '%s' needs its state descriptor",
                        def->type);
-    /* Their names go into the log and its snapshots: the same limits as any type name. */
-    rc = es_validate_type_name("state type", def->state->name, err);
+    rc = check_side(def, "commands", def->command_handlers, sizeof *def->command_handlers,
+                    def->commands, def->decide != NULL, "command_handlers, or commands and decide",
+                    err);
+    if (rc == ES_OK)
+        rc = check_side(def, "events", def->evolvers, sizeof *def->evolvers, def->events,
+                        def->evolve != NULL, "evolvers, or events and evolve", err);
+    for (size_t i = 0; rc == ES_OK && def->command_handlers && def->command_handlers[i].command;
+         i++)
+        if (!def->command_handlers[i].decide)
+            rc = es_fail(err, ES_EINVAL, "aggregate definition '%s': command %s has no decide",
+                         def->type, def->command_handlers[i].command->name);
+    return rc;
+}
+
+/* A table side's type list, NULL-terminated, into out (n + 1 entries). */
+static void list_of(const void *table, size_t stride, const ProtobufCMessageDescriptor **out) {
+    size_t n = table_len(table, stride);
+    for (size_t i = 0; i < n; i++)
+        out[i] = *(const ProtobufCMessageDescriptor *const *)((const char *)table + i * stride);
+    out[n] = NULL;
+}
+
+/* The caller's definition in this ABI's layout: the fields its abi_version has (the rest
+ * zero), and for a table side the type list made from the table, so that the rest of the
+ * library reads one layout and one list of types. */
+static es_err normalise(const es_aggregate_def *given, registration *reg, es_error_t *err) {
+    if (given->abi_version < 1 || given->abi_version > ES_AGGREGATE_ABI)
+        return es_fail(err, ES_EINVAL,
+                       "aggregate definition '%s' has ABI version %d; this eskit (%s) takes 1 to "
+                       "%d: build it against the headers of the eskit it runs with",
+                       given->type ? given->type : "?", given->abi_version,
+                       es_version(NULL, NULL, NULL), ES_AGGREGATE_ABI);
+    es_aggregate_def *def = calloc(1, sizeof *def);
+    if (!def)
+        return es_fail(err, ES_ENOMEM, "out of memory registering an aggregate");
+    memcpy(def, given, given->abi_version == 1 ? AGGREGATE_ABI1_SIZE : sizeof *def);
+    reg->def = def;
+    es_err rc = check_def(def, err);
+    if (rc != ES_OK)
+        return rc;
+    size_t nc = table_len(def->command_handlers, sizeof *def->command_handlers);
+    size_t ne = table_len(def->evolvers, sizeof *def->evolvers);
+    if (nc + ne == 0)
+        return ES_OK;
+    if (!(reg->lists = calloc(nc + ne + 2, sizeof *reg->lists)))
+        return es_fail(err, ES_ENOMEM, "out of memory registering '%s'", def->type);
+    if (nc) {
+        list_of(def->command_handlers, sizeof *def->command_handlers, reg->lists);
+        def->commands = reg->lists;
+    }
+    if (ne) {
+        list_of(def->evolvers, sizeof *def->evolvers, reg->lists + nc + 1);
+        def->events = reg->lists + nc + 1;
+    }
+    return ES_OK;
+}
+
+/* Their names go into the log and its snapshots: the same limits as any type name. */
+static es_err check_names(const es_aggregate_def *def, es_error_t *err) {
+    es_err rc = es_validate_type_name("state type", def->state->name, err);
     for (size_t i = 0; rc == ES_OK && def->events[i]; i++)
         rc = es_validate_type_name("event type", def->events[i]->name, err);
     for (size_t i = 0; rc == ES_OK && def->commands[i]; i++)
@@ -194,22 +282,54 @@ static es_err check_def(const es_aggregate_def *def, es_error_t *err) {
     return rc;
 }
 
+es_err es_aggregate_evolve(const es_aggregate_def *def, ProtobufCMessage *state,
+                           const ProtobufCMessage *event, void *opaque, es_error_t *err) {
+    if (def->evolve)
+        return def->evolve(state, event, opaque, err);
+    for (const es_evolver_t *e = def->evolvers; e && e->event; e++)
+        if (e->event == event->descriptor)
+            return e->evolve ? e->evolve(state, event, opaque, err) : ES_OK;
+    return es_fail(err, ES_EUNKNOWN_TYPE, "%s has no evolver for %s", def->type,
+                   event->descriptor->name);
+}
+
+es_err es_aggregate_decide(const es_aggregate_def *def, const ProtobufCMessage *state,
+                           const ProtobufCMessage *command, es_decision_t *d, void *opaque) {
+    if (def->decide)
+        return def->decide(state, command, d, opaque);
+    for (const es_command_handler_t *h = def->command_handlers; h && h->command; h++)
+        if (h->command == command->descriptor)
+            return h->decide(state, command, d, opaque);
+    return es_reject(d, "%s has no handler for %s", def->type, command->descriptor->name);
+}
+
 es_err es_engine_register(es_engine_t *engine, const es_aggregate_def *def, void *opaque,
                           es_error_t *err) {
-    es_err rc = check_def(def, err);
-    if (rc != ES_OK)
-        return rc;
-    if (find_reg(engine, def->type))
-        return es_fail(err, ES_ESTATE, "aggregate type '%s' is already registered", def->type);
-    if (engine->n_regs == engine->cap_regs) {
+    if (!engine || !def)
+        return es_fail(err, ES_EINVAL, "es_engine_register: %s is NULL",
+                       engine ? "the definition" : "engine");
+    registration reg = {.opaque = opaque};
+    es_err rc = normalise(def, &reg, err);
+    if (rc == ES_OK)
+        rc = check_names(reg.def, err);
+    if (rc == ES_OK && find_reg(engine, def->type))
+        rc = es_fail(err, ES_ESTATE, "aggregate type '%s' is already registered", def->type);
+    if (rc == ES_OK && engine->n_regs == engine->cap_regs) {
         size_t cap = engine->cap_regs ? engine->cap_regs * 2 : 8;
         registration *r = realloc(engine->regs, cap * sizeof *r);
-        if (!r)
-            return es_fail(err, ES_ENOMEM, "out of memory registering '%s'", def->type);
-        engine->regs = r;
-        engine->cap_regs = cap;
+        if (r) {
+            engine->regs = r;
+            engine->cap_regs = cap;
+        } else {
+            rc = es_fail(err, ES_ENOMEM, "out of memory registering '%s'", def->type);
+        }
     }
-    engine->regs[engine->n_regs++] = (registration){def, opaque};
+    if (rc != ES_OK) {
+        free(reg.def);
+        free(reg.lists);
+        return rc;
+    }
+    engine->regs[engine->n_regs++] = reg;
     return ES_OK;
 }
 
@@ -371,7 +491,7 @@ static es_err fold(exec_ctx *x, const char *event_type, const uint8_t *payload, 
         return es_fail(err, ES_EDECODE, "%s/%s version %llu: payload (%zu bytes) is not a valid %s",
                        def->type, x->cmd->aggregate_id, (unsigned long long)version, len,
                        event_type);
-    rc = def->evolve(x->state, msg, x->reg->opaque, err);
+    rc = es_aggregate_evolve(def, x->state, msg, x->reg->opaque, err);
     if (rc != ES_OK && err && !err->message[0])
         es_fail(err, rc, "%s/%s version %llu: evolve failed on %s", def->type, x->cmd->aggregate_id,
                 (unsigned long long)version, event_type);
@@ -696,7 +816,7 @@ static es_err apply_decision(exec_ctx *x, const es_decision_t *d, es_error_t *er
 static es_err decide_and_apply(exec_ctx *x, es_error_t *err) {
     const registration *reg = x->reg;
     es_decision_t d = {.def = reg->def};
-    es_err rc = reg->def->decide(x->state, x->cmd->message, &d, reg->opaque);
+    es_err rc = es_aggregate_decide(reg->def, x->state, x->cmd->message, &d, reg->opaque);
     x->res->version = x->version;
     if (rc == ES_OK && d.error != ES_OK)
         rc = d.error;

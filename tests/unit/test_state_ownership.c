@@ -188,10 +188,13 @@ static const ProtobufCMessageDescriptor *const array_commands[] = {
     &orders__v1__place_order__descriptor, NULL};
 
 Test(state_ownership, a_borrowed_array_or_sub_message_is_named_with_its_place) {
-    static const es_aggregate_def def = {
-        ES_AGGREGATE_ABI, "test.basket",  &orders__v1__place_order__descriptor,
-        array_events,     array_commands, NULL,
-        array_evolve,     array_decide};
+    static const es_aggregate_def def = {.abi_version = ES_AGGREGATE_ABI,
+                                         .type = "test.basket",
+                                         .state = &orders__v1__place_order__descriptor,
+                                         .events = array_events,
+                                         .commands = array_commands,
+                                         .evolve = array_evolve,
+                                         .decide = array_decide};
     open_with(&demo_order_def);
     es_error_t err = {0};
     cr_assert_eq(es_engine_register(engine, &def, NULL, &err), ES_OK, "%s", err.message);

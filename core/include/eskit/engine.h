@@ -29,24 +29,48 @@ extern "C" {
 typedef struct es_engine es_engine_t;
 typedef struct es_decision es_decision_t;
 
-#define ES_AGGREGATE_ABI 1
+/* The definition layout of these headers. es_engine_register accepts a definition of this
+ * ABI or any older one (it reads only the fields its abi_version has: a program built against
+ * older headers keeps working) and refuses a newer one. docs/abi.md has the rules. */
+#define ES_AGGREGATE_ABI 2
 
-/* An aggregate type. Callbacks run on the thread calling es_execute, with the
- * opaque given to es_engine_register. */
+/* Folds one event into state. An error stops the load with that error. */
+typedef es_err es_evolve_cb(ProtobufCMessage *state, const ProtobufCMessage *event, void *opaque,
+                            es_error_t *err);
+/* Emits events with es_emit, or returns es_reject(d, ...). */
+typedef es_err es_decide_cb(const ProtobufCMessage *state, const ProtobufCMessage *command,
+                            es_decision_t *d, void *opaque);
+
+/* One command type and its decide; a table of them ends with {NULL}. */
+typedef struct es_command_handler {
+    const ProtobufCMessageDescriptor *command;
+    es_decide_cb *decide;
+} es_command_handler_t;
+
+/* One event type and its evolve; NULL when the event changes nothing in the state. A table of
+ * them ends with {NULL}. */
+typedef struct es_evolver {
+    const ProtobufCMessageDescriptor *event;
+    es_evolve_cb *evolve;
+} es_evolver_t;
+
+/* An aggregate type. Each side is given one of two ways: as tables (command_handlers,
+ * evolvers: the engine finds the function of each message type), or as a list of types with
+ * one function that takes them all (commands + decide, events + evolve). Callbacks run on the
+ * thread calling es_execute, with the opaque given to es_engine_register. */
 typedef struct es_aggregate_def {
-    uint32_t abi_version; /* ES_AGGREGATE_ABI */
-    const char *type;     /* "<domain>.<aggregate>", e.g. "orders.order" */
+    int abi_version;  /* ES_AGGREGATE_ABI */
+    const char *type; /* "<domain>.<aggregate>", e.g. "orders.order" */
     const ProtobufCMessageDescriptor *state;
-    const ProtobufCMessageDescriptor *const *events;   /* NULL-terminated */
-    const ProtobufCMessageDescriptor *const *commands; /* NULL-terminated */
+    const ProtobufCMessageDescriptor *const *events;   /* NULL-terminated; NULL with evolvers */
+    const ProtobufCMessageDescriptor *const *commands; /* NULL-terminated; NULL with handlers */
     /* Optional: adjusts a state the engine initialised to the message defaults. */
     void (*initial_state)(ProtobufCMessage *state, void *opaque);
-    /* Folds one event into state. An error stops the load with that error. */
-    es_err (*evolve)(ProtobufCMessage *state, const ProtobufCMessage *event, void *opaque,
-                     es_error_t *err);
-    /* Emits events with es_emit, or returns es_reject(d, ...). */
-    es_err (*decide)(const ProtobufCMessage *state, const ProtobufCMessage *command,
-                     es_decision_t *d, void *opaque);
+    es_evolve_cb *evolve; /* with events */
+    es_decide_cb *decide; /* with commands */
+    /* ABI 2 */
+    const es_command_handler_t *command_handlers; /* instead of commands + decide */
+    const es_evolver_t *evolvers;                 /* instead of events + evolve */
 } es_aggregate_def;
 
 typedef struct es_command {
