@@ -12,6 +12,7 @@ static const es_backend embedded = {
     .new_executor = NULL,
     .accept_end = es_log_sqlite_accept_end,
     .no_store = NULL,
+    .no_all = NULL,
     .local_file = 1,
     .partitioned = 0,
 };
@@ -24,6 +25,11 @@ static const es_backend kafka = {
     .accept_end = NULL,
     .no_store = "on the Kafka backend, events are written by the command processor "
                 "(es_processor_t): use es_execute, which sends the command to it",
+    .no_all = "the Kafka backend cannot run commands all-or-nothing: each goes to the processor "
+              "owning its aggregate's partition of <type>.commands, different partitions and "
+              "aggregate types have different owners, and none can roll back another's commit; "
+              "nothing was sent. Run a process over several aggregates as a saga (es_saga_def, "
+              "<eskit/saga.h>), or use es_execute_batch, which is per command",
     .local_file = 0,
     .partitioned = 1,
 };

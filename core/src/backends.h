@@ -43,6 +43,8 @@ struct es_backend {
     es_err (*accept_end)(const es_config_t *cfg, int64_t *before, int64_t *after, es_error_t *err);
     /* Why the event store's writes are refused, when the log has no store. */
     const char *no_store;
+    /* Why es_execute_all is refused, when the executor cannot run a batch all-or-nothing. */
+    const char *no_all;
     unsigned local_file : 1;  /* the log is the file the config key db names */
     unsigned partitioned : 1; /* topics of partitions, no global order: the runner's log-order
                                  rule is on by default, records can repeat */

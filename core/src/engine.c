@@ -3,7 +3,9 @@
  * it each command is looked up by id (exactly-once), its aggregate loaded
  * (snapshot, then later events), decided, folded, appended, snapshotted when
  * due and recorded. A command's own failure (rejection, conflict, bad input)
- * becomes its result and touches nothing; a storage failure aborts the batch.
+ * becomes its result and touches nothing; a storage failure aborts the batch. An
+ * all-or-nothing batch (es_execute_all) is the same loop stopped by the first command that is
+ * not accepted: it rolls back, and the states of its aggregates leave the cache.
  *
  * Decided states stay in memory (state_entry, an LRU) keyed by aggregate and
  * are reused when their version equals the stream's current version: history
@@ -910,26 +912,109 @@ static es_err run_command(es_engine_t *engine, es_log_t *log, const es_command_t
     return execute_one(&x, err);
 }
 
-es_err es_engine_execute_hooked(es_engine_t *engine, const es_command_t *cmds, size_t n,
-                                es_result_t *results, es_engine_hook *hook, void *opaque,
-                                es_error_t *err) {
+/* What the first command that is not accepted does to the batch. */
+typedef enum batch_mode {
+    PER_COMMAND,    /* it is its own result; the others run and commit (es_execute_batch) */
+    ALL_OR_NOTHING, /* it aborts the batch: everything rolls back (es_execute_all) */
+} batch_mode;
+
+/* After an all-or-nothing batch rolled back: the states it loaded may hold its events, so the
+ * entries of its aggregates go (the others are untouched by it). A command that failed its
+ * checks may name no valid aggregate: its key is skipped when it cannot fit. */
+static void forget_batch_states(es_engine_t *e, const es_command_t *cmds, size_t n) {
+    char key[STATE_KEY_MAX];
+    for (size_t i = 0; i < n; i++) {
+        const es_command_t *c = &cmds[i];
+        if (!c->aggregate_type || !c->aggregate_id ||
+            strlen(c->aggregate_type) + 1 + strlen(c->aggregate_id) > sizeof key)
+            continue;
+        es_lru_remove(e->states, key, state_key(c->aggregate_type, c->aggregate_id, key));
+    }
+    e->due_keys.len = 0;
+}
+
+static const char *what_happened(es_outcome o) {
+    switch (o) {
+    case ES_OUTCOME_REJECTED:
+        return "was rejected";
+    case ES_OUTCOME_CONFLICT:
+        return "met a version conflict";
+    default:
+        return "failed";
+    }
+}
+
+/* The results of a rolled-back all-or-nothing batch: the culprit k keeps its own (without
+ * events: none were appended), every other command is ES_EABORTED naming k. Returns k's code. */
+static es_err abort_results(const es_command_t *cmds, size_t n, es_result_t *results, size_t k,
+                            es_error_t *err) {
+    es_result_t *culprit = &results[k];
+    const es_command_t *ck = &cmds[k];
+    char reason[ES_MAX_ID_LEN + ES_MAX_TYPE_LEN + ES_MAX_ID_LEN + 160];
+    for (size_t i = 0; i < culprit->n_events; i++)
+        es_event_free(culprit->events[i]);
+    free(culprit->events);
+    culprit->events = NULL;
+    culprit->n_events = 0;
+    snprintf(reason, sizeof reason,
+             "not executed: command %zu (%.*s for %.*s/%.*s) of this es_execute_all %s; nothing "
+             "of the batch was appended",
+             k, ES_MAX_ID_LEN, culprit->command_id, ES_MAX_TYPE_LEN,
+             ck->aggregate_type ? ck->aggregate_type : "?", ES_MAX_ID_LEN,
+             ck->aggregate_id ? ck->aggregate_id : "?", what_happened(culprit->outcome));
+    char *escaped = es_needs_escape(reason) ? es_escape_dup(reason) : NULL; /* one line of text */
+    for (size_t i = 0; i < n; i++) {
+        if (i == k)
+            continue;
+        es_result_t *r = &results[i];
+        if (i < k)
+            es_result_clear(r);
+        memset(r, 0, sizeof *r);
+        r->outcome = ES_OUTCOME_ERROR;
+        r->code = ES_EABORTED;
+        r->command_id =
+            cmds[i].command_id && *cmds[i].command_id ? strdup(cmds[i].command_id) : NULL;
+        r->reason = strdup(escaped ? escaped : reason);
+    }
+    free(escaped);
+    return es_fail(err, culprit->code,
+                   "es_execute_all: command %zu of %zu (%s for %s/%s) %s, so the whole batch was "
+                   "rolled back and nothing was appended: %s",
+                   k, n, culprit->command_id, ck->aggregate_type ? ck->aggregate_type : "?",
+                   ck->aggregate_id ? ck->aggregate_id : "?", what_happened(culprit->outcome),
+                   culprit->reason ? culprit->reason : es_strerror(culprit->code));
+}
+
+/* The local executor: the commands in one transaction of the engine's log, hook before the
+ * commit. culprit is set to the command that aborted an all-or-nothing batch, or n. */
+static es_err execute_local(es_engine_t *engine, const es_command_t *cmds, size_t n,
+                            es_result_t *results, batch_mode mode, es_engine_hook *hook,
+                            void *opaque, size_t *culprit, es_error_t *err) {
     es_log_t *log;
+    *culprit = n;
     es_err rc = es_store_lock(engine->store, &log, err);
     if (rc != ES_OK)
         return rc;
     rc = log->store->begin(log, err);
     size_t done = 0;
-    for (; rc == ES_OK && done < n; done++)
+    for (; rc == ES_OK && done < n && *culprit == n; done++) {
         rc = run_command(engine, log, &cmds[done], &results[done], err);
-    if (rc == ES_OK)
+        if (rc == ES_OK && mode == ALL_OR_NOTHING && results[done].code != ES_OK)
+            *culprit = done;
+    }
+    int commit = rc == ES_OK && *culprit == n;
+    if (commit)
         rc = write_due_snapshots(engine, log, err);
-    if (rc == ES_OK && hook)
+    if (commit && rc == ES_OK && hook)
         rc = hook(opaque, log, cmds, results, n, err);
-    if (rc == ES_OK)
+    if (commit && rc == ES_OK)
         rc = log->store->commit(log, err);
     else
         log->store->rollback(log);
-    if (rc == ES_OK) {
+    if (rc == ES_OK && commit) {
+        es_lru_trim(engine->states);
+    } else if (rc == ES_OK) {
+        forget_batch_states(engine, cmds, done);
         es_lru_trim(engine->states);
     } else {
         forget_states(engine);
@@ -938,6 +1023,13 @@ es_err es_engine_execute_hooked(es_engine_t *engine, const es_command_t *cmds, s
     }
     es_store_unlock(engine->store);
     return rc;
+}
+
+es_err es_engine_execute_hooked(es_engine_t *engine, const es_command_t *cmds, size_t n,
+                                es_result_t *results, es_engine_hook *hook, void *opaque,
+                                es_error_t *err) {
+    size_t culprit;
+    return execute_local(engine, cmds, n, results, PER_COMMAND, hook, opaque, &culprit, err);
 }
 
 es_err es_execute_batch_until(es_engine_t *engine, const es_command_t *cmds, size_t n,
@@ -952,6 +1044,24 @@ es_err es_execute_batch_until(es_engine_t *engine, const es_command_t *cmds, siz
 es_err es_execute_batch(es_engine_t *engine, const es_command_t *cmds, size_t n,
                         es_result_t *results, es_error_t *err) {
     return es_execute_batch_until(engine, cmds, n, results, NULL, err);
+}
+
+es_err es_execute_all(es_engine_t *engine, const es_command_t *cmds, size_t n, es_result_t *results,
+                      es_error_t *err) {
+    if (!engine || (n && (!cmds || !results)))
+        return es_fail(err, ES_EINVAL, "es_execute_all: engine, commands and results needed");
+    if (n)
+        memset(results, 0, n * sizeof *results);
+    if (engine->remote) {
+        const char *why = es_backend_of(es_store_config(engine->store))->no_all;
+        return es_fail(err, ES_EINVAL, "es_execute_all of %zu command(s): %s", n,
+                       why ? why : "this backend cannot run a batch all-or-nothing");
+    }
+    size_t culprit;
+    es_err rc = execute_local(engine, cmds, n, results, ALL_OR_NOTHING, NULL, NULL, &culprit, err);
+    if (rc == ES_OK && culprit < n)
+        rc = abort_results(cmds, n, results, culprit, err);
+    return rc;
 }
 
 es_err es_execute(es_engine_t *engine, const es_command_t *cmd, es_result_t *res, es_error_t *err) {

@@ -36,6 +36,8 @@ const char *es_strerror(es_err code) {
         return "ES_ERETRY";
     case ES_EIDREUSED:
         return "ES_EIDREUSED";
+    case ES_EABORTED:
+        return "ES_EABORTED";
     }
     return "ES_E?";
 }

@@ -21,7 +21,9 @@
  * Documented differences from the embedded engine: es_execute_batch is atomic
  * per command, not per batch (its commands may land on different partitions
  * and owners), and the returned events carry their partition but offset -1
- * (a reply does not carry Kafka offsets).
+ * (a reply does not carry Kafka offsets). es_execute_all never reaches this executor: the
+ * engine refuses it with the backend descriptor's no_all (backends.c), since the commands of
+ * one call may have several owners and none can roll back another's commit.
  */
 #include "remote.h"
 #include "kafka/wire.h"

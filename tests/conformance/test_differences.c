@@ -153,3 +153,44 @@ Test(differences, read_log_positions_are_commit_order_embedded_and_a_walk_count_
         cr_assert_eq(after, rest.ev[1].offset + 1);
     }
 }
+
+/* design.md, Known limits: "es_execute_all is refused [on Kafka] with ES_EINVAL before anything
+ * is sent ... a process over several aggregates is a saga." Embedded: one transaction, all or
+ * nothing. A single command of a single partition is refused too: the refusal does not depend
+ * on where the commands would go. */
+Test(differences, an_all_or_nothing_batch_runs_embedded_and_is_refused_on_kafka_naming_a_saga) {
+    Orders__V1__PlaceOrder m = ORDERS__V1__PLACE_ORDER__INIT;
+    m.customer_id = "alice";
+    m.n_items = 1;
+    m.items = items;
+    m.currency = "EUR";
+    es_command_t cmds[3] = {{.aggregate_type = ORDER, .aggregate_id = "o-7", .message = &m.base},
+                            {.aggregate_type = ORDER, .aggregate_id = "o-8", .message = &m.base},
+                            {.aggregate_type = ORDER, .aggregate_id = "o-9", .message = &m.base}};
+    es_result_t res[2], res9;
+    es_error_t err = {0};
+    es_err rc = es_execute_all(tb_engine(b), cmds, 2, res, &err);
+    es_error_t one_err = {0};
+    es_err one = es_execute_all(tb_engine(b), &cmds[2], 1, &res9, &one_err);
+    if (tb_kafka(b)) {
+        cr_assert_eq(rc, ES_EINVAL, "got %s: %s", es_strerror(rc), err.message);
+        cr_assert(strstr(err.message, "saga"), "%s", err.message);
+        cr_assert(strstr(err.message, "nothing was sent"), "%s", err.message);
+        cr_assert_eq(one, ES_EINVAL, "got %s: %s", es_strerror(one), one_err.message);
+        uint64_t v = 99;
+        cr_assert_eq(es_store_stream_version(tb_store(b), ORDER, "o-7", &v, &err), ES_OK, "%s",
+                     err.message);
+        cr_assert_eq(v, 0);
+    } else {
+        cr_assert_eq(rc, ES_OK, "%s", err.message);
+        cr_assert_eq(one, ES_OK, "%s", one_err.message);
+        cr_assert_eq(res[1].outcome, ES_OUTCOME_ACCEPTED);
+        cr_assert_eq(res9.outcome, ES_OUTCOME_ACCEPTED);
+        es_result_clear(&res[0]);
+        es_result_clear(&res[1]);
+        es_result_clear(&res9);
+        stream_of("o-7", 1);
+        stream_of("o-8", 1);
+        stream_of("o-9", 1);
+    }
+}

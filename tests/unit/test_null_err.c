@@ -116,8 +116,15 @@ Test(null_err, store_and_engine_fail_without_an_error_struct) {
     cr_expect_eq(es_execute(engine, &cmd, NULL, NULL), ES_EUNKNOWN_TYPE);
     cr_expect_eq(es_execute(engine, NULL, NULL, NULL), ES_EINVAL);
     cr_expect_eq(es_execute_batch(NULL, &cmd, 1, NULL, NULL), ES_EINVAL);
+    cr_expect_eq(es_execute_all(NULL, &cmd, 1, NULL, NULL), ES_EINVAL);
     cr_assert_eq(demo_register_all(engine, NULL), ES_OK);
     cr_expect_eq(es_execute(engine, &cmd, NULL, NULL), ES_EREJECTED, "never placed");
+    es_result_t res[2];
+    es_command_t two[2] = {cmd, cmd};
+    cr_expect_eq(es_execute_all(engine, two, 2, res, NULL), ES_EREJECTED, "aborted");
+    cr_expect_eq(res[1].code, ES_EABORTED);
+    es_result_clear(&res[0]);
+    es_result_clear(&res[1]);
     es_engine_destroy(engine);
 }
 

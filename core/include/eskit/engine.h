@@ -126,10 +126,11 @@ ES_API es_err es_engine_register(es_engine_t *engine, const es_aggregate_def *de
 ES_API es_err es_execute(es_engine_t *engine, const es_command_t *cmd, es_result_t *res,
                          es_error_t *err);
 
-/* Executes n commands in order; each results[i] holds its command's outcome, and a rejected
- * command does not stop the others: their events are appended (this is a batch per command,
- * not all-or-nothing; a transfer between two accounts wants a saga). The call fails only when
- * the batch as a whole did.
+/* PER COMMAND, NOT ALL-OR-NOTHING: executes n commands in order, each on its own; results[i]
+ * holds command i's outcome, and a rejected, conflicting or invalid command does not stop the
+ * others: their events are appended. A transfer written as such a batch creates money when
+ * the debit is rejected; use es_execute_all for all-or-nothing, a saga (<eskit/saga.h>) across
+ * aggregates on Kafka. The call fails only when the batch as a whole did.
  * Embedded: one transaction, so the accepted commands' events are durable together or not at
  * all, and a failed call appended nothing.
  * Kafka: each command goes to the processor owning its aggregate's partition, so the batch is
@@ -138,6 +139,30 @@ ES_API es_err es_execute(es_engine_t *engine, const es_command_t *cmd, es_result
  * carry offsets). */
 ES_API es_err es_execute_batch(es_engine_t *engine, const es_command_t *cmds, size_t n,
                                es_result_t *results, es_error_t *err);
+
+/* ALL-OR-NOTHING, unlike es_execute_batch: executes n commands in order in one transaction,
+ * and the first command that is not accepted (rejected, conflict, ES_EIDREUSED, invalid,
+ * unknown type, any error) aborts the whole batch: nothing is appended, no snapshot and no
+ * command id is recorded, and no cached state keeps anything of it, so sending the same batch
+ * again runs as a first execution. Returns ES_OK when every command was accepted (results as
+ * es_execute_batch gives them); otherwise the culprit k's code (ES_EREJECTED, ES_ECONFLICT,
+ * ...), err naming k, its command id and its reason. Then results[k] keeps its outcome, code
+ * and reason (its versions as seen inside the rolled-back batch, no events), and every other
+ * results[i] is ES_OUTCOME_ERROR with code ES_EABORTED, no versions or events, the caller's
+ * command id (NULL when it gave none) and a reason naming k: "not executed: command k ... was
+ * rejected; nothing of the batch was appended". A failure of the batch as a whole returns its
+ * error with every result cleared. Caller frees results with es_result_clear.
+ * Command ids: a command whose id already ran is answered from its record, as by es_execute
+ * (an accepted duplicate counts as accepted, a recorded rejection aborts the batch); a command
+ * id given twice inside the batch is the same command sent twice: the second is answered as a
+ * duplicate of the first (or is ES_EIDREUSED, aborting the batch, when it differs).
+ * Kafka: refused with ES_EINVAL before anything is sent, whatever the commands: they go to the
+ * processors owning their partitions (different owners for different partitions and aggregate
+ * types), and no owner can roll back another's commit without a distributed transaction. A
+ * process over several aggregates is a saga (es_saga_def, <eskit/saga.h>): each step its own
+ * command, a failed step compensated. */
+ES_API es_err es_execute_all(es_engine_t *engine, const es_command_t *cmds, size_t n,
+                             es_result_t *results, es_error_t *err);
 
 ES_API void es_result_clear(es_result_t *res);
 

@@ -29,6 +29,7 @@ typedef enum es_err {
     ES_ESTATE = -12,        /* the call does not fit the object's state (e.g. registering twice) */
     ES_ERETRY = -13,        /* a transient failure: the same call may succeed later */
     ES_EIDREUSED = -14,     /* the command id was used before for a different command */
+    ES_EABORTED = -15,      /* not executed: another command of its es_execute_all failed */
 } es_err;
 
 /* Filled by failing calls; message is always NUL-terminated. */

@@ -18,9 +18,9 @@ extern "C" {
 #endif
 
 /*
- * Limits on what enters the log, checked on every way in (es_execute, es_execute_batch, the
- * Kafka command processor, es_store_append, saga sends); a command that breaks one is refused
- * with ES_EINVAL naming the field. docs/limits.md has the table and the reasons.
+ * Limits on what enters the log, checked on every way in (es_execute, es_execute_batch,
+ * es_execute_all, the Kafka command processor, es_store_append, saga sends); a command that breaks
+ * one is refused with ES_EINVAL naming the field. docs/limits.md has the table and the reasons.
  *
  *   aggregate type             1..128 bytes, "<domain>.<aggregate>", lowercase [a-z0-9-] segments
  *   aggregate id, command id,  1..255 bytes of text (a correlation id may be empty: none)
