@@ -134,6 +134,7 @@ static const key_spec keys[] = {
     {"topics.consumers", "1", check_uint},
     {"topics.partition.throughput", "5000", check_positive},
     {"topics.throughput", "1000", check_uint},
+    {"types.modules", NULL, check_nonempty},
 };
 #define N_KEYS (sizeof keys / sizeof *keys)
 
@@ -169,6 +170,7 @@ static const struct code_key {
     const char *feature; /* librdkafka builtin.features entry it needs */
 } code_keys[] = {
     {"projector.path", NULL},                         /* dirs projector modules are dlopened from */
+    {"types.modules", NULL},                          /* types modules, dlopened by esctl */
     {"kafka.plugin.library.paths", "plugins"},        /* libraries dlopened as the key is set */
     {"kafka.ssl.engine.location", "ssl"},             /* an OpenSSL engine library */
     {"kafka.ssl.engine.id", "ssl"},                   /* the engine OpenSSL loads by name */
@@ -239,7 +241,7 @@ static es_err check_key(const char *key, const char *value, es_error_t *err) {
             "on.error, on.unknown, path, retries, retry.backoff.ms}, readmodel.db, "
             "replay.batch.size, saga.{db, retention.ms}, service.name, snapshot.every, "
             "sqlite.{busy.timeout.ms, synchronous}, state.db, topics.aggregates, "
-            "topics.consumers, topics.partition.throughput, topics.throughput, "
+            "topics.consumers, topics.partition.throughput, topics.throughput, types.modules, "
             "kafka.<librdkafka property>",
             key);
     return spec->check(key, value, err);

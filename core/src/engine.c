@@ -49,6 +49,7 @@ struct es_engine {
     size_t ne_cap;
     es_buf_t due_keys; /* keys of entries whose snapshot is due, each klen + key */
     es_fingerprinter_t fingerprinter;
+    int readonly;         /* es_engine_open(ES_OPEN_READONLY): loads states, executes nothing */
     es_executor *remote;  /* the backend's remote executor (Kafka: commands go to the partition
                              owners); NULL: commands run here, on the store */
     es_pb_arena_t *arena; /* the events being folded, until settle_state */
@@ -102,13 +103,19 @@ struct es_decision {
 };
 
 es_err es_engine_new(const es_config_t *cfg, es_engine_t **out, es_error_t *err) {
+    return es_engine_open(cfg, ES_OPEN_WRITE, out, err);
+}
+
+es_err es_engine_open(const es_config_t *cfg, es_open_mode mode, es_engine_t **out,
+                      es_error_t *err) {
     if (!out)
-        return es_fail(err, ES_EINVAL, "es_engine_new: out is required");
+        return es_fail(err, ES_EINVAL, "es_engine_open: out is required");
     *out = NULL;
     es_engine_t *e = calloc(1, sizeof *e);
     if (!e)
         return es_fail(err, ES_ENOMEM, "out of memory creating an engine");
-    es_err rc = es_store_new(cfg, &e->store, err);
+    e->readonly = mode == ES_OPEN_READONLY;
+    es_err rc = es_store_open(cfg, mode, &e->store, err);
     if (rc != ES_OK) {
         free(e);
         return rc;
@@ -126,7 +133,7 @@ es_err es_engine_new(const es_config_t *cfg, es_engine_t **out, es_error_t *err)
         return es_fail(err, ES_ENOMEM, "out of memory creating an engine");
     }
     const es_backend *b = es_backend_of(c);
-    if (b->new_executor && (rc = b->new_executor(c, &e->remote, err)) != ES_OK) {
+    if (!e->readonly && b->new_executor && (rc = b->new_executor(c, &e->remote, err)) != ES_OK) {
         es_engine_destroy(e);
         return rc;
     }
@@ -281,6 +288,18 @@ static es_err check_names(const es_aggregate_def *def, es_error_t *err) {
         rc = es_validate_type_name("command type", def->commands[i]->name, err);
     if (rc != ES_OK)
         es_error_prefix(err, "aggregate definition '%s': ", def->type);
+    return rc;
+}
+
+es_err es_aggregate_check(const es_aggregate_def *def, es_error_t *err) {
+    if (!def)
+        return es_fail(err, ES_EINVAL, "es_engine_register: definition is NULL");
+    registration reg = {0};
+    es_err rc = normalise(def, &reg, err);
+    if (rc == ES_OK)
+        rc = check_names(reg.def, err);
+    free(reg.def);
+    free(reg.lists);
     return rc;
 }
 
@@ -517,6 +536,8 @@ static uint64_t state_from_snapshot(exec_ctx *x) {
     const es_aggregate_def *def = x->reg->def;
     es_snapshot_t *snap = NULL;
     uint64_t from = 0;
+    if (!x->log->store) /* Kafka's reader: no snapshots but the processors' */
+        return 0;
     if (x->log->store->get_snapshot(x->log, def->type, x->cmd->aggregate_id, &snap, NULL) != ES_OK)
         return 0;
     if (snap->version <= x->version && !strcmp(snap->state_type, def->state->name)) {
@@ -1036,6 +1057,10 @@ es_err es_execute_batch_until(es_engine_t *engine, const es_command_t *cmds, siz
                               es_result_t *results, const es_stop_t *stop, es_error_t *err) {
     if (!engine || (n && (!cmds || !results)))
         return es_fail(err, ES_EINVAL, "es_execute_batch: engine, commands and results needed");
+    if (engine->readonly)
+        return es_fail(err, ES_ESTATE,
+                       "es_execute_batch: this engine was opened read-only (ES_OPEN_READONLY) "
+                       "and executes no commands; open one with es_engine_new");
     if (engine->remote)
         return engine->remote->ops->execute(engine->remote, cmds, n, results, stop, err);
     return es_engine_execute_hooked(engine, cmds, n, results, NULL, NULL, err);
@@ -1076,5 +1101,57 @@ es_err es_execute(es_engine_t *engine, const es_command_t *cmd, es_result_t *res
     }
     if (!res)
         es_result_clear(&local);
+    return rc;
+}
+
+/* The state at x->version: a clone of the cached one, or rebuilt (and not cached: a read must
+ * not pin memory the writers' cache budgets for). */
+static es_err load_copy(exec_ctx *x, ProtobufCMessage **state, es_error_t *err) {
+    char key[STATE_KEY_MAX];
+    size_t klen = state_key(x->cmd->aggregate_type, x->cmd->aggregate_id, key);
+    state_entry *se = es_lru_get(x->engine->states, key, klen);
+    if (se && se->reg == x->reg && se->version == x->version) {
+        if (!(*state = es_pb_clone(se->state)))
+            return es_fail(err, ES_ENOMEM, "out of memory copying a %s state", x->reg->def->type);
+        return ES_OK;
+    }
+    es_err rc = rebuild_state(x, err);
+    if (rc == ES_OK)
+        *state = x->state;
+    else if (x->state)
+        protobuf_c_message_free_unpacked(x->state, NULL);
+    x->state = NULL;
+    return rc;
+}
+
+es_err es_engine_load_state(es_engine_t *engine, const char *aggregate_type,
+                            const char *aggregate_id, ProtobufCMessage **state, uint64_t *version,
+                            es_error_t *err) {
+    if (!engine || !state)
+        return es_fail(err, ES_EINVAL, "es_engine_load_state: engine and state are required");
+    *state = NULL;
+    es_err rc = es_validate_aggregate_type(aggregate_type, err);
+    if (rc == ES_OK)
+        rc = es_validate_aggregate_id(aggregate_id, err);
+    if (rc != ES_OK)
+        return rc;
+    const registration *reg = find_reg(engine, aggregate_type);
+    if (!reg)
+        return es_fail(err, ES_EUNKNOWN_TYPE,
+                       "aggregate type '%s' is not registered on this engine; register its "
+                       "definition with es_engine_register",
+                       aggregate_type);
+    es_log_t *log;
+    if ((rc = es_store_lock(engine->store, &log, err)) != ES_OK)
+        return rc;
+    es_command_t cmd = {.aggregate_type = aggregate_type, .aggregate_id = aggregate_id};
+    es_error_t cerr = {0};
+    exec_ctx x = {.engine = engine, .log = log, .cmd = &cmd, .reg = reg, .err = &cerr};
+    rc = log->reader->stream_version(log, aggregate_type, aggregate_id, &x.version, err);
+    if (rc == ES_OK)
+        rc = load_copy(&x, state, err);
+    es_store_unlock(engine->store);
+    if (rc == ES_OK && version)
+        *version = x.version;
     return rc;
 }

@@ -29,6 +29,8 @@ es_err es_aggregate_evolve(const es_aggregate_def *def, ProtobufCMessage *state,
 /* Calls the definition's decide, or the handler of command's type. */
 es_err es_aggregate_decide(const es_aggregate_def *def, const ProtobufCMessage *state,
                            const ProtobufCMessage *command, es_decision_t *d, void *opaque);
+/* The checks es_engine_register makes of a definition (ABI, type, descriptors, callbacks). */
+es_err es_aggregate_check(const es_aggregate_def *def, es_error_t *err);
 
 /* es_execute_batch that gives up its waits on Kafka (delivery, replies, metadata) soon after
  * stop is set (stop may be NULL), failing with ES_ERETRY: what a run loop's stop

@@ -4,18 +4,15 @@
  * callback gets (the read-model connection and a per-runner statement cache).
  */
 #include "projector_int.h"
+#include "module.h"
 
-#include <dlfcn.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 struct es_projector_module {
-    void *handle;
+    es_module mod;
     const es_projector_def *def;
-    char path[PATH_MAX];
 };
 
 static int name_char_ok(char c) {
@@ -66,84 +63,20 @@ es_err es_projector_check(const es_projector_def *def, const char *origin, es_er
     return ES_OK;
 }
 
-static int has_suffix(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && !strcmp(s + n - k, suffix);
-}
-
-/* Fills out with dir/name.so when that file exists. */
-static int probe(const char *dir, size_t dir_len, const char *name, char *out, size_t cap) {
-    int n = snprintf(out, cap, "%.*s/%s.so", (int)dir_len, dir, name);
-    return n > 0 && (size_t)n < cap && access(out, R_OK) == 0;
-}
-
-/* Directory of the running executable, for modules installed beside esctl. */
-static int exe_dir(char *out, size_t cap) {
-    ssize_t n = readlink("/proc/self/exe", out, cap - 1);
-    if (n <= 0)
-        return 0;
-    out[n] = '\0';
-    char *slash = strrchr(out, '/');
-    if (!slash)
-        return 0;
-    *slash = '\0';
-    return 1;
-}
-
-static es_err find_module(const es_config_t *cfg, const char *name, char *out, size_t cap,
-                          es_error_t *err) {
-    const char *path = es_config_get(cfg, "projector.path");
-    for (const char *p = path; p && *p;) {
-        const char *colon = strchr(p, ':');
-        size_t len = colon ? (size_t)(colon - p) : strlen(p);
-        if (len && probe(p, len, name, out, cap))
-            return ES_OK;
-        p = colon ? colon + 1 : p + len;
-    }
-    char dir[PATH_MAX], sub[PATH_MAX + 32];
-    if (exe_dir(dir, sizeof dir)) {
-        snprintf(sub, sizeof sub, "%s/projectors", dir);
-        if (probe(sub, strlen(sub), name, out, cap))
-            return ES_OK;
-        snprintf(sub, sizeof sub, "%s/../" ESKIT_INSTALL_LIBDIR "/eskit/projectors", dir);
-        if (probe(sub, strlen(sub), name, out, cap))
-            return ES_OK;
-    }
-    return es_fail(err, ES_ENOTFOUND,
-                   "no projector module '%s' (looked for %s.so in projector.path%s%s, beside the "
-                   "program in projectors/ and in ../" ESKIT_INSTALL_LIBDIR
-                   "/eskit/projectors); give "
-                   "its path",
-                   name, name, path ? " = " : "", path ? path : "");
-}
-
 es_err es_projector_load(const es_config_t *cfg, const char *name_or_path,
                          es_projector_module_t **out, es_error_t *err) {
     *out = NULL;
-    if (!name_or_path || !*name_or_path)
-        return es_fail(err, ES_EINVAL, "no projector module named");
     es_projector_module_t *m = calloc(1, sizeof *m);
     if (!m)
-        return es_fail(err, ES_ENOMEM, "out of memory loading %s", name_or_path);
-    es_err e = ES_OK;
-    if (strchr(name_or_path, '/') || has_suffix(name_or_path, ".so"))
-        snprintf(m->path, sizeof m->path, "%s", name_or_path);
-    else
-        e = find_module(cfg, name_or_path, m->path, sizeof m->path, err);
-    if (e == ES_OK && !(m->handle = dlopen(m->path, RTLD_NOW | RTLD_LOCAL)))
-        e = es_fail(err, access(m->path, R_OK) ? ES_ENOTFOUND : ES_EINVAL,
-                    "cannot load projector module %s: %s", m->path, dlerror());
-    es_projector_entry_fn *entry = NULL;
+        return es_fail(err, ES_ENOMEM, "out of memory loading %s",
+                       name_or_path ? name_or_path : "a projector module");
+    es_err e = es_module_open(cfg, "projector", name_or_path, ES_PROJECTOR_ENTRY,
+                              "your const es_projector_def *", &m->mod, err);
     if (e == ES_OK) {
-        *(void **)&entry = dlsym(m->handle, ES_PROJECTOR_ENTRY);
-        if (!entry)
-            e = es_fail(err, ES_EINVAL,
-                        "%s is not a projector module: it does not export %s() (define it "
-                        "to return your const es_projector_def *)",
-                        m->path, ES_PROJECTOR_ENTRY);
+        es_projector_entry_fn *entry;
+        *(void **)&entry = m->mod.entry;
+        e = es_projector_check(m->def = entry(), m->mod.path, err);
     }
-    if (e == ES_OK)
-        e = es_projector_check(m->def = entry(), m->path, err);
     if (e != ES_OK) {
         es_projector_unload(m);
         return e;
@@ -157,14 +90,13 @@ const es_projector_def *es_projector_module_def(const es_projector_module_t *mod
 }
 
 const char *es_projector_module_path(const es_projector_module_t *mod) {
-    return mod->path;
+    return mod->mod.path;
 }
 
 void es_projector_unload(es_projector_module_t *mod) {
     if (!mod)
         return;
-    if (mod->handle)
-        dlclose(mod->handle);
+    es_module_close(&mod->mod);
     free(mod);
 }
 

@@ -633,3 +633,13 @@ static const ProtobufCMessageDescriptor *const all_descriptors[] = {
 const ProtobufCMessageDescriptor *const *demo_descriptors(void) {
     return all_descriptors;
 }
+
+static const es_aggregate_def *const all_aggregates[] = {&demo_order_def, &demo_payment_def,
+                                                         &demo_item_def, NULL};
+
+const es_types_def demo_types = {
+    .abi_version = ES_TYPES_ABI,
+    .name = "order_saga",
+    .aggregates = all_aggregates,
+    .messages = all_descriptors,
+};

@@ -855,7 +855,9 @@ static void print_inspect(const struct demo *dm, const es_config_t *cfg) {
     else
         snprintf(log, sizeof log, "--db %s", es_config_get(cfg, "db"));
     printf("\ninspect what this run left:\n");
-    printf("  %s %s events orders.order %s\n", esctl, log, dm->ids[0]);
+    /* The domain's types are this demo's types module, not esctl's (order_saga_types.so). */
+    printf("  %s %s events orders.order %s --types order_saga_types\n", esctl, log, dm->ids[0]);
+    printf("  %s %s state orders.order %s --types order_saga_types\n", esctl, log, dm->ids[0]);
     printf("  %s %s --readmodel %s lag\n", esctl, log, rm);
     printf("  %s --readmodel %s dlq list\n", esctl, rm);
     if (!dm->kafka) {

@@ -73,6 +73,13 @@ Test(demo, keeps_a_runs_files_in_one_directory_and_ends_with_esctl_commands_that
         char *out = NULL, *err = NULL;
         int st = tu_run((const char *const[]){"/bin/sh", "-c", cmd, NULL}, NULL, &out, &err);
         cr_expect_eq(st, 0, "%s\nexited %d: %s", cmd, st, err);
+        /* The payloads and the state decode through the demo's types module. */
+        if (strstr(cmd, " events "))
+            cr_expect(strstr(out, "customer_id=") && !strstr(err, "hint"), "%s\n%s%s", cmd, out,
+                      err);
+        if (strstr(cmd, " state "))
+            cr_expect(strstr(out, "status: ORDER_STATUS_") && strstr(out, " version "), "%s\n%s%s",
+                      cmd, out, err);
         free(out);
         free(err);
         free(cmd);

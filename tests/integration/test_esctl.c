@@ -19,6 +19,9 @@ static char *dir;
 static char *db;
 
 static void setup(void) {
+    /* esctl knows no type of its own: the demo's payloads decode through its types module,
+     * found by name beside esctl. */
+    setenv("ESKIT_TYPES_MODULES", "order_saga_types", 1);
     unsetenv("ESKIT_DB");
     unsetenv("ESKIT_CONFIG");
     unsetenv("ESKIT_BROKERS");
@@ -246,6 +249,11 @@ Test(esctl, a_payload_of_an_unknown_type_is_shown_as_bytes) {
     run_result r = RUN("--db", db, "events", "acme.widget", "w-1");
     cr_expect_eq(r.status, 0, "stderr: %s", r.err);
     cr_expect_not_null(strstr(r.out, "payload=<4 bytes, type not known to esctl>"), "%s", r.out);
+    /* And one line on stderr saying how to make it known. */
+    assert_one_line_error(&r);
+    cr_expect_not_null(strstr(r.err, "hint: payload type 'acme.v1.WidgetMade' is not known"), "%s",
+                       r.err);
+    cr_expect_not_null(strstr(r.err, "--types"), "%s", r.err);
     run_free(&r);
     r = RUN("--db", db, "events", "acme.widget", "w-1", "--json");
     cr_expect_eq(r.status, 0, "stderr: %s", r.err);

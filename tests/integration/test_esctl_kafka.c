@@ -465,7 +465,7 @@ Test(esctl_kafka, replay_lag_and_events_work_against_kafka) {
     char brokers[1100], readmodel[4200];
     snprintf(brokers, sizeof brokers, "ESKIT_BROKERS=%s", b.address);
     snprintf(readmodel, sizeof readmodel, "ESKIT_READMODEL_DB=%s", rm);
-    const char *env[] = {brokers, readmodel, NULL};
+    const char *env[] = {brokers, readmodel, "ESKIT_TYPES_MODULES=order_saga_types", NULL};
 
     run_result r = TU_ESCTL_ENV(env, "replay", "order_summary");
     cr_assert_eq(r.status, 0, "replay: %s%s", r.out, r.err);
@@ -490,6 +490,15 @@ Test(esctl_kafka, replay_lag_and_events_work_against_kafka) {
     cr_assert_eq(r.status, 0, "events: %s", r.err);
     cr_assert(strstr(r.out, "orders.v1.OrderPlaced"), "%s", r.out);
     cr_assert(strstr(r.out, "orders.v1.OrderConfirmed"), "%s", r.out);
+    cr_assert(strstr(r.out, "customer_id=\"carol\""), "decoded by the types module: %s", r.out);
+    run_free(&r);
+
+    /* The state, folded from the aggregate's events in the topic with the module's evolve. */
+    r = TU_ESCTL_ENV(env, "state", "orders.order", "o-3");
+    cr_assert_eq(r.status, 0, "state: %s", r.err);
+    cr_expect(!strncmp(r.out, "orders.order/o-3 version 2 (orders.v1.Order)\n", 45), "%s", r.out);
+    cr_expect(strstr(r.out, "\nstatus: ORDER_STATUS_CONFIRMED\n"), "%s", r.out);
+    cr_expect(strstr(r.out, "\namount_cents: 103\n"), "%s", r.out);
     run_free(&r);
 
     r = TU_ESCTL_ENV(env, "dlq", "list");

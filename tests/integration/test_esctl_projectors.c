@@ -27,6 +27,8 @@ static void setup(void) {
         "ESKIT_READMODEL_DB", "ESKIT_PROJECTOR_PATH", "ESKIT_REPLAY_BATCH_SIZE"};
     for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
         unsetenv(vars[i]);
+    /* The demo's payloads decode through its types module, found by name beside esctl. */
+    setenv("ESKIT_TYPES_MODULES", "order_saga_types", 1);
     dir = tu_tempdir();
     cr_assert_not_null(dir);
     db = tu_path(dir, "events.db");

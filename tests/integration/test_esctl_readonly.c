@@ -1,6 +1,6 @@
 /*
- * esctl's inspection verbs (events, lag, dlq list/show, sagas list/show) as an operator meets
- * them on files they may not or must not write: a read-only directory, files owned by another
+ * esctl's inspection verbs (events, state, lag, dlq list/show, sagas list/show) as an operator
+ * meets them on files they may not or must not write: a read-only directory, files owned by another
  * user, and the wrong kind of eskit file. Inspection must work there and leave every file and
  * the directory exactly as they were. As root, permission bits stop nothing, so what esctl does
  * is checked instead: the directory's listing and every file's bytes and mtime before and after.
@@ -35,6 +35,8 @@ static void setup(void) {
         "ESKIT_SAGA_DB", "ESKIT_READMODEL_DB", "ESKIT_PROJECTOR_PATH"};
     for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
         unsetenv(vars[i]);
+    /* The demo's payloads decode through its types module, found by name beside esctl. */
+    setenv("ESKIT_TYPES_MODULES", "order_saga_types", 1);
     dir = tu_tempdir();
     cr_assert_not_null(dir);
     db = tu_path(dir, "events.db");
@@ -244,6 +246,7 @@ typedef struct inspection {
 
 static const inspection inspections[] = {
     {{"events", "orders.order", "o-1"}, "orders.v1.OrderPlaced"},
+    {{"state", "orders.order", "o-1"}, "status: ORDER_STATUS_"},
     {{"lag"}, "order_summary"},
     {{"dlq", "list"}, "o-ghost"},
     {{"dlq", "show", "1"}, "o-ghost"},
@@ -286,9 +289,9 @@ Test(esctl_readonly, inspection_verbs_work_in_a_read_only_directory_and_change_n
 
 static void copy_file(const char *from, const char *to);
 
-/* esctl and its library copied where any user may run them: uid NOBODY may not be able to
- * reach the build tree (a checkout under a private home). The copy's library is found through
- * LD_LIBRARY_PATH, which comes before the build tree's RUNPATH. */
+/* esctl, its library and the demo's types module copied where any user may run them: uid NOBODY may
+ * not be able to reach the build tree (a checkout under a private home). The copy's library is
+ * found through LD_LIBRARY_PATH, which comes before the build tree's RUNPATH. */
 static char *esctl_for_anyone(void) {
     char *bin = tu_tempdir();
     cr_assert_eq(chmod(bin, 0755), 0);
@@ -296,6 +299,13 @@ static char *esctl_for_anyone(void) {
     copy_file(ESCTL_PATH, exe);
     cr_assert_eq(chmod(exe, 0755), 0);
     copy_file(ESKIT_BINARY_DIR "/core/libeskit.so.0", lib);
+    /* The demo's types module, where esctl finds it by name: projectors/ beside it. */
+    char *mods = tu_path(bin, "projectors"), *types = tu_path(mods, "order_saga_types.so");
+    cr_assert_eq(mkdir(mods, 0755), 0);
+    copy_file(ESKIT_BINARY_DIR "/tools/esctl/projectors/order_saga_types.so", types);
+    cr_assert_eq(chmod(types, 0755), 0);
+    free(types);
+    free(mods);
     free(lib);
     free(bin);
     return exe;

@@ -3,7 +3,7 @@
  * owns (as root, uid 65534), a file others can write, code-loading keys in a
  * file of our own. The config is refused with one line saying why and how to
  * trust it, and evil.so, whose constructor writes a marker file, never runs,
- * whether named as a librdkafka plugin or found as a projector module.
+ * whether named as a librdkafka plugin or a types module or found as a projector module.
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -18,9 +18,9 @@ static char *dir;
 static char *marker;
 
 static void setup(void) {
-    static const char *const vars[] = {"ESKIT_DB",           "ESKIT_CONFIG",
-                                       "ESKIT_BROKERS",      "ESKIT_BACKEND",
-                                       "ESKIT_READMODEL_DB", "ESKIT_PROJECTOR_PATH"};
+    static const char *const vars[] = {
+        "ESKIT_DB",           "ESKIT_CONFIG",         "ESKIT_BROKERS",      "ESKIT_BACKEND",
+        "ESKIT_READMODEL_DB", "ESKIT_PROJECTOR_PATH", "ESKIT_TYPES_MODULES"};
     for (size_t i = 0; i < sizeof vars / sizeof *vars; i++)
         unsetenv(vars[i]);
     dir = tu_tempdir();
@@ -150,6 +150,29 @@ Test(esctl_trust, projector_path_in_our_own_eskit_conf_is_refused_and_the_module
     tu_result r = run_in(d, "replay order_summary");
     assert_refused(&r, "eskit.conf:1: projector.path loads code");
     cr_expect(strstr(r.err, "ESKIT_PROJECTOR_PATH"), "%s", r.err);
+    tu_result_free(&r);
+    free(d);
+}
+
+Test(esctl_trust, types_modules_in_our_own_eskit_conf_is_refused_and_the_module_never_loads) {
+    char *d = make_dir("ours", "types.modules = ./evil.so\n", "evil.so");
+    tu_result r = run_in(d, "state orders.order o-1");
+    assert_refused(&r, "eskit.conf:1: types.modules loads code");
+    cr_expect(strstr(r.err, "ESKIT_TYPES_MODULES"), "%s", r.err);
+    tu_result_free(&r);
+    free(d);
+    d = make_dir("ours2", "db = events.db\ntypes.modules = evil\n", "evil.so");
+    r = run_in(d, "events orders.order o-1");
+    assert_refused(&r, "eskit.conf:2: types.modules loads code");
+    tu_result_free(&r);
+    free(d);
+}
+
+Test(esctl_trust, a_types_module_in_another_users_directory_is_never_loaded) {
+    char *d = make_dir("theirs", "types.modules = ./evil.so\n", "evil.so");
+    give_away(d);
+    tu_result r = run_in(d, "events orders.order o-1");
+    assert_refused(&r, "refusing eskit.conf");
     tu_result_free(&r);
     free(d);
 }

@@ -127,7 +127,8 @@ Test(install, installs_library_headers_esctl_pkgconfig_and_cmake_package, .timeo
     cr_expect(is_file(esctl) && access(esctl, X_OK) == 0, "%s is missing or not executable", esctl);
 
     char *include = join(in.prefix, "include/eskit");
-    const char *headers[] = {"eskit.h", "error.h", "config.h", "event.h", "store.h", "engine.h"};
+    const char *headers[] = {"eskit.h", "error.h",  "config.h", "event.h",
+                             "store.h", "engine.h", "types.h"};
     for (size_t i = 0; i < sizeof headers / sizeof *headers; i++)
         assert_installed(include, headers[i]);
 
@@ -146,6 +147,17 @@ Test(install, installs_library_headers_esctl_pkgconfig_and_cmake_package, .timeo
     int rc = sh(&log, "LD_LIBRARY_PATH='%s' '%s' --help 2>&1", in.libdir, esctl);
     cr_expect_eq(rc, 0, "the installed esctl does not run:\n%s", log);
     free(log);
+    /* The demo's types module sits beside the projector modules, where esctl finds it by name:
+     * a type it does not know is then "not known", not a failure to load the module. */
+    char *mods = join(in.libdir, "eskit/projectors");
+    assert_installed(mods, "order_saga_types.so");
+    rc = sh(&log, "LD_LIBRARY_PATH='%s' '%s' --types order_saga_types state acme.widget w-1 2>&1",
+            in.libdir, esctl);
+    cr_expect_eq(rc, 1, "%s", log);
+    cr_expect(strstr(log, "aggregate type 'acme.widget' is not known to esctl (1 types module"),
+              "the installed esctl did not load order_saga_types:\n%s", log);
+    free(log);
+    free(mods);
 
     free(include);
     free(esctl);

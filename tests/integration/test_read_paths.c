@@ -325,7 +325,8 @@ Test(read_paths_kafka, esctl_events_prints_1_2_4_5_warns_of_the_gap_and_exits_0)
     produce_record_set(0, first_v1);
     char brokers[1100];
     snprintf(brokers, sizeof brokers, "ESKIT_BROKERS=%s", rd_kafka_mock_cluster_bootstraps(mock));
-    const char *env[] = {brokers, NULL};
+    /* The payloads decode through the demo's types module, so the fork's would show. */
+    const char *env[] = {brokers, "ESKIT_TYPES_MODULES=order_saga_types", NULL};
     tu_result r = TU_ESCTL_ENV(env, "-v", "events", TYPE, ID, "--json");
     cr_assert_eq(r.status, 0, "events: %s", r.err);
     cr_assert_eq(count_lines(r.out), 4, "%s", r.out);
@@ -343,6 +344,7 @@ Test(read_paths_kafka, esctl_events_prints_1_2_4_5_warns_of_the_gap_and_exits_0)
         cr_assert(next, "no %s after the one before: %s", versions[i], r.out);
         at = next;
     }
+    cr_assert(strstr(r.out, "\"payload\": {\"quantity\": "), "payloads decoded: %s", r.out);
     cr_assert_null(strstr(r.out, "\"quantity\": 100"), "the fork is skipped: %s", r.out);
     cr_assert(strstr(r.err, TYPE "/" ID ": version 4 follows version 2"), "%s", r.err);
     cr_assert(strstr(r.err, "versions 3..3 are missing from the log"), "%s", r.err);

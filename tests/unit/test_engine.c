@@ -748,3 +748,75 @@ Test(engine, a_version_2_file_is_upgraded_and_its_command_ids_still_answer_as_du
     cr_assert_eq(stream_of("o-old").n, 1);
     free(path);
 }
+
+/* es_engine_load_state: the state a command would see, from a snapshot and the events after
+ * it, on a writer and on a read-only engine of the same file. */
+static Inventory__V1__Item *item_state(es_engine_t *e, const char *id, uint64_t *version) {
+    ProtobufCMessage *state = NULL;
+    es_error_t err = {0};
+    cr_assert_eq(es_engine_load_state(e, "inventory.item", id, &state, version, &err), ES_OK, "%s",
+                 err.message);
+    cr_assert_not_null(state);
+    cr_assert_eq(state->descriptor, &inventory__v1__item__descriptor);
+    return (Inventory__V1__Item *)state;
+}
+
+Test(engine, load_state_folds_the_snapshot_and_later_events_and_a_read_only_engine_agrees) {
+    es_engine_destroy(engine);
+    open_engine("3");
+    Inventory__V1__Restock msg;
+    for (int i = 0; i < 7; i++) {
+        es_command_t cmd = restock("sku-1", &msg, 10);
+        cr_assert_eq(es_execute(engine, &cmd, NULL, NULL), ES_OK);
+    }
+    uint64_t version = 0;
+    Inventory__V1__Item *st = item_state(engine, "sku-1", &version);
+    cr_expect_eq(version, 7);
+    cr_expect_eq(st->on_hand, 70);
+    protobuf_c_message_free_unpacked(&st->base, NULL);
+
+    es_config_t *cfg = tu_config(dir, "engine.db");
+    es_engine_t *ro = NULL;
+    es_error_t err = {0};
+    cr_assert_eq(es_engine_open(cfg, ES_OPEN_READONLY, &ro, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(demo_register_all(ro, &err), ES_OK, "%s", err.message);
+    st = item_state(ro, "sku-1", &version);
+    cr_expect_eq(version, 7);
+    cr_expect_eq(st->on_hand, 70);
+    protobuf_c_message_free_unpacked(&st->base, NULL);
+    /* An aggregate without events: the initial state at version 0. */
+    st = item_state(ro, "sku-none", &version);
+    cr_expect_eq(version, 0);
+    cr_expect_eq(st->on_hand, 0);
+    protobuf_c_message_free_unpacked(&st->base, NULL);
+    es_engine_destroy(ro);
+    es_config_destroy(cfg);
+}
+
+Test(engine, a_read_only_engine_executes_nothing_and_says_so) {
+    es_config_t *cfg = tu_config(dir, "engine.db");
+    es_engine_t *ro = NULL;
+    es_error_t err = {0};
+    cr_assert_eq(es_engine_open(cfg, ES_OPEN_READONLY, &ro, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(demo_register_all(ro, &err), ES_OK, "%s", err.message);
+    Inventory__V1__Restock msg;
+    es_command_t cmd = restock("sku-1", &msg, 10);
+    cr_expect_eq(es_execute(ro, &cmd, NULL, &err), ES_ESTATE);
+    cr_expect(strstr(err.message, "read-only"), "%s", err.message);
+    uint64_t version = 1;
+    cr_assert_eq(
+        es_store_stream_version(es_engine_store(engine), "inventory.item", "sku-1", &version, NULL),
+        ES_OK);
+    cr_expect_eq(version, 0, "a read-only engine appended");
+    es_engine_destroy(ro);
+    es_config_destroy(cfg);
+}
+
+Test(engine, load_state_of_an_unregistered_type_names_it) {
+    ProtobufCMessage *state = NULL;
+    es_error_t err = {0};
+    cr_expect_eq(es_engine_load_state(engine, "acme.widget", "w-1", &state, NULL, &err),
+                 ES_EUNKNOWN_TYPE);
+    cr_expect(strstr(err.message, "acme.widget"), "%s", err.message);
+    cr_expect_null(state);
+}

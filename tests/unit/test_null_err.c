@@ -125,7 +125,24 @@ Test(null_err, store_and_engine_fail_without_an_error_struct) {
     cr_expect_eq(res[1].code, ES_EABORTED);
     es_result_clear(&res[0]);
     es_result_clear(&res[1]);
+    ProtobufCMessage *state = NULL;
+    cr_expect_eq(es_engine_load_state(engine, "acme.widget", "w-1", &state, NULL, NULL),
+                 ES_EUNKNOWN_TYPE);
+    cr_expect_eq(es_engine_load_state(engine, "Bad", "w-1", &state, NULL, NULL), ES_EINVAL);
     es_engine_destroy(engine);
+    cr_assert_eq(es_engine_open(cfg, ES_OPEN_READONLY, &engine, NULL), ES_OK);
+    cr_assert_eq(demo_register_all(engine, NULL), ES_OK);
+    cr_expect_eq(es_execute(engine, &cmd, NULL, NULL), ES_ESTATE, "read-only");
+    es_engine_destroy(engine);
+}
+
+Test(null_err, types_calls_fail_without_an_error_struct) {
+    es_types_module_t *mod = NULL;
+    cr_expect_eq(es_types_load(cfg, "no_such_types", &mod, NULL), ES_ENOTFOUND);
+    cr_expect_eq(es_types_load(cfg, "", &mod, NULL), ES_EINVAL);
+    cr_expect_eq(es_types_check(NULL, "test", NULL), ES_EINVAL);
+    es_types_def future = {.abi_version = ES_TYPES_ABI + 1, .name = "future"};
+    cr_expect_eq(es_types_check(&future, "test", NULL), ES_EINVAL);
 }
 
 Test(null_err, projector_calls_fail_without_an_error_struct) {

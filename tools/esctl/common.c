@@ -8,7 +8,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "domain.h"
 #include "esctl.h"
 
 /* "esctl: [<what>: ]<line>" on stderr. A newline in an id or a library message would break the
@@ -166,26 +165,78 @@ int open_store(const es_config_t *cfg, es_store_t **out) {
     return EXIT_OK;
 }
 
-int load_types(const options *o, pb_registry **out) {
+/* Loads one module named in types.modules or by --types; false (said) on failure. */
+static bool load_one(pb_registry *reg, const es_config_t *cfg, const char *name, size_t len,
+                     const char *from) {
     es_error_t err = {0};
+    char *copy = strndup(name, len);
+    if (!copy) {
+        say("out of memory");
+        return false;
+    }
+    es_err e = pb_registry_load(reg, cfg, copy, &err);
+    free(copy);
+    if (e != ES_OK)
+        say("%s (%s)", err.message, from);
+    return e == ES_OK;
+}
+
+int load_types(const options *o, const es_config_t *cfg, pb_registry **out) {
     pb_registry *reg = pb_registry_new();
     if (!reg) {
         say("out of memory");
         return EXIT_FAIL;
     }
-    /* Modules first: a newer build of a demo type overrides the built-in one. */
-    for (size_t i = 0; i < o->n_types; i++) {
-        if (pb_registry_load(reg, o->types[i], &err) != ES_OK)
-            goto fail;
+    /* --types first: a module named on the command line overrides the configured ones. */
+    bool ok = true;
+    for (size_t i = 0; ok && i < o->n_types; i++)
+        ok = load_one(reg, cfg, o->types[i], strlen(o->types[i]), "--types");
+    const char *list = es_config_get(cfg, "types.modules");
+    for (const char *p = list; ok && p && *p;) {
+        p += strspn(p, " \t,");
+        size_t len = strcspn(p, ",");
+        while (len && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+            len--;
+        if (len)
+            ok = load_one(reg, cfg, p, len, "config key types.modules");
+        p += strcspn(p, ",");
     }
-    if (pb_registry_add(reg, demo_descriptors(), "esctl", &err) != ES_OK)
-        goto fail;
+    if (!ok) {
+        pb_registry_destroy(reg);
+        return EXIT_FAIL;
+    }
     *out = reg;
     return EXIT_OK;
-fail:
-    say("%s", err.message);
-    pb_registry_destroy(reg);
-    return EXIT_FAIL;
+}
+
+/* The unknown payload types this run met, for the one hint line: the first, and whether
+ * there were others. */
+static struct {
+    bool any, others;
+    char first[ES_MAX_TYPE_NAME_LEN + 1];
+} unknown;
+
+void note_unknown_type(const char *type) {
+    if (!unknown.any)
+        snprintf(unknown.first, sizeof unknown.first, "%s", type);
+    else if (strcmp(unknown.first, type) != 0)
+        unknown.others = true;
+    unknown.any = true;
+}
+
+void types_hint(const pb_registry *types, const char *what) {
+    if (!unknown.any && what == NULL)
+        return;
+    size_t n = pb_registry_modules(types);
+    say("%s '%s'%s %s not known to esctl (%zu types module%s loaded); name the service's types "
+        "module with --types NAME|FILE.so or the config key types.modules "
+        "(ESKIT_TYPES_MODULES): a .so whose " ES_TYPES_ENTRY "() returns an es_types_def, "
+        "see <eskit/types.h>",
+        what             ? "aggregate type"
+        : unknown.others ? "hint: payload types"
+                         : "hint: payload type",
+        what ? what : unknown.first, !what && unknown.others ? " and others" : "",
+        !what && unknown.others ? "are" : "is", n, n == 1 ? "" : "s");
 }
 
 bool write_out(const pb_buf *b) {

@@ -358,13 +358,15 @@ static int cmd_show(const options *o) {
         return usage_error(o, "unexpected argument", o->pos[2]);
     int rc = parse_id(o, o->pos[1], &id);
     if (rc == EXIT_OK)
-        rc = load_types(o, &types);
-    if (rc == EXIT_OK)
         rc = load_config(o, &cfg);
+    if (rc == EXIT_OK)
+        rc = load_types(o, cfg, &types);
     if (rc == EXIT_OK)
         rc = check_readmodel_exists(cfg);
     if (rc == EXIT_OK)
         rc = run_show(o, cfg, types, id);
+    if (rc == EXIT_OK)
+        types_hint(types, NULL);
     es_config_destroy(cfg);
     pb_registry_destroy(types);
     return rc;

@@ -2,8 +2,8 @@
  * What the esctl verbs share: parsed options, the one-line error reporter,
  * config and store loading, and the event printing of the `events` verb
  * (reused by `dlq show`). main.c parses and dispatches; each verb lives in
- * its own file (events.c, projectors.c for replay and lag, dlq.c, topics.c,
- * devbroker.c, sagas.c, verify.c).
+ * its own file (events.c, state.c, projectors.c for replay and lag, dlq.c,
+ * topics.c, devbroker.c, sagas.c, verify.c).
  *
  * Exit codes are part of the interface, scripts rely on them: 0 success,
  * 1 a runtime failure, 2 bad usage. Every failure prints exactly one line on
@@ -35,6 +35,7 @@ typedef enum verb_id {
     VERB_DEV_BROKER,
     VERB_SAGAS,
     VERB_VERIFY,
+    VERB_STATE,
     VERB_HELP
 } verb_id;
 
@@ -78,8 +79,15 @@ int check_store_exists(const es_config_t *cfg);
 int check_readmodel_exists(const es_config_t *cfg);
 /* Opens the store the config names read-only, for inspection (checking the file first). */
 int open_store(const es_config_t *cfg, es_store_t **out);
-/* The demo domain's payload types plus the --types modules. Caller destroys. */
-int load_types(const options *o, pb_registry **out);
+/* The types modules of --types, then of the config key types.modules: esctl's only source of
+ * payload types and aggregate definitions. EXIT_FAIL (said) when one does not load. Caller
+ * destroys. */
+int load_types(const options *o, const es_config_t *cfg, pb_registry **out);
+/* Notes a payload whose type no loaded module knows (printed as bytes). */
+void note_unknown_type(const char *type);
+/* The one hint line on stderr saying how to make types known: about the unknown payload types
+ * noted (nothing when none), or, with what, about that aggregate type. */
+void types_hint(const pb_registry *types, const char *what);
 
 /* ISO-8601 UTC with milliseconds, e.g. 2024-05-01T12:00:00.123Z. */
 void put_time(pb_buf *b, int64_t us);
@@ -127,6 +135,7 @@ extern const char topics_help[];
 extern const char dev_broker_help[];
 extern const char sagas_help[];
 extern const char verify_help[];
+extern const char state_help[];
 
 int cmd_events(const options *o);
 int cmd_replay(const options *o);
@@ -136,5 +145,6 @@ int cmd_topics(const options *o);
 int cmd_dev_broker(const options *o);
 int cmd_sagas(const options *o);
 int cmd_verify(const options *o);
+int cmd_state(const options *o);
 
 #endif

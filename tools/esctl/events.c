@@ -100,8 +100,10 @@ void put_clean_message(pb_buf *b, const char *s) {
 static ProtobufCMessage *decode_payload(const pb_registry *types, const es_event_t *ev,
                                         const ProtobufCMessageDescriptor **desc) {
     *desc = pb_registry_find(types, ev->event_type);
-    if (!*desc)
+    if (!*desc) {
+        note_unknown_type(ev->event_type);
         return NULL;
+    }
     return protobuf_c_message_unpack(*desc, NULL, ev->payload_len, ev->payload);
 }
 
@@ -287,13 +289,15 @@ int cmd_events(const options *o) {
     pb_registry *types = NULL;
     int rc = check_events_args(o);
     if (rc == EXIT_OK)
-        rc = load_types(o, &types);
-    if (rc == EXIT_OK)
         rc = load_config(o, &cfg);
+    if (rc == EXIT_OK)
+        rc = load_types(o, cfg, &types);
     if (rc == EXIT_OK)
         rc = open_store(cfg, &store);
     if (rc == EXIT_OK)
         rc = run_events(o, store, types);
+    if (rc == EXIT_OK)
+        types_hint(types, NULL);
     if (store)
         es_store_destroy(store);
     es_config_destroy(cfg);

@@ -17,6 +17,7 @@ static const char main_help[] =
     "\n"
     "Commands:\n"
     "  events <aggregate-type> <id>   print an aggregate's events, decoded\n"
+    "  state <aggregate-type> <id>    print an aggregate's current state, folded\n"
     "  replay <projector>             rebuild a projector's read model from the log\n"
     "  lag                            show how far each projector is behind the log\n"
     "  dlq list                       list events parked in the dead-letter queue\n"
@@ -39,22 +40,25 @@ static const char main_help[] =
     "  --saga-db FILE    the saga coordinator's database (overrides ESKIT_SAGA_DB and\n"
     "                    saga.db in eskit.conf; default eskit-saga.db)\n"
     "  --config FILE     config file to read instead of $ESKIT_CONFIG or ./eskit.conf\n"
-    "  --types FILE.so   load more payload types from a module exporting\n"
-    "                    const ProtobufCMessageDescriptor *const *es_types(void)\n"
-    "                    (repeatable; the demo domain's types are built in)\n"
+    "  --types NAME|FILE.so  load a types module: a service's payload types and\n"
+    "                    aggregate definitions, which esctl decodes and folds with\n"
+    "                    (repeatable; also the config key types.modules, a comma\n"
+    "                    list; a .so whose es_types_entry() returns an es_types_def,\n"
+    "                    see <eskit/types.h>). esctl knows no type of its own.\n"
     "  -v, --verbose     print the library's log lines on stderr\n"
     "  -h, --help        show this help\n"
     "  --version         print the version\n"
     "\n"
-    "Projector modules are found by name in projector.path (ESKIT_PROJECTOR_PATH),\n"
-    "then in projectors/ beside esctl and in ../lib/eskit/projectors; a path to a\n"
-    ".so works too.\n"
+    "Projector and types modules are found by name in projector.path\n"
+    "(ESKIT_PROJECTOR_PATH), then in projectors/ beside esctl and in\n"
+    "../lib/eskit/projectors; a path to a .so works too.\n"
     "\n"
     "Configuration: eskit.conf (or --config), then ESKIT_* environment variables,\n"
     "then command-line flags; later sources win. ./eskit.conf is read only when\n"
     "you own it and its directory and no one else can write them, and never for\n"
-    "keys that load code (projector.path, kafka.plugin.library.paths, ...): name\n"
-    "such a file with --config. See docs/security.md.\n"
+    "keys that load code (projector.path, types.modules,\n"
+    "kafka.plugin.library.paths, ...): name such a file with --config. See\n"
+    "docs/security.md.\n"
     "Exit status: 0 ok, 1 failure, 2 bad usage.\n";
 
 typedef struct verb_spec {
@@ -66,6 +70,7 @@ typedef struct verb_spec {
 
 static const verb_spec verbs[] = {
     {"events", VERB_EVENTS, events_help, cmd_events},
+    {"state", VERB_STATE, state_help, cmd_state},
     {"replay", VERB_REPLAY, replay_help, cmd_replay},
     {"lag", VERB_LAG, lag_help, cmd_lag},
     {"dlq", VERB_DLQ, dlq_help, cmd_dlq},
@@ -130,7 +135,7 @@ static const opt_spec opt_specs[] = {
     {"from", 0, true, FOR(VERB_EVENTS), OPT_FROM},
     {"json", 0, false,
      FOR(VERB_EVENTS) | FOR(VERB_LAG) | FOR(VERB_DLQ) | FOR(VERB_TOPICS) | FOR(VERB_SAGAS) |
-         FOR(VERB_VERIFY),
+         FOR(VERB_VERIFY) | FOR(VERB_STATE),
      OPT_JSON},
     {"projector", 0, true, FOR(VERB_DLQ), OPT_PROJECTOR},
     {"all", 0, false, FOR(VERB_DLQ), OPT_ALL},

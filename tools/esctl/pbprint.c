@@ -1,7 +1,6 @@
 #include "pbprint.h"
 
 #include <ctype.h>
-#include <dlfcn.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
@@ -441,16 +440,33 @@ void pb_print_text(pb_buf *b, const ProtobufCMessage *msg) {
     pb_buf_free(&tmp);
 }
 
+void pb_print_lines(pb_buf *b, const ProtobufCMessage *msg) {
+    style st = {false};
+    const ProtobufCMessageDescriptor *d = msg->descriptor;
+    const char *base = (const char *)msg;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        if (!is_present(f, base, &st))
+            continue;
+        pb_buf_printf(b, "%s: ", f->name);
+        if (f->label == PROTOBUF_C_LABEL_REPEATED)
+            print_repeated(b, f, base, &st);
+        else
+            print_value(b, f, base + f->offset, &st);
+        pb_buf_putc(b, '\n');
+    }
+    if (msg->n_unknown_fields)
+        pb_buf_printf(b, "(+%u unknown fields)\n", msg->n_unknown_fields);
+}
+
 void pb_print_json(pb_buf *b, const ProtobufCMessage *msg) {
     style st = {true};
     print_message(b, msg, &st);
 }
 
 struct pb_registry {
-    const ProtobufCMessageDescriptor **descs;
-    size_t n, cap;
-    void **handles;
-    size_t n_handles;
+    es_types_module_t **mods;
+    size_t n;
 };
 
 pb_registry *pb_registry_new(void) {
@@ -460,76 +476,49 @@ pb_registry *pb_registry_new(void) {
 void pb_registry_destroy(pb_registry *reg) {
     if (!reg)
         return;
-    for (size_t i = 0; i < reg->n_handles; i++)
-        dlclose(reg->handles[i]);
-    free(reg->handles);
-    free(reg->descs);
+    for (size_t i = 0; i < reg->n; i++)
+        es_types_unload(reg->mods[i]);
+    free(reg->mods);
     free(reg);
 }
 
-static es_err fail(es_error_t *err, es_err code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static es_err fail(es_error_t *err, es_err code, const char *fmt, ...) {
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        err->code = code;
-        vsnprintf(err->message, sizeof(err->message), fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
-
-es_err pb_registry_add(pb_registry *reg, const ProtobufCMessageDescriptor *const *list,
-                       const char *origin, es_error_t *err) {
-    for (size_t i = 0; list && list[i]; i++) {
-        /* A module built against another protobuf-c, or returning garbage, stops here. */
-        if (list[i]->magic != PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC)
-            return fail(err, ES_EINVAL,
-                        "%s: entry %zu of the type list is not a protobuf-c "
-                        "message descriptor",
-                        origin, i);
-        if (reg->n == reg->cap) {
-            size_t cap = reg->cap ? reg->cap * 2 : 64;
-            const ProtobufCMessageDescriptor **d = realloc(reg->descs, cap * sizeof(*d));
-            if (!d)
-                return fail(err, ES_ENOMEM, "out of memory adding the types of %s", origin);
-            reg->descs = d;
-            reg->cap = cap;
+es_err pb_registry_load(pb_registry *reg, const es_config_t *cfg, const char *name_or_path,
+                        es_error_t *err) {
+    es_types_module_t **mods = realloc(reg->mods, (reg->n + 1) * sizeof(*mods));
+    if (!mods) {
+        if (err) {
+            err->code = ES_ENOMEM;
+            snprintf(err->message, sizeof(err->message), "out of memory loading %s", name_or_path);
         }
-        reg->descs[reg->n++] = list[i];
+        return ES_ENOMEM;
     }
-    return ES_OK;
+    reg->mods = mods;
+    es_err e = es_types_load(cfg, name_or_path, &reg->mods[reg->n], err);
+    if (e == ES_OK)
+        reg->n++;
+    return e;
 }
 
-es_err pb_registry_load(pb_registry *reg, const char *path, es_error_t *err) {
-    void **handles = realloc(reg->handles, (reg->n_handles + 1) * sizeof(*handles));
-    if (!handles)
-        return fail(err, ES_ENOMEM, "out of memory loading %s", path);
-    reg->handles = handles;
-    /* A bare name would make dlopen search the library path, not the cwd. */
-    char *rel = NULL;
-    if (!strchr(path, '/') && asprintf(&rel, "./%s", path) < 0)
-        return fail(err, ES_ENOMEM, "out of memory loading %s", path);
-    void *h = dlopen(rel ? rel : path, RTLD_NOW | RTLD_LOCAL);
-    free(rel);
-    if (!h)
-        return fail(err, ES_ENOTFOUND, "cannot load types module %s: %s", path, dlerror());
-    reg->handles[reg->n_handles++] = h;
-    pb_types_fn *fn;
-    *(void **)&fn = dlsym(h, PB_TYPES_SYMBOL);
-    if (!fn)
-        return fail(err, ES_EINVAL,
-                    "types module %s does not export " PB_TYPES_SYMBOL
-                    " (const ProtobufCMessageDescriptor *const *" PB_TYPES_SYMBOL "(void))",
-                    path);
-    return pb_registry_add(reg, fn(), path, err);
+size_t pb_registry_modules(const pb_registry *reg) {
+    return reg->n;
 }
 
 const ProtobufCMessageDescriptor *pb_registry_find(const pb_registry *reg, const char *full_name) {
-    for (size_t i = 0; i < reg->n; i++)
-        if (strcmp(reg->descs[i]->name, full_name) == 0)
-            return reg->descs[i];
+    for (size_t i = 0; i < reg->n; i++) {
+        const ProtobufCMessageDescriptor *d =
+            es_types_find_message(es_types_module_def(reg->mods[i]), full_name);
+        if (d)
+            return d;
+    }
+    return NULL;
+}
+
+const es_aggregate_def *pb_registry_aggregate(const pb_registry *reg, const char *type) {
+    for (size_t i = 0; i < reg->n; i++) {
+        const es_aggregate_def *a =
+            es_types_find_aggregate(es_types_module_def(reg->mods[i]), type);
+        if (a)
+            return a;
+    }
     return NULL;
 }

@@ -4,8 +4,8 @@
  *
  * esctl reads payloads written by services it was not compiled with, so
  * nothing here knows a message type: the registry maps the event_type stored
- * in the envelope to a descriptor (the demo domain built in, more from
- * `--types` modules) and the printers walk the descriptor's fields.
+ * in the envelope to a descriptor of a loaded types module (types.modules,
+ * --types) and the printers walk the descriptor's fields.
  *
  * Output goes to a pb_buf (growable, always NUL-terminated) so a caller can
  * assemble a whole line before writing it; an allocation failure sets
@@ -18,7 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <protobuf-c/protobuf-c.h>
-#include <eskit/error.h>
+#include <eskit/types.h>
 
 typedef struct pb_buf {
     char *data;
@@ -44,27 +44,29 @@ void pb_buf_base64(pb_buf *b, const uint8_t *data, size_t len);
 /* Space-separated `name=value` pairs of msg's fields (proto3 scalars even when
  * zero): strings quoted, messages in braces, repeated in brackets, enums by name. */
 void pb_print_text(pb_buf *b, const ProtobufCMessage *msg);
+/* msg's fields one a line, "name: value" (values as pb_print_text writes them), every line
+ * ending in a newline. */
+void pb_print_lines(pb_buf *b, const ProtobufCMessage *msg);
 /* msg as a proto3 JSON object: lowerCamelCase names, defaults omitted, 64-bit
  * integers as strings, bytes as base64, enums by name, maps as objects. */
 void pb_print_json(pb_buf *b, const ProtobufCMessage *msg);
 
-/* Message descriptors by full name ("orders.v1.OrderPlaced"), plus the
- * `--types` modules that supplied some of them (kept loaded until destroy). */
+/* Message descriptors by full name ("orders.v1.OrderPlaced") and aggregate definitions by type,
+ * from the types modules (<eskit/types.h>) loaded into it (kept loaded until destroy). esctl
+ * knows no type of its own: what it decodes comes from these modules. */
 typedef struct pb_registry pb_registry;
 
 /* An empty registry. Caller frees with pb_registry_destroy. */
 pb_registry *pb_registry_new(void);
 void pb_registry_destroy(pb_registry *reg);
-/* Adds a NULL-terminated descriptor list (which must outlive reg). */
-es_err pb_registry_add(pb_registry *reg, const ProtobufCMessageDescriptor *const *list,
-                       const char *origin, es_error_t *err);
-/* dlopens path and adds what its `es_types()` returns; errors name the file. */
-es_err pb_registry_load(pb_registry *reg, const char *path, es_error_t *err);
-/* The descriptor named full_name, or NULL. Earlier additions win. */
+/* Loads the types module name_or_path (es_types_load) into reg; errors name the file. */
+es_err pb_registry_load(pb_registry *reg, const es_config_t *cfg, const char *name_or_path,
+                        es_error_t *err);
+/* How many modules reg holds. */
+size_t pb_registry_modules(const pb_registry *reg);
+/* The descriptor named full_name, or NULL. Earlier modules win. */
 const ProtobufCMessageDescriptor *pb_registry_find(const pb_registry *reg, const char *full_name);
-
-/* Symbol a `--types` module exports. */
-#define PB_TYPES_SYMBOL "es_types"
-typedef const ProtobufCMessageDescriptor *const *pb_types_fn(void);
+/* The aggregate definition of type, or NULL. Earlier modules win. */
+const es_aggregate_def *pb_registry_aggregate(const pb_registry *reg, const char *type);
 
 #endif

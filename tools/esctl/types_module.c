@@ -1,20 +1,28 @@
 /*
- * A `--types` module: the kitchen-sink test message, which esctl does not know
- * built in. Also the smallest example of what a service ships so esctl can
- * decode its payloads.
+ * A types module (<eskit/types.h>) of the kitchen-sink test messages, which no service
+ * defines: the tests load it with --types to check how esctl prints every field kind. Built
+ * with -DBAD_ABI it is a module of a future ABI, which the loader refuses.
  */
+#include <eskit/types.h>
+
 #include "esctl/test/v1/kitchen.pb-c.h"
 #include "esctl/test/v1/legacy.pb-c.h"
 
-/* The symbol esctl looks up (PB_TYPES_SYMBOL in pbprint.h). */
-const ProtobufCMessageDescriptor *const *es_types(void);
+static const ProtobufCMessageDescriptor *const messages[] = {
+    &esctl__test__v1__kitchen__descriptor,
+    &esctl__test__v1__inner__descriptor,
+    &esctl__test__v1__legacy__descriptor,
+    NULL,
+};
 
-const ProtobufCMessageDescriptor *const *es_types(void) {
-    static const ProtobufCMessageDescriptor *const types[] = {
-        &esctl__test__v1__kitchen__descriptor,
-        &esctl__test__v1__inner__descriptor,
-        &esctl__test__v1__legacy__descriptor,
-        NULL,
-    };
-    return types;
-}
+static const es_types_def types = {
+#ifdef BAD_ABI
+    .abi_version = ES_TYPES_ABI + 1,
+#else
+    .abi_version = ES_TYPES_ABI,
+#endif
+    .name = "esctl-test",
+    .messages = messages,
+};
+
+ES_TYPES_MODULE(types)

@@ -44,6 +44,9 @@
  *   topics.throughput    events per second the plan sizes topics for (default: 1000)
  *   topics.partition.throughput  events per second one partition takes (default: 5000)
  *   topics.consumers     consumers the plan gives each topic at least (default: 1)
+ *   types.modules        types modules (<eskit/types.h>) esctl decodes payloads and folds
+ *                        states with: a comma-separated list of names (searched as projector
+ *                        modules are) or paths (loads code: see Trust)
  *   kafka.<property>     passed to librdkafka as <property>, checked by it
  *
  * Environment: ESKIT_ plus the key upper-cased with '.' as '_' (ESKIT_DB,
@@ -54,7 +57,7 @@
  * ESKIT_CONFIG, esctl --config) is read as it is. An eskit.conf found in the
  * working directory is read only when the effective user owns it and its
  * directory and no one else can write either (a sticky directory owned by root,
- * as /tmp, is fine), and never for a key that loads code: projector.path,
+ * as /tmp, is fine), and never for a key that loads code: projector.path, types.modules,
  * kafka.plugin.library.paths, kafka.ssl.engine.location, kafka.ssl.engine.id,
  * kafka.ssl.providers, kafka.sasl.kerberos.{kinit.cmd, keytab, principal}.
  * Those come only from code, the environment or a named file, and checking

@@ -109,6 +109,11 @@ typedef struct es_result {
 
 /* An engine on the store the config names. Caller frees with es_engine_destroy. */
 ES_API es_err es_engine_new(const es_config_t *cfg, es_engine_t **out, es_error_t *err);
+/* es_engine_new with a mode. ES_OPEN_READONLY: an engine for reading states (tools such as
+ * esctl state) over a read-only store, which creates nothing, sends nothing to Kafka and
+ * executes no command (es_execute is ES_ESTATE). */
+ES_API es_err es_engine_open(const es_config_t *cfg, es_open_mode mode, es_engine_t **out,
+                             es_error_t *err);
 ES_API void es_engine_destroy(es_engine_t *engine);
 /* The engine's store, for reads (borrowed). */
 ES_API es_store_t *es_engine_store(es_engine_t *engine);
@@ -165,6 +170,17 @@ ES_API es_err es_execute_all(es_engine_t *engine, const es_command_t *cmds, size
                              es_result_t *results, es_error_t *err);
 
 ES_API void es_result_clear(es_result_t *res);
+
+/* The state of aggregate_type/aggregate_id (a registered type) as a command would see it now:
+ * the newest usable snapshot, then the later events folded with the definition's evolve.
+ * *version is the last event folded, 0 when the aggregate has no events (*state then holds
+ * the initial state). Embedded: the store's stream and snapshot; Kafka: the aggregate's
+ * events gathered from every partition of <type>.events (snapshots are not read), as
+ * es_store_read_stream does. Writes nothing. Caller frees *state with
+ * protobuf_c_message_free_unpacked. */
+ES_API es_err es_engine_load_state(es_engine_t *engine, const char *aggregate_type,
+                                   const char *aggregate_id, ProtobufCMessage **state,
+                                   uint64_t *version, es_error_t *err);
 
 /* Checks a command as es_execute does before running it: names and ids against the limits of
  * <eskit/event.h>, metadata; the message names the field and the command. */

@@ -1,0 +1,84 @@
+/*
+ * Types modules: the message types of a service, for tools that read its log without being
+ * built with it (esctl). A types module is a .so exporting one function, es_types_entry,
+ * that returns a const es_types_def (like a projector module: the first field is the ABI
+ * version and the loader refuses a mismatch): the protobuf-c descriptors of the service's
+ * payloads and its aggregate definitions, so a tool can decode events, commands and states
+ * and fold an aggregate's state (esctl state) with the service's own evolve.
+ *
+ * A module is a few lines beside the service's domain code:
+ *
+ *     static const es_aggregate_def *const aggregates[] = {&order_def, NULL};
+ *     static const es_types_def types = {
+ *         .abi_version = ES_TYPES_ABI, .name = "orders", .aggregates = aggregates,
+ *     };
+ *     ES_TYPES_MODULE(types)
+ *
+ * Modules load code, so their names come only from the process's own settings: the config key
+ * types.modules (never from an eskit.conf found in the working directory, docs/security.md)
+ * or a path the caller names (esctl --types FILE.so).
+ */
+#ifndef ESKIT_TYPES_H
+#define ESKIT_TYPES_H
+
+#include <protobuf-c/protobuf-c.h>
+#include <eskit/api.h>
+#include <eskit/config.h>
+#include <eskit/engine.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ES_TYPES_ABI 1
+#define ES_TYPES_ENTRY "es_types_entry"
+
+typedef struct es_types_def {
+    int abi_version;  /* ES_TYPES_ABI */
+    const char *name; /* the service or domain, for messages ("order_saga") */
+    /* NULL-terminated; may be NULL. Their events, commands and state types are known without
+     * being listed again; the definitions must be complete (es_engine_register accepts them). */
+    const es_aggregate_def *const *aggregates;
+    /* NULL-terminated; may be NULL. Payload types beyond the aggregates' (another service's
+     * events this one reads, saga payloads). Nested message types need no entry. */
+    const ProtobufCMessageDescriptor *const *messages;
+} es_types_def;
+
+/* What a .so exports under the name ES_TYPES_ENTRY. */
+typedef const es_types_def *es_types_entry_fn(void);
+
+/* Defines the exported entry function of a types module returning &def. */
+#define ES_TYPES_MODULE(def)                                                                       \
+    ES_EXPORT const es_types_def *es_types_entry(void);                                            \
+    ES_EXPORT const es_types_def *es_types_entry(void) {                                           \
+        return &(def);                                                                             \
+    }
+
+typedef struct es_types_module es_types_module_t;
+
+/* Loads a types module by path (contains '/' or ends in ".so", loaded as given) or by name,
+ * searched where projector modules are (projector.path, then beside the program). A wrong ABI,
+ * a missing symbol or a bad definition is ES_EINVAL naming the file. Caller frees with
+ * es_types_unload (which invalidates the definition). */
+ES_API es_err es_types_load(const es_config_t *cfg, const char *name_or_path,
+                            es_types_module_t **out, es_error_t *err);
+/* The module's definition (borrowed, valid until es_types_unload). */
+ES_API const es_types_def *es_types_module_def(const es_types_module_t *mod);
+/* The file the module was loaded from. */
+ES_API const char *es_types_module_path(const es_types_module_t *mod);
+ES_API void es_types_unload(es_types_module_t *mod);
+
+/* Checks a definition (ABI, name, descriptors, each aggregate as es_engine_register does);
+ * origin names it in the message. */
+ES_API es_err es_types_check(const es_types_def *def, const char *origin, es_error_t *err);
+/* The message type called full_name ("orders.v1.OrderPlaced") among def's aggregates' events,
+ * commands and states and its messages, or NULL. */
+ES_API const ProtobufCMessageDescriptor *es_types_find_message(const es_types_def *def,
+                                                               const char *full_name);
+/* The aggregate definition of type ("orders.order"), or NULL. */
+ES_API const es_aggregate_def *es_types_find_aggregate(const es_types_def *def, const char *type);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
