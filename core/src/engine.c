@@ -196,10 +196,19 @@ static size_t table_len(const void *table, size_t stride) {
 static es_err check_side(const es_aggregate_def *def, const char *what, const void *table,
                          size_t stride, const ProtobufCMessageDescriptor *const *list, bool fn_set,
                          const char *names, es_error_t *err) {
-    if (table && (list || fn_set))
+    if (table && fn_set)
         return es_fail(err, ES_EINVAL, "aggregate definition '%s' gives its %s both ways; give %s",
                        def->type, what, names);
     size_t n = table ? table_len(table, stride) : 0;
+    /* Beside a table, a type list may only repeat it (as a registered definition's does). */
+    for (size_t i = 0; table && list && i <= n; i++)
+        if (list[i] !=
+            (i < n ? *(const ProtobufCMessageDescriptor *const *)((const char *)table + i * stride)
+                   : NULL))
+            return es_fail(err, ES_EINVAL,
+                           "aggregate definition '%s': its %s list differs from its table; give "
+                           "%s",
+                           def->type, what, names);
     if (table ? n == 0 : !list || !list[0] || !fn_set)
         return es_fail(err, ES_EINVAL, "aggregate definition '%s' needs its %s: %s", def->type,
                        what, names);
@@ -307,7 +316,7 @@ es_err es_aggregate_evolve(const es_aggregate_def *def, ProtobufCMessage *state,
                            const ProtobufCMessage *event, void *opaque, es_error_t *err) {
     if (def->evolve)
         return def->evolve(state, event, opaque, err);
-    for (const es_evolver_t *e = def->evolvers; e && e->event; e++)
+    for (const es_evolver_t *e = def->abi_version >= 2 ? def->evolvers : NULL; e && e->event; e++)
         if (e->event == event->descriptor)
             return e->evolve ? e->evolve(state, event, opaque, err) : ES_OK;
     return es_fail(err, ES_EUNKNOWN_TYPE, "%s has no evolver for %s", def->type,
@@ -318,7 +327,8 @@ es_err es_aggregate_decide(const es_aggregate_def *def, const ProtobufCMessage *
                            const ProtobufCMessage *command, es_decision_t *d, void *opaque) {
     if (def->decide)
         return def->decide(state, command, d, opaque);
-    for (const es_command_handler_t *h = def->command_handlers; h && h->command; h++)
+    for (const es_command_handler_t *h = def->abi_version >= 2 ? def->command_handlers : NULL;
+         h && h->command; h++)
         if (h->command == command->descriptor)
             return h->decide(state, command, d, opaque);
     return es_reject(d, "%s has no handler for %s", def->type, command->descriptor->name);

@@ -22,13 +22,6 @@ es_err es_engine_execute_hooked(es_engine_t *engine, const es_command_t *cmds, s
 size_t es_engine_registration(const es_engine_t *engine, size_t i, const es_aggregate_def **def,
                               void **opaque);
 
-/* Calls the definition's evolve, or the evolver of event's type (none: ES_OK). def is a
- * registered one (es_engine_registration), whose type lists are complete. */
-es_err es_aggregate_evolve(const es_aggregate_def *def, ProtobufCMessage *state,
-                           const ProtobufCMessage *event, void *opaque, es_error_t *err);
-/* Calls the definition's decide, or the handler of command's type. */
-es_err es_aggregate_decide(const es_aggregate_def *def, const ProtobufCMessage *state,
-                           const ProtobufCMessage *command, es_decision_t *d, void *opaque);
 /* The checks es_engine_register makes of a definition (ABI, type, descriptors, callbacks). */
 es_err es_aggregate_check(const es_aggregate_def *def, es_error_t *err);
 

@@ -51,24 +51,10 @@ static bool starts_with(const char *s, const char *prefix) {
     return s && strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
-static bool is(const ProtobufCMessage *m, const ProtobufCMessageDescriptor *d) {
-    return m->descriptor == d;
-}
-
 static es_err set_str(ProtobufCMessage *msg, char **field, const char *value, es_error_t *err) {
     if (es_pb_set_string(msg, field, value) == ES_OK)
         return ES_OK;
     return es_fail(err, ES_ENOMEM, "out of memory setting a string of %s", msg->descriptor->name);
-}
-
-static es_err unknown_event(const ProtobufCMessage *state, const ProtobufCMessage *ev,
-                            es_error_t *err) {
-    return es_fail(err, ES_EUNKNOWN_TYPE, "%s is not an event of the %s aggregate",
-                   ev->descriptor->name, state->descriptor->name);
-}
-
-static es_err unknown_command(const ProtobufCMessage *cmd, es_decision_t *d) {
-    return es_reject(d, "%s is not a command this aggregate handles", cmd->descriptor->name);
 }
 
 /* Currencies are ISO 4217 codes; checking the shape keeps typos out of the log. */
@@ -132,50 +118,48 @@ static es_err order_total(const Orders__V1__PlaceOrder *c, es_decision_t *d, int
     return ES_OK;
 }
 
-static es_err decide_place(const Orders__V1__Order *o, const Orders__V1__PlaceOrder *c,
-                           es_decision_t *d) {
-    if (o->status != ORDER_STATUS(NONE))
+ES_DECIDE(decide_place, Orders__V1__Order, Orders__V1__PlaceOrder) {
+    if (state->status != ORDER_STATUS(NONE))
         return es_reject(d, "the order is already %s; place a new order under a new id",
-                         order_status_name(o->status));
-    if (blank(c->customer_id))
+                         order_status_name(state->status));
+    if (blank(command->customer_id))
         return es_reject(d, "customer_id is missing");
-    es_err rc = check_currency(c->currency, d);
+    es_err rc = check_currency(command->currency, d);
     int64_t total = 0;
     if (rc == ES_OK)
-        rc = order_total(c, d, &total);
+        rc = order_total(command, d, &total);
     if (rc != ES_OK)
         return rc;
     Orders__V1__OrderPlaced ev = ORDERS__V1__ORDER_PLACED__INIT;
-    ev.customer_id = c->customer_id;
-    ev.n_items = c->n_items;
-    ev.items = c->items;
+    ev.customer_id = command->customer_id;
+    ev.n_items = command->n_items;
+    ev.items = command->items;
     ev.amount_cents = total;
-    ev.currency = currency_or_default(c->currency);
+    ev.currency = currency_or_default(command->currency);
     return es_emit(d, &ev.base);
 }
 
-static es_err decide_confirm(const Orders__V1__Order *o, es_decision_t *d) {
+ES_DECIDE(decide_confirm, Orders__V1__Order, Orders__V1__ConfirmOrder) {
     Orders__V1__OrderConfirmed ev = ORDERS__V1__ORDER_CONFIRMED__INIT;
-    switch (o->status) {
+    switch (state->status) {
     case ORDER_STATUS(PLACED):
         return es_emit(d, &ev.base);
     case ORDER_STATUS(CONFIRMED):
         return es_reject(d, "the order is already confirmed");
     case ORDER_STATUS(CANCELLED):
         return es_reject(d, "the order was cancelled (%s); a cancelled order cannot be confirmed",
-                         o->cancel_reason);
+                         state->cancel_reason);
     default:
         return es_reject(d, "the order was never placed; place it before confirming");
     }
 }
 
-static es_err decide_cancel(const Orders__V1__Order *o, const Orders__V1__CancelOrder *c,
-                            es_decision_t *d) {
+ES_DECIDE(decide_cancel, Orders__V1__Order, Orders__V1__CancelOrder) {
     static char no_reason[] = "no reason given";
     Orders__V1__OrderCancelled ev = ORDERS__V1__ORDER_CANCELLED__INIT;
-    switch (o->status) {
+    switch (state->status) {
     case ORDER_STATUS(PLACED):
-        ev.reason = blank(c->reason) ? no_reason : c->reason;
+        ev.reason = blank(command->reason) ? no_reason : command->reason;
         return es_emit(d, &ev.base);
     case ORDER_STATUS(CONFIRMED):
         return es_reject(d,
@@ -187,70 +171,46 @@ static es_err decide_cancel(const Orders__V1__Order *o, const Orders__V1__Cancel
     }
 }
 
-static es_err order_decide(const ProtobufCMessage *state, const ProtobufCMessage *cmd,
-                           es_decision_t *d, void *opaque) {
-    const Orders__V1__Order *o = (const Orders__V1__Order *)state;
-    (void)opaque;
-    if (is(cmd, &orders__v1__place_order__descriptor))
-        return decide_place(o, (const Orders__V1__PlaceOrder *)cmd, d);
-    if (is(cmd, &orders__v1__confirm_order__descriptor))
-        return decide_confirm(o, d);
-    if (is(cmd, &orders__v1__cancel_order__descriptor))
-        return decide_cancel(o, (const Orders__V1__CancelOrder *)cmd, d);
-    return unknown_command(cmd, d);
-}
-
-static es_err apply_placed(Orders__V1__Order *o, const Orders__V1__OrderPlaced *ev,
-                           es_error_t *err) {
-    o->status = ORDER_STATUS(PLACED);
-    o->amount_cents = ev->amount_cents;
-    o->item_count = (uint32_t)ev->n_items;
-    es_err rc = set_str(&o->base, &o->customer_id, ev->customer_id, err);
+ES_EVOLVE(apply_placed, Orders__V1__Order, Orders__V1__OrderPlaced) {
+    state->status = ORDER_STATUS(PLACED);
+    state->amount_cents = event->amount_cents;
+    state->item_count = (uint32_t)event->n_items;
+    es_err rc = set_str(&state->base, &state->customer_id, event->customer_id, err);
     if (rc == ES_OK)
-        rc = set_str(&o->base, &o->currency, ev->currency, err);
+        rc = set_str(&state->base, &state->currency, event->currency, err);
     return rc;
 }
 
-static es_err order_evolve(ProtobufCMessage *state, const ProtobufCMessage *ev, void *opaque,
-                           es_error_t *err) {
-    Orders__V1__Order *o = (Orders__V1__Order *)state;
-    (void)opaque;
-    if (is(ev, &orders__v1__order_placed__descriptor))
-        return apply_placed(o, (const Orders__V1__OrderPlaced *)ev, err);
-    if (is(ev, &orders__v1__order_confirmed__descriptor)) {
-        o->status = ORDER_STATUS(CONFIRMED);
-        return ES_OK;
-    }
-    if (is(ev, &orders__v1__order_cancelled__descriptor)) {
-        o->status = ORDER_STATUS(CANCELLED);
-        return set_str(state, &o->cancel_reason, ((const Orders__V1__OrderCancelled *)ev)->reason,
-                       err);
-    }
-    return unknown_event(state, ev, err);
+ES_EVOLVE(apply_confirmed, Orders__V1__Order, Orders__V1__OrderConfirmed) {
+    state->status = ORDER_STATUS(CONFIRMED);
+    return ES_OK;
 }
 
-static const ProtobufCMessageDescriptor *const order_events[] = {
-    &orders__v1__order_placed__descriptor,
-    &orders__v1__order_confirmed__descriptor,
-    &orders__v1__order_cancelled__descriptor,
-    NULL,
+ES_EVOLVE(apply_cancelled, Orders__V1__Order, Orders__V1__OrderCancelled) {
+    state->status = ORDER_STATUS(CANCELLED);
+    return set_str(&state->base, &state->cancel_reason, event->reason, err);
+}
+
+static const es_command_handler_t order_commands[] = {
+    {&orders__v1__place_order__descriptor, decide_place},
+    {&orders__v1__confirm_order__descriptor, decide_confirm},
+    {&orders__v1__cancel_order__descriptor, decide_cancel},
+    {NULL, NULL},
 };
 
-static const ProtobufCMessageDescriptor *const order_commands[] = {
-    &orders__v1__place_order__descriptor,
-    &orders__v1__confirm_order__descriptor,
-    &orders__v1__cancel_order__descriptor,
-    NULL,
+static const es_evolver_t order_events[] = {
+    {&orders__v1__order_placed__descriptor, apply_placed},
+    {&orders__v1__order_confirmed__descriptor, apply_confirmed},
+    {&orders__v1__order_cancelled__descriptor, apply_cancelled},
+    {NULL, NULL},
 };
 
 const es_aggregate_def demo_order_def = {
     .abi_version = ES_AGGREGATE_ABI,
     .type = "orders.order",
     .state = &orders__v1__order__descriptor,
-    .events = order_events,
-    .commands = order_commands,
-    .evolve = order_evolve,
-    .decide = order_decide,
+    .command_handlers = order_commands,
+    .evolvers = order_events,
 };
 
 /* payments.payment */
@@ -314,53 +274,40 @@ static es_err emit_outcome(const Payments__V1__AuthorizePayment *c, es_decision_
     return es_emit(d, &ev.base);
 }
 
-static es_err decide_authorize(const Payments__V1__Payment *p,
-                               const Payments__V1__AuthorizePayment *c, es_decision_t *d) {
-    if (p->status != PAYMENT_STATUS(NONE))
+ES_DECIDE(decide_authorize, Payments__V1__Payment, Payments__V1__AuthorizePayment) {
+    if (state->status != PAYMENT_STATUS(NONE))
         return es_reject(d, "the payment is already %s; authorize under a new payment id",
-                         payment_status_name(p->status));
-    if (blank(c->order_id))
+                         payment_status_name(state->status));
+    if (blank(command->order_id))
         return es_reject(d, "order_id is missing");
-    if (blank(c->customer_id))
+    if (blank(command->customer_id))
         return es_reject(d, "customer_id is missing");
-    if (c->amount_cents <= 0)
+    if (command->amount_cents <= 0)
         return es_reject(d, "the amount must be positive, got %lld cents",
-                         (long long)c->amount_cents);
-    es_err rc = check_currency(c->currency, d);
+                         (long long)command->amount_cents);
+    es_err rc = check_currency(command->currency, d);
     if (rc != ES_OK)
         return rc;
-    return emit_outcome(c, d);
+    return emit_outcome(command, d);
 }
 
 /* Refunds what was taken, voids what is still pending; anything else has nothing to give back. */
-static es_err decide_refund(const Payments__V1__Payment *p, const Payments__V1__RefundPayment *c,
-                            es_decision_t *d) {
-    if (p->status == PAYMENT_STATUS(AUTHORIZED)) {
+ES_DECIDE(decide_refund, Payments__V1__Payment, Payments__V1__RefundPayment) {
+    if (state->status == PAYMENT_STATUS(AUTHORIZED)) {
         Payments__V1__PaymentRefunded ev = PAYMENTS__V1__PAYMENT_REFUNDED__INIT;
-        ev.order_id = p->order_id;
-        ev.amount_cents = p->amount_cents;
-        ev.reason = c->reason;
+        ev.order_id = state->order_id;
+        ev.amount_cents = state->amount_cents;
+        ev.reason = command->reason;
         return es_emit(d, &ev.base);
     }
-    if (p->status == PAYMENT_STATUS(PENDING)) {
+    if (state->status == PAYMENT_STATUS(PENDING)) {
         Payments__V1__PaymentVoided ev = PAYMENTS__V1__PAYMENT_VOIDED__INIT;
-        ev.order_id = p->order_id;
-        ev.amount_cents = p->amount_cents;
-        ev.reason = c->reason;
+        ev.order_id = state->order_id;
+        ev.amount_cents = state->amount_cents;
+        ev.reason = command->reason;
         return es_emit(d, &ev.base);
     }
     return ES_OK; /* never authorized, declined, refunded or voided: nothing to give back */
-}
-
-static es_err payment_decide(const ProtobufCMessage *state, const ProtobufCMessage *cmd,
-                             es_decision_t *d, void *opaque) {
-    const Payments__V1__Payment *p = (const Payments__V1__Payment *)state;
-    (void)opaque;
-    if (is(cmd, &payments__v1__authorize_payment__descriptor))
-        return decide_authorize(p, (const Payments__V1__AuthorizePayment *)cmd, d);
-    if (is(cmd, &payments__v1__refund_payment__descriptor))
-        return decide_refund(p, (const Payments__V1__RefundPayment *)cmd, d);
-    return unknown_command(cmd, d);
 }
 
 /* Authorized and pending payments hold the same facts; only the status differs. */
@@ -375,56 +322,52 @@ static es_err apply_held(Payments__V1__Payment *p, Payments__V1__PaymentStatus s
     return rc;
 }
 
-static es_err payment_evolve(ProtobufCMessage *state, const ProtobufCMessage *ev, void *opaque,
-                             es_error_t *err) {
-    Payments__V1__Payment *p = (Payments__V1__Payment *)state;
-    (void)opaque;
-    if (is(ev, &payments__v1__payment_authorized__descriptor)) {
-        const Payments__V1__PaymentAuthorized *a = (const Payments__V1__PaymentAuthorized *)ev;
-        return apply_held(p, PAYMENT_STATUS(AUTHORIZED), a->order_id, a->amount_cents, a->currency,
-                          err);
-    }
-    if (is(ev, &payments__v1__payment_pending__descriptor)) {
-        const Payments__V1__PaymentPending *a = (const Payments__V1__PaymentPending *)ev;
-        return apply_held(p, PAYMENT_STATUS(PENDING), a->order_id, a->amount_cents, a->currency,
-                          err);
-    }
-    if (is(ev, &payments__v1__payment_declined__descriptor)) {
-        p->status = PAYMENT_STATUS(DECLINED);
-        return set_str(state, &p->order_id, ((const Payments__V1__PaymentDeclined *)ev)->order_id,
-                       err);
-    }
-    if (is(ev, &payments__v1__payment_refunded__descriptor)) {
-        p->status = PAYMENT_STATUS(REFUNDED);
-        return ES_OK;
-    }
-    if (is(ev, &payments__v1__payment_voided__descriptor)) {
-        p->status = PAYMENT_STATUS(VOIDED);
-        return ES_OK;
-    }
-    return unknown_event(state, ev, err);
+ES_EVOLVE(apply_authorized, Payments__V1__Payment, Payments__V1__PaymentAuthorized) {
+    return apply_held(state, PAYMENT_STATUS(AUTHORIZED), event->order_id, event->amount_cents,
+                      event->currency, err);
 }
 
-static const ProtobufCMessageDescriptor *const payment_events[] = {
-    &payments__v1__payment_authorized__descriptor, &payments__v1__payment_declined__descriptor,
-    &payments__v1__payment_refunded__descriptor,   &payments__v1__payment_pending__descriptor,
-    &payments__v1__payment_voided__descriptor,     NULL,
+ES_EVOLVE(apply_pending, Payments__V1__Payment, Payments__V1__PaymentPending) {
+    return apply_held(state, PAYMENT_STATUS(PENDING), event->order_id, event->amount_cents,
+                      event->currency, err);
+}
+
+ES_EVOLVE(apply_declined, Payments__V1__Payment, Payments__V1__PaymentDeclined) {
+    state->status = PAYMENT_STATUS(DECLINED);
+    return set_str(&state->base, &state->order_id, event->order_id, err);
+}
+
+ES_EVOLVE(apply_refunded, Payments__V1__Payment, Payments__V1__PaymentRefunded) {
+    state->status = PAYMENT_STATUS(REFUNDED);
+    return ES_OK;
+}
+
+ES_EVOLVE(apply_voided, Payments__V1__Payment, Payments__V1__PaymentVoided) {
+    state->status = PAYMENT_STATUS(VOIDED);
+    return ES_OK;
+}
+
+static const es_command_handler_t payment_commands[] = {
+    {&payments__v1__authorize_payment__descriptor, decide_authorize},
+    {&payments__v1__refund_payment__descriptor, decide_refund},
+    {NULL, NULL},
 };
 
-static const ProtobufCMessageDescriptor *const payment_commands[] = {
-    &payments__v1__authorize_payment__descriptor,
-    &payments__v1__refund_payment__descriptor,
-    NULL,
+static const es_evolver_t payment_events[] = {
+    {&payments__v1__payment_authorized__descriptor, apply_authorized},
+    {&payments__v1__payment_declined__descriptor, apply_declined},
+    {&payments__v1__payment_refunded__descriptor, apply_refunded},
+    {&payments__v1__payment_pending__descriptor, apply_pending},
+    {&payments__v1__payment_voided__descriptor, apply_voided},
+    {NULL, NULL},
 };
 
 const es_aggregate_def demo_payment_def = {
     .abi_version = ES_AGGREGATE_ABI,
     .type = "payments.payment",
     .state = &payments__v1__payment__descriptor,
-    .events = payment_events,
-    .commands = payment_commands,
-    .evolve = payment_evolve,
-    .decide = payment_decide,
+    .command_handlers = payment_commands,
+    .evolvers = payment_events,
 };
 
 /* inventory.item */
@@ -441,90 +384,75 @@ static const Inventory__V1__Reservation *find_reservation(const Inventory__V1__I
     return NULL;
 }
 
-static es_err decide_restock(const Inventory__V1__Item *item, const Inventory__V1__Restock *c,
-                             es_decision_t *d) {
-    if (c->quantity == 0)
+ES_DECIDE(decide_restock, Inventory__V1__Item, Inventory__V1__Restock) {
+    if (command->quantity == 0)
         return es_reject(d, "restock quantity must be at least 1");
-    if (c->quantity > UINT32_MAX - item->on_hand)
-        return es_reject(d, "restocking %u would overflow the %u units on hand", c->quantity,
-                         item->on_hand);
+    if (command->quantity > UINT32_MAX - state->on_hand)
+        return es_reject(d, "restocking %u would overflow the %u units on hand", command->quantity,
+                         state->on_hand);
     Inventory__V1__StockAdded ev = INVENTORY__V1__STOCK_ADDED__INIT;
-    ev.quantity = c->quantity;
+    ev.quantity = command->quantity;
     return es_emit(d, &ev.base);
 }
 
-static es_err decide_reserve(const Inventory__V1__Item *item, const Inventory__V1__ReserveStock *c,
-                             es_decision_t *d) {
-    if (blank(c->order_id))
+ES_DECIDE(decide_reserve, Inventory__V1__Item, Inventory__V1__ReserveStock) {
+    if (blank(command->order_id))
         return es_reject(d, "order_id is missing");
-    if (c->quantity == 0)
+    if (command->quantity == 0)
         return es_reject(d, "reservation quantity must be at least 1");
-    const Inventory__V1__Reservation *held = find_reservation(item, c->order_id, NULL);
-    if (held && held->quantity == c->quantity)
+    const Inventory__V1__Reservation *held = find_reservation(state, command->order_id, NULL);
+    if (held && held->quantity == command->quantity)
         return ES_OK; /* a retry of a reservation that already holds */
     if (held)
         return es_reject(d, "order %s already holds %u units; release them before reserving %u",
-                         c->order_id, held->quantity, c->quantity);
-    uint32_t available = item->on_hand - item->reserved;
-    if (c->quantity > available) {
+                         command->order_id, held->quantity, command->quantity);
+    uint32_t available = state->on_hand - state->reserved;
+    if (command->quantity > available) {
         Inventory__V1__StockShortage ev = INVENTORY__V1__STOCK_SHORTAGE__INIT;
-        ev.order_id = c->order_id;
-        ev.requested = c->quantity;
+        ev.order_id = command->order_id;
+        ev.requested = command->quantity;
         ev.available = available;
         return es_emit(d, &ev.base);
     }
     Inventory__V1__StockReserved ev = INVENTORY__V1__STOCK_RESERVED__INIT;
-    ev.order_id = c->order_id;
-    ev.quantity = c->quantity;
+    ev.order_id = command->order_id;
+    ev.quantity = command->quantity;
     return es_emit(d, &ev.base);
 }
 
-static es_err decide_release(const Inventory__V1__Item *item, const Inventory__V1__ReleaseStock *c,
-                             es_decision_t *d) {
-    if (blank(c->order_id))
+ES_DECIDE(decide_release, Inventory__V1__Item, Inventory__V1__ReleaseStock) {
+    if (blank(command->order_id))
         return es_reject(d, "order_id is missing");
-    const Inventory__V1__Reservation *held = find_reservation(item, c->order_id, NULL);
+    const Inventory__V1__Reservation *held = find_reservation(state, command->order_id, NULL);
     if (!held)
         return ES_OK; /* released already, or never reserved: compensation is done */
     Inventory__V1__StockReleased ev = INVENTORY__V1__STOCK_RELEASED__INIT;
-    ev.order_id = c->order_id;
+    ev.order_id = command->order_id;
     ev.quantity = held->quantity;
     return es_emit(d, &ev.base);
 }
 
-static es_err item_decide(const ProtobufCMessage *state, const ProtobufCMessage *cmd,
-                          es_decision_t *d, void *opaque) {
-    const Inventory__V1__Item *item = (const Inventory__V1__Item *)state;
-    (void)opaque;
-    if (is(cmd, &inventory__v1__restock__descriptor))
-        return decide_restock(item, (const Inventory__V1__Restock *)cmd, d);
-    if (is(cmd, &inventory__v1__reserve_stock__descriptor))
-        return decide_reserve(item, (const Inventory__V1__ReserveStock *)cmd, d);
-    if (is(cmd, &inventory__v1__release_stock__descriptor))
-        return decide_release(item, (const Inventory__V1__ReleaseStock *)cmd, d);
-    return unknown_command(cmd, d);
-}
-
-static es_err add_reservation(Inventory__V1__Item *item, const Inventory__V1__StockReserved *ev,
-                              es_error_t *err) {
-    size_t n = item->n_reservations;
-    Inventory__V1__Reservation **arr = realloc(item->reservations, (n + 1) * sizeof *arr);
+ES_EVOLVE(add_reservation, Inventory__V1__Item, Inventory__V1__StockReserved) {
+    size_t n = state->n_reservations;
+    Inventory__V1__Reservation **arr = realloc(state->reservations, (n + 1) * sizeof *arr);
     if (!arr)
-        return es_fail(err, ES_ENOMEM, "out of memory adding a reservation for %s", ev->order_id);
-    item->reservations = arr;
+        return es_fail(err, ES_ENOMEM, "out of memory adding a reservation for %s",
+                       event->order_id);
+    state->reservations = arr;
     Inventory__V1__Reservation *r = malloc(sizeof *r);
     if (!r)
-        return es_fail(err, ES_ENOMEM, "out of memory adding a reservation for %s", ev->order_id);
+        return es_fail(err, ES_ENOMEM, "out of memory adding a reservation for %s",
+                       event->order_id);
     inventory__v1__reservation__init(r);
-    r->quantity = ev->quantity;
-    es_err rc = set_str(&r->base, &r->order_id, ev->order_id, err);
+    r->quantity = event->quantity;
+    es_err rc = set_str(&r->base, &r->order_id, event->order_id, err);
     if (rc != ES_OK) {
         free(r);
         return rc;
     }
     arr[n] = r;
-    item->n_reservations = n + 1;
-    item->reserved += ev->quantity;
+    state->n_reservations = n + 1;
+    state->reserved += event->quantity;
     return ES_OK;
 }
 
@@ -545,48 +473,38 @@ static void drop_reservation(Inventory__V1__Item *item, const char *order_id) {
     }
 }
 
-static es_err item_evolve(ProtobufCMessage *state, const ProtobufCMessage *ev, void *opaque,
-                          es_error_t *err) {
-    Inventory__V1__Item *item = (Inventory__V1__Item *)state;
-    (void)opaque;
-    if (is(ev, &inventory__v1__stock_added__descriptor)) {
-        item->on_hand += ((const Inventory__V1__StockAdded *)ev)->quantity;
-        return ES_OK;
-    }
-    if (is(ev, &inventory__v1__stock_reserved__descriptor))
-        return add_reservation(item, (const Inventory__V1__StockReserved *)ev, err);
-    if (is(ev, &inventory__v1__stock_released__descriptor)) {
-        drop_reservation(item, ((const Inventory__V1__StockReleased *)ev)->order_id);
-        return ES_OK;
-    }
-    if (is(ev, &inventory__v1__stock_shortage__descriptor))
-        return ES_OK; /* a reservation that did not happen */
-    return unknown_event(state, ev, err);
+ES_EVOLVE(apply_added, Inventory__V1__Item, Inventory__V1__StockAdded) {
+    state->on_hand += event->quantity;
+    return ES_OK;
 }
 
-static const ProtobufCMessageDescriptor *const item_events[] = {
-    &inventory__v1__stock_added__descriptor,
-    &inventory__v1__stock_reserved__descriptor,
-    &inventory__v1__stock_released__descriptor,
-    &inventory__v1__stock_shortage__descriptor,
-    NULL,
+ES_EVOLVE(apply_released, Inventory__V1__Item, Inventory__V1__StockReleased) {
+    drop_reservation(state, event->order_id);
+    return ES_OK;
+}
+
+static const es_command_handler_t item_commands[] = {
+    {&inventory__v1__restock__descriptor, decide_restock},
+    {&inventory__v1__reserve_stock__descriptor, decide_reserve},
+    {&inventory__v1__release_stock__descriptor, decide_release},
+    {NULL, NULL},
 };
 
-static const ProtobufCMessageDescriptor *const item_commands[] = {
-    &inventory__v1__restock__descriptor,
-    &inventory__v1__reserve_stock__descriptor,
-    &inventory__v1__release_stock__descriptor,
-    NULL,
+/* A shortage is a reservation that did not happen: it changes nothing. */
+static const es_evolver_t item_events[] = {
+    {&inventory__v1__stock_added__descriptor, apply_added},
+    {&inventory__v1__stock_reserved__descriptor, add_reservation},
+    {&inventory__v1__stock_released__descriptor, apply_released},
+    {&inventory__v1__stock_shortage__descriptor, NULL},
+    {NULL, NULL},
 };
 
 const es_aggregate_def demo_item_def = {
     .abi_version = ES_AGGREGATE_ABI,
     .type = "inventory.item",
     .state = &inventory__v1__item__descriptor,
-    .events = item_events,
-    .commands = item_commands,
-    .evolve = item_evolve,
-    .decide = item_decide,
+    .command_handlers = item_commands,
+    .evolvers = item_events,
 };
 
 /* the whole domain */

@@ -609,58 +609,24 @@ static bool check_sagas(const struct demo *dm) {
     return good;
 }
 
-static const ProtobufCMessageDescriptor *find_descriptor(const char *full_name) {
-    for (const ProtobufCMessageDescriptor *const *d = demo_descriptors(); *d; d++)
-        if (strcmp((*d)->name, full_name) == 0)
-            return *d;
-    return NULL;
-}
-
-struct fold {
-    ProtobufCMessage *state;
-    const es_aggregate_def *def;
-    es_error_t *err;
-    es_err rc;
-};
-
-/* Folds one event into the state with the decider's own evolve. */
-static int fold_event(const es_event_t *ev, void *opaque) {
-    struct fold *f = opaque;
-    const ProtobufCMessageDescriptor *d = find_descriptor(ev->event_type);
-    ProtobufCMessage *m =
-        d ? protobuf_c_message_unpack(d, NULL, ev->payload_len, ev->payload) : NULL;
-    if (!m)
-        f->rc = es_fail(f->err, ES_EDECODE, "%s/%s v%llu: %s does not decode", ev->aggregate_type,
-                        ev->aggregate_id, (unsigned long long)ev->version, ev->event_type);
-    else
-        f->rc = f->def->evolve(f->state, m, NULL, f->err);
-    protobuf_c_message_free_unpacked(m, NULL);
-    return f->rc == ES_OK ? 0 : 1;
-}
-
 static es_err print_stock_of(struct demo *dm, const char *sku, es_error_t *err) {
-    Inventory__V1__Item item = INVENTORY__V1__ITEM__INIT;
-    struct fold f = {&item.base, &demo_item_def, err, ES_OK};
-    es_err rc = es_store_read_stream(es_engine_store(dm->engine), "inventory.item", sku, 1,
-                                     fold_event, &f, err);
-    if (rc == ES_OK)
-        rc = f.rc;
-    if (rc == ES_OK) {
-        printf("  %-20s %7u %8u %9u", sku, item.on_hand, item.reserved,
-               item.on_hand - item.reserved);
-        for (size_t i = 0; i < item.n_reservations; i++)
-            printf("%s%s %u", i ? ", " : "  ", item.reservations[i]->order_id,
-                   item.reservations[i]->quantity);
-        printf("\n");
-    }
-    for (size_t i = 0; i < item.n_reservations; i++)
-        protobuf_c_message_free_unpacked(&item.reservations[i]->base, NULL);
-    free(item.reservations);
-    return rc;
+    ProtobufCMessage *state = NULL;
+    es_err rc = es_engine_load_state(dm->engine, "inventory.item", sku, &state, NULL, err);
+    if (rc != ES_OK)
+        return rc;
+    const Inventory__V1__Item *item = (const Inventory__V1__Item *)state;
+    printf("  %-20s %7u %8u %9u", sku, item->on_hand, item->reserved,
+           item->on_hand - item->reserved);
+    for (size_t i = 0; i < item->n_reservations; i++)
+        printf("%s%s %u", i ? ", " : "  ", item->reservations[i]->order_id,
+               item->reservations[i]->quantity);
+    printf("\n");
+    protobuf_c_message_free_unpacked(state, NULL);
+    return ES_OK;
 }
 
 static es_err print_stock(struct demo *dm, es_error_t *err) {
-    printf("\nstock afterwards (folded from inventory.item events):\n");
+    printf("\nstock afterwards (es_engine_load_state of each inventory.item):\n");
     printf("  %-20s %7s %8s %9s  %s\n", "sku", "on hand", "reserved", "available", "held by");
     es_err rc = ES_OK;
     for (int i = 0; rc == ES_OK && i < N_SKUS; i++)

@@ -295,10 +295,10 @@ static void copy_file(const char *from, const char *to);
 static char *esctl_for_anyone(void) {
     char *bin = tu_tempdir();
     cr_assert_eq(chmod(bin, 0755), 0);
-    char *exe = tu_path(bin, "esctl"), *lib = tu_path(bin, "libeskit.so.0");
+    char *exe = tu_path(bin, "esctl"), *lib = tu_path(bin, ESKIT_LIB_SONAME);
     copy_file(ESCTL_PATH, exe);
     cr_assert_eq(chmod(exe, 0755), 0);
-    copy_file(ESKIT_BINARY_DIR "/core/libeskit.so.0", lib);
+    copy_file(ESKIT_LIB_SONAME_PATH, lib);
     /* The demo's types module, where esctl finds it by name: projectors/ beside it. */
     char *mods = tu_path(bin, "projectors"), *types = tu_path(mods, "order_saga_types.so");
     cr_assert_eq(mkdir(mods, 0755), 0);

@@ -235,7 +235,8 @@ static ProtobufCMessage *fold(const es_aggregate_def *def, const char *id) {
     read_events(def->type, id, &e);
     for (size_t i = 0; i < e.n; i++) {
         es_error_t err = {0};
-        cr_assert_eq(def->evolve(state, e.msgs[i], NULL, &err), ES_OK, "%s", err.message);
+        cr_assert_eq(es_aggregate_evolve(def, state, e.msgs[i], NULL, &err), ES_OK, "%s",
+                     err.message);
     }
     free_events(&e);
     return state;
@@ -903,10 +904,10 @@ static bool listed(const ProtobufCMessageDescriptor *d) {
 
 static void assert_def_listed(const es_aggregate_def *def) {
     cr_assert(listed(def->state), "%s state not listed", def->type);
-    for (const ProtobufCMessageDescriptor *const *p = def->events; *p; p++)
-        cr_assert(listed(*p), "%s not listed", (*p)->name);
-    for (const ProtobufCMessageDescriptor *const *p = def->commands; *p; p++)
-        cr_assert(listed(*p), "%s not listed", (*p)->name);
+    for (const es_evolver_t *p = def->evolvers; p->event; p++)
+        cr_assert(listed(p->event), "%s not listed", p->event->name);
+    for (const es_command_handler_t *p = def->command_handlers; p->command; p++)
+        cr_assert(listed(p->command), "%s not listed", p->command->name);
 }
 
 Test(domain, descriptors_list_every_message_of_the_three_protos_once) {
@@ -975,16 +976,16 @@ Test(domain, every_fulfilment_command_and_event_is_one_the_domain_handles) {
         const ProtobufCMessageDescriptor *cmds[] = {st->command, st->compensation};
         for (size_t k = 0; k < 2; k++) {
             bool found = cmds[k] == NULL;
-            for (const ProtobufCMessageDescriptor *const *p = agg->commands; *p && !found; p++)
-                found = *p == cmds[k];
+            for (const es_command_handler_t *p = agg->command_handlers; p->command && !found; p++)
+                found = p->command == cmds[k];
             cr_assert(found, "%s is not a command of %s", cmds[k]->name, agg->type);
         }
         const ProtobufCMessageDescriptor *const *lists[] = {st->completed_by, st->failed_by};
         for (size_t k = 0; k < 2; k++)
             for (const ProtobufCMessageDescriptor *const *e = lists[k]; e && *e; e++) {
                 bool found = false;
-                for (const ProtobufCMessageDescriptor *const *p = agg->events; *p && !found; p++)
-                    found = *p == *e;
+                for (const es_evolver_t *p = agg->evolvers; p->event && !found; p++)
+                    found = p->event == *e;
                 cr_assert(found, "%s is not an event of %s", (*e)->name, agg->type);
             }
     }

@@ -88,6 +88,12 @@ static es_err talky_decide(const ProtobufCMessage *state, const ProtobufCMessage
     return es_reject(d, "cannot cancel: %s", c->reason);
 }
 
+static es_err ok_evolve(ProtobufCMessage *state, const ProtobufCMessage *ev, void *opaque,
+                        es_error_t *err) {
+    (void)state, (void)ev, (void)opaque, (void)err;
+    return ES_OK;
+}
+
 static es_err talky_evolve(ProtobufCMessage *state, const ProtobufCMessage *ev, void *opaque,
                            es_error_t *err) {
     (void)state, (void)ev, (void)opaque;
@@ -99,8 +105,17 @@ Test(messages, a_deciders_reason_or_error_with_a_newline_is_one_line_in_results_
     es_engine_t *engine = NULL;
     es_error_t err = {0};
     cr_assert_eq(es_engine_new(cfg, &engine, &err), ES_OK, "%s", err.message);
-    es_aggregate_def def = demo_order_def;
-    def.decide = talky_decide;
+    static const ProtobufCMessageDescriptor *const commands[] = {
+        &orders__v1__cancel_order__descriptor, NULL};
+    static const ProtobufCMessageDescriptor *const events[] = {
+        &orders__v1__order_confirmed__descriptor, NULL};
+    es_aggregate_def def = {.abi_version = ES_AGGREGATE_ABI,
+                            .type = "orders.order",
+                            .state = &orders__v1__order__descriptor,
+                            .commands = commands,
+                            .decide = talky_decide,
+                            .events = events,
+                            .evolve = ok_evolve};
     cr_assert_eq(es_engine_register(engine, &def, NULL, &err), ES_OK, "%s", err.message);
     Orders__V1__CancelOrder cancel = ORDERS__V1__CANCEL_ORDER__INIT;
     cancel.reason = "because\nERROR forged \x1b[31m";

@@ -54,6 +54,35 @@ typedef struct es_evolver {
     es_evolve_cb *evolve;
 } es_evolver_t;
 
+/* A decide for one command type, typed: ES_DECIDE(fn, State, Command) { ... } defines the
+ * es_decide_cb fn (for a command_handlers table) with a body that sees `const State *state`,
+ * `const Command *command`, `es_decision_t *d` and `void *opaque`, so the handler needs no
+ * casts. State and Command are protobuf-c message structs (Orders__V1__Order). */
+#define ES_DECIDE(fn, State, Command)                                                              \
+    static es_err fn##_typed(const State *state, const Command *command, es_decision_t *d,         \
+                             void *opaque);                                                        \
+    static es_err fn(const ProtobufCMessage *state_, const ProtobufCMessage *command_,             \
+                     es_decision_t *d_, void *opaque_) {                                           \
+        return fn##_typed((const State *)state_, (const Command *)command_, d_, opaque_);          \
+    }                                                                                              \
+    static es_err fn##_typed(const State *state __attribute__((unused)),                           \
+                             const Command *command __attribute__((unused)),                       \
+                             es_decision_t *d __attribute__((unused)),                             \
+                             void *opaque __attribute__((unused)))
+
+/* An evolve for one event type, typed: ES_EVOLVE(fn, State, Event) { ... } defines the
+ * es_evolve_cb fn (for an evolvers table) with a body that sees `State *state`,
+ * `const Event *event`, `void *opaque` and `es_error_t *err`. */
+#define ES_EVOLVE(fn, State, Event)                                                                \
+    static es_err fn##_typed(State *state, const Event *event, void *opaque, es_error_t *err);     \
+    static es_err fn(ProtobufCMessage *state_, const ProtobufCMessage *event_, void *opaque_,      \
+                     es_error_t *err_) {                                                           \
+        return fn##_typed((State *)state_, (const Event *)event_, opaque_, err_);                  \
+    }                                                                                              \
+    static es_err fn##_typed(                                                                      \
+        State *state __attribute__((unused)), const Event *event __attribute__((unused)),          \
+        void *opaque __attribute__((unused)), es_error_t *err __attribute__((unused)))
+
 /* An aggregate type. Each side is given one of two ways: as tables (command_handlers,
  * evolvers: the engine finds the function of each message type), or as a list of types with
  * one function that takes them all (commands + decide, events + evolve). Callbacks run on the
@@ -122,6 +151,16 @@ ES_API es_store_t *es_engine_store(es_engine_t *engine);
  * register everything before executing. */
 ES_API es_err es_engine_register(es_engine_t *engine, const es_aggregate_def *def, void *opaque,
                                  es_error_t *err);
+
+/* What the engine calls to fold event into state for def: its evolve, or the evolver of the
+ * event's type in its table (an evolver without a function: ES_OK; none for the type:
+ * ES_EUNKNOWN_TYPE). For wrapping a definition (a decorator, a test) without knowing which way
+ * it was written. */
+ES_API es_err es_aggregate_evolve(const es_aggregate_def *def, ProtobufCMessage *state,
+                                  const ProtobufCMessage *event, void *opaque, es_error_t *err);
+/* The same for decide: its decide, or the handler of the command's type (none: a rejection). */
+ES_API es_err es_aggregate_decide(const es_aggregate_def *def, const ProtobufCMessage *state,
+                                  const ProtobufCMessage *command, es_decision_t *d, void *opaque);
 
 /* Executes one command. Returns ES_OK (accepted), ES_EREJECTED, ES_ECONFLICT, ES_EIDREUSED or
  * an error; res (may be NULL) says the same and more. Caller frees res with es_result_clear.
