@@ -131,7 +131,8 @@ static es_err not_caught_up(es_runner_t *r, const catch_up *c, int timeout_ms,
     return es_fail(err, ES_ETIMEOUT,
                    "projector '%s': not caught up within %d ms: %s partition %d has its "
                    "checkpoint at offset %lld, %llu records short of offset %lld where it ended "
-                   "when the catch-up began (%zu of %zu partitions behind)%s%s",
+                   "when the catch-up began (%zu of %zu partitions behind; call again or allow "
+                   "longer)%s%s",
                    name, timeout_ms, p->topic, (int)p->partition, (long long)p->offset,
                    (unsigned long long)c->left, (long long)c->target[c->first], c->behind, r->n_pos,
                    last->code != ES_OK ? "; the last poll failed: " : "",
