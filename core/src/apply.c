@@ -467,11 +467,16 @@ es_err es_runner_batch(es_runner_t *r, size_t max, int linger, size_t *consumed,
     return ES_OK;
 }
 
-es_err es_runner_backlog(es_runner_t *r, uint64_t *n, es_error_t *err) {
+es_err es_runner_checkpoints(es_runner_t *r, es_error_t *err) {
     es_sql_tx tx = es_sql_tx_on(r->db, r->rm_path);
     es_err e = es_sql_begin(&tx, ES_SQL_DEFERRED, "reading checkpoints", err);
     if (e == ES_OK)
         e = es_sql_end(&tx, load_positions(r, err), "reading checkpoints", err);
+    return e;
+}
+
+es_err es_runner_backlog(es_runner_t *r, uint64_t *n, es_error_t *err) {
+    es_err e = es_runner_checkpoints(r, err);
     *n = 0;
     for (size_t i = 0; e == ES_OK && i < r->n_pos; i++) {
         int64_t end;

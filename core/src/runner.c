@@ -71,6 +71,121 @@ es_err es_runner_run(es_runner_t *r, es_error_t *err) {
     return e;
 }
 
+/* ---- catch-up ---- */
+
+/* Where es_runner_catch_up stands: the ends to reach, and the first partition short of its. */
+typedef struct catch_up {
+    int64_t *target; /* each position's end when the call began */
+    int have_target;
+    size_t behind, first; /* partitions still short; the first of them (n_pos: none) */
+    uint64_t left;        /* records of its topic between its checkpoint and its end */
+} catch_up;
+
+static es_err read_ends(es_runner_t *r, catch_up *c, es_error_t *err) {
+    for (size_t i = 0; i < r->n_pos; i++) {
+        uint64_t count = 0;
+        es_err e = r->log->reader->topic_end(r->log, r->pos[i].topic, r->pos[i].partition, 0,
+                                             &c->target[i], &count, err);
+        if (e != ES_OK)
+            return e;
+    }
+    c->have_target = 1;
+    return ES_OK;
+}
+
+/* A partition is caught up when its checkpoint reached its end, or when no record of its topic
+ * lies past the checkpoint (the embedded log's end counts every topic's records). */
+static es_err measure(es_runner_t *r, catch_up *c, es_error_t *err) {
+    es_err e = c->have_target ? ES_OK : read_ends(r, c, err);
+    if (e == ES_OK)
+        e = es_runner_checkpoints(r, err);
+    c->behind = 0;
+    c->first = r->n_pos;
+    for (size_t i = 0; e == ES_OK && i < r->n_pos; i++) {
+        const es_topic_pos_t *p = &r->pos[i];
+        int64_t end = 0;
+        uint64_t count = 0;
+        if (p->offset >= c->target[i])
+            continue;
+        e = r->log->reader->topic_end(r->log, p->topic, p->partition, p->offset, &end, &count, err);
+        if (e != ES_OK || count == 0)
+            continue;
+        uint64_t short_of = (uint64_t)(c->target[i] - p->offset);
+        if (c->behind++ == 0) {
+            c->first = i;
+            c->left = count < short_of ? count : short_of;
+        }
+    }
+    return e;
+}
+
+static es_err not_caught_up(es_runner_t *r, const catch_up *c, int timeout_ms,
+                            const es_error_t *last, es_error_t *err) {
+    const char *name = r->def->name;
+    if (c->first >= r->n_pos)
+        return es_fail(
+            err, ES_ETIMEOUT, "projector '%s': not caught up within %d ms: %s the log's ends: %s",
+            name, timeout_ms,
+            c->have_target ? "cannot compare the checkpoints with" : "cannot read", last->message);
+    const es_topic_pos_t *p = &r->pos[c->first];
+    return es_fail(err, ES_ETIMEOUT,
+                   "projector '%s': not caught up within %d ms: %s partition %d has its "
+                   "checkpoint at offset %lld, %llu records short of offset %lld where it ended "
+                   "when the catch-up began (%zu of %zu partitions behind; call again or allow "
+                   "longer)%s%s",
+                   name, timeout_ms, p->topic, (int)p->partition, (long long)p->offset,
+                   (unsigned long long)c->left, (long long)c->target[c->first], c->behind, r->n_pos,
+                   last->code != ES_OK ? "; the last poll failed: " : "",
+                   last->code != ES_OK ? last->message : "");
+}
+
+/* A lasting failure of a poll or a measure, named for the projector once. */
+static es_err lasting(es_runner_t *r, es_err e, es_error_t *failed, es_error_t *err) {
+    char subject[ES_PROJECTOR_NAME_MAX + 16];
+    snprintf(subject, sizeof subject, "projector '%s': ", r->def->name);
+    es_error_subject(failed, subject);
+    if (err)
+        *err = *failed;
+    return e;
+}
+
+/* Measures, then polls, until the checkpoints reach the ends of the call's start. A transient
+ * failure is kept in last and retried after a backoff until the deadline. */
+es_err es_runner_catch_up(es_runner_t *r, int timeout_ms, es_error_t *err) {
+    if (!r || timeout_ms < 0)
+        return es_fail(err, ES_EINVAL, "es_runner_catch_up: %s",
+                       r ? "timeout_ms must be 0 or more" : "the runner is required");
+    int64_t deadline = now_ms() + timeout_ms;
+    int64_t target[r->n_pos ? r->n_pos : 1];
+    catch_up c = {target, 0, 0, r->n_pos, 0};
+    es_error_t last = {ES_OK, ""}, now = {ES_OK, ""};
+    for (int wait = 1;; wait = wait < 100 ? wait * 2 : 100) {
+        es_err e = measure(r, &c, &now);
+        if (e == ES_OK && c.behind == 0)
+            return ES_OK;
+        if (e != ES_OK && !es_err_is_transient(e))
+            return lasting(r, e, &now, err);
+        if (e != ES_OK)
+            last = now;
+        if (es_stop_requested(&r->stop))
+            return es_fail(err, ES_ERETRY,
+                           "projector '%s': stopped (es_runner_stop) before it caught up; the "
+                           "read model holds what was applied",
+                           r->def->name);
+        int64_t left = deadline - now_ms();
+        if (left <= 0)
+            return not_caught_up(r, &c, timeout_ms, &last, err);
+        if (e == ES_OK) {
+            e = es_runner_poll(r, left < 100 ? (int)left : 100, NULL, &now);
+            if (e != ES_OK && !es_err_is_transient(e))
+                return lasting(r, e, &now, err);
+            last = e == ES_OK ? (es_error_t){ES_OK, ""} : now;
+        }
+        if (e != ES_OK)
+            es_stop_sleep(&r->stop, wait < left ? wait : (int)left);
+    }
+}
+
 void es_runner_resume(es_runner_t *r) {
     es_stop_clear(&r->stop);
     if (r->guard)

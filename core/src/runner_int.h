@@ -103,6 +103,8 @@ struct es_runner {
 
 /* The read model's last SQLite error, as sql.c words it, naming the projector (apply.c). */
 es_err es_runner_sql_err(es_runner_t *r, const char *what, es_error_t *err);
+/* Reads the committed checkpoints into r->pos, outside a batch (apply.c). */
+es_err es_runner_checkpoints(es_runner_t *r, es_error_t *err);
 /* Prepares the applier's statements on r->db (apply.c). */
 es_err es_apply_prepare(es_runner_t *r, es_error_t *err);
 

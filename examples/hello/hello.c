@@ -210,8 +210,8 @@ int main(void) {
         rc = run_commands(engine, &err);
     if (rc == ES_OK)
         rc = es_runner_new(cfg, &balances, &runner, &err);
-    for (size_t n = 1; rc == ES_OK && n > 0;) /* embedded, a poll that finds nothing: caught up */
-        rc = es_runner_poll(runner, 0, &n, &err);
+    if (rc == ES_OK) /* apply what the log holds now, waiting up to 10 s */
+        rc = es_runner_catch_up(runner, 10000, &err);
     if (rc == ES_OK)
         rc = print_balances(es_config_get(cfg, "readmodel.db"), &err);
     if (rc != ES_OK)

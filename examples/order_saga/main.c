@@ -641,39 +641,15 @@ static void report_parked(const es_dlq_entry_t *e, void *opaque) {
             e->event_type[0] ? e->event_type : "undecodable", e->key, e->error);
 }
 
-/* Whether def's read model holds all the log has: on Kafka a fetch may come back empty while
- * records are on their way, so an empty poll alone proves nothing. */
-static es_err caught_up(const es_config_t *cfg, const char *name, bool *yes, es_error_t *err) {
-    es_lag_row_t *rows = NULL;
-    size_t n = 0;
-    es_err rc = es_lag(cfg, &rows, &n, err);
-    *yes = rc == ES_OK;
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(rows[i].projector, name) == 0 && rows[i].lag > 0)
-            *yes = false;
-    free(rows);
-    return rc;
-}
-
-/* Runs def's runner until its read model holds the whole log; a parked event fails the demo. */
+/* Runs def's runner until its read model holds what the log holds now; a parked event fails
+ * the demo. */
 static es_err catch_up(const es_config_t *cfg, const es_projector_def *def, es_error_t *err) {
     es_runner_t *r = NULL;
     es_err rc = es_runner_new(cfg, def, &r, err);
     if (rc != ES_OK)
         return rc;
     es_runner_set_park_cb(r, report_parked, NULL);
-    int64_t t0 = es_now_us();
-    bool done = false, behind = false;
-    while (rc == ES_OK && !done) {
-        size_t applied = 0;
-        rc = es_runner_poll(r, behind ? POLL_MS : 0, &applied, err);
-        if (rc == ES_OK && applied == 0)
-            rc = caught_up(cfg, def->name, &done, err);
-        behind = !done;
-        if (rc == ES_OK && behind && es_now_us() - t0 > SAGA_DEADLINE_US)
-            rc = es_fail(err, ES_ETIMEOUT, "%s is still behind the log after %lld s", def->name,
-                         SAGA_DEADLINE_US / 1000000);
-    }
+    rc = es_runner_catch_up(r, (int)(SAGA_DEADLINE_US / 1000), err);
     es_runner_stats_t st;
     es_runner_stats(r, &st);
     if (rc == ES_OK && st.parked > 0)

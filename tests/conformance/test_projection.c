@@ -316,3 +316,92 @@ Test(projection, a_stop_ends_the_batch_at_the_next_event_and_the_runner_goes_on_
     cr_assert_eq(query_int("SELECT count(*) FROM notes"), 25);
     cr_assert_eq(total_lag(), 0);
 }
+
+Test(projection, catch_up_applies_everything_appended_before_the_call) {
+    char id[16];
+    for (int i = 0; i < 25; i++) {
+        snprintf(id, sizeof id, "n-%d", i % 5);
+        note(id, "test.v1.Noted", "hello");
+    }
+    es_config_set(tb_config(b), "projector.batch.size", "10", NULL);
+    es_runner_t *r = runner(&notes_v1); /* it has not polled yet */
+    es_error_t err = {0};
+    cr_assert_eq(es_runner_catch_up(r, WAIT_MS, &err), ES_OK, "%s", err.message);
+    es_runner_stats_t st;
+    es_runner_stats(r, &st);
+    cr_assert_eq(st.applied, 25);
+    cr_assert_eq(query_int("SELECT count(*) FROM notes"), 25);
+    cr_assert_eq(total_lag(), 0);
+    es_runner_destroy(r);
+}
+
+Test(projection, catch_up_with_nothing_to_do_returns_at_once) {
+    es_runner_t *r = runner(&notes_v1);
+    es_error_t err = {0};
+    int64_t t0 = es_now_us();
+    cr_assert_eq(es_runner_catch_up(r, WAIT_MS, &err), ES_OK, "empty log: %s", err.message);
+    note("n-1", "test.v1.Noted", "a");
+    cr_assert_eq(es_runner_catch_up(r, WAIT_MS, &err), ES_OK, "%s", err.message);
+    int64_t t1 = es_now_us();
+    cr_assert_eq(es_runner_catch_up(r, WAIT_MS, &err), ES_OK, "caught up: %s", err.message);
+    cr_assert_eq(es_runner_catch_up(r, 0, &err), ES_OK, "timeout 0 only checks: %s", err.message);
+    int64_t t2 = es_now_us();
+    cr_assert_lt(t1 - t0, WAIT_MS * 1000LL / 3, "took %lld ms", (long long)(t1 - t0) / 1000);
+    cr_assert_lt(t2 - t1, 2000 * 1000LL, "nothing due took %lld ms", (long long)(t2 - t1) / 1000);
+    cr_assert_eq(query_int("SELECT count(*) FROM notes"), 1);
+    es_runner_destroy(r);
+}
+
+Test(projection, catch_up_past_its_timeout_is_a_timeout_naming_the_partition_behind) {
+    char id[16];
+    for (int i = 0; i < 60; i++) {
+        snprintf(id, sizeof id, "n-%d", i % 6);
+        note(id, "test.v1.Noted", "hello");
+    }
+    es_config_set(tb_config(b), "projector.batch.size", "1", NULL);
+    es_runner_t *r = runner(&notes_v1);
+    es_error_t err = {0};
+    cr_assert_eq(es_runner_catch_up(r, 0, &err), ES_ETIMEOUT);
+    cr_assert(strstr(err.message,
+                     "projector 'notes': not caught up within 0 ms: " TYPE ".events partition "),
+              "%s", err.message);
+    cr_assert(strstr(err.message, "records short of offset"), "%s", err.message);
+    cr_assert_eq(es_runner_catch_up(r, 1, &err), ES_ETIMEOUT, "60 batches in 1 ms");
+    cr_assert(strstr(err.message, "partitions behind"), "%s", err.message);
+    cr_assert_lt(query_int("SELECT count(*) FROM notes"), 60);
+    cr_assert_eq(es_runner_catch_up(r, WAIT_MS, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(query_int("SELECT count(*) FROM notes"), 60);
+    es_runner_destroy(r);
+}
+
+Test(projection, catch_up_counts_a_parked_event_as_passed) {
+    note("n-1", "test.v1.Noted", "a");
+    note("n-2", "test.v1.Broken", "b");
+    es_runner_t *r = runner(&notes_v1);
+    es_error_t err = {0};
+    cr_assert_eq(es_runner_catch_up(r, WAIT_MS, &err), ES_OK, "%s", err.message);
+    es_runner_stats_t st;
+    es_runner_stats(r, &st);
+    cr_assert_eq(st.parked, 1);
+    cr_assert_eq(query_int("SELECT count(*) FROM notes"), 1);
+    cr_assert_eq(query_int("SELECT count(*) FROM es_dlq WHERE key = 'n-2'"), 1);
+    cr_assert_eq(total_lag(), 0);
+    es_runner_destroy(r);
+}
+
+Test(projection, catch_up_ended_by_a_stop_is_a_retry_with_what_was_applied_committed) {
+    for (int i = 0; i < 20; i++)
+        note("n-1", "test.v1.Noted", "x");
+    es_projector_def def = notes_v1;
+    def.apply = apply_then_stop;
+    es_runner_t *r = runner(&def);
+    stopping_runner = r;
+    stop_after = 5;
+    es_error_t err = {0};
+    cr_assert_eq(es_runner_catch_up(r, WAIT_MS, &err), ES_ERETRY, "%s", err.message);
+    cr_assert(strstr(err.message, "stopped (es_runner_stop) before it caught up"), "%s",
+              err.message);
+    cr_assert_eq(query_int("SELECT count(*) FROM notes"), 5, "the 5 applied are committed");
+    cr_assert_eq(total_lag(), 15);
+    es_runner_destroy(r);
+}

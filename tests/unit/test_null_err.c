@@ -232,6 +232,31 @@ Test(null_err, the_saga_run_loop_logs_and_retries_failures_without_an_error_stru
     es_engine_destroy(engine);
 }
 
+Test(null_err, catch_up_fails_without_an_error_struct) {
+    cr_expect_eq(es_runner_catch_up(NULL, 10, NULL), ES_EINVAL);
+    es_store_t *store = NULL;
+    cr_assert_eq(es_store_new(cfg, &store, NULL), ES_OK);
+    es_new_event_t ev = {"test.v1.Note", (const uint8_t *)"x", 1, NULL, NULL, NULL, 0};
+    cr_assert_eq(es_store_append(store, "test.note", "n", ES_EXPECT_ANY, 0, &ev, 1, NULL, NULL),
+                 ES_OK);
+    es_runner_t *r = NULL;
+    cr_assert_eq(es_runner_new(cfg, &notes_v1, &r, NULL), ES_OK);
+    cr_expect_eq(es_runner_catch_up(r, -1, NULL), ES_EINVAL);
+    cr_expect_eq(es_runner_catch_up(r, 0, NULL), ES_ETIMEOUT, "behind, and no time to poll");
+    sqlite3 *lock = NULL; /* every batch finds the read model busy: retried, then a timeout */
+    char *rm = tu_path(dir, "read.db");
+    cr_assert_eq(sqlite3_open(rm, &lock), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(lock, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    cr_expect_eq(es_runner_catch_up(r, 200, NULL), ES_ETIMEOUT);
+    sqlite3_exec(lock, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_close(lock);
+    free(rm);
+    es_runner_stop(r);
+    cr_expect_eq(es_runner_catch_up(r, 1000, NULL), ES_ERETRY, "stopped");
+    es_runner_destroy(r);
+    es_store_destroy(store);
+}
+
 /* The runner's run loop with a transient failure on every event. */
 typedef struct runner_run {
     es_runner_t *r;

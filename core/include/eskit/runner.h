@@ -90,6 +90,21 @@ ES_API void es_runner_destroy(es_runner_t *r);
  * ES_ESTATE when stopped by policy stop (the error names the event). */
 ES_API es_err es_runner_poll(es_runner_t *r, int timeout_ms, size_t *applied, es_error_t *err);
 
+/* Waits until the read model holds what the log held when the call began: takes the end of
+ * every partition the runner reads (embedded: the store's end offset; Kafka: each partition's
+ * high watermark), then polls, applying and parking by the runner's policy, until every
+ * checkpoint has passed its end (events parked in the DLQ count as passed; events appended
+ * after the call began may or may not be applied). An empty poll is no proof of the end (a
+ * Kafka fetch may be slow): only the checkpoints are. A runner that has not polled yet is fine.
+ * Transient failures (es_err_is_transient) are retried until the deadline. Returns ES_OK when
+ * caught up (at once when nothing is due); ES_ETIMEOUT when timeout_ms passed first, the
+ * message naming a partition behind, its checkpoint, its end and the records left (and the
+ * last transient failure, if one held it back); ES_ERETRY when es_runner_stop ended it first
+ * (what was applied is committed; the stop stays set); the first lasting failure of a poll
+ * otherwise (ES_ESTATE for policy stop). timeout_ms 0 only checks; the call may overrun
+ * timeout_ms by one batch. ES_EINVAL for a NULL runner or a negative timeout_ms. */
+ES_API es_err es_runner_catch_up(es_runner_t *r, int timeout_ms, es_error_t *err);
+
 /* Polls until es_runner_stop is called or a lasting error stops it; transient failures
  * (ES_EKAFKA, ES_EBUSY, ES_ETIMEOUT, ES_ERETRY: a broker down, a busy database) are each logged
  * once through the config's log callback and retried after a backoff of 100 ms doubling to
