@@ -21,6 +21,7 @@
 #include <eskit/runner.h>
 #include <eskit/saga.h>
 #include <eskit/topics.h>
+#include <eskit/testing.h>
 
 /* The version of these headers; es_version() tells the library's. CMakeLists.txt's project
  * version must equal them (configuring checks). */

@@ -1,0 +1,308 @@
+/*
+ * The test kit (eskit/testing.h): given events, when a command, then events or a rejection, in
+ * memory; its reports; and that it says what the engine says, on the engine's own path.
+ */
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "domain.h"
+#include "eskit/v1/envelope.pb-c.h"
+#include "testutil.h"
+
+static es_test_aggregate_t *t;
+static char report[4096];
+
+static void setup(void) {
+    es_error_t err = {0};
+    cr_assert_eq(es_test_aggregate_new(&demo_order_def, NULL, &t, &err), ES_OK, "%s", err.message);
+}
+
+static void teardown(void) {
+    es_test_aggregate_destroy(t);
+}
+
+TestSuite(testing, .init = setup, .fini = teardown);
+
+static Orders__V1__LineItem mug = {PROTOBUF_C_MESSAGE_INIT(&orders__v1__line_item__descriptor),
+                                   "sku-mug", 2, 1250};
+static Orders__V1__LineItem *items[] = {&mug};
+
+static Orders__V1__OrderPlaced placed(void) {
+    Orders__V1__OrderPlaced ev = ORDERS__V1__ORDER_PLACED__INIT;
+    ev.customer_id = "alice";
+    ev.n_items = 1;
+    ev.items = items;
+    ev.amount_cents = 2500;
+    ev.currency = "USD";
+    return ev;
+}
+
+static Orders__V1__PlaceOrder place(void) {
+    Orders__V1__PlaceOrder c = ORDERS__V1__PLACE_ORDER__INIT;
+    c.customer_id = "alice";
+    c.n_items = 1;
+    c.items = items;
+    c.currency = "USD";
+    return c;
+}
+
+static void given_placed(void) {
+    Orders__V1__OrderPlaced ev = placed();
+    es_error_t err = {0};
+    cr_assert_eq(es_test_given(t, &ev.base, &err), ES_OK, "%s", err.message);
+}
+
+Test(testing, an_expected_event_passes_with_an_empty_report) {
+    given_placed();
+    Orders__V1__ConfirmOrder confirm = ORDERS__V1__CONFIRM_ORDER__INIT;
+    cr_assert_eq(es_test_when(t, &confirm.base, NULL), ES_OK);
+    Orders__V1__OrderConfirmed confirmed = ORDERS__V1__ORDER_CONFIRMED__INIT;
+    const ProtobufCMessage *expected[] = {&confirmed.base};
+    strcpy(report, "stale");
+    cr_assert(es_test_then_events(t, expected, 1, report, sizeof report), "%s", report);
+    cr_assert_str_eq(report, "");
+    uint64_t first = 0;
+    cr_assert_eq(es_test_emitted(t, &first), 1);
+    cr_assert_eq(first, 2);
+    cr_assert_eq(es_test_version(t), 2);
+    cr_assert_str_eq(es_test_event(t, 2)->event_type, "orders.v1.OrderConfirmed");
+    cr_assert_str_eq(es_test_event(t, 2)->aggregate_type, "orders.order");
+    cr_assert_null(es_test_event(t, 3));
+}
+
+Test(testing, a_failed_expectation_reports_given_when_expected_and_got) {
+    given_placed();
+    Orders__V1__CancelOrder cancel = ORDERS__V1__CANCEL_ORDER__INIT;
+    cancel.reason = "changed my mind";
+    cr_assert_eq(es_test_when(t, &cancel.base, NULL), ES_OK);
+    Orders__V1__OrderConfirmed confirmed = ORDERS__V1__ORDER_CONFIRMED__INIT;
+    const ProtobufCMessage *expected[] = {&confirmed.base};
+    cr_assert_not(es_test_then_events(t, expected, 1, report, sizeof report));
+    cr_assert_str_eq(report,
+                     "event 1 differs from the expected one\n"
+                     "given:\n"
+                     "  1. orders.v1.OrderPlaced { customer_id: \"alice\" items { sku: \"sku-mug\" "
+                     "quantity: 2 unit_price_cents: 1250 } amount_cents: 2500 currency: \"USD\" }\n"
+                     "when:\n"
+                     "  orders.v1.CancelOrder { reason: \"changed my mind\" }\n"
+                     "expected:\n"
+                     "  accepted with 1 event(s):\n"
+                     "  2. orders.v1.OrderConfirmed {}\n"
+                     "got:\n"
+                     "  accepted with 1 event(s):\n"
+                     "  2. orders.v1.OrderCancelled { reason: \"changed my mind\" }\n");
+}
+
+Test(testing, events_that_differ_in_one_field_are_not_the_expected_ones) {
+    Orders__V1__PlaceOrder c = place();
+    cr_assert_eq(es_test_when(t, &c.base, NULL), ES_OK);
+    Orders__V1__OrderPlaced ev = placed();
+    const ProtobufCMessage *expected[] = {&ev.base};
+    cr_assert(es_test_then_events(t, expected, 1, report, sizeof report), "%s", report);
+    ev.amount_cents = 2499;
+    cr_assert_not(es_test_then_events(t, expected, 1, report, sizeof report));
+    cr_assert(strstr(report, "amount_cents: 2499"), "%s", report);
+    cr_assert(strstr(report, "amount_cents: 2500"), "%s", report);
+    cr_assert(strstr(report, "given:\n  (no events)\n"), "%s", report);
+}
+
+Test(testing, expecting_events_of_a_rejected_command_reports_the_reason) {
+    Orders__V1__ConfirmOrder confirm = ORDERS__V1__CONFIRM_ORDER__INIT;
+    es_error_t err = {0};
+    cr_assert_eq(es_test_when(t, &confirm.base, &err), ES_EREJECTED);
+    cr_assert_str_eq(err.message, "the order was never placed; place it before confirming");
+    cr_assert_not(es_test_then_events(t, NULL, 0, report, sizeof report));
+    cr_assert(strstr(report, "expected 0 event(s), but the command was rejected\n"), "%s", report);
+    cr_assert(strstr(report, "got:\n  rejected: the order was never placed; place it before "
+                             "confirming\n"),
+              "%s", report);
+    cr_assert_eq(es_test_version(t), 0);
+}
+
+Test(testing, a_rejection_is_checked_by_a_part_of_its_reason) {
+    given_placed();
+    Orders__V1__CancelOrder cancel = ORDERS__V1__CANCEL_ORDER__INIT;
+    cr_assert_eq(es_test_when(t, &cancel.base, NULL), ES_OK);
+    Orders__V1__ConfirmOrder confirm = ORDERS__V1__CONFIRM_ORDER__INIT;
+    cr_assert_eq(es_test_when(t, &confirm.base, NULL), ES_EREJECTED);
+    cr_assert(es_test_then_rejected(t, "was cancelled", report, sizeof report), "%s", report);
+    cr_assert(es_test_then_rejected(t, NULL, report, sizeof report), "%s", report);
+    cr_assert_not(es_test_then_rejected(t, "out of stock", report, sizeof report));
+    cr_assert(strstr(report, "the command was rejected for another reason\ngiven:\n"
+                             "  1. orders.v1.OrderPlaced {"),
+              "%s", report);
+    cr_assert(strstr(report, "  2. orders.v1.OrderCancelled { reason: \"no reason given\" }\n"
+                             "when:\n  orders.v1.ConfirmOrder {}\n"),
+              "%s", report);
+    cr_assert(strstr(report, "expected:\n  rejected with a reason containing \"out of stock\"\n"
+                             "got:\n  rejected: the order was cancelled (no reason given)"),
+              "%s", report);
+}
+
+Test(testing, expecting_a_rejection_of_an_accepted_command_shows_its_events) {
+    given_placed();
+    Orders__V1__ConfirmOrder confirm = ORDERS__V1__CONFIRM_ORDER__INIT;
+    cr_assert_eq(es_test_when(t, &confirm.base, NULL), ES_OK);
+    cr_assert_not(es_test_then_rejected(t, "", report, sizeof report));
+    cr_assert(strstr(report, "expected a rejection\n"), "%s", report);
+    cr_assert(strstr(report, "got:\n  accepted with 1 event(s):\n  2. orders.v1.OrderConfirmed {}"),
+              "%s", report);
+}
+
+Test(testing, the_state_is_the_given_events_folded) {
+    given_placed();
+    const Orders__V1__Order *o = (const Orders__V1__Order *)es_test_state(t);
+    cr_assert_eq(o->status, ORDERS__V1__ORDER_STATUS__ORDER_STATUS_PLACED);
+    cr_assert_str_eq(o->customer_id, "alice");
+    cr_assert_eq(o->amount_cents, 2500);
+    cr_assert_eq(o->item_count, 1);
+    char text[256];
+    es_test_format(&o->base, text, sizeof text);
+    cr_assert_str_eq(text, "orders.v1.Order { status: ORDER_STATUS_PLACED customer_id: \"alice\" "
+                           "amount_cents: 2500 currency: \"USD\" item_count: 1 }");
+}
+
+Test(testing, a_then_check_before_any_command_says_so) {
+    given_placed();
+    cr_assert_not(es_test_then_events(t, NULL, 0, report, sizeof report));
+    cr_assert(strstr(report, "no command: call es_test_when before a then check\ngiven:\n  1. "),
+              "%s", report);
+}
+
+Test(testing, a_command_the_definition_does_not_list_is_refused_as_the_engine_refuses_it) {
+    Inventory__V1__Restock r = INVENTORY__V1__RESTOCK__INIT;
+    cr_assert_eq(es_test_when(t, &r.base, NULL), ES_EUNKNOWN_TYPE);
+    cr_assert(es_test_then_error(t, ES_EUNKNOWN_TYPE,
+                                 "command type 'inventory.v1.Restock' is not among the commands "
+                                 "of orders.order",
+                                 report, sizeof report),
+              "%s", report);
+    cr_assert_not(es_test_then_events(t, NULL, 0, report, sizeof report));
+    cr_assert(strstr(report, "got:\n  error ES_EUNKNOWN_TYPE: command type"), "%s", report);
+}
+
+Test(testing, a_given_event_the_definition_does_not_list_fails_every_command) {
+    Inventory__V1__StockAdded r = INVENTORY__V1__STOCK_ADDED__INIT;
+    es_error_t err = {0};
+    cr_assert_eq(es_test_given(t, &r.base, &err), ES_EUNKNOWN_TYPE);
+    cr_assert(strstr(err.message, "event type 'inventory.v1.StockAdded' is not registered for "
+                                  "orders.order"),
+              "%s", err.message);
+    Orders__V1__ConfirmOrder confirm = ORDERS__V1__CONFIRM_ORDER__INIT;
+    cr_assert_eq(es_test_when(t, &confirm.base, NULL), ES_EUNKNOWN_TYPE);
+    cr_assert(es_test_then_error(t, ES_EUNKNOWN_TYPE, "not registered", report, sizeof report),
+              "%s", report);
+}
+
+Test(testing, a_definition_the_engine_would_refuse_is_refused) {
+    es_aggregate_def def = demo_order_def;
+    def.abi_version = 99;
+    es_test_aggregate_t *bad = NULL;
+    es_error_t err = {0};
+    cr_assert_eq(es_test_aggregate_new(&def, NULL, &bad, &err), ES_EINVAL);
+    cr_assert_null(bad);
+    cr_assert(strstr(err.message, "ABI version 99"), "%s", err.message);
+}
+
+/* The mistake the engine catches: the state's customer_id is the event's string. */
+static es_err borrowing_evolve(ProtobufCMessage *state, const ProtobufCMessage *ev, void *opaque,
+                               es_error_t *err) {
+    if (ev->descriptor == &orders__v1__order_placed__descriptor) {
+        Orders__V1__Order *o = (Orders__V1__Order *)state;
+        o->status = ORDERS__V1__ORDER_STATUS__ORDER_STATUS_PLACED;
+        o->customer_id = ((const Orders__V1__OrderPlaced *)ev)->customer_id;
+        return ES_OK;
+    }
+    return demo_order_def.evolve(state, ev, opaque, err);
+}
+
+/* What es_execute says of PlaceOrder for orders.order/test with this definition. */
+static char *engine_reason(const es_aggregate_def *def) {
+    char *dir = tu_tempdir();
+    es_config_t *cfg = tu_config(dir, "engine.db");
+    es_engine_t *engine = NULL;
+    es_error_t err = {0};
+    cr_assert_eq(es_engine_new(cfg, &engine, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(es_engine_register(engine, def, NULL, &err), ES_OK, "%s", err.message);
+    Orders__V1__PlaceOrder c = place();
+    es_command_t cmd = {
+        .aggregate_type = "orders.order", .aggregate_id = "test", .message = &c.base};
+    es_result_t res;
+    cr_assert_eq(es_execute(engine, &cmd, &res, NULL), ES_ESTATE);
+    char *reason = strdup(res.reason);
+    es_result_clear(&res);
+    es_engine_destroy(engine);
+    es_config_destroy(cfg);
+    tu_rmtree(dir);
+    free(dir);
+    return reason;
+}
+
+Test(testing, an_evolve_that_keeps_a_pointer_into_an_event_fails_as_the_engine_fails_it) {
+    es_aggregate_def def = demo_order_def;
+    def.evolve = borrowing_evolve;
+    es_test_aggregate_t *b = NULL;
+    cr_assert_eq(es_test_aggregate_new(&def, NULL, &b, NULL), ES_OK);
+    Orders__V1__PlaceOrder c = place();
+    cr_assert_eq(es_test_when(b, &c.base, NULL), ES_ESTATE);
+    char *expected = engine_reason(&def);
+    cr_assert_str_eq(es_test_reason(b), expected);
+    cr_assert(strstr(expected, "evolve left orders.v1.Order.customer_id pointing into the "
+                               "orders.v1.OrderPlaced event at version 1"),
+              "%s", expected);
+    free(expected);
+    cr_assert(
+        es_test_then_error(b, ES_ESTATE, "orders.v1.Order.customer_id", report, sizeof report),
+        "%s", report);
+    cr_assert_not(es_test_then_events(b, NULL, 0, report, sizeof report));
+    cr_assert(strstr(report, "got:\n  error ES_ESTATE: orders.order/test: evolve left "
+                             "orders.v1.Order.customer_id"),
+              "%s", report);
+    cr_assert_eq(es_test_version(b), 0, "nothing is appended");
+    es_test_aggregate_destroy(b);
+}
+
+Test(testing, a_given_event_an_evolve_borrows_from_fails_the_given_and_every_command) {
+    es_aggregate_def def = demo_order_def;
+    def.evolve = borrowing_evolve;
+    es_test_aggregate_t *b = NULL;
+    cr_assert_eq(es_test_aggregate_new(&def, NULL, &b, NULL), ES_OK);
+    Orders__V1__OrderPlaced ev = placed();
+    es_error_t err = {0};
+    cr_assert_eq(es_test_given(b, &ev.base, &err), ES_ESTATE);
+    cr_assert(strstr(err.message, "customer_id pointing into the orders.v1.OrderPlaced event at "
+                                  "version 1"),
+              "%s", err.message);
+    /* the field is reset, as the engine resets it, so the state stays safe to free */
+    cr_assert_str_eq(((const Orders__V1__Order *)es_test_state(b))->customer_id, "");
+    Orders__V1__ConfirmOrder confirm = ORDERS__V1__CONFIRM_ORDER__INIT;
+    cr_assert_eq(es_test_when(b, &confirm.base, NULL), ES_ESTATE);
+    cr_assert(es_test_then_error(b, ES_ESTATE, "customer_id", report, sizeof report), "%s", report);
+    es_test_aggregate_destroy(b);
+}
+
+Test(testing, the_printer_writes_bytes_enums_nested_and_repeated_fields) {
+    Eskit__V1__EventEnvelope env = ESKIT__V1__EVENT_ENVELOPE__INIT;
+    Eskit__V1__EventEnvelope__MetadataEntry e1 = ESKIT__V1__EVENT_ENVELOPE__METADATA_ENTRY__INIT,
+                                            e2 = ESKIT__V1__EVENT_ENVELOPE__METADATA_ENTRY__INIT;
+    Eskit__V1__EventEnvelope__MetadataEntry *md[] = {&e1, &e2};
+    e1.key = "k1";
+    e1.value = "say \"hi\"\n";
+    e2.key = "k2";
+    e2.value = "";
+    uint8_t raw[] = {0x00, 'a', 0xff};
+    env.version = 7;
+    env.payload = (ProtobufCBinaryData){sizeof raw, raw};
+    env.n_metadata = 2;
+    env.metadata = md;
+    char text[512];
+    size_t need = es_test_format(&env.base, text, sizeof text);
+    cr_assert_str_eq(text,
+                     "eskit.v1.EventEnvelope { version: 7 payload: \"\\x00a\\xff\" metadata "
+                     "{ key: \"k1\" value: \"say \\\"hi\\\"\\n\" } metadata { key: \"k2\" } }");
+    cr_assert_eq(need, strlen(text));
+    char small[16];
+    cr_assert_eq(es_test_format(&env.base, small, sizeof small), need);
+    cr_assert_str_eq(small, "eskit.v1.Eve...");
+}
