@@ -3,8 +3,7 @@
  * and the reports that say what a failed expectation saw. The history is the events as the
  * engine would have appended them: packed bytes, folded back through the folder's arena.
  */
-#include "decider.h"
-#include <eskit/testing.h>
+#include "testing_int.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -29,14 +28,7 @@ struct es_test_aggregate {
     char *command;   /* its text */
 };
 
-/* A bounded text writer: len counts what was wanted, so truncation is known. */
-typedef struct out {
-    char *p;
-    size_t cap, len;
-} out_t;
-
-static void put(out_t *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void put(out_t *o, const char *fmt, ...) {
+void es_test_put(es_test_out_t *o, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     size_t room = o->len < o->cap ? o->cap - o->len : 0;
@@ -46,8 +38,7 @@ static void put(out_t *o, const char *fmt, ...) {
         o->len += (size_t)n;
 }
 
-/* Ends the text, marking a cut with "...". */
-static void finish(out_t *o) {
+void es_test_finish(es_test_out_t *o) {
     if (!o->p || !o->cap)
         return;
     if (o->len >= o->cap && o->cap > 4)
@@ -55,60 +46,61 @@ static void finish(out_t *o) {
     o->p[o->len < o->cap ? o->len : o->cap - 1] = '\0';
 }
 
-static void put_quoted(out_t *o, const uint8_t *s, size_t len, int bytes) {
-    put(o, "\"");
+static void put_quoted(es_test_out_t *o, const uint8_t *s, size_t len, int bytes) {
+    es_test_put(o, "\"");
     for (size_t i = 0; i < len; i++) {
         uint8_t c = s[i];
         if (c == '"' || c == '\\')
-            put(o, "\\%c", c);
+            es_test_put(o, "\\%c", c);
         else if (c == '\n')
-            put(o, "\\n");
+            es_test_put(o, "\\n");
         else if (c < 0x20 || c == 0x7f || (bytes && c >= 0x80))
-            put(o, "\\x%02x", c);
+            es_test_put(o, "\\x%02x", c);
         else
-            put(o, "%c", c);
+            es_test_put(o, "%c", c);
     }
-    put(o, "\"");
+    es_test_put(o, "\"");
 }
 
-static void put_body(out_t *o, const ProtobufCMessage *m, int depth);
+static void put_body(es_test_out_t *o, const ProtobufCMessage *m, int depth);
 
-static void put_value(out_t *o, const ProtobufCFieldDescriptor *f, const void *p, int depth) {
+static void put_value(es_test_out_t *o, const ProtobufCFieldDescriptor *f, const void *p,
+                      int depth) {
     switch (f->type) {
     case PROTOBUF_C_TYPE_INT32:
     case PROTOBUF_C_TYPE_SINT32:
     case PROTOBUF_C_TYPE_SFIXED32:
-        put(o, "%" PRId32, *(const int32_t *)p);
+        es_test_put(o, "%" PRId32, *(const int32_t *)p);
         break;
     case PROTOBUF_C_TYPE_UINT32:
     case PROTOBUF_C_TYPE_FIXED32:
-        put(o, "%" PRIu32, *(const uint32_t *)p);
+        es_test_put(o, "%" PRIu32, *(const uint32_t *)p);
         break;
     case PROTOBUF_C_TYPE_INT64:
     case PROTOBUF_C_TYPE_SINT64:
     case PROTOBUF_C_TYPE_SFIXED64:
-        put(o, "%" PRId64, *(const int64_t *)p);
+        es_test_put(o, "%" PRId64, *(const int64_t *)p);
         break;
     case PROTOBUF_C_TYPE_UINT64:
     case PROTOBUF_C_TYPE_FIXED64:
-        put(o, "%" PRIu64, *(const uint64_t *)p);
+        es_test_put(o, "%" PRIu64, *(const uint64_t *)p);
         break;
     case PROTOBUF_C_TYPE_FLOAT:
-        put(o, "%g", (double)*(const float *)p);
+        es_test_put(o, "%g", (double)*(const float *)p);
         break;
     case PROTOBUF_C_TYPE_DOUBLE:
-        put(o, "%g", *(const double *)p);
+        es_test_put(o, "%g", *(const double *)p);
         break;
     case PROTOBUF_C_TYPE_BOOL:
-        put(o, "%s", *(const protobuf_c_boolean *)p ? "true" : "false");
+        es_test_put(o, "%s", *(const protobuf_c_boolean *)p ? "true" : "false");
         break;
     case PROTOBUF_C_TYPE_ENUM: {
         int v = *(const int *)p;
         const ProtobufCEnumValue *ev = protobuf_c_enum_descriptor_get_value(f->descriptor, v);
         if (ev)
-            put(o, "%s", ev->name);
+            es_test_put(o, "%s", ev->name);
         else
-            put(o, "%d", v);
+            es_test_put(o, "%d", v);
         break;
     }
     case PROTOBUF_C_TYPE_STRING: {
@@ -177,15 +169,15 @@ static int present(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f)
     return memcmp(p, zero, elem_size(f->type)) != 0;
 }
 
-static void put_body(out_t *o, const ProtobufCMessage *m, int depth) {
+static void put_body(es_test_out_t *o, const ProtobufCMessage *m, int depth) {
     if (depth > MAX_DEPTH) {
-        put(o, "{ ... }");
+        es_test_put(o, "{ ... }");
         return;
     }
     const ProtobufCMessageDescriptor *d = m->descriptor;
     const char *base = (const char *)m;
     int any = 0;
-    put(o, "{");
+    es_test_put(o, "{");
     for (unsigned i = 0; i < d->n_fields; i++) {
         const ProtobufCFieldDescriptor *f = &d->fields[i];
         const char *sep = f->type == PROTOBUF_C_TYPE_MESSAGE ? " " : ": ";
@@ -193,85 +185,86 @@ static void put_body(out_t *o, const ProtobufCMessage *m, int depth) {
             size_t n = *(const size_t *)(base + f->quantifier_offset);
             const char *arr = *(char *const *)(base + f->offset);
             for (size_t k = 0; k < n; k++) {
-                put(o, " %s%s", f->name, sep);
+                es_test_put(o, " %s%s", f->name, sep);
                 put_value(o, f, arr + k * elem_size(f->type), depth);
             }
             any |= n > 0;
         } else if (present(m, f)) {
-            put(o, " %s%s", f->name, sep);
+            es_test_put(o, " %s%s", f->name, sep);
             put_value(o, f, base + f->offset, depth);
             any = 1;
         }
     }
-    put(o, any ? " }" : "}");
+    es_test_put(o, any ? " }" : "}");
 }
 
-static void put_message(out_t *o, const ProtobufCMessage *m) {
+void es_test_put_message(es_test_out_t *o, const ProtobufCMessage *m) {
     if (!m) {
-        put(o, "(none)");
+        es_test_put(o, "(none)");
         return;
     }
-    put(o, "%s ", m->descriptor->name);
+    es_test_put(o, "%s ", m->descriptor->name);
     put_body(o, m, 0);
 }
 
 size_t es_test_format(const ProtobufCMessage *msg, char *buf, size_t cap) {
-    out_t o = {buf, cap, 0};
-    put_message(&o, msg);
-    finish(&o);
+    es_test_out_t o = {buf, cap, 0};
+    es_test_put_message(&o, msg);
+    es_test_finish(&o);
     return o.len;
 }
 
 /* An event of the history, unpacked and printed. */
-static void put_event(out_t *o, const es_test_aggregate_t *t, const es_event_t *ev) {
+static void put_event(es_test_out_t *o, const es_test_aggregate_t *t, const es_event_t *ev) {
     const ProtobufCMessageDescriptor *d = es_pb_find(t->subj.def->events, ev->event_type);
     ProtobufCMessage *m =
         d ? protobuf_c_message_unpack(d, NULL, ev->payload_len, ev->payload) : NULL;
     if (m)
-        put_message(o, m);
+        es_test_put_message(o, m);
     else
-        put(o, "%s (%zu bytes that do not decode as one of %s's events)", ev->event_type,
-            ev->payload_len, t->subj.def->type);
+        es_test_put(o, "%s (%zu bytes that do not decode as one of %s's events)", ev->event_type,
+                    ev->payload_len, t->subj.def->type);
     if (m)
         protobuf_c_message_free_unpacked(m, NULL);
 }
 
-static void put_events(out_t *o, const es_test_aggregate_t *t, uint64_t from, size_t n) {
+static void put_events(es_test_out_t *o, const es_test_aggregate_t *t, uint64_t from, size_t n) {
     if (!n)
-        put(o, "  (no events)\n");
+        es_test_put(o, "  (no events)\n");
     for (size_t i = 0; i < n; i++) {
-        put(o, "  %llu. ", (unsigned long long)(from + i));
+        es_test_put(o, "  %llu. ", (unsigned long long)(from + i));
         put_event(o, t, &t->events[from + i - 1]);
-        put(o, "\n");
+        es_test_put(o, "\n");
     }
 }
 
 /* The outcome of the last command, for "got". */
-static void put_got(out_t *o, const es_test_aggregate_t *t) {
-    put(o, "got:\n");
+static void put_got(es_test_out_t *o, const es_test_aggregate_t *t) {
+    es_test_put(o, "got:\n");
     if (t->rc == ES_OK) {
-        put(o, "  accepted with %zu event(s):\n", t->emitted);
+        es_test_put(o, "  accepted with %zu event(s):\n", t->emitted);
         put_events(o, t, t->before + 1, t->emitted);
     } else if (t->rc == ES_EREJECTED) {
-        put(o, "  rejected: %s\n", t->reason ? t->reason : "");
+        es_test_put(o, "  rejected: %s\n", t->reason ? t->reason : "");
     } else {
-        put(o, "  error %s: %s\n", es_strerror(t->rc), t->reason ? t->reason : "");
+        es_test_put(o, "  error %s: %s\n", es_strerror(t->rc), t->reason ? t->reason : "");
     }
 }
 
 /* Starts a report: the verdict, then given and when. Returns 0 (there was no command). */
-static int put_context(out_t *o, const es_test_aggregate_t *t, const char *verdict) {
-    put(o, "%s\ngiven:\n", t->ran ? verdict : "no command: call es_test_when before a then check");
+static int put_context(es_test_out_t *o, const es_test_aggregate_t *t, const char *verdict) {
+    es_test_put(o, "%s\ngiven:\n",
+                t->ran ? verdict : "no command: call es_test_when before a then check");
     uint64_t given = t->ran ? t->before : t->n;
     put_events(o, t, 1, (size_t)given);
-    put(o, "when:\n  %s\n", t->ran && t->command ? t->command : "(no command)");
+    es_test_put(o, "when:\n  %s\n", t->ran && t->command ? t->command : "(no command)");
     return t->ran;
 }
 
-static bool report_done(out_t *o, bool ok) {
+static bool report_done(es_test_out_t *o, bool ok) {
     if (ok && o->p && o->cap)
         o->len = 0;
-    finish(o);
+    es_test_finish(o);
     return ok;
 }
 
@@ -289,7 +282,7 @@ static bool same_event(const es_event_t *ev, const ProtobufCMessage *m) {
 
 bool es_test_then_events(const es_test_aggregate_t *t, const ProtobufCMessage *const *expected,
                          size_t n, char *report, size_t cap) {
-    out_t o = {report, cap, 0};
+    es_test_out_t o = {report, cap, 0};
     bool ok = t->ran && t->rc == ES_OK && t->emitted == n;
     size_t differs = 0;
     for (size_t i = 0; ok && i < n; i++)
@@ -308,13 +301,13 @@ bool es_test_then_events(const es_test_aggregate_t *t, const ProtobufCMessage *c
     else
         snprintf(verdict, sizeof verdict, "expected %zu event(s), got %zu", n, t->emitted);
     if (put_context(&o, t, verdict)) {
-        put(&o, "expected:\n  accepted with %zu event(s):\n", n);
+        es_test_put(&o, "expected:\n  accepted with %zu event(s):\n", n);
         if (!n)
-            put(&o, "  (no events)\n");
+            es_test_put(&o, "  (no events)\n");
         for (size_t i = 0; i < n; i++) {
-            put(&o, "  %llu. ", (unsigned long long)(t->before + i + 1));
-            put_message(&o, expected[i]);
-            put(&o, "\n");
+            es_test_put(&o, "  %llu. ", (unsigned long long)(t->before + i + 1));
+            es_test_put_message(&o, expected[i]);
+            es_test_put(&o, "\n");
         }
         put_got(&o, t);
     }
@@ -323,7 +316,7 @@ bool es_test_then_events(const es_test_aggregate_t *t, const ProtobufCMessage *c
 
 bool es_test_then_rejected(const es_test_aggregate_t *t, const char *reason_part, char *report,
                            size_t cap) {
-    out_t o = {report, cap, 0};
+    es_test_out_t o = {report, cap, 0};
     const char *part = reason_part ? reason_part : "";
     bool ok = t->ran && t->rc == ES_EREJECTED && strstr(t->reason ? t->reason : "", part);
     if (ok)
@@ -331,7 +324,7 @@ bool es_test_then_rejected(const es_test_aggregate_t *t, const char *reason_part
     const char *verdict = t->rc == ES_EREJECTED ? "the command was rejected for another reason"
                                                 : "expected a rejection";
     if (put_context(&o, t, verdict)) {
-        put(&o, "expected:\n  rejected with a reason containing \"%s\"\n", part);
+        es_test_put(&o, "expected:\n  rejected with a reason containing \"%s\"\n", part);
         put_got(&o, t);
     }
     return report_done(&o, false);
@@ -339,14 +332,14 @@ bool es_test_then_rejected(const es_test_aggregate_t *t, const char *reason_part
 
 bool es_test_then_error(const es_test_aggregate_t *t, es_err code, const char *message_part,
                         char *report, size_t cap) {
-    out_t o = {report, cap, 0};
+    es_test_out_t o = {report, cap, 0};
     const char *part = message_part ? message_part : "";
     bool ok = t->ran && t->rc == code && strstr(t->reason ? t->reason : "", part);
     if (ok)
         return report_done(&o, true);
     if (put_context(&o, t, "expected an error")) {
-        put(&o, "expected:\n  error %s with a message containing \"%s\"\n", es_strerror(code),
-            part);
+        es_test_put(&o, "expected:\n  error %s with a message containing \"%s\"\n",
+                    es_strerror(code), part);
         put_got(&o, t);
     }
     return report_done(&o, false);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "domain.h"
+#include "fulfilment.h"
 #include "eskit/v1/envelope.pb-c.h"
 #include "testutil.h"
 
@@ -305,4 +306,110 @@ Test(testing, the_printer_writes_bytes_enums_nested_and_repeated_fields) {
     char small[16];
     cr_assert_eq(es_test_format(&env.base, small, sizeof small), need);
     cr_assert_str_eq(small, "eskit.v1.Eve...");
+}
+
+/* Sagas */
+
+static es_test_saga_t *saga;
+
+static void saga_setup(void) {
+    es_error_t err = {0};
+    cr_assert_eq(es_test_saga_new(&demo_fulfilment_def, &saga, &err), ES_OK, "%s", err.message);
+}
+
+static void saga_teardown(void) {
+    es_test_saga_destroy(saga);
+}
+
+TestSuite(testing_saga, .init = saga_setup, .fini = saga_teardown);
+
+static void start_saga(void) {
+    Orders__V1__OrderPlaced ev = placed();
+    es_error_t err = {0};
+    cr_assert_eq(es_test_saga_start(saga, "o-1", &ev.base, &err), ES_OK, "%s", err.message);
+}
+
+Test(testing_saga, a_failed_expectation_reports_what_happened_the_when_expected_and_sent) {
+    start_saga();
+    Inventory__V1__StockReserved reserved = INVENTORY__V1__STOCK_RESERVED__INIT;
+    reserved.order_id = "o-1";
+    reserved.quantity = 2;
+    es_error_t err = {0};
+    cr_assert_eq(
+        es_test_saga_event(saga, es_test_saga_sent(saga, NULL)[0].command_id, &reserved.base, &err),
+        ES_OK, "%s", err.message);
+    Orders__V1__ConfirmOrder confirm = ORDERS__V1__CONFIRM_ORDER__INIT;
+    es_test_send_t want[] = {{"o-1", &confirm.base}};
+    cr_assert_not(es_test_saga_then_sent(saga, want, 1, report, sizeof report));
+    cr_assert_str_eq(
+        report, "command 1 differs from the expected one\n"
+                "given:\n"
+                "  start: orders.v1.OrderPlaced { customer_id: \"alice\" items { sku: \"sku-mug\" "
+                "quantity: 2 unit_price_cents: 1250 } amount_cents: 2500 currency: \"USD\" } on "
+                "orders.order/o-1\n"
+                "    sent do reserve_stock -> inventory.item/sku-mug: inventory.v1.ReserveStock { "
+                "order_id: \"o-1\" quantity: 2 }\n"
+                "    state: running at step reserve_stock\n"
+                "when:\n"
+                "  event: inventory.v1.StockReserved { order_id: \"o-1\" quantity: 2 } caused by "
+                "orders.fulfilment/o-1/reserve_stock.0/do\n"
+                "expected:\n"
+                "  1. o-1: orders.v1.ConfirmOrder {}\n"
+                "got:\n"
+                "  1. do authorize_payment -> payments.payment/o-1: payments.v1.AuthorizePayment { "
+                "order_id: \"o-1\" customer_id: \"alice\" amount_cents: 2500 currency: \"USD\" }\n"
+                "  state: running at step authorize_payment\n");
+}
+
+Test(testing_saga, a_state_expectation_reports_the_state_step_and_reason) {
+    start_saga();
+    cr_assert(es_test_saga_then_state(saga, "running", report, sizeof report), "%s", report);
+    es_error_t err = {0};
+    cr_assert_eq(es_test_saga_advance(saga, 10000, &err), ES_OK, "%s", err.message);
+    cr_assert_not(es_test_saga_then_state(saga, "running", report, sizeof report));
+    cr_assert(strstr(report, "the instance is in another state\n"), "%s", report);
+    cr_assert(strstr(report, "when:\n  clock: +10000 ms (at 10000 ms)\nexpected:\n  state: "
+                             "running\ngot:\n  1. undo reserve_stock -> inventory.item/sku-mug: "
+                             "inventory.v1.ReleaseStock { order_id: \"o-1\" }\n  state: "
+                             "compensating at step reserve_stock; reason: step reserve_stock "
+                             "timed out after 10000 ms\n"),
+              "%s", report);
+}
+
+Test(testing_saga, a_command_the_saga_did_not_send_is_an_error_that_names_it) {
+    start_saga();
+    es_error_t err = {0};
+    cr_assert_eq(es_test_saga_accepted(saga, "orders.fulfilment/o-1/nope.0/do", &err),
+                 ES_ENOTFOUND);
+    cr_assert(strstr(err.message, "sent no command orders.fulfilment/o-1/nope.0/do"), "%s",
+              err.message);
+    cr_assert_not(es_test_saga_then_sent(saga, NULL, 0, report, sizeof report));
+    cr_assert(strstr(report, "got:\n  error ES_ENOTFOUND: saga 'orders.fulfilment' sent no "
+                             "command"),
+              "%s", report);
+    cr_assert(es_test_saga_then_state(saga, "running", report, sizeof report), "%s", report);
+}
+
+Test(testing_saga, a_start_event_of_another_type_and_a_second_start_are_refused) {
+    Orders__V1__OrderConfirmed other = ORDERS__V1__ORDER_CONFIRMED__INIT;
+    es_error_t err = {0};
+    cr_assert_eq(es_test_saga_start(saga, "o-1", &other.base, &err), ES_EINVAL);
+    cr_assert(strstr(err.message, "starts on orders.v1.OrderPlaced, not on "
+                                  "orders.v1.OrderConfirmed"),
+              "%s", err.message);
+    cr_assert_str_eq(es_test_saga_state(saga), "");
+    start_saga();
+    Orders__V1__OrderPlaced ev = placed();
+    cr_assert_eq(es_test_saga_start(saga, "o-2", &ev.base, &err), ES_ESTATE);
+}
+
+Test(testing_saga, the_virtual_clock_fires_a_deadline_once_it_has_passed_and_not_before) {
+    start_saga();
+    es_error_t err = {0};
+    cr_assert_eq(es_test_saga_advance(saga, 9999, &err), ES_OK, "%s", err.message);
+    cr_assert(es_test_saga_then_sent(saga, NULL, 0, report, sizeof report), "%s", report);
+    cr_assert_str_eq(es_test_saga_step(saga), "reserve_stock");
+    cr_assert_eq(es_test_saga_advance(saga, -1, &err), ES_EINVAL);
+    cr_assert_eq(es_test_saga_advance(saga, 1, &err), ES_OK, "%s", err.message);
+    cr_assert_str_eq(es_test_saga_state(saga), "compensating");
 }

@@ -27,8 +27,10 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <protobuf-c/protobuf-c.h>
 #include <eskit/engine.h>
+#include <eskit/saga.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -84,6 +86,86 @@ ES_API const char *es_test_reason(const es_test_aggregate_t *t);
  * quantity: 2 }"; enums by name, fields at their default left out) into buf (cap bytes,
  * truncated with "..."). Returns the length it needed, as snprintf does. */
 ES_API size_t es_test_format(const ProtobufCMessage *msg, char *buf, size_t cap);
+
+/*
+ * Sagas: the steps of an es_saga_def driven by hand, with a virtual clock.
+ *
+ *     es_test_saga_t *s;
+ *     es_test_saga_new(&fulfilment_def, &s, &err);
+ *     es_test_saga_start(s, "o-1", &placed.base, &err);     // the start event
+ *     es_test_send_t want[] = {{"sku-mug", &reserve.base}};
+ *     cr_assert(es_test_saga_then_sent(s, want, 1, report, sizeof report), "%s", report);
+ *     es_test_saga_event(s, es_test_saga_sent(s, NULL)[0].command_id, &reserved.base, &err);
+ *     es_test_saga_advance(s, 30000, &err);                 // the step's deadline passes
+ *     cr_assert(es_test_saga_then_state(s, "compensating", report, sizeof report), "%s", report);
+ *
+ * It runs the coordinator's own transitions (saga.c: instances, targets, compensation in
+ * reverse, the abort command, deadlines) on an SQLite database in memory, without a runner, an
+ * engine or a log: the test plays the aggregates, saying for each command sent whether it was
+ * accepted or rejected and which events it caused. One instance per kit. Not thread-safe.
+ */
+typedef struct es_test_saga es_test_saga_t;
+
+/* A command the saga sent (see es_test_saga_sent). */
+typedef struct es_test_sent {
+    const char *command_id; /* "<saga>/<instance>/<step>.<target>/<do|undo|abort>" */
+    const char *kind;       /* "do", "undo" (a compensation) or "abort" */
+    const char *step;       /* the step's name; "on_abort" for the abort command */
+    const char *aggregate_type, *aggregate_id;
+    const ProtobufCMessage *command;
+} es_test_sent_t;
+
+/* A command a step is expected to send, and where to (the step's aggregate type). */
+typedef struct es_test_send {
+    const char *aggregate_id;
+    const ProtobufCMessage *command;
+} es_test_send_t;
+
+/* A saga of definition def (checked as es_saga_coordinator_new checks it), no instance yet, the
+ * virtual clock at ES_TEST_SAGA_EPOCH_US. Caller frees with es_test_saga_destroy. */
+ES_API es_err es_test_saga_new(const es_saga_def *def, es_test_saga_t **out, es_error_t *err);
+ES_API void es_test_saga_destroy(es_test_saga_t *s);
+#define ES_TEST_SAGA_EPOCH_US INT64_C(1700000000000000)
+
+/* The start event (def's start_event, packed now) on def's start aggregate aggregate_id: the
+ * instance starts and its first step sends. */
+ES_API es_err es_test_saga_start(es_test_saga_t *s, const char *aggregate_id,
+                                 const ProtobufCMessage *event, es_error_t *err);
+/* The aggregate accepted the command command_id (a step with completed_by NULL completes on
+ * it; a compensation or the abort is done). */
+ES_API es_err es_test_saga_accepted(es_test_saga_t *s, const char *command_id, es_error_t *err);
+/* The aggregate rejected the command command_id for reason: the step fails (compensation
+ * starts), or a rejected compensation or abort fails the instance. */
+ES_API es_err es_test_saga_rejected(es_test_saga_t *s, const char *command_id, const char *reason,
+                                    es_error_t *err);
+/* The command command_id caused event (packed now) on its aggregate: one of the step's
+ * completed_by or failed_by ends its target, another is recorded and the step waits on. */
+ES_API es_err es_test_saga_event(es_test_saga_t *s, const char *command_id,
+                                 const ProtobufCMessage *event, es_error_t *err);
+/* Moves the virtual clock ms forward and fires the deadlines that passed, as a coordinator that
+ * has caught up with its log does. */
+ES_API es_err es_test_saga_advance(es_test_saga_t *s, int64_t ms, es_error_t *err);
+
+/* The commands the last start or when sent, in order; *n (may be NULL) gets how many. Returns
+ * the first, NULL when none (borrowed; valid until the next call on the kit, which may be given
+ * one of their command ids). */
+ES_API const es_test_sent_t *es_test_saga_sent(const es_test_saga_t *s, size_t *n);
+/* The instance's state: "running", "compensating", "completed", "aborted" or "failed" ("" before
+ * the start) (borrowed). */
+ES_API const char *es_test_saga_state(const es_test_saga_t *s);
+/* The running or compensated step's name ("" before the start or once ended) (borrowed). */
+ES_API const char *es_test_saga_step(const es_test_saga_t *s);
+/* Why the instance compensates, aborted or failed ("" otherwise) (borrowed). */
+ES_API const char *es_test_saga_reason(const es_test_saga_t *s);
+
+/* Whether the last start or when sent exactly these n commands, in order (same type, aggregate
+ * id and packed bytes). On false, report (cap bytes, may be NULL) says what happened before,
+ * the last when, what was expected and what was sent, with the instance's state. */
+ES_API bool es_test_saga_then_sent(const es_test_saga_t *s, const es_test_send_t *expected,
+                                   size_t n, char *report, size_t cap);
+/* Whether the instance is in state ("running", ...). Fills report on false. */
+ES_API bool es_test_saga_then_state(const es_test_saga_t *s, const char *state, char *report,
+                                    size_t cap);
 
 #ifdef __cplusplus
 }
