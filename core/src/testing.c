@@ -232,7 +232,7 @@ static void put_events(es_test_out_t *o, const es_test_aggregate_t *t, uint64_t 
     if (!n)
         es_test_put(o, "  (no events)\n");
     for (size_t i = 0; i < n; i++) {
-        es_test_put(o, "  %llu. ", (unsigned long long)(from + i));
+        es_test_put(o, "  %llu. ", (unsigned long long)from + i);
         put_event(o, t, &t->events[from + i - 1]);
         es_test_put(o, "\n");
     }
@@ -305,7 +305,7 @@ bool es_test_then_events(const es_test_aggregate_t *t, const ProtobufCMessage *c
         if (!n)
             es_test_put(&o, "  (no events)\n");
         for (size_t i = 0; i < n; i++) {
-            es_test_put(&o, "  %llu. ", (unsigned long long)(t->before + i + 1));
+            es_test_put(&o, "  %llu. ", (unsigned long long)t->before + i + 1);
             es_test_put_message(&o, expected[i]);
             es_test_put(&o, "\n");
         }

@@ -376,7 +376,7 @@ es_err es_test_saga_event(es_test_saga_t *s, const char *command_id, const Proto
 es_err es_test_saga_advance(es_test_saga_t *s, int64_t ms, es_error_t *err) {
     es_error_t own = {0};
     begin_when(s, "clock: +%lld ms (at %lld ms)", (long long)ms,
-               (long long)((s->now - ES_TEST_SAGA_EPOCH_US) / 1000 + ms));
+               (long long)((s->now - ES_TEST_SAGA_EPOCH_US) / 1000) + (long long)ms);
     if (ms < 0)
         return end_when(s, es_fail(&own, ES_EINVAL, "the virtual clock does not go back"), &own,
                         err);
