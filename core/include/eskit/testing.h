@@ -1,5 +1,6 @@
 /*
- * The test kit: unit tests of a decider in memory, with no database file.
+ * The test kit: unit tests of a decider, and of the steps of a saga (further down), in memory,
+ * with no database file (docs/testing.md).
  *
  *     es_test_aggregate_t *t;
  *     es_test_aggregate_new(&order_def, NULL, &t, &err);
@@ -42,6 +43,7 @@ typedef struct es_test_aggregate es_test_aggregate_t;
  * opaque goes to its callbacks. Caller frees with es_test_aggregate_destroy. */
 ES_API es_err es_test_aggregate_new(const es_aggregate_def *def, void *opaque,
                                     es_test_aggregate_t **out, es_error_t *err);
+/* Frees t and everything it handed out (NULL: nothing). */
 ES_API void es_test_aggregate_destroy(es_test_aggregate_t *t);
 
 /* Appends event (packed now; the caller keeps it) to the history and folds it with evolve.
@@ -63,8 +65,8 @@ ES_API bool es_test_then_events(const es_test_aggregate_t *t,
  * any reason). Fills report on false. */
 ES_API bool es_test_then_rejected(const es_test_aggregate_t *t, const char *reason_part,
                                   char *report, size_t cap);
-/* Whether the last command (or a given event) failed with code and a message containing
- * message_part (NULL: any). Fills report on false. */
+/* Whether the last command failed with code and a message containing message_part (NULL: any);
+ * a given event that failed is the failure of every later command. Fills report on false. */
 ES_API bool es_test_then_error(const es_test_aggregate_t *t, es_err code, const char *message_part,
                                char *report, size_t cap);
 
@@ -124,6 +126,7 @@ typedef struct es_test_send {
 /* A saga of definition def (checked as es_saga_coordinator_new checks it), no instance yet, the
  * virtual clock at ES_TEST_SAGA_EPOCH_US. Caller frees with es_test_saga_destroy. */
 ES_API es_err es_test_saga_new(const es_saga_def *def, es_test_saga_t **out, es_error_t *err);
+/* Frees s, its database in memory and what it handed out (NULL: nothing). */
 ES_API void es_test_saga_destroy(es_test_saga_t *s);
 #define ES_TEST_SAGA_EPOCH_US INT64_C(1700000000000000)
 
