@@ -283,6 +283,53 @@ Test(testing, a_given_event_an_evolve_borrows_from_fails_the_given_and_every_com
     es_test_aggregate_destroy(b);
 }
 
+/* The same commands through es_execute and the kit: the same outcomes and the same events. */
+Test(testing, the_kit_and_the_engine_agree_on_every_outcome_and_event) {
+    char *dir = tu_tempdir();
+    es_config_t *cfg = tu_config(dir, "agree.db");
+    es_engine_t *engine = NULL;
+    es_test_aggregate_t *item = NULL;
+    cr_assert_eq(es_engine_new(cfg, &engine, NULL), ES_OK);
+    cr_assert_eq(es_engine_register(engine, &demo_item_def, NULL, NULL), ES_OK);
+    cr_assert_eq(es_test_aggregate_new(&demo_item_def, NULL, &item, NULL), ES_OK);
+    Inventory__V1__Restock restock = INVENTORY__V1__RESTOCK__INIT, none = restock;
+    restock.quantity = 5;
+    Inventory__V1__ReserveStock r1 = INVENTORY__V1__RESERVE_STOCK__INIT, r2 = r1, r3 = r1;
+    r1.order_id = "o-1", r1.quantity = 3;
+    r2.order_id = "o-2", r2.quantity = 3; /* a shortage */
+    r3.order_id = "o-1", r3.quantity = 4; /* o-1 holds 3 already: rejected */
+    Inventory__V1__ReleaseStock rel = INVENTORY__V1__RELEASE_STOCK__INIT;
+    rel.order_id = "o-1";
+    Orders__V1__ConfirmOrder foreign = ORDERS__V1__CONFIRM_ORDER__INIT;
+    const ProtobufCMessage *cmds[] = {&restock.base, &none.base, &r1.base,  &r2.base,
+                                      &r3.base,      &rel.base,  &rel.base, &foreign.base};
+    for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++) {
+        es_command_t cmd = {
+            .aggregate_type = "inventory.item", .aggregate_id = "test", .message = cmds[i]};
+        es_result_t res;
+        es_err want = es_execute(engine, &cmd, &res, NULL);
+        cr_assert_eq(es_test_when(item, cmds[i], NULL), want, "command %zu: %s", i,
+                     es_strerror(want));
+        cr_assert_str_eq(es_test_reason(item), res.reason ? res.reason : "", "command %zu", i);
+        uint64_t first = 0;
+        cr_assert_eq(es_test_emitted(item, &first), res.n_events, "command %zu", i);
+        for (size_t k = 0; k < res.n_events; k++) {
+            const es_event_t *a = res.events[k], *b = es_test_event(item, first + k);
+            cr_assert_eq(a->version, b->version);
+            cr_assert_str_eq(a->event_type, b->event_type);
+            cr_assert_eq(a->payload_len, b->payload_len);
+            cr_assert_eq(memcmp(a->payload, b->payload, a->payload_len), 0, "command %zu", i);
+        }
+        es_result_clear(&res);
+    }
+    cr_assert_eq(es_test_version(item), 4);
+    es_test_aggregate_destroy(item);
+    es_engine_destroy(engine);
+    es_config_destroy(cfg);
+    tu_rmtree(dir);
+    free(dir);
+}
+
 Test(testing, the_printer_writes_bytes_enums_nested_and_repeated_fields) {
     Eskit__V1__EventEnvelope env = ESKIT__V1__EVENT_ENVELOPE__INIT;
     Eskit__V1__EventEnvelope__MetadataEntry e1 = ESKIT__V1__EVENT_ENVELOPE__METADATA_ENTRY__INIT,
