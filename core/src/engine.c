@@ -17,6 +17,7 @@
 #include "engine_int.h"
 #include <eskit/eskit.h>
 #include "backends.h"
+#include "decider.h"
 #include "lru.h"
 #include "store.h"
 
@@ -24,13 +25,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* An event unpacked into the engine's arena since the last settle_state. */
-typedef struct folded_event {
-    size_t start; /* es_pb_arena_used before it was unpacked */
-    const char *type;
-    uint64_t version;
-} folded_event;
 
 typedef struct registration {
     es_aggregate_def *def; /* the caller's definition in this ABI's layout (normalise) */
@@ -49,12 +43,10 @@ struct es_engine {
     size_t ne_cap;
     es_buf_t due_keys; /* keys of entries whose snapshot is due, each klen + key */
     es_fingerprinter_t fingerprinter;
-    int readonly;         /* es_engine_open(ES_OPEN_READONLY): loads states, executes nothing */
-    es_executor *remote;  /* the backend's remote executor (Kafka: commands go to the partition
-                             owners); NULL: commands run here, on the store */
-    es_pb_arena_t *arena; /* the events being folded, until settle_state */
-    folded_event *folded; /* where each of them starts in the arena, for messages */
-    size_t n_folded, cap_folded;
+    int readonly;        /* es_engine_open(ES_OPEN_READONLY): loads states, executes nothing */
+    es_executor *remote; /* the backend's remote executor (Kafka: commands go to the partition
+                            owners); NULL: commands run here, on the store */
+    es_folder_t folder;  /* the events being folded, until es_settle (decider.h) */
 };
 
 typedef struct state_entry {
@@ -89,19 +81,6 @@ static size_t state_key(const char *type, const char *id, char *key) {
     return tl + 1 + il;
 }
 
-typedef struct emitted {
-    const ProtobufCMessageDescriptor *desc;
-    es_buf_t buf;
-} emitted;
-
-struct es_decision {
-    const es_aggregate_def *def;
-    emitted *ev;
-    size_t n, cap;
-    char *reason;
-    es_err error; /* set when es_emit itself failed */
-};
-
 es_err es_engine_new(const es_config_t *cfg, es_engine_t **out, es_error_t *err) {
     return es_engine_open(cfg, ES_OPEN_WRITE, out, err);
 }
@@ -124,10 +103,9 @@ es_err es_engine_open(const es_config_t *cfg, es_open_mode mode, es_engine_t **o
     e->snapshot_every = es_config_get_int(c, "snapshot.every");
     e->states = es_lru_new((size_t)es_config_get_int(c, "cache.aggregates"), free_state_entry,
                            state_pinned);
-    e->arena = es_pb_arena_new();
-    if (!e->states || !e->arena) {
+    if (!e->states || es_folder_init(&e->folder) != ES_OK) {
         es_lru_destroy(e->states);
-        es_pb_arena_destroy(e->arena);
+        es_folder_free(&e->folder);
         es_store_destroy(e->store);
         free(e);
         return es_fail(err, ES_ENOMEM, "out of memory creating an engine");
@@ -152,8 +130,7 @@ void es_engine_destroy(es_engine_t *engine) {
     free(engine->ne);
     es_buf_free(&engine->due_keys);
     es_fingerprinter_free(&engine->fingerprinter);
-    es_pb_arena_destroy(engine->arena);
-    free(engine->folded);
+    es_folder_free(&engine->folder);
     for (size_t i = 0; i < engine->n_regs; i++) {
         free(engine->regs[i].def);
         free(engine->regs[i].lists);
@@ -182,167 +159,13 @@ static const registration *find_reg(const es_engine_t *e, const char *type) {
     return NULL;
 }
 
-/* The ABI 1 layout ends where ABI 2 added the handler tables. */
-#define AGGREGATE_ABI1_SIZE offsetof(es_aggregate_def, command_handlers)
-
-static size_t table_len(const void *table, size_t stride) {
-    size_t n = 0;
-    for (const char *p = table; p && *(const void *const *)p; p += stride)
-        n++;
-    return n;
-}
-
-/* One side of a definition: a table, or a type list with its function, not both. */
-static es_err check_side(const es_aggregate_def *def, const char *what, const void *table,
-                         size_t stride, const ProtobufCMessageDescriptor *const *list, bool fn_set,
-                         const char *names, es_error_t *err) {
-    if (table && fn_set)
-        return es_fail(err, ES_EINVAL, "aggregate definition '%s' gives its %s both ways; give %s",
-                       def->type, what, names);
-    size_t n = table ? table_len(table, stride) : 0;
-    /* Beside a table, a type list may only repeat it (as a registered definition's does). */
-    for (size_t i = 0; table && list && i <= n; i++)
-        if (list[i] !=
-            (i < n ? *(const ProtobufCMessageDescriptor *const *)((const char *)table + i * stride)
-                   : NULL))
-            return es_fail(err, ES_EINVAL,
-                           "aggregate definition '%s': its %s list differs from its table; give "
-                           "%s",
-                           def->type, what, names);
-    if (table ? n == 0 : !list || !list[0] || !fn_set)
-        return es_fail(err, ES_EINVAL, "aggregate definition '%s' needs its %s: %s", def->type,
-                       what, names);
-    for (size_t i = 0; i < n; i++) {
-        const char *ei = (const char *)table + i * stride;
-        for (size_t j = 0; j < i; j++)
-            if (*(const void *const *)(ei) ==
-                *(const void *const *)((const char *)table + j * stride))
-                return es_fail(err, ES_EINVAL, "aggregate definition '%s' lists %s twice in its %s",
-                               def->type, (*(const ProtobufCMessageDescriptor *const *)ei)->name,
-                               what);
-    }
-    return ES_OK;
-}
-
-static es_err check_def(const es_aggregate_def *def, es_error_t *err) {
-    es_err rc = es_validate_aggregate_type(def->type, err);
-    if (rc != ES_OK)
-        return rc;
-    if (!def->state)
-        return es_fail(err, ES_EINVAL, "aggregate definition '%s' needs its state descriptor",
-                       def->type);
-    rc = check_side(def, "commands", def->command_handlers, sizeof *def->command_handlers,
-                    def->commands, def->decide != NULL, "command_handlers, or commands and decide",
-                    err);
-    if (rc == ES_OK)
-        rc = check_side(def, "events", def->evolvers, sizeof *def->evolvers, def->events,
-                        def->evolve != NULL, "evolvers, or events and evolve", err);
-    for (size_t i = 0; rc == ES_OK && def->command_handlers && def->command_handlers[i].command;
-         i++)
-        if (!def->command_handlers[i].decide)
-            rc = es_fail(err, ES_EINVAL, "aggregate definition '%s': command %s has no decide",
-                         def->type, def->command_handlers[i].command->name);
-    return rc;
-}
-
-/* A table side's type list, NULL-terminated, into out (n + 1 entries). */
-static void list_of(const void *table, size_t stride, const ProtobufCMessageDescriptor **out) {
-    size_t n = table_len(table, stride);
-    for (size_t i = 0; i < n; i++)
-        out[i] = *(const ProtobufCMessageDescriptor *const *)((const char *)table + i * stride);
-    out[n] = NULL;
-}
-
-/* The caller's definition in this ABI's layout: the fields its abi_version has (the rest
- * zero), and for a table side the type list made from the table, so that the rest of the
- * library reads one layout and one list of types. */
-static es_err normalise(const es_aggregate_def *given, registration *reg, es_error_t *err) {
-    if (given->abi_version < 1 || given->abi_version > ES_AGGREGATE_ABI)
-        return es_fail(err, ES_EINVAL,
-                       "aggregate definition '%s' has ABI version %d; this eskit (%s) takes 1 to "
-                       "%d: build it against the headers of the eskit it runs with",
-                       given->type ? given->type : "?", given->abi_version,
-                       es_version(NULL, NULL, NULL), ES_AGGREGATE_ABI);
-    es_aggregate_def *def = calloc(1, sizeof *def);
-    if (!def)
-        return es_fail(err, ES_ENOMEM, "out of memory registering an aggregate");
-    memcpy(def, given, given->abi_version == 1 ? AGGREGATE_ABI1_SIZE : sizeof *def);
-    reg->def = def;
-    es_err rc = check_def(def, err);
-    if (rc != ES_OK)
-        return rc;
-    size_t nc = table_len(def->command_handlers, sizeof *def->command_handlers);
-    size_t ne = table_len(def->evolvers, sizeof *def->evolvers);
-    if (nc + ne == 0)
-        return ES_OK;
-    if (!(reg->lists = calloc(nc + ne + 2, sizeof *reg->lists)))
-        return es_fail(err, ES_ENOMEM, "out of memory registering '%s'", def->type);
-    if (nc) {
-        list_of(def->command_handlers, sizeof *def->command_handlers, reg->lists);
-        def->commands = reg->lists;
-    }
-    if (ne) {
-        list_of(def->evolvers, sizeof *def->evolvers, reg->lists + nc + 1);
-        def->events = reg->lists + nc + 1;
-    }
-    return ES_OK;
-}
-
-/* Their names go into the log and its snapshots: the same limits as any type name. */
-static es_err check_names(const es_aggregate_def *def, es_error_t *err) {
-    es_err rc = es_validate_type_name("state type", def->state->name, err);
-    for (size_t i = 0; rc == ES_OK && def->events[i]; i++)
-        rc = es_validate_type_name("event type", def->events[i]->name, err);
-    for (size_t i = 0; rc == ES_OK && def->commands[i]; i++)
-        rc = es_validate_type_name("command type", def->commands[i]->name, err);
-    if (rc != ES_OK)
-        es_error_prefix(err, "aggregate definition '%s': ", def->type);
-    return rc;
-}
-
-es_err es_aggregate_check(const es_aggregate_def *def, es_error_t *err) {
-    if (!def)
-        return es_fail(err, ES_EINVAL, "es_engine_register: definition is NULL");
-    registration reg = {0};
-    es_err rc = normalise(def, &reg, err);
-    if (rc == ES_OK)
-        rc = check_names(reg.def, err);
-    free(reg.def);
-    free(reg.lists);
-    return rc;
-}
-
-es_err es_aggregate_evolve(const es_aggregate_def *def, ProtobufCMessage *state,
-                           const ProtobufCMessage *event, void *opaque, es_error_t *err) {
-    if (def->evolve)
-        return def->evolve(state, event, opaque, err);
-    for (const es_evolver_t *e = def->abi_version >= 2 ? def->evolvers : NULL; e && e->event; e++)
-        if (e->event == event->descriptor)
-            return e->evolve ? e->evolve(state, event, opaque, err) : ES_OK;
-    return es_fail(err, ES_EUNKNOWN_TYPE, "%s has no evolver for %s", def->type,
-                   event->descriptor->name);
-}
-
-es_err es_aggregate_decide(const es_aggregate_def *def, const ProtobufCMessage *state,
-                           const ProtobufCMessage *command, es_decision_t *d, void *opaque) {
-    if (def->decide)
-        return def->decide(state, command, d, opaque);
-    for (const es_command_handler_t *h = def->abi_version >= 2 ? def->command_handlers : NULL;
-         h && h->command; h++)
-        if (h->command == command->descriptor)
-            return h->decide(state, command, d, opaque);
-    return es_reject(d, "%s has no handler for %s", def->type, command->descriptor->name);
-}
-
 es_err es_engine_register(es_engine_t *engine, const es_aggregate_def *def, void *opaque,
                           es_error_t *err) {
     if (!engine || !def)
         return es_fail(err, ES_EINVAL, "es_engine_register: %s is NULL",
                        engine ? "the definition" : "engine");
     registration reg = {.opaque = opaque};
-    es_err rc = normalise(def, &reg, err);
-    if (rc == ES_OK)
-        rc = check_names(reg.def, err);
+    es_err rc = es_aggregate_normalise(def, &reg.def, &reg.lists, err);
     if (rc == ES_OK && find_reg(engine, def->type))
         rc = es_fail(err, ES_ESTATE, "aggregate type '%s' is already registered", def->type);
     if (rc == ES_OK && engine->n_regs == engine->cap_regs) {
@@ -364,61 +187,13 @@ es_err es_engine_register(es_engine_t *engine, const es_aggregate_def *def, void
     return ES_OK;
 }
 
-es_err es_emit(es_decision_t *d, const ProtobufCMessage *event) {
-    if (!event || !es_pb_find(d->def->events, event->descriptor->name)) {
-        d->error = ES_EUNKNOWN_TYPE;
-        free(d->reason);
-        d->reason = NULL;
-        if (asprintf(&d->reason, "decide emitted %s, which %s does not list among its events",
-                     event ? event->descriptor->name : "NULL", d->def->type) < 0)
-            d->reason = NULL;
-        return ES_EUNKNOWN_TYPE;
-    }
-    if (d->n == d->cap) {
-        size_t cap = d->cap ? d->cap * 2 : 4;
-        emitted *ev = realloc(d->ev, cap * sizeof *ev);
-        if (!ev)
-            return d->error = ES_ENOMEM;
-        d->ev = ev;
-        d->cap = cap;
-    }
-    emitted *em = &d->ev[d->n];
-    *em = (emitted){event->descriptor, {0}};
-    if (es_buf_reserve(&em->buf, protobuf_c_message_get_packed_size(event)) != ES_OK)
-        return d->error = ES_ENOMEM;
-    em->buf.len = protobuf_c_message_pack(event, em->buf.data);
-    d->n++;
-    return ES_OK;
-}
-
-es_err es_reject(es_decision_t *d, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    free(d->reason);
-    if (vasprintf(&d->reason, fmt, ap) < 0)
-        d->reason = NULL;
-    va_end(ap);
-    char *escaped = d->reason && es_needs_escape(d->reason) ? es_escape_dup(d->reason) : NULL;
-    if (escaped) { /* a reason is one line of text, as messages are */
-        free(d->reason);
-        d->reason = escaped;
-    }
-    return ES_EREJECTED;
-}
-
-static void decision_free(es_decision_t *d) {
-    for (size_t i = 0; i < d->n; i++)
-        es_buf_free(&d->ev[i].buf);
-    free(d->ev);
-    free(d->reason);
-}
-
 /* Everything one command's execution needs, passed between the steps below. */
 typedef struct exec_ctx {
     es_engine_t *engine;
     es_log_t *log;
     const es_command_t *cmd;
     const registration *reg;
+    es_subject_t subj; /* reg's definition and opaque, and the aggregate id */
     const char *command_id;
     int explicit_id;     /* the caller chose the id, so it may come again */
     es_fingerprint_t fp; /* what the command asks, when explicit_id */
@@ -427,106 +202,13 @@ typedef struct exec_ctx {
     state_entry *entry;
     uint64_t version;
     es_error_t *err; /* for the command's own failure, copied into res->reason */
-    int state_fault; /* evolve kept memory of an event: the command's error, not the batch's */
 } exec_ctx;
 
-/*
- * State ownership. Events are unpacked into the engine's arena and stay there until
- * settle_state, after a load's or a decision's folding; it walks the state for fields that
- * point into the arena (evolve assigned a string of the event instead of copying it) before
- * the arena's memory is reused. Such a field would dangle in the cached state, in the snapshot
- * and in the final free, so the command fails at once with ES_ESTATE naming the field, and the
- * field is reset, so freeing the state stays safe. The arena makes this a range check per
- * pointer field, and unpacking cheaper than malloc per string; it is settled early when it
- * grows past SETTLE_BYTES, so a long history does not pile up.
- */
-#define SETTLE_BYTES ((size_t)256 * 1024)
-
-static const char *copy_hint(const es_pb_borrowed_t *b) {
-    if (b->array)
-        return "give the state an array of its own (malloc) and copy each element";
-    switch (b->type) {
-    case PROTOBUF_C_TYPE_STRING:
-        return "copy it with es_pb_set_string";
-    case PROTOBUF_C_TYPE_BYTES:
-        return "copy it with es_pb_set_bytes";
-    default:
-        return "give the state a copy of its own (es_pb_clone)";
-    }
-}
-
-/* Checks that the state owns its memory and takes back the arena; err (may be NULL) gets the
- * first field that does not. */
-static es_err settle_state(exec_ctx *x, es_error_t *err) {
-    es_engine_t *e = x->engine;
-    es_pb_borrowed_t b;
-    size_t n = x->state ? es_pb_borrowed(x->state, e->arena, &b) : 0;
-    const folded_event *ev = NULL;
-    for (size_t i = 0; n && i < e->n_folded && e->folded[i].start <= (size_t)b.offset; i++)
-        ev = &e->folded[i];
-    es_err rc = ES_OK;
-    if (n) {
-        x->state_fault = 1;
-        rc = es_fail(err, ES_ESTATE,
-                     "%s/%s: evolve left %s pointing into the %s event at version %llu, which "
-                     "is freed after evolve (%zu field(s) in all); %s",
-                     x->reg->def->type, x->cmd->aggregate_id, b.path, ev ? ev->type : "?",
-                     ev ? (unsigned long long)ev->version : 0ULL, n, copy_hint(&b));
-    }
-    es_pb_arena_reset(e->arena);
-    e->n_folded = 0;
-    return rc;
-}
-
-/* Notes where the next event starts in the arena; settles first when the arena has grown. */
-static es_err note_folded(exec_ctx *x, const char *type, uint64_t version, es_error_t *err) {
-    es_engine_t *e = x->engine;
-    if (es_pb_arena_used(e->arena) > SETTLE_BYTES) {
-        es_err rc = settle_state(x, err);
-        if (rc != ES_OK)
-            return rc;
-    }
-    if (e->n_folded == e->cap_folded) {
-        size_t cap = e->cap_folded ? 2 * e->cap_folded : 16;
-        folded_event *f = realloc(e->folded, cap * sizeof *f);
-        if (!f)
-            return es_fail(err, ES_ENOMEM, "out of memory folding events");
-        e->folded = f;
-        e->cap_folded = cap;
-    }
-    e->folded[e->n_folded++] = (folded_event){es_pb_arena_used(e->arena), type, version};
-    return ES_OK;
-}
-
-/* Folds one stored or new event into the state; the event stays in the arena (see above). */
+/* Folds one stored or new event into the state; the event stays in the engine's arena until
+ * es_settle (decider.h says why). */
 static es_err fold(exec_ctx *x, const char *event_type, const uint8_t *payload, size_t len,
                    uint64_t version, es_error_t *err) {
-    const es_aggregate_def *def = x->reg->def;
-    const ProtobufCMessageDescriptor *desc = es_pb_find(def->events, event_type);
-    if (!desc)
-        return es_fail(err, ES_EUNKNOWN_TYPE,
-                       "%s/%s version %llu: event type '%s' is not registered for %s; add its "
-                       "descriptor to the aggregate definition's events",
-                       def->type, x->cmd->aggregate_id, (unsigned long long)version, event_type,
-                       def->type);
-    es_err rc = note_folded(x, desc->name, version, err);
-    if (rc != ES_OK)
-        return rc;
-    es_pb_arena_t *arena = x->engine->arena;
-    ProtobufCMessage *msg =
-        protobuf_c_message_unpack(desc, es_pb_arena_allocator(arena), len, payload);
-    if (!msg && es_pb_arena_failed(arena))
-        return es_fail(err, ES_ENOMEM, "out of memory decoding %s/%s version %llu", def->type,
-                       x->cmd->aggregate_id, (unsigned long long)version);
-    if (!msg)
-        return es_fail(err, ES_EDECODE, "%s/%s version %llu: payload (%zu bytes) is not a valid %s",
-                       def->type, x->cmd->aggregate_id, (unsigned long long)version, len,
-                       event_type);
-    rc = es_aggregate_evolve(def, x->state, msg, x->reg->opaque, err);
-    if (rc != ES_OK && err && !err->message[0])
-        es_fail(err, rc, "%s/%s version %llu: evolve failed on %s", def->type, x->cmd->aggregate_id,
-                (unsigned long long)version, event_type);
-    return rc;
+    return es_fold(&x->engine->folder, &x->subj, x->state, event_type, payload, len, version, err);
 }
 
 typedef struct fold_cb_ctx {
@@ -567,10 +249,8 @@ static es_err rebuild_state(exec_ctx *x, es_error_t *err) {
     const es_aggregate_def *def = x->reg->def;
     uint64_t from = x->version ? state_from_snapshot(x) : 0;
     if (!x->state) {
-        if (!(x->state = es_pb_new(def->state)))
+        if (!(x->state = es_state_new(&x->subj)))
             return es_fail(err, ES_ENOMEM, "out of memory creating a %s state", def->type);
-        if (def->initial_state)
-            def->initial_state(x->state, x->reg->opaque);
     }
     if (from >= x->version)
         return ES_OK;
@@ -579,7 +259,7 @@ static es_err rebuild_state(exec_ctx *x, es_error_t *err) {
                                             x->version, fold_cb, &c, err);
     if (rc == ES_OK)
         rc = c.rc;
-    es_err owned = settle_state(x, rc == ES_OK ? err : NULL);
+    es_err owned = es_settle(&x->engine->folder, &x->subj, x->state, rc == ES_OK ? err : NULL);
     return rc != ES_OK ? rc : owned;
 }
 
@@ -626,7 +306,8 @@ static es_err load_state(exec_ctx *x, es_error_t *err) {
 }
 
 static int is_fatal(const exec_ctx *x, es_err rc) {
-    return !x->state_fault &&
+    /* evolve kept memory of an event: the command's error, not the batch's */
+    return !x->engine->folder.fault &&
            (rc == ES_EIO || rc == ES_EBUSY || rc == ES_ENOMEM || rc == ES_ESTATE);
 }
 
@@ -798,13 +479,7 @@ static es_err fill_events(es_result_t *res, const es_pending_t *p, es_error_t *e
 static es_err apply_decision(exec_ctx *x, const es_decision_t *d, es_error_t *err) {
     const es_command_t *cmd = x->cmd;
     uint64_t before = x->version;
-    es_err rc = ES_OK;
-    for (size_t i = 0; i < d->n && rc == ES_OK; i++)
-        rc = fold(x, d->ev[i].desc->name, d->ev[i].buf.data, d->ev[i].buf.len, before + i + 1,
-                  x->err);
-    es_err owned = settle_state(x, rc == ES_OK ? x->err : NULL);
-    if (rc == ES_OK)
-        rc = owned;
+    es_err rc = es_fold_decision(&x->engine->folder, &x->subj, x->state, d, before, x->err);
     if (rc != ES_OK) {
         x->entry->version = UINT64_MAX; /* partly folded: never reuse it */
         x->entry->snapshot_due = 0;
@@ -847,27 +522,20 @@ static es_err apply_decision(exec_ctx *x, const es_decision_t *d, es_error_t *er
 }
 
 static es_err decide_and_apply(exec_ctx *x, es_error_t *err) {
-    const registration *reg = x->reg;
-    es_decision_t d = {.def = reg->def};
-    es_err rc = es_aggregate_decide(reg->def, x->state, x->cmd->message, &d, reg->opaque);
+    es_decision_t d = {0};
+    es_err rc = es_decide(&x->subj, x->state, x->cmd->message, &d, x->err);
     x->res->version = x->version;
-    if (rc == ES_OK && d.error != ES_OK)
-        rc = d.error;
     if (rc == ES_OK) {
         rc = apply_decision(x, &d, err);
     } else if (rc == ES_EREJECTED) {
-        set_result(x->res, ES_OUTCOME_REJECTED, ES_EREJECTED,
-                   d.reason ? d.reason : "rejected by decide (no reason given)");
+        set_result(x->res, ES_OUTCOME_REJECTED, ES_EREJECTED, d.reason);
         rc = record_command(x, ES_OUTCOME_REJECTED, err);
     } else if (rc == ES_ENOMEM) {
-        rc = es_fail(err, ES_ENOMEM, "out of memory in decide");
+        rc = es_fail(err, ES_ENOMEM, "%s", x->err->message);
     } else {
-        es_fail(x->err, rc, "%s/%s: decide failed with %s%s%s", reg->def->type,
-                x->cmd->aggregate_id, es_strerror(rc), d.reason ? ": " : "",
-                d.reason ? d.reason : "");
         rc = set_result(x->res, ES_OUTCOME_ERROR, rc, x->err->message);
     }
-    decision_free(&d);
+    es_decision_free(&d);
     return rc;
 }
 
@@ -882,10 +550,9 @@ static es_err check_command(exec_ctx *x, es_error_t *cerr) {
                        "aggregate type '%s' is not registered with this engine; call "
                        "es_engine_register first",
                        cmd->aggregate_type);
-    if (!cmd->message || !es_pb_find(x->reg->def->commands, cmd->message->descriptor->name))
-        return es_fail(cerr, ES_EUNKNOWN_TYPE, "command type '%s' is not among the commands of %s",
-                       cmd->message ? cmd->message->descriptor->name : "(none)",
-                       cmd->aggregate_type);
+    x->subj = (es_subject_t){x->reg->def, x->reg->opaque, cmd->aggregate_id};
+    if ((rc = es_command_type_check(x->reg->def, cmd->message, cerr)) != ES_OK)
+        return rc;
     if (cmd->deadline_us && es_now_us() > cmd->deadline_us)
         return es_fail(cerr, ES_ETIMEOUT,
                        "command %s for %s/%s reached its deadline before it could run",
@@ -938,8 +605,14 @@ static es_err run_command(es_engine_t *engine, es_log_t *log, const es_command_t
     const char *cid = cmd->command_id && *cmd->command_id ? cmd->command_id : generated;
     if (!(res->command_id = strdup(cid)))
         return es_fail(err, ES_ENOMEM, "out of memory executing a command");
-    exec_ctx x = {engine, log,  cmd, NULL,  cid, cid != generated, {0, 0}, res,
-                  NULL,   NULL, 0,   &cerr, 0};
+    exec_ctx x = {.engine = engine,
+                  .log = log,
+                  .cmd = cmd,
+                  .command_id = cid,
+                  .explicit_id = cid != generated,
+                  .res = res,
+                  .err = &cerr};
+    engine->folder.fault = 0;
     return execute_one(&x, err);
 }
 
@@ -1156,7 +829,12 @@ es_err es_engine_load_state(es_engine_t *engine, const char *aggregate_type,
         return rc;
     es_command_t cmd = {.aggregate_type = aggregate_type, .aggregate_id = aggregate_id};
     es_error_t cerr = {0};
-    exec_ctx x = {.engine = engine, .log = log, .cmd = &cmd, .reg = reg, .err = &cerr};
+    exec_ctx x = {.engine = engine,
+                  .log = log,
+                  .cmd = &cmd,
+                  .reg = reg,
+                  .subj = {reg->def, reg->opaque, aggregate_id},
+                  .err = &cerr};
     rc = log->reader->stream_version(log, aggregate_type, aggregate_id, &x.version, err);
     if (rc == ES_OK)
         rc = load_copy(&x, state, err);

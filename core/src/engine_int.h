@@ -22,9 +22,6 @@ es_err es_engine_execute_hooked(es_engine_t *engine, const es_command_t *cmds, s
 size_t es_engine_registration(const es_engine_t *engine, size_t i, const es_aggregate_def **def,
                               void **opaque);
 
-/* The checks es_engine_register makes of a definition (ABI, type, descriptors, callbacks). */
-es_err es_aggregate_check(const es_aggregate_def *def, es_error_t *err);
-
 /* es_execute_batch that gives up its waits on Kafka (delivery, replies, metadata) soon after
  * stop is set (stop may be NULL), failing with ES_ERETRY: what a run loop's stop
  * (es_saga_stop) uses so that a command in flight does not hold it for execute.timeout.ms.

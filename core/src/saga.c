@@ -677,7 +677,7 @@ static es_err start_instance(es_saga_coordinator_t *c, const es_event_t *ev, int
 }
 
 static es_err on_event(es_saga_coordinator_t *c, const es_event_t *ev, es_error_t *err) {
-    int64_t now = es_now_us();
+    int64_t now = es_saga_now(c);
     const es_saga_def *def = c->def;
     if (!strcmp(ev->aggregate_type, def->start_aggregate) &&
         !strcmp(ev->event_type, def->start_event->name))
@@ -768,10 +768,13 @@ static es_err make_topics(es_saga_coordinator_t *c, es_error_t *err) {
     return e;
 }
 
-es_err es_saga_coordinator_new(const es_config_t *cfg, const es_saga_def *def, es_engine_t *engine,
-                               es_saga_coordinator_t **out, es_error_t *err) {
-    if (!cfg || !engine || !out)
-        return es_fail(err, ES_EINVAL, "es_saga_coordinator_new: cfg, engine and out are required");
+int64_t es_saga_now(const es_saga_coordinator_t *c) {
+    return c->clock ? c->clock(c->clock_opaque) : es_now_us();
+}
+
+/* A coordinator with its names and configuration, and nothing opened. */
+static es_err coordinator_alloc(const es_config_t *cfg, const es_saga_def *def,
+                                es_saga_coordinator_t **out, es_error_t *err) {
     es_err e = es_saga_check(def, err);
     if (e != ES_OK)
         return e;
@@ -779,7 +782,6 @@ es_err es_saga_coordinator_new(const es_config_t *cfg, const es_saga_def *def, e
     if (!c)
         return es_fail(err, ES_ENOMEM, "out of memory");
     c->def = def;
-    c->engine = engine;
     es_stop_init(&c->stop);
     c->cfg = es_config_dup(cfg);
     es_saga_history_type(def->name, c->htype, sizeof c->htype, err);
@@ -796,15 +798,51 @@ es_err es_saga_coordinator_new(const es_config_t *cfg, const es_saga_def *def, e
         c->batch_size = (size_t)strtoull(es_config_get(c->cfg, "projector.batch.size"), NULL, 10);
         c->retention_us = es_config_get_int(c->cfg, "saga.retention.ms") * 1000;
     }
-    if (e == ES_OK) {
-        c->pdef = (es_projector_def){.abi_version = ES_PROJECTOR_ABI,
-                                     .name = c->pname,
-                                     .schema_version = 1,
-                                     .topics = (const char *const *)c->topics,
-                                     .migrate = saga_migrate,
-                                     .apply = saga_apply};
-        e = es_runner_new_on(c->cfg, &c->pdef, "saga.db", "saga database", &c->runner, err);
+    if (e != ES_OK) {
+        es_saga_coordinator_destroy(c);
+        return e;
     }
+    *out = c;
+    return ES_OK;
+}
+
+es_err es_saga_core_new(const es_config_t *cfg, const es_saga_def *def, sqlite3 *db,
+                        int64_t (*clock)(void *opaque), void *clock_opaque,
+                        es_saga_coordinator_t **out, es_error_t *err) {
+    es_saga_coordinator_t *c = NULL;
+    es_err e = coordinator_alloc(cfg, def, &c, err);
+    if (e != ES_OK)
+        return e;
+    c->db = db;
+    c->clock = clock;
+    c->clock_opaque = clock_opaque;
+    e = saga_migrate(db, 0, err);
+    if (e == ES_OK)
+        e = es_sql_prepare_all(db, es_config_get(c->cfg, "saga.db"), SQL, S_COUNT, c->st, err);
+    if (e != ES_OK) {
+        es_saga_coordinator_destroy(c);
+        return e;
+    }
+    *out = c;
+    return ES_OK;
+}
+
+es_err es_saga_coordinator_new(const es_config_t *cfg, const es_saga_def *def, es_engine_t *engine,
+                               es_saga_coordinator_t **out, es_error_t *err) {
+    if (!cfg || !engine || !out)
+        return es_fail(err, ES_EINVAL, "es_saga_coordinator_new: cfg, engine and out are required");
+    es_saga_coordinator_t *c = NULL;
+    es_err e = coordinator_alloc(cfg, def, &c, err);
+    if (e != ES_OK)
+        return e;
+    c->engine = engine;
+    c->pdef = (es_projector_def){.abi_version = ES_PROJECTOR_ABI,
+                                 .name = c->pname,
+                                 .schema_version = 1,
+                                 .topics = (const char *const *)c->topics,
+                                 .migrate = saga_migrate,
+                                 .apply = saga_apply};
+    e = es_runner_new_on(c->cfg, &c->pdef, "saga.db", "saga database", &c->runner, err);
     if (e == ES_OK) {
         es_runner_set_state(c->runner, c);
         c->db = es_runner_db(c->runner);

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 
 es_err es_saga_fire_deadlines(es_saga_coordinator_t *c, size_t *fired, es_error_t *err) {
-    int64_t now = es_now_us();
+    int64_t now = es_saga_now(c);
     char(*ids)[ES_MAX_ID_LEN + 1] = NULL;
     size_t n = 0;
     sqlite3_stmt *s = es_saga_stmt(c, S_DUE);

@@ -127,6 +127,8 @@ struct es_saga_coordinator {
     int64_t prune_at_us;  /* when pruning is next due */
     es_stop_t stop;       /* es_saga_stop (saga.h) */
     es_saga_stats_t stats;
+    int64_t (*clock)(void *opaque); /* the transitions' time (us); NULL: es_now_us */
+    void *clock_opaque;
 };
 
 /* An instance as loaded for a transition. */
@@ -165,6 +167,27 @@ typedef struct saga_target {
     char aggregate_id[ES_MAX_ID_LEN + 1];
     char command_type[256];
 } saga_target;
+
+/* A coordinator's transitions alone, on db (the caller's; the saga tables are created): no
+ * runner, engine, relay or publication. Events go in through es_saga_redeliver, command
+ * outcomes through es_saga_record_outcome, deadlines fire with es_saga_fire_deadlines, and
+ * clock (NULL: es_now_us) tells them the time. What the test kit (testing_saga.c) runs.
+ * Free with es_saga_coordinator_destroy (db stays open). */
+es_err es_saga_core_new(const es_config_t *cfg, const es_saga_def *def, sqlite3 *db,
+                        int64_t (*clock)(void *opaque), void *clock_opaque,
+                        es_saga_coordinator_t **out, es_error_t *err);
+
+/* The time of a transition: the coordinator's clock. */
+int64_t es_saga_now(const es_saga_coordinator_t *c);
+
+/* The descriptor of a command some step (or the abort) of the definition sends, by name. */
+const ProtobufCMessageDescriptor *es_saga_command_desc(const es_saga_coordinator_t *c,
+                                                       const char *name);
+
+/* Records the outcome r of the delivered command cid and what it means for its instance
+ * (saga_relay.c), inside a transaction. */
+es_err es_saga_record_outcome(es_saga_coordinator_t *c, const char *cid, const es_result_t *r,
+                              int64_t now, es_error_t *err);
 
 /* The saga database's last SQLite error, as sql.c words it. */
 es_err es_saga_db_fail(es_saga_coordinator_t *c, const char *what, es_error_t *err);

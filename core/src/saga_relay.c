@@ -22,8 +22,8 @@ typedef struct delivery {
     int64_t deadline;
 } delivery;
 
-static const ProtobufCMessageDescriptor *command_desc(const es_saga_coordinator_t *c,
-                                                      const char *name) {
+const ProtobufCMessageDescriptor *es_saga_command_desc(const es_saga_coordinator_t *c,
+                                                       const char *name) {
     for (size_t i = 0; i < c->def->n_steps; i++) {
         const es_saga_step *st = &c->def->steps[i];
         if (!strcmp(st->command->name, name))
@@ -51,7 +51,7 @@ static es_err load_outbox(es_saga_coordinator_t *c, delivery *d, size_t *n, es_e
         es_saga_copy_str(x->aggregate_type, sizeof x->aggregate_type, sqlite3_column_text(s, 3));
         es_saga_copy_str(x->aggregate_id, sizeof x->aggregate_id, sqlite3_column_text(s, 4));
         const char *type = (const char *)sqlite3_column_text(s, 5);
-        x->desc = command_desc(c, type ? type : "");
+        x->desc = es_saga_command_desc(c, type ? type : "");
         x->deadline = sqlite3_column_int64(s, 7);
         es_saga_copy_str(x->correlation, sizeof x->correlation, sqlite3_column_text(s, 8));
         if (!x->desc) {
@@ -87,12 +87,11 @@ static const char *outcome_name(const es_result_t *r) {
     }
 }
 
-/* Records the outcome of one delivered command and what it means for its instance. */
-static es_err record_outcome(es_saga_coordinator_t *c, const delivery *d, const es_result_t *r,
-                             int64_t now, es_error_t *err) {
+es_err es_saga_record_outcome(es_saga_coordinator_t *c, const char *cid, const es_result_t *r,
+                              int64_t now, es_error_t *err) {
     sqlite3_stmt *s = c->st[S_SENT];
     sqlite3_reset(s);
-    sqlite3_bind_text(s, 1, d->cid, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 1, cid, -1, SQLITE_STATIC);
     sqlite3_bind_int64(s, 2, now);
     sqlite3_bind_text(s, 3, outcome_name(r), -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 4, r->reason ? r->reason : "", -1, SQLITE_STATIC);
@@ -100,7 +99,7 @@ static es_err record_outcome(es_saga_coordinator_t *c, const delivery *d, const 
     if (e != ES_OK)
         return e;
     saga_target t;
-    if ((e = es_saga_target_load(c, d->cid, &t, err)) != ES_OK)
+    if ((e = es_saga_target_load(c, cid, &t, err)) != ES_OK)
         return e;
     if (strcmp(t.status, "pending") != 0)
         return ES_OK; /* its events ended it already */
@@ -165,7 +164,7 @@ es_err es_saga_relay(es_saga_coordinator_t *c, size_t *delivered, es_error_t *er
     }
     size_t ok = 0;
     if (e == ES_OK && n > 0) {
-        int64_t now = es_now_us();
+        int64_t now = es_saga_now(c);
         e = es_saga_tx_begin(c, err);
         for (size_t i = 0; e == ES_OK && i < n; i++) {
             if (retryable(&res[i])) {
@@ -174,7 +173,7 @@ es_err es_saga_relay(es_saga_coordinator_t *c, size_t *delivered, es_error_t *er
                 c->retry_at_us = now + RETRY_BACKOFF_US;
                 continue;
             }
-            e = record_outcome(c, &d[i], &res[i], now, err);
+            e = es_saga_record_outcome(c, d[i].cid, &res[i], now, err);
             ok++;
         }
         e = es_saga_tx_end(c, e, err);

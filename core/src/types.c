@@ -2,6 +2,7 @@
  * Types modules (<eskit/types.h>): the loader, on the module search of module.c, and the
  * checks and look-ups of a definition.
  */
+#include "decider.h"
 #include "engine_int.h"
 #include "module.h"
 

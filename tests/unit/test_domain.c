@@ -1,4 +1,10 @@
-/* The demo domain's rules, driven through es_execute on a temp database. */
+/*
+ * The demo domain's rules. Decider rules run on the test kit (eskit/testing.h), in memory with
+ * no file: each aggregate id is an es_test_aggregate_t whose history is what its commands
+ * appended. The tests of store behaviour (a reopened engine, loads from events alone, the
+ * engine's registrations) run the same helpers on es_execute over a temp database (the store
+ * suite).
+ */
 #include <criterion/criterion.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,10 +15,20 @@
 
 #define MAX_EVENTS 16
 #define MAX_LINES 4
+#define MAX_AGGREGATES 8
 
+/* The store suite's engine; NULL in the suites that run on the kit. */
 static char *dir;
 static es_config_t *cfg;
 static es_engine_t *engine;
+
+/* The kit's aggregates, by type and id. */
+static struct kit_entry {
+    const char *type, *id;
+    es_test_aggregate_t *t;
+} kits[MAX_AGGREGATES];
+static size_t n_kits;
+static char report[8192];
 
 static void open_engine(void) {
     es_error_t err = {0};
@@ -20,7 +36,7 @@ static void open_engine(void) {
     cr_assert_eq(demo_register_all(engine, &err), ES_OK, "demo_register_all: %s", err.message);
 }
 
-static void setup(void) {
+static void store_setup(void) {
     dir = tu_tempdir();
     cr_assert_not_null(dir);
     cfg = tu_config(dir, "domain.db");
@@ -28,11 +44,17 @@ static void setup(void) {
     open_engine();
 }
 
-static void teardown(void) {
+static void store_teardown(void) {
     es_engine_destroy(engine);
     es_config_destroy(cfg);
     tu_rmtree(dir);
     free(dir);
+}
+
+static void kit_teardown(void) {
+    for (size_t i = 0; i < n_kits; i++)
+        es_test_aggregate_destroy(kits[i].t);
+    n_kits = 0;
 }
 
 /* A new engine on the same file: everything it knows comes from the store. */
@@ -51,13 +73,39 @@ static void use_events_only_db(void) {
     open_engine();
 }
 
-TestSuite(order, .init = setup, .fini = teardown);
-TestSuite(payment, .init = setup, .fini = teardown);
-TestSuite(item, .init = setup, .fini = teardown);
-TestSuite(domain, .init = setup, .fini = teardown);
+TestSuite(order, .fini = kit_teardown);
+TestSuite(payment, .fini = kit_teardown);
+TestSuite(item, .fini = kit_teardown);
+TestSuite(domain, .fini = kit_teardown);
+TestSuite(store, .init = store_setup, .fini = store_teardown);
+
+static const es_aggregate_def *def_of(const char *type) {
+    const es_aggregate_def *defs[] = {&demo_order_def, &demo_payment_def, &demo_item_def};
+    for (size_t i = 0; i < 3; i++)
+        if (!strcmp(defs[i]->type, type))
+            return defs[i];
+    cr_assert_fail("%s is not a demo aggregate", type);
+    return NULL;
+}
+
+/* The kit's aggregate type/id, made on first use. */
+static es_test_aggregate_t *kit(const char *type, const char *id) {
+    for (size_t i = 0; i < n_kits; i++)
+        if (!strcmp(kits[i].type, type) && !strcmp(kits[i].id, id))
+            return kits[i].t;
+    cr_assert_lt(n_kits, MAX_AGGREGATES);
+    es_error_t err = {0};
+    struct kit_entry *k = &kits[n_kits];
+    cr_assert_eq(es_test_aggregate_new(def_of(type), NULL, &k->t, &err), ES_OK, "%s", err.message);
+    k->type = type;
+    k->id = id;
+    n_kits++;
+    return k->t;
+}
 
 /* Executing commands */
 
+/* es_execute on the store suite's engine. */
 static es_err exec(const char *type, const char *id, const ProtobufCMessage *msg,
                    es_result_t *res) {
     es_command_t cmd = {.aggregate_type = type, .aggregate_id = id, .message = msg};
@@ -67,6 +115,8 @@ static es_err exec(const char *type, const char *id, const ProtobufCMessage *msg
 }
 
 static uint64_t stream_version(const char *type, const char *id) {
+    if (!engine)
+        return es_test_version(kit(type, id));
     uint64_t v = 0;
     es_error_t err = {0};
     cr_assert_eq(es_store_stream_version(es_engine_store(engine), type, id, &v, &err), ES_OK, "%s",
@@ -76,6 +126,15 @@ static uint64_t stream_version(const char *type, const char *id) {
 
 static void must_accept(const char *type, const char *id, const ProtobufCMessage *msg,
                         size_t n_events) {
+    if (!engine) {
+        es_test_aggregate_t *t = kit(type, id);
+        es_err rc = es_test_when(t, msg, NULL);
+        cr_assert_eq(rc, ES_OK, "%s %s/%s: %s: %s", msg->descriptor->short_name, type, id,
+                     es_strerror(rc), es_test_reason(t));
+        cr_assert_eq(es_test_emitted(t, NULL), n_events, "%s emitted %zu events, expected %zu",
+                     msg->descriptor->short_name, es_test_emitted(t, NULL), n_events);
+        return;
+    }
     es_result_t res;
     es_err rc = exec(type, id, msg, &res);
     cr_assert_eq(rc, ES_OK, "%s %s/%s: %s: %s", msg->descriptor->short_name, type, id,
@@ -90,6 +149,13 @@ static void must_accept(const char *type, const char *id, const ProtobufCMessage
 static void must_reject(const char *type, const char *id, const ProtobufCMessage *msg,
                         const char *because) {
     uint64_t before = stream_version(type, id);
+    if (!engine) {
+        es_test_aggregate_t *t = kit(type, id);
+        es_test_when(t, msg, NULL);
+        cr_assert(es_test_then_rejected(t, because, report, sizeof report), "%s", report);
+        cr_assert_eq(es_test_version(t), before, "a rejected command appended events");
+        return;
+    }
     es_result_t res;
     es_err rc = exec(type, id, msg, &res);
     cr_assert_eq(rc, ES_EREJECTED, "%s %s/%s returned %s", msg->descriptor->short_name, type, id,
@@ -179,7 +245,7 @@ static Inventory__V1__ReleaseStock release(const char *order_id) {
     return r;
 }
 
-/* Reading the log and the state */
+/* Reading the history and the state */
 
 typedef struct events {
     size_t n;
@@ -206,9 +272,16 @@ static int collect(const es_event_t *ev, void *opaque) {
     return 0;
 }
 
+/* The aggregate's events: the kit's history, or the store suite's stream. */
 static void read_events(const char *type, const char *id, events_t *out) {
-    es_error_t err = {0};
     memset(out, 0, sizeof *out);
+    if (!engine) {
+        es_test_aggregate_t *t = kit(type, id);
+        for (uint64_t v = 1; v <= es_test_version(t); v++)
+            collect(es_test_event(t, v), out);
+        return;
+    }
+    es_error_t err = {0};
     cr_assert_eq(es_store_read_stream(es_engine_store(engine), type, id, 1, collect, out, &err),
                  ES_OK, "%s", err.message);
 }
@@ -226,34 +299,6 @@ static const void *event_at(const events_t *e, size_t i, const ProtobufCMessageD
     return e->msgs[i];
 }
 
-/* The state as a fresh decider rebuilds it from the stream alone. */
-static ProtobufCMessage *fold(const es_aggregate_def *def, const char *id) {
-    ProtobufCMessage *state = calloc(1, def->state->sizeof_message);
-    cr_assert_not_null(state);
-    def->state->message_init(state);
-    events_t e;
-    read_events(def->type, id, &e);
-    for (size_t i = 0; i < e.n; i++) {
-        es_error_t err = {0};
-        cr_assert_eq(es_aggregate_evolve(def, state, e.msgs[i], NULL, &err), ES_OK, "%s",
-                     err.message);
-    }
-    free_events(&e);
-    return state;
-}
-
-/* The state the engine stored as the stream's snapshot. */
-static ProtobufCMessage *snapshot_state(const es_aggregate_def *def, const char *id) {
-    es_snapshot_t *snap = NULL;
-    es_error_t err = {0};
-    cr_assert_eq(es_store_get_snapshot(es_engine_store(engine), def->type, id, &snap, &err), ES_OK,
-                 "%s", err.message);
-    ProtobufCMessage *m = protobuf_c_message_unpack(def->state, NULL, snap->state_len, snap->state);
-    es_snapshot_free(snap);
-    cr_assert_not_null(m, "the snapshot of %s/%s does not decode", def->type, id);
-    return m;
-}
-
 static void assert_same_state(const ProtobufCMessage *a, const ProtobufCMessage *b) {
     size_t la = protobuf_c_message_get_packed_size(a), lb = protobuf_c_message_get_packed_size(b);
     cr_assert_eq(la, lb, "states differ in size");
@@ -265,19 +310,45 @@ static void assert_same_state(const ProtobufCMessage *a, const ProtobufCMessage 
     free(pb);
 }
 
-/* The snapshot and a from-scratch fold agree; returns the fold (caller frees). */
+/* The kit's state after the commands, checked against a fresh aggregate given the same history
+ * (a state rebuilt from events alone). Caller frees the copy it returns. */
 static ProtobufCMessage *state_of(const es_aggregate_def *def, const char *id) {
-    ProtobufCMessage *folded = fold(def, id);
-    ProtobufCMessage *snap = snapshot_state(def, id);
-    assert_same_state(folded, snap);
-    protobuf_c_message_free_unpacked(snap, NULL);
-    return folded;
+    es_test_aggregate_t *t = kit(def->type, id), *fresh = NULL;
+    es_error_t err = {0};
+    cr_assert_eq(es_test_aggregate_new(def, NULL, &fresh, &err), ES_OK, "%s", err.message);
+    events_t e;
+    read_events(def->type, id, &e);
+    for (size_t i = 0; i < e.n; i++)
+        cr_assert_eq(es_test_given(fresh, e.msgs[i], &err), ES_OK, "%s", err.message);
+    free_events(&e);
+    assert_same_state(es_test_state(t), es_test_state(fresh));
+    es_test_aggregate_destroy(fresh);
+    ProtobufCMessage *copy = es_pb_clone(es_test_state(t));
+    cr_assert_not_null(copy);
+    return copy;
 }
 
 /* orders.order */
 
+/* The OrderPlaced of place_default's order (p must outlive it: the items are p's). */
+static Orders__V1__OrderPlaced placed_event(place_t *p) {
+    Orders__V1__OrderPlaced ev = ORDERS__V1__ORDER_PLACED__INIT;
+    ev.customer_id = p->cmd.customer_id;
+    ev.n_items = p->cmd.n_items;
+    ev.items = p->cmd.items;
+    ev.amount_cents = 4499;
+    ev.currency = "USD";
+    return ev;
+}
+
 Test(order, place_order_emits_order_placed_with_the_amount_computed_from_its_items) {
-    place_order("o-1");
+    es_test_aggregate_t *t = kit("orders.order", "o-1");
+    place_t p;
+    place_default(&p);
+    es_test_when(t, &p.cmd.base, NULL);
+    Orders__V1__OrderPlaced placed = placed_event(&p);
+    const ProtobufCMessage *expected[] = {&placed.base};
+    cr_assert(es_test_then_events(t, expected, 1, report, sizeof report), "%s", report);
     events_t e;
     read_events("orders.order", "o-1", &e);
     cr_assert_eq(e.n, 1);
@@ -378,14 +449,23 @@ Test(order, an_order_in_a_malformed_currency_is_rejected) {
     must_reject("orders.order", "o-1", &p.cmd.base, "3-letter ISO code");
 }
 
+/* The OrderPlaced of place_default's order, as history. */
+static void given_placed(es_test_aggregate_t *t) {
+    place_t p;
+    place_default(&p);
+    Orders__V1__OrderPlaced ev = placed_event(&p);
+    es_error_t err = {0};
+    cr_assert_eq(es_test_given(t, &ev.base, &err), ES_OK, "%s", err.message);
+}
+
 Test(order, confirming_a_placed_order_emits_order_confirmed) {
-    place_order("o-1");
-    confirm_order("o-1");
-    events_t e;
-    read_events("orders.order", "o-1", &e);
-    cr_assert_eq(e.n, 2);
-    event_at(&e, 1, &orders__v1__order_confirmed__descriptor);
-    free_events(&e);
+    es_test_aggregate_t *t = kit("orders.order", "o-1");
+    given_placed(t);
+    Orders__V1__ConfirmOrder c = ORDERS__V1__CONFIRM_ORDER__INIT;
+    es_test_when(t, &c.base, NULL);
+    Orders__V1__OrderConfirmed confirmed = ORDERS__V1__ORDER_CONFIRMED__INIT;
+    const ProtobufCMessage *expected[] = {&confirmed.base};
+    cr_assert(es_test_then_events(t, expected, 1, report, sizeof report), "%s", report);
     Orders__V1__Order *o = (Orders__V1__Order *)state_of(&demo_order_def, "o-1");
     cr_assert_eq(o->status, ORDERS__V1__ORDER_STATUS__ORDER_STATUS_CONFIRMED);
     protobuf_c_message_free_unpacked(&o->base, NULL);
@@ -404,10 +484,15 @@ Test(order, confirming_twice_is_rejected) {
 }
 
 Test(order, confirm_after_cancel_is_rejected_with_a_reason) {
-    place_order("o-1");
-    cancel_order("o-1", "payment declined");
+    es_test_aggregate_t *t = kit("orders.order", "o-1");
+    given_placed(t);
+    Orders__V1__OrderCancelled cancelled = ORDERS__V1__ORDER_CANCELLED__INIT;
+    cancelled.reason = "payment declined";
+    cr_assert_eq(es_test_given(t, &cancelled.base, NULL), ES_OK);
     Orders__V1__ConfirmOrder c = ORDERS__V1__CONFIRM_ORDER__INIT;
-    must_reject("orders.order", "o-1", &c.base, "cancelled (payment declined)");
+    es_test_when(t, &c.base, NULL);
+    cr_assert(es_test_then_rejected(t, "cancelled (payment declined)", report, sizeof report), "%s",
+              report);
 }
 
 Test(order, cancelling_records_the_reason) {
@@ -461,7 +546,7 @@ Test(order, cancelling_a_confirmed_order_is_rejected) {
     protobuf_c_message_free_unpacked(&o->base, NULL);
 }
 
-Test(order, a_reopened_engine_still_refuses_to_confirm_a_cancelled_order) {
+Test(store, a_reopened_engine_still_refuses_to_confirm_a_cancelled_order) {
     place_order("o-1");
     cancel_order("o-1", "payment declined");
     reopen();
@@ -469,7 +554,7 @@ Test(order, a_reopened_engine_still_refuses_to_confirm_a_cancelled_order) {
     must_reject("orders.order", "o-1", &c.base, "cancelled");
 }
 
-Test(order, an_order_rebuilt_from_events_alone_keeps_its_rules) {
+Test(store, an_order_rebuilt_from_events_alone_keeps_its_rules) {
     use_events_only_db();
     place_order("o-1");
     confirm_order("o-1");
@@ -878,7 +963,7 @@ Test(item, releasing_an_order_that_reserved_nothing_appends_nothing) {
     cr_assert_eq(stream_version("inventory.item", "sku-mug"), 1);
 }
 
-Test(item, reservations_survive_a_reload_from_events_alone) {
+Test(store, reservations_survive_a_reload_from_events_alone) {
     use_events_only_db();
     restock("sku-mug", 10);
     Inventory__V1__ReserveStock a = reserve("o-1", 4), b = reserve("o-2", 5);
@@ -933,7 +1018,7 @@ Test(domain, aggregate_types_are_valid_names) {
     }
 }
 
-Test(domain, registering_the_domain_twice_is_refused) {
+Test(store, registering_the_domain_twice_is_refused) {
     es_error_t err = {0};
     cr_assert_neq(demo_register_all(engine, &err), ES_OK);
     cr_assert_neq(err.message[0], '\0', "the error says why");
@@ -942,9 +1027,13 @@ Test(domain, registering_the_domain_twice_is_refused) {
 Test(domain, a_command_of_another_aggregate_is_not_executed) {
     Inventory__V1__Restock r = INVENTORY__V1__RESTOCK__INIT;
     r.quantity = 1;
-    es_result_t res;
-    cr_assert_neq(exec("orders.order", "o-1", &r.base, &res), ES_OK);
-    es_result_clear(&res);
+    es_test_aggregate_t *t = kit("orders.order", "o-1");
+    cr_assert_eq(es_test_when(t, &r.base, NULL), ES_EUNKNOWN_TYPE);
+    cr_assert(es_test_then_error(t, ES_EUNKNOWN_TYPE,
+                                 "command type 'inventory.v1.Restock' is not among the commands "
+                                 "of orders.order",
+                                 report, sizeof report),
+              "%s", report);
     cr_assert_eq(stream_version("orders.order", "o-1"), 0);
 }
 

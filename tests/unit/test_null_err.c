@@ -179,6 +179,26 @@ Test(null_err, saga_queries_and_checks_fail_without_an_error_struct) {
     cr_expect_lt(es_saga_history(cfg, "Bad Saga", "x", &recs, &n, NULL), 0);
 }
 
+Test(null_err, test_kit_calls_fail_without_an_error_struct) {
+    es_test_aggregate_t *t = NULL;
+    es_aggregate_def bad = demo_order_def;
+    bad.abi_version = 0;
+    cr_expect_eq(es_test_aggregate_new(&bad, NULL, &t, NULL), ES_EINVAL);
+    cr_assert_eq(es_test_aggregate_new(&demo_order_def, NULL, &t, NULL), ES_OK);
+    Inventory__V1__StockAdded other = INVENTORY__V1__STOCK_ADDED__INIT;
+    cr_expect_eq(es_test_given(t, &other.base, NULL), ES_EUNKNOWN_TYPE);
+    Orders__V1__ConfirmOrder confirm = ORDERS__V1__CONFIRM_ORDER__INIT;
+    cr_expect_eq(es_test_when(t, &confirm.base, NULL), ES_EUNKNOWN_TYPE);
+    es_test_aggregate_destroy(t);
+    es_test_saga_t *s = NULL;
+    es_saga_def def = {0};
+    cr_expect_eq(es_test_saga_new(&def, &s, NULL), ES_EINVAL);
+    cr_assert_eq(es_test_saga_new(&demo_fulfilment_def, &s, NULL), ES_OK);
+    cr_expect_eq(es_test_saga_accepted(s, "nope", NULL), ES_ENOTFOUND);
+    cr_expect_eq(es_test_saga_start(s, "o-1", &confirm.base, NULL), ES_EINVAL);
+    es_test_saga_destroy(s);
+}
+
 /* Another connection holds the event store's write lock, so every delivery of the saga's
  * commands fails as busy: the coordinator's run loop logs and retries with err == NULL. */
 typedef struct saga_run {

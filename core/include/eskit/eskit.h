@@ -22,6 +22,7 @@
 #include <eskit/runner.h>
 #include <eskit/saga.h>
 #include <eskit/topics.h>
+#include <eskit/testing.h>
 #include <eskit/types.h>
 
 /* The version of these headers; es_version() tells the library's. CMakeLists.txt's project
