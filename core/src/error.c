@@ -197,3 +197,7 @@ es_err es_grow(void **items, size_t *cap, size_t n, size_t size, es_error_t *err
     *cap = c;
     return ES_OK;
 }
+
+void es_free(void *p) {
+    free(p);
+}

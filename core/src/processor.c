@@ -303,9 +303,9 @@ void es_processor_stop(es_processor_t *p) {
     es_stop_request(&p->stop);
 }
 
-void es_processor_get_stats(const es_processor_t *p, es_processor_stats *out) {
+void es_processor_stats(const es_processor_t *p, es_processor_stats_t *out) {
     es_processor_t *q = (es_processor_t *)p; /* atomic loads take non-const pointers in C11 */
-    *out = (es_processor_stats){atomic_load(&q->stats.commands),
+    *out = (es_processor_stats_t){atomic_load(&q->stats.commands),
                                 atomic_load(&q->stats.restores),
                                 atomic_load(&q->stats.events_imported),
                                 atomic_load(&q->stats.events_skipped),

@@ -22,10 +22,11 @@ static int name_char_ok(char c) {
 es_err es_projector_check(const es_projector_def *def, const char *origin, es_error_t *err) {
     if (!def)
         return es_fail(err, ES_EINVAL, "%s: no projector definition", origin);
-    if (def->abi_version != ES_PROJECTOR_ABI)
+    /* This ABI or an older one (docs/abi.md); there is one so far. */
+    if (def->abi_version < 1 || def->abi_version > ES_PROJECTOR_ABI)
         return es_fail(err, ES_EINVAL,
-                       "%s: projector ABI version %d, this eskit speaks %d; rebuild the module "
-                       "against this eskit's headers",
+                       "%s: projector ABI version %d, this eskit takes 1 to %d; rebuild the "
+                       "module against this eskit's headers",
                        origin, def->abi_version, ES_PROJECTOR_ABI);
     size_t len = def->name ? strlen(def->name) : 0;
     if (len == 0 || len > ES_PROJECTOR_NAME_MAX)
@@ -73,7 +74,7 @@ es_err es_projector_load(const es_config_t *cfg, const char *name_or_path,
     es_err e = es_module_open(cfg, "projector", name_or_path, ES_PROJECTOR_ENTRY,
                               "your const es_projector_def *", &m->mod, err);
     if (e == ES_OK) {
-        es_projector_entry_fn *entry;
+        es_projector_entry_cb *entry;
         *(void **)&entry = m->mod.entry;
         e = es_projector_check(m->def = entry(), m->mod.path, err);
     }

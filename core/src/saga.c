@@ -17,6 +17,7 @@
 
 #include <librdkafka/rdkafka.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,7 +28,12 @@ struct es_saga_view {
     const es_event_t *start_ev;
     const ProtobufCMessage *start;
     const char *reason;
+    void *opaque;
 };
+
+void *es_saga_view_opaque(const es_saga_view_t *v) {
+    return v->opaque;
+}
 
 const char *es_saga_view_id(const es_saga_view_t *v) {
     return v->id;
@@ -153,7 +159,7 @@ void es_saga_inst_free(saga_inst *in) {
 }
 
 /* The saga database's last SQLite error, as sql.c words it. */
-es_err es_saga_db_fail(es_saga_coordinator_t *c, const char *what, es_error_t *err) {
+es_err es_saga_db_fail(es_saga_t *c, const char *what, es_error_t *err) {
     char doing[ES_PROJECTOR_NAME_MAX + 96];
     snprintf(doing, sizeof doing, "saga '%s': %s", c->def->name, what);
     return es_sql_fail_file(c->db, sqlite3_extended_errcode(c->db),
@@ -161,7 +167,7 @@ es_err es_saga_db_fail(es_saga_coordinator_t *c, const char *what, es_error_t *e
 }
 
 /* The cached statement k, reset and bound to the saga name as ?1. */
-sqlite3_stmt *es_saga_stmt(es_saga_coordinator_t *c, int k) {
+sqlite3_stmt *es_saga_stmt(es_saga_t *c, int k) {
     sqlite3_stmt *s = c->st[k];
     sqlite3_reset(s);
     sqlite3_clear_bindings(s);
@@ -169,8 +175,7 @@ sqlite3_stmt *es_saga_stmt(es_saga_coordinator_t *c, int k) {
     return s;
 }
 
-es_err es_saga_step_done(es_saga_coordinator_t *c, sqlite3_stmt *s, const char *what,
-                         es_error_t *err) {
+es_err es_saga_step_done(es_saga_t *c, sqlite3_stmt *s, const char *what, es_error_t *err) {
     int rc = sqlite3_step(s);
     sqlite3_reset(s);
     return rc == SQLITE_DONE ? ES_OK : es_saga_db_fail(c, what, err);
@@ -180,7 +185,7 @@ void es_saga_copy_str(char *dst, size_t cap, const unsigned char *src) {
     snprintf(dst, cap, "%s", src ? (const char *)src : "");
 }
 
-const es_saga_step *es_saga_step_at(const es_saga_coordinator_t *c, int k) {
+const es_saga_step_t *es_saga_step_at(const es_saga_t *c, int k) {
     if (k >= 0 && (size_t)k < c->def->n_steps)
         return &c->def->steps[k];
     return NULL;
@@ -188,7 +193,7 @@ const es_saga_step *es_saga_step_at(const es_saga_coordinator_t *c, int k) {
 
 /* ---- instances ---------------------------------------------------------------------------- */
 
-static es_err decode_start(es_saga_coordinator_t *c, saga_inst *in, es_error_t *err) {
+static es_err decode_start(es_saga_t *c, saga_inst *in, es_error_t *err) {
     es_err e = es_envelope_decode(in->start_bytes, in->start_len, NULL, &in->start_ev, err);
     if (e != ES_OK)
         return e;
@@ -201,7 +206,7 @@ static es_err decode_start(es_saga_coordinator_t *c, saga_inst *in, es_error_t *
 }
 
 /* Loads instance id; ES_ENOTFOUND when there is none. */
-es_err es_saga_inst_load(es_saga_coordinator_t *c, const char *id, saga_inst *in, es_error_t *err) {
+es_err es_saga_inst_load(es_saga_t *c, const char *id, saga_inst *in, es_error_t *err) {
     memset(in, 0, sizeof *in);
     sqlite3_stmt *s = es_saga_stmt(c, S_INST_GET);
     sqlite3_bind_text(s, 2, id, -1, SQLITE_STATIC);
@@ -236,8 +241,7 @@ es_err es_saga_inst_load(es_saga_coordinator_t *c, const char *id, saga_inst *in
     return e;
 }
 
-es_err es_saga_inst_save(es_saga_coordinator_t *c, const saga_inst *in, int64_t now,
-                         es_error_t *err) {
+es_err es_saga_inst_save(es_saga_t *c, const saga_inst *in, int64_t now, es_error_t *err) {
     sqlite3_stmt *s = es_saga_stmt(c, S_INST_PUT);
     sqlite3_bind_text(s, 2, in->id, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 3, in->state, -1, SQLITE_STATIC);
@@ -268,11 +272,11 @@ static Eskit__V1__SagaState state_enum(const char *s) {
 }
 
 /* Appends one transition of in to the history (published to the log after commit). */
-es_err es_saga_hist(es_saga_coordinator_t *c, saga_inst *in, const char *kind, const hist_info *h,
-                    int64_t now, es_error_t *err) {
+es_err es_saga_hist(es_saga_t *c, saga_inst *in, const char *kind, const hist_info *h, int64_t now,
+                    es_error_t *err) {
     Eskit__V1__SagaTransition t = ESKIT__V1__SAGA_TRANSITION__INIT;
     int k = h->step1 - 1;
-    const es_saga_step *st = k >= 0 ? es_saga_step_at(c, k) : NULL;
+    const es_saga_step_t *st = k >= 0 ? es_saga_step_at(c, k) : NULL;
     t.saga = (char *)c->def->name;
     t.instance_id = in->id;
     t.kind = (char *)kind;
@@ -305,8 +309,8 @@ es_err es_saga_hist(es_saga_coordinator_t *c, saga_inst *in, const char *kind, c
 static const char *const KIND_DO = ES_SAGA_KIND_DO, *const KIND_UNDO = ES_SAGA_KIND_UNDO,
                          *const KIND_ABORT = ES_SAGA_KIND_ABORT;
 
-static es_err command_id(es_saga_coordinator_t *c, const saga_inst *in, const char *step,
-                         size_t target, const char *kind, char *out, size_t cap, es_error_t *err) {
+static es_err command_id(es_saga_t *c, const saga_inst *in, const char *step, size_t target,
+                         const char *kind, char *out, size_t cap, es_error_t *err) {
     int n = snprintf(out, cap, "%s/%s/%s.%zu/%s", c->def->name, in->id, step, target, kind);
     if (n < 0 || (size_t)n >= cap || (size_t)n > ES_MAX_ID_LEN)
         return es_fail(err, ES_EINVAL,
@@ -329,10 +333,10 @@ const char *es_saga_correlation_of(const es_event_t *start, const char *id) {
 
 /* Calls a step's send (or compensate, when undo_of is set) and puts the commands in the outbox.
  * *sent is how many. */
-static es_err emit(es_saga_coordinator_t *c, saga_inst *in, int k, const es_saga_step *st,
-                   const char *kind, const char *undo_of, size_t undo_target, size_t *sent,
-                   int64_t now, es_error_t *err) {
-    es_saga_view_t v = {in->id, in->start_ev, in->start_msg, in->reason};
+static es_err emit(es_saga_t *c, saga_inst *in, int k, const es_saga_step_t *st, const char *kind,
+                   const char *undo_of, size_t undo_target, size_t *sent, int64_t now,
+                   es_error_t *err) {
+    es_saga_view_t v = {in->id, in->start_ev, in->start_msg, in->reason, c->def->opaque};
     es_saga_out_t *o = calloc(1, sizeof *o);
     if (!o)
         return es_fail(err, ES_ENOMEM, "out of memory");
@@ -394,7 +398,7 @@ static es_err emit(es_saga_coordinator_t *c, saga_inst *in, int k, const es_saga
     return e;
 }
 
-static es_err finish(es_saga_coordinator_t *c, saga_inst *in, const char *state, const char *reason,
+static es_err finish(es_saga_t *c, saga_inst *in, const char *state, const char *reason,
                      int64_t now, es_error_t *err) {
     snprintf(in->state, sizeof in->state, "%s", state);
     in->deadline = 0;
@@ -403,12 +407,10 @@ static es_err finish(es_saga_coordinator_t *c, saga_inst *in, const char *state,
     return es_saga_hist(c, in, state, HIST(.reason = reason), now, err);
 }
 
-static es_err send_step(es_saga_coordinator_t *c, saga_inst *in, int k, int64_t now,
-                        es_error_t *err);
+static es_err send_step(es_saga_t *c, saga_inst *in, int k, int64_t now, es_error_t *err);
 
 /* Step k is done: the next step, or the end. */
-static es_err advance(es_saga_coordinator_t *c, saga_inst *in, int k, int64_t now,
-                      es_error_t *err) {
+static es_err advance(es_saga_t *c, saga_inst *in, int k, int64_t now, es_error_t *err) {
     es_err e = es_saga_hist(c, in, "step_completed", HIST(.step1 = k + 1), now, err);
     if (e != ES_OK)
         return e;
@@ -417,9 +419,8 @@ static es_err advance(es_saga_coordinator_t *c, saga_inst *in, int k, int64_t no
     return send_step(c, in, k + 1, now, err);
 }
 
-static es_err send_step(es_saga_coordinator_t *c, saga_inst *in, int k, int64_t now,
-                        es_error_t *err) {
-    const es_saga_step *st = es_saga_step_at(c, k);
+static es_err send_step(es_saga_t *c, saga_inst *in, int k, int64_t now, es_error_t *err) {
+    const es_saga_step_t *st = es_saga_step_at(c, k);
     size_t sent = 0;
     in->step = k;
     in->deadline = now + st->timeout_ms * 1000;
@@ -431,10 +432,9 @@ static es_err send_step(es_saga_coordinator_t *c, saga_inst *in, int k, int64_t 
 
 /* Sends the compensations of step k (its targets that may have taken effect), going down to
  * earlier steps while a step has nothing to undo; after step 0, the abort command. */
-static es_err compensate_from(es_saga_coordinator_t *c, saga_inst *in, int k, int64_t now,
-                              es_error_t *err) {
+static es_err compensate_from(es_saga_t *c, saga_inst *in, int k, int64_t now, es_error_t *err) {
     for (; k >= 0; k--) {
-        const es_saga_step *st = es_saga_step_at(c, k);
+        const es_saga_step_t *st = es_saga_step_at(c, k);
         in->step = k;
         if (!st->compensate)
             continue;
@@ -474,16 +474,16 @@ static es_err compensate_from(es_saga_coordinator_t *c, saga_inst *in, int k, in
     return finish(c, in, ES_SAGA_ABORTED, NULL, now, err);
 }
 
-es_err es_saga_begin_compensation(es_saga_coordinator_t *c, saga_inst *in, int k,
-                                  const char *reason, int64_t now, es_error_t *err) {
+es_err es_saga_begin_compensation(es_saga_t *c, saga_inst *in, int k, const char *reason,
+                                  int64_t now, es_error_t *err) {
     snprintf(in->state, sizeof in->state, "%s", ES_SAGA_COMPENSATING);
     snprintf(in->reason, sizeof in->reason, "%s", reason);
     in->deadline = 0;
     return compensate_from(c, in, k, now, err);
 }
 
-static es_err set_target(es_saga_coordinator_t *c, const char *cid, const char *status,
-                         const char *reason, es_error_t *err) {
+static es_err set_target(es_saga_t *c, const char *cid, const char *status, const char *reason,
+                         es_error_t *err) {
     sqlite3_stmt *s = c->st[S_TARGET_STATUS];
     sqlite3_reset(s);
     sqlite3_bind_text(s, 1, cid, -1, SQLITE_STATIC);
@@ -493,8 +493,8 @@ static es_err set_target(es_saga_coordinator_t *c, const char *cid, const char *
 }
 
 /* Pending commands of kind left in step k of in. */
-static es_err open_targets(es_saga_coordinator_t *c, const saga_inst *in, int k, const char *kind,
-                           int *n, es_error_t *err) {
+static es_err open_targets(es_saga_t *c, const saga_inst *in, int k, const char *kind, int *n,
+                           es_error_t *err) {
     sqlite3_stmt *s = es_saga_stmt(c, S_STEP_OPEN);
     sqlite3_bind_text(s, 2, in->id, -1, SQLITE_STATIC);
     sqlite3_bind_int(s, 3, k);
@@ -505,7 +505,7 @@ static es_err open_targets(es_saga_coordinator_t *c, const saga_inst *in, int k,
     return rc == SQLITE_ROW ? ES_OK : es_saga_db_fail(c, "counting a step's open commands", err);
 }
 
-es_err es_saga_target_ended(es_saga_coordinator_t *c, saga_inst *in, const saga_target *t, int ok,
+es_err es_saga_target_ended(es_saga_t *c, saga_inst *in, const saga_target *t, int ok,
                             const char *reason, const es_event_t *ev, int64_t now,
                             es_error_t *err) {
     es_err e = set_target(c, t->cid, ok ? "done" : "failed", reason, err);
@@ -568,8 +568,7 @@ es_err es_saga_target_ended(es_saga_coordinator_t *c, saga_inst *in, const saga_
     return e;
 }
 
-es_err es_saga_target_load(es_saga_coordinator_t *c, const char *cid, saga_target *t,
-                           es_error_t *err) {
+es_err es_saga_target_load(es_saga_t *c, const char *cid, saga_target *t, es_error_t *err) {
     sqlite3_stmt *s = c->st[S_TARGET_BY_CMD];
     sqlite3_reset(s);
     sqlite3_bind_text(s, 1, cid, -1, SQLITE_STATIC);
@@ -619,8 +618,7 @@ static void failure_reason(const ProtobufCMessageDescriptor *desc, const es_even
 
 /* ---- events (inside the runner's transaction) --------------------------------------------- */
 
-static es_err start_instance(es_saga_coordinator_t *c, const es_event_t *ev, int64_t now,
-                             es_error_t *err) {
+static es_err start_instance(es_saga_t *c, const es_event_t *ev, int64_t now, es_error_t *err) {
     const es_saga_def *def = c->def;
     ProtobufCMessage *msg =
         protobuf_c_message_unpack(def->start_event, NULL, ev->payload_len, ev->payload);
@@ -676,7 +674,7 @@ static es_err start_instance(es_saga_coordinator_t *c, const es_event_t *ev, int
     return e;
 }
 
-static es_err on_event(es_saga_coordinator_t *c, const es_event_t *ev, es_error_t *err) {
+static es_err on_event(es_saga_t *c, const es_event_t *ev, es_error_t *err) {
     int64_t now = es_saga_now(c);
     const es_saga_def *def = c->def;
     if (!strcmp(ev->aggregate_type, def->start_aggregate) &&
@@ -695,7 +693,7 @@ static es_err on_event(es_saga_coordinator_t *c, const es_event_t *ev, es_error_
         c->stats.ignored++; /* a compensation's event (its outcome counts), or a duplicate */
         return ES_OK;
     }
-    const es_saga_step *st = es_saga_step_at(c, t.step);
+    const es_saga_step_t *st = es_saga_step_at(c, t.step);
     int ok = st->completed_by && listed(st->completed_by, ev->event_type);
     const ProtobufCMessageDescriptor *failed = listed(st->failed_by, ev->event_type);
     char why[300] = "";
@@ -732,19 +730,19 @@ static es_err saga_migrate(sqlite3 *db, int from, es_error_t *err) {
 
 /* ---- transactions outside the runner ------------------------------------------------------ */
 
-es_err es_saga_tx_begin(es_saga_coordinator_t *c, es_error_t *err) {
+es_err es_saga_tx_begin(es_saga_t *c, es_error_t *err) {
     es_sql_tx tx = es_sql_tx_on(c->db, es_config_get(c->cfg, "saga.db"));
     return es_sql_begin(&tx, ES_SQL_IMMEDIATE, "starting a saga transaction", err);
 }
 
-es_err es_saga_tx_end(es_saga_coordinator_t *c, es_err e, es_error_t *err) {
+es_err es_saga_tx_end(es_saga_t *c, es_err e, es_error_t *err) {
     es_sql_tx tx = es_sql_tx_on(c->db, es_config_get(c->cfg, "saga.db"));
     return es_sql_end(&tx, e, "committing a saga transaction", err);
 }
 
 /* ---- lifecycle ---------------------------------------------------------------------------- */
 
-static es_err add_topic(es_saga_coordinator_t *c, size_t *n, const char *type, es_error_t *err) {
+static es_err add_topic(es_saga_t *c, size_t *n, const char *type, es_error_t *err) {
     char t[ES_MAX_TYPE_LEN + 16];
     snprintf(t, sizeof t, "%s.events", type);
     for (size_t i = 0; i < *n; i++)
@@ -756,7 +754,7 @@ static es_err add_topic(es_saga_coordinator_t *c, size_t *n, const char *type, e
     return ES_OK;
 }
 
-static es_err make_topics(es_saga_coordinator_t *c, es_error_t *err) {
+static es_err make_topics(es_saga_t *c, es_error_t *err) {
     const es_saga_def *def = c->def;
     c->topics = calloc(def->n_steps + 3, sizeof *c->topics);
     if (!c->topics)
@@ -768,20 +766,23 @@ static es_err make_topics(es_saga_coordinator_t *c, es_error_t *err) {
     return e;
 }
 
-int64_t es_saga_now(const es_saga_coordinator_t *c) {
+int64_t es_saga_now(const es_saga_t *c) {
     return c->clock ? c->clock(c->clock_opaque) : es_now_us();
 }
 
 /* A coordinator with its names and configuration, and nothing opened. */
-static es_err coordinator_alloc(const es_config_t *cfg, const es_saga_def *def,
-                                es_saga_coordinator_t **out, es_error_t *err) {
+static es_err coordinator_alloc(const es_config_t *cfg, const es_saga_def *def, es_saga_t **out,
+                                es_error_t *err) {
     es_err e = es_saga_check(def, err);
     if (e != ES_OK)
         return e;
-    es_saga_coordinator_t *c = calloc(1, sizeof *c);
+    es_saga_t *c = calloc(1, sizeof *c);
     if (!c)
         return es_fail(err, ES_ENOMEM, "out of memory");
-    c->def = def;
+    /* ABI 1 ends where ABI 2 added opaque: read no further. */
+    memcpy(&c->def_copy, def,
+           def->abi_version == 1 ? offsetof(es_saga_def, opaque) : sizeof c->def_copy);
+    c->def = &c->def_copy;
     es_stop_init(&c->stop);
     c->cfg = es_config_dup(cfg);
     es_saga_history_type(def->name, c->htype, sizeof c->htype, err);
@@ -799,7 +800,7 @@ static es_err coordinator_alloc(const es_config_t *cfg, const es_saga_def *def,
         c->retention_us = es_config_get_int(c->cfg, "saga.retention.ms") * 1000;
     }
     if (e != ES_OK) {
-        es_saga_coordinator_destroy(c);
+        es_saga_destroy(c);
         return e;
     }
     *out = c;
@@ -807,9 +808,9 @@ static es_err coordinator_alloc(const es_config_t *cfg, const es_saga_def *def,
 }
 
 es_err es_saga_core_new(const es_config_t *cfg, const es_saga_def *def, sqlite3 *db,
-                        int64_t (*clock)(void *opaque), void *clock_opaque,
-                        es_saga_coordinator_t **out, es_error_t *err) {
-    es_saga_coordinator_t *c = NULL;
+                        int64_t (*clock)(void *opaque), void *clock_opaque, es_saga_t **out,
+                        es_error_t *err) {
+    es_saga_t *c = NULL;
     es_err e = coordinator_alloc(cfg, def, &c, err);
     if (e != ES_OK)
         return e;
@@ -820,18 +821,18 @@ es_err es_saga_core_new(const es_config_t *cfg, const es_saga_def *def, sqlite3 
     if (e == ES_OK)
         e = es_sql_prepare_all(db, es_config_get(c->cfg, "saga.db"), SQL, S_COUNT, c->st, err);
     if (e != ES_OK) {
-        es_saga_coordinator_destroy(c);
+        es_saga_destroy(c);
         return e;
     }
     *out = c;
     return ES_OK;
 }
 
-es_err es_saga_coordinator_new(const es_config_t *cfg, const es_saga_def *def, es_engine_t *engine,
-                               es_saga_coordinator_t **out, es_error_t *err) {
+es_err es_saga_new(const es_config_t *cfg, const es_saga_def *def, es_engine_t *engine,
+                   es_saga_t **out, es_error_t *err) {
     if (!cfg || !engine || !out)
-        return es_fail(err, ES_EINVAL, "es_saga_coordinator_new: cfg, engine and out are required");
-    es_saga_coordinator_t *c = NULL;
+        return es_fail(err, ES_EINVAL, "es_saga_new: cfg, engine and out are required");
+    es_saga_t *c = NULL;
     es_err e = coordinator_alloc(cfg, def, &c, err);
     if (e != ES_OK)
         return e;
@@ -849,14 +850,14 @@ es_err es_saga_coordinator_new(const es_config_t *cfg, const es_saga_def *def, e
         e = es_sql_prepare_all(c->db, es_config_get(c->cfg, "saga.db"), SQL, S_COUNT, c->st, err);
     }
     if (e != ES_OK) {
-        es_saga_coordinator_destroy(c);
+        es_saga_destroy(c);
         return e;
     }
     *out = c;
     return ES_OK;
 }
 
-void es_saga_coordinator_destroy(es_saga_coordinator_t *c) {
+void es_saga_destroy(es_saga_t *c) {
     if (!c)
         return;
     for (int k = 0; k < S_COUNT; k++)
@@ -869,7 +870,7 @@ void es_saga_coordinator_destroy(es_saga_coordinator_t *c) {
     free(c);
 }
 
-es_err es_saga_poll(es_saga_coordinator_t *c, int timeout_ms, size_t *progress, es_error_t *err) {
+es_err es_saga_poll(es_saga_t *c, int timeout_ms, size_t *progress, es_error_t *err) {
     size_t applied = 0, delivered = 0, fired = 0, published = 0;
     if (!c)
         return es_fail(err, ES_EINVAL, "es_saga_poll: coordinator is NULL");
@@ -905,7 +906,7 @@ es_err es_saga_poll(es_saga_coordinator_t *c, int timeout_ms, size_t *progress, 
     return e;
 }
 
-es_err es_saga_redeliver(es_saga_coordinator_t *c, const es_event_t *ev, es_error_t *err) {
+es_err es_saga_redeliver(es_saga_t *c, const es_event_t *ev, es_error_t *err) {
     if (!c || !ev)
         return es_fail(err, ES_EINVAL, "es_saga_redeliver: coordinator and event are required");
     es_err e = es_saga_tx_begin(c, err);
@@ -921,7 +922,7 @@ static es_err poll_once(void *opaque, int timeout_ms, es_error_t *err) {
     return es_saga_poll(opaque, timeout_ms, NULL, err);
 }
 
-es_err es_saga_run(es_saga_coordinator_t *c, es_error_t *err) {
+es_err es_saga_run(es_saga_t *c, es_error_t *err) {
     if (!c)
         return es_fail(err, ES_EINVAL, "es_saga_run: coordinator is NULL");
     es_err e = es_run_loop(poll_once, c, &c->stop, c->cfg, c->subject, err);
@@ -932,12 +933,12 @@ es_err es_saga_run(es_saga_coordinator_t *c, es_error_t *err) {
 }
 
 /* Async-signal-safe and safe from any thread: stores to lock-free atomics (es_runner_stop). */
-void es_saga_stop(es_saga_coordinator_t *c) {
+void es_saga_stop(es_saga_t *c) {
     es_stop_request(&c->stop);
     es_runner_stop(c->runner);
 }
 
-static uint64_t count_of(es_saga_coordinator_t *c, int k, const char *state) {
+static uint64_t count_of(es_saga_t *c, int k, const char *state) {
     sqlite3_stmt *s = es_saga_stmt(c, k);
     sqlite3_bind_text(s, 2, state, -1, SQLITE_STATIC);
     uint64_t n = sqlite3_step(s) == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(s, 0) : 0;
@@ -946,12 +947,12 @@ static uint64_t count_of(es_saga_coordinator_t *c, int k, const char *state) {
 }
 
 /* Instances in state: the ones in saga.db and the ones retention deleted. */
-static uint64_t count_state(es_saga_coordinator_t *c, const char *state) {
+static uint64_t count_state(es_saga_t *c, const char *state) {
     return count_of(c, S_COUNT_STATE, state) + count_of(c, S_PRUNED_GET, state);
 }
 
-void es_saga_stats(const es_saga_coordinator_t *cc, es_saga_stats_t *out) {
-    es_saga_coordinator_t *c = (es_saga_coordinator_t *)cc;
+void es_saga_stats(const es_saga_t *cc, es_saga_stats_t *out) {
+    es_saga_t *c = (es_saga_t *)cc;
     *out = c->stats;
     out->completed = count_state(c, ES_SAGA_COMPLETED);
     out->aborted = count_state(c, ES_SAGA_ABORTED);
@@ -963,7 +964,7 @@ void es_saga_stats(const es_saga_coordinator_t *cc, es_saga_stats_t *out) {
                    count_state(c, ES_SAGA_COMPENSATING);
 }
 
-es_err es_saga_active(es_saga_coordinator_t *c, uint64_t *n, es_error_t *err) {
+es_err es_saga_active(es_saga_t *c, uint64_t *n, es_error_t *err) {
     sqlite3_stmt *s = es_saga_stmt(c, S_ACTIVE);
     int rc = sqlite3_step(s);
     *n = rc == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(s, 0) : 0;

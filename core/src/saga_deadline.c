@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-es_err es_saga_fire_deadlines(es_saga_coordinator_t *c, size_t *fired, es_error_t *err) {
+es_err es_saga_fire_deadlines(es_saga_t *c, size_t *fired, es_error_t *err) {
     int64_t now = es_saga_now(c);
     char(*ids)[ES_MAX_ID_LEN + 1] = NULL;
     size_t n = 0;
@@ -27,7 +27,7 @@ es_err es_saga_fire_deadlines(es_saga_coordinator_t *c, size_t *fired, es_error_
             saga_inst in;
             if ((e = es_saga_inst_load(c, ids[i], &in, err)) != ES_OK)
                 break;
-            const es_saga_step *st = es_saga_step_at(c, in.step);
+            const es_saga_step_t *st = es_saga_step_at(c, in.step);
             char why[160];
             snprintf(why, sizeof why, "step %s timed out after %lld ms", st->name,
                      (long long)st->timeout_ms);

@@ -1,4 +1,4 @@
-/* Checking a saga definition (es_saga_check): what es_saga_coordinator_new refuses. */
+/* Checking a saga definition (es_saga_check): what es_saga_new refuses. */
 #include "saga_int.h"
 
 #include <stdio.h>
@@ -17,7 +17,7 @@ static int name_ok(const char *s) {
     return 1;
 }
 
-static es_err check_step(const es_saga_def *def, const es_saga_step *s, size_t i, int abort,
+static es_err check_step(const es_saga_def *def, const es_saga_step_t *s, size_t i, int abort,
                          es_error_t *err) {
     char what[96];
     if (abort)
@@ -51,8 +51,10 @@ static es_err check_step(const es_saga_def *def, const es_saga_step *s, size_t i
 es_err es_saga_check(const es_saga_def *def, es_error_t *err) {
     if (!def)
         return es_fail(err, ES_EINVAL, "saga definition is NULL");
-    if (def->abi_version != ES_SAGA_ABI)
-        return es_fail(err, ES_EINVAL, "saga '%s': abi_version %d, this eskit has %d",
+    if (def->abi_version < 1 || def->abi_version > ES_SAGA_ABI)
+        return es_fail(err, ES_EINVAL,
+                       "saga '%s': abi_version %d; this eskit takes 1 to %d: build it against "
+                       "the headers of the eskit it runs with",
                        def->name ? def->name : "(null)", def->abi_version, ES_SAGA_ABI);
     char htype[ES_MAX_TYPE_LEN + 1];
     es_err e = es_saga_history_type(def->name, htype, sizeof htype, err);

@@ -109,9 +109,10 @@ enum {
 };
 
 /* The delivery report of one transition produced to Kafka. */
-struct es_saga_coordinator {
-    es_config_t *cfg; /* own copy */
-    const es_saga_def *def;
+struct es_saga {
+    es_config_t *cfg;       /* own copy */
+    const es_saga_def *def; /* &def_copy */
+    es_saga_def def_copy;   /* the caller's definition in this ABI's layout (docs/abi.md) */
     es_engine_t *engine;
     es_projector_def pdef;
     char pname[ES_PROJECTOR_NAME_MAX + 1];
@@ -172,86 +173,86 @@ typedef struct saga_target {
  * runner, engine, relay or publication. Events go in through es_saga_redeliver, command
  * outcomes through es_saga_record_outcome, deadlines fire with es_saga_fire_deadlines, and
  * clock (NULL: es_now_us) tells them the time. What the test kit (testing_saga.c) runs.
- * Free with es_saga_coordinator_destroy (db stays open). */
+ * Free with es_saga_destroy (db stays open). */
 es_err es_saga_core_new(const es_config_t *cfg, const es_saga_def *def, sqlite3 *db,
                         int64_t (*clock)(void *opaque), void *clock_opaque,
-                        es_saga_coordinator_t **out, es_error_t *err);
+                        es_saga_t **out, es_error_t *err);
 
 /* The time of a transition: the coordinator's clock. */
-int64_t es_saga_now(const es_saga_coordinator_t *c);
+int64_t es_saga_now(const es_saga_t *c);
 
 /* The descriptor of a command some step (or the abort) of the definition sends, by name. */
-const ProtobufCMessageDescriptor *es_saga_command_desc(const es_saga_coordinator_t *c,
+const ProtobufCMessageDescriptor *es_saga_command_desc(const es_saga_t *c,
                                                        const char *name);
 
 /* Records the outcome r of the delivered command cid and what it means for its instance
  * (saga_relay.c), inside a transaction. */
-es_err es_saga_record_outcome(es_saga_coordinator_t *c, const char *cid, const es_result_t *r,
+es_err es_saga_record_outcome(es_saga_t *c, const char *cid, const es_result_t *r,
                               int64_t now, es_error_t *err);
 
 /* The saga database's last SQLite error, as sql.c words it. */
-es_err es_saga_db_fail(es_saga_coordinator_t *c, const char *what, es_error_t *err);
+es_err es_saga_db_fail(es_saga_t *c, const char *what, es_error_t *err);
 
 /* The cached statement k, reset and bound to the saga name as ?1. */
-sqlite3_stmt *es_saga_stmt(es_saga_coordinator_t *c, int k);
+sqlite3_stmt *es_saga_stmt(es_saga_t *c, int k);
 
 /* Steps s to its end and resets it; what names the work in an error. */
-es_err es_saga_step_done(es_saga_coordinator_t *c, sqlite3_stmt *s, const char *what,
+es_err es_saga_step_done(es_saga_t *c, sqlite3_stmt *s, const char *what,
                          es_error_t *err);
 
 /* Copies a column's text into dst (cap bytes), "" for NULL, truncating. */
 void es_saga_copy_str(char *dst, size_t cap, const unsigned char *src);
 
 /* Step k of the definition; NULL past the last (the abort command's index). */
-const es_saga_step *es_saga_step_at(const es_saga_coordinator_t *c, int k);
+const es_saga_step_t *es_saga_step_at(const es_saga_t *c, int k);
 
 /* Frees what es_saga_inst_load allocated and zeroes in. */
 void es_saga_inst_free(saga_inst *in);
 
 /* Loads instance id; ES_ENOTFOUND when there is none. */
-es_err es_saga_inst_load(es_saga_coordinator_t *c, const char *id, saga_inst *in, es_error_t *err);
+es_err es_saga_inst_load(es_saga_t *c, const char *id, saga_inst *in, es_error_t *err);
 
 /* Writes in back, stamped updated at now. */
-es_err es_saga_inst_save(es_saga_coordinator_t *c, const saga_inst *in, int64_t now,
+es_err es_saga_inst_save(es_saga_t *c, const saga_inst *in, int64_t now,
                          es_error_t *err);
 
 /* Appends one transition of in to the history (published to the log after commit). */
-es_err es_saga_hist(es_saga_coordinator_t *c, saga_inst *in, const char *kind, const hist_info *h,
+es_err es_saga_hist(es_saga_t *c, saga_inst *in, const char *kind, const hist_info *h,
                     int64_t now, es_error_t *err);
 
 /* Moves in to compensating for reason and sends the compensations from step k down. */
-es_err es_saga_begin_compensation(es_saga_coordinator_t *c, saga_inst *in, int k,
+es_err es_saga_begin_compensation(es_saga_t *c, saga_inst *in, int k,
                                   const char *reason, int64_t now, es_error_t *err);
 
 /* Loads the target of command cid; ES_ENOTFOUND when this saga did not send it. */
-es_err es_saga_target_load(es_saga_coordinator_t *c, const char *cid, saga_target *t,
+es_err es_saga_target_load(es_saga_t *c, const char *cid, saga_target *t,
                            es_error_t *err);
 
 /* Target t of in reached an end (ok: it did what it was for; ev: the event that ended it, NULL
  * for a command's outcome) and moves in on as that means. */
-es_err es_saga_target_ended(es_saga_coordinator_t *c, saga_inst *in, const saga_target *t, int ok,
+es_err es_saga_target_ended(es_saga_t *c, saga_inst *in, const saga_target *t, int ok,
                             const char *reason, const es_event_t *ev, int64_t now, es_error_t *err);
 
 /* The correlation id of an instance's commands and transitions (saga.c says how it is chosen). */
 const char *es_saga_correlation_of(const es_event_t *start, const char *id);
 
 /* A transaction on the saga database outside the runner's (relay, deadlines, publish, prune). */
-es_err es_saga_tx_begin(es_saga_coordinator_t *c, es_error_t *err);
+es_err es_saga_tx_begin(es_saga_t *c, es_error_t *err);
 
 /* Commits when e is ES_OK, else rolls back; returns e or the commit's error. */
-es_err es_saga_tx_end(es_saga_coordinator_t *c, es_err e, es_error_t *err);
+es_err es_saga_tx_end(es_saga_t *c, es_err e, es_error_t *err);
 
 /* Times out the running steps whose deadline passed (saga_deadline.c); *fired: how many. */
-es_err es_saga_fire_deadlines(es_saga_coordinator_t *c, size_t *fired, es_error_t *err);
+es_err es_saga_fire_deadlines(es_saga_t *c, size_t *fired, es_error_t *err);
 
 /* Delivers a batch of the outbox through the engine and records the outcomes (saga_relay.c). */
-es_err es_saga_relay(es_saga_coordinator_t *c, size_t *delivered, es_error_t *err);
+es_err es_saga_relay(es_saga_t *c, size_t *delivered, es_error_t *err);
 
 /* Appends a batch of es_saga_history to "<saga>.saga.events" and deletes what got there
  * (saga_publish.c). */
-es_err es_saga_publish(es_saga_coordinator_t *c, size_t *published, es_error_t *err);
+es_err es_saga_publish(es_saga_t *c, size_t *published, es_error_t *err);
 
 /* Applies saga.retention.ms when due (saga_retention.c); *pruned: instances deleted. */
-es_err es_saga_prune(es_saga_coordinator_t *c, size_t *pruned, es_error_t *err);
+es_err es_saga_prune(es_saga_t *c, size_t *pruned, es_error_t *err);
 
 #endif

@@ -23,7 +23,7 @@ typedef struct pending_rec {
     int64_t at;
 } pending_rec;
 
-static es_err mark_published(es_saga_coordinator_t *c, const char *id, uint64_t upto,
+static es_err mark_published(es_saga_t *c, const char *id, uint64_t upto,
                              es_error_t *err) {
     sqlite3_stmt *s = es_saga_stmt(c, S_PUBLISHED);
     sqlite3_bind_text(s, 2, id, -1, SQLITE_STATIC);
@@ -47,7 +47,7 @@ static void instance_correlation(sqlite3_stmt *s, pending_rec *r) {
     es_event_free(start);
 }
 
-es_err es_saga_publish(es_saga_coordinator_t *c, size_t *published, es_error_t *err) {
+es_err es_saga_publish(es_saga_t *c, size_t *published, es_error_t *err) {
     *published = 0;
     pending_rec *recs = calloc(PUBLISH_BATCH, sizeof *recs);
     if (!recs)

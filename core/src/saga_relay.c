@@ -22,10 +22,10 @@ typedef struct delivery {
     int64_t deadline;
 } delivery;
 
-const ProtobufCMessageDescriptor *es_saga_command_desc(const es_saga_coordinator_t *c,
+const ProtobufCMessageDescriptor *es_saga_command_desc(const es_saga_t *c,
                                                        const char *name) {
     for (size_t i = 0; i < c->def->n_steps; i++) {
-        const es_saga_step *st = &c->def->steps[i];
+        const es_saga_step_t *st = &c->def->steps[i];
         if (!strcmp(st->command->name, name))
             return st->command;
         if (st->compensation && !strcmp(st->compensation->name, name))
@@ -36,7 +36,7 @@ const ProtobufCMessageDescriptor *es_saga_command_desc(const es_saga_coordinator
     return NULL;
 }
 
-static es_err load_outbox(es_saga_coordinator_t *c, delivery *d, size_t *n, es_error_t *err) {
+static es_err load_outbox(es_saga_t *c, delivery *d, size_t *n, es_error_t *err) {
     sqlite3_stmt *s = es_saga_stmt(c, S_OUTBOX);
     sqlite3_bind_int(s, 2, RELAY_BATCH);
     int rc;
@@ -87,7 +87,7 @@ static const char *outcome_name(const es_result_t *r) {
     }
 }
 
-es_err es_saga_record_outcome(es_saga_coordinator_t *c, const char *cid, const es_result_t *r,
+es_err es_saga_record_outcome(es_saga_t *c, const char *cid, const es_result_t *r,
                               int64_t now, es_error_t *err) {
     sqlite3_stmt *s = c->st[S_SENT];
     sqlite3_reset(s);
@@ -106,7 +106,7 @@ es_err es_saga_record_outcome(es_saga_coordinator_t *c, const char *cid, const e
     int accepted = r->outcome == ES_OUTCOME_ACCEPTED;
     int rejected = r->outcome == ES_OUTCOME_REJECTED;
     if (!strcmp(t.kind, ES_SAGA_KIND_DO)) {
-        const es_saga_step *st = es_saga_step_at(c, t.step);
+        const es_saga_step_t *st = es_saga_step_at(c, t.step);
         /* With completed_by, events end the target (the consumer sees them); an expired
          * command is left to the step's deadline. */
         if (!rejected && !(accepted && !st->completed_by))
@@ -133,7 +133,7 @@ static int retryable(const es_result_t *r) {
     return r->outcome == ES_OUTCOME_ERROR && r->code != ES_ETIMEOUT;
 }
 
-es_err es_saga_relay(es_saga_coordinator_t *c, size_t *delivered, es_error_t *err) {
+es_err es_saga_relay(es_saga_t *c, size_t *delivered, es_error_t *err) {
     *delivered = 0;
     if (es_now_us() < c->retry_at_us)
         return ES_OK;

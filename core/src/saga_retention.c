@@ -15,7 +15,7 @@ typedef struct ended {
 
 /* Deletes up to PRUNE_CHUNK instances (and their targets) that ended before now - retention
  * and whose transitions are published, counting them by end state; *n: how many. */
-static es_err prune_chunk(es_saga_coordinator_t *c, int64_t now, size_t *n, es_error_t *err) {
+static es_err prune_chunk(es_saga_t *c, int64_t now, size_t *n, es_error_t *err) {
     ended *v = malloc(PRUNE_CHUNK * sizeof *v);
     if (!v)
         return es_fail(err, ES_ENOMEM, "out of memory pruning saga instances");
@@ -63,7 +63,7 @@ static es_err prune_chunk(es_saga_coordinator_t *c, int64_t now, size_t *n, es_e
 }
 
 /* Applies saga.retention.ms when due: a chunk per poll while there is more to delete. */
-es_err es_saga_prune(es_saga_coordinator_t *c, size_t *pruned, es_error_t *err) {
+es_err es_saga_prune(es_saga_t *c, size_t *pruned, es_error_t *err) {
     int64_t now = es_now_us();
     *pruned = 0;
     if (c->retention_us <= 0 || now < c->prune_at_us)

@@ -30,7 +30,7 @@ struct es_test_saga {
     const es_saga_def *def;
     es_config_t *cfg;
     sqlite3 *db;
-    es_saga_coordinator_t *c;
+    es_saga_t *c;
     sqlite3_stmt *sent_st, *instance_st;
     int64_t now; /* the virtual clock (us) */
     uint64_t version;
@@ -73,7 +73,7 @@ void es_test_saga_destroy(es_test_saga_t *s) {
     clear_sent(s);
     free(s->rows);
     free(s->sent);
-    es_saga_coordinator_destroy(s->c);
+    es_saga_destroy(s->c);
     sqlite3_finalize(s->sent_st);
     sqlite3_finalize(s->instance_st);
     sqlite3_close(s->db);

@@ -19,13 +19,13 @@
 #define APPLY_TIMEOUT_MS 10000 /* metadata, DescribeConfigs, CreateTopics each */
 
 typedef struct role_def {
-    es_topic_role_t role;
+    es_topic_role role;
     const char *suffix;
     const char *cleanup;
     long long retention_ms;
 } role_def;
 
-/* In the order of es_topic_role_t. */
+/* In the order of es_topic_role. */
 static const role_def roles[] = {
     {ES_TOPIC_EVENTS, ".events", "delete", -1},
     {ES_TOPIC_SNAPSHOTS, ".snapshots", "compact", -1},
@@ -35,7 +35,7 @@ static const role_def roles[] = {
 };
 #define N_ROLES (sizeof roles / sizeof *roles)
 
-const char *es_topic_role_name(es_topic_role_t role) {
+const char *es_topic_role_name(es_topic_role role) {
     static const char *const names[] = {"events", "snapshots", "commands", "replies", "dlq"};
     return (unsigned)role < N_ROLES ? names[role] : "unknown";
 }
@@ -319,7 +319,7 @@ int es_topics_broker_count(const es_config_t *cfg) {
 }
 
 typedef struct topic_result {
-    es_topic_status_t status;
+    es_topic_status status;
     int exists;
     char detail[384];
 } topic_result;

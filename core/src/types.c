@@ -73,7 +73,7 @@ static es_err check_aggregate(const es_aggregate_def *a, size_t i, const char *o
 es_err es_types_check(const es_types_def *def, const char *origin, es_error_t *err) {
     if (!def)
         return es_fail(err, ES_EINVAL, "%s: no types definition", origin);
-    if (def->abi_version != ES_TYPES_ABI)
+    if (def->abi_version < 1 || def->abi_version > ES_TYPES_ABI)
         return es_fail(err, ES_EINVAL,
                        "%s: types module ABI version %d, this eskit speaks %d; rebuild the module "
                        "against this eskit's headers (<eskit/types.h>)",
@@ -99,7 +99,7 @@ es_err es_types_load(const es_config_t *cfg, const char *name_or_path, es_types_
                               "your const es_types_def *: ES_TYPES_MODULE(def) of <eskit/types.h>",
                               &m->mod, err);
     if (e == ES_OK) {
-        es_types_entry_fn *entry;
+        es_types_entry_cb *entry;
         *(void **)&entry = m->mod.entry;
         e = es_types_check(m->def = entry(), m->mod.path, err);
     }

@@ -1,9 +1,9 @@
 /*
  * hello: a bank account as an eskit aggregate, and a read model of balances.
  *
- * The account is a decider over the messages of hello.proto: decide() turns a
- * command into events or rejects it (no overdraft), evolve() folds events into
- * the state. A projector keeps a table of balances up to date from the events.
+ * The account is a decider over the messages of hello.proto: a decide per
+ * command turns it into events or rejects it (no overdraft), an evolve per event
+ * folds it into the state. A projector keeps a table of balances up to date from the events.
  * On the embedded backend: hello.db is the log, hello-read.db the read model.
  * Each command has an id of its own, so running hello again appends nothing.
  *
@@ -27,59 +27,62 @@ static int64_t change(const ProtobufCMessage *event) {
     return 0;
 }
 
-static es_err evolve(ProtobufCMessage *state, const ProtobufCMessage *event, void *opaque,
-                     es_error_t *err) {
-    Hello__V1__Account *account = (Hello__V1__Account *)state;
-    (void)opaque, (void)err;
-    if (event->descriptor == &hello__v1__account_opened__descriptor)
-        account->open = 1;
-    account->balance_cents += change(event);
-    return ES_OK;
+/* The write side: one decide per command type, one evolve per event type. ES_DECIDE and
+ * ES_EVOLVE give each typed state and message pointers. */
+ES_DECIDE(open_account, Hello__V1__Account, Hello__V1__OpenAccount) {
+    Hello__V1__AccountOpened opened = HELLO__V1__ACCOUNT_OPENED__INIT;
+    return state->open ? es_reject(d, "the account is already open") : es_emit(d, &opened.base);
 }
 
-static es_err decide(const ProtobufCMessage *state, const ProtobufCMessage *command,
-                     es_decision_t *d, void *opaque) {
-    const Hello__V1__Account *account = (const Hello__V1__Account *)state;
-    (void)opaque;
-    if (command->descriptor == &hello__v1__open_account__descriptor) {
-        Hello__V1__AccountOpened opened = HELLO__V1__ACCOUNT_OPENED__INIT;
-        return account->open ? es_reject(d, "the account is already open")
-                             : es_emit(d, &opened.base);
-    }
-    if (!account->open)
+ES_DECIDE(deposit, Hello__V1__Account, Hello__V1__Deposit) {
+    Hello__V1__Deposited deposited = HELLO__V1__DEPOSITED__INIT;
+    deposited.amount_cents = command->amount_cents;
+    if (!state->open)
         return es_reject(d, "the account is not open; open it first");
-    if (command->descriptor == &hello__v1__deposit__descriptor) {
-        Hello__V1__Deposited deposited = HELLO__V1__DEPOSITED__INIT;
-        deposited.amount_cents = ((const Hello__V1__Deposit *)command)->amount_cents;
-        if (deposited.amount_cents <= 0)
-            return es_reject(d, "a deposit must be more than 0");
-        if (deposited.amount_cents > INT64_MAX - account->balance_cents)
-            return es_reject(d, "the balance would overflow");
-        return es_emit(d, &deposited.base);
-    }
-    Hello__V1__Withdrawn withdrawn = HELLO__V1__WITHDRAWN__INIT; /* Withdraw, the last command */
-    withdrawn.amount_cents = ((const Hello__V1__Withdraw *)command)->amount_cents;
+    if (deposited.amount_cents <= 0)
+        return es_reject(d, "a deposit must be more than 0");
+    if (deposited.amount_cents > INT64_MAX - state->balance_cents)
+        return es_reject(d, "the balance would overflow");
+    return es_emit(d, &deposited.base);
+}
+
+ES_DECIDE(withdraw, Hello__V1__Account, Hello__V1__Withdraw) {
+    Hello__V1__Withdrawn withdrawn = HELLO__V1__WITHDRAWN__INIT;
+    withdrawn.amount_cents = command->amount_cents;
+    if (!state->open)
+        return es_reject(d, "the account is not open; open it first");
     if (withdrawn.amount_cents <= 0)
         return es_reject(d, "a withdrawal must be more than 0");
-    if (withdrawn.amount_cents > account->balance_cents)
+    if (withdrawn.amount_cents > state->balance_cents)
         return es_reject(d, "no overdraft: the balance is %lld cents",
-                         (long long)account->balance_cents);
+                         (long long)state->balance_cents);
     return es_emit(d, &withdrawn.base);
 }
 
-static const ProtobufCMessageDescriptor *const events[] = {&hello__v1__account_opened__descriptor,
-                                                           &hello__v1__deposited__descriptor,
-                                                           &hello__v1__withdrawn__descriptor, NULL};
-static const ProtobufCMessageDescriptor *const commands[] = {
-    &hello__v1__open_account__descriptor, &hello__v1__deposit__descriptor,
-    &hello__v1__withdraw__descriptor, NULL};
+ES_EVOLVE(opened, Hello__V1__Account, Hello__V1__AccountOpened) {
+    state->open = 1;
+    return ES_OK;
+}
+
+ES_EVOLVE(moved, Hello__V1__Account, ProtobufCMessage) { /* Deposited or Withdrawn */
+    state->balance_cents += change(event);
+    return ES_OK;
+}
+
+static const es_command_handler_t commands[] = {
+    {&hello__v1__open_account__descriptor, open_account},
+    {&hello__v1__deposit__descriptor, deposit},
+    {&hello__v1__withdraw__descriptor, withdraw},
+    {NULL, NULL}};
+static const es_evolver_t events[] = {{&hello__v1__account_opened__descriptor, opened},
+                                      {&hello__v1__deposited__descriptor, moved},
+                                      {&hello__v1__withdrawn__descriptor, moved},
+                                      {NULL, NULL}};
 static const es_aggregate_def account_type = {.abi_version = ES_AGGREGATE_ABI,
                                               .type = "hello.account",
                                               .state = &hello__v1__account__descriptor,
-                                              .events = events,
-                                              .commands = commands,
-                                              .evolve = evolve,
-                                              .decide = decide};
+                                              .command_handlers = commands,
+                                              .evolvers = events};
 
 /* The read side: a table of balances, created by migrate, kept by apply. */
 static es_err migrate(sqlite3 *db, int from_version, es_error_t *err) {

@@ -131,18 +131,18 @@ static const ProtobufCMessageDescriptor *const order_confirmed[] = {
         .completed_by = order_confirmed, .timeout_ms = DEMO_CONFIRM_TIMEOUT_MS,                    \
     }
 
-static const es_saga_step steps[] = {
+static const es_saga_step_t steps[] = {
     RESERVE_STOCK,
     AUTHORIZE_PAYMENT(DEMO_PAYMENT_TIMEOUT_MS),
     CONFIRM_ORDER,
 };
-static const es_saga_step short_steps[] = {
+static const es_saga_step_t short_steps[] = {
     RESERVE_STOCK,
     AUTHORIZE_PAYMENT(DEMO_SHORT_PAYMENT_TIMEOUT_MS),
     CONFIRM_ORDER,
 };
 
-static const es_saga_step cancel_order = {
+static const es_saga_step_t cancel_order = {
     .name = "cancel_order",
     .aggregate_type = "orders.order",
     .command = &orders__v1__cancel_order__descriptor,

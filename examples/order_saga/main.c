@@ -388,7 +388,7 @@ static es_err place_all(struct demo *dm, es_error_t *err) {
 /* Polls until this run's sagas have all started (the saga database may hold earlier runs':
  * before) and none is active, and a last poll found nothing more to do (so every transition
  * is published). */
-static es_err run_sagas(es_saga_coordinator_t *c, const es_saga_stats_t *before, es_error_t *err) {
+static es_err run_sagas(es_saga_t *c, const es_saga_stats_t *before, es_error_t *err) {
     int64_t t0 = es_now_us();
     es_saga_stats_t st = *before;
     uint64_t active = 0;
@@ -811,11 +811,11 @@ static void print_inspect(const struct demo *dm, const es_config_t *cfg) {
 /* The story up to the point where every saga has ended, and their transitions as the log has
  * them. Embedded, the coordinator runs in this process; on Kafka it is a process of its own. */
 static es_err play(struct demo *dm, const es_config_t *cfg, es_error_t *err) {
-    es_saga_coordinator_t *c = NULL;
+    es_saga_t *c = NULL;
     es_saga_stats_t before = {0};
     es_err rc = ES_OK;
     if (!dm->kafka)
-        rc = es_saga_coordinator_new(cfg, DEMO_FULFILMENT_DEF(true), dm->engine, &c, err);
+        rc = es_saga_new(cfg, DEMO_FULFILMENT_DEF(true), dm->engine, &c, err);
     if (rc == ES_OK && c)
         es_saga_stats(c, &before);
     if (rc == ES_OK)
@@ -824,7 +824,7 @@ static es_err play(struct demo *dm, const es_config_t *cfg, es_error_t *err) {
         rc = place_all(dm, err);
     if (rc == ES_OK)
         rc = c ? run_sagas(c, &before, err) : await_sagas(dm, cfg, err);
-    es_saga_coordinator_destroy(c);
+    es_saga_destroy(c);
     int started = 0, ended = 0;
     if (rc == ES_OK)
         rc = read_histories(dm, cfg, &started, &ended, err);

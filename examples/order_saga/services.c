@@ -21,13 +21,13 @@
 
 static volatile sig_atomic_t stopped;
 static es_processor_t *volatile processor;
-static es_saga_coordinator_t *volatile coordinator;
+static es_saga_t *volatile coordinator;
 
 static void on_signal(int sig) {
     (void)sig;
     stopped = 1;
     es_processor_t *p = processor;
-    es_saga_coordinator_t *c = coordinator;
+    es_saga_t *c = coordinator;
     if (p)
         es_processor_stop(p);
     if (c)
@@ -73,9 +73,9 @@ static es_err await_ready(first_poll_fn *poll, void *service, const char *who, e
 
 /* Ready once the group gave the processor its partitions and it restored them. */
 static es_err poll_processor(void *service, bool *ready, es_error_t *err) {
-    es_processor_stats st;
+    es_processor_stats_t st;
     es_err e = es_processor_poll(service, POLL_MS, NULL, err);
-    es_processor_get_stats(service, &st);
+    es_processor_stats(service, &st);
     *ready = st.restores > 0;
     return e;
 }
@@ -108,11 +108,11 @@ static es_err open_processor(const es_config_t *cfg, const es_aggregate_def *def
 }
 
 static es_err serve(es_processor_t *p, const char *type, es_error_t *err) {
-    es_processor_stats st;
+    es_processor_stats_t st;
     processor = p;
     catch_stop_signals();
     es_err rc = await_ready(poll_processor, p, type, err);
-    es_processor_get_stats(p, &st);
+    es_processor_stats(p, &st);
     if (rc == ES_OK && !stopped) {
         printf("order_saga: %s: ready, %llu partition(s) restored\n", type,
                (unsigned long long)st.restores);
@@ -144,8 +144,8 @@ int demo_serve(const es_config_t *cfg, const char *type) {
         rc = serve(p, type, &err);
     }
     if (rc == ES_OK) {
-        es_processor_stats st;
-        es_processor_get_stats(p, &st);
+        es_processor_stats_t st;
+        es_processor_stats(p, &st);
         printf("order_saga: %s: stopped after %llu command(s)\n", type,
                (unsigned long long)st.commands);
     } else {
@@ -156,7 +156,7 @@ int demo_serve(const es_config_t *cfg, const char *type) {
     return rc == ES_OK ? 0 : 1;
 }
 
-static es_err coordinate(es_saga_coordinator_t *c, es_error_t *err) {
+static es_err coordinate(es_saga_t *c, es_error_t *err) {
     coordinator = c;
     catch_stop_signals();
     es_err rc = await_ready(poll_coordinator, c, DEMO_FULFILMENT_SAGA, err);
@@ -172,12 +172,12 @@ static es_err coordinate(es_saga_coordinator_t *c, es_error_t *err) {
 int demo_coordinate(const es_config_t *cfg) {
     es_error_t err = {0};
     es_engine_t *engine = NULL;
-    es_saga_coordinator_t *c = NULL;
+    es_saga_t *c = NULL;
     es_err rc = es_engine_new(cfg, &engine, &err);
     if (rc == ES_OK)
         rc = demo_register_all(engine, &err);
     if (rc == ES_OK)
-        rc = es_saga_coordinator_new(cfg, DEMO_FULFILMENT_DEF(true), engine, &c, &err);
+        rc = es_saga_new(cfg, DEMO_FULFILMENT_DEF(true), engine, &c, &err);
     if (rc == ES_OK) {
         printf("order_saga: %s: saga coordinator (payment timeout %d ms), saga database %s\n",
                DEMO_FULFILMENT_SAGA, DEMO_SHORT_PAYMENT_TIMEOUT_MS, es_config_get(cfg, "saga.db"));
@@ -195,7 +195,7 @@ int demo_coordinate(const es_config_t *cfg) {
     } else {
         fprintf(stderr, "order_saga: %s: %s\n", DEMO_FULFILMENT_SAGA, err.message);
     }
-    es_saga_coordinator_destroy(c);
+    es_saga_destroy(c);
     es_engine_destroy(engine);
     return rc == ES_OK ? 0 : 1;
 }

@@ -22,8 +22,8 @@
 #define SAGA "orders.fulfilment"
 
 static tb_t *b;
-static es_saga_coordinator_t *coord;
-static es_saga_step steps[8];
+static es_saga_t *coord;
+static es_saga_step_t steps[8];
 static es_saga_def def;
 
 /* The demo's saga with every step's timeout set to timeout_ms. */
@@ -50,7 +50,7 @@ static void setup(void) {
 }
 
 static void teardown(void) {
-    es_saga_coordinator_destroy(coord);
+    es_saga_destroy(coord);
     coord = NULL;
     tb_close(b);
 }
@@ -59,7 +59,7 @@ TestSuite(sagas, .init = setup, .fini = teardown, .timeout = 180);
 
 static void start(int64_t timeout_ms) {
     es_error_t err = {0};
-    cr_assert_eq(es_saga_coordinator_new(tb_config(b), saga_with_timeout(timeout_ms), tb_engine(b),
+    cr_assert_eq(es_saga_new(tb_config(b), saga_with_timeout(timeout_ms), tb_engine(b),
                                          &coord, &err),
                  ES_OK, "%s", err.message);
 }
@@ -372,7 +372,7 @@ Test(sagas, ended_instances_are_pruned_after_the_retention_and_still_counted) {
                      "step_completed,completed",
                      "its history stays in the log");
     /* Retention 0 keeps ended instances: a new coordinator on the same saga.db prunes none. */
-    es_saga_coordinator_destroy(coord);
+    es_saga_destroy(coord);
     coord = NULL;
     cr_assert_eq(es_config_set(tb_config(b), "saga.retention.ms", "0", &err), ES_OK, "%s",
                  err.message);

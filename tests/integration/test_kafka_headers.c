@@ -182,7 +182,7 @@ static void place(es_engine_t *e, const char *id, const char *customer, int64_t 
     execute(e, "orders.order", id, correlation, &m.base);
 }
 
-static void settle(es_saga_coordinator_t *c, uint64_t started) {
+static void settle(es_saga_t *c, uint64_t started) {
     es_error_t err = {0};
     uint64_t active = 1;
     es_saga_stats_t st = {0};
@@ -203,7 +203,7 @@ static es_err send_misrouted(const es_saga_view_t *v, es_saga_out_t *out, es_err
 }
 
 static void park_start_events(es_engine_t *engine, size_t n) {
-    static es_saga_step steps[8];
+    static es_saga_step_t steps[8];
     es_saga_def def = demo_fulfilment_def;
     for (size_t i = 0; i < def.n_steps; i++)
         steps[i] = def.steps[i];
@@ -212,9 +212,9 @@ static void park_start_events(es_engine_t *engine, size_t n) {
     def.name = "orders.misrouted";
     es_config_t *c = es_config_dup(cfg);
     set_path(c, "saga.db", "misrouted.db");
-    es_saga_coordinator_t *coord = NULL;
+    es_saga_t *coord = NULL;
     es_error_t err = {0};
-    cr_assert_eq(es_saga_coordinator_new(c, &def, engine, &coord, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(es_saga_new(c, &def, engine, &coord, &err), ES_OK, "%s", err.message);
     set_path(c, "readmodel.db", "misrouted.db"); /* where es_dlq_list looks */
     size_t parked = 0;
     for (int i = 0; i < 500 && parked < n; i++) {
@@ -224,7 +224,7 @@ static void park_start_events(es_engine_t *engine, size_t n) {
         free(list);
     }
     cr_assert_eq(parked, n, "start events parked");
-    es_saga_coordinator_destroy(coord); /* the dead letters went out with the polls that parked */
+    es_saga_destroy(coord); /* the dead letters went out with the polls that parked */
     es_config_destroy(c);
 }
 
@@ -415,11 +415,11 @@ Test(kafka_headers, every_record_carries_the_headers_the_readme_lists_for_its_ki
     execute(caller, "inventory.item", "sku-1", NULL, &restock.base);
     place(caller, "o-ok", "alice", 1500, "corr-o-ok");
     place(caller, "o-declined", "bob", 50000000, NULL); /* over the limit: compensated */
-    es_saga_coordinator_t *coord = NULL;
-    cr_assert_eq(es_saga_coordinator_new(cfg, &demo_fulfilment_def, caller, &coord, &err), ES_OK,
+    es_saga_t *coord = NULL;
+    cr_assert_eq(es_saga_new(cfg, &demo_fulfilment_def, caller, &coord, &err), ES_OK,
                  "%s", err.message);
     settle(coord, 2);
-    es_saga_coordinator_destroy(coord);
+    es_saga_destroy(coord);
     park_start_events(caller, 2);
 
     es_engine_destroy(caller);

@@ -433,9 +433,9 @@ Test(kafka_processor, a_restarted_processor_continues_on_its_state_store) {
 
 /* Waits until the processor restored all PARTS partitions of the three types: it owns them. */
 static int owns_all_partitions(proc *pr, int64_t deadline_us) {
-    es_processor_stats st;
+    es_processor_stats_t st;
     for (;;) {
-        es_processor_get_stats(pr->p, &st);
+        es_processor_stats(pr->p, &st);
         if (st.restores >= 3 * PARTS)
             return 1;
         if (es_now_us() > deadline_us)
@@ -621,8 +621,8 @@ Test(kafka_processor, a_gap_in_an_aggregates_events_stops_the_restore_naming_the
     cr_assert(strstr(pr->err.message, "orders.order/o-1: version 3 follows version 1"), "%s",
               pr->err.message);
     cr_assert(strstr(pr->err.message, "versions 2..2 are missing"), "%s", pr->err.message);
-    es_processor_stats st;
-    es_processor_get_stats(pr->p, &st);
+    es_processor_stats_t st;
+    es_processor_stats(pr->p, &st);
     cr_assert_geq(st.gaps, 1, "each restore that stopped at it");
     cr_assert_eq(st.stale, 0);
     es_processor_destroy(pr->p);
@@ -693,9 +693,9 @@ Test(kafka_processor, an_event_without_a_fingerprint_answers_its_command_id_unch
     stop_processor(pr);
 }
 
-static es_processor_stats stats_of(const proc *pr) {
-    es_processor_stats st;
-    es_processor_get_stats(pr->p, &st);
+static es_processor_stats_t stats_of(const proc *pr) {
+    es_processor_stats_t st;
+    es_processor_stats(pr->p, &st);
     return st;
 }
 
@@ -854,7 +854,7 @@ Test(kafka_processor, a_fresh_state_store_loads_its_aggregates_from_the_snapshot
     cr_assert_str_eq(res.events[0]->event_type, "orders.v1.OrderPlaced");
     es_result_clear(&res);
 
-    es_processor_stats st = stats_of(pr);
+    es_processor_stats_t st = stats_of(pr);
     cr_assert_geq(st.restores, 1);
     cr_assert_eq(st.events_imported, 5);
     cr_assert_eq(st.events_skipped, 0);
@@ -997,7 +997,7 @@ Test(kafka_processor, malformed_or_unmatched_snapshots_are_skipped_by_restore) {
     c = simple("o-2", &confirm_msg.base, NULL);
     accepted(&c, 2, "orders.v1.OrderConfirmed");
 
-    es_processor_stats st = stats_of(pr);
+    es_processor_stats_t st = stats_of(pr);
     cr_assert_eq(st.events_imported, 3);
     cr_assert_eq(st.events_skipped, 1, "the zombie's");
     cr_assert_eq(st.stale, 1, "the zombie's, by the log-order rule");

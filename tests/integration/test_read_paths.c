@@ -392,8 +392,8 @@ Test(read_paths_kafka, restore_skips_the_stale_records_and_stops_at_the_gap_exec
                   " partition %d offset 4): versions 3..3 are missing",
              (int)p);
     cr_assert(strstr(pr->err.message, want), "%s", pr->err.message);
-    es_processor_stats st;
-    es_processor_get_stats(pr->p, &st);
+    es_processor_stats_t st;
+    es_processor_stats(pr->p, &st);
     /* Counted by each restore that stopped at the gap: the one on assignment, and the retry
      * before the partition's first command, which stops the processor. */
     cr_assert_geq(st.gaps, 1);
@@ -432,8 +432,8 @@ Test(read_paths_kafka, restore_without_the_gap_imports_1_2_and_the_next_command_
     es_processor_stop(pr->p);
     tu_proc_join(pr);
     cr_assert_eq(pr->rc, ES_OK, "%s", pr->err.message);
-    es_processor_stats st;
-    es_processor_get_stats(pr->p, &st);
+    es_processor_stats_t st;
+    es_processor_stats(pr->p, &st);
     cr_assert_eq(st.stale, 2);
     cr_assert_eq(st.gaps, 0);
     cr_assert_eq(st.events_imported, 2);

@@ -106,7 +106,7 @@ static const char *const want_state[N_KINDS] = {"completed", "aborted", "aborted
 /* Embedded: the demo's short-timeout definition. Kafka: a copy of the regular one with every
  * step's timeout KAFKA_TIMEOUT_MS (what run_saga --timeout-ms makes). */
 static const es_saga_def *saga_def(void) {
-    static es_saga_step steps[8];
+    static es_saga_step_t steps[8];
     static es_saga_def def;
     if (!w.kafka)
         return &demo_fulfilment_short_def;
@@ -290,11 +290,11 @@ static void run_reference(void) {
     es_config_t *cfg = config("ref.db", "ref-saga.db", 0);
     set(cfg, "projector.batch.size", "64");
     es_engine_t *engine = NULL;
-    es_saga_coordinator_t *c = NULL;
+    es_saga_t *c = NULL;
     es_error_t err = {0};
     cr_assert_eq(es_engine_new(cfg, &engine, &err), ES_OK, "%s", err.message);
     cr_assert_eq(demo_register_all(engine, &err), ES_OK, "%s", err.message);
-    cr_assert_eq(es_saga_coordinator_new(cfg, saga_def(), engine, &c, &err), ES_OK, "%s",
+    cr_assert_eq(es_saga_new(cfg, saga_def(), engine, &c, &err), ES_OK, "%s",
                  err.message);
     int64_t deadline = es_now_us() + IDLE_DEADLINE;
     for (;;) {
@@ -307,7 +307,7 @@ static void run_reference(void) {
         cr_assert_lt(es_now_us(), deadline, "the reference run still has %llu active sagas",
                      (unsigned long long)active);
     }
-    es_saga_coordinator_destroy(c);
+    es_saga_destroy(c);
     es_engine_destroy(engine);
     es_config_destroy(cfg);
 }

@@ -149,18 +149,18 @@ static void place(es_engine_t *e, const char *id) {
 
 /* The stopper: the coordinator it stops at the first batch of transitions its producer sends
  * to broker 2 (a debug line "<host:port>/2: <topic> [<partition>]: Produce MessageSet ..."). */
-static es_saga_coordinator_t *_Atomic to_stop;
+static es_saga_t *_Atomic to_stop;
 static atomic_int stopped;
 
 static void stop_at_first_transitions(int level, const char *msg, void *opaque) {
     (void)level, (void)opaque;
-    es_saga_coordinator_t *c = atomic_load(&to_stop);
+    es_saga_t *c = atomic_load(&to_stop);
     if (c && strstr(msg, "Produce MessageSet") && strstr(msg, "/2: " SAGA_TOPIC " [") &&
         !atomic_exchange(&stopped, 1))
         es_saga_stop(c);
 }
 
-static void settle(es_saga_coordinator_t *c, uint64_t started) {
+static void settle(es_saga_t *c, uint64_t started) {
     es_error_t err = {0};
     uint64_t active = 1;
     es_saga_stats_t st = {0};
@@ -248,21 +248,21 @@ Test(saga_kafka_publish, a_stop_while_transitions_are_acknowledged_publishes_non
 
     /* The first coordinator, stopped while its first transitions wait for their
      * acknowledgements. */
-    es_saga_coordinator_t *coord = NULL;
-    cr_assert_eq(es_saga_coordinator_new(cfg, &demo_fulfilment_def, caller, &coord, &err), ES_OK,
+    es_saga_t *coord = NULL;
+    cr_assert_eq(es_saga_new(cfg, &demo_fulfilment_def, caller, &coord, &err), ES_OK,
                  "%s", err.message);
     atomic_store(&to_stop, coord);
     for (int i = 0; i < 3000 && !atomic_load(&stopped); i++)
         cr_assert_eq(es_saga_poll(coord, 20, NULL, &err), ES_OK, "%s", err.message);
     cr_assert(atomic_load(&stopped), "the coordinator never sent a transition");
     atomic_store(&to_stop, NULL);
-    es_saga_coordinator_destroy(coord);
+    es_saga_destroy(coord);
 
     /* Restarted, it ends every saga and publishes what it had not. */
-    cr_assert_eq(es_saga_coordinator_new(cfg, &demo_fulfilment_def, caller, &coord, &err), ES_OK,
+    cr_assert_eq(es_saga_new(cfg, &demo_fulfilment_def, caller, &coord, &err), ES_OK,
                  "%s", err.message);
     settle(coord, N_ORDERS);
-    es_saga_coordinator_destroy(coord);
+    es_saga_destroy(coord);
     es_engine_destroy(caller);
     es_config_destroy(watched);
     es_processor_stop(pr.p);

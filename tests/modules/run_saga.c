@@ -37,13 +37,13 @@
 #define MAX_BACKOFF_MS 2000
 #define MAX_STEPS 32 /* the most es_saga_check accepts */
 
-static es_saga_coordinator_t *volatile running;
+static es_saga_t *volatile running;
 static volatile sig_atomic_t stopped;
 
 static void on_signal(int sig) {
     (void)sig;
     stopped = 1;
-    es_saga_coordinator_t *c = running;
+    es_saga_t *c = running;
     if (c)
         es_saga_stop(c);
 }
@@ -68,7 +68,7 @@ typedef struct opts {
 
 /* The demo's definition, or a copy of it with every step's timeout replaced. */
 static const es_saga_def *definition(const opts *o) {
-    static es_saga_step steps[MAX_STEPS];
+    static es_saga_step_t steps[MAX_STEPS];
     static es_saga_def def;
     const es_saga_def *demo = DEMO_FULFILMENT_DEF(o->short_timeouts);
     if (o->timeout_ms <= 0 || demo->n_steps > MAX_STEPS)
@@ -130,7 +130,7 @@ static void sleep_ms(int ms) {
 
 /* Polls until no instance is active and a poll did nothing (or a signal came); transient
  * failures are logged and retried, as es_saga_run does. */
-static es_err run_until_idle(es_saga_coordinator_t *c, es_error_t *err) {
+static es_err run_until_idle(es_saga_t *c, es_error_t *err) {
     int backoff = POLL_MS;
     while (!stopped) {
         size_t progress = 0;
@@ -154,7 +154,7 @@ static es_err run_until_idle(es_saga_coordinator_t *c, es_error_t *err) {
     return ES_OK;
 }
 
-static es_err serve(es_saga_coordinator_t *c, const opts *o, es_error_t *err) {
+static es_err serve(es_saga_t *c, const opts *o, es_error_t *err) {
     struct sigaction sa = {.sa_handler = on_signal};
     sigemptyset(&sa.sa_mask);
     running = c;
@@ -170,7 +170,7 @@ int main(int argc, char **argv) {
     es_error_t err = {0};
     es_config_t *cfg = es_config_new();
     es_engine_t *engine = NULL;
-    es_saga_coordinator_t *c = NULL;
+    es_saga_t *c = NULL;
     opts o = {0};
     es_err rc;
     if (!cfg)
@@ -182,11 +182,11 @@ int main(int argc, char **argv) {
         status = fail("opening the engine", rc, &err);
     if (status == 0 && (rc = demo_register_all(engine, &err)) != ES_OK)
         status = fail("registering the demo domain", rc, &err);
-    if (status == 0 && (rc = es_saga_coordinator_new(cfg, def, engine, &c, &err)) != ES_OK)
+    if (status == 0 && (rc = es_saga_new(cfg, def, engine, &c, &err)) != ES_OK)
         status = fail("opening the coordinator", rc, &err);
     if (status == 0 && (rc = serve(c, &o, &err)) != ES_OK)
         status = fail("running", rc, &err);
-    es_saga_coordinator_destroy(c);
+    es_saga_destroy(c);
     es_engine_destroy(engine);
     es_config_destroy(cfg);
     return status;

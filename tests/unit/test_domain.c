@@ -1056,7 +1056,7 @@ Test(domain, every_fulfilment_command_and_event_is_one_the_domain_handles) {
     const es_saga_def *def = DEMO_FULFILMENT_DEF(false);
     const es_aggregate_def *aggs[] = {&demo_order_def, &demo_payment_def, &demo_item_def};
     for (size_t i = 0; i <= def->n_steps; i++) {
-        const es_saga_step *st = i < def->n_steps ? &def->steps[i] : def->on_abort;
+        const es_saga_step_t *st = i < def->n_steps ? &def->steps[i] : def->on_abort;
         const es_aggregate_def *agg = NULL;
         for (size_t j = 0; j < 3 && !agg; j++)
             if (strcmp(aggs[j]->type, st->aggregate_type) == 0)

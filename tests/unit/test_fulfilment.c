@@ -5,6 +5,7 @@
  * (coordinator, relay, both backends) is tested by tests/conformance/test_sagas.c.
  */
 #include <criterion/criterion.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -262,4 +263,51 @@ Test(fulfilment, a_late_event_of_a_timed_out_step_changes_nothing) {
     free((void *)payment);
     then_nothing_sent();
     then_state("compensating", "authorize_payment");
+}
+
+/* The definition ABI: an ABI 1 definition (what a program built against 0.1.0 hands over, one
+ * field shorter, on the heap at its exact size so ASan sees an overread) runs the same, and an
+ * ABI 2 one's opaque reaches the step callbacks. */
+static void restart_with(const es_saga_def *def) {
+    es_test_saga_destroy(s);
+    s = NULL;
+    es_error_t err = {0};
+    cr_assert_eq(es_test_saga_new(def, &s, &err), ES_OK, "%s", err.message);
+}
+
+Test(fulfilment, a_definition_of_the_older_abi_1_runs_the_same_steps) {
+    size_t abi1 = offsetof(es_saga_def, opaque);
+    void *old = malloc(abi1);
+    es_saga_def v1 = demo_fulfilment_def;
+    v1.abi_version = 1;
+    memcpy(old, &v1, abi1);
+    restart_with(old);
+    start();
+    size_t n = 0;
+    es_test_saga_sent(s, &n);
+    cr_assert_eq(n, 2, "one reservation per SKU");
+    then_state("running", "reserve_stock");
+    es_test_saga_destroy(s);
+    s = NULL;
+    free(old);
+}
+
+static es_saga_step_t counted_steps[3];
+
+static es_err counted_send(const es_saga_view_t *v, es_saga_out_t *out, es_error_t *err) {
+    (*(int *)es_saga_view_opaque(v))++;
+    return demo_fulfilment_def.steps[0].send(v, out, err);
+}
+
+Test(fulfilment, the_definitions_opaque_reaches_the_step_callbacks) {
+    int sends = 0;
+    es_saga_def def = demo_fulfilment_def;
+    cr_assert_eq(def.n_steps, 3);
+    memcpy(counted_steps, def.steps, sizeof counted_steps);
+    counted_steps[0].send = counted_send;
+    def.steps = counted_steps;
+    def.opaque = &sends;
+    restart_with(&def);
+    start();
+    cr_assert_eq(sends, 1);
 }

@@ -167,8 +167,8 @@ Test(null_err, projector_calls_fail_without_an_error_struct) {
 Test(null_err, saga_queries_and_checks_fail_without_an_error_struct) {
     es_saga_def def = {0};
     cr_expect_eq(es_saga_check(&def, NULL), ES_EINVAL);
-    es_saga_coordinator_t *c = NULL;
-    cr_expect_eq(es_saga_coordinator_new(cfg, &def, NULL, &c, NULL), ES_EINVAL);
+    es_saga_t *c = NULL;
+    cr_expect_eq(es_saga_new(cfg, &def, NULL, &c, NULL), ES_EINVAL);
     cr_expect_eq(es_saga_poll(NULL, 0, NULL, NULL), ES_EINVAL);
     cr_expect_eq(es_saga_redeliver(NULL, NULL, NULL), ES_EINVAL);
     es_saga_info_t *infos = NULL;
@@ -202,7 +202,7 @@ Test(null_err, test_kit_calls_fail_without_an_error_struct) {
 /* Another connection holds the event store's write lock, so every delivery of the saga's
  * commands fails as busy: the coordinator's run loop logs and retries with err == NULL. */
 typedef struct saga_run {
-    es_saga_coordinator_t *c;
+    es_saga_t *c;
     es_err rc;
 } saga_run;
 
@@ -216,8 +216,8 @@ Test(null_err, the_saga_run_loop_logs_and_retries_failures_without_an_error_stru
     es_engine_t *engine = NULL;
     cr_assert_eq(es_engine_new(cfg, &engine, NULL), ES_OK);
     cr_assert_eq(demo_register_all(engine, NULL), ES_OK);
-    es_saga_coordinator_t *c = NULL;
-    cr_assert_eq(es_saga_coordinator_new(cfg, DEMO_FULFILMENT_DEF(true), engine, &c, NULL), ES_OK);
+    es_saga_t *c = NULL;
+    cr_assert_eq(es_saga_new(cfg, DEMO_FULFILMENT_DEF(true), engine, &c, NULL), ES_OK);
     Orders__V1__LineItem item = ORDERS__V1__LINE_ITEM__INIT;
     item.sku = "sku-mug";
     item.quantity = 1;
@@ -248,7 +248,7 @@ Test(null_err, the_saga_run_loop_logs_and_retries_failures_without_an_error_stru
     free(db);
     cr_expect_geq(atomic_load(&log_lines), 2, "the busy store should have been logged");
     cr_expect_eq(s.rc, ES_OK, "a stopped run loop returns ES_OK");
-    es_saga_coordinator_destroy(c);
+    es_saga_destroy(c);
     es_engine_destroy(engine);
 }
 

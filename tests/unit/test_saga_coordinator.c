@@ -25,7 +25,7 @@
 static char *dir;
 static es_config_t *cfg;
 static es_engine_t *engine;
-static es_saga_coordinator_t *coord;
+static es_saga_t *coord;
 
 /* What the log callback saw; it stops the coordinator at the first retry when stop_on_retry. */
 static pthread_mutex_t seen_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -81,7 +81,7 @@ static void setup(void) {
 }
 
 static void teardown(void) {
-    es_saga_coordinator_destroy(coord);
+    es_saga_destroy(coord);
     coord = NULL;
     es_engine_destroy(engine);
     es_config_destroy(cfg);
@@ -129,8 +129,8 @@ Test(saga_coordinator, every_call_returns_its_code_with_a_null_error_and_a_log_c
     bad.name = "Not A Name";
     cr_assert_eq(es_saga_check(NULL, NULL), ES_EINVAL);
     cr_assert_eq(es_saga_check(&bad, NULL), ES_EINVAL);
-    cr_assert_eq(es_saga_coordinator_new(cfg, &bad, engine, &coord, NULL), ES_EINVAL);
-    cr_assert_eq(es_saga_coordinator_new(NULL, &demo_fulfilment_def, engine, &coord, NULL),
+    cr_assert_eq(es_saga_new(cfg, &bad, engine, &coord, NULL), ES_EINVAL);
+    cr_assert_eq(es_saga_new(NULL, &demo_fulfilment_def, engine, &coord, NULL),
                  ES_EINVAL);
     cr_assert_eq(es_saga_poll(NULL, 0, NULL, NULL), ES_EINVAL);
     cr_assert_eq(es_saga_run(NULL, NULL), ES_EINVAL);
@@ -146,7 +146,7 @@ Test(saga_coordinator, every_call_returns_its_code_with_a_null_error_and_a_log_c
         free(infos);
 
     place("o-1");
-    cr_assert_eq(es_saga_coordinator_new(cfg, &demo_fulfilment_def, engine, &coord, NULL), ES_OK);
+    cr_assert_eq(es_saga_new(cfg, &demo_fulfilment_def, engine, &coord, NULL), ES_OK);
     cr_assert_eq(es_saga_redeliver(coord, NULL, NULL), ES_EINVAL);
 
     /* The relay cannot deliver (the store is locked): a warning, and the poll fails with the
@@ -178,7 +178,7 @@ Test(saga_coordinator, every_call_returns_its_code_with_a_null_error_and_a_log_c
 
 Test(saga_coordinator, an_error_of_a_poll_names_the_saga_once) {
     place("o-1");
-    cr_assert_eq(es_saga_coordinator_new(cfg, &demo_fulfilment_def, engine, &coord, NULL), ES_OK);
+    cr_assert_eq(es_saga_new(cfg, &demo_fulfilment_def, engine, &coord, NULL), ES_OK);
     lock_store();
     es_error_t err = {0};
     cr_assert_eq(es_saga_poll(coord, 0, NULL, &err), ES_EBUSY);
@@ -292,7 +292,7 @@ Test(saga_coordinator, a_full_saga_database_is_called_the_saga_database) {
     for (int k = 0; k < 64; k++) {
         es_error_t err = {0};
         writes_left = k;
-        es_err rc = es_saga_coordinator_new(cfg, &demo_fulfilment_def, engine, &coord, &err);
+        es_err rc = es_saga_new(cfg, &demo_fulfilment_def, engine, &coord, &err);
         writes_left = -1;
         if (rc == ES_OK) {
             cr_assert_gt(k, 0, "the first write to a new saga database did not fail");
@@ -310,7 +310,7 @@ Test(saga_coordinator, a_full_saga_database_is_called_the_saga_database) {
 
 /* The demo saga whose first step crashes the process (as an unhandled crash does, whatever
  * handler the process installed) when it starts the instance "crash-me". */
-static es_saga_step crash_steps[8];
+static es_saga_step_t crash_steps[8];
 static es_saga_def crash_def;
 
 static es_err send_or_crash(const es_saga_view_t *v, es_saga_out_t *out, es_error_t *err) {
@@ -339,10 +339,10 @@ static int child_coordinator(int stop_first) {
     cr_assert_neq(pid, -1, "fork: %s", strerror(errno));
     if (pid == 0) {
         es_engine_t *e = NULL;
-        es_saga_coordinator_t *c = NULL;
+        es_saga_t *c = NULL;
         es_error_t err = {0};
         if (es_engine_new(cfg, &e, &err) != ES_OK || demo_register_all(e, &err) != ES_OK ||
-            es_saga_coordinator_new(cfg, crashing_saga(), e, &c, &err) != ES_OK)
+            es_saga_new(cfg, crashing_saga(), e, &c, &err) != ES_OK)
             _exit(1);
         if (stop_first) {
             es_saga_stop(c);
@@ -357,7 +357,7 @@ static int child_coordinator(int stop_first) {
             if (total && !progress)
                 break;
         }
-        es_saga_coordinator_destroy(c);
+        es_saga_destroy(c);
         es_engine_destroy(e);
         _exit(total ? 0 : 3);
     }

@@ -1,5 +1,5 @@
 /*
- * es_saga_check and es_saga_coordinator_new refuse a wrong definition with a
+ * es_saga_check and es_saga_new refuse a wrong definition with a
  * message naming what is wrong, and es_saga_send refuses a command the step
  * does not declare.
  */
@@ -13,7 +13,7 @@
 #include "fulfilment.h"
 #include "testutil.h"
 
-static es_saga_step steps[8];
+static es_saga_step_t steps[8];
 static es_saga_def def;
 
 /* A copy of the demo saga that a test may break. */
@@ -86,14 +86,14 @@ Test(saga_def, the_coordinator_refuses_a_wrong_definition_before_opening_anythin
     cr_assert_eq(es_config_set(cfg, "saga.db", saga_db, &err), ES_OK);
     es_engine_t *engine = NULL;
     cr_assert_eq(es_engine_new(cfg, &engine, &err), ES_OK, "%s", err.message);
-    es_saga_coordinator_t *c = NULL;
+    es_saga_t *c = NULL;
     steps[1].timeout_ms = -5;
-    cr_assert_eq(es_saga_coordinator_new(cfg, &def, engine, &c, &err), ES_EINVAL);
+    cr_assert_eq(es_saga_new(cfg, &def, engine, &c, &err), ES_EINVAL);
     cr_assert_null(c);
     cr_assert_not_null(strstr(err.message, "authorize_payment"), "%s", err.message);
     cr_assert_eq(access(saga_db, F_OK), -1, "no saga database was created");
-    cr_assert_eq(es_saga_coordinator_new(cfg, NULL, engine, &c, &err), ES_EINVAL);
-    cr_assert_eq(es_saga_coordinator_new(cfg, &def, NULL, &c, &err), ES_EINVAL);
+    cr_assert_eq(es_saga_new(cfg, NULL, engine, &c, &err), ES_EINVAL);
+    cr_assert_eq(es_saga_new(cfg, &def, NULL, &c, &err), ES_EINVAL);
     es_engine_destroy(engine);
     es_config_destroy(cfg);
     free(saga_db);
@@ -138,14 +138,14 @@ Test(saga_def, a_step_sending_to_an_id_that_is_not_text_parks_the_start_event_na
     cr_assert_eq(es_execute(engine, &cmd, NULL, &err), ES_OK, "%s", err.message);
 
     steps[0].send = send_bad_id;
-    es_saga_coordinator_t *c = NULL;
-    cr_assert_eq(es_saga_coordinator_new(cfg, &def, engine, &c, &err), ES_OK, "%s", err.message);
+    es_saga_t *c = NULL;
+    cr_assert_eq(es_saga_new(cfg, &def, engine, &c, &err), ES_OK, "%s", err.message);
     for (int i = 0; i < 5; i++)
         cr_assert_eq(es_saga_poll(c, 10, NULL, &err), ES_OK, "%s", err.message);
     uint64_t active = 1;
     cr_assert_eq(es_saga_active(c, &active, &err), ES_OK);
     cr_assert_eq(active, 0, "the instance was not started");
-    es_saga_coordinator_destroy(c);
+    es_saga_destroy(c);
 
     es_config_t *rm = es_config_dup(cfg);
     cr_assert_eq(es_config_set(rm, "readmodel.db", saga_db, &err), ES_OK);
@@ -197,14 +197,14 @@ Test(saga_def, a_step_sending_an_undeclared_command_parks_the_event_that_started
     cr_assert_eq(es_execute(engine, &cmd, NULL, &err), ES_OK, "%s", err.message);
 
     steps[0].send = send_wrong;
-    es_saga_coordinator_t *c = NULL;
-    cr_assert_eq(es_saga_coordinator_new(cfg, &def, engine, &c, &err), ES_OK, "%s", err.message);
+    es_saga_t *c = NULL;
+    cr_assert_eq(es_saga_new(cfg, &def, engine, &c, &err), ES_OK, "%s", err.message);
     for (int i = 0; i < 5; i++)
         cr_assert_eq(es_saga_poll(c, 10, NULL, &err), ES_OK, "%s", err.message);
     uint64_t active = 1;
     cr_assert_eq(es_saga_active(c, &active, &err), ES_OK);
     cr_assert_eq(active, 0, "the instance was not started");
-    es_saga_coordinator_destroy(c);
+    es_saga_destroy(c);
 
     es_config_t *rm = es_config_dup(cfg);
     cr_assert_eq(es_config_set(rm, "readmodel.db", saga_db, &err), ES_OK);

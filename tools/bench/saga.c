@@ -291,9 +291,9 @@ static long long unpublished(const side *s) {
 }
 
 static int run_saga(side *s, size_t n, double *seconds, double *idle_seconds, long long *backlog) {
-    es_saga_coordinator_t *c = NULL;
+    es_saga_t *c = NULL;
     es_error_t err = {0};
-    es_err rc = es_saga_coordinator_new(s->cfg, &demo_fulfilment_def, s->engine, &c, &err);
+    es_err rc = es_saga_new(s->cfg, &demo_fulfilment_def, s->engine, &c, &err);
     if (rc != ES_OK)
         return fail("opening the coordinator", rc, &err);
     int64_t t0 = bench_now_ns();
@@ -325,7 +325,7 @@ static int run_saga(side *s, size_t n, double *seconds, double *idle_seconds, lo
     *seconds = (double)(bench_now_ns() - t0) / 1e9;
     es_saga_stats_t st;
     es_saga_stats(c, &st);
-    es_saga_coordinator_destroy(c);
+    es_saga_destroy(c);
     if (rc != ES_OK)
         return fail("es_saga_poll", rc, &err);
     if (st.completed != n || st.aborted || st.failed) {

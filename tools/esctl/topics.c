@@ -269,7 +269,7 @@ static int run_plan(const options *o, topics_run *t) {
     return rc;
 }
 
-static void report_line(const es_topic_spec_t *spec, es_topic_status_t status, const char *detail,
+static void report_line(const es_topic_spec_t *spec, es_topic_status status, const char *detail,
                         void *opaque) {
     (void)opaque;
     static const char *const words[] = {"ok", "created", "drift", "failed"};

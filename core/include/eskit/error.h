@@ -46,6 +46,11 @@ ES_API const char *es_strerror(es_err code);
 ES_API es_err es_fail(es_error_t *err, es_err code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Frees memory the library handed over as a plain buffer or an array of flat structs (the
+ * headers say which: "caller frees ... with es_free"); NULL is fine. A result with parts of
+ * its own has a free or clear function of its own (es_event_free, es_result_clear, ...). */
+ES_API void es_free(void *p);
+
 /* Whether a failure may pass by itself, so that a service polls again after a backoff rather
  * than give up: ES_EKAFKA (a broker away, an error librdkafka reported), ES_EBUSY (a database
  * locked past its busy timeout), ES_ETIMEOUT (a deadline passed) and ES_ERETRY (said to be

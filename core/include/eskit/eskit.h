@@ -5,7 +5,7 @@
  * What says so: an es_store_t (calls serialize on it); es_execute, es_execute_batch and
  * es_execute_all on one engine (after its registrations); the stop functions (es_processor_stop,
  * es_runner_stop, es_saga_stop), which are also safe from a signal handler;
- * es_processor_get_stats. Callbacks run on the thread that calls the function that runs them,
+ * es_processor_stats. Callbacks run on the thread that calls the function that runs them,
  * except the log callback (config.h).
  */
 #ifndef ESKIT_H

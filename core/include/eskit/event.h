@@ -72,7 +72,7 @@ typedef struct es_position {
     int64_t offset;
 } es_position_t;
 
-/* Serializes ev (offset and partition are not part of it). Caller frees *out with free(). */
+/* Serializes ev (offset and partition are not part of it). Caller frees *out with es_free. */
 ES_API es_err es_envelope_encode(const es_event_t *ev, uint8_t **out, size_t *out_len,
                                  es_error_t *err);
 

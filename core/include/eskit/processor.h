@@ -46,7 +46,7 @@ typedef struct es_processor_stats {
                        rule; also in events_skipped) */
     uint64_t gaps;  /* gaps restore stopped at: a version more than one past the aggregate's
                        last; the partition is not restored (ES_EIO naming the missing versions) */
-} es_processor_stats;
+} es_processor_stats_t;
 
 /* A processor for the aggregate types registered on engine (which must outlive it and keep
  * its registrations); cfg names the brokers and state.db. Caller frees with
@@ -73,7 +73,7 @@ ES_API es_err es_processor_run(es_processor_t *p, es_error_t *err);
  * any thread and from a signal handler (a store to a lock-free atomic). */
 ES_API void es_processor_stop(es_processor_t *p);
 /* Copies the counters into *out; safe from any thread. */
-ES_API void es_processor_get_stats(const es_processor_t *p, es_processor_stats *out);
+ES_API void es_processor_stats(const es_processor_t *p, es_processor_stats_t *out);
 
 #ifdef __cplusplus
 }

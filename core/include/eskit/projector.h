@@ -44,7 +44,7 @@ typedef struct es_projector_def {
 } es_projector_def;
 
 /* What a .so exports under the name ES_PROJECTOR_ENTRY. */
-typedef const es_projector_def *es_projector_entry_fn(void);
+typedef const es_projector_def *es_projector_entry_cb(void);
 
 /* Defines a module's entry point returning &def, exported with ES_EXPORT. Build the module
  * with hidden visibility (-fvisibility=hidden; CMake C_VISIBILITY_PRESET hidden) so that the
@@ -68,11 +68,11 @@ ES_API es_err es_ctx_exec(es_projector_ctx_t *ctx, sqlite3_stmt *stmt, es_error_
 
 /* One event type a module handles: the payload's message descriptor and its handler, which
  * gets the decoded message (freed after it returns). */
-typedef es_err es_event_handler_fn(es_projector_ctx_t *ctx, const es_event_t *ev,
+typedef es_err es_event_handler_cb(es_projector_ctx_t *ctx, const es_event_t *ev,
                                    const ProtobufCMessage *msg, es_error_t *err);
 typedef struct es_event_handler {
     const ProtobufCMessageDescriptor *descriptor;
-    es_event_handler_fn *fn;
+    es_event_handler_cb *fn;
 } es_event_handler_t;
 
 /* An apply in one call: finds ev's type among the n handlers, decodes the payload and calls

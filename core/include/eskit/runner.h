@@ -168,11 +168,11 @@ typedef struct es_lag_row {
     uint64_t lag;       /* records of the topic between checkpoint and end */
 } es_lag_row_t;
 
-/* Every projector of the read model, per topic and partition. Caller frees *rows with free(). */
+/* Every projector of the read model, per topic and partition. Caller frees *rows with es_free. */
 ES_API es_err es_lag(const es_config_t *cfg, es_lag_row_t **rows, size_t *n, es_error_t *err);
 
 /* Parked events of projector (NULL = all), oldest first; with all=false only those still
- * parked. Caller frees *out with free() (value is NULL in lists). */
+ * parked. Caller frees *out with es_free (value is NULL in lists). */
 ES_API es_err es_dlq_list(const es_config_t *cfg, const char *projector, bool all,
                           es_dlq_entry_t **out, size_t *n, es_error_t *err);
 /* One entry with its bytes. Caller frees with es_dlq_entry_free. */

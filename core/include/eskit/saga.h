@@ -4,7 +4,7 @@
  * A saga is declared as data (es_saga_def): the event that starts an instance,
  * the steps in order (the command each sends, the events that complete or fail
  * it, its timeout, the command that undoes it) and the command that ends an
- * aborted instance. The coordinator (es_saga_coordinator_t) consumes the
+ * aborted instance. The coordinator (es_saga_t) consumes the
  * topics the saga listens to; per batch, one SQLite transaction in the saga
  * database (config key saga.db) updates instances, stores the checkpoints and
  * writes the commands to send to an outbox. A relay then executes the outbox
@@ -56,7 +56,9 @@
 extern "C" {
 #endif
 
-#define ES_SAGA_ABI 1
+/* The definition layout of these headers; a definition of this ABI or an older one is taken
+ * (docs/abi.md). */
+#define ES_SAGA_ABI 2
 #define ES_SAGA_MAX_TARGETS 64 /* commands one step may send */
 
 /* What a step's callbacks see of an instance (valid during the call only). */
@@ -67,6 +69,9 @@ ES_API const char *es_saga_view_id(const es_saga_view_t *v);
 ES_API const ProtobufCMessage *es_saga_view_start(const es_saga_view_t *v);
 /* The start event (its ids, correlation id, metadata; payload as bytes). */
 ES_API const es_event_t *es_saga_view_start_event(const es_saga_view_t *v);
+/* The definition's opaque (ABI 2; NULL for an older definition): the service state a step's
+ * callbacks need, without globals. */
+ES_API void *es_saga_view_opaque(const es_saga_view_t *v);
 /* Why the instance is compensating or aborting ("" while running). */
 ES_API const char *es_saga_view_reason(const es_saga_view_t *v);
 
@@ -77,9 +82,9 @@ typedef struct es_saga_out es_saga_out_t;
 ES_API es_err es_saga_send(es_saga_out_t *out, const char *aggregate_id,
                            const ProtobufCMessage *command);
 
-typedef es_err es_saga_send_fn(const es_saga_view_t *v, es_saga_out_t *out, es_error_t *err);
+typedef es_err es_saga_send_cb(const es_saga_view_t *v, es_saga_out_t *out, es_error_t *err);
 /* Undoes the step on one target: aggregate_id is where the step's command went. */
-typedef es_err es_saga_undo_fn(const es_saga_view_t *v, const char *aggregate_id,
+typedef es_err es_saga_undo_cb(const es_saga_view_t *v, const char *aggregate_id,
                                es_saga_out_t *out, es_error_t *err);
 
 typedef struct es_saga_step {
@@ -87,7 +92,7 @@ typedef struct es_saga_step {
     const char *aggregate_type;                /* where the commands go, e.g. "inventory.item" */
     const ProtobufCMessageDescriptor *command; /* the command's message type */
     /* Sends 1..ES_SAGA_MAX_TARGETS commands with es_saga_send (none: the step completes). */
-    es_saga_send_fn *send;
+    es_saga_send_cb *send;
     /* Events (of the target aggregate, caused by the step's command) that complete or fail a
      * target; NULL-terminated. completed_by NULL: an accepted command completes its target. */
     const ProtobufCMessageDescriptor *const *completed_by;
@@ -96,8 +101,8 @@ typedef struct es_saga_step {
     /* The command that undoes the step on one target (same aggregate type); NULL when the
      * step has nothing to undo. An accepted compensation counts as done. */
     const ProtobufCMessageDescriptor *compensation;
-    es_saga_undo_fn *compensate;
-} es_saga_step;
+    es_saga_undo_cb *compensate;
+} es_saga_step_t;
 
 typedef struct es_saga_def {
     int abi_version; /* ES_SAGA_ABI */
@@ -109,11 +114,13 @@ typedef struct es_saga_def {
     /* Optional: the instance id for a start event (NULL: the event's aggregate id). */
     es_err (*instance_id)(const es_event_t *ev, const ProtobufCMessage *msg, char *out, size_t cap,
                           es_error_t *err);
-    const es_saga_step *steps; /* in order */
+    const es_saga_step_t *steps; /* in order */
     size_t n_steps;            /* 1..32 */
     /* Optional: the command that ends an aborted instance (e.g. CancelOrder), sent after the
      * compensations. Only aggregate_type, command and send are used. */
-    const es_saga_step *on_abort;
+    const es_saga_step_t *on_abort;
+    /* ABI 2 */
+    void *opaque; /* given to the callbacks through es_saga_view_opaque */
 } es_saga_def;
 
 /* Checks a definition (ABI, names, steps, descriptors, timeouts); names what is wrong. */
@@ -121,14 +128,14 @@ ES_API es_err es_saga_check(const es_saga_def *def, es_error_t *err);
 
 /* ---- coordinator ------------------------------------------------------------------------- */
 
-typedef struct es_saga_coordinator es_saga_coordinator_t;
+typedef struct es_saga es_saga_t;
 
 typedef struct es_saga_stats {
     /* Instances in the saga database (all time, every coordinator that used it; pruned ones
      * included): */
     uint64_t started, completed, aborted, failed;
     uint64_t pruned; /* ended instances deleted after saga.retention.ms (all time) */
-    /* This coordinator's own work since es_saga_coordinator_new: */
+    /* This coordinator's own work since es_saga_new: */
     uint64_t commands_sent; /* outbox rows delivered (including redeliveries after a restart) */
     uint64_t timeouts;      /* steps whose deadline passed */
     uint64_t ignored;       /* events received that no waiting step needed */
@@ -137,10 +144,10 @@ typedef struct es_saga_stats {
 /* A coordinator for def on the backend cfg names; commands are executed through engine (not
  * owned; embedded: the engine of the same store, Kafka: an engine with backend kafka). The saga
  * database is saga.db. One coordinator per saga and database at a time (a lock file). */
-ES_API es_err es_saga_coordinator_new(const es_config_t *cfg, const es_saga_def *def,
-                                      es_engine_t *engine, es_saga_coordinator_t **out,
+ES_API es_err es_saga_new(const es_config_t *cfg, const es_saga_def *def,
+                                      es_engine_t *engine, es_saga_t **out,
                                       es_error_t *err);
-ES_API void es_saga_coordinator_destroy(es_saga_coordinator_t *c);
+ES_API void es_saga_destroy(es_saga_t *c);
 
 /* One round: delivers the outbox, consumes a batch of events (waiting up to timeout_ms for
  * one), fires the deadlines that passed once it has caught up with the log (a step never
@@ -149,13 +156,13 @@ ES_API void es_saga_coordinator_destroy(es_saga_coordinator_t *c);
  * ended instances past saga.retention.ms.
  * *progress (may be NULL) is how many events, deliveries, timeouts and published transitions
  * it handled: 0 with es_saga_active 0 means idle. */
-ES_API es_err es_saga_poll(es_saga_coordinator_t *c, int timeout_ms, size_t *progress,
+ES_API es_err es_saga_poll(es_saga_t *c, int timeout_ms, size_t *progress,
                            es_error_t *err);
 /* Polls until es_saga_stop or a lasting error; transient failures (ES_EKAFKA, ES_EBUSY,
  * ES_ETIMEOUT, ES_ERETRY) are each logged once through the config's log callback and retried
  * after a backoff of 100 ms doubling to 5 s. Returns ES_OK once stopped, or the first other
  * failure. When it returns it clears the stop: the coordinator may be run or polled again. */
-ES_API es_err es_saga_run(es_saga_coordinator_t *c, es_error_t *err);
+ES_API es_err es_saga_run(es_saga_t *c, es_error_t *err);
 /* Stops the coordinator: no event is applied after the one running, the round in progress
  * gives up waiting for command replies and (Kafka) waits at most a second more for the
  * acknowledgements of transitions under way; what was not confirmed is sent again later under
@@ -164,15 +171,15 @@ ES_API es_err es_saga_run(es_saga_coordinator_t *c, es_error_t *err);
  * returns at once doing nothing (destroy the coordinator). While the stop is set, the process
  * ending is not counted as a crash of the event applied. Safe from any thread and from a
  * signal handler (stores to lock-free atomics). */
-ES_API void es_saga_stop(es_saga_coordinator_t *c);
-ES_API void es_saga_stats(const es_saga_coordinator_t *c, es_saga_stats_t *out);
+ES_API void es_saga_stop(es_saga_t *c);
+ES_API void es_saga_stats(const es_saga_t *c, es_saga_stats_t *out);
 /* Applies ev as if consumed again, in a transaction of its own: a redelivery. Events are
  * matched by causation, so a duplicate, a stale or an out-of-order event changes nothing a
  * step already decided (tests and repair tools use this). */
-ES_API es_err es_saga_redeliver(es_saga_coordinator_t *c, const es_event_t *ev, es_error_t *err);
+ES_API es_err es_saga_redeliver(es_saga_t *c, const es_event_t *ev, es_error_t *err);
 /* Instances not yet in a terminal state. 0 also before the first start event is consumed:
  * wait for the started count of es_saga_stats too. */
-ES_API es_err es_saga_active(es_saga_coordinator_t *c, uint64_t *n, es_error_t *err);
+ES_API es_err es_saga_active(es_saga_t *c, uint64_t *n, es_error_t *err);
 
 /* ---- queries (esctl sagas) ---------------------------------------------------------------- */
 
@@ -187,11 +194,11 @@ typedef struct es_saga_info {
     char reason[512];
 } es_saga_info_t;
 
-/* Instances in saga.db, newest first; saga and state (may be NULL) filter. Caller frees *out. */
+/* Instances in saga.db, newest first; saga and state (may be NULL) filter. Caller frees *out with es_free. */
 ES_API es_err es_saga_list(const es_config_t *cfg, const char *saga, const char *state,
                            es_saga_info_t **out, size_t *n, es_error_t *err);
 /* The instances with this id in saga.db: of saga, or of every saga when saga is NULL (an id
- * may be used by several sagas). None is not an error (*n = 0). Caller frees *out. */
+ * may be used by several sagas). None is not an error (*n = 0). Caller frees *out with es_free. */
 ES_API es_err es_saga_find(const es_config_t *cfg, const char *saga, const char *id,
                            es_saga_info_t **out, size_t *n, es_error_t *err);
 
@@ -213,7 +220,7 @@ typedef struct es_saga_record {
 } es_saga_record_t;
 
 /* An instance's transitions from "<saga>.saga.events" on the backend cfg names, in order.
- * ES_ENOTFOUND when there are none. Caller frees *out. */
+ * ES_ENOTFOUND when there are none. Caller frees *out with es_free. */
 ES_API es_err es_saga_history(const es_config_t *cfg, const char *saga, const char *id,
                               es_saga_record_t **out, size_t *n, es_error_t *err);
 

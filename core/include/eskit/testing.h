@@ -123,7 +123,7 @@ typedef struct es_test_send {
     const ProtobufCMessage *command;
 } es_test_send_t;
 
-/* A saga of definition def (checked as es_saga_coordinator_new checks it), no instance yet, the
+/* A saga of definition def (checked as es_saga_new checks it), no instance yet, the
  * virtual clock at ES_TEST_SAGA_EPOCH_US. Caller frees with es_test_saga_destroy. */
 ES_API es_err es_test_saga_new(const es_saga_def *def, es_test_saga_t **out, es_error_t *err);
 /* Frees s, its database in memory and what it handed out (NULL: nothing). */

@@ -44,7 +44,7 @@ typedef enum es_topic_role {
     ES_TOPIC_COMMANDS,
     ES_TOPIC_REPLIES,
     ES_TOPIC_DLQ,
-} es_topic_role_t;
+} es_topic_role;
 
 /* Why a topic has its partition count (es_topic_spec_t.flags); a tie sets both rules. */
 enum {
@@ -59,7 +59,7 @@ enum {
 typedef struct es_topic_spec {
     char name[ES_TOPIC_NAME_MAX + 1];
     char aggregate_type[ES_MAX_TYPE_LEN + 1];
-    es_topic_role_t role;
+    es_topic_role role;
     int partitions;
     unsigned flags;
     int replication_factor;
@@ -80,11 +80,11 @@ ES_API es_err es_topic_name_check(const char *name, es_error_t *err);
 ES_API int es_topic_names_collide(const char *a, const char *b);
 
 /* "events", "snapshots", "commands", "replies" or "dlq". */
-ES_API const char *es_topic_role_name(es_topic_role_t role);
+ES_API const char *es_topic_role_name(es_topic_role role);
 
 /* The topics of n aggregate types (n = 0: those of topics.aggregates) for the number of
  * brokers es_topics_broker_count finds. *out holds *n_out specs, five per type in the order
- * of es_topic_role_t; caller frees with es_topics_free. A collision of names is a warning
+ * of es_topic_role; caller frees with es_topics_free. A collision of names is a warning
  * (collides_with, and a log line), not an error. */
 ES_API es_err es_topics_plan(const es_config_t *cfg, const es_topic_load_t *loads, size_t n,
                              es_topic_spec_t **out, size_t *n_out, es_error_t *err);
@@ -102,11 +102,11 @@ typedef enum es_topic_status {
     ES_TOPIC_CREATED, /* did not exist; created */
     ES_TOPIC_DRIFT,   /* exists but differs; detail says how (nothing is changed) */
     ES_TOPIC_FAILED,  /* missing and could not be created, or could not be checked */
-} es_topic_status_t;
+} es_topic_status;
 
 /* Called once per spec by es_topics_apply, on the caller's thread; detail is a short
  * human-readable note ("partitions 3, planned 6") or "". */
-typedef void es_topic_report_cb(const es_topic_spec_t *spec, es_topic_status_t status,
+typedef void es_topic_report_cb(const es_topic_spec_t *spec, es_topic_status status,
                                 const char *detail, void *opaque);
 
 /* Makes the cluster `brokers` (kafka.* passed to librdkafka) hold the planned topics:

@@ -45,7 +45,7 @@ typedef struct es_types_def {
 } es_types_def;
 
 /* What a .so exports under the name ES_TYPES_ENTRY. */
-typedef const es_types_def *es_types_entry_fn(void);
+typedef const es_types_def *es_types_entry_cb(void);
 
 /* Defines the exported entry function of a types module returning &def. */
 #define ES_TYPES_MODULE(def)                                                                       \
