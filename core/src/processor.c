@@ -306,12 +306,12 @@ void es_processor_stop(es_processor_t *p) {
 void es_processor_stats(const es_processor_t *p, es_processor_stats_t *out) {
     es_processor_t *q = (es_processor_t *)p; /* atomic loads take non-const pointers in C11 */
     *out = (es_processor_stats_t){atomic_load(&q->stats.commands),
-                                atomic_load(&q->stats.restores),
-                                atomic_load(&q->stats.events_imported),
-                                atomic_load(&q->stats.events_skipped),
-                                atomic_load(&q->stats.snapshots_imported),
-                                atomic_load(&q->stats.snapshots_malformed),
-                                atomic_load(&q->stats.snapshots_unused),
-                                atomic_load(&q->stats.stale),
-                                atomic_load(&q->stats.gaps)};
+                                  atomic_load(&q->stats.restores),
+                                  atomic_load(&q->stats.events_imported),
+                                  atomic_load(&q->stats.events_skipped),
+                                  atomic_load(&q->stats.snapshots_imported),
+                                  atomic_load(&q->stats.snapshots_malformed),
+                                  atomic_load(&q->stats.snapshots_unused),
+                                  atomic_load(&q->stats.stale),
+                                  atomic_load(&q->stats.gaps)};
 }

@@ -175,20 +175,19 @@ typedef struct saga_target {
  * clock (NULL: es_now_us) tells them the time. What the test kit (testing_saga.c) runs.
  * Free with es_saga_destroy (db stays open). */
 es_err es_saga_core_new(const es_config_t *cfg, const es_saga_def *def, sqlite3 *db,
-                        int64_t (*clock)(void *opaque), void *clock_opaque,
-                        es_saga_t **out, es_error_t *err);
+                        int64_t (*clock)(void *opaque), void *clock_opaque, es_saga_t **out,
+                        es_error_t *err);
 
 /* The time of a transition: the coordinator's clock. */
 int64_t es_saga_now(const es_saga_t *c);
 
 /* The descriptor of a command some step (or the abort) of the definition sends, by name. */
-const ProtobufCMessageDescriptor *es_saga_command_desc(const es_saga_t *c,
-                                                       const char *name);
+const ProtobufCMessageDescriptor *es_saga_command_desc(const es_saga_t *c, const char *name);
 
 /* Records the outcome r of the delivered command cid and what it means for its instance
  * (saga_relay.c), inside a transaction. */
-es_err es_saga_record_outcome(es_saga_t *c, const char *cid, const es_result_t *r,
-                              int64_t now, es_error_t *err);
+es_err es_saga_record_outcome(es_saga_t *c, const char *cid, const es_result_t *r, int64_t now,
+                              es_error_t *err);
 
 /* The saga database's last SQLite error, as sql.c words it. */
 es_err es_saga_db_fail(es_saga_t *c, const char *what, es_error_t *err);
@@ -197,8 +196,7 @@ es_err es_saga_db_fail(es_saga_t *c, const char *what, es_error_t *err);
 sqlite3_stmt *es_saga_stmt(es_saga_t *c, int k);
 
 /* Steps s to its end and resets it; what names the work in an error. */
-es_err es_saga_step_done(es_saga_t *c, sqlite3_stmt *s, const char *what,
-                         es_error_t *err);
+es_err es_saga_step_done(es_saga_t *c, sqlite3_stmt *s, const char *what, es_error_t *err);
 
 /* Copies a column's text into dst (cap bytes), "" for NULL, truncating. */
 void es_saga_copy_str(char *dst, size_t cap, const unsigned char *src);
@@ -213,20 +211,18 @@ void es_saga_inst_free(saga_inst *in);
 es_err es_saga_inst_load(es_saga_t *c, const char *id, saga_inst *in, es_error_t *err);
 
 /* Writes in back, stamped updated at now. */
-es_err es_saga_inst_save(es_saga_t *c, const saga_inst *in, int64_t now,
-                         es_error_t *err);
+es_err es_saga_inst_save(es_saga_t *c, const saga_inst *in, int64_t now, es_error_t *err);
 
 /* Appends one transition of in to the history (published to the log after commit). */
-es_err es_saga_hist(es_saga_t *c, saga_inst *in, const char *kind, const hist_info *h,
-                    int64_t now, es_error_t *err);
+es_err es_saga_hist(es_saga_t *c, saga_inst *in, const char *kind, const hist_info *h, int64_t now,
+                    es_error_t *err);
 
 /* Moves in to compensating for reason and sends the compensations from step k down. */
-es_err es_saga_begin_compensation(es_saga_t *c, saga_inst *in, int k,
-                                  const char *reason, int64_t now, es_error_t *err);
+es_err es_saga_begin_compensation(es_saga_t *c, saga_inst *in, int k, const char *reason,
+                                  int64_t now, es_error_t *err);
 
 /* Loads the target of command cid; ES_ENOTFOUND when this saga did not send it. */
-es_err es_saga_target_load(es_saga_t *c, const char *cid, saga_target *t,
-                           es_error_t *err);
+es_err es_saga_target_load(es_saga_t *c, const char *cid, saga_target *t, es_error_t *err);
 
 /* Target t of in reached an end (ok: it did what it was for; ev: the event that ended it, NULL
  * for a command's outcome) and moves in on as that means. */

@@ -23,8 +23,7 @@ typedef struct pending_rec {
     int64_t at;
 } pending_rec;
 
-static es_err mark_published(es_saga_t *c, const char *id, uint64_t upto,
-                             es_error_t *err) {
+static es_err mark_published(es_saga_t *c, const char *id, uint64_t upto, es_error_t *err) {
     sqlite3_stmt *s = es_saga_stmt(c, S_PUBLISHED);
     sqlite3_bind_text(s, 2, id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(s, 3, (sqlite3_int64)upto);

@@ -22,8 +22,7 @@ typedef struct delivery {
     int64_t deadline;
 } delivery;
 
-const ProtobufCMessageDescriptor *es_saga_command_desc(const es_saga_t *c,
-                                                       const char *name) {
+const ProtobufCMessageDescriptor *es_saga_command_desc(const es_saga_t *c, const char *name) {
     for (size_t i = 0; i < c->def->n_steps; i++) {
         const es_saga_step_t *st = &c->def->steps[i];
         if (!strcmp(st->command->name, name))
@@ -87,8 +86,8 @@ static const char *outcome_name(const es_result_t *r) {
     }
 }
 
-es_err es_saga_record_outcome(es_saga_t *c, const char *cid, const es_result_t *r,
-                              int64_t now, es_error_t *err) {
+es_err es_saga_record_outcome(es_saga_t *c, const char *cid, const es_result_t *r, int64_t now,
+                              es_error_t *err) {
     sqlite3_stmt *s = c->st[S_SENT];
     sqlite3_reset(s);
     sqlite3_bind_text(s, 1, cid, -1, SQLITE_STATIC);

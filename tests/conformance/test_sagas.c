@@ -59,9 +59,9 @@ TestSuite(sagas, .init = setup, .fini = teardown, .timeout = 180);
 
 static void start(int64_t timeout_ms) {
     es_error_t err = {0};
-    cr_assert_eq(es_saga_new(tb_config(b), saga_with_timeout(timeout_ms), tb_engine(b),
-                                         &coord, &err),
-                 ES_OK, "%s", err.message);
+    cr_assert_eq(
+        es_saga_new(tb_config(b), saga_with_timeout(timeout_ms), tb_engine(b), &coord, &err), ES_OK,
+        "%s", err.message);
 }
 
 static void execute(const char *type, const char *id, const ProtobufCMessage *msg) {

@@ -416,8 +416,8 @@ Test(kafka_headers, every_record_carries_the_headers_the_readme_lists_for_its_ki
     place(caller, "o-ok", "alice", 1500, "corr-o-ok");
     place(caller, "o-declined", "bob", 50000000, NULL); /* over the limit: compensated */
     es_saga_t *coord = NULL;
-    cr_assert_eq(es_saga_new(cfg, &demo_fulfilment_def, caller, &coord, &err), ES_OK,
-                 "%s", err.message);
+    cr_assert_eq(es_saga_new(cfg, &demo_fulfilment_def, caller, &coord, &err), ES_OK, "%s",
+                 err.message);
     settle(coord, 2);
     es_saga_destroy(coord);
     park_start_events(caller, 2);

@@ -294,8 +294,7 @@ static void run_reference(void) {
     es_error_t err = {0};
     cr_assert_eq(es_engine_new(cfg, &engine, &err), ES_OK, "%s", err.message);
     cr_assert_eq(demo_register_all(engine, &err), ES_OK, "%s", err.message);
-    cr_assert_eq(es_saga_new(cfg, saga_def(), engine, &c, &err), ES_OK, "%s",
-                 err.message);
+    cr_assert_eq(es_saga_new(cfg, saga_def(), engine, &c, &err), ES_OK, "%s", err.message);
     int64_t deadline = es_now_us() + IDLE_DEADLINE;
     for (;;) {
         size_t progress = 0;

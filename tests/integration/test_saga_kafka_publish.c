@@ -249,8 +249,8 @@ Test(saga_kafka_publish, a_stop_while_transitions_are_acknowledged_publishes_non
     /* The first coordinator, stopped while its first transitions wait for their
      * acknowledgements. */
     es_saga_t *coord = NULL;
-    cr_assert_eq(es_saga_new(cfg, &demo_fulfilment_def, caller, &coord, &err), ES_OK,
-                 "%s", err.message);
+    cr_assert_eq(es_saga_new(cfg, &demo_fulfilment_def, caller, &coord, &err), ES_OK, "%s",
+                 err.message);
     atomic_store(&to_stop, coord);
     for (int i = 0; i < 3000 && !atomic_load(&stopped); i++)
         cr_assert_eq(es_saga_poll(coord, 20, NULL, &err), ES_OK, "%s", err.message);
@@ -259,8 +259,8 @@ Test(saga_kafka_publish, a_stop_while_transitions_are_acknowledged_publishes_non
     es_saga_destroy(coord);
 
     /* Restarted, it ends every saga and publishes what it had not. */
-    cr_assert_eq(es_saga_new(cfg, &demo_fulfilment_def, caller, &coord, &err), ES_OK,
-                 "%s", err.message);
+    cr_assert_eq(es_saga_new(cfg, &demo_fulfilment_def, caller, &coord, &err), ES_OK, "%s",
+                 err.message);
     settle(coord, N_ORDERS);
     es_saga_destroy(coord);
     es_engine_destroy(caller);

@@ -130,8 +130,7 @@ Test(saga_coordinator, every_call_returns_its_code_with_a_null_error_and_a_log_c
     cr_assert_eq(es_saga_check(NULL, NULL), ES_EINVAL);
     cr_assert_eq(es_saga_check(&bad, NULL), ES_EINVAL);
     cr_assert_eq(es_saga_new(cfg, &bad, engine, &coord, NULL), ES_EINVAL);
-    cr_assert_eq(es_saga_new(NULL, &demo_fulfilment_def, engine, &coord, NULL),
-                 ES_EINVAL);
+    cr_assert_eq(es_saga_new(NULL, &demo_fulfilment_def, engine, &coord, NULL), ES_EINVAL);
     cr_assert_eq(es_saga_poll(NULL, 0, NULL, NULL), ES_EINVAL);
     cr_assert_eq(es_saga_run(NULL, NULL), ES_EINVAL);
     es_saga_info_t *infos = NULL;

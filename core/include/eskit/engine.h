@@ -54,6 +54,8 @@ typedef struct es_evolver {
     es_evolve_cb *evolve;
 } es_evolver_t;
 
+/* State, Command and Event are type names, which cannot be parenthesized. */
+/* NOLINTBEGIN(bugprone-macro-parentheses) */
 /* A decide for one command type, typed: ES_DECIDE(fn, State, Command) { ... } defines the
  * es_decide_cb fn (for a command_handlers table) with a body that sees `const State *state`,
  * `const Command *command`, `es_decision_t *d` and `void *opaque`, so the handler needs no
@@ -82,6 +84,8 @@ typedef struct es_evolver {
     static es_err fn##_typed(                                                                      \
         State *state __attribute__((unused)), const Event *event __attribute__((unused)),          \
         void *opaque __attribute__((unused)), es_error_t *err __attribute__((unused)))
+
+/* NOLINTEND(bugprone-macro-parentheses) */
 
 /* An aggregate type. Each side is given one of two ways: as tables (command_handlers,
  * evolvers: the engine finds the function of each message type), or as a list of types with

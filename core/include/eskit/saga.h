@@ -115,7 +115,7 @@ typedef struct es_saga_def {
     es_err (*instance_id)(const es_event_t *ev, const ProtobufCMessage *msg, char *out, size_t cap,
                           es_error_t *err);
     const es_saga_step_t *steps; /* in order */
-    size_t n_steps;            /* 1..32 */
+    size_t n_steps;              /* 1..32 */
     /* Optional: the command that ends an aborted instance (e.g. CancelOrder), sent after the
      * compensations. Only aggregate_type, command and send are used. */
     const es_saga_step_t *on_abort;
@@ -144,9 +144,8 @@ typedef struct es_saga_stats {
 /* A coordinator for def on the backend cfg names; commands are executed through engine (not
  * owned; embedded: the engine of the same store, Kafka: an engine with backend kafka). The saga
  * database is saga.db. One coordinator per saga and database at a time (a lock file). */
-ES_API es_err es_saga_new(const es_config_t *cfg, const es_saga_def *def,
-                                      es_engine_t *engine, es_saga_t **out,
-                                      es_error_t *err);
+ES_API es_err es_saga_new(const es_config_t *cfg, const es_saga_def *def, es_engine_t *engine,
+                          es_saga_t **out, es_error_t *err);
 ES_API void es_saga_destroy(es_saga_t *c);
 
 /* One round: delivers the outbox, consumes a batch of events (waiting up to timeout_ms for
@@ -156,8 +155,7 @@ ES_API void es_saga_destroy(es_saga_t *c);
  * ended instances past saga.retention.ms.
  * *progress (may be NULL) is how many events, deliveries, timeouts and published transitions
  * it handled: 0 with es_saga_active 0 means idle. */
-ES_API es_err es_saga_poll(es_saga_t *c, int timeout_ms, size_t *progress,
-                           es_error_t *err);
+ES_API es_err es_saga_poll(es_saga_t *c, int timeout_ms, size_t *progress, es_error_t *err);
 /* Polls until es_saga_stop or a lasting error; transient failures (ES_EKAFKA, ES_EBUSY,
  * ES_ETIMEOUT, ES_ERETRY) are each logged once through the config's log callback and retried
  * after a backoff of 100 ms doubling to 5 s. Returns ES_OK once stopped, or the first other
@@ -194,7 +192,8 @@ typedef struct es_saga_info {
     char reason[512];
 } es_saga_info_t;
 
-/* Instances in saga.db, newest first; saga and state (may be NULL) filter. Caller frees *out with es_free. */
+/* Instances in saga.db, newest first; saga and state (may be NULL) filter. Caller frees *out with
+ * es_free. */
 ES_API es_err es_saga_list(const es_config_t *cfg, const char *saga, const char *state,
                            es_saga_info_t **out, size_t *n, es_error_t *err);
 /* The instances with this id in saga.db: of saga, or of every saga when saga is NULL (an id
