@@ -298,3 +298,19 @@ void json_objects(pb_buf *b, const void *items, size_t n, size_t size,
     }
     pb_buf_puts(b, "]\n");
 }
+
+int check_type_id_args(const options *o, const char *verb) {
+    es_error_t err = {0};
+    if (o->n_pos < 2) {
+        say("'%s' needs <aggregate-type> and <id>; run 'esctl %s --help'", verb, verb);
+        return EXIT_USAGE;
+    }
+    if (o->n_pos > 2)
+        return usage_error(o, "unexpected argument", o->pos[2]);
+    if (es_validate_aggregate_type(o->pos[0], &err) != ES_OK ||
+        es_validate_aggregate_id(o->pos[1], &err) != ES_OK) {
+        say("%s", err.message);
+        return EXIT_USAGE;
+    }
+    return EXIT_OK;
+}

@@ -67,6 +67,9 @@ typedef struct options {
 void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* "<what> '<arg>' for '<verb>'; run 'esctl <verb> --help'"; returns EXIT_USAGE. */
 int usage_error(const options *o, const char *what, const char *arg);
+/* The <aggregate-type> <id> arguments of verb (events, state): EXIT_OK, or EXIT_USAGE after
+ * one line saying what is wrong. */
+int check_type_id_args(const options *o, const char *verb);
 /* Parses a decimal number without sign or trailing characters; 0 or -1. */
 int parse_u64(const char *s, uint64_t *out);
 

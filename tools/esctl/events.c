@@ -223,22 +223,6 @@ static int measure_cb(const es_event_t *ev, void *opaque) {
     return 0;
 }
 
-static int check_events_args(const options *o) {
-    es_error_t err = {0};
-    if (o->n_pos < 2) {
-        say("'events' needs <aggregate-type> and <id>; run 'esctl events --help'");
-        return EXIT_USAGE;
-    }
-    if (o->n_pos > 2)
-        return usage_error(o, "unexpected argument", o->pos[2]);
-    if (es_validate_aggregate_type(o->pos[0], &err) != ES_OK ||
-        es_validate_aggregate_id(o->pos[1], &err) != ES_OK) {
-        say("%s", err.message);
-        return EXIT_USAGE;
-    }
-    return EXIT_OK;
-}
-
 /* Reads the stream (once to measure for text, once to print) and reports the outcome. */
 static int print_stream(es_store_t *store, events_ctx *c) {
     const char *type = c->o->pos[0], *id = c->o->pos[1];
@@ -287,7 +271,7 @@ int cmd_events(const options *o) {
     es_config_t *cfg = NULL;
     es_store_t *store = NULL;
     pb_registry *types = NULL;
-    int rc = check_events_args(o);
+    int rc = check_type_id_args(o, "events");
     if (rc == EXIT_OK)
         rc = load_config(o, &cfg);
     if (rc == EXIT_OK)

@@ -27,22 +27,6 @@ const char state_help[] =
     "Exits 1 when the aggregate type is unknown, the aggregate has no events or an\n"
     "event cannot be folded.\n";
 
-static int check_state_args(const options *o) {
-    es_error_t err = {0};
-    if (o->n_pos < 2) {
-        say("'state' needs <aggregate-type> and <id>; run 'esctl state --help'");
-        return EXIT_USAGE;
-    }
-    if (o->n_pos > 2)
-        return usage_error(o, "unexpected argument", o->pos[2]);
-    if (es_validate_aggregate_type(o->pos[0], &err) != ES_OK ||
-        es_validate_aggregate_id(o->pos[1], &err) != ES_OK) {
-        say("%s", err.message);
-        return EXIT_USAGE;
-    }
-    return EXIT_OK;
-}
-
 static void print_state(pb_buf *b, const options *o, const ProtobufCMessage *state,
                         uint64_t version) {
     const char *type = o->pos[0], *id = o->pos[1];
@@ -101,7 +85,7 @@ static int run_state(const options *o, const es_config_t *cfg, const es_aggregat
 int cmd_state(const options *o) {
     es_config_t *cfg = NULL;
     pb_registry *types = NULL;
-    int rc = check_state_args(o);
+    int rc = check_type_id_args(o, "state");
     if (rc == EXIT_OK)
         rc = load_config(o, &cfg);
     if (rc == EXIT_OK)
