@@ -142,23 +142,31 @@ es_err es_aggregate_check(const es_aggregate_def *def, es_error_t *err) {
 
 es_err es_aggregate_evolve(const es_aggregate_def *def, ProtobufCMessage *state,
                            const ProtobufCMessage *event, void *opaque, es_error_t *err) {
+    if (!def || !state || !event)
+        return es_fail(err, ES_EINVAL, "es_aggregate_evolve: definition, state and event needed");
     if (def->evolve)
         return def->evolve(state, event, opaque, err);
     for (const es_evolver_t *e = def->abi_version >= 2 ? def->evolvers : NULL; e && e->event; e++)
         if (e->event == event->descriptor)
             return e->evolve ? e->evolve(state, event, opaque, err) : ES_OK;
+    if (!def->evolvers)
+        return es_fail(err, ES_EINVAL, "%s has neither evolve nor evolvers", def->type);
     return es_fail(err, ES_EUNKNOWN_TYPE, "%s has no evolver for %s", def->type,
                    event->descriptor->name);
 }
 
 es_err es_aggregate_decide(const es_aggregate_def *def, const ProtobufCMessage *state,
                            const ProtobufCMessage *command, es_decision_t *d, void *opaque) {
+    if (!def || !state || !command || !d)
+        return ES_EINVAL;
     if (def->decide)
         return def->decide(state, command, d, opaque);
     for (const es_command_handler_t *h = def->abi_version >= 2 ? def->command_handlers : NULL;
          h && h->command; h++)
         if (h->command == command->descriptor)
-            return h->decide(state, command, d, opaque);
+            return h->decide ? h->decide(state, command, d, opaque)
+                             : es_reject(d, "%s has no decide for %s", def->type,
+                                         command->descriptor->name);
     return es_reject(d, "%s has no handler for %s", def->type, command->descriptor->name);
 }
 

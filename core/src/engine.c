@@ -760,6 +760,10 @@ es_err es_execute_all(es_engine_t *engine, const es_command_t *cmds, size_t n, e
         return es_fail(err, ES_EINVAL, "es_execute_all: engine, commands and results needed");
     if (n)
         memset(results, 0, n * sizeof *results);
+    if (engine->readonly)
+        return es_fail(err, ES_ESTATE,
+                       "es_execute_all: this engine was opened read-only (ES_OPEN_READONLY) and "
+                       "executes no commands; open one with es_engine_new");
     if (engine->remote) {
         const char *why = es_backend_of(es_store_config(engine->store))->no_all;
         return es_fail(err, ES_EINVAL, "es_execute_all of %zu command(s): %s", n,

@@ -168,7 +168,7 @@ es_err es_runner_catch_up(es_runner_t *r, int timeout_ms, es_error_t *err) {
         if (e != ES_OK)
             last = now;
         if (es_stop_requested(&r->stop))
-            return es_fail(err, ES_ERETRY,
+            return es_fail(err, ES_ESTATE,
                            "projector '%s': stopped (es_runner_stop) before it caught up; the "
                            "read model holds what was applied",
                            r->def->name);

@@ -33,7 +33,7 @@ struct es_test_aggregate {
 void es_test_put(es_test_out_t *o, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    size_t room = o->len < o->cap ? o->cap - o->len : 0;
+    size_t room = o->p && o->len < o->cap ? o->cap - o->len : 0;
     int n = vsnprintf(room ? o->p + o->len : NULL, room, fmt, ap);
     va_end(ap);
     if (n > 0)
@@ -361,7 +361,8 @@ static es_err append(es_test_aggregate_t *t, const ProtobufCMessageDescriptor *d
         rc = es_fail(err, ES_ENOMEM, "out of memory keeping a test event");
     if (rc != ES_OK)
         return rc;
-    memcpy(copy, payload, len);
+    if (len) /* an empty message packs to no bytes, and its payload may be NULL */
+        memcpy(copy, payload, len);
     es_event_t *ev = &t->events[t->n];
     *ev = (es_event_t){.offset = (int64_t)t->n,
                        .aggregate_type = t->subj.def->type,

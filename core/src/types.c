@@ -96,7 +96,7 @@ es_err es_types_load(const es_config_t *cfg, const char *name_or_path, es_types_
         return es_fail(err, ES_ENOMEM, "out of memory loading %s",
                        name_or_path ? name_or_path : "a types module");
     es_err e = es_module_open(cfg, "types", name_or_path, ES_TYPES_ENTRY,
-                              "your const es_types_def *: ES_TYPES_MODULE(def) of <eskit/types.h>",
+                              "your const es_types_def *: ES_TYPES_EXPORT(def) of <eskit/types.h>",
                               &m->mod, err);
     if (e == ES_OK) {
         es_types_entry_cb *entry;
@@ -112,11 +112,11 @@ es_err es_types_load(const es_config_t *cfg, const char *name_or_path, es_types_
 }
 
 const es_types_def *es_types_module_def(const es_types_module_t *mod) {
-    return mod->def;
+    return mod ? mod->def : NULL;
 }
 
 const char *es_types_module_path(const es_types_module_t *mod) {
-    return mod->mod.path;
+    return mod ? mod->mod.path : NULL;
 }
 
 void es_types_unload(es_types_module_t *mod) {
@@ -144,7 +144,7 @@ const ProtobufCMessageDescriptor *es_types_find_message(const es_types_def *def,
         for (size_t k = 0; !d && type_at(a, k); k++)
             if (!strcmp(type_at(a, k)->name, full_name))
                 d = type_at(a, k);
-        if (!d && !strcmp(a->state->name, full_name))
+        if (!d && a->state && !strcmp(a->state->name, full_name))
             d = a->state;
         if (d)
             return d;

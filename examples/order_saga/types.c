@@ -5,4 +5,4 @@
  */
 #include "domain.h"
 
-ES_TYPES_MODULE(demo_types)
+ES_TYPES_EXPORT(demo_types)

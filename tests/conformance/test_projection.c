@@ -398,7 +398,7 @@ Test(projection, catch_up_ended_by_a_stop_is_a_retry_with_what_was_applied_commi
     stopping_runner = r;
     stop_after = 5;
     es_error_t err = {0};
-    cr_assert_eq(es_runner_catch_up(r, WAIT_MS, &err), ES_ERETRY, "%s", err.message);
+    cr_assert_eq(es_runner_catch_up(r, WAIT_MS, &err), ES_ESTATE, "%s", err.message);
     cr_assert(strstr(err.message, "stopped (es_runner_stop) before it caught up"), "%s",
               err.message);
     cr_assert_eq(query_int("SELECT count(*) FROM notes"), 5, "the 5 applied are committed");

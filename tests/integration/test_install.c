@@ -251,6 +251,25 @@ Test(install, the_library_exports_the_public_api_and_nothing_else, .timeout = 60
     installed_free(&in);
 }
 
+/* A program written for 0.1.0 (tests/install/abi1.c: the ABI 1 definition struct, declared
+ * as 0.1.0's headers had it) built against the installed headers and library runs unchanged. */
+Test(install, a_program_with_an_abi_1_definition_runs_on_the_installed_library, .timeout = 60) {
+    installed_t in = install_into_temp_prefix();
+    char *src = join(in.tmp, "abi1");
+    char *log = NULL;
+    int rc = sh(&log,
+                "mkdir '%s' && cd '%s' && cp '%s/tests/install/abi1.c' '%s/hello.proto' . && "
+                "protoc-c --c_out=. hello.proto && export PKG_CONFIG_PATH='%s/pkgconfig' && "
+                "cc -std=c11 -Wall -Wextra -Werror -o abi1 abi1.c hello.pb-c.c "
+                "$(pkg-config --cflags --libs eskit) 2>&1 && LD_LIBRARY_PATH='%s' ./abi1 2>&1",
+                src, src, ESKIT_SOURCE_DIR, HELLO_DIR, in.libdir, in.libdir);
+    cr_assert_eq(rc, 0, "the ABI 1 program failed:\n%s", log);
+    cr_assert(strstr(log, "accepted\nrejected: the account is already open\n") != NULL, "%s", log);
+    free(log);
+    free(src);
+    installed_free(&in);
+}
+
 /* hello's story: two accounts, a command on an account not yet open and an overdraft refused,
  * then the read model. A second run on the same files repeats every command id, so it appends
  * nothing and the balances stay. */

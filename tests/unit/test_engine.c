@@ -446,7 +446,8 @@ static const ProtobufCMessageDescriptor *const count_events[] = {
 static const ProtobufCMessageDescriptor *const count_commands[] = {
     &inventory__v1__restock__descriptor, NULL};
 
-/* es_aggregate_def as eskit 0.1.0's headers declared it (ABI 1), field for field. */
+/* es_aggregate_def as eskit 0.1.0's headers declared it (ABI 1, uint32_t abi_version and all),
+ * field for field: what source written for 0.1.0 hands over. */
 typedef struct aggregate_def_abi1 {
     uint32_t abi_version;
     const char *type;

@@ -265,7 +265,7 @@ Test(fulfilment, a_late_event_of_a_timed_out_step_changes_nothing) {
     then_state("compensating", "authorize_payment");
 }
 
-/* The definition ABI: an ABI 1 definition (what a program built against 0.1.0 hands over, one
+/* The definition ABI: an ABI 1 definition (the struct of 0.1.0's headers, one
  * field shorter, on the heap at its exact size so ASan sees an overread) runs the same, and an
  * ABI 2 one's opaque reaches the step callbacks. */
 static void restart_with(const es_saga_def *def) {

@@ -133,6 +133,8 @@ Test(null_err, store_and_engine_fail_without_an_error_struct) {
     cr_assert_eq(es_engine_open(cfg, ES_OPEN_READONLY, &engine, NULL), ES_OK);
     cr_assert_eq(demo_register_all(engine, NULL), ES_OK);
     cr_expect_eq(es_execute(engine, &cmd, NULL, NULL), ES_ESTATE, "read-only");
+    es_result_t ro[1];
+    cr_expect_eq(es_execute_all(engine, &cmd, 1, ro, NULL), ES_ESTATE, "read-only");
     es_engine_destroy(engine);
 }
 
@@ -272,7 +274,7 @@ Test(null_err, catch_up_fails_without_an_error_struct) {
     sqlite3_close(lock);
     free(rm);
     es_runner_stop(r);
-    cr_expect_eq(es_runner_catch_up(r, 1000, NULL), ES_ERETRY, "stopped");
+    cr_expect_eq(es_runner_catch_up(r, 1000, NULL), ES_ESTATE, "stopped");
     es_runner_destroy(r);
     es_store_destroy(store);
 }

@@ -25,4 +25,4 @@ static const es_types_def types = {
     .messages = messages,
 };
 
-ES_TYPES_MODULE(types)
+ES_TYPES_EXPORT(types)

@@ -3,7 +3,7 @@
  * marked ES_API (every function of the public headers) are in its dynamic symbol table, so
  * nothing internal can be linked against by accident and become a promise
  * (docs/abi.md says what the promise is). ES_EXPORT marks what a loadable module exports to
- * eskit (ES_PROJECTOR_MODULE uses it).
+ * eskit (ES_PROJECTOR_EXPORT and ES_TYPES_EXPORT use it).
  */
 #ifndef ESKIT_API_H
 #define ESKIT_API_H

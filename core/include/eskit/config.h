@@ -98,6 +98,7 @@ ES_API size_t es_config_key(size_t i, const char **key, const char **def);
 
 /* A config holding the defaults. Caller frees with es_config_destroy. */
 ES_API es_config_t *es_config_new(void);
+/* Frees the config (NULL is fine). */
 ES_API void es_config_destroy(es_config_t *cfg);
 /* A copy of cfg, log callback included. Caller frees with es_config_destroy. */
 ES_API es_config_t *es_config_dup(const es_config_t *cfg);
@@ -123,6 +124,7 @@ ES_API void es_config_foreach(const es_config_t *cfg,
                               void (*fn)(const char *key, const char *value, void *opaque),
                               void *opaque);
 
+/* Sets the log callback and its opaque (NULL: no logging); see es_log_cb for its thread. */
 ES_API void es_config_set_log_cb(es_config_t *cfg, es_log_cb *cb, void *opaque);
 
 #ifdef __cplusplus

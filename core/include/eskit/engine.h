@@ -90,7 +90,9 @@ typedef struct es_evolver {
 /* An aggregate type. Each side is given one of two ways: as tables (command_handlers,
  * evolvers: the engine finds the function of each message type), or as a list of types with
  * one function that takes them all (commands + decide, events + evolve). Callbacks run on the
- * thread calling es_execute, with the opaque given to es_engine_register. */
+ * thread calling es_execute, with the opaque given to es_engine_register; on Kafka, in the
+ * process owning the aggregate's partition: on the thread running its es_processor_poll or
+ * es_processor_run, with the opaque its engine's registration was given. */
 typedef struct es_aggregate_def {
     int abi_version;  /* ES_AGGREGATE_ABI */
     const char *type; /* "<domain>.<aggregate>", e.g. "orders.order" */
@@ -147,11 +149,13 @@ ES_API es_err es_engine_new(const es_config_t *cfg, es_engine_t **out, es_error_
  * executes no command (es_execute is ES_ESTATE). */
 ES_API es_err es_engine_open(const es_config_t *cfg, es_open_mode mode, es_engine_t **out,
                              es_error_t *err);
+/* Frees the engine and closes its store (NULL is fine); registered definitions may go after. */
 ES_API void es_engine_destroy(es_engine_t *engine);
 /* The engine's store, for reads (borrowed). */
 ES_API es_store_t *es_engine_store(es_engine_t *engine);
 
-/* Registers an aggregate type; def must outlive the engine. Not thread-safe:
+/* Registers an aggregate type. The struct itself is copied (by its abi_version); what it
+ * points to (type name, descriptors, lists, tables) must outlive the engine. Not thread-safe:
  * register everything before executing. */
 ES_API es_err es_engine_register(es_engine_t *engine, const es_aggregate_def *def, void *opaque,
                                  es_error_t *err);
@@ -162,7 +166,8 @@ ES_API es_err es_engine_register(es_engine_t *engine, const es_aggregate_def *de
  * it was written. */
 ES_API es_err es_aggregate_evolve(const es_aggregate_def *def, ProtobufCMessage *state,
                                   const ProtobufCMessage *event, void *opaque, es_error_t *err);
-/* The same for decide: its decide, or the handler of the command's type (none: a rejection). */
+/* The same for decide: its decide, or the handler of the command's type (none: a rejection);
+ * ES_EINVAL, d untouched, when an argument is NULL. */
 ES_API es_err es_aggregate_decide(const es_aggregate_def *def, const ProtobufCMessage *state,
                                   const ProtobufCMessage *command, es_decision_t *d, void *opaque);
 
@@ -212,6 +217,7 @@ ES_API es_err es_execute_batch(es_engine_t *engine, const es_command_t *cmds, si
 ES_API es_err es_execute_all(es_engine_t *engine, const es_command_t *cmds, size_t n,
                              es_result_t *results, es_error_t *err);
 
+/* Frees what a result holds (its strings and events) and zeroes it; the struct is the caller's. */
 ES_API void es_result_clear(es_result_t *res);
 
 /* The state of aggregate_type/aggregate_id (a registered type) as a command would see it now:

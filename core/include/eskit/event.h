@@ -83,6 +83,7 @@ ES_API es_err es_envelope_decode(const uint8_t *buf, size_t len, const es_positi
 
 /* A deep copy of ev. Caller frees with es_event_free. */
 ES_API es_event_t *es_event_dup(const es_event_t *ev);
+/* Frees an event of es_envelope_decode or es_event_dup (NULL is fine). */
 ES_API void es_event_free(es_event_t *ev);
 
 /* Checks "<domain>.<aggregate>": lowercase [a-z0-9-] segments, two or more. */

@@ -89,9 +89,11 @@ typedef struct es_projector_module es_projector_module_t;
  * Caller frees with es_projector_unload (which invalidates the definition). */
 ES_API es_err es_projector_load(const es_config_t *cfg, const char *name_or_path,
                                 es_projector_module_t **out, es_error_t *err);
+/* The module's definition (borrowed; valid until es_projector_unload). */
 ES_API const es_projector_def *es_projector_module_def(const es_projector_module_t *mod);
 /* The file the module was loaded from. */
 ES_API const char *es_projector_module_path(const es_projector_module_t *mod);
+/* Unloads the module (NULL is fine): its definition is invalid after. */
 ES_API void es_projector_unload(es_projector_module_t *mod);
 
 /* Checks a definition (ABI, name, schema version, topics, callbacks); origin names it. */

@@ -82,6 +82,7 @@ typedef struct es_runner_stats {
  * Caller frees with es_runner_destroy. */
 ES_API es_err es_runner_new(const es_config_t *cfg, const es_projector_def *def, es_runner_t **out,
                             es_error_t *err);
+/* Frees the runner: commits nothing more, closes the read model (NULL is fine). */
 ES_API void es_runner_destroy(es_runner_t *r);
 
 /* Applies what the log holds past the checkpoints: waits up to timeout_ms for the first
@@ -99,10 +100,12 @@ ES_API es_err es_runner_poll(es_runner_t *r, int timeout_ms, size_t *applied, es
  * Transient failures (es_err_is_transient) are retried until the deadline. Returns ES_OK when
  * caught up (at once when nothing is due); ES_ETIMEOUT when timeout_ms passed first, the
  * message naming a partition behind, its checkpoint, its end and the records left (and the
- * last transient failure, if one held it back); ES_ERETRY when es_runner_stop ended it first
- * (what was applied is committed; the stop stays set); the first lasting failure of a poll
- * otherwise (ES_ESTATE for policy stop). timeout_ms 0 only checks; the call may overrun
- * timeout_ms by one batch. ES_EINVAL for a NULL runner or a negative timeout_ms. */
+ * last transient failure, if one held it back); ES_ESTATE when es_runner_stop ended it first
+ * (what was applied is committed; the stop stays set, so for a caller that only polls it is
+ * final, and no retry helps); the first lasting failure of a poll otherwise (ES_ESTATE for
+ * projector.on.error=stop). timeout_ms 0 only checks, and the call may overrun timeout_ms by
+ * one batch; on Kafka the first reading of the ends waits for the brokers (up to 10 s)
+ * whatever timeout_ms says. ES_EINVAL for a NULL runner or a negative timeout_ms. */
 ES_API es_err es_runner_catch_up(es_runner_t *r, int timeout_ms, es_error_t *err);
 
 /* Polls until es_runner_stop is called or a lasting error stops it; transient failures
@@ -177,6 +180,7 @@ ES_API es_err es_dlq_list(const es_config_t *cfg, const char *projector, bool al
                           es_dlq_entry_t **out, size_t *n, es_error_t *err);
 /* One entry with its bytes. Caller frees with es_dlq_entry_free. */
 ES_API es_err es_dlq_get(const es_config_t *cfg, int64_t id, es_dlq_entry_t **out, es_error_t *err);
+/* Frees an entry es_dlq_get returned (NULL is fine). */
 ES_API void es_dlq_entry_free(es_dlq_entry_t *e);
 /* Applies parked events of def again (ids, or every parked one when n_ids is 0), each in its
  * own transaction that also marks it redriven, so each is applied at most once. Counts those

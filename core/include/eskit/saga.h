@@ -146,6 +146,7 @@ typedef struct es_saga_stats {
  * database is saga.db. One coordinator per saga and database at a time (a lock file). */
 ES_API es_err es_saga_new(const es_config_t *cfg, const es_saga_def *def, es_engine_t *engine,
                           es_saga_t **out, es_error_t *err);
+/* Stops and frees the coordinator (NULL is fine); the saga database keeps every instance. */
 ES_API void es_saga_destroy(es_saga_t *c);
 
 /* One round: delivers the outbox, consumes a batch of events (waiting up to timeout_ms for
@@ -170,6 +171,7 @@ ES_API es_err es_saga_run(es_saga_t *c, es_error_t *err);
  * ending is not counted as a crash of the event applied. Safe from any thread and from a
  * signal handler (stores to lock-free atomics). */
 ES_API void es_saga_stop(es_saga_t *c);
+/* Fills out with the counters above (instances from saga.db, the rest this coordinator's own). */
 ES_API void es_saga_stats(const es_saga_t *c, es_saga_stats_t *out);
 /* Applies ev as if consumed again, in a transaction of its own: a redelivery. Events are
  * matched by causation, so a duplicate, a stale or an out-of-order event changes nothing a

@@ -74,6 +74,7 @@ typedef enum es_open_mode {
 /* es_store_new with a mode; appending or writing a snapshot to a read-only store is ES_ESTATE. */
 ES_API es_err es_store_open(const es_config_t *cfg, es_open_mode mode, es_store_t **out,
                             es_error_t *err);
+/* Closes the store and frees it (NULL is fine). */
 ES_API void es_store_destroy(es_store_t *store);
 
 /* Appends n events to one stream atomically, if expect holds. res may be NULL. */
@@ -106,6 +107,7 @@ ES_API es_err es_store_put_snapshot(es_store_t *store, const char *type, const c
 /* The stream's snapshot, or ES_ENOTFOUND. Caller frees with es_snapshot_free. */
 ES_API es_err es_store_get_snapshot(es_store_t *store, const char *type, const char *id,
                                     es_snapshot_t **out, es_error_t *err);
+/* Frees a snapshot es_store_get_snapshot returned (NULL is fine). */
 ES_API void es_snapshot_free(es_snapshot_t *snap);
 
 /* One problem es_store_verify found; the strings are valid during the callback only. */

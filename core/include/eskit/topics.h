@@ -91,6 +91,7 @@ ES_API es_err es_topics_plan(const es_config_t *cfg, const es_topic_load_t *load
 /* es_topics_plan for a cluster of `brokers` brokers, without asking the cluster. */
 ES_API es_err es_topics_plan_for(const es_config_t *cfg, int brokers, const es_topic_load_t *loads,
                                  size_t n, es_topic_spec_t **out, size_t *n_out, es_error_t *err);
+/* Frees the specs es_topics_plan returned (NULL is fine). */
 ES_API void es_topics_free(es_topic_spec_t *specs);
 
 /* Brokers in the cluster `brokers` names, from its metadata when it answers within a few

@@ -12,7 +12,7 @@
  *     static const es_types_def types = {
  *         .abi_version = ES_TYPES_ABI, .name = "orders", .aggregates = aggregates,
  *     };
- *     ES_TYPES_MODULE(types)
+ *     ES_TYPES_EXPORT(types)
  *
  * Modules load code, so their names come only from the process's own settings: the config key
  * types.modules (never from an eskit.conf found in the working directory, docs/security.md)
@@ -48,7 +48,7 @@ typedef struct es_types_def {
 typedef const es_types_def *es_types_entry_cb(void);
 
 /* Defines the exported entry function of a types module returning &def. */
-#define ES_TYPES_MODULE(def)                                                                       \
+#define ES_TYPES_EXPORT(def)                                                                       \
     ES_EXPORT const es_types_def *es_types_entry(void);                                            \
     ES_EXPORT const es_types_def *es_types_entry(void) {                                           \
         return &(def);                                                                             \
@@ -66,6 +66,7 @@ ES_API es_err es_types_load(const es_config_t *cfg, const char *name_or_path,
 ES_API const es_types_def *es_types_module_def(const es_types_module_t *mod);
 /* The file the module was loaded from. */
 ES_API const char *es_types_module_path(const es_types_module_t *mod);
+/* Unloads the module (NULL is fine): its definition and descriptors are invalid after. */
 ES_API void es_types_unload(es_types_module_t *mod);
 
 /* Checks a definition (ABI, name, descriptors, each aggregate as es_engine_register does);
