@@ -15,19 +15,18 @@
  * uncommitted events.
  */
 #include "engine_int.h"
-#include <eskit/eskit.h>
 #include "backends.h"
 #include "decider.h"
 #include "lru.h"
 #include "store.h"
 
-#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 typedef struct registration {
-    es_aggregate_def *def; /* the caller's definition in this ABI's layout (normalise) */
+    es_aggregate_def
+        *def; /* the caller's definition in this ABI's layout (es_aggregate_normalise) */
     void *opaque;
     const ProtobufCMessageDescriptor **lists; /* events and commands made from tables */
 } registration;

@@ -80,23 +80,9 @@ static es_command_t cancel(const char *id, const char *command_id) {
                           .command_id = command_id};
 }
 
-static int count_event(const es_event_t *ev, void *opaque) {
-    (void)ev;
-    ++*(size_t *)opaque;
-    return 0;
-}
-
 /* Events of the order as readers see them; on Kafka waits up to 15 s for want of them. */
 static size_t events_of(const char *id, size_t want) {
-    size_t n = 0;
-    int64_t deadline = es_now_us() + 15 * 1000000LL;
-    do {
-        n = 0;
-        es_error_t err = {0};
-        cr_assert_eq(es_store_read_stream(tb_store(b), ORDER, id, 1, count_event, &n, &err), ES_OK,
-                     "%s", err.message);
-    } while (n < want && es_now_us() < deadline);
-    return n;
+    return tb_events_of(b, ORDER, id, want);
 }
 
 static uint64_t version_of(const char *id) {

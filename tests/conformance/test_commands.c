@@ -77,24 +77,9 @@ static es_err cancel(const char *id, es_result_t *res) {
     return cancel_as(id, NULL, "changed my mind", res);
 }
 
-static int count_event(const es_event_t *ev, void *opaque) {
-    (void)ev;
-    ++*(int *)opaque;
-    return 0;
-}
-
 /* Events of the order as readers see them (Kafka: once the topic has them all). */
 static int events_of(const char *id, int want) {
-    int n = 0;
-    int64_t deadline = es_now_us() + 15 * 1000000LL;
-    do {
-        n = 0;
-        es_error_t err = {0};
-        cr_assert_eq(
-            es_store_read_stream(tb_store(b), "orders.order", id, 1, count_event, &n, &err), ES_OK,
-            "%s", err.message);
-    } while (n < want && es_now_us() < deadline);
-    return n;
+    return (int)tb_events_of(b, "orders.order", id, (size_t)want);
 }
 
 Test(commands, accepted_commands_return_versions_and_their_events) {

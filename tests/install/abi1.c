@@ -1,9 +1,9 @@
 /*
  * A program written for eskit 0.1.0: its aggregate definition is the ABI 1 struct, declared
- * here field for field as 0.1.0's <eskit/engine.h> had it (uint32_t abi_version, type lists,
- * one evolve and one decide). Built against the installed headers and linked with the
- * installed libeskit.so, it must register and run unchanged (docs/abi.md). Prints one line per
- * command: "accepted" or "rejected: <reason>".
+ * field for field as 0.1.0's <eskit/engine.h> had it (aggregate_def_abi1.h: uint32_t
+ * abi_version, type lists, one evolve and one decide). Built against the installed headers and
+ * linked with the installed libeskit.so, it must register and run unchanged (docs/abi.md). Prints
+ * one line per command: "accepted" or "rejected: <reason>".
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -12,20 +12,8 @@
 
 #include <eskit/eskit.h>
 
+#include "aggregate_def_abi1.h"
 #include "hello.pb-c.h"
-
-typedef struct aggregate_def_abi1 {
-    uint32_t abi_version;
-    const char *type;
-    const ProtobufCMessageDescriptor *state;
-    const ProtobufCMessageDescriptor *const *events;
-    const ProtobufCMessageDescriptor *const *commands;
-    void (*initial_state)(ProtobufCMessage *state, void *opaque);
-    es_err (*evolve)(ProtobufCMessage *state, const ProtobufCMessage *event, void *opaque,
-                     es_error_t *err);
-    es_err (*decide)(const ProtobufCMessage *state, const ProtobufCMessage *command,
-                     es_decision_t *d, void *opaque);
-} aggregate_def_abi1;
 
 static es_err evolve(ProtobufCMessage *state, const ProtobufCMessage *event, void *opaque,
                      es_error_t *err) {

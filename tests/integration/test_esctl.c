@@ -45,13 +45,6 @@ typedef tu_result run_result;
 #define RUN TU_ESCTL
 #define RUN_ENV TU_ESCTL_ENV
 
-static size_t count_lines(const char *s) {
-    size_t n = 0;
-    for (; *s; s++)
-        n += *s == '\n';
-    return n;
-}
-
 /* The n-th line (0-based) of s as a fresh string; caller frees. */
 static char *nth_line(const char *s, size_t n) {
     for (; n > 0 && s; n--) {
@@ -63,7 +56,7 @@ static char *nth_line(const char *s, size_t n) {
 }
 
 static void assert_one_line_error(const run_result *r) {
-    cr_expect_eq(count_lines(r->err), 1, "stderr should be one line, got: %s", r->err);
+    cr_expect_eq(tu_count_lines(r->err), 1, "stderr should be one line, got: %s", r->err);
     cr_expect_eq(strncmp(r->err, "esctl: ", 7), 0, "stderr: %s", r->err);
 }
 
@@ -125,7 +118,7 @@ Test(esctl, events_prints_an_aggregates_stream_in_version_order) {
     write_order(db);
     run_result r = RUN("--db", db, "events", "orders.order", "o-1");
     cr_assert_eq(r.status, 0, "stderr: %s", r.err);
-    cr_expect_eq(count_lines(r.out), 2, "stdout: %s", r.out);
+    cr_expect_eq(tu_count_lines(r.out), 2, "stdout: %s", r.out);
     char *first = nth_line(r.out, 0), *second = nth_line(r.out, 1);
     cr_expect_eq(first[0], '1', "%s", first);
     cr_expect_not_null(strstr(first, "orders.v1.OrderPlaced"), "%s", first);
@@ -166,7 +159,7 @@ Test(esctl, events_aligns_columns_across_lines) {
     es_store_destroy(store);
     run_result r = RUN("--db", db, "events", "inventory.item", "sku-1");
     cr_assert_eq(r.status, 0, "stderr: %s", r.err);
-    cr_assert_eq(count_lines(r.out), 12, "stdout: %s", r.out);
+    cr_assert_eq(tu_count_lines(r.out), 12, "stdout: %s", r.out);
     char *first = nth_line(r.out, 0), *last = nth_line(r.out, 11);
     cr_expect_eq(strncmp(first, " 1  ", 4), 0, "%s", first);
     cr_expect_eq(strncmp(last, "12  ", 4), 0, "%s", last);
@@ -197,7 +190,7 @@ Test(esctl, events_json_prints_one_object_per_event_with_proto3_payload) {
     write_order(db);
     run_result r = RUN("--db", db, "events", "orders.order", "o-1", "--json");
     cr_assert_eq(r.status, 0, "stderr: %s", r.err);
-    cr_assert_eq(count_lines(r.out), 2, "stdout: %s", r.out);
+    cr_assert_eq(tu_count_lines(r.out), 2, "stdout: %s", r.out);
     char *first = nth_line(r.out, 0), *second = nth_line(r.out, 1);
     cr_expect_eq(first[0], '{');
     cr_expect_eq(first[strlen(first) - 1], '}');
@@ -226,7 +219,7 @@ Test(esctl, events_from_starts_at_the_given_version) {
     write_order(db);
     run_result r = RUN("--db", db, "events", "--from", "2", "orders.order", "o-1");
     cr_assert_eq(r.status, 0, "stderr: %s", r.err);
-    cr_expect_eq(count_lines(r.out), 1, "stdout: %s", r.out);
+    cr_expect_eq(tu_count_lines(r.out), 1, "stdout: %s", r.out);
     cr_expect_not_null(strstr(r.out, "orders.v1.OrderConfirmed"), "%s", r.out);
     run_free(&r);
 }
@@ -270,7 +263,7 @@ Test(esctl, an_undecodable_payload_is_reported_on_its_line_and_exits_1) {
     es_store_destroy(store);
     run_result r = RUN("--db", db, "events", "orders.order", "o-1");
     cr_expect_eq(r.status, 1);
-    cr_expect_eq(count_lines(r.out), 3, "every event is still printed: %s", r.out);
+    cr_expect_eq(tu_count_lines(r.out), 3, "every event is still printed: %s", r.out);
     char *third = nth_line(r.out, 2);
     cr_expect_not_null(strstr(third, "cannot be decoded as orders.v1.OrderCancelled"), "%s", third);
     assert_one_line_error(&r);
@@ -430,7 +423,7 @@ Test(esctl, eskit_db_is_used_without_db_flag) {
     const char *env[] = {env_db, NULL};
     run_result r = RUN_ENV(env, "events", "orders.order", "o-1");
     cr_expect_eq(r.status, 0, "stderr: %s", r.err);
-    cr_expect_eq(count_lines(r.out), 2, "%s", r.out);
+    cr_expect_eq(tu_count_lines(r.out), 2, "%s", r.out);
     run_free(&r);
     free(env_db);
 }
@@ -442,7 +435,7 @@ Test(esctl, db_flag_overrides_eskit_db) {
     const char *env[] = {env_db, NULL};
     run_result r = RUN_ENV(env, "--db", db, "events", "orders.order", "o-1");
     cr_expect_eq(r.status, 0, "stderr: %s", r.err);
-    cr_expect_eq(count_lines(r.out), 2, "%s", r.out);
+    cr_expect_eq(tu_count_lines(r.out), 2, "%s", r.out);
     run_free(&r);
     free(env_db);
     free(other);
@@ -472,7 +465,7 @@ Test(esctl, eskit_conf_in_the_working_directory_is_used) {
     write_file(conf, "# the operator's defaults\ndb = events.db\n");
     run_result r = run_in(dir, "events orders.order o-1");
     cr_expect_eq(r.status, 0, "stderr: %s", r.err);
-    cr_expect_eq(count_lines(r.out), 2, "%s", r.out);
+    cr_expect_eq(tu_count_lines(r.out), 2, "%s", r.out);
     run_free(&r);
     free(conf);
 }
@@ -486,7 +479,7 @@ Test(esctl, config_flag_names_the_config_file) {
     cr_assert_gt(asprintf(&args, "--config '%s' events orders.order o-1", conf), 0);
     run_result r = run_in("/", args);
     cr_expect_eq(r.status, 0, "stderr: %s", r.err);
-    cr_expect_eq(count_lines(r.out), 2, "%s", r.out);
+    cr_expect_eq(tu_count_lines(r.out), 2, "%s", r.out);
     run_free(&r);
     free(conf);
     free(args);

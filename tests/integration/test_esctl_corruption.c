@@ -37,15 +37,8 @@ static void teardown(void) {
 
 TestSuite(esctl_corruption, .init = setup, .fini = teardown, .timeout = 120);
 
-static size_t count_lines(const char *s) {
-    size_t n = 0;
-    for (; *s; s++)
-        n += *s == '\n';
-    return n;
-}
-
 static void assert_one_line_error(const tu_result *r) {
-    cr_expect_eq(count_lines(r->err), 1, "stderr should be one line, got: %s", r->err);
+    cr_expect_eq(tu_count_lines(r->err), 1, "stderr should be one line, got: %s", r->err);
     cr_expect_eq(strncmp(r->err, "esctl: ", 7), 0, "stderr: %s", r->err);
 }
 

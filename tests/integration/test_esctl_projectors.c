@@ -50,13 +50,6 @@ typedef tu_result run_result;
 #define RUN TU_ESCTL
 #define RUN_ENV TU_ESCTL_ENV
 
-static size_t count_lines(const char *s) {
-    size_t n = 0;
-    for (; *s; s++)
-        n += *s == '\n';
-    return n;
-}
-
 /* Lines of s starting with prefix. */
 static size_t count_prefixed(const char *s, const char *prefix) {
     size_t n = 0;
@@ -74,7 +67,7 @@ static char *line_with_prefix(const char *s, const char *prefix) {
 }
 
 static void assert_one_line_error(const run_result *r) {
-    cr_expect_eq(count_lines(r->err), 1, "stderr should be one line, got: %s", r->err);
+    cr_expect_eq(tu_count_lines(r->err), 1, "stderr should be one line, got: %s", r->err);
     cr_expect_eq(strncmp(r->err, "esctl: ", 7), 0, "stderr: %s", r->err);
 }
 
@@ -354,7 +347,7 @@ Test(esctl_projectors, lag_shows_the_backlog_and_is_zero_after_a_replay) {
     replay_ok();
     run_result r = RUN("--db", db, "--readmodel", rm, "lag");
     cr_assert_eq(r.status, 0, "%s", r.err);
-    cr_assert_eq(count_lines(r.out), 2, "a header and one partition: %s", r.out);
+    cr_assert_eq(tu_count_lines(r.out), 2, "a header and one partition: %s", r.out);
     cr_expect_eq(strncmp(r.out, "PROJECTOR", 9), 0, "%s", r.out);
     char *row = line_with_prefix(r.out, "order_summary ");
     cr_assert_not_null(row, "%s", r.out);
@@ -570,7 +563,7 @@ Test(esctl_projectors, dlq_list_and_show_on_an_empty_dlq) {
     run_result r = RUN("--readmodel", rm, "dlq", "list");
     cr_expect_eq(r.status, 0, "%s", r.err);
     cr_expect_not_null(strstr(r.out, "no parked events"), "%s", r.out);
-    cr_expect_eq(count_lines(r.out), 1, "%s", r.out);
+    cr_expect_eq(tu_count_lines(r.out), 1, "%s", r.out);
     run_free(&r);
     r = RUN("--readmodel", rm, "dlq", "list", "--all", "--json");
     cr_expect_eq(r.status, 0, "%s", r.err);
@@ -626,7 +619,7 @@ Test(esctl_projectors, replay_prints_parked_events_and_dlq_shows_them) {
 
     r = RUN("--readmodel", rm, "dlq", "list");
     cr_assert_eq(r.status, 0, "%s", r.err);
-    cr_expect_eq(count_lines(r.out), 2, "a header and one entry: %s", r.out);
+    cr_expect_eq(tu_count_lines(r.out), 2, "a header and one entry: %s", r.out);
     cr_expect_eq(strncmp(r.out, "ID  PROJECTOR", 13), 0, "%s", r.out);
     cr_expect_not_null(strstr(r.out, "o-ghost"), "%s", r.out);
     cr_expect_not_null(strstr(r.out, "orders.v1.OrderConfirmed"), "%s", r.out);

@@ -55,13 +55,6 @@ static void teardown(void) {
 
 TestSuite(esctl_readonly, .init = setup, .fini = teardown, .timeout = 120);
 
-static size_t count_lines(const char *s) {
-    size_t n = 0;
-    for (; *s; s++)
-        n += *s == '\n';
-    return n;
-}
-
 static void exec_sql(const char *path, const char *sql) {
     sqlite3 *h = NULL;
     char *msg = NULL;
@@ -448,7 +441,7 @@ Test(esctl_readonly, a_verb_pointed_at_the_wrong_file_names_what_it_is_and_creat
         tu_result r = tu_esctl(NULL, args);
         cr_expect_eq(r.status, 1, "case %zu (%s %s %s): status %d, stdout %s", i, c->flag, c->file,
                      c->args[0], r.status, r.out);
-        cr_expect_eq(count_lines(r.err), 1, "case %zu: stderr: %s", i, r.err);
+        cr_expect_eq(tu_count_lines(r.err), 1, "case %zu: stderr: %s", i, r.err);
         cr_expect_not_null(strstr(r.err, c->says), "case %zu: %s", i, r.err);
         cr_expect_not_null(strstr(r.err, wrong), "case %zu names the file: %s", i, r.err);
         cr_expect_not_null(strstr(r.err, c->flag), "case %zu says which option: %s", i, r.err);
@@ -488,7 +481,7 @@ Test(esctl_readonly, a_store_copied_with_its_wal_but_not_its_shm_is_refused_not_
     es_config_destroy(cfg);
     tu_result r = TU_ESCTL("--db", copy, "events", "orders.order", "o-2");
     cr_expect_eq(r.status, 1, "%s", r.out);
-    cr_expect_eq(count_lines(r.err), 1, "%s", r.err);
+    cr_expect_eq(tu_count_lines(r.err), 1, "%s", r.err);
     cr_expect_not_null(strstr(r.err, "has a -wal file but no -shm"), "%s", r.err);
     cr_expect_neq(access(copy_shm, F_OK), 0, "esctl created %s", copy_shm);
     tu_result_free(&r);

@@ -47,13 +47,6 @@ TestSuite(esctl_sagas, .init = setup, .fini = teardown, .timeout = 60);
 #define T0 1714564800000000LL
 #define SEC 1000000LL
 
-static size_t count_lines(const char *s) {
-    size_t n = 0;
-    for (; *s; s++)
-        n += *s == '\n';
-    return n;
-}
-
 /* The n-th line (0-based) of s as a fresh string; caller frees. */
 static char *nth_line(const char *s, size_t n) {
     for (; n > 0 && s; n--) {
@@ -70,7 +63,7 @@ static char *first_word(const char *s) {
 }
 
 static void assert_one_line_error(const tu_result *r) {
-    cr_expect_eq(count_lines(r->err), 1, "stderr should be one line, got: %s", r->err);
+    cr_expect_eq(tu_count_lines(r->err), 1, "stderr should be one line, got: %s", r->err);
     cr_expect_eq(strncmp(r->err, "esctl: ", 7), 0, "stderr: %s", r->err);
     cr_expect_eq(strlen(r->out), 0, "stdout: %s", r->out);
 }
@@ -223,7 +216,7 @@ Test(esctl_sagas, list_prints_every_instance_most_recently_updated_first) {
     write_all();
     tu_result r = RUN("--saga-db", sagadb, "sagas", "list");
     cr_assert_eq(r.status, 0, "stderr: %s", r.err);
-    cr_assert_eq(count_lines(r.out), N_INSTANCES + 1, "stdout: %s", r.out);
+    cr_assert_eq(tu_count_lines(r.out), N_INSTANCES + 1, "stdout: %s", r.out);
     char *header = nth_line(r.out, 0);
     cr_expect_eq(strncmp(header, "ID ", 3), 0, "%s", header);
     const char *columns[] = {"SAGA", "STATE", "STEP", "STARTED", "UPDATED", "DEADLINE", "REASON"};
@@ -257,20 +250,20 @@ Test(esctl_sagas, list_filters_by_saga_and_state) {
     write_all();
     tu_result r = RUN("--saga-db", sagadb, "sagas", "list", "--saga", "orders.fulfilment");
     cr_assert_eq(r.status, 0, "stderr: %s", r.err);
-    cr_expect_eq(count_lines(r.out), 4, "stdout: %s", r.out);
+    cr_expect_eq(tu_count_lines(r.out), 4, "stdout: %s", r.out);
     cr_expect_null(strstr(r.out, "billing.refunds"), "%s", r.out);
     tu_result_free(&r);
 
     r = RUN("--saga-db", sagadb, "sagas", "list", "--state", "running");
     cr_assert_eq(r.status, 0, "stderr: %s", r.err);
-    cr_expect_eq(count_lines(r.out), 3, "stdout: %s", r.out);
+    cr_expect_eq(tu_count_lines(r.out), 3, "stdout: %s", r.out);
     cr_expect_null(strstr(r.out, "completed"), "%s", r.out);
     cr_expect_null(strstr(r.out, "compensating"), "%s", r.out);
     tu_result_free(&r);
 
     r = RUN("--saga-db", sagadb, "sagas", "list", "--saga=orders.fulfilment", "--state=running");
     cr_assert_eq(r.status, 0, "stderr: %s", r.err);
-    cr_expect_eq(count_lines(r.out), 2, "stdout: %s", r.out);
+    cr_expect_eq(tu_count_lines(r.out), 2, "stdout: %s", r.out);
     char *row = nth_line(r.out, 1), *id = first_word(row);
     cr_expect_str_eq(id, "o-3", "%s", row);
     free(id);
@@ -279,7 +272,7 @@ Test(esctl_sagas, list_filters_by_saga_and_state) {
 
     r = RUN("--saga-db", sagadb, "sagas", "list", "--state", "failed");
     cr_assert_eq(r.status, 0, "stderr: %s", r.err);
-    cr_expect_eq(count_lines(r.out), 1, "stdout: %s", r.out);
+    cr_expect_eq(tu_count_lines(r.out), 1, "stdout: %s", r.out);
     cr_expect_eq(strncmp(r.out, "no saga instances in state failed in ", 37), 0, "%s", r.out);
     tu_result_free(&r);
 }
@@ -293,7 +286,7 @@ Test(esctl_sagas, list_json_is_an_array_of_instances) {
     tu_result r = RUN_ENV(env, "sagas", "list", "--json", "--saga", "orders.fulfilment");
     cr_assert_eq(r.status, 0, "stderr: %s", r.err);
     cr_expect_eq(r.out[0], '[', "%s", r.out);
-    cr_expect_eq(count_lines(r.out), 5, "one object a line between brackets: %s", r.out);
+    cr_expect_eq(tu_count_lines(r.out), 5, "one object a line between brackets: %s", r.out);
     char *o2 = nth_line(r.out, 1), *o1 = nth_line(r.out, 3);
     cr_expect_not_null(strstr(o2, "\"id\": \"o-2\", \"saga\": \"orders.fulfilment\", "
                                   "\"state\": \"compensating\", \"step_index\": 1"),
@@ -317,7 +310,7 @@ Test(esctl_sagas, show_prints_the_history_in_order_with_every_field) {
     write_all();
     tu_result r = RUN("--db", db, "--saga-db", sagadb, "sagas", "show", "o-1");
     cr_assert_eq(r.status, 0, "stderr: %s", r.err);
-    cr_assert_eq(count_lines(r.out), 7, "a title, a header, five transitions: %s", r.out);
+    cr_assert_eq(tu_count_lines(r.out), 7, "a title, a header, five transitions: %s", r.out);
     char *title = nth_line(r.out, 0);
     cr_expect_str_eq(title, "saga orders.fulfilment instance o-1: 5 transitions from "
                             "2024-05-01T12:00:00.000Z, now completed");
@@ -359,7 +352,7 @@ Test(esctl_sagas, show_with_saga_reads_the_log_without_the_saga_database) {
     tu_result r = RUN("--db", db, "--saga-db", missing, "sagas", "show", "o-2", "--saga",
                       "orders.fulfilment");
     cr_assert_eq(r.status, 0, "stderr: %s", r.err);
-    cr_expect_eq(count_lines(r.out), 4, "%s", r.out);
+    cr_expect_eq(tu_count_lines(r.out), 4, "%s", r.out);
     char *failed = nth_line(r.out, 3);
     cr_expect_not_null(strstr(failed, "+2m04.000s"), "%s", failed);
     cr_expect_not_null(strstr(failed, "step_failed"), "%s", failed);
@@ -375,7 +368,7 @@ Test(esctl_sagas, show_json_is_one_object_with_the_transitions) {
     write_all();
     tu_result r = RUN("--db", db, "--saga-db", sagadb, "sagas", "show", "o-1", "--json");
     cr_assert_eq(r.status, 0, "stderr: %s", r.err);
-    cr_expect_eq(count_lines(r.out), 7, "%s", r.out);
+    cr_expect_eq(tu_count_lines(r.out), 7, "%s", r.out);
     char *first = nth_line(r.out, 0), *sent = nth_line(r.out, 2), *last = nth_line(r.out, 6);
     cr_expect_str_eq(first, "{\"saga\": \"orders.fulfilment\", \"id\": \"o-1\", \"state\": "
                             "\"completed\", \"transitions\": [");
@@ -404,7 +397,7 @@ Test(esctl_sagas, show_asks_for_saga_when_several_sagas_have_the_id) {
 
     r = RUN("--db", db, "--saga-db", sagadb, "sagas", "show", "o-2", "--saga", "billing.refunds");
     cr_assert_eq(r.status, 0, "stderr: %s", r.err);
-    cr_expect_eq(count_lines(r.out), 3, "%s", r.out);
+    cr_expect_eq(tu_count_lines(r.out), 3, "%s", r.out);
     tu_result_free(&r);
 }
 

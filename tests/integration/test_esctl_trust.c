@@ -36,13 +36,6 @@ static void teardown(void) {
 
 TestSuite(esctl_trust, .init = setup, .fini = teardown, .timeout = 60);
 
-static size_t count_lines(const char *s) {
-    size_t n = 0;
-    for (; *s; s++)
-        n += *s == '\n';
-    return n;
-}
-
 static void write_file(const char *path, const char *text) {
     FILE *f = fopen(path, "w");
     cr_assert_not_null(f, "%s", path);
@@ -111,7 +104,7 @@ static tu_result run_in(const char *cwd, const char *args) {
 
 static void assert_refused(const tu_result *r, const char *what) {
     cr_expect_eq(r->status, 1, "exit %d, stderr: %s", r->status, r->err);
-    cr_expect_eq(count_lines(r->err), 1, "stderr should be one line: %s", r->err);
+    cr_expect_eq(tu_count_lines(r->err), 1, "stderr should be one line: %s", r->err);
     cr_expect_eq(strncmp(r->err, "esctl: ", 7), 0, "%s", r->err);
     cr_expect(strstr(r->err, what) && strstr(r->err, "--config FILE"), "%s", r->err);
     cr_expect_eq(access(marker, F_OK), -1, "evil.so ran: %s exists", marker);
@@ -214,7 +207,7 @@ Test(esctl_trust, an_eskit_conf_in_a_directory_anyone_can_write_is_refused) {
 Test(esctl_trust, a_directory_named_with_config_is_an_error_naming_it) {
     tu_result r = TU_ESCTL("--config", dir, "events", "orders.order", "o-1");
     cr_expect_eq(r.status, 1, "exit %d, stderr: %s", r.status, r.err);
-    cr_expect_eq(count_lines(r.err), 1, "stderr should be one line: %s", r.err);
+    cr_expect_eq(tu_count_lines(r.err), 1, "stderr should be one line: %s", r.err);
     cr_expect(strstr(r.err, dir) && strstr(r.err, "is a directory"), "%s", r.err);
     tu_result_free(&r);
 }

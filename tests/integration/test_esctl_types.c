@@ -36,15 +36,8 @@ static void teardown(void) {
 
 TestSuite(esctl_types, .init = setup, .fini = teardown, .timeout = 60);
 
-static size_t count_lines(const char *s) {
-    size_t n = 0;
-    for (; *s; s++)
-        n += *s == '\n';
-    return n;
-}
-
 static void assert_one_line(const tu_result *r) {
-    cr_expect_eq(count_lines(r->err), 1, "stderr should be one line: %s", r->err);
+    cr_expect_eq(tu_count_lines(r->err), 1, "stderr should be one line: %s", r->err);
     cr_expect_eq(strncmp(r->err, "esctl: ", 7), 0, "%s", r->err);
 }
 
@@ -138,7 +131,7 @@ Test(esctl_types, without_a_module_payloads_are_bytes_and_one_hint_line_says_how
     /* --json keeps stdout clean: the hint is on stderr. */
     r = TU_ESCTL("--db", db, "events", "orders.order", "o-1", "--json");
     cr_expect_eq(r.status, 0, "stderr: %s", r.err);
-    cr_expect_eq(count_lines(r.out), 2, "%s", r.out);
+    cr_expect_eq(tu_count_lines(r.out), 2, "%s", r.out);
     cr_expect(strstr(r.out, "\"payload_error\": \"type not known to esctl\""), "%s", r.out);
     assert_one_line(&r);
     tu_result_free(&r);
@@ -197,7 +190,7 @@ Test(esctl_types, state_prints_the_folded_state_one_field_a_line_with_its_versio
     r = TU_ESCTL("--db", db, "state", "orders.order", "o-1", "--json", "--types",
                  "order_saga_types");
     cr_expect_eq(r.status, 0, "stderr: %s", r.err);
-    cr_expect_eq(count_lines(r.out), 1, "%s", r.out);
+    cr_expect_eq(tu_count_lines(r.out), 1, "%s", r.out);
     cr_expect(strstr(r.out, "\"version\": 2") &&
                   strstr(r.out, "\"state_type\": \"orders.v1.Order\"") &&
                   strstr(r.out, "\"status\": \"ORDER_STATUS_CONFIRMED\"") &&

@@ -258,11 +258,12 @@ Test(install, a_program_with_an_abi_1_definition_runs_on_the_installed_library, 
     char *src = join(in.tmp, "abi1");
     char *log = NULL;
     int rc = sh(&log,
-                "mkdir '%s' && cd '%s' && cp '%s/tests/install/abi1.c' '%s/hello.proto' . && "
+                "mkdir '%s' && cd '%s' && cp '%s/tests/install/abi1.c' "
+                "'%s/tests/install/aggregate_def_abi1.h' '%s/hello.proto' . && "
                 "protoc-c --c_out=. hello.proto && export PKG_CONFIG_PATH='%s/pkgconfig' && "
                 "cc -std=c11 -Wall -Wextra -Werror -o abi1 abi1.c hello.pb-c.c "
                 "$(pkg-config --cflags --libs eskit) 2>&1 && LD_LIBRARY_PATH='%s' ./abi1 2>&1",
-                src, src, ESKIT_SOURCE_DIR, HELLO_DIR, in.libdir, in.libdir);
+                src, src, ESKIT_SOURCE_DIR, ESKIT_SOURCE_DIR, HELLO_DIR, in.libdir, in.libdir);
     cr_assert_eq(rc, 0, "the ABI 1 program failed:\n%s", log);
     cr_assert(strstr(log, "accepted\nrejected: the account is already open\n") != NULL, "%s", log);
     free(log);

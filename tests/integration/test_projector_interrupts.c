@@ -110,16 +110,9 @@ static char *slurp(const char *path) {
     return buf ? buf : strdup("");
 }
 
-static size_t count_lines(const char *s) {
-    size_t n = 0;
-    for (; *s; s++)
-        n += *s == '\n';
-    return n;
-}
-
 static size_t marks(void) {
     char *s = slurp(mark);
-    size_t n = count_lines(s);
+    size_t n = tu_count_lines(s);
     free(s);
     return n;
 }
@@ -304,7 +297,7 @@ static void assert_no_replay_files(const char *projector) {
 }
 
 static void assert_one_line_error(const char *err, const char *needle) {
-    cr_expect_eq(count_lines(err), 1, "stderr should be one line, got: %s", err);
+    cr_expect_eq(tu_count_lines(err), 1, "stderr should be one line, got: %s", err);
     cr_expect_eq(strncmp(err, "esctl: ", 7), 0, "stderr: %s", err);
     cr_expect_not_null(strstr(err, needle), "stderr does not say '%s': %s", needle, err);
 }

@@ -313,13 +313,6 @@ Test(read_paths_kafka, a_replay_rebuilds_1_2_4_5_with_the_same_counts_and_warnin
     assert_gap_warned(p);
 }
 
-static int count_lines(const char *s) {
-    int n = 0;
-    for (; s && *s; s++)
-        n += *s == '\n';
-    return n;
-}
-
 Test(read_paths_kafka, esctl_events_prints_1_2_4_5_warns_of_the_gap_and_exits_0) {
     char first_v1[ES_UUID_STR_LEN + 1];
     produce_record_set(0, first_v1);
@@ -329,7 +322,7 @@ Test(read_paths_kafka, esctl_events_prints_1_2_4_5_warns_of_the_gap_and_exits_0)
     const char *env[] = {brokers, "ESKIT_TYPES_MODULES=order_saga_types", NULL};
     tu_result r = TU_ESCTL_ENV(env, "-v", "events", TYPE, ID, "--json");
     cr_assert_eq(r.status, 0, "events: %s", r.err);
-    cr_assert_eq(count_lines(r.out), 4, "%s", r.out);
+    cr_assert_eq(tu_count_lines(r.out), 4, "%s", r.out);
     /* Stream reads sort by version, then partition and offset: the first v1 is the one. */
     char want[200];
     snprintf(want, sizeof want,
@@ -538,7 +531,7 @@ Test(read_paths_embedded, a_deleted_event_row_breaks_the_chain_for_engine_load_a
 
     tu_result r = TU_ESCTL("--db", db, "events", TYPE, ID);
     cr_assert_eq(r.status, 1, "%s%s", r.out, r.err);
-    cr_assert_eq(count_lines(r.err), 1, "%s", r.err);
+    cr_assert_eq(tu_count_lines(r.err), 1, "%s", r.err);
     cr_assert(strstr(r.err, want), "%s", r.err);
     tu_result_free(&r);
 }

@@ -175,6 +175,24 @@ const char *tb_dir(const tb_t *b) {
     return b->dir;
 }
 
+static int count_event(const es_event_t *ev, void *opaque) {
+    (void)ev;
+    ++*(size_t *)opaque;
+    return 0;
+}
+
+size_t tb_events_of(tb_t *b, const char *type, const char *id, size_t want) {
+    size_t n = 0;
+    int64_t deadline = es_now_us() + 15 * 1000000LL;
+    do {
+        n = 0;
+        es_error_t err = {0};
+        cr_assert_eq(es_store_read_stream(tb_store(b), type, id, 1, count_event, &n, &err), ES_OK,
+                     "%s", err.message);
+    } while (n < want && es_now_us() < deadline);
+    return n;
+}
+
 size_t tb_appended(const tb_t *b) {
     return b->appended;
 }

@@ -36,6 +36,10 @@ es_engine_t *tb_engine(tb_t *b);
 /* A store reading this backend's log (Kafka: the events topics). The backend owns it. */
 es_store_t *tb_store(tb_t *b);
 
+/* How many events the stream holds as readers see them; on Kafka reads again for up to 15 s
+ * until there are want. */
+size_t tb_events_of(tb_t *b, const char *type, const char *id, size_t want);
+
 /* Events the backend holds for the types, in total. */
 size_t tb_appended(const tb_t *b);
 

@@ -291,3 +291,10 @@ long long tu_query_int(const char *path, const char *sql) {
     sqlite3_close(db);
     return v;
 }
+
+size_t tu_count_lines(const char *s) {
+    size_t n = 0;
+    for (; s && *s; s++)
+        n += *s == '\n';
+    return n;
+}

@@ -31,6 +31,8 @@ typedef struct tu_result {
  * NULL). Free with tu_result_free. */
 tu_result tu_esctl(const char *const *env, const char *const *args);
 void tu_result_free(tu_result *r);
+/* The number of '\n' in s (NULL: 0): how many lines an esctl message took. */
+size_t tu_count_lines(const char *s);
 #define TU_ESCTL(...) tu_esctl(NULL, (const char *const[]){__VA_ARGS__, NULL})
 #define TU_ESCTL_ENV(env, ...) tu_esctl(env, (const char *const[]){__VA_ARGS__, NULL})
 

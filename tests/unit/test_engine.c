@@ -5,6 +5,7 @@
 
 #include <sqlite3.h>
 
+#include "../install/aggregate_def_abi1.h"
 #include "domain.h"
 #include "engine_int.h"
 #include "testutil.h"
@@ -445,21 +446,6 @@ static const ProtobufCMessageDescriptor *const count_events[] = {
     &inventory__v1__stock_added__descriptor, NULL};
 static const ProtobufCMessageDescriptor *const count_commands[] = {
     &inventory__v1__restock__descriptor, NULL};
-
-/* es_aggregate_def as eskit 0.1.0's headers declared it (ABI 1, uint32_t abi_version and all),
- * field for field: what source written for 0.1.0 hands over. */
-typedef struct aggregate_def_abi1 {
-    uint32_t abi_version;
-    const char *type;
-    const ProtobufCMessageDescriptor *state;
-    const ProtobufCMessageDescriptor *const *events;
-    const ProtobufCMessageDescriptor *const *commands;
-    void (*initial_state)(ProtobufCMessage *state, void *opaque);
-    es_err (*evolve)(ProtobufCMessage *state, const ProtobufCMessage *event, void *opaque,
-                     es_error_t *err);
-    es_err (*decide)(const ProtobufCMessage *state, const ProtobufCMessage *command,
-                     es_decision_t *d, void *opaque);
-} aggregate_def_abi1;
 
 /* Restocks id by 5 twice, then by 0, and returns the rejection's reason (caller frees). */
 static char *restock_5_5_0(const char *id) {
