@@ -75,7 +75,8 @@ es_err es_envelope_pack_caused(const es_event_t *ev, const es_fingerprint_t *fp,
                   len_field_size(ev->payload_len) +
                   (ev->occurred_at_us ? 1 + varint_size((uint64_t)ev->occurred_at_us) : 0) +
                   len_field_size(cmd_len) + len_field_size(corr_len) +
-                  (fp ? len_field_size(ES_FINGERPRINT_LEN) : 0);
+                  (fp ? len_field_size(ES_FINGERPRINT_LEN) : 0) +
+                  (ev->schema_version ? 1 + varint_size(ev->schema_version) : 0);
     for (size_t i = 0; i < ev->n_metadata; i++) {
         size_t entry = metadata_entry_size(&ev->metadata[i]);
         need += 1 + varint_size(entry) + entry; /* present even when empty */
@@ -105,6 +106,7 @@ es_err es_envelope_pack_caused(const es_event_t *ev, const es_fingerprint_t *fp,
         es_fingerprint_put(fp, bytes);
         p = put_len_field(p, 11, bytes, sizeof bytes);
     }
+    p = put_varint_field(p, 12, ev->schema_version);
     b->len = (size_t)(p - b->data);
     return ES_OK;
 }
@@ -210,6 +212,7 @@ es_err es_envelope_decode(const uint8_t *buf, size_t len, const es_position_t *a
     ev->correlation_id = env->correlation_id;
     ev->metadata = md;
     ev->n_metadata = env->n_metadata;
+    ev->schema_version = env->schema_version;
     *out = ev;
     return ES_OK;
 }

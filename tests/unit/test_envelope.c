@@ -135,6 +135,7 @@ static size_t reference_pack(const es_event_t *ev, const es_fingerprint_t *fp, u
     env.correlation_id = (char *)(ev->correlation_id ? ev->correlation_id : "");
     env.n_metadata = ev->n_metadata;
     env.metadata = ptrs;
+    env.schema_version = ev->schema_version;
     uint8_t fp_bytes[ES_FINGERPRINT_LEN];
     if (fp) {
         es_fingerprint_put(fp, fp_bytes);
@@ -174,6 +175,26 @@ Test(envelope, encoding_writes_the_bytes_protobuf_c_writes) {
     ev.version = 0;
     ev.command_id = "";
     expect_same_bytes_as_protobuf_c(&ev);
+}
+
+Test(envelope, the_schema_version_is_written_as_protobuf_c_writes_it_and_read_back) {
+    es_kv_t md[] = {{"user", "alice"}};
+    es_event_t ev = sample(md);
+    for (uint32_t v = 1; v < 1u << 20; v = v * 131 + 1) {
+        ev.schema_version = v;
+        expect_same_bytes_as_protobuf_c(&ev);
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        es_event_t *out = NULL;
+        cr_assert_eq(es_envelope_encode(&ev, &buf, &len, NULL), ES_OK);
+        cr_assert_eq(es_envelope_decode(buf, len, NULL, &out, NULL), ES_OK);
+        cr_assert_eq(out->schema_version, v);
+        es_event_t *copy = es_event_dup(out);
+        cr_assert_eq(copy->schema_version, v, "a copy keeps it");
+        es_event_free(copy);
+        es_event_free(out);
+        free(buf);
+    }
 }
 
 Test(envelope, a_command_fingerprint_is_written_as_protobuf_c_writes_it_and_read_back) {

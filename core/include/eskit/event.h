@@ -59,6 +59,10 @@ typedef struct es_event {
     const char *correlation_id;
     const es_kv_t *metadata;
     size_t n_metadata;
+    /* The version of event_type's schema in the log's catalogue that the writer registered
+     * (docs/schemas.md); 0: unknown (written before the catalogue, or by a writer that
+     * registered none). */
+    uint32_t schema_version;
 } es_event_t;
 
 /* Called once per event, in log order; return non-zero to stop early. */
