@@ -38,6 +38,8 @@ const char *es_strerror(es_err code) {
         return "ES_EIDREUSED";
     case ES_EABORTED:
         return "ES_EABORTED";
+    case ES_EINCOMPATIBLE:
+        return "ES_EINCOMPATIBLE";
     }
     return "ES_E?";
 }

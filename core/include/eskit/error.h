@@ -30,6 +30,7 @@ typedef enum es_err {
     ES_ERETRY = -13,        /* a transient failure: the same call may succeed later */
     ES_EIDREUSED = -14,     /* the command id was used before for a different command */
     ES_EABORTED = -15,      /* not executed: another command of its es_execute_all failed */
+    ES_EINCOMPATIBLE = -16, /* a schema breaks the rules of the log's catalogue (schema.h) */
 } es_err;
 
 /* Filled by failing calls; message is always NUL-terminated. */

@@ -21,6 +21,7 @@
 #include <eskit/projector.h>
 #include <eskit/runner.h>
 #include <eskit/saga.h>
+#include <eskit/schema.h>
 #include <eskit/topics.h>
 #include <eskit/testing.h>
 #include <eskit/types.h>
