@@ -8,6 +8,8 @@
  */
 #include "internal.h"
 
+#include <eskit/schema.h>
+
 #include "backends.h"
 
 #include <ctype.h>
@@ -98,6 +100,14 @@ static es_err check_log_order(const char *key, const char *value, es_error_t *er
     return ES_OK;
 }
 
+static es_err check_compatibility(const char *key, const char *value, es_error_t *err) {
+    es_compat mode;
+    es_error_t why;
+    if (es_compat_parse(value, &mode, &why) != ES_OK)
+        return es_fail(err, ES_EINVAL, "config key '%s': %s", key, why.message);
+    return ES_OK;
+}
+
 static es_err check_positive(const char *key, const char *value, es_error_t *err) {
     es_err e = check_uint(key, value, err);
     if (e == ES_OK && atoll(value) == 0)
@@ -125,6 +135,8 @@ static const key_spec keys[] = {
     {"replay.batch.size", "20000", check_positive},
     {"saga.db", "eskit-saga.db", check_nonempty},
     {"saga.retention.ms", "604800000", check_uint},
+    {"schema.compatibility", "backward", check_compatibility},
+    {"schema.topic", "eskit.schemas", check_nonempty},
     {"service.name", "eskit", check_nonempty},
     {"snapshot.every", "1", check_uint},
     {"sqlite.busy.timeout.ms", "10000", check_uint},
