@@ -395,6 +395,9 @@ static es_err run(es_schemas_t *c, const ProtobufCMessageDescriptor *const *type
                         c->store->where, round + 1);
             break;
         }
+        es_logf(c->cfg, ES_LOG_INFO,
+                "registering schemas in %s: another writer took a version first; reading again",
+                c->store->where);
         back_off(round);
     }
     for (size_t i = 0; e == ES_OK && versions && i < n; i++)
