@@ -16,6 +16,8 @@
 #include "backend.h"
 #include "cattest/cattest_variants.h"
 #include "domain.h"
+#include "fulfilment.h"
+#include "order_summary.h"
 #include "testutil.h"
 
 static const char *const all_types[] = {"orders.order", "payments.payment", "inventory.item",
@@ -166,20 +168,26 @@ Test(catalogue, a_breaking_change_is_refused_naming_the_rule_and_nothing_is_reco
     tb_close(b);
 }
 
+/* Records an orders.v1.OrderPlaced of another shape (cattest's Thing: id string = 1, amount
+ * int64 = 2), which the demo's own OrderPlaced breaks: whatever reads or writes the demo's type
+ * must then be refused. */
+static void record_impostor(tb_t *b) {
+    es_error_t err = {0};
+    es_schemas_t *cat = NULL;
+    ProtobufCMessageDescriptor *impostor = malloc(sizeof *impostor);
+    *impostor = *cattest_variant("base", NULL); /* id string = 1, amount int64 = 2 */
+    impostor->name = "orders.v1.OrderPlaced";
+    const ProtobufCMessageDescriptor *imp = impostor;
+    cr_assert_eq(es_schemas_open(tb_config(b), 0, &cat, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(es_schemas_register(cat, &imp, 1, NULL, NULL, &err), ES_OK, "%s", err.message);
+    es_schemas_close(cat);
+    free(impostor);
+}
+
 Test(catalogue, an_incompatible_aggregate_type_is_refused_at_es_engine_register) {
     tb_t *b = tb_open(NULL);
     es_error_t err = {0};
-    const ProtobufCMessageDescriptor *base = cattest_variant("base", NULL);
-    es_schemas_t *cat = NULL;
-    cr_assert_eq(es_schemas_open(tb_config(b), 0, &cat, &err), ES_OK, "%s", err.message);
-    /* Someone recorded orders.v1.OrderPlaced with another shape: the demo's is then a breaking
-     * change of it. */
-    ProtobufCMessageDescriptor *impostor = malloc(sizeof *impostor);
-    *impostor = *base;
-    impostor->name = "orders.v1.OrderPlaced";
-    const ProtobufCMessageDescriptor *imp = impostor;
-    cr_assert_eq(es_schemas_register(cat, &imp, 1, NULL, NULL, &err), ES_OK, "%s", err.message);
-    es_schemas_close(cat);
+    record_impostor(b);
     es_engine_t *engine = NULL;
     cr_assert_eq(es_engine_new(tb_config(b), &engine, &err), ES_OK, "%s", err.message);
     cr_assert_eq(demo_register_all(engine, &err), ES_EINCOMPATIBLE, "%s", err.message);
@@ -188,7 +196,35 @@ Test(catalogue, an_incompatible_aggregate_type_is_refused_at_es_engine_register)
                   strstr(err.message, "reserve"),
               "says what to do: %s", err.message);
     es_engine_destroy(engine);
-    free(impostor);
+    tb_close(b);
+}
+
+Test(catalogue, a_projector_that_would_misread_the_log_is_refused_at_runner_start) {
+    tb_t *b = tb_open(all_types);
+    record_impostor(b);
+    es_runner_t *r = NULL;
+    es_error_t err = {0};
+    cr_assert_eq(es_runner_new(tb_config(b), &es_order_summary_projector, &r, &err),
+                 ES_EINCOMPATIBLE, "%s", err.message);
+    cr_assert(strstr(err.message, "projector 'order_summary'") &&
+                  strstr(err.message, "orders.v1.OrderPlaced"),
+              "%s", err.message);
+    cr_assert_null(r);
+    tb_close(b);
+}
+
+Test(catalogue, a_saga_that_would_misread_the_log_is_refused_at_coordinator_start) {
+    tb_t *b = tb_open(all_types);
+    es_engine_t *engine = tb_engine(b); /* the domain, registered before the impostor */
+    record_impostor(b);
+    es_saga_t *c = NULL;
+    es_error_t err = {0};
+    cr_assert_eq(es_saga_new(tb_config(b), &demo_fulfilment_def, engine, &c, &err),
+                 ES_EINCOMPATIBLE, "%s", err.message);
+    cr_assert(strstr(err.message, "saga 'orders.fulfilment'") &&
+                  strstr(err.message, "orders.v1.OrderPlaced"),
+              "%s", err.message);
+    cr_assert_null(c);
     tb_close(b);
 }
 
