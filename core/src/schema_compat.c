@@ -171,8 +171,8 @@ typedef struct key {
 typedef struct cmp {
     const es_schema_t *a, *b; /* a recorded version, the new schema */
     es_compat mode;
-    size_t version; /* a's version number (1-based) */
-    int latest;     /* a is the latest version: every rule; else the reuse rules only */
+    size_t version;     /* a's version number (1-based) */
+    int latest;         /* a is the latest version: every rule; else the reuse rules only */
     const void **pairs; /* pairs of types compared in this pass, two pointers each */
     size_t n_pairs, cap_pairs;
     decided_t *keys;
@@ -309,8 +309,8 @@ static void check_oneof(cmp_t *c, const Eskit__V1__MessageType *ma, const Eskit_
         what);
 }
 
-static void check_required(cmp_t *c, const Eskit__V1__MessageType *mb,
-                           const Eskit__V1__Field *fa, const Eskit__V1__Field *fb) {
+static void check_required(cmp_t *c, const Eskit__V1__MessageType *mb, const Eskit__V1__Field *fa,
+                           const Eskit__V1__Field *fb) {
     if (fb && is_required(fb) && !(fa && is_required(fa)) && applies_backward(c->mode))
         add(&c->rep, "MESSAGE_SAME_REQUIRED_FIELDS", mb->full_name, "field", fb->name, fb->number,
             "%s required (backward): events recorded before it lack it, and a reader of this "
@@ -430,9 +430,8 @@ es_err es_schema_check(const es_schema_t *const *history, size_t n, const es_sch
 
 /* ---- es_schema_diff ---- */
 
-static void diff_field(report_t *rp, const Eskit__V1__MessageType *ma,
-                       const Eskit__V1__Field *fa, const Eskit__V1__MessageType *mb,
-                       const Eskit__V1__Field *fb) {
+static void diff_field(report_t *rp, const Eskit__V1__MessageType *ma, const Eskit__V1__Field *fa,
+                       const Eskit__V1__MessageType *mb, const Eskit__V1__Field *fb) {
     const char *t = mb->full_name;
     if (strcmp(fa->name, fb->name))
         add(rp, "FIELD_RENAMED", t, "field", fb->name, fb->number, "was %s", fa->name);
@@ -537,8 +536,7 @@ static const Eskit__V1__EnumValue *renamed(const Eskit__V1__EnumType *x, int32_t
     return NULL;
 }
 
-static void diff_enum(report_t *rp, const Eskit__V1__EnumType *ea,
-                      const Eskit__V1__EnumType *eb) {
+static void diff_enum(report_t *rp, const Eskit__V1__EnumType *ea, const Eskit__V1__EnumType *eb) {
     const char *t = eb->full_name;
     for (size_t i = 0; i < ea->n_values; i++) {
         const Eskit__V1__EnumValue *va = ea->values[i], *vb = value_named(eb, va->name);
@@ -594,8 +592,7 @@ es_err es_schema_diff(const es_schema_t *a, const es_schema_t *b, es_schema_repo
     free(d.paired_b);
     if (d.rp.e != ES_OK) {
         es_schema_report_clear(report);
-        return es_fail(err, ES_ENOMEM, "comparing schemas of %s: out of memory",
-                       es_schema_name(b));
+        return es_fail(err, ES_ENOMEM, "comparing schemas of %s: out of memory", es_schema_name(b));
     }
     return ES_OK;
 }

@@ -80,14 +80,14 @@ static void assert_finding(const es_schema_report_t *rep, const char *rule, cons
 
 static void assert_refused(es_compat mode, const ProtobufCMessageDescriptor *next,
                            const ProtobufCMessageDescriptor *recorded, const char *rule,
-                           const char *type, const char *field, uint32_t number,
-                           const char *todo) {
+                           const char *type, const char *field, uint32_t number, const char *todo) {
     es_schema_report_t rep = {0};
     es_error_t err = {0};
-    cr_assert_eq(check(mode, &rep, &err, next, recorded, NULL), ES_EINCOMPATIBLE,
-                 "%s under %s", rule, es_compat_name(mode));
+    cr_assert_eq(check(mode, &rep, &err, next, recorded, NULL), ES_EINCOMPATIBLE, "%s under %s",
+                 rule, es_compat_name(mode));
     assert_finding(&rep, rule, type, field, number, todo);
-    cr_assert_eq(strncmp(err.message, rep.findings[0].message, 200), 0, "err has the first finding");
+    cr_assert_eq(strncmp(err.message, rep.findings[0].message, 200), 0,
+                 "err has the first finding");
     es_schema_report_clear(&rep);
 }
 
@@ -102,8 +102,7 @@ static void assert_accepted(es_compat mode, const ProtobufCMessageDescriptor *ne
     es_schema_report_t rep = {0};
     es_error_t err = {0};
     es_err e = es_schema_check((const es_schema_t *const *)hist, count, n, mode, &rep, &err);
-    cr_assert_eq(e, ES_OK, "%s under %s: %s", es_schema_name(n), es_compat_name(mode),
-                 err.message);
+    cr_assert_eq(e, ES_OK, "%s under %s: %s", es_schema_name(n), es_compat_name(mode), err.message);
     cr_assert_eq(rep.n, 0);
     for (size_t i = 0; i < count; i++)
         es_schema_free(hist[i]);
@@ -133,15 +132,14 @@ Test(schema_compat, an_interchangeable_field_type_is_accepted) {
 
 Test(schema_compat, a_field_type_changed_in_a_reached_message_type_is_refused_there) {
     assert_refused(ES_COMPAT_BACKWARD, &compat__nested_type__order__descriptor, BASE,
-                   "FIELD_WIRE_COMPATIBLE_TYPE", "compat.nested_type.Line", "qty", 2,
-                   "upcaster");
+                   "FIELD_WIRE_COMPATIBLE_TYPE", "compat.nested_type.Line", "qty", 2, "upcaster");
 }
 
 Test(schema_compat, a_scalar_made_repeated_breaks_cardinality_in_every_mode) {
     for (size_t i = 0; i < 3; i++)
         assert_refused(MODES[i], &compat__cardinality__order__descriptor, BASE,
-                       "FIELD_WIRE_COMPATIBLE_CARDINALITY", "compat.cardinality.Order",
-                       "quantity", 2, "keep the cardinality");
+                       "FIELD_WIRE_COMPATIBLE_CARDINALITY", "compat.cardinality.Order", "quantity",
+                       2, "keep the cardinality");
 }
 
 Test(schema_compat, a_string_made_repeated_is_accepted_as_buf_allows) {
@@ -151,16 +149,14 @@ Test(schema_compat, a_string_made_repeated_is_accepted_as_buf_allows) {
 
 Test(schema_compat, a_field_moved_into_a_oneof_is_refused) {
     for (size_t i = 0; i < 3; i++)
-        assert_refused(MODES[i], &compat__oneof_into__order__descriptor, BASE,
-                       "FIELD_SAME_ONEOF", "compat.oneof_into.Order", "email", 3,
-                       "keep the field where it was");
+        assert_refused(MODES[i], &compat__oneof_into__order__descriptor, BASE, "FIELD_SAME_ONEOF",
+                       "compat.oneof_into.Order", "email", 3, "keep the field where it was");
 }
 
 Test(schema_compat, a_field_moved_out_of_a_oneof_is_refused) {
     for (size_t i = 0; i < 3; i++)
-        assert_refused(MODES[i], &compat__oneof_out__order__descriptor, BASE,
-                       "FIELD_SAME_ONEOF", "compat.oneof_out.Order", "card", 6,
-                       "moved out of oneof");
+        assert_refused(MODES[i], &compat__oneof_out__order__descriptor, BASE, "FIELD_SAME_ONEOF",
+                       "compat.oneof_out.Order", "card", 6, "moved out of oneof");
 }
 
 Test(schema_compat, a_deleted_field_is_accepted_since_field_no_delete_is_no_wire_rule) {
@@ -175,8 +171,8 @@ Test(schema_compat, a_deleted_number_reused_with_another_name_is_refused_from_th
         cr_assert_eq(check(MODES[i], &rep, &err, &compat__reuse__order__descriptor, BASE,
                            &compat__deleted__order__descriptor, NULL),
                      ES_EINCOMPATIBLE);
-        assert_finding(&rep, "FIELD_NO_REUSE_OF_DELETED_NUMBER", "compat.reuse.Order", "phone",
-                       3, "stays reserved");
+        assert_finding(&rep, "FIELD_NO_REUSE_OF_DELETED_NUMBER", "compat.reuse.Order", "phone", 3,
+                       "stays reserved");
         cr_assert(strstr(rep.findings[0].message, "email in version 1"), "%s",
                   rep.findings[0].message);
         es_schema_report_clear(&rep);
@@ -202,8 +198,8 @@ Test(schema_compat, a_new_field_enum_value_and_type_are_accepted) {
 Test(schema_compat, an_enum_value_renumbered_is_refused) {
     for (size_t i = 0; i < 3; i++)
         assert_refused(MODES[i], &compat__enum_renumber__order__descriptor, BASE,
-                       "ENUM_VALUE_SAME_NUMBER", "compat.enum_renumber.Status", "STATUS_CLOSED",
-                       3, "keep STATUS_CLOSED = 2");
+                       "ENUM_VALUE_SAME_NUMBER", "compat.enum_renumber.Status", "STATUS_CLOSED", 3,
+                       "keep STATUS_CLOSED = 2");
 }
 
 Test(schema_compat, a_deleted_enum_number_reused_with_another_name_is_refused) {
@@ -213,8 +209,8 @@ Test(schema_compat, a_deleted_enum_number_reused_with_another_name_is_refused) {
         cr_assert_eq(check(MODES[i], &rep, &err, &compat__enum_reuse__order__descriptor, BASE,
                            &compat__enum_deleted__order__descriptor, NULL),
                      ES_EINCOMPATIBLE);
-        assert_finding(&rep, "ENUM_VALUE_NO_REUSE", "compat.enum_reuse.Status",
-                       "STATUS_CANCELLED", 2, "new number");
+        assert_finding(&rep, "ENUM_VALUE_NO_REUSE", "compat.enum_reuse.Status", "STATUS_CANCELLED",
+                       2, "new number");
         es_schema_report_clear(&rep);
     }
     assert_accepted(ES_COMPAT_FULL, &compat__enum_deleted__order__descriptor, BASE, NULL);
@@ -296,7 +292,8 @@ Test(schema_compat, diff_lists_every_change) {
     cr_assert(has_change(&rep, "FIELD_RENAMED", "count"));
     cr_assert(!has_change(&rep, "FIELD_ADDED", NULL) && !has_change(&rep, "FIELD_REMOVED", NULL));
     diff(BASE, &compat__added__order__descriptor, &rep);
-    cr_assert(has_change(&rep, "FIELD_ADDED", "note") && has_change(&rep, "FIELD_ADDED", "address"));
+    cr_assert(has_change(&rep, "FIELD_ADDED", "note") &&
+              has_change(&rep, "FIELD_ADDED", "address"));
     cr_assert(has_change(&rep, "ENUM_VALUE_ADDED", "STATUS_SHIPPED"));
     cr_assert(has_change(&rep, "TYPE_ADDED", NULL), "compat.added.Address");
     diff(BASE, &compat__deleted__order__descriptor, &rep);
