@@ -825,9 +825,8 @@ es_err es_schema_format(const es_schema_t *s, int json_out, char **out, es_error
         return es_fail(err, ES_EINVAL, "es_schema_format: NULL argument");
     *out = NULL;
     es_buf_t b = {0};
+    /* put leaves a NUL after what it wrote, and both forms write something. */
     es_err e = json_out ? json(&b, s) : text(&b, s);
-    if (e == ES_OK)
-        e = put(&b, "%s", "");
     if (e != ES_OK) {
         es_buf_free(&b);
         return es_fail(err, ES_ENOMEM, "printing the schema of %s: out of memory",

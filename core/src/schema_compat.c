@@ -275,13 +275,14 @@ static const char *oneof_name(const Eskit__V1__MessageType *m, const Eskit__V1__
     return f->oneof ? m->oneofs[f->oneof - 1] : "";
 }
 
-/* Whether the fields sharing fa's oneof in ma that mb still has share fb's oneof in mb. */
+/* Whether the fields sharing fa's oneof in ma that are in a oneof in mb too share fb's (one
+ * moved out of its oneof is reported on its own). */
 static int same_oneof_members(const Eskit__V1__MessageType *ma, const Eskit__V1__Field *fa,
                               const Eskit__V1__MessageType *mb, const Eskit__V1__Field *fb) {
     for (size_t i = 0; i < ma->n_fields; i++) {
         const Eskit__V1__Field *g = ma->fields[i];
         const Eskit__V1__Field *h = es_schema_field(mb, g->number);
-        if (g->oneof == fa->oneof && h && h->oneof != fb->oneof)
+        if (g->oneof == fa->oneof && h && h->oneof && h->oneof != fb->oneof)
             return 0;
     }
     return 1;

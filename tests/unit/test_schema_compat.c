@@ -24,6 +24,7 @@
 #include "compat/nested_type.pb-c.h"
 #include "compat/oneof_into.pb-c.h"
 #include "compat/oneof_out.pb-c.h"
+#include "compat/oneof_split.pb-c.h"
 #include "compat/renamed.pb-c.h"
 #include "compat/req_added.pb-c.h"
 #include "compat/req_base.pb-c.h"
@@ -65,6 +66,7 @@ static void assert_finding(const es_schema_report_t *rep, const char *rule, cons
         const es_schema_finding_t *f = &rep->findings[i];
         if (strcmp(f->rule, rule) || strcmp(f->field, field))
             continue;
+        cr_log_info("%s", f->message);
         cr_assert_str_eq(f->type, type);
         cr_assert_eq(f->number, number);
         cr_assert(strstr(f->message, type) && strstr(f->message, field) &&
@@ -157,6 +159,22 @@ Test(schema_compat, a_field_moved_out_of_a_oneof_is_refused) {
     for (size_t i = 0; i < 3; i++)
         assert_refused(MODES[i], &compat__oneof_out__order__descriptor, BASE, "FIELD_SAME_ONEOF",
                        "compat.oneof_out.Order", "card", 6, "moved out of oneof");
+}
+
+Test(schema_compat, a_field_moved_to_another_oneof_is_refused) {
+    for (size_t i = 0; i < 3; i++)
+        assert_refused(MODES[i], &compat__oneof_split__order__descriptor, BASE, "FIELD_SAME_ONEOF",
+                       "compat.oneof_split.Order", "iban", 7, "to another oneof");
+}
+
+Test(schema_compat, only_the_field_moved_into_a_oneof_is_reported) {
+    es_schema_report_t rep = {0};
+    cr_assert_eq(
+        check(ES_COMPAT_BACKWARD, &rep, NULL, &compat__oneof_into__order__descriptor, BASE, NULL),
+        ES_EINCOMPATIBLE, "refused with a NULL err too");
+    cr_assert_eq(rep.n, 1, "card and iban stay together: %s",
+                 rep.n > 1 ? rep.findings[1].message : "");
+    es_schema_report_clear(&rep);
 }
 
 Test(schema_compat, a_deleted_field_is_accepted_since_field_no_delete_is_no_wire_rule) {
