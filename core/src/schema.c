@@ -118,11 +118,12 @@ const Eskit__V1__Field *es_schema_field(const Eskit__V1__MessageType *m, uint32_
 }
 
 const char *es_schema_type_text(const Eskit__V1__Field *f) {
-    static const char *const scalar[] = {
-        "unspecified", "double",   "float",    "int64",  "uint64", "int32",   "fixed64",
-        "fixed32",     "bool",     "string",   "group",  "message", "bytes",  "uint32",
-        "enum",        "sfixed32", "sfixed64", "sint32", "sint64"};
-    if (f->type == ESKIT__V1__FIELD__TYPE__TYPE_MESSAGE || f->type == ESKIT__V1__FIELD__TYPE__TYPE_ENUM)
+    static const char *const scalar[] = {"unspecified", "double",   "float",   "int64",  "uint64",
+                                         "int32",       "fixed64",  "fixed32", "bool",   "string",
+                                         "group",       "message",  "bytes",   "uint32", "enum",
+                                         "sfixed32",    "sfixed64", "sint32",  "sint64"};
+    if (f->type == ESKIT__V1__FIELD__TYPE__TYPE_MESSAGE ||
+        f->type == ESKIT__V1__FIELD__TYPE__TYPE_ENUM)
         return f->type_name;
     if ((unsigned)f->type < sizeof scalar / sizeof *scalar)
         return scalar[f->type];
@@ -156,7 +157,6 @@ static int is_name(const char *s, int dotted) {
     return !start;
 }
 
-
 /* Marks the messages and enums m reaches (indices into pb's lists). */
 static void mark_reached(const Eskit__V1__Schema *pb, size_t m, unsigned char *msg_seen,
                          unsigned char *enum_seen) {
@@ -184,8 +184,8 @@ static es_err check_field(const Eskit__V1__Schema *pb, const Eskit__V1__MessageT
         return es_fail(err, ES_EDECODE, "field %s = %u of %s: unknown type %d", f->name, f->number,
                        t, (int)f->type);
     if (!protobuf_c_enum_descriptor_get_value(&eskit__v1__field__label__descriptor, (int)f->label))
-        return es_fail(err, ES_EDECODE, "field %s = %u of %s: unknown label %d", f->name,
-                       f->number, t, (int)f->label);
+        return es_fail(err, ES_EDECODE, "field %s = %u of %s: unknown label %d", f->name, f->number,
+                       t, (int)f->label);
     int is_msg = f->type == ESKIT__V1__FIELD__TYPE__TYPE_MESSAGE;
     int is_enum = f->type == ESKIT__V1__FIELD__TYPE__TYPE_ENUM;
     if ((is_msg && find_message(pb, f->type_name) == pb->n_messages) ||
@@ -197,8 +197,8 @@ static es_err check_field(const Eskit__V1__Schema *pb, const Eskit__V1__MessageT
         return es_fail(err, ES_EDECODE, "field %s = %u of %s: a %s field with a type name '%s'",
                        f->name, f->number, t, es_schema_type_text(f), f->type_name);
     if (f->oneof > m->n_oneofs)
-        return es_fail(err, ES_EDECODE, "field %s = %u of %s: oneof %u of %zu", f->name,
-                       f->number, t, f->oneof, m->n_oneofs);
+        return es_fail(err, ES_EDECODE, "field %s = %u of %s: oneof %u of %zu", f->name, f->number,
+                       t, f->oneof, m->n_oneofs);
     if (f->packed && f->label != ESKIT__V1__FIELD__LABEL__LABEL_REPEATED)
         return es_fail(err, ES_EDECODE, "field %s = %u of %s: packed but not repeated", f->name,
                        f->number, t);
@@ -228,8 +228,7 @@ static es_err check_message(const Eskit__V1__Schema *pb, const Eskit__V1__Messag
         return es_fail(err, ES_EDECODE, "%s: oneof %u has no field", m->full_name, next_oneof);
     for (size_t i = 0; i < m->n_oneofs; i++)
         if (!is_name(m->oneofs[i], 0))
-            return es_fail(err, ES_EDECODE, "%s: bad oneof name '%s'", m->full_name,
-                           m->oneofs[i]);
+            return es_fail(err, ES_EDECODE, "%s: bad oneof name '%s'", m->full_name, m->oneofs[i]);
     return ES_OK;
 }
 
@@ -239,9 +238,9 @@ static es_err check_enum(const Eskit__V1__EnumType *en, es_error_t *err) {
     for (size_t i = 0; i < en->n_values; i++) {
         const Eskit__V1__EnumValue *v = en->values[i], *p = i ? en->values[i - 1] : NULL;
         if (!is_name(v->name, 0))
-            return es_fail(err, ES_EDECODE, "enum %s: bad value name '%s'", en->full_name,
-                           v->name);
-        if (p && (v->number < p->number || (v->number == p->number && strcmp(p->name, v->name) >= 0)))
+            return es_fail(err, ES_EDECODE, "enum %s: bad value name '%s'", en->full_name, v->name);
+        if (p &&
+            (v->number < p->number || (v->number == p->number && strcmp(p->name, v->name) >= 0)))
             return es_fail(err, ES_EDECODE,
                            "enum %s: value %s = %d after %s = %d (values go by number, then name)",
                            en->full_name, v->name, v->number, p->name, p->number);
@@ -458,8 +457,8 @@ typedef struct build {
     Eskit__V1__MessageType *mts, **mtp;
     Eskit__V1__Field *fs, **fsp;
     const ProtobufCFieldDescriptor **order;
-    unsigned *offsets;  /* per message: the quantifier_offset of each of its oneofs */
-    char **oneofs; /* n_oneofs names, each allocated */
+    unsigned *offsets; /* per message: the quantifier_offset of each of its oneofs */
+    char **oneofs;     /* n_oneofs names, each allocated */
     size_t n_oneofs;
     Eskit__V1__EnumType *ets, **etp;
     Eskit__V1__EnumValue *vs, **vsp;
@@ -485,7 +484,8 @@ static Eskit__V1__Field__Type field_type(ProtobufCType t) {
         [PROTOBUF_C_TYPE_STRING] = ESKIT__V1__FIELD__TYPE__TYPE_STRING,
         [PROTOBUF_C_TYPE_BYTES] = ESKIT__V1__FIELD__TYPE__TYPE_BYTES,
         [PROTOBUF_C_TYPE_MESSAGE] = ESKIT__V1__FIELD__TYPE__TYPE_MESSAGE};
-    return (unsigned)t < sizeof map / sizeof *map ? map[t] : ESKIT__V1__FIELD__TYPE__TYPE_UNSPECIFIED;
+    return (unsigned)t < sizeof map / sizeof *map ? map[t]
+                                                  : ESKIT__V1__FIELD__TYPE__TYPE_UNSPECIFIED;
 }
 
 /* protobuf-c's labels to descriptor.proto's; LABEL_NONE (proto3, no label) is unspecified. */
@@ -589,8 +589,8 @@ static es_err build_model(build_t *b, const walk_t *w) {
     b->etp = calloc(w->n_enums + 1, sizeof *b->etp);
     b->vs = calloc(nv + 1, sizeof *b->vs);
     b->vsp = calloc(nv + 1, sizeof *b->vsp);
-    if (!b->mts || !b->mtp || !b->fs || !b->fsp || !b->order || !b->oneofs || !b->offsets || !b->ets ||
-        !b->etp || !b->vs || !b->vsp)
+    if (!b->mts || !b->mtp || !b->fs || !b->fsp || !b->order || !b->oneofs || !b->offsets ||
+        !b->ets || !b->etp || !b->vs || !b->vsp)
         return ES_ENOMEM;
     eskit__v1__schema__init(&b->pb);
     b->pb.full_name = (char *)undot(w->msgs[0]->name);
@@ -757,9 +757,9 @@ static es_err json_field(es_buf_t *b, const Eskit__V1__Field *f) {
                 enum_text(&eskit__v1__field__label__descriptor, (int)f->label));
     if (e == ES_OK)
         e = jstr(b, f->type_name);
-    return e == ES_OK ? put(b, ",\"oneof\":%u,\"packed\":%s}", f->oneof,
-                            f->packed ? "true" : "false")
-                      : e;
+    return e == ES_OK
+               ? put(b, ",\"oneof\":%u,\"packed\":%s}", f->oneof, f->packed ? "true" : "false")
+               : e;
 }
 
 static es_err json_message(es_buf_t *b, const Eskit__V1__MessageType *m) {
@@ -825,9 +825,8 @@ es_err es_schema_format(const es_schema_t *s, int json_out, char **out, es_error
         return es_fail(err, ES_EINVAL, "es_schema_format: NULL argument");
     *out = NULL;
     es_buf_t b = {0};
+    /* put leaves a NUL after what it wrote, and both forms write something. */
     es_err e = json_out ? json(&b, s) : text(&b, s);
-    if (e == ES_OK)
-        e = put(&b, "%s", "");
     if (e != ES_OK) {
         es_buf_free(&b);
         return es_fail(err, ES_ENOMEM, "printing the schema of %s: out of memory",

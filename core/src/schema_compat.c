@@ -102,9 +102,6 @@ static const char *wire_name(Eskit__V1__Field__Type t) {
     case T(BYTES):
     case T(MESSAGE):
         return "length-delimited";
-    case T(SINT32):
-    case T(SINT64):
-        return "zigzag varint";
     default:
         return "varint";
     }
@@ -174,8 +171,8 @@ typedef struct key {
 typedef struct cmp {
     const es_schema_t *a, *b; /* a recorded version, the new schema */
     es_compat mode;
-    size_t version; /* a's version number (1-based) */
-    int latest;     /* a is the latest version: every rule; else the reuse rules only */
+    size_t version;     /* a's version number (1-based) */
+    int latest;         /* a is the latest version: every rule; else the reuse rules only */
     const void **pairs; /* pairs of types compared in this pass, two pointers each */
     size_t n_pairs, cap_pairs;
     decided_t *keys;
@@ -278,13 +275,14 @@ static const char *oneof_name(const Eskit__V1__MessageType *m, const Eskit__V1__
     return f->oneof ? m->oneofs[f->oneof - 1] : "";
 }
 
-/* Whether the fields sharing fa's oneof in ma that mb still has share fb's oneof in mb. */
+/* Whether the fields sharing fa's oneof in ma that are in a oneof in mb too share fb's (one
+ * moved out of its oneof is reported on its own). */
 static int same_oneof_members(const Eskit__V1__MessageType *ma, const Eskit__V1__Field *fa,
                               const Eskit__V1__MessageType *mb, const Eskit__V1__Field *fb) {
     for (size_t i = 0; i < ma->n_fields; i++) {
         const Eskit__V1__Field *g = ma->fields[i];
         const Eskit__V1__Field *h = es_schema_field(mb, g->number);
-        if (g->oneof == fa->oneof && h && h->oneof != fb->oneof)
+        if (g->oneof == fa->oneof && h && h->oneof && h->oneof != fb->oneof)
             return 0;
     }
     return 1;
@@ -312,8 +310,8 @@ static void check_oneof(cmp_t *c, const Eskit__V1__MessageType *ma, const Eskit_
         what);
 }
 
-static void check_required(cmp_t *c, const Eskit__V1__MessageType *mb,
-                           const Eskit__V1__Field *fa, const Eskit__V1__Field *fb) {
+static void check_required(cmp_t *c, const Eskit__V1__MessageType *mb, const Eskit__V1__Field *fa,
+                           const Eskit__V1__Field *fb) {
     if (fb && is_required(fb) && !(fa && is_required(fa)) && applies_backward(c->mode))
         add(&c->rep, "MESSAGE_SAME_REQUIRED_FIELDS", mb->full_name, "field", fb->name, fb->number,
             "%s required (backward): events recorded before it lack it, and a reader of this "
@@ -433,9 +431,8 @@ es_err es_schema_check(const es_schema_t *const *history, size_t n, const es_sch
 
 /* ---- es_schema_diff ---- */
 
-static void diff_field(report_t *rp, const Eskit__V1__MessageType *ma,
-                       const Eskit__V1__Field *fa, const Eskit__V1__MessageType *mb,
-                       const Eskit__V1__Field *fb) {
+static void diff_field(report_t *rp, const Eskit__V1__MessageType *ma, const Eskit__V1__Field *fa,
+                       const Eskit__V1__MessageType *mb, const Eskit__V1__Field *fb) {
     const char *t = mb->full_name;
     if (strcmp(fa->name, fb->name))
         add(rp, "FIELD_RENAMED", t, "field", fb->name, fb->number, "was %s", fa->name);
@@ -458,8 +455,54 @@ static void diff_field(report_t *rp, const Eskit__V1__MessageType *ma,
             fb->packed ? "now" : "no more");
 }
 
-static void diff_message(report_t *rp, const Eskit__V1__MessageType *ma,
+/* A diff pairs types as es_schema_check does, by structure from the registered types; what
+ * no pair reaches was added or removed. */
+typedef struct diff {
+    report_t rp;
+    const es_schema_t *a, *b;
+    unsigned char *paired_a, *paired_b; /* messages, then enums */
+} diff_t;
+
+static size_t index_of(const void *const *list, size_t n, const void *item) {
+    size_t i = 0;
+    while (i < n && list[i] != item)
+        i++;
+    return i;
+}
+
+static void diff_enum(report_t *rp, const Eskit__V1__EnumType *ea, const Eskit__V1__EnumType *eb);
+
+static void diff_message(diff_t *d, const Eskit__V1__MessageType *ma,
+                         const Eskit__V1__MessageType *mb);
+
+/* Marks a pair of types; 0 when either was paired already. */
+static int pair(diff_t *d, size_t ia, size_t ib) {
+    if (d->paired_a[ia] || d->paired_b[ib])
+        return 0;
+    d->paired_a[ia] = d->paired_b[ib] = 1;
+    return 1;
+}
+
+static void diff_types_of(diff_t *d, const Eskit__V1__Field *fa, const Eskit__V1__Field *fb) {
+    const Eskit__V1__Schema *pa = d->a->pb, *pb = d->b->pb;
+    if (fa->type == T(MESSAGE) && fb->type == T(MESSAGE)) {
+        const Eskit__V1__MessageType *ma = es_schema_message(d->a, fa->type_name);
+        const Eskit__V1__MessageType *mb = es_schema_message(d->b, fb->type_name);
+        if (pair(d, index_of((const void *const *)pa->messages, pa->n_messages, ma),
+                 index_of((const void *const *)pb->messages, pb->n_messages, mb)))
+            diff_message(d, ma, mb);
+    } else if (fa->type == T(ENUM) && fb->type == T(ENUM)) {
+        const Eskit__V1__EnumType *ea = es_schema_enum(d->a, fa->type_name);
+        const Eskit__V1__EnumType *eb = es_schema_enum(d->b, fb->type_name);
+        if (pair(d, pa->n_messages + index_of((const void *const *)pa->enums, pa->n_enums, ea),
+                 pb->n_messages + index_of((const void *const *)pb->enums, pb->n_enums, eb)))
+            diff_enum(&d->rp, ea, eb);
+    }
+}
+
+static void diff_message(diff_t *d, const Eskit__V1__MessageType *ma,
                          const Eskit__V1__MessageType *mb) {
+    report_t *rp = &d->rp;
     for (size_t i = 0; i < ma->n_fields; i++) {
         const Eskit__V1__Field *fa = ma->fields[i], *fb = es_schema_field(mb, fa->number);
         if (!fb)
@@ -467,6 +510,8 @@ static void diff_message(report_t *rp, const Eskit__V1__MessageType *ma,
                 es_schema_type_text(fa), is_repeated(fa) ? ", repeated" : "");
         else
             diff_field(rp, ma, fa, mb, fb);
+        if (fb)
+            diff_types_of(d, fa, fb);
     }
     for (size_t i = 0; i < mb->n_fields; i++) {
         const Eskit__V1__Field *fb = mb->fields[i];
@@ -512,28 +557,21 @@ static void diff_enum(report_t *rp, const Eskit__V1__EnumType *ea, const Eskit__
     }
 }
 
-static void diff_types(report_t *rp, const es_schema_t *a, const es_schema_t *b) {
-    const Eskit__V1__Schema *pa = a->pb, *pb = b->pb;
-    for (size_t i = 0; i < pa->n_messages; i++) {
-        const Eskit__V1__MessageType *mb = es_schema_message(b, pa->messages[i]->full_name);
-        if (mb)
-            diff_message(rp, pa->messages[i], mb);
-        else
-            add(rp, "TYPE_REMOVED", pa->messages[i]->full_name, NULL, NULL, 0, "message removed");
-    }
-    for (size_t i = 0; i < pb->n_messages; i++)
-        if (!es_schema_message(a, pb->messages[i]->full_name))
-            add(rp, "TYPE_ADDED", pb->messages[i]->full_name, NULL, NULL, 0, "message added");
-    for (size_t i = 0; i < pa->n_enums; i++) {
-        const Eskit__V1__EnumType *eb = es_schema_enum(b, pa->enums[i]->full_name);
-        if (eb)
-            diff_enum(rp, pa->enums[i], eb);
-        else
-            add(rp, "TYPE_REMOVED", pa->enums[i]->full_name, NULL, NULL, 0, "enum removed");
-    }
-    for (size_t i = 0; i < pb->n_enums; i++)
-        if (!es_schema_enum(a, pb->enums[i]->full_name))
-            add(rp, "TYPE_ADDED", pb->enums[i]->full_name, NULL, NULL, 0, "enum added");
+/* Types no pair reached: removed from a, added in b. */
+static void diff_unpaired(diff_t *d) {
+    const Eskit__V1__Schema *pa = d->a->pb, *pb = d->b->pb;
+    for (size_t i = 0; i < pa->n_messages + pa->n_enums; i++)
+        if (!d->paired_a[i])
+            add(&d->rp, "TYPE_REMOVED",
+                i < pa->n_messages ? pa->messages[i]->full_name
+                                   : pa->enums[i - pa->n_messages]->full_name,
+                NULL, NULL, 0, "%s removed", i < pa->n_messages ? "message" : "enum");
+    for (size_t i = 0; i < pb->n_messages + pb->n_enums; i++)
+        if (!d->paired_b[i])
+            add(&d->rp, "TYPE_ADDED",
+                i < pb->n_messages ? pb->messages[i]->full_name
+                                   : pb->enums[i - pb->n_messages]->full_name,
+                NULL, NULL, 0, "%s added", i < pb->n_messages ? "message" : "enum");
 }
 
 es_err es_schema_diff(const es_schema_t *a, const es_schema_t *b, es_schema_report_t *report,
@@ -541,12 +579,21 @@ es_err es_schema_diff(const es_schema_t *a, const es_schema_t *b, es_schema_repo
     if (!a || !b || !report)
         return es_fail(err, ES_EINVAL, "es_schema_diff: NULL argument");
     es_schema_report_clear(report);
-    report_t rp = {.r = report};
-    diff_types(&rp, a, b);
-    if (rp.e != ES_OK) {
+    diff_t d = {.rp = {.r = report}, .a = a, .b = b};
+    d.paired_a = calloc(a->pb->n_messages + a->pb->n_enums, 1);
+    d.paired_b = calloc(b->pb->n_messages + b->pb->n_enums, 1);
+    if (!d.paired_a || !d.paired_b)
+        d.rp.e = ES_ENOMEM;
+    if (d.rp.e == ES_OK) {
+        d.paired_a[0] = d.paired_b[0] = 1;
+        diff_message(&d, a->pb->messages[0], b->pb->messages[0]);
+        diff_unpaired(&d);
+    }
+    free(d.paired_a);
+    free(d.paired_b);
+    if (d.rp.e != ES_OK) {
         es_schema_report_clear(report);
-        return es_fail(err, ES_ENOMEM, "comparing schemas of %s: out of memory",
-                       es_schema_name(b));
+        return es_fail(err, ES_ENOMEM, "comparing schemas of %s: out of memory", es_schema_name(b));
     }
     return ES_OK;
 }

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #define ES_SHA256_LEN 32
+#define ES_SHA256_HEX_LEN 64
 
 typedef struct es_sha256 {
     uint32_t h[8];
@@ -23,6 +24,6 @@ void es_sha256_final(es_sha256_t *c, uint8_t out[ES_SHA256_LEN]);
 /* The digest of one buffer. */
 void es_sha256(const void *data, size_t len, uint8_t out[ES_SHA256_LEN]);
 /* The digest of one buffer as 64 lowercase hex digits and a NUL. */
-void es_sha256_hex(const void *data, size_t len, char out[2 * ES_SHA256_LEN + 1]);
+void es_sha256_hex(const void *data, size_t len, char out[ES_SHA256_HEX_LEN + 1]);
 
 #endif

@@ -48,13 +48,11 @@ typedef struct es_schema es_schema_t;
 
 /* The schema of the message type d describes, with every message and enum type its fields
  * reach. Caller frees with es_schema_free. */
-ES_API es_err es_schema_of(const ProtobufCMessageDescriptor *d, es_schema_t **out,
-                           es_error_t *err);
+ES_API es_err es_schema_of(const ProtobufCMessageDescriptor *d, es_schema_t **out, es_error_t *err);
 /* Reads a schema from its canonical bytes (an eskit.v1.Schema): malformed bytes, or a schema
  * that is not canonical (lists out of order, a field referring to a type it does not carry),
  * are ES_EDECODE. Caller frees with es_schema_free. */
-ES_API es_err es_schema_parse(const uint8_t *bytes, size_t len, es_schema_t **out,
-                              es_error_t *err);
+ES_API es_err es_schema_parse(const uint8_t *bytes, size_t len, es_schema_t **out, es_error_t *err);
 /* The canonical bytes (borrowed, valid while s lives); *len is set. */
 ES_API const uint8_t *es_schema_bytes(const es_schema_t *s, size_t *len);
 /* The registered type's full name ("orders.v1.OrderPlaced"). */
