@@ -231,6 +231,29 @@ Test(config, a_found_eskit_conf_of_our_own_in_a_sticky_directory_is_read) {
     free(dir);
 }
 
+/* The sticky bit keeps other users from replacing the file, not the directory's owner: a
+ * world-writable sticky directory is trusted only when root or the user owns it. A user who
+ * cannot chown makes the directory not sticky instead, which is refused as well. */
+Test(config, a_found_eskit_conf_in_a_sticky_directory_another_user_owns_is_refused) {
+    char *dir = tu_tempdir();
+    char *conf = write_file(dir, "eskit.conf", "db = theirs.db\n");
+    cr_assert_eq(chmod(dir, 01777), 0);
+    if (geteuid() == 0)
+        cr_assert_eq(chown(dir, 65534, 65534), 0);
+    else
+        cr_assert_eq(chmod(dir, 0777), 0);
+    es_config_t *cfg = es_config_new();
+    es_error_t err = {0};
+    assert_refused_saying_how_to_trust(load_found(dir, cfg, &err), &err,
+                                       geteuid() == 0 ? "its directory is owned by uid 65534"
+                                                      : "its directory (mode 0777)");
+    cr_assert_str_eq(es_config_get(cfg, "db"), "eskit.db");
+    es_config_destroy(cfg);
+    tu_rmtree(dir);
+    free(conf);
+    free(dir);
+}
+
 Test(config, a_file_another_user_owns_is_read_when_named_by_eskit_config) {
     char *dir = tu_tempdir();
     char *conf = write_file(dir, "eskit.conf", "db = theirs.db\nprojector.path = /opt/p\n");
