@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "kafka/wire.h"
 #include "testutil.h"
 
 Test(config, defaults_are_safe_and_embedded) {
@@ -332,6 +333,32 @@ Test(config, checking_a_plugin_key_never_loads_the_plugin) {
     cr_assert_eq(access(marker, F_OK), -1, "the plugin's constructor ran while checking the key");
     cr_assert_eq(es_config_set(cfg, "kafka.plugin.library.paths", "a.so\nb.so", &err), ES_EINVAL);
     cr_assert(strstr(err.message, "kafka.plugin.library.paths"), "%s", err.message);
+    es_config_destroy(cfg);
+    tu_rmtree(dir);
+    free(marker);
+    free(dir);
+}
+
+/* The control of the test above: the same evil.so, taken from the environment, is loaded when
+ * eskit makes a Kafka client's librdkafka conf, and its marker appears. Without it the test
+ * above would pass if the module could not write the marker at all. */
+Test(config, a_plugin_from_the_environment_is_loaded_when_a_kafka_client_is_made) {
+    char *dir = tu_tempdir();
+    char *marker = tu_path(dir, "marker");
+    setenv("EVIL_MARKER", marker, 1);
+    setenv("ESKIT_KAFKA_PLUGIN_LIBRARY_PATHS", TEST_MODULES_DIR "/evil.so", 1);
+    es_config_t *cfg = es_config_new();
+    es_error_t err = {0};
+    cr_assert_eq(es_config_load_env(cfg, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(access(marker, F_OK), -1, "the plugin ran while reading the environment");
+    cr_assert_str_eq(es_config_get(cfg, "kafka.plugin.library.paths"), TEST_MODULES_DIR "/evil.so");
+    const es_kafka_opts_t opts = {.role = ES_KAFKA_ADMIN};
+    rd_kafka_conf_t *conf = NULL;
+    es_kafka_conf(cfg, &opts, &conf, &err); /* evil.so is no plugin: refused, after it ran */
+    if (conf)
+        rd_kafka_conf_destroy(conf);
+    cr_assert_eq(access(marker, F_OK), 0, "librdkafka never loaded the plugin: %s", err.message);
+    unsetenv("ESKIT_KAFKA_PLUGIN_LIBRARY_PATHS");
     es_config_destroy(cfg);
     tu_rmtree(dir);
     free(marker);
