@@ -278,10 +278,14 @@ Test(config, keys_that_load_code_are_refused_from_a_found_eskit_conf_naming_key_
         {"projector.path = .", "ESKIT_PROJECTOR_PATH"},
         {"kafka.plugin.library.paths = ./evil.so", "ESKIT_KAFKA_PLUGIN_LIBRARY_PATHS"},
         {"kafka.ssl.engine.location = ./engine.so", "ESKIT_KAFKA_SSL_ENGINE_LOCATION"},
+        {"kafka.ssl.engine.id = evil", "ESKIT_KAFKA_SSL_ENGINE_ID"},
         {"kafka.ssl.providers = ./provider.so", "ESKIT_KAFKA_SSL_PROVIDERS"},
         {"kafka.sasl.kerberos.kinit.cmd = touch /tmp/owned", "ESKIT_KAFKA_SASL_KERBEROS_KINIT_CMD"},
+        {"kafka.sasl.kerberos.keytab = /tmp/k; touch /tmp/owned",
+         "ESKIT_KAFKA_SASL_KERBEROS_KEYTAB"},
         {"kafka.sasl.kerberos.principal = x; touch /tmp/owned",
          "ESKIT_KAFKA_SASL_KERBEROS_PRINCIPAL"},
+        {"types.modules = ./evil.so", "ESKIT_TYPES_MODULES"},
     };
     char *dir = tu_tempdir();
     for (size_t i = 0; i < sizeof lines / sizeof *lines; i++) {
