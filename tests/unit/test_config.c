@@ -392,6 +392,35 @@ Test(config, a_line_longer_than_4095_bytes_is_one_line_and_later_errors_name_the
     free(dir);
 }
 
+/* Not only a comment: a value longer than any line buffer takes effect whole, and the next
+ * line keeps its number. */
+Test(config, a_value_longer_than_4095_bytes_takes_effect_whole) {
+    char *dir = tu_tempdir();
+    /* A search path of 500 directories, "/opt/p/0000:/opt/p/0001:...", 5999 bytes. */
+    char value[6100];
+    size_t n = 0;
+    for (size_t i = 0; i < 500; i++)
+        n += (size_t)snprintf(value + n, sizeof value - n, "%s/opt/p/%04zu", i ? ":" : "", i);
+    cr_assert_eq(n, 5999);
+    char *text = NULL;
+    cr_assert_gt(asprintf(&text, "projector.path = %s\nbogus.key = 1\n", value), 0);
+    char *conf = write_file(dir, "long.conf", text);
+    es_config_t *cfg = es_config_new();
+    es_error_t err = {0};
+    cr_assert_eq(es_config_load_file(cfg, conf, &err), ES_EINVAL);
+    cr_assert(strstr(err.message, "long.conf:2:") && strstr(err.message, "bogus.key"), "%s",
+              err.message);
+    const char *got = es_config_get(cfg, "projector.path");
+    cr_assert_not_null(got, "the long value was not taken");
+    cr_assert_eq(strlen(got), n, "the value is %zu bytes of %zu", strlen(got), n);
+    cr_assert_str_eq(got, value);
+    es_config_destroy(cfg);
+    tu_rmtree(dir);
+    free(text);
+    free(conf);
+    free(dir);
+}
+
 Test(config, loading_a_directory_is_an_error_naming_it) {
     char *dir = tu_tempdir();
     es_config_t *cfg = es_config_new();
