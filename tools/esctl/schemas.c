@@ -216,8 +216,7 @@ static int run_show(const options *o, es_schemas_t *cat) {
         } else {
             pb_buf_puts(&b, "// ");
             put_clean(&b, e->name, 0);
-            pb_buf_printf(&b, " version %" PRIu32 " of %zu, %s, registered ", e->version, l.n,
-                          e->fingerprint);
+            pb_buf_printf(&b, " version %" PRIu32 " of %zu, registered ", e->version, l.n);
             put_time(&b, e->registered_at_us);
             pb_buf_puts(&b, " by ");
             put_clean(&b, e->registered_by, 0);
