@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@
 #include "domain.h"
 #include "fulfilment.h"
 #include "order_summary.h"
+#include "kafkautil.h"
 #include "testutil.h"
 
 static const char *const all_types[] = {"orders.order", "payments.payment", "inventory.item",
@@ -225,6 +227,63 @@ Test(catalogue, a_saga_that_would_misread_the_log_is_refused_at_coordinator_star
                   strstr(err.message, "orders.v1.OrderPlaced"),
               "%s", err.message);
     cr_assert_null(c);
+    tb_close(b);
+}
+
+/* Puts a record that is no eskit.v1.SchemaRecord where the catalogue keeps cattest.v1.Thing
+ * version 2 (after a good version 1). */
+static void corrupt_catalogue(tb_t *b) {
+    static const uint8_t garbage[] = {0xff, 0x01, 0x02, 0x03};
+    if (!tb_kafka(b)) {
+        sqlite3 *db = NULL;
+        cr_assert_eq(sqlite3_open(es_config_get(tb_config(b), "db"), &db), SQLITE_OK);
+        sqlite3_stmt *s = NULL;
+        cr_assert_eq(sqlite3_prepare_v2(db,
+                                        "INSERT INTO es_schemas VALUES ('cattest.v1.Thing', 2, "
+                                        "'sha256:00', ?, 0, 'test')",
+                                        -1, &s, NULL),
+                     SQLITE_OK, "%s", sqlite3_errmsg(db));
+        sqlite3_bind_blob(s, 1, garbage, sizeof garbage, SQLITE_STATIC);
+        cr_assert_eq(sqlite3_step(s), SQLITE_DONE);
+        sqlite3_finalize(s);
+        sqlite3_close(db);
+        return;
+    }
+    rd_kafka_t *p =
+        tu_kafka_new(RD_KAFKA_PRODUCER, tu_kafka_producer_conf(es_config_get(tb_config(b), "brokers")));
+    cr_assert_eq(rd_kafka_producev(p, RD_KAFKA_V_TOPIC("eskit.schemas"), RD_KAFKA_V_PARTITION(0),
+                                   RD_KAFKA_V_KEY("cattest.v1.Thing/2", 18),
+                                   RD_KAFKA_V_VALUE((void *)garbage, sizeof garbage),
+                                   RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+                 RD_KAFKA_RESP_ERR_NO_ERROR);
+    cr_assert_eq(rd_kafka_flush(p, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_destroy(p);
+}
+
+Test(catalogue, a_corrupt_catalogue_record_is_a_clear_error_and_nothing_is_registered) {
+    tb_t *b = tb_open(all_types);
+    es_error_t err = {0};
+    register_one(b, "base", ES_OK, &err);
+    corrupt_catalogue(b);
+    es_schemas_t *cat = NULL;
+    seen s = {0};
+    cr_assert_eq(es_schemas_open(tb_config(b), 1, &cat, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(es_schemas_list(cat, NULL, collect, &s, &err), ES_EDECODE);
+    /* It names where: the type and version (embedded rows say which), or the offset. */
+    cr_assert(strstr(err.message, "corrupt record") &&
+                  (strstr(err.message, "cattest.v1.Thing version 2") ||
+                   strstr(err.message, "at offset 1")) &&
+                  strstr(err.message, "restore"),
+              "%s", err.message);
+    es_schemas_close(cat);
+    /* A writer cannot register while the catalogue cannot be read, and writes no event. */
+    es_engine_t *engine = NULL;
+    cr_assert_eq(es_engine_new(tb_config(b), &engine, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(demo_register_all(engine, &err), ES_EDECODE, "%s", err.message);
+    cr_assert(strstr(err.message, "schema catalogue") && strstr(err.message, "corrupt"), "%s",
+              err.message);
+    es_engine_destroy(engine);
+    cr_assert_eq(tb_appended(b), 0);
     tb_close(b);
 }
 
