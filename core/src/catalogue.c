@@ -49,8 +49,7 @@ static void drop_entries(es_schemas_t *c) {
     c->n = 0;
 }
 
-es_err es_schemas_open(const es_config_t *cfg, int readonly, es_schemas_t **out,
-                       es_error_t *err) {
+es_err es_schemas_open(const es_config_t *cfg, int readonly, es_schemas_t **out, es_error_t *err) {
     if (!cfg || !out)
         return es_fail(err, ES_EINVAL, "es_schemas_open: the config and out are required");
     *out = NULL;
@@ -124,8 +123,12 @@ static int load_one(const es_catalogue_rec *r, void *opaque) {
         return 1;
     }
     entry *en = &c->entries[c->n];
-    *en = (entry){strdup(r->name), r->version, strdup(r->fingerprint), r->registered_at_us,
-                  strdup(r->registered_by ? r->registered_by : ""), s};
+    *en = (entry){strdup(r->name),
+                  r->version,
+                  strdup(r->fingerprint),
+                  r->registered_at_us,
+                  strdup(r->registered_by ? r->registered_by : ""),
+                  s};
     if (!en->name || !en->fingerprint || !en->by) {
         c->n++;
         x->e = es_fail(x->err, ES_ENOMEM, "out of memory reading the schema catalogue");
@@ -173,8 +176,8 @@ es_err es_schemas_list(es_schemas_t *cat, const char *name, es_schema_entry_cb *
         const entry *en = &cat->entries[i];
         if (name && strcmp(name, en->name))
             continue;
-        es_schema_entry_t out = {en->name, en->version, en->fingerprint, en->at_us, en->by,
-                                 en->schema};
+        es_schema_entry_t out = {en->name,  en->version, en->fingerprint,
+                                 en->at_us, en->by,      en->schema};
         if (cb(&out, opaque))
             break;
     }
@@ -259,8 +262,8 @@ static es_err plan_types(const ProtobufCMessageDescriptor *const *types, size_t 
         size_t k = 0;
         while (k < p->n && strcmp(es_schema_name(p->items[k].schema), es_schema_name(s)))
             k++;
-        if (k < p->n && strcmp(es_schema_fingerprint(p->items[k].schema),
-                               es_schema_fingerprint(s))) {
+        if (k < p->n &&
+            strcmp(es_schema_fingerprint(p->items[k].schema), es_schema_fingerprint(s))) {
             es_err r = es_fail(err, ES_EINVAL,
                                "registering schemas: two different schemas are called %s (%s "
                                "and %s); a service has one schema per type name",
@@ -299,8 +302,7 @@ static es_err decide(es_schemas_t *c, plan *p, es_schema_report_t *report, es_er
             continue;
         const es_schema_t **hist = malloc(n * sizeof *hist);
         if (!hist)
-            return es_fail(err, ES_ENOMEM, "out of memory checking %s",
-                           es_schema_name(it->schema));
+            return es_fail(err, ES_ENOMEM, "out of memory checking %s", es_schema_name(it->schema));
         for (size_t k = 0; k < n; k++)
             hist[k] = c->entries[lo + k].schema;
         es_schema_report_t one = {0};
@@ -340,7 +342,7 @@ static void registrant(char *out, size_t cap) {
 /* A pause of 1..16 ms before reading again, so two writers that raced do not race again in
  * step. */
 static void back_off(unsigned round) {
-    struct timespec ts = {0, (long)(1 + (es_now_us() + round * 7919) % 16) * 1000000L};
+    struct timespec ts = {0, (long)(1 + (es_now_us() + (int64_t)round * 7919) % 16) * 1000000L};
     nanosleep(&ts, NULL);
 }
 
@@ -358,8 +360,13 @@ static es_err record_new(es_schemas_t *c, const plan *p, int *lost, es_error_t *
             continue;
         size_t len = 0;
         const uint8_t *bytes = es_schema_bytes(it->schema, &len);
-        recs[n++] = (es_catalogue_rec){es_schema_name(it->schema), it->version,
-                                       es_schema_fingerprint(it->schema), bytes, len, now, by};
+        recs[n++] = (es_catalogue_rec){es_schema_name(it->schema),
+                                       it->version,
+                                       es_schema_fingerprint(it->schema),
+                                       bytes,
+                                       len,
+                                       now,
+                                       by};
     }
     *lost = 0;
     es_err e = n ? c->store->ops->add(c->store, recs, n, lost, err) : ES_OK;
@@ -413,8 +420,8 @@ es_err es_schemas_register(es_schemas_t *cat, const ProtobufCMessageDescriptor *
     return run(cat, types, n, 1, versions, report, err);
 }
 
-es_err es_schemas_check(es_schemas_t *cat, const ProtobufCMessageDescriptor *const *types,
-                        size_t n, es_schema_report_t *report, es_error_t *err) {
+es_err es_schemas_check(es_schemas_t *cat, const ProtobufCMessageDescriptor *const *types, size_t n,
+                        es_schema_report_t *report, es_error_t *err) {
     return run(cat, types, n, 0, NULL, report, err);
 }
 
@@ -468,9 +475,9 @@ es_err es_catalogue_rec_decode(const uint8_t *buf, size_t len, es_catalogue_rec 
         return es_fail(err, ES_ENOMEM, "out of memory decoding a schema record");
     }
     eskit__v1__schema__pack(k->rec->schema, k->schema);
-    *r = (es_catalogue_rec){k->rec->full_name,        k->rec->version, k->rec->fingerprint,
-                            k->schema,                slen,            k->rec->registered_at_us,
-                            k->rec->registered_by};
+    *r = (es_catalogue_rec){
+        k->rec->full_name,        k->rec->version,      k->rec->fingerprint, k->schema, slen,
+        k->rec->registered_at_us, k->rec->registered_by};
     *keep = k;
     return ES_OK;
 }

@@ -22,8 +22,7 @@
 #include "kafkautil.h"
 #include "testutil.h"
 
-static const char *const all_types[] = {"orders.order", "payments.payment", "inventory.item",
-                                         NULL};
+static const char *const all_types[] = {"orders.order", "payments.payment", "inventory.item", NULL};
 
 typedef struct seen {
     char names[64][128];
@@ -120,8 +119,8 @@ Test(catalogue, events_carry_the_version_of_their_type_that_their_writer_registe
     cr_assert_eq(tb_events_of(b, "orders.order", "o-sv", 1), 1);
     uint32_t v = 0;
     es_error_t err = {0};
-    cr_assert_eq(es_store_read_stream(tb_store(b), "orders.order", "o-sv", 1,
-                                      first_schema_version, &v, &err),
+    cr_assert_eq(es_store_read_stream(tb_store(b), "orders.order", "o-sv", 1, first_schema_version,
+                                      &v, &err),
                  ES_OK, "%s", err.message);
     cr_assert_eq(v, 1, "orders.v1.OrderPlaced is version 1 in the catalogue: %u", v);
     tb_close(b);
@@ -249,8 +248,8 @@ static void corrupt_catalogue(tb_t *b) {
         sqlite3_close(db);
         return;
     }
-    rd_kafka_t *p =
-        tu_kafka_new(RD_KAFKA_PRODUCER, tu_kafka_producer_conf(es_config_get(tb_config(b), "brokers")));
+    rd_kafka_t *p = tu_kafka_new(RD_KAFKA_PRODUCER,
+                                 tu_kafka_producer_conf(es_config_get(tb_config(b), "brokers")));
     cr_assert_eq(rd_kafka_producev(p, RD_KAFKA_V_TOPIC("eskit.schemas"), RD_KAFKA_V_PARTITION(0),
                                    RD_KAFKA_V_KEY("cattest.v1.Thing/2", 18),
                                    RD_KAFKA_V_VALUE((void *)garbage, sizeof garbage),
@@ -382,8 +381,7 @@ static void race(const char *a_variant, const char *b_variant) {
         if (same)
             cr_assert_eq(va, vb, "%s: one schema, one version (%u, %u)", na, va, vb);
         else
-            cr_assert((va == 2 && vb == 3) || (va == 3 && vb == 2), "%s: %u and %u", na, va,
-                      vb);
+            cr_assert((va == 2 && vb == 3) || (va == 3 && vb == 2), "%s: %u and %u", na, va, vb);
         lines++;
     }
     cr_assert_eq(lines, RACE_TYPES);
@@ -395,8 +393,7 @@ static void race(const char *a_variant, const char *b_variant) {
     tb_close(b);
 }
 
-Test(catalogue, two_processes_registering_different_schemas_at_once_lose_nothing,
-     .timeout = 120) {
+Test(catalogue, two_processes_registering_different_schemas_at_once_lose_nothing, .timeout = 120) {
     race("note", "tag");
 }
 

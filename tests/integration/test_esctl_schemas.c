@@ -20,9 +20,9 @@ static char *dir;
 static char *db;
 
 static void setup(void) {
-    static const char *const vars[] = {"ESKIT_DB",      "ESKIT_CONFIG",
-                                       "ESKIT_BROKERS", "ESKIT_BACKEND",
-                                       "ESKIT_TYPES_MODULES", "ESKIT_SCHEMA_COMPATIBILITY"};
+    static const char *const vars[] = {
+        "ESKIT_DB",      "ESKIT_CONFIG",        "ESKIT_BROKERS",
+        "ESKIT_BACKEND", "ESKIT_TYPES_MODULES", "ESKIT_SCHEMA_COMPATIBILITY"};
     for (size_t i = 0; i < sizeof vars / sizeof *vars; i++)
         unsetenv(vars[i]);
     dir = tu_tempdir();
@@ -165,8 +165,8 @@ Test(esctl_schemas, check_refuses_a_module_that_would_break_the_log_with_every_r
     tu_result_free(&r);
     r = TU_ESCTL("--db", db, "schemas", "check", impostor, "--json");
     cr_assert_eq(r.status, 1);
-    cr_assert(strstr(r.out, "\"compatible\": false") && strstr(r.out, "\"rule\": \"FIELD_"),
-              "%s", r.out);
+    cr_assert(strstr(r.out, "\"compatible\": false") && strstr(r.out, "\"rule\": \"FIELD_"), "%s",
+              r.out);
     tu_result_free(&r);
     /* Under none every schema may be recorded. */
     const char *const env[] = {"ESKIT_SCHEMA_COMPATIBILITY=none", NULL};

@@ -75,8 +75,7 @@ static int parse_args(bench_t *b, int argc, char **argv) {
             b->only = argv[++i];
             if (strcmp(b->only, "append") && strcmp(b->only, "execute") &&
                 strcmp(b->only, "latency") && strcmp(b->only, "replay") &&
-                strcmp(b->only, "kafka") && strcmp(b->only, "saga") &&
-                strcmp(b->only, "schemas")) {
+                strcmp(b->only, "kafka") && strcmp(b->only, "saga") && strcmp(b->only, "schemas")) {
                 fprintf(stderr, "eskit-bench: --only takes append, execute, latency, replay, "
                                 "kafka, saga or schemas\n");
                 return -1;

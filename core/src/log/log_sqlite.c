@@ -162,8 +162,8 @@ static const char migrate_v2_sql[] = "ALTER TABLE es_commands ADD COLUMN fingerp
                                      "UPDATE es_meta SET value = '3' WHERE key = 'schema_version';";
 
 /* Version 3 had no schema catalogue. */
-static const char migrate_v3_sql[] = SCHEMAS_SQL
-    "UPDATE es_meta SET value = '4' WHERE key = 'schema_version';";
+static const char migrate_v3_sql[] =
+    SCHEMAS_SQL "UPDATE es_meta SET value = '4' WHERE key = 'schema_version';";
 
 /* Multi-row statements come in these sizes, largest first; n rows take at most a few. */
 static const size_t row_sizes[] = {64, 8, 1};
