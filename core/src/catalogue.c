@@ -282,14 +282,40 @@ static es_err plan_types(const ProtobufCMessageDescriptor *const *types, size_t 
     return ES_OK;
 }
 
+/* Checks next against hist (n versions, oldest first) under c's mode, adding findings to
+ * report; *first and *ferr keep the first failure. */
+static es_err check_into(es_schemas_t *c, const es_schema_t *const *hist, size_t n,
+                         const es_schema_t *next, es_schema_report_t *report, es_err *first,
+                         es_error_t *ferr, es_error_t *err) {
+    es_schema_report_t one = {0};
+    es_error_t cerr;
+    es_err e = es_schema_check(hist, n, next, c->mode, &one, &cerr);
+    if (e == ES_EINCOMPATIBLE) {
+        if (*first == ES_OK) {
+            *first = e;
+            *ferr = cerr;
+        }
+        e = es_schema_report_take(report, &one, err);
+    }
+    es_schema_report_clear(&one);
+    return e;
+}
+
 /* Decides each item's version against the last read; findings of every broken rule go to
- * report. ES_EINCOMPATIBLE when there is one. */
-static es_err decide(es_schemas_t *c, plan *p, es_schema_report_t *report, es_error_t *err) {
-    es_err first = ES_OK;
+ * report. ES_EINCOMPATIBLE when there is one.
+ *
+ * A writer's schema that is recorded keeps its version; a new one is checked against the
+ * recorded versions (es_schema_check: the latest, and the whole history for the reuse rules).
+ * A reader (reader = 1) must read what every version wrote, its own recorded one included or
+ * not: it is checked against each version recorded after its own (all of them when it has none),
+ * newest first, and the findings are those of the newest version it cannot read. */
+static es_err decide(es_schemas_t *c, plan *p, int reader, es_schema_report_t *report,
+                     es_error_t *err) {
+    es_err first = ES_OK, e = ES_OK;
     es_error_t ferr = {0};
-    for (size_t i = 0; i < p->n; i++) {
+    for (size_t i = 0; e == ES_OK && i < p->n; i++) {
         planned *it = &p->items[i];
-        size_t lo = 0, n = 0;
+        size_t lo = 0, n = 0, own = 0;
         history_of(c, es_schema_name(it->schema), &lo, &n);
         it->is_new = 1;
         it->version = n ? c->entries[lo + n - 1].version + 1 : 1;
@@ -297,29 +323,29 @@ static es_err decide(es_schemas_t *c, plan *p, es_schema_report_t *report, es_er
             if (!strcmp(c->entries[lo + k].fingerprint, es_schema_fingerprint(it->schema))) {
                 it->is_new = 0;
                 it->version = c->entries[lo + k].version;
+                own = k + 1;
             }
-        if (!it->is_new || !n)
+        if (!reader && (!it->is_new || !n))
             continue;
-        const es_schema_t **hist = malloc(n * sizeof *hist);
-        if (!hist)
-            return es_fail(err, ES_ENOMEM, "out of memory checking %s", es_schema_name(it->schema));
-        for (size_t k = 0; k < n; k++)
-            hist[k] = c->entries[lo + k].schema;
-        es_schema_report_t one = {0};
-        es_error_t cerr;
-        es_err e = es_schema_check(hist, n, it->schema, c->mode, &one, &cerr);
-        free(hist);
-        if (e == ES_EINCOMPATIBLE) {
-            if (first == ES_OK) {
-                first = e;
-                ferr = cerr;
-            }
-            e = es_schema_report_take(report, &one, err);
+        if (!reader) {
+            const es_schema_t **hist = malloc(n * sizeof *hist);
+            if (!hist)
+                return es_fail(err, ES_ENOMEM, "out of memory checking %s",
+                               es_schema_name(it->schema));
+            for (size_t k = 0; k < n; k++)
+                hist[k] = c->entries[lo + k].schema;
+            e = check_into(c, hist, n, it->schema, report, &first, &ferr, err);
+            free(hist);
+            continue;
         }
-        es_schema_report_clear(&one);
-        if (e != ES_OK)
-            return e;
+        es_err before = first;
+        for (size_t k = n; e == ES_OK && first == before && k-- > own;) {
+            const es_schema_t *one = c->entries[lo + k].schema;
+            e = check_into(c, &one, 1, it->schema, report, &first, &ferr, err);
+        }
     }
+    if (e != ES_OK)
+        return e;
     if (first != ES_OK && err)
         *err = ferr;
     return first;
@@ -374,8 +400,13 @@ static es_err record_new(es_schemas_t *c, const plan *p, int *lost, es_error_t *
     return e;
 }
 
+/* What run does with the types: register them, check them as es_schemas_register would, or
+ * check that a reader of them reads every recorded version. */
+enum { RUN_REGISTER, RUN_CHECK, RUN_READS };
+
 static es_err run(es_schemas_t *c, const ProtobufCMessageDescriptor *const *types, size_t n,
-                  int write, uint32_t *versions, es_schema_report_t *report, es_error_t *err) {
+                  int how, uint32_t *versions, es_schema_report_t *report, es_error_t *err) {
+    int write = how == RUN_REGISTER;
     es_schema_report_t local = {0};
     if (!report)
         report = &local;
@@ -391,7 +422,8 @@ static es_err run(es_schemas_t *c, const ProtobufCMessageDescriptor *const *type
     for (unsigned round = 0; e == ES_OK; round++) {
         es_schema_report_clear(report);
         int lost = 0;
-        if ((e = load(c, err)) != ES_OK || (e = decide(c, &p, report, err)) != ES_OK || !write)
+        if ((e = load(c, err)) != ES_OK ||
+            (e = decide(c, &p, how == RUN_READS, report, err)) != ES_OK || !write)
             break;
         if ((e = record_new(c, &p, &lost, err)) != ES_OK || !lost)
             break;
@@ -417,12 +449,12 @@ static es_err run(es_schemas_t *c, const ProtobufCMessageDescriptor *const *type
 es_err es_schemas_register(es_schemas_t *cat, const ProtobufCMessageDescriptor *const *types,
                            size_t n, uint32_t *versions, es_schema_report_t *report,
                            es_error_t *err) {
-    return run(cat, types, n, 1, versions, report, err);
+    return run(cat, types, n, RUN_REGISTER, versions, report, err);
 }
 
 es_err es_schemas_check(es_schemas_t *cat, const ProtobufCMessageDescriptor *const *types, size_t n,
                         es_schema_report_t *report, es_error_t *err) {
-    return run(cat, types, n, 0, NULL, report, err);
+    return run(cat, types, n, RUN_CHECK, NULL, report, err);
 }
 
 /* ---- the Kafka record ---------------------------------------------------------------------- */
@@ -522,7 +554,7 @@ es_err es_catalogue_enrol(const es_config_t *cfg, const char *who,
     if (e == ES_OK && mw)
         e = es_schemas_register(cat, w, mw, NULL, NULL, err);
     if (e == ES_OK && mr)
-        e = es_schemas_check(cat, r, mr, NULL, err);
+        e = run(cat, r, mr, RUN_READS, NULL, NULL, err);
     if (e != ES_OK)
         es_error_prefix(err, "%s: ", who);
     es_schemas_close(cat);

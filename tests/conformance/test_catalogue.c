@@ -179,9 +179,12 @@ static void record_impostor(tb_t *b) {
     *impostor = *cattest_variant("base", NULL); /* id string = 1, amount int64 = 2 */
     impostor->name = "orders.v1.OrderPlaced";
     const ProtobufCMessageDescriptor *imp = impostor;
-    cr_assert_eq(es_schemas_open(tb_config(b), 0, &cat, &err), ES_OK, "%s", err.message);
+    es_config_t *anything = es_config_dup(tb_config(b)); /* recorded whatever came before */
+    cr_assert_eq(es_config_set(anything, "schema.compatibility", "none", &err), ES_OK);
+    cr_assert_eq(es_schemas_open(anything, 0, &cat, &err), ES_OK, "%s", err.message);
     cr_assert_eq(es_schemas_register(cat, &imp, 1, NULL, NULL, &err), ES_OK, "%s", err.message);
     es_schemas_close(cat);
+    es_config_destroy(anything);
     free(impostor);
 }
 
@@ -214,6 +217,8 @@ Test(catalogue, a_projector_that_would_misread_the_log_is_refused_at_runner_star
     tb_close(b);
 }
 
+/* The saga reads the demo's OrderPlaced, which is recorded (version 1, by the domain's
+ * registration); a version 2 it cannot read came after it. */
 Test(catalogue, a_saga_that_would_misread_the_log_is_refused_at_coordinator_start) {
     tb_t *b = tb_open(all_types);
     es_engine_t *engine = tb_engine(b); /* the domain, registered before the impostor */
