@@ -55,7 +55,7 @@ Test(types, a_module_loads_by_path_and_a_future_abi_is_refused_naming_the_file) 
     es_types_unload(m);
     cr_expect_eq(es_types_load(cfg, bad, &m, &err), ES_EINVAL);
     cr_expect_null(m);
-    cr_expect(strstr(err.message, bad) && strstr(err.message, "ABI version 2"), "%s", err.message);
+    cr_expect(strstr(err.message, bad) && strstr(err.message, "ABI version 3"), "%s", err.message);
     es_config_destroy(cfg);
     free(good);
     free(bad);
