@@ -333,6 +333,50 @@ Test(upcasting, a_failing_upcaster_parks_the_event_naming_itself_and_redrive_app
     rows_are("n-1", "1:[v3]X,2:[v3]Y,3:[v3]Z");
 }
 
+/* "ESKIT_<KEY>=value" for the keys esctl needs to find this backend's log. */
+static void env_of(char out[3][1024]) {
+    static const char *const keys[] = {"backend", "db", "brokers"};
+    size_t n = 0;
+    for (size_t i = 0; i < 3; i++) {
+        const char *v = es_config_get(tb_config(b), keys[i]);
+        out[i][0] = '\0';
+        if (!v)
+            continue;
+        char name[32];
+        snprintf(name, sizeof name, "%s", keys[i]);
+        for (char *p = name; *p; p++)
+            *p = (char)toupper((unsigned char)*p);
+        snprintf(out[n++], sizeof out[0], "ESKIT_%s=%s", name, v);
+    }
+}
+
+Test(upcasting, esctl_events_shows_the_current_types_of_a_types_module_with_upcasters) {
+    note("n-1", "test.v1.Noted", "hello");
+    note("n-1", CURRENT, "[v3]NOW");
+    tb_events_of(b, TYPE, "n-1", 2);
+    char env_s[3][1024];
+    env_of(env_s);
+    const char *env[4] = {NULL, NULL, NULL, NULL};
+    for (size_t i = 0, k = 0; i < 3; i++)
+        if (env_s[i][0])
+            env[k++] = env_s[i];
+    char *copy = strdup(ESCTL_PATH);
+    char *dir = strrchr(copy, '/');
+    *dir = '\0';
+    char *mod = tu_path(copy, "esctl_test_types_upcast.so");
+    tu_result r = TU_ESCTL_ENV(env, "--types", mod, "events", "--json", TYPE, "n-1");
+    cr_assert_eq(r.status, 0, "esctl events: %s%s", r.out, r.err);
+    cr_expect(strstr(r.out, CURRENT), "%s", r.out);
+    cr_expect_null(strstr(r.out, "test.v1.Noted"), "the stored type is not shown: %s", r.out);
+    tu_result_free(&r);
+    r = TU_ESCTL_ENV(env, "events", "--json", TYPE, "n-1"); /* no module: no upcasters */
+    cr_assert_eq(r.status, 0, "esctl events: %s%s", r.out, r.err);
+    cr_expect(strstr(r.out, "test.v1.Noted"), "%s", r.out);
+    tu_result_free(&r);
+    free(mod);
+    free(copy);
+}
+
 /* ---- the demo domain: engine load, execute, restore, the saga coordinator ---- */
 
 static void orders_setup(void) {
