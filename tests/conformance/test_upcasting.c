@@ -66,12 +66,12 @@ static es_err cursed(const es_event_t *ev, void *opaque, uint8_t **out, size_t *
     return prefix_v2(ev, opaque, out, out_len, err);
 }
 
-static const es_upcaster_t notes_v1_v2 = {ES_UPCASTER_ABI, "notes-v1-to-v2", "test.v1.Noted",
-                                          "test.v2.Noted", 0, 0, prefix_v2, NULL};
-static const es_upcaster_t notes_v2_v3 = {ES_UPCASTER_ABI, "notes-v2-to-v3", "test.v2.Noted",
-                                          CURRENT, 0, 0, shout_v3, NULL};
-static const es_upcaster_t notes_cursed = {ES_UPCASTER_ABI, "cursed-upcaster", "test.v1.Cursed",
-                                           "test.v2.Noted", 0, 0, cursed, NULL};
+static const es_upcaster_t notes_v1_v2 = {
+    ES_UPCASTER_ABI, "notes-v1-to-v2", "test.v1.Noted", "test.v2.Noted", 0, 0, prefix_v2, NULL};
+static const es_upcaster_t notes_v2_v3 = {
+    ES_UPCASTER_ABI, "notes-v2-to-v3", "test.v2.Noted", CURRENT, 0, 0, shout_v3, NULL};
+static const es_upcaster_t notes_cursed = {
+    ES_UPCASTER_ABI, "cursed-upcaster", "test.v1.Cursed", "test.v2.Noted", 0, 0, cursed, NULL};
 
 /* "alice;sku-a;2;1500;USD" -> orders.v1.OrderPlaced, the amount computed. */
 static es_err placed_v0_v1(const es_event_t *ev, void *opaque, uint8_t **out, size_t *out_len,
@@ -81,8 +81,8 @@ static es_err placed_v0_v1(const es_event_t *ev, void *opaque, uint8_t **out, si
     long long price = 0;
     (void)opaque;
     snprintf(text, sizeof text, "%.*s", (int)ev->payload_len, (const char *)ev->payload);
-    if (sscanf(text, "%63[^;];%63[^;];%u;%lld;%7s", customer, sku, &quantity, &price,
-               currency) != 5)
+    if (sscanf(text, "%63[^;];%63[^;];%u;%lld;%7s", customer, sku, &quantity, &price, currency) !=
+        5)
         return es_fail(err, ES_EINVAL, "'%s' is not customer;sku;quantity;price;currency", text);
     Orders__V1__LineItem item = ORDERS__V1__LINE_ITEM__INIT;
     item.sku = sku;
@@ -101,9 +101,14 @@ static es_err placed_v0_v1(const es_event_t *ev, void *opaque, uint8_t **out, si
     return ES_OK;
 }
 
-static const es_upcaster_t orders_v0_v1 = {ES_UPCASTER_ABI, "order-placed-v0-to-v1",
-                                           "orders.v0.OrderPlaced", "orders.v1.OrderPlaced",
-                                           0, 0, placed_v0_v1, NULL};
+static const es_upcaster_t orders_v0_v1 = {ES_UPCASTER_ABI,
+                                           "order-placed-v0-to-v1",
+                                           "orders.v0.OrderPlaced",
+                                           "orders.v1.OrderPlaced",
+                                           0,
+                                           0,
+                                           placed_v0_v1,
+                                           NULL};
 
 static void add(const es_upcaster_t *u) {
     es_error_t err = {0};
@@ -114,8 +119,8 @@ static void add(const es_upcaster_t *u) {
 
 static es_err migrate(sqlite3 *db, int from, es_error_t *err) {
     (void)from;
-    if (sqlite3_exec(db, "CREATE TABLE notes(id TEXT, version INT, body TEXT)", NULL, NULL,
-                     NULL) != SQLITE_OK)
+    if (sqlite3_exec(db, "CREATE TABLE notes(id TEXT, version INT, body TEXT)", NULL, NULL, NULL) !=
+        SQLITE_OK)
         return es_fail(err, ES_EIO, "create notes: %s", sqlite3_errmsg(db));
     return ES_OK;
 }
@@ -133,8 +138,8 @@ static es_err apply(es_projector_ctx_t *ctx, const es_event_t *ev, es_error_t *e
 }
 
 static const char *const topics[] = {TYPE ".events", NULL};
-static const es_projector_def current_notes = {ES_PROJECTOR_ABI, "current_notes", 1, topics,
-                                               migrate, apply, NULL, NULL};
+static const es_projector_def current_notes = {ES_PROJECTOR_ABI, "current_notes", 1,    topics,
+                                               migrate,          apply,           NULL, NULL};
 
 static void note(const char *id, const char *event_type, const char *text) {
     tb_append(b, TYPE, id, event_type, text, strlen(text));
@@ -223,8 +228,7 @@ static void stream_is(es_store_t *store, const char *type, const char *id, const
     seen s = {"", 1, 1};
     es_error_t err = {0};
     tb_events_of(b, type, id, 1);
-    cr_assert_eq(es_store_read_stream(store, type, id, 1, see, &s, &err), ES_OK, "%s",
-                 err.message);
+    cr_assert_eq(es_store_read_stream(store, type, id, 1, see, &s, &err), ES_OK, "%s", err.message);
     cr_assert_str_eq(s.text, want, "%s/%s as read", type, id);
     cr_assert(s.contiguous, "versions of %s/%s are contiguous", type, id);
 }

@@ -109,9 +109,9 @@ Test(types, an_abi_1_module_loads_without_upcasters_and_an_abi_2_one_with_them) 
 }
 
 Test(types, a_definition_whose_upcasters_overlap_is_refused_naming_both) {
-    static const es_upcaster_t a = {ES_UPCASTER_ABI, "first", "a.v1.X", "a.v2.X", 0, 0,
+    static const es_upcaster_t a = {ES_UPCASTER_ABI,   "first", "a.v1.X", "a.v2.X", 0, 0,
                                     (es_upcast_cb *)1, NULL};
-    static const es_upcaster_t b = {ES_UPCASTER_ABI, "second", "a.v1.X", "a.v3.X", 0, 0,
+    static const es_upcaster_t b = {ES_UPCASTER_ABI,   "second", "a.v1.X", "a.v3.X", 0, 0,
                                     (es_upcast_cb *)1, NULL};
     const es_upcaster_t *const ups[] = {&a, &b, NULL};
     es_types_def def = {.abi_version = ES_TYPES_ABI, .name = "dup", .upcasters = ups};

@@ -133,8 +133,7 @@ Test(upcast, bad_upcasters_are_refused_naming_them_and_nothing_is_added) {
     u.upcast = NULL;
     refused(cfg, u, "upcaster 'no-fn'", "no upcast function");
     refused(cfg, up("loop", "a.v1.X", "a.v1.X", 0, 0), "upcaster 'loop'", "itself");
-    refused(cfg, up("loop-limited", "a.v1.X", "a.v1.X", 3, 2), "upcaster 'loop-limited'",
-            "itself");
+    refused(cfg, up("loop-limited", "a.v1.X", "a.v1.X", 3, 2), "upcaster 'loop-limited'", "itself");
     cr_expect_null(es_config_upcasts(cfg), "nothing registered");
     es_config_destroy(cfg);
 }
@@ -175,8 +174,8 @@ Test(upcast, a_failing_upcaster_is_an_error_naming_it_the_type_and_the_position)
     es_err rc;
     cr_expect_null(upcast(cfg, "o.v1.P", 0, &rc, &err));
     cr_expect_eq(rc, ES_EINVAL);
-    const char *want[] = {"'money-fix'", "o.v2.P", "orders.order/o-1 version 7", "partition 2",
-                          "offset 41", "the amount is not a number"};
+    const char *want[] = {"'money-fix'", "o.v2.P",    "orders.order/o-1 version 7",
+                          "partition 2", "offset 41", "the amount is not a number"};
     for (size_t i = 0; i < sizeof want / sizeof *want; i++)
         cr_expect(strstr(err.message, want[i]), "'%s' lacks '%s'", err.message, want[i]);
     es_config_destroy(cfg);

@@ -35,8 +35,14 @@ static es_err noted_v1_to_v3(const es_event_t *ev, void *opaque, uint8_t **out, 
     return ES_OK;
 }
 
-static const es_upcaster_t noted = {ES_UPCASTER_ABI, "esctl-noted-v1-to-v3", "test.v1.Noted",
-                                    "test.v3.Noted",  0,  0, noted_v1_to_v3, NULL};
+static const es_upcaster_t noted = {ES_UPCASTER_ABI,
+                                    "esctl-noted-v1-to-v3",
+                                    "test.v1.Noted",
+                                    "test.v3.Noted",
+                                    0,
+                                    0,
+                                    noted_v1_to_v3,
+                                    NULL};
 static const es_upcaster_t *const upcasters[] = {&noted, NULL};
 #endif
 
