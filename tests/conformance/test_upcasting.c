@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "log/log.h"
 #include "domain.h"
 #include "fulfilment.h"
 #include "testutil.h"
@@ -335,6 +336,78 @@ Test(upcasting, a_failing_upcaster_parks_the_event_naming_itself_and_redrive_app
                  ES_OK, "%s", err.message);
     cr_assert_eq(applied, 1);
     rows_are("n-1", "1:[v3]X,2:[v3]Y,3:[v3]Z");
+}
+
+/* "x" -> "x!": the rewrite of schema version 1 to 2 of test.v1.Noted. */
+static es_err bang(const es_event_t *ev, void *opaque, uint8_t **out, size_t *out_len,
+                   es_error_t *err) {
+    (void)opaque, (void)err;
+    *out_len = ev->payload_len + 1;
+    *out = malloc(*out_len);
+    memcpy(*out, ev->payload, ev->payload_len);
+    (*out)[ev->payload_len] = '!';
+    return ES_OK;
+}
+
+/* "x" -> "[v3]X": schema version 2 of test.v1.Noted becomes the current type. */
+static es_err to_current(const es_event_t *ev, void *opaque, uint8_t **out, size_t *out_len,
+                         es_error_t *err) {
+    (void)opaque, (void)err;
+    *out_len = ev->payload_len + 4;
+    *out = malloc(*out_len);
+    memcpy(*out, "[v3]", 4);
+    for (size_t i = 0; i < ev->payload_len; i++)
+        (*out)[4 + i] = (uint8_t)toupper(ev->payload[i]);
+    return ES_OK;
+}
+
+/* Appends version `version` of TYPE/id at schema version sv, as a writer that registered it
+ * would (es_store_append writes no schema version: the catalogue's writer side does). */
+static void append_at_schema(const char *id, uint64_t version, const char *event_type, uint32_t sv,
+                             const char *text) {
+    es_event_t ev = {.aggregate_type = TYPE,
+                     .aggregate_id = id,
+                     .version = version,
+                     .event_type = event_type,
+                     .payload = (const uint8_t *)text,
+                     .payload_len = strlen(text),
+                     .occurred_at_us = es_now_us(),
+                     .schema_version = sv};
+    es_uuid7(ev.event_id);
+    uint8_t *bytes = NULL;
+    size_t n = 0;
+    es_error_t err = {0};
+    cr_assert_eq(es_envelope_encode(&ev, &bytes, &n, &err), ES_OK, "%s", err.message);
+    if (tb_kafka(b)) {
+        tb_append_raw(b, TYPE, id, bytes, n);
+    } else {
+        es_log_t *log = NULL;
+        int64_t pos = 0;
+        es_log_record_t rec = {&ev, bytes, n};
+        cr_assert_eq(es_log_open(tb_config(b), &log, &err), ES_OK, "%s", err.message);
+        cr_assert_eq(log->store->begin(log, &err), ES_OK, "%s", err.message);
+        cr_assert_eq(log->store->append(log, TYPE, id, version - 1, &rec, 1, &pos, &err), ES_OK,
+                     "%s", err.message);
+        cr_assert_eq(log->store->commit(log, &err), ES_OK, "%s", err.message);
+        log->destroy(log);
+    }
+    es_free(bytes);
+}
+
+Test(upcasting, version_limited_upcasters_take_the_schema_versions_they_were_written_for) {
+    append_at_schema("n-1", 1, "test.v1.Noted", 0, "a"); /* before the catalogue: the oldest */
+    append_at_schema("n-1", 2, "test.v1.Noted", 1, "b");
+    append_at_schema("n-1", 3, "test.v1.Noted", 2, "c");
+    append_at_schema("n-1", 4, CURRENT, 1, "[v3]D");
+    static const es_upcaster_t s1 = {
+        ES_UPCASTER_ABI, "noted-s1-to-s2", "test.v1.Noted", "test.v1.Noted", 1, 2, bang, NULL};
+    static const es_upcaster_t s2 = {
+        ES_UPCASTER_ABI, "noted-s2-to-v3", "test.v1.Noted", CURRENT, 2, 0, to_current, NULL};
+    add(&s2);
+    add(&s1);
+    es_runner_stats_t st = run_notes(4);
+    cr_assert_eq(st.applied, 4, "parked %llu", (unsigned long long)st.parked);
+    rows_are("n-1", "1:[v3]A!,2:[v3]B!,3:[v3]C,4:[v3]D");
 }
 
 /* "ESKIT_<KEY>=value" for the keys esctl needs to find this backend's log. */
