@@ -454,6 +454,39 @@ Test(upcasting, esctl_events_shows_the_current_types_of_a_types_module_with_upca
     free(copy);
 }
 
+Test(upcasting, esctl_replay_gives_the_projector_module_current_types) {
+    static const char *const types[] = {"test.counter", NULL};
+    tb_close(b); /* a backend with the counter module's topic */
+    b = tb_open(types);
+    for (int i = 1; i <= 3; i++) {
+        char text[16];
+        snprintf(text, sizeof text, "old:%d", i);
+        tb_append(b, "test.counter", "c-1", "test.v0.Added", text, strlen(text));
+    }
+    tb_append(b, "test.counter", "c-1", "test.v1.Added", "tp1:10", 6);
+    tb_events_of(b, "test.counter", "c-1", 4);
+    char env_s[3][1024];
+    env_of(env_s);
+    const char *env[4] = {NULL, NULL, NULL, NULL};
+    for (size_t i = 0, k = 0; i < 3; i++)
+        if (env_s[i][0])
+            env[k++] = env_s[i];
+    char *copy = strdup(ESCTL_PATH);
+    *strrchr(copy, '/') = '\0';
+    char *mod = tu_path(copy, "esctl_test_types_upcast.so");
+    char *counter = tu_path(TEST_MODULES_DIR, "counter.so");
+    char *rm = tu_path(tb_dir(b), "read.db");
+    tu_result r = TU_ESCTL_ENV(env, "--types", mod, "--readmodel", rm, "replay", counter);
+    cr_assert_eq(r.status, 0, "esctl replay: %s%s", r.out, r.err);
+    tu_result_free(&r);
+    cr_assert_eq(tu_query_int(rm, "SELECT count(*) FROM tp_applied"), 4, "every event applied");
+    cr_assert_eq(tu_query_int(rm, "SELECT sum(amount) FROM tp_totals"), 16);
+    free(rm);
+    free(counter);
+    free(mod);
+    free(copy);
+}
+
 /* ---- the demo domain: engine load, execute, restore, the saga coordinator ---- */
 
 static void orders_setup(void) {

@@ -101,7 +101,8 @@ Test(types, an_abi_1_module_loads_without_upcasters_and_an_abi_2_one_with_them) 
     const es_upcaster_t *const *ups = es_types_module_def(m)->upcasters;
     cr_assert_not_null(ups);
     cr_expect_str_eq(ups[0]->name, "esctl-noted-v1-to-v3");
-    cr_expect_null(ups[1]);
+    cr_expect_str_eq(ups[1]->name, "esctl-added-v0-to-v1");
+    cr_expect_null(ups[2]);
     es_types_unload(m);
     es_config_destroy(cfg);
     free(abi1);
