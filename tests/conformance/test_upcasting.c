@@ -139,8 +139,12 @@ static es_err apply(es_projector_ctx_t *ctx, const es_event_t *ev, es_error_t *e
 }
 
 static const char *const topics[] = {TYPE ".events", NULL};
-static const es_projector_def current_notes = {ES_PROJECTOR_ABI, "current_notes", 1,    topics,
-                                               migrate,          apply,           NULL, NULL};
+static const es_projector_def current_notes = {.abi_version = ES_PROJECTOR_ABI,
+                                               .name = "current_notes",
+                                               .schema_version = 1,
+                                               .topics = topics,
+                                               .migrate = migrate,
+                                               .apply = apply};
 
 static void note(const char *id, const char *event_type, const char *text) {
     tb_append(b, TYPE, id, event_type, text, strlen(text));
