@@ -1,6 +1,7 @@
 /* Types modules (<eskit/types.h>): the checks of a definition, its look-ups, and the loader. */
 #include <criterion/criterion.h>
 #include <libgen.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -120,4 +121,16 @@ Test(types, a_definition_whose_upcasters_overlap_is_refused_naming_both) {
     cr_expect_eq(es_types_check(&def, "dup.so", &err), ES_EINVAL);
     cr_expect(strstr(err.message, "dup.so: ") && strstr(err.message, "'first' and 'second'"), "%s",
               err.message);
+}
+
+Test(types, an_abi_1_definition_is_read_only_as_far_as_abi_1_reaches) {
+    /* On the heap at ABI 1's exact size: reading the upcasters would overread (ASan, valgrind). */
+    size_t size = offsetof(es_types_def, upcasters);
+    es_types_def *old = malloc(size);
+    es_types_def full = {.abi_version = 1, .name = "old", .aggregates = NULL};
+    memcpy(old, &full, size);
+    es_error_t err = {0};
+    cr_expect_eq(es_types_check(old, "old.so", &err), ES_OK, "%s", err.message);
+    cr_expect_null(es_types_find_message(old, "acme.v1.Nothing"));
+    free(old);
 }
