@@ -984,10 +984,9 @@ static es_err decode_row(sqlite_log *l, sqlite3_stmt *s, int col, const char *ty
     int len = sqlite3_column_bytes(s, col);
     es_raw_record_t raw = {topic, 0, pos, key, sqlite3_column_blob(s, col), (size_t)len};
     es_err rc = ES_OK;
-    (void)l;
-    /* The read pipeline's decode stage only: a linked stream holds neither a stale version
-     * nor a gap (a broken link is ES_EIO before this). */
-    es_read_decode(&raw, ev, &rc, err);
+    /* The read pipeline's decode and upcast stages only: a linked stream holds neither a stale
+     * version nor a gap (a broken link is ES_EIO before this). */
+    es_read_current(l->base.cfg, &raw, ev, &rc, err);
     return rc;
 }
 
