@@ -9,6 +9,7 @@
  */
 #include <criterion/criterion.h>
 #include <sqlite3.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -441,31 +442,33 @@ Test(demo_evolution, esctl_with_the_v2_types_module_shows_v1_events_as_v2_types)
     tu_result_free(&r);
 }
 
+/* Whether one line of text names the broken type, field, number and rule. */
+static bool names_the_break(const char *text) {
+    for (const char *line = text; line && *line;) {
+        const char *end = strchr(line, '\n');
+        size_t len = end ? (size_t)(end - line) : strlen(line);
+        char *one = strndup(line, len);
+        cr_assert_not_null(one);
+        bool all = strstr(one, "orders.v1.OrderPlaced") && strstr(one, "amount_cents") &&
+                   strstr(one, "3") && strstr(one, "FIELD_WIRE_COMPATIBLE_TYPE");
+        free(one);
+        if (all)
+            return true;
+        line += len + (end != NULL);
+    }
+    return false;
+}
+
 Test(demo_evolution, esctl_schemas_check_refuses_a_build_that_changes_a_fields_wire_type) {
-    write_v1_log(); /* the v1 engine registered orders.v1.OrderPlaced in the catalogue */
+    /* The v1 engine registered orders.v1.OrderPlaced in the catalogue. esctl schemas and the
+     * catalogue are main's (issue 14 points 1-3): on a tree without them this test fails with
+     * esctl's "unknown command 'schemas'", never skipped. */
+    write_v1_log();
     const char *flag, *value;
     const char *const *env = backend_args(&flag, &value);
     tu_result r = TU_ESCTL_ENV(env, flag, value, "schemas", "check", DEMO_BROKEN_TYPES_PATH);
-    /* Until this branch meets main's esctl, which has the verb (and the catalogue it reads). */
-    if (r.status == 2 && r.err && strstr(r.err, "unknown command 'schemas'")) {
-        tu_result_free(&r);
-        cr_skip_test("this esctl has no schemas verb (it is on main): %s", r.err);
-    }
     cr_assert_eq(r.status, 1, "out: %s\nerr: %s", r.out, r.err);
-    const char *all[] = {r.out, r.err};
-    int found = 0;
-    for (size_t i = 0; i < 2 && !found; i++) {
-        for (const char *line = all[i]; line && *line && !found;) {
-            const char *end = strchr(line, '\n');
-            size_t len = end ? (size_t)(end - line) : strlen(line);
-            char buf[1024];
-            snprintf(buf, sizeof buf, "%.*s", (int)(len < sizeof buf ? len : sizeof buf - 1), line);
-            found = strstr(buf, "orders.v1.OrderPlaced") && strstr(buf, "amount_cents") &&
-                    strstr(buf, "3") && strstr(buf, "FIELD_WIRE_COMPATIBLE_TYPE");
-            line = end ? end + 1 : line + len;
-        }
-    }
-    cr_expect(found,
+    cr_expect(names_the_break(r.out) || names_the_break(r.err),
               "one line names the type, the field, its number and the rule:\nout: %s\nerr: %s",
               r.out, r.err);
     tu_result_free(&r);
