@@ -35,8 +35,8 @@ es_read_result es_read_upcast(const es_config_t *cfg, es_event_t **ev, const es_
     return ES_READ_EVENT;
 }
 
-es_read_result es_read_current(const es_config_t *cfg, const es_raw_record_t *rec,
-                               es_event_t **ev, es_err *rc, es_error_t *err) {
+es_read_result es_read_current(const es_config_t *cfg, const es_raw_record_t *rec, es_event_t **ev,
+                               es_err *rc, es_error_t *err) {
     es_position_t at = {rec->topic, rec->key, rec->partition, rec->offset};
     es_read_result res = es_read_decode(rec, ev, rc, err);
     return res == ES_READ_EVENT ? es_read_upcast(cfg, ev, &at, rc, err) : res;

@@ -56,8 +56,8 @@ es_read_result es_read_upcast(const es_config_t *cfg, es_event_t **ev, const es_
                               es_err *rc, es_error_t *err);
 
 /* Decode, then upcast: what a reader without the order stage calls. */
-es_read_result es_read_current(const es_config_t *cfg, const es_raw_record_t *rec,
-                               es_event_t **ev, es_err *rc, es_error_t *err);
+es_read_result es_read_current(const es_config_t *cfg, const es_raw_record_t *rec, es_event_t **ev,
+                               es_err *rc, es_error_t *err);
 
 /* The order stage for ev, read at `at` (may be NULL): ES_READ_EVENT, _STALE, _GAP or
  * _FAILED. */

@@ -96,8 +96,8 @@ es_err es_types_check(const es_types_def *def, const char *origin, es_error_t *e
         return es_fail(err, ES_EINVAL, "%s: no types definition", origin);
     if (def->abi_version < 1 || def->abi_version > ES_TYPES_ABI)
         return es_fail(err, ES_EINVAL,
-                       "%s: types module ABI version %d, this eskit speaks %d; rebuild the module "
-                       "against this eskit's headers (<eskit/types.h>)",
+                       "%s: types module ABI version %d, this eskit speaks 1 to %d; rebuild the "
+                       "module against this eskit's headers (<eskit/types.h>)",
                        origin, def->abi_version, ES_TYPES_ABI);
     if (!def->name || !*def->name)
         return es_fail(err, ES_EINVAL, "%s: the types definition has no name", origin);

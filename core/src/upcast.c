@@ -107,8 +107,7 @@ static es_err check_fields(const es_upcaster_t *u, es_error_t *err) {
  * next lower one. */
 static const es_upcaster_t *overlapping(const es_upcast_set *s, const es_upcaster_t *u) {
     for (size_t i = 0; s && i < s->n; i++)
-        if (!strcmp(s->u[i].from, u->from) &&
-            s->u[i].max_schema_version == u->max_schema_version)
+        if (!strcmp(s->u[i].from, u->from) && s->u[i].max_schema_version == u->max_schema_version)
             return &s->u[i];
     return NULL;
 }
