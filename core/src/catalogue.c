@@ -419,13 +419,22 @@ static es_err run(es_schemas_t *c, const ProtobufCMessageDescriptor *const *type
                        c->store->where);
     plan p;
     es_err e = plan_types(types, n, &p, err);
+    int64_t busy_until = es_now_us() + es_config_get_int(c->cfg, "sqlite.busy.timeout.ms") * 1000;
     for (unsigned round = 0; e == ES_OK; round++) {
         es_schema_report_clear(report);
         int lost = 0;
         if ((e = load(c, err)) != ES_OK ||
             (e = decide(c, &p, how == RUN_READS, report, err)) != ES_OK || !write)
             break;
-        if ((e = record_new(c, &p, &lost, err)) != ES_OK || !lost)
+        e = record_new(c, &p, &lost, err);
+        if (e == ES_EBUSY && es_now_us() < busy_until) {
+            /* Another writer holds the lock: read again, it may have recorded these. */
+            e = ES_OK;
+            round--;
+            back_off(0);
+            continue;
+        }
+        if (e != ES_OK || !lost)
             break;
         if (round + 1 >= MAX_ROUNDS) {
             e = es_fail(err, ES_EBUSY,

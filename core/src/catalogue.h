@@ -36,6 +36,10 @@ typedef struct es_catalogue_rec {
 /* Called per record; return non-zero to stop. */
 typedef int es_catalogue_cb(const es_catalogue_rec *rec, void *opaque);
 
+/* How long one attempt of the embedded add waits for the write lock (ES_EBUSY after it); the
+ * registration loop tries again until sqlite.busy.timeout.ms has passed in all. */
+#define ES_CATALOGUE_LOCK_SLICE_MS 200
+
 typedef struct es_catalogue_store es_catalogue_store;
 typedef struct es_catalogue_ops {
     /* Every record (each version once: the one that holds it), in no particular order. A

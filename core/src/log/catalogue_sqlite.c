@@ -150,6 +150,11 @@ es_err es_catalogue_sqlite_open(const es_config_t *cfg, int readonly, es_catalog
         return e;
     }
     c->db = es_log_sqlite_db(c->log);
+    /* A write waits for the lock in short slices: catalogue.c reads again between them (the
+     * versions it waits to record are often recorded by then, by the writer holding the lock)
+     * and gives up only after sqlite.busy.timeout.ms in all, so a registration is not starved
+     * by a storm of commits that keep taking SQLite's lock, which favours no waiter. */
+    sqlite3_busy_timeout(c->db, ES_CATALOGUE_LOCK_SLICE_MS);
     c->base = (es_catalogue_store){&sqlite_catalogue_ops, c->path};
     *out = &c->base;
     return ES_OK;
