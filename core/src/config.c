@@ -105,6 +105,44 @@ static es_err check_positive(const char *key, const char *value, es_error_t *err
     return e;
 }
 
+/* A registry's base URL: http or https with a host, nothing a header or a log line could be cut
+ * by. Credentials belong in schema.registry.basic.auth.user.info, never in the URL. */
+static es_err check_url(const char *key, const char *value, es_error_t *err) {
+    size_t scheme = !strncmp(value, "http://", 7) ? 7 : !strncmp(value, "https://", 8) ? 8 : 0;
+    if (!scheme || !value[scheme] || value[scheme] == '/')
+        return es_fail(err, ES_EINVAL,
+                       "config key '%s': '%.200s' is not an http:// or https:// URL with a host, "
+                       "e.g. http://localhost:8081",
+                       key, value);
+    for (const char *c = value; *c; c++)
+        if ((unsigned char)*c <= 0x20 || *c == 0x7f)
+            return es_fail(err, ES_EINVAL, "config key '%s': the URL holds a space or a control "
+                           "character", key);
+    if (strchr(value + scheme, '@'))
+        return es_fail(err, ES_EINVAL,
+                       "config key '%s': the URL holds user information; put it in "
+                       "schema.registry.basic.auth.user.info, which is never printed",
+                       key);
+    return ES_OK;
+}
+
+static es_err check_framing(const char *key, const char *value, es_error_t *err) {
+    return check_choice(key, value, "none", "confluent", err);
+}
+
+/* user:password. The value is a secret: no message quotes it. */
+static es_err check_user_info(const char *key, const char *value, es_error_t *err) {
+    const char *colon = strchr(value, ':');
+    for (const char *c = value; *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f)
+            return es_fail(err, ES_EINVAL, "config key '%s': the value holds a control character",
+                           key);
+    if (!colon || colon == value)
+        return es_fail(err, ES_EINVAL,
+                       "config key '%s': the value is not user:password (not shown here)", key);
+    return ES_OK;
+}
+
 static const key_spec keys[] = {
     {"backend", NULL, check_backend},
     {"brokers", NULL, check_nonempty},
@@ -125,6 +163,11 @@ static const key_spec keys[] = {
     {"replay.batch.size", "20000", check_positive},
     {"saga.db", "eskit-saga.db", check_nonempty},
     {"saga.retention.ms", "604800000", check_uint},
+    {"schema.registry.basic.auth.user.info", NULL, check_user_info},
+    {"schema.registry.framing", "none", check_framing},
+    {"schema.registry.retries", "3", check_uint},
+    {"schema.registry.timeout.ms", "5000", check_positive},
+    {"schema.registry.url", NULL, check_url},
     {"service.name", "eskit", check_nonempty},
     {"snapshot.every", "1", check_uint},
     {"sqlite.busy.timeout.ms", "10000", check_uint},
@@ -239,7 +282,8 @@ static es_err check_key(const char *key, const char *value, es_error_t *err) {
             "execute.timeout.ms, projector.{apply.timeout.ms, batch.size, crash.restarts, "
             "linger.ms, log.order, "
             "on.error, on.unknown, path, retries, retry.backoff.ms}, readmodel.db, "
-            "replay.batch.size, saga.{db, retention.ms}, service.name, snapshot.every, "
+            "replay.batch.size, saga.{db, retention.ms}, schema.registry.{url, framing, "
+            "timeout.ms, retries, basic.auth.user.info}, service.name, snapshot.every, "
             "sqlite.{busy.timeout.ms, synchronous}, state.db, topics.aggregates, "
             "topics.consumers, topics.partition.throughput, topics.throughput, types.modules, "
             "kafka.<librdkafka property>",
