@@ -189,10 +189,10 @@ static es_err request(es_registry_t *r, const char *path, const char *body, cons
                        r->url, what, r->timeout_ms, attempts);
     if (rc != CURLE_OK)
         return es_fail(err, transient(rc) ? ES_ERETRY : ES_EIO,
-                       "schema registry %s: %s: %s%s; check schema.registry.url and that the "
-                       "registry is up",
+                       "schema registry %s: %s: %s (%d attempts); check schema.registry.url and "
+                       "that the registry is up",
                        r->url, what, a->too_big ? "an answer past 4 MiB" : curl_easy_strerror(rc),
-                       transient(rc) ? " (after every retry)" : "");
+                       transient(rc) ? attempts : 1);
     if (es_buf_append(&a->body, "", 1, NULL) != ES_OK)
         return es_fail(err, ES_ENOMEM, "out of memory reading the schema registry's answer");
     a->body.len--;
