@@ -116,8 +116,10 @@ static es_err check_url(const char *key, const char *value, es_error_t *err) {
                        key, value);
     for (const char *c = value; *c; c++)
         if ((unsigned char)*c <= 0x20 || *c == 0x7f)
-            return es_fail(err, ES_EINVAL, "config key '%s': the URL holds a space or a control "
-                           "character", key);
+            return es_fail(err, ES_EINVAL,
+                           "config key '%s': the URL holds a space or a control "
+                           "character",
+                           key);
     if (strchr(value + scheme, '@'))
         return es_fail(err, ES_EINVAL,
                        "config key '%s': the URL holds user information; put it in "

@@ -23,7 +23,7 @@
 #include <string.h>
 #include <time.h>
 
-#define BACKOFF_MS 100    /* the first retry's wait, doubling */
+#define BACKOFF_MS 100     /* the first retry's wait, doubling */
 #define BODY_MAX (1 << 22) /* an answer past 4 MiB is no registry's */
 #define CONTENT_TYPE "application/vnd.schemaregistry.v1+json"
 
@@ -96,7 +96,7 @@ void es_registry_destroy(es_registry_t *r) {
         free(r->ids[i].subject);
     free(r->ids);
     if (r->user_info) /* a secret: not left in freed memory */
-        memset(r->user_info, 0, strlen(r->user_info));
+        explicit_bzero(r->user_info, strlen(r->user_info));
     free(r->user_info);
     free(r->url);
     free(r);
@@ -240,7 +240,8 @@ static long long error_code(const answer *a) {
     es_json_val_t v;
     long long ec = 0;
     const char *doc = (const char *)a->body.data;
-    if (!es_json_check(doc, a->body.len, NULL) && es_json_member(doc, a->body.len, "error_code", &v))
+    if (!es_json_check(doc, a->body.len, NULL) &&
+        es_json_member(doc, a->body.len, "error_code", &v))
         es_json_int(&v, &ec);
     return ec;
 }
@@ -251,7 +252,8 @@ static es_err schema_body(const char *schema, es_buf_t *b, es_error_t *err) {
         e = es_json_put_string(b, schema);
     if (e == ES_OK)
         e = es_buf_append(b, "}", 2, NULL);
-    return e == ES_OK ? ES_OK : es_fail(err, ES_ENOMEM, "out of memory building a registry request");
+    return e == ES_OK ? ES_OK
+                      : es_fail(err, ES_ENOMEM, "out of memory building a registry request");
 }
 
 /* A subject as a URL path segment. */
@@ -261,8 +263,8 @@ static char *escape(es_registry_t *r, const char *subject) {
 
 /* POST <prefix><subject><suffix>. */
 static es_err post_schema(es_registry_t *r, const char *prefix, const char *suffix,
-                          const char *subject,
-                          const char *schema, const char *what, answer *a, es_error_t *err) {
+                          const char *subject, const char *schema, const char *what, answer *a,
+                          es_error_t *err) {
     char path[1024];
     es_buf_t body = {0};
     char *seg = escape(r, subject);
@@ -282,11 +284,11 @@ es_err es_registry_check(es_registry_t *r, const char *subject, const char *sche
     char what[400];
     answer a = {0};
     snprintf(what, sizeof what, "asking compatibility for subject '%s'", subject);
-    es_err e = post_schema(r, "/compatibility/subjects/", "/versions/latest", subject, schema,
-                           what, &a, err);
+    es_err e = post_schema(r, "/compatibility/subjects/", "/versions/latest", subject, schema, what,
+                           &a, err);
     es_json_val_t v;
-    if (e == ES_OK && a.status == 404 && (error_code(&a) == 40401 || error_code(&a) == 40402 ||
-                                          error_code(&a) == 0))
+    if (e == ES_OK && a.status == 404 &&
+        (error_code(&a) == 40401 || error_code(&a) == 40402 || error_code(&a) == 0))
         e = ES_OK; /* a new subject: anything is compatible with nothing */
     else if (e == ES_OK && a.status != 200)
         e = http_error(r, &a, what, a.status == 422 ? ES_EINVAL : ES_EIO,
@@ -309,8 +311,8 @@ es_err es_registry_check(es_registry_t *r, const char *subject, const char *sche
     return e;
 }
 
-es_err es_registry_register(es_registry_t *r, const char *subject, const char *schema,
-                            uint32_t *id, es_error_t *err) {
+es_err es_registry_register(es_registry_t *r, const char *subject, const char *schema, uint32_t *id,
+                            es_error_t *err) {
     char what[400];
     answer a = {0};
     snprintf(what, sizeof what, "registering subject '%s'", subject);
@@ -335,8 +337,8 @@ es_err es_registry_register(es_registry_t *r, const char *subject, const char *s
         if (!es_json_member((const char *)a.body.data, a.body.len, "id", &v) ||
             !es_json_int(&v, &n) || n < 0 || n > 0x7fffffffLL)
             e = es_fail(err, ES_EDECODE,
-                        "schema registry %s: %s: the answer has no schema id: %.160s", r->url,
-                        what, quote(&a));
+                        "schema registry %s: %s: the answer has no schema id: %.160s", r->url, what,
+                        quote(&a));
         else
             *id = (uint32_t)n;
     }
@@ -380,7 +382,8 @@ static es_err remember(es_registry_t *r, const char *subject, uint32_t id, es_er
         free(s);
         return s ? ES_ENOMEM : es_fail(err, ES_ENOMEM, "out of memory");
     }
-    r->ids[r->n_ids++] = (cached){s, id};
+    r->ids[r->n_ids].subject = s;
+    r->ids[r->n_ids++].id = id;
     return ES_OK;
 }
 
@@ -407,8 +410,7 @@ es_err es_registry_put_type(es_registry_t *r, const char *subject,
     return e;
 }
 
-es_err es_registry_envelope_id(es_registry_t *r, const char *topic, uint32_t *id,
-                               es_error_t *err) {
+es_err es_registry_envelope_id(es_registry_t *r, const char *topic, uint32_t *id, es_error_t *err) {
     char subject[ES_MAX_TYPE_LEN + 32];
     if ((size_t)snprintf(subject, sizeof subject, "%s-value", topic) >= sizeof subject)
         return es_fail(err, ES_EINVAL, "topic name '%.64s...' is too long", topic);

@@ -30,8 +30,8 @@ const char *es_registry_url(const es_registry_t *r);
 es_err es_registry_check(es_registry_t *r, const char *subject, const char *schema,
                          es_error_t *err);
 /* Registers schema under subject (idempotent at the registry) and sets *id. */
-es_err es_registry_register(es_registry_t *r, const char *subject, const char *schema,
-                            uint32_t *id, es_error_t *err);
+es_err es_registry_register(es_registry_t *r, const char *subject, const char *schema, uint32_t *id,
+                            es_error_t *err);
 /* The .proto text of schema id. Caller frees *schema with free. */
 es_err es_registry_schema(es_registry_t *r, uint32_t id, char **schema, es_error_t *err);
 
@@ -41,8 +41,7 @@ es_err es_registry_put_type(es_registry_t *r, const char *subject,
                             const ProtobufCMessageDescriptor *d, uint32_t *id, es_error_t *err);
 /* The envelope's schema id for an events topic: eskit.v1.EventEnvelope under <topic>-value
  * (TopicNameStrategy), registered on first use. */
-es_err es_registry_envelope_id(es_registry_t *r, const char *topic, uint32_t *id,
-                               es_error_t *err);
+es_err es_registry_envelope_id(es_registry_t *r, const char *topic, uint32_t *id, es_error_t *err);
 /* Registers what an aggregate type's events need: the envelope under <type>.events-value and
  * each event payload type under its full name (RecordNameStrategy). *envelope_id may be NULL. */
 es_err es_registry_put_aggregate(es_registry_t *r, const char *type,

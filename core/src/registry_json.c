@@ -153,7 +153,8 @@ static int parse_value(cursor *c, int depth, es_json_val_t *v) {
     case '[':
         v->kind = *c->p == '{' ? ES_JSON_OBJECT : ES_JSON_ARRAY;
         c->p++;
-        rc = parse_items(c, depth, v->kind == ES_JSON_OBJECT ? '}' : ']', v->kind == ES_JSON_OBJECT);
+        rc =
+            parse_items(c, depth, v->kind == ES_JSON_OBJECT ? '}' : ']', v->kind == ES_JSON_OBJECT);
         break;
     case 't':
         v->kind = ES_JSON_TRUE;

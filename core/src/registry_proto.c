@@ -104,13 +104,13 @@ static int child_of(const render *r, const type_ref *t, const char *parent) {
 
 static const char *scalar_name(ProtobufCType t) {
     static const char *const names[] = {
-        [PROTOBUF_C_TYPE_INT32] = "int32",     [PROTOBUF_C_TYPE_SINT32] = "sint32",
+        [PROTOBUF_C_TYPE_INT32] = "int32",       [PROTOBUF_C_TYPE_SINT32] = "sint32",
         [PROTOBUF_C_TYPE_SFIXED32] = "sfixed32", [PROTOBUF_C_TYPE_INT64] = "int64",
-        [PROTOBUF_C_TYPE_SINT64] = "sint64",   [PROTOBUF_C_TYPE_SFIXED64] = "sfixed64",
-        [PROTOBUF_C_TYPE_UINT32] = "uint32",   [PROTOBUF_C_TYPE_FIXED32] = "fixed32",
-        [PROTOBUF_C_TYPE_UINT64] = "uint64",   [PROTOBUF_C_TYPE_FIXED64] = "fixed64",
-        [PROTOBUF_C_TYPE_FLOAT] = "float",     [PROTOBUF_C_TYPE_DOUBLE] = "double",
-        [PROTOBUF_C_TYPE_BOOL] = "bool",       [PROTOBUF_C_TYPE_STRING] = "string",
+        [PROTOBUF_C_TYPE_SINT64] = "sint64",     [PROTOBUF_C_TYPE_SFIXED64] = "sfixed64",
+        [PROTOBUF_C_TYPE_UINT32] = "uint32",     [PROTOBUF_C_TYPE_FIXED32] = "fixed32",
+        [PROTOBUF_C_TYPE_UINT64] = "uint64",     [PROTOBUF_C_TYPE_FIXED64] = "fixed64",
+        [PROTOBUF_C_TYPE_FLOAT] = "float",       [PROTOBUF_C_TYPE_DOUBLE] = "double",
+        [PROTOBUF_C_TYPE_BOOL] = "bool",         [PROTOBUF_C_TYPE_STRING] = "string",
         [PROTOBUF_C_TYPE_BYTES] = "bytes",
     };
     return (size_t)t < sizeof names / sizeof *names && names[t] ? names[t] : "bytes";
@@ -185,8 +185,8 @@ static int packable(const ProtobufCFieldDescriptor *fd) {
            fd->type != PROTOBUF_C_TYPE_BYTES && fd->type != PROTOBUF_C_TYPE_MESSAGE;
 }
 
-static void field(render *r, const ProtobufCMessageDescriptor *m, const ProtobufCFieldDescriptor *fd,
-                  int indent, int in_oneof) {
+static void field(render *r, const ProtobufCMessageDescriptor *m,
+                  const ProtobufCFieldDescriptor *fd, int indent, int in_oneof) {
     char type[300];
     const ProtobufCMessageDescriptor *entry = map_entry(m, fd);
     if (entry) {
@@ -198,8 +198,9 @@ static void field(render *r, const ProtobufCMessageDescriptor *m, const Protobuf
     }
     type_text(fd, type, sizeof type);
     int packed = (fd->flags & PROTOBUF_C_FIELD_FLAG_PACKED) != 0;
-    const char *opt = !packable(fd) ? "" : r->proto2 ? (packed ? " [packed = true]" : "")
-                                       : (packed ? "" : " [packed = false]");
+    const char *opt = !packable(fd) ? ""
+                      : r->proto2   ? (packed ? " [packed = true]" : "")
+                                    : (packed ? "" : " [packed = false]");
     put(r, "%*s%s%s %s = %u%s;\n", indent, "", in_oneof ? "" : label_text(r, fd), type, fd->name,
         fd->id, opt);
 }

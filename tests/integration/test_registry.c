@@ -244,8 +244,8 @@ Test(registry, the_envelope_schema_is_the_proto_file_with_its_map_field) {
                            "}\n");
     free(text);
     /* A payload type holding a nested message type of its package, referred to by full name. */
-    cr_assert_eq(es_registry_proto(&orders__v1__order_placed__descriptor, &text, &err), ES_OK,
-                 "%s", err.message);
+    cr_assert_eq(es_registry_proto(&orders__v1__order_placed__descriptor, &text, &err), ES_OK, "%s",
+                 err.message);
     cr_expect(strstr(text, "message OrderPlaced {"), "%s", text);
     cr_expect(strstr(text, "repeated .orders.v1.LineItem items = "), "%s", text);
     cr_expect(strstr(text, "\nmessage LineItem {"), "%s", text);
@@ -321,9 +321,9 @@ Test(registry, a_5xx_is_retried_then_an_error_with_the_registry_s_message) {
     set("schema.registry.retries", "2");
     refused(ES_EIO, "HTTP 500 (error 50001): Error in the backend data store");
     char *log = requests();
-    cr_expect(request_to(log, "/compatibility/subjects/orders.order.events-value/versions/latest",
-                         2),
-              "three attempts: %s", log);
+    cr_expect(
+        request_to(log, "/compatibility/subjects/orders.order.events-value/versions/latest", 2),
+        "three attempts: %s", log);
     free(log);
 }
 
@@ -351,9 +351,9 @@ Test(registry, basic_auth_credentials_are_sent_and_never_printed) {
     cr_expect(strstr(log, "\"auth\":\"Basic c3ZjOnMzY3JldC1wdw==\""), "sent: %s", log);
     free(log);
     es_error_t bad = {0};
-    cr_assert_eq(es_config_set(cfg, "schema.registry.basic.auth.user.info", "no-colon-s3cret",
-                               &bad),
-                 ES_EINVAL);
+    cr_assert_eq(
+        es_config_set(cfg, "schema.registry.basic.auth.user.info", "no-colon-s3cret", &bad),
+        ES_EINVAL);
     cr_expect_null(strstr(bad.message, "s3cret"), "%s", bad.message);
     cr_assert_eq(es_config_set(cfg, "schema.registry.url", "http://u:p@host:8081", &bad),
                  ES_EINVAL);
@@ -480,12 +480,12 @@ Test(registry, framed_events_beside_unframed_ones_read_alike_on_every_path) {
                      err.message);
         if (r.value[i][0] == 0) {
             framed++;
-            uint8_t want[6] = {0, (uint8_t)(id >> 24), (uint8_t)(id >> 16), (uint8_t)(id >> 8),
-                               (uint8_t)id, 0};
+            uint8_t want[6] = {
+                0, (uint8_t)(id >> 24), (uint8_t)(id >> 16), (uint8_t)(id >> 8), (uint8_t)id, 0};
             cr_expect_eq(memcmp(r.value[i], want, 6), 0, "magic, id %u, indexes [0]", id);
             es_event_t *bare = NULL;
-            cr_assert_eq(es_envelope_decode(r.value[i] + 6, r.len[i] - 6, NULL, &bare, &err),
-                         ES_OK, "%s", err.message);
+            cr_assert_eq(es_envelope_decode(r.value[i] + 6, r.len[i] - 6, NULL, &bare, &err), ES_OK,
+                         "%s", err.message);
             cr_expect_str_eq(bare->event_id, ev->event_id);
             es_event_free(bare);
         } else {
@@ -602,8 +602,8 @@ Test(registry, eskit_decodes_what_kafkajs_encoded) {
     uint32_t id = envelope_id(); /* eskit registers the envelope; kafkajs encodes under its id */
     char *file = tu_path(dir, "kafkajs.bin");
     char *out = NULL, *errout = NULL;
-    const char *argv[] = {"/usr/bin/env", "node", INTEROP "/encode.js", url,
-                          "orders.order.events-value", file, NULL};
+    const char *argv[] = {
+        "/usr/bin/env", "node", INTEROP "/encode.js", url, "orders.order.events-value", file, NULL};
     int status = tu_run(argv, NULL, &out, &errout);
     cr_assert_eq(status, 0, "encode.js: %s", errout);
     cr_expect_eq((uint32_t)atol(out), id);
@@ -620,7 +620,11 @@ Test(registry, eskit_decodes_what_kafkajs_encoded) {
     cr_expect_eq(ev->version, 7);
     cr_expect_str_eq(ev->event_type, "orders.v1.OrderConfirmed");
     cr_expect_eq(ev->payload_len, 5);
-    cr_expect_eq(memcmp(ev->payload, "\x0a\x03" "abc", 5), 0);
+    cr_expect_eq(memcmp(ev->payload,
+                        "\x0a\x03"
+                        "abc",
+                        5),
+                 0);
     cr_expect_eq(ev->occurred_at_us, 1700000000000001);
     cr_expect_str_eq(ev->command_id, "cmd-node");
     cr_expect_str_eq(ev->correlation_id, "corr-node");
@@ -628,7 +632,8 @@ Test(registry, eskit_decodes_what_kafkajs_encoded) {
     cr_assert_eq(ev->n_metadata, 2);
     int origin = 0;
     for (size_t i = 0; i < ev->n_metadata; i++)
-        origin |= !strcmp(ev->metadata[i].key, "origin") && !strcmp(ev->metadata[i].value, "kafkajs");
+        origin |=
+            !strcmp(ev->metadata[i].key, "origin") && !strcmp(ev->metadata[i].value, "kafkajs");
     cr_expect(origin);
     es_event_free(ev);
     free(bytes);

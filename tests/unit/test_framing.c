@@ -65,9 +65,9 @@ Test(framing, bad_frames_are_decode_errors_naming_what_is_wrong) {
     cr_expect_eq(es_envelope_decode((const uint8_t *)"\0\0\0", 3, NULL, &out, &err), ES_EDECODE);
     cr_expect(strstr(err.message, "too short for the 4-byte schema id"), "%s", err.message);
     /* indexes [1]: the file's second message, which is no envelope */
-    cr_expect_eq(es_envelope_decode((const uint8_t *)"\0\0\0\0\x09\x02\x02\x0a", 8, NULL, &out,
-                                    &err),
-                 ES_EDECODE);
+    cr_expect_eq(
+        es_envelope_decode((const uint8_t *)"\0\0\0\0\x09\x02\x02\x0a", 8, NULL, &out, &err),
+        ES_EDECODE);
     cr_expect(strstr(err.message, "schema id 9: "), "%s", err.message);
     cr_expect(strstr(err.message, "name a message other than the first"), "%s", err.message);
     cr_expect_eq(es_envelope_decode((const uint8_t *)"\0\0\0\0\x09\x02", 6, NULL, &out, &err),
