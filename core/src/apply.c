@@ -110,7 +110,7 @@ static es_err apply_once(es_runner_t *r, const es_raw_record_t *rec, const es_ev
         es_watch_begin(&r->wd, rec);
     aerr->code = ES_OK;
     aerr->message[0] = '\0';
-    es_err rc = r->def->apply(&r->ctx, ev, aerr);
+    es_err rc = es_projector_apply(r->def, &r->ctx, ev, aerr);
     if (r->wd.on)
         es_watch_end(&r->wd);
     if (r->guard)

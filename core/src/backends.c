@@ -1,6 +1,7 @@
 /* The backend factory (backends.h): the backends by name, and the one place that asks. */
 #include "backends.h"
 
+#include "catalogue.h"
 #include "remote.h"
 
 #include <string.h>
@@ -11,6 +12,7 @@ static const es_backend embedded = {
     .open = es_log_sqlite_open_flags,
     .new_executor = NULL,
     .accept_end = es_log_sqlite_accept_end,
+    .open_catalogue = es_catalogue_sqlite_open,
     .no_store = NULL,
     .no_all = NULL,
     .local_file = 1,
@@ -23,6 +25,7 @@ static const es_backend kafka = {
     .open = es_log_kafka_open,
     .new_executor = es_remote_executor_new,
     .accept_end = NULL,
+    .open_catalogue = es_catalogue_kafka_open,
     .no_store = "on the Kafka backend, events are written by the command processor "
                 "(es_processor_t): use es_execute, which sends the command to it",
     .no_all = "the Kafka backend cannot run commands all-or-nothing: each goes to the processor "

@@ -15,6 +15,8 @@
 #include "log/log.h"
 #include "runloop.h"
 
+typedef struct es_catalogue_store es_catalogue_store;
+
 /* The command executor role: how es_execute_batch runs commands when not on the engine's own
  * store. */
 typedef struct es_executor es_executor;
@@ -41,6 +43,9 @@ struct es_backend {
                      void *opaque, es_verify_summary_t *sum, es_error_t *err);
     /* Rewrites a head file to the log's end (es_store_accept_end); NULL: keeps none. */
     es_err (*accept_end)(const es_config_t *cfg, int64_t *before, int64_t *after, es_error_t *err);
+    /* Opens the log's schema catalogue (catalogue.h); readonly: lists only, creates nothing. */
+    es_err (*open_catalogue)(const es_config_t *cfg, int readonly, es_catalogue_store **out,
+                             es_error_t *err);
     /* Why the event store's writes are refused, when the log has no store. */
     const char *no_store;
     /* Why es_execute_all is refused, when the executor cannot run a batch all-or-nothing. */

@@ -8,6 +8,8 @@
  */
 #include "internal.h"
 
+#include <eskit/schema.h>
+
 #include "backends.h"
 
 #include <ctype.h>
@@ -98,6 +100,14 @@ static es_err check_log_order(const char *key, const char *value, es_error_t *er
     return ES_OK;
 }
 
+static es_err check_compatibility(const char *key, const char *value, es_error_t *err) {
+    es_compat mode;
+    es_error_t why;
+    if (es_compat_parse(value, &mode, &why) != ES_OK)
+        return es_fail(err, ES_EINVAL, "config key '%s': %s", key, why.message);
+    return ES_OK;
+}
+
 static es_err check_positive(const char *key, const char *value, es_error_t *err) {
     es_err e = check_uint(key, value, err);
     if (e == ES_OK && atoll(value) == 0)
@@ -165,6 +175,8 @@ static const key_spec keys[] = {
     {"replay.batch.size", "20000", check_positive},
     {"saga.db", "eskit-saga.db", check_nonempty},
     {"saga.retention.ms", "604800000", check_uint},
+    {"schema.compatibility", "backward", check_compatibility},
+    {"schema.topic", "eskit.schemas", check_nonempty},
     {"schema.registry.basic.auth.user.info", NULL, check_user_info},
     {"schema.registry.framing", "none", check_framing},
     {"schema.registry.retries", "3", check_uint},
@@ -276,16 +288,22 @@ static es_err check_key(const char *key, const char *value, es_error_t *err) {
     if (!strncmp(key, "kafka.", 6) && key[6])
         return check_kafka(key, value, err);
     const key_spec *spec = find_spec(key);
+    if (!spec && !strncmp(key, "schema.", 7))
+        return es_fail(err, ES_EINVAL,
+                       "unknown config key '%.64s'; the schema keys are schema.compatibility, "
+                       "schema.topic, schema.registry.{url, framing, timeout.ms, retries, "
+                       "basic.auth.user.info}",
+                       key);
     if (!spec)
         return es_fail(
             err, ES_EINVAL,
-            /* Grouped by prefix: the full list must fit in es_error_t's 512 bytes. */
+            /* Grouped by prefix: the full list must fit in es_error_t's 512 bytes (schema.*
+             * has a message of its own, above). */
             "unknown config key '%.64s'; known keys: backend, brokers, cache.aggregates, db, "
             "execute.timeout.ms, projector.{apply.timeout.ms, batch.size, crash.restarts, "
             "linger.ms, log.order, "
             "on.error, on.unknown, path, retries, retry.backoff.ms}, readmodel.db, "
-            "replay.batch.size, saga.{db, retention.ms}, schema.registry.{url, framing, "
-            "timeout.ms, retries, basic.auth.user.info}, service.name, snapshot.every, "
+            "replay.batch.size, saga.{db, retention.ms}, schema.*, service.name, snapshot.every, "
             "sqlite.{busy.timeout.ms, synchronous}, state.db, topics.aggregates, "
             "topics.consumers, topics.partition.throughput, topics.throughput, types.modules, "
             "kafka.<librdkafka property>",

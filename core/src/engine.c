@@ -29,6 +29,8 @@ typedef struct registration {
         *def; /* the caller's definition in this ABI's layout (es_aggregate_normalise) */
     void *opaque;
     const ProtobufCMessageDescriptor **lists; /* events and commands made from tables */
+    uint32_t *event_versions; /* def->events[i]'s version in the log's schema catalogue; NULL:
+                                 none registered (a read-only engine) */
 } registration;
 
 struct es_engine {
@@ -46,6 +48,10 @@ struct es_engine {
     es_executor *remote; /* the backend's remote executor (Kafka: commands go to the partition
                             owners); NULL: commands run here, on the store */
     es_folder_t folder;  /* the events being folded, until es_settle (decider.h) */
+    es_schemas_t *catalogue; /* the log's schema catalogue, opened by the first registration */
+    int no_catalogue;        /* a processor's local engine: its processor's engine registered */
+    uint32_t *sv;            /* the schema versions of one command's new events */
+    size_t sv_cap;
 };
 
 typedef struct state_entry {
@@ -130,9 +136,12 @@ void es_engine_destroy(es_engine_t *engine) {
     es_buf_free(&engine->due_keys);
     es_fingerprinter_free(&engine->fingerprinter);
     es_folder_free(&engine->folder);
+    es_schemas_close(engine->catalogue);
+    free(engine->sv);
     for (size_t i = 0; i < engine->n_regs; i++) {
         free(engine->regs[i].def);
         free(engine->regs[i].lists);
+        free(engine->regs[i].event_versions);
     }
     free(engine->regs);
     free(engine);
@@ -158,6 +167,66 @@ static const registration *find_reg(const es_engine_t *e, const char *type) {
     return NULL;
 }
 
+static size_t count_types(const ProtobufCMessageDescriptor *const *list) {
+    size_t n = 0;
+    while (list && list[n])
+        n++;
+    return n;
+}
+
+/* Records the schemas of reg's state, events and commands in the log's catalogue (refusing a
+ * type that breaks schema.compatibility) and keeps its events' versions for their envelopes. */
+static es_err register_schemas(es_engine_t *e, registration *reg, es_error_t *err) {
+    if (e->readonly || e->no_catalogue)
+        return ES_OK;
+    const es_aggregate_def *def = reg->def;
+    size_t ne = count_types(def->events), nc = count_types(def->commands), n = 1 + ne + nc;
+    const ProtobufCMessageDescriptor **types = malloc(n * sizeof *types);
+    uint32_t *versions = calloc(n, sizeof *versions);
+    es_err rc = types && versions ? ES_OK
+                                  : es_fail(err, ES_ENOMEM, "out of memory registering '%s'",
+                                            def->type);
+    if (rc == ES_OK) {
+        types[0] = def->state;
+        memcpy(types + 1, def->events, ne * sizeof *types);
+        memcpy(types + 1 + ne, def->commands, nc * sizeof *types);
+    }
+    if (rc == ES_OK && !e->catalogue)
+        rc = es_schemas_open(es_store_config(e->store), 0, &e->catalogue, err);
+    if (rc == ES_OK)
+        rc = es_schemas_register(e->catalogue, types, n, versions, NULL, err);
+    if (rc == ES_OK && !(reg->event_versions = malloc((ne ? ne : 1) * sizeof *versions)))
+        rc = es_fail(err, ES_ENOMEM, "out of memory registering '%s'", def->type);
+    if (rc == ES_OK)
+        memcpy(reg->event_versions, versions + 1, ne * sizeof *versions);
+    free(types);
+    free(versions);
+    return rc;
+}
+
+/* The schema version of each of d's events, in e->sv; NULL when none were registered. */
+static const uint32_t *event_schema_versions(es_engine_t *e, const registration *reg,
+                                             const es_decision_t *d) {
+    if (!reg->event_versions || !d->n)
+        return NULL;
+    if (d->n > e->sv_cap) {
+        uint32_t *sv = realloc(e->sv, d->n * sizeof *sv);
+        if (!sv)
+            return NULL;
+        e->sv = sv;
+        e->sv_cap = d->n;
+    }
+    for (size_t i = 0; i < d->n; i++) {
+        e->sv[i] = 0;
+        for (size_t k = 0; reg->def->events[k]; k++)
+            if (reg->def->events[k] == d->ev[i].desc) {
+                e->sv[i] = reg->event_versions[k];
+                break;
+            }
+    }
+    return e->sv;
+}
+
 es_err es_engine_register(es_engine_t *engine, const es_aggregate_def *def, void *opaque,
                           es_error_t *err) {
     if (!engine || !def)
@@ -177,12 +246,39 @@ es_err es_engine_register(es_engine_t *engine, const es_aggregate_def *def, void
             rc = es_fail(err, ES_ENOMEM, "out of memory registering '%s'", def->type);
         }
     }
+    if (rc == ES_OK)
+        rc = register_schemas(engine, &reg, err);
     if (rc != ES_OK) {
         free(reg.def);
         free(reg.lists);
+        free(reg.event_versions);
         return rc;
     }
     engine->regs[engine->n_regs++] = reg;
+    return ES_OK;
+}
+
+es_err es_engine_new_local(const es_config_t *cfg, es_engine_t **out, es_error_t *err) {
+    es_err e = es_engine_open(cfg, ES_OPEN_WRITE, out, err);
+    if (e == ES_OK)
+        (*out)->no_catalogue = 1;
+    return e;
+}
+
+es_err es_engine_copy_schema_versions(es_engine_t *dst, const es_engine_t *src, es_error_t *err) {
+    for (size_t i = 0; i < dst->n_regs; i++) {
+        registration *d = &dst->regs[i];
+        const registration *s = find_reg(src, d->def->type);
+        size_t n = count_types(d->def->events);
+        if (!s || !s->event_versions || count_types(s->def->events) != n)
+            continue;
+        uint32_t *v = malloc((n ? n : 1) * sizeof *v);
+        if (!v)
+            return es_fail(err, ES_ENOMEM, "out of memory");
+        memcpy(v, s->event_versions, n * sizeof *v);
+        free(d->event_versions);
+        d->event_versions = v;
+    }
     return ES_OK;
 }
 
@@ -501,7 +597,8 @@ static es_err apply_decision(exec_ctx *x, const es_decision_t *d, es_error_t *er
             cmd->metadata,       cmd->n_metadata};
     es_pending_t *p = &e->pending;
     rc = es_pending_build_caused(p, cmd->aggregate_type, cmd->aggregate_id, before, e->ne, d->n,
-                                 x->explicit_id ? &x->fp : NULL, err);
+                                 x->explicit_id ? &x->fp : NULL,
+                                 event_schema_versions(e, x->reg, d), err);
     if (rc == ES_OK && d->n)
         rc = x->log->store->append(x->log, cmd->aggregate_type, cmd->aggregate_id, before, p->recs,
                                    d->n, p->offsets, err);

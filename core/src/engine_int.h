@@ -22,6 +22,13 @@ es_err es_engine_execute_hooked(es_engine_t *engine, const es_command_t *cmds, s
 size_t es_engine_registration(const es_engine_t *engine, size_t i, const es_aggregate_def **def,
                               void **opaque);
 
+/* es_engine_new for a command processor's local engine on its state store: it records no
+ * schemas (the processor's engine registered its types in the log's catalogue) and takes their
+ * versions from that engine with es_engine_copy_schema_versions, once its types are
+ * registered. */
+es_err es_engine_new_local(const es_config_t *cfg, es_engine_t **out, es_error_t *err);
+es_err es_engine_copy_schema_versions(es_engine_t *dst, const es_engine_t *src, es_error_t *err);
+
 /* es_execute_batch that gives up its waits on Kafka (delivery, replies, metadata) soon after
  * stop is set (stop may be NULL), failing with ES_ERETRY: what a run loop's stop
  * (es_saga_stop) uses so that a command in flight does not hold it for execute.timeout.ms.

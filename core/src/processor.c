@@ -141,7 +141,7 @@ static es_err open_local(es_processor_t *p, es_engine_t *engine, es_error_t *err
     if (e == ES_OK) /* a cache rebuildable from Kafka: no fsync per batch */
         e = es_config_set(p->local_cfg, "sqlite.synchronous", "normal", err);
     if (e == ES_OK)
-        e = es_engine_new(p->local_cfg, &p->local, err);
+        e = es_engine_new_local(p->local_cfg, &p->local, err);
     size_t n =
         es_engine_registration(engine, 0, &(const es_aggregate_def *){NULL}, &(void *){NULL});
     if (e == ES_OK && n == 0)
@@ -154,6 +154,8 @@ static es_err open_local(es_processor_t *p, es_engine_t *engine, es_error_t *err
         e = es_engine_register(p->local, p->types[i].def, p->types[i].opaque, err);
         p->n_types = i + 1;
     }
+    if (e == ES_OK)
+        e = es_engine_copy_schema_versions(p->local, engine, err);
     return e;
 }
 

@@ -4,6 +4,7 @@
  * callback gets (the read-model connection and a per-runner statement cache).
  */
 #include "projector_int.h"
+#include "catalogue.h"
 #include "module.h"
 
 #include <stdio.h>
@@ -40,9 +41,18 @@ es_err es_projector_check(const es_projector_def *def, const char *origin, es_er
     if (def->schema_version < 1)
         return es_fail(err, ES_EINVAL, "%s: projector '%s' has schema version %d; start at 1",
                        origin, def->name, def->schema_version);
-    if (!def->migrate || !def->apply)
+    const es_event_handler_t *h = def->abi_version >= 2 ? def->handlers : NULL;
+    size_t nh = h ? def->n_handlers : 0;
+    if (!def->migrate || (!def->apply && !nh))
         return es_fail(err, ES_EINVAL, "%s: projector '%s' lacks %s", origin, def->name,
-                       def->migrate ? "apply" : "migrate");
+                       def->migrate ? "apply (or handlers)" : "migrate");
+    for (size_t i = 0; i < nh; i++)
+        if (!h[i].descriptor || h[i].descriptor->magic != PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC ||
+            !h[i].fn)
+            return es_fail(err, ES_EINVAL,
+                           "%s: projector '%s': handler %zu needs a protobuf-c message "
+                           "descriptor and a function",
+                           origin, def->name, i);
     if (!def->topics || !def->topics[0])
         return es_fail(err, ES_EINVAL, "%s: projector '%s' reads no topics", origin, def->name);
     for (size_t i = 0; def->topics[i]; i++) {
@@ -191,6 +201,30 @@ es_err es_ctx_dispatch(es_projector_ctx_t *ctx, const es_event_t *ev,
                        h->descriptor->name);
     es_err e = h->fn(ctx, ev, msg, err);
     protobuf_c_message_free_unpacked(msg, NULL);
+    return e;
+}
+
+es_err es_projector_apply(const es_projector_def *def, es_projector_ctx_t *ctx, const es_event_t *ev,
+                          es_error_t *err) {
+    if (def->apply)
+        return def->apply(ctx, ev, err);
+    return es_ctx_dispatch(ctx, ev, def->handlers, def->n_handlers, err);
+}
+
+es_err es_projector_check_reads(const es_config_t *cfg, const es_projector_def *def,
+                                es_error_t *err) {
+    size_t n = def->abi_version >= 2 && def->handlers ? def->n_handlers : 0;
+    if (!n)
+        return ES_OK;
+    const ProtobufCMessageDescriptor **reads = malloc(n * sizeof *reads);
+    if (!reads)
+        return es_fail(err, ES_ENOMEM, "out of memory starting projector '%s'", def->name);
+    for (size_t i = 0; i < n; i++)
+        reads[i] = def->handlers[i].descriptor;
+    char who[ES_PROJECTOR_NAME_MAX + 16];
+    snprintf(who, sizeof who, "projector '%s'", def->name);
+    es_err e = es_catalogue_enrol(cfg, who, NULL, 0, reads, n, err);
+    free(reads);
     return e;
 }
 

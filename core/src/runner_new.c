@@ -20,7 +20,14 @@ es_err es_runner_new_on(const es_config_t *cfg, const es_projector_def *def, con
                                 : es_projector_check(def, "es_runner_new", err);
     int behind = 0;
     runner_opts o = {rm, RM_LIVE, guard, 1, 0, 0, noun, key, &behind};
-    es_err e = es_runner_open(cfg, def, &o, out, err);
+    es_err e = es_projector_check(def, "es_runner_new", err);
+    if (e == ES_OK)
+        e = es_projector_check_reads(cfg, def, err);
+    if (e != ES_OK) {
+        free(guard);
+        return e;
+    }
+    e = es_runner_open(cfg, def, &o, out, err);
     if (e == ES_ESTATE && behind) {
         es_logf(cfg, ES_LOG_INFO, "projector '%s': its schema version is now %d; rebuilding %s",
                 def->name, def->schema_version, rm);

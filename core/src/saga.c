@@ -8,6 +8,7 @@
  * saga_int.h for the tables.
  */
 #include "saga_int.h"
+#include "catalogue.h"
 
 #include "kafka/wire.h"
 #include "projector_int.h"
@@ -828,6 +829,44 @@ es_err es_saga_core_new(const es_config_t *cfg, const es_saga_def *def, sqlite3 
     return ES_OK;
 }
 
+/* The coordinator writes its steps' commands and its transitions, and reads the events that
+ * start and end steps: the first are recorded in the log's schema catalogue, the others checked
+ * against it. */
+static es_err enrol_schemas(es_saga_t *c, const es_saga_def *def, es_error_t *err) {
+    enum { PER_STEP = 2 };
+    size_t nw = 2 + PER_STEP * def->n_steps, nr = 1;
+    for (size_t i = 0; i < def->n_steps; i++)
+        for (size_t k = 0; k < 2; k++) {
+            const ProtobufCMessageDescriptor *const *l =
+                k ? def->steps[i].failed_by : def->steps[i].completed_by;
+            while (l && *l++)
+                nr++;
+        }
+    const ProtobufCMessageDescriptor **w = calloc(nw, sizeof *w), **r = calloc(nr, sizeof *r);
+    es_err e = w && r ? ES_OK : es_fail(err, ES_ENOMEM, "out of memory starting a saga");
+    size_t iw = 0, ir = 0;
+    if (e == ES_OK) {
+        w[iw++] = &eskit__v1__saga_transition__descriptor;
+        w[iw++] = def->on_abort ? def->on_abort->command : NULL;
+        r[ir++] = def->start_event;
+        for (size_t i = 0; i < def->n_steps; i++) {
+            w[iw++] = def->steps[i].command;
+            w[iw++] = def->steps[i].compensation;
+            for (size_t k = 0; k < 2; k++)
+                for (const ProtobufCMessageDescriptor *const *l =
+                         k ? def->steps[i].failed_by : def->steps[i].completed_by;
+                     l && *l; l++)
+                    r[ir++] = *l;
+        }
+        char who[ES_MAX_TYPE_LEN + 16];
+        snprintf(who, sizeof who, "saga '%s'", def->name);
+        e = es_catalogue_enrol(c->cfg, who, w, iw, r, ir, err);
+    }
+    free(w);
+    free(r);
+    return e;
+}
+
 es_err es_saga_new(const es_config_t *cfg, const es_saga_def *def, es_engine_t *engine,
                    es_saga_t **out, es_error_t *err) {
     if (!cfg || !engine || !out)
@@ -837,6 +876,11 @@ es_err es_saga_new(const es_config_t *cfg, const es_saga_def *def, es_engine_t *
     if (e != ES_OK)
         return e;
     c->engine = engine;
+    e = enrol_schemas(c, def, err);
+    if (e != ES_OK) {
+        es_saga_destroy(c);
+        return e;
+    }
     c->pdef = (es_projector_def){.abi_version = ES_PROJECTOR_ABI,
                                  .name = c->pname,
                                  .schema_version = 1,

@@ -159,7 +159,7 @@ static es_err pending_reserve(es_pending_t *p, size_t n) {
 
 es_err es_pending_build_caused(es_pending_t *p, const char *type, const char *id, uint64_t base,
                                const es_new_event_t *events, size_t n, const es_fingerprint_t *fp,
-                               es_error_t *err) {
+                               const uint32_t *schema_versions, es_error_t *err) {
     p->n = 0;
     if (pending_reserve(p, n) != ES_OK)
         return es_fail(err, ES_ENOMEM, "out of memory preparing %zu events", n);
@@ -183,6 +183,7 @@ es_err es_pending_build_caused(es_pending_t *p, const char *type, const char *id
         ev->correlation_id = ne->correlation_id;
         ev->metadata = ne->metadata;
         ev->n_metadata = ne->n_metadata;
+        ev->schema_version = schema_versions ? schema_versions[i] : 0;
         es_err e = es_envelope_pack_caused(ev, fp, &p->bufs[i], err);
         if (e != ES_OK)
             return e;
@@ -194,7 +195,7 @@ es_err es_pending_build_caused(es_pending_t *p, const char *type, const char *id
 
 es_err es_pending_build(es_pending_t *p, const char *type, const char *id, uint64_t base,
                         const es_new_event_t *events, size_t n, es_error_t *err) {
-    return es_pending_build_caused(p, type, id, base, events, n, NULL, err);
+    return es_pending_build_caused(p, type, id, base, events, n, NULL, NULL, err);
 }
 
 es_err es_store_append(es_store_t *store, const char *type, const char *id, es_expect expect,

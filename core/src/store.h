@@ -24,10 +24,11 @@ typedef struct es_pending {
 } es_pending_t;
 es_err es_pending_build(es_pending_t *p, const char *type, const char *id, uint64_t base,
                         const es_new_event_t *events, size_t n, es_error_t *err);
-/* es_pending_build, each envelope with fp, the causing command's fingerprint (NULL: none). */
+/* es_pending_build, each envelope with fp, the causing command's fingerprint (NULL: none), and
+ * events[i]'s schema version schema_versions[i] (NULL: none recorded). */
 es_err es_pending_build_caused(es_pending_t *p, const char *type, const char *id, uint64_t base,
                                const es_new_event_t *events, size_t n, const es_fingerprint_t *fp,
-                               es_error_t *err);
+                               const uint32_t *schema_versions, es_error_t *err);
 void es_pending_free(es_pending_t *p);
 
 /* Writes events that carry their own versions, ids and times to the log, as a producer beside

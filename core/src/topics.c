@@ -36,8 +36,9 @@ static const role_def roles[] = {
 #define N_ROLES (sizeof roles / sizeof *roles)
 
 const char *es_topic_role_name(es_topic_role role) {
-    static const char *const names[] = {"events", "snapshots", "commands", "replies", "dlq"};
-    return (unsigned)role < N_ROLES ? names[role] : "unknown";
+    static const char *const names[] = {"events", "snapshots", "commands", "replies", "dlq",
+                                        "schemas"};
+    return (unsigned)role <= ES_TOPIC_SCHEMAS ? names[role] : "unknown";
 }
 
 static int64_t mono_ms(void) {
@@ -140,6 +141,28 @@ static es_err plan_type(const plan_defaults *d, int brokers, const es_topic_load
     return ES_OK;
 }
 
+/* The schema catalogue's topic: small, read whole by every writer at start, kept forever. */
+static es_err plan_schemas(const es_config_t *cfg, int brokers, es_topic_spec_t *s,
+                           es_error_t *err) {
+    memset(s, 0, sizeof *s);
+    snprintf(s->name, sizeof s->name, "%s", es_config_get(cfg, "schema.topic"));
+    es_err rc = es_topic_name_check(s->name, err);
+    if (rc != ES_OK) {
+        es_error_prefix(err, "schema.topic: ");
+        return rc;
+    }
+    int rf = brokers < 1 ? 1 : brokers > 3 ? 3 : brokers;
+    s->role = ES_TOPIC_SCHEMAS;
+    s->partitions = 1;
+    s->flags = ES_TOPIC_SINGLE;
+    s->replication_factor = rf;
+    s->min_insync_replicas = rf >= 3 ? 2 : 1;
+    s->cleanup_policy = "compact";
+    s->retention_ms = -1;
+    s->collides_with = -1;
+    return ES_OK;
+}
+
 /* Aggregate types have no '_' today, so a plan's own names cannot collide; the check keeps it
  * so should the grammar widen, and apply checks the cluster's existing topics the same way. */
 static void mark_collisions(const es_config_t *cfg, es_topic_spec_t *specs, size_t n) {
@@ -196,9 +219,9 @@ static es_err plan_loads(const es_config_t *cfg, int brokers, const es_topic_loa
                 !strcmp(loads[i].aggregate_type, loads[j].aggregate_type))
                 return es_fail(err, ES_EINVAL, "aggregate type '%s' is given twice; name it once",
                                loads[i].aggregate_type);
-    es_topic_spec_t *specs = calloc(n * N_ROLES, sizeof *specs);
+    es_topic_spec_t *specs = calloc(n * N_ROLES + 1, sizeof *specs);
     if (!specs)
-        return es_fail(err, ES_ENOMEM, "out of memory planning %zu topics", n * N_ROLES);
+        return es_fail(err, ES_ENOMEM, "out of memory planning %zu topics", n * N_ROLES + 1);
     for (size_t i = 0; i < n; i++) {
         es_err rc = plan_type(&d, brokers, &loads[i], &specs[i * N_ROLES], err);
         if (rc != ES_OK) {
@@ -206,9 +229,14 @@ static es_err plan_loads(const es_config_t *cfg, int brokers, const es_topic_loa
             return rc;
         }
     }
-    mark_collisions(cfg, specs, n * N_ROLES);
+    es_err rc = plan_schemas(cfg, brokers, &specs[n * N_ROLES], err);
+    if (rc != ES_OK) {
+        free(specs);
+        return rc;
+    }
+    mark_collisions(cfg, specs, n * N_ROLES + 1);
     *out = specs;
-    *n_out = n * N_ROLES;
+    *n_out = n * N_ROLES + 1;
     return ES_OK;
 }
 
@@ -388,6 +416,9 @@ static rd_kafka_AdminOptions_t *admin_options(kconn *c, rd_kafka_admin_op_t op) 
     return ao;
 }
 
+#define SCHEMAS_LAG_TEXT "604800000"
+_Static_assert(ES_TOPIC_SCHEMAS_COMPACTION_LAG_MS == 604800000LL, "SCHEMAS_LAG_TEXT");
+
 static void planned_configs(const es_topic_spec_t *s, char retention[32], char min_isr[16]) {
     snprintf(retention, 32, "%lld", s->retention_ms);
     snprintf(min_isr, 16, "%d", s->min_insync_replicas);
@@ -397,12 +428,16 @@ static void compare_configs(const es_topic_spec_t *s, const rd_kafka_ConfigResou
                             topic_result *r) {
     char retention[32], min_isr[16];
     planned_configs(s, retention, min_isr);
+    char lag[32];
+    snprintf(lag, sizeof lag, "%lld", ES_TOPIC_SCHEMAS_COMPACTION_LAG_MS);
     const char *want[][2] = {{"cleanup.policy", s->cleanup_policy},
                              {"retention.ms", retention},
-                             {"min.insync.replicas", min_isr}};
+                             {"min.insync.replicas", min_isr},
+                             {"min.compaction.lag.ms", lag}};
+    size_t n_want = sizeof want / sizeof *want - (s->role != ES_TOPIC_SCHEMAS);
     size_t cnt = 0;
     const rd_kafka_ConfigEntry_t **entries = rd_kafka_ConfigResource_configs(res, &cnt);
-    for (size_t w = 0; w < sizeof want / sizeof *want; w++) {
+    for (size_t w = 0; w < n_want; w++) {
         for (size_t i = 0; i < cnt; i++) {
             const char *value = rd_kafka_ConfigEntry_value(entries[i]);
             if (strcmp(rd_kafka_ConfigEntry_name(entries[i]), want[w][0]))
@@ -481,7 +516,9 @@ static rd_kafka_NewTopic_t *new_topic(const es_topic_spec_t *s) {
         rd_kafka_NewTopic_new(s->name, s->partitions, s->replication_factor, errstr, sizeof errstr);
     if (t && (rd_kafka_NewTopic_set_config(t, "cleanup.policy", s->cleanup_policy) ||
               rd_kafka_NewTopic_set_config(t, "retention.ms", retention) ||
-              rd_kafka_NewTopic_set_config(t, "min.insync.replicas", min_isr))) {
+              rd_kafka_NewTopic_set_config(t, "min.insync.replicas", min_isr) ||
+              (s->role == ES_TOPIC_SCHEMAS &&
+               rd_kafka_NewTopic_set_config(t, "min.compaction.lag.ms", SCHEMAS_LAG_TEXT)))) {
         rd_kafka_NewTopic_destroy(t);
         t = NULL;
     }

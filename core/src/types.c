@@ -158,3 +158,18 @@ const es_aggregate_def *es_types_find_aggregate(const es_types_def *def, const c
             return def->aggregates[i];
     return NULL;
 }
+
+const ProtobufCMessageDescriptor *es_types_message_at(const es_types_def *def, size_t i) {
+    for (size_t a = 0; def && def->aggregates && def->aggregates[a]; a++) {
+        const es_aggregate_def *agg = def->aggregates[a];
+        if (agg->state && i-- == 0)
+            return agg->state;
+        for (size_t k = 0; type_at(agg, k); k++)
+            if (i-- == 0)
+                return type_at(agg, k);
+    }
+    for (size_t k = 0; def && def->messages && def->messages[k]; k++)
+        if (i-- == 0)
+            return def->messages[k];
+    return NULL;
+}

@@ -154,10 +154,6 @@ static const es_event_handler_t handlers[] = {
     {&orders__v1__order_cancelled__descriptor, on_cancelled},
 };
 
-static es_err apply(es_projector_ctx_t *ctx, const es_event_t *ev, es_error_t *err) {
-    return es_ctx_dispatch(ctx, ev, handlers, sizeof handlers / sizeof *handlers, err);
-}
-
 static const char *const topics[] = {"orders.order.events", NULL};
 
 const es_projector_def es_order_summary_projector = {
@@ -166,7 +162,8 @@ const es_projector_def es_order_summary_projector = {
     .schema_version = 1,
     .topics = topics,
     .migrate = migrate,
-    .apply = apply,
+    .handlers = handlers,
+    .n_handlers = sizeof handlers / sizeof *handlers,
 };
 
 #ifdef ESKIT_PROJECTOR_MODULE

@@ -641,3 +641,12 @@ Test(registry, eskit_decodes_what_kafkajs_encoded) {
     free(errout);
     free(file);
 }
+
+Test(registry, a_mistyped_schema_key_lists_the_schema_keys) {
+    es_error_t err = {0};
+    cr_assert_eq(es_config_set(cfg, "schema.registry.uri", "http://localhost:8081", &err),
+                 ES_EINVAL);
+    cr_expect(strstr(err.message, "schema.registry.{url, framing, timeout.ms, retries, "
+                                  "basic.auth.user.info}"),
+              "%s", err.message);
+}

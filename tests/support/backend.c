@@ -78,6 +78,8 @@ tb_t *tb_open(const char *const *types) {
     b->mock_rk = handle(NULL);
     b->mock = rd_kafka_mock_cluster_new(b->mock_rk, 1);
     cr_assert_not_null(b->mock);
+    /* The schema catalogue's topic (es_engine_register records the domain's types there). */
+    cr_assert_eq(rd_kafka_mock_topic_create(b->mock, "eskit.schemas", 1, 1), 0);
     for (size_t i = 0; types && types[i]; i++) {
         char topic[ES_MAX_TYPE_LEN + 16];
         snprintf(topic, sizeof topic, "%s.events", types[i]);

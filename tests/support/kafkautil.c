@@ -40,6 +40,7 @@ rd_kafka_conf_t *tu_kafka_producer_conf(const char *bootstraps) {
 rd_kafka_mock_cluster_t *tu_mock_demo(rd_kafka_t *mock_rk, int parts) {
     rd_kafka_mock_cluster_t *mock = rd_kafka_mock_cluster_new(mock_rk, 1);
     cr_assert(mock);
+    cr_assert_eq(rd_kafka_mock_topic_create(mock, "eskit.schemas", 1, 1), 0);
     static const char *const types[] = {"orders.order", "payments.payment", "inventory.item"};
     static const char *const kinds[] = {"events", "snapshots", "commands", "replies"};
     for (size_t t = 0; t < 3; t++)

@@ -147,6 +147,19 @@ Test(null_err, types_calls_fail_without_an_error_struct) {
     cr_expect_eq(es_types_check(&future, "test", NULL), ES_EINVAL);
 }
 
+Test(null_err, schema_calls_fail_without_an_error_struct) {
+    es_compat mode;
+    es_schema_t *s = NULL;
+    es_schema_report_t rep = {0};
+    char *out = NULL;
+    cr_expect_eq(es_compat_parse("sideways", &mode, NULL), ES_EINVAL);
+    cr_expect_eq(es_schema_of(NULL, &s, NULL), ES_EINVAL);
+    cr_expect_eq(es_schema_parse((const uint8_t *)"\xff", 1, &s, NULL), ES_EDECODE);
+    cr_expect_eq(es_schema_format(NULL, 0, &out, NULL), ES_EINVAL);
+    cr_expect_eq(es_schema_check(NULL, 1, NULL, ES_COMPAT_FULL, &rep, NULL), ES_EINVAL);
+    cr_expect_eq(es_schema_diff(NULL, NULL, &rep, NULL), ES_EINVAL);
+}
+
 Test(null_err, projector_calls_fail_without_an_error_struct) {
     es_projector_module_t *mod = NULL;
     cr_expect_eq(es_projector_load(cfg, "no_such_projector", &mod, NULL), ES_ENOTFOUND);

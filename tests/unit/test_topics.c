@@ -22,7 +22,7 @@ static plan plan_one(es_config_t *cfg, int brokers, const char *type, long long 
     plan p = {0};
     es_err rc = es_topics_plan_for(cfg, brokers, &load, 1, &p.specs, &p.n, &err);
     cr_assert_eq(rc, ES_OK, "%s", err.message);
-    cr_assert_eq(p.n, 5);
+    cr_assert_eq(p.n, 6, "five topics of the type, then the schema catalogue's");
     return p;
 }
 
@@ -58,7 +58,9 @@ Test(topics, every_type_gets_its_five_topics_with_their_retention) {
     cr_assert_eq(dlq->retention_ms, 14LL * 24 * 3600 * 1000);
     cr_assert_str_eq(es_topic_role_name(dlq->role), "dlq");
     for (size_t i = 0; i < p.n; i++) {
-        cr_assert_str_eq(p.specs[i].aggregate_type, "orders.order");
+        cr_assert_str_eq(p.specs[i].aggregate_type,
+                         p.specs[i].role == ES_TOPIC_SCHEMAS ? "" : "orders.order",
+                         "the catalogue belongs to no aggregate type");
         cr_assert_eq(p.specs[i].collides_with, -1);
     }
     es_topics_free(p.specs);
@@ -169,13 +171,35 @@ Test(topics, topics_aggregates_names_the_types_when_none_are_given) {
     cr_assert_eq(es_config_set(cfg, "topics.aggregates", "orders.order, payments.payment", &err),
                  ES_OK);
     cr_assert_eq(es_topics_plan_for(cfg, 1, NULL, 0, &specs, &n, &err), ES_OK, "%s", err.message);
-    cr_assert_eq(n, 10);
+    cr_assert_eq(n, 11);
     cr_assert_str_eq(specs[5].name, "payments.payment.events");
+    cr_assert_str_eq(specs[10].name, "eskit.schemas", "one catalogue topic for the whole plan");
     es_topics_free(specs);
     cr_assert_eq(es_config_set(cfg, "topics.aggregates", "orders.order,Bad", &err), ES_OK);
     cr_assert_eq(es_topics_plan_for(cfg, 1, NULL, 0, &specs, &n, &err), ES_EINVAL);
     cr_assert(strstr(err.message, "topics.aggregates") && strstr(err.message, "'Bad'"), "%s",
               err.message);
+    es_config_destroy(cfg);
+}
+
+Test(topics, the_schema_catalogue_topic_is_compacted_kept_forever_and_has_one_partition) {
+    es_config_t *cfg = config();
+    plan p = plan_one(cfg, 3, "orders.order", 100000, 8);
+    const es_topic_spec_t *s = find(&p, "eskit.schemas");
+    cr_assert_not_null(s);
+    cr_assert_eq(s->role, ES_TOPIC_SCHEMAS);
+    cr_assert_str_eq(es_topic_role_name(s->role), "schemas");
+    cr_assert_eq(s->partitions, 1, "read whole, in order, by every writer at start");
+    cr_assert_str_eq(s->cleanup_policy, "compact");
+    cr_assert_eq(s->retention_ms, -1);
+    cr_assert_eq(s->replication_factor, 3);
+    cr_assert_eq(s->min_insync_replicas, 2);
+    es_topics_free(p.specs);
+    es_error_t err = {0};
+    cr_assert_eq(es_config_set(cfg, "schema.topic", "acme.schemas", &err), ES_OK);
+    p = plan_one(cfg, 1, "orders.order", 10, 1);
+    cr_assert_not_null(find(&p, "acme.schemas"), "schema.topic names it");
+    es_topics_free(p.specs);
     es_config_destroy(cfg);
 }
 

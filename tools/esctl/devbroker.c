@@ -107,7 +107,7 @@ static int create_plan(const options *o, const dev_args *a, rd_kafka_mock_cluste
     for (size_t i = 0; rc == EXIT_OK && i < n; i++) {
         const es_topic_spec_t *s = &specs[i];
         int partitions =
-            a->partitions && s->role != ES_TOPIC_DLQ ? (int)a->partitions : s->partitions;
+            a->partitions && !(s->flags & ES_TOPIC_SINGLE) ? (int)a->partitions : s->partitions;
         rd_kafka_resp_err_t e =
             rd_kafka_mock_topic_create(mc, s->name, partitions, s->replication_factor);
         if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {

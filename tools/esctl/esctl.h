@@ -3,7 +3,7 @@
  * config and store loading, and the event printing of the `events` verb
  * (reused by `dlq show`). main.c parses and dispatches; each verb lives in
  * its own file (events.c, state.c, projectors.c for replay and lag, dlq.c,
- * topics.c, devbroker.c, sagas.c, verify.c).
+ * topics.c, devbroker.c, sagas.c, verify.c, schemas.c).
  *
  * Exit codes are part of the interface, scripts rely on them: 0 success,
  * 1 a runtime failure, 2 bad usage. Every failure prints exactly one line on
@@ -36,6 +36,7 @@ typedef enum verb_id {
     VERB_SAGAS,
     VERB_VERIFY,
     VERB_STATE,
+    VERB_SCHEMAS,
     VERB_HELP
 } verb_id;
 
@@ -139,6 +140,7 @@ extern const char dev_broker_help[];
 extern const char sagas_help[];
 extern const char verify_help[];
 extern const char state_help[];
+extern const char schemas_help[];
 
 int cmd_events(const options *o);
 int cmd_replay(const options *o);
@@ -149,5 +151,6 @@ int cmd_dev_broker(const options *o);
 int cmd_sagas(const options *o);
 int cmd_verify(const options *o);
 int cmd_state(const options *o);
+int cmd_schemas(const options *o);
 
 #endif

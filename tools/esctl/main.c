@@ -29,6 +29,10 @@ static const char main_help[] =
     "  sagas list                     list saga instances: state, step, deadline\n"
     "  sagas show <id>                print a saga instance's history, one transition a line\n"
     "  verify [TYPE...]               check a log end to end: integrity, envelopes, versions\n"
+    "  schemas list                   the log's schema catalogue: every type, its versions\n"
+    "  schemas show <type> [version]  one recorded schema, every field\n"
+    "  schemas check <module.so>      would this build's types break the log? (exit 1)\n"
+    "  schemas diff <type> <v1> <v2>  every change between two versions of a type\n"
     "  dev-broker                     run librdkafka's mock Kafka cluster for development\n"
     "  help [command]                 show help for esctl or a command\n"
     "\n"
@@ -77,6 +81,7 @@ static const verb_spec verbs[] = {
     {"topics", VERB_TOPICS, topics_help, cmd_topics},
     {"sagas", VERB_SAGAS, sagas_help, cmd_sagas},
     {"verify", VERB_VERIFY, verify_help, cmd_verify},
+    {"schemas", VERB_SCHEMAS, schemas_help, cmd_schemas},
     {"dev-broker", VERB_DEV_BROKER, dev_broker_help, cmd_dev_broker},
     {"help", VERB_HELP, NULL, NULL},
 };
@@ -135,7 +140,7 @@ static const opt_spec opt_specs[] = {
     {"from", 0, true, FOR(VERB_EVENTS), OPT_FROM},
     {"json", 0, false,
      FOR(VERB_EVENTS) | FOR(VERB_LAG) | FOR(VERB_DLQ) | FOR(VERB_TOPICS) | FOR(VERB_SAGAS) |
-         FOR(VERB_VERIFY) | FOR(VERB_STATE),
+         FOR(VERB_VERIFY) | FOR(VERB_STATE) | FOR(VERB_SCHEMAS),
      OPT_JSON},
     {"projector", 0, true, FOR(VERB_DLQ), OPT_PROJECTOR},
     {"all", 0, false, FOR(VERB_DLQ), OPT_ALL},

@@ -15,6 +15,10 @@
  *   readmodel.db         the projectors' read-model database (default: eskit-read.db)
  *   saga.db              the saga coordinator's database: instances, outbox, checkpoints;
  *                        esctl sagas reads it (default: eskit-saga.db)
+ *   schema.compatibility  backward | forward | full | none: how a new schema of a type must
+ *                        relate to the versions the log's catalogue recorded (default:
+ *                        backward; docs/schemas.md)
+ *   schema.topic         Kafka: the schema catalogue's compacted topic (default: eskit.schemas)
  *   service.name         names consumer groups: <service>.<projector> (default: eskit)
  *   sqlite.synchronous   full | normal | off | extra (default: full)
  *   sqlite.busy.timeout.ms  how long a writer waits for the file lock (default: 10000)

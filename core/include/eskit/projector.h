@@ -21,10 +21,19 @@
 extern "C" {
 #endif
 
-#define ES_PROJECTOR_ABI 1
+#define ES_PROJECTOR_ABI 2
 #define ES_PROJECTOR_ENTRY "es_projector_entry"
 
 typedef struct es_projector_ctx es_projector_ctx_t;
+
+/* One event type a module handles: the payload's message descriptor and its handler, which
+ * gets the decoded message (freed after it returns). */
+typedef es_err es_event_handler_cb(es_projector_ctx_t *ctx, const es_event_t *ev,
+                                   const ProtobufCMessage *msg, es_error_t *err);
+typedef struct es_event_handler {
+    const ProtobufCMessageDescriptor *descriptor;
+    es_event_handler_cb *fn;
+} es_event_handler_t;
 
 typedef struct es_projector_def {
     int abi_version;           /* ES_PROJECTOR_ABI */
@@ -34,13 +43,20 @@ typedef struct es_projector_def {
     /* Creates the module's tables (from_version 0) or upgrades them, inside a transaction.
      * Called on the live database on first start and on a fresh one for rebuilds. */
     es_err (*migrate)(sqlite3 *db, int from_version, es_error_t *err);
-    /* Applies one event inside the runner's transaction (under a savepoint). Return ES_OK;
+    /* Applies one event inside the runner's transaction (under a savepoint); NULL with
+     * handlers (ABI 2), which the runner then dispatches to. Return ES_OK;
      * ES_ERETRY for a transient failure (retried with backoff, then parked); ES_EUNKNOWN_TYPE
      * for an event type the module does not know; any other code parks the event. */
     es_err (*apply)(es_projector_ctx_t *ctx, const es_event_t *ev, es_error_t *err);
     /* Optional: per-runner state, made once the tables exist and freed by fini. */
     es_err (*init)(sqlite3 *db, void **state, es_error_t *err);
     void (*fini)(void *state);
+    /* ABI 2. The event types the module handles, and their handlers: with apply NULL, the
+     * runner applies each event with es_ctx_dispatch over them. Either way the runner checks
+     * their types against the log's schema catalogue at start (docs/schemas.md): a module that
+     * would misread the log is refused, naming the type and the rule. */
+    const es_event_handler_t *handlers;
+    size_t n_handlers;
 } es_projector_def;
 
 /* What a .so exports under the name ES_PROJECTOR_ENTRY. */
@@ -65,15 +81,6 @@ ES_API void *es_ctx_state(es_projector_ctx_t *ctx);
 ES_API sqlite3_stmt *es_ctx_stmt(es_projector_ctx_t *ctx, const char *sql, es_error_t *err);
 /* Steps stmt to completion (SQLITE_DONE), then resets it; fills err naming the statement. */
 ES_API es_err es_ctx_exec(es_projector_ctx_t *ctx, sqlite3_stmt *stmt, es_error_t *err);
-
-/* One event type a module handles: the payload's message descriptor and its handler, which
- * gets the decoded message (freed after it returns). */
-typedef es_err es_event_handler_cb(es_projector_ctx_t *ctx, const es_event_t *ev,
-                                   const ProtobufCMessage *msg, es_error_t *err);
-typedef struct es_event_handler {
-    const ProtobufCMessageDescriptor *descriptor;
-    es_event_handler_cb *fn;
-} es_event_handler_t;
 
 /* An apply in one call: finds ev's type among the n handlers, decodes the payload and calls
  * the handler. ES_EUNKNOWN_TYPE for a type none takes and ES_EDECODE for a malformed payload,

@@ -48,13 +48,11 @@ typedef struct es_schema es_schema_t;
 
 /* The schema of the message type d describes, with every message and enum type its fields
  * reach. Caller frees with es_schema_free. */
-ES_API es_err es_schema_of(const ProtobufCMessageDescriptor *d, es_schema_t **out,
-                           es_error_t *err);
+ES_API es_err es_schema_of(const ProtobufCMessageDescriptor *d, es_schema_t **out, es_error_t *err);
 /* Reads a schema from its canonical bytes (an eskit.v1.Schema): malformed bytes, or a schema
  * that is not canonical (lists out of order, a field referring to a type it does not carry),
  * are ES_EDECODE. Caller frees with es_schema_free. */
-ES_API es_err es_schema_parse(const uint8_t *bytes, size_t len, es_schema_t **out,
-                              es_error_t *err);
+ES_API es_err es_schema_parse(const uint8_t *bytes, size_t len, es_schema_t **out, es_error_t *err);
 /* The canonical bytes (borrowed, valid while s lives); *len is set. */
 ES_API const uint8_t *es_schema_bytes(const es_schema_t *s, size_t *len);
 /* The registered type's full name ("orders.v1.OrderPlaced"). */
@@ -95,6 +93,53 @@ ES_API es_err es_schema_diff(const es_schema_t *a, const es_schema_t *b, es_sche
                              es_error_t *err);
 /* Frees a report's findings and zeroes it (NULL is fine). */
 ES_API void es_schema_report_clear(es_schema_report_t *report);
+
+/* ---- the catalogue of a log ------------------------------------------------------------------
+ *
+ * Embedded: the es_schemas table of the store file (config key db). Kafka: the compacted topic
+ * schema.topic (default eskit.schemas, planned by esctl topics plan). es_engine_register, the
+ * command processor, es_runner_new and es_saga_new register their types themselves; these calls
+ * are for tools (esctl schemas) and for services that register other types. */
+
+/* One recorded version of a type (borrowed: valid during the callback). */
+typedef struct es_schema_entry {
+    const char *name;          /* "orders.v1.OrderPlaced" */
+    uint32_t version;          /* 1, 2, ... per name */
+    const char *fingerprint;   /* es_schema_fingerprint of schema */
+    int64_t registered_at_us;  /* microseconds since the Unix epoch, UTC */
+    const char *registered_by; /* "<host>/<pid> <program>" */
+    const es_schema_t *schema;
+} es_schema_entry_t;
+
+/* Called per entry, by name then version; return non-zero to stop. */
+typedef int es_schema_entry_cb(const es_schema_entry_t *entry, void *opaque);
+
+typedef struct es_schemas es_schemas_t;
+
+/* Opens the catalogue of the log cfg names. readonly: lists and checks only, and creates
+ * nothing (a log without a catalogue lists none). Caller frees with es_schemas_close. */
+ES_API es_err es_schemas_open(const es_config_t *cfg, int readonly, es_schemas_t **out,
+                              es_error_t *err);
+/* Closes a catalogue (NULL is fine). */
+ES_API void es_schemas_close(es_schemas_t *cat);
+/* Every recorded version (name NULL) or those of one type, by name then version. A record that
+ * does not decode is ES_EDECODE naming where it is; nothing after it is listed. */
+ES_API es_err es_schemas_list(es_schemas_t *cat, const char *name, es_schema_entry_cb *cb,
+                              void *opaque, es_error_t *err);
+/* Records the schemas of types (n descriptors; repeats are fine): a type whose schema is
+ * recorded already keeps its version (registration is idempotent), a new schema of a known
+ * type is checked against every recorded version under the config key schema.compatibility,
+ * and becomes the next version. All or nothing: when one type breaks a rule nothing is recorded
+ * and the result is ES_EINCOMPATIBLE with every finding in *report (may be NULL; reset first)
+ * and the first in err. versions (may be NULL) gets each type's version. Safe against other
+ * processes registering at once: each version is recorded once, none is lost. */
+ES_API es_err es_schemas_register(es_schemas_t *cat, const ProtobufCMessageDescriptor *const *types,
+                                  size_t n, uint32_t *versions, es_schema_report_t *report,
+                                  es_error_t *err);
+/* es_schemas_register's answer without recording anything: ES_OK when every type could be
+ * registered, ES_EINCOMPATIBLE with every finding otherwise. */
+ES_API es_err es_schemas_check(es_schemas_t *cat, const ProtobufCMessageDescriptor *const *types,
+                               size_t n, es_schema_report_t *report, es_error_t *err);
 
 #ifdef __cplusplus
 }

@@ -76,6 +76,10 @@ ES_API es_err es_types_check(const es_types_def *def, const char *origin, es_err
  * commands and states and its messages, or NULL. */
 ES_API const ProtobufCMessageDescriptor *es_types_find_message(const es_types_def *def,
                                                                const char *full_name);
+/* The i-th message type def knows (each aggregate's state, events and commands, then the
+ * messages), for walking them all (esctl schemas check); NULL past the last. A type may come
+ * more than once. */
+ES_API const ProtobufCMessageDescriptor *es_types_message_at(const es_types_def *def, size_t i);
 /* The aggregate definition of type ("orders.order"), or NULL. */
 ES_API const es_aggregate_def *es_types_find_aggregate(const es_types_def *def, const char *type);
 

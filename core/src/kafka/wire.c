@@ -373,8 +373,8 @@ static int dlq_list_ok(const es_kafka_record_t *r) {
     return 1;
 }
 
-static const char *const kind_names[] = {"an event", "a command", "a reply", "a snapshot",
-                                         "a dead letter"};
+static const char *const kind_names[] = {"an event",      "a command",      "a reply",
+                                         "a snapshot",    "a dead letter", "a schema record"};
 
 static void add(rd_kafka_headers_t *h, const char *name, const char *value) {
     rd_kafka_header_add(h, name, -1, value, -1);
@@ -417,15 +417,16 @@ es_err es_kafka_write_headers(const es_kafka_record_t *r, rd_kafka_headers_t **o
         return ES_OK;
     case ES_KAFKA_REPLY:
     case ES_KAFKA_SNAPSHOT:
+    case ES_KAFKA_SCHEMA:
         return ES_OK;
     }
     return es_fail(err, ES_EINVAL, "%s record for %s lacks what its headers need",
-                   (unsigned)r->kind <= ES_KAFKA_DLQ ? kind_names[r->kind] : "an unknown kind of",
+                   (unsigned)r->kind <= ES_KAFKA_SCHEMA ? kind_names[r->kind] : "an unknown kind of",
                    r->topic ? r->topic : "(no topic)");
 }
 
 static void describe(const es_kafka_record_t *r, char *out, size_t cap) {
-    const char *kind = (unsigned)r->kind <= ES_KAFKA_DLQ ? kind_names[r->kind] : "a record";
+    const char *kind = (unsigned)r->kind <= ES_KAFKA_SCHEMA ? kind_names[r->kind] : "a record";
     if (r->partition == RD_KAFKA_PARTITION_UA)
         snprintf(out, cap, "producing %s to %s", kind, r->topic);
     else
@@ -641,7 +642,7 @@ static const char *field_name(unsigned bits) {
 
 es_err es_kafka_check_headers(const es_kafka_headers_t *h, es_kafka_kind kind, es_error_t *err) {
     unsigned want = es_kafka_kind_headers(kind);
-    const char *what = (unsigned)kind <= ES_KAFKA_DLQ ? kind_names[kind] : "a record";
+    const char *what = (unsigned)kind <= ES_KAFKA_SCHEMA ? kind_names[kind] : "a record";
     if (want & ~h->seen)
         return es_fail(err, ES_EDECODE, "%s lacks its header %s", what,
                        field_name(want & ~h->seen));

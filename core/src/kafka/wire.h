@@ -132,6 +132,7 @@ typedef enum es_kafka_kind {
     ES_KAFKA_REPLY,    /* none */
     ES_KAFKA_SNAPSHOT, /* none */
     ES_KAFKA_DLQ,      /* dlq_headers (es_kafka_dlq_headers' list), then es-dlq-ref: dlq_ref */
+    ES_KAFKA_SCHEMA,   /* a schema catalogue record: none */
 } es_kafka_kind;
 
 typedef struct es_kafka_record {

@@ -44,7 +44,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 3
+#define SCHEMA_VERSION 4
 /* The oldest schema a read-only open reads: version 3 added only what writers read (command
  * fingerprints), and inspection must not need a writer to have upgraded the file first. */
 #define READ_SCHEMA_MIN 2
@@ -116,6 +116,14 @@ static const char *const sql_text[S_COUNT] = {
     " ref TEXT NOT NULL UNIQUE, key TEXT, value BLOB, headers TEXT NOT NULL, at INTEGER NOT "      \
     "NULL);"
 
+/* The schema catalogue (log/catalogue_sqlite.c, docs/schemas.md): one row per recorded version
+ * of a message type, its canonical eskit.v1.Schema bytes and their fingerprint. */
+#define SCHEMAS_SQL                                                                                \
+    "CREATE TABLE es_schemas(name TEXT NOT NULL, version INTEGER NOT NULL,"                        \
+    " fingerprint TEXT NOT NULL, schema BLOB NOT NULL, registered_at INTEGER NOT NULL,"            \
+    " registered_by TEXT NOT NULL, PRIMARY KEY(name, version), UNIQUE(name, fingerprint))"         \
+    " WITHOUT ROWID;"
+
 /* es_types interns type names: aggregate types, and the state types of snapshots. An
  * es_commands row remembers a command id with its result and what the command asked
  * (fingerprint: ES_FINGERPRINT_LEN bytes; NULL in rows written before schema version 3). */
@@ -130,8 +138,8 @@ static const char schema_sql[] =
     "CREATE TABLE es_commands(id TEXT PRIMARY KEY, type_id INTEGER NOT NULL,"
     " agg_id TEXT NOT NULL, outcome INTEGER NOT NULL, first_version INTEGER NOT NULL,"
     " last_version INTEGER NOT NULL, version INTEGER NOT NULL, reason TEXT, fingerprint BLOB)"
-    " WITHOUT ROWID;" DLQ_RECORDS_SQL
-    "INSERT INTO es_meta(key, value) VALUES ('schema_version', '3');";
+    " WITHOUT ROWID;" DLQ_RECORDS_SQL SCHEMAS_SQL
+    "INSERT INTO es_meta(key, value) VALUES ('schema_version', '4');";
 
 /* Version 1 kept heads and snapshots (state type as text) in es_streams itself. */
 static const char migrate_v1_sql[] = HEADS_SQL
@@ -152,6 +160,10 @@ static const char migrate_v1_sql[] = HEADS_SQL
  * duplicates unchecked, as they did. */
 static const char migrate_v2_sql[] = "ALTER TABLE es_commands ADD COLUMN fingerprint BLOB;"
                                      "UPDATE es_meta SET value = '3' WHERE key = 'schema_version';";
+
+/* Version 3 had no schema catalogue. */
+static const char migrate_v3_sql[] = SCHEMAS_SQL
+    "UPDATE es_meta SET value = '4' WHERE key = 'schema_version';";
 
 /* Multi-row statements come in these sizes, largest first; n rows take at most a few. */
 static const size_t row_sizes[] = {64, 8, 1};
@@ -1711,6 +1723,8 @@ static es_err create_schema(sqlite_log *l, es_error_t *err) {
         e = exec_sql(l, migrate_v1_sql, "upgrading the schema from version 1", err);
     if (e == ES_OK && (v == 1 || v == 2))
         e = exec_sql(l, migrate_v2_sql, "upgrading the schema from version 2", err);
+    if (e == ES_OK && v >= 1 && v <= 3)
+        e = exec_sql(l, migrate_v3_sql, "upgrading the schema from version 3", err);
     /* The log's identity, so a read model can tell which log it was built from. */
     char id[ES_UUID_STR_LEN + 1], sql[128];
     es_uuid7(id);
