@@ -304,8 +304,8 @@ static es_err check_key(const char *key, const char *value, es_error_t *err) {
             "linger.ms, log.order, "
             "on.error, on.unknown, path, retries, retry.backoff.ms}, readmodel.db, "
             "replay.batch.size, saga.{db, retention.ms}, schema.*, service.name, snapshot.every, "
-            "sqlite.{busy.timeout.ms, synchronous}, state.db, topics.aggregates, "
-            "topics.consumers, topics.partition.throughput, topics.throughput, types.modules, "
+            "sqlite.{busy.timeout.ms, synchronous}, state.db, topics.{aggregates, consumers, "
+            "partition.throughput, throughput}, types.modules, "
             "kafka.<librdkafka property>",
             key);
     return spec->check(key, value, err);
