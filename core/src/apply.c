@@ -221,7 +221,10 @@ static es_err apply_record(es_runner_t *r, const es_raw_record_t *rec, int *atte
     event_type[0] = '\0';
     if (es_read_decode(rec, &ev, &rc, err) != ES_READ_EVENT)
         return rc;
+    /* The DLQ records the stored type: it is what an operator finds in the log. */
     snprintf(event_type, type_cap, "%s", ev->event_type);
+    if (es_read_upcast(r->cfg, &ev, &at, &rc, err) != ES_READ_EVENT)
+        return rc; /* poison, like an envelope that does not decode: parked, the upcaster named */
     rc = check_order(r, ev, &at, storage, err);
     if (rc != ES_OK || r->stale_now) {
         es_event_free(ev);

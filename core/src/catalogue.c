@@ -49,8 +49,7 @@ static void drop_entries(es_schemas_t *c) {
     c->n = 0;
 }
 
-es_err es_schemas_open(const es_config_t *cfg, int readonly, es_schemas_t **out,
-                       es_error_t *err) {
+es_err es_schemas_open(const es_config_t *cfg, int readonly, es_schemas_t **out, es_error_t *err) {
     if (!cfg || !out)
         return es_fail(err, ES_EINVAL, "es_schemas_open: the config and out are required");
     *out = NULL;
@@ -124,8 +123,12 @@ static int load_one(const es_catalogue_rec *r, void *opaque) {
         return 1;
     }
     entry *en = &c->entries[c->n];
-    *en = (entry){strdup(r->name), r->version, strdup(r->fingerprint), r->registered_at_us,
-                  strdup(r->registered_by ? r->registered_by : ""), s};
+    *en = (entry){strdup(r->name),
+                  r->version,
+                  strdup(r->fingerprint),
+                  r->registered_at_us,
+                  strdup(r->registered_by ? r->registered_by : ""),
+                  s};
     if (!en->name || !en->fingerprint || !en->by) {
         c->n++;
         x->e = es_fail(x->err, ES_ENOMEM, "out of memory reading the schema catalogue");
@@ -174,8 +177,8 @@ es_err es_schemas_list(es_schemas_t *cat, const char *name, es_schema_entry_cb *
         const entry *en = &cat->entries[i];
         if (name && strcmp(name, en->name))
             continue;
-        es_schema_entry_t out = {en->name, en->version, en->fingerprint, en->at_us, en->by,
-                                 en->schema};
+        es_schema_entry_t out = {en->name,  en->version, en->fingerprint,
+                                 en->at_us, en->by,      en->schema};
         if (cb(&out, opaque))
             break;
     }
@@ -260,8 +263,8 @@ static es_err plan_types(const ProtobufCMessageDescriptor *const *types, size_t 
         size_t k = 0;
         while (k < p->n && strcmp(es_schema_name(p->items[k].schema), es_schema_name(s)))
             k++;
-        if (k < p->n && strcmp(es_schema_fingerprint(p->items[k].schema),
-                               es_schema_fingerprint(s))) {
+        if (k < p->n &&
+            strcmp(es_schema_fingerprint(p->items[k].schema), es_schema_fingerprint(s))) {
             es_err r = es_fail(err, ES_EINVAL,
                                "registering schemas: two different schemas are called %s (%s "
                                "and %s); a service has one schema per type name",
@@ -280,14 +283,40 @@ static es_err plan_types(const ProtobufCMessageDescriptor *const *types, size_t 
     return ES_OK;
 }
 
+/* Checks next against hist (n versions, oldest first) under c's mode, adding findings to
+ * report; *first and *ferr keep the first failure. */
+static es_err check_into(es_schemas_t *c, const es_schema_t *const *hist, size_t n,
+                         const es_schema_t *next, es_schema_report_t *report, es_err *first,
+                         es_error_t *ferr, es_error_t *err) {
+    es_schema_report_t one = {0};
+    es_error_t cerr;
+    es_err e = es_schema_check(hist, n, next, c->mode, &one, &cerr);
+    if (e == ES_EINCOMPATIBLE) {
+        if (*first == ES_OK) {
+            *first = e;
+            *ferr = cerr;
+        }
+        e = es_schema_report_take(report, &one, err);
+    }
+    es_schema_report_clear(&one);
+    return e;
+}
+
 /* Decides each item's version against the last read; findings of every broken rule go to
- * report. ES_EINCOMPATIBLE when there is one. */
-static es_err decide(es_schemas_t *c, plan *p, es_schema_report_t *report, es_error_t *err) {
-    es_err first = ES_OK;
+ * report. ES_EINCOMPATIBLE when there is one.
+ *
+ * A writer's schema that is recorded keeps its version; a new one is checked against the
+ * recorded versions (es_schema_check: the latest, and the whole history for the reuse rules).
+ * A reader (reader = 1) must read what every version wrote, its own recorded one included or
+ * not: it is checked against each version recorded after its own (all of them when it has none),
+ * newest first, and the findings are those of the newest version it cannot read. */
+static es_err decide(es_schemas_t *c, plan *p, int reader, es_schema_report_t *report,
+                     es_error_t *err) {
+    es_err first = ES_OK, e = ES_OK;
     es_error_t ferr = {0};
-    for (size_t i = 0; i < p->n; i++) {
+    for (size_t i = 0; e == ES_OK && i < p->n; i++) {
         planned *it = &p->items[i];
-        size_t lo = 0, n = 0;
+        size_t lo = 0, n = 0, own = 0;
         history_of(c, es_schema_name(it->schema), &lo, &n);
         it->is_new = 1;
         it->version = n ? c->entries[lo + n - 1].version + 1 : 1;
@@ -295,30 +324,29 @@ static es_err decide(es_schemas_t *c, plan *p, es_schema_report_t *report, es_er
             if (!strcmp(c->entries[lo + k].fingerprint, es_schema_fingerprint(it->schema))) {
                 it->is_new = 0;
                 it->version = c->entries[lo + k].version;
+                own = k + 1;
             }
-        if (!it->is_new || !n)
+        if (!reader && (!it->is_new || !n))
             continue;
-        const es_schema_t **hist = malloc(n * sizeof *hist);
-        if (!hist)
-            return es_fail(err, ES_ENOMEM, "out of memory checking %s",
-                           es_schema_name(it->schema));
-        for (size_t k = 0; k < n; k++)
-            hist[k] = c->entries[lo + k].schema;
-        es_schema_report_t one = {0};
-        es_error_t cerr;
-        es_err e = es_schema_check(hist, n, it->schema, c->mode, &one, &cerr);
-        free(hist);
-        if (e == ES_EINCOMPATIBLE) {
-            if (first == ES_OK) {
-                first = e;
-                ferr = cerr;
-            }
-            e = es_schema_report_take(report, &one, err);
+        if (!reader) {
+            const es_schema_t **hist = malloc(n * sizeof *hist);
+            if (!hist)
+                return es_fail(err, ES_ENOMEM, "out of memory checking %s",
+                               es_schema_name(it->schema));
+            for (size_t k = 0; k < n; k++)
+                hist[k] = c->entries[lo + k].schema;
+            e = check_into(c, hist, n, it->schema, report, &first, &ferr, err);
+            free(hist);
+            continue;
         }
-        es_schema_report_clear(&one);
-        if (e != ES_OK)
-            return e;
+        es_err before = first;
+        for (size_t k = n; e == ES_OK && first == before && k-- > own;) {
+            const es_schema_t *one = c->entries[lo + k].schema;
+            e = check_into(c, &one, 1, it->schema, report, &first, &ferr, err);
+        }
     }
+    if (e != ES_OK)
+        return e;
     if (first != ES_OK && err)
         *err = ferr;
     return first;
@@ -341,7 +369,7 @@ static void registrant(char *out, size_t cap) {
 /* A pause of 1..16 ms before reading again, so two writers that raced do not race again in
  * step. */
 static void back_off(unsigned round) {
-    struct timespec ts = {0, (long)(1 + (es_now_us() + round * 7919) % 16) * 1000000L};
+    struct timespec ts = {0, (long)(1 + (es_now_us() + (int64_t)round * 7919) % 16) * 1000000L};
     nanosleep(&ts, NULL);
 }
 
@@ -359,8 +387,13 @@ static es_err record_new(es_schemas_t *c, const plan *p, int *lost, es_error_t *
             continue;
         size_t len = 0;
         const uint8_t *bytes = es_schema_bytes(it->schema, &len);
-        recs[n++] = (es_catalogue_rec){es_schema_name(it->schema), it->version,
-                                       es_schema_fingerprint(it->schema), bytes, len, now, by};
+        recs[n++] = (es_catalogue_rec){es_schema_name(it->schema),
+                                       it->version,
+                                       es_schema_fingerprint(it->schema),
+                                       bytes,
+                                       len,
+                                       now,
+                                       by};
     }
     *lost = 0;
     es_err e = n ? c->store->ops->add(c->store, recs, n, lost, err) : ES_OK;
@@ -368,8 +401,13 @@ static es_err record_new(es_schemas_t *c, const plan *p, int *lost, es_error_t *
     return e;
 }
 
+/* What run does with the types: register them, check them as es_schemas_register would, or
+ * check that a reader of them reads every recorded version. */
+enum { RUN_REGISTER, RUN_CHECK, RUN_READS };
+
 static es_err run(es_schemas_t *c, const ProtobufCMessageDescriptor *const *types, size_t n,
-                  int write, uint32_t *versions, es_schema_report_t *report, es_error_t *err) {
+                  int how, uint32_t *versions, es_schema_report_t *report, es_error_t *err) {
+    int write = how == RUN_REGISTER;
     es_schema_report_t local = {0};
     if (!report)
         report = &local;
@@ -385,7 +423,8 @@ static es_err run(es_schemas_t *c, const ProtobufCMessageDescriptor *const *type
     for (unsigned round = 0; e == ES_OK; round++) {
         es_schema_report_clear(report);
         int lost = 0;
-        if ((e = load(c, err)) != ES_OK || (e = decide(c, &p, report, err)) != ES_OK || !write)
+        if ((e = load(c, err)) != ES_OK ||
+            (e = decide(c, &p, how == RUN_READS, report, err)) != ES_OK || !write)
             break;
         if ((e = record_new(c, &p, &lost, err)) != ES_OK || !lost)
             break;
@@ -411,12 +450,12 @@ static es_err run(es_schemas_t *c, const ProtobufCMessageDescriptor *const *type
 es_err es_schemas_register(es_schemas_t *cat, const ProtobufCMessageDescriptor *const *types,
                            size_t n, uint32_t *versions, es_schema_report_t *report,
                            es_error_t *err) {
-    return run(cat, types, n, 1, versions, report, err);
+    return run(cat, types, n, RUN_REGISTER, versions, report, err);
 }
 
-es_err es_schemas_check(es_schemas_t *cat, const ProtobufCMessageDescriptor *const *types,
-                        size_t n, es_schema_report_t *report, es_error_t *err) {
-    return run(cat, types, n, 0, NULL, report, err);
+es_err es_schemas_check(es_schemas_t *cat, const ProtobufCMessageDescriptor *const *types, size_t n,
+                        es_schema_report_t *report, es_error_t *err) {
+    return run(cat, types, n, RUN_CHECK, NULL, report, err);
 }
 
 /* ---- the Kafka record ---------------------------------------------------------------------- */
@@ -469,9 +508,9 @@ es_err es_catalogue_rec_decode(const uint8_t *buf, size_t len, es_catalogue_rec 
         return es_fail(err, ES_ENOMEM, "out of memory decoding a schema record");
     }
     eskit__v1__schema__pack(k->rec->schema, k->schema);
-    *r = (es_catalogue_rec){k->rec->full_name,        k->rec->version, k->rec->fingerprint,
-                            k->schema,                slen,            k->rec->registered_at_us,
-                            k->rec->registered_by};
+    *r = (es_catalogue_rec){
+        k->rec->full_name,        k->rec->version,      k->rec->fingerprint, k->schema, slen,
+        k->rec->registered_at_us, k->rec->registered_by};
     *keep = k;
     return ES_OK;
 }
@@ -516,7 +555,7 @@ es_err es_catalogue_enrol(const es_config_t *cfg, const char *who,
     if (e == ES_OK && mw)
         e = es_schemas_register(cat, w, mw, NULL, NULL, err);
     if (e == ES_OK && mr)
-        e = es_schemas_check(cat, r, mr, NULL, err);
+        e = run(cat, r, mr, RUN_READS, NULL, NULL, err);
     if (e != ES_OK)
         es_error_prefix(err, "%s: ", who);
     es_schemas_close(cat);

@@ -11,6 +11,7 @@
 #include <eskit/schema.h>
 
 #include "backends.h"
+#include "upcast_int.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -42,7 +43,16 @@ struct es_config {
     size_t n, cap;
     es_log_cb *log_cb;
     void *log_opaque;
+    es_upcast_set *upcasts; /* upcast.c's; NULL: none */
 };
+
+const es_upcast_set *es_config_upcasts(const es_config_t *cfg) {
+    return cfg ? cfg->upcasts : NULL;
+}
+
+es_upcast_set **es_config_upcast_slot(es_config_t *cfg) {
+    return &cfg->upcasts;
+}
 
 static es_err check_nonempty(const char *key, const char *value, es_error_t *err) {
     if (!*value)
@@ -323,6 +333,7 @@ void es_config_destroy(es_config_t *cfg) {
         free(cfg->entries[i].value);
     }
     free(cfg->entries);
+    es_upcast_set_free(cfg->upcasts);
     free(cfg);
 }
 
@@ -413,6 +424,10 @@ es_config_t *es_config_dup(const es_config_t *cfg) {
     }
     d->log_cb = cfg->log_cb;
     d->log_opaque = cfg->log_opaque;
+    if (cfg->upcasts && !(d->upcasts = es_upcast_set_dup(cfg->upcasts))) {
+        es_config_destroy(d);
+        return NULL;
+    }
     return d;
 }
 

@@ -44,10 +44,10 @@ struct es_engine {
     size_t ne_cap;
     es_buf_t due_keys; /* keys of entries whose snapshot is due, each klen + key */
     es_fingerprinter_t fingerprinter;
-    int readonly;        /* es_engine_open(ES_OPEN_READONLY): loads states, executes nothing */
-    es_executor *remote; /* the backend's remote executor (Kafka: commands go to the partition
-                            owners); NULL: commands run here, on the store */
-    es_folder_t folder;  /* the events being folded, until es_settle (decider.h) */
+    int readonly;            /* es_engine_open(ES_OPEN_READONLY): loads states, executes nothing */
+    es_executor *remote;     /* the backend's remote executor (Kafka: commands go to the partition
+                                owners); NULL: commands run here, on the store */
+    es_folder_t folder;      /* the events being folded, until es_settle (decider.h) */
     es_schemas_t *catalogue; /* the log's schema catalogue, opened by the first registration */
     int no_catalogue;        /* a processor's local engine: its processor's engine registered */
     uint32_t *sv;            /* the schema versions of one command's new events */
@@ -183,9 +183,9 @@ static es_err register_schemas(es_engine_t *e, registration *reg, es_error_t *er
     size_t ne = count_types(def->events), nc = count_types(def->commands), n = 1 + ne + nc;
     const ProtobufCMessageDescriptor **types = malloc(n * sizeof *types);
     uint32_t *versions = calloc(n, sizeof *versions);
-    es_err rc = types && versions ? ES_OK
-                                  : es_fail(err, ES_ENOMEM, "out of memory registering '%s'",
-                                            def->type);
+    es_err rc = types && versions
+                    ? ES_OK
+                    : es_fail(err, ES_ENOMEM, "out of memory registering '%s'", def->type);
     if (rc == ES_OK) {
         types[0] = def->state;
         memcpy(types + 1, def->events, ne * sizeof *types);

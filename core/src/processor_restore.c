@@ -136,7 +136,12 @@ static es_err stored_version(void *opaque, const es_event_t *ev, uint64_t *last,
 }
 
 /* Imports one record when it continues its aggregate, through the read pipeline (readpipe.h)
- * in the restoring writer's role: a stale version is skipped, a gap stops the partition. */
+ * in the restoring writer's role: a stale version is skipped, a gap stops the partition.
+ * There is no upcast stage here: the state store is a copy of the log, so it takes the stored
+ * bytes as they are (an upcast copy would be a rewrite, and would change with the next
+ * deploy's upcasters). The events are upcast where they are folded into state and decided
+ * on: the local engine's loads (log_sqlite.c's reads), under the processor's config and so
+ * its upcasters. */
 static es_err import_record(import_ctx *c, const rd_kafka_message_t *m, es_error_t *err) {
     es_raw_record_t raw = {c->topic, m->partition, m->offset, NULL, m->payload, m->len};
     es_position_t at = {c->topic, NULL, m->partition, m->offset};

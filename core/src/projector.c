@@ -204,8 +204,8 @@ es_err es_ctx_dispatch(es_projector_ctx_t *ctx, const es_event_t *ev,
     return e;
 }
 
-es_err es_projector_apply(const es_projector_def *def, es_projector_ctx_t *ctx, const es_event_t *ev,
-                          es_error_t *err) {
+es_err es_projector_apply(const es_projector_def *def, es_projector_ctx_t *ctx,
+                          const es_event_t *ev, es_error_t *err) {
     if (def->apply)
         return def->apply(ctx, ev, err);
     return es_ctx_dispatch(ctx, ev, def->handlers, def->n_handlers, err);

@@ -26,8 +26,8 @@ struct es_projector_ctx {
 /* Finalizes the context's cached statements. */
 void es_ctx_clear(es_projector_ctx_t *ctx);
 /* Applies ev with def's apply, or (ABI 2, apply NULL) dispatches it to def's handlers. */
-es_err es_projector_apply(const es_projector_def *def, es_projector_ctx_t *ctx, const es_event_t *ev,
-                          es_error_t *err);
+es_err es_projector_apply(const es_projector_def *def, es_projector_ctx_t *ctx,
+                          const es_event_t *ev, es_error_t *err);
 /* Checks the types of def's handlers (ABI 2) against the log's schema catalogue: a live
  * runner's start. */
 es_err es_projector_check_reads(const es_config_t *cfg, const es_projector_def *def,

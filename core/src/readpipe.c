@@ -1,7 +1,8 @@
-/* The read pipeline (readpipe.h): decode, (upcast), order, for every reader. */
+/* The read pipeline (readpipe.h): decode, upcast, order, for every reader. */
 #include "readpipe.h"
 
 #include "internal.h"
+#include "upcast_int.h"
 
 es_read_result es_read_decode(const es_raw_record_t *rec, es_event_t **ev, es_err *rc,
                               es_error_t *err) {
@@ -13,6 +14,32 @@ es_read_result es_read_decode(const es_raw_record_t *rec, es_event_t **ev, es_er
     (*ev)->offset = rec->offset;
     (*ev)->partition = rec->partition;
     return ES_READ_EVENT;
+}
+
+es_read_result es_read_upcast(const es_config_t *cfg, es_event_t **ev, const es_position_t *at,
+                              es_err *rc, es_error_t *err) {
+    const es_upcast_set *s = es_config_upcasts(cfg);
+    es_event_t *cur = NULL;
+    *rc = ES_OK;
+    if (!s)
+        return ES_READ_EVENT;
+    if ((*rc = es_upcast_event(s, *ev, at, &cur, err)) != ES_OK) {
+        es_event_free(*ev);
+        *ev = NULL;
+        return ES_READ_BAD;
+    }
+    if (cur) {
+        es_event_free(*ev);
+        *ev = cur;
+    }
+    return ES_READ_EVENT;
+}
+
+es_read_result es_read_current(const es_config_t *cfg, const es_raw_record_t *rec, es_event_t **ev,
+                               es_err *rc, es_error_t *err) {
+    es_position_t at = {rec->topic, rec->key, rec->partition, rec->offset};
+    es_read_result res = es_read_decode(rec, ev, rc, err);
+    return res == ES_READ_EVENT ? es_read_upcast(cfg, ev, &at, rc, err) : res;
 }
 
 es_read_result es_read_order(const es_read_pipe *p, const es_event_t *ev, const es_position_t *at,

@@ -4,17 +4,20 @@
  *
  *   decode   the envelope (envelope.c), with the record's position in every error and the
  *            event's offset and partition set from the record;
- *   (upcast  an old event version to the current one: issue 14 plugs in here, between decode
- *            and the order check, so every path below gets it at once);
+ *   upcast   an event of an old type or schema version to its current form, through the
+ *            config's upcasters (upcast_int.h, docs/upcasters.md): a new event with the same
+ *            version and position, the stored bytes untouched; a failing upcaster makes the
+ *            record bad (poison for a runner, an error for a writer's load);
  *   order    the log-order rule for the reader's role (logorder.h), against the last version
  *            the reader took of the aggregate, counted in the caller's es_order_counts;
  *   deliver  the caller's business: apply it, import it, print it.
  *
- * Who uses it: engine load and every embedded read (log_sqlite.c, decode only: its linked
- * streams cannot hold a stale version or a gap, and a broken link is ES_EIO there), Kafka stream
- * and log reads (log_kafka.c: es_store_read_stream, esctl events, es_saga_history), the
+ * Who uses it: engine load and every embedded read (log_sqlite.c, decode and upcast only: its
+ * linked streams cannot hold a stale version or a gap, and a broken link is ES_EIO there), Kafka
+ * stream and log reads (log_kafka.c: es_store_read_stream, esctl events, es_saga_history), the
  * projector runner (and so es_replay, dlq redrive and the saga coordinator, which run on it),
- * and the command processor's restore.
+ * and the command processor's restore (decode and order only: it imports the stored bytes into
+ * its state store, whose engine upcasts them when it loads an aggregate).
  */
 #ifndef ESKIT_READPIPE_H
 #define ESKIT_READPIPE_H
@@ -45,6 +48,16 @@ typedef enum es_read_result {
  * aggregate id errors name. */
 es_read_result es_read_decode(const es_raw_record_t *rec, es_event_t **ev, es_err *rc,
                               es_error_t *err);
+
+/* The upcast stage: *ev becomes its current form under cfg's upcasters (the stored one freed),
+ * or stays when it is current; at (may be NULL) is named in errors. ES_READ_EVENT, or
+ * ES_READ_BAD with *ev freed and NULL, *rc and err naming the upcaster, type and position. */
+es_read_result es_read_upcast(const es_config_t *cfg, es_event_t **ev, const es_position_t *at,
+                              es_err *rc, es_error_t *err);
+
+/* Decode, then upcast: what a reader without the order stage calls. */
+es_read_result es_read_current(const es_config_t *cfg, const es_raw_record_t *rec, es_event_t **ev,
+                               es_err *rc, es_error_t *err);
 
 /* The order stage for ev, read at `at` (may be NULL): ES_READ_EVENT, _STALE, _GAP or
  * _FAILED. */

@@ -853,8 +853,8 @@ static es_err enrol_schemas(es_saga_t *c, const es_saga_def *def, es_error_t *er
             w[iw++] = def->steps[i].command;
             w[iw++] = def->steps[i].compensation;
             for (size_t k = 0; k < 2; k++)
-                for (const ProtobufCMessageDescriptor *const *l =
-                         k ? def->steps[i].failed_by : def->steps[i].completed_by;
+                for (const ProtobufCMessageDescriptor *const *l = k ? def->steps[i].failed_by
+                                                                    : def->steps[i].completed_by;
                      l && *l; l++)
                     r[ir++] = *l;
         }

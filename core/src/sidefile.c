@@ -84,13 +84,23 @@ static es_err check_file(const char *path, const char *what, const struct stat *
     return ES_OK;
 }
 
+/* Why es_dir_open_to_others(dir): not sticky, or sticky but its owner (who may remove or rename
+ * anything in it) is neither the user nor root. */
 static es_err refuse_open_dir(const char *path, const char *what, const struct stat *dir,
                               es_error_t *err) {
+    unsigned mode = (unsigned)(dir->st_mode & 07777);
+    if (!(dir->st_mode & S_ISVTX))
+        return es_fail(err, ES_EINVAL,
+                       "refusing the %s %s: its directory is writable by every user (mode %04o) "
+                       "and not sticky, so another user could swap the file; keep the database "
+                       "in a directory only its users can write (chmod o-w)",
+                       what, path, mode);
     return es_fail(err, ES_EINVAL,
                    "refusing the %s %s: its directory is writable by every user (mode %04o) and "
-                   "not sticky, so another user could swap the file; keep the database in a "
-                   "directory only its users can write (chmod o-w)",
-                   what, path, (unsigned)(dir->st_mode & 07777));
+                   "sticky but owned by uid %u, not by you (uid %u) or root, so its owner could "
+                   "swap the file; keep the database in a directory you or root own, or one only "
+                   "its users can write (chmod o-w)",
+                   what, path, mode, (unsigned)dir->st_uid, (unsigned)geteuid());
 }
 
 /* Opens base in dfd, never through a symbolic link; unless read-only, creates it when missing

@@ -36,8 +36,8 @@ static const role_def roles[] = {
 #define N_ROLES (sizeof roles / sizeof *roles)
 
 const char *es_topic_role_name(es_topic_role role) {
-    static const char *const names[] = {"events", "snapshots", "commands", "replies", "dlq",
-                                        "schemas"};
+    static const char *const names[] = {"events",  "snapshots", "commands",
+                                        "replies", "dlq",       "schemas"};
     return (unsigned)role <= ES_TOPIC_SCHEMAS ? names[role] : "unknown";
 }
 

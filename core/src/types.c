@@ -9,13 +9,34 @@
 #include <eskit/types.h>
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 struct es_types_module {
     es_module mod;
-    const es_types_def *def;
+    const es_types_def *def; /* &copy once loaded */
+    es_types_def copy;       /* the module's, by its ABI's size: an ABI 1 one ends earlier */
 };
+
+/* What an ABI 1 definition holds: everything before upcasters. */
+#define TYPES_ABI1_SIZE offsetof(es_types_def, upcasters)
+
+/* Checks the upcasters together, on a scratch config, as es_config_add_upcaster would. */
+static es_err check_upcasters(const es_types_def *def, const char *origin, es_error_t *err) {
+    if (def->abi_version < 2 || !def->upcasters)
+        return ES_OK;
+    es_config_t *cfg = es_config_new();
+    if (!cfg)
+        return es_fail(err, ES_ENOMEM, "%s: out of memory checking its upcasters", origin);
+    es_err e = ES_OK;
+    for (size_t i = 0; e == ES_OK && def->upcasters[i]; i++)
+        e = es_config_add_upcaster(cfg, def->upcasters[i], err);
+    es_config_destroy(cfg);
+    if (e != ES_OK)
+        es_error_prefix(err, "%s: ", origin);
+    return e;
+}
 
 static es_err check_descriptors(const ProtobufCMessageDescriptor *const *list, const char *what,
                                 const char *origin, es_error_t *err) {
@@ -75,14 +96,16 @@ es_err es_types_check(const es_types_def *def, const char *origin, es_error_t *e
         return es_fail(err, ES_EINVAL, "%s: no types definition", origin);
     if (def->abi_version < 1 || def->abi_version > ES_TYPES_ABI)
         return es_fail(err, ES_EINVAL,
-                       "%s: types module ABI version %d, this eskit speaks %d; rebuild the module "
-                       "against this eskit's headers (<eskit/types.h>)",
+                       "%s: types module ABI version %d, this eskit speaks 1 to %d; rebuild the "
+                       "module against this eskit's headers (<eskit/types.h>)",
                        origin, def->abi_version, ES_TYPES_ABI);
     if (!def->name || !*def->name)
         return es_fail(err, ES_EINVAL, "%s: the types definition has no name", origin);
     es_err e = check_descriptors(def->messages, "the messages", origin, err);
     for (size_t i = 0; e == ES_OK && def->aggregates && def->aggregates[i]; i++)
         e = check_aggregate(def->aggregates[i], i, origin, err);
+    if (e == ES_OK)
+        e = check_upcasters(def, origin, err);
     return e;
 }
 
@@ -101,7 +124,12 @@ es_err es_types_load(const es_config_t *cfg, const char *name_or_path, es_types_
     if (e == ES_OK) {
         es_types_entry_cb *entry;
         *(void **)&entry = m->mod.entry;
-        e = es_types_check(m->def = entry(), m->mod.path, err);
+        const es_types_def *given = entry();
+        e = es_types_check(given, m->mod.path, err);
+        if (e == ES_OK) {
+            memcpy(&m->copy, given, given->abi_version == 1 ? TYPES_ABI1_SIZE : sizeof m->copy);
+            m->def = &m->copy;
+        }
     }
     if (e != ES_OK) {
         es_types_unload(m);

@@ -459,6 +459,27 @@ static run_result run_in(const char *cwd, const char *args) {
     return r;
 }
 
+static void expect_the_order(run_result r, const char *form) {
+    cr_expect_eq(r.status, 0, "%s: stderr: %s", form, r.err);
+    cr_expect_eq(tu_count_lines(r.out), 2, "%s: %s", form, r.out);
+    cr_expect_eq(strlen(r.err), 0, "%s: stderr: %s", form, r.err);
+    run_free(&r);
+}
+
+/* The README puts global options before the verb; after it, and between the verb and its
+ * arguments, they mean the same. */
+Test(esctl, global_options_work_after_the_verb_too) {
+    write_order(db);
+    char *conf = tu_path(dir, "ops.conf"), *text = NULL;
+    cr_assert_gt(asprintf(&text, "db = %s\n", db), 0);
+    write_file(conf, text);
+    expect_the_order(RUN("events", "orders.order", "o-1", "--db", db), "--db last");
+    expect_the_order(RUN("events", "--db", db, "orders.order", "o-1"), "--db after the verb");
+    expect_the_order(RUN("events", "orders.order", "o-1", "--config", conf), "--config last");
+    free(text);
+    free(conf);
+}
+
 Test(esctl, eskit_conf_in_the_working_directory_is_used) {
     write_order(db);
     char *conf = tu_path(dir, "eskit.conf");

@@ -283,7 +283,11 @@ Test(esctl_kafka, topics_plan_counts_the_brokers_of_a_running_cluster) {
     run_result r = ESCTL("topics", "plan", "--brokers", b.address, "orders.order:20000:2");
     cr_assert_eq(r.status, 0, "stderr: %s", r.err);
     cr_assert_str_eq(r.err, "");
-    cr_assert_eq(lines(r.out), 7, "%s", r.out); /* header, five topics, summary */
+    /* header, five topics, the schema catalogue's, summary */
+    cr_assert_eq(lines(r.out), 8, "%s", r.out);
+    cr_assert(strstr(r.out, "\neskit.schemas  ") && strstr(r.out, "1 (single)") &&
+                  strstr(r.out, "compact"),
+              "%s", r.out);
     cr_assert(strstr(r.out, "3 brokers;"), "%s", r.out);
     const char *ev = strstr(r.out, "\norders.order.events ");
     cr_assert_not_null(ev, "%s", r.out);
@@ -318,7 +322,8 @@ Test(esctl_kafka, apply_finds_planned_topics_ok_and_says_the_mock_cannot_create_
         cr_assert(strstr(r.out, "ok      orders.order.events"), "%s", r.out);
         cr_assert(strstr(r.out, "ok      orders.order.events.dlq"), "%s", r.out);
         cr_assert(strstr(r.out, "failed  payments.payment.commands: missing"), "%s", r.out);
-        cr_assert_eq(lines(r.out), 10, "%s", r.out);
+        cr_assert(strstr(r.out, "ok      eskit.schemas"), "the catalogue topic: %s", r.out);
+        cr_assert_eq(lines(r.out), 11, "%s", r.out);
         cr_assert_eq(lines(r.err), 1, "%s", r.err);
         cr_assert(strstr(r.err, "CreateTopics") &&
                       strstr(r.err, "esctl dev-broker --plan payments.payment"),

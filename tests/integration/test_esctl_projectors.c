@@ -391,6 +391,19 @@ Test(esctl_projectors, lag_shows_the_backlog_and_is_zero_after_a_replay) {
     cr_expect_eq(query_int("SELECT count(*) FROM order_summary"), 5);
 }
 
+/* Global options after the verb mean what they mean before it. */
+Test(esctl_projectors, lag_takes_db_and_readmodel_after_the_verb_too) {
+    place_orders(1, 3);
+    replay_ok();
+    run_result r = RUN("lag", "--readmodel", rm, "--db", db);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    cr_expect_eq(tu_count_lines(r.out), 2, "a header and one partition: %s", r.out);
+    char *row = line_with_prefix(r.out, "order_summary ");
+    cr_expect_not_null(row, "%s", r.out);
+    free(row);
+    run_free(&r);
+}
+
 Test(esctl_projectors, lag_json_is_an_array_of_rows) {
     place_orders(1, 2);
     replay_ok();

@@ -4,6 +4,9 @@
  * file of our own. The config is refused with one line saying why and how to
  * trust it, and evil.so, whose constructor writes a marker file, never runs,
  * whether named as a librdkafka plugin or a types module or found as a projector module.
+ * Named by the process (--config FILE, the environment) the same evil.so does run: the control
+ * that keeps the refusals from passing vacuously. Without any config the working directory is
+ * never searched for a module.
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -54,13 +57,14 @@ static void copy_file(const char *from, const char *to) {
     fclose(out);
 }
 
-/* A directory under dir holding an eskit.conf with text and, when module is set, evil.so
- * under that name. */
+/* A directory under dir holding an eskit.conf with text (none when NULL) and, when module is
+ * set, evil.so under that name. */
 static char *make_dir(const char *name, const char *conf_text, const char *module) {
     char *d = tu_path(dir, name);
     cr_assert_eq(mkdir(d, 0755), 0);
     char *conf = tu_path(d, "eskit.conf");
-    write_file(conf, conf_text);
+    if (conf_text)
+        write_file(conf, conf_text);
     if (module) {
         char *so = tu_path(d, module);
         copy_file(TEST_MODULES_DIR "/evil.so", so);
@@ -87,13 +91,14 @@ static void give_away(const char *d) {
     }
 }
 
-/* Runs "esctl <args>" from directory cwd with EVIL_MARKER set. */
-static tu_result run_in(const char *cwd, const char *args) {
+/* Runs "esctl <args>" from directory cwd with EVIL_MARKER and the variable extra (NAME=VALUE,
+ * none when NULL) set. */
+static tu_result run_in_env(const char *cwd, const char *extra, const char *args) {
     char *script = NULL, *env_marker = NULL;
     cr_assert_gt(asprintf(&script, "cd '%s' && exec '%s' %s", cwd, ESCTL_PATH, args), 0);
     cr_assert_gt(asprintf(&env_marker, "EVIL_MARKER=%s", marker), 0);
     const char *argv[] = {"/bin/sh", "-c", script, NULL};
-    const char *env[] = {env_marker, NULL};
+    const char *env[] = {env_marker, extra, NULL};
     tu_result r = {0};
     r.status = tu_run(argv, env, &r.out, &r.err);
     cr_assert(r.out && r.err);
@@ -102,12 +107,66 @@ static tu_result run_in(const char *cwd, const char *args) {
     return r;
 }
 
+static tu_result run_in(const char *cwd, const char *args) {
+    return run_in_env(cwd, NULL, args);
+}
+
 static void assert_refused(const tu_result *r, const char *what) {
     cr_expect_eq(r->status, 1, "exit %d, stderr: %s", r->status, r->err);
     cr_expect_eq(tu_count_lines(r->err), 1, "stderr should be one line: %s", r->err);
     cr_expect_eq(strncmp(r->err, "esctl: ", 7), 0, "%s", r->err);
     cr_expect(strstr(r->err, what) && strstr(r->err, "--config FILE"), "%s", r->err);
     cr_expect_eq(access(marker, F_OK), -1, "evil.so ran: %s exists", marker);
+}
+
+/* The controls: the refusals above assert that the marker never appears, which would pass as
+ * well if evil.so could not write it. Loaded from the process's own settings, it does. */
+Test(esctl_trust,
+     the_same_projector_module_named_with_config_file_is_loaded_and_writes_its_marker) {
+    char *d = make_dir("ours", "projector.path = .\n", "order_summary.so");
+    tu_result r = run_in(d, "--config eskit.conf replay order_summary");
+    cr_expect_eq(access(marker, F_OK), 0, "evil.so did not run: exit %d, stderr: %s", r.status,
+                 r.err);
+    cr_expect(strstr(r.err, "./order_summary.so is not a projector module"), "%s", r.err);
+    tu_result_free(&r);
+    free(d);
+}
+
+Test(esctl_trust,
+     the_same_plugin_named_in_the_environment_is_loaded_by_librdkafka_and_writes_its_marker) {
+    char *d = make_dir("ours", NULL, "evil.so");
+    char *var = NULL;
+    cr_assert_gt(asprintf(&var, "ESKIT_KAFKA_PLUGIN_LIBRARY_PATHS=%s/evil.so", d), 0);
+    tu_result r = run_in_env(d, var, "--brokers 127.0.0.1:9 topics plan orders.order");
+    cr_expect_eq(access(marker, F_OK), 0, "evil.so did not run: exit %d, stderr: %s", r.status,
+                 r.err);
+    tu_result_free(&r);
+    free(var);
+    free(d);
+}
+
+/* No eskit.conf and no projector.path: a module by name comes from beside esctl, never from
+ * the working directory, whoever put it there. */
+Test(esctl_trust, without_a_config_the_working_directory_is_never_searched_for_a_projector_module) {
+    char *d = make_dir("cwd", NULL, "order_summary.so");
+    char *db = tu_path(d, "events.db"), *rm = tu_path(d, "read.db");
+    es_config_t *cfg = es_config_new();
+    es_store_t *store = NULL;
+    es_error_t err = {0};
+    cr_assert_eq(es_config_set(cfg, "db", db, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(es_store_new(cfg, &store, &err), ES_OK, "%s", err.message);
+    es_store_destroy(store);
+    es_config_destroy(cfg);
+    tu_result r = run_in(d, "--db events.db --readmodel read.db replay order_summary");
+    cr_expect_eq(r.status, 0, "exit %d, stderr: %s", r.status, r.err);
+    cr_expect_eq(access(marker, F_OK), -1, "./order_summary.so was loaded: %s exists", marker);
+    cr_expect_eq(
+        tu_query_int(rm, "SELECT count(*) FROM sqlite_master WHERE name = 'order_summary'"), 1,
+        "the installed order_summary did not build its table");
+    tu_result_free(&r);
+    free(db);
+    free(rm);
+    free(d);
 }
 
 Test(esctl_trust, a_plugin_named_in_another_users_directory_never_runs) {

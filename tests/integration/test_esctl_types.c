@@ -144,7 +144,7 @@ Test(esctl_types, a_module_of_another_abi_is_one_error_line_and_exit_1) {
     cr_expect_eq(r.status, 1, "stderr: %s", r.err);
     cr_expect_str_eq(r.out, "");
     assert_one_line(&r);
-    cr_expect(strstr(r.err, bad) && strstr(r.err, "ABI version 2") && strstr(r.err, "rebuild"),
+    cr_expect(strstr(r.err, bad) && strstr(r.err, "ABI version 3") && strstr(r.err, "rebuild"),
               "%s", r.err);
     tu_result_free(&r);
     free(bad);

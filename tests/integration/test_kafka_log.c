@@ -155,8 +155,12 @@ static es_err apply(es_projector_ctx_t *ctx, const es_event_t *ev, es_error_t *e
 }
 
 static const char *const topics[] = {TOPIC, NULL};
-static const es_projector_def notes = {
-    ES_PROJECTOR_ABI, "notes", 1, topics, migrate, apply, NULL, NULL, NULL, 0};
+static const es_projector_def notes = {.abi_version = ES_PROJECTOR_ABI,
+                                       .name = "notes",
+                                       .schema_version = 1,
+                                       .topics = topics,
+                                       .migrate = migrate,
+                                       .apply = apply};
 
 static long long query_int(const char *sql) {
     char *path = tu_path(dir, "read.db");
@@ -456,8 +460,12 @@ Test(kafka_log, broker_outage_is_an_error_or_nothing_and_the_runner_recovers) {
 
 Test(kafka_log, missing_topic_names_the_command_that_creates_it) {
     static const char *const missing[] = {"test.missing.events", NULL};
-    static const es_projector_def def = {
-        ES_PROJECTOR_ABI, "lost", 1, missing, migrate, apply, NULL, NULL, NULL, 0};
+    static const es_projector_def def = {.abi_version = ES_PROJECTOR_ABI,
+                                         .name = "lost",
+                                         .schema_version = 1,
+                                         .topics = missing,
+                                         .migrate = migrate,
+                                         .apply = apply};
     es_runner_t *r = NULL;
     es_error_t err = {0};
     es_err rc = es_runner_new(cfg, &def, &r, &err);

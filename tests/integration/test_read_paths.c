@@ -226,8 +226,12 @@ static es_err stock_apply(es_projector_ctx_t *ctx, const es_event_t *ev, es_erro
 }
 
 static const char *const stock_topics[] = {TOPIC, NULL};
-static const es_projector_def stock = {ES_PROJECTOR_ABI, "stock", 1,    stock_topics, stock_migrate,
-                                       stock_apply,      NULL,    NULL, NULL,         0};
+static const es_projector_def stock = {.abi_version = ES_PROJECTOR_ABI,
+                                       .name = "stock",
+                                       .schema_version = 1,
+                                       .topics = stock_topics,
+                                       .migrate = stock_migrate,
+                                       .apply = stock_apply};
 
 static long long query_int(const char *sql) {
     char *path = tu_path(dir, "read.db");

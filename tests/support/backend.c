@@ -106,11 +106,11 @@ tb_t *tb_open(const char *const *types) {
     return b;
 }
 
-static es_engine_t *demo_engine(tb_t *b) {
+static es_engine_t *engine_of(const es_config_t *cfg, tb_register_cb *reg) {
     es_engine_t *e = NULL;
     es_error_t err = {0};
-    cr_assert_eq(es_engine_new(b->cfg, &e, &err), ES_OK, "%s", err.message);
-    cr_assert_eq(demo_register_all(e, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(es_engine_new(cfg, &e, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(reg(e, &err), ES_OK, "%s", err.message);
     return e;
 }
 
@@ -120,18 +120,38 @@ static void *owner_main(void *arg) {
     return NULL;
 }
 
-es_engine_t *tb_engine(tb_t *b) {
-    if (b->engine)
-        return b->engine;
+static void stop_engine(tb_t *b) {
+    es_engine_destroy(b->engine);
+    b->engine = NULL;
+    if (b->processor) {
+        es_processor_stop(b->processor);
+        pthread_join(b->owner, NULL);
+        es_processor_destroy(b->processor);
+        b->processor = NULL;
+    }
+    es_engine_destroy(b->owner_engine);
+    b->owner_engine = NULL;
+}
+
+static es_engine_t *start_engine(tb_t *b, const es_config_t *cfg, tb_register_cb *reg) {
     if (b->kafka) {
         es_error_t err = {0};
-        b->owner_engine = demo_engine(b);
-        cr_assert_eq(es_processor_new(b->cfg, b->owner_engine, &b->processor, &err), ES_OK, "%s",
+        b->owner_engine = engine_of(cfg, reg);
+        cr_assert_eq(es_processor_new(cfg, b->owner_engine, &b->processor, &err), ES_OK, "%s",
                      err.message);
         cr_assert_eq(pthread_create(&b->owner, NULL, owner_main, b), 0);
     }
-    b->engine = demo_engine(b);
+    b->engine = engine_of(cfg, reg);
     return b->engine;
+}
+
+es_engine_t *tb_engine(tb_t *b) {
+    return b->engine ? b->engine : start_engine(b, b->cfg, demo_register_all);
+}
+
+es_engine_t *tb_engine_as(tb_t *b, const es_config_t *cfg, tb_register_cb *reg) {
+    stop_engine(b);
+    return start_engine(b, cfg, reg);
 }
 
 es_store_t *tb_store(tb_t *b) {
@@ -145,13 +165,7 @@ es_store_t *tb_store(tb_t *b) {
 void tb_close(tb_t *b) {
     if (!b)
         return;
-    es_engine_destroy(b->engine);
-    if (b->processor) {
-        es_processor_stop(b->processor);
-        pthread_join(b->owner, NULL);
-        es_processor_destroy(b->processor);
-    }
-    es_engine_destroy(b->owner_engine);
+    stop_engine(b);
     es_store_destroy(b->store);
     if (b->producer)
         rd_kafka_destroy(b->producer);

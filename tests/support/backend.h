@@ -33,6 +33,13 @@ void tb_append_raw(tb_t *b, const char *type, const char *id, const void *bytes,
  * a command processor (its own engine and state.db) runs on a thread until tb_close. The
  * backend owns it. Kafka needs tb_open to have named the demo types. */
 es_engine_t *tb_engine(tb_t *b);
+/* Registers a domain's aggregates on an engine (demo_register_all, demo_v2_register_all). */
+typedef es_err tb_register_cb(es_engine_t *engine, es_error_t *err);
+/* Replaces tb_engine's engine (and on Kafka its command processor, stopped first) with one
+ * made from cfg (a copy of tb_config with upcasters, say; on Kafka with a state.db of its own)
+ * and the aggregates reg registers: a new build of the service taking over the log. The
+ * backend owns it; tb_engine returns it from then on. */
+es_engine_t *tb_engine_as(tb_t *b, const es_config_t *cfg, tb_register_cb *reg);
 /* A store reading this backend's log (Kafka: the events topics). The backend owns it. */
 es_store_t *tb_store(tb_t *b);
 

@@ -50,7 +50,15 @@ static es_err apply_v2(es_projector_ctx_t *ctx, const es_event_t *ev, es_error_t
 }
 
 static const char *const topics[] = {"test.note.events", NULL};
-const es_projector_def notes_v1 = {ES_PROJECTOR_ABI, "notes", 1,    topics, migrate_v1,
-                                   apply_v1,         NULL,    NULL, NULL,   0};
-const es_projector_def notes_v2 = {ES_PROJECTOR_ABI, "notes", 2,    topics, migrate_v2,
-                                   apply_v2,         NULL,    NULL, NULL,   0};
+const es_projector_def notes_v1 = {.abi_version = ES_PROJECTOR_ABI,
+                                   .name = "notes",
+                                   .schema_version = 1,
+                                   .topics = topics,
+                                   .migrate = migrate_v1,
+                                   .apply = apply_v1};
+const es_projector_def notes_v2 = {.abi_version = ES_PROJECTOR_ABI,
+                                   .name = "notes",
+                                   .schema_version = 2,
+                                   .topics = topics,
+                                   .migrate = migrate_v2,
+                                   .apply = apply_v2};

@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "kafka/wire.h"
 #include "testutil.h"
 
 Test(config, defaults_are_safe_and_embedded) {
@@ -231,6 +232,29 @@ Test(config, a_found_eskit_conf_of_our_own_in_a_sticky_directory_is_read) {
     free(dir);
 }
 
+/* The sticky bit keeps other users from replacing the file, not the directory's owner: a
+ * world-writable sticky directory is trusted only when root or the user owns it. A user who
+ * cannot chown makes the directory not sticky instead, which is refused as well. */
+Test(config, a_found_eskit_conf_in_a_sticky_directory_another_user_owns_is_refused) {
+    char *dir = tu_tempdir();
+    char *conf = write_file(dir, "eskit.conf", "db = theirs.db\n");
+    cr_assert_eq(chmod(dir, 01777), 0);
+    if (geteuid() == 0)
+        cr_assert_eq(chown(dir, 65534, 65534), 0);
+    else
+        cr_assert_eq(chmod(dir, 0777), 0);
+    es_config_t *cfg = es_config_new();
+    es_error_t err = {0};
+    assert_refused_saying_how_to_trust(load_found(dir, cfg, &err), &err,
+                                       geteuid() == 0 ? "its directory is owned by uid 65534"
+                                                      : "its directory (mode 0777)");
+    cr_assert_str_eq(es_config_get(cfg, "db"), "eskit.db");
+    es_config_destroy(cfg);
+    tu_rmtree(dir);
+    free(conf);
+    free(dir);
+}
+
 Test(config, a_file_another_user_owns_is_read_when_named_by_eskit_config) {
     char *dir = tu_tempdir();
     char *conf = write_file(dir, "eskit.conf", "db = theirs.db\nprojector.path = /opt/p\n");
@@ -254,10 +278,14 @@ Test(config, keys_that_load_code_are_refused_from_a_found_eskit_conf_naming_key_
         {"projector.path = .", "ESKIT_PROJECTOR_PATH"},
         {"kafka.plugin.library.paths = ./evil.so", "ESKIT_KAFKA_PLUGIN_LIBRARY_PATHS"},
         {"kafka.ssl.engine.location = ./engine.so", "ESKIT_KAFKA_SSL_ENGINE_LOCATION"},
+        {"kafka.ssl.engine.id = evil", "ESKIT_KAFKA_SSL_ENGINE_ID"},
         {"kafka.ssl.providers = ./provider.so", "ESKIT_KAFKA_SSL_PROVIDERS"},
         {"kafka.sasl.kerberos.kinit.cmd = touch /tmp/owned", "ESKIT_KAFKA_SASL_KERBEROS_KINIT_CMD"},
+        {"kafka.sasl.kerberos.keytab = /tmp/k; touch /tmp/owned",
+         "ESKIT_KAFKA_SASL_KERBEROS_KEYTAB"},
         {"kafka.sasl.kerberos.principal = x; touch /tmp/owned",
          "ESKIT_KAFKA_SASL_KERBEROS_PRINCIPAL"},
+        {"types.modules = ./evil.so", "ESKIT_TYPES_MODULES"},
     };
     char *dir = tu_tempdir();
     for (size_t i = 0; i < sizeof lines / sizeof *lines; i++) {
@@ -315,6 +343,34 @@ Test(config, checking_a_plugin_key_never_loads_the_plugin) {
     free(dir);
 }
 
+/* The control of the test above: the same evil.so, taken from the environment, is loaded when
+ * eskit makes a Kafka client's librdkafka conf, and its marker appears. Without it the test
+ * above would pass if the module could not write the marker at all. */
+Test(config, a_plugin_from_the_environment_is_loaded_when_a_kafka_client_is_made) {
+    char *dir = tu_tempdir();
+    char *marker = tu_path(dir, "marker");
+    setenv("EVIL_MARKER", marker, 1);
+    setenv("ESKIT_KAFKA_PLUGIN_LIBRARY_PATHS", TEST_MODULES_DIR "/evil.so", 1);
+    es_config_t *cfg = es_config_new();
+    es_error_t err = {0};
+    cr_assert_eq(es_config_load_env(cfg, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(access(marker, F_OK), -1, "the plugin ran while reading the environment");
+    cr_assert_str_eq(es_config_get(cfg, "kafka.plugin.library.paths"), TEST_MODULES_DIR "/evil.so");
+    const es_kafka_opts_t opts = {.role = ES_KAFKA_ADMIN};
+    rd_kafka_conf_t *conf = NULL;
+    /* evil.so has no conf_init, so librdkafka refuses it, but only after loading it. */
+    es_err rc = es_kafka_conf(cfg, &opts, &conf, &err);
+    if (conf)
+        rd_kafka_conf_destroy(conf);
+    cr_assert_eq(access(marker, F_OK), 0, "librdkafka never loaded the plugin (%s: %s)",
+                 es_strerror(rc), err.message);
+    unsetenv("ESKIT_KAFKA_PLUGIN_LIBRARY_PATHS");
+    es_config_destroy(cfg);
+    tu_rmtree(dir);
+    free(marker);
+    free(dir);
+}
+
 /* fgets into 4096 bytes cut this line in three; the last piece read as a setting. */
 Test(config, a_line_longer_than_4095_bytes_is_one_line_and_later_errors_name_their_line) {
     char *dir = tu_tempdir();
@@ -331,6 +387,35 @@ Test(config, a_line_longer_than_4095_bytes_is_one_line_and_later_errors_name_the
     cr_assert_null(es_config_get(cfg, "projector.path"), "the comment's tail was read as a key");
     cr_assert(strstr(err.message, "long.conf:2:") && strstr(err.message, "bogus.key"), "%s",
               err.message);
+    es_config_destroy(cfg);
+    tu_rmtree(dir);
+    free(text);
+    free(conf);
+    free(dir);
+}
+
+/* Not only a comment: a value longer than any line buffer takes effect whole, and the next
+ * line keeps its number. */
+Test(config, a_value_longer_than_4095_bytes_takes_effect_whole) {
+    char *dir = tu_tempdir();
+    /* A search path of 500 directories, "/opt/p/0000:/opt/p/0001:...", 5999 bytes. */
+    char value[6100];
+    size_t n = 0;
+    for (size_t i = 0; i < 500; i++)
+        n += (size_t)snprintf(value + n, sizeof value - n, "%s/opt/p/%04zu", i ? ":" : "", i);
+    cr_assert_eq(n, 5999);
+    char *text = NULL;
+    cr_assert_gt(asprintf(&text, "projector.path = %s\nbogus.key = 1\n", value), 0);
+    char *conf = write_file(dir, "long.conf", text);
+    es_config_t *cfg = es_config_new();
+    es_error_t err = {0};
+    cr_assert_eq(es_config_load_file(cfg, conf, &err), ES_EINVAL);
+    cr_assert(strstr(err.message, "long.conf:2:") && strstr(err.message, "bogus.key"), "%s",
+              err.message);
+    const char *got = es_config_get(cfg, "projector.path");
+    cr_assert_not_null(got, "the long value was not taken");
+    cr_assert_eq(strlen(got), n, "the value is %zu bytes of %zu", strlen(got), n);
+    cr_assert_str_eq(got, value);
     es_config_destroy(cfg);
     tu_rmtree(dir);
     free(text);

@@ -67,6 +67,9 @@ Test(null_err, config_calls_fail_without_an_error_struct) {
     cr_expect_eq(es_config_load_env(cfg, NULL), ES_EINVAL);
     cr_expect_eq(es_config_load_sources(cfg, NULL), ES_EINVAL);
     unsetenv("ESKIT_NO_SUCH_KEY");
+    cr_expect_eq(es_config_add_upcaster(cfg, NULL, NULL), ES_EINVAL);
+    es_upcaster_t loop = {ES_UPCASTER_ABI, "loop", "a.v1.X", "a.v1.X", 0, 0, NULL, NULL};
+    cr_expect_eq(es_config_add_upcaster(cfg, &loop, NULL), ES_EINVAL);
 }
 
 Test(null_err, names_envelopes_and_topics_fail_without_an_error_struct) {

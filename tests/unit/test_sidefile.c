@@ -168,6 +168,30 @@ Test(side_files, side_files_in_a_sticky_directory_of_our_own_are_used) {
     free(rmdir);
 }
 
+/* A sticky directory protects a file from other users, not from the directory's owner, who can
+ * remove or rename anything in it: sticky and world-writable is trusted only when owned by the
+ * user or root. As root the directory is given to uid 65534; a user who cannot chown leaves it
+ * not sticky, which is refused saying so. */
+Test(side_files, side_files_in_a_sticky_directory_another_user_owns_are_refused_saying_so) {
+    char *rmdir = use_readmodel("sticky-theirs", 01777);
+    char *lock = side_path(rmdir, ".lock");
+    const char *why = "not sticky";
+    if (geteuid() == 0) {
+        cr_assert_eq(chown(rmdir, 65534, 65534), 0);
+        why = "sticky but owned by uid 65534, not by you (uid 0) or root";
+    } else {
+        cr_assert_eq(chmod(rmdir, 0777), 0);
+    }
+    assert_runner_refused(lock, why);
+    es_error_t err = {0};
+    cr_assert_neq(es_replay(cfg, &notes_v1, NULL, NULL, &err), ES_OK, "the replay ran");
+    cr_assert(strstr(err.message, why), "%s", err.message);
+    if (geteuid() == 0)
+        cr_assert_null(strstr(err.message, "not sticky"), "%s", err.message);
+    free(lock);
+    free(rmdir);
+}
+
 /* The store made, closed, and its head file replaced by what plant makes at the name. */
 static char *plant_head(int (*plant)(const char *target, const char *name)) {
     es_store_t *store = NULL;

@@ -23,6 +23,7 @@
 #include "raw.h"
 #include "kafka.h"
 #include "replay.h"
+#include "schemas.h"
 #include "report.h"
 #include "runs.h"
 #include "saga.h"
@@ -31,6 +32,7 @@
 #define GOAL_APPEND 0.50  /* batched append vs raw INTEGER PRIMARY KEY insert */
 #define GOAL_LATENCY 1.50 /* es_execute p50 vs one raw fsync'd commit */
 #define GOAL_REPLAY 0.50  /* es_replay vs a raw read-decode-upsert rebuild */
+#define GOAL_UPCAST 0.80  /* es_replay, half the events upcast, vs the same without */
 #define GOAL_KAFKA 0.50   /* es_execute_batch over Kafka vs raw librdkafka, same bytes */
 #define GOAL_RSS_MIB 64.0 /* peak RSS of a replay, flat in the log's size */
 #define SAGA_ORDERS 5000  /* sagas in the saga figure (--quick: 500) */
@@ -59,7 +61,8 @@ typedef struct bench {
 static void usage(FILE *out) {
     fprintf(out, "usage: eskit-bench [--quick] [--only GROUP] [--dir DIR]\n"
                  "  --quick    smaller counts, for a smoke test\n"
-                 "  --only G   one group: append, execute, latency, replay, kafka or saga\n"
+                 "  --only G   one group: append, execute, latency, replay, kafka, saga or\n"
+                 "             schemas\n"
                  "  --dir DIR  where the scratch databases go (default: $TMPDIR or /var/tmp);\n"
                  "             put it on the disk you want measured, not on tmpfs\n");
 }
@@ -73,9 +76,9 @@ static int parse_args(bench_t *b, int argc, char **argv) {
             b->only = argv[++i];
             if (strcmp(b->only, "append") && strcmp(b->only, "execute") &&
                 strcmp(b->only, "latency") && strcmp(b->only, "replay") &&
-                strcmp(b->only, "kafka") && strcmp(b->only, "saga")) {
+                strcmp(b->only, "kafka") && strcmp(b->only, "saga") && strcmp(b->only, "schemas")) {
                 fprintf(stderr, "eskit-bench: --only takes append, execute, latency, replay, "
-                                "kafka or saga\n");
+                                "kafka, saga or schemas\n");
                 return -1;
             }
         } else if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc) {
@@ -494,6 +497,41 @@ static int fig_saga(bench_t *b, size_t n) {
     return 0;
 }
 
+static int fig_upcast(bench_t *b, size_t n) {
+    upcast_figs_t u;
+    progress("es_replay with upcasters for half the events beside the same replay without");
+    if (bench_replay_upcast(b->dir, n, &u) != 0)
+        return -1;
+    char name[96], count[32], aged[32];
+    bench_fmt_count(count, sizeof count, (double)u.events);
+    bench_fmt_count(aged, sizeof aged, (double)u.aged);
+    snprintf(name, sizeof name, "es_replay, %s events, %s upcast", count, aged);
+    fig_slot_t *s = add_fig(b, name, "es_replay of the same log before ageing, no upcaster",
+                            u.upcast_per_s, u.plain_per_s, UNIT_EVENTS_S);
+    s->f.goal_kind = GOAL_AT_LEAST;
+    s->f.goal = GOAL_UPCAST;
+    add_note(b, "upcast: each upcaster decodes the stored payload and packs it again (a field "
+                "rewrite's cost); one run each");
+    return 0;
+}
+
+static int fig_schemas(bench_t *b, size_t n_types) {
+    schema_figs_t f;
+    progress("registering a service's types in the schema catalogue beside a raw insert");
+    if (bench_registration(b->dir, n_types, &f) != 0)
+        return -1;
+    char name[96], base[96];
+    snprintf(name, sizeof name, "start-up registration of %zu types (fresh catalogue)", f.types);
+    add_fig(b, name, "raw: insert the same canonical bytes, one transaction", f.es_ms, f.raw_ms,
+            UNIT_MSEC);
+    snprintf(name, sizeof name, "start-up registration of %zu types, all recorded", f.types);
+    snprintf(base, sizeof base, "the first registration of them");
+    add_fig(b, name, base, f.again_ms, f.es_ms, UNIT_MSEC);
+    add_note(b, "schemas: registration includes opening the catalogue and the store; medians of "
+                "five runs; no goal (the issue asks for the time)");
+    return 0;
+}
+
 static bool wanted(const bench_t *b, const char *group) {
     return !b->only || !strcmp(b->only, group);
 }
@@ -517,6 +555,10 @@ static int run_all(bench_t *b) {
         rc = rc ? rc : fig_kafka(b, 20000 / k);
     if (wanted(b, "saga"))
         rc = rc ? rc : fig_saga(b, SAGA_ORDERS / k);
+    if (wanted(b, "schemas")) {
+        rc = rc ? rc : fig_schemas(b, 200);
+        rc = rc ? rc : fig_upcast(b, 1000000 / k);
+    }
     return rc;
 }
 

@@ -15,4 +15,16 @@ typedef struct replay_figs {
 /* Generates about n_events demo order events in dir, then measures. 0 or -1. */
 int bench_replay(const char *dir, size_t n_events, bool with_raw, replay_figs_t *out);
 
+/* Replay of a demo log of which every second event is stored as an old type (orders.v0.*) and
+ * reaches the projector through an upcaster that decodes and packs the payload again, beside
+ * the replay of the same log before it was aged, with no upcaster. */
+typedef struct upcast_figs {
+    size_t events;       /* events in the log */
+    size_t aged;         /* of them stored as old types */
+    double upcast_per_s; /* es_replay of the aged log, upcasters on the config */
+    double plain_per_s;  /* es_replay of the log as generated, no upcaster */
+} upcast_figs_t;
+
+int bench_replay_upcast(const char *dir, size_t n_events, upcast_figs_t *out);
+
 #endif

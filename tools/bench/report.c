@@ -23,6 +23,9 @@ static const char *fmt_value(char *buf, size_t cap, double v, report_unit u) {
     case UNIT_SAGAS_S:
         snprintf(buf, cap, "%s sagas/s", bench_fmt_count(n, sizeof n, v));
         break;
+    case UNIT_MSEC:
+        snprintf(buf, cap, "%.1f ms", v);
+        break;
     }
     return buf;
 }

@@ -13,7 +13,8 @@ typedef enum report_unit {
     UNIT_ROWS_S,
     UNIT_USEC,
     UNIT_MIB,
-    UNIT_SAGAS_S
+    UNIT_SAGAS_S,
+    UNIT_MSEC
 } report_unit;
 
 typedef enum report_goal {

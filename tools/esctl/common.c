@@ -166,7 +166,7 @@ int open_store(const es_config_t *cfg, es_store_t **out) {
 }
 
 /* Loads one module named in types.modules or by --types; false (said) on failure. */
-static bool load_one(pb_registry *reg, const es_config_t *cfg, const char *name, size_t len,
+static bool load_one(pb_registry *reg, es_config_t *cfg, const char *name, size_t len,
                      const char *from) {
     es_error_t err = {0};
     char *copy = strndup(name, len);
@@ -181,7 +181,7 @@ static bool load_one(pb_registry *reg, const es_config_t *cfg, const char *name,
     return e == ES_OK;
 }
 
-int load_types(const options *o, const es_config_t *cfg, pb_registry **out) {
+int load_types(const options *o, es_config_t *cfg, pb_registry **out) {
     pb_registry *reg = pb_registry_new();
     if (!reg) {
         say("out of memory");

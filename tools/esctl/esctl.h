@@ -86,7 +86,7 @@ int open_store(const es_config_t *cfg, es_store_t **out);
 /* The types modules of --types, then of the config key types.modules: esctl's only source of
  * payload types and aggregate definitions. EXIT_FAIL (said) when one does not load. Caller
  * destroys. */
-int load_types(const options *o, const es_config_t *cfg, pb_registry **out);
+int load_types(const options *o, es_config_t *cfg, pb_registry **out);
 /* Notes a payload whose type no loaded module knows (printed as bytes). */
 void note_unknown_type(const char *type);
 /* The one hint line on stderr saying how to make types known: about the unknown payload types

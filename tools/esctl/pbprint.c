@@ -482,7 +482,7 @@ void pb_registry_destroy(pb_registry *reg) {
     free(reg);
 }
 
-es_err pb_registry_load(pb_registry *reg, const es_config_t *cfg, const char *name_or_path,
+es_err pb_registry_load(pb_registry *reg, es_config_t *cfg, const char *name_or_path,
                         es_error_t *err) {
     es_types_module_t **mods = realloc(reg->mods, (reg->n + 1) * sizeof(*mods));
     if (!mods) {
@@ -494,8 +494,16 @@ es_err pb_registry_load(pb_registry *reg, const es_config_t *cfg, const char *na
     }
     reg->mods = mods;
     es_err e = es_types_load(cfg, name_or_path, &reg->mods[reg->n], err);
-    if (e == ES_OK)
-        reg->n++;
+    if (e != ES_OK)
+        return e;
+    /* The registry outlives every reader of cfg, so the upcast functions stay loaded. */
+    const es_types_module_t *mod = reg->mods[reg->n++];
+    const es_upcaster_t *const *ups = es_types_module_def(mod)->upcasters;
+    es_error_t uerr = {0};
+    for (size_t i = 0; e == ES_OK && ups && ups[i]; i++)
+        e = es_config_add_upcaster(cfg, ups[i], &uerr);
+    if (e != ES_OK)
+        es_fail(err, e, "%s: %s", es_types_module_path(mod), uerr.message);
     return e;
 }
 

@@ -59,8 +59,9 @@ typedef struct pb_registry pb_registry;
 /* An empty registry. Caller frees with pb_registry_destroy. */
 pb_registry *pb_registry_new(void);
 void pb_registry_destroy(pb_registry *reg);
-/* Loads the types module name_or_path (es_types_load) into reg; errors name the file. */
-es_err pb_registry_load(pb_registry *reg, const es_config_t *cfg, const char *name_or_path,
+/* Loads the types module name_or_path (es_types_load) into reg and registers its upcasters on
+ * cfg (reg must outlive cfg's readers); errors name the file. */
+es_err pb_registry_load(pb_registry *reg, es_config_t *cfg, const char *name_or_path,
                         es_error_t *err);
 /* How many modules reg holds. */
 size_t pb_registry_modules(const pb_registry *reg);

@@ -311,6 +311,7 @@ static int run_replay(const es_config_t *cfg, const es_projector_def *def) {
 
 int cmd_replay(const options *o) {
     es_config_t *cfg = NULL;
+    pb_registry *types = NULL;
     es_projector_module_t *mod = NULL;
     es_error_t err = {0};
     if (o->n_pos == 0) {
@@ -321,6 +322,8 @@ int cmd_replay(const options *o) {
     if (o->n_pos > 1)
         return usage_error(o, "unexpected argument", o->pos[1]);
     int rc = load_config(o, &cfg);
+    if (rc == EXIT_OK) /* for their upcasters: the projector is given current types */
+        rc = load_types(o, cfg, &types);
     if (rc == EXIT_OK && es_projector_load(cfg, o->pos[0], &mod, &err) != ES_OK) {
         say("%s", err.message);
         rc = EXIT_FAIL;
@@ -331,6 +334,7 @@ int cmd_replay(const options *o) {
         rc = run_replay(cfg, es_projector_module_def(mod));
     es_projector_unload(mod);
     es_config_destroy(cfg);
+    pb_registry_destroy(types);
     return rc;
 }
 

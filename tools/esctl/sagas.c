@@ -381,6 +381,7 @@ static int run_show(const options *o, const es_config_t *cfg, const char *saga, 
 
 static int cmd_show(const options *o) {
     es_config_t *cfg = NULL;
+    pb_registry *types = NULL;
     es_error_t err = {0};
     char *found = NULL;
     if (o->n_pos < 2) {
@@ -398,6 +399,8 @@ static int cmd_show(const options *o) {
     int rc = check_filters(o);
     if (rc == EXIT_OK)
         rc = load_config(o, &cfg);
+    if (rc == EXIT_OK) /* for their upcasters: the history shows current types */
+        rc = load_types(o, cfg, &types);
     if (rc == EXIT_OK && !o->saga)
         rc = find_saga(cfg, id, &found);
     if (rc == EXIT_OK)
@@ -406,6 +409,7 @@ static int cmd_show(const options *o) {
         rc = run_show(o, cfg, o->saga ? o->saga : found, id);
     free(found);
     es_config_destroy(cfg);
+    pb_registry_destroy(types);
     return rc;
 }
 

@@ -79,9 +79,8 @@ static int keep_entry(const es_schema_entry_t *e, void *opaque) {
     l->strs[3 * i] = strdup(e->name);
     l->strs[3 * i + 1] = strdup(e->fingerprint);
     l->strs[3 * i + 2] = strdup(e->registered_by ? e->registered_by : "");
-    l->items[i] = (es_schema_entry_t){l->strs[3 * i],     e->version,
-                                      l->strs[3 * i + 1], e->registered_at_us,
-                                      l->strs[3 * i + 2], copy};
+    l->items[i] = (es_schema_entry_t){l->strs[3 * i],      e->version,         l->strs[3 * i + 1],
+                                      e->registered_at_us, l->strs[3 * i + 2], copy};
     return 0;
 }
 
@@ -142,8 +141,8 @@ static int run_list(const options *o, es_schemas_t *cat) {
         for (size_t i = 0; i < l.n; i++)
             if (clean_width(l.items[i].name) > width)
                 width = clean_width(l.items[i].name);
-        pb_buf_printf(&b, "%-*s  %7s  %-19s  %-24s  %s\n", width, "TYPE", "VERSION",
-                      "FINGERPRINT", "REGISTERED", "BY");
+        pb_buf_printf(&b, "%-*s  %7s  %-19s  %-24s  %s\n", width, "TYPE", "VERSION", "FINGERPRINT",
+                      "REGISTERED", "BY");
         for (size_t i = 0; i < l.n; i++) {
             const es_schema_entry_t *e = &l.items[i];
             if (i + 1 < l.n && !strcmp(l.items[i + 1].name, e->name))
@@ -216,8 +215,7 @@ static int run_show(const options *o, es_schemas_t *cat) {
         } else {
             pb_buf_puts(&b, "// ");
             put_clean(&b, e->name, 0);
-            pb_buf_printf(&b, " version %" PRIu32 " of %zu, %s, registered ", e->version, l.n,
-                          e->fingerprint);
+            pb_buf_printf(&b, " version %" PRIu32 " of %zu, registered ", e->version, l.n);
             put_time(&b, e->registered_at_us);
             pb_buf_puts(&b, " by ");
             put_clean(&b, e->registered_by, 0);
@@ -334,8 +332,9 @@ static int run_diff(const options *o, es_schemas_t *cat) {
         if (o->json) {
             pb_buf_putc(&b, '{');
             json_str(&b, "type", a->name);
-            pb_buf_printf(&b, ", \"from\": %" PRIu32 ", \"to\": %" PRIu32 ", \"changes\": ",
-                          a->version, b2->version);
+            pb_buf_printf(&b,
+                          ", \"from\": %" PRIu32 ", \"to\": %" PRIu32 ", \"changes\": ", a->version,
+                          b2->version);
             put_findings(&b, &report);
             pb_buf_puts(&b, "}\n");
         } else {
@@ -362,8 +361,7 @@ int cmd_schemas(const options *o) {
             "--help'");
         return EXIT_USAGE;
     }
-    if (strcmp(sub, "list") && strcmp(sub, "show") && strcmp(sub, "check") &&
-        strcmp(sub, "diff")) {
+    if (strcmp(sub, "list") && strcmp(sub, "show") && strcmp(sub, "check") && strcmp(sub, "diff")) {
         say("unknown subcommand 'schemas %s'; use list, show, check or diff (run 'esctl "
             "schemas --help')",
             sub);

@@ -25,6 +25,7 @@
 #include <eskit/topics.h>
 #include <eskit/testing.h>
 #include <eskit/types.h>
+#include <eskit/upcast.h>
 
 /* The version of these headers; es_version() tells the library's. CMakeLists.txt's project
  * version must equal them (configuring checks). */

@@ -27,11 +27,12 @@
 extern "C" {
 #endif
 
-#define ES_TOPIC_NAME_MAX 249         /* Kafka's limit on a topic name, in bytes */
+#define ES_TOPIC_NAME_MAX 249 /* Kafka's limit on a topic name, in bytes */
 #define ES_TOPIC_MAX_PARTITIONS 10000
 /* The schema catalogue topic's min.compaction.lag.ms: a week, in which a version lost to a
  * race is repaired before compaction could drop the winner's record (docs/schemas.md). */
-#define ES_TOPIC_SCHEMAS_COMPACTION_LAG_MS 604800000LL /* a plan needing more is refused as a likely typo */
+#define ES_TOPIC_SCHEMAS_COMPACTION_LAG_MS                                                         \
+    604800000LL /* a plan needing more is refused as a likely typo */
 
 /* What one aggregate type expects. 0 in a field means the config default
  * (topics.throughput, topics.consumers). */
@@ -89,8 +90,9 @@ ES_API const char *es_topic_role_name(es_topic_role role);
 /* The topics of n aggregate types (n = 0: those of topics.aggregates) for the number of
  * brokers es_topics_broker_count finds. *out holds *n_out specs, five per type in the order
  * of es_topic_role, then the schema catalogue's topic (ES_TOPIC_SCHEMAS: compacted, one
- * partition, min.compaction.lag.ms ES_TOPIC_SCHEMAS_COMPACTION_LAG_MS); caller frees with es_topics_free. A collision of names is a warning
- * (collides_with, and a log line), not an error. */
+ * partition, min.compaction.lag.ms ES_TOPIC_SCHEMAS_COMPACTION_LAG_MS); caller frees with
+ * es_topics_free. A collision of names is a warning (collides_with, and a log line), not an error.
+ */
 ES_API es_err es_topics_plan(const es_config_t *cfg, const es_topic_load_t *loads, size_t n,
                              es_topic_spec_t **out, size_t *n_out, es_error_t *err);
 /* es_topics_plan for a cluster of `brokers` brokers, without asking the cluster. */

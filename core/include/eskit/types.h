@@ -4,7 +4,9 @@
  * that returns a const es_types_def (like a projector module: the first field is the ABI
  * version and the loader refuses a mismatch): the protobuf-c descriptors of the service's
  * payloads and its aggregate definitions, so a tool can decode events, commands and states
- * and fold an aggregate's state (esctl state) with the service's own evolve.
+ * and fold an aggregate's state (esctl state) with the service's own evolve. From ABI 2 it
+ * lists the service's upcasters too (eskit/upcast.h), which esctl registers on its config so
+ * events, state, sagas show and replay show current types.
  *
  * A module is a few lines beside the service's domain code:
  *
@@ -25,12 +27,13 @@
 #include <eskit/api.h>
 #include <eskit/config.h>
 #include <eskit/engine.h>
+#include <eskit/upcast.h>
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define ES_TYPES_ABI 1
+#define ES_TYPES_ABI 2 /* 2: upcasters; a module built with 1 still loads */
 #define ES_TYPES_ENTRY "es_types_entry"
 
 typedef struct es_types_def {
@@ -42,6 +45,9 @@ typedef struct es_types_def {
     /* NULL-terminated; may be NULL. Payload types beyond the aggregates' (another service's
      * events this one reads, saga payloads). Nested message types need no entry. */
     const ProtobufCMessageDescriptor *const *messages;
+    /* ABI 2. NULL-terminated; may be NULL. The service's upcasters, checked as
+     * es_config_add_upcaster checks them (together: no overlap, no cycle). */
+    const es_upcaster_t *const *upcasters;
 } es_types_def;
 
 /* What a .so exports under the name ES_TYPES_ENTRY. */
@@ -62,7 +68,8 @@ typedef struct es_types_module es_types_module_t;
  * es_types_unload (which invalidates the definition). */
 ES_API es_err es_types_load(const es_config_t *cfg, const char *name_or_path,
                             es_types_module_t **out, es_error_t *err);
-/* The module's definition (borrowed, valid until es_types_unload). */
+/* The module's definition (borrowed, valid until es_types_unload), in this eskit's layout
+ * whatever ABI the module was built with (an ABI 1 module's upcasters are NULL). */
 ES_API const es_types_def *es_types_module_def(const es_types_module_t *mod);
 /* The file the module was loaded from. */
 ES_API const char *es_types_module_path(const es_types_module_t *mod);

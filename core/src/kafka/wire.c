@@ -373,8 +373,8 @@ static int dlq_list_ok(const es_kafka_record_t *r) {
     return 1;
 }
 
-static const char *const kind_names[] = {"an event",      "a command",      "a reply",
-                                         "a snapshot",    "a dead letter", "a schema record"};
+static const char *const kind_names[] = {"an event",   "a command",     "a reply",
+                                         "a snapshot", "a dead letter", "a schema record"};
 
 static void add(rd_kafka_headers_t *h, const char *name, const char *value) {
     rd_kafka_header_add(h, name, -1, value, -1);
@@ -421,7 +421,8 @@ es_err es_kafka_write_headers(const es_kafka_record_t *r, rd_kafka_headers_t **o
         return ES_OK;
     }
     return es_fail(err, ES_EINVAL, "%s record for %s lacks what its headers need",
-                   (unsigned)r->kind <= ES_KAFKA_SCHEMA ? kind_names[r->kind] : "an unknown kind of",
+                   (unsigned)r->kind <= ES_KAFKA_SCHEMA ? kind_names[r->kind]
+                                                        : "an unknown kind of",
                    r->topic ? r->topic : "(no topic)");
 }
 

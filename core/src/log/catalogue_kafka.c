@@ -201,8 +201,8 @@ static es_err await(kafka_catalogue *c, size_t n, es_error_t *err) {
     if (c->failed)
         return es_kafka_code(c->why) == ES_ENOTFOUND
                    ? missing_topic(c, err)
-                   : es_kafka_fail(c->producer, c->why, NULL, err,
-                                   "recording schemas in %s", c->topic);
+                   : es_kafka_fail(c->producer, c->why, NULL, err, "recording schemas in %s",
+                                   c->topic);
     if (c->acked < n)
         return es_fail(err, ES_ETIMEOUT,
                        "recording schemas in %s: not acknowledged within %d ms; register again",

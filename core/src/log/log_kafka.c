@@ -450,6 +450,7 @@ static es_err scan_partition(kafka_log *l, const char *topic, int32_t partition,
 typedef struct stream_scan {
     const char *type, *id, *topic;
     size_t id_len;
+    const es_config_t *cfg; /* whose upcasters the events go through */
     es_event_t **evs;
     size_t n, cap;
     size_t kept; /* gather_stream: the events kept so far, evs[0..kept) */
@@ -477,6 +478,9 @@ static int collect_stream(const rd_kafka_message_t *m, void *opaque) {
         es_event_free(ev); /* keyed as this aggregate but another's envelope: not its event */
         return 0;
     }
+    es_position_t at = {s->topic, s->id, m->partition, m->offset};
+    if (es_read_upcast(s->cfg, &ev, &at, &s->e, s->err) != ES_READ_EVENT)
+        return 1;
     if (s->n == s->cap) {
         size_t cap = s->cap ? s->cap * 2 : 16;
         es_event_t **evs = realloc(s->evs, cap * sizeof *evs);
@@ -512,7 +516,7 @@ static es_err gather_stream(kafka_log *l, const char *type, const char *id, stre
     char topic[ES_MAX_TYPE_LEN + 8];
     int32_t parts = 0;
     snprintf(topic, sizeof topic, "%s.events", type);
-    *s = (stream_scan){type, id, topic, strlen(id), NULL, 0, 0, 0, ES_OK, err};
+    *s = (stream_scan){type, id, topic, strlen(id), l->base.cfg, NULL, 0, 0, 0, ES_OK, err};
     es_err e = kl_partitions(&l->base, topic, &parts, err);
     for (int32_t p = 0; e == ES_OK && p < parts; p++) {
         int64_t lo = 0, hi = 0;
@@ -592,6 +596,7 @@ typedef struct log_scan {
     int stopped;
     es_err e;
     es_error_t *err;
+    const es_config_t *cfg; /* whose upcasters the events go through */
 } log_scan;
 
 static int deliver_log(const rd_kafka_message_t *m, void *opaque) {
@@ -604,7 +609,7 @@ static int deliver_log(const rd_kafka_message_t *m, void *opaque) {
     es_raw_record_t raw = {s->topic,   m->partition, m->offset, key[0] ? key : NULL,
                            m->payload, m->len};
     es_event_t *ev = NULL;
-    if (es_read_decode(&raw, &ev, &s->e, s->err) != ES_READ_EVENT)
+    if (es_read_current(s->cfg, &raw, &ev, &s->e, s->err) != ES_READ_EVENT)
         return 1;
     (*s->ord)++;
     s->delivered++;
@@ -676,7 +681,7 @@ static es_err kl_read_log(es_log_t *base, const char *const *types, int64_t from
                           es_event_cb *cb, void *opaque, int64_t *next, es_error_t *err) {
     kafka_log *l = (kafka_log *)base;
     int64_t ord = 1, skip = from > 1 ? from - 1 : 0;
-    log_scan s = {NULL, &ord, max, 0, cb, opaque, 0, ES_OK, err};
+    log_scan s = {NULL, &ord, max, 0, cb, opaque, 0, ES_OK, err, l->base.cfg};
     char **all = NULL;
     size_t n_all = 0;
     es_err e = types ? ES_OK : event_topics(l, &all, &n_all, err);

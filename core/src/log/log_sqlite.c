@@ -162,8 +162,8 @@ static const char migrate_v2_sql[] = "ALTER TABLE es_commands ADD COLUMN fingerp
                                      "UPDATE es_meta SET value = '3' WHERE key = 'schema_version';";
 
 /* Version 3 had no schema catalogue. */
-static const char migrate_v3_sql[] = SCHEMAS_SQL
-    "UPDATE es_meta SET value = '4' WHERE key = 'schema_version';";
+static const char migrate_v3_sql[] =
+    SCHEMAS_SQL "UPDATE es_meta SET value = '4' WHERE key = 'schema_version';";
 
 /* Multi-row statements come in these sizes, largest first; n rows take at most a few. */
 static const size_t row_sizes[] = {64, 8, 1};
@@ -984,10 +984,9 @@ static es_err decode_row(sqlite_log *l, sqlite3_stmt *s, int col, const char *ty
     int len = sqlite3_column_bytes(s, col);
     es_raw_record_t raw = {topic, 0, pos, key, sqlite3_column_blob(s, col), (size_t)len};
     es_err rc = ES_OK;
-    (void)l;
-    /* The read pipeline's decode stage only: a linked stream holds neither a stale version
-     * nor a gap (a broken link is ES_EIO before this). */
-    es_read_decode(&raw, ev, &rc, err);
+    /* The read pipeline's decode and upcast stages only: a linked stream holds neither a stale
+     * version nor a gap (a broken link is ES_EIO before this). */
+    es_read_current(l->base.cfg, &raw, ev, &rc, err);
     return rc;
 }
 
