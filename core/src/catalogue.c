@@ -153,7 +153,8 @@ static es_err load(es_schemas_t *c, es_error_t *err) {
         e = x.e;
     if (e != ES_OK)
         return e;
-    qsort(c->entries, c->n, sizeof *c->entries, by_name_version);
+    if (c->n)
+        qsort(c->entries, c->n, sizeof *c->entries, by_name_version);
     for (size_t i = 0; i < c->n; i++) {
         uint32_t want = i && !strcmp(c->entries[i - 1].name, c->entries[i].name)
                             ? c->entries[i - 1].version + 1

@@ -125,6 +125,46 @@ static es_err check_positive(const char *key, const char *value, es_error_t *err
     return e;
 }
 
+/* A registry's base URL: http or https with a host, nothing a header or a log line could be cut
+ * by. Credentials belong in schema.registry.basic.auth.user.info, never in the URL. */
+static es_err check_url(const char *key, const char *value, es_error_t *err) {
+    size_t scheme = !strncmp(value, "http://", 7) ? 7 : !strncmp(value, "https://", 8) ? 8 : 0;
+    if (!scheme || !value[scheme] || value[scheme] == '/')
+        return es_fail(err, ES_EINVAL,
+                       "config key '%s': '%.200s' is not an http:// or https:// URL with a host, "
+                       "e.g. http://localhost:8081",
+                       key, value);
+    for (const char *c = value; *c; c++)
+        if ((unsigned char)*c <= 0x20 || *c == 0x7f)
+            return es_fail(err, ES_EINVAL,
+                           "config key '%s': the URL holds a space or a control "
+                           "character",
+                           key);
+    if (strchr(value + scheme, '@'))
+        return es_fail(err, ES_EINVAL,
+                       "config key '%s': the URL holds user information; put it in "
+                       "schema.registry.basic.auth.user.info, which is never printed",
+                       key);
+    return ES_OK;
+}
+
+static es_err check_framing(const char *key, const char *value, es_error_t *err) {
+    return check_choice(key, value, "none", "confluent", err);
+}
+
+/* user:password. The value is a secret: no message quotes it. */
+static es_err check_user_info(const char *key, const char *value, es_error_t *err) {
+    const char *colon = strchr(value, ':');
+    for (const char *c = value; *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f)
+            return es_fail(err, ES_EINVAL, "config key '%s': the value holds a control character",
+                           key);
+    if (!colon || colon == value)
+        return es_fail(err, ES_EINVAL,
+                       "config key '%s': the value is not user:password (not shown here)", key);
+    return ES_OK;
+}
+
 static const key_spec keys[] = {
     {"backend", NULL, check_backend},
     {"brokers", NULL, check_nonempty},
@@ -147,6 +187,11 @@ static const key_spec keys[] = {
     {"saga.retention.ms", "604800000", check_uint},
     {"schema.compatibility", "backward", check_compatibility},
     {"schema.topic", "eskit.schemas", check_nonempty},
+    {"schema.registry.basic.auth.user.info", NULL, check_user_info},
+    {"schema.registry.framing", "none", check_framing},
+    {"schema.registry.retries", "3", check_uint},
+    {"schema.registry.timeout.ms", "5000", check_positive},
+    {"schema.registry.url", NULL, check_url},
     {"service.name", "eskit", check_nonempty},
     {"snapshot.every", "1", check_uint},
     {"sqlite.busy.timeout.ms", "10000", check_uint},
@@ -253,17 +298,24 @@ static es_err check_key(const char *key, const char *value, es_error_t *err) {
     if (!strncmp(key, "kafka.", 6) && key[6])
         return check_kafka(key, value, err);
     const key_spec *spec = find_spec(key);
+    if (!spec && !strncmp(key, "schema.", 7))
+        return es_fail(err, ES_EINVAL,
+                       "unknown config key '%.64s'; the schema keys are schema.compatibility, "
+                       "schema.topic, schema.registry.{url, framing, timeout.ms, retries, "
+                       "basic.auth.user.info}",
+                       key);
     if (!spec)
         return es_fail(
             err, ES_EINVAL,
-            /* Grouped by prefix: the full list must fit in es_error_t's 512 bytes. */
+            /* Grouped by prefix: the full list must fit in es_error_t's 512 bytes (schema.*
+             * has a message of its own, above). */
             "unknown config key '%.64s'; known keys: backend, brokers, cache.aggregates, db, "
             "execute.timeout.ms, projector.{apply.timeout.ms, batch.size, crash.restarts, "
             "linger.ms, log.order, "
             "on.error, on.unknown, path, retries, retry.backoff.ms}, readmodel.db, "
-            "replay.batch.size, saga.{db, retention.ms}, service.name, snapshot.every, "
-            "sqlite.{busy.timeout.ms, synchronous}, state.db, topics.aggregates, "
-            "topics.consumers, topics.partition.throughput, topics.throughput, types.modules, "
+            "replay.batch.size, saga.{db, retention.ms}, schema.*, service.name, snapshot.every, "
+            "sqlite.{busy.timeout.ms, synchronous}, state.db, topics.{aggregates, consumers, "
+            "partition.throughput, throughput}, types.modules, "
             "kafka.<librdkafka property>",
             key);
     return spec->check(key, value, err);

@@ -3,6 +3,7 @@
  * point into it, so a decode is one unpack plus one small allocation.
  */
 #include "internal.h"
+#include "framing.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -172,6 +173,12 @@ es_err es_envelope_decode(const uint8_t *buf, size_t len, const es_position_t *a
     if (!out)
         return es_fail(err, ES_EINVAL, "es_envelope_decode: out is required");
     *out = NULL;
+    uint32_t schema_id = 0; /* a Confluent frame's (docs/registry.md): stripped for every reader */
+    if (es_frame_strip(&buf, &len, &schema_id, err) != ES_OK) {
+        describe_position(at, where, sizeof where);
+        es_error_prefix(err, "malformed event envelope %s: ", where);
+        return ES_EDECODE;
+    }
     Eskit__V1__EventEnvelope *env =
         eskit__v1__event_envelope__unpack(NULL, len, buf ? buf : (const uint8_t *)"");
     if (!env || check_envelope(env, "", NULL) != ES_OK) {

@@ -159,6 +159,48 @@ static es_err open_local(es_processor_t *p, es_engine_t *engine, es_error_t *err
     return e;
 }
 
+/* The event types of an aggregate definition, in a list the caller frees with free. */
+static es_err event_types(const es_aggregate_def *def, const ProtobufCMessageDescriptor ***out,
+                          size_t *n, es_error_t *err) {
+    *n = 0;
+    for (size_t i = 0; def->events && def->events[i]; i++)
+        ++*n;
+    for (size_t i = 0; def->evolvers && def->evolvers[i].event; i++)
+        ++*n;
+    *out = calloc(*n + 1, sizeof **out);
+    if (!*out)
+        return es_fail(err, ES_ENOMEM, "out of memory");
+    size_t k = 0;
+    for (size_t i = 0; def->events && def->events[i]; i++)
+        (*out)[k++] = def->events[i];
+    for (size_t i = 0; def->evolvers && def->evolvers[i].event; i++)
+        (*out)[k++] = def->evolvers[i].event;
+    return ES_OK;
+}
+
+/* With schema.registry.url set: registers the envelope under each events topic's subject and
+ * every event type under its name, each after the registry's compatibility verdict, before
+ * anything connects to Kafka, so that a refusal leaves nothing produced (docs/registry.md). */
+static es_err open_registry(es_processor_t *p, es_error_t *err) {
+    es_err e = es_registry_open(p->cfg, &p->registry, err);
+    if (e != ES_OK || !p->registry)
+        return e;
+    if (!(p->envelope_ids = calloc(p->n_types, sizeof *p->envelope_ids)))
+        return es_fail(err, ES_ENOMEM, "out of memory");
+    for (size_t i = 0; e == ES_OK && i < p->n_types; i++) {
+        const ProtobufCMessageDescriptor **events = NULL;
+        size_t n = 0;
+        e = event_types(p->types[i].def, &events, &n, err);
+        if (e == ES_OK)
+            e = es_registry_put_aggregate(p->registry, type_name(p, i), events, n,
+                                          &p->envelope_ids[i], err);
+        free(events);
+    }
+    if (e != ES_OK)
+        es_error_prefix(err, "the command processor cannot start: ");
+    return e;
+}
+
 static es_err open_kafka(es_processor_t *p, es_error_t *err) {
     char group[320];
     const char *svc = es_config_get(p->cfg, "service.name");
@@ -210,6 +252,8 @@ es_err es_processor_new(const es_config_t *cfg, es_engine_t *engine, es_processo
     p->cfg = p->own_cfg;
     es_stop_init(&p->stop);
     es_err e = open_local(p, engine, err);
+    if (e == ES_OK)
+        e = open_registry(p, err);
     if (e == ES_OK && !(p->batch = calloc(BATCH_MAX, sizeof *p->batch)))
         e = es_fail(err, ES_ENOMEM, "out of memory creating a command processor");
     if (e == ES_OK)
@@ -242,6 +286,8 @@ void es_processor_destroy(es_processor_t *p) {
     es_engine_destroy(p->local);
     es_config_destroy(p->local_cfg);
     es_config_destroy(p->own_cfg);
+    es_registry_destroy(p->registry);
+    free(p->envelope_ids);
     free(p->types);
     free(p->owned);
     free(p->prod);

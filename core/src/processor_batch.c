@@ -5,6 +5,8 @@
  */
 #include "processor_int.h"
 
+#include "framing.h"
+
 _Static_assert(sizeof(uintptr_t) >= 8, "delivery report tags pack two 32-bit numbers");
 
 void es_proc_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
@@ -114,6 +116,8 @@ static es_err produce_event(es_processor_t *p, size_t type, int32_t partition, c
     char topic[TOPIC_MAX];
     es_buf_t b = {0};
     es_err e = es_envelope_pack_caused(ev, fp, &b, err);
+    if (e == ES_OK && es_registry_framing(p->registry))
+        e = es_frame_wrap(&b, p->envelope_ids[type], err);
     if (e != ES_OK) {
         es_buf_free(&b);
         return e;

@@ -15,6 +15,7 @@
 #include "eskit/v1/snapshot.pb-c.h"
 #include "logorder.h"
 #include "readpipe.h"
+#include "registry.h"
 #include "store.h"
 
 #include <stdatomic.h>
@@ -91,6 +92,8 @@ struct es_processor {
     uint32_t prod_gen; /* tags each batch's events: a late report of an older batch is not ours */
     int32_t *cmd_part; /* commands partition of each executable command of the batch */
     es_stop_t stop;    /* es_processor_stop: es_processor_run returns after the poll under way */
+    es_registry_t *registry; /* NULL without schema.registry.url */
+    uint32_t *envelope_ids; /* by type: the envelope's schema id on its events topic, when framed */
     struct {
         atomic_uint_fast64_t commands, restores, events_imported, events_skipped,
             snapshots_imported, snapshots_malformed, snapshots_unused, stale, gaps;

@@ -639,8 +639,10 @@ es_err es_schema_of(const ProtobufCMessageDescriptor *d, es_schema_t **out, es_e
     es_err e = walk_message(&w, d, err);
     if (e == ES_OK) {
         /* The registered type stays first; the rest by full name. */
-        qsort(w.msgs + 1, w.n_msgs - 1, sizeof *w.msgs, msg_by_name);
-        qsort(w.enums, w.n_enums, sizeof *w.enums, enum_by_name);
+        if (w.n_msgs > 1)
+            qsort(w.msgs + 1, w.n_msgs - 1, sizeof *w.msgs, msg_by_name);
+        if (w.n_enums) /* NULL then: qsort's pointer must not be, even for no elements */
+            qsort(w.enums, w.n_enums, sizeof *w.enums, enum_by_name);
         if (build_model(&b, &w) != ES_OK)
             e = es_fail(err, ES_ENOMEM, "out of memory");
     }

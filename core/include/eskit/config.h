@@ -48,6 +48,16 @@
  *   topics.throughput    events per second the plan sizes topics for (default: 1000)
  *   topics.partition.throughput  events per second one partition takes (default: 5000)
  *   topics.consumers     consumers the plan gives each topic at least (default: 1)
+ *   schema.registry.url  Confluent Schema Registry base URL (http:// or https://): the envelope
+ *                        and event types are registered there at processor start (off when
+ *                        unset; docs/registry.md)
+ *   schema.registry.framing  none | confluent: Kafka event record values in Confluent's wire
+ *                        format (magic byte, schema id, message indexes) (default: none)
+ *   schema.registry.timeout.ms  one registry request's timeout (default: 5000)
+ *   schema.registry.retries  retries of a registry request that could not connect, timed out
+ *                        or got a 5xx, with a doubling backoff from 100 ms (default: 3)
+ *   schema.registry.basic.auth.user.info  user:password for the registry's basic auth; a
+ *                        secret: never printed
  *   types.modules        types modules (<eskit/types.h>) esctl decodes payloads and folds
  *                        states with: a comma-separated list of names (searched as projector
  *                        modules are) or paths (loads code: see Trust)

@@ -80,8 +80,9 @@ typedef struct es_position {
 ES_API es_err es_envelope_encode(const es_event_t *ev, uint8_t **out, size_t *out_len,
                                  es_error_t *err);
 
-/* Parses and checks an envelope; ES_EDECODE names the position when malformed.
- * at may be NULL. Caller frees *out with es_event_free. */
+/* Parses and checks an envelope, bare or in Confluent's wire format (docs/registry.md: the
+ * frame is stripped); ES_EDECODE names the position when malformed. at may be NULL. Caller frees
+ * *out with es_event_free. */
 ES_API es_err es_envelope_decode(const uint8_t *buf, size_t len, const es_position_t *at,
                                  es_event_t **out, es_error_t *err);
 

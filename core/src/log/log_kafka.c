@@ -20,6 +20,8 @@
 #include "kafka/wire.h"
 #include "logorder.h"
 #include "readpipe.h"
+#include "framing.h"
+#include "registry.h"
 
 #include <librdkafka/rdkafka.h>
 #include <stdio.h>
@@ -65,6 +67,8 @@ typedef struct kafka_log {
     uintptr_t round;
     sent_rec *sent;
     size_t n_sent, cap_sent;
+    es_registry_t *registry; /* opened by the first produce, when schema.registry.url is set */
+    int registry_opened;
 } kafka_log;
 
 static es_err missing_topic(es_error_t *err, const char *topic) {
@@ -117,6 +121,7 @@ static void kl_destroy(es_log_t *base) {
         rd_kafka_topic_partition_list_destroy(l->assigned);
     if (l->committed)
         rd_kafka_topic_partition_list_destroy(l->committed);
+    es_registry_destroy(l->registry);
     free(l->committer_group);
     free(l->brokers);
     free(l->sent);
@@ -755,11 +760,51 @@ static es_err produce_round(kafka_log *l, size_t n, es_error_t *err) {
     return ES_OK;
 }
 
+/* With schema.registry.framing = confluent: the envelope registered under the subject of each
+ * events topic evs go to, before any is produced, so that a registry that refuses leaves none
+ * produced. The first produce to a topic registers it (the saga coordinator's events are not
+ * known before it runs); later ones find its id cached. */
+static es_err prepare_frames(kafka_log *l, es_event_t *const *evs, size_t n, es_error_t *err) {
+    es_err e = ES_OK;
+    if (!l->registry_opened) {
+        e = es_registry_open(l->base.cfg, &l->registry, err);
+        l->registry_opened = e == ES_OK;
+    }
+    char topic[ES_MAX_TYPE_LEN + 8];
+    for (size_t i = 0; e == ES_OK && es_registry_framing(l->registry) && i < n; i++) {
+        snprintf(topic, sizeof topic, "%s.events", evs[i]->aggregate_type);
+        e = es_registry_envelope_id(l->registry, topic, NULL, err);
+    }
+    return e;
+}
+
+/* An event's record value: its envelope, framed when the registry frames. Caller frees *out. */
+static es_err record_value(kafka_log *l, const char *topic, const es_event_t *ev, uint8_t **out,
+                           size_t *len, es_error_t *err) {
+    uint32_t id = 0;
+    es_err e = ES_OK;
+    if (es_registry_framing(l->registry))
+        e = es_registry_envelope_id(l->registry, topic, &id, err);
+    if (e == ES_OK)
+        e = es_envelope_encode(ev, out, len, err);
+    if (e != ES_OK || !es_registry_framing(l->registry))
+        return e;
+    es_buf_t b = {*out, *len, *len};
+    e = es_frame_wrap(&b, id, err);
+    if (e != ES_OK)
+        es_buf_free(&b);
+    *out = e == ES_OK ? b.data : NULL;
+    *len = b.len;
+    return e;
+}
+
 static es_err kl_produce(es_log_t *base, es_event_t *const *evs, size_t n, const es_stop_t *stop,
                          uint8_t *ok, es_error_t *err) {
     kafka_log *l = (kafka_log *)base;
     memset(ok, 0, n);
     es_err e = l->producer ? ES_OK : make_handle(l, NULL, &l->producer, err);
+    if (e == ES_OK)
+        e = prepare_frames(l, evs, n, err);
     if (e == ES_OK)
         e = produce_round(l, n, err);
     char topic[ES_MAX_TYPE_LEN + 8] = "";
@@ -767,7 +812,7 @@ static es_err kl_produce(es_log_t *base, es_event_t *const *evs, size_t n, const
         uint8_t *bytes = NULL;
         size_t len = 0;
         snprintf(topic, sizeof topic, "%s.events", evs[i]->aggregate_type);
-        e = es_envelope_encode(evs[i], &bytes, &len, err);
+        e = record_value(l, topic, evs[i], &bytes, &len, err);
         if (e == ES_OK)
             e = es_kafka_produce_event(l->producer, topic, RD_KAFKA_PARTITION_UA, evs[i], bytes,
                                        len, (void *)(EVENT_TAG | l->round << SENT_INDEX_BITS | i),
