@@ -114,6 +114,25 @@ static void put_short_fingerprint(pb_buf *b, const char *fp) {
     pb_buf_printf(b, "%.19s", fp); /* "sha256:" and 12 hex digits */
 }
 
+/* The members of an entry's JSON object: type, version, fingerprint, when and by whom. */
+static void put_entry_members(pb_buf *b, const es_schema_entry_t *e) {
+    json_str(b, "type", e->name);
+    pb_buf_printf(b, ", \"version\": %" PRIu32 ", ", e->version);
+    json_str(b, "fingerprint", e->fingerprint);
+    pb_buf_puts(b, ", ");
+    json_time(b, "registered_at", e->registered_at_us);
+    pb_buf_puts(b, ", ");
+    json_str(b, "registered_by", e->registered_by);
+}
+
+/* Each finding's message on a line of its own. */
+static void put_finding_lines(pb_buf *b, const es_schema_report_t *r) {
+    for (size_t i = 0; i < r->n; i++) {
+        put_clean_message(b, r->findings[i].message);
+        pb_buf_putc(b, '\n');
+    }
+}
+
 static int run_list(const options *o, es_schemas_t *cat) {
     entry_list l;
     int rc = read_entries(cat, NULL, &l);
@@ -126,13 +145,7 @@ static int run_list(const options *o, es_schemas_t *cat) {
         for (size_t i = 0; i < l.n; i++) {
             const es_schema_entry_t *e = &l.items[i];
             pb_buf_puts(&b, i ? ",\n {" : "\n {");
-            json_str(&b, "type", e->name);
-            pb_buf_printf(&b, ", \"version\": %" PRIu32 ", ", e->version);
-            json_str(&b, "fingerprint", e->fingerprint);
-            pb_buf_puts(&b, ", ");
-            json_time(&b, "registered_at", e->registered_at_us);
-            pb_buf_puts(&b, ", ");
-            json_str(&b, "registered_by", e->registered_by);
+            put_entry_members(&b, e);
             pb_buf_puts(&b, "}");
         }
         pb_buf_puts(&b, l.n ? "\n]\n" : "]\n");
@@ -204,13 +217,7 @@ static int run_show(const options *o, es_schemas_t *cat) {
         pb_buf_init(&b);
         if (o->json) {
             pb_buf_putc(&b, '{');
-            json_str(&b, "type", e->name);
-            pb_buf_printf(&b, ", \"version\": %" PRIu32 ", ", e->version);
-            json_str(&b, "fingerprint", e->fingerprint);
-            pb_buf_puts(&b, ", ");
-            json_time(&b, "registered_at", e->registered_at_us);
-            pb_buf_puts(&b, ", ");
-            json_str(&b, "registered_by", e->registered_by);
+            put_entry_members(&b, e);
             pb_buf_printf(&b, ", \"schema\": %s}\n", text);
         } else {
             pb_buf_puts(&b, "// ");
@@ -286,10 +293,7 @@ static int run_check(const options *o, const es_config_t *cfg, es_schemas_t *cat
             put_findings(&b, &report);
             pb_buf_puts(&b, "}\n");
         } else {
-            for (size_t i = 0; i < report.n; i++) {
-                put_clean_message(&b, report.findings[i].message);
-                pb_buf_putc(&b, '\n');
-            }
+            put_finding_lines(&b, &report);
             if (e == ES_OK) {
                 pb_buf_puts(&b, "compatible: the ");
                 pb_buf_printf(&b, "%zu message types of ", n);
@@ -338,10 +342,7 @@ static int run_diff(const options *o, es_schemas_t *cat) {
             put_findings(&b, &report);
             pb_buf_puts(&b, "}\n");
         } else {
-            for (size_t i = 0; i < report.n; i++) {
-                put_clean_message(&b, report.findings[i].message);
-                pb_buf_putc(&b, '\n');
-            }
+            put_finding_lines(&b, &report);
             if (!report.n)
                 pb_buf_printf(&b, "no changes from version %" PRIu32 " to %" PRIu32 "\n",
                               a->version, b2->version);
