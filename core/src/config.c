@@ -294,30 +294,59 @@ static es_err check_kafka(const char *key, const char *value, es_error_t *err) {
     return ES_OK;
 }
 
+/* The first segment of a key ("topics" of "topics.throughput"): its length, or 0 for a key
+ * of one segment. */
+static size_t group_len(const char *key) {
+    const char *dot = strchr(key, '.');
+    return dot ? (size_t)(dot - key) : 0;
+}
+
+static int in_group(const char *key, const char *group, size_t len) {
+    return len && group_len(key) == len && !strncmp(key, group, len);
+}
+
+/* An unknown key's message, made from the table so that it never falls behind it: the keys of
+ * the same group when there are any ("the topics.* keys are ..."), else every key, a group of
+ * several as "<group>.*" (the whole list would not fit in a message). */
+static es_err unknown_key(const char *key, es_error_t *err) {
+    char list[400] = "";
+    size_t used = 0, glen = group_len(key), n_same = 0;
+    for (size_t i = 0; i < N_KEYS; i++)
+        n_same += in_group(keys[i].key, key, glen);
+    for (size_t i = 0; i < N_KEYS && used < sizeof list; i++) {
+        const char *k = keys[i].key;
+        size_t kl = group_len(k);
+        int n;
+        if (n_same) {
+            if (!in_group(k, key, glen))
+                continue;
+            n = snprintf(list + used, sizeof list - used, "%s%s", used ? ", " : "", k);
+        } else if (kl && ((i > 0 && in_group(keys[i - 1].key, k, kl)) ||
+                          (i + 1 < N_KEYS && in_group(keys[i + 1].key, k, kl)))) {
+            if (i > 0 && in_group(keys[i - 1].key, k, kl))
+                continue; /* the group is named once */
+            n = snprintf(list + used, sizeof list - used, "%s%.*s.*", used ? ", " : "", (int)kl, k);
+        } else {
+            n = snprintf(list + used, sizeof list - used, "%s%s", used ? ", " : "", k);
+        }
+        used += n > 0 ? (size_t)n : 0;
+    }
+    if (n_same)
+        return es_fail(err, ES_EINVAL,
+                       "unknown config key '%.64s'; the %.*s.* keys are %s (and kafka.<librdkafka "
+                       "property> for librdkafka; core/include/eskit/config.h says what each does)",
+                       key, (int)glen, key, list);
+    return es_fail(err, ES_EINVAL,
+                   "unknown config key '%.64s'; known keys: %s, kafka.<librdkafka property>", key,
+                   list);
+}
+
 static es_err check_key(const char *key, const char *value, es_error_t *err) {
     if (!strncmp(key, "kafka.", 6) && key[6])
         return check_kafka(key, value, err);
     const key_spec *spec = find_spec(key);
-    if (!spec && !strncmp(key, "schema.", 7))
-        return es_fail(err, ES_EINVAL,
-                       "unknown config key '%.64s'; the schema keys are schema.compatibility, "
-                       "schema.topic, schema.registry.{url, framing, timeout.ms, retries, "
-                       "basic.auth.user.info}",
-                       key);
     if (!spec)
-        return es_fail(
-            err, ES_EINVAL,
-            /* Grouped by prefix: the full list must fit in es_error_t's 512 bytes (schema.*
-             * has a message of its own, above). */
-            "unknown config key '%.64s'; known keys: backend, brokers, cache.aggregates, db, "
-            "execute.timeout.ms, projector.{apply.timeout.ms, batch.size, crash.restarts, "
-            "linger.ms, log.order, "
-            "on.error, on.unknown, path, retries, retry.backoff.ms}, readmodel.db, "
-            "replay.batch.size, saga.{db, retention.ms}, schema.*, service.name, snapshot.every, "
-            "sqlite.{busy.timeout.ms, synchronous}, state.db, topics.{aggregates, consumers, "
-            "partition.throughput, throughput}, types.modules, "
-            "kafka.<librdkafka property>",
-            key);
+        return unknown_key(key, err);
     return spec->check(key, value, err);
 }
 

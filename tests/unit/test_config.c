@@ -18,6 +18,23 @@ Test(config, defaults_are_safe_and_embedded) {
     es_config_destroy(cfg);
 }
 
+Test(config, an_unknown_key_is_named_with_the_keys_of_its_group_or_all_groups) {
+    es_config_t *cfg = es_config_new();
+    es_error_t err = {0};
+    cr_assert_eq(es_config_set(cfg, "topics.partitions", "3", &err), ES_EINVAL);
+    cr_assert(strstr(err.message, "'topics.partitions'") &&
+                  strstr(err.message, "the topics.* keys are topics.aggregates, topics.consumers, "
+                                      "topics.partition.throughput, topics.throughput"),
+              "%s", err.message);
+    cr_assert_eq(es_config_set(cfg, "sync", "full", &err), ES_EINVAL);
+    cr_assert(strstr(err.message, "known keys: backend, brokers,") &&
+                  strstr(err.message, "projector.*") && strstr(err.message, "sqlite.*") &&
+                  strstr(err.message, "types.modules") &&
+                  strstr(err.message, "kafka.<librdkafka property>"),
+              "every group, the message whole: %s", err.message);
+    es_config_destroy(cfg);
+}
+
 Test(config, unknown_key_is_an_error_naming_the_key) {
     es_config_t *cfg = es_config_new();
     es_error_t err = {0};
