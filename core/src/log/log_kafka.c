@@ -9,8 +9,11 @@
  * consumer group, for lag tools.
  *
  * A position below a partition's first retained offset means retention
- * deleted records the read model never saw: fetch fails naming both offsets
- * (auto.offset.reset=error backs the check up), it never skips.
+ * deleted records the read model never saw: fetch fails naming both offsets,
+ * it never skips. The fetch itself finds it (auto.offset.reset=error makes
+ * the broker's refusal an error event), so a stoppable reader never waits on
+ * a watermark request, which librdkafka 2.0.2 can hold past its timeout when
+ * the brokers go away while it is in flight.
  *
  * It plays the log reader role only (log/log.h): writing events is the command processor's
  * job, reached through the Kafka command executor (remote.c). The handles, their errors and the
@@ -31,6 +34,7 @@
 #define COMMIT_TIMEOUT_MS 2000   /* best effort: the read model holds the truth */
 #define FIRST_WAIT_MS 3000       /* fetch: wait for records known to be there, after assigning */
 #define IDLE_WAIT_MS 5           /* fetch: quiet time after the last record that ends a fetch */
+#define WAIT_SLICE_MS 10         /* fetch: how often a first wait checks the stop and watermarks */
 
 /* A produced event's delivery report. */
 typedef struct sent_rec {
@@ -194,16 +198,28 @@ static es_err kl_topic_end(es_log_t *base, const char *topic, int32_t partition,
     return ES_OK;
 }
 
-/* The retention check: data below the log start was deleted before this reader saw it.
- * *pending tells whether the partition holds records past the position. */
-static es_err check_position(kafka_log *l, const es_topic_pos_t *p, int *pending, es_error_t *err) {
-    int64_t lo = 0, hi = 0;
-    es_err e = watermarks(l, p->topic, p->partition, &lo, &hi, err);
-    if (e != ES_OK)
-        return e;
-    *pending = hi > (p->offset > lo ? p->offset : lo);
-    if (p->offset == 0)
-        return ES_OK; /* the beginning, wherever it is now */
+/* Whether records lie past the position, from the watermarks the consumer's fetches keep (no
+ * request to a broker: one in flight to brokers that went away holds the caller past any
+ * timeout). Unknown (not fetched yet) counts as pending. */
+static int cached_pending(kafka_log *l, const es_topic_pos_t *p) {
+    int64_t lo = -1, hi = -1;
+    return rd_kafka_get_watermark_offsets(l->consumer, p->topic, p->partition, &lo, &hi) ||
+           hi < 0 || hi > p->offset;
+}
+
+/* The retention check, on a fetch the broker refused as out of range (auto.offset.reset=error
+ * makes that an error event, never a silent skip): data below the log start was deleted
+ * before this reader saw it. The offsets come from the refused fetch's response, which the
+ * consumer cached; asked of the brokers (which just answered) only when it did not. */
+static es_err out_of_range(kafka_log *l, const es_topic_pos_t *p, const char *why,
+                           es_error_t *err) {
+    int64_t lo = -1, hi = -1;
+    if (rd_kafka_get_watermark_offsets(l->consumer, p->topic, p->partition, &lo, &hi) || lo < 0 ||
+        hi < 0) {
+        es_err e = watermarks(l, p->topic, p->partition, &lo, &hi, err);
+        if (e != ES_OK)
+            return e;
+    }
     if (p->offset < lo)
         return es_fail(err, ES_EIO,
                        "%s partition %d: the checkpoint is at offset %lld but the partition now "
@@ -218,15 +234,8 @@ static es_err check_position(kafka_log *l, const es_topic_pos_t *p, int *pending
                        "end %lld; was the topic deleted and created again? rebuild the read "
                        "model (esctl replay)",
                        p->topic, (int)p->partition, (long long)p->offset, (long long)hi);
-    return ES_OK;
-}
-
-/* Whether records lie past the position, from the consumer's last known high watermark. */
-static es_err cached_pending(kafka_log *l, const es_topic_pos_t *p, int *pending) {
-    int64_t lo = 0, hi = 0;
-    *pending = rd_kafka_get_watermark_offsets(l->consumer, p->topic, p->partition, &lo, &hi) ||
-               hi > p->offset;
-    return ES_OK;
+    return es_fail(err, ES_EIO, "%s partition %d: offset %lld is out of range: %s", p->topic,
+                   (int)p->partition, (long long)p->offset, why);
 }
 
 static int same_assignment(const kafka_log *l, const es_topic_pos_t *pos, size_t n) {
@@ -241,17 +250,6 @@ static int same_assignment(const kafka_log *l, const es_topic_pos_t *pos, size_t
     return 1;
 }
 
-/* The positions name the partitions assigned now (offsets aside). */
-static int same_partitions(const kafka_log *l, const es_topic_pos_t *pos, size_t n) {
-    if (!l->assigned || (size_t)l->assigned->cnt != n)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if (l->assigned->elems[i].partition != pos[i].partition ||
-            strcmp(l->assigned->elems[i].topic, pos[i].topic))
-            return 0;
-    return 1;
-}
-
 static void forget_assignment(kafka_log *l) {
     if (l->assigned)
         rd_kafka_topic_partition_list_destroy(l->assigned);
@@ -259,27 +257,19 @@ static void forget_assignment(kafka_log *l) {
 }
 
 /* Assigns the consumer exactly pos (offset 0: the beginning). *first_wait is how long fetch
- * waits for a first record: after a new assignment with records to read, until they come
- * (a rolled-back batch is redone from the broker, and must see its records again). */
+ * waits for a first record: after a new assignment with records to read (or not known yet),
+ * until they come (a rolled-back batch is redone from the broker, and must see its records
+ * again). Positions are checked against retention by the fetch itself (out_of_range). */
 static es_err assign(kafka_log *l, const es_topic_pos_t *pos, size_t n, int *first_wait,
                      es_error_t *err) {
-    int pending = 0, checked = same_partitions(l, pos, n);
+    int pending = 0;
     *first_wait = IDLE_WAIT_MS;
     if (same_assignment(l, pos, n) && !l->reseek)
         return ES_OK;
     forget_assignment(l);
     l->reseek = 0;
-    /* Positions of partitions already assigned were checked then: a rewind or a reseek after
-     * a failed fetch asks only the consumer's cached watermarks, not a broker that may be
-     * the reason the fetch failed. */
-    for (size_t i = 0; i < n; i++) {
-        int more = 0;
-        es_err e =
-            checked ? cached_pending(l, &pos[i], &more) : check_position(l, &pos[i], &more, err);
-        if (e != ES_OK)
-            return e;
-        pending |= more;
-    }
+    for (size_t i = 0; i < n; i++)
+        pending |= cached_pending(l, &pos[i]);
     rd_kafka_topic_partition_list_t *want = rd_kafka_topic_partition_list_new((int)n);
     for (size_t i = 0; i < n; i++)
         rd_kafka_topic_partition_list_add(want, pos[i].topic, pos[i].partition)->offset =
@@ -308,14 +298,11 @@ static es_err message_error(kafka_log *l, const rd_kafka_message_t *m, const es_
                             size_t n, es_error_t *err) {
     const char *topic = m->rkt ? rd_kafka_topic_name(m->rkt) : NULL;
     int i = topic ? find_pos(pos, n, topic, m->partition) : -1;
-    if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET && i >= 0) {
-        int pending = 0;
+    if ((m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET ||
+         m->err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE) &&
+        i >= 0) {
         forget_assignment(l);
-        es_err e = check_position(l, &pos[i], &pending, err);
-        if (e != ES_OK)
-            return e;
-        return es_fail(err, ES_EIO, "%s partition %d: offset %lld is out of range: %s", topic,
-                       (int)m->partition, (long long)pos[i].offset, rd_kafka_message_errstr(m));
+        return out_of_range(l, &pos[i], rd_kafka_message_errstr(m), err);
     }
     if (es_kafka_code(m->err) == ES_ENOTFOUND && topic) {
         forget_assignment(l);
@@ -356,12 +343,9 @@ static int kl_has_records(es_log_t *base, const es_topic_pos_t *pos, size_t n) {
     kafka_log *l = (kafka_log *)base;
     if (!l->consumer || !l->assigned || l->reseek)
         return 1;
-    for (size_t i = 0; i < n; i++) {
-        int64_t lo = -1, hi = -1;
-        if (rd_kafka_get_watermark_offsets(l->consumer, pos[i].topic, pos[i].partition, &lo, &hi) ||
-            hi < 0 || hi > pos[i].offset)
+    for (size_t i = 0; i < n; i++)
+        if (cached_pending(l, &pos[i]))
             return 1;
-    }
     return 0;
 }
 
@@ -378,8 +362,15 @@ static es_err kl_fetch(es_log_t *base, es_topic_pos_t *pos, size_t n_pos, size_t
     es_kafka_clear_outage(l->consumer); /* this fetch judges by what it hears itself */
     while (e == ES_OK && !stop && delivered < max) {
         int64_t left = quiet_until - es_now_us() / 1000;
-        if (left <= 0)
+        if (left <= 0 || (l->base.stop && es_stop_requested(l->base.stop)))
             break;
+        /* Before the first record, in slices: a stop ends the wait, and so does the first
+         * fetch response saying nothing lies past the positions. */
+        if (delivered == 0 && left > WAIT_SLICE_MS) {
+            if (!kl_has_records(base, pos, n_pos))
+                break;
+            left = WAIT_SLICE_MS;
+        }
         rd_kafka_message_t *m = rd_kafka_consumer_poll(l->consumer, (int)left);
         if (delivered == 0 && es_kafka_all_down(l->consumer, why, sizeof why))
             e = es_fail(err, ES_EKAFKA,
