@@ -274,6 +274,16 @@ int es_kafka_all_down(rd_kafka_t *rk, char *why, size_t cap) {
     return down;
 }
 
+int es_kafka_heard_unreachable(rd_kafka_t *rk) {
+    outage_view *v = handle_of(rk)->view;
+    if (!atomic_load_explicit(&v->heard, memory_order_relaxed))
+        return 0;
+    pthread_mutex_lock(&v->lock);
+    int down = v->all_down || v->unreachable[0];
+    pthread_mutex_unlock(&v->lock);
+    return down;
+}
+
 const char *es_kafka_why(rd_kafka_t *rk, rd_kafka_resp_err_t e, char *out, size_t cap) {
     outage_view *v = handle_of(rk)->view;
     pthread_mutex_lock(&v->lock);

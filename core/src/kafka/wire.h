@@ -102,6 +102,9 @@ const char *es_kafka_outage(rd_kafka_t *rk, rd_kafka_resp_err_t e, char *out, si
 /* Whether librdkafka said every broker was down since the last sign of life; why gets its
  * words. */
 int es_kafka_all_down(rd_kafka_t *rk, char *why, size_t cap);
+/* Whether librdkafka said a broker could not be reached (a transport or resolve error, or
+ * every broker down) since the last sign of life. Any thread. */
+int es_kafka_heard_unreachable(rd_kafka_t *rk);
 /* What librdkafka last said of the brokers (its last error event since the last sign of life),
  * else e's words; into out, which it returns. */
 const char *es_kafka_why(rd_kafka_t *rk, rd_kafka_resp_err_t e, char *out, size_t cap);

@@ -49,7 +49,7 @@ typedef struct sent_rec {
 #define ROUND_MAX ((EVENT_TAG - 1) >> SENT_INDEX_BITS)
 #define PRODUCE_FLUSH_MS 10000
 #define PRODUCE_SLICE_MS 50
-#define STOP_GRACE_MS 1000 /* a stop still waits this long for acknowledgements under way */
+#define STOP_GRACE_MS 500 /* a stop still waits this long for acknowledgements under way */
 
 typedef struct kafka_log {
     es_log_t base;
@@ -712,15 +712,21 @@ static es_err kl_put_dlq(es_log_t *base, const char *dlq_topic, const char *ref,
 /* ---- producing events ---------------------------------------------------------------------- */
 
 /* Waits up to PRODUCE_FLUSH_MS for the producer's records to be acknowledged, in short slices so
- * that a stop does not wait for an outage to end: after a stop, at most STOP_GRACE_MS more, for
- * acknowledgements already on their way. */
+ * that a stop does not wait for an outage to end: after a stop, at most STOP_GRACE_MS more (wall
+ * clock) for acknowledgements already on their way, and none once the producer heard a broker
+ * was unreachable, when they are not. What is left is sent again later. */
 static void await_acks(kafka_log *l, const es_stop_t *stop) {
-    for (int waited = 0, grace = 0; waited < PRODUCE_FLUSH_MS && grace < STOP_GRACE_MS;
-         waited += PRODUCE_SLICE_MS) {
-        if (rd_kafka_flush(l->producer, PRODUCE_SLICE_MS) == RD_KAFKA_RESP_ERR_NO_ERROR)
+    int64_t until = es_now_us() / 1000 + PRODUCE_FLUSH_MS;
+    while (rd_kafka_flush(l->producer, PRODUCE_SLICE_MS) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        int64_t now = es_now_us() / 1000;
+        if (stop && es_stop_requested(stop)) {
+            if (es_kafka_heard_unreachable(l->producer))
+                return;
+            if (until > now + STOP_GRACE_MS)
+                until = now + STOP_GRACE_MS;
+        }
+        if (now >= until)
             return;
-        if (stop && es_stop_requested(stop))
-            grace += PRODUCE_SLICE_MS;
     }
 }
 
