@@ -6,7 +6,7 @@
  * partitions and offsets fetch is asked for, and re-assigned when they change
  * (a rolled-back batch, a restart). The consumer commits nothing by itself;
  * commit_positions copies the read model's positions into the projector's
- * consumer group, for lag tools.
+ * consumer group, for lag tools, with the Admin API (commit_wait says why).
  *
  * A position below a partition's first retained offset means retention
  * deleted records the read model never saw: fetch fails naming both offsets,
@@ -56,8 +56,7 @@ typedef struct kafka_log {
     char *brokers;
     rd_kafka_t *consumer;
     rd_kafka_t *producer;  /* made for the first dead letter */
-    rd_kafka_t *committer; /* made for the first commit, in committer_group */
-    char *committer_group;
+    char *committed_group; /* whose positions committed holds */
     rd_kafka_topic_partition_list_t *assigned;  /* fetch's assignment; offset = next to deliver */
     rd_kafka_topic_partition_list_t *committed; /* positions last committed */
     int reseek;       /* a fetch failed: seek back to the positions before reading on */
@@ -115,13 +114,12 @@ static void kl_destroy(es_log_t *base) {
         es_kafka_destroy(l->producer, 0);
     }
     /* No consumer close: nothing joined a group and commits are explicit. */
-    es_kafka_destroy(l->committer, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     es_kafka_destroy(l->consumer, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     if (l->assigned)
         rd_kafka_topic_partition_list_destroy(l->assigned);
     if (l->committed)
         rd_kafka_topic_partition_list_destroy(l->committed);
-    free(l->committer_group);
+    free(l->committed_group);
     free(l->brokers);
     free(l->sent);
     free(l);
@@ -794,32 +792,62 @@ static int same_positions(const rd_kafka_topic_partition_list_t *a,
     return 1;
 }
 
-static es_err committer_for(kafka_log *l, const char *group, es_error_t *err) {
-    if (l->committer && !strcmp(l->committer_group, group))
+/* Forgets the positions last committed when they were another group's. */
+static es_err committed_for(kafka_log *l, const char *group, es_error_t *err) {
+    if (l->committed_group && !strcmp(l->committed_group, group))
         return ES_OK;
-    es_kafka_destroy(l->committer, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
-    free(l->committer_group);
-    l->committer = NULL;
+    free(l->committed_group);
     if (l->committed)
         rd_kafka_topic_partition_list_destroy(l->committed);
     l->committed = NULL;
-    if (!(l->committer_group = strdup(group)))
+    if (!(l->committed_group = strdup(group)))
         return es_fail(err, ES_ENOMEM, "out of memory");
-    return make_handle(l, group, &l->committer, err);
+    return ES_OK;
 }
 
-/* Waits for the commit's result on a queue of its own, so a broker outage costs a bounded
- * wait (a synchronous commit waits for the coordinator however long it takes). */
+/* The commit's failure, if its result says one: the request's, the group's or a partition's. */
+static es_err commit_result(kafka_log *l, rd_kafka_event_t *ev, const char *what,
+                            es_error_t *err) {
+    rd_kafka_resp_err_t ke = rd_kafka_event_error(ev);
+    if (ke)
+        return es_kafka_fail(l->consumer, ke, NULL, err, "%s", what);
+    const rd_kafka_AlterConsumerGroupOffsets_result_t *res =
+        rd_kafka_event_AlterConsumerGroupOffsets_result(ev);
+    size_t n = 0;
+    const rd_kafka_group_result_t **groups =
+        res ? rd_kafka_AlterConsumerGroupOffsets_result_groups(res, &n) : NULL;
+    for (size_t g = 0; g < n; g++) {
+        const rd_kafka_error_t *ge = rd_kafka_group_result_error(groups[g]);
+        if (ge)
+            return es_kafka_fail(l->consumer, rd_kafka_error_code(ge), NULL, err, "%s", what);
+        const rd_kafka_topic_partition_list_t *parts = rd_kafka_group_result_partitions(groups[g]);
+        for (int i = 0; parts && i < parts->cnt; i++)
+            if (parts->elems[i].err)
+                return es_kafka_fail(l->consumer, parts->elems[i].err, NULL, err, "%s", what);
+    }
+    return ES_OK;
+}
+
+/* Sent with the Admin API from the fetch consumer, not by a consumer of the group: a group
+ * consumer's destroy waits for a commit a stop left in flight until librdkafka gives up on the
+ * coordinator (seconds with the brokers gone), an admin request does not hold it. The result
+ * comes on a queue of its own, waited for in slices, so that an outage costs a bounded wait and
+ * the log's stop ends it at once (see watermarks). */
 static es_err commit_wait(kafka_log *l, rd_kafka_topic_partition_list_t *offs, const char *group,
                           es_error_t *err) {
-    char what[320];
+    char what[320], errstr[256];
     snprintf(what, sizeof what, "committing offsets of consumer group %s", group);
-    rd_kafka_queue_t *q = rd_kafka_queue_new(l->committer);
-    rd_kafka_resp_err_t ke = rd_kafka_commit_queue(l->committer, offs, q, NULL, NULL);
+    rd_kafka_queue_t *q = rd_kafka_queue_new(l->consumer);
+    rd_kafka_AdminOptions_t *opts =
+        rd_kafka_AdminOptions_new(l->consumer, RD_KAFKA_ADMIN_OP_ALTERCONSUMERGROUPOFFSETS);
+    rd_kafka_AdminOptions_set_request_timeout(opts, COMMIT_TIMEOUT_MS, errstr, sizeof errstr);
+    rd_kafka_AlterConsumerGroupOffsets_t *alter = rd_kafka_AlterConsumerGroupOffsets_new(group, offs);
+    rd_kafka_AlterConsumerGroupOffsets(l->consumer, &alter, 1, opts, q);
+    rd_kafka_AlterConsumerGroupOffsets_destroy(alter);
+    rd_kafka_AdminOptions_destroy(opts);
     rd_kafka_event_t *ev = NULL;
     es_err e = ES_OK;
-    /* In slices, so that the log's stop ends the wait at once (see watermarks). */
-    for (int waited = 0; !ke && !ev && waited < COMMIT_TIMEOUT_MS; waited += ES_KAFKA_SLICE_MS) {
+    for (int waited = 0; !ev && waited < COMMIT_TIMEOUT_MS; waited += ES_KAFKA_SLICE_MS) {
         ev = rd_kafka_queue_poll(q, ES_KAFKA_SLICE_MS);
         if (!ev && l->base.stop && es_stop_requested(l->base.stop)) {
             e = es_fail(err, ES_ERETRY, "%s: stopped before an answer (brokers %s)", what,
@@ -827,23 +855,14 @@ static es_err commit_wait(kafka_log *l, rd_kafka_topic_partition_list_t *offs, c
             break;
         }
     }
-    if (!ke && ev)
-        ke = rd_kafka_event_error(ev);
-    if (e == ES_OK && ke)
-        e = es_kafka_fail(l->committer, ke, NULL, err, "%s", what);
-    else if (e == ES_OK && !ev)
+    if (e == ES_OK && ev)
+        e = commit_result(l, ev, what, err);
+    else if (e == ES_OK)
         e = es_fail(err, ES_ETIMEOUT, "%s: no answer within %d ms (brokers %s)", what,
                     COMMIT_TIMEOUT_MS, l->brokers);
-    const rd_kafka_topic_partition_list_t *res = ev ? rd_kafka_event_topic_partition_list(ev) : 0;
-    for (int i = 0; e == ES_OK && res && i < res->cnt; i++)
-        if (res->elems[i].err)
-            e = es_kafka_fail(l->committer, res->elems[i].err, NULL, err, "%s", what);
     if (ev)
         rd_kafka_event_destroy(ev);
     rd_kafka_queue_destroy(q);
-    rd_kafka_message_t *m = rd_kafka_consumer_poll(l->committer, 0); /* serves its errors */
-    if (m)
-        rd_kafka_message_destroy(m);
     return e;
 }
 
@@ -852,7 +871,7 @@ static es_err kl_commit_positions(es_log_t *base, const char *group, const es_to
     kafka_log *l = (kafka_log *)base;
     if (n == 0)
         return ES_OK;
-    es_err e = committer_for(l, group, err);
+    es_err e = committed_for(l, group, err);
     if (e != ES_OK)
         return e;
     rd_kafka_topic_partition_list_t *offs = rd_kafka_topic_partition_list_new((int)n);
