@@ -192,6 +192,8 @@ static rd_kafka_resp_err_t sliced_metadata(es_remote_t *r, const call *c,
                                            const struct rd_kafka_metadata **md) {
     int64_t until = es_now_us() / 1000 + REQUEST_TIMEOUT_MS;
     rd_kafka_resp_err_t e;
+    if (es_stop_requested(c->stop)) /* stopped_or says so; no request a stop would wait for */
+        return RD_KAFKA_RESP_ERR__TIMED_OUT;
     while (again(c, e = rd_kafka_metadata(r->consumer, 1, NULL, md, METADATA_SLICE_MS), until))
         ;
     return e;

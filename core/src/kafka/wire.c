@@ -673,6 +673,8 @@ es_err es_kafka_check_headers(const es_kafka_headers_t *h, es_kafka_kind kind, e
 rd_kafka_resp_err_t es_kafka_watermarks(rd_kafka_t *rk, const char *topic, int32_t partition,
                                         int64_t *lo, int64_t *hi, int64_t until_ms,
                                         const es_stop_t *stop) {
+    if (stop && es_stop_requested(stop))
+        return RD_KAFKA_RESP_ERR__TIMED_OUT; /* asked nothing */
     for (;;) {
         rd_kafka_resp_err_t e =
             rd_kafka_query_watermark_offsets(rk, topic, partition, lo, hi, ES_KAFKA_SLICE_MS);

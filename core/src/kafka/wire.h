@@ -254,8 +254,9 @@ es_err es_kafka_check_headers(const es_kafka_headers_t *h, es_kafka_kind kind, e
 /* A partition's watermarks, asked in slices of ES_KAFKA_SLICE_MS until answered, until_ms (on
  * es_now_us()/1000's clock) passes or stop (may be NULL) is requested: one long request would
  * hold a stop. Only timeouts and transport errors are asked again; librdkafka's last answer is
- * returned. (librdkafka 2.0.2 can still block one slice past its timeout while a request is in
- * flight to brokers that went away.) */
+ * returned; __TIMED_OUT, asking nothing, when stop is requested already. (librdkafka 2.0.2 can
+ * still block a slice well past its timeout while a request is in flight to brokers that went
+ * away: keep it off the paths a stop must end at once.) */
 #define ES_KAFKA_SLICE_MS 100
 rd_kafka_resp_err_t es_kafka_watermarks(rd_kafka_t *rk, const char *topic, int32_t partition,
                                         int64_t *lo, int64_t *hi, int64_t until_ms,
