@@ -244,8 +244,8 @@ static es_err await_reply_start(es_remote_t *r, const call *c, const char *topic
         if (!rd_kafka_get_watermark_offsets(r->consumer, topic, p, &lo, end) && *end >= 0)
             return ES_OK;
         if (given_up(c) || es_now_us() / 1000 >= until)
-            return stopped_or(r, c, RD_KAFKA_RESP_ERR__TIMED_OUT, err,
-                              "reading the end offset of", topic);
+            return stopped_or(r, c, RD_KAFKA_RESP_ERR__TIMED_OUT, err, "reading the end offset of",
+                              topic);
     }
 }
 

@@ -55,8 +55,8 @@ typedef struct kafka_log {
     es_log_t base;
     char *brokers;
     rd_kafka_t *consumer;
-    rd_kafka_t *producer;  /* made for the first dead letter */
-    char *committed_group; /* whose positions committed holds */
+    rd_kafka_t *producer;                       /* made for the first dead letter */
+    char *committed_group;                      /* whose positions committed holds */
     rd_kafka_topic_partition_list_t *assigned;  /* fetch's assignment; offset = next to deliver */
     rd_kafka_topic_partition_list_t *committed; /* positions last committed */
     int reseek;       /* a fetch failed: seek back to the positions before reading on */
@@ -806,8 +806,7 @@ static es_err committed_for(kafka_log *l, const char *group, es_error_t *err) {
 }
 
 /* The commit's failure, if its result says one: the request's, the group's or a partition's. */
-static es_err commit_result(kafka_log *l, rd_kafka_event_t *ev, const char *what,
-                            es_error_t *err) {
+static es_err commit_result(kafka_log *l, rd_kafka_event_t *ev, const char *what, es_error_t *err) {
     rd_kafka_resp_err_t ke = rd_kafka_event_error(ev);
     if (ke)
         return es_kafka_fail(l->consumer, ke, NULL, err, "%s", what);
@@ -841,7 +840,8 @@ static es_err commit_wait(kafka_log *l, rd_kafka_topic_partition_list_t *offs, c
     rd_kafka_AdminOptions_t *opts =
         rd_kafka_AdminOptions_new(l->consumer, RD_KAFKA_ADMIN_OP_ALTERCONSUMERGROUPOFFSETS);
     rd_kafka_AdminOptions_set_request_timeout(opts, COMMIT_TIMEOUT_MS, errstr, sizeof errstr);
-    rd_kafka_AlterConsumerGroupOffsets_t *alter = rd_kafka_AlterConsumerGroupOffsets_new(group, offs);
+    rd_kafka_AlterConsumerGroupOffsets_t *alter =
+        rd_kafka_AlterConsumerGroupOffsets_new(group, offs);
     rd_kafka_AlterConsumerGroupOffsets(l->consumer, &alter, 1, opts, q);
     rd_kafka_AlterConsumerGroupOffsets_destroy(alter);
     rd_kafka_AdminOptions_destroy(opts);
