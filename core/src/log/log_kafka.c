@@ -56,6 +56,7 @@ typedef struct kafka_log {
     char *brokers;
     rd_kafka_t *consumer;
     rd_kafka_t *producer;                       /* made for the first dead letter */
+    rd_kafka_t *committer;                      /* admin client, made for the first commit */
     char *committed_group;                      /* whose positions committed holds */
     rd_kafka_topic_partition_list_t *assigned;  /* fetch's assignment; offset = next to deliver */
     rd_kafka_topic_partition_list_t *committed; /* positions last committed */
@@ -113,6 +114,7 @@ static void kl_destroy(es_log_t *base) {
         rd_kafka_purge(l->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
         es_kafka_destroy(l->producer, 0);
     }
+    es_kafka_destroy(l->committer, 0);
     /* No consumer close: nothing joined a group and commits are explicit. */
     es_kafka_destroy(l->consumer, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     if (l->assigned)
@@ -792,8 +794,15 @@ static int same_positions(const rd_kafka_topic_partition_list_t *a,
     return 1;
 }
 
-/* Forgets the positions last committed when they were another group's. */
-static es_err committed_for(kafka_log *l, const char *group, es_error_t *err) {
+/* The admin client commits go through, made once; forgets the positions last committed when
+ * they were another group's. */
+static es_err committer_for(kafka_log *l, const char *group, es_error_t *err) {
+    if (!l->committer) {
+        es_kafka_opts_t o = {.role = ES_KAFKA_ADMIN, .what = "offset committer", .opaque = l};
+        es_err e = es_kafka_new(l->base.cfg, &o, &l->committer, err);
+        if (e != ES_OK)
+            return e;
+    }
     if (l->committed_group && !strcmp(l->committed_group, group))
         return ES_OK;
     free(l->committed_group);
@@ -809,7 +818,7 @@ static es_err committed_for(kafka_log *l, const char *group, es_error_t *err) {
 static es_err commit_result(kafka_log *l, rd_kafka_event_t *ev, const char *what, es_error_t *err) {
     rd_kafka_resp_err_t ke = rd_kafka_event_error(ev);
     if (ke)
-        return es_kafka_fail(l->consumer, ke, NULL, err, "%s", what);
+        return es_kafka_fail(l->committer, ke, NULL, err, "%s", what);
     const rd_kafka_AlterConsumerGroupOffsets_result_t *res =
         rd_kafka_event_AlterConsumerGroupOffsets_result(ev);
     size_t n = 0;
@@ -818,31 +827,32 @@ static es_err commit_result(kafka_log *l, rd_kafka_event_t *ev, const char *what
     for (size_t g = 0; g < n; g++) {
         const rd_kafka_error_t *ge = rd_kafka_group_result_error(groups[g]);
         if (ge)
-            return es_kafka_fail(l->consumer, rd_kafka_error_code(ge), NULL, err, "%s", what);
+            return es_kafka_fail(l->committer, rd_kafka_error_code(ge), NULL, err, "%s", what);
         const rd_kafka_topic_partition_list_t *parts = rd_kafka_group_result_partitions(groups[g]);
         for (int i = 0; parts && i < parts->cnt; i++)
             if (parts->elems[i].err)
-                return es_kafka_fail(l->consumer, parts->elems[i].err, NULL, err, "%s", what);
+                return es_kafka_fail(l->committer, parts->elems[i].err, NULL, err, "%s", what);
     }
     return ES_OK;
 }
 
-/* Sent with the Admin API from the fetch consumer, not by a consumer of the group: a group
+/* Sent with the Admin API from an admin client, not by a consumer of the group: a group
  * consumer's destroy waits for a commit a stop left in flight until librdkafka gives up on the
- * coordinator (seconds with the brokers gone), an admin request does not hold it. The result
- * comes on a queue of its own, waited for in slices, so that an outage costs a bounded wait and
- * the log's stop ends it at once (see watermarks). */
+ * coordinator (seconds with the brokers gone), an admin request does not hold it. A client of its
+ * own: on the fetch consumer's connection the request would wait behind a long-poll fetch. The
+ * result comes on a queue of its own, waited for in slices, so that an outage costs a bounded
+ * wait and the log's stop ends it at once (see watermarks). */
 static es_err commit_wait(kafka_log *l, rd_kafka_topic_partition_list_t *offs, const char *group,
                           es_error_t *err) {
     char what[320], errstr[256];
     snprintf(what, sizeof what, "committing offsets of consumer group %s", group);
-    rd_kafka_queue_t *q = rd_kafka_queue_new(l->consumer);
+    rd_kafka_queue_t *q = rd_kafka_queue_new(l->committer);
     rd_kafka_AdminOptions_t *opts =
-        rd_kafka_AdminOptions_new(l->consumer, RD_KAFKA_ADMIN_OP_ALTERCONSUMERGROUPOFFSETS);
+        rd_kafka_AdminOptions_new(l->committer, RD_KAFKA_ADMIN_OP_ALTERCONSUMERGROUPOFFSETS);
     rd_kafka_AdminOptions_set_request_timeout(opts, COMMIT_TIMEOUT_MS, errstr, sizeof errstr);
     rd_kafka_AlterConsumerGroupOffsets_t *alter =
         rd_kafka_AlterConsumerGroupOffsets_new(group, offs);
-    rd_kafka_AlterConsumerGroupOffsets(l->consumer, &alter, 1, opts, q);
+    rd_kafka_AlterConsumerGroupOffsets(l->committer, &alter, 1, opts, q);
     rd_kafka_AlterConsumerGroupOffsets_destroy(alter);
     rd_kafka_AdminOptions_destroy(opts);
     rd_kafka_event_t *ev = NULL;
@@ -871,7 +881,7 @@ static es_err kl_commit_positions(es_log_t *base, const char *group, const es_to
     kafka_log *l = (kafka_log *)base;
     if (n == 0)
         return ES_OK;
-    es_err e = committed_for(l, group, err);
+    es_err e = committer_for(l, group, err);
     if (e != ES_OK)
         return e;
     rd_kafka_topic_partition_list_t *offs = rd_kafka_topic_partition_list_new((int)n);
