@@ -37,12 +37,13 @@
 #include <string.h>
 #include <time.h>
 
-#define REQUEST_TIMEOUT_MS 10000 /* metadata, watermarks, a command's delivery */
+#define REQUEST_TIMEOUT_MS 10000 /* metadata, a replies partition's start, a command's delivery */
 #define WAIT_MS 10               /* fetch.wait.max.ms: replies are waited for */
 #define FLUSH_SLICE_MS 10        /* a caller checks its delivery reports this often */
 #define POLL_SLICE_MS 100        /* the longest turn a caller reads replies for the others */
 #define POLL_BATCH 1000          /* replies handed out in one turn at most */
-#define METADATA_SLICE_MS 250    /* a metadata or watermark request is retried this often */
+#define METADATA_SLICE_MS 250    /* a metadata request is retried this often */
+#define START_SLICE_MS 10        /* a new replies partition is looked at this often */
 
 typedef struct reply_topic {
     char *type;
@@ -192,6 +193,8 @@ static rd_kafka_resp_err_t sliced_metadata(es_remote_t *r, const call *c,
                                            const struct rd_kafka_metadata **md) {
     int64_t until = es_now_us() / 1000 + REQUEST_TIMEOUT_MS;
     rd_kafka_resp_err_t e;
+    if (es_stop_requested(c->stop)) /* stopped_or says so; no request a stop would wait for */
+        return RD_KAFKA_RESP_ERR__TIMED_OUT;
     while (again(c, e = rd_kafka_metadata(r->consumer, 1, NULL, md, METADATA_SLICE_MS), until))
         ;
     return e;
@@ -227,6 +230,25 @@ static es_err topic_partitions(es_remote_t *r, const call *c, const char *topic,
                    topic);
 }
 
+/* Waits until a fetch of the replies partition, assigned at its end, reported the partition's
+ * end (the consumer's cached watermarks): from then on the consumer reads from an offset no later
+ * than any reply to a command sent after. In slices a stop ends, asking the brokers nothing: a
+ * watermark request in flight when they go away can hold librdkafka 2.0.2 well past its timeout.
+ * *end: the end the fetch saw. */
+static es_err await_reply_start(es_remote_t *r, const call *c, const char *topic, int32_t p,
+                                int64_t *end, es_error_t *err) {
+    int64_t until = es_now_us() / 1000 + REQUEST_TIMEOUT_MS, lo = -1;
+    if (until > c->deadline_ms)
+        until = c->deadline_ms;
+    for (*end = -1;; es_sleep_ms(START_SLICE_MS)) {
+        if (!rd_kafka_get_watermark_offsets(r->consumer, topic, p, &lo, end) && *end >= 0)
+            return ES_OK;
+        if (given_up(c) || es_now_us() / 1000 >= until)
+            return stopped_or(r, c, RD_KAFKA_RESP_ERR__TIMED_OUT, err, "reading the end offset of",
+                              topic);
+    }
+}
+
 /* The replies partition of type this engine reads, assigned at its end on first use. */
 static es_err reply_partition(es_remote_t *r, const call *c, const char *type, int32_t *out,
                               es_error_t *err) {
@@ -237,18 +259,12 @@ static es_err reply_partition(es_remote_t *r, const call *c, const char *type, i
         }
     char topic[ES_MAX_TYPE_LEN + 16];
     int32_t parts = 0;
-    int64_t lo = 0, hi = 0;
+    int64_t end = 0;
     snprintf(topic, sizeof topic, "%s.replies", type);
     es_err e = topic_partitions(r, c, topic, &parts, err);
     if (e != ES_OK)
         return e;
     int32_t p = (int32_t)(r->instance % (uint32_t)parts);
-    rd_kafka_resp_err_t ke;
-    int64_t until = es_now_us() / 1000 + REQUEST_TIMEOUT_MS;
-    ke = es_kafka_watermarks(r->consumer, topic, p, &lo, &hi,
-                             until < c->deadline_ms ? until : c->deadline_ms, c->stop);
-    if (ke)
-        return stopped_or(r, c, ke, err, "reading the end offset of", topic);
     reply_topic *rt = realloc(r->replies, (r->n_replies + 1) * sizeof *rt);
     if (!rt)
         return es_fail(err, ES_ENOMEM, "out of memory");
@@ -257,14 +273,19 @@ static es_err reply_partition(es_remote_t *r, const call *c, const char *type, i
         return es_fail(err, ES_ENOMEM, "out of memory");
     if (!r->assigned)
         r->assigned = rd_kafka_topic_partition_list_new(4);
-    rd_kafka_topic_partition_list_add(r->assigned, topic, p)->offset = hi;
+    rd_kafka_topic_partition_list_add(r->assigned, topic, p)->offset = RD_KAFKA_OFFSET_END;
     /* The list holds every partition's next offset, so assigning all of it again loses none. */
-    if ((ke = rd_kafka_assign(r->consumer, r->assigned))) {
+    rd_kafka_resp_err_t ke = rd_kafka_assign(r->consumer, r->assigned);
+    e = ke ? es_kafka_fail(r->consumer, ke, NULL, err, "assigning the replies partition of %s",
+                           topic)
+           : await_reply_start(r, c, topic, p, &end, err);
+    if (e != ES_OK) {
         rd_kafka_topic_partition_list_del(r->assigned, topic, p);
+        rd_kafka_assign(r->consumer, r->assigned); /* tried again on the next call */
         free(rt[r->n_replies].type);
-        return es_kafka_fail(r->consumer, ke, NULL, err, "assigning the replies partition of %s",
-                             topic);
+        return e;
     }
+    rd_kafka_topic_partition_list_find(r->assigned, topic, p)->offset = end;
     rt[r->n_replies++].partition = p;
     *out = p;
     return ES_OK;

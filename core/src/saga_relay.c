@@ -134,7 +134,8 @@ static int retryable(const es_result_t *r) {
 
 es_err es_saga_relay(es_saga_t *c, size_t *delivered, es_error_t *err) {
     *delivered = 0;
-    if (es_now_us() < c->retry_at_us)
+    /* A stop sends nothing new: the outbox keeps the commands for the next run. */
+    if (es_now_us() < c->retry_at_us || es_stop_requested(&c->stop))
         return ES_OK;
     delivery *d = calloc(RELAY_BATCH, sizeof *d);
     es_command_t *cmds = calloc(RELAY_BATCH, sizeof *cmds);

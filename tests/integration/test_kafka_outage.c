@@ -31,7 +31,7 @@
 #include "tp_format.h"
 
 #define PARTS 3
-#define STOP_DEADLINE_MS 5000
+#define STOP_DEADLINE_MS 2000
 #define SAGA "orders.fulfilment"
 
 static char *dir, *child_log;

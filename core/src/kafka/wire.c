@@ -274,6 +274,16 @@ int es_kafka_all_down(rd_kafka_t *rk, char *why, size_t cap) {
     return down;
 }
 
+int es_kafka_heard_unreachable(rd_kafka_t *rk) {
+    outage_view *v = handle_of(rk)->view;
+    if (!atomic_load_explicit(&v->heard, memory_order_relaxed))
+        return 0;
+    pthread_mutex_lock(&v->lock);
+    int down = v->all_down || v->unreachable[0];
+    pthread_mutex_unlock(&v->lock);
+    return down;
+}
+
 const char *es_kafka_why(rd_kafka_t *rk, rd_kafka_resp_err_t e, char *out, size_t cap) {
     outage_view *v = handle_of(rk)->view;
     pthread_mutex_lock(&v->lock);
@@ -664,6 +674,8 @@ es_err es_kafka_check_headers(const es_kafka_headers_t *h, es_kafka_kind kind, e
 rd_kafka_resp_err_t es_kafka_watermarks(rd_kafka_t *rk, const char *topic, int32_t partition,
                                         int64_t *lo, int64_t *hi, int64_t until_ms,
                                         const es_stop_t *stop) {
+    if (stop && es_stop_requested(stop))
+        return RD_KAFKA_RESP_ERR__TIMED_OUT; /* asked nothing */
     for (;;) {
         rd_kafka_resp_err_t e =
             rd_kafka_query_watermark_offsets(rk, topic, partition, lo, hi, ES_KAFKA_SLICE_MS);

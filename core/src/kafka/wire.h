@@ -102,6 +102,9 @@ const char *es_kafka_outage(rd_kafka_t *rk, rd_kafka_resp_err_t e, char *out, si
 /* Whether librdkafka said every broker was down since the last sign of life; why gets its
  * words. */
 int es_kafka_all_down(rd_kafka_t *rk, char *why, size_t cap);
+/* Whether librdkafka said a broker could not be reached (a transport or resolve error, or
+ * every broker down) since the last sign of life. Any thread. */
+int es_kafka_heard_unreachable(rd_kafka_t *rk);
 /* What librdkafka last said of the brokers (its last error event since the last sign of life),
  * else e's words; into out, which it returns. */
 const char *es_kafka_why(rd_kafka_t *rk, rd_kafka_resp_err_t e, char *out, size_t cap);
@@ -251,8 +254,9 @@ es_err es_kafka_check_headers(const es_kafka_headers_t *h, es_kafka_kind kind, e
 /* A partition's watermarks, asked in slices of ES_KAFKA_SLICE_MS until answered, until_ms (on
  * es_now_us()/1000's clock) passes or stop (may be NULL) is requested: one long request would
  * hold a stop. Only timeouts and transport errors are asked again; librdkafka's last answer is
- * returned. (librdkafka 2.0.2 can still block one slice past its timeout while a request is in
- * flight to brokers that went away.) */
+ * returned; __TIMED_OUT, asking nothing, when stop is requested already. (librdkafka 2.0.2 can
+ * still block a slice well past its timeout while a request is in flight to brokers that went
+ * away: keep it off the paths a stop must end at once.) */
 #define ES_KAFKA_SLICE_MS 100
 rd_kafka_resp_err_t es_kafka_watermarks(rd_kafka_t *rk, const char *topic, int32_t partition,
                                         int64_t *lo, int64_t *hi, int64_t until_ms,

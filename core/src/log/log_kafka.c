@@ -6,11 +6,14 @@
  * partitions and offsets fetch is asked for, and re-assigned when they change
  * (a rolled-back batch, a restart). The consumer commits nothing by itself;
  * commit_positions copies the read model's positions into the projector's
- * consumer group, for lag tools.
+ * consumer group, for lag tools, with the Admin API (commit_wait says why).
  *
  * A position below a partition's first retained offset means retention
- * deleted records the read model never saw: fetch fails naming both offsets
- * (auto.offset.reset=error backs the check up), it never skips.
+ * deleted records the read model never saw: fetch fails naming both offsets,
+ * it never skips. The fetch itself finds it (auto.offset.reset=error makes
+ * the broker's refusal an error event), so a stoppable reader never waits on
+ * a watermark request, which librdkafka 2.0.2 can hold past its timeout when
+ * the brokers go away while it is in flight.
  *
  * It plays the log reader role only (log/log.h): writing events is the command processor's
  * job, reached through the Kafka command executor (remote.c). The handles, their errors and the
@@ -33,6 +36,7 @@
 #define COMMIT_TIMEOUT_MS 2000   /* best effort: the read model holds the truth */
 #define FIRST_WAIT_MS 3000       /* fetch: wait for records known to be there, after assigning */
 #define IDLE_WAIT_MS 5           /* fetch: quiet time after the last record that ends a fetch */
+#define WAIT_SLICE_MS 10         /* fetch: how often a first wait checks the stop and watermarks */
 
 /* A produced event's delivery report. */
 typedef struct sent_rec {
@@ -47,15 +51,15 @@ typedef struct sent_rec {
 #define ROUND_MAX ((EVENT_TAG - 1) >> SENT_INDEX_BITS)
 #define PRODUCE_FLUSH_MS 10000
 #define PRODUCE_SLICE_MS 50
-#define STOP_GRACE_MS 1000 /* a stop still waits this long for acknowledgements under way */
+#define STOP_GRACE_MS 500 /* a stop still waits this long for acknowledgements under way */
 
 typedef struct kafka_log {
     es_log_t base;
     char *brokers;
     rd_kafka_t *consumer;
-    rd_kafka_t *producer;  /* made for the first dead letter */
-    rd_kafka_t *committer; /* made for the first commit, in committer_group */
-    char *committer_group;
+    rd_kafka_t *producer;                       /* made for the first dead letter */
+    rd_kafka_t *committer;                      /* admin client, made for the first commit */
+    char *committed_group;                      /* whose positions committed holds */
     rd_kafka_topic_partition_list_t *assigned;  /* fetch's assignment; offset = next to deliver */
     rd_kafka_topic_partition_list_t *committed; /* positions last committed */
     int reseek;       /* a fetch failed: seek back to the positions before reading on */
@@ -114,15 +118,15 @@ static void kl_destroy(es_log_t *base) {
         rd_kafka_purge(l->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
         es_kafka_destroy(l->producer, 0);
     }
+    es_kafka_destroy(l->committer, 0);
     /* No consumer close: nothing joined a group and commits are explicit. */
-    es_kafka_destroy(l->committer, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     es_kafka_destroy(l->consumer, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     if (l->assigned)
         rd_kafka_topic_partition_list_destroy(l->assigned);
     if (l->committed)
         rd_kafka_topic_partition_list_destroy(l->committed);
     es_registry_destroy(l->registry);
-    free(l->committer_group);
+    free(l->committed_group);
     free(l->brokers);
     free(l->sent);
     free(l);
@@ -199,16 +203,28 @@ static es_err kl_topic_end(es_log_t *base, const char *topic, int32_t partition,
     return ES_OK;
 }
 
-/* The retention check: data below the log start was deleted before this reader saw it.
- * *pending tells whether the partition holds records past the position. */
-static es_err check_position(kafka_log *l, const es_topic_pos_t *p, int *pending, es_error_t *err) {
-    int64_t lo = 0, hi = 0;
-    es_err e = watermarks(l, p->topic, p->partition, &lo, &hi, err);
-    if (e != ES_OK)
-        return e;
-    *pending = hi > (p->offset > lo ? p->offset : lo);
-    if (p->offset == 0)
-        return ES_OK; /* the beginning, wherever it is now */
+/* Whether records lie past the position, from the watermarks the consumer's fetches keep (no
+ * request to a broker: one in flight to brokers that went away holds the caller past any
+ * timeout). Unknown (not fetched yet) counts as pending. */
+static int cached_pending(kafka_log *l, const es_topic_pos_t *p) {
+    int64_t lo = -1, hi = -1;
+    return rd_kafka_get_watermark_offsets(l->consumer, p->topic, p->partition, &lo, &hi) ||
+           hi < 0 || hi > p->offset;
+}
+
+/* The retention check, on a fetch the broker refused as out of range (auto.offset.reset=error
+ * makes that an error event, never a silent skip): data below the log start was deleted
+ * before this reader saw it. The offsets come from the refused fetch's response, which the
+ * consumer cached; asked of the brokers (which just answered) only when it did not. */
+static es_err out_of_range(kafka_log *l, const es_topic_pos_t *p, const char *why,
+                           es_error_t *err) {
+    int64_t lo = -1, hi = -1;
+    if (rd_kafka_get_watermark_offsets(l->consumer, p->topic, p->partition, &lo, &hi) || lo < 0 ||
+        hi < 0) {
+        es_err e = watermarks(l, p->topic, p->partition, &lo, &hi, err);
+        if (e != ES_OK)
+            return e;
+    }
     if (p->offset < lo)
         return es_fail(err, ES_EIO,
                        "%s partition %d: the checkpoint is at offset %lld but the partition now "
@@ -223,15 +239,8 @@ static es_err check_position(kafka_log *l, const es_topic_pos_t *p, int *pending
                        "end %lld; was the topic deleted and created again? rebuild the read "
                        "model (esctl replay)",
                        p->topic, (int)p->partition, (long long)p->offset, (long long)hi);
-    return ES_OK;
-}
-
-/* Whether records lie past the position, from the consumer's last known high watermark. */
-static es_err cached_pending(kafka_log *l, const es_topic_pos_t *p, int *pending) {
-    int64_t lo = 0, hi = 0;
-    *pending = rd_kafka_get_watermark_offsets(l->consumer, p->topic, p->partition, &lo, &hi) ||
-               hi > p->offset;
-    return ES_OK;
+    return es_fail(err, ES_EIO, "%s partition %d: offset %lld is out of range: %s", p->topic,
+                   (int)p->partition, (long long)p->offset, why);
 }
 
 static int same_assignment(const kafka_log *l, const es_topic_pos_t *pos, size_t n) {
@@ -246,17 +255,6 @@ static int same_assignment(const kafka_log *l, const es_topic_pos_t *pos, size_t
     return 1;
 }
 
-/* The positions name the partitions assigned now (offsets aside). */
-static int same_partitions(const kafka_log *l, const es_topic_pos_t *pos, size_t n) {
-    if (!l->assigned || (size_t)l->assigned->cnt != n)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if (l->assigned->elems[i].partition != pos[i].partition ||
-            strcmp(l->assigned->elems[i].topic, pos[i].topic))
-            return 0;
-    return 1;
-}
-
 static void forget_assignment(kafka_log *l) {
     if (l->assigned)
         rd_kafka_topic_partition_list_destroy(l->assigned);
@@ -264,27 +262,19 @@ static void forget_assignment(kafka_log *l) {
 }
 
 /* Assigns the consumer exactly pos (offset 0: the beginning). *first_wait is how long fetch
- * waits for a first record: after a new assignment with records to read, until they come
- * (a rolled-back batch is redone from the broker, and must see its records again). */
+ * waits for a first record: after a new assignment with records to read (or not known yet),
+ * until they come (a rolled-back batch is redone from the broker, and must see its records
+ * again). Positions are checked against retention by the fetch itself (out_of_range). */
 static es_err assign(kafka_log *l, const es_topic_pos_t *pos, size_t n, int *first_wait,
                      es_error_t *err) {
-    int pending = 0, checked = same_partitions(l, pos, n);
+    int pending = 0;
     *first_wait = IDLE_WAIT_MS;
     if (same_assignment(l, pos, n) && !l->reseek)
         return ES_OK;
     forget_assignment(l);
     l->reseek = 0;
-    /* Positions of partitions already assigned were checked then: a rewind or a reseek after
-     * a failed fetch asks only the consumer's cached watermarks, not a broker that may be
-     * the reason the fetch failed. */
-    for (size_t i = 0; i < n; i++) {
-        int more = 0;
-        es_err e =
-            checked ? cached_pending(l, &pos[i], &more) : check_position(l, &pos[i], &more, err);
-        if (e != ES_OK)
-            return e;
-        pending |= more;
-    }
+    for (size_t i = 0; i < n; i++)
+        pending |= cached_pending(l, &pos[i]);
     rd_kafka_topic_partition_list_t *want = rd_kafka_topic_partition_list_new((int)n);
     for (size_t i = 0; i < n; i++)
         rd_kafka_topic_partition_list_add(want, pos[i].topic, pos[i].partition)->offset =
@@ -313,14 +303,11 @@ static es_err message_error(kafka_log *l, const rd_kafka_message_t *m, const es_
                             size_t n, es_error_t *err) {
     const char *topic = m->rkt ? rd_kafka_topic_name(m->rkt) : NULL;
     int i = topic ? find_pos(pos, n, topic, m->partition) : -1;
-    if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET && i >= 0) {
-        int pending = 0;
+    if ((m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET ||
+         m->err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE) &&
+        i >= 0) {
         forget_assignment(l);
-        es_err e = check_position(l, &pos[i], &pending, err);
-        if (e != ES_OK)
-            return e;
-        return es_fail(err, ES_EIO, "%s partition %d: offset %lld is out of range: %s", topic,
-                       (int)m->partition, (long long)pos[i].offset, rd_kafka_message_errstr(m));
+        return out_of_range(l, &pos[i], rd_kafka_message_errstr(m), err);
     }
     if (es_kafka_code(m->err) == ES_ENOTFOUND && topic) {
         forget_assignment(l);
@@ -361,12 +348,9 @@ static int kl_has_records(es_log_t *base, const es_topic_pos_t *pos, size_t n) {
     kafka_log *l = (kafka_log *)base;
     if (!l->consumer || !l->assigned || l->reseek)
         return 1;
-    for (size_t i = 0; i < n; i++) {
-        int64_t lo = -1, hi = -1;
-        if (rd_kafka_get_watermark_offsets(l->consumer, pos[i].topic, pos[i].partition, &lo, &hi) ||
-            hi < 0 || hi > pos[i].offset)
+    for (size_t i = 0; i < n; i++)
+        if (cached_pending(l, &pos[i]))
             return 1;
-    }
     return 0;
 }
 
@@ -383,8 +367,15 @@ static es_err kl_fetch(es_log_t *base, es_topic_pos_t *pos, size_t n_pos, size_t
     es_kafka_clear_outage(l->consumer); /* this fetch judges by what it hears itself */
     while (e == ES_OK && !stop && delivered < max) {
         int64_t left = quiet_until - es_now_us() / 1000;
-        if (left <= 0)
+        if (left <= 0 || (l->base.stop && es_stop_requested(l->base.stop)))
             break;
+        /* Before the first record, in slices: a stop ends the wait, and so does the first
+         * fetch response saying nothing lies past the positions. */
+        if (delivered == 0 && left > WAIT_SLICE_MS) {
+            if (!kl_has_records(base, pos, n_pos))
+                break;
+            left = WAIT_SLICE_MS;
+        }
         rd_kafka_message_t *m = rd_kafka_consumer_poll(l->consumer, (int)left);
         if (delivered == 0 && es_kafka_all_down(l->consumer, why, sizeof why))
             e = es_fail(err, ES_EKAFKA,
@@ -731,15 +722,21 @@ static es_err kl_put_dlq(es_log_t *base, const char *dlq_topic, const char *ref,
 /* ---- producing events ---------------------------------------------------------------------- */
 
 /* Waits up to PRODUCE_FLUSH_MS for the producer's records to be acknowledged, in short slices so
- * that a stop does not wait for an outage to end: after a stop, at most STOP_GRACE_MS more, for
- * acknowledgements already on their way. */
+ * that a stop does not wait for an outage to end: after a stop, at most STOP_GRACE_MS more (wall
+ * clock) for acknowledgements already on their way, and none once the producer heard a broker
+ * was unreachable, when they are not. What is left is sent again later. */
 static void await_acks(kafka_log *l, const es_stop_t *stop) {
-    for (int waited = 0, grace = 0; waited < PRODUCE_FLUSH_MS && grace < STOP_GRACE_MS;
-         waited += PRODUCE_SLICE_MS) {
-        if (rd_kafka_flush(l->producer, PRODUCE_SLICE_MS) == RD_KAFKA_RESP_ERR_NO_ERROR)
+    int64_t until = es_now_us() / 1000 + PRODUCE_FLUSH_MS;
+    while (rd_kafka_flush(l->producer, PRODUCE_SLICE_MS) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        int64_t now = es_now_us() / 1000;
+        if (stop && es_stop_requested(stop)) {
+            if (es_kafka_heard_unreachable(l->producer))
+                return;
+            if (until > now + STOP_GRACE_MS)
+                until = now + STOP_GRACE_MS;
+        }
+        if (now >= until)
             return;
-        if (stop && es_stop_requested(stop))
-            grace += PRODUCE_SLICE_MS;
     }
 }
 
@@ -847,32 +844,70 @@ static int same_positions(const rd_kafka_topic_partition_list_t *a,
     return 1;
 }
 
+/* The admin client commits go through, made once; forgets the positions last committed when
+ * they were another group's. */
 static es_err committer_for(kafka_log *l, const char *group, es_error_t *err) {
-    if (l->committer && !strcmp(l->committer_group, group))
+    if (!l->committer) {
+        es_kafka_opts_t o = {.role = ES_KAFKA_ADMIN, .what = "offset committer", .opaque = l};
+        es_err e = es_kafka_new(l->base.cfg, &o, &l->committer, err);
+        if (e != ES_OK)
+            return e;
+    }
+    if (l->committed_group && !strcmp(l->committed_group, group))
         return ES_OK;
-    es_kafka_destroy(l->committer, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
-    free(l->committer_group);
-    l->committer = NULL;
+    free(l->committed_group);
     if (l->committed)
         rd_kafka_topic_partition_list_destroy(l->committed);
     l->committed = NULL;
-    if (!(l->committer_group = strdup(group)))
+    if (!(l->committed_group = strdup(group)))
         return es_fail(err, ES_ENOMEM, "out of memory");
-    return make_handle(l, group, &l->committer, err);
+    return ES_OK;
 }
 
-/* Waits for the commit's result on a queue of its own, so a broker outage costs a bounded
- * wait (a synchronous commit waits for the coordinator however long it takes). */
+/* The commit's failure, if its result says one: the request's, the group's or a partition's. */
+static es_err commit_result(kafka_log *l, rd_kafka_event_t *ev, const char *what, es_error_t *err) {
+    rd_kafka_resp_err_t ke = rd_kafka_event_error(ev);
+    if (ke)
+        return es_kafka_fail(l->committer, ke, NULL, err, "%s", what);
+    const rd_kafka_AlterConsumerGroupOffsets_result_t *res =
+        rd_kafka_event_AlterConsumerGroupOffsets_result(ev);
+    size_t n = 0;
+    const rd_kafka_group_result_t **groups =
+        res ? rd_kafka_AlterConsumerGroupOffsets_result_groups(res, &n) : NULL;
+    for (size_t g = 0; g < n; g++) {
+        const rd_kafka_error_t *ge = rd_kafka_group_result_error(groups[g]);
+        if (ge)
+            return es_kafka_fail(l->committer, rd_kafka_error_code(ge), NULL, err, "%s", what);
+        const rd_kafka_topic_partition_list_t *parts = rd_kafka_group_result_partitions(groups[g]);
+        for (int i = 0; parts && i < parts->cnt; i++)
+            if (parts->elems[i].err)
+                return es_kafka_fail(l->committer, parts->elems[i].err, NULL, err, "%s", what);
+    }
+    return ES_OK;
+}
+
+/* Sent with the Admin API from an admin client, not by a consumer of the group: a group
+ * consumer's destroy waits for a commit a stop left in flight until librdkafka gives up on the
+ * coordinator (seconds with the brokers gone), an admin request does not hold it. A client of its
+ * own: on the fetch consumer's connection the request would wait behind a long-poll fetch. The
+ * result comes on a queue of its own, waited for in slices, so that an outage costs a bounded
+ * wait and the log's stop ends it at once (see watermarks). */
 static es_err commit_wait(kafka_log *l, rd_kafka_topic_partition_list_t *offs, const char *group,
                           es_error_t *err) {
-    char what[320];
+    char what[320], errstr[256];
     snprintf(what, sizeof what, "committing offsets of consumer group %s", group);
     rd_kafka_queue_t *q = rd_kafka_queue_new(l->committer);
-    rd_kafka_resp_err_t ke = rd_kafka_commit_queue(l->committer, offs, q, NULL, NULL);
+    rd_kafka_AdminOptions_t *opts =
+        rd_kafka_AdminOptions_new(l->committer, RD_KAFKA_ADMIN_OP_ALTERCONSUMERGROUPOFFSETS);
+    rd_kafka_AdminOptions_set_request_timeout(opts, COMMIT_TIMEOUT_MS, errstr, sizeof errstr);
+    rd_kafka_AlterConsumerGroupOffsets_t *alter =
+        rd_kafka_AlterConsumerGroupOffsets_new(group, offs);
+    rd_kafka_AlterConsumerGroupOffsets(l->committer, &alter, 1, opts, q);
+    rd_kafka_AlterConsumerGroupOffsets_destroy(alter);
+    rd_kafka_AdminOptions_destroy(opts);
     rd_kafka_event_t *ev = NULL;
     es_err e = ES_OK;
-    /* In slices, so that the log's stop ends the wait at once (see watermarks). */
-    for (int waited = 0; !ke && !ev && waited < COMMIT_TIMEOUT_MS; waited += ES_KAFKA_SLICE_MS) {
+    for (int waited = 0; !ev && waited < COMMIT_TIMEOUT_MS; waited += ES_KAFKA_SLICE_MS) {
         ev = rd_kafka_queue_poll(q, ES_KAFKA_SLICE_MS);
         if (!ev && l->base.stop && es_stop_requested(l->base.stop)) {
             e = es_fail(err, ES_ERETRY, "%s: stopped before an answer (brokers %s)", what,
@@ -880,23 +915,14 @@ static es_err commit_wait(kafka_log *l, rd_kafka_topic_partition_list_t *offs, c
             break;
         }
     }
-    if (!ke && ev)
-        ke = rd_kafka_event_error(ev);
-    if (e == ES_OK && ke)
-        e = es_kafka_fail(l->committer, ke, NULL, err, "%s", what);
-    else if (e == ES_OK && !ev)
+    if (e == ES_OK && ev)
+        e = commit_result(l, ev, what, err);
+    else if (e == ES_OK)
         e = es_fail(err, ES_ETIMEOUT, "%s: no answer within %d ms (brokers %s)", what,
                     COMMIT_TIMEOUT_MS, l->brokers);
-    const rd_kafka_topic_partition_list_t *res = ev ? rd_kafka_event_topic_partition_list(ev) : 0;
-    for (int i = 0; e == ES_OK && res && i < res->cnt; i++)
-        if (res->elems[i].err)
-            e = es_kafka_fail(l->committer, res->elems[i].err, NULL, err, "%s", what);
     if (ev)
         rd_kafka_event_destroy(ev);
     rd_kafka_queue_destroy(q);
-    rd_kafka_message_t *m = rd_kafka_consumer_poll(l->committer, 0); /* serves its errors */
-    if (m)
-        rd_kafka_message_destroy(m);
     return e;
 }
 
