@@ -8,7 +8,9 @@
  * saga_int.h for the tables.
  */
 #include "saga_int.h"
+#include "backends.h"
 #include "catalogue.h"
+#include "registry.h"
 
 #include "kafka/wire.h"
 #include "projector_int.h"
@@ -867,6 +869,28 @@ static es_err enrol_schemas(es_saga_t *c, const es_saga_def *def, es_error_t *er
     return e;
 }
 
+/* With schema.registry.url set on Kafka: the transitions' envelope under
+ * <name>.saga.events-value and eskit.v1.SagaTransition under its name, compatibility first,
+ * before the coordinator starts (docs/registry.md), as the command processor does for its
+ * events; a registry that refuses or is down refuses the start. */
+static es_err register_with_registry(es_saga_t *c, const es_saga_def *def, es_error_t *err) {
+    if (!es_backend_of(c->cfg)->partitioned)
+        return ES_OK; /* the embedded log has no records for a registry */
+    es_registry_t *r = NULL;
+    es_err e = es_registry_open(c->cfg, &r, err);
+    if (e == ES_OK && r) {
+        char type[ES_MAX_TYPE_LEN + 16];
+        snprintf(type, sizeof type, "%s.saga", def->name);
+        const ProtobufCMessageDescriptor *const transitions[] = {
+            &eskit__v1__saga_transition__descriptor};
+        e = es_registry_put_aggregate(r, type, transitions, 1, NULL, err);
+        if (e != ES_OK)
+            es_error_prefix(err, "saga '%s': ", def->name);
+    }
+    es_registry_destroy(r);
+    return e;
+}
+
 es_err es_saga_new(const es_config_t *cfg, const es_saga_def *def, es_engine_t *engine,
                    es_saga_t **out, es_error_t *err) {
     if (!cfg || !engine || !out)
@@ -877,6 +901,8 @@ es_err es_saga_new(const es_config_t *cfg, const es_saga_def *def, es_engine_t *
         return e;
     c->engine = engine;
     e = enrol_schemas(c, def, err);
+    if (e == ES_OK)
+        e = register_with_registry(c, def, err);
     if (e != ES_OK) {
         es_saga_destroy(c);
         return e;

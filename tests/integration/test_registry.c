@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "domain.h"
+#include "fulfilment.h"
 #include "eskit/v1/envelope.pb-c.h"
 #include "order_summary.h"
 #include "framing.h"
@@ -218,6 +219,52 @@ Test(registry, processor_start_registers_the_envelope_per_topic_and_each_event_t
         cr_expect(c && r && c < r, "no compatibility call before %s", payloads[i]);
     }
     free(log);
+}
+
+Test(registry, coordinator_start_registers_the_transitions_envelope_and_their_type) {
+    start_double("ok", "0");
+    set("schema.registry.url", url);
+    char *saga_db = tu_path(dir, "saga.db");
+    set("saga.db", saga_db);
+    free(saga_db);
+    cr_assert_eq(rd_kafka_mock_topic_create(mock, "orders.fulfilment.saga.events", 1, 1), 0);
+    es_engine_t *engine = new_engine();
+    es_saga_t *c = NULL;
+    es_error_t err = {0};
+    cr_assert_eq(es_saga_new(cfg, &demo_fulfilment_def, engine, &c, &err), ES_OK, "%s",
+                 err.message);
+    char *log = requests();
+    const char *reg = request_to(log, "/subjects/orders.fulfilment.saga.events-value/versions", 0),
+               *compat = request_to(
+                   log,
+                   "/compatibility/subjects/orders.fulfilment.saga.events-value/versions/latest",
+                   0),
+               *type = request_to(log, "/subjects/eskit.v1.SagaTransition/versions", 0);
+    cr_assert(reg && compat && compat < reg, "the envelope, compatibility first: %s", log);
+    cr_assert(type, "the transition type under its name: %s", log);
+    free(log);
+    es_saga_destroy(c);
+    es_engine_destroy(engine);
+}
+
+Test(registry, a_registry_that_refuses_the_transitions_refuses_the_coordinator_start) {
+    start_double("incompatible", "0");
+    set("schema.registry.url", url);
+    char *saga_db = tu_path(dir, "saga.db");
+    set("saga.db", saga_db);
+    free(saga_db);
+    es_engine_t *engine = NULL;
+    es_error_t err = {0};
+    cr_assert_eq(es_engine_new(cfg, &engine, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(demo_register_all(engine, &err), ES_OK, "%s", err.message);
+    es_saga_t *c = NULL;
+    cr_assert_eq(es_saga_new(cfg, &demo_fulfilment_def, engine, &c, &err), ES_EINCOMPATIBLE, "%s",
+                 err.message);
+    cr_assert(strstr(err.message, "saga 'orders.fulfilment'") && strstr(err.message, url) &&
+                  strstr(err.message, "orders.fulfilment.saga.events-value"),
+              "%s", err.message);
+    cr_assert_null(c);
+    es_engine_destroy(engine);
 }
 
 Test(registry, the_envelope_schema_is_the_proto_file_with_its_map_field) {
