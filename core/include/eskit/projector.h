@@ -51,7 +51,8 @@ typedef struct es_projector_def {
     /* Optional: per-runner state, made once the tables exist and freed by fini. */
     es_err (*init)(sqlite3 *db, void **state, es_error_t *err);
     void (*fini)(void *state);
-    /* ABI 2. The event types the module handles, and their handlers: with apply NULL, the
+    /* ABI 2 */
+    /* The event types the module handles, and their handlers: with apply NULL, the
      * runner applies each event with es_ctx_dispatch over them. Either way the runner checks
      * their types against the log's schema catalogue at start (docs/schemas.md): a module that
      * would misread the log is refused, naming the type and the rule. */
