@@ -178,7 +178,7 @@ Test(envelope, encoding_writes_the_bytes_protobuf_c_writes) {
 }
 
 Test(envelope, the_schema_version_is_written_as_protobuf_c_writes_it_and_read_back) {
-    es_kv_t md[] = {{"user", "alice"}};
+    es_kv_t md[] = {{"user", "alice"}, {"trace", "t-1"}}; /* sample() takes two */
     es_event_t ev = sample(md);
     for (uint32_t v = 1; v < 1u << 20; v = v * 131 + 1) {
         ev.schema_version = v;

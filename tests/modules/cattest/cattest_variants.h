@@ -6,7 +6,8 @@
 
 /* "base", "note", "tag", "broken"; NULL for another name. prefix (may be NULL or "") renames
  * the type "<prefix>Thing" in package cattest.v1, for tests that need many types. The
- * descriptor lives until the process ends. */
+ * descriptor lives until the process ends; the same arguments give the same one (up to 256
+ * variants a process, NULL after). */
 const ProtobufCMessageDescriptor *cattest_variant(const char *which, const char *prefix);
 
 #endif
