@@ -5,6 +5,7 @@
 #include "internal.h"
 #include "framing.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,7 +125,8 @@ int es_envelope_fingerprint(const es_event_t *ev, es_fingerprint_t *fp) {
     return 1;
 }
 
-es_err es_envelope_encode(const es_event_t *ev, uint8_t **out, size_t *out_len, es_error_t *err) {
+es_err es_envelope_encode_made(const es_event_t *ev, uint8_t **out, size_t *out_len,
+                               es_error_t *err) {
     if (!ev || !out || !out_len)
         return es_fail(err, ES_EINVAL, "es_envelope_encode: event and outputs are required");
     es_buf_t b = {0};
@@ -134,6 +136,18 @@ es_err es_envelope_encode(const es_event_t *ev, uint8_t **out, size_t *out_len, 
     *out = b.data;
     *out_len = b.len;
     return ES_OK;
+}
+
+/* A caller's event may come from headers older than schema_version (0.2): only the fields
+ * before it are read, and the envelope records no schema version (the caller registered
+ * none). */
+es_err es_envelope_encode(const es_event_t *ev, uint8_t **out, size_t *out_len, es_error_t *err) {
+    if (!ev)
+        return es_envelope_encode_made(ev, out, out_len, err);
+    es_event_t view;
+    memcpy(&view, ev, offsetof(es_event_t, schema_version));
+    view.schema_version = 0;
+    return es_envelope_encode_made(&view, out, out_len, err);
 }
 
 static void describe_position(const es_position_t *at, char *buf, size_t cap) {

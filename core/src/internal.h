@@ -60,6 +60,11 @@ void es_fingerprint_get(const uint8_t in[ES_FINGERPRINT_LEN], es_fingerprint_t *
 
 /* Packs an envelope into b (replacing its contents). */
 es_err es_envelope_pack(const es_event_t *ev, es_buf_t *b, es_error_t *err);
+/* es_envelope_encode for an event the library made (every field of this es_event_t, its
+ * schema_version too); the public es_envelope_encode reads a caller's event only up to
+ * n_metadata, since it may come from headers without schema_version (docs/abi.md). */
+es_err es_envelope_encode_made(const es_event_t *ev, uint8_t **out, size_t *out_len,
+                               es_error_t *err);
 /* es_envelope_pack, with the fingerprint of the command that caused the event (NULL: none). */
 es_err es_envelope_pack_caused(const es_event_t *ev, const es_fingerprint_t *fp, es_buf_t *b,
                                es_error_t *err);

@@ -380,7 +380,7 @@ static void send_reply(es_processor_t *p, const slot *s, const es_result_t *r) {
     }
     for (size_t i = 0; i < n; i++) {
         ids[i] = r->events[i]->event_id;
-        if (es_envelope_encode(r->events[i], &evs[i].data, &evs[i].len, NULL) != ES_OK)
+        if (es_envelope_encode_made(r->events[i], &evs[i].data, &evs[i].len, NULL) != ES_OK)
             goto out;
     }
     rep.n_event_ids = rep.n_events = n;

@@ -76,7 +76,10 @@ typedef struct es_position {
     int64_t offset;
 } es_position_t;
 
-/* Serializes ev (offset and partition are not part of it). Caller frees *out with es_free. */
+/* Serializes ev (offset and partition are not part of it; nor is schema_version, which only the
+ * library's writers record, and which this reads not at all, so an es_event_t filled by a
+ * program built against headers without it is read only as far as those headers declared it).
+ * Caller frees *out with es_free. */
 ES_API es_err es_envelope_encode(const es_event_t *ev, uint8_t **out, size_t *out_len,
                                  es_error_t *err);
 

@@ -783,7 +783,7 @@ static es_err record_value(kafka_log *l, const char *topic, const es_event_t *ev
     if (es_registry_framing(l->registry))
         e = es_registry_envelope_id(l->registry, topic, &id, err);
     if (e == ES_OK)
-        e = es_envelope_encode(ev, out, len, err);
+        e = es_envelope_encode_made(ev, out, len, err);
     if (e != ES_OK || !es_registry_framing(l->registry))
         return e;
     es_buf_t b = {*out, *len, *len};
