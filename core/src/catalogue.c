@@ -291,6 +291,8 @@ static es_err check_into(es_schemas_t *c, const es_schema_t *const *hist, size_t
     es_schema_report_t one = {0};
     es_error_t cerr;
     es_err e = es_schema_check(hist, n, next, c->mode, &one, &cerr);
+    if (e != ES_OK && e != ES_EINCOMPATIBLE && err)
+        *err = cerr; /* the check itself failed: its own message */
     if (e == ES_EINCOMPATIBLE) {
         if (*first == ES_OK) {
             *first = e;

@@ -204,15 +204,17 @@ static es_err register_schemas(es_engine_t *e, registration *reg, es_error_t *er
     return rc;
 }
 
-/* The schema version of each of d's events, in e->sv; NULL when none were registered. */
-static const uint32_t *event_schema_versions(es_engine_t *e, const registration *reg,
-                                             const es_decision_t *d) {
+/* The schema version of each of d's events, in *out (e->sv); *out NULL when none were
+ * registered. ES_ENOMEM rather than events stamped with no version. */
+static es_err event_schema_versions(es_engine_t *e, const registration *reg, const es_decision_t *d,
+                                    const uint32_t **out, es_error_t *err) {
+    *out = NULL;
     if (!reg->event_versions || !d->n)
-        return NULL;
+        return ES_OK;
     if (d->n > e->sv_cap) {
         uint32_t *sv = realloc(e->sv, d->n * sizeof *sv);
         if (!sv)
-            return NULL;
+            return es_fail(err, ES_ENOMEM, "out of memory appending %zu events", d->n);
         e->sv = sv;
         e->sv_cap = d->n;
     }
@@ -224,7 +226,8 @@ static const uint32_t *event_schema_versions(es_engine_t *e, const registration 
                 break;
             }
     }
-    return e->sv;
+    *out = e->sv;
+    return ES_OK;
 }
 
 es_err es_engine_register(es_engine_t *engine, const es_aggregate_def *def, void *opaque,
@@ -596,9 +599,11 @@ static es_err apply_decision(exec_ctx *x, const es_decision_t *d, es_error_t *er
             d->ev[i].desc->name, d->ev[i].buf.data, d->ev[i].buf.len, x->command_id, corr,
             cmd->metadata,       cmd->n_metadata};
     es_pending_t *p = &e->pending;
-    rc = es_pending_build_caused(p, cmd->aggregate_type, cmd->aggregate_id, before, e->ne, d->n,
-                                 x->explicit_id ? &x->fp : NULL,
-                                 event_schema_versions(e, x->reg, d), err);
+    const uint32_t *versions = NULL;
+    rc = event_schema_versions(e, x->reg, d, &versions, err);
+    if (rc == ES_OK)
+        rc = es_pending_build_caused(p, cmd->aggregate_type, cmd->aggregate_id, before, e->ne, d->n,
+                                     x->explicit_id ? &x->fp : NULL, versions, err);
     if (rc == ES_OK && d->n)
         rc = x->log->store->append(x->log, cmd->aggregate_type, cmd->aggregate_id, before, p->recs,
                                    d->n, p->offsets, err);

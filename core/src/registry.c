@@ -179,7 +179,8 @@ static es_err request(es_registry_t *r, const char *path, const char *body, cons
         if (!again || attempt >= r->retries)
             break;
         sleep_ms(backoff);
-        backoff *= 2;
+        if (backoff < 10000) /* at most 10 s between attempts */
+            backoff *= 2;
     }
     int attempts = r->retries + 1;
     if (rc == CURLE_OPERATION_TIMEDOUT)
@@ -287,9 +288,13 @@ es_err es_registry_check(es_registry_t *r, const char *subject, const char *sche
     es_err e = post_schema(r, "/compatibility/subjects/", "/versions/latest", subject, schema, what,
                            &a, err);
     es_json_val_t v;
-    if (e == ES_OK && a.status == 404 &&
-        (error_code(&a) == 40401 || error_code(&a) == 40402 || error_code(&a) == 0))
+    if (e == ES_OK && a.status == 404 && (error_code(&a) == 40401 || error_code(&a) == 40402))
         e = ES_OK; /* a new subject: anything is compatible with nothing */
+    else if (e == ES_OK && a.status == 404)
+        e = http_error(r, &a, what, ES_EIO,
+                       "; a 404 without the registry's subject or version code: is "
+                       "schema.registry.url a Schema Registry?",
+                       err);
     else if (e == ES_OK && a.status != 200)
         e = http_error(r, &a, what, a.status == 422 ? ES_EINVAL : ES_EIO,
                        a.status == 422 ? "; the registry finds the schema invalid" : "", err);

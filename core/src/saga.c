@@ -979,9 +979,13 @@ es_err es_saga_poll(es_saga_t *c, int timeout_ms, size_t *progress, es_error_t *
 es_err es_saga_redeliver(es_saga_t *c, const es_event_t *ev, es_error_t *err) {
     if (!c || !ev)
         return es_fail(err, ES_EINVAL, "es_saga_redeliver: coordinator and event are required");
+    /* ev may come from headers without schema_version (docs/abi.md): read it only that far. */
+    es_event_t view;
+    memcpy(&view, ev, offsetof(es_event_t, schema_version));
+    view.schema_version = 0;
     es_err e = es_saga_tx_begin(c, err);
     if (e == ES_OK)
-        e = on_event(c, ev, err);
+        e = on_event(c, &view, err);
     e = es_saga_tx_end(c, e, err);
     if (e != ES_OK)
         es_error_subject(err, c->subject);

@@ -250,7 +250,16 @@ static es_err check_enum(const Eskit__V1__EnumType *en, es_error_t *err) {
 
 /* Orders and names of the lists, then closure: every field's type is carried, and every type
  * carried is reached from the registered one. */
+/* More types than any service has: a record beyond it is refused rather than walked (the walk
+ * of reached types recurses once per message in a chain). */
+#define MAX_SCHEMA_TYPES 4096
+
 static es_err check_canonical(const Eskit__V1__Schema *pb, es_error_t *err) {
+    if (pb->n_messages > MAX_SCHEMA_TYPES || pb->n_enums > MAX_SCHEMA_TYPES)
+        return es_fail(err, ES_EDECODE,
+                       "the schema of '%.255s' carries %zu message and %zu enum types; at most %d "
+                       "of each",
+                       pb->full_name, pb->n_messages, pb->n_enums, MAX_SCHEMA_TYPES);
     if (!is_name(pb->full_name, 1) || pb->n_messages == 0 ||
         strcmp(pb->messages[0]->full_name, pb->full_name))
         return es_fail(err, ES_EDECODE, "the registered type '%s' is not the first message",

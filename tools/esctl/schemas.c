@@ -38,6 +38,7 @@ typedef struct entry_list {
     es_schema_t **schemas; /* parsed copies, since entries are borrowed */
     char **strs;           /* name, fingerprint, by of each */
     size_t n, cap;
+    bool failed; /* an entry could not be kept: the list is not whole */
 } entry_list;
 
 static void list_free(entry_list *l) {
@@ -65,20 +66,28 @@ static int keep_entry(const es_schema_entry_t *e, void *opaque) {
         char **st = realloc(l->strs, 3 * cap * sizeof *st);
         if (st)
             l->strs = st;
-        if (!it || !sc || !st)
+        if (!it || !sc || !st) {
+            l->failed = true;
             return 1;
+        }
         l->cap = cap;
     }
     size_t len = 0;
     const uint8_t *bytes = es_schema_bytes(e->schema, &len);
     es_schema_t *copy = NULL;
-    if (es_schema_parse(bytes, len, &copy, NULL) != ES_OK)
+    if (es_schema_parse(bytes, len, &copy, NULL) != ES_OK) {
+        l->failed = true;
         return 1;
+    }
     size_t i = l->n++;
     l->schemas[i] = copy;
     l->strs[3 * i] = strdup(e->name);
     l->strs[3 * i + 1] = strdup(e->fingerprint);
     l->strs[3 * i + 2] = strdup(e->registered_by ? e->registered_by : "");
+    if (!l->strs[3 * i] || !l->strs[3 * i + 1] || !l->strs[3 * i + 2]) {
+        l->failed = true;
+        return 1;
+    }
     l->items[i] = (es_schema_entry_t){l->strs[3 * i],      e->version,         l->strs[3 * i + 1],
                                       e->registered_at_us, l->strs[3 * i + 2], copy};
     return 0;
@@ -105,6 +114,10 @@ static int read_entries(es_schemas_t *cat, const char *name, entry_list *l) {
     memset(l, 0, sizeof *l);
     if (es_schemas_list(cat, name, keep_entry, l, &err) != ES_OK) {
         say("%s", err.message);
+        return EXIT_FAIL;
+    }
+    if (l->failed) {
+        say("out of memory reading the schema catalogue");
         return EXIT_FAIL;
     }
     return EXIT_OK;
@@ -136,8 +149,10 @@ static void put_finding_lines(pb_buf *b, const es_schema_report_t *r) {
 static int run_list(const options *o, es_schemas_t *cat) {
     entry_list l;
     int rc = read_entries(cat, NULL, &l);
-    if (rc != EXIT_OK)
+    if (rc != EXIT_OK) {
+        list_free(&l);
         return rc;
+    }
     pb_buf b;
     pb_buf_init(&b);
     if (o->json) {

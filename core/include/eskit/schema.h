@@ -129,10 +129,12 @@ ES_API es_err es_schemas_list(es_schemas_t *cat, const char *name, es_schema_ent
 /* Records the schemas of types (n descriptors; repeats are fine): a type whose schema is
  * recorded already keeps its version (registration is idempotent), a new schema of a known
  * type is checked against every recorded version under the config key schema.compatibility,
- * and becomes the next version. All or nothing: when one type breaks a rule nothing is recorded
- * and the result is ES_EINCOMPATIBLE with every finding in *report (may be NULL; reset first)
+ * and becomes the next version. When one type breaks a rule nothing is recorded and the result
+ * is ES_EINCOMPATIBLE with every finding in *report (may be NULL; reset first)
  * and the first in err. versions (may be NULL) gets each type's version. Safe against other
- * processes registering at once: each version is recorded once, none is lost. */
+ * processes registering at once: each version is recorded once, none is lost. Embedded, the new
+ * versions of one call are recorded all or none; on Kafka a failure part way (a broker away) can
+ * leave some recorded, which a call again finds recorded and keeps. */
 ES_API es_err es_schemas_register(es_schemas_t *cat, const ProtobufCMessageDescriptor *const *types,
                                   size_t n, uint32_t *versions, es_schema_report_t *report,
                                   es_error_t *err);
