@@ -7,7 +7,7 @@ set -eu
 
 PKGS="build-essential cmake pkg-config librdkafka-dev libprotobuf-c-dev protobuf-c-compiler
 libprotobuf-dev protobuf-compiler libsqlite3-dev sqlite3 libcriterion-dev kcat valgrind
-clang-format clang-tidy cppcheck libcurl4-openssl-dev nodejs"
+clang-format clang-tidy cppcheck libcurl4-openssl-dev nodejs libmicrohttpd-dev prometheus"
 
 missing=""
 for p in $PKGS; do

@@ -7,6 +7,7 @@
  * and never for a key that loads code (docs/security.md).
  */
 #include "internal.h"
+#include "metrics_int.h"
 
 #include <eskit/schema.h>
 
@@ -165,12 +166,27 @@ static es_err check_user_info(const char *key, const char *value, es_error_t *er
     return ES_OK;
 }
 
+static es_err check_bool(const char *key, const char *value, es_error_t *err) {
+    return check_choice(key, value, "true", "false", err);
+}
+
+static es_err check_listen(const char *key, const char *value, es_error_t *err) {
+    char host[256];
+    int port;
+    (void)key;
+    return es_mx_listen_parse(value, host, sizeof host, &port, err);
+}
+
 static const key_spec keys[] = {
     {"backend", NULL, check_backend},
     {"brokers", NULL, check_nonempty},
     {"cache.aggregates", "10000", check_uint},
     {"db", "eskit.db", check_nonempty},
     {"execute.timeout.ms", "30000", check_uint},
+    {"health.max.lag", "1000", check_uint},
+    {"metrics.enabled", "true", check_bool},
+    {"metrics.kafka.interval.ms", "5000", check_uint},
+    {"metrics.listen", NULL, check_listen},
     {"projector.apply.timeout.ms", "0", check_uint},
     {"projector.batch.size", "500", check_positive},
     {"projector.crash.restarts", "3", check_positive},

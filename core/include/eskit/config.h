@@ -61,6 +61,15 @@
  *   types.modules        types modules (<eskit/types.h>) esctl decodes payloads and folds
  *                        states with: a comma-separated list of names (searched as projector
  *                        modules are) or paths (loads code: see Trust)
+ *   metrics.enabled      true | false: components count their work and join the process's
+ *                        metrics registry (<eskit/metrics.h>) (default: true)
+ *   metrics.listen       HOST:PORT the library serves GET /metrics and GET /healthz on, from a
+ *                        thread of its own, while a component with this config lives (off when
+ *                        unset; port 0 picks a free one, es_metrics_port tells it)
+ *   metrics.kafka.interval.ms  how often librdkafka's statistics refresh the eskit_kafka_*
+ *                        gauges; 0 = never (default: 5000)
+ *   health.max.lag       records a runner may be behind its log's end on a partition and still
+ *                        be healthy (/healthz, es_metrics_health) (default: 1000)
  *   kafka.<property>     passed to librdkafka as <property>, checked by it
  *
  * Environment: ESKIT_ plus the key upper-cased with '.' as '_' (ESKIT_DB,

@@ -26,6 +26,7 @@
 #include <eskit/testing.h>
 #include <eskit/types.h>
 #include <eskit/upcast.h>
+#include <eskit/metrics.h>
 
 /* The version of these headers; es_version() tells the library's. CMakeLists.txt's project
  * version must equal them (configuring checks). */
