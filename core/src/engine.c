@@ -18,11 +18,23 @@
 #include "backends.h"
 #include "decider.h"
 #include "lru.h"
+#include "metrics_int.h"
 #include "store.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The counters of one aggregate type (docs/observability.md), in a list the scrape thread walks
+ * without a lock: a node is filled before it is published at the head, and freed only after the
+ * engine left the metrics registry. */
+typedef struct type_mx {
+    struct type_mx *next;
+    char type[ES_MAX_TYPE_LEN + 1];
+    es_mx_counter outcome[4]; /* by es_outcome - 1 */
+    es_mx_counter events, snapshot_writes, snapshot_loads, cache_hits, cache_misses;
+    es_mx_hist duration;
+} type_mx;
 
 typedef struct registration {
     es_aggregate_def
@@ -31,6 +43,7 @@ typedef struct registration {
     const ProtobufCMessageDescriptor **lists; /* events and commands made from tables */
     uint32_t *event_versions; /* def->events[i]'s version in the log's schema catalogue; NULL:
                                  none registered (a read-only engine) */
+    type_mx *mx;              /* NULL: metrics off */
 } registration;
 
 struct es_engine {
@@ -52,6 +65,9 @@ struct es_engine {
     int no_catalogue;        /* a processor's local engine: its processor's engine registered */
     uint32_t *sv;            /* the schema versions of one command's new events */
     size_t sv_cap;
+    es_mx_source *mx_src; /* metrics: NULL when off, or for an engine that executes nothing */
+    _Atomic(type_mx *) mx_types; /* every registration's counters, newest first */
+    es_mx_hist mx_batch;         /* commands per batch */
 };
 
 typedef struct state_entry {
@@ -85,6 +101,8 @@ static size_t state_key(const char *type, const char *id, char *key) {
     memcpy(key + tl + 1, id, il);
     return tl + 1 + il;
 }
+
+static es_mx_collect_fn engine_collect;
 
 es_err es_engine_new(const es_config_t *cfg, es_engine_t **out, es_error_t *err) {
     return es_engine_open(cfg, ES_OPEN_WRITE, out, err);
@@ -120,6 +138,13 @@ es_err es_engine_open(const es_config_t *cfg, es_open_mode mode, es_engine_t **o
         es_engine_destroy(e);
         return rc;
     }
+    /* Commands are counted where they execute: here, or in the processor's local engine. */
+    es_mx_hist_init(&e->mx_batch, &es_mx_sizes);
+    if (!e->readonly && !e->remote &&
+        (rc = es_mx_register(c, engine_collect, NULL, e, &e->mx_src, err)) != ES_OK) {
+        es_engine_destroy(e);
+        return rc;
+    }
     *out = e;
     return ES_OK;
 }
@@ -127,6 +152,11 @@ es_err es_engine_open(const es_config_t *cfg, es_open_mode mode, es_engine_t **o
 void es_engine_destroy(es_engine_t *engine) {
     if (!engine)
         return;
+    es_mx_unregister(engine->mx_src); /* first: a scrape may be reading the counters */
+    for (type_mx *t = atomic_load(&engine->mx_types), *next; t; t = next) {
+        next = t->next;
+        free(t);
+    }
     if (engine->remote)
         engine->remote->ops->destroy(engine->remote);
     es_store_destroy(engine->store);
@@ -158,6 +188,35 @@ size_t es_engine_registration(const es_engine_t *engine, size_t i, const es_aggr
         *opaque = engine->regs[i].opaque;
     }
     return engine->n_regs;
+}
+
+static const char *const outcome_names[] = {"accepted", "rejected", "conflict", "error"};
+
+static void engine_collect(void *self, es_mx_sink *k) {
+    es_engine_t *e = self;
+    char l[ES_MAX_TYPE_LEN + 64];
+    for (const type_mx *t = atomic_load(&e->mx_types); t; t = t->next) {
+        for (int o = 0; o < 4; o++)
+            es_mx_sample(k, "eskit_commands_total", ES_MX_COUNTER, "Commands executed, by outcome.",
+                         es_mx_labels(l, sizeof l, "aggregate_type", t->type, "outcome",
+                                      outcome_names[o], NULL),
+                         (double)es_mx_get(&t->outcome[o]));
+        es_mx_labels(l, sizeof l, "aggregate_type", t->type, NULL);
+        es_mx_sample_hist(k, "eskit_command_duration_seconds",
+                          "Time from a command's batch start to its commit.", l, &t->duration);
+        es_mx_sample(k, "eskit_events_appended_total", ES_MX_COUNTER,
+                     "Events appended by accepted commands.", l, (double)es_mx_get(&t->events));
+        es_mx_sample(k, "eskit_snapshot_writes_total", ES_MX_COUNTER, "Snapshots written.", l,
+                     (double)es_mx_get(&t->snapshot_writes));
+        es_mx_sample(k, "eskit_snapshot_loads_total", ES_MX_COUNTER,
+                     "Aggregates loaded from a snapshot.", l,
+                     (double)es_mx_get(&t->snapshot_loads));
+        es_mx_sample(k, "eskit_state_cache_hits_total", ES_MX_COUNTER,
+                     "Aggregates found in the state cache.", l, (double)es_mx_get(&t->cache_hits));
+        es_mx_sample(k, "eskit_state_cache_misses_total", ES_MX_COUNTER,
+                     "Aggregates loaded from the store.", l, (double)es_mx_get(&t->cache_misses));
+    }
+    es_mx_sample_hist(k, "eskit_command_batch_size", "Commands per batch.", "", &e->mx_batch);
 }
 
 static const registration *find_reg(const es_engine_t *e, const char *type) {
@@ -251,11 +310,19 @@ es_err es_engine_register(es_engine_t *engine, const es_aggregate_def *def, void
     }
     if (rc == ES_OK)
         rc = register_schemas(engine, &reg, err);
+    if (rc == ES_OK && engine->mx_src && !(reg.mx = calloc(1, sizeof *reg.mx)))
+        rc = es_fail(err, ES_ENOMEM, "out of memory registering '%s'", def->type);
     if (rc != ES_OK) {
         free(reg.def);
         free(reg.lists);
         free(reg.event_versions);
         return rc;
+    }
+    if (reg.mx) {
+        snprintf(reg.mx->type, sizeof reg.mx->type, "%s", def->type);
+        es_mx_hist_init(&reg.mx->duration, &es_mx_seconds);
+        reg.mx->next = atomic_load(&engine->mx_types);
+        atomic_store(&engine->mx_types, reg.mx); /* published whole */
     }
     engine->regs[engine->n_regs++] = reg;
     return ES_OK;
@@ -332,9 +399,11 @@ static uint64_t state_from_snapshot(exec_ctx *x) {
         return 0;
     if (snap->version <= x->version && !strcmp(snap->state_type, def->state->name)) {
         x->state = protobuf_c_message_unpack(def->state, NULL, snap->state_len, snap->state);
-        if (x->state)
+        if (x->state) {
             from = snap->version;
-        else
+            if (x->reg->mx)
+                es_mx_add(&x->reg->mx->snapshot_loads, 1);
+        } else
             es_logf(es_store_config(x->engine->store), ES_LOG_WARNING,
                     "snapshot of %s/%s at version %llu does not decode; rebuilding from events",
                     def->type, x->cmd->aggregate_id, (unsigned long long)snap->version);
@@ -392,8 +461,12 @@ static es_err load_state(exec_ctx *x, es_error_t *err) {
     if (se && se->reg == x->reg && se->version == x->version) {
         x->entry = se;
         x->state = se->state;
+        if (x->reg->mx)
+            es_mx_add(&x->reg->mx->cache_hits, 1);
         return ES_OK;
     }
+    if (x->reg->mx)
+        es_mx_add(&x->reg->mx->cache_misses, 1);
     es_err rc = rebuild_state(x, err);
     if (rc == ES_OK)
         return cache_state(x, key, klen, err);
@@ -529,6 +602,8 @@ static es_err write_snapshot(es_log_t *log, state_entry *se, int64_t now, es_err
     es_snapshot_t snap = {se->version, se->reg->def->state->name, b.data, b.len, now};
     es_err rc = log->store->put_snapshot(log, se->type, se->id, &snap, err);
     es_buf_free(&b);
+    if (rc == ES_OK && se->reg->mx)
+        es_mx_add(&se->reg->mx->snapshot_writes, 1);
     return rc;
 }
 
@@ -790,6 +865,28 @@ static es_err abort_results(const es_command_t *cmds, size_t n, es_result_t *res
                    culprit->reason ? culprit->reason : es_strerror(culprit->code));
 }
 
+/* Counts a finished batch: each command by outcome, with the batch's duration (a failed batch:
+ * each command an error; an aborted one: the culprit by its outcome, the others errors). A
+ * command for an unregistered type is not counted: its type is not a bounded label. */
+static void count_batch(es_engine_t *e, const es_command_t *cmds, const es_result_t *results,
+                        size_t n, es_err rc, size_t culprit, uint64_t ns) {
+    es_mx_observe(&e->mx_batch, n);
+    for (size_t i = 0; i < n; i++) {
+        const registration *reg =
+            cmds[i].aggregate_type ? find_reg(e, cmds[i].aggregate_type) : NULL;
+        if (!reg || !reg->mx)
+            continue;
+        es_outcome o = ES_OUTCOME_ERROR;
+        if (rc == ES_OK && (culprit == n || culprit == i) && results[i].outcome >= 1 &&
+            results[i].outcome <= 4)
+            o = results[i].outcome;
+        es_mx_add(&reg->mx->outcome[o - 1], 1);
+        if (o == ES_OUTCOME_ACCEPTED && culprit == n && !results[i].duplicate)
+            es_mx_add(&reg->mx->events, results[i].n_events);
+        es_mx_observe(&reg->mx->duration, ns);
+    }
+}
+
 /* The local executor: the commands in one transaction of the engine's log, hook before the
  * commit. culprit is set to the command that aborted an all-or-nothing batch, or n. */
 static es_err execute_local(es_engine_t *engine, const es_command_t *cmds, size_t n,
@@ -797,6 +894,7 @@ static es_err execute_local(es_engine_t *engine, const es_command_t *cmds, size_
                             void *opaque, size_t *culprit, es_error_t *err) {
     es_log_t *log;
     *culprit = n;
+    uint64_t t0 = engine->mx_src ? es_mono_ns() : 0;
     es_err rc = es_store_lock(engine->store, &log, err);
     if (rc != ES_OK)
         return rc;
@@ -821,7 +919,10 @@ static es_err execute_local(es_engine_t *engine, const es_command_t *cmds, size_
     } else if (rc == ES_OK) {
         forget_batch_states(engine, cmds, done);
         es_lru_trim(engine->states);
-    } else {
+    }
+    if (engine->mx_src)
+        count_batch(engine, cmds, results, n, rc, *culprit, es_mono_ns() - t0);
+    if (rc != ES_OK) {
         forget_states(engine);
         for (size_t i = 0; i < done; i++)
             es_result_clear(&results[i]);

@@ -27,12 +27,16 @@ void es_mx_hist_init(es_mx_hist *h, const es_mx_buckets *b) {
     es_mx_set(&h->sum, 0);
 }
 
-void es_mx_observe(es_mx_hist *h, uint64_t v) {
+void es_mx_observe_n(es_mx_hist *h, uint64_t v, uint64_t n) {
     size_t i = 0;
     while (i < h->b->n && v > h->b->bound[i])
         i++;
-    es_mx_add(&h->count[i], 1);
-    es_mx_add(&h->sum, v);
+    es_mx_add(&h->count[i], n);
+    es_mx_add(&h->sum, v * n);
+}
+
+void es_mx_observe(es_mx_hist *h, uint64_t v) {
+    es_mx_observe_n(h, v, 1);
 }
 
 /* ---- samples ----------------------------------------------------------------------------- */

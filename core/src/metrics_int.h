@@ -13,6 +13,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 #include <eskit/config.h>
 #include <eskit/error.h>
 
@@ -26,6 +27,13 @@ static inline uint64_t es_mx_get(const es_mx_counter *c) {
 }
 static inline void es_mx_set(es_mx_counter *c, uint64_t v) {
     atomic_store_explicit(c, v, memory_order_relaxed);
+}
+
+/* A monotonic clock in nanoseconds, for durations. */
+static inline uint64_t es_mono_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
 /* Bucket upper bounds of a histogram, in the integer unit it observes (nanoseconds, records),
@@ -52,6 +60,8 @@ typedef struct es_mx_hist {
 
 void es_mx_hist_init(es_mx_hist *h, const es_mx_buckets *b);
 void es_mx_observe(es_mx_hist *h, uint64_t v);
+/* n observations of v at once (the commands of one batch share its duration). */
+void es_mx_observe_n(es_mx_hist *h, uint64_t v, uint64_t n);
 
 /* ---- scrape side ------------------------------------------------------------------------- */
 
