@@ -62,6 +62,7 @@ void es_proc_add_owned(es_processor_t *p, const char *topic, int32_t partition) 
         p->cap_owned = cap;
     }
     p->owned[p->n_owned++] = (owned){t, partition, 0};
+    es_proc_mx_owned(p);
 }
 
 static void forget_owned(es_processor_t *p, const char *topic, int32_t partition) {
@@ -69,6 +70,7 @@ static void forget_owned(es_processor_t *p, const char *topic, int32_t partition
     owned *o = es_proc_find_owned(p, t, partition);
     if (o)
         *o = p->owned[--p->n_owned];
+    es_proc_mx_owned(p);
 }
 
 /* Runs inside rd_kafka_consumer_poll, on the thread polling the processor. */
@@ -80,8 +82,12 @@ void es_proc_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t e,
     rd_kafka_error_t *ke = NULL;
     rd_kafka_resp_err_t re = RD_KAFKA_RESP_ERR_NO_ERROR;
     if (e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-        for (int i = 0; i < parts->cnt; i++) {
+        /* All noted first, so that the health of a processor part way through its restores
+         * counts every partition still to come. */
+        for (int i = 0; i < parts->cnt; i++)
             es_proc_add_owned(p, parts->elems[i].topic, parts->elems[i].partition);
+        es_mx_set(&p->mx.joined, 1);
+        for (int i = 0; i < parts->cnt; i++) {
             owned *o =
                 es_proc_find_owned(p, es_proc_type_of_topic(p, parts->elems[i].topic, "commands"),
                                    parts->elems[i].partition);
@@ -257,6 +263,8 @@ es_err es_processor_new(const es_config_t *cfg, es_engine_t *engine, es_processo
     if (e == ES_OK && !(p->batch = calloc(BATCH_MAX, sizeof *p->batch)))
         e = es_fail(err, ES_ENOMEM, "out of memory creating a command processor");
     if (e == ES_OK)
+        e = es_proc_mx_open(p, err);
+    if (e == ES_OK)
         e = open_kafka(p, err);
     if (e != ES_OK) {
         es_processor_destroy(p);
@@ -269,6 +277,7 @@ es_err es_processor_new(const es_config_t *cfg, es_engine_t *engine, es_processo
 void es_processor_destroy(es_processor_t *p) {
     if (!p)
         return;
+    es_proc_mx_close(p); /* first: a scrape may be reading the processor */
     if (p->consumer) {
         rd_kafka_consumer_close(p->consumer); /* leaves the group: revoke finishes any batch */
         es_kafka_destroy(p->consumer, 0);

@@ -14,6 +14,8 @@ void es_proc_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     es_processor_t *p = opaque;
     uint64_t tag = (uint64_t)(uintptr_t)m->_private; /* batch << 32 | index; side records: all 1s */
     size_t i = (size_t)(tag & 0xffffffffu);
+    if (m->err)
+        es_mx_add(&p->mx.produce_errors, 1);
     if (tag != UINT64_MAX && (uint32_t)(tag >> 32) == p->prod_gen && i < p->n_prod) {
         p->prod[i].done = 1;
         p->prod[i].err = m->err;
@@ -127,8 +129,10 @@ static es_err produce_event(es_processor_t *p, size_t type, int32_t partition, c
     p->prod[i] = (produced){type, partition, -1, 0, RD_KAFKA_RESP_ERR_NO_ERROR};
     uintptr_t tag = (uintptr_t)((uint64_t)p->prod_gen << 32 | i); /* see dr_cb */
     e = es_kafka_produce_event(p->producer, topic, partition, ev, b.data, b.len, (void *)tag, err);
-    if (e != ES_OK)
+    if (e != ES_OK) {
         p->n_prod--;
+        es_mx_add(&p->mx.produce_errors, 1);
+    }
     return e;
 }
 
@@ -322,8 +326,12 @@ static void side_produce(es_processor_t *p, es_kafka_kind kind, const char *topi
                            .opaque = (void *)(uintptr_t)UINT64_MAX, /* see dr_cb */
                            .queue_wait_ms = SIDE_FLUSH_MS};
     es_error_t err;
-    if (es_kafka_produce(p->side, &r, &err) != ES_OK)
+    if (es_kafka_produce(p->side, &r, &err) != ES_OK) {
+        es_mx_add(&p->mx.produce_errors, 1);
         es_logf(p->cfg, ES_LOG_WARNING, "command processor: %s", err.message);
+    } else if (kind == ES_KAFKA_REPLY) {
+        es_mx_add(&p->mx.replies, 1);
+    }
 }
 
 /* The aggregate's snapshot, when the local commit wrote one at the command's version. */

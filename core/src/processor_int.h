@@ -14,6 +14,7 @@
 #include "eskit/v1/reply.pb-c.h"
 #include "eskit/v1/snapshot.pb-c.h"
 #include "logorder.h"
+#include "metrics_int.h"
 #include "readpipe.h"
 #include "registry.h"
 #include "store.h"
@@ -98,6 +99,16 @@ struct es_processor {
         atomic_uint_fast64_t commands, restores, events_imported, events_skipped,
             snapshots_imported, snapshots_malformed, snapshots_unused, stale, gaps;
     } stats;
+    /* What the scrape thread reads (processor_metrics.c): copies the polling thread keeps. */
+    struct {
+        es_mx_source *src;
+        es_mx_counter joined;             /* an assignment came: the processor is in its group */
+        es_mx_counter owned;              /* commands partitions owned */
+        es_mx_counter restoring;          /* of those, not restored yet */
+        es_mx_counter restore_started_ns; /* es_mono_ns of the restore under way; 0: none */
+        es_mx_counter produce_errors, replies;
+        es_mx_hist restore;
+    } mx;
 };
 
 static inline void bump(atomic_uint_fast64_t *counter, uint64_t n) {
@@ -117,6 +128,12 @@ owned *es_proc_find_owned(es_processor_t *p, size_t type, int32_t partition);
 void es_proc_add_owned(es_processor_t *p, const char *topic, int32_t partition);
 void es_proc_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t e,
                           rd_kafka_topic_partition_list_t *parts, void *opaque);
+
+/* processor_metrics.c */
+es_err es_proc_mx_open(es_processor_t *p, es_error_t *err);
+void es_proc_mx_close(es_processor_t *p);
+/* After the owned partitions or their restored flags changed. */
+void es_proc_mx_owned(es_processor_t *p);
 
 /* processor_restore.c */
 /* The es_meta key holding the next events offset the store reflects for a partition. */

@@ -369,7 +369,22 @@ static es_err collect_snapshots(import_ctx *c, es_error_t *err) {
 }
 
 /* Brings the local store up to the end of the events partition o reads from. */
+static es_err restore(es_processor_t *p, owned *o, es_error_t *err);
+
+/* restore, timed for the metrics. */
 es_err es_proc_restore(es_processor_t *p, owned *o, es_error_t *err) {
+    uint64_t t0 = es_mono_ns();
+    es_mx_set(&p->mx.restore_started_ns, t0);
+    es_err e = restore(p, o, err);
+    es_mx_set(&p->mx.restore_started_ns, 0);
+    if (e == ES_OK) {
+        es_mx_observe(&p->mx.restore, es_mono_ns() - t0);
+        es_proc_mx_owned(p);
+    }
+    return e;
+}
+
+static es_err restore(es_processor_t *p, owned *o, es_error_t *err) {
     const char *type = type_name(p, o->type);
     char topic[TOPIC_MAX], key[TOPIC_MAX + 32], val[32];
     int found = 0;
