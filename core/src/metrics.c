@@ -294,8 +294,8 @@ static void put_value(es_buf_t *b, double v, bool *ok) {
         snprintf(num, sizeof num, v > 0 ? "+Inf" : "-Inf");
     else if (v == floor(v) && fabs(v) < 1e15)
         snprintf(num, sizeof num, "%.0f", v);
-    else
-        snprintf(num, sizeof num, "%.17g", v);
+    else if (snprintf(num, sizeof num, "%.15g", v) > 0 && strtod(num, NULL) != v)
+        snprintf(num, sizeof num, "%.17g", v); /* the shortest that reads back the same */
     if (es_buf_append(b, num, strlen(num), NULL) != ES_OK)
         *ok = false;
 }

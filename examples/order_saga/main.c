@@ -7,10 +7,13 @@
  * ended, the demo prints what each saga did (its transitions, read from the
  * log), the stock, and the order_summary read model, brought up to date.
  *
- * usage: order_saga [--db FILE] [--readmodel FILE] [--saga-db FILE]
- *        order_saga --brokers ADDR [--readmodel FILE]
+ * usage: order_saga [--db FILE] [--readmodel FILE] [--saga-db FILE] [--stay]
+ *        order_saga --brokers ADDR [--readmodel FILE] [--stay]
  *        order_saga --brokers ADDR --serve TYPE [--state FILE]
  *        order_saga --brokers ADDR --saga [--saga-db FILE]
+ * and each with --metrics HOST:PORT: the config key metrics.listen, so that the process serves
+ * /metrics and /healthz (docs/observability.md). --stay keeps the projectors (embedded: and
+ * the saga coordinator) running after the story until SIGTERM or SIGINT (stay.h).
  *
  * Embedded (the default): one process, the saga coordinator runs in it until
  * no saga is active. The database comes from --db, else the usual config
@@ -41,6 +44,7 @@
 #include "domain.h"
 #include "fulfilment.h"
 #include "services.h"
+#include "stay.h"
 #include "customer_orders.h"
 #include "order_summary.h"
 
@@ -178,7 +182,8 @@ static es_err default_to(es_config_t *cfg, const char *key, const char *value, e
 struct args {
     const char *db, *readmodel, *saga_db;
     const char *brokers, *serve, *state; /* Kafka */
-    bool saga;
+    const char *metrics;                 /* metrics.listen */
+    bool saga, stay;
 };
 
 /* The directory a run's files go to when none is given; made when missing. */
@@ -260,6 +265,8 @@ static es_err load_config(const struct args *a, es_config_t **out, es_error_t *e
     es_err rc = es_config_load_sources(cfg, err);
     if (rc == ES_OK && a->brokers)
         rc = es_config_set(cfg, "brokers", a->brokers, err);
+    if (rc == ES_OK && a->metrics)
+        rc = es_config_set(cfg, "metrics.listen", a->metrics, err);
     bool kafka = rc == ES_OK && strcmp(es_config_get(cfg, "backend"), "kafka") == 0;
     if (rc == ES_OK && !kafka && (a->serve || a->saga))
         rc = es_fail(err, ES_EINVAL,
@@ -832,10 +839,11 @@ static es_err play(struct demo *dm, const es_config_t *cfg, es_error_t *err) {
 }
 
 static int usage(void) {
-    fprintf(stderr, "usage: order_saga [--db FILE] [--readmodel FILE] [--saga-db FILE]\n"
-                    "       order_saga --brokers ADDR [--readmodel FILE]\n"
+    fprintf(stderr, "usage: order_saga [--db FILE] [--readmodel FILE] [--saga-db FILE] [--stay]\n"
+                    "       order_saga --brokers ADDR [--readmodel FILE] [--stay]\n"
                     "       order_saga --brokers ADDR --serve TYPE [--state FILE]\n"
-                    "       order_saga --brokers ADDR --saga [--saga-db FILE]\n");
+                    "       order_saga --brokers ADDR --saga [--saga-db FILE]\n"
+                    "every form also takes --metrics HOST:PORT (serves /metrics and /healthz)\n");
     return 2;
 }
 
@@ -844,7 +852,7 @@ static int die(const char *what, const es_error_t *err) {
     return 1;
 }
 
-static int run(struct demo *dm, const es_config_t *cfg) {
+static int run(struct demo *dm, const es_config_t *cfg, bool stay) {
     es_error_t err = {0};
     bool empty = false;
     if (demo_register_all(dm->engine, &err) != ES_OK)
@@ -877,7 +885,7 @@ static int run(struct demo *dm, const es_config_t *cfg) {
     }
     printf("\nevery saga ended as expected\n");
     print_inspect(dm, cfg);
-    return 0;
+    return stay ? demo_stay(cfg, dm->engine, dm->kafka) : 0;
 }
 
 /* Returns 0 when the command line is complete, else the usage exit status. */
@@ -889,16 +897,19 @@ static int parse_args(struct args *a, int argc, char **argv) {
                              : strcmp(argv[i], "--brokers") == 0   ? &a->brokers
                              : strcmp(argv[i], "--serve") == 0     ? &a->serve
                              : strcmp(argv[i], "--state") == 0     ? &a->state
+                             : strcmp(argv[i], "--metrics") == 0   ? &a->metrics
                                                                    : NULL;
         if (strcmp(argv[i], "--saga") == 0)
             a->saga = true;
+        else if (strcmp(argv[i], "--stay") == 0)
+            a->stay = true;
         else if (value && i + 1 < argc)
             *value = argv[++i];
         else
             return usage();
     }
-    bool roles_mixed =
-        (a->serve && a->saga) || (a->state && !a->serve) || ((a->serve || a->saga) && a->readmodel);
+    bool roles_mixed = (a->serve && a->saga) || (a->state && !a->serve) ||
+                       ((a->serve || a->saga) && (a->readmodel || a->stay));
     return roles_mixed ? usage() : 0;
 }
 
@@ -921,7 +932,7 @@ int main(int argc, char **argv) {
         es_config_destroy(cfg);
         return die("opening the store", &err);
     }
-    status = run(&dm, cfg);
+    status = run(&dm, cfg, a.stay);
     for (int i = 0; i < N_ORDERS; i++)
         free(dm.history[i]);
     es_engine_destroy(dm.engine);
