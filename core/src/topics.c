@@ -848,17 +848,22 @@ static es_err sample_records(rd_kafka_t *rk, const es_topic_spec_t *spec,
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
         if (!m)
             continue;
-        if (m->err && m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+        int eof = m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF;
+        if (m->err && !eof) {
             rc = es_fail(err, ES_EKAFKA, "%s[%d]: reading a sample failed: %s", spec->name,
                          (int)m->partition, rd_kafka_message_errstr(m));
-        } else if (!m->err) {
+        } else {
             for (int i = 0; i < parts->cnt; i++) {
                 if (parts->elems[i].partition != m->partition || sp[i].done)
                     continue;
-                rd_kafka_timestamp_type_t tst;
-                int64_t ts = rd_kafka_message_timestamp(m, &tst);
-                acc_add(&sp[i].acc, record_size(m), ts * 1000, now_us);
-                if (m->offset + 1 >= sp[i].end) {
+                if (!eof) {
+                    rd_kafka_timestamp_type_t tst;
+                    int64_t ts = rd_kafka_message_timestamp(m, &tst);
+                    acc_add(&sp[i].acc, record_size(m), ts * 1000, now_us);
+                }
+                /* The end as sampled, or as far as a reader gets: a transaction's commit
+                 * marker takes the last offset and is never delivered. */
+                if (eof || m->offset + 1 >= sp[i].end) {
                     sp[i].done = 1;
                     left--;
                 }
@@ -873,13 +878,18 @@ static es_err sample_records(rd_kafka_t *rk, const es_topic_spec_t *spec,
 static es_err measure_kafka(const es_config_t *cfg, const es_topic_spec_t *spec, int64_t now_us,
                             es_topic_traffic_t *out, es_error_t *err) {
     kconn c = {.cfg = cfg};
+    es_config_t *kcfg = es_config_dup(cfg);
     const struct rd_kafka_metadata *md = NULL;
     rd_kafka_topic_partition_list_t *parts = NULL;
     sample_part *sp = NULL;
     es_kafka_opts_t o = {
         .role = ES_KAFKA_CONSUMER, .what = "topic sampler", .group = "eskit-topics-plan"};
     *out = (es_topic_traffic_t){0};
-    es_err rc = es_kafka_new(cfg, &o, &c.rk, err);
+    /* A partition's end is where the reader is told so, past any marker it cannot read. */
+    es_err rc = kcfg ? es_config_set(kcfg, "kafka.enable.partition.eof", "true", err)
+                     : es_fail(err, ES_ENOMEM, "out of memory sampling %s", spec->name);
+    if (rc == ES_OK)
+        rc = es_kafka_new(kcfg, &o, &c.rk, err);
     if (rc == ES_OK)
         rc = kconn_metadata(&c, APPLY_TIMEOUT_MS, &md, err);
     if (rc != ES_OK)
@@ -920,6 +930,7 @@ out:
     if (c.rk)
         rd_kafka_consumer_close(c.rk);
     kconn_close(&c);
+    es_config_destroy(kcfg);
     return rc;
 }
 
