@@ -1,6 +1,6 @@
 #!/bin/sh
 # Checks the alert rules (promtool check rules, then their unit tests) and the dashboard (it parses,
-# and reads only the metric families docs/observability.md names). Run from anywhere; ctest runs it
+# reads only the metric families docs/observability.md names, and its queries are PromQL). Run from anywhere; ctest runs it
 # as integration.monitoring. A missing promtool or node fails the check rather than skipping it.
 set -eu
 dir=$(cd "$(dirname "$0")" && pwd)
@@ -14,5 +14,9 @@ done
 promtool check rules "$dir/eskit-alerts.yml"
 # promtool resolves rule_files against the test file's directory.
 promtool test rules "$dir/eskit-alerts.test.yml"
-node "$dir/check-names.js" "$root/docs/observability.md" "$dir/eskit-dashboard.json" \
-    "$dir/eskit-alerts.yml"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+node "$dir/check-names.js" --promql-out "$tmp/dashboard-queries.yml" "$root/docs/observability.md" \
+    "$dir/eskit-dashboard.json" "$dir/eskit-alerts.yml"
+# Every panel's query parses as PromQL (with its variables replaced by sample values).
+promtool check rules "$tmp/dashboard-queries.yml"
