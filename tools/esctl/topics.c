@@ -251,8 +251,7 @@ static void put_retention(pb_buf *b, long long ms, int width) {
     pb_buf_printf(b, "%-*s", width, text);
 }
 
-/* What the embedded log measured for one aggregate type: its events, which its other topics
- * are taken to match. */
+/* es_topic_measure of s, or EXIT_FAIL after one line naming the topic. */
 static int measure(const es_config_t *cfg, const es_topic_spec_t *s, int64_t now_us,
                    es_topic_traffic_t *out) {
     es_error_t err = {0};
