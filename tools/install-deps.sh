@@ -1,5 +1,6 @@
 #!/bin/sh
-# Installs the Debian packages eskit needs to build, test and run its demo.
+# Installs the Debian packages eskit needs to build, test and run its demo (prometheus for
+# promtool, which checks tools/monitoring).
 # Does nothing (and needs no network) when every package is already installed. Also installs the
 # npm package the framing interop test checks eskit against (tests/interop, pinned by its
 # package-lock.json) into tests/interop/node_modules, when it is not there yet.

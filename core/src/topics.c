@@ -5,10 +5,14 @@
  * to decide on (fewer partitions cannot be undone, more would move keys).
  */
 #include "internal.h"
+#include "backends.h"
 #include "kafka/wire.h"
+#include "log/log.h"
+#include "sql.h"
 
 #include <eskit/topics.h>
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -686,4 +690,259 @@ es_err es_topics_apply(const es_config_t *cfg, const es_topic_spec_t *specs, siz
     kconn_close(&c);
     free(res);
     return rc;
+}
+
+es_err es_topic_size(const es_topic_spec_t *spec, const es_topic_traffic_t *t, es_topic_size_t *out,
+                     es_error_t *err) {
+    if (!spec || !t || !out)
+        return es_fail(err, ES_EINVAL, "es_topic_size: spec, traffic and out are required");
+    if (!isfinite(t->records_per_day) || !isfinite(t->record_bytes) || t->records_per_day < 0 ||
+        t->record_bytes < 0)
+        return es_fail(err, ES_EINVAL,
+                       "%s: records per day %g and record bytes %g must be numbers from 0 up",
+                       spec->name, t->records_per_day, t->record_bytes);
+    double per_day = t->records_per_day * t->record_bytes * spec->replication_factor;
+    *out = (es_topic_size_t){.bytes_per_day = per_day, .bytes_retained = -1, .bytes_per_year = -1};
+    if (!strcmp(spec->cleanup_policy, "compact")) {
+        out->kind = ES_TOPIC_SIZE_COMPACTED;
+    } else if (spec->retention_ms < 0) {
+        out->kind = ES_TOPIC_SIZE_FOREVER;
+        out->bytes_per_year = per_day * 365;
+    } else {
+        out->kind = ES_TOPIC_SIZE_RETAINED;
+        out->bytes_retained = per_day * (double)spec->retention_ms / (double)DAY_MS;
+    }
+    return ES_OK;
+}
+
+#define DAY_US (DAY_MS * 1000)
+
+double es_topic_rate_per_day(long long records, long long records_last_day, int64_t first_us,
+                             int64_t last_us, int64_t now_us) {
+    if (records <= 0)
+        return 0;
+    if (first_us <= now_us - DAY_US)
+        return (double)records_last_day;
+    if (records < 2 || last_us <= first_us)
+        return (double)records;
+    return (double)(records - 1) * (double)DAY_US / (double)(last_us - first_us);
+}
+
+/* What a walk over one log (or one partition) saw. */
+typedef struct traffic_acc {
+    long long n, last_day;
+    double bytes;
+    int64_t first_us, last_us;
+} traffic_acc;
+
+static void acc_add(traffic_acc *a, size_t bytes, int64_t at_us, int64_t now_us) {
+    if (a->n == 0 || at_us < a->first_us)
+        a->first_us = at_us;
+    if (a->n == 0 || at_us > a->last_us)
+        a->last_us = at_us;
+    a->n++;
+    a->bytes += (double)bytes;
+    a->last_day += at_us >= now_us - DAY_US;
+}
+
+static void acc_sum(es_topic_traffic_t *out, const traffic_acc *a, int64_t now_us) {
+    double total = out->record_bytes * (double)out->records + a->bytes;
+    out->records += a->n;
+    out->records_per_day +=
+        es_topic_rate_per_day(a->n, a->last_day, a->first_us, a->last_us, now_us);
+    out->record_bytes = out->records ? total / (double)out->records : 0;
+}
+
+/* The embedded store keeps the events of each aggregate type and nothing else of its topics. */
+static es_err measure_sqlite(const es_config_t *cfg, const es_topic_spec_t *spec, int64_t now_us,
+                             es_topic_traffic_t *out, es_error_t *err) {
+    if (spec->role != ES_TOPIC_EVENTS)
+        return es_fail(err, ES_ENOTFOUND,
+                       "%s: the embedded log keeps no %s topic to measure; only events", spec->name,
+                       es_topic_role_name(spec->role));
+    es_log_t *log = NULL;
+    sqlite3_stmt *st = NULL;
+    traffic_acc a = {0};
+    const char *file = es_config_get(cfg, "db");
+    es_err rc = es_log_sqlite_open_flags(cfg, ES_LOG_READONLY, &log, err);
+    if (rc != ES_OK)
+        return rc;
+    sqlite3 *db = es_log_sqlite_db(log);
+    rc = es_sql_prepare(db, file,
+                        "SELECT e.pos, e.envelope FROM es_events e JOIN es_types t ON t.id = "
+                        "e.type_id WHERE t.name = ?1 ORDER BY e.pos",
+                        &st, err);
+    if (rc != ES_OK)
+        goto out;
+    int s = sqlite3_bind_text(st, 1, spec->aggregate_type, -1, SQLITE_STATIC);
+    if (s != SQLITE_OK) {
+        rc = es_sql_fail_file(db, s, file, "measuring the events", err);
+        goto out;
+    }
+    while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+        const uint8_t *blob = sqlite3_column_blob(st, 1);
+        size_t len = (size_t)sqlite3_column_bytes(st, 1);
+        es_position_t at = {
+            .topic = spec->name, .partition = -1, .offset = sqlite3_column_int64(st, 0)};
+        es_event_t *ev = NULL;
+        rc = es_envelope_decode(blob, len, &at, &ev, err);
+        if (rc != ES_OK)
+            goto out;
+        acc_add(&a, len, ev->occurred_at_us, now_us);
+        es_event_free(ev);
+    }
+    if (s != SQLITE_DONE) {
+        rc = es_sql_fail_file(db, s, file, "measuring the events", err);
+        goto out;
+    }
+    *out = (es_topic_traffic_t){0};
+    acc_sum(out, &a, now_us);
+out:
+    sqlite3_finalize(st);
+    log->destroy(log);
+    return rc;
+}
+
+#define MEASURE_TIMEOUT_MS 15000
+
+static size_t record_size(const rd_kafka_message_t *m) {
+    size_t n = m->key_len + m->len;
+    rd_kafka_headers_t *hdrs = NULL;
+    if (rd_kafka_message_headers(m, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return n;
+    const char *name;
+    const void *value;
+    size_t size;
+    for (size_t i = 0; !rd_kafka_header_get_all(hdrs, i, &name, &value, &size); i++)
+        n += strlen(name) + size;
+    return n;
+}
+
+typedef struct sample_part {
+    int64_t end; /* the high watermark when the sample started */
+    int done;
+    traffic_acc acc;
+} sample_part;
+
+/* Reads each partition from its start offset (set in parts) up to its end. */
+static es_err sample_records(rd_kafka_t *rk, const es_topic_spec_t *spec,
+                             rd_kafka_topic_partition_list_t *parts, sample_part *sp,
+                             int64_t now_us, es_error_t *err) {
+    int left = 0;
+    for (int i = 0; i < parts->cnt; i++)
+        left += !sp[i].done;
+    rd_kafka_resp_err_t e = rd_kafka_assign(rk, parts);
+    if (e)
+        return es_fail(err, ES_EKAFKA, "%s: cannot read the topic: %s", spec->name,
+                       rd_kafka_err2str(e));
+    int64_t deadline = mono_ms() + MEASURE_TIMEOUT_MS;
+    es_err rc = ES_OK;
+    while (left > 0 && rc == ES_OK) {
+        if (mono_ms() > deadline) {
+            rc = es_fail(err, ES_ETIMEOUT,
+                         "%s: %d partitions not sampled to their end within %d ms; is the "
+                         "cluster busy or down?",
+                         spec->name, left, MEASURE_TIMEOUT_MS);
+            break;
+        }
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
+        if (!m)
+            continue;
+        int eof = m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF;
+        if (m->err && !eof) {
+            rc = es_fail(err, ES_EKAFKA, "%s[%d]: reading a sample failed: %s", spec->name,
+                         (int)m->partition, rd_kafka_message_errstr(m));
+        } else {
+            for (int i = 0; i < parts->cnt; i++) {
+                if (parts->elems[i].partition != m->partition || sp[i].done)
+                    continue;
+                if (!eof) {
+                    rd_kafka_timestamp_type_t tst;
+                    int64_t ts = rd_kafka_message_timestamp(m, &tst);
+                    acc_add(&sp[i].acc, record_size(m), ts * 1000, now_us);
+                }
+                /* The end as sampled, or as far as a reader gets: a transaction's commit
+                 * marker takes the last offset and is never delivered. */
+                if (eof || m->offset + 1 >= sp[i].end) {
+                    sp[i].done = 1;
+                    left--;
+                }
+            }
+        }
+        rd_kafka_message_destroy(m);
+    }
+    rd_kafka_assign(rk, NULL);
+    return rc;
+}
+
+static es_err measure_kafka(const es_config_t *cfg, const es_topic_spec_t *spec, int64_t now_us,
+                            es_topic_traffic_t *out, es_error_t *err) {
+    kconn c = {.cfg = cfg};
+    es_config_t *kcfg = es_config_dup(cfg);
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    sample_part *sp = NULL;
+    es_kafka_opts_t o = {
+        .role = ES_KAFKA_CONSUMER, .what = "topic sampler", .group = "eskit-topics-plan"};
+    *out = (es_topic_traffic_t){0};
+    /* A partition's end is where the reader is told so, past any marker it cannot read. */
+    es_err rc = kcfg ? es_config_set(kcfg, "kafka.enable.partition.eof", "true", err)
+                     : es_fail(err, ES_ENOMEM, "out of memory sampling %s", spec->name);
+    if (rc == ES_OK)
+        rc = es_kafka_new(kcfg, &o, &c.rk, err);
+    if (rc == ES_OK)
+        rc = kconn_metadata(&c, APPLY_TIMEOUT_MS, &md, err);
+    if (rc != ES_OK)
+        goto out;
+    const rd_kafka_metadata_topic_t *t = find_topic(md, spec->name);
+    if (!t)
+        goto out; /* not created yet: no traffic */
+    parts = rd_kafka_topic_partition_list_new(t->partition_cnt);
+    sp = calloc((size_t)t->partition_cnt + 1, sizeof *sp);
+    if (!parts || !sp) {
+        rc = es_fail(err, ES_ENOMEM, "out of memory sampling %s", spec->name);
+        goto out;
+    }
+    for (int i = 0; i < t->partition_cnt; i++) {
+        int64_t lo = 0, hi = 0;
+        int32_t p = t->partitions[i].id;
+        rd_kafka_resp_err_t e =
+            rd_kafka_query_watermark_offsets(c.rk, spec->name, p, &lo, &hi, APPLY_TIMEOUT_MS);
+        if (e) {
+            rc = es_fail(err, es_kafka_code(e), "%s[%d]: cannot read its offsets: %s", spec->name,
+                         (int)p, rd_kafka_err2str(e));
+            goto out;
+        }
+        int64_t start = hi - lo > ES_TOPIC_SAMPLE_RECORDS ? hi - ES_TOPIC_SAMPLE_RECORDS : lo;
+        rd_kafka_topic_partition_list_add(parts, spec->name, p)->offset = start;
+        sp[i].end = hi;
+        sp[i].done = hi <= lo;
+    }
+    rc = sample_records(c.rk, spec, parts, sp, now_us, err);
+    for (int i = 0; rc == ES_OK && i < t->partition_cnt; i++)
+        acc_sum(out, &sp[i].acc, now_us);
+out:
+    if (parts)
+        rd_kafka_topic_partition_list_destroy(parts);
+    free(sp);
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    if (c.rk)
+        rd_kafka_consumer_close(c.rk);
+    kconn_close(&c);
+    es_config_destroy(kcfg);
+    return rc;
+}
+
+es_err es_topic_measure(const es_config_t *cfg, const es_topic_spec_t *spec, int64_t now_us,
+                        es_topic_traffic_t *out, es_error_t *err) {
+    if (!cfg || !spec || !out)
+        return es_fail(err, ES_EINVAL, "es_topic_measure: cfg, spec and out are required");
+    *out = (es_topic_traffic_t){0};
+    if (es_backend_of(cfg)->local_file)
+        return measure_sqlite(cfg, spec, now_us, out, err);
+    if (!es_config_get(cfg, "brokers"))
+        return es_fail(err, ES_EINVAL,
+                       "no Kafka brokers configured; set brokers (ESKIT_BROKERS, esctl --brokers)");
+    return measure_kafka(cfg, spec, now_us, out, err);
 }

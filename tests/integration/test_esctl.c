@@ -529,3 +529,166 @@ Test(esctl, a_missing_database_exits_1_naming_it_and_is_not_created) {
     run_free(&r);
     free(missing);
 }
+
+/* The value of key in the "storage" object of topic's line in a plan's JSON, as a fresh string
+ * (up to the next ',' or '}'). */
+static char *storage_value(const char *json, const char *topic, const char *key) {
+    char pat[128];
+    snprintf(pat, sizeof pat, "{\"topic\": \"%s\"", topic);
+    const char *line = strstr(json, pat);
+    cr_assert_not_null(line, "no %s in %s", topic, json);
+    size_t len = strcspn(line, "\n");
+    const char *st = strstr(line, "\"storage\": ");
+    cr_assert(st && st < line + len, "no storage for %s in %.*s", topic, (int)len, line);
+    snprintf(pat, sizeof pat, "\"%s\": ", key);
+    const char *v = strstr(st, pat);
+    cr_assert(v && v < line + len, "no %s for %s in %.*s", key, topic, (int)len, line);
+    v += strlen(pat);
+    return strndup(v, strcspn(v, ",}"));
+}
+
+static void expect_value(const char *json, const char *topic, const char *key, const char *want) {
+    char *got = storage_value(json, topic, key);
+    cr_expect_str_eq(got, want, "%s %s", topic, key);
+    free(got);
+}
+
+/* The number as esctl prints it: %.15g, or whole (%.0f) for byte counts. */
+static void expect_number(const char *json, const char *topic, const char *key, bool whole,
+                          double want) {
+    char text[64];
+    if (whole)
+        snprintf(text, sizeof text, "%.0f", want);
+    else
+        snprintf(text, sizeof text, "%.15g", want);
+    expect_value(json, topic, key, text);
+}
+
+typedef struct log_span {
+    long long n;
+    int64_t first, last;
+} log_span;
+
+static int note_span(const es_event_t *ev, void *opaque) {
+    log_span *s = opaque;
+    if (s->n++ == 0)
+        s->first = ev->occurred_at_us;
+    s->last = ev->occurred_at_us;
+    return 0;
+}
+
+/* How many events of type the log at path holds, and their first and last occurred_at. */
+static log_span span_of(const char *path, const char *type) {
+    es_store_t *store = open_store(path);
+    const char *types[] = {type, NULL};
+    log_span s = {0};
+    cr_assert_eq(es_store_read_log(store, types, 0, 0, note_span, &s, NULL, NULL), ES_OK);
+    es_store_destroy(store);
+    return s;
+}
+
+/* The bytes the store keeps for the events of type: their envelopes. */
+static long long stored_bytes(const char *path, const char *type) {
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT sum(length(e.envelope)) FROM es_events e JOIN es_types t ON t.id = e.type_id "
+             "WHERE t.name = '%s'",
+             type);
+    return tu_query_int(path, sql);
+}
+
+Test(esctl, topics_plan_from_log_sizes_each_type_by_the_events_the_test_wrote) {
+    es_store_t *store = open_store(db);
+    uint8_t small[100], big[300];
+    memset(small, 's', sizeof small);
+    memset(big, 'b', sizeof big);
+    for (int i = 0; i < 6; i++) {
+        append_raw(store, "orders.order", i % 2 ? "o-1" : "o-2", "orders.v1.Noted", small,
+                   sizeof small);
+        if (i % 2 == 0)
+            append_raw(store, "payments.payment", "p-1", "payments.v1.Noted", big, sizeof big);
+    }
+    es_store_destroy(store);
+
+    run_result r = RUN("--db", db, "topics", "plan", "--json", "--brokers", "3", "--from-log",
+                       "orders.order", "payments.payment");
+    cr_assert_eq(r.status, 0, "stderr: %s", r.err);
+    const char *types[] = {"orders.order", "payments.payment"};
+    const long long counts[] = {6, 3};
+    for (size_t t = 0; t < 2; t++) {
+        log_span s = span_of(db, types[t]);
+        cr_assert_eq(s.n, counts[t]);
+        /* A log younger than a day: its rate from the first event to the last. */
+        double rate = s.last > s.first
+                          ? (double)(s.n - 1) * (24.0 * 3600 * 1000000) / (double)(s.last - s.first)
+                          : (double)s.n;
+        double bytes = (double)stored_bytes(db, types[t]) / (double)s.n;
+        double per_day = rate * bytes * 3;
+        char ev[64], cmd[64], dlq[64];
+        snprintf(ev, sizeof ev, "%s.events", types[t]);
+        snprintf(cmd, sizeof cmd, "%s.commands", types[t]);
+        snprintf(dlq, sizeof dlq, "%s.events.dlq", types[t]);
+        expect_value(r.out, ev, "kind", "\"forever\"");
+        expect_value(r.out, ev, "rate_source", "\"measured\"");
+        expect_number(r.out, ev, "records_measured", true, (double)counts[t]);
+        expect_number(r.out, ev, "records_per_day", false, rate);
+        expect_number(r.out, ev, "record_bytes", false, bytes);
+        expect_number(r.out, ev, "bytes_per_day", true, per_day);
+        expect_value(r.out, ev, "bytes_retained", "null");
+        expect_number(r.out, ev, "bytes_per_year", true, per_day * 365);
+        /* The type's commands are taken to match its events, for their 7 days. */
+        expect_number(r.out, cmd, "bytes_per_day", true, per_day);
+        expect_number(r.out, cmd, "bytes_retained", true, per_day * 7);
+        char pat[96];
+        snprintf(pat, sizeof pat, "{\"topic\": \"%s\"", dlq);
+        const char *line = strstr(r.out, pat);
+        cr_assert(line && strstr(line, "\"storage\": null}"), "the DLQ is not sized: %s", r.out);
+    }
+    run_free(&r);
+}
+
+Test(esctl, topics_plan_sizes_a_given_record_size_and_rate_exactly) {
+    run_result r = RUN("topics", "plan", "--json", "--brokers", "3", "--record-bytes", "250",
+                       "--records-per-day", "1000", "orders.order");
+    cr_assert_eq(r.status, 0, "stderr: %s", r.err);
+    expect_value(r.out, "orders.order.events", "rate_source", "\"given\"");
+    expect_value(r.out, "orders.order.events", "bytes_per_day", "750000");
+    expect_value(r.out, "orders.order.events", "bytes_per_year", "273750000");
+    expect_value(r.out, "orders.order.commands", "bytes_retained", "5250000");
+    expect_value(r.out, "orders.order.replies", "bytes_retained", "750000");
+    expect_value(r.out, "orders.order.snapshots", "kind", "\"compacted\"");
+    expect_value(r.out, "orders.order.snapshots", "bytes_retained", "null");
+    run_free(&r);
+
+    r = RUN("topics", "plan", "--brokers", "3", "--record-bytes", "250", "--records-per-day",
+            "1000", "orders.order");
+    cr_assert_eq(r.status, 0, "stderr: %s", r.err);
+    cr_assert(strstr(r.out, "RECORDS/DAY") && strstr(r.out, "AT RETENTION"), "%s", r.out);
+    const char *ev = strstr(r.out, "\norders.order.events ");
+    cr_assert(ev && strstr(ev, "1000 ") && strstr(ev, "732.4 KiB") &&
+                  strstr(ev, "forever: 261.1 MiB/year"),
+              "%s", r.out);
+    const char *cmd = strstr(r.out, "\norders.order.commands ");
+    cr_assert(cmd && strstr(cmd, "5.0 MiB"), "%s", r.out);
+    run_free(&r);
+}
+
+Test(esctl, topics_plan_without_a_rate_sizes_by_the_peak_events_per_second) {
+    run_result r = RUN("topics", "plan", "--json", "--brokers", "1", "--record-bytes", "100",
+                       "orders.order:2");
+    cr_assert_eq(r.status, 0, "stderr: %s", r.err);
+    expect_value(r.out, "orders.order.events", "rate_source", "\"peak\"");
+    expect_value(r.out, "orders.order.events", "records_per_day", "172800");
+    expect_value(r.out, "orders.order.events", "bytes_per_day", "17280000");
+    run_free(&r);
+}
+
+Test(esctl, topics_plan_from_log_of_a_missing_store_fails_with_one_line) {
+    run_result r =
+        RUN("--db", db, "topics", "plan", "--from-log", "--brokers", "1", "orders.order");
+    cr_assert_eq(r.status, 1, "stderr: %s", r.err);
+    assert_one_line_error(&r);
+    cr_expect(strstr(r.err, "orders.order.events"), "%s", r.err);
+    cr_expect_str_empty(r.out);
+    run_free(&r);
+}

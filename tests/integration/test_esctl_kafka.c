@@ -402,6 +402,13 @@ Test(esctl_kafka, bad_arguments_exit_2_with_one_line) {
         {"topics", "apply", "orders.order", NULL},
         {"topics", "apply", "--brokers", "3", "orders.order", NULL},
         {"topics", "apply", "--json", "--brokers", "127.0.0.1:1", "orders.order", NULL},
+        {"topics", "plan", "--record-bytes", "0", "orders.order", NULL},
+        {"topics", "plan", "--record-bytes", "12k", "orders.order", NULL},
+        {"topics", "plan", "--records-per-day", "5", "orders.order", NULL},
+        {"topics", "plan", "--record-bytes", "5", "--records-per-day", "-1", "orders.order", NULL},
+        {"topics", "apply", "--from-log", "--brokers", "127.0.0.1:1", "orders.order", NULL},
+        {"topics", "apply", "--record-bytes", "5", "--brokers", "127.0.0.1:1", "orders.order",
+         NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         run_result r = esctl(NULL, cases[i]);
@@ -559,4 +566,79 @@ Test(esctl_kafka, verify_reads_the_events_topics_and_names_a_gap_and_an_undecoda
     cr_expect_eq(lines(r.err), 1, "%s", r.err);
     run_free(&r);
     stop_broker(&b, SIGTERM);
+}
+
+/* A record of key "o-1" (3 bytes), a value of 100 bytes and header "h" = "vvvvv" (6 bytes) at
+ * ts_ms (CreateTime), produced to partition 0 of topic. */
+static void produce_sized(rd_kafka_t *p, const char *topic, long long ts_ms) {
+    char value[100];
+    memset(value, 'x', sizeof value);
+    cr_assert_eq(rd_kafka_producev(p, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(0),
+                                   RD_KAFKA_V_KEY("o-1", 3), RD_KAFKA_V_VALUE(value, sizeof value),
+                                   RD_KAFKA_V_HEADER("h", "vvvvv", 5), RD_KAFKA_V_TIMESTAMP(ts_ms),
+                                   RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+                 0);
+}
+
+/* The "storage" object of topic's line in a plan's JSON, as a fresh string. */
+static char *storage_of(const char *json, const char *topic) {
+    char pat[128];
+    snprintf(pat, sizeof pat, "{\"topic\": \"%s\"", topic);
+    const char *line = strstr(json, pat);
+    cr_assert_not_null(line, "no %s in %s", topic, json);
+    const char *s = strstr(line, "\"storage\": ");
+    cr_assert(s && s < line + strcspn(line, "\n"), "no storage for %s in %s", topic, json);
+    s += strlen("\"storage\": ");
+    size_t len = strcspn(s, "\n");
+    len -= s[len - 1] == ',';   /* between the array's objects */
+    return strndup(s, len - 1); /* without the topic object's closing } */
+}
+
+Test(esctl_kafka, topics_plan_from_log_samples_each_topic_for_its_size_and_rate) {
+    broker b = BROKER("--plan", "orders.order", "--partitions", "2");
+    rd_kafka_t *p = client(b.address, RD_KAFKA_PRODUCER);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    long long now = (long long)ts.tv_sec * 1000, hour = 3600 * 1000;
+    /* events: older than a day, with 3 records in the last day; commands: 5 records over 2
+     * hours, younger than a day. */
+    produce_sized(p, "orders.order.events", now - 30 * hour);
+    for (int i = 3; i >= 1; i--)
+        produce_sized(p, "orders.order.events", now - i * hour);
+    for (int i = 0; i < 5; i++)
+        produce_sized(p, "orders.order.commands", now - 3 * hour + i * hour / 2);
+    cr_assert_eq(rd_kafka_flush(p, DEADLINE_MS), 0);
+    rd_kafka_destroy(p);
+    run_result r =
+        ESCTL("topics", "plan", "--json", "--from-log", "--brokers", b.address, "orders.order");
+    cr_assert_eq(r.status, 0, "stderr: %s", r.err);
+    char *ev = storage_of(r.out, "orders.order.events");
+    cr_assert_str_eq(ev,
+                     "{\"kind\": \"forever\", \"rate_source\": \"measured\", \"records_measured\": "
+                     "4, \"records_per_day\": 3, \"record_bytes\": 109, \"bytes_per_day\": 327, "
+                     "\"bytes_retained\": null, \"bytes_per_year\": 119355}");
+    char *cmd = storage_of(r.out, "orders.order.commands");
+    cr_assert_str_eq(
+        cmd, "{\"kind\": \"retained\", \"rate_source\": \"measured\", \"records_measured\": "
+             "5, \"records_per_day\": 48, \"record_bytes\": 109, \"bytes_per_day\": 5232, "
+             "\"bytes_retained\": 36624, \"bytes_per_year\": null}");
+    char *rep = storage_of(r.out, "orders.order.replies");
+    cr_assert(strstr(rep, "\"records_measured\": 0, \"records_per_day\": 0, \"record_bytes\": 0, "
+                          "\"bytes_per_day\": 0"),
+              "an empty topic has no traffic: %s", rep);
+    free(ev);
+    free(cmd);
+    free(rep);
+    run_free(&r);
+    stop_broker(&b, SIGTERM);
+}
+
+Test(esctl_kafka, topics_plan_from_a_kafka_log_that_is_not_there_fails_with_one_line) {
+    run_result r =
+        ESCTL("topics", "plan", "--from-log", "--brokers", "127.0.0.1:1", "orders.order");
+    cr_assert_eq(r.status, 1, "stderr: %s", r.err);
+    cr_assert_eq(lines(r.err), 1, "%s", r.err);
+    cr_assert(strstr(r.err, "orders.order.events") && strstr(r.err, "127.0.0.1:1"), "%s", r.err);
+    cr_assert_str_eq(r.out, "");
+    run_free(&r);
 }

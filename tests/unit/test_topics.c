@@ -1,6 +1,7 @@
 /* The topic plan: partition arithmetic and its reasons, replication for small and large
  * clusters, retention per topic, the naming check and the topics.* config keys. */
 #include <criterion/criterion.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -279,4 +280,166 @@ Test(topics, broker_count_falls_back_to_the_brokers_list_when_nothing_answers) {
     cr_assert_eq(specs[0].min_insync_replicas, 2);
     es_topics_free(specs);
     es_config_destroy(cfg);
+}
+
+/* The spec of role in the plan of orders.order for `brokers` brokers; p frees it. */
+static const es_topic_spec_t *planned(plan *p, es_config_t *cfg, int brokers, const char *name) {
+    *p = plan_one(cfg, brokers, "orders.order", 0, 0);
+    return find(p, name);
+}
+
+Test(topics, a_topic_kept_forever_is_sized_by_the_day_and_the_year_times_its_replication) {
+    es_config_t *cfg = config();
+    plan p;
+    const es_topic_spec_t *ev = planned(&p, cfg, 3, "orders.order.events");
+    es_topic_traffic_t t = {.records_per_day = 1000, .record_bytes = 250};
+    es_topic_size_t size;
+    es_error_t err = {0};
+    cr_assert_eq(es_topic_size(ev, &t, &size, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(size.kind, ES_TOPIC_SIZE_FOREVER);
+    cr_assert_eq(size.bytes_per_day, 750000.0, "1000 records of 250 bytes on 3 replicas");
+    cr_assert_eq(size.bytes_per_year, 273750000.0, "365 days of them");
+    cr_assert_eq(size.bytes_retained, -1.0, "nothing bounds a topic kept forever");
+    es_topics_free(p.specs);
+    es_config_destroy(cfg);
+}
+
+Test(topics, a_topic_with_retention_holds_its_retention_in_days_of_records) {
+    es_config_t *cfg = config();
+    plan p;
+    const es_topic_spec_t *cmd = planned(&p, cfg, 2, "orders.order.commands");
+    const es_topic_spec_t *rep = find(&p, "orders.order.replies");
+    const es_topic_spec_t *dlq = find(&p, "orders.order.events.dlq");
+    es_topic_traffic_t t = {.records_per_day = 1000, .record_bytes = 100.5};
+    es_topic_size_t size;
+    cr_assert_eq(es_topic_size(cmd, &t, &size, NULL), ES_OK);
+    cr_assert_eq(size.kind, ES_TOPIC_SIZE_RETAINED);
+    cr_assert_eq(size.bytes_per_day, 201000.0, "1000 records of 100.5 bytes on 2 replicas");
+    cr_assert_eq(size.bytes_retained, 1407000.0, "7 days of them");
+    cr_assert_eq(size.bytes_per_year, -1.0);
+    cr_assert_eq(es_topic_size(rep, &t, &size, NULL), ES_OK);
+    cr_assert_eq(size.bytes_retained, 201000.0, "one day");
+    t = (es_topic_traffic_t){.records_per_day = 3, .record_bytes = 2000};
+    cr_assert_eq(es_topic_size(dlq, &t, &size, NULL), ES_OK);
+    cr_assert_eq(size.bytes_retained, 168000.0, "14 days of 3 records of 2000 bytes, twice");
+    es_topics_free(p.specs);
+    es_config_destroy(cfg);
+}
+
+Test(topics, a_compacted_topic_has_bytes_written_a_day_and_no_time_bound) {
+    es_config_t *cfg = config();
+    plan p;
+    const es_topic_spec_t *snap = planned(&p, cfg, 1, "orders.order.snapshots");
+    es_topic_traffic_t t = {.records_per_day = 48, .record_bytes = 1024};
+    es_topic_size_t size;
+    cr_assert_eq(es_topic_size(snap, &t, &size, NULL), ES_OK);
+    cr_assert_eq(size.kind, ES_TOPIC_SIZE_COMPACTED);
+    cr_assert_eq(size.bytes_per_day, 49152.0);
+    cr_assert_eq(size.bytes_retained, -1.0);
+    cr_assert_eq(size.bytes_per_year, -1.0);
+    es_topics_free(p.specs);
+    es_config_destroy(cfg);
+}
+
+Test(topics, negative_or_not_finite_traffic_is_refused_naming_the_topic) {
+    es_config_t *cfg = config();
+    plan p;
+    const es_topic_spec_t *ev = planned(&p, cfg, 1, "orders.order.events");
+    const es_topic_traffic_t bad[] = {{.records_per_day = -1, .record_bytes = 10},
+                                      {.records_per_day = 10, .record_bytes = -0.5},
+                                      {.records_per_day = NAN, .record_bytes = 10},
+                                      {.records_per_day = 10, .record_bytes = INFINITY}};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        es_topic_size_t size;
+        es_error_t err = {0};
+        cr_assert_eq(es_topic_size(ev, &bad[i], &size, &err), ES_EINVAL, "case %zu", i);
+        cr_assert(strstr(err.message, "orders.order.events"), "%s", err.message);
+    }
+    es_topics_free(p.specs);
+    es_config_destroy(cfg);
+}
+
+#define HOUR_US (3600LL * 1000000)
+
+Test(topics, rate_of_a_log_older_than_a_day_is_its_records_of_the_last_day) {
+    int64_t now = 1000 * 24 * HOUR_US;
+    cr_assert_eq(es_topic_rate_per_day(500, 120, now - 48 * HOUR_US, now - HOUR_US, now), 120.0);
+    cr_assert_eq(es_topic_rate_per_day(500, 0, now - 24 * HOUR_US, now - 24 * HOUR_US, now), 0.0,
+                 "exactly a day old counts as a day");
+}
+
+Test(topics, rate_of_a_younger_log_is_its_rate_from_first_to_last_record) {
+    int64_t now = 1000 * 24 * HOUR_US;
+    cr_assert_eq(es_topic_rate_per_day(5, 5, now - 3 * HOUR_US, now - HOUR_US, now), 48.0,
+                 "4 intervals in 2 hours");
+    cr_assert_eq(es_topic_rate_per_day(1, 1, now - HOUR_US, now - HOUR_US, now), 1.0);
+    cr_assert_eq(es_topic_rate_per_day(3, 3, now - HOUR_US, now - HOUR_US, now), 3.0,
+                 "records of one instant count as that day's");
+    cr_assert_eq(es_topic_rate_per_day(0, 0, 0, 0, now), 0.0);
+}
+
+/* Appends n events of payload_len bytes to type/id, one append each. */
+static void append_events(es_store_t *store, const char *type, const char *id, int n,
+                          size_t payload_len) {
+    uint8_t payload[512];
+    cr_assert(payload_len <= sizeof payload);
+    memset(payload, 'x', payload_len);
+    for (int i = 0; i < n; i++) {
+        es_new_event_t ev = {
+            .event_type = "test.v1.Happened", .payload = payload, .payload_len = payload_len};
+        es_error_t err = {0};
+        cr_assert_eq(es_store_append(store, type, id, ES_EXPECT_ANY, 0, &ev, 1, NULL, &err), ES_OK,
+                     "%s", err.message);
+    }
+}
+
+typedef struct span {
+    long long n;
+    int64_t first, last;
+} span;
+
+static int note_time(const es_event_t *ev, void *opaque) {
+    span *s = opaque;
+    if (s->n == 0 || ev->occurred_at_us < s->first)
+        s->first = ev->occurred_at_us;
+    if (s->n == 0 || ev->occurred_at_us > s->last)
+        s->last = ev->occurred_at_us;
+    s->n++;
+    return 0;
+}
+
+Test(topics, measuring_an_embedded_log_gives_each_types_event_sizes_and_rate) {
+    char *dir = tu_tempdir();
+    es_config_t *cfg = tu_config(dir, "events.db");
+    es_store_t *store = NULL;
+    cr_assert_eq(es_store_new(cfg, &store, NULL), ES_OK);
+    append_events(store, "orders.order", "o-1", 6, 100);
+    append_events(store, "payments.payment", "p-1", 4, 300);
+    append_events(store, "orders.order", "o-2", 2, 100);
+    const char *types[] = {"orders.order", NULL};
+    span s = {0};
+    cr_assert_eq(es_store_read_log(store, types, 0, 0, note_time, &s, NULL, NULL), ES_OK);
+    es_store_destroy(store);
+    char *db = tu_path(dir, "events.db");
+    long long bytes = tu_query_int(db, "SELECT sum(length(e.envelope)) FROM es_events e JOIN "
+                                       "es_types t ON t.id = e.type_id WHERE t.name = "
+                                       "'orders.order'");
+    plan p;
+    const es_topic_spec_t *ev = planned(&p, cfg, 1, "orders.order.events");
+    es_topic_traffic_t t;
+    es_error_t err = {0};
+    cr_assert_eq(es_topic_measure(cfg, ev, s.last + HOUR_US, &t, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(t.records, 8);
+    cr_assert_eq(t.record_bytes, (double)bytes / 8, "%g, stored %lld bytes", t.record_bytes, bytes);
+    cr_assert_eq(t.records_per_day, es_topic_rate_per_day(8, 8, s.first, s.last, s.last + HOUR_US));
+    cr_assert_eq(es_topic_measure(cfg, ev, s.first + 48 * HOUR_US, &t, &err), ES_OK);
+    cr_assert_eq(t.records_per_day, 0.0, "none in the last day of a log two days old");
+    cr_assert_eq(es_topic_measure(cfg, find(&p, "orders.order.commands"), s.last, &t, &err),
+                 ES_ENOTFOUND);
+    cr_assert(strstr(err.message, "orders.order.commands"), "%s", err.message);
+    es_topics_free(p.specs);
+    free(db);
+    es_config_destroy(cfg);
+    tu_rmtree(dir);
+    free(dir);
 }

@@ -54,6 +54,8 @@ typedef struct options {
     const char *saga, *state; /* sagas --saga, sagas list --state */
     /* topics, dev-broker: raw values, checked by the verb */
     const char *throughput, *partition_throughput, *consumers, *brokers, *partitions;
+    const char *record_bytes, *records_per_day; /* topics plan: sizing */
+    bool from_log;                              /* topics plan --from-log */
     const char *bootstrap_file;
     const char *plan[MAX_PLAN_TYPES]; /* dev-broker --plan (repeatable) */
     size_t n_plan;

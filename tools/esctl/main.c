@@ -115,7 +115,10 @@ typedef enum opt_id {
     OPT_PARTITIONS,
     OPT_SAGA,
     OPT_STATE,
-    OPT_ACCEPT_END
+    OPT_ACCEPT_END,
+    OPT_RECORD_BYTES,
+    OPT_RECORDS_PER_DAY,
+    OPT_FROM_LOG
 } opt_id;
 
 #define FOR(v) (1u << (v))
@@ -154,6 +157,9 @@ static const opt_spec opt_specs[] = {
     {"saga", 0, true, FOR(VERB_SAGAS), OPT_SAGA},
     {"state", 0, true, FOR(VERB_SAGAS), OPT_STATE},
     {"accept-end", 0, false, FOR(VERB_VERIFY), OPT_ACCEPT_END},
+    {"record-bytes", 0, true, FOR(VERB_TOPICS), OPT_RECORD_BYTES},
+    {"records-per-day", 0, true, FOR(VERB_TOPICS), OPT_RECORDS_PER_DAY},
+    {"from-log", 0, false, FOR(VERB_TOPICS), OPT_FROM_LOG},
 };
 
 /* The spec matching arg ("--name", "--name=value" or "-x"); *value is set for "=". */
@@ -237,6 +243,15 @@ static int apply_opt(options *o, const opt_spec *s, const char *value) {
         break;
     case OPT_CONSUMERS:
         o->consumers = value;
+        break;
+    case OPT_RECORD_BYTES:
+        o->record_bytes = value;
+        break;
+    case OPT_RECORDS_PER_DAY:
+        o->records_per_day = value;
+        break;
+    case OPT_FROM_LOG:
+        o->from_log = true;
         break;
     case OPT_BROKERS:
         o->brokers = value;

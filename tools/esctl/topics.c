@@ -5,12 +5,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "esctl.h"
 
 const char topics_help[] =
     "usage: esctl topics plan [--json] [--throughput N] [--partition-throughput N]\n"
     "                         [--consumers N] [--brokers N|HOST:PORT,...]\n"
+    "                         [--record-bytes N] [--records-per-day N] [--from-log]\n"
     "                         [TYPE[:EVENTS_PER_S[:CONSUMERS]]...]\n"
     "       esctl topics apply [--brokers HOST:PORT,...] [same options and types]\n"
     "\n"
@@ -25,7 +27,10 @@ const char topics_help[] =
     "  plan    prints each topic: partitions and the rule that decided them,\n"
     "          replication factor, min.insync.replicas, cleanup policy, retention,\n"
     "          and the naming check (Kafka refuses two names that differ only in\n"
-    "          '.' versus '_')\n"
+    "          '.' versus '_'); with --record-bytes or --from-log also the storage\n"
+    "          each topic takes, times its replication factor: records a day, mean\n"
+    "          record size, bytes a day, and bytes at its retention (a topic kept\n"
+    "          forever: bytes a year; a compacted one: bounded by its live keys)\n"
     "  apply   connects to the cluster, creates missing topics and compares existing\n"
     "          ones; prints one line per topic: created, ok, drift (how it differs;\n"
     "          nothing is changed) or failed. A cluster without CreateTopics, such as\n"
@@ -42,6 +47,15 @@ const char topics_help[] =
     "  --brokers N               plan: plan for N brokers without asking a cluster\n"
     "  --brokers HOST:PORT,...   the cluster (brokers, ESKIT_BROKERS); plan counts its\n"
     "                            brokers when it answers within 3 s\n"
+    "  --record-bytes N          plan: mean bytes of a record (key, value, headers)\n"
+    "  --records-per-day N       plan: records written a day per topic (default:\n"
+    "                            measured with --from-log, else the type's events/s\n"
+    "                            times 86400, a peak rate and so an upper bound)\n"
+    "  --from-log                plan: measure both from the log the config names:\n"
+    "                            embedded, each type's events in the store (their\n"
+    "                            commands, replies and snapshots are taken alike);\n"
+    "                            Kafka, the last records of each topic; the flags\n"
+    "                            above override what it measures\n"
     "  --json                    plan: a JSON array of objects, one per topic\n"
     "  -h, --help                show this help\n"
     "\n"
@@ -104,6 +118,48 @@ typedef struct topics_run {
     size_t n;
     int brokers; /* --brokers N; 0: ask es_topics_broker_count */
 } topics_run;
+
+/* How big one planned topic gets, when the plan sizes storage. */
+typedef struct topic_sizing {
+    bool sized;
+    const char *rate_source; /* "given", "measured", "peak" */
+    es_topic_traffic_t traffic;
+    es_topic_size_t size;
+} topic_sizing;
+
+/* Sizing options, checked before anything is planned. */
+typedef struct sizing_opts {
+    bool on, from_log;
+    long long record_bytes, records_per_day; /* -1: not given */
+} sizing_opts;
+
+static int parse_sizing(const options *o, bool apply, sizing_opts *z) {
+    *z = (sizing_opts){.record_bytes = -1, .records_per_day = -1};
+    const char *flag = o->record_bytes      ? "--record-bytes"
+                       : o->records_per_day ? "--records-per-day"
+                       : o->from_log        ? "--from-log"
+                                            : NULL;
+    if (!flag)
+        return EXIT_OK;
+    if (apply) {
+        say("option '%s' does not apply to 'topics apply'; run 'esctl topics --help'", flag);
+        return EXIT_USAGE;
+    }
+    if (o->record_bytes &&
+        parse_count("--record-bytes", o->record_bytes, 1, 1000000000LL, &z->record_bytes))
+        return EXIT_USAGE;
+    if (o->records_per_day && parse_count("--records-per-day", o->records_per_day, 0,
+                                          1000000000000LL, &z->records_per_day))
+        return EXIT_USAGE;
+    if (!o->record_bytes && !o->from_log) {
+        say("--records-per-day needs a record size too: --record-bytes N, or --from-log to "
+            "measure it");
+        return EXIT_USAGE;
+    }
+    z->on = true;
+    z->from_log = o->from_log;
+    return EXIT_OK;
+}
 
 static int prepare(const options *o, bool apply, topics_run *t) {
     int rc = load_config(o, &t->cfg);
@@ -195,13 +251,113 @@ static void put_retention(pb_buf *b, long long ms, int width) {
     pb_buf_printf(b, "%-*s", width, text);
 }
 
-static void plan_text(pb_buf *b, const es_topic_spec_t *specs, size_t n, int brokers) {
+/* es_topic_measure of s, or EXIT_FAIL after one line naming the topic. */
+static int measure(const es_config_t *cfg, const es_topic_spec_t *s, int64_t now_us,
+                   es_topic_traffic_t *out) {
+    es_error_t err = {0};
+    if (es_topic_measure(cfg, s, now_us, out, &err) != ES_OK) {
+        say("measuring %s with --from-log: %s", s->name, err.message);
+        return EXIT_FAIL;
+    }
+    return EXIT_OK;
+}
+
+/* The traffic of every topic the plan sizes, then its size. Embedded: a type's events stand
+ * for its snapshots, commands and replies; its DLQ and the schema catalogue are written only on
+ * failures and new schemas, so they are not sized. Kafka: every topic is measured itself. */
+static int size_plan(const topics_run *t, const sizing_opts *z, const es_topic_spec_t *specs,
+                     size_t n, topic_sizing *out) {
+    es_backend_info_t info = {0};
+    es_error_t err = {0};
+    bool each_topic = false;
+    if (z->from_log && es_backend_info(t->cfg, &info, &err) == ES_OK)
+        each_topic = !info.local_file;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t now_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    es_topic_traffic_t type_traffic = {0};
+    for (size_t i = 0; i < n; i++) {
+        const es_topic_spec_t *s = &specs[i];
+        topic_sizing *r = &out[i];
+        bool stands_in = s->role != ES_TOPIC_DLQ && s->role != ES_TOPIC_SCHEMAS;
+        *r = (topic_sizing){.sized = each_topic || stands_in};
+        if (!r->sized)
+            continue;
+        es_topic_traffic_t *tr = &r->traffic;
+        r->rate_source = "given";
+        if (z->from_log && (each_topic || s->role == ES_TOPIC_EVENTS)) {
+            int rc = measure(t->cfg, s, now_us, each_topic ? tr : &type_traffic);
+            if (rc != EXIT_OK)
+                return rc;
+        }
+        if (z->from_log) {
+            if (!each_topic)
+                *tr = type_traffic; /* the events come first among a type's topics */
+            r->rate_source = "measured";
+        } else {
+            tr->records_per_day = (double)s->events_per_s * 86400;
+            r->rate_source = "peak";
+        }
+        if (z->records_per_day >= 0) {
+            tr->records_per_day = (double)z->records_per_day;
+            r->rate_source = "given";
+        }
+        if (z->record_bytes >= 0)
+            tr->record_bytes = (double)z->record_bytes;
+        if (es_topic_size(s, tr, &r->size, &err) != ES_OK) {
+            say("%s", err.message);
+            return EXIT_FAIL;
+        }
+    }
+    return EXIT_OK;
+}
+
+/* bytes in IEC units with one decimal ("1.5 GiB"), whole bytes under 1 KiB. */
+static void put_bytes(char *out, size_t cap, double bytes) {
+    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+    size_t u = 0;
+    while (bytes >= 1024 && u + 1 < sizeof units / sizeof *units) {
+        bytes /= 1024;
+        u++;
+    }
+    if (u == 0)
+        snprintf(out, cap, "%.0f B", bytes);
+    else
+        snprintf(out, cap, "%.1f %s", bytes, units[u]);
+}
+
+static void put_size_cells(pb_buf *b, const topic_sizing *r) {
+    char rate[32], rec[32], day[32], kept[48], v[32];
+    if (!r->sized) {
+        pb_buf_printf(b, "%-12s  %-10s  %-10s  %-24s  ", "-", "-", "-", "-");
+        return;
+    }
+    snprintf(rate, sizeof rate, "%.0f", r->traffic.records_per_day);
+    snprintf(rec, sizeof rec, "%.0f", r->traffic.record_bytes);
+    put_bytes(day, sizeof day, r->size.bytes_per_day);
+    if (r->size.kind == ES_TOPIC_SIZE_RETAINED) {
+        put_bytes(kept, sizeof kept, r->size.bytes_retained);
+    } else if (r->size.kind == ES_TOPIC_SIZE_FOREVER) {
+        put_bytes(v, sizeof v, r->size.bytes_per_year);
+        snprintf(kept, sizeof kept, "forever: %s/year", v);
+    } else {
+        snprintf(kept, sizeof kept, "compacted: live keys");
+    }
+    pb_buf_printf(b, "%-12s  %-10s  %-10s  %-24s  ", rate, rec, day, kept);
+}
+
+static void plan_text(pb_buf *b, const es_topic_spec_t *specs, const topic_sizing *sz, size_t n,
+                      int brokers) {
     int w = (int)strlen("TOPIC");
     for (size_t i = 0; i < n; i++)
         if ((int)strlen(specs[i].name) > w)
             w = (int)strlen(specs[i].name);
-    pb_buf_printf(b, "%-*s  %-27s  %-2s  %-7s  %-7s  %-9s  %s\n", w, "TOPIC", "PARTITIONS", "RF",
-                  "MIN.ISR", "CLEANUP", "RETENTION", "NAME");
+    pb_buf_printf(b, "%-*s  %-27s  %-2s  %-7s  %-7s  %-9s  ", w, "TOPIC", "PARTITIONS", "RF",
+                  "MIN.ISR", "CLEANUP", "RETENTION");
+    if (sz)
+        pb_buf_printf(b, "%-12s  %-10s  %-10s  %-24s  ", "RECORDS/DAY", "REC.BYTES", "BYTES/DAY",
+                      "AT RETENTION");
+    pb_buf_puts(b, "NAME\n");
     for (size_t i = 0; i < n; i++) {
         const es_topic_spec_t *s = &specs[i];
         char parts[48];
@@ -209,19 +365,52 @@ static void plan_text(pb_buf *b, const es_topic_spec_t *specs, size_t n, int bro
         pb_buf_printf(b, "%-*s  %-27s  %-2d  %-7d  %-7s  ", w, s->name, parts,
                       s->replication_factor, s->min_insync_replicas, s->cleanup_policy);
         put_retention(b, s->retention_ms, 9);
+        pb_buf_puts(b, "  ");
+        if (sz)
+            put_size_cells(b, &sz[i]);
         if (s->collides_with >= 0)
-            pb_buf_printf(b, "  warning: collides with %s ('.' and '_' alike)\n",
+            pb_buf_printf(b, "warning: collides with %s ('.' and '_' alike)\n",
                           specs[s->collides_with].name);
         else
-            pb_buf_puts(b, "  ok\n");
+            pb_buf_puts(b, "ok\n");
     }
     pb_buf_printf(b,
                   "%d broker%s; partitions = max(ceil(events/s / per-partition events/s), "
                   "consumers, 1)\n",
                   brokers, brokers == 1 ? "" : "s");
+    if (sz)
+        pb_buf_printf(b, "storage: bytes times the replication factor; records/day %s\n",
+                      sz[0].rate_source && !strcmp(sz[0].rate_source, "peak")
+                          ? "from events/s at peak (an upper bound)"
+                          : "as given or measured");
 }
 
-static void plan_json(pb_buf *b, const es_topic_spec_t *specs, size_t n) {
+static void json_size(pb_buf *b, const char *key, double v) {
+    if (v < 0)
+        pb_buf_printf(b, ", \"%s\": null", key);
+    else
+        pb_buf_printf(b, ", \"%s\": %.0f", key, v);
+}
+
+static void size_json(pb_buf *b, const topic_sizing *r) {
+    static const char *const kinds[] = {"retained", "forever", "compacted"};
+    if (!r->sized) {
+        pb_buf_puts(b, ", \"storage\": null");
+        return;
+    }
+    pb_buf_printf(b,
+                  ", \"storage\": {\"kind\": \"%s\", \"rate_source\": \"%s\", "
+                  "\"records_measured\": %lld, \"records_per_day\": %.15g, \"record_bytes\": "
+                  "%.15g",
+                  kinds[r->size.kind], r->rate_source, r->traffic.records,
+                  r->traffic.records_per_day, r->traffic.record_bytes);
+    json_size(b, "bytes_per_day", r->size.bytes_per_day);
+    json_size(b, "bytes_retained", r->size.bytes_retained);
+    json_size(b, "bytes_per_year", r->size.bytes_per_year);
+    pb_buf_puts(b, "}");
+}
+
+static void plan_json(pb_buf *b, const es_topic_spec_t *specs, const topic_sizing *sz, size_t n) {
     pb_buf_puts(b, n ? "[\n" : "[");
     for (size_t i = 0; i < n; i++) {
         const es_topic_spec_t *s = &specs[i];
@@ -244,27 +433,39 @@ static void plan_json(pb_buf *b, const es_topic_spec_t *specs, size_t n) {
                                strlen(specs[s->collides_with].name));
         else
             pb_buf_puts(b, "null");
+        if (sz)
+            size_json(b, &sz[i]);
         pb_buf_printf(b, "}%s\n", i + 1 < n ? "," : "");
     }
     pb_buf_puts(b, "]\n");
 }
 
-static int run_plan(const options *o, topics_run *t) {
+static int run_plan(const options *o, const sizing_opts *z, topics_run *t) {
     es_topic_spec_t *specs = NULL;
+    topic_sizing *sz = NULL;
     size_t n = 0;
     int brokers = t->brokers ? t->brokers : es_topics_broker_count(t->cfg);
     t->brokers = brokers;
     int rc = make_plan(t, &specs, &n);
     if (rc != EXIT_OK)
         return rc;
-    pb_buf b;
-    pb_buf_init(&b);
-    if (o->json)
-        plan_json(&b, specs, n);
-    else
-        plan_text(&b, specs, n, brokers);
-    rc = write_out(&b) ? EXIT_OK : EXIT_FAIL;
-    pb_buf_free(&b);
+    if (z->on) {
+        sz = calloc(n ? n : 1, sizeof *sz);
+        rc = sz ? size_plan(t, z, specs, n, sz) : EXIT_FAIL;
+        if (!sz)
+            say("out of memory");
+    }
+    if (rc == EXIT_OK) {
+        pb_buf b;
+        pb_buf_init(&b);
+        if (o->json)
+            plan_json(&b, specs, sz, n);
+        else
+            plan_text(&b, specs, sz, n, brokers);
+        rc = write_out(&b) ? EXIT_OK : EXIT_FAIL;
+        pb_buf_free(&b);
+    }
+    free(sz);
     es_topics_free(specs);
     return rc;
 }
@@ -314,10 +515,14 @@ int cmd_topics(const options *o) {
         say("option '--json' does not apply to 'topics apply'; run 'esctl topics --help'");
         return EXIT_USAGE;
     }
+    sizing_opts z;
+    int rc = parse_sizing(o, apply, &z);
+    if (rc != EXIT_OK)
+        return rc;
     topics_run t = {0};
-    int rc = prepare(o, apply, &t);
+    rc = prepare(o, apply, &t);
     if (rc == EXIT_OK)
-        rc = apply ? run_apply(&t) : run_plan(o, &t);
+        rc = apply ? run_apply(&t) : run_plan(o, &z, &t);
     release(&t);
     return rc;
 }

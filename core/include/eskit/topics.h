@@ -19,6 +19,7 @@
 #define ESKIT_TOPICS_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <eskit/config.h>
 #include <eskit/error.h>
 #include <eskit/event.h>
@@ -100,6 +101,48 @@ ES_API es_err es_topics_plan_for(const es_config_t *cfg, int brokers, const es_t
                                  size_t n, es_topic_spec_t **out, size_t *n_out, es_error_t *err);
 /* Frees the specs es_topics_plan returned (NULL is fine). */
 ES_API void es_topics_free(es_topic_spec_t *specs);
+
+/* Storage a topic takes (es_topic_size): what its records are, given or measured from a log
+ * (es_topic_measure). */
+typedef struct es_topic_traffic {
+    double records_per_day; /* mean records written a day */
+    double record_bytes;    /* mean bytes of one record in one replica (key, value, headers) */
+    long long records;      /* records measured; 0 when given rather than measured */
+} es_topic_traffic_t;
+
+typedef enum es_topic_size_kind {
+    ES_TOPIC_SIZE_RETAINED,  /* delete, finite retention.ms: bytes_retained is what it holds */
+    ES_TOPIC_SIZE_FOREVER,   /* delete, retention.ms -1: grows bytes_per_year every year */
+    ES_TOPIC_SIZE_COMPACTED, /* compact: one record per live key, which time does not bound */
+} es_topic_size_kind;
+
+/* A topic's storage on the cluster: every figure is times the replication factor. */
+typedef struct es_topic_size {
+    es_topic_size_kind kind;
+    double bytes_per_day;  /* written a day */
+    double bytes_retained; /* RETAINED: records_per_day * retention in days * bytes; else -1 */
+    double bytes_per_year; /* FOREVER: 365 days written; else -1 */
+} es_topic_size_t;
+
+/* The storage of the planned topic spec for traffic t. ES_EINVAL when t is negative or not
+ * finite. */
+ES_API es_err es_topic_size(const es_topic_spec_t *spec, const es_topic_traffic_t *t,
+                            es_topic_size_t *out, es_error_t *err);
+/* Records a day of a log whose `records` records span first_us..last_us (occurred_at or record
+ * timestamps, microseconds), of which records_last_day are at or after now_us - 1 day: those,
+ * when the log is older than a day; else its rate from first to last, (records - 1) / span
+ * (records, when they all share one instant). */
+ES_API double es_topic_rate_per_day(long long records, long long records_last_day, int64_t first_us,
+                                    int64_t last_us, int64_t now_us);
+/* The traffic of spec's topic in the log the config names, at now_us: embedded, the events of
+ * its aggregate type in the store (their envelopes' sizes, their occurred_at), and ES_ENOTFOUND
+ * for the other roles, which the embedded log does not keep; Kafka, the last
+ * ES_TOPIC_SAMPLE_RECORDS records of each partition of the topic (key, value and headers
+ * sizes, record timestamps). An empty or missing topic is no traffic (records 0), not an error.
+ */
+ES_API es_err es_topic_measure(const es_config_t *cfg, const es_topic_spec_t *spec, int64_t now_us,
+                               es_topic_traffic_t *out, es_error_t *err);
+#define ES_TOPIC_SAMPLE_RECORDS 10000
 
 /* Brokers in the cluster `brokers` names, from its metadata when it answers within a few
  * seconds, else the number of entries in `brokers`; 1 when brokers is not set. */
