@@ -413,7 +413,7 @@ Test(prometheus, scrapes_the_embedded_demo_service_and_gives_back_what_the_test_
     char demo_listen[64];
     snprintf(demo_listen, sizeof demo_listen, "127.0.0.1:%d", demo_port);
     const char *const demo[] = {
-        getenv("DEMO_PATH"), "--db",      db,       "--readmodel", read, "--saga-db", saga,
+        DEMO_PATH, "--db",      db,       "--readmodel", read, "--saga-db", saga,
         "--metrics",         demo_listen, "--stay", NULL};
     size_t demo_child = spawn(demo, "demo.log");
     await_line(demo_child, "demo.log", "order_saga: staying:", 120);
@@ -466,9 +466,9 @@ Test(prometheus, scrapes_the_embedded_demo_service_and_gives_back_what_the_test_
 }
 
 Test(prometheus, scrapes_the_demo_services_over_the_dev_broker_and_gives_back_what_the_test_did) {
-    const char *demo_path = getenv("DEMO_PATH");
+    const char *demo_path = DEMO_PATH;
     char *bootstrap = path_in("bootstrap");
-    const char *const broker[] = {getenv("ESCTL_PATH"),
+    const char *const broker[] = {ESCTL_PATH,
                                   "dev-broker",
                                   "--bootstrap-file",
                                   bootstrap,
