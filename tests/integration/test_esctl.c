@@ -4,9 +4,11 @@
  */
 #include <criterion/criterion.h>
 #include <libgen.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -691,4 +693,25 @@ Test(esctl, topics_plan_from_log_of_a_missing_store_fails_with_one_line) {
     cr_expect(strstr(r.err, "orders.order.events"), "%s", r.err);
     cr_expect_str_empty(r.out);
     run_free(&r);
+}
+
+/* The service's eskit.conf (here: the environment) may name the service's metrics port: esctl
+ * serves no metrics, so it neither takes that port nor fails because the service holds it. */
+Test(esctl, a_metrics_listen_of_the_config_is_not_served_by_esctl) {
+    write_order(db);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof sa;
+    cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    cr_assert_eq(listen(fd, 1), 0);
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
+    char *listen_env = NULL, *read = tu_path(dir, "read.db");
+    cr_assert_gt(asprintf(&listen_env, "ESKIT_METRICS_LISTEN=127.0.0.1:%d", ntohs(sa.sin_port)), 0);
+    const char *env[] = {listen_env, NULL};
+    run_result r = RUN_ENV(env, "--db", db, "--readmodel", read, "replay", "order_summary");
+    cr_expect_eq(r.status, 0, "stderr: %s", r.err);
+    run_free(&r);
+    close(fd);
+    free(listen_env);
+    free(read);
 }

@@ -112,7 +112,12 @@ int load_config(const options *o, es_config_t **out) {
         say("%s", err.message);
         return EXIT_FAIL;
     }
-    int exit = set_flag(cfg, "--db", "db", o->db);
+    /* esctl's engines and runners are no service to scrape: a metrics.listen the service's
+     * eskit.conf holds must not make esctl take (or fail on) the service's port. esctl metrics
+     * reads what the files and the log say instead. */
+    int exit = set_flag(cfg, "metrics", "metrics.enabled", "false");
+    if (exit == EXIT_OK)
+        exit = set_flag(cfg, "--db", "db", o->db);
     if (exit == EXIT_OK)
         exit = set_flag(cfg, "--readmodel", "readmodel.db", o->readmodel);
     if (exit == EXIT_OK)
