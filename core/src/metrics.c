@@ -302,17 +302,18 @@ static void put_value(es_buf_t *b, double v, bool *ok) {
 
 static void put(es_buf_t *b, bool *ok, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void put(es_buf_t *b, bool *ok, const char *fmt, ...) {
-    char line[1024];
-    va_list ap;
+    va_list ap, again;
     va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof line, fmt, ap);
+    va_copy(again, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof line) { /* labels are bounded; a longer line is a bug */
+    if (n < 0 || es_buf_reserve(b, (size_t)n + 1) != ES_OK) {
         *ok = false;
-        return;
+    } else {
+        vsnprintf((char *)b->data + b->len, (size_t)n + 1, fmt, again);
+        b->len += (size_t)n;
     }
-    if (es_buf_append(b, line, (size_t)n, NULL) != ES_OK)
-        *ok = false;
+    va_end(again);
 }
 
 /* One series line: family+suffix{labels[,extra]} value. */
