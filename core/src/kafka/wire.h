@@ -62,6 +62,9 @@ typedef void es_kafka_parts_cb(rd_kafka_t *rk, rd_kafka_resp_err_t e,
 typedef struct es_kafka_opts {
     es_kafka_role role;
     const char *what;         /* names the handle in errors ("reply consumer"); NULL: the role */
+    const char *stats_name;   /* asks for librdkafka's statistics as metrics, the handle named
+                               * client="<service.name>.<stats_name>" (kafka/stats.h): only for a
+                               * handle its owner polls every few seconds while it lives */
     const char *group;        /* consumer: group.id (required) */
     const char *offset_reset; /* consumer: auto.offset.reset, over any key; NULL: librdkafka's */
     int fetch_wait_ms;        /* consumer: fetch.wait.max.ms, a default keys may override */
