@@ -58,12 +58,12 @@ static void collect(void *self, es_mx_sink *s) {
                      "librdkafka's mean round-trip time to the broker over its last statistics "
                      "interval.",
                      es_mx_labels(labels, sizeof labels, "client", st->client, "broker",
-                                  t->brokers[i].name, NULL),
+                                  t->brokers[i].name, (const char *)NULL),
                      t->brokers[i].rtt_s);
     if (t->have && st->producer)
         es_mx_sample(s, "eskit_kafka_queue_messages", ES_MX_GAUGE,
                      "Messages in librdkafka's producer queue.",
-                     es_mx_labels(labels, sizeof labels, "client", st->client, NULL),
+                     es_mx_labels(labels, sizeof labels, "client", st->client, (const char *)NULL),
                      (double)t->msg_cnt);
     for (size_t i = 0; t->have && i < t->n_lags; i++) {
         snprintf(part, sizeof part, "%d", (int)t->lags[i].partition);
@@ -71,7 +71,7 @@ static void collect(void *self, es_mx_sink *s) {
                      "Consumer lag as librdkafka reports it: the partition's end minus the "
                      "group's committed offset.",
                      es_mx_labels(labels, sizeof labels, "client", st->client, "topic",
-                                  t->lags[i].topic, "partition", part, NULL),
+                                  t->lags[i].topic, "partition", part, (const char *)NULL),
                      (double)t->lags[i].lag);
     }
     pthread_mutex_unlock(&st->lock);
