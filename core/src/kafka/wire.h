@@ -9,6 +9,8 @@
  * cannot reach (es_kafka_outage) until a sign of life clears that: a delivery report, or the
  * caller's es_kafka_clear_outage after a request that was answered. The handle's librdkafka opaque
  * is this module's: callbacks come in es_kafka_opts_t, each with the caller's opaque.
+ * A handle its owner polls all the time can turn librdkafka's statistics into the
+ * eskit_kafka_* gauges (es_kafka_opts_t.stats_name; kafka/stats.h).
  *
  * Errors, one policy (es_kafka_code), the one the log reader had and its tests expect (the
  * processor's and the remote caller's mappers agreed with it except on which timeouts count):
