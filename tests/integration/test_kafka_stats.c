@@ -2,7 +2,8 @@
  * The Kafka gauges from librdkafka's statistics (kafka/stats.c) on the mock cluster: a consumer
  * made by the wire module shows its lag as librdkafka computes it (the partition's end minus the
  * group's committed offset) and its round-trip time to the broker; metrics.kafka.interval.ms=0
- * asks for none; kafka.statistics.interval.ms, when set, is the interval used.
+ * asks for none; kafka.statistics.interval.ms, when set, is the interval used; a running command
+ * processor's consumer shows its gauges under its group's name.
  */
 #include <criterion/criterion.h>
 #include <librdkafka/rdkafka.h>
@@ -12,10 +13,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "domain.h"
 #include "internal.h"
 #include "kafka/wire.h"
 #include "kafkautil.h"
 #include "metricsutil.h"
+#include "testutil.h"
 
 #define TOPIC "stats.t"
 #define PRODUCED 10
@@ -228,4 +231,88 @@ Test(kafka_stats, a_handle_not_named_for_metrics_asks_for_none) {
     cr_assert_eq(rd_kafka_conf_get(conf, "statistics.interval.ms", value, &n), RD_KAFKA_CONF_OK);
     cr_expect_str_eq(value, "0", "an idle producer nobody polls would pile the documents up");
     es_kafka_destroy(rk, 0);
+}
+
+/* ---- a command processor ---- */
+
+static char *dir;
+
+static void setup_processor(void) {
+    mock_rk = tu_kafka_new(RD_KAFKA_PRODUCER, tu_kafka_conf());
+    mock = tu_mock_demo(mock_rk, 2);
+    dir = tu_tempdir();
+    cfg = tu_config(dir, "unused.db");
+    char *state = tu_path(dir, "state.db");
+    set("brokers", rd_kafka_mock_cluster_bootstraps(mock));
+    set("service.name", "svc");
+    set("state.db", state);
+    free(state);
+    set("execute.timeout.ms", "20000");
+    set("kafka.session.timeout.ms", TU_MOCK_SESSION_TIMEOUT_MS);
+    set("kafka.heartbeat.interval.ms", TU_MOCK_HEARTBEAT_INTERVAL_MS);
+    set("metrics.kafka.interval.ms", "100");
+}
+
+static void teardown_processor(void) {
+    teardown();
+    tu_rmtree(dir);
+    free(dir);
+}
+
+static es_engine_t *demo_engine(void) {
+    es_engine_t *e = NULL;
+    es_error_t err = {0};
+    cr_assert_eq(es_engine_new(cfg, &e, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(demo_register_all(e, &err), ES_OK, "%s", err.message);
+    return e;
+}
+
+static Orders__V1__LineItem item = {PROTOBUF_C_MESSAGE_INIT(&orders__v1__line_item__descriptor),
+                                    "sku-1", 2, 1500};
+static Orders__V1__LineItem *items[] = {&item};
+
+/* Whether a partition of orders.order.commands has the processor's lag series at want. */
+static int has_lag(const char *text, double want) {
+    char series[256];
+    for (int p = 0; p < 2; p++) {
+        snprintf(series, sizeof series,
+                 "eskit_kafka_consumer_lag_records{client=\"svc.commands\",topic=\"orders.order."
+                 "commands\",partition=\"%d\"}",
+                 p);
+        if (mx_value(text, series) == want)
+            return 1;
+    }
+    return 0;
+}
+
+Test(kafka_stats_processor, the_processors_consumer_shows_its_lag_and_rtt, .init = setup_processor,
+     .fini = teardown_processor, .timeout = 60) {
+    tu_proc *pr = tu_proc_start(cfg, demo_engine());
+    es_engine_t *caller = demo_engine();
+    Orders__V1__PlaceOrder msg;
+    orders__v1__place_order__init(&msg);
+    msg.customer_id = "c-1";
+    msg.currency = "EUR";
+    msg.n_items = 1;
+    msg.items = items;
+    es_command_t c = {
+        .aggregate_type = "orders.order", .aggregate_id = "o-1", .message = &msg.base};
+    es_result_t res;
+    es_error_t err = {0};
+    cr_assert_eq(es_execute(caller, &c, &res, &err), ES_OK, "%s", err.message);
+    es_result_clear(&res);
+    /* The processor commits the command's offset after its batch: lag 0 once librdkafka says. */
+    int64_t deadline = es_now_us() + 20 * 1000000LL;
+    char *text = NULL;
+    for (;; es_sleep_ms(50)) {
+        free(text);
+        text = scrape();
+        if (has_lag(text, 0) &&
+            first_value(text, "eskit_kafka_broker_rtt_seconds{client=\"svc.commands\",") > 0)
+            break;
+        cr_assert_lt(es_now_us(), deadline, "no lag 0 and rtt of svc.commands in 20 s:\n%s", text);
+    }
+    free(text);
+    es_engine_destroy(caller);
+    tu_proc_stop(pr);
 }
