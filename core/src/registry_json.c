@@ -189,21 +189,33 @@ int es_json_check(const char *doc, size_t len, size_t *at) {
     return rc;
 }
 
-int es_json_member(const char *doc, size_t len, const char *key, es_json_val_t *out) {
-    cursor c = {doc, doc + len};
+int es_json_next_member(const char *obj, size_t len, size_t *pos, es_json_val_t *key,
+                        es_json_val_t *val) {
+    cursor c = {obj + *pos, obj + len};
     skip_ws(&c);
-    if (c.p >= c.end || *c.p++ != '{')
+    if (*pos == 0) {
+        if (c.p >= c.end || *c.p++ != '{')
+            return 0;
+    } else if (c.p < c.end && *c.p == ',') {
+        c.p++;
+    }
+    skip_ws(&c);
+    if (c.p >= c.end || *c.p != '"')
+        return 0; /* the closing brace (or not an object) */
+    *key = (es_json_val_t){ES_JSON_STRING, c.p, 0};
+    if (parse_string(&c))
         return 0;
+    key->len = (size_t)(c.p - key->start);
     skip_ws(&c);
-    while (c.p < c.end && *c.p == '"') {
-        es_json_val_t k = {ES_JSON_STRING, c.p, 0}, v;
-        if (parse_string(&c))
-            return 0;
-        k.len = (size_t)(c.p - k.start);
-        skip_ws(&c);
-        c.p++; /* ':' (the document was checked) */
-        if (parse_value(&c, 1, &v))
-            return 0;
+    if (c.p >= c.end || *c.p++ != ':' || parse_value(&c, 1, val))
+        return 0;
+    *pos = (size_t)(c.p - obj);
+    return 1;
+}
+
+int es_json_member(const char *doc, size_t len, const char *key, es_json_val_t *out) {
+    es_json_val_t k, v;
+    for (size_t pos = 0; es_json_next_member(doc, len, &pos, &k, &v);) {
         char *name = es_json_string(&k);
         int found = name && !strcmp(name, key);
         free(name);
@@ -211,10 +223,6 @@ int es_json_member(const char *doc, size_t len, const char *key, es_json_val_t *
             *out = v;
             return 1;
         }
-        skip_ws(&c);
-        if (c.p < c.end && *c.p == ',')
-            c.p++;
-        skip_ws(&c);
     }
     return 0;
 }

@@ -121,3 +121,43 @@ Test(registry_json, members_strings_and_integers) {
     cr_expect_eq(memcmp(b.data, "\"syntax = \\\"proto3\\\";\\n\\u0001\"", b.len), 0);
     es_buf_free(&b);
 }
+
+Test(registry_json, members_of_nested_objects_are_walked_in_order) {
+    const char *doc = "{\"brokers\": {\"a:9092/1\": {\"rtt\": {\"avg\": 250}}, \"b\" : [1, 2] ,"
+                      "\"c\\\"d\": null}, \"empty\": {}, \"n\": 3}";
+    cr_assert(ok(doc));
+    es_json_val_t brokers, k, v;
+    cr_assert(es_json_member(doc, strlen(doc), "brokers", &brokers));
+    cr_assert_eq(brokers.kind, ES_JSON_OBJECT);
+    const char *keys[] = {"a:9092/1", "b", "c\"d"};
+    const es_json_kind kinds[] = {ES_JSON_OBJECT, ES_JSON_ARRAY, ES_JSON_NULL};
+    size_t pos = 0, n = 0;
+    while (es_json_next_member(brokers.start, brokers.len, &pos, &k, &v)) {
+        cr_assert_lt(n, 3, "a fourth member");
+        char *name = es_json_string(&k);
+        cr_expect_str_eq(name, keys[n]);
+        free(name);
+        cr_expect_eq(v.kind, kinds[n]);
+        n++;
+    }
+    cr_expect_eq(n, 3);
+    es_json_val_t rtt, avg;
+    pos = 0;
+    cr_assert(es_json_next_member(brokers.start, brokers.len, &pos, &k, &v));
+    cr_assert(es_json_member(v.start, v.len, "rtt", &rtt));
+    cr_assert(es_json_member(rtt.start, rtt.len, "avg", &avg));
+    long long us = 0;
+    cr_expect(es_json_int(&avg, &us));
+    cr_expect_eq(us, 250);
+    cr_assert(es_json_member(doc, strlen(doc), "empty", &v));
+    pos = 0;
+    cr_expect_not(es_json_next_member(v.start, v.len, &pos, &k, &v), "{} has no members");
+    cr_assert(es_json_member(doc, strlen(doc), "n", &v));
+    pos = 0;
+    cr_expect_not(es_json_next_member(v.start, v.len, &pos, &k, &v), "3 is no object");
+    pos = 0;
+    n = 0;
+    while (es_json_next_member(doc, strlen(doc), &pos, &k, &v))
+        n++;
+    cr_expect_eq(n, 3, "the document's own members, not the nested ones");
+}

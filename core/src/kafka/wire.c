@@ -3,6 +3,7 @@
  */
 #include "kafka/wire.h"
 #include "internal.h"
+#include "kafka/stats.h"
 
 #include <pthread.h>
 #include <stdarg.h>
@@ -33,6 +34,7 @@ typedef struct wire_handle {
     void *opaque;
     es_kafka_dr_cb *dr_cb;
     es_kafka_parts_cb *rebalance_cb, *commit_cb;
+    es_kafka_stats_t *stats; /* NULL: no statistics asked for */
 } wire_handle;
 
 static wire_handle *handle_of(const rd_kafka_t *rk) {
@@ -90,6 +92,13 @@ static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t e, rd_kafka_topic_part
                       void *opaque) {
     wire_handle *w = opaque;
     w->commit_cb(rk, e, offs, w->opaque);
+}
+
+/* Runs on the thread that polls the handle; 0: librdkafka frees the document. */
+static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
+    (void)rk;
+    es_kafka_stats_parse(((wire_handle *)opaque)->stats, json, len);
+    return 0;
 }
 
 typedef struct conf_ctx {
@@ -182,11 +191,20 @@ es_err es_kafka_new(const es_config_t *cfg, const es_kafka_opts_t *o, rd_kafka_t
     *out = NULL;
     if (!w)
         return es_fail(err, ES_ENOMEM, "out of memory making a Kafka %s", role_name(o->role));
-    *w = (wire_handle){cfg, o->quiet, NULL, o->opaque, o->dr_cb, o->rebalance_cb, o->commit_cb};
+    *w = (wire_handle){.cfg = cfg,
+                       .quiet = o->quiet,
+                       .opaque = o->opaque,
+                       .dr_cb = o->dr_cb,
+                       .rebalance_cb = o->rebalance_cb,
+                       .commit_cb = o->commit_cb};
     es_err e = new_view(o, &w->view, err);
     if (e == ES_OK)
         e = es_kafka_conf(cfg, o, &conf, err);
+    if (e == ES_OK)
+        e = es_kafka_stats_open(cfg, o, conf, &w->stats, err);
     if (e != ES_OK) {
+        if (conf)
+            rd_kafka_conf_destroy(conf);
         view_release(w->view);
         free(w);
         return e;
@@ -200,11 +218,14 @@ es_err es_kafka_new(const es_config_t *cfg, const es_kafka_opts_t *o, rd_kafka_t
         rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
     if (o->commit_cb)
         rd_kafka_conf_set_offset_commit_cb(conf, commit_cb);
+    if (w->stats)
+        rd_kafka_conf_set_stats_cb(conf, stats_cb);
     int consumer = o->role == ES_KAFKA_CONSUMER;
     *out =
         rd_kafka_new(consumer ? RD_KAFKA_CONSUMER : RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
     if (!*out) {
         rd_kafka_conf_destroy(conf);
+        es_kafka_stats_free(w->stats);
         view_release(w->view);
         free(w);
         const char *brokers = es_config_get(cfg, "brokers");
@@ -221,7 +242,9 @@ void es_kafka_destroy(rd_kafka_t *rk, int flags) {
     if (!rk)
         return;
     wire_handle *w = handle_of(rk);
-    rd_kafka_destroy_flags(rk, flags); /* its last callbacks run here */
+    es_kafka_stats_unregister(w->stats); /* no scrape reads it past here */
+    rd_kafka_destroy_flags(rk, flags);   /* its last callbacks run here */
+    es_kafka_stats_free(w->stats);
     view_release(w->view);
     free(w);
 }

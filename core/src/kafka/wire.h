@@ -9,6 +9,8 @@
  * cannot reach (es_kafka_outage) until a sign of life clears that: a delivery report, or the
  * caller's es_kafka_clear_outage after a request that was answered. The handle's librdkafka opaque
  * is this module's: callbacks come in es_kafka_opts_t, each with the caller's opaque.
+ * A handle its owner polls all the time can turn librdkafka's statistics into the
+ * eskit_kafka_* gauges (es_kafka_opts_t.stats_name; kafka/stats.h).
  *
  * Errors, one policy (es_kafka_code), the one the log reader had and its tests expect (the
  * processor's and the remote caller's mappers agreed with it except on which timeouts count):
@@ -62,6 +64,9 @@ typedef void es_kafka_parts_cb(rd_kafka_t *rk, rd_kafka_resp_err_t e,
 typedef struct es_kafka_opts {
     es_kafka_role role;
     const char *what;         /* names the handle in errors ("reply consumer"); NULL: the role */
+    const char *stats_name;   /* asks for librdkafka's statistics as metrics, the handle named
+                               * client="<service.name>.<stats_name>" (kafka/stats.h): only for a
+                               * handle its owner polls every few seconds while it lives */
     const char *group;        /* consumer: group.id (required) */
     const char *offset_reset; /* consumer: auto.offset.reset, over any key; NULL: librdkafka's */
     int fetch_wait_ms;        /* consumer: fetch.wait.max.ms, a default keys may override */
