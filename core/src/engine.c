@@ -199,9 +199,9 @@ static void engine_collect(void *self, es_mx_sink *k) {
         for (int o = 0; o < 4; o++)
             es_mx_sample(k, "eskit_commands_total", ES_MX_COUNTER, "Commands executed, by outcome.",
                          es_mx_labels(l, sizeof l, "aggregate_type", t->type, "outcome",
-                                      outcome_names[o], NULL),
+                                      outcome_names[o], (const char *)NULL),
                          (double)es_mx_get(&t->outcome[o]));
-        es_mx_labels(l, sizeof l, "aggregate_type", t->type, NULL);
+        es_mx_labels(l, sizeof l, "aggregate_type", t->type, (const char *)NULL);
         es_mx_sample_hist(k, "eskit_command_duration_seconds",
                           "Time from a command's batch start to its commit.", l, &t->duration);
         es_mx_sample(k, "eskit_events_appended_total", ES_MX_COUNTER,

@@ -386,7 +386,8 @@ es_err es_mx_expose(es_buf_t *out, es_error_t *err) {
     es_mx_sink k = {0};
     char labels[64];
     es_mx_sample(&k, "eskit_build_info", ES_MX_GAUGE, "The eskit library's version.",
-                 es_mx_labels(labels, sizeof labels, "version", es_version(NULL, NULL, NULL), NULL),
+                 es_mx_labels(labels, sizeof labels, "version", es_version(NULL, NULL, NULL),
+                              (const char *)NULL),
                  1);
     pthread_mutex_lock(&reg_lock);
     for (es_mx_source *s = sources; s; s = s->next)

@@ -133,7 +133,9 @@ static es_err make_handle(es_processor_t *p, const char *group, int txn, int reb
                          .opaque = p,
                          .dr_cb = group ? NULL : es_proc_dr_cb,
                          .rebalance_cb = rebalance ? es_proc_rebalance_cb : NULL,
-                         .commit_cb = rebalance ? es_proc_commit_cb : NULL};
+                         .commit_cb = rebalance ? es_proc_commit_cb : NULL,
+                         /* polled on every es_processor_poll (below): its queue is a gauge */
+                         .stats_name = group ? NULL : "processor"};
     return es_kafka_new(p->cfg, &o, out, err);
 }
 
@@ -320,6 +322,11 @@ es_err es_processor_poll(es_processor_t *p, int timeout_ms, size_t *handled, es_
     es_err e = ES_OK;
     if (handled)
         *handled = 0;
+    /* The producers' events between batches: late delivery reports (ignored), their
+     * statistics (kafka/stats.h), which would otherwise wait for the next batch's flush. */
+    rd_kafka_poll(p->producer, 0);
+    if (p->side != p->producer)
+        rd_kafka_poll(p->side, 0);
     rd_kafka_message_t *m = rd_kafka_consumer_poll(p->consumer, timeout_ms);
     while (m && e == ES_OK) {
         if (m->err) {

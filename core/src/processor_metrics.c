@@ -10,7 +10,7 @@ static const char *service(const es_processor_t *p) {
 static void collect(void *self, es_mx_sink *k) {
     es_processor_t *p = self;
     char l[128], l2[160];
-    es_mx_labels(l, sizeof l, "service", service(p), NULL);
+    es_mx_labels(l, sizeof l, "service", service(p), (const char *)NULL);
     uint64_t n_owned = es_mx_get(&p->mx.owned), restoring = es_mx_get(&p->mx.restoring);
     uint64_t started = es_mx_get(&p->mx.restore_started_ns);
     es_mx_sample(k, "eskit_processor_ready", ES_MX_GAUGE,
@@ -28,12 +28,14 @@ static void collect(void *self, es_mx_sink *k) {
                  "Age of the restore under way; 0 when none.", l,
                  started ? (double)(es_mono_ns() - started) * 1e-9 : 0);
     const char *help = "Records restore imported into the state store.";
-    es_mx_sample(k, "eskit_processor_records_imported_total", ES_MX_COUNTER, help,
-                 es_mx_labels(l2, sizeof l2, "service", service(p), "kind", "event", NULL),
-                 (double)atomic_load(&p->stats.events_imported));
-    es_mx_sample(k, "eskit_processor_records_imported_total", ES_MX_COUNTER, help,
-                 es_mx_labels(l2, sizeof l2, "service", service(p), "kind", "snapshot", NULL),
-                 (double)atomic_load(&p->stats.snapshots_imported));
+    es_mx_sample(
+        k, "eskit_processor_records_imported_total", ES_MX_COUNTER, help,
+        es_mx_labels(l2, sizeof l2, "service", service(p), "kind", "event", (const char *)NULL),
+        (double)atomic_load(&p->stats.events_imported));
+    es_mx_sample(
+        k, "eskit_processor_records_imported_total", ES_MX_COUNTER, help,
+        es_mx_labels(l2, sizeof l2, "service", service(p), "kind", "snapshot", (const char *)NULL),
+        (double)atomic_load(&p->stats.snapshots_imported));
     uint64_t skipped = atomic_load(&p->stats.events_skipped), stale = atomic_load(&p->stats.stale);
     const struct {
         const char *reason;
@@ -43,11 +45,11 @@ static void collect(void *self, es_mx_sink *k) {
                  {"malformed_snapshot", atomic_load(&p->stats.snapshots_malformed)},
                  {"unused_snapshot", atomic_load(&p->stats.snapshots_unused)}};
     for (size_t i = 0; i < sizeof skips / sizeof *skips; i++)
-        es_mx_sample(
-            k, "eskit_processor_records_skipped_total", ES_MX_COUNTER,
-            "Records restore skipped, by reason.",
-            es_mx_labels(l2, sizeof l2, "service", service(p), "reason", skips[i].reason, NULL),
-            (double)skips[i].n);
+        es_mx_sample(k, "eskit_processor_records_skipped_total", ES_MX_COUNTER,
+                     "Records restore skipped, by reason.",
+                     es_mx_labels(l2, sizeof l2, "service", service(p), "reason", skips[i].reason,
+                                  (const char *)NULL),
+                     (double)skips[i].n);
     es_mx_sample(k, "eskit_processor_commands_total", ES_MX_COUNTER, "Command records handled.", l,
                  (double)atomic_load(&p->stats.commands));
     es_mx_sample(k, "eskit_processor_produce_errors_total", ES_MX_COUNTER,
