@@ -89,24 +89,48 @@ static const char *const saga_states[] = {ES_SAGA_RUNNING, ES_SAGA_COMPENSATING,
 
 static void sample_saga(es_mx_sink *k, const char *saga, const char *state, double n) {
     char labels[LABELS_CAP];
-    es_mx_sample(k, "eskit_saga_instances", ES_MX_GAUGE, "Saga instances in the saga database.",
+    es_mx_sample(k, "eskit_saga_instances", ES_MX_GAUGE,
+                 "Instances in the saga database, by state (those retention deleted included).",
                  es_mx_labels(labels, sizeof labels, "saga", saga, "state", state, NULL), n);
 }
 
-/* Every state of every saga with instances: the sink adds up samples of one series, so a zero
- * for each state beside each row's count leaves a state without instances at 0. */
+/* Whether the saga database has es_saga_pruned (a coordinator older than retention made none). */
+static es_err has_pruned(sqlite3 *db, const char *path, bool *yes, es_error_t *err) {
+    sqlite3_stmt *s = NULL;
+    es_err e = es_sql_prepare(db, path,
+                              "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = "
+                              "'es_saga_pruned'",
+                              &s, err);
+    int rc = e == ES_OK ? sqlite3_step(s) : SQLITE_DONE;
+    *yes = rc == SQLITE_ROW;
+    if (e == ES_OK && rc != SQLITE_ROW && rc != SQLITE_DONE)
+        e = es_sql_fail_file(db, rc, path, "reading the saga database", err);
+    sqlite3_finalize(s);
+    return e;
+}
+
+/* Every state of every saga with instances, counted as es_saga_stats counts them (the ended
+ * ones saga.retention.ms deleted included, so an end state's count never drops). The sink adds
+ * up samples of one series: a zero for each state beside each row's count leaves a state
+ * without instances at 0. */
 static es_err sample_sagas(const es_config_t *cfg, es_mx_sink *k, es_error_t *err) {
     const char *path = es_config_get(cfg, "saga.db");
     sqlite3 *db = NULL;
     sqlite3_stmt *s = NULL;
+    bool pruned = false;
     es_err e = es_db_open_readonly(path, "saga database",
                                    (int)es_config_get_int(cfg, "sqlite.busy.timeout.ms"), &db, err);
     if (e == ES_OK)
         e = es_db_expect(db, path, ES_DB_SAGA_DB, err);
     if (e == ES_OK)
+        e = has_pruned(db, path, &pruned, err);
+    if (e == ES_OK)
         e = es_sql_prepare(db, path,
-                           "SELECT saga, state, count(*) FROM es_saga_instances GROUP BY saga, "
-                           "state",
+                           pruned ? "SELECT saga, state, count(*) FROM es_saga_instances GROUP BY "
+                                    "saga, state UNION ALL SELECT saga, state, n FROM "
+                                    "es_saga_pruned"
+                                  : "SELECT saga, state, count(*) FROM es_saga_instances GROUP BY "
+                                    "saga, state",
                            &s, err);
     int rc = SQLITE_DONE;
     while (e == ES_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
