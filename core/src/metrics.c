@@ -381,14 +381,36 @@ static void sink_free(es_mx_sink *k) {
     free(k->s);
 }
 
-/* The whole exposition, allocated (metrics_http.c serves it). */
-es_err es_mx_expose(es_buf_t *out, es_error_t *err) {
-    es_mx_sink k = {0};
+static void sample_build_info(es_mx_sink *k) {
     char labels[64];
-    es_mx_sample(&k, "eskit_build_info", ES_MX_GAUGE, "The eskit library's version.",
+    es_mx_sample(k, "eskit_build_info", ES_MX_GAUGE, "The eskit library's version.",
                  es_mx_labels(labels, sizeof labels, "version", es_version(NULL, NULL, NULL),
                               (const char *)NULL),
                  1);
+}
+
+es_mx_sink *es_mx_sink_new(void) {
+    es_mx_sink *k = calloc(1, sizeof *k);
+    if (k)
+        sample_build_info(k);
+    return k;
+}
+
+es_err es_mx_sink_render(es_mx_sink *k, es_buf_t *out, es_error_t *err) {
+    return render(k, out, err);
+}
+
+void es_mx_sink_destroy(es_mx_sink *k) {
+    if (!k)
+        return;
+    sink_free(k);
+    free(k);
+}
+
+/* The whole exposition, allocated (metrics_http.c serves it). */
+es_err es_mx_expose(es_buf_t *out, es_error_t *err) {
+    es_mx_sink k = {0};
+    sample_build_info(&k);
     pthread_mutex_lock(&reg_lock);
     for (es_mx_source *s = sources; s; s = s->next)
         s->collect(s->self, &k);

@@ -99,6 +99,13 @@ es_err es_mx_register(const es_config_t *cfg, es_mx_collect_fn *collect, es_mx_h
  * it was the last one of it. */
 void es_mx_unregister(es_mx_source *src);
 
+/* A sink of its own, outside the registry, for series computed from files rather than counted
+ * by live components (metrics_offline.c): it holds eskit_build_info from the start. */
+es_mx_sink *es_mx_sink_new(void);
+/* Writes the sink's samples into out in the text format, families grouped and merged. */
+es_err es_mx_sink_render(es_mx_sink *s, es_buf_t *out, es_error_t *err);
+void es_mx_sink_destroy(es_mx_sink *s);
+
 /* The whole exposition into out (what es_metrics_write and /metrics give). */
 typedef struct es_buf es_buf_t;
 es_err es_mx_expose(es_buf_t *out, es_error_t *err);

@@ -642,3 +642,86 @@ Test(esctl_kafka, topics_plan_from_a_kafka_log_that_is_not_there_fails_with_one_
     cr_assert_str_eq(r.out, "");
     run_free(&r);
 }
+
+/* The value of the series line of text starting with series (name and labels); -1 when none. */
+static double series_value(const char *text, const char *series) {
+    size_t n = strlen(series);
+    for (const char *line = text; line && *line;
+         line = strchr(line, '\n'), line = line ? line + 1 : 0)
+        if (!strncmp(line, series, n) && line[n] == ' ')
+            return strtod(line + n + 1, NULL);
+    return -1;
+}
+
+Test(esctl_kafka, metrics_reads_the_lag_and_the_log_series_from_the_cluster) {
+    broker b = BROKER("--plan", "orders.order", "--partitions", "3");
+    int first = produce_orders(b.address, 30);
+    char *rm = tu_path(dir, "read.db"), *sagas = tu_path(dir, "saga.db");
+    char *prom = tu_path(dir, "eskit.prom");
+    char brokers[1100], readmodel[4200], sagadb[4200];
+    snprintf(brokers, sizeof brokers, "ESKIT_BROKERS=%s", b.address);
+    snprintf(readmodel, sizeof readmodel, "ESKIT_READMODEL_DB=%s", rm);
+    snprintf(sagadb, sizeof sagadb, "ESKIT_SAGA_DB=%s", sagas);
+    const char *env[] = {brokers, readmodel, sagadb, "ESKIT_TYPES_MODULES=order_saga_types", NULL};
+    run_result r = TU_ESCTL_ENV(env, "replay", "order_summary");
+    cr_assert_eq(r.status, 0, "replay: %s%s", r.out, r.err);
+    run_free(&r);
+    int later = produce_orders(b.address, 3); /* o-0 twice, o-1, o-2: the lag */
+
+    r = TU_ESCTL_ENV(env, "metrics", "--output", prom);
+    cr_assert_eq(r.status, 0, "metrics: %s", r.err);
+    run_free(&r);
+    char *text = read_text(prom);
+    cr_assert_not_null(text);
+    double lag = 0, end = 0;
+    for (int p = 0; p < 3; p++) {
+        char labels[128], series[192];
+        snprintf(labels, sizeof labels,
+                 "{projector=\"order_summary\",topic=\"orders.order.events\",partition=\"%d\"}", p);
+        snprintf(series, sizeof series, "eskit_projector_checkpoint_offset%s", labels);
+        double c = series_value(text, series);
+        snprintf(series, sizeof series, "eskit_projector_end_offset%s", labels);
+        double e = series_value(text, series);
+        snprintf(series, sizeof series, "eskit_projector_lag_records%s", labels);
+        double l = series_value(text, series);
+        cr_expect(c >= 0 && e >= c && l == e - c, "partition %d: checkpoint %g end %g lag %g\n%s",
+                  p, c, e, l, text);
+        lag += l;
+        end += e;
+    }
+    cr_expect_eq(lag, later, "%s", text);
+    cr_expect_eq(end, first + later, "%s", text);
+    cr_expect_eq(series_value(text, "eskit_projector_dlq_depth{projector=\"order_summary\"}"), 0,
+                 "%s", text);
+    cr_expect_eq(series_value(text, "eskit_log_records{topic=\"orders.order.events\"}"),
+                 first + later, "%s", text);
+    cr_expect_gt(series_value(text, "eskit_log_bytes{topic=\"orders.order.events\"}"),
+                 (first + later) * 20, "%s", text);
+    cr_expect_gt(
+        series_value(text, "eskit_log_growth_bytes_per_second{topic=\"orders.order.events\"}"), 0,
+        "%s", text);
+    cr_expect_null(strstr(text, "eskit_saga_"), "no saga database, no saga series: %s", text);
+
+    char *script = NULL;
+    cr_assert_gt(asprintf(&script, "exec /usr/bin/promtool check metrics < '%s' 2>&1", prom), 0);
+    const char *argv[] = {"/bin/sh", "-c", script, NULL};
+    char *lint = NULL;
+    cr_expect_eq(tu_run(argv, NULL, &lint, NULL), 0, "promtool check metrics: %s", lint);
+    free(lint);
+    free(script);
+    free(text);
+    free(prom);
+    free(sagas);
+    free(rm);
+    stop_broker(&b, SIGTERM);
+}
+
+Test(esctl_kafka, metrics_of_a_cluster_that_is_not_there_fails_with_one_line) {
+    const char *env[] = {"ESKIT_BROKERS=127.0.0.1:1", "ESKIT_TOPICS_AGGREGATES=orders.order", NULL};
+    run_result r = TU_ESCTL_ENV(env, "metrics");
+    cr_assert_eq(r.status, 1, "stderr: %s", r.err);
+    cr_assert_eq(lines(r.err), 1, "%s", r.err);
+    cr_assert(strstr(r.err, "127.0.0.1:1"), "%s", r.err);
+    cr_assert_str_eq(r.out, "");
+    run_free(&r);
+}

@@ -1,9 +1,10 @@
 /*
- * esctl's inspection verbs (events, state, lag, dlq list/show, sagas list/show) as an operator
- * meets them on files they may not or must not write: a read-only directory, files owned by another
- * user, and the wrong kind of eskit file. Inspection must work there and leave every file and
- * the directory exactly as they were. As root, permission bits stop nothing, so what esctl does
- * is checked instead: the directory's listing and every file's bytes and mtime before and after.
+ * esctl's inspection verbs (events, state, lag, dlq list/show, sagas list/show, metrics) as an
+ * operator meets them on files they may not or must not write: a read-only directory, files owned
+ * by another user, and the wrong kind of eskit file. Inspection must work there and leave every
+ * file and the directory exactly as they were. As root, permission bits stop nothing, so what esctl
+ * does is checked instead: the directory's listing and every file's bytes and mtime before and
+ * after.
  */
 #include <criterion/criterion.h>
 #include <dirent.h>
@@ -245,6 +246,7 @@ static const inspection inspections[] = {
     {{"dlq", "show", "1"}, "o-ghost"},
     {{"sagas", "list"}, "orders.fulfilment"},
     {{"sagas", "show", "o-1"}, "completed"},
+    {{"metrics"}, "eskit_saga_instances{saga=\"orders.fulfilment\",state=\"completed\"}"},
 };
 #define N_INSPECTIONS (sizeof inspections / sizeof *inspections)
 

@@ -266,3 +266,30 @@ Test(metrics, scrapes_during_creation_and_destruction_are_safe) {
     stop = 1;
     pthread_join(t, NULL);
 }
+
+/* es_metrics_write_offline reads files, not the registry: a live engine's counters stay out
+ * of it, and the log it wrote is in it. */
+Test(metrics, the_offline_exposition_reads_the_files_and_not_the_live_components) {
+    es_engine_t *e = engine_on("offline.db", NULL, NULL);
+    cr_assert_eq(place(e, "o-1", "EUR", ES_EXPECT_ANY), ES_OK);
+    es_config_t *cfg = tu_config(dir, "offline.db");
+    char *rm = tu_path(dir, "none-read.db"), *saga = tu_path(dir, "none-saga.db");
+    es_error_t err = {0};
+    cr_assert_eq(es_config_set(cfg, "readmodel.db", rm, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(es_config_set(cfg, "saga.db", saga, &err), ES_OK, "%s", err.message);
+    char *text = NULL;
+    size_t len = 0;
+    cr_assert_eq(es_metrics_write_offline(cfg, &text, &len, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(strlen(text), len);
+    cr_expect_null(strstr(text, "eskit_commands_total"), "%s", text);
+    cr_expect(strstr(text, "\neskit_log_records{topic=\"orders.order.events\"} 1\n"), "%s", text);
+    cr_expect(strstr(text, "\n# TYPE eskit_log_bytes gauge\n"), "%s", text);
+    es_free(text);
+    text = (char *)"untouched";
+    cr_expect_eq(es_metrics_write_offline(NULL, &text, &len, &err), ES_EINVAL);
+    cr_expect(strstr(err.message, "es_metrics_write_offline"), "%s", err.message);
+    es_engine_destroy(e);
+    es_config_destroy(cfg);
+    free(rm);
+    free(saga);
+}

@@ -33,6 +33,8 @@ static const char main_help[] =
     "  schemas show <type> [version]  one recorded schema, every field\n"
     "  schemas check <module.so>      would this build's types break the log? (exit 1)\n"
     "  schemas diff <type> <v1> <v2>  every change between two versions of a type\n"
+    "  metrics [--output FILE]        lag, DLQ depth, saga states and log size in the\n"
+    "                                 Prometheus text format, for node_exporter\n"
     "  dev-broker                     run librdkafka's mock Kafka cluster for development\n"
     "  help [command]                 show help for esctl or a command\n"
     "\n"
@@ -82,6 +84,7 @@ static const verb_spec verbs[] = {
     {"sagas", VERB_SAGAS, sagas_help, cmd_sagas},
     {"verify", VERB_VERIFY, verify_help, cmd_verify},
     {"schemas", VERB_SCHEMAS, schemas_help, cmd_schemas},
+    {"metrics", VERB_METRICS, metrics_help, cmd_metrics},
     {"dev-broker", VERB_DEV_BROKER, dev_broker_help, cmd_dev_broker},
     {"help", VERB_HELP, NULL, NULL},
 };
@@ -118,7 +121,8 @@ typedef enum opt_id {
     OPT_ACCEPT_END,
     OPT_RECORD_BYTES,
     OPT_RECORDS_PER_DAY,
-    OPT_FROM_LOG
+    OPT_FROM_LOG,
+    OPT_OUTPUT
 } opt_id;
 
 #define FOR(v) (1u << (v))
@@ -160,6 +164,7 @@ static const opt_spec opt_specs[] = {
     {"record-bytes", 0, true, FOR(VERB_TOPICS), OPT_RECORD_BYTES},
     {"records-per-day", 0, true, FOR(VERB_TOPICS), OPT_RECORDS_PER_DAY},
     {"from-log", 0, false, FOR(VERB_TOPICS), OPT_FROM_LOG},
+    {"output", 0, true, FOR(VERB_METRICS), OPT_OUTPUT},
 };
 
 /* The spec matching arg ("--name", "--name=value" or "-x"); *value is set for "=". */
@@ -255,6 +260,9 @@ static int apply_opt(options *o, const opt_spec *s, const char *value) {
         break;
     case OPT_BROKERS:
         o->brokers = value;
+        break;
+    case OPT_OUTPUT:
+        o->output = value;
         break;
     case OPT_BOOTSTRAP_FILE:
         o->bootstrap_file = value;

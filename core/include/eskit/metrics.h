@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <eskit/api.h>
+#include <eskit/config.h>
 #include <eskit/error.h>
 
 #ifdef __cplusplus
@@ -39,6 +40,15 @@ ES_API bool es_metrics_health(char *buf, size_t cap);
 /* The port the first metrics.listen server of the process listens on (what port 0 was given),
  * 0 when none runs. */
 ES_API int es_metrics_port(void);
+
+/* The series that can be read from cfg's files and log alone, no component running (what
+ * `esctl metrics` prints): projectors' checkpoints, ends, lag and DLQ depth from the read model,
+ * saga instances by state from the saga database, each events topic's records, bytes and growth
+ * from the log, and eskit_build_info. A file cfg names that does not exist is left out; one that
+ * is not what it should be, or a cluster that does not answer, fails the call. *out gets the
+ * exposition, NUL-terminated, *len (may be NULL) its length; caller frees *out with es_free. */
+ES_API es_err es_metrics_write_offline(const es_config_t *cfg, char **out, size_t *len,
+                                       es_error_t *err);
 
 #ifdef __cplusplus
 }
