@@ -89,9 +89,10 @@ static const char *const saga_states[] = {ES_SAGA_RUNNING, ES_SAGA_COMPENSATING,
 
 static void sample_saga(es_mx_sink *k, const char *saga, const char *state, double n) {
     char labels[LABELS_CAP];
-    es_mx_sample(k, "eskit_saga_instances", ES_MX_GAUGE,
-                 "Instances in the saga database, by state (those retention deleted included).",
-                 es_mx_labels(labels, sizeof labels, "saga", saga, "state", state, NULL), n);
+    es_mx_sample(
+        k, "eskit_saga_instances", ES_MX_GAUGE,
+        "Instances in the saga database, by state (those retention deleted included).",
+        es_mx_labels(labels, sizeof labels, "saga", saga, "state", state, (const char *)NULL), n);
 }
 
 /* Whether the saga database has es_saga_pruned (a coordinator older than retention made none). */
@@ -255,7 +256,7 @@ static es_err sample_topic(const es_config_t *cfg, es_log_t *log, const char *ty
     if (e != ES_OK)
         return e;
     char labels[LABELS_CAP];
-    es_mx_labels(labels, sizeof labels, "topic", spec.name, NULL);
+    es_mx_labels(labels, sizeof labels, "topic", spec.name, (const char *)NULL);
     es_mx_sample(k, "eskit_log_records", ES_MX_GAUGE, "Records in the events topic.", labels,
                  (double)records);
     /* Embedded the mean is of every record, so this is their sum; on Kafka the mean is of the
