@@ -3,7 +3,7 @@
  * config and store loading, and the event printing of the `events` verb
  * (reused by `dlq show`). main.c parses and dispatches; each verb lives in
  * its own file (events.c, state.c, projectors.c for replay and lag, dlq.c,
- * topics.c, devbroker.c, sagas.c, verify.c, schemas.c).
+ * topics.c, devbroker.c, sagas.c, verify.c, schemas.c, trace.c).
  *
  * Exit codes are part of the interface, scripts rely on them: 0 success,
  * 1 a runtime failure, 2 bad usage. Every failure prints exactly one line on
@@ -37,6 +37,7 @@ typedef enum verb_id {
     VERB_VERIFY,
     VERB_STATE,
     VERB_SCHEMAS,
+    VERB_TRACE,
     VERB_HELP
 } verb_id;
 
@@ -141,6 +142,7 @@ extern const char sagas_help[];
 extern const char verify_help[];
 extern const char state_help[];
 extern const char schemas_help[];
+extern const char trace_help[];
 
 int cmd_events(const options *o);
 int cmd_replay(const options *o);
@@ -152,5 +154,6 @@ int cmd_sagas(const options *o);
 int cmd_verify(const options *o);
 int cmd_state(const options *o);
 int cmd_schemas(const options *o);
+int cmd_trace(const options *o);
 
 #endif
