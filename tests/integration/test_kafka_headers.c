@@ -117,12 +117,15 @@ static void read_readme(void) {
             char *cell = strrchr(line, '|');
             *cell = '\0';
             cell = strrchr(line, '|') + 1; /* the last cell: the headers */
-            for (char *p = cell; (p = strstr(p, "`es-"));) {
+            for (char *p = cell; (p = strchr(p, '`'));) {
                 char *end = strchr(p + 1, '`');
                 cr_assert_not_null(end);
-                cr_assert_lt(want[k].n, MAX_HEADERS);
-                snprintf(want[k].names[want[k].n++], sizeof want[k].names[0], "%.*s",
-                         (int)(end - p - 1), p + 1);
+                int n = (int)(end - p - 1);
+                if (!strncmp(p + 1, "es-", 3) || !strncmp(p + 1, "traceparent`", 12) ||
+                    !strncmp(p + 1, "tracestate`", 11)) {
+                    cr_assert_lt(want[k].n, MAX_HEADERS);
+                    snprintf(want[k].names[want[k].n++], sizeof want[k].names[0], "%.*s", n, p + 1);
+                }
                 p = end + 1;
             }
             cr_assert(want[k].n > 0 || strstr(cell, "none"), "README row for %s: %s", want[k].kind,
@@ -156,10 +159,20 @@ static es_engine_t *new_engine(const es_config_t *c) {
     return e;
 }
 
+/* Every command carries trace context with a tracestate, so that every event and transition
+ * has both trace headers (a trace without tracestate has no tracestate header). */
+static const es_kv_t trace_md[] = {
+    {"traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+    {"tracestate", "shop=1"}};
+
 static void execute(es_engine_t *e, const char *type, const char *id, const char *correlation,
                     const ProtobufCMessage *msg) {
-    es_command_t cmd = {
-        .aggregate_type = type, .aggregate_id = id, .message = msg, .correlation_id = correlation};
+    es_command_t cmd = {.aggregate_type = type,
+                        .aggregate_id = id,
+                        .message = msg,
+                        .correlation_id = correlation,
+                        .metadata = trace_md,
+                        .n_metadata = 2};
     es_result_t res = {0};
     es_error_t err = {0};
     cr_assert_eq(es_execute(e, &cmd, &res, &err), ES_OK, "%s %s/%s: %s", msg->descriptor->name,
@@ -307,6 +320,22 @@ static void check_event_headers(const rd_kafka_message_t *m, rd_kafka_headers_t 
     cr_assert_str_eq(ver, version, "%s", where);
     cr_assert_str_eq(id, ev->event_id, "%s", where);
     cr_assert_str_eq(corr, ev->correlation_id ? ev->correlation_id : "", "%s", where);
+    /* the record's own span, as its envelope's metadata has it (W3C's Kafka binding) */
+    char *tp = header(h, "traceparent"), *ts = header(h, "tracestate");
+    const char *md_tp = NULL, *md_ts = NULL;
+    for (size_t i = 0; i < ev->n_metadata; i++) {
+        if (!strcmp(ev->metadata[i].key, "traceparent"))
+            md_tp = ev->metadata[i].value;
+        if (!strcmp(ev->metadata[i].key, "tracestate"))
+            md_ts = ev->metadata[i].value;
+    }
+    cr_assert_str_eq(tp, md_tp ? md_tp : "(none)", "%s", where);
+    cr_assert_str_eq(ts, "shop=1", "%s", where);
+    cr_assert_str_eq(ts, md_ts ? md_ts : "(none)", "%s", where);
+    es_traceparent_t parsed;
+    cr_assert_eq(es_traceparent_parse(tp, &parsed, NULL), ES_OK, "%s: '%s'", where, tp);
+    cr_assert_str_eq(parsed.trace_id, "0af7651916cd43dd8448eb211c80319c", "%s", where);
+    free(tp), free(ts);
     if (kind == K_SAGA)
         cr_assert_str_eq(type, "eskit.v1.SagaTransition");
     if (kind == K_SAGA || !strcmp(type, "orders.v1.OrderPlaced"))
