@@ -30,10 +30,19 @@ typedef struct node {
     char what[128];
 } node;
 
+/* A span phase the callback saw. */
+typedef struct phase {
+    es_span_phase phase;
+    char name[96], span[ES_SPAN_ID_LEN + 1], parent[ES_SPAN_ID_LEN + 1];
+    int64_t start_us;
+} phase;
+
 typedef struct spans {
     pthread_mutex_t lock;
     node exec[MAX_NODES];
-    size_t n_exec, n_other;
+    size_t n_exec;
+    phase all[4 * MAX_NODES];
+    size_t n_all;
 } spans;
 
 static tb_t *b;
@@ -50,8 +59,14 @@ static void on_span(const es_span_t *s, void *opaque) {
         snprintf(n->span, sizeof n->span, "%s", s->span_id);
         snprintf(n->parent, sizeof n->parent, "%s", s->parent_span_id);
         snprintf(n->what, sizeof n->what, "%s", s->name);
-    } else if (s->phase == ES_SPAN_END) {
-        l->n_other++;
+    }
+    if (!strcmp(s->trace_id, TRACE) && l->n_all < sizeof l->all / sizeof l->all[0]) {
+        phase *p = &l->all[l->n_all++];
+        p->phase = s->phase;
+        p->start_us = s->start_us;
+        snprintf(p->name, sizeof p->name, "%s", s->name);
+        snprintf(p->span, sizeof p->span, "%s", s->span_id);
+        snprintf(p->parent, sizeof p->parent, "%s", s->parent_span_id);
     }
     pthread_mutex_unlock(&l->lock);
 }
@@ -64,7 +79,7 @@ static void setup(void) {
     es_error_t err = {0};
     cr_assert_eq(es_config_set(tb_config(b), "saga.db", path, &err), ES_OK, "%s", err.message);
     free(path);
-    seen.n_exec = seen.n_other = 0;
+    seen.n_exec = seen.n_all = 0;
     es_config_set_span_cb(tb_config(b), on_span, &seen);
 }
 
@@ -287,4 +302,47 @@ Test(trace_story, esctl_trace_prints_the_story_as_a_tree) {
     cr_assert_eq(tu_count_lines(r.err), 1, "%s", r.err);
     cr_assert(strstr(r.err, "no record in the log has"), "%s", r.err);
     tu_result_free(&r);
+}
+
+/* The saga's spans are its transitions' and hang under the events they handled; a projector's
+ * apply span (the saga's runner applies through one) under the event it applied; and every end
+ * the callback saw closes a start it saw before, with the same name, parent and start time. */
+Test(trace_story, the_span_callback_sees_each_span_start_and_end_under_the_story) {
+    place_traced("o-spans", "sku-p");
+    run_saga();
+    char corr[ES_MAX_ID_LEN + 1] = "";
+    es_error_t err = {0};
+    cr_assert_eq(
+        es_store_read_stream(tb_store(b), "orders.order", "o-spans", 1, first_event, corr, &err),
+        ES_OK, "%s", err.message);
+    static story s;
+    memset(&s, 0, sizeof s);
+    s.correlation = corr;
+    cr_assert_eq(es_store_read_log(tb_store(b), NULL, 0, 0, gather, &s, NULL, &err), ES_OK, "%s",
+                 err.message);
+    pthread_mutex_lock(&seen.lock);
+    size_t sagas = 0, applies = 0;
+    for (size_t i = 0; i < seen.n_all; i++) {
+        const phase *p = &seen.all[i];
+        if (p->phase != ES_SPAN_END)
+            continue;
+        size_t starts = 0;
+        for (size_t k = 0; k < i; k++)
+            starts += seen.all[k].phase == ES_SPAN_START && !strcmp(seen.all[k].span, p->span) &&
+                      !strcmp(seen.all[k].name, p->name) &&
+                      !strcmp(seen.all[k].parent, p->parent) && seen.all[k].start_us == p->start_us;
+        cr_assert_eq(starts, 1, "the end of %s %s has %zu starts", p->name, p->span, starts);
+        if (!strcmp(p->name, "eskit.saga " SAGA)) {
+            sagas++;
+            cr_assert(has_span(s.rec, s.n, p->span), "saga span %s is no transition's", p->span);
+            cr_assert(has_span(s.rec, s.n, p->parent), "saga span %s has no event", p->span);
+        } else if (!strncmp(p->name, "eskit.apply ", 12)) {
+            applies++;
+            cr_assert(has_span(s.rec, s.n, p->parent), "%s %s applies no event of the story",
+                      p->name, p->span);
+        }
+    }
+    pthread_mutex_unlock(&seen.lock);
+    cr_assert_geq(sagas, 4, "the saga handled the order's events: %zu spans", sagas);
+    cr_assert_geq(applies, 4, "the saga's runner applied them: %zu spans", applies);
 }
