@@ -1,18 +1,24 @@
 /*
  * esctl trace: the causal tree of one business transaction, from the log alone. The records of
  * one trace (docs/observability.md, "Traces") are the events whose traceparent names its trace
- * id and the saga transitions ("<saga>.saga.events", eskit.v1.SagaTransition) that do. The
- * tree: a command's events (by command_id), the transitions handling an event (their parent
- * span is its span; by event_id for records without spans), the commands a transition sent (by
- * command_id), their events, and so on.
+ * id and the saga transitions ("<saga>.saga.events", eskit.v1.SagaTransition) that do, and on
+ * Kafka the command envelopes and replies that do. The tree: a command's events (by command_id),
+ * the transitions handling an event (their parent span is its span; by event_id for records without
+ * spans), the commands a transition sent (by command_id), their events, and so on.
  */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <librdkafka/rdkafka.h>
+
+#include "eskit/v1/command.pb-c.h"
+#include "eskit/v1/reply.pb-c.h"
 #include "eskit/v1/saga.pb-c.h"
 #include "esctl.h"
+
+#define KAFKA_TIMEOUT_MS 30000
 
 const char trace_help[] =
     "usage: esctl trace <id> [--json]\n"
@@ -25,7 +31,8 @@ const char trace_help[] =
     "Records written without trace context are gathered by correlation id.\n"
     "\n"
     "It reads the log only: the event store (--db) or, with brokers set, every\n"
-    "Kafka events topic, saga transitions (\"<saga>.saga.events\") included.\n"
+    "Kafka events topic, saga transitions (\"<saga>.saga.events\") included, and\n"
+    "the commands and replies topics (a command's type and its reply's outcome).\n"
     "\n"
     "Options:\n"
     "  --json       one JSON object per line, in tree order, with its depth\n"
@@ -44,6 +51,8 @@ typedef struct node {
     node_kind kind;
     es_event_t *ev;                  /* N_EVENT, N_TRANSITION: the record */
     Eskit__V1__SagaTransition *t;    /* N_TRANSITION */
+    Eskit__V1__CommandEnvelope *env; /* N_COMMAND read from a commands topic (Kafka) */
+    const char *outcome;             /* N_COMMAND: its reply's, when one was read */
     char trace[ES_TRACE_ID_LEN + 1]; /* "" without trace context */
     char span[ES_SPAN_ID_LEN + 1];
     char parent[ES_SPAN_ID_LEN + 1];
@@ -63,10 +72,26 @@ typedef struct story {
     node *nodes;
     size_t n, cap;
     int oom;
+    /* Kafka: the outcomes of the replies of the story's commands, by command id */
+    char (*replied)[ES_MAX_ID_LEN + 1];
+    const char **outcomes;
+    size_t n_replies;
 } story;
 
 static int is_transition(const es_event_t *ev) {
     return !strcmp(ev->event_type, SAGA_EVENT_TYPE);
+}
+
+/* The span a record's metadata names as its own, and its parent. */
+static void trace_of_metadata(const es_kv_t *md, size_t n_md, node *n) {
+    es_traceparent_t tp;
+    if (es_trace_from_metadata(md, n_md, &tp, NULL) != ES_OK)
+        return;
+    snprintf(n->trace, sizeof n->trace, "%s", tp.trace_id);
+    snprintf(n->span, sizeof n->span, "%s", tp.span_id);
+    for (size_t i = 0; i < n_md; i++)
+        if (!strcmp(md[i].key, ES_PARENT_SPAN_KEY))
+            snprintf(n->parent, sizeof n->parent, "%s", md[i].value);
 }
 
 /* The record's trace context: an event's metadata, a transition's fields. */
@@ -80,13 +105,7 @@ static void trace_of(const es_event_t *ev, const Eskit__V1__SagaTransition *t, n
         }
         return;
     }
-    if (es_trace_from_metadata(ev->metadata, ev->n_metadata, &tp, NULL) != ES_OK)
-        return;
-    snprintf(n->trace, sizeof n->trace, "%s", tp.trace_id);
-    snprintf(n->span, sizeof n->span, "%s", tp.span_id);
-    for (size_t i = 0; i < ev->n_metadata; i++)
-        if (!strcmp(ev->metadata[i].key, ES_PARENT_SPAN_KEY))
-            snprintf(n->parent, sizeof n->parent, "%s", ev->metadata[i].value);
+    trace_of_metadata(ev->metadata, ev->n_metadata, n);
 }
 
 static Eskit__V1__SagaTransition *decode_transition(const es_event_t *ev) {
@@ -271,6 +290,8 @@ static void text_line(pb_buf *b, const node *n, int depth) {
         put_clean(b, n->aggregate_id, 0);
         pb_buf_puts(b, " id=");
         put_clean(b, n->command_id, 0);
+        if (n->outcome)
+            pb_buf_printf(b, " %s", n->outcome);
         break;
     case N_EVENT:
         pb_buf_puts(b, "event ");
@@ -322,6 +343,8 @@ static void json_line(pb_buf *b, const node *n, int depth) {
     if (n->kind == N_COMMAND) {
         pb_buf_puts(b, ", ");
         json_opt(b, "command_type", n->command_type ? n->command_type : "");
+        pb_buf_puts(b, ", ");
+        json_opt(b, "outcome", n->outcome ? n->outcome : "");
     } else if (n->kind == N_EVENT) {
         pb_buf_puts(b, ", ");
         json_str(b, "event_id", n->ev->event_id);
@@ -368,13 +391,171 @@ static void print_children(story *s, long parent, int depth, bool json, pb_buf *
     free(kids);
 }
 
+/* ---- Kafka: the commands and replies topics, which the event store does not read ---------- */
+
+static void kafka_prop(const char *key, const char *value, void *opaque) {
+    char errstr[256];
+    if (!strncmp(key, "kafka.", 6))
+        rd_kafka_conf_set(opaque, key + 6, value, errstr, sizeof errstr); /* checked when set */
+}
+
+static const char *outcome_name(Eskit__V1__Outcome o) {
+    switch (o) {
+    case ESKIT__V1__OUTCOME__OUTCOME_ACCEPTED:
+        return "accepted";
+    case ESKIT__V1__OUTCOME__OUTCOME_REJECTED:
+        return "rejected";
+    case ESKIT__V1__OUTCOME__OUTCOME_CONFLICT:
+        return "conflict";
+    default:
+        return "error";
+    }
+}
+
+static int in_story(const story *s, const char *trace, const char *correlation) {
+    return s->by_correlation ? correlation && !strcmp(correlation, s->correlation)
+                             : trace && !strcmp(trace, s->trace);
+}
+
+static void add_command(story *s, const rd_kafka_message_t *m) {
+    Eskit__V1__CommandEnvelope *env = eskit__v1__command_envelope__unpack(NULL, m->len, m->payload);
+    if (!env)
+        return;
+    es_kv_t md[ES_MAX_METADATA + 3];
+    size_t n = 0;
+    for (size_t i = 0; i < env->n_metadata && n < sizeof md / sizeof md[0]; i++)
+        md[n++] = (es_kv_t){env->metadata[i]->key, env->metadata[i]->value};
+    node probe = {0};
+    trace_of_metadata(md, n, &probe);
+    node *c = in_story(s, probe.trace, env->correlation_id) && find_command(s, env->command_id) < 0
+                  ? add_node(s)
+                  : NULL;
+    if (!c) { /* not of the story, or sent again (a retry): the first one stands */
+        eskit__v1__command_envelope__free_unpacked(env, NULL);
+        return;
+    }
+    *c = probe;
+    c->up = -1;
+    c->kind = N_COMMAND;
+    c->env = env;
+    c->command_id = env->command_id;
+    c->command_type = env->command_type;
+    c->aggregate_type = env->aggregate_type;
+    c->aggregate_id = env->aggregate_id;
+    c->at_us = rd_kafka_message_timestamp(m, NULL) * 1000;
+}
+
+static void add_reply(story *s, const rd_kafka_message_t *m) {
+    Eskit__V1__CommandReply *r = eskit__v1__command_reply__unpack(NULL, m->len, m->payload);
+    es_traceparent_t tp;
+    if (!r)
+        return;
+    int traced = es_traceparent_parse(r->traceparent, &tp, NULL) == ES_OK;
+    if ((s->by_correlation || (traced && in_story(s, tp.trace_id, NULL))) && r->command_id) {
+        void *ids = realloc(s->replied, (s->n_replies + 1) * sizeof *s->replied);
+        void *outs = ids ? realloc(s->outcomes, (s->n_replies + 1) * sizeof *s->outcomes) : NULL;
+        if (ids)
+            s->replied = ids;
+        if (outs)
+            s->outcomes = outs;
+        if (ids && outs) {
+            snprintf(s->replied[s->n_replies], sizeof s->replied[0], "%s", r->command_id);
+            s->outcomes[s->n_replies++] = outcome_name(r->outcome);
+        } else {
+            s->oom = 1;
+        }
+    }
+    eskit__v1__command_reply__free_unpacked(r, NULL);
+}
+
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n > k && !strcmp(s + n - k, suffix);
+}
+
+/* Every partition of every commands and replies topic, from its start to its end. */
+static int read_kafka_commands(const es_config_t *cfg, story *s) {
+    char errstr[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    es_config_foreach(cfg, kafka_prop, conf);
+    if (rd_kafka_conf_set(conf, "bootstrap.servers", es_config_get(cfg, "brokers"), errstr,
+                          sizeof errstr) != RD_KAFKA_CONF_OK ||
+        rd_kafka_conf_set(conf, "group.id", "esctl.trace", errstr, sizeof errstr) ||
+        rd_kafka_conf_set(conf, "enable.partition.eof", "true", errstr, sizeof errstr) ||
+        rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof errstr)) {
+        rd_kafka_conf_destroy(conf);
+        say("configuring the Kafka client: %s", errstr);
+        return EXIT_FAIL;
+    }
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+    if (!rk) {
+        say("creating a Kafka consumer: %s", errstr);
+        return EXIT_FAIL;
+    }
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t ke = rd_kafka_metadata(rk, 1, NULL, &md, KAFKA_TIMEOUT_MS);
+    if (ke) {
+        say("reading the cluster's topics from %s: %s", es_config_get(cfg, "brokers"),
+            rd_kafka_err2str(ke));
+        rd_kafka_destroy(rk);
+        return EXIT_FAIL;
+    }
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(16);
+    for (int i = 0; i < md->topic_cnt; i++)
+        if (ends_with(md->topics[i].topic, ".commands") ||
+            ends_with(md->topics[i].topic, ".replies"))
+            for (int p = 0; p < md->topics[i].partition_cnt; p++)
+                rd_kafka_topic_partition_list_add(l, md->topics[i].topic, p)->offset =
+                    RD_KAFKA_OFFSET_BEGINNING;
+    rd_kafka_metadata_destroy(md);
+    int left = l->cnt, rc = EXIT_OK;
+    if (left > 0 && (ke = rd_kafka_assign(rk, l)) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        say("reading the commands and replies topics: %s", rd_kafka_err2str(ke));
+        rc = EXIT_FAIL;
+        left = 0;
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    int64_t deadline = es_now_us() + (int64_t)KAFKA_TIMEOUT_MS * 1000;
+    while (left > 0 && es_now_us() < deadline && !s->oom) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+        if (!m)
+            continue;
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+            left--;
+        else if (!m->err && ends_with(rd_kafka_topic_name(m->rkt), ".commands"))
+            add_command(s, m);
+        else if (!m->err)
+            add_reply(s, m);
+        rd_kafka_message_destroy(m);
+    }
+    if (rc == EXIT_OK && left > 0) {
+        say("the commands and replies topics were not read to their end in %d s",
+            KAFKA_TIMEOUT_MS / 1000);
+        rc = EXIT_FAIL;
+    }
+    rd_kafka_destroy_flags(rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    return rc;
+}
+
+static void apply_replies(story *s) {
+    for (size_t i = 0; i < s->n_replies; i++) {
+        long k = find_command(s, s->replied[i]);
+        if (k >= 0)
+            s->nodes[k].outcome = s->outcomes[i];
+    }
+}
+
 static void story_free(story *s) {
     for (size_t i = 0; i < s->n; i++) {
         es_event_free(s->nodes[i].ev);
         if (s->nodes[i].t)
             eskit__v1__saga_transition__free_unpacked(s->nodes[i].t, NULL);
+        if (s->nodes[i].env)
+            eskit__v1__command_envelope__free_unpacked(s->nodes[i].env, NULL);
     }
     free(s->nodes);
+    free(s->replied);
+    free(s->outcomes);
 }
 
 static int is_trace_id(const char *id) {
@@ -415,11 +596,15 @@ static int read_story(es_store_t *store, story *s) {
     return EXIT_OK;
 }
 
-static int run_trace(const options *o, es_store_t *store) {
+static int run_trace(const options *o, const es_config_t *cfg, es_store_t *store) {
     story s = {.id = o->pos[0]};
+    es_backend_info_t backend = {0};
     int rc = read_story(store, &s);
+    if (rc == EXIT_OK && es_backend_info(cfg, &backend, NULL) == ES_OK && !backend.local_file)
+        rc = read_kafka_commands(cfg, &s);
     if (rc == EXIT_OK) {
         make_commands(&s);
+        apply_replies(&s);
         link(&s);
         pb_buf b;
         pb_buf_init(&b);
@@ -451,7 +636,7 @@ int cmd_trace(const options *o) {
     if (rc == EXIT_OK)
         rc = open_store(cfg, &store);
     if (rc == EXIT_OK)
-        rc = run_trace(o, store);
+        rc = run_trace(o, cfg, store);
     if (store)
         es_store_destroy(store);
     es_config_destroy(cfg);
