@@ -354,3 +354,51 @@ Test(trace_story, the_span_callback_sees_each_span_start_and_end_under_the_story
     cr_assert_geq(sagas, 4, "the saga handled the order's events: %zu spans", sagas);
     cr_assert_geq(applies, 4, "the saga's runner applied them: %zu spans", applies);
 }
+
+/* The first event's traceparent. */
+static int copy_traceparent(const es_event_t *ev, void *opaque) {
+    snprintf(opaque, ES_TRACEPARENT_LEN + 1, "%s", meta(ev, "traceparent"));
+    return 1;
+}
+
+static es_result_t restock_with(const char *sku, const char *cid, const es_kv_t *md, size_t n) {
+    Inventory__V1__Restock r = INVENTORY__V1__RESTOCK__INIT;
+    r.quantity = 1;
+    es_command_t cmd = {.aggregate_type = "inventory.item",
+                        .aggregate_id = sku,
+                        .message = &r.base,
+                        .command_id = cid,
+                        .metadata = md,
+                        .n_metadata = n};
+    es_result_t res = {0};
+    es_error_t err = {0};
+    cr_assert_eq(es_execute(tb_engine(b), &cmd, &res, &err), ES_OK, "%s", err.message);
+    return res;
+}
+
+Test(trace_story, a_retry_with_another_traceparent_is_a_duplicate_and_an_untraced_command_a_root) {
+    es_kv_t md[] = {{"traceparent", "00-" TRACE "-" CALLER "-01"}};
+    es_result_t first = restock_with("sku-r", "retry-1", md, 1);
+    md[0].value = "00-" TRACE "-1234567890abcdef-01";
+    es_result_t again = restock_with("sku-r", "retry-1", md, 1);
+    cr_assert(again.duplicate, "the retry ran again");
+    cr_assert_eq(again.version, first.version);
+    es_result_clear(&first);
+    es_result_clear(&again);
+    es_result_t plain = restock_with("sku-r", "plain-1", NULL, 0);
+    es_result_clear(&plain);
+    cr_assert_eq(tb_events_of(b, "inventory.item", "sku-r", 2), 2, "one event per command");
+    char tp[2][ES_TRACEPARENT_LEN + 1];
+    es_error_t err = {0};
+    cr_assert_eq(es_store_read_stream(tb_store(b), "inventory.item", "sku-r", 1, copy_traceparent,
+                                      tp[0], &err),
+                 ES_OK, "%s", err.message);
+    cr_assert_eq(es_store_read_stream(tb_store(b), "inventory.item", "sku-r", 2, copy_traceparent,
+                                      tp[1], &err),
+                 ES_OK, "%s", err.message);
+    es_traceparent_t a, c;
+    cr_assert_eq(es_traceparent_parse(tp[0], &a, NULL), ES_OK, "'%s'", tp[0]);
+    cr_assert_eq(es_traceparent_parse(tp[1], &c, NULL), ES_OK, "'%s'", tp[1]);
+    cr_assert_str_eq(a.trace_id, TRACE, "the first execution's trace stays");
+    cr_assert_str_neq(c.trace_id, TRACE, "a command without traceparent starts a trace");
+}
