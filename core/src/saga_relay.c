@@ -100,9 +100,24 @@ static const char *outcome_name(const es_result_t *r) {
     }
 }
 
+/* The span of handling a command's outcome: a child of the command's execute span, which its
+ * events name as their parent; for a command without events (rejected), of the instance's
+ * start event (set 0: es_saga_span makes it). */
+static void outcome_span(es_saga_t *c, const es_result_t *r) {
+    es_trace_t ev;
+    c->span_set = 0;
+    if (!r->n_events || !es_trace_read(r->events[0]->metadata, r->events[0]->n_metadata, &ev) ||
+        !*ev.parent)
+        return;
+    es_traceparent_t command = ev.tp;
+    memcpy(command.span_id, ev.parent, sizeof command.span_id);
+    es_trace_child(&command, ev.tracestate, &c->span);
+    c->span_set = 1;
+}
+
 es_err es_saga_record_outcome(es_saga_t *c, const char *cid, const es_result_t *r, int64_t now,
                               es_error_t *err) {
-    c->span_set = 0; /* its transitions: a span under the instance's start event */
+    outcome_span(c, r);
     sqlite3_stmt *s = c->st[S_SENT];
     sqlite3_reset(s);
     sqlite3_bind_text(s, 1, cid, -1, SQLITE_STATIC);

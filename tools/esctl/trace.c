@@ -3,8 +3,9 @@
  * one trace (docs/observability.md, "Traces") are the events whose traceparent names its trace
  * id and the saga transitions ("<saga>.saga.events", eskit.v1.SagaTransition) that do, and on
  * Kafka the command envelopes and replies that do. The tree: a command's events (by command_id),
- * the transitions handling an event (their parent span is its span; by event_id for records without
- * spans), the commands a transition sent (by command_id), their events, and so on.
+ * the transitions handling an event or a command's outcome (their parent span is its span; by
+ * event_id for records without spans), the commands a transition sent (by command_id), their
+ * events, and so on.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -230,13 +231,14 @@ static void make_commands(story *s) {
     }
 }
 
-static long find_event(const story *s, const node *t) {
+/* What a transition handled: the record (an event, or a command whose outcome it records) whose
+ * span is its parent; by event_id for transitions without spans. */
+static long find_handled(const story *s, const node *t) {
     for (size_t i = 0; i < s->n; i++) {
         const node *e = &s->nodes[i];
-        if (e->kind != N_EVENT)
-            continue;
-        if (*t->parent ? !strcmp(e->span, t->parent)
-                       : t->t->event_id && !strcmp(e->ev->event_id, t->t->event_id))
+        if (*t->parent
+                ? e->kind != N_TRANSITION && !strcmp(e->span, t->parent)
+                : e->kind == N_EVENT && t->t->event_id && !strcmp(e->ev->event_id, t->t->event_id))
             return (long)i;
     }
     return -1;
@@ -256,9 +258,10 @@ static void link(story *s) {
         if (n->kind == N_EVENT && n->command_id && *n->command_id)
             n->up = find_command(s, n->command_id);
         else if (n->kind == N_TRANSITION)
-            n->up = find_event(s, n);
-        else if (n->kind == N_COMMAND)
-            n->up = find_sender(s, n);
+            n->up = find_handled(s, n);
+        else if (n->kind == N_COMMAND && (n->up = find_sender(s, n)) >= 0 && !*n->parent)
+            /* embedded: no command record; its caller is the handling that sent it */
+            snprintf(n->parent, sizeof n->parent, "%s", s->nodes[n->up].span);
     }
 }
 
