@@ -6,11 +6,13 @@
  * same command, and the span callback sees each execute span start and end.
  */
 #include <criterion/criterion.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "domain.h"
+#include "fulfilment.h"
 #include "testutil.h"
 
 #define TRACE "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -245,4 +247,75 @@ Test(trace_engine, a_caller_at_the_metadata_limit_stays_within_it) {
     md[ES_MAX_METADATA] = (es_kv_t){"one-more", "v"};
     cr_assert_eq(restock("c-over", md, ES_MAX_METADATA + 1, &res), ES_EINVAL);
     es_result_clear(&res);
+}
+
+static int first_traceparent(const es_event_t *ev, void *opaque) {
+    snprintf(opaque, ES_TRACEPARENT_LEN + 1, "%s", meta(ev, ES_TRACEPARENT_KEY));
+    return 1;
+}
+
+/* A saga database of eskit 0.3, whose outbox has no trace columns, gets them: its saga runs and
+ * its commands carry the order's trace. */
+Test(trace_engine, a_saga_database_from_before_trace_context_gets_its_columns) {
+    char *path = tu_path(dir, "saga.db");
+    sqlite3 *db = NULL;
+    cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(db,
+                              "CREATE TABLE es_saga_targets ("
+                              " command_id TEXT PRIMARY KEY, saga TEXT NOT NULL, id TEXT NOT NULL,"
+                              " step INTEGER NOT NULL, target INTEGER NOT NULL, kind TEXT NOT NULL,"
+                              " aggregate_type TEXT NOT NULL, aggregate_id TEXT NOT NULL,"
+                              " command_type TEXT NOT NULL, payload BLOB NOT NULL,"
+                              " deadline INTEGER NOT NULL, status TEXT NOT NULL,"
+                              " created_at INTEGER NOT NULL, sent_at INTEGER NOT NULL DEFAULT 0,"
+                              " outcome TEXT NOT NULL DEFAULT '', reason TEXT NOT NULL DEFAULT '',"
+                              " correlation_id TEXT NOT NULL DEFAULT '')",
+                              NULL, NULL, NULL),
+                 SQLITE_OK);
+    sqlite3_close(db);
+    es_error_t err = {0};
+    cr_assert_eq(es_config_set(cfg, "saga.db", path, &err), ES_OK, "%s", err.message);
+    es_result_t res = {0};
+    Inventory__V1__Restock r = INVENTORY__V1__RESTOCK__INIT;
+    r.quantity = 5;
+    es_command_t restock_cmd = {
+        .aggregate_type = "inventory.item", .aggregate_id = "sku-m", .message = &r.base};
+    cr_assert_eq(es_execute(engine, &restock_cmd, &res, &err), ES_OK, "%s", err.message);
+    es_result_clear(&res);
+    Orders__V1__LineItem item = ORDERS__V1__LINE_ITEM__INIT;
+    item.sku = "sku-m";
+    item.quantity = 1;
+    item.unit_price_cents = 100;
+    Orders__V1__LineItem *items[] = {&item};
+    Orders__V1__PlaceOrder m = ORDERS__V1__PLACE_ORDER__INIT;
+    m.customer_id = "alice";
+    m.n_items = 1;
+    m.items = items;
+    m.currency = "USD";
+    es_kv_t md[] = {{"traceparent", VALID}};
+    es_command_t place = {.aggregate_type = "orders.order",
+                          .aggregate_id = "o-m",
+                          .message = &m.base,
+                          .metadata = md,
+                          .n_metadata = 1};
+    cr_assert_eq(es_execute(engine, &place, &res, &err), ES_OK, "%s", err.message);
+    es_result_clear(&res);
+    es_saga_t *coord = NULL;
+    cr_assert_eq(es_saga_new(cfg, &demo_fulfilment_def, engine, &coord, &err), ES_OK, "%s",
+                 err.message);
+    uint64_t active = 1;
+    for (int i = 0; i < 500 && active; i++) {
+        cr_assert_eq(es_saga_poll(coord, 10, NULL, &err), ES_OK, "%s", err.message);
+        cr_assert_eq(es_saga_active(coord, &active, &err), ES_OK, "%s", err.message);
+    }
+    cr_assert_eq(active, 0);
+    es_saga_destroy(coord);
+    char tp[ES_TRACEPARENT_LEN + 1] = "";
+    cr_assert_eq(es_store_read_stream(es_engine_store(engine), "payments.payment", "o-m", 1,
+                                      first_traceparent, tp, &err),
+                 ES_OK, "%s", err.message);
+    es_traceparent_t parsed;
+    cr_assert_eq(es_traceparent_parse(tp, &parsed, NULL), ES_OK, "'%s'", tp);
+    cr_assert_str_eq(parsed.trace_id, TRACE, "the saga's command carries the order's trace");
+    free(path);
 }
