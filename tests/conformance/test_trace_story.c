@@ -310,6 +310,11 @@ Test(trace_story, esctl_trace_prints_the_story_as_a_tree) {
     cr_assert_eq(tu_count_lines(r.err), 1, "%s", r.err);
     cr_assert(strstr(r.err, "no record in the log has"), "%s", r.err);
     tu_result_free(&r);
+
+    r = TU_ESCTL("trace");
+    cr_assert_eq(r.status, 2, "no id is bad usage");
+    cr_assert_eq(tu_count_lines(r.err), 1, "%s", r.err);
+    tu_result_free(&r);
 }
 
 /* The saga's spans are its transitions' and hang under the events they handled; a projector's
