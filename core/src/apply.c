@@ -96,6 +96,23 @@ static es_err park(es_runner_t *r, const es_raw_record_t *rec, const char *event
     return ES_OK;
 }
 
+/* es_projector_apply inside the span "eskit.apply <projector>", a child of the event's. */
+static es_err apply_traced(es_runner_t *r, const es_event_t *ev, es_error_t *aerr) {
+    es_trace_t t;
+    es_trace_start(ev->metadata, ev->n_metadata, &t);
+    char name[ES_PROJECTOR_NAME_MAX + 16];
+    snprintf(name, sizeof name, "eskit.apply %s", r->def->name);
+    es_kv_t attrs[] = {{"projector", r->def->name},        {"event_type", ev->event_type},
+                       {"event_id", ev->event_id},         {"aggregate_type", ev->aggregate_type},
+                       {"aggregate_id", ev->aggregate_id}, {"outcome", ""}};
+    int64_t start = es_now_us();
+    es_span_emit(r->cfg, ES_SPAN_START, name, &t, start, 0, ES_OK, NULL, attrs, 5);
+    es_err rc = es_projector_apply(r->def, &r->ctx, ev, aerr);
+    attrs[5].value = rc == ES_OK ? "ok" : "failed";
+    es_span_emit(r->cfg, ES_SPAN_END, name, &t, start, es_now_us(), rc, attrs[5].value, attrs, 6);
+    return rc;
+}
+
 /* One apply, under a savepoint when the batch is careful; the guard notes the event while the
  * module runs. A failure of the module fills aerr; one of our storage fills err, *storage. */
 static es_err apply_once(es_runner_t *r, const es_raw_record_t *rec, const es_event_t *ev,
@@ -110,7 +127,8 @@ static es_err apply_once(es_runner_t *r, const es_raw_record_t *rec, const es_ev
         es_watch_begin(&r->wd, rec);
     aerr->code = ES_OK;
     aerr->message[0] = '\0';
-    es_err rc = es_projector_apply(r->def, &r->ctx, ev, aerr);
+    es_err rc = es_span_on(r->cfg) ? apply_traced(r, ev, aerr)
+                                   : es_projector_apply(r->def, &r->ctx, ev, aerr);
     if (r->wd.on)
         es_watch_end(&r->wd);
     if (r->guard)

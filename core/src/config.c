@@ -44,6 +44,8 @@ struct es_config {
     size_t n, cap;
     es_log_cb *log_cb;
     void *log_opaque;
+    es_span_cb *span_cb;
+    void *span_opaque;
     es_upcast_set *upcasts; /* upcast.c's; NULL: none */
 };
 
@@ -469,6 +471,8 @@ es_config_t *es_config_dup(const es_config_t *cfg) {
     }
     d->log_cb = cfg->log_cb;
     d->log_opaque = cfg->log_opaque;
+    d->span_cb = cfg->span_cb;
+    d->span_opaque = cfg->span_opaque;
     if (cfg->upcasts && !(d->upcasts = es_upcast_set_dup(cfg->upcasts))) {
         es_config_destroy(d);
         return NULL;
@@ -485,6 +489,18 @@ void es_config_foreach(const es_config_t *cfg,
 void es_config_set_log_cb(es_config_t *cfg, es_log_cb *cb, void *opaque) {
     cfg->log_cb = cb;
     cfg->log_opaque = opaque;
+}
+
+void es_config_set_span_cb(es_config_t *cfg, es_span_cb *cb, void *opaque) {
+    cfg->span_cb = cb;
+    cfg->span_opaque = opaque;
+}
+
+es_span_cb *es_config_span_cb(const es_config_t *cfg, void **opaque) {
+    if (!cfg)
+        return NULL;
+    *opaque = cfg->span_opaque;
+    return cfg->span_cb;
 }
 
 void es_logf(const es_config_t *cfg, int level, const char *fmt, ...) {

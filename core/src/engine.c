@@ -46,6 +46,12 @@ typedef struct registration {
     type_mx *mx;              /* NULL: metrics off */
 } registration;
 
+/* An event's span and its traceparent text, which its metadata points to. */
+typedef struct event_trace {
+    es_trace_t t;
+    char tp[ES_TRACEPARENT_LEN + 1];
+} event_trace;
+
 struct es_engine {
     es_store_t *store;
     registration *regs;
@@ -68,6 +74,13 @@ struct es_engine {
     es_mx_source *mx_src; /* metrics: NULL when off, or for an engine that executes nothing */
     _Atomic(type_mx *) mx_types; /* every registration's counters, newest first */
     es_mx_hist mx_batch;         /* commands per batch */
+    /* A processor's local engine: a command's traceparent is already its execute span (the
+     * caller's side made it, the processor made sure of it), not its caller's. */
+    int trace_given;
+    event_trace *evt; /* one command's events' spans */
+    size_t evt_cap;
+    es_kv_t *md; /* and their metadata, n_metadata + 3 each */
+    size_t md_cap;
 };
 
 typedef struct state_entry {
@@ -168,6 +181,8 @@ void es_engine_destroy(es_engine_t *engine) {
     es_folder_free(&engine->folder);
     es_schemas_close(engine->catalogue);
     free(engine->sv);
+    free(engine->evt);
+    free(engine->md);
     for (size_t i = 0; i < engine->n_regs; i++) {
         free(engine->regs[i].def);
         free(engine->regs[i].lists);
@@ -330,8 +345,10 @@ es_err es_engine_register(es_engine_t *engine, const es_aggregate_def *def, void
 
 es_err es_engine_new_local(const es_config_t *cfg, es_engine_t **out, es_error_t *err) {
     es_err e = es_engine_open(cfg, ES_OPEN_WRITE, out, err);
-    if (e == ES_OK)
+    if (e == ES_OK) {
         (*out)->no_catalogue = 1;
+        (*out)->trace_given = 1;
+    }
     return e;
 }
 
@@ -362,6 +379,7 @@ typedef struct exec_ctx {
     const char *command_id;
     int explicit_id;     /* the caller chose the id, so it may come again */
     es_fingerprint_t fp; /* what the command asks, when explicit_id */
+    es_trace_t trace;    /* the execute span */
     es_result_t *res;
     ProtobufCMessage *state; /* entry->state once loaded */
     state_entry *entry;
@@ -647,6 +665,44 @@ static es_err fill_events(es_result_t *res, const es_pending_t *p, es_error_t *e
     return ES_OK;
 }
 
+/* Makes room for n events' spans and metadata, each of n_md entries + the trace keys. */
+static es_err reserve_traces(es_engine_t *e, size_t n, size_t n_md, es_error_t *err) {
+    if (n > e->evt_cap) {
+        event_trace *t = realloc(e->evt, n * sizeof *t);
+        if (!t)
+            return es_fail(err, ES_ENOMEM, "out of memory appending events");
+        e->evt = t;
+        e->evt_cap = n;
+    }
+    size_t need = n * (n_md + 3);
+    if (need > e->md_cap) {
+        es_kv_t *md = realloc(e->md, need * sizeof *md);
+        if (!md)
+            return es_fail(err, ES_ENOMEM, "out of memory appending events");
+        e->md = md;
+        e->md_cap = need;
+    }
+    return ES_OK;
+}
+
+/* Fills e->ne[0..n) but for the events' types and payloads: each event a span of its own under
+ * the command's, its metadata the command's with the trace keys replaced. */
+static es_err trace_events(exec_ctx *x, size_t n, es_error_t *err) {
+    es_engine_t *e = x->engine;
+    const es_command_t *cmd = x->cmd;
+    es_err rc = reserve_traces(e, n, cmd->n_metadata, err);
+    const char *corr =
+        cmd->correlation_id && *cmd->correlation_id ? cmd->correlation_id : x->command_id;
+    for (size_t i = 0; rc == ES_OK && i < n; i++) {
+        event_trace *et = &e->evt[i];
+        es_kv_t *md = e->md + i * (cmd->n_metadata + 3);
+        es_trace_child(&x->trace.tp, x->trace.tracestate, &et->t);
+        size_t k = es_trace_metadata(cmd->metadata, cmd->n_metadata, &et->t, md, et->tp);
+        e->ne[i] = (es_new_event_t){NULL, NULL, 0, x->command_id, corr, md, k};
+    }
+    return rc;
+}
+
 /* Appends the decision's events after folding them (a decider whose events its own evolve
  * rejects is a bug; nothing is appended then). */
 static es_err apply_decision(exec_ctx *x, const es_decision_t *d, es_error_t *err) {
@@ -667,12 +723,13 @@ static es_err apply_decision(exec_ctx *x, const es_decision_t *d, es_error_t *er
         e->ne = ne;
         e->ne_cap = d->n;
     }
-    const char *corr =
-        cmd->correlation_id && *cmd->correlation_id ? cmd->correlation_id : x->command_id;
-    for (size_t i = 0; i < d->n; i++)
-        e->ne[i] = (es_new_event_t){
-            d->ev[i].desc->name, d->ev[i].buf.data, d->ev[i].buf.len, x->command_id, corr,
-            cmd->metadata,       cmd->n_metadata};
+    if ((rc = trace_events(x, d->n, err)) != ES_OK)
+        return rc;
+    for (size_t i = 0; i < d->n; i++) {
+        e->ne[i].event_type = d->ev[i].desc->name;
+        e->ne[i].payload = d->ev[i].buf.data;
+        e->ne[i].payload_len = d->ev[i].buf.len;
+    }
     es_pending_t *p = &e->pending;
     const uint32_t *versions = NULL;
     rc = event_schema_versions(e, x->reg, d, &versions, err);
@@ -771,6 +828,39 @@ static es_err execute_one(exec_ctx *x, es_error_t *err) {
     return decide_and_apply(x, err);
 }
 
+static const char *outcome_word(const es_result_t *r) {
+    if (r->duplicate)
+        return "duplicate";
+    switch (r->outcome) {
+    case ES_OUTCOME_ACCEPTED:
+        return "accepted";
+    case ES_OUTCOME_REJECTED:
+        return "rejected";
+    case ES_OUTCOME_CONFLICT:
+        return "conflict";
+    default:
+        return "error";
+    }
+}
+
+/* The execute span's start or end (rc: the batch's error; the command's own is its result). */
+static void execute_span(const exec_ctx *x, const es_config_t *cfg, es_span_phase phase,
+                         int64_t start, es_err rc) {
+    const es_command_t *cmd = x->cmd;
+    char name[ES_MAX_TYPE_LEN + 16];
+    snprintf(name, sizeof name, "eskit.execute %s", cmd->aggregate_type ? cmd->aggregate_type : "");
+    const char *outcome = phase == ES_SPAN_END ? (rc ? "error" : outcome_word(x->res)) : NULL;
+    es_kv_t attrs[] = {{"aggregate_type", cmd->aggregate_type ? cmd->aggregate_type : ""},
+                       {"aggregate_id", cmd->aggregate_id ? cmd->aggregate_id : ""},
+                       {"command_id", x->command_id},
+                       {"command_type", cmd->message ? cmd->message->descriptor->name : ""},
+                       {"outcome", outcome ? outcome : ""}};
+    es_err status = rc ? rc : x->res->code;
+    es_span_emit(cfg, phase, name, &x->trace, start, phase == ES_SPAN_END ? es_now_us() : 0,
+                 phase == ES_SPAN_END ? status : ES_OK, outcome, attrs,
+                 phase == ES_SPAN_END ? 5 : 4);
+}
+
 static es_err run_command(es_engine_t *engine, es_log_t *log, const es_command_t *cmd,
                           es_result_t *res, es_error_t *err) {
     char generated[ES_UUID_STR_LEN + 1];
@@ -789,7 +879,16 @@ static es_err run_command(es_engine_t *engine, es_log_t *log, const es_command_t
                   .res = res,
                   .err = &cerr};
     engine->folder.fault = 0;
-    return execute_one(&x, err);
+    if (!engine->trace_given || !es_trace_read(cmd->metadata, cmd->n_metadata, &x.trace))
+        es_trace_start(cmd->metadata, cmd->n_metadata, &x.trace);
+    const es_config_t *cfg = es_store_config(engine->store);
+    if (!es_span_on(cfg))
+        return execute_one(&x, err);
+    int64_t start = es_now_us();
+    execute_span(&x, cfg, ES_SPAN_START, start, ES_OK);
+    es_err rc = execute_one(&x, err);
+    execute_span(&x, cfg, ES_SPAN_END, start, rc);
+    return rc;
 }
 
 /* What the first command that is not accepted does to the batch. */

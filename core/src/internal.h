@@ -18,6 +18,36 @@ void es_error_subject(es_error_t *err, const char *subject);
 void es_logf(const es_config_t *cfg, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* One hop of a trace (trace.c): its span (tp: trace id, span id, flags), its parent span ("" at
+ * the root) and the tracestate it passes on (borrowed; NULL: none). */
+typedef struct es_trace {
+    es_traceparent_t tp;
+    char parent[ES_SPAN_ID_LEN + 1];
+    const char *tracestate;
+} es_trace_t;
+/* Whether key is one of the trace keys the library writes (traceparent, tracestate,
+ * eskit.parent_span). */
+int es_trace_key(const char *key);
+/* A new span under parent (NULL: the root of a new trace). */
+void es_trace_child(const es_traceparent_t *parent, const char *tracestate, es_trace_t *out);
+/* A new span under the caller's span in metadata: a new trace when it has no valid one. */
+void es_trace_start(const es_kv_t *md, size_t n, es_trace_t *out);
+/* The span a record's metadata names as its own (its traceparent and eskit.parent_span); 0 when
+ * it has no valid traceparent. */
+int es_trace_read(const es_kv_t *md, size_t n, es_trace_t *out);
+/* Fills out (room for n + 3) with md less its trace keys, then t's: its traceparent (formatted
+ * into tp), eskit.parent_span unless at the root, tracestate when it has one. Returns how many. */
+size_t es_trace_metadata(const es_kv_t *md, size_t n, const es_trace_t *t, es_kv_t *out,
+                         char tp[ES_TRACEPARENT_LEN + 1]);
+/* The config's span callback (NULL: none) and its opaque. */
+es_span_cb *es_config_span_cb(const es_config_t *cfg, void **opaque);
+/* Whether the config has a span callback. */
+int es_span_on(const es_config_t *cfg);
+/* One span phase to the config's span callback; does nothing without one. attrs: n of them. */
+void es_span_emit(const es_config_t *cfg, es_span_phase phase, const char *name,
+                  const es_trace_t *t, int64_t start_us, int64_t end_us, es_err status,
+                  const char *outcome, const es_kv_t *attrs, size_t n);
+
 /* A growable byte buffer. */
 typedef struct es_buf {
     uint8_t *data;

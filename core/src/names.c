@@ -169,15 +169,24 @@ es_err es_validate_type_name(const char *field, const char *name, es_error_t *er
     return ES_OK;
 }
 
+/* The trace keys (<eskit/trace.h>) are the library's to replace, so they do not count against
+ * ES_MAX_METADATA: a caller at the limit is not pushed over it by the spans the library adds. */
+#define TRACE_KEYS 3
+
 es_err es_validate_metadata(const es_kv_t *md, size_t n, es_error_t *err) {
-    if (n > ES_MAX_METADATA)
+    if (n > ES_MAX_METADATA + TRACE_KEYS)
         return es_fail(err, ES_EINVAL, "%zu metadata entries; the limit is %d", n, ES_MAX_METADATA);
     if (n && !md)
         return es_fail(err, ES_EINVAL, "%zu metadata entries announced but none given", n);
+    size_t counted = 0;
     for (size_t i = 0; i < n; i++) {
         es_err e = es_validate_text(ES_TEXT_METADATA_KEY, md[i].key, err);
         if (e != ES_OK)
             return e;
+        if (!es_trace_key(md[i].key) && ++counted > ES_MAX_METADATA)
+            return es_fail(err, ES_EINVAL,
+                           "more than %d metadata entries besides the trace keys; the limit is %d",
+                           ES_MAX_METADATA, ES_MAX_METADATA);
         if (!md[i].value)
             return es_fail(err, ES_EINVAL, "metadata '%s' has no value (NULL)", md[i].key);
         if ((e = es_validate_text(ES_TEXT_METADATA_VALUE, md[i].value, err)) != ES_OK) {

@@ -53,6 +53,21 @@ static int is_reply_topic(const char *t) {
     return 1;
 }
 
+/* The slot's metadata with its execute span: the one the caller's side made (the envelope's
+ * traceparent), or the root of a new trace for an envelope without a valid one. */
+static es_err trace_slot(slot *s) {
+    const Eskit__V1__CommandEnvelope *env = s->env;
+    if (!(s->md = calloc(env->n_metadata + 3, sizeof *s->md)))
+        return ES_ENOMEM;
+    for (size_t i = 0; i < env->n_metadata; i++)
+        s->md[i] = (es_kv_t){env->metadata[i]->key, env->metadata[i]->value};
+    if (!es_trace_read(s->md, env->n_metadata, &s->trace))
+        es_trace_start(NULL, 0, &s->trace);
+    /* in place: each entry kept moves down or stays, the trace keys go after them */
+    s->n_md = es_trace_metadata(s->md, env->n_metadata, &s->trace, s->md, s->tp);
+    return ES_OK;
+}
+
 /* Decodes one record into a command; a record that does not decode is the command's error. */
 static void decode_slot(es_processor_t *p, slot *s) {
     const rd_kafka_message_t *m = s->m;
@@ -63,6 +78,8 @@ static void decode_slot(es_processor_t *p, slot *s) {
     if (!s->env)
         return;
     const Eskit__V1__CommandEnvelope *env = s->env;
+    if (trace_slot(s) != ES_OK)
+        return slot_fail(s, ES_ENOMEM, "out of memory decoding command %s", env->command_id);
     if (env->reply_to && *env->reply_to && !is_reply_topic(env->reply_to) && s->type < p->n_types)
         return slot_fail(s, ES_EINVAL,
                          "command %.64s: reply_to '%.64s' is not a replies topic "
@@ -84,10 +101,6 @@ static void decode_slot(es_processor_t *p, slot *s) {
     if (!s->msg)
         return slot_fail(s, ES_EDECODE, "the payload of command %s is not a valid %s",
                          env->command_id, env->command_type);
-    if (env->n_metadata && !(s->md = calloc(env->n_metadata, sizeof *s->md)))
-        return slot_fail(s, ES_ENOMEM, "out of memory decoding command %s", env->command_id);
-    for (size_t i = 0; i < env->n_metadata; i++)
-        s->md[i] = (es_kv_t){env->metadata[i]->key, env->metadata[i]->value};
     s->cmd = 0; /* executable; numbered by the caller */
 }
 
@@ -380,6 +393,10 @@ static void send_reply(es_processor_t *p, const slot *s, const es_result_t *r) {
     rep.outcome = r ? (Eskit__V1__Outcome)r->outcome : ESKIT__V1__OUTCOME__OUTCOME_ERROR;
     rep.code = r ? r->code : s->fail;
     rep.reason = r ? (r->reason ? r->reason : "") : (char *)s->reason;
+    if (s->md) { /* the command's span */
+        rep.traceparent = (char *)s->tp;
+        rep.tracestate = (char *)(s->trace.tracestate ? s->trace.tracestate : "");
+    }
     if (r) {
         rep.first_version = r->first_version;
         rep.last_version = r->last_version;
@@ -484,7 +501,7 @@ static es_err execute_slots(es_processor_t *p, slot *slots, es_command_t *cmds,
                                            env->expected_version,
                                            env->deadline_us,
                                            s->md,
-                                           env->n_metadata};
+                                           s->n_md};
     }
     hook_ctx h = {p, slots, p->n_batch};
     return es_engine_execute_hooked(p->local, cmds, *n_cmds, results, produce_events, &h, err);

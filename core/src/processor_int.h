@@ -66,7 +66,10 @@ typedef struct slot {
     size_t type;
     Eskit__V1__CommandEnvelope *env;
     ProtobufCMessage *msg;
-    es_kv_t *md;
+    es_kv_t *md; /* the envelope's metadata, its traceparent the execute span */
+    size_t n_md;
+    es_trace_t trace; /* the execute span: the envelope's, or a new trace when it had none */
+    char tp[ES_TRACEPARENT_LEN + 1];
     int32_t reply_partition; /* RD_KAFKA_PARTITION_UA when the header is missing */
     long cmd;                /* index into the batch's commands; -1 when not executable */
     size_t last_prod;        /* p->prod index of the command's last event, when it appended */

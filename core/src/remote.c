@@ -329,12 +329,15 @@ static es_err send_command(es_remote_t *r, const call *c, size_t i, const es_com
     char topic[ES_MAX_TYPE_LEN + 16], reply_to[ES_MAX_TYPE_LEN + 16];
     size_t plen = protobuf_c_message_get_packed_size(cmd->message);
     uint8_t *payload = malloc(plen ? plen : 1), *buf = NULL;
-    if (cmd->n_metadata) {
-        md = calloc(cmd->n_metadata, sizeof *md);
-        mdp = calloc(cmd->n_metadata, sizeof *mdp);
-    }
+    /* The envelope carries the execute span, a child of the caller's; the processor runs it. */
+    size_t n_md = cmd->n_metadata + 3;
+    es_kv_t *kv = calloc(n_md, sizeof *kv);
+    es_trace_t trace;
+    char tp[ES_TRACEPARENT_LEN + 1];
+    md = calloc(n_md, sizeof *md);
+    mdp = calloc(n_md, sizeof *mdp);
     es_err e = ES_OK;
-    if (!payload || (cmd->n_metadata && (!md || !mdp))) {
+    if (!payload || !kv || !md || !mdp) {
         e = es_fail(err, ES_ENOMEM, "out of memory encoding a command");
         goto out;
     }
@@ -351,13 +354,15 @@ static es_err send_command(es_remote_t *r, const call *c, size_t i, const es_com
     env.correlation_id = (char *)(cmd->correlation_id ? cmd->correlation_id : "");
     env.deadline_us = cmd->deadline_us;
     env.reply_to = reply_to;
-    for (size_t k = 0; k < cmd->n_metadata; k++) {
+    es_trace_start(cmd->metadata, cmd->n_metadata, &trace);
+    n_md = es_trace_metadata(cmd->metadata, cmd->n_metadata, &trace, kv, tp);
+    for (size_t k = 0; k < n_md; k++) {
         eskit__v1__command_envelope__metadata_entry__init(&md[k]);
-        md[k].key = (char *)cmd->metadata[k].key;
-        md[k].value = (char *)cmd->metadata[k].value;
+        md[k].key = (char *)kv[k].key;
+        md[k].value = (char *)kv[k].value;
         mdp[k] = &md[k];
     }
-    env.n_metadata = cmd->n_metadata;
+    env.n_metadata = n_md;
     env.metadata = mdp;
     size_t len = eskit__v1__command_envelope__get_packed_size(&env);
     if (!(buf = malloc(len))) {
@@ -378,6 +383,7 @@ static es_err send_command(es_remote_t *r, const call *c, size_t i, const es_com
 out:
     free(buf);
     free(payload);
+    free(kv);
     free(md);
     free(mdp);
     return e;

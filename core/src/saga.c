@@ -119,8 +119,9 @@ static const char *const SQL[S_COUNT] = {
                         " command_type FROM es_saga_targets WHERE command_id = ?1 AND saga = ?2",
     [S_TARGET_PUT] = "INSERT OR IGNORE INTO es_saga_targets (command_id, saga, id, step, target,"
                      " kind, aggregate_type, aggregate_id, command_type, payload, deadline,"
-                     " status, created_at, correlation_id)"
-                     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'pending', ?12, ?13)",
+                     " status, created_at, correlation_id, traceparent, tracestate)"
+                     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'pending', ?12, ?13,"
+                     " ?14, ?15)",
     [S_TARGET_STATUS] = "UPDATE es_saga_targets SET status = ?2, reason = ?3 WHERE command_id = ?1",
     [S_TARGETS_OF_STEP] = "SELECT aggregate_id, status FROM es_saga_targets"
                           " WHERE saga = ?1 AND id = ?2 AND step = ?3 AND kind = 'do'"
@@ -131,7 +132,7 @@ static const char *const SQL[S_COUNT] = {
     [S_DUE] = "SELECT id FROM es_saga_instances WHERE saga = ?1 AND deadline > 0"
               " AND deadline <= ?2 AND state = 'running' ORDER BY deadline LIMIT 256",
     [S_OUTBOX] = "SELECT command_id, id, kind, aggregate_type, aggregate_id, command_type,"
-                 " payload, deadline, correlation_id FROM es_saga_targets"
+                 " payload, deadline, correlation_id, traceparent, tracestate FROM es_saga_targets"
                  " WHERE saga = ?1 AND sent_at = 0 ORDER BY rowid LIMIT ?2",
     [S_SENT] = "UPDATE es_saga_targets SET sent_at = ?2, outcome = ?3,"
                " reason = CASE WHEN ?4 = '' THEN reason ELSE ?4 END WHERE command_id = ?1",
@@ -274,6 +275,30 @@ static Eskit__V1__SagaState state_enum(const char *s) {
     return ESKIT__V1__SAGA_STATE__SAGA_STATE_FAILED;
 }
 
+const es_trace_t *es_saga_span(es_saga_t *c, const saga_inst *in) {
+    if (!c->span_set) {
+        const es_event_t *start = in->start_ev;
+        es_trace_start(start ? start->metadata : NULL, start ? start->n_metadata : 0, &c->span);
+        c->span_set = 1;
+    }
+    c->span_used = 1;
+    return &c->span;
+}
+
+es_err es_saga_trace_columns(sqlite3 *db, const char *path, es_error_t *err) {
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_prepare_v2(db, "SELECT traceparent FROM es_saga_targets LIMIT 0", -1, &s, NULL) ==
+        SQLITE_OK) {
+        sqlite3_finalize(s);
+        return ES_OK;
+    }
+    return es_sql_exec(
+        db, path,
+        "ALTER TABLE es_saga_targets ADD COLUMN traceparent TEXT NOT NULL DEFAULT '';"
+        "ALTER TABLE es_saga_targets ADD COLUMN tracestate TEXT NOT NULL DEFAULT '';",
+        "adding the trace columns to the saga outbox", err);
+}
+
 /* Appends one transition of in to the history (published to the log after commit). */
 es_err es_saga_hist(es_saga_t *c, saga_inst *in, const char *kind, const hist_info *h, int64_t now,
                     es_error_t *err) {
@@ -295,6 +320,12 @@ es_err es_saga_hist(es_saga_t *c, saga_inst *in, const char *kind, const hist_in
     t.reason = (char *)(h->reason ? h->reason : "");
     t.deadline_us = h->deadline;
     t.at_us = now;
+    const es_trace_t *span = es_saga_span(c, in);
+    char tp[ES_TRACEPARENT_LEN + 1];
+    es_traceparent_format(&span->tp, tp);
+    t.traceparent = tp;
+    t.parent_span = (char *)span->parent;
+    t.tracestate = (char *)(span->tracestate ? span->tracestate : "");
     size_t len = eskit__v1__saga_transition__get_packed_size(&t);
     uint8_t *buf = malloc(len ? len : 1);
     if (!buf)
@@ -383,6 +414,12 @@ static es_err emit(es_saga_t *c, saga_inst *in, int k, const es_saga_step_t *st,
         sqlite3_bind_int64(s, 11, deadline);
         sqlite3_bind_int64(s, 12, now);
         sqlite3_bind_text(s, 13, corr, -1, SQLITE_STATIC);
+        /* the command's caller is this handling: its execute span is a child of the span */
+        const es_trace_t *span = es_saga_span(c, in);
+        char tp[ES_TRACEPARENT_LEN + 1];
+        es_traceparent_format(&span->tp, tp);
+        sqlite3_bind_text(s, 14, tp, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(s, 15, span->tracestate ? span->tracestate : "", -1, SQLITE_TRANSIENT);
         e = es_saga_step_done(c, s, "writing the outbox", err);
         const char *hk = kind == KIND_DO     ? "command_sent"
                          : kind == KIND_UNDO ? "compensation_sent"
@@ -722,8 +759,32 @@ static es_err on_event(es_saga_t *c, const es_event_t *ev, es_error_t *err) {
     return e;
 }
 
+/* The saga's span for the handling of ev, reported once the handling wrote a transition. */
+static es_err handle_event(es_saga_t *c, const es_event_t *ev, es_error_t *err) {
+    es_trace_start(ev->metadata, ev->n_metadata, &c->span);
+    c->span_set = 1;
+    c->span_used = 0;
+    int64_t start = es_span_on(c->cfg) ? es_now_us() : 0;
+    es_err e = on_event(c, ev, err);
+    if (start && c->span_used) {
+        char name[ES_PROJECTOR_NAME_MAX + 16];
+        snprintf(name, sizeof name, "eskit.saga %s", c->def->name);
+        es_kv_t attrs[] = {{"saga", c->def->name},
+                           {"event_type", ev->event_type},
+                           {"event_id", ev->event_id},
+                           {"aggregate_type", ev->aggregate_type},
+                           {"aggregate_id", ev->aggregate_id},
+                           {"outcome", e == ES_OK ? "ok" : "failed"}};
+        es_span_emit(c->cfg, ES_SPAN_START, name, &c->span, start, 0, ES_OK, NULL, attrs, 5);
+        es_span_emit(c->cfg, ES_SPAN_END, name, &c->span, start, es_now_us(), e, attrs[5].value,
+                     attrs, 6);
+    }
+    c->span_set = c->span_used = 0;
+    return e;
+}
+
 static es_err saga_apply(es_projector_ctx_t *ctx, const es_event_t *ev, es_error_t *err) {
-    return on_event(es_ctx_state(ctx), ev, err);
+    return handle_event(es_ctx_state(ctx), ev, err);
 }
 
 static es_err saga_migrate(sqlite3 *db, int from, es_error_t *err) {
@@ -822,6 +883,8 @@ es_err es_saga_core_new(const es_config_t *cfg, const es_saga_def *def, sqlite3 
     c->clock_opaque = clock_opaque;
     e = saga_migrate(db, 0, err);
     if (e == ES_OK)
+        e = es_saga_trace_columns(db, es_config_get(c->cfg, "saga.db"), err);
+    if (e == ES_OK)
         e = es_sql_prepare_all(db, es_config_get(c->cfg, "saga.db"), SQL, S_COUNT, c->st, err);
     if (e != ES_OK) {
         es_saga_destroy(c);
@@ -917,8 +980,10 @@ es_err es_saga_new(const es_config_t *cfg, const es_saga_def *def, es_engine_t *
     if (e == ES_OK) {
         es_runner_set_state(c->runner, c);
         c->db = es_runner_db(c->runner);
-        e = es_sql_prepare_all(c->db, es_config_get(c->cfg, "saga.db"), SQL, S_COUNT, c->st, err);
+        e = es_saga_trace_columns(c->db, es_config_get(c->cfg, "saga.db"), err);
     }
+    if (e == ES_OK)
+        e = es_sql_prepare_all(c->db, es_config_get(c->cfg, "saga.db"), SQL, S_COUNT, c->st, err);
     if (e != ES_OK) {
         es_saga_destroy(c);
         return e;
@@ -985,7 +1050,7 @@ es_err es_saga_redeliver(es_saga_t *c, const es_event_t *ev, es_error_t *err) {
     view.schema_version = 0;
     es_err e = es_saga_tx_begin(c, err);
     if (e == ES_OK)
-        e = on_event(c, &view, err);
+        e = handle_event(c, &view, err);
     e = es_saga_tx_end(c, e, err);
     if (e != ES_OK)
         es_error_subject(err, c->subject);

@@ -25,6 +25,7 @@ es_err es_saga_fire_deadlines(es_saga_t *c, size_t *fired, es_error_t *err) {
         e = es_saga_tx_begin(c, err);
         for (size_t i = 0; e == ES_OK && i < n; i++) {
             saga_inst in;
+            c->span_set = 0; /* each instance's transitions: a span under its start event */
             if ((e = es_saga_inst_load(c, ids[i], &in, err)) != ES_OK)
                 break;
             const es_saga_step_t *st = es_saga_step_at(c, in.step);

@@ -51,7 +51,8 @@
     " payload BLOB NOT NULL, deadline INTEGER NOT NULL, status TEXT NOT NULL,"                     \
     " created_at INTEGER NOT NULL, sent_at INTEGER NOT NULL DEFAULT 0,"                            \
     " outcome TEXT NOT NULL DEFAULT '', reason TEXT NOT NULL DEFAULT '',"                          \
-    " correlation_id TEXT NOT NULL DEFAULT '');"                                                   \
+    " correlation_id TEXT NOT NULL DEFAULT '',"                                                    \
+    " traceparent TEXT NOT NULL DEFAULT '', tracestate TEXT NOT NULL DEFAULT '');"                 \
     "CREATE INDEX IF NOT EXISTS es_saga_targets_instance ON es_saga_targets (saga, id, step);"     \
     "CREATE INDEX IF NOT EXISTS es_saga_targets_outbox ON es_saga_targets (saga)"                  \
     " WHERE sent_at = 0;"                                                                          \
@@ -130,6 +131,11 @@ struct es_saga {
     es_saga_stats_t stats;
     int64_t (*clock)(void *opaque); /* the transitions' time (us); NULL: es_now_us */
     void *clock_opaque;
+    /* The span of the handling under way, which its transitions and the commands they send
+     * carry: a child of the event handled, or (set 0: made by the first transition) of the
+     * instance's start event. used: a transition was written under it. */
+    es_trace_t span;
+    int span_set, span_used;
 };
 
 /* An instance as loaded for a transition. */
@@ -177,6 +183,12 @@ typedef struct saga_target {
 es_err es_saga_core_new(const es_config_t *cfg, const es_saga_def *def, sqlite3 *db,
                         int64_t (*clock)(void *opaque), void *clock_opaque, es_saga_t **out,
                         es_error_t *err);
+
+/* Adds the trace columns to an es_saga_targets of a database from before them. */
+es_err es_saga_trace_columns(sqlite3 *db, const char *path, es_error_t *err);
+
+/* The span the transitions of in now being written carry (saga.c). */
+const es_trace_t *es_saga_span(es_saga_t *c, const saga_inst *in);
 
 /* The time of a transition: the coordinator's clock. */
 int64_t es_saga_now(const es_saga_t *c);

@@ -21,6 +21,11 @@ typedef struct pending_rec {
     uint8_t *buf;
     size_t len;
     int64_t at;
+    /* The transition's span, which its envelope's metadata carries as an event's does. */
+    char traceparent[ES_TRACEPARENT_LEN + 1], parent[ES_SPAN_ID_LEN + 1];
+    char *tracestate;
+    es_kv_t md[3];
+    size_t n_md;
 } pending_rec;
 
 static es_err mark_published(es_saga_t *c, const char *id, uint64_t upto, es_error_t *err) {
@@ -31,8 +36,10 @@ static es_err mark_published(es_saga_t *c, const char *id, uint64_t upto, es_err
 }
 
 static void free_recs(pending_rec *recs, size_t n) {
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         free(recs[i].buf);
+        free(recs[i].tracestate);
+    }
     free(recs);
 }
 
@@ -44,6 +51,20 @@ static void instance_correlation(sqlite3_stmt *s, pending_rec *r) {
         es_envelope_decode(bytes, (size_t)sqlite3_column_bytes(s, 3), NULL, &start, NULL);
     snprintf(r->correlation, sizeof r->correlation, "%s", es_saga_correlation_of(start, r->id));
     es_event_free(start);
+}
+
+static void trace_metadata(pending_rec *r, const Eskit__V1__SagaTransition *t) {
+    es_traceparent_t tp;
+    if (es_traceparent_parse(t->traceparent, &tp, NULL) != ES_OK)
+        return; /* written before trace context */
+    snprintf(r->traceparent, sizeof r->traceparent, "%s", t->traceparent);
+    r->md[r->n_md++] = (es_kv_t){ES_TRACEPARENT_KEY, r->traceparent};
+    if (t->parent_span && strlen(t->parent_span) == ES_SPAN_ID_LEN) {
+        snprintf(r->parent, sizeof r->parent, "%s", t->parent_span);
+        r->md[r->n_md++] = (es_kv_t){ES_PARENT_SPAN_KEY, r->parent};
+    }
+    if (t->tracestate && *t->tracestate && (r->tracestate = strdup(t->tracestate)))
+        r->md[r->n_md++] = (es_kv_t){ES_TRACESTATE_KEY, r->tracestate};
 }
 
 es_err es_saga_publish(es_saga_t *c, size_t *published, es_error_t *err) {
@@ -71,6 +92,8 @@ es_err es_saga_publish(es_saga_t *c, size_t *published, es_error_t *err) {
         Eskit__V1__SagaTransition *t = eskit__v1__saga_transition__unpack(NULL, r->len, r->buf);
         r->at = t ? t->at_us : es_now_us();
         if (t)
+            trace_metadata(r, t);
+        if (t)
             eskit__v1__saga_transition__free_unpacked(t, NULL);
         if (n > 0 && !strcmp(recs[n - 1].id, r->id))
             memcpy(r->correlation, recs[n - 1].correlation, sizeof r->correlation);
@@ -97,7 +120,9 @@ es_err es_saga_publish(es_saga_t *c, size_t *published, es_error_t *err) {
                                   .payload = recs[i].buf,
                                   .payload_len = recs[i].len,
                                   .occurred_at_us = recs[i].at,
-                                  .correlation_id = recs[i].correlation};
+                                  .correlation_id = recs[i].correlation,
+                                  .metadata = recs[i].md,
+                                  .n_metadata = recs[i].n_md};
             es_uuid7_at(recs[i].at, evs[i].event_id);
             views[i] = &evs[i];
         }

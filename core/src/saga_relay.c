@@ -9,6 +9,9 @@
 
 #define RELAY_BATCH 256
 #define RETRY_BACKOFF_US 200000
+/* W3C asks to pass on at least 512 characters of tracestate; a longer one is dropped whole
+ * rather than cut (a cut entry would be wrong), which W3C allows. */
+#define TRACESTATE_MAX 512
 
 typedef struct delivery {
     char cid[ES_MAX_ID_LEN + 1];
@@ -17,6 +20,10 @@ typedef struct delivery {
     char aggregate_type[ES_MAX_TYPE_LEN + 1];
     char aggregate_id[ES_MAX_ID_LEN + 1];
     char correlation[ES_MAX_ID_LEN + 1];
+    char traceparent[ES_TRACEPARENT_LEN + 1]; /* the span that sent it: its caller's */
+    char tracestate[TRACESTATE_MAX + 1];
+    es_kv_t md[2];
+    size_t n_md;
     const ProtobufCMessageDescriptor *desc;
     ProtobufCMessage *msg;
     int64_t deadline;
@@ -53,6 +60,13 @@ static es_err load_outbox(es_saga_t *c, delivery *d, size_t *n, es_error_t *err)
         x->desc = es_saga_command_desc(c, type ? type : "");
         x->deadline = sqlite3_column_int64(s, 7);
         es_saga_copy_str(x->correlation, sizeof x->correlation, sqlite3_column_text(s, 8));
+        es_saga_copy_str(x->traceparent, sizeof x->traceparent, sqlite3_column_text(s, 9));
+        if (sqlite3_column_bytes(s, 10) <= TRACESTATE_MAX)
+            es_saga_copy_str(x->tracestate, sizeof x->tracestate, sqlite3_column_text(s, 10));
+        if (*x->traceparent)
+            x->md[x->n_md++] = (es_kv_t){ES_TRACEPARENT_KEY, x->traceparent};
+        if (*x->traceparent && *x->tracestate)
+            x->md[x->n_md++] = (es_kv_t){ES_TRACESTATE_KEY, x->tracestate};
         if (!x->desc) {
             e = es_fail(err, ES_EUNKNOWN_TYPE,
                         "saga '%s': the outbox holds a %s (command %s), which no step of this "
@@ -86,8 +100,24 @@ static const char *outcome_name(const es_result_t *r) {
     }
 }
 
+/* The span of handling a command's outcome: a child of the command's execute span, which its
+ * events name as their parent; for a command without events (rejected), of the instance's
+ * start event (set 0: es_saga_span makes it). */
+static void outcome_span(es_saga_t *c, const es_result_t *r) {
+    es_trace_t ev;
+    c->span_set = 0;
+    if (!r->n_events || !es_trace_read(r->events[0]->metadata, r->events[0]->n_metadata, &ev) ||
+        !*ev.parent)
+        return;
+    es_traceparent_t command = ev.tp;
+    memcpy(command.span_id, ev.parent, sizeof command.span_id);
+    es_trace_child(&command, ev.tracestate, &c->span);
+    c->span_set = 1;
+}
+
 es_err es_saga_record_outcome(es_saga_t *c, const char *cid, const es_result_t *r, int64_t now,
                               es_error_t *err) {
+    outcome_span(c, r);
     sqlite3_stmt *s = c->st[S_SENT];
     sqlite3_reset(s);
     sqlite3_bind_text(s, 1, cid, -1, SQLITE_STATIC);
@@ -149,7 +179,9 @@ es_err es_saga_relay(es_saga_t *c, size_t *delivered, es_error_t *err) {
                                  .message = d[i].msg,
                                  .command_id = d[i].cid,
                                  .correlation_id = d[i].correlation,
-                                 .deadline_us = d[i].deadline};
+                                 .deadline_us = d[i].deadline,
+                                 .metadata = d[i].md,
+                                 .n_metadata = d[i].n_md};
     if (e == ES_OK && n > 0) {
         /* A failed delivery is retried, not the poll's error: its words go to the log only. */
         es_error_t xerr = {0};

@@ -17,6 +17,8 @@
 
 #include "domain.h"
 #include "fulfilment.h"
+#include "eskit/v1/command.pb-c.h"
+#include "eskit/v1/reply.pb-c.h"
 #include "testutil.h"
 
 #define PARTS 3
@@ -117,12 +119,15 @@ static void read_readme(void) {
             char *cell = strrchr(line, '|');
             *cell = '\0';
             cell = strrchr(line, '|') + 1; /* the last cell: the headers */
-            for (char *p = cell; (p = strstr(p, "`es-"));) {
+            for (char *p = cell; (p = strchr(p, '`'));) {
                 char *end = strchr(p + 1, '`');
                 cr_assert_not_null(end);
-                cr_assert_lt(want[k].n, MAX_HEADERS);
-                snprintf(want[k].names[want[k].n++], sizeof want[k].names[0], "%.*s",
-                         (int)(end - p - 1), p + 1);
+                int n = (int)(end - p - 1);
+                if (!strncmp(p + 1, "es-", 3) || !strncmp(p + 1, "traceparent`", 12) ||
+                    !strncmp(p + 1, "tracestate`", 11)) {
+                    cr_assert_lt(want[k].n, MAX_HEADERS);
+                    snprintf(want[k].names[want[k].n++], sizeof want[k].names[0], "%.*s", n, p + 1);
+                }
                 p = end + 1;
             }
             cr_assert(want[k].n > 0 || strstr(cell, "none"), "README row for %s: %s", want[k].kind,
@@ -156,10 +161,20 @@ static es_engine_t *new_engine(const es_config_t *c) {
     return e;
 }
 
+/* Every command carries trace context with a tracestate, so that every event and transition
+ * has both trace headers (a trace without tracestate has no tracestate header). */
+static const es_kv_t trace_md[] = {
+    {"traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+    {"tracestate", "shop=1"}};
+
 static void execute(es_engine_t *e, const char *type, const char *id, const char *correlation,
                     const ProtobufCMessage *msg) {
-    es_command_t cmd = {
-        .aggregate_type = type, .aggregate_id = id, .message = msg, .correlation_id = correlation};
+    es_command_t cmd = {.aggregate_type = type,
+                        .aggregate_id = id,
+                        .message = msg,
+                        .correlation_id = correlation,
+                        .metadata = trace_md,
+                        .n_metadata = 2};
     es_result_t res = {0};
     es_error_t err = {0};
     cr_assert_eq(es_execute(e, &cmd, &res, &err), ES_OK, "%s %s/%s: %s", msg->descriptor->name,
@@ -294,6 +309,72 @@ static void check_correlations(void) {
     cr_assert_gt(checked, 0);
 }
 
+/* The spans of commands (their envelopes' traceparent and eskit.parent_span), of replies and
+ * the parents of events, by command id: a reply and the events of a command name the span its
+ * envelope carries. */
+typedef struct traced {
+    int kind;
+    char command_id[ES_MAX_ID_LEN + 1];
+    char span[ES_SPAN_ID_LEN + 1], parent[ES_SPAN_ID_LEN + 1];
+} traced;
+static traced spans[512];
+static size_t n_spans;
+
+static void note_span(int kind, const char *command_id, const char *traceparent,
+                      const char *parent) {
+    es_traceparent_t tp;
+    cr_assert_eq(es_traceparent_parse(traceparent, &tp, NULL), ES_OK, "a %s of %s: '%s'",
+                 want[kind].kind, command_id, traceparent);
+    cr_assert_str_eq(tp.trace_id, "0af7651916cd43dd8448eb211c80319c");
+    cr_assert_lt(n_spans, sizeof spans / sizeof *spans);
+    traced *t = &spans[n_spans++];
+    t->kind = kind;
+    snprintf(t->command_id, sizeof t->command_id, "%s", command_id);
+    snprintf(t->span, sizeof t->span, "%s", kind == K_EVENT ? parent : tp.span_id);
+    snprintf(t->parent, sizeof t->parent, "%s", kind == K_EVENT ? "" : parent);
+}
+
+static void note_command_span(const rd_kafka_message_t *m) {
+    Eskit__V1__CommandEnvelope *env = eskit__v1__command_envelope__unpack(NULL, m->len, m->payload);
+    cr_assert_not_null(env);
+    const char *tp = "", *parent = "";
+    for (size_t i = 0; i < env->n_metadata; i++) {
+        if (!strcmp(env->metadata[i]->key, "traceparent"))
+            tp = env->metadata[i]->value;
+        if (!strcmp(env->metadata[i]->key, ES_PARENT_SPAN_KEY))
+            parent = env->metadata[i]->value;
+    }
+    cr_assert_eq(strlen(parent), ES_SPAN_ID_LEN, "command %s has no parent span", env->command_id);
+    note_span(K_COMMAND, env->command_id, tp, parent);
+    eskit__v1__command_envelope__free_unpacked(env, NULL);
+}
+
+static void note_reply_span(const rd_kafka_message_t *m) {
+    Eskit__V1__CommandReply *rep = eskit__v1__command_reply__unpack(NULL, m->len, m->payload);
+    cr_assert_not_null(rep);
+    cr_assert_str_eq(rep->tracestate, "shop=1", "reply to %s", rep->command_id);
+    note_span(K_REPLY, rep->command_id, rep->traceparent, "");
+    eskit__v1__command_reply__free_unpacked(rep, NULL);
+}
+
+/* Every reply and every event names the span of an envelope of its command. */
+static void check_spans(void) {
+    size_t checked = 0;
+    for (size_t i = 0; i < n_spans; i++) {
+        if (spans[i].kind == K_COMMAND)
+            continue;
+        int found = 0;
+        for (size_t j = 0; j < n_spans && !found; j++)
+            found = spans[j].kind == K_COMMAND &&
+                    !strcmp(spans[j].command_id, spans[i].command_id) &&
+                    !strcmp(spans[j].span, spans[i].span);
+        cr_assert(found, "a %s of command %s names span %s, which no envelope of it carries",
+                  want[spans[i].kind].kind, spans[i].command_id, spans[i].span);
+        checked++;
+    }
+    cr_assert_gt(checked, 0);
+}
+
 static void check_event_headers(const rd_kafka_message_t *m, rd_kafka_headers_t *h, int kind) {
     es_event_t *ev = NULL;
     es_error_t err = {0};
@@ -307,11 +388,30 @@ static void check_event_headers(const rd_kafka_message_t *m, rd_kafka_headers_t 
     cr_assert_str_eq(ver, version, "%s", where);
     cr_assert_str_eq(id, ev->event_id, "%s", where);
     cr_assert_str_eq(corr, ev->correlation_id ? ev->correlation_id : "", "%s", where);
+    /* the record's own span, as its envelope's metadata has it (W3C's Kafka binding) */
+    char *tp = header(h, "traceparent"), *ts = header(h, "tracestate");
+    const char *md_tp = NULL, *md_ts = NULL;
+    for (size_t i = 0; i < ev->n_metadata; i++) {
+        if (!strcmp(ev->metadata[i].key, "traceparent"))
+            md_tp = ev->metadata[i].value;
+        if (!strcmp(ev->metadata[i].key, "tracestate"))
+            md_ts = ev->metadata[i].value;
+    }
+    cr_assert_str_eq(tp, md_tp ? md_tp : "(none)", "%s", where);
+    cr_assert_str_eq(ts, "shop=1", "%s", where);
+    cr_assert_str_eq(ts, md_ts ? md_ts : "(none)", "%s", where);
+    es_traceparent_t parsed;
+    cr_assert_eq(es_traceparent_parse(tp, &parsed, NULL), ES_OK, "%s: '%s'", where, tp);
+    cr_assert_str_eq(parsed.trace_id, "0af7651916cd43dd8448eb211c80319c", "%s", where);
+    free(ts);
     if (kind == K_SAGA)
         cr_assert_str_eq(type, "eskit.v1.SagaTransition");
     if (kind == K_SAGA || !strcmp(type, "orders.v1.OrderPlaced"))
         note_correlation(kind == K_SAGA, ev->aggregate_id, corr);
-    free(type), free(ver), free(id), free(corr);
+    for (size_t i = 0; kind == K_EVENT && ev->command_id && i < ev->n_metadata; i++)
+        if (!strcmp(ev->metadata[i].key, ES_PARENT_SPAN_KEY))
+            note_span(K_EVENT, ev->command_id, tp, ev->metadata[i].value);
+    free(type), free(ver), free(id), free(corr), free(tp);
     es_event_free(ev);
 }
 
@@ -350,7 +450,10 @@ static void check_names(const rd_kafka_message_t *m, int kind) {
         long p = strtol(part, &end, 10);
         cr_assert(*part && !*end && p >= 0 && p < PARTS, "es-reply-partition '%s'", part);
         free(part);
+        note_command_span(m);
     }
+    if (kind == K_REPLY)
+        note_reply_span(m);
     if (kind == K_DLQ) {
         char *t = header(h, "es-dlq-topic"), *g = header(h, "es-dlq-group");
         cr_assert_str_eq(t, "orders.order.events");
@@ -430,6 +533,7 @@ Test(kafka_headers, every_record_carries_the_headers_the_readme_lists_for_its_ki
 
     read_back();
     check_correlations();
+    check_spans();
     for (size_t k = 0; k < K_COUNT; k++)
         cr_expect_gt(want[k].seen, 0, "no %s record was read back", want[k].kind);
     cr_log_info("records read: %zu events, %zu transitions, %zu commands, %zu replies, "

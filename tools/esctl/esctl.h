@@ -3,7 +3,8 @@
  * config and store loading, and the event printing of the `events` verb
  * (reused by `dlq show`). main.c parses and dispatches; each verb lives in
  * its own file (events.c, state.c, projectors.c for replay and lag, dlq.c,
- * topics.c, devbroker.c, sagas.c, verify.c, schemas.c, metrics.c).
+ * topics.c, devbroker.c, sagas.c, verify.c, schemas.c, metrics.c,
+ * trace.c).
  *
  * Exit codes are part of the interface, scripts rely on them: 0 success,
  * 1 a runtime failure, 2 bad usage. Every failure prints exactly one line on
@@ -38,6 +39,7 @@ typedef enum verb_id {
     VERB_STATE,
     VERB_SCHEMAS,
     VERB_METRICS,
+    VERB_TRACE,
     VERB_HELP
 } verb_id;
 
@@ -146,6 +148,7 @@ extern const char verify_help[];
 extern const char state_help[];
 extern const char schemas_help[];
 extern const char metrics_help[];
+extern const char trace_help[];
 
 int cmd_events(const options *o);
 int cmd_replay(const options *o);
@@ -158,5 +161,6 @@ int cmd_verify(const options *o);
 int cmd_state(const options *o);
 int cmd_schemas(const options *o);
 int cmd_metrics(const options *o);
+int cmd_trace(const options *o);
 
 #endif

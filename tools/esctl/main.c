@@ -35,6 +35,9 @@ static const char main_help[] =
     "  schemas diff <type> <v1> <v2>  every change between two versions of a type\n"
     "  metrics [--output FILE]        lag, DLQ depth, saga states and log size in the\n"
     "                                 Prometheus text format, for node_exporter\n"
+    "  trace <id>                     the causal tree of one business transaction: its\n"
+    "                                 commands, events, saga transitions (by trace id,\n"
+    "                                 correlation id or command id)\n"
     "  dev-broker                     run librdkafka's mock Kafka cluster for development\n"
     "  help [command]                 show help for esctl or a command\n"
     "\n"
@@ -85,6 +88,7 @@ static const verb_spec verbs[] = {
     {"verify", VERB_VERIFY, verify_help, cmd_verify},
     {"schemas", VERB_SCHEMAS, schemas_help, cmd_schemas},
     {"metrics", VERB_METRICS, metrics_help, cmd_metrics},
+    {"trace", VERB_TRACE, trace_help, cmd_trace},
     {"dev-broker", VERB_DEV_BROKER, dev_broker_help, cmd_dev_broker},
     {"help", VERB_HELP, NULL, NULL},
 };
@@ -147,7 +151,7 @@ static const opt_spec opt_specs[] = {
     {"from", 0, true, FOR(VERB_EVENTS), OPT_FROM},
     {"json", 0, false,
      FOR(VERB_EVENTS) | FOR(VERB_LAG) | FOR(VERB_DLQ) | FOR(VERB_TOPICS) | FOR(VERB_SAGAS) |
-         FOR(VERB_VERIFY) | FOR(VERB_STATE) | FOR(VERB_SCHEMAS),
+         FOR(VERB_VERIFY) | FOR(VERB_STATE) | FOR(VERB_SCHEMAS) | FOR(VERB_TRACE),
      OPT_JSON},
     {"projector", 0, true, FOR(VERB_DLQ), OPT_PROJECTOR},
     {"all", 0, false, FOR(VERB_DLQ), OPT_ALL},

@@ -123,7 +123,7 @@ ES_API size_t es_config_key(size_t i, const char **key, const char **def);
 ES_API es_config_t *es_config_new(void);
 /* Frees the config (NULL is fine). */
 ES_API void es_config_destroy(es_config_t *cfg);
-/* A copy of cfg, log callback included. Caller frees with es_config_destroy. */
+/* A copy of cfg, log and span callbacks included. Caller frees with es_config_destroy. */
 ES_API es_config_t *es_config_dup(const es_config_t *cfg);
 
 /* Sets key to value after checking both. */

@@ -23,6 +23,7 @@
 #include <eskit/saga.h>
 #include <eskit/schema.h>
 #include <eskit/topics.h>
+#include <eskit/trace.h>
 #include <eskit/testing.h>
 #include <eskit/types.h>
 #include <eskit/upcast.h>

@@ -26,8 +26,8 @@ extern "C" {
  *   aggregate id, command id,  1..255 bytes of text (a correlation id may be empty: none)
  *     correlation id, saga instance id
  *   event, command, state type 1..255 bytes, a protobuf full name ([A-Za-z_][A-Za-z0-9_]* segments)
- *   metadata                   0..64 entries with distinct keys; key 1..128, value 0..4096 bytes
- *                              of text
+ *   metadata                   0..64 entries with distinct keys, besides the trace keys
+ *                              (<eskit/trace.h>); key 1..128, value 0..4096 bytes of text
  * Text: valid UTF-8 without control characters (C0 U+0000..U+001F, DEL U+007F, C1
  * U+0080..U+009F).
  */

@@ -413,6 +413,15 @@ static void add(rd_kafka_headers_t *h, const char *name, const char *value) {
     rd_kafka_header_add(h, name, -1, value, -1);
 }
 
+/* W3C's Kafka binding: the event's own span as headers traceparent and tracestate. */
+static void add_trace(rd_kafka_headers_t *h, const es_event_t *ev) {
+    for (size_t i = 0; ev->metadata && i < ev->n_metadata; i++) {
+        const char *k = ev->metadata[i].key;
+        if (!strcmp(k, ES_TRACEPARENT_KEY) || !strcmp(k, ES_TRACESTATE_KEY))
+            add(h, k, ev->metadata[i].value);
+    }
+}
+
 static int event_ok(const es_event_t *ev) {
     return ev && ev->event_type; /* event_id is an array */
 }
@@ -427,11 +436,12 @@ es_err es_kafka_write_headers(const es_kafka_record_t *r, rd_kafka_headers_t **o
         if (!event_ok(ev))
             break;
         snprintf(num, sizeof num, "%llu", (unsigned long long)ev->version);
-        *out = rd_kafka_headers_new(4);
+        *out = rd_kafka_headers_new(6);
         add(*out, "es-event-type", ev->event_type);
         add(*out, "es-version", num);
         add(*out, "es-event-id", ev->event_id);
         add(*out, "es-correlation-id", ev->correlation_id ? ev->correlation_id : "");
+        add_trace(*out, ev);
         return ES_OK;
     case ES_KAFKA_COMMAND:
         if (r->reply_partition < 0)
