@@ -37,8 +37,8 @@
 #define GOAL_METRICS 0.97 /* a figure with metrics on vs the same with metrics.enabled=false */
 #define GOAL_RSS_MIB 64.0 /* peak RSS of a replay, flat in the log's size */
 #define SAGA_ORDERS 5000  /* sagas in the saga figure (--quick: 500) */
-#define MX_PAIRS 3        /* metrics group: runs each side of the execute and replay figures */
-#define MX_KAFKA_PAIRS 5  /* and of the Kafka figure, the noisiest */
+#define MX_PAIRS 5        /* metrics group: runs each side of the execute and replay figures */
+#define MX_KAFKA_PAIRS 7  /* and of the Kafka figure, whose runs vary the most (--quick: 3 each) */
 #define MAX_NOTES 32
 #define TMPFS_MAGIC_NUMBER 0x01021994
 
@@ -566,31 +566,32 @@ static int mx_execute_run(void *opaque, bool metrics, double *per_s) {
 /* What metrics cost the figures they count in: execute embedded and over Kafka, and replay. */
 static int fig_metrics(bench_t *b, size_t n_execute, size_t n_kafka, size_t n_replay) {
     mx_execute x = {b, {.n = n_execute, .per_call = 1000, .n_streams = 1000}};
+    size_t pairs = b->quick ? 3 : MX_PAIRS, kafka_pairs = b->quick ? 3 : MX_KAFKA_PAIRS;
     kafka_metrics_t k;
     replay_metrics_t r;
     double on = 0, off = 0;
     char c1[32], c2[32], what[96];
     progress("es_execute_batch with metrics on beside metrics off, alternating");
-    if (bench_alternate(mx_execute_run, &x, MX_PAIRS, &on, &off) != 0)
+    if (bench_alternate(mx_execute_run, &x, pairs, &on, &off) != 0)
         return -1;
     add_metrics_fig(b, "es_execute_batch, 1,000 Restock/batch, N=1,000 items", on, off);
     progress("es_execute_batch over Kafka with metrics on beside metrics off, alternating");
-    if (bench_kafka_metrics(b->dir, n_kafka, MX_KAFKA_PAIRS, &k) != 0)
+    if (bench_kafka_metrics(b->dir, n_kafka, kafka_pairs, &k) != 0)
         return -1;
     add_metrics_fig(b, "es_execute_batch over Kafka, 2,000/batch", k.on_per_s, k.off_per_s);
     progress("es_replay with metrics on beside metrics off, alternating");
-    if (bench_replay_metrics(b->dir, n_replay, MX_PAIRS, &r) != 0)
+    if (bench_replay_metrics(b->dir, n_replay, pairs, &r) != 0)
         return -1;
     snprintf(what, sizeof what, "es_replay order_summary, %s events",
              bench_fmt_count(c1, sizeof c1, (double)r.events));
     add_metrics_fig(b, what, r.on_per_s, r.off_per_s);
     add_note(b,
-             "metrics: each side is the median of %d runs (Kafka: %d), on and off alternating "
+             "metrics: each side is the median of %zu runs (Kafka: %zu), on and off alternating "
              "and the order swapped every pair (on/off, off/on, ...); execute: %s Restocks a "
              "run; Kafka: %s PlaceOrders a run, processor and caller both switched, each side on "
              "a mock cluster of its own set up before the first run (the other side idles "
              "meanwhile); replay: the same log each run, a fresh read model",
-             MX_PAIRS, MX_KAFKA_PAIRS, bench_fmt_count(c1, sizeof c1, (double)n_execute),
+             pairs, kafka_pairs, bench_fmt_count(c1, sizeof c1, (double)n_execute),
              bench_fmt_count(c2, sizeof c2, (double)n_kafka));
     return 0;
 }
