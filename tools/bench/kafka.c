@@ -900,7 +900,7 @@ int bench_kafka_metrics(const char *dir, size_t n, size_t pairs, kafka_metrics_t
     rc = rc ? rc : mx_open_caller(&x->on);
     rc = rc ? rc : mx_open_caller(&x->off);
     rc = rc ? rc : mx_warm_up(&x->on, &x->off);
-    rc = rc ? rc : bench_alternate(mx_run, x, pairs, &out->on_per_s, &out->off_per_s);
+    rc = rc ? rc : bench_alternate(mx_run, x, pairs, &out->alt);
     out->events = x->events;
     mx_close(&x->on);
     mx_close(&x->off);

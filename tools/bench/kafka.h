@@ -25,9 +25,8 @@ int bench_kafka(const char *dir, size_t n, kafka_figs_t *out);
 /* es_execute_batch of n PlaceOrders over Kafka with metrics on beside the same with
  * metrics.enabled = false on the processor's and the caller's configs. */
 typedef struct kafka_metrics {
-    size_t events;    /* events appended in one run */
-    double on_per_s;  /* median of the runs with metrics on, events/s */
-    double off_per_s; /* median of the runs with metrics off */
+    size_t events;   /* events appended in one run */
+    bench_alt_t alt; /* events/s, metrics on beside off */
 } kafka_metrics_t;
 
 /* pairs runs each side, alternating (bench_alternate). Each side has a mock cluster, processor

@@ -479,7 +479,7 @@ int bench_replay_metrics(const char *dir, size_t n_events, size_t pairs, replay_
     mx_ctx x = {store, rm};
     int rc = generate(store, n_events, &out->events);
     if (rc == 0)
-        rc = bench_alternate(mx_replay, &x, pairs, &out->on_per_s, &out->off_per_s);
+        rc = bench_alternate(mx_replay, &x, pairs, &out->alt);
     remove_all(rm);
     remove_all(store);
     return rc;
