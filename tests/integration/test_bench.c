@@ -40,11 +40,17 @@ Test(bench, a_quick_run_over_every_group_exits_0_with_every_figure, .timeout = 2
     cr_assert_eq(status, 0, "eskit-bench --quick exited %d; stderr:\n%s", status, err ? err : "");
     cr_assert_not_null(out);
     /* One figure per group at least, and the table's footer after the last. */
-    static const char *const groups[] = {
-        "es_store_append", "es_execute_batch, 1,000 Restock", "es_execute latency",
-        "es_replay",       "es_execute_batch over Kafka",     "saga orders.fulfilment"};
+    static const char *const groups[] = {"es_store_append",
+                                         "es_execute_batch, 1,000 Restock",
+                                         "es_execute latency",
+                                         "es_replay",
+                                         "es_execute_batch over Kafka",
+                                         "saga orders.fulfilment",
+                                         "metrics.enabled=false"};
     for (size_t i = 0; i < sizeof groups / sizeof *groups; i++)
         cr_expect(count(out, groups[i]) > 0, "no figure '%s' in:\n%s", groups[i], out);
+    /* The metrics group: execute, Kafka and replay, each beside itself with metrics off. */
+    cr_expect_eq(count(out, ", metrics on"), 3, "not 3 figures with metrics on in:\n%s", out);
     cr_expect(strstr(out, "ratio = value / baseline"), "no table footer in:\n%s", out);
     /* More figures than the fixed table of 16 that every full run overflowed. */
     cr_expect_gt(table_figures(out), 16, "a table of fewer figures than measured:\n%s", out);

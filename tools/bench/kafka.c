@@ -13,6 +13,7 @@
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -93,7 +94,7 @@ static void cluster_close(cluster *c) {
         rd_kafka_destroy(c->rk);
 }
 
-static es_config_t *config(const cluster *c, const char *dir, const char *state) {
+static es_config_t *config(const cluster *c, const char *dir, const char *state, bool metrics) {
     es_config_t *cfg = es_config_new();
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, state);
@@ -103,7 +104,8 @@ static es_config_t *config(const cluster *c, const char *dir, const char *state)
         es_config_set(cfg, "kafka.linger.ms", "2", &err) ||
         /* The mock holds an empty fetch for all of fetch.wait.max.ms even when records
          * arrive meanwhile (a broker answers at once): keep the wait short here. */
-        es_config_set(cfg, "kafka.fetch.wait.max.ms", "1", &err)) {
+        es_config_set(cfg, "kafka.fetch.wait.max.ms", "1", &err) ||
+        es_config_set(cfg, "metrics.enabled", metrics ? "true" : "false", &err)) {
         es_config_destroy(cfg);
         return NULL;
     }
@@ -734,6 +736,17 @@ static int local_orders(const char *dir, size_t n, double *per_s) {
     return rc;
 }
 
+static void remove_states(const char *dir) {
+    char path[4096];
+    const char *const files[] = {"owner-state.db", "caller-state.db", "local-state.db"};
+    const char *const suffix[] = {"", "-wal", "-shm"};
+    for (size_t f = 0; f < 3; f++)
+        for (size_t k = 0; k < 3; k++) {
+            snprintf(path, sizeof path, "%s/%s%s", dir, files[f], suffix[k]);
+            unlink(path);
+        }
+}
+
 int bench_kafka(const char *dir, size_t n, kafka_figs_t *out) {
     cluster c = {0};
     owner o = {0};
@@ -743,8 +756,8 @@ int bench_kafka(const char *dir, size_t n, kafka_figs_t *out) {
     memset(out, 0, sizeof *out);
     int rc = cluster_open(&c);
     if (rc == 0) {
-        ocfg = config(&c, dir, "owner-state.db");
-        ccfg = config(&c, dir, "caller-state.db");
+        ocfg = config(&c, dir, "owner-state.db", true);
+        ccfg = config(&c, dir, "caller-state.db", true);
         rc = ocfg && ccfg ? owner_start(&o, ocfg) : -1;
     }
     if (rc == 0) {
@@ -783,13 +796,115 @@ int bench_kafka(const char *dir, size_t n, kafka_figs_t *out) {
     es_config_destroy(ocfg);
     es_config_destroy(ccfg);
     cluster_close(&c);
+    remove_states(dir);
+    return rc;
+}
+
+/* One side of the metrics figure: a cluster, processor and caller of its own, all with metrics
+ * on or all off; each side's state files are named for it. */
+typedef struct mx_side {
+    cluster c;
+    owner o;
+    es_engine_t *caller;
+    es_config_t *ocfg, *ccfg;
+} mx_side;
+
+/* The side's cluster and processor; its group join goes on while the other side starts. */
+static int mx_start(mx_side *m, const char *dir, bool metrics) {
+    int rc = cluster_open(&m->c);
+    if (rc == 0) {
+        m->ocfg = config(&m->c, dir, metrics ? "mx-on-owner.db" : "mx-off-owner.db", metrics);
+        m->ccfg = config(&m->c, dir, metrics ? "mx-on-caller.db" : "mx-off-caller.db", metrics);
+        rc = m->ocfg && m->ccfg ? owner_start(&m->o, m->ocfg) : -1;
+    }
+    return rc;
+}
+
+static int mx_open_caller(mx_side *m) {
+    es_error_t err = {0};
+    es_err e = es_engine_new(m->ccfg, &m->caller, &err);
+    e = e ? e : demo_register_all(m->caller, &err);
+    return e ? fail("opening the Kafka caller", e, &err) : 0;
+}
+
+typedef struct mx_warm {
+    es_engine_t *caller;
+    int rc;
+} mx_warm;
+
+static void *mx_warm_main(void *arg) {
+    mx_warm *w = arg;
+    double s;
+    size_t events, bytes;
+    w->rc = place_orders(w->caller, "warm", BATCH, &s, &events, &bytes);
+    return NULL;
+}
+
+/* The warm-ups of both sides at once (assignment, restore, metadata): seconds each, mostly
+ * waiting on the mock. */
+static int mx_warm_up(mx_side *a, mx_side *b) {
+    mx_warm wa = {a->caller, -1}, wb = {b->caller, -1};
+    pthread_t t;
+    if (pthread_create(&t, NULL, mx_warm_main, &wb))
+        return -1;
+    mx_warm_main(&wa);
+    pthread_join(t, NULL);
+    return wa.rc || wb.rc ? -1 : 0;
+}
+
+static void mx_close(mx_side *m) {
+    es_engine_destroy(m->caller);
+    owner_stop(&m->o);
+    es_config_destroy(m->ocfg);
+    es_config_destroy(m->ccfg);
+    cluster_close(&m->c);
+}
+
+typedef struct mx_ctx {
+    mx_side on, off;
+    size_t n, runs, events;
+} mx_ctx;
+
+/* One timed run on the side asked for, orders of a prefix of its own. */
+static int mx_run(void *opaque, bool metrics, double *per_s) {
+    mx_ctx *x = opaque;
+    char prefix[32];
+    double s = 0;
+    size_t bytes = 0;
+    snprintf(prefix, sizeof prefix, "order-%zu", x->runs++);
+    int rc =
+        place_orders(metrics ? x->on.caller : x->off.caller, prefix, x->n, &s, &x->events, &bytes);
+    *per_s = rc == 0 && s > 0 ? (double)x->events / s : 0;
+    return rc;
+}
+
+static void mx_remove(const char *dir) {
+    static const char *const files[] = {"mx-on-owner.db", "mx-on-caller.db", "mx-off-owner.db",
+                                        "mx-off-caller.db"};
     char path[4096];
-    const char *const files[] = {"owner-state.db", "caller-state.db", "local-state.db"};
-    const char *const suffix[] = {"", "-wal", "-shm"};
-    for (size_t f = 0; f < 3; f++)
-        for (size_t k = 0; k < 3; k++) {
-            snprintf(path, sizeof path, "%s/%s%s", dir, files[f], suffix[k]);
-            unlink(path);
-        }
+    for (size_t f = 0; f < sizeof files / sizeof *files; f++) {
+        snprintf(path, sizeof path, "%s/%s", dir, files[f]);
+        bench_db_remove(path);
+    }
+}
+
+int bench_kafka_metrics(const char *dir, size_t n, size_t pairs, kafka_metrics_t *out) {
+    mx_ctx *x = calloc(1, sizeof *x);
+    memset(out, 0, sizeof *out);
+    if (!x)
+        return -1;
+    x->n = n;
+    /* Both processors join their groups at once, and both callers warm up at once. */
+    int rc = mx_start(&x->on, dir, true);
+    rc = rc ? rc : mx_start(&x->off, dir, false);
+    rc = rc ? rc : mx_open_caller(&x->on);
+    rc = rc ? rc : mx_open_caller(&x->off);
+    rc = rc ? rc : mx_warm_up(&x->on, &x->off);
+    rc = rc ? rc : bench_alternate(mx_run, x, pairs, &out->alt);
+    out->events = x->events;
+    mx_close(&x->on);
+    mx_close(&x->off);
+    mx_remove(dir);
+    free(x);
     return rc;
 }

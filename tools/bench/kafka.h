@@ -22,4 +22,16 @@ typedef struct kafka_figs {
 /* Runs n PlaceOrder commands through a processor on a 3-broker mock cluster. 0 or -1. */
 int bench_kafka(const char *dir, size_t n, kafka_figs_t *out);
 
+/* es_execute_batch of n PlaceOrders over Kafka with metrics on beside the same with
+ * metrics.enabled = false on the processor's and the caller's configs. */
+typedef struct kafka_metrics {
+    size_t events;   /* events appended in one run */
+    bench_alt_t alt; /* events/s, metrics on beside off */
+} kafka_metrics_t;
+
+/* pairs runs each side, alternating (bench_alternate). Each side has a mock cluster, processor
+ * and caller of its own, set up (and warmed up) once before the first run, so a run pays for no
+ * group join; the side not measured idles meanwhile. 0 or -1. */
+int bench_kafka_metrics(const char *dir, size_t n, size_t pairs, kafka_metrics_t *out);
+
 #endif

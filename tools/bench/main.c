@@ -34,8 +34,11 @@
 #define GOAL_REPLAY 0.50  /* es_replay vs a raw read-decode-upsert rebuild */
 #define GOAL_UPCAST 0.80  /* es_replay, half the events upcast, vs the same without */
 #define GOAL_KAFKA 0.50   /* es_execute_batch over Kafka vs raw librdkafka, same bytes */
+#define GOAL_METRICS 0.97 /* a figure with metrics on vs the same with metrics.enabled=false */
 #define GOAL_RSS_MIB 64.0 /* peak RSS of a replay, flat in the log's size */
 #define SAGA_ORDERS 5000  /* sagas in the saga figure (--quick: 500) */
+#define MX_PAIRS 5        /* metrics group: runs each side of the execute and replay figures */
+#define MX_KAFKA_PAIRS 7  /* and of the Kafka figure, whose runs vary the most (--quick: 3 each) */
 #define MAX_NOTES 32
 #define TMPFS_MAGIC_NUMBER 0x01021994
 
@@ -61,8 +64,8 @@ typedef struct bench {
 static void usage(FILE *out) {
     fprintf(out, "usage: eskit-bench [--quick] [--only GROUP] [--dir DIR]\n"
                  "  --quick    smaller counts, for a smoke test\n"
-                 "  --only G   one group: append, execute, latency, replay, kafka, saga or\n"
-                 "             schemas\n"
+                 "  --only G   one group: append, execute, latency, replay, kafka, saga,\n"
+                 "             schemas or metrics\n"
                  "  --dir DIR  where the scratch databases go (default: $TMPDIR or /var/tmp);\n"
                  "             put it on the disk you want measured, not on tmpfs\n");
 }
@@ -76,9 +79,10 @@ static int parse_args(bench_t *b, int argc, char **argv) {
             b->only = argv[++i];
             if (strcmp(b->only, "append") && strcmp(b->only, "execute") &&
                 strcmp(b->only, "latency") && strcmp(b->only, "replay") &&
-                strcmp(b->only, "kafka") && strcmp(b->only, "saga") && strcmp(b->only, "schemas")) {
+                strcmp(b->only, "kafka") && strcmp(b->only, "saga") && strcmp(b->only, "schemas") &&
+                strcmp(b->only, "metrics")) {
                 fprintf(stderr, "eskit-bench: --only takes append, execute, latency, replay, "
-                                "kafka, saga or schemas\n");
+                                "kafka, saga, schemas or metrics\n");
                 return -1;
             }
         } else if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc) {
@@ -532,6 +536,69 @@ static int fig_schemas(bench_t *b, size_t n_types) {
     return 0;
 }
 
+/* A figure with metrics on beside the same with metrics.enabled=false, medians of both, and a
+ * note of how far the pairs spread: a miss inside that spread is the machine's noise. */
+static void add_metrics_fig(bench_t *b, const char *what, const bench_alt_t *a) {
+    char name[96], base[96];
+    snprintf(name, sizeof name, "%s, metrics on", what);
+    snprintf(base, sizeof base, "the same, metrics.enabled=false");
+    fig_slot_t *s = add_fig(b, name, base, a->on, a->off, UNIT_EVENTS_S);
+    s->f.goal_kind = GOAL_AT_LEAST;
+    s->f.goal = GOAL_METRICS;
+    add_note(b, "metrics: %s: on/off within each pair %.2f to %.2f, median %.2f", what, a->ratio_lo,
+             a->ratio_hi, a->ratio_mid);
+}
+
+typedef struct mx_execute {
+    const bench_t *b;
+    run_shape_t shape;
+} mx_execute;
+
+static int mx_execute_run(void *opaque, bool metrics, double *per_s) {
+    mx_execute *x = opaque;
+    blobs_t bytes = {0};
+    char path[PATH_MAX];
+    x->shape.metrics_off = !metrics;
+    bench_db_path(path, sizeof path, x->b->dir, "es");
+    int rc = run_execute_batch(path, &x->shape, &bytes, per_s);
+    bench_db_remove(path);
+    blobs_free(&bytes);
+    return rc;
+}
+
+/* What metrics cost the figures they count in: execute embedded and over Kafka, and replay. */
+static int fig_metrics(bench_t *b, size_t n_execute, size_t n_kafka, size_t n_replay) {
+    mx_execute x = {b, {.n = n_execute, .per_call = 1000, .n_streams = 1000}};
+    size_t pairs = b->quick ? 3 : MX_PAIRS, kafka_pairs = b->quick ? 3 : MX_KAFKA_PAIRS;
+    kafka_metrics_t k;
+    replay_metrics_t r;
+    bench_alt_t e;
+    char c1[32], c2[32], what[96];
+    add_note(b,
+             "metrics: each side is the median of %zu runs (Kafka: %zu), on and off alternating "
+             "and the order swapped every pair (on/off, off/on, ...); execute: %s Restocks a "
+             "run; Kafka: %s PlaceOrders a run, processor and caller both switched, each side on "
+             "a mock cluster of its own set up before the first run (the other side idles "
+             "meanwhile); replay: the same log each run, a fresh read model",
+             pairs, kafka_pairs, bench_fmt_count(c1, sizeof c1, (double)n_execute),
+             bench_fmt_count(c2, sizeof c2, (double)n_kafka));
+    progress("es_execute_batch with metrics on beside metrics off, alternating");
+    if (bench_alternate(mx_execute_run, &x, pairs, &e) != 0)
+        return -1;
+    add_metrics_fig(b, "es_execute_batch, 1,000 Restock/batch, N=1,000 items", &e);
+    progress("es_execute_batch over Kafka with metrics on beside metrics off, alternating");
+    if (bench_kafka_metrics(b->dir, n_kafka, kafka_pairs, &k) != 0)
+        return -1;
+    add_metrics_fig(b, "es_execute_batch over Kafka, 2,000/batch", &k.alt);
+    progress("es_replay with metrics on beside metrics off, alternating");
+    if (bench_replay_metrics(b->dir, n_replay, pairs, &r) != 0)
+        return -1;
+    snprintf(what, sizeof what, "es_replay order_summary, %s events",
+             bench_fmt_count(c1, sizeof c1, (double)r.events));
+    add_metrics_fig(b, what, &r.alt);
+    return 0;
+}
+
 static bool wanted(const bench_t *b, const char *group) {
     return !b->only || !strcmp(b->only, group);
 }
@@ -559,6 +626,8 @@ static int run_all(bench_t *b) {
         rc = rc ? rc : fig_schemas(b, 200);
         rc = rc ? rc : fig_upcast(b, 1000000 / k);
     }
+    if (wanted(b, "metrics"))
+        rc = rc ? rc : fig_metrics(b, 200000 / k, 20000 / k, 250000 / k);
     return rc;
 }
 

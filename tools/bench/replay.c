@@ -32,12 +32,14 @@ static int fail(const char *what, es_err rc, const es_error_t *err) {
     return -1;
 }
 
-static es_config_t *config_for(const char *store, const char *readmodel, const char *sync) {
+static es_config_t *config_for(const char *store, const char *readmodel, const char *sync,
+                               bool metrics) {
     es_config_t *cfg = es_config_new();
     es_error_t err;
     if (!cfg || es_config_set(cfg, "db", store, &err) != ES_OK ||
         es_config_set(cfg, "readmodel.db", readmodel, &err) != ES_OK ||
-        es_config_set(cfg, "sqlite.synchronous", sync, &err) != ES_OK) {
+        es_config_set(cfg, "sqlite.synchronous", sync, &err) != ES_OK ||
+        es_config_set(cfg, "metrics.enabled", metrics ? "true" : "false", &err) != ES_OK) {
         es_config_destroy(cfg);
         return NULL;
     }
@@ -63,7 +65,7 @@ static int run_batch(es_engine_t *engine, es_command_t *cmds, es_result_t *res, 
 
 /* Writes about n demo order events (placed, then confirmed or cancelled) into store. */
 static int generate(const char *store, size_t n, size_t *written) {
-    es_config_t *cfg = config_for(store, "unused", "off");
+    es_config_t *cfg = config_for(store, "unused", "off", true);
     es_engine_t *engine = NULL;
     es_error_t err = {0};
     es_err rc = cfg ? es_engine_new(cfg, &engine, &err) : ES_ENOMEM;
@@ -117,9 +119,9 @@ static int generate(const char *store, size_t n, size_t *written) {
     return out;
 }
 
-static int timed_replay(const char *store, const char *readmodel, double *seconds,
+static int timed_replay(const char *store, const char *readmodel, bool metrics, double *seconds,
                         uint64_t *events) {
-    es_config_t *cfg = config_for(store, readmodel, "full");
+    es_config_t *cfg = config_for(store, readmodel, "full", metrics);
     es_error_t err = {0};
     es_replay_result_t res = {0};
     int64_t t0 = bench_now_ns();
@@ -139,7 +141,7 @@ static int replay_rss(const char *store, const char *readmodel, long *kib) {
     if (pid == 0) {
         double s;
         uint64_t n;
-        _exit(timed_replay(store, readmodel, &s, &n) == 0 ? 0 : 1);
+        _exit(timed_replay(store, readmodel, true, &s, &n) == 0 ? 0 : 1);
     }
     int status = 0;
     struct rusage ru;
@@ -386,7 +388,7 @@ static int age_half(const char *store, size_t *aged) {
 
 static int timed_replay_upcast(const char *store, const char *readmodel, double *seconds,
                                uint64_t *events) {
-    es_config_t *cfg = config_for(store, readmodel, "full");
+    es_config_t *cfg = config_for(store, readmodel, "full", true);
     es_error_t err = {0};
     es_replay_result_t res = {0};
     int rc = cfg ? add_upcasters(cfg) : -1;
@@ -416,7 +418,7 @@ int bench_replay_upcast(const char *dir, size_t n_events, upcast_figs_t *out) {
     double plain_s = 0, up_s = 0;
     uint64_t plain_n = 0, up_n = 0;
     if (rc == 0)
-        rc = timed_replay(store, rm, &plain_s, &plain_n);
+        rc = timed_replay(store, rm, true, &plain_s, &plain_n);
     remove_all(rm);
     if (rc == 0)
         rc = age_half(store, &out->aged);
@@ -442,13 +444,42 @@ int bench_replay(const char *dir, size_t n_events, bool with_raw, replay_figs_t 
         rc = timed_raw(store, raw, &raw_s);
         remove_all(raw);
         if (rc == 0)
-            rc = timed_replay(store, rm, &es_s, &applied);
+            rc = timed_replay(store, rm, true, &es_s, &applied);
         remove_all(rm);
         out->es_per_s = es_s > 0 ? (double)applied / es_s : 0;
         out->raw_per_s = raw_s > 0 ? (double)out->events / raw_s : 0;
     }
     if (rc == 0)
         rc = replay_rss(store, rm, &out->peak_rss_kib);
+    remove_all(rm);
+    remove_all(store);
+    return rc;
+}
+
+typedef struct mx_ctx {
+    const char *store, *rm;
+} mx_ctx;
+
+/* One replay of the log into a read model that does not exist yet, metrics on or off. */
+static int mx_replay(void *opaque, bool metrics, double *per_s) {
+    const mx_ctx *x = opaque;
+    double s = 0;
+    uint64_t applied = 0;
+    int rc = timed_replay(x->store, x->rm, metrics, &s, &applied);
+    remove_all(x->rm);
+    *per_s = rc == 0 && s > 0 ? (double)applied / s : 0;
+    return rc;
+}
+
+int bench_replay_metrics(const char *dir, size_t n_events, size_t pairs, replay_metrics_t *out) {
+    char store[4096], rm[4096];
+    snprintf(store, sizeof store, "%s/mx-replay-log.db", dir);
+    snprintf(rm, sizeof rm, "%s/mx-replay-read.db", dir);
+    memset(out, 0, sizeof *out);
+    mx_ctx x = {store, rm};
+    int rc = generate(store, n_events, &out->events);
+    if (rc == 0)
+        rc = bench_alternate(mx_replay, &x, pairs, &out->alt);
     remove_all(rm);
     remove_all(store);
     return rc;

@@ -5,6 +5,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "util.h"
+
 typedef struct replay_figs {
     size_t events;     /* events in the generated log */
     double es_per_s;   /* es_replay, events/s (with_raw only) */
@@ -26,5 +28,14 @@ typedef struct upcast_figs {
 } upcast_figs_t;
 
 int bench_replay_upcast(const char *dir, size_t n_events, upcast_figs_t *out);
+
+/* es_replay of one demo log into order_summary with metrics on beside metrics.enabled = false;
+ * pairs replays each side, alternating (bench_alternate), each into a fresh read model. */
+typedef struct replay_metrics {
+    size_t events;   /* events in the log */
+    bench_alt_t alt; /* events/s, metrics on beside off */
+} replay_metrics_t;
+
+int bench_replay_metrics(const char *dir, size_t n_events, size_t pairs, replay_metrics_t *out);
 
 #endif

@@ -24,8 +24,8 @@ static void log_to_stderr(int level, const char *message, void *opaque) {
         fprintf(stderr, "eskit: %s\n", message);
 }
 
-/* The defaults a service gets, spelled out where they matter to the figures. */
-static es_config_t *make_config(const char *path) {
+/* The defaults a service gets, spelled out where they matter to the figures; metrics as asked. */
+static es_config_t *make_config(const char *path, bool metrics) {
     es_config_t *cfg = es_config_new();
     es_error_t err = {0};
     if (!cfg) {
@@ -38,6 +38,8 @@ static es_config_t *make_config(const char *path) {
         rc = es_config_set(cfg, "db", path, &err);
     if (rc == ES_OK)
         rc = es_config_set(cfg, "sqlite.synchronous", "full", &err);
+    if (rc == ES_OK)
+        rc = es_config_set(cfg, "metrics.enabled", metrics ? "true" : "false", &err);
     if (rc != ES_OK) {
         bench_fail("configuring the store", rc, &err);
         es_config_destroy(cfg);
@@ -152,7 +154,7 @@ static uint8_t *make_payload(size_t len) {
 
 int run_store_append(const char *path, const run_shape_t *shape, blobs_t *written,
                      double *ev_per_s) {
-    es_config_t *cfg = make_config(path);
+    es_config_t *cfg = make_config(path, !shape->metrics_off);
     es_store_t *store = NULL;
     es_error_t err = {0};
     char **ids = make_ids("stream", shape->n_streams);
@@ -181,9 +183,9 @@ out:
     return rc;
 }
 
-/* An engine with the demo aggregates on a fresh file at path. */
-static int open_engine(const char *path, es_engine_t **out) {
-    es_config_t *cfg = make_config(path);
+/* An engine with the demo aggregates on a fresh file at path, metrics on or off. */
+static int open_engine(const char *path, bool metrics, es_engine_t **out) {
+    es_config_t *cfg = make_config(path, metrics);
     es_error_t err = {0};
     *out = NULL;
     bench_db_remove(path);
@@ -265,7 +267,7 @@ int run_execute_batch(const char *path, const run_shape_t *shape, blobs_t *writt
     char **ids = make_ids("item", shape->n_streams);
     size_t n_events = 0;
     int rc = -1;
-    if (!ids || open_engine(path, &engine) != 0)
+    if (!ids || open_engine(path, !shape->metrics_off, &engine) != 0)
         goto out;
     int64_t ns = execute_all(engine, shape, ids, &n_events);
     if (ns > 0 && read_back(es_engine_store(engine), n_events, written) == 0) {
@@ -284,7 +286,7 @@ int run_lat_open(const char *path, size_t n_aggregates, run_lat_t *out) {
     out->rng = 0xD1B54A32D192ED03ULL;
     out->n_ids = n_aggregates;
     out->ids = make_ids("item", n_aggregates);
-    if (!out->ids || open_engine(path, &out->engine) != 0) {
+    if (!out->ids || open_engine(path, true, &out->engine) != 0) {
         run_lat_close(out);
         return -1;
     }

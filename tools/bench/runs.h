@@ -7,6 +7,7 @@
 #define ESKIT_BENCH_RUNS_H
 
 #include <eskit/eskit.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -17,6 +18,7 @@ typedef struct run_shape {
     size_t per_call;    /* events per es_store_append, commands per es_execute_batch */
     size_t n_streams;   /* aggregates the calls are spread over at random */
     size_t payload_len; /* es_store_append only */
+    bool metrics_off;   /* metrics.enabled = false on the config (default: on, as a service) */
 } run_shape_t;
 
 /* es_store_append of shape.per_call events per call; *ev_per_s is the timed rate. */

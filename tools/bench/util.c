@@ -48,6 +48,41 @@ bench_lat_t bench_lat_summary(int64_t *ns, size_t n) {
     return s;
 }
 
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Sorts v in place. */
+static double median(double *v, size_t n) {
+    qsort(v, n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+int bench_alternate(bench_metrics_run_fn *run, void *ctx, size_t pairs, bench_alt_t *out) {
+    double *r_on = calloc(pairs ? pairs : 1, sizeof *r_on);
+    double *r_off = calloc(pairs ? pairs : 1, sizeof *r_off);
+    double *ratio = calloc(pairs ? pairs : 1, sizeof *ratio);
+    int rc = r_on && r_off && ratio && pairs ? 0 : -1;
+    for (size_t i = 0; rc == 0 && i < pairs; i++) {
+        bool first = i % 2 == 0; /* metrics on first in even pairs, off first in odd ones */
+        rc = run(ctx, first, first ? &r_on[i] : &r_off[i]);
+        rc = rc ? rc : run(ctx, !first, first ? &r_off[i] : &r_on[i]);
+        ratio[i] = r_off[i] > 0 ? r_on[i] / r_off[i] : 0;
+    }
+    if (rc == 0) {
+        out->ratio_mid = median(ratio, pairs); /* sorts: lowest first */
+        out->ratio_lo = ratio[0];
+        out->ratio_hi = ratio[pairs - 1];
+        out->on = median(r_on, pairs);
+        out->off = median(r_off, pairs);
+    }
+    free(r_on);
+    free(r_off);
+    free(ratio);
+    return rc;
+}
+
 int bench_db_path(char *out, size_t cap, const char *dir, const char *name) {
     int w = snprintf(out, cap, "%s/%s.db", dir, name);
     return (w < 0 || (size_t)w >= cap) ? -1 : 0;

@@ -6,6 +6,7 @@
 #ifndef ESKIT_BENCH_UTIL_H
 #define ESKIT_BENCH_UTIL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -31,6 +32,21 @@ bench_lat_t bench_lat_summary(int64_t *ns, size_t n);
 int bench_db_path(char *out, size_t cap, const char *dir, const char *name);
 /* Deletes a database and its -wal and -shm files, so the next figure starts fresh. */
 void bench_db_remove(const char *path);
+
+/* One run of a figure with metrics on (metrics.enabled = true) or off; *per_s is its rate. */
+typedef int bench_metrics_run_fn(void *ctx, bool metrics, double *per_s);
+
+/* What bench_alternate measured: the figure and its baseline, and how far the pairs spread. */
+typedef struct bench_alt {
+    double on, off;                       /* the median rate of each side */
+    double ratio_lo, ratio_mid, ratio_hi; /* on/off within each pair: lowest, median, highest */
+} bench_alt_t;
+
+/* pairs runs with metrics on and pairs with them off, interleaved so both sides see the same
+ * machine: on/off, then off/on, and so on (the order swaps each pair, so a drift of the machine
+ * over the runs weighs on both sides alike). The spread of the pairs' ratios tells how much of
+ * a difference between the medians the machine's noise could make. */
+int bench_alternate(bench_metrics_run_fn *run, void *ctx, size_t pairs, bench_alt_t *out);
 
 /* Formats n with thousands separators ("1,234,567"), independent of locale. */
 const char *bench_fmt_count(char *buf, size_t cap, double n);
