@@ -4,8 +4,9 @@
  *
  * Everything is measured on the runner's thread, after a batch commits (es_runner_mx_batch):
  * the checkpoints from the positions just committed, the ends from the log's cached_end (the
- * embedded file's end, Kafka's cached high watermark: never a request), and the DLQ depth
- * from es_dlq at open and at most once a second, counting the batch's parked events between.
+ * embedded file's end, Kafka's cached high watermark: never a request; read less often while
+ * it is costly, see measure_due), and the DLQ depth from es_dlq at open and at most once a
+ * second, counting the batch's parked events between.
  * The scrape thread reads atomics and a copy of the positions taken under the small lock pos_mu,
  * which the runner holds only to copy n_pos numbers. A partition whose end is not known yet
  * (Kafka before its first fetch answered) has no end or lag series, and is not healthy.
@@ -20,6 +21,7 @@
 #include <time.h>
 
 #define DLQ_REFRESH_NS 1000000000LL
+#define MEASURE_SHARE 10 /* a runner behind spends at most a tenth of its time reading ends */
 
 typedef struct mx_pos {
     int64_t checkpoint, end;
@@ -34,6 +36,8 @@ struct runner_mx {
     es_mx_counter dlq_depth;
     int64_t max_lag;        /* health.max.lag, read at open */
     int64_t dlq_counted_ns; /* when es_dlq was last counted (runner's thread only) */
+    int64_t measured_ns;    /* when the ends were last read, and what that took (same) */
+    int64_t measure_cost_ns;
     sqlite3_stmt *dlq_count;
     pthread_mutex_t pos_mu; /* guards pos for the scrape */
     mx_pos *pos;            /* n_pos, in r->pos's order */
@@ -60,6 +64,7 @@ static void count_dlq(es_runner_t *r) {
 
 /* The checkpoints as committed and the ends as the log knows them, copied for the scrape. */
 static void measure(es_runner_t *r) {
+    int64_t t0 = mono_ns();
     mx_pos now[r->n_pos ? r->n_pos : 1];
     for (size_t i = 0; i < r->n_pos; i++) {
         const es_topic_pos_t *p = &r->pos[i];
@@ -75,6 +80,29 @@ static void measure(es_runner_t *r) {
         else /* an end once seen stays the last seen: it does not go back to unknown */
             r->mx->pos[i].checkpoint = now[i].checkpoint;
     pthread_mutex_unlock(&r->mx->pos_mu);
+    r->mx->measured_ns = mono_ns();
+    r->mx->measure_cost_ns = r->mx->measured_ns - t0;
+}
+
+/* The checkpoints alone, between two reads of the ends: the embedded log counts a topic's
+ * records past the checkpoint, which is long while far behind. Its one partition's lag drops
+ * by the records the batch consumed; Kafka's ends cost nothing and are read every batch. */
+static void advance(es_runner_t *r, size_t consumed) {
+    pthread_mutex_lock(&r->mx->pos_mu);
+    for (size_t i = 0; i < r->n_pos; i++) {
+        mx_pos *p = &r->mx->pos[i];
+        p->checkpoint = r->pos[i].offset;
+        if (r->n_pos == 1)
+            p->lag = p->lag > consumed ? p->lag - consumed : 0;
+    }
+    pthread_mutex_unlock(&r->mx->pos_mu);
+}
+
+/* While the runner is behind (its batch filled), reading the ends takes no more than a tenth
+ * of its time; a batch that did not fill found the end, and the count past it is short. */
+static int measure_due(const es_runner_t *r, int64_t now, size_t consumed) {
+    return consumed < r->batch_size ||
+           now - r->mx->measured_ns >= r->mx->measure_cost_ns * MEASURE_SHARE;
 }
 
 void es_runner_mx_batch(es_runner_t *r, int64_t started_ns, size_t consumed) {
@@ -92,7 +120,10 @@ void es_runner_mx_batch(es_runner_t *r, int64_t started_ns, size_t consumed) {
         es_mx_add(&m->dlq_depth, r->batch.parked);
     if (now - m->dlq_counted_ns >= DLQ_REFRESH_NS)
         count_dlq(r); /* a redrive by another process or es_dlq_redrive */
-    measure(r);
+    if (measure_due(r, now, consumed))
+        measure(r);
+    else
+        advance(r, consumed);
 }
 
 static const char *name_of(void *self) {

@@ -119,12 +119,15 @@ static double positions_match_es_lag(const char *text) {
 }
 
 Test(projector_metrics, a_known_workload_gives_exactly_its_counts_positions_and_dlq_depth) {
+    /* One aggregate, so one partition on Kafka too: the batches and retries are the same on
+     * both backends (across partitions, a batch redone event by event may fetch them in
+     * another order, and how often a transient event is retried varies). */
     note("n-1", "test.v1.Noted");
-    note("n-2", "test.v1.Noted");
-    note("n-3", "test.v1.Flaky");
-    note("n-4", "test.v1.Broken");
-    note("n-5", "test.v1.Unknown");
-    note("n-6", "test.v1.Noted");
+    note("n-1", "test.v1.Noted");
+    note("n-1", "test.v1.Flaky");
+    note("n-1", "test.v1.Broken");
+    note("n-1", "test.v1.Unknown");
+    note("n-1", "test.v1.Noted");
     notes_transient_left = 1; /* one retry, then applied */
     set("projector.on.unknown", "ignore");
     es_runner_t *r = runner();
@@ -132,16 +135,18 @@ Test(projector_metrics, a_known_workload_gives_exactly_its_counts_positions_and_
     char *text = mx_scrape();
     cr_assert_eq(notes_value(text, "eskit_projector_events_applied_total", -1), 4, "%s", text);
     cr_assert_eq(notes_value(text, "eskit_projector_events_parked_total", -1), 1);
-    cr_assert_eq(notes_value(text, "eskit_projector_events_retried_total", -1), 1);
-    cr_assert_eq(notes_value(text, "eskit_projector_events_ignored_total", -1), 1);
-    cr_assert_eq(notes_value(text, "eskit_projector_dlq_depth", -1), 1);
-    /* Batches that took records: a failure ends a batch at the failing event, and Kafka's
-     * fetches may split them further; the batches that took none are not observed. */
-    double batches = notes_value(text, "eskit_projector_batch_duration_seconds_count", -1);
     es_runner_stats_t st;
     es_runner_stats(r, &st);
-    cr_assert(batches >= 1 && batches <= (double)st.batches, "%g batches of %llu", batches,
-              (unsigned long long)st.batches);
+    cr_assert_eq(notes_value(text, "eskit_projector_events_retried_total", -1), 1);
+    cr_assert_eq(st.retries, 1, "the counters are es_runner_stats' own");
+    cr_assert_eq(notes_value(text, "eskit_projector_events_ignored_total", -1), 1);
+    cr_assert_eq(notes_value(text, "eskit_projector_dlq_depth", -1), 1);
+    /* Batches that took records, each but the last ended by a failure (an unknown type's
+     * too): Noted, Noted and Flaky (retried); Broken (parked); Unknown (ignored); Noted. The
+     * ones that took none are not observed. */
+    double batches = notes_value(text, "eskit_projector_batch_duration_seconds_count", -1);
+    cr_assert_eq(batches, 4, "%s", text);
+    cr_assert_leq(batches, (double)st.batches);
     cr_assert_eq(mx_value(text, "eskit_projector_batch_duration_seconds_bucket{projector=\"notes\""
                                 ",le=\"+Inf\"}"),
                  batches);
