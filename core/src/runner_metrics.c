@@ -66,6 +66,7 @@ static void count_dlq(es_runner_t *r) {
 static void measure(es_runner_t *r) {
     int64_t t0 = mono_ns();
     mx_pos now[r->n_pos ? r->n_pos : 1];
+    memset(now, 0, sizeof now);
     for (size_t i = 0; i < r->n_pos; i++) {
         const es_topic_pos_t *p = &r->pos[i];
         now[i] = (mx_pos){p->offset, 0, 0, 0};
@@ -134,7 +135,7 @@ static void collect(void *self, es_mx_sink *k) {
     es_runner_t *r = self;
     struct runner_mx *m = r->mx;
     char l[256];
-    es_mx_labels(l, sizeof l, "projector", name_of(self), NULL);
+    es_mx_labels(l, sizeof l, "projector", name_of(self), (const char *)NULL);
     es_mx_sample(k, "eskit_projector_events_applied_total", ES_MX_COUNTER, "Events applied.", l,
                  (double)es_mx_get(&m->applied));
     es_mx_sample(k, "eskit_projector_events_parked_total", ES_MX_COUNTER, "Events put in the DLQ.",
@@ -155,7 +156,7 @@ static void collect(void *self, es_mx_sink *k) {
         char part[16];
         snprintf(part, sizeof part, "%d", (int)r->pos[i].partition);
         es_mx_labels(l, sizeof l, "projector", name_of(self), "topic", r->pos[i].topic, "partition",
-                     part, NULL);
+                     part, (const char *)NULL);
         es_mx_sample(k, "eskit_projector_checkpoint_offset", ES_MX_GAUGE,
                      "Next offset the runner reads.", l, (double)pos[i].checkpoint);
         if (!pos[i].known)

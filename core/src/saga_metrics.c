@@ -32,8 +32,8 @@ static const char *const mx_sql[Q_COUNT] = {
     [Q_STATES] = "SELECT state, count(*) FROM es_saga_instances WHERE saga = ?1 GROUP BY state",
     [Q_PRUNED] = "SELECT state, n FROM es_saga_pruned WHERE saga = ?1",
     [Q_OUTBOX] = "SELECT count(*) FROM es_saga_targets WHERE saga = ?1 AND sent_at = 0",
-    [Q_DEADLINE] = "SELECT min(deadline) FROM es_saga_instances WHERE saga = ?1 AND deadline > 0"
-                   " AND state = 'running'",
+    [Q_DEADLINE] = ("SELECT min(deadline) FROM es_saga_instances WHERE saga = ?1"
+                    " AND deadline > 0 AND state = 'running'"),
 };
 
 struct saga_mx {
@@ -106,11 +106,12 @@ static void collect(void *self, es_mx_sink *k) {
     struct saga_mx *m = c->mx;
     char l[256];
     for (int i = 0; i < MX_STATES; i++) {
-        es_mx_labels(l, sizeof l, "saga", c->def->name, "state", state_names[i], NULL);
+        es_mx_labels(l, sizeof l, "saga", c->def->name, "state", state_names[i],
+                     (const char *)NULL);
         es_mx_sample(k, "eskit_saga_instances", ES_MX_GAUGE, "Instances in the saga database.", l,
                      (double)es_mx_get(&m->instances[i]));
     }
-    es_mx_labels(l, sizeof l, "saga", c->def->name, NULL);
+    es_mx_labels(l, sizeof l, "saga", c->def->name, (const char *)NULL);
     es_mx_sample(k, "eskit_saga_commands_sent_total", ES_MX_COUNTER,
                  "Commands delivered from the outbox.", l, (double)es_mx_get(&m->sent));
     es_mx_sample(k, "eskit_saga_compensations_total", ES_MX_COUNTER, "Compensating commands sent.",
