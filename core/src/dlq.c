@@ -171,7 +171,7 @@ es_err es_dlq_redrive(const es_config_t *cfg, const es_projector_def *def, const
     sqlite3_close(probe);
     es_runner_t *r = NULL;
     if (e == ES_OK)
-        e = es_runner_new(cfg, def, &r, err);
+        e = es_runner_new_on(cfg, def, "readmodel.db", "read model", &r, err); /* no metrics */
     int64_t *all = NULL;
     if (e == ES_OK && n_ids == 0) {
         e = parked_ids(es_runner_db(r), def->name, &all, &n_ids, err);

@@ -38,7 +38,10 @@ es_err es_runner_poll(es_runner_t *r, int timeout_ms, size_t *applied, es_error_
             int remaining = (int)(deadline - now_ms());
             if (r->lock_fd >= 0 && !es_rm_lock(r->lock_fd, remaining > 0 ? remaining : 0))
                 break; /* a replay holds the read model; try again later */
+            int64_t started = es_runner_mx_start(r);
             e = es_runner_batch(r, r->batch_size, 1, &n, err);
+            if (e == ES_OK)
+                es_runner_mx_batch(r, started, n);
             if (r->lock_fd >= 0)
                 es_rm_unlock(r->lock_fd);
             if (e != ES_OK || n > 0)
@@ -232,6 +235,7 @@ int es_runner_lock_fd(es_runner_t *r) {
 void es_runner_destroy(es_runner_t *r) {
     if (!r)
         return;
+    es_runner_mx_close(r);
     es_watch_stop(&r->wd);
     if (r->inited && r->def->fini)
         r->def->fini(r->ctx.state);

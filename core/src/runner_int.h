@@ -99,6 +99,7 @@ struct es_runner {
     int halted;
     es_raw_record_t halted_at;
     const char *noun, *key; /* what messages call the database, and its config key */
+    struct runner_mx *mx;   /* metrics of a live runner (runner_metrics.c); NULL: none */
 };
 
 /* The read model's last SQLite error, as sql.c words it, naming the projector (apply.c). */
@@ -115,5 +116,13 @@ es_err es_watch_start(es_runner_t *r, es_error_t *err);
 void es_watch_begin(watchdog *w, const es_raw_record_t *rec);
 void es_watch_end(watchdog *w);
 void es_watch_stop(watchdog *w);
+
+/* A live runner's metrics (runner_metrics.c), on the runner's thread: open registers them
+ * (nothing when metrics.enabled is false), start reads the clock before a batch (0 when off),
+ * batch measures the batch that just committed, close leaves the registry first. */
+es_err es_runner_mx_open(es_runner_t *r, es_error_t *err);
+int64_t es_runner_mx_start(const es_runner_t *r);
+void es_runner_mx_batch(es_runner_t *r, int64_t started_ns, size_t consumed);
+void es_runner_mx_close(es_runner_t *r);
 
 #endif

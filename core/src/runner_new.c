@@ -39,7 +39,14 @@ es_err es_runner_new_on(const es_config_t *cfg, const es_projector_def *def, con
     return e;
 }
 
+/* Only the public runner takes part in the metrics: the saga coordinator's runner is the
+ * coordinator's (its metrics are the saga's), and a redrive's would count the projector twice. */
 es_err es_runner_new(const es_config_t *cfg, const es_projector_def *def, es_runner_t **out,
                      es_error_t *err) {
-    return es_runner_new_on(cfg, def, "readmodel.db", "read model", out, err);
+    es_err e = es_runner_new_on(cfg, def, "readmodel.db", "read model", out, err);
+    if (e == ES_OK && (e = es_runner_mx_open(*out, err)) != ES_OK) {
+        es_runner_destroy(*out);
+        *out = NULL;
+    }
+    return e;
 }

@@ -984,6 +984,8 @@ es_err es_saga_new(const es_config_t *cfg, const es_saga_def *def, es_engine_t *
     }
     if (e == ES_OK)
         e = es_sql_prepare_all(c->db, es_config_get(c->cfg, "saga.db"), SQL, S_COUNT, c->st, err);
+    if (e == ES_OK)
+        e = es_saga_mx_open(c, err);
     if (e != ES_OK) {
         es_saga_destroy(c);
         return e;
@@ -995,6 +997,7 @@ es_err es_saga_new(const es_config_t *cfg, const es_saga_def *def, es_engine_t *
 void es_saga_destroy(es_saga_t *c) {
     if (!c)
         return;
+    es_saga_mx_close(c);
     for (int k = 0; k < S_COUNT; k++)
         sqlite3_finalize(c->st[k]);
     es_runner_destroy(c->runner);
@@ -1034,8 +1037,10 @@ es_err es_saga_poll(es_saga_t *c, int timeout_ms, size_t *progress, es_error_t *
     size_t pruned = 0;
     if (e == ES_OK)
         e = es_saga_prune(c, &pruned, err);
+    size_t done = applied + delivered + fired + published + pruned;
+    es_saga_mx_round(c, done > 0);
     if (progress)
-        *progress = applied + delivered + fired + published + pruned;
+        *progress = done;
     if (e != ES_OK)
         es_error_subject(err, c->subject);
     return e;

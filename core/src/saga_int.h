@@ -136,6 +136,8 @@ struct es_saga {
      * instance's start event. used: a transition was written under it. */
     es_trace_t span;
     int span_set, span_used;
+    uint64_t compensations_sent; /* of stats.commands_sent, the compensations */
+    struct saga_mx *mx;          /* metrics (saga_metrics.c); NULL: none */
 };
 
 /* An instance as loaded for a transition. */
@@ -262,5 +264,12 @@ es_err es_saga_publish(es_saga_t *c, size_t *published, es_error_t *err);
 
 /* Applies saga.retention.ms when due (saga_retention.c); *pruned: instances deleted. */
 es_err es_saga_prune(es_saga_t *c, size_t *pruned, es_error_t *err);
+
+/* The coordinator's metrics (saga_metrics.c), on its thread: open registers them (nothing when
+ * metrics.enabled is false), round measures after a round (saga.db when changed, or once a
+ * second), close leaves the registry first. */
+es_err es_saga_mx_open(es_saga_t *c, es_error_t *err);
+void es_saga_mx_round(es_saga_t *c, int changed);
+void es_saga_mx_close(es_saga_t *c);
 
 #endif

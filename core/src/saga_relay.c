@@ -194,7 +194,7 @@ es_err es_saga_relay(es_saga_t *c, size_t *delivered, es_error_t *err) {
             n = 0;
         }
     }
-    size_t ok = 0;
+    size_t ok = 0, undone = 0;
     if (e == ES_OK && n > 0) {
         int64_t now = es_saga_now(c);
         e = es_saga_tx_begin(c, err);
@@ -207,6 +207,7 @@ es_err es_saga_relay(es_saga_t *c, size_t *delivered, es_error_t *err) {
             }
             e = es_saga_record_outcome(c, d[i].cid, &res[i], now, err);
             ok++;
+            undone += !strcmp(d[i].kind, ES_SAGA_KIND_UNDO);
         }
         e = es_saga_tx_end(c, e, err);
         for (size_t i = 0; i < n; i++)
@@ -222,6 +223,7 @@ es_err es_saga_relay(es_saga_t *c, size_t *delivered, es_error_t *err) {
     if (e == ES_OK) {
         *delivered = ok;
         c->stats.commands_sent += ok;
+        c->compensations_sent += undone;
     }
     return e;
 }

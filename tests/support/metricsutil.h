@@ -1,13 +1,18 @@
-/* Reading a Prometheus text exposition in tests. */
-#ifndef ESKIT_METRICSUTIL_H
-#define ESKIT_METRICSUTIL_H
+/*
+ * Reading an exposition in the Prometheus text format (es_metrics_write's text) the way a
+ * scraper does: by series, a family name and a set of labels, whatever their order.
+ */
+#ifndef ESKIT_TEST_METRICSUTIL_H
+#define ESKIT_TEST_METRICSUTIL_H
 
 #include <stddef.h>
 
-/* The value of the series written exactly as series (family{labels} as the exposition writes
- * it, labels in its order) in text; NAN when text has no such line. */
+/* The value of series ("family" or "family{k=\"v\",...}", labels in any order) in text; NAN
+ * when no line holds exactly that family with exactly those labels. */
 double mx_value(const char *text, const char *series);
-/* How many times needle occurs in text. */
-size_t mx_count(const char *text, const char *needle);
+/* How many series lines of text have a family name that begins with prefix. */
+size_t mx_count(const char *text, const char *prefix);
+/* The whole exposition of the process, allocated (caller frees); fails the test on an error. */
+char *mx_scrape(void);
 
 #endif

@@ -123,6 +123,11 @@ typedef struct es_reader_ops {
     /* A partition's end offset and how many records of the topic lie in [from, end). */
     es_err (*topic_end)(es_log_t *log, const char *topic, int32_t partition, int64_t from,
                         int64_t *end, uint64_t *count, es_error_t *err);
+    /* topic_end as the log knows it without waiting on a server (Kafka: the high watermark
+     * the consumer's fetch responses cached): 1 with *end and *count set, 0 when it does not
+     * know yet. What a runner's metrics read after each batch (runner_metrics.c). */
+    int (*cached_end)(es_log_t *log, const char *topic, int32_t partition, int64_t from,
+                      int64_t *end, uint64_t *count);
     /* Appends a poison record to a dead-letter topic ("<topic>.dlq"); ref makes it idempotent:
      * a second record with the same ref is dropped. On Kafka the record is produced (and
      * flushed) with ref in an es-dlq-ref header, and dropping duplicates is the consumer's

@@ -203,6 +203,21 @@ static es_err kl_topic_end(es_log_t *base, const char *topic, int32_t partition,
     return ES_OK;
 }
 
+/* The watermarks the consumer's fetch responses cached: no request, unknown before the first
+ * fetch of the partition answered. */
+static int kl_cached_end(es_log_t *base, const char *topic, int32_t partition, int64_t from,
+                         int64_t *end, uint64_t *count) {
+    kafka_log *l = (kafka_log *)base;
+    int64_t lo = -1, hi = -1;
+    if (!l->consumer || rd_kafka_get_watermark_offsets(l->consumer, topic, partition, &lo, &hi) ||
+        hi < 0)
+        return 0;
+    int64_t start = from > lo ? from : lo;
+    *end = hi;
+    *count = hi > start ? (uint64_t)(hi - start) : 0;
+    return 1;
+}
+
 /* Whether records lie past the position, from the watermarks the consumer's fetches keep (no
  * request to a broker: one in flight to brokers that went away holds the caller past any
  * timeout). Unknown (not fetched yet) counts as pending. */
@@ -963,6 +978,7 @@ static const es_reader_ops kafka_reader = {
     .fetch = kl_fetch,
     .has_records = kl_has_records,
     .topic_end = kl_topic_end,
+    .cached_end = kl_cached_end,
     .put_dlq = kl_put_dlq,
     .commit_positions = kl_commit_positions,
     .produce = kl_produce,

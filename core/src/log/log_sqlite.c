@@ -1564,6 +1564,12 @@ static es_err lg_topic_end(es_log_t *base, const char *topic, int32_t partition,
     return e;
 }
 
+/* The file is local: its end is always known. */
+static int lg_cached_end(es_log_t *base, const char *topic, int32_t partition, int64_t from,
+                         int64_t *end, uint64_t *count) {
+    return lg_topic_end(base, topic, partition, from, end, count, NULL) == ES_OK;
+}
+
 static es_err lg_put_dlq(es_log_t *base, const char *dlq_topic, const char *ref, const char *key,
                          const uint8_t *value, size_t len, const es_kv_t *headers, size_t n_headers,
                          es_error_t *err) {
@@ -1623,6 +1629,7 @@ static const es_reader_ops sqlite_reader = {
     .fetch = lg_fetch,
     .has_records = lg_has_records,
     .topic_end = lg_topic_end,
+    .cached_end = lg_cached_end,
     .put_dlq = lg_put_dlq,
     .commit_positions = NULL, /* nothing else tracks positions of a file */
 };
