@@ -649,8 +649,10 @@ static void report_parked(const es_dlq_entry_t *e, void *opaque) {
 }
 
 /* Runs def's runner until its read model holds what the log holds now; a parked event fails
- * the demo. */
-static es_err catch_up(const es_config_t *cfg, const es_projector_def *def, es_error_t *err) {
+ * the demo. The runner is kept in *keep (for --stay: its counters go on from the story's), or
+ * destroyed when keep is NULL. */
+static es_err catch_up(const es_config_t *cfg, const es_projector_def *def, es_runner_t **keep,
+                       es_error_t *err) {
     es_runner_t *r = NULL;
     es_err rc = es_runner_new(cfg, def, &r, err);
     if (rc != ES_OK)
@@ -664,17 +666,20 @@ static es_err catch_up(const es_config_t *cfg, const es_projector_def *def, es_e
                      (unsigned long long)st.parked);
     if (rc == ES_OK)
         printf(" %s +%llu", def->name, (unsigned long long)st.applied);
-    es_runner_destroy(r);
+    if (rc == ES_OK && keep)
+        *keep = r;
+    else
+        es_runner_destroy(r);
     return rc;
 }
 
-static es_err project(const es_config_t *cfg, es_error_t *err) {
-    static const es_projector_def *const defs[] = {&es_order_summary_projector,
-                                                   &es_customer_orders_projector};
+/* The read models brought up to date; keep (may be NULL) gets the runners, in
+ * DEMO_PROJECTORS' order. */
+static es_err project(const es_config_t *cfg, es_runner_t **keep, es_error_t *err) {
     printf("\nread model %s, events applied:", es_config_get(cfg, "readmodel.db"));
     es_err rc = ES_OK;
-    for (size_t i = 0; rc == ES_OK && i < sizeof defs / sizeof defs[0]; i++)
-        rc = catch_up(cfg, defs[i], err);
+    for (size_t i = 0; rc == ES_OK && i < DEMO_N_PROJECTORS; i++)
+        rc = catch_up(cfg, demo_projectors[i], keep ? &keep[i] : NULL, err);
     printf("\n");
     return rc;
 }
@@ -875,17 +880,27 @@ static int run(struct demo *dm, const es_config_t *cfg, bool stay) {
     print_traces(dm);
     if (print_stock(dm, &err) != ES_OK)
         return die("reading the stock", &err);
-    if (project(cfg, &err) != ES_OK)
+    es_runner_t *runners[DEMO_N_PROJECTORS] = {0};
+    if (project(cfg, stay ? runners : NULL, &err) != ES_OK) {
+        for (size_t i = 0; i < DEMO_N_PROJECTORS; i++)
+            es_runner_destroy(runners[i]);
         return die("projecting the read models", &err);
-    if (print_read_model(dm, cfg, &err) != ES_OK)
-        return die("reading the read model", &err);
-    if (!check_sagas(dm)) {
-        fprintf(stderr, "order_saga: some sagas did not end as the story says\n");
-        return 1;
     }
-    printf("\nevery saga ended as expected\n");
-    print_inspect(dm, cfg);
-    return stay ? demo_stay(cfg, dm->engine, dm->kafka) : 0;
+    int status = 0;
+    if (print_read_model(dm, cfg, &err) != ES_OK)
+        status = die("reading the read model", &err);
+    else if (!check_sagas(dm)) {
+        fprintf(stderr, "order_saga: some sagas did not end as the story says\n");
+        status = 1;
+    } else {
+        printf("\nevery saga ended as expected\n");
+        print_inspect(dm, cfg);
+        if (stay)
+            return demo_stay(cfg, dm->engine, dm->kafka, runners);
+    }
+    for (size_t i = 0; i < DEMO_N_PROJECTORS; i++)
+        es_runner_destroy(runners[i]);
+    return status;
 }
 
 /* Returns 0 when the command line is complete, else the usage exit status. */

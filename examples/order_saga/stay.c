@@ -9,18 +9,21 @@
 #include <string.h>
 
 #define POLL_MS 20
-#define N_PROJECTORS 2
+#define N_PROJECTORS DEMO_N_PROJECTORS
+
+const es_projector_def *const demo_projectors[DEMO_N_PROJECTORS] = {&es_order_summary_projector,
+                                                                    &es_customer_orders_projector};
 
 static volatile sig_atomic_t stopped;
-static es_runner_t *volatile runners[N_PROJECTORS];
+static es_runner_t *volatile running[N_PROJECTORS];
 static es_saga_t *volatile coordinator;
 
 static void on_signal(int sig) {
     (void)sig;
     stopped = 1;
     for (int i = 0; i < N_PROJECTORS; i++)
-        if (runners[i])
-            es_runner_stop(runners[i]);
+        if (running[i])
+            es_runner_stop(running[i]);
     if (coordinator)
         es_saga_stop(coordinator);
 }
@@ -41,27 +44,21 @@ static es_err keep_going(es_err rc, const char *who, const es_error_t *err) {
     return rc;
 }
 
-int demo_stay(const es_config_t *cfg, es_engine_t *engine, bool kafka) {
-    static const es_projector_def *const defs[N_PROJECTORS] = {&es_order_summary_projector,
-                                                               &es_customer_orders_projector};
+int demo_stay(const es_config_t *cfg, es_engine_t *engine, bool kafka,
+              es_runner_t *runners[DEMO_N_PROJECTORS]) {
+    const es_projector_def *const *defs = demo_projectors;
     es_error_t err = {0};
     es_err rc = ES_OK;
     struct sigaction sa = {.sa_handler = on_signal};
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
-    for (int i = 0; rc == ES_OK && i < N_PROJECTORS; i++) {
-        es_runner_t *r = NULL;
-        if ((rc = es_runner_new(cfg, defs[i], &r, &err)) != ES_OK)
-            fprintf(stderr, "order_saga: staying: %s: %s\n", defs[i]->name, err.message);
-        else {
-            es_runner_set_park_cb(r, report_parked, NULL);
-            runners[i] = r;
-        }
+    for (int i = 0; i < N_PROJECTORS; i++) {
+        es_runner_set_park_cb(runners[i], report_parked, NULL);
+        running[i] = runners[i];
     }
     es_saga_t *c = NULL;
-    if (rc == ES_OK && !kafka &&
-        (rc = es_saga_new(cfg, DEMO_FULFILMENT_DEF(true), engine, &c, &err)) != ES_OK)
+    if (!kafka && (rc = es_saga_new(cfg, DEMO_FULFILMENT_DEF(true), engine, &c, &err)) != ES_OK)
         fprintf(stderr, "order_saga: staying: saga coordinator: %s\n", err.message);
     coordinator = c;
     if (rc == ES_OK) {
@@ -83,9 +80,9 @@ int demo_stay(const es_config_t *cfg, es_engine_t *engine, bool kafka) {
     coordinator = NULL;
     es_saga_destroy(c);
     for (int i = 0; i < N_PROJECTORS; i++) {
-        es_runner_t *r = runners[i];
+        running[i] = NULL;
+        es_runner_destroy(runners[i]);
         runners[i] = NULL;
-        es_runner_destroy(r);
     }
     return rc == ES_OK ? 0 : 1;
 }
