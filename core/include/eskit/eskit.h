@@ -32,9 +32,9 @@
 /* The version of these headers; es_version() tells the library's. CMakeLists.txt's project
  * version must equal them (configuring checks). */
 #define ESKIT_VERSION_MAJOR 0
-#define ESKIT_VERSION_MINOR 3
+#define ESKIT_VERSION_MINOR 4
 #define ESKIT_VERSION_PATCH 0
-#define ESKIT_VERSION_STRING "0.3.0"
+#define ESKIT_VERSION_STRING "0.4.0"
 /* MAJOR * 10000 + MINOR * 100 + PATCH, for #if. */
 #define ESKIT_VERSION_NUMBER                                                                       \
     (ESKIT_VERSION_MAJOR * 10000 + ESKIT_VERSION_MINOR * 100 + ESKIT_VERSION_PATCH)
