@@ -205,7 +205,18 @@ size_t es_engine_registration(const es_engine_t *engine, size_t i, const es_aggr
     return engine->n_regs;
 }
 
-static const char *const outcome_names[] = {"accepted", "rejected", "conflict", "error"};
+const char *es_outcome_name(es_outcome o) {
+    switch (o) {
+    case ES_OUTCOME_ACCEPTED:
+        return "accepted";
+    case ES_OUTCOME_REJECTED:
+        return "rejected";
+    case ES_OUTCOME_CONFLICT:
+        return "conflict";
+    default:
+        return "error";
+    }
+}
 
 static void engine_collect(void *self, es_mx_sink *k) {
     es_engine_t *e = self;
@@ -214,7 +225,7 @@ static void engine_collect(void *self, es_mx_sink *k) {
         for (int o = 0; o < 4; o++)
             es_mx_sample(k, "eskit_commands_total", ES_MX_COUNTER, "Commands executed, by outcome.",
                          es_mx_labels(l, sizeof l, "aggregate_type", t->type, "outcome",
-                                      outcome_names[o], (const char *)NULL),
+                                      es_outcome_name((es_outcome)(o + 1)), (const char *)NULL),
                          (double)es_mx_get(&t->outcome[o]));
         es_mx_labels(l, sizeof l, "aggregate_type", t->type, (const char *)NULL);
         es_mx_sample_hist(k, "eskit_command_duration_seconds",
@@ -829,18 +840,7 @@ static es_err execute_one(exec_ctx *x, es_error_t *err) {
 }
 
 static const char *outcome_word(const es_result_t *r) {
-    if (r->duplicate)
-        return "duplicate";
-    switch (r->outcome) {
-    case ES_OUTCOME_ACCEPTED:
-        return "accepted";
-    case ES_OUTCOME_REJECTED:
-        return "rejected";
-    case ES_OUTCOME_CONFLICT:
-        return "conflict";
-    default:
-        return "error";
-    }
+    return r->duplicate ? "duplicate" : es_outcome_name(r->outcome);
 }
 
 /* The execute span's start or end (rc: the batch's error; the command's own is its result). */

@@ -60,6 +60,13 @@ void es_buf_free(es_buf_t *b);
 /* Makes room for entry n in *items, an array of *cap entries of size bytes (doubling, from 16). */
 es_err es_grow(void **items, size_t *cap, size_t n, size_t size, es_error_t *err);
 
+/* 64 random bits: a per-thread xorshift seeded from the kernel (a syscall per id would dominate
+ * appends); not for secrets. */
+uint64_t es_random64(void);
+/* The word for an outcome in metrics, spans and the saga outbox: accepted, rejected, conflict,
+ * error. */
+const char *es_outcome_name(es_outcome o);
+
 /* es_uuid7 for a clock reading the caller already has (es_now_us()): reading the clock was
  * a tenth of executing a command. */
 void es_uuid7_at(int64_t now_us, char out[ES_UUID_STR_LEN + 1]);

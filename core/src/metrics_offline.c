@@ -42,7 +42,7 @@ static es_err sample_lag(const es_config_t *cfg, es_mx_sink *k, es_error_t *err)
         char part[16], labels[LABELS_CAP];
         snprintf(part, sizeof part, "%d", (int)rows[i].partition);
         es_mx_labels(labels, sizeof labels, "projector", rows[i].projector, "topic", rows[i].topic,
-                     "partition", part, NULL);
+                     "partition", part, (const char *)NULL);
         es_mx_sample(k, "eskit_projector_checkpoint_offset", ES_MX_GAUGE,
                      "Next offset the runner reads.", labels, (double)rows[i].checkpoint);
         es_mx_sample(k, "eskit_projector_end_offset", ES_MX_GAUGE, "The log's end as last seen.",
@@ -71,7 +71,7 @@ static es_err sample_dlq(const es_config_t *cfg, es_mx_sink *k, es_error_t *err)
     while (e == ES_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
         char labels[LABELS_CAP];
         es_mx_labels(labels, sizeof labels, "projector", (const char *)sqlite3_column_text(s, 0),
-                     NULL);
+                     (const char *)NULL);
         es_mx_sample(k, "eskit_projector_dlq_depth", ES_MX_GAUGE, "Events parked and not redriven.",
                      labels, (double)sqlite3_column_int64(s, 1));
     }

@@ -88,16 +88,10 @@ static es_err load_outbox(es_saga_t *c, delivery *d, size_t *n, es_error_t *err)
 }
 
 static const char *outcome_name(const es_result_t *r) {
-    switch (r->outcome) {
-    case ES_OUTCOME_ACCEPTED:
-        return "accepted";
-    case ES_OUTCOME_REJECTED:
-        return "rejected";
-    case ES_OUTCOME_CONFLICT:
-        return "conflict";
-    default:
-        return r->code == ES_ETIMEOUT ? "expired" : "error";
-    }
+    if (r->outcome != ES_OUTCOME_ACCEPTED && r->outcome != ES_OUTCOME_REJECTED &&
+        r->outcome != ES_OUTCOME_CONFLICT && r->code == ES_ETIMEOUT)
+        return "expired";
+    return es_outcome_name(r->outcome);
 }
 
 /* The span of handling a command's outcome: a child of the command's execute span, which its

@@ -7,17 +7,6 @@
 
 #include <stdio.h>
 #include <string.h>
-#include <sys/random.h>
-
-static uint64_t random64(void) {
-    static _Thread_local uint64_t s;
-    while (s == 0 && getrandom(&s, sizeof s, 0) != (ssize_t)sizeof s)
-        ;
-    s ^= s << 13;
-    s ^= s >> 7;
-    s ^= s << 17;
-    return s;
-}
 
 static void hex64(uint64_t v, char *out) {
     static const char digits[] = "0123456789abcdef";
@@ -119,7 +108,7 @@ int es_trace_key(const char *key) {
 
 static void new_span_id(char out[ES_SPAN_ID_LEN + 1]) {
     uint64_t v;
-    while ((v = random64()) == 0)
+    while ((v = es_random64()) == 0)
         ;
     hex64(v, out);
 }

@@ -20,7 +20,7 @@ int64_t es_now_us(void) {
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-static uint64_t random64(void) {
+uint64_t es_random64(void) {
     /* Per-thread xorshift seeded from the kernel: a syscall per id would dominate appends. */
     static _Thread_local uint64_t s;
     while (s == 0 && getrandom(&s, sizeof s, 0) != (ssize_t)sizeof s)
@@ -40,7 +40,7 @@ void es_uuid7_at(int64_t now_us, char out[ES_UUID_STR_LEN + 1]) {
     pthread_mutex_lock(&uuid_lock);
     if (ms > last_ms) {
         last_ms = ms;
-        counter = random64() & 0x3ff; /* leave headroom before the counter overflows */
+        counter = es_random64() & 0x3ff; /* leave headroom before the counter overflows */
     } else {
         ms = last_ms;
         if (++counter > 0xfff) {
@@ -52,7 +52,7 @@ void es_uuid7_at(int64_t now_us, char out[ES_UUID_STR_LEN + 1]) {
     pthread_mutex_unlock(&uuid_lock);
 
     uint8_t b[16];
-    uint64_t r = random64();
+    uint64_t r = es_random64();
     for (int i = 0; i < 6; i++)
         b[i] = (uint8_t)(ms >> (40 - 8 * i));
     b[6] = (uint8_t)(0x70 | (seq >> 8));

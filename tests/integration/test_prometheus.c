@@ -412,9 +412,9 @@ Test(prometheus, scrapes_the_embedded_demo_service_and_gives_back_what_the_test_
     int demo_port = free_port(), test_port;
     char demo_listen[64];
     snprintf(demo_listen, sizeof demo_listen, "127.0.0.1:%d", demo_port);
-    const char *const demo[] = {
-        DEMO_PATH, "--db",      db,       "--readmodel", read, "--saga-db", saga,
-        "--metrics",         demo_listen, "--stay", NULL};
+    const char *const demo[] = {DEMO_PATH,   "--db",      db,   "--readmodel",
+                                read,        "--saga-db", saga, "--metrics",
+                                demo_listen, "--stay",    NULL};
     size_t demo_child = spawn(demo, "demo.log");
     await_line(demo_child, "demo.log", "order_saga: staying:", 120);
 
@@ -468,19 +468,11 @@ Test(prometheus, scrapes_the_embedded_demo_service_and_gives_back_what_the_test_
 Test(prometheus, scrapes_the_demo_services_over_the_dev_broker_and_gives_back_what_the_test_did) {
     const char *demo_path = DEMO_PATH;
     char *bootstrap = path_in("bootstrap");
-    const char *const broker[] = {ESCTL_PATH,
-                                  "dev-broker",
-                                  "--bootstrap-file",
-                                  bootstrap,
-                                  "--plan",
-                                  "orders.order",
-                                  "--plan",
-                                  "payments.payment",
-                                  "--plan",
-                                  "inventory.item",
-                                  "--plan",
-                                  "orders.fulfilment.saga",
-                                  NULL};
+    const char *const broker[] = {
+        ESCTL_PATH, "dev-broker",     "--bootstrap-file", bootstrap,
+        "--plan",   "orders.order",   "--plan",           "payments.payment",
+        "--plan",   "inventory.item", "--plan",           "orders.fulfilment.saga",
+        NULL};
     size_t broker_child = spawn(broker, "broker.log");
     char brokers[256] = "";
     for (int i = 0; i < 200 && !brokers[0]; i++) {
