@@ -967,23 +967,48 @@ static es_err abort_results(const es_command_t *cmds, size_t n, es_result_t *res
 /* Counts a finished batch: each command by outcome, with the batch's duration (a failed batch:
  * each command an error; an aborted one: the culprit by its outcome, the others errors). A
  * command for an unregistered type is not counted: its type is not a bounded label. */
+/* What one run of commands of one type adds up to, added to its counters at once. */
+typedef struct type_tally {
+    const registration *reg;
+    uint64_t outcome[4], events, commands;
+} type_tally;
+
+static void add_tally(type_tally *t, uint64_t ns) {
+    if (!t->reg || !t->reg->mx || !t->commands)
+        return;
+    for (int o = 0; o < 4; o++)
+        if (t->outcome[o])
+            es_mx_add(&t->reg->mx->outcome[o], t->outcome[o]);
+    if (t->events)
+        es_mx_add(&t->reg->mx->events, t->events);
+    es_mx_observe_n(&t->reg->mx->duration, ns, t->commands);
+}
+
 static void count_batch(es_engine_t *e, const es_command_t *cmds, const es_result_t *results,
                         size_t n, es_err rc, size_t culprit, uint64_t ns) {
     es_mx_observe(&e->mx_batch, n);
+    /* A batch is mostly runs of one type, named by one string: the counters are found once a
+     * run and added to once a run, not once a command. */
+    type_tally t = {0};
+    const char *type = NULL;
     for (size_t i = 0; i < n; i++) {
-        const registration *reg =
-            cmds[i].aggregate_type ? find_reg(e, cmds[i].aggregate_type) : NULL;
-        if (!reg || !reg->mx)
+        if (!i || cmds[i].aggregate_type != type) {
+            add_tally(&t, ns);
+            type = cmds[i].aggregate_type;
+            t = (type_tally){.reg = type ? find_reg(e, type) : NULL};
+        }
+        if (!t.reg)
             continue;
         es_outcome o = ES_OUTCOME_ERROR;
         if (rc == ES_OK && (culprit == n || culprit == i) && results[i].outcome >= 1 &&
             results[i].outcome <= 4)
             o = results[i].outcome;
-        es_mx_add(&reg->mx->outcome[o - 1], 1);
+        t.outcome[o - 1]++;
         if (o == ES_OUTCOME_ACCEPTED && culprit == n && !results[i].duplicate)
-            es_mx_add(&reg->mx->events, results[i].n_events);
-        es_mx_observe(&reg->mx->duration, ns);
+            t.events += results[i].n_events;
+        t.commands++;
     }
+    add_tally(&t, ns);
 }
 
 /* The local executor: the commands in one transaction of the engine's log, hook before the
