@@ -21,7 +21,7 @@
 #include <time.h>
 
 #define DLQ_REFRESH_NS 1000000000LL
-#define MEASURE_SHARE 10 /* a runner behind spends at most a tenth of its time reading ends */
+#define MEASURE_SHARE 100 /* a runner behind spends at most 1% of its time reading ends */
 
 typedef struct mx_pos {
     int64_t checkpoint, end;
@@ -99,7 +99,7 @@ static void advance(es_runner_t *r, size_t consumed) {
     pthread_mutex_unlock(&r->mx->pos_mu);
 }
 
-/* While the runner is behind (its batch filled), reading the ends takes no more than a tenth
+/* While the runner is behind (its batch filled), reading the ends takes no more than a hundredth
  * of its time; a batch that did not fill found the end, and the count past it is short. */
 static int measure_due(const es_runner_t *r, int64_t now, size_t consumed) {
     return consumed < r->batch_size ||

@@ -14,6 +14,12 @@ int64_t bench_now_ns(void) {
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+int64_t bench_cpu_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
 uint32_t bench_rng_below(bench_rng_t *rng, uint32_t n) {
     rng->s ^= rng->s >> 12;
     rng->s ^= rng->s << 25;
@@ -59,6 +65,16 @@ static double median(double *v, size_t n) {
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
+/* One run's events per second of CPU time. */
+static int timed_run(bench_metrics_run_fn *run, void *ctx, bool metrics, double *per_cpu_s) {
+    double events = 0;
+    int64_t c0 = bench_cpu_ns();
+    int rc = run(ctx, metrics, &events);
+    int64_t ns = bench_cpu_ns() - c0;
+    *per_cpu_s = rc == 0 && ns > 0 ? events * 1e9 / (double)ns : 0;
+    return rc;
+}
+
 int bench_alternate(bench_metrics_run_fn *run, void *ctx, size_t pairs, bench_alt_t *out) {
     double *r_on = calloc(pairs ? pairs : 1, sizeof *r_on);
     double *r_off = calloc(pairs ? pairs : 1, sizeof *r_off);
@@ -66,8 +82,8 @@ int bench_alternate(bench_metrics_run_fn *run, void *ctx, size_t pairs, bench_al
     int rc = r_on && r_off && ratio && pairs ? 0 : -1;
     for (size_t i = 0; rc == 0 && i < pairs; i++) {
         bool first = i % 2 == 0; /* metrics on first in even pairs, off first in odd ones */
-        rc = run(ctx, first, first ? &r_on[i] : &r_off[i]);
-        rc = rc ? rc : run(ctx, !first, first ? &r_off[i] : &r_on[i]);
+        rc = timed_run(run, ctx, first, first ? &r_on[i] : &r_off[i]);
+        rc = rc ? rc : timed_run(run, ctx, !first, first ? &r_off[i] : &r_on[i]);
         ratio[i] = r_off[i] > 0 ? r_on[i] / r_off[i] : 0;
     }
     if (rc == 0) {
