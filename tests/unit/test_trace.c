@@ -38,6 +38,9 @@ Test(trace, formatting_gives_back_what_was_parsed) {
     cr_assert_eq(parse("00-" TRACE "-" SPAN "-00", &tp), ES_OK);
     es_traceparent_format(&tp, out);
     cr_assert_str_eq(out, "00-" TRACE "-" SPAN "-00");
+    tp.flags = 0xa5; /* both digits, above 9 */
+    es_traceparent_format(&tp, out);
+    cr_assert_str_eq(out, "00-" TRACE "-" SPAN "-a5");
 }
 
 Test(trace, malformed_values_are_refused_with_a_reason) {
