@@ -17,26 +17,10 @@
 
 #define SCRIPT ESKIT_SOURCE_DIR "/tools/demo-kafka.sh"
 
-extern char **environ;
-
 static char *dir;
 
-/* The runner's configuration must not leak into the demo's processes. */
-static void unset_eskit_env(void) {
-    char name[256];
-    for (;;) {
-        char **e = environ;
-        while (*e && strncmp(*e, "ESKIT_", 6) != 0)
-            e++;
-        if (!*e)
-            return;
-        snprintf(name, sizeof name, "%.*s", (int)strcspn(*e, "="), *e);
-        unsetenv(name);
-    }
-}
-
 static void setup(void) {
-    unset_eskit_env();
+    tu_unset_eskit_env();
     dir = tu_tempdir();
     cr_assert_not_null(dir);
 }

@@ -1,6 +1,5 @@
 /* The command processor's metrics and health over librdkafka's mock cluster. */
 #include <criterion/criterion.h>
-#include <curl/curl.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -138,52 +137,26 @@ typedef struct prober {
     char restoring_body[4096];
 } prober;
 
-typedef struct body_t {
-    char data[4096];
-    size_t len;
-} body_t;
-
-static size_t take(char *p, size_t size, size_t n, void *opaque) {
-    body_t *t = opaque;
-    size_t len = size * n;
-    if (t->len + len >= sizeof t->data)
-        len = sizeof t->data - 1 - t->len;
-    memcpy(t->data + t->len, p, len);
-    t->len += len;
-    t->data[t->len] = '\0';
-    return size * n;
-}
-
 static void *probe(void *opaque) {
     prober *pb = opaque;
     char url[64];
     snprintf(url, sizeof url, "http://127.0.0.1:%d/healthz", pb->port);
-    CURL *c = curl_easy_init();
-    static body_t t;
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, take);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &t);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 2000L);
     while (!pb->stop) {
-        t.len = 0;
-        t.data[0] = '\0';
-        long status = 0;
-        if (curl_easy_perform(c) != CURLE_OK) {
+        char *body = NULL;
+        long status = mx_http(url, NULL, &body, NULL, 0);
+        if (!status)
             pb->saw_error++;
-            continue;
-        }
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-        if (status == 503 && strstr(t.data, "not in consumer group"))
+        if (status == 503 && strstr(body, "not in consumer group"))
             pb->saw_not_joined = 1;
-        if (status == 503 && strstr(t.data, "restoring")) {
+        if (status == 503 && strstr(body, "restoring")) {
             pb->saw_restoring = 1;
-            snprintf(pb->restoring_body, sizeof pb->restoring_body, "%s", t.data);
+            snprintf(pb->restoring_body, sizeof pb->restoring_body, "%s", body);
         }
         if (status == 200 && pb->saw_restoring)
             pb->saw_ok_after_restoring = 1;
+        free(body);
         usleep(500);
     }
-    curl_easy_cleanup(c);
     return NULL;
 }
 

@@ -24,6 +24,7 @@
 
 #include "domain.h"
 #include "kafkautil.h"
+#include "metricsutil.h"
 #include "testutil.h"
 
 #define PROMETHEUS "/usr/bin/prometheus"
@@ -32,28 +33,13 @@
 #define ACCEPTED 5 /* Restock commands the test executes */
 #define REJECTED 2 /* Restock of 0 units: rejected */
 
-extern char **environ;
-
 static char *dir;
 static pid_t children[16];
 static size_t n_children;
 static int prom_port;
 
-static void unset_eskit_env(void) {
-    char name[256];
-    for (;;) {
-        char **e = environ;
-        while (*e && strncmp(*e, "ESKIT_", 6) != 0)
-            e++;
-        if (!*e)
-            return;
-        snprintf(name, sizeof name, "%.*s", (int)strcspn(*e, "="), *e);
-        unsetenv(name);
-    }
-}
-
 static void setup(void) {
-    unset_eskit_env();
+    tu_unset_eskit_env();
     dir = tu_tempdir();
     n_children = 0;
     cr_assert(access(PROMETHEUS, X_OK) == 0 && access(PROMTOOL, X_OK) == 0,
@@ -152,42 +138,6 @@ static int free_port(void) {
     return ntohs(sa.sin_port);
 }
 
-typedef struct body {
-    char *data;
-    size_t len;
-} body;
-
-static size_t take(char *p, size_t size, size_t n, void *opaque) {
-    body *b = opaque;
-    char *grown = realloc(b->data, b->len + size * n + 1);
-    if (!grown)
-        return 0;
-    b->data = grown;
-    memcpy(b->data + b->len, p, size * n);
-    b->len += size * n;
-    b->data[b->len] = '\0';
-    return size * n;
-}
-
-/* GET url; returns the status (0 when it could not connect) and the body in *out. */
-static long http_get(const char *url, char **out) {
-    body b = {calloc(1, 1), 0};
-    CURL *c = curl_easy_init();
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, take);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
-    long status = 0;
-    if (curl_easy_perform(c) == CURLE_OK)
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup(c);
-    if (out)
-        *out = b.data;
-    else
-        free(b.data);
-    return status;
-}
-
 /* Prometheus scraping the targets (127.0.0.1:port) every 500 ms. */
 static size_t start_prometheus(const int *ports, size_t n) {
     char *conf = path_in("prometheus.yml");
@@ -211,9 +161,9 @@ static size_t start_prometheus(const int *ports, size_t n) {
     size_t child = spawn(argv, "prometheus.log");
     char url[128];
     snprintf(url, sizeof url, "http://127.0.0.1:%d/-/ready", prom_port);
-    for (int i = 0; i < 600 && http_get(url, NULL) != 200; i++)
+    for (int i = 0; i < 600 && mx_http(url, NULL, NULL, NULL, 0) != 200; i++)
         usleep(50000);
-    cr_assert_eq(http_get(url, NULL), 200, "Prometheus did not become ready:\n%s",
+    cr_assert_eq(mx_http(url, NULL, NULL, NULL, 0), 200, "Prometheus did not become ready:\n%s",
                  read_log("prometheus.log"));
     return child;
 }
@@ -227,7 +177,7 @@ static double query(const char *expr) {
     curl_free(q);
     curl_easy_cleanup(c);
     char *json = NULL;
-    cr_assert_eq(http_get(url, &json), 200, "query %s: %s", expr, json ? json : "");
+    cr_assert_eq(mx_http(url, NULL, &json, NULL, 0), 200, "query %s: %s", expr, json ? json : "");
     double v = NAN;
     const char *r = strstr(json, "\"result\":[");
     const char *val = r ? strstr(r, "\"value\":[") : NULL;
@@ -275,7 +225,7 @@ static double settled(const char *expr) {
 static void promtool_check(int port) {
     char url[64], *text = NULL;
     snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", port);
-    cr_assert_eq(http_get(url, &text), 200);
+    cr_assert_eq(mx_http(url, NULL, &text, NULL, 0), 200);
     char *file = path_in("exposition.txt");
     FILE *f = fopen(file, "w");
     fputs(text, f);
@@ -305,7 +255,7 @@ static void *hammer_run(void *opaque) {
     char url[64];
     snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", h->port);
     while (!h->stop)
-        h->ok += http_get(url, NULL) == 200;
+        h->ok += mx_http(url, NULL, NULL, NULL, 0) == 200;
     return NULL;
 }
 

@@ -4,8 +4,11 @@
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <curl/curl.h>
 
 #include <eskit/metrics.h>
 
@@ -118,4 +121,46 @@ char *mx_scrape(void) {
         free(buf);
         cr_assert_eq(e, ES_EINVAL, "%s", err.message);
     }
+}
+
+typedef struct http_body {
+    char *data;
+    size_t len;
+} http_body;
+
+static size_t take(char *p, size_t size, size_t n, void *opaque) {
+    http_body *b = opaque;
+    char *grown = realloc(b->data, b->len + size * n + 1);
+    if (!grown)
+        return 0;
+    b->data = grown;
+    memcpy(b->data + b->len, p, size * n);
+    b->len += size * n;
+    b->data[b->len] = '\0';
+    return size * n;
+}
+
+long mx_http(const char *url, const char *method, char **body, char *ctype, size_t ctype_cap) {
+    http_body b = {calloc(1, 1), 0};
+    CURL *c = curl_easy_init();
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, take);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
+    if (method)
+        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    long status = 0;
+    if (curl_easy_perform(c) == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    if (ctype && ctype_cap) {
+        char *ct = NULL;
+        curl_easy_getinfo(c, CURLINFO_CONTENT_TYPE, &ct);
+        snprintf(ctype, ctype_cap, "%s", ct ? ct : "");
+    }
+    curl_easy_cleanup(c);
+    if (body)
+        *body = b.data;
+    else
+        free(b.data);
+    return status;
 }

@@ -15,4 +15,9 @@ size_t mx_count(const char *text, const char *prefix);
 /* The whole exposition of the process, allocated (caller frees); fails the test on an error. */
 char *mx_scrape(void);
 
+/* An HTTP request to url (method NULL: GET) with a 5 s timeout, as a scraper makes it. Returns
+ * the status, 0 when no answer came; *body (body may be NULL) gets the body, allocated (caller
+ * frees), and ctype (may be NULL) the Content-Type, cut at ctype_cap. */
+long mx_http(const char *url, const char *method, char **body, char *ctype, size_t ctype_cap);
+
 #endif

@@ -298,3 +298,18 @@ size_t tu_count_lines(const char *s) {
         n += *s == '\n';
     return n;
 }
+
+extern char **environ;
+
+void tu_unset_eskit_env(void) {
+    char name[256];
+    for (;;) {
+        char **e = environ;
+        while (*e && strncmp(*e, "ESKIT_", 6) != 0)
+            e++;
+        if (!*e)
+            return;
+        snprintf(name, sizeof name, "%.*s", (int)strcspn(*e, "="), *e);
+        unsetenv(name);
+    }
+}

@@ -67,6 +67,10 @@ int tu_on_read_only(const char *path, int (*fn)(void *opaque), void *opaque);
 #define TU_MOCK_SESSION_TIMEOUT_MS "4000"
 #define TU_MOCK_HEARTBEAT_INTERVAL_MS "500"
 
+/* Unsets every ESKIT_* variable, so that the runner's configuration does not reach the
+ * processes a test starts. */
+void tu_unset_eskit_env(void);
+
 /* Removes a directory tree (best effort). */
 void tu_rmtree(const char *dir);
 

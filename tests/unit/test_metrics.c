@@ -165,44 +165,13 @@ Test(metrics, metrics_listen_that_is_not_host_port_is_refused_naming_the_key) {
     es_config_destroy(cfg);
 }
 
-typedef struct body {
-    char data[65536];
-    size_t len;
-} body;
-
-static size_t take(char *p, size_t size, size_t n, void *opaque) {
-    body *b = opaque;
-    size_t len = size * n;
-    if (b->len + len >= sizeof b->data)
-        len = sizeof b->data - 1 - b->len;
-    memcpy(b->data + b->len, p, len);
-    b->len += len;
-    b->data[b->len] = '\0';
-    return size * n;
-}
-
-static long get(int port, const char *path, const char *method, body *b, char *ctype) {
+/* A request to this process's server on port; the body in *b (freed and replaced). */
+static long get(int port, const char *path, const char *method, char **b, char *ctype) {
     char url[128];
     snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
-    CURL *c = curl_easy_init();
-    b->len = 0;
-    b->data[0] = '\0';
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, take);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, b);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
-    if (method)
-        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    long status = 0;
-    cr_assert_eq(curl_easy_perform(c), CURLE_OK, "GET %s", url);
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    if (ctype) {
-        char *ct = NULL;
-        curl_easy_getinfo(c, CURLINFO_CONTENT_TYPE, &ct);
-        snprintf(ctype, 128, "%s", ct ? ct : "");
-    }
-    curl_easy_cleanup(c);
-    return status;
+    free(*b);
+    *b = NULL;
+    return mx_http(url, method, b, ctype, 128);
 }
 
 Test(metrics, metrics_listen_serves_metrics_and_healthz_while_a_component_lives) {
@@ -210,13 +179,13 @@ Test(metrics, metrics_listen_serves_metrics_and_healthz_while_a_component_lives)
     int port = es_metrics_port();
     cr_assert_gt(port, 0);
     cr_assert_eq(place(e, "o-1", "EUR", ES_EXPECT_ANY), ES_OK);
-    static body b;
+    char *b = NULL;
     char ctype[128];
     cr_assert_eq(get(port, "/metrics", NULL, &b, ctype), 200);
     cr_assert_str_eq(ctype, ES_METRICS_CONTENT_TYPE);
-    cr_assert_eq(mx_value(b.data, ORDER("accepted")), 1, "%s", b.data);
+    cr_assert_eq(mx_value(b, ORDER("accepted")), 1, "%s", b);
     cr_assert_eq(get(port, "/healthz", NULL, &b, NULL), 200);
-    cr_assert_str_eq(b.data, "ok\n");
+    cr_assert_str_eq(b, "ok\n");
     cr_assert_eq(get(port, "/nothing", NULL, &b, NULL), 404);
     cr_assert_eq(get(port, "/metrics", "POST", &b, NULL), 405);
     /* a second component on the same address shares the server */
@@ -225,6 +194,7 @@ Test(metrics, metrics_listen_serves_metrics_and_healthz_while_a_component_lives)
     cr_assert_eq(get(es_metrics_port(), "/metrics", NULL, &b, NULL), 200);
     es_engine_destroy(e2);
     cr_assert_eq(es_metrics_port(), 0, "the server outlived its last component");
+    free(b);
 }
 
 Test(metrics, a_port_in_use_fails_the_component_naming_the_key_and_the_address) {

@@ -280,6 +280,13 @@ static const char *or_dash(const char *s) {
     return s && *s ? s : "-";
 }
 
+/* type/id, cleaned for a terminal. */
+static void put_aggregate(pb_buf *b, const char *type, const char *id) {
+    put_clean(b, type, 0);
+    pb_buf_putc(b, '/');
+    put_clean(b, id, 0);
+}
+
 static void text_line(pb_buf *b, const node *n, int depth) {
     put_time(b, n->at_us);
     pb_buf_printf(b, "  %*s", depth * 2, "");
@@ -288,9 +295,7 @@ static void text_line(pb_buf *b, const node *n, int depth) {
         pb_buf_puts(b, "command ");
         put_clean(b, or_dash(n->command_type), 0);
         pb_buf_putc(b, ' ');
-        put_clean(b, n->aggregate_type, 0);
-        pb_buf_putc(b, '/');
-        put_clean(b, n->aggregate_id, 0);
+        put_aggregate(b, n->aggregate_type, n->aggregate_id);
         pb_buf_puts(b, " id=");
         put_clean(b, n->command_id, 0);
         if (n->outcome)
@@ -300,9 +305,7 @@ static void text_line(pb_buf *b, const node *n, int depth) {
         pb_buf_puts(b, "event ");
         put_clean(b, n->ev->event_type, 0);
         pb_buf_puts(b, " ");
-        put_clean(b, n->ev->aggregate_type, 0);
-        pb_buf_putc(b, '/');
-        put_clean(b, n->ev->aggregate_id, 0);
+        put_aggregate(b, n->ev->aggregate_type, n->ev->aggregate_id);
         pb_buf_printf(b, " v%" PRIu64, n->ev->version);
         break;
     case N_TRANSITION:
