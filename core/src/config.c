@@ -186,6 +186,8 @@ static const key_spec keys[] = {
     {"db", "eskit.db", check_nonempty},
     {"execute.timeout.ms", "30000", check_uint},
     {"health.max.lag", "1000", check_uint},
+    {"idempotency.window.ids", "0", check_uint},
+    {"idempotency.window.ms", "86400000", check_uint},
     {"metrics.enabled", "true", check_bool},
     {"metrics.kafka.interval.ms", "5000", check_uint},
     {"metrics.listen", NULL, check_listen},

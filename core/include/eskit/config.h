@@ -23,6 +23,11 @@
  *   sqlite.synchronous   full | normal | off | extra (default: full)
  *   sqlite.busy.timeout.ms  how long a writer waits for the file lock (default: 10000)
  *   snapshot.every       snapshot after every N events; 0 = never (default: 1)
+ *   idempotency.window.ms  how long a caller-chosen command id is remembered: a retry within
+ *                        it is answered as a duplicate; 0 = forever (default: 86400000, 24 h;
+ *                        docs/idempotency.md)
+ *   idempotency.window.ids  at most this many command ids are remembered, the oldest
+ *                        forgotten first; 0 = no count bound (default: 0)
  *   cache.aggregates     aggregates whose state a writer keeps in memory (default: 10000)
  *   execute.timeout.ms   Kafka backend: how long es_execute waits for its reply (default: 30000)
  *   projector.batch.size  events a runner applies in one read-model transaction (default: 500)
