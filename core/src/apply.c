@@ -229,15 +229,17 @@ static int first_pass_failed(const es_runner_t *r, const es_raw_record_t *rec) {
            r->failed.partition == rec->partition && !strcmp(r->failed.topic, rec->topic);
 }
 
-static es_err apply_record(es_runner_t *r, const es_raw_record_t *rec, int *attempts,
-                           char *event_type, size_t type_cap, int *storage, es_error_t *err) {
+static es_err apply_decoded(es_runner_t *r, const es_raw_record_t *rec, int *attempts,
+                            char *event_type, size_t type_cap, int *storage, es_error_t *err) {
     es_position_t at = {rec->topic, rec->key, rec->partition, rec->offset};
     es_event_t *ev = NULL;
     es_err rc = ES_OK;
     *attempts = 0;
     *storage = 0;
     event_type[0] = '\0';
-    if (es_read_decode(rec, &ev, &rc, err) != ES_READ_EVENT)
+    /* Into the runner's arena: the envelope's fields, the event and (es_ctx_dispatch) the
+     * payload cost no allocation each; apply_record resets it after the record. */
+    if (es_read_decode_in(rec, r->arena, &ev, &rc, err) != ES_READ_EVENT)
         return rc;
     /* The DLQ records the stored type: it is what an operator finds in the log. */
     snprintf(event_type, type_cap, "%s", ev->event_type);
@@ -281,6 +283,13 @@ static es_err apply_record(es_runner_t *r, const es_raw_record_t *rec, int *atte
         }
     }
     es_event_free(ev);
+    return rc;
+}
+
+static es_err apply_record(es_runner_t *r, const es_raw_record_t *rec, int *attempts,
+                           char *event_type, size_t type_cap, int *storage, es_error_t *err) {
+    es_err rc = apply_decoded(r, rec, attempts, event_type, type_cap, storage, err);
+    es_pb_arena_reset(r->arena);
     return rc;
 }
 

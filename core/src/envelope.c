@@ -16,6 +16,7 @@ typedef struct owned_event {
     es_event_t pub;                /* first: es_event_t * and owned_event * convert both ways */
     Eskit__V1__EventEnvelope *env; /* decoded events; NULL for copies made by es_event_dup */
     es_kv_t *md;
+    int in_arena; /* decoded into an arena (es_envelope_decode_in): es_event_free does nothing */
 } owned_event;
 
 /* The envelope is encoded by hand: protobuf-c's descriptor-driven packer (a sizing pass,
@@ -181,8 +182,9 @@ static es_err check_envelope(const Eskit__V1__EventEnvelope *env, const char *wh
     return ES_OK;
 }
 
-es_err es_envelope_decode(const uint8_t *buf, size_t len, const es_position_t *at, es_event_t **out,
-                          es_error_t *err) {
+/* The decode, its memory from alloc (NULL: the heap). */
+static es_err decode_with(const uint8_t *buf, size_t len, const es_position_t *at,
+                          ProtobufCAllocator *alloc, es_event_t **out, es_error_t *err) {
     char where[256];
     if (!out)
         return es_fail(err, ES_EINVAL, "es_envelope_decode: out is required");
@@ -194,7 +196,7 @@ es_err es_envelope_decode(const uint8_t *buf, size_t len, const es_position_t *a
         return ES_EDECODE;
     }
     Eskit__V1__EventEnvelope *env =
-        eskit__v1__event_envelope__unpack(NULL, len, buf ? buf : (const uint8_t *)"");
+        eskit__v1__event_envelope__unpack(alloc, len, buf ? buf : (const uint8_t *)"");
     if (!env || check_envelope(env, "", NULL) != ES_OK) {
         describe_position(at, where, sizeof where);
         es_err rc = env ? check_envelope(env, where, err)
@@ -203,17 +205,31 @@ es_err es_envelope_decode(const uint8_t *buf, size_t len, const es_position_t *a
                                   "eskit.v1.EventEnvelope",
                                   where, len);
         if (env)
-            eskit__v1__event_envelope__free_unpacked(env, NULL);
+            eskit__v1__event_envelope__free_unpacked(env, alloc);
         return rc;
     }
-    owned_event *o = calloc(1, sizeof *o);
-    es_kv_t *md = env->n_metadata ? calloc(env->n_metadata, sizeof *md) : NULL;
+    owned_event *o = NULL;
+    es_kv_t *md = NULL;
+    if (alloc) { /* the arena's memory is not zeroed */
+        o = alloc->alloc(alloc->allocator_data, sizeof *o);
+        md = env->n_metadata && o
+                 ? alloc->alloc(alloc->allocator_data, env->n_metadata * sizeof *md)
+                 : NULL;
+        if (o)
+            memset(o, 0, sizeof *o);
+    } else {
+        o = calloc(1, sizeof *o);
+        md = env->n_metadata ? calloc(env->n_metadata, sizeof *md) : NULL;
+    }
     if (!o || (env->n_metadata && !md)) {
-        free(o);
-        free(md);
-        eskit__v1__event_envelope__free_unpacked(env, NULL);
+        if (!alloc) {
+            free(o);
+            free(md);
+        }
+        eskit__v1__event_envelope__free_unpacked(env, alloc);
         return es_fail(err, ES_ENOMEM, "out of memory decoding an envelope");
     }
+    o->in_arena = alloc != NULL;
     for (size_t i = 0; i < env->n_metadata; i++)
         md[i] = (es_kv_t){env->metadata[i]->key, env->metadata[i]->value};
     es_event_t *ev = &o->pub;
@@ -236,6 +252,20 @@ es_err es_envelope_decode(const uint8_t *buf, size_t len, const es_position_t *a
     ev->schema_version = env->schema_version;
     *out = ev;
     return ES_OK;
+}
+
+es_err es_envelope_decode(const uint8_t *buf, size_t len, const es_position_t *at, es_event_t **out,
+                          es_error_t *err) {
+    return decode_with(buf, len, at, NULL, out, err);
+}
+
+es_err es_envelope_decode_in(const uint8_t *buf, size_t len, const es_position_t *at,
+                             es_pb_arena_t *arena, es_event_t **out, es_error_t *err) {
+    es_err e = decode_with(buf, len, at, arena ? es_pb_arena_allocator(arena) : NULL, out, err);
+    if (e == ES_EDECODE && arena && es_pb_arena_failed(arena)) {
+        e = es_fail(err, ES_ENOMEM, "out of memory decoding an envelope");
+    }
+    return e;
 }
 
 static size_t str_size(const char *s) {
@@ -268,6 +298,7 @@ es_event_t *es_event_dup(const es_event_t *ev) {
     o->pub = *ev;
     o->env = NULL;
     o->md = NULL;
+    o->in_arena = 0;
     if (ev->payload_len) {
         o->pub.payload = memcpy(p, ev->payload, ev->payload_len);
         p += ev->payload_len;
@@ -287,7 +318,7 @@ es_event_t *es_event_dup(const es_event_t *ev) {
 
 void es_event_free(es_event_t *ev) {
     owned_event *o = (owned_event *)ev;
-    if (!o)
+    if (!o || o->in_arena)
         return;
     if (o->env)
         eskit__v1__event_envelope__free_unpacked(o->env, NULL);

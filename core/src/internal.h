@@ -105,6 +105,12 @@ es_err es_envelope_encode_made(const es_event_t *ev, uint8_t **out, size_t *out_
 /* es_envelope_pack, with the fingerprint of the command that caused the event (NULL: none). */
 es_err es_envelope_pack_caused(const es_event_t *ev, const es_fingerprint_t *fp, es_buf_t *b,
                                es_error_t *err);
+/* es_envelope_decode into arena (es_pb_arena_t, below; NULL: the heap): no allocation of its
+ * own per event. The event lives until the arena's next reset; es_event_free on it does
+ * nothing. What a runner reads with (apply.c): one reset per record. */
+typedef struct es_pb_arena es_pb_arena_t;
+es_err es_envelope_decode_in(const uint8_t *buf, size_t len, const es_position_t *at,
+                             es_pb_arena_t *arena, es_event_t **out, es_error_t *err);
 /* The causing command's fingerprint in an event es_envelope_decode made: 1 and *fp filled when
  * the envelope carries one, 0 when not (older events, generated command ids, copies). */
 int es_envelope_fingerprint(const es_event_t *ev, es_fingerprint_t *fp);
@@ -121,7 +127,6 @@ const ProtobufCMessageDescriptor *es_pb_find(const ProtobufCMessageDescriptor *c
  * state that kept a pointer into it (a string borrowed from an event in evolve) is found by
  * es_pb_borrowed before the memory goes. Not thread-safe.
  */
-typedef struct es_pb_arena es_pb_arena_t;
 es_pb_arena_t *es_pb_arena_new(void);
 void es_pb_arena_destroy(es_pb_arena_t *a);
 /* For protobuf_c_message_unpack; freeing through it does nothing (es_pb_arena_reset does). */

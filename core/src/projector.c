@@ -191,7 +191,7 @@ es_err es_ctx_dispatch(es_projector_ctx_t *ctx, const es_event_t *ev,
                        ctx->name, ev->event_type, ev->aggregate_type, ev->aggregate_id,
                        (int)ev->partition, (long long)ev->offset);
     ProtobufCMessage *msg =
-        protobuf_c_message_unpack(h->descriptor, NULL, ev->payload_len, ev->payload);
+        protobuf_c_message_unpack(h->descriptor, ctx->alloc, ev->payload_len, ev->payload);
     if (!msg)
         return es_fail(err, ES_EDECODE,
                        "%s: the %zu-byte payload of %s (%s/%s, partition %d, offset %lld) is not "
@@ -200,7 +200,7 @@ es_err es_ctx_dispatch(es_projector_ctx_t *ctx, const es_event_t *ev,
                        ev->aggregate_id, (int)ev->partition, (long long)ev->offset,
                        h->descriptor->name);
     es_err e = h->fn(ctx, ev, msg, err);
-    protobuf_c_message_free_unpacked(msg, NULL);
+    protobuf_c_message_free_unpacked(msg, ctx->alloc);
     return e;
 }
 

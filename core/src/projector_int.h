@@ -21,6 +21,7 @@ struct es_projector_ctx {
     const char *name;
     ctx_stmt *stmts;
     size_t n_stmts, cap_stmts;
+    ProtobufCAllocator *alloc; /* es_ctx_dispatch's payloads: the runner's arena; NULL: heap */
 };
 
 /* Finalizes the context's cached statements. */

@@ -4,16 +4,21 @@
 #include "internal.h"
 #include "upcast_int.h"
 
-es_read_result es_read_decode(const es_raw_record_t *rec, es_event_t **ev, es_err *rc,
-                              es_error_t *err) {
+es_read_result es_read_decode_in(const es_raw_record_t *rec, es_pb_arena_t *arena, es_event_t **ev,
+                                 es_err *rc, es_error_t *err) {
     es_position_t at = {rec->topic, rec->key, rec->partition, rec->offset};
     *ev = NULL;
-    *rc = es_envelope_decode(rec->value, rec->len, &at, ev, err);
+    *rc = es_envelope_decode_in(rec->value, rec->len, &at, arena, ev, err);
     if (*rc != ES_OK)
         return ES_READ_BAD;
     (*ev)->offset = rec->offset;
     (*ev)->partition = rec->partition;
     return ES_READ_EVENT;
+}
+
+es_read_result es_read_decode(const es_raw_record_t *rec, es_event_t **ev, es_err *rc,
+                              es_error_t *err) {
+    return es_read_decode_in(rec, NULL, ev, rc, err);
 }
 
 es_read_result es_read_upcast(const es_config_t *cfg, es_event_t **ev, const es_position_t *at,

@@ -48,6 +48,9 @@ typedef enum es_read_result {
  * aggregate id errors name. */
 es_read_result es_read_decode(const es_raw_record_t *rec, es_event_t **ev, es_err *rc,
                               es_error_t *err);
+/* es_read_decode into arena (es_envelope_decode_in): *ev lives until the arena's reset. */
+es_read_result es_read_decode_in(const es_raw_record_t *rec, es_pb_arena_t *arena, es_event_t **ev,
+                                 es_err *rc, es_error_t *err);
 
 /* The upcast stage: *ev becomes its current form under cfg's upcasters (the stored one freed),
  * or stays when it is current; at (may be NULL) is named in errors. ES_READ_EVENT, or

@@ -241,6 +241,7 @@ void es_runner_destroy(es_runner_t *r) {
         r->def->fini(r->ctx.state);
     es_ctx_clear(&r->ctx);
     es_lru_destroy(r->versions);
+    es_pb_arena_destroy(r->arena);
     for (int i = 0; i < R_COUNT; i++)
         sqlite3_finalize(r->st[i]);
     sqlite3_close(r->db);
@@ -515,8 +516,11 @@ es_err es_runner_open(const es_config_t *cfg, const es_projector_def *def, const
         e = es_watch_start(r, err);
     if (e == ES_OK)
         e = es_apply_prepare(r, err);
+    if (e == ES_OK && !(r->arena = es_pb_arena_new()))
+        e = es_fail(err, ES_ENOMEM, "out of memory opening projector '%s'", def->name);
     r->ctx.db = r->db;
     r->ctx.name = def->name;
+    r->ctx.alloc = r->arena ? es_pb_arena_allocator(r->arena) : NULL;
     if (e == ES_OK && def->init) {
         e = def->init(r->db, &r->ctx.state, err);
         if (e != ES_OK)

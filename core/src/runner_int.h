@@ -88,10 +88,11 @@ struct es_runner {
     int careful;             /* events under savepoints: a failure was seen in this batch */
     int redo;                /* the optimistic pass hit a failure: roll back, redo carefully */
     failed_apply failed;
-    int log_order;      /* skip events not after their aggregate's last one (Kafka) */
-    int order_bypass;   /* a redrive applies what the operator asked for */
-    int stale_now;      /* the record just handled was stale */
-    es_lru_t *versions; /* last version per aggregate, mirrors es_versions in this batch */
+    int log_order;        /* skip events not after their aggregate's last one (Kafka) */
+    int order_bypass;     /* a redrive applies what the operator asked for */
+    int stale_now;        /* the record just handled was stale */
+    es_lru_t *versions;   /* last version per aggregate, mirrors es_versions in this batch */
+    es_pb_arena_t *arena; /* the record being applied: its event and payload, reset after it */
     es_err fatal;
     es_error_t fatal_err;
     size_t consumed, parked_in_batch;
