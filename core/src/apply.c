@@ -505,6 +505,26 @@ es_err es_runner_checkpoints(es_runner_t *r, es_error_t *err) {
     return e;
 }
 
+es_err es_runner_backlog_estimate(es_runner_t *r, uint64_t *n, int *exact, es_error_t *err) {
+    es_err e = es_runner_checkpoints(r, err);
+    *n = 0;
+    *exact = 1;
+    for (size_t i = 0; e == ES_OK && i < r->n_pos; i++) {
+        int64_t end;
+        uint64_t count;
+        int counted = 1;
+        if (r->log->reader->topic_estimate)
+            e = r->log->reader->topic_estimate(r->log, r->pos[i].topic, r->pos[i].partition,
+                                               r->pos[i].offset, &end, &count, &counted, err);
+        else
+            e = r->log->reader->topic_end(r->log, r->pos[i].topic, r->pos[i].partition,
+                                          r->pos[i].offset, &end, &count, err);
+        *n += count;
+        *exact &= counted;
+    }
+    return e;
+}
+
 es_err es_runner_backlog(es_runner_t *r, uint64_t *n, es_error_t *err) {
     es_err e = es_runner_checkpoints(r, err);
     *n = 0;

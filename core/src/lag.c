@@ -6,9 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The lag rows of one projector: every partition of every topic it reads. */
-static es_err lag_of(sqlite3 *db, es_log_t *log, const char *name, const char *topics,
-                     es_lag_row_t **rows, size_t *n, size_t *cap, es_error_t *err) {
+/* The lag rows of one projector: every partition of every topic it reads, each lag counted
+ * (exact) or estimated from positions where the log can (topic_estimate). */
+static es_err lag_of(sqlite3 *db, es_log_t *log, int exact, const char *name, const char *topics,
+                     es_lag_estimate_t **rows, size_t *n, size_t *cap, es_error_t *err) {
     char *list = strdup(topics);
     if (!list)
         return es_fail(err, ES_ENOMEM, "out of memory");
@@ -25,8 +26,9 @@ static es_err lag_of(sqlite3 *db, es_log_t *log, const char *name, const char *t
             e = es_grow((void **)rows, cap, *n, sizeof **rows, err);
             if (e != ES_OK)
                 break;
-            es_lag_row_t *row = &(*rows)[*n];
-            memset(row, 0, sizeof *row);
+            es_lag_estimate_t *est = &(*rows)[*n];
+            es_lag_row_t *row = &est->row;
+            memset(est, 0, sizeof *est);
             snprintf(row->projector, sizeof row->projector, "%s", name);
             snprintf(row->topic, sizeof row->topic, "%s", t);
             row->partition = p;
@@ -39,8 +41,13 @@ static es_err lag_of(sqlite3 *db, es_log_t *log, const char *name, const char *t
             sqlite3_reset(s);
             if (rc != SQLITE_ROW && rc != SQLITE_DONE)
                 e = es_sql_fail(db, rc, "reading checkpoints", err);
-            if (e == ES_OK)
+            int counted = 1;
+            if (e == ES_OK && !exact && log->reader->topic_estimate)
+                e = log->reader->topic_estimate(log, t, p, row->checkpoint, &row->end, &row->lag,
+                                                &counted, err);
+            else if (e == ES_OK)
                 e = log->reader->topic_end(log, t, p, row->checkpoint, &row->end, &row->lag, err);
+            est->estimated = !counted;
             (*n)++;
         }
     }
@@ -49,7 +56,8 @@ static es_err lag_of(sqlite3 *db, es_log_t *log, const char *name, const char *t
     return e;
 }
 
-es_err es_lag(const es_config_t *cfg, es_lag_row_t **rows, size_t *n, es_error_t *err) {
+static es_err lag_rows(const es_config_t *cfg, int exact, es_lag_estimate_t **rows, size_t *n,
+                       es_error_t *err) {
     *rows = NULL;
     *n = 0;
     sqlite3 *db = NULL;
@@ -64,7 +72,7 @@ es_err es_lag(const es_config_t *cfg, es_lag_row_t **rows, size_t *n, es_error_t
         e = es_sql_prepare(db, NULL, "SELECT name, topics FROM es_projectors ORDER BY name", &s,
                            err);
     while (e == ES_OK && (rc = sqlite3_step(s)) == SQLITE_ROW)
-        e = lag_of(db, log, (const char *)sqlite3_column_text(s, 0),
+        e = lag_of(db, log, exact, (const char *)sqlite3_column_text(s, 0),
                    (const char *)sqlite3_column_text(s, 1), rows, n, &cap, err);
     if (e == ES_OK && rc != SQLITE_DONE)
         e = es_sql_fail(db, rc, "reading the projectors", err);
@@ -77,5 +85,24 @@ es_err es_lag(const es_config_t *cfg, es_lag_row_t **rows, size_t *n, es_error_t
         *rows = NULL;
         *n = 0;
     }
+    return e;
+}
+
+es_err es_lag_estimate(const es_config_t *cfg, es_lag_estimate_t **rows, size_t *n,
+                       es_error_t *err) {
+    return lag_rows(cfg, 0, rows, n, err);
+}
+
+es_err es_lag(const es_config_t *cfg, es_lag_row_t **rows, size_t *n, es_error_t *err) {
+    es_lag_estimate_t *est = NULL;
+    *rows = NULL;
+    es_err e = lag_rows(cfg, 1, &est, n, err);
+    if (e == ES_OK && *n && !(*rows = malloc(*n * sizeof **rows))) {
+        *n = 0;
+        e = es_fail(err, ES_ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; e == ES_OK && i < *n; i++)
+        (*rows)[i] = est[i].row;
+    free(est);
     return e;
 }

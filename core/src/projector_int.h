@@ -113,6 +113,9 @@ es_err es_runner_new_on(const es_config_t *cfg, const es_projector_def *def, con
 es_err es_runner_batch(es_runner_t *r, size_t max, int linger, size_t *consumed, es_error_t *err);
 /* Records of the projector's topics between its checkpoints and the log's end. */
 es_err es_runner_backlog(es_runner_t *r, uint64_t *n, es_error_t *err);
+/* es_runner_backlog as the log estimates it from positions when counting would be long
+ * (topic_estimate); *exact 0 when some part is an estimate. */
+es_err es_runner_backlog_estimate(es_runner_t *r, uint64_t *n, int *exact, es_error_t *err);
 sqlite3 *es_runner_db(es_runner_t *r);
 /* Sets what es_ctx_state returns, for a def without init (the saga coordinator). */
 void es_runner_set_state(es_runner_t *r, void *state);

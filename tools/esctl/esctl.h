@@ -52,6 +52,7 @@ typedef struct options {
     size_t n_types;
     bool help, version, verbose, json, all;
     bool accept_end; /* verify --accept-end */
+    bool exact;      /* lag --exact */
     uint64_t from;
     const char *projector;    /* dlq list --projector */
     const char *saga, *state; /* sagas --saga, sagas list --state */

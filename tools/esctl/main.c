@@ -126,7 +126,8 @@ typedef enum opt_id {
     OPT_RECORD_BYTES,
     OPT_RECORDS_PER_DAY,
     OPT_FROM_LOG,
-    OPT_OUTPUT
+    OPT_OUTPUT,
+    OPT_EXACT
 } opt_id;
 
 #define FOR(v) (1u << (v))
@@ -169,6 +170,7 @@ static const opt_spec opt_specs[] = {
     {"records-per-day", 0, true, FOR(VERB_TOPICS), OPT_RECORDS_PER_DAY},
     {"from-log", 0, false, FOR(VERB_TOPICS), OPT_FROM_LOG},
     {"output", 0, true, FOR(VERB_METRICS), OPT_OUTPUT},
+    {"exact", 0, false, FOR(VERB_LAG), OPT_EXACT},
 };
 
 /* The spec matching arg ("--name", "--name=value" or "-x"); *value is set for "=". */
@@ -240,6 +242,9 @@ static int apply_opt(options *o, const opt_spec *s, const char *value) {
         break;
     case OPT_ACCEPT_END:
         o->accept_end = true;
+        break;
+    case OPT_EXACT:
+        o->exact = true;
         break;
     case OPT_PROJECTOR:
         o->projector = value;

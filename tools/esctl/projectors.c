@@ -31,7 +31,10 @@ const char replay_help[] =
     "stops at the next event; a second Ctrl-C exits at once.\n"
     "\n"
     "On a terminal a progress bar (events/s, ETA) is drawn on stderr; otherwise a\n"
-    "progress line is printed on stdout every 10% or every 2 seconds. Every event\n"
+    "progress line is printed on stdout every 10% or every 2 seconds. On a long\n"
+    "embedded log the total starts as an estimate from positions (so the first\n"
+    "batch starts at once) and is refined as the replay goes; it is exact at the\n"
+    "end. Every event\n"
     "that fails is parked in the dead-letter queue and printed as one line:\n"
     "  parked: <projector> <topic>[<partition>]@<offset> <event type> (dlq #<id>): <error>\n"
     "The last line sums up: events, parked, ignored, seconds, events/s.\n"
@@ -45,15 +48,19 @@ const char replay_help[] =
     "Exits 0 when the rebuild completed (parked events included), 1 when it failed.\n";
 
 const char lag_help[] =
-    "usage: esctl lag [--json] [--db FILE] [--readmodel FILE]\n"
+    "usage: esctl lag [--json] [--exact] [--db FILE] [--readmodel FILE]\n"
     "\n"
     "Shows, for every projector of the read model and every partition of the topics\n"
     "it reads: its checkpoint (the next offset it reads), the partition's end offset\n"
-    "and the lag (records between the two).\n"
+    "and the lag (records between the two). On the embedded backend a lag of more\n"
+    "than 65,536 positions is estimated from the positions, in milliseconds, and\n"
+    "shown as ~N (counting reads every record behind: seconds for millions).\n"
     "\n"
     "Options:\n"
     "  --json            a JSON array of objects with the keys projector, topic,\n"
-    "                    partition, checkpoint, end, lag\n"
+    "                    partition, checkpoint, end, estimated (true when lag is\n"
+    "                    an estimate), lag\n"
+    "  --exact           count every lag exactly, however long the backlog\n"
     "  --db FILE         the event store (default: db in the config, eskit.db)\n"
     "  --readmodel FILE  the read model (default: readmodel.db, eskit-read.db)\n"
     "  -h, --help        show this help\n"
@@ -346,55 +353,76 @@ static int max_int(int a, int b) {
     return a > b ? a : b;
 }
 
-static lag_widths measure_lag(const es_lag_row_t *rows, size_t n) {
+static lag_widths measure_lag(const es_lag_estimate_t *rows, size_t n) {
     lag_widths w = {9, 5, 9, 10, 3, 3}; /* the headers */
     for (size_t i = 0; i < n; i++) {
-        const es_lag_row_t *r = &rows[i];
+        const es_lag_row_t *r = &rows[i].row;
         w.projector = max_int(w.projector, clean_width(r->projector));
         w.topic = max_int(w.topic, clean_width(r->topic));
         w.partition = max_int(w.partition, snprintf(NULL, 0, "%" PRId32, r->partition));
         w.checkpoint = max_int(w.checkpoint, snprintf(NULL, 0, "%" PRId64, r->checkpoint));
         w.end = max_int(w.end, snprintf(NULL, 0, "%" PRId64, r->end));
-        w.lag = max_int(w.lag, snprintf(NULL, 0, "%" PRIu64, r->lag));
+        w.lag =
+            max_int(w.lag, snprintf(NULL, 0, "%s%" PRIu64, rows[i].estimated ? "~" : "", r->lag));
     }
     return w;
 }
 
-static void lag_text(pb_buf *b, const es_lag_row_t *rows, size_t n) {
+/* An estimated lag is "~N" (es_lag_estimate), a counted one N. */
+static void lag_text(pb_buf *b, const es_lag_estimate_t *rows, size_t n) {
     lag_widths w = measure_lag(rows, n);
     pb_buf_printf(b, "%-*s  %-*s  %*s  %*s  %*s  %*s\n", w.projector, "PROJECTOR", w.topic, "TOPIC",
                   w.partition, "PARTITION", w.checkpoint, "CHECKPOINT", w.end, "END", w.lag, "LAG");
     for (size_t i = 0; i < n; i++) {
-        const es_lag_row_t *r = &rows[i];
+        const es_lag_row_t *r = &rows[i].row;
+        char lag[32];
+        snprintf(lag, sizeof lag, "%s%" PRIu64, rows[i].estimated ? "~" : "", r->lag);
         put_clean(b, r->projector, w.projector);
         pb_buf_puts(b, "  ");
         put_clean(b, r->topic, w.topic);
-        pb_buf_printf(b, "  %*" PRId32 "  %*" PRId64 "  %*" PRId64 "  %*" PRIu64 "\n", w.partition,
-                      r->partition, w.checkpoint, r->checkpoint, w.end, r->end, w.lag, r->lag);
+        pb_buf_printf(b, "  %*" PRId32 "  %*" PRId64 "  %*" PRId64 "  %*s\n", w.partition,
+                      r->partition, w.checkpoint, r->checkpoint, w.end, r->end, w.lag, lag);
     }
 }
 
-static void lag_json(pb_buf *b, const es_lag_row_t *rows, size_t n) {
+static void lag_json(pb_buf *b, const es_lag_estimate_t *rows, size_t n) {
     pb_buf_puts(b, n ? "[\n" : "[");
     for (size_t i = 0; i < n; i++) {
-        const es_lag_row_t *r = &rows[i];
+        const es_lag_row_t *r = &rows[i].row;
         pb_buf_puts(b, "  {\"projector\": ");
         pb_buf_json_string(b, r->projector, strlen(r->projector));
         pb_buf_puts(b, ", \"topic\": ");
         pb_buf_json_string(b, r->topic, strlen(r->topic));
         pb_buf_printf(b,
                       ", \"partition\": %" PRId32 ", \"checkpoint\": %" PRId64 ", \"end\": %" PRId64
-                      ", \"lag\": %" PRIu64 "}%s\n",
-                      r->partition, r->checkpoint, r->end, r->lag, i + 1 < n ? "," : "");
+                      ", \"estimated\": %s, \"lag\": %" PRIu64 "}%s\n",
+                      r->partition, r->checkpoint, r->end, rows[i].estimated ? "true" : "false",
+                      r->lag, i + 1 < n ? "," : "");
     }
     pb_buf_puts(b, "]\n");
 }
 
-static int run_lag(const options *o, const es_config_t *cfg) {
+/* The rows es_lag_estimate gives, or with --exact es_lag's, every lag counted. */
+static es_err lag_rows(const options *o, const es_config_t *cfg, es_lag_estimate_t **out, size_t *n,
+                       es_error_t *err) {
+    if (!o->exact)
+        return es_lag_estimate(cfg, out, n, err);
     es_lag_row_t *rows = NULL;
+    *out = NULL;
+    es_err e = es_lag(cfg, &rows, n, err);
+    if (e == ES_OK && *n && !(*out = calloc(*n, sizeof **out)))
+        e = es_fail(err, ES_ENOMEM, "out of memory");
+    for (size_t i = 0; e == ES_OK && i < *n; i++)
+        (*out)[i].row = rows[i];
+    es_free(rows);
+    return e;
+}
+
+static int run_lag(const options *o, const es_config_t *cfg) {
+    es_lag_estimate_t *rows = NULL;
     size_t n = 0;
     es_error_t err = {0};
-    if (es_lag(cfg, &rows, &n, &err) != ES_OK) {
+    if (lag_rows(o, cfg, &rows, &n, &err) != ES_OK) {
         say("%s", err.message);
         return EXIT_FAIL;
     }

@@ -174,6 +174,21 @@ typedef struct es_lag_row {
 /* Every projector of the read model, per topic and partition. Caller frees *rows with es_free. */
 ES_API es_err es_lag(const es_config_t *cfg, es_lag_row_t **rows, size_t *n, es_error_t *err);
 
+/* A row of es_lag_estimate: the row, and whether its lag is an estimate. */
+typedef struct es_lag_estimate {
+    es_lag_row_t row;
+    int estimated; /* row.lag is an estimate from positions, not a count */
+} es_lag_estimate_t;
+
+/* es_lag without counting a long backlog: on the embedded backend, where more than 65,536
+ * positions lie past a checkpoint, the lag is estimated from positions (the span itself when
+ * the log holds no other aggregate type, else a sample of 1,024 positions: a standard error
+ * under 1.6% of the span) in a few milliseconds instead of reading every row (0.2-0.5 s per
+ * million). Shorter backlogs and Kafka's offsets are counted exactly. Caller frees *rows with
+ * es_free. */
+ES_API es_err es_lag_estimate(const es_config_t *cfg, es_lag_estimate_t **rows, size_t *n,
+                              es_error_t *err);
+
 /* Parked events of projector (NULL = all), oldest first; with all=false only those still
  * parked. Caller frees *out with es_free (value is NULL in lists). */
 ES_API es_err es_dlq_list(const es_config_t *cfg, const char *projector, bool all,

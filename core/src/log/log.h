@@ -135,6 +135,10 @@ typedef struct es_reader_ops {
     es_err (*put_dlq)(es_log_t *log, const char *dlq_topic, const char *ref, const char *key,
                       const uint8_t *value, size_t len, const es_kv_t *headers, size_t n_headers,
                       es_error_t *err);
+    /* topic_end where counting would read many records: *count may be an estimate from the
+     * positions (*exact 0). NULL: topic_end is cheap (Kafka's offsets count records). */
+    es_err (*topic_estimate)(es_log_t *log, const char *topic, int32_t partition, int64_t from,
+                             int64_t *end, uint64_t *count, int *exact, es_error_t *err);
     /* Publishes consumed positions under consumer group group, for lag tools (Kafka: an
      * offset commit). NULL when there is nothing to publish (embedded). The read model's
      * checkpoints stay the truth; this is a copy for other tools. */

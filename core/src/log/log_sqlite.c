@@ -65,6 +65,8 @@ enum {
     S_DATA_VERSION,
     S_FETCH,
     S_TOPIC_COUNT,
+    S_OTHER_TYPES,
+    S_TOPIC_SAMPLE,
     S_DLQ_PUT,
     S_COUNT
 };
@@ -94,6 +96,14 @@ static const char *const sql_text[S_COUNT] = {
     [S_FETCH] = "SELECT e.pos, e.type_id, s.agg_id, e.envelope FROM es_events e "
                 "JOIN es_streams s ON s.id = e.stream WHERE e.pos >= ?1 ORDER BY e.pos",
     [S_TOPIC_COUNT] = "SELECT count(*) FROM es_events WHERE pos >= ?1 AND type_id = ?2",
+    /* Two seeks in es_streams' (type_id, agg_id) index: does another type have events? */
+    [S_OTHER_TYPES] = "SELECT EXISTS (SELECT 1 FROM es_streams WHERE type_id < ?1) OR "
+                      "EXISTS (SELECT 1 FROM es_streams WHERE type_id > ?1)",
+    /* Of ?3 positions spread evenly over [?1, ?1 + ?2), how many hold an event of type ?4:
+     * one rowid seek each. */
+    [S_TOPIC_SAMPLE] = "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE "
+                       "i + 1 < ?3) SELECT count(*) FROM k JOIN es_events e ON e.pos = ?1 + "
+                       "(?2 * (2 * k.i + 1)) / (2 * ?3) WHERE e.type_id = ?4",
     [S_DLQ_PUT] = "INSERT OR IGNORE INTO es_dlq_records(topic, ref, key, value, headers, at) "
                   "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
 };
@@ -1564,6 +1574,59 @@ static es_err lg_topic_end(es_log_t *base, const char *topic, int32_t partition,
     return e;
 }
 
+/* Counting a topic's records past a position reads every row after it (no index has the type
+ * first): 0.2-0.5 s at 1.4M rows. Positions are dense (one INTEGER PRIMARY KEY per file, no
+ * row ever deleted), so a span with no other type in the log holds end - from records, and one
+ * shared with other types is sampled: ESTIMATE_SAMPLES positions spread over it, one seek each
+ * (a standard error of at most 1.6% of the span). Spans up to ESTIMATE_ABOVE are counted. */
+#define ESTIMATE_ABOVE 65536
+#define ESTIMATE_SAMPLES 1024
+
+static es_err lg_topic_estimate(es_log_t *base, const char *topic, int32_t partition, int64_t from,
+                                int64_t *end, uint64_t *count, int *exact, es_error_t *err) {
+    sqlite_log *l = (sqlite_log *)base;
+    int64_t tid = 0, first = from > 1 ? from : 1;
+    int opened = 0;
+    *end = 0;
+    *count = 0;
+    *exact = 1;
+    if (partition != 0)
+        return es_fail(err, ES_ENOTFOUND, "%s has no partition %d on the embedded backend", topic,
+                       (int)partition);
+    es_err e = read_begin(l, &opened, err);
+    if (e == ES_OK)
+        e = topic_type_id(l, topic, &tid, err);
+    if (e == ES_OK)
+        e = lg_end_offset(base, end, err);
+    int64_t span = *end - first;
+    if (e == ES_OK && tid && span > ESTIMATE_ABOVE) {
+        sqlite3_stmt *s = stmt(l, S_OTHER_TYPES);
+        sqlite3_bind_int64(s, 1, tid);
+        int rc = sqlite3_step(s), others = rc == SQLITE_ROW && sqlite3_column_int(s, 0);
+        if (rc != SQLITE_ROW)
+            e = sql_fail(l, rc, "looking for other types in the log", err);
+        *exact = 0;
+        *count = (uint64_t)span;
+        if (e == ES_OK && others) {
+            s = stmt(l, S_TOPIC_SAMPLE);
+            sqlite3_bind_int64(s, 1, first);
+            sqlite3_bind_int64(s, 2, span);
+            sqlite3_bind_int64(s, 3, ESTIMATE_SAMPLES);
+            sqlite3_bind_int64(s, 4, tid);
+            rc = sqlite3_step(s);
+            if (rc == SQLITE_ROW)
+                *count = (uint64_t)((sqlite3_column_int64(s, 0) * span + ESTIMATE_SAMPLES / 2) /
+                                    ESTIMATE_SAMPLES);
+            else
+                e = sql_fail(l, rc, "sampling a topic's records", err);
+        }
+    }
+    read_end(l, opened);
+    if (e == ES_OK && tid && span <= ESTIMATE_ABOVE)
+        return lg_topic_end(base, topic, partition, from, end, count, err);
+    return e;
+}
+
 /* The file is local: its end is always known. */
 static int lg_cached_end(es_log_t *base, const char *topic, int32_t partition, int64_t from,
                          int64_t *end, uint64_t *count) {
@@ -1630,6 +1693,7 @@ static const es_reader_ops sqlite_reader = {
     .has_records = lg_has_records,
     .topic_end = lg_topic_end,
     .cached_end = lg_cached_end,
+    .topic_estimate = lg_topic_estimate,
     .put_dlq = lg_put_dlq,
     .commit_positions = NULL, /* nothing else tracks positions of a file */
 };
