@@ -421,6 +421,63 @@ Test(esctl_projectors, lag_json_is_an_array_of_rows) {
     run_free(&r);
 }
 
+/* n events of type in streams of 500, appended straight to the store (no decide step). */
+static void append_bulk(const char *type, const char *prefix, int n) {
+    es_config_t *cfg = es_config_new();
+    es_store_t *st = NULL;
+    es_error_t err = {0};
+    cr_assert_eq(es_config_set(cfg, "db", db, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(es_config_set(cfg, "sqlite.synchronous", "off", &err), ES_OK, "%s", err.message);
+    cr_assert_eq(es_store_new(cfg, &st, &err), ES_OK, "%s", err.message);
+    es_new_event_t ev[500];
+    for (int i = 0; i < 500; i++)
+        ev[i] = (es_new_event_t){.event_type = "orders.v1.OrderConfirmed"};
+    for (int k = 0; k * 500 < n; k++) {
+        char id[32];
+        snprintf(id, sizeof id, "%s-%d", prefix, k);
+        cr_assert_eq(es_store_append(st, type, id, ES_EXPECT_ANY, 0, ev, 500, NULL, &err), ES_OK,
+                     "%s", err.message);
+    }
+    es_store_destroy(st);
+    es_config_destroy(cfg);
+}
+
+/* Past 65,536 positions the embedded lag is estimated from positions (~N), sampled when
+ * another type shares the log; --exact counts it. */
+Test(esctl_projectors, lag_estimates_a_long_backlog_and_exact_counts_it) {
+    place_orders(1, 2);
+    replay_ok();
+    for (int k = 0; k < 8; k++) { /* 40,000 orders events among 80,000 */
+        append_bulk("orders.order", k % 2 ? "b" : "a", 5000);
+        append_bulk("stock.item", k % 2 ? "d" : "c", 5000);
+    }
+    run_result r = RUN("--db", db, "--readmodel", rm, "lag");
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    char *row = line_with_prefix(r.out, "order_summary ");
+    cr_assert_not_null(row, "%s", r.out);
+    long long part = -1, checkpoint = -1, end = -1, lag = -1;
+    cr_assert_eq(sscanf(row, "order_summary orders.order.events %lld %lld %lld ~%lld", &part,
+                        &checkpoint, &end, &lag),
+                 4, "an estimate is ~N: %s", row);
+    cr_expect(lag > 36000 && lag < 44000, "within 10%% of 40,000: %s", row);
+    free(row);
+    run_free(&r);
+    r = RUN("--db", db, "--readmodel", rm, "lag", "--json");
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    cr_expect_not_null(strstr(r.out, "\"estimated\": true, \"lag\": "), "%s", r.out);
+    run_free(&r);
+    r = RUN("--db", db, "--readmodel", rm, "lag", "--exact");
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    row = line_with_prefix(r.out, "order_summary ");
+    cr_assert_not_null(row, "%s", r.out);
+    cr_assert_eq(sscanf(row, "order_summary orders.order.events %lld %lld %lld %lld", &part,
+                        &checkpoint, &end, &lag),
+                 4, "%s", row);
+    cr_expect_eq(lag, 40000, "%s", row);
+    free(row);
+    run_free(&r);
+}
+
 Test(esctl_projectors, lag_without_a_read_model_exits_1_naming_it_and_creates_nothing) {
     place_orders(1, 1);
     run_result r = RUN("--db", db, "--readmodel", rm, "lag");
