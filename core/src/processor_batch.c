@@ -183,6 +183,7 @@ static es_err check_sole_writer(es_processor_t *p, es_log_t *log, const span *sp
 static es_err await_events(es_processor_t *p, es_log_t *log, es_error_t *err) {
     char fatal[256];
     rd_kafka_flush(p->producer, FLUSH_TIMEOUT_MS);
+    es_proc_settle(p, 0); /* the flush took the last batch's replies along */
     if (rd_kafka_fatal_error(p->producer, fatal, sizeof fatal))
         return es_fail(err, ES_ESTATE,
                        "the events producer failed for good (%s); nothing of the batch was "
@@ -507,26 +508,57 @@ static es_err execute_slots(es_processor_t *p, slot *slots, es_command_t *cmds,
     return es_engine_execute_hooked(p->local, cmds, *n_cmds, results, produce_events, &h, err);
 }
 
+static void warn_unsent(es_processor_t *p) {
+    es_logf(p->cfg, ES_LOG_WARNING,
+            "command processor: replies or snapshots unsent after %d ms; callers retry with the "
+            "same command id",
+            SIDE_FLUSH_MS);
+}
+
+/* Asynchronous: a commit that fails or is lost is harmless (the commands come again and are
+ * answered as duplicates), so the next batch need not wait for the coordinator. */
+static void commit_offsets(es_processor_t *p, rd_kafka_topic_partition_list_t *offs) {
+    rd_kafka_resp_err_t ke = rd_kafka_commit(p->consumer, offs, 1);
+    if (ke)
+        es_proc_commit_cb(p->consumer, ke, offs, p);
+    rd_kafka_topic_partition_list_destroy(offs);
+}
+
+void es_proc_settle(es_processor_t *p, int wait_ms) {
+    if (!p->unsettled)
+        return;
+    if (rd_kafka_outq_len(p->side) > 0) {
+        int late = es_now_us() / 1000 - p->unsettled_ms >= SIDE_FLUSH_MS;
+        if (!late &&
+            (wait_ms <= 0 || rd_kafka_flush(p->side, wait_ms) != RD_KAFKA_RESP_ERR_NO_ERROR))
+            return;
+        if (late)
+            warn_unsent(p);
+    }
+    rd_kafka_topic_partition_list_t *offs = p->unsettled;
+    p->unsettled = NULL;
+    commit_offsets(p, offs);
+}
+
+/* The replies and snapshots go out now; the offsets wait for their acknowledgements, and so does
+ * the next batch's local commit (the same producer's flush), not its decisions: the next batch
+ * is read and executed meanwhile (es_processor_poll settles first when no command waits). */
 static void answer_and_commit(es_processor_t *p, const slot *slots, const es_result_t *results) {
+    es_proc_settle(p, SIDE_FLUSH_MS); /* a failed batch's predecessor, at most one waits */
     for (size_t i = 0; i < p->n_batch; i++)
         send_snapshot(p, &slots[i]);
     for (size_t i = 0; i < p->n_batch; i++)
         if (slots[i].env)
             send_reply(p, &slots[i], slots[i].cmd >= 0 ? &results[slots[i].cmd] : NULL);
-    if (rd_kafka_flush(p->side, SIDE_FLUSH_MS))
-        es_logf(p->cfg, ES_LOG_WARNING,
-                "command processor: replies or snapshots unsent after %d ms; callers retry "
-                "with the same command id",
-                SIDE_FLUSH_MS);
-    if (p->transactional)
+    if (p->transactional) {
+        if (rd_kafka_flush(p->side, SIDE_FLUSH_MS))
+            warn_unsent(p);
         return;
-    /* Asynchronous: a commit that fails or is lost is harmless (the commands come again and
-     * are answered as duplicates), so the next batch need not wait for the coordinator. */
-    rd_kafka_topic_partition_list_t *offs = batch_offsets(p);
-    rd_kafka_resp_err_t ke = rd_kafka_commit(p->consumer, offs, 1);
-    if (ke)
-        es_proc_commit_cb(p->consumer, ke, offs, p);
-    rd_kafka_topic_partition_list_destroy(offs);
+    }
+    if (p->unsettled) /* could not settle: commit rather than lose them */
+        commit_offsets(p, p->unsettled);
+    p->unsettled = batch_offsets(p);
+    p->unsettled_ms = es_now_us() / 1000;
 }
 
 void es_proc_drop_batch(es_processor_t *p) {

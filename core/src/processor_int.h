@@ -95,7 +95,11 @@ struct es_processor {
     size_t n_prod, cap_prod;
     uint32_t prod_gen; /* tags each batch's events: a late report of an older batch is not ours */
     int32_t *cmd_part; /* commands partition of each executable command of the batch */
-    es_stop_t stop;    /* es_processor_stop: es_processor_run returns after the poll under way */
+    /* The consumer offsets of the last batch, committed once its replies and snapshots are
+     * acknowledged (es_proc_settle); NULL when none wait. */
+    rd_kafka_topic_partition_list_t *unsettled;
+    int64_t unsettled_ms; /* when they began to wait */
+    es_stop_t stop;       /* es_processor_stop: es_processor_run returns after the poll under way */
     es_registry_t *registry; /* NULL without schema.registry.url */
     uint32_t *envelope_ids; /* by type: the envelope's schema id on its events topic, when framed */
     struct {
@@ -153,6 +157,9 @@ void es_proc_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t e, rd_kafka_topic_par
 /* Restores every owned partition not restored yet. */
 es_err es_proc_ensure_restored(es_processor_t *p, es_error_t *err);
 void es_proc_drop_batch(es_processor_t *p);
+/* The last batch's replies and snapshots acknowledged (waiting up to wait_ms for them), then its
+ * consumer offsets committed. wait_ms 0: only if they are acknowledged already. */
+void es_proc_settle(es_processor_t *p, int wait_ms);
 /* Reads, executes and commits one batch of commands; *handled counts them. */
 es_err es_proc_process_batch(es_processor_t *p, size_t *handled, es_error_t *err);
 
