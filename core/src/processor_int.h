@@ -76,6 +76,10 @@ typedef struct slot {
     es_snapshot_t *snap;     /* the snapshot the batch wrote at the command's version, or NULL */
     es_err fail;             /* why not executable */
     char reason[512];
+    uint8_t *reply; /* the packed CommandReply, made while the events are in flight */
+    size_t reply_len;
+    const char *reply_to;     /* where it goes: the envelope's reply_to, or fallback */
+    char fallback[TOPIC_MAX]; /* "<type>.replies", for a reply_to that is not a replies topic */
 } slot;
 
 struct es_processor {
