@@ -103,6 +103,8 @@ void es_proc_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t e,
     } else {
         if (p->n_batch && !p->in_batch && es_proc_process_batch(p, NULL, &err) != ES_OK)
             es_proc_log_error(p, &err, "finishing the batch before giving partitions up");
+        if (!p->in_batch)
+            es_proc_settle(p, SIDE_FLUSH_MS);
         for (int i = 0; i < parts->cnt; i++)
             forget_owned(p, parts->elems[i].topic, parts->elems[i].partition);
         if (coop)
@@ -285,6 +287,8 @@ void es_processor_destroy(es_processor_t *p) {
         es_kafka_destroy(p->consumer, 0);
     }
     es_proc_drop_batch(p);
+    if (p->unsettled) /* the consumer is closed: a later owner answers them as duplicates */
+        rd_kafka_topic_partition_list_destroy(p->unsettled);
     if (p->side && p->side != p->producer) {
         rd_kafka_flush(p->side, SIDE_FLUSH_MS);
         es_kafka_destroy(p->side, 0);
@@ -327,7 +331,12 @@ es_err es_processor_poll(es_processor_t *p, int timeout_ms, size_t *handled, es_
     rd_kafka_poll(p->producer, 0);
     if (p->side != p->producer)
         rd_kafka_poll(p->side, 0);
-    rd_kafka_message_t *m = rd_kafka_consumer_poll(p->consumer, timeout_ms);
+    /* The last batch's replies wait for their acknowledgements only while no command does. */
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(p->consumer, p->unsettled ? 0 : timeout_ms);
+    if (!m && p->unsettled) {
+        es_proc_settle(p, SIDE_FLUSH_MS);
+        m = rd_kafka_consumer_poll(p->consumer, timeout_ms);
+    }
     while (m && e == ES_OK) {
         if (m->err) {
             e = consumer_error(p, m, err);

@@ -105,6 +105,7 @@ static void decode_slot(es_processor_t *p, slot *s) {
 }
 
 static void slot_free(slot *s) {
+    free(s->reply);
     es_snapshot_free(s->snap);
     if (s->msg)
         protobuf_c_message_free_unpacked(s->msg, NULL);
@@ -183,6 +184,7 @@ static es_err check_sole_writer(es_processor_t *p, es_log_t *log, const span *sp
 static es_err await_events(es_processor_t *p, es_log_t *log, es_error_t *err) {
     char fatal[256];
     rd_kafka_flush(p->producer, FLUSH_TIMEOUT_MS);
+    es_proc_settle(p, 0); /* the flush took the last batch's replies along */
     if (rd_kafka_fatal_error(p->producer, fatal, sizeof fatal))
         return es_fail(err, ES_ESTATE,
                        "the events producer failed for good (%s); nothing of the batch was "
@@ -272,6 +274,8 @@ static void keep_snapshot(es_log_t *log, slot *s, const es_result_t *r) {
     }
 }
 
+static void pack_reply(const es_processor_t *p, slot *s, const es_result_t *r);
+
 typedef struct hook_ctx {
     es_processor_t *p;
     slot *slots;
@@ -314,6 +318,11 @@ static es_err produce_events(void *opaque, es_log_t *log, const es_command_t *cm
             keep_snapshot(log, s, r);
     }
     es_fingerprinter_free(&fingerprinter);
+    /* The replies are packed while the events are in flight; they are sent after the local
+     * commit (answer_and_commit), and never when the batch fails. */
+    for (size_t i = 0; e == ES_OK && i < h->n_slots; i++)
+        if (h->slots[i].env)
+            pack_reply(p, &h->slots[i], h->slots[i].cmd >= 0 ? &res[h->slots[i].cmd] : NULL);
     if (e == ES_OK)
         e = await_events(p, log, err);
     if (e == ES_OK && p->transactional)
@@ -371,21 +380,21 @@ static void send_snapshot(es_processor_t *p, const slot *s) {
     }
 }
 
-/* Answers one command on its reply_to topic; r NULL: the slot's own failure. */
-static void send_reply(es_processor_t *p, const slot *s, const es_result_t *r) {
+/* Packs the answer to one command for its reply_to topic into s->reply; r NULL: the slot's own
+ * failure. Left NULL when the command asked for no reply (or out of memory). */
+static void pack_reply(const es_processor_t *p, slot *s, const es_result_t *r) {
     Eskit__V1__CommandReply rep = ESKIT__V1__COMMAND_REPLY__INIT;
     const Eskit__V1__CommandEnvelope *env = s->env;
     size_t n = r ? r->n_events : 0;
     char **ids = calloc(n + 1, sizeof *ids);
     ProtobufCBinaryData *evs = calloc(n + 1, sizeof *evs);
-    char fallback[TOPIC_MAX];
-    const char *reply_to = env->reply_to ? env->reply_to : "";
-    if (*reply_to && !is_reply_topic(reply_to)) { /* refused by decode_slot: answer it here */
-        snprintf(fallback, sizeof fallback, "%s.replies",
+    s->reply_to = env->reply_to ? env->reply_to : "";
+    if (*s->reply_to && !is_reply_topic(s->reply_to)) { /* refused by decode_slot: answer here */
+        snprintf(s->fallback, sizeof s->fallback, "%s.replies",
                  s->type < p->n_types ? type_name(p, s->type) : "");
-        reply_to = s->type < p->n_types ? fallback : "";
+        s->reply_to = s->type < p->n_types ? s->fallback : "";
     }
-    if (!*reply_to || !ids || !evs)
+    if (!*s->reply_to || !ids || !evs)
         goto out;
     rep.command_id = env->command_id;
     rep.aggregate_type = env->aggregate_type;
@@ -412,10 +421,9 @@ static void send_reply(es_processor_t *p, const slot *s, const es_result_t *r) {
     rep.event_ids = ids;
     rep.events = evs;
     size_t len = eskit__v1__command_reply__get_packed_size(&rep);
-    uint8_t *buf = malloc(len ? len : 1);
-    if (buf) {
-        eskit__v1__command_reply__pack(&rep, buf);
-        side_produce(p, ES_KAFKA_REPLY, reply_to, s->reply_partition, env->command_id, buf, len);
+    if ((s->reply = malloc(len ? len : 1))) {
+        eskit__v1__command_reply__pack(&rep, s->reply);
+        s->reply_len = len;
     }
 out:
     for (size_t i = 0; evs && i < n; i++)
@@ -507,26 +515,60 @@ static es_err execute_slots(es_processor_t *p, slot *slots, es_command_t *cmds,
     return es_engine_execute_hooked(p->local, cmds, *n_cmds, results, produce_events, &h, err);
 }
 
-static void answer_and_commit(es_processor_t *p, const slot *slots, const es_result_t *results) {
-    for (size_t i = 0; i < p->n_batch; i++)
-        send_snapshot(p, &slots[i]);
-    for (size_t i = 0; i < p->n_batch; i++)
-        if (slots[i].env)
-            send_reply(p, &slots[i], slots[i].cmd >= 0 ? &results[slots[i].cmd] : NULL);
-    if (rd_kafka_flush(p->side, SIDE_FLUSH_MS))
-        es_logf(p->cfg, ES_LOG_WARNING,
-                "command processor: replies or snapshots unsent after %d ms; callers retry "
-                "with the same command id",
-                SIDE_FLUSH_MS);
-    if (p->transactional)
-        return;
-    /* Asynchronous: a commit that fails or is lost is harmless (the commands come again and
-     * are answered as duplicates), so the next batch need not wait for the coordinator. */
-    rd_kafka_topic_partition_list_t *offs = batch_offsets(p);
+static void warn_unsent(es_processor_t *p) {
+    es_logf(p->cfg, ES_LOG_WARNING,
+            "command processor: replies or snapshots unsent after %d ms; callers retry with the "
+            "same command id",
+            SIDE_FLUSH_MS);
+}
+
+/* Asynchronous: a commit that fails or is lost is harmless (the commands come again and are
+ * answered as duplicates), so the next batch need not wait for the coordinator. */
+static void commit_offsets(es_processor_t *p, rd_kafka_topic_partition_list_t *offs) {
     rd_kafka_resp_err_t ke = rd_kafka_commit(p->consumer, offs, 1);
     if (ke)
         es_proc_commit_cb(p->consumer, ke, offs, p);
     rd_kafka_topic_partition_list_destroy(offs);
+}
+
+void es_proc_settle(es_processor_t *p, int wait_ms) {
+    if (!p->unsettled)
+        return;
+    if (rd_kafka_outq_len(p->side) > 0) {
+        int late = es_now_us() / 1000 - p->unsettled_ms >= SIDE_FLUSH_MS;
+        if (!late &&
+            (wait_ms <= 0 || rd_kafka_flush(p->side, wait_ms) != RD_KAFKA_RESP_ERR_NO_ERROR))
+            return;
+        if (late)
+            warn_unsent(p);
+    }
+    rd_kafka_topic_partition_list_t *offs = p->unsettled;
+    p->unsettled = NULL;
+    commit_offsets(p, offs);
+}
+
+/* The replies and snapshots go out now; the offsets wait for their acknowledgements, and so does
+ * the next batch's local commit (the same producer's flush), not its decisions: the next batch
+ * is read and executed meanwhile (es_processor_poll settles first when no command waits). */
+static void answer_and_commit(es_processor_t *p, slot *slots) {
+    es_proc_settle(p, SIDE_FLUSH_MS); /* a failed batch's predecessor, at most one waits */
+    for (size_t i = 0; i < p->n_batch; i++)
+        send_snapshot(p, &slots[i]);
+    for (size_t i = 0; i < p->n_batch; i++) /* side_produce takes the reply */
+        if (slots[i].reply) {
+            side_produce(p, ES_KAFKA_REPLY, slots[i].reply_to, slots[i].reply_partition,
+                         slots[i].env->command_id, slots[i].reply, slots[i].reply_len);
+            slots[i].reply = NULL;
+        }
+    if (p->transactional) {
+        if (rd_kafka_flush(p->side, SIDE_FLUSH_MS))
+            warn_unsent(p);
+        return;
+    }
+    if (p->unsettled) /* could not settle: commit rather than lose them */
+        commit_offsets(p, p->unsettled);
+    p->unsettled = batch_offsets(p);
+    p->unsettled_ms = es_now_us() / 1000;
 }
 
 void es_proc_drop_batch(es_processor_t *p) {
@@ -547,7 +589,7 @@ es_err es_proc_process_batch(es_processor_t *p, size_t *handled, es_error_t *err
     if (e == ES_OK)
         e = execute_slots(p, slots, cmds, results, &n_cmds, err);
     if (e == ES_OK) {
-        answer_and_commit(p, slots, results);
+        answer_and_commit(p, slots);
         bump(&p->stats.commands, n);
         if (handled)
             *handled += n;

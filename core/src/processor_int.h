@@ -76,6 +76,10 @@ typedef struct slot {
     es_snapshot_t *snap;     /* the snapshot the batch wrote at the command's version, or NULL */
     es_err fail;             /* why not executable */
     char reason[512];
+    uint8_t *reply; /* the packed CommandReply, made while the events are in flight */
+    size_t reply_len;
+    const char *reply_to;     /* where it goes: the envelope's reply_to, or fallback */
+    char fallback[TOPIC_MAX]; /* "<type>.replies", for a reply_to that is not a replies topic */
 } slot;
 
 struct es_processor {
@@ -95,7 +99,11 @@ struct es_processor {
     size_t n_prod, cap_prod;
     uint32_t prod_gen; /* tags each batch's events: a late report of an older batch is not ours */
     int32_t *cmd_part; /* commands partition of each executable command of the batch */
-    es_stop_t stop;    /* es_processor_stop: es_processor_run returns after the poll under way */
+    /* The consumer offsets of the last batch, committed once its replies and snapshots are
+     * acknowledged (es_proc_settle); NULL when none wait. */
+    rd_kafka_topic_partition_list_t *unsettled;
+    int64_t unsettled_ms; /* when they began to wait */
+    es_stop_t stop;       /* es_processor_stop: es_processor_run returns after the poll under way */
     es_registry_t *registry; /* NULL without schema.registry.url */
     uint32_t *envelope_ids; /* by type: the envelope's schema id on its events topic, when framed */
     struct {
@@ -153,6 +161,9 @@ void es_proc_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t e, rd_kafka_topic_par
 /* Restores every owned partition not restored yet. */
 es_err es_proc_ensure_restored(es_processor_t *p, es_error_t *err);
 void es_proc_drop_batch(es_processor_t *p);
+/* The last batch's replies and snapshots acknowledged (waiting up to wait_ms for them), then its
+ * consumer offsets committed. wait_ms 0: only if they are acknowledged already. */
+void es_proc_settle(es_processor_t *p, int wait_ms);
 /* Reads, executes and commits one batch of commands; *handled counts them. */
 es_err es_proc_process_batch(es_processor_t *p, size_t *handled, es_error_t *err);
 

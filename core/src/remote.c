@@ -320,6 +320,17 @@ static void *tag_of(const call *c, size_t i) {
     return (void *)(uintptr_t)(c->serial << 32 | (uint64_t)i);
 }
 
+/* "<type><suffix>" into out (ES_MAX_TYPE_LEN + 16 bytes), cut short like snprintf; per command
+ * and reply, where snprintf cost ~900 instructions a call (callgrind, the Kafka bench). */
+static void topic_of(char *out, const char *type, const char *suffix) {
+    size_t cap = ES_MAX_TYPE_LEN + 16, tl = strnlen(type, cap - 1), sl = strlen(suffix);
+    memcpy(out, type, tl);
+    if (sl > cap - 1 - tl)
+        sl = cap - 1 - tl;
+    memcpy(out + tl, suffix, sl);
+    out[tl + sl] = '\0';
+}
+
 /* Encodes and produces command i of the call; its delivery report lands in c->pend[i]. */
 static es_err send_command(es_remote_t *r, const call *c, size_t i, const es_command_t *cmd,
                            es_error_t *err) {
@@ -342,8 +353,8 @@ static es_err send_command(es_remote_t *r, const call *c, size_t i, const es_com
         goto out;
     }
     protobuf_c_message_pack(cmd->message, payload);
-    snprintf(topic, sizeof topic, "%s.commands", cmd->aggregate_type);
-    snprintf(reply_to, sizeof reply_to, "%s.replies", cmd->aggregate_type);
+    topic_of(topic, cmd->aggregate_type, ".commands");
+    topic_of(reply_to, cmd->aggregate_type, ".replies");
     env.command_id = (char *)c->pend[i].command_id;
     env.aggregate_type = (char *)cmd->aggregate_type;
     env.aggregate_id = (char *)cmd->aggregate_id;
@@ -467,9 +478,9 @@ static es_err fill_result(const Eskit__V1__CommandReply *rep, es_result_t *res, 
         return ES_OK;
     if (!(res->events = calloc(rep->n_events, sizeof *res->events)))
         return es_fail(err, ES_ENOMEM, "out of memory reading a reply");
+    char topic[ES_MAX_TYPE_LEN + 16];
+    topic_of(topic, rep->aggregate_type, ".replies");
     for (size_t i = 0; i < rep->n_events; i++) {
-        char topic[ES_MAX_TYPE_LEN + 16];
-        snprintf(topic, sizeof topic, "%s.replies", rep->aggregate_type);
         es_position_t at = {topic, rep->command_id, -1, -1};
         es_event_t *ev = NULL;
         es_err e = es_envelope_decode(rep->events[i].data, rep->events[i].len, &at, &ev, err);

@@ -598,8 +598,27 @@ static int rr_subscribe(rd_kafka_t *consumer) {
     return ke ? -1 : 0;
 }
 
-/* n commands through the pipeline after a warm-up batch; event_len: the envelope's size. */
-static int rr_pipeline(const cluster *cl, size_t n, size_t event_len, double *seconds) {
+/* lat_n round trips of one command each, after the batches: the caller sends one command,
+ * waits for its delivery and then for its reply, as es_execute does; the worker makes the same
+ * hops for a batch of one. The floor under es_execute's command-to-reply latency. */
+static int rr_one_by_one(rr_caller *c, const rr_worker *w, size_t lat_n, bench_lat_t *out) {
+    int64_t *ns = calloc(lat_n ? lat_n : 1, sizeof *ns);
+    int rc = ns ? 0 : -1;
+    for (size_t i = 0; rc == 0 && i < lat_n; i++) {
+        int64_t t0 = bench_now_ns();
+        rc = rr_batch(c, w, "one", i, 1);
+        ns[i] = bench_now_ns() - t0;
+    }
+    if (rc == 0 && lat_n)
+        *out = bench_lat_summary(ns, lat_n);
+    free(ns);
+    return rc;
+}
+
+/* n commands through the pipeline after a warm-up batch, then lat_n one at a time (*lat);
+ * event_len: the envelope's size. */
+static int rr_pipeline(const cluster *cl, size_t n, size_t event_len, size_t lat_n, double *seconds,
+                       bench_lat_t *lat) {
     rr_worker w = {.event_len = event_len};
     rr_caller c = {0};
     uint8_t *event = calloc(1, event_len ? event_len : 1);
@@ -628,6 +647,8 @@ static int rr_pipeline(const cluster *cl, size_t n, size_t event_len, double *se
     for (size_t done = 0; rc == 0 && done < n; done += BATCH)
         rc = rr_batch(&c, &w, "order", done, n - done < BATCH ? n - done : BATCH);
     *seconds = (double)(bench_now_ns() - t0) / 1e9;
+    if (rc == 0)
+        rc = rr_one_by_one(&c, &w, lat_n, lat);
 out:
     if (started) {
         atomic_store(&w.stop, 1);
@@ -779,6 +800,7 @@ int bench_kafka(const char *dir, size_t n, kafka_figs_t *out) {
         out->mean_bytes = bytes / events;
     }
     size_t lat_n = n / 50 ? n / 50 : 10;
+    out->lat_calls = lat_n;
     if (rc == 0)
         rc = latency(caller, lat_n, &out->latency, &out->calls_per_s);
     if (rc == 0)
@@ -789,7 +811,7 @@ int bench_kafka(const char *dir, size_t n, kafka_figs_t *out) {
     owner_stop(&o);
     double rr_s = 0;
     if (rc == 0) /* alone on the cluster, as the command path was */
-        rc = rr_pipeline(&c, n, out->mean_bytes, &rr_s);
+        rc = rr_pipeline(&c, n, out->mean_bytes, lat_n, &rr_s, &out->rr_latency);
     out->pipeline_per_s = rc == 0 && rr_s > 0 ? (double)n / rr_s : 0;
     if (rc == 0)
         rc = local_orders(dir, n, &out->local_per_s);

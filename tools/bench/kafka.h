@@ -17,6 +17,8 @@ typedef struct kafka_figs {
     double calls_per_s;    /* those es_execute calls, one after another */
     double threaded_calls_per_s; /* the same calls from 8 threads sharing the engine */
     bench_lat_t raw_latency;     /* one acknowledged produce of the same size */
+    bench_lat_t rr_latency;      /* one command's round trip through the raw pipeline */
+    size_t lat_calls;            /* single calls measured on each side of those two */
 } kafka_figs_t;
 
 /* Runs n PlaceOrder commands through a processor on a 3-broker mock cluster. 0 or -1. */
