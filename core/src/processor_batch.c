@@ -16,6 +16,8 @@ void es_proc_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     size_t i = (size_t)(tag & 0xffffffffu);
     if (m->err)
         es_mx_add(&p->mx.produce_errors, 1);
+    if (m->err && tag == UINT64_MAX)
+        p->side_failed = 1;
     if (tag != UINT64_MAX && (uint32_t)(tag >> 32) == p->prod_gen && i < p->n_prod) {
         p->prod[i].done = 1;
         p->prod[i].err = m->err;
@@ -340,6 +342,7 @@ static void side_produce(es_processor_t *p, es_kafka_kind kind, const char *topi
                            .queue_wait_ms = SIDE_FLUSH_MS};
     es_error_t err;
     if (es_kafka_produce(p->side, &r, &err) != ES_OK) {
+        p->side_failed = 1;
         es_mx_add(&p->mx.produce_errors, 1);
         es_logf(p->cfg, ES_LOG_WARNING, "command processor: %s", err.message);
     } else if (kind == ES_KAFKA_REPLY) {
@@ -367,6 +370,8 @@ static void send_snapshot(es_processor_t *p, const slot *s) {
         if (buf) {
             eskit__v1__snapshot__pack(&msg, buf);
             side_produce(p, ES_KAFKA_SNAPSHOT, topic, s->m->partition, id, buf, len);
+        } else {
+            p->side_failed = 1;
         }
     }
 }
@@ -508,16 +513,19 @@ static es_err execute_slots(es_processor_t *p, slot *slots, es_command_t *cmds,
 }
 
 static void answer_and_commit(es_processor_t *p, const slot *slots, const es_result_t *results) {
+    p->side_failed = 0;
     for (size_t i = 0; i < p->n_batch; i++)
         send_snapshot(p, &slots[i]);
     for (size_t i = 0; i < p->n_batch; i++)
         if (slots[i].env)
             send_reply(p, &slots[i], slots[i].cmd >= 0 ? &results[slots[i].cmd] : NULL);
-    if (rd_kafka_flush(p->side, SIDE_FLUSH_MS))
+    int unsent = rd_kafka_flush(p->side, SIDE_FLUSH_MS) != 0;
+    if (unsent)
         es_logf(p->cfg, ES_LOG_WARNING,
                 "command processor: replies or snapshots unsent after %d ms; callers retry "
                 "with the same command id",
                 SIDE_FLUSH_MS);
+    es_proc_note_snapshots(p, slots, p->n_batch, results, !unsent && !p->side_failed);
     if (p->transactional)
         return;
     /* Asynchronous: a commit that fails or is lost is harmless (the commands come again and

@@ -46,6 +46,9 @@ typedef struct es_processor_stats {
                        rule; also in events_skipped) */
     uint64_t gaps;  /* gaps restore stopped at: a version more than one past the aggregate's
                        last; the partition is not restored (ES_EIO naming the missing versions) */
+    uint64_t records_not_read; /* events partition offsets restore did not read: below the point
+                                  where the newest snapshots and the idempotency window let it
+                                  start (processor_restore.c) */
 } es_processor_stats_t;
 
 /* A processor for the aggregate types registered on engine (which must outlive it and keep
