@@ -125,10 +125,10 @@ static int hz_add(es_horizon *h, const char *id, int64_t at) {
                 h->slots[hz_find(h, old[i].id)] = old[i];
         free(old);
     }
-    char *copy = strdup(id);
-    if (!copy)
+    hz_slot *e = &h->slots[hz_find(h, id)];
+    if (!(e->id = strdup(id)))
         return -1;
-    h->slots[hz_find(h, id)] = (hz_slot){copy, at};
+    e->at = at;
     h->count++;
     if (at < h->min)
         h->min = at;
