@@ -667,7 +667,7 @@ static int run_all(bench_t *b) {
     if (wanted(b, "metrics"))
         rc = rc ? rc : fig_metrics(b, 200000 / k, 20000 / k, 50000 / k);
     if (wanted(b, "restore"))
-        rc = rc ? rc : fig_restore(b, 300 / k); /* 10x: 6,000 events, under the mock's 5 MiB */
+        rc = rc ? rc : fig_restore(b, 600 / k); /* 10x: 6,000 events, under the mock's 5 MiB */
     return rc;
 }
 

@@ -1,6 +1,6 @@
 /*
  * Restore after a rebalance, on librdkafka's mock cluster (in this process): one events
- * partition per history size over the same number of aggregates (1x, 3x and 10x events an
+ * partition per history size over the same number of aggregates (1, 3 and 10 events an
  * aggregate), so that the live state is the same and only the history grows, and a new owner
  * (a processor on a fresh state store) restoring them. Partition 0 stays empty: the owner
  * restores its partitions one after another, and partition 0's restore (a few requests) marks
@@ -33,7 +33,7 @@
 #include "util.h"
 
 #define R_PARTS 4 /* 0: empty, the mark; then 1x, 3x, 10x */
-#define EVENTS_1X 2
+#define EVENTS_1X 1
 #define R_BATCH 2000
 #define WINDOW_MS 1000
 #define RESTORE_WAIT_S 60
