@@ -21,7 +21,10 @@
  *
  * Snapshots go to "<type>.snapshots" after the local commit, each naming the
  * events offset of the event it was taken at; restore imports the ones that
- * match the events it imports (see the restore section).
+ * match the events it imports (see the restore section). Once they are
+ * delivered the owner commits each partition's restore horizon (the offset
+ * below which snapshots cover every aggregate) in the restore reader's group,
+ * so that a new owner reads live state, not history (processor_restore.c).
  */
 #include "processor_int.h"
 
@@ -61,15 +64,17 @@ void es_proc_add_owned(es_processor_t *p, const char *topic, int32_t partition) 
         p->owned = o;
         p->cap_owned = cap;
     }
-    p->owned[p->n_owned++] = (owned){t, partition, 0};
+    p->owned[p->n_owned++] = (owned){t, partition, 0, NULL};
     es_proc_mx_owned(p);
 }
 
 static void forget_owned(es_processor_t *p, const char *topic, int32_t partition) {
     size_t t = es_proc_type_of_topic(p, topic, "commands");
     owned *o = es_proc_find_owned(p, t, partition);
-    if (o)
+    if (o) {
+        es_horizon_free(o->hz);
         *o = p->owned[--p->n_owned];
+    }
     es_proc_mx_owned(p);
 }
 
@@ -297,6 +302,10 @@ void es_processor_destroy(es_processor_t *p) {
         rd_kafka_flush(p->producer, SIDE_FLUSH_MS);
         es_kafka_destroy(p->producer, 0);
     }
+    es_proc_cover_snapshots(p, 0);
+    free(p->cover);
+    if (p->hz_queue)
+        rd_kafka_queue_destroy(p->hz_queue);
     es_kafka_destroy(p->reader, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     es_engine_destroy(p->local);
     es_config_destroy(p->local_cfg);
@@ -304,6 +313,8 @@ void es_processor_destroy(es_processor_t *p) {
     es_registry_destroy(p->registry);
     free(p->envelope_ids);
     free(p->types);
+    for (size_t i = 0; i < p->n_owned; i++)
+        es_horizon_free(p->owned[i].hz);
     free(p->owned);
     free(p->prod);
     free(p->batch);
@@ -352,6 +363,8 @@ es_err es_processor_poll(es_processor_t *p, int timeout_ms, size_t *handled, es_
         e = es_proc_process_batch(p, &n, err);
     else
         es_proc_drop_batch(p); /* a fatal consumer error: nothing more is committed */
+    if (!n)
+        es_proc_commit_horizons(p); /* the last batch's, once due */
     if (handled)
         *handled = n;
     return e;

@@ -16,6 +16,8 @@ void es_proc_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     size_t i = (size_t)(tag & 0xffffffffu);
     if (m->err)
         es_mx_add(&p->mx.produce_errors, 1);
+    if (m->err && tag == UINT64_MAX)
+        p->side_failed = 1;
     if (tag != UINT64_MAX && (uint32_t)(tag >> 32) == p->prod_gen && i < p->n_prod) {
         p->prod[i].done = 1;
         p->prod[i].err = m->err;
@@ -349,6 +351,7 @@ static void side_produce(es_processor_t *p, es_kafka_kind kind, const char *topi
                            .queue_wait_ms = SIDE_FLUSH_MS};
     es_error_t err;
     if (es_kafka_produce(p->side, &r, &err) != ES_OK) {
+        p->side_failed = 1;
         es_mx_add(&p->mx.produce_errors, 1);
         es_logf(p->cfg, ES_LOG_WARNING, "command processor: %s", err.message);
     } else if (kind == ES_KAFKA_REPLY) {
@@ -376,6 +379,8 @@ static void send_snapshot(es_processor_t *p, const slot *s) {
         if (buf) {
             eskit__v1__snapshot__pack(&msg, buf);
             side_produce(p, ES_KAFKA_SNAPSHOT, topic, s->m->partition, id, buf, len);
+        } else {
+            p->side_failed = 1;
         }
     }
 }
@@ -534,8 +539,9 @@ static void commit_offsets(es_processor_t *p, rd_kafka_topic_partition_list_t *o
 void es_proc_settle(es_processor_t *p, int wait_ms) {
     if (!p->unsettled)
         return;
+    int late = 0;
     if (rd_kafka_outq_len(p->side) > 0) {
-        int late = es_now_us() / 1000 - p->unsettled_ms >= SIDE_FLUSH_MS;
+        late = es_now_us() / 1000 - p->unsettled_ms >= SIDE_FLUSH_MS;
         if (!late &&
             (wait_ms <= 0 || rd_kafka_flush(p->side, wait_ms) != RD_KAFKA_RESP_ERR_NO_ERROR))
             return;
@@ -544,14 +550,18 @@ void es_proc_settle(es_processor_t *p, int wait_ms) {
     }
     rd_kafka_topic_partition_list_t *offs = p->unsettled;
     p->unsettled = NULL;
+    es_proc_cover_snapshots(p, !late && !p->side_failed);
     commit_offsets(p, offs);
 }
 
 /* The replies and snapshots go out now; the offsets wait for their acknowledgements, and so does
  * the next batch's local commit (the same producer's flush), not its decisions: the next batch
  * is read and executed meanwhile (es_processor_poll settles first when no command waits). */
-static void answer_and_commit(es_processor_t *p, slot *slots) {
+static void answer_and_commit(es_processor_t *p, slot *slots, const es_result_t *results) {
     es_proc_settle(p, SIDE_FLUSH_MS); /* a failed batch's predecessor, at most one waits */
+    if (p->unsettled)                 /* its snapshots' delivery is unknown: they cover nothing */
+        es_proc_cover_snapshots(p, 0);
+    p->side_failed = 0;
     for (size_t i = 0; i < p->n_batch; i++)
         send_snapshot(p, &slots[i]);
     for (size_t i = 0; i < p->n_batch; i++) /* side_produce takes the reply */
@@ -560,9 +570,12 @@ static void answer_and_commit(es_processor_t *p, slot *slots) {
                          slots[i].env->command_id, slots[i].reply, slots[i].reply_len);
             slots[i].reply = NULL;
         }
+    es_proc_note_snapshots(p, slots, p->n_batch, results);
     if (p->transactional) {
-        if (rd_kafka_flush(p->side, SIDE_FLUSH_MS))
+        int unsent = rd_kafka_flush(p->side, SIDE_FLUSH_MS) != 0;
+        if (unsent)
             warn_unsent(p);
+        es_proc_cover_snapshots(p, !unsent && !p->side_failed);
         return;
     }
     if (p->unsettled) /* could not settle: commit rather than lose them */
@@ -589,7 +602,7 @@ es_err es_proc_process_batch(es_processor_t *p, size_t *handled, es_error_t *err
     if (e == ES_OK)
         e = execute_slots(p, slots, cmds, results, &n_cmds, err);
     if (e == ES_OK) {
-        answer_and_commit(p, slots);
+        answer_and_commit(p, slots, results);
         bump(&p->stats.commands, n);
         if (handled)
             *handled += n;

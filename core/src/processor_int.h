@@ -30,6 +30,7 @@
 #define FLUSH_TIMEOUT_MS 10000   /* events' delivery before the local commit */
 #define SIDE_FLUSH_MS 5000       /* snapshots and replies: best effort */
 #define RESTORE_CHUNK 1000       /* imported events per local transaction */
+#define HORIZON_TIMEOUT_MS 3000  /* asking the group coordinator for a restore horizon */
 #define TOPIC_MAX (ES_MAX_TYPE_LEN + 16)
 
 typedef struct agg_type {
@@ -37,11 +38,18 @@ typedef struct agg_type {
     void *opaque;
 } agg_type;
 
+/* The restore horizon of one owned partition (processor_restore.c): a restore may start at
+ * it, because every aggregate with an event below it has a snapshot on Kafka covering its last
+ * event below it. */
+typedef struct es_horizon es_horizon;
+
 /* A commands partition assigned to this processor. */
 typedef struct owned {
     size_t type;
     int32_t partition;
     int restored;
+    es_horizon *hz; /* NULL until a restore learnt it (then kept across restores of the batch's
+                       failures, freed when the partition goes) */
 } owned;
 
 /* One produced event awaiting its delivery report. */
@@ -95,6 +103,15 @@ struct es_processor {
     rd_kafka_message_t **batch;
     size_t n_batch;
     int in_batch;
+    int side_failed; /* a reply or snapshot of the batch being settled was not delivered (dr_cb) */
+    /* Aggregates whose snapshot the unsettled batch produced: covered once it is settled. */
+    struct hz_cover {
+        size_t type;
+        int32_t partition;
+        char *id;
+    } *cover;
+    size_t n_cover, cap_cover;
+    rd_kafka_queue_t *hz_queue; /* results of restore horizon commits (processor_restore.c) */
     produced *prod;
     size_t n_prod, cap_prod;
     uint32_t prod_gen; /* tags each batch's events: a late report of an older batch is not ours */
@@ -108,7 +125,8 @@ struct es_processor {
     uint32_t *envelope_ids; /* by type: the envelope's schema id on its events topic, when framed */
     struct {
         atomic_uint_fast64_t commands, restores, events_imported, events_skipped,
-            snapshots_imported, snapshots_malformed, snapshots_unused, stale, gaps;
+            snapshots_imported, snapshots_malformed, snapshots_unused, stale, gaps,
+            records_not_read;
     } stats;
     /* What the scrape thread reads (processor_metrics.c): copies the polling thread keeps. */
     struct {
@@ -153,6 +171,18 @@ es_err es_proc_save_next(es_log_t *log, const char *type, int32_t partition, int
                          es_error_t *err);
 /* Brings the store up to the end of o's events partition. */
 es_err es_proc_restore(es_processor_t *p, owned *o, es_error_t *err);
+void es_horizon_free(es_horizon *hz);
+/* After a batch's local commit, its snapshots produced: notes its aggregates as not covered
+ * from their first event of the batch on, and keeps those with a snapshot for
+ * es_proc_cover_snapshots. */
+void es_proc_note_snapshots(es_processor_t *p, const slot *slots, size_t n_slots,
+                            const es_result_t *results);
+/* Once the batch's replies and snapshots are settled (delivered: every one was acknowledged):
+ * the aggregates its snapshots cover leave the horizons, which are committed when they moved.
+ * Not delivered: they stay not covered (a restore reads more, never less). */
+void es_proc_cover_snapshots(es_processor_t *p, int delivered);
+/* Commits the horizons that moved and are due (between batches too: the last batch's). */
+void es_proc_commit_horizons(es_processor_t *p);
 
 /* processor_batch.c */
 void es_proc_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque);

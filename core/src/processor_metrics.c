@@ -43,7 +43,10 @@ static void collect(void *self, es_mx_sink *k) {
     } skips[] = {{"undecodable", skipped > stale ? skipped - stale : 0},
                  {"stale", stale},
                  {"malformed_snapshot", atomic_load(&p->stats.snapshots_malformed)},
-                 {"unused_snapshot", atomic_load(&p->stats.snapshots_unused)}};
+                 {"unused_snapshot", atomic_load(&p->stats.snapshots_unused)},
+                 /* not even read: below where the snapshots and the idempotency window let
+                  * restore start */
+                 {"covered", atomic_load(&p->stats.records_not_read)}};
     for (size_t i = 0; i < sizeof skips / sizeof *skips; i++)
         es_mx_sample(k, "eskit_processor_records_skipped_total", ES_MX_COUNTER,
                      "Records restore skipped, by reason.",

@@ -24,6 +24,7 @@
 #include "eskit/v1/snapshot.pb-c.h"
 #include "internal.h"
 #include "kafkautil.h"
+#include "metricsutil.h"
 #include "testutil.h"
 
 #define PARTS 3
@@ -1181,5 +1182,59 @@ Test(kafka_processor, a_call_waiting_for_its_reply_does_not_hold_up_other_thread
     pr = start_processor(); /* now inventory.item has an owner, which answers the restock */
     cr_assert_eq(pthread_join(t, NULL), 0);
     cr_assert_eq(rr.rc, ES_OK, "%s", rr.err.message);
+    stop_processor(pr);
+}
+
+/* A new owner reads the live state, not the history: with snapshot.every=2, o-1's two events
+ * are covered by its snapshot and lie outside idempotency.window.ms, so restore seeds o-1 at
+ * that snapshot and does not read them; o-2 has no snapshot and is restored whole (its
+ * partition's horizon stays at its event); o-4's command, inside the window, is still answered
+ * as a duplicate after the move, while o-1's, outside it, runs again as new. */
+Test(kafka_processor, a_new_owner_reads_snapshots_and_the_window_not_the_history) {
+    set("snapshot.every", "2");
+    set("idempotency.window.ms", "5000");
+    proc *pr = start_processor();
+    Orders__V1__PlaceOrder m[3];
+    es_command_t c = place("o-1", "place-o-1", &m[0]);
+    accepted(&c, 1, "orders.v1.OrderPlaced");
+    c = simple("o-1", &confirm_msg.base, "confirm-o-1");
+    accepted(&c, 2, "orders.v1.OrderConfirmed");
+    c = place("o-2", "place-o-2", &m[1]);
+    accepted(&c, 1, "orders.v1.OrderPlaced");
+    usleep(5200 * 1000); /* o-1's and o-2's events leave the window */
+    c = place("o-4", "place-o-4", &m[2]);
+    accepted(&c, 1, "orders.v1.OrderPlaced");
+    stop_processor(pr);
+
+    set_state_db("fresh.db");
+    pr = start_processor();
+    es_result_t res;
+    es_error_t err = {0};
+    c = place("o-4", "place-o-4", &m[2]); /* inside the window: the first answer, its events */
+    cr_assert_eq(exec(&c, &res, &err), ES_OK, "%s", err.message);
+    cr_assert(res.duplicate);
+    cr_assert_eq(res.version, 1);
+    cr_assert_eq(res.n_events, 1);
+    cr_assert_str_eq(res.events[0]->event_type, "orders.v1.OrderPlaced");
+    es_result_clear(&res);
+    es_processor_stats_t st = stats_of(pr);
+    char *text = mx_scrape(); /* the count restore did not even read, only in the metrics */
+    cr_assert_eq(mx_value(text, "eskit_processor_records_skipped_total{service=\"svc\","
+                                "reason=\"covered\"}"),
+                 2, "o-1's two events");
+    free(text);
+    cr_assert_eq(st.events_imported, 2, "o-2's (no snapshot) and o-4's (inside the window)");
+    cr_assert_geq(st.snapshots_imported, 1, "o-1's, which its stream starts at");
+    cr_assert_eq(st.gaps, 0);
+    /* The same state and versions as a full restore. */
+    c = simple("o-1", &confirm_msg.base, NULL);
+    rejected(&c, 2, "already confirmed");
+    c = simple("o-2", &confirm_msg.base, NULL);
+    accepted(&c, 2, "orders.v1.OrderConfirmed");
+    c = simple("o-1", &cancel_msg.base, NULL);
+    rejected(&c, 2, "already confirmed");
+    /* Outside the window o-1's command id is forgotten: the retry is decided again. */
+    c = simple("o-1", &confirm_msg.base, "confirm-o-1");
+    rejected(&c, 2, "already confirmed");
     stop_processor(pr);
 }

@@ -69,7 +69,7 @@ typedef struct es_topic_pos {
 } es_topic_pos_t;
 
 /* The event store role (embedded only). */
-#define ES_STORE_OPS_VERSION 1
+#define ES_STORE_OPS_VERSION 2
 typedef struct es_store_ops {
     int version; /* ES_STORE_OPS_VERSION: methods past a version are absent below it */
     es_err (*begin)(es_log_t *log, es_error_t *err);
@@ -94,6 +94,13 @@ typedef struct es_store_ops {
     es_err (*get_meta)(es_log_t *log, const char *key, char *out, size_t cap, int *found,
                        es_error_t *err);
     es_err (*put_meta)(es_log_t *log, const char *key, const char *value, es_error_t *err);
+    /* Version 2. Creates a stream that begins past version: its events 1..version are not in
+     * this store (a snapshot stands for them; the Kafka processor's restore, which reads only
+     * the events after it). The stream is at version with no events, the next append continues
+     * at version + 1, and a read of a version below its first stored event is ES_EIO. Inside
+     * begin/commit; ES_ECONFLICT when the stream exists. */
+    es_err (*seed_stream)(es_log_t *log, const char *type, const char *id, uint64_t version,
+                          es_error_t *err);
 } es_store_ops;
 
 /* The log reader role (every backend). */

@@ -987,6 +987,25 @@ static es_err lg_append(es_log_t *base, const char *type, const char *id, uint64
     return ES_OK;
 }
 
+static es_err lg_seed_stream(es_log_t *base, const char *type, const char *id, uint64_t version,
+                             es_error_t *err) {
+    sqlite_log *l = (sqlite_log *)base;
+    stream_row row;
+    stream_entry *ent;
+    int64_t tid;
+    es_err e = write_stream_row(l, type, id, "seeding a stream", &row, &tid, &ent, err);
+    if (e != ES_OK)
+        return e;
+    if (row.version || row.head)
+        return es_fail(err, ES_ECONFLICT, "%s/%s exists (at version %llu): not seeded at %llu",
+                       type, id, (unsigned long long)row.version, (unsigned long long)version);
+    if ((e = mark_dirty(l, ent, err)) != ES_OK)
+        return e;
+    ent->head_dirty = 1;
+    ent->row.version = version; /* head stays 0: the chain starts with the next append */
+    return ES_OK;
+}
+
 static es_err decode_row(sqlite_log *l, sqlite3_stmt *s, int col, const char *type, const char *key,
                          int64_t pos, es_event_t **ev, es_error_t *err) {
     char topic[ES_MAX_TYPE_LEN + 16];
@@ -1015,7 +1034,8 @@ static es_err stream_positions(sqlite_log *l, const stream_row *row, uint64_t fr
     int64_t *pos = malloc(count * sizeof *pos), p = row->head;
     if (!pos)
         return es_fail(err, ES_ENOMEM, "out of memory reading a stream of %zu events", count);
-    for (uint64_t v = row->version; v >= from && p; v--) {
+    uint64_t v = row->version;
+    for (; v >= from && p; v--) {
         sqlite3_stmt *s = stmt(l, S_EVENT_LINK);
         sqlite3_bind_int64(s, 1, p);
         int rc = sqlite3_step(s);
@@ -1035,6 +1055,16 @@ static es_err stream_positions(sqlite_log *l, const stream_row *row, uint64_t fr
             pos[v - from] = p;
         p = prev;
     }
+    if (v >= from) { /* the chain began past from: a stream seeded at a snapshot (seed_stream) */
+        free(pos);
+        return es_fail(err, ES_EIO,
+                       "this store holds the stream's events from version %llu on only, and "
+                       "version %llu was asked: the stream was restored from a snapshot at "
+                       "version %llu (its earlier events are in the Kafka topic; delete the "
+                       "state store to restore it whole), or %s was modified outside eskit",
+                       (unsigned long long)v + 1, (unsigned long long)from, (unsigned long long)v,
+                       l->path);
+    }
     *out = pos;
     *n = count;
     return ES_OK;
@@ -1051,6 +1081,8 @@ static es_err lg_read_stream(es_log_t *base, const char *type, const char *id, u
     es_err e = read_stream_row(l, type, id, &row, &ent, &opened, err);
     if (e == ES_OK)
         e = stream_positions(l, &row, from ? from : 1, to, &pos, &n, err);
+    if (e == ES_EIO && row.id)
+        es_error_prefix(err, "%s/%s: ", type, id);
     for (size_t i = 0; e == ES_OK && i < n; i++) {
         sqlite3_stmt *s = stmt(l, S_EVENT_GET);
         sqlite3_bind_int64(s, 1, pos[i]);
@@ -1680,6 +1712,7 @@ static const es_store_ops sqlite_store = {
     .put_command = lg_put_command,
     .get_meta = lg_get_meta,
     .put_meta = lg_put_meta,
+    .seed_stream = lg_seed_stream,
 };
 
 static const es_reader_ops sqlite_reader = {
