@@ -20,6 +20,7 @@
 #include <eskit/eskit.h>
 
 #include "blobs.h"
+#include "idem.h"
 #include "raw.h"
 #include "kafka.h"
 #include "replay.h"
@@ -29,15 +30,17 @@
 #include "saga.h"
 #include "util.h"
 
-#define GOAL_APPEND 0.50  /* batched append vs raw INTEGER PRIMARY KEY insert */
-#define GOAL_LATENCY 1.50 /* es_execute p50 vs one raw fsync'd commit */
-#define GOAL_REPLAY 0.50  /* es_replay vs a raw read-decode-upsert rebuild */
-#define GOAL_UPCAST 0.80  /* es_replay, half the events upcast, vs the same without */
-#define GOAL_KAFKA 0.50   /* es_execute_batch over Kafka vs raw librdkafka, same bytes */
-#define GOAL_METRICS 0.97 /* a figure with metrics on vs the same with metrics.enabled=false */
-#define GOAL_RSS_MIB 64.0 /* peak RSS of a replay, flat in the log's size */
-#define SAGA_ORDERS 5000  /* sagas in the saga figure (--quick: 500) */
-#define MX_PAIRS 9        /* metrics group: runs each side of the execute and catch-up figures */
+#define GOAL_APPEND 0.50    /* batched append vs raw INTEGER PRIMARY KEY insert */
+#define GOAL_LATENCY 1.50   /* es_execute p50 vs one raw fsync'd commit */
+#define GOAL_REPLAY 0.50    /* es_replay vs a raw read-decode-upsert rebuild */
+#define GOAL_UPCAST 0.80    /* es_replay, half the events upcast, vs the same without */
+#define GOAL_KAFKA 0.50     /* es_execute_batch over Kafka vs raw librdkafka, same bytes */
+#define GOAL_METRICS 0.97   /* a figure with metrics on vs the same with metrics.enabled=false */
+#define GOAL_IDEM_KIND 0.80 /* random caller ids vs sequential ones, at 2M remembered ids */
+#define GOAL_IDEM_FLAT 0.90 /* each kind of id: the rate at 6M events vs on an empty log */
+#define GOAL_RSS_MIB 64.0   /* peak RSS of a replay, flat in the log's size */
+#define SAGA_ORDERS 5000    /* sagas in the saga figure (--quick: 500) */
+#define MX_PAIRS 9          /* metrics group: runs each side of the execute and catch-up figures */
 #define MX_KAFKA_PAIRS                                                                             \
     7 /* and of the Kafka figure, whose runs vary the most (--quick: 1 each: a smoke run) */
 #define MAX_NOTES 32
@@ -66,7 +69,7 @@ static void usage(FILE *out) {
     fprintf(out, "usage: eskit-bench [--quick] [--only GROUP] [--dir DIR]\n"
                  "  --quick    smaller counts, for a smoke test\n"
                  "  --only G   one group: append, execute, latency, replay, kafka, saga,\n"
-                 "             schemas or metrics\n"
+                 "             schemas, metrics or idempotency\n"
                  "  --dir DIR  where the scratch databases go (default: $TMPDIR or /var/tmp);\n"
                  "             put it on the disk you want measured, not on tmpfs\n");
 }
@@ -81,9 +84,9 @@ static int parse_args(bench_t *b, int argc, char **argv) {
             if (strcmp(b->only, "append") && strcmp(b->only, "execute") &&
                 strcmp(b->only, "latency") && strcmp(b->only, "replay") &&
                 strcmp(b->only, "kafka") && strcmp(b->only, "saga") && strcmp(b->only, "schemas") &&
-                strcmp(b->only, "metrics")) {
+                strcmp(b->only, "metrics") && strcmp(b->only, "idempotency")) {
                 fprintf(stderr, "eskit-bench: --only takes append, execute, latency, replay, "
-                                "kafka, saga, schemas or metrics\n");
+                                "kafka, saga, schemas, metrics or idempotency\n");
                 return -1;
             }
         } else if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc) {
@@ -604,6 +607,58 @@ static int fig_metrics(bench_t *b, size_t n_execute, size_t n_kafka, size_t n_re
     return 0;
 }
 
+static const char *const idem_kind[IDEM_KINDS] = {"no caller id", "sequential ids",
+                                                  "random UUIDv4 ids"};
+
+static void add_idem_note(bench_t *b, const char *where, const idem_point_t *p) {
+    char ev[32], ids[32], seq[32];
+    add_note(b,
+             "idempotency: %s: %s events, %s ids remembered (%s sequential, the rest random), "
+             "es_commands %.1f MiB (%.0f bytes an id), first batch after opening %.0f ms; bytes "
+             "written per batch: none %.0f KiB, sequential %.0f KiB, random %.0f KiB",
+             where, bench_fmt_count(ev, sizeof ev, (double)p->events),
+             bench_fmt_count(ids, sizeof ids, (double)p->ids),
+             bench_fmt_count(seq, sizeof seq, (double)p->ids_of[IDEM_SEQ]),
+             p->table_bytes / 1048576.0, p->ids ? p->table_bytes / (double)p->ids : 0.0,
+             p->first_batch_ms, p->written_per_batch[IDEM_NONE] / 1024.0,
+             p->written_per_batch[IDEM_SEQ] / 1024.0, p->written_per_batch[IDEM_RANDOM] / 1024.0);
+}
+
+/* Issue 16 item 5: random ids beside sequential ones at 2M remembered, and each kind at 6M
+ * events beside the same kind on an empty log. */
+static int fig_idempotency(bench_t *b) {
+    idem_figs_t f;
+    char name[96], base[96], c1[32], c2[32];
+    progress("es_execute_batch with no, sequential and random command ids as the log grows");
+    if (bench_idem(b->dir, b->quick, &f) != 0)
+        return -1;
+    bench_fmt_count(c1, sizeof c1, (double)f.mid.ids_of[IDEM_RANDOM]);
+    snprintf(name, sizeof name, "es_execute_batch, random UUIDv4 ids, %s of them remembered", c1);
+    snprintf(base, sizeof base, "the same with sequential ids, %s of them",
+             bench_fmt_count(c2, sizeof c2, (double)f.mid.ids_of[IDEM_SEQ]));
+    fig_slot_t *s =
+        add_fig(b, name, base, f.mid.rate[IDEM_RANDOM], f.mid.rate[IDEM_SEQ], UNIT_EVENTS_S);
+    s->f.goal_kind = GOAL_AT_LEAST;
+    s->f.goal = GOAL_IDEM_KIND;
+    bench_fmt_count(c1, sizeof c1, (double)f.full.events);
+    for (int k = 0; k < IDEM_KINDS; k++) {
+        snprintf(name, sizeof name, "es_execute_batch, %s, %s events in the log", idem_kind[k], c1);
+        snprintf(base, sizeof base, "the same on an empty log");
+        s = add_fig(b, name, base, f.full.rate[k], f.empty.rate[k], UNIT_EVENTS_S);
+        s->f.goal_kind = GOAL_AT_LEAST;
+        s->f.goal = GOAL_IDEM_FLAT;
+    }
+    add_note(b,
+             "idempotency: %zu Restocks a batch over %s items, %zu timed batches per kind and "
+             "point; ids grown by executing Restocks that carry them, 10,000 a batch; events "
+             "past them by es_store_append (tools/bench/idem.c)",
+             f.batch, bench_fmt_count(c2, sizeof c2, (double)f.aggregates), f.window);
+    add_idem_note(b, "empty log", &f.empty);
+    add_idem_note(b, "ids grown", &f.mid);
+    add_idem_note(b, "events grown", &f.full);
+    return 0;
+}
+
 static bool wanted(const bench_t *b, const char *group) {
     return !b->only || !strcmp(b->only, group);
 }
@@ -633,6 +688,8 @@ static int run_all(bench_t *b) {
     }
     if (wanted(b, "metrics"))
         rc = rc ? rc : fig_metrics(b, 200000 / k, 20000 / k, 50000 / k);
+    if (wanted(b, "idempotency"))
+        rc = rc ? rc : fig_idempotency(b);
     return rc;
 }
 
