@@ -716,7 +716,7 @@ Test(engine, a_version_2_file_is_upgraded_and_its_command_ids_still_answer_as_du
     cr_assert_eq(es_engine_new(cfg, &engine, &err), ES_OK, "%s", err.message);
     cr_assert_eq(demo_register_all(engine, &err), ES_OK, "%s", err.message);
     es_config_destroy(cfg);
-    cr_assert_eq(query_int(path, "SELECT value FROM es_meta WHERE key = 'schema_version'"), 4);
+    cr_assert_eq(query_int(path, "SELECT value FROM es_meta WHERE key = 'schema_version'"), 5);
 
     Orders__V1__PlaceOrder m1, m2;
     es_command_t old = place("o-old", "place-o-old", &m1);
