@@ -2261,6 +2261,8 @@ es_err es_log_sqlite_open_flags(const es_config_t *cfg, unsigned flags, es_log_t
     l->flags = flags;
     l->recorded_end = -1;
     l->win.ms = es_config_get_int(cfg, "idempotency.window.ms");
+    if (l->win.ms > (1LL << 50)) /* some 35,000 years: "at + ms" cannot overflow */
+        l->win.ms = 1LL << 50;
     l->win.count = es_config_get_int(cfg, "idempotency.window.ids");
     l->win.ids.seed = es_random64() | 1;
     l->streams =
