@@ -255,7 +255,8 @@ typedef struct queued_command {
 
 /*
  * The idempotency window (idempotency.window.ms and .ids, docs/idempotency.md). ids finds the
- * window's ids by seq; it is built on the first lookup, from the rows past seen: another
+ * window's ids by seq; it is built before the first write transaction takes the lock (or at
+ * the first lookup outside one), from the rows past seen: another
  * connection's commits are read at the first lookup after them (stale), this connection's are
  * added once its commit succeeded (pend), so a rollback leaves nothing to undo. An id whose row
  * is below low, older than ms or more than count ids behind the newest is forgotten; its row is
@@ -694,7 +695,12 @@ static es_err lg_begin(es_log_t *base, es_error_t *err) {
         return refuse_readonly(l, "starting a write transaction", err);
     if (l->in_tx)
         return es_fail(err, ES_ESTATE, "a transaction is already open on %s", l->path);
-    es_err rc = es_sql_begin(&l->tx, ES_SQL_IMMEDIATE, "starting a write transaction", err);
+    /* The window's ids are read before the write lock is taken, not under it: a million of
+     * them take half a second, and other writers wait on the lock. What commits meanwhile is
+     * caught up inside (data_version). */
+    es_err rc = l->win.built ? ES_OK : ids_catch_up(l, err);
+    if (rc == ES_OK)
+        rc = es_sql_begin(&l->tx, ES_SQL_IMMEDIATE, "starting a write transaction", err);
     if (rc != ES_OK)
         return rc;
     l->in_tx = 1;
