@@ -34,7 +34,7 @@ static int regrow(es_id_index *x, int64_t low, int64_t base) {
     for (size_t i = 0; i < x->cap; i++)
         live += x->slots[i] && seq_of(x, x->slots[i]) >= low;
     size_t cap = MIN_CAP;
-    while (cap / 4 * 3 < 2 * (live + 1))
+    while (cap / 2 < live + 1)
         cap *= 2;
     uint64_t *slots = calloc(cap, sizeof *slots);
     if (!slots)

@@ -5,7 +5,8 @@
  * finds an id again. A miss (a new command) touches no page; a candidate is confirmed by reading
  * its row and comparing the id text, so a collision only costs that read.
  *
- * Open addressing, linear probing, at most 3/4 full. A slot is 8 bytes: 32 bits of the id's
+ * Open addressing, linear probing, at most 3/4 full (regrown to at most half full: 11 to 22
+ * bytes an id). A slot is 8 bytes: 32 bits of the id's
  * hash (which also pick the home slot, so the table regrows without the ids) and 32 bits of seq
  * counted from base; 0 is empty. Entries are never deleted: those below the caller's low
  * watermark (rows pruned from the left edge) read as absent and are left out when it regrows.

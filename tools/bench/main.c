@@ -611,13 +611,13 @@ static const char *const idem_kind[IDEM_KINDS] = {"no caller id", "sequential id
                                                   "random UUIDv4 ids"};
 
 /* The in-memory index's bytes after n ids added from empty, by core/src/idindex.c's rule (8-byte
- * slots; an add that would pass 3/4 full regrows to a power of two at most 3/8 full, from 1,024):
- * the library does not publish it. */
+ * slots; an add that would pass 3/4 full regrows to a power of two at most half full, from
+ * 1,024): the library does not publish it. */
 static double idem_index_bytes(size_t n) {
     size_t cap = 0, count = 0;
     while (count < n) {
         if (count + 1 > cap / 4 * 3)
-            for (cap = 1024; cap / 4 * 3 < 2 * (count + 1);)
+            for (cap = 1024; cap / 2 < count + 1;)
                 cap *= 2;
         size_t room = cap / 4 * 3 - count;
         count += room < n - count ? room : n - count;
