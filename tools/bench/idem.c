@@ -8,9 +8,9 @@
  * batch (each id is a command, recorded the way the measured ones are), seq and random
  * alternating so both kinds see the same log; the remaining events by es_store_append, 10,000
  * a call, on a stream type of their own (no command ids: appends record none). Each point then
- * measures a window of 1,000-command batches per kind, after one batch not timed (the first
- * after an open builds what the store keeps in memory; it is timed on its own). The "empty"
- * log has the items' streams already: 20,000 Restocks without ids go first, so that point
+ * measures a window of 1,000-command batches per kind, the kinds taking turns, after the
+ * first batch after an open, timed on its own (it builds what the store keeps in memory). The
+ * "empty" log has the items' streams already: 20,000 Restocks without ids go first, so that point
  * measures an empty id window, not the creation of 10,000 streams.
  */
 #include "idem.h"
@@ -138,19 +138,30 @@ static double written_bytes(void) {
     return v;
 }
 
-/* A window of batches of one kind after one not timed: events per second, bytes per batch. */
-static int measure(idem_run_t *r, int kind, size_t batches, double *rate, double *written) {
-    if (run_batch(r, kind, BATCH) != 0)
-        return -1;
-    size_t before = r->events;
-    double w0 = written_bytes();
-    int64_t t0 = bench_now_ns();
-    for (size_t i = 0; i < batches; i++)
-        if (run_batch(r, kind, BATCH) != 0)
-            return -1;
-    int64_t ns = bench_now_ns() - t0;
-    *rate = (double)(r->events - before) * 1e9 / (double)(ns > 0 ? ns : 1);
-    *written = (written_bytes() - w0) / (double)batches;
+/* A window of batches of each kind, the kinds taking turns batch by batch so that all see the
+ * same machine (a shared one drifts by more than the differences measured), after one batch
+ * of each not timed: events per second and bytes written per batch, per kind. */
+static int measure(idem_run_t *r, size_t batches, idem_point_t *p) {
+    int64_t ns[IDEM_KINDS] = {0};
+    size_t events[IDEM_KINDS] = {0};
+    double written[IDEM_KINDS] = {0};
+    for (size_t i = 0; i <= batches; i++)
+        for (int k = 0; k < IDEM_KINDS; k++) {
+            size_t before = r->events;
+            double w0 = written_bytes();
+            int64_t t0 = bench_now_ns();
+            if (run_batch(r, k, BATCH) != 0)
+                return -1;
+            if (i == 0)
+                continue;
+            ns[k] += bench_now_ns() - t0;
+            written[k] += written_bytes() - w0;
+            events[k] += r->events - before;
+        }
+    for (int k = 0; k < IDEM_KINDS; k++) {
+        p->rate[k] = (double)events[k] * 1e9 / (double)(ns[k] > 0 ? ns[k] : 1);
+        p->written_per_batch[k] = written[k] / (double)batches;
+    }
     return 0;
 }
 
@@ -181,9 +192,8 @@ static int measure_point(idem_run_t *r, size_t window, idem_point_t *p) {
     if (run_batch(r, IDEM_RANDOM, BATCH) != 0)
         return -1;
     p->first_batch_ms = (double)(bench_now_ns() - t0) / 1e6;
-    for (int k = 0; k < IDEM_KINDS; k++)
-        if (measure(r, k, window, &p->rate[k], &p->written_per_batch[k]) != 0)
-            return -1;
+    if (measure(r, window, p) != 0)
+        return -1;
     sizes(r, p);
     return 0;
 }

@@ -667,7 +667,8 @@ static int fig_idempotency(bench_t *b) {
     }
     add_note(b,
              "idempotency: %zu Restocks a batch over %s items, %zu timed batches per kind and "
-             "point; ids grown by executing Restocks that carry them, 10,000 a batch; events "
+             "point, the kinds taking turns batch by batch; ids grown by executing Restocks that "
+             "carry them, 10,000 a batch; events "
              "past them by es_store_append (tools/bench/idem.c)",
              f.batch, bench_fmt_count(c2, sizeof c2, (double)f.aggregates), f.window);
     add_idem_note(b, "empty log", &f.empty);
