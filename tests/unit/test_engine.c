@@ -716,7 +716,7 @@ Test(engine, a_version_2_file_is_upgraded_and_its_command_ids_still_answer_as_du
     cr_assert_eq(es_engine_new(cfg, &engine, &err), ES_OK, "%s", err.message);
     cr_assert_eq(demo_register_all(engine, &err), ES_OK, "%s", err.message);
     es_config_destroy(cfg);
-    cr_assert_eq(query_int(path, "SELECT value FROM es_meta WHERE key = 'schema_version'"), 4);
+    cr_assert_eq(query_int(path, "SELECT value FROM es_meta WHERE key = 'schema_version'"), 5);
 
     Orders__V1__PlaceOrder m1, m2;
     es_command_t old = place("o-old", "place-o-old", &m1);
@@ -806,4 +806,157 @@ Test(engine, load_state_of_an_unregistered_type_names_it) {
                  ES_EUNKNOWN_TYPE);
     cr_expect(strstr(err.message, "acme.widget"), "%s", err.message);
     cr_expect_null(state);
+}
+
+/* The idempotency window (docs/idempotency.md, "How long ids are remembered"). */
+static void open_windowed(const char *ms, const char *ids) {
+    es_config_t *cfg = tu_config(dir, "engine.db");
+    es_error_t err = {0};
+    es_engine_destroy(engine);
+    cr_assert_eq(es_config_set(cfg, "idempotency.window.ms", ms, NULL), ES_OK);
+    cr_assert_eq(es_config_set(cfg, "idempotency.window.ids", ids, NULL), ES_OK);
+    cr_assert_eq(es_engine_new(cfg, &engine, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(demo_register_all(engine, &err), ES_OK, "%s", err.message);
+    es_config_destroy(cfg);
+}
+
+/* Restocks sku-w once with command id cid; true when it was answered as a duplicate. */
+static bool restock_with_id(es_engine_t *e, const char *cid) {
+    Inventory__V1__Restock msg;
+    es_command_t cmd = restock("sku-w", &msg, 1);
+    es_result_t r;
+    es_error_t err = {0};
+    cmd.command_id = cid;
+    cr_assert_eq(es_execute(e, &cmd, &r, &err), ES_OK, "%s: %s", cid, err.message);
+    cr_assert_eq(r.outcome, ES_OUTCOME_ACCEPTED, "%s", cid);
+    bool dup = r.duplicate;
+    es_result_clear(&r);
+    return dup;
+}
+
+Test(engine, a_retry_within_the_time_window_is_a_duplicate_and_after_it_runs_anew) {
+    open_windowed("300", "0");
+    int64_t before = es_now_us();
+    cr_assert_not(restock_with_id(engine, "w-1"));
+    int64_t ran = es_now_us(); /* its first execution is recorded as of no later */
+    bool dup = restock_with_id(engine, "w-1");
+    if (es_now_us() < before + 300000) /* a disk so slow that it was not is no failure */
+        cr_assert(dup, "within 300 ms: remembered");
+    while (es_now_us() < ran + 350000)
+        restock_with_id(engine, NULL); /* other commands meanwhile; their commits prune */
+    cr_assert_not(restock_with_id(engine, "w-1"), "after 300 ms: forgotten, runs anew");
+    cr_assert(restock_with_id(engine, "w-1"), "and is remembered from its new execution");
+}
+
+Test(engine, only_the_last_window_ids_command_ids_are_remembered) {
+    open_windowed("0", "3");
+    char cid[16];
+    for (int i = 1; i <= 5; i++) {
+        snprintf(cid, sizeof cid, "n-%d", i);
+        cr_assert_not(restock_with_id(engine, cid));
+    }
+    cr_assert(restock_with_id(engine, "n-3"));
+    cr_assert(restock_with_id(engine, "n-4"));
+    cr_assert(restock_with_id(engine, "n-5"));
+    cr_assert_not(restock_with_id(engine, "n-1"), "the oldest two are forgotten");
+}
+
+/* Past the window, rows leave es_commands a bounded chunk per commit, not all at once. */
+Test(engine, forgotten_ids_are_deleted_a_bounded_chunk_per_commit) {
+    enum { N = 3000 };
+    open_windowed("0", "10");
+    static es_command_t cmds[N];
+    static es_result_t res[N];
+    static char cids[N][16];
+    Inventory__V1__Restock msg;
+    for (int i = 0; i < N; i++) {
+        snprintf(cids[i], sizeof cids[i], "b-%d", i);
+        cmds[i] = restock("sku-w", &msg, 1);
+        cmds[i].command_id = cids[i];
+    }
+    es_error_t err = {0};
+    cr_assert_eq(es_execute_batch(engine, cmds, N, res, &err), ES_OK, "%s", err.message);
+    for (int i = 0; i < N; i++)
+        es_result_clear(&res[i]);
+    char *path = tu_path(dir, "engine.db");
+    int rows = query_int(path, "SELECT count(*) FROM es_commands");
+    for (int round = 0; rows > 11 && round < 10; round++) {
+        restock_with_id(engine, NULL);
+        int now = query_int(path, "SELECT count(*) FROM es_commands");
+        cr_assert_geq(now, rows - 1002, "round %d: %d rows to %d in one commit", round, rows, now);
+        cr_assert_lt(now, rows, "round %d: the commit pruned", round);
+        rows = now;
+    }
+    cr_assert_leq(rows, 11, "down to the window (and the newest row)");
+    cr_assert(restock_with_id(engine, "b-2999"));
+    free(path);
+}
+
+Test(engine, an_id_another_engine_on_the_file_recorded_is_recognised) {
+    es_config_t *cfg = tu_config(dir, "engine.db");
+    es_engine_t *other = NULL;
+    cr_assert_eq(es_engine_new(cfg, &other, NULL), ES_OK);
+    cr_assert_eq(demo_register_all(other, NULL), ES_OK);
+    es_config_destroy(cfg);
+    cr_assert_not(restock_with_id(engine, "t-1")); /* both have looked ids up */
+    cr_assert(restock_with_id(other, "t-1"));
+    for (int i = 0; i < 3; i++) {
+        char cid[16];
+        snprintf(cid, sizeof cid, "t-%d", i + 2);
+        cr_assert_not(restock_with_id(i % 2 ? engine : other, cid));
+        cr_assert(restock_with_id(i % 2 ? other : engine, cid), "%s from the other engine", cid);
+    }
+    es_engine_destroy(other);
+}
+
+Test(engine, a_rolled_back_batch_leaves_its_ids_forgotten_and_a_reopened_engine_remembers) {
+    Orders__V1__PlaceOrder m1;
+    cr_assert_not(restock_with_id(engine, "rb-0"));
+    es_command_t cmd = place("o-rb", "rb-1", &m1);
+    es_result_t res;
+    cr_assert_eq(es_engine_execute_hooked(engine, &cmd, 1, &res, failing_hook, NULL, NULL), ES_EIO);
+    cr_assert_not(restock_with_id(engine, "rb-1"), "the rolled-back id is not remembered");
+    es_engine_destroy(engine);
+    open_engine(NULL);
+    cr_assert(restock_with_id(engine, "rb-1"));
+    cr_assert(restock_with_id(engine, "rb-0"));
+}
+
+/* Schema version 4 kept es_commands keyed by the id: made from a new file by hand. */
+Test(engine, a_version_4_file_is_upgraded_and_its_ids_are_remembered_for_a_window) {
+    cr_assert_not(restock_with_id(engine, "v4-1"));
+    cr_assert_not(restock_with_id(engine, "v4-2"));
+    es_engine_destroy(engine);
+    engine = NULL;
+    char *path = tu_path(dir, "engine.db");
+    sqlite3 *db = NULL;
+    cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+    cr_assert_eq(
+        sqlite3_exec(db,
+                     "CREATE TABLE c4(id TEXT PRIMARY KEY, type_id INTEGER NOT NULL,"
+                     " agg_id TEXT NOT NULL, outcome INTEGER NOT NULL, first_version INTEGER NOT "
+                     "NULL, last_version INTEGER NOT NULL, version INTEGER NOT NULL, reason TEXT,"
+                     " fingerprint BLOB) WITHOUT ROWID;"
+                     "INSERT INTO c4 SELECT id, type_id, agg_id, outcome, first_version,"
+                     " last_version, version, reason, fingerprint FROM es_commands;"
+                     "DROP TABLE es_commands; ALTER TABLE c4 RENAME TO es_commands;"
+                     "UPDATE es_meta SET value = '4' WHERE key = 'schema_version';",
+                     NULL, NULL, NULL),
+        SQLITE_OK, "%s", sqlite3_errmsg(db));
+    sqlite3_close(db);
+    int64_t before = es_now_us() / 1000;
+    open_engine(NULL);
+    cr_assert_eq(query_int(path, "SELECT value FROM es_meta WHERE key = 'schema_version'"), 5);
+    cr_assert_geq(query_int(path, "SELECT min(at) >= "
+                                  "0 FROM es_commands"),
+                  1);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM es_commands"), 2);
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM es_commands WHERE at >= %lld",
+             (long long)before - 1000);
+    cr_assert_eq(query_int(path, sql), 2, "the upgrade counts as their first run");
+    cr_assert(restock_with_id(engine, "v4-1"));
+    cr_assert(restock_with_id(engine, "v4-2"));
+    cr_assert_not(restock_with_id(engine, "v4-3"));
+    free(path);
 }

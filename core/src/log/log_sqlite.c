@@ -29,6 +29,7 @@
  */
 #include "log/log.h"
 #include "dbfile.h"
+#include "idindex.h"
 #include "lru.h"
 #include "readpipe.h"
 #include "sql.h"
@@ -44,7 +45,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 4
+#define SCHEMA_VERSION 5
 /* The oldest schema a read-only open reads: version 3 added only what writers read (command
  * fingerprints), and inspection must not need a writer to have upgraded the file first. */
 #define READ_SCHEMA_MIN 2
@@ -62,6 +63,9 @@ enum {
     S_SNAP_GET,
     S_CMD_GET,
     S_CMD_PUT,
+    S_CMD_SINCE,
+    S_CMD_EDGE,
+    S_CMD_PRUNE,
     S_DATA_VERSION,
     S_FETCH,
     S_TOPIC_COUNT,
@@ -87,11 +91,15 @@ static const char *const sql_text[S_COUNT] = {
     [S_SNAP_GET] = "SELECT h.snap_version, t.name, h.snap_state, h.snap_at FROM es_heads h "
                    "JOIN es_types t ON t.id = h.snap_type WHERE h.stream = ?1",
     [S_CMD_GET] = "SELECT c.outcome, c.first_version, c.last_version, c.version, c.reason, t.name, "
-                  "c.agg_id, c.fingerprint FROM es_commands c JOIN es_types t ON t.id = c.type_id "
-                  "WHERE c.id = ?1",
+                  "c.agg_id, c.fingerprint, c.id, c.at FROM es_commands c JOIN es_types t "
+                  "ON t.id = c.type_id WHERE c.seq = ?1",
     [S_CMD_PUT] = "INSERT INTO es_commands(id, type_id, agg_id, outcome, first_version, "
-                  "last_version, version, reason, fingerprint) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, "
-                  "?8, ?9)",
+                  "last_version, version, reason, fingerprint, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, "
+                  "?7, ?8, ?9, ?10)",
+    /* The id window's index catching up, and the left edge it is pruned from. */
+    [S_CMD_SINCE] = "SELECT seq, id FROM es_commands WHERE seq > ?1 ORDER BY seq",
+    [S_CMD_EDGE] = "SELECT seq, at FROM es_commands WHERE seq >= ?1 ORDER BY seq LIMIT ?2",
+    [S_CMD_PRUNE] = "DELETE FROM es_commands WHERE seq < ?1",
     [S_DATA_VERSION] = "PRAGMA data_version",
     [S_FETCH] = "SELECT e.pos, e.type_id, s.agg_id, e.envelope FROM es_events e "
                 "JOIN es_streams s ON s.id = e.stream WHERE e.pos >= ?1 ORDER BY e.pos",
@@ -134,9 +142,18 @@ static const char *const sql_text[S_COUNT] = {
     " registered_by TEXT NOT NULL, PRIMARY KEY(name, version), UNIQUE(name, fingerprint))"         \
     " WITHOUT ROWID;"
 
-/* es_types interns type names: aggregate types, and the state types of snapshots. An
- * es_commands row remembers a command id with its result and what the command asked
- * (fingerprint: ES_FINGERPRINT_LEN bytes; NULL in rows written before schema version 3). */
+/* An es_commands row remembers a command id with its result and what the command asked
+ * (fingerprint: ES_FINGERPRINT_LEN bytes; NULL in rows written before schema version 3), and
+ * when it first ran (at, ms since the epoch). Rows are in insertion order (seq) with no index on
+ * the id: an insert lands on the right edge whatever the ids look like, pruning the window takes
+ * rows from the left edge, and the ids are found through an index in memory (idindex.h). */
+#define COMMANDS_SQL(name)                                                                         \
+    "CREATE TABLE " name "(seq INTEGER PRIMARY KEY, id TEXT NOT NULL, type_id INTEGER NOT NULL,"   \
+    " agg_id TEXT NOT NULL, outcome INTEGER NOT NULL, first_version INTEGER NOT NULL,"             \
+    " last_version INTEGER NOT NULL, version INTEGER NOT NULL, reason TEXT, fingerprint BLOB,"     \
+    " at INTEGER NOT NULL);"
+
+/* es_types interns type names: aggregate types, and the state types of snapshots. */
 static const char schema_sql[] =
     "CREATE TABLE es_meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;"
     "CREATE TABLE es_types(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);"
@@ -144,12 +161,9 @@ static const char schema_sql[] =
     " agg_id TEXT NOT NULL, UNIQUE(type_id, agg_id));" HEADS_SQL
     "CREATE TABLE es_events(pos INTEGER PRIMARY KEY, stream INTEGER NOT NULL,"
     " version INTEGER NOT NULL, prev INTEGER NOT NULL, type_id INTEGER NOT NULL,"
-    " envelope BLOB NOT NULL);" SNAPSHOTS_VIEW_SQL
-    "CREATE TABLE es_commands(id TEXT PRIMARY KEY, type_id INTEGER NOT NULL,"
-    " agg_id TEXT NOT NULL, outcome INTEGER NOT NULL, first_version INTEGER NOT NULL,"
-    " last_version INTEGER NOT NULL, version INTEGER NOT NULL, reason TEXT, fingerprint BLOB)"
-    " WITHOUT ROWID;" DLQ_RECORDS_SQL SCHEMAS_SQL
-    "INSERT INTO es_meta(key, value) VALUES ('schema_version', '4');";
+    " envelope BLOB NOT NULL);" SNAPSHOTS_VIEW_SQL COMMANDS_SQL("es_commands")
+        DLQ_RECORDS_SQL SCHEMAS_SQL
+    "INSERT INTO es_meta(key, value) VALUES ('schema_version', '5');";
 
 /* Version 1 kept heads and snapshots (state type as text) in es_streams itself. */
 static const char migrate_v1_sql[] = HEADS_SQL
@@ -175,6 +189,19 @@ static const char migrate_v2_sql[] = "ALTER TABLE es_commands ADD COLUMN fingerp
 static const char migrate_v3_sql[] =
     SCHEMAS_SQL "UPDATE es_meta SET value = '4' WHERE key = 'schema_version';";
 
+/* Version 4 kept es_commands keyed by the id. Its ids count as first run at the upgrade, so
+ * each keeps one whole window. */
+static const char migrate_v4_sql[] = COMMANDS_SQL(
+    "es_commands_v5") "INSERT INTO es_commands_v5(id, type_id, agg_id, outcome, first_version,"
+                      " last_version, version, reason, fingerprint, at)"
+                      " SELECT id, type_id, agg_id, outcome, first_version, last_version, version,"
+                      " reason, fingerprint,"
+                      " CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
+                      " FROM es_commands;"
+                      "DROP TABLE es_commands;"
+                      "ALTER TABLE es_commands_v5 RENAME TO es_commands;"
+                      "UPDATE es_meta SET value = '5' WHERE key = 'schema_version';";
+
 /* Multi-row statements come in these sizes, largest first; n rows take at most a few. */
 static const size_t row_sizes[] = {64, 8, 1};
 #define N_ROW_SIZES (sizeof row_sizes / sizeof *row_sizes)
@@ -188,11 +215,11 @@ typedef struct multi_stmt {
 #define EVENT_COLS 5
 static const char put_events_sql[] =
     "INSERT INTO es_events(stream, version, prev, type_id, envelope) VALUES ";
-/* Command records of a transaction, written at its commit in command id order. */
-#define COMMAND_COLS 9
+/* Command records of a transaction, written at its commit in the order they came. */
+#define COMMAND_COLS 10
 static const char put_commands_sql[] = "INSERT INTO es_commands(id, type_id, agg_id, outcome, "
                                        "first_version, last_version, version, reason, "
-                                       "fingerprint) VALUES ";
+                                       "fingerprint, at) VALUES ";
 /* Streams created in a transaction, written with its events (ids checked as positions are). */
 #define STREAM_COLS 2
 static const char put_streams_sql[] = "INSERT INTO es_streams(type_id, agg_id) VALUES ";
@@ -232,7 +259,31 @@ typedef struct queued_command {
     uint64_t first_version, last_version, version;
     int has_fingerprint;
     uint8_t fingerprint[ES_FINGERPRINT_LEN];
+    uint32_t hash; /* in ids */
+    int64_t at;
 } queued_command;
+
+/*
+ * The idempotency window (idempotency.window.ms and .ids, docs/idempotency.md). ids finds the
+ * window's ids by seq; it is built before the first write transaction takes the lock (or at
+ * the first lookup outside one), from the rows past seen: another
+ * connection's commits are read at the first lookup after them (stale), this connection's are
+ * added once its commit succeeded (pend), so a rollback leaves nothing to undo. An id whose row
+ * is below low, older than ms or more than count ids behind the newest is forgotten; its row is
+ * deleted from the left edge a bounded chunk at a time by the commits that follow.
+ */
+typedef struct id_window {
+    long long ms, count; /* 0: no bound */
+    es_id_index ids;
+    int built, stale;
+    int64_t seen;   /* the newest seq ids has read */
+    int64_t low;    /* rows below it are pruned */
+    int64_t due_ms; /* when the oldest row left expires: no pruning is due before */
+    uint32_t *pend; /* hashes of this transaction's rows, from pend_first on */
+    size_t n_pend, cap_pend;
+    int64_t pend_first;
+    int64_t new_low, new_due_ms; /* this transaction's pruning, taken at its commit */
+} id_window;
 
 typedef struct type_entry {
     char *name;
@@ -289,9 +340,10 @@ typedef struct sqlite_log {
     size_t n_cmds, cap_cmds;
     es_buf_t cmd_bytes;
     es_lru_t *cmd_index; /* command id -> index + 1 into cmds */
-    unsigned flags;      /* ES_LOG_* it was opened with */
-    head_page *head;     /* <db>-head mapped; NULL when commits do not keep it */
-    int64_t tx_end;      /* position of the last event appended in this transaction; 0: none */
+    id_window win;
+    unsigned flags;  /* ES_LOG_* it was opened with */
+    head_page *head; /* <db>-head mapped; NULL when commits do not keep it */
+    int64_t tx_end;  /* position of the last event appended in this transaction; 0: none */
     int64_t recorded_end, opened_end; /* the head file's end (-1: none) and ours, at open */
     char head_why[512];               /* why a head file present is not used; "" when it is */
     char log_id[LOG_ID_CAP];
@@ -481,25 +533,27 @@ static void bind_command(sqlite_log *l, sqlite3_stmt *s, int first, size_t i, co
         sqlite3_bind_blob(s, first + 9, q->fingerprint, ES_FINGERPRINT_LEN, SQLITE_STATIC);
     else
         sqlite3_bind_null(s, first + 9);
+    sqlite3_bind_int64(s, first + 10, q->at);
 }
 
-static int by_command_id(const void *a, const void *b, void *ctx) {
-    const sqlite_log *l = ctx;
-    return strcmp(cmd_str(l, ((const queued_command *)a)->id),
-                  cmd_str(l, ((const queued_command *)b)->id));
-}
-
-/* Writes the transaction's command records, in id order: each insert then lands next to the
- * one before it in es_commands' key order. */
+/* Writes the transaction's command records on es_commands' right edge; their seqs follow one
+ * another (the write lock is ours), and their hashes wait in pend for the commit. */
 static es_err flush_commands(sqlite_log *l, es_error_t *err) {
+    id_window *w = &l->win;
     if (!l->n_cmds)
         return ES_OK;
-    qsort_r(l->cmds, l->n_cmds, sizeof *l->cmds, by_command_id, l);
+    if (reserve_items(&w->pend, &w->cap_pend, l->n_cmds, sizeof *w->pend))
+        return es_fail(err, ES_ENOMEM, "out of memory recording command ids");
     es_err e = put_rows(l, &l->put_commands, COMMAND_COLS, l->n_cmds, bind_command, l->cmds,
                         "recording command ids", err);
-    if (e == ES_OK)
-        drop_commands(l);
-    return e;
+    if (e != ES_OK)
+        return e;
+    for (size_t i = 0; i < l->n_cmds; i++)
+        w->pend[i] = l->cmds[i].hash;
+    w->n_pend = l->n_cmds;
+    w->pend_first = sqlite3_last_insert_rowid(l->db) - (int64_t)l->n_cmds + 1;
+    drop_commands(l);
+    return ES_OK;
 }
 
 static es_err flush_queue(sqlite_log *l, es_error_t *err) {
@@ -532,8 +586,10 @@ static es_err check_data_version(sqlite_log *l, es_error_t *err) {
     sqlite3_reset(s);
     if (rc != SQLITE_ROW)
         return sql_fail(l, rc, "reading data_version", err);
-    if (v != l->data_version)
+    if (v != l->data_version) {
         drop_stream_cache(l);
+        l->win.stale = 1;
+    }
     l->data_version = v;
     return ES_OK;
 }
@@ -545,13 +601,116 @@ static es_err refuse_readonly(const sqlite_log *l, const char *what, es_error_t 
                    what, l->path);
 }
 
+static void ids_drop(id_window *w) {
+    es_id_index_free(&w->ids);
+    w->built = 0;
+    w->seen = w->low = 0;
+}
+
+/* Reads the rows past seen into the index (all of them the first time). */
+static es_err ids_catch_up(sqlite_log *l, es_error_t *err) {
+    id_window *w = &l->win;
+    sqlite3_stmt *s = stmt(l, S_CMD_SINCE);
+    es_err e = ES_OK;
+    int rc;
+    sqlite3_bind_int64(s, 1, w->seen);
+    while (e == ES_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        int64_t seq = sqlite3_column_int64(s, 0);
+        const char *id = (const char *)sqlite3_column_text(s, 1);
+        if (!w->built && !w->seen)
+            w->low = seq;
+        if (es_id_index_add(&w->ids, es_id_index_hash(&w->ids, id ? id : ""), seq, w->low))
+            e = es_fail(err, ES_ENOMEM, "out of memory indexing the command ids of %s", l->path);
+        w->seen = seq;
+    }
+    sqlite3_reset(s);
+    if (e == ES_OK && rc != SQLITE_DONE)
+        e = sql_fail(l, rc, "reading command ids", err);
+    if (e != ES_OK) {
+        ids_drop(w);
+        return e;
+    }
+    w->built = 1;
+    w->stale = 0;
+    return ES_OK;
+}
+
+/* Deletes the window's expired rows from the left edge, at most a chunk a little larger than
+ * what the transaction adds (so pruning keeps up and no commit deletes millions); the newest
+ * row stays, so seqs never go back. Runs before this transaction's rows are written. */
+static es_err prune_ids(sqlite_log *l, es_error_t *err) {
+    id_window *w = &l->win;
+    int64_t now = es_now_us() / 1000, stop = w->low, due = now;
+    w->new_low = w->low;
+    w->new_due_ms = w->due_ms;
+    if (!w->built || (!w->ms && !w->count))
+        return ES_OK;
+    es_err e = w->stale ? ids_catch_up(l, err) : ES_OK;
+    int over = w->count && w->seen - w->low + 1 > w->count;
+    if (e != ES_OK || (!over && (!w->ms || now < w->due_ms)))
+        return e;
+    sqlite3_stmt *s = stmt(l, S_CMD_EDGE);
+    sqlite3_bind_int64(s, 1, w->low);
+    sqlite3_bind_int64(s, 2, 1000 + 2 * (int64_t)l->n_cmds);
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        int64_t seq = sqlite3_column_int64(s, 0), at = sqlite3_column_int64(s, 1);
+        stop = seq;
+        if (seq >= w->seen) {
+            due = now + 1000;
+            break;
+        }
+        if (!(w->ms && at < now - w->ms) && !(w->count && seq <= w->seen - w->count)) {
+            due = w->ms ? at + w->ms : INT64_MAX;
+            break;
+        }
+        stop = seq + 1;
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return sql_fail(l, rc, "reading the oldest command ids", err);
+    if (stop > w->low) {
+        s = stmt(l, S_CMD_PRUNE);
+        sqlite3_bind_int64(s, 1, stop);
+        if ((e = step_done(l, s, "forgetting command ids past the idempotency window", err)))
+            return e;
+    }
+    w->new_low = stop;
+    w->new_due_ms = due;
+    return ES_OK;
+}
+
+/* After a commit: its pruning and its rows are now everyone's, and the index's. */
+static void ids_committed(sqlite_log *l) {
+    id_window *w = &l->win;
+    w->low = w->new_low;
+    w->due_ms = w->new_due_ms;
+    if (w->built && w->n_pend && w->pend_first != w->seen + 1)
+        w->stale = 1; /* rows before ours were not read: the next catch-up reads ours too */
+    else if (w->built && w->n_pend) {
+        for (size_t i = 0; i < w->n_pend; i++)
+            if (es_id_index_add(&w->ids, w->pend[i], w->pend_first + (int64_t)i, w->low)) {
+                ids_drop(w); /* built again at the next lookup */
+                break;
+            }
+        if (w->built)
+            w->seen = w->pend_first + (int64_t)w->n_pend - 1;
+    }
+    w->n_pend = 0;
+}
+
 static es_err lg_begin(es_log_t *base, es_error_t *err) {
     sqlite_log *l = (sqlite_log *)base;
     if (l->flags & ES_LOG_READONLY)
         return refuse_readonly(l, "starting a write transaction", err);
     if (l->in_tx)
         return es_fail(err, ES_ESTATE, "a transaction is already open on %s", l->path);
-    es_err rc = es_sql_begin(&l->tx, ES_SQL_IMMEDIATE, "starting a write transaction", err);
+    /* The window's ids are read before the write lock is taken, not under it: a million of
+     * them take half a second, and other writers wait on the lock. What commits meanwhile is
+     * caught up inside (data_version). */
+    es_err rc = l->win.built ? ES_OK : ids_catch_up(l, err);
+    if (rc == ES_OK)
+        rc = es_sql_begin(&l->tx, ES_SQL_IMMEDIATE, "starting a write transaction", err);
     if (rc != ES_OK)
         return rc;
     l->in_tx = 1;
@@ -582,6 +741,7 @@ static void lg_rollback(es_log_t *base) {
     drop_type_cache(l); /* ids inserted by the rolled-back transaction are gone */
     drop_stream_cache(l);
     drop_queue(l);
+    l->win.n_pend = 0;
 }
 
 static void bind_head(sqlite_log *l, sqlite3_stmt *s, int first, size_t i, const void *ctx) {
@@ -637,6 +797,8 @@ static es_err lg_commit(es_log_t *base, es_error_t *err) {
     if (rc == ES_OK)
         rc = flush_heads(l, err);
     if (rc == ES_OK)
+        rc = prune_ids(l, err);
+    if (rc == ES_OK)
         rc = flush_commands(l, err);
     if (rc == ES_OK)
         rc = es_sql_commit(&l->tx, "committing", err);
@@ -644,6 +806,7 @@ static es_err lg_commit(es_log_t *base, es_error_t *err) {
         lg_rollback(base);
         return rc;
     }
+    ids_committed(l);
     if (l->head && l->tx_end)
         head_raise(l->head, l->tx_end);
     l->tx_end = 0;
@@ -1282,6 +1445,9 @@ static char *keep(char **slot, const unsigned char *text) {
     return *slot;
 }
 
+static es_err read_command(sqlite_log *l, int64_t seq, const char *command_id, int64_t oldest,
+                           es_command_record_t *rec, es_error_t *err);
+
 static es_err lg_find_command(es_log_t *base, const char *command_id, es_command_record_t *rec,
                               es_error_t *err) {
     sqlite_log *l = (sqlite_log *)base;
@@ -1308,11 +1474,33 @@ static es_err lg_find_command(es_log_t *base, const char *command_id, es_command
                    ? ES_OK
                    : es_fail(err, ES_ENOMEM, "out of memory reading a command record");
     }
+    /* Outside a write transaction another connection may have written since: catch up. */
+    id_window *w = &l->win;
+    es_err e = w->built && l->writing && !w->stale ? ES_OK : ids_catch_up(l, err);
+    uint32_t h = es_id_index_hash(&w->ids, command_id);
+    int64_t oldest = w->ms ? es_now_us() / 1000 - w->ms : INT64_MIN, seq;
+    size_t pos = SIZE_MAX;
+    while (e == ES_OK && (seq = es_id_index_next(&w->ids, h, &pos)) != 0) {
+        if (seq < w->low || (w->count && seq <= w->seen - w->count))
+            continue; /* pruned, or past the count bound */
+        e = read_command(l, seq, command_id, oldest, rec, err);
+        if (e == ES_ENOTFOUND)
+            e = ES_OK; /* a collision, pruned meanwhile, or the id's expired first use */
+        else if (e == ES_OK)
+            return ES_OK;
+    }
+    return e == ES_OK ? ES_ENOTFOUND : e;
+}
+
+/* The row seq when it holds command_id, first run at oldest or later. */
+static es_err read_command(sqlite_log *l, int64_t seq, const char *command_id, int64_t oldest,
+                           es_command_record_t *rec, es_error_t *err) {
     sqlite3_stmt *s = stmt(l, S_CMD_GET);
-    sqlite3_bind_text(s, 1, command_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 1, seq);
     int rc = sqlite3_step(s);
     es_err e = ES_OK;
-    if (rc == SQLITE_ROW) {
+    const char *id = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(s, 8) : NULL;
+    if (rc == SQLITE_ROW && id && !strcmp(id, command_id) && sqlite3_column_int64(s, 9) >= oldest) {
         memset(rec, 0, sizeof *rec);
         rec->command_id = command_id;
         rec->outcome = sqlite3_column_int(s, 0);
@@ -1328,7 +1516,7 @@ static es_err lg_find_command(es_log_t *base, const char *command_id, es_command
             es_fingerprint_get(fp, &rec->fingerprint);
         if (!rec->aggregate_type || !rec->aggregate_id)
             e = es_fail(err, ES_ENOMEM, "out of memory reading a command record");
-    } else if (rc == SQLITE_DONE) {
+    } else if (rc == SQLITE_ROW || rc == SQLITE_DONE) {
         e = ES_ENOTFOUND;
     } else {
         e = sql_fail(l, rc, "looking up a command id", err);
@@ -1354,7 +1542,9 @@ static es_err queue_command(sqlite_log *l, const es_command_record_t *rec, int64
                           .first_version = rec->first_version,
                           .last_version = rec->last_version,
                           .version = rec->version,
-                          .has_fingerprint = rec->has_fingerprint};
+                          .has_fingerprint = rec->has_fingerprint,
+                          .hash = es_id_index_hash(&l->win.ids, rec->command_id),
+                          .at = es_now_us() / 1000};
     if (rec->has_fingerprint)
         es_fingerprint_put(&rec->fingerprint, q->fingerprint);
     size_t reason = 0;
@@ -1396,6 +1586,8 @@ static es_err lg_put_command(es_log_t *base, const es_command_record_t *rec, es_
         es_fingerprint_put(&rec->fingerprint, fp);
         sqlite3_bind_blob(s, 9, fp, sizeof fp, SQLITE_STATIC);
     }
+    sqlite3_bind_int64(s, 10, es_now_us() / 1000);
+    l->win.stale = 1; /* the index reads it with the next lookup */
     return step_done(l, s, "recording a command id", err);
 }
 
@@ -1421,6 +1613,8 @@ static void lg_destroy(es_log_t *base) {
     free(l->cmds);
     es_buf_free(&l->cmd_bytes);
     es_lru_destroy(l->cmd_index);
+    es_id_index_free(&l->win.ids);
+    free(l->win.pend);
     free(l->new_streams);
     free(l->queued);
     es_buf_free(&l->queued_bytes);
@@ -1828,6 +2022,8 @@ static es_err create_schema(sqlite_log *l, es_error_t *err) {
         e = exec_sql(l, migrate_v2_sql, "upgrading the schema from version 2", err);
     if (e == ES_OK && v >= 1 && v <= 3)
         e = exec_sql(l, migrate_v3_sql, "upgrading the schema from version 3", err);
+    if (e == ES_OK && v >= 1 && v <= 4)
+        e = exec_sql(l, migrate_v4_sql, "upgrading the schema from version 4", err);
     /* The log's identity, so a read model can tell which log it was built from. */
     char id[ES_UUID_STR_LEN + 1], sql[128];
     es_uuid7(id);
@@ -1872,7 +2068,8 @@ static es_err prepare_reads(sqlite_log *l, es_error_t *err) {
     const char *text[S_COUNT];
     memcpy(text, sql_text, sizeof text);
     if (l->flags & ES_LOG_READONLY)
-        text[S_CMD_GET] = text[S_CMD_PUT] = NULL;
+        text[S_CMD_GET] = text[S_CMD_PUT] = text[S_CMD_SINCE] = text[S_CMD_EDGE] =
+            text[S_CMD_PRUNE] = NULL;
     l->tx = es_sql_tx_on(l->db, l->path);
     es_err e = es_sql_tx_prepare(&l->tx, err);
     return e == ES_OK ? es_sql_prepare_all(l->db, l->path, text, S_COUNT, l->st, err) : e;
@@ -2166,6 +2363,11 @@ es_err es_log_sqlite_open_flags(const es_config_t *cfg, unsigned flags, es_log_t
     l->data_version = -1;
     l->flags = flags;
     l->recorded_end = -1;
+    l->win.ms = es_config_get_int(cfg, "idempotency.window.ms");
+    if (l->win.ms > (1LL << 50)) /* some 35,000 years: "at + ms" cannot overflow */
+        l->win.ms = 1LL << 50;
+    l->win.count = es_config_get_int(cfg, "idempotency.window.ids");
+    l->win.ids.seed = es_random64() | 1;
     l->streams =
         es_lru_new((size_t)es_config_get_int(cfg, "cache.aggregates"), free_entry, entry_pinned);
     l->cmd_index = l->streams ? es_lru_new(ES_LRU_UNBOUNDED, NULL, NULL) : NULL;
