@@ -143,6 +143,8 @@ static const char *const SQL[S_COUNT] = {
     [S_PUBLISHED] = "DELETE FROM es_saga_history WHERE saga = ?1 AND id = ?2 AND seq <= ?3",
     [S_PUBLISHED_ALL] = "DELETE FROM es_saga_history WHERE saga = ?1",
     [S_UNPUBLISHED_N] = "SELECT count(*) FROM es_saga_history WHERE saga = ?1",
+    [S_HISTORY_N] = "SELECT count(*) FROM es_saga_history",
+    [S_HISTORY_CLEAR] = "DELETE FROM es_saga_history",
     [S_ACTIVE] = "SELECT count(*) FROM es_saga_instances WHERE saga = ?1"
                  " AND state IN ('running', 'compensating')",
     [S_COUNT_STATE] = "SELECT count(*) FROM es_saga_instances WHERE saga = ?1 AND state = ?2",
