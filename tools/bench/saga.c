@@ -5,9 +5,11 @@
  * ConfirmOrder, with the saga's command and correlation ids) executed directly
  * with es_execute_batch, step by step, in batches the size of the
  * coordinator's relay batch. Both start from a store with the orders placed
- * (not timed) and run at the defaults; the ratio is what the coordinator's
- * bookkeeping costs: consuming the events, its own database (instances,
- * outbox, checkpoints) and publishing every transition to the log.
+ * (not timed) and run at the defaults (the steps' timeouts aside: see
+ * SLOW_RUN_TIMEOUT_MS); the ratio is what the coordinator's bookkeeping costs:
+ * consuming the events, its own database (instances, outbox, checkpoints) and
+ * publishing every transition to the log. The same again over Kafka at the
+ * end of the file.
  */
 #include "saga.h"
 
