@@ -237,6 +237,7 @@ es_err es_saga_inst_load(es_saga_t *c, const char *id, saga_inst *in, es_error_t
     }
     snprintf(in->id, sizeof in->id, "%s", id);
     es_saga_copy_str(in->state, sizeof in->state, sqlite3_column_text(s, 0));
+    memcpy(in->saved, in->state, sizeof in->saved);
     in->step = sqlite3_column_int(s, 1);
     in->started = sqlite3_column_int64(s, 2);
     in->deadline = sqlite3_column_int64(s, 3);
@@ -257,7 +258,7 @@ es_err es_saga_inst_load(es_saga_t *c, const char *id, saga_inst *in, es_error_t
     return e;
 }
 
-es_err es_saga_inst_save(es_saga_t *c, const saga_inst *in, int64_t now, es_error_t *err) {
+es_err es_saga_inst_save(es_saga_t *c, saga_inst *in, int64_t now, es_error_t *err) {
     sqlite3_stmt *s = es_saga_stmt(c, S_INST_PUT);
     sqlite3_bind_text(s, 2, in->id, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 3, in->state, -1, SQLITE_STATIC);
@@ -268,7 +269,12 @@ es_err es_saga_inst_save(es_saga_t *c, const saga_inst *in, int64_t now, es_erro
     sqlite3_bind_text(s, 8, in->reason, -1, SQLITE_STATIC);
     sqlite3_bind_int64(s, 9, (sqlite3_int64)in->seq);
     sqlite3_bind_blob(s, 10, in->start_bytes, (int)in->start_len, SQLITE_STATIC);
-    return es_saga_step_done(c, s, "saving an instance", err);
+    es_err e = es_saga_step_done(c, s, "saving an instance", err);
+    if (e == ES_OK && strcmp(in->saved, in->state) != 0) {
+        es_saga_mx_move(c, in->saved, in->state);
+        memcpy(in->saved, in->state, sizeof in->saved);
+    }
+    return e;
 }
 
 static int terminal(const saga_inst *in) {
@@ -820,8 +826,10 @@ static es_err handle_event(es_saga_t *c, const es_event_t *ev, es_error_t *err) 
 static es_err saga_apply(es_projector_ctx_t *ctx, const es_event_t *ev, es_error_t *err) {
     es_saga_t *c = es_ctx_state(ctx);
     es_err e = handle_event(c, ev, err);
-    if (e != ES_OK) /* the runner rolls back (the event or its batch) and goes on */
+    if (e != ES_OK) { /* the runner rolls back (the event or its batch) and goes on */
         es_saga_pub_drop(c);
+        es_saga_mx_undo(c);
+    }
     return e;
 }
 
@@ -840,8 +848,10 @@ es_err es_saga_tx_begin(es_saga_t *c, es_error_t *err) {
 es_err es_saga_tx_end(es_saga_t *c, es_err e, es_error_t *err) {
     es_sql_tx tx = es_sql_tx_on(c->db, es_config_get(c->cfg, "saga.db"));
     e = es_sql_end(&tx, e, "committing a saga transaction", err);
-    if (e != ES_OK)
+    if (e != ES_OK) {
         es_saga_pub_drop(c);
+        es_saga_mx_undo(c);
+    }
     return e;
 }
 
@@ -1079,8 +1089,10 @@ es_err es_saga_poll(es_saga_t *c, int timeout_ms, size_t *progress, es_error_t *
     size_t pruned = 0;
     if (e == ES_OK)
         e = es_saga_prune(c, &pruned, err);
-    if (e != ES_OK) /* whatever failed may have rolled back transitions kept in memory */
+    if (e != ES_OK) { /* whatever failed may have rolled back transitions kept in memory */
         es_saga_pub_drop(c);
+        es_saga_mx_undo(c);
+    }
     size_t done = applied + delivered + fired + published + pruned;
     es_saga_mx_round(c, done > 0);
     if (progress)

@@ -171,6 +171,7 @@ struct es_saga {
 typedef struct saga_inst {
     char id[ES_MAX_ID_LEN + 1];
     char state[16];
+    char saved[16]; /* the state saga.db holds ("": none yet), for the metrics' counts */
     int step;
     int64_t started, deadline;
     char reason[512];
@@ -252,8 +253,9 @@ void es_saga_inst_free(saga_inst *in);
 /* Loads instance id; ES_ENOTFOUND when there is none. */
 es_err es_saga_inst_load(es_saga_t *c, const char *id, saga_inst *in, es_error_t *err);
 
-/* Writes in back, stamped updated at now. */
-es_err es_saga_inst_save(es_saga_t *c, const saga_inst *in, int64_t now, es_error_t *err);
+/* Writes in back, stamped updated at now, and notes its move from in->saved to in->state for
+ * the metrics (es_saga_mx_move). */
+es_err es_saga_inst_save(es_saga_t *c, saga_inst *in, int64_t now, es_error_t *err);
 
 /* Appends one transition of in to the history (published to the log after commit). */
 es_err es_saga_hist(es_saga_t *c, saga_inst *in, const char *kind, const hist_info *h, int64_t now,
@@ -308,5 +310,12 @@ es_err es_saga_prune(es_saga_t *c, size_t *pruned, es_error_t *err);
 es_err es_saga_mx_open(es_saga_t *c, es_error_t *err);
 void es_saga_mx_round(es_saga_t *c, int changed);
 void es_saga_mx_close(es_saga_t *c);
+/* An instance written from state from ("": a new one) to state to, in a transaction not yet
+ * known to commit: the counts by state take it at the next measurement, unless es_saga_mx_undo
+ * was called before it. */
+void es_saga_mx_move(es_saga_t *c, const char *from, const char *to);
+/* A transaction of the saga database rolled back, or may have: the next measurement counts
+ * the instances by state again rather than trust the moves noted since the last one. */
+void es_saga_mx_undo(es_saga_t *c);
 
 #endif
