@@ -3,8 +3,8 @@
  * err == NULL (the normal set-up for a service sets a log callback, and the coordinator
  * quotes its failures there), each error names the saga once, a full saga database is called
  * what it is, after a run ended by a stop a crash is counted as a crash again, and the instances
- * gauge stays exact across a rollback and a retention sweep. The saga's
- * behaviour on both backends is tests/conformance/test_sagas.c.
+ * gauge stays exact across a rollback and a retention sweep and counts again after another
+ * connection wrote. The saga's behaviour on both backends is tests/conformance/test_sagas.c.
  */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -448,4 +448,31 @@ Test(saga_coordinator, the_instances_gauge_stays_exact_across_a_rollback_and_a_r
     cr_assert_eq(st.started, 2, "the refused instance was not parked");
     cr_assert_eq(active, 0);
     cr_assert_eq(st.pruned, 2, "retention did not sweep the ended instances");
+}
+
+/* Another connection writing this saga's instances (against saga.h's rule, or by hand) shows
+ * in the gauge within about a second: its commit changes saga.db's data_version. */
+Test(saga_coordinator, the_instances_gauge_counts_again_after_another_connection_wrote) {
+    es_error_t err = {0};
+    cr_assert_eq(es_saga_new(cfg, &demo_fulfilment_def, engine, &coord, &err), ES_OK, "%s",
+                 err.message);
+    cr_assert_eq(es_saga_poll(coord, 0, NULL, &err), ES_OK, "%s", err.message);
+    char *path = tu_path(dir, "saga.db");
+    sqlite3 *db = NULL;
+    cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+    free(path);
+    cr_assert_eq(sqlite3_exec(db,
+                              "INSERT INTO es_saga_instances VALUES ('" SAGA "', 'by-hand',"
+                              " 'completed', 3, 1, 9000000000000000, 0, '', 5, x'')",
+                              NULL, NULL, NULL),
+                 SQLITE_OK, "%s", sqlite3_errmsg(db));
+    sqlite3_close(db);
+    double completed = 0;
+    for (int i = 0; i < 100 && completed != 1; i++) {
+        cr_assert_eq(es_saga_poll(coord, 50, NULL, &err), ES_OK, "%s", err.message);
+        char *text = mx_scrape();
+        completed = instances(text, "completed");
+        free(text);
+    }
+    cr_assert_eq(completed, 1, "the instance written by another connection is not counted");
 }
