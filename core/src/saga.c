@@ -131,22 +131,28 @@ static const char *const SQL[S_COUNT] = {
     [S_HIST_PUT] = "INSERT INTO es_saga_history (saga, id, seq, record) VALUES (?1, ?2, ?3, ?4)",
     [S_DUE] = "SELECT id FROM es_saga_instances WHERE saga = ?1 AND deadline > 0"
               " AND deadline <= ?2 AND state = 'running' ORDER BY deadline LIMIT 256",
-    [S_OUTBOX] = "SELECT command_id, id, kind, aggregate_type, aggregate_id, command_type,"
-                 " payload, deadline, correlation_id, traceparent, tracestate FROM es_saga_targets"
-                 " WHERE saga = ?1 AND sent_at = 0 ORDER BY rowid LIMIT ?2",
+    [S_OUTBOX] =
+        "SELECT command_id, id, kind, aggregate_type, aggregate_id, command_type,"
+        " payload, deadline, correlation_id, traceparent, tracestate, step FROM es_saga_targets"
+        " WHERE saga = ?1 AND sent_at = 0 ORDER BY rowid LIMIT ?2",
     [S_SENT] = "UPDATE es_saga_targets SET sent_at = ?2, outcome = ?3,"
                " reason = CASE WHEN ?4 = '' THEN reason ELSE ?4 END WHERE command_id = ?1",
     [S_UNPUBLISHED] = "SELECT h.id, h.seq, h.record, i.start_event FROM es_saga_history h"
                       " LEFT JOIN es_saga_instances i ON i.saga = h.saga AND i.id = h.id"
                       " WHERE h.saga = ?1 ORDER BY h.id, h.seq LIMIT ?2",
     [S_PUBLISHED] = "DELETE FROM es_saga_history WHERE saga = ?1 AND id = ?2 AND seq <= ?3",
+    [S_PUBLISHED_ALL] = "DELETE FROM es_saga_history WHERE saga = ?1",
+    [S_UNPUBLISHED_N] = "SELECT count(*) FROM es_saga_history WHERE saga = ?1",
+    [S_HISTORY_N] = "SELECT count(*) FROM es_saga_history",
+    [S_HISTORY_CLEAR] = "DELETE FROM es_saga_history",
     [S_ACTIVE] = "SELECT count(*) FROM es_saga_instances WHERE saga = ?1"
                  " AND state IN ('running', 'compensating')",
     [S_COUNT_STATE] = "SELECT count(*) FROM es_saga_instances WHERE saga = ?1 AND state = ?2",
-    [S_ENDED_BEFORE] = "SELECT i.id, i.state FROM es_saga_instances i WHERE i.saga = ?1"
-                       " AND i.state IN ('completed', 'aborted', 'failed') AND i.updated_at < ?2"
-                       " AND NOT EXISTS (SELECT 1 FROM es_saga_history h"
-                       " WHERE h.saga = i.saga AND h.id = i.id) LIMIT ?3",
+    [S_ENDED_BEFORE] =
+        "SELECT i.id, i.state FROM es_saga_instances i WHERE i.saga = ?1"
+        " AND " ES_SAGA_ENDED("i.") " AND i.updated_at < ?2"
+                                    " AND NOT EXISTS (SELECT 1 FROM es_saga_history h"
+                                    " WHERE h.saga = i.saga AND h.id = i.id) LIMIT ?3",
     [S_DROP_TARGETS] = "DELETE FROM es_saga_targets WHERE saga = ?1 AND id = ?2",
     [S_DROP_INSTANCE] = "DELETE FROM es_saga_instances WHERE saga = ?1 AND id = ?2",
     [S_PRUNED_ADD] = "INSERT INTO es_saga_pruned (saga, state, n) VALUES (?1, ?2, ?3)"
@@ -185,8 +191,14 @@ es_err es_saga_step_done(es_saga_t *c, sqlite3_stmt *s, const char *what, es_err
     return rc == SQLITE_DONE ? ES_OK : es_saga_db_fail(c, what, err);
 }
 
+/* By hand: snprintf's "%s" cost ~600 instructions a call, 16 calls a relayed command. */
 void es_saga_copy_str(char *dst, size_t cap, const unsigned char *src) {
-    snprintf(dst, cap, "%s", src ? (const char *)src : "");
+    size_t n = src ? strlen((const char *)src) : 0;
+    if (n >= cap)
+        n = cap - 1;
+    if (n)
+        memcpy(dst, src, n);
+    dst[n] = '\0';
 }
 
 const es_saga_step_t *es_saga_step_at(const es_saga_t *c, int k) {
@@ -225,6 +237,7 @@ es_err es_saga_inst_load(es_saga_t *c, const char *id, saga_inst *in, es_error_t
     }
     snprintf(in->id, sizeof in->id, "%s", id);
     es_saga_copy_str(in->state, sizeof in->state, sqlite3_column_text(s, 0));
+    memcpy(in->saved, in->state, sizeof in->saved);
     in->step = sqlite3_column_int(s, 1);
     in->started = sqlite3_column_int64(s, 2);
     in->deadline = sqlite3_column_int64(s, 3);
@@ -245,7 +258,7 @@ es_err es_saga_inst_load(es_saga_t *c, const char *id, saga_inst *in, es_error_t
     return e;
 }
 
-es_err es_saga_inst_save(es_saga_t *c, const saga_inst *in, int64_t now, es_error_t *err) {
+es_err es_saga_inst_save(es_saga_t *c, saga_inst *in, int64_t now, es_error_t *err) {
     sqlite3_stmt *s = es_saga_stmt(c, S_INST_PUT);
     sqlite3_bind_text(s, 2, in->id, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 3, in->state, -1, SQLITE_STATIC);
@@ -256,7 +269,12 @@ es_err es_saga_inst_save(es_saga_t *c, const saga_inst *in, int64_t now, es_erro
     sqlite3_bind_text(s, 8, in->reason, -1, SQLITE_STATIC);
     sqlite3_bind_int64(s, 9, (sqlite3_int64)in->seq);
     sqlite3_bind_blob(s, 10, in->start_bytes, (int)in->start_len, SQLITE_STATIC);
-    return es_saga_step_done(c, s, "saving an instance", err);
+    es_err e = es_saga_step_done(c, s, "saving an instance", err);
+    if (e == ES_OK && strcmp(in->saved, in->state) != 0) {
+        es_saga_mx_move(c, in->saved, in->state);
+        memcpy(in->saved, in->state, sizeof in->saved);
+    }
+    return e;
 }
 
 static int terminal(const saga_inst *in) {
@@ -285,18 +303,32 @@ const es_trace_t *es_saga_span(es_saga_t *c, const saga_inst *in) {
     return &c->span;
 }
 
-es_err es_saga_trace_columns(sqlite3 *db, const char *path, es_error_t *err) {
+es_err es_saga_upgrade(sqlite3 *db, const char *path, es_error_t *err) {
     sqlite3_stmt *s = NULL;
-    if (sqlite3_prepare_v2(db, "SELECT traceparent FROM es_saga_targets LIMIT 0", -1, &s, NULL) ==
-        SQLITE_OK) {
-        sqlite3_finalize(s);
-        return ES_OK;
-    }
-    return es_sql_exec(
-        db, path,
-        "ALTER TABLE es_saga_targets ADD COLUMN traceparent TEXT NOT NULL DEFAULT '';"
-        "ALTER TABLE es_saga_targets ADD COLUMN tracestate TEXT NOT NULL DEFAULT '';",
-        "adding the trace columns to the saga outbox", err);
+    es_err e = ES_OK;
+    if (sqlite3_prepare_v2(db, "SELECT traceparent FROM es_saga_targets LIMIT 0", -1, &s, NULL) !=
+        SQLITE_OK)
+        e = es_sql_exec(
+            db, path,
+            "ALTER TABLE es_saga_targets ADD COLUMN traceparent TEXT NOT NULL DEFAULT '';"
+            "ALTER TABLE es_saga_targets ADD COLUMN tracestate TEXT NOT NULL DEFAULT '';",
+            "adding the trace columns to the saga outbox", err);
+    sqlite3_finalize(s);
+    s = NULL;
+    int old_index = 0;
+    if (e == ES_OK && sqlite3_prepare_v2(db,
+                                         "SELECT 1 FROM sqlite_master WHERE type = 'index'"
+                                         " AND name = 'es_saga_instances_ended'",
+                                         -1, &s, NULL) == SQLITE_OK)
+        old_index = sqlite3_step(s) == SQLITE_ROW;
+    sqlite3_finalize(s);
+    if (e == ES_OK && old_index)
+        e = es_sql_exec(db, path,
+                        "DROP INDEX es_saga_instances_ended;"
+                        "CREATE INDEX IF NOT EXISTS es_saga_instances_done ON es_saga_instances"
+                        " (saga, updated_at) WHERE " ES_SAGA_ENDED("") ";",
+                        "replacing the index of ended saga instances", err);
+    return e;
 }
 
 /* Appends one transition of in to the history (published to the log after commit). */
@@ -334,8 +366,16 @@ es_err es_saga_hist(es_saga_t *c, saga_inst *in, const char *kind, const hist_in
     sqlite3_stmt *s = es_saga_stmt(c, S_HIST_PUT);
     sqlite3_bind_text(s, 2, in->id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(s, 3, (sqlite3_int64)++in->seq);
-    sqlite3_bind_blob(s, 4, buf, (int)len, free);
-    return es_saga_step_done(c, s, "recording a transition", err);
+    sqlite3_bind_blob(s, 4, buf, (int)len, SQLITE_STATIC);
+    es_err e = es_saga_step_done(c, s, "recording a transition", err);
+    sqlite3_bind_null(s, 4); /* buf moves on below */
+    if (e != ES_OK) {
+        free(buf);
+        es_saga_pub_drop(c);
+        return e;
+    }
+    es_saga_pub_note(c, in, in->seq, buf, len, now, span, tp);
+    return ES_OK;
 }
 
 /* ---- transitions -------------------------------------------------------------------------- */
@@ -784,7 +824,13 @@ static es_err handle_event(es_saga_t *c, const es_event_t *ev, es_error_t *err) 
 }
 
 static es_err saga_apply(es_projector_ctx_t *ctx, const es_event_t *ev, es_error_t *err) {
-    return handle_event(es_ctx_state(ctx), ev, err);
+    es_saga_t *c = es_ctx_state(ctx);
+    es_err e = handle_event(c, ev, err);
+    if (e != ES_OK) { /* the runner rolls back (the event or its batch) and goes on */
+        es_saga_pub_drop(c);
+        es_saga_mx_undo(c);
+    }
+    return e;
 }
 
 static es_err saga_migrate(sqlite3 *db, int from, es_error_t *err) {
@@ -801,7 +847,12 @@ es_err es_saga_tx_begin(es_saga_t *c, es_error_t *err) {
 
 es_err es_saga_tx_end(es_saga_t *c, es_err e, es_error_t *err) {
     es_sql_tx tx = es_sql_tx_on(c->db, es_config_get(c->cfg, "saga.db"));
-    return es_sql_end(&tx, e, "committing a saga transaction", err);
+    e = es_sql_end(&tx, e, "committing a saga transaction", err);
+    if (e != ES_OK) {
+        es_saga_pub_drop(c);
+        es_saga_mx_undo(c);
+    }
+    return e;
 }
 
 /* ---- lifecycle ---------------------------------------------------------------------------- */
@@ -883,7 +934,7 @@ es_err es_saga_core_new(const es_config_t *cfg, const es_saga_def *def, sqlite3 
     c->clock_opaque = clock_opaque;
     e = saga_migrate(db, 0, err);
     if (e == ES_OK)
-        e = es_saga_trace_columns(db, es_config_get(c->cfg, "saga.db"), err);
+        e = es_saga_upgrade(db, es_config_get(c->cfg, "saga.db"), err);
     if (e == ES_OK)
         e = es_sql_prepare_all(db, es_config_get(c->cfg, "saga.db"), SQL, S_COUNT, c->st, err);
     if (e != ES_OK) {
@@ -980,7 +1031,7 @@ es_err es_saga_new(const es_config_t *cfg, const es_saga_def *def, es_engine_t *
     if (e == ES_OK) {
         es_runner_set_state(c->runner, c);
         c->db = es_runner_db(c->runner);
-        e = es_saga_trace_columns(c->db, es_config_get(c->cfg, "saga.db"), err);
+        e = es_saga_upgrade(c->db, es_config_get(c->cfg, "saga.db"), err);
     }
     if (e == ES_OK)
         e = es_sql_prepare_all(c->db, es_config_get(c->cfg, "saga.db"), SQL, S_COUNT, c->st, err);
@@ -998,6 +1049,7 @@ void es_saga_destroy(es_saga_t *c) {
     if (!c)
         return;
     es_saga_mx_close(c);
+    es_saga_pub_drop(c);
     for (int k = 0; k < S_COUNT; k++)
         sqlite3_finalize(c->st[k]);
     es_runner_destroy(c->runner);
@@ -1037,6 +1089,10 @@ es_err es_saga_poll(es_saga_t *c, int timeout_ms, size_t *progress, es_error_t *
     size_t pruned = 0;
     if (e == ES_OK)
         e = es_saga_prune(c, &pruned, err);
+    if (e != ES_OK) { /* whatever failed may have rolled back transitions kept in memory */
+        es_saga_pub_drop(c);
+        es_saga_mx_undo(c);
+    }
     size_t done = applied + delivered + fired + published + pruned;
     es_saga_mx_round(c, done > 0);
     if (progress)

@@ -19,6 +19,11 @@
 #define ES_SAGA_ABORTED "aborted"
 #define ES_SAGA_FAILED "failed"
 
+/* An ended instance, as the partial index of ended instances and the queries using it say it:
+ * two comparisons, where an IN list of three states made SQLite build an ephemeral table each
+ * time it checked the index's condition (twice per instance save: 60% of the save's cost). */
+#define ES_SAGA_ENDED(t) t "state <> 'running' AND " t "state <> 'compensating'"
+
 /* The payload type of "<saga>.saga.events" records. */
 #define ES_SAGA_EVENT_TYPE "eskit.v1.SagaTransition"
 
@@ -56,15 +61,15 @@
     "CREATE INDEX IF NOT EXISTS es_saga_targets_instance ON es_saga_targets (saga, id, step);"     \
     "CREATE INDEX IF NOT EXISTS es_saga_targets_outbox ON es_saga_targets (saga)"                  \
     " WHERE sent_at = 0;"                                                                          \
-    "CREATE INDEX IF NOT EXISTS es_saga_instances_ended ON es_saga_instances (saga, updated_at)"   \
-    " WHERE state IN ('completed', 'aborted', 'failed');"                                          \
-    "CREATE TABLE IF NOT EXISTS es_saga_pruned ("                                                  \
-    " saga TEXT NOT NULL, state TEXT NOT NULL, n INTEGER NOT NULL,"                                \
-    " PRIMARY KEY (saga, state)) WITHOUT ROWID;"                                                   \
-    "CREATE TABLE IF NOT EXISTS es_saga_history ("                                                 \
-    " saga TEXT NOT NULL, id TEXT NOT NULL, seq INTEGER NOT NULL,"                                 \
-    " record BLOB NOT NULL," /* eskit.v1.SagaTransition */                                         \
-    " PRIMARY KEY (saga, id, seq)) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS es_saga_instances_done ON es_saga_instances (saga, updated_at)"    \
+    " WHERE " ES_SAGA_ENDED("") ";"                                                                \
+                                "CREATE TABLE IF NOT EXISTS es_saga_pruned ("                      \
+                                " saga TEXT NOT NULL, state TEXT NOT NULL, n INTEGER NOT NULL,"    \
+                                " PRIMARY KEY (saga, state)) WITHOUT ROWID;"                       \
+                                "CREATE TABLE IF NOT EXISTS es_saga_history ("                     \
+                                " saga TEXT NOT NULL, id TEXT NOT NULL, seq INTEGER NOT NULL,"     \
+                                " record BLOB NOT NULL," /* eskit.v1.SagaTransition */             \
+                                " PRIMARY KEY (saga, id, seq)) WITHOUT ROWID;"
 
 /* "<saga>.saga": the aggregate type of a saga's transitions (cap >= ES_MAX_TYPE_LEN + 1). */
 es_err es_saga_history_type(const char *saga, char *out, size_t cap, es_error_t *err);
@@ -99,6 +104,10 @@ enum {
     S_SENT,
     S_UNPUBLISHED,
     S_PUBLISHED,
+    S_PUBLISHED_ALL,
+    S_UNPUBLISHED_N,
+    S_HISTORY_N,
+    S_HISTORY_CLEAR,
     S_ACTIVE,
     S_COUNT_STATE,
     S_ENDED_BEFORE,
@@ -109,7 +118,20 @@ enum {
     S_COUNT
 };
 
-/* The delivery report of one transition produced to Kafka. */
+/* A transition to publish: read back from es_saga_history, or kept in memory from when it was
+ * written (saga_publish.c says when the memory is trusted). */
+typedef struct saga_pub {
+    char id[ES_MAX_ID_LEN + 1];
+    char correlation[ES_MAX_ID_LEN + 1]; /* the instance's (correlation_of) */
+    uint64_t seq;
+    uint8_t *buf; /* the packed eskit.v1.SagaTransition, owned */
+    size_t len;
+    int64_t at;
+    /* The transition's span, which its envelope's metadata carries as an event's does. */
+    char traceparent[ES_TRACEPARENT_LEN + 1], parent[ES_SPAN_ID_LEN + 1];
+    char *tracestate; /* owned; NULL: none */
+} saga_pub;
+
 struct es_saga {
     es_config_t *cfg;       /* own copy */
     const es_saga_def *def; /* &def_copy */
@@ -138,12 +160,18 @@ struct es_saga {
     int span_set, span_used;
     uint64_t compensations_sent; /* of stats.commands_sent, the compensations */
     struct saga_mx *mx;          /* metrics (saga_metrics.c); NULL: none */
+    /* The transitions committed to es_saga_history since the last publication, in the order
+     * written, while pub_ok says they are all of it (saga_publish.c). */
+    saga_pub *pub;
+    size_t n_pub, cap_pub;
+    int pub_ok;
 };
 
 /* An instance as loaded for a transition. */
 typedef struct saga_inst {
     char id[ES_MAX_ID_LEN + 1];
     char state[16];
+    char saved[16]; /* the state saga.db holds ("": none yet), for the metrics' counts */
     int step;
     int64_t started, deadline;
     char reason[512];
@@ -186,8 +214,9 @@ es_err es_saga_core_new(const es_config_t *cfg, const es_saga_def *def, sqlite3 
                         int64_t (*clock)(void *opaque), void *clock_opaque, es_saga_t **out,
                         es_error_t *err);
 
-/* Adds the trace columns to an es_saga_targets of a database from before them. */
-es_err es_saga_trace_columns(sqlite3 *db, const char *path, es_error_t *err);
+/* Brings the tables of a database from before them up to date: the trace columns of
+ * es_saga_targets, the index of ended instances (es_saga_instances_ended had an IN list). */
+es_err es_saga_upgrade(sqlite3 *db, const char *path, es_error_t *err);
 
 /* The span the transitions of in now being written carry (saga.c). */
 const es_trace_t *es_saga_span(es_saga_t *c, const saga_inst *in);
@@ -224,8 +253,9 @@ void es_saga_inst_free(saga_inst *in);
 /* Loads instance id; ES_ENOTFOUND when there is none. */
 es_err es_saga_inst_load(es_saga_t *c, const char *id, saga_inst *in, es_error_t *err);
 
-/* Writes in back, stamped updated at now. */
-es_err es_saga_inst_save(es_saga_t *c, const saga_inst *in, int64_t now, es_error_t *err);
+/* Writes in back, stamped updated at now, and notes its move from in->saved to in->state for
+ * the metrics (es_saga_mx_move). */
+es_err es_saga_inst_save(es_saga_t *c, saga_inst *in, int64_t now, es_error_t *err);
 
 /* Appends one transition of in to the history (published to the log after commit). */
 es_err es_saga_hist(es_saga_t *c, saga_inst *in, const char *kind, const hist_info *h, int64_t now,
@@ -258,6 +288,15 @@ es_err es_saga_fire_deadlines(es_saga_t *c, size_t *fired, es_error_t *err);
 /* Delivers a batch of the outbox through the engine and records the outcomes (saga_relay.c). */
 es_err es_saga_relay(es_saga_t *c, size_t *delivered, es_error_t *err);
 
+/* Keeps the transition just written to es_saga_history for the next publication, taking buf
+ * (freed when the memory is not in use). */
+void es_saga_pub_note(es_saga_t *c, const saga_inst *in, uint64_t seq, uint8_t *buf, size_t len,
+                      int64_t at, const es_trace_t *span, const char *traceparent);
+
+/* Forgets the kept transitions: a write failed or was rolled back, so es_saga_history is read
+ * back until it is drained again. */
+void es_saga_pub_drop(es_saga_t *c);
+
 /* Appends a batch of es_saga_history to "<saga>.saga.events" and deletes what got there
  * (saga_publish.c). */
 es_err es_saga_publish(es_saga_t *c, size_t *published, es_error_t *err);
@@ -271,5 +310,12 @@ es_err es_saga_prune(es_saga_t *c, size_t *pruned, es_error_t *err);
 es_err es_saga_mx_open(es_saga_t *c, es_error_t *err);
 void es_saga_mx_round(es_saga_t *c, int changed);
 void es_saga_mx_close(es_saga_t *c);
+/* An instance written from state from ("": a new one) to state to, in a transaction not yet
+ * known to commit: the counts by state take it at the next measurement, unless es_saga_mx_undo
+ * was called before it. */
+void es_saga_mx_move(es_saga_t *c, const char *from, const char *to);
+/* A transaction of the saga database rolled back, or may have: the next measurement counts
+ * the instances by state again rather than trust the moves noted since the last one. */
+void es_saga_mx_undo(es_saga_t *c);
 
 #endif

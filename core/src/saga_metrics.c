@@ -9,6 +9,16 @@
  * a second. The scrape thread reads only atomics: it never touches the saga database. The
  * overdue gauge is computed at the scrape from the earliest deadline, so it keeps growing
  * while the coordinator is not polled.
+ *
+ * Instances by state are counted once (at es_saga_mx_open) and then kept: each instance saved
+ * notes its move (es_saga_mx_move: the old state -1, the new +1; a new instance +1) and the
+ * next measurement takes the moves, all of whose transactions committed by then, unless a
+ * transaction rolled back or may have (es_saga_mx_undo) or another connection committed to
+ * saga.db (PRAGMA data_version; e.g. a coordinator of another saga, or of this one against
+ * saga.h's rule), which count them again (the latter at most once a second). Retention needs
+ * nothing: it moves an ended instance from the rows to es_saga_pruned, the same count. The
+ * outbox (a partial index of the unsent rows) and the earliest deadline (the first entry of a
+ * partial index of the rows with one) cost what is live, not what saga.db has kept.
  */
 #include "saga_int.h"
 
@@ -24,7 +34,7 @@ enum { MX_RUNNING, MX_COMPENSATING, MX_COMPLETED, MX_ABORTED, MX_FAILED, MX_STAT
 static const char *const state_names[MX_STATES] = {
     ES_SAGA_RUNNING, ES_SAGA_COMPENSATING, ES_SAGA_COMPLETED, ES_SAGA_ABORTED, ES_SAGA_FAILED};
 
-enum { Q_STATES, Q_PRUNED, Q_OUTBOX, Q_DEADLINE, Q_COUNT };
+enum { Q_STATES, Q_PRUNED, Q_OUTBOX, Q_DEADLINE, Q_DATA_VERSION, Q_COUNT };
 
 /* Instances by state: the rows, plus the ended ones saga.retention.ms deleted (es_saga_pruned),
  * so that pruning does not make the ended counts fall; as es_saga_stats counts them. */
@@ -34,12 +44,19 @@ static const char *const mx_sql[Q_COUNT] = {
     [Q_OUTBOX] = "SELECT count(*) FROM es_saga_targets WHERE saga = ?1 AND sent_at = 0",
     [Q_DEADLINE] = ("SELECT min(deadline) FROM es_saga_instances WHERE saga = ?1"
                     " AND deadline > 0 AND state = 'running'"),
+    [Q_DATA_VERSION] = "PRAGMA data_version",
 };
 
 struct saga_mx {
     es_mx_source *src;
     sqlite3_stmt *q[Q_COUNT];
-    int64_t refreshed_us; /* coordinator's thread only */
+    /* coordinator's thread only */
+    int64_t refreshed_us, recounted_us;
+    int64_t counted[MX_STATES]; /* instances by state at the last measurement */
+    int64_t moved[MX_STATES];   /* moves noted since */
+    int n_moved;                /* how many */
+    int recount;                /* count again: first use, or a transaction rolled back */
+    int64_t data_version;       /* of the last count; -1: none */
     es_mx_counter instances[MX_STATES];
     es_mx_counter sent, compensations, timeouts;
     es_mx_counter outbox;
@@ -74,20 +91,70 @@ static int one_int(sqlite3_stmt *q, const char *saga, int64_t *v) {
     return rc == SQLITE_ROW;
 }
 
+void es_saga_mx_move(es_saga_t *c, const char *from, const char *to) {
+    struct saga_mx *m = c->mx;
+    if (!m)
+        return;
+    int i = state_index((const unsigned char *)from), j = state_index((const unsigned char *)to);
+    if (i >= 0)
+        m->moved[i]--;
+    if (j >= 0)
+        m->moved[j]++;
+    m->n_moved++;
+}
+
+void es_saga_mx_undo(es_saga_t *c) {
+    if (c->mx)
+        c->mx->recount = 1;
+}
+
+/* Whether another connection committed to saga.db since the last count (1 when unknown). */
+static int foreign_commit(struct saga_mx *m, int64_t *version) {
+    sqlite3_stmt *q = m->q[Q_DATA_VERSION];
+    int rc = sqlite3_step(q);
+    *version = rc == SQLITE_ROW ? sqlite3_column_int64(q, 0) : -1;
+    sqlite3_reset(q);
+    return rc != SQLITE_ROW || *version != m->data_version;
+}
+
+/* The instances by state: counted again when first used, after a rollback, or (at most once a
+ * second) after another connection's commit; otherwise the last count and the moves since. */
+static void refresh_states(es_saga_t *c, int64_t now) {
+    struct saga_mx *m = c->mx;
+    int64_t version = -1;
+    if (foreign_commit(m, &version) && now - m->recounted_us >= REFRESH_US)
+        m->recount = 1;
+    if (m->recount) {
+        uint64_t n[MX_STATES] = {0};
+        const char *saga = c->def->name;
+        if (!add_states(m->q[Q_STATES], saga, n) || !add_states(m->q[Q_PRUNED], saga, n))
+            return; /* a failed read: the last values stay, the next refresh tries again */
+        for (int i = 0; i < MX_STATES; i++)
+            m->counted[i] = (int64_t)n[i];
+        m->recount = 0;
+        m->recounted_us = now;
+        m->data_version = version;
+    } else {
+        for (int i = 0; i < MX_STATES; i++)
+            m->counted[i] += m->moved[i];
+    }
+    memset(m->moved, 0, sizeof m->moved);
+    m->n_moved = 0;
+    for (int i = 0; i < MX_STATES; i++)
+        es_mx_set(&m->instances[i], m->counted[i] > 0 ? (uint64_t)m->counted[i] : 0);
+}
+
 /* What saga.db holds; a failed read keeps the last values (the next refresh tries again). */
 static void refresh(es_saga_t *c) {
     struct saga_mx *m = c->mx;
     const char *saga = c->def->name;
-    uint64_t n[MX_STATES] = {0};
-    int64_t outbox = 0, deadline = 0;
-    if (add_states(m->q[Q_STATES], saga, n) && add_states(m->q[Q_PRUNED], saga, n))
-        for (int i = 0; i < MX_STATES; i++)
-            es_mx_set(&m->instances[i], n[i]);
+    int64_t outbox = 0, deadline = 0, now = es_now_us();
+    refresh_states(c, now);
     if (one_int(m->q[Q_OUTBOX], saga, &outbox))
         es_mx_set(&m->outbox, (uint64_t)outbox);
     if (one_int(m->q[Q_DEADLINE], saga, &deadline))
         es_mx_set(&m->earliest_deadline_us, deadline > 0 ? (uint64_t)deadline : 0);
-    m->refreshed_us = es_now_us();
+    m->refreshed_us = now;
 }
 
 void es_saga_mx_round(es_saga_t *c, int changed) {
@@ -97,7 +164,7 @@ void es_saga_mx_round(es_saga_t *c, int changed) {
     es_mx_set(&m->sent, c->stats.commands_sent);
     es_mx_set(&m->compensations, c->compensations_sent);
     es_mx_set(&m->timeouts, c->stats.timeouts);
-    if (changed || es_now_us() - m->refreshed_us >= REFRESH_US)
+    if (changed || m->n_moved || m->recount || es_now_us() - m->refreshed_us >= REFRESH_US)
         refresh(c);
 }
 
@@ -142,6 +209,8 @@ es_err es_saga_mx_open(es_saga_t *c, es_error_t *err) {
         es_sql_prepare_all(c->db, es_config_get(c->cfg, "saga.db"), mx_sql, Q_COUNT, m->q, err);
     if (e == ES_OK) {
         c->mx = m;
+        m->recount = 1;
+        m->data_version = -1;
         es_saga_mx_round(c, 1);
         e = es_mx_register(c->cfg, collect, NULL, c, &m->src, err);
     }

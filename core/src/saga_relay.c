@@ -17,6 +17,7 @@ typedef struct delivery {
     char cid[ES_MAX_ID_LEN + 1];
     char id[ES_MAX_ID_LEN + 1];
     char kind[8];
+    int step; /* of the definition, as the outbox row says */
     char aggregate_type[ES_MAX_TYPE_LEN + 1];
     char aggregate_id[ES_MAX_ID_LEN + 1];
     char correlation[ES_MAX_ID_LEN + 1];
@@ -61,6 +62,7 @@ static es_err load_outbox(es_saga_t *c, delivery *d, size_t *n, es_error_t *err)
         x->deadline = sqlite3_column_int64(s, 7);
         es_saga_copy_str(x->correlation, sizeof x->correlation, sqlite3_column_text(s, 8));
         es_saga_copy_str(x->traceparent, sizeof x->traceparent, sqlite3_column_text(s, 9));
+        x->step = sqlite3_column_int(s, 11);
         if (sqlite3_column_bytes(s, 10) <= TRACESTATE_MAX)
             es_saga_copy_str(x->tracestate, sizeof x->tracestate, sqlite3_column_text(s, 10));
         if (*x->traceparent)
@@ -109,16 +111,35 @@ static void outcome_span(es_saga_t *c, const es_result_t *r) {
     c->span_set = 1;
 }
 
-es_err es_saga_record_outcome(es_saga_t *c, const char *cid, const es_result_t *r, int64_t now,
-                              es_error_t *err) {
-    outcome_span(c, r);
+static es_err mark_sent(es_saga_t *c, const char *cid, const es_result_t *r, int64_t now,
+                        es_error_t *err) {
     sqlite3_stmt *s = c->st[S_SENT];
     sqlite3_reset(s);
     sqlite3_bind_text(s, 1, cid, -1, SQLITE_STATIC);
     sqlite3_bind_int64(s, 2, now);
     sqlite3_bind_text(s, 3, outcome_name(r), -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 4, r->reason ? r->reason : "", -1, SQLITE_STATIC);
-    es_err e = es_saga_step_done(c, s, "marking a command sent", err);
+    return es_saga_step_done(c, s, "marking a command sent", err);
+}
+
+/* Whether outcome r of a command of kind at step k can move its instance (when its target is
+ * still pending): else recording it sent is all there is to do. */
+static int outcome_matters(const es_saga_t *c, const char *kind, int k, const es_result_t *r) {
+    int accepted = r->outcome == ES_OUTCOME_ACCEPTED;
+    int rejected = r->outcome == ES_OUTCOME_REJECTED;
+    if (!strcmp(kind, ES_SAGA_KIND_DO)) {
+        const es_saga_step_t *st = es_saga_step_at(c, k);
+        /* With completed_by, events end the target (the consumer sees them); an expired
+         * command is left to the step's deadline. */
+        return rejected || (accepted && !st->completed_by);
+    }
+    return accepted || rejected; /* expired cannot happen (no deadline); errors were retried */
+}
+
+es_err es_saga_record_outcome(es_saga_t *c, const char *cid, const es_result_t *r, int64_t now,
+                              es_error_t *err) {
+    outcome_span(c, r);
+    es_err e = mark_sent(c, cid, r, now, err);
     if (e != ES_OK)
         return e;
     saga_target t;
@@ -126,17 +147,9 @@ es_err es_saga_record_outcome(es_saga_t *c, const char *cid, const es_result_t *
         return e;
     if (strcmp(t.status, "pending") != 0)
         return ES_OK; /* its events ended it already */
+    if (!outcome_matters(c, t.kind, t.step, r))
+        return ES_OK;
     int accepted = r->outcome == ES_OUTCOME_ACCEPTED;
-    int rejected = r->outcome == ES_OUTCOME_REJECTED;
-    if (!strcmp(t.kind, ES_SAGA_KIND_DO)) {
-        const es_saga_step_t *st = es_saga_step_at(c, t.step);
-        /* With completed_by, events end the target (the consumer sees them); an expired
-         * command is left to the step's deadline. */
-        if (!rejected && !(accepted && !st->completed_by))
-            return ES_OK;
-    } else if (!accepted && !rejected) {
-        return ES_OK; /* expired cannot happen (no deadline); errors were retried */
-    }
     saga_inst in;
     if ((e = es_saga_inst_load(c, t.id, &in, err)) != ES_OK)
         return e == ES_ENOTFOUND ? es_fail(err, ES_EIO, "saga '%s': command %s has no instance",
@@ -199,7 +212,12 @@ es_err es_saga_relay(es_saga_t *c, size_t *delivered, es_error_t *err) {
                 c->retry_at_us = now + RETRY_BACKOFF_US;
                 continue;
             }
-            e = es_saga_record_outcome(c, d[i].cid, &res[i], now, err);
+            /* An outcome that cannot move the instance (the common one: accepted, with events
+             * to end the step) is only recorded: its target need not be read. */
+            if (es_saga_step_at(c, d[i].step) && !outcome_matters(c, d[i].kind, d[i].step, &res[i]))
+                e = mark_sent(c, d[i].cid, &res[i], now, err);
+            else
+                e = es_saga_record_outcome(c, d[i].cid, &res[i], now, err);
             ok++;
             undone += !strcmp(d[i].kind, ES_SAGA_KIND_UNDO);
         }

@@ -5,13 +5,18 @@
  * ConfirmOrder, with the saga's command and correlation ids) executed directly
  * with es_execute_batch, step by step, in batches the size of the
  * coordinator's relay batch. Both start from a store with the orders placed
- * (not timed) and run at the defaults; the ratio is what the coordinator's
- * bookkeeping costs: consuming the events, its own database (instances,
- * outbox, checkpoints) and publishing every transition to the log.
+ * (not timed) and run at the defaults (the steps' timeouts aside: see
+ * SLOW_RUN_TIMEOUT_MS); the ratio is what the coordinator's bookkeeping costs:
+ * consuming the events, its own database (instances, outbox, checkpoints) and
+ * publishing every transition to the log. The same again over Kafka at the
+ * end of the file.
  */
 #include "saga.h"
 
 #include <dirent.h>
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +24,7 @@
 #include <unistd.h>
 
 #include <eskit/eskit.h>
+#include <eskit/processor.h>
 #include <eskit/saga.h>
 
 #include "domain.h"
@@ -106,7 +112,7 @@ typedef struct workload {
     char (*customer)[32]; /* "customer-<i % 64>" */
     char (*place_id)[32]; /* the PlaceOrder's command id, hence every saga command's correlation */
     char (*cid)[96];      /* command ids: LINES reserves, one authorize, one confirm per order */
-    char sku[N_SKUS][16];
+    char sku[N_SKUS][24];
     Orders__V1__LineItem *lines; /* LINES per order */
     Orders__V1__LineItem **line_ptrs;
     Orders__V1__PlaceOrder *place;
@@ -141,11 +147,11 @@ static int64_t price_of(size_t order, size_t line) {
     return 500 + (int64_t)((order + line) % 50) * 10;
 }
 
-static void make_orders(workload *w) {
+static void make_orders(workload *w, const char *prefix) {
     for (size_t i = 0; i < w->n; i++) {
-        snprintf(w->order[i], sizeof w->order[i], "order-%zu", i);
+        snprintf(w->order[i], sizeof w->order[i], "%sorder-%zu", prefix, i);
         snprintf(w->customer[i], sizeof w->customer[i], "customer-%zu", i % 64);
-        snprintf(w->place_id[i], sizeof w->place_id[i], "place-%zu", i);
+        snprintf(w->place_id[i], sizeof w->place_id[i], "%splace-%zu", prefix, i);
         for (size_t l = 0; l < LINES; l++) {
             Orders__V1__LineItem *li = &w->lines[i * LINES + l];
             orders__v1__line_item__init(li);
@@ -208,7 +214,8 @@ static void make_commands(workload *w) {
     }
 }
 
-static int workload_new(size_t n, workload *w) {
+/* prefix begins every order, SKU and command id: sides sharing a Kafka cluster keep apart. */
+static int workload_new(size_t n, const char *prefix, workload *w) {
     memset(w, 0, sizeof *w);
     w->n = n;
     w->order = calloc(n, sizeof *w->order);
@@ -229,8 +236,8 @@ static int workload_new(size_t n, workload *w) {
         return -1;
     }
     for (size_t k = 0; k < N_SKUS; k++)
-        snprintf(w->sku[k], sizeof w->sku[k], "sku-%03zu", k);
-    make_orders(w);
+        snprintf(w->sku[k], sizeof w->sku[k], "%ssku-%03zu", prefix, k);
+    make_orders(w, prefix);
     make_commands(w);
     return 0;
 }
@@ -290,12 +297,37 @@ static long long unpublished(const side *s) {
     return n;
 }
 
-static int run_saga(side *s, size_t n, double *seconds, double *idle_seconds, long long *backlog) {
-    es_saga_t *c = NULL;
+/* orders.fulfilment with its steps' timeouts at 10 minutes: a run slowed down (callgrind, a busy
+ * machine) must not time steps out and measure compensations instead. */
+#define SLOW_RUN_TIMEOUT_MS 600000
+
+/* The coordinator keeps the definition's steps by pointer: they live as long as the program. */
+static es_saga_step_t slow_steps[8];
+static es_saga_def slow_def;
+
+static int open_coordinator(side *s, es_saga_t **c) {
     es_error_t err = {0};
-    es_err rc = es_saga_new(s->cfg, &demo_fulfilment_def, s->engine, &c, &err);
-    if (rc != ES_OK)
-        return fail("opening the coordinator", rc, &err);
+    slow_def = demo_fulfilment_def;
+    if (slow_def.n_steps > sizeof slow_steps / sizeof *slow_steps)
+        return fail("copying orders.fulfilment", ES_EINVAL, &(es_error_t){0, "too many steps"});
+    for (size_t k = 0; k < slow_def.n_steps; k++) {
+        slow_steps[k] = demo_fulfilment_def.steps[k];
+        slow_steps[k].timeout_ms = SLOW_RUN_TIMEOUT_MS;
+    }
+    slow_def.steps = slow_steps;
+    es_err rc = es_saga_new(s->cfg, &slow_def, s->engine, c, &err);
+    return rc == ES_OK ? 0 : fail("opening the coordinator", rc, &err);
+}
+
+#define DRIVE_MAX_S 300 /* past it the coordinator is stuck: the figure fails */
+
+/* Polls c until `completed` sagas have completed, none is active, a poll did nothing and every
+ * transition is published (a poll that finds nothing does not mean the log has nothing more on
+ * Kafka, where events arrive by fetch: so the completed count decides). */
+static int drive(side *s, es_saga_t *c, uint64_t completed, double *seconds, double *idle_seconds,
+                 long long *backlog) {
+    es_error_t err = {0};
+    es_err rc = ES_OK;
     int64_t t0 = bench_now_ns();
     *backlog = -1;
     for (;;) {
@@ -306,7 +338,15 @@ static int run_saga(side *s, size_t n, double *seconds, double *idle_seconds, lo
             rc = es_saga_active(c, &active, &err);
         if (rc != ES_OK)
             break;
+        if (bench_now_ns() - t0 > (int64_t)DRIVE_MAX_S * 1000000000) {
+            fprintf(stderr, "eskit-bench: the sagas did not end within %d s\n", DRIVE_MAX_S);
+            return -1;
+        }
         if (progress > 0 || active > 0)
+            continue;
+        es_saga_stats_t st;
+        es_saga_stats(c, &st);
+        if (st.completed + st.aborted + st.failed < completed)
             continue;
         long long left = unpublished(s);
         if (left < 0) {
@@ -323,18 +363,25 @@ static int run_saga(side *s, size_t n, double *seconds, double *idle_seconds, lo
             break;
     }
     *seconds = (double)(bench_now_ns() - t0) / 1e9;
-    es_saga_stats_t st;
-    es_saga_stats(c, &st);
-    es_saga_destroy(c);
     if (rc != ES_OK)
         return fail("es_saga_poll", rc, &err);
-    if (st.completed != n || st.aborted || st.failed) {
-        fprintf(stderr, "eskit-bench: %zu sagas: %llu completed, %llu aborted, %llu failed\n", n,
-                (unsigned long long)st.completed, (unsigned long long)st.aborted,
-                (unsigned long long)st.failed);
+    es_saga_stats_t st;
+    es_saga_stats(c, &st);
+    if (st.completed != completed || st.aborted || st.failed) {
+        fprintf(stderr, "eskit-bench: %llu sagas: %llu completed, %llu aborted, %llu failed\n",
+                (unsigned long long)completed, (unsigned long long)st.completed,
+                (unsigned long long)st.aborted, (unsigned long long)st.failed);
         return -1;
     }
     return 0;
+}
+
+static int run_saga(side *s, size_t n, double *seconds, double *idle_seconds, long long *backlog) {
+    es_saga_t *c = NULL;
+    int rc = open_coordinator(s, &c);
+    rc = rc ? rc : drive(s, c, n, seconds, idle_seconds, backlog);
+    es_saga_destroy(c);
+    return rc;
 }
 
 /* Deletes every scratch file of this figure (stores, saga databases, the coordinator's lock). */
@@ -360,7 +407,7 @@ int bench_saga(const char *dir, size_t n, saga_figs_t *out) {
     side saga = {0}, direct = {0};
     size_t before = 0, after = 0, direct_events = 0;
     memset(out, 0, sizeof *out);
-    if (workload_new(n, &w) != 0)
+    if (workload_new(n, "", &w) != 0)
         return -1;
     int rc = side_open(dir, "coordinator", &saga);
     rc = rc ? rc : setup(&saga, &w);
@@ -394,6 +441,193 @@ int bench_saga(const char *dir, size_t n, saga_figs_t *out) {
         out->direct_per_s = (double)n / out->direct_wall_s;
     }
     workload_free(&w);
+    remove_scratch(dir);
+    return rc;
+}
+
+/*
+ * The Kafka figure: the same sagas and the same commands on librdkafka's mock cluster (3
+ * brokers, replication 3, 6 partitions a topic, client settings as the kafka group's), one
+ * processor thread owning the partitions, a caller engine whose es_execute_batch the
+ * coordinator's relay uses. One cluster for both sides, their orders and SKUs named apart; the
+ * coordinator joins its consumer group on a warm-up order before the timed sagas are placed,
+ * and is gone before the direct side places its own.
+ */
+#define K_PARTITIONS 6
+
+static void k_quiet(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+    (void)rk, (void)level, (void)fac, (void)buf;
+}
+
+typedef struct k_cluster {
+    rd_kafka_t *rk;
+    rd_kafka_mock_cluster_t *mock;
+    const char *bootstrap;
+} k_cluster;
+
+static int k_cluster_open(k_cluster *c) {
+    static const char *const types[] = {"orders.order", "inventory.item", "payments.payment"};
+    static const char *const kinds[] = {"events", "commands", "replies", "snapshots"};
+    char errstr[256], topic[128];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set_log_cb(conf, k_quiet);
+    /* as kafka.c: without TCP_NODELAY the mock's second response waits for a delayed ACK */
+    if (rd_kafka_conf_set(conf, "socket.nagle.disable", "true", errstr, sizeof errstr) !=
+        RD_KAFKA_CONF_OK) {
+        rd_kafka_conf_destroy(conf);
+        return -1;
+    }
+    c->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+    c->mock = c->rk ? rd_kafka_mock_cluster_new(c->rk, 3) : NULL;
+    if (!c->mock || rd_kafka_mock_topic_create(c->mock, "eskit.schemas", 1, 3))
+        return -1;
+    for (size_t t = 0; t < sizeof types / sizeof *types; t++) {
+        for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
+            snprintf(topic, sizeof topic, "%s.%s", types[t], kinds[k]);
+            if (rd_kafka_mock_topic_create(c->mock, topic, K_PARTITIONS, 3))
+                return -1;
+        }
+        snprintf(topic, sizeof topic, "%s.events.dlq", types[t]);
+        if (rd_kafka_mock_topic_create(c->mock, topic, 1, 3))
+            return -1;
+    }
+    if (rd_kafka_mock_topic_create(c->mock, DEMO_FULFILMENT_SAGA ".saga.events", K_PARTITIONS, 3))
+        return -1;
+    c->bootstrap = rd_kafka_mock_cluster_bootstraps(c->mock);
+    return 0;
+}
+
+static void k_cluster_close(k_cluster *c) {
+    if (c->mock)
+        rd_kafka_mock_cluster_destroy(c->mock);
+    if (c->rk)
+        rd_kafka_destroy(c->rk);
+}
+
+/* A config on the cluster with its scratch files named for who (the kafka group's settings). */
+static es_config_t *k_config(const k_cluster *c, const char *dir, const char *who) {
+    char state[4096], saga_db[4096], rm[4096];
+    snprintf(state, sizeof state, "%s/" PREFIX "k-%s-state.db", dir, who);
+    snprintf(saga_db, sizeof saga_db, "%s/" PREFIX "k-%s-saga.db", dir, who);
+    snprintf(rm, sizeof rm, "%s/" PREFIX "k-%s-read.db", dir, who);
+    es_config_t *cfg = es_config_new();
+    es_error_t err;
+    if (!cfg || es_config_set(cfg, "brokers", c->bootstrap, &err) ||
+        es_config_set(cfg, "state.db", state, &err) ||
+        es_config_set(cfg, "saga.db", saga_db, &err) ||
+        es_config_set(cfg, "readmodel.db", rm, &err) ||
+        es_config_set(cfg, "kafka.linger.ms", "2", &err) ||
+        es_config_set(cfg, "kafka.fetch.wait.max.ms", "1", &err) ||
+        /* The mock answers a first JoinGroup after 3 s; a session just past it (as the tests
+         * set it) makes the joins cost that and no more. */
+        es_config_set(cfg, "kafka.session.timeout.ms", "4000", &err) ||
+        es_config_set(cfg, "kafka.heartbeat.interval.ms", "500", &err) ||
+        es_config_set(cfg, "metrics.enabled", "false", &err)) {
+        if (cfg)
+            fprintf(stderr, "eskit-bench: a Kafka saga setting: %s\n", err.message);
+        es_config_destroy(cfg);
+        return NULL;
+    }
+    return cfg;
+}
+
+typedef struct k_owner {
+    es_config_t *cfg;
+    es_engine_t *engine;
+    es_processor_t *proc;
+    pthread_t thread;
+    int running;
+    es_error_t err;
+} k_owner;
+
+static void *k_owner_main(void *arg) {
+    k_owner *o = arg;
+    es_processor_run(o->proc, &o->err);
+    return NULL;
+}
+
+static int k_owner_start(k_owner *o) {
+    es_error_t err = {0};
+    es_err rc = es_engine_new(o->cfg, &o->engine, &err);
+    rc = rc ? rc : demo_register_all(o->engine, &err);
+    rc = rc ? rc : es_processor_new(o->cfg, o->engine, &o->proc, &err);
+    if (rc)
+        return fail("starting the processor", rc, &err);
+    if (pthread_create(&o->thread, NULL, k_owner_main, o))
+        return -1;
+    o->running = 1;
+    return 0;
+}
+
+static void k_owner_stop(k_owner *o) {
+    if (o->running) {
+        es_processor_stop(o->proc);
+        pthread_join(o->thread, NULL);
+    }
+    es_processor_destroy(o->proc);
+    es_engine_destroy(o->engine);
+}
+
+static int k_side_open(side *s, es_config_t *cfg) {
+    es_error_t err = {0};
+    s->cfg = cfg;
+    es_err rc = es_engine_new(cfg, &s->engine, &err);
+    rc = rc ? rc : demo_register_all(s->engine, &err);
+    return rc == ES_OK ? 0 : fail("opening the Kafka caller", rc, &err);
+}
+
+int bench_saga_kafka(const char *dir, size_t n, saga_kafka_figs_t *out) {
+    k_cluster cl = {0};
+    k_owner o = {0};
+    side caller = {0};
+    es_saga_t *coord = NULL;
+    workload warm = {0}, w = {0}, d = {0};
+    double idle = 0;
+    long long backlog = 0;
+    memset(out, 0, sizeof *out);
+    int rc = k_cluster_open(&cl) ? fail("starting the mock cluster", ES_EKAFKA,
+                                        &(es_error_t){ES_EKAFKA, "rd_kafka_mock"})
+                                 : 0;
+    es_config_t *ccfg = rc == 0 ? k_config(&cl, dir, "caller") : NULL;
+    rc = rc ? rc : ccfg ? k_side_open(&caller, ccfg) : -1;
+    /* The coordinator first, polled once: its group join (3 s on the mock) then overlaps the
+     * processor's and the warm-up's. */
+    size_t ignored = 0;
+    es_error_t perr = {0};
+    rc = rc ? rc : open_coordinator(&caller, &coord);
+    rc = rc                                        ? rc
+         : es_saga_poll(coord, 0, &ignored, &perr) ? fail("es_saga_poll", ES_EKAFKA, &perr)
+                                                   : 0;
+    if (rc == 0)
+        o.cfg = k_config(&cl, dir, "owner");
+    rc = rc ? rc : o.cfg ? k_owner_start(&o) : -1;
+    rc = rc ? rc : workload_new(1, "w", &warm);
+    rc = rc ? rc : workload_new(n, "", &w);
+    rc = rc ? rc : workload_new(n, "d", &d);
+    /* Warm-up: the processor's and the coordinator's groups joined, one saga through. */
+    double warm_s = 0;
+    rc = rc ? rc : setup(&caller, &warm);
+    rc = rc ? rc : drive(&caller, coord, 1, &warm_s, &idle, &backlog);
+    rc = rc ? rc : setup(&caller, &w);
+    rc = rc ? rc : drive(&caller, coord, n + 1, &out->saga_wall_s, &idle, &backlog);
+    es_saga_destroy(coord);
+    rc = rc ? rc : setup(&caller, &d);
+    int64_t t0 = bench_now_ns();
+    rc = rc ? rc : run_batches(caller.engine, d.cmds, n * PER_ORDER, DIRECT_BATCH, d.res);
+    out->direct_wall_s = (double)(bench_now_ns() - t0) / 1e9;
+    if (rc == 0) {
+        out->sagas = n;
+        out->saga_per_s = (double)n / out->saga_wall_s;
+        out->direct_per_s = (double)n / out->direct_wall_s;
+    }
+    es_engine_destroy(caller.engine);
+    es_config_destroy(caller.cfg);
+    k_owner_stop(&o);
+    es_config_destroy(o.cfg);
+    k_cluster_close(&cl);
+    workload_free(&warm);
+    workload_free(&w);
+    workload_free(&d);
     remove_scratch(dir);
     return rc;
 }

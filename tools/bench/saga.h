@@ -22,4 +22,15 @@ typedef struct saga_figs {
  * the same commands directly on the other. 0 or -1. */
 int bench_saga(const char *dir, size_t n, saga_figs_t *out);
 
+/* The same on librdkafka's mock cluster: n sagas through a coordinator whose relay executes
+ * over Kafka (a processor thread owns the partitions) beside the same commands through
+ * es_execute_batch over Kafka, step by step. */
+typedef struct saga_kafka_figs {
+    size_t sagas;
+    double saga_per_s, direct_per_s; /* sagas (orders) per second */
+    double saga_wall_s, direct_wall_s;
+} saga_kafka_figs_t;
+
+int bench_saga_kafka(const char *dir, size_t n, saga_kafka_figs_t *out);
+
 #endif
