@@ -675,157 +675,156 @@ static int fig_restore(bench_t *b, size_t aggregates) {
              "restore: the fresh owner imported %llu events and %llu snapshots, of partitions "
              "whose history held %zu events",
              r.imported, r.snapshots, history);
+    return 0;
+}
 
-    static const char *const idem_kind[IDEM_KINDS] = {"no caller id", "sequential ids",
-                                                      "random UUIDv4 ids"};
+static const char *const idem_kind[IDEM_KINDS] = {"no caller id", "sequential ids",
+                                                  "random UUIDv4 ids"};
 
-    /* The in-memory index's bytes after n ids added from empty, by core/src/idindex.c's rule
-     * (8-byte slots; an add that would pass 3/4 full regrows to a power of two at most half full,
-     * from 1,024): the library does not publish it. */
-    static double idem_index_bytes(size_t n) {
-        size_t cap = 0, count = 0;
-        while (count < n) {
-            if (count + 1 > cap / 4 * 3)
-                for (cap = 1024; cap / 2 < count + 1;)
-                    cap *= 2;
-            size_t room = cap / 4 * 3 - count;
-            count += room < n - count ? room : n - count;
-        }
-        return (double)cap * 8.0;
+/* The in-memory index's bytes after n ids added from empty, by core/src/idindex.c's rule
+ * (8-byte slots; an add that would pass 3/4 full regrows to a power of two at most half full,
+ * from 1,024): the library does not publish it. */
+static double idem_index_bytes(size_t n) {
+    size_t cap = 0, count = 0;
+    while (count < n) {
+        if (count + 1 > cap / 4 * 3)
+            for (cap = 1024; cap / 2 < count + 1;)
+                cap *= 2;
+        size_t room = cap / 4 * 3 - count;
+        count += room < n - count ? room : n - count;
     }
+    return (double)cap * 8.0;
+}
 
-    static void add_idem_note(bench_t * b, const char *where, const idem_point_t *p) {
-        char ev[32], ids[32], seq[32];
-        add_note(b,
-                 "idempotency: %s: %s events, %s ids remembered (%s sequential, the rest random), "
-                 "es_commands %.1f MiB (%.0f bytes an id), index %.1f MiB, first batch after "
-                 "opening %.0f ms; bytes "
-                 "written per batch: none %.0f KiB, sequential %.0f KiB, random %.0f KiB",
-                 where, bench_fmt_count(ev, sizeof ev, (double)p->events),
-                 bench_fmt_count(ids, sizeof ids, (double)p->ids),
-                 bench_fmt_count(seq, sizeof seq, (double)p->ids_of[IDEM_SEQ]),
-                 p->table_bytes / 1048576.0, p->ids ? p->table_bytes / (double)p->ids : 0.0,
-                 idem_index_bytes(p->ids) / 1048576.0, p->first_batch_ms,
-                 p->written_per_batch[IDEM_NONE] / 1024.0, p->written_per_batch[IDEM_SEQ] / 1024.0,
-                 p->written_per_batch[IDEM_RANDOM] / 1024.0);
-    }
+static void add_idem_note(bench_t *b, const char *where, const idem_point_t *p) {
+    char ev[32], ids[32], seq[32];
+    add_note(b,
+             "idempotency: %s: %s events, %s ids remembered (%s sequential, the rest random), "
+             "es_commands %.1f MiB (%.0f bytes an id), index %.1f MiB, first batch after "
+             "opening %.0f ms; bytes "
+             "written per batch: none %.0f KiB, sequential %.0f KiB, random %.0f KiB",
+             where, bench_fmt_count(ev, sizeof ev, (double)p->events),
+             bench_fmt_count(ids, sizeof ids, (double)p->ids),
+             bench_fmt_count(seq, sizeof seq, (double)p->ids_of[IDEM_SEQ]),
+             p->table_bytes / 1048576.0, p->ids ? p->table_bytes / (double)p->ids : 0.0,
+             idem_index_bytes(p->ids) / 1048576.0, p->first_batch_ms,
+             p->written_per_batch[IDEM_NONE] / 1024.0, p->written_per_batch[IDEM_SEQ] / 1024.0,
+             p->written_per_batch[IDEM_RANDOM] / 1024.0);
+}
 
-    /* Issue 16 item 5: random ids beside sequential ones at 2M remembered, and each kind at 6M
-     * events beside the same kind on an empty log. */
-    static int fig_idempotency(bench_t * b) {
-        idem_figs_t f;
-        char name[96], base[96], c1[32], c2[32];
-        progress("es_execute_batch with no, sequential and random command ids as the log grows");
-        if (bench_idem(b->dir, b->quick, &f) != 0)
-            return -1;
-        bench_fmt_count(c1, sizeof c1, (double)f.mid.ids_of[IDEM_RANDOM]);
-        snprintf(name, sizeof name, "es_execute_batch, random UUIDv4 ids, %s of them remembered",
-                 c1);
-        snprintf(base, sizeof base, "the same with sequential ids, %s of them",
-                 bench_fmt_count(c2, sizeof c2, (double)f.mid.ids_of[IDEM_SEQ]));
-        fig_slot_t *s =
-            add_fig(b, name, base, f.mid.rate[IDEM_RANDOM], f.mid.rate[IDEM_SEQ], UNIT_EVENTS_S);
+/* Issue 16 item 5: random ids beside sequential ones at 2M remembered, and each kind at 6M
+ * events beside the same kind on an empty log. */
+static int fig_idempotency(bench_t *b) {
+    idem_figs_t f;
+    char name[96], base[96], c1[32], c2[32];
+    progress("es_execute_batch with no, sequential and random command ids as the log grows");
+    if (bench_idem(b->dir, b->quick, &f) != 0)
+        return -1;
+    bench_fmt_count(c1, sizeof c1, (double)f.mid.ids_of[IDEM_RANDOM]);
+    snprintf(name, sizeof name, "es_execute_batch, random UUIDv4 ids, %s of them remembered", c1);
+    snprintf(base, sizeof base, "the same with sequential ids, %s of them",
+             bench_fmt_count(c2, sizeof c2, (double)f.mid.ids_of[IDEM_SEQ]));
+    fig_slot_t *s =
+        add_fig(b, name, base, f.mid.rate[IDEM_RANDOM], f.mid.rate[IDEM_SEQ], UNIT_EVENTS_S);
+    s->f.goal_kind = GOAL_AT_LEAST;
+    s->f.goal = GOAL_IDEM_KIND;
+    bench_fmt_count(c1, sizeof c1, (double)f.full.events);
+    for (int k = 0; k < IDEM_KINDS; k++) {
+        snprintf(name, sizeof name, "es_execute_batch, %s, %s events in the log", idem_kind[k], c1);
+        snprintf(base, sizeof base, "the same on an empty log");
+        s = add_fig(b, name, base, f.full.rate[k], f.empty.rate[k], UNIT_EVENTS_S);
         s->f.goal_kind = GOAL_AT_LEAST;
-        s->f.goal = GOAL_IDEM_KIND;
-        bench_fmt_count(c1, sizeof c1, (double)f.full.events);
-        for (int k = 0; k < IDEM_KINDS; k++) {
-            snprintf(name, sizeof name, "es_execute_batch, %s, %s events in the log", idem_kind[k],
-                     c1);
-            snprintf(base, sizeof base, "the same on an empty log");
-            s = add_fig(b, name, base, f.full.rate[k], f.empty.rate[k], UNIT_EVENTS_S);
-            s->f.goal_kind = GOAL_AT_LEAST;
-            s->f.goal = GOAL_IDEM_FLAT;
-        }
-        add_note(
-            b,
-            "idempotency: %zu Restocks a batch over %s items, %zu timed batches per kind and "
-            "point, the kinds taking turns batch by batch; ids grown by executing Restocks that "
-            "carry them, 10,000 a batch; events "
-            "past them by es_store_append (tools/bench/idem.c)",
-            f.batch, bench_fmt_count(c2, sizeof c2, (double)f.aggregates), f.window);
-        add_idem_note(b, "empty log", &f.empty);
-        add_idem_note(b, "ids grown", &f.mid);
-        add_idem_note(b, "events grown", &f.full);
-        return 0;
+        s->f.goal = GOAL_IDEM_FLAT;
     }
+    add_note(b,
+             "idempotency: %zu Restocks a batch over %s items, %zu timed batches per kind and "
+             "point, the kinds taking turns batch by batch; ids grown by executing Restocks that "
+             "carry them, 10,000 a batch; events "
+             "past them by es_store_append (tools/bench/idem.c)",
+             f.batch, bench_fmt_count(c2, sizeof c2, (double)f.aggregates), f.window);
+    add_idem_note(b, "empty log", &f.empty);
+    add_idem_note(b, "ids grown", &f.mid);
+    add_idem_note(b, "events grown", &f.full);
+    return 0;
+}
 
-    static bool wanted(const bench_t *b, const char *group) {
-        return !b->only || !strcmp(b->only, group);
-    }
+static bool wanted(const bench_t *b, const char *group) {
+    return !b->only || !strcmp(b->only, group);
+}
 
-    static int run_all(bench_t * b) {
-        size_t k = b->quick ? 10 : 1; /* --quick divides the counts by 10 */
-        int rc = 0;
-        if (wanted(b, "append")) {
-            rc = fig_store_append(b, 20000 / k, 10);
-            rc = rc ? rc : fig_store_append(b, 200000 / k, 1000);
-        }
-        if (wanted(b, "execute")) {
-            rc = rc ? rc : fig_execute_batch(b, 200000 / k, 1000);
-            rc = rc ? rc : fig_execute_batch(b, 200000 / k, 10000);
-        }
-        if (wanted(b, "latency"))
-            rc = rc ? rc : fig_latency(b, 50 / k, 2000 / k, 100);
-        if (wanted(b, "replay"))
-            rc = rc ? rc : fig_replay(b, 1000000 / k, 4000000 / k);
-        if (wanted(b, "kafka"))
-            rc = rc ? rc : fig_kafka(b, 20000 / k);
-        if (wanted(b, "saga"))
-            rc = rc ? rc : fig_saga(b, SAGA_ORDERS / k);
-        if (wanted(b, "schemas")) {
-            rc = rc ? rc : fig_schemas(b, 200);
-            rc = rc ? rc : fig_upcast(b, 1000000 / k);
-        }
-        if (wanted(b, "metrics"))
-            rc = rc ? rc : fig_metrics(b, 200000 / k, 20000 / k, 50000 / k);
-        if (wanted(b, "restore"))
-            rc = rc ? rc : fig_restore(b, 600 / k); /* 10x: 6,000 events, under the mock's 5 MiB */
-        if (wanted(b, "idempotency"))
-            rc = rc ? rc : fig_idempotency(b);
-        return rc;
+static int run_all(bench_t *b) {
+    size_t k = b->quick ? 10 : 1; /* --quick divides the counts by 10 */
+    int rc = 0;
+    if (wanted(b, "append")) {
+        rc = fig_store_append(b, 20000 / k, 10);
+        rc = rc ? rc : fig_store_append(b, 200000 / k, 1000);
     }
+    if (wanted(b, "execute")) {
+        rc = rc ? rc : fig_execute_batch(b, 200000 / k, 1000);
+        rc = rc ? rc : fig_execute_batch(b, 200000 / k, 10000);
+    }
+    if (wanted(b, "latency"))
+        rc = rc ? rc : fig_latency(b, 50 / k, 2000 / k, 100);
+    if (wanted(b, "replay"))
+        rc = rc ? rc : fig_replay(b, 1000000 / k, 4000000 / k);
+    if (wanted(b, "kafka"))
+        rc = rc ? rc : fig_kafka(b, 20000 / k);
+    if (wanted(b, "saga"))
+        rc = rc ? rc : fig_saga(b, SAGA_ORDERS / k);
+    if (wanted(b, "schemas")) {
+        rc = rc ? rc : fig_schemas(b, 200);
+        rc = rc ? rc : fig_upcast(b, 1000000 / k);
+    }
+    if (wanted(b, "metrics"))
+        rc = rc ? rc : fig_metrics(b, 200000 / k, 20000 / k, 50000 / k);
+    if (wanted(b, "restore"))
+        rc = rc ? rc : fig_restore(b, 600 / k); /* 10x: 6,000 events, under the mock's 5 MiB */
+    if (wanted(b, "idempotency"))
+        rc = rc ? rc : fig_idempotency(b);
+    return rc;
+}
 
-    static void print_table(const bench_t *b) {
-        report_header(stdout);
-        for (size_t i = 0; i < b->n_figs; i++) {
-            report_fig_t f = b->figs[i].f;
-            f.name = b->figs[i].name;
-            f.base_name = b->figs[i].base;
-            report_figure(stdout, &f);
-        }
-        printf("\nratio = value / baseline; goals from docs/design.md \"Performance goals\"."
-               " PASS/MISS never changes the exit status.\n");
-        for (size_t i = 0; i < b->n_notes; i++)
-            report_note(stdout, b->notes[i]);
+static void print_table(const bench_t *b) {
+    report_header(stdout);
+    for (size_t i = 0; i < b->n_figs; i++) {
+        report_fig_t f = b->figs[i].f;
+        f.name = b->figs[i].name;
+        f.base_name = b->figs[i].base;
+        report_figure(stdout, &f);
     }
+    printf("\nratio = value / baseline; goals from docs/design.md \"Performance goals\"."
+           " PASS/MISS never changes the exit status.\n");
+    for (size_t i = 0; i < b->n_notes; i++)
+        report_note(stdout, b->notes[i]);
+}
 
-    static void remove_scratch(const bench_t *b) {
-        static const char *const names[] = {"es", "raw", "lat-es", "lat-raw"};
-        char path[PATH_MAX];
-        for (size_t i = 0; i < sizeof names / sizeof *names; i++)
-            if (bench_db_path(path, sizeof path, b->dir, names[i]) == 0)
-                bench_db_remove(path);
-        rmdir(b->dir);
-    }
+static void remove_scratch(const bench_t *b) {
+    static const char *const names[] = {"es", "raw", "lat-es", "lat-raw"};
+    char path[PATH_MAX];
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (bench_db_path(path, sizeof path, b->dir, names[i]) == 0)
+            bench_db_remove(path);
+    rmdir(b->dir);
+}
 
-    int main(int argc, char **argv) {
-        bench_t b = {0};
-        int a = parse_args(&b, argc, argv);
-        if (a != 0)
-            return a > 0 ? 0 : 2;
-        snprintf(b.dir, sizeof b.dir, "%s/eskit-bench.XXXXXX", b.parent);
-        if (!mkdtemp(b.dir)) {
-            fprintf(stderr, "eskit-bench: cannot create a scratch directory in %s: %s\n", b.parent,
-                    strerror(errno));
-            return 1;
-        }
-        print_machine(&b);
-        int rc = run_all(&b);
-        if (rc == 0 && b.out_of_memory)
-            rc = -1;
-        if (rc == 0)
-            print_table(&b);
-        remove_scratch(&b);
-        free(b.figs);
-        return rc == 0 ? 0 : 1;
+int main(int argc, char **argv) {
+    bench_t b = {0};
+    int a = parse_args(&b, argc, argv);
+    if (a != 0)
+        return a > 0 ? 0 : 2;
+    snprintf(b.dir, sizeof b.dir, "%s/eskit-bench.XXXXXX", b.parent);
+    if (!mkdtemp(b.dir)) {
+        fprintf(stderr, "eskit-bench: cannot create a scratch directory in %s: %s\n", b.parent,
+                strerror(errno));
+        return 1;
     }
+    print_machine(&b);
+    int rc = run_all(&b);
+    if (rc == 0 && b.out_of_memory)
+        rc = -1;
+    if (rc == 0)
+        print_table(&b);
+    remove_scratch(&b);
+    free(b.figs);
+    return rc == 0 ? 0 : 1;
+}
