@@ -63,6 +63,9 @@ es_err es_grow(void **items, size_t *cap, size_t n, size_t size, es_error_t *err
 /* 64 random bits: a per-thread xorshift seeded from the kernel (a syscall per id would dominate
  * appends); not for secrets. */
 uint64_t es_random64(void);
+/* v as 16 lowercase hex digits, most significant first, and no NUL: a byte at a time from a
+ * table of digit pairs (a digit at a time was most of the cost of an id or a span). */
+void es_hex64(uint64_t v, char out[16]);
 /* The word for an outcome in metrics, spans and the saga outbox: accepted, rejected, conflict,
  * error. */
 const char *es_outcome_name(es_outcome o);
