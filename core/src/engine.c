@@ -62,6 +62,7 @@ struct es_engine {
     es_new_event_t *ne;
     size_t ne_cap;
     es_buf_t due_keys; /* keys of entries whose snapshot is due, each klen + key */
+    es_buf_t snap_buf; /* a due snapshot's state, packed (the store keeps its own copy) */
     es_fingerprinter_t fingerprinter;
     int readonly;            /* es_engine_open(ES_OPEN_READONLY): loads states, executes nothing */
     es_executor *remote;     /* the backend's remote executor (Kafka: commands go to the partition
@@ -177,6 +178,7 @@ void es_engine_destroy(es_engine_t *engine) {
     es_pending_free(&engine->pending);
     free(engine->ne);
     es_buf_free(&engine->due_keys);
+    es_buf_free(&engine->snap_buf);
     es_fingerprinter_free(&engine->fingerprinter);
     es_folder_free(&engine->folder);
     es_schemas_close(engine->catalogue);
@@ -623,14 +625,15 @@ static es_err snapshot_due(exec_ctx *x, uint64_t before, es_error_t *err) {
     return ES_OK;
 }
 
-static es_err write_snapshot(es_log_t *log, state_entry *se, int64_t now, es_error_t *err) {
-    es_buf_t b = {0};
-    if (es_buf_reserve(&b, protobuf_c_message_get_packed_size(se->state)) != ES_OK)
+static es_err write_snapshot(es_engine_t *e, es_log_t *log, state_entry *se, int64_t now,
+                             es_error_t *err) {
+    es_buf_t *b = &e->snap_buf;
+    b->len = 0;
+    if (es_buf_reserve(b, protobuf_c_message_get_packed_size(se->state)) != ES_OK)
         return es_fail(err, ES_ENOMEM, "out of memory writing a snapshot");
-    b.len = protobuf_c_message_pack(se->state, b.data);
-    es_snapshot_t snap = {se->version, se->reg->def->state->name, b.data, b.len, now};
+    b->len = protobuf_c_message_pack(se->state, b->data);
+    es_snapshot_t snap = {se->version, se->reg->def->state->name, b->data, b->len, now};
     es_err rc = log->store->put_snapshot(log, se->type, se->id, &snap, err);
-    es_buf_free(&b);
     if (rc == ES_OK && se->reg->mx)
         es_mx_add(&se->reg->mx->snapshot_writes, 1);
     return rc;
@@ -647,7 +650,7 @@ static es_err write_due_snapshots(es_engine_t *e, es_log_t *log, es_error_t *err
             es_lru_get(e->states, (const char *)e->due_keys.data + off + sizeof klen, klen);
         off += sizeof klen + klen;
         if (se && se->snapshot_due) {
-            rc = write_snapshot(log, se, now, err);
+            rc = write_snapshot(e, log, se, now, err);
             se->snapshot_due = 0;
         }
     }
