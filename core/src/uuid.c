@@ -44,7 +44,7 @@ static const char hex_pairs[513] =
     "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
 
 void es_hex64(uint64_t v, char out[16]) {
-    for (int i = 7; i >= 0; i--, v >>= 8)
+    for (size_t i = 8; i-- > 0; v >>= 8)
         memcpy(out + 2 * i, hex_pairs + 2 * (v & 0xff), 2);
 }
 

@@ -293,12 +293,16 @@ typedef struct stream_row {
     int64_t head;
 } stream_row;
 
+/* The largest snapshot block a cached stream keeps after its commit: the cache then holds at
+ * most cache.aggregates of them (10k: 5 MiB), not a copy of every big state. */
+#define SNAP_KEEP_MAX 512
+
 typedef struct stream_entry {
     stream_row row;
     int head_dirty, snap_dirty;
     int unwritten;       /* created in this transaction; its es_streams row is queued */
-    es_snapshot_t *snap; /* pending snapshot (one allocation), written at commit; the allocation
-                            stays for the next batch's snapshot (snap_cap bytes) */
+    es_snapshot_t *snap; /* pending snapshot (one allocation), written at commit; a block of
+                            up to SNAP_KEEP_MAX bytes stays for the next batch's (snap_cap) */
     size_t snap_cap;
     int64_t snap_type_id;
 } stream_entry;
@@ -687,6 +691,11 @@ static es_err lg_commit(es_log_t *base, es_error_t *err) {
     for (size_t i = 0; i < l->n_dirty; i++) {
         stream_entry *e = l->dirty[i];
         e->head_dirty = e->snap_dirty = 0;
+        if (e->snap_cap > SNAP_KEEP_MAX) { /* a big state's block is not kept between batches */
+            free(e->snap);
+            e->snap = NULL;
+            e->snap_cap = 0;
+        }
     }
     l->n_dirty = 0;
     l->in_tx = 0;
