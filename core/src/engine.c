@@ -82,6 +82,11 @@ struct es_engine {
     size_t evt_cap;
     es_kv_t *md; /* and their metadata, n_metadata + 3 each */
     size_t md_cap;
+    /* The aggregate type string the batch's last checked command named, valid and registered
+     * as batch_reg: a batch names its type by one pointer, checked once (reset each batch; the
+     * caller may reuse the buffer between calls). */
+    const char *batch_type;
+    const registration *batch_reg;
 };
 
 typedef struct state_entry {
@@ -789,14 +794,23 @@ static es_err decide_and_apply(exec_ctx *x, es_error_t *err) {
 /* The command's own checks; a failure is its result, not the batch's. */
 static es_err check_command(exec_ctx *x, es_error_t *cerr) {
     const es_command_t *cmd = x->cmd;
-    es_err rc = es_validate_command(cmd, cerr);
-    if (rc != ES_OK)
-        return rc;
-    if (!(x->reg = find_reg(x->engine, cmd->aggregate_type)))
-        return es_fail(cerr, ES_EUNKNOWN_TYPE,
-                       "aggregate type '%s' is not registered with this engine; call "
-                       "es_engine_register first",
-                       cmd->aggregate_type);
+    es_engine_t *e = x->engine;
+    es_err rc;
+    if (cmd->aggregate_type && cmd->aggregate_type == e->batch_type) {
+        if ((rc = es_validate_command_rest(cmd, cerr)) != ES_OK)
+            return rc;
+        x->reg = e->batch_reg;
+    } else {
+        if ((rc = es_validate_command(cmd, cerr)) != ES_OK)
+            return rc;
+        if (!(x->reg = find_reg(e, cmd->aggregate_type)))
+            return es_fail(cerr, ES_EUNKNOWN_TYPE,
+                           "aggregate type '%s' is not registered with this engine; call "
+                           "es_engine_register first",
+                           cmd->aggregate_type);
+        e->batch_type = cmd->aggregate_type;
+        e->batch_reg = x->reg;
+    }
     x->subj = (es_subject_t){x->reg->def, x->reg->opaque, cmd->aggregate_id};
     if ((rc = es_command_type_check(x->reg->def, cmd->message, cerr)) != ES_OK)
         return rc;
@@ -1026,6 +1040,7 @@ static es_err execute_local(es_engine_t *engine, const es_command_t *cmds, size_
     if (rc != ES_OK)
         return rc;
     rc = log->store->begin(log, err);
+    engine->batch_type = NULL;
     size_t done = 0;
     for (; rc == ES_OK && done < n && *culprit == n; done++) {
         rc = run_command(engine, log, &cmds[done], &results[done], err);

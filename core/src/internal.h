@@ -197,6 +197,9 @@ typedef enum es_text_field {
 es_err es_validate_text(es_text_field f, const char *s, es_error_t *err);
 /* Checks a protobuf full name (event, command or state type); field names it in messages. */
 es_err es_validate_type_name(const char *field, const char *name, es_error_t *err);
+/* es_validate_command for a command whose aggregate type is known to be valid: the engine
+ * checks a batch's type string once (the same pointer is the same text within one call). */
+es_err es_validate_command_rest(const es_command_t *cmd, es_error_t *err);
 /* Checks an event to append: its type, ids and metadata. */
 es_err es_validate_new_event(const es_new_event_t *ev, es_error_t *err);
 /* The length of the valid UTF-8 sequence at s (left bytes available), its code point in *cp;
