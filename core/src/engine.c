@@ -62,6 +62,7 @@ struct es_engine {
     es_new_event_t *ne;
     size_t ne_cap;
     es_buf_t due_keys; /* keys of entries whose snapshot is due, each klen + key */
+    es_buf_t snap_buf; /* a due snapshot's state, packed (the store keeps its own copy) */
     es_fingerprinter_t fingerprinter;
     int readonly;            /* es_engine_open(ES_OPEN_READONLY): loads states, executes nothing */
     es_executor *remote;     /* the backend's remote executor (Kafka: commands go to the partition
@@ -81,6 +82,11 @@ struct es_engine {
     size_t evt_cap;
     es_kv_t *md; /* and their metadata, n_metadata + 3 each */
     size_t md_cap;
+    /* The aggregate type string the batch's last checked command named, valid and registered
+     * as batch_reg: a batch names its type by one pointer, checked once (reset each batch; the
+     * caller may reuse the buffer between calls). */
+    const char *batch_type;
+    const registration *batch_reg;
 };
 
 typedef struct state_entry {
@@ -177,6 +183,7 @@ void es_engine_destroy(es_engine_t *engine) {
     es_pending_free(&engine->pending);
     free(engine->ne);
     es_buf_free(&engine->due_keys);
+    es_buf_free(&engine->snap_buf);
     es_fingerprinter_free(&engine->fingerprinter);
     es_folder_free(&engine->folder);
     es_schemas_close(engine->catalogue);
@@ -623,14 +630,15 @@ static es_err snapshot_due(exec_ctx *x, uint64_t before, es_error_t *err) {
     return ES_OK;
 }
 
-static es_err write_snapshot(es_log_t *log, state_entry *se, int64_t now, es_error_t *err) {
-    es_buf_t b = {0};
-    if (es_buf_reserve(&b, protobuf_c_message_get_packed_size(se->state)) != ES_OK)
+static es_err write_snapshot(es_engine_t *e, es_log_t *log, state_entry *se, int64_t now,
+                             es_error_t *err) {
+    es_buf_t *b = &e->snap_buf;
+    b->len = 0;
+    if (es_buf_reserve(b, protobuf_c_message_get_packed_size(se->state)) != ES_OK)
         return es_fail(err, ES_ENOMEM, "out of memory writing a snapshot");
-    b.len = protobuf_c_message_pack(se->state, b.data);
-    es_snapshot_t snap = {se->version, se->reg->def->state->name, b.data, b.len, now};
+    b->len = protobuf_c_message_pack(se->state, b->data);
+    es_snapshot_t snap = {se->version, se->reg->def->state->name, b->data, b->len, now};
     es_err rc = log->store->put_snapshot(log, se->type, se->id, &snap, err);
-    es_buf_free(&b);
     if (rc == ES_OK && se->reg->mx)
         es_mx_add(&se->reg->mx->snapshot_writes, 1);
     return rc;
@@ -647,7 +655,7 @@ static es_err write_due_snapshots(es_engine_t *e, es_log_t *log, es_error_t *err
             es_lru_get(e->states, (const char *)e->due_keys.data + off + sizeof klen, klen);
         off += sizeof klen + klen;
         if (se && se->snapshot_due) {
-            rc = write_snapshot(log, se, now, err);
+            rc = write_snapshot(e, log, se, now, err);
             se->snapshot_due = 0;
         }
     }
@@ -786,14 +794,23 @@ static es_err decide_and_apply(exec_ctx *x, es_error_t *err) {
 /* The command's own checks; a failure is its result, not the batch's. */
 static es_err check_command(exec_ctx *x, es_error_t *cerr) {
     const es_command_t *cmd = x->cmd;
-    es_err rc = es_validate_command(cmd, cerr);
-    if (rc != ES_OK)
-        return rc;
-    if (!(x->reg = find_reg(x->engine, cmd->aggregate_type)))
-        return es_fail(cerr, ES_EUNKNOWN_TYPE,
-                       "aggregate type '%s' is not registered with this engine; call "
-                       "es_engine_register first",
-                       cmd->aggregate_type);
+    es_engine_t *e = x->engine;
+    es_err rc;
+    if (cmd->aggregate_type && cmd->aggregate_type == e->batch_type) {
+        if ((rc = es_validate_command_rest(cmd, cerr)) != ES_OK)
+            return rc;
+        x->reg = e->batch_reg;
+    } else {
+        if ((rc = es_validate_command(cmd, cerr)) != ES_OK)
+            return rc;
+        if (!(x->reg = find_reg(e, cmd->aggregate_type)))
+            return es_fail(cerr, ES_EUNKNOWN_TYPE,
+                           "aggregate type '%s' is not registered with this engine; call "
+                           "es_engine_register first",
+                           cmd->aggregate_type);
+        e->batch_type = cmd->aggregate_type;
+        e->batch_reg = x->reg;
+    }
     x->subj = (es_subject_t){x->reg->def, x->reg->opaque, cmd->aggregate_id};
     if ((rc = es_command_type_check(x->reg->def, cmd->message, cerr)) != ES_OK)
         return rc;
@@ -1023,6 +1040,7 @@ static es_err execute_local(es_engine_t *engine, const es_command_t *cmds, size_
     if (rc != ES_OK)
         return rc;
     rc = log->store->begin(log, err);
+    engine->batch_type = NULL;
     size_t done = 0;
     for (; rc == ES_OK && done < n && *culprit == n; done++) {
         rc = run_command(engine, log, &cmds[done], &results[done], err);

@@ -63,6 +63,9 @@ es_err es_grow(void **items, size_t *cap, size_t n, size_t size, es_error_t *err
 /* 64 random bits: a per-thread xorshift seeded from the kernel (a syscall per id would dominate
  * appends); not for secrets. */
 uint64_t es_random64(void);
+/* v as 16 lowercase hex digits, most significant first, and no NUL: a byte at a time from a
+ * table of digit pairs (a digit at a time was most of the cost of an id or a span). */
+void es_hex64(uint64_t v, char out[16]);
 /* The word for an outcome in metrics, spans and the saga outbox: accepted, rejected, conflict,
  * error. */
 const char *es_outcome_name(es_outcome o);
@@ -199,6 +202,9 @@ typedef enum es_text_field {
 es_err es_validate_text(es_text_field f, const char *s, es_error_t *err);
 /* Checks a protobuf full name (event, command or state type); field names it in messages. */
 es_err es_validate_type_name(const char *field, const char *name, es_error_t *err);
+/* es_validate_command for a command whose aggregate type is known to be valid: the engine
+ * checks a batch's type string once (the same pointer is the same text within one call). */
+es_err es_validate_command_rest(const es_command_t *cmd, es_error_t *err);
 /* Checks an event to append: its type, ids and metadata. */
 es_err es_validate_new_event(const es_new_event_t *ev, es_error_t *err);
 /* The length of the valid UTF-8 sequence at s (left bytes available), its code point in *cp;

@@ -207,8 +207,11 @@ es_err es_validate_command(const es_command_t *cmd, es_error_t *err) {
     if (!cmd)
         return es_fail(err, ES_EINVAL, "no command (NULL)");
     es_err e = es_validate_aggregate_type(cmd->aggregate_type, err);
-    if (e == ES_OK)
-        e = es_validate_aggregate_id(cmd->aggregate_id, err);
+    return e == ES_OK ? es_validate_command_rest(cmd, err) : e;
+}
+
+es_err es_validate_command_rest(const es_command_t *cmd, es_error_t *err) {
+    es_err e = es_validate_aggregate_id(cmd->aggregate_id, err);
     if (e != ES_OK)
         return e;
     const char *type = cmd->aggregate_type, *id = cmd->aggregate_id;

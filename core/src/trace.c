@@ -8,13 +8,6 @@
 #include <stdio.h>
 #include <string.h>
 
-static void hex64(uint64_t v, char *out) {
-    static const char digits[] = "0123456789abcdef";
-    for (int i = 15; i >= 0; i--, v >>= 4)
-        out[i] = digits[v & 0xf];
-    out[16] = '\0';
-}
-
 static int lower_hex(const char *s, size_t n) {
     for (size_t i = 0; i < n; i++)
         if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
@@ -124,7 +117,8 @@ static void new_span_id(char out[ES_SPAN_ID_LEN + 1]) {
     uint64_t v;
     while ((v = es_random64()) == 0)
         ;
-    hex64(v, out);
+    es_hex64(v, out);
+    out[16] = '\0';
 }
 
 void es_trace_child(const es_traceparent_t *parent, const char *tracestate, es_trace_t *out) {

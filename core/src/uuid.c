@@ -8,6 +8,7 @@
 #include <errno.h>
 
 #include <pthread.h>
+#include <string.h>
 #include <sys/random.h>
 #include <time.h>
 
@@ -31,6 +32,22 @@ uint64_t es_random64(void) {
     return s;
 }
 
+/* "000102...ff": the two digits of byte i at 2 * i. */
+static const char hex_pairs[513] =
+    "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+    "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
+    "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
+    "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
+    "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
+    "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+    "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
+    "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
+
+void es_hex64(uint64_t v, char out[16]) {
+    for (size_t i = 8; i-- > 0; v >>= 8)
+        memcpy(out + 2 * i, hex_pairs + 2 * (v & 0xff), 2);
+}
+
 void es_uuid7(char out[ES_UUID_STR_LEN + 1]) {
     es_uuid7_at(es_now_us(), out);
 }
@@ -51,25 +68,22 @@ void es_uuid7_at(int64_t now_us, char out[ES_UUID_STR_LEN + 1]) {
     seq = counter;
     pthread_mutex_unlock(&uuid_lock);
 
-    uint8_t b[16];
-    uint64_t r = es_random64();
-    for (int i = 0; i < 6; i++)
-        b[i] = (uint8_t)(ms >> (40 - 8 * i));
-    b[6] = (uint8_t)(0x70 | (seq >> 8));
-    b[7] = (uint8_t)seq;
-    for (int i = 8; i < 16; i++)
-        b[i] = (uint8_t)(r >> (8 * (i - 8)));
-    b[8] = (uint8_t)(0x80 | (b[8] & 0x3f));
-    /* By hand: snprintf was most of the cost of an id. */
-    static const char hex[] = "0123456789abcdef";
-    char *o = out;
-    for (int i = 0; i < 16; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10)
-            *o++ = '-';
-        *o++ = hex[b[i] >> 4];
-        *o++ = hex[b[i] & 15];
-    }
-    *o = '\0';
+    /* The 128 bits as two words: ms, version and counter; variant and 62 random bits. */
+    uint64_t hi = ms << 16 | 0x7000 | (seq & 0xfff);
+    uint64_t lo = (es_random64() & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;
+    char h[16], l[16];
+    es_hex64(hi, h);
+    es_hex64(lo, l);
+    memcpy(out, h, 8);
+    out[8] = '-';
+    memcpy(out + 9, h + 8, 4);
+    out[13] = '-';
+    memcpy(out + 14, h + 12, 4);
+    out[18] = '-';
+    memcpy(out + 19, l, 4);
+    out[23] = '-';
+    memcpy(out + 24, l + 4, 12);
+    out[36] = '\0';
 }
 
 void es_sleep_ms(int ms) {
