@@ -109,7 +109,7 @@ struct es_processor {
         size_t type;
         int32_t partition;
         char *id;
-    } *cover;
+    } * cover;
     size_t n_cover, cap_cover;
     rd_kafka_queue_t *hz_queue; /* results of restore horizon commits (processor_restore.c) */
     produced *prod;

@@ -261,8 +261,8 @@ void es_proc_note_snapshots(es_processor_t *p, const slot *slots, size_t n_slots
 
 void es_proc_cover_snapshots(es_processor_t *p, int delivered) {
     for (size_t i = 0; i < p->n_cover; i++) {
-        owned *o = delivered ? es_proc_find_owned(p, p->cover[i].type, p->cover[i].partition)
-                             : NULL;
+        owned *o =
+            delivered ? es_proc_find_owned(p, p->cover[i].type, p->cover[i].partition) : NULL;
         if (o && o->hz)
             hz_remove(o->hz, p->cover[i].id);
         free(p->cover[i].id);
