@@ -45,12 +45,6 @@ typedef struct idem_run {
     Inventory__V1__Restock restock;
 } idem_run_t;
 
-static int fail(const char *what, es_err code, const es_error_t *err) {
-    fprintf(stderr, "eskit-bench: %s: %s: %s\n", what, es_strerror(code),
-            err && err->message[0] ? err->message : "(no message)");
-    return -1;
-}
-
 static es_config_t *config(const char *path) {
     es_config_t *cfg = es_config_new();
     es_error_t err = {0};
@@ -58,7 +52,7 @@ static es_config_t *config(const char *path) {
     if (rc == ES_OK)
         rc = es_config_set(cfg, "sqlite.synchronous", "full", &err);
     if (rc != ES_OK) {
-        fail("configuring the store", rc, &err);
+        bench_fail("configuring the store", rc, &err);
         es_config_destroy(cfg);
         return NULL;
     }
@@ -76,7 +70,7 @@ static int open_engine(idem_run_t *r) {
         es_engine_destroy(r->engine);
         r->engine = NULL;
     }
-    return rc == ES_OK ? 0 : fail("opening the engine", rc, &err);
+    return rc == ES_OK ? 0 : bench_fail("opening the engine", rc, &err);
 }
 
 static uint64_t rand64(bench_rng_t *g) {
@@ -110,7 +104,7 @@ static int run_batch(idem_run_t *r, int kind, size_t n) {
     }
     memset(r->res, 0, n * sizeof *r->res);
     es_err rc = es_execute_batch(r->engine, r->cmds, n, r->res, &err);
-    int out = rc == ES_OK ? 0 : fail("es_execute_batch", rc, &err);
+    int out = rc == ES_OK ? 0 : bench_fail("es_execute_batch", rc, &err);
     for (size_t i = 0; i < n; i++) {
         if (out == 0 && (r->res[i].outcome != ES_OUTCOME_ACCEPTED || r->res[i].duplicate)) {
             fprintf(stderr, "eskit-bench: Restock %zu was not executed anew: %s\n", i,
@@ -236,7 +230,7 @@ static int grow_events(idem_run_t *r, size_t n) {
     if (e == ES_OK)
         rc = 0;
     else
-        fail("es_store_append", e, &err);
+        bench_fail("es_store_append", e, &err);
     es_store_destroy(store);
     es_config_destroy(cfg);
     free(evs);

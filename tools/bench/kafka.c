@@ -40,58 +40,17 @@
 #define RR_FLUSH_MS 10000 /* events' delivery, then replies' */
 #define RR_UUID "01900000-0000-7000-8000-000000000000" /* an id's length, for ids not decoded */
 
-static void quiet(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
-    (void)rk, (void)level, (void)fac, (void)buf;
-}
-
-static int fail(const char *what, es_err rc, const es_error_t *err) {
-    fprintf(stderr, "eskit-bench: %s: %s: %s\n", what, es_strerror(rc), err->message);
-    return -1;
-}
-
-typedef struct cluster {
-    rd_kafka_t *rk;
-    rd_kafka_mock_cluster_t *mock;
-    const char *bootstrap;
-} cluster;
+typedef bench_mock_t cluster;
 
 static int cluster_open(cluster *c) {
-    static const char *const kinds[] = {"events", "commands", "replies", "snapshots"};
-    char errstr[256];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set_log_cb(conf, quiet);
-    /* The mock's broker sockets take this handle's settings. Without TCP_NODELAY (which real
-     * brokers set) a second response on a connection waits for the client's delayed ACK:
-     * a 40 ms stall whenever two requests of one client are in flight to one broker. */
-    if (rd_kafka_conf_set(conf, "socket.nagle.disable", "true", errstr, sizeof errstr) !=
-        RD_KAFKA_CONF_OK) {
-        rd_kafka_conf_destroy(conf);
+    static const char *const types[] = {"orders.order"};
+    if (bench_mock_open(c, 3, types, 1, PARTITIONS) ||
+        bench_mock_topic(c, "bench.raw", PARTITIONS) ||
+        bench_mock_topic(c, RR ".commands", PARTITIONS) ||
+        bench_mock_topic(c, RR ".events", PARTITIONS) ||
+        bench_mock_topic(c, RR ".replies", PARTITIONS))
         return -1;
-    }
-    c->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
-    c->mock = c->rk ? rd_kafka_mock_cluster_new(c->rk, 3) : NULL;
-    if (!c->mock)
-        return -1;
-    for (size_t i = 0; i < sizeof kinds / sizeof *kinds; i++) {
-        char topic[64];
-        snprintf(topic, sizeof topic, "orders.order.%s", kinds[i]);
-        if (rd_kafka_mock_topic_create(c->mock, topic, PARTITIONS, 3))
-            return -1;
-    }
-    if (rd_kafka_mock_topic_create(c->mock, "bench.raw", PARTITIONS, 3) ||
-        rd_kafka_mock_topic_create(c->mock, RR ".commands", PARTITIONS, 3) ||
-        rd_kafka_mock_topic_create(c->mock, RR ".events", PARTITIONS, 3) ||
-        rd_kafka_mock_topic_create(c->mock, RR ".replies", PARTITIONS, 3))
-        return -1;
-    c->bootstrap = rd_kafka_mock_cluster_bootstraps(c->mock);
     return 0;
-}
-
-static void cluster_close(cluster *c) {
-    if (c->mock)
-        rd_kafka_mock_cluster_destroy(c->mock);
-    if (c->rk)
-        rd_kafka_destroy(c->rk);
 }
 
 static es_config_t *config(const cluster *c, const char *dir, const char *state, bool metrics) {
@@ -132,7 +91,7 @@ static int owner_start(owner *o, const es_config_t *cfg) {
     rc = rc ? rc : demo_register_all(o->engine, &err);
     rc = rc ? rc : es_processor_new(cfg, o->engine, &o->proc, &err);
     if (rc)
-        return fail("starting the processor", rc, &err);
+        return bench_fail("starting the processor", rc, &err);
     return pthread_create(&o->thread, NULL, owner_main, o) ? -1 : 0;
 }
 
@@ -175,7 +134,7 @@ static int place_orders(es_engine_t *engine, const char *prefix, size_t n, doubl
         es_err e = es_execute_batch(engine, cmds, k, res, &err);
         for (size_t i = 0; i < k; i++) {
             if (e == ES_OK && res[i].outcome != ES_OUTCOME_ACCEPTED && rc == 0)
-                rc = fail("a PlaceOrder over Kafka", res[i].code, &err);
+                rc = bench_fail("a PlaceOrder over Kafka", res[i].code, &err);
             *events += res[i].n_events;
             for (size_t j = 0; j < res[i].n_events; j++) {
                 uint8_t *buf = NULL;
@@ -187,7 +146,7 @@ static int place_orders(es_engine_t *engine, const char *prefix, size_t n, doubl
             es_result_clear(&res[i]);
         }
         if (e != ES_OK && rc == 0)
-            rc = fail("es_execute_batch over Kafka", e, &err);
+            rc = bench_fail("es_execute_batch over Kafka", e, &err);
     }
     *seconds = (double)(bench_now_ns() - t0) / 1e9;
     free(cmds);
@@ -207,7 +166,7 @@ static void count_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) 
 static rd_kafka_t *raw_producer(const cluster *c, const char *linger, size_t *failed) {
     char errstr[256];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set_log_cb(conf, quiet);
+    rd_kafka_conf_set_log_cb(conf, bench_quiet_log);
     rd_kafka_conf_set(conf, "bootstrap.servers", c->bootstrap, errstr, sizeof errstr);
     rd_kafka_conf_set(conf, "enable.idempotence", "true", errstr, sizeof errstr);
     rd_kafka_conf_set(conf, "acks", "all", errstr, sizeof errstr);
@@ -308,7 +267,7 @@ static int rr_set(rd_kafka_conf_t *conf, const char *key, const char *value) {
 static rd_kafka_t *rr_client(const cluster *c, const char *group, size_t *failed) {
     char errstr[256];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set_log_cb(conf, quiet);
+    rd_kafka_conf_set_log_cb(conf, bench_quiet_log);
     int rc = rr_set(conf, "bootstrap.servers", c->bootstrap) || rr_set(conf, "linger.ms", "2") ||
              rr_set(conf, "fetch.wait.max.ms", "1");
     if (group)
@@ -746,7 +705,7 @@ static int local_orders(const char *dir, size_t n, double *per_s) {
     e = e ? e : es_config_set(cfg, "sqlite.synchronous", "normal", &err);
     e = e ? e : es_engine_new(cfg, &engine, &err);
     e = e ? e : demo_register_all(engine, &err);
-    int rc = e ? fail("opening the embedded engine", e, &err) : 0;
+    int rc = e ? bench_fail("opening the embedded engine", e, &err) : 0;
     double s = 0;
     size_t events = 0, bytes = 0;
     if (rc == 0)
@@ -784,7 +743,7 @@ int bench_kafka(const char *dir, size_t n, kafka_figs_t *out) {
     if (rc == 0) {
         es_err e = es_engine_new(ccfg, &caller, &err);
         e = e ? e : demo_register_all(caller, &err);
-        rc = e ? fail("opening the Kafka caller", e, &err) : 0;
+        rc = e ? bench_fail("opening the Kafka caller", e, &err) : 0;
     }
     double s = 0, raw_s = 0;
     size_t events = 0, bytes = 0;
@@ -817,7 +776,7 @@ int bench_kafka(const char *dir, size_t n, kafka_figs_t *out) {
         rc = local_orders(dir, n, &out->local_per_s);
     es_config_destroy(ocfg);
     es_config_destroy(ccfg);
-    cluster_close(&c);
+    bench_mock_close(&c);
     remove_states(dir);
     return rc;
 }
@@ -846,7 +805,7 @@ static int mx_open_caller(mx_side *m) {
     es_error_t err = {0};
     es_err e = es_engine_new(m->ccfg, &m->caller, &err);
     e = e ? e : demo_register_all(m->caller, &err);
-    return e ? fail("opening the Kafka caller", e, &err) : 0;
+    return e ? bench_fail("opening the Kafka caller", e, &err) : 0;
 }
 
 typedef struct mx_warm {
@@ -879,7 +838,7 @@ static void mx_close(mx_side *m) {
     owner_stop(&m->o);
     es_config_destroy(m->ocfg);
     es_config_destroy(m->ccfg);
-    cluster_close(&m->c);
+    bench_mock_close(&m->c);
 }
 
 typedef struct mx_ctx {

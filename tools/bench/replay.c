@@ -27,11 +27,6 @@
 #define ORDERS_PER_BATCH 1000
 #define RAW_TXN 20000
 
-static int fail(const char *what, es_err rc, const es_error_t *err) {
-    fprintf(stderr, "eskit-bench: %s: %s: %s\n", what, es_strerror(rc), err->message);
-    return -1;
-}
-
 static es_config_t *config_for(const char *store, const char *readmodel, const char *sync,
                                bool metrics) {
     es_config_t *cfg = es_config_new();
@@ -60,7 +55,7 @@ static int run_batch(es_engine_t *engine, es_command_t *cmds, es_result_t *res, 
         *events += res[i].n_events;
         es_result_clear(&res[i]);
     }
-    return rc == ES_OK ? 0 : fail("es_execute_batch", rc, &err);
+    return rc == ES_OK ? 0 : bench_fail("es_execute_batch", rc, &err);
 }
 
 /* Writes about n demo order events (placed, then confirmed or cancelled) into store. */
@@ -88,7 +83,7 @@ static int generate(const char *store, size_t n, size_t *written) {
     cancel.reason = "customer changed their mind";
     int out = rc == ES_OK && cmds && res && ids ? 0 : -1;
     if (rc != ES_OK)
-        fail("setting up the generator", rc, &err);
+        bench_fail("setting up the generator", rc, &err);
     for (int c = 0; c < 64; c++)
         snprintf(customers[c], sizeof customers[c], "customer-%02d", c);
     *written = 0;
@@ -129,7 +124,7 @@ static int timed_replay(const char *store, const char *readmodel, bool metrics, 
     *seconds = (double)(bench_now_ns() - t0) / 1e9;
     *events = res.events;
     es_config_destroy(cfg);
-    return rc == ES_OK ? 0 : fail("es_replay", rc, &err);
+    return rc == ES_OK ? 0 : bench_fail("es_replay", rc, &err);
 }
 
 /* Peak RSS of a replay in a fresh child process, in KiB. */
@@ -331,7 +326,7 @@ static int add_upcasters(es_config_t *cfg) {
         es_error_t err = {0};
         es_err rc = es_config_add_upcaster(cfg, &u, &err);
         if (rc != ES_OK)
-            return fail("es_config_add_upcaster", rc, &err);
+            return bench_fail("es_config_add_upcaster", rc, &err);
     }
     return 0;
 }
@@ -398,7 +393,7 @@ static int timed_replay_upcast(const char *store, const char *readmodel, double 
     *events = res.events;
     es_config_destroy(cfg);
     if (rc == 0 && e != ES_OK)
-        rc = fail("es_replay with upcasters", e, &err);
+        rc = bench_fail("es_replay with upcasters", e, &err);
     if (rc == 0 && (res.parked || res.ignored)) {
         fprintf(stderr,
                 "eskit-bench: the replay with upcasters parked %llu and ignored %llu "
@@ -478,7 +473,7 @@ static int mx_replay(void *opaque, bool metrics, double *events) {
     es_config_destroy(cfg);
     remove_all(x->rm);
     *events = (double)st.applied;
-    return rc == ES_OK ? 0 : fail("es_runner_catch_up", rc, &err);
+    return rc == ES_OK ? 0 : bench_fail("es_runner_catch_up", rc, &err);
 }
 
 int bench_replay_metrics(const char *dir, size_t n_events, size_t pairs, replay_metrics_t *out) {

@@ -40,56 +40,17 @@
 
 static const int multiples[RESTORE_SIZES] = {1, 3, 10};
 
-static void quiet(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
-    (void)rk, (void)level, (void)fac, (void)buf;
-}
-
-static int fail(const char *what, es_err rc, const es_error_t *err) {
-    fprintf(stderr, "eskit-bench: %s: %s: %s\n", what, es_strerror(rc), err->message);
-    return -1;
-}
-
-typedef struct mock {
-    rd_kafka_t *rk;
-    rd_kafka_mock_cluster_t *cluster;
-    const char *bootstrap;
-} mock;
+typedef bench_mock_t mock;
 
 static int mock_open(mock *m) {
-    static const char *const kinds[] = {"events", "commands", "replies", "snapshots"};
-    char errstr[256];
+    static const char *const types[] = {"inventory.item"};
     /* A cluster of another process (esctl dev-broker --partitions 4): for a run under valgrind,
      * whose pace the in-process mock's brokers do not keep up with. */
     if (getenv("ESKIT_BENCH_BROKERS") && *getenv("ESKIT_BENCH_BROKERS")) {
-        m->bootstrap = getenv("ESKIT_BENCH_BROKERS");
+        *m = (mock){.bootstrap = getenv("ESKIT_BENCH_BROKERS")};
         return 0;
     }
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set_log_cb(conf, quiet);
-    if (rd_kafka_conf_set(conf, "socket.nagle.disable", "true", errstr, sizeof errstr) !=
-        RD_KAFKA_CONF_OK) {
-        rd_kafka_conf_destroy(conf);
-        return -1;
-    }
-    m->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
-    m->cluster = m->rk ? rd_kafka_mock_cluster_new(m->rk, 1) : NULL;
-    if (!m->cluster)
-        return -1;
-    for (size_t i = 0; i < sizeof kinds / sizeof *kinds; i++) {
-        char topic[64];
-        snprintf(topic, sizeof topic, "inventory.item.%s", kinds[i]);
-        if (rd_kafka_mock_topic_create(m->cluster, topic, R_PARTS, 1))
-            return -1;
-    }
-    m->bootstrap = rd_kafka_mock_cluster_bootstraps(m->cluster);
-    return 0;
-}
-
-static void mock_close(mock *m) {
-    if (m->cluster)
-        rd_kafka_mock_cluster_destroy(m->cluster);
-    if (m->rk)
-        rd_kafka_destroy(m->rk);
+    return bench_mock_open(m, 1, types, 1, R_PARTS);
 }
 
 /* When each partition's restore ended, from the processor's log. */
@@ -160,7 +121,7 @@ static int owner_start(owner *o, const es_config_t *cfg) {
     rc = rc ? rc : demo_register_all(o->engine, &err);
     rc = rc ? rc : es_processor_new(cfg, o->engine, &o->proc, &err);
     if (rc)
-        return fail("starting a processor", rc, &err);
+        return bench_fail("starting a processor", rc, &err);
     if (pthread_create(&o->thread, NULL, owner_main, o))
         return -1;
     o->running = true;
@@ -217,7 +178,7 @@ static int restock(es_engine_t *caller, char **ids, size_t n, int rounds, bool l
                     es_error_t err = {0};
                     es_err e = es_execute_batch(caller, cmds, k, res, &err);
                     if (e != ES_OK)
-                        rc = fail("es_execute_batch over Kafka", e, &err);
+                        rc = bench_fail("es_execute_batch over Kafka", e, &err);
                     for (size_t j = 0; j < k; j++) {
                         if (e == ES_OK && res[j].outcome != ES_OUTCOME_ACCEPTED && rc == 0) {
                             fprintf(stderr, "eskit-bench: a Restock was not accepted: %s\n",
@@ -234,7 +195,7 @@ static int restock(es_engine_t *caller, char **ids, size_t n, int rounds, bool l
         if (rc == 0 && k) { /* the last sizes were skipped this round */
             es_error_t err = {0};
             es_err e = es_execute_batch(caller, cmds, k, res, &err);
-            rc = e ? fail("es_execute_batch over Kafka", e, &err) : 0;
+            rc = e ? bench_fail("es_execute_batch over Kafka", e, &err) : 0;
             for (size_t j = 0; e == ES_OK && j < k; j++)
                 es_result_clear(&res[j]);
         }
@@ -256,7 +217,7 @@ static int write_history(const mock *m, const char *dir, const char *every, char
     if (rc == 0) {
         es_err e = es_engine_new(ccfg, &caller, &err);
         e = e ? e : demo_register_all(caller, &err);
-        rc = e ? fail("opening the Kafka caller", e, &err) : 0;
+        rc = e ? bench_fail("opening the Kafka caller", e, &err) : 0;
     }
     if (rc == 0)
         rc = restock(caller, ids, n, rounds, last);
@@ -325,7 +286,7 @@ int bench_restore(const char *dir, size_t n, restore_figs_t *out) {
     }
     owner_stop(&o);
     es_config_destroy(rcfg);
-    mock_close(&m);
+    bench_mock_close(&m);
     remove_states(dir);
     for (size_t i = 0; ids && i < RESTORE_SIZES * n; i++)
         free(ids[i]);

@@ -12,12 +12,6 @@ static const char ITEM_TYPE[] = "inventory.item";
 static const char STREAM_TYPE[] = "bench.stream";
 static const char BLOB_EVENT[] = "bench.v1.Blob";
 
-static int bench_fail(const char *what, es_err code, const es_error_t *err) {
-    fprintf(stderr, "eskit-bench: %s: %s: %s\n", what, es_strerror(code),
-            err && err->message[0] ? err->message : "(no message)");
-    return -1;
-}
-
 static void log_to_stderr(int level, const char *message, void *opaque) {
     (void)opaque;
     if (level <= ES_LOG_WARNING)

@@ -38,11 +38,6 @@
 #define POLL_MS 10
 #define PREFIX "saga-" /* every scratch file of this figure */
 
-static int fail(const char *what, es_err rc, const es_error_t *err) {
-    fprintf(stderr, "eskit-bench: %s: %s: %s\n", what, es_strerror(rc), err->message);
-    return -1;
-}
-
 /* One side: its store, saga database and engine. */
 typedef struct side {
     es_config_t *cfg;
@@ -68,7 +63,7 @@ static int side_open(const char *dir, const char *name, side *s) {
         rc = es_engine_new(s->cfg, &s->engine, &err);
     if (rc == ES_OK)
         rc = demo_register_all(s->engine, &err);
-    return rc == ES_OK ? 0 : fail("opening a store", rc, &err);
+    return rc == ES_OK ? 0 : bench_fail("opening a store", rc, &err);
 }
 
 static void side_close(side *s) {
@@ -98,7 +93,7 @@ static int run_batches(es_engine_t *engine, const es_command_t *cmds, size_t n, 
             es_result_clear(&res[i]);
         }
         if (rc != ES_OK)
-            return fail("es_execute_batch", rc, &err);
+            return bench_fail("es_execute_batch", rc, &err);
         if (bad >= 0)
             return -1;
     }
@@ -277,7 +272,7 @@ static int count_events(side *s, const char *const *types, size_t *n) {
     *n = 0;
     es_err rc =
         es_store_read_log(es_engine_store(s->engine), types, 0, 0, count_event, n, NULL, &err);
-    return rc == ES_OK ? 0 : fail("reading the log", rc, &err);
+    return rc == ES_OK ? 0 : bench_fail("reading the log", rc, &err);
 }
 
 /* Transitions recorded in the saga database and not yet appended to the log (its outbox of
@@ -309,14 +304,15 @@ static int open_coordinator(side *s, es_saga_t **c) {
     es_error_t err = {0};
     slow_def = demo_fulfilment_def;
     if (slow_def.n_steps > sizeof slow_steps / sizeof *slow_steps)
-        return fail("copying orders.fulfilment", ES_EINVAL, &(es_error_t){0, "too many steps"});
+        return bench_fail("copying orders.fulfilment", ES_EINVAL,
+                          &(es_error_t){0, "too many steps"});
     for (size_t k = 0; k < slow_def.n_steps; k++) {
         slow_steps[k] = demo_fulfilment_def.steps[k];
         slow_steps[k].timeout_ms = SLOW_RUN_TIMEOUT_MS;
     }
     slow_def.steps = slow_steps;
     es_err rc = es_saga_new(s->cfg, &slow_def, s->engine, c, &err);
-    return rc == ES_OK ? 0 : fail("opening the coordinator", rc, &err);
+    return rc == ES_OK ? 0 : bench_fail("opening the coordinator", rc, &err);
 }
 
 #define DRIVE_MAX_S 300 /* past it the coordinator is stuck: the figure fails */
@@ -364,7 +360,7 @@ static int drive(side *s, es_saga_t *c, uint64_t completed, double *seconds, dou
     }
     *seconds = (double)(bench_now_ns() - t0) / 1e9;
     if (rc != ES_OK)
-        return fail("es_saga_poll", rc, &err);
+        return bench_fail("es_saga_poll", rc, &err);
     es_saga_stats_t st;
     es_saga_stats(c, &st);
     if (st.completed != completed || st.aborted || st.failed) {
@@ -455,53 +451,19 @@ int bench_saga(const char *dir, size_t n, saga_figs_t *out) {
  */
 #define K_PARTITIONS 6
 
-static void k_quiet(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
-    (void)rk, (void)level, (void)fac, (void)buf;
-}
-
-typedef struct k_cluster {
-    rd_kafka_t *rk;
-    rd_kafka_mock_cluster_t *mock;
-    const char *bootstrap;
-} k_cluster;
+typedef bench_mock_t k_cluster;
 
 static int k_cluster_open(k_cluster *c) {
     static const char *const types[] = {"orders.order", "inventory.item", "payments.payment"};
-    static const char *const kinds[] = {"events", "commands", "replies", "snapshots"};
-    char errstr[256], topic[128];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set_log_cb(conf, k_quiet);
-    /* as kafka.c: without TCP_NODELAY the mock's second response waits for a delayed ACK */
-    if (rd_kafka_conf_set(conf, "socket.nagle.disable", "true", errstr, sizeof errstr) !=
-        RD_KAFKA_CONF_OK) {
-        rd_kafka_conf_destroy(conf);
-        return -1;
-    }
-    c->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
-    c->mock = c->rk ? rd_kafka_mock_cluster_new(c->rk, 3) : NULL;
-    if (!c->mock || rd_kafka_mock_topic_create(c->mock, "eskit.schemas", 1, 3))
+    char topic[128];
+    if (bench_mock_open(c, 3, types, 3, K_PARTITIONS) || bench_mock_topic(c, "eskit.schemas", 1))
         return -1;
     for (size_t t = 0; t < sizeof types / sizeof *types; t++) {
-        for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
-            snprintf(topic, sizeof topic, "%s.%s", types[t], kinds[k]);
-            if (rd_kafka_mock_topic_create(c->mock, topic, K_PARTITIONS, 3))
-                return -1;
-        }
         snprintf(topic, sizeof topic, "%s.events.dlq", types[t]);
-        if (rd_kafka_mock_topic_create(c->mock, topic, 1, 3))
+        if (bench_mock_topic(c, topic, 1))
             return -1;
     }
-    if (rd_kafka_mock_topic_create(c->mock, DEMO_FULFILMENT_SAGA ".saga.events", K_PARTITIONS, 3))
-        return -1;
-    c->bootstrap = rd_kafka_mock_cluster_bootstraps(c->mock);
-    return 0;
-}
-
-static void k_cluster_close(k_cluster *c) {
-    if (c->mock)
-        rd_kafka_mock_cluster_destroy(c->mock);
-    if (c->rk)
-        rd_kafka_destroy(c->rk);
+    return bench_mock_topic(c, DEMO_FULFILMENT_SAGA ".saga.events", K_PARTITIONS);
 }
 
 /* A config on the cluster with its scratch files named for who (the kafka group's settings). */
@@ -552,7 +514,7 @@ static int k_owner_start(k_owner *o) {
     rc = rc ? rc : demo_register_all(o->engine, &err);
     rc = rc ? rc : es_processor_new(o->cfg, o->engine, &o->proc, &err);
     if (rc)
-        return fail("starting the processor", rc, &err);
+        return bench_fail("starting the processor", rc, &err);
     if (pthread_create(&o->thread, NULL, k_owner_main, o))
         return -1;
     o->running = 1;
@@ -573,7 +535,7 @@ static int k_side_open(side *s, es_config_t *cfg) {
     s->cfg = cfg;
     es_err rc = es_engine_new(cfg, &s->engine, &err);
     rc = rc ? rc : demo_register_all(s->engine, &err);
-    return rc == ES_OK ? 0 : fail("opening the Kafka caller", rc, &err);
+    return rc == ES_OK ? 0 : bench_fail("opening the Kafka caller", rc, &err);
 }
 
 int bench_saga_kafka(const char *dir, size_t n, saga_kafka_figs_t *out) {
@@ -585,8 +547,8 @@ int bench_saga_kafka(const char *dir, size_t n, saga_kafka_figs_t *out) {
     double idle = 0;
     long long backlog = 0;
     memset(out, 0, sizeof *out);
-    int rc = k_cluster_open(&cl) ? fail("starting the mock cluster", ES_EKAFKA,
-                                        &(es_error_t){ES_EKAFKA, "rd_kafka_mock"})
+    int rc = k_cluster_open(&cl) ? bench_fail("starting the mock cluster", ES_EKAFKA,
+                                              &(es_error_t){ES_EKAFKA, "rd_kafka_mock"})
                                  : 0;
     es_config_t *ccfg = rc == 0 ? k_config(&cl, dir, "caller") : NULL;
     rc = rc ? rc : ccfg ? k_side_open(&caller, ccfg) : -1;
@@ -596,7 +558,7 @@ int bench_saga_kafka(const char *dir, size_t n, saga_kafka_figs_t *out) {
     es_error_t perr = {0};
     rc = rc ? rc : open_coordinator(&caller, &coord);
     rc = rc                                        ? rc
-         : es_saga_poll(coord, 0, &ignored, &perr) ? fail("es_saga_poll", ES_EKAFKA, &perr)
+         : es_saga_poll(coord, 0, &ignored, &perr) ? bench_fail("es_saga_poll", ES_EKAFKA, &perr)
                                                    : 0;
     if (rc == 0)
         o.cfg = k_config(&cl, dir, "owner");
@@ -624,7 +586,7 @@ int bench_saga_kafka(const char *dir, size_t n, saga_kafka_figs_t *out) {
     es_config_destroy(caller.cfg);
     k_owner_stop(&o);
     es_config_destroy(o.cfg);
-    k_cluster_close(&cl);
+    bench_mock_close(&cl);
     workload_free(&warm);
     workload_free(&w);
     workload_free(&d);

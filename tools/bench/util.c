@@ -125,3 +125,55 @@ const char *bench_fmt_count(char *buf, size_t cap, double n) {
     buf[j] = '\0';
     return buf;
 }
+
+void bench_quiet_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+    (void)rk, (void)level, (void)fac, (void)buf;
+}
+
+int bench_fail(const char *what, es_err rc, const es_error_t *err) {
+    fprintf(stderr, "eskit-bench: %s: %s: %s\n", what, es_strerror(rc),
+            err && err->message[0] ? err->message : "(no message)");
+    return -1;
+}
+
+int bench_mock_topic(bench_mock_t *m, const char *topic, int partitions) {
+    return rd_kafka_mock_topic_create(m->mock, topic, partitions, m->brokers < 3 ? m->brokers : 3)
+               ? -1
+               : 0;
+}
+
+int bench_mock_open(bench_mock_t *m, int brokers, const char *const *types, size_t n_types,
+                    int partitions) {
+    static const char *const kinds[] = {"events", "commands", "replies", "snapshots"};
+    char errstr[256];
+    *m = (bench_mock_t){0};
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set_log_cb(conf, bench_quiet_log);
+    if (rd_kafka_conf_set(conf, "socket.nagle.disable", "true", errstr, sizeof errstr) !=
+        RD_KAFKA_CONF_OK) {
+        rd_kafka_conf_destroy(conf);
+        return -1;
+    }
+    m->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+    m->mock = m->rk ? rd_kafka_mock_cluster_new(m->rk, brokers) : NULL;
+    if (!m->mock)
+        return -1;
+    m->bootstrap = rd_kafka_mock_cluster_bootstraps(m->mock);
+    m->brokers = brokers;
+    for (size_t t = 0; t < n_types; t++)
+        for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
+            char topic[160];
+            snprintf(topic, sizeof topic, "%s.%s", types[t], kinds[k]);
+            if (bench_mock_topic(m, topic, partitions))
+                return -1;
+        }
+    return 0;
+}
+
+void bench_mock_close(bench_mock_t *m) {
+    if (m->mock)
+        rd_kafka_mock_cluster_destroy(m->mock);
+    if (m->rk)
+        rd_kafka_destroy(m->rk);
+    *m = (bench_mock_t){0};
+}

@@ -6,6 +6,9 @@
 #ifndef ESKIT_BENCH_UTIL_H
 #define ESKIT_BENCH_UTIL_H
 
+#include <eskit/error.h>
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -52,6 +55,28 @@ typedef struct bench_alt {
  * over the runs weighs on both sides alike). The spread of the pairs' ratios tells how much of
  * a difference between the medians the machine's noise could make. */
 int bench_alternate(bench_metrics_run_fn *run, void *ctx, size_t pairs, bench_alt_t *out);
+
+/* librdkafka's mock cluster in this process, for the Kafka groups. */
+typedef struct bench_mock {
+    rd_kafka_t *rk; /* the handle the mock lives in */
+    rd_kafka_mock_cluster_t *mock;
+    const char *bootstrap;
+    int brokers;
+} bench_mock_t;
+
+/* A cluster of brokers brokers (their sockets with TCP_NODELAY, as real brokers set it: without
+ * it a second response on a connection waits for the client's delayed ACK, a 40 ms stall), with
+ * the events, commands, replies and snapshots topics of each of types (n_types) at partitions
+ * partitions, replicated on every broker up to 3. 0, or -1 (close it all the same). */
+int bench_mock_open(bench_mock_t *m, int brokers, const char *const *types, size_t n_types,
+                    int partitions);
+/* One more topic on m, replicated as bench_mock_open's. 0 or -1. */
+int bench_mock_topic(bench_mock_t *m, const char *topic, int partitions);
+void bench_mock_close(bench_mock_t *m);
+/* A librdkafka log callback that prints nothing (the mock's own warnings). */
+void bench_quiet_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf);
+/* Prints "eskit-bench: what: error: message" to stderr (err may be NULL); returns -1. */
+int bench_fail(const char *what, es_err rc, const es_error_t *err);
 
 /* Formats n with thousands separators ("1,234,567"), independent of locale. */
 const char *bench_fmt_count(char *buf, size_t cap, double n);
