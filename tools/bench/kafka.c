@@ -71,38 +71,7 @@ static es_config_t *config(const cluster *c, const char *dir, const char *state,
     return cfg;
 }
 
-typedef struct owner {
-    es_engine_t *engine;
-    es_processor_t *proc;
-    pthread_t thread;
-    es_err rc;
-    es_error_t err;
-} owner;
-
-static void *owner_main(void *arg) {
-    owner *o = arg;
-    o->rc = es_processor_run(o->proc, &o->err);
-    return NULL;
-}
-
-static int owner_start(owner *o, const es_config_t *cfg) {
-    es_error_t err = {0};
-    es_err rc = es_engine_new(cfg, &o->engine, &err);
-    rc = rc ? rc : demo_register_all(o->engine, &err);
-    rc = rc ? rc : es_processor_new(cfg, o->engine, &o->proc, &err);
-    if (rc)
-        return bench_fail("starting the processor", rc, &err);
-    return pthread_create(&o->thread, NULL, owner_main, o) ? -1 : 0;
-}
-
-static void owner_stop(owner *o) {
-    if (o->proc) {
-        es_processor_stop(o->proc);
-        pthread_join(o->thread, NULL);
-        es_processor_destroy(o->proc);
-    }
-    es_engine_destroy(o->engine);
-}
+typedef bench_owner_t owner;
 
 /* PlaceOrder for orders prefix-0..n-1 in batches; *bytes sums the events' envelope sizes. */
 static int place_orders(es_engine_t *engine, const char *prefix, size_t n, double *seconds,
@@ -738,7 +707,7 @@ int bench_kafka(const char *dir, size_t n, kafka_figs_t *out) {
     if (rc == 0) {
         ocfg = config(&c, dir, "owner-state.db", true);
         ccfg = config(&c, dir, "caller-state.db", true);
-        rc = ocfg && ccfg ? owner_start(&o, ocfg) : -1;
+        rc = ocfg && ccfg ? bench_owner_start(&o, ocfg) : -1;
     }
     if (rc == 0) {
         es_err e = es_engine_new(ccfg, &caller, &err);
@@ -767,7 +736,7 @@ int bench_kafka(const char *dir, size_t n, kafka_figs_t *out) {
     if (rc == 0)
         rc = raw_latency(&c, lat_n, out->mean_bytes, &out->raw_latency);
     es_engine_destroy(caller);
-    owner_stop(&o);
+    bench_owner_stop(&o);
     double rr_s = 0;
     if (rc == 0) /* alone on the cluster, as the command path was */
         rc = rr_pipeline(&c, n, out->mean_bytes, lat_n, &rr_s, &out->rr_latency);
@@ -796,7 +765,7 @@ static int mx_start(mx_side *m, const char *dir, bool metrics) {
     if (rc == 0) {
         m->ocfg = config(&m->c, dir, metrics ? "mx-on-owner.db" : "mx-off-owner.db", metrics);
         m->ccfg = config(&m->c, dir, metrics ? "mx-on-caller.db" : "mx-off-caller.db", metrics);
-        rc = m->ocfg && m->ccfg ? owner_start(&m->o, m->ocfg) : -1;
+        rc = m->ocfg && m->ccfg ? bench_owner_start(&m->o, m->ocfg) : -1;
     }
     return rc;
 }
@@ -835,7 +804,7 @@ static int mx_warm_up(mx_side *a, mx_side *b) {
 
 static void mx_close(mx_side *m) {
     es_engine_destroy(m->caller);
-    owner_stop(&m->o);
+    bench_owner_stop(&m->o);
     es_config_destroy(m->ocfg);
     es_config_destroy(m->ccfg);
     bench_mock_close(&m->c);

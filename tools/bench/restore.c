@@ -100,44 +100,7 @@ static es_config_t *config(const mock *m, const char *dir, const char *state, co
     return cfg;
 }
 
-typedef struct owner {
-    es_engine_t *engine;
-    es_processor_t *proc;
-    pthread_t thread;
-    bool running;
-    es_err rc;
-    es_error_t err;
-} owner;
-
-static void *owner_main(void *arg) {
-    owner *o = arg;
-    o->rc = es_processor_run(o->proc, &o->err);
-    return NULL;
-}
-
-static int owner_start(owner *o, const es_config_t *cfg) {
-    es_error_t err = {0};
-    es_err rc = es_engine_new(cfg, &o->engine, &err);
-    rc = rc ? rc : demo_register_all(o->engine, &err);
-    rc = rc ? rc : es_processor_new(cfg, o->engine, &o->proc, &err);
-    if (rc)
-        return bench_fail("starting a processor", rc, &err);
-    if (pthread_create(&o->thread, NULL, owner_main, o))
-        return -1;
-    o->running = true;
-    return 0;
-}
-
-static void owner_stop(owner *o) {
-    if (o->proc) {
-        es_processor_stop(o->proc);
-        if (o->running)
-            pthread_join(o->thread, NULL);
-        es_processor_destroy(o->proc);
-    }
-    es_engine_destroy(o->engine);
-    memset(o, 0, sizeof *o);
-}
+typedef bench_owner_t owner;
 
 /* Ids of n aggregates of each timed partition (the caller's partitioner: murmur2_random). */
 static char **make_ids(size_t n) {
@@ -213,7 +176,7 @@ static int write_history(const mock *m, const char *dir, const char *every, char
     es_error_t err = {0};
     es_config_t *ocfg = config(m, dir, "writer-state.db", every, NULL);
     es_config_t *ccfg = config(m, dir, "caller-state.db", every, NULL);
-    int rc = ocfg && ccfg ? owner_start(&o, ocfg) : -1;
+    int rc = ocfg && ccfg ? bench_owner_start(&o, ocfg) : -1;
     if (rc == 0) {
         es_err e = es_engine_new(ccfg, &caller, &err);
         e = e ? e : demo_register_all(caller, &err);
@@ -224,7 +187,7 @@ static int write_history(const mock *m, const char *dir, const char *every, char
     if (rc == 0 && last)
         usleep((WINDOW_MS + 300) * 1000); /* past the window, the horizon committed meanwhile */
     es_engine_destroy(caller);
-    owner_stop(&o);
+    bench_owner_stop(&o);
     es_config_destroy(ocfg);
     es_config_destroy(ccfg);
     return rc;
@@ -257,7 +220,7 @@ int bench_restore(const char *dir, size_t n, restore_figs_t *out) {
         rc = write_history(&m, dir, "1", ids, n, 1, true);
     es_config_t *rcfg = rc == 0 ? config(&m, dir, "restore-state.db", "1", &log) : NULL;
     if (rc == 0)
-        rc = rcfg ? owner_start(&o, rcfg) : -1;
+        rc = rcfg ? bench_owner_start(&o, rcfg) : -1;
     for (int waited = 0; rc == 0 && atomic_load(&log.n_done) < R_PARTS; waited++) {
         if (waited == RESTORE_WAIT_S * 100) {
             fprintf(stderr, "eskit-bench: restore: not every partition restored in %d s\n",
@@ -284,7 +247,7 @@ int bench_restore(const char *dir, size_t n, restore_figs_t *out) {
         out->imported = st.events_imported;
         out->snapshots = st.snapshots_imported;
     }
-    owner_stop(&o);
+    bench_owner_stop(&o);
     es_config_destroy(rcfg);
     bench_mock_close(&m);
     remove_states(dir);

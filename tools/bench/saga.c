@@ -493,43 +493,6 @@ static es_config_t *k_config(const k_cluster *c, const char *dir, const char *wh
     return cfg;
 }
 
-typedef struct k_owner {
-    es_config_t *cfg;
-    es_engine_t *engine;
-    es_processor_t *proc;
-    pthread_t thread;
-    int running;
-    es_error_t err;
-} k_owner;
-
-static void *k_owner_main(void *arg) {
-    k_owner *o = arg;
-    es_processor_run(o->proc, &o->err);
-    return NULL;
-}
-
-static int k_owner_start(k_owner *o) {
-    es_error_t err = {0};
-    es_err rc = es_engine_new(o->cfg, &o->engine, &err);
-    rc = rc ? rc : demo_register_all(o->engine, &err);
-    rc = rc ? rc : es_processor_new(o->cfg, o->engine, &o->proc, &err);
-    if (rc)
-        return bench_fail("starting the processor", rc, &err);
-    if (pthread_create(&o->thread, NULL, k_owner_main, o))
-        return -1;
-    o->running = 1;
-    return 0;
-}
-
-static void k_owner_stop(k_owner *o) {
-    if (o->running) {
-        es_processor_stop(o->proc);
-        pthread_join(o->thread, NULL);
-    }
-    es_processor_destroy(o->proc);
-    es_engine_destroy(o->engine);
-}
-
 static int k_side_open(side *s, es_config_t *cfg) {
     es_error_t err = {0};
     s->cfg = cfg;
@@ -540,7 +503,8 @@ static int k_side_open(side *s, es_config_t *cfg) {
 
 int bench_saga_kafka(const char *dir, size_t n, saga_kafka_figs_t *out) {
     k_cluster cl = {0};
-    k_owner o = {0};
+    bench_owner_t o = {0};
+    es_config_t *ocfg = NULL;
     side caller = {0};
     es_saga_t *coord = NULL;
     workload warm = {0}, w = {0}, d = {0};
@@ -561,8 +525,8 @@ int bench_saga_kafka(const char *dir, size_t n, saga_kafka_figs_t *out) {
          : es_saga_poll(coord, 0, &ignored, &perr) ? bench_fail("es_saga_poll", ES_EKAFKA, &perr)
                                                    : 0;
     if (rc == 0)
-        o.cfg = k_config(&cl, dir, "owner");
-    rc = rc ? rc : o.cfg ? k_owner_start(&o) : -1;
+        ocfg = k_config(&cl, dir, "owner");
+    rc = rc ? rc : ocfg ? bench_owner_start(&o, ocfg) : -1;
     rc = rc ? rc : workload_new(1, "w", &warm);
     rc = rc ? rc : workload_new(n, "", &w);
     rc = rc ? rc : workload_new(n, "d", &d);
@@ -584,8 +548,8 @@ int bench_saga_kafka(const char *dir, size_t n, saga_kafka_figs_t *out) {
     }
     es_engine_destroy(caller.engine);
     es_config_destroy(caller.cfg);
-    k_owner_stop(&o);
-    es_config_destroy(o.cfg);
+    bench_owner_stop(&o);
+    es_config_destroy(ocfg);
     bench_mock_close(&cl);
     workload_free(&warm);
     workload_free(&w);

@@ -1,5 +1,7 @@
 #include "util.h"
 
+#include "domain.h"
+
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -176,4 +178,34 @@ void bench_mock_close(bench_mock_t *m) {
     if (m->rk)
         rd_kafka_destroy(m->rk);
     *m = (bench_mock_t){0};
+}
+
+static void *owner_main(void *arg) {
+    bench_owner_t *o = arg;
+    o->rc = es_processor_run(o->proc, &o->err);
+    return NULL;
+}
+
+int bench_owner_start(bench_owner_t *o, const es_config_t *cfg) {
+    es_error_t err = {0};
+    es_err rc = es_engine_new(cfg, &o->engine, &err);
+    rc = rc ? rc : demo_register_all(o->engine, &err);
+    rc = rc ? rc : es_processor_new(cfg, o->engine, &o->proc, &err);
+    if (rc)
+        return bench_fail("starting a processor", rc, &err);
+    if (pthread_create(&o->thread, NULL, owner_main, o))
+        return -1;
+    o->running = true;
+    return 0;
+}
+
+void bench_owner_stop(bench_owner_t *o) {
+    if (o->proc) {
+        es_processor_stop(o->proc);
+        if (o->running)
+            pthread_join(o->thread, NULL);
+        es_processor_destroy(o->proc);
+    }
+    es_engine_destroy(o->engine);
+    memset(o, 0, sizeof *o);
 }

@@ -6,7 +6,8 @@
 #ifndef ESKIT_BENCH_UTIL_H
 #define ESKIT_BENCH_UTIL_H
 
-#include <eskit/error.h>
+#include <eskit/eskit.h>
+#include <pthread.h>
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 #include <stdbool.h>
@@ -77,6 +78,22 @@ void bench_mock_close(bench_mock_t *m);
 void bench_quiet_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf);
 /* Prints "eskit-bench: what: error: message" to stderr (err may be NULL); returns -1. */
 int bench_fail(const char *what, es_err rc, const es_error_t *err);
+
+/* A command processor on a thread of its own, as a service runs one: es_processor_run until
+ * bench_owner_stop. */
+typedef struct bench_owner {
+    es_engine_t *engine; /* the demo's aggregates registered */
+    es_processor_t *proc;
+    pthread_t thread;
+    bool running;
+    es_err rc; /* what es_processor_run returned, once stopped */
+    es_error_t err;
+} bench_owner_t;
+
+/* Starts o on cfg (o zeroed); 0 or -1 (bench_owner_stop it all the same). */
+int bench_owner_start(bench_owner_t *o, const es_config_t *cfg);
+/* Stops and frees o; zeroes it. */
+void bench_owner_stop(bench_owner_t *o);
 
 /* Formats n with thousands separators ("1,234,567"), independent of locale. */
 const char *bench_fmt_count(char *buf, size_t cap, double n);
