@@ -1840,32 +1840,48 @@ static int lg_has_records(es_log_t *base, const es_topic_pos_t *pos, size_t n) {
     return 0;
 }
 
-static es_err lg_topic_end(es_log_t *base, const char *topic, int32_t partition, int64_t from,
-                           int64_t *end, uint64_t *count, es_error_t *err) {
-    sqlite_log *l = (sqlite_log *)base;
-    int64_t tid = 0;
-    int opened = 0;
+/* What lg_topic_end and lg_topic_estimate start with: a read transaction (*opened), the topic's
+ * type id (0: no event of it yet) and the log's end. */
+static es_err topic_open(sqlite_log *l, const char *topic, int32_t partition, int64_t *tid,
+                         int64_t *end, uint64_t *count, int *opened, es_error_t *err) {
+    *tid = 0;
     *end = 0;
     *count = 0;
     if (partition != 0)
         return es_fail(err, ES_ENOTFOUND, "%s has no partition %d on the embedded backend", topic,
                        (int)partition);
-    es_err e = read_begin(l, &opened, err);
+    es_err e = read_begin(l, opened, err);
     if (e == ES_OK)
-        e = topic_type_id(l, topic, &tid, err);
+        e = topic_type_id(l, topic, tid, err);
     if (e == ES_OK)
-        e = lg_end_offset(base, end, err);
-    if (e == ES_OK && tid) {
-        sqlite3_stmt *s = stmt(l, S_TOPIC_COUNT);
-        sqlite3_bind_int64(s, 1, from);
-        sqlite3_bind_int64(s, 2, tid);
-        int rc = sqlite3_step(s);
-        if (rc == SQLITE_ROW)
-            *count = (uint64_t)sqlite3_column_int64(s, 0);
-        else
-            e = sql_fail(l, rc, "counting a topic's records", err);
-        sqlite3_reset(s);
-    }
+        e = lg_end_offset(&l->base, end, err);
+    return e;
+}
+
+/* The records of type tid from position from on, counted row by row. */
+static es_err topic_count(sqlite_log *l, int64_t tid, int64_t from, uint64_t *count,
+                          es_error_t *err) {
+    sqlite3_stmt *s = stmt(l, S_TOPIC_COUNT);
+    sqlite3_bind_int64(s, 1, from);
+    sqlite3_bind_int64(s, 2, tid);
+    int rc = sqlite3_step(s);
+    es_err e = ES_OK;
+    if (rc == SQLITE_ROW)
+        *count = (uint64_t)sqlite3_column_int64(s, 0);
+    else
+        e = sql_fail(l, rc, "counting a topic's records", err);
+    sqlite3_reset(s);
+    return e;
+}
+
+static es_err lg_topic_end(es_log_t *base, const char *topic, int32_t partition, int64_t from,
+                           int64_t *end, uint64_t *count, es_error_t *err) {
+    sqlite_log *l = (sqlite_log *)base;
+    int64_t tid;
+    int opened = 0;
+    es_err e = topic_open(l, topic, partition, &tid, end, count, &opened, err);
+    if (e == ES_OK && tid)
+        e = topic_count(l, tid, from, count, err);
     read_end(l, opened);
     return e;
 }
@@ -1881,21 +1897,14 @@ static es_err lg_topic_end(es_log_t *base, const char *topic, int32_t partition,
 static es_err lg_topic_estimate(es_log_t *base, const char *topic, int32_t partition, int64_t from,
                                 int64_t *end, uint64_t *count, int *exact, es_error_t *err) {
     sqlite_log *l = (sqlite_log *)base;
-    int64_t tid = 0, first = from > 1 ? from : 1;
+    int64_t tid, first = from > 1 ? from : 1;
     int opened = 0;
-    *end = 0;
-    *count = 0;
     *exact = 1;
-    if (partition != 0)
-        return es_fail(err, ES_ENOTFOUND, "%s has no partition %d on the embedded backend", topic,
-                       (int)partition);
-    es_err e = read_begin(l, &opened, err);
-    if (e == ES_OK)
-        e = topic_type_id(l, topic, &tid, err);
-    if (e == ES_OK)
-        e = lg_end_offset(base, end, err);
+    es_err e = topic_open(l, topic, partition, &tid, end, count, &opened, err);
     int64_t span = *end - first;
-    if (e == ES_OK && tid && span > ESTIMATE_ABOVE) {
+    if (e == ES_OK && tid && span <= ESTIMATE_ABOVE) {
+        e = topic_count(l, tid, from, count, err);
+    } else if (e == ES_OK && tid) {
         sqlite3_stmt *s = stmt(l, S_OTHER_TYPES);
         sqlite3_bind_int64(s, 1, tid);
         int rc = sqlite3_step(s), others = rc == SQLITE_ROW && sqlite3_column_int(s, 0);
@@ -1918,8 +1927,6 @@ static es_err lg_topic_estimate(es_log_t *base, const char *topic, int32_t parti
         }
     }
     read_end(l, opened);
-    if (e == ES_OK && tid && span <= ESTIMATE_ABOVE)
-        return lg_topic_end(base, topic, partition, from, end, count, err);
     return e;
 }
 
