@@ -13,12 +13,16 @@
 #define FNV_OFFSET_BASIS 0xcbf29ce484222325ULL
 #define FNV_PRIME 0x100000001b3ULL
 
-uint64_t es_fnv1a64(const void *data, size_t len) {
+uint64_t es_fnv1a64_seeded(uint64_t seed, const void *data, size_t len) {
     const uint8_t *p = data;
-    uint64_t h = FNV_OFFSET_BASIS;
+    uint64_t h = FNV_OFFSET_BASIS ^ seed;
     for (size_t i = 0; i < len; i++)
         h = (h ^ p[i]) * FNV_PRIME;
     return h;
+}
+
+uint64_t es_fnv1a64(const void *data, size_t len) {
+    return es_fnv1a64_seeded(0, data, len);
 }
 
 es_err es_fingerprint_of(es_fingerprinter_t *f, const ProtobufCMessage *msg, es_fingerprint_t *fp) {

@@ -2,14 +2,15 @@
 #include "idindex.h"
 
 #include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
 
 #define MIN_CAP 1024
 #define OFF_MAX 0xffffffffULL
 
 uint32_t es_id_index_hash(const es_id_index *x, const char *id) {
-    uint64_t h = 0xcbf29ce484222325ULL ^ x->seed; /* FNV-1a, then a finalizer to mix it */
-    for (const unsigned char *p = (const unsigned char *)id; *p; p++)
-        h = (h ^ *p) * 0x100000001b3ULL;
+    uint64_t h = es_fnv1a64_seeded(x->seed, id, strlen(id)); /* then a finalizer to mix it */
     h ^= h >> 33;
     h *= 0xff51afd7ed558ccdULL;
     h ^= h >> 33;

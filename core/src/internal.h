@@ -84,6 +84,8 @@ typedef struct es_fingerprint {
 #define ES_FINGERPRINT_LEN 16
 /* FNV-1a, 64 bits, over len bytes. */
 uint64_t es_fnv1a64(const void *data, size_t len);
+/* The same from an offset basis XORed with seed (a table's own, for tables a caller fills). */
+uint64_t es_fnv1a64_seeded(uint64_t seed, const void *data, size_t len);
 /* What es_fingerprint_of reuses from one call to the next: the buffer a payload is packed into,
  * and the type hash of the last descriptor (a batch is mostly one command type). Zeroed: empty;
  * es_fingerprinter_free releases it. */

@@ -55,9 +55,7 @@ void es_proc_offset_key(char *key, size_t cap, const char *type, int32_t partiti
 }
 
 static size_t id_hash(const char *id) {
-    uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a */
-    for (; *id; id++)
-        h = (h ^ (unsigned char)*id) * 0x100000001b3ULL;
+    uint64_t h = es_fnv1a64(id, strlen(id));
     return (size_t)(h ^ (h >> 29));
 }
 
