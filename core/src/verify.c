@@ -26,6 +26,8 @@ typedef struct stream_info {
     char *agg;
     uint64_t last_version;
     int64_t last_pos;
+    uint64_t below_version; /* the newest event below heads_from: what es_heads must hold */
+    int64_t below_pos;
     int has_head;
 } stream_info;
 
@@ -44,6 +46,7 @@ typedef struct vctx {
     size_t n_types;
     stream_info *streams;
     size_t n_streams;
+    int64_t heads_from; /* es_heads holds the events below it (deferred heads); 0: all */
 } vctx;
 
 typedef struct place {
@@ -233,6 +236,10 @@ static void check_event(vctx *v, sqlite3_stmt *s, int64_t *last_pos) {
         problem(v, "version", &at,
                 "the event links to position %lld as its stream's previous event, not %lld",
                 (long long)prev, (long long)st->last_pos);
+    if (version > st->last_version && (!v->heads_from || pos < v->heads_from)) {
+        st->below_version = version;
+        st->below_pos = pos;
+    }
     if (version > st->last_version) {
         st->last_version = version;
         st->last_pos = pos;
@@ -258,7 +265,21 @@ static void scan_events(vctx *v) {
     sqlite3_finalize(s);
 }
 
-/* es_heads against the scan: each stream's version and newest event. */
+/* Where es_heads ends: a writer defers the heads of the log's tail (log_sqlite.c, tail_heads)
+ * and records here the first position they are deferred from. */
+static void read_heads_from(vctx *v) {
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v2(
+        v->db, "SELECT CAST(value AS INTEGER) FROM es_meta WHERE key = 'heads_from'", -1, &s, NULL);
+    if (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW)
+        v->heads_from = sqlite3_column_int64(s, 0);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        read_failed(v, rc, "reading es_meta");
+    sqlite3_finalize(s);
+}
+
+/* es_heads against the scan: each stream's version and newest event below heads_from (the
+ * newer ones are the tail's, which the scan checked link by link). */
 static void check_heads(vctx *v) {
     sqlite3_stmt *s = NULL;
     int rc = sqlite3_prepare_v2(v->db,
@@ -279,12 +300,13 @@ static void check_heads(vctx *v) {
         }
         place at = {NULL, 0, head ? head : -1, type_name(v, st->type_id), st->agg, version};
         st->has_head = 1;
-        if (version != st->last_version || head != st->last_pos)
+        if (version != st->below_version || head != st->below_pos)
             problem(v, "heads", &at,
                     "es_heads has the stream at version %llu (position %lld); its events end at "
-                    "version %llu (position %lld)",
+                    "version %llu (position %lld)%s",
                     (unsigned long long)version, (long long)head,
-                    (unsigned long long)st->last_version, (long long)st->last_pos);
+                    (unsigned long long)st->below_version, (long long)st->below_pos,
+                    v->heads_from ? " below the deferred heads" : "");
         if (sqlite3_column_type(s, 3) != SQLITE_NULL &&
             (uint64_t)sqlite3_column_int64(s, 3) > version)
             problem(v, "heads", &at, "the snapshot is of version %lld, past the stream's %llu",
@@ -295,11 +317,11 @@ static void check_heads(vctx *v) {
     sqlite3_finalize(s);
     for (size_t i = 0; i < v->n_streams; i++) {
         stream_info *st = &v->streams[i];
-        if (!st->has_head && st->last_version)
+        if (!st->has_head && st->below_version)
             problem(v, "heads",
-                    &(place){NULL, 0, st->last_pos, type_name(v, st->type_id), st->agg, 0},
+                    &(place){NULL, 0, st->below_pos, type_name(v, st->type_id), st->agg, 0},
                     "es_heads has no row for the stream, whose events end at version %llu",
-                    (unsigned long long)st->last_version);
+                    (unsigned long long)st->below_version);
     }
 }
 
@@ -339,6 +361,7 @@ static es_err verify_file(const es_config_t *cfg, vctx *v, es_error_t *err) {
     es_sql_begin(&tx, ES_SQL_DEFERRED, "starting a read", NULL); /* one snapshot for the scans */
     e = load_names(v, err);
     if (e == ES_OK) {
+        read_heads_from(v);
         scan_events(v);
         check_heads(v);
         check_end(v, log);
@@ -487,7 +510,7 @@ es_err es_store_verify(const es_config_t *cfg, const char *const *types, es_veri
     sum = sum ? sum : &local;
     memset(sum, 0, sizeof *sum);
     sum->recorded_end = -1;
-    vctx v = {cb, opaque, sum, NULL, es_config_get(cfg, "db"), NULL, 0, NULL, 0};
+    vctx v = {cb, opaque, sum, NULL, es_config_get(cfg, "db"), NULL, 0, NULL, 0, 0};
     if (es_backend_of(cfg)->partitioned)
         return verify_kafka(cfg, types, &v, err);
     return verify_file(cfg, &v, err);

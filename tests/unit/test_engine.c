@@ -716,7 +716,7 @@ Test(engine, a_version_2_file_is_upgraded_and_its_command_ids_still_answer_as_du
     cr_assert_eq(es_engine_new(cfg, &engine, &err), ES_OK, "%s", err.message);
     cr_assert_eq(demo_register_all(engine, &err), ES_OK, "%s", err.message);
     es_config_destroy(cfg);
-    cr_assert_eq(query_int(path, "SELECT value FROM es_meta WHERE key = 'schema_version'"), 5);
+    cr_assert_eq(query_int(path, "SELECT value FROM es_meta WHERE key = 'schema_version'"), 6);
 
     Orders__V1__PlaceOrder m1, m2;
     es_command_t old = place("o-old", "place-o-old", &m1);
@@ -946,7 +946,7 @@ Test(engine, a_version_4_file_is_upgraded_and_its_ids_are_remembered_for_a_windo
     sqlite3_close(db);
     int64_t before = es_now_us() / 1000;
     open_engine(NULL);
-    cr_assert_eq(query_int(path, "SELECT value FROM es_meta WHERE key = 'schema_version'"), 5);
+    cr_assert_eq(query_int(path, "SELECT value FROM es_meta WHERE key = 'schema_version'"), 6);
     cr_assert_geq(query_int(path, "SELECT min(at) >= "
                                   "0 FROM es_commands"),
                   1);

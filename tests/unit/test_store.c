@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "dbfile.h"
@@ -241,6 +242,138 @@ Test(store, data_survives_reopening) {
     seen s = {0};
     cr_assert_eq(es_store_read_stream(store, "test.thing", "t-1", 1, record, &s, NULL), ES_OK);
     cr_assert_eq(s.n, 4);
+}
+
+/* One integer the file answers (-1: no row), read beside the store's own connection. */
+static long long file_int(const char *name, const char *sql) {
+    char *path = tu_path(dir, name);
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    cr_assert_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK, "%s", sqlite3_errmsg(db));
+    long long v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    free(path);
+    return v;
+}
+
+#define HEADS_FROM "SELECT CAST(value AS INTEGER) FROM es_meta WHERE key = 'heads_from'"
+
+static void assert_verifies(const char *name) {
+    es_config_t *cfg = tu_config(dir, name);
+    es_verify_summary_t sum;
+    es_error_t err = {0};
+    cr_assert_eq(es_store_verify(cfg, NULL, NULL, NULL, &sum, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(sum.problems, 0, "%s: %llu problem(s)", name, (unsigned long long)sum.problems);
+    es_config_destroy(cfg);
+}
+
+/* A commit leaves its streams' heads in memory and the log says where es_heads ends
+ * (log_sqlite.c, tail_heads): a writer killed before it wrote them leaves es_heads behind the
+ * log, and the next open finds the heads in the log's tail, versions and links intact. */
+Test(store, heads_a_killed_writer_had_not_written_are_found_in_the_log) {
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        es_config_t *cfg = tu_config(dir, "killed.db");
+        es_store_t *s = NULL;
+        es_new_event_t ev = {"test.v1.Happened", (const uint8_t *)"abc", 3, NULL, NULL, NULL, 0};
+        int bad = es_store_new(cfg, &s, NULL) != ES_OK;
+        const char *ids[] = {"t-a", "t-a", "t-b", "t-a", "t-b", "t-c", "t-a", "t-a", "t-b"};
+        for (size_t i = 0; !bad && i < sizeof ids / sizeof *ids; i++)
+            bad = es_store_append(s, "test.thing", ids[i], ES_EXPECT_ANY, 0, &ev, 1, NULL, NULL) !=
+                  ES_OK;
+        _exit(bad); /* no es_store_destroy: as if killed */
+    }
+    int status = 0;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the writer failed");
+    cr_assert_eq(file_int("killed.db", HEADS_FROM), 1, "the heads were not deferred");
+    cr_assert_eq(file_int("killed.db", "SELECT count(*) FROM es_heads"), 0);
+    assert_verifies("killed.db");
+
+    es_config_t *cfg = tu_config(dir, "killed.db");
+    es_store_t *s = NULL;
+    es_error_t err = {0};
+    cr_assert_eq(es_store_new(cfg, &s, &err), ES_OK, "%s", err.message);
+    uint64_t v = 0;
+    const char *ids[] = {"t-a", "t-b", "t-c"};
+    const uint64_t want[] = {5, 3, 1};
+    for (size_t i = 0; i < 3; i++) {
+        cr_assert_eq(es_store_stream_version(s, "test.thing", ids[i], &v, &err), ES_OK, "%s",
+                     err.message);
+        cr_assert_eq(v, want[i], "%s is at %llu", ids[i], (unsigned long long)v);
+    }
+    seen got = {0};
+    cr_assert_eq(es_store_read_stream(s, "test.thing", "t-a", 1, record, &got, &err), ES_OK, "%s",
+                 err.message);
+    cr_assert_eq(got.n, 5);
+    for (size_t i = 0; i < got.n; i++)
+        cr_assert_eq(got.versions[i], i + 1);
+    es_new_event_t ev = {"test.v1.Happened", (const uint8_t *)"abc", 3, NULL, NULL, NULL, 0};
+    cr_assert_eq(es_store_append(s, "test.thing", "t-a", ES_EXPECT_EXACT, 4, &ev, 1, NULL, &err),
+                 ES_ECONFLICT);
+    cr_assert_eq(es_store_append(s, "test.thing", "t-a", ES_EXPECT_EXACT, 5, &ev, 1, NULL, &err),
+                 ES_OK, "%s", err.message);
+    es_store_destroy(s); /* a clean close writes the heads */
+    es_config_destroy(cfg);
+    cr_assert_eq(file_int("killed.db", HEADS_FROM), -1);
+    cr_assert_eq(file_int("killed.db", "SELECT version FROM es_heads WHERE stream = 1"), 6);
+    cr_assert_eq(file_int("killed.db", "SELECT sum(version) FROM es_heads"), 6 + 3 + 1);
+    assert_verifies("killed.db");
+}
+
+/* Two stores on one file take turns: each finds the other's deferred heads before it writes. */
+Test(store, two_stores_on_one_file_check_versions_against_each_others_deferred_heads) {
+    es_store_t *other = NULL;
+    es_config_t *cfg = tu_config(dir, "store.db");
+    es_error_t err = {0};
+    cr_assert_eq(es_store_new(cfg, &other, NULL), ES_OK);
+    es_new_event_t ev = {"test.v1.Happened", (const uint8_t *)"abc", 3, NULL, NULL, NULL, 0};
+    cr_assert_eq(append_n("t-1", ES_EXPECT_NO_STREAM, 0, 3, NULL, NULL), ES_OK);
+    cr_assert_eq(
+        es_store_append(other, "test.thing", "t-1", ES_EXPECT_EXACT, 2, &ev, 1, NULL, &err),
+        ES_ECONFLICT);
+    cr_assert_eq(
+        es_store_append(other, "test.thing", "t-1", ES_EXPECT_EXACT, 3, &ev, 1, NULL, &err), ES_OK,
+        "%s", err.message);
+    cr_assert_eq(append_n("t-1", ES_EXPECT_EXACT, 3, 1, NULL, &err), ES_ECONFLICT);
+    cr_assert_eq(append_n("t-1", ES_EXPECT_EXACT, 4, 2, NULL, &err), ES_OK, "%s", err.message);
+    uint64_t v = 0;
+    cr_assert_eq(es_store_stream_version(other, "test.thing", "t-1", &v, NULL), ES_OK);
+    cr_assert_eq(v, 6);
+    seen got = {0};
+    cr_assert_eq(es_store_read_stream(other, "test.thing", "t-1", 1, record, &got, &err), ES_OK,
+                 "%s", err.message);
+    cr_assert_eq(got.n, 6);
+    es_store_destroy(other);
+    es_config_destroy(cfg);
+    assert_verifies("store.db");
+}
+
+/* The tail is bounded: once it holds 8,192 events (HEADS_DEFER_EVENTS) a commit writes every
+ * head, and the next one starts a new tail past it. */
+Test(store, the_deferred_heads_are_written_once_the_tail_holds_8192_events) {
+    es_new_event_t evs[16];
+    for (size_t i = 0; i < 16; i++)
+        evs[i] =
+            (es_new_event_t){"test.v1.Happened", (const uint8_t *)"abc", 3, NULL, NULL, NULL, 0};
+    char id[16];
+    size_t calls = 0;
+    for (; calls < 8192 / 16; calls++) {
+        snprintf(id, sizeof id, "t-%zu", calls % 8);
+        cr_assert_eq(
+            es_store_append(store, "test.thing", id, ES_EXPECT_ANY, 0, evs, 16, NULL, NULL), ES_OK);
+        cr_assert_eq(file_int("store.db", HEADS_FROM), calls + 1 < 8192 / 16 ? 1 : -1,
+                     "after %zu appends", calls + 1);
+    }
+    cr_assert_eq(file_int("store.db", "SELECT sum(version) FROM es_heads"), 8192);
+    cr_assert_eq(
+        es_store_append(store, "test.thing", "t-0", ES_EXPECT_EXACT, 1024, evs, 1, NULL, NULL),
+        ES_OK);
+    cr_assert_eq(file_int("store.db", HEADS_FROM), 8193);
+    assert_verifies("store.db");
 }
 
 /* Schema version 1, as eskit 0.1 wrote it: heads and snapshots inside es_streams. */

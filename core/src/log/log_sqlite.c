@@ -14,9 +14,11 @@
  * back from the head; loading an aggregate mostly reads its snapshot.
  *
  * Inside a write transaction, stream heads and snapshots live in a cache
- * (stream_entry) and reach es_heads once, at commit, however many commands of
- * the batch touched them; appended events wait likewise until commit or until
- * something reads es_events. Both go in multi-row statements, in rowid order:
+ * (stream_entry) and leave it once, at commit, however many commands of the
+ * batch touched them: into the deferred heads (tail_heads), which reach
+ * es_heads every few thousand events, the log's tail saying what they hold in
+ * between; appended events wait until commit or until something reads
+ * es_events. Both go in multi-row statements, in rowid order:
  * one statement per row cost about as much as the row. The cache is trusted only while
  * PRAGMA data_version shows no other connection committed since our last
  * transaction, and is dropped on rollback.
@@ -45,7 +47,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 5
+#define SCHEMA_VERSION 6
 /* The oldest schema a read-only open reads: version 3 added only what writers read (command
  * fingerprints), and inspection must not need a writer to have upgraded the file first. */
 #define READ_SCHEMA_MIN 2
@@ -72,6 +74,10 @@ enum {
     S_OTHER_TYPES,
     S_TOPIC_SAMPLE,
     S_DLQ_PUT,
+    S_HEADS_FROM,
+    S_HEADS_FROM_SET,
+    S_HEADS_FROM_CLEAR,
+    S_TAIL,
     S_COUNT
 };
 
@@ -114,6 +120,11 @@ static const char *const sql_text[S_COUNT] = {
                        "(?2 * (2 * k.i + 1)) / (2 * ?3) WHERE e.type_id = ?4",
     [S_DLQ_PUT] = "INSERT OR IGNORE INTO es_dlq_records(topic, ref, key, value, headers, at) "
                   "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    /* Deferred heads (tail_heads): es_heads holds every event below heads_from. */
+    [S_HEADS_FROM] = "SELECT CAST(value AS INTEGER) FROM es_meta WHERE key = 'heads_from'",
+    [S_HEADS_FROM_SET] = "INSERT OR REPLACE INTO es_meta(key, value) VALUES ('heads_from', ?1)",
+    [S_HEADS_FROM_CLEAR] = "DELETE FROM es_meta WHERE key = 'heads_from'",
+    [S_TAIL] = "SELECT pos, stream, version FROM es_events WHERE pos >= ?1 ORDER BY pos",
 };
 
 /* The head row of a stream, rewritten by every batch that touches the stream: kept narrow
@@ -163,7 +174,7 @@ static const char schema_sql[] =
     " version INTEGER NOT NULL, prev INTEGER NOT NULL, type_id INTEGER NOT NULL,"
     " envelope BLOB NOT NULL);" SNAPSHOTS_VIEW_SQL COMMANDS_SQL("es_commands")
         DLQ_RECORDS_SQL SCHEMAS_SQL
-    "INSERT INTO es_meta(key, value) VALUES ('schema_version', '5');";
+    "INSERT INTO es_meta(key, value) VALUES ('schema_version', '6');";
 
 /* Version 1 kept heads and snapshots (state type as text) in es_streams itself. */
 static const char migrate_v1_sql[] = HEADS_SQL
@@ -201,6 +212,11 @@ static const char migrate_v4_sql[] = COMMANDS_SQL(
                       "DROP TABLE es_commands;"
                       "ALTER TABLE es_commands_v5 RENAME TO es_commands;"
                       "UPDATE es_meta SET value = '5' WHERE key = 'schema_version';";
+
+/* Version 5 wrote every head at every commit: its es_heads is whole, and heads_from (the
+ * deferred heads, tail_heads) absent. Version 6 is a number only older eskits refuse, since
+ * they would trust an es_heads that misses the log's tail. */
+static const char migrate_v5_sql[] = "UPDATE es_meta SET value = '6' WHERE key = 'schema_version';";
 
 /* Multi-row statements come in these sizes, largest first; n rows take at most a few. */
 static const size_t row_sizes[] = {64, 8, 1};
@@ -306,6 +322,41 @@ typedef struct head_page {
 } head_page;
 #define LOG_ID_CAP sizeof(((head_page *)0)->log_id)
 
+/*
+ * Deferred heads. A commit does not write its streams' es_heads rows (nor their snapshots):
+ * they wait here, and es_meta's heads_from says that es_heads holds every event below it, so
+ * the heads of the streams with events from heads_from on are those events' (a scan of the
+ * log's tail, at most HEADS_DEFER_EVENTS of them, rebuilds this map after a restart, a crash
+ * or a rollback). A commit writes them all and clears heads_from once the tail holds
+ * HEADS_DEFER_EVENTS events or HEADS_DEFER_BYTES of snapshots, when it seeds a stream, when
+ * another connection wrote since our last transaction (two writers taking turns then each
+ * write their heads, as every commit did before), and at close. A batch over thousands of
+ * streams rewrote es_heads' pages at every commit (80 of a batch's 167 WAL pages over 10,000
+ * streams): now once per HEADS_DEFER_EVENTS events. Snapshots waiting here are lost by a crash,
+ * which costs a longer fold at the next load, never a wrong state.
+ */
+#define HEADS_DEFER_EVENTS 8192
+#define HEADS_DEFER_BYTES (8u << 20)
+
+typedef struct tail_head {
+    int64_t stream; /* 0: a free slot */
+    uint64_t version;
+    int64_t head;
+    es_snapshot_t *snap; /* newest snapshot not in es_heads (snap_cap bytes), or NULL */
+    size_t snap_cap;
+    int64_t snap_type_id;
+    int has_snap;
+} tail_head;
+
+typedef struct tail_heads {
+    tail_head *slots; /* open addressing by stream id, cap a power of two */
+    size_t cap, n, snap_bytes;
+    int64_t from; /* es_meta heads_from as last read or written; 0: es_heads holds every head */
+    int64_t seen; /* the position after the last event read into the map */
+    int built;    /* the map is that of the file as of data_version; 0: scan it again */
+    int mine;     /* this connection deferred heads: it writes them at close */
+} tail_heads;
+
 typedef struct sqlite_log {
     es_log_t base;
     sqlite3 *db;
@@ -325,7 +376,8 @@ typedef struct sqlite_log {
     size_t last_klen;
     struct stream_entry **dirty; /* entries to write at commit (pinned until then) */
     size_t n_dirty, cap_dirty;
-    struct flush_key *order; /* dirty, sorted for the flush (cap_dirty of them) */
+    struct flush_key *order; /* the deferred heads, sorted for the flush */
+    size_t cap_order;
     multi_stmt put_events, put_heads, put_snaps, put_streams, put_commands;
     queued_event *queued; /* written before anything reads es_events, and at commit */
     size_t n_queued, cap_queued;
@@ -339,9 +391,15 @@ typedef struct sqlite_log {
     es_buf_t cmd_bytes;
     es_lru_t *cmd_index; /* command id -> index + 1 into cmds */
     id_window win;
-    unsigned flags;  /* ES_LOG_* it was opened with */
-    head_page *head; /* <db>-head mapped; NULL when commits do not keep it */
-    int64_t tx_end;  /* position of the last event appended in this transaction; 0: none */
+    unsigned flags;    /* ES_LOG_* it was opened with */
+    head_page *head;   /* <db>-head mapped; NULL when commits do not keep it */
+    int64_t tx_end;    /* position of the last event appended in this transaction; 0: none */
+    int64_t tx_first;  /* position of its first event; 0: none */
+    int flush_now;     /* this transaction writes every deferred head (see tail_heads) */
+    int tail_touched;  /* this transaction's commit changed tail: a rollback rebuilds it */
+    int heads_written; /* ... and wrote every head (or else deferred them from heads_from) */
+    int64_t heads_from;
+    tail_heads tail;
     int64_t recorded_end, opened_end; /* the head file's end (-1: none) and ours, at open */
     char head_why[512];               /* why a head file present is not used; "" when it is */
     char log_id[LOG_ID_CAP];
@@ -391,6 +449,61 @@ static int entry_dirty(const stream_entry *e) {
 static int entry_pinned(const void *v) {
     const stream_entry *e = v;
     return entry_dirty(e) || e->unwritten;
+}
+
+static size_t tail_slot(const tail_heads *t, int64_t stream) {
+    return (size_t)(((uint64_t)stream * 0x9E3779B97F4A7C15ULL) >> 32) & (t->cap - 1);
+}
+
+static tail_head *tail_find(const tail_heads *t, int64_t stream) {
+    if (!t->n)
+        return NULL;
+    for (size_t i = tail_slot(t, stream);; i = (i + 1) & (t->cap - 1)) {
+        if (t->slots[i].stream == stream)
+            return &t->slots[i];
+        if (!t->slots[i].stream)
+            return NULL;
+    }
+}
+
+/* The stream's slot, made when absent (version and head 0); NULL when out of memory. */
+static tail_head *tail_put(tail_heads *t, int64_t stream) {
+    if (2 * (t->n + 1) > t->cap) { /* at most half full */
+        size_t cap = t->cap ? t->cap * 2 : 1024;
+        tail_head *grown = calloc(cap, sizeof *grown), *old = t->slots;
+        if (!grown)
+            return NULL;
+        size_t old_cap = t->cap;
+        t->slots = grown;
+        t->cap = cap;
+        for (size_t i = 0; i < old_cap; i++)
+            if (old[i].stream) {
+                size_t j = tail_slot(t, old[i].stream);
+                while (grown[j].stream)
+                    j = (j + 1) & (cap - 1);
+                grown[j] = old[i];
+            }
+        free(old);
+    }
+    size_t i = tail_slot(t, stream);
+    while (t->slots[i].stream && t->slots[i].stream != stream)
+        i = (i + 1) & (t->cap - 1);
+    if (!t->slots[i].stream) {
+        t->slots[i] = (tail_head){.stream = stream};
+        t->n++;
+    }
+    return &t->slots[i];
+}
+
+/* Forgets every deferred head (their rows are in es_heads, or the map is to be read again). */
+static void tail_clear(tail_heads *t) {
+    for (size_t i = 0; t->n && i < t->cap; i++)
+        free(t->slots[i].snap);
+    if (t->n)
+        memset(t->slots, 0, t->cap * sizeof *t->slots);
+    t->n = t->snap_bytes = 0;
+    t->from = t->seen = 0;
+    t->mine = 0;
 }
 
 static es_err sql_fail(sqlite_log *l, int rc, const char *what, es_error_t *err) {
@@ -582,6 +695,52 @@ static void drop_stream_cache(sqlite_log *l) {
     es_lru_clear(l->streams);
 }
 
+/* Reads the deferred heads of what was committed since the map was last read: the events from
+ * heads_from on, or only those after seen when the map is still that of heads_from. */
+static es_err tail_catch_up(sqlite_log *l, es_error_t *err) {
+    tail_heads *t = &l->tail;
+    sqlite3_stmt *s = stmt(l, S_HEADS_FROM);
+    int rc = sqlite3_step(s);
+    int64_t from = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+    sqlite3_reset(s);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return sql_fail(l, rc, "reading where es_heads ends", err);
+    int mine = t->mine && from == t->from;
+    if (!from || from != t->from || !t->seen)
+        tail_clear(t); /* written by another connection, or a new cycle: read it whole */
+    t->mine = mine;
+    t->from = from;
+    if (!from) {
+        t->built = 1;
+        return ES_OK;
+    }
+    s = stmt(l, S_TAIL);
+    sqlite3_bind_int64(s, 1, t->seen > from ? t->seen : from);
+    es_err e = ES_OK;
+    while (e == ES_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        int64_t pos = sqlite3_column_int64(s, 0);
+        tail_head *h = tail_put(t, sqlite3_column_int64(s, 1));
+        if (!h)
+            e = es_fail(err, ES_ENOMEM, "out of memory reading the stream heads of %s", l->path);
+        else {
+            h->version = (uint64_t)sqlite3_column_int64(s, 2);
+            h->head = pos;
+        }
+        t->seen = pos + 1;
+    }
+    sqlite3_reset(s);
+    if (e == ES_OK && rc != SQLITE_DONE)
+        e = sql_fail(l, rc, "reading the stream heads from the log's tail", err);
+    if (e != ES_OK) {
+        tail_clear(t);
+        return e;
+    }
+    if (!t->seen)
+        t->seen = from;
+    t->built = 1;
+    return ES_OK;
+}
+
 /* Another connection committed since we last looked: what we cached may be stale. */
 static es_err check_data_version(sqlite_log *l, es_error_t *err) {
     sqlite3_stmt *s = stmt(l, S_DATA_VERSION);
@@ -593,9 +752,17 @@ static es_err check_data_version(sqlite_log *l, es_error_t *err) {
     if (v != l->data_version) {
         drop_stream_cache(l);
         l->win.stale = 1;
+        if (l->data_version != -1 && l->tail.built)
+            l->flush_now = 1; /* another connection writes too: no heads wait on our side */
+        l->tail.built = 0;    /* read again when a head is next looked up (tail_ready) */
     }
     l->data_version = v;
     return ES_OK;
+}
+
+/* The deferred heads as of this transaction: readers of the log alone never scan its tail. */
+static es_err tail_ready(sqlite_log *l, es_error_t *err) {
+    return l->tail.built ? ES_OK : tail_catch_up(l, err);
 }
 
 static es_err refuse_readonly(const sqlite_log *l, const char *what, es_error_t *err) {
@@ -742,34 +909,40 @@ static void lg_rollback(es_log_t *base) {
     l->in_tx = 0;
     l->writing = 0;
     l->tx_end = 0;
+    if (l->tail_touched) { /* read again from the file at the next transaction */
+        tail_clear(&l->tail);
+        l->tail.built = 0;
+    }
+    l->tail_touched = l->heads_written = l->flush_now = 0;
+    l->tx_first = l->heads_from = 0;
     drop_type_cache(l); /* ids inserted by the rolled-back transaction are gone */
     drop_stream_cache(l);
     drop_queue(l);
     l->win.n_pend = 0;
 }
 
-static void bind_head(sqlite_log *l, sqlite3_stmt *s, int first, size_t i, const void *ctx) {
-    const stream_entry *e = ((stream_entry *const *)ctx)[i];
-    (void)l;
-    sqlite3_bind_int64(s, first + 1, e->row.id);
-    sqlite3_bind_int64(s, first + 2, (int64_t)e->row.version);
-    sqlite3_bind_int64(s, first + 3, e->row.head);
-    if (!e->snap_dirty)
-        return;
-    const es_snapshot_t *snap = e->snap;
-    sqlite3_bind_int64(s, first + 4, (int64_t)snap->version);
-    sqlite3_bind_int64(s, first + 5, e->snap_type_id);
-    sqlite3_bind_blob(s, first + 6, snap->state_len ? (const void *)snap->state : "",
-                      (int)snap->state_len, SQLITE_STATIC);
-    sqlite3_bind_int64(s, first + 7, snap->taken_at_us);
-}
-
 /* Entries with a snapshot first, then by rowid: in rowid order each upsert finds its row next
  * to the previous one (10k streams: the flush took a third less CPU than in random order). */
 typedef struct flush_key {
     uint64_t key; /* no snapshot: bit 63; then the rowid */
-    stream_entry *e;
+    const tail_head *h;
 } flush_key;
+
+static void bind_head(sqlite_log *l, sqlite3_stmt *s, int first, size_t i, const void *ctx) {
+    const tail_head *h = ((const flush_key *)ctx)[i].h;
+    (void)l;
+    sqlite3_bind_int64(s, first + 1, h->stream);
+    sqlite3_bind_int64(s, first + 2, (int64_t)h->version);
+    sqlite3_bind_int64(s, first + 3, h->head);
+    if (!h->has_snap)
+        return;
+    const es_snapshot_t *snap = h->snap;
+    sqlite3_bind_int64(s, first + 4, (int64_t)snap->version);
+    sqlite3_bind_int64(s, first + 5, h->snap_type_id);
+    sqlite3_bind_blob(s, first + 6, snap->state_len ? (const void *)snap->state : "",
+                      (int)snap->state_len, SQLITE_STATIC);
+    sqlite3_bind_int64(s, first + 7, snap->taken_at_us);
+}
 
 /* Sorts keys[0..n) by key: an insertion sort below 16, else quicksort on a median of three
  * (qsort's calls through a comparison function were a tenth of the flush). */
@@ -823,30 +996,92 @@ static void sort_flush_keys(flush_key *k, size_t n) {
     }
 }
 
+/* Writes every deferred head into es_heads, and says es_heads is whole again. */
 static es_err flush_heads(sqlite_log *l, es_error_t *err) {
-    size_t n_snap = 0;
-    for (size_t i = 0; i < l->n_dirty; i++) {
-        stream_entry *e = l->dirty[i];
-        l->order[i] = (flush_key){(e->snap_dirty ? 0 : 1ULL << 63) | (uint64_t)e->row.id, e};
-        n_snap += e->snap_dirty != 0;
+    tail_heads *t = &l->tail;
+    size_t n = 0, n_snap = 0;
+    if (t->n && reserve_items(&l->order, &l->cap_order, t->n, sizeof *l->order))
+        return es_fail(err, ES_ENOMEM, "out of memory writing stream heads");
+    for (size_t i = 0; n < t->n && i < t->cap; i++) {
+        const tail_head *h = &t->slots[i];
+        if (!h->stream)
+            continue;
+        l->order[n++] = (flush_key){(h->has_snap ? 0 : 1ULL << 63) | (uint64_t)h->stream, h};
+        n_snap += h->has_snap != 0;
     }
-    if (l->n_dirty) /* order is NULL until the first dirty entry */
-        sort_flush_keys(l->order, l->n_dirty);
-    for (size_t i = 0; i < l->n_dirty; i++)
-        l->dirty[i] = l->order[i].e;
-    es_err e = put_rows(l, &l->put_snaps, SNAP_COLS, n_snap, bind_head, l->dirty,
+    sort_flush_keys(l->order, n);
+    es_err e = put_rows(l, &l->put_snaps, SNAP_COLS, n_snap, bind_head, l->order,
                         "writing stream heads", err);
     if (e == ES_OK)
-        e = put_rows(l, &l->put_heads, HEAD_COLS, l->n_dirty - n_snap, bind_head, l->dirty + n_snap,
+        e = put_rows(l, &l->put_heads, HEAD_COLS, n - n_snap, bind_head, l->order + n_snap,
                      "writing stream heads", err);
+    if (e == ES_OK && t->from)
+        e = step_done(l, stmt(l, S_HEADS_FROM_CLEAR), "writing where es_heads ends", err);
     return e;
+}
+
+/* Takes the transaction's changed streams into the deferred heads, and writes them all when
+ * that is due (see tail_heads); otherwise a first deferred transaction records heads_from. */
+static es_err keep_heads(sqlite_log *l, es_error_t *err) {
+    tail_heads *t = &l->tail;
+    es_err rc = tail_ready(l, err);
+    if (rc != ES_OK || (!l->n_dirty && !(l->flush_now && t->from)))
+        return rc;
+    l->tail_touched = 1; /* from here a rollback leaves the map unlike the file */
+    for (size_t i = 0; i < l->n_dirty; i++) {
+        stream_entry *e = l->dirty[i];
+        tail_head *h = tail_put(t, e->row.id);
+        if (!h)
+            return es_fail(err, ES_ENOMEM, "out of memory keeping stream heads");
+        h->version = e->row.version;
+        h->head = e->row.head;
+        if (!e->snap_dirty)
+            continue;
+        /* The entry's block goes to the map, the map's old one back to the entry for reuse. */
+        es_snapshot_t *snap = h->snap;
+        size_t cap = h->snap_cap;
+        t->snap_bytes += e->snap_cap - (h->has_snap ? cap : 0);
+        h->snap = e->snap;
+        h->snap_cap = e->snap_cap;
+        h->snap_type_id = e->snap_type_id;
+        h->has_snap = 1;
+        e->snap = snap;
+        e->snap_cap = cap;
+    }
+    int64_t from = t->from ? t->from : l->tx_first;
+    int due = l->flush_now || !from || !t->built || l->next_pos - from >= HEADS_DEFER_EVENTS ||
+              t->snap_bytes >= HEADS_DEFER_BYTES;
+    l->heads_written = due;
+    l->heads_from = from;
+    if (due)
+        return flush_heads(l, err);
+    if (t->from)
+        return ES_OK;
+    sqlite3_stmt *s = stmt(l, S_HEADS_FROM_SET);
+    sqlite3_bind_int64(s, 1, from);
+    return step_done(l, s, "writing where es_heads ends", err);
+}
+
+/* After a commit: the map is the file's again. */
+static void heads_committed(sqlite_log *l) {
+    tail_heads *t = &l->tail;
+    if (l->tail_touched && l->heads_written) {
+        tail_clear(t);
+    } else if (l->tail_touched) {
+        t->from = l->heads_from;
+        t->mine = 1;
+    }
+    if (t->from && l->tx_end)
+        t->seen = l->tx_end + 1;
+    l->tail_touched = l->heads_written = l->flush_now = 0;
+    l->tx_first = l->heads_from = 0;
 }
 
 static es_err lg_commit(es_log_t *base, es_error_t *err) {
     sqlite_log *l = (sqlite_log *)base;
     es_err rc = flush_queue(l, err);
     if (rc == ES_OK)
-        rc = flush_heads(l, err);
+        rc = keep_heads(l, err);
     if (rc == ES_OK)
         rc = prune_ids(l, err);
     if (rc == ES_OK)
@@ -860,6 +1095,7 @@ static es_err lg_commit(es_log_t *base, es_error_t *err) {
     ids_committed(l);
     if (l->head && l->tx_end)
         head_raise(l->head, l->tx_end);
+    heads_committed(l);
     l->tx_end = 0;
     for (size_t i = 0; i < l->n_dirty; i++) {
         stream_entry *e = l->dirty[i];
@@ -886,13 +1122,9 @@ static es_err mark_dirty(sqlite_log *l, stream_entry *e, es_error_t *err) {
     if (l->n_dirty == l->cap_dirty) {
         size_t cap = l->cap_dirty ? l->cap_dirty * 2 : 256;
         stream_entry **d = realloc(l->dirty, cap * sizeof *d);
-        if (d)
-            l->dirty = d;
-        flush_key *o = realloc(l->order, cap * sizeof *o);
-        if (o)
-            l->order = o;
-        if (!d || !o)
+        if (!d)
             return es_fail(err, ES_ENOMEM, "out of memory tracking changed streams");
+        l->dirty = d;
         l->cap_dirty = cap;
     }
     l->dirty[l->n_dirty++] = e;
@@ -908,6 +1140,7 @@ static es_err read_begin(sqlite_log *l, int *opened, es_error_t *err) {
     if (rc == ES_OK) {
         l->in_tx = 1;
         *opened = 1;
+        rc = check_data_version(l, err); /* the deferred heads of other connections' commits */
     }
     return rc;
 }
@@ -987,6 +1220,9 @@ static es_err type_name(sqlite_log *l, int64_t id, char *out, size_t cap, es_err
 static es_err select_stream(sqlite_log *l, int64_t tid, const char *id, stream_row *row,
                             es_error_t *err) {
     memset(row, 0, sizeof *row);
+    es_err e = tail_ready(l, err);
+    if (e != ES_OK)
+        return e;
     sqlite3_stmt *s = stmt(l, S_STREAM_GET);
     sqlite3_bind_int64(s, 1, tid);
     sqlite3_bind_text(s, 2, id, -1, SQLITE_STATIC);
@@ -999,6 +1235,11 @@ static es_err select_stream(sqlite_log *l, int64_t tid, const char *id, stream_r
     sqlite3_reset(s);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
         return sql_fail(l, rc, "looking up a stream", err);
+    const tail_head *h = row->id ? tail_find(&l->tail, row->id) : NULL;
+    if (h) { /* its newest events are past heads_from */
+        row->version = h->version;
+        row->head = h->head;
+    }
     return ES_OK;
 }
 
@@ -1125,6 +1366,8 @@ static es_err find_stream(sqlite_log *l, const char *type, const char *id, int c
 static es_err read_stream_row(sqlite_log *l, const char *type, const char *id, stream_row *row,
                               stream_entry **ent, int *opened, es_error_t *err) {
     int64_t tid;
+    memset(row, 0, sizeof *row);
+    *ent = NULL;
     es_err e = read_begin(l, opened, err);
     if (e == ES_OK)
         e = find_stream(l, type, id, 0, row, &tid, ent, err);
@@ -1189,6 +1432,8 @@ static es_err lg_append(es_log_t *base, const char *type, const char *id, uint64
     if ((e = reserve_queue(l, recs, n, err)) != ES_OK)
         return e;
     int64_t prev = row.head;
+    if (!l->tx_first)
+        l->tx_first = l->next_pos;
     for (size_t i = 0; i < n; i++) {
         queued_event *q = &l->queued[l->n_queued++];
         *q = (queued_event){l->next_pos++, row.id, (int64_t)(expect_base + i + 1),
@@ -1220,6 +1465,7 @@ static es_err lg_seed_stream(es_log_t *base, const char *type, const char *id, u
         return e;
     ent->head_dirty = 1;
     ent->row.version = version; /* head stays 0: the chain starts with the next append */
+    l->flush_now = 1;           /* no event of the log says so: es_heads must */
     return ES_OK;
 }
 
@@ -1466,7 +1712,13 @@ static es_err lg_get_snapshot(es_log_t *base, const char *type, const char *id, 
                   snapshot_copy(p->version, p->state_type, p->state, p->state_len, p->taken_at_us)))
             e = es_fail(err, ES_ENOMEM, "out of memory reading a snapshot");
     } else if (e == ES_OK) {
-        e = row.id ? select_snapshot(l, &row, out, err) : ES_ENOTFOUND;
+        const tail_head *h = row.id ? tail_find(&l->tail, row.id) : NULL;
+        const es_snapshot_t *p = h && h->has_snap ? h->snap : NULL;
+        if (p && !(*out = snapshot_copy(p->version, p->state_type, p->state, p->state_len,
+                                        p->taken_at_us)))
+            e = es_fail(err, ES_ENOMEM, "out of memory reading a snapshot");
+        else if (!p)
+            e = row.id ? select_snapshot(l, &row, out, err) : ES_ENOTFOUND;
     }
     if (e == ES_ENOTFOUND)
         es_fail(err, ES_ENOTFOUND, "no snapshot of %s/%s", type, id);
@@ -1665,11 +1917,25 @@ static void multi_finalize(multi_stmt *m) {
     es_sql_finalize_all(m->st, N_ROW_SIZES);
 }
 
+/* A clean close leaves es_heads whole, so the next open reads no tail. Best effort: a file
+ * left with heads_from is as correct, its next open just scans the tail. */
+static void flush_at_close(sqlite_log *l) {
+    es_error_t err = {0};
+    if ((l->flags & ES_LOG_READONLY) || !l->tail.mine || !l->st[S_HEADS_FROM_CLEAR] ||
+        !l->put_snaps.st[0] || lg_begin(&l->base, &err) != ES_OK)
+        return;
+    l->flush_now = 1;
+    lg_commit(&l->base, &err); /* rolls back when it fails */
+}
+
 static void lg_destroy(es_log_t *base) {
     sqlite_log *l = (sqlite_log *)base;
     if (!l)
         return;
     lg_rollback(base);
+    flush_at_close(l);
+    tail_clear(&l->tail);
+    free(l->tail.slots);
     es_lru_destroy(l->streams);
     free(l->dirty);
     free(l->order);
@@ -2101,6 +2367,8 @@ static es_err create_schema(sqlite_log *l, es_error_t *err) {
         e = exec_sql(l, migrate_v3_sql, "upgrading the schema from version 3", err);
     if (e == ES_OK && v >= 1 && v <= 4)
         e = exec_sql(l, migrate_v4_sql, "upgrading the schema from version 4", err);
+    if (e == ES_OK && v >= 1 && v <= 5)
+        e = exec_sql(l, migrate_v5_sql, "upgrading the schema from version 5", err);
     /* The log's identity, so a read model can tell which log it was built from. */
     char id[ES_UUID_STR_LEN + 1], sql[128];
     es_uuid7(id);
@@ -2146,7 +2414,7 @@ static es_err prepare_reads(sqlite_log *l, es_error_t *err) {
     memcpy(text, sql_text, sizeof text);
     if (l->flags & ES_LOG_READONLY)
         text[S_CMD_GET] = text[S_CMD_PUT] = text[S_CMD_SINCE] = text[S_CMD_EDGE] =
-            text[S_CMD_PRUNE] = NULL;
+            text[S_CMD_PRUNE] = text[S_HEADS_FROM_SET] = text[S_HEADS_FROM_CLEAR] = NULL;
     l->tx = es_sql_tx_on(l->db, l->path);
     es_err e = es_sql_tx_prepare(&l->tx, err);
     return e == ES_OK ? es_sql_prepare_all(l->db, l->path, text, S_COUNT, l->st, err) : e;
