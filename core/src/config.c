@@ -215,6 +215,7 @@ static const key_spec keys[] = {
     {"service.name", "eskit", check_nonempty},
     {"snapshot.every", "1", check_uint},
     {"sqlite.busy.timeout.ms", "10000", check_uint},
+    {"sqlite.heads.defer.events", "16384", check_uint},
     {"sqlite.synchronous", "full", check_synchronous},
     {"state.db", "eskit-state.db", check_nonempty},
     {"topics.aggregates", NULL, check_nonempty},

@@ -352,28 +352,46 @@ Test(store, two_stores_on_one_file_check_versions_against_each_others_deferred_h
     assert_verifies("store.db");
 }
 
-/* The tail is bounded: once it holds 8,192 events (HEADS_DEFER_EVENTS) a commit writes every
- * head, and the next one starts a new tail past it. */
-Test(store, the_deferred_heads_are_written_once_the_tail_holds_8192_events) {
+static es_store_t *store_deferring(const char *name, const char *events) {
+    es_config_t *cfg = tu_config(dir, name);
+    es_store_t *s = NULL;
+    es_error_t err = {0};
+    cr_assert_eq(es_config_set(cfg, "sqlite.heads.defer.events", events, &err), ES_OK, "%s",
+                 err.message);
+    cr_assert_eq(es_store_new(cfg, &s, &err), ES_OK, "%s", err.message);
+    es_config_destroy(cfg);
+    return s;
+}
+
+/* The tail is bounded: once it holds sqlite.heads.defer.events events a commit writes every
+ * head, and the next one starts a new tail past it; 0 writes them at every commit. */
+Test(store, the_deferred_heads_are_written_once_the_tail_holds_sqlite_heads_defer_events) {
+    es_store_t *s = store_deferring("bounded.db", "256");
     es_new_event_t evs[16];
     for (size_t i = 0; i < 16; i++)
         evs[i] =
             (es_new_event_t){"test.v1.Happened", (const uint8_t *)"abc", 3, NULL, NULL, NULL, 0};
     char id[16];
-    size_t calls = 0;
-    for (; calls < 8192 / 16; calls++) {
-        snprintf(id, sizeof id, "t-%zu", calls % 8);
-        cr_assert_eq(
-            es_store_append(store, "test.thing", id, ES_EXPECT_ANY, 0, evs, 16, NULL, NULL), ES_OK);
-        cr_assert_eq(file_int("store.db", HEADS_FROM), calls + 1 < 8192 / 16 ? 1 : -1,
+    for (size_t calls = 0; calls < 256 / 16; calls++) {
+        snprintf(id, sizeof id, "t-%zu", calls % 4);
+        cr_assert_eq(es_store_append(s, "test.thing", id, ES_EXPECT_ANY, 0, evs, 16, NULL, NULL),
+                     ES_OK);
+        cr_assert_eq(file_int("bounded.db", HEADS_FROM), calls + 1 < 256 / 16 ? 1 : -1,
                      "after %zu appends", calls + 1);
     }
-    cr_assert_eq(file_int("store.db", "SELECT sum(version) FROM es_heads"), 8192);
-    cr_assert_eq(
-        es_store_append(store, "test.thing", "t-0", ES_EXPECT_EXACT, 1024, evs, 1, NULL, NULL),
-        ES_OK);
-    cr_assert_eq(file_int("store.db", HEADS_FROM), 8193);
-    assert_verifies("store.db");
+    cr_assert_eq(file_int("bounded.db", "SELECT sum(version) FROM es_heads"), 256);
+    cr_assert_eq(es_store_append(s, "test.thing", "t-0", ES_EXPECT_EXACT, 64, evs, 1, NULL, NULL),
+                 ES_OK);
+    cr_assert_eq(file_int("bounded.db", HEADS_FROM), 257);
+    es_store_destroy(s);
+    assert_verifies("bounded.db");
+
+    s = store_deferring("every.db", "0");
+    cr_assert_eq(es_store_append(s, "test.thing", "t-0", ES_EXPECT_ANY, 0, evs, 2, NULL, NULL),
+                 ES_OK);
+    cr_assert_eq(file_int("every.db", HEADS_FROM), -1);
+    cr_assert_eq(file_int("every.db", "SELECT version FROM es_heads"), 2);
+    es_store_destroy(s);
 }
 
 /* Schema version 1, as eskit 0.1 wrote it: heads and snapshots inside es_streams. */

@@ -22,6 +22,8 @@
  *   service.name         names consumer groups: <service>.<projector> (default: eskit)
  *   sqlite.synchronous   full | normal | off | extra (default: full)
  *   sqlite.busy.timeout.ms  how long a writer waits for the file lock (default: 10000)
+ *   sqlite.heads.defer.events  embedded: events whose stream heads a writer keeps in memory
+ *                           before writing es_heads; 0: at every commit (default: 16384)
  *   snapshot.every       snapshot after every N events; 0 = never (default: 1)
  *   idempotency.window.ms  how long a caller-chosen command id is remembered: a retry within
  *                        it is answered as a duplicate; 0 = forever (default: 86400000, 24 h;

@@ -326,16 +326,15 @@ typedef struct head_page {
  * Deferred heads. A commit does not write its streams' es_heads rows (nor their snapshots):
  * they wait here, and es_meta's heads_from says that es_heads holds every event below it, so
  * the heads of the streams with events from heads_from on are those events' (a scan of the
- * log's tail, at most HEADS_DEFER_EVENTS of them, rebuilds this map after a restart, a crash
- * or a rollback). A commit writes them all and clears heads_from once the tail holds
- * HEADS_DEFER_EVENTS events or HEADS_DEFER_BYTES of snapshots, when it seeds a stream, when
- * another connection wrote since our last transaction (two writers taking turns then each
- * write their heads, as every commit did before), and at close. A batch over thousands of
- * streams rewrote es_heads' pages at every commit (80 of a batch's 167 WAL pages over 10,000
- * streams): now once per HEADS_DEFER_EVENTS events. Snapshots waiting here are lost by a crash,
- * which costs a longer fold at the next load, never a wrong state.
+ * log's tail, at most sqlite.heads.defer.events of them, rebuilds this map after a restart, a
+ * crash or a rollback). A commit writes them all and clears heads_from once the tail holds
+ * that many events (0: at every commit) or HEADS_DEFER_BYTES of snapshots, when it seeds a
+ * stream, when another connection wrote since our last transaction (two writers taking turns
+ * then each write their heads, as every commit did before), and at close. A batch over
+ * thousands of streams rewrote es_heads' pages at every commit (80 of a batch's 167 WAL pages
+ * over 10,000 streams). Snapshots waiting here are lost by a crash, which costs a longer fold
+ * at the next load, never a wrong state.
  */
-#define HEADS_DEFER_EVENTS 8192
 #define HEADS_DEFER_BYTES (8u << 20)
 
 typedef struct tail_head {
@@ -351,10 +350,11 @@ typedef struct tail_head {
 typedef struct tail_heads {
     tail_head *slots; /* open addressing by stream id, cap a power of two */
     size_t cap, n, snap_bytes;
-    int64_t from; /* es_meta heads_from as last read or written; 0: es_heads holds every head */
-    int64_t seen; /* the position after the last event read into the map */
-    int built;    /* the map is that of the file as of data_version; 0: scan it again */
-    int mine;     /* this connection deferred heads: it writes them at close */
+    int64_t from;  /* es_meta heads_from as last read or written; 0: es_heads holds every head */
+    int64_t seen;  /* the position after the last event read into the map */
+    int built;     /* the map is that of the file as of data_version; 0: scan it again */
+    int mine;      /* this connection deferred heads: it writes them at close */
+    long long max; /* sqlite.heads.defer.events; 0: no deferring */
 } tail_heads;
 
 typedef struct sqlite_log {
@@ -1049,7 +1049,7 @@ static es_err keep_heads(sqlite_log *l, es_error_t *err) {
         e->snap_cap = cap;
     }
     int64_t from = t->from ? t->from : l->tx_first;
-    int due = l->flush_now || !from || !t->built || l->next_pos - from >= HEADS_DEFER_EVENTS ||
+    int due = l->flush_now || !from || !t->max || l->next_pos - from >= t->max ||
               t->snap_bytes >= HEADS_DEFER_BYTES;
     l->heads_written = due;
     l->heads_from = from;
@@ -2713,6 +2713,7 @@ es_err es_log_sqlite_open_flags(const es_config_t *cfg, unsigned flags, es_log_t
         l->win.ms = 1LL << 50;
     l->win.count = es_config_get_int(cfg, "idempotency.window.ids");
     l->win.ids.seed = es_random64() | 1;
+    l->tail.max = es_config_get_int(cfg, "sqlite.heads.defer.events");
     l->streams =
         es_lru_new((size_t)es_config_get_int(cfg, "cache.aggregates"), free_entry, entry_pinned);
     l->cmd_index = l->streams ? es_lru_new(ES_LRU_UNBOUNDED, NULL, NULL) : NULL;
