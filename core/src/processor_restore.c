@@ -485,6 +485,10 @@ static es_err import_checkpoint(import_ctx *c, int64_t next, int reopen, es_erro
     es_err e = flush_track(c->log, c->type, &c->track, err);
     if (e == ES_OK)
         e = es_proc_save_next(c->log, c->type, c->partition, next, err);
+    /* A seeded stream's snapshot stands for events this store does not hold: it must be in the
+     * file when the checkpoint says it was imported, not wait in memory for a later commit. */
+    if (e == ES_OK && c->log->store->version >= 3)
+        c->log->store->write_heads(c->log);
     if (e == ES_OK)
         e = c->log->store->commit(c->log, err);
     if (e == ES_OK && reopen)

@@ -69,7 +69,7 @@ typedef struct es_topic_pos {
 } es_topic_pos_t;
 
 /* The event store role (embedded only). */
-#define ES_STORE_OPS_VERSION 2
+#define ES_STORE_OPS_VERSION 3
 typedef struct es_store_ops {
     int version; /* ES_STORE_OPS_VERSION: methods past a version are absent below it */
     es_err (*begin)(es_log_t *log, es_error_t *err);
@@ -101,6 +101,10 @@ typedef struct es_store_ops {
      * begin/commit; ES_ECONFLICT when the stream exists. */
     es_err (*seed_stream)(es_log_t *log, const char *type, const char *id, uint64_t version,
                           es_error_t *err);
+    /* Version 3. The next commit writes whatever the store keeps in memory for later (the
+     * embedded store's deferred heads and snapshots): what it commits must not need a replay
+     * of the log to be found again, as a restore's snapshots of seeded streams. */
+    void (*write_heads)(es_log_t *log);
 } es_store_ops;
 
 /* The log reader role (every backend). */

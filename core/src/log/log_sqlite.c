@@ -134,6 +134,20 @@ static const char *const sql_text[S_COUNT] = {
     "CREATE TABLE es_heads(stream INTEGER PRIMARY KEY, version INTEGER NOT NULL,"                  \
     " head INTEGER NOT NULL, snap_version INTEGER, snap_type INTEGER, snap_state BLOB,"            \
     " snap_at INTEGER);"
+/* While heads are deferred (es_meta heads_from set) nothing may write es_heads: the rows a
+ * writer of schema version 5 or older would write there (it had the file open before the
+ * upgrade, so never read the version) rest on an es_heads that misses the log's tail, and its
+ * appends on the versions it read there. Its transaction fails instead of forking a stream. A
+ * flush clears heads_from before it writes. */
+#define HEADS_GUARD_MSG                                                                            \
+    "'es_heads cannot be written while heads are deferred (schema version 6): a process of an "    \
+    "older eskit has this file open; stop it, and open the file only with an eskit that reads "    \
+    "schema version 6'"
+#define HEADS_GUARD_SQL                                                                            \
+    "CREATE TRIGGER es_heads_guard_insert BEFORE INSERT ON es_heads WHEN EXISTS (SELECT 1 FROM"    \
+    " es_meta WHERE key = 'heads_from') BEGIN SELECT RAISE(ABORT, " HEADS_GUARD_MSG "); END;"      \
+    "CREATE TRIGGER es_heads_guard_update BEFORE UPDATE ON es_heads WHEN EXISTS (SELECT 1 FROM"    \
+    " es_meta WHERE key = 'heads_from') BEGIN SELECT RAISE(ABORT, " HEADS_GUARD_MSG "); END;"
 #define SNAPSHOTS_VIEW_SQL                                                                         \
     "CREATE VIEW es_snapshots(stream, version, state_type, state, taken_at) AS"                    \
     " SELECT h.stream, h.snap_version, t.name, h.snap_state, h.snap_at FROM es_heads h"            \
@@ -172,7 +186,7 @@ static const char schema_sql[] =
     " agg_id TEXT NOT NULL, UNIQUE(type_id, agg_id));" HEADS_SQL
     "CREATE TABLE es_events(pos INTEGER PRIMARY KEY, stream INTEGER NOT NULL,"
     " version INTEGER NOT NULL, prev INTEGER NOT NULL, type_id INTEGER NOT NULL,"
-    " envelope BLOB NOT NULL);" SNAPSHOTS_VIEW_SQL COMMANDS_SQL("es_commands")
+    " envelope BLOB NOT NULL);" SNAPSHOTS_VIEW_SQL HEADS_GUARD_SQL COMMANDS_SQL("es_commands")
         DLQ_RECORDS_SQL SCHEMAS_SQL
     "INSERT INTO es_meta(key, value) VALUES ('schema_version', '6');";
 
@@ -214,9 +228,11 @@ static const char migrate_v4_sql[] = COMMANDS_SQL(
                       "UPDATE es_meta SET value = '5' WHERE key = 'schema_version';";
 
 /* Version 5 wrote every head at every commit: its es_heads is whole, and heads_from (the
- * deferred heads, tail_heads) absent. Version 6 is a number only older eskits refuse, since
- * they would trust an es_heads that misses the log's tail. */
-static const char migrate_v5_sql[] = "UPDATE es_meta SET value = '6' WHERE key = 'schema_version';";
+ * deferred heads, tail_heads) absent. Older eskits refuse version 6 at open, since they would
+ * trust an es_heads that misses the log's tail; HEADS_GUARD stops one that had the file open
+ * before the upgrade. */
+static const char migrate_v5_sql[] =
+    HEADS_GUARD_SQL "UPDATE es_meta SET value = '6' WHERE key = 'schema_version';";
 
 /* Multi-row statements come in these sizes, largest first; n rows take at most a few. */
 static const size_t row_sizes[] = {64, 8, 1};
@@ -1010,13 +1026,16 @@ static es_err flush_heads(sqlite_log *l, es_error_t *err) {
         n_snap += h->has_snap != 0;
     }
     sort_flush_keys(l->order, n);
-    es_err e = put_rows(l, &l->put_snaps, SNAP_COLS, n_snap, bind_head, l->order,
-                        "writing stream heads", err);
+    /* heads_from goes first: es_heads' triggers refuse writes while it is set (HEADS_GUARD). */
+    es_err e = t->from
+                   ? step_done(l, stmt(l, S_HEADS_FROM_CLEAR), "writing where es_heads ends", err)
+                   : ES_OK;
+    if (e == ES_OK)
+        e = put_rows(l, &l->put_snaps, SNAP_COLS, n_snap, bind_head, l->order,
+                     "writing stream heads", err);
     if (e == ES_OK)
         e = put_rows(l, &l->put_heads, HEAD_COLS, n - n_snap, bind_head, l->order + n_snap,
                      "writing stream heads", err);
-    if (e == ES_OK && t->from)
-        e = step_done(l, stmt(l, S_HEADS_FROM_CLEAR), "writing where es_heads ends", err);
     return e;
 }
 
@@ -1467,6 +1486,10 @@ static es_err lg_seed_stream(es_log_t *base, const char *type, const char *id, u
     ent->row.version = version; /* head stays 0: the chain starts with the next append */
     l->flush_now = 1;           /* no event of the log says so: es_heads must */
     return ES_OK;
+}
+
+static void lg_write_heads(es_log_t *base) {
+    ((sqlite_log *)base)->flush_now = 1;
 }
 
 static es_err decode_row(sqlite_log *l, sqlite3_stmt *s, int col, const char *type, const char *key,
@@ -1922,7 +1945,10 @@ static void multi_finalize(multi_stmt *m) {
 static void flush_at_close(sqlite_log *l) {
     es_error_t err = {0};
     if ((l->flags & ES_LOG_READONLY) || !l->tail.mine || !l->st[S_HEADS_FROM_CLEAR] ||
-        !l->put_snaps.st[0] || lg_begin(&l->base, &err) != ES_OK)
+        !l->put_snaps.st[0])
+        return;
+    sqlite3_busy_timeout(l->db, 200); /* a close does not wait out another writer's batch */
+    if (lg_begin(&l->base, &err) != ES_OK)
         return;
     l->flush_now = 1;
     lg_commit(&l->base, &err); /* rolls back when it fails */
@@ -2250,6 +2276,7 @@ static const es_store_ops sqlite_store = {
     .get_meta = lg_get_meta,
     .put_meta = lg_put_meta,
     .seed_stream = lg_seed_stream,
+    .write_heads = lg_write_heads,
 };
 
 static const es_reader_ops sqlite_reader = {
