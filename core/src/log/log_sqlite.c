@@ -143,11 +143,12 @@ static const char *const sql_text[S_COUNT] = {
     "'es_heads cannot be written while heads are deferred (schema version 6): a process of an "    \
     "older eskit has this file open; stop it, and open the file only with an eskit that reads "    \
     "schema version 6'"
+#define HEADS_GUARD_WHEN " ON es_heads WHEN EXISTS (SELECT 1 FROM es_meta WHERE key = 'heads_from')"
 #define HEADS_GUARD_SQL                                                                            \
-    "CREATE TRIGGER es_heads_guard_insert BEFORE INSERT ON es_heads WHEN EXISTS (SELECT 1 FROM"    \
-    " es_meta WHERE key = 'heads_from') BEGIN SELECT RAISE(ABORT, " HEADS_GUARD_MSG "); END;"      \
-    "CREATE TRIGGER es_heads_guard_update BEFORE UPDATE ON es_heads WHEN EXISTS (SELECT 1 FROM"    \
-    " es_meta WHERE key = 'heads_from') BEGIN SELECT RAISE(ABORT, " HEADS_GUARD_MSG "); END;"
+    "CREATE TRIGGER IF NOT EXISTS es_heads_guard_insert BEFORE INSERT" HEADS_GUARD_WHEN            \
+    " BEGIN SELECT RAISE(ABORT, " HEADS_GUARD_MSG "); END;"                                        \
+    "CREATE TRIGGER IF NOT EXISTS es_heads_guard_update BEFORE UPDATE" HEADS_GUARD_WHEN            \
+    " BEGIN SELECT RAISE(ABORT, " HEADS_GUARD_MSG "); END;"
 #define SNAPSHOTS_VIEW_SQL                                                                         \
     "CREATE VIEW es_snapshots(stream, version, state_type, state, taken_at) AS"                    \
     " SELECT h.stream, h.snap_version, t.name, h.snap_state, h.snap_at FROM es_heads h"            \
