@@ -747,7 +747,8 @@ static int fig_idempotency(bench_t *b) {
              "idempotency: %zu Restocks a batch over %s items, %zu timed batches per kind and "
              "point, the kinds taking turns batch by batch; ids grown by executing Restocks that "
              "carry them, 10,000 a batch; events "
-             "past them by es_store_append (tools/bench/idem.c)",
+             "past them by es_store_append; sqlite.heads.defer.events=0, so the periodic write "
+             "of deferred heads does not land on one kind's batches (tools/bench/idem.c)",
              f.batch, bench_fmt_count(c2, sizeof c2, (double)f.aggregates), f.window);
     add_idem_note(b, "empty log", &f.empty);
     add_idem_note(b, "ids grown", &f.mid);

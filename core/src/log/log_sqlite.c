@@ -352,7 +352,7 @@ typedef struct head_page {
  * over 10,000 streams). Snapshots waiting here are lost by a crash, which costs a longer fold
  * at the next load, never a wrong state.
  */
-#define HEADS_DEFER_BYTES (8u << 20)
+#define HEADS_DEFER_BYTES (2u << 20)
 
 typedef struct tail_head {
     int64_t stream; /* 0: a free slot */
