@@ -2718,7 +2718,8 @@ static es_err open_db(sqlite_log *l, es_error_t *err) {
     sqlite3_extended_result_codes(l->db, 1);
     sqlite3_busy_timeout(l->db, busy_ms);
     /* HEADS_GUARD is for writers that do not know deferred heads; ours would run it for every
-     * row a flush writes (a sub-program a row: 8% more instructions a command at 10,000 streams). */
+     * row a flush writes (a sub-program a row: 8% more instructions a command at 10,000 streams).
+     */
     sqlite3_db_config(l->db, SQLITE_DBCONFIG_ENABLE_TRIGGER, 0, (int *)NULL);
     return setup(l, err);
 }
