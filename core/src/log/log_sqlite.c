@@ -716,6 +716,10 @@ static void drop_stream_cache(sqlite_log *l) {
  * heads_from on, or only those after seen when the map is still that of heads_from. */
 static es_err tail_catch_up(sqlite_log *l, es_error_t *err) {
     tail_heads *t = &l->tail;
+    /* Inside a write transaction the scan may read this transaction's own queued events
+     * (flushed for a read): its rollback must then take the map with it. */
+    if (l->writing)
+        l->tail_touched = 1;
     sqlite3_stmt *s = stmt(l, S_HEADS_FROM);
     int rc = sqlite3_step(s);
     int64_t from = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
@@ -750,6 +754,8 @@ static es_err tail_catch_up(sqlite_log *l, es_error_t *err) {
         e = sql_fail(l, rc, "reading the stream heads from the log's tail", err);
     if (e != ES_OK) {
         tail_clear(t);
+        if (!l->writing) /* no entry loaded before the next scan outlives it */
+            drop_stream_cache(l);
         return e;
     }
     if (!t->seen)
