@@ -267,15 +267,14 @@ static void scan_events(vctx *v) {
 
 /* Where es_heads ends: a writer defers the heads of the log's tail (log_sqlite.c, tail_heads)
  * and records here the first position they are deferred from. */
-static void read_heads_from(vctx *v) {
-    sqlite3_stmt *s = NULL;
-    int rc = sqlite3_prepare_v2(
-        v->db, "SELECT CAST(value AS INTEGER) FROM es_meta WHERE key = 'heads_from'", -1, &s, NULL);
-    if (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW)
-        v->heads_from = sqlite3_column_int64(s, 0);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        read_failed(v, rc, "reading es_meta");
-    sqlite3_finalize(s);
+static void read_heads_from(vctx *v, es_log_t *log) {
+    char value[32];
+    int found = 0;
+    es_error_t err = {0};
+    if (log->store->get_meta(log, "heads_from", value, sizeof value, &found, &err) != ES_OK)
+        problem(v, "integrity", NULL, "%s", err.message);
+    else if (found)
+        v->heads_from = strtoll(value, NULL, 10);
 }
 
 /* es_heads against the scan: each stream's version and newest event below heads_from (the
@@ -361,7 +360,7 @@ static es_err verify_file(const es_config_t *cfg, vctx *v, es_error_t *err) {
     es_sql_begin(&tx, ES_SQL_DEFERRED, "starting a read", NULL); /* one snapshot for the scans */
     e = load_names(v, err);
     if (e == ES_OK) {
-        read_heads_from(v);
+        read_heads_from(v, log);
         scan_events(v);
         check_heads(v);
         check_end(v, log);

@@ -245,21 +245,17 @@ Test(store, data_survives_reopening) {
     cr_assert_eq(s.n, 4);
 }
 
-/* One integer the file answers (-1: no row), read beside the store's own connection. */
+/* One integer the file answers, read beside the store's own connection (tu_query_int). */
 static long long file_int(const char *name, const char *sql) {
     char *path = tu_path(dir, name);
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
-    cr_assert_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-    cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK, "%s", sqlite3_errmsg(db));
-    long long v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
-    sqlite3_finalize(st);
-    sqlite3_close(db);
+    long long v = tu_query_int(path, sql);
     free(path);
     return v;
 }
 
-#define HEADS_FROM "SELECT CAST(value AS INTEGER) FROM es_meta WHERE key = 'heads_from'"
+/* heads_from, -1 when absent (es_heads whole). */
+#define HEADS_FROM                                                                                 \
+    "SELECT COALESCE((SELECT CAST(value AS INTEGER) FROM es_meta WHERE key = 'heads_from'), -1)"
 
 static void assert_verifies(const char *name) {
     es_config_t *cfg = tu_config(dir, name);

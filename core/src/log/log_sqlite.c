@@ -1736,20 +1736,14 @@ static es_err lg_get_snapshot(es_log_t *base, const char *type, const char *id, 
     int opened;
     *out = NULL;
     es_err e = read_stream_row(l, type, id, &row, &ent, &opened, err);
-    if (e == ES_OK && ent && ent->snap_dirty) {
-        const es_snapshot_t *p = ent->snap;
-        if (!(*out =
-                  snapshot_copy(p->version, p->state_type, p->state, p->state_len, p->taken_at_us)))
-            e = es_fail(err, ES_ENOMEM, "out of memory reading a snapshot");
-    } else if (e == ES_OK) {
-        const tail_head *h = row.id ? tail_find(&l->tail, row.id) : NULL;
-        const es_snapshot_t *p = h && h->has_snap ? h->snap : NULL;
-        if (p && !(*out = snapshot_copy(p->version, p->state_type, p->state, p->state_len,
-                                        p->taken_at_us)))
-            e = es_fail(err, ES_ENOMEM, "out of memory reading a snapshot");
-        else if (!p)
-            e = row.id ? select_snapshot(l, &row, out, err) : ES_ENOTFOUND;
-    }
+    /* Newest first: this transaction's, then one deferred (tail_heads), then es_heads'. */
+    const tail_head *h = e == ES_OK && row.id ? tail_find(&l->tail, row.id) : NULL;
+    const es_snapshot_t *p = ent && ent->snap_dirty ? ent->snap : h && h->has_snap ? h->snap : NULL;
+    if (e == ES_OK && p &&
+        !(*out = snapshot_copy(p->version, p->state_type, p->state, p->state_len, p->taken_at_us)))
+        e = es_fail(err, ES_ENOMEM, "out of memory reading a snapshot");
+    else if (e == ES_OK && !p)
+        e = row.id ? select_snapshot(l, &row, out, err) : ES_ENOTFOUND;
     if (e == ES_ENOTFOUND)
         es_fail(err, ES_ENOTFOUND, "no snapshot of %s/%s", type, id);
     read_end(l, opened);
