@@ -217,8 +217,8 @@ static bool catches(pid_t pid, int sig) {
     return !zombie && ((caught >> (sig - 1)) & 1);
 }
 
-/* Sends sig and waits until the child took it: its handler ran (a handler is reset after one
- * signal), or the signal ended the child. */
+/* Sends sig and waits until the child took it: its handler ran to its end (esctl's handler
+ * resets itself as its last step, once the stop is noted), or the signal ended the child. */
 static void signal_taken(pid_t pid, int sig) {
     cr_assert_eq(kill(pid, sig), 0, "kill: %s", strerror(errno));
     int64_t deadline = es_now_us() + 30 * SEC;
