@@ -28,6 +28,7 @@ typedef struct stream_info {
     int64_t last_pos;
     uint64_t below_version; /* the newest event below heads_from: what es_heads must hold */
     int64_t below_pos;
+    uint64_t seeded; /* seeded at this version (a Kafka restore's seed_stream); 0: from 1 */
     int has_head;
 } stream_info;
 
@@ -226,6 +227,13 @@ static void check_event(vctx *v, sqlite3_stmt *s, int64_t *last_pos) {
     if (tid != st->type_id)
         problem(v, "stream", &at, "the event has aggregate type id %lld, its stream %lld",
                 (long long)tid, (long long)st->type_id);
+    /* A chain that starts past version 1 links to no earlier event: the stream was seeded at
+     * the version before (seed_stream), its history the snapshot's (check_heads). A lost first
+     * event leaves a link to it instead. */
+    if (!st->last_version && !st->last_pos && !prev && version > 1) {
+        st->seeded = st->last_version = st->below_version = version - 1;
+        st->below_pos = 0;
+    }
     if (version <= st->last_version)
         problem(v, "version", &at, "version %llu again: the stream was at version %llu already",
                 (unsigned long long)version, (unsigned long long)st->last_version);
@@ -299,6 +307,16 @@ static void check_heads(vctx *v) {
         }
         place at = {NULL, 0, head ? head : -1, type_name(v, st->type_id), st->agg, version};
         st->has_head = 1;
+        if (!head && version && !st->last_version) /* seeded, no event appended yet */
+            st->seeded = st->below_version = version;
+        uint64_t snap =
+            sqlite3_column_type(s, 3) != SQLITE_NULL ? (uint64_t)sqlite3_column_int64(s, 3) : 0;
+        if (st->seeded && snap < st->seeded)
+            problem(v, "heads", &at,
+                    "the stream starts at version %llu (seeded: its earlier events are not in "
+                    "this file), but no snapshot here covers version %llu%s",
+                    (unsigned long long)st->seeded + 1, (unsigned long long)st->seeded,
+                    snap ? " (the snapshot is older)" : "");
         if (version != st->below_version || head != st->below_pos)
             problem(v, "heads", &at,
                     "es_heads has the stream at version %llu (position %lld); its events end at "
@@ -306,10 +324,9 @@ static void check_heads(vctx *v) {
                     (unsigned long long)version, (long long)head,
                     (unsigned long long)st->below_version, (long long)st->below_pos,
                     v->heads_from ? " below the deferred heads" : "");
-        if (sqlite3_column_type(s, 3) != SQLITE_NULL &&
-            (uint64_t)sqlite3_column_int64(s, 3) > version)
-            problem(v, "heads", &at, "the snapshot is of version %lld, past the stream's %llu",
-                    (long long)sqlite3_column_int64(s, 3), (unsigned long long)version);
+        if (snap > version)
+            problem(v, "heads", &at, "the snapshot is of version %llu, past the stream's %llu",
+                    (unsigned long long)snap, (unsigned long long)version);
     }
     if (rc != SQLITE_DONE && rc != SQLITE_OK)
         read_failed(v, rc, "reading es_heads");

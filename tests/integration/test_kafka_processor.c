@@ -1237,4 +1237,11 @@ Test(kafka_processor, a_new_owner_reads_snapshots_and_the_window_not_the_history
     c = simple("o-1", &confirm_msg.base, "confirm-o-1");
     rejected(&c, 2, "already confirmed");
     stop_processor(pr);
+    /* What the operator's check of the state store says: o-1 starts at its snapshot. */
+    es_config_t *vc = tu_config(dir, "fresh.db");
+    es_verify_summary_t sum;
+    cr_assert_eq(es_store_verify(vc, NULL, NULL, NULL, &sum, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(sum.problems, 0, "the restored state store: %llu problem(s)",
+                 (unsigned long long)sum.problems);
+    es_config_destroy(vc);
 }

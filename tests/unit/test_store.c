@@ -453,6 +453,102 @@ Test(store, write_heads_makes_the_next_commit_write_the_deferred_heads_and_snaps
     es_config_destroy(cfg);
 }
 
+/* Seeds test.thing/<id> at version in the file name, with a snapshot of snap_version (0:
+ * none), as a Kafka restore does with an aggregate whose history lies before its horizon. */
+static void seed(const char *name, const char *id, uint64_t version, uint64_t snap_version) {
+    es_config_t *cfg = tu_config(dir, name);
+    es_log_t *log = NULL;
+    es_error_t err = {0};
+    cr_assert_eq(es_log_sqlite_open_flags(cfg, 0, &log, &err), ES_OK, "%s", err.message);
+    const es_store_ops *ops = log->store;
+    es_snapshot_t snap = {snap_version, "test.v1.State", (const uint8_t *)"s", 1, 100};
+    cr_assert_eq(ops->begin(log, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(ops->seed_stream(log, "test.thing", id, version, &err), ES_OK, "%s", err.message);
+    if (snap_version)
+        cr_assert_eq(ops->put_snapshot(log, "test.thing", id, &snap, &err), ES_OK);
+    ops->write_heads(log);
+    cr_assert_eq(ops->commit(log, &err), ES_OK, "%s", err.message);
+    log->destroy(log);
+    es_config_destroy(cfg);
+}
+
+typedef struct problems {
+    size_t n;
+    char text[4][256];
+} problems;
+
+static void note_problem(const es_verify_problem_t *p, void *opaque) {
+    problems *ps = opaque;
+    if (ps->n < 4)
+        snprintf(ps->text[ps->n], sizeof ps->text[0], "%s: %s", p->check, p->message);
+    ps->n++;
+}
+
+static problems verify_problems(const char *name) {
+    es_config_t *cfg = tu_config(dir, name);
+    es_verify_summary_t sum;
+    es_error_t err = {0};
+    problems ps = {0};
+    cr_assert_eq(es_store_verify(cfg, NULL, note_problem, &ps, &sum, &err), ES_OK, "%s",
+                 err.message);
+    cr_assert_eq(sum.problems, ps.n);
+    es_config_destroy(cfg);
+    return ps;
+}
+
+/* A stream a restore seeded starts past version 1: its first event links to none and the
+ * snapshot stands for the versions before it. Verify accepts that, whether the stream has
+ * events yet, they are in es_heads or only in the deferred tail; it reports a seeded stream
+ * that no snapshot covers, and still reports versions missing from a stream that was not
+ * seeded. */
+Test(store, verify_accepts_a_stream_seeded_at_a_snapshot_and_reports_one_without) {
+    es_store_destroy(store);
+    store = NULL;
+    seed("store.db", "s-1", 5, 5);
+    seed("store.db", "s-2", 7, 7);
+    problems ps = verify_problems("store.db");
+    cr_assert_eq(ps.n, 0, "a seeded stream without events: %s", ps.text[0]);
+    es_config_t *cfg = tu_config(dir, "store.db");
+    cr_assert_eq(es_store_new(cfg, &store, NULL), ES_OK);
+    es_config_destroy(cfg);
+    cr_assert_eq(append_n("s-1", ES_EXPECT_EXACT, 5, 2, NULL, NULL), ES_OK);
+    cr_assert_eq(append_n("t-1", ES_EXPECT_NO_STREAM, 0, 2, NULL, NULL), ES_OK);
+    cr_assert_neq(file_int("store.db", HEADS_FROM), -1, "the appends' heads are deferred");
+    ps = verify_problems("store.db");
+    cr_assert_eq(ps.n, 0, "a seeded stream's events in the deferred tail: %s", ps.text[0]);
+    es_store_destroy(store);
+    store = NULL;
+    cr_assert_eq(file_int("store.db", HEADS_FROM), -1, "the close wrote the heads");
+    ps = verify_problems("store.db");
+    cr_assert_eq(ps.n, 0, "a seeded stream's events in es_heads: %s", ps.text[0]);
+
+    seed("bare.db", "s-3", 4, 0);
+    ps = verify_problems("bare.db");
+    cr_assert_eq(ps.n, 1, "%zu problems", ps.n);
+    cr_expect(strstr(ps.text[0], "no snapshot"), "%s", ps.text[0]);
+    seed("stale.db", "s-4", 4, 3);
+    ps = verify_problems("stale.db");
+    cr_assert_eq(ps.n, 1, "%zu problems", ps.n);
+    cr_expect(strstr(ps.text[0], "no snapshot"), "%s", ps.text[0]);
+
+    sqlite3 *db = NULL;
+    char *path = tu_path(dir, "store.db");
+    cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(db,
+                              "DELETE FROM es_events WHERE pos = (SELECT min(pos) FROM es_events"
+                              " WHERE stream = (SELECT id FROM es_streams WHERE agg_id = 't-1'))",
+                              NULL, NULL, NULL),
+                 SQLITE_OK);
+    sqlite3_close(db);
+    free(path);
+    ps = verify_problems("store.db");
+    cr_assert_geq(ps.n, 1);
+    cr_expect(strstr(ps.text[0], "versions 1 to 1 are missing"), "%s", ps.text[0]);
+    cfg = tu_config(dir, "store.db");
+    cr_assert_eq(es_store_new(cfg, &store, NULL), ES_OK);
+    es_config_destroy(cfg);
+}
+
 /* Schema version 1, as eskit 0.1 wrote it: heads and snapshots inside es_streams. */
 static const char v1_schema[] =
     "CREATE TABLE es_meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;"
