@@ -145,9 +145,6 @@ static const char *const SQL[S_COUNT] = {
     [S_UNPUBLISHED_N] = "SELECT count(*) FROM es_saga_history WHERE saga = ?1",
     [S_HISTORY_N] = "SELECT count(*) FROM es_saga_history",
     [S_HISTORY_CLEAR] = "DELETE FROM es_saga_history",
-    [S_ACTIVE] = "SELECT count(*) FROM es_saga_instances WHERE saga = ?1"
-                 " AND state IN ('running', 'compensating')",
-    [S_COUNT_STATE] = "SELECT count(*) FROM es_saga_instances WHERE saga = ?1 AND state = ?2",
     [S_ENDED_BEFORE] =
         "SELECT i.id, i.state FROM es_saga_instances i WHERE i.saga = ?1"
         " AND " ES_SAGA_ENDED("i.") " AND i.updated_at < ?2"
@@ -271,7 +268,7 @@ es_err es_saga_inst_save(es_saga_t *c, saga_inst *in, int64_t now, es_error_t *e
     sqlite3_bind_blob(s, 10, in->start_bytes, (int)in->start_len, SQLITE_STATIC);
     es_err e = es_saga_step_done(c, s, "saving an instance", err);
     if (e == ES_OK && strcmp(in->saved, in->state) != 0) {
-        es_saga_mx_move(c, in->saved, in->state);
+        es_saga_count_move(c, in->saved, in->state);
         memcpy(in->saved, in->state, sizeof in->saved);
     }
     return e;
@@ -828,7 +825,7 @@ static es_err saga_apply(es_projector_ctx_t *ctx, const es_event_t *ev, es_error
     es_err e = handle_event(c, ev, err);
     if (e != ES_OK) { /* the runner rolls back (the event or its batch) and goes on */
         es_saga_pub_drop(c);
-        es_saga_mx_undo(c);
+        es_saga_count_undo(c);
     }
     return e;
 }
@@ -850,7 +847,7 @@ es_err es_saga_tx_end(es_saga_t *c, es_err e, es_error_t *err) {
     e = es_sql_end(&tx, e, "committing a saga transaction", err);
     if (e != ES_OK) {
         es_saga_pub_drop(c);
-        es_saga_mx_undo(c);
+        es_saga_count_undo(c);
     }
     return e;
 }
@@ -1036,6 +1033,8 @@ es_err es_saga_new(const es_config_t *cfg, const es_saga_def *def, es_engine_t *
     if (e == ES_OK)
         e = es_sql_prepare_all(c->db, es_config_get(c->cfg, "saga.db"), SQL, S_COUNT, c->st, err);
     if (e == ES_OK)
+        e = es_saga_counts_open(c, err);
+    if (e == ES_OK)
         e = es_saga_mx_open(c, err);
     if (e != ES_OK) {
         es_saga_destroy(c);
@@ -1049,6 +1048,7 @@ void es_saga_destroy(es_saga_t *c) {
     if (!c)
         return;
     es_saga_mx_close(c);
+    es_saga_counts_close(c);
     es_saga_pub_drop(c);
     for (int k = 0; k < S_COUNT; k++)
         sqlite3_finalize(c->st[k]);
@@ -1091,7 +1091,7 @@ es_err es_saga_poll(es_saga_t *c, int timeout_ms, size_t *progress, es_error_t *
         e = es_saga_prune(c, &pruned, err);
     if (e != ES_OK) { /* whatever failed may have rolled back transitions kept in memory */
         es_saga_pub_drop(c);
-        es_saga_mx_undo(c);
+        es_saga_count_undo(c);
     }
     size_t done = applied + delivered + fired + published + pruned;
     es_saga_mx_round(c, done > 0);
@@ -1138,36 +1138,38 @@ void es_saga_stop(es_saga_t *c) {
     es_runner_stop(c->runner);
 }
 
-static uint64_t count_of(es_saga_t *c, int k, const char *state) {
-    sqlite3_stmt *s = es_saga_stmt(c, k);
+static uint64_t pruned_of(es_saga_t *c, const char *state) {
+    sqlite3_stmt *s = es_saga_stmt(c, S_PRUNED_GET);
     sqlite3_bind_text(s, 2, state, -1, SQLITE_STATIC);
     uint64_t n = sqlite3_step(s) == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(s, 0) : 0;
     sqlite3_reset(s);
     return n;
 }
 
-/* Instances in state: the ones in saga.db and the ones retention deleted. */
-static uint64_t count_state(es_saga_t *c, const char *state) {
-    return count_of(c, S_COUNT_STATE, state) + count_of(c, S_PRUNED_GET, state);
+static uint64_t nonneg(int64_t n) {
+    return n > 0 ? (uint64_t)n : 0;
 }
 
+/* The counts by state are kept in memory (saga_metrics.c): a call costs the same whatever
+ * saga.db has kept. */
 void es_saga_stats(const es_saga_t *cc, es_saga_stats_t *out) {
     es_saga_t *c = (es_saga_t *)cc;
+    int64_t n[SAGA_STATES];
+    es_error_t err;
+    es_saga_counts_take(c, n, &err); /* a failed count: the last one */
     *out = c->stats;
-    out->completed = count_state(c, ES_SAGA_COMPLETED);
-    out->aborted = count_state(c, ES_SAGA_ABORTED);
-    out->failed = count_state(c, ES_SAGA_FAILED);
-    out->pruned = count_of(c, S_PRUNED_GET, ES_SAGA_COMPLETED) +
-                  count_of(c, S_PRUNED_GET, ES_SAGA_ABORTED) +
-                  count_of(c, S_PRUNED_GET, ES_SAGA_FAILED);
-    out->started = out->completed + out->aborted + out->failed + count_state(c, ES_SAGA_RUNNING) +
-                   count_state(c, ES_SAGA_COMPENSATING);
+    out->completed = nonneg(n[SAGA_COMPLETED]);
+    out->aborted = nonneg(n[SAGA_ABORTED]);
+    out->failed = nonneg(n[SAGA_FAILED]);
+    out->pruned = pruned_of(c, ES_SAGA_COMPLETED) + pruned_of(c, ES_SAGA_ABORTED) +
+                  pruned_of(c, ES_SAGA_FAILED);
+    out->started = out->completed + out->aborted + out->failed + nonneg(n[SAGA_RUNNING]) +
+                   nonneg(n[SAGA_COMPENSATING]);
 }
 
 es_err es_saga_active(es_saga_t *c, uint64_t *n, es_error_t *err) {
-    sqlite3_stmt *s = es_saga_stmt(c, S_ACTIVE);
-    int rc = sqlite3_step(s);
-    *n = rc == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(s, 0) : 0;
-    sqlite3_reset(s);
-    return rc == SQLITE_ROW ? ES_OK : es_saga_db_fail(c, "counting active instances", err);
+    int64_t k[SAGA_STATES];
+    es_err e = es_saga_counts_take(c, k, err);
+    *n = e == ES_OK ? nonneg(k[SAGA_RUNNING] + k[SAGA_COMPENSATING]) : 0;
+    return e;
 }

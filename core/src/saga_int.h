@@ -19,6 +19,9 @@
 #define ES_SAGA_ABORTED "aborted"
 #define ES_SAGA_FAILED "failed"
 
+/* The states, as indexes of saga_counts' arrays. */
+enum { SAGA_RUNNING, SAGA_COMPENSATING, SAGA_COMPLETED, SAGA_ABORTED, SAGA_FAILED, SAGA_STATES };
+
 /* An ended instance, as the partial index of ended instances and the queries using it say it:
  * two comparisons, where an IN list of three states made SQLite build an ephemeral table each
  * time it checked the index's condition (twice per instance save: 60% of the save's cost). */
@@ -108,8 +111,6 @@ enum {
     S_UNPUBLISHED_N,
     S_HISTORY_N,
     S_HISTORY_CLEAR,
-    S_ACTIVE,
-    S_COUNT_STATE,
     S_ENDED_BEFORE,
     S_DROP_TARGETS,
     S_DROP_INSTANCE,
@@ -120,6 +121,18 @@ enum {
 
 /* A transition to publish: read back from es_saga_history, or kept in memory from when it was
  * written (saga_publish.c says when the memory is trusted). */
+/* Instances by state, kept on the coordinator's thread (saga_metrics.c): counted from saga.db
+ * at open, then moved by each instance saved, counted again after a rollback. */
+typedef struct saga_counts {
+    sqlite3_stmt *q[3];           /* by state (rows), by state (pruned), PRAGMA data_version */
+    int64_t counted[SAGA_STATES]; /* rows and pruned, at the last take */
+    int64_t moved[SAGA_STATES];   /* moves noted since */
+    int n_moved;
+    int recount;          /* count again: first use, or a transaction rolled back */
+    int64_t data_version; /* of the last count; -1: none */
+    int64_t recounted_us;
+} saga_counts;
+
 typedef struct saga_pub {
     char id[ES_MAX_ID_LEN + 1];
     char correlation[ES_MAX_ID_LEN + 1]; /* the instance's (correlation_of) */
@@ -159,6 +172,7 @@ struct es_saga {
     es_trace_t span;
     int span_set, span_used;
     uint64_t compensations_sent; /* of stats.commands_sent, the compensations */
+    saga_counts counts;          /* instances by state (saga_metrics.c) */
     struct saga_mx *mx;          /* metrics (saga_metrics.c); NULL: none */
     /* The transitions committed to es_saga_history since the last publication, in the order
      * written, while pub_ok says they are all of it (saga_publish.c). */
@@ -254,7 +268,7 @@ void es_saga_inst_free(saga_inst *in);
 es_err es_saga_inst_load(es_saga_t *c, const char *id, saga_inst *in, es_error_t *err);
 
 /* Writes in back, stamped updated at now, and notes its move from in->saved to in->state for
- * the metrics (es_saga_mx_move). */
+ * the counts by state (es_saga_count_move). */
 es_err es_saga_inst_save(es_saga_t *c, saga_inst *in, int64_t now, es_error_t *err);
 
 /* Appends one transition of in to the history (published to the log after commit). */
@@ -310,12 +324,20 @@ es_err es_saga_prune(es_saga_t *c, size_t *pruned, es_error_t *err);
 es_err es_saga_mx_open(es_saga_t *c, es_error_t *err);
 void es_saga_mx_round(es_saga_t *c, int changed);
 void es_saga_mx_close(es_saga_t *c);
+/* The instances by state (es_saga_stats, es_saga_active, the metrics), whatever the metrics:
+ * open prepares their queries; take fills n (rows and pruned ones, by SAGA_* index) from the
+ * last count and the moves since, counting again first when a transaction rolled back or
+ * (at most once a second) another connection committed; a failed count keeps the last one
+ * and says so. Call take between transactions, when every move noted is known to commit. */
+es_err es_saga_counts_open(es_saga_t *c, es_error_t *err);
+es_err es_saga_counts_take(es_saga_t *c, int64_t n[SAGA_STATES], es_error_t *err);
+void es_saga_counts_close(es_saga_t *c);
 /* An instance written from state from ("": a new one) to state to, in a transaction not yet
- * known to commit: the counts by state take it at the next measurement, unless es_saga_mx_undo
- * was called before it. */
-void es_saga_mx_move(es_saga_t *c, const char *from, const char *to);
-/* A transaction of the saga database rolled back, or may have: the next measurement counts
- * the instances by state again rather than trust the moves noted since the last one. */
-void es_saga_mx_undo(es_saga_t *c);
+ * known to commit: the counts take it at the next take, unless es_saga_count_undo was called
+ * before it. */
+void es_saga_count_move(es_saga_t *c, const char *from, const char *to);
+/* A transaction of the saga database rolled back, or may have: the next take counts the
+ * instances by state again rather than trust the moves noted since the last one. */
+void es_saga_count_undo(es_saga_t *c);
 
 #endif

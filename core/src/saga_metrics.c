@@ -1,7 +1,8 @@
 /*
  * A saga coordinator's metrics (docs/observability.md): instances by state, the commands and
  * compensations it sent, the steps that timed out, the outbox's depth and how long the oldest
- * passed deadline has waited.
+ * passed deadline has waited; and the counts of instances by state that es_saga_stats and
+ * es_saga_active report, which are kept whatever the metrics.
  *
  * The coordinator's thread measures at the end of each round (es_saga_mx_round): its counters
  * from its own stats, and what saga.db holds (instances by state, the outbox, the earliest
@@ -10,15 +11,18 @@
  * overdue gauge is computed at the scrape from the earliest deadline, so it keeps growing
  * while the coordinator is not polled.
  *
- * Instances by state are counted once (at es_saga_mx_open) and then kept: each instance saved
- * notes its move (es_saga_mx_move: the old state -1, the new +1; a new instance +1) and the
- * next measurement takes the moves, all of whose transactions committed by then, unless a
- * transaction rolled back or may have (es_saga_mx_undo) or another connection committed to
- * saga.db (PRAGMA data_version; e.g. a coordinator of another saga, or of this one against
- * saga.h's rule), which count them again (the latter at most once a second). Retention needs
- * nothing: it moves an ended instance from the rows to es_saga_pruned, the same count. The
- * outbox (a partial index of the unsent rows) and the earliest deadline (the first entry of a
- * partial index of the rows with one) cost what is live, not what saga.db has kept.
+ * Instances by state are counted once (at es_saga_counts_open's first take) and then kept:
+ * each instance saved notes its move (es_saga_count_move: the old state -1, the new +1; a new
+ * instance +1) and the next take adds the moves, all of whose transactions committed by then,
+ * unless a transaction rolled back or may have (es_saga_count_undo) or another connection
+ * committed to saga.db (PRAGMA data_version; e.g. a coordinator of another saga, or of this one
+ * against saga.h's rule), which count them again (the latter at most once a second). Only this
+ * saga's coordinator writes its instances, so its own moves are the whole change. Retention
+ * needs nothing: it moves an ended instance from the rows to es_saga_pruned, the same count.
+ * So es_saga_stats and es_saga_active cost the same whatever saga.db has kept (they counted
+ * every retained instance, 5 scans a call, before). The outbox (a partial index of the unsent
+ * rows) and the earliest deadline (the first entry of a partial index of the rows with one)
+ * cost what is live, not what saga.db has kept.
  */
 #include "saga_int.h"
 
@@ -29,55 +33,53 @@
 
 #define REFRESH_US 1000000
 
-enum { MX_RUNNING, MX_COMPENSATING, MX_COMPLETED, MX_ABORTED, MX_FAILED, MX_STATES };
-
-static const char *const state_names[MX_STATES] = {
+static const char *const state_names[SAGA_STATES] = {
     ES_SAGA_RUNNING, ES_SAGA_COMPENSATING, ES_SAGA_COMPLETED, ES_SAGA_ABORTED, ES_SAGA_FAILED};
 
-enum { Q_STATES, Q_PRUNED, Q_OUTBOX, Q_DEADLINE, Q_DATA_VERSION, Q_COUNT };
+enum { C_STATES, C_PRUNED, C_DATA_VERSION, C_COUNT };
 
 /* Instances by state: the rows, plus the ended ones saga.retention.ms deleted (es_saga_pruned),
- * so that pruning does not make the ended counts fall; as es_saga_stats counts them. */
+ * so that pruning does not make the ended counts fall. */
+static const char *const counts_sql[C_COUNT] = {
+    [C_STATES] = "SELECT state, count(*) FROM es_saga_instances WHERE saga = ?1 GROUP BY state",
+    [C_PRUNED] = "SELECT state, n FROM es_saga_pruned WHERE saga = ?1",
+    [C_DATA_VERSION] = "PRAGMA data_version",
+};
+
+enum { Q_OUTBOX, Q_DEADLINE, Q_COUNT };
+
 static const char *const mx_sql[Q_COUNT] = {
-    [Q_STATES] = "SELECT state, count(*) FROM es_saga_instances WHERE saga = ?1 GROUP BY state",
-    [Q_PRUNED] = "SELECT state, n FROM es_saga_pruned WHERE saga = ?1",
     [Q_OUTBOX] = "SELECT count(*) FROM es_saga_targets WHERE saga = ?1 AND sent_at = 0",
     [Q_DEADLINE] = ("SELECT min(deadline) FROM es_saga_instances WHERE saga = ?1"
                     " AND deadline > 0 AND state = 'running'"),
-    [Q_DATA_VERSION] = "PRAGMA data_version",
 };
 
 struct saga_mx {
     es_mx_source *src;
     sqlite3_stmt *q[Q_COUNT];
     /* coordinator's thread only */
-    int64_t refreshed_us, recounted_us;
-    int64_t counted[MX_STATES]; /* instances by state at the last measurement */
-    int64_t moved[MX_STATES];   /* moves noted since */
-    int n_moved;                /* how many */
-    int recount;                /* count again: first use, or a transaction rolled back */
-    int64_t data_version;       /* of the last count; -1: none */
-    es_mx_counter instances[MX_STATES];
+    int64_t refreshed_us;
+    es_mx_counter instances[SAGA_STATES];
     es_mx_counter sent, compensations, timeouts;
     es_mx_counter outbox;
     es_mx_counter earliest_deadline_us; /* of a running step; 0: none */
 };
 
 static int state_index(const unsigned char *state) {
-    for (int i = 0; state && i < MX_STATES; i++)
+    for (int i = 0; state && i < SAGA_STATES; i++)
         if (!strcmp((const char *)state, state_names[i]))
             return i;
     return -1;
 }
 
 /* Steps q, adding column 1 to the count of the state in column 0. */
-static int add_states(sqlite3_stmt *q, const char *saga, uint64_t *n) {
+static int add_states(sqlite3_stmt *q, const char *saga, int64_t *n) {
     sqlite3_bind_text(q, 1, saga, -1, SQLITE_STATIC);
     int rc;
     while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
         int i = state_index(sqlite3_column_text(q, 0));
         if (i >= 0)
-            n[i] += (uint64_t)sqlite3_column_int64(q, 1);
+            n[i] += sqlite3_column_int64(q, 1);
     }
     sqlite3_reset(q);
     return rc == SQLITE_DONE;
@@ -91,65 +93,83 @@ static int one_int(sqlite3_stmt *q, const char *saga, int64_t *v) {
     return rc == SQLITE_ROW;
 }
 
-void es_saga_mx_move(es_saga_t *c, const char *from, const char *to) {
-    struct saga_mx *m = c->mx;
-    if (!m)
-        return;
+void es_saga_count_move(es_saga_t *c, const char *from, const char *to) {
+    saga_counts *k = &c->counts;
     int i = state_index((const unsigned char *)from), j = state_index((const unsigned char *)to);
     if (i >= 0)
-        m->moved[i]--;
+        k->moved[i]--;
     if (j >= 0)
-        m->moved[j]++;
-    m->n_moved++;
+        k->moved[j]++;
+    k->n_moved++;
 }
 
-void es_saga_mx_undo(es_saga_t *c) {
-    if (c->mx)
-        c->mx->recount = 1;
+void es_saga_count_undo(es_saga_t *c) {
+    c->counts.recount = 1;
+}
+
+es_err es_saga_counts_open(es_saga_t *c, es_error_t *err) {
+    saga_counts *k = &c->counts;
+    memset(k, 0, sizeof *k);
+    k->recount = 1;
+    k->data_version = -1;
+    return es_sql_prepare_all(c->db, es_config_get(c->cfg, "saga.db"), counts_sql, C_COUNT, k->q,
+                              err);
+}
+
+void es_saga_counts_close(es_saga_t *c) {
+    for (int i = 0; i < C_COUNT; i++) {
+        sqlite3_finalize(c->counts.q[i]);
+        c->counts.q[i] = NULL;
+    }
 }
 
 /* Whether another connection committed to saga.db since the last count (1 when unknown). */
-static int foreign_commit(struct saga_mx *m, int64_t *version) {
-    sqlite3_stmt *q = m->q[Q_DATA_VERSION];
+static int foreign_commit(saga_counts *k, int64_t *version) {
+    sqlite3_stmt *q = k->q[C_DATA_VERSION];
     int rc = sqlite3_step(q);
     *version = rc == SQLITE_ROW ? sqlite3_column_int64(q, 0) : -1;
     sqlite3_reset(q);
-    return rc != SQLITE_ROW || *version != m->data_version;
+    return rc != SQLITE_ROW || *version != k->data_version;
 }
 
-/* The instances by state: counted again when first used, after a rollback, or (at most once a
- * second) after another connection's commit; otherwise the last count and the moves since. */
-static void refresh_states(es_saga_t *c, int64_t now) {
-    struct saga_mx *m = c->mx;
-    int64_t version = -1;
-    if (foreign_commit(m, &version) && now - m->recounted_us >= REFRESH_US)
-        m->recount = 1;
-    if (m->recount) {
-        uint64_t n[MX_STATES] = {0};
+es_err es_saga_counts_take(es_saga_t *c, int64_t n[SAGA_STATES], es_error_t *err) {
+    saga_counts *k = &c->counts;
+    int64_t version = -1, now = es_now_us();
+    es_err e = ES_OK;
+    if (foreign_commit(k, &version) && now - k->recounted_us >= REFRESH_US)
+        k->recount = 1;
+    if (k->recount) {
+        int64_t fresh[SAGA_STATES] = {0};
         const char *saga = c->def->name;
-        if (!add_states(m->q[Q_STATES], saga, n) || !add_states(m->q[Q_PRUNED], saga, n))
-            return; /* a failed read: the last values stay, the next refresh tries again */
-        for (int i = 0; i < MX_STATES; i++)
-            m->counted[i] = (int64_t)n[i];
-        m->recount = 0;
-        m->recounted_us = now;
-        m->data_version = version;
+        if (add_states(k->q[C_STATES], saga, fresh) && add_states(k->q[C_PRUNED], saga, fresh)) {
+            memcpy(k->counted, fresh, sizeof fresh);
+            k->recount = 0;
+            k->recounted_us = now;
+            k->data_version = version;
+        } else { /* the last values stay, the next take tries again */
+            e = es_saga_db_fail(c, "counting instances by state", err);
+        }
     } else {
-        for (int i = 0; i < MX_STATES; i++)
-            m->counted[i] += m->moved[i];
+        for (int i = 0; i < SAGA_STATES; i++)
+            k->counted[i] += k->moved[i];
     }
-    memset(m->moved, 0, sizeof m->moved);
-    m->n_moved = 0;
-    for (int i = 0; i < MX_STATES; i++)
-        es_mx_set(&m->instances[i], m->counted[i] > 0 ? (uint64_t)m->counted[i] : 0);
+    if (!k->recount) {
+        memset(k->moved, 0, sizeof k->moved);
+        k->n_moved = 0;
+    }
+    memcpy(n, k->counted, sizeof k->counted);
+    return e;
 }
 
 /* What saga.db holds; a failed read keeps the last values (the next refresh tries again). */
 static void refresh(es_saga_t *c) {
     struct saga_mx *m = c->mx;
     const char *saga = c->def->name;
-    int64_t outbox = 0, deadline = 0, now = es_now_us();
-    refresh_states(c, now);
+    int64_t outbox = 0, deadline = 0, now = es_now_us(), n[SAGA_STATES];
+    es_error_t err;
+    es_saga_counts_take(c, n, &err); /* a failed count keeps the last values */
+    for (int i = 0; i < SAGA_STATES; i++)
+        es_mx_set(&m->instances[i], n[i] > 0 ? (uint64_t)n[i] : 0);
     if (one_int(m->q[Q_OUTBOX], saga, &outbox))
         es_mx_set(&m->outbox, (uint64_t)outbox);
     if (one_int(m->q[Q_DEADLINE], saga, &deadline))
@@ -164,7 +184,8 @@ void es_saga_mx_round(es_saga_t *c, int changed) {
     es_mx_set(&m->sent, c->stats.commands_sent);
     es_mx_set(&m->compensations, c->compensations_sent);
     es_mx_set(&m->timeouts, c->stats.timeouts);
-    if (changed || m->n_moved || m->recount || es_now_us() - m->refreshed_us >= REFRESH_US)
+    if (changed || c->counts.n_moved || c->counts.recount ||
+        es_now_us() - m->refreshed_us >= REFRESH_US)
         refresh(c);
 }
 
@@ -172,7 +193,7 @@ static void collect(void *self, es_mx_sink *k) {
     es_saga_t *c = self;
     struct saga_mx *m = c->mx;
     char l[256];
-    for (int i = 0; i < MX_STATES; i++) {
+    for (int i = 0; i < SAGA_STATES; i++) {
         es_mx_labels(l, sizeof l, "saga", c->def->name, "state", state_names[i],
                      (const char *)NULL);
         es_mx_sample(k, "eskit_saga_instances", ES_MX_GAUGE, "Instances in the saga database.", l,
@@ -209,8 +230,6 @@ es_err es_saga_mx_open(es_saga_t *c, es_error_t *err) {
         es_sql_prepare_all(c->db, es_config_get(c->cfg, "saga.db"), mx_sql, Q_COUNT, m->q, err);
     if (e == ES_OK) {
         c->mx = m;
-        m->recount = 1;
-        m->data_version = -1;
         es_saga_mx_round(c, 1);
         e = es_mx_register(c->cfg, collect, NULL, c, &m->src, err);
     }
