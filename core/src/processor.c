@@ -165,8 +165,11 @@ static es_err open_local(es_processor_t *p, es_engine_t *engine, es_error_t *err
     if (e == ES_OK && !(p->types = calloc(n, sizeof *p->types)))
         e = es_fail(err, ES_ENOMEM, "out of memory");
     for (size_t i = 0; e == ES_OK && i < n; i++) {
-        es_engine_registration(engine, i, &p->types[i].def, &p->types[i].opaque);
-        e = es_engine_register(p->local, p->types[i].def, p->types[i].opaque, err);
+        agg_type *t = &p->types[i];
+        es_engine_registration(engine, i, &t->def, &t->opaque);
+        snprintf(t->events_topic, sizeof t->events_topic, "%s.events", t->def->type);
+        snprintf(t->snapshots_topic, sizeof t->snapshots_topic, "%s.snapshots", t->def->type);
+        e = es_engine_register(p->local, t->def, t->opaque, err);
         p->n_types = i + 1;
     }
     if (e == ES_OK)

@@ -131,7 +131,7 @@ static es_err reserve_prod(es_processor_t *p, size_t n, es_error_t *err) {
  * state store rebuilt from the log still knows what the command asked. */
 static es_err produce_event(es_processor_t *p, size_t type, int32_t partition, const es_event_t *ev,
                             const es_fingerprint_t *fp, es_error_t *err) {
-    char topic[TOPIC_MAX];
+    const char *topic = p->types[type].events_topic;
     es_buf_t b = {0};
     es_err e = es_envelope_pack_caused(ev, fp, &b, err);
     if (e == ES_OK && es_registry_framing(p->registry))
@@ -140,7 +140,6 @@ static es_err produce_event(es_processor_t *p, size_t type, int32_t partition, c
         es_buf_free(&b);
         return e;
     }
-    snprintf(topic, sizeof topic, "%s.events", type_name(p, type));
     size_t i = p->n_prod++;
     p->prod[i] = (produced){type, partition, -1, 0, RD_KAFKA_RESP_ERR_NO_ERROR};
     uintptr_t tag = (uintptr_t)((uint64_t)p->prod_gen << 32 | i); /* see dr_cb */
@@ -365,7 +364,6 @@ static void send_snapshot(es_processor_t *p, const slot *s) {
     const char *type = s->env->aggregate_type, *id = s->env->aggregate_id;
     if (snap) {
         Eskit__V1__Snapshot msg = ESKIT__V1__SNAPSHOT__INIT;
-        char topic[TOPIC_MAX];
         msg.aggregate_type = (char *)type;
         msg.aggregate_id = (char *)id;
         msg.version = snap->version;
@@ -375,10 +373,10 @@ static void send_snapshot(es_processor_t *p, const slot *s) {
         msg.events_offset = p->prod[s->last_prod].offset;
         size_t len = eskit__v1__snapshot__get_packed_size(&msg);
         uint8_t *buf = malloc(len ? len : 1);
-        snprintf(topic, sizeof topic, "%s.snapshots", type);
         if (buf) {
             eskit__v1__snapshot__pack(&msg, buf);
-            side_produce(p, ES_KAFKA_SNAPSHOT, topic, s->m->partition, id, buf, len);
+            side_produce(p, ES_KAFKA_SNAPSHOT, p->types[s->type].snapshots_topic, s->m->partition,
+                         id, buf, len);
         } else {
             p->side_failed = 1;
         }

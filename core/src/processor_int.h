@@ -36,6 +36,8 @@
 typedef struct agg_type {
     const es_aggregate_def *def;
     void *opaque;
+    /* "<type>.events", "<type>.snapshots": named once, not per record */
+    char events_topic[TOPIC_MAX], snapshots_topic[TOPIC_MAX];
 } agg_type;
 
 /* The restore horizon of one owned partition (processor_restore.c): a restore may start at

@@ -78,6 +78,8 @@ enum {
     S_HEADS_FROM_SET,
     S_HEADS_FROM_CLEAR,
     S_TAIL,
+    S_META_GET,
+    S_META_PUT,
     S_COUNT
 };
 
@@ -125,6 +127,8 @@ static const char *const sql_text[S_COUNT] = {
     [S_HEADS_FROM_SET] = "INSERT OR REPLACE INTO es_meta(key, value) VALUES ('heads_from', ?1)",
     [S_HEADS_FROM_CLEAR] = "DELETE FROM es_meta WHERE key = 'heads_from'",
     [S_TAIL] = "SELECT pos, stream, version FROM es_events WHERE pos >= ?1 ORDER BY pos",
+    [S_META_GET] = "SELECT value FROM es_meta WHERE key = ?1",
+    [S_META_PUT] = "INSERT OR REPLACE INTO es_meta(key, value) VALUES (?1, ?2)",
 };
 
 /* The head row of a stream, rewritten by every batch that touches the stream: kept narrow
@@ -2009,35 +2013,31 @@ static es_err lg_identity(es_log_t *base, char *out, size_t cap, es_error_t *err
 }
 
 /* es_meta as a small key/value table for the Kafka command processor's state store. */
+/* The processor keeps its offsets and restore horizons here, a few times a batch: prepared
+ * once (preparing each call was 1.7% of its instructions). */
 static es_err lg_get_meta(es_log_t *base, const char *key, char *out, size_t cap, int *found,
                           es_error_t *err) {
     sqlite_log *l = (sqlite_log *)base;
-    sqlite3_stmt *s = NULL;
+    sqlite3_stmt *s = stmt(l, S_META_GET);
     *found = 0;
-    int rc = sqlite3_prepare_v2(l->db, "SELECT value FROM es_meta WHERE key = ?1", -1, &s, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
-    if (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+    sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
         snprintf(out, cap, "%s", (const char *)sqlite3_column_text(s, 0));
         *found = 1;
     }
-    sqlite3_finalize(s);
+    sqlite3_reset(s);
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? ES_OK : sql_fail(l, rc, "reading es_meta", err);
 }
 
 static es_err lg_put_meta(es_log_t *base, const char *key, const char *value, es_error_t *err) {
     sqlite_log *l = (sqlite_log *)base;
-    sqlite3_stmt *s = NULL;
-    int rc = sqlite3_prepare_v2(l->db, "INSERT OR REPLACE INTO es_meta(key, value) VALUES (?1, ?2)",
-                                -1, &s, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_text(s, 2, value, -1, SQLITE_STATIC);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(s);
-    sqlite3_finalize(s);
-    return rc == SQLITE_DONE ? ES_OK : sql_fail(l, rc, "writing es_meta", err);
+    if (l->flags & ES_LOG_READONLY)
+        return es_fail(err, ES_EINVAL, "%s is open read-only: es_meta is not written", l->path);
+    sqlite3_stmt *s = stmt(l, S_META_PUT);
+    sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, value, -1, SQLITE_STATIC);
+    return step_done(l, s, "writing es_meta", err);
 }
 
 static es_err lg_partitions(es_log_t *base, const char *topic, int32_t *n, es_error_t *err) {
@@ -2442,7 +2442,8 @@ static es_err prepare_reads(sqlite_log *l, es_error_t *err) {
     memcpy(text, sql_text, sizeof text);
     if (l->flags & ES_LOG_READONLY)
         text[S_CMD_GET] = text[S_CMD_PUT] = text[S_CMD_SINCE] = text[S_CMD_EDGE] =
-            text[S_CMD_PRUNE] = text[S_HEADS_FROM_SET] = text[S_HEADS_FROM_CLEAR] = NULL;
+            text[S_CMD_PRUNE] = text[S_HEADS_FROM_SET] = text[S_HEADS_FROM_CLEAR] =
+                text[S_META_PUT] = NULL;
     l->tx = es_sql_tx_on(l->db, l->path);
     es_err e = es_sql_tx_prepare(&l->tx, err);
     return e == ES_OK ? es_sql_prepare_all(l->db, l->path, text, S_COUNT, l->st, err) : e;
