@@ -1170,6 +1170,6 @@ void es_saga_stats(const es_saga_t *cc, es_saga_stats_t *out) {
 es_err es_saga_active(es_saga_t *c, uint64_t *n, es_error_t *err) {
     int64_t k[SAGA_STATES];
     es_err e = es_saga_counts_take(c, k, err);
-    *n = e == ES_OK ? nonneg(k[SAGA_RUNNING] + k[SAGA_COMPENSATING]) : 0;
+    *n = e == ES_OK ? nonneg(k[SAGA_RUNNING]) + nonneg(k[SAGA_COMPENSATING]) : 0;
     return e;
 }

@@ -119,20 +119,22 @@ enum {
     S_COUNT
 };
 
-/* A transition to publish: read back from es_saga_history, or kept in memory from when it was
- * written (saga_publish.c says when the memory is trusted). */
 /* Instances by state, kept on the coordinator's thread (saga_metrics.c): counted from saga.db
- * at open, then moved by each instance saved, counted again after a rollback. */
+ * at the first take, then moved by each instance saved, counted again after a rollback or
+ * another connection's commit. */
+enum { SAGA_COUNT_QUERIES = 3 }; /* by state (rows), by state (pruned), PRAGMA data_version */
 typedef struct saga_counts {
-    sqlite3_stmt *q[3];           /* by state (rows), by state (pruned), PRAGMA data_version */
+    sqlite3_stmt *q[SAGA_COUNT_QUERIES];
     int64_t counted[SAGA_STATES]; /* rows and pruned, at the last take */
     int64_t moved[SAGA_STATES];   /* moves noted since */
-    int n_moved;
-    int recount;          /* count again: first use, or a transaction rolled back */
-    int64_t data_version; /* of the last count; -1: none */
+    int any_moved;                /* a move was noted since the last take */
+    int recount;                  /* count again: first use, or a transaction rolled back */
+    int64_t data_version;         /* of the last count; -1: none */
     int64_t recounted_us;
 } saga_counts;
 
+/* A transition to publish: read back from es_saga_history, or kept in memory from when it was
+ * written (saga_publish.c says when the memory is trusted). */
 typedef struct saga_pub {
     char id[ES_MAX_ID_LEN + 1];
     char correlation[ES_MAX_ID_LEN + 1]; /* the instance's (correlation_of) */

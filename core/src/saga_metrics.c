@@ -11,7 +11,8 @@
  * overdue gauge is computed at the scrape from the earliest deadline, so it keeps growing
  * while the coordinator is not polled.
  *
- * Instances by state are counted once (at es_saga_counts_open's first take) and then kept:
+ * Instances by state are counted once (at the first take after es_saga_counts_open) and then
+ * kept:
  * each instance saved notes its move (es_saga_count_move: the old state -1, the new +1; a new
  * instance +1) and the next take adds the moves, all of whose transactions committed by then,
  * unless a transaction rolled back or may have (es_saga_count_undo) or another connection
@@ -37,6 +38,7 @@ static const char *const state_names[SAGA_STATES] = {
     ES_SAGA_RUNNING, ES_SAGA_COMPENSATING, ES_SAGA_COMPLETED, ES_SAGA_ABORTED, ES_SAGA_FAILED};
 
 enum { C_STATES, C_PRUNED, C_DATA_VERSION, C_COUNT };
+_Static_assert((int)C_COUNT == (int)SAGA_COUNT_QUERIES, "saga_counts.q holds these");
 
 /* Instances by state: the rows, plus the ended ones saga.retention.ms deleted (es_saga_pruned),
  * so that pruning does not make the ended counts fall. */
@@ -100,7 +102,7 @@ void es_saga_count_move(es_saga_t *c, const char *from, const char *to) {
         k->moved[i]--;
     if (j >= 0)
         k->moved[j]++;
-    k->n_moved++;
+    k->any_moved = 1;
 }
 
 void es_saga_count_undo(es_saga_t *c) {
@@ -117,10 +119,7 @@ es_err es_saga_counts_open(es_saga_t *c, es_error_t *err) {
 }
 
 void es_saga_counts_close(es_saga_t *c) {
-    for (int i = 0; i < C_COUNT; i++) {
-        sqlite3_finalize(c->counts.q[i]);
-        c->counts.q[i] = NULL;
-    }
+    es_sql_finalize_all(c->counts.q, C_COUNT);
 }
 
 /* Whether another connection committed to saga.db since the last count (1 when unknown). */
@@ -155,7 +154,7 @@ es_err es_saga_counts_take(es_saga_t *c, int64_t n[SAGA_STATES], es_error_t *err
     }
     if (!k->recount) {
         memset(k->moved, 0, sizeof k->moved);
-        k->n_moved = 0;
+        k->any_moved = 0;
     }
     memcpy(n, k->counted, sizeof k->counted);
     return e;
@@ -184,7 +183,7 @@ void es_saga_mx_round(es_saga_t *c, int changed) {
     es_mx_set(&m->sent, c->stats.commands_sent);
     es_mx_set(&m->compensations, c->compensations_sent);
     es_mx_set(&m->timeouts, c->stats.timeouts);
-    if (changed || c->counts.n_moved || c->counts.recount ||
+    if (changed || c->counts.any_moved || c->counts.recount ||
         es_now_us() - m->refreshed_us >= REFRESH_US)
         refresh(c);
 }

@@ -314,7 +314,8 @@ static void check_heads(vctx *v) {
         if (st->seeded && snap < st->seeded)
             problem(v, "heads", &at,
                     "the stream starts at version %llu (seeded: its earlier events are not in "
-                    "this file), but no snapshot here covers version %llu%s",
+                    "this file), but no snapshot here covers version %llu%s; a Kafka restore "
+                    "leaves this until its import is done",
                     (unsigned long long)st->seeded + 1, (unsigned long long)st->seeded,
                     snap ? " (the snapshot is older)" : "");
         if (version != st->below_version || head != st->below_pos)

@@ -82,9 +82,7 @@ static void on_stop_signal(int sig) {
     es_runner_t *r = atomic_load(&rebuilding);
     if (r)
         es_runner_stop(r);
-    struct sigaction dfl;
-    dfl.sa_handler = SIG_DFL;
-    dfl.sa_flags = 0;
+    struct sigaction dfl = {.sa_handler = SIG_DFL};
     sigemptyset(&dfl.sa_mask);
     sigaction(sig, &dfl, NULL);
 }

@@ -171,14 +171,18 @@ ES_API es_err es_saga_run(es_saga_t *c, es_error_t *err);
  * ending is not counted as a crash of the event applied. Safe from any thread and from a
  * signal handler (stores to lock-free atomics). */
 ES_API void es_saga_stop(es_saga_t *c);
-/* Fills out with the counters above (instances from saga.db, the rest this coordinator's own). */
+/* Fills out with the counters above (instances from saga.db, the rest this coordinator's own).
+ * The instances by state are kept in memory as the coordinator moves them, so a call costs the
+ * same however many instances saga.db has kept. Like every call here but es_saga_stop, call it
+ * from the thread that polls or runs the coordinator (between polls), not beside it. */
 ES_API void es_saga_stats(const es_saga_t *c, es_saga_stats_t *out);
 /* Applies ev as if consumed again, in a transaction of its own: a redelivery. Events are
  * matched by causation, so a duplicate, a stale or an out-of-order event changes nothing a
  * step already decided (tests and repair tools use this). */
 ES_API es_err es_saga_redeliver(es_saga_t *c, const es_event_t *ev, es_error_t *err);
-/* Instances not yet in a terminal state. 0 also before the first start event is consumed:
- * wait for the started count of es_saga_stats too. */
+/* Instances not yet in a terminal state (from the same counts, on the same thread as
+ * es_saga_stats). 0 also before the first start event is consumed: wait for the started count
+ * of es_saga_stats too. */
 ES_API es_err es_saga_active(es_saga_t *c, uint64_t *n, es_error_t *err);
 
 /* ---- queries (esctl sagas) ---------------------------------------------------------------- */

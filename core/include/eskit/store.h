@@ -146,9 +146,9 @@ ES_API es_err es_backend_info(const es_config_t *cfg, es_backend_info_t *out, es
  * decodes and matches its row; per stream, versions 1..n without gaps or duplicates, linked in
  * order (a stream a Kafka restore seeded at a snapshot starts past 1, and a snapshot in es_heads
  * must cover the versions before it); es_heads agrees with the events; the head file's end is
- * not past the log's. Kafka: per
- * "<type>.events" topic of types (NULL-terminated; NULL: topics.aggregates), every record
- * decodes and each aggregate's versions run 1..n in one partition (no heads, no head file).
+ * not past the log's. Kafka: per "<type>.events" topic of types (NULL-terminated; NULL:
+ * topics.aggregates), every record decodes and each aggregate's versions run 1..n in one
+ * partition (no heads, no head file).
  * ES_OK when the check ran, whatever it found (sum->problems); an error when it could not run. */
 ES_API es_err es_store_verify(const es_config_t *cfg, const char *const *types, es_verify_cb *cb,
                               void *opaque, es_verify_summary_t *sum, es_error_t *err);

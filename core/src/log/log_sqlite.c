@@ -2012,9 +2012,9 @@ static es_err lg_identity(es_log_t *base, char *out, size_t cap, es_error_t *err
                : sql_fail(l, rc, "reading the log's identity", err);
 }
 
-/* es_meta as a small key/value table for the Kafka command processor's state store. */
-/* The processor keeps its offsets and restore horizons here, a few times a batch: prepared
- * once (preparing each call was 1.7% of its instructions). */
+/* es_meta as a small key/value table for the Kafka command processor's state store: its
+ * offsets and restore horizons, a few times a batch, so the statements are prepared once
+ * (preparing them each call was 1.7% of the processor's instructions). */
 static es_err lg_get_meta(es_log_t *base, const char *key, char *out, size_t cap, int *found,
                           es_error_t *err) {
     sqlite_log *l = (sqlite_log *)base;
@@ -2033,7 +2033,7 @@ static es_err lg_get_meta(es_log_t *base, const char *key, char *out, size_t cap
 static es_err lg_put_meta(es_log_t *base, const char *key, const char *value, es_error_t *err) {
     sqlite_log *l = (sqlite_log *)base;
     if (l->flags & ES_LOG_READONLY)
-        return es_fail(err, ES_EINVAL, "%s is open read-only: es_meta is not written", l->path);
+        return refuse_readonly(l, "writing es_meta", err);
     sqlite3_stmt *s = stmt(l, S_META_PUT);
     sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 2, value, -1, SQLITE_STATIC);
