@@ -194,8 +194,7 @@ static void hz_commit(es_processor_t *p, owned *o, int force) {
         return;
     if (!p->hz_queue && !(p->hz_queue = rd_kafka_queue_new(p->reader)))
         return;
-    char topic[TOPIC_MAX];
-    snprintf(topic, sizeof topic, "%s.events", type_name(p, o->type));
+    const char *topic = p->types[o->type].events_topic;
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(l, topic, o->partition)->offset = at;
     rd_kafka_resp_err_t ke = rd_kafka_commit_queue(p->reader, l, p->hz_queue, NULL, NULL);
@@ -830,12 +829,12 @@ static void plan_start(import_ctx *c, owned *o, int found, int64_t lo, int64_t h
 
 static es_err restore(es_processor_t *p, owned *o, es_error_t *err) {
     const char *type = type_name(p, o->type);
-    char topic[TOPIC_MAX], key[TOPIC_MAX + 32], val[32];
+    const char *topic = p->types[o->type].events_topic;
+    char key[TOPIC_MAX + 32], val[32];
     int found = 0;
     int64_t lo = 0, hi = 0, scan = 0;
     es_log_t *log;
     es_horizon *hz = NULL;
-    snprintf(topic, sizeof topic, "%s.events", type);
     es_proc_offset_key(key, sizeof key, type, o->partition);
     es_err e = es_store_lock(es_engine_store(p->local), &log, err);
     if (e != ES_OK)

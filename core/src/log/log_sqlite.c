@@ -75,7 +75,6 @@ enum {
     S_TOPIC_SAMPLE,
     S_DLQ_PUT,
     S_HEADS_FROM,
-    S_HEADS_FROM_SET,
     S_HEADS_FROM_CLEAR,
     S_TAIL,
     S_META_GET,
@@ -124,7 +123,6 @@ static const char *const sql_text[S_COUNT] = {
                   "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     /* Deferred heads (tail_heads): es_heads holds every event below heads_from. */
     [S_HEADS_FROM] = "SELECT CAST(value AS INTEGER) FROM es_meta WHERE key = 'heads_from'",
-    [S_HEADS_FROM_SET] = "INSERT OR REPLACE INTO es_meta(key, value) VALUES ('heads_from', ?1)",
     [S_HEADS_FROM_CLEAR] = "DELETE FROM es_meta WHERE key = 'heads_from'",
     [S_TAIL] = "SELECT pos, stream, version FROM es_events WHERE pos >= ?1 ORDER BY pos",
     [S_META_GET] = "SELECT value FROM es_meta WHERE key = ?1",
@@ -1087,8 +1085,9 @@ static es_err keep_heads(sqlite_log *l, es_error_t *err) {
         return flush_heads(l, err);
     if (t->from)
         return ES_OK;
-    sqlite3_stmt *s = stmt(l, S_HEADS_FROM_SET);
-    sqlite3_bind_int64(s, 1, from);
+    sqlite3_stmt *s = stmt(l, S_META_PUT); /* stored as text, as es_meta's values are */
+    sqlite3_bind_text(s, 1, "heads_from", -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, from);
     return step_done(l, s, "writing where es_heads ends", err);
 }
 
@@ -2442,8 +2441,7 @@ static es_err prepare_reads(sqlite_log *l, es_error_t *err) {
     memcpy(text, sql_text, sizeof text);
     if (l->flags & ES_LOG_READONLY)
         text[S_CMD_GET] = text[S_CMD_PUT] = text[S_CMD_SINCE] = text[S_CMD_EDGE] =
-            text[S_CMD_PRUNE] = text[S_HEADS_FROM_SET] = text[S_HEADS_FROM_CLEAR] =
-                text[S_META_PUT] = NULL;
+            text[S_CMD_PRUNE] = text[S_HEADS_FROM_CLEAR] = text[S_META_PUT] = NULL;
     l->tx = es_sql_tx_on(l->db, l->path);
     es_err e = es_sql_tx_prepare(&l->tx, err);
     return e == ES_OK ? es_sql_prepare_all(l->db, l->path, text, S_COUNT, l->st, err) : e;
