@@ -241,6 +241,8 @@ static es_err apply_decoded(es_runner_t *r, const es_raw_record_t *rec, int *att
      * payload cost no allocation each; apply_record resets it after the record. */
     if (es_read_decode_in(rec, r->arena, &ev, &rc, err) != ES_READ_EVENT)
         return rc;
+    if (!at.key) /* the embedded log leaves it to es_raw_key: the envelope names it too */
+        at.key = ev->aggregate_id;
     /* The DLQ records the stored type: it is what an operator finds in the log. */
     snprintf(event_type, type_cap, "%s", ev->event_type);
     if (es_read_upcast(r->cfg, &ev, &at, &rc, err) != ES_READ_EVENT)

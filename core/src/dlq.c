@@ -138,7 +138,7 @@ static es_err redrive_one(es_runner_t *r, int64_t id, const char *name, int *ok,
     es_err rc = ES_OK;
     if (e == ES_OK) {
         es_raw_record_t rec = {d->topic, d->partition, d->offset, d->key[0] ? d->key : NULL,
-                               d->value, d->value_len};
+                               d->value, d->value_len, NULL,      0};
         rc = es_runner_apply_record(r, &rec, &attempts, type, sizeof type, &storage, &why);
         if (storage)
             e = es_fail(err, rc, "%s", why.message);
@@ -205,11 +205,12 @@ int es_dlq_park(sqlite3_stmt *s, const char *projector, const es_raw_record_t *r
                 es_dlq_entry_t *out) {
     int64_t now = es_now_us();
     const char *type = event_type && *event_type ? event_type : NULL;
+    const char *key = es_raw_key(rec);
     sqlite3_bind_text(s, 1, projector, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 2, rec->topic, -1, SQLITE_STATIC);
     sqlite3_bind_int(s, 3, rec->partition);
     sqlite3_bind_int64(s, 4, rec->offset);
-    sqlite3_bind_text(s, 5, rec->key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 5, key, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(s, 6, type, -1, SQLITE_STATIC);
     sqlite3_bind_int(s, 7, (int)code);
     sqlite3_bind_text(s, 8, why, -1, SQLITE_STATIC);
@@ -227,7 +228,7 @@ int es_dlq_park(sqlite3_stmt *s, const char *projector, const es_raw_record_t *r
                             .parked_at_us = now};
     snprintf(out->projector, sizeof out->projector, "%s", projector);
     snprintf(out->topic, sizeof out->topic, "%s", rec->topic);
-    snprintf(out->key, sizeof out->key, "%s", rec->key ? rec->key : "");
+    snprintf(out->key, sizeof out->key, "%s", key ? key : "");
     snprintf(out->event_type, sizeof out->event_type, "%s", type ? type : "");
     snprintf(out->error, sizeof out->error, "%s", why);
     return rc;

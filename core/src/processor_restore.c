@@ -414,7 +414,7 @@ static es_err seed_before(import_ctx *c, const es_event_t *ev, int64_t offset, e
  * on: the local engine's loads (log_sqlite.c's reads), under the processor's config and so
  * its upcasters. */
 static es_err import_record(import_ctx *c, const rd_kafka_message_t *m, es_error_t *err) {
-    es_raw_record_t raw = {c->topic, m->partition, m->offset, NULL, m->payload, m->len};
+    es_raw_record_t raw = {c->topic, m->partition, m->offset, NULL, m->payload, m->len, NULL, 0};
     es_position_t at = {c->topic, NULL, m->partition, m->offset};
     es_event_t *ev = NULL;
     es_error_t derr = {0};
@@ -701,7 +701,7 @@ static es_err collect_snapshots(import_ctx *c, es_error_t *err) {
 /* ---- where a restore starts ------------------------------------------------------------- */
 
 static es_err peek_cb(import_ctx *c, const rd_kafka_message_t *m, es_error_t *err) {
-    es_raw_record_t raw = {c->topic, m->partition, m->offset, NULL, m->payload, m->len};
+    es_raw_record_t raw = {c->topic, m->partition, m->offset, NULL, m->payload, m->len, NULL, 0};
     es_event_t *ev = NULL;
     es_err e = ES_OK;
     es_error_t derr = {0};

@@ -4,11 +4,21 @@
 #include "internal.h"
 #include "upcast_int.h"
 
+const char *es_raw_key(const es_raw_record_t *rec) {
+    if (rec->key || !rec->key_log || !rec->key_log->reader->record_key)
+        return rec->key;
+    return rec->key_log->reader->record_key(rec->key_log, rec->key_ref);
+}
+
 es_read_result es_read_decode_in(const es_raw_record_t *rec, es_pb_arena_t *arena, es_event_t **ev,
                                  es_err *rc, es_error_t *err) {
     es_position_t at = {rec->topic, rec->key, rec->partition, rec->offset};
     *ev = NULL;
     *rc = es_envelope_decode_in(rec->value, rec->len, &at, arena, ev, err);
+    /* A key the log tells only when asked is asked for now, to name it in the error: the
+     * decode fails the same way again. */
+    if (*rc != ES_OK && !at.key && (at.key = es_raw_key(rec)))
+        *rc = es_envelope_decode_in(rec->value, rec->len, &at, arena, ev, err);
     if (*rc != ES_OK)
         return ES_READ_BAD;
     (*ev)->offset = rec->offset;

@@ -410,8 +410,9 @@ typedef struct topic_ctx {
 
 static int on_record(const es_raw_record_t *rec, void *opaque) {
     topic_ctx *t = opaque;
-    es_position_t pos = {rec->topic, rec->key, rec->partition, rec->offset};
-    place at = {rec->topic, rec->partition, rec->offset, t->type, rec->key, 0};
+    const char *key = es_raw_key(rec); /* the embedded log's, from es_streams */
+    es_position_t pos = {rec->topic, key, rec->partition, rec->offset};
+    place at = {rec->topic, rec->partition, rec->offset, t->type, key, 0};
     es_event_t *ev = NULL;
     es_error_t derr = {0};
     t->v->sum->events++;
@@ -421,8 +422,8 @@ static int on_record(const es_raw_record_t *rec, void *opaque) {
     }
     at.id = ev->aggregate_id;
     at.version = ev->version;
-    if (rec->key && strcmp(rec->key, ev->aggregate_id))
-        problem(t->v, "envelope", &at, "the record's key is '%.255s'", rec->key);
+    if (key && strcmp(key, ev->aggregate_id))
+        problem(t->v, "envelope", &at, "the record's key is '%.255s'", key);
     size_t klen = strlen(ev->aggregate_id);
     key_state *k = es_lru_get(t->keys, ev->aggregate_id, klen);
     if (!k) {

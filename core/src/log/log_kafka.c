@@ -346,7 +346,7 @@ static void deliver(const rd_kafka_message_t *m, es_topic_pos_t *p, es_raw_cb *c
     }
     es_raw_record_t rec = {
         p->topic, p->partition, m->offset, has_key ? key : NULL, (const uint8_t *)m->payload,
-        m->len};
+        m->len,   NULL,         0};
     p->offset = m->offset + 1;
     *stop = cb(&rec, opaque);
 }
@@ -476,7 +476,7 @@ static int collect_stream(const rd_kafka_message_t *m, void *opaque) {
     stream_scan *s = opaque;
     if (!m->key || m->key_len != s->id_len || memcmp(m->key, s->id, s->id_len))
         return 0;
-    es_raw_record_t raw = {s->topic, m->partition, m->offset, s->id, m->payload, m->len};
+    es_raw_record_t raw = {s->topic, m->partition, m->offset, s->id, m->payload, m->len, NULL, 0};
     es_event_t *ev = NULL;
     if (es_read_decode(&raw, &ev, &s->e, s->err) != ES_READ_EVENT)
         return 1;
@@ -613,7 +613,7 @@ static int deliver_log(const rd_kafka_message_t *m, void *opaque) {
         key[m->key_len] = '\0';
     }
     es_raw_record_t raw = {s->topic,   m->partition, m->offset, key[0] ? key : NULL,
-                           m->payload, m->len};
+                           m->payload, m->len,       NULL,      0};
     es_event_t *ev = NULL;
     if (es_read_current(s->cfg, &raw, &ev, &s->e, s->err) != ES_READ_EVENT)
         return 1;

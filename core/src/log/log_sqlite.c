@@ -70,6 +70,7 @@ enum {
     S_CMD_PRUNE,
     S_DATA_VERSION,
     S_FETCH,
+    S_STREAM_KEY,
     S_TOPIC_COUNT,
     S_OTHER_TYPES,
     S_TOPIC_SAMPLE,
@@ -108,8 +109,9 @@ static const char *const sql_text[S_COUNT] = {
     [S_CMD_EDGE] = "SELECT seq, at FROM es_commands WHERE seq >= ?1 ORDER BY seq LIMIT ?2",
     [S_CMD_PRUNE] = "DELETE FROM es_commands WHERE seq < ?1",
     [S_DATA_VERSION] = "PRAGMA data_version",
-    [S_FETCH] = "SELECT e.pos, e.type_id, s.agg_id, e.envelope FROM es_events e "
-                "JOIN es_streams s ON s.id = e.stream WHERE e.pos >= ?1 ORDER BY e.pos",
+    /* No join for the key: lg_record_key reads it for the few records that need it. */
+    [S_FETCH] = "SELECT pos, type_id, stream, envelope FROM es_events WHERE pos >= ?1 ORDER BY pos",
+    [S_STREAM_KEY] = "SELECT agg_id FROM es_streams WHERE id = ?1",
     [S_TOPIC_COUNT] = "SELECT count(*) FROM es_events WHERE pos >= ?1 AND type_id = ?2",
     /* Two seeks in es_streams' (type_id, agg_id) index: does another type have events? */
     [S_OTHER_TYPES] = "SELECT EXISTS (SELECT 1 FROM es_streams WHERE type_id < ?1) OR "
@@ -386,6 +388,7 @@ typedef struct sqlite_log {
     type_entry *types; /* cache of es_types; dropped on rollback */
     size_t n_types, cap_types;
     char *cmd_reason, *cmd_type, *cmd_agg; /* storage behind find_command's record */
+    char *record_key;                      /* ... and behind lg_record_key's answer */
     int writing;                           /* a write transaction is open: the cache is live */
     int64_t data_version;
     es_lru_t *streams;         /* stream_entry by type id + aggregate id */
@@ -1507,7 +1510,7 @@ static es_err decode_row(sqlite_log *l, sqlite3_stmt *s, int col, const char *ty
     char topic[ES_MAX_TYPE_LEN + 16];
     snprintf(topic, sizeof topic, "%s.events", type);
     int len = sqlite3_column_bytes(s, col);
-    es_raw_record_t raw = {topic, 0, pos, key, sqlite3_column_blob(s, col), (size_t)len};
+    es_raw_record_t raw = {topic, 0, pos, key, sqlite3_column_blob(s, col), (size_t)len, NULL, 0};
     es_err rc = ES_OK;
     /* The read pipeline's decode and upcast stages only: a linked stream holds neither a stale
      * version nor a gap (a broken link is ES_EIO before this). */
@@ -1990,6 +1993,7 @@ static void lg_destroy(es_log_t *base) {
     drop_type_cache(l);
     free(l->types);
     free(l->cmd_reason);
+    free(l->record_key);
     free(l->cmd_type);
     free(l->cmd_agg);
     free(l->path);
@@ -2104,9 +2108,11 @@ static es_err lg_fetch(es_log_t *base, es_topic_pos_t *pos, size_t n_pos, size_t
         es_raw_record_t rec = {pos[i].topic,
                                0,
                                at,
-                               (const char *)sqlite3_column_text(s, 2),
+                               NULL,
                                sqlite3_column_blob(s, 3),
-                               (size_t)sqlite3_column_bytes(s, 3)};
+                               (size_t)sqlite3_column_bytes(s, 3),
+                               base,
+                               sqlite3_column_int64(s, 2)};
         delivered++;
         if (cb(&rec, opaque))
             break;
@@ -2120,6 +2126,17 @@ static es_err lg_fetch(es_log_t *base, es_topic_pos_t *pos, size_t n_pos, size_t
             pos[i].offset = scanned;
     free(f.ids);
     return e;
+}
+
+/* The aggregate id of stream ref, for a record lg_fetch delivered: read only when asked. */
+static const char *lg_record_key(es_log_t *base, int64_t ref) {
+    sqlite_log *l = (sqlite_log *)base;
+    sqlite3_stmt *s = stmt(l, S_STREAM_KEY);
+    sqlite3_bind_int64(s, 1, ref);
+    const char *key =
+        sqlite3_step(s) == SQLITE_ROW ? keep(&l->record_key, sqlite3_column_text(s, 0)) : NULL;
+    sqlite3_reset(s);
+    return key;
 }
 
 static int lg_has_records(es_log_t *base, const es_topic_pos_t *pos, size_t n) {
@@ -2293,6 +2310,7 @@ static const es_reader_ops sqlite_reader = {
     .topic_estimate = lg_topic_estimate,
     .put_dlq = lg_put_dlq,
     .commit_positions = NULL, /* nothing else tracks positions of a file */
+    .record_key = lg_record_key,
 };
 
 static es_err exec_sql(sqlite_log *l, const char *sql, const char *what, es_error_t *err) {
