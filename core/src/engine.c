@@ -61,7 +61,13 @@ struct es_engine {
     es_pending_t pending; /* reused by every command: one allocation pattern per engine */
     es_new_event_t *ne;
     size_t ne_cap;
-    es_buf_t due_keys; /* keys of entries whose snapshot is due, each klen + key */
+    es_buf_t due_keys;  /* keys of entries whose snapshot is due, each klen + key; they may wait
+                           past their batch (write_due_snapshots) */
+    size_t n_due;       /* keys in due_keys */
+    size_t due_max;     /* cache.aggregates: no more states wait, pinned, than the cache holds */
+    uint64_t batch_seq; /* batches executed here, counting from 1 */
+    es_buf_t src_buf;   /* engine_snapshot's packed state, and its snapshot */
+    es_snapshot_t src_snap;
     es_buf_t snap_buf; /* a due snapshot's state, packed (the store keeps its own copy) */
     es_fingerprinter_t fingerprinter;
     int readonly;            /* es_engine_open(ES_OPEN_READONLY): loads states, executes nothing */
@@ -95,6 +101,7 @@ typedef struct state_entry {
     const registration *reg;
     int snapshot_due; /* pinned in the LRU until written */
     char *type, *id;
+    uint64_t taken_in; /* the batch (es_engine.batch_seq) that last counted a snapshot of it */
 } state_entry;
 
 #define STATE_KEY_MAX (ES_MAX_TYPE_LEN + 1 + ES_MAX_ID_LEN)
@@ -122,6 +129,8 @@ static size_t state_key(const char *type, const char *id, char *key) {
 }
 
 static es_mx_collect_fn engine_collect;
+static void write_waiting_snapshots(es_engine_t *e);
+static void set_snapshot_source(es_engine_t *e, int on);
 
 es_err es_engine_new(const es_config_t *cfg, es_engine_t **out, es_error_t *err) {
     return es_engine_open(cfg, ES_OPEN_WRITE, out, err);
@@ -143,8 +152,8 @@ es_err es_engine_open(const es_config_t *cfg, es_open_mode mode, es_engine_t **o
     }
     const es_config_t *c = es_store_config(e->store);
     e->snapshot_every = es_config_get_int(c, "snapshot.every");
-    e->states = es_lru_new((size_t)es_config_get_int(c, "cache.aggregates"), free_state_entry,
-                           state_pinned);
+    e->due_max = (size_t)es_config_get_int(c, "cache.aggregates");
+    e->states = es_lru_new(e->due_max, free_state_entry, state_pinned);
     if (!e->states || es_folder_init(&e->folder) != ES_OK) {
         es_lru_destroy(e->states);
         es_folder_free(&e->folder);
@@ -164,6 +173,7 @@ es_err es_engine_open(const es_config_t *cfg, es_open_mode mode, es_engine_t **o
         es_engine_destroy(e);
         return rc;
     }
+    set_snapshot_source(e, 1);
     *out = e;
     return ES_OK;
 }
@@ -178,12 +188,15 @@ void es_engine_destroy(es_engine_t *engine) {
     }
     if (engine->remote)
         engine->remote->ops->destroy(engine->remote);
+    write_waiting_snapshots(engine);
+    set_snapshot_source(engine, 0);
     es_store_destroy(engine->store);
     es_lru_destroy(engine->states);
     es_pending_free(&engine->pending);
     free(engine->ne);
     es_buf_free(&engine->due_keys);
     es_buf_free(&engine->snap_buf);
+    es_buf_free(&engine->src_buf);
     es_fingerprinter_free(&engine->fingerprinter);
     es_folder_free(&engine->folder);
     es_schemas_close(engine->catalogue);
@@ -239,7 +252,8 @@ static void engine_collect(void *self, es_mx_sink *k) {
                           "Time from a command's batch start to its commit.", l, &t->duration);
         es_mx_sample(k, "eskit_events_appended_total", ES_MX_COUNTER,
                      "Events appended by accepted commands.", l, (double)es_mx_get(&t->events));
-        es_mx_sample(k, "eskit_snapshot_writes_total", ES_MX_COUNTER, "Snapshots written.", l,
+        es_mx_sample(k, "eskit_snapshot_writes_total", ES_MX_COUNTER,
+                     "Snapshots taken, one an aggregate a batch that reached snapshot.every.", l,
                      (double)es_mx_get(&t->snapshot_writes));
         es_mx_sample(k, "eskit_snapshot_loads_total", ES_MX_COUNTER,
                      "Aggregates loaded from a snapshot.", l,
@@ -474,7 +488,8 @@ static es_err cache_state(exec_ctx *x, const char *key, size_t klen, es_error_t 
                             x->reg,
                             0,
                             strdup(x->cmd->aggregate_type),
-                            strdup(x->cmd->aggregate_id)};
+                            strdup(x->cmd->aggregate_id),
+                            0};
         x->state = NULL; /* the entry owns it now, and frees it on any failure below */
     }
     if (!se || !se->type || !se->id) {
@@ -612,42 +627,81 @@ static es_err record_command(exec_ctx *x, es_outcome outcome, es_error_t *err) {
     return x->log->store->put_command(x->log, &rec, err);
 }
 
-/* Notes that the state's snapshot is due; write_due_snapshots writes it before commit. */
+/* Notes that the state's snapshot is due; write_due_snapshots writes it. The count is of
+ * snapshots taken, one an aggregate a batch, whether the store writes each or the newest. */
 static es_err snapshot_due(exec_ctx *x, uint64_t before, es_error_t *err) {
-    long long every = x->engine->snapshot_every;
-    if (every <= 0 || before / (uint64_t)every == x->version / (uint64_t)every ||
-        x->entry->snapshot_due)
+    es_engine_t *e = x->engine;
+    state_entry *se = x->entry;
+    long long every = e->snapshot_every;
+    if (every <= 0 || before / (uint64_t)every == x->version / (uint64_t)every)
+        return ES_OK;
+    if (se->taken_in != e->batch_seq && se->reg->mx)
+        es_mx_add(&se->reg->mx->snapshot_writes, 1);
+    se->taken_in = e->batch_seq;
+    if (se->snapshot_due)
         return ES_OK;
     char key[STATE_KEY_MAX];
     size_t klen = state_key(x->cmd->aggregate_type, x->cmd->aggregate_id, key);
-    es_buf_t *b = &x->engine->due_keys;
+    es_buf_t *b = &e->due_keys;
     if (es_buf_reserve(b, sizeof klen + klen) != ES_OK)
         return es_fail(err, ES_ENOMEM, "out of memory noting a snapshot");
     memcpy(b->data + b->len, &klen, sizeof klen);
     memcpy(b->data + b->len + sizeof klen, key, klen);
     b->len += sizeof klen + klen;
-    x->entry->snapshot_due = 1;
+    e->n_due++;
+    se->snapshot_due = 1;
     return ES_OK;
+}
+
+/* The state packed into b, as a snapshot taken at now. */
+static es_err pack_state(const state_entry *se, es_buf_t *b, int64_t now, es_snapshot_t *snap) {
+    b->len = 0;
+    if (es_buf_reserve(b, protobuf_c_message_get_packed_size(se->state)) != ES_OK)
+        return ES_ENOMEM;
+    b->len = protobuf_c_message_pack(se->state, b->data);
+    *snap = (es_snapshot_t){se->version, se->reg->def->state->name, b->data, b->len, now};
+    return ES_OK;
+}
+
+/* The store's snapshot source (snapshot_source): a due state's snapshot, packed on demand, so
+ * that one kept back is still the one get_snapshot gives. Under the store's lock, as every
+ * use of the states. */
+static const es_snapshot_t *engine_snapshot(void *opaque, const char *type, const char *id) {
+    es_engine_t *e = opaque;
+    char key[STATE_KEY_MAX];
+    if (!e->due_keys.len || strlen(type) + 1 + strlen(id) > sizeof key)
+        return NULL;
+    const state_entry *se = es_lru_get(e->states, key, state_key(type, id, key));
+    if (!se || !se->snapshot_due || pack_state(se, &e->src_buf, es_now_us(), &e->src_snap) != ES_OK)
+        return NULL;
+    return &e->src_snap;
 }
 
 static es_err write_snapshot(es_engine_t *e, es_log_t *log, state_entry *se, int64_t now,
                              es_error_t *err) {
-    es_buf_t *b = &e->snap_buf;
-    b->len = 0;
-    if (es_buf_reserve(b, protobuf_c_message_get_packed_size(se->state)) != ES_OK)
+    es_snapshot_t snap;
+    if (pack_state(se, &e->snap_buf, now, &snap) != ES_OK)
         return es_fail(err, ES_ENOMEM, "out of memory writing a snapshot");
-    b->len = protobuf_c_message_pack(se->state, b->data);
-    es_snapshot_t snap = {se->version, se->reg->def->state->name, b->data, b->len, now};
-    es_err rc = log->store->put_snapshot(log, se->type, se->id, &snap, err);
-    if (rc == ES_OK && se->reg->mx)
-        es_mx_add(&se->reg->mx->snapshot_writes, 1);
-    return rc;
+    return log->store->put_snapshot(log, se->type, se->id, &snap, err);
 }
 
-/* The snapshots of one batch are taken at one commit: one clock reading serves them all. */
-static es_err write_due_snapshots(es_engine_t *e, es_log_t *log, es_error_t *err) {
+/* The due snapshots are packed and put at a commit that writes them. While the store would
+ * only keep them in memory for a later commit (its deferred heads), the states wait in the
+ * cache, pinned, and each is packed once, when it is written: a batch over 1,000 aggregates
+ * packed ~630 snapshots a commit, of which the store wrote those of one commit in 16. A batch
+ * with a hook (the Kafka processor sends each command's snapshot on), a full cache (due_max)
+ * and the close (write_waiting_snapshots) put them at once (at_once), and so does a policy
+ * of more than one event a snapshot: its snapshot is of the version that reached the
+ * interval, which later commands move past (with 1, the newest state is the snapshot the last
+ * batch would have put). One clock reading serves them all. */
+static es_err write_due_snapshots(es_engine_t *e, es_log_t *log, int at_once, es_error_t *err) {
+    if (!e->due_keys.len)
+        return ES_OK;
+    if (!at_once && e->snapshot_every == 1 && e->n_due < e->due_max && log->store->version >= 4 &&
+        !log->store->heads_due(log))
+        return ES_OK;
     es_err rc = ES_OK;
-    int64_t now = e->due_keys.len ? es_now_us() : 0;
+    int64_t now = es_now_us();
     for (size_t off = 0; rc == ES_OK && off < e->due_keys.len;) {
         size_t klen;
         memcpy(&klen, e->due_keys.data + off, sizeof klen);
@@ -660,13 +714,71 @@ static es_err write_due_snapshots(es_engine_t *e, es_log_t *log, es_error_t *err
         }
     }
     e->due_keys.len = 0;
+    e->n_due = 0;
     return rc;
+}
+
+/* After a rollback took some states away: keeps the keys of the states still waiting, once
+ * each (a removed state's key may be listed again for the state that replaced it). */
+static void prune_due_keys(es_engine_t *e) {
+    es_buf_t *b = &e->due_keys;
+    size_t out = 0, n = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t off = 0, end = pass ? out : b->len; off < end;) {
+            size_t klen;
+            memcpy(&klen, b->data + off, sizeof klen);
+            size_t step = sizeof klen + klen;
+            state_entry *se =
+                es_lru_get(e->states, (const char *)b->data + off + sizeof klen, klen);
+            if (pass) {
+                se->snapshot_due = 1;
+            } else if (se && se->snapshot_due == 1) {
+                se->snapshot_due = 2; /* kept: a second listing of it is not */
+                memmove(b->data + out, b->data + off, step);
+                out += step;
+                n++;
+            }
+            off += step;
+        }
+    }
+    b->len = out;
+    e->n_due = n;
 }
 
 /* A state that may hold events that were not committed must not be reused. */
 static void forget_states(es_engine_t *e) {
     e->due_keys.len = 0;
+    e->n_due = 0;
     es_lru_clear(e->states);
+}
+
+/* Makes the engine its store's snapshot source, or no longer (on 0). */
+static void set_snapshot_source(es_engine_t *e, int on) {
+    es_log_t *log;
+    if (e->readonly || !e->store || es_store_lock(e->store, &log, NULL) != ES_OK)
+        return;
+    if (log->store && log->store->version >= 4 && log->store->snapshot_source)
+        log->store->snapshot_source(log, on ? engine_snapshot : NULL, on ? e : NULL);
+    es_store_unlock(e->store);
+}
+
+/* The snapshots still waiting go in before the store closes and writes its heads; best
+ * effort, as the store's own write at close. */
+static void write_waiting_snapshots(es_engine_t *e) {
+    es_log_t *log;
+    es_error_t err = {0};
+    if (!e->due_keys.len || es_store_lock(e->store, &log, &err) != ES_OK)
+        return;
+    if (log->store->begin(log, &err) == ES_OK) {
+        if (write_due_snapshots(e, log, 1, &err) != ES_OK) {
+            log->store->rollback(log);
+        } else {
+            if (log->store->version >= 3)
+                log->store->write_heads(log);
+            log->store->commit(log, &err); /* rolls back when it fails */
+        }
+    }
+    es_store_unlock(e->store);
 }
 
 static es_err fill_events(es_result_t *res, const es_pending_t *p, es_error_t *err) {
@@ -926,7 +1038,7 @@ static void forget_batch_states(es_engine_t *e, const es_command_t *cmds, size_t
             continue;
         es_lru_remove(e->states, key, state_key(c->aggregate_type, c->aggregate_id, key));
     }
-    e->due_keys.len = 0;
+    prune_due_keys(e);
 }
 
 static const char *what_happened(es_outcome o) {
@@ -1041,6 +1153,7 @@ static es_err execute_local(es_engine_t *engine, const es_command_t *cmds, size_
         return rc;
     rc = log->store->begin(log, err);
     engine->batch_type = NULL;
+    engine->batch_seq++;
     size_t done = 0;
     for (; rc == ES_OK && done < n && *culprit == n; done++) {
         rc = run_command(engine, log, &cmds[done], &results[done], err);
@@ -1049,7 +1162,7 @@ static es_err execute_local(es_engine_t *engine, const es_command_t *cmds, size_
     }
     int commit = rc == ES_OK && *culprit == n;
     if (commit)
-        rc = write_due_snapshots(engine, log, err);
+        rc = write_due_snapshots(engine, log, hook != NULL, err);
     if (commit && rc == ES_OK && hook)
         rc = hook(opaque, log, cmds, results, n, err);
     if (commit && rc == ES_OK)

@@ -960,3 +960,67 @@ Test(engine, a_version_4_file_is_upgraded_and_its_ids_are_remembered_for_a_windo
     cr_assert_not(restock_with_id(engine, "v4-3"));
     free(path);
 }
+
+/* The snapshot es_heads holds of an item, read by a connection of its own: -1 when its row
+ * holds none, -2 when it has no row. */
+static int heads_snapshot(const char *id) {
+    char *path = tu_path(dir, "engine.db"), sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT COALESCE((SELECT COALESCE(h.snap_version, -1) FROM es_heads h JOIN "
+             "es_streams s ON s.id = h.stream WHERE s.agg_id = '%s'), -2)",
+             id);
+    int v = query_int(path, sql);
+    free(path);
+    return v;
+}
+
+static void restock_one(const char *id) {
+    Inventory__V1__Restock msg;
+    es_command_t cmd = restock(id, &msg, 1);
+    es_error_t err = {0};
+    cr_assert_eq(es_execute(engine, &cmd, NULL, &err), ES_OK, "%s", err.message);
+}
+
+/* With heads deferred, a batch's snapshots wait as the engine's states and are packed when the
+ * store writes them: a rolled-back batch leaves the earlier ones waiting, the close writes
+ * them. */
+Test(engine, snapshots_kept_back_for_deferred_heads_are_written_at_close) {
+    restock_one("sku-a");
+    restock_one("sku-a");
+    restock_one("sku-b");
+    cr_assert_eq(snapshot_of("inventory.item", "sku-a").version, 2, "kept back, still read");
+    Inventory__V1__Restock msg;
+    Orders__V1__ConfirmOrder confirm = ORDERS__V1__CONFIRM_ORDER__INIT;
+    es_command_t cmds[] = {restock("sku-c", &msg, 1), simple("o-never-placed", &confirm.base)};
+    es_result_t res[2];
+    es_error_t err = {0};
+    cr_assert_eq(es_execute_all(engine, cmds, 2, res, &err), ES_EREJECTED, "%s", err.message);
+    es_result_clear(&res[0]);
+    es_result_clear(&res[1]);
+    restock_one("sku-b");
+    cr_assert_eq(heads_snapshot("sku-a"), -2, "the heads wait for the close");
+    es_engine_destroy(engine);
+    engine = NULL;
+    cr_assert_eq(heads_snapshot("sku-a"), 2);
+    cr_assert_eq(heads_snapshot("sku-b"), 2);
+    cr_assert_eq(heads_snapshot("sku-c"), -2);
+    open_engine(NULL);
+}
+
+/* A commit that writes the deferred heads writes every waiting snapshot with them. */
+Test(engine, the_commit_that_writes_deferred_heads_writes_the_snapshots_kept_back) {
+    es_engine_destroy(engine);
+    es_config_t *cfg = tu_config(dir, "engine.db");
+    es_error_t err = {0};
+    cr_assert_eq(es_config_set(cfg, "sqlite.heads.defer.events", "3", &err), ES_OK, "%s",
+                 err.message);
+    cr_assert_eq(es_engine_new(cfg, &engine, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(demo_register_all(engine, &err), ES_OK, "%s", err.message);
+    es_config_destroy(cfg);
+    restock_one("sku-a");
+    restock_one("sku-b");
+    cr_assert_eq(heads_snapshot("sku-a"), -2, "not yet three events in the tail");
+    restock_one("sku-b");
+    cr_assert_eq(heads_snapshot("sku-a"), 1);
+    cr_assert_eq(heads_snapshot("sku-b"), 2);
+}

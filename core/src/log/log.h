@@ -78,8 +78,11 @@ typedef struct es_topic_pos {
     int64_t offset;
 } es_topic_pos_t;
 
+/* A writer's snapshot of type/id not yet put (es_store_ops.snapshot_source). */
+typedef const es_snapshot_t *es_snapshot_src(void *opaque, const char *type, const char *id);
+
 /* The event store role (embedded only). */
-#define ES_STORE_OPS_VERSION 3
+#define ES_STORE_OPS_VERSION 4
 typedef struct es_store_ops {
     int version; /* ES_STORE_OPS_VERSION: methods past a version are absent below it */
     es_err (*begin)(es_log_t *log, es_error_t *err);
@@ -115,6 +118,15 @@ typedef struct es_store_ops {
      * embedded store's deferred heads and snapshots): what it commits must not need a replay
      * of the log to be found again, as a restore's snapshots of seeded streams. */
     void (*write_heads)(es_log_t *log);
+    /* Version 4. 0 when a snapshot put in this transaction would wait in the store's memory
+     * past its commit (the embedded store's deferred heads), where a later put of the same
+     * stream replaces it: a writer may then keep its states and put their snapshots at a
+     * later transaction for which this is 1. 1 when the commit writes what waits. */
+    int (*heads_due)(es_log_t *log);
+    /* Version 4. The snapshots such a writer keeps back are still the newest get_snapshot
+     * gives: it asks src first, which returns the snapshot the writer would put now (valid
+     * until its next call) or NULL when none waits. src NULL: none. */
+    void (*snapshot_source)(es_log_t *log, es_snapshot_src *src, void *opaque);
 } es_store_ops;
 
 /* The log reader role (every backend). */

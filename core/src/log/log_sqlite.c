@@ -389,7 +389,9 @@ typedef struct sqlite_log {
     size_t n_types, cap_types;
     char *cmd_reason, *cmd_type, *cmd_agg; /* storage behind find_command's record */
     char *record_key;                      /* ... and behind lg_record_key's answer */
-    int writing;                           /* a write transaction is open: the cache is live */
+    es_snapshot_src *snap_src;             /* the writer's snapshots kept back (snapshot_source) */
+    void *snap_src_opaque;
+    int writing; /* a write transaction is open: the cache is live */
     int64_t data_version;
     es_lru_t *streams;         /* stream_entry by type id + aggregate id */
     struct stream_entry *last; /* the entry found last, under last_key: a command reads its
@@ -1051,6 +1053,23 @@ static es_err flush_heads(sqlite_log *l, es_error_t *err) {
     return e;
 }
 
+/* Whether a commit whose tail begins at from writes every deferred head (see tail_heads). */
+static int heads_due_from(const sqlite_log *l, int64_t from) {
+    const tail_heads *t = &l->tail;
+    return l->flush_now || !from || !t->max || l->next_pos - from >= t->max ||
+           t->snap_bytes >= HEADS_DEFER_BYTES;
+}
+
+/* What keep_heads will decide, as the transaction stands; before the tail is read (the first
+ * commit after an open), 1, as its first commit may well write them. */
+static int lg_heads_due(es_log_t *base) {
+    const sqlite_log *l = (const sqlite_log *)base;
+    const tail_heads *t = &l->tail;
+    if (!t->built)
+        return 1;
+    return heads_due_from(l, t->from ? t->from : l->tx_first);
+}
+
 /* Takes the transaction's changed streams into the deferred heads, and writes them all when
  * that is due (see tail_heads); otherwise a first deferred transaction records heads_from. */
 static es_err keep_heads(sqlite_log *l, es_error_t *err) {
@@ -1080,8 +1099,7 @@ static es_err keep_heads(sqlite_log *l, es_error_t *err) {
         e->snap_cap = cap;
     }
     int64_t from = t->from ? t->from : l->tx_first;
-    int due = l->flush_now || !from || !t->max || l->next_pos - from >= t->max ||
-              t->snap_bytes >= HEADS_DEFER_BYTES;
+    int due = heads_due_from(l, from);
     l->heads_written = due;
     l->heads_from = from;
     if (due)
@@ -1501,6 +1519,12 @@ static es_err lg_seed_stream(es_log_t *base, const char *type, const char *id, u
     return ES_OK;
 }
 
+static void lg_snapshot_source(es_log_t *base, es_snapshot_src *src, void *opaque) {
+    sqlite_log *l = (sqlite_log *)base;
+    l->snap_src = src;
+    l->snap_src_opaque = opaque;
+}
+
 static void lg_write_heads(es_log_t *base) {
     ((sqlite_log *)base)->flush_now = 1;
 }
@@ -1742,9 +1766,13 @@ static es_err lg_get_snapshot(es_log_t *base, const char *type, const char *id, 
     int opened;
     *out = NULL;
     es_err e = read_stream_row(l, type, id, &row, &ent, &opened, err);
-    /* Newest first: this transaction's, then one deferred (tail_heads), then es_heads'. */
-    const tail_head *h = e == ES_OK && row.id ? tail_find(&l->tail, row.id) : NULL;
-    const es_snapshot_t *p = ent && ent->snap_dirty ? ent->snap : h && h->has_snap ? h->snap : NULL;
+    /* Newest first: the writer's kept back, this transaction's, then one deferred
+     * (tail_heads), then es_heads'. */
+    const es_snapshot_t *p =
+        e == ES_OK && row.id && l->snap_src ? l->snap_src(l->snap_src_opaque, type, id) : NULL;
+    const tail_head *h = e == ES_OK && row.id && !p ? tail_find(&l->tail, row.id) : NULL;
+    if (!p)
+        p = ent && ent->snap_dirty ? ent->snap : h && h->has_snap ? h->snap : NULL;
     if (e == ES_OK && p &&
         !(*out = snapshot_copy(p->version, p->state_type, p->state, p->state_len, p->taken_at_us)))
         e = es_fail(err, ES_ENOMEM, "out of memory reading a snapshot");
@@ -2294,6 +2322,8 @@ static const es_store_ops sqlite_store = {
     .put_meta = lg_put_meta,
     .seed_stream = lg_seed_stream,
     .write_heads = lg_write_heads,
+    .heads_due = lg_heads_due,
+    .snapshot_source = lg_snapshot_source,
 };
 
 static const es_reader_ops sqlite_reader = {
