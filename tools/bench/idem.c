@@ -211,6 +211,47 @@ static int warm_items(idem_run_t *r) {
     return rc == ES_OK ? 0 : bench_fail("es_execute_batch", rc, &err);
 }
 
+/* The limit beside each point: BATCH rows of an envelope's size a transaction, appended by a
+ * connection of its own to a table of the same file (WAL, synchronous=FULL), batches timed
+ * after one that is not. Run after the kinds' window, not between its batches: another
+ * connection's commit makes the store read its caches again. What a larger file costs the
+ * writes themselves (the kernel's page cache, the checkpoints) shows here as well. */
+static int raw_window(const idem_run_t *r, size_t batches, idem_point_t *p) {
+    sqlite3 *db = NULL;
+    sqlite3_stmt *ins = NULL;
+    uint8_t row[294];
+    bench_rng_t g = {0x2545F4914F6CDD1DULL};
+    int64_t ns = 0;
+    for (size_t i = 0; i < sizeof row; i++)
+        row[i] = (uint8_t)rand64(&g);
+    int ok =
+        sqlite3_open(r->path, &db) == SQLITE_OK &&
+        sqlite3_exec(db,
+                     "PRAGMA synchronous=FULL; CREATE TABLE IF NOT EXISTS bench_raw(id "
+                     "INTEGER PRIMARY KEY, b BLOB NOT NULL)",
+                     NULL, NULL, NULL) == SQLITE_OK &&
+        sqlite3_prepare_v2(db, "INSERT INTO bench_raw(b) VALUES (?1)", -1, &ins, NULL) == SQLITE_OK;
+    for (size_t i = 0; ok && i <= batches; i++) {
+        int64_t t0 = bench_now_ns();
+        ok = sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK;
+        for (size_t j = 0; ok && j < BATCH; j++) {
+            row[j % sizeof row] ^= 1; /* no two rows the same */
+            sqlite3_bind_blob(ins, 1, row, sizeof row, SQLITE_STATIC);
+            ok = sqlite3_step(ins) == SQLITE_DONE;
+            sqlite3_reset(ins);
+        }
+        ok = ok && sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK;
+        if (i > 0)
+            ns += bench_now_ns() - t0;
+    }
+    if (!ok)
+        fprintf(stderr, "eskit-bench: raw insert into %s: %s\n", r->path, sqlite3_errmsg(db));
+    p->raw_rate = (double)(batches * BATCH) * 1e9 / (double)(ns > 0 ? ns : 1);
+    sqlite3_finalize(ins);
+    sqlite3_close(db);
+    return ok ? 0 : -1;
+}
+
 static int measure_point(idem_run_t *r, size_t window, idem_point_t *p) {
     int64_t t0 = bench_now_ns();
     if (run_batch(r, IDEM_RANDOM, BATCH) != 0)
@@ -219,7 +260,7 @@ static int measure_point(idem_run_t *r, size_t window, idem_point_t *p) {
     if (warm_items(r) != 0 || measure(r, window, p) != 0)
         return -1;
     sizes(r, p);
-    return 0;
+    return raw_window(r, window, p);
 }
 
 /* Executes id'd Restocks, seq and random alternating, until each kind has n ids. */

@@ -17,6 +17,8 @@ typedef struct idem_point {
     double rate[IDEM_KINDS];              /* events per second over the point's window of batches */
     double written_per_batch[IDEM_KINDS]; /* bytes the process wrote per batch (/proc/self/io) */
     double first_batch_ms; /* the first batch after the store was opened (index built) */
+    double raw_rate;       /* rows per second of a raw insert of as many envelope-sized rows a
+                              transaction into the same file, after the kinds' window */
 } idem_point_t;
 
 typedef struct idem_figs {
