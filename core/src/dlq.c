@@ -6,6 +6,7 @@
  * the rows over to the rebuilt model (replay.c).
  */
 #include "projector_int.h"
+#include "readpipe.h"
 #include "kafka/wire.h"
 
 #include <stdio.h>

@@ -11,8 +11,9 @@
  * are reused when their version equals the stream's current version: history
  * is immutable, so a state at version n is the state at version n, whoever
  * appended since. Snapshots that fall due are packed and written once per
- * batch. A failed batch forgets every cached state, since they may hold
- * uncommitted events.
+ * batch, or, while the store keeps them in memory anyway (deferred heads), once
+ * by the commit that writes them (write_due_snapshots). A failed batch forgets
+ * every cached state, since they may hold uncommitted events.
  */
 #include "engine_int.h"
 #include "backends.h"
@@ -64,6 +65,7 @@ struct es_engine {
     es_buf_t due_keys;  /* keys of entries whose snapshot is due, each klen + key; they may wait
                            past their batch (write_due_snapshots) */
     size_t n_due;       /* keys in due_keys */
+    size_t due_bytes;   /* their states' packed sizes when each fell due */
     size_t due_max;     /* cache.aggregates: no more states wait, pinned, than the cache holds */
     uint64_t batch_seq; /* batches executed here, counting from 1 */
     es_buf_t src_buf;   /* engine_snapshot's packed state, and its snapshot */
@@ -497,6 +499,10 @@ static es_err cache_state(exec_ctx *x, const char *key, size_t klen, es_error_t 
             free_state_entry(se);
         return es_fail(err, ES_ENOMEM, "out of memory caching a state");
     }
+    /* A waiting state replaced (its stream moved on: another writer, an append beside the
+     * engine) leaves its place in due_keys to the new one, rebuilt at the stream's version. */
+    const state_entry *old = es_lru_get(x->engine->states, key, klen);
+    se->snapshot_due = old && old->snapshot_due;
     if (es_lru_put(x->engine->states, key, klen, se) != 0)
         return es_fail(err, ES_ENOMEM, "out of memory caching a state");
     x->entry = se;
@@ -649,6 +655,7 @@ static es_err snapshot_due(exec_ctx *x, uint64_t before, es_error_t *err) {
     memcpy(b->data + b->len + sizeof klen, key, klen);
     b->len += sizeof klen + klen;
     e->n_due++;
+    e->due_bytes += protobuf_c_message_get_packed_size(se->state);
     se->snapshot_due = 1;
     return ES_OK;
 }
@@ -659,7 +666,8 @@ static es_err pack_state(const state_entry *se, es_buf_t *b, int64_t now, es_sna
     if (es_buf_reserve(b, protobuf_c_message_get_packed_size(se->state)) != ES_OK)
         return ES_ENOMEM;
     b->len = protobuf_c_message_pack(se->state, b->data);
-    *snap = (es_snapshot_t){se->version, se->reg->def->state->name, b->data, b->len, now};
+    /* the state's own descriptor names its type: se->reg is not read after its batch */
+    *snap = (es_snapshot_t){se->version, se->state->descriptor->name, b->data, b->len, now};
     return ES_OK;
 }
 
@@ -685,36 +693,49 @@ static es_err write_snapshot(es_engine_t *e, es_log_t *log, state_entry *se, int
     return log->store->put_snapshot(log, se->type, se->id, &snap, err);
 }
 
+/* What the store keeps of waiting snapshots before it writes them (HEADS_DEFER_BYTES), for
+ * the states kept back instead: beyond it they are put at once. */
+#define DUE_BYTES_MAX (2u << 20)
+
 /* The due snapshots are packed and put at a commit that writes them. While the store would
  * only keep them in memory for a later commit (its deferred heads), the states wait in the
  * cache, pinned, and each is packed once, when it is written: a batch over 1,000 aggregates
  * packed ~630 snapshots a commit, of which the store wrote those of one commit in 16. A batch
- * with a hook (the Kafka processor sends each command's snapshot on), a full cache (due_max)
- * and the close (write_waiting_snapshots) put them at once (at_once), and so does a policy
- * of more than one event a snapshot: its snapshot is of the version that reached the
+ * with a hook (the Kafka processor sends each command's snapshot on), a full cache (due_max),
+ * DUE_BYTES_MAX of them and the close (write_waiting_snapshots) put them at once (at_once), and so
+ * does a policy of more than one event a snapshot: its snapshot is of the version that reached the
  * interval, which later commands move past (with 1, the newest state is the snapshot the last
  * batch would have put). One clock reading serves them all. */
 static es_err write_due_snapshots(es_engine_t *e, es_log_t *log, int at_once, es_error_t *err) {
     if (!e->due_keys.len)
         return ES_OK;
-    if (!at_once && e->snapshot_every == 1 && e->n_due < e->due_max && log->store->version >= 4 &&
-        !log->store->heads_due(log))
+    int due = log->store->version >= 4 && log->store->heads_due ? log->store->heads_due(log) : 1;
+    if (!at_once && !due && e->snapshot_every == 1 && e->n_due < e->due_max &&
+        e->due_bytes < DUE_BYTES_MAX)
         return ES_OK;
     es_err rc = ES_OK;
     int64_t now = es_now_us();
-    for (size_t off = 0; rc == ES_OK && off < e->due_keys.len;) {
+    for (size_t off = 0; off < e->due_keys.len;) {
         size_t klen;
         memcpy(&klen, e->due_keys.data + off, sizeof klen);
         state_entry *se =
             es_lru_get(e->states, (const char *)e->due_keys.data + off + sizeof klen, klen);
         off += sizeof klen + klen;
-        if (se && se->snapshot_due) {
+        if (!se || !se->snapshot_due)
+            continue;
+        se->snapshot_due = 0; /* unpinned whatever happens: none stays pinned unlisted */
+        uint64_t v = se->version;
+        /* Another connection wrote since: a kept-back state may be behind its stream, whose
+         * newer snapshot it must not replace. */
+        if (rc == ES_OK && due == 2 &&
+            log->reader->stream_version(log, se->type, se->id, &v, err) != ES_OK)
+            rc = err ? err->code : ES_EIO;
+        if (rc == ES_OK && v == se->version)
             rc = write_snapshot(e, log, se, now, err);
-            se->snapshot_due = 0;
-        }
     }
     e->due_keys.len = 0;
     e->n_due = 0;
+    e->due_bytes = 0;
     return rc;
 }
 
@@ -749,6 +770,7 @@ static void prune_due_keys(es_engine_t *e) {
 static void forget_states(es_engine_t *e) {
     e->due_keys.len = 0;
     e->n_due = 0;
+    e->due_bytes = 0;
     es_lru_clear(e->states);
 }
 

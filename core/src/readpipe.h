@@ -46,6 +46,10 @@ typedef enum es_read_result {
 
 /* Decodes rec into *ev (caller frees; NULL unless ES_READ_EVENT). rec->key, when set, is the
  * aggregate id errors name. */
+/* The record's key: rec->key, or what its log tells of it (reader op record_key; valid until
+ * the next call on that log, from the thread that fetched it, while the record is); NULL when
+ * unknown. */
+const char *es_raw_key(const es_raw_record_t *rec);
 es_read_result es_read_decode(const es_raw_record_t *rec, es_event_t **ev, es_err *rc,
                               es_error_t *err);
 /* es_read_decode into arena (es_envelope_decode_in): *ev lives until the arena's reset. */

@@ -9,6 +9,7 @@
  * their start; each record must decode and continue its aggregate's versions in one partition.
  */
 #include "log/log.h"
+#include "readpipe.h"
 #include "backends.h"
 #include "sql.h"
 

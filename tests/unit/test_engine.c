@@ -1024,3 +1024,28 @@ Test(engine, the_commit_that_writes_deferred_heads_writes_the_snapshots_kept_bac
     cr_assert_eq(heads_snapshot("sku-a"), 1);
     cr_assert_eq(heads_snapshot("sku-b"), 2);
 }
+
+/* A state kept back by one writer while another moves its stream on is older than the other's
+ * snapshot: neither get_snapshot nor the first writer's next write of the heads prefers it. */
+Test(engine, a_snapshot_kept_back_does_not_replace_a_newer_one_of_another_writer) {
+    restock_one("sku-a"); /* version 1, kept back by this engine */
+    es_engine_t *first = engine, *other = NULL;
+    es_config_t *cfg = tu_config(dir, "engine.db");
+    es_error_t err = {0};
+    cr_assert_eq(es_engine_new(cfg, &other, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(demo_register_all(other, &err), ES_OK, "%s", err.message);
+    es_config_destroy(cfg);
+    engine = other;
+    restock_one("sku-a");
+    restock_one("sku-a");
+    es_engine_destroy(other); /* writes its snapshot at version 3 */
+    engine = first;
+    cr_assert_eq(heads_snapshot("sku-a"), 3);
+    cr_assert_eq(snapshot_of("inventory.item", "sku-a").version, 3);
+    restock_one("sku-b"); /* the first commit after the other's: the heads are written */
+    es_engine_destroy(engine);
+    engine = NULL;
+    cr_assert_eq(heads_snapshot("sku-a"), 3);
+    cr_assert_eq(heads_snapshot("sku-b"), 1);
+    open_engine(NULL);
+}

@@ -58,15 +58,11 @@ typedef struct es_raw_record {
     size_t len;
     /* With key NULL: the log that can still tell it (reader op record_key), and its handle of
      * the record. The embedded log reads a key only for the records that need one (a
-     * dead letter, an envelope that does not decode, verify): a lookup an event otherwise, 3%
+     * dead letter, an envelope that does not decode, verify): a lookup an event otherwise, 2%
      * of a replay's instructions. */
     es_log_t *key_log;
     int64_t key_ref;
 } es_raw_record_t;
-
-/* The record's key: rec->key, or what its log tells of it (valid until the next call on that
- * log, from the thread that fetched it, while the record is); NULL when unknown. */
-const char *es_raw_key(const es_raw_record_t *rec);
 
 /* Called per record in log order; return non-zero to stop. */
 typedef int es_raw_cb(const es_raw_record_t *rec, void *opaque);
@@ -121,7 +117,9 @@ typedef struct es_store_ops {
     /* Version 4. 0 when a snapshot put in this transaction would wait in the store's memory
      * past its commit (the embedded store's deferred heads), where a later put of the same
      * stream replaces it: a writer may then keep its states and put their snapshots at a
-     * later transaction for which this is 1. 1 when the commit writes what waits. */
+     * later transaction for which this is not 0. 1 when the commit writes what waits; 2 when
+     * it does and another connection may have written since, so a state kept back may be
+     * behind its stream (check its version before putting it). */
     int (*heads_due)(es_log_t *log);
     /* Version 4. The snapshots such a writer keeps back are still the newest get_snapshot
      * gives: it asks src first, which returns the snapshot the writer would put now (valid

@@ -354,7 +354,9 @@ typedef struct head_page {
  * then each write their heads, as every commit did before), and at close. A batch over
  * thousands of streams rewrote es_heads' pages at every commit (80 of a batch's 167 WAL pages
  * over 10,000 streams). Snapshots waiting here are lost by a crash, which costs a longer fold
- * at the next load, never a wrong state.
+ * at the next load, never a wrong state. The engine does not even hand most of them over:
+ * while heads_due says 0 it keeps their states back and puts them at the commit that writes
+ * the heads (engine.c, write_due_snapshots), bounded by its own DUE_BYTES_MAX.
  */
 #define HEADS_DEFER_BYTES (2u << 20)
 
@@ -420,6 +422,7 @@ typedef struct sqlite_log {
     int64_t tx_end;    /* position of the last event appended in this transaction; 0: none */
     int64_t tx_first;  /* position of its first event; 0: none */
     int flush_now;     /* this transaction writes every deferred head (see tail_heads) */
+    int others_wrote;  /* ... because another connection wrote since our last transaction */
     int tail_touched;  /* this transaction's commit changed tail: a rollback rebuilds it */
     int heads_written; /* ... and wrote every head (or else deferred them from heads_from) */
     int64_t heads_from;
@@ -783,8 +786,9 @@ static es_err check_data_version(sqlite_log *l, es_error_t *err) {
         drop_stream_cache(l);
         l->win.stale = 1;
         if (l->data_version != -1 && l->tail.built)
-            l->flush_now = 1; /* another connection writes too: no heads wait on our side */
-        l->tail.built = 0;    /* read again when a head is next looked up (tail_ready) */
+            l->flush_now = l->others_wrote = 1; /* another connection writes too: no heads
+                                                   wait on our side */
+        l->tail.built = 0; /* read again when a head is next looked up (tail_ready) */
     }
     l->data_version = v;
     return ES_OK;
@@ -943,7 +947,7 @@ static void lg_rollback(es_log_t *base) {
         tail_clear(&l->tail);
         l->tail.built = 0;
     }
-    l->tail_touched = l->heads_written = l->flush_now = 0;
+    l->tail_touched = l->heads_written = l->flush_now = l->others_wrote = 0;
     l->tx_first = l->heads_from = 0;
     drop_type_cache(l); /* ids inserted by the rolled-back transaction are gone */
     drop_stream_cache(l);
@@ -1060,13 +1064,13 @@ static int heads_due_from(const sqlite_log *l, int64_t from) {
            t->snap_bytes >= HEADS_DEFER_BYTES;
 }
 
-/* What keep_heads will decide, as the transaction stands; before the tail is read (the first
- * commit after an open), 1, as its first commit may well write them. */
+/* What keep_heads will decide, as the transaction stands: 2 when it writes them and another
+ * connection may have written since (or the tail is not read yet), 1 when it writes them. */
 static int lg_heads_due(es_log_t *base) {
     const sqlite_log *l = (const sqlite_log *)base;
     const tail_heads *t = &l->tail;
-    if (!t->built)
-        return 1;
+    if (!t->built || l->others_wrote)
+        return 2;
     return heads_due_from(l, t->from ? t->from : l->tx_first);
 }
 
@@ -1770,6 +1774,8 @@ static es_err lg_get_snapshot(es_log_t *base, const char *type, const char *id, 
      * (tail_heads), then es_heads'. */
     const es_snapshot_t *p =
         e == ES_OK && row.id && l->snap_src ? l->snap_src(l->snap_src_opaque, type, id) : NULL;
+    if (p && p->version < row.version) /* kept back, and another writer moved the stream on */
+        p = NULL;
     const tail_head *h = e == ES_OK && row.id && !p ? tail_find(&l->tail, row.id) : NULL;
     if (!p)
         p = ent && ent->snap_dirty ? ent->snap : h && h->has_snap ? h->snap : NULL;
@@ -2161,8 +2167,11 @@ static const char *lg_record_key(es_log_t *base, int64_t ref) {
     sqlite_log *l = (sqlite_log *)base;
     sqlite3_stmt *s = stmt(l, S_STREAM_KEY);
     sqlite3_bind_int64(s, 1, ref);
-    const char *key =
-        sqlite3_step(s) == SQLITE_ROW ? keep(&l->record_key, sqlite3_column_text(s, 0)) : NULL;
+    int rc = sqlite3_step(s);
+    const char *key = rc == SQLITE_ROW ? keep(&l->record_key, sqlite3_column_text(s, 0)) : NULL;
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        es_logf(l->base.cfg, ES_LOG_WARNING, "reading a record's key from %s: %s", l->path,
+                sqlite3_errmsg(l->db));
     sqlite3_reset(s);
     return key;
 }
