@@ -693,6 +693,16 @@ static es_err write_snapshot(es_engine_t *e, es_log_t *log, state_entry *se, int
     return log->store->put_snapshot(log, se->type, se->id, &snap, err);
 }
 
+/* The entry under the key listed at *off in due_keys (NULL: gone), and *off past it. */
+static state_entry *due_entry(es_engine_t *e, size_t *off, size_t *step) {
+    size_t klen;
+    memcpy(&klen, e->due_keys.data + *off, sizeof klen);
+    const char *key = (const char *)e->due_keys.data + *off + sizeof klen;
+    *step = sizeof klen + klen;
+    *off += *step;
+    return es_lru_get(e->states, key, klen);
+}
+
 /* What the store keeps of waiting snapshots before it writes them (HEADS_DEFER_BYTES), for
  * the states kept back instead: beyond it they are put at once. */
 #define DUE_BYTES_MAX (2u << 20)
@@ -715,21 +725,16 @@ static es_err write_due_snapshots(es_engine_t *e, es_log_t *log, int at_once, es
         return ES_OK;
     es_err rc = ES_OK;
     int64_t now = es_now_us();
-    for (size_t off = 0; off < e->due_keys.len;) {
-        size_t klen;
-        memcpy(&klen, e->due_keys.data + off, sizeof klen);
-        state_entry *se =
-            es_lru_get(e->states, (const char *)e->due_keys.data + off + sizeof klen, klen);
-        off += sizeof klen + klen;
+    for (size_t off = 0, step; off < e->due_keys.len;) {
+        state_entry *se = due_entry(e, &off, &step);
         if (!se || !se->snapshot_due)
             continue;
         se->snapshot_due = 0; /* unpinned whatever happens: none stays pinned unlisted */
         uint64_t v = se->version;
         /* Another connection wrote since: a kept-back state may be behind its stream, whose
          * newer snapshot it must not replace. */
-        if (rc == ES_OK && due == 2 &&
-            log->reader->stream_version(log, se->type, se->id, &v, err) != ES_OK)
-            rc = err ? err->code : ES_EIO;
+        if (rc == ES_OK && due == 2)
+            rc = log->reader->stream_version(log, se->type, se->id, &v, err);
         if (rc == ES_OK && v == se->version)
             rc = write_snapshot(e, log, se, now, err);
     }
@@ -745,21 +750,16 @@ static void prune_due_keys(es_engine_t *e) {
     es_buf_t *b = &e->due_keys;
     size_t out = 0, n = 0;
     for (int pass = 0; pass < 2; pass++) {
-        for (size_t off = 0, end = pass ? out : b->len; off < end;) {
-            size_t klen;
-            memcpy(&klen, b->data + off, sizeof klen);
-            size_t step = sizeof klen + klen;
-            state_entry *se =
-                es_lru_get(e->states, (const char *)b->data + off + sizeof klen, klen);
+        for (size_t off = 0, step, end = pass ? out : b->len; off < end;) {
+            state_entry *se = due_entry(e, &off, &step);
             if (pass) {
                 se->snapshot_due = 1;
             } else if (se && se->snapshot_due == 1) {
                 se->snapshot_due = 2; /* kept: a second listing of it is not */
-                memmove(b->data + out, b->data + off, step);
+                memmove(b->data + out, b->data + off - step, step);
                 out += step;
                 n++;
             }
-            off += step;
         }
     }
     b->len = out;

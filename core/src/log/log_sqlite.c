@@ -1776,9 +1776,10 @@ static es_err lg_get_snapshot(es_log_t *base, const char *type, const char *id, 
         e == ES_OK && row.id && l->snap_src ? l->snap_src(l->snap_src_opaque, type, id) : NULL;
     if (p && p->version < row.version) /* kept back, and another writer moved the stream on */
         p = NULL;
-    const tail_head *h = e == ES_OK && row.id && !p ? tail_find(&l->tail, row.id) : NULL;
-    if (!p)
+    if (!p) {
+        const tail_head *h = e == ES_OK && row.id ? tail_find(&l->tail, row.id) : NULL;
         p = ent && ent->snap_dirty ? ent->snap : h && h->has_snap ? h->snap : NULL;
+    }
     if (e == ES_OK && p &&
         !(*out = snapshot_copy(p->version, p->state_type, p->state, p->state_len, p->taken_at_us)))
         e = es_fail(err, ES_ENOMEM, "out of memory reading a snapshot");
