@@ -158,11 +158,25 @@ static const char *const SQL[S_COUNT] = {
 };
 
 void es_saga_inst_free(saga_inst *in) {
-    free(in->start_bytes);
-    es_event_free(in->start_ev);
-    if (in->start_msg)
-        protobuf_c_message_free_unpacked(in->start_msg, NULL);
+    if (!in->borrowed) {
+        free(in->start_bytes);
+        es_event_free(in->start_ev);
+        if (in->start_msg)
+            protobuf_c_message_free_unpacked(in->start_msg, NULL);
+    }
     memset(in, 0, sizeof *in);
+}
+
+void es_saga_inst_release(es_saga_t *c, saga_inst *in) {
+    if (in->borrowed)
+        es_saga_live_return(c, in);
+    es_saga_inst_free(in);
+}
+
+void es_saga_rolled_back(es_saga_t *c) {
+    es_saga_pub_drop(c);
+    es_saga_count_undo(c);
+    es_saga_live_forget(c);
 }
 
 /* The saga database's last SQLite error, as sql.c words it. */
@@ -221,6 +235,8 @@ static es_err decode_start(es_saga_t *c, saga_inst *in, es_error_t *err) {
 /* Loads instance id; ES_ENOTFOUND when there is none. */
 es_err es_saga_inst_load(es_saga_t *c, const char *id, saga_inst *in, es_error_t *err) {
     memset(in, 0, sizeof *in);
+    if (es_saga_live_lend(c, id, in))
+        return ES_OK;
     sqlite3_stmt *s = es_saga_stmt(c, S_INST_GET);
     sqlite3_bind_text(s, 2, id, -1, SQLITE_STATIC);
     int rc = sqlite3_step(s);
@@ -252,6 +268,8 @@ es_err es_saga_inst_load(es_saga_t *c, const char *id, saga_inst *in, es_error_t
     es_err e = decode_start(c, in, err);
     if (e != ES_OK)
         es_saga_inst_free(in);
+    else
+        es_saga_live_keep(c, in);
     return e;
 }
 
@@ -271,6 +289,8 @@ es_err es_saga_inst_save(es_saga_t *c, saga_inst *in, int64_t now, es_error_t *e
         es_saga_count_move(c, in->saved, in->state);
         memcpy(in->saved, in->state, sizeof in->saved);
     }
+    if (e == ES_OK)
+        es_saga_live_keep(c, in);
     return e;
 }
 
@@ -721,7 +741,7 @@ static es_err start_instance(es_saga_t *c, const es_event_t *ev, int64_t now, es
     saga_inst old;
     e = es_saga_inst_load(c, in.id, &old, err);
     if (e == ES_OK) { /* started already: a redelivered start event */
-        es_saga_inst_free(&old);
+        es_saga_inst_release(c, &old);
         c->stats.ignored++;
         return ES_OK;
     }
@@ -747,7 +767,7 @@ static es_err start_instance(es_saga_t *c, const es_event_t *ev, int64_t now, es
         e = send_step(c, &in, 0, now, err);
     if (e == ES_OK)
         e = es_saga_inst_save(c, &in, now, err);
-    es_saga_inst_free(&in);
+    es_saga_inst_release(c, &in);
     return e;
 }
 
@@ -792,7 +812,7 @@ static es_err on_event(es_saga_t *c, const es_event_t *ev, es_error_t *err) {
     }
     if (e == ES_OK)
         e = es_saga_inst_save(c, &in, now, err);
-    es_saga_inst_free(&in);
+    es_saga_inst_release(c, &in);
     return e;
 }
 
@@ -823,10 +843,8 @@ static es_err handle_event(es_saga_t *c, const es_event_t *ev, es_error_t *err) 
 static es_err saga_apply(es_projector_ctx_t *ctx, const es_event_t *ev, es_error_t *err) {
     es_saga_t *c = es_ctx_state(ctx);
     es_err e = handle_event(c, ev, err);
-    if (e != ES_OK) { /* the runner rolls back (the event or its batch) and goes on */
-        es_saga_pub_drop(c);
-        es_saga_count_undo(c);
-    }
+    if (e != ES_OK) /* the runner rolls back (the event or its batch) and goes on */
+        es_saga_rolled_back(c);
     return e;
 }
 
@@ -845,10 +863,8 @@ es_err es_saga_tx_begin(es_saga_t *c, es_error_t *err) {
 es_err es_saga_tx_end(es_saga_t *c, es_err e, es_error_t *err) {
     es_sql_tx tx = es_sql_tx_on(c->db, es_config_get(c->cfg, "saga.db"));
     e = es_sql_end(&tx, e, "committing a saga transaction", err);
-    if (e != ES_OK) {
-        es_saga_pub_drop(c);
-        es_saga_count_undo(c);
-    }
+    if (e != ES_OK)
+        es_saga_rolled_back(c);
     return e;
 }
 
@@ -934,6 +950,8 @@ es_err es_saga_core_new(const es_config_t *cfg, const es_saga_def *def, sqlite3 
         e = es_saga_upgrade(db, es_config_get(c->cfg, "saga.db"), err);
     if (e == ES_OK)
         e = es_sql_prepare_all(db, es_config_get(c->cfg, "saga.db"), SQL, S_COUNT, c->st, err);
+    if (e == ES_OK)
+        e = es_saga_live_open(c, err);
     if (e != ES_OK) {
         es_saga_destroy(c);
         return e;
@@ -1033,6 +1051,8 @@ es_err es_saga_new(const es_config_t *cfg, const es_saga_def *def, es_engine_t *
     if (e == ES_OK)
         e = es_sql_prepare_all(c->db, es_config_get(c->cfg, "saga.db"), SQL, S_COUNT, c->st, err);
     if (e == ES_OK)
+        e = es_saga_live_open(c, err);
+    if (e == ES_OK)
         e = es_saga_counts_open(c, err);
     if (e == ES_OK)
         e = es_saga_mx_open(c, err);
@@ -1049,6 +1069,7 @@ void es_saga_destroy(es_saga_t *c) {
         return;
     es_saga_mx_close(c);
     es_saga_counts_close(c);
+    es_saga_live_close(c);
     es_saga_pub_drop(c);
     for (int k = 0; k < S_COUNT; k++)
         sqlite3_finalize(c->st[k]);
@@ -1089,10 +1110,8 @@ es_err es_saga_poll(es_saga_t *c, int timeout_ms, size_t *progress, es_error_t *
     size_t pruned = 0;
     if (e == ES_OK)
         e = es_saga_prune(c, &pruned, err);
-    if (e != ES_OK) { /* whatever failed may have rolled back transitions kept in memory */
-        es_saga_pub_drop(c);
-        es_saga_count_undo(c);
-    }
+    if (e != ES_OK) /* whatever failed may have rolled back what memory keeps */
+        es_saga_rolled_back(c);
     size_t done = applied + delivered + fired + published + pruned;
     es_saga_mx_round(c, done > 0);
     if (progress)

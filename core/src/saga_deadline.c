@@ -38,7 +38,7 @@ es_err es_saga_fire_deadlines(es_saga_t *c, size_t *fired, es_error_t *err) {
                 e = es_saga_begin_compensation(c, &in, in.step, why, now, err);
             if (e == ES_OK)
                 e = es_saga_inst_save(c, &in, now, err);
-            es_saga_inst_free(&in);
+            es_saga_inst_release(c, &in);
         }
         e = es_saga_tx_end(c, e, err);
         if (e == ES_OK)

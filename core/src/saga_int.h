@@ -181,6 +181,7 @@ struct es_saga {
     saga_pub *pub;
     size_t n_pub, cap_pub;
     int pub_ok;
+    struct saga_live *live; /* live instances in memory (saga_live.c); NULL: none kept */
 };
 
 /* An instance as loaded for a transition. */
@@ -196,6 +197,8 @@ typedef struct saga_inst {
     size_t start_len;
     es_event_t *start_ev;
     ProtobufCMessage *start_msg;
+    int borrowed; /* start_* belong to the kept entry this is a copy of (saga_live.c) */
+    int lent;     /* of a kept entry: copies of it not yet released */
 } saga_inst;
 
 /* What a transition record says beyond kind and state. */
@@ -263,15 +266,37 @@ void es_saga_copy_str(char *dst, size_t cap, const unsigned char *src);
 /* Step k of the definition; NULL past the last (the abort command's index). */
 const es_saga_step_t *es_saga_step_at(const es_saga_t *c, int k);
 
-/* Frees what es_saga_inst_load allocated and zeroes in. */
+/* Frees what an instance owns (nothing of a borrowed copy) and zeroes in. */
 void es_saga_inst_free(saga_inst *in);
 
-/* Loads instance id; ES_ENOTFOUND when there is none. */
+/* Loads instance id, from the live instances when kept there; ES_ENOTFOUND when there is none.
+ * Release it with es_saga_inst_release. */
 es_err es_saga_inst_load(es_saga_t *c, const char *id, saga_inst *in, es_error_t *err);
 
-/* Writes in back, stamped updated at now, and notes its move from in->saved to in->state for
- * the counts by state (es_saga_count_move). */
+/* Writes in back, stamped updated at now, notes its move from in->saved to in->state for the
+ * counts by state (es_saga_count_move) and keeps it among the live instances (or drops it
+ * there, ended). After a save in may only be released. */
 es_err es_saga_inst_save(es_saga_t *c, saga_inst *in, int64_t now, es_error_t *err);
+
+/* Done with in, loaded or made by a handling: returns a borrowed copy, frees an owned one. */
+void es_saga_inst_release(es_saga_t *c, saga_inst *in);
+
+/* The live instances in memory (saga_live.c): open after the statements are prepared (nothing
+ * kept when cache.aggregates is 0), close before saga.db is. lend copies a kept instance into
+ * in (1; 0 when none is kept or the memory cannot be used now); keep takes in as saga.db holds
+ * it in the open transaction (loaded or just saved); return ends a lend; forget makes the whole
+ * memory stale (a transaction, or a handling's savepoint, may have been undone). */
+typedef struct saga_live saga_live;
+es_err es_saga_live_open(es_saga_t *c, es_error_t *err);
+void es_saga_live_close(es_saga_t *c);
+int es_saga_live_lend(es_saga_t *c, const char *id, saga_inst *in);
+void es_saga_live_keep(es_saga_t *c, saga_inst *in);
+void es_saga_live_return(es_saga_t *c, const saga_inst *in);
+void es_saga_live_forget(es_saga_t *c);
+
+/* Whatever the coordinator keeps in memory beside saga.db (transitions to publish, counts by
+ * state, live instances) after a transaction or a handling's savepoint failed or may have. */
+void es_saga_rolled_back(es_saga_t *c);
 
 /* Appends one transition of in to the history (published to the log after commit). */
 es_err es_saga_hist(es_saga_t *c, saga_inst *in, const char *kind, const hist_info *h, int64_t now,

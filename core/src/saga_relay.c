@@ -158,7 +158,7 @@ es_err es_saga_record_outcome(es_saga_t *c, const char *cid, const es_result_t *
     e = es_saga_target_ended(c, &in, &t, accepted, r->reason, NULL, now, err);
     if (e == ES_OK)
         e = es_saga_inst_save(c, &in, now, err);
-    es_saga_inst_free(&in);
+    es_saga_inst_release(c, &in);
     return e;
 }
 

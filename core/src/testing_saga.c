@@ -210,7 +210,7 @@ static void load_state(es_test_saga_t *s) {
     if (!ended)
         snprintf(s->step, sizeof s->step, "%s",
                  (size_t)in.step < s->def->n_steps ? s->def->steps[in.step].name : "on_abort");
-    es_saga_inst_free(&in);
+    es_saga_inst_release(s->c, &in);
 }
 
 static void put_sent(es_test_out_t *o, const es_test_sent_t *c) {

@@ -515,3 +515,81 @@ Test(saga_coordinator, the_instances_gauge_counts_again_after_another_connection
     }
     cr_assert_eq(completed, 1, "the instance written by another connection is not counted");
 }
+
+/* Stock of sku-1 for n orders. */
+static void restock(uint32_t n) {
+    Inventory__V1__Restock m = INVENTORY__V1__RESTOCK__INIT;
+    m.quantity = n;
+    es_command_t cmd = {
+        .aggregate_type = "inventory.item", .aggregate_id = "sku-1", .message = &m.base};
+    es_error_t err = {0};
+    cr_assert_eq(es_execute(engine, &cmd, NULL, &err), ES_OK, "%s", err.message);
+}
+
+/* Polls until no instance is active and the outbox is empty (at most 500 polls). */
+static void settle(void) {
+    es_error_t err = {0};
+    uint64_t active = 1;
+    for (int i = 0; i < 500 && active; i++) {
+        cr_assert_eq(es_saga_poll(coord, 10, NULL, &err), ES_OK, "%s", err.message);
+        cr_assert_eq(es_saga_active(coord, &active, &err), ES_OK, "%s", err.message);
+    }
+    cr_assert_eq(active, 0, "instances still active after 500 polls");
+}
+
+/* The coordinator keeps live instances in memory (saga_live.c); another connection's commit
+ * to saga.db makes it read them again. Here one aborts o-1 after the poll that started it and
+ * delivered its stock reservation: the reservation's event, applied by the next poll, must
+ * find the instance aborted, not move the copy in memory on to payment and write it back over
+ * the other connection's row. */
+Test(saga_coordinator, an_instance_another_connection_changed_is_read_again) {
+    es_error_t err = {0};
+    restock(1);
+    place("o-1");
+    cr_assert_eq(es_saga_new(cfg, &demo_fulfilment_def, engine, &coord, &err), ES_OK, "%s",
+                 err.message);
+    cr_assert_eq(es_saga_poll(coord, 10, NULL, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(in_file("running"), 1, "o-1 did not start");
+    char *path = tu_path(dir, "saga.db");
+    sqlite3 *db = NULL;
+    cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    cr_assert_eq(sqlite3_exec(db,
+                              "UPDATE es_saga_instances SET state = 'aborted', deadline = 0"
+                              " WHERE saga = '" SAGA "' AND id = 'o-1'",
+                              NULL, NULL, NULL),
+                 SQLITE_OK, "%s", sqlite3_errmsg(db));
+    sqlite3_close(db);
+    settle();
+    cr_assert_eq(in_file("aborted"), 1, "the other connection's abort was written over");
+    long long payments =
+        tu_query_int(path, "SELECT count(*) FROM es_saga_targets WHERE saga = '" SAGA
+                           "' AND command_type LIKE '%AuthorizePayment'");
+    free(path);
+    cr_assert_eq(payments, 0, "the aborted instance went on to its payment step");
+}
+
+/* With room for one live instance, every save of another evicts it: orders placed together
+ * still complete, each with its transitions in order. */
+Test(saga_coordinator, instances_complete_when_memory_holds_only_one_of_them) {
+    set("cache.aggregates", "1");
+    restock(4);
+    const char *ids[] = {"o-1", "o-2", "o-3", "o-4"};
+    for (size_t i = 0; i < 4; i++)
+        place(ids[i]);
+    es_error_t err = {0};
+    cr_assert_eq(es_saga_new(cfg, &demo_fulfilment_def, engine, &coord, &err), ES_OK, "%s",
+                 err.message);
+    settle();
+    cr_assert_eq(in_file("completed"), 4);
+    for (size_t i = 0; i < 4; i++) {
+        es_saga_record_t *recs = NULL;
+        size_t n = 0;
+        cr_assert_eq(es_saga_history(cfg, SAGA, ids[i], &recs, &n, &err), ES_OK, "%s", err.message);
+        cr_assert_gt(n, 2, "%s", ids[i]);
+        for (size_t k = 0; k < n; k++)
+            cr_assert_eq(recs[k].seq, k + 1, "%s: transition %zu", ids[i], k);
+        cr_assert_str_eq(recs[n - 1].kind, "completed", "%s", ids[i]);
+        es_free(recs);
+    }
+}
