@@ -30,7 +30,8 @@
  *                        docs/idempotency.md)
  *   idempotency.window.ids  at most this many command ids are remembered, the oldest
  *                        forgotten first; 0 = no count bound (default: 0)
- *   cache.aggregates     aggregates whose state a writer keeps in memory (default: 10000)
+ *   cache.aggregates     aggregates whose state a writer keeps in memory, and live instances
+ *                        a saga coordinator keeps (default: 10000)
  *   execute.timeout.ms   Kafka backend: how long es_execute waits for its reply (default: 30000)
  *   projector.batch.size  events a runner applies in one read-model transaction (default: 500)
  *   projector.linger.ms  how long a runner waits for more events to fill a batch (default: 5)
