@@ -1049,3 +1049,55 @@ Test(engine, a_snapshot_kept_back_does_not_replace_a_newer_one_of_another_writer
     cr_assert_eq(heads_snapshot("sku-b"), 1);
     open_engine(NULL);
 }
+
+/* The version of orders.order/<id> a store of its own reads from engine.db. */
+static uint64_t order_version(const char *id) {
+    es_config_t *cfg = tu_config(dir, "engine.db");
+    es_store_t *s = NULL;
+    es_error_t err = {0};
+    uint64_t v = 0;
+    cr_assert_eq(es_store_new(cfg, &s, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(es_store_stream_version(s, "orders.order", id, &v, &err), ES_OK, "%s",
+                 err.message);
+    es_store_destroy(s);
+    es_config_destroy(cfg);
+    return v;
+}
+
+/* One engine defers the heads of its commits; another engine's commit that wrote no event (a
+ * rejected command, its id recorded) read them, and its next commit appends: that one must
+ * leave the first engine's heads in the deferred tail, not start a tail of its own past them
+ * (the saga coordinator, killed and restarted beside an engine placing orders, then found an
+ * order placed by the other engine "never placed" and cancelled nothing). */
+Test(engine, a_commit_that_only_read_another_engines_deferred_heads_keeps_them) {
+    Orders__V1__PlaceOrder m;
+    es_command_t cmd = place("o-1", NULL, &m);
+    es_error_t err = {0};
+    cr_assert_eq(es_execute(engine, &cmd, NULL, &err), ES_OK, "%s", err.message);
+
+    es_config_t *cfg = tu_config(dir, "engine.db");
+    es_engine_t *first = engine, *other = NULL;
+    cr_assert_eq(es_engine_new(cfg, &other, &err), ES_OK, "%s", err.message);
+    cr_assert_eq(demo_register_all(other, &err), ES_OK, "%s", err.message);
+    es_config_destroy(cfg);
+    Orders__V1__ConfirmOrder confirm = ORDERS__V1__CONFIRM_ORDER__INIT;
+    es_command_t rejected = simple("o-never-placed", &confirm.base);
+    rejected.command_id = "confirm-1";
+    cr_assert_eq(es_execute(other, &rejected, NULL, &err), ES_EREJECTED);
+    engine = other;
+    restock_one("sku-a");
+    engine = first;
+
+    cr_assert_eq(order_version("o-1"), 1, "the first engine's order is where it placed it");
+    es_engine_destroy(other);
+    cr_assert_eq(order_version("o-1"), 1, "after the other engine's close");
+    es_engine_destroy(engine);
+    engine = NULL;
+    cr_assert_eq(order_version("o-1"), 1, "after both closed");
+    char *path = tu_path(dir, "engine.db");
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM es_streams s WHERE NOT EXISTS (SELECT 1 "
+                                 "FROM es_heads h WHERE h.stream = s.id)"),
+                 0, "every stream has its head once both closed");
+    free(path);
+    open_engine(NULL);
+}

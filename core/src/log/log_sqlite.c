@@ -1119,15 +1119,20 @@ static es_err keep_heads(sqlite_log *l, es_error_t *err) {
 /* After a commit: the map is the file's again. */
 static void heads_committed(sqlite_log *l) {
     tail_heads *t = &l->tail;
-    if (l->tail_touched && l->heads_written) {
+    /* Only a commit that took its streams into the map (keep_heads set heads_from) moves
+     * where the map starts. One that only read the map (a transaction without events, say a
+     * rejected command's record) leaves it where the file's heads_from is: taking its 0 made
+     * the next commit start a tail of its own past another writer's deferred heads, which
+     * es_heads then missed for good. */
+    if (l->heads_written) {
         tail_clear(t);
-    } else if (l->tail_touched) {
+    } else if (l->heads_from) {
         t->from = l->heads_from;
         t->mine = 1;
     }
     if (t->from && l->tx_end)
         t->seen = l->tx_end + 1;
-    l->tail_touched = l->heads_written = l->flush_now = 0;
+    l->tail_touched = l->heads_written = l->flush_now = l->others_wrote = 0;
     l->tx_first = l->heads_from = 0;
 }
 
