@@ -629,7 +629,8 @@ static es_err record_command(exec_ctx *x, es_outcome outcome, es_error_t *err) {
                                x->res->version,
                                x->res->reason,
                                1,
-                               x->fp};
+                               x->fp,
+                               0};
     return x->log->store->put_command(x->log, &rec, err);
 }
 

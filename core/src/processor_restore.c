@@ -279,7 +279,19 @@ typedef struct cmd_track {
     uint64_t first, last;
     int has_fingerprint;
     es_fingerprint_t fingerprint;
+    int64_t at_ms; /* the first event's record time: when the command ran */
 } cmd_track;
+
+/* When the record's command ran: its Kafka timestamp (what the restore's window start is found
+ * by), else the envelope's occurred_at; never later than now (another machine's clock ahead
+ * of ours would otherwise keep the id past the window). */
+static int64_t record_time_ms(const rd_kafka_message_t *m, const es_event_t *ev) {
+    rd_kafka_timestamp_type_t tt;
+    int64_t ms = rd_kafka_message_timestamp(m, &tt), now = es_now_us() / 1000;
+    if (tt == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE || ms <= 0)
+        ms = ev->occurred_at_us / 1000;
+    return ms > 0 && ms < now ? ms : now;
+}
 
 static es_err flush_track(es_log_t *log, const char *type, cmd_track *t, es_error_t *err) {
     es_command_record_t rec;
@@ -288,7 +300,8 @@ static es_err flush_track(es_log_t *log, const char *type, cmd_track *t, es_erro
     es_err e = log->store->find_command(log, t->id, &rec, err);
     if (e == ES_ENOTFOUND) {
         es_command_record_t nr = {t->id,   type,    t->agg, ES_OUTCOME_ACCEPTED, t->first,
-                                  t->last, t->last, NULL,   t->has_fingerprint,  t->fingerprint};
+                                  t->last, t->last, NULL,   t->has_fingerprint,  t->fingerprint,
+                                  t->at_ms};
         e = log->store->put_command(log, &nr, err);
     }
     t->id[0] = '\0';
@@ -461,6 +474,7 @@ static es_err import_record(import_ctx *c, const rd_kafka_message_t *m, es_error
         snprintf(t->agg, sizeof t->agg, "%s", ev->aggregate_id);
         t->first = t->last = ev->version;
         t->has_fingerprint = es_envelope_fingerprint(ev, &t->fingerprint);
+        t->at_ms = record_time_ms(m, ev);
     }
     goto out;
 skip:

@@ -488,6 +488,9 @@ Test(kafka_processor, a_fresh_state_store_is_restored_from_the_topics) {
     c = place("o-2", NULL, &m2);
     accepted(&c, 1, "orders.v1.OrderPlaced");
     stop_processor(pr);
+    long long ran_by_ms = es_now_us() / 1000;
+    while (es_now_us() / 1000 <= ran_by_ms)
+        ; /* the restore starts in a later millisecond than the commands ran in */
 
     set_state_db("fresh.db");
     pr = start_processor();
@@ -508,6 +511,16 @@ Test(kafka_processor, a_fresh_state_store_is_restored_from_the_topics) {
     cr_assert_eq(res.version, 2);
     es_result_clear(&res);
     stop_processor(pr);
+    /* A restored id keeps the time its command ran (its events' record time), so the window
+     * counts from then, not from the restore: a rebalance does not lengthen it. */
+    char *path = tu_path(dir, "fresh.db");
+    cr_assert_leq(tu_query_int(path, "SELECT max(at) FROM es_commands WHERE id IN "
+                                     "('place-o-1', 'confirm-o-1')"),
+                  ran_by_ms, "the restored ids are dated at the restore");
+    cr_assert_leq(tu_query_int(path, "SELECT (SELECT at FROM es_commands WHERE id = 'place-o-1') "
+                                     "- (SELECT at FROM es_commands WHERE id = 'confirm-o-1')"),
+                  0, "in the order their commands ran");
+    free(path);
 }
 
 /* Produces one record, acknowledged, to a partition of topic. */

@@ -46,6 +46,8 @@ typedef struct es_command_record {
     int has_fingerprint; /* 0: recorded without one (before schema 3, or restored from old events)
                           */
     es_fingerprint_t fingerprint;
+    int64_t at_ms; /* when the command first ran, ms since the epoch (the idempotency window counts
+                      from it); 0: now. A restore passes its events' record time. */
 } es_command_record_t;
 
 /* One record as a consumer sees it: raw bytes and where they sit. */

@@ -1936,7 +1936,7 @@ static es_err queue_command(sqlite_log *l, const es_command_record_t *rec, int64
                           .version = rec->version,
                           .has_fingerprint = rec->has_fingerprint,
                           .hash = es_id_index_hash(&l->win.ids, rec->command_id),
-                          .at = es_now_us() / 1000};
+                          .at = rec->at_ms ? rec->at_ms : es_now_us() / 1000};
     if (rec->has_fingerprint)
         es_fingerprint_put(&rec->fingerprint, q->fingerprint);
     size_t reason = 0;
@@ -1978,7 +1978,7 @@ static es_err lg_put_command(es_log_t *base, const es_command_record_t *rec, es_
         es_fingerprint_put(&rec->fingerprint, fp);
         sqlite3_bind_blob(s, 9, fp, sizeof fp, SQLITE_STATIC);
     }
-    sqlite3_bind_int64(s, 10, es_now_us() / 1000);
+    sqlite3_bind_int64(s, 10, rec->at_ms ? rec->at_ms : es_now_us() / 1000);
     l->win.stale = 1; /* the index reads it with the next lookup */
     return step_done(l, s, "recording a command id", err);
 }
