@@ -6,8 +6,9 @@
  * nothing); a batch its hook fails (rolled back); an engine closed and opened again (its close
  * writes the deferred heads); and a child process that writes and exits without closing (as if
  * killed, its heads left deferred). Some engines write their deferred heads every few events,
- * some at the default. After every step a store of its own reads every item's version, and the
- * engine that wrote reads one; es_store_verify checks the file every few steps.
+ * some at the default. After every step a store of its own and the engine that wrote read every
+ * item's version and snapshot (each Restock adds 1, so a snapshot's on_hand is its version);
+ * es_store_verify checks the file every few steps.
  *
  * The deferred heads (log_sqlite.c, tail_heads) are where two writers can lose a head without
  * any single-writer test noticing: the commit-without-events case lost one until 2026-12.
@@ -253,6 +254,29 @@ static void write_step(int w, int op) {
     }
 }
 
+/* The item's snapshot, when it has one, is of a version it reached and holds that state: every
+ * Restock adds 1, so on_hand is the version (a kept-back state written over a newer one of
+ * another writer would be behind it). */
+static void assert_snapshot(es_store_t *s, const char *who, const char *name, uint64_t version,
+                            int step) {
+    es_snapshot_t *snap = NULL;
+    es_error_t err = {0};
+    es_err rc = es_store_get_snapshot(s, "inventory.item", name, &snap, &err);
+    if (rc == ES_ENOTFOUND)
+        return;
+    cr_assert_eq(rc, ES_OK, "%s", err.message);
+    cr_assert_leq(snap->version, version, "step %d: %s has a snapshot of %s past its version", step,
+                  who, name);
+    cr_assert_str_eq(snap->state_type, "inventory.v1.Item");
+    Inventory__V1__Item *it = inventory__v1__item__unpack(NULL, snap->state_len, snap->state);
+    cr_assert(it, "step %d: %s's snapshot of %s does not decode", step, who, name);
+    cr_assert_eq(it->on_hand, snap->version,
+                 "step %d: %s's snapshot of %s at version %llu holds on_hand %u", step, who, name,
+                 (unsigned long long)snap->version, it->on_hand);
+    inventory__v1__item__free_unpacked(it, NULL);
+    es_snapshot_free(snap);
+}
+
 static void assert_versions(es_store_t *s, const char *who, int step) {
     for (int k = 0; k < n_items; k++) {
         char name[16];
@@ -263,6 +287,7 @@ static void assert_versions(es_store_t *s, const char *who, int step) {
                      err.message);
         cr_assert_eq(v, model[k], "step %d: %s reads %s at version %llu, the model has %llu", step,
                      who, name, (unsigned long long)v, (unsigned long long)model[k]);
+        assert_snapshot(s, who, name, model[k], step);
     }
 }
 
