@@ -750,26 +750,13 @@ static void assert_same_outcome(void) {
     free(want.rows);
 }
 
-static void first_problem(const es_verify_problem_t *p, void *opaque) {
-    char *first = opaque;
-    if (!first[0])
-        snprintf(first, 512, "%s: %s/%s: %s", p->check, p->aggregate_type ? p->aggregate_type : "",
-                 p->aggregate_id ? p->aggregate_id : "", p->message);
-}
-
 /* The embedded store the coordinators and the test wrote side by side verifies: es_heads
  * agrees with the events (a head lost between two writers reads as a stream never written). */
 static void assert_log_verifies(void) {
     if (w.kafka)
         return;
     es_config_t *cfg = config("kill.db", NULL, 0);
-    es_verify_summary_t sum;
-    es_error_t err = {0};
-    char first[512] = "";
-    cr_assert_eq(es_store_verify(cfg, NULL, first_problem, first, &sum, &err), ES_OK, "%s",
-                 err.message);
-    cr_assert_eq(sum.problems, 0, "kill.db: %llu problem(s), the first: %s",
-                 (unsigned long long)sum.problems, first);
+    tu_assert_verifies(cfg, "kill.db");
     es_config_destroy(cfg);
 }
 

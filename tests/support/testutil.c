@@ -313,3 +313,20 @@ void tu_unset_eskit_env(void) {
         unsetenv(name);
     }
 }
+
+static void keep_first_problem(const es_verify_problem_t *p, void *opaque) {
+    char *first = opaque;
+    if (!first[0])
+        snprintf(first, 512, "%s: %s/%s: %s", p->check, p->aggregate_type ? p->aggregate_type : "",
+                 p->aggregate_id ? p->aggregate_id : "", p->message);
+}
+
+void tu_assert_verifies(const es_config_t *cfg, const char *what) {
+    es_verify_summary_t sum;
+    es_error_t err = {0};
+    char first[512] = "";
+    cr_assert_eq(es_store_verify(cfg, NULL, keep_first_problem, first, &sum, &err), ES_OK, "%s: %s",
+                 what, err.message);
+    cr_assert_eq(sum.problems, 0, "%s: %llu problem(s), the first: %s", what,
+                 (unsigned long long)sum.problems, first);
+}

@@ -21,6 +21,9 @@ int tu_write_full(int fd, const void *buf, size_t len);
 /* Asserts (Criterion) the stream's versions are exactly 1..n and its reported version is n;
  * returns n. */
 uint64_t tu_assert_stream_contiguous(es_store_t *store, const char *type, const char *id);
+/* Asserts (Criterion) that es_store_verify runs on cfg's store and finds nothing, naming the
+ * first problem when it does; what says which file or moment it is (for the message). */
+void tu_assert_verifies(const es_config_t *cfg, const char *what);
 /* What a child process did: exit status (-1 when killed), stdout and stderr. */
 typedef struct tu_result {
     int status;

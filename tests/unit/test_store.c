@@ -259,10 +259,7 @@ static long long file_int(const char *name, const char *sql) {
 
 static void assert_verifies(const char *name) {
     es_config_t *cfg = tu_config(dir, name);
-    es_verify_summary_t sum;
-    es_error_t err = {0};
-    cr_assert_eq(es_store_verify(cfg, NULL, NULL, NULL, &sum, &err), ES_OK, "%s", err.message);
-    cr_assert_eq(sum.problems, 0, "%s: %llu problem(s)", name, (unsigned long long)sum.problems);
+    tu_assert_verifies(cfg, name);
     es_config_destroy(cfg);
 }
 
